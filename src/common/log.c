@@ -1,0 +1,53 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *log_prog = "vcr";
+static enum vcr_log_level log_max = VCR_LOG_INFO;
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void vcr_log_init(const char *prog, enum vcr_log_level max_level)
+{
+    log_prog = prog;
+    log_max = max_level;
+}
+
+int vcr_log_level_parse(const char *s)
+{
+    for (int i = 0; i <= VCR_LOG_DEBUG; i++)
+        if (strcmp(s, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+enum vcr_log_level vcr_log_max_level(void)
+{
+    return log_max;
+}
+
+void vcr_log(enum vcr_log_level level, const char *fmt, ...)
+{
+    if (level > log_max)
+        return;
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
+
+    char line[2048];
+    int n = snprintf(line, sizeof(line), "%s.%03ld %s[%d] %s ", stamp, ts.tv_nsec / 1000000,
+                     log_prog, (int)getpid(), level_names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof(line))
+        vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    /* One write per line so lines of concurrent processes do not interleave. */
+    fprintf(stderr, "%s\n", line);
+}
