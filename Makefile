@@ -1,0 +1,58 @@
+# Front door.  Two commands matter (README): `make demo` and `make check`.
+# Both install what they need (Debian packages, as root) and build first.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+MESON_OPTS ?= -Dstatic_agent=true
+
+.PHONY: all deps build build-asan build-fuzz image check unit fuzz integration demo \
+        format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
+
+build-asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Dtests=false
+
+build-fuzz: deps $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+
+# Guest boot files (kernel + initramfs with the static agent), cached under $(BUILD).
+image: build
+	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static
+
+check: build build-asan build-fuzz image
+	python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
+
+demo: build image
+	lab/demo --build $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+lab-up: image
+	lab/lab up
+
+lab-down:
+	lab/lab down
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,217 @@
+"""Helpers shared by the lab demo, the integration tests and the benchmarks.
+
+Everything runs inside the lab's network namespace (lab/lab up creates it).
+Waiting is always on a real condition with a deadline (wait_for), never a bare sleep.
+"""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAB = os.path.join(ROOT, "lab", "lab")
+NS = os.environ.get("VCR_LAB_NS", "vcrlab")
+RUN_DIR = f"/run/{NS}"
+SERVER_AGENT_PORT = 7070
+SERVER_API = "127.0.0.1:7080"
+
+
+class Timeout(Exception):
+    pass
+
+
+def wait_for(what, predicate, timeout, interval=0.05):
+    """Polls predicate() until it returns a truthy value; raises Timeout naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the condition may not be checkable yet (server starting)
+            last_exc = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc})" if last_exc else ""
+            raise Timeout(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def lab(*args, check=True):
+    return subprocess.run([LAB, *args], check=check, capture_output=True, text=True)
+
+
+def lab_up():
+    r = subprocess.run([LAB, "up"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"lab up failed:\n{r.stdout}\n{r.stderr}")
+    return lab_env()
+
+
+def lab_down():
+    subprocess.run([LAB, "down"], check=True, capture_output=True, text=True)
+
+
+def lab_env():
+    env = {}
+    with open(os.path.join(RUN_DIR, "lab.env")) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            k, v = line.split("=", 1)
+            env[k] = shlex.split(v)[0] if v else ""
+    return env
+
+
+def in_ns(argv):
+    return ["ip", "netns", "exec", NS, *argv]
+
+
+def ns_run(argv, timeout=30, check=False):
+    return subprocess.run(in_ns(argv), capture_output=True, text=True, timeout=timeout,
+                          check=check)
+
+
+def dig(name, server=None, rtype="A"):
+    server = server or lab_env()["VCR_LAB_DNS"]
+    r = ns_run(["dig", f"@{server}", "+short", "+time=1", "+tries=1", name, rtype], timeout=10)
+    return [x for x in r.stdout.split() if x]
+
+
+def http_get(address, path="/", timeout=2.0):
+    """Body of http://address/path from inside the lab, or None if it did not answer."""
+    r = ns_run(["curl", "-s", "-f", "-m", str(timeout), f"http://{address}{path}"],
+               timeout=timeout + 5)
+    return r.stdout if r.returncode == 0 else None
+
+
+class Proc:
+    """A daemon started inside the namespace, with its log in a file."""
+
+    def __init__(self, argv, log_path, env=None):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.popen = subprocess.Popen(in_ns(argv), stdin=subprocess.DEVNULL, stdout=self.log,
+                                      stderr=subprocess.STDOUT, env=env)
+
+    @property
+    def pid(self):
+        # `ip netns exec` execs the program, so this is the daemon's own pid.
+        return self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def signal(self, sig):
+        os.kill(self.popen.pid, sig)
+
+    def stop(self, timeout=10):
+        if self.alive():
+            try:
+                os.kill(self.popen.pid, signal.SIGCONT)
+                self.popen.terminate()
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.log.close()
+        return self.popen.returncode
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+
+def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None):
+    env = lab_env()
+    lines = [
+        f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
+        f"api: {SERVER_API}",
+        f"journal: {journal}",
+        f"heartbeat_ms: {heartbeat_ms}",
+    ]
+    if host_timeout_ms:
+        lines.append(f"host_timeout_ms: {host_timeout_ms}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args=""):
+    env = lab_env()
+    return {
+        "name": name,
+        "memory_mb": memory_mb,
+        "vcpus": vcpus,
+        "image": {"kernel": env["VCR_LAB_KERNEL"], "initrd": env["VCR_LAB_INITRD"]},
+        "mac": f"52:54:00:77:00:{0x10 + index:02x}",
+        "tap": f"tap{index}",
+        "address": f"{address}/24",
+        "gateway": env["VCR_LAB_BRIDGE_ADDR"],
+        "kernel_args": f"vcr.dns={env['VCR_LAB_DNS']} {extra_args}".strip(),
+    }
+
+
+def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000):
+    """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple."""
+    env = lab_env()
+    out = [
+        f"host: {host}",
+        f"server: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
+        f"state_dir: {state_dir}",
+        f"accel: {accel}",
+        "qemu: /usr/bin/qemu-system-x86_64",
+        "sample_interval_ms: 1000",
+        "probe:",
+        f"  kernel: {env['VCR_LAB_KERNEL']}",
+        f"  initrd: {env['VCR_LAB_INITRD']}",
+        f"  deadline_ms: {probe_deadline_ms}",
+        "vms:",
+    ]
+    for vm in vms:
+        out.append(f"  - name: {vm['name']}")
+        for k in ("memory_mb", "vcpus"):
+            out.append(f"    {k}: {vm[k]}")
+        out.append("    image:")
+        out.append(f"      kernel: {vm['image']['kernel']}")
+        out.append(f"      initrd: {vm['image']['initrd']}")
+        for k in ("mac", "tap", "address", "gateway", "kernel_args"):
+            out.append(f"    {k}: \"{vm[k]}\"")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+class Vcr:
+    """The `vcr` CLI run inside the namespace against the lab server."""
+
+    def __init__(self, build):
+        self.bin = os.path.join(build, "src", "cli", "vcr")
+
+    def run(self, *args, timeout=15):
+        return ns_run([self.bin, "--server", SERVER_API, *args], timeout=timeout)
+
+    def json(self, *args):
+        r = self.run(*args, "--json")
+        if r.returncode != 0:
+            raise RuntimeError(f"vcr {' '.join(args)} failed: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
+    def status(self):
+        return self.json("status")
+
+    def vm(self, name):
+        for host in self.status().get("hosts", []):
+            for vm in host.get("vms", []):
+                if vm.get("name") == name:
+                    return dict(vm, host=host.get("name"), host_state=host.get("state"))
+        return None
+
+    def events(self, since=0):
+        return self.json("events", "--since", str(since)).get("events", [])
+
+
+def now_ms():
+    return int(time.time() * 1000)

@@ -1,0 +1,83 @@
+"""Fixtures for integration tests: the lab (namespace, bridge, taps, BIND9) and the
+VCRecovery daemons, built with ASan+UBSan, started inside it."""
+import os
+import re
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "lab"))
+
+import labkit  # noqa: E402
+
+SANITIZER = re.compile(r"(ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer)")
+
+
+def build_dir():
+    return os.environ.get("VCR_ASAN_BUILD", os.path.join(ROOT, "build-asan"))
+
+
+@pytest.fixture(scope="session")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, taps)")
+    env = labkit.lab_up()
+    yield env
+    labkit.lab_down()
+
+
+class Daemons:
+    """Starts vcr-server and vcr-agent processes; checks their logs for sanitizer reports."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.build = build_dir()
+        self.procs = []
+        self.vcr = labkit.Vcr(self.build)
+
+    def server(self, heartbeat_ms=500, host_timeout_ms=None):
+        cfg = self.tmp / "server.yaml"
+        labkit.write_server_config(cfg, self.tmp / "journal.db", heartbeat_ms, host_timeout_ms)
+        p = labkit.Proc([os.path.join(self.build, "src", "server", "vcr-server"),
+                         "--config", str(cfg), "--log-level", "debug"],
+                        str(self.tmp / "server.log"))
+        self.procs.append(p)
+        labkit.wait_for("the server's API", lambda: self.vcr.run("status").returncode == 0, 15)
+        return p
+
+    def agent(self, host, vms, accel="tcg", probe_deadline_ms=20000, name=None):
+        state = self.tmp / f"agent-{host}"
+        state.mkdir(exist_ok=True)
+        cfg = self.tmp / f"agent-{host}.yaml"
+        labkit.write_agent_config(cfg, host, str(state), vms, accel, probe_deadline_ms)
+        p = labkit.Proc([os.path.join(self.build, "src", "agent", "vcr-agent"),
+                         "--config", str(cfg), "--log-level", "debug", "--stop-vms-on-exit"],
+                        str(self.tmp / f"{name or 'agent-' + host}.log"))
+        self.procs.append(p)
+        return p
+
+    def wait_vm_state(self, vm, states, timeout):
+        states = {states} if isinstance(states, str) else set(states)
+
+        def check():
+            v = self.vcr.vm(vm)
+            return v if v and v.get("state") in states else None
+        return labkit.wait_for(f"VM {vm} in state {sorted(states)}", check, timeout)
+
+    def stop_all(self):
+        reports = []
+        for p in reversed(self.procs):
+            p.stop()
+            text = p.log_text()
+            if SANITIZER.search(text):
+                reports.append(f"{p.log_path}:\n{text[-3000:]}")
+        return reports
+
+
+@pytest.fixture
+def daemons(lab, tmp_path):
+    d = Daemons(tmp_path)
+    yield d
+    reports = d.stop_all()
+    assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)

@@ -1,0 +1,50 @@
+"""The lab itself: `lab up` is idempotent, `lab down` leaves nothing behind, even after
+a crash that left processes and files around.  Runs after test_foundation (file order)."""
+import glob
+import os
+import subprocess
+
+import labkit
+
+
+def leftovers():
+    found = []
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if any(line.split()[0] == labkit.NS for line in r.stdout.splitlines() if line.strip()):
+        found.append(f"namespace {labkit.NS}")
+    if os.path.exists(labkit.RUN_DIR):
+        found.append(labkit.RUN_DIR)
+    found += glob.glob("/dev/shm/vcr-*")
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    found += [line for line in ps.splitlines()
+              if (labkit.RUN_DIR in line or "vcr-agent" in line or "vcr-server" in line)
+              and "pytest" not in line]
+    return found
+
+
+def test_up_is_idempotent(lab):
+    r = labkit.lab("up")
+    assert r.returncode == 0, r.stderr
+    assert labkit.dig("ns.vcr.lab") == [lab["VCR_LAB_DNS"]]
+
+
+def test_tsig_signed_update_is_accepted(lab):
+    script = f"server {lab['VCR_LAB_DNS']}\nupdate add probe.vcr.lab 5 A 10.77.0.99\nsend\n"
+    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", lab["VCR_LAB_TSIG_FILE"]]), input=script,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert labkit.dig("probe.vcr.lab") == ["10.77.0.99"]
+
+
+def test_down_after_crash_leaves_nothing(lab):
+    # Leave things behind as a crash would: a stray process in the namespace and a
+    # RAM file in /dev/shm.
+    stray = subprocess.Popen(labkit.in_ns(["sleep", "600"]), stdin=subprocess.DEVNULL)
+    with open("/dev/shm/vcr-crashtest.ram", "w") as f:
+        f.write("x")
+    r = labkit.lab("down")
+    assert r.returncode == 0, r.stderr
+    assert stray.wait(timeout=10) is not None
+    assert leftovers() == []
+    assert labkit.lab("down").returncode == 0  # idempotent
+    labkit.lab_up()  # leave the lab as the session fixture expects
