@@ -1,0 +1,82 @@
+/* Switching a name's A record by RFC 2136 UPDATE signed with TSIG (RFC 8945).
+ *
+ * The server calls dns_update_start() from its libevent loop: the update never blocks
+ * (non-blocking UDP socket, timers on the loop) and reports once through a callback.
+ * Programs and tests without a loop use dns_update_sync().  What goes on the wire, the
+ * retry policy and the errors are described in docs/dns.md. */
+#ifndef VCR_DNS_DNS_UPDATE_H
+#define VCR_DNS_DNS_UPDATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "common/err.h"
+
+#define DNS_UPDATE_MAX_TTL 86400
+
+/* Retransmission on timeout.  A zero field takes the default in brackets. */
+struct dns_retry_policy {
+    unsigned attempts;         /* datagrams sent in all, 1..10 [4] */
+    unsigned first_timeout_ms; /* wait after the first one, 1..60000 [200] */
+    unsigned multiplier;       /* each wait is the previous one times this, 1..10 [2] */
+    unsigned max_timeout_ms;   /* cap of a single wait, >= first_timeout_ms [1600] */
+};
+
+/* All strings are borrowed: dns_update_start() copies what it keeps. */
+struct dns_update_config {
+    const char *server; /* IPv4 "A.B.C.D" of the primary server */
+    uint16_t port;      /* 0 means 53 */
+    const char *zone;
+    const char *key_name;
+    const char *key_secret; /* base64, as in the BIND key file */
+    const char *algorithm;  /* NULL or "hmac-sha256": the only one supported */
+    struct dns_retry_policy retry;
+};
+
+/* A TSIG key read from a BIND key file; dns_tsig_key_clear() frees it. */
+struct dns_tsig_key {
+    char *name;
+    char *secret;
+};
+
+/* Reads `key "NAME" { algorithm hmac-sha256; secret "BASE64"; };` as tsig-keygen writes
+ * it.  The file must hold exactly one key. */
+int dns_tsig_key_load(const char *path, struct dns_tsig_key *key, vcr_error_t *err);
+void dns_tsig_key_clear(struct dns_tsig_key *key);
+
+struct dns_update_outcome {
+    unsigned attempts; /* datagrams sent */
+    double elapsed_ms; /* from the start to the callback */
+    int rcode;         /* of the reply that ended the update, -1 when none did */
+};
+
+/* error is NULL on success, else a message naming the cause; both it and outcome are
+ * borrowed for the duration of the call.  The update is already freed when this runs. */
+typedef void (*dns_update_done_fn)(const struct dns_update_outcome *outcome, const char *error,
+                                   void *arg);
+
+struct dns_update;
+
+/* Starts replacing every A record of `name` (inside cfg->zone) by one record `addr`
+ * with `ttl` (0..DNS_UPDATE_MAX_TTL).  Invalid input fails here, naming the field;
+ * everything later is reported through done, never from inside this call.  The
+ * returned handle is valid until done runs or dns_update_cancel(). */
+struct dns_update *dns_update_start(struct event_base *base, const struct dns_update_config *cfg,
+                                    const char *name, long ttl, const char *addr,
+                                    dns_update_done_fn done, void *arg, vcr_error_t *err);
+
+/* Abandons an update in flight without calling its callback (for shutdown). */
+void dns_update_cancel(struct dns_update *update);
+
+/* Runs one update on a private loop until it ends.  outcome may be NULL. */
+int dns_update_sync(const struct dns_update_config *cfg, const char *name, long ttl,
+                    const char *addr, struct dns_update_outcome *outcome, vcr_error_t *err);
+
+/* The signed UPDATE message exactly as dns_update_start() sends it, in a malloc'ed
+ * buffer; exposed so that tests can parse it back. */
+int dns_update_message(const struct dns_update_config *cfg, const char *name, long ttl,
+                       const char *addr, uint8_t **wire, size_t *wire_len, vcr_error_t *err);
+
+#endif
