@@ -37,7 +37,7 @@ image: build
 	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static
 
 check: build build-asan build-fuzz image
-	python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
+	/usr/bin/python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
 
 demo: build image
 	lab/demo --build $(BUILD)

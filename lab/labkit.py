@@ -62,7 +62,7 @@ def lab_env():
             if not line or line.startswith("#") or "=" not in line:
                 continue
             k, v = line.split("=", 1)
-            env[k] = shlex.split(v)[0] if v else ""
+            env[k] = " ".join(shlex.split(v))
     return env
 
 

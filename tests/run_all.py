@@ -15,6 +15,9 @@ import time
 import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Debian's interpreter: pytest comes from python3-pytest, not from whatever python3 is first
+# on PATH.
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
 class Tally:
@@ -129,7 +132,7 @@ def run_integration(t, build, asan_build):
         junit = os.path.join(tmp, "junit.xml")
         env = dict(os.environ, VCR_BUILD=os.path.join(ROOT, build),
                    VCR_ASAN_BUILD=os.path.join(ROOT, asan_build))
-        subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+        subprocess.run([PYTHON, "-m", "pytest", "-v", "-p", "no:cacheprovider",
                         f"--junitxml={junit}", "tests/integration"], cwd=ROOT, env=env)
         if not os.path.exists(junit):
             t.add("integration: pytest did not run", False)
