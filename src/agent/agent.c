@@ -1,0 +1,244 @@
+/* The agent core: configuration, event loop, signals, the periodic sample
+ * tick and the server connection; everything role-specific goes through
+ * struct agent_role_ops (agent_role.h). */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+
+#include "agent/agent_conn.h"
+#include "agent/agent_role.h"
+#include "agent/proc.h"
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/proto.h"
+
+static const struct agent_role_ops *const roles[] = {&host_role_ops};
+
+static const struct agent_role_ops *find_role(const char *name)
+{
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if (strcmp(roles[i]->name, name) == 0)
+            return roles[i];
+    return NULL;
+}
+
+bool agent_role_exists(const char *name)
+{
+    return find_role(name) != NULL;
+}
+
+static int check_role(const struct agent_options *opts, vcr_error_t *err)
+{
+    const char *role = opts->role ? opts->role : "host";
+    if (find_role(role) == NULL)
+        return vcr_error_make(err, EINVAL, "role `%s` is not implemented; allowed: host", role);
+    return 0;
+}
+
+int agent_config_test(const struct agent_options *opts, vcr_error_t *err)
+{
+    if (check_role(opts, err) < 0)
+        return -1;
+    struct vcr_agent_config *cfg = vcr_agent_config_load(opts->config_path, err);
+    if (cfg == NULL)
+        return -1;
+    printf("%s: ok: host %s, server %s, accel %s, %zu VM(s)\n", cfg->path, cfg->host, cfg->server,
+           vcr_accel_mode_name(cfg->accel), cfg->n_vms);
+    vcr_agent_config_free(cfg);
+    return 0;
+}
+
+/* mkdir -p, for the state directory. */
+static int make_dirs(const char *path, vcr_error_t *err)
+{
+    cleanup_free char *copy = strdup(path);
+    if (copy == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    for (char *p = copy + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(copy, 0750) < 0 && errno != EEXIST)
+            return vcr_error_errno(err, "create state_dir `%s`", copy);
+        if (saved == '\0')
+            break;
+        *p = saved;
+    }
+    return 0;
+}
+
+void agent_report_event(struct agent *a, json_t *body)
+{
+    if (a->conn == NULL) {
+        json_decref(body);
+        return;
+    }
+    agent_conn_send_event(a->conn, body);
+}
+
+void agent_reply(struct agent *a, json_t *id, bool ok, const char *error)
+{
+    if (a->conn)
+        agent_conn_reply(a->conn, id, ok, error);
+}
+
+void agent_role_left(struct agent *a)
+{
+    log_info("leaving");
+    event_base_loopexit(a->base, NULL);
+}
+
+static json_t *conn_vm_list(void *opaque)
+{
+    struct agent *a = opaque;
+    return a->role->vm_list(a);
+}
+
+static void conn_order(json_t *id, const char *action, const char *vm, void *opaque)
+{
+    struct agent *a = opaque;
+    if (a->leaving) {
+        agent_reply(a, id, false, "the agent is exiting");
+        return;
+    }
+    a->role->order(a, id, action, vm);
+}
+
+static const struct agent_conn_ops conn_ops = {
+    .vm_list = conn_vm_list,
+    .order = conn_order,
+};
+
+static void on_sample_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct agent *a = arg;
+    if (a->conn == NULL || !agent_conn_is_up(a->conn))
+        return;
+    json_t *vms = a->role->sample(a);
+    if (vms)
+        agent_conn_send_sample(
+            a->conn, json_pack("{s:I, s:o}", "ts_ms", (json_int_t)vcr_wall_ms(), "vms", vms));
+}
+
+void agent_role_ready(struct agent *a, const char *accel)
+{
+    snprintf(a->accel, sizeof(a->accel), "%s", accel);
+    struct agent_conn_params params = {
+        .server = a->cfg->server,
+        .host = a->cfg->host,
+        .role = a->role->name,
+        .accel = a->accel,
+        .key = a->key,
+        .key_len = a->key_len,
+    };
+    cleanup_error vcr_error_t err = NULL;
+    a->conn = agent_conn_new(a->base, &params, &conn_ops, a, &err);
+    if (a->conn == NULL) {
+        log_error("%s", vcr_error_msg(err));
+        event_base_loopbreak(a->base);
+        return;
+    }
+    agent_conn_start(a->conn);
+    struct timeval tv = {.tv_sec = a->cfg->sample_interval_ms / 1000,
+                         .tv_usec = (a->cfg->sample_interval_ms % 1000) * 1000};
+    event_add(a->sample_timer, &tv);
+}
+
+static void on_leave_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct agent *a = arg;
+    if (a->leaving) {
+        log_warn("%s again: exiting at once", strsignal((int)sig));
+        event_base_loopbreak(a->base);
+        return;
+    }
+    a->leaving = true;
+    log_info("%s: exiting; VMs %s", strsignal((int)sig),
+             a->stop_vms_on_exit ? "are stopped first (--stop-vms-on-exit)"
+                                 : "keep running (they outlive the agent)");
+    a->role->leave(a, a->stop_vms_on_exit);
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    proc_reap_children();
+}
+
+int agent_run(const struct agent_options *opts, vcr_error_t *err)
+{
+    if (check_role(opts, err) < 0)
+        return -1;
+    struct agent a = {.stop_vms_on_exit = opts->stop_vms_on_exit};
+    a.role = find_role(opts->role ? opts->role : "host");
+    a.cfg = vcr_agent_config_load(opts->config_path, err);
+    if (a.cfg == NULL)
+        return -1;
+    int rc = -1;
+    struct event *sig_term = NULL, *sig_int = NULL, *sig_chld = NULL;
+    bool role_started = false;
+    if (make_dirs(a.cfg->state_dir, err) < 0)
+        goto out;
+    if (a.cfg->agent_key_file &&
+        proto_auth_load_key(a.cfg->agent_key_file, &a.key, &a.key_len, err) < 0) {
+        vcr_error_wrap(err, "agent_key_file");
+        goto out;
+    }
+    /* proto.h: a vanished peer must not kill us through SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    a.base = event_base_new();
+    if (a.base == NULL) {
+        vcr_error_make(err, ENOMEM, "cannot create the event loop");
+        goto out;
+    }
+    sig_term = evsignal_new(a.base, SIGTERM, on_leave_signal, &a);
+    sig_int = evsignal_new(a.base, SIGINT, on_leave_signal, &a);
+    sig_chld = evsignal_new(a.base, SIGCHLD, on_sigchld, &a);
+    a.sample_timer = event_new(a.base, -1, EV_PERSIST, on_sample_tick, &a);
+    if (!sig_term || !sig_int || !sig_chld || !a.sample_timer || evsignal_add(sig_term, NULL) ||
+        evsignal_add(sig_int, NULL) || evsignal_add(sig_chld, NULL)) {
+        vcr_error_make(err, ENOMEM, "cannot register signal events");
+        goto out;
+    }
+    log_info("vcr-agent %s: role %s, host %s, server %s, state_dir %s, %zu VM(s)", VCR_VERSION,
+             a.role->name, a.cfg->host, a.cfg->server, a.cfg->state_dir, a.cfg->n_vms);
+    if (a.role->init(&a, err) < 0)
+        goto out;
+    role_started = true;
+    if (event_base_dispatch(a.base) < 0) {
+        vcr_error_make(err, EIO, "event loop failed");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (role_started)
+        a.role->fini(&a);
+    agent_conn_free(a.conn);
+    if (a.sample_timer)
+        event_free(a.sample_timer);
+    if (sig_term)
+        event_free(sig_term);
+    if (sig_int)
+        event_free(sig_int);
+    if (sig_chld)
+        event_free(sig_chld);
+    if (a.base)
+        event_base_free(a.base);
+    free(a.key);
+    vcr_agent_config_free(a.cfg);
+    return rc;
+}

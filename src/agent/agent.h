@@ -1,0 +1,24 @@
+/* vcr-agent as a library: agent_main.c parses the command line and calls
+ * these; the unit tests link the same code (docs/agent.md). */
+#ifndef VCR_AGENT_AGENT_H
+#define VCR_AGENT_AGENT_H
+
+#include <stdbool.h>
+
+#include "common/err.h"
+
+struct agent_options {
+    const char *config_path;
+    const char *role; /* "host" (default) */
+    /* Stop the role's VMs on SIGTERM/SIGINT; by default they outlive the agent. */
+    bool stop_vms_on_exit;
+};
+
+/* Whether name is a role this binary implements. */
+bool agent_role_exists(const char *name);
+/* --config-test: load and validate; on success prints a summary to stdout. */
+int agent_config_test(const struct agent_options *opts, vcr_error_t *err);
+/* Runs until SIGTERM or SIGINT (a second one exits at once). */
+int agent_run(const struct agent_options *opts, vcr_error_t *err);
+
+#endif

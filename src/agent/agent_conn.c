@@ -1,0 +1,353 @@
+/* Agent side of the agent-server protocol (see agent_conn.h). */
+#include "agent/agent_conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/proto.h"
+
+enum conn_state {
+    CONN_IDLE,            /* waiting for the retry timer */
+    CONN_CONNECTING,      /* TCP connect under way */
+    CONN_AWAIT_CHALLENGE, /* connected, we have a key, no hello yet */
+    CONN_HELLO_SENT,      /* events and replies may flow */
+    CONN_UP,              /* welcomed: heartbeats and samples too */
+};
+
+struct agent_conn {
+    struct event_base *base;
+    struct agent_conn_params params;
+    struct agent_conn_ops ops;
+    void *opaque;
+    struct proto_conn *pc;
+    enum conn_state state;
+    int backoff_ms;
+    bool outage_logged;
+    struct event *retry_timer;
+    struct event *challenge_timer;
+    struct event *heartbeat_timer;
+    int heartbeat_ms;
+    json_int_t heartbeat_seq;
+    json_t *queue[AGENT_CONN_QUEUE_MAX]; /* vm_event messages, oldest at head */
+    size_t q_head, q_len;
+    unsigned long long dropped;
+};
+
+static void ms_to_tv(int ms, struct timeval *tv)
+{
+    tv->tv_sec = ms / 1000;
+    tv->tv_usec = (ms % 1000) * 1000;
+}
+
+static bool send_msg(struct agent_conn *c, json_t *msg)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (c->pc == NULL || msg == NULL)
+        return false;
+    if (proto_conn_send(c->pc, msg, &err) < 0) {
+        log_warn("server %s: send %s: %s", c->params.server, proto_msg_type(msg),
+                 vcr_error_msg(err));
+        return false;
+    }
+    return true;
+}
+
+static void enqueue(struct agent_conn *c, json_t *msg)
+{
+    if (c->q_len == AGENT_CONN_QUEUE_MAX) {
+        json_decref(c->queue[c->q_head]);
+        c->q_head = (c->q_head + 1) % AGENT_CONN_QUEUE_MAX;
+        c->q_len--;
+        c->dropped++;
+    }
+    c->queue[(c->q_head + c->q_len) % AGENT_CONN_QUEUE_MAX] = msg;
+    c->q_len++;
+}
+
+static void flush_queue(struct agent_conn *c)
+{
+    if (c->dropped) {
+        log_warn("server %s: %llu vm_event(s) dropped while disconnected (queue holds %d); the "
+                 "hello carried the current state",
+                 c->params.server, c->dropped, AGENT_CONN_QUEUE_MAX);
+        c->dropped = 0;
+    }
+    while (c->q_len > 0 && send_msg(c, c->queue[c->q_head])) {
+        json_decref(c->queue[c->q_head]);
+        c->q_head = (c->q_head + 1) % AGENT_CONN_QUEUE_MAX;
+        c->q_len--;
+    }
+}
+
+static void send_hello(struct agent_conn *c, const char *auth)
+{
+    json_t *vms = c->ops.vm_list(c->opaque);
+    cleanup_json json_t *msg = proto_msg_new(
+        "hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "host", c->params.host, "role",
+                           c->params.role, "agent_version", VCR_VERSION, "pid", (int)getpid(),
+                           "accel", c->params.accel, "vms", vms ? vms : json_array()));
+    if (msg && auth)
+        json_object_set_new(msg, "auth", json_string(auth));
+    if (!send_msg(c, msg))
+        return;
+    c->state = CONN_HELLO_SENT;
+    log_debug("server %s: hello sent (%zu VMs)", c->params.server,
+              json_array_size(json_object_get(msg, "vms")));
+    flush_queue(c);
+}
+
+static void on_challenge_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct agent_conn *c = arg;
+    if (c->state != CONN_AWAIT_CHALLENGE)
+        return;
+    log_warn("server %s sent no challenge within %d ms although we have an agent key: it does "
+             "not check keys; sending hello without auth",
+             c->params.server, AGENT_CONN_CHALLENGE_WAIT_MS);
+    send_hello(c, NULL);
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct agent_conn *c = arg;
+    cleanup_json json_t *msg =
+        proto_msg_new("heartbeat", json_pack("{s:I, s:I}", "seq", ++c->heartbeat_seq, "ts_ms",
+                                             (json_int_t)vcr_wall_ms()));
+    send_msg(c, msg);
+}
+
+static void handle_challenge(struct agent_conn *c, json_t *msg)
+{
+    const char *nonce = json_string_value(json_object_get(msg, "nonce"));
+    if (c->params.key == NULL) {
+        log_error("server %s requires an agent key: set agent_key_file in the agent config",
+                  c->params.server);
+        return;
+    }
+    if (c->state != CONN_AWAIT_CHALLENGE || nonce == NULL) {
+        log_warn("server %s: unexpected challenge ignored", c->params.server);
+        return;
+    }
+    char auth[PROTO_AUTH_HEX_LEN + 1];
+    if (proto_auth_compute(c->params.key, c->params.key_len, nonce, auth) < 0) {
+        log_error("server %s: cannot compute the challenge answer", c->params.server);
+        return;
+    }
+    evtimer_del(c->challenge_timer);
+    send_hello(c, auth);
+}
+
+static void handle_welcome(struct agent_conn *c, json_t *msg)
+{
+    json_int_t hb = json_integer_value(json_object_get(msg, "heartbeat_ms"));
+    /* Bounded so that a bad value can neither flood the server nor starve it. */
+    c->heartbeat_ms = hb >= 50 && hb <= 60000 ? (int)hb : AGENT_CONN_HEARTBEAT_DEF_MS;
+    c->state = CONN_UP;
+    c->backoff_ms = AGENT_CONN_BACKOFF_FIRST_MS;
+    c->outage_logged = false;
+    struct timeval tv;
+    ms_to_tv(c->heartbeat_ms, &tv);
+    evtimer_del(c->heartbeat_timer);
+    event_add(c->heartbeat_timer, &tv);
+    const char *version = json_string_value(json_object_get(msg, "server_version"));
+    log_info("server %s: welcome (server %s, heartbeat every %d ms)", c->params.server,
+             version ? version : "?", c->heartbeat_ms);
+}
+
+static void handle_order(struct agent_conn *c, json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+    const char *action = json_string_value(json_object_get(msg, "action"));
+    const char *vm = json_string_value(json_object_get(msg, "vm"));
+    if (id == NULL) {
+        log_warn("server %s: order without id ignored", c->params.server);
+        return;
+    }
+    if (action == NULL || vm == NULL) {
+        agent_conn_reply(c, id, false, "order needs string members `action` and `vm`");
+        return;
+    }
+    log_info("server %s: order %s %s", c->params.server, action, vm);
+    c->ops.order(id, action, vm, c->opaque);
+}
+
+static void on_message(struct proto_conn *pc, json_t *msg, void *opaque)
+{
+    (void)pc;
+    struct agent_conn *c = opaque;
+    const char *type = proto_msg_type(msg);
+    if (strcmp(type, "challenge") == 0)
+        handle_challenge(c, msg);
+    else if (strcmp(type, "welcome") == 0)
+        handle_welcome(c, msg);
+    else if (strcmp(type, "order") == 0)
+        handle_order(c, msg);
+    else if (strcmp(type, "error") == 0)
+        log_error("server %s: %s", c->params.server,
+                  json_string_value(json_object_get(msg, "message"))
+                      ? json_string_value(json_object_get(msg, "message"))
+                      : "error without message");
+    else
+        log_debug("server %s: message of unknown type `%s` ignored", c->params.server, type);
+}
+
+static void on_connected(struct proto_conn *pc, void *opaque)
+{
+    (void)pc;
+    struct agent_conn *c = opaque;
+    log_info("server %s: connected", c->params.server);
+    if (c->params.key) {
+        c->state = CONN_AWAIT_CHALLENGE;
+        struct timeval tv;
+        ms_to_tv(AGENT_CONN_CHALLENGE_WAIT_MS, &tv);
+        evtimer_add(c->challenge_timer, &tv);
+    } else {
+        send_hello(c, NULL);
+    }
+}
+
+static void schedule_retry(struct agent_conn *c)
+{
+    struct timeval tv;
+    ms_to_tv(c->backoff_ms, &tv);
+    evtimer_add(c->retry_timer, &tv);
+    c->backoff_ms = c->backoff_ms * 2 < AGENT_CONN_BACKOFF_MAX_MS ? c->backoff_ms * 2
+                                                                  : AGENT_CONN_BACKOFF_MAX_MS;
+}
+
+static void on_closed(struct proto_conn *pc, const char *reason, void *opaque)
+{
+    struct agent_conn *c = opaque;
+    bool was_up = c->state == CONN_UP;
+    /* One line per outage at warn; the retries that follow at debug. */
+    if (was_up || !c->outage_logged)
+        log_warn("server %s: %s (%s); retrying from %d ms, backing off to %d ms", c->params.server,
+                 was_up ? "connection lost" : "cannot connect", reason ? reason : "closed",
+                 c->backoff_ms, AGENT_CONN_BACKOFF_MAX_MS);
+    else
+        log_debug("server %s: %s; retry in %d ms", c->params.server, reason ? reason : "closed",
+                  c->backoff_ms);
+    c->outage_logged = true;
+    proto_conn_free(pc);
+    c->pc = NULL;
+    c->state = CONN_IDLE;
+    evtimer_del(c->heartbeat_timer);
+    evtimer_del(c->challenge_timer);
+    schedule_retry(c);
+}
+
+static const struct proto_conn_ops conn_ops = {
+    .message = on_message,
+    .connected = on_connected,
+    .closed = on_closed,
+};
+
+static void connect_now(struct agent_conn *c)
+{
+    cleanup_error vcr_error_t err = NULL;
+    c->pc = proto_conn_connect(c->base, c->params.server, &conn_ops, c, &err);
+    if (c->pc == NULL) {
+        log_error("server %s: %s", c->params.server, vcr_error_msg(err));
+        schedule_retry(c);
+        return;
+    }
+    c->state = CONN_CONNECTING;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    connect_now(arg);
+}
+
+struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_conn_params *p,
+                                  const struct agent_conn_ops *ops, void *opaque, vcr_error_t *err)
+{
+    struct agent_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return vcr_error_make(err, ENOMEM, "server connection: out of memory"), NULL;
+    c->base = base;
+    c->params = *p;
+    c->ops = *ops;
+    c->opaque = opaque;
+    c->backoff_ms = AGENT_CONN_BACKOFF_FIRST_MS;
+    c->heartbeat_ms = AGENT_CONN_HEARTBEAT_DEF_MS;
+    c->retry_timer = evtimer_new(base, on_retry, c);
+    c->challenge_timer = evtimer_new(base, on_challenge_timeout, c);
+    c->heartbeat_timer = event_new(base, -1, EV_PERSIST, on_heartbeat, c);
+    if (c->retry_timer == NULL || c->challenge_timer == NULL || c->heartbeat_timer == NULL) {
+        agent_conn_free(c);
+        return vcr_error_make(err, ENOMEM, "server connection: out of memory"), NULL;
+    }
+    return c;
+}
+
+void agent_conn_start(struct agent_conn *c)
+{
+    if (c->state == CONN_IDLE && c->pc == NULL)
+        connect_now(c);
+}
+
+void agent_conn_send_event(struct agent_conn *c, json_t *body)
+{
+    json_t *msg = proto_msg_new("vm_event", body);
+    if (msg == NULL)
+        return;
+    enqueue(c, msg);
+    if (c->state >= CONN_HELLO_SENT)
+        flush_queue(c);
+}
+
+void agent_conn_send_sample(struct agent_conn *c, json_t *body)
+{
+    cleanup_json json_t *msg = proto_msg_new("sample", body);
+    if (c->state == CONN_UP)
+        send_msg(c, msg);
+}
+
+void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *error)
+{
+    cleanup_json json_t *msg = proto_msg_new("reply", json_pack("{s:O, s:b}", "id", id, "ok", ok));
+    if (msg && error)
+        json_object_set_new(msg, "error", json_string(error));
+    /* A reply cannot outlive its connection: after a reconnect the hello re-syncs. */
+    if (c->state < CONN_HELLO_SENT || !send_msg(c, msg))
+        log_warn("server %s: reply to an order dropped: not connected", c->params.server);
+}
+
+bool agent_conn_is_up(const struct agent_conn *c)
+{
+    return c->state == CONN_UP;
+}
+
+void agent_conn_free(struct agent_conn *c)
+{
+    if (c == NULL)
+        return;
+    if (c->pc)
+        proto_conn_free(c->pc);
+    if (c->retry_timer)
+        event_free(c->retry_timer);
+    if (c->challenge_timer)
+        event_free(c->challenge_timer);
+    if (c->heartbeat_timer)
+        event_free(c->heartbeat_timer);
+    while (c->q_len > 0) {
+        json_decref(c->queue[c->q_head]);
+        c->q_head = (c->q_head + 1) % AGENT_CONN_QUEUE_MAX;
+        c->q_len--;
+    }
+    free(c);
+}

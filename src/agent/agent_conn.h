@@ -1,0 +1,58 @@
+/* The agent's connection to the server (docs/protocol.md): connects, answers
+ * the challenge, sends `hello` with the full VM list, heartbeats at the
+ * server's pace, pushes events, samples and replies, hands orders to the role,
+ * and reconnects with backoff (250 ms doubling to 5 s) whenever the
+ * connection fails or ends.  Events raised while disconnected are queued
+ * (bounded; the oldest are dropped and counted) and sent right after the next
+ * hello; samples are only sent while connected. */
+#ifndef VCR_AGENT_AGENT_CONN_H
+#define VCR_AGENT_AGENT_CONN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/err.h"
+
+#define AGENT_CONN_BACKOFF_FIRST_MS 250
+#define AGENT_CONN_BACKOFF_MAX_MS   5000
+#define AGENT_CONN_QUEUE_MAX        256
+/* With a key: how long to wait for the server's challenge before sending
+ * hello without auth (a server without a key sends no challenge). */
+#define AGENT_CONN_CHALLENGE_WAIT_MS 1000
+#define AGENT_CONN_HEARTBEAT_DEF_MS  1000
+
+struct event_base;
+struct agent_conn;
+
+/* Borrowed for the life of the connection. */
+struct agent_conn_params {
+    const char *server; /* HOST:PORT */
+    const char *host;
+    const char *role;
+    const char *accel;
+    const char *key; /* shared key (proto_auth_load_key) or NULL */
+    size_t key_len;
+};
+
+struct agent_conn_ops {
+    /* The `vms` array of hello (new reference). */
+    json_t *(*vm_list)(void *opaque);
+    /* An order; answer it with agent_conn_reply(id) (id borrowed: incref to keep). */
+    void (*order)(json_t *id, const char *action, const char *vm, void *opaque);
+};
+
+struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_conn_params *p,
+                                  const struct agent_conn_ops *ops, void *opaque, vcr_error_t *err);
+/* First connection attempt; later ones follow on their own. */
+void agent_conn_start(struct agent_conn *c);
+/* vm_event body {vm, state, cause, ts_ms, pid} (stolen). */
+void agent_conn_send_event(struct agent_conn *c, json_t *body);
+/* sample body {ts_ms, vms} (stolen); dropped when not connected. */
+void agent_conn_send_sample(struct agent_conn *c, json_t *body);
+void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *error);
+/* The server welcomed us on the current connection. */
+bool agent_conn_is_up(const struct agent_conn *c);
+void agent_conn_free(struct agent_conn *c);
+
+#endif

@@ -1,0 +1,94 @@
+/* vcr-agent: command line only; the agent itself is agent_lib (agent.c). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "agent/agent.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: vcr-agent --config FILE [OPTION]...\n"
+                 "Supervises this host's QEMU VMs and reports to vcr-server (docs/agent.md).\n"
+                 "\n"
+                 "  -c, --config FILE       agent configuration (docs/config-vm.md)\n"
+                 "  -r, --role ROLE         what to supervise: host (default)\n"
+                 "  -l, --log-level LEVEL   error, warn, info (default) or debug\n"
+                 "  -t, --config-test       validate the configuration and exit\n"
+                 "      --stop-vms-on-exit  on SIGTERM/SIGINT stop the VMs first; by default\n"
+                 "                          they keep running and a restarted agent adopts them\n"
+                 "  -h, --help              this text\n"
+                 "  -V, --version           version\n"
+                 "\n"
+                 "Exit status: 0 after SIGTERM/SIGINT or a passed --config-test; 2 for a bad\n"
+                 "command line; otherwise non-zero with the reason on stderr.\n");
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_STOP_VMS = 256 };
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"role", required_argument, NULL, 'r'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"config-test", no_argument, NULL, 't'},
+        {"stop-vms-on-exit", no_argument, NULL, OPT_STOP_VMS},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct agent_options opts = {.role = "host"};
+    bool config_test = false;
+    int level = VCR_LOG_INFO;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:r:l:thV", options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            opts.config_path = optarg;
+            break;
+        case 'r':
+            opts.role = optarg;
+            break;
+        case 'l':
+            level = vcr_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "vcr-agent: --log-level `%s`: allowed: error, warn, info, debug\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 't':
+            config_test = true;
+            break;
+        case OPT_STOP_VMS:
+            opts.stop_vms_on_exit = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("vcr-agent %s\n", VCR_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc || opts.config_path == NULL) {
+        fprintf(stderr, "vcr-agent: %s\n",
+                optind < argc ? "unexpected argument" : "--config FILE is required");
+        usage(stderr);
+        return 2;
+    }
+    if (!agent_role_exists(opts.role)) {
+        fprintf(stderr, "vcr-agent: --role `%s`: allowed: host\n", opts.role);
+        return 2;
+    }
+    vcr_log_init("vcr-agent", (enum vcr_log_level)level);
+    vcr_error_t err = NULL;
+    int rc = config_test ? agent_config_test(&opts, &err) : agent_run(&opts, &err);
+    if (rc < 0)
+        return vcr_error_report(&err, stderr, "vcr-agent");
+    return 0;
+}

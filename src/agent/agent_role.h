@@ -1,0 +1,57 @@
+/* A role is what an agent supervises: `host` runs QEMU VMs (host_*.c); a
+ * `standby` role (containers in a standby VM) plugs in beside it through the
+ * same table, after crun's custom-handler.h: one ops struct per variant. */
+#ifndef VCR_AGENT_AGENT_ROLE_H
+#define VCR_AGENT_AGENT_ROLE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "common/err.h"
+#include "config/agent_config.h"
+
+struct event_base;
+struct agent_conn;
+
+struct agent {
+    struct event_base *base;
+    struct vcr_agent_config *cfg;
+    const struct agent_role_ops *role;
+    void *role_data;
+    struct agent_conn *conn; /* NULL until the role is ready to report */
+    char accel[8];
+    char *key; /* agent_key_file contents, or NULL */
+    size_t key_len;
+    bool stop_vms_on_exit;
+    bool leaving;
+    struct event *sample_timer;
+};
+
+struct agent_role_ops {
+    const char *name;
+    /* Set up and begin (asynchronously); call agent_role_ready() once the
+     * role can describe itself (host: when the accelerator is known). */
+    int (*init)(struct agent *a, vcr_error_t *err);
+    /* The `vms` array of hello (new reference). */
+    json_t *(*vm_list)(struct agent *a);
+    /* The `vms` array of a sample (new reference), or NULL for none. */
+    json_t *(*sample)(struct agent *a);
+    /* An order from the server; answer with agent_reply(). id is borrowed. */
+    void (*order)(struct agent *a, json_t *id, const char *action, const char *vm);
+    /* The agent is exiting: stop what the role runs if stop is set, then call
+     * agent_role_left() (possibly later, from the loop). */
+    void (*leave)(struct agent *a, bool stop);
+    /* Free the role's data; what it runs keeps running unless leave stopped it. */
+    void (*fini)(struct agent *a);
+};
+
+extern const struct agent_role_ops host_role_ops;
+
+/* Services of the agent core for roles. */
+void agent_role_ready(struct agent *a, const char *accel);
+/* vm_event body (stolen): queued while the server is unreachable. */
+void agent_report_event(struct agent *a, json_t *body);
+void agent_reply(struct agent *a, json_t *id, bool ok, const char *error);
+void agent_role_left(struct agent *a);
+
+#endif

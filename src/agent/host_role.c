@@ -1,0 +1,268 @@
+/* The `host` role: choose the accelerator, adopt or start the configured VMs,
+ * report their states and samples, carry out the server's orders. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/accel.h"
+#include "agent/agent_role.h"
+#include "agent/host_vm.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+
+/* An order waiting for the VM to get where it asked. */
+struct pending_order {
+    json_t *id; /* NULL when none */
+    char action[16];
+};
+
+struct host_role {
+    struct agent *agent;
+    struct accel_probe *probe;
+    char accel[8];
+    struct host_vm_env env;
+    struct host_vm **vms;
+    struct pending_order *pending;
+    size_t n_vms;
+    bool stopping_all; /* leave(stop): waiting for every QEMU to end */
+};
+
+static struct host_role *role_of(struct agent *a)
+{
+    return a->role_data;
+}
+
+static size_t vm_index(const struct host_role *r, const struct host_vm *vm)
+{
+    for (size_t i = 0; i < r->n_vms; i++)
+        if (r->vms[i] == vm)
+            return i;
+    return r->n_vms;
+}
+
+static void finish_order(struct host_role *r, size_t i, bool ok, const char *error)
+{
+    struct pending_order *p = &r->pending[i];
+    if (p->id == NULL)
+        return;
+    agent_reply(r->agent, p->id, ok, error);
+    json_decref(p->id);
+    p->id = NULL;
+}
+
+/* Whether the VM's new state answers its pending order. */
+static void check_pending(struct host_role *r, size_t i)
+{
+    struct pending_order *p = &r->pending[i];
+    struct host_vm *vm = r->vms[i];
+    enum vm_state s = host_vm_state(vm);
+    if (p->id == NULL)
+        return;
+    if (strcmp(p->action, "vm_start") == 0) {
+        if (s == VM_STATE_RUNNING || s == VM_STATE_PAUSED)
+            finish_order(r, i, true, NULL);
+        else if (!vm_state_is_live(s))
+            finish_order(r, i, false, host_vm_cause(vm));
+    } else if (!host_vm_has_process(vm)) {
+        finish_order(r, i, true, NULL);
+    }
+}
+
+static bool all_stopped(const struct host_role *r)
+{
+    for (size_t i = 0; i < r->n_vms; i++)
+        if (host_vm_has_process(r->vms[i]))
+            return false;
+    return true;
+}
+
+static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
+{
+    struct host_role *r = opaque;
+    json_t *body = json_pack("{s:s, s:s, s:s, s:I}", "vm", host_vm_name(vm), "state",
+                             vm_state_name(host_vm_state(vm)), "cause", host_vm_cause(vm), "ts_ms",
+                             (json_int_t)ts_ms);
+    if (body && host_vm_pid(vm) > 0)
+        json_object_set_new(body, "pid", json_integer(host_vm_pid(vm)));
+    agent_report_event(r->agent, body);
+    size_t i = vm_index(r, vm);
+    if (i < r->n_vms)
+        check_pending(r, i);
+    if (r->stopping_all && all_stopped(r))
+        agent_role_left(r->agent);
+}
+
+static void start_vms(struct host_role *r)
+{
+    const struct vcr_agent_config *cfg = r->agent->cfg;
+    for (size_t i = 0; i < cfg->n_vms; i++) {
+        cleanup_error vcr_error_t err = NULL;
+        struct host_vm *vm = host_vm_new(&r->env, &cfg->vms[i], on_vm_changed, r, &err);
+        if (vm == NULL) {
+            log_error("%s", vcr_error_msg(err));
+            continue;
+        }
+        r->vms[r->n_vms++] = vm;
+        if (host_vm_adopt(vm))
+            continue;
+        if (!cfg->vms[i].autostart) {
+            log_info("VM %s: not started (autostart: false)", cfg->vms[i].name);
+            continue;
+        }
+        if (host_vm_start(vm, "autostart", &err) < 0)
+            log_error("%s", vcr_error_msg(err));
+    }
+}
+
+static void on_accel(const struct accel_choice *choice, void *opaque)
+{
+    struct host_role *r = opaque;
+    snprintf(r->accel, sizeof(r->accel), "%s", choice->accel);
+    log_info("accel: %s (%s)", choice->accel, choice->reason);
+    accel_probe_free(r->probe);
+    r->probe = NULL;
+    if (r->agent->leaving) {
+        agent_role_left(r->agent);
+        return;
+    }
+    start_vms(r);
+    agent_role_ready(r->agent, r->accel);
+}
+
+static int host_init(struct agent *a, vcr_error_t *err)
+{
+    struct host_role *r = calloc(1, sizeof(*r));
+    size_t n = a->cfg->n_vms ? a->cfg->n_vms : 1;
+    if (r == NULL || (r->vms = calloc(n, sizeof(*r->vms))) == NULL ||
+        (r->pending = calloc(n, sizeof(*r->pending))) == NULL) {
+        if (r)
+            free(r->vms);
+        free(r);
+        return vcr_error_make(err, ENOMEM, "host role: out of memory");
+    }
+    r->agent = a;
+    r->env = (struct host_vm_env){
+        .base = a->base,
+        .qemu = a->cfg->qemu,
+        .host = a->cfg->host,
+        .state_dir = a->cfg->state_dir,
+        .accel = r->accel,
+    };
+    a->role_data = r;
+    r->probe = accel_resolve(a->base, a->cfg, on_accel, r, err);
+    return r->probe ? 0 : -1;
+}
+
+static json_t *host_vm_list(struct agent *a)
+{
+    struct host_role *r = role_of(a);
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < r->n_vms; i++)
+        json_array_append_new(list, host_vm_json(r->vms[i]));
+    return list;
+}
+
+static json_t *host_sample(struct agent *a)
+{
+    struct host_role *r = role_of(a);
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < r->n_vms; i++) {
+        json_t *s = host_vm_sample(r->vms[i]);
+        if (s)
+            json_array_append_new(list, s);
+    }
+    return list;
+}
+
+static void host_order(struct agent *a, json_t *id, const char *action, const char *name)
+{
+    struct host_role *r = role_of(a);
+    size_t i = 0;
+    while (i < r->n_vms && strcmp(host_vm_name(r->vms[i]), name) != 0)
+        i++;
+    char msg[256];
+    if (i == r->n_vms) {
+        snprintf(msg, sizeof(msg), "no VM `%s` on host %s", name, a->cfg->host);
+        agent_reply(a, id, false, msg);
+        return;
+    }
+    struct host_vm *vm = r->vms[i];
+    if (r->pending[i].id) {
+        snprintf(msg, sizeof(msg), "VM `%s` is busy with an earlier %s order", name,
+                 r->pending[i].action);
+        agent_reply(a, id, false, msg);
+        return;
+    }
+    cleanup_error vcr_error_t err = NULL;
+    int rc;
+    if (strcmp(action, "vm_start") == 0) {
+        rc = host_vm_start(vm, "started on order", &err);
+    } else if (strcmp(action, "vm_stop") == 0 || strcmp(action, "vm_kill") == 0) {
+        /* Already down is success: what the order asks for holds (fencing is idempotent). */
+        if (!host_vm_has_process(vm)) {
+            agent_reply(a, id, true, NULL);
+            return;
+        }
+        rc = action[3] == 's' ? host_vm_stop(vm, HOST_VM_STOP_GRACE_MS, &err)
+                              : host_vm_kill(vm, &err);
+    } else {
+        snprintf(msg, sizeof(msg), "unknown action `%s`; allowed: vm_start, vm_stop, vm_kill",
+                 action);
+        agent_reply(a, id, false, msg);
+        return;
+    }
+    if (rc < 0) {
+        agent_reply(a, id, false, vcr_error_msg(err));
+        return;
+    }
+    r->pending[i].id = json_incref(id);
+    snprintf(r->pending[i].action, sizeof(r->pending[i].action), "%s", action);
+    check_pending(r, i);
+}
+
+static void host_leave(struct agent *a, bool stop)
+{
+    struct host_role *r = role_of(a);
+    if (r->probe) {
+        /* Still choosing the accelerator: nothing runs yet. */
+        agent_role_left(a);
+        return;
+    }
+    if (!stop || all_stopped(r)) {
+        agent_role_left(a);
+        return;
+    }
+    r->stopping_all = true;
+    for (size_t i = 0; i < r->n_vms; i++) {
+        cleanup_error vcr_error_t err = NULL;
+        if (host_vm_has_process(r->vms[i]) && host_vm_stop(r->vms[i], 0, &err) < 0)
+            log_warn("%s", vcr_error_msg(err));
+    }
+}
+
+static void host_fini(struct agent *a)
+{
+    struct host_role *r = role_of(a);
+    if (r == NULL)
+        return;
+    accel_probe_free(r->probe);
+    for (size_t i = 0; i < r->n_vms; i++) {
+        json_decref(r->pending[i].id);
+        host_vm_free(r->vms[i]);
+    }
+    free(r->vms);
+    free(r->pending);
+    free(r);
+    a->role_data = NULL;
+}
+
+const struct agent_role_ops host_role_ops = {
+    .name = "host",
+    .init = host_init,
+    .vm_list = host_vm_list,
+    .sample = host_sample,
+    .order = host_order,
+    .leave = host_leave,
+    .fini = host_fini,
+};

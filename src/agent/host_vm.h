@@ -1,0 +1,73 @@
+/* Supervision of one primary VM on a host: starts QEMU (vm.c builds the
+ * command line), follows it over QMP (events, status) and through a pidfd
+ * (death, also for a QEMU an earlier agent started), stops and kills it on
+ * order, and reports every state change through a callback.
+ *
+ * Death is reported when the pidfd becomes readable, with that moment as
+ * ts_ms; the QMP socket is drained first (QEMU has closed it by then) so that
+ * a SHUTDOWN sent just before the exit is never lost.  When a VM ends, its RAM
+ * file in /dev/shm, QMP socket and pid file are removed; its serial and QEMU
+ * logs stay in the state directory. */
+#ifndef VCR_AGENT_HOST_VM_H
+#define VCR_AGENT_HOST_VM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent/vm.h"
+#include "common/err.h"
+#include "config/vm_spec.h"
+
+/* How long QEMU may take to create its QMP socket after the spawn. */
+#define HOST_VM_QMP_CONNECT_MS 10000
+/* After system_powerdown: how long the guest has to power off before `quit`. */
+#define HOST_VM_STOP_GRACE_MS 5000
+/* After `quit` (or SIGTERM without QMP): how long before SIGKILL. */
+#define HOST_VM_STOP_KILL_MS 3000
+
+struct event_base;
+struct host_vm;
+
+/* Borrowed for the life of the VMs. */
+struct host_vm_env {
+    struct event_base *base;
+    const char *qemu;
+    const char *host;
+    const char *state_dir;
+    const char *accel; /* "kvm" or "tcg" */
+};
+
+/* The VM changed state (or saw a notable event such as RESET); ts_ms is the
+ * wall-clock time the agent saw it. */
+typedef void (*host_vm_changed_cb)(struct host_vm *vm, int64_t ts_ms, void *opaque);
+
+struct host_vm *host_vm_new(const struct host_vm_env *env, const struct vcr_vm_spec *spec,
+                            host_vm_changed_cb cb, void *opaque, vcr_error_t *err);
+/* Takes over a QEMU of this VM left running by an earlier agent, found by its
+ * pid file and checked by its command line.  Returns true if one was adopted. */
+bool host_vm_adopt(struct host_vm *vm);
+int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err);
+/* Graceful: system_powerdown, `quit` after grace_ms, SIGKILL HOST_VM_STOP_KILL_MS
+ * later.  grace_ms 0 skips the powerdown. */
+int host_vm_stop(struct host_vm *vm, int grace_ms, vcr_error_t *err);
+/* SIGKILL through the pidfd (fencing). */
+int host_vm_kill(struct host_vm *vm, vcr_error_t *err);
+
+const char *host_vm_name(const struct host_vm *vm);
+const struct vcr_vm_spec *host_vm_spec(const struct host_vm *vm);
+enum vm_state host_vm_state(const struct host_vm *vm);
+const char *host_vm_cause(const struct host_vm *vm);
+/* The QEMU process of the last state change (0 if there never was one). */
+pid_t host_vm_pid(const struct host_vm *vm);
+/* Whether a QEMU process of this VM exists now. */
+bool host_vm_has_process(const struct host_vm *vm);
+/* The `vm` object of hello: name, state, cause, pid, address, memory_mb, vcpus, accel. */
+json_t *host_vm_json(const struct host_vm *vm);
+/* {"vm", "cpu_pct", "rss_kb"} for a `sample`, or NULL when there is no process. */
+json_t *host_vm_sample(struct host_vm *vm);
+/* Leaves the QEMU process running (it outlives the agent by design). */
+void host_vm_free(struct host_vm *vm);
+
+#endif

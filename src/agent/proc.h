@@ -1,0 +1,47 @@
+/* Processes the agent starts or finds: spawn in a session of their own, watch
+ * for their end through a pidfd (works for any process, not only children),
+ * collect the exit status of our own children, signal them race-free.
+ *
+ * Reaping: the agent handles SIGCHLD (a libevent signal event) by calling
+ * proc_reap_children(), which waits for every exited child and hands the
+ * status to its watch, if any.  The pidfd callback is what reports the end:
+ * whichever of the two runs first, the status is kept. */
+#ifndef VCR_AGENT_PROC_H
+#define VCR_AGENT_PROC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+
+struct event_base;
+struct proc_watch;
+
+/* The process ended; seen_ms is the wall-clock time at which the pidfd
+ * became readable (as close to the death as the agent can tell). */
+typedef void (*proc_exit_cb)(struct proc_watch *w, int64_t seen_ms, void *opaque);
+
+/* Fork and exec argv in a new session (setsid: a signal to the agent's group
+ * or the agent's death does not reach it), stdin from /dev/null, stdout and
+ * stderr appended to log_path.  An exec failure is reported here, not later. */
+pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err);
+
+/* Watch pid through a pidfd.  cb runs once, from the loop. */
+struct proc_watch *proc_watch_new(struct event_base *base, pid_t pid, proc_exit_cb cb, void *opaque,
+                                  vcr_error_t *err);
+pid_t proc_watch_pid(const struct proc_watch *w);
+/* Whether the process is a child of ours (else no exit status can be had). */
+bool proc_watch_is_child(const struct proc_watch *w);
+/* After the exit: the wait status, if it was our child.  Returns false otherwise. */
+bool proc_watch_status(struct proc_watch *w, int *wstatus);
+/* Whether the process has ended (the pidfd is readable), without waiting. */
+bool proc_watch_has_exited(const struct proc_watch *w);
+/* pidfd_send_signal: never hits a recycled pid. */
+int proc_watch_signal(struct proc_watch *w, int sig, vcr_error_t *err);
+void proc_watch_free(struct proc_watch *w);
+
+/* SIGCHLD: reap every exited child, keeping statuses for their watches. */
+void proc_reap_children(void);
+
+#endif

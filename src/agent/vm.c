@@ -1,0 +1,315 @@
+/* QEMU command line and VM state machine (see vm.h). */
+#include "agent/vm.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "common/cleanup.h"
+
+static const char *const state_names[] = {
+    [VM_STATE_STARTING] = "starting", [VM_STATE_RUNNING] = "running",
+    [VM_STATE_PAUSED] = "paused",     [VM_STATE_SHUTDOWN] = "shutdown",
+    [VM_STATE_STOPPED] = "stopped",   [VM_STATE_CRASHED] = "crashed",
+    [VM_STATE_PANICKED] = "panicked", [VM_STATE_FAILED] = "failed",
+};
+
+const char *vm_state_name(enum vm_state s)
+{
+    return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
+}
+
+bool vm_state_is_live(enum vm_state s)
+{
+    return s == VM_STATE_STARTING || s == VM_STATE_RUNNING || s == VM_STATE_PAUSED;
+}
+
+int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
+                  vcr_error_t *err)
+{
+    memset(p, 0, sizeof(*p));
+    if (asprintf(&p->ram, "/dev/shm/vcr-%s-%s.ram", host, name) < 0 ||
+        asprintf(&p->qmp, "%s/%s.qmp", state_dir, name) < 0 ||
+        asprintf(&p->serial, "%s/%s.serial", state_dir, name) < 0 ||
+        asprintf(&p->log, "%s/%s.log", state_dir, name) < 0 ||
+        asprintf(&p->pid, "%s/%s.pid", state_dir, name) < 0) {
+        vm_paths_clear(p);
+        return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
+    }
+    return 0;
+}
+
+void vm_paths_clear(struct vm_paths *p)
+{
+    free(p->ram);
+    free(p->qmp);
+    free(p->serial);
+    free(p->log);
+    free(p->pid);
+    memset(p, 0, sizeof(*p));
+}
+
+/* QEMU's option parser splits on commas; a literal comma is written twice. */
+static char *qemu_escape(const char *s)
+{
+    size_t n = strlen(s), commas = 0;
+    for (size_t i = 0; i < n; i++)
+        commas += s[i] == ',';
+    char *out = malloc(n + commas + 1);
+    if (out == NULL)
+        return NULL;
+    char *o = out;
+    for (size_t i = 0; i < n; i++) {
+        *o++ = s[i];
+        if (s[i] == ',')
+            *o++ = ',';
+    }
+    *o = '\0';
+    return out;
+}
+
+char *vm_kernel_cmdline(const struct vcr_vm_spec *spec)
+{
+    char *s = NULL;
+    if (asprintf(&s, "console=ttyS0 vcr.name=%s vcr.ip=%s%s%s%s%s", spec->name, spec->address,
+                 spec->gateway ? " vcr.gw=" : "", spec->gateway ? spec->gateway : "",
+                 spec->kernel_args ? " " : "", spec->kernel_args ? spec->kernel_args : "") < 0)
+        return NULL;
+    return s;
+}
+
+struct argv_builder {
+    char **v;
+    size_t n, cap;
+    bool oom;
+};
+
+static void add(struct argv_builder *b, char *s)
+{
+    if (s == NULL || b->oom) {
+        b->oom = true;
+        free(s);
+        return;
+    }
+    if (b->n + 2 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        char **v = realloc(b->v, cap * sizeof(*v));
+        if (v == NULL) {
+            b->oom = true;
+            free(s);
+            return;
+        }
+        b->v = v;
+        b->cap = cap;
+    }
+    b->v[b->n++] = s;
+    b->v[b->n] = NULL;
+}
+
+__attribute__((format(printf, 2, 3))) static void addf(struct argv_builder *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    add(b, s);
+}
+
+static void add2(struct argv_builder *b, const char *opt, char *value)
+{
+    add(b, strdup(opt));
+    add(b, value);
+}
+
+char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
+{
+    const struct vcr_vm_spec *s = l->spec;
+    struct argv_builder b = {0};
+    cleanup_free char *ram = qemu_escape(l->paths->ram);
+    cleanup_free char *qmp = qemu_escape(l->paths->qmp);
+    cleanup_free char *serial = qemu_escape(l->paths->serial);
+    if (ram == NULL || qmp == NULL || serial == NULL)
+        return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", s->name), NULL;
+
+    add(&b, strdup(l->qemu));
+    add2(&b, "-name", strdup(s->name));
+    /* MTTCG only pays off with several vCPUs; single-threaded TCG is QEMU's default. */
+    if (strcmp(l->accel, "tcg") == 0 && s->vcpus > 1)
+        add2(&b, "-accel", strdup("tcg,thread=multi"));
+    else
+        add2(&b, "-accel", strdup(l->accel));
+    /* All guest RAM in one shared file (and no VGA RAM outside it), so that a
+     * warm restart can keep it: LAB-NOTES "Warm-VM restart". */
+    add2(&b, "-machine", strdup("pc,memory-backend=mem"));
+    add(&b, strdup("-m"));
+    addf(&b, "%uM", s->memory_mb);
+    add(&b, strdup("-object"));
+    addf(&b, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", s->memory_mb, ram);
+    add(&b, strdup("-smp"));
+    addf(&b, "%u", s->vcpus);
+    if (s->kernel) {
+        add2(&b, "-kernel", strdup(s->kernel));
+        add2(&b, "-initrd", strdup(s->initrd));
+        add2(&b, "-append", vm_kernel_cmdline(s));
+    }
+    add(&b, strdup("-netdev"));
+    addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);
+    add(&b, strdup("-device"));
+    addf(&b, "virtio-net-pci,netdev=n0,mac=%s", s->mac);
+    /* Lets a guest with the pvpanic driver report a panic (GUEST_PANICKED). */
+    add2(&b, "-device", strdup("pvpanic"));
+    add2(&b, "-vga", strdup("none"));
+    add2(&b, "-display", strdup("none"));
+    add(&b, strdup("-nodefaults"));
+    add(&b, strdup("-no-user-config"));
+    add(&b, strdup("-serial"));
+    addf(&b, "file:%s", serial);
+    add(&b, strdup("-qmp"));
+    addf(&b, "unix:%s,server=on,wait=off", qmp);
+    /* A guest reboot ends the process: the agent, not QEMU, decides what happens next. */
+    add(&b, strdup("-no-reboot"));
+    add2(&b, "-pidfile", strdup(l->paths->pid));
+    if (b.oom) {
+        vm_argv_free(b.v);
+        return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", s->name), NULL;
+    }
+    return b.v;
+}
+
+void vm_argv_free(char **argv)
+{
+    for (char **a = argv; a && *a; a++)
+        free(*a);
+    free(argv);
+}
+
+__attribute__((format(printf, 3, 4))) static bool set_state(struct vm_sm *sm, enum vm_state s,
+                                                            const char *fmt, ...)
+{
+    sm->state = s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sm->cause, sizeof(sm->cause), fmt, ap);
+    va_end(ap);
+    return true;
+}
+
+void vm_sm_init(struct vm_sm *sm, const char *cause)
+{
+    memset(sm, 0, sizeof(*sm));
+    set_state(sm, VM_STATE_STOPPED, "%s", cause);
+}
+
+bool vm_sm_starting(struct vm_sm *sm, const char *cause)
+{
+    sm->guest_shutdown = false;
+    sm->stop_ordered = false;
+    sm->shutdown_reason[0] = '\0';
+    return set_state(sm, VM_STATE_STARTING, "%s", cause);
+}
+
+bool vm_sm_qmp_status(struct vm_sm *sm, const char *status)
+{
+    if (sm->state != VM_STATE_STARTING)
+        return false;
+    if (strcmp(status, "running") == 0)
+        return set_state(sm, VM_STATE_RUNNING, "qmp ready");
+    if (strcmp(status, "guest-panicked") == 0)
+        return set_state(sm, VM_STATE_PANICKED, "qmp status guest-panicked");
+    return set_state(sm, VM_STATE_PAUSED, "qmp status %s", status);
+}
+
+bool vm_sm_qmp_event(struct vm_sm *sm, const char *name, json_t *data)
+{
+    if (!vm_state_is_live(sm->state))
+        return false;
+    if (strcmp(name, "SHUTDOWN") == 0) {
+        /* Not a state change yet: the process exit decides (vm_sm_exited). */
+        if (json_is_true(json_object_get(data, "guest")))
+            sm->guest_shutdown = true;
+        const char *reason = json_string_value(json_object_get(data, "reason"));
+        snprintf(sm->shutdown_reason, sizeof(sm->shutdown_reason), "%s",
+                 reason ? reason : (sm->guest_shutdown ? "guest" : "host"));
+        return false;
+    }
+    if (strcmp(name, "GUEST_PANICKED") == 0) {
+        const char *action = json_string_value(json_object_get(data, "action"));
+        return set_state(sm, VM_STATE_PANICKED, "qmp GUEST_PANICKED%s%s", action ? " " : "",
+                         action ? action : "");
+    }
+    if (strcmp(name, "RESET") == 0) {
+        bool guest = json_is_true(json_object_get(data, "guest"));
+        return set_state(sm, sm->state, "qmp RESET (%s)", guest ? "guest" : "host");
+    }
+    if (strcmp(name, "STOP") == 0 && sm->state == VM_STATE_RUNNING)
+        return set_state(sm, VM_STATE_PAUSED, "qmp STOP");
+    if (strcmp(name, "RESUME") == 0 && sm->state != VM_STATE_RUNNING)
+        return set_state(sm, VM_STATE_RUNNING, "qmp RESUME");
+    return false;
+}
+
+void vm_sm_stop_ordered(struct vm_sm *sm)
+{
+    sm->stop_ordered = true;
+}
+
+void vm_exit_cause(bool have_status, int wstatus, char *out, size_t size)
+{
+    if (!have_status)
+        snprintf(out, size, "qemu exited (status unknown: not our child)");
+    else if (WIFSIGNALED(wstatus))
+        snprintf(out, size, "qemu killed by signal %d", WTERMSIG(wstatus));
+    else
+        snprintf(out, size, "qemu exited with status %d", WEXITSTATUS(wstatus));
+}
+
+bool vm_sm_exited(struct vm_sm *sm, bool have_status, int wstatus, const char *detail)
+{
+    char how[128];
+    vm_exit_cause(have_status, wstatus, how, sizeof(how));
+    bool clean = !have_status || (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    switch (sm->state) {
+    case VM_STATE_STARTING:
+        if (sm->stop_ordered)
+            return set_state(sm, VM_STATE_STOPPED, "stopped on order while starting (%s)", how);
+        return set_state(sm, VM_STATE_FAILED, "%s before QMP was ready%s%s", how,
+                         detail ? ": " : "", detail ? detail : "");
+    case VM_STATE_RUNNING:
+    case VM_STATE_PAUSED:
+        break;
+    case VM_STATE_PANICKED: {
+        /* Reported too: an order to fence a panicked VM waits for this. */
+        if (sm->stop_ordered)
+            return set_state(sm, VM_STATE_STOPPED, "stopped on order after a guest panic (%s)",
+                             how);
+        char panic[VM_CAUSE_MAX / 2];
+        snprintf(panic, sizeof(panic), "%.*s", (int)sizeof(panic) - 1, sm->cause);
+        return set_state(sm, VM_STATE_PANICKED, "%s, then %s", panic, how);
+    }
+    default:
+        return false; /* no process in these states */
+    }
+    if (sm->stop_ordered)
+        return set_state(sm, VM_STATE_STOPPED, "stopped on order (%s%s)",
+                         sm->guest_shutdown ? "guest powered off, " : "", how);
+    if (sm->guest_shutdown)
+        return set_state(sm, VM_STATE_SHUTDOWN, "qmp SHUTDOWN (guest%s%s)%s%s",
+                         strcmp(sm->shutdown_reason, "guest-shutdown") == 0 ? "" : ": ",
+                         strcmp(sm->shutdown_reason, "guest-shutdown") == 0 ? ""
+                                                                            : sm->shutdown_reason,
+                         clean ? "" : ", then ", clean ? "" : how);
+    if (sm->shutdown_reason[0])
+        return set_state(sm, VM_STATE_CRASHED, "%s after qmp SHUTDOWN (%s)", how,
+                         sm->shutdown_reason);
+    return set_state(sm, VM_STATE_CRASHED, "%s", how);
+}
+
+bool vm_sm_failed(struct vm_sm *sm, const char *cause)
+{
+    return set_state(sm, VM_STATE_FAILED, "%s", cause);
+}

@@ -1,0 +1,87 @@
+/* What a host agent knows about one VM without touching a process: the QEMU
+ * command line for a spec, the files it uses, and the state machine that
+ * turns QMP events and the process exit into the states of docs/protocol.md.
+ * Pure functions, so the unit tests drive them with made-up inputs. */
+#ifndef VCR_AGENT_VM_H
+#define VCR_AGENT_VM_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "common/err.h"
+#include "config/vm_spec.h"
+
+enum vm_state {
+    VM_STATE_STARTING,
+    VM_STATE_RUNNING,
+    VM_STATE_PAUSED,
+    VM_STATE_SHUTDOWN, /* the guest powered itself off */
+    VM_STATE_STOPPED,  /* stopped or killed on order, or never started */
+    VM_STATE_CRASHED,  /* QEMU died without a guest shutdown */
+    VM_STATE_PANICKED, /* QMP GUEST_PANICKED */
+    VM_STATE_FAILED,   /* could not be started */
+};
+
+const char *vm_state_name(enum vm_state s);
+/* Whether a QEMU process may exist in this state. */
+bool vm_state_is_live(enum vm_state s);
+
+/* Files of one VM.  The RAM lives in /dev/shm so that a later warm restart
+ * can hand it to a new QEMU; everything else is in the agent's state_dir. */
+struct vm_paths {
+    char *ram;    /* /dev/shm/vcr-HOST-NAME.ram */
+    char *qmp;    /* STATE_DIR/NAME.qmp */
+    char *serial; /* STATE_DIR/NAME.serial */
+    char *log;    /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
+    char *pid;    /* STATE_DIR/NAME.pid: QEMU's -pidfile */
+};
+
+int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
+                  vcr_error_t *err);
+void vm_paths_clear(struct vm_paths *p);
+
+/* accel: "kvm" or "tcg". */
+struct vm_launch {
+    const char *qemu;
+    const char *accel;
+    const struct vcr_vm_spec *spec;
+    const struct vm_paths *paths;
+};
+
+/* NULL-terminated argv (argv[0] = qemu); free with vm_argv_free. */
+char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err);
+void vm_argv_free(char **argv);
+/* The -append string: "console=ttyS0 vcr.name=NAME vcr.ip=ADDR [vcr.gw=GW] [ARGS]". */
+char *vm_kernel_cmdline(const struct vcr_vm_spec *spec);
+
+/* The per-process state machine.  Every input returns true when a vm_event
+ * must be reported (the state changed, or a notable event such as RESET). */
+#define VM_CAUSE_MAX 512
+
+struct vm_sm {
+    enum vm_state state;
+    char cause[VM_CAUSE_MAX];
+    bool guest_shutdown;      /* QMP SHUTDOWN with guest:true seen for this process */
+    char shutdown_reason[64]; /* QMP SHUTDOWN "reason" */
+    bool stop_ordered;        /* vm_stop / vm_kill / agent exit asked for it */
+};
+
+void vm_sm_init(struct vm_sm *sm, const char *cause);
+/* A new QEMU process was spawned (or found running and adopted). */
+bool vm_sm_starting(struct vm_sm *sm, const char *cause);
+/* QMP is ready; status is query-status's "status" ("running", "paused", ...). */
+bool vm_sm_qmp_status(struct vm_sm *sm, const char *status);
+/* A QMP event; data may be NULL. */
+bool vm_sm_qmp_event(struct vm_sm *sm, const char *name, json_t *data);
+void vm_sm_stop_ordered(struct vm_sm *sm);
+/* The process ended.  have_status: wstatus is valid (it was our child);
+ * detail (may be NULL) is appended to the cause of a failed start. */
+bool vm_sm_exited(struct vm_sm *sm, bool have_status, int wstatus, const char *detail);
+/* Start failed before or without a process exit (spawn error, no QMP). */
+bool vm_sm_failed(struct vm_sm *sm, const char *cause);
+
+/* "qemu killed by signal 9", "qemu exited with status 1", or, for a process
+ * that was not our child, "qemu exited (status unknown: not our child)". */
+void vm_exit_cause(bool have_status, int wstatus, char *out, size_t size);
+
+#endif

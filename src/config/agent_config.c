@@ -1,0 +1,286 @@
+/* The agent configuration: top-level schema, cross-VM checks (unique names,
+ * MACs, taps, addresses) and conversion to struct vcr_agent_config. */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "config/agent_config.h"
+#include "config/config_internal.h"
+
+struct raw_probe {
+    char *kernel;
+    char *initrd;
+    char *deadline_ms;
+};
+
+struct raw_agent {
+    char *host;
+    char *server;
+    char *state_dir;
+    char *accel;
+    char *qemu;
+    char *sample_interval_ms;
+    struct raw_probe *probe;
+    char *agent_key_file;
+    struct raw_vm *vms;
+    unsigned vms_count;
+};
+
+static const cyaml_schema_field_t probe_fields[] = {
+    CYAML_FIELD_STRING_PTR("kernel", CYAML_FLAG_POINTER, struct raw_probe, kernel, 0,
+                           CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("initrd", CYAML_FLAG_POINTER, struct raw_probe, initrd, 0,
+                           CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("deadline_ms", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           struct raw_probe, deadline_ms, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
+#define OPTIONAL_STRING(key)                                                                       \
+    CYAML_FIELD_STRING_PTR(#key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent, key,  \
+                           0, CYAML_UNLIMITED)
+#define REQUIRED_STRING(key)                                                                       \
+    CYAML_FIELD_STRING_PTR(#key, CYAML_FLAG_POINTER, struct raw_agent, key, 0, CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t agent_fields[] = {
+    REQUIRED_STRING(host),
+    REQUIRED_STRING(server),
+    REQUIRED_STRING(state_dir),
+    OPTIONAL_STRING(accel),
+    OPTIONAL_STRING(qemu),
+    OPTIONAL_STRING(sample_interval_ms),
+    CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
+                            probe, probe_fields),
+    OPTIONAL_STRING(agent_key_file),
+    /* POINTER_NULL: a bare "vms:" (no entries) is an empty list, not an error. */
+    CYAML_FIELD_SEQUENCE("vms", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_agent,
+                         vms, &vm_spec_raw_schema, 0, VCR_VMS_MAX),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t agent_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw_agent, agent_fields),
+};
+
+#define STR(x)  #x
+#define XSTR(x) STR(x)
+/* For "missing" messages: what each required key takes. */
+static const struct config_allowed agent_allowed[] = {
+    {"host", "a name of 1 to 32 characters of a-z, 0-9, -"},
+    {"server", "HOST:PORT, e.g. 10.77.0.1:7070"},
+    {"state_dir", "an absolute directory path"},
+    {"name", "a name of 1 to 32 characters of a-z, 0-9, -"},
+    {"memory_mb", "an integer " XSTR(VCR_VM_MEMORY_MB_MIN) ".." XSTR(VCR_VM_MEMORY_MB_MAX)},
+    {"image", "a mapping {kernel: PATH, initrd: PATH}"},
+    {"kernel", "a path to a readable file"},
+    {"initrd", "a path to a readable file"},
+    {"mac", "a unicast MAC, e.g. 52:54:00:77:00:11"},
+    {"tap", "a network interface name, e.g. tap0"},
+    {"address", "IPv4/prefix, e.g. 10.77.0.11/24"},
+    {NULL, NULL},
+};
+
+static const char *const accel_names[] = {
+    [VCR_ACCEL_AUTO] = "auto",
+    [VCR_ACCEL_KVM] = "kvm",
+    [VCR_ACCEL_TCG] = "tcg",
+};
+
+const char *vcr_accel_mode_name(enum vcr_accel_mode mode)
+{
+    return (unsigned)mode < sizeof(accel_names) / sizeof(accel_names[0]) ? accel_names[mode] : "?";
+}
+
+void vcr_agent_config_free(struct vcr_agent_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < cfg->n_vms; i++)
+        vcr_vm_spec_clear(&cfg->vms[i]);
+    free(cfg->vms);
+    free(cfg->path);
+    free(cfg->host);
+    free(cfg->server);
+    free(cfg->state_dir);
+    free(cfg->qemu);
+    free(cfg->probe_kernel);
+    free(cfg->probe_initrd);
+    free(cfg->agent_key_file);
+    free(cfg);
+}
+
+const struct vcr_vm_spec *vcr_agent_config_find_vm(const struct vcr_agent_config *cfg,
+                                                   const char *name)
+{
+    for (size_t i = 0; i < cfg->n_vms; i++)
+        if (strcmp(cfg->vms[i].name, name) == 0)
+            return &cfg->vms[i];
+    return NULL;
+}
+
+static bool check_server(struct config_report *r, const char *value)
+{
+    const char *colon = strrchr(value, ':');
+    bool ok = colon && colon != value;
+    for (const char *p = value; ok && p < colon; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+             *p == '.' || *p == '-';
+    char *end = NULL;
+    long port = ok ? strtol(colon + 1, &end, 10) : 0;
+    if (ok && end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535)
+        return true;
+    config_report_add(r, "server",
+                      "`%s` is not valid; allowed: HOST:PORT with an IPv4 address or host name "
+                      "and a port 1..65535, e.g. 10.77.0.1:7070",
+                      value);
+    return false;
+}
+
+static bool parse_accel(struct config_report *r, const char *value, enum vcr_accel_mode *out)
+{
+    for (unsigned i = 0; i < sizeof(accel_names) / sizeof(accel_names[0]); i++)
+        if (strcmp(value, accel_names[i]) == 0) {
+            *out = (enum vcr_accel_mode)i;
+            return true;
+        }
+    config_report_add(r, "accel", "`%s` is not valid; allowed: auto, kvm, tcg", value);
+    return false;
+}
+
+/* Two VMs sharing a name, MAC, tap or address would fight over the same
+ * resource at run time; catch it here, naming both entries. */
+static void check_unique(struct config_report *r, const struct vcr_agent_config *cfg)
+{
+    static const struct {
+        const char *key;
+        size_t offset;
+    } keys[] = {
+        {"name", offsetof(struct vcr_vm_spec, name)},
+        {"mac", offsetof(struct vcr_vm_spec, mac)},
+        {"tap", offsetof(struct vcr_vm_spec, tap)},
+        {"address", offsetof(struct vcr_vm_spec, ip)},
+    };
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        for (size_t i = 1; i < cfg->n_vms; i++) {
+            const char *vi = *(char *const *)((const char *)&cfg->vms[i] + keys[k].offset);
+            for (size_t j = 0; vi && j < i; j++) {
+                const char *vj = *(char *const *)((const char *)&cfg->vms[j] + keys[k].offset);
+                if (vj && strcmp(vi, vj) == 0) {
+                    cleanup_free char *path = config_path("vms[%zu].%s", i, keys[k].key);
+                    config_report_add(r, path,
+                                      "`%s` is already used by vms[%zu]; allowed: a value unique "
+                                      "among the VMs of this host",
+                                      vi, j);
+                    break;
+                }
+            }
+        }
+}
+
+static void convert(const struct raw_agent *raw, const char *base_dir, struct config_report *r,
+                    struct vcr_agent_config *cfg)
+{
+    if (config_check_name(r, "host", raw->host))
+        cfg->host = strdup(raw->host);
+    if (check_server(r, raw->server))
+        cfg->server = strdup(raw->server);
+    if (raw->state_dir[0] == '/')
+        cfg->state_dir = strdup(raw->state_dir);
+    else
+        config_report_add(r, "state_dir", "`%s` is not an absolute path; allowed: %s",
+                          raw->state_dir, "an absolute directory path, e.g. /run/vcr/agent");
+
+    cfg->accel = VCR_ACCEL_AUTO;
+    if (raw->accel)
+        parse_accel(r, raw->accel, &cfg->accel);
+    config_check_file(r, "qemu", raw->qemu ? raw->qemu : VCR_QEMU_DEF, base_dir, true, &cfg->qemu);
+
+    int64_t v;
+    cfg->sample_interval_ms = VCR_SAMPLE_INTERVAL_MS_DEF;
+    if (raw->sample_interval_ms &&
+        config_parse_int(r, "sample_interval_ms", raw->sample_interval_ms,
+                         VCR_SAMPLE_INTERVAL_MS_MIN, VCR_SAMPLE_INTERVAL_MS_MAX, &v))
+        cfg->sample_interval_ms = (uint32_t)v;
+
+    if (raw->probe) {
+        config_check_file(r, "probe.kernel", raw->probe->kernel, base_dir, false,
+                          &cfg->probe_kernel);
+        config_check_file(r, "probe.initrd", raw->probe->initrd, base_dir, false,
+                          &cfg->probe_initrd);
+        cfg->probe_deadline_ms = VCR_PROBE_DEADLINE_MS_DEF;
+        if (raw->probe->deadline_ms &&
+            config_parse_int(r, "probe.deadline_ms", raw->probe->deadline_ms,
+                             VCR_PROBE_DEADLINE_MS_MIN, VCR_PROBE_DEADLINE_MS_MAX, &v))
+            cfg->probe_deadline_ms = (uint32_t)v;
+    } else if (cfg->accel == VCR_ACCEL_AUTO) {
+        config_report_add(r, "probe",
+                          "missing; required when accel is auto: {kernel: PATH, initrd: PATH}");
+    }
+    if (raw->agent_key_file)
+        config_check_file(r, "agent_key_file", raw->agent_key_file, base_dir, false,
+                          &cfg->agent_key_file);
+
+    cfg->vms = calloc(raw->vms_count ? raw->vms_count : 1, sizeof(*cfg->vms));
+    if (cfg->vms == NULL) {
+        config_report_add(r, "vms", "out of memory");
+        return;
+    }
+    for (unsigned i = 0; i < raw->vms_count; i++)
+        vm_spec_from_raw(&raw->vms[i], i, base_dir, r, &cfg->vms[cfg->n_vms++]);
+    check_unique(r, cfg);
+}
+
+struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)
+{
+    char real[PATH_MAX];
+    if (realpath(path, real) == NULL)
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    char dir_buf[PATH_MAX];
+    memcpy(dir_buf, real, sizeof(dir_buf));
+    const char *base_dir = dirname(dir_buf);
+
+    struct config_report report = {.allowed = agent_allowed, .schema = &agent_schema};
+    const cyaml_config_t cyaml_cfg = {
+        .log_fn = config_cyaml_log,
+        .log_ctx = &report,
+        .mem_fn = cyaml_mem,
+        .log_level = CYAML_LOG_ERROR,
+        .flags = CYAML_CFG_DEFAULT,
+    };
+    struct raw_agent *raw = NULL;
+    cyaml_err_t status = cyaml_load_file(real, &cyaml_cfg, &agent_schema, (void **)&raw, NULL);
+    struct vcr_agent_config *cfg = NULL;
+    if (status != CYAML_OK) {
+        if (status == CYAML_ERR_FILE_OPEN) {
+            errno = EACCES;
+            config_report_release(&report);
+            return vcr_error_errno(err, "config `%s`", path), NULL;
+        }
+        config_report_cyaml_failure(&report, status);
+    } else if (raw == NULL) {
+        config_report_add(&report, NULL, "empty file; required: host, server, state_dir");
+    } else {
+        cfg = calloc(1, sizeof(*cfg));
+        if (cfg == NULL)
+            config_report_add(&report, NULL, "out of memory");
+        else
+            convert(raw, base_dir, &report, cfg);
+    }
+    if (raw)
+        cyaml_free(&cyaml_cfg, &agent_schema, raw, 0);
+    if (cfg)
+        cfg->path = strdup(real);
+    if (config_report_finish(&report, path, err) < 0 || cfg == NULL || cfg->path == NULL) {
+        vcr_agent_config_free(cfg);
+        config_report_release(&report);
+        if (err && *err == NULL)
+            vcr_error_make(err, ENOMEM, "config `%s`: out of memory", path);
+        return NULL;
+    }
+    config_report_release(&report);
+    return cfg;
+}

@@ -1,0 +1,53 @@
+/* The vcr-agent configuration file (YAML, docs/config-vm.md), loaded through a
+ * libcyaml schema and validated into a plain struct: every bad field is
+ * reported with its path ("vms[1].mac"), its value and what is allowed. */
+#ifndef VCR_CONFIG_AGENT_CONFIG_H
+#define VCR_CONFIG_AGENT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "config/vm_spec.h"
+
+#define VCR_SAMPLE_INTERVAL_MS_MIN 100
+#define VCR_SAMPLE_INTERVAL_MS_MAX 60000
+#define VCR_SAMPLE_INTERVAL_MS_DEF 1000
+#define VCR_PROBE_DEADLINE_MS_MIN  1000
+#define VCR_PROBE_DEADLINE_MS_MAX  600000
+#define VCR_PROBE_DEADLINE_MS_DEF  20000
+#define VCR_QEMU_DEF               "/usr/bin/qemu-system-x86_64"
+#define VCR_VMS_MAX                256
+
+enum vcr_accel_mode {
+    VCR_ACCEL_AUTO,
+    VCR_ACCEL_KVM,
+    VCR_ACCEL_TCG,
+};
+
+const char *vcr_accel_mode_name(enum vcr_accel_mode mode);
+
+struct vcr_agent_config {
+    char *path; /* the file it was loaded from */
+    char *host;
+    char *server; /* "HOST:PORT" */
+    char *state_dir;
+    enum vcr_accel_mode accel;
+    char *qemu;
+    uint32_t sample_interval_ms;
+    /* Probe guest for accel auto; all NULL/0 when not configured. */
+    char *probe_kernel;
+    char *probe_initrd;
+    uint32_t probe_deadline_ms;
+    char *agent_key_file; /* NULL when not configured */
+    struct vcr_vm_spec *vms;
+    size_t n_vms;
+};
+
+/* Relative paths in the file are taken from the file's directory. */
+struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err);
+void vcr_agent_config_free(struct vcr_agent_config *cfg);
+const struct vcr_vm_spec *vcr_agent_config_find_vm(const struct vcr_agent_config *cfg,
+                                                   const char *name);
+
+#endif

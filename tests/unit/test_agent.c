@@ -1,0 +1,887 @@
+/* Unit tests for the host agent (src/agent/): QEMU command line, /proc
+ * parsing and CPU percent, the VM state machine, the accelerator probe (with
+ * a stand-in QEMU), the server connection against an in-process server, and
+ * real QEMU supervision (start, kill -9, stop, adoption) when QEMU is
+ * installed and we may create a network namespace.  Every wait is on an event
+ * with a deadline, never a fixed sleep. */
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+
+#include "agent/accel.h"
+#include "agent/agent_conn.h"
+#include "agent/host_sampler.h"
+#include "agent/host_vm.h"
+#include "agent/proc.h"
+#include "agent/vm.h"
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/proto.h"
+
+static const char *data_dir(void)
+{
+    const char *d = getenv("VCR_TEST_DATA");
+    return d ? d : "tests/unit/data";
+}
+
+/* --- waiting: run the loop until a condition holds or a deadline passes --- */
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    *(bool *)arg = true;
+}
+
+static bool run_until(struct event_base *base, bool (*done)(void *), void *arg, int timeout_ms)
+{
+    bool expired = false;
+    struct event *t = evtimer_new(base, on_deadline, &expired);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    evtimer_add(t, &tv);
+    while (!done(arg) && !expired)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(t);
+    return done(arg);
+}
+
+static char **find_opt(char **argv, const char *opt)
+{
+    for (char **a = argv; *a; a++)
+        if (strcmp(*a, opt) == 0 && a[1])
+            return a + 1;
+    return NULL;
+}
+
+/* Whether argv holds opt immediately followed by value. */
+static bool has_opt(char **argv, const char *opt, const char *value)
+{
+    for (char **a = argv; *a && a[1]; a++)
+        if (strcmp(a[0], opt) == 0 && strcmp(a[1], value) == 0)
+            return true;
+    return false;
+}
+
+static bool has_arg(char **argv, const char *arg)
+{
+    for (char **a = argv; *a; a++)
+        if (strcmp(*a, arg) == 0)
+            return true;
+    return false;
+}
+
+static struct vcr_vm_spec web1_spec(void)
+{
+    struct vcr_vm_spec s = {
+        .name = "web1",
+        .memory_mb = 256,
+        .vcpus = 1,
+        .kernel = "/lab/vmlinuz",
+        .initrd = "/lab/initrd.img",
+        .mac = "52:54:00:77:00:11",
+        .tap = "tap0",
+        .address = "10.77.0.11/24",
+        .ip = "10.77.0.11",
+        .prefix = 24,
+        .gateway = "10.77.0.1",
+        .kernel_args = "vcr.dns=10.77.0.1",
+        .autostart = true,
+    };
+    return s;
+}
+
+/* --- QEMU command line ----------------------------------------------------- */
+
+static void test_qemu_argv(void **state)
+{
+    (void)state;
+    struct vcr_vm_spec spec = web1_spec();
+    struct vm_paths paths;
+    assert_int_equal(vm_paths_init(&paths, "/run/vcrlab/agent-host1", "host1", "web1", NULL), 0);
+    struct vm_launch l = {
+        .qemu = "/usr/bin/qemu-system-x86_64", .accel = "tcg", .spec = &spec, .paths = &paths};
+    char **argv = vm_qemu_argv(&l, NULL);
+    assert_non_null(argv);
+    assert_string_equal(argv[0], "/usr/bin/qemu-system-x86_64");
+    assert_true(has_opt(argv, "-accel", "tcg"));
+    assert_true(has_opt(argv, "-machine", "pc,memory-backend=mem"));
+    assert_true(has_opt(argv, "-m", "256M"));
+    assert_true(has_opt(argv, "-object",
+                        "memory-backend-file,id=mem,size=256M,"
+                        "mem-path=/dev/shm/vcr-host1-web1.ram,share=on"));
+    assert_true(has_opt(argv, "-smp", "1"));
+    assert_true(has_opt(argv, "-kernel", "/lab/vmlinuz"));
+    assert_true(has_opt(argv, "-initrd", "/lab/initrd.img"));
+    assert_true(has_opt(argv, "-append",
+                        "console=ttyS0 vcr.name=web1 vcr.ip=10.77.0.11/24 vcr.gw=10.77.0.1 "
+                        "vcr.dns=10.77.0.1"));
+    assert_true(has_opt(argv, "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"));
+    assert_true(has_opt(argv, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:11"));
+    assert_true(has_opt(argv, "-vga", "none"));
+    assert_true(has_opt(argv, "-display", "none"));
+    assert_true(has_arg(argv, "-nodefaults"));
+    assert_true(has_arg(argv, "-no-reboot"));
+    assert_true(has_opt(argv, "-serial", "file:/run/vcrlab/agent-host1/web1.serial"));
+    assert_true(has_opt(argv, "-qmp", "unix:/run/vcrlab/agent-host1/web1.qmp,server=on,wait=off"));
+    assert_true(has_opt(argv, "-pidfile", "/run/vcrlab/agent-host1/web1.pid"));
+    vm_argv_free(argv);
+
+    /* SMP under TCG runs one thread per vCPU; KVM is passed as is. */
+    spec.vcpus = 2;
+    spec.gateway = NULL;
+    spec.kernel_args = NULL;
+    argv = vm_qemu_argv(&l, NULL);
+    assert_true(has_opt(argv, "-accel", "tcg,thread=multi"));
+    assert_true(has_opt(argv, "-smp", "2"));
+    assert_true(has_opt(argv, "-append", "console=ttyS0 vcr.name=web1 vcr.ip=10.77.0.11/24"));
+    vm_argv_free(argv);
+    l.accel = "kvm";
+    argv = vm_qemu_argv(&l, NULL);
+    assert_true(has_opt(argv, "-accel", "kvm"));
+    vm_argv_free(argv);
+
+    /* Without a kernel the VM sits in firmware: no -kernel, -initrd, -append. */
+    spec.kernel = spec.initrd = NULL;
+    argv = vm_qemu_argv(&l, NULL);
+    assert_null(find_opt(argv, "-kernel"));
+    assert_null(find_opt(argv, "-append"));
+    vm_argv_free(argv);
+    vm_paths_clear(&paths);
+
+    /* QEMU splits options on commas: a comma in a path is doubled. */
+    assert_int_equal(vm_paths_init(&paths, "/tmp/a,b", "h", "v", NULL), 0);
+    argv = vm_qemu_argv(&l, NULL);
+    assert_true(has_opt(argv, "-qmp", "unix:/tmp/a,,b/v.qmp,server=on,wait=off"));
+    vm_argv_free(argv);
+    vm_paths_clear(&paths);
+}
+
+/* --- /proc parsing ----------------------------------------------------------- */
+
+static void test_proc_stat_parsing(void **state)
+{
+    (void)state;
+    /* As the kernel writes it; utime 1234 and stime 567 are fields 14 and 15. */
+    const char *stat = "4242 (qemu-system-x86) S 1 4242 4242 0 -1 4194560 52141 0 3 0 1234 567 "
+                       "0 0 20 0 5 0 123456 1400000000 54000 18446744073709551615 1 1 0 0 0 0 "
+                       "0 4096 17475 0 0 0 17 1 0 0 0 0 0\n";
+    uint64_t ticks = 0;
+    assert_true(sampler_parse_stat(stat, &ticks));
+    assert_int_equal(ticks, 1234 + 567);
+    /* A command name may hold spaces and parentheses. */
+    const char *odd = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 10 20 0 0 20 0 1 0 1 1 1\n";
+    assert_true(sampler_parse_stat(odd, &ticks));
+    assert_int_equal(ticks, 30);
+    assert_false(sampler_parse_stat("garbage", &ticks));
+    assert_false(sampler_parse_stat("1 (x) S 1 2", &ticks));
+
+    uint64_t pages = 0;
+    assert_true(sampler_parse_statm("70000 54000 1200 900 0 60000 0\n", &pages));
+    assert_int_equal(pages, 54000);
+    assert_false(sampler_parse_statm("x", &pages));
+}
+
+static void test_cpu_percent(void **state)
+{
+    (void)state;
+    struct cpu_meter m = {0};
+    assert_true(cpu_meter_update(&m, 1000, 10000, 100) < 0); /* first reading: no interval */
+    /* 50 ticks at 100 ticks/s in 1000 ms: half a CPU. */
+    assert_float_equal(cpu_meter_update(&m, 1050, 11000, 100), 50.0, 1e-9);
+    /* Two vCPU threads busy for 500 ms: 200 % of one CPU. */
+    assert_float_equal(cpu_meter_update(&m, 1150, 11500, 100), 200.0, 1e-9);
+    assert_true(cpu_meter_update(&m, 1150, 11500, 100) < 0); /* no time passed */
+}
+
+static void test_sample_own_process(void **state)
+{
+    (void)state;
+    uint64_t ticks, rss_kb;
+    assert_true(sampler_read_proc(getpid(), &ticks, &rss_kb));
+    assert_true(rss_kb > 0);
+    assert_false(sampler_read_proc(0x7ffffff0, &ticks, &rss_kb));
+}
+
+/* --- state machine -------------------------------------------------------------- */
+
+static void running_sm(struct vm_sm *sm)
+{
+    vm_sm_init(sm, "not started");
+    assert_int_equal(sm->state, VM_STATE_STOPPED);
+    assert_true(vm_sm_starting(sm, "autostart"));
+    assert_int_equal(sm->state, VM_STATE_STARTING);
+    assert_true(vm_sm_qmp_status(sm, "running"));
+    assert_int_equal(sm->state, VM_STATE_RUNNING);
+}
+
+static json_t *shutdown_data(bool guest, const char *reason)
+{
+    return json_pack("{s:b, s:s}", "guest", guest, "reason", reason);
+}
+
+static void test_sm_guest_poweroff_is_shutdown(void **state)
+{
+    (void)state;
+    struct vm_sm sm;
+    running_sm(&sm);
+    cleanup_json json_t *data = shutdown_data(true, "guest-shutdown");
+    assert_false(vm_sm_qmp_event(&sm, "SHUTDOWN", data)); /* the exit decides */
+    assert_int_equal(sm.state, VM_STATE_RUNNING);
+    assert_true(vm_sm_exited(&sm, true, W_EXITCODE(0, 0), NULL));
+    assert_int_equal(sm.state, VM_STATE_SHUTDOWN);
+    assert_string_equal(vm_state_name(sm.state), "shutdown");
+    assert_string_equal(sm.cause, "qmp SHUTDOWN (guest)");
+}
+
+static void test_sm_kill9_is_crash(void **state)
+{
+    (void)state;
+    struct vm_sm sm;
+    running_sm(&sm);
+    assert_true(vm_sm_exited(&sm, true, SIGKILL, NULL));
+    assert_int_equal(sm.state, VM_STATE_CRASHED);
+    assert_string_equal(sm.cause, "qemu killed by signal 9");
+
+    running_sm(&sm);
+    assert_true(vm_sm_exited(&sm, true, W_EXITCODE(1, 0), NULL));
+    assert_string_equal(sm.cause, "qemu exited with status 1");
+
+    /* SIGTERM to QEMU: a host-side SHUTDOWN, then exit 0, is no guest shutdown. */
+    running_sm(&sm);
+    cleanup_json json_t *data = shutdown_data(false, "host-signal");
+    vm_sm_qmp_event(&sm, "SHUTDOWN", data);
+    assert_true(vm_sm_exited(&sm, true, W_EXITCODE(0, 0), NULL));
+    assert_int_equal(sm.state, VM_STATE_CRASHED);
+    assert_string_equal(sm.cause, "qemu exited with status 0 after qmp SHUTDOWN (host-signal)");
+
+    /* A QEMU adopted from an earlier agent: no status to be had. */
+    running_sm(&sm);
+    assert_true(vm_sm_exited(&sm, false, 0, NULL));
+    assert_int_equal(sm.state, VM_STATE_CRASHED);
+    assert_string_equal(sm.cause, "qemu exited (status unknown: not our child)");
+}
+
+static void test_sm_guest_panic(void **state)
+{
+    (void)state;
+    struct vm_sm sm;
+    running_sm(&sm);
+    cleanup_json json_t *panic = json_pack("{s:s}", "action", "pause");
+    assert_true(vm_sm_qmp_event(&sm, "GUEST_PANICKED", panic));
+    assert_int_equal(sm.state, VM_STATE_PANICKED);
+    assert_string_equal(sm.cause, "qmp GUEST_PANICKED pause");
+    /* Later events do not move it; the exit is reported, still panicked. */
+    assert_false(vm_sm_qmp_event(&sm, "RESUME", NULL));
+    assert_true(vm_sm_exited(&sm, true, W_EXITCODE(0, 0), NULL));
+    assert_int_equal(sm.state, VM_STATE_PANICKED);
+    assert_string_equal(sm.cause, "qmp GUEST_PANICKED pause, then qemu exited with status 0");
+
+    /* Fencing a panicked VM ends in stopped. */
+    running_sm(&sm);
+    vm_sm_qmp_event(&sm, "GUEST_PANICKED", panic);
+    vm_sm_stop_ordered(&sm);
+    assert_true(vm_sm_exited(&sm, true, SIGKILL, NULL));
+    assert_int_equal(sm.state, VM_STATE_STOPPED);
+}
+
+static void test_sm_pause_reset_stop_and_failed_start(void **state)
+{
+    (void)state;
+    struct vm_sm sm;
+    running_sm(&sm);
+    assert_true(vm_sm_qmp_event(&sm, "STOP", NULL));
+    assert_int_equal(sm.state, VM_STATE_PAUSED);
+    assert_true(vm_sm_qmp_event(&sm, "RESUME", NULL));
+    assert_int_equal(sm.state, VM_STATE_RUNNING);
+    cleanup_json json_t *reset = json_pack("{s:b}", "guest", true);
+    assert_true(vm_sm_qmp_event(&sm, "RESET", reset)); /* reported, state kept */
+    assert_int_equal(sm.state, VM_STATE_RUNNING);
+    assert_string_equal(sm.cause, "qmp RESET (guest)");
+    assert_false(vm_sm_qmp_event(&sm, "NIC_RX_FILTER_CHANGED", NULL));
+
+    vm_sm_stop_ordered(&sm);
+    cleanup_json json_t *data = shutdown_data(true, "guest-shutdown");
+    vm_sm_qmp_event(&sm, "SHUTDOWN", data);
+    assert_true(vm_sm_exited(&sm, true, W_EXITCODE(0, 0), NULL));
+    assert_int_equal(sm.state, VM_STATE_STOPPED);
+    assert_string_equal(sm.cause,
+                        "stopped on order (guest powered off, qemu exited with status 0)");
+
+    /* QEMU that dies before QMP answers never ran: failed, with QEMU's reason. */
+    vm_sm_starting(&sm, "autostart");
+    assert_false(sm.stop_ordered);
+    assert_true(vm_sm_exited(&sm, true, W_EXITCODE(1, 0), "could not open kernel file"));
+    assert_int_equal(sm.state, VM_STATE_FAILED);
+    assert_string_equal(
+        sm.cause, "qemu exited with status 1 before QMP was ready: could not open kernel file");
+    assert_false(vm_state_is_live(sm.state));
+    /* Paused at start (e.g. an incoming migration) is reported as such. */
+    vm_sm_starting(&sm, "adopted");
+    assert_true(vm_sm_qmp_status(&sm, "inmigrate"));
+    assert_int_equal(sm.state, VM_STATE_PAUSED);
+}
+
+/* --- accelerator probe ------------------------------------------------------ */
+
+struct accel_result {
+    bool done;
+    struct accel_choice choice;
+};
+
+static void on_accel(const struct accel_choice *choice, void *opaque)
+{
+    struct accel_result *r = opaque;
+    r->done = true;
+    r->choice = *choice;
+}
+
+static bool accel_done(void *arg)
+{
+    return ((struct accel_result *)arg)->done;
+}
+
+static struct accel_result resolve(struct event_base *base, struct vcr_agent_config *cfg)
+{
+    struct accel_result r = {0};
+    struct accel_probe *p = accel_resolve(base, cfg, on_accel, &r, NULL);
+    assert_non_null(p);
+    assert_true(run_until(base, accel_done, &r, 10000));
+    accel_probe_free(p);
+    proc_reap_children();
+    return r;
+}
+
+static void test_accel_fixed_and_probe(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    char dir[] = "/tmp/vcr-test-accel-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char qemu[4096], kernel[4200], initrd[4096], cache[4200];
+    snprintf(qemu, sizeof(qemu), "%s/fake-qemu-probe", data_dir());
+    snprintf(initrd, sizeof(initrd), "%s/initrd-test", data_dir());
+    /* A kernel of our own, so that touching it invalidates the cache. */
+    snprintf(kernel, sizeof(kernel), "%s/vmlinuz", dir);
+    snprintf(cache, sizeof(cache), "%s/accel.json", dir);
+    FILE *f = fopen(kernel, "w");
+    fputs("kernel\n", f);
+    fclose(f);
+    struct vcr_agent_config cfg = {.state_dir = dir,
+                                   .qemu = qemu,
+                                   .accel = VCR_ACCEL_TCG,
+                                   .probe_kernel = kernel,
+                                   .probe_initrd = initrd,
+                                   .probe_deadline_ms = 1000};
+
+    struct accel_result r = resolve(base, &cfg);
+    assert_string_equal(r.choice.accel, "tcg");
+    assert_non_null(strstr(r.choice.reason, "configured"));
+
+    cfg.accel = VCR_ACCEL_AUTO;
+    if (access("/dev/kvm", R_OK | W_OK) < 0) {
+        r = resolve(base, &cfg);
+        assert_string_equal(r.choice.accel, "tcg");
+        assert_non_null(strstr(r.choice.reason, "/dev/kvm"));
+    } else {
+        /* The guest prints the marker: KVM works, and the verdict is cached. */
+        setenv("FAKE_QEMU_MODE", "ok", 1);
+        r = resolve(base, &cfg);
+        assert_string_equal(r.choice.accel, "kvm");
+        assert_non_null(strstr(r.choice.reason, ACCEL_PROBE_MARKER));
+        assert_int_equal(access(cache, R_OK), 0);
+        /* A hanging QEMU is not even started: the cache answers. */
+        setenv("FAKE_QEMU_MODE", "hang", 1);
+        r = resolve(base, &cfg);
+        assert_string_equal(r.choice.accel, "kvm");
+        assert_non_null(strstr(r.choice.reason, "cached"));
+        /* A new probe kernel (mtime) invalidates it: now the deadline hits. */
+        struct timespec later[2] = {{.tv_sec = 1, .tv_nsec = 0}, {.tv_sec = 1, .tv_nsec = 0}};
+        assert_int_equal(utimensat(AT_FDCWD, kernel, later, 0), 0);
+        r = resolve(base, &cfg);
+        assert_string_equal(r.choice.accel, "tcg");
+        assert_non_null(strstr(r.choice.reason, "within 1000 ms"));
+        unsetenv("FAKE_QEMU_MODE");
+    }
+    static const char *const leftovers[] = {"accel.json", "accel-probe.serial", "accel-probe.log",
+                                            "vmlinuz"};
+    for (size_t i = 0; i < sizeof(leftovers) / sizeof(leftovers[0]); i++) {
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", dir, leftovers[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    event_base_free(base);
+}
+
+/* --- server connection against an in-process server --------------------------- */
+
+struct fake_server {
+    struct event_base *base;
+    int listen_fd;
+    struct event *accept_ev;
+    struct proto_conn *conn;
+    json_t *received; /* every message, in order */
+    bool challenge;   /* send a challenge first and check auth */
+    bool auth_ok;
+    int connections;
+};
+
+static void srv_message(struct proto_conn *c, json_t *msg, void *opaque)
+{
+    struct fake_server *s = opaque;
+    json_array_append(s->received, msg);
+    if (strcmp(proto_msg_type(msg), "hello") == 0) {
+        if (s->challenge)
+            s->auth_ok =
+                proto_auth_verify("0123456789abcdef-key", 20, "00112233445566778899aabbccddeeff",
+                                  json_string_value(json_object_get(msg, "auth")));
+        json_t *welcome = proto_msg_new(
+            "welcome", json_pack("{s:i, s:s}", "heartbeat_ms", 50, "server_version", "test"));
+        proto_conn_send(c, welcome, NULL);
+        json_decref(welcome);
+    }
+}
+
+static void srv_closed(struct proto_conn *c, const char *reason, void *opaque)
+{
+    struct fake_server *s = opaque;
+    log_debug("test server: connection closed: %s", reason ? reason : "EOF");
+    if (s->conn == c) {
+        proto_conn_free(c);
+        s->conn = NULL;
+    }
+}
+
+static const struct proto_conn_ops srv_ops = {.message = srv_message, .closed = srv_closed};
+
+static void srv_accept(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct fake_server *s = arg;
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0)
+        return;
+    log_debug("test server: accepted a connection");
+    if (s->conn)
+        proto_conn_free(s->conn);
+    s->conn = proto_conn_from_fd(s->base, c, &srv_ops, s, NULL);
+    s->connections++;
+    if (s->challenge) {
+        json_t *ch = proto_msg_new("challenge",
+                                   json_pack("{s:s}", "nonce", "00112233445566778899aabbccddeeff"));
+        proto_conn_send(s->conn, ch, NULL);
+        json_decref(ch);
+    }
+}
+
+static int srv_start(struct fake_server *s, struct event_base *base)
+{
+    memset(s, 0, sizeof(*s));
+    s->base = base;
+    s->received = json_array();
+    s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(s->listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s->listen_fd, 4), 0);
+    assert_int_equal(getsockname(s->listen_fd, (struct sockaddr *)&a, &len), 0);
+    s->accept_ev = event_new(base, s->listen_fd, EV_READ | EV_PERSIST, srv_accept, s);
+    event_add(s->accept_ev, NULL);
+    return ntohs(a.sin_port);
+}
+
+static void srv_stop(struct fake_server *s)
+{
+    if (s->conn)
+        proto_conn_free(s->conn);
+    event_free(s->accept_ev);
+    close(s->listen_fd);
+    json_decref(s->received);
+}
+
+/* The index of the first message of type (and, if vm, for that VM) from index from; -1 if none. */
+static int srv_find(const struct fake_server *s, size_t from, const char *type, const char *vm)
+{
+    for (size_t i = from; i < json_array_size(s->received); i++) {
+        json_t *m = json_array_get(s->received, i);
+        const char *m_vm = json_string_value(json_object_get(m, "vm"));
+        if (strcmp(proto_msg_type(m), type) == 0 && (vm == NULL || (m_vm && strcmp(m_vm, vm) == 0)))
+            return (int)i;
+    }
+    return -1;
+}
+
+struct conn_test {
+    struct fake_server srv;
+    struct agent_conn *conn;
+    int orders;
+    size_t from;
+    const char *want_type;
+    const char *want_vm;
+};
+
+static json_t *fake_vm_list(void *opaque)
+{
+    (void)opaque;
+    return json_pack("[{s:s, s:s, s:i}]", "name", "web1", "state", "running", "pid", 4242);
+}
+
+static void fake_order(json_t *id, const char *action, const char *vm, void *opaque)
+{
+    struct conn_test *t = opaque;
+    t->orders++;
+    bool ok = strcmp(action, "vm_kill") == 0 && strcmp(vm, "web1") == 0;
+    agent_conn_reply(t->conn, id, ok, ok ? NULL : "no such VM");
+}
+
+static const struct agent_conn_ops fake_conn_ops = {.vm_list = fake_vm_list, .order = fake_order};
+
+static bool received(void *arg)
+{
+    struct conn_test *t = arg;
+    return srv_find(&t->srv, t->from, t->want_type, t->want_vm) >= 0;
+}
+
+static json_t *wait_msg(struct event_base *base, struct conn_test *t, const char *type,
+                        const char *vm)
+{
+    t->want_type = type;
+    t->want_vm = vm;
+    if (!run_until(base, received, t, 5000))
+        fail_msg("no `%s` message within 5 s", type);
+    int i = srv_find(&t->srv, t->from, type, vm);
+    t->from = (size_t)i + 1;
+    return json_array_get(t->srv.received, (size_t)i);
+}
+
+static bool agent_saw_close(void *arg)
+{
+    return !agent_conn_is_up(((struct conn_test *)arg)->conn);
+}
+
+static void test_server_connection(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct conn_test t = {0};
+    int port = srv_start(&t.srv, base);
+    char server[32];
+    snprintf(server, sizeof(server), "127.0.0.1:%d", port);
+    struct agent_conn_params p = {
+        .server = server, .host = "host1", .role = "host", .accel = "tcg"};
+    t.conn = agent_conn_new(base, &p, &fake_conn_ops, &t, NULL);
+    assert_non_null(t.conn);
+    agent_conn_start(t.conn);
+
+    json_t *hello = wait_msg(base, &t, "hello", NULL);
+    assert_string_equal(json_string_value(json_object_get(hello, "host")), "host1");
+    assert_string_equal(json_string_value(json_object_get(hello, "role")), "host");
+    assert_string_equal(json_string_value(json_object_get(hello, "accel")), "tcg");
+    assert_int_equal(json_integer_value(json_object_get(hello, "pid")), getpid());
+    assert_int_equal(json_array_size(json_object_get(hello, "vms")), 1);
+    assert_null(json_object_get(hello, "auth"));
+    json_t *hb = wait_msg(base, &t, "heartbeat", NULL);
+    assert_true(json_integer_value(json_object_get(hb, "seq")) >= 1);
+    assert_true(agent_conn_is_up(t.conn));
+
+    /* An order is handed to the role and its reply sent back. */
+    json_t *order = proto_msg_new(
+        "order", json_pack("{s:i, s:s, s:s}", "id", 7, "action", "vm_kill", "vm", "web1"));
+    proto_conn_send(t.srv.conn, order, NULL);
+    json_decref(order);
+    json_t *reply = wait_msg(base, &t, "reply", NULL);
+    assert_int_equal(json_integer_value(json_object_get(reply, "id")), 7);
+    assert_true(json_is_true(json_object_get(reply, "ok")));
+    assert_int_equal(t.orders, 1);
+
+    agent_conn_send_event(t.conn,
+                          json_pack("{s:s, s:s, s:s, s:I}", "vm", "web1", "state", "crashed",
+                                    "cause", "qemu killed by signal 9", "ts_ms", (json_int_t)1));
+    json_t *ev = wait_msg(base, &t, "vm_event", "web1");
+    assert_string_equal(json_string_value(json_object_get(ev, "state")), "crashed");
+
+    /* The server drops us: events meanwhile are queued and follow the next hello.
+     * (One sent before the agent sees the EOF is lost with the connection; the
+     * next hello's VM list re-syncs the server.) */
+    proto_conn_free(t.srv.conn);
+    t.srv.conn = NULL;
+    assert_true(run_until(base, agent_saw_close, &t, 1000));
+    size_t before = json_array_size(t.srv.received);
+    agent_conn_send_event(t.conn,
+                          json_pack("{s:s, s:s, s:s, s:I}", "vm", "web2", "state", "running",
+                                    "cause", "qmp ready", "ts_ms", (json_int_t)2));
+    t.from = before;
+    wait_msg(base, &t, "vm_event", "web2");
+    int hello2 = srv_find(&t.srv, before, "hello", NULL);
+    int queued = srv_find(&t.srv, before, "vm_event", "web2");
+    assert_true(hello2 >= 0 && queued > hello2);
+    assert_int_equal(t.srv.connections, 2);
+
+    agent_conn_free(t.conn);
+    srv_stop(&t.srv);
+    event_base_free(base);
+}
+
+static void test_server_challenge(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct conn_test t = {0};
+    int port = srv_start(&t.srv, base);
+    t.srv.challenge = true;
+    char server[32];
+    snprintf(server, sizeof(server), "127.0.0.1:%d", port);
+    struct agent_conn_params p = {.server = server,
+                                  .host = "host1",
+                                  .role = "host",
+                                  .accel = "kvm",
+                                  .key = "0123456789abcdef-key",
+                                  .key_len = 20};
+    t.conn = agent_conn_new(base, &p, &fake_conn_ops, &t, NULL);
+    agent_conn_start(t.conn);
+    json_t *hello = wait_msg(base, &t, "hello", NULL);
+    assert_non_null(json_object_get(hello, "auth"));
+    assert_true(t.srv.auth_ok);
+    agent_conn_free(t.conn);
+    srv_stop(&t.srv);
+    event_base_free(base);
+}
+
+/* --- real QEMU ------------------------------------------------------------------ */
+
+#define QEMU "/usr/bin/qemu-system-x86_64"
+
+struct vm_test {
+    struct event_base *base;
+    char dir[64];
+    char host[32];
+    struct vcr_vm_spec spec;
+    struct host_vm_env env;
+    struct host_vm *vm;
+    enum vm_state seen[32];
+    char causes[32][VM_CAUSE_MAX];
+    int n_seen;
+    int64_t last_ts;
+};
+
+static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
+{
+    struct vm_test *t = opaque;
+    if (t->n_seen < 32) {
+        t->seen[t->n_seen] = host_vm_state(vm);
+        snprintf(t->causes[t->n_seen], VM_CAUSE_MAX, "%s", host_vm_cause(vm));
+        t->n_seen++;
+    }
+    t->last_ts = ts_ms;
+}
+
+static enum vm_state want_state;
+static bool vm_in_state(void *arg)
+{
+    struct vm_test *t = arg;
+    return t->n_seen > 0 && t->seen[t->n_seen - 1] == want_state;
+}
+
+static void wait_state(struct vm_test *t, enum vm_state s, int timeout_ms)
+{
+    want_state = s;
+    if (!run_until(t->base, vm_in_state, t, timeout_ms))
+        fail_msg("VM not %s within %d ms; last: %s (%s)", vm_state_name(s), timeout_ms,
+                 t->n_seen ? vm_state_name(t->seen[t->n_seen - 1]) : "none",
+                 t->n_seen ? t->causes[t->n_seen - 1] : "");
+}
+
+/* lo is down in a fresh network namespace; the connection tests need it. */
+static void bring_lo_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        ioctl(s, SIOCSIFFLAGS, &ifr);
+    }
+    close(s);
+}
+
+static bool qemu_usable;
+
+/* QEMU creates the VM's tap itself when it may; in a private network
+ * namespace it may, without touching the host's interfaces. */
+static int setup_qemu(void **state)
+{
+    (void)state;
+    if (access(QEMU, X_OK) == 0 && unshare(CLONE_NEWNET) == 0) {
+        bring_lo_up();
+        qemu_usable = true;
+    }
+    return 0;
+}
+
+static void vm_test_init(struct vm_test *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->base = event_base_new();
+    snprintf(t->dir, sizeof(t->dir), "/tmp/vcr-test-vm-XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    snprintf(t->host, sizeof(t->host), "utest%d", (int)getpid());
+    t->spec = web1_spec();
+    t->spec.memory_mb = 128;
+    t->spec.tap = "vcrtest0";
+    /* The lab kernel when it has been built, else a diskless VM in firmware:
+     * either way a QEMU process with QMP, all the supervision needs. */
+    static char kernel[4200], initrd[4200];
+    snprintf(kernel, sizeof(kernel), "%s/../../../build/lab-cache/vmlinuz", data_dir());
+    snprintf(initrd, sizeof(initrd), "%s/../../../build/lab-cache/initrd.img", data_dir());
+    bool lab = access(kernel, R_OK) == 0 && access(initrd, R_OK) == 0;
+    t->spec.kernel = lab ? kernel : NULL;
+    t->spec.initrd = lab ? initrd : NULL;
+    t->env = (struct host_vm_env){
+        .base = t->base, .qemu = QEMU, .host = t->host, .state_dir = t->dir, .accel = "tcg"};
+    t->vm = host_vm_new(&t->env, &t->spec, on_vm_changed, t, NULL);
+    assert_non_null(t->vm);
+}
+
+static void vm_test_fini(struct vm_test *t)
+{
+    host_vm_free(t->vm);
+    static const char *const files[] = {"web1.serial", "web1.log", "web1.qmp", "web1.pid"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s/%s", t->dir, files[i]);
+        unlink(path);
+    }
+    rmdir(t->dir);
+    event_base_free(t->base);
+    proc_reap_children();
+}
+
+static void test_real_qemu_kill9_is_crash(void **state)
+{
+    (void)state;
+    if (!qemu_usable)
+        skip();
+    struct vm_test t;
+    vm_test_init(&t);
+    cleanup_error vcr_error_t err = NULL;
+    if (host_vm_start(t.vm, "test", &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(t.seen[0], VM_STATE_STARTING);
+    wait_state(&t, VM_STATE_RUNNING, 20000);
+    pid_t pid = host_vm_pid(t.vm);
+    assert_true(pid > 0);
+    char ram[128];
+    snprintf(ram, sizeof(ram), "/dev/shm/vcr-%s-web1.ram", t.host);
+    assert_int_equal(access(ram, F_OK), 0);
+
+    /* Someone else kills QEMU, as `kill -9` would. */
+    int64_t killed = vcr_wall_ms();
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    wait_state(&t, VM_STATE_CRASHED, 10000);
+    assert_string_equal(host_vm_cause(t.vm), "qemu killed by signal 9");
+    assert_true(t.last_ts >= killed);
+    assert_false(host_vm_has_process(t.vm));
+    /* Nothing left behind in /dev/shm, and no stale socket or pid file. */
+    assert_int_equal(access(ram, F_OK), -1);
+    char qmp[128];
+    snprintf(qmp, sizeof(qmp), "%s/web1.qmp", t.dir);
+    assert_int_equal(access(qmp, F_OK), -1);
+    vm_test_fini(&t);
+}
+
+static void test_real_qemu_stop_adopt_and_kill_on_order(void **state)
+{
+    (void)state;
+    if (!qemu_usable)
+        skip();
+    struct vm_test t;
+    vm_test_init(&t);
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(host_vm_start(t.vm, "test", &err), 0);
+    wait_state(&t, VM_STATE_RUNNING, 20000);
+    assert_int_equal(host_vm_start(t.vm, "again", &err), -1); /* already running */
+    vcr_error_release(&err);
+
+    /* Graceful stop: powerdown, then quit when the guest ignores it. */
+    assert_int_equal(host_vm_stop(t.vm, 300, &err), 0);
+    wait_state(&t, VM_STATE_STOPPED, 10000);
+    assert_non_null(strstr(host_vm_cause(t.vm), "stopped on order"));
+
+    /* An agent restart: the supervisor goes, QEMU stays, the next one adopts it. */
+    assert_int_equal(host_vm_start(t.vm, "test", &err), 0);
+    wait_state(&t, VM_STATE_RUNNING, 20000);
+    pid_t pid = host_vm_pid(t.vm);
+    host_vm_free(t.vm);
+    assert_int_equal(kill(pid, 0), 0);
+    t.n_seen = 0;
+    t.vm = host_vm_new(&t.env, &t.spec, on_vm_changed, &t, NULL);
+    assert_true(host_vm_adopt(t.vm));
+    assert_int_equal(host_vm_pid(t.vm), pid);
+    wait_state(&t, VM_STATE_RUNNING, 10000);
+
+    /* Fencing: SIGKILL through the pidfd. */
+    assert_int_equal(host_vm_kill(t.vm, &err), 0);
+    wait_state(&t, VM_STATE_STOPPED, 10000);
+    assert_string_equal(host_vm_cause(t.vm), "stopped on order (qemu killed by signal 9)");
+    assert_int_equal(host_vm_kill(t.vm, &err), -1);
+    assert_int_equal(vcr_error_status(err), ESRCH);
+    vm_test_fini(&t);
+}
+
+static void test_real_qemu_bad_kernel_fails_with_reason(void **state)
+{
+    (void)state;
+    if (!qemu_usable)
+        skip();
+    struct vm_test t;
+    vm_test_init(&t);
+    t.spec.kernel = "/nonexistent/vmlinuz";
+    t.spec.initrd = "/nonexistent/initrd";
+    assert_int_equal(host_vm_start(t.vm, "test", NULL), 0);
+    wait_state(&t, VM_STATE_FAILED, 10000);
+    assert_non_null(strstr(host_vm_cause(t.vm), "before QMP was ready"));
+    assert_non_null(strstr(host_vm_cause(t.vm), "/nonexistent/vmlinuz"));
+    vm_test_fini(&t);
+}
+
+int main(void)
+{
+    vcr_log_init("test_agent", getenv("VCR_TEST_DEBUG") ? VCR_LOG_DEBUG : VCR_LOG_ERROR);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qemu_argv),
+        cmocka_unit_test(test_proc_stat_parsing),
+        cmocka_unit_test(test_cpu_percent),
+        cmocka_unit_test(test_sample_own_process),
+        cmocka_unit_test(test_sm_guest_poweroff_is_shutdown),
+        cmocka_unit_test(test_sm_kill9_is_crash),
+        cmocka_unit_test(test_sm_guest_panic),
+        cmocka_unit_test(test_sm_pause_reset_stop_and_failed_start),
+        cmocka_unit_test(test_accel_fixed_and_probe),
+        cmocka_unit_test(test_server_connection),
+        cmocka_unit_test(test_server_challenge),
+        cmocka_unit_test(test_real_qemu_kill9_is_crash),
+        cmocka_unit_test(test_real_qemu_stop_adopt_and_kill_on_order),
+        cmocka_unit_test(test_real_qemu_bad_kernel_fails_with_reason),
+    };
+    return cmocka_run_group_tests(tests, setup_qemu, NULL);
+}
