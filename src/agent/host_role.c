@@ -104,7 +104,7 @@ static void start_vms(struct host_role *r)
             continue;
         }
         r->vms[r->n_vms++] = vm;
-        if (host_vm_adopt(vm))
+        if (host_vm_adopt(vm) || host_vm_found_ended(vm))
             continue;
         if (!cfg->vms[i].autostart) {
             log_info("VM %s: not started (autostart: false)", cfg->vms[i].name);

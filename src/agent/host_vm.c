@@ -27,6 +27,8 @@
 /* The pidfd said the process is gone but its QMP socket has not reached EOF
  * yet: how long to wait for the last events before concluding without them. */
 #define EXIT_DRAIN_MS 1000
+/* Starts the line the agent writes to NAME.log before each start. */
+#define LOG_HEADER "--- vcr-agent: "
 
 struct host_vm {
     struct host_vm_env env;
@@ -41,6 +43,7 @@ struct host_vm {
     struct qmp_client *qmp;
     bool qmp_ready;
     struct event *qmp_reconnect;
+    int64_t started_ms;      /* monotonic: the QMP deadline counts from here */
     char start_failure[256]; /* why a start is being abandoned, for the cause */
 
     bool exit_pending; /* pidfd readable, waiting for QMP to drain */
@@ -85,7 +88,10 @@ static void log_last_line(const char *path, char *out, size_t size)
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         buf[--n] = '\0';
     char *line = strrchr(buf, '\n');
-    snprintf(out, size, "%.*s", (int)size - 1, line ? line + 1 : buf);
+    line = line ? line + 1 : buf;
+    /* Our own header (write_log_header) means QEMU said nothing. */
+    if (strncmp(line, LOG_HEADER, strlen(LOG_HEADER)) != 0)
+        snprintf(out, size, "%.*s", (int)size - 1, line);
 }
 
 static void conclude_exit(struct host_vm *vm)
@@ -116,9 +122,6 @@ static void conclude_exit(struct host_vm *vm)
     vm->proc = NULL;
     if (report)
         changed(vm, vm->exit_seen_ms);
-    else
-        log_info("VM %s: qemu pid %d ended (state stays %s)", vm->spec->name, (int)vm->pid,
-                 vm_state_name(vm->sm.state));
 }
 
 static void on_exit_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -183,6 +186,14 @@ static void on_qmp_event(struct qmp_client *c, const char *name, json_t *data, i
         changed(vm, seen);
 }
 
+/* QEMU never got its QMP going: kill it; the exit reports `failed` with why. */
+static void abandon_start(struct host_vm *vm, const char *why)
+{
+    snprintf(vm->start_failure, sizeof(vm->start_failure), "%s", why);
+    log_warn("VM %s: %s: killing qemu pid %d", vm->spec->name, why, (int)vm->pid);
+    proc_watch_signal(vm->proc, SIGKILL, NULL);
+}
+
 static void on_qmp_closed(struct qmp_client *c, const char *reason, void *opaque)
 {
     (void)c;
@@ -195,19 +206,20 @@ static void on_qmp_closed(struct qmp_client *c, const char *reason, void *opaque
     }
     if (vm->proc == NULL || proc_watch_has_exited(vm->proc))
         return; /* the pidfd callback concludes */
-    if (!was_ready && vm->sm.state == VM_STATE_STARTING) {
-        snprintf(vm->start_failure, sizeof(vm->start_failure),
-                 "QMP socket not ready within %d ms (%s)", HOST_VM_QMP_CONNECT_MS,
+    bool starting = vm->sm.state == VM_STATE_STARTING;
+    if (!was_ready && starting && vcr_mono_ms() - vm->started_ms >= HOST_VM_QMP_CONNECT_MS) {
+        char why[256];
+        snprintf(why, sizeof(why), "QMP not ready within %d ms (%s)", HOST_VM_QMP_CONNECT_MS,
                  reason ? reason : "closed");
-        log_warn("VM %s: %s: killing qemu pid %d", vm->spec->name, vm->start_failure, (int)vm->pid);
-        proc_watch_signal(vm->proc, SIGKILL, NULL);
+        abandon_start(vm, why);
         return;
     }
-    if (!was_ready) {
+    if (!was_ready && !starting) {
         log_warn("VM %s: QMP reconnect gave up (%s): supervising by pidfd only", vm->spec->name,
                  reason ? reason : "closed");
         return;
     }
+    /* Usually QEMU is exiting and its pidfd fires in a moment: try again only later. */
     log_debug("VM %s: QMP connection ended (%s)", vm->spec->name, reason ? reason : "EOF");
     struct timeval tv = {.tv_sec = 0, .tv_usec = QMP_RECONNECT_DELAY_MS * 1000};
     evtimer_add(vm->qmp_reconnect, &tv);
@@ -220,10 +232,19 @@ static void on_qmp_reconnect(evutil_socket_t fd, short what, void *arg)
     struct host_vm *vm = arg;
     if (vm->proc == NULL || vm->exit_pending || vm->qmp == NULL)
         return;
-    log_warn("VM %s: QMP connection lost while qemu pid %d runs; reconnecting", vm->spec->name,
-             (int)vm->pid);
+    bool starting = vm->sm.state == VM_STATE_STARTING;
+    int64_t left = HOST_VM_QMP_CONNECT_MS - (vcr_mono_ms() - vm->started_ms);
+    int timeout = starting ? (int)(left > QMP_RECONNECT_DELAY_MS ? left : QMP_RECONNECT_DELAY_MS)
+                           : QMP_RECONNECT_MS;
+    if (!starting)
+        log_warn("VM %s: QMP connection lost while qemu pid %d runs; reconnecting", vm->spec->name,
+                 (int)vm->pid);
     cleanup_error vcr_error_t err = NULL;
-    if (qmp_client_connect_retry(vm->qmp, vm->paths.qmp, QMP_RECONNECT_MS, &err) < 0)
+    if (qmp_client_connect_retry(vm->qmp, vm->paths.qmp, timeout, &err) == 0)
+        return;
+    if (starting)
+        abandon_start(vm, vcr_error_msg(err));
+    else
         log_warn("VM %s: QMP reconnect: %s: supervising by pidfd only", vm->spec->name,
                  vcr_error_msg(err));
 }
@@ -242,6 +263,7 @@ static void supervise(struct host_vm *vm, struct proc_watch *w, const char *why)
     pid_t pid = proc_watch_pid(w);
     vm->proc = w;
     vm->pid = pid;
+    vm->started_ms = vcr_mono_ms();
     vm->start_failure[0] = '\0';
     uint64_t ticks, rss;
     memset(&vm->meter, 0, sizeof(vm->meter));
@@ -252,12 +274,8 @@ static void supervise(struct host_vm *vm, struct proc_watch *w, const char *why)
     vm->qmp = qmp_client_new(vm->env.base, &qmp_ops, vm);
     cleanup_error vcr_error_t qerr = NULL;
     if (vm->qmp == NULL ||
-        qmp_client_connect_retry(vm->qmp, vm->paths.qmp, HOST_VM_QMP_CONNECT_MS, &qerr) < 0) {
-        snprintf(vm->start_failure, sizeof(vm->start_failure), "QMP: %s",
-                 qerr ? vcr_error_msg(qerr) : "out of memory");
-        log_warn("VM %s: %s: killing qemu pid %d", vm->spec->name, vm->start_failure, (int)pid);
-        proc_watch_signal(vm->proc, SIGKILL, NULL);
-    }
+        qmp_client_connect_retry(vm->qmp, vm->paths.qmp, HOST_VM_QMP_CONNECT_MS, &qerr) < 0)
+        abandon_start(vm, qerr ? vcr_error_msg(qerr) : "QMP client: out of memory");
 }
 
 struct host_vm *host_vm_new(const struct host_vm_env *env, const struct vcr_vm_spec *spec,
@@ -296,8 +314,8 @@ static bool cmdline_is_ours(const struct host_vm *vm, pid_t pid)
     if (n <= 0)
         return false;
     buf[n] = '\0';
-    cleanup_free char *want = NULL;
-    if (asprintf(&want, "unix:%s,server=on,wait=off", vm->paths.qmp) < 0)
+    cleanup_free char *want = vm_qmp_option(&vm->paths);
+    if (want == NULL)
         return false;
     for (char *arg = buf; arg < buf + n; arg += strlen(arg) + 1)
         if (strcmp(arg, want) == 0)
@@ -331,13 +349,38 @@ bool host_vm_adopt(struct host_vm *vm)
     return true;
 }
 
+bool host_vm_found_ended(struct host_vm *vm)
+{
+    if (vm->proc)
+        return false;
+    bool ram = access(vm->paths.ram, F_OK) == 0;
+    cleanup_file FILE *f = fopen(vm->paths.pid, "re");
+    int pid = 0;
+    if (f && fscanf(f, "%d", &pid) != 1)
+        pid = 0;
+    if (!ram && f == NULL)
+        return false;
+    char which[32] = "";
+    if (pid > 0)
+        snprintf(which, sizeof(which), " pid %d", pid);
+    char cause[256];
+    snprintf(cause, sizeof(cause),
+             "found ended at agent start: qemu%s ran under an earlier agent and is gone (not "
+             "restarted: the server decides)",
+             which);
+    vm->pid = pid > 0 ? pid : 0;
+    vm_sm_ended_unobserved(&vm->sm, cause);
+    remove_runtime_files(vm);
+    changed(vm, vcr_wall_ms());
+    return true;
+}
+
 static void write_log_header(const struct host_vm *vm, char **argv)
 {
     cleanup_file FILE *f = fopen(vm->paths.log, "ae");
     if (f == NULL)
         return;
-    fprintf(f, "--- vcr-agent: starting VM %s at %lld ms:", vm->spec->name,
-            (long long)vcr_wall_ms());
+    fprintf(f, LOG_HEADER "starting VM %s at %lld ms:", vm->spec->name, (long long)vcr_wall_ms());
     for (char **a = argv; *a; a++)
         fprintf(f, " %s", *a);
     fputc('\n', f);

@@ -48,6 +48,11 @@ struct host_vm *host_vm_new(const struct host_vm_env *env, const struct vcr_vm_s
 /* Takes over a QEMU of this VM left running by an earlier agent, found by its
  * pid file and checked by its command line.  Returns true if one was adopted. */
 bool host_vm_adopt(struct host_vm *vm);
+/* After a failed adopt: whether a QEMU of this VM ran under an earlier agent and
+ * ended unobserved (its pid file or RAM file is still there).  If so the VM is
+ * reported `crashed`, the leftovers are removed and true is returned: it is not
+ * to be autostarted, since the server may have recovered its service elsewhere. */
+bool host_vm_found_ended(struct host_vm *vm);
 int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err);
 /* Graceful: system_powerdown, `quit` after grace_ms, SIGKILL HOST_VM_STOP_KILL_MS
  * later.  grace_ms 0 skips the powerdown. */

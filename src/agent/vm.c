@@ -71,6 +71,15 @@ static char *qemu_escape(const char *s)
     return out;
 }
 
+char *vm_qmp_option(const struct vm_paths *p)
+{
+    cleanup_free char *qmp = qemu_escape(p->qmp);
+    char *s = NULL;
+    if (qmp == NULL || asprintf(&s, "unix:%s,server=on,wait=off", qmp) < 0)
+        return NULL;
+    return s;
+}
+
 char *vm_kernel_cmdline(const struct vcr_vm_spec *spec)
 {
     char *s = NULL;
@@ -131,9 +140,8 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     const struct vcr_vm_spec *s = l->spec;
     struct argv_builder b = {0};
     cleanup_free char *ram = qemu_escape(l->paths->ram);
-    cleanup_free char *qmp = qemu_escape(l->paths->qmp);
     cleanup_free char *serial = qemu_escape(l->paths->serial);
-    if (ram == NULL || qmp == NULL || serial == NULL)
+    if (ram == NULL || serial == NULL)
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", s->name), NULL;
 
     add(&b, strdup(l->qemu));
@@ -169,8 +177,7 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     add(&b, strdup("-no-user-config"));
     add(&b, strdup("-serial"));
     addf(&b, "file:%s", serial);
-    add(&b, strdup("-qmp"));
-    addf(&b, "unix:%s,server=on,wait=off", qmp);
+    add2(&b, "-qmp", vm_qmp_option(l->paths));
     /* A guest reboot ends the process: the agent, not QEMU, decides what happens next. */
     add(&b, strdup("-no-reboot"));
     add2(&b, "-pidfile", strdup(l->paths->pid));
@@ -307,6 +314,11 @@ bool vm_sm_exited(struct vm_sm *sm, bool have_status, int wstatus, const char *d
         return set_state(sm, VM_STATE_CRASHED, "%s after qmp SHUTDOWN (%s)", how,
                          sm->shutdown_reason);
     return set_state(sm, VM_STATE_CRASHED, "%s", how);
+}
+
+bool vm_sm_ended_unobserved(struct vm_sm *sm, const char *cause)
+{
+    return set_state(sm, VM_STATE_CRASHED, "%s", cause);
 }
 
 bool vm_sm_failed(struct vm_sm *sm, const char *cause)

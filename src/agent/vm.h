@@ -48,6 +48,9 @@ struct vm_launch {
     const struct vm_paths *paths;
 };
 
+/* The -qmp argument, "unix:PATH,server=on,wait=off": also how an earlier
+ * agent's QEMU of this VM is recognised in /proc/PID/cmdline. */
+char *vm_qmp_option(const struct vm_paths *p);
 /* NULL-terminated argv (argv[0] = qemu); free with vm_argv_free. */
 char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err);
 void vm_argv_free(char **argv);
@@ -77,6 +80,8 @@ void vm_sm_stop_ordered(struct vm_sm *sm);
 /* The process ended.  have_status: wstatus is valid (it was our child);
  * detail (may be NULL) is appended to the cause of a failed start. */
 bool vm_sm_exited(struct vm_sm *sm, bool have_status, int wstatus, const char *detail);
+/* An earlier QEMU of this VM ended while no agent watched it: crashed. */
+bool vm_sm_ended_unobserved(struct vm_sm *sm, const char *cause);
 /* Start failed before or without a process exit (spawn error, no QMP). */
 bool vm_sm_failed(struct vm_sm *sm, const char *cause);
 

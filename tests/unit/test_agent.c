@@ -847,6 +847,54 @@ static void test_real_qemu_stop_adopt_and_kill_on_order(void **state)
     vm_test_fini(&t);
 }
 
+static void test_real_qemu_death_without_agent_is_not_restarted(void **state)
+{
+    (void)state;
+    if (!qemu_usable)
+        skip();
+    struct vm_test t;
+    vm_test_init(&t);
+    assert_int_equal(host_vm_start(t.vm, "test", NULL), 0);
+    wait_state(&t, VM_STATE_RUNNING, 20000);
+    pid_t pid = host_vm_pid(t.vm);
+    /* The agent goes; its QEMU dies before the next agent comes. */
+    host_vm_free(t.vm);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    t.n_seen = 0;
+    t.vm = host_vm_new(&t.env, &t.spec, on_vm_changed, &t, NULL);
+    assert_false(host_vm_adopt(t.vm));
+    assert_true(host_vm_found_ended(t.vm));
+    assert_int_equal(host_vm_state(t.vm), VM_STATE_CRASHED);
+    assert_non_null(strstr(host_vm_cause(t.vm), "earlier agent"));
+    char ram[128];
+    snprintf(ram, sizeof(ram), "/dev/shm/vcr-%s-web1.ram", t.host);
+    assert_int_equal(access(ram, F_OK), -1);
+    /* Cleaned up: a later agent start finds nothing, and autostart applies. */
+    assert_false(host_vm_found_ended(t.vm));
+    vm_test_fini(&t);
+}
+
+static void test_qmp_never_ready_fails_the_start(void **state)
+{
+    (void)state;
+    struct vm_test t;
+    vm_test_init(&t);
+    /* A "QEMU" that runs but never opens its QMP socket. */
+    static char fake[4200];
+    snprintf(fake, sizeof(fake), "%s/fake-qemu-probe", data_dir());
+    t.env.qemu = fake;
+    host_vm_free(t.vm);
+    t.vm = host_vm_new(&t.env, &t.spec, on_vm_changed, &t, NULL);
+    setenv("FAKE_QEMU_MODE", "hang", 1);
+    assert_int_equal(host_vm_start(t.vm, "test", NULL), 0);
+    unsetenv("FAKE_QEMU_MODE");
+    wait_state(&t, VM_STATE_FAILED, HOST_VM_QMP_CONNECT_MS + 5000);
+    assert_non_null(strstr(host_vm_cause(t.vm), "qemu killed by signal 9 before QMP was ready"));
+    assert_non_null(strstr(host_vm_cause(t.vm), "QMP not ready within"));
+    vm_test_fini(&t);
+}
+
 static void test_real_qemu_bad_kernel_fails_with_reason(void **state)
 {
     (void)state;
@@ -881,6 +929,8 @@ int main(void)
         cmocka_unit_test(test_server_challenge),
         cmocka_unit_test(test_real_qemu_kill9_is_crash),
         cmocka_unit_test(test_real_qemu_stop_adopt_and_kill_on_order),
+        cmocka_unit_test(test_real_qemu_death_without_agent_is_not_restarted),
+        cmocka_unit_test(test_qmp_never_ready_fails_the_start),
         cmocka_unit_test(test_real_qemu_bad_kernel_fails_with_reason),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);
