@@ -208,25 +208,21 @@ int proto_decoder_feed(struct proto_decoder *d, const void *data, size_t len, pr
 
 json_t *proto_msg_new(const char *type, json_t *body)
 {
-    cleanup_json json_t *owned_body = body;
-    if (body != NULL && !json_is_object(body))
+    cleanup_json json_t *members = body;
+    if (members != NULL && !json_is_object(members))
         return NULL;
     cleanup_json json_t *msg = json_object();
-    json_t *type_str = json_string(type);
-    if (msg == NULL || type_str == NULL) {
-        json_decref(type_str);
+    cleanup_json json_t *type_str = json_string(type);
+    if (msg == NULL || type_str == NULL)
         return NULL;
-    }
-    /* "v" and "type" first, so frames read well in a packet dump. */
+    /* "v" and "type" first, so frames read well in a packet dump; set again
+     * after the members so that theirs cannot override them. */
     if (json_object_set_new(msg, "v", json_integer(PROTO_VERSION)) < 0 ||
         json_object_set(msg, "type", type_str) < 0 ||
-        (body != NULL && json_object_update(msg, body) < 0) ||
+        (members != NULL && json_object_update(msg, members) < 0) ||
         json_object_set_new(msg, "v", json_integer(PROTO_VERSION)) < 0 ||
-        json_object_set(msg, "type", type_str) < 0) {
-        json_decref(type_str);
+        json_object_set(msg, "type", type_str) < 0)
         return NULL;
-    }
-    json_decref(type_str);
     return steal_pointer(&msg);
 }
 

@@ -1,0 +1,78 @@
+/* vcr vm stop|kill NAME */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/http.h>
+
+#include "cli/cli.h"
+#include "cli/verbs.h"
+#include "common/cleanup.h"
+
+static const char usage[] =
+    "Usage: vcr vm stop NAME [--json]\n"
+    "       vcr vm kill NAME [--json]\n"
+    "\n"
+    "Order the agent of VM NAME's host to stop it (graceful) or kill it (at once),\n"
+    "and wait for the agent's answer.  The server gives up after 10 s (HTTP 504);\n"
+    "a lost host or a closed agent connection fail at once.\n"
+    "\n"
+    "  -j, --json  print the server's JSON answer\n"
+    "  -h, --help  show this help\n";
+
+int cli_verb_vm(struct cli_context *ctx, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool json = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_bad_option("vm", argc, argv);
+        }
+    }
+    if (argc - optind != 2) {
+        fprintf(stderr, "vcr vm: expected `stop NAME` or `kill NAME`; see `vcr vm --help`\n");
+        return CLI_EXIT_USAGE;
+    }
+    const char *action = argv[optind];
+    const char *name = argv[optind + 1];
+    if (strcmp(action, "stop") != 0 && strcmp(action, "kill") != 0) {
+        fprintf(stderr, "vcr vm: unknown action `%s`; allowed: stop, kill\n", action);
+        return CLI_EXIT_USAGE;
+    }
+    cleanup_free char *encoded = evhttp_uriencode(name, -1, 0);
+    cleanup_free char *path = NULL;
+    if (encoded == NULL || asprintf(&path, "/v1/vms/%s/%s", encoded, action) < 0) {
+        fprintf(stderr, "vcr vm: out of memory\n");
+        return CLI_EXIT_FAILURE;
+    }
+    cleanup_error vcr_error_t err = NULL;
+    /* Longer than the server's own 10 s deadline, so that its 504 is what we report. */
+    cleanup_json json_t *answer = cli_http_request(ctx->server, "POST", path, 30, &err);
+    if (answer == NULL) {
+        vcr_error_report(&err, stderr, "vcr vm");
+        return CLI_EXIT_FAILURE;
+    }
+    if (json) {
+        cleanup_free char *text = json_dumps(answer, JSON_INDENT(2));
+        if (text)
+            puts(text);
+    } else {
+        const char *host = json_string_value(json_object_get(answer, "host"));
+        printf("%s: %s done (host %s)\n", name, action, host ? host : "-");
+    }
+    return CLI_EXIT_OK;
+}

@@ -1,0 +1,489 @@
+/* Agent sessions on the server side (docs/protocol.md).
+ *
+ * A session is one TCP connection.  It belongs to a host once its hello is
+ * accepted; a newer session for the same host replaces it (the old one is
+ * likely a dead TCP connection the kernel has not noticed yet).  Liveness is
+ * one periodic tick, after redis's serverCron, not a timer per host. */
+#include "server/agents.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/proto.h"
+#include "server/inventory.h"
+#include "server/journal.h"
+
+struct session {
+    struct agents *agents;
+    struct proto_conn *conn;
+    char *host; /* set once a hello is accepted */
+    char nonce[PROTO_NONCE_HEX_LEN + 1];
+    int64_t accepted_ms; /* monotonic */
+    bool closing;        /* an error was sent; nothing more is read */
+    LIST_ENTRY(session) link;
+};
+
+struct order {
+    int64_t id;
+    struct agents *agents;
+    struct session *session;
+    struct event *timer;
+    agents_order_cb cb;
+    void *opaque;
+    LIST_ENTRY(order) link;
+};
+
+struct agents {
+    struct event_base *base;
+    struct inventory *inv;
+    struct journal *journal;
+    struct agents_options opts;
+    struct evconnlistener *listener;
+    uint16_t port;
+    struct event *tick;
+    LIST_HEAD(, session) sessions;
+    LIST_HEAD(, order) orders;
+    int64_t next_order_id;
+};
+
+static struct session *find_session(struct agents *a, const char *host)
+{
+    struct session *s;
+    LIST_FOREACH(s, &a->sessions, link)
+    {
+        if (!s->closing && s->host && strcmp(s->host, host) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static const char *session_name(const struct session *s)
+{
+    return s->host ? s->host : proto_conn_peer(s->conn);
+}
+
+static void journal_write(struct agents *a, int64_t ts_ms, const char *host, const char *vm,
+                          const char *kind, json_t *detail)
+{
+    struct journal_event ev = {
+        .ts_ms = ts_ms,
+        .rx_ms = vcr_wall_ms(),
+        .host = host,
+        .vm = vm,
+        .kind = kind,
+        .detail = detail,
+    };
+    if (ev.ts_ms == 0)
+        ev.ts_ms = ev.rx_ms;
+    cleanup_error vcr_error_t err = NULL;
+    /* A full disk must not stop the monitoring itself: log and go on. */
+    if (journal_append(a->journal, &ev, &err) < 0)
+        log_error("%s", vcr_error_msg(err));
+}
+
+/* --- orders --- */
+
+static void order_finish(struct order *o, enum order_outcome outcome, const char *message)
+{
+    agents_order_cb cb = o->cb;
+    void *opaque = o->opaque;
+    LIST_REMOVE(o, link);
+    event_free(o->timer);
+    free(o);
+    cb(outcome, message, opaque);
+}
+
+static void on_order_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct order *o = arg;
+    (void)fd;
+    (void)what;
+    char message[160];
+    snprintf(message, sizeof(message), "no reply from host `%s` to order %lld in time",
+             o->session->host, (long long)o->id);
+    log_warn("%s", message);
+    order_finish(o, ORDER_TIMEOUT, message);
+}
+
+int64_t agents_send_order(struct agents *a, const char *host, const char *action, const char *vm,
+                          int64_t timeout_ms, agents_order_cb cb, void *opaque, vcr_error_t *err)
+{
+    struct session *s = find_session(a, host);
+    if (s == NULL)
+        return vcr_error_make(err, ENOTCONN, "host `%s` has no agent connection", host);
+    int64_t id = a->next_order_id + 1;
+    cleanup_json json_t *msg = proto_msg_new(
+        "order", json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "action", action, "vm", vm));
+    if (msg == NULL)
+        return vcr_error_make(err, ENOMEM, "order for host `%s`: out of memory", host);
+    struct order *o = calloc(1, sizeof(*o));
+    if (o == NULL || (o->timer = evtimer_new(a->base, on_order_timeout, o)) == NULL) {
+        free(o);
+        return vcr_error_make(err, ENOMEM, "order for host `%s`: out of memory", host);
+    }
+    if (proto_conn_send(s->conn, msg, err) < 0) {
+        event_free(o->timer);
+        free(o);
+        return -1;
+    }
+    a->next_order_id = id;
+    o->id = id;
+    o->agents = a;
+    o->session = s;
+    o->cb = cb;
+    o->opaque = opaque;
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    evtimer_add(o->timer, &tv);
+    LIST_INSERT_HEAD(&a->orders, o, link);
+    log_info("host %s: order %lld: %s %s", host, (long long)id, action, vm);
+    return id;
+}
+
+/* --- sessions --- */
+
+static void session_destroy(struct session *s)
+{
+    struct agents *a = s->agents;
+    char message[160];
+    snprintf(message, sizeof(message), "the connection to host `%s` closed before it replied",
+             session_name(s));
+    struct order *o = LIST_FIRST(&a->orders);
+    while (o) {
+        struct order *next = LIST_NEXT(o, link);
+        if (o->session == s)
+            order_finish(o, ORDER_UNREACHABLE, message);
+        o = next;
+    }
+    LIST_REMOVE(s, link);
+    proto_conn_free(s->conn);
+    free(s->host);
+    free(s);
+}
+
+/* Tell the agent why, then close once that is written. */
+static void session_reject(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void session_reject(struct session *s, const char *fmt, ...)
+{
+    if (s->closing)
+        return;
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    log_warn("agent %s (%s): closing: %s", session_name(s), proto_conn_peer(s->conn), message);
+    cleanup_json json_t *msg = proto_msg_new("error", json_pack("{s:s}", "message", message));
+    cleanup_error vcr_error_t err = NULL;
+    if (msg == NULL || proto_conn_send(s->conn, msg, &err) < 0)
+        log_debug("agent %s: error message not sent: %s", session_name(s), vcr_error_msg(err));
+    s->closing = true;
+    proto_conn_close(s->conn, message);
+}
+
+static void on_hello(struct session *s, json_t *msg)
+{
+    struct agents *a = s->agents;
+    if (s->host) {
+        session_reject(s, "a second hello on one connection");
+        return;
+    }
+    if (a->opts.key) {
+        const char *auth = json_string_value(json_object_get(msg, "auth"));
+        if (!proto_auth_verify(a->opts.key, a->opts.key_len, s->nonce, auth)) {
+            session_reject(s, "authentication failed: %s",
+                           auth ? "wrong auth for the challenge" : "hello has no auth");
+            return;
+        }
+    }
+    bool came_up = false;
+    cleanup_error vcr_error_t err = NULL;
+    struct inv_host *h = inventory_apply_hello(a->inv, msg, vcr_mono_ms(), &came_up, &err);
+    if (h == NULL) {
+        session_reject(s, "bad hello: %s", vcr_error_msg(err));
+        return;
+    }
+    struct session *old = find_session(a, h->name);
+    if (old)
+        session_reject(old, "replaced by a new connection from %s", proto_conn_peer(s->conn));
+    s->host = strdup(h->name);
+    if (s->host == NULL) {
+        session_reject(s, "out of memory");
+        return;
+    }
+    const char *peer = proto_conn_peer(s->conn);
+    cleanup_json json_t *detail =
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "role", h->role, "accel", h->accel,
+                  "agent_version", h->agent_version, "pid", (json_int_t)h->agent_pid, "vms",
+                  (json_int_t)h->n_vms, "peer", peer);
+    journal_write(a, 0, h->name, NULL, JOURNAL_HELLO, detail);
+    if (came_up) {
+        cleanup_json json_t *up = json_pack("{s:s}", "peer", peer);
+        journal_write(a, 0, h->name, NULL, JOURNAL_HOST_UP, up);
+    }
+    log_info("host %s: hello from %s (role %s, accel %s, agent %s, %zu VMs)%s", h->name, peer,
+             h->role, h->accel, h->agent_version, h->n_vms, came_up ? ": host up" : "");
+    cleanup_json json_t *welcome = proto_msg_new(
+        "welcome", json_pack("{s:I, s:s}", "heartbeat_ms", (json_int_t)a->opts.heartbeat_ms,
+                             "server_version", VCR_VERSION));
+    if (welcome == NULL || proto_conn_send(s->conn, welcome, &err) < 0)
+        session_reject(s, "cannot send welcome: %s", vcr_error_msg(err));
+}
+
+static void on_heartbeat(struct session *s, json_t *msg)
+{
+    (void)s;
+    (void)msg;
+    /* Being a frame is all it has to be: session_message marked the host seen. */
+}
+
+static void on_vm_event(struct session *s, json_t *msg)
+{
+    struct agents *a = s->agents;
+    cleanup_error vcr_error_t err = NULL;
+    if (inventory_apply_vm_event(a->inv, s->host, msg, &err) < 0) {
+        log_warn("host %s: ignoring a vm_event: %s", s->host, vcr_error_msg(err));
+        return;
+    }
+    const char *vm = json_string_value(json_object_get(msg, "vm"));
+    const char *state = json_string_value(json_object_get(msg, "state"));
+    const char *cause = json_string_value(json_object_get(msg, "cause"));
+    cleanup_json json_t *detail = json_pack("{s:s, s:s}", "state", state, "cause", cause);
+    json_t *pid = json_object_get(msg, "pid");
+    if (detail && json_is_integer(pid))
+        json_object_set(detail, "pid", pid);
+    journal_write(a, json_integer_value(json_object_get(msg, "ts_ms")), s->host, vm,
+                  JOURNAL_VM_EVENT, detail);
+    log_info("host %s: VM %s is %s (%s)", s->host, vm, state, cause);
+}
+
+static void on_sample(struct session *s, json_t *msg)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (inventory_apply_sample(s->agents->inv, s->host, msg, &err) < 0)
+        log_warn("host %s: ignoring a sample: %s", s->host, vcr_error_msg(err));
+}
+
+static void on_reply(struct session *s, json_t *msg)
+{
+    json_t *id = json_object_get(msg, "id");
+    json_t *ok = json_object_get(msg, "ok");
+    if (!json_is_integer(id) || !json_is_boolean(ok)) {
+        log_warn("host %s: ignoring a reply without an integer id and a boolean ok", s->host);
+        return;
+    }
+    struct order *o;
+    LIST_FOREACH(o, &s->agents->orders, link)
+    {
+        if (o->id == json_integer_value(id) && o->session == s)
+            break;
+    }
+    if (o == NULL) {
+        log_warn("host %s: reply to order %lld, which is not pending (past its deadline?)", s->host,
+                 (long long)json_integer_value(id));
+        return;
+    }
+    const char *error = json_string_value(json_object_get(msg, "error"));
+    if (json_is_true(ok)) {
+        log_info("host %s: order %lld done", s->host, (long long)o->id);
+        order_finish(o, ORDER_DONE, "done");
+        return;
+    }
+    if (error == NULL)
+        error = "the agent gave no reason";
+    log_info("host %s: order %lld refused: %s", s->host, (long long)o->id, error);
+    order_finish(o, ORDER_REFUSED, error);
+}
+
+/* What the server does with each agent -> server message type. */
+static const struct {
+    const char *type;
+    void (*handle)(struct session *s, json_t *msg);
+} handlers[] = {
+    {"hello", on_hello},   {"heartbeat", on_heartbeat}, {"vm_event", on_vm_event},
+    {"sample", on_sample}, {"reply", on_reply},
+};
+
+static void session_message(struct proto_conn *c, json_t *msg, void *opaque)
+{
+    struct session *s = opaque;
+    (void)c;
+    if (s->closing)
+        return;
+    const char *type = proto_msg_type(msg);
+    if (s->host == NULL && strcmp(type, "hello") != 0) {
+        session_reject(s, "expected hello first, got `%s`", type);
+        return;
+    }
+    if (s->host)
+        inventory_host_seen(s->agents->inv, s->host, vcr_mono_ms());
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
+        if (strcmp(handlers[i].type, type) == 0) {
+            handlers[i].handle(s, msg);
+            return;
+        }
+    log_warn("host %s: ignoring a message of unknown type `%s`", s->host, type);
+}
+
+static void session_closed(struct proto_conn *c, const char *reason, void *opaque)
+{
+    struct session *s = opaque;
+    (void)c;
+    if (s->host)
+        log_info("host %s: connection closed: %s", s->host, reason);
+    else
+        log_debug("agent %s: connection closed: %s", proto_conn_peer(s->conn), reason);
+    session_destroy(s);
+}
+
+static const struct proto_conn_ops session_ops = {
+    .message = session_message,
+    .closed = session_closed,
+};
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    struct agents *a = arg;
+    (void)l;
+    (void)sa;
+    (void)len;
+    cleanup_error vcr_error_t err = NULL;
+    struct session *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        log_error("agent connection refused: out of memory");
+        close(fd);
+        return;
+    }
+    s->agents = a;
+    s->accepted_ms = vcr_mono_ms();
+    s->conn = proto_conn_from_fd(a->base, fd, &session_ops, s, &err);
+    if (s->conn == NULL) {
+        log_warn("agent connection refused: %s", vcr_error_msg(err));
+        free(s);
+        return;
+    }
+    LIST_INSERT_HEAD(&a->sessions, s, link);
+    log_debug("agent %s: connected", proto_conn_peer(s->conn));
+    if (a->opts.key == NULL)
+        return;
+    cleanup_json json_t *challenge = NULL;
+    if (proto_auth_new_nonce(s->nonce, &err) < 0 ||
+        (challenge = proto_msg_new("challenge", json_pack("{s:s}", "nonce", s->nonce))) == NULL ||
+        proto_conn_send(s->conn, challenge, &err) < 0)
+        session_reject(s, "cannot send a challenge: %s", vcr_error_msg(err));
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    log_warn("accepting an agent connection: %s",
+             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+/* --- liveness --- */
+
+static void on_host_lost(struct inv_host *h, int64_t silent_ms, void *opaque)
+{
+    struct agents *a = opaque;
+    cleanup_json json_t *detail = json_pack("{s:I, s:I}", "silent_ms", (json_int_t)silent_ms,
+                                            "host_timeout_ms", (json_int_t)a->opts.host_timeout_ms);
+    journal_write(a, 0, h->name, NULL, JOURNAL_HOST_LOST, detail);
+    log_warn("host %s: lost: no frame for %lld ms (host_timeout_ms %u)", h->name,
+             (long long)silent_ms, a->opts.host_timeout_ms);
+    struct session *s = find_session(a, h->name);
+    if (s)
+        session_reject(s, "no frame for %lld ms; host declared lost", (long long)silent_ms);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct agents *a = arg;
+    (void)fd;
+    (void)what;
+    int64_t now = vcr_mono_ms();
+    inventory_expire_hosts(a->inv, now, a->opts.host_timeout_ms, on_host_lost, a);
+    /* A connection that never says hello would hold a descriptor forever. */
+    struct session *s;
+    LIST_FOREACH(s, &a->sessions, link)
+    {
+        if (s->host == NULL && !s->closing && now - s->accepted_ms > a->opts.host_timeout_ms)
+            session_reject(s, "no hello within %u ms", a->opts.host_timeout_ms);
+    }
+}
+
+struct agents *agents_new(struct event_base *base, struct inventory *inv, struct journal *journal,
+                          const struct agents_options *opts, vcr_error_t *err)
+{
+    struct agents *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        vcr_error_errno(err, "agents");
+        return NULL;
+    }
+    a->base = base;
+    a->inv = inv;
+    a->journal = journal;
+    a->opts = *opts;
+    LIST_INIT(&a->sessions);
+    LIST_INIT(&a->orders);
+    a->tick = event_new(base, -1, EV_PERSIST, on_tick, a);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = AGENTS_TICK_MS * 1000};
+    if (a->tick == NULL || event_add(a->tick, &tv) < 0) {
+        agents_free(a);
+        vcr_error_make(err, ENOMEM, "agents: cannot create the liveness timer");
+        return NULL;
+    }
+    return a;
+}
+
+int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t *err)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1)
+        return vcr_error_make(err, EINVAL, "listen for agents: `%s` is not an IPv4 address", addr);
+    a->listener = evconnlistener_new_bind(
+        a->base, on_accept, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        64, (struct sockaddr *)&sin, sizeof(sin));
+    if (a->listener == NULL)
+        return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
+    evconnlistener_set_error_cb(a->listener, on_accept_error);
+    socklen_t len = sizeof(sin);
+    if (getsockname(evconnlistener_get_fd(a->listener), (struct sockaddr *)&sin, &len) < 0)
+        return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
+    a->port = ntohs(sin.sin_port);
+    return 0;
+}
+
+uint16_t agents_port(const struct agents *a)
+{
+    return a->port;
+}
+
+void agents_free(struct agents *a)
+{
+    if (a == NULL)
+        return;
+    if (a->listener)
+        evconnlistener_free(a->listener);
+    if (a->tick)
+        event_free(a->tick);
+    while (!LIST_EMPTY(&a->orders))
+        order_finish(LIST_FIRST(&a->orders), ORDER_UNREACHABLE, "the server is shutting down");
+    while (!LIST_EMPTY(&a->sessions))
+        session_destroy(LIST_FIRST(&a->sessions));
+    free(a);
+}

@@ -1,0 +1,52 @@
+/* Agent connections: accept, authenticate (challenge), hello/welcome, then feed
+ * the inventory and the journal from what agents report, declare silent hosts
+ * lost, and carry orders down and their replies back. */
+#ifndef VCR_SERVER_AGENTS_H
+#define VCR_SERVER_AGENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct event_base;
+struct inventory;
+struct journal;
+struct agents;
+
+struct agents_options {
+    uint32_t heartbeat_ms;    /* announced in welcome */
+    uint32_t host_timeout_ms; /* silence after which a host is lost */
+    const char *key;          /* borrowed for the life of agents; NULL: no challenge */
+    size_t key_len;
+};
+
+/* How often silence is checked: a host is declared lost at most this late. */
+#define AGENTS_TICK_MS 100
+
+/* inv and journal are borrowed and must outlive agents. */
+struct agents *agents_new(struct event_base *base, struct inventory *inv, struct journal *journal,
+                          const struct agents_options *opts, vcr_error_t *err);
+/* Accept agents on addr:port (port 0: an ephemeral one, see agents_port). */
+int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t *err);
+uint16_t agents_port(const struct agents *a);
+/* Closes every connection; pending orders end with ORDER_UNREACHABLE first. */
+void agents_free(struct agents *a);
+
+enum order_outcome {
+    ORDER_DONE,        /* the agent replied "ok": true */
+    ORDER_REFUSED,     /* the agent replied "ok": false; message is its "error" */
+    ORDER_TIMEOUT,     /* no reply before the deadline */
+    ORDER_UNREACHABLE, /* the connection closed, or the server is shutting down */
+};
+
+/* Called exactly once per order that agents_send_order accepted; message is
+ * borrowed for the call. */
+typedef void (*agents_order_cb)(enum order_outcome outcome, const char *message, void *opaque);
+
+/* Send {"type":"order","id","action","vm"} to host's agent.  Returns the order id,
+ * or -1 with ENOTCONN when host has no live connection. */
+int64_t agents_send_order(struct agents *a, const char *host, const char *action, const char *vm,
+                          int64_t timeout_ms, agents_order_cb cb, void *opaque, vcr_error_t *err);
+
+#endif

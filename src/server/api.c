@@ -1,0 +1,420 @@
+/* HTTP API on evhttp.  One route table; every answer is JSON, errors are
+ * {"error": "..."} with a status code that says whose fault it is. */
+#include "server/api.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "server/agents.h"
+#include "server/inventory.h"
+#include "server/journal.h"
+
+/* A GET /v1/events?wait_ms= that found nothing new and waits for an append. */
+struct events_wait {
+    struct api *api;
+    struct evhttp_request *req;
+    int64_t since;
+    int limit;
+    struct event *timer;
+    LIST_ENTRY(events_wait) link;
+};
+
+/* A POST waiting for the agent's reply to its order. */
+struct vm_request {
+    struct api *api;
+    struct evhttp_request *req;
+    char *vm;
+    char *host;
+    const char *verb;
+};
+
+struct api {
+    struct event_base *base;
+    struct inventory *inv;
+    struct journal *journal;
+    struct agents *agents;
+    struct api_options opts;
+    struct evhttp *http;
+    uint16_t port;
+    LIST_HEAD(, events_wait) waits;
+};
+
+static void reply_json(struct evhttp_request *req, int code, json_t *body)
+{
+    struct evbuffer *buf = evbuffer_new();
+    cleanup_free char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (buf == NULL || text == NULL) {
+        if (buf)
+            evbuffer_free(buf);
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add(buf, text, strlen(text));
+    evbuffer_add(buf, "\n", 1);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_send_reply(req, code, NULL, buf);
+    evbuffer_free(buf);
+}
+
+static void reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    cleanup_json json_t *body = json_pack("{s:s}", "error", message);
+    reply_json(req, code, body);
+}
+
+/* --- GET /v1/status --- */
+
+static void handle_status(struct api *api, struct evhttp_request *req, const char *arg)
+{
+    (void)arg;
+    int64_t wall = vcr_wall_ms();
+    cleanup_json json_t *status = inventory_status_json(api->inv, vcr_mono_ms(), wall);
+    if (status == NULL || json_object_set_new(status, "now_ms", json_integer(wall)) < 0 ||
+        json_object_set_new(status, "server_version", json_string(VCR_VERSION)) < 0) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    reply_json(req, 200, status);
+}
+
+/* --- GET /v1/events --- */
+
+static void answer_events(struct api *api, struct evhttp_request *req, int64_t since, int limit)
+{
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *events = journal_read(api->journal, since, limit, &err);
+    if (events == NULL) {
+        log_error("GET /v1/events: %s", vcr_error_msg(err));
+        reply_error(req, 500, "%s", vcr_error_msg(err));
+        return;
+    }
+    size_t n = json_array_size(events);
+    json_int_t last = n ? json_integer_value(json_object_get(json_array_get(events, n - 1), "id"))
+                        : (since > 0 ? since : 0);
+    cleanup_json json_t *body = json_pack("{s:O, s:I}", "events", events, "last_id", last);
+    reply_json(req, 200, body);
+}
+
+static void wait_finish(struct events_wait *w)
+{
+    LIST_REMOVE(w, link);
+    event_free(w->timer);
+    answer_events(w->api, w->req, w->since, w->limit);
+    free(w);
+}
+
+static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wait_finish(arg);
+}
+
+static void on_journal_append(int64_t id, void *opaque)
+{
+    struct api *api = opaque;
+    struct events_wait *w = LIST_FIRST(&api->waits);
+    while (w) {
+        struct events_wait *next = LIST_NEXT(w, link);
+        if (id > w->since)
+            wait_finish(w);
+        w = next;
+    }
+}
+
+/* Parses a decimal query value in min..max; false (and a 400 sent) otherwise. */
+static bool query_int(struct evhttp_request *req, const char *name, const char *value, int64_t min,
+                      int64_t max, int64_t *out)
+{
+    size_t n = strspn(value, "0123456789");
+    if (n == 0 || value[n] != '\0' || n > 15 || strtoll(value, NULL, 10) < min ||
+        strtoll(value, NULL, 10) > max) {
+        reply_error(req, 400, "query parameter `%s`: `%s` is not allowed; allowed: %lld..%lld",
+                    name, value, (long long)min, (long long)max);
+        return false;
+    }
+    *out = strtoll(value, NULL, 10);
+    return true;
+}
+
+static void handle_events(struct api *api, struct evhttp_request *req, const char *arg)
+{
+    (void)arg;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq params;
+    TAILQ_INIT(&params);
+    if (query && evhttp_parse_query_str(query, &params) < 0) {
+        reply_error(req, 400, "cannot parse the query string");
+        return;
+    }
+    int64_t since = -1, limit = API_EVENTS_DEFAULT_LIMIT, wait_ms = 0;
+    bool ok = true;
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, &params, next)
+    {
+        if (!ok)
+            break;
+        if (strcmp(kv->key, "since") == 0)
+            ok = query_int(req, kv->key, kv->value, 0, INT64_MAX / 2, &since);
+        else if (strcmp(kv->key, "limit") == 0)
+            ok = query_int(req, kv->key, kv->value, 1, JOURNAL_READ_MAX, &limit);
+        else if (strcmp(kv->key, "wait_ms") == 0)
+            ok = query_int(req, kv->key, kv->value, 0, API_EVENTS_WAIT_MAX_MS, &wait_ms);
+        else {
+            reply_error(req, 400, "unknown query parameter `%s`; allowed: since, limit, wait_ms",
+                        kv->key);
+            ok = false;
+        }
+    }
+    evhttp_clear_headers(&params);
+    if (!ok)
+        return;
+    if (wait_ms > 0 && since < 0) {
+        reply_error(req, 400, "`wait_ms` needs `since`: wait for events after which one?");
+        return;
+    }
+    if (wait_ms > 0) {
+        cleanup_json json_t *peek = journal_read(api->journal, since, 1, NULL);
+        if (peek && json_array_size(peek) == 0) {
+            struct events_wait *w = calloc(1, sizeof(*w));
+            if (w && (w->timer = evtimer_new(api->base, on_wait_timeout, w)) != NULL) {
+                w->api = api;
+                w->req = req;
+                w->since = since;
+                w->limit = (int)limit;
+                struct timeval tv = {.tv_sec = wait_ms / 1000, .tv_usec = (wait_ms % 1000) * 1000};
+                evtimer_add(w->timer, &tv);
+                LIST_INSERT_HEAD(&api->waits, w, link);
+                return;
+            }
+            free(w);
+        }
+    }
+    answer_events(api, req, since, (int)limit);
+}
+
+/* --- POST /v1/vms/NAME/{stop,kill} --- */
+
+static void vm_request_free(struct vm_request *r)
+{
+    free(r->vm);
+    free(r->host);
+    free(r);
+}
+
+static void on_order_done(enum order_outcome outcome, const char *message, void *opaque)
+{
+    struct vm_request *r = opaque;
+    switch (outcome) {
+    case ORDER_DONE: {
+        cleanup_json json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "vm", r->vm, "host", r->host,
+                                              "action", r->verb, "result", "done");
+        reply_json(r->req, 200, body);
+        break;
+    }
+    case ORDER_REFUSED:
+        reply_error(r->req, 502, "host `%s` could not %s VM `%s`: %s", r->host, r->verb, r->vm,
+                    message);
+        break;
+    case ORDER_TIMEOUT:
+        reply_error(r->req, 504, "%s", message);
+        break;
+    case ORDER_UNREACHABLE:
+        reply_error(r->req, 503, "%s", message);
+        break;
+    }
+    vm_request_free(r);
+}
+
+static void handle_vm_order(struct api *api, struct evhttp_request *req, const char *vm,
+                            const char *verb, const char *action)
+{
+    struct inv_host *host = NULL;
+    if (inventory_find_vm(api->inv, vm, &host) == NULL) {
+        reply_error(req, 404, "no VM `%s` in the inventory", vm);
+        return;
+    }
+    if (host->state != INV_HOST_CONNECTED) {
+        reply_error(req, 503, "host `%s` of VM `%s` is lost", host->name, vm);
+        return;
+    }
+    struct vm_request *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->vm = strdup(vm)) == NULL || (r->host = strdup(host->name)) == NULL) {
+        if (r)
+            vm_request_free(r);
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    r->api = api;
+    r->req = req;
+    r->verb = verb;
+    cleanup_error vcr_error_t err = NULL;
+    if (agents_send_order(api->agents, host->name, action, vm, api->opts.order_timeout_ms,
+                          on_order_done, r, &err) < 0) {
+        reply_error(req, 503, "%s", vcr_error_msg(err));
+        vm_request_free(r);
+    }
+}
+
+static void handle_vm_stop(struct api *api, struct evhttp_request *req, const char *vm)
+{
+    handle_vm_order(api, req, vm, "stop", "vm_stop");
+}
+
+static void handle_vm_kill(struct api *api, struct evhttp_request *req, const char *vm)
+{
+    handle_vm_order(api, req, vm, "kill", "vm_kill");
+}
+
+/* --- routing --- */
+
+static const struct route {
+    enum evhttp_cmd_type method;
+    const char *pattern; /* a `*` segment matches one name, passed to handle */
+    void (*handle)(struct api *api, struct evhttp_request *req, const char *arg);
+} routes[] = {
+    {EVHTTP_REQ_GET, "/v1/status", handle_status},
+    {EVHTTP_REQ_GET, "/v1/events", handle_events},
+    {EVHTTP_REQ_POST, "/v1/vms/*/stop", handle_vm_stop},
+    {EVHTTP_REQ_POST, "/v1/vms/*/kill", handle_vm_kill},
+};
+
+/* Matches path against pattern segment by segment; the raw (still
+ * percent-encoded) `*` segment is copied to arg. */
+static bool route_match(const char *pattern, const char *path, char *arg, size_t arg_size)
+{
+    while (*pattern && *path) {
+        if (*pattern == '*') {
+            size_t n = strcspn(path, "/");
+            if (n == 0 || n >= arg_size)
+                return false;
+            memcpy(arg, path, n);
+            arg[n] = '\0';
+            path += n;
+            pattern++;
+        } else if (*pattern++ != *path++) {
+            return false;
+        }
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    return m == EVHTTP_REQ_GET ? "GET" : m == EVHTTP_REQ_POST ? "POST" : "other";
+}
+
+static void on_request(struct evhttp_request *req, void *opaque)
+{
+    struct api *api = opaque;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    char raw[256];
+    const char *allowed = NULL;
+    for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!route_match(routes[i].pattern, path, raw, sizeof(raw)))
+            continue;
+        if (routes[i].method != method) {
+            allowed = method_name(routes[i].method);
+            continue;
+        }
+        cleanup_free char *arg = NULL;
+        if (strchr(routes[i].pattern, '*')) {
+            size_t len = 0;
+            arg = evhttp_uridecode(raw, 0, &len);
+            if (arg == NULL || strlen(arg) != len || !inventory_valid_name(arg)) {
+                reply_error(req, 400,
+                            "`%s` is not a VM name; allowed: 1..64 of letters, digits, '.', "
+                            "'_', '-'",
+                            arg && strlen(arg) == len ? arg : raw);
+                return;
+            }
+        }
+        log_debug("API %s %s", method_name(method), path);
+        routes[i].handle(api, req, arg);
+        return;
+    }
+    if (allowed) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allowed);
+        reply_error(req, 405, "`%s` takes %s only", path, allowed);
+        return;
+    }
+    reply_error(req, 404, "no endpoint `%s`; see docs/server.md", path ? path : "");
+}
+
+struct api *api_new(struct event_base *base, struct inventory *inv, struct journal *journal,
+                    struct agents *agents, const struct api_options *opts, vcr_error_t *err)
+{
+    struct api *api = calloc(1, sizeof(*api));
+    if (api == NULL || (api->http = evhttp_new(base)) == NULL) {
+        free(api);
+        vcr_error_make(err, ENOMEM, "HTTP API: out of memory");
+        return NULL;
+    }
+    api->base = base;
+    api->inv = inv;
+    api->journal = journal;
+    api->agents = agents;
+    api->opts = *opts;
+    LIST_INIT(&api->waits);
+    /* Let every method reach the router, so that a wrong one gets a JSON 405. */
+    evhttp_set_allowed_methods(api->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_max_body_size(api->http, 64 * 1024);
+    evhttp_set_max_headers_size(api->http, 16 * 1024);
+    evhttp_set_timeout(api->http, (API_EVENTS_WAIT_MAX_MS + API_ORDER_TIMEOUT_MS) / 1000 + 30);
+    evhttp_set_gencb(api->http, on_request, api);
+    journal_set_listener(journal, on_journal_append, api);
+    return api;
+}
+
+int api_listen(struct api *api, const char *addr, uint16_t port, vcr_error_t *err)
+{
+    struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(api->http, addr, port);
+    if (bound == NULL)
+        return vcr_error_errno(err, "HTTP API: listen on %s:%u", addr, port);
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+    if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sin, &len) < 0)
+        return vcr_error_errno(err, "HTTP API: listen on %s:%u", addr, port);
+    api->port = ntohs(sin.sin_port);
+    return 0;
+}
+
+uint16_t api_port(const struct api *api)
+{
+    return api->port;
+}
+
+void api_free(struct api *api)
+{
+    if (api == NULL)
+        return;
+    journal_set_listener(api->journal, NULL, NULL);
+    while (!LIST_EMPTY(&api->waits))
+        wait_finish(LIST_FIRST(&api->waits));
+    evhttp_free(api->http);
+    free(api);
+}

@@ -1,0 +1,35 @@
+/* The HTTP API (evhttp), JSON in and out; docs/server.md lists the endpoints. */
+#ifndef VCR_SERVER_API_H
+#define VCR_SERVER_API_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct event_base;
+struct inventory;
+struct journal;
+struct agents;
+struct api;
+
+/* How long POST /v1/vms/NAME/{stop,kill} waits for the agent's reply before 504. */
+#define API_ORDER_TIMEOUT_MS 10000
+/* Longest long poll of GET /v1/events?wait_ms= */
+#define API_EVENTS_WAIT_MAX_MS   30000
+#define API_EVENTS_DEFAULT_LIMIT 100
+
+struct api_options {
+    int64_t order_timeout_ms;
+};
+
+/* inv, journal and agents are borrowed and must outlive the api, except that
+ * agents may be freed first (its pending orders then end with 503). */
+struct api *api_new(struct event_base *base, struct inventory *inv, struct journal *journal,
+                    struct agents *agents, const struct api_options *opts, vcr_error_t *err);
+/* Port 0: an ephemeral one, see api_port. */
+int api_listen(struct api *api, const char *addr, uint16_t port, vcr_error_t *err);
+uint16_t api_port(const struct api *api);
+/* Answers waiting long polls, then closes every HTTP connection. */
+void api_free(struct api *api);
+
+#endif

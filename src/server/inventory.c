@@ -1,0 +1,467 @@
+/* The inventory: hosts and VMs as the agents last described them.
+ * Every message is validated completely before anything changes, so a bad
+ * message never leaves a half-updated host behind. */
+#include "server/inventory.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+
+#define NAME_MAX_LEN 64
+
+static const char *const vm_state_names[] = {
+    [INV_VM_STARTING] = "starting", [INV_VM_RUNNING] = "running", [INV_VM_PAUSED] = "paused",
+    [INV_VM_SHUTDOWN] = "shutdown", [INV_VM_STOPPED] = "stopped", [INV_VM_CRASHED] = "crashed",
+    [INV_VM_PANICKED] = "panicked", [INV_VM_FAILED] = "failed",
+};
+
+#define N_INV_VM_STATES (sizeof(vm_state_names) / sizeof(vm_state_names[0]))
+
+const char *inv_vm_state_name(enum inv_vm_state s)
+{
+    return (size_t)s < N_INV_VM_STATES ? vm_state_names[s] : "unknown";
+}
+
+int inv_vm_state_parse(const char *s)
+{
+    for (size_t i = 0; s && i < N_INV_VM_STATES; i++)
+        if (strcmp(s, vm_state_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *inv_host_state_name(enum inv_host_state s)
+{
+    return s == INV_HOST_CONNECTED ? "connected" : "lost";
+}
+
+bool inventory_valid_name(const char *s)
+{
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len > NAME_MAX_LEN)
+        return false;
+    for (; *s; s++) {
+        bool ok = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                  (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* --- typed access to message members, with messages naming the member --- */
+
+static int get_string(json_t *obj, const char *where, const char *key, bool required,
+                      const char **out, vcr_error_t *err)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            return vcr_error_make(err, EPROTO, "%s.%s: missing; expected a string", where, key);
+        return 0;
+    }
+    if (!json_is_string(v))
+        return vcr_error_make(err, EPROTO, "%s.%s: expected a string", where, key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int get_name(json_t *obj, const char *where, const char *key, const char **out,
+                    vcr_error_t *err)
+{
+    if (get_string(obj, where, key, true, out, err) < 0)
+        return -1;
+    if (!inventory_valid_name(*out))
+        return vcr_error_make(err, EPROTO,
+                              "%s.%s: `%s` is not a valid name; allowed: 1..%d of letters, "
+                              "digits, '.', '_', '-'",
+                              where, key, *out, NAME_MAX_LEN);
+    return 0;
+}
+
+static int get_one_of(json_t *obj, const char *where, const char *key, const char *const *allowed,
+                      const char **out, vcr_error_t *err)
+{
+    if (get_string(obj, where, key, true, out, err) < 0)
+        return -1;
+    char list[128] = "";
+    for (const char *const *a = allowed; *a; a++) {
+        if (strcmp(*a, *out) == 0)
+            return 0;
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", a == allowed ? "" : ", ",
+                 *a);
+    }
+    return vcr_error_make(err, EPROTO, "%s.%s: `%s` is not allowed; allowed: %s", where, key, *out,
+                          list);
+}
+
+/* Non-negative integers: pids, times, sizes. */
+static int get_int(json_t *obj, const char *where, const char *key, bool required, int64_t *out,
+                   vcr_error_t *err)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = 0;
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            return vcr_error_make(err, EPROTO, "%s.%s: missing; expected an integer", where, key);
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return vcr_error_make(err, EPROTO, "%s.%s: expected a non-negative integer", where, key);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int get_state(json_t *obj, const char *where, const char *key, enum inv_vm_state *out,
+                     vcr_error_t *err)
+{
+    const char *s;
+    if (get_string(obj, where, key, true, &s, err) < 0)
+        return -1;
+    int st = inv_vm_state_parse(s);
+    if (st < 0)
+        return vcr_error_make(err, EPROTO,
+                              "%s.%s: `%s` is not a VM state; allowed: starting, running, "
+                              "paused, shutdown, stopped, crashed, panicked, failed",
+                              where, key, s);
+    *out = (enum inv_vm_state)st;
+    return 0;
+}
+
+/* --- objects --- */
+
+static void vm_free(struct inv_vm *vm)
+{
+    if (vm == NULL)
+        return;
+    free(vm->name);
+    free(vm->cause);
+    free(vm->address);
+    free(vm->accel);
+    free(vm);
+}
+
+static void vms_free(struct inv_vm **vms, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        vm_free(vms[i]);
+    free(vms);
+}
+
+static void host_free(struct inv_host *h)
+{
+    if (h == NULL)
+        return;
+    free(h->name);
+    free(h->role);
+    free(h->accel);
+    free(h->agent_version);
+    vms_free(h->vms, h->n_vms);
+    free(h);
+}
+
+struct inventory *inventory_new(void)
+{
+    return calloc(1, sizeof(struct inventory));
+}
+
+void inventory_free(struct inventory *inv)
+{
+    if (inv == NULL)
+        return;
+    for (size_t i = 0; i < inv->n_hosts; i++)
+        host_free(inv->hosts[i]);
+    free(inv->hosts);
+    free(inv);
+}
+
+struct inv_host *inventory_find_host(const struct inventory *inv, const char *name)
+{
+    for (size_t i = 0; name && i < inv->n_hosts; i++)
+        if (strcmp(inv->hosts[i]->name, name) == 0)
+            return inv->hosts[i];
+    return NULL;
+}
+
+static struct inv_vm *host_find_vm(const struct inv_host *h, const char *name)
+{
+    for (size_t i = 0; i < h->n_vms; i++)
+        if (strcmp(h->vms[i]->name, name) == 0)
+            return h->vms[i];
+    return NULL;
+}
+
+struct inv_vm *inventory_find_vm(const struct inventory *inv, const char *name,
+                                 struct inv_host **host)
+{
+    for (size_t i = 0; name && i < inv->n_hosts; i++) {
+        struct inv_vm *vm = host_find_vm(inv->hosts[i], name);
+        if (vm) {
+            if (host)
+                *host = inv->hosts[i];
+            return vm;
+        }
+    }
+    return NULL;
+}
+
+/* Replaces *field with a copy of value (NULL stays NULL).  -1 when out of memory. */
+static int set_str(char **field, const char *value)
+{
+    char *copy = NULL;
+    if (value && (copy = strdup(value)) == NULL)
+        return -1;
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t *err)
+{
+    const char *name, *address, *accel, *cause;
+    enum inv_vm_state state;
+    int64_t pid, memory_mb, vcpus;
+    if (!json_is_object(obj)) {
+        vcr_error_make(err, EPROTO, "%s: expected an object", where);
+        return NULL;
+    }
+    if (get_name(obj, where, "name", &name, err) < 0 ||
+        get_state(obj, where, "state", &state, err) < 0 ||
+        get_int(obj, where, "pid", false, &pid, err) < 0 ||
+        get_string(obj, where, "address", false, &address, err) < 0 ||
+        get_int(obj, where, "memory_mb", false, &memory_mb, err) < 0 ||
+        get_int(obj, where, "vcpus", false, &vcpus, err) < 0 ||
+        get_string(obj, where, "accel", false, &accel, err) < 0 ||
+        get_string(obj, where, "cause", false, &cause, err) < 0)
+        return NULL;
+    struct inv_vm *vm = calloc(1, sizeof(*vm));
+    if (vm == NULL || set_str(&vm->name, name) < 0 || set_str(&vm->address, address) < 0 ||
+        set_str(&vm->accel, accel) < 0 || set_str(&vm->cause, cause) < 0) {
+        vm_free(vm);
+        vcr_error_make(err, ENOMEM, "%s: out of memory", where);
+        return NULL;
+    }
+    vm->state = state;
+    vm->pid = pid;
+    vm->memory_mb = memory_mb;
+    vm->vcpus = vcpus;
+    return vm;
+}
+
+static const char *const roles[] = {"host", "standby", NULL};
+static const char *const accels[] = {"kvm", "tcg", "none", NULL};
+
+struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int64_t now_ms,
+                                       bool *came_up, vcr_error_t *err)
+{
+    const char *name, *role, *agent_version, *accel;
+    int64_t pid;
+    if (get_name(hello, "hello", "host", &name, err) < 0 ||
+        get_one_of(hello, "hello", "role", roles, &role, err) < 0 ||
+        get_string(hello, "hello", "agent_version", true, &agent_version, err) < 0 ||
+        get_int(hello, "hello", "pid", true, &pid, err) < 0 ||
+        get_one_of(hello, "hello", "accel", accels, &accel, err) < 0)
+        return NULL;
+    json_t *list = json_object_get(hello, "vms");
+    if (!json_is_array(list)) {
+        vcr_error_make(err, EPROTO, "hello.vms: %s; expected an array of VM objects",
+                       list ? "not an array" : "missing");
+        return NULL;
+    }
+    size_t n = json_array_size(list);
+    struct inv_vm **vms = calloc(n ? n : 1, sizeof(*vms));
+    if (vms == NULL) {
+        vcr_error_errno(err, "hello");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char where[48];
+        snprintf(where, sizeof(where), "hello.vms[%zu]", i);
+        vms[i] = vm_from_hello(json_array_get(list, i), where, err);
+        for (size_t j = 0; vms[i] && j < i; j++)
+            if (strcmp(vms[j]->name, vms[i]->name) == 0) {
+                vcr_error_make(err, EPROTO, "%s.name: `%s` is listed twice", where, vms[i]->name);
+                vm_free(vms[i]);
+                vms[i] = NULL;
+            }
+        if (vms[i] == NULL) {
+            vms_free(vms, i);
+            return NULL;
+        }
+    }
+
+    struct inv_host *h = inventory_find_host(inv, name);
+    bool is_new = h == NULL;
+    if (is_new) {
+        struct inv_host **grown = realloc(inv->hosts, (inv->n_hosts + 1) * sizeof(*grown));
+        if (grown)
+            inv->hosts = grown;
+        h = calloc(1, sizeof(*h));
+        if (grown == NULL || h == NULL || set_str(&h->name, name) < 0) {
+            host_free(h);
+            vms_free(vms, n);
+            vcr_error_make(err, ENOMEM, "hello from `%s`: out of memory", name);
+            return NULL;
+        }
+        inv->hosts[inv->n_hosts++] = h;
+    }
+    if (set_str(&h->role, role) < 0 || set_str(&h->accel, accel) < 0 ||
+        set_str(&h->agent_version, agent_version) < 0) {
+        vms_free(vms, n);
+        vcr_error_make(err, ENOMEM, "hello from `%s`: out of memory", name);
+        return NULL;
+    }
+    *came_up = is_new || h->state == INV_HOST_LOST;
+    h->agent_pid = pid;
+    h->state = INV_HOST_CONNECTED;
+    h->last_seen_ms = now_ms;
+    vms_free(h->vms, h->n_vms);
+    h->vms = vms;
+    h->n_vms = n;
+    return h;
+}
+
+int inventory_apply_vm_event(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err)
+{
+    struct inv_host *h = inventory_find_host(inv, host);
+    if (h == NULL)
+        return vcr_error_make(err, ENOENT, "vm_event: host `%s` has not said hello", host);
+    const char *name, *cause;
+    enum inv_vm_state state;
+    int64_t ts_ms, pid;
+    if (get_name(msg, "vm_event", "vm", &name, err) < 0 ||
+        get_state(msg, "vm_event", "state", &state, err) < 0 ||
+        get_string(msg, "vm_event", "cause", true, &cause, err) < 0 ||
+        get_int(msg, "vm_event", "ts_ms", true, &ts_ms, err) < 0 ||
+        get_int(msg, "vm_event", "pid", false, &pid, err) < 0)
+        return -1;
+    struct inv_vm *vm = host_find_vm(h, name);
+    if (vm == NULL) {
+        struct inv_vm **grown = realloc(h->vms, (h->n_vms + 1) * sizeof(*grown));
+        if (grown)
+            h->vms = grown;
+        vm = calloc(1, sizeof(*vm));
+        if (grown == NULL || vm == NULL || set_str(&vm->name, name) < 0) {
+            vm_free(vm);
+            return vcr_error_make(err, ENOMEM, "vm_event for `%s`: out of memory", name);
+        }
+        h->vms[h->n_vms++] = vm;
+    }
+    if (set_str(&vm->cause, cause) < 0)
+        return vcr_error_make(err, ENOMEM, "vm_event for `%s`: out of memory", name);
+    vm->state = state;
+    vm->state_ts_ms = ts_ms;
+    if (json_object_get(msg, "pid"))
+        vm->pid = pid;
+    return 0;
+}
+
+int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err)
+{
+    struct inv_host *h = inventory_find_host(inv, host);
+    if (h == NULL)
+        return vcr_error_make(err, ENOENT, "sample: host `%s` has not said hello", host);
+    int64_t ts_ms;
+    if (get_int(msg, "sample", "ts_ms", true, &ts_ms, err) < 0)
+        return -1;
+    json_t *list = json_object_get(msg, "vms");
+    if (!json_is_array(list))
+        return vcr_error_make(err, EPROTO, "sample.vms: expected an array");
+    size_t i;
+    json_t *entry;
+    json_array_foreach(list, i, entry)
+    {
+        char where[48];
+        snprintf(where, sizeof(where), "sample.vms[%zu]", i);
+        const char *name;
+        int64_t rss;
+        if (!json_is_object(entry))
+            return vcr_error_make(err, EPROTO, "%s: expected an object", where);
+        if (get_string(entry, where, "vm", true, &name, err) < 0 ||
+            get_int(entry, where, "rss_kb", true, &rss, err) < 0)
+            return -1;
+        if (!json_is_number(json_object_get(entry, "cpu_pct")) ||
+            json_number_value(json_object_get(entry, "cpu_pct")) < 0)
+            return vcr_error_make(err, EPROTO, "%s.cpu_pct: expected a non-negative number", where);
+    }
+    json_array_foreach(list, i, entry)
+    {
+        struct inv_vm *vm = host_find_vm(h, json_string_value(json_object_get(entry, "vm")));
+        if (vm == NULL)
+            continue;
+        vm->has_sample = true;
+        vm->cpu_pct = json_number_value(json_object_get(entry, "cpu_pct"));
+        vm->rss_kb = json_integer_value(json_object_get(entry, "rss_kb"));
+        vm->sample_ts_ms = ts_ms;
+    }
+    return 0;
+}
+
+void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms)
+{
+    struct inv_host *h = inventory_find_host(inv, host);
+    if (h)
+        h->last_seen_ms = now_ms;
+}
+
+size_t inventory_expire_hosts(struct inventory *inv, int64_t now_ms, int64_t timeout_ms,
+                              inv_lost_cb lost, void *opaque)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < inv->n_hosts; i++) {
+        struct inv_host *h = inv->hosts[i];
+        int64_t silent = now_ms - h->last_seen_ms;
+        if (h->state != INV_HOST_CONNECTED || silent <= timeout_ms)
+            continue;
+        h->state = INV_HOST_LOST;
+        count++;
+        if (lost)
+            lost(h, silent, opaque);
+    }
+    return count;
+}
+
+/* 0 stands for "not known" in the inventory; the API says null. */
+static json_t *known_int(int64_t v)
+{
+    return v ? json_integer(v) : json_null();
+}
+
+static json_t *vm_json(const struct inv_vm *vm)
+{
+    return json_pack("{s:s, s:s, s:s?, s:o, s:s?, s:o, s:o, s:s?, s:o, s:o, s:o, s:o}", "name",
+                     vm->name, "state", inv_vm_state_name(vm->state), "cause", vm->cause, "pid",
+                     known_int(vm->pid), "address", vm->address, "memory_mb",
+                     known_int(vm->memory_mb), "vcpus", known_int(vm->vcpus), "accel", vm->accel,
+                     "state_ts_ms", known_int(vm->state_ts_ms), "cpu_pct",
+                     vm->has_sample ? json_real(vm->cpu_pct) : json_null(), "rss_kb",
+                     vm->has_sample ? json_integer(vm->rss_kb) : json_null(), "sample_ts_ms",
+                     vm->has_sample ? json_integer(vm->sample_ts_ms) : json_null());
+}
+
+json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64_t now_wall_ms)
+{
+    cleanup_json json_t *hosts = json_array();
+    if (hosts == NULL)
+        return NULL;
+    for (size_t i = 0; i < inv->n_hosts; i++) {
+        const struct inv_host *h = inv->hosts[i];
+        json_t *vms = json_array();
+        for (size_t j = 0; vms && j < h->n_vms; j++)
+            if (json_array_append_new(vms, vm_json(h->vms[j])) < 0) {
+                json_decref(vms);
+                vms = NULL;
+            }
+        json_t *host = json_pack(
+            "{s:s, s:s?, s:s, s:s?, s:s?, s:I, s:I, s:o}", "name", h->name, "role", h->role,
+            "state", inv_host_state_name(h->state), "accel", h->accel, "agent_version",
+            h->agent_version, "agent_pid", (json_int_t)h->agent_pid, "last_seen_ms",
+            (json_int_t)(now_wall_ms - (now_ms - h->last_seen_ms)), "vms", vms);
+        if (json_array_append_new(hosts, host) < 0)
+            return NULL;
+    }
+    return json_pack("{s:O}", "hosts", hosts);
+}

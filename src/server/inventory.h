@@ -1,0 +1,107 @@
+/* What the server knows of hosts and their VMs, fed by agent messages.
+ *
+ * Liveness takes the caller's clock (`now_ms`, monotonic in the server) so that
+ * timeouts are tested by passing times, not by sleeping.  Hosts are never
+ * removed: a lost host keeps its last known VMs, which recovery will need. */
+#ifndef VCR_SERVER_INVENTORY_H
+#define VCR_SERVER_INVENTORY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+enum inv_host_state {
+    INV_HOST_CONNECTED,
+    INV_HOST_LOST,
+};
+
+/* docs/protocol.md, "VM state values". */
+enum inv_vm_state {
+    INV_VM_STARTING,
+    INV_VM_RUNNING,
+    INV_VM_PAUSED,
+    INV_VM_SHUTDOWN,
+    INV_VM_STOPPED,
+    INV_VM_CRASHED,
+    INV_VM_PANICKED,
+    INV_VM_FAILED,
+};
+
+const char *inv_vm_state_name(enum inv_vm_state s);
+/* -1 for a name that is not a VM state. */
+int inv_vm_state_parse(const char *s);
+const char *inv_host_state_name(enum inv_host_state s);
+
+struct inv_vm {
+    char *name;
+    enum inv_vm_state state;
+    char *cause;         /* NULL until a hello or vm_event says why */
+    int64_t pid;         /* 0: not known */
+    char *address;       /* NULL: not known */
+    int64_t memory_mb;   /* 0: not known */
+    int64_t vcpus;       /* 0: not known */
+    char *accel;         /* NULL: not known */
+    int64_t state_ts_ms; /* agent's wall clock at the last vm_event; 0 if none */
+    bool has_sample;
+    double cpu_pct;
+    int64_t rss_kb;
+    int64_t sample_ts_ms;
+};
+
+struct inv_host {
+    char *name;
+    char *role; /* "host" | "standby" */
+    char *accel;
+    char *agent_version;
+    int64_t agent_pid;
+    enum inv_host_state state;
+    int64_t last_seen_ms; /* caller's clock, at the last frame from the agent */
+    struct inv_vm **vms;
+    size_t n_vms;
+};
+
+struct inventory {
+    struct inv_host **hosts;
+    size_t n_hosts;
+};
+
+struct inventory *inventory_new(void);
+void inventory_free(struct inventory *inv);
+
+struct inv_host *inventory_find_host(const struct inventory *inv, const char *name);
+/* VM names are meant to be unique across hosts; if two hosts list one name, the
+ * host that said hello first wins.  *host (may be NULL) gets the owner. */
+struct inv_vm *inventory_find_vm(const struct inventory *inv, const char *name,
+                                 struct inv_host **host);
+
+/* Apply a hello (borrowed), validated first: on error nothing changes and *err
+ * names the member.  The host becomes connected, seen at now_ms, and its VM list
+ * is replaced by the hello's.  *came_up: the host was unknown or lost before. */
+struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int64_t now_ms,
+                                       bool *came_up, vcr_error_t *err);
+/* A vm_event of host (which must have said hello); an unknown VM is added. */
+int inventory_apply_vm_event(struct inventory *inv, const char *host, json_t *msg,
+                             vcr_error_t *err);
+/* A sample of host; entries for VMs the inventory does not know are skipped. */
+int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err);
+/* Any frame from host's agent. */
+void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms);
+
+/* Marks lost every connected host silent for more than timeout_ms at now_ms and
+ * calls lost for each (silent_ms = now_ms - last_seen_ms).  Returns how many. */
+typedef void (*inv_lost_cb)(struct inv_host *h, int64_t silent_ms, void *opaque);
+size_t inventory_expire_hosts(struct inventory *inv, int64_t now_ms, int64_t timeout_ms,
+                              inv_lost_cb lost, void *opaque);
+
+/* {"hosts": [...]} as GET /v1/status shows it (docs/server.md).  last_seen_ms is
+ * turned into wall-clock time: now_wall_ms - (now_ms - last_seen_ms). */
+json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64_t now_wall_ms);
+
+/* Host and VM names: 1..64 of letters, digits, '.', '_', '-' (they appear in
+ * URLs, log lines and the journal). */
+bool inventory_valid_name(const char *s);
+
+#endif

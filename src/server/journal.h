@@ -1,0 +1,46 @@
+/* The event journal: an append-only SQLite table in WAL mode, so that readers
+ * (the API, `vcr events`, a later recovery engine) never block the writer. */
+#ifndef VCR_SERVER_JOURNAL_H
+#define VCR_SERVER_JOURNAL_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* Kinds written by the server (docs/server.md, "Journal"). */
+#define JOURNAL_HELLO     "hello"
+#define JOURNAL_HOST_UP   "host_up"
+#define JOURNAL_HOST_LOST "host_lost"
+#define JOURNAL_VM_EVENT  "vm_event"
+
+#define JOURNAL_READ_MAX 1000
+
+struct journal;
+
+struct journal_event {
+    int64_t ts_ms;    /* when it happened, by the clock of whoever saw it */
+    int64_t rx_ms;    /* when the server received or decided it */
+    const char *host; /* may be NULL */
+    const char *vm;   /* may be NULL */
+    const char *kind;
+    json_t *detail; /* borrowed, may be NULL; stored as JSON text */
+};
+
+/* Opens or creates the file; fails if WAL mode cannot be set. */
+struct journal *journal_open(const char *path, vcr_error_t *err);
+void journal_close(struct journal *j);
+
+/* Returns the new event's id (> 0) or -1. */
+int64_t journal_append(struct journal *j, const struct journal_event *ev, vcr_error_t *err);
+
+/* A JSON array of events {id, ts_ms, rx_ms, host, vm, kind, detail}, oldest
+ * first, at most limit (1..JOURNAL_READ_MAX): those with id > since_id, or for
+ * since_id < 0 the last limit events. */
+json_t *journal_read(struct journal *j, int64_t since_id, int limit, vcr_error_t *err);
+
+/* Called after every successful append (one listener: the API's long polls). */
+typedef void (*journal_append_cb)(int64_t id, void *opaque);
+void journal_set_listener(struct journal *j, journal_append_cb cb, void *opaque);
+
+#endif

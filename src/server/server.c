@@ -1,0 +1,117 @@
+/* Wiring of the server's parts, and its lifetime. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "server/agents.h"
+#include "server/api.h"
+#include "server/inventory.h"
+#include "server/journal.h"
+#include "server/server_config.h"
+
+struct server {
+    struct event_base *base;
+    const struct server_config *cfg;
+    struct journal *journal;
+    struct inventory *inv;
+    struct agents *agents;
+    struct api *api;
+};
+
+struct server *server_new(struct event_base *base, const struct server_config *cfg,
+                          vcr_error_t *err)
+{
+    struct server *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        vcr_error_errno(err, "server");
+        return NULL;
+    }
+    srv->base = base;
+    srv->cfg = cfg;
+    struct agents_options agent_opts = {
+        .heartbeat_ms = cfg->heartbeat_ms,
+        .host_timeout_ms = cfg->host_timeout_ms,
+        .key = cfg->agent_key,
+        .key_len = cfg->agent_key_len,
+    };
+    struct api_options api_opts = {.order_timeout_ms = API_ORDER_TIMEOUT_MS};
+    if ((srv->journal = journal_open(cfg->journal, err)) == NULL ||
+        (srv->inv = inventory_new()) == NULL ||
+        (srv->agents = agents_new(base, srv->inv, srv->journal, &agent_opts, err)) == NULL ||
+        agents_listen(srv->agents, cfg->listen_host, cfg->listen_port, err) < 0 ||
+        (srv->api = api_new(base, srv->inv, srv->journal, srv->agents, &api_opts, err)) == NULL ||
+        api_listen(srv->api, cfg->api_host, cfg->api_port, err) < 0) {
+        if (srv->journal && srv->inv == NULL)
+            vcr_error_make(err, ENOMEM, "inventory: out of memory");
+        server_free(srv);
+        return NULL;
+    }
+    log_info("agents on %s:%u%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
+             "%u ms",
+             cfg->listen_host, agents_port(srv->agents),
+             cfg->agent_key ? " (challenge with agent_key_file)" : " (no agent authentication)",
+             cfg->api_host, api_port(srv->api), cfg->journal, cfg->heartbeat_ms,
+             cfg->host_timeout_ms);
+    return srv;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)what;
+    log_info("signal %d: shutting down", (int)sig);
+    event_base_loopbreak(srv->base);
+}
+
+int server_run(struct server *srv, vcr_error_t *err)
+{
+    struct event *sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
+    struct event *sigterm = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+    int r = 0;
+    if (sigint == NULL || sigterm == NULL || evsignal_add(sigint, NULL) < 0 ||
+        evsignal_add(sigterm, NULL) < 0)
+        r = vcr_error_make(err, ENOMEM, "cannot watch SIGINT and SIGTERM");
+    else if (event_base_dispatch(srv->base) < 0)
+        r = vcr_error_make(err, EIO, "the event loop failed");
+    if (sigint)
+        event_free(sigint);
+    if (sigterm)
+        event_free(sigterm);
+    return r;
+}
+
+void server_free(struct server *srv)
+{
+    if (srv == NULL)
+        return;
+    /* Agents first: their pending orders are answered through the API. */
+    agents_free(srv->agents);
+    api_free(srv->api);
+    journal_close(srv->journal);
+    inventory_free(srv->inv);
+    free(srv);
+}
+
+uint16_t server_agent_port(const struct server *srv)
+{
+    return agents_port(srv->agents);
+}
+
+uint16_t server_api_port(const struct server *srv)
+{
+    return api_port(srv->api);
+}
+
+struct inventory *server_inventory(const struct server *srv)
+{
+    return srv->inv;
+}
+
+struct journal *server_journal(const struct server *srv)
+{
+    return srv->journal;
+}

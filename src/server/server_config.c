@@ -1,0 +1,404 @@
+/* vcr-server configuration, after redis's config.c: one table names every key
+ * and what it accepts, and a bad file is refused with every offending key named.
+ *
+ * The libcyaml schema takes each scalar as a string and this file converts it:
+ * libcyaml 1.3 reads `heartbeat_ms: 1.5` or `1e3` as the integer 1 without a
+ * word, and a monitoring timeout silently off by a factor of 1000 is worse
+ * than a strict parser. */
+#include "server/server_config.h"
+
+#include <arpa/inet.h>
+#include <cyaml/cyaml.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "proto/proto.h"
+
+#define CONFIG_MAX_BYTES (1024 * 1024)
+
+struct raw_config {
+    char *listen;
+    char *api;
+    char *journal;
+    char *heartbeat_ms;
+    char *host_timeout_ms;
+    char *agent_key_file;
+};
+
+#define RAW_STRING(key, member)                                                                    \
+    CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,       \
+                           member, 0, CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t raw_fields[] = {
+    RAW_STRING("listen", listen),
+    RAW_STRING("api", api),
+    RAW_STRING("journal", journal),
+    RAW_STRING("heartbeat_ms", heartbeat_ms),
+    RAW_STRING("host_timeout_ms", host_timeout_ms),
+    RAW_STRING("agent_key_file", agent_key_file),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t raw_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw_config, raw_fields),
+};
+
+#define ADDRESS_ALLOWED "ADDR:PORT with an IPv4 address and a port 1..65535, e.g. 127.0.0.1:7070"
+
+/* What each key accepts, for messages; same keys as raw_fields. */
+static const struct {
+    const char *key;
+    const char *allowed;
+} allowed_values[] = {
+    {"listen", ADDRESS_ALLOWED},
+    {"api", ADDRESS_ALLOWED},
+    {"journal", "a file path"},
+    {"heartbeat_ms", "an integer 100..60000"},
+    {"host_timeout_ms", "an integer from 2 x heartbeat_ms to 600000"},
+    {"agent_key_file", "the path of a file holding a key of 16..4096 bytes"},
+};
+
+static const char *allowed_for(const char *key)
+{
+    for (size_t i = 0; i < sizeof(allowed_values) / sizeof(allowed_values[0]); i++)
+        if (strcmp(allowed_values[i].key, key) == 0)
+            return allowed_values[i].allowed;
+    return "a value";
+}
+
+/* Collects one line per problem, so that one --config-test run shows them all. */
+struct report {
+    FILE *out;
+    char *text;
+    size_t len;
+    const char *origin;
+    unsigned count;
+};
+
+static void report_add(struct report *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void report_add(struct report *r, const char *fmt, ...)
+{
+    if (r->count++)
+        fputc('\n', r->out);
+    fprintf(r->out, "config `%s`: ", r->origin);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->out, fmt, ap);
+    va_end(ap);
+}
+
+static int report_finish(struct report *r, vcr_error_t *err)
+{
+    fclose(r->out);
+    r->out = NULL;
+    int ret = r->count ? vcr_error_make(err, EINVAL, "%s", r->text ? r->text : "invalid") : 0;
+    free(r->text);
+    return ret;
+}
+
+/* --- what libcyaml logged, made into a message naming the key --- */
+
+struct cyaml_capture {
+    char text[4096];
+    size_t len;
+};
+
+static void capture_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
+{
+    struct cyaml_capture *c = ctx;
+    if (level < CYAML_LOG_ERROR || c->len >= sizeof(c->text) - 1)
+        return;
+    int n = vsnprintf(c->text + c->len, sizeof(c->text) - c->len, fmt, args);
+    if (n > 0)
+        c->len += (size_t)n < sizeof(c->text) - c->len ? (size_t)n : sizeof(c->text) - c->len - 1;
+}
+
+static const char *node_noun(const char *event)
+{
+    if (strncmp(event, "SEQUENCE", 8) == 0)
+        return "a list";
+    if (strncmp(event, "MAPPING", 7) == 0)
+        return "a mapping";
+    return "a single value";
+}
+
+/* libcyaml logs "Load: <message>", "Load: Backtrace:", then "in mapping field
+ * 'KEY' (line: N, column: M)" frames; this reads those back.  Their wording is
+ * libcyaml's, so anything unrecognised is passed on as it is. */
+static void report_cyaml_failure(struct report *r, char *log, cyaml_err_t status)
+{
+    char *message = NULL;
+    char field[128] = "";
+    int line = 0;
+    for (char *save = NULL, *l = strtok_r(log, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        while (*l == ' ')
+            l++;
+        if (strncmp(l, "Load: ", 6) == 0)
+            l += 6;
+        while (*l == ' ')
+            l++;
+        if (message == NULL && strcmp(l, "Backtrace:") != 0) {
+            message = l;
+        } else if (strncmp(l, "in mapping field '", 18) == 0 && field[0] == '\0') {
+            const char *end = strchr(l + 18, '\'');
+            size_t n = end ? (size_t)(end - (l + 18)) : 0;
+            if (n < sizeof(field)) {
+                memcpy(field, l + 18, n);
+                field[n] = '\0';
+            }
+        }
+        const char *at = strstr(l, "(line: ");
+        if (at && line == 0)
+            line = atoi(at + 7);
+    }
+    char where[32] = "";
+    if (line > 0)
+        snprintf(where, sizeof(where), "line %d: ", line);
+    if (message == NULL) {
+        report_add(r, "%s%s", where, cyaml_strerror(status));
+    } else if (strncmp(message, "Unexpected key: ", 16) == 0) {
+        char keys[256] = "";
+        for (const cyaml_schema_field_t *f = raw_fields; f->key; f++)
+            snprintf(keys + strlen(keys), sizeof(keys) - strlen(keys), "%s%s",
+                     f == raw_fields ? "" : ", ", f->key);
+        report_add(r, "`%s`: unknown key; allowed keys: %s", message + 16, keys);
+    } else if (strncmp(message, "Mapping field already seen: ", 28) == 0) {
+        report_add(r, "%s`%s` is given twice", where, message + 28);
+    } else if (strncmp(message, "Expecting MAPPING", 17) == 0 && field[0] == '\0') {
+        const char *got = strstr(message, "got event: ");
+        report_add(r,
+                   "the file holds %s; expected a mapping of keys to values, e.g. "
+                   "`heartbeat_ms: 1000`",
+                   got ? node_noun(got + 11) : "something else");
+    } else if (strncmp(message, "Expecting ", 10) == 0 && field[0] != '\0') {
+        const char *got = strstr(message, "got event: ");
+        report_add(r, "%s`%s`: got %s; allowed: %s", where, field,
+                   got ? node_noun(got + 11) : "something else", allowed_for(field));
+    } else if (strncmp(message, "libyaml: ", 9) == 0) {
+        report_add(r, "%sYAML syntax error: %s", where, message + 9);
+    } else {
+        report_add(r, "%s%s%s%s", where, field[0] ? field : "", field[0] ? ": " : "", message);
+    }
+}
+
+/* --- field conversions --- */
+
+static void take_address(struct report *r, const char *key, const char *value, char **host,
+                         uint16_t *port)
+{
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *h = NULL;
+    if (proto_parse_host_port(value, &h, port, &err) < 0) {
+        const char *msg = vcr_error_msg(err);
+        if (strstr(msg, "allowed:"))
+            report_add(r, "`%s`: %s", key, msg);
+        else
+            report_add(r, "`%s`: %s; allowed: %s", key, msg, ADDRESS_ALLOWED);
+        return;
+    }
+    struct in_addr addr;
+    if (inet_pton(AF_INET, h, &addr) != 1) {
+        report_add(r,
+                   "`%s`: `%s`: `%s` is a name; allowed: an IPv4 address of this machine, "
+                   "e.g. 127.0.0.1, or 0.0.0.0 for all",
+                   key, value, h);
+        return;
+    }
+    free(*host);
+    *host = steal_pointer(&h);
+}
+
+static void take_ms(struct report *r, const char *key, const char *value, uint32_t min,
+                    uint32_t max, uint32_t *out)
+{
+    size_t n = strspn(value, "0123456789");
+    if (n == 0 || value[n] != '\0' || n > 9) {
+        report_add(r, "`%s`: `%s` is not an integer number of milliseconds; allowed: %u..%u", key,
+                   value, min, max);
+        return;
+    }
+    unsigned long v = strtoul(value, NULL, 10);
+    if (v < min || v > max) {
+        report_add(r, "`%s`: `%s` is out of range; allowed: %u..%u", key, value, min, max);
+        return;
+    }
+    *out = (uint32_t)v;
+}
+
+/* Relative paths are taken from the directory of the config file. */
+static char *resolve_path(const char *base_dir, const char *value)
+{
+    char *out = NULL;
+    if (value[0] == '/' || base_dir == NULL)
+        return strdup(value);
+    size_t n = strlen(base_dir);
+    if (asprintf(&out, "%s%s%s", base_dir, n && base_dir[n - 1] == '/' ? "" : "/", value) < 0)
+        return NULL;
+    return out;
+}
+
+static void take_path(struct report *r, const char *key, const char *value, const char *base_dir,
+                      char **out)
+{
+    if (value[0] == '\0') {
+        report_add(r, "`%s`: empty; allowed: %s", key, allowed_for(key));
+        return;
+    }
+    char *resolved = resolve_path(base_dir, value);
+    if (resolved == NULL) {
+        report_add(r, "`%s`: out of memory", key);
+        return;
+    }
+    free(*out);
+    *out = resolved;
+}
+
+static int apply_defaults(struct server_config *cfg)
+{
+    cfg->heartbeat_ms = SERVER_DEFAULT_HEARTBEAT_MS;
+    cfg->host_timeout_ms = server_default_host_timeout_ms(cfg->heartbeat_ms);
+    cfg->journal = strdup(SERVER_DEFAULT_JOURNAL);
+    vcr_error_t ignored = NULL;
+    if (cfg->journal == NULL ||
+        proto_parse_host_port(SERVER_DEFAULT_LISTEN, &cfg->listen_host, &cfg->listen_port,
+                              &ignored) < 0 ||
+        proto_parse_host_port(SERVER_DEFAULT_API, &cfg->api_host, &cfg->api_port, &ignored) < 0) {
+        vcr_error_release(&ignored);
+        return -1;
+    }
+    return 0;
+}
+
+struct server_config *server_config_defaults(vcr_error_t *err)
+{
+    struct server_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL || apply_defaults(cfg) < 0) {
+        server_config_free(cfg);
+        vcr_error_make(err, ENOMEM, "configuration defaults: out of memory");
+        return NULL;
+    }
+    return cfg;
+}
+
+static void convert(struct report *r, const struct raw_config *raw, const char *base_dir,
+                    struct server_config *cfg)
+{
+    if (raw->listen)
+        take_address(r, "listen", raw->listen, &cfg->listen_host, &cfg->listen_port);
+    if (raw->api)
+        take_address(r, "api", raw->api, &cfg->api_host, &cfg->api_port);
+    if (raw->journal)
+        take_path(r, "journal", raw->journal, base_dir, &cfg->journal);
+    if (raw->heartbeat_ms)
+        take_ms(r, "heartbeat_ms", raw->heartbeat_ms, SERVER_HEARTBEAT_MIN_MS,
+                SERVER_HEARTBEAT_MAX_MS, &cfg->heartbeat_ms);
+    cfg->host_timeout_ms = server_default_host_timeout_ms(cfg->heartbeat_ms);
+    /* Below two heartbeats, one late heartbeat on a busy host would declare it lost. */
+    if (raw->host_timeout_ms)
+        take_ms(r, "host_timeout_ms", raw->host_timeout_ms, 2 * cfg->heartbeat_ms,
+                SERVER_HOST_TIMEOUT_MAX_MS, &cfg->host_timeout_ms);
+    if (raw->agent_key_file) {
+        take_path(r, "agent_key_file", raw->agent_key_file, base_dir, &cfg->agent_key_file);
+        cleanup_error vcr_error_t err = NULL;
+        if (cfg->agent_key_file && proto_auth_load_key(cfg->agent_key_file, &cfg->agent_key,
+                                                       &cfg->agent_key_len, &err) < 0)
+            report_add(r, "`agent_key_file`: %s", vcr_error_msg(err));
+    }
+}
+
+static struct server_config *parse(const char *yaml, size_t len, const char *origin,
+                                   const char *base_dir, vcr_error_t *err)
+{
+    struct cyaml_capture capture = {.len = 0};
+    const cyaml_config_t cyaml_cfg = {
+        .log_fn = capture_log,
+        .log_ctx = &capture,
+        .mem_fn = cyaml_mem,
+        .log_level = CYAML_LOG_ERROR,
+        .flags = CYAML_CFG_DEFAULT,
+    };
+    struct report r = {.origin = origin};
+    r.out = open_memstream(&r.text, &r.len);
+    if (r.out == NULL) {
+        vcr_error_errno(err, "config `%s`", origin);
+        return NULL;
+    }
+    struct server_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL || apply_defaults(cfg) < 0) {
+        report_add(&r, "out of memory");
+        report_finish(&r, err);
+        server_config_free(cfg);
+        return NULL;
+    }
+    struct raw_config *raw = NULL;
+    cyaml_err_t status = cyaml_load_data((const uint8_t *)yaml, len, &cyaml_cfg, &raw_schema,
+                                         (cyaml_data_t **)&raw, NULL);
+    if (status != CYAML_OK)
+        report_cyaml_failure(&r, capture.text, status);
+    else if (raw != NULL)
+        convert(&r, raw, base_dir, cfg);
+    cyaml_free(&cyaml_cfg, &raw_schema, raw, 0);
+    if (report_finish(&r, err) < 0) {
+        server_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+struct server_config *server_config_parse(const char *yaml, size_t len, const char *origin,
+                                          vcr_error_t *err)
+{
+    return parse(yaml, len, origin, NULL, err);
+}
+
+struct server_config *server_config_load(const char *path, vcr_error_t *err)
+{
+    cleanup_file FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        vcr_error_errno(err, "config `%s`", path);
+        return NULL;
+    }
+    cleanup_free char *buf = malloc(CONFIG_MAX_BYTES + 1);
+    if (buf == NULL) {
+        vcr_error_errno(err, "config `%s`", path);
+        return NULL;
+    }
+    size_t len = fread(buf, 1, CONFIG_MAX_BYTES + 1, f);
+    if (ferror(f)) {
+        vcr_error_errno(err, "config `%s`", path);
+        return NULL;
+    }
+    if (len > CONFIG_MAX_BYTES) {
+        vcr_error_make(err, EFBIG, "config `%s`: larger than %d bytes", path, CONFIG_MAX_BYTES);
+        return NULL;
+    }
+    cleanup_free char *dir = strdup(path);
+    if (dir == NULL) {
+        vcr_error_errno(err, "config `%s`", path);
+        return NULL;
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    return parse(buf, len, path, slash ? dir : NULL, err);
+}
+
+void server_config_free(struct server_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->listen_host);
+    free(cfg->api_host);
+    free(cfg->journal);
+    free(cfg->agent_key_file);
+    free(cfg->agent_key);
+    free(cfg);
+}

@@ -1,0 +1,50 @@
+/* vcr-server configuration: one YAML mapping, every key optional
+ * (docs/server.md has the reference). */
+#ifndef VCR_SERVER_CONFIG_H
+#define VCR_SERVER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define SERVER_DEFAULT_LISTEN       "127.0.0.1:7070"
+#define SERVER_DEFAULT_API          "127.0.0.1:7080"
+#define SERVER_DEFAULT_JOURNAL      "/var/lib/vcr/journal.db"
+#define SERVER_DEFAULT_HEARTBEAT_MS 1000
+#define SERVER_HEARTBEAT_MIN_MS     100
+#define SERVER_HEARTBEAT_MAX_MS     60000
+#define SERVER_HOST_TIMEOUT_MAX_MS  600000
+
+/* A host is lost after this much silence, unless host_timeout_ms says otherwise:
+ * three missed heartbeats plus slack for a loaded machine. */
+static inline uint32_t server_default_host_timeout_ms(uint32_t heartbeat_ms)
+{
+    return 3 * heartbeat_ms + 500;
+}
+
+/* Validated values.  Files cannot set port 0, but code (tests) may, to get an
+ * ephemeral port. */
+struct server_config {
+    char *listen_host;
+    uint16_t listen_port;
+    char *api_host;
+    uint16_t api_port;
+    char *journal;
+    uint32_t heartbeat_ms;
+    uint32_t host_timeout_ms;
+    char *agent_key_file; /* NULL: agents are not authenticated */
+    char *agent_key;      /* the key read from agent_key_file */
+    size_t agent_key_len;
+};
+
+/* The built-in defaults, as if from an empty file. */
+struct server_config *server_config_defaults(vcr_error_t *err);
+/* Load and validate a file; every bad field is named in *err, one per line. */
+struct server_config *server_config_load(const char *path, vcr_error_t *err);
+/* Same from memory; origin names the text in messages. */
+struct server_config *server_config_parse(const char *yaml, size_t len, const char *origin,
+                                          vcr_error_t *err);
+void server_config_free(struct server_config *cfg);
+
+#endif

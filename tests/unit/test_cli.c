@@ -1,0 +1,187 @@
+/* vcr's formatting of the API's answers, and its HTTP client's errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/cleanup.h"
+
+/* What GET /v1/status answers: two hosts, one lost; samples on one VM only. */
+static const char status_json[] =
+    "{\"now_ms\": 1700000060000, \"server_version\": \"0.1.0\", \"hosts\": ["
+    " {\"name\": \"node1\", \"role\": \"host\", \"state\": \"connected\", \"accel\": \"kvm\","
+    "  \"last_seen_ms\": 1700000059600, \"vms\": ["
+    "   {\"name\": \"web1\", \"state\": \"running\", \"cause\": null, \"pid\": 100,"
+    "    \"address\": \"10.0.0.2\", \"cpu_pct\": 12.5, \"rss_kb\": 524288},"
+    "   {\"name\": \"db1\", \"state\": \"crashed\", \"cause\": \"qemu killed by signal 9\","
+    "    \"pid\": null, \"address\": \"10.0.0.3\", \"cpu_pct\": null, \"rss_kb\": null}]},"
+    " {\"name\": \"standby-7\", \"role\": \"standby\", \"state\": \"lost\", \"accel\": \"tcg\","
+    "  \"last_seen_ms\": 1700000000000, \"vms\": ["
+    "   {\"name\": \"ct-web1\", \"state\": \"paused\", \"cause\": \"qmp STOP\","
+    "    \"address\": null, \"cpu_pct\": 100.0, \"rss_kb\": 1572864}]}]}";
+
+static const char status_table[] =
+    "HOST       ROLE     STATE      ACCEL  LAST SEEN  VMS\n"
+    "node1      host     connected  kvm    0.4s ago     2\n"
+    "standby-7  standby  lost       tcg    60s ago      1\n"
+    "\n"
+    "VM       HOST       STATE    CAUSE                     CPU%     RSS  ADDRESS\n"
+    "web1     node1      running  -                         12.5  512.0M  10.0.0.2\n"
+    "db1      node1      crashed  qemu killed by signal 9      -       -  10.0.0.3\n"
+    "ct-web1  standby-7  paused   qmp STOP                 100.0    1.5G  -\n";
+
+static void test_format_status_table(void **state)
+{
+    (void)state;
+    json_t *status = json_loads(status_json, 0, NULL);
+    assert_non_null(status);
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *text = cli_format_status(status, &err);
+    assert_non_null(text);
+    if (strcmp(text, status_table) != 0)
+        fail_msg("got:\n%s\nexpected:\n%s", text, status_table);
+    json_decref(status);
+}
+
+static void test_format_status_empty_and_bad(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    json_t *empty = json_pack("{s:[], s:I}", "hosts", "now_ms", (json_int_t)1);
+    cleanup_free char *text = cli_format_status(empty, &err);
+    assert_string_equal(text, "no hosts have connected\n");
+    json_decref(empty);
+
+    json_t *no_vms = json_loads("{\"hosts\": [{\"name\": \"n\", \"vms\": []}]}", 0, NULL);
+    cleanup_free char *text2 = cli_format_status(no_vms, &err);
+    assert_string_equal(text2, "HOST  ROLE  STATE  ACCEL  LAST SEEN  VMS\n"
+                               "n     -     -      -      -            0\n"
+                               "\n"
+                               "no VMs\n");
+    json_decref(no_vms);
+
+    json_t *bad = json_pack("{s:s}", "error", "x");
+    assert_null(cli_format_status(bad, &err));
+    assert_non_null(strstr(vcr_error_msg(err), "no `hosts` array"));
+    json_decref(bad);
+}
+
+static void test_format_status_hostile_strings(void **state)
+{
+    (void)state;
+    json_t *status = json_loads("{\"now_ms\": 0, \"hosts\": [{\"name\": \"n\", \"vms\": ["
+                                "{\"name\": \"v\", \"state\": \"crashed\","
+                                " \"cause\": \"line\\nbreak \\u001b[31mred\"}]}]}",
+                                0, NULL);
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *text = cli_format_status(status, &err);
+    assert_non_null(strstr(text, "line?break ?[31mred"));
+    assert_null(strchr(text, '\x1b'));
+    json_decref(status);
+}
+
+static void test_format_age_and_size(void **state)
+{
+    (void)state;
+    char buf[32];
+    static const struct {
+        int64_t ms;
+        const char *text;
+    } ages[] = {{-5, "0.0s ago"},      {400, "0.4s ago"},    {9999, "10.0s ago"},
+                {10000, "10s ago"},    {119999, "119s ago"}, {120000, "2m ago"},
+                {7199999, "119m ago"}, {7200000, "2h ago"},  {172800000, "2d ago"}};
+    for (size_t i = 0; i < sizeof(ages) / sizeof(ages[0]); i++) {
+        cli_format_age(ages[i].ms, buf, sizeof(buf));
+        assert_string_equal(buf, ages[i].text);
+    }
+    cli_format_kb(980, buf, sizeof(buf));
+    assert_string_equal(buf, "980K");
+    cli_format_kb(1024, buf, sizeof(buf));
+    assert_string_equal(buf, "1.0M");
+    cli_format_kb(3 * 1024 * 1024, buf, sizeof(buf));
+    assert_string_equal(buf, "3.0G");
+}
+
+static void expect_event_line(const char *event_json, const char *line)
+{
+    json_t *ev = json_loads(event_json, 0, NULL);
+    assert_non_null(ev);
+    cleanup_free char *got = cli_format_event(ev);
+    if (got == NULL || strcmp(got, line) != 0)
+        fail_msg("got:\n%s\nexpected:\n%s", got ? got : "(null)", line);
+    json_decref(ev);
+}
+
+static void test_format_events(void **state)
+{
+    (void)state;
+    expect_event_line(
+        "{\"id\": 12, \"ts_ms\": 1700000000123, \"rx_ms\": 1700000000130, \"host\": \"node1\","
+        " \"vm\": \"db1\", \"kind\": \"vm_event\", \"detail\": {\"state\": \"crashed\","
+        " \"cause\": \"qemu killed by signal 9\", \"pid\": 101}}",
+        "12      2023-11-14 22:13:20.123  node1         db1           vm_event   crashed: qemu "
+        "killed by signal 9 (pid 101)");
+    expect_event_line(
+        "{\"id\": 1, \"ts_ms\": 1700000000000, \"host\": \"node1\", \"vm\": null,"
+        " \"kind\": \"hello\", \"detail\": {\"role\": \"host\", \"accel\": \"kvm\","
+        " \"agent_version\": \"0.1.0\", \"pid\": 7, \"vms\": 2, \"peer\": \"10.0.0.1:4000\"}}",
+        "1       2023-11-14 22:13:20.000  node1         -             hello      role host, accel "
+        "kvm, agent 0.1.0, 2 VMs, from 10.0.0.1:4000");
+    expect_event_line(
+        "{\"id\": 3, \"ts_ms\": 1700000000000, \"host\": \"node1\", \"vm\": null,"
+        " \"kind\": \"host_lost\", \"detail\": {\"silent_ms\": 3512, \"host_timeout_ms\": 3500}}",
+        "3       2023-11-14 22:13:20.000  node1         -             host_lost  silent for 3512 "
+        "ms (host_timeout_ms 3500)");
+    /* A kind this vcr does not know: its detail as JSON. */
+    expect_event_line("{\"id\": 4, \"ts_ms\": 1700000000000, \"host\": null, \"vm\": null,"
+                      " \"kind\": \"failover\", \"detail\": {\"to\": \"standby-7\"}}",
+                      "4       2023-11-14 22:13:20.000  -             -             failover   "
+                      "{\"to\":\"standby-7\"}");
+    assert_non_null(strstr(cli_event_header(), "KIND"));
+}
+
+static void test_http_unreachable(void **state)
+{
+    (void)state;
+    /* A port nobody listens on: bind, note it, close. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sin);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    getsockname(fd, (struct sockaddr *)&sin, &len);
+    close(fd);
+    char server[32];
+    snprintf(server, sizeof(server), "127.0.0.1:%u", ntohs(sin.sin_port));
+    cleanup_error vcr_error_t err = NULL;
+    assert_null(cli_http_request(server, "GET", "/v1/status", 5, &err));
+    assert_non_null(strstr(vcr_error_msg(err), server));
+    assert_non_null(strstr(vcr_error_msg(err), "cannot connect"));
+    vcr_error_release(&err);
+
+    assert_null(cli_http_request("localhost", "GET", "/v1/status", 5, &err));
+    assert_non_null(strstr(vcr_error_msg(err), "server address"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format_status_table),
+        cmocka_unit_test(test_format_status_empty_and_bad),
+        cmocka_unit_test(test_format_status_hostile_strings),
+        cmocka_unit_test(test_format_age_and_size),
+        cmocka_unit_test(test_format_events),
+        cmocka_unit_test(test_http_unreachable),
+    };
+    return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
+}

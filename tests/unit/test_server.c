@@ -1,0 +1,1138 @@
+/* vcr-server: configuration, journal, inventory and liveness with an explicit
+ * clock, then the server in-process with a fake agent over loopback TCP and
+ * HTTP requests to its API.  Waits run the event loop until a condition holds
+ * or a deadline passes; nothing sleeps a fixed time. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/proto.h"
+#include "server/agents.h"
+#include "server/api.h"
+#include "server/inventory.h"
+#include "server/journal.h"
+#include "server/server.h"
+#include "server/server_config.h"
+
+#define TEST_KEY "0123456789abcdef-test-key"
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (haystack == NULL || strstr(haystack, needle) == NULL)
+        fail_msg("`%s` does not contain `%s`", haystack ? haystack : "(null)", needle);
+}
+
+/* --- temporary files --- */
+
+struct tmpdir {
+    char path[64];
+};
+
+static void tmpdir_make(struct tmpdir *t)
+{
+    snprintf(t->path, sizeof(t->path), "/tmp/vcr-test-server-XXXXXX");
+    assert_non_null(mkdtemp(t->path));
+}
+
+static char *tmpdir_file(const struct tmpdir *t, const char *name)
+{
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/%s", t->path, name) > 0);
+    return p;
+}
+
+static void write_file(const char *path, const char *content)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+}
+
+static void tmpdir_remove(struct tmpdir *t)
+{
+    static const char *const names[] = {
+        "journal.db", "journal.db-wal", "journal.db-shm", "server.yaml", "key", "short-key"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        cleanup_free char *p = tmpdir_file(t, names[i]);
+        unlink(p);
+    }
+    rmdir(t->path);
+}
+
+/* --- configuration --- */
+
+static struct server_config *parse_config(const char *yaml, vcr_error_t *err)
+{
+    return server_config_parse(yaml, strlen(yaml), "test.yaml", err);
+}
+
+/* yaml must be refused with a message containing each needle. */
+static void expect_config_error(const char *yaml, const char *const *needles)
+{
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_config(yaml, &err);
+    if (cfg != NULL)
+        fail_msg("accepted: %s", yaml);
+    assert_contains(vcr_error_msg(err), "config `test.yaml`");
+    for (; *needles; needles++)
+        assert_contains(vcr_error_msg(err), *needles);
+}
+
+#define EXPECT_CONFIG_ERROR(yaml, ...)                                                             \
+    expect_config_error(yaml, (const char *const[]){__VA_ARGS__, NULL})
+
+static void test_config_defaults(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_config("", &err);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->listen_host, "127.0.0.1");
+    assert_int_equal(cfg->listen_port, 7070);
+    assert_string_equal(cfg->api_host, "127.0.0.1");
+    assert_int_equal(cfg->api_port, 7080);
+    assert_string_equal(cfg->journal, "/var/lib/vcr/journal.db");
+    assert_int_equal(cfg->heartbeat_ms, 1000);
+    assert_int_equal(cfg->host_timeout_ms, 3500);
+    assert_null(cfg->agent_key_file);
+    assert_null(cfg->agent_key);
+    server_config_free(cfg);
+
+    /* host_timeout_ms follows heartbeat_ms unless given. */
+    cfg = parse_config("heartbeat_ms: 200\n", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->host_timeout_ms, 3 * 200 + 500);
+    server_config_free(cfg);
+
+    cfg = server_config_defaults(&err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->listen_port, 7070);
+    server_config_free(cfg);
+}
+
+static void test_config_file_all_keys(void **state)
+{
+    (void)state;
+    struct tmpdir t;
+    tmpdir_make(&t);
+    cleanup_free char *key = tmpdir_file(&t, "key");
+    cleanup_free char *yaml = tmpdir_file(&t, "server.yaml");
+    write_file(key, TEST_KEY "\n");
+    write_file(yaml, "# all keys\n"
+                     "listen: 0.0.0.0:7171\n"
+                     "api: 127.0.0.1:7181\n"
+                     "journal: journal.db\n"
+                     "heartbeat_ms: 500\n"
+                     "host_timeout_ms: 1000\n"
+                     "agent_key_file: key\n");
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = server_config_load(yaml, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->listen_host, "0.0.0.0");
+    assert_int_equal(cfg->listen_port, 7171);
+    assert_int_equal(cfg->api_port, 7181);
+    /* Relative paths are taken from the config file's directory. */
+    cleanup_free char *journal = tmpdir_file(&t, "journal.db");
+    assert_string_equal(cfg->journal, journal);
+    assert_string_equal(cfg->agent_key_file, key);
+    assert_int_equal(cfg->heartbeat_ms, 500);
+    assert_int_equal(cfg->host_timeout_ms, 1000);
+    assert_int_equal(cfg->agent_key_len, strlen(TEST_KEY));
+    assert_memory_equal(cfg->agent_key, TEST_KEY, strlen(TEST_KEY));
+    server_config_free(cfg);
+
+    cleanup_free char *missing = tmpdir_file(&t, "absent.yaml");
+    assert_null(server_config_load(missing, &err));
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    tmpdir_remove(&t);
+}
+
+static void test_config_bad_listen_address(void **state)
+{
+    (void)state;
+    EXPECT_CONFIG_ERROR("listen: 300.1.2.3:7070\n", "`listen`", "300.1.2.3",
+                        "not a valid IPv4 address");
+    EXPECT_CONFIG_ERROR("listen: localhost:7070\n", "`listen`", "localhost", "IPv4 address");
+    EXPECT_CONFIG_ERROR("listen: 127.0.0.1\n", "`listen`", "127.0.0.1", "HOST:PORT");
+    EXPECT_CONFIG_ERROR("api: ''\n", "`api`", "HOST:PORT");
+}
+
+static void test_config_bad_port(void **state)
+{
+    (void)state;
+    EXPECT_CONFIG_ERROR("listen: 127.0.0.1:0\n", "`listen`", "port `0`", "1..65535");
+    EXPECT_CONFIG_ERROR("api: 127.0.0.1:70000\n", "`api`", "port `70000`", "1..65535");
+    EXPECT_CONFIG_ERROR("api: 127.0.0.1:http\n", "`api`", "port `http`", "1..65535");
+}
+
+static void test_config_heartbeat_bounds(void **state)
+{
+    (void)state;
+    EXPECT_CONFIG_ERROR("heartbeat_ms: 99\n", "`heartbeat_ms`", "`99`", "100..60000");
+    EXPECT_CONFIG_ERROR("heartbeat_ms: 60001\n", "`heartbeat_ms`", "`60001`", "100..60000");
+    EXPECT_CONFIG_ERROR("heartbeat_ms: 0\n", "`heartbeat_ms`", "`0`", "100..60000");
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_config("heartbeat_ms: 100\n", &err);
+    assert_non_null(cfg);
+    server_config_free(cfg);
+    cfg = parse_config("heartbeat_ms: 60000\n", &err);
+    assert_non_null(cfg);
+    server_config_free(cfg);
+}
+
+static void test_config_host_timeout_bounds(void **state)
+{
+    (void)state;
+    EXPECT_CONFIG_ERROR("heartbeat_ms: 1000\nhost_timeout_ms: 1999\n", "`host_timeout_ms`",
+                        "`1999`", "2000..600000");
+    EXPECT_CONFIG_ERROR("host_timeout_ms: 600001\n", "`host_timeout_ms`", "600000");
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_config("heartbeat_ms: 1000\nhost_timeout_ms: 2000\n", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->host_timeout_ms, 2000);
+    server_config_free(cfg);
+}
+
+static void test_config_unknown_key(void **state)
+{
+    (void)state;
+    EXPECT_CONFIG_ERROR("heartbeat_ms: 1000\nheartbeat: 1000\n", "`heartbeat`", "unknown key",
+                        "heartbeat_ms, host_timeout_ms");
+}
+
+static void test_config_wrong_type(void **state)
+{
+    (void)state;
+    EXPECT_CONFIG_ERROR("heartbeat_ms: abc\n", "`heartbeat_ms`", "`abc`", "not an integer");
+    /* libcyaml alone would read these as 1. */
+    EXPECT_CONFIG_ERROR("heartbeat_ms: 1.5\n", "`heartbeat_ms`", "`1.5`", "not an integer");
+    EXPECT_CONFIG_ERROR("heartbeat_ms: 1e3\n", "`heartbeat_ms`", "`1e3`", "not an integer");
+    EXPECT_CONFIG_ERROR("heartbeat_ms: -5\n", "`heartbeat_ms`", "`-5`", "not an integer");
+    EXPECT_CONFIG_ERROR("heartbeat_ms: [1000]\n", "line 1", "`heartbeat_ms`", "got a list",
+                        "100..60000");
+    EXPECT_CONFIG_ERROR("listen: {addr: 1}\n", "`listen`", "got a mapping", "ADDR:PORT");
+    EXPECT_CONFIG_ERROR("- listen\n", "a list", "expected a mapping");
+    EXPECT_CONFIG_ERROR("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", "`listen` is given twice");
+    EXPECT_CONFIG_ERROR("listen: \"127.0.0.1:1\n", "YAML syntax error");
+}
+
+static void test_config_every_bad_field_named(void **state)
+{
+    (void)state;
+    EXPECT_CONFIG_ERROR("listen: 1.2.3.4.5:1\napi: 127.0.0.1:0\nheartbeat_ms: 5\n"
+                        "journal: ''\n",
+                        "`listen`", "`api`", "`heartbeat_ms`", "`journal`");
+}
+
+static void test_config_key_file(void **state)
+{
+    (void)state;
+    struct tmpdir t;
+    tmpdir_make(&t);
+    cleanup_free char *shortk = tmpdir_file(&t, "short-key");
+    write_file(shortk, "short\n");
+    cleanup_free char *yaml = NULL;
+    assert_true(asprintf(&yaml, "agent_key_file: %s\n", shortk) > 0);
+    EXPECT_CONFIG_ERROR(yaml, "`agent_key_file`", shortk, "16..4096");
+    EXPECT_CONFIG_ERROR("agent_key_file: /nonexistent/vcr.key\n", "`agent_key_file`",
+                        "/nonexistent/vcr.key", "No such file");
+    tmpdir_remove(&t);
+}
+
+/* --- journal --- */
+
+static void count_appends(int64_t id, void *opaque)
+{
+    int64_t *last = opaque;
+    *last = id;
+}
+
+static void test_journal_write_read(void **state)
+{
+    (void)state;
+    struct tmpdir t;
+    tmpdir_make(&t);
+    cleanup_free char *path = tmpdir_file(&t, "journal.db");
+    cleanup_error vcr_error_t err = NULL;
+    struct journal *j = journal_open(path, &err);
+    assert_non_null(j);
+    int64_t last_notified = 0;
+    journal_set_listener(j, count_appends, &last_notified);
+
+    json_t *detail =
+        json_pack("{s:s, s:s, s:i}", "state", "crashed", "cause", "signal 9", "pid", 77);
+    struct journal_event ev = {.ts_ms = 1000,
+                               .rx_ms = 1005,
+                               .host = "h1",
+                               .vm = "web1",
+                               .kind = JOURNAL_VM_EVENT,
+                               .detail = detail};
+    assert_int_equal(journal_append(j, &ev, &err), 1);
+    assert_int_equal(last_notified, 1);
+    struct journal_event hello = {
+        .ts_ms = 2000, .rx_ms = 2000, .host = "h1", .kind = JOURNAL_HELLO};
+    assert_int_equal(journal_append(j, &hello, &err), 2);
+    struct journal_event lost = {
+        .ts_ms = 3000, .rx_ms = 3000, .host = "h2", .kind = JOURNAL_HOST_LOST};
+    assert_int_equal(journal_append(j, &lost, &err), 3);
+
+    json_t *all = journal_read(j, 0, 100, &err);
+    assert_int_equal(json_array_size(all), 3);
+    json_t *first = json_array_get(all, 0);
+    assert_int_equal(json_integer_value(json_object_get(first, "id")), 1);
+    assert_int_equal(json_integer_value(json_object_get(first, "ts_ms")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(first, "rx_ms")), 1005);
+    assert_string_equal(json_string_value(json_object_get(first, "host")), "h1");
+    assert_string_equal(json_string_value(json_object_get(first, "vm")), "web1");
+    assert_string_equal(json_string_value(json_object_get(first, "kind")), "vm_event");
+    assert_true(json_equal(json_object_get(first, "detail"), detail));
+    assert_true(json_is_null(json_object_get(json_array_get(all, 1), "vm")));
+    assert_true(json_is_null(json_object_get(json_array_get(all, 1), "detail")));
+    json_decref(all);
+    json_decref(detail);
+
+    json_t *after1 = journal_read(j, 1, 100, &err);
+    assert_int_equal(json_array_size(after1), 2);
+    json_decref(after1);
+    json_t *tail = journal_read(j, -1, 2, &err);
+    assert_int_equal(json_array_size(tail), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(tail, 0), "id")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(tail, 1), "id")), 3);
+    json_decref(tail);
+    json_t *none = journal_read(j, 3, 10, &err);
+    assert_int_equal(json_array_size(none), 0);
+    json_decref(none);
+    assert_null(journal_read(j, 0, 0, &err));
+    assert_contains(vcr_error_msg(err), "limit 0");
+    vcr_error_release(&err);
+    journal_close(j);
+
+    /* WAL mode is a property of the file, seen by any other reader. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    /* Reopened, the journal goes on numbering. */
+    j = journal_open(path, &err);
+    assert_non_null(j);
+    assert_int_equal(journal_append(j, &hello, &err), 4);
+    journal_close(j);
+
+    assert_null(journal_open("/nonexistent/dir/journal.db", &err));
+    assert_contains(vcr_error_msg(err), "/nonexistent/dir/journal.db");
+    tmpdir_remove(&t);
+}
+
+/* --- inventory --- */
+
+static json_t *hello_msg(const char *host)
+{
+    return proto_msg_new(
+        "hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[{s:s, s:s, s:i, s:s, s:i, s:i, s:s},"
+                           " {s:s, s:s, s:s}]}",
+                           "host", host, "role", "host", "agent_version", "0.1.0", "pid", 4242,
+                           "accel", "tcg", "vms", "name", "web1", "state", "running", "pid", 100,
+                           "address", "10.0.0.2", "memory_mb", 256, "vcpus", 1, "accel", "tcg",
+                           "name", "db1", "state", "crashed", "cause", "qemu exited 1"));
+}
+
+static json_t *vm_event_msg(const char *vm, const char *state, const char *cause, int64_t ts_ms)
+{
+    return proto_msg_new("vm_event",
+                         json_pack("{s:s, s:s, s:s, s:I, s:i}", "vm", vm, "state", state, "cause",
+                                   cause, "ts_ms", (json_int_t)ts_ms, "pid", 101));
+}
+
+static void test_inventory_hello(void **state)
+{
+    (void)state;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    json_t *hello = hello_msg("node1");
+    bool came_up = false;
+    struct inv_host *h = inventory_apply_hello(inv, hello, 1000, &came_up, &err);
+    assert_non_null(h);
+    assert_true(came_up);
+    assert_string_equal(h->role, "host");
+    assert_string_equal(h->accel, "tcg");
+    assert_string_equal(h->agent_version, "0.1.0");
+    assert_int_equal(h->agent_pid, 4242);
+    assert_int_equal(h->state, INV_HOST_CONNECTED);
+    assert_int_equal(h->last_seen_ms, 1000);
+    assert_int_equal(h->n_vms, 2);
+    struct inv_host *owner = NULL;
+    struct inv_vm *web = inventory_find_vm(inv, "web1", &owner);
+    assert_ptr_equal(owner, h);
+    assert_int_equal(web->state, INV_VM_RUNNING);
+    assert_int_equal(web->pid, 100);
+    assert_string_equal(web->address, "10.0.0.2");
+    assert_int_equal(web->memory_mb, 256);
+    struct inv_vm *db = inventory_find_vm(inv, "db1", NULL);
+    assert_null(db->address);
+    assert_int_equal(db->pid, 0);
+    /* A re-sync keeps why a VM is in its state. */
+    assert_int_equal(db->state, INV_VM_CRASHED);
+    assert_string_equal(db->cause, "qemu exited 1");
+
+    /* A hello re-syncs: the VM list is replaced, the host is not new. */
+    json_array_remove(json_object_get(hello, "vms"), 1);
+    assert_ptr_equal(inventory_apply_hello(inv, hello, 2000, &came_up, &err), h);
+    assert_false(came_up);
+    assert_int_equal(h->n_vms, 1);
+    assert_null(inventory_find_vm(inv, "db1", NULL));
+    assert_int_equal(inv->n_hosts, 1);
+    json_decref(hello);
+    inventory_free(inv);
+}
+
+static void expect_bad_hello(json_t *hello, const char *needle)
+{
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    bool came_up = false;
+    assert_null(inventory_apply_hello(inv, hello, 1, &came_up, &err));
+    assert_contains(vcr_error_msg(err), needle);
+    assert_int_equal(inv->n_hosts, 0);
+    inventory_free(inv);
+    json_decref(hello);
+}
+
+static void test_inventory_hello_invalid(void **state)
+{
+    (void)state;
+    json_t *h = hello_msg("node1");
+    json_object_del(h, "host");
+    expect_bad_hello(h, "hello.host: missing");
+    expect_bad_hello(hello_msg("bad name"), "hello.host: `bad name` is not a valid name");
+    h = hello_msg("node1");
+    json_object_set_new(h, "role", json_string("primary"));
+    expect_bad_hello(h, "hello.role: `primary` is not allowed; allowed: host, standby");
+    h = hello_msg("node1");
+    json_object_set_new(h, "accel", json_string("hvf"));
+    expect_bad_hello(h, "hello.accel");
+    h = hello_msg("node1");
+    json_object_set_new(h, "pid", json_string("4242"));
+    expect_bad_hello(h, "hello.pid: expected a non-negative integer");
+    h = hello_msg("node1");
+    json_object_set_new(json_array_get(json_object_get(h, "vms"), 1), "state", json_string("dead"));
+    expect_bad_hello(h, "hello.vms[1].state: `dead` is not a VM state");
+    h = hello_msg("node1");
+    json_object_set_new(json_array_get(json_object_get(h, "vms"), 1), "name", json_string("web1"));
+    expect_bad_hello(h, "hello.vms[1].name: `web1` is listed twice");
+    h = hello_msg("node1");
+    json_object_del(h, "vms");
+    expect_bad_hello(h, "hello.vms: missing");
+}
+
+static void test_inventory_vm_event_and_sample(void **state)
+{
+    (void)state;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    json_t *hello = hello_msg("node1");
+    bool came_up;
+    assert_non_null(inventory_apply_hello(inv, hello, 1000, &came_up, &err));
+    json_decref(hello);
+
+    json_t *ev = vm_event_msg("db1", "crashed", "qemu killed by signal 9", 1234);
+    assert_int_equal(inventory_apply_vm_event(inv, "node1", ev, &err), 0);
+    json_decref(ev);
+    struct inv_vm *db = inventory_find_vm(inv, "db1", NULL);
+    assert_int_equal(db->state, INV_VM_CRASHED);
+    assert_string_equal(db->cause, "qemu killed by signal 9");
+    assert_int_equal(db->state_ts_ms, 1234);
+    assert_int_equal(db->pid, 101);
+
+    /* A VM the hello did not list is added. */
+    ev = vm_event_msg("new1", "starting", "vcr-agent start", 1300);
+    assert_int_equal(inventory_apply_vm_event(inv, "node1", ev, &err), 0);
+    json_decref(ev);
+    assert_non_null(inventory_find_vm(inv, "new1", NULL));
+
+    ev = vm_event_msg("db1", "exploded", "?", 1400);
+    assert_int_equal(inventory_apply_vm_event(inv, "node1", ev, &err), -1);
+    assert_contains(vcr_error_msg(err), "vm_event.state: `exploded`");
+    vcr_error_release(&err);
+    assert_int_equal(db->state, INV_VM_CRASHED);
+    json_object_del(ev, "ts_ms");
+    json_object_set_new(ev, "state", json_string("running"));
+    assert_int_equal(inventory_apply_vm_event(inv, "node1", ev, &err), -1);
+    assert_contains(vcr_error_msg(err), "vm_event.ts_ms: missing");
+    vcr_error_release(&err);
+    assert_int_equal(inventory_apply_vm_event(inv, "ghost", ev, &err), -1);
+    assert_contains(vcr_error_msg(err), "`ghost` has not said hello");
+    vcr_error_release(&err);
+    json_decref(ev);
+
+    json_t *sample =
+        proto_msg_new("sample", json_pack("{s:I, s:[{s:s, s:f, s:I}, {s:s, s:f, s:I}]}", "ts_ms",
+                                          (json_int_t)1500, "vms", "vm", "web1", "cpu_pct", 12.5,
+                                          "rss_kb", (json_int_t)524288, "vm", "unknown", "cpu_pct",
+                                          1.0, "rss_kb", (json_int_t)1));
+    assert_int_equal(inventory_apply_sample(inv, "node1", sample, &err), 0);
+    json_decref(sample);
+    struct inv_vm *web = inventory_find_vm(inv, "web1", NULL);
+    assert_true(web->has_sample);
+    assert_true(web->cpu_pct > 12.4 && web->cpu_pct < 12.6);
+    assert_int_equal(web->rss_kb, 524288);
+    assert_int_equal(web->sample_ts_ms, 1500);
+
+    sample = proto_msg_new("sample",
+                           json_pack("{s:I, s:[{s:s, s:s, s:I}]}", "ts_ms", (json_int_t)1600, "vms",
+                                     "vm", "web1", "cpu_pct", "high", "rss_kb", (json_int_t)1));
+    assert_int_equal(inventory_apply_sample(inv, "node1", sample, &err), -1);
+    assert_contains(vcr_error_msg(err), "sample.vms[0].cpu_pct");
+    json_decref(sample);
+    assert_int_equal(web->rss_kb, 524288);
+    inventory_free(inv);
+}
+
+struct lost_log {
+    char names[4][16];
+    int64_t silent[4];
+    int n;
+};
+
+static void record_lost(struct inv_host *h, int64_t silent_ms, void *opaque)
+{
+    struct lost_log *log = opaque;
+    snprintf(log->names[log->n], sizeof(log->names[0]), "%s", h->name);
+    log->silent[log->n++] = silent_ms;
+}
+
+static void test_inventory_heartbeat_timeout(void **state)
+{
+    (void)state;
+    const int64_t timeout = 3500;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    bool came_up;
+    json_t *h1 = hello_msg("node1");
+    json_t *h2 = proto_msg_new("hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[]}", "host",
+                                                  "node2", "role", "standby", "agent_version",
+                                                  "0.1.0", "pid", 1, "accel", "kvm", "vms"));
+    assert_non_null(inventory_apply_hello(inv, h1, 10000, &came_up, &err));
+    assert_non_null(inventory_apply_hello(inv, h2, 10000, &came_up, &err));
+    struct lost_log log = {.n = 0};
+
+    /* Exactly at the timeout is still alive; one ms more is lost. */
+    inventory_host_seen(inv, "node2", 12000);
+    assert_int_equal(inventory_expire_hosts(inv, 10000 + timeout, timeout, record_lost, &log), 0);
+    assert_int_equal(inventory_expire_hosts(inv, 10000 + timeout + 1, timeout, record_lost, &log),
+                     1);
+    assert_int_equal(log.n, 1);
+    assert_string_equal(log.names[0], "node1");
+    assert_int_equal(log.silent[0], timeout + 1);
+    assert_int_equal(inventory_find_host(inv, "node1")->state, INV_HOST_LOST);
+    assert_int_equal(inventory_find_host(inv, "node2")->state, INV_HOST_CONNECTED);
+
+    /* A lost host is reported once. */
+    assert_int_equal(inventory_expire_hosts(inv, 20000, timeout, record_lost, &log), 1);
+    assert_int_equal(log.n, 2);
+    assert_string_equal(log.names[1], "node2");
+    assert_int_equal(log.silent[1], 8000);
+    assert_int_equal(inventory_expire_hosts(inv, 30000, timeout, record_lost, &log), 0);
+
+    /* A hello brings it back, and it is reported up. */
+    assert_non_null(inventory_apply_hello(inv, h1, 30000, &came_up, &err));
+    assert_true(came_up);
+    assert_int_equal(inventory_find_host(inv, "node1")->state, INV_HOST_CONNECTED);
+    /* The VMs of a lost host are kept. */
+    assert_int_equal(inventory_find_host(inv, "node1")->n_vms, 2);
+
+    json_t *status = inventory_status_json(inv, 31000, 1700000001000);
+    json_t *host = json_array_get(json_object_get(status, "hosts"), 0);
+    assert_string_equal(json_string_value(json_object_get(host, "state")), "connected");
+    assert_int_equal(json_integer_value(json_object_get(host, "last_seen_ms")), 1700000000000);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(status, "hosts"), 1), "state")),
+                        "lost");
+    json_t *vm = json_array_get(json_object_get(host, "vms"), 1);
+    assert_string_equal(json_string_value(json_object_get(vm, "name")), "db1");
+    assert_true(json_is_null(json_object_get(vm, "cpu_pct")));
+    assert_true(json_is_null(json_object_get(vm, "address")));
+    json_decref(status);
+    json_decref(h1);
+    json_decref(h2);
+    inventory_free(inv);
+}
+
+/* --- in-process server with a fake agent --- */
+
+struct fake_agent {
+    struct proto_conn *conn;
+    json_t *received;
+    char *closed;
+    json_t *hello;   /* sent after connect, or after the challenge */
+    const char *key; /* answer the challenge with it */
+    bool silent_orders;
+    bool refuse_orders;
+};
+
+static void agent_send(struct fake_agent *a, json_t *msg)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (proto_conn_send(a->conn, msg, &err) < 0)
+        fail_msg("fake agent: %s", vcr_error_msg(err));
+    json_decref(msg);
+}
+
+static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
+{
+    struct fake_agent *a = opaque;
+    (void)c;
+    json_array_append(a->received, msg);
+    const char *type = proto_msg_type(msg);
+    if (strcmp(type, "challenge") == 0 && a->key) {
+        char auth[PROTO_AUTH_HEX_LEN + 1];
+        proto_auth_compute(a->key, strlen(a->key), json_string_value(json_object_get(msg, "nonce")),
+                           auth);
+        json_object_set_new(a->hello, "auth", json_string(auth));
+        agent_send(a, json_incref(a->hello));
+    } else if (strcmp(type, "order") == 0 && !a->silent_orders) {
+        json_t *reply =
+            json_pack("{s:O, s:b}", "id", json_object_get(msg, "id"), "ok", !a->refuse_orders);
+        if (a->refuse_orders)
+            json_object_set_new(reply, "error", json_string("VM is not running"));
+        agent_send(a, proto_msg_new("reply", reply));
+    }
+}
+
+static void agent_connected(struct proto_conn *c, void *opaque)
+{
+    struct fake_agent *a = opaque;
+    (void)c;
+    if (a->hello && !a->key)
+        agent_send(a, json_incref(a->hello));
+}
+
+static void agent_closed(struct proto_conn *c, const char *reason, void *opaque)
+{
+    struct fake_agent *a = opaque;
+    a->closed = strdup(reason);
+    proto_conn_free(c);
+    a->conn = NULL;
+}
+
+static const struct proto_conn_ops agent_ops = {
+    .message = agent_message,
+    .connected = agent_connected,
+    .closed = agent_closed,
+};
+
+static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t port, json_t *hello)
+{
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    a->received = json_array();
+    a->hello = hello;
+    cleanup_error vcr_error_t err = NULL;
+    a->conn = proto_conn_connect(base, addr, &agent_ops, a, &err);
+    assert_non_null(a->conn);
+}
+
+static void agent_stop(struct fake_agent *a)
+{
+    proto_conn_free(a->conn);
+    json_decref(a->received);
+    json_decref(a->hello);
+    free(a->closed);
+}
+
+static json_t *agent_got(struct fake_agent *a, const char *type)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(a->received, i, m)
+    {
+        if (strcmp(proto_msg_type(m), type) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+typedef bool (*condition_fn)(void *arg);
+
+/* Runs the loop until cond holds or 5 s pass; returns whether it holds. */
+static bool run_until(struct event_base *base, condition_fn cond, void *arg)
+{
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (!cond(arg) && vcr_mono_ms() < deadline) {
+        struct timeval tick = {0, 5000};
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+    return cond(arg);
+}
+
+struct harness {
+    struct tmpdir dir;
+    struct event_base *base;
+    struct server_config *cfg;
+    struct server *srv;
+    struct fake_agent agent;
+};
+
+static void harness_start(struct harness *h, const char *yaml)
+{
+    memset(h, 0, sizeof(*h));
+    tmpdir_make(&h->dir);
+    cleanup_error vcr_error_t err = NULL;
+    h->cfg = parse_config(yaml, &err);
+    if (h->cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    h->cfg->listen_port = 0;
+    h->cfg->api_port = 0;
+    free(h->cfg->journal);
+    h->cfg->journal = tmpdir_file(&h->dir, "journal.db");
+    h->base = event_base_new();
+    h->srv = server_new(h->base, h->cfg, &err);
+    if (h->srv == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(server_agent_port(h->srv) > 0);
+    assert_true(server_api_port(h->srv) > 0);
+}
+
+static void harness_stop(struct harness *h)
+{
+    agent_stop(&h->agent);
+    server_free(h->srv);
+    event_base_free(h->base);
+    server_config_free(h->cfg);
+    tmpdir_remove(&h->dir);
+}
+
+static bool got_welcome(void *arg)
+{
+    struct harness *h = arg;
+    return agent_got(&h->agent, "welcome") != NULL || h->agent.closed;
+}
+
+static bool agent_has_order(void *arg)
+{
+    return agent_got(arg, "order") != NULL;
+}
+
+static bool agent_was_closed(void *arg)
+{
+    struct harness *h = arg;
+    return h->agent.closed != NULL;
+}
+
+static bool db1_crashed_and_journaled(void *arg)
+{
+    struct harness *h = arg;
+    struct inv_vm *vm = inventory_find_vm(server_inventory(h->srv), "db1", NULL);
+    json_t *events = journal_read(server_journal(h->srv), 0, 10, NULL);
+    bool ok = vm && vm->state == INV_VM_CRASHED && json_array_size(events) == 3;
+    json_decref(events);
+    return ok;
+}
+
+static void test_e2e_hello_and_vm_event(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "heartbeat_ms: 250\n");
+    int64_t before = vcr_wall_ms();
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    json_t *welcome = agent_got(&h.agent, "welcome");
+    assert_non_null(welcome);
+    assert_int_equal(json_integer_value(json_object_get(welcome, "heartbeat_ms")), 250);
+    assert_string_equal(json_string_value(json_object_get(welcome, "server_version")), VCR_VERSION);
+    assert_null(agent_got(&h.agent, "challenge"));
+
+    /* The agent's clock says when it saw the crash; the server adds when it heard. */
+    agent_send(&h.agent, vm_event_msg("db1", "crashed", "qemu killed by signal 9", 1234567));
+    /* Unknown types are ignored, not fatal. */
+    agent_send(&h.agent, proto_msg_new("telemetry_v2", NULL));
+    assert_true(run_until(h.base, db1_crashed_and_journaled, &h));
+
+    struct inv_host *host = inventory_find_host(server_inventory(h.srv), "node1");
+    assert_int_equal(host->state, INV_HOST_CONNECTED);
+    struct inv_vm *db1 = inventory_find_vm(server_inventory(h.srv), "db1", NULL);
+    assert_string_equal(db1->cause, "qemu killed by signal 9");
+
+    json_t *events = journal_read(server_journal(h.srv), 0, 10, NULL);
+    const char *kinds[] = {"hello", "host_up", "vm_event"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *ev = json_array_get(events, i);
+        assert_string_equal(json_string_value(json_object_get(ev, "kind")), kinds[i]);
+        assert_string_equal(json_string_value(json_object_get(ev, "host")), "node1");
+        assert_true(json_integer_value(json_object_get(ev, "rx_ms")) >= before);
+    }
+    json_t *vm_ev = json_array_get(events, 2);
+    assert_string_equal(json_string_value(json_object_get(vm_ev, "vm")), "db1");
+    assert_int_equal(json_integer_value(json_object_get(vm_ev, "ts_ms")), 1234567);
+    json_t *detail = json_object_get(vm_ev, "detail");
+    assert_string_equal(json_string_value(json_object_get(detail, "state")), "crashed");
+    assert_int_equal(json_integer_value(json_object_get(detail, "pid")), 101);
+    json_decref(events);
+    assert_null(h.agent.closed);
+    harness_stop(&h);
+}
+
+static void test_e2e_message_before_hello_rejected(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "");
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), NULL);
+    agent_send(&h.agent, proto_msg_new("heartbeat", json_pack("{s:i}", "seq", 1)));
+    assert_true(run_until(h.base, agent_was_closed, &h));
+    json_t *error = agent_got(&h.agent, "error");
+    assert_non_null(error);
+    assert_contains(json_string_value(json_object_get(error, "message")),
+                    "expected hello first, got `heartbeat`");
+    harness_stop(&h);
+}
+
+static void test_e2e_bad_hello_rejected(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "");
+    json_t *hello = hello_msg("node1");
+    json_object_set_new(hello, "role", json_string("primary"));
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello);
+    assert_true(run_until(h.base, agent_was_closed, &h));
+    assert_contains(json_string_value(json_object_get(agent_got(&h.agent, "error"), "message")),
+                    "bad hello: hello.role: `primary`");
+    assert_null(inventory_find_host(server_inventory(h.srv), "node1"));
+    harness_stop(&h);
+}
+
+static void test_e2e_challenge(void **state)
+{
+    (void)state;
+    struct tmpdir keydir;
+    tmpdir_make(&keydir);
+    cleanup_free char *key = tmpdir_file(&keydir, "key");
+    write_file(key, TEST_KEY "\n");
+    cleanup_free char *yaml = NULL;
+    assert_true(asprintf(&yaml, "agent_key_file: %s\n", key) > 0);
+
+    /* The right key: challenge, hello with auth, welcome. */
+    struct harness h;
+    harness_start(&h, yaml);
+    h.agent.key = TEST_KEY;
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    json_t *challenge = agent_got(&h.agent, "challenge");
+    assert_non_null(challenge);
+    assert_int_equal(strlen(json_string_value(json_object_get(challenge, "nonce"))),
+                     PROTO_NONCE_HEX_LEN);
+    assert_non_null(agent_got(&h.agent, "welcome"));
+    harness_stop(&h);
+
+    /* A wrong key: an error naming the reason, then the connection closes. */
+    harness_start(&h, yaml);
+    h.agent.key = "another-key-of-16-bytes";
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, agent_was_closed, &h));
+    assert_null(agent_got(&h.agent, "welcome"));
+    assert_contains(json_string_value(json_object_get(agent_got(&h.agent, "error"), "message")),
+                    "authentication failed: wrong auth");
+    assert_null(inventory_find_host(server_inventory(h.srv), "node1"));
+    harness_stop(&h);
+
+    /* No auth at all. */
+    harness_start(&h, yaml);
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, agent_was_closed, &h));
+    assert_contains(json_string_value(json_object_get(agent_got(&h.agent, "error"), "message")),
+                    "hello has no auth");
+    harness_stop(&h);
+    unlink(key);
+    rmdir(keydir.path);
+}
+
+static bool node1_lost(void *arg)
+{
+    struct harness *h = arg;
+    struct inv_host *host = inventory_find_host(server_inventory(h->srv), "node1");
+    return host && host->state == INV_HOST_LOST && h->agent.closed;
+}
+
+static void test_e2e_host_lost(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "heartbeat_ms: 100\nhost_timeout_ms: 200\n");
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    int64_t welcomed = vcr_mono_ms();
+    /* The fake agent sends no heartbeat. */
+    assert_true(run_until(h.base, node1_lost, &h));
+    assert_true(vcr_mono_ms() - welcomed >= 200);
+    assert_contains(json_string_value(json_object_get(agent_got(&h.agent, "error"), "message")),
+                    "host declared lost");
+    json_t *events = journal_read(server_journal(h.srv), -1, 1, NULL);
+    json_t *lost = json_array_get(events, 0);
+    assert_string_equal(json_string_value(json_object_get(lost, "kind")), "host_lost");
+    assert_true(json_integer_value(json_object_get(json_object_get(lost, "detail"), "silent_ms")) >
+                200);
+    json_decref(events);
+    harness_stop(&h);
+}
+
+/* --- the HTTP API, with evhttp's client on the same loop --- */
+
+struct http_answer {
+    bool done;
+    int code;
+    json_t *body;
+};
+
+static void http_done(struct evhttp_request *req, void *arg)
+{
+    struct http_answer *a = arg;
+    a->done = true;
+    if (req == NULL)
+        return;
+    a->code = evhttp_request_get_response_code(req);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    a->body = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+}
+
+static bool http_answered(void *arg)
+{
+    return ((struct http_answer *)arg)->done;
+}
+
+struct http_call {
+    struct evhttp_connection *conn;
+    struct http_answer answer;
+};
+
+static void http_start(struct http_call *call, struct harness *h, enum evhttp_cmd_type type,
+                       const char *path)
+{
+    memset(call, 0, sizeof(*call));
+    call->conn = evhttp_connection_base_new(h->base, NULL, "127.0.0.1", server_api_port(h->srv));
+    struct evhttp_request *req = evhttp_request_new(http_done, &call->answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    assert_int_equal(evhttp_make_request(call->conn, req, type, path), 0);
+}
+
+static void http_finish(struct http_call *call)
+{
+    json_decref(call->answer.body);
+    evhttp_connection_free(call->conn);
+}
+
+/* Starts the call, runs the loop until it is answered, checks the code. */
+static void http_expect(struct harness *h, enum evhttp_cmd_type type, const char *path, int code,
+                        const char *error_part, struct http_call *call)
+{
+    http_start(call, h, type, path);
+    assert_true(run_until(h->base, http_answered, &call->answer));
+    if (call->answer.code != code)
+        fail_msg("%s: HTTP %d, expected %d", path, call->answer.code, code);
+    assert_non_null(call->answer.body);
+    if (error_part)
+        assert_contains(json_string_value(json_object_get(call->answer.body, "error")), error_part);
+}
+
+static void test_e2e_api(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "");
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    struct http_call call;
+
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/status", 200, NULL, &call);
+    json_t *host = json_array_get(json_object_get(call.answer.body, "hosts"), 0);
+    assert_string_equal(json_string_value(json_object_get(host, "name")), "node1");
+    assert_string_equal(json_string_value(json_object_get(host, "state")), "connected");
+    assert_int_equal(json_array_size(json_object_get(host, "vms")), 2);
+    assert_true(json_is_integer(json_object_get(call.answer.body, "now_ms")));
+    http_finish(&call);
+
+    /* The order reaches the agent, and its reply answers the request. */
+    http_expect(&h, EVHTTP_REQ_POST, "/v1/vms/web1/stop", 200, NULL, &call);
+    assert_string_equal(json_string_value(json_object_get(call.answer.body, "host")), "node1");
+    assert_string_equal(json_string_value(json_object_get(call.answer.body, "action")), "stop");
+    json_t *order = agent_got(&h.agent, "order");
+    assert_string_equal(json_string_value(json_object_get(order, "action")), "vm_stop");
+    assert_string_equal(json_string_value(json_object_get(order, "vm")), "web1");
+    http_finish(&call);
+
+    h.agent.refuse_orders = true;
+    http_expect(&h, EVHTTP_REQ_POST, "/v1/vms/web1/kill", 502, "VM is not running", &call);
+    http_finish(&call);
+
+    http_expect(&h, EVHTTP_REQ_POST, "/v1/vms/nope/stop", 404, "no VM `nope`", &call);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_POST, "/v1/vms/bad%20name/stop", 400, "not a VM name", &call);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/vms/web1/stop", 405, "takes POST only", &call);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/nothing", 404, "no endpoint", &call);
+    http_finish(&call);
+
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/events?since=0&limit=1", 200, NULL, &call);
+    assert_int_equal(json_array_size(json_object_get(call.answer.body, "events")), 1);
+    assert_int_equal(json_integer_value(json_object_get(call.answer.body, "last_id")), 1);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/events?limit=5000", 400, "`limit`", &call);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/events?from=1", 400, "unknown query parameter", &call);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/events?wait_ms=100", 400, "needs `since`", &call);
+    http_finish(&call);
+
+    /* A long poll is answered by the next event, not by its timeout. */
+    http_start(&call, &h, EVHTTP_REQ_GET, "/v1/events?since=2&wait_ms=30000");
+    struct timeval brief = {0, 50000};
+    event_base_loopexit(h.base, &brief);
+    event_base_dispatch(h.base);
+    assert_false(call.answer.done);
+    int64_t sent = vcr_mono_ms();
+    agent_send(&h.agent, vm_event_msg("web1", "stopped", "order vm_stop", 99));
+    assert_true(run_until(h.base, http_answered, &call.answer));
+    assert_true(vcr_mono_ms() - sent < 5000);
+    json_t *events = json_object_get(call.answer.body, "events");
+    assert_int_equal(json_array_size(events), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(events, 0), "kind")),
+                        "vm_event");
+    http_finish(&call);
+
+    /* A lost host's VMs cannot take orders. */
+    inventory_find_host(server_inventory(h.srv), "node1")->state = INV_HOST_LOST;
+    http_expect(&h, EVHTTP_REQ_POST, "/v1/vms/web1/stop", 503, "is lost", &call);
+    http_finish(&call);
+    harness_stop(&h);
+}
+
+/* Built by hand to give the API a short order deadline. */
+static void test_e2e_order_timeout_and_disconnect(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    tmpdir_make(&h.dir);
+    h.base = event_base_new();
+    cleanup_free char *path = tmpdir_file(&h.dir, "journal.db");
+    cleanup_error vcr_error_t err = NULL;
+    struct journal *journal = journal_open(path, &err);
+    struct inventory *inv = inventory_new();
+    struct agents_options aopts = {.heartbeat_ms = 1000, .host_timeout_ms = 3500};
+    struct agents *agents = agents_new(h.base, inv, journal, &aopts, &err);
+    assert_non_null(agents);
+    assert_int_equal(agents_listen(agents, "127.0.0.1", 0, &err), 0);
+    struct api_options popts = {.order_timeout_ms = 150};
+    struct api *api = api_new(h.base, inv, journal, agents, &popts, &err);
+    assert_non_null(api);
+    assert_int_equal(api_listen(api, "127.0.0.1", 0, &err), 0);
+
+    h.agent.silent_orders = true;
+    agent_start(&h.agent, h.base, agents_port(agents), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+
+    struct http_call call;
+    memset(&call, 0, sizeof(call));
+    call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
+    struct evhttp_request *req = evhttp_request_new(http_done, &call.answer);
+    evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/web1/stop");
+    assert_true(run_until(h.base, http_answered, &call.answer));
+    assert_int_equal(call.answer.code, 504);
+    assert_contains(json_string_value(json_object_get(call.answer.body, "error")),
+                    "no reply from host `node1`");
+    http_finish(&call);
+
+    /* The agent goes away while an order is pending: 503 at once. */
+    json_array_clear(h.agent.received);
+    memset(&call, 0, sizeof(call));
+    call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
+    req = evhttp_request_new(http_done, &call.answer);
+    evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/db1/kill");
+    assert_true(run_until(h.base, agent_has_order, &h.agent));
+    proto_conn_free(h.agent.conn);
+    h.agent.conn = NULL;
+    assert_true(run_until(h.base, http_answered, &call.answer));
+    assert_int_equal(call.answer.code, 503);
+    assert_contains(json_string_value(json_object_get(call.answer.body, "error")),
+                    "closed before it replied");
+    http_finish(&call);
+
+    /* At shutdown, a pending order is answered too (no leak, no hang). */
+    agent_stop(&h.agent);
+    memset(&h.agent, 0, sizeof(h.agent));
+    h.agent.silent_orders = true;
+    agent_start(&h.agent, h.base, agents_port(agents), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    memset(&call, 0, sizeof(call));
+    call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
+    req = evhttp_request_new(http_done, &call.answer);
+    evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/db1/kill");
+    assert_true(run_until(h.base, agent_has_order, &h.agent));
+    agents_free(agents);
+    api_free(api);
+    evhttp_connection_free(call.conn);
+    json_decref(call.answer.body);
+
+    journal_close(journal);
+    inventory_free(inv);
+    agent_stop(&h.agent);
+    event_base_free(h.base);
+    tmpdir_remove(&h.dir);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    vcr_log_init("test_server", VCR_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_file_all_keys),
+        cmocka_unit_test(test_config_bad_listen_address),
+        cmocka_unit_test(test_config_bad_port),
+        cmocka_unit_test(test_config_heartbeat_bounds),
+        cmocka_unit_test(test_config_host_timeout_bounds),
+        cmocka_unit_test(test_config_unknown_key),
+        cmocka_unit_test(test_config_wrong_type),
+        cmocka_unit_test(test_config_every_bad_field_named),
+        cmocka_unit_test(test_config_key_file),
+        cmocka_unit_test(test_journal_write_read),
+        cmocka_unit_test(test_inventory_hello),
+        cmocka_unit_test(test_inventory_hello_invalid),
+        cmocka_unit_test(test_inventory_vm_event_and_sample),
+        cmocka_unit_test(test_inventory_heartbeat_timeout),
+        cmocka_unit_test(test_e2e_hello_and_vm_event),
+        cmocka_unit_test(test_e2e_message_before_hello_rejected),
+        cmocka_unit_test(test_e2e_bad_hello_rejected),
+        cmocka_unit_test(test_e2e_challenge),
+        cmocka_unit_test(test_e2e_host_lost),
+        cmocka_unit_test(test_e2e_api),
+        cmocka_unit_test(test_e2e_order_timeout_and_disconnect),
+    };
+    return cmocka_run_group_tests_name("server", tests, NULL, NULL);
+}
