@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "agent/proc.h"
+#include "agent/vm.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -206,13 +207,11 @@ static void on_probe_exit(struct proc_watch *w, int64_t seen_ms, void *opaque)
         return;
     }
     int status;
-    char how[128];
-    bool have = proc_watch_status(w, &status);
-    snprintf(how, sizeof(how), "%s", have && WIFSIGNALED(status) ? "was killed" : "exited");
-    if (have && WIFEXITED(status))
-        snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(status));
+    char how[128] = "status unknown";
+    if (proc_watch_status(w, &status))
+        vm_exit_cause(true, status, how, sizeof(how));
     choose(p, "tcg",
-           "probe QEMU under KVM %s after %lld ms without printing " ACCEL_PROBE_MARKER
+           "the probe under KVM ended (%s) after %lld ms without printing " ACCEL_PROBE_MARKER
            " (see %s, %s)",
            how, (long long)(vcr_mono_ms() - p->started_ms), p->log_path, p->serial_path);
     probe_conclude(p);

@@ -195,9 +195,7 @@ static void on_message(struct proto_conn *pc, json_t *msg, void *opaque)
         handle_order(c, msg);
     else if (strcmp(type, "error") == 0)
         log_error("server %s: %s", c->params.server,
-                  json_string_value(json_object_get(msg, "message"))
-                      ? json_string_value(json_object_get(msg, "message"))
-                      : "error without message");
+                  json_string_value(json_object_get(msg, "message")) ?: "error without message");
     else
         log_debug("server %s: message of unknown type `%s` ignored", c->params.server, type);
 }

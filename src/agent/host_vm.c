@@ -479,11 +479,6 @@ const char *host_vm_name(const struct host_vm *vm)
     return vm->spec->name;
 }
 
-const struct vcr_vm_spec *host_vm_spec(const struct host_vm *vm)
-{
-    return vm->spec;
-}
-
 enum vm_state host_vm_state(const struct host_vm *vm)
 {
     return vm->sm.state;

@@ -61,7 +61,6 @@ int host_vm_stop(struct host_vm *vm, int grace_ms, vcr_error_t *err);
 int host_vm_kill(struct host_vm *vm, vcr_error_t *err);
 
 const char *host_vm_name(const struct host_vm *vm);
-const struct vcr_vm_spec *host_vm_spec(const struct host_vm *vm);
 enum vm_state host_vm_state(const struct host_vm *vm);
 const char *host_vm_cause(const struct host_vm *vm);
 /* The QEMU process of the last state change (0 if there never was one). */

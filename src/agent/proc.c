@@ -154,11 +154,6 @@ pid_t proc_watch_pid(const struct proc_watch *w)
     return w->pid;
 }
 
-bool proc_watch_is_child(const struct proc_watch *w)
-{
-    return w->is_child;
-}
-
 bool proc_watch_status(struct proc_watch *w, int *wstatus)
 {
     collect(w);

@@ -31,8 +31,6 @@ pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err);
 struct proc_watch *proc_watch_new(struct event_base *base, pid_t pid, proc_exit_cb cb, void *opaque,
                                   vcr_error_t *err);
 pid_t proc_watch_pid(const struct proc_watch *w);
-/* Whether the process is a child of ours (else no exit status can be had). */
-bool proc_watch_is_child(const struct proc_watch *w);
 /* After the exit: the wait status, if it was our child.  Returns false otherwise. */
 bool proc_watch_status(struct proc_watch *w, int *wstatus);
 /* Whether the process has ended (the pidfd is readable), without waiting. */

@@ -80,7 +80,8 @@ char *vm_qmp_option(const struct vm_paths *p)
     return s;
 }
 
-char *vm_kernel_cmdline(const struct vcr_vm_spec *spec)
+/* "console=ttyS0 vcr.name=NAME vcr.ip=ADDR [vcr.gw=GW] [ARGS]": what lab/guest/init reads. */
+static char *kernel_cmdline(const struct vcr_vm_spec *spec)
 {
     char *s = NULL;
     if (asprintf(&s, "console=ttyS0 vcr.name=%s vcr.ip=%s%s%s%s%s", spec->name, spec->address,
@@ -163,7 +164,7 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     if (s->kernel) {
         add2(&b, "-kernel", strdup(s->kernel));
         add2(&b, "-initrd", strdup(s->initrd));
-        add2(&b, "-append", vm_kernel_cmdline(s));
+        add2(&b, "-append", kernel_cmdline(s));
     }
     add(&b, strdup("-netdev"));
     addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);

@@ -54,8 +54,6 @@ char *vm_qmp_option(const struct vm_paths *p);
 /* NULL-terminated argv (argv[0] = qemu); free with vm_argv_free. */
 char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err);
 void vm_argv_free(char **argv);
-/* The -append string: "console=ttyS0 vcr.name=NAME vcr.ip=ADDR [vcr.gw=GW] [ARGS]". */
-char *vm_kernel_cmdline(const struct vcr_vm_spec *spec);
 
 /* The per-process state machine.  Every input returns true when a vm_event
  * must be reported (the state changed, or a notable event such as RESET). */

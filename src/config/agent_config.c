@@ -113,15 +113,6 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     free(cfg);
 }
 
-const struct vcr_vm_spec *vcr_agent_config_find_vm(const struct vcr_agent_config *cfg,
-                                                   const char *name)
-{
-    for (size_t i = 0; i < cfg->n_vms; i++)
-        if (strcmp(cfg->vms[i].name, name) == 0)
-            return &cfg->vms[i];
-    return NULL;
-}
-
 static bool check_server(struct config_report *r, const char *value)
 {
     const char *colon = strrchr(value, ':');

@@ -47,7 +47,5 @@ struct vcr_agent_config {
 /* Relative paths in the file are taken from the file's directory. */
 struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err);
 void vcr_agent_config_free(struct vcr_agent_config *cfg);
-const struct vcr_vm_spec *vcr_agent_config_find_vm(const struct vcr_agent_config *cfg,
-                                                   const char *name);
 
 #endif

@@ -311,7 +311,7 @@ char *config_path(const char *fmt, ...)
     return s;
 }
 
-char *config_join(const char *dir, const char *file)
+static char *config_join(const char *dir, const char *file)
 {
     if (file[0] == '/' || dir == NULL)
         return strdup(file);

@@ -76,9 +76,8 @@ bool config_check_file(struct config_report *r, const char *path, const char *va
                        const char *base_dir, bool executable, char **resolved);
 /* The "[a-z0-9-]{1,32}" names of hosts and VMs. */
 bool config_check_name(struct config_report *r, const char *path, const char *value);
-/* Allocating helpers: NULL on allocation failure (callers treat as fatal). */
+/* Allocating: NULL when out of memory. */
 char *config_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-char *config_join(const char *dir, const char *file);
 
 /* Converts one validated raw VM; index names it in messages ("vms[1].mac").
  * Returns false if any field was bad (all of them are reported). */
