@@ -20,6 +20,9 @@
 #include "common/log.h"
 #include "proto/proto.h"
 
+/* How long an exiting agent waits for the server to take its last messages. */
+#define AGENT_EXIT_FLUSH_MS 1000
+
 static const struct agent_role_ops *const roles[] = {&host_role_ops};
 
 static const struct agent_role_ops *find_role(const char *name)
@@ -91,10 +94,25 @@ void agent_reply(struct agent *a, json_t *id, bool ok, const char *error)
         agent_conn_reply(a->conn, id, ok, error);
 }
 
+static void exit_loop(void *arg)
+{
+    struct agent *a = arg;
+    event_base_loopexit(a->base, NULL);
+}
+
 void agent_role_left(struct agent *a)
 {
     log_info("leaving");
-    event_base_loopexit(a->base, NULL);
+    if (a->conn == NULL) {
+        exit_loop(a);
+        return;
+    }
+    /* The last vm_events (VMs stopped on exit) are still in the send buffer:
+     * close gracefully, but do not wait on a server that does not read. */
+    struct timeval cap = {.tv_sec = AGENT_EXIT_FLUSH_MS / 1000,
+                          .tv_usec = (AGENT_EXIT_FLUSH_MS % 1000) * 1000};
+    event_base_loopexit(a->base, &cap);
+    agent_conn_finish(a->conn, exit_loop, a);
 }
 
 static json_t *conn_vm_list(void *opaque)

@@ -38,6 +38,8 @@ struct agent_conn {
     json_t *queue[AGENT_CONN_QUEUE_MAX]; /* vm_event messages, oldest at head */
     size_t q_head, q_len;
     unsigned long long dropped;
+    void (*finished)(void *arg); /* set by agent_conn_finish */
+    void *finished_arg;
 };
 
 static void ms_to_tv(int ms, struct timeval *tv)
@@ -228,6 +230,13 @@ static void on_closed(struct proto_conn *pc, const char *reason, void *opaque)
 {
     struct agent_conn *c = opaque;
     bool was_up = c->state == CONN_UP;
+    if (c->finished) {
+        proto_conn_free(pc);
+        c->pc = NULL;
+        c->state = CONN_IDLE;
+        c->finished(c->finished_arg);
+        return;
+    }
     /* One line per outage at warn; the retries that follow at debug. */
     if (was_up || !c->outage_logged)
         log_warn("server %s: %s (%s); retrying from %d ms, backing off to %d ms", c->params.server,
@@ -323,6 +332,20 @@ void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *err
     /* A reply cannot outlive its connection: after a reconnect the hello re-syncs. */
     if (c->state < CONN_HELLO_SENT || !send_msg(c, msg))
         log_warn("server %s: reply to an order dropped: not connected", c->params.server);
+}
+
+void agent_conn_finish(struct agent_conn *c, void (*done)(void *arg), void *arg)
+{
+    evtimer_del(c->retry_timer);
+    evtimer_del(c->heartbeat_timer);
+    evtimer_del(c->challenge_timer);
+    if (c->pc == NULL || c->state < CONN_HELLO_SENT) {
+        done(arg);
+        return;
+    }
+    c->finished = done;
+    c->finished_arg = arg;
+    proto_conn_close(c->pc, "agent exiting");
 }
 
 bool agent_conn_is_up(const struct agent_conn *c)

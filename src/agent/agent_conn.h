@@ -51,6 +51,9 @@ void agent_conn_send_event(struct agent_conn *c, json_t *body);
 /* sample body {ts_ms, vms} (stolen); dropped when not connected. */
 void agent_conn_send_sample(struct agent_conn *c, json_t *body);
 void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *error);
+/* Leaving: send what is queued, close, and call done (from the loop, or at
+ * once when not connected).  No reconnect follows. */
+void agent_conn_finish(struct agent_conn *c, void (*done)(void *arg), void *arg);
 /* The server welcomed us on the current connection. */
 bool agent_conn_is_up(const struct agent_conn *c);
 void agent_conn_free(struct agent_conn *c);

@@ -116,10 +116,20 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
 static bool check_server(struct config_report *r, const char *value)
 {
     const char *colon = strrchr(value, ':');
-    bool ok = colon && colon != value;
-    for (const char *p = value; ok && p < colon; p++)
+    bool ok = colon && colon != value && colon - value < 256;
+    bool numeric = true;
+    for (const char *p = value; ok && p < colon; p++) {
         ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
              *p == '.' || *p == '-';
+        numeric = numeric && ((*p >= '0' && *p <= '9') || *p == '.');
+    }
+    /* As proto_parse_host_port: digits and dots only must be a dotted quad, not a name. */
+    if (ok && numeric) {
+        char host[256];
+        uint32_t addr;
+        snprintf(host, sizeof(host), "%.*s", (int)(colon - value), value);
+        ok = vcr_ipv4_parse(host, &addr);
+    }
     char *end = NULL;
     long port = ok ? strtol(colon + 1, &end, 10) : 0;
     if (ok && end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535)

@@ -307,6 +307,9 @@ static void test_other_fields(void **state)
     (void)state;
     expect_rejected("server: 10.77.0.1:7070", "server: 10.77.0.1", "server", "`10.77.0.1`",
                     "HOST:PORT", NULL);
+    expect_rejected("server: 10.77.0.1:7070", "server: 10.77.0:7070", "server", "`10.77.0:7070`",
+                    NULL);
+    expect_rejected("server: 10.77.0.1:7070", "server: 10.77.0.1:70000", "server", "70000", NULL);
     expect_rejected("state_dir: /run/vcrlab/agent-host1", "state_dir: run/x", "state_dir",
                     "`run/x`", "absolute", NULL);
     expect_rejected("autostart: true", "autostart: maybe", "vms[0].autostart", "`maybe`",
