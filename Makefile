@@ -18,6 +18,7 @@ $(BUILD)/build.ninja:
 	meson setup $(BUILD) $(MESON_OPTS)
 
 build: deps $(BUILD)/build.ninja
+	meson configure $(BUILD) $(MESON_OPTS)
 	ninja -C $(BUILD)
 
 $(ASAN_BUILD)/build.ninja:

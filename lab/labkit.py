@@ -121,7 +121,8 @@ class Proc:
         return self.popen.returncode
 
     def log_text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path) as f:
             return f.read()
 

@@ -132,7 +132,7 @@ def run_integration(t, build, asan_build):
         junit = os.path.join(tmp, "junit.xml")
         env = dict(os.environ, VCR_BUILD=os.path.join(ROOT, build),
                    VCR_ASAN_BUILD=os.path.join(ROOT, asan_build))
-        subprocess.run([PYTHON, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+        subprocess.run([PYTHON, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                         f"--junitxml={junit}", "tests/integration"], cwd=ROOT, env=env)
         if not os.path.exists(junit):
             t.add("integration: pytest did not run", False)
