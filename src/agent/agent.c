@@ -94,6 +94,14 @@ void agent_reply(struct agent *a, json_t *id, bool ok, const char *error)
         agent_conn_reply(a->conn, id, ok, error);
 }
 
+void agent_reply_with(struct agent *a, json_t *id, bool ok, const char *error, json_t *members)
+{
+    if (a->conn)
+        agent_conn_reply_with(a->conn, id, ok, error, members);
+    else
+        json_decref(members);
+}
+
 static void exit_loop(void *arg)
 {
     struct agent *a = arg;
@@ -121,14 +129,14 @@ static json_t *conn_vm_list(void *opaque)
     return a->role->vm_list(a);
 }
 
-static void conn_order(json_t *id, const char *action, const char *vm, void *opaque)
+static void conn_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
 {
     struct agent *a = opaque;
     if (a->leaving) {
         agent_reply(a, id, false, "the agent is exiting");
         return;
     }
-    a->role->order(a, id, action, vm);
+    a->role->order(a, id, action, vm, msg);
 }
 
 static const struct agent_conn_ops conn_ops = {
@@ -201,7 +209,7 @@ int agent_run(const struct agent_options *opts, vcr_error_t *err)
 {
     if (check_role(opts, err) < 0)
         return -1;
-    struct agent a = {.stop_vms_on_exit = opts->stop_vms_on_exit};
+    struct agent a = {.stop_vms_on_exit = opts->stop_vms_on_exit, .test_faults = opts->test_faults};
     a.role = find_role(opts->role ? opts->role : "host");
     a.cfg = vcr_agent_config_load(opts->config_path, err);
     if (a.cfg == NULL)

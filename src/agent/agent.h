@@ -12,6 +12,8 @@ struct agent_options {
     const char *role; /* "host" (default) */
     /* Stop the role's VMs on SIGTERM/SIGINT; by default they outlive the agent. */
     bool stop_vms_on_exit;
+    /* Accept test-only order members (`corrupt_state_for_test`); never in production. */
+    bool test_faults;
 };
 
 /* Whether name is a role this binary implements. */

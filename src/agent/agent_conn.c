@@ -181,7 +181,7 @@ static void handle_order(struct agent_conn *c, json_t *msg)
         return;
     }
     log_info("server %s: order %s %s", c->params.server, action, vm);
-    c->ops.order(id, action, vm, c->opaque);
+    c->ops.order(id, action, vm, msg, c->opaque);
 }
 
 static void on_message(struct proto_conn *pc, json_t *msg, void *opaque)
@@ -326,7 +326,17 @@ void agent_conn_send_sample(struct agent_conn *c, json_t *body)
 
 void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *error)
 {
-    cleanup_json json_t *msg = proto_msg_new("reply", json_pack("{s:O, s:b}", "id", id, "ok", ok));
+    agent_conn_reply_with(c, id, ok, error, NULL);
+}
+
+void agent_conn_reply_with(struct agent_conn *c, json_t *id, bool ok, const char *error,
+                           json_t *members)
+{
+    json_t *body = json_pack("{s:O, s:b}", "id", id, "ok", ok);
+    if (body && json_is_object(members))
+        json_object_update_missing(body, members);
+    json_decref(members);
+    cleanup_json json_t *msg = proto_msg_new("reply", body);
     if (msg && error)
         json_object_set_new(msg, "error", json_string(error));
     /* A reply cannot outlive its connection: after a reconnect the hello re-syncs. */

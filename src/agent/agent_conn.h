@@ -39,7 +39,8 @@ struct agent_conn_ops {
     /* The `vms` array of hello (new reference). */
     json_t *(*vm_list)(void *opaque);
     /* An order; answer it with agent_conn_reply(id) (id borrowed: incref to keep). */
-    void (*order)(json_t *id, const char *action, const char *vm, void *opaque);
+    /* msg: the whole order (borrowed), for members beyond action and vm. */
+    void (*order)(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque);
 };
 
 struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_conn_params *p,
@@ -51,6 +52,9 @@ void agent_conn_send_event(struct agent_conn *c, json_t *body);
 /* sample body {ts_ms, vms} (stolen); dropped when not connected. */
 void agent_conn_send_sample(struct agent_conn *c, json_t *body);
 void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *error);
+/* The same with more members (an object, stolen; may be NULL) merged into the reply. */
+void agent_conn_reply_with(struct agent_conn *c, json_t *id, bool ok, const char *error,
+                           json_t *members);
 /* Leaving: send what is queued, close, and call done (from the loop, or at
  * once when not connected).  No reconnect follows. */
 void agent_conn_finish(struct agent_conn *c, void (*done)(void *arg), void *arg);

@@ -18,6 +18,8 @@ static void usage(FILE *out)
                  "  -t, --config-test       validate the configuration and exit\n"
                  "      --stop-vms-on-exit  on SIGTERM/SIGINT stop the VMs first; by default\n"
                  "                          they keep running and a restarted agent adopts them\n"
+                 "      --test-faults       TESTS ONLY: accept fault-injection order members\n"
+                 "                          (corrupt_state_for_test, docs/warm-restart.md)\n"
                  "  -h, --help              this text\n"
                  "  -V, --version           version\n"
                  "\n"
@@ -27,13 +29,14 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_STOP_VMS = 256 };
+    enum { OPT_STOP_VMS = 256, OPT_TEST_FAULTS };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"role", required_argument, NULL, 'r'},
         {"log-level", required_argument, NULL, 'l'},
         {"config-test", no_argument, NULL, 't'},
         {"stop-vms-on-exit", no_argument, NULL, OPT_STOP_VMS},
+        {"test-faults", no_argument, NULL, OPT_TEST_FAULTS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -63,6 +66,9 @@ int main(int argc, char **argv)
             break;
         case OPT_STOP_VMS:
             opts.stop_vms_on_exit = true;
+            break;
+        case OPT_TEST_FAULTS:
+            opts.test_faults = true;
             break;
         case 'h':
             usage(stdout);

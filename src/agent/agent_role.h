@@ -23,6 +23,7 @@ struct agent {
     char *key; /* agent_key_file contents, or NULL */
     size_t key_len;
     bool stop_vms_on_exit;
+    bool test_faults; /* --test-faults: orders may ask for injected faults */
     bool leaving;
     struct event *sample_timer;
 };
@@ -37,7 +38,7 @@ struct agent_role_ops {
     /* The `vms` array of a sample (new reference), or NULL for none. */
     json_t *(*sample)(struct agent *a);
     /* An order from the server; answer with agent_reply(). id is borrowed. */
-    void (*order)(struct agent *a, json_t *id, const char *action, const char *vm);
+    void (*order)(struct agent *a, json_t *id, const char *action, const char *vm, json_t *msg);
     /* The agent is exiting: stop what the role runs if stop is set, then call
      * agent_role_left() (possibly later, from the loop). */
     void (*leave)(struct agent *a, bool stop);
@@ -52,6 +53,8 @@ void agent_role_ready(struct agent *a, const char *accel);
 /* vm_event body (stolen): queued while the server is unreachable. */
 void agent_report_event(struct agent *a, json_t *body);
 void agent_reply(struct agent *a, json_t *id, bool ok, const char *error);
+/* members: an object (stolen) merged into the reply, e.g. a warm restart's result. */
+void agent_reply_with(struct agent *a, json_t *id, bool ok, const char *error, json_t *members);
 void agent_role_left(struct agent *a);
 
 #endif

@@ -14,7 +14,7 @@
 /* An order waiting for the VM to get where it asked. */
 struct pending_order {
     json_t *id; /* NULL when none */
-    char action[16];
+    char action[24];
 };
 
 struct host_role {
@@ -64,6 +64,8 @@ static void check_pending(struct host_role *r, size_t i)
             finish_order(r, i, true, NULL);
         else if (!vm_state_is_live(s))
             finish_order(r, i, false, host_vm_cause(vm));
+    } else if (strcmp(p->action, "vm_warm_restart") == 0) {
+        /* answered by on_warm_done */
     } else if (!host_vm_has_process(vm)) {
         finish_order(r, i, true, NULL);
     }
@@ -85,6 +87,8 @@ static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
                              (json_int_t)ts_ms);
     if (body && host_vm_pid(vm) > 0)
         json_object_set_new(body, "pid", json_integer(host_vm_pid(vm)));
+    if (body && host_vm_has_process(vm) && host_vm_qemu(vm))
+        json_object_set_new(body, "qemu", json_string(host_vm_qemu(vm)));
     agent_report_event(r->agent, body);
     size_t i = vm_index(r, vm);
     if (i < r->n_vms)
@@ -175,7 +179,24 @@ static json_t *host_sample(struct agent *a)
     return list;
 }
 
-static void host_order(struct agent *a, json_t *id, const char *action, const char *name)
+static void on_warm_done(struct host_vm *vm, const struct host_vm_warm_result *res, void *opaque)
+{
+    struct host_role *r = opaque;
+    size_t i = vm_index(r, vm);
+    if (i >= r->n_vms || r->pending[i].id == NULL)
+        return;
+    json_t *members = json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:s}", "vm", host_vm_name(vm),
+                                "fallback", res->fallback, "suspend_ms", res->suspend_ms,
+                                "resume_ms", res->resume_ms, "downtime_ms", res->downtime_ms,
+                                "state_bytes", (json_int_t)res->state_bytes, "qemu", res->qemu);
+    struct pending_order *p = &r->pending[i];
+    agent_reply_with(r->agent, p->id, res->ok, res->ok ? NULL : res->error, members);
+    json_decref(p->id);
+    p->id = NULL;
+}
+
+static void host_order(struct agent *a, json_t *id, const char *action, const char *name,
+                       json_t *order)
 {
     struct host_role *r = role_of(a);
     size_t i = 0;
@@ -198,6 +219,26 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
     int rc;
     if (strcmp(action, "vm_start") == 0) {
         rc = host_vm_start(vm, "started on order", &err);
+    } else if (strcmp(action, "vm_warm_restart") == 0) {
+        json_t *qemu = json_object_get(order, "qemu");
+        bool corrupt = json_is_true(json_object_get(order, "corrupt_state_for_test"));
+        if ((qemu && !json_is_string(qemu) && !json_is_null(qemu)) ||
+            (corrupt && !a->test_faults)) {
+            agent_reply(a, id, false,
+                        corrupt ? "`corrupt_state_for_test` needs an agent run with --test-faults"
+                                : "`qemu` must be a path string");
+            return;
+        }
+        struct host_vm_warm_options o = {.qemu = json_string_value(qemu), .corrupt_state = corrupt};
+        /* Registered first: the callback may run before host_vm_warm_restart returns. */
+        r->pending[i].id = json_incref(id);
+        snprintf(r->pending[i].action, sizeof(r->pending[i].action), "%s", action);
+        if (host_vm_warm_restart(vm, &o, on_warm_done, r, &err) < 0) {
+            json_decref(r->pending[i].id);
+            r->pending[i].id = NULL;
+            agent_reply(a, id, false, vcr_error_msg(err));
+        }
+        return;
     } else if (strcmp(action, "vm_stop") == 0 || strcmp(action, "vm_kill") == 0) {
         /* Already down is success: what the order asks for holds (fencing is idempotent). */
         if (!host_vm_has_process(vm)) {
@@ -207,7 +248,8 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
         rc = action[3] == 's' ? host_vm_stop(vm, HOST_VM_STOP_GRACE_MS, &err)
                               : host_vm_kill(vm, &err);
     } else {
-        snprintf(msg, sizeof(msg), "unknown action `%s`; allowed: vm_start, vm_stop, vm_kill",
+        snprintf(msg, sizeof(msg),
+                 "unknown action `%s`; allowed: vm_start, vm_stop, vm_kill, vm_warm_restart",
                  action);
         agent_reply(a, id, false, msg);
         return;

@@ -1,5 +1,6 @@
 /* VM supervision on a host (see host_vm.h). */
 #include "agent/host_vm.h"
+#include "agent/host_vm_priv.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,33 +31,7 @@
 /* Starts the line the agent writes to NAME.log before each start. */
 #define LOG_HEADER "--- vcr-agent: "
 
-struct host_vm {
-    struct host_vm_env env;
-    const struct vcr_vm_spec *spec;
-    struct vm_paths paths;
-    struct vm_sm sm;
-    host_vm_changed_cb cb;
-    void *opaque;
-
-    pid_t pid;
-    struct proc_watch *proc;
-    struct qmp_client *qmp;
-    bool qmp_ready;
-    struct event *qmp_reconnect;
-    int64_t started_ms;      /* monotonic: the QMP deadline counts from here */
-    char start_failure[256]; /* why a start is being abandoned, for the cause */
-
-    bool exit_pending; /* pidfd readable, waiting for QMP to drain */
-    int64_t exit_seen_ms;
-    struct event *exit_drain;
-
-    int stop_step; /* 0: none, 1: powerdown sent, 2: quit or SIGTERM sent */
-    struct event *stop_timer;
-
-    struct cpu_meter meter;
-};
-
-static void changed(struct host_vm *vm, int64_t ts_ms)
+void host_vm_changed(struct host_vm *vm, int64_t ts_ms)
 {
     log_info("VM %s: %s (%s), qemu pid %d", vm->spec->name, vm_state_name(vm->sm.state),
              vm->sm.cause, (int)vm->pid);
@@ -109,6 +84,19 @@ static void conclude_exit(struct host_vm *vm)
 
     int wstatus = 0;
     bool have_status = proc_watch_status(vm->proc, &wstatus);
+    if (vm->warm) {
+        /* Expected (the old QEMU after `quit`) or not, the warm restart
+         * decides; the RAM file stays: it is the guest's memory. */
+        const char *files[] = {vm->paths.qmp, vm->paths.pid};
+        for (size_t i = 0; i < 2; i++)
+            if (unlink(files[i]) < 0 && errno != ENOENT)
+                log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, files[i],
+                         strerror(errno));
+        proc_watch_free(vm->proc);
+        vm->proc = NULL;
+        host_vm_warm_exited(vm, have_status, wstatus);
+        return;
+    }
     char detail[512] = "";
     if (vm->sm.state == VM_STATE_STARTING) {
         char last[384];
@@ -121,7 +109,7 @@ static void conclude_exit(struct host_vm *vm)
     proc_watch_free(vm->proc);
     vm->proc = NULL;
     if (report)
-        changed(vm, vm->exit_seen_ms);
+        host_vm_changed(vm, vm->exit_seen_ms);
 }
 
 static void on_exit_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -162,13 +150,17 @@ static void on_query_status(struct qmp_client *c, json_t *result, const char *er
         status = "running";
     }
     if (vm_sm_qmp_status(&vm->sm, status))
-        changed(vm, vcr_wall_ms());
+        host_vm_changed(vm, vcr_wall_ms());
 }
 
 static void on_qmp_ready(struct qmp_client *c, void *opaque)
 {
     struct host_vm *vm = opaque;
     vm->qmp_ready = true;
+    if (vm->warm) {
+        host_vm_warm_qmp_ready(vm);
+        return;
+    }
     cleanup_error vcr_error_t err = NULL;
     if (qmp_client_command(c, "query-status", NULL, on_query_status, vm, &err) < 0)
         log_warn("VM %s: query-status: %s", vm->spec->name, vcr_error_msg(err));
@@ -183,7 +175,7 @@ static void on_qmp_event(struct qmp_client *c, const char *name, json_t *data, i
     int64_t seen = vcr_wall_ms();
     log_debug("VM %s: qmp event %s", vm->spec->name, name);
     if (vm_sm_qmp_event(&vm->sm, name, data))
-        changed(vm, seen);
+        host_vm_changed(vm, seen);
 }
 
 /* QEMU never got its QMP going: kill it; the exit reports `failed` with why. */
@@ -204,6 +196,8 @@ static void on_qmp_closed(struct qmp_client *c, const char *reason, void *opaque
         conclude_exit(vm);
         return;
     }
+    if (vm->warm)
+        return; /* the exit, or the warm restart's deadline, decides */
     if (vm->proc == NULL || proc_watch_has_exited(vm->proc))
         return; /* the pidfd callback concludes */
     bool starting = vm->sm.state == VM_STATE_STARTING;
@@ -270,7 +264,7 @@ static void supervise(struct host_vm *vm, struct proc_watch *w, const char *why)
     if (sampler_read_proc(pid, &ticks, &rss))
         cpu_meter_update(&vm->meter, ticks, vcr_mono_ms(), sysconf(_SC_CLK_TCK));
     vm_sm_starting(&vm->sm, why);
-    changed(vm, vcr_wall_ms());
+    host_vm_changed(vm, vcr_wall_ms());
     vm->qmp = qmp_client_new(vm->env.base, &qmp_ops, vm);
     cleanup_error vcr_error_t qerr = NULL;
     if (vm->qmp == NULL ||
@@ -345,6 +339,13 @@ bool host_vm_adopt(struct host_vm *vm)
         proc_watch_free(w);
         return false;
     }
+    char exe[64], target[4096];
+    snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
+    ssize_t n = readlink(exe, target, sizeof(target) - 1);
+    if (n > 0) {
+        target[n] = '\0';
+        host_vm_set_qemu_path(vm, target);
+    }
     supervise(vm, w, why);
     return true;
 }
@@ -371,7 +372,7 @@ bool host_vm_found_ended(struct host_vm *vm)
     vm->pid = pid > 0 ? pid : 0;
     vm_sm_ended_unobserved(&vm->sm, cause);
     remove_runtime_files(vm);
-    changed(vm, vcr_wall_ms());
+    host_vm_changed(vm, vcr_wall_ms());
     return true;
 }
 
@@ -408,9 +409,10 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
         if (pid > 0)
             kill(pid, SIGKILL);
         vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
-        changed(vm, vcr_wall_ms());
+        host_vm_changed(vm, vcr_wall_ms());
         return vcr_error_wrap(err, "start VM `%s`", vm->spec->name);
     }
+    host_vm_set_qemu_path(vm, vm->env.qemu);
     supervise(vm, w, why);
     return 0;
 }
@@ -447,6 +449,8 @@ int host_vm_stop(struct host_vm *vm, int grace_ms, vcr_error_t *err)
 {
     if (vm->proc == NULL || vm->exit_pending)
         return vcr_error_make(err, ESRCH, "VM `%s` is not running", vm->spec->name);
+    if (vm->warm)
+        return vcr_error_make(err, EBUSY, "VM `%s` is under a warm restart", vm->spec->name);
     vm_sm_stop_ordered(&vm->sm);
     cleanup_error vcr_error_t qerr = NULL;
     if (grace_ms > 0 && vm->stop_step == 0 && vm->qmp_ready &&
@@ -467,6 +471,8 @@ int host_vm_kill(struct host_vm *vm, vcr_error_t *err)
 {
     if (vm->proc == NULL || vm->exit_pending)
         return vcr_error_make(err, ESRCH, "VM `%s` is not running", vm->spec->name);
+    if (vm->warm)
+        host_vm_warm_abort(vm, "killed on order");
     vm_sm_stop_ordered(&vm->sm);
     if (proc_watch_signal(vm->proc, SIGKILL, err) < 0)
         return vcr_error_wrap(err, "kill VM `%s`", vm->spec->name);
@@ -501,11 +507,63 @@ bool host_vm_has_process(const struct host_vm *vm)
 
 json_t *host_vm_json(const struct host_vm *vm)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:s}", "name", vm->spec->name, "state",
-                     vm_state_name(vm->sm.state), "cause", vm->sm.cause, "pid",
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:s, s:s?}", "name", vm->spec->name,
+                     "state", vm_state_name(vm->sm.state), "cause", vm->sm.cause, "pid",
                      vm->proc ? (int)vm->pid : 0, "address", vm->spec->ip, "memory_mb",
                      (int)vm->spec->memory_mb, "vcpus", (int)vm->spec->vcpus, "accel",
-                     vm->env.accel);
+                     vm->env.accel, "qemu", vm->proc ? vm->qemu_path : NULL);
+}
+
+const char *host_vm_qemu(const struct host_vm *vm)
+{
+    return vm->qemu_path;
+}
+
+bool host_vm_restarting(const struct host_vm *vm)
+{
+    return vm->warm != NULL;
+}
+
+void host_vm_set_qemu_path(struct host_vm *vm, const char *path)
+{
+    char *copy = path ? strdup(path) : NULL;
+    free(vm->qemu_path);
+    vm->qemu_path = copy;
+}
+
+int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err)
+{
+    struct vm_launch launch = {.qemu = qemu,
+                               .accel = vm->env.accel,
+                               .spec = vm->spec,
+                               .paths = &vm->paths,
+                               .incoming = incoming};
+    char **argv = vm_qemu_argv(&launch, err);
+    if (argv == NULL)
+        return -1;
+    write_log_header(vm, argv);
+    pid_t pid = proc_spawn(argv, vm->paths.log, err);
+    vm_argv_free(argv);
+    struct proc_watch *w =
+        pid > 0 ? proc_watch_new(vm->env.base, pid, on_process_exit, vm, err) : NULL;
+    if (w == NULL) {
+        if (pid > 0)
+            kill(pid, SIGKILL);
+        return vcr_error_wrap(err, "start qemu of VM `%s`", vm->spec->name);
+    }
+    vm->proc = w;
+    vm->pid = pid;
+    vm->started_ms = vcr_mono_ms();
+    vm->start_failure[0] = '\0';
+    vm->exit_pending = false;
+    host_vm_set_qemu_path(vm, qemu);
+    memset(&vm->meter, 0, sizeof(vm->meter));
+    qmp_client_free(vm->qmp);
+    vm->qmp_ready = false;
+    vm->qmp = qmp_client_new(vm->env.base, &qmp_ops, vm);
+    if (vm->qmp == NULL)
+        return vcr_error_make(err, ENOMEM, "VM `%s`: QMP client: out of memory", vm->spec->name);
+    return qmp_client_connect_retry(vm->qmp, vm->paths.qmp, HOST_VM_QMP_CONNECT_MS, err);
 }
 
 json_t *host_vm_sample(struct host_vm *vm)
@@ -522,6 +580,8 @@ void host_vm_free(struct host_vm *vm)
 {
     if (vm == NULL)
         return;
+    host_vm_warm_free(vm->warm);
+    free(vm->qemu_path);
     qmp_client_free(vm->qmp);
     proc_watch_free(vm->proc);
     if (vm->exit_drain)

@@ -71,6 +71,45 @@ bool host_vm_has_process(const struct host_vm *vm);
 json_t *host_vm_json(const struct host_vm *vm);
 /* {"vm", "cpu_pct", "rss_kb"} for a `sample`, or NULL when there is no process. */
 json_t *host_vm_sample(struct host_vm *vm);
+/* The binary of the running QEMU (NULL when unknown). */
+const char *host_vm_qemu(const struct host_vm *vm);
+
+/* --- warm restart (docs/warm-restart.md, host_warm_restart.c) --- */
+
+/* Everything the warm restart waits for must happen within this long. */
+#define HOST_VM_WARM_DEADLINE_MS 30000
+/* query-migrate polling while a state file is written or read. */
+#define HOST_VM_WARM_POLL_MS 2
+
+struct host_vm_warm_options {
+    const char *qemu;   /* binary of the new QEMU; NULL: the one running now */
+    bool corrupt_state; /* test fault: corrupt the state file before it is verified */
+};
+
+struct host_vm_warm_result {
+    bool ok;       /* the guest runs on in the new QEMU */
+    bool fallback; /* it was booted cold instead; error says why */
+    char error[512];
+    double suspend_ms;  /* `stop` sent -> old QEMU gone, state saved */
+    double resume_ms;   /* new QEMU spawned -> `cont` done */
+    double downtime_ms; /* `stop` sent -> `cont` done */
+    uint64_t state_bytes;
+    char qemu[1024]; /* binary of the new QEMU */
+};
+
+/* Called once per accepted warm restart; result and vm are borrowed. */
+typedef void (*host_vm_warm_cb)(struct host_vm *vm, const struct host_vm_warm_result *result,
+                                void *opaque);
+
+/* Pause, save the device state (x-ignore-shared: the RAM stays in its file),
+ * end the old QEMU, start the new one with -incoming defer, check the state
+ * file's checksum, load it, continue.  The VM is `restarting` meanwhile.
+ * Returns -1 (nothing done) if the VM is not running or paused with QMP ready,
+ * or is already restarting. */
+int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *opts,
+                         host_vm_warm_cb cb, void *opaque, vcr_error_t *err);
+bool host_vm_restarting(const struct host_vm *vm);
+
 /* Leaves the QEMU process running (it outlives the agent by design). */
 void host_vm_free(struct host_vm *vm);
 

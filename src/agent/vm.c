@@ -11,10 +11,11 @@
 #include "common/cleanup.h"
 
 static const char *const state_names[] = {
-    [VM_STATE_STARTING] = "starting", [VM_STATE_RUNNING] = "running",
-    [VM_STATE_PAUSED] = "paused",     [VM_STATE_SHUTDOWN] = "shutdown",
-    [VM_STATE_STOPPED] = "stopped",   [VM_STATE_CRASHED] = "crashed",
-    [VM_STATE_PANICKED] = "panicked", [VM_STATE_FAILED] = "failed",
+    [VM_STATE_STARTING] = "starting",     [VM_STATE_RUNNING] = "running",
+    [VM_STATE_PAUSED] = "paused",         [VM_STATE_SHUTDOWN] = "shutdown",
+    [VM_STATE_STOPPED] = "stopped",       [VM_STATE_CRASHED] = "crashed",
+    [VM_STATE_PANICKED] = "panicked",     [VM_STATE_FAILED] = "failed",
+    [VM_STATE_RESTARTING] = "restarting",
 };
 
 const char *vm_state_name(enum vm_state s)
@@ -24,18 +25,27 @@ const char *vm_state_name(enum vm_state s)
 
 bool vm_state_is_live(enum vm_state s)
 {
-    return s == VM_STATE_STARTING || s == VM_STATE_RUNNING || s == VM_STATE_PAUSED;
+    return s == VM_STATE_STARTING || s == VM_STATE_RUNNING || s == VM_STATE_PAUSED ||
+           s == VM_STATE_RESTARTING;
 }
 
 int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
                   vcr_error_t *err)
 {
     memset(p, 0, sizeof(*p));
-    if (asprintf(&p->ram, "/dev/shm/vcr-%s-%s.ram", host, name) < 0 ||
+    /* Two agents may use the same host name on one machine (labs in separate
+     * network namespaces); the state directory tells their RAM files apart. */
+    uint32_t dir_hash = 2166136261u; /* FNV-1a */
+    for (const char *c = state_dir; *c; c++)
+        dir_hash = (dir_hash ^ (uint8_t)*c) * 16777619u;
+    if (asprintf(&p->ram, "/dev/shm/vcr-%s-%s-%08x.ram", host, name, dir_hash) < 0 ||
         asprintf(&p->qmp, "%s/%s.qmp", state_dir, name) < 0 ||
         asprintf(&p->serial, "%s/%s.serial", state_dir, name) < 0 ||
         asprintf(&p->log, "%s/%s.log", state_dir, name) < 0 ||
-        asprintf(&p->pid, "%s/%s.pid", state_dir, name) < 0) {
+        asprintf(&p->pid, "%s/%s.pid", state_dir, name) < 0 ||
+        asprintf(&p->state, "%s/%s.state", state_dir, name) < 0 ||
+        asprintf(&p->state_tmp, "%s/%s.state.tmp", state_dir, name) < 0 ||
+        asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0) {
         vm_paths_clear(p);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
     }
@@ -49,6 +59,9 @@ void vm_paths_clear(struct vm_paths *p)
     free(p->serial);
     free(p->log);
     free(p->pid);
+    free(p->state);
+    free(p->state_tmp);
+    free(p->state_sum);
     memset(p, 0, sizeof(*p));
 }
 
@@ -182,6 +195,8 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     /* A guest reboot ends the process: the agent, not QEMU, decides what happens next. */
     add(&b, strdup("-no-reboot"));
     add2(&b, "-pidfile", strdup(l->paths->pid));
+    if (l->incoming)
+        add2(&b, "-incoming", strdup("defer"));
     if (b.oom) {
         vm_argv_free(b.v);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", s->name), NULL;
@@ -234,7 +249,8 @@ bool vm_sm_qmp_status(struct vm_sm *sm, const char *status)
 
 bool vm_sm_qmp_event(struct vm_sm *sm, const char *name, json_t *data)
 {
-    if (!vm_state_is_live(sm->state))
+    /* During a warm restart STOP, SHUTDOWN (quit) and RESUME are ours. */
+    if (!vm_state_is_live(sm->state) || sm->state == VM_STATE_RESTARTING)
         return false;
     if (strcmp(name, "SHUTDOWN") == 0) {
         /* Not a state change yet: the process exit decides (vm_sm_exited). */
@@ -299,6 +315,8 @@ bool vm_sm_exited(struct vm_sm *sm, bool have_status, int wstatus, const char *d
         snprintf(panic, sizeof(panic), "%.*s", (int)sizeof(panic) - 1, sm->cause);
         return set_state(sm, VM_STATE_PANICKED, "%s, then %s", panic, how);
     }
+    case VM_STATE_RESTARTING:
+        return false; /* the old QEMU leaves on purpose: not a crash */
     default:
         return false; /* no process in these states */
     }
@@ -325,4 +343,20 @@ bool vm_sm_ended_unobserved(struct vm_sm *sm, const char *cause)
 bool vm_sm_failed(struct vm_sm *sm, const char *cause)
 {
     return set_state(sm, VM_STATE_FAILED, "%s", cause);
+}
+
+bool vm_sm_restarting(struct vm_sm *sm, const char *cause)
+{
+    sm->guest_shutdown = false;
+    sm->stop_ordered = false;
+    sm->shutdown_reason[0] = '\0';
+    return set_state(sm, VM_STATE_RESTARTING, "%s", cause);
+}
+
+bool vm_sm_restarted(struct vm_sm *sm, const char *cause)
+{
+    sm->guest_shutdown = false;
+    sm->stop_ordered = false;
+    sm->shutdown_reason[0] = '\0';
+    return set_state(sm, VM_STATE_RUNNING, "%s", cause);
 }

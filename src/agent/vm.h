@@ -20,6 +20,9 @@ enum vm_state {
     VM_STATE_CRASHED,  /* QEMU died without a guest shutdown */
     VM_STATE_PANICKED, /* QMP GUEST_PANICKED */
     VM_STATE_FAILED,   /* could not be started */
+    /* Warm restart under way (docs/warm-restart.md): the old QEMU's exit is
+     * expected and is not a crash; ends in `running`, or in a cold boot. */
+    VM_STATE_RESTARTING,
 };
 
 const char *vm_state_name(enum vm_state s);
@@ -29,11 +32,14 @@ bool vm_state_is_live(enum vm_state s);
 /* Files of one VM.  The RAM lives in /dev/shm so that a later warm restart
  * can hand it to a new QEMU; everything else is in the agent's state_dir. */
 struct vm_paths {
-    char *ram;    /* /dev/shm/vcr-HOST-NAME.ram */
-    char *qmp;    /* STATE_DIR/NAME.qmp */
-    char *serial; /* STATE_DIR/NAME.serial */
-    char *log;    /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
-    char *pid;    /* STATE_DIR/NAME.pid: QEMU's -pidfile */
+    char *ram;       /* /dev/shm/vcr-HOST-NAME-HASH.ram (HASH: of the state directory) */
+    char *qmp;       /* STATE_DIR/NAME.qmp */
+    char *serial;    /* STATE_DIR/NAME.serial */
+    char *log;       /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
+    char *pid;       /* STATE_DIR/NAME.pid: QEMU's -pidfile */
+    char *state;     /* STATE_DIR/NAME.state: device state during a warm restart */
+    char *state_tmp; /* STATE_DIR/NAME.state.tmp: being written by QEMU */
+    char *state_sum; /* STATE_DIR/NAME.state.sha256: its checksum */
 };
 
 int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
@@ -46,6 +52,7 @@ struct vm_launch {
     const char *accel;
     const struct vcr_vm_spec *spec;
     const struct vm_paths *paths;
+    bool incoming; /* append `-incoming defer` (warm restart) */
 };
 
 /* The -qmp argument, "unix:PATH,server=on,wait=off": also how an earlier
@@ -82,6 +89,11 @@ bool vm_sm_exited(struct vm_sm *sm, bool have_status, int wstatus, const char *d
 bool vm_sm_ended_unobserved(struct vm_sm *sm, const char *cause);
 /* Start failed before or without a process exit (spawn error, no QMP). */
 bool vm_sm_failed(struct vm_sm *sm, const char *cause);
+/* A warm restart begins: from now on QMP events (STOP, SHUTDOWN, RESUME) and
+ * the exit of the old QEMU are expected and change nothing. */
+bool vm_sm_restarting(struct vm_sm *sm, const char *cause);
+/* The warm restart ended with the guest running in the new QEMU. */
+bool vm_sm_restarted(struct vm_sm *sm, const char *cause);
 
 /* "qemu killed by signal 9", "qemu exited with status 1", or, for a process
  * that was not our child, "qemu exited (status unknown: not our child)". */

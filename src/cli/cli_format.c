@@ -262,3 +262,29 @@ char *cli_format_event(json_t *event)
         return NULL;
     return line;
 }
+
+char *cli_format_warm_entry(json_t *e)
+{
+    cleanup_free char *vm = printable(str_member(e, "vm"));
+    cleanup_free char *error = printable(str_member(e, "error"));
+    cleanup_free char *qemu = printable(str_member(e, "qemu"));
+    char *line = NULL;
+    int n;
+    if (json_is_true(json_object_get(e, "ok"))) {
+        char size[32] = "-";
+        json_t *bytes = json_object_get(e, "state_bytes");
+        if (json_is_integer(bytes))
+            cli_format_kb((json_integer_value(bytes) + 1023) / 1024, size, sizeof(size));
+        n = asprintf(&line,
+                     "%s: warm restart done: suspend %.1f ms, resume %.1f ms, downtime %.1f ms, "
+                     "state %s, qemu %s",
+                     vm, json_number_value(json_object_get(e, "suspend_ms")),
+                     json_number_value(json_object_get(e, "resume_ms")),
+                     json_number_value(json_object_get(e, "downtime_ms")), size, qemu);
+    } else if (json_is_true(json_object_get(e, "fallback"))) {
+        n = asprintf(&line, "%s: warm restart FAILED, booted cold instead: %s", vm, error);
+    } else {
+        n = asprintf(&line, "%s: warm restart FAILED: %s", vm, error);
+    }
+    return n < 0 ? NULL : line;
+}

@@ -79,7 +79,8 @@ static const char *describe_failure(const struct http_result *r, int timeout_s, 
 
 /* Runs one request on a private loop; fills r, or returns -1 with *err. */
 static int exchange(struct http_result *r, const char *server, const char *host, uint16_t port,
-                    const char *method, const char *path, int timeout_s, vcr_error_t *err)
+                    const char *method, const char *path, const char *body, int timeout_s,
+                    vcr_error_t *err)
 {
     enum evhttp_cmd_type type = strcmp(method, "POST") == 0 ? EVHTTP_REQ_POST : EVHTTP_REQ_GET;
     r->base = event_base_new();
@@ -97,6 +98,10 @@ static int exchange(struct http_result *r, const char *server, const char *host,
         evhttp_add_header(headers, "Host", server);
         evhttp_add_header(headers, "Accept", "application/json");
         evhttp_add_header(headers, "Connection", "close");
+        if (body) {
+            evhttp_add_header(headers, "Content-Type", "application/json");
+            evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+        }
         /* On failure evhttp_make_request frees req itself. */
         if (evhttp_make_request(conn, req, type, path) < 0)
             ret = vcr_error_make(err, EIO, "%s %s: cannot send the request to %s", method, path,
@@ -120,6 +125,13 @@ static int exchange(struct http_result *r, const char *server, const char *host,
 json_t *cli_http_request(const char *server, const char *method, const char *path, int timeout_s,
                          vcr_error_t *err)
 {
+    return cli_http_request_body(server, method, path, NULL, timeout_s, err);
+}
+
+json_t *cli_http_request_body(const char *server, const char *method, const char *path,
+                              json_t *body_json, int timeout_s, vcr_error_t *err)
+{
+    cleanup_free char *body_text = body_json ? json_dumps(body_json, JSON_COMPACT) : NULL;
     cleanup_free char *host = NULL;
     uint16_t port;
     if (proto_parse_host_port(server, &host, &port, err) < 0) {
@@ -127,7 +139,7 @@ json_t *cli_http_request(const char *server, const char *method, const char *pat
         return NULL;
     }
     struct http_result r = {.answered = false};
-    if (exchange(&r, server, host, port, method, path, timeout_s, err) < 0) {
+    if (exchange(&r, server, host, port, method, path, body_text, timeout_s, err) < 0) {
         free(r.body);
         return NULL;
     }

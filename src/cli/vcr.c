@@ -15,7 +15,8 @@ static const struct verb {
 } verbs[] = {
     {"status", "show hosts and their VMs", cli_verb_status},
     {"events", "show or follow the event journal", cli_verb_events},
-    {"vm", "stop or kill a VM: vm stop|kill NAME", cli_verb_vm},
+    {"vm", "stop, kill or warm-restart a VM: vm stop|kill|warm-restart NAME", cli_verb_vm},
+    {"host", "warm-restart every VM of a host: host warm-restart HOST", cli_verb_host},
 };
 
 static void print_usage(FILE *out)

@@ -10,6 +10,9 @@ struct cli_context {
 int cli_verb_status(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_events(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_vm(struct cli_context *ctx, int argc, char **argv);
+int cli_verb_host(struct cli_context *ctx, int argc, char **argv);
+/* vcr vm warm-restart NAME (warm.c); argv is the verb's, name already taken out. */
+int cli_warm_vm(struct cli_context *ctx, int argc, char **argv, const char *name);
 
 /* For an option getopt_long did not accept: prints a usage error, returns 2. */
 int cli_bad_option(const char *verb, int argc, char **argv);

@@ -14,6 +14,7 @@
 static const char usage[] =
     "Usage: vcr vm stop NAME [--json]\n"
     "       vcr vm kill NAME [--json]\n"
+    "       vcr vm warm-restart NAME [--qemu PATH] [--json]  (see `vcr vm warm-restart --help`)\n"
     "\n"
     "Order the agent of VM NAME's host to stop it (graceful) or kill it (at once),\n"
     "and wait for the agent's answer.  The server gives up after 10 s (HTTP 504);\n"
@@ -24,6 +25,17 @@ static const char usage[] =
 
 int cli_verb_vm(struct cli_context *ctx, int argc, char **argv)
 {
+    /* warm-restart has options of its own (warm.c). */
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "warm-restart") == 0 && argv[i + 1][0] != '-') {
+            const char *name = argv[i + 1];
+            memmove(argv + i, argv + i + 2, (size_t)(argc - i - 2) * sizeof(*argv));
+            argc -= 2;
+            argv[argc] = NULL;
+            return cli_warm_vm(ctx, argc, argv, name);
+        } else if (strcmp(argv[i], "warm-restart") == 0 && i + 1 < argc) {
+            break;
+        }
     static const struct option options[] = {
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
@@ -50,7 +62,7 @@ int cli_verb_vm(struct cli_context *ctx, int argc, char **argv)
     const char *action = argv[optind];
     const char *name = argv[optind + 1];
     if (strcmp(action, "stop") != 0 && strcmp(action, "kill") != 0) {
-        fprintf(stderr, "vcr vm: unknown action `%s`; allowed: stop, kill\n", action);
+        fprintf(stderr, "vcr vm: unknown action `%s`; allowed: stop, kill, warm-restart\n", action);
         return CLI_EXIT_USAGE;
     }
     cleanup_free char *encoded = evhttp_uriencode(name, -1, 0);

@@ -41,6 +41,7 @@ struct order {
     struct session *session;
     struct event *timer;
     agents_order_cb cb;
+    agents_order_reply_cb reply_cb;
     void *opaque;
     LIST_ENTRY(order) link;
 };
@@ -95,14 +96,24 @@ static void journal_write(struct agents *a, int64_t ts_ms, const char *host, con
 
 /* --- orders --- */
 
-static void order_finish(struct order *o, enum order_outcome outcome, const char *message)
+static void order_finish_reply(struct order *o, enum order_outcome outcome, const char *message,
+                               json_t *reply)
 {
     agents_order_cb cb = o->cb;
+    agents_order_reply_cb reply_cb = o->reply_cb;
     void *opaque = o->opaque;
     LIST_REMOVE(o, link);
     event_free(o->timer);
     free(o);
-    cb(outcome, message, opaque);
+    if (reply_cb)
+        reply_cb(outcome, message, reply, opaque);
+    else
+        cb(outcome, message, opaque);
+}
+
+static void order_finish(struct order *o, enum order_outcome outcome, const char *message)
+{
+    order_finish_reply(o, outcome, message, NULL);
 }
 
 static void on_order_timeout(evutil_socket_t fd, short what, void *arg)
@@ -117,15 +128,18 @@ static void on_order_timeout(evutil_socket_t fd, short what, void *arg)
     order_finish(o, ORDER_TIMEOUT, message);
 }
 
-int64_t agents_send_order(struct agents *a, const char *host, const char *action, const char *vm,
-                          int64_t timeout_ms, agents_order_cb cb, void *opaque, vcr_error_t *err)
+static int64_t send_order(struct agents *a, const char *host, const char *action, const char *vm,
+                          json_t *members, int64_t timeout_ms, agents_order_cb cb,
+                          agents_order_reply_cb reply_cb, void *opaque, vcr_error_t *err)
 {
     struct session *s = find_session(a, host);
     if (s == NULL)
         return vcr_error_make(err, ENOTCONN, "host `%s` has no agent connection", host);
     int64_t id = a->next_order_id + 1;
-    cleanup_json json_t *msg = proto_msg_new(
-        "order", json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "action", action, "vm", vm));
+    json_t *body = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "action", action, "vm", vm);
+    if (body && json_is_object(members))
+        json_object_update_missing(body, members);
+    cleanup_json json_t *msg = proto_msg_new("order", body);
     if (msg == NULL)
         return vcr_error_make(err, ENOMEM, "order for host `%s`: out of memory", host);
     struct order *o = calloc(1, sizeof(*o));
@@ -143,12 +157,26 @@ int64_t agents_send_order(struct agents *a, const char *host, const char *action
     o->agents = a;
     o->session = s;
     o->cb = cb;
+    o->reply_cb = reply_cb;
     o->opaque = opaque;
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     evtimer_add(o->timer, &tv);
     LIST_INSERT_HEAD(&a->orders, o, link);
     log_info("host %s: order %lld: %s %s", host, (long long)id, action, vm);
     return id;
+}
+
+int64_t agents_send_order(struct agents *a, const char *host, const char *action, const char *vm,
+                          int64_t timeout_ms, agents_order_cb cb, void *opaque, vcr_error_t *err)
+{
+    return send_order(a, host, action, vm, NULL, timeout_ms, cb, NULL, opaque, err);
+}
+
+int64_t agents_send_order_with(struct agents *a, const char *host, const char *action,
+                               const char *vm, json_t *members, int64_t timeout_ms,
+                               agents_order_reply_cb cb, void *opaque, vcr_error_t *err)
+{
+    return send_order(a, host, action, vm, members, timeout_ms, NULL, cb, opaque, err);
 }
 
 /* --- sessions --- */
@@ -254,7 +282,8 @@ static void on_vm_event(struct session *s, json_t *msg)
 {
     struct agents *a = s->agents;
     cleanup_error vcr_error_t err = NULL;
-    if (inventory_apply_vm_event(a->inv, s->host, msg, &err) < 0) {
+    enum inv_restart_change change;
+    if (inventory_apply_vm_event_at(a->inv, s->host, msg, vcr_mono_ms(), &change, &err) < 0) {
         log_warn("host %s: ignoring a vm_event: %s", s->host, vcr_error_msg(err));
         return;
     }
@@ -268,6 +297,26 @@ static void on_vm_event(struct session *s, json_t *msg)
     journal_write(a, json_integer_value(json_object_get(msg, "ts_ms")), s->host, vm,
                   JOURNAL_VM_EVENT, detail);
     log_info("host %s: VM %s is %s (%s)", s->host, vm, state, cause);
+    if (change == INV_RESTART_BEGAN)
+        log_info("host %s: VM %s: warm restart (maintenance, not a failure, for up to %d ms)",
+                 s->host, vm, INV_RESTART_DEADLINE_MS);
+    if (change == INV_RESTART_FAILED) {
+        cleanup_json json_t *why =
+            json_pack("{s:s, s:s, s:s}", "reason", "ended badly", "state", state, "cause", cause);
+        journal_write(a, json_integer_value(json_object_get(msg, "ts_ms")), s->host, vm,
+                      JOURNAL_WARM_RESTART_FAILED, why);
+        log_warn("host %s: VM %s: warm restart failed: now %s (%s)", s->host, vm, state, cause);
+    }
+}
+
+static void on_restart_overrun(struct inv_host *h, struct inv_vm *vm, void *opaque)
+{
+    struct agents *a = opaque;
+    cleanup_json json_t *why =
+        json_pack("{s:s, s:s, s:s, s:I}", "reason", "deadline", "state", "failed", "cause",
+                  vm->cause, "deadline_ms", (json_int_t)INV_RESTART_DEADLINE_MS);
+    journal_write(a, 0, h->name, vm->name, JOURNAL_WARM_RESTART_FAILED, why);
+    log_warn("host %s: VM %s: %s: failed", h->name, vm->name, vm->cause);
 }
 
 static void on_sample(struct session *s, json_t *msg)
@@ -299,13 +348,13 @@ static void on_reply(struct session *s, json_t *msg)
     const char *error = json_string_value(json_object_get(msg, "error"));
     if (json_is_true(ok)) {
         log_info("host %s: order %lld done", s->host, (long long)o->id);
-        order_finish(o, ORDER_DONE, "done");
+        order_finish_reply(o, ORDER_DONE, "done", msg);
         return;
     }
     if (error == NULL)
         error = "the agent gave no reason";
     log_info("host %s: order %lld refused: %s", s->host, (long long)o->id, error);
-    order_finish(o, ORDER_REFUSED, error);
+    order_finish_reply(o, ORDER_REFUSED, error, msg);
 }
 
 /* What the server does with each agent -> server message type. */
@@ -417,6 +466,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     int64_t now = vcr_mono_ms();
     inventory_expire_hosts(a->inv, now, a->opts.host_timeout_ms, on_host_lost, a);
+    inventory_expire_restarts(a->inv, now, on_restart_overrun, a);
     /* A connection that never says hello would hold a descriptor forever. */
     struct session *s;
     LIST_FOREACH(s, &a->sessions, link)

@@ -4,6 +4,7 @@
 #ifndef VCR_SERVER_AGENTS_H
 #define VCR_SERVER_AGENTS_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,10 +44,18 @@ enum order_outcome {
 /* Called exactly once per order that agents_send_order accepted; message is
  * borrowed for the call. */
 typedef void (*agents_order_cb)(enum order_outcome outcome, const char *message, void *opaque);
+/* The same with the agent's whole reply (borrowed; NULL unless DONE or REFUSED). */
+typedef void (*agents_order_reply_cb)(enum order_outcome outcome, const char *message,
+                                      json_t *reply, void *opaque);
 
 /* Send {"type":"order","id","action","vm"} to host's agent.  Returns the order id,
  * or -1 with ENOTCONN when host has no live connection. */
 int64_t agents_send_order(struct agents *a, const char *host, const char *action, const char *vm,
                           int64_t timeout_ms, agents_order_cb cb, void *opaque, vcr_error_t *err);
+/* The same with more order members (an object, borrowed; may be NULL), and a
+ * callback that sees the reply's members (a warm restart's result). */
+int64_t agents_send_order_with(struct agents *a, const char *host, const char *action,
+                               const char *vm, json_t *members, int64_t timeout_ms,
+                               agents_order_reply_cb cb, void *opaque, vcr_error_t *err);
 
 #endif

@@ -287,6 +287,172 @@ static void handle_vm_kill(struct api *api, struct evhttp_request *req, const ch
     handle_vm_order(api, req, vm, "kill", "vm_kill");
 }
 
+/* --- POST /v1/vms/NAME/warm-restart, POST /v1/hosts/NAME/warm-restart --- */
+
+/* One HTTP request: one order per VM, answered once every order has ended. */
+struct warm_request {
+    struct api *api;
+    struct evhttp_request *req;
+    char *host;
+    json_t *vms; /* result entries, in the order they finished */
+    size_t pending;
+};
+
+struct warm_item {
+    struct warm_request *wr;
+    char *vm;
+};
+
+static void warm_request_done(struct warm_request *wr)
+{
+    cleanup_json json_t *body = json_pack("{s:s, s:O}", "host", wr->host, "vms", wr->vms);
+    if (body)
+        reply_json(wr->req, 200, body);
+    else
+        reply_error(wr->req, 500, "out of memory");
+    json_decref(wr->vms);
+    free(wr->host);
+    free(wr);
+}
+
+static json_t *num_or_null(json_t *reply, const char *key)
+{
+    json_t *v = json_object_get(reply, key);
+    return json_is_number(v) ? json_incref(v) : json_null();
+}
+
+/* docs/server.md: the entry of one VM, from the agent's reply or the failure to get one. */
+json_t *api_warm_entry(const char *vm, enum order_outcome outcome, const char *message,
+                       json_t *reply)
+{
+    bool ok = outcome == ORDER_DONE && json_is_true(json_object_get(reply, "ok"));
+    const char *error = ok ? NULL : json_string_value(json_object_get(reply, "error"));
+    if (!ok && error == NULL)
+        error = message ? message : "failed";
+    const char *qemu = json_string_value(json_object_get(reply, "qemu"));
+    return json_pack("{s:s, s:b, s:b, s:s?, s:o, s:o, s:o, s:o, s:s?}", "vm", vm, "ok", ok,
+                     "fallback", json_is_true(json_object_get(reply, "fallback")), "error", error,
+                     "suspend_ms", num_or_null(reply, "suspend_ms"), "resume_ms",
+                     num_or_null(reply, "resume_ms"), "downtime_ms",
+                     num_or_null(reply, "downtime_ms"), "state_bytes",
+                     num_or_null(reply, "state_bytes"), "qemu", qemu);
+}
+
+static void on_warm_reply(enum order_outcome outcome, const char *message, json_t *reply,
+                          void *opaque)
+{
+    struct warm_item *it = opaque;
+    struct warm_request *wr = it->wr;
+    json_array_append_new(wr->vms, api_warm_entry(it->vm, outcome, message, reply));
+    free(it->vm);
+    free(it);
+    if (--wr->pending == 0)
+        warm_request_done(wr);
+}
+
+/* The optional body {"qemu": PATH}; false (and a 400 sent) when it is bad. */
+static bool warm_body(struct evhttp_request *req, json_t **members)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    *members = json_object();
+    if (len == 0)
+        return true;
+    cleanup_free char *text = malloc(len + 1);
+    if (text == NULL) {
+        reply_error(req, 500, "out of memory");
+        return false;
+    }
+    evbuffer_copyout(in, text, len);
+    text[len] = '\0';
+    json_error_t jerr;
+    cleanup_json json_t *body = json_loadb(text, len, 0, &jerr);
+    json_t *qemu = json_object_get(body, "qemu");
+    if (!json_is_object(body) || (qemu && !json_is_string(qemu) && !json_is_null(qemu))) {
+        reply_error(req, 400, "body: expected {\"qemu\": PATH} (optional), got `%.100s`", text);
+        return false;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "qemu") != 0) {
+            reply_error(req, 400, "body: unknown member `%s`; allowed: qemu", key);
+            return false;
+        }
+    }
+    if (json_is_string(qemu) && json_string_value(qemu)[0] != '/') {
+        reply_error(req, 400, "body: qemu `%s` must be an absolute path", json_string_value(qemu));
+        return false;
+    }
+    if (json_is_string(qemu))
+        json_object_set(*members, "qemu", qemu);
+    return true;
+}
+
+static void start_warm(struct api *api, struct evhttp_request *req, struct inv_host *host,
+                       const char *only_vm)
+{
+    cleanup_json json_t *members = NULL;
+    if (!warm_body(req, &members))
+        return;
+    if (host->state != INV_HOST_CONNECTED) {
+        reply_error(req, 503, "host `%s` is lost", host->name);
+        return;
+    }
+    struct warm_request *wr = calloc(1, sizeof(*wr));
+    if (wr == NULL || (wr->host = strdup(host->name)) == NULL || (wr->vms = json_array()) == NULL) {
+        if (wr)
+            free(wr->host);
+        free(wr);
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    wr->api = api;
+    wr->req = req;
+    wr->pending = 1; /* held until every order is sent */
+    for (size_t i = 0; i < host->n_vms; i++) {
+        const char *vm = host->vms[i]->name;
+        if (only_vm && strcmp(vm, only_vm) != 0)
+            continue;
+        struct warm_item *it = calloc(1, sizeof(*it));
+        if (it == NULL || (it->vm = strdup(vm)) == NULL) {
+            free(it);
+            json_array_append_new(wr->vms,
+                                  api_warm_entry(vm, ORDER_REFUSED, "out of memory", NULL));
+            continue;
+        }
+        it->wr = wr;
+        wr->pending++;
+        cleanup_error vcr_error_t err = NULL;
+        if (agents_send_order_with(api->agents, host->name, "vm_warm_restart", vm, members,
+                                   API_WARM_ORDER_TIMEOUT_MS, on_warm_reply, it, &err) < 0)
+            on_warm_reply(ORDER_UNREACHABLE, vcr_error_msg(err), NULL, it);
+    }
+    if (--wr->pending == 0)
+        warm_request_done(wr);
+}
+
+static void handle_vm_warm(struct api *api, struct evhttp_request *req, const char *vm)
+{
+    struct inv_host *host = NULL;
+    if (inventory_find_vm(api->inv, vm, &host) == NULL) {
+        reply_error(req, 404, "no VM `%s` in the inventory", vm);
+        return;
+    }
+    start_warm(api, req, host, vm);
+}
+
+static void handle_host_warm(struct api *api, struct evhttp_request *req, const char *name)
+{
+    struct inv_host *host = inventory_find_host(api->inv, name);
+    if (host == NULL) {
+        reply_error(req, 404, "no host `%s` in the inventory", name);
+        return;
+    }
+    start_warm(api, req, host, NULL);
+}
+
 /* --- routing --- */
 
 static const struct route {
@@ -298,6 +464,8 @@ static const struct route {
     {EVHTTP_REQ_GET, "/v1/events", handle_events},
     {EVHTTP_REQ_POST, "/v1/vms/*/stop", handle_vm_stop},
     {EVHTTP_REQ_POST, "/v1/vms/*/kill", handle_vm_kill},
+    {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", handle_vm_warm},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", handle_host_warm},
 };
 
 /* Matches path against pattern segment by segment; the raw (still
@@ -345,9 +513,10 @@ static void on_request(struct evhttp_request *req, void *opaque)
             arg = evhttp_uridecode(raw, 0, &len);
             if (arg == NULL || strlen(arg) != len || !inventory_valid_name(arg)) {
                 reply_error(req, 400,
-                            "`%s` is not a VM name; allowed: 1..64 of letters, digits, '.', "
+                            "`%s` is not a %s name; allowed: 1..64 of letters, digits, '.', "
                             "'_', '-'",
-                            arg && strlen(arg) == len ? arg : raw);
+                            arg && strlen(arg) == len ? arg : raw,
+                            strncmp(routes[i].pattern, "/v1/hosts/", 10) == 0 ? "host" : "VM");
                 return;
             }
         }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "server/agents.h"
 
 struct event_base;
 struct inventory;
@@ -14,6 +15,14 @@ struct api;
 
 /* How long POST /v1/vms/NAME/{stop,kill} waits for the agent's reply before 504. */
 #define API_ORDER_TIMEOUT_MS 10000
+/* vm_warm_restart: save, restart QEMU, load; or a cold boot (docs/warm-restart.md). */
+#define API_WARM_ORDER_TIMEOUT_MS 60000
+
+/* One entry of a warm-restart answer: {"vm", "ok", "fallback", "error",
+ * "suspend_ms", "resume_ms", "downtime_ms", "state_bytes", "qemu"}; reply is
+ * the agent's (NULL when none came). */
+json_t *api_warm_entry(const char *vm, enum order_outcome outcome, const char *message,
+                       json_t *reply);
 /* Longest long poll of GET /v1/events?wait_ms= */
 #define API_EVENTS_WAIT_MAX_MS   30000
 #define API_EVENTS_DEFAULT_LIMIT 100

@@ -4,6 +4,7 @@
 #include "server/inventory.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,9 +13,11 @@
 #define NAME_MAX_LEN 64
 
 static const char *const vm_state_names[] = {
-    [INV_VM_STARTING] = "starting", [INV_VM_RUNNING] = "running", [INV_VM_PAUSED] = "paused",
-    [INV_VM_SHUTDOWN] = "shutdown", [INV_VM_STOPPED] = "stopped", [INV_VM_CRASHED] = "crashed",
-    [INV_VM_PANICKED] = "panicked", [INV_VM_FAILED] = "failed",
+    [INV_VM_STARTING] = "starting",     [INV_VM_RUNNING] = "running",
+    [INV_VM_PAUSED] = "paused",         [INV_VM_SHUTDOWN] = "shutdown",
+    [INV_VM_STOPPED] = "stopped",       [INV_VM_CRASHED] = "crashed",
+    [INV_VM_PANICKED] = "panicked",     [INV_VM_FAILED] = "failed",
+    [INV_VM_RESTARTING] = "restarting",
 };
 
 #define N_INV_VM_STATES (sizeof(vm_state_names) / sizeof(vm_state_names[0]))
@@ -125,7 +128,7 @@ static int get_state(json_t *obj, const char *where, const char *key, enum inv_v
     if (st < 0)
         return vcr_error_make(err, EPROTO,
                               "%s.%s: `%s` is not a VM state; allowed: starting, running, "
-                              "paused, shutdown, stopped, crashed, panicked, failed",
+                              "paused, shutdown, stopped, crashed, panicked, failed, restarting",
                               where, key, s);
     *out = (enum inv_vm_state)st;
     return 0;
@@ -141,6 +144,7 @@ static void vm_free(struct inv_vm *vm)
     free(vm->cause);
     free(vm->address);
     free(vm->accel);
+    free(vm->qemu);
     free(vm);
 }
 
@@ -221,7 +225,7 @@ static int set_str(char **field, const char *value)
 
 static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t *err)
 {
-    const char *name, *address, *accel, *cause;
+    const char *name, *address, *accel, *cause, *qemu;
     enum inv_vm_state state;
     int64_t pid, memory_mb, vcpus;
     if (!json_is_object(obj)) {
@@ -235,11 +239,13 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
         get_int(obj, where, "memory_mb", false, &memory_mb, err) < 0 ||
         get_int(obj, where, "vcpus", false, &vcpus, err) < 0 ||
         get_string(obj, where, "accel", false, &accel, err) < 0 ||
-        get_string(obj, where, "cause", false, &cause, err) < 0)
+        get_string(obj, where, "cause", false, &cause, err) < 0 ||
+        get_string(obj, where, "qemu", false, &qemu, err) < 0)
         return NULL;
     struct inv_vm *vm = calloc(1, sizeof(*vm));
     if (vm == NULL || set_str(&vm->name, name) < 0 || set_str(&vm->address, address) < 0 ||
-        set_str(&vm->accel, accel) < 0 || set_str(&vm->cause, cause) < 0) {
+        set_str(&vm->accel, accel) < 0 || set_str(&vm->cause, cause) < 0 ||
+        set_str(&vm->qemu, qemu) < 0) {
         vm_free(vm);
         vcr_error_make(err, ENOMEM, "%s: out of memory", where);
         return NULL;
@@ -318,6 +324,14 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
     h->agent_pid = pid;
     h->state = INV_HOST_CONNECTED;
     h->last_seen_ms = now_ms;
+    for (size_t i = 0; i < n; i++) {
+        /* A warm restart already under way keeps its deadline across the re-sync. */
+        struct inv_vm *old = host_find_vm(h, vms[i]->name);
+        if (vms[i]->state == INV_VM_RESTARTING)
+            vms[i]->restart_deadline_ms = old && old->restart_deadline_ms
+                                              ? old->restart_deadline_ms
+                                              : now_ms + INV_RESTART_DEADLINE_MS;
+    }
     vms_free(h->vms, h->n_vms);
     h->vms = vms;
     h->n_vms = n;
@@ -326,17 +340,26 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
 
 int inventory_apply_vm_event(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err)
 {
+    return inventory_apply_vm_event_at(inv, host, msg, 0, NULL, err);
+}
+
+int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t *msg,
+                                int64_t now_ms, enum inv_restart_change *change, vcr_error_t *err)
+{
+    if (change)
+        *change = INV_RESTART_NONE;
     struct inv_host *h = inventory_find_host(inv, host);
     if (h == NULL)
         return vcr_error_make(err, ENOENT, "vm_event: host `%s` has not said hello", host);
-    const char *name, *cause;
+    const char *name, *cause, *qemu;
     enum inv_vm_state state;
     int64_t ts_ms, pid;
     if (get_name(msg, "vm_event", "vm", &name, err) < 0 ||
         get_state(msg, "vm_event", "state", &state, err) < 0 ||
         get_string(msg, "vm_event", "cause", true, &cause, err) < 0 ||
         get_int(msg, "vm_event", "ts_ms", true, &ts_ms, err) < 0 ||
-        get_int(msg, "vm_event", "pid", false, &pid, err) < 0)
+        get_int(msg, "vm_event", "pid", false, &pid, err) < 0 ||
+        get_string(msg, "vm_event", "qemu", false, &qemu, err) < 0)
         return -1;
     struct inv_vm *vm = host_find_vm(h, name);
     if (vm == NULL) {
@@ -350,8 +373,20 @@ int inventory_apply_vm_event(struct inventory *inv, const char *host, json_t *ms
         }
         h->vms[h->n_vms++] = vm;
     }
-    if (set_str(&vm->cause, cause) < 0)
+    if (set_str(&vm->cause, cause) < 0 || (qemu && set_str(&vm->qemu, qemu) < 0))
         return vcr_error_make(err, ENOMEM, "vm_event for `%s`: out of memory", name);
+    enum inv_restart_change ch = INV_RESTART_NONE;
+    if (state == INV_VM_RESTARTING) {
+        if (vm->state != INV_VM_RESTARTING || vm->restart_deadline_ms == 0) {
+            vm->restart_deadline_ms = now_ms + INV_RESTART_DEADLINE_MS;
+            ch = INV_RESTART_BEGAN;
+        }
+    } else if (vm->state == INV_VM_RESTARTING) {
+        ch = state == INV_VM_RUNNING ? INV_RESTART_DONE : INV_RESTART_FAILED;
+        vm->restart_deadline_ms = 0;
+    }
+    if (change)
+        *change = ch;
     vm->state = state;
     vm->state_ts_ms = ts_ms;
     if (json_object_get(msg, "pid"))
@@ -424,13 +459,51 @@ size_t inventory_expire_hosts(struct inventory *inv, int64_t now_ms, int64_t tim
     return count;
 }
 
+size_t inventory_expire_restarts(struct inventory *inv, int64_t now_ms, inv_overrun_cb overrun,
+                                 void *opaque)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < inv->n_hosts; i++)
+        for (size_t j = 0; j < inv->hosts[i]->n_vms; j++) {
+            struct inv_vm *vm = inv->hosts[i]->vms[j];
+            if (vm->state != INV_VM_RESTARTING || vm->restart_deadline_ms == 0 ||
+                now_ms <= vm->restart_deadline_ms)
+                continue;
+            char cause[128];
+            snprintf(cause, sizeof(cause), "warm restart not done within %d ms",
+                     INV_RESTART_DEADLINE_MS);
+            set_str(&vm->cause, cause);
+            vm->state = INV_VM_FAILED;
+            vm->restart_deadline_ms = 0;
+            count++;
+            if (overrun)
+                overrun(inv->hosts[i], vm, opaque);
+        }
+    return count;
+}
+
 /* 0 stands for "not known" in the inventory; the API says null. */
+
+static json_t *vm_json_base(const struct inv_vm *vm);
 static json_t *known_int(int64_t v)
 {
     return v ? json_integer(v) : json_null();
 }
 
-static json_t *vm_json(const struct inv_vm *vm)
+static json_t *vm_json(const struct inv_vm *vm, int64_t now_ms, int64_t now_wall_ms)
+{
+    json_t *o = vm_json_base(vm);
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "qemu", vm->qemu ? json_string(vm->qemu) : json_null());
+    json_object_set_new(o, "restart_deadline_ms",
+                        vm->restart_deadline_ms
+                            ? json_integer(now_wall_ms + (vm->restart_deadline_ms - now_ms))
+                            : json_null());
+    return o;
+}
+
+static json_t *vm_json_base(const struct inv_vm *vm)
 {
     return json_pack("{s:s, s:s, s:s?, s:o, s:s?, s:o, s:o, s:s?, s:o, s:o, s:o, s:o}", "name",
                      vm->name, "state", inv_vm_state_name(vm->state), "cause", vm->cause, "pid",
@@ -451,7 +524,7 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
         const struct inv_host *h = inv->hosts[i];
         json_t *vms = json_array();
         for (size_t j = 0; vms && j < h->n_vms; j++)
-            if (json_array_append_new(vms, vm_json(h->vms[j])) < 0) {
+            if (json_array_append_new(vms, vm_json(h->vms[j], now_ms, now_wall_ms)) < 0) {
                 json_decref(vms);
                 vms = NULL;
             }

@@ -28,7 +28,12 @@ enum inv_vm_state {
     INV_VM_CRASHED,
     INV_VM_PANICKED,
     INV_VM_FAILED,
+    INV_VM_RESTARTING, /* warm restart: maintenance, not failure, until its deadline */
 };
+
+/* A VM `restarting` longer than this has failed its warm restart (the agent's
+ * own deadline is 30 s; this leaves room for the cold-boot fallback). */
+#define INV_RESTART_DEADLINE_MS 60000
 
 const char *inv_vm_state_name(enum inv_vm_state s);
 /* -1 for a name that is not a VM state. */
@@ -38,13 +43,15 @@ const char *inv_host_state_name(enum inv_host_state s);
 struct inv_vm {
     char *name;
     enum inv_vm_state state;
-    char *cause;         /* NULL until a hello or vm_event says why */
-    int64_t pid;         /* 0: not known */
-    char *address;       /* NULL: not known */
-    int64_t memory_mb;   /* 0: not known */
-    int64_t vcpus;       /* 0: not known */
-    char *accel;         /* NULL: not known */
-    int64_t state_ts_ms; /* agent's wall clock at the last vm_event; 0 if none */
+    char *cause;                 /* NULL until a hello or vm_event says why */
+    int64_t pid;                 /* 0: not known */
+    char *address;               /* NULL: not known */
+    int64_t memory_mb;           /* 0: not known */
+    int64_t vcpus;               /* 0: not known */
+    char *accel;                 /* NULL: not known */
+    char *qemu;                  /* binary of the running QEMU; NULL: not known */
+    int64_t restart_deadline_ms; /* caller's clock; 0 unless `restarting` */
+    int64_t state_ts_ms;         /* agent's wall clock at the last vm_event; 0 if none */
     bool has_sample;
     double cpu_pct;
     int64_t rss_kb;
@@ -85,6 +92,25 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
 /* A vm_event of host (which must have said hello); an unknown VM is added. */
 int inventory_apply_vm_event(struct inventory *inv, const char *host, json_t *msg,
                              vcr_error_t *err);
+
+/* What a vm_event did to a warm restart. */
+enum inv_restart_change {
+    INV_RESTART_NONE,
+    INV_RESTART_BEGAN,  /* now `restarting`: deadline now_ms + INV_RESTART_DEADLINE_MS */
+    INV_RESTART_DONE,   /* `restarting` -> `running` */
+    INV_RESTART_FAILED, /* `restarting` -> anything else (a cold-boot fallback starts) */
+};
+
+/* The same, at now_ms (caller's clock), saying what became of a warm restart
+ * (change may be NULL). */
+int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t *msg,
+                                int64_t now_ms, enum inv_restart_change *change, vcr_error_t *err);
+
+/* Every VM `restarting` past its deadline at now_ms becomes `failed` (cause:
+ * the overrun) and overrun is called for it.  Returns how many. */
+typedef void (*inv_overrun_cb)(struct inv_host *h, struct inv_vm *vm, void *opaque);
+size_t inventory_expire_restarts(struct inventory *inv, int64_t now_ms, inv_overrun_cb overrun,
+                                 void *opaque);
 /* A sample of host; entries for VMs the inventory does not know are skipped. */
 int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err);
 /* Any frame from host's agent. */

@@ -9,10 +9,11 @@
 #include "common/err.h"
 
 /* Kinds written by the server (docs/server.md, "Journal"). */
-#define JOURNAL_HELLO     "hello"
-#define JOURNAL_HOST_UP   "host_up"
-#define JOURNAL_HOST_LOST "host_lost"
-#define JOURNAL_VM_EVENT  "vm_event"
+#define JOURNAL_HELLO               "hello"
+#define JOURNAL_HOST_UP             "host_up"
+#define JOURNAL_HOST_LOST           "host_lost"
+#define JOURNAL_VM_EVENT            "vm_event"
+#define JOURNAL_WARM_RESTART_FAILED "warm_restart_failed"
 
 #define JOURNAL_READ_MAX 1000
 

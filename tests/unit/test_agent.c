@@ -110,6 +110,19 @@ static struct vcr_vm_spec web1_spec(void)
 
 /* --- QEMU command line ----------------------------------------------------- */
 
+/* Two agents with the same host name (labs in two network namespaces) must not
+ * share a RAM file: the state directory is part of its name. */
+static void test_ram_file_differs_by_state_dir(void **state)
+{
+    (void)state;
+    struct vm_paths a, b;
+    assert_int_equal(vm_paths_init(&a, "/run/lab1/agent-host1", "host1", "web1", NULL), 0);
+    assert_int_equal(vm_paths_init(&b, "/run/lab2/agent-host1", "host1", "web1", NULL), 0);
+    assert_string_not_equal(a.ram, b.ram);
+    vm_paths_clear(&a);
+    vm_paths_clear(&b);
+}
+
 static void test_qemu_argv(void **state)
 {
     (void)state;
@@ -124,9 +137,11 @@ static void test_qemu_argv(void **state)
     assert_true(has_opt(argv, "-accel", "tcg"));
     assert_true(has_opt(argv, "-machine", "pc,memory-backend=mem"));
     assert_true(has_opt(argv, "-m", "256M"));
-    assert_true(has_opt(argv, "-object",
-                        "memory-backend-file,id=mem,size=256M,"
-                        "mem-path=/dev/shm/vcr-host1-web1.ram,share=on"));
+    assert_true(strncmp(paths.ram, "/dev/shm/vcr-host1-web1-", 24) == 0);
+    cleanup_free char *backend = NULL;
+    assert_true(asprintf(&backend, "memory-backend-file,id=mem,size=256M,mem-path=%s,share=on",
+                         paths.ram) > 0);
+    assert_true(has_opt(argv, "-object", backend));
     assert_true(has_opt(argv, "-smp", "1"));
     assert_true(has_opt(argv, "-kernel", "/lab/vmlinuz"));
     assert_true(has_opt(argv, "-initrd", "/lab/initrd.img"));
@@ -544,8 +559,9 @@ static json_t *fake_vm_list(void *opaque)
     return json_pack("[{s:s, s:s, s:i}]", "name", "web1", "state", "running", "pid", 4242);
 }
 
-static void fake_order(json_t *id, const char *action, const char *vm, void *opaque)
+static void fake_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
 {
+    (void)msg;
     struct conn_test *t = opaque;
     t->orders++;
     bool ok = strcmp(action, "vm_kill") == 0 && strcmp(vm, "web1") == 0;
@@ -761,6 +777,14 @@ static void vm_test_init(struct vm_test *t)
     assert_non_null(t->vm);
 }
 
+static void ram_path_of(struct vm_test *t, char *out, size_t size)
+{
+    struct vm_paths p;
+    assert_int_equal(vm_paths_init(&p, t->dir, t->host, "web1", NULL), 0);
+    snprintf(out, size, "%s", p.ram);
+    vm_paths_clear(&p);
+}
+
 static void vm_test_fini(struct vm_test *t)
 {
     host_vm_free(t->vm);
@@ -790,7 +814,7 @@ static void test_real_qemu_kill9_is_crash(void **state)
     pid_t pid = host_vm_pid(t.vm);
     assert_true(pid > 0);
     char ram[128];
-    snprintf(ram, sizeof(ram), "/dev/shm/vcr-%s-web1.ram", t.host);
+    ram_path_of(&t, ram, sizeof(ram));
     assert_int_equal(access(ram, F_OK), 0);
 
     /* Someone else kills QEMU, as `kill -9` would. */
@@ -868,7 +892,7 @@ static void test_real_qemu_death_without_agent_is_not_restarted(void **state)
     assert_int_equal(host_vm_state(t.vm), VM_STATE_CRASHED);
     assert_non_null(strstr(host_vm_cause(t.vm), "earlier agent"));
     char ram[128];
-    snprintf(ram, sizeof(ram), "/dev/shm/vcr-%s-web1.ram", t.host);
+    ram_path_of(&t, ram, sizeof(ram));
     assert_int_equal(access(ram, F_OK), -1);
     /* Cleaned up: a later agent start finds nothing, and autostart applies. */
     assert_false(host_vm_found_ended(t.vm));
@@ -917,6 +941,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qemu_argv),
+        cmocka_unit_test(test_ram_file_differs_by_state_dir),
         cmocka_unit_test(test_proc_stat_parsing),
         cmocka_unit_test(test_cpu_percent),
         cmocka_unit_test(test_sample_own_process),

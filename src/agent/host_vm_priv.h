@@ -1,0 +1,59 @@
+/* Internals of host_vm shared by host_vm.c and host_warm_restart.c. */
+#ifndef VCR_AGENT_HOST_VM_PRIV_H
+#define VCR_AGENT_HOST_VM_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent/host_sampler.h"
+#include "agent/host_vm.h"
+#include "agent/proc.h"
+#include "qmp/qmp.h"
+
+struct host_vm_warm;
+
+struct host_vm {
+    struct host_vm_env env;
+    const struct vcr_vm_spec *spec;
+    struct vm_paths paths;
+    struct vm_sm sm;
+    host_vm_changed_cb cb;
+    void *opaque;
+
+    pid_t pid;
+    struct proc_watch *proc;
+    struct qmp_client *qmp;
+    bool qmp_ready;
+    struct event *qmp_reconnect;
+    int64_t started_ms;      /* monotonic: the QMP deadline counts from here */
+    char start_failure[256]; /* why a start is being abandoned, for the cause */
+
+    bool exit_pending; /* pidfd readable, waiting for QMP to drain */
+    int64_t exit_seen_ms;
+    struct event *exit_drain;
+
+    int stop_step; /* 0: none, 1: powerdown sent, 2: quit or SIGTERM sent */
+    struct event *stop_timer;
+
+    struct cpu_meter meter;
+
+    char *qemu_path;           /* binary of the running QEMU (NULL: none known) */
+    struct host_vm_warm *warm; /* a warm restart under way, or NULL */
+};
+
+/* host_vm.c */
+void host_vm_changed(struct host_vm *vm, int64_t ts_ms);
+/* Spawns QEMU (qemu: its binary; incoming: with -incoming defer), watches it
+ * and connects QMP, without a state change: the warm restart drives those. */
+int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err);
+void host_vm_set_qemu_path(struct host_vm *vm, const char *path);
+
+/* host_warm_restart.c: called by host_vm.c while vm->warm is set. */
+void host_vm_warm_qmp_ready(struct host_vm *vm);
+void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus);
+/* kill on order during a warm restart: abandon it (no reply callback is lost). */
+void host_vm_warm_abort(struct host_vm *vm, const char *why);
+void host_vm_warm_free(struct host_vm_warm *w);
+
+#endif

@@ -1,0 +1,116 @@
+/* State file and checksum of a warm restart (see warm_state.h). */
+#include "agent/warm_state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "common/cleanup.h"
+
+int warm_state_digest(const char *path, char *out, uint64_t *bytes, vcr_error_t *err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vcr_error_errno(err, "open `%s`", path);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        return vcr_error_make(err, ENOMEM, "SHA-256 of `%s`: cannot set up the digest", path);
+    }
+    static char buf[1 << 16];
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            EVP_MD_CTX_free(ctx);
+            return vcr_error_errno(err, "read `%s`", path);
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    for (unsigned i = 0; i < len && i < WARM_STATE_HEX_LEN / 2; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    if (bytes)
+        *bytes = total;
+    return 0;
+}
+
+int warm_state_seal(const char *tmp, const char *state, const char *sum, uint64_t *bytes,
+                    vcr_error_t *err)
+{
+    char hex[WARM_STATE_HEX_LEN + 1];
+    if (warm_state_digest(tmp, hex, bytes, err) < 0)
+        return -1;
+    char sum_tmp[4200];
+    snprintf(sum_tmp, sizeof(sum_tmp), "%s.tmp", sum);
+    cleanup_file FILE *f = fopen(sum_tmp, "we");
+    if (f == NULL)
+        return vcr_error_errno(err, "create `%s`", sum_tmp);
+    if (fprintf(f, "%s\n", hex) < 0 || fflush(f) != 0) {
+        unlink(sum_tmp);
+        return vcr_error_errno(err, "write `%s`", sum_tmp);
+    }
+    if (rename(sum_tmp, sum) < 0) {
+        unlink(sum_tmp);
+        return vcr_error_errno(err, "rename `%s` to `%s`", sum_tmp, sum);
+    }
+    if (rename(tmp, state) < 0)
+        return vcr_error_errno(err, "rename `%s` to `%s`", tmp, state);
+    return 0;
+}
+
+int warm_state_verify(const char *state, const char *sum, vcr_error_t *err)
+{
+    char want[WARM_STATE_HEX_LEN + 2] = "";
+    {
+        cleanup_file FILE *f = fopen(sum, "re");
+        if (f == NULL)
+            return vcr_error_errno(err, "checksum file `%s`", sum);
+        if (fgets(want, sizeof(want), f) == NULL)
+            return vcr_error_make(err, EBADMSG, "checksum file `%s` is empty", sum);
+    }
+    want[strcspn(want, "\n")] = '\0';
+    if (strlen(want) != WARM_STATE_HEX_LEN)
+        return vcr_error_make(err, EBADMSG, "checksum file `%s`: `%s` is not a SHA-256 in hex", sum,
+                              want);
+    char got[WARM_STATE_HEX_LEN + 1];
+    if (warm_state_digest(state, got, NULL, err) < 0)
+        return -1;
+    if (strcasecmp(want, got) != 0)
+        return vcr_error_make(err, EBADMSG,
+                              "state file `%s` fails its checksum: SHA-256 %s, expected %s", state,
+                              got, want);
+    return 0;
+}
+
+int warm_state_corrupt(const char *path, vcr_error_t *err)
+{
+    cleanup_close int fd = open(path, O_RDWR | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return vcr_error_errno(err, "open `%s`", path);
+    if (st.st_size == 0)
+        return vcr_error_make(err, EINVAL, "`%s` is empty", path);
+    off_t at = st.st_size / 2;
+    unsigned char c;
+    if (pread(fd, &c, 1, at) != 1)
+        return vcr_error_errno(err, "read `%s`", path);
+    c ^= 0xff;
+    if (pwrite(fd, &c, 1, at) != 1)
+        return vcr_error_errno(err, "write `%s`", path);
+    return 0;
+}
