@@ -55,5 +55,8 @@ lab-up: image
 lab-down:
 	lab/lab down
 
+bench-warm-vm: build image
+	/usr/bin/python3 bench/warm_vm.py --build $(BUILD)
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,795 @@
+#!/usr/bin/env python3
+"""bench-warm-vm (issue 4): Warm-VM restart vs full QEMU save/restore vs guest shutdown+boot.
+
+In one run on one machine, for each method, measures suspend, resume and the service
+downtime seen by an HTTP client polling every VM every 10 ms from inside the lab
+namespace, (a) vs VM memory size (one VM) and (b) vs number of 256 MB VMs restarted
+together.  Each point is repeated --runs times on the same booted VMs; the median is
+reported.  Writes bench/results/warm-vm.{md,csv} and warm-vm-{mem,vms}.png (gnuplot).
+
+Methods
+  warm          `vcr vm warm-restart VM` / `vcr host warm-restart HOST` (VMs under vcr-agent);
+                suspend/resume as reported by vcr, downtime from the HTTP poller.
+  save-restore  QEMU started by this script with the agent's argv; QMP stop, migrate
+                (x-ignore-shared off) to `exec:cat > FILE`, quit, RAM file deleted; new QEMU
+                -incoming defer, migrate-incoming `exec:cat FILE`, cont.
+                suspend = stop .. old QEMU gone; resume = new QEMU exec .. cont returned.
+  reboot        GET /cgi-bin/poweroff (guest sleeps 0.5 s, then poweroff -f), QEMU exits;
+                a new QEMU boots.  suspend = request .. QEMU gone; resume = QEMU exec ..
+                first good HTTP answer.
+For several VMs, suspend/resume is the time until the LAST VM is done (they run in
+parallel); downtime is the longest per-VM downtime.
+
+Runs inside its own lab namespace (VCR_LAB_NS, default vcrbench) and tears it down.
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("VCR_LAB_NS", "vcrbench")
+sys.path.insert(0, os.path.join(ROOT, "lab"))
+import labkit  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results")
+QEMU = "/usr/bin/qemu-system-x86_64"
+HOST = "bench1"
+T0 = time.monotonic()
+
+# Paper (Xen 3.0.0, Pentium 4 3.0 GHz, 2 GB; SEEDS.md part B): (suspend_s, resume_s).
+PAPER_MEM_1G = {"warm": (0.6, 0.6), "save-restore": (28, 20), "reboot": (12, 11)}
+PAPER_VMS_6 = {"warm": (2.3, 2.0), "save-restore": (45, 37), "reboot": (25, 56)}
+PAPER_DOWNTIME_1G = {"warm": 40, "save-restore": 104, "reboot": 78}
+PAPER_NAMES = {"warm": "Warm-VM Reboot", "save-restore": "Xen save/restore",
+               "reboot": "shutdown/boot"}
+
+
+def say(msg):
+    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- poller
+# Runs inside the namespace (`ip netns exec NS python3 -c POLLER ADDR...`).  One thread per
+# address: GET / over a raw socket every 10 ms (timeout 0.2 s); a good answer is a 200.
+# Protocol: prints "ready" once every address answered; on "stop" on stdin, keeps going
+# until every address answered after the stop (deadline 300 s), then prints one JSON line
+# {addr: {"gap": s, "gap_start": t, "gap_end": t, "ok": n, "fail": n}} (CLOCK_MONOTONIC).
+POLLER = r'''
+import json, socket, sys, threading, time
+addrs = sys.argv[1:]
+stop_at = [None]
+st = {a: {"gap": 0.0, "gap_start": None, "gap_end": None, "ok": 0, "fail": 0,
+          "last": None, "after_stop": False} for a in addrs}
+def good(a):
+    try:
+        with socket.create_connection((a, 80), timeout=0.2) as s:
+            s.settimeout(0.2)
+            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                data += b
+            return data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
+    except OSError:
+        return False
+def run(a):
+    s = st[a]
+    nxt = time.monotonic()
+    while True:
+        t = time.monotonic()
+        if good(a):
+            now = time.monotonic()
+            if s["last"] is not None and now - s["last"] > s["gap"]:
+                s["gap"], s["gap_start"], s["gap_end"] = now - s["last"], s["last"], now
+            s["last"] = now
+            s["ok"] += 1
+            if stop_at[0] is not None and t >= stop_at[0]:
+                s["after_stop"] = True
+                return
+        else:
+            s["fail"] += 1
+        nxt += 0.01
+        d = nxt - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+        else:
+            nxt = time.monotonic()
+ths = [threading.Thread(target=run, args=(a,), daemon=True) for a in addrs]
+for t in ths:
+    t.start()
+dl = time.monotonic() + 300
+while any(st[a]["last"] is None for a in addrs) and time.monotonic() < dl:
+    time.sleep(0.01)
+print("ready" if all(st[a]["last"] is not None for a in addrs) else "timeout", flush=True)
+sys.stdin.readline()
+stop_at[0] = time.monotonic()
+dl = time.monotonic() + 300
+for t in ths:
+    t.join(max(0, dl - time.monotonic()))
+print(json.dumps({a: {k: st[a][k] for k in ("gap", "gap_start", "gap_end", "ok", "fail",
+                                             "after_stop")} for a in addrs}), flush=True)
+'''
+
+
+class Poller:
+    def __init__(self, addrs):
+        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", POLLER, *addrs]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline().strip()
+        if line != "ready":
+            self.p.kill()
+            raise RuntimeError(f"poller: no HTTP answer from {addrs} ({line!r})")
+
+    def finish(self):
+        """Call once the restart is over: returns the per-address gaps."""
+        self.p.stdin.write("stop\n")
+        self.p.stdin.flush()
+        out = self.p.stdout.readline()
+        self.p.wait(timeout=10)
+        res = json.loads(out)
+        bad = [a for a, r in res.items() if not r["after_stop"]]
+        if bad:
+            raise RuntimeError(f"no HTTP answer after the restart from {bad}")
+        return res
+
+
+# --------------------------------------------------------------------------- QMP
+class Qmp:
+    def __init__(self, path, timeout=30):
+        self.s = labkit.wait_for(f"QMP socket {path}", lambda: self._connect(path), timeout,
+                                 interval=0.01)
+        self.f = self.s.makefile("rwb", buffering=0)
+        json.loads(self.f.readline())  # greeting
+        self.cmd("qmp_capabilities")
+
+    @staticmethod
+    def _connect(path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.f.write(json.dumps(msg).encode() + b"\n")
+        while True:
+            line = self.f.readline()
+            if not line:
+                if name == "quit":
+                    return None
+                raise RuntimeError(f"QMP closed during {name}")
+            r = json.loads(line)
+            if "return" in r:
+                return r["return"]
+            if "error" in r:
+                raise RuntimeError(f"QMP {name}: {r['error']}")
+            # events are ignored
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- own QEMU
+class OwnVm:
+    """A QEMU started by this script with the same argv vcr-agent uses (src/agent/vm.c)."""
+
+    def __init__(self, name, index, mem_mb, work):
+        self.name, self.index, self.mem = name, index, mem_mb
+        self.addr = f"10.77.0.{11 + index}"
+        self.tap = f"tap{index}"
+        self.mac = f"52:54:00:77:00:{0x10 + index:02x}"
+        self.ram = f"/dev/shm/vcr-bench-{name}.ram"
+        self.qmp_path = os.path.join(work, f"{name}.qmp")
+        self.serial = os.path.join(work, f"{name}.serial")
+        self.state = os.path.join(work, f"{name}.state")
+        self.proc = None
+        self.qmp = None
+
+    def argv(self, incoming=False):
+        env = labkit.lab_env()
+        a = [QEMU, "-name", self.name, "-accel", "tcg", "-machine", "pc,memory-backend=mem",
+             "-m", f"{self.mem}M", "-object",
+             f"memory-backend-file,id=mem,size={self.mem}M,mem-path={self.ram},share=on",
+             "-smp", "1", "-kernel", env["VCR_LAB_KERNEL"], "-initrd", env["VCR_LAB_INITRD"],
+             "-append", f"console=ttyS0 vcr.name={self.name} vcr.ip={self.addr}/24 "
+                        f"vcr.gw={env['VCR_LAB_BRIDGE_ADDR']} vcr.dns={env['VCR_LAB_DNS']}",
+             "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
+             "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}", "-device", "pvpanic",
+             "-vga", "none", "-display", "none", "-nodefaults", "-no-user-config",
+             "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+             "-no-reboot"]
+        if incoming:
+            a += ["-S", "-incoming", "defer"]
+        return a
+
+    def start(self, incoming=False):
+        wait_tap_free(self.tap)
+        if os.path.exists(self.qmp_path):
+            os.unlink(self.qmp_path)
+        self.proc = subprocess.Popen(labkit.in_ns(self.argv(incoming)), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.qmp = Qmp(self.qmp_path)
+
+    def wait_exit(self, timeout=60):
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise labkit.Timeout(f"QEMU of {self.name} did not exit in {timeout}s")
+        if self.qmp:
+            self.qmp.close()
+            self.qmp = None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.qmp:
+            self.qmp.close()
+            self.qmp = None
+        for f in (self.ram, self.state):
+            if os.path.exists(f):
+                os.unlink(f)
+
+    # save-restore: returns (suspend_s, resume_s, t_suspend_start, t_resume_end)
+    def save_restore(self, barrier):
+        t0 = time.monotonic()
+        q = self.qmp
+        q.cmd("stop")
+        q.cmd("migrate-set-capabilities",
+              capabilities=[{"capability": "x-ignore-shared", "state": False}])
+        q.cmd("migrate", uri=f"exec:cat > {self.state}")
+        labkit.wait_for(f"{self.name} save", lambda: migration_done(q), 600, interval=0.005)
+        q.cmd("quit")
+        self.wait_exit()
+        os.unlink(self.ram)  # the memory is gone: restore has to rebuild it from the file
+        t1 = time.monotonic()
+        barrier.wait()
+        t2 = time.monotonic()
+        self.start(incoming=True)
+        q = self.qmp
+        q.cmd("migrate-set-capabilities",
+              capabilities=[{"capability": "x-ignore-shared", "state": False}])
+        q.cmd("migrate-incoming", uri=f"exec:cat {self.state}")
+        labkit.wait_for(f"{self.name} restore", lambda: migration_done(q), 600, interval=0.005)
+        q.cmd("cont")
+        t3 = time.monotonic()
+        self.state_bytes = os.path.getsize(self.state)
+        os.unlink(self.state)
+        return t1 - t0, t3 - t2, t0, t3
+
+    # reboot: returns (suspend_s, t_resume_start) ; resume end comes from the poller
+    def reboot(self, barrier):
+        t0 = time.monotonic()
+        r = labkit.ns_run(["curl", "-s", "-f", "-m", "5", f"http://{self.addr}/cgi-bin/poweroff"],
+                          timeout=10)
+        if r.returncode != 0:
+            raise RuntimeError(f"poweroff of {self.name} failed: rc {r.returncode}")
+        self.wait_exit()
+        t1 = time.monotonic()
+        barrier.wait()
+        t2 = time.monotonic()
+        self.start()
+        return t1 - t0, t2
+
+
+def migration_done(q):
+    st = q.cmd("query-migrate").get("status")
+    if st in ("failed", "cancelled"):
+        raise RuntimeError(f"migration {st}")
+    return st == "completed"
+
+
+def wait_tap_free(tap, timeout=60):
+    needle = f"ifname={tap},".encode()
+
+    def free():
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if needle in f.read():
+                            return False
+                except OSError:
+                    pass
+        return True
+    labkit.wait_for(f"{tap} free (no QEMU on it)", free, timeout)
+
+
+def parallel(fns):
+    """Runs the callables in threads; returns their results; re-raises the first error."""
+    res, errs = [None] * len(fns), []
+
+    def run(i, fn):
+        try:
+            res[i] = fn()
+        except BaseException as e:  # noqa: BLE001
+            errs.append(e)
+    ths = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    if errs:
+        raise errs[0]
+    return res
+
+
+class Barrier(threading.Barrier):
+    """A barrier that is broken (not hung) when one party fails."""
+
+    def wait(self, timeout=600):
+        return super().wait(timeout)
+
+
+def wait_http(addrs, timeout):
+    def ok(a):
+        labkit.wait_for(f"HTTP from {a}", lambda: labkit.http_get(a, timeout=1) is not None,
+                        timeout, interval=0.1)
+    parallel([lambda a=a: ok(a) for a in addrs])
+
+
+def fill(addrs, mb):
+    def one(a):
+        r = labkit.ns_run(["curl", "-s", "-f", "-m", "600", f"http://{a}/cgi-bin/fill?{mb}"],
+                          timeout=620)
+        if r.returncode != 0 or "filled" not in r.stdout:
+            raise RuntimeError(f"fill {a}: rc {r.returncode} {r.stdout!r}")
+    t = time.monotonic()
+    parallel([lambda a=a: one(a) for a in addrs])
+    say(f"  guest memory filled: {mb} MB non-zero in /tmp of each VM ({time.monotonic() - t:.1f}s)")
+
+
+def fill_mb(mem_mb):
+    # /tmp is a tmpfs limited to half of the guest's RAM; leave room for the rest.
+    return mem_mb * 3 // 8
+
+
+# --------------------------------------------------------------------------- runs
+def run_baselines(work, mem, n, runs, methods, rows):
+    vms = [OwnVm(f"bvm{i}", i, mem, work) for i in range(n)]
+    addrs = [v.addr for v in vms]
+    try:
+        t = time.monotonic()
+        parallel([v.start for v in vms])
+        wait_http(addrs, 300)
+        say(f"  {n} x {mem} MB own QEMU booted ({time.monotonic() - t:.1f}s)")
+        fill(addrs, fill_mb(mem))
+        if "save-restore" in methods:
+            for run in range(runs):
+                p = Poller(addrs)
+                b = Barrier(n)
+                res = parallel([lambda v=v: v.save_restore(b) for v in vms])
+                gaps = p.finish()
+                susp = max(r[0] for r in res)
+                resu = max(r[1] for r in res)
+                down = max(g["gap"] for g in gaps.values())
+                st = sum(v.state_bytes for v in vms)
+                rows.append(row("save-restore", mem, n, run, susp, resu, down,
+                                state_mb=st / 2**20))
+                say(f"  save-restore run {run}: suspend {susp:.2f}s resume {resu:.2f}s "
+                    f"downtime {down:.2f}s state {st / 2**20:.0f} MB")
+        if "reboot" in methods:
+            for run in range(runs):
+                p = Poller(addrs)
+                b = Barrier(n)
+                res = parallel([lambda v=v: v.reboot(b) for v in vms])
+                gaps = p.finish()
+                susp = max(r[0] for r in res)
+                t_start = min(r[1] for r in res)
+                resu = max(g["gap_end"] for g in gaps.values()) - t_start
+                down = max(g["gap"] for g in gaps.values())
+                rows.append(row("reboot", mem, n, run, susp, resu, down))
+                say(f"  reboot run {run}: suspend {susp:.2f}s resume {resu:.2f}s "
+                    f"downtime {down:.2f}s")
+    finally:
+        for v in vms:
+            v.kill()
+
+
+class Cluster:
+    """vcr-server for the whole bench; a vcr-agent per measured point."""
+
+    def __init__(self, build, work):
+        self.build, self.work = build, work
+        self.vcr = labkit.Vcr(build)
+        cfg = os.path.join(work, "server.yaml")
+        labkit.write_server_config(cfg, os.path.join(work, "journal.db"))
+        self.server = labkit.Proc([os.path.join(build, "src/server/vcr-server"), "--config", cfg],
+                                  os.path.join(work, "server.log"))
+        labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
+        self.agent = None
+
+    def start_agent(self, mem, n):
+        state = tempfile.mkdtemp(prefix="agent-", dir=self.work)
+        cfg = os.path.join(self.work, "agent.yaml")
+        vms = [labkit.vm_entry(f"wvm{i}", i, f"10.77.0.{11 + i}", memory_mb=mem)
+               for i in range(n)]
+        for i in range(n):
+            wait_tap_free(f"tap{i}")
+        labkit.write_agent_config(cfg, HOST, state, vms, accel="tcg")
+        self.agent = labkit.Proc([os.path.join(self.build, "src/agent/vcr-agent"), "--config",
+                                  cfg, "--stop-vms-on-exit"],
+                                 os.path.join(self.work, f"agent-{mem}-{n}.log"))
+        for v in vms:
+            labkit.wait_for(f"{v['name']} running",
+                            lambda v=v: (self.vcr.vm(v["name"]) or {}).get("state") == "running",
+                            300, interval=0.2)
+        return [f"wvm{i}" for i in range(n)], [v["address"].split("/")[0] for v in vms]
+
+    def stop_agent(self):
+        if self.agent:
+            self.agent.stop(timeout=60)
+            self.agent = None
+
+    def stop(self):
+        self.stop_agent()
+        self.server.stop()
+
+
+def run_warm(cluster, mem, n, runs, rows):
+    t = time.monotonic()
+    names, addrs = cluster.start_agent(mem, n)
+    try:
+        wait_http(addrs, 300)
+        say(f"  {n} x {mem} MB under vcr-agent booted ({time.monotonic() - t:.1f}s)")
+        fill(addrs, fill_mb(mem))
+        for run in range(runs):
+            p = Poller(addrs)
+            if n == 1:
+                r = cluster.vcr.run("vm", "warm-restart", names[0], "--json", timeout=600)
+            else:
+                r = cluster.vcr.run("host", "warm-restart", HOST, "--json", timeout=600)
+            if r.returncode != 0:
+                p.p.kill()
+                raise RuntimeError(f"vcr warm-restart failed: {r.stderr.strip()} {r.stdout}")
+            out = json.loads(r.stdout)
+            gaps = p.finish()
+            vs = out["vms"]
+            bad = [v for v in vs if not v.get("ok") or v.get("fallback")]
+            if bad or len(vs) != n:
+                raise RuntimeError(f"warm restart not clean: {out}")
+            susp = max(v["suspend_ms"] for v in vs) / 1000
+            resu = max(v["resume_ms"] for v in vs) / 1000
+            down = max(g["gap"] for g in gaps.values())
+            st = sum(v.get("state_bytes") or 0 for v in vs)
+            vmm_down = max(v["downtime_ms"] for v in vs) / 1000
+            rows.append(row("warm", mem, n, run, susp, resu, down, state_mb=st / 2**20,
+                            vmm_downtime_s=vmm_down))
+            say(f"  warm run {run}: suspend {susp:.3f}s resume {resu:.3f}s downtime {down:.3f}s "
+                f"(vcr: {vmm_down:.3f}s) state {st / 1024:.0f} KB")
+    finally:
+        cluster.stop_agent()
+
+
+def row(method, mem, n, run, susp, resu, down, state_mb=None, vmm_downtime_s=None):
+    return {"method": method, "mem_mb": mem, "vms": n, "run": run, "suspend_s": round(susp, 4),
+            "resume_s": round(resu, 4), "downtime_s": round(down, 4),
+            "state_mb": "" if state_mb is None else round(state_mb, 3),
+            "vmm_downtime_s": "" if vmm_downtime_s is None else round(vmm_downtime_s, 4)}
+
+
+# --------------------------------------------------------------------------- report
+METHODS = ["warm", "save-restore", "reboot"]
+LABEL = {"warm": "Warm-VM restart (vcr)", "save-restore": "QEMU save/restore (full RAM)",
+         "reboot": "guest shutdown + boot"}
+
+
+def medians(rows, key):
+    """{(method, key value): {col: median}}"""
+    out = {}
+    for r in rows:
+        out.setdefault((r["method"], r[key]), []).append(r)
+    med = {}
+    for k, rs in out.items():
+        med[k] = {c: statistics.median(float(x[c]) for x in rs)
+                  for c in ("suspend_s", "resume_s", "downtime_s")}
+        med[k]["n"] = len(rs)
+        sm = [float(x["state_mb"]) for x in rs if x["state_mb"] != ""]
+        med[k]["state_mb"] = statistics.median(sm) if sm else None
+    return med
+
+
+def machine():
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return "?"
+    cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+    mem = sh("free -m | awk '/^Mem:/{print $2}'")
+    return {"nproc": sh("nproc"), "mem": f"{mem} MB", "cpu": cpu,
+            "qemu": sh(f"{QEMU} --version | head -1"), "kernel": platform.release(),
+            "load": sh("cut -d' ' -f1-3 /proc/loadavg")}
+
+
+def fmt(x, nd=2):
+    if x is None:
+        return "-"
+    return f"{x:.3f}" if x < 1 else f"{x:.{nd}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or a <= 0:
+        return "-"
+    return f"{b / a:.0f}x" if b / a >= 10 else f"{b / a:.1f}x"
+
+
+def write_report(rows, args, methods, mach, elapsed, notes):
+    os.makedirs(RESULTS, exist_ok=True)
+    cols = ["method", "mem_mb", "vms", "run", "suspend_s", "resume_s", "downtime_s", "state_mb",
+            "vmm_downtime_s", "sweep"]
+    with open(os.path.join(RESULTS, "warm-vm.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    mem_rows = [r for r in rows if r["vms"] == 1]
+    vm_rows = [r for r in rows if r["mem_mb"] == 256]
+    mm, mv = medians(mem_rows, "mem_mb"), medians(vm_rows, "vms")
+    mems = sorted({r["mem_mb"] for r in mem_rows})
+    nvms = sorted({r["vms"] for r in vm_rows})
+    L = []
+    L.append("# bench-warm-vm: Warm-VM restart vs QEMU save/restore vs shutdown + boot\n")
+    if "warm" not in methods:
+        L.append("**BASELINES ONLY: the Warm-VM restart feature (`vcr vm warm-restart`) was not "
+                 "available when this ran; the `warm` rows are missing. Re-run "
+                 "`make bench-warm-vm` once it has landed.**\n")
+    L.append(f"Generated by `bench/warm_vm.py` ({' '.join(sys.argv[1:]) or 'defaults'}) on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; total {elapsed / 60:.1f} "
+             f"min; {args.runs} run(s) per point, medians shown.\n")
+    L.append("## Machine\n")
+    L.append(f"- CPUs (`nproc`): {mach['nproc']}; memory {mach['mem']}; CPU: {mach['cpu']}")
+    L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
+             f"{mach['kernel']}; load average at the end {mach['load']}")
+    L.append("- Guest: Debian 6.1 kernel + busybox initramfs (lab/build-image), 1 vCPU, RAM in a "
+             "/dev/shm file (`memory-backend-file,share=on`), HTTP by busybox httpd.")
+    L.append("- Before measuring, each guest writes 3/8 of its RAM of non-zero data to its tmpfs "
+             "(`/cgi-bin/fill?MB`), so a full save has real pages to write.\n")
+    L.append("Absolute times are TCG times on this machine: compare the ratios, not the "
+             "seconds, with the paper.\n")
+    L.append("## How each is measured\n")
+    L.append("- **warm**: `vcr vm warm-restart VM --json` (one VM) or `vcr host warm-restart "
+             "HOST --json` (all VMs of the host in parallel); suspend/resume as reported by vcr "
+             "(`vmm_downtime_s` in the CSV is vcr's own downtime figure).")
+    L.append("- **save-restore**: QEMU started by the bench with the agent's argv; QMP `stop`, "
+             "`migrate` to `exec:cat > FILE` with x-ignore-shared off, `quit`, RAM file deleted "
+             "(suspend = `stop` .. old QEMU exited); new QEMU `-S -incoming defer`, "
+             "`migrate-incoming exec:cat FILE`, `cont` (resume = exec .. `cont` returned).")
+    L.append("- **reboot**: `GET /cgi-bin/poweroff` (the guest waits 0.5 s, then `poweroff -f`) "
+             "until QEMU exits = suspend; a new QEMU boots until the first good HTTP answer = "
+             "resume.")
+    L.append("- **downtime**: a client inside the lab namespace sends `GET /` to every VM every "
+             "10 ms (raw sockets, 0.2 s timeout); downtime = the longest gap between two good "
+             "answers of a VM (the worst VM when several).")
+    L.append("- Several VMs: all restarted together; suspend/resume = until the last VM is "
+             "done.\n")
+
+    def table(med, keyname, keys, title):
+        L.append(f"## {title}\n")
+        L.append(f"| {keyname} | method | suspend s | resume s | HTTP downtime s | state MB | runs |")
+        L.append("|---:|---|---:|---:|---:|---:|---:|")
+        for k in keys:
+            for m in METHODS:
+                d = med.get((m, k))
+                if d:
+                    L.append(f"| {k} | {m} | {fmt(d['suspend_s'])} | {fmt(d['resume_s'])} | "
+                             f"{fmt(d['downtime_s'])} | "
+                             f"{'-' if d['state_mb'] is None else format(d['state_mb'], '.2f')} | {d['n']} |")
+        L.append("")
+        L.append(f"Ratios (baseline / warm; >1 = warm is faster):\n")
+        L.append(f"| {keyname} | save-restore suspend | resume | downtime | reboot suspend | "
+                 "resume | downtime |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|")
+        any_ratio = False
+        for k in keys:
+            w = med.get(("warm", k))
+            if not w:
+                continue
+            cells = []
+            for m in ("save-restore", "reboot"):
+                b = med.get((m, k))
+                for c in ("suspend_s", "resume_s", "downtime_s"):
+                    cells.append(ratio(w[c], b[c]) if b else "-")
+            L.append(f"| {k} | " + " | ".join(cells) + " |")
+            any_ratio = True
+        if not any_ratio:
+            L.append("| - | (no warm rows) | | | | | |")
+        L.append("")
+
+    table(mm, "VM MB", mems, "(a) vs VM memory size (one VM)")
+    L.append("![suspend and resume vs memory](warm-vm-mem.png)\n")
+    table(mv, "VMs", nvms, "(b) vs number of 256 MB VMs restarted together")
+    L.append("![suspend and resume vs number of VMs](warm-vm-vms.png)\n")
+
+    L.append("## (c) service downtime seen by the HTTP client\n")
+    L.append("From the tables above (HTTP downtime column); for the 1 GB VM:\n")
+    L.append("| method | ours: HTTP downtime s (1 GB VM, QEMU restart only) | paper: downtime s "
+             "(1 GB VM, incl. Xen's own reboot) |")
+    L.append("|---|---:|---:|")
+    for m in METHODS:
+        d = mm.get((m, 1024))
+        L.append(f"| {m} | {fmt(d['downtime_s']) if d else 'not measured'} | "
+                 f"{PAPER_DOWNTIME_1G[m]} ({PAPER_NAMES[m]}) |")
+    L.append("")
+    L.append("## Beside the paper's figures (their hardware: Xen 3.0.0, Pentium 4 3.0 GHz, "
+             "2 GB RAM, SATA disk; SEEDS.md part B)\n")
+    L.append("| figure | method | paper (theirs) suspend / resume s | ours suspend / resume s | "
+             "paper ratio vs warm | our ratio vs warm |")
+    L.append("|---|---|---:|---:|---:|---:|")
+    for title, paper, med, k in (("1 GB VM", PAPER_MEM_1G, mm, 1024),
+                                 ("6 VMs x 256 MB", PAPER_VMS_6, mv, 6)):
+        pw, ow = paper["warm"], med.get(("warm", k))
+        for m in METHODS:
+            p, o = paper[m], med.get((m, k))
+            ours = f"{fmt(o['suspend_s'])} / {fmt(o['resume_s'])}" if o else "not measured"
+            pr = "-" if m == "warm" else f"{ratio(pw[0], p[0])} / {ratio(pw[1], p[1])}"
+            orr = ("-" if m == "warm" or not o or not ow else
+                   f"{ratio(ow['suspend_s'], o['suspend_s'])} / {ratio(ow['resume_s'], o['resume_s'])}")
+            L.append(f"| {title} | {m} ({PAPER_NAMES[m]}) | {p[0]} / {p[1]} | {ours} | {pr} | {orr} |")
+    L.append("")
+    L.append("The paper's warm figure (0.6 s) includes Xen's work to save/re-attach the "
+             "domain's memory and the paper's downtimes include the VMM's (Xen's) own reboot, "
+             "which has no equivalent here: only QEMU processes are restarted, the host kernel "
+             "keeps running. Shutdown/boot here is a minimal busybox guest (no services).\n")
+    if notes:
+        L.append("## Notes\n")
+        L.extend(f"- {n}" for n in notes)
+        L.append("")
+    L.append("Files: `warm-vm.csv` (every run: method, mem_mb, vms, run, suspend_s, resume_s, "
+             "downtime_s, state_mb, vmm_downtime_s, sweep), `warm-vm-mem.png`, `warm-vm-vms.png`.")
+    with open(os.path.join(RESULTS, "warm-vm.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    plot(mm, mems, "mem", "VM memory size (MB), one VM")
+    plot(mv, nvms, "vms", "number of 256 MB VMs restarted together")
+
+
+def plot(med, keys, name, xlabel):
+    if not shutil.which("gnuplot") or not keys:
+        return
+    tmp = tempfile.mkdtemp(prefix="vcr-plot-")
+    series = []
+    for m in METHODS:
+        if not any((m, k) in med for k in keys):
+            continue
+        path = os.path.join(tmp, f"{m}.dat")
+        with open(path, "w") as f:
+            for i, k in enumerate(keys):
+                d = med.get((m, k))
+                if d:
+                    f.write(f"{i} {k} {max(d['suspend_s'], 1e-3)} {max(d['resume_s'], 1e-3)}\n")
+        series.append((m, path))
+    colors = {"warm": "#1b9e77", "save-restore": "#d95f02", "reboot": "#7570b3"}
+    plots = []
+    for m, path in series:
+        plots.append(f"'{path}' using 1:3:xtic(2) with linespoints lw 2 pt 7 ps 1.3 "
+                     f"lc rgb '{colors[m]}' title '{m}: suspend'")
+        plots.append(f"'{path}' using 1:4:xtic(2) with linespoints lw 2 dt 2 pt 5 ps 1.3 "
+                     f"lc rgb '{colors[m]}' title '{m}: resume'")
+    script = f"""
+set terminal pngcairo size 900,560 font 'sans,11'
+set output '{os.path.join(RESULTS, f'warm-vm-{name}.png')}'
+set title 'Warm-VM restart vs QEMU save/restore vs shutdown+boot (TCG, medians)'
+set xlabel '{xlabel}'
+set ylabel 'time (s, log scale)'
+set logscale y
+set format y '%g'
+set grid ytics mytics xtics
+set key outside right top
+set xrange [-0.3:{len(keys) - 0.7}]
+plot {', '.join(plots)}
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- main
+def warm_available(build):
+    vcr = os.path.join(build, "src", "cli", "vcr")
+    r = subprocess.run([vcr, "vm", "warm-restart", "--help"], capture_output=True, text=True)
+    return r.returncode == 0 and "warm" in (r.stdout + r.stderr).lower()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="256/1024 MB, 1/2 VMs, 1 run")
+    ap.add_argument("--mem", default="256,512,1024,2048", help="memory sizes (MB), one VM")
+    ap.add_argument("--vms", default="1,2,4,6", help="numbers of 256 MB VMs")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--keep-lab", action="store_true")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the methods not run now from the existing "
+                         "bench/results/warm-vm.csv (e.g. add `--methods warm` to a "
+                         "baselines-only result)")
+    args = ap.parse_args()
+    if args.quick:
+        args.mem, args.vms, args.runs = "256,1024", "1,2", 1
+    if os.geteuid() != 0:
+        sys.exit("warm_vm: must run as root (network namespaces, taps)")
+    build = os.path.abspath(args.build)
+    # The guest image `make image` / lab/build-image wrote for this build.
+    os.environ.setdefault("VCR_LAB_CACHE", os.path.join(build, "lab-cache"))
+    mems = [int(x) for x in args.mem.split(",") if x]
+    nvms = [int(x) for x in args.vms.split(",") if x]
+    methods = [m for m in args.methods.split(",") if m]
+    notes = []
+    if "warm" in methods and not warm_available(build):
+        say(f"`vcr vm warm-restart` is not in {build}: running the baselines only")
+        notes.append(f"`vcr vm warm-restart --help` failed in {build}: warm not measured.")
+        methods = [m for m in methods if m != "warm"]
+    if max(nvms) > 8:
+        sys.exit("at most 8 VMs (tap0..tap7)")
+
+    work = tempfile.mkdtemp(prefix="vcr-bench-warm-")
+    rows = []
+    cluster = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    say(f"lab up (namespace {labkit.NS}); work dir {work}; methods {methods}")
+    labkit.lab_up()
+    try:
+        if "warm" in methods:
+            cluster = Cluster(build, work)
+        # (mem, n) points; the (256 MB, 1 VM) point belongs to both sweeps.
+        points = [(m, 1, "mem") for m in mems]
+        points += [(256, n, "vms") for n in nvms if not (n == 1 and 256 in mems)]
+        for mem, n, sweep in points:
+            say(f"point: {n} VM(s) x {mem} MB")
+            before = len(rows)
+            if "warm" in methods:
+                run_warm(cluster, mem, n, args.runs, rows)
+            base = [m for m in methods if m != "warm"]
+            if base:
+                run_baselines(work, mem, n, args.runs, base, rows)
+            for r in rows[before:]:
+                r["sweep"] = "both" if (mem == 256 and n == 1) else sweep
+    finally:
+        if cluster:
+            cluster.stop()
+        if not args.keep_lab:
+            labkit.lab_down()
+            say("lab down")
+    if args.merge and os.path.exists(os.path.join(RESULTS, "warm-vm.csv")):
+        with open(os.path.join(RESULTS, "warm-vm.csv")) as f:
+            old = [r for r in csv.DictReader(f) if r["method"] not in methods]
+        for r in old:
+            for k in ("mem_mb", "vms", "run"):
+                r[k] = int(r[k])
+        notes.append(f"{len(old)} rows of {sorted({r['method'] for r in old})} kept from the "
+                     "previous run (--merge): same machine, measured separately.")
+        rows = old + rows
+        methods = sorted(set(methods) | {r["method"] for r in old}, key=METHODS.index)
+    write_report(rows, args, methods, machine(), time.monotonic() - T0, notes)
+    say(f"wrote {RESULTS}/warm-vm.md, warm-vm.csv, warm-vm-mem.png, warm-vm-vms.png")
+    print(open(os.path.join(RESULTS, "warm-vm.md")).read())
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
