@@ -198,6 +198,12 @@ int dns_tsig_key_load(const char *path, struct dns_tsig_key *key, vcr_error_t *e
     __attribute__((cleanup(free_secret))) char *text = read_small_file(path, &len, err);
     if (text == NULL)
         return -1;
+    return dns_tsig_key_parse(text, len, path, key, err);
+}
+
+int dns_tsig_key_parse(const char *text, size_t len, const char *path, struct dns_tsig_key *key,
+                       vcr_error_t *err)
+{
     struct lexer lx = {.path = path, .p = text, .end = text + len, .line = 1};
     cleanup_free char *name = NULL;
     cleanup_free char *algorithm = NULL;

@@ -44,6 +44,10 @@ struct dns_tsig_key {
 /* Reads `key "NAME" { algorithm hmac-sha256; secret "BASE64"; };` as tsig-keygen writes
  * it.  The file must hold exactly one key. */
 int dns_tsig_key_load(const char *path, struct dns_tsig_key *key, vcr_error_t *err);
+/* The same from text in memory (len bytes, need not be NUL-terminated); path only
+ * names the source in messages.  Exposed for the fuzz harness. */
+int dns_tsig_key_parse(const char *text, size_t len, const char *path, struct dns_tsig_key *key,
+                       vcr_error_t *err);
 void dns_tsig_key_clear(struct dns_tsig_key *key);
 
 struct dns_update_outcome {
