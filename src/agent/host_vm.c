@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "agent/host_sampler.h"
+#include "agent/host_volume.h"
 #include "agent/proc.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
@@ -47,7 +48,7 @@ static void remove_runtime_files(struct host_vm *vm)
 }
 
 /* The last non-empty line QEMU wrote to its log: why it refused to start. */
-static void log_last_line(const char *path, char *out, size_t size)
+void host_vm_log_last_line(const char *path, char *out, size_t size)
 {
     out[0] = '\0';
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -97,15 +98,16 @@ static void conclude_exit(struct host_vm *vm)
         host_vm_warm_exited(vm, have_status, wstatus);
         return;
     }
-    char detail[512] = "";
+    char detail[1024] = "";
     if (vm->sm.state == VM_STATE_STARTING) {
         char last[384];
-        log_last_line(vm->paths.log, last, sizeof(last));
+        host_vm_log_last_line(vm->paths.log, last, sizeof(last));
         snprintf(detail, sizeof(detail), "%s%s%s", vm->start_failure,
                  vm->start_failure[0] && last[0] ? "; " : "", last);
     }
     bool report = vm_sm_exited(&vm->sm, have_status, wstatus, detail[0] ? detail : NULL);
     remove_runtime_files(vm);
+    host_volumes_exited(vm);
     proc_watch_free(vm->proc);
     vm->proc = NULL;
     if (report)
@@ -151,6 +153,8 @@ static void on_query_status(struct qmp_client *c, json_t *result, const char *er
     }
     if (vm_sm_qmp_status(&vm->sm, status))
         host_vm_changed(vm, vcr_wall_ms());
+    if (vm->sm.state == VM_STATE_RUNNING)
+        host_volumes_running(vm);
 }
 
 static void on_qmp_ready(struct qmp_client *c, void *opaque)
@@ -395,6 +399,12 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     /* Leftovers of a QEMU that died with no agent to clean up after it: a
      * stale RAM file would hand its old contents to the new guest. */
     remove_runtime_files(vm);
+    /* docs/warm-cache.md: never start with a volume that failed its checks. */
+    if (host_volumes_prepare(vm, err) < 0) {
+        vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
+        host_vm_changed(vm, vcr_wall_ms());
+        return vcr_error_wrap(err, "start VM `%s`", vm->spec->name);
+    }
     struct vm_launch launch = {
         .qemu = vm->env.qemu, .accel = vm->env.accel, .spec = vm->spec, .paths = &vm->paths};
     char **argv = vm_qemu_argv(&launch, err);
@@ -581,6 +591,7 @@ void host_vm_free(struct host_vm *vm)
     if (vm == NULL)
         return;
     host_vm_warm_free(vm->warm);
+    host_volumes_free(vm);
     free(vm->qemu_path);
     qmp_client_free(vm->qmp);
     proc_watch_free(vm->proc);

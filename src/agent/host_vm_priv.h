@@ -40,6 +40,7 @@ struct host_vm {
 
     char *qemu_path;           /* binary of the running QEMU (NULL: none known) */
     struct host_vm_warm *warm; /* a warm restart under way, or NULL */
+    struct host_volumes *volumes; /* host_volume.c: data volumes, or NULL */
 };
 
 /* host_vm.c */
@@ -48,6 +49,8 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms);
  * and connects QMP, without a state change: the warm restart drives those. */
 int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err);
 void host_vm_set_qemu_path(struct host_vm *vm, const char *path);
+/* The last line QEMU wrote to its log ("" if it was our own header). */
+void host_vm_log_last_line(const char *path, char *out, size_t size);
 
 /* host_warm_restart.c: called by host_vm.c while vm->warm is set. */
 void host_vm_warm_qmp_ready(struct host_vm *vm);

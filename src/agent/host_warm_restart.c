@@ -387,8 +387,12 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
     if (w->step != W_FALLBACK) {
         char how[128];
         vm_exit_cause(have_status, wstatus, how, sizeof(how));
-        snprintf(w->result.error, sizeof(w->result.error), "%s qemu: %s during the warm restart",
-                 w->step < W_QUIT || w->step == W_RESUMING ? "old" : "new", how);
+        char last[300];
+        host_vm_log_last_line(vm->paths.log, last, sizeof(last));
+        snprintf(w->result.error, sizeof(w->result.error),
+                 "%s qemu: %s during the warm restart%s%s",
+                 w->step < W_QUIT || w->step == W_RESUMING ? "old" : "new", how,
+                 last[0] ? ": " : "", last);
         log_warn("VM %s: %s", vm->spec->name, w->result.error);
     }
     evtimer_del(w->poll);
