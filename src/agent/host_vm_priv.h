@@ -40,7 +40,6 @@ struct host_vm {
 
     char *qemu_path;           /* binary of the running QEMU (NULL: none known) */
     struct host_vm_warm *warm; /* a warm restart under way, or NULL */
-    struct host_volumes *volumes; /* host_volume.c: data volumes, or NULL */
 };
 
 /* host_vm.c */
