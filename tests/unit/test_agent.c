@@ -31,6 +31,7 @@
 #include "agent/host_vm.h"
 #include "agent/proc.h"
 #include "agent/vm.h"
+#include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -121,6 +122,65 @@ static void test_ram_file_differs_by_state_dir(void **state)
     assert_string_not_equal(a.ram, b.ram);
     vm_paths_clear(&a);
     vm_paths_clear(&b);
+}
+
+/* The state file's checksum: sealed, verified, and a flipped byte is caught. */
+static void test_warm_state_checksum(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-warm-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char tmp[64], st[64], sum[64];
+    snprintf(tmp, sizeof(tmp), "%s/web1.state.tmp", dir);
+    snprintf(st, sizeof(st), "%s/web1.state", dir);
+    snprintf(sum, sizeof(sum), "%s/web1.state.sha256", dir);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 100000; i++)
+        fputc(i % 251, f);
+    fclose(f);
+    uint64_t bytes = 0;
+    assert_int_equal(warm_state_seal(tmp, st, sum, &bytes, NULL), 0);
+    assert_int_equal(bytes, 100000);
+    assert_int_equal(access(tmp, F_OK), -1); /* renamed */
+    assert_int_equal(warm_state_verify(st, sum, NULL), 0);
+
+    assert_int_equal(warm_state_corrupt(st, NULL), 0);
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(warm_state_verify(st, sum, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "fails its checksum"));
+    vcr_error_release(&err);
+    /* A missing checksum file is an error too, never a pass. */
+    unlink(sum);
+    assert_int_equal(warm_state_verify(st, sum, &err), -1);
+    unlink(st);
+    rmdir(dir);
+}
+
+/* During a warm restart the old QEMU's STOP, SHUTDOWN and exit are expected. */
+static void test_sm_restarting_exit_is_not_crash(void **state)
+{
+    (void)state;
+    struct vm_sm sm;
+    vm_sm_init(&sm, "not started");
+    vm_sm_starting(&sm, "autostart");
+    vm_sm_qmp_status(&sm, "running");
+    assert_true(vm_sm_restarting(&sm, "warm restart"));
+    assert_int_equal(sm.state, VM_STATE_RESTARTING);
+    assert_string_equal(vm_state_name(sm.state), "restarting");
+    assert_true(vm_state_is_live(sm.state));
+    assert_false(vm_sm_qmp_event(&sm, "STOP", NULL));
+    json_t *quit = json_pack("{s:b, s:s}", "guest", 0, "reason", "host-qmp-quit");
+    assert_false(vm_sm_qmp_event(&sm, "SHUTDOWN", quit));
+    json_decref(quit);
+    assert_false(vm_sm_exited(&sm, true, W_EXITCODE(0, 0), NULL));
+    assert_int_equal(sm.state, VM_STATE_RESTARTING); /* not crashed */
+    assert_false(vm_sm_qmp_event(&sm, "RESUME", NULL));
+    assert_true(vm_sm_restarted(&sm, "warm restart done"));
+    assert_int_equal(sm.state, VM_STATE_RUNNING);
+    /* Afterwards a death is a crash again. */
+    assert_true(vm_sm_exited(&sm, true, SIGKILL, NULL));
+    assert_int_equal(sm.state, VM_STATE_CRASHED);
 }
 
 static void test_qemu_argv(void **state)
@@ -941,6 +1001,8 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qemu_argv),
+        cmocka_unit_test(test_warm_state_checksum),
+        cmocka_unit_test(test_sm_restarting_exit_is_not_crash),
         cmocka_unit_test(test_ram_file_differs_by_state_dir),
         cmocka_unit_test(test_proc_stat_parsing),
         cmocka_unit_test(test_cpu_percent),

@@ -447,6 +447,61 @@ static void test_inventory_hello_invalid(void **state)
     expect_bad_hello(h, "hello.vms: missing");
 }
 
+/* A warm restart is maintenance until its deadline; then, or on a bad end, a failure. */
+static void test_inventory_warm_restart_deadline(void **state)
+{
+    (void)state;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    json_t *hello = hello_msg("node1");
+    bool came_up;
+    assert_non_null(inventory_apply_hello(inv, hello, 1000, &came_up, &err));
+    json_decref(hello);
+    enum inv_restart_change ch;
+
+    json_t *ev = vm_event_msg("web1", "restarting", "warm restart", 1);
+    assert_int_equal(inventory_apply_vm_event_at(inv, "node1", ev, 5000, &ch, &err), 0);
+    json_decref(ev);
+    struct inv_vm *web = inventory_find_vm(inv, "web1", NULL);
+    assert_int_equal(ch, INV_RESTART_BEGAN);
+    assert_int_equal(web->state, INV_VM_RESTARTING);
+    assert_int_equal(web->restart_deadline_ms, 5000 + INV_RESTART_DEADLINE_MS);
+    /* Before the deadline: nothing expires.  Back to running: done, no deadline. */
+    assert_int_equal(inventory_expire_restarts(inv, 5000 + INV_RESTART_DEADLINE_MS, NULL, NULL), 0);
+    ev = vm_event_msg("web1", "running", "warm restart done", 2);
+    assert_int_equal(inventory_apply_vm_event_at(inv, "node1", ev, 6000, &ch, &err), 0);
+    json_decref(ev);
+    assert_int_equal(ch, INV_RESTART_DONE);
+    assert_int_equal(web->restart_deadline_ms, 0);
+
+    /* Restarting -> starting (cold-boot fallback) is a failed warm restart. */
+    ev = vm_event_msg("web1", "restarting", "warm restart", 3);
+    inventory_apply_vm_event_at(inv, "node1", ev, 7000, &ch, &err);
+    json_decref(ev);
+    ev = vm_event_msg("web1", "starting", "cold boot after a failed warm restart: x", 4);
+    assert_int_equal(inventory_apply_vm_event_at(inv, "node1", ev, 8000, &ch, &err), 0);
+    json_decref(ev);
+    assert_int_equal(ch, INV_RESTART_FAILED);
+
+    /* Overrunning the deadline makes it failed, once. */
+    ev = vm_event_msg("web1", "restarting", "warm restart", 5);
+    inventory_apply_vm_event_at(inv, "node1", ev, 10000, &ch, &err);
+    json_decref(ev);
+    cleanup_json json_t *st = inventory_status_json(inv, 10000, 1700000000000);
+    json_t *vm0 =
+        json_array_get(json_object_get(json_array_get(json_object_get(st, "hosts"), 0), "vms"), 0);
+    assert_int_equal(json_integer_value(json_object_get(vm0, "restart_deadline_ms")),
+                     1700000000000 + INV_RESTART_DEADLINE_MS);
+    assert_int_equal(inventory_expire_restarts(inv, 10000 + INV_RESTART_DEADLINE_MS, NULL, NULL),
+                     0);
+    assert_int_equal(inventory_expire_restarts(inv, 10001 + INV_RESTART_DEADLINE_MS, NULL, NULL),
+                     1);
+    assert_int_equal(web->state, INV_VM_FAILED);
+    assert_non_null(strstr(web->cause, "warm restart not done within"));
+    assert_int_equal(inventory_expire_restarts(inv, 99999999, NULL, NULL), 0);
+    inventory_free(inv);
+}
+
 static void test_inventory_vm_event_and_sample(void **state)
 {
     (void)state;
@@ -1126,6 +1181,7 @@ int main(void)
         cmocka_unit_test(test_inventory_hello_invalid),
         cmocka_unit_test(test_inventory_vm_event_and_sample),
         cmocka_unit_test(test_inventory_heartbeat_timeout),
+        cmocka_unit_test(test_inventory_warm_restart_deadline),
         cmocka_unit_test(test_e2e_hello_and_vm_event),
         cmocka_unit_test(test_e2e_message_before_hello_rejected),
         cmocka_unit_test(test_e2e_bad_hello_rejected),
