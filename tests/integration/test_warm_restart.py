@@ -20,9 +20,9 @@ HOST = "host1"
 BOOT_TIMEOUT = 120
 
 # /cgi-bin/stash?VALUE writes VALUE to /tmp/stash (the guest's tmpfs); /cgi-bin/stash
-# reads it back.  lab/guest/init has it too; appending it to the initrd here (the kernel
-# unpacks concatenated cpio archives in order) makes the test independent of whether
-# the cached image was rebuilt since.
+# reads it back.  It is appended to the lab initrd as a second cpio archive (the kernel
+# unpacks concatenated archives in order; /init keeps what is in /www/cgi-bin), so the
+# guest image itself needs no change.
 STASH_CGI = b"""#!/bin/sh
 printf 'Content-Type: text/plain\\r\\n\\r\\n'
 [ -n "$QUERY_STRING" ] && echo "$QUERY_STRING" >/tmp/stash
