@@ -33,9 +33,11 @@ $(FUZZ_BUILD)/build.ninja:
 build-fuzz: deps $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD)
 
-# Guest boot files (kernel + initramfs with the static agent), cached under $(BUILD).
+# Guest boot files (kernel + initramfs with the static agent; the standby
+# initramfs with the liblxc-linked agent and its libraries), cached under $(BUILD).
 image: build
-	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static
+	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static \
+		--standby --standby-agent $(BUILD)/src/agent/vcr-agent
 
 check: build build-asan build-fuzz image
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)

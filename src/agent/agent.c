@@ -23,12 +23,13 @@
 /* How long an exiting agent waits for the server to take its last messages. */
 #define AGENT_EXIT_FLUSH_MS 1000
 
-static const struct agent_role_ops *const roles[] = {&host_role_ops};
+/* &standby_role_ops is NULL in an agent built without liblxc. */
+static const struct agent_role_ops *const roles[] = {&host_role_ops, &standby_role_ops};
 
 static const struct agent_role_ops *find_role(const char *name)
 {
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
-        if (strcmp(roles[i]->name, name) == 0)
+        if (roles[i] && strcmp(roles[i]->name, name) == 0)
             return roles[i];
     return NULL;
 }
@@ -42,8 +43,30 @@ static int check_role(const struct agent_options *opts, vcr_error_t *err)
 {
     const char *role = opts->role ? opts->role : "host";
     if (find_role(role) == NULL)
-        return vcr_error_make(err, EINVAL, "role `%s` is not implemented; allowed: host", role);
+        return vcr_error_make(err, EINVAL, "role `%s` is not implemented; allowed: host%s", role,
+                              &standby_role_ops ? ", standby" : "");
     return 0;
+}
+
+/* The standby role needs no file: --server and --name say it all (docs/agent.md). */
+static struct vcr_agent_config *config_from_flags(const struct agent_options *opts,
+                                                  vcr_error_t *err)
+{
+    if (opts->server == NULL || opts->name == NULL) {
+        vcr_error_make(err, EINVAL, "--config FILE, or --server HOST:PORT and --name NAME");
+        return NULL;
+    }
+    struct vcr_agent_config *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL || (cfg->host = strdup(opts->name)) == NULL ||
+        (cfg->server = strdup(opts->server)) == NULL ||
+        (cfg->state_dir = strdup("/run/vcr-agent")) == NULL) {
+        vcr_agent_config_free(cfg);
+        vcr_error_make(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    cfg->accel = VCR_ACCEL_TCG;
+    cfg->sample_interval_ms = VCR_SAMPLE_INTERVAL_MS_DEF;
+    return cfg;
 }
 
 int agent_config_test(const struct agent_options *opts, vcr_error_t *err)
@@ -139,9 +162,16 @@ static void conn_order(json_t *id, const char *action, const char *vm, json_t *m
     a->role->order(a, id, action, vm, msg);
 }
 
+static json_t *conn_hello_extra(void *opaque)
+{
+    struct agent *a = opaque;
+    return a->role->hello_extra ? a->role->hello_extra(a) : NULL;
+}
+
 static const struct agent_conn_ops conn_ops = {
     .vm_list = conn_vm_list,
     .order = conn_order,
+    .hello_extra = conn_hello_extra,
 };
 
 static void on_sample_tick(evutil_socket_t fd, short what, void *arg)
@@ -152,9 +182,15 @@ static void on_sample_tick(evutil_socket_t fd, short what, void *arg)
     if (a->conn == NULL || !agent_conn_is_up(a->conn))
         return;
     json_t *vms = a->role->sample(a);
-    if (vms)
-        agent_conn_send_sample(
-            a->conn, json_pack("{s:I, s:o}", "ts_ms", (json_int_t)vcr_wall_ms(), "vms", vms));
+    if (vms == NULL)
+        return;
+    json_t *body = json_pack("{s:I, s:o}", "ts_ms", (json_int_t)vcr_wall_ms(), "vms", vms);
+    if (body && a->role->sample_extra) {
+        cleanup_json json_t *extra = a->role->sample_extra(a);
+        if (json_is_object(extra))
+            json_object_update_missing(body, extra);
+    }
+    agent_conn_send_sample(a->conn, body);
 }
 
 void agent_role_ready(struct agent *a, const char *accel)
@@ -211,7 +247,8 @@ int agent_run(const struct agent_options *opts, vcr_error_t *err)
         return -1;
     struct agent a = {.stop_vms_on_exit = opts->stop_vms_on_exit, .test_faults = opts->test_faults};
     a.role = find_role(opts->role ? opts->role : "host");
-    a.cfg = vcr_agent_config_load(opts->config_path, err);
+    a.cfg = opts->config_path ? vcr_agent_config_load(opts->config_path, err)
+                              : config_from_flags(opts, err);
     if (a.cfg == NULL)
         return -1;
     int rc = -1;

@@ -9,7 +9,10 @@
 
 struct agent_options {
     const char *config_path;
-    const char *role; /* "host" (default) */
+    const char *role; /* "host" (default) or "standby" (built with liblxc) */
+    /* Without config_path (standby role): the server (HOST:PORT) and our name. */
+    const char *server;
+    const char *name;
     /* Stop the role's VMs on SIGTERM/SIGINT; by default they outlive the agent. */
     bool stop_vms_on_exit;
     /* Accept test-only order members (`corrupt_state_for_test`); never in production. */

@@ -97,6 +97,11 @@ static void send_hello(struct agent_conn *c, const char *auth)
                            "accel", c->params.accel, "vms", vms ? vms : json_array()));
     if (msg && auth)
         json_object_set_new(msg, "auth", json_string(auth));
+    if (msg && c->ops.hello_extra) {
+        cleanup_json json_t *extra = c->ops.hello_extra(c->opaque);
+        if (json_is_object(extra))
+            json_object_update_missing(msg, extra);
+    }
     if (!send_msg(c, msg))
         return;
     c->state = CONN_HELLO_SENT;

@@ -41,6 +41,8 @@ struct agent_conn_ops {
     /* An order; answer it with agent_conn_reply(id) (id borrowed: incref to keep). */
     /* msg: the whole order (borrowed), for members beyond action and vm. */
     void (*order)(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque);
+    /* Optional: more hello members (an object, new reference), e.g. `containers`. */
+    json_t *(*hello_extra)(void *opaque);
 };
 
 struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_conn_params *p,

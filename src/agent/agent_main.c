@@ -10,10 +10,15 @@
 static void usage(FILE *out)
 {
     fprintf(out, "Usage: vcr-agent --config FILE [OPTION]...\n"
-                 "Supervises this host's QEMU VMs and reports to vcr-server (docs/agent.md).\n"
+                 "       vcr-agent --role standby --server HOST:PORT --name NAME [OPTION]...\n"
+                 "Supervises this host's QEMU VMs, or a standby VM's LXC containers, and\n"
+                 "reports to vcr-server (docs/agent.md).\n"
                  "\n"
                  "  -c, --config FILE       agent configuration (docs/config-vm.md)\n"
-                 "  -r, --role ROLE         what to supervise: host (default)\n"
+                 "  -r, --role ROLE         what to supervise: host (default) or standby\n"
+                 "                          (containers; only in an agent built with liblxc)\n"
+                 "  -s, --server HOST:PORT  without --config: the server's agent port\n"
+                 "  -n, --name NAME         without --config: this agent's host name\n"
                  "  -l, --log-level LEVEL   error, warn, info (default) or debug\n"
                  "  -t, --config-test       validate the configuration and exit\n"
                  "      --stop-vms-on-exit  on SIGTERM/SIGINT stop the VMs first; by default\n"
@@ -33,6 +38,8 @@ int main(int argc, char **argv)
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"role", required_argument, NULL, 'r'},
+        {"server", required_argument, NULL, 's'},
+        {"name", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'l'},
         {"config-test", no_argument, NULL, 't'},
         {"stop-vms-on-exit", no_argument, NULL, OPT_STOP_VMS},
@@ -45,13 +52,19 @@ int main(int argc, char **argv)
     bool config_test = false;
     int level = VCR_LOG_INFO;
     int c;
-    while ((c = getopt_long(argc, argv, "c:r:l:thV", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:r:s:n:l:thV", options, NULL)) != -1) {
         switch (c) {
         case 'c':
             opts.config_path = optarg;
             break;
         case 'r':
             opts.role = optarg;
+            break;
+        case 's':
+            opts.server = optarg;
+            break;
+        case 'n':
+            opts.name = optarg;
             break;
         case 'l':
             level = vcr_log_level_parse(optarg);
@@ -81,14 +94,17 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc || opts.config_path == NULL) {
+    bool flags_config = opts.server && opts.name && !config_test;
+    if (optind < argc || (opts.config_path == NULL && !flags_config)) {
         fprintf(stderr, "vcr-agent: %s\n",
-                optind < argc ? "unexpected argument" : "--config FILE is required");
+                optind < argc ? "unexpected argument"
+                              : "--config FILE (or --server and --name) is required");
         usage(stderr);
         return 2;
     }
     if (!agent_role_exists(opts.role)) {
-        fprintf(stderr, "vcr-agent: --role `%s`: allowed: host\n", opts.role);
+        fprintf(stderr, "vcr-agent: --role `%s`: not in this build; allowed: %s\n", opts.role,
+                agent_role_exists("standby") ? "host, standby" : "host");
         return 2;
     }
     vcr_log_init("vcr-agent", (enum vcr_log_level)level);

@@ -44,9 +44,16 @@ struct agent_role_ops {
     void (*leave)(struct agent *a, bool stop);
     /* Free the role's data; what it runs keeps running unless leave stopped it. */
     void (*fini)(struct agent *a);
+    /* Optional: more members (an object, new reference) for hello and for
+     * each sample (standby: `containers`, `vm_load`). */
+    json_t *(*hello_extra)(struct agent *a);
+    json_t *(*sample_extra)(struct agent *a);
 };
 
 extern const struct agent_role_ops host_role_ops;
+/* standby_role.c, linked only into an agent built with liblxc (meson
+ * `dependency('lxc')`): weak, so NULL in the static agent. */
+extern const struct agent_role_ops standby_role_ops __attribute__((weak));
 
 /* Services of the agent core for roles. */
 void agent_role_ready(struct agent *a, const char *accel);

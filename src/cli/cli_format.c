@@ -143,8 +143,27 @@ static int add_vm_row(struct table *t, json_t *vm, const char *host)
     return table_add(t, row);
 }
 
+/* A standby host's container: CONTAINER HOST SERVICE STATE CPU% MEM ADDRESS. */
+static int add_container_row(struct table *t, json_t *c, const char *host)
+{
+    char cpu[32] = "-", mem[32] = "-";
+    json_t *pct = json_object_get(c, "cpu_pct");
+    if (json_is_number(pct))
+        snprintf(cpu, sizeof(cpu), "%.1f", json_number_value(pct));
+    if (json_is_integer(json_object_get(c, "mem_kb")))
+        cli_format_kb(json_integer_value(json_object_get(c, "mem_kb")), mem, sizeof(mem));
+    const char *row[] = {str_member(c, "name"),   host, str_member(c, "service"),
+                         str_member(c, "state"),  cpu,  mem,
+                         str_member(c, "address")};
+    return table_add(t, row);
+}
+
 char *cli_format_status(json_t *status, vcr_error_t *err)
 {
+    static const char *const ct_head[] = {"CONTAINER", "HOST", "SERVICE", "STATE",
+                                          "CPU%",      "MEM",  "ADDRESS"};
+    static const bool ct_right[] = {false, false, false, false, true, true, false};
+    struct table ct = {.ncols = 7, .head = ct_head, .right = ct_right};
     static const char *const host_head[] = {"HOST", "ROLE", "STATE", "ACCEL", "LAST SEEN", "VMS"};
     static const bool host_right[] = {false, false, false, false, false, true};
     static const char *const vm_head[] = {"VM", "HOST", "STATE", "CAUSE", "CPU%", "RSS", "ADDRESS"};
@@ -167,6 +186,10 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
         {
             r |= add_vm_row(&vt, vm, str_member(host, "name"));
         }
+        json_array_foreach(json_object_get(host, "containers"), j, vm)
+        {
+            r |= add_container_row(&ct, vm, str_member(host, "name"));
+        }
     }
     char *text = NULL;
     size_t len = 0;
@@ -181,11 +204,16 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
                 table_print(&vt, out);
             else
                 fputs("no VMs\n", out);
+            if (ct.nrows) {
+                fputc('\n', out);
+                table_print(&ct, out);
+            }
         }
         fclose(out);
     }
     table_release(&ht);
     table_release(&vt);
+    table_release(&ct);
     if (text == NULL)
         vcr_error_make(err, ENOMEM, "status: out of memory");
     return text;

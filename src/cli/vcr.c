@@ -17,6 +17,8 @@ static const struct verb {
     {"events", "show or follow the event journal", cli_verb_events},
     {"vm", "stop, kill or warm-restart a VM: vm stop|kill|warm-restart NAME", cli_verb_vm},
     {"host", "warm-restart every VM of a host: host warm-restart HOST", cli_verb_host},
+    {"container", "containers of a standby VM: container create|start|stop|destroy HOST NAME",
+     cli_verb_container},
 };
 
 static void print_usage(FILE *out)

@@ -11,6 +11,7 @@ int cli_verb_status(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_events(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_vm(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_host(struct cli_context *ctx, int argc, char **argv);
+int cli_verb_container(struct cli_context *ctx, int argc, char **argv);
 /* vcr vm warm-restart NAME (warm.c); argv is the verb's, name already taken out. */
 int cli_warm_vm(struct cli_context *ctx, int argc, char **argv, const char *name);
 

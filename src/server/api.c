@@ -458,6 +458,96 @@ static void handle_host_warm(struct api *api, struct evhttp_request *req, const 
     start_warm(api, req, host, NULL);
 }
 
+/* --- POST /v1/hosts/NAME/containers (standby hosts; docs/server.md) --- */
+
+struct ct_request {
+    struct evhttp_request *req;
+    char host[72];
+    char name[72];
+    char action[24];
+};
+
+static void on_ct_reply(enum order_outcome outcome, const char *message, json_t *reply,
+                        void *opaque)
+{
+    struct ct_request *r = opaque;
+    if (outcome == ORDER_DONE) {
+        cleanup_json json_t *body =
+            json_pack("{s:s, s:s, s:s, s:s, s:O?, s:O?}", "host", r->host, "name", r->name,
+                      "action", r->action, "result", "done", "ms", json_object_get(reply, "ms"),
+                      "container", json_object_get(reply, "container"));
+        reply_json(r->req, 200, body);
+    } else {
+        int code = outcome == ORDER_REFUSED ? 502 : 503;
+        if (outcome == ORDER_TIMEOUT)
+            code = 504;
+        reply_error(r->req, code, "host `%s`: %s of container `%s`: %s", r->host, r->action,
+                    r->name, message);
+    }
+    free(r);
+}
+
+static void handle_host_containers(struct api *api, struct evhttp_request *req, const char *host)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    cleanup_free char *text = malloc(len + 1);
+    if (text == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_copyout(in, text, len);
+    text[len] = '\0';
+    json_error_t jerr;
+    cleanup_json json_t *body = json_loadb(text, len, 0, &jerr);
+    json_t *name = json_object_get(body, "name");
+    json_t *action = json_object_get(body, "action");
+    const char *act = json_is_string(action) ? json_string_value(action) : "create";
+    static const char *const acts[] = {"create", "start", "stop", "destroy"};
+    size_t k = 0;
+    while (k < 4 && strcmp(act, acts[k]) != 0)
+        k++;
+    if (!json_is_object(body) || !json_is_string(name) ||
+        !inventory_valid_name(json_string_value(name)) || k == 4) {
+        reply_error(req, 400,
+                    "body: expected {\"name\": NAME, \"action\": create|start|stop|destroy, "
+                    "\"service\", \"address\", \"gateway\", \"template\"}, got `%.100s`",
+                    text);
+        return;
+    }
+    struct inv_host *h = inventory_find_host(api->inv, host);
+    if (h == NULL || h->role == NULL || strcmp(h->role, "standby") != 0) {
+        reply_error(req, 404, "no standby host `%s` in the inventory", host);
+        return;
+    }
+    if (h->state != INV_HOST_CONNECTED) {
+        reply_error(req, 503, "host `%s` is lost", host);
+        return;
+    }
+    struct ct_request *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    r->req = req;
+    snprintf(r->host, sizeof(r->host), "%s", host);
+    snprintf(r->name, sizeof(r->name), "%s", json_string_value(name));
+    snprintf(r->action, sizeof(r->action), "%s", act);
+    char order[32];
+    snprintf(order, sizeof(order), "container_%s", act);
+    /* create means create and start unless the body says "start": false. */
+    cleanup_json json_t *members = json_deep_copy(body);
+    json_object_del(members, "action");
+    if (k == 0 && json_object_get(members, "start") == NULL)
+        json_object_set_new(members, "start", json_true());
+    cleanup_error vcr_error_t err = NULL;
+    if (agents_send_order_with(api->agents, host, order, r->name, members,
+                               api->opts.order_timeout_ms, on_ct_reply, r, &err) < 0) {
+        reply_error(req, 503, "%s", vcr_error_msg(err));
+        free(r);
+    }
+}
+
 /* --- routing --- */
 
 static const struct route {
@@ -471,6 +561,7 @@ static const struct route {
     {EVHTTP_REQ_POST, "/v1/vms/*/kill", handle_vm_kill},
     {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", handle_vm_warm},
     {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", handle_host_warm},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/containers", handle_host_containers},
 };
 
 /* Matches path against pattern segment by segment; the raw (still

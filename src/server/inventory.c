@@ -164,7 +164,37 @@ static void host_free(struct inv_host *h)
     free(h->accel);
     free(h->agent_version);
     vms_free(h->vms, h->n_vms);
+    json_decref(h->containers);
+    json_decref(h->vm_load);
     free(h);
+}
+
+/* A standby agent's `containers` (hello, sample): objects with a valid name;
+ * kept as sent for GET /v1/status.  Absent: the list is left as it was. */
+static int take_containers(struct inv_host *h, json_t *msg, const char *where, vcr_error_t *err)
+{
+    json_t *list = json_object_get(msg, "containers");
+    if (list == NULL)
+        return 0;
+    if (!json_is_array(list))
+        return vcr_error_make(err, EPROTO, "%s.containers: expected an array", where);
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c)
+    {
+        if (!json_is_object(c) || !json_is_string(json_object_get(c, "name")) ||
+            !inventory_valid_name(json_string_value(json_object_get(c, "name"))))
+            return vcr_error_make(err, EPROTO, "%s.containers[%zu]: expected {\"name\": NAME, ...}",
+                                  where, i);
+    }
+    json_decref(h->containers);
+    h->containers = json_deep_copy(list);
+    json_t *load = json_object_get(msg, "vm_load");
+    if (json_is_object(load)) {
+        json_decref(h->vm_load);
+        h->vm_load = json_deep_copy(load);
+    }
+    return 0;
 }
 
 struct inventory *inventory_new(void)
@@ -335,6 +365,8 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
     vms_free(h->vms, h->n_vms);
     h->vms = vms;
     h->n_vms = n;
+    if (take_containers(h, hello, "hello", err) < 0)
+        return NULL;
     return h;
 }
 
@@ -432,7 +464,7 @@ int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg,
         vm->rss_kb = json_integer_value(json_object_get(entry, "rss_kb"));
         vm->sample_ts_ms = ts_ms;
     }
-    return 0;
+    return take_containers(h, msg, "sample", err);
 }
 
 void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms)
@@ -533,6 +565,10 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
             "state", inv_host_state_name(h->state), "accel", h->accel, "agent_version",
             h->agent_version, "agent_pid", (json_int_t)h->agent_pid, "last_seen_ms",
             (json_int_t)(now_wall_ms - (now_ms - h->last_seen_ms)), "vms", vms);
+        if (host && h->containers)
+            json_object_set(host, "containers", h->containers);
+        if (host && h->vm_load)
+            json_object_set(host, "vm_load", h->vm_load);
         if (json_array_append_new(hosts, host) < 0)
             return NULL;
     }

@@ -68,6 +68,10 @@ struct inv_host {
     int64_t last_seen_ms; /* caller's clock, at the last frame from the agent */
     struct inv_vm **vms;
     size_t n_vms;
+    /* standby role: the agent's last `containers` list and `vm_load` object
+     * (docs/protocol.md), shown as reported; NULL until one arrives. */
+    json_t *containers;
+    json_t *vm_load;
 };
 
 struct inventory {

@@ -1,0 +1,94 @@
+/* The `standby` role (docs/agent.md): LXC containers inside a standby VM.
+ *
+ * Split so that the pure parts build and test without liblxc:
+ * - standby_spec.c: a container order's members -> struct standby_ct_spec,
+ *   and the LXC configuration items built for it (unit tested);
+ * - standby_load.c: /proc/stat, /proc/meminfo and cgroup v1 file parsing;
+ * - standby_containers.c, standby_role.c: liblxc calls and the role ops, built
+ *   only when Meson finds liblxc (`dependency('lxc')`). */
+#ifndef VCR_AGENT_STANDBY_H
+#define VCR_AGENT_STANDBY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define STANDBY_LXCPATH       "/var/lib/lxc"
+#define STANDBY_TEMPLATES_DIR "/var/lib/vcr/templates"
+#define STANDBY_TEMPLATE_DEF  "busybox"
+/* PID 1 of every container: the template's start script, which serves the
+ * service name (from VCR_SERVICE) on port 80 (lab/build-image sb_template). */
+#define STANDBY_INIT_CMD "/start"
+
+struct standby_ct_spec {
+    char name[65];     /* container name: 1..64 of letters, digits, . _ - */
+    char service[65];  /* the protected service; VCR_SERVICE in the container */
+    char address[16];  /* dotted quad */
+    int prefix;        /* 1..32 */
+    char gateway[16];  /* dotted quad, or "" for none */
+    char template[65]; /* a directory name under STANDBY_TEMPLATES_DIR */
+};
+
+/* From a container_create order (borrowed): name (or vm), service, address
+ * ("A.B.C.D" or "A.B.C.D/NN"), prefix?, gateway?, template?.  *err names the
+ * bad member and value. */
+int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_error_t *err);
+bool standby_valid_name(const char *s);
+
+/* Where a container lives under lxcpath: DIR/NAME/{config,rootfs,delta,work}. */
+struct standby_ct_paths {
+    char dir[256];
+    char rootfs[272];
+    char delta[272];
+    char work[272];
+    char lower[272]; /* the template: the overlay's read-only lower dir */
+};
+int standby_ct_paths(const char *lxcpath, const char *templates_dir,
+                     const struct standby_ct_spec *spec, struct standby_ct_paths *p,
+                     vcr_error_t *err);
+
+/* One LXC configuration item (lxc_container::set_config_item). */
+struct standby_cfg_item {
+    const char *key;
+    char value[300];
+};
+#define STANDBY_CFG_MAX 24
+
+/* The items that make spec a container: its own overlay rootfs directory
+ * (mounted by us: LXC 5.0.2 cannot restore an `overlay:` rootfs), a veth on
+ * br0 with a MAC derived from the address, the static address and gateway,
+ * lxc.init.cmd (lxc-start semantics, checkpointable), VCR_SERVICE.  Returns
+ * the number of items written to items[STANDBY_CFG_MAX]. */
+size_t standby_ct_config(const struct standby_ct_spec *spec, const struct standby_ct_paths *paths,
+                         struct standby_cfg_item *items);
+/* 02:00 followed by the address's four bytes: stable across re-creations, so
+ * that the lab's ARP caches stay right when a container comes back. */
+void standby_mac_for(const char *address, char mac[18]);
+
+/* --- load (standby_load.c) --- */
+
+struct standby_cpu_times {
+    uint64_t total; /* jiffies, every field of the `cpu` line */
+    uint64_t idle;  /* idle + iowait */
+};
+/* The aggregate `cpu` line of /proc/stat; *ncpus counts the cpuN lines. */
+int standby_parse_proc_stat(const char *text, struct standby_cpu_times *t, int *ncpus,
+                            vcr_error_t *err);
+/* MemTotal and MemAvailable of /proc/meminfo, in kB. */
+int standby_parse_meminfo(const char *text, int64_t *total_kb, int64_t *avail_kb, vcr_error_t *err);
+/* A cgroup v1 counter file (cpuacct.usage, memory.usage_in_bytes): one
+ * unsigned decimal, optional trailing newline. */
+int standby_parse_counter(const char *text, uint64_t *value, vcr_error_t *err);
+/* Busy share of all CPUs between two /proc/stat readings, 0..100. */
+double standby_vm_cpu_pct(const struct standby_cpu_times *prev,
+                          const struct standby_cpu_times *cur);
+/* Percent of one CPU used by a cgroup whose cpuacct.usage went from prev_ns
+ * to cur_ns over wall_ns nanoseconds (a counter that went back gives 0). */
+double standby_ct_cpu_pct(uint64_t prev_ns, uint64_t cur_ns, uint64_t wall_ns);
+/* Reads a small file (/proc, cgroup) into buf, NUL-terminated. */
+int standby_read_file(const char *path, char *buf, size_t size, vcr_error_t *err);
+
+#endif

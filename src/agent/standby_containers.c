@@ -1,0 +1,263 @@
+/* Containers through liblxc: create (overlay + configuration), start, stop,
+ * destroy, adopt, and their load from cgroup v1 counters. */
+#include "agent/standby_ct.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <lxc/lxccontainer.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+
+struct standby_ct {
+    struct lxc_container *c;
+    struct standby_ct_spec spec;
+    struct standby_ct_paths paths;
+    bool have_cpu; /* cpu_ns/cpu_ts_ns hold an earlier reading */
+    uint64_t cpu_ns;
+    uint64_t cpu_ts_ns;
+};
+
+const char *standby_ct_name(const struct standby_ct *ct)
+{
+    return ct->spec.name;
+}
+
+static int lxc_failure(vcr_error_t *err, struct lxc_container *c, const char *what)
+{
+    if (c && c->error_string)
+        return vcr_error_make(err, EIO, "%s: %s", what, c->error_string);
+    return vcr_error_make(err, EIO, "%s failed (see %s/%s/lxc.log)", what,
+                          c && c->config_path ? c->config_path : STANDBY_LXCPATH,
+                          c && c->name ? c->name : "NAME");
+}
+
+static int make_dir(const char *path, mode_t mode, vcr_error_t *err)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return vcr_error_errno(err, "mkdir `%s`", path);
+    return 0;
+}
+
+static bool is_mountpoint(const char *path)
+{
+    struct stat a, b;
+    char parent[300];
+    snprintf(parent, sizeof(parent), "%s/..", path);
+    return stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static int mount_overlay(const struct standby_ct_paths *p, vcr_error_t *err)
+{
+    struct stat st;
+    if (stat(p->lower, &st) < 0 || !S_ISDIR(st.st_mode))
+        return vcr_error_make(err, ENOENT, "template `%s`: no such directory", p->lower);
+    if (make_dir(p->dir, 0750, err) < 0 || make_dir(p->delta, 0755, err) < 0 ||
+        make_dir(p->work, 0700, err) < 0 || make_dir(p->rootfs, 0755, err) < 0)
+        return -1;
+    if (is_mountpoint(p->rootfs))
+        return 0;
+    char opts[1024];
+    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", p->lower, p->delta, p->work);
+    if (mount("overlay", p->rootfs, "overlay", 0, opts) < 0)
+        return vcr_error_errno(err, "mount overlay at `%s` (%s)", p->rootfs, opts);
+    return 0;
+}
+
+struct standby_ct *standby_ct_create(const char *lxcpath, const char *templates_dir,
+                                     const struct standby_ct_spec *spec, vcr_error_t *err)
+{
+    struct standby_ct *ct = calloc(1, sizeof(*ct));
+    if (ct == NULL) {
+        vcr_error_make(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    ct->spec = *spec;
+    if (standby_ct_paths(lxcpath, templates_dir, spec, &ct->paths, err) < 0)
+        goto fail;
+    ct->c = lxc_container_new(spec->name, lxcpath);
+    if (ct->c == NULL) {
+        vcr_error_make(err, EIO, "lxc_container_new `%s` in `%s` failed", spec->name, lxcpath);
+        goto fail;
+    }
+    if (ct->c->is_defined(ct->c)) {
+        vcr_error_make(err, EEXIST, "container `%s` already exists", spec->name);
+        goto fail;
+    }
+    if (mount_overlay(&ct->paths, err) < 0)
+        goto fail;
+    struct standby_cfg_item items[STANDBY_CFG_MAX];
+    size_t n = standby_ct_config(spec, &ct->paths, items);
+    for (size_t i = 0; i < n; i++) {
+        if (!ct->c->set_config_item(ct->c, items[i].key, items[i].value)) {
+            vcr_error_make(err, EINVAL, "lxc config `%s = %s` refused", items[i].key,
+                           items[i].value);
+            goto undo;
+        }
+    }
+    if (!ct->c->save_config(ct->c, NULL)) {
+        lxc_failure(err, ct->c, "save the configuration");
+        goto undo;
+    }
+    return ct;
+undo:
+    umount2(ct->paths.rootfs, MNT_DETACH);
+fail:
+    standby_ct_free(ct);
+    return NULL;
+}
+
+/* The value of a single configuration item, or "" (buf). */
+static void config_item(struct lxc_container *c, const char *key, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    int n = c->get_config_item(c, key, buf, (int)size);
+    if (n < 0 || (size_t)n >= size)
+        buf[0] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+}
+
+struct standby_ct *standby_ct_adopt(const char *lxcpath, const char *name, vcr_error_t *err)
+{
+    struct standby_ct *ct = calloc(1, sizeof(*ct));
+    if (ct == NULL) {
+        vcr_error_make(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    snprintf(ct->spec.name, sizeof(ct->spec.name), "%s", name);
+    ct->c = lxc_container_new(name, lxcpath);
+    if (ct->c == NULL || !ct->c->is_defined(ct->c)) {
+        vcr_error_make(err, ENOENT, "container `%s` is not defined in `%s`", name, lxcpath);
+        standby_ct_free(ct);
+        return NULL;
+    }
+    char buf[512];
+    config_item(ct->c, "lxc.environment", buf, sizeof(buf));
+    /* lxc.environment lists every variable, one a line; we set only VCR_SERVICE. */
+    const char *svc = strstr(buf, "VCR_SERVICE=");
+    snprintf(ct->spec.service, sizeof(ct->spec.service), "%.64s",
+             svc ? svc + strlen("VCR_SERVICE=") : name);
+    config_item(ct->c, "lxc.net.0.ipv4.address", buf, sizeof(buf));
+    char *slash = strchr(buf, '/');
+    ct->spec.prefix = slash ? atoi(slash + 1) : 0;
+    if (slash)
+        *slash = '\0';
+    snprintf(ct->spec.address, sizeof(ct->spec.address), "%.15s", buf);
+    config_item(ct->c, "lxc.net.0.ipv4.gateway", buf, sizeof(buf));
+    snprintf(ct->spec.gateway, sizeof(ct->spec.gateway), "%.15s", buf);
+    snprintf(ct->spec.template, sizeof(ct->spec.template), "%s", STANDBY_TEMPLATE_DEF);
+    snprintf(ct->paths.dir, sizeof(ct->paths.dir), "%s/%s", lxcpath, name);
+    snprintf(ct->paths.rootfs, sizeof(ct->paths.rootfs), "%s/rootfs", ct->paths.dir);
+    snprintf(ct->paths.delta, sizeof(ct->paths.delta), "%s/delta", ct->paths.dir);
+    snprintf(ct->paths.work, sizeof(ct->paths.work), "%s/work", ct->paths.dir);
+    return ct;
+}
+
+int standby_ct_start(struct standby_ct *ct, vcr_error_t *err)
+{
+    if (ct->c->is_running(ct->c))
+        return 0;
+    if (!is_mountpoint(ct->paths.rootfs))
+        return vcr_error_make(err, ENOENT, "container `%s`: its overlay is not mounted at `%s`",
+                              ct->spec.name, ct->paths.rootfs);
+    ct->c->want_daemonize(ct->c, true);
+    /* useinit 0, argv NULL: lxc.init.cmd is PID 1 (lxc-start semantics; a
+     * container run through lxc-execute's init could not be checkpointed). */
+    if (!ct->c->start(ct->c, 0, NULL))
+        return lxc_failure(err, ct->c, "start");
+    ct->have_cpu = false;
+    return 0;
+}
+
+int standby_ct_stop(struct standby_ct *ct, int timeout_s, vcr_error_t *err)
+{
+    if (!ct->c->is_running(ct->c))
+        return 0;
+    if (ct->c->shutdown(ct->c, timeout_s))
+        return 0;
+    log_warn("container %s: no clean shutdown within %d s: killing it", ct->spec.name, timeout_s);
+    if (!ct->c->stop(ct->c) && ct->c->is_running(ct->c))
+        return lxc_failure(err, ct->c, "stop");
+    return 0;
+}
+
+int standby_ct_destroy(struct standby_ct *ct, vcr_error_t *err)
+{
+    if (standby_ct_stop(ct, 2, err) < 0)
+        return -1;
+    /* Unmount first: liblxc's `dir` storage would otherwise empty the rootfs
+     * through the overlay (whiteouts) before removing it. */
+    if (is_mountpoint(ct->paths.rootfs) && umount2(ct->paths.rootfs, MNT_DETACH) < 0)
+        return vcr_error_errno(err, "umount `%s`", ct->paths.rootfs);
+    if (!ct->c->destroy(ct->c))
+        return lxc_failure(err, ct->c, "destroy");
+    return 0;
+}
+
+const char *standby_ct_state(struct standby_ct *ct)
+{
+    const char *s = ct->c->state(ct->c);
+    if (s == NULL)
+        return "unknown";
+    if (strcmp(s, "RUNNING") == 0)
+        return "running";
+    if (strcmp(s, "STOPPED") == 0)
+        return "stopped";
+    if (strcmp(s, "STARTING") == 0)
+        return "starting";
+    if (strcmp(s, "STOPPING") == 0)
+        return "stopping";
+    if (strcmp(s, "FROZEN") == 0)
+        return "frozen";
+    return "unknown";
+}
+
+static bool cgroup_counter(struct standby_ct *ct, const char *item, uint64_t *v)
+{
+    char buf[64];
+    int n = ct->c->get_cgroup_item(ct->c, item, buf, sizeof(buf));
+    if (n <= 0 || (size_t)n >= sizeof(buf))
+        return false;
+    buf[n] = '\0';
+    cleanup_error vcr_error_t err = NULL;
+    return standby_parse_counter(buf, v, &err) == 0;
+}
+
+json_t *standby_ct_json(struct standby_ct *ct, bool with_load, uint64_t now_ns)
+{
+    const char *state = standby_ct_state(ct);
+    json_t *cpu = json_null(), *mem = json_null();
+    if (with_load && strcmp(state, "running") == 0) {
+        uint64_t usage, bytes;
+        if (cgroup_counter(ct, "cpuacct.usage", &usage)) {
+            if (ct->have_cpu) {
+                json_decref(cpu);
+                cpu = json_real(standby_ct_cpu_pct(ct->cpu_ns, usage, now_ns - ct->cpu_ts_ns));
+            }
+            ct->have_cpu = true;
+            ct->cpu_ns = usage;
+            ct->cpu_ts_ns = now_ns;
+        }
+        if (cgroup_counter(ct, "memory.usage_in_bytes", &bytes)) {
+            json_decref(mem);
+            mem = json_integer((json_int_t)(bytes / 1024));
+        }
+    }
+    return json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o}", "name", ct->spec.name, "service",
+                     ct->spec.service, "state", state, "address",
+                     ct->spec.address[0] ? ct->spec.address : NULL, "cpu_pct", cpu, "mem_kb", mem);
+}
+
+void standby_ct_free(struct standby_ct *ct)
+{
+    if (ct == NULL)
+        return;
+    if (ct->c)
+        lxc_container_put(ct->c);
+    free(ct);
+}

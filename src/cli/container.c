@@ -1,0 +1,115 @@
+/* vcr container create|start|stop|destroy HOST NAME [...] */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/http.h>
+
+#include "cli/cli.h"
+#include "cli/verbs.h"
+#include "common/cleanup.h"
+
+static const char usage[] =
+    "Usage: vcr container create HOST NAME --address A.B.C.D[/NN] [--service S]\n"
+    "                            [--gateway A.B.C.D] [--template T] [--no-start] [--json]\n"
+    "       vcr container start|stop|destroy HOST NAME [--json]\n"
+    "\n"
+    "Order the standby agent of HOST (a standby VM) to create (and start, unless\n"
+    "--no-start), start, stop or destroy container NAME (docs/server.md,\n"
+    "POST /v1/hosts/HOST/containers), and wait for its answer.\n"
+    "\n"
+    "  -a, --address ADDR   the container's IPv4 address (prefix /24 unless given)\n"
+    "  -S, --service S      the service it serves (default: NAME)\n"
+    "  -g, --gateway ADDR   its default gateway\n"
+    "  -t, --template T     template rootfs under /var/lib/vcr/templates (default busybox)\n"
+    "      --no-start       create only\n"
+    "  -j, --json           print the server's JSON answer\n"
+    "  -h, --help           show this help\n";
+
+int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
+{
+    enum { OPT_NO_START = 256 };
+    static const struct option options[] = {
+        {"address", required_argument, NULL, 'a'},
+        {"service", required_argument, NULL, 'S'},
+        {"gateway", required_argument, NULL, 'g'},
+        {"template", required_argument, NULL, 't'},
+        {"no-start", no_argument, NULL, OPT_NO_START},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    cleanup_json json_t *body = json_object();
+    bool json = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "a:S:g:t:jh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'a':
+            json_object_set_new(body, "address", json_string(optarg));
+            break;
+        case 'S':
+            json_object_set_new(body, "service", json_string(optarg));
+            break;
+        case 'g':
+            json_object_set_new(body, "gateway", json_string(optarg));
+            break;
+        case 't':
+            json_object_set_new(body, "template", json_string(optarg));
+            break;
+        case OPT_NO_START:
+            json_object_set_new(body, "start", json_false());
+            break;
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_bad_option("container", argc, argv);
+        }
+    }
+    if (argc - optind != 3) {
+        fprintf(stderr, "vcr container: expected ACTION HOST NAME; see `vcr container --help`\n");
+        return CLI_EXIT_USAGE;
+    }
+    const char *action = argv[optind], *host = argv[optind + 1], *name = argv[optind + 2];
+    if (strcmp(action, "create") != 0 && strcmp(action, "start") != 0 &&
+        strcmp(action, "stop") != 0 && strcmp(action, "destroy") != 0) {
+        fprintf(stderr,
+                "vcr container: unknown action `%s`; allowed: create, start, stop, "
+                "destroy\n",
+                action);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(action, "create") == 0 && json_object_get(body, "address") == NULL) {
+        fprintf(stderr, "vcr container create: --address is required\n");
+        return CLI_EXIT_USAGE;
+    }
+    json_object_set_new(body, "action", json_string(action));
+    json_object_set_new(body, "name", json_string(name));
+    cleanup_free char *encoded = evhttp_uriencode(host, -1, 0);
+    cleanup_free char *path = NULL;
+    if (encoded == NULL || asprintf(&path, "/v1/hosts/%s/containers", encoded) < 0) {
+        fprintf(stderr, "vcr container: out of memory\n");
+        return CLI_EXIT_FAILURE;
+    }
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *answer = cli_http_request_body(ctx->server, "POST", path, body, 30, &err);
+    if (answer == NULL) {
+        vcr_error_report(&err, stderr, "vcr container");
+        return CLI_EXIT_FAILURE;
+    }
+    if (json) {
+        cleanup_free char *text = json_dumps(answer, JSON_INDENT(2));
+        if (text)
+            puts(text);
+    } else {
+        json_t *ms = json_object_get(answer, "ms");
+        printf("%s: %s done on %s (%lld ms)\n", name, action, host,
+               (long long)json_integer_value(ms));
+    }
+    return CLI_EXIT_OK;
+}

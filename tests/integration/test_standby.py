@@ -1,0 +1,110 @@
+"""Standby role, end to end: a standby VM (initrd-standby.img: LXC 5.0.2 in a TCG
+guest) booted by the host agent runs the liblxc-linked vcr-agent --role standby,
+which says hello to the server; containers are created, started, stopped and
+destroyed through the server's API (vcr container ...), answer HTTP on their own
+lab address, and their CPU/memory come back in samples.
+
+Image: `make image` (lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent)."""
+import os
+
+import pytest
+
+import labkit
+
+VM, VM_INDEX, VM_ADDR = "sb21", 0, "10.77.0.21"
+CT, SERVICE, CT_ADDR = "web1ct", "web1", "10.77.0.31"
+BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC checks
+
+
+def standby_vm():
+    env = labkit.lab_env()
+    vm = labkit.vm_entry(VM, VM_INDEX, VM_ADDR, memory_mb=256, vcpus=2,
+                         extra_args="apparmor=0 vcr.role=standby "
+                                    f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
+                                    f"{labkit.SERVER_AGENT_PORT}")
+    initrd = os.path.join(os.path.dirname(env["VCR_LAB_INITRD"]), "initrd-standby.img")
+    if not os.path.exists(initrd):
+        pytest.skip(f"no {initrd}: run `make image`")
+    vm["image"]["initrd"] = initrd
+    return vm
+
+
+def standby_host(d):
+    return next((h for h in d.vcr.status()["hosts"]
+                 if h["name"] == VM and h.get("role") == "standby"
+                 and h["state"] == "connected"), None)
+
+
+def container(d):
+    h = standby_host(d)
+    return next((c for c in (h or {}).get("containers") or [] if c["name"] == CT), None)
+
+
+@pytest.fixture(scope="module")
+def standby(lab, tmp_path_factory):
+    from conftest import Daemons
+    d = Daemons(tmp_path_factory.mktemp("standby"))
+    d.server(heartbeat_ms=500, host_timeout_ms=5000)
+    d.agent("host1", [standby_vm()])
+    d.wait_vm_state(VM, "running", BOOT_TIMEOUT)
+    labkit.wait_for("the standby agent's hello", lambda: standby_host(d), BOOT_TIMEOUT)
+    yield d
+    reports = d.stop_all()
+    assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
+
+
+def test_container_lifecycle_and_load(standby, record_property):
+    d = standby
+    host = standby_host(d)
+    assert host["accel"] == "none" and host["vms"] == []
+
+    create = d.vcr.json("container", "create", VM, CT, "--address", f"{CT_ADDR}/24",
+                        "--service", SERVICE, "--gateway", "10.77.0.1")
+    assert create["result"] == "done" and create["container"]["state"] == "running"
+    record_property("create_start_ms", create["ms"])
+    print(f"create+start in the guest: {create['ms']} ms")
+    labkit.wait_for(f"http://{CT_ADDR}/ to answer {SERVICE}",
+                    lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
+
+    # Load: a sample with the container's CPU and memory, and the VM's.
+    c = labkit.wait_for("a container sample with CPU and memory",
+                        lambda: (lambda c: c if c and c.get("state") == "running"
+                                 and c.get("cpu_pct") is not None
+                                 and (c.get("mem_kb") or 0) > 0 else None)(container(d)), 30)
+    assert c["service"] == SERVICE and c["address"] == CT_ADDR and c["cpu_pct"] >= 0
+    load = standby_host(d)["vm_load"]
+    assert load["mem_total_kb"] > 100000 and 0 < load["mem_used_kb"] < load["mem_total_kb"]
+    assert load["ncpus"] == 2
+    labkit.wait_for("a VM CPU figure", lambda: standby_host(d)["vm_load"]["cpu_pct"] is not None,
+                    10)
+    table = d.vcr.run("status")
+    assert table.returncode == 0 and CT in table.stdout, table.stdout
+
+    stop = d.vcr.json("container", "stop", VM, CT)
+    record_property("stop_ms", stop["ms"])
+    print(f"stop in the guest: {stop['ms']} ms")
+    assert stop["container"]["state"] == "stopped"
+    assert labkit.http_get(CT_ADDR, timeout=1) is None
+    labkit.wait_for("status: stopped", lambda: (container(d) or {}).get("state") == "stopped", 10)
+
+    start = d.vcr.json("container", "start", VM, CT)
+    print(f"start (again) in the guest: {start['ms']} ms")
+    record_property("start_ms", start["ms"])
+    labkit.wait_for(f"http://{CT_ADDR}/ back", lambda: (labkit.http_get(CT_ADDR) or "").strip()
+                    == SERVICE, 60)
+
+    destroy = d.vcr.json("container", "destroy", VM, CT)
+    print(f"destroy (running) in the guest: {destroy['ms']} ms")
+    record_property("destroy_ms", destroy["ms"])
+    assert labkit.http_get(CT_ADDR, timeout=1) is None
+    labkit.wait_for("container gone from status", lambda: container(d) is None, 10)
+
+
+def test_bad_container_orders_are_refused(standby):
+    d = standby
+    r = d.vcr.run("container", "create", VM, "bad1", "--address", "10.77.0.300")
+    assert r.returncode != 0 and "address" in r.stderr
+    r = d.vcr.run("container", "start", VM, "nosuch")
+    assert r.returncode != 0 and "no such container" in r.stderr
+    r = d.vcr.run("container", "create", "host1", "x", "--address", "10.77.0.40")
+    assert r.returncode != 0 and "standby" in r.stderr
