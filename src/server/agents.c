@@ -57,6 +57,8 @@ struct agents {
     LIST_HEAD(, session) sessions;
     LIST_HEAD(, order) orders;
     int64_t next_order_id;
+    const struct agents_watch *watch;
+    void *watch_opaque;
 };
 
 static struct session *find_session(struct agents *a, const char *host)
@@ -307,6 +309,8 @@ static void on_vm_event(struct session *s, json_t *msg)
                       JOURNAL_WARM_RESTART_FAILED, why);
         log_warn("host %s: VM %s: warm restart failed: now %s (%s)", s->host, vm, state, cause);
     }
+    if (a->watch && a->watch->vm_event)
+        a->watch->vm_event(a->watch_opaque, s->host, vm, state, cause);
 }
 
 static void on_restart_overrun(struct inv_host *h, struct inv_vm *vm, void *opaque)
@@ -457,6 +461,8 @@ static void on_host_lost(struct inv_host *h, int64_t silent_ms, void *opaque)
     struct session *s = find_session(a, h->name);
     if (s)
         session_reject(s, "no frame for %lld ms; host declared lost", (long long)silent_ms);
+    if (a->watch && a->watch->host_lost)
+        a->watch->host_lost(a->watch_opaque, h->name);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -516,6 +522,12 @@ int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t
         return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
     a->port = ntohs(sin.sin_port);
     return 0;
+}
+
+void agents_set_watch(struct agents *a, const struct agents_watch *w, void *opaque)
+{
+    a->watch = w;
+    a->watch_opaque = opaque;
 }
 
 uint16_t agents_port(const struct agents *a)

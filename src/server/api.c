@@ -21,6 +21,7 @@
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/recovery.h"
 
 /* A GET /v1/events?wait_ms= that found nothing new and waits for an append. */
 struct events_wait {
@@ -50,6 +51,7 @@ struct api {
     struct evhttp *http;
     uint16_t port;
     LIST_HEAD(, events_wait) waits;
+    struct recovery *recovery; /* NULL: no recovery engine (GET /v1/services is empty) */
 };
 
 static void reply_json(struct evhttp_request *req, int code, json_t *body)
@@ -548,6 +550,59 @@ static void handle_host_containers(struct api *api, struct evhttp_request *req, 
     }
 }
 
+/* --- GET /v1/services, POST /v1/services/NAME/{failover,failback} (recovery.c) --- */
+
+static void handle_services(struct api *api, struct evhttp_request *req, const char *arg)
+{
+    (void)arg;
+    cleanup_json json_t *body = recovery_services_json(api->recovery);
+    if (body == NULL || json_object_set_new(body, "now_ms", json_integer(vcr_wall_ms())) < 0) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    reply_json(req, 200, body);
+}
+
+static void answer_service_order(struct evhttp_request *req, json_t *body, vcr_error_t *err)
+{
+    if (body == NULL) {
+        int status = vcr_error_status(*err);
+        int code = status == ENOENT ? 404 : 500;
+        if (status == EBUSY)
+            code = 409;
+        reply_error(req, code, "%s", vcr_error_msg(*err));
+        return;
+    }
+    reply_json(req, 202, body);
+}
+
+static void handle_service_failover(struct api *api, struct evhttp_request *req, const char *name)
+{
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *body = NULL;
+    if (api->recovery == NULL)
+        vcr_error_make(&err, ENOENT, "no service `%s`: no recovery engine", name);
+    else
+        body = recovery_failover(api->recovery, name, &err);
+    answer_service_order(req, body, &err);
+}
+
+static void handle_service_failback(struct api *api, struct evhttp_request *req, const char *name)
+{
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *body = NULL;
+    if (api->recovery == NULL)
+        vcr_error_make(&err, ENOENT, "no service `%s`: no recovery engine", name);
+    else
+        body = recovery_failback(api->recovery, name, &err);
+    answer_service_order(req, body, &err);
+}
+
+void api_set_recovery(struct api *api, struct recovery *rc)
+{
+    api->recovery = rc;
+}
+
 /* --- routing --- */
 
 static const struct route {
@@ -562,6 +617,9 @@ static const struct route {
     {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", handle_vm_warm},
     {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", handle_host_warm},
     {EVHTTP_REQ_POST, "/v1/hosts/*/containers", handle_host_containers},
+    {EVHTTP_REQ_GET, "/v1/services", handle_services},
+    {EVHTTP_REQ_POST, "/v1/services/*/failover", handle_service_failover},
+    {EVHTTP_REQ_POST, "/v1/services/*/failback", handle_service_failback},
 };
 
 /* Matches path against pattern segment by segment; the raw (still
@@ -612,7 +670,9 @@ static void on_request(struct evhttp_request *req, void *opaque)
                             "`%s` is not a %s name; allowed: 1..64 of letters, digits, '.', "
                             "'_', '-'",
                             arg && strlen(arg) == len ? arg : raw,
-                            strncmp(routes[i].pattern, "/v1/hosts/", 10) == 0 ? "host" : "VM");
+                            strncmp(routes[i].pattern, "/v1/hosts/", 10) == 0      ? "host"
+                            : strncmp(routes[i].pattern, "/v1/services/", 13) == 0 ? "service"
+                                                                                   : "VM");
                 return;
             }
         }

@@ -38,6 +38,9 @@ struct api *api_new(struct event_base *base, struct inventory *inv, struct journ
 /* Port 0: an ephemeral one, see api_port. */
 int api_listen(struct api *api, const char *addr, uint16_t port, vcr_error_t *err);
 uint16_t api_port(const struct api *api);
+/* The recovery engine behind /v1/services (borrowed; may stay NULL). */
+struct recovery;
+void api_set_recovery(struct api *api, struct recovery *rc);
 /* Answers waiting long polls, then closes every HTTP connection. */
 void api_free(struct api *api);
 

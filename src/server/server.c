@@ -11,6 +11,7 @@
 #include "server/api.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/recovery.h"
 #include "server/server_config.h"
 
 struct server {
@@ -20,6 +21,23 @@ struct server {
     struct inventory *inv;
     struct agents *agents;
     struct api *api;
+    struct recovery *recovery;
+};
+
+static void watch_vm_event(void *opaque, const char *host, const char *vm, const char *state,
+                           const char *cause)
+{
+    recovery_on_vm_event(opaque, host, vm, state, cause);
+}
+
+static void watch_host_lost(void *opaque, const char *host)
+{
+    recovery_on_host_lost(opaque, host);
+}
+
+static const struct agents_watch recovery_watch = {
+    .vm_event = watch_vm_event,
+    .host_lost = watch_host_lost,
 };
 
 struct server *server_new(struct event_base *base, const struct server_config *cfg,
@@ -44,12 +62,16 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         (srv->agents = agents_new(base, srv->inv, srv->journal, &agent_opts, err)) == NULL ||
         agents_listen(srv->agents, cfg->listen_host, cfg->listen_port, err) < 0 ||
         (srv->api = api_new(base, srv->inv, srv->journal, srv->agents, &api_opts, err)) == NULL ||
-        api_listen(srv->api, cfg->api_host, cfg->api_port, err) < 0) {
+        api_listen(srv->api, cfg->api_host, cfg->api_port, err) < 0 ||
+        (srv->recovery = recovery_new(base, cfg, srv->inv, srv->journal, srv->agents, err)) ==
+            NULL) {
         if (srv->journal && srv->inv == NULL)
             vcr_error_make(err, ENOMEM, "inventory: out of memory");
         server_free(srv);
         return NULL;
     }
+    agents_set_watch(srv->agents, &recovery_watch, srv->recovery);
+    api_set_recovery(srv->api, srv->recovery);
     log_info("agents on %s:%u%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
              "%u ms",
              cfg->listen_host, agents_port(srv->agents),
@@ -88,9 +110,12 @@ void server_free(struct server *srv)
 {
     if (srv == NULL)
         return;
-    /* Agents first: their pending orders are answered through the API. */
+    /* Agents first: their pending orders are answered through the API; the
+     * recovery engine ignores the answers from then on. */
+    recovery_stop(srv->recovery);
     agents_free(srv->agents);
     api_free(srv->api);
+    recovery_free(srv->recovery);
     journal_close(srv->journal);
     inventory_free(srv->inv);
     free(srv);
@@ -114,4 +139,9 @@ struct inventory *server_inventory(const struct server *srv)
 struct journal *server_journal(const struct server *srv)
 {
     return srv->journal;
+}
+
+struct recovery *server_recovery(const struct server *srv)
+{
+    return srv->recovery;
 }

@@ -27,6 +27,10 @@ struct raw_config {
     char *heartbeat_ms;
     char *host_timeout_ms;
     char *agent_key_file;
+    char *fence_timeout_ms;
+    struct services_raw_dns *dns;
+    struct services_raw_service *services;
+    unsigned services_count;
 };
 
 #define RAW_STRING(key, member)                                                                    \
@@ -40,6 +44,11 @@ static const cyaml_schema_field_t raw_fields[] = {
     RAW_STRING("heartbeat_ms", heartbeat_ms),
     RAW_STRING("host_timeout_ms", host_timeout_ms),
     RAW_STRING("agent_key_file", agent_key_file),
+    RAW_STRING("fence_timeout_ms", fence_timeout_ms),
+    CYAML_FIELD_MAPPING_PTR("dns", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config, dns,
+                            services_raw_dns_fields),
+    CYAML_FIELD_SEQUENCE("services", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
+                         services, &services_raw_service_schema, 0, SERVICES_MAX),
     CYAML_FIELD_END,
 };
 
@@ -60,6 +69,9 @@ static const struct {
     {"heartbeat_ms", "an integer 100..60000"},
     {"host_timeout_ms", "an integer from 2 x heartbeat_ms to 600000"},
     {"agent_key_file", "the path of a file holding a key of 16..4096 bytes"},
+    {"fence_timeout_ms", "an integer from host_timeout_ms to 600000"},
+    {"dns", "a mapping {server, zone, key_file}"},
+    {"services", "a list of services (docs/server.md)"},
 };
 
 static const char *allowed_for(const char *key)
@@ -162,6 +174,9 @@ static void report_cyaml_failure(struct report *r, char *log, cyaml_err_t status
         snprintf(where, sizeof(where), "line %d: ", line);
     if (message == NULL) {
         report_add(r, "%s%s", where, cyaml_strerror(status));
+    } else if (strncmp(message, "Unexpected key: ", 16) == 0 && field[0] != '\0') {
+        report_add(r, "%s`%s` inside `%s`: unknown key; allowed: see docs/server.md", where,
+                   message + 16, field);
     } else if (strncmp(message, "Unexpected key: ", 16) == 0) {
         char keys[256] = "";
         for (const cyaml_schema_field_t *f = raw_fields; f->key; f++)
@@ -263,6 +278,8 @@ static int apply_defaults(struct server_config *cfg)
 {
     cfg->heartbeat_ms = SERVER_DEFAULT_HEARTBEAT_MS;
     cfg->host_timeout_ms = server_default_host_timeout_ms(cfg->heartbeat_ms);
+    cfg->fence_timeout_ms =
+        services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
     cfg->journal = strdup(SERVER_DEFAULT_JOURNAL);
     vcr_error_t ignored = NULL;
     if (cfg->journal == NULL ||
@@ -284,6 +301,11 @@ struct server_config *server_config_defaults(vcr_error_t *err)
         return NULL;
     }
     return cfg;
+}
+
+static void report_line(void *ctx, const char *line)
+{
+    report_add(ctx, "%s", line);
 }
 
 static void convert(struct report *r, const struct raw_config *raw, const char *base_dir,
@@ -310,6 +332,15 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
                                                        &cfg->agent_key_len, &err) < 0)
             report_add(r, "`agent_key_file`: %s", vcr_error_msg(err));
     }
+    cfg->fence_timeout_ms =
+        services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
+    /* Shorter than the host timeout, an agent would kill its VMs before the
+     * server even calls its host lost. */
+    if (raw->fence_timeout_ms)
+        take_ms(r, "fence_timeout_ms", raw->fence_timeout_ms, cfg->host_timeout_ms,
+                SERVICES_FENCE_TIMEOUT_MAX_MS, &cfg->fence_timeout_ms);
+    services_config_convert(raw->dns, raw->services, raw->services_count, base_dir, &cfg->dns,
+                            &cfg->services, &cfg->n_services, report_line, r);
 }
 
 static struct server_config *parse(const char *yaml, size_t len, const char *origin,
@@ -400,5 +431,7 @@ void server_config_free(struct server_config *cfg)
     free(cfg->journal);
     free(cfg->agent_key_file);
     free(cfg->agent_key);
+    dns_settings_free(cfg->dns);
+    services_free(cfg->services, cfg->n_services);
     free(cfg);
 }

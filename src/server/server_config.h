@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "server/services.h"
 
 #define SERVER_DEFAULT_LISTEN       "127.0.0.1:7070"
 #define SERVER_DEFAULT_API          "127.0.0.1:7080"
@@ -36,6 +37,11 @@ struct server_config {
     char *agent_key_file; /* NULL: agents are not authenticated */
     char *agent_key;      /* the key read from agent_key_file */
     size_t agent_key_len;
+    /* Recovery (docs/recovery.md); dns is NULL when the file has no `dns:`. */
+    uint32_t fence_timeout_ms;
+    struct dns_settings *dns;
+    struct service_config *services;
+    size_t n_services;
 };
 
 /* The built-in defaults, as if from an empty file. */

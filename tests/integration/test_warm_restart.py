@@ -84,10 +84,10 @@ def warm(lab, tmp_path_factory):
     assert not leftovers(d, include_ram=True)
 
 
-def start_agent(d, name):
+def start_agent(d, name, test_faults=True):
     p = labkit.Proc([os.path.join(d.build, "src", "agent", "vcr-agent"),
                      "--config", str(d.agent_cfg), "--log-level", "debug",
-                     "--stop-vms-on-exit", "--test-faults"],
+                     "--stop-vms-on-exit"] + (["--test-faults"] if test_faults else []),
                     str(d.tmp / f"{name}.log"))
     d.procs.append(p)
     return p
@@ -248,8 +248,24 @@ def test_corrupted_state_file_falls_back_to_cold_boot(warm):
     assert "warm_restart_failed" in kinds
 
 
-def test_corrupt_fault_needs_test_faults_flag_and_cli_failure_exit(warm):
+def test_warm_restart_of_unknown_vm_exits_1_with_reason(warm):
     # A warm restart of a VM that is not running fails with exit 1 and the reason.
     r = warm.vcr.run("vm", "warm-restart", "no-such-vm", timeout=30)
     assert r.returncode == 1
     assert "no VM `no-such-vm`" in r.stderr or "no VM `no-such-vm`" in r.stdout
+
+
+def test_fault_injection_is_refused_without_test_faults(warm):
+    # Runs last: it replaces the agent by one started without --test-faults.
+    pid = warm.vcr.vm(VM)["pid"]
+    warm.agent_proc.signal(signal.SIGKILL)
+    warm.agent_proc.popen.wait(10)
+    warm.agent_proc = start_agent(warm, "agent-no-faults", test_faults=False)
+    labkit.wait_for("the agent without --test-faults to adopt the VM", lambda: (
+        warm.vcr.status()["hosts"][0]["agent_pid"] == warm.agent_proc.pid
+        and warm.vcr.vm(VM)["state"] == "running"), 30)
+    out = post_api(f"/v1/vms/{VM}/warm-restart", {"corrupt_state_for_test": True})
+    assert "--test-faults" in json.dumps(out), out
+    # Refused before anything happened: same QEMU, still serving.
+    assert warm.vcr.vm(VM)["pid"] == pid
+    assert guest("/") == VM

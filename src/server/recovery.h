@@ -1,0 +1,52 @@
+/* The recovery engine (docs/recovery.md): per protected service, detect a
+ * failure (VM event, host lost, probe failures), fence the primary, ready the
+ * standby container, confirm its port, switch DNS, confirm as a client would.
+ * Every phase is journaled (kind `recovery`) and the state of each recovery
+ * lives in the `recoveries` table of the journal's SQLite file, so that a
+ * restarted server finishes what a killed one started. */
+#ifndef VCR_SERVER_RECOVERY_H
+#define VCR_SERVER_RECOVERY_H
+
+#include <jansson.h>
+
+#include "common/err.h"
+
+struct event_base;
+struct server_config;
+struct inventory;
+struct journal;
+struct agents;
+struct recovery;
+
+/* How long a cold container may take to open its port, and a switched name to
+ * answer through DNS, before the recovery fails (docs/recovery.md). */
+#define RECOVERY_PORT_DEADLINE_MS    60000
+#define RECOVERY_CONFIRM_DEADLINE_MS 15000
+#define RECOVERY_CONTAINER_ORDER_MS  120000
+#define RECOVERY_KILL_ORDER_MS       5000
+/* One cron tick drives probes, waits and retries (after redis's serverCron). */
+#define RECOVERY_TICK_MS 50
+
+/* Opens the `recoveries` table in cfg->journal and reloads unfinished
+ * recoveries; they resume once agents had host_timeout_ms to say hello again.
+ * Everything is borrowed and must outlive the engine. */
+struct recovery *recovery_new(struct event_base *base, const struct server_config *cfg,
+                              struct inventory *inv, struct journal *journal, struct agents *agents,
+                              vcr_error_t *err);
+/* Before agents_free: pending order callbacks are then ignored. */
+void recovery_stop(struct recovery *rc);
+void recovery_free(struct recovery *rc);
+
+/* Hooks from agents.c. */
+void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm, const char *state,
+                          const char *cause);
+void recovery_on_host_lost(struct recovery *rc, const char *host);
+
+/* GET /v1/services: {"services": [...]} (docs/server.md). */
+json_t *recovery_services_json(struct recovery *rc);
+/* POST /v1/services/NAME/failover and /failback.  Fail with ENOENT (no such
+ * service), EBUSY (a recovery or failback is running; not possible now). */
+json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *err);
+json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *err);
+
+#endif

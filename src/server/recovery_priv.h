@@ -1,0 +1,107 @@
+/* Inside the recovery engine: shared by recovery.c (the state machine and its
+ * table), probe.c (scheduled health probes) and fence.c (fencing). */
+#ifndef VCR_SERVER_RECOVERY_PRIV_H
+#define VCR_SERVER_RECOVERY_PRIV_H
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "server/recovery.h"
+#include "server/services.h"
+
+enum svc_state {
+    SVC_OK,
+    SVC_DEGRADED,   /* probe failures, fewer than check.failures */
+    SVC_RECOVERING, /* a recovery is running */
+    SVC_RECOVERED,  /* served by the standby container */
+    SVC_FAILED,     /* a recovery failed; `vcr failover` retries it */
+};
+
+/* In order: a recovery has completed every phase up to `phase`. */
+enum rec_phase {
+    PH_NONE,
+    PH_DETECTED,
+    PH_FENCED,
+    PH_CONTAINER_READY,
+    PH_PORT_OPEN,
+    PH_DNS_UPDATED,
+    PH_CLIENT_CONFIRMED,
+};
+
+/* What is in flight for a service; one step at a time. */
+enum svc_step {
+    STEP_IDLE,
+    STEP_RESUME_WAIT, /* reloaded from the table: agents get time to say hello */
+    STEP_FENCE_ORDER, /* vm_kill sent, waiting for the reply */
+    STEP_FENCE_WAIT,  /* host unreachable: waiting for its self-fence */
+    STEP_CONTAINER,   /* container_create / start sent */
+    STEP_PORT,        /* probing the container's port until the deadline */
+    STEP_DNS,         /* UPDATE in flight */
+    STEP_CONFIRM,     /* resolving and asking the service, until the deadline */
+    STEP_FAILBACK,    /* failback: probe, DNS, container stop */
+};
+
+struct probe {
+    struct check *check;
+    int64_t next_ms; /* monotonic */
+    uint32_t failures;
+    char last_error[200];
+};
+
+struct svc {
+    struct recovery *rc;
+    const struct service_config *cfg;
+    enum svc_state state;
+    enum rec_phase phase;
+    enum svc_step step;
+    bool order_pending; /* an agents order whose callback has not come yet */
+    bool on_standby;    /* DNS points at the container */
+    char cause[200];
+    char error[400];
+    int64_t started_ms;   /* wall clock at detection */
+    int64_t started_mono; /* monotonic at detection (or reload) */
+    int64_t updated_ms;   /* wall clock */
+    int64_t wait_until;   /* monotonic deadline of the current step */
+    int64_t retry_at;     /* monotonic: next attempt within a step */
+    int64_t step_started; /* monotonic */
+    json_t *timeline;     /* [{phase, ts_ms, elapsed_ms, ...}] of the last recovery */
+    struct probe probe;   /* of the primary */
+    struct check *check;  /* the container's port, or the client confirmation */
+    struct dns_update *dns;
+    struct resolve *resolve;
+    int stage; /* within a step: container create (0) / start (1); failback stop (2) / destroy (3)
+                */
+};
+
+struct recovery {
+    struct event_base *base;
+    const struct server_config *cfg;
+    struct inventory *inv;
+    struct journal *journal;
+    struct agents *agents;
+    sqlite3 *db;
+    struct event *tick;
+    struct svc *svcs;
+    size_t n_svcs;
+    bool stopping;
+};
+
+/* recovery.c */
+void recovery_probe_result(struct svc *s, bool ok, const char *why);
+void recovery_fenced(struct svc *s, const char *how, int64_t waited_ms);
+void recovery_fail(struct svc *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void recovery_journal(struct svc *s, const char *kind, json_t *detail);
+bool recovery_vm_down(struct svc *s);
+
+/* probe.c: starts the primary's probe when it is due; results go to
+ * recovery_probe_result. */
+void probe_due(struct svc *s, int64_t now);
+void probe_stop(struct probe *p);
+
+/* fence.c */
+void fence_start(struct svc *s);
+void fence_tick(struct svc *s, int64_t now);
+
+#endif

@@ -1,0 +1,164 @@
+/* A query on a connected UDP socket: the kernel drops datagrams from other
+ * addresses, the id must match, and only then is the answer believed. */
+#include "server/resolve.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <ldns/ldns.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+struct resolve {
+    int fd;
+    uint16_t id;
+    char *name;
+    struct event *read_ev;
+    struct event *timer;
+    resolve_done_fn done;
+    void *arg;
+    char server[32];
+};
+
+void resolve_cancel(struct resolve *r)
+{
+    if (r == NULL)
+        return;
+    if (r->read_ev)
+        event_free(r->read_ev);
+    if (r->timer)
+        event_free(r->timer);
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->name);
+    free(r);
+}
+
+static void finish(struct resolve *r, const char *address, const char *why)
+{
+    resolve_done_fn done = r->done;
+    void *arg = r->arg;
+    resolve_cancel(r);
+    done(address, why, arg);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct resolve *r = arg;
+    (void)fd;
+    (void)what;
+    char why[160];
+    snprintf(why, sizeof(why), "no answer from `%s` for `%s` in time", r->server, r->name);
+    finish(r, NULL, why);
+}
+
+/* The first A record of the answer section, as text (malloc'ed), or NULL. */
+static char *first_a(ldns_pkt *pkt)
+{
+    ldns_rr_list *answer = ldns_pkt_answer(pkt);
+    for (size_t i = 0; answer && i < ldns_rr_list_rr_count(answer); i++) {
+        ldns_rr *rr = ldns_rr_list_rr(answer, i);
+        if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_A && ldns_rr_rd_count(rr) == 1)
+            return ldns_rdf2str(ldns_rr_rdf(rr, 0));
+    }
+    return NULL;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct resolve *r = arg;
+    (void)what;
+    uint8_t buf[4096];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR || errno == ECONNREFUSED)
+            return; /* port unreachable: the timeout decides */
+        char why[160];
+        snprintf(why, sizeof(why), "query to `%s`: %s", r->server, strerror(errno));
+        finish(r, NULL, why);
+        return;
+    }
+    ldns_pkt *pkt = NULL;
+    if (ldns_wire2pkt(&pkt, buf, (size_t)n) != LDNS_STATUS_OK || ldns_pkt_id(pkt) != r->id ||
+        !ldns_pkt_qr(pkt)) {
+        ldns_pkt_free(pkt);
+        return; /* not the answer to this query */
+    }
+    char why[200] = "";
+    char *address = NULL;
+    if (ldns_pkt_get_rcode(pkt) != LDNS_RCODE_NOERROR) {
+        ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, ldns_pkt_get_rcode(pkt));
+        snprintf(why, sizeof(why), "`%s` answered %s for `%s`", r->server, rc ? rc->name : "?",
+                 r->name);
+    } else if ((address = first_a(pkt)) == NULL) {
+        snprintf(why, sizeof(why), "`%s` has no A record for `%s`", r->server, r->name);
+    }
+    ldns_pkt_free(pkt);
+    finish(r, address, address ? NULL : why);
+    free(address);
+}
+
+struct resolve *resolve_start(struct event_base *base, const char *server, uint16_t port,
+                              const char *name, uint32_t timeout_ms, resolve_done_fn done,
+                              void *arg, vcr_error_t *err)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port ? port : 53)};
+    if (inet_pton(AF_INET, server, &sin.sin_addr) != 1) {
+        vcr_error_make(err, EINVAL, "resolve: `%s` is not an IPv4 address", server);
+        return NULL;
+    }
+    struct resolve *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        vcr_error_errno(err, "resolve `%s`", name);
+        return NULL;
+    }
+    r->fd = -1;
+    r->done = done;
+    r->arg = arg;
+    snprintf(r->server, sizeof(r->server), "%s:%u", server, port ? port : 53);
+    ldns_rdf *dname = ldns_dname_new_frm_str(name);
+    ldns_pkt *q =
+        dname ? ldns_pkt_query_new(dname, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD) : NULL;
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    if (q == NULL || (r->name = strdup(name)) == NULL) {
+        if (q == NULL && dname)
+            ldns_rdf_deep_free(dname);
+        ldns_pkt_free(q);
+        resolve_cancel(r);
+        vcr_error_make(err, EINVAL, "resolve: `%s` is not a DNS name", name);
+        return NULL;
+    }
+    r->id = ldns_get_random();
+    ldns_pkt_set_id(q, r->id);
+    ldns_status st = ldns_pkt2wire(&wire, q, &len);
+    ldns_pkt_free(q);
+    if (st != LDNS_STATUS_OK) {
+        resolve_cancel(r);
+        vcr_error_make(err, EINVAL, "resolve `%s`: %s", name, ldns_get_errorstr_by_id(st));
+        return NULL;
+    }
+    r->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (r->fd < 0 || connect(r->fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+        (r->read_ev = event_new(base, r->fd, EV_READ | EV_PERSIST, on_read, r)) == NULL ||
+        (r->timer = evtimer_new(base, on_timeout, r)) == NULL) {
+        vcr_error_errno(err, "resolve `%s` at `%s`", name, r->server);
+        free(wire);
+        resolve_cancel(r);
+        return NULL;
+    }
+    /* A failed send (no route yet) is left to the timeout, like a lost datagram. */
+    if (send(r->fd, wire, len, 0) < 0)
+        log_debug("resolve `%s` at `%s`: send: %s", name, r->server, strerror(errno));
+    free(wire);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    event_add(r->read_ev, NULL);
+    evtimer_add(r->timer, &tv);
+    return r;
+}

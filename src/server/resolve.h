@@ -1,0 +1,25 @@
+/* One A query to a given DNS server over UDP, non-blocking on the server's
+ * loop: how the recovery engine confirms a switch "as a client would"
+ * (docs/recovery.md).  The query is built and parsed with ldns; one datagram,
+ * one answer or the timeout (the caller retries). */
+#ifndef VCR_SERVER_RESOLVE_H
+#define VCR_SERVER_RESOLVE_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct event_base;
+struct resolve;
+
+/* address is the first A record of the answer (NULL on failure, then why says
+ * what happened); both borrowed.  The resolve is freed before done runs. */
+typedef void (*resolve_done_fn)(const char *address, const char *why, void *arg);
+
+/* Never calls done from inside this call. */
+struct resolve *resolve_start(struct event_base *base, const char *server, uint16_t port,
+                              const char *name, uint32_t timeout_ms, resolve_done_fn done,
+                              void *arg, vcr_error_t *err);
+void resolve_cancel(struct resolve *r);
+
+#endif

@@ -1,0 +1,397 @@
+/* The services model: libcyaml schema of the raw strings, strict conversion
+ * and validation (after server_config.c: every bad field is named with its
+ * path, value and what is allowed, and all of them are reported at once). */
+#include "server/services.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/cleanup.h"
+#include "dns/dns_update.h"
+#include "proto/proto.h"
+#include "server/inventory.h"
+
+#define RAW_STR(key, type, member)                                                                 \
+    CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, type, member, 0,         \
+                           CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t primary_fields[] = {
+    RAW_STR("host", struct services_raw_primary, host),
+    RAW_STR("vm", struct services_raw_primary, vm),
+    RAW_STR("address", struct services_raw_primary, address),
+    RAW_STR("port", struct services_raw_primary, port),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t check_fields[] = {
+    RAW_STR("type", struct services_raw_check, type),
+    RAW_STR("path", struct services_raw_check, path),
+    RAW_STR("interval_ms", struct services_raw_check, interval_ms),
+    RAW_STR("timeout_ms", struct services_raw_check, timeout_ms),
+    RAW_STR("failures", struct services_raw_check, failures),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t standby_fields[] = {
+    RAW_STR("mode", struct services_raw_standby, mode),
+    RAW_STR("host", struct services_raw_standby, host),
+    RAW_STR("container", struct services_raw_standby, container),
+    RAW_STR("address", struct services_raw_standby, address),
+    RAW_STR("prefix", struct services_raw_standby, prefix),
+    RAW_STR("gateway", struct services_raw_standby, gateway),
+    RAW_STR("template", struct services_raw_standby, template),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t service_fields[] = {
+    RAW_STR("name", struct services_raw_service, name),
+    RAW_STR("dns_name", struct services_raw_service, dns_name),
+    RAW_STR("ttl", struct services_raw_service, ttl),
+    CYAML_FIELD_MAPPING_PTR("primary", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct services_raw_service, primary, primary_fields),
+    CYAML_FIELD_MAPPING_PTR("check", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct services_raw_service, check, check_fields),
+    CYAML_FIELD_MAPPING_PTR("standby", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct services_raw_service, standby, standby_fields),
+    CYAML_FIELD_END,
+};
+
+const cyaml_schema_value_t services_raw_service_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct services_raw_service, service_fields),
+};
+
+const cyaml_schema_field_t services_raw_dns_fields[] = {
+    RAW_STR("server", struct services_raw_dns, server),
+    RAW_STR("zone", struct services_raw_dns, zone),
+    RAW_STR("key_file", struct services_raw_dns, key_file),
+    CYAML_FIELD_END,
+};
+
+const char *check_type_name(enum check_type t)
+{
+    return t == CHECK_HTTP ? "http" : "tcp";
+}
+
+const char *standby_mode_name(enum standby_mode m)
+{
+    return m == STANDBY_COLD ? "cold" : "warm";
+}
+
+struct conv {
+    services_report_fn report;
+    void *ctx;
+    unsigned problems;
+};
+
+static void bad(struct conv *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void bad(struct conv *c, const char *fmt, ...)
+{
+    cleanup_free char *line = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&line, fmt, ap);
+    va_end(ap);
+    c->problems++;
+    c->report(c->ctx, n >= 0 ? line : "out of memory");
+}
+
+static bool is_ipv4(const char *s)
+{
+    struct in_addr a;
+    return s && inet_pton(AF_INET, s, &a) == 1;
+}
+
+static void need_name(struct conv *c, const char *path, const char *value, char **out)
+{
+    if (value == NULL) {
+        bad(c, "`%s`: missing; allowed: a name of 1..64 letters, digits, '.', '_', '-'", path);
+        return;
+    }
+    if (!inventory_valid_name(value)) {
+        bad(c, "`%s`: `%s` is not a name; allowed: 1..64 letters, digits, '.', '_', '-'", path,
+            value);
+        return;
+    }
+    *out = strdup(value);
+}
+
+static void need_ipv4(struct conv *c, const char *path, const char *value, bool required,
+                      char **out)
+{
+    if (value == NULL) {
+        if (required)
+            bad(c, "`%s`: missing; allowed: an IPv4 address A.B.C.D", path);
+        return;
+    }
+    if (!is_ipv4(value)) {
+        bad(c, "`%s`: `%s` is not an IPv4 address; allowed: A.B.C.D, e.g. 10.77.0.31", path, value);
+        return;
+    }
+    *out = strdup(value);
+}
+
+static void take_uint(struct conv *c, const char *path, const char *value, uint32_t min,
+                      uint32_t max, uint32_t *out)
+{
+    if (value == NULL)
+        return;
+    size_t n = strspn(value, "0123456789");
+    if (n == 0 || value[n] != '\0' || n > 9) {
+        bad(c, "`%s`: `%s` is not an integer; allowed: %u..%u", path, value, min, max);
+        return;
+    }
+    unsigned long v = strtoul(value, NULL, 10);
+    if (v < min || v > max) {
+        bad(c, "`%s`: `%s` is out of range; allowed: %u..%u", path, value, min, max);
+        return;
+    }
+    *out = (uint32_t)v;
+}
+
+static char *resolve_path(const char *base_dir, const char *value)
+{
+    char *out = NULL;
+    if (value[0] == '/' || base_dir == NULL)
+        return strdup(value);
+    if (asprintf(&out, "%s/%s", base_dir, value) < 0)
+        return NULL;
+    return out;
+}
+
+static bool inside_zone(const char *name, const char *zone)
+{
+    size_t n = strlen(name), z = strlen(zone);
+    return n > z + 1 && name[n - z - 1] == '.' && strcasecmp(name + n - z, zone) == 0;
+}
+
+static struct dns_settings *convert_dns(struct conv *c, const struct services_raw_dns *raw,
+                                        const char *base_dir)
+{
+    struct dns_settings *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        bad(c, "`dns`: out of memory");
+        return NULL;
+    }
+    if (raw->server == NULL) {
+        bad(c, "`dns.server`: missing; allowed: A.B.C.D or A.B.C.D:PORT of the zone's primary");
+    } else {
+        cleanup_error vcr_error_t err = NULL;
+        char *host = NULL;
+        uint16_t port = 53;
+        if (strchr(raw->server, ':') == NULL) {
+            host = strdup(raw->server);
+        } else if (proto_parse_host_port(raw->server, &host, &port, &err) < 0) {
+            bad(c, "`dns.server`: `%s`: %s; allowed: A.B.C.D or A.B.C.D:PORT", raw->server,
+                vcr_error_msg(err));
+        }
+        if (host && !is_ipv4(host)) {
+            bad(c, "`dns.server`: `%s` is not an IPv4 address; allowed: A.B.C.D or A.B.C.D:PORT",
+                raw->server);
+            free(host);
+            host = NULL;
+        }
+        d->server = host;
+        d->port = port;
+    }
+    if (raw->zone == NULL)
+        bad(c, "`dns.zone`: missing; allowed: the zone the service names live in, e.g. vcr.lab");
+    else if (raw->zone[0] == '\0' || raw->zone[0] == '.' || strlen(raw->zone) > 253)
+        bad(c, "`dns.zone`: `%s` is not a zone name; allowed: e.g. vcr.lab", raw->zone);
+    else
+        d->zone = strdup(raw->zone);
+    size_t zl = d->zone ? strlen(d->zone) : 0;
+    if (zl && d->zone[zl - 1] == '.')
+        d->zone[zl - 1] = '\0';
+    if (raw->key_file == NULL) {
+        bad(c, "`dns.key_file`: missing; allowed: a TSIG key file as `tsig-keygen -a "
+               "hmac-sha256` writes it");
+    } else {
+        d->key_file = resolve_path(base_dir, raw->key_file);
+        struct dns_tsig_key key = {0};
+        cleanup_error vcr_error_t err = NULL;
+        if (d->key_file && dns_tsig_key_load(d->key_file, &key, &err) < 0) {
+            bad(c, "`dns.key_file`: %s", vcr_error_msg(err));
+        } else {
+            d->key_name = steal_pointer(&key.name);
+            d->key_secret = steal_pointer(&key.secret);
+        }
+        dns_tsig_key_clear(&key);
+    }
+    return d;
+}
+
+static void convert_service(struct conv *c, const struct services_raw_service *raw, size_t i,
+                            const struct dns_settings *dns, struct service_config *s)
+{
+    char p[96];
+#define PATH(field) (snprintf(p, sizeof(p), "services[%zu].%s", i, field), p)
+    need_name(c, PATH("name"), raw->name, &s->name);
+    if (raw->dns_name == NULL) {
+        bad(c, "`%s`: missing; allowed: a name inside the zone of `dns.zone`", PATH("dns_name"));
+    } else if (dns && dns->zone && !inside_zone(raw->dns_name, dns->zone)) {
+        bad(c, "`%s`: `%s` is not inside zone `%s`; allowed: NAME.%s", PATH("dns_name"),
+            raw->dns_name, dns->zone, dns->zone);
+    } else {
+        s->dns_name = strdup(raw->dns_name);
+    }
+    s->ttl = SERVICES_DEFAULT_TTL;
+    take_uint(c, PATH("ttl"), raw->ttl, 0, DNS_UPDATE_MAX_TTL, &s->ttl);
+
+    if (raw->primary == NULL) {
+        bad(c, "`%s`: missing; allowed: a mapping {host, vm, address, port}", PATH("primary"));
+    } else {
+        need_name(c, PATH("primary.host"), raw->primary->host, &s->primary.host);
+        need_name(c, PATH("primary.vm"), raw->primary->vm, &s->primary.vm);
+        need_ipv4(c, PATH("primary.address"), raw->primary->address, true, &s->primary.address);
+        uint32_t port = 0;
+        if (raw->primary->port == NULL)
+            bad(c, "`%s`: missing; allowed: 1..65535", PATH("primary.port"));
+        take_uint(c, PATH("primary.port"), raw->primary->port, 1, 65535, &port);
+        s->primary.port = (uint16_t)port;
+    }
+
+    s->check.type = CHECK_TCP;
+    s->check.interval_ms = SERVICES_DEFAULT_INTERVAL_MS;
+    s->check.timeout_ms = SERVICES_DEFAULT_TIMEOUT_MS;
+    s->check.failures = SERVICES_DEFAULT_FAILURES;
+    const struct services_raw_check *ck = raw->check;
+    if (ck) {
+        if (ck->type && strcmp(ck->type, "tcp") == 0)
+            s->check.type = CHECK_TCP;
+        else if (ck->type && strcmp(ck->type, "http") == 0)
+            s->check.type = CHECK_HTTP;
+        else if (ck->type)
+            bad(c, "`%s`: `%s` is not a check type; allowed: tcp, http", PATH("check.type"),
+                ck->type);
+        if (ck->path && s->check.type != CHECK_HTTP)
+            bad(c, "`%s`: `%s` is given for a tcp check; allowed: only with `type: http`",
+                PATH("check.path"), ck->path);
+        else if (ck->path && (ck->path[0] != '/' || strpbrk(ck->path, " \r\n\t")))
+            bad(c, "`%s`: `%s` is not a URL path; allowed: /PATH without spaces",
+                PATH("check.path"), ck->path);
+        else if (ck->path)
+            s->check.path = strdup(ck->path);
+        take_uint(c, PATH("check.interval_ms"), ck->interval_ms, 100, 60000, &s->check.interval_ms);
+        take_uint(c, PATH("check.failures"), ck->failures, 1, 100, &s->check.failures);
+        /* A probe outliving its interval would overlap the next one. */
+        take_uint(c, PATH("check.timeout_ms"), ck->timeout_ms, 10, s->check.interval_ms,
+                  &s->check.timeout_ms);
+    }
+    if (s->check.timeout_ms > s->check.interval_ms)
+        s->check.timeout_ms = s->check.interval_ms;
+    if (s->check.type == CHECK_HTTP && s->check.path == NULL)
+        s->check.path = strdup("/");
+
+    const struct services_raw_standby *sb = raw->standby;
+    if (sb == NULL) {
+        bad(c, "`%s`: missing; allowed: a mapping {mode, host, container, address, ...}",
+            PATH("standby"));
+        return;
+    }
+    if (sb->mode == NULL)
+        bad(c, "`%s`: missing; allowed: warm, cold", PATH("standby.mode"));
+    else if (strcmp(sb->mode, "warm") == 0)
+        s->standby.mode = STANDBY_WARM;
+    else if (strcmp(sb->mode, "cold") == 0)
+        s->standby.mode = STANDBY_COLD;
+    else
+        bad(c, "`%s`: `%s` is not a standby mode; allowed: warm, cold", PATH("standby.mode"),
+            sb->mode);
+    need_name(c, PATH("standby.host"), sb->host, &s->standby.host);
+    need_name(c, PATH("standby.container"), sb->container, &s->standby.container);
+    need_ipv4(c, PATH("standby.address"), sb->address, true, &s->standby.address);
+    s->standby.prefix = SERVICES_DEFAULT_PREFIX;
+    take_uint(c, PATH("standby.prefix"), sb->prefix, 1, 32, &s->standby.prefix);
+    need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
+    if (sb->template)
+        need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
+    if (s->standby.address && s->primary.address &&
+        strcmp(s->standby.address, s->primary.address) == 0)
+        bad(c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
+            PATH("standby.address"), sb->address);
+#undef PATH
+}
+
+unsigned services_config_convert(const struct services_raw_dns *raw_dns,
+                                 const struct services_raw_service *raw, size_t n,
+                                 const char *base_dir, struct dns_settings **dns,
+                                 struct service_config **services, size_t *n_services,
+                                 services_report_fn report, void *ctx)
+{
+    struct conv c = {.report = report, .ctx = ctx};
+    if (raw_dns)
+        *dns = convert_dns(&c, raw_dns, base_dir);
+    if (n == 0)
+        return c.problems;
+    if (*dns == NULL)
+        bad(&c,
+            "`services`: %zu service(s) but no `dns`; allowed: add dns: {server, zone, "
+            "key_file} so that recoveries can switch names",
+            n);
+    struct service_config *s = calloc(n, sizeof(*s));
+    if (s == NULL) {
+        bad(&c, "`services`: out of memory");
+        return c.problems;
+    }
+    for (size_t i = 0; i < n; i++) {
+        convert_service(&c, &raw[i], i, *dns, &s[i]);
+        for (size_t j = 0; j < i; j++) {
+            if (s[i].name && s[j].name && strcmp(s[i].name, s[j].name) == 0)
+                bad(&c,
+                    "`services[%zu].name`: `%s` is also services[%zu]'s; allowed: a unique name", i,
+                    s[i].name, j);
+            if (s[i].dns_name && s[j].dns_name && strcasecmp(s[i].dns_name, s[j].dns_name) == 0)
+                bad(&c,
+                    "`services[%zu].dns_name`: `%s` is also services[%zu]'s; allowed: a unique "
+                    "name",
+                    i, s[i].dns_name, j);
+            if (s[i].standby.address && s[j].standby.address &&
+                strcmp(s[i].standby.address, s[j].standby.address) == 0)
+                bad(&c,
+                    "`services[%zu].standby.address`: `%s` is also services[%zu]'s; allowed: one "
+                    "address per container",
+                    i, s[i].standby.address, j);
+        }
+    }
+    *services = s;
+    *n_services = n;
+    return c.problems;
+}
+
+void dns_settings_free(struct dns_settings *dns)
+{
+    if (dns == NULL)
+        return;
+    free(dns->server);
+    free(dns->zone);
+    free(dns->key_file);
+    free(dns->key_name);
+    if (dns->key_secret)
+        explicit_bzero(dns->key_secret, strlen(dns->key_secret));
+    free(dns->key_secret);
+    free(dns);
+}
+
+void services_free(struct service_config *services, size_t n)
+{
+    for (size_t i = 0; services && i < n; i++) {
+        struct service_config *s = &services[i];
+        free(s->name);
+        free(s->dns_name);
+        free(s->primary.host);
+        free(s->primary.vm);
+        free(s->primary.address);
+        free(s->check.path);
+        free(s->standby.host);
+        free(s->standby.container);
+        free(s->standby.address);
+        free(s->standby.gateway);
+        free(s->standby.template);
+    }
+    free(services);
+}

@@ -1,0 +1,128 @@
+/* Protected services and the DNS settings of the recovery engine: the model
+ * of the `dns:`, `fence_timeout_ms` and `services:` keys of the server's
+ * configuration (docs/server.md, docs/recovery.md), and their validation.
+ *
+ * server_config.c reads the YAML with libcyaml into the raw structs below
+ * (every scalar a string, as for the other keys) and calls
+ * services_config_convert(), which checks every field and reports each bad
+ * one by its path (`services[1].check.timeout_ms`), its value and what is
+ * allowed. */
+#ifndef VCR_SERVER_SERVICES_H
+#define VCR_SERVER_SERVICES_H
+
+#include <cyaml/cyaml.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define SERVICES_DEFAULT_TTL          5
+#define SERVICES_DEFAULT_INTERVAL_MS  1000
+#define SERVICES_DEFAULT_TIMEOUT_MS   500
+#define SERVICES_DEFAULT_FAILURES     3
+#define SERVICES_DEFAULT_PREFIX       24
+#define SERVICES_FENCE_TIMEOUT_MAX_MS 600000
+#define SERVICES_MAX                  256
+
+/* The agent self-fences after losing the server for fence_timeout_ms; the
+ * server waits that long before switching a service off an unreachable host.
+ * The default is two heartbeats past the host timeout: an agent must not kill
+ * its VMs over a blip the server itself does not call a host loss. */
+static inline uint32_t services_default_fence_timeout_ms(uint32_t host_timeout_ms,
+                                                         uint32_t heartbeat_ms)
+{
+    return host_timeout_ms + 2 * heartbeat_ms;
+}
+
+enum check_type {
+    CHECK_TCP,
+    CHECK_HTTP,
+};
+
+enum standby_mode {
+    STANDBY_WARM,
+    STANDBY_COLD,
+};
+
+const char *check_type_name(enum check_type t);
+const char *standby_mode_name(enum standby_mode m);
+
+struct service_config {
+    char *name;
+    char *dns_name;
+    uint32_t ttl;
+    struct {
+        char *host;
+        char *vm;
+        char *address;
+        uint16_t port;
+    } primary;
+    struct {
+        enum check_type type;
+        char *path; /* http only; "/" by default */
+        uint32_t interval_ms;
+        uint32_t timeout_ms;
+        uint32_t failures;
+    } check;
+    struct {
+        enum standby_mode mode;
+        char *host; /* the standby VM's agent (it says hello with its VM name) */
+        char *container;
+        char *address;
+        uint32_t prefix;
+        char *gateway;  /* NULL: none */
+        char *template; /* NULL: the agent's default */
+    } standby;
+};
+
+struct dns_settings {
+    char *server; /* dotted quad */
+    uint16_t port;
+    char *zone;
+    char *key_file;
+    char *key_name;
+    char *key_secret;
+};
+
+/* --- raw YAML (strings), shared with server_config.c's libcyaml schema --- */
+
+struct services_raw_primary {
+    char *host, *vm, *address, *port;
+};
+struct services_raw_check {
+    char *type, *path, *interval_ms, *timeout_ms, *failures;
+};
+struct services_raw_standby {
+    char *mode, *host, *container, *address, *prefix, *gateway, *template;
+};
+struct services_raw_service {
+    char *name, *dns_name, *ttl;
+    struct services_raw_primary *primary;
+    struct services_raw_check *check;
+    struct services_raw_standby *standby;
+};
+struct services_raw_dns {
+    char *server, *zone, *key_file;
+};
+
+extern const cyaml_schema_field_t services_raw_dns_fields[];
+extern const cyaml_schema_value_t services_raw_service_schema;
+
+/* One message per bad field, without the `config FILE: ` prefix. */
+typedef void (*services_report_fn)(void *ctx, const char *line);
+
+/* Converts and validates; base_dir resolves a relative key_file (may be NULL).
+ * *dns is NULL when raw_dns is; services is an array of n.  The TSIG key is
+ * read here, so that --config-test catches a missing or bad key file.
+ * Returns the number of problems reported. */
+unsigned services_config_convert(const struct services_raw_dns *raw_dns,
+                                 const struct services_raw_service *raw, size_t n,
+                                 const char *base_dir, struct dns_settings **dns,
+                                 struct service_config **services, size_t *n_services,
+                                 services_report_fn report, void *ctx);
+
+void dns_settings_free(struct dns_settings *dns);
+void services_free(struct service_config *services, size_t n);
+
+#endif

@@ -1,0 +1,780 @@
+/* The recovery engine: services configuration validation, then the state
+ * machine driven in-process: fake agents over real loopback proto
+ * connections, a fake service on 127.0.0.3 (the container) and 127.0.0.2 (the
+ * primary), and a fake DNS server on 127.0.0.1 that applies TSIG-signed
+ * UPDATEs and answers A queries with what it was told.  Nothing sleeps a fixed
+ * time: the loop runs until a condition holds or a deadline passes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <ldns/ldns.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "proto/proto.h"
+#include "server/journal.h"
+#include "server/recovery.h"
+#include "server/server.h"
+#include "server/server_config.h"
+
+#define KEY_NAME   "vcr-update"
+#define KEY_SECRET "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define PRIMARY    "127.0.0.2"
+#define CONTAINER  "127.0.0.3"
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (haystack == NULL || strstr(haystack, needle) == NULL)
+        fail_msg("`%s` does not contain `%s`", haystack ? haystack : "(null)", needle);
+}
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/vcr-test-recovery-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("key \"" KEY_NAME "\" {\n\talgorithm hmac-sha256;\n\tsecret \"" KEY_SECRET "\";\n};\n",
+          f);
+    fclose(f);
+}
+
+static void remove_dir(void)
+{
+    static const char *const names[] = {"tsig.key", "journal.db", "journal.db-wal",
+                                        "journal.db-shm"};
+    char path[128];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* --- configuration --- */
+
+#define DNS_OK "dns: {server: 127.0.0.1:5353, zone: vcr.lab, key_file: %s/tsig.key}\n"
+#define SERVICE_OK                                                                                 \
+    "services:\n"                                                                                  \
+    "  - name: web1\n"                                                                             \
+    "    dns_name: web1.vcr.lab\n"                                                                 \
+    "    primary: {host: node1, vm: web1, address: 10.77.0.11, port: 80}\n"                        \
+    "    check: {type: http, path: /, interval_ms: 500, timeout_ms: 300, failures: 3}\n"           \
+    "    standby: {mode: warm, host: sb1, container: web1-c, address: 10.77.0.31}\n"
+
+static struct server_config *parse(const char *fmt, const char *a, vcr_error_t *err)
+{
+    cleanup_free char *yaml = NULL;
+    assert_true(asprintf(&yaml, fmt, a, a) > 0);
+    return server_config_parse(yaml, strlen(yaml), "test.yaml", err);
+}
+
+static void expect_bad(const char *replace, const char *with, const char *const *needles)
+{
+    char fmt[2048];
+    snprintf(fmt, sizeof(fmt), "%s", DNS_OK SERVICE_OK);
+    if (replace) {
+        char *at = strstr(fmt, replace);
+        assert_non_null(at);
+        char rest[2048];
+        snprintf(rest, sizeof(rest), "%s", at + strlen(replace));
+        snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s%s", with, rest);
+    }
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(fmt, dir, &err);
+    if (cfg)
+        fail_msg("accepted with `%s` -> `%s`", replace, with);
+    for (; *needles; needles++)
+        assert_contains(vcr_error_msg(err), *needles);
+}
+
+#define EXPECT_BAD(replace, with, ...)                                                             \
+    expect_bad(replace, with, (const char *const[]){__VA_ARGS__, NULL})
+
+static void test_config_services_valid(void **state)
+{
+    (void)state;
+    make_dir();
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(DNS_OK SERVICE_OK, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(cfg->n_services, 1);
+    assert_string_equal(cfg->dns->server, "127.0.0.1");
+    assert_int_equal(cfg->dns->port, 5353);
+    assert_string_equal(cfg->dns->key_name, KEY_NAME);
+    assert_string_equal(cfg->services[0].dns_name, "web1.vcr.lab");
+    assert_int_equal(cfg->services[0].ttl, 5);
+    assert_int_equal(cfg->services[0].check.type, CHECK_HTTP);
+    assert_string_equal(cfg->services[0].check.path, "/");
+    assert_int_equal(cfg->services[0].standby.mode, STANDBY_WARM);
+    assert_int_equal(cfg->services[0].standby.prefix, 24);
+    /* 3500 + 2 x 1000 with the default heartbeat. */
+    assert_int_equal(cfg->fence_timeout_ms, 5500);
+    server_config_free(cfg);
+    remove_dir();
+}
+
+static void test_config_services_each_bad_field(void **state)
+{
+    (void)state;
+    make_dir();
+    EXPECT_BAD("web1.vcr.lab", "web1.other.lab", "`services[0].dns_name`", "web1.other.lab",
+               "not inside zone `vcr.lab`");
+    EXPECT_BAD("name: web1", "name: 'web 1'", "`services[0].name`", "web 1", "letters");
+    EXPECT_BAD("address: 10.77.0.11", "address: 10.77.0", "`services[0].primary.address`",
+               "10.77.0", "IPv4");
+    EXPECT_BAD("port: 80", "port: 70000", "`services[0].primary.port`", "70000", "1..65535");
+    EXPECT_BAD("port: 80", "port: 8o", "`services[0].primary.port`", "8o", "not an integer");
+    EXPECT_BAD("vm: web1,", "", "`services[0].primary.vm`", "missing");
+    EXPECT_BAD("type: http", "type: icmp", "`services[0].check.type`", "icmp", "tcp, http");
+    EXPECT_BAD("path: /,", "path: nope,", "`services[0].check.path`", "nope", "/PATH");
+    EXPECT_BAD("timeout_ms: 300", "timeout_ms: 900", "`services[0].check.timeout_ms`", "900",
+               "10..500");
+    EXPECT_BAD("interval_ms: 500", "interval_ms: 50", "`services[0].check.interval_ms`", "50",
+               "100..60000");
+    EXPECT_BAD("failures: 3", "failures: 0", "`services[0].check.failures`", "`0`", "1..100");
+    EXPECT_BAD("mode: warm", "mode: hot", "`services[0].standby.mode`", "hot", "warm, cold");
+    EXPECT_BAD("address: 10.77.0.31", "address: 10.77.0.11", "`services[0].standby.address`",
+               "primary's address");
+    EXPECT_BAD("container: web1-c,", "", "`services[0].standby.container`", "missing");
+    EXPECT_BAD("}\n    standby", ", color: red}\n    standby", "`color`", "inside `check`",
+               "unknown key");
+    EXPECT_BAD("127.0.0.1:5353", "dns.example:53", "`dns.server`", "dns.example");
+    EXPECT_BAD("zone: vcr.lab, ", "", "`dns.zone`", "missing");
+    EXPECT_BAD("tsig.key", "absent.key", "`dns.key_file`", "absent.key");
+    EXPECT_BAD("dns: {", "# {", "no `dns`");
+    remove_dir();
+}
+
+static void test_config_fence_timeout_bounds(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    const char *yaml = "host_timeout_ms: 4000\nfence_timeout_ms: 3999\n";
+    assert_null(server_config_parse(yaml, strlen(yaml), "t.yaml", &err));
+    assert_contains(vcr_error_msg(err), "`fence_timeout_ms`");
+    assert_contains(vcr_error_msg(err), "4000..600000");
+    vcr_error_release(&err);
+    yaml = "fence_timeout_ms: 8000\n";
+    struct server_config *cfg = server_config_parse(yaml, strlen(yaml), "t.yaml", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->fence_timeout_ms, 8000);
+    server_config_free(cfg);
+}
+
+/* --- fake DNS server: applies signed UPDATEs, answers A queries --- */
+
+struct fake_dns {
+    int fd;
+    uint16_t port;
+    struct event *ev;
+    bool silent;
+    char address[32]; /* the A record of the service name, "" for none */
+    unsigned updates;
+    int64_t first_update_mono;
+};
+
+static void dns_send(struct fake_dns *d, ldns_pkt *reply, const struct sockaddr_in *to)
+{
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    assert_int_equal(ldns_pkt2wire(&wire, reply, &len), LDNS_STATUS_OK);
+    sendto(d->fd, wire, len, 0, (const struct sockaddr *)to, sizeof(*to));
+    free(wire);
+    ldns_pkt_free(reply);
+}
+
+static void on_dns_request(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct fake_dns *d = arg;
+    uint8_t buf[4096];
+    struct sockaddr_in from;
+    socklen_t flen = sizeof(from);
+    ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
+    if (n < 0 || d->silent)
+        return;
+    ldns_pkt *req = NULL;
+    assert_int_equal(ldns_wire2pkt(&req, buf, (size_t)n), LDNS_STATUS_OK);
+    ldns_pkt *reply = ldns_pkt_new();
+    ldns_pkt_set_id(reply, ldns_pkt_id(req));
+    ldns_pkt_set_qr(reply, true);
+    ldns_pkt_set_opcode(reply, ldns_pkt_get_opcode(req));
+    ldns_pkt_set_rcode(reply, LDNS_RCODE_NOERROR);
+    if (ldns_pkt_get_opcode(req) == LDNS_PACKET_UPDATE) {
+        /* The update section (ldns: authority): delete, then add NAME A ADDR. */
+        ldns_rr_list *upd = ldns_pkt_authority(req);
+        for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++) {
+            ldns_rr *rr = ldns_rr_list_rr(upd, i);
+            if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_IN && ldns_rr_rd_count(rr) == 1) {
+                char *a = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+                snprintf(d->address, sizeof(d->address), "%s", a);
+                free(a);
+            }
+        }
+        if (d->updates++ == 0)
+            d->first_update_mono = vcr_mono_ms();
+        assert_int_equal(ldns_pkt_tsig_sign(reply, KEY_NAME, KEY_SECRET, 300, "hmac-sha256.",
+                                            ldns_rr_rdf(ldns_pkt_tsig(req), 3)),
+                         LDNS_STATUS_OK);
+    } else {
+        ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(req), 0);
+        ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(q));
+        if (d->address[0]) {
+            ldns_rr *a = NULL;
+            char text[128];
+            cleanup_free char *owner = ldns_rdf2str(ldns_rr_owner(q));
+            snprintf(text, sizeof(text), "%s 5 IN A %s", owner, d->address);
+            assert_int_equal(ldns_rr_new_frm_str(&a, text, 0, NULL, NULL), LDNS_STATUS_OK);
+            ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, a);
+        }
+    }
+    dns_send(d, reply, &from);
+    ldns_pkt_free(req);
+}
+
+static void dns_start(struct fake_dns *d, struct event_base *base)
+{
+    memset(d, 0, sizeof(*d));
+    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(d->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    socklen_t slen = sizeof(sin);
+    assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sin, &slen), 0);
+    d->port = ntohs(sin.sin_port);
+    d->ev = event_new(base, d->fd, EV_READ | EV_PERSIST, on_dns_request, d);
+    event_add(d->ev, NULL);
+}
+
+static void dns_stop(struct fake_dns *d)
+{
+    event_free(d->ev);
+    close(d->fd);
+}
+
+/* --- fake service: accepts, answers its name, closes --- */
+
+struct fake_service {
+    struct evconnlistener *l;
+    unsigned accepted;
+};
+
+static void on_service_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                              int len, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    struct fake_service *s = arg;
+    s->accepted++;
+    static const char answer[] = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nweb1\n";
+    ssize_t w = write(fd, answer, sizeof(answer) - 1);
+    (void)w;
+    close(fd);
+}
+
+static void service_start(struct fake_service *s, struct event_base *base, const char *addr,
+                          uint16_t *port)
+{
+    memset(s, 0, sizeof(*s));
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(*port)};
+    inet_pton(AF_INET, addr, &sin.sin_addr);
+    s->l = evconnlistener_new_bind(base, on_service_accept, s,
+                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+                                   (struct sockaddr *)&sin, sizeof(sin));
+    assert_non_null(s->l);
+    socklen_t slen = sizeof(sin);
+    getsockname(evconnlistener_get_fd(s->l), (struct sockaddr *)&sin, &slen);
+    *port = ntohs(sin.sin_port);
+}
+
+static void service_stop(struct fake_service *s)
+{
+    if (s->l)
+        evconnlistener_free(s->l);
+    s->l = NULL;
+}
+
+/* --- fake agents --- */
+
+struct fake_agent {
+    struct proto_conn *conn;
+    json_t *received;
+    json_t *hello;
+    bool closed;
+    bool heartbeat;
+};
+
+static void agent_send(struct fake_agent *a, json_t *msg)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (a->conn && proto_conn_send(a->conn, msg, &err) < 0)
+        fail_msg("fake agent: %s", vcr_error_msg(err));
+    json_decref(msg);
+}
+
+static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
+{
+    struct fake_agent *a = opaque;
+    (void)c;
+    json_array_append(a->received, msg);
+    if (strcmp(proto_msg_type(msg), "order") == 0)
+        agent_send(a, proto_msg_new("reply", json_pack("{s:O, s:b}", "id",
+                                                       json_object_get(msg, "id"), "ok", 1)));
+}
+
+static void agent_connected(struct proto_conn *c, void *opaque)
+{
+    struct fake_agent *a = opaque;
+    (void)c;
+    agent_send(a, json_incref(a->hello));
+}
+
+static void agent_closed(struct proto_conn *c, const char *reason, void *opaque)
+{
+    struct fake_agent *a = opaque;
+    (void)reason;
+    a->closed = true;
+    proto_conn_free(c);
+    a->conn = NULL;
+}
+
+static const struct proto_conn_ops agent_ops = {
+    .message = agent_message,
+    .connected = agent_connected,
+    .closed = agent_closed,
+};
+
+static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t port,
+                        const char *host, const char *role, const char *vm_state)
+{
+    memset(a, 0, sizeof(*a));
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    a->received = json_array();
+    json_t *vms = json_array();
+    if (vm_state)
+        json_array_append_new(vms, json_pack("{s:s, s:s, s:i, s:s}", "name", "web1", "state",
+                                             vm_state, "pid", 100, "address", PRIMARY));
+    a->hello = proto_msg_new("hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "host", host,
+                                                "role", role, "agent_version", "0.1.0", "pid", 4242,
+                                                "accel", "tcg", "vms", vms));
+    cleanup_error vcr_error_t err = NULL;
+    a->conn = proto_conn_connect(base, addr, &agent_ops, a, &err);
+    assert_non_null(a->conn);
+}
+
+static void agent_stop(struct fake_agent *a)
+{
+    proto_conn_free(a->conn);
+    a->conn = NULL;
+    json_decref(a->received);
+    json_decref(a->hello);
+}
+
+static json_t *agent_order(struct fake_agent *a, const char *action)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(a->received, i, m)
+    {
+        const char *act = json_string_value(json_object_get(m, "action"));
+        if (strcmp(proto_msg_type(m), "order") == 0 && act && strcmp(act, action) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+static bool agent_welcomed(struct fake_agent *a)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(a->received, i, m)
+    {
+        if (strcmp(proto_msg_type(m), "welcome") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* --- the harness --- */
+
+struct harness {
+    struct event_base *base;
+    struct server_config *cfg;
+    struct server *srv;
+    struct fake_dns dns;
+    struct fake_service container;
+    struct fake_service primary;
+    uint16_t port;
+    struct fake_agent node1, sb1;
+};
+
+typedef bool (*condition_fn)(struct harness *h);
+
+static bool run_until_ms(struct harness *h, condition_fn cond, int64_t ms)
+{
+    int64_t deadline = vcr_mono_ms() + ms;
+    while (!cond(h) && vcr_mono_ms() < deadline) {
+        struct timeval tick = {0, 5000};
+        event_base_loopexit(h->base, &tick);
+        event_base_dispatch(h->base);
+    }
+    return cond(h);
+}
+
+static void server_up(struct harness *h, const char *mode, const char *extra)
+{
+    cleanup_free char *yaml = NULL;
+    assert_true(asprintf(&yaml,
+                         "journal: %s/journal.db\n%s"
+                         "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s/tsig.key}\n"
+                         "services:\n"
+                         "  - name: web1\n"
+                         "    dns_name: web1.vcr.lab\n"
+                         "    primary: {host: node1, vm: web1, address: " PRIMARY ", port: %u}\n"
+                         "    check: {type: http, interval_ms: 100, timeout_ms: 100}\n"
+                         "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
+                         ", template: busybox}\n",
+                         dir, extra, h->dns.port, dir, h->port, mode) > 0);
+    cleanup_error vcr_error_t err = NULL;
+    h->cfg = server_config_parse(yaml, strlen(yaml), "test.yaml", &err);
+    if (h->cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    h->cfg->listen_port = 0;
+    h->cfg->api_port = 0;
+    h->srv = server_new(h->base, h->cfg, &err);
+    if (h->srv == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+}
+
+static void server_down(struct harness *h)
+{
+    agent_stop(&h->node1);
+    agent_stop(&h->sb1);
+    server_free(h->srv);
+    server_config_free(h->cfg);
+    h->srv = NULL;
+}
+
+static bool both_welcomed(struct harness *h)
+{
+    return agent_welcomed(&h->node1) && agent_welcomed(&h->sb1);
+}
+
+static void agents_up(struct harness *h, const char *vm_state)
+{
+    agent_start(&h->node1, h->base, server_agent_port(h->srv), "node1", "host", vm_state);
+    agent_start(&h->sb1, h->base, server_agent_port(h->srv), "sb1", "standby", NULL);
+    assert_true(run_until_ms(h, both_welcomed, 5000));
+}
+
+static void harness_start(struct harness *h, const char *mode, const char *extra)
+{
+    memset(h, 0, sizeof(*h));
+    make_dir();
+    h->base = event_base_new();
+    dns_start(&h->dns, h->base);
+    service_start(&h->container, h->base, CONTAINER, &h->port);
+    uint16_t p = h->port;
+    service_start(&h->primary, h->base, PRIMARY, &p);
+    server_up(h, mode, extra);
+    agents_up(h, "running");
+}
+
+static void harness_stop(struct harness *h)
+{
+    server_down(h);
+    service_stop(&h->container);
+    service_stop(&h->primary);
+    dns_stop(&h->dns);
+    event_base_free(h->base);
+    remove_dir();
+}
+
+static json_t *service_json(struct harness *h)
+{
+    json_t *all = recovery_services_json(server_recovery(h->srv));
+    json_t *s = json_incref(json_array_get(json_object_get(all, "services"), 0));
+    json_decref(all);
+    return s;
+}
+
+static bool state_is(struct harness *h, const char *state)
+{
+    cleanup_json json_t *s = service_json(h);
+    return strcmp(json_string_value(json_object_get(s, "state")), state) == 0;
+}
+
+static bool recovered(struct harness *h)
+{
+    return state_is(h, "recovered");
+}
+
+static bool failed(struct harness *h)
+{
+    return state_is(h, "failed");
+}
+
+/* The journal's `kind` events for web1, as "phase,phase,..." (recovery) or count. */
+static void journal_phases(struct harness *h, char *out, size_t size, unsigned *fenced)
+{
+    cleanup_json json_t *events = journal_read(server_journal(h->srv), 0, 1000, NULL);
+    out[0] = '\0';
+    *fenced = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        const char *kind = json_string_value(json_object_get(e, "kind"));
+        json_t *d = json_object_get(e, "detail");
+        if (strcmp(kind, "fenced") == 0)
+            (*fenced)++;
+        if (strcmp(kind, "recovery") != 0)
+            continue;
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "",
+                 json_string_value(json_object_get(d, "phase")));
+    }
+}
+
+static void vm_crashed(struct harness *h)
+{
+    agent_send(
+        &h->node1,
+        proto_msg_new("vm_event", json_pack("{s:s, s:s, s:s, s:I, s:i}", "vm", "web1", "state",
+                                            "crashed", "cause", "qemu killed by signal 9", "ts_ms",
+                                            (json_int_t)vcr_wall_ms(), "pid", 100)));
+}
+
+static void expect_full_recovery(struct harness *h)
+{
+    char phases[512];
+    unsigned fenced;
+    journal_phases(h, phases, sizeof(phases), &fenced);
+    assert_string_equal(phases,
+                        "detected,fenced,container_ready,port_open,dns_updated,client_confirmed");
+    assert_int_equal(fenced, 1);
+    assert_string_equal(h->dns.address, CONTAINER);
+    cleanup_json json_t *s = service_json(h);
+    assert_string_equal(json_string_value(json_object_get(s, "served_by")), "standby");
+    assert_string_equal(json_string_value(json_object_get(s, "address")), CONTAINER);
+    json_t *timeline = json_object_get(json_object_get(s, "recovery"), "timeline");
+    assert_int_equal(json_array_size(timeline), 6);
+    json_t *last = json_array_get(timeline, 5);
+    assert_string_equal(json_string_value(json_object_get(last, "answer")), "web1");
+}
+
+static void test_vm_crash_warm(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "warm", "");
+    assert_true(state_is(&h, "ok"));
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    /* Fenced by order: the host agent saw vm_kill for web1. */
+    json_t *kill = agent_order(&h.node1, "vm_kill");
+    assert_non_null(kill);
+    assert_string_equal(json_string_value(json_object_get(kill, "vm")), "web1");
+    assert_null(agent_order(&h.sb1, "container_create"));
+    expect_full_recovery(&h);
+    harness_stop(&h);
+}
+
+static void test_vm_crash_cold_creates_container(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    json_t *create = agent_order(&h.sb1, "container_create");
+    assert_non_null(create);
+    assert_string_equal(json_string_value(json_object_get(create, "name")), "web1-c");
+    assert_string_equal(json_string_value(json_object_get(create, "address")), CONTAINER);
+    assert_string_equal(json_string_value(json_object_get(create, "service")), "web1");
+    assert_string_equal(json_string_value(json_object_get(create, "template")), "busybox");
+    expect_full_recovery(&h);
+    harness_stop(&h);
+}
+
+static bool fenced_or_failed(struct harness *h)
+{
+    char phases[512];
+    unsigned fenced;
+    journal_phases(h, phases, sizeof(phases), &fenced);
+    return fenced > 0 || state_is(h, "failed");
+}
+
+static void test_host_lost_waits_fence_timeout(void **state)
+{
+    (void)state;
+    struct harness h;
+    /* The fake agents send no heartbeats: node1 is lost 300 ms after hello. */
+    harness_start(&h, "warm", "heartbeat_ms: 100\nhost_timeout_ms: 300\nfence_timeout_ms: 1200\n");
+    int64_t t0 = vcr_mono_ms();
+    assert_true(run_until_ms(&h, fenced_or_failed, 5000));
+    int64_t fenced_at = vcr_mono_ms();
+    assert_true(fenced_at - t0 >= 1200);
+    /* Nothing switched before the fence timeout. */
+    assert_true(h.dns.updates == 0 || h.dns.first_update_mono - t0 >= 1200);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_true(h.dns.first_update_mono - t0 >= 1200);
+    cleanup_json json_t *events = journal_read(server_journal(h.srv), 0, 1000, NULL);
+    size_t i;
+    json_t *e;
+    bool saw = false;
+    json_array_foreach(events, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), "fenced") == 0) {
+            json_t *d = json_object_get(e, "detail");
+            assert_contains(json_string_value(json_object_get(d, "how")), "self-fence");
+            assert_true(json_integer_value(json_object_get(d, "waited_ms")) >= 1200);
+            saw = true;
+        }
+    }
+    assert_true(saw);
+    harness_stop(&h);
+}
+
+static void test_dns_silent_fails_then_retry_succeeds(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "warm", "");
+    h.dns.silent = true;
+    vm_crashed(&h);
+    /* Default retry policy: four datagrams, failure 3 s after the start. */
+    assert_true(run_until_ms(&h, failed, 10000));
+    cleanup_json json_t *s = service_json(&h);
+    json_t *rec = json_object_get(s, "recovery");
+    assert_string_equal(json_string_value(json_object_get(rec, "phase")), "port_open");
+    assert_contains(json_string_value(json_object_get(rec, "error")), "no answer from");
+    char phases[512];
+    unsigned fenced;
+    journal_phases(&h, phases, sizeof(phases), &fenced);
+    assert_string_equal(phases, "detected,fenced,container_ready,port_open,failed");
+
+    h.dns.silent = false;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failover(server_recovery(h.srv), "web1", &err);
+    assert_non_null(ans);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    journal_phases(&h, phases, sizeof(phases), &fenced);
+    /* Resumed after port_open: nothing before it done twice. */
+    assert_string_equal(phases, "detected,fenced,container_ready,port_open,failed,retry,"
+                                "dns_updated,client_confirmed");
+    assert_int_equal(fenced, 1);
+
+    /* A second failover while recovered is refused; unknown services are 404s. */
+    assert_null(recovery_failover(server_recovery(h.srv), "web1", &err));
+    assert_int_equal(vcr_error_status(err), EBUSY);
+    vcr_error_release(&err);
+    assert_null(recovery_failover(server_recovery(h.srv), "nope", &err));
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    harness_stop(&h);
+}
+
+static bool port_open_journaled(struct harness *h)
+{
+    char phases[512];
+    unsigned fenced;
+    journal_phases(h, phases, sizeof(phases), &fenced);
+    return strstr(phases, "port_open") != NULL;
+}
+
+static void test_restart_mid_recovery_resumes(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    h.dns.silent = true; /* the recovery stalls in its DNS step */
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, port_open_journaled, 10000));
+    assert_non_null(agent_order(&h.node1, "vm_kill"));
+    assert_non_null(agent_order(&h.sb1, "container_create"));
+    /* The server dies mid-recovery; a new one starts on the same journal. */
+    server_down(&h);
+    h.dns.silent = false;
+    server_up(&h, "cold", "");
+    assert_true(state_is(&h, "recovering"));
+    agents_up(&h, "crashed");
+    assert_true(run_until_ms(&h, recovered, 10000));
+    /* Nothing done twice: no second kill, no second container. */
+    assert_null(agent_order(&h.node1, "vm_kill"));
+    assert_null(agent_order(&h.sb1, "container_create"));
+    char phases[512];
+    unsigned fenced;
+    journal_phases(&h, phases, sizeof(phases), &fenced);
+    assert_string_equal(phases,
+                        "detected,fenced,container_ready,port_open,dns_updated,client_confirmed");
+    assert_int_equal(fenced, 1);
+    assert_string_equal(h.dns.address, CONTAINER);
+    harness_stop(&h);
+}
+
+static bool back_to_ok(struct harness *h)
+{
+    return state_is(h, "ok");
+}
+
+static void test_service_probe_failure_then_failback(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    /* The service dies while its VM runs: three failed probes. */
+    service_stop(&h.primary);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    cleanup_json json_t *s = service_json(&h);
+    assert_contains(json_string_value(json_object_get(json_object_get(s, "recovery"), "cause")),
+                    "3 consecutive http probe failures");
+    assert_non_null(agent_order(&h.node1, "vm_kill"));
+
+    /* Failback needs the primary back and running. */
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
+    if (ans == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(&h, back_to_ok, 10000));
+    assert_string_equal(h.dns.address, PRIMARY);
+    assert_non_null(agent_order(&h.sb1, "container_stop"));
+    assert_non_null(agent_order(&h.sb1, "container_destroy"));
+    harness_stop(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_services_valid),
+        cmocka_unit_test(test_config_services_each_bad_field),
+        cmocka_unit_test(test_config_fence_timeout_bounds),
+        cmocka_unit_test(test_vm_crash_warm),
+        cmocka_unit_test(test_vm_crash_cold_creates_container),
+        cmocka_unit_test(test_host_lost_waits_fence_timeout),
+        cmocka_unit_test(test_dns_silent_fails_then_retry_succeeds),
+        cmocka_unit_test(test_restart_mid_recovery_resumes),
+        cmocka_unit_test(test_service_probe_failure_then_failback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
