@@ -19,6 +19,11 @@ static const struct verb {
     {"host", "warm-restart every VM of a host: host warm-restart HOST", cli_verb_host},
     {"container", "containers of a standby VM: container create|start|stop|destroy HOST NAME",
      cli_verb_container},
+    {"services", "show protected services and their last recovery", cli_verb_services},
+    {"failover", "move a service to its standby now, or retry a failed recovery: failover SERVICE",
+     cli_verb_failover},
+    {"failback", "switch a recovered service back to its primary: failback SERVICE",
+     cli_verb_failback},
 };
 
 static void print_usage(FILE *out)

@@ -1,0 +1,76 @@
+/* vcr failover SERVICE, vcr failback SERVICE: start the one or the other on
+ * the server and return; `vcr services` and `vcr events --follow` show how it
+ * goes. */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/verbs.h"
+#include "common/cleanup.h"
+
+static int run(struct cli_context *ctx, int argc, char **argv, const char *verb, const char *usage)
+{
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool json = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_bad_option(verb, argc, argv);
+        }
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "vcr %s: expected one SERVICE; see `vcr %s --help`\n", verb, verb);
+        return CLI_EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    char path[160];
+    snprintf(path, sizeof(path), "/v1/services/%.64s/%s", name, verb);
+    char prog[32];
+    snprintf(prog, sizeof(prog), "vcr %s", verb);
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *body = cli_http_request(ctx->server, "POST", path, 10, &err);
+    if (body == NULL) {
+        vcr_error_report(&err, stderr, prog);
+        return CLI_EXIT_FAILURE;
+    }
+    if (json) {
+        cleanup_free char *text = json_dumps(body, JSON_INDENT(2));
+        puts(text ? text : "null");
+    } else {
+        printf("%s: %s started (state %s); follow with `vcr services` or `vcr events --follow`\n",
+               name, verb, json_string_value(json_object_get(body, "state")));
+    }
+    return CLI_EXIT_OK;
+}
+
+int cli_verb_failover(struct cli_context *ctx, int argc, char **argv)
+{
+    return run(ctx, argc, argv, "failover",
+               "Usage: vcr failover [--json] SERVICE\n"
+               "\n"
+               "Move SERVICE to its standby container now (fence the primary, ready the\n"
+               "container, switch DNS), or retry a failed recovery from the phase it\n"
+               "failed at.\n");
+}
+
+int cli_verb_failback(struct cli_context *ctx, int argc, char **argv)
+{
+    return run(ctx, argc, argv, "failback",
+               "Usage: vcr failback [--json] SERVICE\n"
+               "\n"
+               "Switch a recovered SERVICE back to its primary, once the primary VM runs\n"
+               "again and its probe passes; a cold container is then stopped and destroyed.\n");
+}

@@ -1,0 +1,102 @@
+/* vcr services */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli/cli.h"
+#include "cli/verbs.h"
+#include "common/cleanup.h"
+
+static const char usage[] =
+    "Usage: vcr services [--json]\n"
+    "\n"
+    "Show every protected service: its state (ok, degraded, recovering, recovered,\n"
+    "failed), where it is served now (primary or standby, address:port), and the\n"
+    "timeline of its last recovery, phase by phase with the ms since detection.\n"
+    "\n"
+    "  -j, --json  print the server's JSON (GET /v1/services) instead\n"
+    "  -h, --help  show this help\n";
+
+static const char *str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "-";
+}
+
+static void print_services(json_t *body)
+{
+    printf("%-16s %-11s %-8s %-21s %-5s %s\n", "SERVICE", "STATE", "SERVED", "ADDRESS", "MODE",
+           "DNS NAME");
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(body, "services"), i, s)
+    {
+        char where[40];
+        snprintf(where, sizeof(where), "%s:%lld", str(s, "address"),
+                 (long long)json_integer_value(json_object_get(s, "port")));
+        printf("%-16s %-11s %-8s %-21s %-5s %s\n", str(s, "name"), str(s, "state"),
+               str(s, "served_by"), where, str(s, "mode"), str(s, "dns_name"));
+    }
+    json_array_foreach(json_object_get(body, "services"), i, s)
+    {
+        json_t *rec = json_object_get(s, "recovery");
+        if (!json_is_object(rec))
+            continue;
+        printf("\n%s: last recovery: %s\n", str(s, "name"), str(rec, "cause"));
+        size_t j;
+        json_t *e;
+        json_array_foreach(json_object_get(rec, "timeline"), j, e)
+        {
+            const char *extra = json_string_value(json_object_get(e, "how"));
+            if (extra == NULL)
+                extra = json_string_value(json_object_get(e, "error"));
+            printf("  %8lld ms  %-16s %s\n",
+                   (long long)json_integer_value(json_object_get(e, "elapsed_ms")), str(e, "phase"),
+                   extra ? extra : "");
+        }
+        if (json_is_string(json_object_get(rec, "error")))
+            printf("  error: %s\n", str(rec, "error"));
+    }
+}
+
+int cli_verb_services(struct cli_context *ctx, int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool json = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_bad_option("services", argc, argv);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vcr services: unexpected argument `%s`; see `vcr services --help`\n",
+                argv[optind]);
+        return CLI_EXIT_USAGE;
+    }
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *body = cli_http_request(ctx->server, "GET", "/v1/services", 10, &err);
+    if (body == NULL) {
+        vcr_error_report(&err, stderr, "vcr services");
+        return CLI_EXIT_FAILURE;
+    }
+    if (json) {
+        cleanup_free char *text = json_dumps(body, JSON_INDENT(2));
+        puts(text ? text : "null");
+    } else {
+        print_services(body);
+    }
+    return CLI_EXIT_OK;
+}
