@@ -370,6 +370,12 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
     return h;
 }
 
+static bool vm_state_has_process(enum inv_vm_state s)
+{
+    return s == INV_VM_STARTING || s == INV_VM_RUNNING || s == INV_VM_PAUSED ||
+           s == INV_VM_PANICKED || s == INV_VM_RESTARTING;
+}
+
 int inventory_apply_vm_event(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err)
 {
     return inventory_apply_vm_event_at(inv, host, msg, 0, NULL, err);
@@ -421,6 +427,8 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
         *change = ch;
     vm->state = state;
     vm->state_ts_ms = ts_ms;
+    if (!vm_state_has_process(state))
+        vm->has_sample = false; /* the last sample described a process that is gone */
     if (json_object_get(msg, "pid"))
         vm->pid = pid;
     return 0;

@@ -562,6 +562,13 @@ static void test_inventory_vm_event_and_sample(void **state)
     assert_contains(vcr_error_msg(err), "sample.vms[0].cpu_pct");
     json_decref(sample);
     assert_int_equal(web->rss_kb, 524288);
+
+    /* A VM whose QEMU is gone has no load: its last sample must not be shown
+     * as if it still ran. */
+    ev = vm_event_msg("web1", "crashed", "qemu killed by signal 9", 1700);
+    assert_int_equal(inventory_apply_vm_event(inv, "node1", ev, &err), 0);
+    json_decref(ev);
+    assert_false(web->has_sample);
     inventory_free(inv);
 }
 
