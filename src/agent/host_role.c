@@ -7,6 +7,7 @@
 
 #include "agent/accel.h"
 #include "agent/agent_role.h"
+#include "agent/host_reboot.h"
 #include "agent/host_vm.h"
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -239,6 +240,9 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
             agent_reply(a, id, false, vcr_error_msg(err));
         }
         return;
+    } else if (strcmp(action, "vm_flush") == 0 || strcmp(action, "vm_reboot") == 0) {
+        host_volume_order(a, vm, id, action, order); /* answers itself (host_reboot.c) */
+        return;
     } else if (strcmp(action, "vm_stop") == 0 || strcmp(action, "vm_kill") == 0) {
         /* Already down is success: what the order asks for holds (fencing is idempotent). */
         if (!host_vm_has_process(vm)) {
@@ -249,7 +253,8 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
                               : host_vm_kill(vm, &err);
     } else {
         snprintf(msg, sizeof(msg),
-                 "unknown action `%s`; allowed: vm_start, vm_stop, vm_kill, vm_warm_restart",
+                 "unknown action `%s`; allowed: vm_start, vm_stop, vm_kill, vm_warm_restart, "
+                 "vm_flush, vm_reboot",
                  action);
         agent_reply(a, id, false, msg);
         return;

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "agent/host_sampler.h"
+#include "agent/host_volume.h"
 #include "agent/proc.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
@@ -106,6 +107,7 @@ static void conclude_exit(struct host_vm *vm)
     }
     bool report = vm_sm_exited(&vm->sm, have_status, wstatus, detail[0] ? detail : NULL);
     remove_runtime_files(vm);
+    host_volumes_exited(vm);
     proc_watch_free(vm->proc);
     vm->proc = NULL;
     if (report)
@@ -151,6 +153,8 @@ static void on_query_status(struct qmp_client *c, json_t *result, const char *er
     }
     if (vm_sm_qmp_status(&vm->sm, status))
         host_vm_changed(vm, vcr_wall_ms());
+    if (vm->sm.state == VM_STATE_RUNNING)
+        host_volumes_running(vm);
 }
 
 static void on_qmp_ready(struct qmp_client *c, void *opaque)
@@ -395,6 +399,12 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     /* Leftovers of a QEMU that died with no agent to clean up after it: a
      * stale RAM file would hand its old contents to the new guest. */
     remove_runtime_files(vm);
+    /* docs/warm-cache.md: never start with a volume that failed its checks. */
+    if (host_volumes_prepare(vm, err) < 0) {
+        vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
+        host_vm_changed(vm, vcr_wall_ms());
+        return vcr_error_wrap(err, "start VM `%s`", vm->spec->name);
+    }
     struct vm_launch launch = {
         .qemu = vm->env.qemu, .accel = vm->env.accel, .spec = vm->spec, .paths = &vm->paths};
     char **argv = vm_qemu_argv(&launch, err);
@@ -581,6 +591,7 @@ void host_vm_free(struct host_vm *vm)
     if (vm == NULL)
         return;
     host_vm_warm_free(vm->warm);
+    host_volumes_free(vm);
     free(vm->qemu_path);
     qmp_client_free(vm->qmp);
     proc_watch_free(vm->proc);

@@ -40,6 +40,8 @@ struct host_vm {
 
     char *qemu_path;           /* binary of the running QEMU (NULL: none known) */
     struct host_vm_warm *warm; /* a warm restart under way, or NULL */
+    /* Data volumes (host_volume.c), or NULL. */
+    struct host_volumes *volumes;
 };
 
 /* host_vm.c */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "agent/host_volume.h"
 #include "common/cleanup.h"
 
 static const char *const state_names[] = {
@@ -93,12 +94,35 @@ char *vm_qmp_option(const struct vm_paths *p)
     return s;
 }
 
-/* "console=ttyS0 vcr.name=NAME vcr.ip=ADDR [vcr.gw=GW] [ARGS]": what lab/guest/init reads. */
+/* " vcr.pmemN=MOUNT" per warm-cache volume, " vcr.blkN=/dev/vdX:MOUNT" per
+ * virtio-blk volume, in the order of their devices (docs/warm-cache.md). */
+static char *volume_cmdline(const struct vcr_vm_spec *spec)
+{
+    char *s = strdup("");
+    unsigned pmem = 0, blk = 0;
+    for (size_t i = 0; s && i < spec->n_volumes; i++) {
+        const struct vcr_volume_spec *v = &spec->volumes[i];
+        char *t = NULL;
+        int rc = v->warm_cache
+                     ? asprintf(&t, "%s vcr.pmem%u=%s", s, pmem++, v->mount)
+                     : asprintf(&t, "%s vcr.blk%u=/dev/vd%c:%s", s, blk, 'a' + blk, v->mount);
+        blk += !v->warm_cache;
+        free(s);
+        s = rc < 0 ? NULL : t;
+    }
+    return s;
+}
+
+/* "console=ttyS0 vcr.name=NAME vcr.ip=ADDR [vcr.gw=GW] [VOLUMES] [ARGS]": what lab/guest/init
+ * reads. */
 static char *kernel_cmdline(const struct vcr_vm_spec *spec)
 {
+    cleanup_free char *volumes = volume_cmdline(spec);
+    if (volumes == NULL)
+        return NULL;
     char *s = NULL;
-    if (asprintf(&s, "console=ttyS0 vcr.name=%s vcr.ip=%s%s%s%s%s", spec->name, spec->address,
-                 spec->gateway ? " vcr.gw=" : "", spec->gateway ? spec->gateway : "",
+    if (asprintf(&s, "console=ttyS0 vcr.name=%s vcr.ip=%s%s%s%s%s%s", spec->name, spec->address,
+                 spec->gateway ? " vcr.gw=" : "", spec->gateway ? spec->gateway : "", volumes,
                  spec->kernel_args ? " " : "", spec->kernel_args ? spec->kernel_args : "") < 0)
         return NULL;
     return s;
@@ -149,6 +173,60 @@ static void add2(struct argv_builder *b, const char *opt, char *value)
     add(b, value);
 }
 
+/* Warm-cache volumes: virtio-pmem over their memory files, each in a memory
+ * hotplug slot; others: virtio-blk over their images (LAB-NOTES "Warm cache"). */
+static void add_volumes(struct argv_builder *b, const struct vm_launch *l)
+{
+    const struct vcr_vm_spec *s = l->spec;
+    unsigned pmem = 0, blk = 0;
+    for (size_t i = 0; i < s->n_volumes; i++) {
+        const struct vcr_volume_spec *v = &s->volumes[i];
+        if (v->warm_cache) {
+            cleanup_free char *mem = host_volume_mem_path(l->paths->ram, v->name);
+            cleanup_free char *esc = mem ? qemu_escape(mem) : NULL;
+            if (esc == NULL) {
+                b->oom = true;
+                return;
+            }
+            add(b, strdup("-object"));
+            addf(b, "memory-backend-file,id=pm%u,share=on,mem-path=%s,size=%uM", pmem, esc,
+                 v->size_mb);
+            add(b, strdup("-device"));
+            addf(b, "virtio-pmem-pci,memdev=pm%u,id=pmem%u", pmem, pmem);
+            pmem++;
+        } else {
+            cleanup_free char *esc = qemu_escape(v->image);
+            if (esc == NULL) {
+                b->oom = true;
+                return;
+            }
+            add(b, strdup("-drive"));
+            addf(b, "file=%s,format=raw,if=none,id=blk%u,cache=%s", esc, blk,
+                 vcr_volume_cache_name(v->cache));
+            add(b, strdup("-device"));
+            addf(b, "virtio-blk-pci,drive=blk%u,serial=%s", blk, v->name);
+            blk++;
+        }
+    }
+}
+
+/* "-m" value: with virtio-pmem devices, room for them beside the RAM. */
+static char *memory_option(const struct vcr_vm_spec *s)
+{
+    unsigned slots = 0, extra = 0;
+    char *out = NULL;
+    for (size_t i = 0; i < s->n_volumes; i++)
+        if (s->volumes[i].warm_cache) {
+            slots++;
+            extra += s->volumes[i].size_mb;
+        }
+    if (slots == 0 ? asprintf(&out, "%uM", s->memory_mb) < 0
+                   : asprintf(&out, "%uM,slots=%u,maxmem=%uM", s->memory_mb, slots,
+                              s->memory_mb + extra) < 0)
+        return NULL;
+    return out;
+}
+
 char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
 {
     const struct vcr_vm_spec *s = l->spec;
@@ -168,8 +246,7 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     /* All guest RAM in one shared file (and no VGA RAM outside it), so that a
      * warm restart can keep it: LAB-NOTES "Warm-VM restart". */
     add2(&b, "-machine", strdup("pc,memory-backend=mem"));
-    add(&b, strdup("-m"));
-    addf(&b, "%uM", s->memory_mb);
+    add2(&b, "-m", memory_option(s));
     add(&b, strdup("-object"));
     addf(&b, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", s->memory_mb, ram);
     add(&b, strdup("-smp"));
@@ -179,6 +256,7 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
         add2(&b, "-initrd", strdup(s->initrd));
         add2(&b, "-append", kernel_cmdline(s));
     }
+    add_volumes(&b, l);
     add(&b, strdup("-netdev"));
     addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);
     add(&b, strdup("-device"));

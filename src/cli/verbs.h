@@ -18,6 +18,9 @@ int cli_verb_failback(struct cli_context *ctx, int argc, char **argv);
 /* vcr vm warm-restart NAME (warm.c); argv is the verb's, name already taken out. */
 int cli_warm_vm(struct cli_context *ctx, int argc, char **argv, const char *name);
 
+/* vcr vm flush|reboot (reboot.c); argv[0] is "flush" or "reboot". */
+int cli_vm_volume(struct cli_context *ctx, int argc, char **argv);
+
 /* For an option getopt_long did not accept: prints a usage error, returns 2. */
 int cli_bad_option(const char *verb, int argc, char **argv);
 

@@ -15,6 +15,7 @@ static const char usage[] =
     "Usage: vcr vm stop NAME [--json]\n"
     "       vcr vm kill NAME [--json]\n"
     "       vcr vm warm-restart NAME [--qemu PATH] [--json]  (see `vcr vm warm-restart --help`)\n"
+    "       vcr vm flush NAME [VOLUME] | reboot NAME [--cold]  (see `vcr vm reboot --help`)\n"
     "\n"
     "Order the agent of VM NAME's host to stop it (graceful) or kill it (at once),\n"
     "and wait for the agent's answer.  The server gives up after 10 s (HTTP 504);\n"
@@ -25,6 +26,9 @@ static const char usage[] =
 
 int cli_verb_vm(struct cli_context *ctx, int argc, char **argv)
 {
+    /* flush and reboot have options of their own (reboot.c). */
+    if (argc > 1 && (strcmp(argv[1], "flush") == 0 || strcmp(argv[1], "reboot") == 0))
+        return cli_vm_volume(ctx, argc - 1, argv + 1);
     /* warm-restart has options of its own (warm.c). */
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], "warm-restart") == 0 && argv[i + 1][0] != '-') {

@@ -233,6 +233,7 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     for (unsigned i = 0; i < raw->vms_count; i++)
         vm_spec_from_raw(&raw->vms[i], i, base_dir, r, &cfg->vms[cfg->n_vms++]);
     check_unique(r, cfg);
+    volumes_check_unique(r, cfg->vms, cfg->n_vms);
 }
 
 struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)

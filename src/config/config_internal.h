@@ -20,6 +20,17 @@ struct raw_image {
     char *initrd;
 };
 
+struct raw_volume {
+    char *name;
+    char *size_mb;
+    char *source_dir;
+    char *image;
+    char *mount;
+    char *warm_cache;
+    char *writeback_interval_s;
+    char *cache;
+};
+
 struct raw_vm {
     char *name;
     char *memory_mb;
@@ -31,9 +42,12 @@ struct raw_vm {
     char *gateway;
     char *kernel_args;
     char *autostart;
+    struct raw_volume *volumes;
+    unsigned volumes_count;
 };
 
 extern const cyaml_schema_value_t vm_spec_raw_schema;
+extern const cyaml_schema_value_t volume_raw_schema;
 
 /* Describes, for messages, what a key accepts ("an integer 64..65536"). */
 struct config_allowed {
@@ -83,5 +97,11 @@ char *config_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * Returns false if any field was bad (all of them are reported). */
 bool vm_spec_from_raw(const struct raw_vm *raw, unsigned index, const char *base_dir,
                       struct config_report *r, struct vcr_vm_spec *out);
+
+/* The `volumes:` of vms[index] (volume_spec.c); false if any field was bad. */
+bool volumes_from_raw(const struct raw_vm *raw, unsigned index, const char *base_dir,
+                      struct config_report *r, struct vcr_vm_spec *out);
+/* Two VMs of a host must not share a volume image. */
+void volumes_check_unique(struct config_report *r, const struct vcr_vm_spec *vms, size_t n_vms);
 
 #endif

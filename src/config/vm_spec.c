@@ -34,6 +34,8 @@ static const cyaml_schema_field_t vm_fields[] = {
                            kernel_args, 0, CYAML_UNLIMITED),
     CYAML_FIELD_STRING_PTR("autostart", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_vm,
                            autostart, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE("volumes", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_vm,
+                         volumes, &volume_raw_schema, 0, VCR_VOLUMES_MAX),
     CYAML_FIELD_END,
 };
 
@@ -52,6 +54,9 @@ void vcr_vm_spec_clear(struct vcr_vm_spec *spec)
     free(spec->ip);
     free(spec->gateway);
     free(spec->kernel_args);
+    for (size_t i = 0; i < spec->n_volumes; i++)
+        vcr_volume_spec_clear(&spec->volumes[i]);
+    free(spec->volumes);
     memset(spec, 0, sizeof(*spec));
 }
 
@@ -244,5 +249,6 @@ bool vm_spec_from_raw(const struct raw_vm *raw, unsigned index, const char *base
     out->autostart = VCR_VM_AUTOSTART_DEF;
     if (raw->autostart)
         config_parse_bool(r, p_autostart, raw->autostart, &out->autostart);
+    volumes_from_raw(raw, index, base_dir, r, out);
     return r->count == before;
 }

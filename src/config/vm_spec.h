@@ -4,7 +4,10 @@
 #define VCR_CONFIG_VM_SPEC_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+#include "config/volume_spec.h"
 
 #define VCR_NAME_MAX         32
 #define VCR_VM_MEMORY_MB_MIN 64
@@ -31,6 +34,8 @@ struct vcr_vm_spec {
     char *gateway;     /* NULL when not configured */
     char *kernel_args; /* NULL when not configured */
     bool autostart;
+    struct vcr_volume_spec *volumes; /* docs/warm-cache.md */
+    size_t n_volumes;
 };
 
 /* Frees the members (not the struct). */

@@ -550,6 +550,98 @@ static void handle_host_containers(struct api *api, struct evhttp_request *req, 
     }
 }
 
+/* --- POST /v1/vms/NAME/flush, POST /v1/vms/NAME/reboot (docs/warm-cache.md) --- */
+
+#define API_REBOOT_ORDER_TIMEOUT_MS 150000
+
+struct volume_request {
+    struct evhttp_request *req;
+    char *vm;
+    char *host;
+    const char *verb;
+};
+
+static void on_volume_reply(enum order_outcome outcome, const char *message, json_t *reply,
+                            void *opaque)
+{
+    struct volume_request *r = opaque;
+    if (outcome == ORDER_DONE) {
+        cleanup_json json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "vm", r->vm, "host", r->host,
+                                              "action", r->verb, "result", "done");
+        static const char *const keys[] = {"cold", "reset_ms", "ready_ms", "elapsed_ms", "bytes"};
+        for (size_t i = 0; body && i < sizeof(keys) / sizeof(keys[0]); i++)
+            if (json_object_get(reply, keys[i]))
+                json_object_set(body, keys[i], json_object_get(reply, keys[i]));
+        reply_json(r->req, 200, body);
+    } else {
+        int code = outcome == ORDER_REFUSED ? 502 : 503;
+        reply_error(r->req, outcome == ORDER_TIMEOUT ? 504 : code,
+                    "host `%s` could not %s VM `%s`: %s", r->host, r->verb, r->vm, message);
+    }
+    free(r->vm);
+    free(r->host);
+    free(r);
+}
+
+/* body: {"volume": NAME} (flush) or {"cold": BOOL} (reboot), both optional. */
+static void handle_volume_order(struct api *api, struct evhttp_request *req, const char *vm,
+                                const char *verb, const char *action, const char *key)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    cleanup_free char *text = malloc(len + 1);
+    if (text == NULL) {
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_copyout(in, text, len);
+    text[len] = '\0';
+    json_error_t jerr;
+    cleanup_json json_t *body = len ? json_loadb(text, len, 0, &jerr) : json_object();
+    json_t *v = json_object_get(body, key);
+    bool want_bool = strcmp(key, "cold") == 0;
+    if (!json_is_object(body) || json_object_size(body) > (v ? 1u : 0u) ||
+        (v && (want_bool ? !json_is_boolean(v) : !json_is_string(v)))) {
+        reply_error(req, 400, "body: expected {\"%s\": %s} (optional), got `%.100s`", key,
+                    want_bool ? "true|false" : "VOLUME", text);
+        return;
+    }
+    struct inv_host *host = NULL;
+    if (inventory_find_vm(api->inv, vm, &host) == NULL) {
+        reply_error(req, 404, "no VM `%s` in the inventory", vm);
+        return;
+    }
+    if (host->state != INV_HOST_CONNECTED) {
+        reply_error(req, 503, "host `%s` of VM `%s` is lost", host->name, vm);
+        return;
+    }
+    struct volume_request *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->vm = strdup(vm)) == NULL || (r->host = strdup(host->name)) == NULL) {
+        if (r)
+            free(r->vm);
+        free(r);
+        reply_error(req, 500, "out of memory");
+        return;
+    }
+    r->req = req;
+    r->verb = verb;
+    cleanup_error vcr_error_t err = NULL;
+    if (agents_send_order_with(api->agents, host->name, action, vm, body,
+                               want_bool ? API_REBOOT_ORDER_TIMEOUT_MS : api->opts.order_timeout_ms,
+                               on_volume_reply, r, &err) < 0)
+        on_volume_reply(ORDER_UNREACHABLE, vcr_error_msg(err), NULL, r);
+}
+
+static void handle_vm_flush(struct api *api, struct evhttp_request *req, const char *vm)
+{
+    handle_volume_order(api, req, vm, "flush", "vm_flush", "volume");
+}
+
+static void handle_vm_reboot(struct api *api, struct evhttp_request *req, const char *vm)
+{
+    handle_volume_order(api, req, vm, "reboot", "vm_reboot", "cold");
+}
+
 /* --- GET /v1/services, POST /v1/services/NAME/{failover,failback} (recovery.c) --- */
 
 static void handle_services(struct api *api, struct evhttp_request *req, const char *arg)
@@ -615,6 +707,8 @@ static const struct route {
     {EVHTTP_REQ_POST, "/v1/vms/*/stop", handle_vm_stop},
     {EVHTTP_REQ_POST, "/v1/vms/*/kill", handle_vm_kill},
     {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", handle_vm_warm},
+    {EVHTTP_REQ_POST, "/v1/vms/*/flush", handle_vm_flush},
+    {EVHTTP_REQ_POST, "/v1/vms/*/reboot", handle_vm_reboot},
     {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", handle_host_warm},
     {EVHTTP_REQ_POST, "/v1/hosts/*/containers", handle_host_containers},
     {EVHTTP_REQ_GET, "/v1/services", handle_services},

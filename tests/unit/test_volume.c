@@ -1,0 +1,335 @@
+/* Unit tests for data volumes (docs/warm-cache.md): the `volumes:` schema and
+ * its validation (src/config/volume_spec.c), the image checks, the atomic
+ * write-back and the QEMU arguments (src/agent/host_volume.c, vm.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agent/host_volume.h"
+#include "agent/vm.h"
+#include "common/cleanup.h"
+#include "config/agent_config.h"
+
+static char tmpdir[64];
+
+static const char *data_dir(void)
+{
+    const char *d = getenv("VCR_TEST_DATA");
+    return d ? d : "tests/unit/data";
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/vcr-test-volume-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static char *tmp_path(const char *name)
+{
+    char *s = NULL;
+    assert_true(asprintf(&s, "%s/%s", tmpdir, name) > 0);
+    return s;
+}
+
+/* An agent config with one VM whose `volumes:` are the given YAML lines. */
+static struct vcr_agent_config *load_volumes(const char *volumes, vcr_error_t *err)
+{
+    char abs_data[4096];
+    assert_non_null(realpath(data_dir(), abs_data));
+    cleanup_free char *text = NULL;
+    assert_true(asprintf(&text,
+                         "host: host1\nserver: 10.77.0.1:7070\nstate_dir: %s/state\naccel: tcg\n"
+                         "qemu: %s/fake-qemu\nvms:\n  - name: web1\n    memory_mb: 256\n"
+                         "    image: {kernel: %s/vmlinuz-test, initrd: %s/initrd-test}\n"
+                         "    mac: \"52:54:00:77:00:11\"\n    tap: tap0\n"
+                         "    address: 10.77.0.11/24\n    volumes:\n%s",
+                         tmpdir, abs_data, abs_data, abs_data, volumes) > 0);
+    cleanup_free char *path = tmp_path("agent.yaml");
+    cleanup_file FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(steal_pointer(&f));
+    return vcr_agent_config_load(path, err);
+}
+
+static void expect_rejected(const char *volumes, ...)
+{
+    cleanup_error vcr_error_t err = NULL;
+    struct vcr_agent_config *cfg = load_volumes(volumes, &err);
+    if (cfg) {
+        vcr_agent_config_free(cfg);
+        fail_msg("accepted: %s", volumes);
+    }
+    va_list ap;
+    va_start(ap, volumes);
+    for (const char *needle; (needle = va_arg(ap, const char *)) != NULL;)
+        if (strstr(vcr_error_msg(err), needle) == NULL)
+            fail_msg("message lacks `%s`: %s", needle, vcr_error_msg(err));
+    va_end(ap);
+}
+
+static void test_volumes_load(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct vcr_agent_config *cfg =
+        load_volumes("      - {name: data, size_mb: 64, image: data.img, mount: /data,\n"
+                     "         warm_cache: true, writeback_interval_s: 0, source_dir: .}\n"
+                     "      - {name: cold, size_mb: 32, image: cold.img, mount: /cold,\n"
+                     "         cache: writeback}\n",
+                     &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(cfg->vms[0].n_volumes, 2);
+    const struct vcr_volume_spec *v = &cfg->vms[0].volumes[0];
+    assert_string_equal(v->name, "data");
+    assert_int_equal(v->size_mb, 64);
+    assert_true(v->warm_cache);
+    assert_int_equal(v->writeback_interval_s, 0);
+    cleanup_free char *img = tmp_path("data.img");
+    assert_string_equal(v->image, img);
+    assert_string_equal(v->source_dir, tmpdir);
+    v = &cfg->vms[0].volumes[1];
+    assert_false(v->warm_cache);
+    assert_int_equal(v->writeback_interval_s, VCR_VOLUME_WRITEBACK_DEF);
+    assert_int_equal(v->cache, VCR_VOLUME_CACHE_WRITEBACK);
+    assert_null(v->source_dir);
+    vcr_agent_config_free(cfg);
+}
+
+static void test_volumes_rejected(void **state)
+{
+    (void)state;
+    expect_rejected("      - {name: data, size_mb: 8, image: d.img, mount: /data}\n",
+                    "vms[0].volumes[0].size_mb", "8 is out of range", "16..65536", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /data}\n"
+                    "      - {name: Bad_Name, size_mb: 64x, image: e.img, mount: data}\n",
+                    "vms[0].volumes[1].name", "vms[0].volumes[1].size_mb",
+                    "vms[0].volumes[1].mount", "`data` is not a usable mount point", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, mount: /data}\n",
+                    "vms[0].volumes[0].image: missing", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /data,"
+                    " warm_cache: yes}\n",
+                    "vms[0].volumes[0].warm_cache", "`yes`", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /data,"
+                    " warm_cache: true, cache: writeback}\n",
+                    "vms[0].volumes[0].cache", "only to virtio-blk", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /data, cache: x}\n",
+                    "vms[0].volumes[0].cache", "allowed: none, writeback", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /data,"
+                    " writeback_interval_s: 100000}\n",
+                    "vms[0].volumes[0].writeback_interval_s", "0..86400", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: /nonexistent/d.img, mount: /d}\n",
+                    "vms[0].volumes[0].image", "/nonexistent", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /d,"
+                    " source_dir: nowhere}\n",
+                    "vms[0].volumes[0].source_dir", "a readable directory", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /d}\n"
+                    "      - {name: data, size_mb: 64, image: e.img, mount: /e}\n",
+                    "vms[0].volumes[1].name", "already used by volumes[0]", NULL);
+    expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /d/../x}\n",
+                    "vms[0].volumes[0].mount", NULL);
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, n), (ssize_t)n);
+}
+
+static char *slurp(const char *path, size_t *n)
+{
+    cleanup_file FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    struct stat st;
+    assert_int_equal(fstat(fileno(f), &st), 0);
+    char *buf = malloc((size_t)st.st_size + 1);
+    *n = fread(buf, 1, (size_t)st.st_size, f);
+    return buf;
+}
+
+static void test_image_checks(void **state)
+{
+    (void)state;
+    cleanup_free char *src = tmp_path("src");
+    cleanup_free char *hello = tmp_path("src/hello.txt");
+    cleanup_free char *img = tmp_path("good.img");
+    assert_int_equal(mkdir(src, 0700), 0);
+    write_file(hello, "hello\n", 6);
+    cleanup_error vcr_error_t err = NULL;
+    if (host_volume_build_image(img, 16 << 20, src, &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(host_volume_check_image(img, 16 << 20, &err), 0);
+
+    /* Size mismatch: the configured size_mb changed, or a truncated copy. */
+    assert_int_equal(host_volume_check_image(img, 32 << 20, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "expected 33554432"));
+    vcr_error_release(&err);
+    assert_int_equal(truncate(img, 1 << 20), 0);
+    assert_int_equal(host_volume_check_image(img, 16 << 20, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "is 1048576 bytes"));
+    vcr_error_release(&err);
+
+    /* Right size, wrong magic. */
+    cleanup_free char *junk = tmp_path("junk.img");
+    cleanup_free char *zeros = calloc(1, 1 << 20);
+    memset(zeros, 'x', 1 << 20);
+    write_file(junk, zeros, 1 << 20);
+    assert_int_equal(host_volume_check_image(junk, 1 << 20, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "is not ext4: magic 0x7878 at offset 1080"));
+    vcr_error_release(&err);
+    cleanup_free char *none = tmp_path("none.img");
+    assert_int_equal(host_volume_check_image(none, 1 << 20, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+}
+
+static int fail_after;
+static ssize_t failing_write(int fd, const void *buf, size_t n, off_t off)
+{
+    if (fail_after-- <= 0) {
+        errno = EIO;
+        return -1;
+    }
+    return pwrite(fd, buf, n, off);
+}
+
+static void test_copy_atomic(void **state)
+{
+    (void)state;
+    cleanup_free char *src = tmp_path("mem");
+    cleanup_free char *dst = tmp_path("image");
+    cleanup_free char *tmp = tmp_path("image.tmp");
+    size_t size = 3 << 20;
+    cleanup_free char *a = calloc(1, size);
+    cleanup_free char *b = calloc(1, size);
+    memset(a, 'a', size);
+    /* b: data, a hole-sized run of zeros, data again. */
+    memset(b, 'b', 4096);
+    memset(b + (2 << 20), 'c', 5000);
+    write_file(dst, a, size);
+    write_file(src, b, size);
+
+    /* A write failing midway (a crash while writing back) leaves the old image. */
+    cleanup_error vcr_error_t err = NULL;
+    fail_after = 1;
+    host_volume_write_hook = failing_write;
+    assert_int_equal(host_volume_copy_atomic(src, dst, &err), -1);
+    host_volume_write_hook = pwrite;
+    assert_non_null(strstr(vcr_error_msg(err), "Input/output error"));
+    vcr_error_release(&err);
+    size_t n;
+    cleanup_free char *got = slurp(dst, &n);
+    assert_int_equal(n, size);
+    assert_memory_equal(got, a, size);
+    assert_int_equal(access(tmp, F_OK), -1);
+
+    host_volume_write_hook = pwrite;
+    assert_int_equal(host_volume_copy_atomic(src, dst, &err), 0);
+    cleanup_free char *got2 = slurp(dst, &n);
+    assert_int_equal(n, size);
+    assert_memory_equal(got2, b, size);
+    assert_int_equal(access(tmp, F_OK), -1);
+    /* Zero runs stay holes. */
+    struct stat st;
+    assert_int_equal(stat(dst, &st), 0);
+    assert_true((size_t)st.st_blocks * 512 < size);
+}
+
+static void test_prepare(void **state)
+{
+    (void)state;
+    cleanup_free char *img = tmp_path("vol.img");
+    cleanup_free char *mem = tmp_path("vol.pmem");
+    struct vcr_volume_spec v = {.name = "data", .size_mb = 16, .image = img, .warm_cache = true};
+    cleanup_error vcr_error_t err = NULL;
+    /* No memory file, no image: built empty, then loaded. */
+    if (host_volume_prepare(&v, mem, &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(host_volume_check_image(mem, 16 << 20, &err), 0);
+    /* A corrupt image with no memory file: refused, nothing created. */
+    assert_int_equal(unlink(mem), 0);
+    cleanup_close int fd = open(img, O_WRONLY);
+    assert_int_equal(pwrite(fd, "\0\0", 2, HOST_VOLUME_EXT4_MAGIC_OFFSET), 2);
+    assert_int_equal(host_volume_prepare(&v, mem, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "volume `data`"));
+    assert_non_null(strstr(vcr_error_msg(err), "is not ext4"));
+    assert_int_equal(access(mem, F_OK), -1);
+}
+
+static void test_qemu_argv(void **state)
+{
+    (void)state;
+    struct vcr_volume_spec vols[] = {
+        {.name = "data", .size_mb = 128, .image = "/i/d.img", .mount = "/data", .warm_cache = true},
+        {.name = "cold",
+         .size_mb = 64,
+         .image = "/i/c,d.img",
+         .mount = "/cold",
+         .cache = VCR_VOLUME_CACHE_WRITEBACK},
+    };
+    struct vcr_vm_spec spec = {.name = "web1",
+                               .memory_mb = 256,
+                               .vcpus = 1,
+                               .kernel = "/k",
+                               .initrd = "/i",
+                               .mac = "52:54:00:77:00:11",
+                               .tap = "tap0",
+                               .address = "10.77.0.11/24",
+                               .ip = "10.77.0.11",
+                               .volumes = vols,
+                               .n_volumes = 2};
+    struct vm_paths paths;
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(vm_paths_init(&paths, "/run/s", "host1", "web1", &err), 0);
+    struct vm_launch l = {.qemu = "/q", .accel = "tcg", .spec = &spec, .paths = &paths};
+    char **argv = vm_qemu_argv(&l, &err);
+    assert_non_null(argv);
+    char all[8192] = "";
+    for (char **a = argv; *a; a++) {
+        strcat(all, *a);
+        strcat(all, " ");
+    }
+    cleanup_free char *mem = host_volume_mem_path(paths.ram, "data");
+    char want[512];
+    assert_non_null(strstr(all, "-m 256M,slots=1,maxmem=384M "));
+    snprintf(want, sizeof(want),
+             "-object memory-backend-file,id=pm0,share=on,mem-path=%s,size=128M "
+             "-device virtio-pmem-pci,memdev=pm0,id=pmem0 ",
+             mem);
+    assert_non_null(strstr(all, want));
+    assert_non_null(strstr(mem, "-data.pmem"));
+    assert_non_null(strstr(all, "-drive file=/i/c,,d.img,format=raw,if=none,id=blk0,"
+                                "cache=writeback -device virtio-blk-pci,drive=blk0,serial=cold "));
+    assert_non_null(strstr(all, " vcr.pmem0=/data vcr.blk0=/dev/vda:/cold"));
+    vm_argv_free(argv);
+    vm_paths_clear(&paths);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_volumes_load), cmocka_unit_test(test_volumes_rejected),
+        cmocka_unit_test(test_image_checks), cmocka_unit_test(test_copy_atomic),
+        cmocka_unit_test(test_prepare),      cmocka_unit_test(test_qemu_argv),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
