@@ -57,6 +57,9 @@ lab-up: image
 lab-down:
 	lab/lab down
 
+bench-recovery: build image
+	/usr/bin/python3 bench/recovery.py --build $(BUILD)
+
 bench-warm-vm: build image
 	/usr/bin/python3 bench/warm_vm.py --build $(BUILD)
 

@@ -1,0 +1,833 @@
+#!/usr/bin/env python3
+"""bench-recovery (issue 3): client-visible recovery time, warm/cold containers vs warm/cold VMs.
+
+In one run on one machine, for each mode, kills the primary VM's QEMU with SIGKILL and
+measures the time until a client inside the lab namespace, which re-resolves the service's
+name through the lab DNS server at every poll (its own UDP query, so no cache and no TTL
+wait) and then sends GET /, gets its first good answer (HTTP 200) from the new endpoint.
+The phase breakdown comes from the server's journal (`vcr events --follow --json`, kind
+`recovery`: detected, fenced, container_ready, port_open, dns_updated, client_confirmed).
+
+Modes (one protected service each, all configured in the same vcr-server):
+  warm-container  standby mode `warm`: the container already runs in the standby VM.
+  cold-container  standby mode `cold`: the container is created and started in the shared
+                  recovery VM on failure.
+  warm-vm         baseline: a second plain VM already runs the same service.  Expressed with
+                  the same engine: a `warm` service whose standby address is that VM's (the
+                  engine's warm path never talks to the standby host: fence, port, DNS).
+  cold-vm         baseline: a VM booted on failure.  Also a `warm` service whose standby
+                  address is that VM's; the bench starts the VM's QEMU (the agent's argv,
+                  bench/warm_vm.py OwnVm) when the journal says `fenced`, and the engine's
+                  port step waits for the booted guest, then switches DNS.
+After each run the primary is brought back (its agent restarted with a fresh state dir,
+so the VM autostarts) and `vcr failback` switches the name back.
+
+Columns of bench/results/recovery.csv: mode, run, detect_ms (kill -> detected),
+fence_ms (detected -> fenced), ready_ms (fenced -> port_open: container start or VM boot
+and the service's port), dns_ms (port_open -> dns_updated), total_ms (kill -> the
+client's first good answer from the new endpoint), then client_ms (dns_updated -> that
+answer), confirm_ms (dns_updated -> the engine's client_confirmed), container_ms
+(fenced -> container_ready), polls.
+
+Runs inside its own lab namespace (VCR_LAB_NS, default vcrbr) and tears it down.
+"""
+import argparse
+import csv
+import json
+import os
+import queue
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("VCR_LAB_NS", "vcrbr")
+sys.path.insert(0, os.path.join(ROOT, "lab"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import labkit  # noqa: E402
+import warm_vm  # noqa: E402  (OwnVm, machine(), wait_tap_free: same conventions)
+
+RESULTS = os.path.join(ROOT, "bench", "results")
+T0 = time.monotonic()
+NOTES = []
+MODES = ["warm-container", "cold-container", "warm-vm", "cold-vm"]
+LABEL = {"warm-container": "warm container (ours)", "cold-container": "cold container (ours)",
+         "warm-vm": "warm standby VM (baseline)", "cold-vm": "cold standby VM (baseline)"}
+PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
+          "client_confirmed"]
+PRIMARY_MB = 256
+STANDBY_MB = 256
+BOOT_TIMEOUT = 600  # TCG on a loaded 2-core machine
+
+# One service per mode.  index = tap/MAC index of the VM (vm_entry).
+SVC = {
+    "warm-container": dict(svc="wc", host="pwc", vm="pwc", idx=0, addr="10.77.0.11",
+                           mode="warm", sb_host="sbw", ct="wc-ct", sb_addr="10.77.0.31"),
+    "cold-container": dict(svc="cc", host="pcc", vm="pcc", idx=1, addr="10.77.0.12",
+                           mode="cold", sb_host="sbr", ct="cc-ct", sb_addr="10.77.0.32"),
+    "warm-vm": dict(svc="wv", host="pwv", vm="pwv", idx=2, addr="10.77.0.13",
+                    mode="warm", sb_host="wvsb", ct="unused-wv", sb_addr="10.77.0.15"),
+    "cold-vm": dict(svc="cv", host="pcv", vm="pcv", idx=3, addr="10.77.0.14",
+                    mode="warm", sb_host="cvsb", ct="unused-cv", sb_addr="10.77.0.18"),
+}
+# Long-lived VMs under one agent host "stb": the warm standby VM (plain), the standby VM
+# (LXC, warm containers) and the shared recovery VM (LXC, cold containers).
+WARM_VM = dict(name="wvsb", idx=4, addr="10.77.0.15")
+SB_WARM = dict(name="sbw", idx=5, addr="10.77.0.21")
+SB_COLD = dict(name="sbr", idx=6, addr="10.77.0.22")
+COLD_VM_IDX = 7  # OwnVm index 7: tap7, 10.77.0.18
+
+
+def say(msg):
+    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- client
+# Runs inside the namespace: `python3 -c CLIENT NAME DNS NEW_ADDR OLD_ADDR`.  Every 20 ms:
+# an A query for NAME sent to DNS over UDP (a fresh query each time: nothing cached, so the
+# TTL never delays it), then GET / to the address it gave (0.2 s timeouts).  Prints "ready"
+# once NAME resolves to OLD_ADDR and that answers; then, on any line on stdin, polls until
+# NAME resolves to NEW_ADDR and NEW_ADDR answers 200 (deadline 600 s), and prints one JSON
+# line: {"t_dns_new", "t_good_new", "t_last_good_old", "polls", "fails", "body"} (time.time()).
+CLIENT = r'''
+import json, os, socket, struct, sys, time
+name, dns, new, old = sys.argv[1:5]
+def resolve():
+    qid = int.from_bytes(os.urandom(2), "big")
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.2)
+    try:
+        s.sendto(q, (dns, 53))
+        while True:
+            d = s.recv(1500)
+            if d[:2] == q[:2]:
+                break
+    except OSError:
+        return None
+    finally:
+        s.close()
+    an = struct.unpack(">H", d[6:8])[0]
+    i = 12
+    while d[i]:
+        i += d[i] + 1
+    i += 5
+    for _ in range(an):
+        if d[i] & 0xC0 == 0xC0:
+            i += 2
+        else:
+            while d[i]:
+                i += d[i] + 1
+            i += 1
+        t, c, ttl, ln = struct.unpack(">HHIH", d[i:i + 10])
+        i += 10
+        if t == 1 and ln == 4:
+            return socket.inet_ntoa(d[i:i + 4])
+        i += ln
+    return None
+def get(addr):
+    try:
+        with socket.create_connection((addr, 80), timeout=0.2) as s:
+            s.settimeout(0.2)
+            s.sendall(b"GET / HTTP/1.0\r\nHost: " + name.encode() + b"\r\n\r\n")
+            data = b""
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                data += b
+        head, _, body = data.partition(b"\r\n\r\n")
+        if data.startswith(b"HTTP/1.") and b" 200 " in head.split(b"\r\n", 1)[0]:
+            return body.decode(errors="replace").strip()
+    except OSError:
+        pass
+    return None
+dl = time.time() + 300
+while time.time() < dl:
+    a = resolve()
+    if a == old and get(a) is not None:
+        break
+    time.sleep(0.02)
+else:
+    print("timeout", flush=True)
+    sys.exit(1)
+print("ready", flush=True)
+sys.stdin.readline()
+res = {"t_dns_new": None, "t_good_new": None, "t_last_good_old": None, "polls": 0,
+       "fails": 0, "body": None}
+nxt = time.time()
+dl = time.time() + 600
+while time.time() < dl:
+    res["polls"] += 1
+    a = resolve()
+    t = time.time()
+    if a == new and res["t_dns_new"] is None:
+        res["t_dns_new"] = t
+    body = get(a) if a else None
+    if body is not None and a == old:
+        res["t_last_good_old"] = time.time()
+    if body is not None and a == new:
+        res["t_good_new"], res["body"] = time.time(), body
+        break
+    if body is None:
+        res["fails"] += 1
+    nxt += 0.02
+    d = nxt - time.time()
+    if d > 0:
+        time.sleep(d)
+    else:
+        nxt = time.time()
+print(json.dumps(res), flush=True)
+'''
+
+
+class Client:
+    def __init__(self, name, dns, new, old):
+        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", CLIENT, name, dns, new,
+                                                old]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline().strip()
+        if line != "ready":
+            self.p.kill()
+            raise RuntimeError(f"client: {name} does not resolve to {old} or no answer ({line!r})")
+
+    def go(self):
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+
+    def result(self, timeout):
+        out = [None]
+        th = threading.Thread(target=lambda: out.__setitem__(0, self.p.stdout.readline()),
+                              daemon=True)
+        th.start()
+        th.join(timeout)
+        if out[0] is None:
+            self.p.kill()
+            raise labkit.Timeout(f"client gave no result within {timeout:.0f}s")
+        self.p.wait(timeout=10)
+        return json.loads(out[0])
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+# --------------------------------------------------------------------------- journal
+class Events:
+    """`vcr events --follow --json` inside the namespace, lines into a queue."""
+
+    def __init__(self, vcr, since):
+        self.q = queue.Queue()
+        self.p = subprocess.Popen(labkit.in_ns([vcr.bin, "--server", labkit.SERVER_API, "events",
+                                                "--follow", "--json", "--since", str(since)]),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    self.q.put(json.loads(line))
+                except ValueError:
+                    pass
+        self.q.put(None)
+
+    def wait(self, pred, timeout, seen):
+        """Next event for which pred(ev) is true; every event read is appended to seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise labkit.Timeout(f"no matching journal event within {timeout:.0f}s")
+            try:
+                ev = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if ev is None:
+                raise RuntimeError("vcr events --follow ended")
+            seen.append(ev)
+            if pred(ev):
+                return ev
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            self.p.wait(timeout=10)
+
+
+def detail(ev):
+    d = ev.get("detail")
+    if isinstance(d, str):
+        try:
+            d = json.loads(d)
+        except ValueError:
+            d = {}
+    return d or {}
+
+
+def is_phase(svc, kinds=("recovery",), phases=None):
+    def pred(ev):
+        d = detail(ev)
+        return (ev.get("kind") in kinds and d.get("service") == svc
+                and (phases is None or d.get("phase") in phases))
+    return pred
+
+
+# --------------------------------------------------------------------------- cluster
+class Cluster:
+    def __init__(self, build, work):
+        self.build, self.work = build, work
+        self.vcr = labkit.Vcr(build)
+        self.env = labkit.lab_env()
+        self.agents = {}
+        self.server = None
+
+    def bin(self, *p):
+        return os.path.join(self.build, "src", *p)
+
+    def write_server_config(self, path):
+        labkit.write_server_config(path, os.path.join(self.work, "journal.db"), heartbeat_ms=500)
+        e = self.env
+        L = [f"dns: {{server: {e['VCR_LAB_DNS']}, zone: {e['VCR_LAB_ZONE']}, "
+             f"key_file: {e['VCR_LAB_TSIG_FILE']}}}", "services:"]
+        for m in MODES:
+            s = SVC[m]
+            L += [f"  - name: {s['svc']}",
+                  f"    dns_name: {s['svc']}.{e['VCR_LAB_ZONE']}",
+                  "    ttl: 1",
+                  f"    primary: {{host: {s['host']}, vm: {s['vm']}, address: {s['addr']}, "
+                  "port: 80}",
+                  "    check: {type: http, path: /, interval_ms: 1000, timeout_ms: 500, "
+                  "failures: 3}",
+                  f"    standby: {{mode: {s['mode']}, host: {s['sb_host']}, "
+                  f"container: {s['ct']}, address: {s['sb_addr']}, prefix: 24, "
+                  f"gateway: {e['VCR_LAB_BRIDGE_ADDR']}}}"]
+        with open(path, "a") as f:
+            f.write("\n".join(L) + "\n")
+
+    def start_server(self):
+        cfg = os.path.join(self.work, "server.yaml")
+        self.write_server_config(cfg)
+        r = subprocess.run([self.bin("server", "vcr-server"), "--config-test", cfg],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"server config refused:\n{r.stdout}{r.stderr}")
+        self.server = labkit.Proc([self.bin("server", "vcr-server"), "--config", cfg,
+                                   "--log-level", "debug"], os.path.join(self.work, "server.log"))
+        labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
+
+    def standby_vm(self, d):
+        e = self.env
+        vm = labkit.vm_entry(d["name"], d["idx"], d["addr"], memory_mb=STANDBY_MB, vcpus=1,
+                             extra_args="apparmor=0 vcr.role=standby vcr.agent_server="
+                                        f"{e['VCR_LAB_BRIDGE_ADDR']}:{labkit.SERVER_AGENT_PORT}")
+        vm["image"]["initrd"] = os.path.join(os.path.dirname(e["VCR_LAB_INITRD"]),
+                                             "initrd-standby.img")
+        return vm
+
+    def start_agent(self, host, vms):
+        state = tempfile.mkdtemp(prefix=f"agent-{host}-", dir=self.work)
+        cfg = os.path.join(self.work, f"agent-{host}.yaml")
+        for v in vms:
+            warm_vm.wait_tap_free(v["tap"])
+        labkit.write_agent_config(cfg, host, state, vms, accel="tcg")
+        self.n_agents = getattr(self, "n_agents", 0) + 1
+        p = labkit.Proc([self.bin("agent", "vcr-agent"), "--config", cfg, "--log-level", "debug",
+                         "--stop-vms-on-exit"],
+                        os.path.join(self.work, f"agent-{host}-{self.n_agents}.log"))
+        self.agents[host] = (p, vms)
+        return p
+
+    def primary_vm(self, mode):
+        s = SVC[mode]
+        return labkit.vm_entry(s["vm"], s["idx"], s["addr"], memory_mb=PRIMARY_MB)
+
+    def restart_primary(self, mode):
+        s = SVC[mode]
+        old = self.agents.get(s["host"])
+        if old:
+            old[0].stop(timeout=60)
+        self.start_agent(s["host"], [self.primary_vm(mode)])
+
+    def vm_running(self, name):
+        return (self.vcr.vm(name) or {}).get("state") == "running"
+
+    def host(self, name):
+        return next((h for h in self.vcr.status()["hosts"] if h["name"] == name), None)
+
+    def standby_up(self, name):
+        h = self.host(name)
+        return h if h and h.get("role") == "standby" and h["state"] == "connected" else None
+
+    def service(self, svc):
+        return next(x for x in self.vcr.json("services")["services"] if x["name"] == svc)
+
+    def stop(self):
+        for p, _ in self.agents.values():
+            try:
+                p.stop(timeout=60)
+            except Exception as e:  # noqa: BLE001
+                say(f"agent stop: {e}")
+        if self.server:
+            self.server.stop()
+
+
+def dns_set(cl, name, addr):
+    e = cl.env
+    r = labkit.ns_run([cl.bin("dns", "vcr-dnsupdate"), "--server", e["VCR_LAB_DNS"], "--zone",
+                       e["VCR_LAB_ZONE"], "--key-file", e["VCR_LAB_TSIG_FILE"], name, "1", addr],
+                      timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"vcr-dnsupdate {name} {addr}: {r.stdout}{r.stderr}")
+
+
+def wait_http(addr, timeout, body=None):
+    def ok():
+        b = labkit.http_get(addr, timeout=1)
+        return b is not None and (body is None or b.strip() == body)
+    labkit.wait_for(f"HTTP from {addr}" + (f" = {body}" if body else ""), ok, timeout,
+                    interval=0.2)
+
+
+def last_event_id(cl):
+    return cl.vcr.json("events", "--limit", "1").get("last_id", 0) or 0
+
+
+def log_tail(path, n=12, grep=None):
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    if grep:
+        lines = [x for x in lines if any(g in x for g in grep)]
+    return lines[-n:]
+
+
+# --------------------------------------------------------------------------- one run
+def one_run(cl, mode, run, work):
+    s = SVC[mode]
+    e = cl.env
+    name = f"{s['svc']}.{e['VCR_LAB_ZONE']}"
+    st = cl.service(s["svc"])
+    if st["state"] not in ("ok", "degraded") or st["served_by"] != "primary":
+        raise RuntimeError(f"service {s['svc']} not ready for a run: {st['state']}, "
+                           f"served by {st['served_by']}")
+    vm = cl.vcr.vm(s["vm"])
+    pid = vm and vm.get("pid")
+    if not pid or vm.get("state") != "running":
+        raise RuntimeError(f"primary {s['vm']} not running: {vm}")
+    since = last_event_id(cl)
+    ev = Events(cl.vcr, since)
+    client = Client(name, e["VCR_LAB_DNS"], s["sb_addr"], s["addr"])
+    cold = None
+    seen = []
+    try:
+        client.go()
+        t_fail = time.time()
+        os.kill(pid, signal.SIGKILL)
+        say(f"  {mode} run {run}: killed qemu pid {pid} of {s['vm']}")
+        if mode == "cold-vm":
+            ev.wait(is_phase(s["svc"], phases=("fenced", "failed")), 120, seen)
+            if detail(seen[-1]).get("phase") == "failed":
+                raise RuntimeError(f"recovery failed: {detail(seen[-1])}")
+            cold = warm_vm.OwnVm(s["sb_host"], COLD_VM_IDX, PRIMARY_MB, work)
+            t_boot = time.time()
+            cold.start()
+            cl.cold_vm = cold
+        end = ev.wait(is_phase(s["svc"], phases=("client_confirmed", "failed")), 300, seen)
+        if detail(end).get("phase") == "failed":
+            raise RuntimeError(f"recovery failed: {json.dumps(detail(end))}")
+        res = client.result(120)
+    finally:
+        client.kill()
+        ev.stop()
+    ts = {}
+    for x in seen:
+        d = detail(x)
+        if x.get("kind") == "recovery" and d.get("service") == s["svc"]:
+            ts.setdefault(d.get("phase"), x["ts_ms"])
+    missing = [p for p in PHASES if p not in ts]
+    if missing:
+        raise RuntimeError(f"phases missing from the journal: {missing}; got {ts}")
+    if not res.get("t_good_new"):
+        raise RuntimeError(f"client never got an answer from {s['sb_addr']}: {res}")
+    tf = t_fail * 1000
+    row = {"mode": mode, "run": run,
+           "detect_ms": round(ts["detected"] - tf),
+           "fence_ms": ts["fenced"] - ts["detected"],
+           "ready_ms": ts["port_open"] - ts["fenced"],
+           "dns_ms": ts["dns_updated"] - ts["port_open"],
+           "total_ms": round(res["t_good_new"] * 1000 - tf),
+           "client_ms": round(res["t_good_new"] * 1000 - ts["dns_updated"]),
+           "confirm_ms": ts["client_confirmed"] - ts["dns_updated"],
+           "container_ms": ts["container_ready"] - ts["fenced"],
+           "polls": res["polls"],
+           "boot_start_ms": round(t_boot * 1000 - tf) if cold else ""}
+    say(f"  {mode} run {run}: total {row['total_ms']} ms (detect {row['detect_ms']}, fence "
+        f"{row['fence_ms']}, ready {row['ready_ms']}, dns {row['dns_ms']}, client "
+        f"{row['client_ms']}); answer {res['body']!r}")
+    return row
+
+
+def restore(cl, mode):
+    """Primary back (new agent, VM autostarts), then failback; cold VM killed."""
+    s = SVC[mode]
+    t = time.monotonic()
+    cl.restart_primary(mode)
+    labkit.wait_for(f"{s['vm']} running", lambda: cl.vm_running(s["vm"]), BOOT_TIMEOUT,
+                    interval=0.5)
+    wait_http(s["addr"], BOOT_TIMEOUT)
+    st = cl.service(s["svc"])
+    if st["state"] == "recovered":
+        since = last_event_id(cl)
+        ev = Events(cl.vcr, since)
+        seen = []
+        try:
+            r = cl.vcr.run("failback", s["svc"])
+            if r.returncode != 0:
+                raise RuntimeError(f"vcr failback {s['svc']}: {r.stderr.strip()}")
+            end = ev.wait(is_phase(s["svc"], ("failback",), ("done", "failed")), 180, seen)
+        finally:
+            ev.stop()
+        if detail(end).get("phase") != "done":
+            raise RuntimeError(f"failback of {s['svc']}: {detail(end)}")
+    elif st["state"] == "failed":
+        # A failed recovery cannot be failed back: point the name at the primary again.
+        dns_set(cl, f"{s['svc']}.{cl.env['VCR_LAB_ZONE']}", s["addr"])
+    cold = getattr(cl, "cold_vm", None)
+    if cold:
+        cold.kill()
+        cl.cold_vm = None
+    labkit.wait_for(f"service {s['svc']} ok on its primary",
+                    lambda: (lambda x: x["state"] in ("ok", "degraded") and x["served_by"] == "primary")(
+                        cl.service(s["svc"])), 120, interval=0.5)
+    say(f"  {mode}: primary back and failed back ({time.monotonic() - t:.1f}s)")
+
+
+# --------------------------------------------------------------------------- cost
+def measure_cost(cl, base_used):
+    """From the standby agents' load reports: RAM of one idle container, VM base use."""
+    ct = labkit.wait_for("a memory figure for the warm container",
+                         lambda: next((c for c in (cl.host(SB_WARM["name"]) or {}).get(
+                             "containers") or [] if c["name"] == SVC["warm-container"]["ct"]
+                             and (c.get("mem_kb") or 0) > 0), None), 60, interval=0.5)
+    samples = []
+    for _ in range(5):
+        h = cl.host(SB_WARM["name"])
+        c = next(c for c in h["containers"] if c["name"] == SVC["warm-container"]["ct"])
+        samples.append((c["mem_kb"], h["vm_load"]["mem_used_kb"], h["vm_load"]["mem_total_kb"]))
+        time.sleep(0.3)  # spread the five readings over the agent's sample interval
+    env = cl.env
+    img = sum(os.path.getsize(p) for p in (env["VCR_LAB_KERNEL"], env["VCR_LAB_INITRD"]))
+    return {"ct_kb": statistics.median(x[0] for x in samples),
+            "used_with_ct_kb": statistics.median(x[1] for x in samples),
+            "total_kb": samples[-1][2], "base_used_kb": base_used,
+            "image_mb": img / 2**20, "ct_service": ct["service"]}
+
+
+def cost_table(cost):
+    """{(scheme, N): (vms, ram_mb, per_service_mb)}"""
+    c_mb = cost["ct_kb"] / 1024
+    out = {}
+    for n in (1, 4, 16):
+        out[("warm-vm", n)] = (n, n * PRIMARY_MB)
+        out[("warm-container", n)] = (1, STANDBY_MB + n * c_mb)
+        out[("cold-container", n)] = (1, STANDBY_MB)
+        out[("cold-vm", n)] = (0, 0)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+COLS = ["mode", "run", "detect_ms", "fence_ms", "ready_ms", "dns_ms", "total_ms", "client_ms",
+        "confirm_ms", "container_ms", "polls", "boot_start_ms"]
+NUM = ["detect_ms", "fence_ms", "ready_ms", "dns_ms", "total_ms", "client_ms", "confirm_ms",
+       "container_ms"]
+
+
+def medians(rows):
+    med = {}
+    for m in MODES:
+        rs = [r for r in rows if r["mode"] == m]
+        if rs:
+            med[m] = {c: statistics.median(float(r[c]) for r in rs) for c in NUM}
+            med[m]["n"] = len(rs)
+    return med
+
+
+def pct(a, b):
+    return "-" if a is None or b is None or b <= 0 else f"{100 * a / b:.0f}%"
+
+
+def write_report(rows, args, cost, failures, elapsed, partial):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "recovery.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLS)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    med = medians(rows)
+    mach = warm_vm.machine()
+    L = ["# bench-recovery: client-visible recovery time, containers vs VMs\n"]
+    if partial:
+        L.append("**Partial: the run was still going when this was written.**\n")
+    L.append(f"Generated by `bench/recovery.py` ({' '.join(sys.argv[1:]) or 'defaults'}) on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; total {elapsed / 60:.1f} "
+             f"min; {args.runs} run(s) per mode, medians shown.\n")
+    L.append("## Machine\n")
+    L.append(f"- CPUs (`nproc`): {mach['nproc']}; memory {mach['mem']}; CPU: {mach['cpu']}")
+    L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
+             f"{mach['kernel']}; load average at the end {mach['load']} (shared machine, "
+             "other jobs running)")
+    L.append(f"- Primary VMs: {PRIMARY_MB} MB, 1 vCPU, busybox guest, httpd on :80. Standby and "
+             f"recovery VMs: {STANDBY_MB} MB, 1 vCPU, initrd-standby.img (LXC 5.0.2), "
+             "containers from the busybox template on an overlay.\n")
+    L.append("Absolute times are TCG times on a loaded machine: compare ratios with the "
+             "paper, not seconds.\n")
+    L.append("## How it is measured\n")
+    L.append("- Failure: `kill -9` of the primary VM's QEMU (pid from `vcr status`); the host "
+             "agent reports the exit (`vm_event` crashed), the server detects, fences "
+             "(`vm_kill`, refused as not running = fenced), readies the standby, checks its "
+             "port, sends the RFC 2136 update, confirms as a client.")
+    L.append("- Client: inside the lab namespace, every 20 ms, a fresh UDP A query for the "
+             "service name to the lab's BIND9 (no cache: the TTL never delays it), then "
+             "`GET /` to the address returned. total = kill .. first HTTP 200 from the new "
+             "address.")
+    L.append("- Phases from the journal (`vcr events --follow --json`, kind `recovery`, "
+             "server wall clock, same host clock as the kill): detect = kill .. `detected`; "
+             "fence = .. `fenced`; ready = `fenced` .. `port_open` (container start or VM boot "
+             "and the service's port); dns = `port_open` .. `dns_updated`; client = "
+             "`dns_updated` .. the client's first good answer.")
+    L.append("- warm-vm baseline: the same engine, a `warm` service whose standby address is a "
+             "second plain VM already running the service (the engine's warm path does fence, "
+             "port check, DNS; it never contacts the standby host).")
+    L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address is a "
+             "VM that does not run yet; the bench starts its QEMU (the agent's argv, "
+             "bench/warm_vm.py `OwnVm`) as soon as the journal says `fenced`, and the engine's "
+             "port step (retried until 60 s) waits for the booted guest. ready = QEMU start "
+             "+ guest boot + httpd.")
+    L.append("- Between runs: the primary's agent is restarted with a fresh state dir (the VM "
+             "autostarts), then `vcr failback` (cold container: stopped and destroyed).\n")
+    L.append("## Recovery time (medians, ms)\n")
+    L.append("| mode | detect | fence | ready | dns | client | **total (client-visible)** | "
+             "engine confirm | runs |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for m in MODES:
+        d = med.get(m)
+        if d:
+            L.append(f"| {LABEL[m]} | {d['detect_ms']:.0f} | {d['fence_ms']:.0f} | "
+                     f"{d['ready_ms']:.0f} | {d['dns_ms']:.0f} | {d['client_ms']:.0f} | "
+                     f"**{d['total_ms']:.0f}** | {d['confirm_ms']:.0f} | {d['n']} |")
+        else:
+            L.append(f"| {LABEL[m]} | not measured (see below) | | | | | | | 0 |")
+    L.append("")
+    L.append("![phases per mode](recovery.png)\n")
+    g = lambda m: med.get(m, {}).get("total_ms")  # noqa: E731
+    L.append("## Beside the paper (SEEDS.md part A; their hardware: Xeon E3 v3, KVM, LXD 2.15, "
+             "2 vCPU / 2 GB VMs)\n")
+    L.append("| figure | paper | ours (medians of total) |")
+    L.append("|---|---|---|")
+    L.append(f"| cold container / cold VM recovery time | 47% | "
+             f"{pct(g('cold-container'), g('cold-vm'))} |")
+    L.append(f"| warm container / warm VM recovery time | about the same (100%) | "
+             f"{pct(g('warm-container'), g('warm-vm'))} |")
+    L.append("| standby VMs, 4 services: warm VM -> warm containers | 4 -> 1 | 4 -> 1 "
+             "(table below) |")
+    L.append("")
+    if cost:
+        tab = cost_table(cost)
+        L.append("## Standby cost (VMs and RAM held in standby)\n")
+        L.append(f"Measured: one idle container (busybox httpd) uses "
+                 f"**{cost['ct_kb'] / 1024:.1f} MB** in the standby VM (median of the standby "
+                 f"agent's `mem_kb` reports, cgroup v1 memory); the standby VM's own use before "
+                 f"any container was {cost['base_used_kb'] / 1024:.0f} MB of "
+                 f"{cost['total_kb'] / 1024:.0f} MB, {cost['used_with_ct_kb'] / 1024:.0f} MB "
+                 f"with the container. Primary VM size P = {PRIMARY_MB} MB; standby/recovery "
+                 f"VM base size B = {STANDBY_MB} MB (the size it is known to work at, "
+                 f"lab/README.md); boot image {cost['image_mb']:.1f} MB (kernel + initrd).\n")
+        L.append("Formulas: warm VM = N VMs, N x P; warm containers = 1 VM, B + N x c; cold "
+                 "containers = 1 shared recovery VM, B (B/n per owner when n owners share it); "
+                 "cold VM = 0 VMs running, 0 RAM (a disk image per service only).\n")
+        L.append("| scheme | N=1 VMs / RAM MB | N=4 VMs / RAM MB | N=16 VMs / RAM MB |")
+        L.append("|---|---:|---:|---:|")
+        for m in ("warm-vm", "warm-container", "cold-container", "cold-vm"):
+            cells = []
+            for n in (1, 4, 16):
+                v, r = tab[(m, n)]
+                extra = f" ({r / n:.0f}/owner)" if m == "cold-container" else ""
+                cells.append(f"{v} / {r:.0f}{extra}")
+            L.append(f"| {LABEL[m]} | " + " | ".join(cells) + " |")
+        L.append("")
+        L.append("The containers here are busybox httpd (a few MB each), so the warm-container "
+                 "VM barely grows with N; a real service's container would add its own "
+                 "working set to c, still without a guest kernel and OS per service.\n")
+    if failures:
+        L.append("## What failed\n")
+        L.extend(f"- {x}" for x in failures)
+        L.append("")
+    if NOTES:
+        L.append("## Notes\n")
+        L.extend(f"- {n}" for n in NOTES)
+        L.append("")
+    L.append("Files: `recovery.csv` (every run: " + ", ".join(COLS) + "), `recovery.png`.")
+    with open(os.path.join(RESULTS, "recovery.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    plot(med)
+
+
+def plot(med):
+    if not shutil.which("gnuplot") or not med:
+        return
+    tmp = tempfile.mkdtemp(prefix="vcr-plot-")
+    dat = os.path.join(tmp, "r.dat")
+    with open(dat, "w") as f:
+        f.write("mode detect fence ready dns client\n")
+        for m in MODES:
+            d = med.get(m)
+            if d:
+                client = max(d["total_ms"] - d["detect_ms"] - d["fence_ms"] - d["ready_ms"]
+                             - d["dns_ms"], 0)
+                f.write(f"\"{m}\" {d['detect_ms'] / 1000:.3f} {d['fence_ms'] / 1000:.3f} "
+                        f"{d['ready_ms'] / 1000:.3f} {d['dns_ms'] / 1000:.3f} "
+                        f"{client / 1000:.3f}\n")
+    script = f"""
+set terminal pngcairo size 900,560 font 'sans,11'
+set output '{os.path.join(RESULTS, 'recovery.png')}'
+set title 'Client-visible recovery time by phase (TCG, medians)'
+set ylabel 'time from kill -9 (s)'
+set style data histograms
+set style histogram rowstacked
+set style fill solid 0.85 border -1
+set boxwidth 0.6
+set grid ytics
+set key outside right top
+set yrange [0:*]
+plot '{dat}' using 2:xtic(1) title 'detect' lc rgb '#7570b3', \\
+     '' using 3 title 'fence' lc rgb '#e7298a', \\
+     '' using 4 title 'ready (container/VM + port)' lc rgb '#d95f02', \\
+     '' using 5 title 'DNS update' lc rgb '#1b9e77', \\
+     '' using 6 title 'client sees it' lc rgb '#666666'
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1 run per mode")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--keep-lab", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs = 1
+    if os.geteuid() != 0:
+        sys.exit("recovery: must run as root (network namespaces, taps)")
+    build = os.path.abspath(args.build)
+    os.environ.setdefault("VCR_LAB_CACHE", os.path.join(build, "lab-cache"))
+    modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        sys.exit(f"unknown modes {bad}; allowed: {MODES}")
+    work = tempfile.mkdtemp(prefix="vcr-bench-rec-")
+    rows, failures, cost = [], [], None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    say(f"lab up (namespace {labkit.NS}); work dir {work}; modes {modes}")
+    labkit.lab_up()
+    cl = Cluster(build, work)
+    cl.cold_vm = None
+    dead = set()
+
+    def report(partial):
+        write_report(rows, args, cost, failures, time.monotonic() - T0, partial)
+
+    try:
+        cl.start_server()
+        t = time.monotonic()
+        for m in MODES:
+            cl.start_agent(SVC[m]["host"], [cl.primary_vm(m)])
+        wv = labkit.vm_entry(WARM_VM["name"], WARM_VM["idx"], WARM_VM["addr"],
+                             memory_mb=PRIMARY_MB)
+        cl.start_agent("stb", [wv, cl.standby_vm(SB_WARM), cl.standby_vm(SB_COLD)])
+        for m in MODES:
+            dns_set(cl, f"{SVC[m]['svc']}.{cl.env['VCR_LAB_ZONE']}", SVC[m]["addr"])
+        for m in MODES:
+            wait_http(SVC[m]["addr"], BOOT_TIMEOUT)
+        wait_http(WARM_VM["addr"], BOOT_TIMEOUT)
+        say(f"primaries and the warm standby VM answer ({time.monotonic() - t:.1f}s)")
+        for d in (SB_WARM, SB_COLD):
+            labkit.wait_for(f"standby agent {d['name']} hello", lambda d=d: cl.standby_up(
+                d["name"]), BOOT_TIMEOUT, interval=1)
+        say(f"standby and recovery VMs' agents connected ({time.monotonic() - t:.1f}s)")
+        base = labkit.wait_for("standby VM load", lambda: (cl.host(SB_WARM["name"]).get(
+            "vm_load") or {}).get("mem_used_kb"), 60, interval=0.5)
+        s = SVC["warm-container"]
+        r = cl.vcr.json("container", "create", SB_WARM["name"], s["ct"], "--address",
+                        f"{s['sb_addr']}/24", "--service", s["svc"], "--gateway",
+                        cl.env["VCR_LAB_BRIDGE_ADDR"])
+        say(f"warm container {s['ct']} created+started in {r.get('ms')} ms (guest)")
+        wait_http(s["sb_addr"], 120)
+        cost = measure_cost(cl, base)
+        say(f"idle container: {cost['ct_kb']} kB; standby VM used {base} kB before, "
+            f"{cost['used_with_ct_kb']} kB with it")
+        for m in modes:
+            labkit.wait_for(f"service {SVC[m]['svc']} ok",
+                            lambda m=m: cl.service(SVC[m]["svc"])["state"] == "ok", 60,
+                            interval=0.5)
+        report(True)
+        for run in range(args.runs):
+            for m in modes:
+                if m in dead:
+                    continue
+                say(f"{m} run {run}")
+                try:
+                    rows.append(one_run(cl, m, run, work))
+                except Exception as e:  # noqa: BLE001
+                    dead.add(m)
+                    srv = log_tail(cl.server.log_path, 10, grep=[f"service {SVC[m]['svc']}",
+                                                                  "recovery", "error", "warn"])
+                    failures.append(f"{m} run {run}: {e}. Server log: "
+                                    + " / ".join(f"`{x.strip()}`" for x in srv))
+                    say(f"  {m} FAILED: {e}")
+                try:
+                    restore(cl, m)
+                except Exception as e:  # noqa: BLE001
+                    dead.add(m)
+                    failures.append(f"{m} after run {run}: restoring the primary/failback "
+                                    f"failed: {e}")
+                    say(f"  {m} restore FAILED: {e}")
+                report(True)
+    except Exception as e:  # noqa: BLE001
+        failures.append(f"setup/run aborted: {e}")
+        say(f"ABORTED: {e}")
+        raise
+    finally:
+        if cl.cold_vm:
+            cl.cold_vm.kill()
+        cl.stop()
+        if not args.keep_lab:
+            labkit.lab_down()
+            say("lab down")
+        report(False)
+        say(f"wrote {RESULTS}/recovery.md, recovery.csv, recovery.png; logs in {work}")
+    print(open(os.path.join(RESULTS, "recovery.md")).read())
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
