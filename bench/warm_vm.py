@@ -285,16 +285,16 @@ class OwnVm:
         t0 = time.monotonic()
         r = labkit.ns_run(["curl", "-s", "-f", "-m", "5", f"http://{self.addr}/cgi-bin/poweroff"],
                           timeout=10)
-        if r.returncode != 0:
-            raise RuntimeError(f"poweroff of {self.name} failed: rc {r.returncode}")
         self.forced = False
         try:
+            if r.returncode != 0:
+                raise labkit.Timeout(f"curl rc {r.returncode}")
             self.wait_exit(timeout=30)
         except labkit.Timeout:
             # Seen under TCG on a loaded host: the guest printed the power-off request,
             # then its kernel soft-locked.  Power it off from QEMU and count the run.
             self.forced = True
-            say(f"  {self.name}: no guest power-off after 30 s: QMP quit")
+            say(f"  {self.name}: no guest power-off (no answer, or not off after 30 s): QMP quit")
             self.qmp.cmd("quit")
             self.wait_exit()
         t1 = time.monotonic()
@@ -312,12 +312,16 @@ def migration_done(q):
 
 
 def wait_tap_free(tap, timeout=60):
+    """No process of OUR namespace holds the tap (other labs have taps of the same name)."""
     needle = f"ifname={tap},".encode()
+    ns_ino = os.stat(f"/run/netns/{labkit.NS}").st_ino
 
     def free():
         for pid in os.listdir("/proc"):
             if pid.isdigit():
                 try:
+                    if os.stat(f"/proc/{pid}/ns/net").st_ino != ns_ino:
+                        continue
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         if needle in f.read():
                             return False
@@ -418,7 +422,7 @@ def run_baselines(work, mem, n, runs, methods, rows):
                 forced = [v.name for v in vms if v.forced]
                 if forced:
                     NOTES.append(f"reboot, {n} x {mem} MB, run {run}: {', '.join(forced)} did "
-                                 "not power off within 30 s of the request (guest soft lockup "
+                                 "not answer the power-off request or not power off within 30 s (guest soft lockup "
                                  "after earlier save/restore cycles under TCG): QMP quit")
                 say(f"  reboot run {run}: suspend {susp:.2f}s resume {resu:.2f}s "
                     f"downtime {down:.2f}s")
@@ -807,6 +811,9 @@ def main():
                 r["sweep"] = "both" if (mem == 256 and n == 1) else sweep
             # After every point, so that an interrupted run still leaves its results.
             report(rows, ["partial: the run was still going when this was written"])
+    except BaseException:
+        report(rows, ["FAILED/INTERRUPTED run: only the points listed were measured"])
+        raise
     finally:
         if cluster:
             cluster.stop()
