@@ -63,5 +63,8 @@ bench-recovery: build image
 bench-warm-vm: build image
 	/usr/bin/python3 bench/warm_vm.py --build $(BUILD)
 
+bench-warm-cache: build image
+	/usr/bin/python3 bench/warm_cache.py --build $(BUILD)
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,397 @@
+#!/usr/bin/python3
+"""bench-warm-cache: file reads and web throughput around a guest reboot, warm-cache
+volume (virtio-pmem + DAX over a /dev/shm memory file) vs conventional disks.
+
+File reads: one VM per method with one ext4 volume holding a FILE_MB file (built by
+mkfs.ext4 -d from a host directory).  In the guest, dd reads the file to /dev/null
+(date +%s%N around dd in the CGI); before the reboot twice (1st: fresh boot, nothing
+cached; 2nd: warm), then `vcr vm reboot VM` (guest reset, same QEMU), then twice again.
+  warm-cache     volume on virtio-pmem, mounted -o dax (no guest page cache needed)
+  blk-none       virtio-blk, cache=none (O_DIRECT on the host image)
+  blk-writeback  virtio-blk, cache=writeback (host page cache keeps the image)
+  prefetch       virtio-blk cache=none; the guest reads the files listed in
+                 MOUNT/.vcr-prefetch at boot (lab/guest/init), the reads start after it
+Web: WEB_FILES static files of 1 MB on the volume served by the guest's httpd; CLIENTS
+clients fetch random ones for the whole run; completed requests counted per second
+around a reboot: warm-cache (warm reboot, pmem) vs conventional (--cold, virtio-blk
+cache=none: the page cache is empty after the reboot).
+
+Runs inside its own lab namespace (VCR_LAB_NS, default vcrwcbench), TCG only.
+Writes bench/results/warm-cache.{md,csv} and warm-cache-{read,web}.png (gnuplot).
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("VCR_LAB_NS", "vcrwcbench")
+sys.path.insert(0, os.path.join(ROOT, "lab"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import labkit  # noqa: E402
+from conftest import Daemons  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results")
+FILE_MB = 128
+VOLUME_MB = 320
+MEMORY_MB = 512
+WEB_FILES = 96
+CLIENTS = 4
+BOOT_TIMEOUT = 180
+METHODS = ["warm-cache", "blk-none", "blk-writeback", "prefetch"]
+PAPER = {
+    "file_speedup": 15.0, "web_speedup": 3.0, "file_vs_2nd": 0.64, "web_vs_2nd": 0.92,
+    "warm_drop": "6% lower for 20 s", "cold_drop": "44% lower for 33 s",
+}
+
+
+class Bench:
+    def __init__(self, build, tmp):
+        self.d = Daemons(tmp)
+        self.d.build = build
+        self.d.vcr = labkit.Vcr(build)
+        self.tmp = tmp
+
+    def agent(self, index, method, src):
+        name, addr = f"b{index}", f"10.77.0.{40 + index}"
+        host = f"wcb{index}"
+        state = self.tmp / f"agent-{host}"
+        state.mkdir(exist_ok=True)
+        cfg = self.tmp / f"agent-{host}.yaml"
+        vm = labkit.vm_entry(name, index, addr, memory_mb=MEMORY_MB)
+        labkit.write_agent_config(cfg, host, str(state), [vm])
+        warm = method == "warm-cache"
+        cache = "writeback" if method == "blk-writeback" else "none"
+        line = (f"      - {{name: vol, size_mb: {VOLUME_MB}, source_dir: {src}, "
+                f"image: {state}/vol.img, mount: /data, "
+                + ("warm_cache: true, writeback_interval_s: 0}" if warm else f"cache: {cache}}}"))
+        with open(cfg, "a") as f:
+            f.write("    volumes:\n" + line + "\n")
+        p = labkit.Proc([os.path.join(self.d.build, "src", "agent", "vcr-agent"), "--config",
+                         str(cfg), "--log-level", "info"], str(self.tmp / f"{host}.log"))
+        self.d.procs.append(p)
+        return p, name, addr, state
+
+    def vcr_json(self, *args, timeout=240):
+        r = self.d.vcr.run(*args, "--json", timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"vcr {' '.join(args)}: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
+
+def wait_ready(b, name, addr):
+    v = b.d.wait_vm_state(name, ["running", "failed"], BOOT_TIMEOUT)
+    if v["state"] == "failed":
+        raise RuntimeError(f"VM {name} failed: {v.get('cause')}")
+    labkit.wait_for(f"{name}'s volume", lambda: "mount=/data" in (
+        labkit.http_get(addr, "/cgi-bin/volumes", 2) or ""), BOOT_TIMEOUT, interval=0.2)
+
+
+def dd_read(addr, path):
+    """Seconds busybox dd took to read path in the guest."""
+    out = labkit.http_get(addr, f"/cgi-bin/readfile?{path}", timeout=300)
+    m = re.search(r"ns=(\d+)", out or "")
+    if m:
+        return int(m.group(1)) / 1e9
+    m = re.search(r"ms=(\d+)", out or "")  # 10 ms resolution
+    if not m:
+        raise RuntimeError(f"readfile {path}: {out!r}")
+    return max(int(m.group(1)), 5) / 1000
+
+
+def make_source(tmp, prefetch):
+    src = tmp / ("src-prefetch" if prefetch else "src")
+    (src / "web").mkdir(parents=True)
+    with open(src / "big", "wb") as f:
+        for _ in range(FILE_MB):
+            f.write(os.urandom(1 << 20))
+    for i in range(WEB_FILES):
+        with open(src / "web" / f"f{i}", "wb") as f:
+            f.write(os.urandom(1 << 20))
+    if prefetch:
+        with open(src / ".vcr-prefetch", "w") as f:
+            f.write("big\n" + "".join(f"web/f{i}\n" for i in range(WEB_FILES)))
+    return src
+
+
+def serial_has(state, name, text, since=0):
+    try:
+        with open(state / f"{name}.serial", errors="replace") as f:
+            return text in f.read()[since:]
+    except OSError:
+        return False
+
+
+def bench_reads(b, index, method, src, rows):
+    agent, name, addr, state = b.agent(index, method, src)
+    wait_ready(b, name, addr)
+    if method == "prefetch":
+        labkit.wait_for("the boot prefetch", lambda: serial_has(state, name, "prefetched"),
+                        BOOT_TIMEOUT)
+    res = {}
+    for run in (1, 2):
+        res[("before", run)] = dd_read(addr, "/data/big")
+    r = b.vcr_json("vm", "reboot", name)
+    reboot_ms = r["ready_ms"]
+    wait_ready(b, name, addr)
+    prefetch_s = None
+    if method == "prefetch":
+        t0 = time.monotonic()
+        labkit.wait_for("the boot prefetch", lambda: serial_has(state, name, "prefetched"),
+                        BOOT_TIMEOUT, interval=0.1)
+        prefetch_s = time.monotonic() - t0
+    for run in (1, 2):
+        res[("after", run)] = dd_read(addr, "/data/big")
+    for (phase, run), s in sorted(res.items()):
+        rows.append({"method": method, "phase": phase, "run": run, "seconds": round(s, 4),
+                     "mb_per_s": round(FILE_MB / s, 1)})
+        print(f"  {method:14} {phase:6} run {run}: {s:.3f} s  {FILE_MB / s:8.1f} MB/s",
+              flush=True)
+    b.d.vcr.run("vm", "kill", name, timeout=30)
+    b.d.wait_vm_state(name, ["stopped", "crashed"], 60)
+    agent.stop()
+    return {"reboot_ms": reboot_ms, "prefetch_s": prefetch_s}
+
+
+def load(addr, stop, counts, t0):
+    """One client: GET random volume files until stop; counts[second] += 1 per answer."""
+    rnd = random.Random()
+    script = ("import random,sys,time,urllib.request\n"
+              "t0=float(sys.argv[1]);n=int(sys.argv[2])\n"
+              "while True:\n"
+              "  try:\n"
+              f"    urllib.request.urlopen('http://{addr}/data/web/f%d'%random.randrange(n),"
+              "timeout=5).read()\n"
+              "    print(int(time.time()-t0),flush=True)\n"
+              "  except Exception:\n"
+              "    time.sleep(0.05)\n")
+    p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", script, str(t0), str(WEB_FILES)]),
+                         stdout=subprocess.PIPE, text=True)
+    rnd.random()
+    for line in p.stdout:
+        if stop.is_set():
+            break
+        s = int(line)
+        counts[s] = counts.get(s, 0) + 1
+    p.kill()
+    p.wait()
+
+
+def bench_web(b, index, method, src, before_s, after_s):
+    agent, name, addr, state = b.agent(index, "warm-cache" if method == "warm-cache"
+                                       else "blk-none", src)
+    wait_ready(b, name, addr)
+    # Warm the guest's cache as a running server's would be.
+    for i in range(WEB_FILES):
+        labkit.http_get(addr, f"/data/web/f{i}", timeout=30)
+    t0 = time.time()
+    stop, counts = threading.Event(), {}
+    threads = [threading.Thread(target=load, args=(addr, stop, counts, t0), daemon=True)
+               for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    time.sleep(before_s)  # load phase of fixed length (measured, not waited on)
+    reboot_at = time.time() - t0
+    r = b.vcr_json("vm", "reboot", name, *([] if method == "warm-cache" else ["--cold"]))
+    ready_at = reboot_at + r["ready_ms"] / 1000
+    end = ready_at + after_s
+    while time.time() - t0 < end:
+        time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    b.d.vcr.run("vm", "kill", name, timeout=30)
+    b.d.wait_vm_state(name, ["stopped", "crashed"], 60)
+    agent.stop()
+    series = [counts.get(s, 0) for s in range(int(end))]
+    return {"series": series, "reboot_at": reboot_at, "ready_at": ready_at}
+
+
+def gnuplot(script):
+    if shutil.which("gnuplot"):
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+
+def plot(rows, web):
+    tmp = tempfile.mkdtemp(prefix="vcr-plot-")
+    dat = os.path.join(tmp, "read.dat")
+    with open(dat, "w") as f:
+        f.write("method b1 b2 a1 a2\n")
+        for m in METHODS:
+            v = {(r["phase"], r["run"]): r["mb_per_s"] for r in rows if r["method"] == m}
+            if v:
+                f.write(f"{m} {v[('before', 1)]} {v[('before', 2)]} {v[('after', 1)]} "
+                        f"{v[('after', 2)]}\n")
+    gnuplot(f"""
+set terminal pngcairo size 960,560 font 'sans,11'
+set output '{RESULTS}/warm-cache-read.png'
+set title 'Reading a {FILE_MB} MB file before and after a guest reboot (TCG)'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set logscale y
+set ylabel 'MB/s (log scale)'
+set key top left
+set grid ytics
+plot '{dat}' using 2:xtic(1) title 'before, 1st', '' using 3 title 'before, 2nd', \\
+     '' using 4 title 'after reboot, 1st', '' using 5 title 'after reboot, 2nd'
+""")
+    plots = []
+    for m, w in web.items():
+        p = os.path.join(tmp, f"web-{m}.dat")
+        with open(p, "w") as f:
+            for s, c in enumerate(w["series"]):
+                f.write(f"{s - w['reboot_at']:.0f} {c}\n")
+        plots.append(f"'{p}' using 1:2 with lines lw 2 title '{m}'")
+    if plots:
+        gnuplot(f"""
+set terminal pngcairo size 960,480 font 'sans,11'
+set output '{RESULTS}/warm-cache-web.png'
+set title 'Web requests/s (1 MB files, {CLIENTS} clients) around a guest reboot (TCG)'
+set xlabel 'seconds from the reboot order'
+set ylabel 'requests/s'
+set grid
+plot {', '.join(plots)}
+""")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def web_stats(w, window=10):
+    s = w["series"]
+    pre = s[max(0, int(w["reboot_at"]) - window):int(w["reboot_at"])]
+    ready = int(w["ready_at"]) + 1
+    post = s[ready:ready + window]
+    late = s[-window:]
+    avg = lambda x: sum(x) / len(x) if x else 0.0  # noqa: E731
+    return avg(pre), avg(post), avg(late)
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 30
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                          text=True).stdout.splitlines()[0]
+    return f"{cpu}, {os.cpu_count()} CPUs, {mem} GiB RAM, {platform.release()}; {qemu}; TCG"
+
+
+def write_results(rows, extra, web):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "warm-cache.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, ["method", "phase", "run", "seconds", "mb_per_s"])
+        w.writeheader()
+        w.writerows(rows)
+    v = {(r["method"], r["phase"], r["run"]): r["seconds"] for r in rows}
+    out = ["# Warm-cache reboot: file reads and web throughput after a guest reboot", "",
+           f"Machine: {machine()}.  No KVM: every guest runs under TCG, so absolute numbers"
+           " are far below the paper's; the ratios are what compares.", "",
+           f"File: {FILE_MB} MB of random data on an ext4 volume of {VOLUME_MB} MB (4 KiB "
+           f"blocks); guest RAM {MEMORY_MB} MB; read with busybox dd in the guest (timed "
+           "with date +%s%N around it).  Reboot: `vcr vm reboot VM` (guest reset in the same QEMU; the guest "
+           "kernel and its page cache start empty).", "",
+           "| method | before 1st | before 2nd | after 1st | after 2nd | reboot until ready |",
+           "|---|---|---|---|---|---|"]
+    for m in METHODS:
+        if (m, "before", 1) not in v:
+            continue
+        cells = [f"{v[(m, p, r)]:.3f} s ({FILE_MB / v[(m, p, r)]:.0f} MB/s)"
+                 for p, r in (("before", 1), ("before", 2), ("after", 1), ("after", 2))]
+        out.append(f"| {m} | " + " | ".join(cells) + f" | {extra[m]['reboot_ms'] / 1000:.1f} s |")
+    out.append("")
+    if ("warm-cache", "after", 1) in v and ("blk-none", "after", 1) in v:
+        wa1, wb2 = v[("warm-cache", "after", 1)], v[("warm-cache", "before", 2)]
+        ca1 = v[("blk-none", "after", 1)]
+        out += ["Ratios (ours vs the paper's, Pentium 4 / Xen 3.0, httperf + Apache):", "",
+                "| | ours | paper |", "|---|---|---|",
+                f"| first read after reboot, warm-cache vs conventional (blk cache=none) | "
+                f"{ca1 / wa1:.1f}x faster | {PAPER['file_speedup']:.0f}x |"]
+        if ("blk-writeback", "after", 1) in v:
+            out.append(f"| ... vs blk cache=writeback (host page cache warm) | "
+                       f"{v[('blk-writeback', 'after', 1)] / wa1:.1f}x faster | - |")
+        if ("prefetch", "after", 1) in v:
+            out.append(f"| ... vs in-guest prefetch at boot (read after the prefetch; the "
+                       f"prefetch itself took {extra['prefetch']['prefetch_s']:.1f} s after "
+                       f"the guest was up) | {v[('prefetch', 'after', 1)] / wa1:.1f}x faster | - |")
+        out.append(f"| first read after reboot as a share of the warm 2nd run before it "
+                   f"(throughput) | {wb2 / wa1 * 100:.0f}% | {PAPER['file_vs_2nd'] * 100:.0f}% |")
+        if web.get("warm-cache") and web.get("conventional"):
+            wp, wq, wl = web_stats(web["warm-cache"])
+            cp, cq, cl = web_stats(web["conventional"])
+            out.append(f"| web req/s, first 10 s after the guest is ready, warm vs conventional "
+                       f"| {wq / cq if cq else float('inf'):.1f}x | "
+                       f"{PAPER['web_speedup']:.0f}x |")
+            out.append(f"| web req/s, first 10 s after ready, as a share of the 10 s before "
+                       f"the reboot (warm-cache) | {wq / wp * 100 if wp else 0:.0f}% | "
+                       f"{PAPER['web_vs_2nd'] * 100:.0f}% (of the 2nd run) |")
+            out.append(f"| ... conventional | {cq / cp * 100 if cp else 0:.0f}% | - |")
+        out.append("")
+    if web:
+        out += ["Web: " + ", ".join(
+            f"{m}: reboot order at {w['reboot_at']:.0f} s, ready at {w['ready_at']:.0f} s, "
+            f"req/s 10 s before {web_stats(w)[0]:.1f}, 10 s after ready {web_stats(w)[1]:.1f}, "
+            f"last 10 s {web_stats(w)[2]:.1f}" for m, w in web.items()) + ".",
+                f"The paper: throughput {PAPER['warm_drop']} after a warm-cache reboot, "
+                f"{PAPER['cold_drop']} after a conventional one; prefetching hurt the web "
+                "server.", ""]
+    out += ["Plots: `warm-cache-read.png` (MB/s per method and run, log scale), "
+            "`warm-cache-web.png` (requests/s around the reboot).", "",
+            "Raw data: `warm-cache.csv` (method, phase, run, seconds, mb_per_s).", ""]
+    with open(os.path.join(RESULTS, "warm-cache.md"), "w") as f:
+        f.write("\n".join(out))
+    plot(rows, web)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--web-before", type=float, default=15)
+    ap.add_argument("--web-after", type=float, default=40)
+    ap.add_argument("--no-web", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench-warm-cache needs root (lab namespace, taps)")
+    labkit.lab_up()
+    tmp = tempfile.mkdtemp(prefix="vcr-bench-wc-")
+    import pathlib
+    b = Bench(os.path.abspath(args.build), pathlib.Path(tmp))
+    rows, extra, web = [], {}, {}
+    try:
+        b.d.server(heartbeat_ms=500)
+        src = make_source(b.tmp, False)
+        src_pf = make_source(b.tmp, True)
+        for i, m in enumerate(args.methods.split(",")):
+            print(f"{m}:", flush=True)
+            extra[m] = bench_reads(b, i, m, src_pf if m == "prefetch" else src, rows)
+            write_results(rows, extra, web)
+        if not args.no_web:
+            for i, m in enumerate(["warm-cache", "conventional"]):
+                print(f"web {m}:", flush=True)
+                web[m] = bench_web(b, 4 + i, m, src, args.web_before, args.web_after)
+                print(f"  {web_stats(web[m])}", flush=True)
+                write_results(rows, extra, web)
+    finally:
+        b.d.stop_all()
+        for f in glob.glob("/dev/shm/vcr-wcb*"):
+            os.unlink(f)
+        labkit.lab_down()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(open(os.path.join(RESULTS, "warm-cache.md")).read())
+
+
+if __name__ == "__main__":
+    main()
