@@ -253,6 +253,7 @@ static void detect(struct svc *s, const char *cause)
         return;
     probe_stop(&s->probe);
     s->probe.failures = 0;
+    s->probe.answered = false;
     s->state = SVC_RECOVERING;
     s->phase = PH_NONE;
     s->error[0] = '\0';
@@ -306,8 +307,15 @@ void recovery_probe_result(struct svc *s, bool ok, const char *why)
         if (s->state == SVC_DEGRADED)
             log_info("service %s: probe passes again", s->cfg->name);
         s->probe.failures = 0;
+        s->probe.answered = true;
         s->probe.last_error[0] = '\0';
         s->state = SVC_OK;
+        return;
+    }
+    if (!s->probe.answered) {
+        /* The primary has not answered since it (re)started: it is booting. */
+        snprintf(s->probe.last_error, sizeof(s->probe.last_error), "not answered yet: %s",
+                 why ? why : "failed");
         return;
     }
     s->probe.failures++;
@@ -617,6 +625,7 @@ static void failback_done(struct svc *s)
     s->on_standby = false;
     s->error[0] = '\0';
     s->probe.failures = 0;
+    s->probe.answered = true; /* its check passed before DNS went back */
     s->probe.next_ms = 0;
     save(s);
 }

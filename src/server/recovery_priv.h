@@ -47,6 +47,9 @@ struct probe {
     struct check *check;
     int64_t next_ms; /* monotonic */
     uint32_t failures;
+    /* Passed once since the primary (re)started: until then a failed probe
+     * means a booting guest, not a failed service, and is not counted. */
+    bool answered;
     char last_error[200];
 };
 

@@ -736,12 +736,20 @@ static bool back_to_ok(struct harness *h)
     return state_is(h, "ok");
 }
 
+static bool never(struct harness *h)
+{
+    (void)h;
+    return false;
+}
+
 static void test_service_probe_failure_then_failback(void **state)
 {
     (void)state;
     struct harness h;
     harness_start(&h, "cold", "");
-    /* The service dies while its VM runs: three failed probes. */
+    /* It answers (a failure only counts after a first answer), then dies while its VM
+     * runs: three failed probes. */
+    assert_false(run_until_ms(&h, never, 300));
     service_stop(&h.primary);
     assert_true(run_until_ms(&h, recovered, 10000));
     cleanup_json json_t *s = service_json(&h);
@@ -763,6 +771,32 @@ static void test_service_probe_failure_then_failback(void **state)
     harness_stop(&h);
 }
 
+/* A primary whose VM runs but whose guest still boots does not answer yet: that
+ * is not a failed service (the lab's TCG guests take 10-60 s to serve). */
+static void test_probe_waits_for_the_first_answer(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    make_dir();
+    h.base = event_base_new();
+    dns_start(&h.dns, h.base);
+    service_start(&h.container, h.base, CONTAINER, &h.port);
+    server_up(&h, "cold", "");
+    agents_up(&h, "running");
+    assert_false(run_until_ms(&h, never, 1500)); /* 15 probes at 100 ms, all failing */
+    assert_true(state_is(&h, "ok"));
+    assert_null(agent_order(&h.node1, "vm_kill"));
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    assert_false(run_until_ms(&h, never, 500));
+    /* Once it has answered, failures count. */
+    service_stop(&h.primary);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_non_null(agent_order(&h.node1, "vm_kill"));
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -775,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_dns_silent_fails_then_retry_succeeds),
         cmocka_unit_test(test_restart_mid_recovery_resumes),
         cmocka_unit_test(test_service_probe_failure_then_failback),
+        cmocka_unit_test(test_probe_waits_for_the_first_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
