@@ -168,10 +168,18 @@ static json_t *conn_hello_extra(void *opaque)
     return a->role->hello_extra ? a->role->hello_extra(a) : NULL;
 }
 
+static void conn_heard(int64_t evidence_ms, void *opaque)
+{
+    struct agent *a = opaque;
+    if (a->role->server_heard)
+        a->role->server_heard(a, evidence_ms);
+}
+
 static const struct agent_conn_ops conn_ops = {
     .vm_list = conn_vm_list,
     .order = conn_order,
     .hello_extra = conn_hello_extra,
+    .heard = conn_heard,
 };
 
 static void on_sample_tick(evutil_socket_t fd, short what, void *arg)

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -40,7 +41,18 @@ struct agent_conn {
     unsigned long long dropped;
     void (*finished)(void *arg); /* set by agent_conn_finish */
     void *finished_arg;
+    /* When the hello and the last heartbeats were sent (CLOCK_BOOTTIME ms): the
+     * server's answers are contact evidence as of then (ops.heard). */
+    int64_t hello_sent_ms;
+    int64_t heartbeat_sent_ms[AGENT_CONN_HEARTBEAT_RING];
 };
+
+static int64_t boot_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void ms_to_tv(int ms, struct timeval *tv)
 {
@@ -102,8 +114,10 @@ static void send_hello(struct agent_conn *c, const char *auth)
         if (json_is_object(extra))
             json_object_update_missing(msg, extra);
     }
+    int64_t sent_ms = boot_ms();
     if (!send_msg(c, msg))
         return;
+    c->hello_sent_ms = sent_ms;
     c->state = CONN_HELLO_SENT;
     log_debug("server %s: hello sent (%zu VMs)", c->params.server,
               json_array_size(json_object_get(msg, "vms")));
@@ -131,7 +145,17 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     cleanup_json json_t *msg =
         proto_msg_new("heartbeat", json_pack("{s:I, s:I}", "seq", ++c->heartbeat_seq, "ts_ms",
                                              (json_int_t)vcr_wall_ms()));
+    c->heartbeat_sent_ms[c->heartbeat_seq % AGENT_CONN_HEARTBEAT_RING] = boot_ms();
     send_msg(c, msg);
+}
+
+/* The server's echo of our heartbeat seq (docs/protocol.md). */
+static void handle_heartbeat(struct agent_conn *c, json_t *msg)
+{
+    json_int_t seq = json_integer_value(json_object_get(msg, "seq"));
+    if (c->ops.heard && seq > 0 && seq <= c->heartbeat_seq &&
+        seq > c->heartbeat_seq - AGENT_CONN_HEARTBEAT_RING)
+        c->ops.heard(c->heartbeat_sent_ms[seq % AGENT_CONN_HEARTBEAT_RING], c->opaque);
 }
 
 static void handle_challenge(struct agent_conn *c, json_t *msg)
@@ -167,6 +191,8 @@ static void handle_welcome(struct agent_conn *c, json_t *msg)
     ms_to_tv(c->heartbeat_ms, &tv);
     evtimer_del(c->heartbeat_timer);
     event_add(c->heartbeat_timer, &tv);
+    if (c->ops.heard)
+        c->ops.heard(c->hello_sent_ms, c->opaque);
     const char *version = json_string_value(json_object_get(msg, "server_version"));
     log_info("server %s: welcome (server %s, heartbeat every %d ms)", c->params.server,
              version ? version : "?", c->heartbeat_ms);
@@ -200,6 +226,8 @@ static void on_message(struct proto_conn *pc, json_t *msg, void *opaque)
         handle_welcome(c, msg);
     else if (strcmp(type, "order") == 0)
         handle_order(c, msg);
+    else if (strcmp(type, "heartbeat") == 0)
+        handle_heartbeat(c, msg);
     else if (strcmp(type, "error") == 0)
         log_error("server %s: %s", c->params.server,
                   json_string_value(json_object_get(msg, "message")) ?: "error without message");

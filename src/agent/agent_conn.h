@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
@@ -21,6 +22,8 @@
  * hello without auth (a server without a key sends no challenge). */
 #define AGENT_CONN_CHALLENGE_WAIT_MS 1000
 #define AGENT_CONN_HEARTBEAT_DEF_MS  1000
+/* Heartbeats whose send time is kept to date the server's echoes. */
+#define AGENT_CONN_HEARTBEAT_RING 64
 
 struct event_base;
 struct agent_conn;
@@ -43,6 +46,11 @@ struct agent_conn_ops {
     void (*order)(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque);
     /* Optional: more hello members (an object, new reference), e.g. `containers`. */
     json_t *(*hello_extra)(void *opaque);
+    /* Optional: the server was in contact at evidence_ms (CLOCK_BOOTTIME ms): a
+     * `welcome` answers the hello sent then, a `heartbeat` echo the heartbeat
+     * of its seq.  Frames read late (the agent was stopped) give no newer
+     * evidence than when their question was sent (docs/fencing.md). */
+    void (*heard)(int64_t evidence_ms, void *opaque);
 };
 
 struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_conn_params *p,

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "agent/agent.h"
+#include "agent/fence_watchdog.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 
@@ -25,6 +26,10 @@ static void usage(FILE *out)
                  "                          they keep running and a restarted agent adopts them\n"
                  "      --test-faults       TESTS ONLY: accept fault-injection order members\n"
                  "                          (corrupt_state_for_test, docs/warm-restart.md)\n"
+                 "      --fence-watchdog DIR --timeout-ms N [--pause MS]\n"
+                 "                          the self-fence watchdog the host role starts by\n"
+                 "                          itself; with --pause: pause the running one for\n"
+                 "                          MS ms (docs/fencing.md)\n"
                  "  -h, --help              this text\n"
                  "  -V, --version           version\n"
                  "\n"
@@ -34,7 +39,14 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_STOP_VMS = 256, OPT_TEST_FAULTS };
+    enum {
+        OPT_STOP_VMS = 256,
+        OPT_TEST_FAULTS,
+        OPT_FENCE_WATCHDOG,
+        OPT_TIMEOUT_MS,
+        OPT_LISTEN_FD,
+        OPT_PAUSE
+    };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"role", required_argument, NULL, 'r'},
@@ -44,6 +56,10 @@ int main(int argc, char **argv)
         {"config-test", no_argument, NULL, 't'},
         {"stop-vms-on-exit", no_argument, NULL, OPT_STOP_VMS},
         {"test-faults", no_argument, NULL, OPT_TEST_FAULTS},
+        {"fence-watchdog", required_argument, NULL, OPT_FENCE_WATCHDOG},
+        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS},
+        {"listen-fd", required_argument, NULL, OPT_LISTEN_FD},
+        {"pause", required_argument, NULL, OPT_PAUSE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -51,6 +67,8 @@ int main(int argc, char **argv)
     struct agent_options opts = {.role = "host"};
     bool config_test = false;
     int level = VCR_LOG_INFO;
+    const char *fence_dir = NULL;
+    int fence_timeout = 0, listen_fd = -1, pause_ms = -1;
     int c;
     while ((c = getopt_long(argc, argv, "c:r:s:n:l:thV", options, NULL)) != -1) {
         switch (c) {
@@ -83,6 +101,18 @@ int main(int argc, char **argv)
         case OPT_TEST_FAULTS:
             opts.test_faults = true;
             break;
+        case OPT_FENCE_WATCHDOG:
+            fence_dir = optarg;
+            break;
+        case OPT_TIMEOUT_MS:
+            fence_timeout = atoi(optarg);
+            break;
+        case OPT_LISTEN_FD:
+            listen_fd = atoi(optarg);
+            break;
+        case OPT_PAUSE:
+            pause_ms = atoi(optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -93,6 +123,11 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (fence_dir) {
+        vcr_log_init("vcr-fence-watchdog", (enum vcr_log_level)level);
+        return pause_ms >= 0 ? fence_watchdog_pause(fence_dir, pause_ms)
+                             : fence_watchdog_main(fence_dir, fence_timeout, listen_fd);
     }
     bool flags_config = opts.server && opts.name && !config_test;
     if (optind < argc || (opts.config_path == NULL && !flags_config)) {

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "common/err.h"
 #include "config/agent_config.h"
@@ -48,6 +49,9 @@ struct agent_role_ops {
      * each sample (standby: `containers`, `vm_load`). */
     json_t *(*hello_extra)(struct agent *a);
     json_t *(*sample_extra)(struct agent *a);
+    /* Optional: the server was in contact at evidence_ms (CLOCK_BOOTTIME ms;
+     * agent_conn_ops.heard): host feeds its fence watchdog (docs/fencing.md). */
+    void (*server_heard)(struct agent *a, int64_t evidence_ms);
 };
 
 extern const struct agent_role_ops host_role_ops;

@@ -7,6 +7,7 @@
 
 #include "agent/accel.h"
 #include "agent/agent_role.h"
+#include "agent/host_fence.h"
 #include "agent/host_reboot.h"
 #include "agent/host_vm.h"
 #include "common/cleanup.h"
@@ -27,6 +28,8 @@ struct host_role {
     struct pending_order *pending;
     size_t n_vms;
     bool stopping_all; /* leave(stop): waiting for every QEMU to end */
+    /* Self-fencing (docs/fencing.md). */
+    struct host_fence *fence;
 };
 
 static struct host_role *role_of(struct agent *a)
@@ -90,6 +93,8 @@ static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
         json_object_set_new(body, "pid", json_integer(host_vm_pid(vm)));
     if (body && host_vm_has_process(vm) && host_vm_qemu(vm))
         json_object_set_new(body, "qemu", json_string(host_vm_qemu(vm)));
+    host_fence_patch(r->fence, host_vm_name(vm), body);
+    host_fence_sync(r->fence, r->vms, r->n_vms);
     agent_report_event(r->agent, body);
     size_t i = vm_index(r, vm);
     if (i < r->n_vms)
@@ -111,6 +116,12 @@ static void start_vms(struct host_role *r)
         r->vms[r->n_vms++] = vm;
         if (host_vm_adopt(vm) || host_vm_found_ended(vm))
             continue;
+        if (host_fence_blocks_autostart(r->fence, cfg->vms[i].name)) {
+            log_warn("VM %s: not autostarted: it was self-fenced (%s/fenced.json); only a "
+                     "vm_start order brings it back",
+                     cfg->vms[i].name, cfg->state_dir);
+            continue;
+        }
         if (!cfg->vms[i].autostart) {
             log_info("VM %s: not started (autostart: false)", cfg->vms[i].name);
             continue;
@@ -132,6 +143,7 @@ static void on_accel(const struct accel_choice *choice, void *opaque)
         return;
     }
     start_vms(r);
+    host_fence_sync(r->fence, r->vms, r->n_vms);
     agent_role_ready(r->agent, r->accel);
 }
 
@@ -155,6 +167,9 @@ static int host_init(struct agent *a, vcr_error_t *err)
         .accel = r->accel,
     };
     a->role_data = r;
+    r->fence = host_fence_new(a->base, a->cfg->state_dir, a->cfg->fence_timeout_ms, NULL, err);
+    if (r->fence == NULL)
+        return -1;
     r->probe = accel_resolve(a->base, a->cfg, on_accel, r, err);
     return r->probe ? 0 : -1;
 }
@@ -163,8 +178,11 @@ static json_t *host_vm_list(struct agent *a)
 {
     struct host_role *r = role_of(a);
     json_t *list = json_array();
-    for (size_t i = 0; list && i < r->n_vms; i++)
-        json_array_append_new(list, host_vm_json(r->vms[i]));
+    for (size_t i = 0; list && i < r->n_vms; i++) {
+        json_t *vm = host_vm_json(r->vms[i]);
+        host_fence_patch(r->fence, host_vm_name(r->vms[i]), vm);
+        json_array_append_new(list, vm);
+    }
     return list;
 }
 
@@ -288,12 +306,21 @@ static void host_leave(struct agent *a, bool stop)
     }
 }
 
+static void host_server_heard(struct agent *a, int64_t evidence_ms)
+{
+    struct host_role *r = role_of(a);
+    if (r)
+        host_fence_feed(r->fence, evidence_ms);
+}
+
 static void host_fini(struct agent *a)
 {
     struct host_role *r = role_of(a);
     if (r == NULL)
         return;
     accel_probe_free(r->probe);
+    host_fence_sync(r->fence, r->vms, r->n_vms);
+    host_fence_free(r->fence);
     for (size_t i = 0; i < r->n_vms; i++) {
         json_decref(r->pending[i].id);
         host_vm_free(r->vms[i]);
@@ -312,4 +339,5 @@ const struct agent_role_ops host_role_ops = {
     .order = host_order,
     .leave = host_leave,
     .fini = host_fini,
+    .server_heard = host_server_heard,
 };

@@ -26,6 +26,7 @@ struct raw_agent {
     char *sample_interval_ms;
     struct raw_probe *probe;
     char *agent_key_file;
+    char *fence_timeout_ms;
     struct raw_vm *vms;
     unsigned vms_count;
 };
@@ -56,6 +57,7 @@ static const cyaml_schema_field_t agent_fields[] = {
     CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
                             probe, probe_fields),
     OPTIONAL_STRING(agent_key_file),
+    OPTIONAL_STRING(fence_timeout_ms),
     /* POINTER_NULL: a bare "vms:" (no entries) is an empty list, not an error. */
     CYAML_FIELD_SEQUENCE("vms", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_agent,
                          vms, &vm_spec_raw_schema, 0, VCR_VMS_MAX),
@@ -182,6 +184,23 @@ static void check_unique(struct config_report *r, const struct vcr_agent_config 
         }
 }
 
+/* fence_timeout_ms: 0 (off) or VCR_FENCE_TIMEOUT_MS_MIN..MAX. */
+static void check_fence_timeout(struct config_report *r, const char *text, uint32_t *out)
+{
+    const char *p = text;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    long long v = *p == '\0' && p != text && p - text < 12 ? strtoll(text, NULL, 10) : -1;
+    if (v >= VCR_FENCE_TIMEOUT_MS_MIN && v <= VCR_FENCE_TIMEOUT_MS_MAX) {
+        *out = (uint32_t)v;
+        return;
+    }
+    config_report_add(r, "fence_timeout_ms",
+                      "`%s` is not valid; allowed: 0 (self-fencing off) or an integer " XSTR(
+                          VCR_FENCE_TIMEOUT_MS_MIN) ".." XSTR(VCR_FENCE_TIMEOUT_MS_MAX),
+                      text);
+}
+
 static void convert(const struct raw_agent *raw, const char *base_dir, struct config_report *r,
                     struct vcr_agent_config *cfg)
 {
@@ -224,6 +243,11 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     if (raw->agent_key_file)
         config_check_file(r, "agent_key_file", raw->agent_key_file, base_dir, false,
                           &cfg->agent_key_file);
+    cfg->fence_timeout_ms = VCR_FENCE_TIMEOUT_MS_DEF;
+    if (raw->fence_timeout_ms && strcmp(raw->fence_timeout_ms, "0") == 0)
+        cfg->fence_timeout_ms = 0;
+    else if (raw->fence_timeout_ms)
+        check_fence_timeout(r, raw->fence_timeout_ms, &cfg->fence_timeout_ms);
 
     cfg->vms = calloc(raw->vms_count ? raw->vms_count : 1, sizeof(*cfg->vms));
     if (cfg->vms == NULL) {

@@ -19,6 +19,11 @@
 #define VCR_QEMU_DEF               "/usr/bin/qemu-system-x86_64"
 #define VCR_VMS_MAX                256
 
+/* Self-fencing (docs/fencing.md): 0 turns it off. */
+#define VCR_FENCE_TIMEOUT_MS_MIN 1000
+#define VCR_FENCE_TIMEOUT_MS_MAX 600000
+#define VCR_FENCE_TIMEOUT_MS_DEF 10000
+
 enum vcr_accel_mode {
     VCR_ACCEL_AUTO,
     VCR_ACCEL_KVM,
@@ -40,6 +45,8 @@ struct vcr_agent_config {
     char *probe_initrd;
     uint32_t probe_deadline_ms;
     char *agent_key_file; /* NULL when not configured */
+    /* Kill this host's VMs after this long without server contact; 0: off. */
+    uint32_t fence_timeout_ms;
     struct vcr_vm_spec *vms;
     size_t n_vms;
 };

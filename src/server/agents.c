@@ -275,9 +275,18 @@ static void on_hello(struct session *s, json_t *msg)
 
 static void on_heartbeat(struct session *s, json_t *msg)
 {
-    (void)s;
-    (void)msg;
-    /* Being a frame is all it has to be: session_message marked the host seen. */
+    /* Being a frame is all it has to be: session_message marked the host seen.
+     * The echo is the agent's proof of contact for its fence watchdog
+     * (docs/fencing.md): without it a connected agent would fence itself. */
+    json_t *seq = json_object_get(msg, "seq");
+    if (!json_is_integer(seq))
+        return;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *echo = proto_msg_new(
+        "heartbeat", json_pack("{s:O, s:I}", "seq", seq, "ts_ms", (json_int_t)vcr_wall_ms()));
+    if (echo == NULL || proto_conn_send(s->conn, echo, &err) < 0)
+        log_debug("host %s: heartbeat echo not sent: %s", s->host ? s->host : "?",
+                  err ? vcr_error_msg(err) : "out of memory");
 }
 
 static void on_vm_event(struct session *s, json_t *msg)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -19,6 +20,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +30,7 @@
 
 #include "agent/accel.h"
 #include "agent/agent_conn.h"
+#include "agent/fence_watchdog.h"
 #include "agent/host_sampler.h"
 #include "agent/host_vm.h"
 #include "agent/proc.h"
@@ -995,6 +999,185 @@ static void test_real_qemu_bad_kernel_fails_with_reason(void **state)
     vm_test_fini(&t);
 }
 
+/* --- self-fencing (docs/fencing.md) --- */
+
+struct kill_log {
+    int n;
+    pid_t pids[8];
+};
+
+static void record_kill(const struct fence_wd_vm *vm, void *opaque)
+{
+    struct kill_log *k = opaque;
+    if (k->n < 8)
+        k->pids[k->n++] = vm->pid;
+}
+
+/* The watchdog's decision, on an explicit clock: no sleeping. */
+static void test_fence_wd_decisions(void **state)
+{
+    (void)state;
+    struct fence_wd *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    struct kill_log k = {0};
+    char reply[256];
+    fence_wd_init(w, 1000, 5000);
+    assert_int_equal(
+        fence_wd_handle_line(w, "vms web1=4242 web2=4343", 5000, false, reply, sizeof(reply), NULL),
+        0);
+    assert_int_equal(w->n_vms, 2);
+    /* Fed: no kill before the timeout counted from the last contact. */
+    assert_int_equal(fence_wd_handle_line(w, "feed 5600", 5700, false, reply, sizeof(reply), NULL),
+                     0);
+    assert_int_equal(fence_wd_check(w, 6599, record_kill, &k), -1);
+    assert_int_equal(k.n, 0);
+    /* Evidence from the future is clamped to now; older evidence changes nothing. */
+    fence_wd_feed(w, 99999, 6000);
+    assert_int_equal(fence_wd_deadline(w), 7000);
+    fence_wd_feed(w, 5800, 6100);
+    assert_int_equal(fence_wd_deadline(w), 7000);
+    /* The pid list is replaced: only web3 is listed now. */
+    assert_int_equal(
+        fence_wd_handle_line(w, "vms web3=5151", 6200, false, reply, sizeof(reply), NULL), 0);
+    /* Silence: at the deadline the listed VMs are killed, once. */
+    assert_int_equal(fence_wd_check(w, 7000, record_kill, &k), 1);
+    assert_int_equal(k.n, 1);
+    assert_int_equal(k.pids[0], 5151);
+    assert_true(w->fired);
+    assert_int_equal(w->n_vms, 0);
+    assert_int_equal(fence_wd_check(w, 7100, record_kill, &k), 0);
+    assert_int_equal(k.n, 1);
+    /* A new feed re-arms it; a VM listed later is protected until the new deadline. */
+    fence_wd_feed(w, 7200, 7200);
+    assert_false(w->fired);
+    assert_int_equal(fence_wd_set_vms(w, "web1=6000", false, NULL), 0);
+    assert_int_equal(fence_wd_check(w, 8199, record_kill, &k), -1);
+    /* A pause holds the kill off until its end, and no longer. */
+    assert_int_equal(fence_wd_handle_line(w, "pause 3000", 8000, false, reply, sizeof(reply), NULL),
+                     0);
+    assert_string_equal(reply, "ok\n");
+    assert_int_equal(fence_wd_check(w, 10999, record_kill, &k), -1);
+    assert_int_equal(fence_wd_check(w, 11000, record_kill, &k), 1);
+    assert_int_equal(k.pids[1], 6000);
+    /* status, a new timeout, and bad lines (named, with what is allowed). */
+    assert_int_equal(
+        fence_wd_handle_line(w, "timeout 2000", 11000, false, reply, sizeof(reply), NULL), 0);
+    assert_int_equal(w->timeout_ms, 2000);
+    assert_int_equal(fence_wd_handle_line(w, "status", 11000, false, reply, sizeof(reply), NULL),
+                     0);
+    assert_non_null(strstr(reply, "\"fired\": true"));
+    static const char *const bad[] = {"timeout 10", "pause 700000",    "feed x", "vms web1",
+                                      "vms web1=1", "vms bad/name=77", "bark"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cleanup_error vcr_error_t err = NULL;
+        assert_int_equal(fence_wd_handle_line(w, bad[i], 11000, false, reply, sizeof(reply), &err),
+                         -1);
+        assert_non_null(vcr_error_msg(err));
+    }
+    assert_int_equal(fence_wd_set_vms(w, "a=100 b=200", false, NULL), 0);
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(fence_wd_set_vms(w, "a=100 c=x", false, &err), -1);
+    assert_int_equal(w->n_vms, 2); /* unchanged by a bad list */
+    fence_wd_clear(w);
+    free(w);
+}
+
+static int wd_connect(const char *dir)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, FENCE_WD_SOCKET);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+static void wd_say(int fd, const char *fmt, ...)
+{
+    char line[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    assert_int_equal(send(fd, line, (size_t)n, MSG_NOSIGNAL), n);
+}
+
+/* Whether pidfd becomes readable (the process ended) within ms. */
+static bool ended_within(int pidfd, int ms)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    int64_t deadline = vcr_mono_ms() + ms;
+    for (;;) {
+        int left = (int)(deadline - vcr_mono_ms());
+        int r = poll(&p, 1, left > 0 ? left : 0);
+        if (r == 1)
+            return true;
+        if (r == 0 || (r < 0 && errno != EINTR))
+            return false;
+    }
+}
+
+/* The real process: a watchdog with a 500 ms timeout fences a `sleep 60`
+ * once it is no longer fed, and writes fenced.json. */
+static void test_fence_watchdog_kills_when_not_fed(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    pid_t sleeper = fork();
+    assert_true(sleeper >= 0);
+    if (sleeper == 0) {
+        execlp("sleep", "sleep", "60", (char *)NULL);
+        _exit(127);
+    }
+    int sleeper_fd = (int)syscall(SYS_pidfd_open, sleeper, 0);
+    assert_true(sleeper_fd >= 0);
+    int lfd = fence_wd_listen(dir, NULL);
+    assert_true(lfd >= 0);
+    pid_t wd = fork();
+    assert_true(wd >= 0);
+    if (wd == 0)
+        _exit(fence_watchdog_main(dir, 500, lfd));
+    close(lfd);
+    int fd = wd_connect(dir);
+    wd_say(fd, "vms sleeper=%d\n", (int)sleeper);
+    /* Fed twice 300 ms apart: alive 600 ms after the first feed. */
+    wd_say(fd, "feed %lld\n", (long long)fence_wd_now_ms());
+    assert_false(ended_within(sleeper_fd, 300));
+    wd_say(fd, "feed %lld\n", (long long)fence_wd_now_ms());
+    int64_t last_feed = vcr_mono_ms();
+    assert_false(ended_within(sleeper_fd, 300));
+    /* Silence: killed about 500 ms after the last feed. */
+    assert_true(ended_within(sleeper_fd, 5000));
+    int64_t fenced_after = vcr_mono_ms() - last_feed;
+    print_message("sleep killed %lld ms after the last feed (timeout 500 ms)\n",
+                  (long long)fenced_after);
+    assert_true(fenced_after >= 450 && fenced_after < 3000);
+    int st = 0;
+    assert_int_equal(waitpid(sleeper, &st, 0), sleeper);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    close(sleeper_fd);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, FENCE_WD_FENCED_FILE);
+    cleanup_json json_t *doc = json_load_file(path, 0, NULL);
+    assert_non_null(doc);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(doc, "pids"), 0)), sleeper);
+    assert_non_null(strstr(json_string_value(json_object_get(doc, "reason")), "no server contact"));
+    assert_true(json_integer_value(json_object_get(doc, "ts_ms")) > 0);
+    /* Its agent gone and nothing left to fence, the watchdog exits. */
+    close(fd);
+    int wd_fd = (int)syscall(SYS_pidfd_open, wd, 0);
+    assert_true(wd_fd >= 0);
+    assert_true(ended_within(wd_fd, 5000));
+    close(wd_fd);
+    assert_int_equal(waitpid(wd, &st, 0), wd);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/%s", dir, FENCE_WD_SOCKET);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     vcr_log_init("test_agent", getenv("VCR_TEST_DEBUG") ? VCR_LOG_DEBUG : VCR_LOG_ERROR);
@@ -1019,6 +1202,8 @@ int main(void)
         cmocka_unit_test(test_real_qemu_death_without_agent_is_not_restarted),
         cmocka_unit_test(test_qmp_never_ready_fails_the_start),
         cmocka_unit_test(test_real_qemu_bad_kernel_fails_with_reason),
+        cmocka_unit_test(test_fence_wd_decisions),
+        cmocka_unit_test(test_fence_watchdog_kills_when_not_fed),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);
 }

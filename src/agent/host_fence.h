@@ -1,0 +1,37 @@
+/* The host role's side of self-fencing (docs/fencing.md): starts the fence
+ * watchdog (fence_watchdog.h) or re-attaches to the one an earlier agent
+ * left, feeds it each time the server is heard from, keeps its list of QEMU
+ * processes current, and tells the server which VM deaths were self-fences. */
+#ifndef VCR_AGENT_HOST_FENCE_H
+#define VCR_AGENT_HOST_FENCE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct event_base;
+struct host_vm;
+struct host_fence;
+
+/* timeout_ms 0: self-fencing off (a watchdog left by an earlier agent is told
+ * it has nothing to fence, so it exits).  exe: the vcr-agent binary to run as
+ * the watchdog (NULL: /proc/self/exe). */
+struct host_fence *host_fence_new(struct event_base *base, const char *state_dir,
+                                  uint32_t timeout_ms, const char *exe, vcr_error_t *err);
+/* Contact with the server at evidence_ms (fence_wd_now_ms() clock). */
+void host_fence_feed(struct host_fence *f, int64_t evidence_ms);
+/* The VMs' current QEMU processes: sent to the watchdog when they changed. */
+void host_fence_sync(struct host_fence *f, struct host_vm *const *vms, size_t n);
+/* obj: a `vm` object or vm_event body ({state, pid?, cause}) of VM name.  If the
+ * watchdog killed that QEMU, cause becomes `self-fenced: no server contact for
+ * N ms (<cause>)`. */
+void host_fence_patch(struct host_fence *f, const char *name, json_t *obj);
+/* Whether VM name was self-fenced and has not run since: it is not autostarted. */
+bool host_fence_blocks_autostart(struct host_fence *f, const char *name);
+/* Closes the connection; the watchdog keeps counting (docs/fencing.md). */
+void host_fence_free(struct host_fence *f);
+
+#endif
