@@ -175,11 +175,19 @@ static void conn_heard(int64_t evidence_ms, void *opaque)
         a->role->server_heard(a, evidence_ms);
 }
 
+static void conn_fence_limit(uint32_t fence_after_ms, void *opaque)
+{
+    struct agent *a = opaque;
+    if (a->role->server_fence_limit)
+        a->role->server_fence_limit(a, fence_after_ms);
+}
+
 static const struct agent_conn_ops conn_ops = {
     .vm_list = conn_vm_list,
     .order = conn_order,
     .hello_extra = conn_hello_extra,
     .heard = conn_heard,
+    .fence_limit = conn_fence_limit,
 };
 
 static void on_sample_tick(evutil_socket_t fd, short what, void *arg)

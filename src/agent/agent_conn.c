@@ -191,6 +191,9 @@ static void handle_welcome(struct agent_conn *c, json_t *msg)
     ms_to_tv(c->heartbeat_ms, &tv);
     evtimer_del(c->heartbeat_timer);
     event_add(c->heartbeat_timer, &tv);
+    json_int_t fence_after = json_integer_value(json_object_get(msg, "fence_after_ms"));
+    if (c->ops.fence_limit && fence_after > 0 && fence_after <= UINT32_MAX)
+        c->ops.fence_limit((uint32_t)fence_after, c->opaque);
     if (c->ops.heard)
         c->ops.heard(c->hello_sent_ms, c->opaque);
     const char *version = json_string_value(json_object_get(msg, "server_version"));

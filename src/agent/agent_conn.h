@@ -51,6 +51,9 @@ struct agent_conn_ops {
      * of its seq.  Frames read late (the agent was stopped) give no newer
      * evidence than when their question was sent (docs/fencing.md). */
     void (*heard)(int64_t evidence_ms, void *opaque);
+    /* Optional: welcome's fence_after_ms, the latest the server can wait for a
+     * self-fence after the last contact. */
+    void (*fence_limit)(uint32_t fence_after_ms, void *opaque);
 };
 
 struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_conn_params *p,

@@ -52,6 +52,8 @@ struct agent_role_ops {
     /* Optional: the server was in contact at evidence_ms (CLOCK_BOOTTIME ms;
      * agent_conn_ops.heard): host feeds its fence watchdog (docs/fencing.md). */
     void (*server_heard)(struct agent *a, int64_t evidence_ms);
+    /* Optional: the server's welcome.fence_after_ms (docs/fencing.md). */
+    void (*server_fence_limit)(struct agent *a, uint32_t fence_after_ms);
 };
 
 extern const struct agent_role_ops host_role_ops;

@@ -221,6 +221,29 @@ struct host_fence *host_fence_new(struct event_base *base, const char *state_dir
     return f;
 }
 
+uint32_t host_fence_effective_timeout(uint32_t configured_ms, uint32_t fence_after_ms)
+{
+    if (configured_ms == 0 || fence_after_ms == 0 || fence_after_ms >= configured_ms)
+        return configured_ms;
+    return fence_after_ms < FENCE_WD_TIMEOUT_MIN ? FENCE_WD_TIMEOUT_MIN : fence_after_ms;
+}
+
+void host_fence_limit(struct host_fence *f, uint32_t fence_after_ms)
+{
+    if (f == NULL)
+        return;
+    uint32_t t = host_fence_effective_timeout(f->timeout_ms, fence_after_ms);
+    if (t == f->timeout_ms)
+        return;
+    log_warn("fence_timeout_ms %u is longer than the server waits (%u ms after the last "
+             "contact): self-fencing after %u ms",
+             f->timeout_ms, fence_after_ms, t);
+    f->timeout_ms = t;
+    char line[64];
+    snprintf(line, sizeof(line), "timeout %u\n", t);
+    fence_send(f, line);
+}
+
 void host_fence_feed(struct host_fence *f, int64_t evidence_ms)
 {
     if (f == NULL || f->timeout_ms == 0 || evidence_ms <= f->last_feed)

@@ -21,6 +21,12 @@ struct host_fence;
  * the watchdog (NULL: /proc/self/exe). */
 struct host_fence *host_fence_new(struct event_base *base, const char *state_dir,
                                   uint32_t timeout_ms, const char *exe, vcr_error_t *err);
+/* The server waits fence_after_ms after the last contact before it switches
+ * services away: the watchdog's timeout is lowered to that when the configured
+ * fence_timeout_ms is longer (never raised, never turned on when off). */
+void host_fence_limit(struct host_fence *f, uint32_t fence_after_ms);
+/* The timeout the watchdog should use: configured, capped by the server's limit. */
+uint32_t host_fence_effective_timeout(uint32_t configured_ms, uint32_t fence_after_ms);
 /* Contact with the server at evidence_ms (fence_wd_now_ms() clock). */
 void host_fence_feed(struct host_fence *f, int64_t evidence_ms);
 /* The VMs' current QEMU processes: sent to the watchdog when they changed. */

@@ -313,6 +313,13 @@ static void host_server_heard(struct agent *a, int64_t evidence_ms)
         host_fence_feed(r->fence, evidence_ms);
 }
 
+static void host_server_fence_limit(struct agent *a, uint32_t fence_after_ms)
+{
+    struct host_role *r = role_of(a);
+    if (r)
+        host_fence_limit(r->fence, fence_after_ms);
+}
+
 static void host_fini(struct agent *a)
 {
     struct host_role *r = role_of(a);
@@ -340,4 +347,5 @@ const struct agent_role_ops host_role_ops = {
     .leave = host_leave,
     .fini = host_fini,
     .server_heard = host_server_heard,
+    .server_fence_limit = host_server_fence_limit,
 };

@@ -266,11 +266,24 @@ static void on_hello(struct session *s, json_t *msg)
     }
     log_info("host %s: hello from %s (role %s, accel %s, agent %s, %zu VMs)%s", h->name, peer,
              h->role, h->accel, h->agent_version, h->n_vms, came_up ? ": host up" : "");
-    cleanup_json json_t *welcome = proto_msg_new(
-        "welcome", json_pack("{s:I, s:s}", "heartbeat_ms", (json_int_t)a->opts.heartbeat_ms,
-                             "server_version", VCR_VERSION));
+    cleanup_json json_t *welcome =
+        proto_msg_new("welcome", json_pack("{s:I, s:I, s:s}", "heartbeat_ms",
+                                           (json_int_t)a->opts.heartbeat_ms, "fence_after_ms",
+                                           (json_int_t)agents_fence_after_ms(
+                                               a->opts.host_timeout_ms, a->opts.fence_timeout_ms),
+                                           "server_version", VCR_VERSION));
     if (welcome == NULL || proto_conn_send(s->conn, welcome, &err) < 0)
         session_reject(s, "cannot send welcome: %s", vcr_error_msg(err));
+}
+
+uint32_t agents_fence_after_ms(uint32_t host_timeout_ms, uint32_t fence_timeout_ms)
+{
+    /* The server switches host_timeout + fence_timeout after the agent's last
+     * frame; the agent must have killed its VMs before that, with room for the
+     * kill itself and for timer slack on both sides. */
+    uint32_t total = host_timeout_ms + fence_timeout_ms;
+    uint32_t margin = total / 4 < 1000 ? total / 4 : 1000;
+    return total - margin;
 }
 
 static void on_heartbeat(struct session *s, json_t *msg)

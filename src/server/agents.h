@@ -16,11 +16,16 @@ struct journal;
 struct agents;
 
 struct agents_options {
-    uint32_t heartbeat_ms;    /* announced in welcome */
-    uint32_t host_timeout_ms; /* silence after which a host is lost */
-    const char *key;          /* borrowed for the life of agents; NULL: no challenge */
+    uint32_t heartbeat_ms;     /* announced in welcome */
+    uint32_t host_timeout_ms;  /* silence after which a host is lost */
+    uint32_t fence_timeout_ms; /* wait after host_lost before switching (docs/fencing.md) */
+    const char *key;           /* borrowed for the life of agents; NULL: no challenge */
     size_t key_len;
 };
+
+/* The latest an agent may self-fence after its last contact so that its VMs
+ * are dead before the server switches their services (welcome.fence_after_ms). */
+uint32_t agents_fence_after_ms(uint32_t host_timeout_ms, uint32_t fence_timeout_ms);
 
 /* How often silence is checked: a host is declared lost at most this late. */
 #define AGENTS_TICK_MS 100

@@ -53,6 +53,7 @@ struct server *server_new(struct event_base *base, const struct server_config *c
     struct agents_options agent_opts = {
         .heartbeat_ms = cfg->heartbeat_ms,
         .host_timeout_ms = cfg->host_timeout_ms,
+        .fence_timeout_ms = cfg->fence_timeout_ms,
         .key = cfg->agent_key,
         .key_len = cfg->agent_key_len,
     };

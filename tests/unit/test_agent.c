@@ -31,6 +31,7 @@
 #include "agent/accel.h"
 #include "agent/agent_conn.h"
 #include "agent/fence_watchdog.h"
+#include "agent/host_fence.h"
 #include "agent/host_sampler.h"
 #include "agent/host_vm.h"
 #include "agent/proc.h"
@@ -1014,6 +1015,18 @@ static void record_kill(const struct fence_wd_vm *vm, void *opaque)
 }
 
 /* The watchdog's decision, on an explicit clock: no sleeping. */
+static void test_fence_timeout_capped_by_server(void **state)
+{
+    (void)state;
+    /* The server switches fence_after_ms after the last contact: the watchdog
+     * must not wait longer; a shorter configured timeout stays; off stays off. */
+    assert_int_equal(host_fence_effective_timeout(10000, 8000), 8000);
+    assert_int_equal(host_fence_effective_timeout(5000, 8000), 5000);
+    assert_int_equal(host_fence_effective_timeout(0, 8000), 0);
+    assert_int_equal(host_fence_effective_timeout(10000, 0), 10000);
+    assert_int_equal(host_fence_effective_timeout(10000, 10), FENCE_WD_TIMEOUT_MIN);
+}
+
 static void test_fence_wd_decisions(void **state)
 {
     (void)state;
@@ -1203,6 +1216,7 @@ int main(void)
         cmocka_unit_test(test_qmp_never_ready_fails_the_start),
         cmocka_unit_test(test_real_qemu_bad_kernel_fails_with_reason),
         cmocka_unit_test(test_fence_wd_decisions),
+        cmocka_unit_test(test_fence_timeout_capped_by_server),
         cmocka_unit_test(test_fence_watchdog_kills_when_not_fed),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);

@@ -814,6 +814,16 @@ static bool db1_crashed_and_journaled(void *arg)
     return ok;
 }
 
+static void test_fence_after_leaves_a_margin(void **state)
+{
+    (void)state;
+    /* The agent self-fences before host_timeout + fence_timeout: 1 s early at most,
+     * a quarter early for short timeouts. */
+    assert_int_equal(agents_fence_after_ms(3500, 5500), 8000);
+    assert_int_equal(agents_fence_after_ms(1500, 2100), 2700);
+    assert_int_equal(agents_fence_after_ms(200, 200), 300);
+}
+
 static void test_e2e_hello_and_vm_event(void **state)
 {
     (void)state;
@@ -826,6 +836,9 @@ static void test_e2e_hello_and_vm_event(void **state)
     assert_non_null(welcome);
     assert_int_equal(json_integer_value(json_object_get(welcome, "heartbeat_ms")), 250);
     assert_string_equal(json_string_value(json_object_get(welcome, "server_version")), VCR_VERSION);
+    /* Defaults for heartbeat 250: host timeout 1250, fence timeout 1750; the agent
+     * must have fenced a quarter of those 3 s before the server switches. */
+    assert_int_equal(json_integer_value(json_object_get(welcome, "fence_after_ms")), 2250);
     assert_null(agent_got(&h.agent, "challenge"));
 
     /* The agent's clock says when it saw the crash; the server adds when it heard. */
@@ -1188,6 +1201,7 @@ int main(void)
         cmocka_unit_test(test_inventory_hello_invalid),
         cmocka_unit_test(test_inventory_vm_event_and_sample),
         cmocka_unit_test(test_inventory_heartbeat_timeout),
+        cmocka_unit_test(test_fence_after_leaves_a_margin),
         cmocka_unit_test(test_inventory_warm_restart_deadline),
         cmocka_unit_test(test_e2e_hello_and_vm_event),
         cmocka_unit_test(test_e2e_message_before_hello_rejected),
