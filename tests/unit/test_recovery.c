@@ -321,6 +321,8 @@ struct fake_agent {
     json_t *hello;
     bool closed;
     bool heartbeat;
+    bool hold_orders; /* no reply until agent_release (an agent busy in liblxc) */
+    json_t *held;     /* the id of the order held */
 };
 
 static void agent_send(struct fake_agent *a, json_t *msg)
@@ -336,7 +338,10 @@ static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
     struct fake_agent *a = opaque;
     (void)c;
     json_array_append(a->received, msg);
-    if (strcmp(proto_msg_type(msg), "order") == 0)
+    if (strcmp(proto_msg_type(msg), "order") == 0 && a->hold_orders) {
+        json_decref(a->held);
+        a->held = json_incref(json_object_get(msg, "id"));
+    } else if (strcmp(proto_msg_type(msg), "order") == 0)
         agent_send(a, proto_msg_new("reply", json_pack("{s:O, s:b}", "id",
                                                        json_object_get(msg, "id"), "ok", 1)));
 }
@@ -742,6 +747,25 @@ static bool never(struct harness *h)
     return false;
 }
 
+/* A standby agent says nothing while liblxc creates and starts a container (seconds
+ * in a TCG guest): longer than host_timeout_ms, it is busy with our order, not lost. */
+static void test_standby_busy_with_an_order_is_not_lost(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    h.sb1.hold_orders = true;
+    vm_crashed(&h);
+    assert_false(run_until_ms(&h, never, 4500)); /* host_timeout_ms 3500, no heartbeats */
+    assert_non_null(h.sb1.held);
+    assert_true(state_is(&h, "recovering"));
+    agent_send(&h.sb1, proto_msg_new("reply", json_pack("{s:O, s:b}", "id", h.sb1.held, "ok", 1)));
+    json_decref(h.sb1.held);
+    h.sb1.held = NULL;
+    assert_true(run_until_ms(&h, recovered, 10000));
+    harness_stop(&h);
+}
+
 static void test_service_probe_failure_then_failback(void **state)
 {
     (void)state;
@@ -810,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_restart_mid_recovery_resumes),
         cmocka_unit_test(test_service_probe_failure_then_failback),
         cmocka_unit_test(test_probe_waits_for_the_first_answer),
+        cmocka_unit_test(test_standby_busy_with_an_order_is_not_lost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
