@@ -459,6 +459,18 @@ def one_run(cl, mode, run, work):
             cold.start()
             cl.cold_vm = cold
         end = ev.wait(is_phase(s["svc"], phases=("client_confirmed", "failed")), 300, seen)
+        d = detail(end)
+        if (mode == "cold-vm" and d.get("phase") == "failed" and d.get("after") ==
+                "container_ready" and "not open within" in (d.get("error") or "")):
+            # The engine's port step gives up after 60 s; a cold VM booting under TCG on a
+            # loaded machine can take longer.  `vcr failover` resumes after the last phase
+            # (the port step again); the client's total still runs from the kill.
+            NOTES.append(f"cold-vm run {run}: the guest boot outlasted the engine's 60 s port "
+                         "deadline; `vcr failover cv` resumed the port step")
+            r = cl.vcr.run("failover", s["svc"])
+            if r.returncode != 0:
+                raise RuntimeError(f"vcr failover {s['svc']}: {r.stderr.strip()}")
+            end = ev.wait(is_phase(s["svc"], phases=("client_confirmed", "failed")), 300, seen)
         if detail(end).get("phase") == "failed":
             raise RuntimeError(f"recovery failed: {json.dumps(detail(end))}")
         res = client.result(120)
@@ -714,7 +726,6 @@ def plot(med):
     tmp = tempfile.mkdtemp(prefix="vcr-plot-")
     dat = os.path.join(tmp, "r.dat")
     with open(dat, "w") as f:
-        f.write("mode detect fence ready dns client\n")
         for m in MODES:
             d = med.get(m)
             if d:
@@ -723,23 +734,31 @@ def plot(med):
                 f.write(f"\"{m}\" {d['detect_ms'] / 1000:.3f} {d['fence_ms'] / 1000:.3f} "
                         f"{d['ready_ms'] / 1000:.3f} {d['dns_ms'] / 1000:.3f} "
                         f"{client / 1000:.3f}\n")
+    bars = (f"plot '{dat}' using 2:xtic(1) title 'detect' lc rgb '#7570b3', "
+            "'' using 3 title 'fence' lc rgb '#e7298a', "
+            "'' using 4 title 'ready (container/VM + port)' lc rgb '#d95f02', "
+            "'' using 5 title 'DNS update' lc rgb '#1b9e77', "
+            "'' using 6 title 'client sees it' lc rgb '#666666'")
     script = f"""
-set terminal pngcairo size 900,560 font 'sans,11'
+set terminal pngcairo size 1100,560 font 'sans,10'
 set output '{os.path.join(RESULTS, 'recovery.png')}'
-set title 'Client-visible recovery time by phase (TCG, medians)'
-set ylabel 'time from kill -9 (s)'
 set style data histograms
 set style histogram rowstacked
 set style fill solid 0.85 border -1
 set boxwidth 0.6
 set grid ytics
-set key outside right top
+set xtics rotate by -20
+set multiplot layout 1,2 title 'Client-visible recovery time by phase, from kill -9 (TCG, medians)'
+set title 'all modes'
+set ylabel 'seconds'
+set key top left
 set yrange [0:*]
-plot '{dat}' using 2:xtic(1) title 'detect' lc rgb '#7570b3', \\
-     '' using 3 title 'fence' lc rgb '#e7298a', \\
-     '' using 4 title 'ready (container/VM + port)' lc rgb '#d95f02', \\
-     '' using 5 title 'DNS update' lc rgb '#1b9e77', \\
-     '' using 6 title 'client sees it' lc rgb '#666666'
+{bars}
+set title 'zoom: 0-4 s'
+set yrange [0:4]
+unset key
+{bars}
+unset multiplot
 """
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
     shutil.rmtree(tmp, ignore_errors=True)
