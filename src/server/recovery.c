@@ -814,6 +814,23 @@ json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *er
 
 /* --- the tick --- */
 
+/* A primary that died while nobody listened (the server was down, its vm_event
+ * went to a closed connection) is found dead in its agent's hello. */
+static void resync_primary(struct svc *s)
+{
+    struct inv_host *h = NULL;
+    struct inv_vm *vm = inventory_find_vm(s->rc->inv, s->cfg->primary.vm, &h);
+    if (vm == NULL || h == NULL || h->state != INV_HOST_CONNECTED ||
+        strcmp(h->name, s->cfg->primary.host) != 0)
+        return;
+    if (vm->state != INV_VM_CRASHED && vm->state != INV_VM_PANICKED && vm->state != INV_VM_SHUTDOWN)
+        return;
+    char why[200];
+    snprintf(why, sizeof(why), "VM %s %s (reported by its agent's hello: %s)", s->cfg->primary.vm,
+             inv_vm_state_name(vm->state), vm->cause ? vm->cause : "no cause");
+    detect(s, why);
+}
+
 /* A reloaded recovery waits until the agents it needs are back, or until they
  * had host_timeout_ms to say hello. */
 static bool resume_ready(struct svc *s, int64_t now)
@@ -834,6 +851,8 @@ static void svc_tick(struct svc *s, int64_t now)
     case STEP_IDLE:
         if ((s->state == SVC_OK || s->state == SVC_DEGRADED) && primary_running(s))
             probe_due(s, now);
+        else if (s->state == SVC_OK || s->state == SVC_DEGRADED)
+            resync_primary(s);
         break;
     case STEP_RESUME_WAIT:
         if (resume_ready(s, now)) {

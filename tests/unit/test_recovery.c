@@ -747,6 +747,26 @@ static bool never(struct harness *h)
     return false;
 }
 
+/* The primary died while the server was down: its vm_event was lost, the agent's
+ * hello to the restarted server lists it crashed. */
+static void test_primary_found_crashed_in_hello(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    make_dir();
+    h.base = event_base_new();
+    dns_start(&h.dns, h.base);
+    service_start(&h.container, h.base, CONTAINER, &h.port);
+    server_up(&h, "cold", "");
+    agents_up(&h, "crashed");
+    assert_true(run_until_ms(&h, recovered, 10000));
+    cleanup_json json_t *s = service_json(&h);
+    assert_contains(json_string_value(json_object_get(json_object_get(s, "recovery"), "cause")),
+                    "crashed (reported by its agent's hello");
+    harness_stop(&h);
+}
+
 /* A standby agent says nothing while liblxc creates and starts a container (seconds
  * in a TCG guest): longer than host_timeout_ms, it is busy with our order, not lost. */
 static void test_standby_busy_with_an_order_is_not_lost(void **state)
@@ -835,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_service_probe_failure_then_failback),
         cmocka_unit_test(test_probe_waits_for_the_first_answer),
         cmocka_unit_test(test_standby_busy_with_an_order_is_not_lost),
+        cmocka_unit_test(test_primary_found_crashed_in_hello),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
