@@ -127,7 +127,10 @@ class Proc:
             return f.read()
 
 
-def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None):
+def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
+                        services=(), fence_timeout_ms=None):
+    """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
+    from service_entry(), written as the `services:` list (docs/server.md)."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -137,8 +140,43 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None):
     ]
     if host_timeout_ms:
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
+    if fence_timeout_ms:
+        lines.append(f"fence_timeout_ms: {fence_timeout_ms}")
+    if dns:
+        port = env.get("VCR_LAB_DNS_PORT") or "53"
+        lines += ["dns:", f"  server: {env['VCR_LAB_DNS']}:{port}",
+                  f"  zone: {env['VCR_LAB_ZONE']}", f"  key_file: {env['VCR_LAB_TSIG_FILE']}"]
+    if services:
+        lines.append("services:")
+        for s in services:
+            lines.append(f"  - name: {s['name']}")
+            for k, v in s.items():
+                if k == "name":
+                    continue
+                if isinstance(v, dict):
+                    inner = ", ".join(f"{ik}: {iv}" for ik, iv in v.items())
+                    lines.append(f"    {k}: {{{inner}}}")
+                else:
+                    lines.append(f"    {k}: {v}")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def service_entry(name, host, vm, address, mode, standby_host, container, standby_address,
+                  port=80, ttl=5, check=None, zone=None):
+    """One `services:` entry: primary VM `vm` of agent `host` at `address`; standby
+    container `container` at `standby_address` in standby VM (agent) `standby_host`."""
+    zone = zone or lab_env()["VCR_LAB_ZONE"]
+    return {
+        "name": name,
+        "dns_name": f"{name}.{zone}",
+        "ttl": ttl,
+        "primary": {"host": host, "vm": vm, "address": address, "port": port},
+        "check": check or {"type": "http", "path": "/", "interval_ms": 500, "timeout_ms": 400,
+                           "failures": 3},
+        "standby": {"mode": mode, "host": standby_host, "container": container,
+                    "address": standby_address, "gateway": lab_env()["VCR_LAB_BRIDGE_ADDR"]},
+    }
 
 
 def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args=""):
@@ -212,6 +250,27 @@ class Vcr:
 
     def events(self, since=0):
         return self.json("events", "--since", str(since)).get("events", [])
+
+
+def initrd_with_files(base, path, files):
+    """Writes `base` + a gzip'd newc cpio archive of files {path: (mode, bytes or None for a
+    directory)} to `path`: the kernel unpacks concatenated archives in order, so the
+    guest gets the extra files without rebuilding its image."""
+    import gzip
+    import io
+    out = io.BytesIO()
+    for ino, (name, (mode, data)) in enumerate(list(files.items()) + [("TRAILER!!!", (0, b""))],
+                                               1):
+        data = data or b""
+        raw = name.encode() + b"\0"
+        hdr = b"070701" + b"".join(b"%08X" % v for v in (
+            ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw), 0))
+        out.write(hdr + raw + b"\0" * ((4 - (len(hdr) + len(raw)) % 4) % 4))
+        out.write(data + b"\0" * ((4 - len(data) % 4) % 4))
+    with open(base, "rb") as f:
+        blob = f.read()
+    with open(path, "wb") as f:
+        f.write(blob + gzip.compress(out.getvalue()))
 
 
 def now_ms():

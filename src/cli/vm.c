@@ -1,4 +1,4 @@
-/* vcr vm stop|kill NAME */
+/* vcr vm stop|kill|start NAME */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -14,11 +14,13 @@
 static const char usage[] =
     "Usage: vcr vm stop NAME [--json]\n"
     "       vcr vm kill NAME [--json]\n"
+    "       vcr vm start NAME [--json]\n"
     "       vcr vm warm-restart NAME [--qemu PATH] [--json]  (see `vcr vm warm-restart --help`)\n"
     "       vcr vm flush NAME [VOLUME] | reboot NAME [--cold]  (see `vcr vm reboot --help`)\n"
     "\n"
-    "Order the agent of VM NAME's host to stop it (graceful) or kill it (at once),\n"
-    "and wait for the agent's answer.  The server gives up after 10 s (HTTP 504);\n"
+    "Order the agent of VM NAME's host to stop it (graceful), kill it (at once) or\n"
+    "start it again (its QEMU is started; the guest boots after the answer), and\n"
+    "wait for the agent's answer.  The server gives up after 10 s (HTTP 504);\n"
     "a lost host or a closed agent connection fail at once.\n"
     "\n"
     "  -j, --json  print the server's JSON answer\n"
@@ -60,13 +62,16 @@ int cli_verb_vm(struct cli_context *ctx, int argc, char **argv)
         }
     }
     if (argc - optind != 2) {
-        fprintf(stderr, "vcr vm: expected `stop NAME` or `kill NAME`; see `vcr vm --help`\n");
+        fprintf(stderr,
+                "vcr vm: expected `stop NAME`, `kill NAME` or `start NAME`; see `vcr vm --help`\n");
         return CLI_EXIT_USAGE;
     }
     const char *action = argv[optind];
     const char *name = argv[optind + 1];
-    if (strcmp(action, "stop") != 0 && strcmp(action, "kill") != 0) {
-        fprintf(stderr, "vcr vm: unknown action `%s`; allowed: stop, kill, warm-restart\n", action);
+    if (strcmp(action, "stop") != 0 && strcmp(action, "kill") != 0 &&
+        strcmp(action, "start") != 0) {
+        fprintf(stderr, "vcr vm: unknown action `%s`; allowed: stop, kill, start, warm-restart\n",
+                action);
         return CLI_EXIT_USAGE;
     }
     cleanup_free char *encoded = evhttp_uriencode(name, -1, 0);

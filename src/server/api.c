@@ -216,7 +216,7 @@ static void handle_events(struct api *api, struct evhttp_request *req, const cha
     answer_events(api, req, since, (int)limit);
 }
 
-/* --- POST /v1/vms/NAME/{stop,kill} --- */
+/* --- POST /v1/vms/NAME/{stop,kill,start} --- */
 
 static void vm_request_free(struct vm_request *r)
 {
@@ -287,6 +287,11 @@ static void handle_vm_stop(struct api *api, struct evhttp_request *req, const ch
 static void handle_vm_kill(struct api *api, struct evhttp_request *req, const char *vm)
 {
     handle_vm_order(api, req, vm, "kill", "vm_kill");
+}
+
+static void handle_vm_start(struct api *api, struct evhttp_request *req, const char *vm)
+{
+    handle_vm_order(api, req, vm, "start", "vm_start");
 }
 
 /* --- POST /v1/vms/NAME/warm-restart, POST /v1/hosts/NAME/warm-restart --- */
@@ -706,6 +711,7 @@ static const struct route {
     {EVHTTP_REQ_GET, "/v1/events", handle_events},
     {EVHTTP_REQ_POST, "/v1/vms/*/stop", handle_vm_stop},
     {EVHTTP_REQ_POST, "/v1/vms/*/kill", handle_vm_kill},
+    {EVHTTP_REQ_POST, "/v1/vms/*/start", handle_vm_start},
     {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", handle_vm_warm},
     {EVHTTP_REQ_POST, "/v1/vms/*/flush", handle_vm_flush},
     {EVHTTP_REQ_POST, "/v1/vms/*/reboot", handle_vm_reboot},

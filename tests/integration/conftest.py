@@ -36,12 +36,15 @@ class Daemons:
         self.procs = []
         self.vcr = labkit.Vcr(self.build)
 
-    def server(self, heartbeat_ms=500, host_timeout_ms=None):
+    def server(self, heartbeat_ms=500, host_timeout_ms=None, log="server", **config):
+        """config: more write_server_config keywords (dns, services, fence_timeout_ms).
+        A second call with another `log` restarts on the same journal."""
         cfg = self.tmp / "server.yaml"
-        labkit.write_server_config(cfg, self.tmp / "journal.db", heartbeat_ms, host_timeout_ms)
+        labkit.write_server_config(cfg, self.tmp / "journal.db", heartbeat_ms, host_timeout_ms,
+                                   **config)
         p = labkit.Proc([os.path.join(self.build, "src", "server", "vcr-server"),
                          "--config", str(cfg), "--log-level", "debug"],
-                        str(self.tmp / "server.log"))
+                        str(self.tmp / f"{log}.log"))
         self.procs.append(p)
         labkit.wait_for("the server's API", lambda: self.vcr.run("status").returncode == 0, 15)
         return p

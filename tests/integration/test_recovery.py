@@ -1,0 +1,366 @@
+"""Recovery end to end (issue 3, docs/recovery.md): real QEMU primaries (TCG) supervised
+by host agents, a standby VM running LXC containers through the standby vcr-agent, the
+server's recovery engine switching the lab's BIND9 by signed DNS UPDATE.
+
+One rig for the module; the scenarios run in file order and hand their state on:
+  1 web1 kill -9 -> warm container .31     2 web2 kill -9 -> cold container .32
+  4 host2 (agent + web3) killed -> cold .33 after the fence timeout
+  6 named stopped while web4 fails -> DNS retried, reported failed; named back,
+    `vcr failover web4` -> recovered
+  7 web1, web2 started again (`vcr vm start`), `vcr failback` both
+  3 web1's httpd stopped (SIGSTOP) inside the guest -> probes -> warm again
+  5 web2 kill -9, server kill -9 right after `fenced` -> restarted server finishes
+
+Image: `lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent`, with
+VCR_LAB_CACHE pointing where VCR_IT_CACHE (default: the lab's own cache) says."""
+import os
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+import labkit
+
+BOOT_TIMEOUT = 300  # five TCG guests booting at once on a shared, loaded machine
+RECOVERY_TIMEOUT = 120
+# The standby agent blocks in liblxc while it creates or starts a container (1-5 s in a
+# TCG guest on a loaded machine): a shorter host timeout calls it lost meanwhile.
+HEARTBEAT_MS, HOST_TIMEOUT_MS, FENCE_TIMEOUT_MS = 500, 5000, 6000
+PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
+          "client_confirmed"]
+SB, SB_INDEX, SB_ADDR = "standby1", 2, "10.77.0.21"
+# name: (host, tap index, address, standby mode, container address)
+WEBS = {
+    "web1": ("host1", 0, "10.77.0.11", "warm", "10.77.0.31"),
+    "web2": ("host1", 1, "10.77.0.12", "cold", "10.77.0.32"),
+    "web3": ("host2", 3, "10.77.0.13", "cold", "10.77.0.33"),
+    "web4": ("host1", 4, "10.77.0.14", "cold", "10.77.0.34"),
+}
+
+# /cgi-bin/hang: answers, then stops every httpd of the guest (SIGSTOP): the VM runs,
+# its port still accepts connections (the kernel's backlog), but no request is answered.
+HANG_CGI = b"""#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\nhanging\\n'
+(sleep 1; kill -STOP $(pidof httpd)) </dev/null >/dev/null 2>&1 &
+"""
+
+
+def cache_file(name):
+    env = labkit.lab_env()
+    cache = os.environ.get("VCR_IT_CACHE") or os.path.dirname(env["VCR_LAB_INITRD"])
+    path = os.path.join(cache, name)
+    if not os.path.exists(path):
+        pytest.skip(f"no {path}: run lab/build-image --standby (VCR_LAB_CACHE={cache})")
+    return path
+
+
+def vm_specs(tmp):
+    env = labkit.lab_env()
+    web_initrd = tmp / "initrd-hang.img"
+    labkit.initrd_with_files(cache_file("initrd.img"), web_initrd, {
+        "www": (stat.S_IFDIR | 0o755, None),
+        "www/cgi-bin": (stat.S_IFDIR | 0o755, None),
+        "www/cgi-bin/hang": (stat.S_IFREG | 0o755, HANG_CGI),
+    })
+    specs = {"host1": [], "host2": []}
+    for name, (host, index, address, _, _) in WEBS.items():
+        vm = labkit.vm_entry(name, index, address)
+        vm["image"]["initrd"] = str(web_initrd)
+        specs[host].append(vm)
+    sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
+                         extra_args="apparmor=0 vcr.role=standby "
+                                    f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
+                                    f"{labkit.SERVER_AGENT_PORT}")
+    sb["image"]["initrd"] = cache_file("initrd-standby.img")
+    specs["host1"].append(sb)
+    return specs
+
+
+def set_records(addresses):
+    """NAME.vcr.lab -> address for each (web4 is not in lab/default-hosts; an earlier
+    run may have left a name on a container)."""
+    env = labkit.lab_env()
+    script = f"server {env['VCR_LAB_DNS']}\nzone {env['VCR_LAB_ZONE']}\n"
+    for name, address in addresses.items():
+        fqdn = f"{name}.{env['VCR_LAB_ZONE']}"
+        script += f"update delete {fqdn} A\nupdate add {fqdn} 5 A {address}\n"
+    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]),
+                       input=script + "send\n", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def services():
+    return [labkit.service_entry(name, host, name, address, mode, SB, f"{name}-c", ct)
+            for name, (host, _, address, mode, ct) in WEBS.items()]
+
+
+class Rig:
+    def __init__(self, d):
+        self.d = d
+        self.vcr = d.vcr
+        self.server_config = dict(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS,
+                                  fence_timeout_ms=FENCE_TIMEOUT_MS, dns=True,
+                                  services=services())
+        self.server = None
+        self.agents = {}
+
+    def service(self, name):
+        return next(s for s in self.vcr.json("services")["services"] if s["name"] == name)
+
+    def last_event(self):
+        # Without --since, `vcr events` gives the last ones (labkit's events() the first).
+        return max([e["id"] for e in self.vcr.json("events", "--limit", "1")["events"]] or [0])
+
+    def events(self, since):
+        """Every event after `since` (`vcr events` pages by 20 unless told)."""
+        out = []
+        while True:
+            page = self.vcr.json("events", "--since", str(since), "--limit", "1000")["events"]
+            if not page:
+                return out
+            out += page
+            since = page[-1]["id"]
+
+    def phases(self, name, since, kind="recovery"):
+        return [e for e in self.events(since)
+                if e["kind"] == kind and (e.get("detail") or {}).get("service") == name]
+
+    def standby(self):
+        return next((h for h in self.vcr.status()["hosts"]
+                     if h["name"] == SB and h.get("role") == "standby"
+                     and h["state"] == "connected"), None)
+
+    def containers(self):
+        return {c["name"]: c for c in (self.standby() or {}).get("containers") or []}
+
+    def wait_state(self, name, states, timeout=RECOVERY_TIMEOUT):
+        states = {states} if isinstance(states, str) else set(states)
+        return labkit.wait_for(f"service {name} in {sorted(states)}",
+                               lambda: (lambda s: s if s["state"] in states else None)(
+                                   self.service(name)), timeout, interval=0.2)
+
+
+def answers(address, name, timeout=1.0):
+    return (labkit.http_get(address, timeout=timeout) or "").strip() == name
+
+
+def client_sees(name, address):
+    """What a client does: resolve NAME.vcr.lab, ask the address it got."""
+    got = labkit.dig(f"{name}.vcr.lab")
+    return got == [address] and answers(address, name)
+
+
+@pytest.fixture(scope="module")
+def rig(lab, tmp_path_factory):
+    from conftest import Daemons
+    tmp = tmp_path_factory.mktemp("recovery")
+    d = Daemons(tmp)
+    r = Rig(d)
+    try:
+        specs = vm_specs(tmp)
+        set_records({name: w[2] for name, w in WEBS.items()})
+        r.server = d.server(**r.server_config)
+        for host in ("host1", "host2"):
+            r.agents[host] = d.agent(host, specs[host])
+        for name in list(WEBS) + [SB]:
+            d.wait_vm_state(name, "running", BOOT_TIMEOUT)
+        for name, (_, _, address, _, _) in WEBS.items():
+            labkit.wait_for(f"{name} to answer HTTP", lambda: answers(address, name),
+                            BOOT_TIMEOUT, interval=0.5)
+        labkit.wait_for("the standby agent's hello", r.standby, BOOT_TIMEOUT, interval=0.5)
+        # The warm container runs before any failure.
+        ct = WEBS["web1"][4]
+        create = r.vcr.json("container", "create", SB, "web1-c", "--address", f"{ct}/24",
+                            "--service", "web1", "--gateway", "10.77.0.1")
+        assert create["result"] == "done", create
+        labkit.wait_for("the warm container to answer", lambda: answers(ct, "web1"), 60)
+        for name in WEBS:
+            assert r.wait_state(name, "ok", 30)["served_by"] == "primary"
+            assert labkit.dig(f"{name}.vcr.lab") == [WEBS[name][2]]
+        yield r
+    finally:
+        reports = d.stop_all()
+        assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
+
+
+def no_false_recovery(r):
+    """Nothing was recovered while the primaries were booting (a primary that has not
+    answered yet is starting, not failed)."""
+    return [e for e in r.events(0) if e["kind"] == "recovery"]
+
+
+def kill_vm(r, name):
+    pid = r.vcr.vm(name)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def measure_switch(r, name, timeout=RECOVERY_TIMEOUT):
+    """From now until a client resolving NAME gets the container and its answer."""
+    t0 = time.monotonic()
+    ct = WEBS[name][4]
+    labkit.wait_for(f"{name}.vcr.lab -> {ct} answering {name}", lambda: client_sees(name, ct),
+                    timeout, interval=0.05)
+    return int((time.monotonic() - t0) * 1000)
+
+
+def check_recovered(r, name, since, cause_has):
+    ct, primary = WEBS[name][4], WEBS[name][2]
+    s = r.wait_state(name, "recovered")
+    assert s["served_by"] == "standby" and s["address"] == ct, s
+    assert cause_has in s["recovery"]["cause"], s["recovery"]
+    events = r.phases(name, since)
+    assert [e["detail"]["phase"] for e in events] == PHASES, events
+    ts = [e["ts_ms"] for e in events]
+    assert all(t > 0 for t in ts) and ts == sorted(ts), ts
+    assert events[-1]["detail"]["answer"] == name
+    assert labkit.dig(f"{name}.vcr.lab") == [ct]
+    assert answers(ct, name)
+    assert labkit.http_get(primary, timeout=1) is None, f"{primary} still answers"
+    return {e["detail"]["phase"]: e["detail"]["elapsed_ms"] for e in events}
+
+
+def test_no_recovery_while_primaries_boot(rig):
+    assert no_false_recovery(rig) == []
+
+
+def test_1_vm_kill9_warm(rig, record_property):
+    since = rig.last_event()
+    kill_vm(rig, "web1")
+    ms = measure_switch(rig, "web1")
+    phases = check_recovered(rig, "web1", since, "crashed")
+    record_property("warm_client_visible_ms", ms)
+    record_property("warm_phases_ms", phases)
+    print(f"warm: client-visible recovery {ms} ms; phases {phases}")
+    assert "web1-c" in rig.containers()
+
+
+def test_2_vm_kill9_cold(rig, record_property):
+    assert "web2-c" not in rig.containers()
+    since = rig.last_event()
+    kill_vm(rig, "web2")
+    ms = measure_switch(rig, "web2")
+    phases = check_recovered(rig, "web2", since, "crashed")
+    record_property("cold_client_visible_ms", ms)
+    record_property("cold_phases_ms", phases)
+    print(f"cold: client-visible recovery {ms} ms; phases {phases}")
+    labkit.wait_for("web2-c listed as running",
+                    lambda: (rig.containers().get("web2-c") or {}).get("state") == "running", 10)
+
+
+def test_4_host_failure(rig, record_property):
+    since = rig.last_event()
+    pid = rig.vcr.vm("web3")["pid"]
+    rig.agents["host2"].signal(signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    ms = measure_switch(rig, "web3")
+    # Detected by whichever comes first: the host timeout, or the probes of a primary
+    # whose agent connection closed (the VM is gone with it); fenced by waiting anyway.
+    phases = check_recovered(rig, "web3", since, "")
+    cause = rig.service("web3")["recovery"]["cause"]
+    assert "host host2 lost" in cause or "probe failures" in cause, cause
+    fenced = rig.phases("web3", since)[1]["detail"]
+    assert fenced["waited_ms"] >= FENCE_TIMEOUT_MS - 100, fenced
+    assert any(e["kind"] == "host_lost" and e.get("host") == "host2"
+               for e in rig.events(since))
+    record_property("host_failure_client_visible_ms", ms)
+    print(f"host failure: client-visible recovery {ms} ms; phases {phases}")
+
+
+def named_pid():
+    out = subprocess.run(["ip", "netns", "pids", labkit.NS], capture_output=True, text=True,
+                         check=True).stdout.split()
+    for pid in out:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "named":
+                    return int(pid)
+        except OSError:
+            pass
+    raise RuntimeError("named not found in the namespace")
+
+
+def test_6_dns_down_then_failover(rig):
+    since = rig.last_event()
+    named = named_pid()
+    os.kill(named, signal.SIGSTOP)
+    try:
+        kill_vm(rig, "web4")
+        s = rig.wait_state("web4", "failed")
+        err = s["recovery"]["error"]
+        assert "DNS update" in err and "attempts" in err, err
+        assert s["recovery"]["phase"] == "port_open", s["recovery"]
+        failed = [e for e in rig.phases("web4", since) if e["detail"]["phase"] == "failed"]
+        assert failed and "DNS" in failed[0]["detail"]["error"], failed
+        table = rig.vcr.run("services")
+        assert table.returncode == 0 and "failed" in table.stdout and "DNS" in table.stdout, \
+            table.stdout
+    finally:
+        os.kill(named, signal.SIGCONT)
+    labkit.wait_for("named answering again", lambda: labkit.dig("web1.vcr.lab"), 20)
+    r = rig.vcr.run("failover", "web4")
+    assert r.returncode == 0, r.stderr
+    measure_switch(rig, "web4")
+    s = rig.wait_state("web4", "recovered")
+    phases = [e["detail"]["phase"] for e in rig.phases("web4", since)]
+    assert phases == ["detected", "fenced", "container_ready", "port_open", "failed", "retry",
+                      "dns_updated", "client_confirmed"], phases
+    assert labkit.http_get(WEBS["web4"][2], timeout=1) is None
+
+
+def test_7_failback(rig):
+    for name in ("web1", "web2"):
+        r = rig.vcr.run("vm", "start", name, timeout=40)
+        assert r.returncode == 0, r.stderr
+    for name in ("web1", "web2"):
+        address = WEBS[name][2]
+        labkit.wait_for(f"{name} answering again", lambda: answers(address, name),
+                        BOOT_TIMEOUT, interval=0.5)
+    since = rig.last_event()
+    for name in ("web2", "web1"):
+        r = rig.vcr.run("failback", name)
+        assert r.returncode == 0, r.stderr
+    for name in ("web2", "web1"):
+        s = rig.wait_state(name, "ok", 60)
+        assert s["served_by"] == "primary", s
+        assert client_sees(name, WEBS[name][2])
+        phases = [e["detail"]["phase"] for e in rig.phases(name, since, "failback")]
+        assert phases[0] == "started" and phases[-1] == "done", phases
+    # The cold container is gone; the warm one keeps running for the next failure.
+    labkit.wait_for("web2-c gone", lambda: "web2-c" not in rig.containers(), 30)
+    assert labkit.http_get(WEBS["web2"][4], timeout=1) is None
+    assert (rig.containers().get("web1-c") or {}).get("state") == "running"
+
+
+def test_3_hung_service(rig, record_property):
+    since = rig.last_event()
+    assert (labkit.http_get(WEBS["web1"][2], "/cgi-bin/hang") or "").strip() == "hanging"
+    ms = measure_switch(rig, "web1")
+    phases = check_recovered(rig, "web1", since, "probe failures")
+    record_property("hung_client_visible_ms", ms)
+    print(f"hung service: client-visible recovery {ms} ms; phases {phases}")
+
+
+def test_5_server_killed_mid_recovery(rig):
+    since = rig.last_event()
+    kill_vm(rig, "web2")
+    labkit.wait_for("web2 fenced", lambda: [e for e in rig.phases("web2", since)
+                                            if e["detail"]["phase"] == "fenced"], 60,
+                    interval=0.02)
+    rig.server.signal(signal.SIGKILL)
+    rig.server.popen.wait(10)
+    rig.server = rig.d.server(log="server2", **rig.server_config)
+    measure_switch(rig, "web2")
+    check_recovered(rig, "web2", since, "crashed")
+    events = rig.events(since)
+    # Nothing done twice: one of each phase, one fence, one container.
+    assert sum(1 for e in events if e["kind"] == "fenced"
+               and e["detail"]["service"] == "web2") == 1
+    assert list(rig.containers()).count("web2-c") == 1
+    # In the standby guest (its console): web2-c created once by test 2, once here,
+    # whether the old server's container_create reached it or the new one's did.
+    console = (rig.d.tmp / "agent-host1" / f"{SB}.serial").read_text(errors="replace")
+    assert console.count("container web2-c: created (") == 2, console[-3000:]
+    assert "resuming its recovery after phase" in rig.server.log_text()
