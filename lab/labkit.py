@@ -249,7 +249,18 @@ class Vcr:
         return None
 
     def events(self, since=0):
-        return self.json("events", "--since", str(since)).get("events", [])
+        """Every event after `since` (the API pages: one call returns at most `limit`)."""
+        out = []
+        while True:
+            page = self.json("events", "--since", str(since), "--limit", "1000").get("events", [])
+            if not page:
+                return out
+            out += page
+            since = page[-1]["id"]
+
+    def last_event_id(self):
+        """Id of the newest event (without --since the API returns the newest ones)."""
+        return max([e["id"] for e in self.json("events", "--limit", "1")["events"]] or [0])
 
 
 def initrd_with_files(base, path, files):

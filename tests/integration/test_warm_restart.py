@@ -132,7 +132,7 @@ def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property
     assert guest("/cgi-bin/stash?kept-across-warm-restart") == "kept-across-warm-restart"
     before = warm.vcr.vm(VM)
     c0, u0 = counter(), uptime()
-    since = max([e["id"] for e in warm.vcr.events()] or [0])
+    since = warm.vcr.last_event_id()
 
     r, e = warm_restart(warm)
     assert r.returncode == 0, r.stderr
@@ -227,7 +227,7 @@ def test_corrupted_state_file_falls_back_to_cold_boot(warm):
     guest("/cgi-bin/stash?lost-on-cold-boot")
     labkit.wait_for("the counter to pass 50", lambda: counter() > 50, 60)
     u0 = uptime()
-    since = max([e["id"] for e in warm.vcr.events()] or [0])
+    since = warm.vcr.last_event_id()
     out = post_api(f"/v1/vms/{VM}/warm-restart", {"corrupt_state_for_test": True})
     e = out["vms"][0]
     assert e["ok"] is False and e["fallback"] is True
