@@ -83,7 +83,10 @@ def check_fenced_file(state, pid):
 
 @pytest.fixture
 def fencing(daemons):
-    daemons.server(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS)
+    # The server's own fence timeout is set so that its fence_after_ms (welcome) does not
+    # lower the agent's FENCE_MS: this module measures the agent's configured timeout.
+    daemons.server(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS,
+                   fence_timeout_ms=FENCE_MS)
     return daemons
 
 

@@ -10,9 +10,12 @@ One rig for the module; the scenarios run in file order and hand their state on:
   7 web1, web2 started again (`vcr vm start`), `vcr failback` both
   3 web1's httpd stopped (SIGSTOP) inside the guest -> probes -> warm again
   5 web2 kill -9, server kill -9 right after `fenced` -> restarted server finishes
+  8 host3's agent stopped (SIGSTOP, a partition) -> its watchdog kills web5 before the
+    server, after the fence timeout, moves the name: never served at two places
 
 Image: `lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent`, with
 VCR_LAB_CACHE pointing where VCR_IT_CACHE (default: the lab's own cache) says."""
+import json
 import os
 import signal
 import stat
@@ -37,6 +40,7 @@ WEBS = {
     "web2": ("host1", 1, "10.77.0.12", "cold", "10.77.0.32"),
     "web3": ("host2", 3, "10.77.0.13", "cold", "10.77.0.33"),
     "web4": ("host1", 4, "10.77.0.14", "cold", "10.77.0.34"),
+    "web5": ("host3", 5, "10.77.0.15", "cold", "10.77.0.35"),
 }
 
 # /cgi-bin/hang: answers, then stops every httpd of the guest (SIGSTOP): the VM runs,
@@ -64,7 +68,7 @@ def vm_specs(tmp):
         "www/cgi-bin": (stat.S_IFDIR | 0o755, None),
         "www/cgi-bin/hang": (stat.S_IFREG | 0o755, HANG_CGI),
     })
-    specs = {"host1": [], "host2": []}
+    specs = {"host1": [], "host2": [], "host3": []}
     for name, (host, index, address, _, _) in WEBS.items():
         vm = labkit.vm_entry(name, index, address)
         vm["image"]["initrd"] = str(web_initrd)
@@ -162,7 +166,7 @@ def rig(lab, tmp_path_factory):
         specs = vm_specs(tmp)
         set_records({name: w[2] for name, w in WEBS.items()})
         r.server = d.server(**r.server_config)
-        for host in ("host1", "host2"):
+        for host in ("host1", "host2", "host3"):
             r.agents[host] = d.agent(host, specs[host])
         for name in list(WEBS) + [SB]:
             d.wait_vm_state(name, "running", BOOT_TIMEOUT)
@@ -364,3 +368,26 @@ def test_5_server_killed_mid_recovery(rig):
     console = (rig.d.tmp / "agent-host1" / f"{SB}.serial").read_text(errors="replace")
     assert console.count("container web2-c: created (") == 2, console[-3000:]
     assert "resuming its recovery after phase" in rig.server.log_text()
+
+
+def test_8_agent_partition_self_fences_before_switch(rig, record_property):
+    since = rig.last_event()
+    pid = rig.vcr.vm("web5")["pid"]
+    agent = rig.agents["host3"]
+    agent.signal(signal.SIGSTOP)  # the agent can do nothing: its watchdog must
+    try:
+        ms = measure_switch(rig, "web5")
+        check_recovered(rig, "web5", since, "")
+        phases = rig.phases("web5", since)
+        fenced = phases[1]["detail"]
+        assert fenced["waited_ms"] >= FENCE_TIMEOUT_MS - 100, fenced
+        # The watchdog killed web5's QEMU before the name moved.
+        with open(rig.d.tmp / "agent-host3" / "fenced.json") as f:
+            doc = json.load(f)
+        dns = next(e for e in phases if e["detail"]["phase"] == "dns_updated")
+        assert doc["ts_ms"] < dns["ts_ms"], (doc, dns)
+        assert not os.path.exists(f"/proc/{pid}")
+    finally:
+        agent.signal(signal.SIGCONT)
+    record_property("partition_client_visible_ms", ms)
+    print(f"agent partition: client-visible recovery {ms} ms")
