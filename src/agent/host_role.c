@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "agent/accel.h"
 #include "agent/agent_role.h"
 #include "agent/host_fence.h"
@@ -142,6 +144,17 @@ static void on_accel(const struct accel_choice *choice, void *opaque)
         agent_role_left(r->agent);
         return;
     }
+    /* The watchdog counts from its start and the server connection opens only
+     * now: started before the accelerator probe (up to its deadline, 15-20 s), it
+     * would fence the VMs of an agent that never had a chance to call in. */
+    cleanup_error vcr_error_t err = NULL;
+    struct agent *a = r->agent;
+    r->fence = host_fence_new(a->base, a->cfg->state_dir, a->cfg->fence_timeout_ms, NULL, &err);
+    if (r->fence == NULL) {
+        log_error("%s", vcr_error_msg(err));
+        event_base_loopbreak(a->base);
+        return;
+    }
     start_vms(r);
     host_fence_sync(r->fence, r->vms, r->n_vms);
     agent_role_ready(r->agent, r->accel);
@@ -167,9 +180,6 @@ static int host_init(struct agent *a, vcr_error_t *err)
         .accel = r->accel,
     };
     a->role_data = r;
-    r->fence = host_fence_new(a->base, a->cfg->state_dir, a->cfg->fence_timeout_ms, NULL, err);
-    if (r->fence == NULL)
-        return -1;
     r->probe = accel_resolve(a->base, a->cfg, on_accel, r, err);
     return r->probe ? 0 : -1;
 }

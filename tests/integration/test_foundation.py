@@ -100,12 +100,18 @@ def test_stopped_agent_makes_host_lost_then_back(pair):
 
 def test_accel_auto_probes_and_reports_choice(daemons):
     daemons.server()
-    agent = daemons.agent("probe-host", [], accel="auto", probe_deadline_ms=15000)
+    # The probe may take longer than the agent's fence timeout (10 s) and the agent
+    # calls the server only once it is done: its VM must not be self-fenced meanwhile.
+    agent = daemons.agent("probe-host", [labkit.vm_entry("web3", 3, "10.77.0.13")],
+                          accel="auto", probe_deadline_ms=12000)
     host = labkit.wait_for(
         "probe-host to report its accelerator",
         lambda: next((h for h in daemons.vcr.status()["hosts"] if h["name"] == "probe-host"),
                      None), 60)
     assert host["accel"] in ("kvm", "tcg")
+    vm = daemons.wait_vm_state("web3", {"running", "crashed", "failed"}, 60)
+    assert vm["state"] == "running", vm
+    assert not (daemons.tmp / "agent-probe-host" / "fenced.json").exists()
     log = agent.log_text()
     assert "accel" in log and host["accel"] in log
     if not os.path.exists("/dev/kvm"):
