@@ -12,6 +12,7 @@
 #include "agent/host_fence.h"
 #include "agent/host_reboot.h"
 #include "agent/host_vm.h"
+#include "agent/vm.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 
@@ -105,9 +106,21 @@ static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
         agent_role_left(r->agent);
 }
 
+static void remove_orphan_ram(const struct vcr_agent_config *cfg)
+{
+    const char **names = calloc(cfg->n_vms ? cfg->n_vms : 1, sizeof(*names));
+    if (names == NULL)
+        return;
+    for (size_t i = 0; i < cfg->n_vms; i++)
+        names[i] = cfg->vms[i].name;
+    vm_remove_orphan_ram(VM_RAM_DIR, cfg->state_dir, cfg->host, names, cfg->n_vms);
+    free(names);
+}
+
 static void start_vms(struct host_role *r)
 {
     const struct vcr_agent_config *cfg = r->agent->cfg;
+    remove_orphan_ram(cfg);
     for (size_t i = 0; i < cfg->n_vms; i++) {
         cleanup_error vcr_error_t err = NULL;
         struct host_vm *vm = host_vm_new(&r->env, &cfg->vms[i], on_vm_changed, r, &err);

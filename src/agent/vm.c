@@ -1,15 +1,21 @@
 /* QEMU command line and VM state machine (see vm.h). */
 #include "agent/vm.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "agent/host_volume.h"
 #include "common/cleanup.h"
+#include "common/log.h"
 
 static const char *const state_names[] = {
     [VM_STATE_STARTING] = "starting",     [VM_STATE_RUNNING] = "running",
@@ -30,16 +36,72 @@ bool vm_state_is_live(enum vm_state s)
            s == VM_STATE_RESTARTING;
 }
 
+uint32_t vm_state_dir_hash(const char *state_dir)
+{
+    /* Two agents may use the same host name on one machine (labs in separate
+     * network namespaces); the state directory tells their RAM files apart. */
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *c = state_dir; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    return h;
+}
+
+static bool pid_file_names_live_process(const char *state_dir, const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s.pid", state_dir, name);
+    cleanup_file FILE *f = fopen(path, "re");
+    long pid = 0;
+    return f && fscanf(f, "%ld", &pid) == 1 && pid > 0 &&
+           (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+int vm_remove_orphan_ram(const char *ram_dir, const char *state_dir, const char *host,
+                         const char *const *configured, size_t n_configured)
+{
+    char prefix[128], suffix[32];
+    snprintf(prefix, sizeof(prefix), "vcr-%s-", host);
+    snprintf(suffix, sizeof(suffix), "-%08x.ram", vm_state_dir_hash(state_dir));
+    size_t plen = strlen(prefix), slen = strlen(suffix);
+    DIR *d = opendir(ram_dir);
+    if (d == NULL)
+        return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len <= plen + slen || strncmp(e->d_name, prefix, plen) != 0 ||
+            strcmp(e->d_name + len - slen, suffix) != 0)
+            continue;
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)(len - plen - slen), e->d_name + plen);
+        bool wanted = false;
+        for (size_t i = 0; i < n_configured && !wanted; i++)
+            wanted = strcmp(configured[i], name) == 0;
+        if (wanted)
+            continue;
+        /* A QEMU of a VM dropped from the configuration may still run on it. */
+        if (pid_file_names_live_process(state_dir, name)) {
+            log_warn("RAM file %s/%s: VM `%s` is not configured but its QEMU still runs; kept",
+                     ram_dir, e->d_name, name);
+            continue;
+        }
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
+            log_info("RAM file %s/%s: removed (VM `%s` is no longer configured)", ram_dir,
+                     e->d_name, name);
+            removed++;
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
 int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
                   vcr_error_t *err)
 {
     memset(p, 0, sizeof(*p));
-    /* Two agents may use the same host name on one machine (labs in separate
-     * network namespaces); the state directory tells their RAM files apart. */
-    uint32_t dir_hash = 2166136261u; /* FNV-1a */
-    for (const char *c = state_dir; *c; c++)
-        dir_hash = (dir_hash ^ (uint8_t)*c) * 16777619u;
-    if (asprintf(&p->ram, "/dev/shm/vcr-%s-%s-%08x.ram", host, name, dir_hash) < 0 ||
+    if (asprintf(&p->ram, "%s/vcr-%s-%s-%08x.ram", VM_RAM_DIR, host, name,
+                 vm_state_dir_hash(state_dir)) < 0 ||
         asprintf(&p->qmp, "%s/%s.qmp", state_dir, name) < 0 ||
         asprintf(&p->serial, "%s/%s.serial", state_dir, name) < 0 ||
         asprintf(&p->log, "%s/%s.log", state_dir, name) < 0 ||

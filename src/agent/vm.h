@@ -42,6 +42,18 @@ struct vm_paths {
     char *state_sum; /* STATE_DIR/NAME.state.sha256: its checksum */
 };
 
+/* Where RAM files live: tmpfs, so they outlive QEMU but not the host. */
+#define VM_RAM_DIR "/dev/shm"
+
+/* The HASH in a RAM file's name: FNV-1a of the agent's state directory. */
+uint32_t vm_state_dir_hash(const char *state_dir);
+
+/* Removes the RAM files in ram_dir of this agent (host, state_dir) whose VM is not
+ * among configured, unless a live QEMU of that VM still has it (its pid file in
+ * state_dir).  Returns how many were removed. */
+int vm_remove_orphan_ram(const char *ram_dir, const char *state_dir, const char *host,
+                         const char *const *configured, size_t n_configured);
+
 int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
                   vcr_error_t *err);
 void vm_paths_clear(struct vm_paths *p);

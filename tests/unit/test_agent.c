@@ -5,6 +5,7 @@
  * installed and we may create a network namespace.  Every wait is on an event
  * with a deadline, never a fixed sleep. */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
@@ -186,6 +187,65 @@ static void test_sm_restarting_exit_is_not_crash(void **state)
     /* Afterwards a death is a crash again. */
     assert_true(vm_sm_exited(&sm, true, SIGKILL, NULL));
     assert_int_equal(sm.state, VM_STATE_CRASHED);
+}
+
+static void touch(const char *dir, const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+static bool exists_in(const char *dir, const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* RAM files of VMs that left the configuration are removed at agent start; those
+ * of configured VMs, of VMs whose QEMU still runs, and of other agents stay. */
+static void test_orphan_ram_files_removed(void **state)
+{
+    (void)state;
+    char ram_dir[] = "/tmp/vcr-test-ram-XXXXXX", state_dir[] = "/tmp/vcr-test-state-XXXXXX";
+    assert_non_null(mkdtemp(ram_dir));
+    assert_non_null(mkdtemp(state_dir));
+    char ours[16], other[16];
+    snprintf(ours, sizeof(ours), "%08x", vm_state_dir_hash(state_dir));
+    snprintf(other, sizeof(other), "%08x", vm_state_dir_hash("/elsewhere"));
+    char names[5][96];
+    snprintf(names[0], sizeof(names[0]), "vcr-host1-web1-%s.ram", ours);   /* configured */
+    snprintf(names[1], sizeof(names[1]), "vcr-host1-old-vm-%s.ram", ours); /* orphan */
+    snprintf(names[2], sizeof(names[2]), "vcr-host1-live-%s.ram", ours);   /* QEMU runs */
+    snprintf(names[3], sizeof(names[3]), "vcr-host1-gone-%s.ram", other);  /* other agent */
+    snprintf(names[4], sizeof(names[4]), "vcr-host2-x-%s.ram", ours);      /* other host */
+    for (int i = 0; i < 5; i++)
+        touch(ram_dir, names[i]);
+    char pid_path[PATH_MAX];
+    snprintf(pid_path, sizeof(pid_path), "%s/live.pid", state_dir);
+    FILE *f = fopen(pid_path, "w");
+    assert_non_null(f);
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+
+    const char *configured[] = {"web1"};
+    assert_int_equal(vm_remove_orphan_ram(ram_dir, state_dir, "host1", configured, 1), 1);
+    assert_true(exists_in(ram_dir, names[0]));
+    assert_false(exists_in(ram_dir, names[1]));
+    for (int i = 2; i < 5; i++)
+        assert_true(exists_in(ram_dir, names[i]));
+
+    for (int i = 0; i < 5; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", ram_dir, names[i]);
+        unlink(path);
+    }
+    unlink(pid_path);
+    assert_int_equal(rmdir(ram_dir), 0);
+    assert_int_equal(rmdir(state_dir), 0);
 }
 
 static void test_qemu_argv(void **state)
@@ -1200,6 +1260,7 @@ int main(void)
         cmocka_unit_test(test_warm_state_checksum),
         cmocka_unit_test(test_sm_restarting_exit_is_not_crash),
         cmocka_unit_test(test_ram_file_differs_by_state_dir),
+        cmocka_unit_test(test_orphan_ram_files_removed),
         cmocka_unit_test(test_proc_stat_parsing),
         cmocka_unit_test(test_cpu_percent),
         cmocka_unit_test(test_sample_own_process),
