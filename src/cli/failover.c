@@ -12,25 +12,10 @@
 
 static int run(struct cli_context *ctx, int argc, char **argv, const char *verb, const char *usage)
 {
-    static const struct option options[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     bool json = false;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
-        switch (opt) {
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_bad_option(verb, argc, argv);
-        }
-    }
+    int done = cli_parse_json_help(verb, usage, argc, argv, &json);
+    if (done >= 0)
+        return done;
     if (argc - optind != 1) {
         fprintf(stderr, "vcr %s: expected one SERVICE; see `vcr %s --help`\n", verb, verb);
         return CLI_EXIT_USAGE;
@@ -47,8 +32,7 @@ static int run(struct cli_context *ctx, int argc, char **argv, const char *verb,
         return CLI_EXIT_FAILURE;
     }
     if (json) {
-        cleanup_free char *text = json_dumps(body, JSON_INDENT(2));
-        puts(text ? text : "null");
+        cli_print_json(body);
     } else {
         printf("%s: %s started (state %s); follow with `vcr services` or `vcr events --follow`\n",
                name, verb, json_string_value(json_object_get(body, "state")));

@@ -62,25 +62,10 @@ static void print_services(json_t *body)
 
 int cli_verb_services(struct cli_context *ctx, int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     bool json = false;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
-        switch (opt) {
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_bad_option("services", argc, argv);
-        }
-    }
+    int done = cli_parse_json_help("services", usage, argc, argv, &json);
+    if (done >= 0)
+        return done;
     if (optind < argc) {
         fprintf(stderr, "vcr services: unexpected argument `%s`; see `vcr services --help`\n",
                 argv[optind]);
@@ -93,8 +78,7 @@ int cli_verb_services(struct cli_context *ctx, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     if (json) {
-        cleanup_free char *text = json_dumps(body, JSON_INDENT(2));
-        puts(text ? text : "null");
+        cli_print_json(body);
     } else {
         print_services(body);
     }

@@ -20,25 +20,10 @@ static const char usage[] =
 
 int cli_verb_status(struct cli_context *ctx, int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     bool json = false;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
-        switch (opt) {
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_bad_option("status", argc, argv);
-        }
-    }
+    int done = cli_parse_json_help("status", usage, argc, argv, &json);
+    if (done >= 0)
+        return done;
     if (optind < argc) {
         fprintf(stderr, "vcr status: unexpected argument `%s`; see `vcr status --help`\n",
                 argv[optind]);

@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "cli/verbs.h"
+#include "common/cleanup.h"
 
 static const struct verb {
     const char *name;
@@ -53,6 +54,35 @@ int cli_bad_option(const char *verb, int argc, char **argv)
     fprintf(stderr, "vcr %s: unknown option or missing argument `%s`; see `vcr %s --help`\n", verb,
             arg, verb);
     return CLI_EXIT_USAGE;
+}
+
+int cli_parse_json_help(const char *verb, const char *usage, int argc, char **argv, bool *json)
+{
+    static const struct option options[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'j':
+            *json = true;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return CLI_EXIT_OK;
+        default:
+            return cli_bad_option(verb, argc, argv);
+        }
+    }
+    return -1;
+}
+
+void cli_print_json(json_t *value)
+{
+    cleanup_free char *text = json_dumps(value, JSON_INDENT(2));
+    puts(text ? text : "null");
 }
 
 int main(int argc, char **argv)

@@ -42,25 +42,10 @@ int cli_verb_vm(struct cli_context *ctx, int argc, char **argv)
         } else if (strcmp(argv[i], "warm-restart") == 0 && i + 1 < argc) {
             break;
         }
-    static const struct option options[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     bool json = false;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "jh", options, NULL)) != -1) {
-        switch (opt) {
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
-        default:
-            return cli_bad_option("vm", argc, argv);
-        }
-    }
+    int done = cli_parse_json_help("vm", usage, argc, argv, &json);
+    if (done >= 0)
+        return done;
     if (argc - optind != 2) {
         fprintf(stderr,
                 "vcr vm: expected `stop NAME`, `kill NAME` or `start NAME`; see `vcr vm --help`\n");
