@@ -249,18 +249,29 @@ static void on_order_done(enum order_outcome outcome, const char *message, void 
     vm_request_free(r);
 }
 
-static void handle_vm_order(struct api *api, struct evhttp_request *req, const char *vm,
-                            const char *verb, const char *action)
+/* The connected host that runs VM vm, or NULL after answering 404 (no such VM)
+ * or 503 (its host is lost). */
+static struct inv_host *host_of_reachable_vm(struct api *api, struct evhttp_request *req,
+                                             const char *vm)
 {
     struct inv_host *host = NULL;
     if (inventory_find_vm(api->inv, vm, &host) == NULL) {
         reply_error(req, 404, "no VM `%s` in the inventory", vm);
-        return;
+        return NULL;
     }
     if (host->state != INV_HOST_CONNECTED) {
         reply_error(req, 503, "host `%s` of VM `%s` is lost", host->name, vm);
-        return;
+        return NULL;
     }
+    return host;
+}
+
+static void handle_vm_order(struct api *api, struct evhttp_request *req, const char *vm,
+                            const char *verb, const char *action)
+{
+    struct inv_host *host = host_of_reachable_vm(api, req, vm);
+    if (host == NULL)
+        return;
     struct vm_request *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->vm = strdup(vm)) == NULL || (r->host = strdup(host->name)) == NULL) {
         if (r)
@@ -611,15 +622,9 @@ static void handle_volume_order(struct api *api, struct evhttp_request *req, con
                     want_bool ? "true|false" : "VOLUME", text);
         return;
     }
-    struct inv_host *host = NULL;
-    if (inventory_find_vm(api->inv, vm, &host) == NULL) {
-        reply_error(req, 404, "no VM `%s` in the inventory", vm);
+    struct inv_host *host = host_of_reachable_vm(api, req, vm);
+    if (host == NULL)
         return;
-    }
-    if (host->state != INV_HOST_CONNECTED) {
-        reply_error(req, 503, "host `%s` of VM `%s` is lost", host->name, vm);
-        return;
-    }
     struct volume_request *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->vm = strdup(vm)) == NULL || (r->host = strdup(host->name)) == NULL) {
         if (r)
