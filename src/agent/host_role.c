@@ -129,7 +129,7 @@ static void start_vms(struct host_role *r)
             continue;
         }
         r->vms[r->n_vms++] = vm;
-        if (host_vm_adopt(vm) || host_vm_found_ended(vm))
+        if (host_vm_warm_recover(vm) || host_vm_adopt(vm) || host_vm_found_ended(vm))
             continue;
         if (host_fence_blocks_autostart(r->fence, cfg->vms[i].name)) {
             log_warn("VM %s: not autostarted: it was self-fenced (%s/fenced.json); only a "
@@ -264,14 +264,25 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
     } else if (strcmp(action, "vm_warm_restart") == 0) {
         json_t *qemu = json_object_get(order, "qemu");
         bool corrupt = json_is_true(json_object_get(order, "corrupt_state_for_test"));
-        if ((qemu && !json_is_string(qemu) && !json_is_null(qemu)) ||
-            (corrupt && !a->test_faults)) {
-            agent_reply(a, id, false,
-                        corrupt ? "`corrupt_state_for_test` needs an agent run with --test-faults"
-                                : "`qemu` must be a path string");
+        json_t *exit_at = json_object_get(order, "agent_exit_for_test");
+        if (qemu && !json_is_string(qemu) && !json_is_null(qemu)) {
+            agent_reply(a, id, false, "`qemu` must be a path string");
             return;
         }
-        struct host_vm_warm_options o = {.qemu = json_string_value(qemu), .corrupt_state = corrupt};
+        if ((corrupt || exit_at) && !a->test_faults) {
+            agent_reply(a, id, false,
+                        "`corrupt_state_for_test` and `agent_exit_for_test` need an agent run "
+                        "with --test-faults");
+            return;
+        }
+        if (exit_at && !host_vm_warm_exit_point_valid(json_string_value(exit_at))) {
+            agent_reply(a, id, false,
+                        "`agent_exit_for_test` must be one of: " HOST_VM_WARM_EXIT_POINTS);
+            return;
+        }
+        struct host_vm_warm_options o = {.qemu = json_string_value(qemu),
+                                         .corrupt_state = corrupt,
+                                         .agent_exit_at = json_string_value(exit_at)};
         /* Registered first: the callback may run before host_vm_warm_restart returns. */
         r->pending[i].id = json_incref(id);
         snprintf(r->pending[i].action, sizeof(r->pending[i].action), "%s", action);

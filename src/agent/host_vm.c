@@ -255,8 +255,9 @@ static const struct qmp_client_ops qmp_ops = {
 
 static void on_stop_timer(evutil_socket_t fd, short what, void *arg);
 
-/* Takes the watch of the VM's QEMU, connects QMP and reports `starting`. */
-static void supervise(struct host_vm *vm, struct proc_watch *w, const char *why)
+/* Takes the watch of the VM's QEMU, connects QMP and reports `starting` (or
+ * `restarting`: an interrupted warm restart is being taken over). */
+static void supervise(struct host_vm *vm, struct proc_watch *w, const char *why, bool restarting)
 {
     pid_t pid = proc_watch_pid(w);
     vm->proc = w;
@@ -267,7 +268,10 @@ static void supervise(struct host_vm *vm, struct proc_watch *w, const char *why)
     memset(&vm->meter, 0, sizeof(vm->meter));
     if (sampler_read_proc(pid, &ticks, &rss))
         cpu_meter_update(&vm->meter, ticks, vcr_mono_ms(), sysconf(_SC_CLK_TCK));
-    vm_sm_starting(&vm->sm, why);
+    if (restarting)
+        vm_sm_restarting(&vm->sm, why);
+    else
+        vm_sm_starting(&vm->sm, why);
     host_vm_changed(vm, vcr_wall_ms());
     vm->qmp = qmp_client_new(vm->env.base, &qmp_ops, vm);
     cleanup_error vcr_error_t qerr = NULL;
@@ -299,8 +303,8 @@ struct host_vm *host_vm_new(const struct host_vm_env *env, const struct vcr_vm_s
 }
 
 /* Whether /proc/PID/cmdline holds our QMP option for this VM: a recycled pid
- * or another VM's QEMU does not. */
-static bool cmdline_is_ours(const struct host_vm *vm, pid_t pid)
+ * or another VM's QEMU does not.  *incoming: it also holds -incoming. */
+static bool cmdline_is_ours(const struct host_vm *vm, pid_t pid, bool *incoming)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
@@ -315,43 +319,59 @@ static bool cmdline_is_ours(const struct host_vm *vm, pid_t pid)
     cleanup_free char *want = vm_qmp_option(&vm->paths);
     if (want == NULL)
         return false;
-    for (char *arg = buf; arg < buf + n; arg += strlen(arg) + 1)
-        if (strcmp(arg, want) == 0)
-            return true;
-    return false;
+    bool ours = false, in = false;
+    for (char *arg = buf; arg < buf + n; arg += strlen(arg) + 1) {
+        ours = ours || strcmp(arg, want) == 0;
+        in = in || strcmp(arg, "-incoming") == 0;
+    }
+    if (incoming)
+        *incoming = in;
+    return ours;
 }
 
-bool host_vm_adopt(struct host_vm *vm)
+pid_t host_vm_find_qemu(const struct host_vm *vm, bool *incoming)
 {
     if (vm->proc)
-        return false;
+        return 0;
     cleanup_file FILE *f = fopen(vm->paths.pid, "re");
     int pid = 0;
-    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 0 || !cmdline_is_ours(vm, pid))
-        return false;
-    cleanup_free char *why = NULL;
-    if (asprintf(&why, "adopted qemu pid %d left running by an earlier agent", pid) < 0)
-        return false;
+    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 0 || !cmdline_is_ours(vm, pid, incoming))
+        return 0;
+    return pid;
+}
+
+bool host_vm_adopt_pid(struct host_vm *vm, pid_t pid, const char *why, bool restarting)
+{
     cleanup_error vcr_error_t err = NULL;
     struct proc_watch *w = proc_watch_new(vm->env.base, pid, on_process_exit, vm, &err);
     if (w == NULL) {
-        log_warn("VM %s: cannot adopt pid %d: %s", vm->spec->name, pid, vcr_error_msg(err));
+        log_warn("VM %s: cannot adopt pid %d: %s", vm->spec->name, (int)pid, vcr_error_msg(err));
         return false;
     }
     /* The pidfd pins the process: checked again, the pid cannot have been recycled since. */
-    if (!cmdline_is_ours(vm, pid)) {
+    if (!cmdline_is_ours(vm, pid, NULL)) {
         proc_watch_free(w);
         return false;
     }
     char exe[64], target[4096];
-    snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
+    snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)pid);
     ssize_t n = readlink(exe, target, sizeof(target) - 1);
     if (n > 0) {
         target[n] = '\0';
         host_vm_set_qemu_path(vm, target);
     }
-    supervise(vm, w, why);
+    supervise(vm, w, why, restarting);
     return true;
+}
+
+bool host_vm_adopt(struct host_vm *vm)
+{
+    pid_t pid = host_vm_find_qemu(vm, NULL);
+    if (pid <= 0)
+        return false;
+    char why[128];
+    snprintf(why, sizeof(why), "adopted qemu pid %d left running by an earlier agent", (int)pid);
+    return host_vm_adopt_pid(vm, pid, why, false);
 }
 
 bool host_vm_found_ended(struct host_vm *vm)
@@ -423,7 +443,7 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
         return vcr_error_wrap(err, "start VM `%s`", vm->spec->name);
     }
     host_vm_set_qemu_path(vm, vm->env.qemu);
-    supervise(vm, w, why);
+    supervise(vm, w, why, false);
     return 0;
 }
 

@@ -81,10 +81,23 @@ const char *host_vm_qemu(const struct host_vm *vm);
 /* query-migrate polling while a state file is written or read. */
 #define HOST_VM_WARM_POLL_MS 2
 
+/* An agent that finds an unfinished warm restart at start finishes or rolls
+ * it back only if it began less than this long ago; later, the server has
+ * stopped counting it as maintenance (INV_RESTART_DEADLINE_MS, 60 s, leaves
+ * room for the restart's own deadline after this window). */
+#define HOST_VM_WARM_RECOVER_WINDOW_MS 30000
+
 struct host_vm_warm_options {
     const char *qemu;   /* binary of the new QEMU; NULL: the one running now */
     bool corrupt_state; /* test fault: corrupt the state file before it is verified */
+    /* Test fault: the agent kills itself (SIGKILL) at this point of the
+     * restart: "stopped", "sealed", "quit" or "spawned"; NULL: never. */
+    const char *agent_exit_at;
 };
+
+/* The points allowed in agent_exit_at, comma-separated, for messages. */
+#define HOST_VM_WARM_EXIT_POINTS "stopped, sealed, quit, spawned"
+bool host_vm_warm_exit_point_valid(const char *point);
 
 struct host_vm_warm_result {
     bool ok;       /* the guest runs on in the new QEMU */
@@ -109,6 +122,11 @@ typedef void (*host_vm_warm_cb)(struct host_vm *vm, const struct host_vm_warm_re
 int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *opts,
                          host_vm_warm_cb cb, void *opaque, vcr_error_t *err);
 bool host_vm_restarting(const struct host_vm *vm);
+/* At agent start, before host_vm_adopt: if an earlier agent left a warm
+ * restart of this VM unfinished (its journal), finish it or roll it back
+ * (docs/warm-restart.md "Agent restart") and return true; false when there is
+ * nothing to take over and the VM is to be adopted or started as usual. */
+bool host_vm_warm_recover(struct host_vm *vm);
 
 /* Leaves the QEMU process running (it outlives the agent by design). */
 void host_vm_free(struct host_vm *vm);

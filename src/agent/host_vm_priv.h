@@ -50,6 +50,12 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms);
  * and connects QMP, without a state change: the warm restart drives those. */
 int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err);
 void host_vm_set_qemu_path(struct host_vm *vm, const char *path);
+/* The pid of a live QEMU of this VM left by an earlier agent (its pid file,
+ * checked by its command line), or 0; *incoming (may be NULL): it was started
+ * with -incoming, i.e. it is the new QEMU of a warm restart. */
+pid_t host_vm_find_qemu(const struct host_vm *vm, bool *incoming);
+/* Watches and supervises that QEMU; reports `starting`, or `restarting` with why. */
+bool host_vm_adopt_pid(struct host_vm *vm, pid_t pid, const char *why, bool restarting);
 /* The last line QEMU wrote to its log ("" if it was our own header). */
 void host_vm_log_last_line(const char *path, char *out, size_t size);
 

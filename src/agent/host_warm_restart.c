@@ -12,13 +12,20 @@
  * Before `quit`, a failure resumes the old QEMU (nothing lost).  After it, a
  * failure (checksum mismatch, the new QEMU refuses the state or dies, the
  * deadline) kills the new QEMU if any and boots the VM cold from its image:
- * the RAM file is recreated, the state files are removed. */
+ * the RAM file is recreated, the state files are removed.
+ *
+ * A journal (NAME.warm) is written before `stop` and removed at the end, so
+ * an agent killed mid-way can take the restart over when it starts again
+ * (host_vm_warm_recover): `cont` the old QEMU if it still holds the guest,
+ * keep a new one that already runs it, or load the sealed state into a new
+ * QEMU; past HOST_VM_WARM_RECOVER_WINDOW_MS it leaves things to the server. */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,12 +51,18 @@ enum warm_step {
     W_CONT,     /* `cont` sent */
     W_RESUMING, /* failure before quit: `cont` on the old QEMU */
     W_FALLBACK, /* the new QEMU is being killed; a cold boot follows its exit */
+    /* Taking over a restart an earlier agent left (host_vm_warm_recover): */
+    W_ADOPT_OLD, /* the old QEMU adopted, waiting for QMP */
+    W_ROLLBACK,  /* `cont` sent to it */
+    W_ADOPT_NEW, /* the new QEMU adopted, waiting for QMP */
+    W_CHECK,     /* query-status sent to it */
 };
 
 struct host_vm_warm {
     struct host_vm *vm;
     enum warm_step step;
     bool corrupt;
+    char exit_at[16]; /* test fault: where the agent kills itself ("" never) */
     host_vm_warm_cb cb;
     void *opaque;
     struct event *poll;
@@ -67,13 +80,38 @@ static double now_ms(void)
 
 static void remove_state_files(struct host_vm *vm)
 {
-    const char *files[] = {vm->paths.state, vm->paths.state_tmp, vm->paths.state_sum};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+    const char *files[] = {vm->paths.state, vm->paths.state_tmp, vm->paths.state_sum,
+                           vm->paths.journal};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         if (unlink(files[i]) < 0 && errno != ENOENT)
             log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, files[i], strerror(errno));
-    char sum_tmp[4200];
-    snprintf(sum_tmp, sizeof(sum_tmp), "%s.tmp", vm->paths.state_sum);
-    unlink(sum_tmp);
+        char tmp[4200];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", files[i]);
+        unlink(tmp);
+    }
+}
+
+static bool state_sealed(const struct host_vm *vm)
+{
+    return access(vm->paths.state, F_OK) == 0 && access(vm->paths.state_sum, F_OK) == 0;
+}
+
+bool host_vm_warm_exit_point_valid(const char *point)
+{
+    static const char *const points[] = {"stopped", "sealed", "quit", "spawned"};
+    for (size_t i = 0; point && i < sizeof(points) / sizeof(points[0]); i++)
+        if (strcmp(point, points[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Test fault (agent --test-faults): the agent dies here, as if killed. */
+static void test_exit_point(const struct host_vm *vm, const char *point)
+{
+    if (strcmp(vm->warm->exit_at, point) != 0)
+        return;
+    log_warn("VM %s: test fault: the agent kills itself (SIGKILL) at `%s`", vm->spec->name, point);
+    raise(SIGKILL);
 }
 
 void host_vm_warm_free(struct host_vm_warm *w)
@@ -244,6 +282,7 @@ static void saved(struct host_vm *vm)
         fail(vm, "seal the state file: %s", vcr_error_msg(err));
         return;
     }
+    test_exit_point(vm, "sealed");
     send_step(vm, W_QUIT, "quit", NULL, on_quit);
 }
 
@@ -343,14 +382,81 @@ static void on_stop(struct qmp_client *c, json_t *result, const char *error, voi
     struct host_vm *vm = opaque;
     if (!step_ok(vm, W_STOP, "stop", error))
         return;
+    test_exit_point(vm, "stopped");
     send_step(vm, W_CAPS_OUT, "migrate-set-capabilities", ignore_shared_args(), on_caps);
+}
+
+static void on_rollback_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
+{
+    (void)c;
+    (void)result;
+    struct host_vm *vm = opaque;
+    if (!step_ok(vm, W_ROLLBACK, "cont", error))
+        return;
+    evtimer_del(vm->warm->deadline);
+    char cause[256];
+    snprintf(cause, sizeof(cause),
+             "warm restart interrupted by the agent's exit: rolled back, the guest runs on in "
+             "qemu pid %d",
+             (int)vm->pid);
+    snprintf(vm->warm->result.error, sizeof(vm->warm->result.error),
+             "interrupted by the agent's exit; rolled back");
+    vm_sm_restarted(&vm->sm, cause);
+    host_vm_changed(vm, vcr_wall_ms());
+    finish(vm);
+}
+
+static void on_check_status(struct qmp_client *c, json_t *result, const char *error, void *opaque)
+{
+    (void)c;
+    struct host_vm *vm = opaque;
+    if (!step_ok(vm, W_CHECK, "query-status", error))
+        return;
+    struct host_vm_warm *w = vm->warm;
+    const char *status = json_string_value(json_object_get(result, "status"));
+    if (status && strcmp(status, "running") == 0) {
+        /* The earlier agent got as far as `cont`: the state file is stale now. */
+        evtimer_del(w->deadline);
+        w->result.ok = true;
+        char cause[256];
+        snprintf(cause, sizeof(cause),
+                 "warm restart finished before the agent's exit: the guest runs in qemu pid %d",
+                 (int)vm->pid);
+        vm_sm_restarted(&vm->sm, cause);
+        host_vm_changed(vm, vcr_wall_ms());
+        finish(vm);
+        return;
+    }
+    if (!state_sealed(vm)) {
+        fail(vm, "new qemu pid %d is `%s` and no sealed state file is left", (int)vm->pid,
+             status ? status : "?");
+        return;
+    }
+    /* Where it got to is unknown (the state may be half loaded): start over
+     * from the sealed state in a fresh QEMU; the exit spawns it. */
+    log_info("VM %s: new qemu pid %d is `%s`: replacing it to load the state again", vm->spec->name,
+             (int)vm->pid, status ? status : "?");
+    w->step = W_QUIT;
+    proc_watch_signal(vm->proc, SIGKILL, NULL);
 }
 
 void host_vm_warm_qmp_ready(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
+    if (w->step == W_ADOPT_OLD) {
+        /* The migration may still be set up: drop it; the guest's RAM and
+         * devices are as they were at `stop`. */
+        qmp_client_command(vm->qmp, "migrate_cancel", NULL, NULL, NULL, NULL);
+        send_step(vm, W_ROLLBACK, "cont", NULL, on_rollback_cont);
+        return;
+    }
+    if (w->step == W_ADOPT_NEW) {
+        send_step(vm, W_CHECK, "query-status", NULL, on_check_status);
+        return;
+    }
     if (w->step != W_SPAWNED)
         return;
+    test_exit_point(vm, "spawned");
     cleanup_error vcr_error_t err = NULL;
     if (w->corrupt) {
         if (warm_state_corrupt(vm->paths.state, &err) < 0)
@@ -370,7 +476,12 @@ void host_vm_warm_qmp_ready(struct host_vm *vm)
 void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
 {
     struct host_vm_warm *w = vm->warm;
+    /* An adopted old QEMU that ends (it had its `quit`) after the state was
+     * sealed: go on as if the exit had been awaited. */
+    if ((w->step == W_ADOPT_OLD || w->step == W_ROLLBACK) && state_sealed(vm))
+        w->step = W_QUIT;
     if (w->step == W_QUIT) {
+        test_exit_point(vm, "quit");
         w->t_saved = now_ms();
         w->result.suspend_ms = w->t_saved - w->t_stop;
         w->t_spawn = now_ms();
@@ -391,8 +502,11 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
         host_vm_log_last_line(vm->paths.log, last, sizeof(last));
         snprintf(w->result.error, sizeof(w->result.error),
                  "%s qemu: %s during the warm restart%s%s",
-                 w->step < W_QUIT || w->step == W_RESUMING ? "old" : "new", how,
-                 last[0] ? ": " : "", last);
+                 w->step < W_QUIT || w->step == W_RESUMING || w->step == W_ADOPT_OLD ||
+                         w->step == W_ROLLBACK
+                     ? "old"
+                     : "new",
+                 how, last[0] ? ": " : "", last);
         log_warn("VM %s: %s", vm->spec->name, w->result.error);
     }
     evtimer_del(w->poll);
@@ -406,6 +520,30 @@ void host_vm_warm_abort(struct host_vm *vm, const char *why)
     snprintf(w->result.error, sizeof(w->result.error), "warm restart abandoned: %s", why);
     vm_sm_restarted(&vm->sm, w->result.error); /* a live state, so that the exit is reported */
     finish(vm);
+}
+
+/* A warm restart object for vm, its deadline running; not attached yet. */
+static struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_vm_warm_cb cb,
+                                     void *opaque, vcr_error_t *err)
+{
+    struct host_vm_warm *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", vm->spec->name), NULL;
+    w->vm = vm;
+    w->cb = cb;
+    w->opaque = opaque;
+    snprintf(w->result.qemu, sizeof(w->result.qemu), "%s", qemu);
+    w->poll = evtimer_new(vm->env.base, poll_migration, vm);
+    w->deadline = evtimer_new(vm->env.base, on_deadline, w);
+    if (w->poll == NULL || w->deadline == NULL) {
+        host_vm_warm_free(w);
+        return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", vm->spec->name), NULL;
+    }
+    struct timeval tv = {.tv_sec = HOST_VM_WARM_DEADLINE_MS / 1000,
+                         .tv_usec = (HOST_VM_WARM_DEADLINE_MS % 1000) * 1000};
+    evtimer_add(w->deadline, &tv);
+    w->t_stop = now_ms();
+    return w;
 }
 
 int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *opts,
@@ -424,30 +562,31 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
     if (strchr(vm->paths.state, '\'') != NULL)
         return vcr_error_make(err, EINVAL, "state file `%s`: a quote in the path is not allowed",
                               vm->paths.state);
+    const char *exit_at = opts ? opts->agent_exit_at : NULL;
+    if (exit_at && !host_vm_warm_exit_point_valid(exit_at))
+        return vcr_error_make(err, EINVAL, "agent_exit_for_test `%s`: allowed: %s", exit_at,
+                              HOST_VM_WARM_EXIT_POINTS);
     const char *qemu = opts && opts->qemu ? opts->qemu : vm->qemu_path;
     if (qemu == NULL)
         qemu = vm->env.qemu;
     if (access(qemu, X_OK) < 0)
         return vcr_error_errno(err, "warm restart of VM `%s`: qemu `%s`", name, qemu);
-    struct host_vm_warm *w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
-    w->vm = vm;
-    w->corrupt = opts && opts->corrupt_state;
-    w->cb = cb;
-    w->opaque = opaque;
-    snprintf(w->result.qemu, sizeof(w->result.qemu), "%s", qemu);
-    w->poll = evtimer_new(vm->env.base, poll_migration, vm);
-    w->deadline = evtimer_new(vm->env.base, on_deadline, w);
-    if (w->poll == NULL || w->deadline == NULL) {
-        host_vm_warm_free(w);
-        return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
-    }
     remove_state_files(vm); /* leftovers of an agent that died mid-way */
+    struct warm_journal j = {.started_ms = vcr_wall_ms(), .old_pid = (int)vm->pid};
+    if (strlen(qemu) >= sizeof(j.qemu))
+        return vcr_error_make(err, ENAMETOOLONG, "warm restart of VM `%s`: qemu path too long",
+                              name);
+    snprintf(j.qemu, sizeof(j.qemu), "%s", qemu);
+    if (warm_journal_write(vm->paths.journal, &j, err) < 0)
+        return vcr_error_wrap(err, "warm restart of VM `%s`", name);
+    struct host_vm_warm *w = warm_new(vm, qemu, cb, opaque, err);
+    if (w == NULL) {
+        remove_state_files(vm);
+        return -1;
+    }
+    w->corrupt = opts && opts->corrupt_state;
+    snprintf(w->exit_at, sizeof(w->exit_at), "%s", exit_at ? exit_at : "");
     vm->warm = w;
-    struct timeval tv = {.tv_sec = HOST_VM_WARM_DEADLINE_MS / 1000,
-                         .tv_usec = (HOST_VM_WARM_DEADLINE_MS % 1000) * 1000};
-    evtimer_add(w->deadline, &tv);
     char cause[1100];
     snprintf(cause, sizeof(cause), "warm restart (to %s)", qemu);
     vm_sm_restarting(&vm->sm, cause);
@@ -455,4 +594,76 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
     w->t_stop = now_ms();
     send_step(vm, W_STOP, "stop", NULL, on_stop);
     return 0;
+}
+
+bool host_vm_warm_recover(struct host_vm *vm)
+{
+    const char *name = vm->spec->name;
+    struct warm_journal j;
+    cleanup_error vcr_error_t err = NULL;
+    if (warm_journal_read(vm->paths.journal, &j, &err) < 0) {
+        if (vcr_error_status(err) != ENOENT) {
+            log_warn("VM %s: %s: ignored, adopting as usual", name, vcr_error_msg(err));
+            remove_state_files(vm);
+        }
+        return false;
+    }
+    bool incoming = false;
+    pid_t pid = host_vm_find_qemu(vm, &incoming);
+    int64_t age = vcr_wall_ms() - j.started_ms;
+    bool sealed = state_sealed(vm);
+    enum warm_recovery what =
+        warm_recovery_decide(true, age, HOST_VM_WARM_RECOVER_WINDOW_MS, pid > 0, incoming, sealed);
+    log_warn("VM %s: a warm restart begun %lld ms ago by an earlier agent was not finished "
+             "(running qemu: %s; state file: %s): %s",
+             name, (long long)age,
+             pid > 0 ? (incoming ? "the new one (-incoming)" : "the old one") : "none",
+             sealed ? "sealed" : "not sealed", warm_recovery_name(what));
+    if (what == WARM_RECOVER_ADOPT || what == WARM_RECOVER_ENDED) {
+        remove_state_files(vm); /* the caller adopts, or reports it ended */
+        return false;
+    }
+    struct host_vm_warm *w = warm_new(vm, j.qemu, NULL, NULL, &err);
+    if (w == NULL) {
+        log_error("%s", vcr_error_msg(err));
+        return false;
+    }
+    vm->warm = w;
+    /* Times count from the pause the earlier agent made. */
+    w->t_stop -= (double)age;
+    struct stat st;
+    if (stat(vm->paths.state, &st) == 0)
+        w->result.state_bytes = (uint64_t)st.st_size;
+    char why[300];
+    snprintf(why, sizeof(why), "taking over a warm restart interrupted by the agent's exit (%s)",
+             warm_recovery_name(what));
+    switch (what) {
+    case WARM_RECOVER_ROLLBACK:
+    case WARM_RECOVER_CHECK:
+        w->step = what == WARM_RECOVER_ROLLBACK ? W_ADOPT_OLD : W_ADOPT_NEW;
+        if (host_vm_adopt_pid(vm, pid, why, true))
+            return true;
+        /* Gone between the look and the watch: nothing runs the guest now. */
+        if (!state_sealed(vm)) {
+            snprintf(w->result.error, sizeof(w->result.error),
+                     "qemu pid %d ended before it could be adopted", (int)pid);
+            vm_sm_restarting(&vm->sm, why);
+            cold_boot(vm);
+            return true;
+        }
+        /* fall through */
+    case WARM_RECOVER_REDO:
+        vm_sm_restarting(&vm->sm, why);
+        host_vm_changed(vm, vcr_wall_ms());
+        w->step = W_QUIT;
+        host_vm_warm_exited(vm, false, 0);
+        return true;
+    default:
+        snprintf(w->result.error, sizeof(w->result.error),
+                 "interrupted by the agent's exit before the state was sealed, and qemu is gone");
+        vm_sm_restarting(&vm->sm, why);
+        host_vm_changed(vm, vcr_wall_ms());
+        cold_boot(vm);
+        return true;
+    }
 }

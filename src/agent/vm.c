@@ -108,7 +108,8 @@ int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, c
         asprintf(&p->pid, "%s/%s.pid", state_dir, name) < 0 ||
         asprintf(&p->state, "%s/%s.state", state_dir, name) < 0 ||
         asprintf(&p->state_tmp, "%s/%s.state.tmp", state_dir, name) < 0 ||
-        asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0) {
+        asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0 ||
+        asprintf(&p->journal, "%s/%s.warm", state_dir, name) < 0) {
         vm_paths_clear(p);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
     }
@@ -125,6 +126,7 @@ void vm_paths_clear(struct vm_paths *p)
     free(p->state);
     free(p->state_tmp);
     free(p->state_sum);
+    free(p->journal);
     memset(p, 0, sizeof(*p));
 }
 

@@ -40,6 +40,7 @@ struct vm_paths {
     char *state;     /* STATE_DIR/NAME.state: device state during a warm restart */
     char *state_tmp; /* STATE_DIR/NAME.state.tmp: being written by QEMU */
     char *state_sum; /* STATE_DIR/NAME.state.sha256: its checksum */
+    char *journal;   /* STATE_DIR/NAME.warm: the warm restart under way (warm_state.h) */
 };
 
 /* Where RAM files live: tmpfs, so they outlive QEMU but not the host. */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 
 #include "common/cleanup.h"
@@ -113,4 +114,75 @@ int warm_state_corrupt(const char *path, vcr_error_t *err)
     if (pwrite(fd, &c, 1, at) != 1)
         return vcr_error_errno(err, "write `%s`", path);
     return 0;
+}
+
+int warm_journal_write(const char *path, const struct warm_journal *j, vcr_error_t *err)
+{
+    cleanup_json json_t *o = json_pack("{s:s, s:I, s:i}", "qemu", j->qemu, "started_ms",
+                                       (json_int_t)j->started_ms, "old_pid", j->old_pid);
+    if (o == NULL)
+        return vcr_error_make(err, ENOMEM, "journal `%s`: out of memory", path);
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (json_dump_file(o, tmp, JSON_COMPACT) < 0) {
+        int e = errno ? errno : EIO;
+        unlink(tmp);
+        return vcr_error_make(err, e, "write `%s`: %s", tmp, strerror(e));
+    }
+    if (rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return vcr_error_make(err, e, "rename `%s` to `%s`: %s", tmp, path, strerror(e));
+    }
+    return 0;
+}
+
+int warm_journal_read(const char *path, struct warm_journal *j, vcr_error_t *err)
+{
+    memset(j, 0, sizeof(*j));
+    if (access(path, F_OK) < 0)
+        return vcr_error_errno(err, "journal `%s`", path);
+    json_error_t jerr;
+    cleanup_json json_t *o = json_load_file(path, 0, &jerr);
+    if (o == NULL)
+        return vcr_error_make(err, EBADMSG, "journal `%s`: %s (line %d)", path, jerr.text,
+                              jerr.line);
+    const char *qemu = json_string_value(json_object_get(o, "qemu"));
+    json_t *started = json_object_get(o, "started_ms");
+    json_t *pid = json_object_get(o, "old_pid");
+    if (qemu == NULL || qemu[0] != '/' || strlen(qemu) >= sizeof(j->qemu) ||
+        !json_is_integer(started) || !json_is_integer(pid))
+        return vcr_error_make(err, EBADMSG,
+                              "journal `%s`: expected {\"qemu\": ABSOLUTE_PATH, \"started_ms\": "
+                              "INT, \"old_pid\": INT}",
+                              path);
+    snprintf(j->qemu, sizeof(j->qemu), "%s", qemu);
+    j->started_ms = json_integer_value(started);
+    j->old_pid = (int)json_integer_value(pid);
+    return 0;
+}
+
+const char *warm_recovery_name(enum warm_recovery r)
+{
+    static const char *const names[] = {
+        [WARM_RECOVER_NONE] = "none",   [WARM_RECOVER_ADOPT] = "adopt",
+        [WARM_RECOVER_ENDED] = "ended", [WARM_RECOVER_ROLLBACK] = "rollback",
+        [WARM_RECOVER_CHECK] = "check", [WARM_RECOVER_REDO] = "redo",
+        [WARM_RECOVER_COLD] = "cold",
+    };
+    return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "?";
+}
+
+enum warm_recovery warm_recovery_decide(bool journal, int64_t age_ms, int64_t window_ms, bool alive,
+                                        bool incoming, bool sealed)
+{
+    if (!journal)
+        return WARM_RECOVER_NONE;
+    /* Past the window the server no longer counts it as maintenance: leave
+     * what is found as it is, as for any VM an earlier agent left. */
+    if (age_ms < 0 || age_ms > window_ms)
+        return alive ? WARM_RECOVER_ADOPT : WARM_RECOVER_ENDED;
+    if (alive)
+        return incoming ? WARM_RECOVER_CHECK : WARM_RECOVER_ROLLBACK;
+    return sealed ? WARM_RECOVER_REDO : WARM_RECOVER_COLD;
 }

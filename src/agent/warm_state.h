@@ -7,6 +7,7 @@
 #ifndef VCR_AGENT_WARM_STATE_H
 #define VCR_AGENT_WARM_STATE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -24,5 +25,39 @@ int warm_state_verify(const char *state, const char *sum, vcr_error_t *err);
 /* Fault injection for tests (agent --test-faults): flips one byte in the
  * middle of the file. */
 int warm_state_corrupt(const char *path, vcr_error_t *err);
+
+/* The journal of a warm restart under way (STATE_DIR/NAME.warm), written
+ * before the VM is paused and removed with the state files, so that an agent
+ * that died mid-way finishes or rolls back the restart when it comes back. */
+struct warm_journal {
+    char qemu[4096];    /* the binary the new QEMU runs */
+    int64_t started_ms; /* wall clock: when the VM was paused */
+    int old_pid;        /* the QEMU being replaced */
+};
+
+/* Written through PATH.tmp and a rename: a reader sees all of it or nothing. */
+int warm_journal_write(const char *path, const struct warm_journal *j, vcr_error_t *err);
+/* -1 with errno ENOENT in *err when there is none. */
+int warm_journal_read(const char *path, struct warm_journal *j, vcr_error_t *err);
+
+/* What an agent does at start with the warm restart of a VM that an earlier
+ * agent left unfinished (docs/warm-restart.md "Agent restart"). */
+enum warm_recovery {
+    WARM_RECOVER_NONE,     /* no journal: adopt or report as usual */
+    WARM_RECOVER_ADOPT,    /* too late: adopt the QEMU found as it is (the server decides) */
+    WARM_RECOVER_ENDED,    /* too late and no QEMU: report it ended (the server decides) */
+    WARM_RECOVER_ROLLBACK, /* the old QEMU still holds the guest: cancel and `cont` */
+    WARM_RECOVER_CHECK,    /* a new QEMU runs: done if it runs the guest, else redo */
+    WARM_RECOVER_REDO,     /* no QEMU, state sealed: a new QEMU loads the state */
+    WARM_RECOVER_COLD,     /* no QEMU, no sealed state: the guest is lost, boot cold */
+};
+
+const char *warm_recovery_name(enum warm_recovery r);
+/* journal: one was found; age_ms: since it began; window_ms: how long after
+ * its start a restart may still be finished; alive: a QEMU of the VM runs;
+ * incoming: it was started with -incoming (the new one); sealed: the state
+ * file and its checksum file exist. */
+enum warm_recovery warm_recovery_decide(bool journal, int64_t age_ms, int64_t window_ms, bool alive,
+                                        bool incoming, bool sealed);
 
 #endif

@@ -94,7 +94,7 @@ def start_agent(d, name, test_faults=True):
 
 
 def leftovers(d, include_ram=False):
-    found = [f for f in os.listdir(d.state_dir) if ".state" in f]
+    found = [f for f in os.listdir(d.state_dir) if ".state" in f or ".warm" in f]
     if include_ram:
         # The RAM file's name carries host and VM (vcr-HOST-VM[-...].ram).
         found += glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")
@@ -246,6 +246,69 @@ def test_corrupted_state_file_falls_back_to_cold_boot(warm):
     # The server journaled the failed warm restart.
     kinds = [ev["kind"] for ev in warm.vcr.events(since) if ev.get("vm") == VM]
     assert "warm_restart_failed" in kinds
+
+
+def qemu_pids_of_vm():
+    """(pid, started with -incoming) of every live QEMU of VM on this machine."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(
+                a.endswith(f"/{VM}.qmp,server=on,wait=off".encode()) for a in argv):
+            found.append((int(pid), b"-incoming" in argv))
+    return found
+
+
+@pytest.mark.parametrize("point,expect", [
+    ("stopped", "rolled back"),  # old QEMU paused, nothing saved yet
+    ("sealed", "rolled back"),   # old QEMU paused, state saved and sealed
+    ("quit", "warm restart done"),     # old QEMU gone, no new one yet
+    ("spawned", "warm restart done"),  # new QEMU waiting with -incoming
+])
+def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
+    """The agent dies (SIGKILL, injected at POINT) in the middle of a warm restart; the
+    next agent finishes it or rolls it back, and the guest keeps its memory either way."""
+    guest(f"/cgi-bin/stash?survives-{point}")
+    old_pid = warm.wait_vm_state(VM, "running", 10)["pid"]
+    c0, u0 = counter(), uptime()
+    since = warm.vcr.last_event_id()
+    out = post_api(f"/v1/vms/{VM}/warm-restart", {"agent_exit_for_test": point})
+    assert not out.get("vms", [{}])[0].get("ok"), out
+    assert warm.agent_proc.popen.wait(30) == -signal.SIGKILL
+    # What the dead agent left behind is what the point says.
+    left = qemu_pids_of_vm()
+    if point in ("stopped", "sealed"):
+        assert left == [(old_pid, False)], left
+    elif point == "quit":
+        assert left == [], left
+    else:
+        assert len(left) == 1 and left[0][1] and left[0][0] != old_pid, left
+    names = os.listdir(warm.state_dir)
+    assert f"{VM}.warm" in names, names
+    assert (f"{VM}.state" in names) == (point != "stopped"), names
+
+    warm.agent_proc = start_agent(warm, f"agent-after-{point}")
+    vm = labkit.wait_for(f"the new agent to take the restart over ({expect})", lambda: (
+        lambda v: v if v["state"] == "running" and expect in (v["cause"] or "") else None)(
+            warm.vcr.vm(VM)), 90)
+    if expect == "rolled back":
+        assert vm["pid"] == old_pid
+    else:
+        assert vm["pid"] != old_pid
+    assert qemu_pids_of_vm() == [(vm["pid"], expect != "rolled back")]
+    # The guest went on: same memory, same processes, same address.
+    labkit.wait_for("the guest to answer", lambda: guest("/") == VM, 30)
+    assert counter() >= c0 and uptime() >= u0
+    assert guest("/cgi-bin/stash") == f"survives-{point}"
+    states = [ev["detail"]["state"] for ev in warm.vcr.events(since)
+              if ev.get("vm") == VM and ev["kind"] == "vm_event"]
+    assert "crashed" not in states and "starting" not in states, states
+    assert not leftovers(warm)
+    assert len(glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")) == 1
 
 
 def test_warm_restart_of_unknown_vm_exits_1_with_reason(warm):

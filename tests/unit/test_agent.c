@@ -163,6 +163,77 @@ static void test_warm_state_checksum(void **state)
     rmdir(dir);
 }
 
+/* The journal of a warm restart: written whole, read back, bad ones refused. */
+static void test_warm_journal(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-journal-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64], tmp[80];
+    snprintf(path, sizeof(path), "%s/web1.warm", dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    struct warm_journal j = {.started_ms = 1764561600123LL, .old_pid = 4242}, r;
+    snprintf(j.qemu, sizeof(j.qemu), "/opt/qemu-9/bin/qemu-system-x86_64");
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(warm_journal_read(path, &r, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT); /* none: not an error to report */
+    vcr_error_release(&err);
+    assert_int_equal(warm_journal_write(path, &j, NULL), 0);
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(warm_journal_read(path, &r, NULL), 0);
+    assert_string_equal(r.qemu, j.qemu);
+    assert_true(r.started_ms == j.started_ms);
+    assert_int_equal(r.old_pid, 4242);
+    /* A torn or foreign file is refused with the file named. */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"qemu\": \"relative\", \"started_ms\": 1, \"old_pid\": 2}", f);
+    fclose(f);
+    assert_int_equal(warm_journal_read(path, &r, &err), -1);
+    assert_int_equal(vcr_error_status(err), EBADMSG);
+    assert_non_null(strstr(vcr_error_msg(err), path));
+    vcr_error_release(&err);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"qemu\": \"/usr/bin/q", f);
+    fclose(f);
+    assert_int_equal(warm_journal_read(path, &r, &err), -1);
+    assert_int_equal(vcr_error_status(err), EBADMSG);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* What an agent does with a warm restart an earlier agent left unfinished. */
+static void test_warm_recovery_decide(void **state)
+{
+    (void)state;
+    const int64_t win = HOST_VM_WARM_RECOVER_WINDOW_MS;
+    /* journal, age, window, alive, incoming, sealed */
+    assert_int_equal(warm_recovery_decide(false, 10, win, true, false, true), WARM_RECOVER_NONE);
+    /* The old QEMU holds the guest (paused before or after the save): cont it. */
+    assert_int_equal(warm_recovery_decide(true, 10, win, true, false, false),
+                     WARM_RECOVER_ROLLBACK);
+    assert_int_equal(warm_recovery_decide(true, 10, win, true, false, true), WARM_RECOVER_ROLLBACK);
+    /* A new QEMU runs: keep it if it runs the guest, else load the state again. */
+    assert_int_equal(warm_recovery_decide(true, 10, win, true, true, true), WARM_RECOVER_CHECK);
+    /* No QEMU: the sealed state is the guest's devices; without it, boot cold. */
+    assert_int_equal(warm_recovery_decide(true, 10, win, false, false, true), WARM_RECOVER_REDO);
+    assert_int_equal(warm_recovery_decide(true, 10, win, false, false, false), WARM_RECOVER_COLD);
+    /* Past the window (or a clock gone backwards) the server decides. */
+    assert_int_equal(warm_recovery_decide(true, win + 1, win, true, false, true),
+                     WARM_RECOVER_ADOPT);
+    assert_int_equal(warm_recovery_decide(true, win + 1, win, true, true, true),
+                     WARM_RECOVER_ADOPT);
+    assert_int_equal(warm_recovery_decide(true, win + 1, win, false, false, true),
+                     WARM_RECOVER_ENDED);
+    assert_int_equal(warm_recovery_decide(true, -5, win, false, false, true), WARM_RECOVER_ENDED);
+    assert_string_equal(warm_recovery_name(WARM_RECOVER_REDO), "redo");
+    /* The test-fault exit points the agent accepts. */
+    assert_true(host_vm_warm_exit_point_valid("sealed"));
+    assert_false(host_vm_warm_exit_point_valid("later"));
+    assert_false(host_vm_warm_exit_point_valid(NULL));
+}
+
 /* During a warm restart the old QEMU's STOP, SHUTDOWN and exit are expected. */
 static void test_sm_restarting_exit_is_not_crash(void **state)
 {
@@ -1258,6 +1329,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_qemu_argv),
         cmocka_unit_test(test_warm_state_checksum),
+        cmocka_unit_test(test_warm_journal),
+        cmocka_unit_test(test_warm_recovery_decide),
         cmocka_unit_test(test_sm_restarting_exit_is_not_crash),
         cmocka_unit_test(test_ram_file_differs_by_state_dir),
         cmocka_unit_test(test_orphan_ram_files_removed),
