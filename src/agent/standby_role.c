@@ -2,9 +2,10 @@
  * standby VM, created from a template on an overlay, on the VM's bridge br0
  * with its own address; reports containers and load; carries out the
  * server's container orders (docs/protocol.md).  liblxc calls are
- * synchronous: each order blocks the loop for its duration (start ~0.2 s,
- * shutdown at most STANDBY_STOP_TIMEOUT_S), far below the server's host
- * timeout. */
+ * synchronous and take seconds under TCG, so each order's work runs in a
+ * child process (standby_job.c) while the loop goes on with heartbeats,
+ * samples and the orders of other containers; one order at a time per
+ * container (a second one is refused as busy). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "agent/agent_role.h"
 #include "agent/standby.h"
 #include "agent/standby_ct.h"
+#include "agent/standby_job.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -23,12 +25,28 @@
 #define STANDBY_CT_MAX         256
 #define STANDBY_STOP_TIMEOUT_S 2
 
+/* An order whose work runs in a child process. */
+struct standby_pending {
+    struct standby_role *r;
+    struct standby_job *job;
+    json_t *id;
+    char action[32];
+    char name[65];
+    int64_t t0;
+    bool start;                  /* container_create: start it too */
+    struct standby_ct_spec spec; /* container_create */
+    struct standby_ct *ct;       /* start, stop, destroy: the container (the child's copy acts) */
+    int hold_ms;                 /* test fault: the child sleeps this long first */
+};
+
 struct standby_role {
     struct agent *agent;
     const char *lxcpath;
     const char *templates_dir;
     struct standby_ct *cts[STANDBY_CT_MAX];
     size_t n_cts;
+    struct standby_pending *pending[STANDBY_CT_MAX];
+    size_t n_pending;
     bool have_cpu;
     struct standby_cpu_times cpu;
 };
@@ -151,55 +169,117 @@ static void reply_done(struct standby_role *r, json_t *id, struct standby_ct *ct
     agent_reply_with(r->agent, id, true, NULL, members);
 }
 
-static void order_create(struct standby_role *r, json_t *id, json_t *msg, int64_t t0)
+static struct standby_pending *find_pending(const struct standby_role *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_pending; i++)
+        if (strcmp(r->pending[i]->name, name) == 0)
+            return r->pending[i];
+    return NULL;
+}
+
+static void pending_free(struct standby_pending *p)
+{
+    struct standby_role *r = p->r;
+    for (size_t i = 0; i < r->n_pending; i++)
+        if (r->pending[i] == p) {
+            r->pending[i] = r->pending[--r->n_pending];
+            break;
+        }
+    json_decref(p->id);
+    free(p);
+}
+
+/* In the child. */
+static int job_work(void *arg, vcr_error_t *err)
+{
+    struct standby_pending *p = arg;
+    if (p->hold_ms > 0) {
+        struct timespec ts = {.tv_sec = p->hold_ms / 1000,
+                              .tv_nsec = (p->hold_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (strcmp(p->action, "container_create") == 0) {
+        struct standby_ct *ct =
+            standby_ct_create(p->r->lxcpath, p->r->templates_dir, &p->spec, err);
+        if (ct == NULL)
+            return -1;
+        return p->start && standby_ct_start(ct, err) < 0
+                   ? vcr_error_wrap(err, "created, but not started")
+                   : 0;
+    }
+    if (strcmp(p->action, "container_start") == 0)
+        return standby_ct_start(p->ct, err);
+    if (strcmp(p->action, "container_stop") == 0)
+        return standby_ct_stop(p->ct, STANDBY_STOP_TIMEOUT_S, err);
+    return standby_ct_destroy(p->ct, err);
+}
+
+static size_t index_of(const struct standby_role *r, const struct standby_ct *ct)
+{
+    for (size_t i = 0; i < r->n_cts; i++)
+        if (r->cts[i] == ct)
+            return i;
+    return r->n_cts;
+}
+
+/* On the loop, once the child has ended. */
+static void job_done(struct standby_job *job, const char *error, void *opaque)
+{
+    (void)job;
+    struct standby_pending *p = opaque;
+    struct standby_role *r = p->r;
+    long long ms = (long long)(vcr_mono_ms() - p->t0);
+    bool create = strcmp(p->action, "container_create") == 0;
+    /* A create leaves a container even when its start failed: take it on. */
+    if (create && find_ct(r, p->name) == r->n_cts && r->n_cts < STANDBY_CT_MAX) {
+        cleanup_error vcr_error_t err = NULL;
+        struct standby_ct *ct = standby_ct_adopt(r->lxcpath, p->name, &err);
+        if (ct)
+            r->cts[r->n_cts++] = ct;
+        else if (error == NULL)
+            error = vcr_error_msg(err);
+    }
+    if (error) {
+        log_error("container %s: %s: %s (after %lld ms)", p->name, p->action, error, ms);
+        agent_reply(r->agent, p->id, false, error);
+        pending_free(p);
+        return;
+    }
+    log_info("container %s: %s done in %lld ms", p->name, p->action, ms);
+    size_t i = find_ct(r, p->name);
+    if (strcmp(p->action, "container_destroy") == 0) {
+        reply_done(r, p->id, NULL, p->t0);
+        i = index_of(r, p->ct);
+        if (i < r->n_cts) {
+            standby_ct_free(r->cts[i]);
+            r->cts[i] = r->cts[--r->n_cts];
+        }
+    } else {
+        reply_done(r, p->id, i < r->n_cts ? r->cts[i] : NULL, p->t0);
+    }
+    pending_free(p);
+}
+
+static void run_pending(struct standby_role *r, struct standby_pending *p)
 {
     cleanup_error vcr_error_t err = NULL;
-    struct standby_ct_spec spec;
-    if (standby_ct_spec_from_json(msg, &spec, &err) < 0) {
-        agent_reply(r->agent, id, false, vcr_error_msg(err));
-        return;
+    r->pending[r->n_pending++] = p;
+    p->job = standby_job_run(r->agent->base, job_work, p, job_done, p, &err);
+    if (p->job == NULL) {
+        agent_reply(r->agent, p->id, false, vcr_error_msg(err));
+        pending_free(p);
     }
-    if (find_ct(r, spec.name) < r->n_cts || r->n_cts >= STANDBY_CT_MAX) {
-        agent_reply(r->agent, id, false,
-                    r->n_cts >= STANDBY_CT_MAX ? "too many containers" : "container exists");
-        return;
-    }
-    struct standby_ct *ct = standby_ct_create(r->lxcpath, r->templates_dir, &spec, &err);
-    if (ct == NULL) {
-        log_error("container %s: create: %s", spec.name, vcr_error_msg(err));
-        agent_reply(r->agent, id, false, vcr_error_msg(err));
-        return;
-    }
-    r->cts[r->n_cts++] = ct;
-    log_info("container %s: created (service %s, %s/%d, template %s) in %lld ms", spec.name,
-             spec.service, spec.address, spec.prefix, spec.template,
-             (long long)(vcr_mono_ms() - t0));
-    json_t *start = json_object_get(msg, "start");
-    if (json_is_true(start)) {
-        if (standby_ct_start(ct, &err) < 0) {
-            log_error("container %s: start: %s", spec.name, vcr_error_msg(err));
-            agent_reply(r->agent, id, false, vcr_error_msg(err));
-            return;
-        }
-        log_info("container %s: created and started in %lld ms", spec.name,
-                 (long long)(vcr_mono_ms() - t0));
-    }
-    reply_done(r, id, ct, t0);
 }
 
 static void standby_order(struct agent *a, json_t *id, const char *action, const char *vm,
                           json_t *msg)
 {
     struct standby_role *r = role_of(a);
-    int64_t t0 = vcr_mono_ms();
-    if (strcmp(action, "container_create") == 0) {
-        order_create(r, id, msg, t0);
-        return;
-    }
+    bool create = strcmp(action, "container_create") == 0;
     bool start = strcmp(action, "container_start") == 0;
     bool stop = strcmp(action, "container_stop") == 0;
     bool destroy = strcmp(action, "container_destroy") == 0;
-    if (!start && !stop && !destroy) {
+    if (!create && !start && !stop && !destroy) {
         char msg_text[200];
         snprintf(msg_text, sizeof(msg_text),
                  "action `%.40s` is not one of the standby role's: container_create, "
@@ -208,35 +288,68 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
         agent_reply(a, id, false, msg_text);
         return;
     }
-    json_t *name_v = json_object_get(msg, "name");
-    const char *name = json_is_string(name_v) ? json_string_value(name_v) : vm;
-    size_t i = find_ct(r, name);
-    if (i == r->n_cts) {
+    json_t *hold = json_object_get(msg, "hold_for_test_ms");
+    if (hold && (!a->test_faults || !json_is_integer(hold) || json_integer_value(hold) < 0 ||
+                 json_integer_value(hold) > 60000)) {
+        agent_reply(a, id, false,
+                    a->test_faults ? "`hold_for_test_ms` must be an integer from 0 to 60000"
+                                   : "`hold_for_test_ms` needs an agent run with --test-faults");
+        return;
+    }
+    struct standby_pending *p = calloc(1, sizeof(*p));
+    if (p == NULL || r->n_pending >= STANDBY_CT_MAX) {
+        free(p);
+        agent_reply(a, id, false, "out of memory");
+        return;
+    }
+    p->r = r;
+    p->t0 = vcr_mono_ms();
+    p->hold_ms = hold ? (int)json_integer_value(hold) : 0;
+    snprintf(p->action, sizeof(p->action), "%s", action);
+    cleanup_error vcr_error_t err = NULL;
+    if (create) {
+        if (standby_ct_spec_from_json(msg, &p->spec, &err) < 0) {
+            agent_reply(a, id, false, vcr_error_msg(err));
+            free(p);
+            return;
+        }
+        snprintf(p->name, sizeof(p->name), "%s", p->spec.name);
+        p->start = json_is_true(json_object_get(msg, "start"));
+    } else {
+        json_t *name_v = json_object_get(msg, "name");
+        snprintf(p->name, sizeof(p->name), "%.64s",
+                 json_is_string(name_v) ? json_string_value(name_v)
+                 : vm                   ? vm
+                                        : "");
+    }
+    struct standby_pending *busy = find_pending(r, p->name);
+    if (busy) {
+        char text[200];
+        snprintf(text, sizeof(text), "container `%s` is busy with an earlier %s order (%lld ms)",
+                 p->name, busy->action, (long long)(vcr_mono_ms() - busy->t0));
+        agent_reply(a, id, false, text);
+        free(p);
+        return;
+    }
+    size_t i = find_ct(r, p->name);
+    if (create && (i < r->n_cts || r->n_cts >= STANDBY_CT_MAX)) {
+        agent_reply(a, id, false,
+                    r->n_cts >= STANDBY_CT_MAX ? "too many containers" : "container exists");
+        free(p);
+        return;
+    }
+    if (!create && i == r->n_cts) {
         /* Fencing-style idempotence: stopping or destroying nothing succeeds. */
         if (start)
             agent_reply(a, id, false, "no such container");
         else
-            reply_done(r, id, NULL, t0);
+            reply_done(r, id, NULL, p->t0);
+        free(p);
         return;
     }
-    struct standby_ct *ct = r->cts[i];
-    cleanup_error vcr_error_t err = NULL;
-    int rc = start  ? standby_ct_start(ct, &err)
-             : stop ? standby_ct_stop(ct, STANDBY_STOP_TIMEOUT_S, &err)
-                    : standby_ct_destroy(ct, &err);
-    if (rc < 0) {
-        log_error("container %s: %s: %s", name, action, vcr_error_msg(err));
-        agent_reply(a, id, false, vcr_error_msg(err));
-        return;
-    }
-    log_info("container %s: %s done in %lld ms", name, action, (long long)(vcr_mono_ms() - t0));
-    if (destroy) {
-        reply_done(r, id, NULL, t0);
-        standby_ct_free(ct);
-        r->cts[i] = r->cts[--r->n_cts];
-        return;
-    }
-    reply_done(r, id, ct, t0);
+    p->ct = create ? NULL : r->cts[i];
+    p->id = json_incref(id);
+    run_pending(r, p);
 }
 
 static void standby_leave(struct agent *a, bool stop)
@@ -255,6 +368,11 @@ static void standby_fini(struct agent *a)
     struct standby_role *r = role_of(a);
     if (r == NULL)
         return;
+    /* Their children run on and finish the work; nobody waits for the reply. */
+    while (r->n_pending) {
+        standby_job_free(r->pending[0]->job);
+        pending_free(r->pending[0]);
+    }
     for (size_t i = 0; i < r->n_cts; i++)
         standby_ct_free(r->cts[i]);
     free(r);

@@ -43,7 +43,6 @@ struct order {
     agents_order_cb cb;
     agents_order_reply_cb reply_cb;
     void *opaque;
-    bool busy; /* a container order: the agent is silent while it carries it out */
     LIST_ENTRY(order) link;
 };
 
@@ -162,7 +161,6 @@ static int64_t send_order(struct agents *a, const char *host, const char *action
     o->cb = cb;
     o->reply_cb = reply_cb;
     o->opaque = opaque;
-    o->busy = strncmp(action, "container_", 10) == 0;
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     evtimer_add(o->timer, &tv);
     LIST_INSERT_HEAD(&a->orders, o, link);
@@ -495,19 +493,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     int64_t now = vcr_mono_ms();
-    /* A standby agent carries out a container order in its own loop (liblxc
-     * blocks for seconds in a TCG guest) and sends nothing meanwhile: while such
-     * an order is pending, the host's silence is the order's, bounded by the
-     * order's own deadline (its timer fails the order, then the host times out). */
-    struct order *o;
-    LIST_FOREACH(o, &a->orders, link)
-    {
-        struct inv_host *h = o->busy && o->session && o->session->host
-                                 ? inventory_find_host(a->inv, o->session->host)
-                                 : NULL;
-        if (h && h->state == INV_HOST_CONNECTED && now - h->last_seen_ms > a->opts.host_timeout_ms)
-            h->last_seen_ms = now - a->opts.host_timeout_ms;
-    }
     inventory_expire_hosts(a->inv, now, a->opts.host_timeout_ms, on_host_lost, a);
     inventory_expire_restarts(a->inv, now, on_restart_overrun, a);
     /* A connection that never says hello would hold a descriptor forever. */

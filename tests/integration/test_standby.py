@@ -5,7 +5,10 @@ destroyed through the server's API (vcr container ...), answer HTTP on their own
 lab address, and their CPU/memory come back in samples.
 
 Image: `make image` (lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent)."""
+import json
 import os
+import threading
+import time
 
 import pytest
 
@@ -19,7 +22,7 @@ BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC
 def standby_vm():
     env = labkit.lab_env()
     vm = labkit.vm_entry(VM, VM_INDEX, VM_ADDR, memory_mb=256, vcpus=2,
-                         extra_args="apparmor=0 vcr.role=standby "
+                         extra_args="apparmor=0 vcr.role=standby vcr.agent_test_faults=1 "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")
     initrd = os.path.join(os.path.dirname(env["VCR_LAB_INITRD"]), "initrd-standby.img")
@@ -108,3 +111,49 @@ def test_bad_container_orders_are_refused(standby):
     assert r.returncode != 0 and "no such container" in r.stderr
     r = d.vcr.run("container", "create", "host1", "x", "--address", "10.77.0.40")
     assert r.returncode != 0 and "standby" in r.stderr
+
+
+def post_container(body):
+    r = labkit.ns_run(["curl", "-s", "-m", "90", "-X", "POST", "-H",
+                       "Content-Type: application/json", "-d", json.dumps(body),
+                       f"http://{labkit.SERVER_API}/v1/hosts/{VM}/containers"], timeout=100)
+    return json.loads(r.stdout)
+
+
+def test_agent_serves_while_a_container_is_created(standby):
+    """liblxc work runs in a child process: while a create is held for 6 s (test fault
+    hold_for_test_ms, in the child before any work), the agent keeps sending to the
+    server, answers an order for another container, and refuses a second order for the
+    busy one; then the create completes."""
+    d = standby
+    held = {}
+    t0_wall = time.time() * 1000
+    worker = threading.Thread(target=lambda: held.update(post_container({
+        "name": "held1", "service": "held", "address": "10.77.0.33/24",
+        "hold_for_test_ms": 6000})))
+    worker.start()
+    try:
+        labkit.wait_for("the create order to reach the agent", lambda: "busy" in json.dumps(
+            post_container({"name": "held1", "action": "stop"})), 20)
+        assert worker.is_alive(), held
+        # Another container's order is answered at once (nothing to destroy: success).
+        other = post_container({"name": "other1", "action": "destroy"})
+        assert "error" not in other, other
+        assert worker.is_alive(), held
+        # The agent keeps talking to the server while the child works.
+        labkit.wait_for("a message from the standby agent during the create", lambda: (
+            worker.is_alive() and standby_host(d)["last_seen_ms"] > t0_wall + 1500), 5)
+    finally:
+        worker.join(120)
+    assert held.get("result") == "done", held
+    assert held["container"]["state"] == "running"
+    labkit.wait_for("held1 to answer HTTP",
+                    lambda: (labkit.http_get("10.77.0.33") or "").strip() == "held", 60)
+    gone = d.vcr.json("container", "destroy", VM, "held1")
+    assert gone["result"] == "done"
+
+
+def test_hold_for_test_needs_test_faults_and_a_sane_value(standby):
+    out = post_container({"name": "held2", "service": "held", "address": "10.77.0.34/24",
+                          "hold_for_test_ms": -1})
+    assert "hold_for_test_ms" in out.get("error", ""), out

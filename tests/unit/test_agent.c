@@ -36,6 +36,7 @@
 #include "agent/host_sampler.h"
 #include "agent/host_vm.h"
 #include "agent/proc.h"
+#include "agent/standby_job.h"
 #include "agent/vm.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
@@ -232,6 +233,87 @@ static void test_warm_recovery_decide(void **state)
     assert_true(host_vm_warm_exit_point_valid("sealed"));
     assert_false(host_vm_warm_exit_point_valid("later"));
     assert_false(host_vm_warm_exit_point_valid(NULL));
+}
+
+/* Standby jobs: the work runs in a child; its result (or its death) comes back
+ * on the loop, and the loop runs meanwhile. */
+struct job_test {
+    struct event_base *base;
+    int done;
+    char error[STANDBY_JOB_ERROR_MAX + 64];
+    bool had_error;
+};
+
+static int job_ok(void *arg, vcr_error_t *err)
+{
+    (void)err;
+    /* The child's memory is its own: the parent never sees this write. */
+    *(int *)arg = 42;
+    return 0;
+}
+
+static int job_fails(void *arg, vcr_error_t *err)
+{
+    (void)arg;
+    return vcr_error_make(err, EEXIST, "container `x` already exists");
+}
+
+static int job_dies(void *arg, vcr_error_t *err)
+{
+    (void)arg;
+    (void)err;
+    raise(SIGKILL);
+    return 0;
+}
+
+static void job_cb(struct standby_job *job, const char *error, void *opaque)
+{
+    (void)job;
+    struct job_test *t = opaque;
+    t->done++;
+    t->had_error = error != NULL;
+    snprintf(t->error, sizeof(t->error), "%s", error ? error : "");
+    event_base_loopbreak(t->base);
+}
+
+static void job_guard(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(arg); /* the job never ended: done stays 0, the test fails */
+}
+
+static void run_job(struct job_test *t, standby_job_fn fn, void *arg)
+{
+    t->done = 0;
+    cleanup_error vcr_error_t err = NULL;
+    struct standby_job *job = standby_job_run(t->base, fn, arg, job_cb, t, &err);
+    assert_non_null(job);
+    assert_true(standby_job_pid(job) > 0);
+    struct event *guard = event_new(t->base, -1, 0, job_guard, t->base);
+    struct timeval tv = {.tv_sec = 10};
+    evtimer_add(guard, &tv);
+    event_base_dispatch(t->base);
+    event_free(guard);
+    assert_int_equal(t->done, 1);
+}
+
+static void test_standby_job(void **state)
+{
+    (void)state;
+    struct job_test t = {.base = event_base_new()};
+    assert_non_null(t.base);
+    int value = 0;
+    run_job(&t, job_ok, &value);
+    assert_false(t.had_error);
+    assert_int_equal(value, 0);
+    run_job(&t, job_fails, NULL);
+    assert_true(t.had_error);
+    assert_string_equal(t.error, "container `x` already exists");
+    run_job(&t, job_dies, NULL);
+    assert_true(t.had_error);
+    assert_string_equal(t.error, "the worker process was killed by signal 9");
+    event_base_free(t.base);
 }
 
 /* During a warm restart the old QEMU's STOP, SHUTDOWN and exit are expected. */
@@ -1331,6 +1413,7 @@ int main(void)
         cmocka_unit_test(test_warm_state_checksum),
         cmocka_unit_test(test_warm_journal),
         cmocka_unit_test(test_warm_recovery_decide),
+        cmocka_unit_test(test_standby_job),
         cmocka_unit_test(test_sm_restarting_exit_is_not_crash),
         cmocka_unit_test(test_ram_file_differs_by_state_dir),
         cmocka_unit_test(test_orphan_ram_files_removed),
