@@ -194,13 +194,17 @@ def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args=""):
     }
 
 
-def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000):
-    """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple."""
+def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
+                       ram_dir=None):
+    """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
+    ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
+    (/dev/shm) when None."""
     env = lab_env()
     out = [
         f"host: {host}",
         f"server: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
         f"state_dir: {state_dir}",
+    ] + ([f"ram_dir: {ram_dir}"] if ram_dir else []) + [
         f"accel: {accel}",
         "qemu: /usr/bin/qemu-system-x86_64",
         "sample_interval_ms: 1000",

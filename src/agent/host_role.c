@@ -26,6 +26,7 @@ struct host_role {
     struct agent *agent;
     struct accel_probe *probe;
     char accel[8];
+    struct ram_dir ram; /* ram_dir, checked at start */
     struct host_vm_env env;
     struct host_vm **vms;
     struct pending_order *pending;
@@ -113,7 +114,11 @@ static void remove_orphan_ram(const struct vcr_agent_config *cfg)
         return;
     for (size_t i = 0; i < cfg->n_vms; i++)
         names[i] = cfg->vms[i].name;
-    vm_remove_orphan_ram(VM_RAM_DIR, cfg->state_dir, cfg->host, names, cfg->n_vms);
+    vm_remove_orphan_ram(cfg->ram_dir, cfg->state_dir, cfg->host, names, cfg->n_vms);
+    /* RAM files left in /dev/shm from before ram_dir pointed elsewhere: none is
+     * used any more, unless its QEMU still runs. */
+    if (strcmp(cfg->ram_dir, VM_SHM_DIR) != 0)
+        vm_remove_orphan_ram(VM_SHM_DIR, cfg->state_dir, cfg->host, NULL, 0);
     free(names);
 }
 
@@ -185,12 +190,25 @@ static int host_init(struct agent *a, vcr_error_t *err)
         return vcr_error_make(err, ENOMEM, "host role: out of memory");
     }
     r->agent = a;
+    /* The RAM files' filesystem (ram_dir.h): tmpfs or hugetlbfs, nothing else. */
+    if (ram_dir_probe(a->cfg->ram_dir, &r->ram, err) < 0) {
+        free(r->vms);
+        free(r->pending);
+        free(r);
+        return -1;
+    }
+    if (r->ram.backing == RAM_BACKING_HUGETLBFS)
+        log_info("ram_dir %s: hugetlbfs, pages of %llu kB", r->ram.path,
+                 (unsigned long long)(r->ram.page_size >> 10));
+    else
+        log_info("ram_dir %s: tmpfs", r->ram.path);
     r->env = (struct host_vm_env){
         .base = a->base,
         .qemu = a->cfg->qemu,
         .host = a->cfg->host,
         .state_dir = a->cfg->state_dir,
         .accel = r->accel,
+        .ram = &r->ram,
     };
     a->role_data = r;
     r->probe = accel_resolve(a->base, a->cfg, on_accel, r, err);

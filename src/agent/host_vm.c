@@ -295,7 +295,7 @@ struct host_vm *host_vm_new(const struct host_vm_env *env, const struct vcr_vm_s
     vm->stop_timer = evtimer_new(env->base, on_stop_timer, vm);
     vm->qmp_reconnect = evtimer_new(env->base, on_qmp_reconnect, vm);
     if (vm->exit_drain == NULL || vm->stop_timer == NULL || vm->qmp_reconnect == NULL ||
-        vm_paths_init(&vm->paths, env->state_dir, env->host, spec->name, err) < 0) {
+        vm_paths_init(&vm->paths, env->ram->path, env->state_dir, env->host, spec->name, err) < 0) {
         host_vm_free(vm);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", spec->name), NULL;
     }
@@ -419,17 +419,31 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     /* Leftovers of a QEMU that died with no agent to clean up after it: a
      * stale RAM file would hand its old contents to the new guest. */
     remove_runtime_files(vm);
-    /* docs/warm-cache.md: never start with a volume that failed its checks. */
-    if (host_volumes_prepare(vm, err) < 0) {
+    /* docs/warm-cache.md: never start with a volume that failed its checks.
+     * Then the RAM: on hugetlbfs its pages are counted and reserved now, so
+     * that a shortage is a clear cause instead of QEMU dying (ram_dir.h). */
+    uint64_t reserved = 0;
+    if (host_volumes_prepare(vm, err) < 0 ||
+        ram_dir_reserve(vm->env.ram, vm->spec->name, vm->paths.ram, vm->spec->memory_mb, &reserved,
+                        err) < 0) {
         vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
         host_vm_changed(vm, vcr_wall_ms());
         return vcr_error_wrap(err, "start VM `%s`", vm->spec->name);
     }
+    if (reserved)
+        log_info("VM %s: RAM `%s` on hugetlbfs: %llu pages of %llu kB reserved", vm->spec->name,
+                 vm->paths.ram, (unsigned long long)reserved,
+                 (unsigned long long)(vm->env.ram->page_size >> 10));
+    else
+        log_info("VM %s: RAM `%s` on %s", vm->spec->name, vm->paths.ram,
+                 ram_backing_name(vm->env.ram->backing));
     struct vm_launch launch = {
         .qemu = vm->env.qemu, .accel = vm->env.accel, .spec = vm->spec, .paths = &vm->paths};
     char **argv = vm_qemu_argv(&launch, err);
-    if (argv == NULL)
+    if (argv == NULL) {
+        remove_runtime_files(vm);
         return -1;
+    }
     write_log_header(vm, argv);
     pid_t pid = proc_spawn(argv, vm->paths.log, err);
     vm_argv_free(argv);
@@ -438,6 +452,7 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     if (w == NULL) {
         if (pid > 0)
             kill(pid, SIGKILL);
+        remove_runtime_files(vm); /* the reserved RAM file */
         vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
         host_vm_changed(vm, vcr_wall_ms());
         return vcr_error_wrap(err, "start VM `%s`", vm->spec->name);
@@ -537,11 +552,12 @@ bool host_vm_has_process(const struct host_vm *vm)
 
 json_t *host_vm_json(const struct host_vm *vm)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:s, s:s?}", "name", vm->spec->name,
-                     "state", vm_state_name(vm->sm.state), "cause", vm->sm.cause, "pid",
-                     vm->proc ? (int)vm->pid : 0, "address", vm->spec->ip, "memory_mb",
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:s, s:s?, s:s, s:s}", "name",
+                     vm->spec->name, "state", vm_state_name(vm->sm.state), "cause", vm->sm.cause,
+                     "pid", vm->proc ? (int)vm->pid : 0, "address", vm->spec->ip, "memory_mb",
                      (int)vm->spec->memory_mb, "vcpus", (int)vm->spec->vcpus, "accel",
-                     vm->env.accel, "qemu", vm->proc ? vm->qemu_path : NULL);
+                     vm->env.accel, "qemu", vm->proc ? vm->qemu_path : NULL, "ram", vm->paths.ram,
+                     "ram_backing", ram_backing_name(vm->env.ram->backing));
 }
 
 const char *host_vm_qemu(const struct host_vm *vm)

@@ -6,8 +6,8 @@
  * Death is reported when the pidfd becomes readable, with that moment as
  * ts_ms; the QMP socket is drained first (QEMU has closed it by then) so that
  * a SHUTDOWN sent just before the exit is never lost.  When a VM ends, its RAM
- * file in /dev/shm, QMP socket and pid file are removed; its serial and QEMU
- * logs stay in the state directory. */
+ * file (in ram_dir: a hugetlbfs file would hold its pages for ever), QMP socket
+ * and pid file are removed; its serial and QEMU logs stay in the state directory. */
 #ifndef VCR_AGENT_HOST_VM_H
 #define VCR_AGENT_HOST_VM_H
 
@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "agent/ram_dir.h"
 #include "agent/vm.h"
 #include "common/err.h"
 #include "config/vm_spec.h"
@@ -36,7 +37,8 @@ struct host_vm_env {
     const char *qemu;
     const char *host;
     const char *state_dir;
-    const char *accel; /* "kvm" or "tcg" */
+    const char *accel;         /* "kvm" or "tcg" */
+    const struct ram_dir *ram; /* where RAM files go: tmpfs or hugetlbfs */
 };
 
 /* The VM changed state (or saw a notable event such as RESET); ts_ms is the
@@ -67,7 +69,8 @@ const char *host_vm_cause(const struct host_vm *vm);
 pid_t host_vm_pid(const struct host_vm *vm);
 /* Whether a QEMU process of this VM exists now. */
 bool host_vm_has_process(const struct host_vm *vm);
-/* The `vm` object of hello: name, state, cause, pid, address, memory_mb, vcpus, accel. */
+/* The `vm` object of hello: name, state, cause, pid, address, memory_mb, vcpus, accel,
+ * qemu, ram (the RAM file), ram_backing ("tmpfs" or "hugetlbfs"). */
 json_t *host_vm_json(const struct host_vm *vm);
 /* {"vm", "cpu_pct", "rss_kb"} for a `sample`, or NULL when there is no process. */
 json_t *host_vm_sample(struct host_vm *vm);

@@ -39,14 +39,10 @@ static ssize_t default_write(int fd, const void *buf, size_t n, off_t off)
 
 ssize_t (*host_volume_write_hook)(int fd, const void *buf, size_t n, off_t off) = default_write;
 
-char *host_volume_mem_path(const char *ram_path, const char *vol)
+char *host_volume_mem_path(const char *shm_base, const char *vol)
 {
-    size_t n = strlen(ram_path);
-    const char *ext = n > 4 ? ram_path + n - 4 : NULL;
     char *s = NULL;
-    if (ext && strcmp(ext, ".ram") == 0)
-        n -= 4;
-    if (asprintf(&s, "%.*s-%s.pmem", (int)n, ram_path, vol) < 0)
+    if (asprintf(&s, "%s-%s.pmem", shm_base, vol) < 0)
         return NULL;
     return s;
 }
@@ -307,7 +303,7 @@ static struct host_volumes *volumes_of(struct host_vm *vm)
         struct vol_state *s = &hv->v[hv->n++];
         s->vm = vm;
         s->spec = &vm->spec->volumes[i];
-        s->mem = host_volume_mem_path(vm->paths.ram, s->spec->name);
+        s->mem = host_volume_mem_path(vm->paths.shm_base, s->spec->name);
         s->timer = evtimer_new(vm->env.base, on_writeback_timer, s);
         if (s->mem == NULL || s->timer == NULL) {
             vm->volumes = hv;

@@ -24,9 +24,10 @@ struct host_vm;
 
 /* --- pure file operations (unit-tested) --- */
 
-/* The memory file of volume vol, next to the VM's RAM file:
- * /dev/shm/vcr-HOST-VM-HASH.ram -> /dev/shm/vcr-HOST-VM-HASH-VOL.pmem. */
-char *host_volume_mem_path(const char *ram_path, const char *vol);
+/* The memory file of volume vol: SHM_BASE-VOL.pmem, SHM_BASE being the VM's
+ * vm_paths.shm_base (/dev/shm/vcr-HOST-VM-HASH, also when its RAM is on
+ * hugetlbfs: the agent write()s these files, which hugetlbfs does not allow). */
+char *host_volume_mem_path(const char *shm_base, const char *vol);
 /* An image (or memory file) is usable if it is a regular file of exactly
  * size bytes holding an ext4 superblock magic.  The error names the file,
  * what was found and what is expected. */

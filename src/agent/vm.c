@@ -96,12 +96,13 @@ int vm_remove_orphan_ram(const char *ram_dir, const char *state_dir, const char 
     return removed;
 }
 
-int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
-                  vcr_error_t *err)
+int vm_paths_init(struct vm_paths *p, const char *ram_dir, const char *state_dir, const char *host,
+                  const char *name, vcr_error_t *err)
 {
     memset(p, 0, sizeof(*p));
-    if (asprintf(&p->ram, "%s/vcr-%s-%s-%08x.ram", VM_RAM_DIR, host, name,
-                 vm_state_dir_hash(state_dir)) < 0 ||
+    uint32_t hash = vm_state_dir_hash(state_dir);
+    if (asprintf(&p->ram, "%s/vcr-%s-%s-%08x.ram", ram_dir, host, name, hash) < 0 ||
+        asprintf(&p->shm_base, "%s/vcr-%s-%s-%08x", VM_SHM_DIR, host, name, hash) < 0 ||
         asprintf(&p->qmp, "%s/%s.qmp", state_dir, name) < 0 ||
         asprintf(&p->serial, "%s/%s.serial", state_dir, name) < 0 ||
         asprintf(&p->log, "%s/%s.log", state_dir, name) < 0 ||
@@ -119,6 +120,7 @@ int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, c
 void vm_paths_clear(struct vm_paths *p)
 {
     free(p->ram);
+    free(p->shm_base);
     free(p->qmp);
     free(p->serial);
     free(p->log);
@@ -246,7 +248,7 @@ static void add_volumes(struct argv_builder *b, const struct vm_launch *l)
     for (size_t i = 0; i < s->n_volumes; i++) {
         const struct vcr_volume_spec *v = &s->volumes[i];
         if (v->warm_cache) {
-            cleanup_free char *mem = host_volume_mem_path(l->paths->ram, v->name);
+            cleanup_free char *mem = host_volume_mem_path(l->paths->shm_base, v->name);
             cleanup_free char *esc = mem ? qemu_escape(mem) : NULL;
             if (esc == NULL) {
                 b->oom = true;

@@ -29,10 +29,13 @@ const char *vm_state_name(enum vm_state s);
 /* Whether a QEMU process may exist in this state. */
 bool vm_state_is_live(enum vm_state s);
 
-/* Files of one VM.  The RAM lives in /dev/shm so that a later warm restart
- * can hand it to a new QEMU; everything else is in the agent's state_dir. */
+/* Files of one VM.  The RAM lives in the agent's ram_dir (tmpfs or hugetlbfs,
+ * ram_dir.h) so that a later warm restart can hand it to a new QEMU; the
+ * warm-cache volumes' memory files in /dev/shm (the agent write()s them, which
+ * hugetlbfs does not allow); everything else is in the agent's state_dir. */
 struct vm_paths {
-    char *ram;       /* /dev/shm/vcr-HOST-NAME-HASH.ram (HASH: of the state directory) */
+    char *ram;       /* RAM_DIR/vcr-HOST-NAME-HASH.ram (HASH: of the state directory) */
+    char *shm_base;  /* /dev/shm/vcr-HOST-NAME-HASH: volume memory files are BASE-VOL.pmem */
     char *qmp;       /* STATE_DIR/NAME.qmp */
     char *serial;    /* STATE_DIR/NAME.serial */
     char *log;       /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
@@ -43,8 +46,9 @@ struct vm_paths {
     char *journal;   /* STATE_DIR/NAME.warm: the warm restart under way (warm_state.h) */
 };
 
-/* Where RAM files live: tmpfs, so they outlive QEMU but not the host. */
-#define VM_RAM_DIR "/dev/shm"
+/* tmpfs, where the warm-cache volumes' memory files live (and the RAM files
+ * unless ram_dir says otherwise): they outlive QEMU but not the host. */
+#define VM_SHM_DIR "/dev/shm"
 
 /* The HASH in a RAM file's name: FNV-1a of the agent's state directory. */
 uint32_t vm_state_dir_hash(const char *state_dir);
@@ -55,8 +59,9 @@ uint32_t vm_state_dir_hash(const char *state_dir);
 int vm_remove_orphan_ram(const char *ram_dir, const char *state_dir, const char *host,
                          const char *const *configured, size_t n_configured);
 
-int vm_paths_init(struct vm_paths *p, const char *state_dir, const char *host, const char *name,
-                  vcr_error_t *err);
+/* ram_dir: where the RAM file goes (the agent's `ram_dir`, VM_SHM_DIR by default). */
+int vm_paths_init(struct vm_paths *p, const char *ram_dir, const char *state_dir, const char *host,
+                  const char *name, vcr_error_t *err);
 void vm_paths_clear(struct vm_paths *p);
 
 /* accel: "kvm" or "tcg". */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/cleanup.h"
 #include "config/agent_config.h"
@@ -21,6 +22,7 @@ struct raw_agent {
     char *host;
     char *server;
     char *state_dir;
+    char *ram_dir;
     char *accel;
     char *qemu;
     char *sample_interval_ms;
@@ -51,6 +53,7 @@ static const cyaml_schema_field_t agent_fields[] = {
     REQUIRED_STRING(host),
     REQUIRED_STRING(server),
     REQUIRED_STRING(state_dir),
+    OPTIONAL_STRING(ram_dir),
     OPTIONAL_STRING(accel),
     OPTIONAL_STRING(qemu),
     OPTIONAL_STRING(sample_interval_ms),
@@ -108,6 +111,7 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     free(cfg->host);
     free(cfg->server);
     free(cfg->state_dir);
+    free(cfg->ram_dir);
     free(cfg->qemu);
     free(cfg->probe_kernel);
     free(cfg->probe_initrd);
@@ -184,6 +188,31 @@ static void check_unique(struct config_report *r, const struct vcr_agent_config 
         }
 }
 
+/* ram_dir: an absolute path to an existing directory.  Its filesystem (tmpfs
+ * or hugetlbfs) is checked when a host agent starts, not here: --config-test
+ * may run elsewhere. */
+static void check_ram_dir(struct config_report *r, const char *value, char **out)
+{
+    struct stat st;
+    const char *problem = NULL;
+    if (value[0] != '/')
+        problem = "is not an absolute path";
+    else if (strlen(value) >= 256)
+        problem = "is longer than 255 bytes";
+    else if (stat(value, &st) < 0)
+        problem = errno == ENOENT ? "does not exist" : "cannot be examined";
+    else if (!S_ISDIR(st.st_mode))
+        problem = "is not a directory";
+    if (problem == NULL) {
+        *out = strdup(value);
+        return;
+    }
+    config_report_add(r, "ram_dir",
+                      "`%s` %s; allowed: an absolute path of an existing directory on tmpfs "
+                      "(default " VCR_RAM_DIR_DEF ") or hugetlbfs, e.g. /dev/hugepages",
+                      value, problem);
+}
+
 /* fence_timeout_ms: 0 (off) or VCR_FENCE_TIMEOUT_MS_MIN..MAX. */
 static void check_fence_timeout(struct config_report *r, const char *text, uint32_t *out)
 {
@@ -213,6 +242,12 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     else
         config_report_add(r, "state_dir", "`%s` is not an absolute path; allowed: %s",
                           raw->state_dir, "an absolute directory path, e.g. /run/vcr/agent");
+
+    /* The default is not checked here: a standby agent in a guest image may lack /dev/shm. */
+    if (raw->ram_dir)
+        check_ram_dir(r, raw->ram_dir, &cfg->ram_dir);
+    else
+        cfg->ram_dir = strdup(VCR_RAM_DIR_DEF);
 
     cfg->accel = VCR_ACCEL_AUTO;
     if (raw->accel)

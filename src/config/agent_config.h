@@ -18,6 +18,7 @@
 #define VCR_PROBE_DEADLINE_MS_DEF  20000
 #define VCR_QEMU_DEF               "/usr/bin/qemu-system-x86_64"
 #define VCR_VMS_MAX                256
+#define VCR_RAM_DIR_DEF            "/dev/shm"
 
 /* Self-fencing (docs/fencing.md): 0 turns it off. */
 #define VCR_FENCE_TIMEOUT_MS_MIN 1000
@@ -37,6 +38,9 @@ struct vcr_agent_config {
     char *host;
     char *server; /* "HOST:PORT" */
     char *state_dir;
+    /* Directory of the VMs' RAM files: on tmpfs or hugetlbfs (checked at agent
+     * start, src/agent/ram_dir.h). */
+    char *ram_dir;
     enum vcr_accel_mode accel;
     char *qemu;
     uint32_t sample_interval_ms;

@@ -50,6 +50,8 @@ struct inv_vm {
     int64_t vcpus;               /* 0: not known */
     char *accel;                 /* NULL: not known */
     char *qemu;                  /* binary of the running QEMU; NULL: not known */
+    char *ram;                   /* its RAM file (hello); NULL: not known */
+    char *ram_backing;           /* "tmpfs" or "hugetlbfs" (hello); NULL: not known */
     int64_t restart_deadline_ms; /* caller's clock; 0 unless `restarting` */
     int64_t state_ts_ms;         /* agent's wall clock at the last vm_event; 0 if none */
     bool has_sample;

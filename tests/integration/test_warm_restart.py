@@ -1,7 +1,9 @@
 """Warm restart (issue 4, docs/warm-restart.md), end to end in the lab: a TCG guest's
 QEMU is replaced while its RAM stays in /dev/shm; the guest's counter, a file in its
 tmpfs and its HTTP address survive; a corrupt state file falls back to a cold boot;
-a restarted agent re-adopts the new QEMU; nothing is left behind."""
+a restarted agent re-adopts the new QEMU; nothing is left behind.  The same with the
+RAM on hugetlbfs (`ram_dir`), whose pages are counted, reserved and given back."""
+import contextlib
 import glob
 import gzip
 import io
@@ -10,6 +12,8 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
+import tempfile
 
 import pytest
 
@@ -59,16 +63,23 @@ def overlay_initrd(base, path):
         f.write(blob + extra)
 
 
+def stash_vm_entry(tmp, name, index, address, memory_mb=256):
+    """A lab VM whose initrd also has /cgi-bin/stash."""
+    entry = labkit.vm_entry(name, index, address, memory_mb=memory_mb)
+    initrd = tmp / "initrd-stash.img"
+    if not initrd.exists():
+        overlay_initrd(entry["image"]["initrd"], initrd)
+    entry["image"]["initrd"] = str(initrd)
+    return entry
+
+
 @pytest.fixture(scope="module")
 def warm(lab, tmp_path_factory):
     from conftest import Daemons
     tmp = tmp_path_factory.mktemp("warm")
     d = Daemons(tmp)
     d.server(heartbeat_ms=300, host_timeout_ms=1500)
-    entry = labkit.vm_entry(VM, INDEX, ADDRESS, memory_mb=256)
-    initrd = tmp / "initrd-stash.img"
-    overlay_initrd(entry["image"]["initrd"], initrd)
-    entry["image"]["initrd"] = str(initrd)
+    entry = stash_vm_entry(tmp, VM, INDEX, ADDRESS)
     d.state_dir = tmp / f"agent-{HOST}"
     d.state_dir.mkdir()
     d.agent_cfg = tmp / f"agent-{HOST}.yaml"
@@ -84,9 +95,9 @@ def warm(lab, tmp_path_factory):
     assert not leftovers(d, include_ram=True)
 
 
-def start_agent(d, name, test_faults=True):
+def start_agent(d, name, test_faults=True, cfg=None):
     p = labkit.Proc([os.path.join(d.build, "src", "agent", "vcr-agent"),
-                     "--config", str(d.agent_cfg), "--log-level", "debug",
+                     "--config", str(cfg or d.agent_cfg), "--log-level", "debug",
                      "--stop-vms-on-exit"] + (["--test-faults"] if test_faults else []),
                     str(d.tmp / f"{name}.log"))
     d.procs.append(p)
@@ -101,23 +112,63 @@ def leftovers(d, include_ram=False):
     return found
 
 
-def guest(path):
-    return (labkit.http_get(ADDRESS, path) or "").strip()
+def guest(path, address=ADDRESS):
+    return (labkit.http_get(address, path) or "").strip()
 
 
-def counter():
-    return int(guest("/cgi-bin/counter"))
+def counter(address=ADDRESS):
+    return int(guest("/cgi-bin/counter", address))
 
 
-def uptime():
-    return float(guest("/cgi-bin/uptime").split()[0])
+def uptime(address=ADDRESS):
+    return float(guest("/cgi-bin/uptime", address).split()[0])
 
 
-def warm_restart(d, *args, timeout=120):
-    r = d.vcr.run("vm", "warm-restart", VM, "--json", *args, timeout=timeout)
+def warm_restart(d, *args, vm=VM, host=HOST, timeout=120):
+    r = d.vcr.run("vm", "warm-restart", vm, "--json", *args, timeout=timeout)
     out = json.loads(r.stdout)
-    assert out["host"] == HOST and len(out["vms"]) == 1
+    assert out["host"] == host and len(out["vms"]) == 1
     return r, out["vms"][0]
+
+
+def assert_warm_restart_keeps_guest(d, vm, host, address, record_property=None):
+    """Warm-restarts a running VM and checks that the guest went on: its counter
+    and uptime did not go back, a file in its tmpfs and its address survive, the
+    journal shows restarting then running, never crashed.  Returns the result."""
+    labkit.wait_for("the counter to run", lambda: counter(address) > 5, 30)
+    kept = f"kept-across-warm-restart-{vm}"
+    assert guest(f"/cgi-bin/stash?{kept}", address) == kept
+    before = d.vcr.vm(vm)
+    c0, u0 = counter(address), uptime(address)
+    since = d.vcr.last_event_id()
+
+    r, e = warm_restart(d, vm=vm, host=host)
+    assert r.returncode == 0, r.stderr
+    assert e["ok"] is True and e["fallback"] is False and e["error"] is None
+    assert e["state_bytes"] > 0
+    assert 0 < e["suspend_ms"] <= e["downtime_ms"] and 0 < e["resume_ms"] <= e["downtime_ms"]
+    for k in ("suspend_ms", "resume_ms", "downtime_ms", "state_bytes"):
+        if record_property:
+            record_property(k, e[k])
+    print(f"warm restart {vm} {before['memory_mb']} MB: suspend {e['suspend_ms']:.1f} ms, "
+          f"resume {e['resume_ms']:.1f} ms, downtime {e['downtime_ms']:.1f} ms, "
+          f"state {e['state_bytes']} bytes")
+
+    after = d.wait_vm_state(vm, "running", 10)
+    assert after["pid"] != before["pid"] and after["pid"] > 0
+    # The guest went on: the counter continued and uptime did not go back.
+    c1, u1 = counter(address), uptime(address)
+    assert c1 >= c0, f"counter went from {c0} to {c1}: the guest was rebooted"
+    assert u1 >= u0, f"uptime went from {u0} to {u1}"
+    assert guest("/cgi-bin/stash", address) == kept
+    assert guest("/", address) == vm
+    # Journal: restarting, then running again; never crashed.
+    events = [ev["detail"] for ev in d.vcr.events(since)
+              if ev.get("vm") == vm and ev["kind"] == "vm_event"]
+    states = [ev["state"] for ev in events]
+    assert "restarting" in states and states[-1] == "running", states
+    assert "crashed" not in states and "starting" not in states, states
+    return e
 
 
 def post_api(path, body):
@@ -128,39 +179,12 @@ def post_api(path, body):
 
 
 def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property):
-    labkit.wait_for("the counter to run", lambda: counter() > 5, 30)
-    assert guest("/cgi-bin/stash?kept-across-warm-restart") == "kept-across-warm-restart"
-    before = warm.vcr.vm(VM)
-    c0, u0 = counter(), uptime()
-    since = warm.vcr.last_event_id()
-
-    r, e = warm_restart(warm)
-    assert r.returncode == 0, r.stderr
-    assert e["ok"] is True and e["fallback"] is False and e["error"] is None
-    assert e["state_bytes"] > 0
-    assert 0 < e["suspend_ms"] <= e["downtime_ms"] and 0 < e["resume_ms"] <= e["downtime_ms"]
-    for k in ("suspend_ms", "resume_ms", "downtime_ms", "state_bytes"):
-        record_property(k, e[k])
-    print(f"warm restart 256 MB: suspend {e['suspend_ms']:.1f} ms, resume "
-          f"{e['resume_ms']:.1f} ms, downtime {e['downtime_ms']:.1f} ms, "
-          f"state {e['state_bytes']} bytes")
-
-    after = warm.wait_vm_state(VM, "running", 10)
-    assert after["pid"] != before["pid"] and after["pid"] > 0
-    # The guest went on: the counter continued and uptime did not go back.
-    c1, u1 = counter(), uptime()
-    assert c1 >= c0, f"counter went from {c0} to {c1}: the guest was rebooted"
-    assert u1 >= u0, f"uptime went from {u0} to {u1}"
-    assert guest("/cgi-bin/stash") == "kept-across-warm-restart"
-    assert guest("/") == VM
-    # Journal: restarting, then running again; never crashed.
-    events = [ev["detail"] for ev in warm.vcr.events(since)
-              if ev.get("vm") == VM and ev["kind"] == "vm_event"]
-    states = [ev["state"] for ev in events]
-    assert "restarting" in states and states[-1] == "running", states
-    assert "crashed" not in states and "starting" not in states, states
+    assert_warm_restart_keeps_guest(warm, VM, HOST, ADDRESS, record_property)
     assert not leftovers(warm)
-    assert len(glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")) == 1
+    ram = glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")
+    assert len(ram) == 1
+    vm = warm.vcr.vm(VM)
+    assert vm["ram"] == ram[0] and vm["ram_backing"] == "tmpfs", vm
 
 
 def test_warm_restart_to_another_qemu_binary(warm, tmp_path):
@@ -319,7 +343,8 @@ def test_warm_restart_of_unknown_vm_exits_1_with_reason(warm):
 
 
 def test_fault_injection_is_refused_without_test_faults(warm):
-    # Runs last: it replaces the agent by one started without --test-faults.
+    # Runs after the other host1 tests: it replaces the agent by one started without
+    # --test-faults.
     pid = warm.vcr.vm(VM)["pid"]
     warm.agent_proc.signal(signal.SIGKILL)
     warm.agent_proc.popen.wait(10)
@@ -332,3 +357,157 @@ def test_fault_injection_is_refused_without_test_faults(warm):
     # Refused before anything happened: same QEMU, still serving.
     assert warm.vcr.vm(VM)["pid"] == pid
     assert guest("/") == VM
+
+
+# --- RAM on hugetlbfs (ram_dir) ------------------------------------------------------
+
+HUGE_HOST, HUGE_VM, HUGE_INDEX, HUGE_ADDRESS = "host2", "web2", 1, "10.77.0.12"
+HUGE_MB, PAGE_KB = 256, 2048
+HUGE_PAGES = HUGE_MB * 1024 // PAGE_KB
+NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+
+
+def hugepages():
+    """HugePages_* of /proc/meminfo (the default 2 MB pool), and `available`: free
+    pages nobody has reserved, what a new VM can have."""
+    out = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, value = line.split(":", 1)
+            if key.startswith("HugePages_"):
+                out[key[len("HugePages_"):].lower()] = int(value.split()[0])
+    out["available"] = out["free"] - out["rsvd"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def hugetlbfs(lab):
+    """A hugetlbfs mount (2 MB pages) and a pool with room for one HUGE_MB VM plus a
+    margin; both undone afterwards."""
+    with open(NR_HUGEPAGES) as f:
+        old = int(f.read())
+    want = old + HUGE_PAGES + 16
+    mount = tempfile.mkdtemp(prefix="vcr-hugetlbfs-")
+    mounted = False
+    try:
+        with open("/proc/sys/vm/compact_memory", "w") as f:
+            f.write("1")
+        with open(NR_HUGEPAGES, "w") as f:
+            f.write(str(want))
+        total = hugepages()["total"]
+        if total != want:
+            pytest.skip(f"the kernel allocated {total} huge pages of {PAGE_KB} kB, not the "
+                        f"{want} asked for in {NR_HUGEPAGES} (memory too fragmented?)")
+        subprocess.run(["mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "none", mount],
+                       check=True)
+        mounted = True
+        yield mount
+    finally:
+        if mounted:
+            subprocess.run(["umount", mount], check=True)
+        os.rmdir(mount)
+        with open(NR_HUGEPAGES, "w") as f:
+            f.write(str(old))
+        assert hugepages()["total"] == old
+
+
+@contextlib.contextmanager
+def agent_with_ram_dir(d, host, vms, ram_dir):
+    """Another agent of the `warm` lab's server, with its VMs' RAM in ram_dir."""
+    state = d.tmp / f"agent-{host}"
+    state.mkdir(exist_ok=True)
+    cfg = d.tmp / f"agent-{host}.yaml"
+    labkit.write_agent_config(cfg, host, str(state), vms, "tcg", ram_dir=ram_dir)
+    p = start_agent(d, f"agent-{host}", cfg=cfg)
+    try:
+        yield p
+    finally:
+        p.stop(timeout=30)
+
+
+def ram_files(directory, host, vm):
+    return glob.glob(f"{directory}/vcr-{host}-{vm}-*.ram")
+
+
+def test_hugetlbfs_ram_survives_warm_restart_and_is_given_back(warm, hugetlbfs, tmp_path,
+                                                                record_property):
+    before = hugepages()
+    entry = stash_vm_entry(warm.tmp, HUGE_VM, HUGE_INDEX, HUGE_ADDRESS, HUGE_MB)
+    with agent_with_ram_dir(warm, HUGE_HOST, [entry], hugetlbfs) as agent:
+        warm.wait_vm_state(HUGE_VM, "running", BOOT_TIMEOUT)
+        labkit.wait_for(f"{HUGE_VM} to answer HTTP",
+                        lambda: guest("/", HUGE_ADDRESS) == HUGE_VM, BOOT_TIMEOUT)
+        files = ram_files(hugetlbfs, HUGE_HOST, HUGE_VM)
+        assert len(files) == 1, files
+        ram = files[0]
+        fs = subprocess.run(["stat", "-f", "-c", "%T", ram], capture_output=True, text=True,
+                            check=True).stdout.strip()
+        assert fs == "hugetlbfs", f"{ram} is on {fs}"
+        assert os.path.getsize(ram) == HUGE_MB << 20
+        vm = warm.vcr.vm(HUGE_VM)
+        assert vm["ram"] == ram and vm["ram_backing"] == "hugetlbfs", vm
+        assert not glob.glob(f"/dev/shm/vcr-{HUGE_HOST}-{HUGE_VM}*")
+        # The VM's pages are taken (touched) or reserved for its file: exactly its size.
+        during = hugepages()
+        print(f"huge pages before {before}, VM running {during}")
+        assert before["available"] - during["available"] == HUGE_PAGES, (before, during)
+        assert before["free"] > during["free"]
+        assert f"RAM `{ram}` on hugetlbfs: {HUGE_PAGES} pages of {PAGE_KB} kB reserved" \
+            in agent.log_text()
+
+        inode = os.stat(ram).st_ino
+        e = assert_warm_restart_keeps_guest(warm, HUGE_VM, HUGE_HOST, HUGE_ADDRESS)
+        record_property("hugetlbfs_downtime_ms", e["downtime_ms"])
+        # The same file, and no page more: the new QEMU mapped what the old one left.
+        assert ram_files(hugetlbfs, HUGE_HOST, HUGE_VM) == [ram]
+        assert os.stat(ram).st_ino == inode
+        restarted = hugepages()
+        print(f"huge pages after the warm restart {restarted}")
+        assert restarted["available"] == during["available"], (during, restarted)
+
+        r = warm.vcr.run("vm", "stop", HUGE_VM, timeout=60)
+        assert r.returncode == 0, r.stderr
+        warm.wait_vm_state(HUGE_VM, ["stopped", "shutdown"], 60)
+        labkit.wait_for("the RAM file to go", lambda: not os.path.exists(ram), 10)
+        after = labkit.wait_for("the huge pages to come back", lambda: (
+            lambda h: h if h["available"] == before["available"]
+            and h["free"] == before["free"] else None)(hugepages()), 10)
+        print(f"huge pages after the VM stopped {after}")
+    assert not os.listdir(hugetlbfs)
+
+
+def test_hugetlbfs_vm_needing_more_pages_than_free_is_refused(warm, hugetlbfs):
+    before = hugepages()
+    free = before["available"]
+    big_mb = (free + 8) * PAGE_KB // 1024
+    vms = [labkit.vm_entry("big", 2, "10.77.0.13", memory_mb=big_mb),
+           labkit.vm_entry("odd", 3, "10.77.0.14", memory_mb=65)]
+    with agent_with_ram_dir(warm, "host3", vms, hugetlbfs):
+        big = warm.wait_vm_state("big", "failed", 60)
+        odd = warm.wait_vm_state("odd", "failed", 60)
+        print(f"big: {big['cause']}\nodd: {odd['cause']}")
+        assert (f"VM `big`: needs {free + 8} pages of {PAGE_KB} kB (memory_mb {big_mb}), "
+                f"{free} free in `{hugetlbfs}`") in big["cause"], big["cause"]
+        assert ("VM `odd`: memory_mb 65 is not a whole number of huge pages of 2048 kB "
+                f"(ram_dir `{hugetlbfs}` is hugetlbfs); allowed: a multiple of 2 MB") \
+            in odd["cause"], odd["cause"]
+        # Refused before QEMU: no process, no file, no page taken.
+        assert not big["pid"] and not odd["pid"]
+        assert not (warm.tmp / "agent-host3" / "big.log").exists()
+        assert not (warm.tmp / "agent-host3" / "odd.log").exists()
+        assert not os.listdir(hugetlbfs)
+        assert hugepages()["available"] == free
+
+
+def test_ram_dir_on_another_filesystem_stops_the_agent(warm, tmp_path):
+    # tmp_path is on the root filesystem: neither tmpfs nor hugetlbfs.
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
+                        text=True, check=True).stdout.strip()
+    if fs in ("tmpfs", "hugetlbfs"):
+        pytest.skip(f"{tmp_path} is on {fs}: no other filesystem to try")
+    with agent_with_ram_dir(warm, "host4", [], str(tmp_path)) as agent:
+        labkit.wait_for("the agent to exit", lambda: not agent.alive(), 15)
+        assert agent.popen.returncode != 0
+        text = agent.log_text()
+        assert f"ram_dir: `{tmp_path}` is on a filesystem of type 0x" in text, text
+        assert "allowed: a directory on tmpfs (e.g. /dev/shm) or hugetlbfs" in text, text

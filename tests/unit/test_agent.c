@@ -36,6 +36,7 @@
 #include "agent/host_sampler.h"
 #include "agent/host_vm.h"
 #include "agent/proc.h"
+#include "agent/ram_dir.h"
 #include "agent/standby_job.h"
 #include "agent/vm.h"
 #include "agent/warm_state.h"
@@ -124,8 +125,10 @@ static void test_ram_file_differs_by_state_dir(void **state)
 {
     (void)state;
     struct vm_paths a, b;
-    assert_int_equal(vm_paths_init(&a, "/run/lab1/agent-host1", "host1", "web1", NULL), 0);
-    assert_int_equal(vm_paths_init(&b, "/run/lab2/agent-host1", "host1", "web1", NULL), 0);
+    assert_int_equal(vm_paths_init(&a, VM_SHM_DIR, "/run/lab1/agent-host1", "host1", "web1", NULL),
+                     0);
+    assert_int_equal(vm_paths_init(&b, VM_SHM_DIR, "/run/lab2/agent-host1", "host1", "web1", NULL),
+                     0);
     assert_string_not_equal(a.ram, b.ram);
     vm_paths_clear(&a);
     vm_paths_clear(&b);
@@ -401,12 +404,138 @@ static void test_orphan_ram_files_removed(void **state)
     assert_int_equal(rmdir(state_dir), 0);
 }
 
+/* --- RAM files on tmpfs or hugetlbfs (ram_dir.h) ------------------------------ */
+
+static const struct ram_dir shm_ram_dir = {
+    .path = VM_SHM_DIR, .backing = RAM_BACKING_TMPFS, .page_size = 4096};
+static const struct ram_dir huge_2m = {
+    .path = "/dev/hugepages", .backing = RAM_BACKING_HUGETLBFS, .page_size = 2 << 20};
+static const struct ram_dir huge_1g = {
+    .path = "/mnt/huge1g", .backing = RAM_BACKING_HUGETLBFS, .page_size = 1 << 30};
+
+/* tmpfs and hugetlbfs are taken; anything else is refused naming the key, the
+ * path and the type. */
+static void test_ram_dir_filesystem_types(void **state)
+{
+    (void)state;
+    struct ram_dir d;
+    assert_int_equal(ram_dir_from_statfs("/dev/shm", RAM_DIR_TMPFS_MAGIC, 4096, &d, NULL), 0);
+    assert_int_equal(d.backing, RAM_BACKING_TMPFS);
+    assert_string_equal(ram_backing_name(d.backing), "tmpfs");
+    assert_int_equal(
+        ram_dir_from_statfs("/dev/hugepages", RAM_DIR_HUGETLBFS_MAGIC, 2 << 20, &d, NULL), 0);
+    assert_int_equal(d.backing, RAM_BACKING_HUGETLBFS);
+    assert_int_equal(d.page_size, 2 << 20);
+    assert_string_equal(d.path, "/dev/hugepages");
+    assert_string_equal(ram_backing_name(d.backing), "hugetlbfs");
+
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(ram_dir_from_statfs("/var/lib/vcr", 0xEF53, 4096, &d, &err), -1);
+    assert_string_equal(vcr_error_msg(err),
+                        "ram_dir: `/var/lib/vcr` is on a filesystem of type 0xef53 (ext2/3/4); "
+                        "allowed: a directory on tmpfs (e.g. /dev/shm) or hugetlbfs (e.g. "
+                        "/dev/hugepages)");
+    vcr_error_release(&err);
+    assert_int_equal(ram_dir_from_statfs("/x", 0x12345678, 4096, &d, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "type 0x12345678 (unknown)"));
+    vcr_error_release(&err);
+    /* The probe itself: /dev/shm is tmpfs; a missing directory is named. */
+    assert_int_equal(ram_dir_probe("/dev/shm", &d, NULL), 0);
+    assert_int_equal(d.backing, RAM_BACKING_TMPFS);
+    assert_int_equal(ram_dir_probe("/no/such/dir", &d, &err), -1);
+    assert_string_equal(vcr_error_msg(err), "ram_dir: `/no/such/dir`: No such file or directory");
+}
+
+/* A VM's memory in whole huge pages, and how many it takes. */
+static void test_ram_dir_page_arithmetic(void **state)
+{
+    (void)state;
+    assert_int_equal(ram_dir_pages_needed(&shm_ram_dir, 256), 0);
+    assert_int_equal(ram_dir_pages_needed(&huge_2m, 256), 128);
+    assert_int_equal(ram_dir_pages_needed(&huge_2m, 65), 33);
+    assert_int_equal(ram_dir_pages_needed(&huge_1g, 2048), 2);
+    assert_int_equal(ram_dir_pages_needed(&huge_1g, 1536), 2);
+    assert_int_equal(ram_dir_pages_needed(&huge_2m, 65536), 32768);
+
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(ram_dir_check_size(&shm_ram_dir, "web1", 65, NULL), 0);
+    assert_int_equal(ram_dir_check_size(&huge_2m, "web1", 256, NULL), 0);
+    assert_int_equal(ram_dir_check_size(&huge_1g, "web1", 3072, NULL), 0);
+    assert_int_equal(ram_dir_check_size(&huge_2m, "web1", 65, &err), -1);
+    assert_string_equal(vcr_error_msg(err),
+                        "VM `web1`: memory_mb 65 is not a whole number of huge pages of 2048 kB "
+                        "(ram_dir `/dev/hugepages` is hugetlbfs); allowed: a multiple of 2 MB");
+    vcr_error_release(&err);
+    assert_int_equal(ram_dir_check_size(&huge_1g, "db", 1536, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "memory_mb 1536 is not a whole number of huge "
+                                               "pages of 1048576 kB"));
+    assert_non_null(strstr(vcr_error_msg(err), "allowed: a multiple of 1024 MB"));
+    vcr_error_release(&err);
+
+    assert_int_equal(ram_dir_check_free(&shm_ram_dir, "web1", 256, 0, NULL), 0);
+    assert_int_equal(ram_dir_check_free(&huge_2m, "web1", 256, 128, NULL), 0);
+    assert_int_equal(ram_dir_check_free(&huge_2m, "big", 1024, 200, &err), -1);
+    assert_string_equal(vcr_error_msg(err),
+                        "VM `big`: needs 512 pages of 2048 kB (memory_mb 1024), 200 free in "
+                        "`/dev/hugepages`; allowed: at most the free huge pages (raise "
+                        "/proc/sys/vm/nr_hugepages or lower memory_mb)");
+}
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Free pages: the pool's free minus its reserved (reserved pages are counted
+ * free until touched), capped by a mount's own size limit. */
+static void test_ram_dir_free_pages(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-hugepages-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char pool[128];
+    snprintf(pool, sizeof(pool), "%s/hugepages-2048kB", dir);
+    assert_int_equal(mkdir(pool, 0755), 0);
+    write_file(pool, "free_hugepages", "300\n");
+    write_file(pool, "resv_hugepages", "100\n");
+    uint64_t n = 0;
+    assert_int_equal(ram_dir_free_pages(&huge_2m, dir, 0, &n, NULL), 0);
+    assert_int_equal(n, 200);
+    assert_int_equal(ram_dir_free_pages(&huge_2m, dir, 50, &n, NULL), 0);
+    assert_int_equal(n, 50);
+    write_file(pool, "resv_hugepages", "400\n");
+    assert_int_equal(ram_dir_free_pages(&huge_2m, dir, 0, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    /* No pool of that size: the error names the file. */
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(ram_dir_free_pages(&huge_1g, dir, 0, &n, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "hugepages-1048576kB/free_hugepages`"));
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/free_hugepages", pool);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/resv_hugepages", pool);
+    unlink(path);
+    assert_int_equal(rmdir(pool), 0);
+    assert_int_equal(rmdir(dir), 0);
+
+    /* On tmpfs nothing is reserved and no file is made. */
+    assert_int_equal(ram_dir_reserve(&shm_ram_dir, "web1", "/dev/shm/none", 256, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(access("/dev/shm/none", F_OK), -1);
+}
+
 static void test_qemu_argv(void **state)
 {
     (void)state;
     struct vcr_vm_spec spec = web1_spec();
     struct vm_paths paths;
-    assert_int_equal(vm_paths_init(&paths, "/run/vcrlab/agent-host1", "host1", "web1", NULL), 0);
+    assert_int_equal(
+        vm_paths_init(&paths, VM_SHM_DIR, "/run/vcrlab/agent-host1", "host1", "web1", NULL), 0);
     struct vm_launch l = {
         .qemu = "/usr/bin/qemu-system-x86_64", .accel = "tcg", .spec = &spec, .paths = &paths};
     char **argv = vm_qemu_argv(&l, NULL);
@@ -459,10 +588,18 @@ static void test_qemu_argv(void **state)
     vm_argv_free(argv);
     vm_paths_clear(&paths);
 
-    /* QEMU splits options on commas: a comma in a path is doubled. */
-    assert_int_equal(vm_paths_init(&paths, "/tmp/a,b", "h", "v", NULL), 0);
+    /* QEMU splits options on commas: a comma in a path is doubled.  A RAM file
+     * on hugetlbfs is passed the same way, shared. */
+    assert_int_equal(vm_paths_init(&paths, "/dev/hugepages", "/tmp/a,b", "h", "v", NULL), 0);
     argv = vm_qemu_argv(&l, NULL);
     assert_true(has_opt(argv, "-qmp", "unix:/tmp/a,,b/v.qmp,server=on,wait=off"));
+    free(backend);
+    backend = NULL;
+    assert_true(asprintf(&backend,
+                         "memory-backend-file,id=mem,size=256M,mem-path=/dev/hugepages/"
+                         "vcr-h-v-%08x.ram,share=on",
+                         vm_state_dir_hash("/tmp/a,b")) > 0);
+    assert_true(has_opt(argv, "-object", backend));
     vm_argv_free(argv);
     vm_paths_clear(&paths);
 }
@@ -1050,7 +1187,13 @@ static void vm_test_init(struct vm_test *t)
     t->spec.kernel = lab ? kernel : NULL;
     t->spec.initrd = lab ? initrd : NULL;
     t->env = (struct host_vm_env){
-        .base = t->base, .qemu = QEMU, .host = t->host, .state_dir = t->dir, .accel = "tcg"};
+        .base = t->base,
+        .qemu = QEMU,
+        .host = t->host,
+        .state_dir = t->dir,
+        .accel = "tcg",
+        .ram = &shm_ram_dir,
+    };
     t->vm = host_vm_new(&t->env, &t->spec, on_vm_changed, t, NULL);
     assert_non_null(t->vm);
 }
@@ -1058,7 +1201,7 @@ static void vm_test_init(struct vm_test *t)
 static void ram_path_of(struct vm_test *t, char *out, size_t size)
 {
     struct vm_paths p;
-    assert_int_equal(vm_paths_init(&p, t->dir, t->host, "web1", NULL), 0);
+    assert_int_equal(vm_paths_init(&p, VM_SHM_DIR, t->dir, t->host, "web1", NULL), 0);
     snprintf(out, size, "%s", p.ram);
     vm_paths_clear(&p);
 }
@@ -1409,6 +1552,9 @@ int main(void)
     vcr_log_init("test_agent", getenv("VCR_TEST_DEBUG") ? VCR_LOG_DEBUG : VCR_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ram_dir_filesystem_types),
+        cmocka_unit_test(test_ram_dir_page_arithmetic),
+        cmocka_unit_test(test_ram_dir_free_pages),
         cmocka_unit_test(test_qemu_argv),
         cmocka_unit_test(test_warm_state_checksum),
         cmocka_unit_test(test_warm_journal),

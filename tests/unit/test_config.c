@@ -160,7 +160,36 @@ static void test_defaults_and_bare_vms_key(void **state)
     assert_int_equal(cfg->accel, VCR_ACCEL_TCG);
     assert_null(cfg->probe_kernel);
     assert_null(cfg->agent_key_file);
+    assert_string_equal(cfg->ram_dir, VCR_RAM_DIR_DEF);
     vcr_agent_config_free(cfg);
+}
+
+/* ram_dir: an existing absolute directory; its filesystem type is checked when a
+ * host agent starts (src/agent/ram_dir.c), not at load. */
+static void test_ram_dir(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    char dir[] = "/tmp/vcr-test-ramdir-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    cleanup_free char *line = NULL;
+    assert_true(asprintf(&line, "accel: auto\nram_dir: %s\n", dir) > 0);
+    struct vcr_agent_config *cfg = load_variant("accel: auto\n", line, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->ram_dir, dir);
+    vcr_agent_config_free(cfg);
+    assert_int_equal(rmdir(dir), 0);
+
+    expect_rejected("accel: auto\n", "accel: auto\nram_dir: hugepages\n",
+                    "ram_dir:", "`hugepages` is not an absolute path",
+                    "allowed: an absolute path of an existing directory on tmpfs (default "
+                    "/dev/shm) or hugetlbfs",
+                    NULL);
+    expect_rejected("accel: auto\n", "accel: auto\nram_dir: /no/such/dir\n",
+                    "ram_dir:", "`/no/such/dir` does not exist", "allowed:", NULL);
+    expect_rejected("accel: auto\n", "accel: auto\nram_dir: /etc/hostname\n",
+                    "ram_dir:", "`/etc/hostname` is not a directory", "allowed:", NULL);
 }
 
 static void test_bad_host_name(void **state)
@@ -364,6 +393,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_file_loads),
         cmocka_unit_test(test_defaults_and_bare_vms_key),
+        cmocka_unit_test(test_ram_dir),
         cmocka_unit_test(test_bad_host_name),
         cmocka_unit_test(test_bad_vm_name),
         cmocka_unit_test(test_duplicate_vm_name),

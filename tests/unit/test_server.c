@@ -447,6 +447,30 @@ static void test_inventory_hello_invalid(void **state)
     expect_bad_hello(h, "hello.vms: missing");
 }
 
+/* The RAM file and its backing, as a host agent's hello reports them, show in the status. */
+static void test_inventory_ram_backing_in_status(void **state)
+{
+    (void)state;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    json_t *hello = hello_msg("node1");
+    json_t *web1 = json_array_get(json_object_get(hello, "vms"), 0);
+    json_object_set_new(web1, "ram", json_string("/dev/hugepages/vcr-node1-web1-0.ram"));
+    json_object_set_new(web1, "ram_backing", json_string("hugetlbfs"));
+    bool came_up;
+    assert_non_null(inventory_apply_hello(inv, hello, 1000, &came_up, &err));
+    json_decref(hello);
+    cleanup_json json_t *st = inventory_status_json(inv, 1000, 1700000000000);
+    json_t *vms = json_object_get(json_array_get(json_object_get(st, "hosts"), 0), "vms");
+    json_t *vm0 = json_array_get(vms, 0), *vm1 = json_array_get(vms, 1);
+    assert_string_equal(json_string_value(json_object_get(vm0, "ram")),
+                        "/dev/hugepages/vcr-node1-web1-0.ram");
+    assert_string_equal(json_string_value(json_object_get(vm0, "ram_backing")), "hugetlbfs");
+    assert_true(json_is_null(json_object_get(vm1, "ram")));
+    assert_true(json_is_null(json_object_get(vm1, "ram_backing")));
+    inventory_free(inv);
+}
+
 /* A warm restart is maintenance until its deadline; then, or on a bad end, a failure. */
 static void test_inventory_warm_restart_deadline(void **state)
 {
@@ -1202,6 +1226,7 @@ int main(void)
         cmocka_unit_test(test_inventory_vm_event_and_sample),
         cmocka_unit_test(test_inventory_heartbeat_timeout),
         cmocka_unit_test(test_fence_after_leaves_a_margin),
+        cmocka_unit_test(test_inventory_ram_backing_in_status),
         cmocka_unit_test(test_inventory_warm_restart_deadline),
         cmocka_unit_test(test_e2e_hello_and_vm_event),
         cmocka_unit_test(test_e2e_message_before_hello_rejected),

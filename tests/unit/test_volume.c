@@ -299,7 +299,8 @@ static void test_qemu_argv(void **state)
                                .n_volumes = 2};
     struct vm_paths paths;
     cleanup_error vcr_error_t err = NULL;
-    assert_int_equal(vm_paths_init(&paths, "/run/s", "host1", "web1", &err), 0);
+    /* RAM on hugetlbfs: the volume's memory file stays in /dev/shm all the same. */
+    assert_int_equal(vm_paths_init(&paths, "/dev/hugepages", "/run/s", "host1", "web1", &err), 0);
     struct vm_launch l = {.qemu = "/q", .accel = "tcg", .spec = &spec, .paths = &paths};
     char **argv = vm_qemu_argv(&l, &err);
     assert_non_null(argv);
@@ -308,7 +309,12 @@ static void test_qemu_argv(void **state)
         strcat(all, *a);
         strcat(all, " ");
     }
-    cleanup_free char *mem = host_volume_mem_path(paths.ram, "data");
+    cleanup_free char *mem = host_volume_mem_path(paths.shm_base, "data");
+    char want_mem[128];
+    snprintf(want_mem, sizeof(want_mem), "/dev/shm/vcr-host1-web1-%08x-data.pmem",
+             vm_state_dir_hash("/run/s"));
+    assert_string_equal(mem, want_mem);
+    assert_true(strncmp(paths.ram, "/dev/hugepages/vcr-host1-web1-", 30) == 0);
     char want[512];
     assert_non_null(strstr(all, "-m 256M,slots=1,maxmem=384M "));
     snprintf(want, sizeof(want),
