@@ -422,8 +422,8 @@ def run_baselines(work, mem, n, runs, methods, rows):
                 forced = [v.name for v in vms if v.forced]
                 if forced:
                     NOTES.append(f"reboot, {n} x {mem} MB, run {run}: {', '.join(forced)} did "
-                                 "not answer the power-off request or not power off within 30 s (guest soft lockup "
-                                 "after earlier save/restore cycles under TCG): QMP quit")
+                                 "not answer the power-off request or did not power off within "
+                                 "30 s: QMP quit (the 30 s are in this run's suspend time)")
                 say(f"  reboot run {run}: suspend {susp:.2f}s resume {resu:.2f}s "
                     f"downtime {down:.2f}s")
     finally:
