@@ -78,7 +78,7 @@ def warm(lab, tmp_path_factory):
     from conftest import Daemons
     tmp = tmp_path_factory.mktemp("warm")
     d = Daemons(tmp)
-    d.server(heartbeat_ms=300, host_timeout_ms=1500)
+    d.server(heartbeat_ms=500, host_timeout_ms=4000)  # fence after 5 s: margin on a loaded machine
     entry = stash_vm_entry(tmp, VM, INDEX, ADDRESS)
     d.state_dir = tmp / f"agent-{HOST}"
     d.state_dir.mkdir()
