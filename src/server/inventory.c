@@ -535,11 +535,15 @@ static json_t *known_int(int64_t v)
     return v ? json_integer(v) : json_null();
 }
 
-static json_t *vm_json(const struct inv_vm *vm, int64_t now_ms, int64_t now_wall_ms)
+/* A lost host's VMs: what its agent last said is history, not the present. */
+static json_t *vm_json(const struct inv_vm *vm, bool host_lost, int64_t now_ms, int64_t now_wall_ms)
 {
     json_t *o = vm_json_base(vm);
     if (o == NULL)
         return NULL;
+    json_object_set_new(o, "last_state", json_string(inv_vm_state_name(vm->state)));
+    if (host_lost)
+        json_object_set_new(o, "state", json_string("unknown"));
     json_object_set_new(o, "qemu", vm->qemu ? json_string(vm->qemu) : json_null());
     json_object_set_new(o, "ram", vm->ram ? json_string(vm->ram) : json_null());
     json_object_set_new(o, "ram_backing",
@@ -572,7 +576,8 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
         const struct inv_host *h = inv->hosts[i];
         json_t *vms = json_array();
         for (size_t j = 0; vms && j < h->n_vms; j++)
-            if (json_array_append_new(vms, vm_json(h->vms[j], now_ms, now_wall_ms)) < 0) {
+            if (json_array_append_new(
+                    vms, vm_json(h->vms[j], h->state == INV_HOST_LOST, now_ms, now_wall_ms)) < 0) {
                 json_decref(vms);
                 vms = NULL;
             }

@@ -90,10 +90,16 @@ def test_stopped_agent_makes_host_lost_then_back(pair):
     try:
         labkit.wait_for("host1 lost", lambda: pair.vcr.status()["hosts"][0]["state"] == "lost",
                         10)
+        # What a lost host's agent last said is not the present: its VMs are unknown.
+        vms = pair.vcr.status()["hosts"][0]["vms"]
+        assert vms and all(v["state"] == "unknown" for v in vms), vms
+        assert {v["last_state"] for v in vms} <= {"running", "shutdown", "crashed"}, vms
     finally:
         agent.signal(signal.SIGCONT)
     labkit.wait_for("host1 up again", lambda: pair.vcr.status()["hosts"][0]["state"] == "connected",
                     10)
+    vms = pair.vcr.status()["hosts"][0]["vms"]
+    assert all(v["state"] == v["last_state"] for v in vms), vms
     kinds = [e["kind"] for e in pair.vcr.events()]
     assert "host_lost" in kinds
 

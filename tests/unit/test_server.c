@@ -642,6 +642,19 @@ static void test_inventory_heartbeat_timeout(void **state)
     assert_int_equal(log.silent[1], 8000);
     assert_int_equal(inventory_expire_hosts(inv, 30000, timeout, record_lost, &log), 0);
 
+    /* A lost host's VMs are shown unknown, with what its agent last said. */
+    json_t *lost = inventory_status_json(inv, 30000, 1700000000500);
+    json_t *lvms = json_object_get(json_array_get(json_object_get(lost, "hosts"), 0), "vms");
+    assert_int_equal(json_array_size(lvms), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_array_get(lvms, i);
+        assert_string_equal(json_string_value(json_object_get(v, "state")), "unknown");
+        const char *last = json_string_value(json_object_get(v, "last_state"));
+        assert_non_null(last);
+        assert_string_not_equal(last, "unknown");
+    }
+    json_decref(lost);
+
     /* A hello brings it back, and it is reported up. */
     assert_non_null(inventory_apply_hello(inv, h1, 30000, &came_up, &err));
     assert_true(came_up);
@@ -658,6 +671,8 @@ static void test_inventory_heartbeat_timeout(void **state)
                         "lost");
     json_t *vm = json_array_get(json_object_get(host, "vms"), 1);
     assert_string_equal(json_string_value(json_object_get(vm, "name")), "db1");
+    assert_string_equal(json_string_value(json_object_get(vm, "state")),
+                        json_string_value(json_object_get(vm, "last_state")));
     assert_true(json_is_null(json_object_get(vm, "cpu_pct")));
     assert_true(json_is_null(json_object_get(vm, "address")));
     json_decref(status);
