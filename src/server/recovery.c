@@ -254,6 +254,7 @@ static void detect(struct svc *s, const char *cause)
     probe_stop(&s->probe);
     s->probe.failures = 0;
     s->probe.answered = false;
+    s->probe.unanswered_since = 0;
     s->state = SVC_RECOVERING;
     s->phase = PH_NONE;
     s->error[0] = '\0';
@@ -308,15 +309,28 @@ void recovery_probe_result(struct svc *s, bool ok, const char *why)
             log_info("service %s: probe passes again", s->cfg->name);
         s->probe.failures = 0;
         s->probe.answered = true;
+        s->probe.unanswered_since = 0;
         s->probe.last_error[0] = '\0';
         s->state = SVC_OK;
         return;
     }
     if (!s->probe.answered) {
-        /* The primary has not answered since it (re)started: it is booting. */
-        snprintf(s->probe.last_error, sizeof(s->probe.last_error), "not answered yet: %s",
-                 why ? why : "failed");
-        return;
+        /* The primary has not answered since it (re)started: it is booting,
+         * for check.boot_grace_ms at most; a primary hung from its start is
+         * a failure after that. */
+        int64_t now = vcr_mono_ms();
+        if (s->probe.unanswered_since == 0)
+            s->probe.unanswered_since = now;
+        uint32_t grace = s->cfg->check.boot_grace_ms;
+        if (grace == 0 || now - s->probe.unanswered_since < grace) {
+            snprintf(s->probe.last_error, sizeof(s->probe.last_error), "not answered yet: %s",
+                     why ? why : "failed");
+            return;
+        }
+        log_warn("service %s: the primary has not answered within boot_grace_ms %u of its "
+                 "first probe: its failures count from now",
+                 s->cfg->name, grace);
+        s->probe.answered = true;
     }
     s->probe.failures++;
     snprintf(s->probe.last_error, sizeof(s->probe.last_error), "%s", why ? why : "failed");

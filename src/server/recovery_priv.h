@@ -50,6 +50,7 @@ struct probe {
     /* Passed once since the primary (re)started: until then a failed probe
      * means a booting guest, not a failed service, and is not counted. */
     bool answered;
+    int64_t unanswered_since; /* monotonic: first failed probe while not answered; 0 none */
     char last_error[200];
 };
 

@@ -33,6 +33,7 @@ static const cyaml_schema_field_t check_fields[] = {
     RAW_STR("interval_ms", struct services_raw_check, interval_ms),
     RAW_STR("timeout_ms", struct services_raw_check, timeout_ms),
     RAW_STR("failures", struct services_raw_check, failures),
+    RAW_STR("boot_grace_ms", struct services_raw_check, boot_grace_ms),
     CYAML_FIELD_END,
 };
 
@@ -259,6 +260,7 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     s->check.interval_ms = SERVICES_DEFAULT_INTERVAL_MS;
     s->check.timeout_ms = SERVICES_DEFAULT_TIMEOUT_MS;
     s->check.failures = SERVICES_DEFAULT_FAILURES;
+    s->check.boot_grace_ms = SERVICES_DEFAULT_BOOT_GRACE_MS;
     const struct services_raw_check *ck = raw->check;
     if (ck) {
         if (ck->type && strcmp(ck->type, "tcp") == 0)
@@ -278,6 +280,8 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
             s->check.path = strdup(ck->path);
         take_uint(c, PATH("check.interval_ms"), ck->interval_ms, 100, 60000, &s->check.interval_ms);
         take_uint(c, PATH("check.failures"), ck->failures, 1, 100, &s->check.failures);
+        take_uint(c, PATH("check.boot_grace_ms"), ck->boot_grace_ms, 0, SERVICES_MAX_BOOT_GRACE_MS,
+                  &s->check.boot_grace_ms);
         /* A probe outliving its interval would overlap the next one. */
         take_uint(c, PATH("check.timeout_ms"), ck->timeout_ms, 10, s->check.interval_ms,
                   &s->check.timeout_ms);

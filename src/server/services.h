@@ -17,13 +17,17 @@
 
 #include "common/err.h"
 
-#define SERVICES_DEFAULT_TTL          5
-#define SERVICES_DEFAULT_INTERVAL_MS  1000
-#define SERVICES_DEFAULT_TIMEOUT_MS   500
-#define SERVICES_DEFAULT_FAILURES     3
-#define SERVICES_DEFAULT_PREFIX       24
-#define SERVICES_FENCE_TIMEOUT_MAX_MS 600000
-#define SERVICES_MAX                  256
+#define SERVICES_DEFAULT_TTL         5
+#define SERVICES_DEFAULT_INTERVAL_MS 1000
+#define SERVICES_DEFAULT_TIMEOUT_MS  500
+#define SERVICES_DEFAULT_FAILURES    3
+/* A primary that has not answered since its start is booting, until this long
+ * after its first unanswered probe; then its failures count (0: wait forever). */
+#define SERVICES_DEFAULT_BOOT_GRACE_MS 300000
+#define SERVICES_MAX_BOOT_GRACE_MS     3600000
+#define SERVICES_DEFAULT_PREFIX        24
+#define SERVICES_FENCE_TIMEOUT_MAX_MS  600000
+#define SERVICES_MAX                   256
 
 /* The agent self-fences after losing the server for fence_timeout_ms; the
  * server waits that long before switching a service off an unreachable host.
@@ -64,6 +68,7 @@ struct service_config {
         uint32_t interval_ms;
         uint32_t timeout_ms;
         uint32_t failures;
+        uint32_t boot_grace_ms;
     } check;
     struct {
         enum standby_mode mode;
@@ -91,7 +96,7 @@ struct services_raw_primary {
     char *host, *vm, *address, *port;
 };
 struct services_raw_check {
-    char *type, *path, *interval_ms, *timeout_ms, *failures;
+    char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
 };
 struct services_raw_standby {
     char *mode, *host, *container, *address, *prefix, *gateway, *template;

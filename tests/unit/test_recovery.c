@@ -152,6 +152,8 @@ static void test_config_services_each_bad_field(void **state)
     EXPECT_BAD("interval_ms: 500", "interval_ms: 50", "`services[0].check.interval_ms`", "50",
                "100..60000");
     EXPECT_BAD("failures: 3", "failures: 0", "`services[0].check.failures`", "`0`", "1..100");
+    EXPECT_BAD("failures: 3", "failures: 3, boot_grace_ms: 3600001",
+               "`services[0].check.boot_grace_ms`", "3600001", "0..3600000");
     EXPECT_BAD("mode: warm", "mode: hot", "`services[0].standby.mode`", "hot", "warm, cold");
     EXPECT_BAD("address: 10.77.0.31", "address: 10.77.0.11", "`services[0].standby.address`",
                "primary's address");
@@ -432,6 +434,7 @@ struct harness {
     struct fake_service primary;
     uint16_t port;
     struct fake_agent node1, sb1;
+    const char *check; /* the service's check: {...}; NULL: an http check every 100 ms */
 };
 
 typedef bool (*condition_fn)(struct harness *h);
@@ -457,10 +460,12 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "  - name: web1\n"
                          "    dns_name: web1.vcr.lab\n"
                          "    primary: {host: node1, vm: web1, address: " PRIMARY ", port: %u}\n"
-                         "    check: {type: http, interval_ms: 100, timeout_ms: 100}\n"
+                         "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
                          ", template: busybox}\n",
-                         dir, extra, h->dns.port, dir, h->port, mode) > 0);
+                         dir, extra, h->dns.port, dir, h->port,
+                         h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
+                         mode) > 0);
     cleanup_error vcr_error_t err = NULL;
     h->cfg = server_config_parse(yaml, strlen(yaml), "test.yaml", &err);
     if (h->cfg == NULL)
@@ -846,6 +851,33 @@ static void test_probe_waits_for_the_first_answer(void **state)
     harness_stop(&h);
 }
 
+/* A primary hung from its very start (never answers) is booting only for
+ * check.boot_grace_ms after its first probe; then its failures count. */
+static void test_primary_hung_from_start_is_detected_after_boot_grace(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    make_dir();
+    h.base = event_base_new();
+    dns_start(&h.dns, h.base);
+    service_start(&h.container, h.base, CONTAINER, &h.port);
+    h.check = "{type: http, interval_ms: 100, timeout_ms: 100, boot_grace_ms: 1000}";
+    server_up(&h, "cold", "");
+    agents_up(&h, "running");
+    int64_t t0 = vcr_mono_ms();
+    assert_false(run_until_ms(&h, never, 700)); /* inside the grace: booting */
+    assert_true(state_is(&h, "ok"));
+    assert_true(run_until_ms(&h, recovered, 10000));
+    /* Not before the grace and three counted failures. */
+    assert_true(vcr_mono_ms() - t0 >= 1000 + 2 * 100);
+    cleanup_json json_t *s = service_json(&h);
+    assert_contains(json_string_value(json_object_get(json_object_get(s, "recovery"), "cause")),
+                    "3 consecutive http probe failures");
+    assert_non_null(agent_order(&h.node1, "vm_kill"));
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -859,6 +891,7 @@ int main(void)
         cmocka_unit_test(test_restart_mid_recovery_resumes),
         cmocka_unit_test(test_service_probe_failure_then_failback),
         cmocka_unit_test(test_probe_waits_for_the_first_answer),
+        cmocka_unit_test(test_primary_hung_from_start_is_detected_after_boot_grace),
         cmocka_unit_test(test_standby_silent_with_an_order_is_lost),
         cmocka_unit_test(test_primary_found_crashed_in_hello),
     };
