@@ -104,11 +104,24 @@ def start_agent(d, name, test_faults=True, cfg=None):
     return p
 
 
+def state_dir_hash(state_dir):
+    """The HASH in this agent's RAM file names (vm_state_dir_hash: FNV-1a)."""
+    h = 2166136261
+    for b in str(state_dir).encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def own_ram(d):
+    """This agent's RAM (and pmem) files of VM: vcr-HOST-VM-HASH*; other labs on the
+    machine may run a host1/web1 of their own."""
+    return glob.glob(f"/dev/shm/vcr-{HOST}-{VM}-{state_dir_hash(d.state_dir)}*")
+
+
 def leftovers(d, include_ram=False):
     found = [f for f in os.listdir(d.state_dir) if ".state" in f or ".warm" in f]
     if include_ram:
-        # The RAM file's name carries host and VM (vcr-HOST-VM[-...].ram).
-        found += glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")
+        found += own_ram(d)
     return found
 
 
@@ -181,7 +194,7 @@ def post_api(path, body):
 def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property):
     assert_warm_restart_keeps_guest(warm, VM, HOST, ADDRESS, record_property)
     assert not leftovers(warm)
-    ram = glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")
+    ram = own_ram(warm)
     assert len(ram) == 1
     vm = warm.vcr.vm(VM)
     assert vm["ram"] == ram[0] and vm["ram_backing"] == "tmpfs", vm
@@ -266,7 +279,7 @@ def test_corrupted_state_file_falls_back_to_cold_boot(warm):
     assert uptime() < u0, "a cold boot starts the guest's uptime again"
     assert guest("/cgi-bin/stash") == ""
     assert not leftovers(warm)
-    assert len(glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")) == 1
+    assert len(own_ram(warm)) == 1
     # The server journaled the failed warm restart.
     kinds = [ev["kind"] for ev in warm.vcr.events(since) if ev.get("vm") == VM]
     assert "warm_restart_failed" in kinds
@@ -332,7 +345,7 @@ def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
               if ev.get("vm") == VM and ev["kind"] == "vm_event"]
     assert "crashed" not in states and "starting" not in states, states
     assert not leftovers(warm)
-    assert len(glob.glob(f"/dev/shm/vcr-{HOST}-{VM}*")) == 1
+    assert len(own_ram(warm)) == 1
 
 
 def test_warm_restart_of_unknown_vm_exits_1_with_reason(warm):
