@@ -817,6 +817,9 @@ def main():
         base = labkit.wait_for("standby VM load", lambda: (cl.host(SB_WARM["name"]).get(
             "vm_load") or {}).get("mem_used_kb"), 60, interval=0.5)
         s = SVC["warm-container"]
+        # By hand, under a server without services: the standby VM's use is read before the
+        # container exists, and its create time is the agent's own.  The server started with
+        # the services below finds it running and has nothing to provision.
         r = cl.vcr.json("container", "create", SB_WARM["name"], s["ct"], "--address",
                         f"{s['sb_addr']}/24", "--service", s["svc"], "--gateway",
                         cl.env["VCR_LAB_BRIDGE_ADDR"])

@@ -12,8 +12,10 @@ static const char usage[] =
     "Usage: vcr services [--json]\n"
     "\n"
     "Show every protected service: its state (ok, degraded, recovering, recovered,\n"
-    "failed), where it is served now (primary or standby, address:port), and the\n"
-    "timeline of its last recovery, phase by phase with the ms since detection.\n"
+    "failed), where it is served now (primary or standby, address:port), the state of\n"
+    "its standby container as the standby host reports it (running, stopped, absent,\n"
+    "provisioning, unknown while the host is lost), and the timeline of its last\n"
+    "recovery, phase by phase with the ms since detection.\n"
     "\n"
     "  -j, --json  print the server's JSON (GET /v1/services) instead\n"
     "  -h, --help  show this help\n";
@@ -26,8 +28,8 @@ static const char *str(json_t *o, const char *key)
 
 static void print_services(json_t *body)
 {
-    printf("%-16s %-11s %-8s %-21s %-5s %s\n", "SERVICE", "STATE", "SERVED", "ADDRESS", "MODE",
-           "DNS NAME");
+    printf("%-16s %-11s %-8s %-21s %-5s %-12s %s\n", "SERVICE", "STATE", "SERVED", "ADDRESS",
+           "MODE", "CONTAINER", "DNS NAME");
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(body, "services"), i, s)
@@ -35,8 +37,13 @@ static void print_services(json_t *body)
         char where[40];
         snprintf(where, sizeof(where), "%s:%lld", str(s, "address"),
                  (long long)json_integer_value(json_object_get(s, "port")));
-        printf("%-16s %-11s %-8s %-21s %-5s %s\n", str(s, "name"), str(s, "state"),
-               str(s, "served_by"), where, str(s, "mode"), str(s, "dns_name"));
+        json_t *standby = json_object_get(s, "standby");
+        printf("%-16s %-11s %-8s %-21s %-5s %-12s %s\n", str(s, "name"), str(s, "state"),
+               str(s, "served_by"), where, str(s, "mode"), str(standby, "container_state"),
+               str(s, "dns_name"));
+        if (json_is_string(json_object_get(standby, "provision_error")))
+            printf("  %s: provisioning failed: %s\n", str(s, "name"),
+                   str(standby, "provision_error"));
     }
     json_array_foreach(json_object_get(body, "services"), i, s)
     {

@@ -272,8 +272,12 @@ static void on_hello(struct session *s, json_t *msg)
                                            (json_int_t)agents_fence_after_ms(
                                                a->opts.host_timeout_ms, a->opts.fence_timeout_ms),
                                            "server_version", VCR_VERSION));
-    if (welcome == NULL || proto_conn_send(s->conn, welcome, &err) < 0)
+    if (welcome == NULL || proto_conn_send(s->conn, welcome, &err) < 0) {
         session_reject(s, "cannot send welcome: %s", vcr_error_msg(err));
+        return;
+    }
+    if (a->watch && a->watch->hello)
+        a->watch->hello(a->watch_opaque, h->name);
 }
 
 uint32_t agents_fence_after_ms(uint32_t host_timeout_ms, uint32_t fence_timeout_ms)

@@ -63,11 +63,13 @@ int64_t agents_send_order_with(struct agents *a, const char *host, const char *a
                                const char *vm, json_t *members, int64_t timeout_ms,
                                agents_order_reply_cb cb, void *opaque, vcr_error_t *err);
 
-/* Who else hears of VM events and lost hosts: the recovery engine.  Called
- * after the inventory and the journal are updated; strings are borrowed. */
+/* Who else hears of VM events, accepted hellos and lost hosts: the recovery
+ * engine.  Called after the inventory and the journal are updated; strings
+ * are borrowed. */
 struct agents_watch {
     void (*vm_event)(void *opaque, const char *host, const char *vm, const char *state,
                      const char *cause);
+    void (*hello)(void *opaque, const char *host);
     void (*host_lost)(void *opaque, const char *host);
 };
 /* w is borrowed for the life of agents; NULL removes the watch. */

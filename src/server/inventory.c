@@ -191,6 +191,7 @@ static int take_containers(struct inv_host *h, json_t *msg, const char *where, v
     }
     json_decref(h->containers);
     h->containers = json_deep_copy(list);
+    h->containers_seq++;
     json_t *load = json_object_get(msg, "vm_load");
     if (json_is_object(load)) {
         json_decref(h->vm_load);

@@ -74,6 +74,9 @@ struct inv_host {
      * (docs/protocol.md), shown as reported; NULL until one arrives. */
     json_t *containers;
     json_t *vm_load;
+    /* Counts the `containers` lists taken: tells a report sent after an
+     * order's reply from the one the order was decided on. */
+    uint64_t containers_seq;
 };
 
 struct inventory {

@@ -300,6 +300,13 @@ void recovery_on_host_lost(struct recovery *rc, const char *host)
     }
 }
 
+void recovery_on_hello(struct recovery *rc, const char *host)
+{
+    if (rc == NULL || rc->stopping)
+        return;
+    provision_on_hello(rc, host);
+}
+
 void recovery_probe_result(struct svc *s, bool ok, const char *why)
 {
     if (s->state != SVC_OK && s->state != SVC_DEGRADED)
@@ -736,14 +743,15 @@ static json_t *svc_json(struct svc *s)
                         (json_int_t)s->started_ms, "updated_ms", (json_int_t)s->updated_ms,
                         "timeline", s->timeline);
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s}, "
-        "s:{s:s, s:i, s:s?}, s:o}",
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, "
+        "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?}, s:o}",
         "name", c->name, "dns_name", c->dns_name, "state", state_names[s->state], "served_by",
         standby ? "standby" : "primary", "address",
         standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
         standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
         "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
         "host", c->standby.host, "container", c->standby.container, "address", c->standby.address,
+        "container_state", provision_container_state(s), "provision_error", provision_last_error(s),
         "check", "type", check_type_name(c->check.type), "failures", (int)s->probe.failures,
         "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL, "recovery",
         rec ? rec : json_null());
@@ -886,6 +894,7 @@ static void svc_tick(struct svc *s, int64_t now)
     default:
         break;
     }
+    provision_tick(s, now);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

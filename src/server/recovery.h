@@ -41,6 +41,9 @@ void recovery_free(struct recovery *rc);
 void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm, const char *state,
                           const char *cause);
 void recovery_on_host_lost(struct recovery *rc, const char *host);
+/* An agent's hello was accepted: warm containers on that host are looked at
+ * again at once (provision.c), whatever backoff an earlier failure set. */
+void recovery_on_hello(struct recovery *rc, const char *host);
 
 /* GET /v1/services: {"services": [...]} (docs/server.md). */
 json_t *recovery_services_json(struct recovery *rc);

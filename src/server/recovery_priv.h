@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "server/provision.h"
 #include "server/recovery.h"
 #include "server/services.h"
 
@@ -75,6 +76,7 @@ struct svc {
     struct check *check;  /* the container's port, or the client confirmation */
     struct dns_update *dns;
     struct resolve *resolve;
+    struct provision provision; /* of a warm service's container (provision.c) */
     int stage; /* within a step: container create (0) / start (1); failback stop (2) / destroy (3)
                 */
 };

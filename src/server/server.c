@@ -30,6 +30,11 @@ static void watch_vm_event(void *opaque, const char *host, const char *vm, const
     recovery_on_vm_event(opaque, host, vm, state, cause);
 }
 
+static void watch_hello(void *opaque, const char *host)
+{
+    recovery_on_hello(opaque, host);
+}
+
 static void watch_host_lost(void *opaque, const char *host)
 {
     recovery_on_host_lost(opaque, host);
@@ -37,6 +42,7 @@ static void watch_host_lost(void *opaque, const char *host)
 
 static const struct agents_watch recovery_watch = {
     .vm_event = watch_vm_event,
+    .hello = watch_hello,
     .host_lost = watch_host_lost,
 };
 

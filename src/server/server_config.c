@@ -28,6 +28,7 @@ struct raw_config {
     char *host_timeout_ms;
     char *agent_key_file;
     char *fence_timeout_ms;
+    char *provision_warm;
     struct services_raw_dns *dns;
     struct services_raw_service *services;
     unsigned services_count;
@@ -45,6 +46,7 @@ static const cyaml_schema_field_t raw_fields[] = {
     RAW_STRING("host_timeout_ms", host_timeout_ms),
     RAW_STRING("agent_key_file", agent_key_file),
     RAW_STRING("fence_timeout_ms", fence_timeout_ms),
+    RAW_STRING("provision_warm", provision_warm),
     CYAML_FIELD_MAPPING_PTR("dns", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config, dns,
                             services_raw_dns_fields),
     CYAML_FIELD_SEQUENCE("services", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
@@ -70,6 +72,7 @@ static const struct {
     {"host_timeout_ms", "an integer from 2 x heartbeat_ms to 600000"},
     {"agent_key_file", "the path of a file holding a key of 16..4096 bytes"},
     {"fence_timeout_ms", "an integer from host_timeout_ms to 600000"},
+    {"provision_warm", "true, false"},
     {"dns", "a mapping {server, zone, key_file}"},
     {"services", "a list of services (docs/server.md)"},
 };
@@ -246,6 +249,18 @@ static void take_ms(struct report *r, const char *key, const char *value, uint32
     *out = (uint32_t)v;
 }
 
+/* Only the two YAML 1.2 core spellings: `yes`, `on` or `1` are YAML 1.1 habits
+ * that other readers of the same file may take differently. */
+static void take_bool(struct report *r, const char *key, const char *value, bool *out)
+{
+    if (strcmp(value, "true") == 0)
+        *out = true;
+    else if (strcmp(value, "false") == 0)
+        *out = false;
+    else
+        report_add(r, "`%s`: `%s` is not a boolean; allowed: %s", key, value, allowed_for(key));
+}
+
 /* Relative paths are taken from the directory of the config file. */
 static char *resolve_path(const char *base_dir, const char *value)
 {
@@ -280,6 +295,7 @@ static int apply_defaults(struct server_config *cfg)
     cfg->host_timeout_ms = server_default_host_timeout_ms(cfg->heartbeat_ms);
     cfg->fence_timeout_ms =
         services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
+    cfg->provision_warm = true;
     cfg->journal = strdup(SERVER_DEFAULT_JOURNAL);
     vcr_error_t ignored = NULL;
     if (cfg->journal == NULL ||
@@ -339,6 +355,8 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
     if (raw->fence_timeout_ms)
         take_ms(r, "fence_timeout_ms", raw->fence_timeout_ms, cfg->host_timeout_ms,
                 SERVICES_FENCE_TIMEOUT_MAX_MS, &cfg->fence_timeout_ms);
+    if (raw->provision_warm)
+        take_bool(r, "provision_warm", raw->provision_warm, &cfg->provision_warm);
     services_config_convert(raw->dns, raw->services, raw->services_count, base_dir, &cfg->dns,
                             &cfg->services, &cfg->n_services, report_line, r);
 }

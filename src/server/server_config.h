@@ -3,6 +3,7 @@
 #ifndef VCR_SERVER_CONFIG_H
 #define VCR_SERVER_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,9 @@ struct server_config {
     size_t agent_key_len;
     /* Recovery (docs/recovery.md); dns is NULL when the file has no `dns:`. */
     uint32_t fence_timeout_ms;
+    /* Create or start the container of every warm service on its standby host
+     * while the primary serves it (docs/recovery.md, "Provisioning"). */
+    bool provision_warm;
     struct dns_settings *dns;
     struct service_config *services;
     size_t n_services;

@@ -174,12 +174,20 @@ def rig(lab, tmp_path_factory):
             labkit.wait_for(f"{name} to answer HTTP", lambda: answers(address, name),
                             BOOT_TIMEOUT, interval=0.5)
         labkit.wait_for("the standby agent's hello", r.standby, BOOT_TIMEOUT, interval=0.5)
-        # The warm container runs before any failure.
+        # The warm container runs before any failure: the server provisions it from the
+        # services configuration once the standby agent has reported its containers.
         ct = WEBS["web1"][4]
-        create = r.vcr.json("container", "create", SB, "web1-c", "--address", f"{ct}/24",
-                            "--service", "web1", "--gateway", "10.77.0.1")
-        assert create["result"] == "done", create
+        labkit.wait_for("the server to report web1's warm container running",
+                        lambda: r.service("web1")["standby"]["container_state"] == "running",
+                        RECOVERY_TIMEOUT, interval=0.5)
         labkit.wait_for("the warm container to answer", lambda: answers(ct, "web1"), 60)
+        provisions = [e["detail"] for e in r.events(0) if e["kind"] == "provision"]
+        assert [(p["service"], p["action"]) for p in provisions if p["ok"]] == \
+            [("web1", "container_create")], provisions
+        assert r.containers()["web1-c"]["service"] == "web1"
+        for name in WEBS:
+            if WEBS[name][3] == "cold":
+                assert r.service(name)["standby"]["container_state"] == "absent"
         for name in WEBS:
             assert r.wait_state(name, "ok", 30)["served_by"] == "primary"
             assert labkit.dig(f"{name}.vcr.lab") == [WEBS[name][2]]
@@ -366,7 +374,7 @@ def test_5_server_killed_mid_recovery(rig):
     # In the standby guest (its console): web2-c created once by test 2, once here,
     # whether the old server's container_create reached it or the new one's did.
     console = (rig.d.tmp / "agent-host1" / f"{SB}.serial").read_text(errors="replace")
-    assert console.count("container web2-c: created (") == 2, console[-3000:]
+    assert console.count("container web2-c: container_create done in") == 2, console[-3000:]
     assert "resuming its recovery after phase" in rig.server.log_text()
 
 

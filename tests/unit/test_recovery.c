@@ -27,6 +27,7 @@
 #include "proto/proto.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/provision.h"
 #include "server/recovery.h"
 #include "server/server.h"
 #include "server/server_config.h"
@@ -324,8 +325,9 @@ struct fake_agent {
     json_t *hello;
     bool closed;
     bool heartbeat;
-    bool hold_orders; /* no reply until agent_release (an agent busy in liblxc) */
-    json_t *held;     /* the id of the order held */
+    bool hold_orders;   /* no reply until agent_reply_held (an agent busy in liblxc) */
+    json_t *held;       /* the id of the order held */
+    const char *refuse; /* non-NULL: every order is refused with this error */
 };
 
 static void agent_send(struct fake_agent *a, json_t *msg)
@@ -344,9 +346,22 @@ static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
     if (strcmp(proto_msg_type(msg), "order") == 0 && a->hold_orders) {
         json_decref(a->held);
         a->held = json_incref(json_object_get(msg, "id"));
-    } else if (strcmp(proto_msg_type(msg), "order") == 0)
+    } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->refuse)
+        agent_send(
+            a, proto_msg_new("reply", json_pack("{s:O, s:b, s:s}", "id", json_object_get(msg, "id"),
+                                                "ok", 0, "error", a->refuse)));
+    else if (strcmp(proto_msg_type(msg), "order") == 0)
         agent_send(a, proto_msg_new("reply", json_pack("{s:O, s:b}", "id",
                                                        json_object_get(msg, "id"), "ok", 1)));
+}
+
+/* Answers the order held by hold_orders. */
+static void agent_reply_held(struct fake_agent *a, bool ok)
+{
+    assert_non_null(a->held);
+    agent_send(a, proto_msg_new("reply", json_pack("{s:o, s:b, s:s?}", "id", a->held, "ok", ok,
+                                                   "error", ok ? NULL : "held and refused")));
+    a->held = NULL;
 }
 
 static void agent_connected(struct proto_conn *c, void *opaque)
@@ -411,6 +426,40 @@ static json_t *agent_order(struct fake_agent *a, const char *action)
     return NULL;
 }
 
+static size_t agent_order_count(struct fake_agent *a, const char *action)
+{
+    size_t i, n = 0;
+    json_t *m;
+    json_array_foreach(a->received, i, m)
+    {
+        const char *act = json_string_value(json_object_get(m, "action"));
+        if (strcmp(proto_msg_type(m), "order") == 0 && act && strcmp(act, action) == 0)
+            n++;
+    }
+    return n;
+}
+
+/* The standby's containers: web1-c in state `state`, or none for NULL. */
+static json_t *containers(const char *state)
+{
+    json_t *list = json_array();
+    if (state)
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:n, s:n}", "name", "web1-c",
+                                              "service", "web1", "state", state, "address",
+                                              CONTAINER, "cpu_pct", "mem_kb"));
+    return list;
+}
+
+/* A standby agent's sample listing its containers (stolen). */
+static void agent_sample(struct fake_agent *a, json_t *list)
+{
+    agent_send(a,
+               proto_msg_new("sample", json_pack("{s:I, s:[], s:o, s:{s:n, s:i, s:i, s:i}}",
+                                                 "ts_ms", (json_int_t)vcr_wall_ms(), "vms",
+                                                 "containers", list, "vm_load", "cpu_pct", "ncpus",
+                                                 2, "mem_total_kb", 393216, "mem_used_kb", 65536)));
+}
+
 static bool agent_welcomed(struct fake_agent *a)
 {
     size_t i;
@@ -435,6 +484,13 @@ struct harness {
     uint16_t port;
     struct fake_agent node1, sb1;
     const char *check; /* the service's check: {...}; NULL: an http check every 100 ms */
+    /* What sb1 reports and does from its hello on: its containers (stolen by
+     * agents_up; NULL: web1-c running for a warm service, none for a cold one,
+     * as after a provisioning or before a recovery), refused orders, held orders. */
+    const char *mode;
+    json_t *sb1_containers;
+    const char *sb1_refuse;
+    bool sb1_hold;
 };
 
 typedef bool (*condition_fn)(struct harness *h);
@@ -466,6 +522,7 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          dir, extra, h->dns.port, dir, h->port,
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
                          mode) > 0);
+    h->mode = mode;
     cleanup_error vcr_error_t err = NULL;
     h->cfg = server_config_parse(yaml, strlen(yaml), "test.yaml", &err);
     if (h->cfg == NULL)
@@ -495,12 +552,29 @@ static void agents_up(struct harness *h, const char *vm_state)
 {
     agent_start(&h->node1, h->base, server_agent_port(h->srv), "node1", "host", vm_state);
     agent_start(&h->sb1, h->base, server_agent_port(h->srv), "sb1", "standby", NULL);
+    json_t *list = h->sb1_containers ? h->sb1_containers
+                                     : containers(strcmp(h->mode, "warm") == 0 ? "running" : NULL);
+    h->sb1_containers = NULL;
+    json_object_set_new(h->sb1.hello, "containers", list);
+    h->sb1.refuse = h->sb1_refuse;
+    h->sb1.hold_orders = h->sb1_hold;
     assert_true(run_until_ms(h, both_welcomed, 5000));
 }
 
-static void harness_start(struct harness *h, const char *mode, const char *extra)
+/* The standby agent's side of a harness: what it reports and how it answers. */
+struct standby_opts {
+    json_t *containers; /* stolen; NULL: the default (see struct harness) */
+    const char *refuse;
+    bool hold;
+};
+
+static void harness_start_with(struct harness *h, const char *mode, const char *extra,
+                               struct standby_opts sb)
 {
     memset(h, 0, sizeof(*h));
+    h->sb1_containers = sb.containers;
+    h->sb1_refuse = sb.refuse;
+    h->sb1_hold = sb.hold;
     make_dir();
     h->base = event_base_new();
     dns_start(&h->dns, h->base);
@@ -509,6 +583,11 @@ static void harness_start(struct harness *h, const char *mode, const char *extra
     service_start(&h->primary, h->base, PRIMARY, &p);
     server_up(h, mode, extra);
     agents_up(h, "running");
+}
+
+static void harness_start(struct harness *h, const char *mode, const char *extra)
+{
+    harness_start_with(h, mode, extra, (struct standby_opts){0});
 }
 
 static void harness_stop(struct harness *h)
@@ -878,6 +957,226 @@ static void test_primary_hung_from_start_is_detected_after_boot_grace(void **sta
     harness_stop(&h);
 }
 
+/* --- provisioning of warm containers (docs/recovery.md, "Provisioning") --- */
+
+static const char *container_state(struct harness *h)
+{
+    static char out[32];
+    cleanup_json json_t *s = service_json(h);
+    snprintf(out, sizeof(out), "%s",
+             json_string_value(json_object_get(json_object_get(s, "standby"), "container_state")));
+    return out;
+}
+
+static bool create_sent(struct harness *h)
+{
+    return agent_order_count(&h->sb1, "container_create") > 0;
+}
+
+static bool start_sent(struct harness *h)
+{
+    return agent_order_count(&h->sb1, "container_start") > 0;
+}
+
+static bool two_creates_sent(struct harness *h)
+{
+    return agent_order_count(&h->sb1, "container_create") >= 2;
+}
+
+static bool container_running(struct harness *h)
+{
+    return strcmp(container_state(h), "running") == 0;
+}
+
+/* The journal's `provision` events, as "action:ok|error,...". */
+static void journal_provisions(struct harness *h, char *out, size_t size)
+{
+    cleanup_json json_t *events = journal_read(server_journal(h->srv), 0, 1000, NULL);
+    out[0] = '\0';
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), "provision") != 0)
+            continue;
+        json_t *d = json_object_get(e, "detail");
+        assert_string_equal(json_string_value(json_object_get(d, "service")), "web1");
+        assert_string_equal(json_string_value(json_object_get(d, "container")), "web1-c");
+        assert_string_equal(json_string_value(json_object_get(d, "host")), "sb1");
+        assert_true(json_is_integer(json_object_get(d, "ms")));
+        const char *error = json_string_value(json_object_get(d, "error"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s:%s", out[0] ? "," : "",
+                 json_string_value(json_object_get(d, "action")),
+                 json_is_true(json_object_get(d, "ok")) ? "ok"
+                 : error                                ? error
+                                                        : "?");
+    }
+}
+
+static void test_provision_creates_an_absent_warm_container_once(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start_with(&h, "warm", "",
+                       (struct standby_opts){.containers = containers(NULL), .hold = true});
+    assert_true(run_until_ms(&h, create_sent, 2000));
+    json_t *create = agent_order(&h.sb1, "container_create");
+    assert_string_equal(json_string_value(json_object_get(create, "vm")), "web1-c");
+    assert_string_equal(json_string_value(json_object_get(create, "name")), "web1-c");
+    assert_string_equal(json_string_value(json_object_get(create, "service")), "web1");
+    assert_string_equal(json_string_value(json_object_get(create, "address")), CONTAINER);
+    assert_int_equal(json_integer_value(json_object_get(create, "prefix")), 24);
+    assert_string_equal(json_string_value(json_object_get(create, "template")), "busybox");
+    assert_true(json_is_true(json_object_get(create, "start")));
+    assert_string_equal(container_state(&h), "provisioning");
+    /* Pending, and the host still reports no container: no second order. */
+    agent_sample(&h.sb1, containers(NULL));
+    assert_false(run_until_ms(&h, two_creates_sent, 600));
+    agent_reply_held(&h.sb1, true);
+    /* Done, but until a newer report lists it the old list is stale: still nothing. */
+    assert_false(run_until_ms(&h, two_creates_sent, 300));
+    assert_string_equal(container_state(&h), "provisioning");
+    agent_sample(&h.sb1, containers("running"));
+    assert_true(run_until_ms(&h, container_running, 2000));
+    assert_false(run_until_ms(&h, two_creates_sent, 300));
+    assert_int_equal(agent_order_count(&h.sb1, "container_create"), 1);
+    assert_int_equal(agent_order_count(&h.sb1, "container_start"), 0);
+    char prov[512];
+    journal_provisions(&h, prov, sizeof(prov));
+    assert_string_equal(prov, "container_create:ok");
+    assert_true(state_is(&h, "ok"));
+    harness_stop(&h);
+}
+
+static void test_provision_starts_a_stopped_warm_container(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start_with(&h, "warm", "", (struct standby_opts){.containers = containers("stopped")});
+    assert_true(run_until_ms(&h, start_sent, 2000));
+    json_t *start = agent_order(&h.sb1, "container_start");
+    assert_string_equal(json_string_value(json_object_get(start, "name")), "web1-c");
+    assert_int_equal(agent_order_count(&h.sb1, "container_create"), 0);
+    agent_sample(&h.sb1, containers("running"));
+    assert_true(run_until_ms(&h, container_running, 2000));
+    assert_int_equal(agent_order_count(&h.sb1, "container_start"), 1);
+    char prov[512];
+    journal_provisions(&h, prov, sizeof(prov));
+    assert_string_equal(prov, "container_start:ok");
+    harness_stop(&h);
+}
+
+static void test_provision_retries_a_failed_create_after_the_backoff(void **state)
+{
+    (void)state;
+    struct harness h;
+    /* The fake agents send no heartbeats: a host timeout (9.5 s) past the retry. */
+    harness_start_with(&h, "warm", "heartbeat_ms: 3000\n",
+                       (struct standby_opts){.containers = containers(NULL),
+                                             .refuse = "template `busybox` is missing"});
+    assert_true(run_until_ms(&h, create_sent, 2000));
+    int64_t first = vcr_mono_ms();
+    cleanup_json json_t *s = NULL;
+    /* Refused: nothing again before the first backoff (5 s). */
+    assert_false(run_until_ms(&h, two_creates_sent, PROVISION_RETRY_FIRST_MS - 500));
+    s = service_json(&h);
+    json_t *standby = json_object_get(s, "standby");
+    assert_string_equal(json_string_value(json_object_get(standby, "container_state")), "absent");
+    assert_contains(json_string_value(json_object_get(standby, "provision_error")),
+                    "template `busybox` is missing");
+    h.sb1.refuse = NULL;
+    assert_true(run_until_ms(&h, two_creates_sent, 2000));
+    assert_true(vcr_mono_ms() - first >= PROVISION_RETRY_FIRST_MS - 100);
+    char prov[512];
+    assert_false(run_until_ms(&h, never, 200)); /* the reply to the retry */
+    journal_provisions(&h, prov, sizeof(prov));
+    assert_string_equal(prov, "container_create:template `busybox` is missing,container_create:ok");
+    json_decref(s);
+    s = service_json(&h);
+    assert_true(json_is_null(json_object_get(json_object_get(s, "standby"), "provision_error")));
+    harness_stop(&h);
+}
+
+static void test_provision_leaves_cold_services_alone(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start_with(&h, "cold", "", (struct standby_opts){.containers = containers(NULL)});
+    assert_false(run_until_ms(&h, create_sent, 600));
+    assert_int_equal(json_array_size(h.sb1.received), 1); /* the welcome only */
+    assert_string_equal(container_state(&h), "absent");
+    harness_stop(&h);
+}
+
+static void test_provision_off(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start_with(&h, "warm", "provision_warm: false\n",
+                       (struct standby_opts){.containers = containers("stopped")});
+    assert_false(run_until_ms(&h, start_sent, 600));
+    assert_int_equal(json_array_size(h.sb1.received), 1);
+    assert_string_equal(container_state(&h), "stopped");
+    harness_stop(&h);
+}
+
+static bool fence_order_sent(struct harness *h)
+{
+    return agent_order(&h->node1, "vm_kill") != NULL;
+}
+
+/* During a recovery and once the container serves, the container is the
+ * recovery's and failback's: not provisioned even when it vanishes. */
+static void test_provision_waits_while_recovering_or_recovered(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "warm", "");
+    assert_true(container_running(&h));
+    h.node1.hold_orders = true; /* the recovery waits for its vm_kill reply */
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, fence_order_sent, 2000));
+    assert_true(state_is(&h, "recovering"));
+    agent_sample(&h.sb1, containers(NULL));
+    assert_false(run_until_ms(&h, create_sent, 600));
+    agent_reply_held(&h.node1, true);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    agent_sample(&h.sb1, containers("stopped"));
+    assert_false(run_until_ms(&h, start_sent, 600));
+    assert_int_equal(agent_order_count(&h.sb1, "container_create"), 0);
+    char prov[512];
+    journal_provisions(&h, prov, sizeof(prov));
+    assert_string_equal(prov, "");
+    harness_stop(&h);
+}
+
+static void test_config_provision_warm(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = server_config_parse("", 0, "t.yaml", &err);
+    assert_non_null(cfg);
+    assert_true(cfg->provision_warm);
+    server_config_free(cfg);
+    const char *yaml = "provision_warm: false\n";
+    cfg = server_config_parse(yaml, strlen(yaml), "t.yaml", &err);
+    assert_non_null(cfg);
+    assert_false(cfg->provision_warm);
+    server_config_free(cfg);
+    static const char *const bad[] = {"yes", "1", "True", "maybe", "''"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "provision_warm: %s\n", bad[i]);
+        assert_null(server_config_parse(text, strlen(text), "t.yaml", &err));
+        assert_contains(vcr_error_msg(err), "config `t.yaml`: `provision_warm`: `");
+        assert_contains(vcr_error_msg(err), "is not a boolean; allowed: true, false");
+        vcr_error_release(&err);
+    }
+    yaml = "provision_warm: [true]\n";
+    assert_null(server_config_parse(yaml, strlen(yaml), "t.yaml", &err));
+    assert_contains(vcr_error_msg(err), "`provision_warm`: got a list; allowed: true, false");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -894,6 +1193,13 @@ int main(void)
         cmocka_unit_test(test_primary_hung_from_start_is_detected_after_boot_grace),
         cmocka_unit_test(test_standby_silent_with_an_order_is_lost),
         cmocka_unit_test(test_primary_found_crashed_in_hello),
+        cmocka_unit_test(test_config_provision_warm),
+        cmocka_unit_test(test_provision_creates_an_absent_warm_container_once),
+        cmocka_unit_test(test_provision_starts_a_stopped_warm_container),
+        cmocka_unit_test(test_provision_retries_a_failed_create_after_the_backoff),
+        cmocka_unit_test(test_provision_leaves_cold_services_alone),
+        cmocka_unit_test(test_provision_off),
+        cmocka_unit_test(test_provision_waits_while_recovering_or_recovered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
