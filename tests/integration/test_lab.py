@@ -7,6 +7,26 @@ import subprocess
 import labkit
 
 
+def held_open():
+    """/dev/shm/vcr-* files some process has open or mapped (another lab's VMs on this
+    machine: `lab down` must leave those alone)."""
+    held = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:
+                    pass
+            with open(f"/proc/{pid}/maps") as f:
+                held.update(line.split()[-1] for line in f if "/dev/shm/vcr-" in line)
+        except OSError:
+            continue
+    return held
+
+
 def leftovers():
     found = []
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
@@ -14,13 +34,15 @@ def leftovers():
         found.append(f"namespace {labkit.NS}")
     if os.path.exists(labkit.RUN_DIR):
         found.append(labkit.RUN_DIR)
-    found += glob.glob("/dev/shm/vcr-*")
-    # A zombie (<defunct>, state Z) holds nothing of the lab's: it only waits for its
-    # parent to reap it (fence watchdogs are reparented to whatever reaps orphans here).
+    held = held_open()
+    found += [f for f in glob.glob("/dev/shm/vcr-*") if f not in held]
+    # Processes of this lab name its run directory.  A zombie (<defunct>, state Z)
+    # holds nothing of the lab's: it only waits for its parent to reap it (fence
+    # watchdogs are reparented to whatever reaps orphans here).
     ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     found += [line for line in ps.splitlines()
-              if (labkit.RUN_DIR in line or "vcr-agent" in line or "vcr-server" in line)
-              and "pytest" not in line and not line.split()[1].startswith("Z")]
+              if labkit.RUN_DIR in line and "pytest" not in line
+              and not line.split()[1].startswith("Z")]
     return found
 
 
