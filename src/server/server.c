@@ -11,6 +11,7 @@
 #include "server/api.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/server_config.h"
 
@@ -22,6 +23,7 @@ struct server {
     struct agents *agents;
     struct api *api;
     struct recovery *recovery;
+    struct migrator *migrator;
 };
 
 static void watch_vm_event(void *opaque, const char *host, const char *vm, const char *state,
@@ -65,6 +67,8 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         (srv->api = api_new(base, srv->inv, srv->journal, srv->agents, &api_opts, err)) == NULL ||
         api_listen(srv->api, cfg->api_host, cfg->api_port, err) < 0 ||
         (srv->recovery = recovery_new(base, cfg, srv->inv, srv->journal, srv->agents, err)) ==
+            NULL ||
+        (srv->migrator = migrator_new(base, cfg, srv->inv, srv->journal, srv->agents, err)) ==
             NULL) {
         if (srv->journal && srv->inv == NULL)
             vcr_error_make(err, ENOMEM, "inventory: out of memory");
@@ -73,6 +77,7 @@ struct server *server_new(struct event_base *base, const struct server_config *c
     }
     agents_set_watch(srv->agents, &recovery_watch, srv->recovery);
     api_set_recovery(srv->api, srv->recovery);
+    api_set_migrator(srv->api, srv->migrator);
     log_info("agents on %s:%u%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
              "%u ms",
              cfg->listen_host, agents_port(srv->agents),
@@ -114,9 +119,11 @@ void server_free(struct server *srv)
     /* Agents first: their pending orders are answered through the API; the
      * recovery engine ignores the answers from then on. */
     recovery_stop(srv->recovery);
+    migrator_stop(srv->migrator);
     agents_free(srv->agents);
     api_free(srv->api);
     recovery_free(srv->recovery);
+    migrator_free(srv->migrator);
     journal_close(srv->journal);
     inventory_free(srv->inv);
     free(srv);
