@@ -81,7 +81,7 @@ def test_bad_migrations_are_refused(pair):
 def test_container_moves_with_its_memory_and_address(pair, record_property):
     d = pair
     create = d.vcr.json("container", "create", "sb21", CT, "--address", f"{CT_ADDR}/24",
-                        "--service", SERVICE, timeout=120)
+                        "--service", SERVICE)
     assert create["result"] == "done", create
     labkit.wait_for(f"{CT} to answer HTTP",
                     lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
