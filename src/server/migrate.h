@@ -54,6 +54,13 @@ void migrator_free(struct migrator *m);
 int migrator_start(struct migrator *m, const char *src, const char *name, const char *dst,
                    const char *why, migrate_done_cb done, void *opaque, vcr_error_t *err);
 
+/* The policy (server config `migration`): after each sample of a standby
+ * host, one at or above migration.cpu_pct for migration.samples samples in a
+ * row has its busiest running container moved to the least busy connected
+ * target; a target VM that is down is started (vm_start to its host agent)
+ * and used once its standby agent says hello. */
+void migrator_on_sample(struct migrator *m, const char *host);
+
 /* Migrations under way: [{"container", "from", "to", "phase", "elapsed_ms"}]. */
 json_t *migrator_status_json(struct migrator *m);
 

@@ -29,17 +29,26 @@ struct server {
 static void watch_vm_event(void *opaque, const char *host, const char *vm, const char *state,
                            const char *cause)
 {
-    recovery_on_vm_event(opaque, host, vm, state, cause);
+    struct server *srv = opaque;
+    recovery_on_vm_event(srv->recovery, host, vm, state, cause);
 }
 
 static void watch_host_lost(void *opaque, const char *host)
 {
-    recovery_on_host_lost(opaque, host);
+    struct server *srv = opaque;
+    recovery_on_host_lost(srv->recovery, host);
 }
 
-static const struct agents_watch recovery_watch = {
+static void watch_sample(void *opaque, const char *host)
+{
+    struct server *srv = opaque;
+    migrator_on_sample(srv->migrator, host);
+}
+
+static const struct agents_watch server_watch = {
     .vm_event = watch_vm_event,
     .host_lost = watch_host_lost,
+    .sample = watch_sample,
 };
 
 struct server *server_new(struct event_base *base, const struct server_config *cfg,
@@ -75,7 +84,7 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         server_free(srv);
         return NULL;
     }
-    agents_set_watch(srv->agents, &recovery_watch, srv->recovery);
+    agents_set_watch(srv->agents, &server_watch, srv);
     api_set_recovery(srv->api, srv->recovery);
     api_set_migrator(srv->api, srv->migrator);
     log_info("agents on %s:%u%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "

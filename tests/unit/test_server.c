@@ -127,6 +127,32 @@ static void test_config_defaults(void **state)
     server_config_free(cfg);
 }
 
+/* The migration policy: off unless given; each key checked with what is allowed. */
+static void test_config_migration(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_config("", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->migration.cpu_pct, 0);
+    server_config_free(cfg);
+    cfg = parse_config("migration: {cpu_pct: 80, targets: [sb22, sb23]}\n", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->migration.cpu_pct, 80);
+    assert_int_equal(cfg->migration.samples, SERVER_MIGRATION_SAMPLES_DEF);
+    assert_int_equal(cfg->migration.n_targets, 2);
+    assert_string_equal(cfg->migration.targets[1], "sb23");
+    server_config_free(cfg);
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 101, targets: [sb2]}\n", "`migration.cpu_pct`",
+                        "`101`", "1..100");
+    EXPECT_CONFIG_ERROR("migration: {targets: [sb2]}\n", "`migration.cpu_pct`", "missing");
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 50, samples: 0, targets: [sb2]}\n",
+                        "`migration.samples`", "1..100");
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 50}\n", "`migration.targets`", "0 given");
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 50, targets: ['sb 2']}\n", "`migration.targets[0]`",
+                        "`sb 2`", "not a host name");
+}
+
 static void test_config_file_all_keys(void **state)
 {
     (void)state;
@@ -1227,6 +1253,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_config_file_all_keys),
+        cmocka_unit_test(test_config_migration),
         cmocka_unit_test(test_config_bad_listen_address),
         cmocka_unit_test(test_config_bad_port),
         cmocka_unit_test(test_config_heartbeat_bounds),
