@@ -27,6 +27,12 @@
 #include "common/clock.h"
 #include "common/log.h"
 
+/* GNU tar: the standby image has it at /bin/tar (lab/build-image), where
+ * Debian has it too; busybox's applet, which a PATH lookup could find first,
+ * lacks --xattrs. */
+#define STANDBY_TAR "/bin/tar"
+#define TAR_OPTIONS "--xattrs", "--xattrs-include=*", "--numeric-owner"
+
 /* Runs argv (PATH lookup) and waits; on failure *err quotes its stderr. */
 static int run_program(char *const argv[], vcr_error_t *err)
 {
@@ -163,21 +169,13 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
     res->dump_ms = t1 - t0;
     const char *phase_name = standby_phase_name(phase);
     const struct standby_ct_paths *cp = standby_ct_paths_of(ct);
-    /* xattrs: the overlay's upper dir marks opaque directories with
-     * trusted.overlay.opaque; whiteouts are 0:0 character devices. */
-    char *pre_argv[] = {"tar",
-                        "--xattrs",
-                        "--xattrs-include=*",
-                        "--numeric-owner",
-                        "-cf",
-                        p.tar,
-                        "-C",
-                        p.dir,
-                        (char *)phase_name,
-                        NULL};
-    char *final_argv[] = {
-        "tar",   "--xattrs", "--xattrs-include=*", "--numeric-owner", "-cf",    p.tar, "-C", p.dir,
-        "final", "-C",       (char *)cp->dir,      "delta",           "config", NULL};
+    /* GNU tar (busybox's has no --xattrs).  xattrs: the overlay's upper dir
+     * marks opaque directories with trusted.overlay.opaque; whiteouts are
+     * 0:0 character devices, which tar keeps as they are. */
+    char *pre_argv[] = {STANDBY_TAR, TAR_OPTIONS,        "-cf", p.tar, "-C",
+                        p.dir,       (char *)phase_name, NULL};
+    char *final_argv[] = {STANDBY_TAR, TAR_OPTIONS, "-cf",           p.tar,   "-C",     p.dir,
+                          "final",     "-C",        (char *)cp->dir, "delta", "config", NULL};
     int rc = run_program(phase == STANDBY_PHASE_PRE ? pre_argv : final_argv, err);
     if (rc < 0) {
         unlink(p.tar);
@@ -191,9 +189,7 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
 
 static int unpack(const char *dir, const char *tar, vcr_error_t *err)
 {
-    char *argv[] = {
-        "tar",       "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", (char *)dir, "-xf",
-        (char *)tar, NULL};
+    char *argv[] = {STANDBY_TAR, TAR_OPTIONS, "-C", (char *)dir, "-xf", (char *)tar, NULL};
     if (run_program(argv, err) < 0)
         return vcr_error_wrap(err, "unpack `%s`", tar);
     return 0;
