@@ -162,3 +162,8 @@ struct recovery *server_recovery(const struct server *srv)
 {
     return srv->recovery;
 }
+
+struct migrator *server_migrator(const struct server *srv)
+{
+    return srv->migrator;
+}
