@@ -163,8 +163,19 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
         }
     }
     int64_t t0 = vcr_mono_ms();
-    if (c->migrate(c, cmd, &opts, sizeof(opts)) != 0)
-        return criu_failure(err, c, p.images, phase == STANDBY_PHASE_PRE ? "pre-dump" : "dump");
+    if (c->migrate(c, cmd, &opts, sizeof(opts)) != 0) {
+        if (phase == STANDBY_PHASE_FINAL)
+            return criu_failure(err, c, p.images, "dump");
+        /* A half-written pre-dump must not become the final dump's parent:
+         * it moves aside, with its log, to pre.failed/. */
+        char failed[300];
+        snprintf(failed, sizeof(failed), "%s/pre.failed", p.dir);
+        cleanup_error vcr_error_t rm_err = NULL;
+        if (standby_remove_tree(failed, &rm_err) == 0 && rename(p.images, failed) == 0)
+            return criu_failure(err, c, failed, "pre-dump");
+        standby_remove_tree(p.images, &rm_err);
+        return criu_failure(err, c, p.images, "pre-dump");
+    }
     int64_t t1 = vcr_mono_ms();
     res->dump_ms = t1 - t0;
     const char *phase_name = standby_phase_name(phase);
