@@ -5,7 +5,10 @@
  * synchronous and take seconds under TCG, so each order's work runs in a
  * child process (standby_job.c) while the loop goes on with heartbeats,
  * samples and the orders of other containers; one order at a time per
- * container (a second one is refused as busy). */
+ * container (a second one is refused as busy).  Live migration's orders
+ * (docs/agent.md "Migration (CRIU)"): checkpoint and restore run in a child
+ * like the others; the image chunks and the cleanup are quick file work done
+ * on the loop, under the same busy rule. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
