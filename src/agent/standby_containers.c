@@ -261,3 +261,18 @@ void standby_ct_free(struct standby_ct *ct)
         lxc_container_put(ct->c);
     free(ct);
 }
+
+struct lxc_container *standby_ct_lxc(struct standby_ct *ct)
+{
+    return ct->c;
+}
+
+const struct standby_ct_paths *standby_ct_paths_of(const struct standby_ct *ct)
+{
+    return &ct->paths;
+}
+
+const struct standby_ct_spec *standby_ct_spec_of(const struct standby_ct *ct)
+{
+    return &ct->spec;
+}

@@ -8,8 +8,10 @@
 #include <stdint.h>
 
 #include "agent/standby.h"
+#include "agent/standby_migrate.h"
 #include "common/err.h"
 
+struct lxc_container;
 struct standby_ct;
 
 /* Mounts the overlay (template read-only below, a private upper and work dir:
@@ -30,6 +32,10 @@ int standby_ct_stop(struct standby_ct *ct, int timeout_s, vcr_error_t *err);
 int standby_ct_destroy(struct standby_ct *ct, vcr_error_t *err);
 
 const char *standby_ct_name(const struct standby_ct *ct);
+/* Borrowed, for the migration code (standby_criu.c). */
+struct lxc_container *standby_ct_lxc(struct standby_ct *ct);
+const struct standby_ct_paths *standby_ct_paths_of(const struct standby_ct *ct);
+const struct standby_ct_spec *standby_ct_spec_of(const struct standby_ct *ct);
 /* "running", "stopped", "starting", "stopping", ... (liblxc's state, lower case). */
 const char *standby_ct_state(struct standby_ct *ct);
 /* {name, service, state, address, cpu_pct, mem_kb}; cpu_pct and mem_kb are
@@ -37,5 +43,38 @@ const char *standby_ct_state(struct standby_ct *ct);
  * now_ns: CLOCK_MONOTONIC, for the CPU delta. */
 json_t *standby_ct_json(struct standby_ct *ct, bool with_load, uint64_t now_ns);
 void standby_ct_free(struct standby_ct *ct);
+
+/* --- migration (standby_criu.c; docs/agent.md "Migration (CRIU)") --- */
+
+struct standby_checkpoint_result {
+    uint64_t bytes;   /* PHASE.tar */
+    char sha256[65];  /* its SHA-256, hex */
+    int64_t dump_ms;  /* c->migrate(PRE_DUMP or DUMP) */
+    int64_t pack_ms;  /* tar */
+    bool incremental; /* final: on top of the pre-dump (--prev-images-dir ../pre) */
+};
+/* pre: pre-dump into BASE/NAME/pre (it keeps running); final: dump into
+ * BASE/NAME/final and stop it (on top of pre/ when that holds a pre-dump).
+ * Then BASE/NAME/PHASE.tar of the images (final: and of the overlay's upper
+ * dir as delta/ and the config).  A CRIU failure names CRIU's reason. */
+int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_phase phase,
+                          struct standby_checkpoint_result *res, vcr_error_t *err);
+
+struct standby_restore_result {
+    int64_t unpack_ms;   /* tar -x of pre.tar and final.tar */
+    int64_t restore_ms;  /* c->migrate(RESTORE) */
+    char arp_error[256]; /* "" when the gratuitous ARP went out */
+};
+/* Unpacks BASE/NAME/{pre,final}.tar, creates the container as
+ * standby_ct_create does but with the archive's delta as the overlay's upper
+ * dir, restores it from BASE/NAME/final and announces its address with a
+ * gratuitous ARP from inside its network namespace.  A failed restore leaves
+ * no container behind. */
+struct standby_ct *standby_ct_restore(const char *lxcpath, const char *templates_dir,
+                                      const char *base, const struct standby_ct_spec *spec,
+                                      struct standby_restore_result *res, vcr_error_t *err);
+/* Sends one gratuitous ARP for address on ifname inside the network namespace
+ * of process pid (/proc/PID/ns/net; the caller's own namespace is restored). */
+int standby_send_garp(int pid, const char *ifname, const char *address, vcr_error_t *err);
 
 #endif

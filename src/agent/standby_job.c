@@ -19,16 +19,39 @@ struct standby_job {
     struct proc_watch *watch;
     standby_job_done_cb done;
     void *opaque;
+    const char *result; /* during done: the child's result members, or "" */
 };
 
-/* The child's message: one byte, '0' (ok) or '1' (failed), then the error. */
+/* Only ever set in a child, between fork and _exit: one job per process. */
+static char child_result[STANDBY_JOB_ERROR_MAX];
+
+void standby_job_set_result(const char *json_text)
+{
+    if (strlen(json_text) >= sizeof(child_result)) {
+        log_warn("job result of %zu bytes dropped (at most %zu)", strlen(json_text),
+                 sizeof(child_result) - 1);
+        child_result[0] = '\0';
+        return;
+    }
+    snprintf(child_result, sizeof(child_result), "%s", json_text);
+}
+
+const char *standby_job_result(const struct standby_job *job)
+{
+    return job->result ? job->result : "";
+}
+
+/* The child's message: one byte, '0' (ok) or '1' (failed), then the result
+ * members (ok) or the error (failed). */
 static void child(int fd, standby_job_fn fn, void *arg)
 {
     vcr_error_t err = NULL;
     char msg[1 + STANDBY_JOB_ERROR_MAX];
+    child_result[0] = '\0';
     int rc = fn(arg, &err);
-    int n = snprintf(msg, sizeof(msg), "%c%s", rc == 0 ? '0' : '1',
-                     rc == 0 ? "" : (err ? vcr_error_msg(err) : "failed (no reason given)"));
+    int n =
+        snprintf(msg, sizeof(msg), "%c%s", rc == 0 ? '0' : '1',
+                 rc == 0 ? child_result : (err ? vcr_error_msg(err) : "failed (no reason given)"));
     if (n > (int)sizeof(msg) - 1)
         n = (int)sizeof(msg) - 1;
     /* At most PIPE_BUF bytes: one atomic write, read whole by the parent. */
@@ -52,6 +75,8 @@ static void job_exited(struct proc_watch *w, int64_t seen_ms, void *opaque)
         msg[n] = '\0';
         if (msg[0] != '0')
             error = msg + 1;
+        else
+            job->result = msg + 1;
     } else {
         int status = 0;
         bool have = proc_watch_status(job->watch, &status);

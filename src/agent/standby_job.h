@@ -27,6 +27,14 @@ typedef int (*standby_job_fn)(void *arg, vcr_error_t *err);
  * job is freed after it returns. */
 typedef void (*standby_job_done_cb)(struct standby_job *job, const char *error, void *opaque);
 
+/* In the child, from fn: a JSON object (text) of members the order's reply
+ * adds on success, e.g. a checkpoint's size and timings.  It travels with the
+ * result, so it must fit: at most STANDBY_JOB_ERROR_MAX - 1 bytes (a longer
+ * one is dropped with a log line).  Calling it again replaces the text. */
+void standby_job_set_result(const char *json_text);
+/* In done, on success: the child's standby_job_set_result text, or "". */
+const char *standby_job_result(const struct standby_job *job);
+
 /* Forks the child.  NULL (and *err) if it could not be started. */
 struct standby_job *standby_job_run(struct event_base *base, standby_job_fn fn, void *arg,
                                     standby_job_done_cb done, void *opaque, vcr_error_t *err);

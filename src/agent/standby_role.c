@@ -5,7 +5,10 @@
  * synchronous and take seconds under TCG, so each order's work runs in a
  * child process (standby_job.c) while the loop goes on with heartbeats,
  * samples and the orders of other containers; one order at a time per
- * container (a second one is refused as busy). */
+ * container (a second one is refused as busy).  Live migration's orders
+ * (docs/agent.md "Migration (CRIU)"): checkpoint and restore run in a child
+ * like the others; the image chunks and the cleanup are quick file work done
+ * on the loop, under the same busy rule. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@
 #include "agent/standby.h"
 #include "agent/standby_ct.h"
 #include "agent/standby_job.h"
+#include "agent/standby_migrate.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -34,7 +38,8 @@ struct standby_pending {
     char name[65];
     int64_t t0;
     bool start;                  /* container_create: start it too */
-    struct standby_ct_spec spec; /* container_create */
+    struct standby_ct_spec spec; /* container_create, container_restore */
+    enum standby_phase phase;    /* container_checkpoint */
     struct standby_ct *ct;       /* start, stop, destroy: the container (the child's copy acts) */
     int hold_ms;                 /* test fault: the child sleeps this long first */
 };
@@ -43,6 +48,7 @@ struct standby_role {
     struct agent *agent;
     const char *lxcpath;
     const char *templates_dir;
+    const char *migrate_dir;
     struct standby_ct *cts[STANDBY_CT_MAX];
     size_t n_cts;
     struct standby_pending *pending[STANDBY_CT_MAX];
@@ -98,6 +104,7 @@ static int standby_init(struct agent *a, vcr_error_t *err)
     r->agent = a;
     r->lxcpath = STANDBY_LXCPATH;
     r->templates_dir = STANDBY_TEMPLATES_DIR;
+    r->migrate_dir = STANDBY_MIGRATE_DIR;
     a->role_data = r;
     adopt_existing(r);
     /* Containers share the VM's kernel: no accelerator of our own. */
@@ -161,9 +168,19 @@ static json_t *standby_sample_extra(struct agent *a)
     return json_pack("{s:o, s:o}", "containers", containers_json(r, true), "vm_load", vm_load(r));
 }
 
-static void reply_done(struct standby_role *r, json_t *id, struct standby_ct *ct, int64_t t0_ms)
+/* extra (JSON object text, may be NULL or ""): members the job's child added. */
+static void reply_done(struct standby_role *r, json_t *id, struct standby_ct *ct, int64_t t0_ms,
+                       const char *extra)
 {
     json_t *members = json_pack("{s:I}", "ms", (json_int_t)(vcr_mono_ms() - t0_ms));
+    if (members && extra && extra[0]) {
+        json_t *more = json_loads(extra, 0, NULL);
+        if (json_is_object(more))
+            json_object_update(members, more);
+        else
+            log_warn("job result is not a JSON object: %.200s", extra);
+        json_decref(more);
+    }
     if (members && ct)
         json_object_set_new(members, "container", standby_ct_json(ct, false, 0));
     agent_reply_with(r->agent, id, true, NULL, members);
@@ -189,6 +206,42 @@ static void pending_free(struct standby_pending *p)
     free(p);
 }
 
+/* In the child: the reply's extra members travel as JSON text. */
+static int checkpoint_work(struct standby_pending *p, vcr_error_t *err)
+{
+    struct standby_checkpoint_result res;
+    if (standby_ct_checkpoint(p->ct, p->r->migrate_dir, p->phase, &res, err) < 0)
+        return -1;
+    cleanup_json json_t *members =
+        json_pack("{s:s, s:I, s:s, s:I, s:I, s:b}", "phase", standby_phase_name(p->phase), "bytes",
+                  (json_int_t)res.bytes, "sha256", res.sha256, "dump_ms", (json_int_t)res.dump_ms,
+                  "pack_ms", (json_int_t)res.pack_ms, "incremental", res.incremental);
+    cleanup_free char *text = members ? json_dumps(members, JSON_COMPACT) : NULL;
+    if (text == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    standby_job_set_result(text);
+    return 0;
+}
+
+static int restore_work(struct standby_pending *p, vcr_error_t *err)
+{
+    struct standby_restore_result res;
+    struct standby_ct *ct = standby_ct_restore(p->r->lxcpath, p->r->templates_dir,
+                                               p->r->migrate_dir, &p->spec, &res, err);
+    if (ct == NULL)
+        return -1;
+    standby_ct_free(ct);
+    cleanup_json json_t *members = json_pack("{s:I, s:I}", "unpack_ms", (json_int_t)res.unpack_ms,
+                                             "restore_ms", (json_int_t)res.restore_ms);
+    if (members && res.arp_error[0])
+        json_object_set_new(members, "arp_error", json_string(res.arp_error));
+    cleanup_free char *text = members ? json_dumps(members, JSON_COMPACT) : NULL;
+    if (text == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    standby_job_set_result(text);
+    return 0;
+}
+
 /* In the child. */
 static int job_work(void *arg, vcr_error_t *err)
 {
@@ -207,6 +260,10 @@ static int job_work(void *arg, vcr_error_t *err)
                    ? vcr_error_wrap(err, "created, but not started")
                    : 0;
     }
+    if (strcmp(p->action, "container_checkpoint") == 0)
+        return checkpoint_work(p, err);
+    if (strcmp(p->action, "container_restore") == 0)
+        return restore_work(p, err);
     if (strcmp(p->action, "container_start") == 0)
         return standby_ct_start(p->ct, err);
     if (strcmp(p->action, "container_stop") == 0)
@@ -225,12 +282,13 @@ static size_t index_of(const struct standby_role *r, const struct standby_ct *ct
 /* On the loop, once the child has ended. */
 static void job_done(struct standby_job *job, const char *error, void *opaque)
 {
-    (void)job;
     struct standby_pending *p = opaque;
     struct standby_role *r = p->r;
     long long ms = (long long)(vcr_mono_ms() - p->t0);
-    bool create = strcmp(p->action, "container_create") == 0;
-    /* A create leaves a container even when its start failed: take it on. */
+    bool create =
+        strcmp(p->action, "container_create") == 0 || strcmp(p->action, "container_restore") == 0;
+    /* A create leaves a container even when its start failed: take it on
+     * (a failed restore leaves none, and adopting it fails quietly). */
     if (create && find_ct(r, p->name) == r->n_cts && r->n_cts < STANDBY_CT_MAX) {
         cleanup_error vcr_error_t err = NULL;
         struct standby_ct *ct = standby_ct_adopt(r->lxcpath, p->name, &err);
@@ -248,14 +306,14 @@ static void job_done(struct standby_job *job, const char *error, void *opaque)
     log_info("container %s: %s done in %lld ms", p->name, p->action, ms);
     size_t i = find_ct(r, p->name);
     if (strcmp(p->action, "container_destroy") == 0) {
-        reply_done(r, p->id, NULL, p->t0);
+        reply_done(r, p->id, NULL, p->t0, NULL);
         i = index_of(r, p->ct);
         if (i < r->n_cts) {
             standby_ct_free(r->cts[i]);
             r->cts[i] = r->cts[--r->n_cts];
         }
     } else {
-        reply_done(r, p->id, i < r->n_cts ? r->cts[i] : NULL, p->t0);
+        reply_done(r, p->id, i < r->n_cts ? r->cts[i] : NULL, p->t0, standby_job_result(job));
     }
     pending_free(p);
 }
@@ -271,23 +329,77 @@ static void run_pending(struct standby_role *r, struct standby_pending *p)
     }
 }
 
+/* The standby role's orders.  `job`: the work runs in a child process;
+ * otherwise it is quick and done on the loop.  `ct`: the container must exist
+ * (CT_EXISTS), must not (CT_ABSENT), or either (CT_ANY); stopping and
+ * destroying an unknown container succeed (CT_IDEMPOTENT, like fencing). */
+enum ct_need { CT_ANY, CT_EXISTS, CT_ABSENT, CT_IDEMPOTENT };
+struct standby_action {
+    const char *name;
+    bool job;
+    enum ct_need ct;
+};
+static const struct standby_action standby_actions[] = {
+    {"container_create", true, CT_ABSENT},        {"container_start", true, CT_EXISTS},
+    {"container_stop", true, CT_IDEMPOTENT},      {"container_destroy", true, CT_IDEMPOTENT},
+    {"container_checkpoint", true, CT_EXISTS},    {"container_image_read", false, CT_ANY},
+    {"container_image_write", false, CT_ANY},     {"container_restore", true, CT_ABSENT},
+    {"container_migrate_cleanup", false, CT_ANY},
+};
+#define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
+
+static const struct standby_action *find_action(const char *name)
+{
+    for (size_t i = 0; i < N_ACTIONS; i++)
+        if (strcmp(standby_actions[i].name, name) == 0)
+            return &standby_actions[i];
+    return NULL;
+}
+
+/* The quick orders, on the loop: a chunk of an image file, or the cleanup. */
+static void loop_order(struct standby_role *r, json_t *id, const char *action, json_t *msg,
+                       const char *name)
+{
+    cleanup_error vcr_error_t err = NULL;
+    json_t *members = NULL;
+    if (strcmp(action, "container_image_read") == 0) {
+        struct standby_image_read rq;
+        if (standby_image_read_from_json(msg, &rq, &err) == 0)
+            members = standby_image_read(r->migrate_dir, &rq, &err);
+    } else if (strcmp(action, "container_image_write") == 0) {
+        struct standby_image_write w;
+        if (standby_image_write_from_json(msg, &w, &err) == 0) {
+            members = standby_image_write(r->migrate_dir, &w, &err);
+            standby_image_write_release(&w);
+        }
+    } else if (standby_migrate_cleanup(r->migrate_dir, name, &err) == 0) {
+        members = json_object();
+    }
+    if (members == NULL) {
+        log_warn("container %s: %s: %s", name, action, vcr_error_msg(err));
+        agent_reply(r->agent, id, false, err ? vcr_error_msg(err) : "out of memory");
+        return;
+    }
+    agent_reply_with(r->agent, id, true, NULL, members);
+}
+
 static void standby_order(struct agent *a, json_t *id, const char *action, const char *vm,
                           json_t *msg)
 {
     struct standby_role *r = role_of(a);
-    bool create = strcmp(action, "container_create") == 0;
-    bool start = strcmp(action, "container_start") == 0;
-    bool stop = strcmp(action, "container_stop") == 0;
-    bool destroy = strcmp(action, "container_destroy") == 0;
-    if (!create && !start && !stop && !destroy) {
-        char msg_text[200];
-        snprintf(msg_text, sizeof(msg_text),
-                 "action `%.40s` is not one of the standby role's: container_create, "
-                 "container_start, container_stop, container_destroy",
-                 action);
+    const struct standby_action *act = find_action(action);
+    if (act == NULL) {
+        char msg_text[400];
+        size_t used = (size_t)snprintf(msg_text, sizeof(msg_text),
+                                       "action `%.40s` is not one of the standby role's:", action);
+        for (size_t i = 0; i < N_ACTIONS && used < sizeof(msg_text); i++)
+            used += (size_t)snprintf(msg_text + used, sizeof(msg_text) - used, "%s %s",
+                                     i ? "," : "", standby_actions[i].name);
         agent_reply(a, id, false, msg_text);
         return;
     }
+    bool create = strcmp(action, "container_create") == 0;
+    bool restore = strcmp(action, "container_restore") == 0;
     json_t *hold = json_object_get(msg, "hold_for_test_ms");
     if (hold && (!a->test_faults || !json_is_integer(hold) || json_integer_value(hold) < 0 ||
                  json_integer_value(hold) > 60000)) {
@@ -307,20 +419,39 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
     p->hold_ms = hold ? (int)json_integer_value(hold) : 0;
     snprintf(p->action, sizeof(p->action), "%s", action);
     cleanup_error vcr_error_t err = NULL;
-    if (create) {
+    if (create || restore) {
         if (standby_ct_spec_from_json(msg, &p->spec, &err) < 0) {
             agent_reply(a, id, false, vcr_error_msg(err));
             free(p);
             return;
         }
         snprintf(p->name, sizeof(p->name), "%s", p->spec.name);
-        p->start = json_is_true(json_object_get(msg, "start"));
+        p->start = create && json_is_true(json_object_get(msg, "start"));
+    } else if (strcmp(action, "container_checkpoint") == 0) {
+        struct standby_checkpoint_order o;
+        if (standby_checkpoint_from_json(msg, &o, &err) < 0) {
+            agent_reply(a, id, false, vcr_error_msg(err));
+            free(p);
+            return;
+        }
+        snprintf(p->name, sizeof(p->name), "%s", o.name);
+        p->phase = o.phase;
     } else {
         json_t *name_v = json_object_get(msg, "name");
         snprintf(p->name, sizeof(p->name), "%.64s",
                  json_is_string(name_v) ? json_string_value(name_v)
                  : vm                   ? vm
                                         : "");
+        if (!act->job && !standby_valid_name(p->name)) {
+            char text[200];
+            snprintf(text, sizeof(text),
+                     "name: `%.80s` is not a name; allowed: 1..64 of letters, digits, '.', "
+                     "'_', '-'",
+                     p->name);
+            agent_reply(a, id, false, text);
+            free(p);
+            return;
+        }
     }
     struct standby_pending *busy = find_pending(r, p->name);
     if (busy) {
@@ -332,22 +463,26 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
         return;
     }
     size_t i = find_ct(r, p->name);
-    if (create && (i < r->n_cts || r->n_cts >= STANDBY_CT_MAX)) {
+    if (act->ct == CT_ABSENT && (i < r->n_cts || r->n_cts >= STANDBY_CT_MAX)) {
         agent_reply(a, id, false,
                     r->n_cts >= STANDBY_CT_MAX ? "too many containers" : "container exists");
         free(p);
         return;
     }
-    if (!create && i == r->n_cts) {
-        /* Fencing-style idempotence: stopping or destroying nothing succeeds. */
-        if (start)
+    if ((act->ct == CT_EXISTS || act->ct == CT_IDEMPOTENT) && i == r->n_cts) {
+        if (act->ct == CT_EXISTS)
             agent_reply(a, id, false, "no such container");
         else
-            reply_done(r, id, NULL, p->t0);
+            reply_done(r, id, NULL, p->t0, NULL);
         free(p);
         return;
     }
-    p->ct = create ? NULL : r->cts[i];
+    if (!act->job) {
+        loop_order(r, id, action, msg, p->name);
+        free(p);
+        return;
+    }
+    p->ct = act->ct == CT_ABSENT ? NULL : r->cts[i];
     p->id = json_incref(id);
     run_pending(r, p);
 }

@@ -1,4 +1,4 @@
-/* vcr container create|start|stop|destroy HOST NAME [...] */
+/* vcr container create|start|stop|destroy|migrate HOST NAME [...] */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,28 +15,33 @@ static const char usage[] =
     "Usage: vcr container create HOST NAME --address A.B.C.D[/NN] [--service S]\n"
     "                            [--gateway A.B.C.D] [--template T] [--no-start] [--json]\n"
     "       vcr container start|stop|destroy HOST NAME [--json]\n"
+    "       vcr container migrate HOST NAME --to HOST2 [--json]\n"
     "\n"
     "Order the standby agent of HOST (a standby VM) to create (and start, unless\n"
     "--no-start), start, stop or destroy container NAME (docs/server.md,\n"
-    "POST /v1/hosts/HOST/containers), and wait for its answer.\n"
+    "POST /v1/hosts/HOST/containers), and wait for its answer.  migrate moves the\n"
+    "running container, processes and all (CRIU), to standby host HOST2 and waits\n"
+    "until it answers there (docs/migration.md); exit 1 if it failed.\n"
     "\n"
     "  -a, --address ADDR   the container's IPv4 address (prefix /24 unless given)\n"
     "  -S, --service S      the service it serves (default: NAME)\n"
     "  -g, --gateway ADDR   its default gateway\n"
     "  -t, --template T     template rootfs under /var/lib/vcr/templates (default busybox)\n"
     "      --no-start       create only\n"
+    "      --to HOST2       migrate: the standby host to move it to\n"
     "  -j, --json           print the server's JSON answer\n"
     "  -h, --help           show this help\n";
 
 int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
 {
-    enum { OPT_NO_START = 256 };
+    enum { OPT_NO_START = 256, OPT_TO };
     static const struct option options[] = {
         {"address", required_argument, NULL, 'a'},
         {"service", required_argument, NULL, 'S'},
         {"gateway", required_argument, NULL, 'g'},
         {"template", required_argument, NULL, 't'},
         {"no-start", no_argument, NULL, OPT_NO_START},
+        {"to", required_argument, NULL, OPT_TO},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -61,6 +66,9 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         case OPT_NO_START:
             json_object_set_new(body, "start", json_false());
             break;
+        case OPT_TO:
+            json_object_set_new(body, "to", json_string(optarg));
+            break;
         case 'j':
             json = true;
             break;
@@ -76,12 +84,18 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     const char *action = argv[optind], *host = argv[optind + 1], *name = argv[optind + 2];
+    bool migrate = strcmp(action, "migrate") == 0;
     if (strcmp(action, "create") != 0 && strcmp(action, "start") != 0 &&
-        strcmp(action, "stop") != 0 && strcmp(action, "destroy") != 0) {
+        strcmp(action, "stop") != 0 && strcmp(action, "destroy") != 0 && !migrate) {
         fprintf(stderr,
                 "vcr container: unknown action `%s`; allowed: create, start, stop, "
-                "destroy\n",
+                "destroy, migrate\n",
                 action);
+        return CLI_EXIT_USAGE;
+    }
+    if (migrate != (json_object_get(body, "to") != NULL)) {
+        fprintf(stderr, migrate ? "vcr container migrate: --to HOST2 is required\n"
+                                : "vcr container: --to is only for migrate\n");
         return CLI_EXIT_USAGE;
     }
     if (strcmp(action, "create") == 0 && json_object_get(body, "address") == NULL) {
@@ -97,7 +111,9 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *answer = cli_http_request_body(ctx->server, "POST", path, body, 30, &err);
+    /* A migration copies memory images through the server: minutes under TCG. */
+    cleanup_json json_t *answer =
+        cli_http_request_body(ctx->server, "POST", path, body, migrate ? 900 : 30, &err);
     if (answer == NULL) {
         vcr_error_report(&err, stderr, "vcr container");
         return CLI_EXIT_FAILURE;
@@ -106,10 +122,24 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         cleanup_free char *text = json_dumps(answer, JSON_INDENT(2));
         if (text)
             puts(text);
+    } else if (migrate) {
+        if (json_is_true(json_object_get(answer, "ok")))
+            printf("%s: migrated from %s to %s in %lld ms (downtime %lld ms; images: pre-dump "
+                   "%lld bytes, final %lld bytes)\n",
+                   name, host, json_string_value(json_object_get(answer, "to")),
+                   (long long)json_integer_value(json_object_get(answer, "total_ms")),
+                   (long long)json_integer_value(json_object_get(answer, "downtime_ms")),
+                   (long long)json_integer_value(json_object_get(answer, "pre_bytes")),
+                   (long long)json_integer_value(json_object_get(answer, "final_bytes")));
     } else {
         json_t *ms = json_object_get(answer, "ms");
         printf("%s: %s done on %s (%lld ms)\n", name, action, host,
                (long long)json_integer_value(ms));
+    }
+    if (migrate && !json_is_true(json_object_get(answer, "ok"))) {
+        fprintf(stderr, "vcr container migrate: %s\n",
+                json_string_value(json_object_get(answer, "error")));
+        return CLI_EXIT_FAILURE;
     }
     return CLI_EXIT_OK;
 }

@@ -352,8 +352,13 @@ static void on_restart_overrun(struct inv_host *h, struct inv_vm *vm, void *opaq
 static void on_sample(struct session *s, json_t *msg)
 {
     cleanup_error vcr_error_t err = NULL;
-    if (inventory_apply_sample(s->agents->inv, s->host, msg, &err) < 0)
+    struct agents *a = s->agents;
+    if (inventory_apply_sample(a->inv, s->host, msg, &err) < 0) {
         log_warn("host %s: ignoring a sample: %s", s->host, vcr_error_msg(err));
+        return;
+    }
+    if (a->watch && a->watch->sample)
+        a->watch->sample(a->watch_opaque, s->host);
 }
 
 static void on_reply(struct session *s, json_t *msg)

@@ -71,6 +71,8 @@ struct agents_watch {
                      const char *cause);
     void (*hello)(void *opaque, const char *host);
     void (*host_lost)(void *opaque, const char *host);
+    /* A sample was applied to the inventory (the migration policy reads it). */
+    void (*sample)(void *opaque, const char *host);
 };
 /* w is borrowed for the life of agents; NULL removes the watch. */
 void agents_set_watch(struct agents *a, const struct agents_watch *w, void *opaque);

@@ -21,6 +21,7 @@
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/migrate.h"
 #include "server/recovery.h"
 
 /* A GET /v1/events?wait_ms= that found nothing new and waits for an append. */
@@ -52,6 +53,7 @@ struct api {
     uint16_t port;
     LIST_HEAD(, events_wait) waits;
     struct recovery *recovery; /* NULL: no recovery engine (GET /v1/services is empty) */
+    struct migrator *migrator; /* NULL: no migrations */
 };
 
 static void reply_json(struct evhttp_request *req, int code, json_t *body)
@@ -506,6 +508,37 @@ static void on_ct_reply(enum order_outcome outcome, const char *message, json_t 
     free(r);
 }
 
+static void on_migrated(json_t *result, void *opaque)
+{
+    reply_json(opaque, 200, result);
+}
+
+/* {"action": "migrate", "name": C, "to": HOST}: answered when it has ended. */
+static void migrate_container(struct api *api, struct evhttp_request *req, const char *host,
+                              json_t *body)
+{
+    json_t *to = json_object_get(body, "to");
+    if (!json_is_string(to) || !inventory_valid_name(json_string_value(to))) {
+        reply_error(req, 400, "body: `to`: expected the name of the standby host to move to");
+        return;
+    }
+    if (api->migrator == NULL) {
+        reply_error(req, 503, "no migrations on this server");
+        return;
+    }
+    cleanup_error vcr_error_t err = NULL;
+    if (migrator_start(api->migrator, host, json_string_value(json_object_get(body, "name")),
+                       json_string_value(to), "order", on_migrated, req, &err) < 0) {
+        int e = vcr_error_status(err);
+        reply_error(req,
+                    e == ENOENT   ? 404
+                    : e == EINVAL ? 400
+                    : e == EAGAIN ? 503
+                                  : 409,
+                    "%s", vcr_error_msg(err));
+    }
+}
+
 static void handle_host_containers(struct api *api, struct evhttp_request *req, const char *host)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -522,16 +555,21 @@ static void handle_host_containers(struct api *api, struct evhttp_request *req, 
     json_t *name = json_object_get(body, "name");
     json_t *action = json_object_get(body, "action");
     const char *act = json_is_string(action) ? json_string_value(action) : "create";
-    static const char *const acts[] = {"create", "start", "stop", "destroy"};
+    static const char *const acts[] = {"create", "start", "stop", "destroy", "migrate"};
     size_t k = 0;
-    while (k < 4 && strcmp(act, acts[k]) != 0)
+    while (k < 5 && strcmp(act, acts[k]) != 0)
         k++;
     if (!json_is_object(body) || !json_is_string(name) ||
-        !inventory_valid_name(json_string_value(name)) || k == 4) {
+        !inventory_valid_name(json_string_value(name)) || k == 5) {
         reply_error(req, 400,
-                    "body: expected {\"name\": NAME, \"action\": create|start|stop|destroy, "
-                    "\"service\", \"address\", \"gateway\", \"template\"}, got `%.100s`",
+                    "body: expected {\"name\": NAME, \"action\": create|start|stop|destroy|"
+                    "migrate, \"service\", \"address\", \"gateway\", \"template\", \"to\"}, "
+                    "got `%.100s`",
                     text);
+        return;
+    }
+    if (k == 4) {
+        migrate_container(api, req, host, body);
         return;
     }
     struct inv_host *h = inventory_find_host(api->inv, host);
@@ -704,6 +742,11 @@ static void handle_service_failback(struct api *api, struct evhttp_request *req,
 void api_set_recovery(struct api *api, struct recovery *rc)
 {
     api->recovery = rc;
+}
+
+void api_set_migrator(struct api *api, struct migrator *m)
+{
+    api->migrator = m;
 }
 
 /* --- routing --- */

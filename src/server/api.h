@@ -41,6 +41,9 @@ uint16_t api_port(const struct api *api);
 /* The recovery engine behind /v1/services (borrowed; may stay NULL). */
 struct recovery;
 void api_set_recovery(struct api *api, struct recovery *rc);
+/* Migrations (POST .../containers {"action": "migrate"}); NULL: none. */
+struct migrator;
+void api_set_migrator(struct api *api, struct migrator *m);
 /* Answers waiting long polls, then closes every HTTP connection. */
 void api_free(struct api *api);
 

@@ -88,6 +88,10 @@ struct inventory *inventory_new(void);
 void inventory_free(struct inventory *inv);
 
 struct inv_host *inventory_find_host(const struct inventory *inv, const char *name);
+/* The connected standby host whose last report lists container name, preferring
+ * `preferred`; NULL when none does (a migration may move a container). */
+struct inv_host *inventory_find_container_host(const struct inventory *inv, const char *name,
+                                               const char *preferred);
 /* VM names are meant to be unique across hosts; if two hosts list one name, the
  * host that said hello first wins.  *host (may be NULL) gets the owner. */
 struct inv_vm *inventory_find_vm(const struct inventory *inv, const char *name,

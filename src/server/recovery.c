@@ -245,6 +245,15 @@ static bool primary_running(struct svc *s)
            strcmp(h->name, s->cfg->primary.host) == 0 && vm->state == INV_VM_RUNNING;
 }
 
+/* The standby host that holds the service's container now: a migration
+ * (docs/migration.md) may have moved it off the configured one. */
+static const char *container_host(const struct svc *s)
+{
+    const struct inv_host *h =
+        inventory_find_container_host(s->rc->inv, s->cfg->standby.container, s->cfg->standby.host);
+    return h ? h->name : s->cfg->standby.host;
+}
+
 /* --- detection --- */
 
 static void detect(struct svc *s, const char *cause)
@@ -671,7 +680,7 @@ static void on_failback_stop(enum order_outcome outcome, const char *message, js
         s->stage = 3;
         cleanup_error vcr_error_t err = NULL;
         cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-        if (agents_send_order_with(s->rc->agents, s->cfg->standby.host, "container_destroy",
+        if (agents_send_order_with(s->rc->agents, container_host(s), "container_destroy",
                                    s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
                                    on_failback_stop, s, &err) >= 0) {
             s->order_pending = true;
@@ -697,7 +706,7 @@ static void failback_dns_done(struct svc *s, const char *error)
     s->stage = 2;
     cleanup_error vcr_error_t err = NULL;
     cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-    if (agents_send_order_with(s->rc->agents, s->cfg->standby.host, "container_stop",
+    if (agents_send_order_with(s->rc->agents, container_host(s), "container_stop",
                                s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
                                on_failback_stop, s, &err) < 0) {
         failback_record(s, "container_stop_failed", vcr_error_msg(err));
@@ -750,7 +759,7 @@ static json_t *svc_json(struct svc *s)
         standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
         standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
         "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
-        "host", c->standby.host, "container", c->standby.container, "address", c->standby.address,
+        "host", container_host(s), "container", c->standby.container, "address", c->standby.address,
         "container_state", provision_container_state(s), "provision_error", provision_last_error(s),
         "check", "type", check_type_name(c->check.type), "failures", (int)s->probe.failures,
         "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL, "recovery",

@@ -11,6 +11,7 @@
 #include "server/api.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/server_config.h"
 
@@ -22,28 +23,39 @@ struct server {
     struct agents *agents;
     struct api *api;
     struct recovery *recovery;
+    struct migrator *migrator;
 };
 
 static void watch_vm_event(void *opaque, const char *host, const char *vm, const char *state,
                            const char *cause)
 {
-    recovery_on_vm_event(opaque, host, vm, state, cause);
+    struct server *srv = opaque;
+    recovery_on_vm_event(srv->recovery, host, vm, state, cause);
 }
 
 static void watch_hello(void *opaque, const char *host)
 {
-    recovery_on_hello(opaque, host);
+    struct server *srv = opaque;
+    recovery_on_hello(srv->recovery, host);
 }
 
 static void watch_host_lost(void *opaque, const char *host)
 {
-    recovery_on_host_lost(opaque, host);
+    struct server *srv = opaque;
+    recovery_on_host_lost(srv->recovery, host);
 }
 
-static const struct agents_watch recovery_watch = {
+static void watch_sample(void *opaque, const char *host)
+{
+    struct server *srv = opaque;
+    migrator_on_sample(srv->migrator, host);
+}
+
+static const struct agents_watch server_watch = {
     .vm_event = watch_vm_event,
     .hello = watch_hello,
     .host_lost = watch_host_lost,
+    .sample = watch_sample,
 };
 
 struct server *server_new(struct event_base *base, const struct server_config *cfg,
@@ -71,14 +83,17 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         (srv->api = api_new(base, srv->inv, srv->journal, srv->agents, &api_opts, err)) == NULL ||
         api_listen(srv->api, cfg->api_host, cfg->api_port, err) < 0 ||
         (srv->recovery = recovery_new(base, cfg, srv->inv, srv->journal, srv->agents, err)) ==
+            NULL ||
+        (srv->migrator = migrator_new(base, cfg, srv->inv, srv->journal, srv->agents, err)) ==
             NULL) {
         if (srv->journal && srv->inv == NULL)
             vcr_error_make(err, ENOMEM, "inventory: out of memory");
         server_free(srv);
         return NULL;
     }
-    agents_set_watch(srv->agents, &recovery_watch, srv->recovery);
+    agents_set_watch(srv->agents, &server_watch, srv);
     api_set_recovery(srv->api, srv->recovery);
+    api_set_migrator(srv->api, srv->migrator);
     log_info("agents on %s:%u%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
              "%u ms",
              cfg->listen_host, agents_port(srv->agents),
@@ -120,9 +135,11 @@ void server_free(struct server *srv)
     /* Agents first: their pending orders are answered through the API; the
      * recovery engine ignores the answers from then on. */
     recovery_stop(srv->recovery);
+    migrator_stop(srv->migrator);
     agents_free(srv->agents);
     api_free(srv->api);
     recovery_free(srv->recovery);
+    migrator_free(srv->migrator);
     journal_close(srv->journal);
     inventory_free(srv->inv);
     free(srv);
@@ -151,4 +168,9 @@ struct journal *server_journal(const struct server *srv)
 struct recovery *server_recovery(const struct server *srv)
 {
     return srv->recovery;
+}
+
+struct migrator *server_migrator(const struct server *srv)
+{
+    return srv->migrator;
 }

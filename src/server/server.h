@@ -25,5 +25,6 @@ uint16_t server_api_port(const struct server *srv);
 struct inventory *server_inventory(const struct server *srv);
 struct journal *server_journal(const struct server *srv);
 struct recovery *server_recovery(const struct server *srv);
+struct migrator *server_migrator(const struct server *srv);
 
 #endif

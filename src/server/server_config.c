@@ -20,6 +20,27 @@
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
+struct raw_migration {
+    char *cpu_pct;
+    char *samples;
+    char **targets;
+    unsigned targets_count;
+};
+
+static const cyaml_schema_value_t raw_string_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
+};
+
+static const cyaml_schema_field_t raw_migration_fields[] = {
+    CYAML_FIELD_STRING_PTR("cpu_pct", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           struct raw_migration, cpu_pct, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("samples", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           struct raw_migration, samples, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE("targets", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_migration,
+                         targets, &raw_string_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
 struct raw_config {
     char *listen;
     char *api;
@@ -32,6 +53,7 @@ struct raw_config {
     struct services_raw_dns *dns;
     struct services_raw_service *services;
     unsigned services_count;
+    struct raw_migration *migration;
 };
 
 #define RAW_STRING(key, member)                                                                    \
@@ -51,6 +73,8 @@ static const cyaml_schema_field_t raw_fields[] = {
                             services_raw_dns_fields),
     CYAML_FIELD_SEQUENCE("services", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
                          services, &services_raw_service_schema, 0, SERVICES_MAX),
+    CYAML_FIELD_MAPPING_PTR("migration", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct raw_config, migration, raw_migration_fields),
     CYAML_FIELD_END,
 };
 
@@ -75,6 +99,7 @@ static const struct {
     {"provision_warm", "true, false"},
     {"dns", "a mapping {server, zone, key_file}"},
     {"services", "a list of services (docs/server.md)"},
+    {"migration", "a mapping {cpu_pct, samples, targets}"},
 };
 
 static const char *allowed_for(const char *key)
@@ -319,6 +344,61 @@ struct server_config *server_config_defaults(vcr_error_t *err)
     return cfg;
 }
 
+static void take_count(struct report *r, const char *key, const char *value, uint32_t min,
+                       uint32_t max, uint32_t *out)
+{
+    size_t n = strspn(value, "0123456789");
+    unsigned long v = n && value[n] == '\0' && n <= 9 ? strtoul(value, NULL, 10) : 0;
+    if (n == 0 || value[n] != '\0' || n > 9 || v < min || v > max) {
+        report_add(r, "`%s`: `%s` is not allowed; allowed: an integer %u..%u", key, value, min,
+                   max);
+        return;
+    }
+    *out = (uint32_t)v;
+}
+
+static bool valid_host_name(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= 64 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static void convert_migration(struct report *r, const struct raw_migration *m,
+                              struct server_config *cfg)
+{
+    uint32_t pct = 0;
+    if (m->cpu_pct == NULL)
+        report_add(r, "`migration.cpu_pct`: missing; allowed: an integer 1..100 (percent of the "
+                      "standby VM's CPUs)");
+    else
+        take_count(r, "migration.cpu_pct", m->cpu_pct, 1, 100, &pct);
+    cfg->migration.samples = SERVER_MIGRATION_SAMPLES_DEF;
+    if (m->samples)
+        take_count(r, "migration.samples", m->samples, 1, 100, &cfg->migration.samples);
+    if (m->targets_count == 0 || m->targets_count > SERVER_MIGRATION_TARGETS_MAX) {
+        report_add(r, "`migration.targets`: %u given; allowed: 1..%d standby host names",
+                   m->targets_count, SERVER_MIGRATION_TARGETS_MAX);
+        return;
+    }
+    cfg->migration.targets = calloc(m->targets_count, sizeof(char *));
+    if (cfg->migration.targets == NULL) {
+        report_add(r, "`migration.targets`: out of memory");
+        return;
+    }
+    for (unsigned i = 0; i < m->targets_count; i++) {
+        if (!valid_host_name(m->targets[i])) {
+            report_add(r,
+                       "`migration.targets[%u]`: `%s` is not a host name; allowed: 1..64 of "
+                       "letters, digits, . _ -",
+                       i, m->targets[i]);
+            continue;
+        }
+        cfg->migration.targets[cfg->migration.n_targets++] = strdup(m->targets[i]);
+    }
+    cfg->migration.cpu_pct = pct;
+}
+
 static void report_line(void *ctx, const char *line)
 {
     report_add(ctx, "%s", line);
@@ -359,6 +439,8 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
         take_bool(r, "provision_warm", raw->provision_warm, &cfg->provision_warm);
     services_config_convert(raw->dns, raw->services, raw->services_count, base_dir, &cfg->dns,
                             &cfg->services, &cfg->n_services, report_line, r);
+    if (raw->migration)
+        convert_migration(r, raw->migration, cfg);
 }
 
 static struct server_config *parse(const char *yaml, size_t len, const char *origin,
@@ -451,5 +533,8 @@ void server_config_free(struct server_config *cfg)
     free(cfg->agent_key);
     dns_settings_free(cfg->dns);
     services_free(cfg->services, cfg->n_services);
+    for (size_t i = 0; i < cfg->migration.n_targets; i++)
+        free(cfg->migration.targets[i]);
+    free(cfg->migration.targets);
     free(cfg);
 }

@@ -46,7 +46,17 @@ struct server_config {
     struct dns_settings *dns;
     struct service_config *services;
     size_t n_services;
+    /* Migration policy (docs/migration.md): cpu_pct 0 when the file has none. */
+    struct {
+        uint32_t cpu_pct; /* a standby VM at or above this ... */
+        uint32_t samples; /* ... for this many samples in a row ... */
+        char **targets;   /* ... has its busiest container moved to one of these */
+        size_t n_targets;
+    } migration;
 };
+
+#define SERVER_MIGRATION_SAMPLES_DEF 5
+#define SERVER_MIGRATION_TARGETS_MAX 16
 
 /* The built-in defaults, as if from an empty file. */
 struct server_config *server_config_defaults(vcr_error_t *err);

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <ldns/ldns.h>
+#include <openssl/evp.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/provision.h"
+#include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/server.h"
 #include "server/server_config.h"
@@ -328,7 +330,76 @@ struct fake_agent {
     bool hold_orders;   /* no reply until agent_reply_held (an agent busy in liblxc) */
     json_t *held;       /* the id of the order held */
     const char *refuse; /* non-NULL: every order is refused with this error */
+    /* Migration orders (docs/migration.md) played with an image in memory. */
+    bool migration;
+    bool refuse_predump, refuse_restore;
+    unsigned char image[200000]; /* source: what a checkpoint "dumps" */
+    unsigned char got[200000];   /* target: what image writes brought */
+    size_t got_len;
+    bool got_verified; /* the last write's size and sha256 matched */
 };
+
+static void sha256_hex(const unsigned char *data, size_t len, char out[65])
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* The reply members of a migration order, or NULL to refuse it. */
+static json_t *migration_reply(struct fake_agent *a, const char *action, json_t *msg)
+{
+    if (strcmp(action, "container_checkpoint") == 0) {
+        bool pre = strcmp(json_string_value(json_object_get(msg, "phase")), "pre") == 0;
+        if (pre && a->refuse_predump)
+            return NULL;
+        for (size_t i = 0; i < sizeof(a->image); i++)
+            a->image[i] = (unsigned char)(i * 7 + (pre ? 1 : 2));
+        char hex[65];
+        sha256_hex(a->image, sizeof(a->image), hex);
+        return json_pack("{s:i, s:s, s:i}", "bytes", (int)sizeof(a->image), "sha256", hex,
+                         "dump_ms", 5);
+    }
+    if (strcmp(action, "container_image_read") == 0) {
+        size_t off = (size_t)json_integer_value(json_object_get(msg, "offset"));
+        size_t len = (size_t)json_integer_value(json_object_get(msg, "length"));
+        assert_true(off + len <= sizeof(a->image) && len <= 131072);
+        char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+        EVP_EncodeBlock((unsigned char *)b64, a->image + off, (int)len);
+        json_t *r = json_pack("{s:s, s:b, s:i}", "data", b64, "eof", off + len == sizeof(a->image),
+                              "bytes", (int)sizeof(a->image));
+        free(b64);
+        return r;
+    }
+    if (strcmp(action, "container_image_write") == 0) {
+        size_t off = (size_t)json_integer_value(json_object_get(msg, "offset"));
+        const char *data = json_string_value(json_object_get(msg, "data"));
+        size_t n = strlen(data);
+        unsigned char *raw = malloc(n);
+        int len = EVP_DecodeBlock(raw, (const unsigned char *)data, (int)n);
+        len -= (n && data[n - 1] == '=') + (n > 1 && data[n - 2] == '=');
+        assert_true(off == a->got_len && off + (size_t)len <= sizeof(a->got));
+        memcpy(a->got + off, raw, (size_t)len);
+        free(raw);
+        a->got_len += (size_t)len;
+        if (json_is_true(json_object_get(msg, "last"))) {
+            char hex[65];
+            sha256_hex(a->got, a->got_len, hex);
+            a->got_verified =
+                (size_t)json_integer_value(json_object_get(msg, "bytes")) == a->got_len &&
+                strcmp(hex, json_string_value(json_object_get(msg, "sha256"))) == 0;
+            if (!a->got_verified)
+                return NULL;
+            a->got_len = 0; /* the next image starts at 0 */
+        }
+        return json_object();
+    }
+    if (strcmp(action, "container_restore") == 0)
+        return a->refuse_restore ? NULL : json_pack("{s:i}", "restore_ms", 7);
+    return json_object();
+}
 
 static void agent_send(struct fake_agent *a, json_t *msg)
 {
@@ -346,11 +417,17 @@ static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
     if (strcmp(proto_msg_type(msg), "order") == 0 && a->hold_orders) {
         json_decref(a->held);
         a->held = json_incref(json_object_get(msg, "id"));
-    } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->refuse)
+    } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->refuse) {
         agent_send(
             a, proto_msg_new("reply", json_pack("{s:O, s:b, s:s}", "id", json_object_get(msg, "id"),
                                                 "ok", 0, "error", a->refuse)));
-    else if (strcmp(proto_msg_type(msg), "order") == 0)
+    } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->migration) {
+        json_t *r = migration_reply(a, json_string_value(json_object_get(msg, "action")), msg);
+        json_t *reply = r ? r : json_pack("{s:s}", "error", "refused by the test");
+        json_object_set(reply, "id", json_object_get(msg, "id"));
+        json_object_set_new(reply, "ok", json_boolean(r != NULL));
+        agent_send(a, proto_msg_new("reply", reply));
+    } else if (strcmp(proto_msg_type(msg), "order") == 0)
         agent_send(a, proto_msg_new("reply", json_pack("{s:O, s:b}", "id",
                                                        json_object_get(msg, "id"), "ok", 1)));
 }
@@ -482,7 +559,7 @@ struct harness {
     struct fake_service container;
     struct fake_service primary;
     uint16_t port;
-    struct fake_agent node1, sb1;
+    struct fake_agent node1, sb1, sb2; /* sb2: only in the migration tests */
     const char *check; /* the service's check: {...}; NULL: an http check every 100 ms */
     /* What sb1 reports and does from its hello on: its containers (stolen by
      * agents_up; NULL: web1-c running for a warm service, none for a cold one,
@@ -538,6 +615,7 @@ static void server_down(struct harness *h)
 {
     agent_stop(&h->node1);
     agent_stop(&h->sb1);
+    agent_stop(&h->sb2);
     server_free(h->srv);
     server_config_free(h->cfg);
     h->srv = NULL;
@@ -1177,6 +1255,134 @@ static void test_config_provision_warm(void **state)
     assert_contains(vcr_error_msg(err), "`provision_warm`: got a list; allowed: true, false");
 }
 
+/* --- migration (docs/migration.md) with two fake standby agents --- */
+
+static json_t *migrated; /* the migration's result */
+
+static void on_migrated(json_t *result, void *opaque)
+{
+    (void)opaque;
+    migrated = json_incref(result);
+}
+
+static bool migration_ended(struct harness *h)
+{
+    (void)h;
+    return migrated != NULL;
+}
+
+static bool three_welcomed(struct harness *h)
+{
+    return both_welcomed(h) && agent_welcomed(&h->sb2);
+}
+
+/* sb1 runs container web1-c (the service's warm standby, at CONTAINER, where a
+ * fake service listens); sb2 is empty. */
+static void migration_start(struct harness *h)
+{
+    memset(h, 0, sizeof(*h));
+    make_dir();
+    h->base = event_base_new();
+    dns_start(&h->dns, h->base);
+    service_start(&h->container, h->base, CONTAINER, &h->port);
+    uint16_t p = h->port;
+    service_start(&h->primary, h->base, PRIMARY, &p);
+    server_up(h, "warm", "");
+    uint16_t port = server_agent_port(h->srv);
+    agent_start(&h->node1, h->base, port, "node1", "host", "running");
+    agent_start(&h->sb1, h->base, port, "sb1", "standby", NULL);
+    agent_start(&h->sb2, h->base, port, "sb2", "standby", NULL);
+    json_object_set_new(h->sb1.hello, "containers",
+                        json_pack("[{s:s, s:s, s:s, s:s}]", "name", "web1-c", "service", "web1",
+                                  "state", "running", "address", CONTAINER));
+    h->sb1.migration = h->sb2.migration = true;
+    assert_true(run_until_ms(h, three_welcomed, 5000));
+    migrated = NULL;
+}
+
+static void start_migration(struct harness *h)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (migrator_start(server_migrator(h->srv), "sb1", "web1-c", "sb2", "test", on_migrated, NULL,
+                       &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(h, migration_ended, 10000));
+}
+
+static bool has_phase(json_t *result, const char *phase)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(result, "phases"), i, p)
+    {
+        if (strcmp(json_string_value(json_object_get(p, "phase")), phase) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void test_migration_copies_images_and_moves_the_container(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start(&h);
+    /* Refused before anything happens. */
+    cleanup_error vcr_error_t err = NULL;
+    struct migrator *m = server_migrator(h.srv);
+    assert_int_equal(migrator_start(m, "sb1", "web1-c", "sb1", NULL, NULL, NULL, &err), -1);
+    assert_int_equal(vcr_error_status(err), EINVAL);
+    vcr_error_release(&err);
+    assert_int_equal(migrator_start(m, "sb1", "nosuch", "sb2", NULL, NULL, NULL, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    vcr_error_release(&err);
+    assert_int_equal(migrator_start(m, "node1", "web1-c", "sb2", NULL, NULL, NULL, &err), -1);
+    assert_contains(vcr_error_msg(err), "no standby host `node1`");
+    vcr_error_release(&err);
+
+    start_migration(&h);
+    assert_true(json_is_true(json_object_get(migrated, "ok")));
+    assert_true(json_is_true(json_object_get(migrated, "predump")));
+    assert_int_equal(json_integer_value(json_object_get(migrated, "final_bytes")), 200000);
+    assert_true(h.sb2.got_verified); /* both images arrived whole, in chunks */
+    const char *phases[] = {"predump", "copy_pre",  "dump",    "copy",
+                            "restore", "port_open", "destroy", "cleanup"};
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
+        if (!has_phase(migrated, phases[i]))
+            fail_msg("no phase %s", phases[i]);
+    assert_non_null(agent_order(&h.sb2, "container_restore"));
+    assert_non_null(agent_order(&h.sb1, "container_destroy"));
+    assert_non_null(agent_order(&h.sb1, "container_migrate_cleanup"));
+    assert_null(agent_order(&h.sb1, "container_start"));
+    /* The restore was given the service's settings. */
+    json_t *r = agent_order(&h.sb2, "container_restore");
+    assert_string_equal(json_string_value(json_object_get(r, "address")), CONTAINER);
+    assert_string_equal(json_string_value(json_object_get(r, "service")), "web1");
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+static void test_migration_without_predump_and_rollback(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start(&h);
+    h.sb1.refuse_predump = true;
+    h.sb2.refuse_restore = true;
+    start_migration(&h);
+    assert_false(json_is_true(json_object_get(migrated, "ok")));
+    assert_false(json_is_true(json_object_get(migrated, "predump")));
+    assert_true(json_is_true(json_object_get(migrated, "rolled_back")));
+    assert_contains(json_string_value(json_object_get(migrated, "error")),
+                    "restore on the target: refused");
+    assert_contains(json_string_value(json_object_get(migrated, "error")), "rolled back");
+    /* Started again where it was; the target's copy removed; the source kept. */
+    assert_non_null(agent_order(&h.sb1, "container_start"));
+    assert_non_null(agent_order(&h.sb2, "container_destroy"));
+    assert_null(agent_order(&h.sb1, "container_destroy"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1190,6 +1396,8 @@ int main(void)
         cmocka_unit_test(test_restart_mid_recovery_resumes),
         cmocka_unit_test(test_service_probe_failure_then_failback),
         cmocka_unit_test(test_probe_waits_for_the_first_answer),
+        cmocka_unit_test(test_migration_copies_images_and_moves_the_container),
+        cmocka_unit_test(test_migration_without_predump_and_rollback),
         cmocka_unit_test(test_primary_hung_from_start_is_detected_after_boot_grace),
         cmocka_unit_test(test_standby_silent_with_an_order_is_lost),
         cmocka_unit_test(test_primary_found_crashed_in_hello),

@@ -127,6 +127,32 @@ static void test_config_defaults(void **state)
     server_config_free(cfg);
 }
 
+/* The migration policy: off unless given; each key checked with what is allowed. */
+static void test_config_migration(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_config("", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->migration.cpu_pct, 0);
+    server_config_free(cfg);
+    cfg = parse_config("migration: {cpu_pct: 80, targets: [sb22, sb23]}\n", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->migration.cpu_pct, 80);
+    assert_int_equal(cfg->migration.samples, SERVER_MIGRATION_SAMPLES_DEF);
+    assert_int_equal(cfg->migration.n_targets, 2);
+    assert_string_equal(cfg->migration.targets[1], "sb23");
+    server_config_free(cfg);
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 101, targets: [sb2]}\n", "`migration.cpu_pct`",
+                        "`101`", "1..100");
+    EXPECT_CONFIG_ERROR("migration: {targets: [sb2]}\n", "`migration.cpu_pct`", "missing");
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 50, samples: 0, targets: [sb2]}\n",
+                        "`migration.samples`", "1..100");
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 50}\n", "`migration.targets`", "0 given");
+    EXPECT_CONFIG_ERROR("migration: {cpu_pct: 50, targets: ['sb 2']}\n", "`migration.targets[0]`",
+                        "`sb 2`", "not a host name");
+}
+
 static void test_config_file_all_keys(void **state)
 {
     (void)state;
@@ -681,6 +707,32 @@ static void test_inventory_heartbeat_timeout(void **state)
     inventory_free(inv);
 }
 
+/* Where a container is now: whichever connected standby host lists it. */
+static void test_inventory_find_container_host(void **state)
+{
+    (void)state;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    bool up;
+    const char *names[] = {"sb1", "sb2"};
+    for (int i = 0; i < 2; i++) {
+        json_t *h = proto_msg_new("hello",
+                                  json_pack("{s:s, s:s, s:s, s:i, s:s, s:[], s:[{s:s, s:s}]}",
+                                            "host", names[i], "role", "standby", "agent_version",
+                                            "0.1.0", "pid", 1, "accel", "none", "vms", "containers",
+                                            "name", i ? "moved" : "stays", "state", "running"));
+        assert_non_null(inventory_apply_hello(inv, h, 1000, &up, &err));
+        json_decref(h);
+    }
+    assert_string_equal(inventory_find_container_host(inv, "moved", "sb1")->name, "sb2");
+    assert_string_equal(inventory_find_container_host(inv, "stays", "sb2")->name, "sb1");
+    assert_null(inventory_find_container_host(inv, "nowhere", "sb1"));
+    /* A lost host's report is not trusted. */
+    inventory_expire_hosts(inv, 100000, 3500, NULL, NULL);
+    assert_null(inventory_find_container_host(inv, "moved", NULL));
+    inventory_free(inv);
+}
+
 /* --- in-process server with a fake agent --- */
 
 struct fake_agent {
@@ -1227,6 +1279,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_config_file_all_keys),
+        cmocka_unit_test(test_config_migration),
+        cmocka_unit_test(test_inventory_find_container_host),
         cmocka_unit_test(test_config_bad_listen_address),
         cmocka_unit_test(test_config_bad_port),
         cmocka_unit_test(test_config_heartbeat_bounds),

@@ -1,15 +1,22 @@
 /* Unit tests for the standby role's pure parts (src/agent/standby_spec.c,
- * standby_load.c): container orders -> specs -> LXC configuration items, and
- * /proc/stat, /proc/meminfo, cgroup v1 counter parsing and CPU percentages. */
+ * standby_load.c, standby_migrate.c): container orders -> specs -> LXC
+ * configuration items; /proc/stat, /proc/meminfo, cgroup v1 counter parsing
+ * and CPU percentages; migration orders' members, image chunks through base64,
+ * paths, CRIU log reasons and the gratuitous ARP frame. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "agent/standby.h"
+#include "agent/standby_migrate.h"
 #include "common/cleanup.h"
 
 static const char *item(const struct standby_cfg_item *items, size_t n, const char *key)
@@ -132,6 +139,240 @@ static void test_meminfo_and_counters(void **state)
     assert_float_equal(standby_ct_cpu_pct(5, 1, 100), 0.0, 0.0);
 }
 
+static void expect_error(int rc, vcr_error_t *err, const char *part)
+{
+    assert_int_equal(rc, -1);
+    assert_non_null(*err);
+    if (strstr(vcr_error_msg(*err), part) == NULL)
+        fail_msg("error `%s` does not say `%s`", vcr_error_msg(*err), part);
+    vcr_error_release(err);
+}
+
+static void test_migrate_members(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    struct standby_checkpoint_order o;
+    cleanup_json json_t *ok = json_pack("{s:s, s:s}", "name", "web1", "phase", "pre");
+    assert_int_equal(standby_checkpoint_from_json(ok, &o, &err), 0);
+    assert_string_equal(o.name, "web1");
+    assert_int_equal(o.phase, STANDBY_PHASE_PRE);
+    cleanup_json json_t *bad_phase = json_pack("{s:s, s:s}", "name", "web1", "phase", "half");
+    expect_error(standby_checkpoint_from_json(bad_phase, &o, &err), &err,
+                 "phase: `half` is not a phase; allowed: pre, final");
+    cleanup_json json_t *no_phase = json_pack("{s:s}", "name", "web1");
+    expect_error(standby_checkpoint_from_json(no_phase, &o, &err), &err, "`(missing)`");
+    cleanup_json json_t *bad_name = json_pack("{s:s, s:s}", "name", "../etc", "phase", "final");
+    expect_error(standby_checkpoint_from_json(bad_name, &o, &err), &err,
+                 "name: `../etc` is not a name");
+
+    struct standby_image_read rq;
+    cleanup_json json_t *rd = json_pack("{s:s, s:s, s:i, s:i}", "name", "web1", "phase", "final",
+                                        "offset", 5, "length", STANDBY_CHUNK_MAX);
+    assert_int_equal(standby_image_read_from_json(rd, &rq, &err), 0);
+    assert_int_equal(rq.offset, 5);
+    assert_int_equal(rq.length, STANDBY_CHUNK_MAX);
+    json_object_set_new(rd, "length", json_integer(STANDBY_CHUNK_MAX + 1));
+    expect_error(standby_image_read_from_json(rd, &rq, &err), &err,
+                 "length: `131073` is out of range; allowed: 1..131072");
+    json_object_set_new(rd, "length", json_integer(0));
+    expect_error(standby_image_read_from_json(rd, &rq, &err), &err, "allowed: 1..131072");
+    json_object_set_new(rd, "length", json_integer(1));
+    json_object_set_new(rd, "offset", json_integer(-1));
+    expect_error(standby_image_read_from_json(rd, &rq, &err), &err, "offset: `-1`");
+    json_object_del(rd, "offset");
+    expect_error(standby_image_read_from_json(rd, &rq, &err), &err, "`offset` is missing");
+
+    struct standby_image_write w;
+    cleanup_json json_t *wr = json_pack("{s:s, s:s, s:i, s:s, s:b}", "name", "web1", "phase", "pre",
+                                        "offset", 0, "data", "aGVsbG8=", "last", 0);
+    assert_int_equal(standby_image_write_from_json(wr, &w, &err), 0);
+    assert_int_equal(w.len, 5);
+    assert_memory_equal(w.data, "hello", 5);
+    assert_false(w.last);
+    standby_image_write_release(&w);
+    json_object_set_new(wr, "last", json_true());
+    expect_error(standby_image_write_from_json(wr, &w, &err), &err,
+                 "the last chunk needs the file's size");
+    json_object_set_new(wr, "bytes", json_integer(5));
+    expect_error(standby_image_write_from_json(wr, &w, &err), &err, "sha256: `(missing)`");
+    json_object_set_new(wr, "sha256", json_string("abc"));
+    expect_error(standby_image_write_from_json(wr, &w, &err), &err, "64 hex digits");
+    json_object_set_new(wr, "data", json_string("aGVsbG8"));
+    json_object_set_new(
+        wr, "sha256",
+        json_string("2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824"));
+    expect_error(standby_image_write_from_json(wr, &w, &err), &err,
+                 "data: 7 characters is not base64");
+    json_object_set_new(wr, "data", json_string("aGVs*G8="));
+    expect_error(standby_image_write_from_json(wr, &w, &err), &err, "character 4 (`*`)");
+    json_object_set_new(wr, "data", json_string("aGVsbG8="));
+    assert_int_equal(standby_image_write_from_json(wr, &w, &err), 0);
+    assert_true(w.last);
+    assert_string_equal(w.sha256,
+                        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    standby_image_write_release(&w);
+}
+
+static void test_base64_round_trip(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    /* Every length modulo 3, and a whole chunk of every byte value. */
+    size_t lens[] = {0, 1, 2, 3, 4, 5, 255, STANDBY_CHUNK_MAX};
+    unsigned char *buf = malloc(STANDBY_CHUNK_MAX);
+    assert_non_null(buf);
+    for (size_t i = 0; i < STANDBY_CHUNK_MAX; i++)
+        buf[i] = (unsigned char)(i * 7 + i / 256);
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+        cleanup_free char *text = standby_base64_encode(buf, lens[k]);
+        assert_non_null(text);
+        assert_int_equal(strlen(text), 4 * ((lens[k] + 2) / 3));
+        assert_null(strchr(text, '\n'));
+        unsigned char *back = NULL;
+        size_t len = 99;
+        assert_int_equal(standby_base64_decode(text, &back, &len, &err), 0);
+        assert_int_equal(len, lens[k]);
+        if (len)
+            assert_memory_equal(back, buf, len);
+        free(back);
+    }
+    free(buf);
+    unsigned char *out = NULL;
+    size_t len = 0;
+    expect_error(standby_base64_decode("a=bc", &out, &len, &err), &err, "character 1");
+    expect_error(standby_base64_decode("abc=d===", &out, &len, &err), &err, "character 3");
+}
+
+static char *make_base(void)
+{
+    char tmpl[] = "/tmp/vcr-test-migrate-XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    return strdup(tmpl);
+}
+
+static json_t *write_chunk(const char *base, uint64_t offset, const char *text, bool last,
+                           uint64_t bytes, const char *sha, vcr_error_t *err)
+{
+    struct standby_image_write w = {
+        .phase = STANDBY_PHASE_FINAL, .offset = offset, .last = last, .bytes = bytes};
+    snprintf(w.name, sizeof(w.name), "web1");
+    if (sha)
+        snprintf(w.sha256, sizeof(w.sha256), "%s", sha);
+    w.data = (unsigned char *)strdup(text);
+    w.len = strlen(text);
+    json_t *r = standby_image_write(base, &w, err);
+    standby_image_write_release(&w);
+    return r;
+}
+
+static void test_image_chunks_and_paths(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    struct standby_migrate_paths p;
+    assert_int_equal(standby_migrate_paths(base, "web1", STANDBY_PHASE_PRE, &p, &err), 0);
+    char want[512];
+    snprintf(want, sizeof(want), "%s/web1/pre", base);
+    assert_string_equal(p.images, want);
+    snprintf(want, sizeof(want), "%s/web1/pre.tar", base);
+    assert_string_equal(p.tar, want);
+    expect_error(standby_migrate_paths(base, "..", STANDBY_PHASE_PRE, &p, &err), &err,
+                 "not a container name");
+
+    /* "hello world" in two chunks; the SHA-256 of "hello world". */
+    const char *sha = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+    json_t *r = write_chunk(base, 0, "hello ", false, 0, NULL, &err);
+    assert_non_null(r);
+    assert_int_equal(json_integer_value(json_object_get(r, "bytes")), 6);
+    json_decref(r);
+    r = write_chunk(base, 6, "world", true, 11, sha, &err);
+    assert_non_null(r);
+    json_decref(r);
+    /* A wrong size, then a wrong digest, each named. */
+    assert_null(write_chunk(base, 6, "world", true, 12, sha, &err));
+    expect_error(-1, &err, "bytes: ");
+    assert_null(write_chunk(base, 6, "world", true, 11,
+                            "0000000000000000000000000000000000000000000000000000000000000000",
+                            &err));
+    expect_error(-1, &err, "the sender said 0000");
+    /* Offset 0 starts the file again. */
+    r = write_chunk(base, 0, "hello ", false, 0, NULL, &err);
+    assert_int_equal(json_integer_value(json_object_get(r, "bytes")), 6);
+    json_decref(r);
+    r = write_chunk(base, 6, "world", true, 11, sha, &err);
+    assert_non_null(r);
+    json_decref(r);
+
+    /* Read it back in chunks of 4: base64 of "hell", "o wo", "rld". */
+    struct standby_image_read rq = {.phase = STANDBY_PHASE_FINAL, .length = 4};
+    snprintf(rq.name, sizeof(rq.name), "web1");
+    const char *want_data[] = {"aGVsbA==", "byB3bw==", "cmxk"};
+    for (int i = 0; i < 3; i++) {
+        rq.offset = (uint64_t)i * 4;
+        cleanup_json json_t *c = standby_image_read(base, &rq, &err);
+        assert_non_null(c);
+        assert_string_equal(json_string_value(json_object_get(c, "data")), want_data[i]);
+        assert_int_equal(json_is_true(json_object_get(c, "eof")), i == 2);
+        assert_int_equal(json_integer_value(json_object_get(c, "bytes")), 11);
+    }
+    rq.offset = 11;
+    cleanup_json json_t *end = standby_image_read(base, &rq, &err);
+    assert_string_equal(json_string_value(json_object_get(end, "data")), "");
+    assert_true(json_is_true(json_object_get(end, "eof")));
+    rq.offset = 12;
+    assert_null(standby_image_read(base, &rq, &err));
+    expect_error(-1, &err, "offset: `12` is past the end");
+    rq.phase = STANDBY_PHASE_PRE;
+    rq.offset = 0;
+    assert_null(standby_image_read(base, &rq, &err));
+    expect_error(-1, &err, "no pre image");
+
+    /* Cleanup removes everything and may run twice. */
+    assert_int_equal(standby_migrate_cleanup(base, "web1", &err), 0);
+    snprintf(want, sizeof(want), "%s/web1", base);
+    struct stat st;
+    assert_int_equal(stat(want, &st), -1);
+    assert_int_equal(standby_migrate_cleanup(base, "web1", &err), 0);
+    assert_int_equal(rmdir(base), 0);
+}
+
+static void test_criu_log_reason(void **state)
+{
+    (void)state;
+    char out[200];
+    standby_criu_log_reason("(00.001) Version: 3.17.1\n"
+                            "(00.002) Error (criu/cr-dump.c:1): first\n"
+                            "(00.003) Error (criu/mem.c:2): second\n"
+                            "(00.004) Error (criu/a.c:3): third\n"
+                            "(00.005) Error (criu/b.c:4): fourth\n"
+                            "(00.006) Dumping finished\n",
+                            out, sizeof(out));
+    assert_string_equal(out, "Error (criu/mem.c:2): second; Error (criu/a.c:3): third; "
+                             "Error (criu/b.c:4): fourth");
+    standby_criu_log_reason("(00.1) Warn: x\n(00.2) Looking at soft-dirty\n\n", out, sizeof(out));
+    assert_string_equal(out, "Looking at soft-dirty");
+    char tiny[12];
+    standby_criu_log_reason("Error (x): a long reason\n", tiny, sizeof(tiny));
+    assert_string_equal(tiny, "Error (x): ");
+}
+
+static void test_garp_frame(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    unsigned char mac[6] = {0x02, 0x00, 0x0a, 0x4d, 0x00, 0x1f};
+    unsigned char f[STANDBY_GARP_LEN];
+    assert_int_equal(standby_garp_frame(mac, "10.77.0.31", f, &err), 0);
+    const unsigned char want[STANDBY_GARP_LEN] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x0a, 0x4d, 0x00, 0x1f, 0x08, 0x06,
+        0x00, 0x01, 0x08, 0x00, 6,    4,    0x00, 0x01, 0x02, 0x00, 0x0a, 0x4d, 0x00, 0x1f,
+        10,   77,   0,    31,   0,    0,    0,    0,    0,    0,    10,   77,   0,    31};
+    assert_memory_equal(f, want, sizeof(want));
+    expect_error(standby_garp_frame(mac, "10.77.0", f, &err), &err, "not an IPv4 address");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -139,6 +380,11 @@ int main(void)
         cmocka_unit_test(test_spec_defaults_and_errors),
         cmocka_unit_test(test_proc_stat_and_cpu_pct),
         cmocka_unit_test(test_meminfo_and_counters),
+        cmocka_unit_test(test_migrate_members),
+        cmocka_unit_test(test_base64_round_trip),
+        cmocka_unit_test(test_image_chunks_and_paths),
+        cmocka_unit_test(test_criu_log_reason),
+        cmocka_unit_test(test_garp_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

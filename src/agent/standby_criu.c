@@ -1,0 +1,331 @@
+/* Live migration of a container through liblxc's migrate() (CRIU): the
+ * checkpoint and restore halves, and the gratuitous ARP that tells the lab
+ * LAN the container's address moved to this VM's port.  Runs in a standby_job
+ * child (standby_role.c): everything here may block for seconds. */
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lxc/lxccontainer.h>
+
+#include "agent/standby_ct.h"
+#include "agent/warm_state.h"
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+/* GNU tar: the standby image has it at /bin/tar (lab/build-image), where
+ * Debian has it too; busybox's applet, which a PATH lookup could find first,
+ * lacks --xattrs. */
+#define STANDBY_TAR "/bin/tar"
+#define TAR_OPTIONS "--xattrs", "--xattrs-include=*", "--numeric-owner"
+
+/* Runs argv (PATH lookup) and waits; on failure *err quotes its stderr. */
+static int run_program(char *const argv[], vcr_error_t *err)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return vcr_error_errno(err, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return vcr_error_errno(err, "fork");
+    }
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, STDIN_FILENO);
+            dup2(null, STDOUT_FILENO);
+        }
+        execvp(argv[0], argv);
+        dprintf(STDERR_FILENO, "exec %s: %s", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    char out[512];
+    size_t used = 0;
+    for (;;) {
+        char chunk[256];
+        ssize_t n = read(fds[0], chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        size_t keep = (size_t)n < sizeof(out) - 1 - used ? (size_t)n : sizeof(out) - 1 - used;
+        memcpy(out + used, chunk, keep);
+        used += keep;
+    }
+    close(fds[0]);
+    out[used] = '\0';
+    while (used > 0 && (out[used - 1] == '\n' || out[used - 1] == ' '))
+        out[--used] = '\0';
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return vcr_error_errno(err, "waitpid %s", argv[0]);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    for (char *p = out; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    if (WIFSIGNALED(status))
+        return vcr_error_make(err, EIO, "%s killed by signal %d", argv[0], WTERMSIG(status));
+    return vcr_error_make(err, EIO, "%s exited with %d: %s", argv[0], WEXITSTATUS(status),
+                          out[0] ? out : "(no message)");
+}
+
+/* The reason CRIU gave in DIR/ACTION.log, else liblxc's. */
+static int criu_failure(vcr_error_t *err, struct lxc_container *c, const char *dir,
+                        const char *action)
+{
+    char path[320], text[65536], reason[700];
+    snprintf(path, sizeof(path), "%s/%s.log", dir, action);
+    cleanup_error vcr_error_t read_err = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = -1;
+    if (fd >= 0) {
+        /* The end of the log: CRIU writes its errors last. */
+        off_t size = lseek(fd, 0, SEEK_END);
+        off_t from = size > (off_t)sizeof(text) - 1 ? size - (off_t)sizeof(text) + 1 : 0;
+        n = pread(fd, text, sizeof(text) - 1, from);
+        close(fd);
+    }
+    if (n > 0) {
+        text[n] = '\0';
+        standby_criu_log_reason(text, reason, sizeof(reason));
+        return vcr_error_make(err, EIO, "criu %s failed: %s (%s)", action, reason, path);
+    }
+    if (c->error_string)
+        return vcr_error_make(err, EIO, "criu %s failed: %s", action, c->error_string);
+    return vcr_error_make(err, EIO, "criu %s failed, and left no log at `%s` (see %s/%s/lxc.log)",
+                          action, path, c->config_path, c->name);
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static int make_dir(const char *path, mode_t mode, vcr_error_t *err)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return vcr_error_errno(err, "mkdir `%s`", path);
+    return 0;
+}
+
+int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_phase phase,
+                          struct standby_checkpoint_result *res, vcr_error_t *err)
+{
+    struct lxc_container *c = standby_ct_lxc(ct);
+    const char *name = standby_ct_name(ct);
+    struct standby_migrate_paths p;
+    if (standby_migrate_paths(base, name, phase, &p, err) < 0)
+        return -1;
+    if (!c->is_running(c))
+        return vcr_error_make(err, EINVAL,
+                              "container `%s` is %s: only a running one can be "
+                              "checkpointed",
+                              name, standby_ct_state(ct));
+    if (make_dir(base, 0700, err) < 0 || make_dir(p.dir, 0700, err) < 0 ||
+        standby_remove_tree(p.images, err) < 0 || standby_remove_tree(p.tar, err) < 0 ||
+        make_dir(p.images, 0700, err) < 0)
+        return -1;
+    *res = (struct standby_checkpoint_result){0};
+    struct migrate_opts opts = {.directory = p.images};
+    unsigned int cmd = MIGRATE_PRE_DUMP;
+    if (phase == STANDBY_PHASE_FINAL) {
+        cmd = MIGRATE_DUMP;
+        opts.stop = true;
+        /* A pre-dump leaves its inventory; CRIU resolves --prev-images-dir
+         * from the images dir (a `parent` symlink in final/), so it must be
+         * relative for the pair to survive the copy to another VM. */
+        char inventory[300];
+        snprintf(inventory, sizeof(inventory), "%s/inventory.img", p.pre);
+        if (exists(inventory)) {
+            opts.predump_dir = "../pre";
+            res->incremental = true;
+        }
+    }
+    int64_t t0 = vcr_mono_ms();
+    if (c->migrate(c, cmd, &opts, sizeof(opts)) != 0) {
+        if (phase == STANDBY_PHASE_FINAL)
+            return criu_failure(err, c, p.images, "dump");
+        /* A half-written pre-dump must not become the final dump's parent:
+         * it moves aside, with its log, to pre.failed/. */
+        char failed[300];
+        snprintf(failed, sizeof(failed), "%s/pre.failed", p.dir);
+        cleanup_error vcr_error_t rm_err = NULL;
+        if (standby_remove_tree(failed, &rm_err) == 0 && rename(p.images, failed) == 0)
+            return criu_failure(err, c, failed, "pre-dump");
+        standby_remove_tree(p.images, &rm_err);
+        return criu_failure(err, c, p.images, "pre-dump");
+    }
+    int64_t t1 = vcr_mono_ms();
+    res->dump_ms = t1 - t0;
+    const char *phase_name = standby_phase_name(phase);
+    const struct standby_ct_paths *cp = standby_ct_paths_of(ct);
+    /* GNU tar (busybox's has no --xattrs).  xattrs: the overlay's upper dir
+     * marks opaque directories with trusted.overlay.opaque; whiteouts are
+     * 0:0 character devices, which tar keeps as they are. */
+    char *pre_argv[] = {STANDBY_TAR, TAR_OPTIONS,        "-cf", p.tar, "-C",
+                        p.dir,       (char *)phase_name, NULL};
+    char *final_argv[] = {STANDBY_TAR, TAR_OPTIONS, "-cf",           p.tar,   "-C",     p.dir,
+                          "final",     "-C",        (char *)cp->dir, "delta", "config", NULL};
+    int rc = run_program(phase == STANDBY_PHASE_PRE ? pre_argv : final_argv, err);
+    if (rc < 0) {
+        unlink(p.tar);
+        return vcr_error_wrap(err, "pack `%s`", p.tar);
+    }
+    if (warm_state_digest(p.tar, res->sha256, &res->bytes, err) < 0)
+        return -1;
+    res->pack_ms = vcr_mono_ms() - t1;
+    return 0;
+}
+
+static int unpack(const char *dir, const char *tar, vcr_error_t *err)
+{
+    char *argv[] = {STANDBY_TAR, TAR_OPTIONS, "-C", (char *)dir, "-xf", (char *)tar, NULL};
+    if (run_program(argv, err) < 0)
+        return vcr_error_wrap(err, "unpack `%s`", tar);
+    return 0;
+}
+
+/* rename, or a copy when from and to are on different filesystems. */
+static int move_tree(const char *from, const char *to, vcr_error_t *err)
+{
+    if (rename(from, to) == 0)
+        return 0;
+    if (errno != EXDEV)
+        return vcr_error_errno(err, "rename `%s` to `%s`", from, to);
+    char *argv[] = {"cp", "-a", (char *)from, (char *)to, NULL};
+    if (run_program(argv, err) < 0)
+        return -1;
+    return standby_remove_tree(from, err);
+}
+
+struct standby_ct *standby_ct_restore(const char *lxcpath, const char *templates_dir,
+                                      const char *base, const struct standby_ct_spec *spec,
+                                      struct standby_restore_result *res, vcr_error_t *err)
+{
+    *res = (struct standby_restore_result){0};
+    struct standby_migrate_paths p, pre;
+    struct standby_ct_paths cp;
+    if (standby_migrate_paths(base, spec->name, STANDBY_PHASE_FINAL, &p, err) < 0 ||
+        standby_migrate_paths(base, spec->name, STANDBY_PHASE_PRE, &pre, err) < 0 ||
+        standby_ct_paths(lxcpath, templates_dir, spec, &cp, err) < 0)
+        return NULL;
+    if (!exists(p.tar))
+        return vcr_error_make(err, ENOENT,
+                              "container `%s`: no `%s`: container_image_write it "
+                              "first",
+                              spec->name, p.tar),
+               NULL;
+    char delta[300], config[300];
+    snprintf(delta, sizeof(delta), "%s/delta", p.dir);
+    snprintf(config, sizeof(config), "%s/config", p.dir);
+    int64_t t0 = vcr_mono_ms();
+    /* What an earlier attempt unpacked goes first: the archives are the truth. */
+    if (standby_remove_tree(p.images, err) < 0 || standby_remove_tree(pre.images, err) < 0 ||
+        standby_remove_tree(delta, err) < 0 || standby_remove_tree(config, err) < 0)
+        return NULL;
+    if (exists(pre.tar) && unpack(p.dir, pre.tar, err) < 0)
+        return NULL;
+    if (unpack(p.dir, p.tar, err) < 0)
+        return NULL;
+    if (!exists(delta))
+        return vcr_error_make(err, EINVAL, "`%s` holds no delta/ (the overlay's upper dir)", p.tar),
+               NULL;
+    /* The upper dir must hold the container's files before the overlay is
+     * mounted on it: overlayfs does not see changes made below it later. */
+    char ct_config[300];
+    snprintf(ct_config, sizeof(ct_config), "%s/config", cp.dir);
+    if (exists(ct_config))
+        return vcr_error_make(err, EEXIST, "container `%s` already exists", spec->name), NULL;
+    /* An overlay an earlier attempt left mounted would hide the new delta. */
+    if (exists(cp.rootfs) && umount2(cp.rootfs, MNT_DETACH) < 0 && errno != EINVAL)
+        return vcr_error_errno(err, "umount `%s`", cp.rootfs), NULL;
+    if (make_dir(cp.dir, 0750, err) < 0 || standby_remove_tree(cp.delta, err) < 0 ||
+        standby_remove_tree(cp.work, err) < 0 || move_tree(delta, cp.delta, err) < 0)
+        return NULL;
+    res->unpack_ms = vcr_mono_ms() - t0;
+    struct standby_ct *ct = standby_ct_create(lxcpath, templates_dir, spec, err);
+    if (ct == NULL)
+        return NULL;
+    struct lxc_container *c = standby_ct_lxc(ct);
+    c->want_daemonize(c, true);
+    struct migrate_opts opts = {.directory = p.images};
+    int64_t t1 = vcr_mono_ms();
+    if (c->migrate(c, MIGRATE_RESTORE, &opts, sizeof(opts)) != 0 || !c->is_running(c)) {
+        criu_failure(err, c, p.images, "restore");
+        cleanup_error vcr_error_t undo = NULL;
+        if (standby_ct_destroy(ct, &undo) < 0)
+            log_warn("container %s: after the failed restore: %s", spec->name, vcr_error_msg(undo));
+        standby_ct_free(ct);
+        return NULL;
+    }
+    res->restore_ms = vcr_mono_ms() - t1;
+    cleanup_error vcr_error_t arp_err = NULL;
+    if (standby_send_garp(c->init_pid(c), "eth0", spec->address, &arp_err) < 0)
+        snprintf(res->arp_error, sizeof(res->arp_error), "%s", vcr_error_msg(arp_err));
+    return ct;
+}
+
+int standby_send_garp(int pid, const char *ifname, const char *address, vcr_error_t *err)
+{
+    if (pid <= 0)
+        return vcr_error_make(err, ESRCH, "the container has no init process");
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
+    cleanup_close int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    cleanup_close int ns = open(path, O_RDONLY | O_CLOEXEC);
+    if (self < 0 || ns < 0)
+        return vcr_error_errno(err, "open `%s`", self < 0 ? "/proc/self/ns/net" : path);
+    if (setns(ns, CLONE_NEWNET) < 0)
+        return vcr_error_errno(err, "setns `%s`", path);
+    /* The socket belongs to the namespace it was made in. */
+    int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
+    int rc = 0;
+    if (s < 0) {
+        rc = vcr_error_errno(err, "AF_PACKET socket");
+    } else {
+        struct ifreq ifr = {0};
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+        unsigned char frame[STANDBY_GARP_LEN];
+        if (ioctl(s, SIOCGIFINDEX, &ifr) < 0) {
+            rc = vcr_error_errno(err, "interface `%s`", ifname);
+        } else {
+            struct sockaddr_ll to = {.sll_family = AF_PACKET,
+                                     .sll_protocol = htons(ETH_P_ARP),
+                                     .sll_ifindex = ifr.ifr_ifindex,
+                                     .sll_halen = 6};
+            memset(to.sll_addr, 0xff, 6);
+            if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
+                rc = vcr_error_errno(err, "MAC of `%s`", ifname);
+            else if (standby_garp_frame((unsigned char *)ifr.ifr_hwaddr.sa_data, address, frame,
+                                        err) < 0)
+                rc = -1;
+            else if (sendto(s, frame, sizeof(frame), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+                rc = vcr_error_errno(err, "send the gratuitous ARP on `%s`", ifname);
+        }
+        close(s);
+    }
+    if (setns(self, CLONE_NEWNET) < 0)
+        log_warn("setns back to our network namespace: %s", strerror(errno));
+    return rc;
+}

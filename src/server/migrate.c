@@ -1,0 +1,757 @@
+/* Container migration between standby VMs (see migrate.h).  One struct mig
+ * per migration walks the phases below; every order's reply moves it on. */
+#include "server/migrate.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "server/agents.h"
+#include "server/check.h"
+#include "server/inventory.h"
+#include "server/journal.h"
+#include "server/server_config.h"
+#include "server/services.h"
+
+enum mig_phase {
+    MP_PREDUMP,  /* container_checkpoint pre on the source */
+    MP_COPY_PRE, /* pre.tar, chunk by chunk */
+    MP_DUMP,     /* container_checkpoint final: the source container stops */
+    MP_COPY,     /* final.tar */
+    MP_RESTORE,  /* container_restore on the target */
+    MP_PORT,     /* waiting for the container's port at its address */
+    MP_DESTROY,  /* container_destroy on the source */
+    MP_CLEANUP,  /* container_migrate_cleanup on both */
+    MP_ROLLBACK, /* after a failure past the dump: container_start on the source */
+    MP_DONE,
+};
+
+static const char *const phase_names[] = {
+    [MP_PREDUMP] = "predump", [MP_COPY_PRE] = "copy_pre", [MP_DUMP] = "dump",
+    [MP_COPY] = "copy",       [MP_RESTORE] = "restore",   [MP_PORT] = "port_open",
+    [MP_DESTROY] = "destroy", [MP_CLEANUP] = "cleanup",   [MP_ROLLBACK] = "rollback",
+    [MP_DONE] = "done",
+};
+
+#define MIG_MAX 64
+
+struct mig {
+    struct migrator *m;
+    enum mig_phase phase;
+    char name[65], src[65], dst[65], why[200];
+    char service[65], address[16], gateway[16], template[65];
+    int prefix;
+    uint16_t port;
+    /* The image being copied: its phase name, size and checksum. */
+    const char *image;
+    int64_t image_bytes, offset;
+    char sha256[65];
+    int64_t pre_bytes, final_bytes;
+    bool predump;
+    int cleanups; /* cleanup replies still awaited */
+    int64_t t0, t_phase, t_down;
+    struct check *check;
+    struct event *retry;
+    int64_t port_deadline;
+    json_t *phases;
+    char error[600];
+    bool rolled_back;
+    migrate_done_cb done;
+    void *opaque;
+};
+
+/* The policy's memory of one standby host. */
+struct busy_host {
+    char name[65];
+    uint32_t over;         /* samples in a row at or above the threshold */
+    int64_t vm_started_ms; /* as a target: when its VM was last started (monotonic) */
+};
+
+#define BUSY_MAX 64
+/* A target VM started by the policy gets this long to say hello before it is
+ * started again. */
+#define MIGRATE_TARGET_BOOT_MS 300000
+
+struct migrator {
+    struct busy_host busy[BUSY_MAX];
+    size_t n_busy;
+    struct event_base *base;
+    const struct server_config *cfg;
+    struct inventory *inv;
+    struct journal *journal;
+    struct agents *agents;
+    bool stopping;
+    struct mig *migs[MIG_MAX];
+    size_t n_migs;
+};
+
+struct migrator *migrator_new(struct event_base *base, const struct server_config *cfg,
+                              struct inventory *inv, struct journal *journal, struct agents *agents,
+                              vcr_error_t *err)
+{
+    struct migrator *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory"), NULL;
+    m->base = base;
+    m->cfg = cfg;
+    m->inv = inv;
+    m->journal = journal;
+    m->agents = agents;
+    return m;
+}
+
+static void mig_free(struct mig *g)
+{
+    struct migrator *m = g->m;
+    for (size_t i = 0; i < m->n_migs; i++)
+        if (m->migs[i] == g) {
+            m->migs[i] = m->migs[--m->n_migs];
+            break;
+        }
+    check_cancel(g->check);
+    if (g->retry)
+        event_free(g->retry);
+    json_decref(g->phases);
+    free(g);
+}
+
+void migrator_stop(struct migrator *m)
+{
+    if (m)
+        m->stopping = true;
+}
+
+void migrator_free(struct migrator *m)
+{
+    if (m == NULL)
+        return;
+    while (m->n_migs)
+        mig_free(m->migs[0]);
+    free(m);
+}
+
+static void journal_phase(struct mig *g, const char *phase, json_t *extra)
+{
+    cleanup_json json_t *detail =
+        json_pack("{s:s, s:s, s:s, s:s, s:I}", "container", g->name, "from", g->src, "to", g->dst,
+                  "phase", phase, "elapsed_ms", (json_int_t)(vcr_mono_ms() - g->t0));
+    if (detail && extra)
+        json_object_update(detail, extra);
+    json_decref(extra);
+    struct journal_event ev = {
+        .ts_ms = vcr_wall_ms(),
+        .host = g->src,
+        .kind = "migration",
+        .detail = detail,
+    };
+    cleanup_error vcr_error_t err = NULL;
+    if (journal_append(g->m->journal, &ev, &err) < 0)
+        log_error("%s", vcr_error_msg(err));
+}
+
+/* The phase ended well: record its time, journal it, enter the next one. */
+static void phase_done(struct mig *g, enum mig_phase next, json_t *extra)
+{
+    int64_t now = vcr_mono_ms();
+    json_array_append_new(g->phases, json_pack("{s:s, s:I}", "phase", phase_names[g->phase], "ms",
+                                               (json_int_t)(now - g->t_phase)));
+    log_info("migration of %s from %s to %s: %s done in %lld ms", g->name, g->src, g->dst,
+             phase_names[g->phase], (long long)(now - g->t_phase));
+    journal_phase(g, phase_names[g->phase], extra);
+    g->phase = next;
+    g->t_phase = now;
+}
+
+static void finish(struct mig *g)
+{
+    bool ok = g->error[0] == '\0';
+    int64_t now = vcr_mono_ms();
+    cleanup_json json_t *result =
+        json_pack("{s:b, s:s, s:s, s:s, s:s?, s:I, s:o, s:b, s:I, s:I, s:O, s:b, s:s}", "ok", ok,
+                  "container", g->name, "from", g->src, "to", g->dst, "error", ok ? NULL : g->error,
+                  "total_ms", (json_int_t)(now - g->t0), "downtime_ms",
+                  g->t_down && ok ? json_integer(g->t_down) : json_null(), "predump", g->predump,
+                  "pre_bytes", (json_int_t)g->pre_bytes, "final_bytes", (json_int_t)g->final_bytes,
+                  "phases", g->phases, "rolled_back", g->rolled_back, "why", g->why);
+    if (ok)
+        log_info("migration of %s from %s to %s done in %lld ms (downtime %lld ms)", g->name,
+                 g->src, g->dst, (long long)(now - g->t0), (long long)g->t_down);
+    else
+        log_error("migration of %s from %s to %s failed: %s", g->name, g->src, g->dst, g->error);
+    g->phase = MP_DONE;
+    journal_phase(g, ok ? "done" : "failed", json_pack("{s:O}", "result", result));
+    if (g->done && result)
+        g->done(result, g->opaque);
+    mig_free(g);
+}
+
+static void order(struct mig *g, const char *host, const char *action, json_t *members,
+                  int64_t timeout_ms, agents_order_reply_cb cb);
+static void on_rollback(enum order_outcome outcome, const char *message, json_t *reply,
+                        void *opaque);
+
+__attribute__((format(printf, 2, 3))) static void fail(struct mig *g, const char *fmt, ...)
+{
+    if (g->error[0] == '\0') {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(g->error, sizeof(g->error), fmt, ap);
+        va_end(ap);
+    }
+    check_cancel(g->check);
+    g->check = NULL;
+    /* Past the final dump the source container is stopped: start it again
+     * there (from its files: the processes' state is lost), and drop what the
+     * target may have made of it. */
+    if (g->phase >= MP_DUMP && g->phase <= MP_PORT) {
+        log_warn("migration of %s: %s: starting it again on %s", g->name, g->error, g->src);
+        g->phase = MP_ROLLBACK;
+        cleanup_json json_t *gone = json_pack("{s:s}", "name", g->name);
+        order(g, g->dst, "container_destroy", gone, MIGRATE_DUMP_ORDER_MS, NULL);
+        cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
+        order(g, g->src, "container_start", n, MIGRATE_DUMP_ORDER_MS, on_rollback);
+        return;
+    }
+    finish(g);
+}
+
+static void on_rollback(enum order_outcome outcome, const char *message, json_t *reply,
+                        void *opaque)
+{
+    (void)reply;
+    struct mig *g = opaque;
+    if (g->m->stopping)
+        return;
+    g->rolled_back = outcome == ORDER_DONE;
+    size_t n = strlen(g->error);
+    snprintf(g->error + n, sizeof(g->error) - n, "%s%s",
+             g->rolled_back ? "; rolled back: the container runs again (started cold) on "
+                            : "; the rollback failed too: the container is stopped on ",
+             g->src);
+    if (!g->rolled_back) {
+        n = strlen(g->error);
+        snprintf(g->error + n, sizeof(g->error) - n, " (%s)", message ? message : "?");
+    }
+    finish(g);
+}
+
+/* Orders whose reply nobody waits for (cb NULL) still need a callback. */
+static void on_ignored(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
+{
+    (void)reply;
+    (void)opaque;
+    if (outcome != ORDER_DONE)
+        log_warn("migration: an order for cleanup failed: %s", message ? message : "?");
+}
+
+static void order(struct mig *g, const char *host, const char *action, json_t *members,
+                  int64_t timeout_ms, agents_order_reply_cb cb)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (agents_send_order_with(g->m->agents, host, action, g->name, members, timeout_ms,
+                               cb ? cb : on_ignored, cb ? (void *)g : NULL, &err) >= 0)
+        return;
+    if (cb == NULL) {
+        log_warn("migration of %s: %s on %s: %s", g->name, action, host, vcr_error_msg(err));
+        return;
+    }
+    if (g->phase == MP_ROLLBACK) {
+        on_rollback(ORDER_UNREACHABLE, vcr_error_msg(err), NULL, g);
+        return;
+    }
+    fail(g, "%s on %s: %s", action, host, vcr_error_msg(err));
+}
+
+/* Common handling of a reply: false when the migration must not go on. */
+static bool reply_ok(struct mig *g, enum mig_phase phase, const char *what,
+                     enum order_outcome outcome, const char *message)
+{
+    if (g->m->stopping || g->phase != phase)
+        return false;
+    if (outcome == ORDER_DONE)
+        return true;
+    static const char *const how[] = {[ORDER_DONE] = "done",
+                                      [ORDER_REFUSED] = "refused",
+                                      [ORDER_TIMEOUT] = "no reply in time",
+                                      [ORDER_UNREACHABLE] = "host unreachable"};
+    fail(g, "%s: %s%s%s", what, how[outcome], message ? ": " : "", message ? message : "");
+    return false;
+}
+
+static void checkpoint(struct mig *g, const char *which);
+static void copy_next(struct mig *g);
+static void restore(struct mig *g);
+
+static void on_checkpoint(enum order_outcome outcome, const char *message, json_t *reply,
+                          void *opaque)
+{
+    struct mig *g = opaque;
+    if (g->m->stopping)
+        return;
+    if (g->phase == MP_PREDUMP && outcome != ORDER_DONE) {
+        /* No pre-copy (the kernel or CRIU refused it): one full dump instead. */
+        log_warn("migration of %s: pre-dump on %s: %s; going on with a full dump", g->name, g->src,
+                 message ? message : "failed");
+        journal_phase(g, "predump_skipped", json_pack("{s:s}", "error", message ? message : "?"));
+        g->phase = MP_DUMP;
+        g->t_phase = vcr_mono_ms();
+        checkpoint(g, "final");
+        return;
+    }
+    enum mig_phase phase = g->phase;
+    if (!reply_ok(g, phase, phase == MP_PREDUMP ? "pre-dump" : "dump", outcome, message))
+        return;
+    json_t *bytes = json_object_get(reply, "bytes");
+    const char *sum = json_string_value(json_object_get(reply, "sha256"));
+    if (!json_is_integer(bytes) || json_integer_value(bytes) <= 0 || sum == NULL ||
+        strlen(sum) != 64) {
+        fail(g, "%s on %s: the reply has no image size and sha256",
+             phase == MP_PREDUMP ? "pre-dump" : "dump", g->src);
+        return;
+    }
+    g->image = phase == MP_PREDUMP ? "pre" : "final";
+    g->image_bytes = json_integer_value(bytes);
+    g->offset = 0;
+    snprintf(g->sha256, sizeof(g->sha256), "%s", sum);
+    if (phase == MP_PREDUMP) {
+        g->predump = true;
+        g->pre_bytes = g->image_bytes;
+    } else {
+        g->final_bytes = g->image_bytes;
+    }
+    phase_done(g, phase == MP_PREDUMP ? MP_COPY_PRE : MP_COPY,
+               json_pack("{s:I, s:O?}", "bytes", (json_int_t)g->image_bytes, "dump_ms",
+                         json_object_get(reply, "dump_ms")));
+    copy_next(g);
+}
+
+static void checkpoint(struct mig *g, const char *which)
+{
+    if (strcmp(which, "final") == 0)
+        g->t_down = vcr_mono_ms(); /* the source container stops in this order */
+    cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "phase", which);
+    order(g, g->src, "container_checkpoint", members, MIGRATE_DUMP_ORDER_MS, on_checkpoint);
+}
+
+static void on_write(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
+{
+    (void)reply;
+    struct mig *g = opaque;
+    if (!reply_ok(g, g->phase, "image write on the target", outcome, message))
+        return;
+    if (g->offset < g->image_bytes) {
+        copy_next(g);
+        return;
+    }
+    bool pre = g->phase == MP_COPY_PRE;
+    phase_done(g, pre ? MP_DUMP : MP_RESTORE, json_pack("{s:I}", "bytes", (json_int_t)g->offset));
+    if (pre)
+        checkpoint(g, "final");
+    else
+        restore(g);
+}
+
+static void on_read(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
+{
+    struct mig *g = opaque;
+    if (!reply_ok(g, g->phase, "image read on the source", outcome, message))
+        return;
+    const char *data = json_string_value(json_object_get(reply, "data"));
+    json_t *bytes = json_object_get(reply, "bytes");
+    if (data == NULL || (json_is_integer(bytes) && json_integer_value(bytes) != g->image_bytes)) {
+        fail(g, "image read on %s: no data, or the image changed size", g->src);
+        return;
+    }
+    /* base64: 4 characters for every 3 bytes, the last group padded. */
+    size_t len = strlen(data);
+    int64_t raw =
+        (int64_t)(len / 4 * 3) - (len && data[len - 1] == '=') - (len > 1 && data[len - 2] == '=');
+    if (raw <= 0) {
+        fail(g, "image read on %s at offset %lld: empty chunk before the end", g->src,
+             (long long)g->offset);
+        return;
+    }
+    bool last = g->offset + raw >= g->image_bytes;
+    cleanup_json json_t *members =
+        json_pack("{s:s, s:s, s:I, s:s, s:b}", "name", g->name, "phase", g->image, "offset",
+                  (json_int_t)g->offset, "data", data, "last", last);
+    if (members && last) {
+        json_object_set_new(members, "bytes", json_integer(g->image_bytes));
+        json_object_set_new(members, "sha256", json_string(g->sha256));
+    }
+    g->offset += raw;
+    order(g, g->dst, "container_image_write", members, MIGRATE_CHUNK_ORDER_MS, on_write);
+}
+
+static void copy_next(struct mig *g)
+{
+    int64_t left = g->image_bytes - g->offset;
+    cleanup_json json_t *members = json_pack(
+        "{s:s, s:s, s:I, s:I}", "name", g->name, "phase", g->image, "offset", (json_int_t)g->offset,
+        "length", (json_int_t)(left < MIGRATE_CHUNK_BYTES ? left : MIGRATE_CHUNK_BYTES));
+    order(g, g->src, "container_image_read", members, MIGRATE_CHUNK_ORDER_MS, on_read);
+}
+
+static void probe_port(struct mig *g);
+static void on_destroyed(enum order_outcome outcome, const char *message, json_t *reply,
+                         void *opaque);
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    probe_port(arg);
+}
+
+static void on_port(bool healthy, const char *why, const char *body, void *arg)
+{
+    (void)body;
+    struct mig *g = arg;
+    g->check = NULL;
+    if (healthy) {
+        int64_t now = vcr_mono_ms();
+        g->t_down = now - g->t_down;
+        phase_done(g, MP_DESTROY,
+                   json_pack("{s:s, s:i, s:I}", "address", g->address, "port", (int)g->port,
+                             "downtime_ms", (json_int_t)g->t_down));
+        cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
+        order(g, g->src, "container_destroy", n, MIGRATE_DUMP_ORDER_MS, on_destroyed);
+        return;
+    }
+    if (vcr_mono_ms() >= g->port_deadline) {
+        fail(g, "port %s:%u of the restored container not open within %d ms: %s", g->address,
+             g->port, MIGRATE_PORT_MS, why ? why : "closed");
+        return;
+    }
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 50 * 1000};
+    evtimer_add(g->retry, &tv);
+}
+
+static void probe_port(struct mig *g)
+{
+    struct check_target t = {
+        .type = CHECK_TCP, .address = g->address, .port = g->port, .timeout_ms = 200};
+    cleanup_error vcr_error_t err = NULL;
+    g->check = check_start(g->m->base, &t, on_port, g, &err);
+    if (g->check == NULL)
+        fail(g, "port check of %s:%u: %s", g->address, g->port, vcr_error_msg(err));
+}
+
+static void on_restore(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
+{
+    struct mig *g = opaque;
+    if (!reply_ok(g, MP_RESTORE, "restore on the target", outcome, message))
+        return;
+    phase_done(g, MP_PORT, json_pack("{s:O?}", "restore_ms", json_object_get(reply, "restore_ms")));
+    g->port_deadline = vcr_mono_ms() + MIGRATE_PORT_MS;
+    probe_port(g);
+}
+
+static void restore(struct mig *g)
+{
+    cleanup_json json_t *members =
+        json_pack("{s:s, s:s, s:s, s:i}", "name", g->name, "service", g->service, "address",
+                  g->address, "prefix", g->prefix);
+    if (members && g->gateway[0])
+        json_object_set_new(members, "gateway", json_string(g->gateway));
+    if (members && g->template[0])
+        json_object_set_new(members, "template", json_string(g->template));
+    order(g, g->dst, "container_restore", members, MIGRATE_DUMP_ORDER_MS, on_restore);
+}
+
+static void on_cleaned(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
+{
+    (void)reply;
+    struct mig *g = opaque;
+    if (g->m->stopping || g->phase != MP_CLEANUP)
+        return;
+    if (outcome != ORDER_DONE)
+        log_warn("migration of %s: image cleanup: %s", g->name, message ? message : "failed");
+    if (--g->cleanups > 0)
+        return;
+    phase_done(g, MP_DONE, NULL);
+    finish(g);
+}
+
+static void on_destroyed(enum order_outcome outcome, const char *message, json_t *reply,
+                         void *opaque)
+{
+    (void)reply;
+    struct mig *g = opaque;
+    if (g->m->stopping || g->phase != MP_DESTROY)
+        return;
+    /* The container runs on the target: a source left behind is only reported. */
+    if (outcome != ORDER_DONE)
+        log_warn("migration of %s: destroying it on %s: %s (it is stopped there)", g->name, g->src,
+                 message ? message : "failed");
+    phase_done(g, MP_CLEANUP, NULL);
+    g->cleanups = 2;
+    const char *hosts[] = {g->src, g->dst};
+    for (int i = 0; i < 2; i++) {
+        cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
+        cleanup_error vcr_error_t err = NULL;
+        if (agents_send_order_with(g->m->agents, hosts[i], "container_migrate_cleanup", g->name, n,
+                                   MIGRATE_CHUNK_ORDER_MS, on_cleaned, g, &err) < 0) {
+            log_warn("migration of %s: cleanup on %s: %s", g->name, hosts[i], vcr_error_msg(err));
+            g->cleanups--;
+        }
+    }
+    if (g->cleanups == 0) {
+        phase_done(g, MP_DONE, NULL);
+        finish(g);
+    }
+}
+
+static json_t *find_container(const struct inv_host *h, const char *name)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(h->containers, i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && strcmp(n, name) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static const struct inv_host *standby_host(struct migrator *m, const char *name, const char *which,
+                                           vcr_error_t *err)
+{
+    const struct inv_host *h = inventory_find_host(m->inv, name);
+    if (h == NULL || h->role == NULL || strcmp(h->role, "standby") != 0)
+        return vcr_error_make(err, ENOENT, "%s: no standby host `%s` in the inventory", which,
+                              name),
+               NULL;
+    if (h->state != INV_HOST_CONNECTED)
+        return vcr_error_make(err, EAGAIN, "%s: standby host `%s` is lost", which, name), NULL;
+    return h;
+}
+
+int migrator_start(struct migrator *m, const char *src, const char *name, const char *dst,
+                   const char *why, migrate_done_cb done, void *opaque, vcr_error_t *err)
+{
+    if (name == NULL || !inventory_valid_name(name))
+        return vcr_error_make(err, EINVAL, "container `%s`: not a valid name", name ? name : "");
+    if (src == NULL || dst == NULL || strcmp(src, dst) == 0)
+        return vcr_error_make(err, EINVAL, "to: `%s` must be another standby host than `%s`",
+                              dst ? dst : "", src ? src : "");
+    const struct inv_host *hs = standby_host(m, src, "from", err);
+    const struct inv_host *hd = hs ? standby_host(m, dst, "to", err) : NULL;
+    if (hd == NULL)
+        return -1;
+    json_t *c = find_container(hs, name);
+    if (c == NULL)
+        return vcr_error_make(err, ENOENT, "no container `%s` on standby host `%s`", name, src);
+    const char *state = json_string_value(json_object_get(c, "state"));
+    if (state == NULL || strcmp(state, "running") != 0)
+        return vcr_error_make(err, EAGAIN, "container `%s` on `%s` is %s: only a running one moves",
+                              name, src, state ? state : "in an unknown state");
+    if (find_container(hd, name))
+        return vcr_error_make(err, EEXIST, "standby host `%s` already has a container `%s`", dst,
+                              name);
+    const char *address = json_string_value(json_object_get(c, "address"));
+    if (address == NULL || strlen(address) >= 16)
+        return vcr_error_make(err, EINVAL, "container `%s` on `%s` has no known address", name,
+                              src);
+    for (size_t i = 0; i < m->n_migs; i++)
+        if (strcmp(m->migs[i]->name, name) == 0)
+            return vcr_error_make(err, EBUSY, "container `%s` is being migrated already (%s)", name,
+                                  phase_names[m->migs[i]->phase]);
+    if (m->n_migs >= MIG_MAX)
+        return vcr_error_make(err, EBUSY, "%d migrations under way already", MIG_MAX);
+    struct mig *g = calloc(1, sizeof(*g));
+    if (g == NULL || (g->phases = json_array()) == NULL ||
+        (g->retry = evtimer_new(m->base, on_retry, g)) == NULL) {
+        if (g) {
+            json_decref(g->phases);
+            free(g);
+        }
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    }
+    g->m = m;
+    snprintf(g->name, sizeof(g->name), "%s", name);
+    snprintf(g->src, sizeof(g->src), "%s", src);
+    snprintf(g->dst, sizeof(g->dst), "%s", dst);
+    snprintf(g->why, sizeof(g->why), "%s", why ? why : "order");
+    snprintf(g->address, sizeof(g->address), "%s", address);
+    const char *svc = json_string_value(json_object_get(c, "service"));
+    snprintf(g->service, sizeof(g->service), "%s", svc ? svc : name);
+    g->prefix = 24;
+    g->port = 80;
+    /* A protected service's container: its own settings and port. */
+    for (size_t i = 0; i < m->cfg->n_services; i++) {
+        const struct service_config *s = &m->cfg->services[i];
+        if (strcmp(s->standby.container, name) != 0)
+            continue;
+        g->prefix = (int)s->standby.prefix;
+        g->port = s->primary.port;
+        snprintf(g->service, sizeof(g->service), "%s", s->name);
+        if (s->standby.gateway)
+            snprintf(g->gateway, sizeof(g->gateway), "%s", s->standby.gateway);
+        if (s->standby.template)
+            snprintf(g->template, sizeof(g->template), "%s", s->standby.template);
+    }
+    g->done = done;
+    g->opaque = opaque;
+    g->t0 = g->t_phase = vcr_mono_ms();
+    g->phase = MP_PREDUMP;
+    m->migs[m->n_migs++] = g;
+    log_info("migration of %s from %s to %s begins (%s)", name, src, dst, g->why);
+    journal_phase(g, "started", json_pack("{s:s, s:s}", "why", g->why, "address", g->address));
+    checkpoint(g, "pre");
+    return 0;
+}
+
+json_t *migrator_status_json(struct migrator *m)
+{
+    json_t *list = json_array();
+    int64_t now = vcr_mono_ms();
+    for (size_t i = 0; list && i < m->n_migs; i++) {
+        const struct mig *g = m->migs[i];
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:s, s:s, s:I}", "container", g->name, "from",
+                                        g->src, "to", g->dst, "phase", phase_names[g->phase],
+                                        "elapsed_ms", (json_int_t)(now - g->t0)));
+    }
+    return list;
+}
+
+/* --- the policy --- */
+
+static struct busy_host *busy_of(struct migrator *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_busy; i++)
+        if (strcmp(m->busy[i].name, name) == 0)
+            return &m->busy[i];
+    if (m->n_busy == BUSY_MAX)
+        return NULL;
+    struct busy_host *b = &m->busy[m->n_busy++];
+    memset(b, 0, sizeof(*b));
+    snprintf(b->name, sizeof(b->name), "%s", name);
+    return b;
+}
+
+static double load_of(const struct inv_host *h)
+{
+    json_t *pct = json_object_get(h->vm_load, "cpu_pct");
+    return json_is_number(pct) ? json_number_value(pct) : -1;
+}
+
+static bool moving_from(const struct migrator *m, const char *host)
+{
+    for (size_t i = 0; i < m->n_migs; i++)
+        if (strcmp(m->migs[i]->src, host) == 0 || strcmp(m->migs[i]->dst, host) == 0)
+            return true;
+    return false;
+}
+
+/* The VM named like a target, on a connected host agent, if it is down. */
+static bool start_target_vm(struct migrator *m, const char *target)
+{
+    for (size_t i = 0; i < m->inv->n_hosts; i++) {
+        const struct inv_host *h = m->inv->hosts[i];
+        if (h->state != INV_HOST_CONNECTED)
+            continue;
+        for (size_t j = 0; j < h->n_vms; j++) {
+            const struct inv_vm *vm = h->vms[j];
+            if (strcmp(vm->name, target) != 0)
+                continue;
+            if (vm->state == INV_VM_RUNNING || vm->state == INV_VM_STARTING ||
+                vm->state == INV_VM_RESTARTING)
+                return false; /* booting: its agent says hello soon */
+            struct busy_host *b = busy_of(m, target);
+            int64_t now = vcr_mono_ms();
+            if (b == NULL || (b->vm_started_ms && now - b->vm_started_ms < MIGRATE_TARGET_BOOT_MS))
+                return false;
+            b->vm_started_ms = now;
+            log_info("migration policy: starting spare standby VM %s on %s", target, h->name);
+            cleanup_error vcr_error_t err = NULL;
+            if (agents_send_order_with(m->agents, h->name, "vm_start", target, NULL,
+                                       MIGRATE_CHUNK_ORDER_MS, on_ignored, NULL, &err) < 0)
+                log_warn("migration policy: vm_start %s: %s", target, vcr_error_msg(err));
+            struct journal_event ev = {
+                .ts_ms = vcr_wall_ms(), .host = h->name, .vm = target, .kind = "migration"};
+            cleanup_json json_t *d =
+                json_pack("{s:s, s:s}", "phase", "target_started", "target", target);
+            ev.detail = d;
+            journal_append(m->journal, &ev, NULL);
+            return true;
+        }
+    }
+    return false;
+}
+
+void migrator_on_sample(struct migrator *m, const char *host)
+{
+    if (m == NULL || m->stopping || m->cfg->migration.cpu_pct == 0)
+        return;
+    const struct inv_host *h = inventory_find_host(m->inv, host);
+    if (h == NULL || h->role == NULL || strcmp(h->role, "standby") != 0)
+        return;
+    struct busy_host *b = busy_of(m, host);
+    if (b == NULL)
+        return;
+    double pct = load_of(h);
+    if (pct < (double)m->cfg->migration.cpu_pct) {
+        b->over = 0;
+        return;
+    }
+    if (++b->over < m->cfg->migration.samples || moving_from(m, host))
+        return;
+    /* The busiest running container. */
+    const char *name = NULL;
+    double most = -1;
+    size_t i;
+    json_t *c;
+    json_array_foreach(h->containers, i, c)
+    {
+        const char *st = json_string_value(json_object_get(c, "state"));
+        json_t *cp = json_object_get(c, "cpu_pct");
+        double v = json_is_number(cp) ? json_number_value(cp) : 0;
+        if (st && strcmp(st, "running") == 0 && v > most) {
+            most = v;
+            name = json_string_value(json_object_get(c, "name"));
+        }
+    }
+    if (name == NULL)
+        return;
+    /* The least busy connected target that does not hold it. */
+    const char *to = NULL;
+    double least = 1e9;
+    for (size_t t = 0; t < m->cfg->migration.n_targets; t++) {
+        const char *cand = m->cfg->migration.targets[t];
+        const struct inv_host *th = inventory_find_host(m->inv, cand);
+        if (strcmp(cand, host) == 0 || th == NULL || th->state != INV_HOST_CONNECTED ||
+            th->role == NULL || strcmp(th->role, "standby") != 0 || find_container(th, name) ||
+            moving_from(m, cand))
+            continue;
+        double l = load_of(th);
+        if (l < least) {
+            least = l;
+            to = cand;
+        }
+    }
+    if (to == NULL) {
+        /* None up: bring a spare up; a later sample finds it. */
+        for (size_t t = 0; t < m->cfg->migration.n_targets; t++)
+            if (strcmp(m->cfg->migration.targets[t], host) != 0 &&
+                start_target_vm(m, m->cfg->migration.targets[t]))
+                break;
+        return;
+    }
+    char why[200];
+    snprintf(why, sizeof(why), "policy: %s at %.0f%% CPU for %u samples (threshold %u%%)", host,
+             pct, b->over, m->cfg->migration.cpu_pct);
+    cleanup_error vcr_error_t err = NULL;
+    if (migrator_start(m, host, name, to, why, NULL, NULL, &err) < 0)
+        log_warn("migration policy: %s from %s to %s: %s", name, host, to, vcr_error_msg(err));
+    b->over = 0;
+}
