@@ -212,6 +212,7 @@ void inventory_free(struct inventory *inv)
     for (size_t i = 0; i < inv->n_hosts; i++)
         host_free(inv->hosts[i]);
     free(inv->hosts);
+    json_decref(inv->moving);
     free(inv);
 }
 
@@ -625,4 +626,19 @@ struct inv_host *inventory_find_container_host(const struct inventory *inv, cons
             found = h;
     }
     return found;
+}
+
+void inventory_set_moving(struct inventory *inv, const char *name, bool moving)
+{
+    if (inv->moving == NULL)
+        inv->moving = json_object();
+    if (moving)
+        json_object_set_new(inv->moving, name, json_true());
+    else
+        json_object_del(inv->moving, name);
+}
+
+bool inventory_is_moving(const struct inventory *inv, const char *name)
+{
+    return inv->moving && json_object_get(inv->moving, name) != NULL;
 }

@@ -82,6 +82,7 @@ struct inv_host {
 struct inventory {
     struct inv_host **hosts;
     size_t n_hosts;
+    json_t *moving; /* {container name: true} while a migration moves it */
 };
 
 struct inventory *inventory_new(void);
@@ -92,6 +93,10 @@ struct inv_host *inventory_find_host(const struct inventory *inv, const char *na
  * `preferred`; NULL when none does (a migration may move a container). */
 struct inv_host *inventory_find_container_host(const struct inventory *inv, const char *name,
                                                const char *preferred);
+/* A migration (migrate.c) marks the container it moves, so that other engines
+ * (provisioning) leave it alone while it is stopped on the way. */
+void inventory_set_moving(struct inventory *inv, const char *name, bool moving);
+bool inventory_is_moving(const struct inventory *inv, const char *name);
 /* VM names are meant to be unique across hosts; if two hosts list one name, the
  * host that said hello first wins.  *host (may be NULL) gets the owner. */
 struct inv_vm *inventory_find_vm(const struct inventory *inv, const char *name,

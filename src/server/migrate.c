@@ -110,6 +110,7 @@ struct migrator *migrator_new(struct event_base *base, const struct server_confi
 static void mig_free(struct mig *g)
 {
     struct migrator *m = g->m;
+    inventory_set_moving(m->inv, g->name, false);
     for (size_t i = 0; i < m->n_migs; i++)
         if (m->migs[i] == g) {
             m->migs[i] = m->migs[--m->n_migs];
@@ -604,6 +605,7 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     g->t0 = g->t_phase = vcr_mono_ms();
     g->phase = MP_PREDUMP;
     m->migs[m->n_migs++] = g;
+    inventory_set_moving(m->inv, name, true);
     log_info("migration of %s from %s to %s begins (%s)", name, src, dst, g->why);
     journal_phase(g, "started", json_pack("{s:s, s:s}", "why", g->why, "address", g->address));
     checkpoint(g, "pre");

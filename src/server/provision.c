@@ -31,10 +31,15 @@ static bool provisioned(const struct svc *s)
 }
 
 /* The standby host's report of the service's container: *listed is false when
- * the host is lost, not a standby, or has sent no list (NULL returned then too). */
+ * the host is lost, not a standby, or has sent no list (NULL returned then too).
+ * A container a migration moved to another standby host is reported there
+ * (docs/migration.md). */
 static json_t *reported_container(struct svc *s, struct inv_host **host, bool *listed)
 {
-    struct inv_host *h = inventory_find_host(s->rc->inv, s->cfg->standby.host);
+    struct inv_host *h =
+        inventory_find_container_host(s->rc->inv, s->cfg->standby.container, s->cfg->standby.host);
+    if (h == NULL)
+        h = inventory_find_host(s->rc->inv, s->cfg->standby.host);
     *host = h;
     *listed = h && h->state == INV_HOST_CONNECTED && h->role && strcmp(h->role, "standby") == 0 &&
               json_is_array(h->containers);
@@ -55,11 +60,11 @@ static void journal_order(struct svc *s, const char *action, bool ok, const char
 {
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:s, s:b, s:s?, s:I}", "service", s->cfg->name, "container",
-                  s->cfg->standby.container, "host", s->cfg->standby.host, "action", action, "ok",
+                  s->cfg->standby.container, "host", s->provision.host, "action", action, "ok",
                   ok, "error", error, "ms", (json_int_t)ms);
     struct journal_event ev = {
         .ts_ms = vcr_wall_ms(),
-        .host = s->cfg->standby.host,
+        .host = s->provision.host,
         .kind = JOURNAL_PROVISION,
         .detail = detail,
     };
@@ -101,17 +106,17 @@ static void on_reply(enum order_outcome outcome, const char *message, json_t *re
         order_failed(s, action, error, now);
         return;
     }
-    struct inv_host *h = inventory_find_host(s->rc->inv, s->cfg->standby.host);
+    struct inv_host *h = inventory_find_host(s->rc->inv, p->host);
     p->awaiting_report = true;
     p->report_seq = h ? h->containers_seq : 0;
     p->backoff_ms = 0;
     p->retry_at = 0;
     p->last_error[0] = '\0';
     log_info("service %s: warm container %s on %s: %s done in %lld ms", s->cfg->name,
-             s->cfg->standby.container, s->cfg->standby.host, action, (long long)ms);
+             s->cfg->standby.container, p->host, action, (long long)ms);
 }
 
-static void send_order(struct svc *s, const char *action, int64_t now)
+static void send_order(struct svc *s, const char *host, const char *action, int64_t now)
 {
     const struct service_config *c = s->cfg;
     struct provision *p = &s->provision;
@@ -123,12 +128,12 @@ static void send_order(struct svc *s, const char *action, int64_t now)
     if (members && c->standby.template)
         json_object_set_new(members, "template", json_string(c->standby.template));
     log_info("service %s: warm container %s is %s on %s: %s", c->name, c->standby.container,
-             strcmp(action, "container_create") == 0 ? "absent" : "stopped", c->standby.host,
-             action);
+             strcmp(action, "container_create") == 0 ? "absent" : "stopped", host, action);
     cleanup_error vcr_error_t err = NULL;
     p->sent_mono = now;
-    if (agents_send_order_with(s->rc->agents, c->standby.host, action, c->standby.container,
-                               members, RECOVERY_CONTAINER_ORDER_MS, on_reply, s, &err) < 0) {
+    snprintf(p->host, sizeof(p->host), "%s", host);
+    if (agents_send_order_with(s->rc->agents, host, action, c->standby.container, members,
+                               RECOVERY_CONTAINER_ORDER_MS, on_reply, s, &err) < 0) {
         journal_order(s, action, false, vcr_error_msg(err), 0);
         order_failed(s, action, vcr_error_msg(err), now);
         return;
@@ -140,7 +145,8 @@ void provision_tick(struct svc *s, int64_t now)
 {
     struct provision *p = &s->provision;
     if (!provisioned(s) || p->action || now < p->retry_at || s->step != STEP_IDLE ||
-        (s->state != SVC_OK && s->state != SVC_DEGRADED))
+        (s->state != SVC_OK && s->state != SVC_DEGRADED) ||
+        inventory_is_moving(s->rc->inv, s->cfg->standby.container))
         return;
     struct inv_host *h;
     bool listed;
@@ -153,13 +159,13 @@ void provision_tick(struct svc *s, int64_t now)
         p->awaiting_report = false;
     }
     if (c == NULL) {
-        send_order(s, "container_create", now);
+        send_order(s, s->cfg->standby.host, "container_create", now);
         return;
     }
     const char *state = json_string_value(json_object_get(c, "state"));
     /* starting, stopping: under way; frozen: someone froze it on purpose. */
     if (state && strcmp(state, "stopped") == 0)
-        send_order(s, "container_start", now);
+        send_order(s, h->name, "container_start", now);
 }
 
 void provision_on_hello(struct recovery *rc, const char *host)

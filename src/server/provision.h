@@ -20,6 +20,7 @@ struct recovery;
 /* Per service; zeroed means nothing done yet. */
 struct provision {
     const char *action;  /* the order in flight, NULL if none */
+    char host[65];       /* its standby host (a migration may have moved the container) */
     int64_t sent_mono;   /* when it was sent */
     int64_t retry_at;    /* monotonic: no new order before */
     uint32_t backoff_ms; /* the wait after the next failure; 0: the first one */

@@ -1126,6 +1126,60 @@ static void test_provision_creates_an_absent_warm_container_once(void **state)
     harness_stop(&h);
 }
 
+static bool sb2_welcomed(struct harness *h)
+{
+    return agent_welcomed(&h->sb2);
+}
+
+/* A migration moved the container to sb2: it is not created again on sb1. */
+static void test_provision_follows_a_migrated_container(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    h.sb1_containers = containers(NULL);
+    make_dir();
+    h.base = event_base_new();
+    dns_start(&h.dns, h.base);
+    service_start(&h.container, h.base, CONTAINER, &h.port);
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    server_up(&h, "warm", "");
+    agent_start(&h.sb2, h.base, server_agent_port(h.srv), "sb2", "standby", NULL);
+    json_object_set_new(h.sb2.hello, "containers", containers("running"));
+    assert_true(run_until_ms(&h, sb2_welcomed, 2000));
+    agents_up(&h, "running"); /* sb1 reports no container */
+    assert_false(run_until_ms(&h, create_sent, 600));
+    assert_string_equal(container_state(&h), "running");
+    cleanup_json json_t *svc = service_json(&h);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(svc, "standby"), "host")),
+                        "sb2");
+    harness_stop(&h);
+}
+
+/* While a migration moves it (stopped on the source after the final dump),
+ * the container is not started by provisioning. */
+static void test_provision_leaves_a_moving_container_alone(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    h.sb1_containers = containers("stopped");
+    make_dir();
+    h.base = event_base_new();
+    dns_start(&h.dns, h.base);
+    service_start(&h.container, h.base, CONTAINER, &h.port);
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    server_up(&h, "warm", "");
+    inventory_set_moving(server_inventory(h.srv), "web1-c", true);
+    agents_up(&h, "running");
+    assert_false(run_until_ms(&h, start_sent, 600));
+    inventory_set_moving(server_inventory(h.srv), "web1-c", false);
+    assert_true(run_until_ms(&h, start_sent, 2000));
+    harness_stop(&h);
+}
+
 static void test_provision_starts_a_stopped_warm_container(void **state)
 {
     (void)state;
@@ -1407,6 +1461,8 @@ int main(void)
         cmocka_unit_test(test_provision_retries_a_failed_create_after_the_backoff),
         cmocka_unit_test(test_provision_leaves_cold_services_alone),
         cmocka_unit_test(test_provision_off),
+        cmocka_unit_test(test_provision_follows_a_migrated_container),
+        cmocka_unit_test(test_provision_leaves_a_moving_container_alone),
         cmocka_unit_test(test_provision_waits_while_recovering_or_recovered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
