@@ -15,7 +15,7 @@ static const char usage[] =
     "Usage: vcr container create HOST NAME --address A.B.C.D[/NN] [--service S]\n"
     "                            [--gateway A.B.C.D] [--template T] [--no-start] [--json]\n"
     "       vcr container start|stop|destroy HOST NAME [--json]\n"
-    "       vcr container migrate HOST NAME --to HOST2 [--json]\n"
+    "       vcr container migrate HOST NAME --to HOST2 [--no-precopy] [--json]\n"
     "\n"
     "Order the standby agent of HOST (a standby VM) to create (and start, unless\n"
     "--no-start), start, stop or destroy container NAME (docs/server.md,\n"
@@ -29,12 +29,13 @@ static const char usage[] =
     "  -t, --template T     template rootfs under /var/lib/vcr/templates (default busybox)\n"
     "      --no-start       create only\n"
     "      --to HOST2       migrate: the standby host to move it to\n"
+    "      --no-precopy     migrate: no pre-dump; one full dump while it is stopped\n"
     "  -j, --json           print the server's JSON answer\n"
     "  -h, --help           show this help\n";
 
 int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
 {
-    enum { OPT_NO_START = 256, OPT_TO };
+    enum { OPT_NO_START = 256, OPT_TO, OPT_NO_PRECOPY };
     static const struct option options[] = {
         {"address", required_argument, NULL, 'a'},
         {"service", required_argument, NULL, 'S'},
@@ -42,6 +43,7 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         {"template", required_argument, NULL, 't'},
         {"no-start", no_argument, NULL, OPT_NO_START},
         {"to", required_argument, NULL, OPT_TO},
+        {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -69,6 +71,9 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         case OPT_TO:
             json_object_set_new(body, "to", json_string(optarg));
             break;
+        case OPT_NO_PRECOPY:
+            json_object_set_new(body, "precopy", json_false());
+            break;
         case 'j':
             json = true;
             break;
@@ -91,6 +96,10 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
                 "vcr container: unknown action `%s`; allowed: create, start, stop, "
                 "destroy, migrate\n",
                 action);
+        return CLI_EXIT_USAGE;
+    }
+    if (!migrate && json_object_get(body, "precopy")) {
+        fprintf(stderr, "vcr container: --no-precopy is only for migrate\n");
         return CLI_EXIT_USAGE;
     }
     if (migrate != (json_object_get(body, "to") != NULL)) {

@@ -527,8 +527,14 @@ static void migrate_container(struct api *api, struct evhttp_request *req, const
         return;
     }
     cleanup_error vcr_error_t err = NULL;
+    json_t *precopy = json_object_get(body, "precopy");
+    if (precopy && !json_is_boolean(precopy)) {
+        reply_error(req, 400, "body: `precopy`: expected true (default) or false");
+        return;
+    }
     if (migrator_start(api->migrator, host, json_string_value(json_object_get(body, "name")),
-                       json_string_value(to), "order", on_migrated, req, &err) < 0) {
+                       json_string_value(to), "order", !json_is_false(precopy), on_migrated, req,
+                       &err) < 0) {
         int e = vcr_error_status(err);
         reply_error(req,
                     e == ENOENT   ? 404

@@ -537,7 +537,8 @@ static const struct inv_host *standby_host(struct migrator *m, const char *name,
 }
 
 int migrator_start(struct migrator *m, const char *src, const char *name, const char *dst,
-                   const char *why, migrate_done_cb done, void *opaque, vcr_error_t *err)
+                   const char *why, bool precopy, migrate_done_cb done, void *opaque,
+                   vcr_error_t *err)
 {
     if (name == NULL || !inventory_valid_name(name))
         return vcr_error_make(err, EINVAL, "container `%s`: not a valid name", name ? name : "");
@@ -607,8 +608,15 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     m->migs[m->n_migs++] = g;
     inventory_set_moving(m->inv, name, true);
     log_info("migration of %s from %s to %s begins (%s)", name, src, dst, g->why);
-    journal_phase(g, "started", json_pack("{s:s, s:s}", "why", g->why, "address", g->address));
-    checkpoint(g, "pre");
+    journal_phase(
+        g, "started",
+        json_pack("{s:s, s:s, s:b}", "why", g->why, "address", g->address, "precopy", precopy));
+    if (precopy) {
+        checkpoint(g, "pre");
+    } else {
+        g->phase = MP_DUMP;
+        checkpoint(g, "final");
+    }
     return 0;
 }
 
@@ -753,7 +761,7 @@ void migrator_on_sample(struct migrator *m, const char *host)
     snprintf(why, sizeof(why), "policy: %s at %.0f%% CPU for %u samples (threshold %u%%)", host,
              pct, b->over, m->cfg->migration.cpu_pct);
     cleanup_error vcr_error_t err = NULL;
-    if (migrator_start(m, host, name, to, why, NULL, NULL, &err) < 0)
+    if (migrator_start(m, host, name, to, why, true, NULL, NULL, &err) < 0)
         log_warn("migration policy: %s from %s to %s: %s", name, host, to, vcr_error_msg(err));
     b->over = 0;
 }

@@ -50,9 +50,12 @@ void migrator_free(struct migrator *m);
  * Fails at once (nothing done) with EINVAL (a bad argument: which, why),
  * ENOENT (no such standby host or container), EAGAIN (a host is not connected,
  * the container does not run) or EBUSY (it is being migrated).  done runs once
- * later, from the loop; why says who asked ("order", "policy: ..."). */
+ * later, from the loop; why says who asked ("order", "policy: ...").  precopy
+ * false: no pre-dump, one full dump while the container is stopped (the
+ * baseline bench/migration.py compares with). */
 int migrator_start(struct migrator *m, const char *src, const char *name, const char *dst,
-                   const char *why, migrate_done_cb done, void *opaque, vcr_error_t *err);
+                   const char *why, bool precopy, migrate_done_cb done, void *opaque,
+                   vcr_error_t *err);
 
 /* The policy (server config `migration`): after each sample of a standby
  * host, one at or above migration.cpu_pct for migration.samples samples in a

@@ -60,8 +60,8 @@ static void journal_order(struct svc *s, const char *action, bool ok, const char
 {
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:s, s:b, s:s?, s:I}", "service", s->cfg->name, "container",
-                  s->cfg->standby.container, "host", s->provision.host, "action", action, "ok",
-                  ok, "error", error, "ms", (json_int_t)ms);
+                  s->cfg->standby.container, "host", s->provision.host, "action", action, "ok", ok,
+                  "error", error, "ms", (json_int_t)ms);
     struct journal_event ev = {
         .ts_ms = vcr_wall_ms(),
         .host = s->provision.host,

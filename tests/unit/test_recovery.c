@@ -1354,13 +1354,18 @@ static void migration_start(struct harness *h)
     migrated = NULL;
 }
 
-static void start_migration(struct harness *h)
+static void start_migration_with(struct harness *h, bool precopy)
 {
     cleanup_error vcr_error_t err = NULL;
-    if (migrator_start(server_migrator(h->srv), "sb1", "web1-c", "sb2", "test", on_migrated, NULL,
-                       &err) < 0)
+    if (migrator_start(server_migrator(h->srv), "sb1", "web1-c", "sb2", "test", precopy,
+                       on_migrated, NULL, &err) < 0)
         fail_msg("%s", vcr_error_msg(err));
     assert_true(run_until_ms(h, migration_ended, 10000));
+}
+
+static void start_migration(struct harness *h)
+{
+    start_migration_with(h, true);
 }
 
 static bool has_phase(json_t *result, const char *phase)
@@ -1383,13 +1388,13 @@ static void test_migration_copies_images_and_moves_the_container(void **state)
     /* Refused before anything happens. */
     cleanup_error vcr_error_t err = NULL;
     struct migrator *m = server_migrator(h.srv);
-    assert_int_equal(migrator_start(m, "sb1", "web1-c", "sb1", NULL, NULL, NULL, &err), -1);
+    assert_int_equal(migrator_start(m, "sb1", "web1-c", "sb1", NULL, true, NULL, NULL, &err), -1);
     assert_int_equal(vcr_error_status(err), EINVAL);
     vcr_error_release(&err);
-    assert_int_equal(migrator_start(m, "sb1", "nosuch", "sb2", NULL, NULL, NULL, &err), -1);
+    assert_int_equal(migrator_start(m, "sb1", "nosuch", "sb2", NULL, true, NULL, NULL, &err), -1);
     assert_int_equal(vcr_error_status(err), ENOENT);
     vcr_error_release(&err);
-    assert_int_equal(migrator_start(m, "node1", "web1-c", "sb2", NULL, NULL, NULL, &err), -1);
+    assert_int_equal(migrator_start(m, "node1", "web1-c", "sb2", NULL, true, NULL, NULL, &err), -1);
     assert_contains(vcr_error_msg(err), "no standby host `node1`");
     vcr_error_release(&err);
 
@@ -1411,6 +1416,24 @@ static void test_migration_copies_images_and_moves_the_container(void **state)
     json_t *r = agent_order(&h.sb2, "container_restore");
     assert_string_equal(json_string_value(json_object_get(r, "address")), CONTAINER);
     assert_string_equal(json_string_value(json_object_get(r, "service")), "web1");
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+/* precopy false (the bench's baseline): straight to the full dump. */
+static void test_migration_without_precopy_by_choice(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start(&h);
+    start_migration_with(&h, false);
+    assert_true(json_is_true(json_object_get(migrated, "ok")));
+    assert_false(json_is_true(json_object_get(migrated, "predump")));
+    assert_false(has_phase(migrated, "predump"));
+    assert_true(has_phase(migrated, "dump") && has_phase(migrated, "restore"));
+    json_t *ck = agent_order(&h.sb1, "container_checkpoint");
+    assert_string_equal(json_string_value(json_object_get(ck, "phase")), "final");
+    assert_int_equal(agent_order_count(&h.sb1, "container_checkpoint"), 1);
     json_decref(migrated);
     harness_stop(&h);
 }
@@ -1452,6 +1475,7 @@ int main(void)
         cmocka_unit_test(test_probe_waits_for_the_first_answer),
         cmocka_unit_test(test_migration_copies_images_and_moves_the_container),
         cmocka_unit_test(test_migration_without_predump_and_rollback),
+        cmocka_unit_test(test_migration_without_precopy_by_choice),
         cmocka_unit_test(test_primary_hung_from_start_is_detected_after_boot_grace),
         cmocka_unit_test(test_standby_silent_with_an_order_is_lost),
         cmocka_unit_test(test_primary_found_crashed_in_hello),
