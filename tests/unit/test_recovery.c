@@ -1332,7 +1332,7 @@ static bool three_welcomed(struct harness *h)
 
 /* sb1 runs container web1-c (the service's warm standby, at CONTAINER, where a
  * fake service listens); sb2 is empty. */
-static void migration_start(struct harness *h)
+static void migration_start_with(struct harness *h, const char *extra)
 {
     memset(h, 0, sizeof(*h));
     make_dir();
@@ -1341,9 +1341,12 @@ static void migration_start(struct harness *h)
     service_start(&h->container, h->base, CONTAINER, &h->port);
     uint16_t p = h->port;
     service_start(&h->primary, h->base, PRIMARY, &p);
-    server_up(h, "warm", "");
+    server_up(h, "warm", extra);
     uint16_t port = server_agent_port(h->srv);
     agent_start(&h->node1, h->base, port, "node1", "host", "running");
+    /* A spare standby VM, down: the policy may start it. */
+    json_array_append_new(json_object_get(h->node1.hello, "vms"),
+                          json_pack("{s:s, s:s}", "name", "sb3", "state", "stopped"));
     agent_start(&h->sb1, h->base, port, "sb1", "standby", NULL);
     agent_start(&h->sb2, h->base, port, "sb2", "standby", NULL);
     json_object_set_new(h->sb1.hello, "containers",
@@ -1352,6 +1355,78 @@ static void migration_start(struct harness *h)
     h->sb1.migration = h->sb2.migration = true;
     assert_true(run_until_ms(h, three_welcomed, 5000));
     migrated = NULL;
+}
+
+static void migration_start(struct harness *h)
+{
+    migration_start_with(h, "");
+}
+
+/* sb1 reports its VM at pct % CPU, web1-c busier than other-c. */
+static void sb1_busy(struct harness *h, int pct)
+{
+    agent_send(&h->sb1,
+               proto_msg_new("sample",
+                             json_pack("{s:I, s:[], s:[{s:s, s:s, s:s, s:s, s:f}, {s:s, s:s, s:s, "
+                                       "s:s, s:f}], s:{s:i, s:i}}",
+                                       "ts_ms", (json_int_t)vcr_wall_ms(), "vms", "containers",
+                                       "name", "other-c", "service", "other", "state", "running",
+                                       "address", "127.0.0.9", "cpu_pct", 5.0, "name", "web1-c",
+                                       "service", "web1", "state", "running", "address", CONTAINER,
+                                       "cpu_pct", 40.0, "vm_load", "cpu_pct", pct, "ncpus", 2)));
+}
+
+static bool sb1_checkpoint_sent(struct harness *h)
+{
+    return agent_order_count(&h->sb1, "container_checkpoint") > 0;
+}
+
+static bool sb2_restored(struct harness *h)
+{
+    return agent_order(&h->sb2, "container_restore") != NULL;
+}
+
+static bool sb3_started(struct harness *h)
+{
+    json_t *o = agent_order(&h->node1, "vm_start");
+    return o && strcmp(json_string_value(json_object_get(o, "vm")), "sb3") == 0;
+}
+
+/* The policy: a standby VM at or above cpu_pct for `samples` samples in a row
+ * has its busiest container moved to a target. */
+static void test_migration_policy_moves_the_busiest_container(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start_with(&h, "migration: {cpu_pct: 50, samples: 2, targets: [sb2]}\n");
+    sb1_busy(&h, 90);
+    sb1_busy(&h, 30); /* not in a row */
+    sb1_busy(&h, 90);
+    assert_false(run_until_ms(&h, sb1_checkpoint_sent, 400));
+    sb1_busy(&h, 95);
+    assert_true(run_until_ms(&h, sb2_restored, 10000));
+    json_t *ck = agent_order(&h.sb1, "container_checkpoint");
+    assert_string_equal(json_string_value(json_object_get(ck, "name")), "web1-c");
+    assert_null(agent_order(&h.node1, "vm_start"));
+    harness_stop(&h);
+}
+
+/* No target up: a spare target VM that is down is started first. */
+static void test_migration_policy_starts_a_spare_target(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start_with(&h, "migration: {cpu_pct: 50, samples: 2, targets: [sb3]}\n");
+    sb1_busy(&h, 90);
+    sb1_busy(&h, 90);
+    assert_true(run_until_ms(&h, sb3_started, 3000));
+    assert_int_equal(agent_order_count(&h.sb1, "container_checkpoint"), 0);
+    /* Once is enough while it boots. */
+    sb1_busy(&h, 90);
+    sb1_busy(&h, 90);
+    assert_false(run_until_ms(&h, never, 300));
+    assert_int_equal(agent_order_count(&h.node1, "vm_start"), 1);
+    harness_stop(&h);
 }
 
 static void start_migration_with(struct harness *h, bool precopy)
@@ -1476,6 +1551,8 @@ int main(void)
         cmocka_unit_test(test_migration_copies_images_and_moves_the_container),
         cmocka_unit_test(test_migration_without_predump_and_rollback),
         cmocka_unit_test(test_migration_without_precopy_by_choice),
+        cmocka_unit_test(test_migration_policy_moves_the_busiest_container),
+        cmocka_unit_test(test_migration_policy_starts_a_spare_target),
         cmocka_unit_test(test_primary_hung_from_start_is_detected_after_boot_grace),
         cmocka_unit_test(test_standby_silent_with_an_order_is_lost),
         cmocka_unit_test(test_primary_found_crashed_in_hello),
