@@ -194,6 +194,20 @@ def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args=""):
     }
 
 
+def standby_vm_entry(name, index, address, memory_mb=256, vcpus=2, extra_args=""):
+    """A standby VM (initrd-standby.img: LXC + CRIU, the standby agent started by its
+    init and pointed at the lab server), or None when the image was not built."""
+    env = lab_env()
+    initrd = os.path.join(os.path.dirname(env["VCR_LAB_INITRD"]), "initrd-standby.img")
+    if not os.path.exists(initrd):
+        return None
+    vm = vm_entry(name, index, address, memory_mb=memory_mb, vcpus=vcpus,
+                  extra_args=f"apparmor=0 vcr.role=standby {extra_args} "
+                             f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}")
+    vm["image"]["initrd"] = initrd
+    return vm
+
+
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
                        ram_dir=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.

@@ -598,7 +598,7 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
     return json_pack("{s:O}", "hosts", hosts);
 }
 
-static bool lists_container(const struct inv_host *h, const char *name)
+json_t *inventory_host_container(const struct inv_host *h, const char *name)
 {
     size_t i;
     json_t *c;
@@ -606,9 +606,9 @@ static bool lists_container(const struct inv_host *h, const char *name)
     {
         const char *n = json_string_value(json_object_get(c, "name"));
         if (n && strcmp(n, name) == 0)
-            return true;
+            return c;
     }
-    return false;
+    return NULL;
 }
 
 struct inv_host *inventory_find_container_host(const struct inventory *inv, const char *name,
@@ -618,7 +618,7 @@ struct inv_host *inventory_find_container_host(const struct inventory *inv, cons
     for (size_t i = 0; i < inv->n_hosts; i++) {
         struct inv_host *h = inv->hosts[i];
         if (h->state != INV_HOST_CONNECTED || h->role == NULL || strcmp(h->role, "standby") != 0 ||
-            !lists_container(h, name))
+            !inventory_host_container(h, name))
             continue;
         if (preferred && strcmp(h->name, preferred) == 0)
             return h;

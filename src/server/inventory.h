@@ -91,6 +91,8 @@ void inventory_free(struct inventory *inv);
 struct inv_host *inventory_find_host(const struct inventory *inv, const char *name);
 /* The connected standby host whose last report lists container name, preferring
  * `preferred`; NULL when none does (a migration may move a container). */
+/* Host h's last report of container name, or NULL. */
+json_t *inventory_host_container(const struct inv_host *h, const char *name);
 struct inv_host *inventory_find_container_host(const struct inventory *inv, const char *name,
                                                const char *preferred);
 /* A migration (migrate.c) marks the container it moves, so that other engines

@@ -510,19 +510,6 @@ static void on_destroyed(enum order_outcome outcome, const char *message, json_t
     }
 }
 
-static json_t *find_container(const struct inv_host *h, const char *name)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach(h->containers, i, c)
-    {
-        const char *n = json_string_value(json_object_get(c, "name"));
-        if (n && strcmp(n, name) == 0)
-            return c;
-    }
-    return NULL;
-}
-
 static const struct inv_host *standby_host(struct migrator *m, const char *name, const char *which,
                                            vcr_error_t *err)
 {
@@ -549,14 +536,14 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     const struct inv_host *hd = hs ? standby_host(m, dst, "to", err) : NULL;
     if (hd == NULL)
         return -1;
-    json_t *c = find_container(hs, name);
+    json_t *c = inventory_host_container(hs, name);
     if (c == NULL)
         return vcr_error_make(err, ENOENT, "no container `%s` on standby host `%s`", name, src);
     const char *state = json_string_value(json_object_get(c, "state"));
     if (state == NULL || strcmp(state, "running") != 0)
         return vcr_error_make(err, EAGAIN, "container `%s` on `%s` is %s: only a running one moves",
                               name, src, state ? state : "in an unknown state");
-    if (find_container(hd, name))
+    if (inventory_host_container(hd, name))
         return vcr_error_make(err, EEXIST, "standby host `%s` already has a container `%s`", dst,
                               name);
     const char *address = json_string_value(json_object_get(c, "address"));
@@ -740,8 +727,8 @@ void migrator_on_sample(struct migrator *m, const char *host)
         const char *cand = m->cfg->migration.targets[t];
         const struct inv_host *th = inventory_find_host(m->inv, cand);
         if (strcmp(cand, host) == 0 || th == NULL || th->state != INV_HOST_CONNECTED ||
-            th->role == NULL || strcmp(th->role, "standby") != 0 || find_container(th, name) ||
-            moving_from(m, cand))
+            th->role == NULL || strcmp(th->role, "standby") != 0 ||
+            inventory_host_container(th, name) || moving_from(m, cand))
             continue;
         double l = load_of(th);
         if (l < least) {

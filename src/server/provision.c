@@ -43,17 +43,7 @@ static json_t *reported_container(struct svc *s, struct inv_host **host, bool *l
     *host = h;
     *listed = h && h->state == INV_HOST_CONNECTED && h->role && strcmp(h->role, "standby") == 0 &&
               json_is_array(h->containers);
-    if (!*listed)
-        return NULL;
-    size_t i;
-    json_t *c;
-    json_array_foreach(h->containers, i, c)
-    {
-        const char *name = json_string_value(json_object_get(c, "name"));
-        if (name && strcmp(name, s->cfg->standby.container) == 0)
-            return c;
-    }
-    return NULL;
+    return *listed ? inventory_host_container(h, s->cfg->standby.container) : NULL;
 }
 
 static void journal_order(struct svc *s, const char *action, bool ok, const char *error, int64_t ms)

@@ -8,7 +8,6 @@ the first VM.
 
 Image: `make image` (lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent)."""
 import json
-import os
 import threading
 import time
 
@@ -22,15 +21,9 @@ BOOT_TIMEOUT = 300
 
 
 def standby_vm(name, index, address):
-    env = labkit.lab_env()
-    vm = labkit.vm_entry(name, index, address, memory_mb=512, vcpus=2,
-                         extra_args="apparmor=0 vcr.role=standby "
-                                    f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
-                                    f"{labkit.SERVER_AGENT_PORT}")
-    initrd = os.path.join(os.path.dirname(env["VCR_LAB_INITRD"]), "initrd-standby.img")
-    if not os.path.exists(initrd):
-        pytest.skip(f"no {initrd}: run `make image`")
-    vm["image"]["initrd"] = initrd
+    vm = labkit.standby_vm_entry(name, index, address, memory_mb=512)
+    if vm is None:
+        pytest.skip("no initrd-standby.img: run `make image`")
     return vm
 
 

@@ -6,7 +6,6 @@ lab address, and their CPU/memory come back in samples.
 
 Image: `make image` (lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent)."""
 import json
-import os
 import threading
 import time
 
@@ -20,15 +19,9 @@ BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC
 
 
 def standby_vm():
-    env = labkit.lab_env()
-    vm = labkit.vm_entry(VM, VM_INDEX, VM_ADDR, memory_mb=256, vcpus=2,
-                         extra_args="apparmor=0 vcr.role=standby vcr.agent_test_faults=1 "
-                                    f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
-                                    f"{labkit.SERVER_AGENT_PORT}")
-    initrd = os.path.join(os.path.dirname(env["VCR_LAB_INITRD"]), "initrd-standby.img")
-    if not os.path.exists(initrd):
-        pytest.skip(f"no {initrd}: run `make image`")
-    vm["image"]["initrd"] = initrd
+    vm = labkit.standby_vm_entry(VM, VM_INDEX, VM_ADDR, extra_args="vcr.agent_test_faults=1")
+    if vm is None:
+        pytest.skip("no initrd-standby.img: run `make image`")
     return vm
 
 

@@ -583,6 +583,21 @@ static bool run_until_ms(struct harness *h, condition_fn cond, int64_t ms)
     return cond(h);
 }
 
+/* Everything of a harness but the server and the agents: the DNS server, the
+ * container's service and, with primary, the primary's. */
+static void harness_open(struct harness *h, bool primary)
+{
+    memset(h, 0, sizeof(*h));
+    make_dir();
+    h->base = event_base_new();
+    dns_start(&h->dns, h->base);
+    service_start(&h->container, h->base, CONTAINER, &h->port);
+    if (primary) {
+        uint16_t p = h->port;
+        service_start(&h->primary, h->base, PRIMARY, &p);
+    }
+}
+
 static void server_up(struct harness *h, const char *mode, const char *extra)
 {
     cleanup_free char *yaml = NULL;
@@ -649,16 +664,10 @@ struct standby_opts {
 static void harness_start_with(struct harness *h, const char *mode, const char *extra,
                                struct standby_opts sb)
 {
-    memset(h, 0, sizeof(*h));
+    harness_open(h, true);
     h->sb1_containers = sb.containers;
     h->sb1_refuse = sb.refuse;
     h->sb1_hold = sb.hold;
-    make_dir();
-    h->base = event_base_new();
-    dns_start(&h->dns, h->base);
-    service_start(&h->container, h->base, CONTAINER, &h->port);
-    uint16_t p = h->port;
-    service_start(&h->primary, h->base, PRIMARY, &p);
     server_up(h, mode, extra);
     agents_up(h, "running");
 }
@@ -916,11 +925,7 @@ static void test_primary_found_crashed_in_hello(void **state)
 {
     (void)state;
     struct harness h;
-    memset(&h, 0, sizeof(h));
-    make_dir();
-    h.base = event_base_new();
-    dns_start(&h.dns, h.base);
-    service_start(&h.container, h.base, CONTAINER, &h.port);
+    harness_open(&h, false);
     server_up(&h, "cold", "");
     agents_up(&h, "crashed");
     assert_true(run_until_ms(&h, recovered, 10000));
@@ -988,11 +993,7 @@ static void test_probe_waits_for_the_first_answer(void **state)
 {
     (void)state;
     struct harness h;
-    memset(&h, 0, sizeof(h));
-    make_dir();
-    h.base = event_base_new();
-    dns_start(&h.dns, h.base);
-    service_start(&h.container, h.base, CONTAINER, &h.port);
+    harness_open(&h, false);
     server_up(&h, "cold", "");
     agents_up(&h, "running");
     assert_false(run_until_ms(&h, never, 1500)); /* 15 probes at 100 ms, all failing */
@@ -1014,11 +1015,7 @@ static void test_primary_hung_from_start_is_detected_after_boot_grace(void **sta
 {
     (void)state;
     struct harness h;
-    memset(&h, 0, sizeof(h));
-    make_dir();
-    h.base = event_base_new();
-    dns_start(&h.dns, h.base);
-    service_start(&h.container, h.base, CONTAINER, &h.port);
+    harness_open(&h, false);
     h.check = "{type: http, interval_ms: 100, timeout_ms: 100, boot_grace_ms: 1000}";
     server_up(&h, "cold", "");
     agents_up(&h, "running");
@@ -1136,14 +1133,8 @@ static void test_provision_follows_a_migrated_container(void **state)
 {
     (void)state;
     struct harness h;
-    memset(&h, 0, sizeof(h));
+    harness_open(&h, true);
     h.sb1_containers = containers(NULL);
-    make_dir();
-    h.base = event_base_new();
-    dns_start(&h.dns, h.base);
-    service_start(&h.container, h.base, CONTAINER, &h.port);
-    uint16_t p = h.port;
-    service_start(&h.primary, h.base, PRIMARY, &p);
     server_up(&h, "warm", "");
     agent_start(&h.sb2, h.base, server_agent_port(h.srv), "sb2", "standby", NULL);
     json_object_set_new(h.sb2.hello, "containers", containers("running"));
@@ -1163,14 +1154,8 @@ static void test_provision_leaves_a_moving_container_alone(void **state)
 {
     (void)state;
     struct harness h;
-    memset(&h, 0, sizeof(h));
+    harness_open(&h, true);
     h.sb1_containers = containers("stopped");
-    make_dir();
-    h.base = event_base_new();
-    dns_start(&h.dns, h.base);
-    service_start(&h.container, h.base, CONTAINER, &h.port);
-    uint16_t p = h.port;
-    service_start(&h.primary, h.base, PRIMARY, &p);
     server_up(&h, "warm", "");
     inventory_set_moving(server_inventory(h.srv), "web1-c", true);
     agents_up(&h, "running");
@@ -1334,13 +1319,7 @@ static bool three_welcomed(struct harness *h)
  * fake service listens); sb2 is empty. */
 static void migration_start_with(struct harness *h, const char *extra)
 {
-    memset(h, 0, sizeof(*h));
-    make_dir();
-    h->base = event_base_new();
-    dns_start(&h->dns, h->base);
-    service_start(&h->container, h->base, CONTAINER, &h->port);
-    uint16_t p = h->port;
-    service_start(&h->primary, h->base, PRIMARY, &p);
+    harness_open(h, true);
     server_up(h, "warm", extra);
     uint16_t port = server_agent_port(h->srv);
     agent_start(&h->node1, h->base, port, "node1", "host", "running");
