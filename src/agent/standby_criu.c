@@ -95,7 +95,6 @@ static int criu_failure(vcr_error_t *err, struct lxc_container *c, const char *d
 {
     char path[320], text[65536], reason[700];
     snprintf(path, sizeof(path), "%s/%s.log", dir, action);
-    cleanup_error vcr_error_t read_err = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = -1;
     if (fd >= 0) {
