@@ -79,7 +79,20 @@ struct busy_host {
  * started again. */
 #define MIGRATE_TARGET_BOOT_MS 300000
 
+/* A container whose migration ended: still marked moving in the inventory
+ * until both hosts have reported their containers since (their last reports
+ * predate the end: the source may still list it stopped), or a while passed. */
+struct settling {
+    char name[65], src[65], dst[65];
+    uint64_t src_seq, dst_seq;
+    int64_t until_ms; /* monotonic */
+};
+
+#define MIGRATE_SETTLE_MS 30000
+
 struct migrator {
+    struct settling settling[MIG_MAX];
+    size_t n_settling;
     struct busy_host busy[BUSY_MAX];
     size_t n_busy;
     struct event_base *base;
@@ -107,10 +120,43 @@ struct migrator *migrator_new(struct event_base *base, const struct server_confi
     return m;
 }
 
+static uint64_t report_seq(struct migrator *m, const char *host)
+{
+    const struct inv_host *h = inventory_find_host(m->inv, host);
+    return h ? h->containers_seq : 0;
+}
+
+/* Unmarks the containers whose hosts have both reported since their
+ * migration ended (or whose wait is over). */
+static void settle(struct migrator *m)
+{
+    int64_t now = vcr_mono_ms();
+    for (size_t i = 0; i < m->n_settling;) {
+        struct settling *st = &m->settling[i];
+        if (now < st->until_ms &&
+            (report_seq(m, st->src) == st->src_seq || report_seq(m, st->dst) == st->dst_seq)) {
+            i++;
+            continue;
+        }
+        inventory_set_moving(m->inv, st->name, false);
+        *st = m->settling[--m->n_settling];
+    }
+}
+
 static void mig_free(struct mig *g)
 {
     struct migrator *m = g->m;
-    inventory_set_moving(m->inv, g->name, false);
+    if (m->n_settling < MIG_MAX) {
+        struct settling *st = &m->settling[m->n_settling++];
+        snprintf(st->name, sizeof(st->name), "%s", g->name);
+        snprintf(st->src, sizeof(st->src), "%s", g->src);
+        snprintf(st->dst, sizeof(st->dst), "%s", g->dst);
+        st->src_seq = report_seq(m, g->src);
+        st->dst_seq = report_seq(m, g->dst);
+        st->until_ms = vcr_mono_ms() + MIGRATE_SETTLE_MS;
+    } else {
+        inventory_set_moving(m->inv, g->name, false);
+    }
     for (size_t i = 0; i < m->n_migs; i++)
         if (m->migs[i] == g) {
             m->migs[i] = m->migs[--m->n_migs];
@@ -593,6 +639,11 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     g->t0 = g->t_phase = vcr_mono_ms();
     g->phase = MP_PREDUMP;
     m->migs[m->n_migs++] = g;
+    for (size_t i = 0; i < m->n_settling; i++)
+        if (strcmp(m->settling[i].name, name) == 0) {
+            m->settling[i] = m->settling[--m->n_settling];
+            break;
+        }
     inventory_set_moving(m->inv, name, true);
     log_info("migration of %s from %s to %s begins (%s)", name, src, dst, g->why);
     journal_phase(
@@ -688,7 +739,10 @@ static bool start_target_vm(struct migrator *m, const char *target)
 
 void migrator_on_sample(struct migrator *m, const char *host)
 {
-    if (m == NULL || m->stopping || m->cfg->migration.cpu_pct == 0)
+    if (m == NULL || m->stopping)
+        return;
+    settle(m);
+    if (m->cfg->migration.cpu_pct == 0)
         return;
     const struct inv_host *h = inventory_find_host(m->inv, host);
     if (h == NULL || h->role == NULL || strcmp(h->role, "standby") != 0)

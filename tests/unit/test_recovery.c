@@ -1474,6 +1474,37 @@ static void test_migration_copies_images_and_moves_the_container(void **state)
     harness_stop(&h);
 }
 
+static bool sb1_start_sent(struct harness *h)
+{
+    return agent_order_count(&h->sb1, "container_start") > 0;
+}
+
+/* The source reports the container stopped (after its final dump) until its next
+ * report: provisioning must not start it there once the migration has ended, only
+ * after both hosts have reported since (the demo caught this). */
+static void test_migration_end_waits_for_fresh_reports(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start(&h);
+    cleanup_error vcr_error_t err = NULL;
+    if (migrator_start(server_migrator(h.srv), "sb1", "web1-c", "sb2", "test", true, on_migrated,
+                       NULL, &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    agent_sample(&h.sb1, containers("stopped")); /* arrives while it moves */
+    assert_true(run_until_ms(&h, migration_ended, 10000));
+    assert_true(json_is_true(json_object_get(migrated, "ok")));
+    assert_false(run_until_ms(&h, sb1_start_sent, 500));
+    /* Fresh reports: gone from sb1, running on sb2; still nothing to do. */
+    agent_sample(&h.sb1, containers(NULL));
+    agent_sample(&h.sb2, containers("running"));
+    assert_false(run_until_ms(&h, sb1_start_sent, 500));
+    assert_int_equal(agent_order_count(&h.sb1, "container_create"), 0);
+    assert_false(inventory_is_moving(server_inventory(h.srv), "web1-c"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
 /* precopy false (the bench's baseline): straight to the full dump. */
 static void test_migration_without_precopy_by_choice(void **state)
 {
@@ -1530,6 +1561,7 @@ int main(void)
         cmocka_unit_test(test_migration_copies_images_and_moves_the_container),
         cmocka_unit_test(test_migration_without_predump_and_rollback),
         cmocka_unit_test(test_migration_without_precopy_by_choice),
+        cmocka_unit_test(test_migration_end_waits_for_fresh_reports),
         cmocka_unit_test(test_migration_policy_moves_the_busiest_container),
         cmocka_unit_test(test_migration_policy_starts_a_spare_target),
         cmocka_unit_test(test_primary_hung_from_start_is_detected_after_boot_grace),
