@@ -7,7 +7,8 @@ FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image check unit fuzz integration demo \
-        format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache
+        format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache \
+        bench-migration
 
 all: build
 
@@ -65,6 +66,9 @@ bench-warm-vm: build image
 
 bench-warm-cache: build image
 	/usr/bin/python3 bench/warm_cache.py --build $(BUILD)
+
+bench-migration: build image
+	/usr/bin/python3 bench/migration.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,676 @@
+#!/usr/bin/env python3
+"""bench-migration: live container migration (CRIU, pre-copy or one full dump) vs a cold
+move (destroy + create), between two standby VMs (docs/migration.md).
+
+In one run on one machine: two standby VMs (512 MB, 2 vCPUs, initrd-standby.img, as
+tests/integration/test_migration.py) under one host agent, one container moved back and
+forth between them.  Before each run the container is made to hold M MB of non-zero
+bytes in a process's memory (/cgi-bin/hog?M, below), so that a dump has real pages.
+Each (method, M) point is repeated --runs times, methods interleaved within a run (load
+on this shared machine varies); the median is reported.  Writes
+bench/results/migration.{md,csv} and migration.png (gnuplot).
+
+Methods
+  live-precopy  `vcr container migrate SRC CT --to DST --json`: CRIU pre-dump while the
+                container runs, then the final dump (stopped), copy, restore.
+  live-full     the same with `--no-precopy`: one full dump while it is stopped.
+  cold-move     no CRIU: `vcr container destroy SRC CT`, then `vcr container create DST CT
+                --address ... --service ...`: processes start again, their memory is lost.
+Measured: total (command start .. end, as seen by this script), the server's
+`downtime_ms` (live only), the longest gap a client inside the lab namespace sees doing
+`GET /` every 10 ms (bench/warm_vm.py's poller), whether the container's in-memory
+counter (`GET /count`, +1 a second in the container's shell) went on (state kept) or
+started again, and the image sizes (pre_bytes, final_bytes).
+
+The hog CGI is not in the image: this script appends it to a copy of
+initrd-standby.img (labkit.initrd_with_files), in the busybox template's /www/cgi-bin.
+
+Runs inside its own lab namespace (VCR_LAB_NS, default vcrbmig) and tears it down.
+"""
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import stat
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("VCR_LAB_NS", "vcrbmig")
+sys.path.insert(0, os.path.join(ROOT, "lab"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import labkit  # noqa: E402
+import warm_vm  # noqa: E402  (its poller and its machine section)
+from warm_vm import fmt, machine, ratio  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results")
+HOST = "bmhost"
+SB = [("sb31", 0, "10.77.0.31"), ("sb32", 1, "10.77.0.32")]
+CT, SERVICE, CT_ADDR = "migb", "migb", "10.77.0.36"
+TEMPLATE_DIR = "var/lib/vcr/templates/busybox"  # lab/build-image TEMPLATE_DIR
+BOOT_TIMEOUT = 300
+NOTES = []  # events worth reporting, appended during the run
+T0 = time.monotonic()
+
+METHODS = ["live-precopy", "live-full", "cold-move"]
+LABEL = {"live-precopy": "CRIU pre-dump + final dump (vcr container migrate)",
+         "live-full": "CRIU one full dump (vcr container migrate --no-precopy)",
+         "cold-move": "destroy + create (no CRIU, processes restart)"}
+# SEEDS.md part A: LXD 2.15 over CRIU, the container stopped until the migration is over
+# (no live migration), images 807-945 MB, Xeon E3 v3, GbE, KVM, VMs of 2 vCPU / 2 GB.
+PAPER_TOTAL = (17, 21)
+PAPER_DOWNTIME = (5.4, 9.0)
+
+# /cgi-bin/hog?MB inside the container.  The shell variable x holds MB MB of 'a' (not
+# zeros, not a file: anonymous memory CRIU has to dump).  Answers once it is held.
+HOG_CGI = rb'''#!/bin/sh
+# bench/migration.py: keep MB MB resident in a process of this container (hog?MB);
+# replaces the previous hog; hog?0 only stops it.  Answers "held MB rss KB".
+mb=${QUERY_STRING:-0}
+case $mb in ''|*[!0-9]*) mb=0 ;; esac
+[ -f /tmp/hog.pid ] && kill "$(cat /tmp/hog.pid)" 2>/dev/null
+rm -f /tmp/hog.pid /tmp/hog.ready
+rss=0
+if [ "$mb" -gt 0 ]; then
+    MB=$mb sh -c 'x=$(head -c $((MB * 1048576)) /dev/zero | tr "\0" a)
+        : >/tmp/hog.ready
+        while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &
+    echo $! >/tmp/hog.pid
+    i=0
+    while [ ! -f /tmp/hog.ready ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i + 1)); done
+    rss=$(awk '/^VmRSS/ { print $2 }' /proc/$(cat /tmp/hog.pid)/status)
+fi
+printf 'Content-Type: text/plain\r\n\r\nheld %s rss %s\n' "$mb" "$rss"
+'''
+
+
+class Poller(warm_vm.Poller):
+    """bench/warm_vm.py's poller (GET / over a raw socket, 0.2 s timeout, longest gap
+    between good answers), every `interval` s instead of every 10 ms."""
+
+    def __init__(self, addrs, interval=0.01):
+        code = warm_vm.POLLER.replace("nxt += 0.01", f"nxt += {interval}")
+        assert code != warm_vm.POLLER or interval == 0.01
+        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", code, *addrs]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline().strip()
+        if line != "ready":
+            self.p.kill()
+            raise RuntimeError(f"poller: no HTTP answer from {addrs} ({line!r})")
+
+
+def say(msg):
+    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- lab
+class Cluster:
+    """vcr-server and one host agent running the two standby VMs."""
+
+    def __init__(self, build, work):
+        self.build, self.work = build, work
+        self.vcr = labkit.Vcr(build)
+        cfg = os.path.join(work, "server.yaml")
+        labkit.write_server_config(cfg, os.path.join(work, "journal.db"), heartbeat_ms=500,
+                                   host_timeout_ms=5000)
+        self.server = labkit.Proc([os.path.join(build, "src/server/vcr-server"), "--config", cfg],
+                                  os.path.join(work, "server.log"))
+        labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
+        vms = [labkit.standby_vm_entry(name, index, address, memory_mb=512, vcpus=2)
+               for name, index, address in SB]
+        if None in vms:
+            raise RuntimeError("no initrd-standby.img: run `make image`")
+        initrd = os.path.join(work, "initrd-standby-hog.img")
+        labkit.initrd_with_files(vms[0]["image"]["initrd"], initrd, {
+            f"{TEMPLATE_DIR}/www/cgi-bin": (stat.S_IFDIR | 0o755, None),
+            f"{TEMPLATE_DIR}/www/cgi-bin/hog": (stat.S_IFREG | 0o755, HOG_CGI),
+        })
+        for vm in vms:
+            vm["image"]["initrd"] = initrd
+        state = tempfile.mkdtemp(prefix="agent-", dir=work)
+        acfg = os.path.join(work, "agent.yaml")
+        labkit.write_agent_config(acfg, HOST, state, vms, accel="tcg")
+        self.agent = labkit.Proc([os.path.join(build, "src/agent/vcr-agent"), "--config", acfg,
+                                  "--stop-vms-on-exit"], os.path.join(work, "agent.log"))
+        t = time.monotonic()
+        for name, _, _ in SB:
+            labkit.wait_for(f"{name} running",
+                            lambda n=name: (self.vcr.vm(n) or {}).get("state") == "running",
+                            BOOT_TIMEOUT, interval=0.2)
+        for name, _, _ in SB:
+            labkit.wait_for(f"the standby agent of {name}", lambda n=name: self.standby(n),
+                            BOOT_TIMEOUT, interval=0.2)
+        say(f"  2 standby VMs (512 MB, 2 vCPUs) booted, standby agents connected "
+            f"({time.monotonic() - t:.1f}s)")
+
+    def standby(self, name):
+        return next((h for h in self.vcr.status()["hosts"]
+                     if h["name"] == name and h.get("role") == "standby"
+                     and h["state"] == "connected"), None)
+
+    def where(self):
+        """The standby host reporting the container running, or None."""
+        for name, _, _ in SB:
+            h = self.standby(name) or {}
+            for c in h.get("containers") or []:
+                if c["name"] == CT and c.get("state") == "running":
+                    return name
+        return None
+
+    def only_on(self, host):
+        """True once `host` reports the container running and no other host reports it."""
+        for name, _, _ in SB:
+            h = self.standby(name) or {}
+            cs = [c for c in h.get("containers") or [] if c["name"] == CT]
+            if name == host and not (cs and cs[0].get("state") == "running"):
+                return False
+            if name != host and cs:
+                return False
+        return True
+
+    def create(self, host):
+        r = self.vcr.run("container", "create", host, CT, "--address", f"{CT_ADDR}/24",
+                         "--service", SERVICE, "--json", timeout=300)
+        out = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
+        if r.returncode != 0 or out.get("result") != "done":
+            raise RuntimeError(f"container create {host} {CT}: rc {r.returncode} "
+                               f"{r.stderr.strip()} {r.stdout.strip()}")
+        return out
+
+    def destroy(self, host):
+        r = self.vcr.run("container", "destroy", host, CT, "--json", timeout=300)
+        out = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
+        if r.returncode != 0 or out.get("result") != "done":
+            raise RuntimeError(f"container destroy {host} {CT}: rc {r.returncode} "
+                               f"{r.stderr.strip()} {r.stdout.strip()}")
+        return out
+
+    def stop(self):
+        self.agent.stop(timeout=120)
+        self.server.stop()
+
+
+def counter():
+    text = (labkit.http_get(CT_ADDR, "/count") or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def serving():
+    return (labkit.http_get(CT_ADDR) or "").strip() == SERVICE
+
+
+def hog(mb):
+    """Makes the container hold mb MB; returns the hog's VmRSS in KB (0 for mb = 0)."""
+    r = labkit.ns_run(["curl", "-s", "-f", "-m", "600", f"http://{CT_ADDR}/cgi-bin/hog?{mb}"],
+                      timeout=620)
+    words = r.stdout.split()
+    if r.returncode != 0 or words[:2] != ["held", str(mb)]:
+        raise RuntimeError(f"hog?{mb}: rc {r.returncode} {r.stdout!r}")
+    return int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
+
+
+# --------------------------------------------------------------------------- runs
+def other(host):
+    return SB[1][0] if host == SB[0][0] else SB[0][0]
+
+
+def one_run(cl, method, mb, run, src):
+    """Moves the container from src to the other VM; returns the CSV row."""
+    dst = other(src)
+    t = time.monotonic()
+    rss_kb = hog(mb)
+    labkit.wait_for("the counter to pass 5", lambda: (counter() or 0) > 5, 60, interval=0.2)
+    say(f"  {method} M={mb} run {run}: {src} -> {dst} (hog rss {rss_kb / 1024:.1f} MB, "
+        f"{time.monotonic() - t:.1f}s to fill)")
+    poller = Poller([CT_ADDR])
+    c0 = labkit.wait_for("the counter", counter, 30, interval=0.1)
+    out, err = {}, None
+    t0 = time.monotonic()
+    try:
+        if method == "cold-move":
+            cl.destroy(src)
+            cl.create(dst)
+            out = {"ok": True}
+        else:
+            argv = ["container", "migrate", src, CT, "--to", dst, "--json"]
+            if method == "live-full":
+                argv.append("--no-precopy")
+            r = cl.vcr.run(*argv, timeout=900)
+            out = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
+            if r.returncode != 0 or not out.get("ok"):
+                err = (f"rc {r.returncode}: {out.get('error') or r.stderr.strip()}"
+                       f"{' (rolled back)' if out.get('rolled_back') else ''}")
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        err = str(e)
+    total = time.monotonic() - t0
+    client_down = None
+    if err:
+        poller.p.kill()  # the container may answer nowhere: no gap to wait for
+        poller.p.wait()
+    else:
+        try:
+            client_down = poller.finish()[CT_ADDR]["gap"]
+        except (RuntimeError, ValueError) as e:
+            poller.p.kill()
+            poller.p.wait()
+            err = f"poller: {e}"
+    try:
+        c1 = labkit.wait_for("the counter", counter, 0 if err else 30, interval=0.1)
+    except labkit.Timeout:
+        c1 = None
+    kept = c0 is not None and c1 is not None and c1 >= c0
+    phases = " ".join(f"{p['phase']}:{p['ms']}" for p in out.get("phases") or [])
+    row = {"method": method, "mem_mb": mb, "run": run, "ok": int(err is None),
+           "total_s": round(total, 3),
+           "server_total_s": round(out["total_ms"] / 1000, 3) if "total_ms" in out else "",
+           "downtime_s": round(out["downtime_ms"] / 1000, 3) if "downtime_ms" in out else "",
+           "client_downtime_s": "" if client_down is None else round(client_down, 3),
+           "pre_bytes": out.get("pre_bytes", ""), "final_bytes": out.get("final_bytes", ""),
+           "state_kept": int(kept), "counter_before": c0, "counter_after": c1,
+           "hog_rss_kb": rss_kb, "from": src, "to": dst, "phases": phases}
+    if err:
+        NOTES.append(f"{method}, M = {mb} MB, run {run} ({src} -> {dst}) FAILED: {err}")
+        say(f"    FAILED: {err}")
+    else:
+        say(f"    total {total:.2f}s, server downtime {fmt(row['downtime_s'] or None)}s, "
+            f"client downtime {fmt(client_down)}s, pre {out.get('pre_bytes', 0) or 0} B, "
+            f"final {out.get('final_bytes', 0) or 0} B, counter {c0} -> {c1} "
+            f"({'kept' if kept else 'restarted'}); phases {phases or '-'}")
+    return row
+
+
+def settle(cl, expected):
+    """After a run: waits until `expected` alone reports the container and it answers.
+    Else: a standby VM whose agent stays away is killed and started again (a hung guest),
+    and the container is created again where nothing is left of it.  Returns its host."""
+    try:
+        labkit.wait_for(f"{CT} reported only on {expected}", lambda: cl.only_on(expected), 60,
+                        interval=0.2)
+        labkit.wait_for(f"{CT} to answer HTTP", serving, 120, interval=0.2)
+        return expected
+    except labkit.Timeout:
+        pass
+    host = cl.where()
+    lost = [n for n, _, _ in SB if not cl.standby(n)]
+    for name in lost:
+        t = time.monotonic()
+        say(f"  standby host {name} is not connected: its VM is killed and started again")
+        cl.vcr.run("vm", "kill", name, timeout=30)
+        labkit.wait_for(f"{name} started", lambda n=name: cl.vcr.run(
+            "vm", "start", n, timeout=30).returncode == 0, 60, interval=1)
+        labkit.wait_for(f"the standby agent of {name}", lambda n=name: cl.standby(n),
+                        BOOT_TIMEOUT, interval=0.5)
+        NOTES.append(f"standby VM {name} was not connected after the run (hung guest): "
+                     f"killed and started again ({time.monotonic() - t:.0f} s)")
+    if host is None or lost:
+        for name, _, _ in SB:
+            if name != host:
+                cl.vcr.run("container", "destroy", name, CT, timeout=300)
+    if host is None:
+        host = SB[0][0]
+        say(f"  container lost: created again on {host}")
+        NOTES.append(f"the container was lost (expected on {expected}): created again on "
+                     f"{host} (its memory and counter start again)")
+        cl.create(host)
+    elif host != expected:
+        NOTES.append(f"after a run the container was expected on {expected}, found on {host}")
+    labkit.wait_for(f"{CT} reported only on {host}", lambda: cl.only_on(host), 60, interval=0.2)
+    labkit.wait_for(f"{CT} to answer HTTP", serving, 120, interval=0.2)
+    return host
+
+
+# --------------------------------------------------------------------------- report
+COLS = ["method", "mem_mb", "run", "ok", "total_s", "server_total_s", "downtime_s",
+        "client_downtime_s", "pre_bytes", "final_bytes", "state_kept", "counter_before",
+        "counter_after", "hog_rss_kb", "from", "to", "phases"]
+
+
+def medians(rows):
+    """{(method, mem_mb): {col: median or None, n, kept}} over the successful runs."""
+    groups = {}
+    for r in rows:
+        if int(r["ok"]):
+            groups.setdefault((r["method"], int(r["mem_mb"])), []).append(r)
+    med = {}
+    for k, rs in groups.items():
+        d = {"n": len(rs), "kept": sum(int(r["state_kept"]) for r in rs)}
+        for c in ("total_s", "downtime_s", "client_downtime_s", "pre_bytes", "final_bytes",
+                  "hog_rss_kb"):
+            xs = [float(r[c]) for r in rs if r[c] not in ("", None)]
+            d[c] = statistics.median(xs) if xs else None
+        med[k] = d
+    return med
+
+
+PHASES = ["predump", "copy_pre", "dump", "copy", "restore", "port_open", "destroy", "cleanup"]
+
+
+def phase_medians(rows, method, mem):
+    """{phase: median ms} over the successful runs of (method, mem)."""
+    per = {}
+    for r in rows:
+        if r["method"] == method and int(r["mem_mb"]) == mem and int(r["ok"]):
+            for item in (r["phases"] or "").split():
+                name, ms = item.split(":")
+                per.setdefault(name, []).append(float(ms))
+    return {p: statistics.median(v) for p, v in per.items()}
+
+
+def mb(b):
+    return "-" if b is None else f"{b / 2**20:.1f}"
+
+
+def argv_without_notes():
+    out, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a == "--note":
+            skip = a == "--note"
+            continue
+        out.append(a)
+    return " ".join(out)
+
+
+def write_report(rows, args, mach, elapsed, notes, generated=None):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "migration.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLS)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    med = medians(rows)
+    mems = sorted({int(r["mem_mb"]) for r in rows})
+    failed = sum(1 for r in rows if not int(r["ok"]))
+    L = []
+    L.append("# bench-migration: live container migration (CRIU) vs a cold move\n")
+    L.append(generated or
+             f"Generated by `bench/migration.py` ({argv_without_notes() or 'defaults'}) on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; total {elapsed / 60:.1f} "
+             f"min; medians of the successful runs per point (runs column); {failed} failed "
+             "run(s) (Notes).\n")
+    L.append("## Machine\n")
+    L.append(f"- CPUs (`nproc`): {mach['nproc']}; memory {mach['mem']}; CPU: {mach['cpu']}")
+    L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
+             f"{mach['kernel']}; load average at the end {mach['load']} (other VM tests ran "
+             "on the machine meanwhile)")
+    L.append("- Two standby VMs under one host agent: 512 MB, 2 vCPUs, Debian 6.1 kernel + "
+             "busybox initramfs with LXC and CRIU (`lab/build-image --standby`, "
+             "initrd-standby.img); the container is the busybox template (httpd on port 80, "
+             "an in-memory counter). Images go from VM to VM through vcr-server "
+             "(base64, 128 KiB a time), all on this host.\n")
+    L.append("Absolute times are TCG times on this machine (every guest instruction emulated, "
+             "CRIU and tar included): compare the ratios and the shape, not the seconds, with "
+             "the paper.\n")
+    L.append("## How each is measured\n")
+    for m in METHODS:
+        L.append(f"- **{m}**: {LABEL[m]}.")
+    L.append("- **M** (memory held): before every run `GET /cgi-bin/hog?M` makes a process "
+             "of the container hold M MB of non-zero bytes (a busybox shell variable: "
+             "anonymous memory a dump must write); its VmRSS is the `hog MB` column. The CGI "
+             "is appended by the bench to a copy of initrd-standby.img (nothing else in the "
+             "image changes).")
+    L.append("- **total**: from the start of the first command to the end of the last one, "
+             "as this script sees it (the `vcr` calls included); for live methods the "
+             "server's own `total_ms` is in the CSV (`server_total_s`).")
+    L.append("- **server downtime**: the server's `downtime_ms` (final dump start .. the "
+             "container's port accepts a TCP connection on the target; docs/migration.md). "
+             "None for cold-move.")
+    L.append("- **client downtime**: a client inside the lab namespace sends `GET /` to the "
+             "container's address every 10 ms (bench/warm_vm.py's poller: raw sockets, 0.2 s "
+             "timeout); the longest gap between two good answers. It ends when httpd answers "
+             "again, after the command returned for cold-move.")
+    L.append("- **state kept**: the container's counter (`GET /count`, +1 a second in its "
+             "shell's memory) read just before and just after: kept if it went on, not if it "
+             "started again at 1 (runs kept / runs).")
+    L.append("- Runs interleave the methods (run 1: live-precopy, live-full, cold-move, "
+             "run 2: ...) and alternate the direction (sb31 -> sb32, then back).\n")
+    L.append("## Results (medians)\n")
+    L.append("| M MB | method | total s | server downtime s | client downtime s | pre-dump MB "
+             "| final MB | state kept | hog MB | runs |")
+    L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for k in mems:
+        for m in METHODS:
+            d = med.get((m, k))
+            if not d:
+                if any(r["method"] == m and int(r["mem_mb"]) == k for r in rows):
+                    L.append(f"| {k} | {m} | failed | | | | | | | 0 |")
+                continue
+            L.append(f"| {k} | {m} | {fmt(d['total_s'])} | {fmt(d['downtime_s'])} | "
+                     f"{fmt(d['client_downtime_s'])} | "
+                     f"{mb(d['pre_bytes']) if m == 'live-precopy' else '-'} | "
+                     f"{mb(d['final_bytes'])} | {d['kept']}/{d['n']} | "
+                     f"{'-' if d['hog_rss_kb'] is None else format(d['hog_rss_kb'] / 1024, '.1f')}"
+                     f" | {d['n']} |")
+    L.append("")
+    L.append("![downtime and total vs memory held](migration.png)\n")
+    L.append("## Where the time goes (live methods, medians of the server's phases, s)\n")
+    L.append("Downtime = dump + copy + restore + port_open (docs/migration.md); the copies "
+             "carry the tars through vcr-server in 128 KiB base64 frames.\n")
+    L.append("| M MB | method | " + " | ".join(PHASES) + " |")
+    L.append("|---:|---|" + "---:|" * len(PHASES))
+    for k in mems:
+        for m in ("live-precopy", "live-full"):
+            ph = phase_medians(rows, m, k)
+            if ph:
+                L.append(f"| {k} | {m} | " + " | ".join(
+                    "-" if ph.get(p) is None else f"{ph[p] / 1000:.2f}" for p in PHASES) + " |")
+    L.append("")
+    L.append("## Ratios\n")
+    L.append("Live / cold (how many times longer the live move takes: the price of keeping "
+             "the processes' memory), and live-full / live-precopy (>1 = the pre-dump "
+             "shortens it):\n")
+    L.append("| M MB | precopy / cold total | precopy / cold client downtime | full / cold "
+             "total | full / cold client downtime | full / precopy server downtime | "
+             "full / precopy client downtime |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|")
+    for k in mems:
+        p, f_, c = (med.get((m, k)) for m in METHODS)
+
+        def r(a, b, col):
+            return ratio(a[col], b[col]) if a and b else "-"
+        L.append(f"| {k} | {r(c, p, 'total_s')} | {r(c, p, 'client_downtime_s')} | "
+                 f"{r(c, f_, 'total_s')} | {r(c, f_, 'client_downtime_s')} | "
+                 f"{r(p, f_, 'downtime_s')} | {r(p, f_, 'client_downtime_s')} |")
+    L.append("")
+    L.append("## Beside the paper's figures\n")
+    L.append("The paper (SEEDS.md part A): LXD 2.15 over CRIU, the container stopped until "
+             "the migration was over (their live migration did not work), images of "
+             "807-945 MB, Xeon E3 v3 hosts, GbE, KVM, VMs of 2 vCPU / 2 GB. Their method is "
+             "closest to our live-full; their downtime was still only a third to a half of "
+             "the total (the slides do not say what ran before the stop). Downtime / total is "
+             "the share of the move during which the service is down.\n")
+    L.append("| who, method | M MB | image MB (pre + final) | total s | downtime s (server) | "
+             "client downtime s | downtime / total |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|")
+    L.append(f"| paper, LXD stop-and-copy | - | 807-945 | {PAPER_TOTAL[0]}-{PAPER_TOTAL[1]} | "
+             f"{PAPER_DOWNTIME[0]}-{PAPER_DOWNTIME[1]} | - | "
+             f"{PAPER_DOWNTIME[0] / PAPER_TOTAL[0]:.2f}-{PAPER_DOWNTIME[1] / PAPER_TOTAL[1]:.2f}"
+             " |")
+    for m in ("live-full", "live-precopy"):
+        for k in mems:
+            d = med.get((m, k))
+            if not d:
+                continue
+            img = (d["pre_bytes"] or 0) + (d["final_bytes"] or 0)
+            share = (f"{d['downtime_s'] / d['total_s']:.2f}"
+                     if d["downtime_s"] is not None and d["total_s"] else "-")
+            L.append(f"| ours (TCG), {m} | {k} | {img / 2**20:.1f} | {fmt(d['total_s'])} | "
+                     f"{fmt(d['downtime_s'])} | {fmt(d['client_downtime_s'])} | {share} |")
+    L.append("")
+    L.append("Their images carry a whole container root filesystem (807-945 MB); ours carry "
+             "the process memory and the overlay's upper directory only (the template is in "
+             "every standby image), so the sizes differ by orders of magnitude while our CPU "
+             "is emulated: neither the seconds nor the sizes compare directly.\n")
+    if notes:
+        L.append("## Notes\n")
+        L.extend(f"- {n}" for n in notes)
+        L.append("")
+    L.append("Files: `migration.csv` (every run: " + ", ".join(COLS) + "; `phases` = the "
+             "server's phase durations in ms), `migration.png`.")
+    with open(os.path.join(RESULTS, "migration.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    plot(med, mems)
+
+
+def plot(med, mems):
+    if not shutil.which("gnuplot") or not mems:
+        return
+    tmp = tempfile.mkdtemp(prefix="vcr-plot-")
+    colors = {"live-precopy": "#1b9e77", "live-full": "#d95f02", "cold-move": "#7570b3"}
+    down, tot = [], []
+    for m in METHODS:
+        if not any((m, k) in med for k in mems):
+            continue
+        path = os.path.join(tmp, f"{m}.dat")
+        with open(path, "w") as f:
+            for k in mems:
+                d = med.get((m, k))
+                if d:
+                    f.write(f"{k} {d['total_s']} {d['client_downtime_s'] or 'NaN'} "
+                            f"{d['downtime_s'] if d['downtime_s'] is not None else 'NaN'}\n")
+        down.append(f"'{path}' using 1:3 with linespoints lw 2 pt 7 ps 1.3 lc rgb "
+                    f"'{colors[m]}' title '{m}: client'")
+        if m != "cold-move":
+            down.append(f"'{path}' using 1:4 with linespoints lw 2 dt 2 pt 5 ps 1.3 lc rgb "
+                        f"'{colors[m]}' title '{m}: server'")
+        tot.append(f"'{path}' using 1:2 with linespoints lw 2 pt 7 ps 1.3 lc rgb "
+                   f"'{colors[m]}' title '{m}'")
+    paper = ("{lo} with lines dt 3 lw 1.5 lc rgb '#888888' title 'paper ({lo}-{hi} s)', "
+             "{hi} with lines dt 3 lw 1.5 lc rgb '#888888' notitle")
+    down.append(paper.format(lo=PAPER_DOWNTIME[0], hi=PAPER_DOWNTIME[1]))
+    tot.append(paper.format(lo=PAPER_TOTAL[0], hi=PAPER_TOTAL[1]))
+    script = f"""
+set terminal pngcairo size 1200,520 font 'sans,11'
+set output '{os.path.join(RESULTS, 'migration.png')}'
+set multiplot layout 1,2 title 'Container migration between standby VMs (TCG, medians)'
+set xlabel 'memory held by the container (MB)'
+set grid
+set key top left
+set yrange [0:*]
+set xrange [-4:{max(mems) + 4}]
+set xtics ({', '.join(str(k) for k in mems)})
+set title 'downtime'
+set ylabel 'downtime (s)'
+plot {', '.join(down)}
+set title 'total time'
+set ylabel 'total (s)'
+plot {', '.join(tot)}
+unset multiplot
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mem", default="0,16,64", help="memory held by the container (MB)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--quick", action="store_true", help="0/16 MB, 1 run")
+    ap.add_argument("--keep-lab", action="store_true")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a line for the report's Notes (repeatable)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the existing migration.csv for the M not measured now")
+    ap.add_argument("--report-only", action="store_true",
+                    help="no measurement: rewrite migration.md and the plot from migration.csv")
+    args = ap.parse_args()
+    if args.quick:
+        args.mem, args.runs = "0,16", 1
+    if os.geteuid() != 0:
+        sys.exit("migration: must run as root (network namespaces, taps)")
+    build = os.path.abspath(args.build)
+    os.environ.setdefault("VCR_LAB_CACHE", os.path.join(build, "lab-cache"))
+    mems = [int(x) for x in args.mem.split(",") if x]
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        sys.exit(f"unknown method(s) {bad}: {METHODS}")
+    notes = list(args.note)
+
+    def earlier():
+        """Rows of the existing migration.csv, the notes and header line of migration.md."""
+        rows, notes_, gen = [], [], None
+        if os.path.exists(os.path.join(RESULTS, "migration.csv")):
+            with open(os.path.join(RESULTS, "migration.csv")) as f:
+                rows = list(csv.DictReader(f))
+        if os.path.exists(os.path.join(RESULTS, "migration.md")):
+            with open(os.path.join(RESULTS, "migration.md")) as f:
+                old = f.read().split("\n")
+            gen = next((x + "\n" for x in old if x.startswith("Generated by")), None)
+            i = old.index("## Notes") + 2 if "## Notes" in old else len(old)
+            while i < len(old) and old[i].startswith("- "):
+                if not old[i].startswith(("- partial:", "- FAILED/INTERRUPTED")):
+                    notes_.append(old[i][2:])
+                i += 1
+        return rows, notes_, gen
+
+    if args.report_only:
+        # The measuring run's header line and notes are kept from the report it wrote.
+        rows, kept, gen = earlier()
+        write_report(rows, args, machine(), 0, kept + notes, generated=gen)
+        say(f"rewrote {RESULTS}/migration.md and migration.png from migration.csv")
+        return 0
+    old_rows, old_notes = [], []
+    if args.merge:
+        old_rows, old_notes, gen = earlier()
+        old_rows = [r for r in old_rows if int(r["mem_mb"]) not in mems]
+        if old_rows:
+            old_notes = ([f"--merge: {len(old_rows)} rows (M = "
+                          f"{sorted({int(r['mem_mb']) for r in old_rows})} MB) kept from an "
+                          f"earlier run of this script on this machine: {gen.strip()}"] +
+                         [f"(earlier run) {n}" for n in old_notes])
+        else:
+            old_notes = []
+
+    def report(rows, extra=()):
+        write_report(old_rows + rows, args, machine(), time.monotonic() - T0,
+                     old_notes + notes + NOTES + list(extra))
+
+    work = tempfile.mkdtemp(prefix="vcr-bench-mig-")
+    rows, cl = [], None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    say(f"lab up (namespace {labkit.NS}); work dir {work}; methods {methods}; M {mems} MB")
+    labkit.lab_up()
+    try:
+        cl = Cluster(build, work)
+        host = SB[0][0]
+        cl.create(host)
+        labkit.wait_for(f"{CT} to answer HTTP", serving, 120, interval=0.2)
+        say(f"  container {CT} ({CT_ADDR}) serving on {host}")
+        for k in mems:
+            say(f"point: M = {k} MB")
+            for run in range(args.runs):
+                for m in methods:
+                    row = one_run(cl, m, k, run, host)
+                    rows.append(row)
+                    host = settle(cl, row["to"] if row["ok"] else row["from"])
+            # After every point, so that an interrupted run still leaves its results.
+            report(rows, ["partial: the run was still going when this was written"])
+    except BaseException:
+        report(rows, ["FAILED/INTERRUPTED run: only the points listed were measured"])
+        raise
+    finally:
+        if cl:
+            cl.stop()
+        if not args.keep_lab:
+            labkit.lab_down()
+            say("lab down")
+    report(rows)
+    say(f"wrote {RESULTS}/migration.md, migration.csv, migration.png")
+    print(open(os.path.join(RESULTS, "migration.md")).read())
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
