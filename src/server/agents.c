@@ -80,20 +80,7 @@ static const char *session_name(const struct session *s)
 static void journal_write(struct agents *a, int64_t ts_ms, const char *host, const char *vm,
                           const char *kind, json_t *detail)
 {
-    struct journal_event ev = {
-        .ts_ms = ts_ms,
-        .rx_ms = vcr_wall_ms(),
-        .host = host,
-        .vm = vm,
-        .kind = kind,
-        .detail = detail,
-    };
-    if (ev.ts_ms == 0)
-        ev.ts_ms = ev.rx_ms;
-    cleanup_error vcr_error_t err = NULL;
-    /* A full disk must not stop the monitoring itself: log and go on. */
-    if (journal_append(a->journal, &ev, &err) < 0)
-        log_error("%s", vcr_error_msg(err));
+    journal_note(a->journal, ts_ms, host, vm, kind, detail);
 }
 
 /* --- orders --- */

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 /* Bumped with every schema change; journal_open refuses files from the future. */
 #define JOURNAL_SCHEMA_VERSION 1
@@ -160,6 +162,24 @@ int64_t journal_append(struct journal *j, const struct journal_event *ev, vcr_er
     if (j->listener)
         j->listener(id, j->listener_opaque);
     return id;
+}
+
+void journal_note(struct journal *j, int64_t ts_ms, const char *host, const char *vm,
+                  const char *kind, json_t *detail)
+{
+    struct journal_event ev = {
+        .ts_ms = ts_ms,
+        .rx_ms = vcr_wall_ms(),
+        .host = host,
+        .vm = vm,
+        .kind = kind,
+        .detail = detail,
+    };
+    if (ev.ts_ms == 0)
+        ev.ts_ms = ev.rx_ms;
+    cleanup_error vcr_error_t err = NULL;
+    if (journal_append(j, &ev, &err) < 0)
+        log_error("%s", vcr_error_msg(err));
 }
 
 static json_t *column_text_or_null(sqlite3_stmt *st, int col)

@@ -14,6 +14,8 @@
 #define JOURNAL_HOST_LOST           "host_lost"
 #define JOURNAL_VM_EVENT            "vm_event"
 #define JOURNAL_WARM_RESTART_FAILED "warm_restart_failed"
+#define JOURNAL_MIGRATION           "migration"
+#define JOURNAL_PROVISION           "provision"
 
 #define JOURNAL_READ_MAX 1000
 
@@ -34,6 +36,12 @@ void journal_close(struct journal *j);
 
 /* Returns the new event's id (> 0) or -1. */
 int64_t journal_append(struct journal *j, const struct journal_event *ev, vcr_error_t *err);
+
+/* What the server records as it goes: rx_ms is now, ts_ms (0: now) when it
+ * happened.  A failure (a full disk) is logged, not returned: it must not stop
+ * the monitoring itself. */
+void journal_note(struct journal *j, int64_t ts_ms, const char *host, const char *vm,
+                  const char *kind, json_t *detail);
 
 /* A JSON array of events {id, ts_ms, rx_ms, host, vm, kind, detail}, oldest
  * first, at most limit (1..JOURNAL_READ_MAX): those with id > since_id, or for

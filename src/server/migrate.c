@@ -192,15 +192,7 @@ static void journal_phase(struct mig *g, const char *phase, json_t *extra)
     if (detail && extra)
         json_object_update(detail, extra);
     json_decref(extra);
-    struct journal_event ev = {
-        .ts_ms = vcr_wall_ms(),
-        .host = g->src,
-        .kind = "migration",
-        .detail = detail,
-    };
-    cleanup_error vcr_error_t err = NULL;
-    if (journal_append(g->m->journal, &ev, &err) < 0)
-        log_error("%s", vcr_error_msg(err));
+    journal_note(g->m->journal, 0, g->src, NULL, JOURNAL_MIGRATION, detail);
 }
 
 /* The phase ended well: record its time, journal it, enter the next one. */
@@ -725,12 +717,9 @@ static bool start_target_vm(struct migrator *m, const char *target)
             if (agents_send_order_with(m->agents, h->name, "vm_start", target, NULL,
                                        MIGRATE_CHUNK_ORDER_MS, on_ignored, NULL, &err) < 0)
                 log_warn("migration policy: vm_start %s: %s", target, vcr_error_msg(err));
-            struct journal_event ev = {
-                .ts_ms = vcr_wall_ms(), .host = h->name, .vm = target, .kind = "migration"};
             cleanup_json json_t *d =
                 json_pack("{s:s, s:s}", "phase", "target_started", "target", target);
-            ev.detail = d;
-            journal_append(m->journal, &ev, NULL);
+            journal_note(m->journal, 0, h->name, target, JOURNAL_MIGRATION, d);
             return true;
         }
     }

@@ -23,8 +23,6 @@
 #include "server/recovery_priv.h"
 #include "server/server_config.h"
 
-#define JOURNAL_PROVISION "provision"
-
 static bool provisioned(const struct svc *s)
 {
     return s->rc->cfg->provision_warm && s->cfg->standby.mode == STANDBY_WARM;
@@ -52,16 +50,7 @@ static void journal_order(struct svc *s, const char *action, bool ok, const char
         json_pack("{s:s, s:s, s:s, s:s, s:b, s:s?, s:I}", "service", s->cfg->name, "container",
                   s->cfg->standby.container, "host", s->provision.host, "action", action, "ok", ok,
                   "error", error, "ms", (json_int_t)ms);
-    struct journal_event ev = {
-        .ts_ms = vcr_wall_ms(),
-        .host = s->provision.host,
-        .kind = JOURNAL_PROVISION,
-        .detail = detail,
-    };
-    ev.rx_ms = ev.ts_ms;
-    cleanup_error vcr_error_t err = NULL;
-    if (journal_append(s->rc->journal, &ev, &err) < 0)
-        log_error("%s", vcr_error_msg(err));
+    journal_note(s->rc->journal, 0, s->provision.host, NULL, JOURNAL_PROVISION, detail);
 }
 
 static void order_failed(struct svc *s, const char *action, const char *error, int64_t now)

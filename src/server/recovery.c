@@ -145,17 +145,7 @@ static void load(struct svc *s)
 
 void recovery_journal(struct svc *s, const char *kind, json_t *detail)
 {
-    struct journal_event ev = {
-        .ts_ms = vcr_wall_ms(),
-        .host = s->cfg->primary.host,
-        .vm = s->cfg->primary.vm,
-        .kind = kind,
-        .detail = detail,
-    };
-    ev.rx_ms = ev.ts_ms;
-    cleanup_error vcr_error_t err = NULL;
-    if (journal_append(s->rc->journal, &ev, &err) < 0)
-        log_error("%s", vcr_error_msg(err));
+    journal_note(s->rc->journal, 0, s->cfg->primary.host, s->cfg->primary.vm, kind, detail);
 }
 
 static int64_t elapsed(const struct svc *s)

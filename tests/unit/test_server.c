@@ -365,6 +365,20 @@ static void test_journal_write_read(void **state)
     j = journal_open(path, &err);
     assert_non_null(j);
     assert_int_equal(journal_append(j, &hello, &err), 4);
+    /* journal_note: received now; happened now unless told when. */
+    int64_t before = vcr_wall_ms();
+    journal_note(j, 0, "sb1", NULL, JOURNAL_MIGRATION, NULL);
+    journal_note(j, 1234, "h1", "web1", JOURNAL_VM_EVENT, NULL);
+    json_t *notes = journal_read(j, 4, 10, &err);
+    assert_int_equal(json_array_size(notes), 2);
+    json_t *n1 = json_array_get(notes, 0), *n2 = json_array_get(notes, 1);
+    assert_true(json_integer_value(json_object_get(n1, "rx_ms")) >= before);
+    assert_int_equal(json_integer_value(json_object_get(n1, "ts_ms")),
+                     json_integer_value(json_object_get(n1, "rx_ms")));
+    assert_int_equal(json_integer_value(json_object_get(n2, "ts_ms")), 1234);
+    assert_true(json_integer_value(json_object_get(n2, "rx_ms")) >= before);
+    assert_string_equal(json_string_value(json_object_get(n2, "vm")), "web1");
+    json_decref(notes);
     journal_close(j);
 
     assert_null(journal_open("/nonexistent/dir/journal.db", &err));
