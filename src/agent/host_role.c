@@ -90,9 +90,9 @@ static bool all_stopped(const struct host_role *r)
 static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
 {
     struct host_role *r = opaque;
-    json_t *body = json_pack("{s:s, s:s, s:s, s:I}", "vm", host_vm_name(vm), "state",
+    json_t *body = json_pack("{s:s, s:s, s:s, s:I, s:I}", "vm", host_vm_name(vm), "state",
                              vm_state_name(host_vm_state(vm)), "cause", host_vm_cause(vm), "ts_ms",
-                             (json_int_t)ts_ms);
+                             (json_int_t)ts_ms, "boots", (json_int_t)host_vm_boots(vm));
     if (body && host_vm_pid(vm) > 0)
         json_object_set_new(body, "pid", json_integer(host_vm_pid(vm)));
     if (body && host_vm_has_process(vm) && host_vm_qemu(vm))

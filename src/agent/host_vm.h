@@ -75,6 +75,8 @@ json_t *host_vm_json(const struct host_vm *vm);
 /* {"vm", "cpu_pct", "rss_kb"} for a `sample`, or NULL when there is no process. */
 json_t *host_vm_sample(struct host_vm *vm);
 /* The binary of the running QEMU (NULL when unknown). */
+/* Guest boots this agent has seen (vm_sm.boots). */
+uint32_t host_vm_boots(const struct host_vm *vm);
 const char *host_vm_qemu(const struct host_vm *vm);
 
 /* --- warm restart (docs/warm-restart.md, host_warm_restart.c) --- */

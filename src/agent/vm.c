@@ -377,6 +377,7 @@ bool vm_sm_starting(struct vm_sm *sm, const char *cause)
     sm->guest_shutdown = false;
     sm->stop_ordered = false;
     sm->shutdown_reason[0] = '\0';
+    sm->boots++;
     return set_state(sm, VM_STATE_STARTING, "%s", cause);
 }
 
@@ -412,6 +413,7 @@ bool vm_sm_qmp_event(struct vm_sm *sm, const char *name, json_t *data)
     }
     if (strcmp(name, "RESET") == 0) {
         bool guest = json_is_true(json_object_get(data, "guest"));
+        sm->boots++;
         return set_state(sm, sm->state, "qmp RESET (%s)", guest ? "guest" : "host");
     }
     if (strcmp(name, "STOP") == 0 && sm->state == VM_STATE_RUNNING)

@@ -90,6 +90,10 @@ struct vm_sm {
     bool guest_shutdown;      /* QMP SHUTDOWN with guest:true seen for this process */
     char shutdown_reason[64]; /* QMP SHUTDOWN "reason" */
     bool stop_ordered;        /* vm_stop / vm_kill / agent exit asked for it */
+    /* Guest boots seen by this agent: a QEMU started or adopted, or a RESET
+     * (reboot) inside it.  Reported as `boots` so that the server opens the
+     * primary's boot grace at every (re)start, by anyone (docs/protocol.md). */
+    uint32_t boots;
 };
 
 void vm_sm_init(struct vm_sm *sm, const char *cause);

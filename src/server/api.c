@@ -21,6 +21,7 @@
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/listen_guard.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
 
@@ -51,6 +52,7 @@ struct api {
     struct api_options opts;
     struct evhttp *http;
     uint16_t port;
+    struct listen_guard *guard;
     LIST_HEAD(, events_wait) waits;
     struct recovery *recovery; /* NULL: no recovery engine (GET /v1/services is empty) */
     struct migrator *migrator; /* NULL: no migrations */
@@ -304,6 +306,13 @@ static void handle_vm_kill(struct api *api, struct evhttp_request *req, const ch
 
 static void handle_vm_start(struct api *api, struct evhttp_request *req, const char *vm)
 {
+    struct inv_host *host = NULL;
+    cleanup_error vcr_error_t err = NULL;
+    if (inventory_find_vm(api->inv, vm, &host) && host &&
+        recovery_check_vm_start(api->recovery, host->name, vm, &err) < 0) {
+        reply_error(req, 409, "%s", vcr_error_msg(err));
+        return;
+    }
     handle_vm_order(api, req, vm, "start", "vm_start");
 }
 
@@ -745,6 +754,17 @@ static void handle_service_failback(struct api *api, struct evhttp_request *req,
     answer_service_order(req, body, &err);
 }
 
+static void handle_service_reset(struct api *api, struct evhttp_request *req, const char *name)
+{
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *body = NULL;
+    if (api->recovery == NULL)
+        vcr_error_make(&err, ENOENT, "no service `%s`: no recovery engine", name);
+    else
+        body = recovery_reset(api->recovery, name, &err);
+    answer_service_order(req, body, &err);
+}
+
 void api_set_recovery(struct api *api, struct recovery *rc)
 {
     api->recovery = rc;
@@ -775,6 +795,7 @@ static const struct route {
     {EVHTTP_REQ_GET, "/v1/services", handle_services},
     {EVHTTP_REQ_POST, "/v1/services/*/failover", handle_service_failover},
     {EVHTTP_REQ_POST, "/v1/services/*/failback", handle_service_failback},
+    {EVHTTP_REQ_POST, "/v1/services/*/reset", handle_service_reset},
 };
 
 /* Matches path against pattern segment by segment; the raw (still
@@ -880,7 +901,9 @@ int api_listen(struct api *api, const char *addr, uint16_t port, vcr_error_t *er
     if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sin, &len) < 0)
         return vcr_error_errno(err, "HTTP API: listen on %s:%u", addr, port);
     api->port = ntohs(sin.sin_port);
-    return 0;
+    api->guard =
+        listen_guard_new(api->base, evhttp_bound_socket_get_listener(bound), "HTTP API", err);
+    return api->guard ? 0 : -1;
 }
 
 uint16_t api_port(const struct api *api)
@@ -890,6 +913,8 @@ uint16_t api_port(const struct api *api)
 
 void api_free(struct api *api)
 {
+    if (api)
+        listen_guard_free(api->guard);
     if (api == NULL)
         return;
     journal_set_listener(api->journal, NULL, NULL);

@@ -27,10 +27,24 @@ struct check_target {
     uint32_t timeout_ms;
 };
 
+/* What one attempt found.  CHECK_INCONCLUSIVE: the attempt failed for a
+ * reason of this machine's (no file descriptor, no memory, no local port:
+ * EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL), so it says nothing about
+ * the service and must never count as a failure of it. */
+enum check_outcome {
+    CHECK_HEALTHY,
+    CHECK_UNHEALTHY,
+    CHECK_INCONCLUSIVE,
+};
+
 /* Called once per started check, never from inside check_start.  why is NULL
  * when healthy; body is what the service answered (HTTP body, may be ""), both
  * borrowed for the call.  The check is freed before done runs. */
-typedef void (*check_done_fn)(bool healthy, const char *why, const char *body, void *arg);
+typedef void (*check_done_fn)(enum check_outcome outcome, const char *why, const char *body,
+                              void *arg);
+
+/* True for the errno values that make an attempt inconclusive (above). */
+bool check_local_error(int error);
 
 /* All strings of t are copied. */
 struct check *check_start(struct event_base *base, const struct check_target *t, check_done_fn done,

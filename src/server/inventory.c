@@ -261,7 +261,7 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
 {
     const char *name, *address, *accel, *cause, *qemu, *ram, *ram_backing;
     enum inv_vm_state state;
-    int64_t pid, memory_mb, vcpus;
+    int64_t pid, memory_mb, vcpus, boots;
     if (!json_is_object(obj)) {
         vcr_error_make(err, EPROTO, "%s: expected an object", where);
         return NULL;
@@ -269,6 +269,7 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
     if (get_name(obj, where, "name", &name, err) < 0 ||
         get_state(obj, where, "state", &state, err) < 0 ||
         get_int(obj, where, "pid", false, &pid, err) < 0 ||
+        get_int(obj, where, "boots", false, &boots, err) < 0 ||
         get_string(obj, where, "address", false, &address, err) < 0 ||
         get_int(obj, where, "memory_mb", false, &memory_mb, err) < 0 ||
         get_int(obj, where, "vcpus", false, &vcpus, err) < 0 ||
@@ -289,6 +290,7 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
     }
     vm->state = state;
     vm->pid = pid;
+    vm->boots = json_object_get(obj, "boots") ? boots : -1;
     vm->memory_mb = memory_mb;
     vm->vcpus = vcpus;
     return vm;
@@ -398,12 +400,13 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
         return vcr_error_make(err, ENOENT, "vm_event: host `%s` has not said hello", host);
     const char *name, *cause, *qemu;
     enum inv_vm_state state;
-    int64_t ts_ms, pid;
+    int64_t ts_ms, pid, boots;
     if (get_name(msg, "vm_event", "vm", &name, err) < 0 ||
         get_state(msg, "vm_event", "state", &state, err) < 0 ||
         get_string(msg, "vm_event", "cause", true, &cause, err) < 0 ||
         get_int(msg, "vm_event", "ts_ms", true, &ts_ms, err) < 0 ||
         get_int(msg, "vm_event", "pid", false, &pid, err) < 0 ||
+        get_int(msg, "vm_event", "boots", false, &boots, err) < 0 ||
         get_string(msg, "vm_event", "qemu", false, &qemu, err) < 0)
         return -1;
     struct inv_vm *vm = host_find_vm(h, name);
@@ -416,6 +419,7 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
             vm_free(vm);
             return vcr_error_make(err, ENOMEM, "vm_event for `%s`: out of memory", name);
         }
+        vm->boots = -1;
         h->vms[h->n_vms++] = vm;
     }
     if (set_str(&vm->cause, cause) < 0 || (qemu && set_str(&vm->qemu, qemu) < 0))
@@ -438,6 +442,8 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
         vm->has_sample = false; /* the last sample described a process that is gone */
     if (json_object_get(msg, "pid"))
         vm->pid = pid;
+    if (json_object_get(msg, "boots"))
+        vm->boots = boots;
     return 0;
 }
 

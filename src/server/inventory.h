@@ -45,6 +45,7 @@ struct inv_vm {
     enum inv_vm_state state;
     char *cause;                 /* NULL until a hello or vm_event says why */
     int64_t pid;                 /* 0: not known */
+    int64_t boots;               /* guest boots the agent saw (vm_sm.boots); -1: not known */
     char *address;               /* NULL: not known */
     int64_t memory_mb;           /* 0: not known */
     int64_t vcpus;               /* 0: not known */

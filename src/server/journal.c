@@ -59,16 +59,16 @@ static int pragma_text(struct journal *j, const char *sql, char *out, size_t siz
 static int setup(struct journal *j, vcr_error_t *err)
 {
     char mode[32];
-    /* WAL lets readers run beside the writer; NORMAL sync in WAL mode survives a
-     * crash of the server, and an agent re-sends its full state on reconnect, so
-     * the events a power cut could cost are not the only record. */
+    /* WAL lets readers run beside the writer; FULL sync makes every event
+     * durable when its append returns (NORMAL would survive a crash of the
+     * server but lose the last events to a power cut). */
     if (pragma_text(j, "PRAGMA journal_mode=WAL", mode, sizeof(mode), err) < 0)
         return -1;
     if (strcmp(mode, "wal") != 0)
         return vcr_error_make(err, EIO, "journal `%s`: cannot use WAL mode (got `%s`)", j->path,
                               mode);
     char *msg = NULL;
-    if (sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, &msg) != SQLITE_OK) {
         vcr_error_make(err, EIO, "journal `%s`: %s", j->path, msg ? msg : "synchronous");
         sqlite3_free(msg);
         return -1;

@@ -449,8 +449,9 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     probe_port(arg);
 }
 
-static void on_port(bool healthy, const char *why, const char *body, void *arg)
+static void on_port(enum check_outcome outcome, const char *why, const char *body, void *arg)
 {
+    bool healthy = outcome == CHECK_HEALTHY;
     (void)body;
     struct mig *g = arg;
     g->check = NULL;

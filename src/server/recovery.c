@@ -30,7 +30,6 @@
 
 #define JOURNAL_RECOVERY "recovery"
 #define JOURNAL_FENCED   "fenced"
-#define JOURNAL_FAILBACK "failback"
 #define RETRY_MS         200
 #define RESOLVE_MS       1000
 
@@ -40,7 +39,9 @@ static const char *const state_names[] = {
     [SVC_RECOVERING] = "recovering",
     [SVC_RECOVERED] = "recovered",
     [SVC_FAILED] = "failed",
+    [SVC_STOPPED] = "stopped",
 };
+#define N_STATES (sizeof(state_names) / sizeof(state_names[0]))
 
 static const char *const phase_names[] = {
     [PH_NONE] = "none",
@@ -61,7 +62,7 @@ static int parse_name(const char *const *names, size_t n, const char *s)
 }
 
 static void advance(struct svc *s);
-static void failback_dns_done(struct svc *s, const char *error);
+static void clear_failed(struct svc *s, const char *why);
 
 /* --- the table --- */
 
@@ -76,7 +77,11 @@ static int db_exec(sqlite3 *db, const char *sql, vcr_error_t *err)
     return 0;
 }
 
-static void save(struct svc *s)
+/* A recovery state that cannot be saved is not acted on: what a restarted
+ * server reloads must never be behind what was done (docs/recovery.md). */
+#define SAVE_RETRY_MS 1000
+
+bool recovery_save(struct svc *s)
 {
     s->updated_ms = vcr_wall_ms();
     sqlite3_stmt *st = NULL;
@@ -102,10 +107,21 @@ static void save(struct svc *s)
             sqlite3_bind_null(st, 10);
         rc = sqlite3_step(st);
     }
+    const char *why = rc == SQLITE_DONE ? NULL : sqlite3_errmsg(s->rc->db);
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        log_error("service %s: saving its recovery state: %s", s->cfg->name,
-                  sqlite3_errmsg(s->rc->db));
+    if (why == NULL) {
+        if (s->unsaved)
+            log_info("service %s: its recovery state is saved again", s->cfg->name);
+        s->unsaved = false;
+        return true;
+    }
+    if (!s->unsaved)
+        log_error("service %s: cannot save its recovery state (%s): holding at phase %s, "
+                  "retrying every %d ms",
+                  s->cfg->name, why, phase_names[s->phase], SAVE_RETRY_MS);
+    s->unsaved = true;
+    s->save_retry_at = vcr_mono_ms() + SAVE_RETRY_MS;
+    return false;
 }
 
 static void load(struct svc *s)
@@ -118,7 +134,7 @@ static void load(struct svc *s)
         return;
     sqlite3_bind_text(st, 1, s->cfg->name, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) == SQLITE_ROW) {
-        int state = parse_name(state_names, 5, (const char *)sqlite3_column_text(st, 0));
+        int state = parse_name(state_names, N_STATES, (const char *)sqlite3_column_text(st, 0));
         int phase = parse_name(phase_names, 7, (const char *)sqlite3_column_text(st, 1));
         const char *cause = (const char *)sqlite3_column_text(st, 2);
         const char *error = (const char *)sqlite3_column_text(st, 3);
@@ -135,7 +151,8 @@ static void load(struct svc *s)
             json_decref(s->timeline);
             s->timeline = json_array();
         }
-        if (s->state == SVC_DEGRADED)
+        /* Both are read from the agents' reports again. */
+        if (s->state == SVC_DEGRADED || s->state == SVC_STOPPED)
             s->state = SVC_OK;
     }
     sqlite3_finalize(st);
@@ -179,11 +196,11 @@ static void phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
     s->phase = phase;
     s->step = STEP_IDLE;
     record(s, phase_names[phase], extra);
-    save(s);
-    advance(s);
+    if (recovery_save(s))
+        advance(s);
 }
 
-static void cancel_io(struct svc *s)
+void recovery_cancel_io(struct svc *s)
 {
     check_cancel(s->check);
     s->check = NULL;
@@ -196,17 +213,21 @@ static void cancel_io(struct svc *s)
 
 void recovery_fail(struct svc *s, const char *fmt, ...)
 {
+    /* Formatted aside first: callers pass s->error (the last attempt's cause)
+     * as an argument, and formatting into it would overwrite it as it is read. */
+    char message[sizeof(s->error)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->error, sizeof(s->error), fmt, ap);
+    vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    cancel_io(s);
+    memcpy(s->error, message, sizeof(s->error));
+    recovery_cancel_io(s);
     s->state = SVC_FAILED;
     s->step = STEP_IDLE;
     log_error("service %s: recovery FAILED after phase %s: %s (retry: vcr failover %s)",
               s->cfg->name, phase_names[s->phase], s->error, s->cfg->name);
     record(s, "failed", json_pack("{s:s, s:s}", "error", s->error, "after", phase_names[s->phase]));
-    save(s);
+    recovery_save(s);
 }
 
 bool recovery_vm_down(struct svc *s)
@@ -227,7 +248,7 @@ bool recovery_vm_down(struct svc *s)
     }
 }
 
-static bool primary_running(struct svc *s)
+bool recovery_primary_running(const struct svc *s)
 {
     struct inv_host *h = NULL;
     struct inv_vm *vm = inventory_find_vm(s->rc->inv, s->cfg->primary.vm, &h);
@@ -237,7 +258,7 @@ static bool primary_running(struct svc *s)
 
 /* The standby host that holds the service's container now: a migration
  * (docs/migration.md) may have moved it off the configured one. */
-static const char *container_host(const struct svc *s)
+const char *recovery_container_host(const struct svc *s)
 {
     const struct inv_host *h =
         inventory_find_container_host(s->rc->inv, s->cfg->standby.container, s->cfg->standby.host);
@@ -308,6 +329,13 @@ void recovery_on_hello(struct recovery *rc, const char *host)
 
 void recovery_probe_result(struct svc *s, bool ok, const char *why)
 {
+    if (s->state == SVC_FAILED && !s->on_standby && s->step == STEP_IDLE) {
+        if (ok)
+            clear_failed(s, "its primary answers again");
+        else
+            snprintf(s->probe.last_error, sizeof(s->probe.last_error), "%s", why ? why : "failed");
+        return;
+    }
     if (s->state != SVC_OK && s->state != SVC_DEGRADED)
         return;
     if (ok) {
@@ -345,7 +373,7 @@ void recovery_probe_result(struct svc *s, bool ok, const char *why)
     s->state = SVC_DEGRADED;
     /* Only while the VM runs is it the service that failed; a dead VM is the
      * host agent's to report. */
-    if (s->probe.failures >= s->cfg->check.failures && primary_running(s)) {
+    if (s->probe.failures >= s->cfg->check.failures && recovery_primary_running(s)) {
         char cause[200];
         snprintf(cause, sizeof(cause), "service: %u consecutive %s probe failures (%.120s)",
                  s->probe.failures, check_type_name(s->cfg->check.type), s->probe.last_error);
@@ -361,6 +389,8 @@ void recovery_fenced(struct svc *s, const char *how, int64_t waited_ms)
         json_pack("{s:s, s:s, s:s, s:I}", "service", s->cfg->name, "how", how, "vm",
                   s->cfg->primary.vm, "waited_ms", (json_int_t)waited_ms);
     recovery_journal(s, JOURNAL_FENCED, detail);
+    /* Its agent's report that the VM is down may trail the kill's reply. */
+    s->refence_at = vcr_mono_ms() + 2000;
     phase_done(s, PH_FENCED,
                json_pack("{s:s, s:I}", "how", how, "waited_ms", (json_int_t)waited_ms));
 }
@@ -389,7 +419,7 @@ static void on_container_reply(enum order_outcome outcome, const char *message, 
         (strstr(message, "running") || strstr(message, "already")))
         ok = true;
     if (!ok) {
-        recovery_fail(s, "%s %s on %s: %s", action, s->cfg->standby.container, s->cfg->standby.host,
+        recovery_fail(s, "%s %s on %s: %s", action, s->cfg->standby.container, s->target_host,
                       message ? message : "failed");
         return;
     }
@@ -410,34 +440,118 @@ static void container_order(struct svc *s, const char *action)
     if (members && c->standby.template)
         json_object_set_new(members, "template", json_string(c->standby.template));
     cleanup_error vcr_error_t err = NULL;
-    if (agents_send_order_with(s->rc->agents, c->standby.host, action, c->standby.container,
-                               members, RECOVERY_CONTAINER_ORDER_MS, on_container_reply, s,
-                               &err) < 0) {
-        recovery_fail(s, "%s %s: standby %s: %s", action, c->standby.container, c->standby.host,
+    if (agents_send_order_with(s->rc->agents, s->target_host, action, c->standby.container, members,
+                               RECOVERY_CONTAINER_ORDER_MS, on_container_reply, s, &err) < 0) {
+        recovery_fail(s, "%s %s: standby %s: %s", action, c->standby.container, s->target_host,
                       vcr_error_msg(err));
         return;
     }
     s->order_pending = true;
 }
 
+/* A standby host that is connected and has reported its containers. */
+static bool standby_reporting(const struct inv_host *h)
+{
+    return h && h->state == INV_HOST_CONNECTED && h->role && strcmp(h->role, "standby") == 0 &&
+           json_is_array(h->containers);
+}
+
+/* Where the container comes from: a warm one runs already only if a connected
+ * standby host says so now; otherwise it is started or created where it can be
+ * (standby.host, then standby.fallback_host), at once rather than after the
+ * port deadline.  *action is NULL when the warm container runs. */
+static const char *container_plan(struct svc *s, const char **action, char *why, size_t why_size)
+{
+    const struct service_config *c = s->cfg;
+    struct inv_host *h =
+        inventory_find_container_host(s->rc->inv, c->standby.container, c->standby.host);
+    if (h == NULL)
+        h = inventory_find_host(s->rc->inv, c->standby.host);
+    json_t *ct = standby_reporting(h) ? inventory_host_container(h, c->standby.container) : NULL;
+    const char *state = json_string_value(json_object_get(ct, "state"));
+    *action = "container_create";
+    if (standby_reporting(h)) {
+        if (c->standby.mode == STANDBY_WARM && state && strcmp(state, "running") == 0) {
+            *action = NULL;
+            return h->name;
+        }
+        if (ct)
+            *action = "container_start";
+        return h->name;
+    }
+    snprintf(why, why_size, "standby host %s is %s", c->standby.host,
+             h ? inv_host_state_name(h->state) : "not connected");
+    struct inv_host *f =
+        c->standby.fallback_host ? inventory_find_host(s->rc->inv, c->standby.fallback_host) : NULL;
+    if (standby_reporting(f)) {
+        ct = inventory_host_container(f, c->standby.container);
+        state = json_string_value(json_object_get(ct, "state"));
+        if (state && strcmp(state, "running") == 0)
+            *action = NULL;
+        else if (ct)
+            *action = "container_start";
+        return f->name;
+    }
+    return NULL;
+}
+
 static void container_step(struct svc *s)
 {
-    if (s->cfg->standby.mode == STANDBY_WARM) {
-        phase_done(s, PH_CONTAINER_READY,
-                   json_pack("{s:s, s:s}", "container", s->cfg->standby.container, "note",
-                             "warm: runs already"));
+    const char *action;
+    char why[200] = "";
+    const char *host = container_plan(s, &action, why, sizeof(why));
+    if (host == NULL) {
+        recovery_fail(s, "no standby can take container %s: %s%s%s", s->cfg->standby.container, why,
+                      s->cfg->standby.fallback_host ? ", and fallback host "
+                                                    : "; no standby.fallback_host is configured",
+                      s->cfg->standby.fallback_host ? s->cfg->standby.fallback_host : "");
         return;
     }
+    snprintf(s->target_host, sizeof(s->target_host), "%s", host);
+    if (action == NULL) {
+        phase_done(s, PH_CONTAINER_READY,
+                   json_pack("{s:s, s:s, s:s}", "container", s->cfg->standby.container, "host",
+                             host, "note", "warm: runs already"));
+        return;
+    }
+    if (why[0] || s->cfg->standby.mode == STANDBY_WARM)
+        log_warn("service %s: container %s: %s on %s (%s)", s->cfg->name, s->cfg->standby.container,
+                 action, host, why[0] ? why : "the warm container is not running");
     s->step = STEP_CONTAINER;
     s->step_started = vcr_mono_ms();
-    s->stage = 0;
-    container_order(s, "container_create");
+    s->stage = strcmp(action, "container_start") == 0 ? 1 : 0;
+    container_order(s, action);
+}
+
+/* Fire and forget: a cold container left by a failed recovery is stopped; a
+ * later recovery starts it again (container_create answers that it exists). */
+static void on_cold_container_stopped(enum order_outcome outcome, const char *message,
+                                      json_t *reply, void *opaque)
+{
+    struct svc *s = opaque;
+    (void)reply;
+    if (outcome != ORDER_DONE)
+        log_warn("service %s: stopping container %s: %s", s->cfg->name, s->cfg->standby.container,
+                 message ? message : "failed");
+}
+
+void recovery_stop_cold_container(struct svc *s)
+{
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
+    if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_stop",
+                               s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
+                               on_cold_container_stopped, s, &err) < 0)
+        log_warn("service %s: stopping container %s: %s", s->cfg->name, s->cfg->standby.container,
+                 vcr_error_msg(err));
 }
 
 /* --- port, DNS, client confirmation --- */
 
-static void on_port_checked(bool healthy, const char *why, const char *body, void *arg)
+static void on_port_checked(enum check_outcome outcome, const char *why, const char *body,
+                            void *arg)
 {
+    bool healthy = outcome == CHECK_HEALTHY;
     struct svc *s = arg;
     (void)body;
     s->check = NULL;
@@ -472,7 +586,7 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
                          outcome->elapsed_ms));
 }
 
-static int dns_switch(struct svc *s, const char *address)
+int recovery_dns_switch(struct svc *s, const char *address)
 {
     const struct dns_settings *d = s->rc->cfg->dns;
     struct dns_update_config dc = {
@@ -492,8 +606,10 @@ static int dns_switch(struct svc *s, const char *address)
     return 0;
 }
 
-static void on_confirm_checked(bool healthy, const char *why, const char *body, void *arg)
+static void on_confirm_checked(enum check_outcome outcome, const char *why, const char *body,
+                               void *arg)
 {
+    bool healthy = outcome == CHECK_HEALTHY;
     struct svc *s = arg;
     s->check = NULL;
     if (!healthy) {
@@ -554,10 +670,10 @@ static void timed_step_tick(struct svc *s, int64_t now)
         if (s->step == STEP_PORT)
             recovery_fail(s, "port %s:%u of container %s not open within %d ms: %s",
                           s->cfg->standby.address, s->cfg->primary.port, s->cfg->standby.container,
-                          RECOVERY_PORT_DEADLINE_MS, s->error);
+                          s->rc->cfg->port_timeout_ms, s->error);
         else
             recovery_fail(s, "client confirmation of %s not achieved within %d ms: %s",
-                          s->cfg->dns_name, RECOVERY_CONFIRM_DEADLINE_MS, s->error);
+                          s->cfg->dns_name, s->rc->cfg->confirm_timeout_ms, s->error);
         return;
     }
     s->retry_at = now + RETRY_MS;
@@ -593,131 +709,25 @@ static void advance(struct svc *s)
         container_step(s);
         break;
     case PH_CONTAINER_READY:
-        timed_step(s, STEP_PORT, RECOVERY_PORT_DEADLINE_MS);
+        timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
         break;
     case PH_PORT_OPEN:
         s->step = STEP_DNS;
-        if (dns_switch(s, s->cfg->standby.address) < 0)
+        if (recovery_dns_switch(s, s->cfg->standby.address) < 0)
             recovery_fail(s, "%s", s->error);
         break;
     case PH_DNS_UPDATED:
-        timed_step(s, STEP_CONFIRM, RECOVERY_CONFIRM_DEADLINE_MS);
+        timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
         break;
     case PH_CLIENT_CONFIRMED:
         s->state = SVC_RECOVERED;
         s->step = STEP_IDLE;
         s->error[0] = '\0';
-        save(s);
+        recovery_save(s);
         log_info("service %s: recovered: %s -> %s in %lld ms", s->cfg->name, s->cfg->dns_name,
                  s->cfg->standby.address, (long long)elapsed(s));
         break;
     }
-}
-
-/* --- failback --- */
-
-static void failback_record(struct svc *s, const char *phase, const char *error)
-{
-    cleanup_json json_t *detail =
-        json_pack("{s:s, s:s, s:s, s:I, s:s?}", "service", s->cfg->name, "phase", phase, "mode",
-                  standby_mode_name(s->cfg->standby.mode), "elapsed_ms",
-                  (json_int_t)(vcr_mono_ms() - s->step_started), "error", error);
-    recovery_journal(s, JOURNAL_FAILBACK, detail);
-    log_info("service %s: failback: %s%s%s", s->cfg->name, phase, error ? ": " : "",
-             error ? error : "");
-}
-
-static void failback_fail(struct svc *s, const char *error)
-{
-    snprintf(s->error, sizeof(s->error), "failback: %s", error);
-    failback_record(s, "failed", error);
-    cancel_io(s);
-    s->step = STEP_IDLE;
-    save(s);
-}
-
-static void failback_done(struct svc *s)
-{
-    failback_record(s, "done", NULL);
-    s->step = STEP_IDLE;
-    s->state = SVC_OK;
-    s->phase = PH_NONE;
-    s->on_standby = false;
-    s->error[0] = '\0';
-    s->probe.failures = 0;
-    s->probe.answered = true; /* its check passed before DNS went back */
-    s->probe.next_ms = 0;
-    save(s);
-}
-
-static void on_failback_stop(enum order_outcome outcome, const char *message, json_t *reply,
-                             void *opaque)
-{
-    struct svc *s = opaque;
-    (void)reply;
-    s->order_pending = false;
-    if (s->rc->stopping || s->step != STEP_FAILBACK)
-        return;
-    if (outcome != ORDER_DONE) {
-        /* DNS already points at the primary: say so, and leave the container. */
-        log_warn("service %s: failback: could not remove container %s: %s", s->cfg->name,
-                 s->cfg->standby.container, message);
-        failback_record(s, "container_stop_failed", message);
-        failback_done(s);
-        return;
-    }
-    if (s->stage == 2) {
-        s->stage = 3;
-        cleanup_error vcr_error_t err = NULL;
-        cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-        if (agents_send_order_with(s->rc->agents, container_host(s), "container_destroy",
-                                   s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                                   on_failback_stop, s, &err) >= 0) {
-            s->order_pending = true;
-            return;
-        }
-    }
-    failback_record(s, "container_stopped", NULL);
-    failback_done(s);
-}
-
-static void failback_dns_done(struct svc *s, const char *error)
-{
-    if (error) {
-        failback_fail(s, error);
-        return;
-    }
-    s->on_standby = false;
-    failback_record(s, "dns_updated", NULL);
-    if (s->cfg->standby.mode != STANDBY_COLD) {
-        failback_done(s);
-        return;
-    }
-    s->stage = 2;
-    cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-    if (agents_send_order_with(s->rc->agents, container_host(s), "container_stop",
-                               s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                               on_failback_stop, s, &err) < 0) {
-        failback_record(s, "container_stop_failed", vcr_error_msg(err));
-        failback_done(s);
-        return;
-    }
-    s->order_pending = true;
-}
-
-static void on_failback_probe(bool healthy, const char *why, const char *body, void *arg)
-{
-    struct svc *s = arg;
-    (void)body;
-    s->check = NULL;
-    if (!healthy) {
-        failback_fail(s, why);
-        return;
-    }
-    failback_record(s, "primary_ok", NULL);
-    if (dns_switch(s, s->cfg->primary.address) < 0)
-        failback_fail(s, s->error);
 }
 
 /* --- API --- */
@@ -749,11 +759,11 @@ static json_t *svc_json(struct svc *s)
         standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
         standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
         "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
-        "host", container_host(s), "container", c->standby.container, "address", c->standby.address,
-        "container_state", provision_container_state(s), "provision_error", provision_last_error(s),
-        "check", "type", check_type_name(c->check.type), "failures", (int)s->probe.failures,
-        "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL, "recovery",
-        rec ? rec : json_null());
+        "host", recovery_container_host(s), "container", c->standby.container, "address",
+        c->standby.address, "container_state", provision_container_state(s), "provision_error",
+        provision_last_error(s), "check", "type", check_type_name(c->check.type), "failures",
+        (int)s->probe.failures, "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL,
+        "recovery", rec ? rec : json_null());
 }
 
 json_t *recovery_services_json(struct recovery *rc)
@@ -787,9 +797,11 @@ json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *er
         s->error[0] = '\0';
         s->started_mono = vcr_mono_ms();
         record(s, "retry", json_pack("{s:s}", "after", phase_names[s->phase]));
-        save(s);
+        recovery_save(s);
         advance(s);
     } else {
+        if (s->state == SVC_STOPPED)
+            s->state = SVC_OK; /* an operator may fail over a primary in maintenance */
         detect(s, "manual failover (vcr failover)");
     }
     return json_pack("{s:s, s:s, s:s}", "service", name, "state", state_names[s->state], "phase",
@@ -801,36 +813,89 @@ json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *er
     struct svc *s = find_svc(rc, name, err);
     if (s == NULL)
         return NULL;
-    if (s->state != SVC_RECOVERED || s->step != STEP_IDLE || s->order_pending) {
-        vcr_error_make(err, EBUSY, "service `%s` is %s%s; failback needs a finished recovery", name,
-                       state_names[s->state], s->step != STEP_IDLE ? " (busy)" : "");
-        return NULL;
-    }
-    if (!primary_running(s)) {
+    /* From `failed` too when DNS already points at the container (the
+     * confirmation failed): it is served there, failback is the way back. */
+    bool served = s->state == SVC_RECOVERED || (s->state == SVC_FAILED && s->on_standby);
+    if (!served || s->step != STEP_IDLE || s->order_pending) {
         vcr_error_make(err, EBUSY,
-                       "service `%s`: primary VM `%s` on host `%s` is not running; "
-                       "start it first",
-                       name, s->cfg->primary.vm, s->cfg->primary.host);
+                       "service `%s` is %s%s; failback needs a service served by its standby "
+                       "(recovered)%s",
+                       name, state_names[s->state], s->step != STEP_IDLE ? " (busy)" : "",
+                       s->state == SVC_FAILED ? "; `vcr service reset` clears a failed recovery "
+                                                "that never switched DNS"
+                                              : "");
         return NULL;
     }
-    s->step = STEP_FAILBACK;
-    s->step_started = vcr_mono_ms();
-    s->stage = 0;
-    failback_record(s, "started", NULL);
-    struct check_target t = {
-        .type = s->cfg->check.type,
-        .address = s->cfg->primary.address,
-        .port = s->cfg->primary.port,
-        .path = s->cfg->check.path,
-        .timeout_ms = s->cfg->check.timeout_ms,
-    };
-    s->check = check_start(rc->base, &t, on_failback_probe, s, err);
-    if (s->check == NULL) {
-        s->step = STEP_IDLE;
+    if (failback_start(s, err) < 0)
         return NULL;
-    }
     return json_pack("{s:s, s:s, s:s}", "service", name, "state", state_names[s->state], "failback",
                      "started");
+}
+
+/* A failed recovery that never moved DNS: the primary serves the name again
+ * (or will once it runs).  A cold container it created is stopped; a warm one
+ * is the provisioning's again. */
+static void clear_failed(struct svc *s, const char *why)
+{
+    recovery_cancel_io(s);
+    bool cold_container = s->cfg->standby.mode == STANDBY_COLD && s->phase >= PH_CONTAINER_READY;
+    s->state = SVC_OK;
+    s->step = STEP_IDLE;
+    s->error[0] = '\0';
+    record(s, "cleared", json_pack("{s:s, s:s}", "why", why, "after", phase_names[s->phase]));
+    s->phase = PH_NONE;
+    s->probe.failures = 0;
+    s->probe.next_ms = 0;
+    s->provision.retry_at = 0;
+    s->provision.backoff_ms = 0;
+    log_info("service %s: failed recovery cleared: %s", s->cfg->name, why);
+    recovery_save(s);
+    if (cold_container)
+        recovery_stop_cold_container(s);
+}
+
+json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err)
+{
+    struct svc *s = find_svc(rc, name, err);
+    if (s == NULL)
+        return NULL;
+    if (s->state != SVC_FAILED) {
+        vcr_error_make(err, EBUSY, "service `%s` is %s; reset clears a failed recovery only", name,
+                       state_names[s->state]);
+        return NULL;
+    }
+    if (s->step != STEP_IDLE || s->order_pending) {
+        vcr_error_make(err, EBUSY, "service `%s`: an order of its recovery is still pending", name);
+        return NULL;
+    }
+    if (s->on_standby) {
+        vcr_error_make(err, EBUSY,
+                       "service `%s`: DNS points at its standby container; `vcr failback %s` "
+                       "moves it back to the primary",
+                       name, name);
+        return NULL;
+    }
+    clear_failed(s, "reset by the operator (vcr service reset)");
+    /* Whatever the primary does now is a fresh start for the probes. */
+    s->probe.answered = false;
+    s->probe.unanswered_since = 0;
+    return json_pack("{s:s, s:s}", "service", name, "state", state_names[s->state]);
+}
+
+int recovery_check_vm_start(struct recovery *rc, const char *host, const char *vm, vcr_error_t *err)
+{
+    for (size_t i = 0; rc && i < rc->n_svcs; i++) {
+        struct svc *s = &rc->svcs[i];
+        if (strcmp(s->cfg->primary.host, host) != 0 || strcmp(s->cfg->primary.vm, vm) != 0)
+            continue;
+        if (s->on_standby || (s->state == SVC_RECOVERING && s->phase >= PH_FENCED))
+            return vcr_error_make(err, EBUSY,
+                                  "VM `%s` is the primary of service `%s`, which is served by its "
+                                  "standby container now: started, it would answer beside it; "
+                                  "`vcr failback %s` starts it and moves the service back",
+                                  vm, s->cfg->name, s->cfg->name);
+    }
+    return 0;
 }
 
 /* --- the tick --- */
@@ -868,12 +933,22 @@ static bool resume_ready(struct svc *s, int64_t now)
 
 static void svc_tick(struct svc *s, int64_t now)
 {
+    recovery_watch_primary(s, now);
+    if (s->unsaved) {
+        /* Hold until the state is durable; then go on from where it stopped. */
+        if (now >= s->save_retry_at && recovery_save(s) && s->state == SVC_RECOVERING &&
+            s->step == STEP_IDLE)
+            advance(s);
+        return;
+    }
     switch (s->step) {
     case STEP_IDLE:
-        if ((s->state == SVC_OK || s->state == SVC_DEGRADED) && primary_running(s))
+        if ((s->state == SVC_OK || s->state == SVC_DEGRADED) && recovery_primary_running(s))
             probe_due(s, now);
         else if (s->state == SVC_OK || s->state == SVC_DEGRADED)
             resync_primary(s);
+        else if (s->state == SVC_FAILED && !s->on_standby && recovery_primary_running(s))
+            probe_due(s, now); /* a primary that answers again clears the failure */
         break;
     case STEP_RESUME_WAIT:
         if (resume_ready(s, now)) {
@@ -889,6 +964,9 @@ static void svc_tick(struct svc *s, int64_t now)
     case STEP_PORT:
     case STEP_CONFIRM:
         timed_step_tick(s, now);
+        break;
+    case STEP_FAILBACK:
+        failback_tick(s, now);
         break;
     default:
         break;
@@ -933,7 +1011,7 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
     }
     sqlite3_busy_timeout(rc->db, 2000);
     if (db_exec(rc->db,
-                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA synchronous=FULL;"
                 "CREATE TABLE IF NOT EXISTS recoveries (service TEXT PRIMARY KEY,"
                 " state TEXT NOT NULL, phase TEXT NOT NULL, mode TEXT, cause TEXT, error TEXT,"
                 " started_ms INTEGER, updated_ms INTEGER NOT NULL, on_standby INTEGER NOT NULL"
@@ -973,7 +1051,7 @@ void recovery_stop(struct recovery *rc)
         return;
     rc->stopping = true;
     for (size_t i = 0; i < rc->n_svcs; i++) {
-        cancel_io(&rc->svcs[i]);
+        recovery_cancel_io(&rc->svcs[i]);
         probe_stop(&rc->svcs[i].probe);
     }
 }

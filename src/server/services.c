@@ -45,6 +45,7 @@ static const cyaml_schema_field_t standby_fields[] = {
     RAW_STR("prefix", struct services_raw_standby, prefix),
     RAW_STR("gateway", struct services_raw_standby, gateway),
     RAW_STR("template", struct services_raw_standby, template),
+    RAW_STR("fallback_host", struct services_raw_standby, fallback_host),
     CYAML_FIELD_END,
 };
 
@@ -314,6 +315,12 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
     if (sb->template)
         need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
+    if (sb->fallback_host) {
+        need_name(c, PATH("standby.fallback_host"), sb->fallback_host, &s->standby.fallback_host);
+        if (sb->host && strcmp(sb->fallback_host, sb->host) == 0)
+            bad(c, "`%s`: `%s` is `standby.host` too; allowed: another standby VM's agent",
+                PATH("standby.fallback_host"), sb->fallback_host);
+    }
     if (s->standby.address && s->primary.address &&
         strcmp(s->standby.address, s->primary.address) == 0)
         bad(c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
@@ -396,6 +403,7 @@ void services_free(struct service_config *services, size_t n)
         free(s->standby.address);
         free(s->standby.gateway);
         free(s->standby.template);
+        free(s->standby.fallback_host);
     }
     free(services);
 }

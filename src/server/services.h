@@ -78,6 +78,9 @@ struct service_config {
         uint32_t prefix;
         char *gateway;  /* NULL: none */
         char *template; /* NULL: the agent's default */
+        /* Where the container is created cold when `host` cannot take the
+         * recovery (lost, or not running the warm container); NULL: none. */
+        char *fallback_host;
     } standby;
 };
 
@@ -99,7 +102,7 @@ struct services_raw_check {
     char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
 };
 struct services_raw_standby {
-    char *mode, *host, *container, *address, *prefix, *gateway, *template;
+    char *mode, *host, *container, *address, *prefix, *gateway, *template, *fallback_host;
 };
 struct services_raw_service {
     char *name, *dns_name, *ttl;
