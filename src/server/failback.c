@@ -198,7 +198,8 @@ int failback_start(struct svc *s, vcr_error_t *err)
     s->retry_at = s->step_started;
     s->stage = 0;
     s->error[0] = '\0';
-    uint32_t grace = c->check.boot_grace_ms ? c->check.boot_grace_ms : SERVICES_DEFAULT_BOOT_GRACE_MS;
+    uint32_t grace =
+        c->check.boot_grace_ms ? c->check.boot_grace_ms : SERVICES_DEFAULT_BOOT_GRACE_MS;
     s->wait_until = s->step_started + (running ? FAILBACK_RUNNING_PROBE_MS : grace);
     failback_record(s, "started", NULL);
     if (running)

@@ -575,6 +575,25 @@ static json_t *vm_json_base(const struct inv_vm *vm)
                      vm->has_sample ? json_integer(vm->sample_ts_ms) : json_null());
 }
 
+/* A container is only as known as its host: a lost host's are `unknown`, with
+ * the state last reported as `last_state` (as for VMs). */
+static json_t *containers_json(const struct inv_host *h)
+{
+    if (h->state != INV_HOST_LOST)
+        return json_incref(h->containers);
+    json_t *list = json_deep_copy(h->containers);
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c)
+    {
+        json_t *state = json_object_get(c, "state");
+        if (state)
+            json_object_set(c, "last_state", state);
+        json_object_set_new(c, "state", json_string("unknown"));
+    }
+    return list;
+}
+
 json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64_t now_wall_ms)
 {
     cleanup_json json_t *hosts = json_array();
@@ -595,7 +614,7 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
             h->agent_version, "agent_pid", (json_int_t)h->agent_pid, "last_seen_ms",
             (json_int_t)(now_wall_ms - (now_ms - h->last_seen_ms)), "vms", vms);
         if (host && h->containers)
-            json_object_set(host, "containers", h->containers);
+            json_object_set_new(host, "containers", containers_json(h));
         if (host && h->vm_load)
             json_object_set(host, "vm_load", h->vm_load);
         if (json_array_append_new(hosts, host) < 0)

@@ -657,9 +657,10 @@ static void test_inventory_heartbeat_timeout(void **state)
     cleanup_error vcr_error_t err = NULL;
     bool came_up;
     json_t *h1 = hello_msg("node1");
-    json_t *h2 = proto_msg_new("hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[]}", "host",
-                                                  "node2", "role", "standby", "agent_version",
-                                                  "0.1.0", "pid", 1, "accel", "kvm", "vms"));
+    json_t *h2 = proto_msg_new(
+        "hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[], s:[{s:s, s:s}]}", "host", "node2",
+                           "role", "standby", "agent_version", "0.1.0", "pid", 1, "accel", "kvm",
+                           "vms", "containers", "name", "web1-c", "state", "running"));
     assert_non_null(inventory_apply_hello(inv, h1, 10000, &came_up, &err));
     assert_non_null(inventory_apply_hello(inv, h2, 10000, &came_up, &err));
     struct lost_log log = {.n = 0};
@@ -693,6 +694,13 @@ static void test_inventory_heartbeat_timeout(void **state)
         assert_non_null(last);
         assert_string_not_equal(last, "unknown");
     }
+    /* So are its containers: a container is only as known as its host. */
+    json_t *lcts = json_object_get(json_array_get(json_object_get(lost, "hosts"), 1), "containers");
+    assert_int_equal(json_array_size(lcts), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lcts, 0), "state")),
+                        "unknown");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lcts, 0), "last_state")),
+                        "running");
     json_decref(lost);
 
     /* A hello brings it back, and it is reported up. */
