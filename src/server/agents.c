@@ -436,6 +436,25 @@ static const struct proto_conn_ops session_ops = {
     .closed = session_closed,
 };
 
+/* One line per 10 s at most about connections the agent port turned away. */
+static void agents_note_refused(struct agents *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void agents_note_refused(struct agents *a, const char *fmt, ...)
+{
+    a->refused++;
+    int64_t now = vcr_mono_ms();
+    if (a->refused_logged_ms && now - a->refused_logged_ms < 10000)
+        return;
+    char line[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    log_warn("%s (%llu turned away so far)", line, (unsigned long long)a->refused);
+    a->refused_logged_ms = now;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
                       void *arg)
 {
@@ -465,8 +484,13 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
             if (it->host == NULL && !it->closing)
                 old = it;
         }
-        if (old)
+        if (old) {
             session_destroy(old);
+            agents_note_refused(a,
+                                "agent connection dropped: more than %d connections without a "
+                                "hello; the oldest one is closed",
+                                AGENTS_PENDING_MAX);
+        }
     }
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL) {

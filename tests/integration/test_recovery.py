@@ -323,23 +323,21 @@ def test_6_dns_down_then_failover(rig):
 
 
 def test_7_failback(rig):
-    for name in ("web1", "web2"):
-        r = rig.vcr.run("vm", "start", name, timeout=40)
-        assert r.returncode == 0, r.stderr
-    for name in ("web1", "web2"):
-        address = WEBS[name][2]
-        labkit.wait_for(f"{name} answering again", lambda: answers(address, name),
-                        BOOT_TIMEOUT, interval=0.5)
+    # While its service is served by the standby, a primary must not run beside it:
+    # `vcr vm start` is refused; failback starts it, waits for its answer, then switches.
+    r = rig.vcr.run("vm", "start", "web1", timeout=40)
+    assert r.returncode != 0 and "vcr failback web1" in r.stderr, (r.returncode, r.stderr)
     since = rig.last_event()
     for name in ("web2", "web1"):
         r = rig.vcr.run("failback", name)
         assert r.returncode == 0, r.stderr
     for name in ("web2", "web1"):
-        s = rig.wait_state(name, "ok", 60)
+        s = rig.wait_state(name, "ok", BOOT_TIMEOUT)
         assert s["served_by"] == "primary", s
         assert client_sees(name, WEBS[name][2])
         phases = [e["detail"]["phase"] for e in rig.phases(name, since, "failback")]
-        assert phases[0] == "started" and phases[-1] == "done", phases
+        assert phases[0] == "started" and "primary_started" in phases and \
+            phases[-1] == "done", phases
     # The cold container is gone; the warm one keeps running for the next failure.
     labkit.wait_for("web2-c gone", lambda: "web2-c" not in rig.containers(), 30)
     assert labkit.http_get(WEBS["web2"][4], timeout=1) is None
@@ -408,3 +406,130 @@ def test_8_agent_partition_self_fences_before_switch(rig, record_property):
         agent.signal(signal.SIGCONT)
     record_property("partition_client_visible_ms", ms)
     print(f"agent partition: client-visible recovery {ms} ms")
+
+
+# --- the defects of issue 13, on the real lab (docs/recovery.md "The primary's life") ---
+
+def recovery_detections(r, name, since):
+    return [e for e in r.phases(name, since) if e["detail"]["phase"] == "detected"]
+
+
+def test_9_failback_of_web2_then_stop_and_start_is_no_failure(rig):
+    """A primary stopped on purpose reads `stopped`; started again, it boots inside its
+    boot grace: no probe failure counts until it has answered (it was killed while
+    booting before)."""
+    r = rig.vcr.run("failback", "web2")
+    assert r.returncode == 0, r.stderr
+    rig.wait_state("web2", "ok", BOOT_TIMEOUT)
+    since = rig.last_event()
+    r = rig.vcr.run("vm", "stop", "web2", timeout=40)
+    assert r.returncode == 0, r.stderr
+    s = rig.wait_state("web2", "stopped", 30)
+    assert s["served_by"] == "primary", s
+    table = rig.vcr.run("services")
+    assert "stopped" in table.stdout, table.stdout
+    r = rig.vcr.run("vm", "start", "web2", timeout=40)
+    assert r.returncode == 0, r.stderr
+    labkit.wait_for("web2 answering again", lambda: answers(WEBS["web2"][2], "web2"),
+                    BOOT_TIMEOUT, interval=0.5)
+    assert rig.wait_state("web2", "ok", 30)["served_by"] == "primary"
+    assert recovery_detections(rig, "web2", since) == []
+    assert not [e for e in rig.events(since) if e["kind"] == "fenced"]
+
+
+def test_10_failed_recovery_clears_when_the_primary_answers(rig):
+    """A recovery that failed before DNS moved is not a dead end: the primary started
+    again and answering clears it (`cleared`), and its cold container is stopped."""
+    since = rig.last_event()
+    named = named_pid()
+    os.kill(named, signal.SIGSTOP)
+    try:
+        kill_vm(rig, "web2")
+        s = rig.wait_state("web2", "failed")
+        assert "DNS update" in s["recovery"]["error"], s["recovery"]
+    finally:
+        os.kill(named, signal.SIGCONT)
+    labkit.wait_for("named answering again", lambda: labkit.dig("web1.vcr.lab"), 20)
+    assert labkit.dig("web2.vcr.lab") == [WEBS["web2"][2]]
+    r = rig.vcr.run("service", "reset", "web1")  # web1 is ok: nothing to reset
+    assert r.returncode != 0 and "reset clears a failed recovery" in r.stderr, r.stderr
+    r = rig.vcr.run("vm", "start", "web2", timeout=40)
+    assert r.returncode == 0, r.stderr
+    s = rig.wait_state("web2", "ok", BOOT_TIMEOUT)
+    assert s["served_by"] == "primary", s
+    phases = [e["detail"]["phase"] for e in rig.phases("web2", since)]
+    assert phases[-2:] == ["failed", "cleared"], phases
+    assert client_sees("web2", WEBS["web2"][2])
+    labkit.wait_for("web2-c stopped", lambda: (rig.containers().get("web2-c") or {}).get(
+        "state") in (None, "stopped"), 60)
+
+
+def test_11_returning_primary_is_fenced_again(rig):
+    """host3 'reboots' (agent stopped, its fenced.json gone, agent started): it autostarts
+    web5 while web5 is served by its container.  The server kills it again before it
+    answers, and the primary address never answers meanwhile."""
+    assert rig.service("web5")["state"] == "recovered"
+    r = rig.vcr.run("vm", "start", "web5", timeout=40)
+    assert r.returncode != 0 and "vcr failback web5" in r.stderr, r.stderr
+    since = rig.last_event()
+    agent = rig.agents["host3"]
+    agent.stop()
+    state = rig.d.tmp / "agent-host3"
+    (state / "fenced.json").unlink(missing_ok=True)
+    rig.agents["host3"] = rig.d.agent("host3", vm_specs(rig.d.tmp)["host3"],
+                                      name="agent-host3-rebooted")
+    answered = []
+
+    def refenced():
+        if labkit.http_get(WEBS["web5"][2], timeout=0.5) is not None:
+            answered.append(time.monotonic())
+        ev = [e for e in rig.events(since) if e["kind"] == "refenced"
+              and e["detail"]["service"] == "web5" and e["detail"]["ok"]]
+        vm = rig.vcr.vm("web5") or {}
+        return ev if ev and vm.get("state") not in ("running", "starting") else None
+    labkit.wait_for("web5 killed again", refenced, 120, interval=0.2)
+    assert answered == [], "the returning primary answered beside its container"
+    s = rig.service("web5")
+    assert s["state"] == "recovered" and s["served_by"] == "standby", s
+    assert client_sees("web5", WEBS["web5"][4])
+
+
+def test_12_descriptor_exhaustion_kills_no_healthy_primary(rig):
+    """2000 connections to the agent port of a server held to 512 descriptors: the server
+    caps them, keeps descriptors for its probes, and no healthy primary is failed over
+    (web1 and web2 were killed that way, by probes failing with EMFILE)."""
+    since = rig.last_event()
+    pid = rig.server.pid
+    subprocess.run(["prlimit", "--pid", str(pid), "--nofile=512:512"], check=True)
+    env = labkit.lab_env()
+    flood = subprocess.Popen(labkit.in_ns([
+        "/usr/bin/python3", "-c",
+        "import socket, sys, time\n"
+        "s = []\n"
+        "for i in range(2000):\n"
+        "    c = socket.socket(); c.settimeout(2)\n"
+        "    try:\n"
+        "        c.connect((sys.argv[1], int(sys.argv[2]))); s.append(c)\n"
+        "    except OSError:\n"
+        "        c.close()\n"
+        "print(len(s), flush=True)\n"
+        "time.sleep(float(sys.argv[3]))\n",
+        env["VCR_LAB_BRIDGE_ADDR"], str(labkit.SERVER_AGENT_PORT), "20"]),
+        stdout=subprocess.PIPE, text=True)
+    try:
+        labkit.wait_for("the server to turn connections away",
+                        lambda: "turned away so far" in rig.server.log_text(), 60)
+        # check.failures x interval_ms (3 x 1 s) three times over, under the flood.
+        t_end = time.monotonic() + 10
+        while time.monotonic() < t_end:
+            assert rig.vcr.run("status").returncode == 0
+            time.sleep(0.5)
+        for name in ("web1", "web2"):
+            assert rig.service(name)["state"] == "ok", rig.service(name)
+            assert recovery_detections(rig, name, since) == []
+    finally:
+        flood.kill()
+        flood.wait()
+        subprocess.run(["prlimit", "--pid", str(pid), "--nofile=65536:65536"])
+    assert len(rig.server.log_text()) < 20 * 1024 * 1024
+    assert [e for e in rig.events(since) if e["kind"] == "fenced"] == []
