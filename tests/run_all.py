@@ -115,10 +115,13 @@ def run_fuzz(t, build, seconds):
         with tempfile.TemporaryDirectory() as work:
             if os.path.isdir(seeds):
                 shutil.copytree(seeds, work, dirs_exist_ok=True)
+            env = dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
+                       ASAN_OPTIONS="abort_on_error=0")
             r = subprocess.run([path, f"-max_total_time={seconds}", "-print_final_stats=1",
                                 f"-artifact_prefix={work}/", work],
-                               capture_output=True, text=True)
-        ok = r.returncode == 0
+                               capture_output=True, text=True, env=env)
+        # A report that did not stop the run (a recoverable check) fails it too.
+        ok = r.returncode == 0 and not SANITIZER.search(r.stderr)
         execs = re.search(r"stat::number_of_executed_units:\s+(\d+)", r.stderr)
         print(f"{name}: {execs.group(1) if execs else '?'} runs: {'ok' if ok else 'FAILED'}")
         if not ok:
@@ -137,7 +140,11 @@ def run_integration(t, build, asan_build):
         if not os.path.exists(junit):
             t.add("integration: pytest did not run", False)
             return
-        for case in ET.parse(junit).getroot().iter("testcase"):
+        cases = list(ET.parse(junit).getroot().iter("testcase"))
+        if not cases:
+            t.add("integration: pytest collected no test", False)
+            return
+        for case in cases:
             name = f"{case.get('classname')}.{case.get('name')}"
             if case.find("skipped") is not None:
                 t.add(name, True, skipped=True)
