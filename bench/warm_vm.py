@@ -727,7 +727,7 @@ def write_report(rows, args, methods, mach, elapsed, notes):
         L.extend(f"- {n}" for n in notes)
         L.append("")
     L.append("Files: `warm-vm.csv` (every run: method, mem_mb, vms, run, suspend_s, resume_s, "
-             "downtime_s, state_mb, vmm_downtime_s, sweep), `warm-vm-mem.png`, `warm-vm-vms.png`.")
+             "downtime_s, state_mb, vmm_downtime_s, sweep, forced), `warm-vm-machine.json` (what the runs were measured on), `warm-vm-mem.png`, `warm-vm-vms.png`.")
     with open(os.path.join(RESULTS, "warm-vm.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     plot(mm, mems, "mem", "VM memory size (MB), one VM")
