@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "dns/dns_update.h"
+#include "proto/proto_code.h"
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
@@ -403,29 +404,34 @@ static void on_container_reply(enum order_outcome outcome, const char *message, 
                                void *opaque)
 {
     struct svc *s = opaque;
-    (void)reply;
     s->order_pending = false;
     if (s->rc->stopping || s->step != STEP_CONTAINER)
         return;
     const char *action = s->stage ? "container_start" : "container_create";
-    bool ok = outcome == ORDER_DONE;
-    /* Repeating a phase after a restart: the container may exist, or run. */
-    if (outcome == ORDER_REFUSED && message && s->stage == 0 && strstr(message, "exist")) {
+    enum proto_code code = outcome == ORDER_REFUSED
+                               ? proto_code_parse(json_string_value(json_object_get(reply, "code")))
+                               : PROTO_CODE_NONE;
+    /* Repeating a phase after a restart, or a provisioned container: it may exist. */
+    if (code == PROTO_CODE_EXISTS && s->stage == 0) {
         s->stage = 1;
         container_order(s, "container_start");
         return;
     }
-    if (outcome == ORDER_REFUSED && message && s->stage == 1 &&
-        (strstr(message, "running") || strstr(message, "already")))
-        ok = true;
-    if (!ok) {
+    /* Another order for it (provisioning's) is still running: ask again shortly. */
+    if (code == PROTO_CODE_BUSY && vcr_mono_ms() - s->step_started < RECOVERY_CONTAINER_ORDER_MS) {
+        s->retry_at = vcr_mono_ms() + RETRY_MS * 5;
+        return;
+    }
+    if (outcome != ORDER_DONE) {
         recovery_fail(s, "%s %s on %s: %s", action, s->cfg->standby.container, s->target_host,
                       message ? message : "failed");
         return;
     }
     s->stage = 0;
+    s->retry_at = 0;
     phase_done(s, PH_CONTAINER_READY,
-               json_pack("{s:s, s:I}", "container", s->cfg->standby.container, "order_ms",
+               json_pack("{s:s, s:s, s:I}", "container", s->cfg->standby.container, "host",
+                         s->target_host, "order_ms",
                          (json_int_t)(vcr_mono_ms() - s->step_started)));
 }
 
@@ -519,6 +525,7 @@ static void container_step(struct svc *s)
                  action, host, why[0] ? why : "the warm container is not running");
     s->step = STEP_CONTAINER;
     s->step_started = vcr_mono_ms();
+    s->retry_at = 0;
     s->stage = strcmp(action, "container_start") == 0 ? 1 : 0;
     container_order(s, action);
 }
@@ -967,6 +974,12 @@ static void svc_tick(struct svc *s, int64_t now)
         break;
     case STEP_FAILBACK:
         failback_tick(s, now);
+        break;
+    case STEP_CONTAINER:
+        if (!s->order_pending && s->retry_at && now >= s->retry_at) {
+            s->retry_at = 0;
+            container_order(s, s->stage ? "container_start" : "container_create");
+        }
         break;
     default:
         break;

@@ -38,6 +38,7 @@
 #include "agent/proc.h"
 #include "agent/ram_dir.h"
 #include "agent/standby_job.h"
+#include "proto/proto_code.h"
 #include "agent/vm.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
@@ -245,6 +246,7 @@ struct job_test {
     int done;
     char error[STANDBY_JOB_ERROR_MAX + 64];
     bool had_error;
+    int status; /* standby_job_error_status */
 };
 
 static int job_ok(void *arg, vcr_error_t *err)
@@ -275,6 +277,7 @@ static void job_cb(struct standby_job *job, const char *error, void *opaque)
     struct job_test *t = opaque;
     t->done++;
     t->had_error = error != NULL;
+    t->status = error ? standby_job_error_status(job) : 0;
     snprintf(t->error, sizeof(t->error), "%s", error ? error : "");
     event_base_loopbreak(t->base);
 }
@@ -313,9 +316,13 @@ static void test_standby_job(void **state)
     run_job(&t, job_fails, NULL);
     assert_true(t.had_error);
     assert_string_equal(t.error, "container `x` already exists");
+    /* The status crosses the pipe too: the reply's `code` comes from it. */
+    assert_int_equal(t.status, EEXIST);
+    assert_string_equal(proto_code_name(proto_code_from_errno(t.status)), "exists");
     run_job(&t, job_dies, NULL);
     assert_true(t.had_error);
     assert_string_equal(t.error, "the worker process was killed by signal 9");
+    assert_int_equal(t.status, 0);
     event_base_free(t.base);
 }
 

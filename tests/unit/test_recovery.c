@@ -337,6 +337,10 @@ struct fake_agent {
     bool hold_orders;   /* no reply until agent_reply_held (an agent busy in liblxc) */
     json_t *held;       /* the id of the order held */
     const char *refuse; /* non-NULL: every order is refused with this error */
+    /* refuse_code: the next refuse_times orders refuse_action are refused with this
+     * `code` (docs/protocol.md), then served as usual. */
+    const char *refuse_action, *refuse_code;
+    int refuse_times;
     /* Migration orders (docs/migration.md) played with an image in memory. */
     bool migration;
     bool refuse_predump, refuse_restore;
@@ -424,6 +428,14 @@ static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
     if (strcmp(proto_msg_type(msg), "order") == 0 && a->hold_orders) {
         json_decref(a->held);
         a->held = json_incref(json_object_get(msg, "id"));
+    } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->refuse_times > 0 &&
+               a->refuse_action &&
+               strcmp(json_string_value(json_object_get(msg, "action")), a->refuse_action) == 0) {
+        a->refuse_times--;
+        agent_send(
+            a, proto_msg_new("reply", json_pack("{s:O, s:b, s:s, s:s}", "id",
+                                                json_object_get(msg, "id"), "ok", 0, "error",
+                                                "refused by the test", "code", a->refuse_code)));
     } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->refuse) {
         agent_send(
             a, proto_msg_new("reply", json_pack("{s:O, s:b, s:s}", "id", json_object_get(msg, "id"),
@@ -1434,6 +1446,45 @@ static void test_recovery_holds_while_its_state_cannot_be_saved(void **state)
     harness_stop(&h);
 }
 
+/* The recovery decides on a refusal's `code`, never on its text: `exists` is
+ * followed by a start, `busy` (provisioning's order still running) by the
+ * same order again; any other code fails the recovery. */
+static void test_container_refusal_codes(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    keep_agents_alive(&h);
+    h.sb1.refuse_action = "container_create";
+    h.sb1.refuse_code = "exists";
+    h.sb1.refuse_times = 1;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_int_equal(agent_order_count(&h.sb1, "container_start"), 1);
+    harness_stop(&h);
+
+    harness_start(&h, "cold", "");
+    keep_agents_alive(&h);
+    h.sb1.refuse_action = "container_create";
+    h.sb1.refuse_code = "busy";
+    h.sb1.refuse_times = 2;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_int_equal(agent_order_count(&h.sb1, "container_create"), 3);
+    harness_stop(&h);
+
+    /* The text says "exists" but the code does not: a failure like any other. */
+    harness_start(&h, "cold", "");
+    keep_agents_alive(&h);
+    h.sb1.refuse_action = "container_create";
+    h.sb1.refuse_code = "failed";
+    h.sb1.refuse_times = 1;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, failed, 10000));
+    assert_int_equal(agent_order_count(&h.sb1, "container_start"), 0);
+    harness_stop(&h);
+}
+
 /* --- provisioning of warm containers (docs/recovery.md, "Provisioning") --- */
 
 static const char *container_state(struct harness *h)
@@ -1992,6 +2043,7 @@ int main(void)
         cmocka_unit_test(test_returning_primary_is_fenced_until_failback),
         cmocka_unit_test(test_port_failure_keeps_its_cause),
         cmocka_unit_test(test_recovery_holds_while_its_state_cannot_be_saved),
+        cmocka_unit_test(test_container_refusal_codes),
     };
     /* VCR_TEST_FILTER=PATTERN runs the matching tests only (cmocka's * and ?). */
     if (getenv("VCR_TEST_FILTER"))
