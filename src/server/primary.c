@@ -98,7 +98,7 @@ void recovery_watch_primary(struct svc *s, int64_t now)
                     (vm->boots >= 0 && s->primary_boots >= 0 && vm->boots != s->primary_boots)))
         boot_grace_open(s, vm);
     s->primary_was_running = running;
-    s->primary_pid = running ? vm->pid : 0;
+    s->primary_pid = vm && running ? vm->pid : 0;
     s->primary_boots = vm ? vm->boots : -1;
 
     if (s->step == STEP_IDLE && (s->state == SVC_OK || s->state == SVC_DEGRADED) && vm &&
