@@ -34,7 +34,6 @@ static double load_of(const struct inv_host *h)
     return json_is_number(pct) ? json_number_value(pct) : -1;
 }
 
-
 /* The VM named like a target, on a connected host agent, if it is down. */
 static bool start_target_vm(struct migrator *m, const char *target)
 {

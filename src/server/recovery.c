@@ -34,131 +34,6 @@
 #define RETRY_MS         200
 #define RESOLVE_MS       1000
 
-static const char *const state_names[] = {
-    [SVC_OK] = "ok",
-    [SVC_DEGRADED] = "degraded",
-    [SVC_RECOVERING] = "recovering",
-    [SVC_RECOVERED] = "recovered",
-    [SVC_FAILED] = "failed",
-    [SVC_STOPPED] = "stopped",
-};
-#define N_STATES (sizeof(state_names) / sizeof(state_names[0]))
-
-static const char *const phase_names[] = {
-    [PH_NONE] = "none",
-    [PH_DETECTED] = "detected",
-    [PH_FENCED] = "fenced",
-    [PH_CONTAINER_READY] = "container_ready",
-    [PH_PORT_OPEN] = "port_open",
-    [PH_DNS_UPDATED] = "dns_updated",
-    [PH_CLIENT_CONFIRMED] = "client_confirmed",
-};
-
-static int parse_name(const char *const *names, size_t n, const char *s)
-{
-    for (size_t i = 0; s && i < n; i++)
-        if (strcmp(names[i], s) == 0)
-            return (int)i;
-    return -1;
-}
-
-static void advance(struct svc *s);
-static void clear_failed(struct svc *s, const char *why);
-
-/* --- the table --- */
-
-static int db_exec(sqlite3 *db, const char *sql, vcr_error_t *err)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        vcr_error_make(err, EIO, "recoveries table: %s", msg ? msg : sqlite3_errmsg(db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
-/* A recovery state that cannot be saved is not acted on: what a restarted
- * server reloads must never be behind what was done (docs/recovery.md). */
-#define SAVE_RETRY_MS 1000
-
-bool recovery_save(struct svc *s)
-{
-    s->updated_ms = vcr_wall_ms();
-    sqlite3_stmt *st = NULL;
-    cleanup_free char *timeline = s->timeline ? json_dumps(s->timeline, JSON_COMPACT) : NULL;
-    int rc = sqlite3_prepare_v2(
-        s->rc->db,
-        "INSERT OR REPLACE INTO recoveries (service, state, phase, mode, cause, error, "
-        "started_ms, updated_ms, on_standby, timeline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, s->cfg->name, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, state_names[s->state], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, phase_names[s->phase], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, standby_mode_name(s->cfg->standby.mode), -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, s->cause, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 6, s->error, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 7, s->started_ms);
-        sqlite3_bind_int64(st, 8, s->updated_ms);
-        sqlite3_bind_int(st, 9, s->on_standby);
-        if (timeline)
-            sqlite3_bind_text(st, 10, timeline, -1, SQLITE_TRANSIENT);
-        else
-            sqlite3_bind_null(st, 10);
-        rc = sqlite3_step(st);
-    }
-    const char *why = rc == SQLITE_DONE ? NULL : sqlite3_errmsg(s->rc->db);
-    sqlite3_finalize(st);
-    if (why == NULL) {
-        if (s->unsaved)
-            log_info("service %s: its recovery state is saved again", s->cfg->name);
-        s->unsaved = false;
-        return true;
-    }
-    if (!s->unsaved)
-        log_error("service %s: cannot save its recovery state (%s): holding at phase %s, "
-                  "retrying every %d ms",
-                  s->cfg->name, why, phase_names[s->phase], SAVE_RETRY_MS);
-    s->unsaved = true;
-    s->save_retry_at = vcr_mono_ms() + SAVE_RETRY_MS;
-    return false;
-}
-
-static void load(struct svc *s)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->rc->db,
-                           "SELECT state, phase, cause, error, started_ms, on_standby, timeline "
-                           "FROM recoveries WHERE service = ?",
-                           -1, &st, NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_text(st, 1, s->cfg->name, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        int state = parse_name(state_names, N_STATES, (const char *)sqlite3_column_text(st, 0));
-        int phase = parse_name(phase_names, 7, (const char *)sqlite3_column_text(st, 1));
-        const char *cause = (const char *)sqlite3_column_text(st, 2);
-        const char *error = (const char *)sqlite3_column_text(st, 3);
-        const char *timeline = (const char *)sqlite3_column_text(st, 6);
-        s->state = state >= 0 ? (enum svc_state)state : SVC_OK;
-        s->phase = phase >= 0 ? (enum rec_phase)phase : PH_NONE;
-        snprintf(s->cause, sizeof(s->cause), "%s", cause ? cause : "");
-        snprintf(s->error, sizeof(s->error), "%s", error ? error : "");
-        s->started_ms = sqlite3_column_int64(st, 4);
-        s->on_standby = sqlite3_column_int(st, 5) != 0;
-        json_decref(s->timeline);
-        s->timeline = timeline ? json_loads(timeline, 0, NULL) : NULL;
-        if (!json_is_array(s->timeline)) {
-            json_decref(s->timeline);
-            s->timeline = json_array();
-        }
-        /* Both are read from the agents' reports again. */
-        if (s->state == SVC_DEGRADED || s->state == SVC_STOPPED)
-            s->state = SVC_OK;
-    }
-    sqlite3_finalize(st);
-}
-
 /* --- journal --- */
 
 void recovery_journal(struct svc *s, const char *kind, json_t *detail)
@@ -172,7 +47,7 @@ static int64_t elapsed(const struct svc *s)
 }
 
 /* Journals one phase (with extra members, stolen, may be NULL) and adds it to the timeline. */
-static void record(struct svc *s, const char *phase, json_t *extra)
+void recovery_record(struct svc *s, const char *phase, json_t *extra)
 {
     int64_t now = vcr_wall_ms();
     json_t *entry = json_pack("{s:s, s:I, s:I}", "phase", phase, "ts_ms", (json_int_t)now,
@@ -192,13 +67,13 @@ static void record(struct svc *s, const char *phase, json_t *extra)
     log_info("service %s: recovery: %s after %lld ms", s->cfg->name, phase, (long long)elapsed(s));
 }
 
-static void phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
+void recovery_phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
 {
     s->phase = phase;
     s->step = STEP_IDLE;
-    record(s, phase_names[phase], extra);
+    recovery_record(s, recovery_phase_name(phase), extra);
     if (recovery_save(s))
-        advance(s);
+        recovery_advance(s);
 }
 
 void recovery_cancel_io(struct svc *s)
@@ -226,8 +101,10 @@ void recovery_fail(struct svc *s, const char *fmt, ...)
     s->state = SVC_FAILED;
     s->step = STEP_IDLE;
     log_error("service %s: recovery FAILED after phase %s: %s (retry: vcr failover %s)",
-              s->cfg->name, phase_names[s->phase], s->error, s->cfg->name);
-    record(s, "failed", json_pack("{s:s, s:s}", "error", s->error, "after", phase_names[s->phase]));
+              s->cfg->name, recovery_phase_name(s->phase), s->error, s->cfg->name);
+    recovery_record(
+        s, "failed",
+        json_pack("{s:s, s:s}", "error", s->error, "after", recovery_phase_name(s->phase)));
     recovery_save(s);
 }
 
@@ -268,7 +145,7 @@ const char *recovery_container_host(const struct svc *s)
 
 /* --- detection --- */
 
-static void detect(struct svc *s, const char *cause)
+void recovery_detect(struct svc *s, const char *cause)
 {
     if (s->state != SVC_OK && s->state != SVC_DEGRADED)
         return;
@@ -285,7 +162,7 @@ static void detect(struct svc *s, const char *cause)
     json_decref(s->timeline);
     s->timeline = json_array();
     log_warn("service %s: failure detected: %s", s->cfg->name, cause);
-    phase_done(s, PH_DETECTED, json_pack("{s:s}", "cause", cause));
+    recovery_phase_done(s, PH_DETECTED, json_pack("{s:s}", "cause", cause));
 }
 
 void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm, const char *state,
@@ -303,7 +180,7 @@ void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm,
             continue;
         char why[200];
         snprintf(why, sizeof(why), "VM %s %s (%s)", vm, state, cause ? cause : "no cause");
-        detect(s, why);
+        recovery_detect(s, why);
     }
 }
 
@@ -317,7 +194,7 @@ void recovery_on_host_lost(struct recovery *rc, const char *host)
             continue;
         char why[200];
         snprintf(why, sizeof(why), "host %s lost (no heartbeat)", host);
-        detect(s, why);
+        recovery_detect(s, why);
     }
 }
 
@@ -332,7 +209,7 @@ void recovery_probe_result(struct svc *s, bool ok, const char *why)
 {
     if (s->state == SVC_FAILED && !s->on_standby && s->step == STEP_IDLE) {
         if (ok)
-            clear_failed(s, "its primary answers again");
+            recovery_clear_failed(s, "its primary answers again");
         else
             snprintf(s->probe.last_error, sizeof(s->probe.last_error), "%s", why ? why : "failed");
         return;
@@ -378,7 +255,7 @@ void recovery_probe_result(struct svc *s, bool ok, const char *why)
         char cause[200];
         snprintf(cause, sizeof(cause), "service: %u consecutive %s probe failures (%.120s)",
                  s->probe.failures, check_type_name(s->cfg->check.type), s->probe.last_error);
-        detect(s, cause);
+        recovery_detect(s, cause);
     }
 }
 
@@ -392,165 +269,8 @@ void recovery_fenced(struct svc *s, const char *how, int64_t waited_ms)
     recovery_journal(s, JOURNAL_FENCED, detail);
     /* Its agent's report that the VM is down may trail the kill's reply. */
     s->refence_at = vcr_mono_ms() + 2000;
-    phase_done(s, PH_FENCED,
-               json_pack("{s:s, s:I}", "how", how, "waited_ms", (json_int_t)waited_ms));
-}
-
-/* --- the container --- */
-
-static void container_order(struct svc *s, const char *action);
-
-static void on_container_reply(enum order_outcome outcome, const char *message, json_t *reply,
-                               void *opaque)
-{
-    struct svc *s = opaque;
-    s->order_pending = false;
-    if (s->rc->stopping || s->step != STEP_CONTAINER)
-        return;
-    const char *action = s->stage ? "container_start" : "container_create";
-    enum proto_code code = outcome == ORDER_REFUSED
-                               ? proto_code_parse(json_string_value(json_object_get(reply, "code")))
-                               : PROTO_CODE_NONE;
-    /* Repeating a phase after a restart, or a provisioned container: it may exist. */
-    if (code == PROTO_CODE_EXISTS && s->stage == 0) {
-        s->stage = 1;
-        container_order(s, "container_start");
-        return;
-    }
-    /* Another order for it (provisioning's) is still running: ask again shortly. */
-    if (code == PROTO_CODE_BUSY && vcr_mono_ms() - s->step_started < RECOVERY_CONTAINER_ORDER_MS) {
-        s->retry_at = vcr_mono_ms() + RETRY_MS * 5;
-        return;
-    }
-    if (outcome != ORDER_DONE) {
-        recovery_fail(s, "%s %s on %s: %s", action, s->cfg->standby.container, s->target_host,
-                      message ? message : "failed");
-        return;
-    }
-    s->stage = 0;
-    s->retry_at = 0;
-    phase_done(s, PH_CONTAINER_READY,
-               json_pack("{s:s, s:s, s:I}", "container", s->cfg->standby.container, "host",
-                         s->target_host, "order_ms",
-                         (json_int_t)(vcr_mono_ms() - s->step_started)));
-}
-
-static void container_order(struct svc *s, const char *action)
-{
-    const struct service_config *c = s->cfg;
-    cleanup_json json_t *members =
-        json_pack("{s:s, s:s, s:s, s:i, s:b}", "name", c->standby.container, "service", c->name,
-                  "address", c->standby.address, "prefix", (int)c->standby.prefix, "start", 1);
-    if (members && c->standby.gateway)
-        json_object_set_new(members, "gateway", json_string(c->standby.gateway));
-    if (members && c->standby.template)
-        json_object_set_new(members, "template", json_string(c->standby.template));
-    cleanup_error vcr_error_t err = NULL;
-    if (agents_send_order_with(s->rc->agents, s->target_host, action, c->standby.container, members,
-                               RECOVERY_CONTAINER_ORDER_MS, on_container_reply, s, &err) < 0) {
-        recovery_fail(s, "%s %s: standby %s: %s", action, c->standby.container, s->target_host,
-                      vcr_error_msg(err));
-        return;
-    }
-    s->order_pending = true;
-}
-
-/* A standby host that is connected and has reported its containers. */
-static bool standby_reporting(const struct inv_host *h)
-{
-    return h && h->state == INV_HOST_CONNECTED && h->role && strcmp(h->role, "standby") == 0 &&
-           json_is_array(h->containers);
-}
-
-/* Where the container comes from: a warm one runs already only if a connected
- * standby host says so now; otherwise it is started or created where it can be
- * (standby.host, then standby.fallback_host), at once rather than after the
- * port deadline.  *action is NULL when the warm container runs. */
-static const char *container_plan(struct svc *s, const char **action, char *why, size_t why_size)
-{
-    const struct service_config *c = s->cfg;
-    struct inv_host *h =
-        inventory_find_container_host(s->rc->inv, c->standby.container, c->standby.host);
-    if (h == NULL)
-        h = inventory_find_host(s->rc->inv, c->standby.host);
-    json_t *ct = standby_reporting(h) ? inventory_host_container(h, c->standby.container) : NULL;
-    const char *state = json_string_value(json_object_get(ct, "state"));
-    *action = "container_create";
-    if (standby_reporting(h)) {
-        if (c->standby.mode == STANDBY_WARM && state && strcmp(state, "running") == 0) {
-            *action = NULL;
-            return h->name;
-        }
-        if (ct)
-            *action = "container_start";
-        return h->name;
-    }
-    snprintf(why, why_size, "standby host %s is %s", c->standby.host,
-             h ? inv_host_state_name(h->state) : "not connected");
-    struct inv_host *f =
-        c->standby.fallback_host ? inventory_find_host(s->rc->inv, c->standby.fallback_host) : NULL;
-    if (standby_reporting(f)) {
-        ct = inventory_host_container(f, c->standby.container);
-        state = json_string_value(json_object_get(ct, "state"));
-        if (state && strcmp(state, "running") == 0)
-            *action = NULL;
-        else if (ct)
-            *action = "container_start";
-        return f->name;
-    }
-    return NULL;
-}
-
-static void container_step(struct svc *s)
-{
-    const char *action;
-    char why[200] = "";
-    const char *host = container_plan(s, &action, why, sizeof(why));
-    if (host == NULL) {
-        recovery_fail(s, "no standby can take container %s: %s%s%s", s->cfg->standby.container, why,
-                      s->cfg->standby.fallback_host ? ", and fallback host "
-                                                    : "; no standby.fallback_host is configured",
-                      s->cfg->standby.fallback_host ? s->cfg->standby.fallback_host : "");
-        return;
-    }
-    snprintf(s->target_host, sizeof(s->target_host), "%s", host);
-    if (action == NULL) {
-        phase_done(s, PH_CONTAINER_READY,
-                   json_pack("{s:s, s:s, s:s}", "container", s->cfg->standby.container, "host",
-                             host, "note", "warm: runs already"));
-        return;
-    }
-    if (why[0] || s->cfg->standby.mode == STANDBY_WARM)
-        log_warn("service %s: container %s: %s on %s (%s)", s->cfg->name, s->cfg->standby.container,
-                 action, host, why[0] ? why : "the warm container is not running");
-    s->step = STEP_CONTAINER;
-    s->step_started = vcr_mono_ms();
-    s->retry_at = 0;
-    s->stage = strcmp(action, "container_start") == 0 ? 1 : 0;
-    container_order(s, action);
-}
-
-/* Fire and forget: a cold container left by a failed recovery is stopped; a
- * later recovery starts it again (container_create answers that it exists). */
-static void on_cold_container_stopped(enum order_outcome outcome, const char *message,
-                                      json_t *reply, void *opaque)
-{
-    struct svc *s = opaque;
-    (void)reply;
-    if (outcome != ORDER_DONE)
-        log_warn("service %s: stopping container %s: %s", s->cfg->name, s->cfg->standby.container,
-                 message ? message : "failed");
-}
-
-void recovery_stop_cold_container(struct svc *s)
-{
-    cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-    if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_stop",
-                               s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                               on_cold_container_stopped, s, &err) < 0)
-        log_warn("service %s: stopping container %s: %s", s->cfg->name, s->cfg->standby.container,
-                 vcr_error_msg(err));
+    recovery_phase_done(s, PH_FENCED,
+                        json_pack("{s:s, s:I}", "how", how, "waited_ms", (json_int_t)waited_ms));
 }
 
 /* --- port, DNS, client confirmation --- */
@@ -563,10 +283,10 @@ static void on_port_checked(enum check_outcome outcome, const char *why, const c
     (void)body;
     s->check = NULL;
     if (healthy) {
-        phase_done(s, PH_PORT_OPEN,
-                   json_pack("{s:s, s:i, s:I}", "address", s->cfg->standby.address, "port",
-                             (int)s->cfg->primary.port, "waited_ms",
-                             (json_int_t)(vcr_mono_ms() - s->step_started)));
+        recovery_phase_done(s, PH_PORT_OPEN,
+                            json_pack("{s:s, s:i, s:I}", "address", s->cfg->standby.address, "port",
+                                      (int)s->cfg->primary.port, "waited_ms",
+                                      (json_int_t)(vcr_mono_ms() - s->step_started)));
         return;
     }
     snprintf(s->error, sizeof(s->error), "%s", why);
@@ -587,10 +307,10 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
         return;
     }
     s->on_standby = true;
-    phase_done(s, PH_DNS_UPDATED,
-               json_pack("{s:s, s:s, s:i, s:f}", "name", s->cfg->dns_name, "address",
-                         s->cfg->standby.address, "attempts", (int)outcome->attempts, "dns_ms",
-                         outcome->elapsed_ms));
+    recovery_phase_done(s, PH_DNS_UPDATED,
+                        json_pack("{s:s, s:s, s:i, s:f}", "name", s->cfg->dns_name, "address",
+                                  s->cfg->standby.address, "attempts", (int)outcome->attempts,
+                                  "dns_ms", outcome->elapsed_ms));
 }
 
 int recovery_dns_switch(struct svc *s, const char *address)
@@ -628,9 +348,9 @@ static void on_confirm_checked(enum check_outcome outcome, const char *why, cons
     snprintf(answer, sizeof(answer), "%s", body ? body : "");
     answer[strcspn(answer, "\r\n")] = '\0';
     s->error[0] = '\0';
-    phase_done(s, PH_CLIENT_CONFIRMED,
-               json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
-                         s->cfg->standby.address, "answer", answer));
+    recovery_phase_done(s, PH_CLIENT_CONFIRMED,
+                        json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
+                                  s->cfg->standby.address, "answer", answer));
 }
 
 static void on_resolved(const char *address, const char *why, void *arg)
@@ -703,7 +423,7 @@ static void timed_step_tick(struct svc *s, int64_t now)
 }
 
 /* Starts the step after the last phase done. */
-static void advance(struct svc *s)
+void recovery_advance(struct svc *s)
 {
     if (s->rc->stopping || s->state != SVC_RECOVERING)
         return;
@@ -713,7 +433,7 @@ static void advance(struct svc *s)
         fence_start(s);
         break;
     case PH_FENCED:
-        container_step(s);
+        recovery_container_step(s);
         break;
     case PH_CONTAINER_READY:
         timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
@@ -737,174 +457,6 @@ static void advance(struct svc *s)
     }
 }
 
-/* --- API --- */
-
-static struct svc *find_svc(struct recovery *rc, const char *name, vcr_error_t *err)
-{
-    for (size_t i = 0; i < rc->n_svcs; i++)
-        if (strcmp(rc->svcs[i].cfg->name, name) == 0)
-            return &rc->svcs[i];
-    vcr_error_make(err, ENOENT, "no service `%s` in the configuration", name);
-    return NULL;
-}
-
-static json_t *svc_json(struct svc *s)
-{
-    const struct service_config *c = s->cfg;
-    bool standby = s->on_standby;
-    json_t *rec = NULL;
-    if (s->phase != PH_NONE || s->state == SVC_FAILED || json_array_size(s->timeline))
-        rec = json_pack("{s:s, s:s, s:s?, s:I, s:I, s:O?}", "phase", phase_names[s->phase], "cause",
-                        s->cause, "error", s->error[0] ? s->error : NULL, "started_ms",
-                        (json_int_t)s->started_ms, "updated_ms", (json_int_t)s->updated_ms,
-                        "timeline", s->timeline);
-    return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, "
-        "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?}, s:o}",
-        "name", c->name, "dns_name", c->dns_name, "state", state_names[s->state], "served_by",
-        standby ? "standby" : "primary", "address",
-        standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
-        standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
-        "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
-        "host", recovery_container_host(s), "container", c->standby.container, "address",
-        c->standby.address, "container_state", provision_container_state(s), "provision_error",
-        provision_last_error(s), "check", "type", check_type_name(c->check.type), "failures",
-        (int)s->probe.failures, "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL,
-        "recovery", rec ? rec : json_null());
-}
-
-json_t *recovery_services_json(struct recovery *rc)
-{
-    json_t *list = json_array();
-    for (size_t i = 0; rc && list && i < rc->n_svcs; i++)
-        json_array_append_new(list, svc_json(&rc->svcs[i]));
-    return json_pack("{s:o}", "services", list ? list : json_array());
-}
-
-json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *err)
-{
-    struct svc *s = find_svc(rc, name, err);
-    if (s == NULL)
-        return NULL;
-    if (s->step != STEP_IDLE || s->order_pending || s->state == SVC_RECOVERING) {
-        vcr_error_make(err, EBUSY, "service `%s`: a recovery or failback is running (phase %s)",
-                       name, phase_names[s->phase]);
-        return NULL;
-    }
-    if (s->state == SVC_RECOVERED) {
-        vcr_error_make(err, EBUSY,
-                       "service `%s` is served by its standby already; `vcr failback %s` first",
-                       name, name);
-        return NULL;
-    }
-    if (s->state == SVC_FAILED) {
-        /* Resume after the last phase done: nothing done twice. */
-        log_info("service %s: retrying the recovery after phase %s", name, phase_names[s->phase]);
-        s->state = SVC_RECOVERING;
-        s->error[0] = '\0';
-        s->started_mono = vcr_mono_ms();
-        record(s, "retry", json_pack("{s:s}", "after", phase_names[s->phase]));
-        recovery_save(s);
-        advance(s);
-    } else {
-        if (s->state == SVC_STOPPED)
-            s->state = SVC_OK; /* an operator may fail over a primary in maintenance */
-        detect(s, "manual failover (vcr failover)");
-    }
-    return json_pack("{s:s, s:s, s:s}", "service", name, "state", state_names[s->state], "phase",
-                     phase_names[s->phase]);
-}
-
-json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *err)
-{
-    struct svc *s = find_svc(rc, name, err);
-    if (s == NULL)
-        return NULL;
-    /* From `failed` too when DNS already points at the container (the
-     * confirmation failed): it is served there, failback is the way back. */
-    bool served = s->state == SVC_RECOVERED || (s->state == SVC_FAILED && s->on_standby);
-    if (!served || s->step != STEP_IDLE || s->order_pending) {
-        vcr_error_make(err, EBUSY,
-                       "service `%s` is %s%s; failback needs a service served by its standby "
-                       "(recovered)%s",
-                       name, state_names[s->state], s->step != STEP_IDLE ? " (busy)" : "",
-                       s->state == SVC_FAILED ? "; `vcr service reset` clears a failed recovery "
-                                                "that never switched DNS"
-                                              : "");
-        return NULL;
-    }
-    if (failback_start(s, err) < 0)
-        return NULL;
-    return json_pack("{s:s, s:s, s:s}", "service", name, "state", state_names[s->state], "failback",
-                     "started");
-}
-
-/* A failed recovery that never moved DNS: the primary serves the name again
- * (or will once it runs).  A cold container it created is stopped; a warm one
- * is the provisioning's again. */
-static void clear_failed(struct svc *s, const char *why)
-{
-    recovery_cancel_io(s);
-    bool cold_container = s->cfg->standby.mode == STANDBY_COLD && s->phase >= PH_CONTAINER_READY;
-    s->state = SVC_OK;
-    s->step = STEP_IDLE;
-    s->error[0] = '\0';
-    record(s, "cleared", json_pack("{s:s, s:s}", "why", why, "after", phase_names[s->phase]));
-    s->phase = PH_NONE;
-    s->probe.failures = 0;
-    s->probe.next_ms = 0;
-    s->provision.retry_at = 0;
-    s->provision.backoff_ms = 0;
-    log_info("service %s: failed recovery cleared: %s", s->cfg->name, why);
-    recovery_save(s);
-    if (cold_container)
-        recovery_stop_cold_container(s);
-}
-
-json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err)
-{
-    struct svc *s = find_svc(rc, name, err);
-    if (s == NULL)
-        return NULL;
-    if (s->state != SVC_FAILED) {
-        vcr_error_make(err, EBUSY, "service `%s` is %s; reset clears a failed recovery only", name,
-                       state_names[s->state]);
-        return NULL;
-    }
-    if (s->step != STEP_IDLE || s->order_pending) {
-        vcr_error_make(err, EBUSY, "service `%s`: an order of its recovery is still pending", name);
-        return NULL;
-    }
-    if (s->on_standby) {
-        vcr_error_make(err, EBUSY,
-                       "service `%s`: DNS points at its standby container; `vcr failback %s` "
-                       "moves it back to the primary",
-                       name, name);
-        return NULL;
-    }
-    clear_failed(s, "reset by the operator (vcr service reset)");
-    /* Whatever the primary does now is a fresh start for the probes. */
-    s->probe.answered = false;
-    s->probe.unanswered_since = 0;
-    return json_pack("{s:s, s:s}", "service", name, "state", state_names[s->state]);
-}
-
-int recovery_check_vm_start(struct recovery *rc, const char *host, const char *vm, vcr_error_t *err)
-{
-    for (size_t i = 0; rc && i < rc->n_svcs; i++) {
-        struct svc *s = &rc->svcs[i];
-        if (strcmp(s->cfg->primary.host, host) != 0 || strcmp(s->cfg->primary.vm, vm) != 0)
-            continue;
-        if (s->on_standby || (s->state == SVC_RECOVERING && s->phase >= PH_FENCED))
-            return vcr_error_make(err, EBUSY,
-                                  "VM `%s` is the primary of service `%s`, which is served by its "
-                                  "standby container now: started, it would answer beside it; "
-                                  "`vcr failback %s` starts it and moves the service back",
-                                  vm, s->cfg->name, s->cfg->name);
-    }
-    return 0;
-}
-
 /* --- the tick --- */
 
 /* A primary that died while nobody listened (the server was down, its vm_event
@@ -921,7 +473,7 @@ static void resync_primary(struct svc *s)
     char why[200];
     snprintf(why, sizeof(why), "VM %s %s (reported by its agent's hello: %s)", s->cfg->primary.vm,
              inv_vm_state_name(vm->state), vm->cause ? vm->cause : "no cause");
-    detect(s, why);
+    recovery_detect(s, why);
 }
 
 /* A reloaded recovery waits until the agents it needs are back, or until they
@@ -945,7 +497,7 @@ static void svc_tick(struct svc *s, int64_t now)
         /* Hold until the state is durable; then go on from where it stopped. */
         if (now >= s->save_retry_at && recovery_save(s) && s->state == SVC_RECOVERING &&
             s->step == STEP_IDLE)
-            advance(s);
+            recovery_advance(s);
         return;
     }
     switch (s->step) {
@@ -960,9 +512,9 @@ static void svc_tick(struct svc *s, int64_t now)
     case STEP_RESUME_WAIT:
         if (resume_ready(s, now)) {
             log_info("service %s: resuming its recovery after phase %s", s->cfg->name,
-                     phase_names[s->phase]);
+                     recovery_phase_name(s->phase));
             s->step = STEP_IDLE;
-            advance(s);
+            recovery_advance(s);
         }
         break;
     case STEP_FENCE_WAIT:
@@ -976,10 +528,7 @@ static void svc_tick(struct svc *s, int64_t now)
         failback_tick(s, now);
         break;
     case STEP_CONTAINER:
-        if (!s->order_pending && s->retry_at && now >= s->retry_at) {
-            s->retry_at = 0;
-            container_order(s, s->stage ? "container_start" : "container_create");
-        }
+        recovery_container_tick(s, now);
         break;
     default:
         break;
@@ -1014,22 +563,7 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
     rc->journal = journal;
     rc->agents = agents;
     rc->n_svcs = cfg->n_services;
-    /* A second connection to the journal's file: WAL lets both write in turn. */
-    if (sqlite3_open_v2(cfg->journal, &rc->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
-        vcr_error_make(err, EIO, "recoveries table in `%s`: %s", cfg->journal,
-                       rc->db ? sqlite3_errmsg(rc->db) : "out of memory");
-        recovery_free(rc);
-        return NULL;
-    }
-    sqlite3_busy_timeout(rc->db, 2000);
-    if (db_exec(rc->db,
-                "PRAGMA synchronous=FULL;"
-                "CREATE TABLE IF NOT EXISTS recoveries (service TEXT PRIMARY KEY,"
-                " state TEXT NOT NULL, phase TEXT NOT NULL, mode TEXT, cause TEXT, error TEXT,"
-                " started_ms INTEGER, updated_ms INTEGER NOT NULL, on_standby INTEGER NOT NULL"
-                " DEFAULT 0, timeline TEXT);",
-                err) < 0) {
+    if (recovery_store_open(rc, err) < 0) {
         recovery_free(rc);
         return NULL;
     }
@@ -1039,13 +573,13 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
         s->rc = rc;
         s->cfg = &cfg->services[i];
         s->timeline = json_array();
-        load(s);
+        recovery_store_load(s);
         if (s->state == SVC_RECOVERING) {
             s->step = STEP_RESUME_WAIT;
             s->started_mono = now - (vcr_wall_ms() - s->started_ms);
             s->wait_until = now + cfg->host_timeout_ms;
             log_info("service %s: unfinished recovery (after phase %s) reloaded", s->cfg->name,
-                     phase_names[s->phase]);
+                     recovery_phase_name(s->phase));
         }
     }
     rc->tick = event_new(base, -1, EV_PERSIST, on_tick, rc);

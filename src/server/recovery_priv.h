@@ -115,8 +115,14 @@ struct recovery {
     bool stopping;
 };
 
-/* recovery.c */
+/* recovery.c: the state machine */
 void recovery_probe_result(struct svc *s, bool ok, const char *why);
+void recovery_detect(struct svc *s, const char *cause);
+/* Journals one phase (extra: more members, stolen, may be NULL), adds it to the timeline. */
+void recovery_record(struct svc *s, const char *phase, json_t *extra);
+/* Records and saves phase as done, then starts the next step (if saved). */
+void recovery_phase_done(struct svc *s, enum rec_phase phase, json_t *extra);
+void recovery_advance(struct svc *s);
 /* Saves the service's state in the recoveries table; false (and s->unsaved)
  * when it could not be written. */
 bool recovery_save(struct svc *s);
@@ -135,6 +141,19 @@ bool recovery_vm_down(struct svc *s);
  * recovery_probe_result. */
 void probe_due(struct svc *s, int64_t now);
 void probe_stop(struct probe *p);
+
+/* recovery_store.c: names, the `recoveries` table */
+const char *recovery_state_name(enum svc_state state);
+const char *recovery_phase_name(enum rec_phase phase);
+int recovery_store_open(struct recovery *rc, vcr_error_t *err);
+void recovery_store_load(struct svc *s);
+
+/* recovery_container.c: the container step */
+void recovery_container_step(struct svc *s);
+void recovery_container_tick(struct svc *s, int64_t now);
+
+/* recovery_api.c */
+void recovery_clear_failed(struct svc *s, const char *why);
 
 /* primary.c: boot grace at every start, `stopped`, fencing a returning primary. */
 struct inv_vm *recovery_primary_vm(const struct svc *s);
