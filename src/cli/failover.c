@@ -35,6 +35,10 @@ static int run(struct cli_context *ctx, int argc, char **argv, const char *verb,
     }
     if (json) {
         cli_print_json(body);
+    } else if (strcmp(verb, "reset") == 0 && json_is_true(json_object_get(body, "clearing"))) {
+        printf("%s: clearing its failed recovery: its DNS name goes back to the primary first; "
+               "follow with `vcr services`\n",
+               name);
     } else if (strcmp(verb, "reset") == 0) {
         printf("%s: failed recovery cleared (state %s)\n", name,
                json_string_value(json_object_get(body, "state")));

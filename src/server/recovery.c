@@ -301,6 +301,10 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
         failback_dns_done(s, error);
         return;
     }
+    if (s->step == STEP_CLEAR) {
+        recovery_clear_dns_done(s, error);
+        return;
+    }
     if (error) {
         recovery_fail(s, "DNS update of %s -> %s: %s (%u attempts)", s->cfg->dns_name,
                       s->cfg->standby.address, error, outcome->attempts);

@@ -31,15 +31,15 @@ static json_t *svc_json(struct svc *s)
     bool standby = s->on_standby;
     json_t *rec = NULL;
     if (s->phase != PH_NONE || s->state == SVC_FAILED || json_array_size(s->timeline))
-        rec = json_pack("{s:s, s:s, s:s?, s:I, s:I, s:O?}", "phase", recovery_phase_name(s->phase), "cause",
-                        s->cause, "error", s->error[0] ? s->error : NULL, "started_ms",
+        rec = json_pack("{s:s, s:s, s:s?, s:I, s:I, s:O?}", "phase", recovery_phase_name(s->phase),
+                        "cause", s->cause, "error", s->error[0] ? s->error : NULL, "started_ms",
                         (json_int_t)s->started_ms, "updated_ms", (json_int_t)s->updated_ms,
                         "timeline", s->timeline);
     return json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, "
         "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?}, s:o}",
-        "name", c->name, "dns_name", c->dns_name, "state", recovery_state_name(s->state), "served_by",
-        standby ? "standby" : "primary", "address",
+        "name", c->name, "dns_name", c->dns_name, "state", recovery_state_name(s->state),
+        "served_by", standby ? "standby" : "primary", "address",
         standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
         standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
         "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
@@ -76,7 +76,8 @@ json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *er
     }
     if (s->state == SVC_FAILED) {
         /* Resume after the last phase done: nothing done twice. */
-        log_info("service %s: retrying the recovery after phase %s", name, recovery_phase_name(s->phase));
+        log_info("service %s: retrying the recovery after phase %s", name,
+                 recovery_phase_name(s->phase));
         s->state = SVC_RECOVERING;
         s->error[0] = '\0';
         s->started_mono = vcr_mono_ms();
@@ -88,8 +89,8 @@ json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *er
             s->state = SVC_OK; /* an operator may fail over a primary in maintenance */
         recovery_detect(s, "manual failover (vcr failover)");
     }
-    return json_pack("{s:s, s:s, s:s}", "service", name, "state", recovery_state_name(s->state), "phase",
-                     recovery_phase_name(s->phase));
+    return json_pack("{s:s, s:s, s:s}", "service", name, "state", recovery_state_name(s->state),
+                     "phase", recovery_phase_name(s->phase));
 }
 
 json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *err)
@@ -112,21 +113,22 @@ json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *er
     }
     if (failback_start(s, err) < 0)
         return NULL;
-    return json_pack("{s:s, s:s, s:s}", "service", name, "state", recovery_state_name(s->state), "failback",
-                     "started");
+    return json_pack("{s:s, s:s, s:s}", "service", name, "state", recovery_state_name(s->state),
+                     "failback", "started");
 }
 
 /* A failed recovery that never moved DNS: the primary serves the name again
  * (or will once it runs).  A cold container it created is stopped; a warm one
  * is the provisioning's again. */
-void recovery_clear_failed(struct svc *s, const char *why)
+static void finish_clear(struct svc *s, const char *why)
 {
-    recovery_cancel_io(s);
     bool cold_container = s->cfg->standby.mode == STANDBY_COLD && s->phase >= PH_CONTAINER_READY;
     s->state = SVC_OK;
     s->step = STEP_IDLE;
     s->error[0] = '\0';
-    recovery_record(s, "cleared", json_pack("{s:s, s:s}", "why", why, "after", recovery_phase_name(s->phase)));
+    s->on_standby = false;
+    recovery_record(s, "cleared",
+                    json_pack("{s:s, s:s}", "why", why, "after", recovery_phase_name(s->phase)));
     s->phase = PH_NONE;
     s->probe.failures = 0;
     s->probe.next_ms = 0;
@@ -136,6 +138,38 @@ void recovery_clear_failed(struct svc *s, const char *why)
     recovery_save(s);
     if (cold_container)
         recovery_stop_cold_container(s);
+}
+
+void recovery_clear_failed(struct svc *s, const char *why)
+{
+    recovery_cancel_io(s);
+    snprintf(s->clear_why, sizeof(s->clear_why), "%s", why);
+    /* An UPDATE that timed out may still have been applied (a DNS server that
+     * was stopped answers its queue when it resumes): the name is put back on
+     * the primary before the service is called ok. */
+    if (s->phase < PH_PORT_OPEN) {
+        finish_clear(s, why);
+        return;
+    }
+    s->step = STEP_CLEAR;
+    s->step_started = vcr_mono_ms();
+    if (recovery_dns_switch(s, s->cfg->primary.address) < 0) {
+        log_warn("service %s: clearing its failed recovery: %s", s->cfg->name, s->error);
+        s->step = STEP_IDLE;
+    }
+}
+
+void recovery_clear_dns_done(struct svc *s, const char *error)
+{
+    if (error) {
+        snprintf(s->error, sizeof(s->error), "clearing: DNS back to the primary %s: %.300s",
+                 s->cfg->primary.address, error);
+        log_warn("service %s: %s; it stays failed", s->cfg->name, s->error);
+        s->step = STEP_IDLE;
+        recovery_save(s);
+        return;
+    }
+    finish_clear(s, s->clear_why);
 }
 
 json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err)
@@ -163,7 +197,8 @@ json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err)
     /* Whatever the primary does now is a fresh start for the probes. */
     s->probe.answered = false;
     s->probe.unanswered_since = 0;
-    return json_pack("{s:s, s:s}", "service", name, "state", recovery_state_name(s->state));
+    return json_pack("{s:s, s:s, s:b}", "service", name, "state", recovery_state_name(s->state),
+                     "clearing", s->step == STEP_CLEAR);
 }
 
 int recovery_check_vm_start(struct recovery *rc, const char *host, const char *vm, vcr_error_t *err)
@@ -181,4 +216,3 @@ int recovery_check_vm_start(struct recovery *rc, const char *host, const char *v
     }
     return 0;
 }
-

@@ -52,9 +52,9 @@ static void on_container_reply(enum order_outcome outcome, const char *message, 
     s->stage = 0;
     s->retry_at = 0;
     recovery_phase_done(s, PH_CONTAINER_READY,
-               json_pack("{s:s, s:s, s:I}", "container", s->cfg->standby.container, "host",
-                         s->target_host, "order_ms",
-                         (json_int_t)(vcr_mono_ms() - s->step_started)));
+                        json_pack("{s:s, s:s, s:I}", "container", s->cfg->standby.container, "host",
+                                  s->target_host, "order_ms",
+                                  (json_int_t)(vcr_mono_ms() - s->step_started)));
 }
 
 static void container_order(struct svc *s, const char *action)
@@ -138,8 +138,8 @@ void recovery_container_step(struct svc *s)
     snprintf(s->target_host, sizeof(s->target_host), "%s", host);
     if (action == NULL) {
         recovery_phase_done(s, PH_CONTAINER_READY,
-                   json_pack("{s:s, s:s, s:s}", "container", s->cfg->standby.container, "host",
-                             host, "note", "warm: runs already"));
+                            json_pack("{s:s, s:s, s:s}", "container", s->cfg->standby.container,
+                                      "host", host, "note", "warm: runs already"));
         return;
     }
     if (why[0] || s->cfg->standby.mode == STANDBY_WARM)
@@ -174,7 +174,6 @@ void recovery_stop_cold_container(struct svc *s)
         log_warn("service %s: stopping container %s: %s", s->cfg->name, s->cfg->standby.container,
                  vcr_error_msg(err));
 }
-
 
 void recovery_container_tick(struct svc *s, int64_t now)
 {

@@ -43,6 +43,7 @@ enum svc_step {
     STEP_DNS,         /* UPDATE in flight */
     STEP_CONFIRM,     /* resolving and asking the service, until the deadline */
     STEP_FAILBACK,    /* failback: start the primary, probe it, DNS, container stop */
+    STEP_CLEAR,       /* a failed recovery is cleared: DNS back to the primary first */
 };
 
 struct probe {
@@ -92,6 +93,7 @@ struct svc {
     /* The standby host the container orders of this recovery go to:
      * standby.host, or standby.fallback_host when that cannot take it. */
     char target_host[65];
+    char clear_why[120]; /* why a failed recovery is being cleared (STEP_CLEAR) */
     /* Failback: the primary is being started (vm_start sent). */
     bool failback_starting;
     /* The recovery state could not be saved (journal full, I/O error): the
@@ -154,6 +156,7 @@ void recovery_container_tick(struct svc *s, int64_t now);
 
 /* recovery_api.c */
 void recovery_clear_failed(struct svc *s, const char *why);
+void recovery_clear_dns_done(struct svc *s, const char *error);
 
 /* primary.c: boot grace at every start, `stopped`, fencing a returning primary. */
 struct inv_vm *recovery_primary_vm(const struct svc *s);

@@ -48,7 +48,7 @@ const char *recovery_state_name(enum svc_state state)
 const char *recovery_phase_name(enum rec_phase phase)
 {
     return (unsigned)phase < sizeof(phase_names) / sizeof(phase_names[0]) ? phase_names[phase]
-                                                                         : "?";
+                                                                          : "?";
 }
 
 static int db_exec(sqlite3 *db, const char *sql, vcr_error_t *err)
@@ -142,7 +142,6 @@ void recovery_store_load(struct svc *s)
     }
     sqlite3_finalize(st);
 }
-
 
 int recovery_store_open(struct recovery *rc, vcr_error_t *err)
 {

@@ -498,7 +498,8 @@ def test_10_failed_recovery_clears_when_the_primary_answers(rig):
     finally:
         os.kill(named, signal.SIGCONT)
     labkit.wait_for("named answering again", lambda: labkit.dig("web1.vcr.lab"), 20)
-    assert labkit.dig("web2.vcr.lab") == [WEBS["web2"][2]]
+    # named, resumed, may apply the UPDATE it queued while stopped: the name may be on
+    # the container now although the recovery failed.  Clearing puts it back.
     r = rig.vcr.run("service", "reset", "web1")  # web1 is ok: nothing to reset
     assert r.returncode != 0 and "reset clears a failed recovery" in r.stderr, r.stderr
     r = rig.vcr.run("vm", "start", "web2", timeout=40)

@@ -195,7 +195,8 @@ struct fake_dns {
     uint16_t port;
     struct event *ev;
     bool silent;
-    char address[32]; /* the A record of the service name, "" for none */
+    bool apply_silently; /* UPDATEs are applied but never answered (a stopped named's queue) */
+    char address[32];    /* the A record of the service name, "" for none */
     unsigned updates;
     int64_t first_update_mono;
 };
@@ -240,6 +241,11 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
         }
         if (d->updates++ == 0)
             d->first_update_mono = vcr_mono_ms();
+        if (d->apply_silently) {
+            ldns_pkt_free(reply);
+            ldns_pkt_free(req);
+            return;
+        }
         assert_int_equal(ldns_pkt_tsig_sign(reply, KEY_NAME, KEY_SECRET, 300, "hmac-sha256.",
                                             ldns_rr_rdf(ldns_pkt_tsig(req), 3)),
                          LDNS_STATUS_OK);
@@ -1485,6 +1491,28 @@ static void test_container_refusal_codes(void **state)
     harness_stop(&h);
 }
 
+/* A DNS UPDATE that timed out may have been applied all the same: clearing the
+ * failed recovery puts the name back on the primary before calling it ok. */
+static void test_clearing_a_failed_recovery_puts_dns_back(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    keep_agents_alive(&h);
+    assert_false(run_until_ms(&h, never, 300));
+    h.dns.apply_silently = true;
+    service_stop(&h.primary);
+    assert_true(run_until_ms(&h, failed, 15000));
+    assert_contains(recovery_error(&h), "DNS update");
+    assert_string_equal(h.dns.address, CONTAINER); /* applied, never answered */
+    h.dns.apply_silently = false;
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    assert_true(run_until_ms(&h, back_to_ok, 5000));
+    assert_string_equal(h.dns.address, PRIMARY);
+    harness_stop(&h);
+}
+
 /* --- provisioning of warm containers (docs/recovery.md, "Provisioning") --- */
 
 static const char *container_state(struct harness *h)
@@ -2044,6 +2072,7 @@ int main(void)
         cmocka_unit_test(test_port_failure_keeps_its_cause),
         cmocka_unit_test(test_recovery_holds_while_its_state_cannot_be_saved),
         cmocka_unit_test(test_container_refusal_codes),
+        cmocka_unit_test(test_clearing_a_failed_recovery_puts_dns_back),
     };
     /* VCR_TEST_FILTER=PATTERN runs the matching tests only (cmocka's * and ?). */
     if (getenv("VCR_TEST_FILTER"))
