@@ -266,7 +266,25 @@ def failing_qemus(tmp_path):
     copy = tmp_path / "copy" / "qemu-system-x86_64"
     shutil.copy2("/usr/bin/qemu-system-x86_64", copy)
     os.chmod(copy, 0o755)
-    return [(script, "this qemu refuses to start"), (copy, "could not load module")]
+    # One that never greets on QMP: killed after HOST_VM_WARM_LAUNCH_MS.
+    hangs = tmp_path / "qemu-hangs"
+    hangs.write_text("#!/bin/sh\nexec sleep 987\n")
+    os.chmod(hangs, 0o755)
+    return [(script, "this qemu refuses to start"), (copy, "could not load module"),
+            (hangs, "no QMP greeting within 10000 ms")]
+
+
+def sleepers():
+    """Processes left by the hanging binary of failing_qemus()."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == b"sleep\x00987\x00":
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def test_host_warm_restart_to_a_qemu_that_cannot_start_keeps_every_vm(warm, tmp_path):
@@ -316,6 +334,7 @@ def test_host_warm_restart_to_a_qemu_that_cannot_start_keeps_every_vm(warm, tmp_
             assert "starting" not in states and "crashed" not in states, states
         assert not leftovers(warm)
         assert len(own_ram(warm)) == 1 and len(own_ram(warm, VM2)) == 1
+        assert not sleepers()
 
 
 def test_agent_restart_readopts_after_warm_restart(warm):
