@@ -323,7 +323,7 @@ def test_host_warm_restart_to_a_qemu_that_cannot_start_keeps_every_vm(warm, tmp_
             assert v["pid"] == pids[vm], (vm, v)
             assert v["qemu"] == "/usr/bin/qemu-system-x86_64", v
             assert "never paused" in v["cause"], v
-            assert [p for p, _ in qemu_pids_of_vm(vm)] == [pids[vm]]
+            assert [p for p, _ in qemu_pids_of_vm(warm, vm)] == [pids[vm]]
             # The guest went on: its in-memory counter continued, its tmpfs file is there.
             labkit.wait_for(f"{vm}'s counter to move on",
                             lambda: counter(address) > counters[vm], 10)
@@ -385,8 +385,9 @@ def test_corrupted_state_file_falls_back_to_cold_boot(warm):
     assert "warm_restart_failed" in kinds
 
 
-def qemu_pids_of_vm(vm=VM):
-    """(pid, started with -incoming) of every live QEMU of vm on this machine."""
+def qemu_pids_of_vm(d, vm=VM):
+    """(pid, started with -incoming) of every live QEMU of vm of this agent (its QMP
+    socket in d.state_dir: other labs on the machine may run a web1 of their own)."""
     found = []
     for pid in os.listdir("/proc"):
         try:
@@ -395,7 +396,8 @@ def qemu_pids_of_vm(vm=VM):
         except OSError:
             continue
         if argv and argv[0].endswith(b"qemu-system-x86_64") and any(
-                a.endswith(f"/{vm}.qmp,server=on,wait=off".encode()) for a in argv):
+                a.endswith(f"{d.state_dir}/{vm}.qmp,server=on,wait=off".encode())
+                for a in argv):
             found.append((int(pid), b"-incoming" in argv))
     return sorted(found)
 
@@ -428,7 +430,7 @@ def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
     assert warm.agent_proc.popen.wait(30) == -signal.SIGKILL
     # What the dead agent left behind is what the point says: the new QEMU (-incoming)
     # is up from `launched` on; the old one until it is killed once the state is sealed.
-    left = qemu_pids_of_vm()
+    left = qemu_pids_of_vm(warm)
     pre = [pid for pid, incoming in left if pid != old_pid and incoming]
     assert len(pre) == 1, left
     names = os.listdir(warm.state_dir)
@@ -452,7 +454,7 @@ def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
         assert vm["pid"] != old_pid
     # Exactly one QEMU is left: the pre-launched one was killed (or, at `quit`, replaced
     # by a fresh one to load the state); its files are gone, the VM's are in place.
-    assert [pid for pid, _ in qemu_pids_of_vm()] == [vm["pid"]]
+    assert [pid for pid, _ in qemu_pids_of_vm(warm)] == [vm["pid"]]
     assert not process_lives(pre[0]) or pre[0] == vm["pid"]
     names = os.listdir(warm.state_dir)
     assert {f"{VM}.pid", f"{VM}.qmp"} <= set(names), names
