@@ -134,9 +134,10 @@ static void start_vms(struct host_role *r)
             continue;
         }
         r->vms[r->n_vms++] = vm;
-        if (host_vm_warm_recover(vm) || host_vm_adopt(vm) || host_vm_found_ended(vm))
+        bool fenced = host_fence_blocks_autostart(r->fence, cfg->vms[i].name);
+        if (host_vm_warm_recover(vm, fenced) || host_vm_adopt(vm) || host_vm_found_ended(vm))
             continue;
-        if (host_fence_blocks_autostart(r->fence, cfg->vms[i].name)) {
+        if (fenced) {
             log_warn("VM %s: not autostarted: it was self-fenced (%s/fenced.json); only a "
                      "vm_start order brings it back",
                      cfg->vms[i].name, cfg->state_dir);
@@ -245,10 +246,11 @@ static void on_warm_done(struct host_vm *vm, const struct host_vm_warm_result *r
     size_t i = vm_index(r, vm);
     if (i >= r->n_vms || r->pending[i].id == NULL)
         return;
-    json_t *members = json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:s}", "vm", host_vm_name(vm),
-                                "fallback", res->fallback, "suspend_ms", res->suspend_ms,
-                                "resume_ms", res->resume_ms, "downtime_ms", res->downtime_ms,
-                                "state_bytes", (json_int_t)res->state_bytes, "qemu", res->qemu);
+    json_t *members =
+        json_pack("{s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:I, s:s}", "vm", host_vm_name(vm),
+                  "fallback", res->fallback, "launch_ms", res->launch_ms, "pause_ms", res->pause_ms,
+                  "suspend_ms", res->suspend_ms, "resume_ms", res->resume_ms, "downtime_ms",
+                  res->downtime_ms, "state_bytes", (json_int_t)res->state_bytes, "qemu", res->qemu);
     struct pending_order *p = &r->pending[i];
     agent_reply_with(r->agent, p->id, res->ok, res->ok ? NULL : res->error, members);
     json_decref(p->id);

@@ -41,7 +41,8 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms)
 
 static void remove_runtime_files(struct host_vm *vm)
 {
-    const char *files[] = {vm->paths.ram, vm->paths.qmp, vm->paths.pid};
+    const char *files[] = {vm->paths.ram, vm->paths.qmp, vm->paths.pid, vm->paths.old_qmp,
+                           vm->paths.old_pid};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (unlink(files[i]) < 0 && errno != ENOENT)
             log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, files[i], strerror(errno));
@@ -86,13 +87,10 @@ static void conclude_exit(struct host_vm *vm)
     int wstatus = 0;
     bool have_status = proc_watch_status(vm->proc, &wstatus);
     if (vm->warm) {
-        /* Expected (the old QEMU after `quit`) or not, the warm restart
-         * decides; the RAM file stays: it is the guest's memory. */
-        const char *files[] = {vm->paths.qmp, vm->paths.pid};
-        for (size_t i = 0; i < 2; i++)
-            if (unlink(files[i]) < 0 && errno != ENOENT)
-                log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, files[i],
-                         strerror(errno));
+        /* Expected (the old QEMU once its state is sealed) or not, the warm
+         * restart decides, and removes the files of the QEMU that went (the
+         * new one may have NAME.qmp and NAME.pid by now); the RAM file stays:
+         * it is the guest's memory. */
         proc_watch_free(vm->proc);
         vm->proc = NULL;
         host_vm_warm_exited(vm, have_status, wstatus);
@@ -329,6 +327,20 @@ static bool cmdline_is_ours(const struct host_vm *vm, pid_t pid, bool *incoming)
     return ours;
 }
 
+int host_vm_read_pid(const char *path)
+{
+    cleanup_file FILE *f = fopen(path, "re");
+    int pid = 0;
+    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 0)
+        return 0;
+    return pid;
+}
+
+bool host_vm_pid_is_ours(const struct host_vm *vm, pid_t pid)
+{
+    return pid > 0 && cmdline_is_ours(vm, pid, NULL);
+}
+
 pid_t host_vm_find_qemu(const struct host_vm *vm, bool *incoming)
 {
     if (vm->proc)
@@ -400,7 +412,7 @@ bool host_vm_found_ended(struct host_vm *vm)
     return true;
 }
 
-static void write_log_header(const struct host_vm *vm, char **argv)
+void host_vm_log_header(const struct host_vm *vm, char **argv)
 {
     cleanup_file FILE *f = fopen(vm->paths.log, "ae");
     if (f == NULL)
@@ -419,6 +431,9 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     /* Leftovers of a QEMU that died with no agent to clean up after it: a
      * stale RAM file would hand its old contents to the new guest. */
     remove_runtime_files(vm);
+    /* One boot per console log: QEMU only ever appends to it (vm.c). */
+    if (truncate(vm->paths.serial, 0) < 0 && errno != ENOENT)
+        log_warn("VM %s: truncate `%s`: %s", vm->spec->name, vm->paths.serial, strerror(errno));
     /* docs/warm-cache.md: never start with a volume that failed its checks.
      * Then the RAM: on hugetlbfs its pages are counted and reserved now, so
      * that a shortage is a clear cause instead of QEMU dying (ram_dir.h). */
@@ -444,7 +459,7 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
         remove_runtime_files(vm);
         return -1;
     }
-    write_log_header(vm, argv);
+    host_vm_log_header(vm, argv);
     pid_t pid = proc_spawn(argv, vm->paths.log, err);
     vm_argv_free(argv);
     struct proc_watch *w =
@@ -593,7 +608,7 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL)
         return -1;
-    write_log_header(vm, argv);
+    host_vm_log_header(vm, argv);
     pid_t pid = proc_spawn(argv, vm->paths.log, err);
     vm_argv_free(argv);
     struct proc_watch *w =
@@ -616,6 +631,23 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
     if (vm->qmp == NULL)
         return vcr_error_make(err, ENOMEM, "VM `%s`: QMP client: out of memory", vm->spec->name);
     return qmp_client_connect_retry(vm->qmp, vm->paths.qmp, HOST_VM_QMP_CONNECT_MS, err);
+}
+
+void host_vm_take_qemu(struct host_vm *vm, struct proc_watch *w, struct qmp_client *q,
+                       const char *qemu)
+{
+    proc_watch_set_callback(w, on_process_exit, vm);
+    qmp_client_set_ops(q, &qmp_ops, vm);
+    qmp_client_free(vm->qmp);
+    vm->proc = w;
+    vm->pid = proc_watch_pid(w);
+    vm->qmp = q;
+    vm->qmp_ready = qmp_client_is_ready(q);
+    vm->started_ms = vcr_mono_ms();
+    vm->start_failure[0] = '\0';
+    vm->exit_pending = false;
+    host_vm_set_qemu_path(vm, qemu);
+    memset(&vm->meter, 0, sizeof(vm->meter));
 }
 
 json_t *host_vm_sample(struct host_vm *vm)

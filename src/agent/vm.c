@@ -110,7 +110,9 @@ int vm_paths_init(struct vm_paths *p, const char *ram_dir, const char *state_dir
         asprintf(&p->state, "%s/%s.state", state_dir, name) < 0 ||
         asprintf(&p->state_tmp, "%s/%s.state.tmp", state_dir, name) < 0 ||
         asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0 ||
-        asprintf(&p->journal, "%s/%s.warm", state_dir, name) < 0) {
+        asprintf(&p->journal, "%s/%s.warm", state_dir, name) < 0 ||
+        asprintf(&p->old_qmp, "%s/%s.old.qmp", state_dir, name) < 0 ||
+        asprintf(&p->old_pid, "%s/%s.old.pid", state_dir, name) < 0) {
         vm_paths_clear(p);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
     }
@@ -129,6 +131,8 @@ void vm_paths_clear(struct vm_paths *p)
     free(p->state_tmp);
     free(p->state_sum);
     free(p->journal);
+    free(p->old_qmp);
+    free(p->old_pid);
     memset(p, 0, sizeof(*p));
 }
 
@@ -324,7 +328,10 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     }
     add_volumes(&b, l);
     add(&b, strdup("-netdev"));
-    addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);
+    if (l->tap_fd > 2)
+        addf(&b, "tap,id=n0,fd=%d", l->tap_fd);
+    else
+        addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);
     add(&b, strdup("-device"));
     addf(&b, "virtio-net-pci,netdev=n0,mac=%s", s->mac);
     /* Lets a guest with the pvpanic driver report a panic (GUEST_PANICKED). */
@@ -333,8 +340,12 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     add2(&b, "-display", strdup("none"));
     add(&b, strdup("-nodefaults"));
     add(&b, strdup("-no-user-config"));
-    add(&b, strdup("-serial"));
-    addf(&b, "file:%s", serial);
+    /* Appended to, never truncated by QEMU: during a warm restart the new
+     * QEMU opens it while the old one still writes (a cold start empties it
+     * first: host_vm_start). */
+    add(&b, strdup("-chardev"));
+    addf(&b, "file,id=serial0,path=%s,append=on", serial);
+    add2(&b, "-serial", strdup("chardev:serial0"));
     add2(&b, "-qmp", vm_qmp_option(l->paths));
     /* A guest reboot ends the process: the agent, not QEMU, decides what happens next. */
     add(&b, strdup("-no-reboot"));

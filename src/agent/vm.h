@@ -44,6 +44,10 @@ struct vm_paths {
     char *state_tmp; /* STATE_DIR/NAME.state.tmp: being written by QEMU */
     char *state_sum; /* STATE_DIR/NAME.state.sha256: its checksum */
     char *journal;   /* STATE_DIR/NAME.warm: the warm restart under way (warm_state.h) */
+    /* During a warm restart the new QEMU takes NAME.qmp and NAME.pid (the
+     * paths on every QEMU's command line); the old one's are moved here. */
+    char *old_qmp; /* STATE_DIR/NAME.old.qmp */
+    char *old_pid; /* STATE_DIR/NAME.old.pid */
 };
 
 /* tmpfs, where the warm-cache volumes' memory files live (and the RAM files
@@ -71,6 +75,10 @@ struct vm_launch {
     const struct vcr_vm_spec *spec;
     const struct vm_paths *paths;
     bool incoming; /* append `-incoming defer` (warm restart) */
+    /* > 2: the tap is this descriptor, inherited (`-netdev tap,fd=N`): the
+     * old QEMU's, while it still holds the tap (warm restart); otherwise
+     * QEMU opens the spec's tap by name. */
+    int tap_fd;
 };
 
 /* The -qmp argument, "unix:PATH,server=on,wait=off": also how an earlier

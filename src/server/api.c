@@ -359,10 +359,11 @@ json_t *api_warm_entry(const char *vm, enum order_outcome outcome, const char *m
     if (!ok && error == NULL)
         error = message ? message : "failed";
     const char *qemu = json_string_value(json_object_get(reply, "qemu"));
-    return json_pack("{s:s, s:b, s:b, s:s?, s:o, s:o, s:o, s:o, s:s?}", "vm", vm, "ok", ok,
-                     "fallback", json_is_true(json_object_get(reply, "fallback")), "error", error,
-                     "suspend_ms", num_or_null(reply, "suspend_ms"), "resume_ms",
-                     num_or_null(reply, "resume_ms"), "downtime_ms",
+    return json_pack("{s:s, s:b, s:b, s:s?, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}", "vm", vm, "ok",
+                     ok, "fallback", json_is_true(json_object_get(reply, "fallback")), "error",
+                     error, "launch_ms", num_or_null(reply, "launch_ms"), "pause_ms",
+                     num_or_null(reply, "pause_ms"), "suspend_ms", num_or_null(reply, "suspend_ms"),
+                     "resume_ms", num_or_null(reply, "resume_ms"), "downtime_ms",
                      num_or_null(reply, "downtime_ms"), "state_bytes",
                      num_or_null(reply, "state_bytes"), "qemu", qemu);
 }
