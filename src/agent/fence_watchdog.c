@@ -20,6 +20,7 @@
 
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/durable.h"
 #include "common/log.h"
 
 #define WD_MAX_CLIENTS 8
@@ -286,7 +287,7 @@ static void write_fenced(struct wd_proc *p, int64_t now_ms)
     char path[4096], tmp[4096 + 8];
     snprintf(path, sizeof(path), "%s/%s", p->state_dir, FENCE_WD_FENCED_FILE);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || rename(tmp, path) < 0)
+    if (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || vcr_rename_durable(tmp, path, NULL) < 0)
         log_error("cannot write `%s`: %s", path, strerror(errno));
 }
 
@@ -312,7 +313,8 @@ static void forget_running(struct wd_proc *p)
     }
     char tmp[4096 + 8];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if (changed && (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || rename(tmp, path) < 0))
+    if (changed &&
+        (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || vcr_rename_durable(tmp, path, NULL) < 0))
         log_error("cannot rewrite `%s`: %s", path, strerror(errno));
 }
 

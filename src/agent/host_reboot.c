@@ -1,10 +1,9 @@
 /* Orders on data volumes and guest reboots (docs/warm-cache.md):
- *   vm_flush {volume?}  write the warm-cache volume(s) back to the image now;
- *                       the reply comes once the image is fsync'd and renamed.
+ *   vm_flush {volume?}  fsync the warm-cache volume image(s) now; the reply
+ *                       comes once the fsync is done (host_volume_flush).
  *   vm_reboot {cold?}   warm (default): QMP system_reset in the same QEMU, so
- *                       the pmem memory files stay mapped; cold: quit QEMU
- *                       (its exit writes the volumes back), drop the memory
- *                       files, start again from the images.
+ *                       the pmem images stay mapped; cold: quit QEMU and
+ *                       start a new one, which maps the images again.
  * A reboot is answered when the guest's console shows HOST_REBOOT_READY_MARKER
  * again (the lab guest prints it when its services are up), with the times. */
 #include <errno.h>
@@ -122,8 +121,7 @@ static void on_reboot_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (rb->cold && !rb->started) {
         if (vm->proc)
-            goto again; /* waiting for the old QEMU's exit (it writes the volumes back) */
-        host_volumes_drop(vm);
+            goto again; /* waiting for the old QEMU's exit */
         /* The new QEMU truncates the console log too, but only once it runs:
          * the old boot's marker must not count. */
         if (truncate(vm->paths.serial, 0) < 0 && errno != ENOENT)
@@ -219,7 +217,9 @@ static void order_reboot(struct agent *a, struct host_vm *vm, json_t *id, bool c
     active = rb;
     cleanup_error vcr_error_t err = NULL;
     if (cold) {
-        /* quit at once: the exit writes the volumes back (host_volumes_exited). */
+        /* quit at once, as a power cycle would: what the guest did not sync
+         * is in the host page cache all the same (the images are mapped
+         * shared), so the new QEMU sees it. */
         if (host_vm_stop(vm, 0, &err) < 0) {
             reboot_end(rb, false, vcr_error_msg(err));
             return;

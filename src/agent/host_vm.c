@@ -105,7 +105,6 @@ static void conclude_exit(struct host_vm *vm)
     }
     bool report = vm_sm_exited(&vm->sm, have_status, wstatus, detail[0] ? detail : NULL);
     remove_runtime_files(vm);
-    host_volumes_exited(vm);
     proc_watch_free(vm->proc);
     vm->proc = NULL;
     if (report)
@@ -151,8 +150,6 @@ static void on_query_status(struct qmp_client *c, json_t *result, const char *er
     }
     if (vm_sm_qmp_status(&vm->sm, status))
         host_vm_changed(vm, vcr_wall_ms());
-    if (vm->sm.state == VM_STATE_RUNNING)
-        host_volumes_running(vm);
 }
 
 static void on_qmp_ready(struct qmp_client *c, void *opaque)
@@ -600,6 +597,10 @@ void host_vm_set_qemu_path(struct host_vm *vm, const char *path)
 
 int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err)
 {
+    /* The new QEMU of a warm restart maps the volume images too: one that an
+     * earlier agent kept in /dev/shm must be in its image first. */
+    if (host_volumes_prepare(vm, err) < 0)
+        return vcr_error_wrap(err, "start qemu of VM `%s`", vm->spec->name);
     struct vm_launch launch = {.qemu = qemu,
                                .accel = vm->env.accel,
                                .spec = vm->spec,

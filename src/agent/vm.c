@@ -243,8 +243,9 @@ static void add2(struct argv_builder *b, const char *opt, char *value)
     add(b, value);
 }
 
-/* Warm-cache volumes: virtio-pmem over their memory files, each in a memory
- * hotplug slot; others: virtio-blk over their images (LAB-NOTES "Warm cache"). */
+/* Warm-cache volumes: virtio-pmem over their images mapped shared (a guest
+ * flush is QEMU's fsync of the image), each in a memory hotplug slot;
+ * others: virtio-blk over their images (LAB-NOTES "Warm cache"). */
 static void add_volumes(struct argv_builder *b, const struct vm_launch *l)
 {
     const struct vcr_vm_spec *s = l->spec;
@@ -252,8 +253,7 @@ static void add_volumes(struct argv_builder *b, const struct vm_launch *l)
     for (size_t i = 0; i < s->n_volumes; i++) {
         const struct vcr_volume_spec *v = &s->volumes[i];
         if (v->warm_cache) {
-            cleanup_free char *mem = host_volume_mem_path(l->paths->shm_base, v->name);
-            cleanup_free char *esc = mem ? qemu_escape(mem) : NULL;
+            cleanup_free char *esc = qemu_escape(v->image);
             if (esc == NULL) {
                 b->oom = true;
                 return;

@@ -30,12 +30,12 @@ const char *vm_state_name(enum vm_state s);
 bool vm_state_is_live(enum vm_state s);
 
 /* Files of one VM.  The RAM lives in the agent's ram_dir (tmpfs or hugetlbfs,
- * ram_dir.h) so that a later warm restart can hand it to a new QEMU; the
- * warm-cache volumes' memory files in /dev/shm (the agent write()s them, which
- * hugetlbfs does not allow); everything else is in the agent's state_dir. */
+ * ram_dir.h) so that a later warm restart can hand it to a new QEMU;
+ * everything else is in the agent's state_dir (warm-cache volumes are their
+ * images, host_volume.h). */
 struct vm_paths {
     char *ram;       /* RAM_DIR/vcr-HOST-NAME-HASH.ram (HASH: of the state directory) */
-    char *shm_base;  /* /dev/shm/vcr-HOST-NAME-HASH: volume memory files are BASE-VOL.pmem */
+    char *shm_base;  /* /dev/shm/vcr-HOST-NAME-HASH: where earlier agents kept volumes */
     char *qmp;       /* STATE_DIR/NAME.qmp */
     char *serial;    /* STATE_DIR/NAME.serial */
     char *log;       /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
@@ -50,8 +50,9 @@ struct vm_paths {
     char *old_pid; /* STATE_DIR/NAME.old.pid */
 };
 
-/* tmpfs, where the warm-cache volumes' memory files live (and the RAM files
- * unless ram_dir says otherwise): they outlive QEMU but not the host. */
+/* tmpfs, where the RAM files live unless ram_dir says otherwise (and where
+ * agents before the image-backed volumes kept their memory files): they
+ * outlive QEMU but not the host. */
 #define VM_SHM_DIR "/dev/shm"
 
 /* The HASH in a RAM file's name: FNV-1a of the agent's state directory. */

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "common/cleanup.h"
+#include "common/durable.h"
 
 int warm_state_digest(const char *path, char *out, uint64_t *bytes, vcr_error_t *err)
 {
@@ -65,13 +66,13 @@ int warm_state_seal(const char *tmp, const char *state, const char *sum, uint64_
         unlink(sum_tmp);
         return vcr_error_errno(err, "write `%s`", sum_tmp);
     }
-    if (rename(sum_tmp, sum) < 0) {
+    /* Durable before they are published: after a crash a sealed state is
+     * whole, never a renamed file whose data had not reached the disk. */
+    if (vcr_rename_durable(sum_tmp, sum, err) < 0) {
         unlink(sum_tmp);
-        return vcr_error_errno(err, "rename `%s` to `%s`", sum_tmp, sum);
+        return -1;
     }
-    if (rename(tmp, state) < 0)
-        return vcr_error_errno(err, "rename `%s` to `%s`", tmp, state);
-    return 0;
+    return vcr_rename_durable(tmp, state, err);
 }
 
 int warm_state_verify(const char *state, const char *sum, vcr_error_t *err)
@@ -130,10 +131,9 @@ int warm_journal_write(const char *path, const struct warm_journal *j, vcr_error
         unlink(tmp);
         return vcr_error_make(err, e, "write `%s`: %s", tmp, strerror(e));
     }
-    if (rename(tmp, path) < 0) {
-        int e = errno;
+    if (vcr_rename_durable(tmp, path, err) < 0) {
         unlink(tmp);
-        return vcr_error_make(err, e, "rename `%s` to `%s`: %s", tmp, path, strerror(e));
+        return -1;
     }
     return 0;
 }

@@ -47,6 +47,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "page_cache.h"
 #include "proto/proto.h"
 
 static const char *data_dir(void)
@@ -154,9 +155,15 @@ static void test_warm_state_checksum(void **state)
         fputc(i % 251, f);
     fclose(f);
     uint64_t bytes = 0;
+    long unsynced = unsynced_pages(tmp);
     assert_int_equal(warm_state_seal(tmp, st, sum, &bytes, NULL), 0);
     assert_int_equal(bytes, 100000);
     assert_int_equal(access(tmp, F_OK), -1); /* renamed */
+    if (unsynced >= 0) {                     /* on disk before they were renamed (cachestat(2)) */
+        assert_true(unsynced > 0);
+        assert_int_equal(unsynced_pages(st), 0);
+        assert_int_equal(unsynced_pages(sum), 0);
+    }
     assert_int_equal(warm_state_verify(st, sum, NULL), 0);
 
     assert_int_equal(warm_state_corrupt(st, NULL), 0);
@@ -188,6 +195,7 @@ static void test_warm_journal(void **state)
     vcr_error_release(&err);
     assert_int_equal(warm_journal_write(path, &j, NULL), 0);
     assert_int_equal(access(tmp, F_OK), -1);
+    assert_true(unsynced_pages(path) <= 0); /* fsync'd before the rename */
     assert_int_equal(warm_journal_read(path, &r, NULL), 0);
     assert_string_equal(r.qemu, j.qemu);
     assert_true(r.started_ms == j.started_ms);
