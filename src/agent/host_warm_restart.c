@@ -979,8 +979,13 @@ bool host_vm_warm_recover(struct host_vm *vm, bool fenced)
     pid_t nw = find_new_qemu(vm, &j);
     int64_t age = vcr_wall_ms() - j.started_ms;
     bool sealed = state_sealed(vm);
+    bool ram_kept = access(vm->paths.ram, F_OK) == 0;
+    if (sealed && !ram_kept)
+        log_warn("VM %s: the sealed state of a warm restart is here but the RAM file `%s` is "
+                 "not (the host restarted?): the state is useless without it",
+                 name, vm->paths.ram);
     enum warm_recovery what = warm_recovery_decide(
-        true, fenced, age, HOST_VM_WARM_RECOVER_WINDOW_MS, old > 0, nw > 0, sealed);
+        true, fenced, age, HOST_VM_WARM_RECOVER_WINDOW_MS, old > 0, nw > 0, sealed, ram_kept);
     char old_s[32] = "gone", new_s[32] = "none";
     if (old > 0)
         snprintf(old_s, sizeof(old_s), "pid %d", (int)old);

@@ -179,7 +179,7 @@ const char *warm_recovery_name(enum warm_recovery r)
 
 enum warm_recovery warm_recovery_decide(bool journal, bool fenced, int64_t age_ms,
                                         int64_t window_ms, bool old_alive, bool new_alive,
-                                        bool sealed)
+                                        bool sealed, bool ram_kept)
 {
     if (!journal)
         return WARM_RECOVER_NONE;
@@ -197,7 +197,7 @@ enum warm_recovery warm_recovery_decide(bool journal, bool fenced, int64_t age_m
         return WARM_RECOVER_ROLLBACK;
     if (new_alive)
         return WARM_RECOVER_CHECK;
-    return sealed ? WARM_RECOVER_REDO : WARM_RECOVER_COLD;
+    return sealed && ram_kept ? WARM_RECOVER_REDO : WARM_RECOVER_COLD;
 }
 
 bool warm_recovery_kills_new(enum warm_recovery r, bool old_alive, bool new_alive)

@@ -64,10 +64,12 @@ const char *warm_recovery_name(enum warm_recovery r);
  * its start a restart may still be finished; old_alive: the journal's old
  * QEMU still runs; new_alive: another QEMU of the VM runs (the new one,
  * pre-launched or already loaded); sealed: the state file and its checksum
- * file exist. */
+ * file exist; ram_kept: the guest's RAM file is still there (a host that
+ * restarted lost its tmpfs, while the state files, fsync'd, survived: that
+ * state without its RAM is worth nothing). */
 enum warm_recovery warm_recovery_decide(bool journal, bool fenced, int64_t age_ms,
                                         int64_t window_ms, bool old_alive, bool new_alive,
-                                        bool sealed);
+                                        bool sealed, bool ram_kept);
 /* Whether that action kills a new QEMU found beside the old one. */
 bool warm_recovery_kills_new(enum warm_recovery r, bool old_alive, bool new_alive);
 

@@ -235,48 +235,52 @@ static void test_warm_recovery_decide(void **state)
 {
     (void)state;
     const int64_t win = HOST_VM_WARM_RECOVER_WINDOW_MS;
+    /* Sealed state but no RAM file (the host restarted: its tmpfs is gone, the fsync'd
+     * state files are not): never load that state into an empty RAM file. */
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, true, false),
+                     WARM_RECOVER_COLD);
     /* journal, fenced, age, window, old alive, new alive, sealed */
-    assert_int_equal(warm_recovery_decide(false, false, 10, win, true, false, true),
+    assert_int_equal(warm_recovery_decide(false, false, 10, win, true, false, true, true),
                      WARM_RECOVER_NONE);
     /* The old QEMU alone (the agent died before the new one was spawned, or after
      * it was killed): cont it, whether it was paused or saved. */
-    assert_int_equal(warm_recovery_decide(true, false, 10, win, true, false, false),
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, true, false, false, true),
                      WARM_RECOVER_ROLLBACK);
-    assert_int_equal(warm_recovery_decide(true, false, 10, win, true, false, true),
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, true, false, true, true),
                      WARM_RECOVER_ROLLBACK);
     /* Both: the new one pre-launched (before `stop`, or while the old one was saved,
      * or with the state sealed but the old one not killed yet): the old one wins and
      * the new one is killed. */
     for (int sealed = 0; sealed < 2; sealed++) {
-        enum warm_recovery r = warm_recovery_decide(true, false, 10, win, true, true, sealed);
+        enum warm_recovery r = warm_recovery_decide(true, false, 10, win, true, true, sealed, true);
         assert_int_equal(r, WARM_RECOVER_ROLLBACK);
         assert_true(warm_recovery_kills_new(r, true, true));
     }
     assert_false(warm_recovery_kills_new(WARM_RECOVER_ROLLBACK, true, false));
     /* Only the new one: keep it if it runs the guest, else load the state again. */
-    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, true, true),
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, true, true, true),
                      WARM_RECOVER_CHECK);
-    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, true, false),
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, true, false, true),
                      WARM_RECOVER_CHECK);
     assert_false(warm_recovery_kills_new(WARM_RECOVER_CHECK, false, true));
     /* No QEMU: the sealed state is the guest's devices; without it, boot cold. */
-    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, true),
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, true, true),
                      WARM_RECOVER_REDO);
-    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, false),
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, false, true),
                      WARM_RECOVER_COLD);
     /* Past the window (or a clock gone backwards) the server decides: the QEMU found
      * is adopted as it is, the old one if both run (the new one beside it goes). */
-    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, true, false, true),
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, true, false, true, true),
                      WARM_RECOVER_ADOPT);
-    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, true, true, true),
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, true, true, true, true),
                      WARM_RECOVER_ADOPT);
     assert_true(warm_recovery_kills_new(WARM_RECOVER_ADOPT, true, true));
-    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, false, true, true),
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, false, true, true, true),
                      WARM_RECOVER_ADOPT);
     assert_false(warm_recovery_kills_new(WARM_RECOVER_ADOPT, false, true));
-    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, false, false, true),
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, false, false, true, true),
                      WARM_RECOVER_ENDED);
-    assert_int_equal(warm_recovery_decide(true, false, -5, win, false, false, true),
+    assert_int_equal(warm_recovery_decide(true, false, -5, win, false, false, true, true),
                      WARM_RECOVER_ENDED);
     /* Self-fenced meanwhile (the watchdog killed the QEMU it knew): nothing is
      * started, however far the restart got; a new QEMU found is killed, an old one
@@ -284,14 +288,15 @@ static void test_warm_recovery_decide(void **state)
     for (int old_alive = 0; old_alive < 2; old_alive++)
         for (int sealed = 0; sealed < 2; sealed++) {
             enum warm_recovery r =
-                warm_recovery_decide(true, true, 10, win, old_alive, true, sealed);
+                warm_recovery_decide(true, true, 10, win, old_alive, true, sealed, true);
             assert_int_equal(r, WARM_RECOVER_FENCED);
             assert_true(warm_recovery_kills_new(r, old_alive, true));
-            assert_int_equal(warm_recovery_decide(true, true, 10, win, old_alive, false, sealed),
-                             WARM_RECOVER_FENCED);
+            assert_int_equal(
+                warm_recovery_decide(true, true, 10, win, old_alive, false, sealed, true),
+                WARM_RECOVER_FENCED);
         }
     assert_false(warm_recovery_kills_new(WARM_RECOVER_FENCED, true, false));
-    assert_int_equal(warm_recovery_decide(false, true, 10, win, true, false, true),
+    assert_int_equal(warm_recovery_decide(false, true, 10, win, true, false, true, true),
                      WARM_RECOVER_NONE);
     assert_string_equal(warm_recovery_name(WARM_RECOVER_REDO), "redo");
     /* The test-fault exit points the agent accepts. */
