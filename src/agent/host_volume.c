@@ -293,13 +293,6 @@ struct host_volumes {
     struct flush_job *flush;
 };
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static struct host_volumes *volumes_of(struct host_vm *vm)
 {
     if (vm->volumes || vm->spec->n_volumes == 0)
@@ -350,7 +343,7 @@ static void on_flushed(struct standby_job *sj, const char *error, void *opaque)
     (void)sj;
     struct flush_job *job = opaque;
     struct host_vm *vm = job->vm;
-    double ms = (double)(mono_us() - job->t0_us) / 1000.0;
+    double ms = (double)(vcr_mono_us() - job->t0_us) / 1000.0;
     vm->volumes->job = NULL;
     vm->volumes->flush = NULL;
     if (error == NULL)
@@ -400,7 +393,7 @@ int host_volume_flush(struct host_vm *vm, const char *vol, host_volume_flush_cb 
     job->vm = vm;
     job->cb = cb;
     job->opaque = opaque;
-    job->t0_us = mono_us();
+    job->t0_us = vcr_mono_us();
     hv->job = standby_job_run(vm->env.base, fsync_images, job, on_flushed, job, err);
     if (hv->job == NULL) {
         free(job);

@@ -102,13 +102,6 @@ struct host_vm_warm {
     struct host_vm_warm_result result;
 };
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 static void unlink_quiet(const struct host_vm *vm, const char *path)
 {
     if (unlink(path) < 0 && errno != ENOENT)
@@ -443,7 +436,7 @@ static void on_cont(struct qmp_client *c, json_t *result, const char *error, voi
     if (!step_ok(vm, W_CONT, "cont", error))
         return;
     struct host_vm_warm *w = vm->warm;
-    double t = now_ms();
+    double t = vcr_mono_ms_f();
     w->result.resume_ms = t - w->t_saved;
     w->result.pause_ms = t - w->t_stop;
     w->result.downtime_ms = w->result.pause_ms;
@@ -567,7 +560,7 @@ static void on_next_ready(struct qmp_client *c, void *opaque)
     if (w->step != W_LAUNCH)
         return;
     evtimer_del(w->launch_timer);
-    w->result.launch_ms = now_ms() - w->t_spawn;
+    w->result.launch_ms = vcr_mono_ms_f() - w->t_spawn;
     /* The new QEMU has set the tap up for itself: the old one still runs the guest. */
     restore_tap(vm);
     close_tap(w);
@@ -575,7 +568,7 @@ static void on_next_ready(struct qmp_client *c, void *opaque)
              "(pid %d); pausing the guest",
              vm->spec->name, (int)w->next_pid, w->result.qemu, w->result.launch_ms, (int)vm->pid);
     test_exit_point(vm, "launched");
-    w->t_stop = now_ms();
+    w->t_stop = vcr_mono_ms_f();
     w->stopped = true;
     send_step(vm, W_STOP, "stop", NULL, on_stop);
 }
@@ -587,7 +580,7 @@ static void on_next_closed(struct qmp_client *c, const char *reason, void *opaqu
         return; /* its exit, the launch timer or the promotion decides */
     /* Closed before the greeting, or not listening yet: try again while the
      * launch may still succeed; the timer ends it otherwise. */
-    int left = (int)(w->t_spawn + HOST_VM_WARM_LAUNCH_MS - now_ms());
+    int left = (int)(w->t_spawn + HOST_VM_WARM_LAUNCH_MS - vcr_mono_ms_f());
     cleanup_error vcr_error_t err = NULL;
     if (left > 0 && qmp_client_connect_retry(c, w->vm->paths.qmp, left, &err) == 0)
         return;
@@ -661,7 +654,7 @@ static int launch_next(struct host_vm *vm, vcr_error_t *err)
     if (argv == NULL)
         return -1;
     host_vm_log_header(vm, argv);
-    w->t_spawn = now_ms();
+    w->t_spawn = vcr_mono_ms_f();
     pid_t pid = proc_spawn_keep(argv, vm->paths.log, w->tap_fd, err);
     vm_argv_free(argv);
     if (pid < 0)
@@ -784,7 +777,7 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
             unlink_quiet(vm, vm->paths.pid);
             unlink_quiet(vm, vm->paths.qmp);
         }
-        w->t_saved = now_ms();
+        w->t_saved = vcr_mono_ms_f();
         w->result.suspend_ms = w->t_saved - w->t_stop;
         test_exit_point(vm, "quit");
         if (w->next) {
@@ -802,7 +795,7 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
             return;
         }
         /* Taking over with no QEMU left: a new one is spawned now. */
-        w->t_spawn = now_ms();
+        w->t_spawn = vcr_mono_ms_f();
         cleanup_error vcr_error_t err = NULL;
         w->step = W_SPAWNED;
         if (host_vm_spawn(vm, w->result.qemu, true, &err) < 0) {
@@ -864,7 +857,7 @@ static struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_
     struct timeval tv = {.tv_sec = HOST_VM_WARM_DEADLINE_MS / 1000,
                          .tv_usec = (HOST_VM_WARM_DEADLINE_MS % 1000) * 1000};
     evtimer_add(w->deadline, &tv);
-    w->t_stop = now_ms();
+    w->t_stop = vcr_mono_ms_f();
     w->t_spawn = w->t_stop;
     return w;
 }

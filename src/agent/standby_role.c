@@ -62,13 +62,6 @@ static struct standby_role *role_of(struct agent *a)
     return a->role_data;
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static size_t find_ct(const struct standby_role *r, const char *name)
 {
     for (size_t i = 0; i < r->n_cts; i++)
@@ -121,7 +114,7 @@ static json_t *standby_vm_list(struct agent *a)
 static json_t *containers_json(struct standby_role *r, bool with_load)
 {
     json_t *list = json_array();
-    uint64_t now = mono_ns();
+    uint64_t now = vcr_mono_ns();
     for (size_t i = 0; list && i < r->n_cts; i++)
         json_array_append_new(list, standby_ct_json(r->cts[i], with_load, now));
     return list;
