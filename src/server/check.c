@@ -170,7 +170,7 @@ struct check *check_start(struct event_base *base, const struct check_target *t,
         vcr_error_make(err, ENOMEM, "check %s:%u: out of memory", t->address, t->port);
         return NULL;
     }
-    c->ops = t->type == CHECK_HTTP ? &check_http_ops : &check_tcp_ops;
+    c->ops = t->type ? t->type : &check_tcp_ops;
     c->target = *t;
     c->target.address = c->address;
     c->target.path = c->path;

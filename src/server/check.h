@@ -20,8 +20,8 @@ struct evbuffer;
 struct check;
 
 struct check_target {
-    enum check_type type;
-    const char *address; /* dotted quad */
+    const struct check_ops *type; /* NULL: tcp */
+    const char *address;          /* dotted quad */
     uint16_t port;
     const char *path; /* http: the request path; NULL means "/" */
     uint32_t timeout_ms;
@@ -54,7 +54,8 @@ void check_cancel(struct check *c);
 
 /* What each protocol does once TCP is connected. */
 struct check_ops {
-    const char *name;
+    const char *name; /* as `check.type` names it in the configuration */
+    bool takes_path;  /* `check.path` means something to it (http) */
     /* TCP is up: queue a request on out.  Returns 1 when being connected is the
      * whole check (healthy now), 0 to wait for an answer. */
     int (*connected)(const struct check_target *t, struct evbuffer *out);
@@ -67,5 +68,11 @@ struct check_ops {
 
 extern const struct check_ops check_tcp_ops;
 extern const struct check_ops check_http_ops;
+
+/* Every protocol, for the configuration (check_protocols.c: adding one is a
+ * file of its own and one entry there, docs/conventions.md). */
+const struct check_ops *check_protocol(const char *name);
+/* "tcp, http, ..." into buf. */
+const char *check_protocols_allowed(char *buf, size_t size);
 
 #endif

@@ -439,7 +439,7 @@ static void on_port(enum check_outcome outcome, const char *why, const char *bod
 static void probe_port(struct mig *g)
 {
     struct check_target t = {
-        .type = CHECK_TCP, .address = g->address, .port = g->port, .timeout_ms = 200};
+        .type = &check_tcp_ops, .address = g->address, .port = g->port, .timeout_ms = 200};
     cleanup_error vcr_error_t err = NULL;
     g->check = check_start(g->m->base, &t, on_port, g, &err);
     if (g->check == NULL)

@@ -411,7 +411,7 @@ static void timed_step_tick(struct svc *s, int64_t now)
     cleanup_error vcr_error_t err = NULL;
     if (s->step == STEP_PORT) {
         struct check_target t = {
-            .type = CHECK_TCP,
+            .type = &check_tcp_ops,
             .address = s->cfg->standby.address,
             .port = s->cfg->primary.port,
             .timeout_ms = s->cfg->check.timeout_ms,

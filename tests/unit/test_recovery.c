@@ -28,6 +28,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "proto/proto.h"
+#include "server/check.h"
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/provision.h"
@@ -128,7 +129,7 @@ static void test_config_services_valid(void **state)
     assert_string_equal(cfg->dns->key_name, KEY_NAME);
     assert_string_equal(cfg->services[0].dns_name, "web1.vcr.lab");
     assert_int_equal(cfg->services[0].ttl, 5);
-    assert_int_equal(cfg->services[0].check.type, CHECK_HTTP);
+    assert_ptr_equal(cfg->services[0].check.type, &check_http_ops);
     assert_string_equal(cfg->services[0].check.path, "/");
     assert_int_equal(cfg->services[0].standby.mode, STANDBY_WARM);
     assert_int_equal(cfg->services[0].standby.prefix, 24);
@@ -151,6 +152,7 @@ static void test_config_services_each_bad_field(void **state)
     EXPECT_BAD("port: 80", "port: 8o", "`services[0].primary.port`", "8o", "not an integer");
     EXPECT_BAD("vm: web1,", "", "`services[0].primary.vm`", "missing");
     EXPECT_BAD("type: http", "type: icmp", "`services[0].check.type`", "icmp", "tcp, http");
+    EXPECT_BAD("type: http", "type: tcp", "`services[0].check.path`", "tcp check");
     EXPECT_BAD("path: /,", "path: nope,", "`services[0].check.path`", "nope", "/PATH");
     EXPECT_BAD("timeout_ms: 300", "timeout_ms: 900", "`services[0].check.timeout_ms`", "900",
                "10..500");
@@ -289,6 +291,7 @@ static void dns_stop(struct fake_dns *d)
 struct fake_service {
     struct evconnlistener *l;
     unsigned accepted;
+    const char *answer; /* NULL: an HTTP answer "web1" */
 };
 
 static void on_service_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -299,8 +302,9 @@ static void on_service_accept(struct evconnlistener *l, evutil_socket_t fd, stru
     (void)len;
     struct fake_service *s = arg;
     s->accepted++;
-    static const char answer[] = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nweb1\n";
-    ssize_t w = write(fd, answer, sizeof(answer) - 1);
+    static const char http[] = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nweb1\n";
+    const char *answer = s->answer ? s->answer : http;
+    ssize_t w = write(fd, answer, strlen(answer));
     (void)w;
     close(fd);
 }
