@@ -68,6 +68,7 @@ struct check_ops {
 
 extern const struct check_ops check_tcp_ops;
 extern const struct check_ops check_http_ops;
+extern const struct check_ops check_redis_ops;
 
 /* Every protocol, for the configuration (check_protocols.c: adding one is a
  * file of its own and one entry there, docs/conventions.md). */

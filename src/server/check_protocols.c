@@ -8,6 +8,7 @@
 static const struct check_ops *const protocols[] = {
     &check_tcp_ops,
     &check_http_ops,
+    &check_redis_ops,
 };
 
 const struct check_ops *check_protocol(const char *name)
@@ -23,7 +24,7 @@ const char *check_protocols_allowed(char *buf, size_t size)
     size_t used = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]) && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "",
-                                 protocols[i]->name);
+        used +=
+            (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", protocols[i]->name);
     return buf;
 }

@@ -151,8 +151,8 @@ static void test_config_services_each_bad_field(void **state)
     EXPECT_BAD("port: 80", "port: 70000", "`services[0].primary.port`", "70000", "1..65535");
     EXPECT_BAD("port: 80", "port: 8o", "`services[0].primary.port`", "8o", "not an integer");
     EXPECT_BAD("vm: web1,", "", "`services[0].primary.vm`", "missing");
-    EXPECT_BAD("type: http", "type: icmp", "`services[0].check.type`", "icmp", "tcp, http");
-    EXPECT_BAD("type: http", "type: tcp", "`services[0].check.path`", "tcp check");
+    EXPECT_BAD("type: http", "type: icmp", "`services[0].check.type`", "icmp", "tcp, http, redis");
+    EXPECT_BAD("type: http", "type: redis", "`services[0].check.path`", "redis check");
     EXPECT_BAD("path: /,", "path: nope,", "`services[0].check.path`", "nope", "/PATH");
     EXPECT_BAD("timeout_ms: 300", "timeout_ms: 900", "`services[0].check.timeout_ms`", "900",
                "10..500");
@@ -1521,6 +1521,57 @@ static void test_clearing_a_failed_recovery_puts_dns_back(void **state)
     harness_stop(&h);
 }
 
+struct check_seen {
+    bool done;
+    enum check_outcome outcome;
+    char why[200];
+};
+
+static void on_check_seen(enum check_outcome outcome, const char *why, const char *body, void *arg)
+{
+    (void)body;
+    struct check_seen *c = arg;
+    c->done = true;
+    c->outcome = outcome;
+    snprintf(c->why, sizeof(c->why), "%s", why ? why : "");
+}
+
+/* A protocol is one file and one table entry (check_protocols.c): redis's PING. */
+static void test_check_redis(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    static const char *const answers[] = {"+PONG\r\n", "-NOAUTH Authentication required.\r\n",
+                                          "-LOADING Redis is loading the dataset\r\n"};
+    static const enum check_outcome expected[] = {CHECK_HEALTHY, CHECK_HEALTHY, CHECK_UNHEALTHY};
+    for (size_t i = 0; i < 3; i++) {
+        struct fake_service svc;
+        uint16_t port = 0;
+        service_start(&svc, base, CONTAINER, &port);
+        svc.answer = answers[i];
+        struct check_target t = {.type = check_protocol("redis"),
+                                 .address = CONTAINER,
+                                 .port = port,
+                                 .timeout_ms = 2000};
+        assert_non_null(t.type);
+        struct check_seen seen = {0};
+        cleanup_error vcr_error_t err = NULL;
+        assert_non_null(check_start(base, &t, on_check_seen, &seen, &err));
+        int64_t deadline = vcr_mono_ms() + 3000;
+        while (!seen.done && vcr_mono_ms() < deadline) {
+            struct timeval tick = {0, 5000};
+            event_base_loopexit(base, &tick);
+            event_base_dispatch(base);
+        }
+        assert_true(seen.done);
+        assert_int_equal(seen.outcome, expected[i]);
+        if (expected[i] == CHECK_UNHEALTHY)
+            assert_contains(seen.why, "-LOADING");
+        service_stop(&svc);
+    }
+    event_base_free(base);
+}
+
 /* --- provisioning of warm containers (docs/recovery.md, "Provisioning") --- */
 
 static const char *container_state(struct harness *h)
@@ -2081,6 +2132,7 @@ int main(void)
         cmocka_unit_test(test_recovery_holds_while_its_state_cannot_be_saved),
         cmocka_unit_test(test_container_refusal_codes),
         cmocka_unit_test(test_clearing_a_failed_recovery_puts_dns_back),
+        cmocka_unit_test(test_check_redis),
     };
     /* VCR_TEST_FILTER=PATTERN runs the matching tests only (cmocka's * and ?). */
     if (getenv("VCR_TEST_FILTER"))
