@@ -17,17 +17,10 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 
-static const char *const state_names[] = {
-    [VM_STATE_STARTING] = "starting",     [VM_STATE_RUNNING] = "running",
-    [VM_STATE_PAUSED] = "paused",         [VM_STATE_SHUTDOWN] = "shutdown",
-    [VM_STATE_STOPPED] = "stopped",       [VM_STATE_CRASHED] = "crashed",
-    [VM_STATE_PANICKED] = "panicked",     [VM_STATE_FAILED] = "failed",
-    [VM_STATE_RESTARTING] = "restarting",
-};
-
 const char *vm_state_name(enum vm_state s)
 {
-    return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
+    const char *name = proto_vm_state_name((int)s);
+    return name ? name : "?";
 }
 
 bool vm_state_is_live(enum vm_state s)

@@ -9,20 +9,22 @@
 #include <stdbool.h>
 
 #include "common/err.h"
+#include "proto/proto_state.h"
 #include "config/vm_spec.h"
 
+/* The wire's states (proto/proto_state.h), by the agent's names. */
 enum vm_state {
-    VM_STATE_STARTING,
-    VM_STATE_RUNNING,
-    VM_STATE_PAUSED,
-    VM_STATE_SHUTDOWN, /* the guest powered itself off */
-    VM_STATE_STOPPED,  /* stopped or killed on order, or never started */
-    VM_STATE_CRASHED,  /* QEMU died without a guest shutdown */
-    VM_STATE_PANICKED, /* QMP GUEST_PANICKED */
-    VM_STATE_FAILED,   /* could not be started */
+    VM_STATE_STARTING = PROTO_VM_STARTING,
+    VM_STATE_RUNNING = PROTO_VM_RUNNING,
+    VM_STATE_PAUSED = PROTO_VM_PAUSED,
+    VM_STATE_SHUTDOWN = PROTO_VM_SHUTDOWN, /* the guest powered itself off */
+    VM_STATE_STOPPED = PROTO_VM_STOPPED,   /* stopped or killed on order, or never started */
+    VM_STATE_CRASHED = PROTO_VM_CRASHED,   /* QEMU died without a guest shutdown */
+    VM_STATE_PANICKED = PROTO_VM_PANICKED, /* QMP GUEST_PANICKED */
+    VM_STATE_FAILED = PROTO_VM_FAILED,     /* could not be started */
     /* Warm restart under way (docs/warm-restart.md): the old QEMU's exit is
      * expected and is not a crash; ends in `running`, or in a cold boot. */
-    VM_STATE_RESTARTING,
+    VM_STATE_RESTARTING = PROTO_VM_RESTARTING,
 };
 
 const char *vm_state_name(enum vm_state s);

@@ -12,27 +12,15 @@
 
 #define NAME_MAX_LEN 64
 
-static const char *const vm_state_names[] = {
-    [INV_VM_STARTING] = "starting",     [INV_VM_RUNNING] = "running",
-    [INV_VM_PAUSED] = "paused",         [INV_VM_SHUTDOWN] = "shutdown",
-    [INV_VM_STOPPED] = "stopped",       [INV_VM_CRASHED] = "crashed",
-    [INV_VM_PANICKED] = "panicked",     [INV_VM_FAILED] = "failed",
-    [INV_VM_RESTARTING] = "restarting",
-};
-
-#define N_INV_VM_STATES (sizeof(vm_state_names) / sizeof(vm_state_names[0]))
-
 const char *inv_vm_state_name(enum inv_vm_state s)
 {
-    return (size_t)s < N_INV_VM_STATES ? vm_state_names[s] : "unknown";
+    const char *name = proto_vm_state_name((int)s);
+    return name ? name : "unknown";
 }
 
 int inv_vm_state_parse(const char *s)
 {
-    for (size_t i = 0; s && i < N_INV_VM_STATES; i++)
-        if (strcmp(s, vm_state_names[i]) == 0)
-            return (int)i;
-    return -1;
+    return proto_vm_state_parse(s);
 }
 
 const char *inv_host_state_name(enum inv_host_state s)

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "proto/proto_state.h"
 
 enum inv_host_state {
     INV_HOST_CONNECTED,
@@ -20,15 +21,16 @@ enum inv_host_state {
 
 /* docs/protocol.md, "VM state values". */
 enum inv_vm_state {
-    INV_VM_STARTING,
-    INV_VM_RUNNING,
-    INV_VM_PAUSED,
-    INV_VM_SHUTDOWN,
-    INV_VM_STOPPED,
-    INV_VM_CRASHED,
-    INV_VM_PANICKED,
-    INV_VM_FAILED,
-    INV_VM_RESTARTING, /* warm restart: maintenance, not failure, until its deadline */
+    INV_VM_STARTING = PROTO_VM_STARTING,
+    INV_VM_RUNNING = PROTO_VM_RUNNING,
+    INV_VM_PAUSED = PROTO_VM_PAUSED,
+    INV_VM_SHUTDOWN = PROTO_VM_SHUTDOWN,
+    INV_VM_STOPPED = PROTO_VM_STOPPED,
+    INV_VM_CRASHED = PROTO_VM_CRASHED,
+    INV_VM_PANICKED = PROTO_VM_PANICKED,
+    INV_VM_FAILED = PROTO_VM_FAILED,
+    /* warm restart: maintenance, not failure, until its deadline */
+    INV_VM_RESTARTING = PROTO_VM_RESTARTING,
 };
 
 /* A VM `restarting` longer than this has failed its warm restart (the agent's

@@ -14,6 +14,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
@@ -541,7 +542,7 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     if (c == NULL)
         return vcr_error_make(err, ENOENT, "no container `%s` on standby host `%s`", name, src);
     const char *state = json_string_value(json_object_get(c, "state"));
-    if (state == NULL || strcmp(state, "running") != 0)
+    if (proto_ct_state_parse(state) != PROTO_CT_RUNNING)
         return vcr_error_make(err, EAGAIN, "container `%s` on `%s` is %s: only a running one moves",
                               name, src, state ? state : "in an unknown state");
     if (inventory_host_container(hd, name))

@@ -9,6 +9,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -97,7 +98,7 @@ void migrator_on_sample(struct migrator *m, const char *host)
         const char *st = json_string_value(json_object_get(c, "state"));
         json_t *cp = json_object_get(c, "cpu_pct");
         double v = json_is_number(cp) ? json_number_value(cp) : 0;
-        if (st && strcmp(st, "running") == 0 && v > most) {
+        if (proto_ct_state_parse(st) == PROTO_CT_RUNNING && v > most) {
             most = v;
             name = json_string_value(json_object_get(c, "name"));
         }

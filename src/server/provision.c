@@ -17,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -143,7 +144,7 @@ void provision_tick(struct svc *s, int64_t now)
     }
     const char *state = json_string_value(json_object_get(c, "state"));
     /* starting, stopping: under way; frozen: someone froze it on purpose. */
-    if (state && strcmp(state, "stopped") == 0)
+    if (proto_ct_state_parse(state) == PROTO_CT_STOPPED)
         send_order(s, h->name, "container_start", now);
 }
 

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "dns/dns_update.h"
 #include "proto/proto_code.h"
+#include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
@@ -114,16 +115,7 @@ bool recovery_vm_down(struct svc *s)
     struct inv_vm *vm = inventory_find_vm(s->rc->inv, s->cfg->primary.vm, &h);
     if (vm == NULL || h == NULL || strcmp(h->name, s->cfg->primary.host) != 0)
         return false;
-    switch (vm->state) {
-    case INV_VM_SHUTDOWN:
-    case INV_VM_STOPPED:
-    case INV_VM_CRASHED:
-    case INV_VM_PANICKED:
-    case INV_VM_FAILED:
-        return true;
-    default:
-        return false;
-    }
+    return proto_vm_state_is_down((int)vm->state);
 }
 
 bool recovery_primary_running(const struct svc *s)
@@ -170,9 +162,7 @@ void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm,
 {
     if (rc == NULL || rc->stopping || state == NULL)
         return;
-    bool failure = strcmp(state, "crashed") == 0 || strcmp(state, "panicked") == 0 ||
-                   strcmp(state, "shutdown") == 0;
-    if (!failure)
+    if (!proto_vm_state_is_failure(proto_vm_state_parse(state)))
         return;
     for (size_t i = 0; i < rc->n_svcs; i++) {
         struct svc *s = &rc->svcs[i];
@@ -472,7 +462,7 @@ static void resync_primary(struct svc *s)
     if (vm == NULL || h == NULL || h->state != INV_HOST_CONNECTED ||
         strcmp(h->name, s->cfg->primary.host) != 0)
         return;
-    if (vm->state != INV_VM_CRASHED && vm->state != INV_VM_PANICKED && vm->state != INV_VM_SHUTDOWN)
+    if (!proto_vm_state_is_failure((int)vm->state))
         return;
     char why[200];
     snprintf(why, sizeof(why), "VM %s %s (reported by its agent's hello: %s)", s->cfg->primary.vm,

@@ -11,6 +11,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_state.h"
 #include "proto/proto_code.h"
 #include "server/agents.h"
 #include "server/check.h"
@@ -99,7 +100,7 @@ static const char *container_plan(struct svc *s, const char **action, char *why,
     const char *state = json_string_value(json_object_get(ct, "state"));
     *action = "container_create";
     if (standby_reporting(h)) {
-        if (c->standby.mode == STANDBY_WARM && state && strcmp(state, "running") == 0) {
+        if (c->standby.mode == STANDBY_WARM && proto_ct_state_parse(state) == PROTO_CT_RUNNING) {
             *action = NULL;
             return h->name;
         }
@@ -114,7 +115,7 @@ static const char *container_plan(struct svc *s, const char **action, char *why,
     if (standby_reporting(f)) {
         ct = inventory_host_container(f, c->standby.container);
         state = json_string_value(json_object_get(ct, "state"));
-        if (state && strcmp(state, "running") == 0)
+        if (proto_ct_state_parse(state) == PROTO_CT_RUNNING)
             *action = NULL;
         else if (ct)
             *action = "container_start";
