@@ -31,8 +31,9 @@ def fault_rig(lab, tmp_path_factory):
 
 def test_short_seeded_campaign(fault_rig):
     faults = faultkit.by_name(faultkit.SHORT)
-    rounds, samples, events, first = faultkit.run_campaign(
+    rounds, samples, events, error = faultkit.run_campaign(
         fault_rig, SEED, len(faults), faults, str(fault_rig.run))
+    assert error is None, error
     assert {r.fault.name for r in rounds} == set(faultkit.SHORT)
     rows = [faultkit.check_round(r, samples, events) for r in rounds]
     for r in rows:
