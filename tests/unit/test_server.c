@@ -1088,6 +1088,42 @@ static void test_e2e_host_lost(void **state)
     harness_stop(&h);
 }
 
+static bool node1_heartbeat_echoed(void *arg)
+{
+    struct harness *h = arg;
+    return agent_got(&h->agent, "heartbeat") != NULL || h->agent.closed;
+}
+
+/* The server stopped (SIGSTOP) or starved longer than host_timeout_ms: the frames its
+ * agents sent meanwhile are unread in its sockets when it runs again, and its first
+ * liveness tick comes before they are read.  That silence was the server's: no host is
+ * lost for it (the campaign's server_stop_7s round failed every service over, 3 false
+ * failovers).  A host that then stays silent is lost host_timeout_ms later. */
+static void test_e2e_server_stall_is_not_a_host_loss(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "heartbeat_ms: 100\nhost_timeout_ms: 300\n");
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    assert_null(h.agent.closed);
+    /* The loop does not run: the server is stopped for 5 host timeouts; the agent's
+     * heartbeat waits to be sent and read. */
+    usleep(1500 * 1000);
+    agent_send(&h.agent, proto_msg_new("heartbeat", json_pack("{s:I, s:I}", "seq", (json_int_t)1,
+                                                              "ts_ms", (json_int_t)vcr_wall_ms())));
+    assert_true(run_until(h.base, node1_heartbeat_echoed, &h));
+    struct inv_host *host = inventory_find_host(server_inventory(h.srv), "node1");
+    assert_non_null(host);
+    assert_int_equal(host->state, INV_HOST_CONNECTED);
+    assert_null(h.agent.closed);
+    /* Silent from now on: lost after host_timeout_ms of the server's own running time. */
+    int64_t t0 = vcr_mono_ms();
+    assert_true(run_until(h.base, node1_lost, &h));
+    assert_true(vcr_mono_ms() - t0 >= 200);
+    harness_stop(&h);
+}
+
 /* --- the HTTP API, with evhttp's client on the same loop --- */
 
 struct http_answer {
@@ -1324,6 +1360,7 @@ int main(void)
         cmocka_unit_test(test_e2e_bad_hello_rejected),
         cmocka_unit_test(test_e2e_challenge),
         cmocka_unit_test(test_e2e_host_lost),
+        cmocka_unit_test(test_e2e_server_stall_is_not_a_host_loss),
         cmocka_unit_test(test_e2e_api),
         cmocka_unit_test(test_e2e_order_timeout_and_disconnect),
     };
