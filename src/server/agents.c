@@ -567,6 +567,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                  "%zu connected hosts is not counted against them",
                  (long long)gap, n);
     }
+    if (journal_held(a->journal))
+        journal_write_held(a->journal);
     inventory_expire_hosts(a->inv, now, a->opts.host_timeout_ms, on_host_lost, a);
     inventory_expire_restarts(a->inv, now, on_restart_overrun, a);
     /* A connection that never says hello would hold a descriptor forever. */

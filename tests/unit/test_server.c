@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -289,6 +290,59 @@ static void count_appends(int64_t id, void *opaque)
 {
     int64_t *last = opaque;
     *last = id;
+}
+
+/* A journal that cannot be written (its disk full: here no write to any regular file,
+ * RLIMIT_FSIZE 0) loses no event: each is held, then written in order, before any newer
+ * one, once it can be (the campaign's disk_full round lost the killed primary's
+ * vm_event and its recovery's `detected`). */
+static void test_journal_holds_events_while_it_cannot_write(void **state)
+{
+    (void)state;
+    struct tmpdir t;
+    tmpdir_make(&t);
+    cleanup_free char *path = tmpdir_file(&t, "journal.db");
+    cleanup_error vcr_error_t err = NULL;
+    struct journal *j = journal_open(path, &err);
+    assert_non_null(j);
+    journal_note(j, 1000, "node1", NULL, "hello", NULL);
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit full = {.rlim_cur = 0, .rlim_max = old.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &full), 0);
+    cleanup_json json_t *crashed = json_pack("{s:s}", "state", "crashed");
+    cleanup_json json_t *detected = json_pack("{s:s}", "phase", "detected");
+    cleanup_json json_t *fenced = json_pack("{s:s}", "phase", "fenced");
+    journal_note(j, 2000, "node1", "web1", "vm_event", crashed);
+    journal_note(j, 3000, "node1", "web1", "recovery", detected);
+    size_t held = journal_held(j);
+    int still = journal_write_held(j);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(held, 2);
+    assert_int_equal(still, -1);
+    /* Writable again: the held ones first (the tick's journal_write_held, or a note). */
+    assert_int_equal(journal_write_held(j), 0);
+    assert_int_equal(journal_held(j), 0);
+    journal_note(j, 4000, "node1", "web1", "recovery", fenced);
+    json_t *events = journal_read(j, 0, 10, &err);
+    assert_non_null(events);
+    assert_int_equal(json_array_size(events), 4);
+    static const char *kinds[] = {"hello", "vm_event", "recovery", "recovery"};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *e = json_array_get(events, i);
+        assert_int_equal(json_integer_value(json_object_get(e, "id")), (json_int_t)i + 1);
+        assert_int_equal(json_integer_value(json_object_get(e, "ts_ms")),
+                         (json_int_t)i * 1000 + 1000);
+        assert_string_equal(json_string_value(json_object_get(e, "kind")), kinds[i]);
+    }
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(events, 2), "detail"), "phase")),
+                        "detected");
+    json_decref(events);
+    journal_close(j);
+    tmpdir_remove(&t);
 }
 
 static void test_journal_write_read(void **state)
@@ -1348,6 +1402,7 @@ int main(void)
         cmocka_unit_test(test_config_every_bad_field_named),
         cmocka_unit_test(test_config_key_file),
         cmocka_unit_test(test_journal_write_read),
+        cmocka_unit_test(test_journal_holds_events_while_it_cannot_write),
         cmocka_unit_test(test_inventory_hello),
         cmocka_unit_test(test_inventory_hello_invalid),
         cmocka_unit_test(test_inventory_vm_event_and_sample),
