@@ -316,6 +316,11 @@ class Rig:
             labkit.wait_for("the fence watchdogs to exit", lambda: not self.stray(), 30)
         except labkit.Timeout:
             pass
+        # The journal lives on the tmpfs: keep a copy in the run directory.
+        for f in ("journal.db", "journal.db-wal"):
+            src = os.path.join(self.jfs, f)
+            if os.path.exists(src):
+                subprocess.run(["cp", src, os.path.join(self.run, f)], capture_output=True)
         subprocess.run(["umount", self.jfs], capture_output=True)
         return reports
 
