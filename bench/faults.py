@@ -67,6 +67,9 @@ FAULT_DOC = {
     "vm_stop_1s": "SIGSTOP of the primary's QEMU for 1 s (less than 3 probes), SIGCONT.",
     "vm_stop_5s": "SIGSTOP of the primary's QEMU for 5 s (probes fail: failed over), SIGCONT.",
     "agent_stop_2s": "SIGSTOP of the host agent for 2 s (below host_timeout 5 s).",
+    "agent_stop_7s": "SIGSTOP of the host agent for 7 s: past the host timeout (5 s), "
+                     "below its watchdog's 10 s: on SIGCONT it reconnects, its watchdog is fed "
+                     "again and never fires, its VM keeps running.",
     "agent_stop_12s": "SIGSTOP of the host agent for 12 s: past the host timeout (5 s) and "
                       "its watchdog's 10 s: its VM is self-fenced, the service failed over.",
     "server_stop_2s": "SIGSTOP of vcr-server for 2 s.",
@@ -131,7 +134,8 @@ def write_md(path, args, summary, rows, leaks, load0, load1, elapsed, build, err
              "2 vCPUs, LXC, the standby agent inside), never faulted (a fault of its host "
              "would take every container at once: another campaign); the lab's BIND9 "
              "(RFC 2136). Checks: HTTP every 500 ms, 400 ms timeout, 3 failures.\n")
-    L.append("Each round: a fault picked with the seeded RNG (each block of 15 rounds is a "
+    L.append("Each round: a fault picked with the seeded RNG (each block of "
+             f"{len(faultkit.matrix())} rounds is a "
              "shuffle of the matrix; the target service also seeded), injected and undone "
              "(SIGCONT, link up, daemon restarted, disk freed, limit restored); then settle "
              "(every service `ok` or `recovered`, unchanged for 6 s, within 120 s: a "
@@ -203,7 +207,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=32)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--faults", help="comma-separated subset of the matrix")
     args = ap.parse_args()

@@ -672,7 +672,8 @@ class VmRestartByHand(Fault):
 
 def matrix():
     return [VmKill9(), AgentKill9(), ServerKill9(), VmStop(1), VmStop(5), AgentStop(2),
-            AgentStop(12), ServerStop(2), ServerStop(7), LinkCut(), DnsDownDuringFailure(),
+            AgentStop(7), AgentStop(12), ServerStop(2), ServerStop(7), LinkCut(),
+            DnsDownDuringFailure(),
             DiskFull(), FdExhaustion(), AgentRestartMidRecovery(), VmRestartByHand()]
 
 
