@@ -677,8 +677,9 @@ def matrix():
             DiskFull(), FdExhaustion(), AgentRestartMidRecovery(), VmRestartByHand()]
 
 
-# Cheap and distinct (no TCG boot but for one vm_kill9 failback and the hand restart).
-SHORT = ["server_kill9", "server_stop_2s", "agent_kill9", "agent_stop_2s", "vm_stop_1s",
+# Cheap and distinct (no TCG boot but for one vm_kill9 failback and the hand restart);
+# server_stop_7s failed every service over before the server forgave its own stall.
+SHORT = ["server_kill9", "server_stop_7s", "agent_kill9", "agent_stop_2s", "vm_stop_1s",
          "fd_exhaustion", "vm_kill9", "vm_restart_by_hand"]
 
 
