@@ -79,8 +79,10 @@ FAULT_DOC = {
     "dns_down_failure": "named SIGSTOPped, the primary killed: the recovery fails at DNS; "
                         "SIGCONT, `vcr failover` retries.",
     "disk_full": "the journal's tmpfs filled (dd), the primary killed, freed 5 s later.",
-    "fd_exhaustion": "`prlimit --nofile=512:512` on the server, ~2000 connections to the "
-                     "agent port from the namespace for 15 s, limit restored.",
+    "fd_exhaustion": "`prlimit --nofile=512:HARD` on the server (soft limit 512; the hard "
+                     "one kept: raising it back needs CAP_SYS_RESOURCE, absent here), ~2000 "
+                     "connections to the agent port from the namespace for 15 s, limit "
+                     "restored.",
     "agent_restart_mid_recovery": "the primary killed; once `detected` is journaled, its "
                                   "host agent killed -9 and restarted.",
     "vm_restart_by_hand": "`vcr vm stop` then `vcr vm start` of the primary (maintenance).",
