@@ -700,7 +700,7 @@ class Round:
     def __init__(self, n, fault, svc):
         self.n, self.fault, self.svc = n, fault, svc
         self.hits = fault.hits(svc)
-        self.t0 = self.t_end = None
+        self.t0 = self.t_settled = self.t_end = None
         self.ev0 = self.ev1 = None
         self.note = ""
         self.stuck = []
