@@ -61,6 +61,7 @@ struct agents {
     uint64_t refused;          /* connections closed at accept: over the cap */
     int64_t refused_logged_ms; /* monotonic */
     struct event *tick;
+    int64_t last_tick_ms; /* monotonic: the last liveness tick, or the start */
     LIST_HEAD(, session) sessions;
     LIST_HEAD(, order) orders;
     int64_t next_order_id;
@@ -554,6 +555,20 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     int64_t now = vcr_mono_ms();
+    /* A tick this late means the server itself did not run (stopped, starved):
+     * the frames its hosts sent meanwhile wait unread in its sockets, and this
+     * tick would come before they are read.  Their silence is ours, not theirs:
+     * it is not counted (a host that stays silent is lost host_timeout_ms later). */
+    int64_t gap = now - a->last_tick_ms;
+    a->last_tick_ms = now;
+    if (gap > AGENTS_STALL_MS) {
+        size_t n = inventory_forgive_silence(a->inv, gap - AGENTS_TICK_MS);
+        log_warn("the server did not run for %lld ms (stopped or starved): that silence of its "
+                 "%zu connected hosts is not counted against them",
+                 (long long)gap, n);
+    }
+    if (journal_held(a->journal))
+        journal_write_held(a->journal);
     inventory_expire_hosts(a->inv, now, a->opts.host_timeout_ms, on_host_lost, a);
     inventory_expire_restarts(a->inv, now, on_restart_overrun, a);
     /* A connection that never says hello would hold a descriptor forever. */
@@ -579,6 +594,7 @@ struct agents *agents_new(struct event_base *base, struct inventory *inv, struct
     a->opts = *opts;
     LIST_INIT(&a->sessions);
     LIST_INIT(&a->orders);
+    a->last_tick_ms = vcr_mono_ms();
     a->tick = event_new(base, -1, EV_PERSIST, on_tick, a);
     struct timeval tv = {.tv_sec = 0, .tv_usec = AGENTS_TICK_MS * 1000};
     if (a->tick == NULL || event_add(a->tick, &tv) < 0) {

@@ -37,6 +37,9 @@ uint32_t agents_fence_after_ms(uint32_t host_timeout_ms, uint32_t fence_timeout_
 
 /* How often silence is checked: a host is declared lost at most this late. */
 #define AGENTS_TICK_MS 100
+/* A liveness tick later than this after the previous one: the server did not
+ * run meanwhile (docs/server.md, "Liveness"). */
+#define AGENTS_STALL_MS 1000
 
 /* inv and journal are borrowed and must outlive agents. */
 struct agents *agents_new(struct event_base *base, struct inventory *inv, struct journal *journal,

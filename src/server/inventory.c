@@ -483,6 +483,19 @@ void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms
         h->last_seen_ms = now_ms;
 }
 
+size_t inventory_forgive_silence(struct inventory *inv, int64_t ms)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < inv->n_hosts; i++) {
+        struct inv_host *h = inv->hosts[i];
+        if (h->state != INV_HOST_CONNECTED || ms <= 0)
+            continue;
+        h->last_seen_ms += ms;
+        count++;
+    }
+    return count;
+}
+
 size_t inventory_expire_hosts(struct inventory *inv, int64_t now_ms, int64_t timeout_ms,
                               inv_lost_cb lost, void *opaque)
 {

@@ -139,6 +139,11 @@ int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg,
 /* Any frame from host's agent. */
 void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms);
 
+/* The server itself did not run for ms (a late liveness tick): every connected
+ * host's last frame counts as ms later, so that silence is not held against it.
+ * Returns how many hosts. */
+size_t inventory_forgive_silence(struct inventory *inv, int64_t ms);
+
 /* Marks lost every connected host silent for more than timeout_ms at now_ms and
  * calls lost for each (silent_ms = now_ms - last_seen_ms).  Returns how many. */
 typedef void (*inv_lost_cb)(struct inv_host *h, int64_t silent_ms, void *opaque);
