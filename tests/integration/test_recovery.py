@@ -551,7 +551,12 @@ def test_12_descriptor_exhaustion_kills_no_healthy_primary(rig):
     healthy = [n for n in WEBS if rig.service(n)["state"] == "ok"]
     assert "web2" in healthy, healthy  # test 10 brought it back
     pid = rig.server.pid
-    subprocess.run(["prlimit", "--pid", str(pid), "--nofile=512:512"], check=True)
+    # The soft limit only: lowering the hard one could not be undone here (no
+    # CAP_SYS_RESOURCE in the lab), and the server would keep 512 for good.
+    soft, hard = subprocess.run(["prlimit", "--pid", str(pid), "--nofile", "--noheadings",
+                                 "--output", "SOFT,HARD", "--raw"], capture_output=True,
+                                text=True, check=True).stdout.split()
+    subprocess.run(["prlimit", "--pid", str(pid), f"--nofile=512:{hard}"], check=True)
     env = labkit.lab_env()
     flood = subprocess.Popen(labkit.in_ns([
         "/usr/bin/python3", "-c",
@@ -582,6 +587,6 @@ def test_12_descriptor_exhaustion_kills_no_healthy_primary(rig):
     finally:
         flood.kill()
         flood.wait()
-        subprocess.run(["prlimit", "--pid", str(pid), "--nofile=65536:65536"])
+        subprocess.run(["prlimit", "--pid", str(pid), f"--nofile={soft}:{hard}"], check=True)
     assert len(rig.server.log_text()) < 20 * 1024 * 1024
     assert [e for e in rig.events(since) if e["kind"] == "fenced"] == []
