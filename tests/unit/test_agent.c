@@ -1692,6 +1692,7 @@ static void test_fence_watchdog_respawned_keeps_the_deadline(void **state)
     pid_t sleeper = spawn_sleeper(&sleeper_fd);
     pid_t wd = spawn_watchdog(dir, 2000);
     int fd = wd_connect(dir);
+    wd_status(fd); /* running: its own start is before the contact */
     int64_t contact = fence_wd_now_ms();
     wd_say(fd, "vms sleeper=%d\n", (int)sleeper);
     wd_say(fd, "feed %lld\n", (long long)contact);
@@ -1724,6 +1725,80 @@ static void test_fence_watchdog_respawned_keeps_the_deadline(void **state)
     close(fd);
     reap(wd, 0);
     assert_int_equal(access(path, F_OK), -1);
+    remove_fence_dir(dir);
+}
+
+struct fence_watch {
+    struct host_fence *f;
+    int changes;
+};
+
+static void on_fence_changed(void *opaque)
+{
+    ((struct fence_watch *)opaque)->changes++;
+}
+
+static const char *fence_watchdog_state(struct host_fence *f)
+{
+    static char state[16];
+    cleanup_json json_t *r = host_fence_report(f);
+    snprintf(state, sizeof(state), "%s", json_string_value(json_object_get(r, "watchdog")));
+    return state;
+}
+
+static bool fence_paused(void *arg)
+{
+    return strcmp(fence_watchdog_state(arg), "paused") == 0;
+}
+
+static bool fence_armed(void *arg)
+{
+    return strcmp(fence_watchdog_state(arg), "armed") == 0;
+}
+
+static bool fence_down(void *arg)
+{
+    return strcmp(fence_watchdog_state(arg), "down") == 0;
+}
+
+/* What the agent tells the server it may count on (docs/fencing.md,
+ * "Reporting"): armed once attached; a pause asked of the watchdog directly
+ * (`--fence-watchdog DIR --pause MS`) and its end; a watchdog gone. */
+static void test_host_fence_reports_pause_and_down(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    pid_t wd = spawn_watchdog(dir, 5000);
+    struct event_base *base = event_base_new();
+    struct fence_watch seen = {0};
+    cleanup_error vcr_error_t err = NULL;
+    struct host_fence *f =
+        host_fence_new(base, dir, 5000, "/bin/false", on_fence_changed, &seen, &err);
+    assert_non_null(f);
+    assert_true(run_until(base, fence_armed, f, 2000));
+    cleanup_json json_t *armed = host_fence_report(f);
+    assert_int_equal(json_integer_value(json_object_get(armed, "timeout_ms")), 5000);
+    assert_null(json_object_get(armed, "pause_ms"));
+    int changes = seen.changes;
+    assert_int_equal(fence_watchdog_pause(dir, 60000), 0);
+    assert_true(run_until(base, fence_paused, f, 2000));
+    assert_true(seen.changes > changes);
+    cleanup_json json_t *paused = host_fence_report(f);
+    json_int_t left = json_integer_value(json_object_get(paused, "pause_ms"));
+    assert_true(left > 50000 && left <= 60000);
+    assert_int_equal(fence_watchdog_pause(dir, 0), 0);
+    assert_true(run_until(base, fence_armed, f, 2000));
+    /* Lowered by the server's fence_after_ms: told too. */
+    changes = seen.changes;
+    host_fence_limit(f, 3000);
+    assert_int_equal(seen.changes, changes + 1);
+    cleanup_json json_t *lowered = host_fence_report(f);
+    assert_int_equal(json_integer_value(json_object_get(lowered, "timeout_ms")), 3000);
+    reap(wd, SIGKILL);
+    assert_true(run_until(base, fence_down, f, 2000));
+    host_fence_free(f);
+    event_base_free(base);
     remove_fence_dir(dir);
 }
 
@@ -1765,6 +1840,7 @@ int main(void)
         cmocka_unit_test(test_fence_wd_resume),
         cmocka_unit_test(test_fence_watchdog_stopped_past_its_deadline_kills),
         cmocka_unit_test(test_fence_watchdog_respawned_keeps_the_deadline),
+        cmocka_unit_test(test_host_fence_reports_pause_and_down),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);
 }
