@@ -156,7 +156,8 @@ static void start_vms(struct host_role *r)
 static void on_fence_changed(void *opaque)
 {
     struct host_role *r = opaque;
-    agent_report(r->agent, "self_fence", host_fence_report(r->fence));
+    if (r->fence) /* NULL while host_fence_new attaches: the first hello says it */
+        agent_report(r->agent, "self_fence", host_fence_report(r->fence));
 }
 
 static json_t *host_hello_extra(struct agent *a)

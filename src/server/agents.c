@@ -358,19 +358,16 @@ static void on_self_fence(struct session *s, json_t *msg)
         log_warn("host %s: ignoring a self_fence: %s", s->host, vcr_error_msg(err));
         return;
     }
-    const struct inv_self_fence *f = &inventory_find_host(a->inv, s->host)->self_fence;
-    cleanup_json json_t *detail = json_pack("{s:I, s:s}", "timeout_ms", (json_int_t)f->timeout_ms,
-                                            "watchdog", inv_watchdog_name(f->watchdog));
-    if (detail && f->watchdog == INV_WATCHDOG_PAUSED)
-        json_object_set_new(detail, "pause_ms", json_integer(f->pause_ms));
+    const struct inv_host *h = inventory_find_host(a->inv, s->host);
+    cleanup_json json_t *detail = inventory_self_fence_json(h, vcr_mono_ms(), vcr_wall_ms());
     journal_write(a, 0, s->host, NULL, JOURNAL_SELF_FENCE, detail);
-    if (f->watchdog == INV_WATCHDOG_ARMED)
-        log_info("host %s: self-fencing armed (%lld ms)", s->host, (long long)f->timeout_ms);
+    if (h->self_fence.watchdog == INV_WATCHDOG_ARMED)
+        log_info("host %s: self-fencing armed (%lld ms)", s->host,
+                 (long long)h->self_fence.timeout_ms);
     else
-        log_warn("host %s: self-fencing %s%s: its services are not switched unless its agent "
+        log_warn("host %s: self-fencing %s: its services are not switched unless its agent "
                  "confirms their VMs dead",
-                 s->host, inv_watchdog_name(f->watchdog),
-                 f->watchdog == INV_WATCHDOG_PAUSED ? " (paused)" : "");
+                 s->host, inv_watchdog_name(h->self_fence.watchdog));
 }
 
 static void on_sample(struct session *s, json_t *msg)

@@ -621,8 +621,7 @@ static json_t *vm_json_base(const struct inv_vm *vm)
                      vm->has_sample ? json_integer(vm->sample_ts_ms) : json_null());
 }
 
-/* null until the agent reported it. */
-static json_t *self_fence_json(const struct inv_host *h, int64_t now_ms, int64_t now_wall_ms)
+json_t *inventory_self_fence_json(const struct inv_host *h, int64_t now_ms, int64_t now_wall_ms)
 {
     const struct inv_self_fence *f = &h->self_fence;
     if (f->watchdog == INV_WATCHDOG_UNKNOWN)
@@ -655,7 +654,8 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
             h->agent_version, "agent_pid", (json_int_t)h->agent_pid, "last_seen_ms",
             (json_int_t)(now_wall_ms - (now_ms - h->last_seen_ms)), "vms", vms);
         if (host)
-            json_object_set_new(host, "self_fence", self_fence_json(h, now_ms, now_wall_ms));
+            json_object_set_new(host, "self_fence",
+                                inventory_self_fence_json(h, now_ms, now_wall_ms));
         if (host)
             json_object_set_new(host, "cut_off_until_ms",
                                 h->cut_off_until_ms > now_ms

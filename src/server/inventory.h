@@ -168,6 +168,9 @@ typedef void (*inv_lost_cb)(struct inv_host *h, int64_t silent_ms, void *opaque)
 size_t inventory_expire_hosts(struct inventory *inv, int64_t now_ms, int64_t timeout_ms,
                               inv_lost_cb lost, void *opaque);
 
+/* Host h's self_fence as GET /v1/status shows it: {timeout_ms, watchdog,
+ * pause_ms?, reported_ms (wall clock)}, or null until its agent reported one. */
+json_t *inventory_self_fence_json(const struct inv_host *h, int64_t now_ms, int64_t now_wall_ms);
 /* {"hosts": [...]} as GET /v1/status shows it (docs/server.md).  last_seen_ms is
  * turned into wall-clock time: now_wall_ms - (now_ms - last_seen_ms). */
 json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64_t now_wall_ms);
