@@ -1577,6 +1577,27 @@ static pid_t spawn_watchdog(const char *dir, int timeout_ms)
     return wd;
 }
 
+/* A watchdog (its own state dir) guarding a `sleep 60`, with an agent's
+ * connection to it: the list is sent and taken. */
+struct wd_rig {
+    char dir[32];
+    pid_t sleeper, wd;
+    int sleeper_fd, fd;
+};
+
+static void wd_status(int fd);
+
+static void wd_rig_open(struct wd_rig *r, int timeout_ms)
+{
+    snprintf(r->dir, sizeof(r->dir), "/tmp/vcr-test-fence-XXXXXX");
+    assert_non_null(mkdtemp(r->dir));
+    r->sleeper = spawn_sleeper(&r->sleeper_fd);
+    r->wd = spawn_watchdog(r->dir, timeout_ms);
+    r->fd = wd_connect(r->dir);
+    wd_say(r->fd, "vms sleeper=%d\n", (int)r->sleeper);
+    wd_status(r->fd);
+}
+
 static void remove_fence_dir(const char *dir)
 {
     static const char *const names[] = {FENCE_WD_FENCED_FILE, FENCE_WD_SOCKET,
@@ -1602,13 +1623,11 @@ static void reap(pid_t pid, int sig)
 static void test_fence_watchdog_kills_when_not_fed(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    int sleeper_fd;
-    pid_t sleeper = spawn_sleeper(&sleeper_fd);
-    pid_t wd = spawn_watchdog(dir, 500);
-    int fd = wd_connect(dir);
-    wd_say(fd, "vms sleeper=%d\n", (int)sleeper);
+    struct wd_rig r;
+    wd_rig_open(&r, 500);
+    const char *dir = r.dir;
+    int sleeper_fd = r.sleeper_fd, fd = r.fd;
+    pid_t sleeper = r.sleeper, wd = r.wd;
     /* Fed twice 300 ms apart: alive 600 ms after the first feed. */
     wd_say(fd, "feed %lld\n", (long long)fence_wd_now_ms());
     assert_false(ended_within(sleeper_fd, 300));
@@ -1648,15 +1667,13 @@ static void test_fence_watchdog_kills_when_not_fed(void **state)
 static void test_fence_watchdog_stopped_past_its_deadline_kills(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    int sleeper_fd;
-    pid_t sleeper = spawn_sleeper(&sleeper_fd);
-    pid_t wd = spawn_watchdog(dir, 500);
-    int fd = wd_connect(dir);
-    wd_say(fd, "vms sleeper=%d\n", (int)sleeper);
+    struct wd_rig r;
+    wd_rig_open(&r, 500);
+    const char *dir = r.dir;
+    int sleeper_fd = r.sleeper_fd, fd = r.fd;
+    pid_t sleeper = r.sleeper, wd = r.wd;
     wd_say(fd, "feed %lld\n", (long long)fence_wd_now_ms());
-    wd_status(fd); /* both lines taken before the stop */
+    wd_status(fd); /* taken before the stop */
     assert_int_equal(kill(wd, SIGSTOP), 0);
     /* Fed every 100 ms all along: 900 ms stopped, then 600 ms more running. */
     for (int i = 0; i < 15; i++) {
@@ -1686,15 +1703,12 @@ static void test_fence_watchdog_stopped_past_its_deadline_kills(void **state)
 static void test_fence_watchdog_respawned_keeps_the_deadline(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    int sleeper_fd;
-    pid_t sleeper = spawn_sleeper(&sleeper_fd);
-    pid_t wd = spawn_watchdog(dir, 2000);
-    int fd = wd_connect(dir);
-    wd_status(fd); /* running: its own start is before the contact */
+    struct wd_rig r;
+    wd_rig_open(&r, 2000); /* it runs: its own start is before the contact */
+    const char *dir = r.dir;
+    int sleeper_fd = r.sleeper_fd, fd = r.fd;
+    pid_t sleeper = r.sleeper, wd = r.wd;
     int64_t contact = fence_wd_now_ms();
-    wd_say(fd, "vms sleeper=%d\n", (int)sleeper);
     wd_say(fd, "feed %lld\n", (long long)contact);
     assert_false(ended_within(sleeper_fd, 1200));
     /* What it kept: this boot's contact. */
