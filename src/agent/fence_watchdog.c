@@ -550,6 +550,10 @@ int fence_watchdog_main(const char *state_dir, int timeout_ms, int listen_fd)
             n_clients += p->clients[i].fd >= 0;
         }
         if (had_client && n_clients == 0 && p->wd.n_vms == 0) {
+            /* Nothing left to fence: the next watchdog starts a countdown of its own. */
+            char path[4096];
+            contact_path(p, path, sizeof(path));
+            unlink(path);
             log_info("no agent connected and no VM to fence: exiting");
             break;
         }
@@ -590,10 +594,6 @@ int fence_watchdog_main(const char *state_dir, int timeout_ms, int listen_fd)
                          fence_wd_deadline(&p->wd) - fence_wd_now_ms(), p->wd.n_vms);
             }
     }
-    /* Nothing left to fence: the next watchdog starts a countdown of its own. */
-    char path[4096];
-    contact_path(p, path, sizeof(path));
-    unlink(path);
     for (int i = 0; i < WD_MAX_CLIENTS; i++)
         if (p->clients[i].fd >= 0)
             close(p->clients[i].fd);
