@@ -112,6 +112,15 @@ void agent_report_event(struct agent *a, json_t *body)
     agent_conn_send_event(a->conn, body);
 }
 
+void agent_report(struct agent *a, const char *type, json_t *body)
+{
+    if (a->conn == NULL) {
+        json_decref(body);
+        return;
+    }
+    agent_conn_send_report(a->conn, type, body);
+}
+
 void agent_reply(struct agent *a, json_t *id, bool ok, const char *error)
 {
     if (a->conn)

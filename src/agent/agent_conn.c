@@ -360,6 +360,13 @@ void agent_conn_send_sample(struct agent_conn *c, json_t *body)
         send_msg(c, msg);
 }
 
+void agent_conn_send_report(struct agent_conn *c, const char *type, json_t *body)
+{
+    cleanup_json json_t *msg = proto_msg_new(type, body);
+    if (c->state >= CONN_HELLO_SENT)
+        send_msg(c, msg);
+}
+
 void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *error)
 {
     agent_conn_reply_with(c, id, ok, error, NULL);

@@ -64,6 +64,9 @@ void agent_conn_start(struct agent_conn *c);
 void agent_conn_send_event(struct agent_conn *c, json_t *body);
 /* sample body {ts_ms, vms} (stolen); dropped when not connected. */
 void agent_conn_send_sample(struct agent_conn *c, json_t *body);
+/* A report of what holds now, type `type`, body stolen: sent once hello is, dropped
+ * before (the hello of the next connection carries the state it reports). */
+void agent_conn_send_report(struct agent_conn *c, const char *type, json_t *body);
 void agent_conn_reply(struct agent_conn *c, json_t *id, bool ok, const char *error);
 /* The same with more members (an object, stolen; may be NULL) merged into the reply. */
 void agent_conn_reply_with(struct agent_conn *c, json_t *id, bool ok, const char *error,

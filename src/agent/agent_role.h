@@ -65,6 +65,9 @@ extern const struct agent_role_ops standby_role_ops __attribute__((weak));
 void agent_role_ready(struct agent *a, const char *accel);
 /* vm_event body (stolen): queued while the server is unreachable. */
 void agent_report_event(struct agent *a, json_t *body);
+/* A message of type `type` stating what holds now (body stolen): sent once a
+ * hello is on the connection, dropped otherwise (the next hello says it). */
+void agent_report(struct agent *a, const char *type, json_t *body);
 void agent_reply(struct agent *a, json_t *id, bool ok, const char *error);
 /* members: an object (stolen) merged into the reply, e.g. a warm restart's result. */
 void agent_reply_with(struct agent *a, json_t *id, bool ok, const char *error, json_t *members);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/durable.h"
+#include "common/file.h"
 #include "common/log.h"
 
 #define WD_MAX_CLIENTS 8
@@ -40,12 +42,25 @@ void fence_wd_init(struct fence_wd *w, int64_t timeout_ms, int64_t now_ms)
     w->last_feed_ms = now_ms;
 }
 
+void fence_wd_resume(struct fence_wd *w, int64_t contact_ms, int64_t pause_until_ms, int64_t now_ms)
+{
+    w->last_feed_ms = contact_ms < now_ms ? contact_ms : now_ms;
+    w->pause_until_ms = pause_until_ms;
+}
+
 void fence_wd_feed(struct fence_wd *w, int64_t evidence_ms, int64_t now_ms)
 {
     if (evidence_ms > now_ms)
         evidence_ms = now_ms;
     if (evidence_ms <= w->last_feed_ms)
         return;
+    if (fence_wd_due(w, now_ms)) {
+        /* Read too late (the watchdog was stopped, starved or suspended, or
+         * contact came back after the deadline): the kill runs first. */
+        if (evidence_ms > w->late_feed_ms)
+            w->late_feed_ms = evidence_ms;
+        return;
+    }
     w->last_feed_ms = evidence_ms;
     if (w->fired && now_ms < fence_wd_deadline(w)) {
         log_info("server contact is back: self-fencing re-armed (%" PRId64 " ms)", w->timeout_ms);
@@ -59,6 +74,11 @@ int64_t fence_wd_deadline(const struct fence_wd *w)
     return d > w->pause_until_ms ? d : w->pause_until_ms;
 }
 
+bool fence_wd_due(const struct fence_wd *w, int64_t now_ms)
+{
+    return now_ms >= fence_wd_deadline(w) && (!w->fired || w->n_vms > 0);
+}
+
 int fence_wd_check(struct fence_wd *w, int64_t now_ms, fence_wd_kill_fn kill, void *opaque)
 {
     if (now_ms < fence_wd_deadline(w))
@@ -68,6 +88,10 @@ int fence_wd_check(struct fence_wd *w, int64_t now_ms, fence_wd_kill_fn kill, vo
     for (size_t i = 0; i < w->n_vms; i++)
         kill(&w->vms[i], opaque);
     fence_wd_clear(w);
+    int64_t late = w->late_feed_ms;
+    w->late_feed_ms = 0;
+    if (late)
+        fence_wd_feed(w, late, now_ms);
     return n;
 }
 
@@ -199,10 +223,11 @@ int fence_wd_handle_line(struct fence_wd *w, const char *line, int64_t now_ms, b
             log_warn("self-fencing pause ended");
         snprintf(reply, reply_len, "ok\n");
     } else if (IS("status")) {
+        int64_t paused = w->pause_until_ms > now_ms ? w->pause_until_ms - now_ms : 0;
         snprintf(reply, reply_len,
                  "{\"timeout_ms\": %" PRId64 ", \"remaining_ms\": %" PRId64
-                 ", \"fired\": %s, \"vms\": %zu}\n",
-                 w->timeout_ms, fence_wd_deadline(w) - now_ms, w->fired ? "true" : "false",
+                 ", \"pause_ms\": %" PRId64 ", \"fired\": %s, \"vms\": %zu}\n",
+                 w->timeout_ms, fence_wd_deadline(w) - now_ms, paused, w->fired ? "true" : "false",
                  w->n_vms);
     } else {
         return vcr_error_make(err, EINVAL,
@@ -250,7 +275,10 @@ struct wd_proc {
     const char *state_dir;
     struct fence_wd wd;
     struct wd_client clients[WD_MAX_CLIENTS];
-    json_t *killed; /* [{"name", "pid"}] of the firing under way */
+    char boot_id[64];         /* "" when unknown: nothing is persisted then */
+    int64_t saved_contact_ms; /* what FENCE_WD_CONTACT_FILE holds */
+    int64_t saved_pause_until_ms;
+    bool save_failed; /* logged once until a write succeeds again */
 };
 
 static void kill_vm(const struct fence_wd_vm *vm, void *opaque)
@@ -320,22 +348,115 @@ static void forget_running(struct wd_proc *p)
 
 static void fire(struct wd_proc *p, int64_t now_ms)
 {
-    bool was_fired = p->wd.fired;
-    if (p->wd.n_vms == 0) {
-        if (!was_fired)
-            log_warn("no server contact for %" PRId64 " ms: no VM to fence",
-                     now_ms - p->wd.last_feed_ms);
-        p->wd.fired = true;
-        return;
+    size_t n = p->wd.n_vms;
+    if (n == 0 && !p->wd.fired)
+        log_warn("no server contact for %" PRId64 " ms: no VM to fence",
+                 now_ms - p->wd.last_feed_ms);
+    if (n > 0) {
+        log_warn("no server contact for %" PRId64 " ms (fence timeout %" PRId64
+                 " ms): killing %zu VM(s)",
+                 now_ms - p->wd.last_feed_ms, p->wd.timeout_ms, n);
+        write_fenced(p, now_ms);
     }
-    log_warn("no server contact for %" PRId64 " ms (fence timeout %" PRId64
-             " ms): killing %zu VM(s)",
-             now_ms - p->wd.last_feed_ms, p->wd.timeout_ms, p->wd.n_vms);
-    write_fenced(p, now_ms);
     fence_wd_check(&p->wd, now_ms, kill_vm, p);
-    for (int i = 0; i < WD_MAX_CLIENTS; i++)
+    for (int i = 0; n > 0 && i < WD_MAX_CLIENTS; i++)
         if (p->clients[i].fd >= 0)
             (void)send(p->clients[i].fd, "fenced\n", 7, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* --- the countdown kept for the next watchdog (FENCE_WD_CONTACT_FILE) --- */
+
+/* CLOCK_BOOTTIME starts again at a boot: a countdown from another boot means nothing. */
+static void read_boot_id(char *out, size_t len)
+{
+    out[0] = '\0';
+    cleanup_file FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f && fgets(out, (int)len, f))
+        out[strcspn(out, "\n")] = '\0';
+}
+
+static void contact_path(const struct wd_proc *p, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s", p->state_dir, FENCE_WD_CONTACT_FILE);
+}
+
+/* Written (durably) whenever the contact or the pause moved, so that a
+ * watchdog killed at any moment leaves its successor the countdown as it was. */
+static void save_countdown(struct wd_proc *p)
+{
+    if (p->boot_id[0] == '\0' || (p->wd.last_feed_ms == p->saved_contact_ms &&
+                                  p->wd.pause_until_ms == p->saved_pause_until_ms))
+        return;
+    char path[4096];
+    contact_path(p, path, sizeof(path));
+    cleanup_json json_t *doc = json_pack("{s:s, s:I, s:I}", "boot_id", p->boot_id, "contact_ms",
+                                         (json_int_t)p->wd.last_feed_ms, "pause_until_ms",
+                                         (json_int_t)p->wd.pause_until_ms);
+    cleanup_free char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    cleanup_error vcr_error_t err = NULL;
+    if (text == NULL || vcr_file_replace(path, text, strlen(text), &err) < 0) {
+        if (!p->save_failed)
+            log_error("cannot keep the countdown in `%s` (a respawned watchdog would count from "
+                      "its start): %s",
+                      path, err ? vcr_error_msg(err) : "out of memory");
+        p->save_failed = true;
+        return;
+    }
+    if (p->save_failed)
+        log_info("countdown kept in `%s` again", path);
+    p->save_failed = false;
+    p->saved_contact_ms = p->wd.last_feed_ms;
+    p->saved_pause_until_ms = p->wd.pause_until_ms;
+}
+
+/* A watchdog that died (kill -9, OOM) left its countdown: go on from it. */
+static void resume_countdown(struct wd_proc *p, int64_t now_ms)
+{
+    char path[4096];
+    contact_path(p, path, sizeof(path));
+    cleanup_json json_t *doc = json_load_file(path, 0, NULL);
+    if (doc == NULL)
+        return;
+    const char *boot = json_string_value(json_object_get(doc, "boot_id"));
+    json_t *contact = json_object_get(doc, "contact_ms");
+    json_t *pause = json_object_get(doc, "pause_until_ms");
+    if (boot == NULL || p->boot_id[0] == '\0' || strcmp(boot, p->boot_id) != 0 ||
+        !json_is_integer(contact) || !json_is_integer(pause)) {
+        log_info("`%s` is from another boot or unreadable: counting from now", path);
+        return;
+    }
+    fence_wd_resume(&p->wd, json_integer_value(contact), json_integer_value(pause), now_ms);
+    log_warn("going on with the countdown of the watchdog before this one: last server contact "
+             "%" PRId64 " ms ago, %" PRId64 " ms left",
+             now_ms - p->wd.last_feed_ms, fence_wd_deadline(&p->wd) - now_ms);
+}
+
+/* Arms the CLOCK_BOOTTIME timer at the deadline (disarmed when it has passed:
+ * then only what an agent sends changes anything) and returns the same wait
+ * for poll(), whose CLOCK_MONOTONIC timeout stops during a suspend: the timer
+ * wakes the watchdog at once after a resume, poll's timeout backs it up. */
+static int arm_deadline(int tfd, const struct fence_wd *w, int64_t now_ms)
+{
+    int64_t at = fence_wd_deadline(w);
+    struct itimerspec its = {0};
+    if (at > now_ms)
+        its.it_value = (struct timespec){.tv_sec = at / 1000, .tv_nsec = (at % 1000) * 1000000};
+    if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+        log_error("timerfd_settime: %s", strerror(errno));
+    if (at <= now_ms)
+        return -1;
+    return at - now_ms > INT32_MAX ? INT32_MAX : (int)(at - now_ms);
+}
+
+/* Tells every agent but `except` that a pause began (MS left) or ended (0). */
+static void announce_pause(struct wd_proc *p, const struct wd_client *except, int64_t now_ms)
+{
+    char line[48];
+    int64_t left = p->wd.pause_until_ms > now_ms ? p->wd.pause_until_ms - now_ms : 0;
+    int n = snprintf(line, sizeof(line), "paused %" PRId64 "\n", left);
+    for (int i = 0; i < WD_MAX_CLIENTS; i++)
+        if (p->clients[i].fd >= 0 && &p->clients[i] != except)
+            (void)send(p->clients[i].fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 static void drop_client(struct wd_client *c)
@@ -361,8 +482,8 @@ static bool read_client(struct wd_proc *p, struct wd_client *c)
         char reply[256];
         cleanup_error vcr_error_t err = NULL;
         bool is_vms = strncmp(start, "vms", 3) == 0;
-        if (fence_wd_handle_line(&p->wd, start, fence_wd_now_ms(), true, reply, sizeof(reply),
-                                 &err) < 0) {
+        int64_t now = fence_wd_now_ms(), pause_before = p->wd.pause_until_ms;
+        if (fence_wd_handle_line(&p->wd, start, now, true, reply, sizeof(reply), &err) < 0) {
             log_warn("agent message ignored: %s", vcr_error_msg(err));
             snprintf(reply, sizeof(reply), "error %s\n", vcr_error_msg(err));
         } else if (is_vms) {
@@ -371,6 +492,8 @@ static bool read_client(struct wd_proc *p, struct wd_client *c)
         }
         if (reply[0])
             (void)send(c->fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (p->wd.pause_until_ms != pause_before)
+            announce_pause(p, c, now);
         start = nl + 1;
     }
     c->len -= (size_t)(start - c->buf);
@@ -395,13 +518,21 @@ int fence_watchdog_main(const char *state_dir, int timeout_ms, int listen_fd)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    int tfd = timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC | TFD_NONBLOCK);
     struct wd_proc *p = calloc(1, sizeof(*p));
-    if (p == NULL) {
+    if (p == NULL || tfd < 0) {
+        log_error("fence watchdog: %s", p ? strerror(errno) : "out of memory");
+        free(p);
+        if (tfd >= 0)
+            close(tfd);
         close(listen_fd);
         return 1;
     }
     p->state_dir = state_dir;
-    fence_wd_init(&p->wd, timeout_ms, fence_wd_now_ms());
+    int64_t start = fence_wd_now_ms();
+    fence_wd_init(&p->wd, timeout_ms, start);
+    read_boot_id(p->boot_id, sizeof(p->boot_id));
+    resume_countdown(p, start);
     for (int i = 0; i < WD_MAX_CLIENTS; i++)
         p->clients[i].fd = -1;
     log_info("fence watchdog for %s: VMs are killed after %d ms without server contact", state_dir,
@@ -409,28 +540,40 @@ int fence_watchdog_main(const char *state_dir, int timeout_ms, int listen_fd)
     bool had_client = false;
     for (;;) {
         int64_t now = fence_wd_now_ms();
-        if (now >= fence_wd_deadline(&p->wd) && (!p->wd.fired || p->wd.n_vms > 0))
+        if (fence_wd_due(&p->wd, now))
             fire(p, now);
+        save_countdown(p);
         int n_clients = 0;
-        struct pollfd pfd[1 + WD_MAX_CLIENTS];
+        struct pollfd pfd[2 + WD_MAX_CLIENTS];
         pfd[0] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
+        pfd[1] = (struct pollfd){.fd = tfd, .events = POLLIN};
         for (int i = 0; i < WD_MAX_CLIENTS; i++) {
-            pfd[1 + i] = (struct pollfd){.fd = p->clients[i].fd, .events = POLLIN};
+            pfd[2 + i] = (struct pollfd){.fd = p->clients[i].fd, .events = POLLIN};
             n_clients += p->clients[i].fd >= 0;
         }
         if (had_client && n_clients == 0 && p->wd.n_vms == 0) {
+            /* Nothing left to fence: the next watchdog starts a countdown of its own. */
+            char path[4096];
+            contact_path(p, path, sizeof(path));
+            unlink(path);
             log_info("no agent connected and no VM to fence: exiting");
             break;
         }
-        int64_t wait = p->wd.fired ? -1 : fence_wd_deadline(&p->wd) - now;
-        if (wait > INT32_MAX)
-            wait = INT32_MAX;
-        if (poll(pfd, 1 + WD_MAX_CLIENTS, (int)wait) < 0) {
+        if (poll(pfd, 2 + WD_MAX_CLIENTS, arm_deadline(tfd, &p->wd, now)) < 0) {
             if (errno == EINTR)
                 continue;
             log_error("poll: %s", strerror(errno));
             break;
         }
+        /* The deadline first: lines that waited while this process could not
+         * run (SIGSTOP, CPU starvation, a suspend) cannot defer a kill that is
+         * due, whatever they say (a feed, a pause, a longer timeout). */
+        now = fence_wd_now_ms();
+        if (fence_wd_due(&p->wd, now))
+            fire(p, now);
+        uint64_t expirations;
+        if (pfd[1].revents & POLLIN)
+            (void)!read(tfd, &expirations, sizeof(expirations));
         if (pfd[0].revents & POLLIN) {
             int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
             int i = 0;
@@ -446,7 +589,7 @@ int fence_watchdog_main(const char *state_dir, int timeout_ms, int listen_fd)
             }
         }
         for (int i = 0; i < WD_MAX_CLIENTS; i++)
-            if (p->clients[i].fd >= 0 && (pfd[1 + i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+            if (p->clients[i].fd >= 0 && (pfd[2 + i].revents & (POLLIN | POLLHUP | POLLERR)) &&
                 !read_client(p, &p->clients[i])) {
                 drop_client(&p->clients[i]);
                 log_info("agent disconnected: still counting (%" PRId64 " ms left, %zu VM(s))",
@@ -457,6 +600,7 @@ int fence_watchdog_main(const char *state_dir, int timeout_ms, int listen_fd)
         if (p->clients[i].fd >= 0)
             close(p->clients[i].fd);
     fence_wd_clear(&p->wd);
+    close(tfd);
     close(listen_fd);
     free(p);
     return 0;
@@ -481,13 +625,32 @@ int fence_watchdog_pause(const char *state_dir, int pause_ms)
         log_error("fence watchdog `%s`: %s", sa.sun_path, strerror(errno));
         return 1;
     }
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    ssize_t got = poll(&pfd, 1, 5000) == 1 ? recv(fd, reply, sizeof(reply) - 1, 0) : -1;
-    if (got <= 0) {
-        log_error("fence watchdog `%s`: no answer", sa.sun_path);
-        return 1;
+    /* Other lines (a `paused` another client caused) may come first: read up
+     * to the answer, `ok` or `error ...`. */
+    size_t len = 0;
+    int64_t deadline = fence_wd_now_ms() + 5000;
+    for (;;) {
+        char *end = memchr(reply, '\n', len);
+        while (end && strncmp(reply, "ok", 2) != 0 && strncmp(reply, "error", 5) != 0) {
+            len -= (size_t)(end + 1 - reply);
+            memmove(reply, end + 1, len);
+            end = memchr(reply, '\n', len);
+        }
+        if (end) {
+            end[1] = '\0';
+            break;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int left = (int)(deadline - fence_wd_now_ms());
+        ssize_t got = left > 0 && poll(&pfd, 1, left) == 1
+                          ? recv(fd, reply + len, sizeof(reply) - 1 - len, 0)
+                          : -1;
+        if (got <= 0 || len + (size_t)got >= sizeof(reply) - 1) {
+            log_error("fence watchdog `%s`: no answer", sa.sun_path);
+            return 1;
+        }
+        len += (size_t)got;
     }
-    reply[got] = '\0';
     fputs(reply, stdout);
     return strncmp(reply, "ok", 2) == 0 ? 0 : 1;
 }

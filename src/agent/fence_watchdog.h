@@ -11,6 +11,17 @@
  *   pause MS          no kill before now + MS (at most FENCE_WD_PAUSE_MAX_MS; 0 ends it)
  *   status            answered by one JSON line
  *
+ * and tells the connected agents `fenced` when it killed, `paused MS` when a
+ * pause began (MS left) or ended (0).
+ *
+ * Past the deadline nothing read from an agent can take the kill back: the
+ * server may already count these VMs dead.  So on every wake-up the deadline
+ * is checked before pending lines are read, and a feed read while a kill is
+ * overdue is applied only once the kill ran.  The deadline is a CLOCK_BOOTTIME
+ * timer (a suspend counts), and the countdown's origin (last contact, pause)
+ * is kept in STATE_DIR/FENCE_WD_CONTACT_FILE, so that a respawned watchdog
+ * goes on from there instead of from zero.
+ *
  * The decision logic (struct fence_wd) takes the clock as an argument so that
  * it is tested without sleeping; fence_watchdog_main() is the process. */
 #ifndef VCR_AGENT_FENCE_WATCHDOG_H
@@ -30,6 +41,8 @@
 #define FENCE_WD_PAUSE_MAX_MS 600000
 #define FENCE_WD_SOCKET       "fence.sock"
 #define FENCE_WD_FENCED_FILE  "fenced.json"
+/* {boot_id, contact_ms, pause_until_ms}: the countdown, for the next watchdog. */
+#define FENCE_WD_CONTACT_FILE "fence-contact.json"
 
 struct fence_wd_vm {
     char name[FENCE_WD_NAME_MAX + 1];
@@ -40,6 +53,7 @@ struct fence_wd_vm {
 struct fence_wd {
     int64_t timeout_ms;
     int64_t last_feed_ms; /* latest contact with the server (or the start) */
+    int64_t late_feed_ms; /* contact read while a kill was overdue: applied after it; 0 none */
     int64_t pause_until_ms;
     bool fired; /* the deadline passed and the listed VMs were killed */
     size_t n_vms;
@@ -48,15 +62,25 @@ struct fence_wd {
 
 /* Armed from now: a fresh watchdog gives the agent one full timeout. */
 void fence_wd_init(struct fence_wd *w, int64_t timeout_ms, int64_t now_ms);
-/* Contact at evidence_ms (clamped to now_ms; older than the last one: ignored). */
+/* A respawned watchdog goes on with the countdown of the one before it: its
+ * last contact (taken as now_ms when later) and its pause. */
+void fence_wd_resume(struct fence_wd *w, int64_t contact_ms, int64_t pause_until_ms,
+                     int64_t now_ms);
+/* Contact at evidence_ms (clamped to now_ms; older than the last one: ignored).
+ * While a kill is due (fence_wd_due) it is kept aside and applied by
+ * fence_wd_check after the kill: it never cancels it. */
 void fence_wd_feed(struct fence_wd *w, int64_t evidence_ms, int64_t now_ms);
 /* When the listed VMs are due to be killed. */
 int64_t fence_wd_deadline(const struct fence_wd *w);
+/* Whether fence_wd_check would kill now: past the deadline and either not
+ * fired yet or VMs listed since it fired. */
+bool fence_wd_due(const struct fence_wd *w, int64_t now_ms);
 /* Called for each VM to kill; vm is borrowed. */
 typedef void (*fence_wd_kill_fn)(const struct fence_wd_vm *vm, void *opaque);
-/* Past the deadline: kill every listed VM (then the list is empty) and return
- * how many; before it: return -1.  VMs listed after the deadline passed are
- * killed at the next check: the host stays fenced until contact returns. */
+/* Past the deadline: kill every listed VM (then the list is empty), apply a
+ * feed kept aside meanwhile, and return how many; before it: return -1.  VMs
+ * listed after the deadline passed are killed at the next check: the host
+ * stays fenced until contact returns. */
 int fence_wd_check(struct fence_wd *w, int64_t now_ms, fence_wd_kill_fn kill, void *opaque);
 /* args: "NAME=PID ..." (may be empty).  Replaces the list; with open_pidfds a
  * pidfd is opened for each new entry (kept for unchanged ones), so a recycled
@@ -75,9 +99,10 @@ int64_t fence_wd_now_ms(void);
 
 /* Creates STATE_DIR/fence.sock (a stale one is replaced) and listens. */
 int fence_wd_listen(const char *state_dir, vcr_error_t *err);
-/* The process: listens on listen_fd (or creates the socket when it is -1)
- * and runs until no agent is connected and no VM is listed.  Returns the exit
- * status. */
+/* The process: listens on listen_fd (or creates the socket when it is -1),
+ * goes on with the countdown FENCE_WD_CONTACT_FILE holds (written since this
+ * boot), and runs until no agent is connected and no VM is listed (then the
+ * file is removed: nothing is left to fence).  Returns the exit status. */
 int fence_watchdog_main(const char *state_dir, int timeout_ms, int listen_fd);
 /* `--fence-watchdog DIR --pause MS`: asks the running watchdog to pause
  * (0 ends a pause); prints its answer.  Returns the exit status. */

@@ -34,7 +34,65 @@ struct host_fence {
     struct event *retry;
     int64_t last_feed; /* the latest evidence, re-sent after a reconnect */
     char *vms_line;    /* "vms NAME=PID ...\n" last sent */
+    char lines[1024];  /* what the watchdog sent, up to its last full line */
+    size_t lines_len;
+    /* Its pause as last heard (status, `paused MS`), in fence_wd_now_ms() time; 0 none. */
+    int64_t pause_until;
+    struct event *pause_end; /* the pause ran out: report it */
+    host_fence_changed_fn changed;
+    void *changed_opaque;
+    /* What the server was last told (host_fence_report), to tell it only changes. */
+    uint32_t told_timeout_ms;
+    const char *told_state;
+    int64_t told_pause_until;
 };
+
+static const char *fence_state(const struct host_fence *f)
+{
+    if (f->timeout_ms == 0)
+        return "off";
+    if (f->fd < 0)
+        return "down";
+    return f->pause_until > fence_wd_now_ms() ? "paused" : "armed";
+}
+
+/* Calls the changed hook when the report differs from the last one told. */
+static void fence_report_changes(struct host_fence *f)
+{
+    const char *state = fence_state(f);
+    if (f->told_state && strcmp(state, f->told_state) == 0 && f->told_timeout_ms == f->timeout_ms &&
+        f->told_pause_until == f->pause_until)
+        return;
+    f->told_state = state;
+    f->told_timeout_ms = f->timeout_ms;
+    f->told_pause_until = f->pause_until;
+    if (f->changed)
+        f->changed(f->changed_opaque);
+}
+
+/* The watchdog's pause, MS left (0: none). */
+static void fence_set_pause(struct host_fence *f, int64_t left_ms)
+{
+    evtimer_del(f->pause_end);
+    f->pause_until = left_ms > 0 ? fence_wd_now_ms() + left_ms : 0;
+    if (left_ms > 0) {
+        log_warn("fence watchdog: paused for %lld ms: this host's VMs are not self-fenced "
+                 "meanwhile, and the server will not count on it",
+                 (long long)left_ms);
+        struct timeval tv = {.tv_sec = left_ms / 1000, .tv_usec = (left_ms % 1000) * 1000};
+        evtimer_add(f->pause_end, &tv);
+    }
+    fence_report_changes(f);
+}
+
+static void on_pause_end(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct host_fence *f = arg;
+    log_info("fence watchdog: its pause is over");
+    fence_set_pause(f, 0);
+}
 
 static void fence_send(struct host_fence *f, const char *line);
 static void fence_attach(struct host_fence *f);
@@ -48,28 +106,53 @@ static void fence_detach(struct host_fence *f, const char *why)
     f->rd = NULL;
     close(f->fd);
     f->fd = -1;
+    f->lines_len = 0;
     struct timeval tv = {0, HOST_FENCE_RETRY_MS * 1000};
     evtimer_add(f->retry, &tv);
+    fence_report_changes(f);
+}
+
+/* One line from the watchdog (fence_watchdog.h). */
+static void fence_line(struct host_fence *f, const char *line)
+{
+    if (strcmp(line, "fenced") == 0) {
+        log_warn("fence watchdog: it killed this host's VMs (no server contact for %u ms)",
+                 f->timeout_ms);
+    } else if (strncmp(line, "paused ", 7) == 0) {
+        fence_set_pause(f, strtoll(line + 7, NULL, 10));
+    } else if (line[0] == '{') {
+        /* The answer to our `status`, asked on every attach. */
+        cleanup_json json_t *st = json_loads(line, 0, NULL);
+        fence_set_pause(f, json_integer_value(json_object_get(st, "pause_ms")));
+    } else if (strncmp(line, "error", 5) == 0) {
+        log_warn("fence watchdog: %s", line);
+    }
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct host_fence *f = arg;
-    char buf[512];
-    ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+    ssize_t n =
+        recv(fd, f->lines + f->lines_len, sizeof(f->lines) - 1 - f->lines_len, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
         fence_detach(f, n < 0 ? strerror(errno) : "connection closed");
         return;
     }
-    buf[n] = '\0';
-    if (strstr(buf, "fenced"))
-        log_warn("fence watchdog: it killed this host's VMs (no server contact for %u ms)",
-                 f->timeout_ms);
-    if (strstr(buf, "error"))
-        log_warn("fence watchdog: %s", buf);
+    f->lines_len += (size_t)n;
+    f->lines[f->lines_len] = '\0';
+    char *start = f->lines, *nl;
+    while ((nl = strchr(start, '\n')) != NULL) {
+        *nl = '\0';
+        fence_line(f, start);
+        start = nl + 1;
+    }
+    f->lines_len -= (size_t)(start - f->lines);
+    memmove(f->lines, start, f->lines_len);
+    if (f->lines_len == sizeof(f->lines) - 1)
+        f->lines_len = 0; /* no line is that long: drop the garbage */
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -164,6 +247,8 @@ static void fence_attach(struct host_fence *f)
     }
     if (f->vms_line)
         fence_send(f, f->vms_line);
+    fence_send(f, "status\n"); /* a pause set while we were away */
+    fence_report_changes(f);
 }
 
 static void fence_send(struct host_fence *f, const char *line)
@@ -181,7 +266,8 @@ static void fence_send(struct host_fence *f, const char *line)
 }
 
 struct host_fence *host_fence_new(struct event_base *base, const char *state_dir,
-                                  uint32_t timeout_ms, const char *exe, vcr_error_t *err)
+                                  uint32_t timeout_ms, const char *exe,
+                                  host_fence_changed_fn changed, void *opaque, vcr_error_t *err)
 {
     struct host_fence *f = calloc(1, sizeof(*f));
     if (f == NULL || (f->state_dir = strdup(state_dir)) == NULL) {
@@ -191,6 +277,8 @@ struct host_fence *host_fence_new(struct event_base *base, const char *state_dir
     f->base = base;
     f->fd = -1;
     f->timeout_ms = timeout_ms;
+    f->changed = changed;
+    f->changed_opaque = opaque;
     if (timeout_ms == 0) {
         /* Off: a watchdog an earlier agent left exits once told there is nothing to fence. */
         int fd = connect_socket(state_dir);
@@ -213,7 +301,8 @@ struct host_fence *host_fence_new(struct event_base *base, const char *state_dir
         f->exe[n] = '\0';
     }
     f->retry = evtimer_new(base, on_retry, f);
-    if (f->retry == NULL) {
+    f->pause_end = evtimer_new(base, on_pause_end, f);
+    if (f->retry == NULL || f->pause_end == NULL) {
         host_fence_free(f);
         return vcr_error_make(err, ENOMEM, "out of memory"), NULL;
     }
@@ -242,6 +331,19 @@ void host_fence_limit(struct host_fence *f, uint32_t fence_after_ms)
     char line[64];
     snprintf(line, sizeof(line), "timeout %u\n", t);
     fence_send(f, line);
+    fence_report_changes(f);
+}
+
+json_t *host_fence_report(const struct host_fence *f)
+{
+    if (f == NULL)
+        return json_pack("{s:i, s:s}", "timeout_ms", 0, "watchdog", "down");
+    json_t *o = json_pack("{s:I, s:s}", "timeout_ms", (json_int_t)f->timeout_ms, "watchdog",
+                          fence_state(f));
+    int64_t left = f->pause_until - fence_wd_now_ms();
+    if (o && left > 0 && f->timeout_ms > 0 && f->fd >= 0)
+        json_object_set_new(o, "pause_ms", json_integer(left));
+    return o;
 }
 
 void host_fence_feed(struct host_fence *f, int64_t evidence_ms)
@@ -332,6 +434,8 @@ void host_fence_free(struct host_fence *f)
         event_free(f->rd);
     if (f->retry)
         event_free(f->retry);
+    if (f->pause_end)
+        event_free(f->pause_end);
     if (f->fd >= 0)
         close(f->fd);
     free(f->vms_line);

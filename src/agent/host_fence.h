@@ -16,11 +16,20 @@ struct event_base;
 struct host_vm;
 struct host_fence;
 
+/* Called when what host_fence_report says changed (the watchdog was paused or
+ * its pause ended, it went down or came back, its timeout was lowered). */
+typedef void (*host_fence_changed_fn)(void *opaque);
+
 /* timeout_ms 0: self-fencing off (a watchdog left by an earlier agent is told
  * it has nothing to fence, so it exits).  exe: the vcr-agent binary to run as
- * the watchdog (NULL: /proc/self/exe). */
+ * the watchdog (NULL: /proc/self/exe).  changed may be NULL. */
 struct host_fence *host_fence_new(struct event_base *base, const char *state_dir,
-                                  uint32_t timeout_ms, const char *exe, vcr_error_t *err);
+                                  uint32_t timeout_ms, const char *exe,
+                                  host_fence_changed_fn changed, void *opaque, vcr_error_t *err);
+/* What the server may count on (new reference; docs/protocol.md `self_fence`):
+ * {timeout_ms: in effect, watchdog: armed|paused|down|off, pause_ms?: left}.
+ * down: no watchdog attached (it died; being respawned). */
+json_t *host_fence_report(const struct host_fence *f);
 /* The server waits fence_after_ms after the last contact before it switches
  * services away: the watchdog's timeout is lowered to that when the configured
  * fence_timeout_ms is longer (never raised, never turned on when off). */

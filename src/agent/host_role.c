@@ -152,6 +152,20 @@ static void start_vms(struct host_role *r)
     }
 }
 
+/* The server must know what it may count on before it relies on a self-fence
+ * (docs/fencing.md, "Reporting"): hello carries it, this message each change. */
+static void on_fence_changed(void *opaque)
+{
+    struct host_role *r = opaque;
+    if (r->fence) /* NULL while host_fence_new attaches: the first hello says it */
+        agent_report(r->agent, "self_fence", host_fence_report(r->fence));
+}
+
+static json_t *host_hello_extra(struct agent *a)
+{
+    return json_pack("{s:o}", "self_fence", host_fence_report(role_of(a)->fence));
+}
+
 static void on_accel(const struct accel_choice *choice, void *opaque)
 {
     struct host_role *r = opaque;
@@ -168,7 +182,8 @@ static void on_accel(const struct accel_choice *choice, void *opaque)
      * would fence the VMs of an agent that never had a chance to call in. */
     cleanup_error vcr_error_t err = NULL;
     struct agent *a = r->agent;
-    r->fence = host_fence_new(a->base, a->cfg->state_dir, a->cfg->fence_timeout_ms, NULL, &err);
+    r->fence = host_fence_new(a->base, a->cfg->state_dir, a->cfg->fence_timeout_ms, NULL,
+                              on_fence_changed, r, &err);
     if (r->fence == NULL) {
         log_error("%s", vcr_error_msg(err));
         event_base_loopbreak(a->base);
@@ -452,4 +467,5 @@ const struct agent_role_ops host_role_ops = {
     .fini = host_fini,
     .server_heard = host_server_heard,
     .server_fence_limit = host_server_fence_limit,
+    .hello_extra = host_hello_extra,
 };

@@ -4,7 +4,7 @@
  * The length must be 1 .. PROTO_MAX_FRAME.  Every payload is an object with
  *   "v": PROTO_VERSION (integer), "type": string, and type-specific members.
  * Messages (see docs/protocol.md for each member):
- *   agent -> server: hello, heartbeat, vm_event, sample, reply
+ *   agent -> server: hello, heartbeat, vm_event, sample, reply, self_fence
  *   server -> agent: challenge, welcome, order, error
  * The decoder is incremental and never trusts a length or a member type. */
 #ifndef VCR_PROTO_H

@@ -237,9 +237,20 @@ static void on_hello(struct session *s, json_t *msg)
             return;
         }
     }
+    const struct inv_host *cut =
+        inventory_find_host(a->inv, json_string_value(json_object_get(msg, "host")));
+    int64_t now = vcr_mono_ms();
+    if (cut && cut->cut_off_until_ms > now) {
+        /* A welcome would feed its fence watchdog, which the server now counts on. */
+        session_reject(s,
+                       "host `%s` is cut off for %lld ms more: the server counts on its "
+                       "self-fence (docs/fencing.md)",
+                       cut->name, (long long)(cut->cut_off_until_ms - now));
+        return;
+    }
     bool came_up = false;
     cleanup_error vcr_error_t err = NULL;
-    struct inv_host *h = inventory_apply_hello(a->inv, msg, vcr_mono_ms(), &came_up, &err);
+    struct inv_host *h = inventory_apply_hello(a->inv, msg, now, &came_up, &err);
     if (h == NULL) {
         session_reject(s, "bad hello: %s", vcr_error_msg(err));
         return;
@@ -258,6 +269,9 @@ static void on_hello(struct session *s, json_t *msg)
         json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "role", h->role, "accel", h->accel,
                   "agent_version", h->agent_version, "pid", (json_int_t)h->agent_pid, "vms",
                   (json_int_t)h->n_vms, "peer", peer);
+    json_t *self_fence = json_object_get(msg, "self_fence");
+    if (detail && self_fence)
+        json_object_set(detail, "self_fence", self_fence);
     journal_write(a, 0, h->name, NULL, JOURNAL_HELLO, detail);
     if (came_up) {
         cleanup_json json_t *up = json_pack("{s:s}", "peer", peer);
@@ -348,6 +362,26 @@ static void on_restart_overrun(struct inv_host *h, struct inv_vm *vm, void *opaq
     log_warn("host %s: VM %s: %s: failed", h->name, vm->name, vm->cause);
 }
 
+static void on_self_fence(struct session *s, json_t *msg)
+{
+    struct agents *a = s->agents;
+    cleanup_error vcr_error_t err = NULL;
+    if (inventory_apply_self_fence(a->inv, s->host, msg, vcr_mono_ms(), &err) < 0) {
+        log_warn("host %s: ignoring a self_fence: %s", s->host, vcr_error_msg(err));
+        return;
+    }
+    const struct inv_host *h = inventory_find_host(a->inv, s->host);
+    cleanup_json json_t *detail = inventory_self_fence_json(h, vcr_mono_ms(), vcr_wall_ms());
+    journal_write(a, 0, s->host, NULL, JOURNAL_SELF_FENCE, detail);
+    if (h->self_fence.watchdog == INV_WATCHDOG_ARMED)
+        log_info("host %s: self-fencing armed (%lld ms)", s->host,
+                 (long long)h->self_fence.timeout_ms);
+    else
+        log_warn("host %s: self-fencing %s: its services are not switched unless its agent "
+                 "confirms their VMs dead",
+                 s->host, inv_watchdog_name(h->self_fence.watchdog));
+}
+
 static void on_sample(struct session *s, json_t *msg)
 {
     cleanup_error vcr_error_t err = NULL;
@@ -397,7 +431,7 @@ static const struct {
     void (*handle)(struct session *s, json_t *msg);
 } handlers[] = {
     {"hello", on_hello},   {"heartbeat", on_heartbeat}, {"vm_event", on_vm_event},
-    {"sample", on_sample}, {"reply", on_reply},
+    {"sample", on_sample}, {"reply", on_reply},         {"self_fence", on_self_fence},
 };
 
 static void session_message(struct proto_conn *c, json_t *msg, void *opaque)
@@ -534,19 +568,44 @@ size_t agents_connection_cap(const struct agents *a)
 
 /* --- liveness --- */
 
-static void on_host_lost(struct inv_host *h, int64_t silent_ms, void *opaque)
+/* h is lost (already marked): journal it, close its session, tell the watch.
+ * why: NULL for the host timeout, else the reason the server cut it off. */
+static void host_lost(struct agents *a, struct inv_host *h, int64_t silent_ms, const char *why)
 {
-    struct agents *a = opaque;
-    cleanup_json json_t *detail = json_pack("{s:I, s:I}", "silent_ms", (json_int_t)silent_ms,
-                                            "host_timeout_ms", (json_int_t)a->opts.host_timeout_ms);
+    cleanup_json json_t *detail =
+        json_pack("{s:I, s:I, s:s?}", "silent_ms", (json_int_t)silent_ms, "host_timeout_ms",
+                  (json_int_t)a->opts.host_timeout_ms, "reason", why);
     journal_write(a, 0, h->name, NULL, JOURNAL_HOST_LOST, detail);
-    log_warn("host %s: lost: no frame for %lld ms (host_timeout_ms %u)", h->name,
-             (long long)silent_ms, a->opts.host_timeout_ms);
+    if (why)
+        log_warn("host %s: lost: cut off: %s", h->name, why);
+    else
+        log_warn("host %s: lost: no frame for %lld ms (host_timeout_ms %u)", h->name,
+                 (long long)silent_ms, a->opts.host_timeout_ms);
     struct session *s = find_session(a, h->name);
-    if (s)
+    if (s && why)
+        session_reject(s, "cut off: %s", why);
+    else if (s)
         session_reject(s, "no frame for %lld ms; host declared lost", (long long)silent_ms);
     if (a->watch && a->watch->host_lost)
         a->watch->host_lost(a->watch_opaque, h->name);
+}
+
+static void on_host_lost(struct inv_host *h, int64_t silent_ms, void *opaque)
+{
+    host_lost(opaque, h, silent_ms, NULL);
+}
+
+void agents_cut_off(struct agents *a, const char *host, int64_t until_ms, const char *why)
+{
+    struct inv_host *h = inventory_find_host(a->inv, host);
+    if (h == NULL)
+        return;
+    if (until_ms > h->cut_off_until_ms)
+        h->cut_off_until_ms = until_ms;
+    if (h->state == INV_HOST_CONNECTED) {
+        h->state = INV_HOST_LOST;
+        host_lost(a, h, vcr_mono_ms() - h->last_seen_ms, why);
+    }
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

@@ -77,6 +77,13 @@ int64_t agents_send_order_with(struct agents *a, const char *host, const char *a
                                const char *vm, json_t *members, int64_t timeout_ms,
                                agents_order_reply_cb cb, void *opaque, vcr_error_t *err);
 
+/* The server counts on host's self-fence until until_ms (monotonic): nothing may
+ * feed its fence watchdog before then.  Its session is closed, a connected host
+ * is declared lost (journal `host_lost` with `reason`: why, and the watch's
+ * host_lost), and its hellos are refused until then (docs/fencing.md).  A later
+ * call never shortens the cut; an unknown host is left alone. */
+void agents_cut_off(struct agents *a, const char *host, int64_t until_ms, const char *why);
+
 /* Who else hears of VM events, accepted hellos and lost hosts: the recovery
  * engine.  Called after the inventory and the journal are updated; strings
  * are borrowed. */

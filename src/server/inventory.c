@@ -23,6 +23,18 @@ int inv_vm_state_parse(const char *s)
     return proto_vm_state_parse(s);
 }
 
+static const char *const watchdog_names[] = {
+    [INV_WATCHDOG_UNKNOWN] = "unknown", [INV_WATCHDOG_ARMED] = "armed",
+    [INV_WATCHDOG_PAUSED] = "paused",   [INV_WATCHDOG_DOWN] = "down",
+    [INV_WATCHDOG_OFF] = "off",
+};
+
+const char *inv_watchdog_name(enum inv_watchdog w)
+{
+    return (size_t)w < sizeof(watchdog_names) / sizeof(watchdog_names[0]) ? watchdog_names[w]
+                                                                          : "unknown";
+}
+
 const char *inv_host_state_name(enum inv_host_state s)
 {
     return s == INV_HOST_CONNECTED ? "connected" : "lost";
@@ -284,6 +296,28 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
     return vm;
 }
 
+/* {timeout_ms, watchdog, pause_ms?}: a hello's `self_fence` or the message of
+ * that name; absent (NULL) from an agent that does not report it. */
+static int parse_self_fence(json_t *obj, const char *where, int64_t now_ms,
+                            struct inv_self_fence *out, vcr_error_t *err)
+{
+    static const char *const reported[] = {"armed", "paused", "down", "off", NULL};
+    *out = (struct inv_self_fence){.watchdog = INV_WATCHDOG_UNKNOWN, .reported_ms = now_ms};
+    if (obj == NULL)
+        return 0;
+    if (!json_is_object(obj))
+        return vcr_error_make(err, EPROTO, "%s: expected an object", where);
+    const char *watchdog;
+    if (get_int(obj, where, "timeout_ms", true, &out->timeout_ms, err) < 0 ||
+        get_one_of(obj, where, "watchdog", reported, &watchdog, err) < 0 ||
+        get_int(obj, where, "pause_ms", false, &out->pause_ms, err) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(watchdog_names) / sizeof(watchdog_names[0]); i++)
+        if (strcmp(watchdog_names[i], watchdog) == 0)
+            out->watchdog = (enum inv_watchdog)i;
+    return 0;
+}
+
 static const char *const roles[] = {"host", "standby", NULL};
 static const char *const accels[] = {"kvm", "tcg", "none", NULL};
 
@@ -297,6 +331,10 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
         get_string(hello, "hello", "agent_version", true, &agent_version, err) < 0 ||
         get_int(hello, "hello", "pid", true, &pid, err) < 0 ||
         get_one_of(hello, "hello", "accel", accels, &accel, err) < 0)
+        return NULL;
+    struct inv_self_fence self_fence;
+    if (parse_self_fence(json_object_get(hello, "self_fence"), "hello.self_fence", now_ms,
+                         &self_fence, err) < 0)
         return NULL;
     json_t *list = json_object_get(hello, "vms");
     if (!json_is_array(list)) {
@@ -349,6 +387,7 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
     }
     *came_up = is_new || h->state == INV_HOST_LOST;
     h->agent_pid = pid;
+    h->self_fence = self_fence;
     h->state = INV_HOST_CONNECTED;
     h->last_seen_ms = now_ms;
     for (size_t i = 0; i < n; i++) {
@@ -432,6 +471,19 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
         vm->pid = pid;
     if (json_object_get(msg, "boots"))
         vm->boots = boots;
+    return 0;
+}
+
+int inventory_apply_self_fence(struct inventory *inv, const char *host, json_t *msg, int64_t now_ms,
+                               vcr_error_t *err)
+{
+    struct inv_host *h = inventory_find_host(inv, host);
+    if (h == NULL)
+        return vcr_error_make(err, ENOENT, "self_fence: host `%s` has not said hello", host);
+    struct inv_self_fence self_fence;
+    if (parse_self_fence(msg, "self_fence", now_ms, &self_fence, err) < 0)
+        return -1;
+    h->self_fence = self_fence;
     return 0;
 }
 
@@ -595,6 +647,19 @@ static json_t *containers_json(const struct inv_host *h)
     return list;
 }
 
+json_t *inventory_self_fence_json(const struct inv_host *h, int64_t now_ms, int64_t now_wall_ms)
+{
+    const struct inv_self_fence *f = &h->self_fence;
+    if (f->watchdog == INV_WATCHDOG_UNKNOWN)
+        return json_null();
+    json_t *o = json_pack("{s:I, s:s, s:I}", "timeout_ms", (json_int_t)f->timeout_ms, "watchdog",
+                          inv_watchdog_name(f->watchdog), "reported_ms",
+                          (json_int_t)(now_wall_ms - (now_ms - f->reported_ms)));
+    if (o && f->watchdog == INV_WATCHDOG_PAUSED)
+        json_object_set_new(o, "pause_ms", json_integer(f->pause_ms));
+    return o ? o : json_null();
+}
+
 json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64_t now_wall_ms)
 {
     cleanup_json json_t *hosts = json_array();
@@ -614,6 +679,14 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
             "state", inv_host_state_name(h->state), "accel", h->accel, "agent_version",
             h->agent_version, "agent_pid", (json_int_t)h->agent_pid, "last_seen_ms",
             (json_int_t)(now_wall_ms - (now_ms - h->last_seen_ms)), "vms", vms);
+        if (host)
+            json_object_set_new(host, "self_fence",
+                                inventory_self_fence_json(h, now_ms, now_wall_ms));
+        if (host)
+            json_object_set_new(host, "cut_off_until_ms",
+                                h->cut_off_until_ms > now_ms
+                                    ? json_integer(now_wall_ms + (h->cut_off_until_ms - now_ms))
+                                    : json_null());
         if (host && h->containers)
             json_object_set_new(host, "containers", containers_json(h));
         if (host && h->vm_load)

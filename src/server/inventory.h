@@ -63,6 +63,25 @@ struct inv_vm {
     int64_t sample_ts_ms;
 };
 
+/* A host agent's fence watchdog as its agent last reported it (docs/fencing.md,
+ * "Reporting"): what the server may count on when it cannot kill a VM itself. */
+enum inv_watchdog {
+    INV_WATCHDOG_UNKNOWN, /* not reported: no hello yet, or an agent that does not say */
+    INV_WATCHDOG_ARMED,
+    INV_WATCHDOG_PAUSED,
+    INV_WATCHDOG_DOWN, /* the agent has no watchdog attached (it died; being respawned) */
+    INV_WATCHDOG_OFF,  /* fence_timeout_ms 0 */
+};
+
+const char *inv_watchdog_name(enum inv_watchdog w);
+
+struct inv_self_fence {
+    enum inv_watchdog watchdog;
+    int64_t timeout_ms;  /* in effect (after welcome's fence_after_ms); 0: off */
+    int64_t pause_ms;    /* paused: what was left when reported */
+    int64_t reported_ms; /* caller's clock */
+};
+
 struct inv_host {
     char *name;
     char *role; /* "host" | "standby" */
@@ -80,6 +99,10 @@ struct inv_host {
     /* Counts the `containers` lists taken: tells a report sent after an
      * order's reply from the one the order was decided on. */
     uint64_t containers_seq;
+    struct inv_self_fence self_fence; /* hello's `self_fence`, then `self_fence` messages */
+    /* Caller's clock: the host's sessions are refused until then, while the
+     * server counts on its self-fence (agents_cut_off); 0: never cut off. */
+    int64_t cut_off_until_ms;
 };
 
 struct inventory {
@@ -134,6 +157,9 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
 typedef void (*inv_overrun_cb)(struct inv_host *h, struct inv_vm *vm, void *opaque);
 size_t inventory_expire_restarts(struct inventory *inv, int64_t now_ms, inv_overrun_cb overrun,
                                  void *opaque);
+/* A `self_fence` message of host (docs/protocol.md), validated first. */
+int inventory_apply_self_fence(struct inventory *inv, const char *host, json_t *msg, int64_t now_ms,
+                               vcr_error_t *err);
 /* A sample of host; entries for VMs the inventory does not know are skipped. */
 int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err);
 /* Any frame from host's agent. */
@@ -150,6 +176,9 @@ typedef void (*inv_lost_cb)(struct inv_host *h, int64_t silent_ms, void *opaque)
 size_t inventory_expire_hosts(struct inventory *inv, int64_t now_ms, int64_t timeout_ms,
                               inv_lost_cb lost, void *opaque);
 
+/* Host h's self_fence as GET /v1/status shows it: {timeout_ms, watchdog,
+ * pause_ms?, reported_ms (wall clock)}, or null until its agent reported one. */
+json_t *inventory_self_fence_json(const struct inv_host *h, int64_t now_ms, int64_t now_wall_ms);
 /* {"hosts": [...]} as GET /v1/status shows it (docs/server.md).  last_seen_ms is
  * turned into wall-clock time: now_wall_ms - (now_ms - last_seen_ms). */
 json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64_t now_wall_ms);

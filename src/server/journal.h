@@ -16,6 +16,7 @@
 #define JOURNAL_WARM_RESTART_FAILED "warm_restart_failed"
 #define JOURNAL_MIGRATION           "migration"
 #define JOURNAL_PROVISION           "provision"
+#define JOURNAL_SELF_FENCE          "self_fence"
 
 #define JOURNAL_READ_MAX 1000
 

@@ -1619,6 +1619,59 @@ static void test_fence_wd_decisions(void **state)
     free(w);
 }
 
+/* Past the deadline nothing read from the agent takes the kill back: not a
+ * feed whose contact came after the deadline, nor one that waited in the socket
+ * while the watchdog could not run (the deadline is checked before it). */
+static void test_fence_wd_overdue_kill_is_not_cancelled(void **state)
+{
+    (void)state;
+    struct fence_wd *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    struct kill_log k = {0};
+    char reply[256];
+    fence_wd_init(w, 1000, 0);
+    assert_int_equal(fence_wd_set_vms(w, "web1=4242", false, NULL), 0);
+    /* Contact came back at 1400, 400 ms past the deadline: killed all the same. */
+    assert_int_equal(fence_wd_handle_line(w, "feed 1400", 1500, false, reply, sizeof(reply), NULL),
+                     0);
+    assert_int_equal(fence_wd_check(w, 1500, record_kill, &k), 1);
+    assert_int_equal(k.pids[0], 4242);
+    /* The feed counts from then on: re-armed, the next deadline from 1400. */
+    assert_false(w->fired);
+    assert_int_equal(fence_wd_deadline(w), 2400);
+    /* Stopped from 2300 to 3000 with a feed of 2350 queued (contact before the
+     * deadline): read on waking, it still comes after the check. */
+    assert_int_equal(fence_wd_set_vms(w, "web2=5151", false, NULL), 0);
+    assert_int_equal(fence_wd_handle_line(w, "feed 2350", 3000, false, reply, sizeof(reply), NULL),
+                     0);
+    assert_int_equal(fence_wd_check(w, 3000, record_kill, &k), 1);
+    assert_int_equal(k.pids[1], 5151);
+    assert_int_equal(fence_wd_deadline(w), 3350);
+    /* Before the deadline a feed simply moves it. */
+    assert_int_equal(fence_wd_handle_line(w, "feed 3100", 3200, false, reply, sizeof(reply), NULL),
+                     0);
+    assert_int_equal(fence_wd_deadline(w), 4100);
+    assert_int_equal(fence_wd_check(w, 3200, record_kill, &k), -1);
+    fence_wd_clear(w);
+    free(w);
+}
+
+/* A respawned watchdog goes on from the contact and pause its predecessor kept. */
+static void test_fence_wd_resume(void **state)
+{
+    (void)state;
+    struct fence_wd *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    fence_wd_init(w, 1000, 9000);
+    fence_wd_resume(w, 8600, 0, 9000);
+    assert_int_equal(fence_wd_deadline(w), 9600);
+    fence_wd_resume(w, 8600, 12000, 9000);
+    assert_int_equal(fence_wd_deadline(w), 12000);
+    fence_wd_resume(w, 99999, 0, 9000); /* from the future: taken as now */
+    assert_int_equal(fence_wd_deadline(w), 10000);
+    free(w);
+}
+
 static int wd_connect(const char *dir)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -1639,6 +1692,17 @@ static void wd_say(int fd, const char *fmt, ...)
     assert_int_equal(send(fd, line, (size_t)n, MSG_NOSIGNAL), n);
 }
 
+/* Asks for the watchdog's status and waits for the answer: what was sent
+ * before has been read. */
+static void wd_status(int fd)
+{
+    wd_say(fd, "status\n");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    char buf[512];
+    assert_true(recv(fd, buf, sizeof(buf), 0) > 0);
+}
+
 /* Whether pidfd becomes readable (the process ended) within ms. */
 static bool ended_within(int pidfd, int ms)
 {
@@ -1654,30 +1718,84 @@ static bool ended_within(int pidfd, int ms)
     }
 }
 
-/* The real process: a watchdog with a 500 ms timeout fences a `sleep 60`
- * once it is no longer fed, and writes fenced.json. */
-static void test_fence_watchdog_kills_when_not_fed(void **state)
+/* A `sleep 60` child and a pidfd on it. */
+static pid_t spawn_sleeper(int *pidfd)
 {
-    (void)state;
-    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    pid_t sleeper = fork();
-    assert_true(sleeper >= 0);
-    if (sleeper == 0) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
         execlp("sleep", "sleep", "60", (char *)NULL);
         _exit(127);
     }
-    int sleeper_fd = (int)syscall(SYS_pidfd_open, sleeper, 0);
-    assert_true(sleeper_fd >= 0);
+    *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    assert_true(*pidfd >= 0);
+    return pid;
+}
+
+/* The watchdog process on dir (its socket made here, as the agent does). */
+static pid_t spawn_watchdog(const char *dir, int timeout_ms)
+{
     int lfd = fence_wd_listen(dir, NULL);
     assert_true(lfd >= 0);
     pid_t wd = fork();
     assert_true(wd >= 0);
     if (wd == 0)
-        _exit(fence_watchdog_main(dir, 500, lfd));
+        _exit(fence_watchdog_main(dir, timeout_ms, lfd));
     close(lfd);
-    int fd = wd_connect(dir);
-    wd_say(fd, "vms sleeper=%d\n", (int)sleeper);
+    return wd;
+}
+
+/* A watchdog (its own state dir) guarding a `sleep 60`, with an agent's
+ * connection to it: the list is sent and taken. */
+struct wd_rig {
+    char dir[32];
+    pid_t sleeper, wd;
+    int sleeper_fd, fd;
+};
+
+static void wd_status(int fd);
+
+static void wd_rig_open(struct wd_rig *r, int timeout_ms)
+{
+    snprintf(r->dir, sizeof(r->dir), "/tmp/vcr-test-fence-XXXXXX");
+    assert_non_null(mkdtemp(r->dir));
+    r->sleeper = spawn_sleeper(&r->sleeper_fd);
+    r->wd = spawn_watchdog(r->dir, timeout_ms);
+    r->fd = wd_connect(r->dir);
+    wd_say(r->fd, "vms sleeper=%d\n", (int)r->sleeper);
+    wd_status(r->fd);
+}
+
+static void remove_fence_dir(const char *dir)
+{
+    static const char *const names[] = {FENCE_WD_FENCED_FILE, FENCE_WD_SOCKET,
+                                        FENCE_WD_CONTACT_FILE};
+    char path[128];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static void reap(pid_t pid, int sig)
+{
+    if (sig)
+        kill(pid, sig);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+}
+
+/* The real process: a watchdog with a 500 ms timeout fences a `sleep 60`
+ * once it is no longer fed, and writes fenced.json. */
+static void test_fence_watchdog_kills_when_not_fed(void **state)
+{
+    (void)state;
+    struct wd_rig r;
+    wd_rig_open(&r, 500);
+    const char *dir = r.dir;
+    int sleeper_fd = r.sleeper_fd, fd = r.fd;
+    pid_t sleeper = r.sleeper, wd = r.wd;
     /* Fed twice 300 ms apart: alive 600 ms after the first feed. */
     wd_say(fd, "feed %lld\n", (long long)fence_wd_now_ms());
     assert_false(ended_within(sleeper_fd, 300));
@@ -1709,10 +1827,161 @@ static void test_fence_watchdog_kills_when_not_fed(void **state)
     close(wd_fd);
     assert_int_equal(waitpid(wd, &st, 0), wd);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/%s", dir, FENCE_WD_SOCKET);
-    unlink(path);
-    rmdir(dir);
+    remove_fence_dir(dir);
+}
+
+/* The watchdog itself stopped (SIGSTOP) past its deadline while the agent
+ * went on feeding it: on SIGCONT the kill comes first, the queued feeds after. */
+static void test_fence_watchdog_stopped_past_its_deadline_kills(void **state)
+{
+    (void)state;
+    struct wd_rig r;
+    wd_rig_open(&r, 500);
+    const char *dir = r.dir;
+    int sleeper_fd = r.sleeper_fd, fd = r.fd;
+    pid_t sleeper = r.sleeper, wd = r.wd;
+    wd_say(fd, "feed %lld\n", (long long)fence_wd_now_ms());
+    wd_status(fd); /* taken before the stop */
+    assert_int_equal(kill(wd, SIGSTOP), 0);
+    /* Fed every 100 ms all along: 900 ms stopped, then 600 ms more running. */
+    for (int i = 0; i < 15; i++) {
+        if (i == 9)
+            assert_int_equal(kill(wd, SIGCONT), 0);
+        wd_say(fd, "feed %lld\n", (long long)fence_wd_now_ms());
+        if (ended_within(sleeper_fd, 100))
+            break;
+    }
+    assert_true(ended_within(sleeper_fd, 0));
+    reap(sleeper, 0);
+    close(sleeper_fd);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, FENCE_WD_FENCED_FILE);
+    cleanup_json json_t *doc = json_load_file(path, 0, NULL);
+    assert_non_null(doc);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(doc, "pids"), 0)), sleeper);
+    close(fd);
+    reap(wd, 0);
+    remove_fence_dir(dir);
+}
+
+/* A watchdog killed (-9) late in its countdown and started again (the agent
+ * respawns it and re-sends its last contact): the new one fires at the old
+ * deadline, from the contact its predecessor kept, not a timeout after its own
+ * start. */
+static void test_fence_watchdog_respawned_keeps_the_deadline(void **state)
+{
+    (void)state;
+    struct wd_rig r;
+    wd_rig_open(&r, 2000); /* it runs: its own start is before the contact */
+    const char *dir = r.dir;
+    int sleeper_fd = r.sleeper_fd, fd = r.fd;
+    pid_t sleeper = r.sleeper, wd = r.wd;
+    int64_t contact = fence_wd_now_ms();
+    wd_say(fd, "feed %lld\n", (long long)contact);
+    assert_false(ended_within(sleeper_fd, 1200));
+    /* What it kept: this boot's contact. */
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, FENCE_WD_CONTACT_FILE);
+    cleanup_json json_t *kept = json_load_file(path, 0, NULL);
+    assert_non_null(kept);
+    assert_int_equal(json_integer_value(json_object_get(kept, "contact_ms")), contact);
+    reap(wd, SIGKILL);
+    close(fd);
+    int64_t respawned = fence_wd_now_ms();
+    wd = spawn_watchdog(dir, 2000);
+    fd = wd_connect(dir);
+    wd_say(fd, "vms sleeper=%d\n", (int)sleeper);
+    wd_say(fd, "feed %lld\n", (long long)contact);
+    /* Killed at contact + 2000 (about 750 ms from the respawn), well before the
+     * respawn + 2000 a fresh countdown would give. */
+    assert_true(ended_within(sleeper_fd, 1600));
+    int64_t killed = fence_wd_now_ms();
+    print_message("respawned at +%lld ms, killed at +%lld ms after the last contact (timeout "
+                  "2000 ms)\n",
+                  (long long)(respawned - contact), (long long)(killed - contact));
+    assert_true(killed < respawned + 2000);
+    assert_true(killed >= contact + 1950);
+    reap(sleeper, 0);
+    close(sleeper_fd);
+    /* Its agent gone and nothing to fence, it exits and leaves no countdown. */
+    close(fd);
+    reap(wd, 0);
+    assert_int_equal(access(path, F_OK), -1);
+    remove_fence_dir(dir);
+}
+
+struct fence_watch {
+    struct host_fence *f;
+    int changes;
+};
+
+static void on_fence_changed(void *opaque)
+{
+    ((struct fence_watch *)opaque)->changes++;
+}
+
+static const char *fence_watchdog_state(struct host_fence *f)
+{
+    static char state[16];
+    cleanup_json json_t *r = host_fence_report(f);
+    snprintf(state, sizeof(state), "%s", json_string_value(json_object_get(r, "watchdog")));
+    return state;
+}
+
+static bool fence_paused(void *arg)
+{
+    return strcmp(fence_watchdog_state(arg), "paused") == 0;
+}
+
+static bool fence_armed(void *arg)
+{
+    return strcmp(fence_watchdog_state(arg), "armed") == 0;
+}
+
+static bool fence_down(void *arg)
+{
+    return strcmp(fence_watchdog_state(arg), "down") == 0;
+}
+
+/* What the agent tells the server it may count on (docs/fencing.md,
+ * "Reporting"): armed once attached; a pause asked of the watchdog directly
+ * (`--fence-watchdog DIR --pause MS`) and its end; a watchdog gone. */
+static void test_host_fence_reports_pause_and_down(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    pid_t wd = spawn_watchdog(dir, 5000);
+    struct event_base *base = event_base_new();
+    struct fence_watch seen = {0};
+    cleanup_error vcr_error_t err = NULL;
+    struct host_fence *f =
+        host_fence_new(base, dir, 5000, "/bin/false", on_fence_changed, &seen, &err);
+    assert_non_null(f);
+    assert_true(run_until(base, fence_armed, f, 2000));
+    cleanup_json json_t *armed = host_fence_report(f);
+    assert_int_equal(json_integer_value(json_object_get(armed, "timeout_ms")), 5000);
+    assert_null(json_object_get(armed, "pause_ms"));
+    int changes = seen.changes;
+    assert_int_equal(fence_watchdog_pause(dir, 60000), 0);
+    assert_true(run_until(base, fence_paused, f, 2000));
+    assert_true(seen.changes > changes);
+    cleanup_json json_t *paused = host_fence_report(f);
+    json_int_t left = json_integer_value(json_object_get(paused, "pause_ms"));
+    assert_true(left > 50000 && left <= 60000);
+    assert_int_equal(fence_watchdog_pause(dir, 0), 0);
+    assert_true(run_until(base, fence_armed, f, 2000));
+    /* Lowered by the server's fence_after_ms: told too. */
+    changes = seen.changes;
+    host_fence_limit(f, 3000);
+    assert_int_equal(seen.changes, changes + 1);
+    cleanup_json json_t *lowered = host_fence_report(f);
+    assert_int_equal(json_integer_value(json_object_get(lowered, "timeout_ms")), 3000);
+    reap(wd, SIGKILL);
+    assert_true(run_until(base, fence_down, f, 2000));
+    host_fence_free(f);
+    event_base_free(base);
+    remove_fence_dir(dir);
 }
 
 int main(void)
@@ -1750,6 +2019,11 @@ int main(void)
         cmocka_unit_test(test_fence_wd_decisions),
         cmocka_unit_test(test_fence_timeout_capped_by_server),
         cmocka_unit_test(test_fence_watchdog_kills_when_not_fed),
+        cmocka_unit_test(test_fence_wd_overdue_kill_is_not_cancelled),
+        cmocka_unit_test(test_fence_wd_resume),
+        cmocka_unit_test(test_fence_watchdog_stopped_past_its_deadline_kills),
+        cmocka_unit_test(test_fence_watchdog_respawned_keeps_the_deadline),
+        cmocka_unit_test(test_host_fence_reports_pause_and_down),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);
 }

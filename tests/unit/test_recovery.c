@@ -28,6 +28,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "proto/proto.h"
+#include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -338,8 +339,9 @@ struct fake_agent {
     json_t *received;
     json_t *hello;
     bool closed;
-    bool heartbeat; /* sends a heartbeat every 100 ms while run_until_ms runs */
-    int64_t heartbeat_at;
+    bool heartbeat; /* every 100 ms once welcomed, as a live agent does */
+    json_int_t seq;
+    struct event *beat;
     /* A host agent that plays its VM: vm_kill/vm_stop report it `stopped`,
      * vm_start reports it `running` with a new pid (as the real agent does). */
     bool plays_vm;
@@ -499,6 +501,18 @@ static void agent_closed(struct proto_conn *c, const char *reason, void *opaque)
     a->conn = NULL;
 }
 
+static bool agent_welcomed(struct fake_agent *a);
+
+static void agent_beat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct fake_agent *a = arg;
+    if (a->heartbeat && a->conn && agent_welcomed(a))
+        agent_send(a, proto_msg_new("heartbeat", json_pack("{s:I, s:I}", "seq", ++a->seq, "ts_ms",
+                                                           (json_int_t)vcr_wall_ms())));
+}
+
 static const struct proto_conn_ops agent_ops = {
     .message = agent_message,
     .connected = agent_connected,
@@ -519,6 +533,13 @@ static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t 
     a->hello = proto_msg_new("hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "host", host,
                                                 "role", role, "agent_version", "0.1.0", "pid", 4242,
                                                 "accel", "tcg", "vms", vms));
+    /* A host agent reports its self-fencing (docs/fencing.md): armed, 1000 ms. */
+    if (strcmp(role, "host") == 0)
+        json_object_set_new(a->hello, "self_fence",
+                            json_pack("{s:i, s:s}", "timeout_ms", 1000, "watchdog", "armed"));
+    a->beat = event_new(base, -1, EV_PERSIST, agent_beat, a);
+    struct timeval every = {0, 100000};
+    event_add(a->beat, &every);
     cleanup_error vcr_error_t err = NULL;
     a->conn = proto_conn_connect(base, addr, &agent_ops, a, &err);
     assert_non_null(a->conn);
@@ -526,6 +547,9 @@ static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t 
 
 static void agent_stop(struct fake_agent *a)
 {
+    if (a->beat)
+        event_free(a->beat);
+    a->beat = NULL;
     proto_conn_free(a->conn);
     a->conn = NULL;
     json_decref(a->received);
@@ -611,27 +635,18 @@ struct harness {
     json_t *sb1_containers;
     const char *sb1_refuse;
     bool sb1_hold;
+    /* node1 from its hello on: its `self_fence` (stolen; NULL: armed), heartbeats. */
+    json_t *node1_self_fence;
+    bool node1_heartbeat;
+    bool sb1_heartbeat;
 };
 
 typedef bool (*condition_fn)(struct harness *h);
-
-static void agent_keepalive(struct fake_agent *a)
-{
-    int64_t now = vcr_mono_ms();
-    if (!a->heartbeat || a->conn == NULL || now < a->heartbeat_at || !agent_welcomed(a))
-        return;
-    a->heartbeat_at = now + 100;
-    agent_send(a, proto_msg_new("heartbeat", json_pack("{s:i, s:I}", "seq", 1, "ts_ms",
-                                                       (json_int_t)vcr_wall_ms())));
-}
 
 static bool run_until_ms(struct harness *h, condition_fn cond, int64_t ms)
 {
     int64_t deadline = vcr_mono_ms() + ms;
     while (!cond(h) && vcr_mono_ms() < deadline) {
-        agent_keepalive(&h->node1);
-        agent_keepalive(&h->sb1);
-        agent_keepalive(&h->sb2);
         struct timeval tick = {0, 5000};
         event_base_loopexit(h->base, &tick);
         event_base_dispatch(h->base);
@@ -700,7 +715,12 @@ static bool both_welcomed(struct harness *h)
 static void agents_up(struct harness *h, const char *vm_state)
 {
     agent_start(&h->node1, h->base, server_agent_port(h->srv), "node1", "host", vm_state);
+    if (h->node1_self_fence)
+        json_object_set_new(h->node1.hello, "self_fence", steal_pointer(&h->node1_self_fence));
+    h->node1.heartbeat = h->node1_heartbeat;
     agent_start(&h->sb1, h->base, server_agent_port(h->srv), "sb1", "standby", NULL);
+    /* The standby keeps talking: a warm recovery counts on it only while it is connected. */
+    h->sb1.heartbeat = h->sb1_heartbeat;
     json_t *list = h->sb1_containers ? h->sb1_containers
                                      : containers(strcmp(h->mode, "warm") == 0 ? "running" : NULL);
     h->sb1_containers = NULL;
@@ -891,6 +911,157 @@ static void test_host_lost_waits_fence_timeout(void **state)
         }
     }
     assert_true(saw);
+    harness_stop(&h);
+}
+
+/* The last journal event of `kind`, or NULL (a new reference). */
+static json_t *journal_last(struct harness *h, const char *kind)
+{
+    cleanup_json json_t *events = journal_read(server_journal(h->srv), 0, 1000, NULL);
+    json_t *found = NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), kind) == 0)
+            found = e;
+    }
+    return json_incref(found);
+}
+
+static bool node1_closed(struct harness *h)
+{
+    return h->node1.closed;
+}
+
+static bool dns_switched(struct harness *h)
+{
+    return h->dns.updates > 0;
+}
+
+/* Fast self-fence timings for the tests below: fence_after_ms 1125 (welcome). */
+#define FAST_FENCE "heartbeat_ms: 100\nhost_timeout_ms: 300\nfence_timeout_ms: 1200\n"
+
+/* A connected agent that does not answer vm_kill in time keeps feeding its
+ * watchdog as long as its session lives: the server closes it, refuses the
+ * host's new sessions (a welcome would feed the watchdog again), and switches
+ * only once the watchdog must have fired, at least fence_after_ms later. */
+static void test_unanswered_kill_cuts_the_host_off_then_waits(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.node1_heartbeat = true;
+    h.sb1_heartbeat = true;
+    server_up(&h, "warm", FAST_FENCE);
+    agents_up(&h, "running");
+    h.node1.hold_orders = true; /* vm_kill never answered */
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failover(server_recovery(h.srv), "web1", &err);
+    assert_non_null(ans);
+    int64_t t0 = vcr_mono_ms();
+    assert_true(run_until_ms(&h, node1_closed, RECOVERY_KILL_ORDER_MS + 2000));
+    int64_t dropped = vcr_mono_ms();
+    assert_true(dropped - t0 >= RECOVERY_KILL_ORDER_MS - 100);
+    assert_non_null(h.node1.held); /* dropped with its kill unanswered */
+    json_decref(h.node1.held);
+    h.node1.held = NULL;
+    assert_false(dns_switched(&h));
+    cleanup_json json_t *lost = journal_last(&h, "host_lost");
+    assert_non_null(lost);
+    assert_contains(json_string_value(json_object_get(json_object_get(lost, "detail"), "reason")),
+                    "counts on its self-fence");
+    /* The agent calls in again at once: refused, never welcomed. */
+    agent_stop(&h.node1);
+    agent_start(&h.node1, h.base, server_agent_port(h.srv), "node1", "host", "running");
+    assert_true(run_until_ms(&h, node1_closed, 2000));
+    assert_false(agent_welcomed(&h.node1));
+    assert_true(run_until_ms(&h, recovered, 10000));
+    int64_t fence_after = agents_fence_after_ms(300, 1200);
+    print_message("dropped %lld ms after the kill order; switched %lld ms after the drop "
+                  "(fence_after_ms %lld)\n",
+                  (long long)(dropped - t0), (long long)(h.dns.first_update_mono - dropped),
+                  (long long)fence_after);
+    assert_true(h.dns.first_update_mono - dropped >= fence_after);
+    cleanup_json json_t *fenced = journal_last(&h, "fenced");
+    assert_contains(json_string_value(json_object_get(json_object_get(fenced, "detail"), "how")),
+                    "self-fence");
+    harness_stop(&h);
+}
+
+/* An agent whose hello says self-fencing is off: its host lost, nothing kills
+ * the VM, so nothing is switched; the recovery stays at fencing and says why
+ * until the agent is back and confirms a kill. */
+static void test_self_fence_off_no_switch_without_confirmed_kill(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.node1_self_fence = json_pack("{s:i, s:s}", "timeout_ms", 0, "watchdog", "off");
+    h.sb1_heartbeat = true;
+    server_up(&h, "warm", FAST_FENCE);
+    agents_up(&h, "running");
+    /* No heartbeats: lost 300 ms after hello; well past host timeout + fence timeout: */
+    assert_false(run_until_ms(&h, dns_switched, 3000));
+    cleanup_json json_t *status =
+        inventory_status_json(server_inventory(h.srv), vcr_mono_ms(), vcr_wall_ms());
+    json_t *node1 = json_array_get(json_object_get(status, "hosts"), 0);
+    assert_string_equal(json_string_value(json_object_get(node1, "name")), "node1");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(node1, "self_fence"), "watchdog")),
+        "off");
+    cleanup_json json_t *s = service_json(&h);
+    assert_string_equal(json_string_value(json_object_get(s, "state")), "recovering");
+    json_t *rec = json_object_get(s, "recovery");
+    assert_string_equal(json_string_value(json_object_get(rec, "phase")), "detected");
+    assert_contains(json_string_value(json_object_get(rec, "error")), "not switched");
+    assert_contains(json_string_value(json_object_get(rec, "error")), "self-fencing is off");
+    assert_null(journal_last(&h, "fenced"));
+    cleanup_json json_t *wait = journal_last(&h, "fence_wait");
+    assert_non_null(wait);
+    assert_false(json_is_true(json_object_get(json_object_get(wait, "detail"), "counted")));
+    /* The agent is back, heartbeating: vm_kill again, answered, then the switch. */
+    agent_stop(&h.node1);
+    agent_start(&h.node1, h.base, server_agent_port(h.srv), "node1", "host", "running");
+    json_object_set_new(h.node1.hello, "self_fence",
+                        json_pack("{s:i, s:s}", "timeout_ms", 0, "watchdog", "off"));
+    h.node1.heartbeat = true;
+    assert_true(run_until_ms(&h, recovered, 15000));
+    assert_non_null(agent_order(&h.node1, "vm_kill"));
+    cleanup_json json_t *fenced = journal_last(&h, "fenced");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(fenced, "detail"), "how")), "vm_kill");
+    harness_stop(&h);
+}
+
+/* A pause of the watchdog (`vcr-agent --fence-watchdog DIR --pause MS`), told
+ * after the hello by a `self_fence` message: the same refusal. */
+static void test_paused_watchdog_is_not_counted_on(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.node1_heartbeat = true;
+    h.sb1_heartbeat = true;
+    server_up(&h, "warm", FAST_FENCE);
+    agents_up(&h, "running");
+    agent_send(&h.node1,
+               proto_msg_new("self_fence", json_pack("{s:i, s:s, s:i}", "timeout_ms", 1000,
+                                                     "watchdog", "paused", "pause_ms", 600000)));
+    h.node1.heartbeat = false; /* then silent: lost */
+    assert_false(run_until_ms(&h, dns_switched, 3000));
+    cleanup_json json_t *s = service_json(&h);
+    assert_string_equal(json_string_value(json_object_get(s, "state")), "recovering");
+    assert_contains(json_string_value(json_object_get(json_object_get(s, "recovery"), "error")),
+                    "fence watchdog is paused");
+    struct inv_host *node1 = inventory_find_host(server_inventory(h.srv), "node1");
+    assert_int_equal(node1->self_fence.watchdog, INV_WATCHDOG_PAUSED);
+    assert_int_equal(node1->self_fence.pause_ms, 600000);
+    cleanup_json json_t *told = journal_last(&h, "self_fence");
+    assert_non_null(told);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(told, "detail"), "watchdog")), "paused");
+    assert_null(journal_last(&h, "fenced"));
     harness_stop(&h);
 }
 
@@ -2096,6 +2267,9 @@ int main(void)
         cmocka_unit_test(test_vm_crash_warm),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
         cmocka_unit_test(test_host_lost_waits_fence_timeout),
+        cmocka_unit_test(test_unanswered_kill_cuts_the_host_off_then_waits),
+        cmocka_unit_test(test_self_fence_off_no_switch_without_confirmed_kill),
+        cmocka_unit_test(test_paused_watchdog_is_not_counted_on),
         cmocka_unit_test(test_dns_silent_fails_then_retry_succeeds),
         cmocka_unit_test(test_restart_mid_recovery_resumes),
         cmocka_unit_test(test_service_probe_failure_then_failback),
