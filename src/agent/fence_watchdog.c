@@ -30,9 +30,7 @@
 
 int64_t fence_wd_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vcr_boot_ms();
 }
 
 void fence_wd_init(struct fence_wd *w, int64_t timeout_ms, int64_t now_ms)
@@ -619,7 +617,7 @@ int fence_watchdog_pause(const char *state_dir, int pause_ms)
         log_error("no fence watchdog at `%s`: %s", sa.sun_path, strerror(errno));
         return 1;
     }
-    char line[64], reply[512];
+    char line[64], reply[512] = "";
     int n = snprintf(line, sizeof(line), "pause %d\n", pause_ms);
     if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
         log_error("fence watchdog `%s`: %s", sa.sun_path, strerror(errno));
