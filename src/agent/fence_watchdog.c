@@ -22,7 +22,6 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/durable.h"
-#include "common/file.h"
 #include "common/log.h"
 
 #define WD_MAX_CLIENTS 8

@@ -4,9 +4,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "cleanup.h"
 
 /* vcr_error_errno with errno kept as the failing call left it. */
 #define FAIL_ERRNO(err, ...)                                                                       \
@@ -49,4 +52,32 @@ int vcr_rename_durable(const char *tmp, const char *path, vcr_error_t *err)
     if (rename(tmp, path) < 0)
         FAIL_ERRNO(err, "rename `%s` to `%s`", tmp, path);
     return vcr_fsync_parent_dir(path, err);
+}
+
+int vcr_file_replace(const char *path, const void *data, size_t len, vcr_error_t *err)
+{
+    cleanup_free char *tmp = NULL;
+    if (asprintf(&tmp, "%s.tmp", path) < 0)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    {
+        cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (fd < 0)
+            return vcr_error_errno(err, "create `%s`", tmp);
+        for (size_t done = 0; done < len;) {
+            ssize_t n = write(fd, (const char *)data + done, len - done);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                vcr_error_errno(err, "write `%s`", tmp);
+                unlink(tmp);
+                return -1;
+            }
+            done += (size_t)n;
+        }
+    }
+    if (vcr_rename_durable(tmp, path, err) < 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
 }

@@ -7,6 +7,8 @@
 #ifndef VCR_COMMON_DURABLE_H
 #define VCR_COMMON_DURABLE_H
 
+#include <stddef.h>
+
 #include "err.h"
 
 /* fsync(2) of an existing file (or directory), opened read-only. */
@@ -17,5 +19,9 @@ int vcr_fsync_parent_dir(const char *path, vcr_error_t *err);
  * the failing call's (callers that log strerror(errno) may pass err NULL) and
  * tmp is left for the caller to remove. */
 int vcr_rename_durable(const char *tmp, const char *path, vcr_error_t *err);
+/* Replaces path with the len bytes of data, durably: PATH.tmp is written, then
+ * vcr_rename_durable, so that after a crash or a power cut path holds either
+ * its old contents or all of the new. */
+int vcr_file_replace(const char *path, const void *data, size_t len, vcr_error_t *err);
 
 #endif
