@@ -288,16 +288,22 @@ static int order_start(struct host_role *r, size_t i, json_t *id, const char *ac
 }
 
 /* Already down is success: what the order asks for holds (fencing is idempotent). */
+static int stop_or_kill(struct host_role *r, size_t i, json_t *id, bool kill, vcr_error_t *err)
+{
+    if (!host_vm_has_process(r->vms[i])) {
+        agent_reply(r->agent, id, true, NULL);
+        return 1;
+    }
+    return kill ? host_vm_kill(r->vms[i], err)
+                : host_vm_stop(r->vms[i], HOST_VM_STOP_GRACE_MS, err);
+}
+
 static int order_stop(struct host_role *r, size_t i, json_t *id, const char *action, json_t *order,
                       vcr_error_t *err)
 {
     (void)action;
     (void)order;
-    if (!host_vm_has_process(r->vms[i])) {
-        agent_reply(r->agent, id, true, NULL);
-        return 1;
-    }
-    return host_vm_stop(r->vms[i], HOST_VM_STOP_GRACE_MS, err);
+    return stop_or_kill(r, i, id, false, err);
 }
 
 static int order_kill(struct host_role *r, size_t i, json_t *id, const char *action, json_t *order,
@@ -305,11 +311,7 @@ static int order_kill(struct host_role *r, size_t i, json_t *id, const char *act
 {
     (void)action;
     (void)order;
-    if (!host_vm_has_process(r->vms[i])) {
-        agent_reply(r->agent, id, true, NULL);
-        return 1;
-    }
-    return host_vm_kill(r->vms[i], err);
+    return stop_or_kill(r, i, id, true, err);
 }
 
 static int order_warm_restart(struct host_role *r, size_t i, json_t *id, const char *action,

@@ -170,13 +170,7 @@ void failback_tick(struct svc *s, int64_t now)
     if (now < s->retry_at || !recovery_primary_running(s))
         return;
     s->retry_at = now + FAILBACK_RETRY_MS;
-    struct check_target t = {
-        .type = s->cfg->check.type,
-        .address = s->cfg->primary.address,
-        .port = s->cfg->primary.port,
-        .path = s->cfg->check.path,
-        .timeout_ms = s->cfg->check.timeout_ms,
-    };
+    struct check_target t = recovery_primary_check(s, NULL);
     cleanup_error vcr_error_t err = NULL;
     s->check = check_start(s->rc->base, &t, on_failback_probe, s, &err);
     if (s->check == NULL)

@@ -42,13 +42,7 @@ void probe_due(struct svc *s, int64_t now)
     if (p->check || now < p->next_ms)
         return;
     p->next_ms = now + s->cfg->check.interval_ms;
-    struct check_target t = {
-        .type = s->cfg->check.type,
-        .address = s->cfg->primary.address,
-        .port = s->cfg->primary.port,
-        .path = s->cfg->check.path,
-        .timeout_ms = s->cfg->check.timeout_ms,
-    };
+    struct check_target t = recovery_primary_check(s, NULL);
     cleanup_error vcr_error_t err = NULL;
     p->check = check_start(s->rc->base, &t, on_probe_done, s, &err);
     if (p->check == NULL)

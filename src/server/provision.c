@@ -100,13 +100,7 @@ static void send_order(struct svc *s, const char *host, const char *action, int6
 {
     const struct service_config *c = s->cfg;
     struct provision *p = &s->provision;
-    cleanup_json json_t *members =
-        json_pack("{s:s, s:s, s:s, s:i, s:b}", "name", c->standby.container, "service", c->name,
-                  "address", c->standby.address, "prefix", (int)c->standby.prefix, "start", 1);
-    if (members && c->standby.gateway)
-        json_object_set_new(members, "gateway", json_string(c->standby.gateway));
-    if (members && c->standby.template)
-        json_object_set_new(members, "template", json_string(c->standby.template));
+    cleanup_json json_t *members = recovery_container_members(s);
     log_info("service %s: warm container %s is %s on %s: %s", c->name, c->standby.container,
              strcmp(action, "container_create") == 0 ? "absent" : "stopped", host, action);
     cleanup_error vcr_error_t err = NULL;

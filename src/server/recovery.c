@@ -360,13 +360,8 @@ static void on_resolved(const char *address, const char *why, void *arg)
         s->retry_at = vcr_mono_ms() + RETRY_MS;
         return;
     }
-    struct check_target t = {
-        .type = s->cfg->check.type,
-        .address = address,
-        .port = s->cfg->primary.port,
-        .path = s->cfg->check.path,
-        .timeout_ms = s->cfg->check.timeout_ms,
-    };
+    /* The service's own check, at the address the name resolves to. */
+    struct check_target t = recovery_primary_check(s, address);
     cleanup_error vcr_error_t err = NULL;
     s->check = check_start(s->rc->base, &t, on_confirm_checked, s, &err);
     if (s->check == NULL)

@@ -58,16 +58,34 @@ static void on_container_reply(enum order_outcome outcome, const char *message, 
                                   (json_int_t)(vcr_mono_ms() - s->step_started)));
 }
 
-static void container_order(struct svc *s, const char *action)
+json_t *recovery_container_members(const struct svc *s)
 {
     const struct service_config *c = s->cfg;
-    cleanup_json json_t *members =
+    json_t *members =
         json_pack("{s:s, s:s, s:s, s:i, s:b}", "name", c->standby.container, "service", c->name,
                   "address", c->standby.address, "prefix", (int)c->standby.prefix, "start", 1);
     if (members && c->standby.gateway)
         json_object_set_new(members, "gateway", json_string(c->standby.gateway));
     if (members && c->standby.template)
         json_object_set_new(members, "template", json_string(c->standby.template));
+    return members;
+}
+
+struct check_target recovery_primary_check(const struct svc *s, const char *address)
+{
+    return (struct check_target){
+        .type = s->cfg->check.type,
+        .address = address ? address : s->cfg->primary.address,
+        .port = s->cfg->primary.port,
+        .path = s->cfg->check.path,
+        .timeout_ms = s->cfg->check.timeout_ms,
+    };
+}
+
+static void container_order(struct svc *s, const char *action)
+{
+    const struct service_config *c = s->cfg;
+    cleanup_json json_t *members = recovery_container_members(s);
     cleanup_error vcr_error_t err = NULL;
     if (agents_send_order_with(s->rc->agents, s->target_host, action, c->standby.container, members,
                                RECOVERY_CONTAINER_ORDER_MS, on_container_reply, s, &err) < 0) {

@@ -1634,40 +1634,28 @@ static void test_recovery_holds_while_its_state_cannot_be_saved(void **state)
 /* The recovery decides on a refusal's `code`, never on its text: `exists` is
  * followed by a start, `busy` (provisioning's order still running) by the
  * same order again; any other code fails the recovery. */
-static void test_container_refusal_codes(void **state)
+static void refused_then(const char *code, int times, condition_fn until, const char *action,
+                         size_t orders)
 {
-    (void)state;
     struct harness h;
     harness_start(&h, "cold", "");
     keep_agents_alive(&h);
     h.sb1.refuse_action = "container_create";
-    h.sb1.refuse_code = "exists";
-    h.sb1.refuse_times = 1;
+    h.sb1.refuse_code = code;
+    h.sb1.refuse_times = times;
     vm_crashed(&h);
-    assert_true(run_until_ms(&h, recovered, 10000));
-    assert_int_equal(agent_order_count(&h.sb1, "container_start"), 1);
+    assert_true(run_until_ms(&h, until, 10000));
+    assert_int_equal(agent_order_count(&h.sb1, action), orders);
     harness_stop(&h);
+}
 
-    harness_start(&h, "cold", "");
-    keep_agents_alive(&h);
-    h.sb1.refuse_action = "container_create";
-    h.sb1.refuse_code = "busy";
-    h.sb1.refuse_times = 2;
-    vm_crashed(&h);
-    assert_true(run_until_ms(&h, recovered, 10000));
-    assert_int_equal(agent_order_count(&h.sb1, "container_create"), 3);
-    harness_stop(&h);
-
-    /* The text says "exists" but the code does not: a failure like any other. */
-    harness_start(&h, "cold", "");
-    keep_agents_alive(&h);
-    h.sb1.refuse_action = "container_create";
-    h.sb1.refuse_code = "failed";
-    h.sb1.refuse_times = 1;
-    vm_crashed(&h);
-    assert_true(run_until_ms(&h, failed, 10000));
-    assert_int_equal(agent_order_count(&h.sb1, "container_start"), 0);
-    harness_stop(&h);
+static void test_container_refusal_codes(void **state)
+{
+    (void)state;
+    refused_then("exists", 1, recovered, "container_start", 1);
+    refused_then("busy", 2, recovered, "container_create", 3);
+    /* Any other code is a failure like any other. */
+    refused_then("failed", 1, failed, "container_start", 0);
 }
 
 /* A DNS UPDATE that timed out may have been applied all the same: clearing the
