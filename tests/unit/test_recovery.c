@@ -198,8 +198,9 @@ struct fake_dns {
     uint16_t port;
     struct event *ev;
     bool silent;
-    bool apply_silently; /* UPDATEs are applied but never answered (a stopped named's queue) */
-    char address[32];    /* the A record of the service name, "" for none */
+    bool apply_silently;    /* UPDATEs are applied but never answered (a stopped named's queue) */
+    bool mute_after_update; /* queries go unanswered once an UPDATE was answered */
+    char address[32];       /* the A record of the service name, "" for none */
     unsigned updates;
     int64_t first_update_mono;
 };
@@ -222,7 +223,7 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
     struct sockaddr_in from;
     socklen_t flen = sizeof(from);
     ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
-    if (n < 0 || d->silent)
+    if (n < 0 || d->silent || (d->mute_after_update && d->updates > 0))
         return;
     ldns_pkt *req = NULL;
     assert_int_equal(ldns_wire2pkt(&req, buf, (size_t)n), LDNS_STATUS_OK);
@@ -1731,6 +1732,88 @@ static void test_check_redis(void **state)
     event_base_free(base);
 }
 
+/* A recovery whose DNS switch was answered but whose client confirmation
+ * failed is served by the container: failback is the way back from `failed`. */
+static void test_failback_from_failed_after_the_switch(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "confirm_timeout_ms: 1000\n");
+    keep_agents_alive(&h);
+    h.node1.plays_vm = true;
+    h.node1.vm_pid = 500;
+    h.dns.mute_after_update = true;
+    assert_false(run_until_ms(&h, never, 300));
+    service_stop(&h.primary);
+    assert_true(run_until_ms(&h, failed, 15000));
+    assert_contains(recovery_error(&h), "client confirmation");
+    assert_string_equal(h.dns.address, CONTAINER);
+    cleanup_error vcr_error_t err = NULL;
+    assert_null(recovery_reset(server_recovery(h.srv), "web1", &err)); /* DNS is on it */
+    assert_contains(vcr_error_msg(err), "vcr failback web1");
+    vcr_error_release(&err);
+    h.dns.mute_after_update = false;
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
+    if (ans == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(&h, back_to_ok, 10000));
+    assert_string_equal(h.dns.address, PRIMARY);
+    harness_stop(&h);
+}
+
+static json_t *journal_last_failback(struct harness *h)
+{
+    return journal_last(h, "failback");
+}
+
+static bool failback_failed(struct harness *h)
+{
+    cleanup_json json_t *e = journal_last_failback(h);
+    return e && strcmp(json_string_value(json_object_get(json_object_get(e, "detail"), "phase")),
+                       "failed") == 0;
+}
+
+/* A failback whose primary never answers fails within its deadline: the
+ * service stays served by its container, and the primary it started is
+ * fenced again. */
+static void test_failback_that_fails_leaves_the_standby_serving(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.check = "{type: http, interval_ms: 100, timeout_ms: 100, boot_grace_ms: 1000}";
+    server_up(&h, "cold", "");
+    agents_up(&h, "running");
+    keep_agents_alive(&h);
+    h.node1.plays_vm = true;
+    h.node1.vm_pid = 600;
+    assert_false(run_until_ms(&h, never, 300));
+    service_stop(&h.primary);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    size_t kills = agent_order_count(&h.node1, "vm_kill");
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
+    if (ans == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(&h, failback_failed, 10000)); /* boot_grace_ms 1000 */
+    assert_non_null(agent_order(&h.node1, "vm_start"));
+    assert_true(recovered(&h));
+    assert_string_equal(h.dns.address, CONTAINER);
+    cleanup_json json_t *s = service_json(&h);
+    assert_contains(json_string_value(json_object_get(json_object_get(s, "recovery"), "error")),
+                    "did not answer within");
+    bool refenced = false;
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (!refenced && vcr_mono_ms() < deadline) {
+        assert_false(run_until_ms(&h, never, 100));
+        refenced = agent_order_count(&h.node1, "vm_kill") > kills;
+    }
+    assert_true(refenced);
+    harness_stop(&h);
+}
+
 /* --- provisioning of warm containers (docs/recovery.md, "Provisioning") --- */
 
 static const char *container_state(struct harness *h)
@@ -2295,6 +2378,8 @@ int main(void)
         cmocka_unit_test(test_container_refusal_codes),
         cmocka_unit_test(test_clearing_a_failed_recovery_puts_dns_back),
         cmocka_unit_test(test_check_redis),
+        cmocka_unit_test(test_failback_from_failed_after_the_switch),
+        cmocka_unit_test(test_failback_that_fails_leaves_the_standby_serving),
     };
     /* VCR_TEST_FILTER=PATTERN runs the matching tests only (cmocka's * and ?). */
     if (getenv("VCR_TEST_FILTER"))
