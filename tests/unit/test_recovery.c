@@ -347,7 +347,10 @@ struct fake_agent {
      * vm_start reports it `running` with a new pid (as the real agent does). */
     bool plays_vm;
     int64_t vm_pid;
-    bool hold_orders;   /* no reply until agent_reply_held (an agent busy in liblxc) */
+    bool hold_orders; /* no reply until agent_reply_held (an agent busy in liblxc) */
+    /* hold_orders is set at the order of this action after hold_skip of them. */
+    const char *hold_from_action;
+    int hold_skip;
     json_t *held;       /* the id of the order held */
     const char *refuse; /* non-NULL: every order is refused with this error */
     /* refuse_code: the next refuse_times orders refuse_action are refused with this
@@ -438,6 +441,10 @@ static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
     struct fake_agent *a = opaque;
     (void)c;
     json_array_append(a->received, msg);
+    const char *order_action = json_string_value(json_object_get(msg, "action"));
+    if (a->hold_from_action && order_action && strcmp(order_action, a->hold_from_action) == 0 &&
+        a->hold_skip-- <= 0)
+        a->hold_orders = true;
     if (strcmp(proto_msg_type(msg), "order") == 0 && a->hold_orders) {
         json_decref(a->held);
         a->held = json_incref(json_object_get(msg, "id"));
@@ -2258,6 +2265,39 @@ static void test_migration_copies_images_and_moves_the_container(void **state)
     harness_stop(&h);
 }
 
+static bool sb1_holds(struct harness *h)
+{
+    return h->sb1.held != NULL;
+}
+
+/* The source standby is lost in the middle of its final dump: the migration
+ * fails and says so, nothing is restored on the target, and no container is
+ * started twice (a rollback needs the source: docs/migration.md). */
+static void test_migration_whose_source_is_lost(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start(&h);
+    h.sb1.hold_from_action = "container_checkpoint";
+    h.sb1.hold_skip = 1; /* the pre-dump is answered, the final dump is not */
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(migrator_start(server_migrator(h.srv), "sb1", "web1-c", "sb2", "test", true,
+                                    on_migrated, NULL, &err),
+                     0);
+    assert_true(run_until_ms(&h, sb1_holds, 10000));
+    json_decref(h.sb1.held);
+    h.sb1.held = NULL;
+    proto_conn_free(h.sb1.conn); /* the source VM is gone */
+    h.sb1.conn = NULL;
+    assert_true(run_until_ms(&h, migration_ended, 10000));
+    assert_false(json_is_true(json_object_get(migrated, "ok")));
+    assert_contains(json_string_value(json_object_get(migrated, "error")), "sb1");
+    assert_null(agent_order(&h.sb2, "container_restore"));
+    assert_null(agent_order(&h.sb2, "container_start"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
 static bool sb1_start_sent(struct harness *h)
 {
     return agent_order_count(&h->sb1, "container_start") > 0;
@@ -2346,6 +2386,7 @@ int main(void)
         cmocka_unit_test(test_service_probe_failure_then_failback),
         cmocka_unit_test(test_probe_waits_for_the_first_answer),
         cmocka_unit_test(test_migration_copies_images_and_moves_the_container),
+        cmocka_unit_test(test_migration_whose_source_is_lost),
         cmocka_unit_test(test_migration_without_predump_and_rollback),
         cmocka_unit_test(test_migration_without_precopy_by_choice),
         cmocka_unit_test(test_migration_end_waits_for_fresh_reports),
