@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "common/cleanup.h"
-#include "proto/proto.h"
+#include "common/hostport.h"
 
 #define CLI_MAX_BODY (16 * 1024 * 1024)
 
@@ -134,7 +134,7 @@ json_t *cli_http_request_body(const char *server, const char *method, const char
     cleanup_free char *body_text = body_json ? json_dumps(body_json, JSON_COMPACT) : NULL;
     cleanup_free char *host = NULL;
     uint16_t port;
-    if (proto_parse_host_port(server, &host, &port, err) < 0) {
+    if (vcr_parse_host_port(server, &host, &port, err) < 0) {
         vcr_error_wrap(err, "server address");
         return NULL;
     }

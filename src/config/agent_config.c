@@ -129,7 +129,7 @@ static bool check_server(struct config_report *r, const char *value)
              *p == '.' || *p == '-';
         numeric = numeric && ((*p >= '0' && *p <= '9') || *p == '.');
     }
-    /* As proto_parse_host_port: digits and dots only must be a dotted quad, not a name. */
+    /* As vcr_parse_host_port: digits and dots only must be a dotted quad, not a name. */
     if (ok && numeric) {
         char host[256];
         uint32_t addr;

@@ -94,10 +94,6 @@ const char *proto_conn_peer(const struct proto_conn *c);
 /* Drops queued output; see the rules above for calling it from a callback. */
 void proto_conn_free(struct proto_conn *c);
 
-/* Parse "HOST:PORT" (IPv4 dotted quad or name, port 1..65535).  A host made of
- * digits and dots only must be a valid dotted quad.  *host is allocated. */
-int proto_parse_host_port(const char *s, char **host, uint16_t *port, vcr_error_t *err);
-
 /* --- authentication (docs/protocol.md "Authentication") --- */
 #define PROTO_NONCE_HEX_LEN 32 /* 16 random bytes */
 #define PROTO_AUTH_HEX_LEN  64 /* HMAC-SHA256 */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 
 struct proto_conn {
     struct bufferevent *bev;
@@ -245,7 +246,7 @@ struct proto_conn *proto_conn_connect(struct event_base *base, const char *host_
 {
     cleanup_free char *host = NULL;
     uint16_t port;
-    if (proto_parse_host_port(host_port, &host, &port, err) < 0)
+    if (vcr_parse_host_port(host_port, &host, &port, err) < 0)
         return NULL;
     struct proto_conn *c = conn_new(base, -1, ops, opaque, err);
     if (c == NULL)

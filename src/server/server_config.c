@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 #include "proto/proto.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
@@ -246,7 +247,7 @@ static void take_address(struct report *r, const char *key, const char *value, c
 {
     cleanup_error vcr_error_t err = NULL;
     cleanup_free char *h = NULL;
-    if (proto_parse_host_port(value, &h, port, &err) < 0) {
+    if (vcr_parse_host_port(value, &h, port, &err) < 0) {
         const char *msg = vcr_error_msg(err);
         if (strstr(msg, "allowed:"))
             report_add(r, "`%s`: %s", key, msg);
@@ -336,9 +337,9 @@ static int apply_defaults(struct server_config *cfg)
     cfg->journal = strdup(SERVER_DEFAULT_JOURNAL);
     vcr_error_t ignored = NULL;
     if (cfg->journal == NULL ||
-        proto_parse_host_port(SERVER_DEFAULT_LISTEN, &cfg->listen_host, &cfg->listen_port,
-                              &ignored) < 0 ||
-        proto_parse_host_port(SERVER_DEFAULT_API, &cfg->api_host, &cfg->api_port, &ignored) < 0) {
+        vcr_parse_host_port(SERVER_DEFAULT_LISTEN, &cfg->listen_host, &cfg->listen_port, &ignored) <
+            0 ||
+        vcr_parse_host_port(SERVER_DEFAULT_API, &cfg->api_host, &cfg->api_port, &ignored) < 0) {
         vcr_error_release(&ignored);
         return -1;
     }

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 #include "dns/dns_update.h"
 #include "proto/proto.h"
 #include "server/inventory.h"
@@ -189,7 +190,7 @@ static struct dns_settings *convert_dns(struct conv *c, const struct services_ra
         uint16_t port = 53;
         if (strchr(raw->server, ':') == NULL) {
             host = strdup(raw->server);
-        } else if (proto_parse_host_port(raw->server, &host, &port, &err) < 0) {
+        } else if (vcr_parse_host_port(raw->server, &host, &port, &err) < 0) {
             bad(c, "`dns.server`: `%s`: %s; allowed: A.B.C.D or A.B.C.D:PORT", raw->server,
                 vcr_error_msg(err));
         }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 #include "common/clock.h"
 #include "proto/proto.h"
 #include "proto/proto_code.h"
@@ -296,7 +297,7 @@ static void test_parse_host_port(void **state)
         cleanup_free char *host = NULL;
         uint16_t port = 0;
         cleanup_error vcr_error_t err = NULL;
-        int r = proto_parse_host_port(cases[i].in, &host, &port, &err);
+        int r = vcr_parse_host_port(cases[i].in, &host, &port, &err);
         if (cases[i].host) {
             assert_int_equal(r, 0);
             assert_string_equal(host, cases[i].host);
