@@ -27,7 +27,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/recovery_priv.h"
-#include "server/resolve.h"
+#include "dns/resolve.h"
 #include "server/server_config.h"
 
 #define JOURNAL_RECOVERY "recovery"

@@ -1,6 +1,6 @@
 /* A query on a connected UDP socket: the kernel drops datagrams from other
  * addresses, the id must match, and only then is the answer believed. */
-#include "server/resolve.h"
+#include "dns/resolve.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
