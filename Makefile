@@ -8,7 +8,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image check unit fuzz integration demo \
         format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache \
-        bench-migration
+        bench-migration bench-faults
 
 all: build
 
@@ -69,6 +69,11 @@ bench-warm-cache: build image
 
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD)
+
+# Seeded fault campaign (issue 13): SEED, ROUNDS override the defaults.
+bench-faults: build image
+	/usr/bin/python3 bench/faults.py --build $(BUILD) $(if $(SEED),--seed $(SEED)) \
+		$(if $(ROUNDS),--rounds $(ROUNDS))
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """bench-warm-cache: file reads and web throughput around a guest reboot, warm-cache
-volume (virtio-pmem + DAX over a /dev/shm memory file) vs conventional disks.
+volume (virtio-pmem + DAX over its disk image, mapped shared) vs conventional disks.
 
 File reads: one VM per method with one ext4 volume holding a FILE_MB file (built by
 mkfs.ext4 -d from a host directory).  In the guest, dd reads the file to /dev/null
@@ -16,8 +16,12 @@ clients fetch random ones for the whole run; completed requests counted per seco
 around a reboot: warm-cache (warm reboot, pmem) vs conventional (--cold, virtio-blk
 cache=none: the page cache is empty after the reboot).
 
-Runs inside its own lab namespace (VCR_LAB_NS, default vcrwcbench), TCG only.
-Writes bench/results/warm-cache.{md,csv} and warm-cache-{read,web}.png (gnuplot).
+Every point is measured --runs times (default 3), each run on a freshly started agent and
+VM; the summary gives the median with min and max, and the host's load average at the
+start and end of each run.  Runs inside its own lab namespace (VCR_LAB_NS, default
+vcrwcbench), TCG only.  Writes bench/results/warm-cache.md, the raw per-run data
+warm-cache.csv (file reads), warm-cache-web.csv (requests per second) and
+warm-cache-web-runs.csv (one line per web run), and warm-cache-{read,web}.png (gnuplot).
 """
 import argparse
 import csv
@@ -28,6 +32,7 @@ import platform
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,7 +79,7 @@ class Bench:
         cache = "writeback" if method == "blk-writeback" else "none"
         line = (f"      - {{name: vol, size_mb: {VOLUME_MB}, source_dir: {src}, "
                 f"image: {state}/vol.img, mount: /data, "
-                + ("warm_cache: true, writeback_interval_s: 0}" if warm else f"cache: {cache}}}"))
+                + ("warm_cache: true}" if warm else f"cache: {cache}}}"))
         with open(cfg, "a") as f:
             f.write("    volumes:\n" + line + "\n")
         p = labkit.Proc([os.path.join(self.d.build, "src", "agent", "vcr-agent"), "--config",
@@ -132,35 +137,42 @@ def serial_has(state, name, text, since=0):
         return False
 
 
-def bench_reads(b, index, method, src, rows):
+def load1():
+    return round(os.getloadavg()[0], 2)
+
+
+def bench_reads(b, index, method, src, rep, rows):
+    """One run: a fresh agent and VM, two reads, a warm reboot, two reads."""
+    load_start = load1()
     agent, name, addr, state = b.agent(index, method, src)
     wait_ready(b, name, addr)
     if method == "prefetch":
         labkit.wait_for("the boot prefetch", lambda: serial_has(state, name, "prefetched"),
                         BOOT_TIMEOUT)
     res = {}
-    for run in (1, 2):
-        res[("before", run)] = dd_read(addr, "/data/big")
+    for read in (1, 2):
+        res[("before", read)] = dd_read(addr, "/data/big")
     r = b.vcr_json("vm", "reboot", name)
     reboot_ms = r["ready_ms"]
     wait_ready(b, name, addr)
-    prefetch_s = None
     if method == "prefetch":
-        t0 = time.monotonic()
         labkit.wait_for("the boot prefetch", lambda: serial_has(state, name, "prefetched"),
                         BOOT_TIMEOUT, interval=0.1)
-        prefetch_s = time.monotonic() - t0
-    for run in (1, 2):
-        res[("after", run)] = dd_read(addr, "/data/big")
-    for (phase, run), s in sorted(res.items()):
-        rows.append({"method": method, "phase": phase, "run": run, "seconds": round(s, 4),
-                     "mb_per_s": round(FILE_MB / s, 1)})
-        print(f"  {method:14} {phase:6} run {run}: {s:.3f} s  {FILE_MB / s:8.1f} MB/s",
-              flush=True)
+    for read in (1, 2):
+        res[("after", read)] = dd_read(addr, "/data/big")
     b.d.vcr.run("vm", "kill", name, timeout=30)
     b.d.wait_vm_state(name, ["stopped", "crashed"], 60)
     agent.stop()
-    return {"reboot_ms": reboot_ms, "prefetch_s": prefetch_s}
+    load_end = load1()
+    for (phase, read), sec in sorted(res.items(), key=lambda kv: (kv[0][0] != "before", kv[0][1])):
+        rows.append({"method": method, "rep": rep, "phase": phase, "read": read,
+                     "seconds": round(sec, 4), "mb_per_s": round(FILE_MB / sec, 1),
+                     "reboot_ready_ms": round(reboot_ms), "load1_start": load_start,
+                     "load1_end": load_end})
+        print(f"  {method:14} run {rep} {phase:6} read {read}: {sec:.3f} s "
+              f"{FILE_MB / sec:8.1f} MB/s", flush=True)
+    print(f"  {method:14} run {rep}: reboot until ready {reboot_ms / 1000:.1f} s, "
+          f"load {load_start} -> {load_end}", flush=True)
 
 
 def load(addr, stop, counts, t0):
@@ -188,6 +200,7 @@ def load(addr, stop, counts, t0):
 
 
 def bench_web(b, index, method, src, before_s, after_s):
+    load_start = load1()
     agent, name, addr, state = b.agent(index, "warm-cache" if method == "warm-cache"
                                        else "blk-none", src)
     wait_ready(b, name, addr)
@@ -215,7 +228,8 @@ def bench_web(b, index, method, src, before_s, after_s):
     b.d.wait_vm_state(name, ["stopped", "crashed"], 60)
     agent.stop()
     series = [counts.get(s, 0) for s in range(int(end))]
-    return {"series": series, "reboot_at": reboot_at, "ready_at": ready_at}
+    return {"series": series, "reboot_at": reboot_at, "ready_at": ready_at,
+            "load1_start": load_start, "load1_end": load1()}
 
 
 def gnuplot(script):
@@ -223,36 +237,80 @@ def gnuplot(script):
         subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
+def stat(values):
+    """(median, min, max) of a list of numbers."""
+    return statistics.median(values), min(values), max(values)
+
+
+def cell(values, fmt="{:.3f}"):
+    med, lo, hi = stat(values)
+    return f"{fmt.format(med)} [{fmt.format(lo)}-{fmt.format(hi)}]"
+
+
+def read_values(rows, method, phase, read, key="seconds"):
+    return [float(r[key]) for r in rows
+            if r["method"] == method and r["phase"] == phase and int(r["read"]) == read]
+
+
+def reboot_values(rows, method):
+    """reboot_ready_ms of each run of a method (one per run)."""
+    seen = {}
+    for r in rows:
+        if r["method"] == method:
+            seen[int(r["rep"])] = float(r["reboot_ready_ms"])
+    return list(seen.values())
+
+
+PHASES = (("before", 1), ("before", 2), ("after", 1), ("after", 2))
+
+
 def plot(rows, web):
     tmp = tempfile.mkdtemp(prefix="vcr-plot-")
     dat = os.path.join(tmp, "read.dat")
     with open(dat, "w") as f:
         for m in METHODS:
-            v = {(r["phase"], r["run"]): r["mb_per_s"] for r in rows if r["method"] == m}
-            if v:
-                f.write(f"{m} {v[('before', 1)]} {v[('before', 2)]} {v[('after', 1)]} "
-                        f"{v[('after', 2)]}\n")
+            if not read_values(rows, m, "before", 1):
+                continue
+            cols = []
+            for p, r in PHASES:
+                med, lo, hi = stat(read_values(rows, m, p, r, "mb_per_s"))
+                cols += [med, lo, hi]
+            f.write(m + " " + " ".join(f"{c}" for c in cols) + "\n")
     gnuplot(f"""
 set terminal pngcairo size 960,560 font 'sans,11'
 set output '{RESULTS}/warm-cache-read.png'
-set title 'Reading a {FILE_MB} MB file before and after a guest reboot (TCG)'
+set title 'Reading a {FILE_MB} MB file before and after a guest reboot (TCG; median, min-max bars)'
 set style data histograms
-set style histogram clustered gap 1
+set style histogram errorbars gap 1 lw 1
 set style fill solid 0.85 border -1
 set logscale y
 set ylabel 'MB/s (log scale)'
 set key top left
 set grid ytics
-plot '{dat}' using 2:xtic(1) title 'before, 1st', '' using 3 title 'before, 2nd', \\
-     '' using 4 title 'after reboot, 1st', '' using 5 title 'after reboot, 2nd'
+plot '{dat}' using 2:3:4:xtic(1) title 'before, 1st', '' using 5:6:7 title 'before, 2nd', \\
+     '' using 8:9:10 title 'after reboot, 1st', '' using 11:12:13 title 'after reboot, 2nd'
 """)
     plots = []
-    for m, w in web.items():
+    colours = {"warm-cache": "#1f77b4", "conventional": "#d62728"}
+    for m, runs in web.items():
+        if not runs:
+            continue
+        # Per second from the reboot order: median and range over the runs.
+        per = {}
+        for w in runs:
+            for sec, c in enumerate(w["series"]):
+                per.setdefault(sec - int(round(w["reboot_at"])), []).append(c)
         p = os.path.join(tmp, f"web-{m}.dat")
         with open(p, "w") as f:
-            for s, c in enumerate(w["series"]):
-                f.write(f"{s - w['reboot_at']:.0f} {c}\n")
-        plots.append(f"'{p}' using 1:2 with lines lw 2 title '{m}'")
+            for t in sorted(per):
+                if len(per[t]) == len(runs):
+                    med, lo, hi = stat(per[t])
+                    f.write(f"{t} {med} {lo} {hi}\n")
+        col = colours.get(m, "black")
+        plots.append(f"'{p}' using 1:3:4 with filledcurves fs transparent solid 0.2 "
+                     f"lc rgb '{col}' notitle")
+        plots.append(f"'{p}' using 1:2 with lines lw 2 lc rgb '{col}' "
+                     f"title '{m} (median of {len(runs)}; band: min-max)'")
     if plots:
         gnuplot(f"""
 set terminal pngcairo size 960,480 font 'sans,11'
@@ -286,53 +344,108 @@ def machine():
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 30
     qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
                           text=True).stdout.splitlines()[0]
-    load = os.getloadavg()[1]
-    return (f"{cpu}, {os.cpu_count()} CPUs, {mem} GiB RAM, {platform.release()}; {qemu}; TCG; "
-            f"host load average (5 min) {load:.1f} when written")
+    return (f"{cpu}, {os.cpu_count()} CPUs, {mem} GiB RAM, {platform.release()}; {qemu}; TCG")
 
 
-def write_results(rows, extra, web):
-    os.makedirs(RESULTS, exist_ok=True)
+READ_FIELDS = ["method", "rep", "phase", "read", "seconds", "mb_per_s", "reboot_ready_ms",
+               "load1_start", "load1_end"]
+WEB_RUN_FIELDS = ["method", "rep", "reboot_at_s", "ready_at_s", "req_s_10s_before",
+                  "req_s_10s_after_ready", "req_s_last_10s", "load1_start", "load1_end"]
+
+
+def write_csvs(rows, web):
     with open(os.path.join(RESULTS, "warm-cache.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, ["method", "phase", "run", "seconds", "mb_per_s"])
+        w = csv.DictWriter(f, READ_FIELDS)
         w.writeheader()
         w.writerows(rows)
-    v = {(r["method"], r["phase"], r["run"]): r["seconds"] for r in rows}
+    with open(os.path.join(RESULTS, "warm-cache-web.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "rep", "second", "s_from_reboot_order", "requests"])
+        for m, runs in web.items():
+            for rep, run in enumerate(runs, 1):
+                for sec, c in enumerate(run["series"]):
+                    w.writerow([m, rep, sec, round(sec - run["reboot_at"], 1), c])
+    with open(os.path.join(RESULTS, "warm-cache-web-runs.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, WEB_RUN_FIELDS)
+        w.writeheader()
+        for m, runs in web.items():
+            for rep, run in enumerate(runs, 1):
+                pre, post, late = web_stats(run)
+                w.writerow({"method": m, "rep": rep, "reboot_at_s": round(run["reboot_at"], 1),
+                            "ready_at_s": round(run["ready_at"], 1),
+                            "req_s_10s_before": round(pre, 2),
+                            "req_s_10s_after_ready": round(post, 2),
+                            "req_s_last_10s": round(late, 2),
+                            "load1_start": run["load1_start"], "load1_end": run["load1_end"]})
+
+
+def write_results(rows, web):
+    os.makedirs(RESULTS, exist_ok=True)
+    write_csvs(rows, web)
+    loads = ([float(r[k]) for r in rows for k in ("load1_start", "load1_end")] +
+             [float(run[k]) for runs in web.values() for run in runs
+              for k in ("load1_start", "load1_end")])
+    reps = sorted({int(r["rep"]) for r in rows})
     out = ["# Warm-cache reboot: file reads and web throughput after a guest reboot", "",
            f"Machine: {machine()}.  No KVM: every guest runs under TCG, so absolute numbers"
            " are far below the paper's; the ratios are what compares.", "",
-           f"File: {FILE_MB} MB of random data on an ext4 volume of {VOLUME_MB} MB (4 KiB "
-           f"blocks); guest RAM {MEMORY_MB} MB; read with busybox dd in the guest (timed "
-           "with date +%s%N around it).  Reboot: `vcr vm reboot VM` (guest reset in the same QEMU; the guest "
-           "kernel and its page cache start empty).", "",
-           "| method | before 1st | before 2nd | after 1st | after 2nd | reboot until ready |",
-           "|---|---|---|---|---|---|"]
+           f"Runs: {len(reps)} per method for the file reads, "
+           + ", ".join(f"{len(runs)} for the web part ({m})" for m, runs in web.items())
+           + "; each run on a freshly started agent and VM.  Cells: median [min-max] over "
+           "the runs.  Host load average (1 min) at the start and end of the runs: "
+           + (f"median {statistics.median(loads):.2f}, min {min(loads):.2f}, "
+              f"max {max(loads):.2f}" if loads else "not recorded") + ".", ""]
+    if loads and max(loads) > 3:
+        out += [f"**The host was busy during part of this run (load average up to "
+                f"{max(loads):.1f} on {os.cpu_count()} CPUs; other engineers' TCG guests share "
+                "it): the spread of the runs shows how much that moved the numbers.**", ""]
+    out += [f"File: {FILE_MB} MB of random data on an ext4 volume of {VOLUME_MB} MB (4 KiB "
+            f"blocks); guest RAM {MEMORY_MB} MB; read with busybox dd in the guest, timed "
+            "by /proc/uptime around it (10 ms resolution: the guest's busybox `date` has no "
+            "%N; a 0.08 s read is 0.075-0.085 s).  Reboot: `vcr vm reboot VM` (guest reset in the same "
+            "QEMU; the guest kernel and its page cache start empty).  The warm-cache volume is "
+            "its image file mapped shared by QEMU: the data it serves after the reboot comes "
+            "from the host page cache.", "",
+            "| method | before 1st (s) | before 2nd (s) | after 1st (s) | after 2nd (s) | "
+            "reboot until ready (s) |",
+            "|---|---|---|---|---|---|"]
     for m in METHODS:
-        if (m, "before", 1) not in v:
+        if not read_values(rows, m, "before", 1):
             continue
-        cells = [f"{v[(m, p, r)]:.3f} s ({FILE_MB / v[(m, p, r)]:.0f} MB/s)"
-                 for p, r in (("before", 1), ("before", 2), ("after", 1), ("after", 2))]
-        out.append(f"| {m} | " + " | ".join(cells) + f" | {extra[m]['reboot_ms'] / 1000:.1f} s |")
+        cells = [cell(read_values(rows, m, p, r)) for p, r in PHASES]
+        out.append(f"| {m} | " + " | ".join(cells) + " | "
+                   + cell([x / 1000 for x in reboot_values(rows, m)], "{:.1f}") + " |")
+    out += ["", "The same as throughput (MB/s, median [min-max]):", "",
+            "| method | before 1st | before 2nd | after 1st | after 2nd |", "|---|---|---|---|---|"]
+    for m in METHODS:
+        if read_values(rows, m, "before", 1):
+            out.append(f"| {m} | " + " | ".join(cell(read_values(rows, m, p, r, "mb_per_s"),
+                                                     "{:.0f}") for p, r in PHASES) + " |")
     out.append("")
-    if ("warm-cache", "after", 1) in v and ("blk-none", "after", 1) in v:
-        wa1, wb2 = v[("warm-cache", "after", 1)], v[("warm-cache", "before", 2)]
-        ca1 = v[("blk-none", "after", 1)]
-        out += ["Ratios (ours vs the paper's, Pentium 4 / Xen 3.0, httperf + Apache):", "",
-                "| | ours | paper |", "|---|---|---|",
+    med = lambda m, p, r: statistics.median(read_values(rows, m, p, r))  # noqa: E731
+    if read_values(rows, "warm-cache", "after", 1) and read_values(rows, "blk-none", "after", 1):
+        wa1, wb2 = med("warm-cache", "after", 1), med("warm-cache", "before", 2)
+        out += ["Ratios of the medians (ours vs the paper's, Pentium 4 / Xen 3.0, httperf + "
+                "Apache):", "", "| (time of the conventional read / time of the warm-cache read) | ours | paper |",
+                "|---|---|---|",
                 f"| first read after reboot, warm-cache vs conventional (blk cache=none) | "
-                f"{ca1 / wa1:.1f}x faster | {PAPER['file_speedup']:.0f}x |"]
-        if ("blk-writeback", "after", 1) in v:
+                f"{med('blk-none', 'after', 1) / wa1:.1f}x | "
+                f"{PAPER['file_speedup']:.0f}x |"]
+        if read_values(rows, "blk-writeback", "after", 1):
             out.append(f"| ... vs blk cache=writeback (host page cache warm) | "
-                       f"{v[('blk-writeback', 'after', 1)] / wa1:.1f}x faster | - |")
-        if ("prefetch", "after", 1) in v:
+                       f"{med('blk-writeback', 'after', 1) / wa1:.1f}x | - |")
+        if read_values(rows, "prefetch", "after", 1):
             out.append(f"| ... vs in-guest prefetch at boot (cat of the files at boot; the read "
-                       f"may overlap the prefetch) | {v[('prefetch', 'after', 1)] / wa1:.1f}x "
-                       "faster | - |")
+                       f"may overlap the prefetch) | {med('prefetch', 'after', 1) / wa1:.1f}x | - |")
         out.append(f"| first read after reboot as a share of the warm 2nd run before it "
                    f"(throughput) | {wb2 / wa1 * 100:.0f}% | {PAPER['file_vs_2nd'] * 100:.0f}% |")
         if web.get("warm-cache") and web.get("conventional"):
-            wp, wq, wl = web_stats(web["warm-cache"])
-            cp, cq, cl = web_stats(web["conventional"])
+            ws = [web_stats(w) for w in web["warm-cache"]]
+            cs = [web_stats(w) for w in web["conventional"]]
+            wq = statistics.median(x[1] for x in ws)
+            cq = statistics.median(x[1] for x in cs)
+            wp = statistics.median(x[0] for x in ws)
+            cp = statistics.median(x[0] for x in cs)
             out.append(f"| web req/s, first 10 s after the guest is ready, warm vs conventional "
                        f"| {wq / cq if cq else float('inf'):.1f}x | "
                        f"{PAPER['web_speedup']:.0f}x |")
@@ -342,68 +455,111 @@ def write_results(rows, extra, web):
             out.append(f"| ... conventional | {cq / cp * 100 if cp else 0:.0f}% | - |")
         out.append("")
     if web:
-        out += ["Web: " + ", ".join(
-            f"{m}: reboot order at {w['reboot_at']:.0f} s, ready at {w['ready_at']:.0f} s, "
-            f"req/s 10 s before {web_stats(w)[0]:.1f}, 10 s after ready {web_stats(w)[1]:.1f}, "
-            f"last 10 s {web_stats(w)[2]:.1f}" for m, w in web.items()) + ".",
-                f"The paper: throughput {PAPER['warm_drop']} after a warm-cache reboot, "
+        out += ["Web (median [min-max] over the runs; req/s averaged over 10 s windows):", "",
+                "| method | reboot order at (s) | ready at (s) | req/s 10 s before | "
+                "req/s 10 s after ready | req/s last 10 s |", "|---|---|---|---|---|---|"]
+        for m, runs in web.items():
+            st = [web_stats(w) for w in runs]
+            out.append(f"| {m} | {cell([w['reboot_at'] for w in runs], '{:.0f}')} | "
+                       f"{cell([w['ready_at'] for w in runs], '{:.0f}')} | "
+                       f"{cell([x[0] for x in st], '{:.1f}')} | "
+                       f"{cell([x[1] for x in st], '{:.1f}')} | "
+                       f"{cell([x[2] for x in st], '{:.1f}')} |")
+        out += ["", f"The paper: throughput {PAPER['warm_drop']} after a warm-cache reboot, "
                 f"{PAPER['cold_drop']} after a conventional one; prefetching hurt the web "
-                "server.", ""]
-    out += ["Plots: `warm-cache-read.png` (MB/s per method and run, log scale), "
-            "`warm-cache-web.png` (requests/s around the reboot).", "",
-            "Raw data: `warm-cache.csv` (method, phase, run, seconds, mb_per_s).", ""]
+                "server.  The conventional reboot here is `--cold` (QEMU restarted, virtio-blk "
+                "cache=none: nothing cached anywhere).", ""]
+    out += ["Reading the numbers:",
+            "- DAX reads bypass the guest page cache, so a warm-cache volume has no faster "
+            "2nd read: every read is a copy from the host page cache pages of the image "
+            "(through TCG's softmmu here), while a virtio-blk 2nd read comes from the guest "
+            "page cache.  That is why the warm-cache \"share of the 2nd run\" is not "
+            "comparable with the paper's 64%.",
+            "- The warm-cache reads after the reboot are warm only while the host keeps the "
+            "image's pages cached: memory pressure or proactive reclaim (such as DAMON "
+            "reclaim, which pages out what is idle) sends them back to the disk.  Here the reads "
+            "before the reboot had touched them seconds earlier.",
+            "- The prefetch method's volume lists the file in `.vcr-prefetch`, so its "
+            "\"before\" reads are already cached, and its first read after the reboot may "
+            "overlap the boot prefetch.",
+            "- Reads of 0.1 s or less are at the 10 ms resolution of the timing: ratios "
+            "between them are good to about 10-15%.", ""]
+    out += ["Plots: `warm-cache-read.png` (MB/s per method and read, medians with min-max "
+            "bars, log scale), `warm-cache-web.png` (requests/s around the reboot: median "
+            "of the runs, min-max band).", "",
+            "Raw data, one line per measurement: `warm-cache.csv` (" + ", ".join(READ_FIELDS)
+            + "), `warm-cache-web.csv` (method, rep, second, s_from_reboot_order, requests), "
+            "`warm-cache-web-runs.csv` (" + ", ".join(WEB_RUN_FIELDS) + ").", ""]
     with open(os.path.join(RESULTS, "warm-cache.md"), "w") as f:
         f.write("\n".join(out))
     plot(rows, web)
 
 
 def load_reads():
-    """The file-read rows and reboot times of an earlier run (--web-only)."""
+    """The file-read rows of an earlier run (--web-only, --report-only)."""
     with open(os.path.join(RESULTS, "warm-cache.csv")) as f:
-        rows = [dict(r, run=int(r["run"]), seconds=float(r["seconds"]),
-                     mb_per_s=float(r["mb_per_s"])) for r in csv.DictReader(f)]
-    extra = {}
-    with open(os.path.join(RESULTS, "warm-cache.md")) as f:
-        for line in f:
-            m = re.match(r"\| ([a-z-]+) \|.* \| ([0-9.]+) s \|$", line.strip())
-            if m:
-                extra[m.group(1)] = {"reboot_ms": float(m.group(2)) * 1000, "prefetch_s": None}
-    return rows, extra
+        return list(csv.DictReader(f))
+
+
+def load_web():
+    """The web runs of an earlier run, from its CSVs (--report-only)."""
+    web = {}
+    with open(os.path.join(RESULTS, "warm-cache-web-runs.csv")) as f:
+        for r in csv.DictReader(f):
+            web.setdefault(r["method"], []).append({
+                "series": [], "reboot_at": float(r["reboot_at_s"]),
+                "ready_at": float(r["ready_at_s"]), "load1_start": float(r["load1_start"]),
+                "load1_end": float(r["load1_end"])})
+    with open(os.path.join(RESULTS, "warm-cache-web.csv")) as f:
+        for r in csv.DictReader(f):
+            web[r["method"]][int(r["rep"]) - 1]["series"].append(int(r["requests"]))
+    return web
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--runs", type=int, default=3, help="runs per point (default 3)")
     ap.add_argument("--web-before", type=float, default=15)
     ap.add_argument("--web-after", type=float, default=40)
     ap.add_argument("--no-web", action="store_true")
     ap.add_argument("--web-only", action="store_true",
-                    help="keep the file-read results of warm-cache.{csv,md}; run the web part")
+                    help="keep the file-read results of warm-cache.csv; run the web part")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite warm-cache.md and the plots from the committed CSVs")
     args = ap.parse_args()
+    if args.report_only:
+        write_results(load_reads(), load_web())
+        print(open(os.path.join(RESULTS, "warm-cache.md")).read())
+        return
     if os.geteuid() != 0:
         sys.exit("bench-warm-cache needs root (lab namespace, taps)")
     labkit.lab_up()
     tmp = tempfile.mkdtemp(prefix="vcr-bench-wc-")
     import pathlib
     b = Bench(os.path.abspath(args.build), pathlib.Path(tmp))
-    rows, extra, web = [], {}, {}
+    rows, web = [], {}
     try:
         b.d.server(heartbeat_ms=500)
         src = make_source(b.tmp, False)
         src_pf = make_source(b.tmp, True) if not args.web_only else None
         if args.web_only:
-            rows, extra = load_reads()
-        for i, m in enumerate([] if args.web_only else args.methods.split(",")):
-            print(f"{m}:", flush=True)
-            extra[m] = bench_reads(b, i, m, src_pf if m == "prefetch" else src, rows)
-            write_results(rows, extra, web)
+            rows = load_reads()
+        for rep in range(1, args.runs + 1):
+            for i, m in enumerate([] if args.web_only else args.methods.split(",")):
+                print(f"{m} run {rep}/{args.runs}:", flush=True)
+                bench_reads(b, i, m, src_pf if m == "prefetch" else src, rep, rows)
+                write_results(rows, web)
         if not args.no_web:
-            for i, m in enumerate(["warm-cache", "conventional"]):
-                print(f"web {m}:", flush=True)
-                web[m] = bench_web(b, 4 + i, m, src, args.web_before, args.web_after)
-                print(f"  {web_stats(web[m])}", flush=True)
-                write_results(rows, extra, web)
+            for rep in range(1, args.runs + 1):
+                for i, m in enumerate(["warm-cache", "conventional"]):
+                    print(f"web {m} run {rep}/{args.runs}:", flush=True)
+                    w = bench_web(b, 4 + i, m, src, args.web_before, args.web_after)
+                    web.setdefault(m, []).append(w)
+                    print(f"  {web_stats(w)}, load {w['load1_start']} -> {w['load1_end']}",
+                          flush=True)
+                    write_results(rows, web)
     finally:
         b.d.stop_all()
         for f in glob.glob("/dev/shm/vcr-wcb*"):

@@ -47,6 +47,7 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 QEMU = "/usr/bin/qemu-system-x86_64"
 HOST = "bench1"
 NOTES = []  # events worth reporting, appended during the run
+MACHINE_OVERRIDE = {}  # --report-only: the machine the runs were measured on
 T0 = time.monotonic()
 
 # Paper (Xen 3.0.0, Pentium 4 3.0 GHz, 2 GB; SEEDS.md part B): (suspend_s, resume_s).
@@ -418,8 +419,8 @@ def run_baselines(work, mem, n, runs, methods, rows):
                 t_start = min(r[1] for r in res)
                 resu = max(g["gap_end"] for g in gaps.values()) - t_start
                 down = max(g["gap"] for g in gaps.values())
-                rows.append(row("reboot", mem, n, run, susp, resu, down))
                 forced = [v.name for v in vms if v.forced]
+                rows.append(row("reboot", mem, n, run, susp, resu, down, forced=bool(forced)))
                 if forced:
                     NOTES.append(f"reboot, {n} x {mem} MB, run {run}: {', '.join(forced)} did "
                                  "not answer the power-off request or did not power off within "
@@ -506,11 +507,18 @@ def run_warm(cluster, mem, n, runs, rows):
         cluster.stop_agent()
 
 
-def row(method, mem, n, run, susp, resu, down, state_mb=None, vmm_downtime_s=None):
+def row(method, mem, n, run, susp, resu, down, state_mb=None, vmm_downtime_s=None, forced=False):
+    """forced: a reboot run in which some guest did not power off within 30 s and was quit
+    by QMP; its times include that wait, so it is reported apart, not in the medians."""
     return {"method": method, "mem_mb": mem, "vms": n, "run": run, "suspend_s": round(susp, 4),
             "resume_s": round(resu, 4), "downtime_s": round(down, 4),
             "state_mb": "" if state_mb is None else round(state_mb, 3),
-            "vmm_downtime_s": "" if vmm_downtime_s is None else round(vmm_downtime_s, 4)}
+            "vmm_downtime_s": "" if vmm_downtime_s is None else round(vmm_downtime_s, 4),
+            "forced": 1 if forced else 0}
+
+
+def is_forced(r):
+    return str(r.get("forced", "0")).strip() in ("1", "True", "true")
 
 
 # --------------------------------------------------------------------------- report
@@ -520,15 +528,27 @@ LABEL = {"warm": "Warm-VM restart (vcr)", "save-restore": "QEMU save/restore (fu
 
 
 def medians(rows, key):
-    """{(method, key value): {col: median}}"""
-    out = {}
+    """{(method, key value): {col: median, col_min, col_max, n, forced}}; forced runs are
+    counted apart and left out of the medians (is_forced)."""
+    out, forced = {}, {}
     for r in rows:
-        out.setdefault((r["method"], r[key]), []).append(r)
+        k = (r["method"], r[key])
+        if is_forced(r):
+            forced[k] = forced.get(k, 0) + 1
+            out.setdefault(k, [])
+        else:
+            out.setdefault(k, []).append(r)
     med = {}
     for k, rs in out.items():
+        if not rs:
+            continue
         med[k] = {c: statistics.median(float(x[c]) for x in rs)
                   for c in ("suspend_s", "resume_s", "downtime_s")}
+        for c in ("suspend_s", "resume_s", "downtime_s"):
+            med[k][c + "_min"] = min(float(x[c]) for x in rs)
+            med[k][c + "_max"] = max(float(x[c]) for x in rs)
         med[k]["n"] = len(rs)
+        med[k]["forced"] = forced.get(k, 0)
         sm = [float(x["state_mb"]) for x in rs if x["state_mb"] != ""]
         med[k]["state_mb"] = statistics.median(sm) if sm else None
     return med
@@ -562,12 +582,26 @@ def ratio(a, b):
 def write_report(rows, args, methods, mach, elapsed, notes):
     os.makedirs(RESULTS, exist_ok=True)
     cols = ["method", "mem_mb", "vms", "run", "suspend_s", "resume_s", "downtime_s", "state_mb",
-            "vmm_downtime_s", "sweep"]
+            "vmm_downtime_s", "sweep", "forced"]
     with open(os.path.join(RESULTS, "warm-vm.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in rows:
             w.writerow(r)
+    if not mach.get("measured"):
+        # What the runs were measured on, for a later --report-only.
+        side = dict(mach, measured=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                    minutes=f"{elapsed / 60:.1f}", argv=" ".join(sys.argv[1:]) or "defaults")
+        with open(os.path.join(RESULTS, "warm-vm-machine.json"), "w") as f:
+            json.dump(side, f, indent=1)
+    forced_runs = [r for r in rows if is_forced(r)]
+    if forced_runs:
+        notes = list(notes) + [
+            f"Reported apart, not in the medians: {r['method']} {r['vms']} x {r['mem_mb']} MB "
+            f"run {r['run']}: suspend {float(r['suspend_s']):.2f} s, resume "
+            f"{float(r['resume_s']):.2f} s, downtime {float(r['downtime_s']):.2f} s (a guest "
+            "did not power off within 30 s and was quit by QMP; the 30 s are in its suspend)"
+            for r in forced_runs]
     mem_rows = [r for r in rows if r["vms"] == 1]
     vm_rows = [r for r in rows if r["mem_mb"] == 256]
     mm, mv = medians(mem_rows, "mem_mb"), medians(vm_rows, "vms")
@@ -579,9 +613,15 @@ def write_report(rows, args, methods, mach, elapsed, notes):
         L.append("**BASELINES ONLY: the Warm-VM restart feature (`vcr vm warm-restart`) was not "
                  "available when this ran; the `warm` rows are missing. Re-run "
                  "`make bench-warm-vm` once it has landed.**\n")
-    L.append(f"Generated by `bench/warm_vm.py` ({' '.join(a for i, a in enumerate(sys.argv[1:]) if a != '--note' and sys.argv[i] != '--note') or 'defaults'}) on "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; total {elapsed / 60:.1f} "
-             f"min (last invocation); medians of the runs per point (runs column).\n")
+    if mach.get("measured"):
+        L.append(f"Measured by `bench/warm_vm.py` ({mach.get('argv', 'defaults')}) on "
+                 f"{mach['measured']}; total {mach.get('minutes', '?')} min; this report "
+                 f"regenerated from `warm-vm.csv` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+                 "; medians (min-max) of the runs per point (runs column).\n")
+    else:
+        L.append(f"Generated by `bench/warm_vm.py` ({' '.join(a for i, a in enumerate(sys.argv[1:]) if a != '--note' and sys.argv[i] != '--note') or 'defaults'}) on "
+                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; total {elapsed / 60:.1f} "
+                 f"min (last invocation); medians (min-max) of the runs per point (runs column).\n")
     L.append("## Machine\n")
     L.append(f"- CPUs (`nproc`): {mach['nproc']}; memory {mach['mem']}; CPU: {mach['cpu']}")
     L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
@@ -611,15 +651,21 @@ def write_report(rows, args, methods, mach, elapsed, notes):
 
     def table(med, keyname, keys, title):
         L.append(f"## {title}\n")
+        L.append("Median (min-max) of the runs; a reboot run in which a guest had to be quit "
+                 "after 30 s is not in them (runs column: `+N forced`, listed below).\n")
         L.append(f"| {keyname} | method | suspend s | resume s | HTTP downtime s | state MB | runs |")
         L.append("|---:|---|---:|---:|---:|---:|---:|")
+
+        def cell(d, c):
+            return f"{fmt(d[c])} ({fmt(d[c + '_min'])}-{fmt(d[c + '_max'])})"
         for k in keys:
             for m in METHODS:
                 d = med.get((m, k))
                 if d:
-                    L.append(f"| {k} | {m} | {fmt(d['suspend_s'])} | {fmt(d['resume_s'])} | "
-                             f"{fmt(d['downtime_s'])} | "
-                             f"{'-' if d['state_mb'] is None else format(d['state_mb'], '.2f')} | {d['n']} |")
+                    runs = f"{d['n']}" + (f" +{d['forced']} forced" if d.get("forced") else "")
+                    L.append(f"| {k} | {m} | {cell(d, 'suspend_s')} | {cell(d, 'resume_s')} | "
+                             f"{cell(d, 'downtime_s')} | "
+                             f"{'-' if d['state_mb'] is None else format(d['state_mb'], '.2f')} | {runs} |")
         L.append("")
         L.append(f"Ratios (baseline / warm; >1 = warm is faster):\n")
         L.append(f"| {keyname} | save-restore suspend | resume | downtime | reboot suspend | "
@@ -681,7 +727,7 @@ def write_report(rows, args, methods, mach, elapsed, notes):
         L.extend(f"- {n}" for n in notes)
         L.append("")
     L.append("Files: `warm-vm.csv` (every run: method, mem_mb, vms, run, suspend_s, resume_s, "
-             "downtime_s, state_mb, vmm_downtime_s, sweep), `warm-vm-mem.png`, `warm-vm-vms.png`.")
+             "downtime_s, state_mb, vmm_downtime_s, sweep, forced), `warm-vm-machine.json` (what the runs were measured on), `warm-vm-mem.png`, `warm-vm-vms.png`.")
     with open(os.path.join(RESULTS, "warm-vm.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     plot(mm, mems, "mem", "VM memory size (MB), one VM")
@@ -786,13 +832,17 @@ def main():
         old = [r for r in old_rows if (r["method"], r["mem_mb"], r["vms"]) not in done]
         kept = sorted({(r["method"], r["mem_mb"], r["vms"]) for r in old})
         n = [f"--merge: {len(old)} rows kept from an earlier run of this script on this "
-             f"machine (points as method, MB, VMs): {kept}."] if old else []
+             f"machine (points as method, MB, VMs): {kept}."] if old and rows else []
         ms = sorted(set(methods) | {r["method"] for r in old}, key=METHODS.index)
-        write_report(old + rows, args, ms, machine(), time.monotonic() - T0,
+        write_report(old + rows, args, ms, MACHINE_OVERRIDE or machine(), time.monotonic() - T0,
                      notes + NOTES + n + list(extra))
 
     if args.report_only:
         methods = []
+        side = os.path.join(RESULTS, "warm-vm-machine.json")
+        if os.path.exists(side):
+            with open(side) as f:
+                MACHINE_OVERRIDE.update(json.load(f))
         report([])
         say(f"rewrote {RESULTS}/warm-vm.md and the plots from warm-vm.csv")
         return 0

@@ -18,6 +18,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_code.h"
 #include "proto/proto.h"
 
 /* How long an exiting agent waits for the server to take its last messages. */
@@ -124,6 +125,12 @@ void agent_reply(struct agent *a, json_t *id, bool ok, const char *error)
 {
     if (a->conn)
         agent_conn_reply(a->conn, id, ok, error);
+}
+
+void agent_refuse(struct agent *a, json_t *id, int status, const char *error)
+{
+    agent_reply_with(a, id, false, error,
+                     json_pack("{s:s}", "code", proto_code_name(proto_code_from_errno(status))));
 }
 
 void agent_reply_with(struct agent *a, json_t *id, bool ok, const char *error, json_t *members)

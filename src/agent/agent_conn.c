@@ -47,13 +47,6 @@ struct agent_conn {
     int64_t heartbeat_sent_ms[AGENT_CONN_HEARTBEAT_RING];
 };
 
-static int64_t boot_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void ms_to_tv(int ms, struct timeval *tv)
 {
     tv->tv_sec = ms / 1000;
@@ -114,7 +107,7 @@ static void send_hello(struct agent_conn *c, const char *auth)
         if (json_is_object(extra))
             json_object_update_missing(msg, extra);
     }
-    int64_t sent_ms = boot_ms();
+    int64_t sent_ms = vcr_boot_ms();
     if (!send_msg(c, msg))
         return;
     c->hello_sent_ms = sent_ms;
@@ -145,7 +138,7 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     cleanup_json json_t *msg =
         proto_msg_new("heartbeat", json_pack("{s:I, s:I}", "seq", ++c->heartbeat_seq, "ts_ms",
                                              (json_int_t)vcr_wall_ms()));
-    c->heartbeat_sent_ms[c->heartbeat_seq % AGENT_CONN_HEARTBEAT_RING] = boot_ms();
+    c->heartbeat_sent_ms[c->heartbeat_seq % AGENT_CONN_HEARTBEAT_RING] = vcr_boot_ms();
     send_msg(c, msg);
 }
 

@@ -71,6 +71,9 @@ void agent_report(struct agent *a, const char *type, json_t *body);
 void agent_reply(struct agent *a, json_t *id, bool ok, const char *error);
 /* members: an object (stolen) merged into the reply, e.g. a warm restart's result. */
 void agent_reply_with(struct agent *a, json_t *id, bool ok, const char *error, json_t *members);
+/* A refusal with its `code` (docs/protocol.md) from an errno-style status
+ * (vcr_error_status): the server decides on the code, people read error. */
+void agent_refuse(struct agent *a, json_t *id, int status, const char *error);
 void agent_role_left(struct agent *a);
 
 #endif

@@ -21,7 +21,7 @@
 
 #include "common/cleanup.h"
 #include "common/clock.h"
-#include "common/file.h"
+#include "common/durable.h"
 #include "common/log.h"
 
 #define WD_MAX_CLIENTS 8
@@ -29,9 +29,7 @@
 
 int64_t fence_wd_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vcr_boot_ms();
 }
 
 void fence_wd_init(struct fence_wd *w, int64_t timeout_ms, int64_t now_ms)
@@ -314,7 +312,7 @@ static void write_fenced(struct wd_proc *p, int64_t now_ms)
     char path[4096], tmp[4096 + 8];
     snprintf(path, sizeof(path), "%s/%s", p->state_dir, FENCE_WD_FENCED_FILE);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || rename(tmp, path) < 0)
+    if (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || vcr_rename_durable(tmp, path, NULL) < 0)
         log_error("cannot write `%s`: %s", path, strerror(errno));
 }
 
@@ -340,7 +338,8 @@ static void forget_running(struct wd_proc *p)
     }
     char tmp[4096 + 8];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if (changed && (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || rename(tmp, path) < 0))
+    if (changed &&
+        (json_dump_file(doc, tmp, JSON_INDENT(1)) < 0 || vcr_rename_durable(tmp, path, NULL) < 0))
         log_error("cannot rewrite `%s`: %s", path, strerror(errno));
 }
 
@@ -617,7 +616,7 @@ int fence_watchdog_pause(const char *state_dir, int pause_ms)
         log_error("no fence watchdog at `%s`: %s", sa.sun_path, strerror(errno));
         return 1;
     }
-    char line[64], reply[512];
+    char line[64], reply[512] = "";
     int n = snprintf(line, sizeof(line), "pause %d\n", pause_ms);
     if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
         log_error("fence watchdog `%s`: %s", sa.sun_path, strerror(errno));

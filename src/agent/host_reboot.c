@@ -1,10 +1,9 @@
 /* Orders on data volumes and guest reboots (docs/warm-cache.md):
- *   vm_flush {volume?}  write the warm-cache volume(s) back to the image now;
- *                       the reply comes once the image is fsync'd and renamed.
+ *   vm_flush {volume?}  fsync the warm-cache volume image(s) now; the reply
+ *                       comes once the fsync is done (host_volume_flush).
  *   vm_reboot {cold?}   warm (default): QMP system_reset in the same QEMU, so
- *                       the pmem memory files stay mapped; cold: quit QEMU
- *                       (its exit writes the volumes back), drop the memory
- *                       files, start again from the images.
+ *                       the pmem images stay mapped; cold: quit QEMU and
+ *                       start a new one, which maps the images again.
  * A reboot is answered when the guest's console shows HOST_REBOOT_READY_MARKER
  * again (the lab guest prints it when its services are up), with the times. */
 #include <errno.h>
@@ -23,6 +22,7 @@
 #include "agent/host_vm_priv.h"
 #include "agent/host_volume.h"
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 #define READY_POLL_MS 20
@@ -57,16 +57,9 @@ static void restore_reboot_action(struct host_vm *vm)
         log_warn("VM %s: set-action: %s", vm->spec->name, vcr_error_msg(err));
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 static void reboot_end(struct reboot *rb, bool ok, const char *error)
 {
-    double ready = now_ms() - rb->t0_ms;
+    double ready = vcr_mono_ms_f() - rb->t0_ms;
     for (struct reboot **p = &active; *p; p = &(*p)->next)
         if (*p == rb) {
             *p = rb->next;
@@ -116,14 +109,13 @@ static void on_reboot_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct reboot *rb = arg;
     struct host_vm *vm = rb->vm;
-    if (now_ms() - rb->t0_ms > HOST_REBOOT_DEADLINE_MS) {
+    if (vcr_mono_ms_f() - rb->t0_ms > HOST_REBOOT_DEADLINE_MS) {
         reboot_end(rb, false, "the guest did not report ready within the deadline");
         return;
     }
     if (rb->cold && !rb->started) {
         if (vm->proc)
-            goto again; /* waiting for the old QEMU's exit (it writes the volumes back) */
-        host_volumes_drop(vm);
+            goto again; /* waiting for the old QEMU's exit */
         /* The new QEMU truncates the console log too, but only once it runs:
          * the old boot's marker must not count. */
         if (truncate(vm->paths.serial, 0) < 0 && errno != ENOENT)
@@ -135,7 +127,7 @@ static void on_reboot_timer(evutil_socket_t fd, short what, void *arg)
         }
         rb->started = true;
         rb->serial_from = 0;
-        rb->reset_ms = now_ms() - rb->t0_ms;
+        rb->reset_ms = vcr_mono_ms_f() - rb->t0_ms;
     } else if (!vm->proc) {
         reboot_end(rb, false, vm->sm.cause);
         return;
@@ -170,7 +162,7 @@ static void on_reset(struct qmp_client *c, json_t *result, const char *error, vo
     }
     /* The reboot action stays `reset` until the guest is up: the firmware
      * resets the machine once more on its way (SeaBIOS after a warm reset). */
-    rb->reset_ms = now_ms() - rb->t0_ms;
+    rb->reset_ms = vcr_mono_ms_f() - rb->t0_ms;
     on_reboot_timer(-1, 0, rb);
 }
 
@@ -214,12 +206,14 @@ static void order_reboot(struct agent *a, struct host_vm *vm, json_t *id, bool c
     rb->vm = vm;
     rb->id = json_incref(id);
     rb->cold = cold;
-    rb->t0_ms = now_ms();
+    rb->t0_ms = vcr_mono_ms_f();
     rb->next = active;
     active = rb;
     cleanup_error vcr_error_t err = NULL;
     if (cold) {
-        /* quit at once: the exit writes the volumes back (host_volumes_exited). */
+        /* quit at once, as a power cycle would: what the guest did not sync
+         * is in the host page cache all the same (the images are mapped
+         * shared), so the new QEMU sees it. */
         if (host_vm_stop(vm, 0, &err) < 0) {
             reboot_end(rb, false, vcr_error_msg(err));
             return;

@@ -90,9 +90,9 @@ static bool all_stopped(const struct host_role *r)
 static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
 {
     struct host_role *r = opaque;
-    json_t *body = json_pack("{s:s, s:s, s:s, s:I}", "vm", host_vm_name(vm), "state",
+    json_t *body = json_pack("{s:s, s:s, s:s, s:I, s:I}", "vm", host_vm_name(vm), "state",
                              vm_state_name(host_vm_state(vm)), "cause", host_vm_cause(vm), "ts_ms",
-                             (json_int_t)ts_ms);
+                             (json_int_t)ts_ms, "boots", (json_int_t)host_vm_boots(vm));
     if (body && host_vm_pid(vm) > 0)
         json_object_set_new(body, "pid", json_integer(host_vm_pid(vm)));
     if (body && host_vm_has_process(vm) && host_vm_qemu(vm))
@@ -134,9 +134,10 @@ static void start_vms(struct host_role *r)
             continue;
         }
         r->vms[r->n_vms++] = vm;
-        if (host_vm_warm_recover(vm) || host_vm_adopt(vm) || host_vm_found_ended(vm))
+        bool fenced = host_fence_blocks_autostart(r->fence, cfg->vms[i].name);
+        if (host_vm_warm_recover(vm, fenced) || host_vm_adopt(vm) || host_vm_found_ended(vm))
             continue;
-        if (host_fence_blocks_autostart(r->fence, cfg->vms[i].name)) {
+        if (fenced) {
             log_warn("VM %s: not autostarted: it was self-fenced (%s/fenced.json); only a "
                      "vm_start order brings it back",
                      cfg->vms[i].name, cfg->state_dir);
@@ -260,94 +261,147 @@ static void on_warm_done(struct host_vm *vm, const struct host_vm_warm_result *r
     size_t i = vm_index(r, vm);
     if (i >= r->n_vms || r->pending[i].id == NULL)
         return;
-    json_t *members = json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:s}", "vm", host_vm_name(vm),
-                                "fallback", res->fallback, "suspend_ms", res->suspend_ms,
-                                "resume_ms", res->resume_ms, "downtime_ms", res->downtime_ms,
-                                "state_bytes", (json_int_t)res->state_bytes, "qemu", res->qemu);
+    json_t *members =
+        json_pack("{s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:I, s:s}", "vm", host_vm_name(vm),
+                  "fallback", res->fallback, "launch_ms", res->launch_ms, "pause_ms", res->pause_ms,
+                  "suspend_ms", res->suspend_ms, "resume_ms", res->resume_ms, "downtime_ms",
+                  res->downtime_ms, "state_bytes", (json_int_t)res->state_bytes, "qemu", res->qemu);
     struct pending_order *p = &r->pending[i];
     agent_reply_with(r->agent, p->id, res->ok, res->ok ? NULL : res->error, members);
     json_decref(p->id);
     p->id = NULL;
 }
 
+/* One kind of order of the host role.  run answers the order itself and
+ * returns 1, or starts it and returns 0 (the VM's next state change answers:
+ * check_pending), or returns -1 with *err (refused). */
+typedef int (*host_order_fn)(struct host_role *r, size_t i, json_t *id, const char *action,
+                             json_t *order, vcr_error_t *err);
+
+static int order_start(struct host_role *r, size_t i, json_t *id, const char *action, json_t *order,
+                       vcr_error_t *err)
+{
+    (void)id;
+    (void)action;
+    (void)order;
+    return host_vm_start(r->vms[i], "started on order", err);
+}
+
+/* Already down is success: what the order asks for holds (fencing is idempotent). */
+static int stop_or_kill(struct host_role *r, size_t i, json_t *id, bool kill, vcr_error_t *err)
+{
+    if (!host_vm_has_process(r->vms[i])) {
+        agent_reply(r->agent, id, true, NULL);
+        return 1;
+    }
+    return kill ? host_vm_kill(r->vms[i], err)
+                : host_vm_stop(r->vms[i], HOST_VM_STOP_GRACE_MS, err);
+}
+
+static int order_stop(struct host_role *r, size_t i, json_t *id, const char *action, json_t *order,
+                      vcr_error_t *err)
+{
+    (void)action;
+    (void)order;
+    return stop_or_kill(r, i, id, false, err);
+}
+
+static int order_kill(struct host_role *r, size_t i, json_t *id, const char *action, json_t *order,
+                      vcr_error_t *err)
+{
+    (void)action;
+    (void)order;
+    return stop_or_kill(r, i, id, true, err);
+}
+
+static int order_warm_restart(struct host_role *r, size_t i, json_t *id, const char *action,
+                              json_t *order, vcr_error_t *err)
+{
+    struct agent *a = r->agent;
+    json_t *qemu = json_object_get(order, "qemu");
+    bool corrupt = json_is_true(json_object_get(order, "corrupt_state_for_test"));
+    json_t *exit_at = json_object_get(order, "agent_exit_for_test");
+    if (qemu && !json_is_string(qemu) && !json_is_null(qemu))
+        return vcr_error_make(err, EINVAL, "`qemu` must be a path string");
+    if ((corrupt || exit_at) && !a->test_faults)
+        return vcr_error_make(err, EINVAL,
+                              "`corrupt_state_for_test` and `agent_exit_for_test` need an agent "
+                              "run with --test-faults");
+    if (exit_at && !host_vm_warm_exit_point_valid(json_string_value(exit_at)))
+        return vcr_error_make(err, EINVAL,
+                              "`agent_exit_for_test` must be one of: " HOST_VM_WARM_EXIT_POINTS);
+    struct host_vm_warm_options o = {.qemu = json_string_value(qemu),
+                                     .corrupt_state = corrupt,
+                                     .agent_exit_at = json_string_value(exit_at)};
+    /* Registered first: the callback may run before host_vm_warm_restart returns. */
+    r->pending[i].id = json_incref(id);
+    snprintf(r->pending[i].action, sizeof(r->pending[i].action), "%s", action);
+    if (host_vm_warm_restart(r->vms[i], &o, on_warm_done, r, err) < 0) {
+        json_decref(r->pending[i].id);
+        r->pending[i].id = NULL;
+        return -1;
+    }
+    return 1;
+}
+
+static int order_volume(struct host_role *r, size_t i, json_t *id, const char *action,
+                        json_t *order, vcr_error_t *err)
+{
+    (void)err;
+    host_volume_order(r->agent, r->vms[i], id, action, order); /* answers itself (host_reboot.c) */
+    return 1;
+}
+
+static const struct host_order_kind {
+    const char *action;
+    host_order_fn run;
+} host_orders[] = {
+    {"vm_start", order_start},  {"vm_stop", order_stop},
+    {"vm_kill", order_kill},    {"vm_warm_restart", order_warm_restart},
+    {"vm_flush", order_volume}, {"vm_reboot", order_volume},
+};
+#define N_HOST_ORDERS (sizeof(host_orders) / sizeof(host_orders[0]))
+
 static void host_order(struct agent *a, json_t *id, const char *action, const char *name,
                        json_t *order)
 {
     struct host_role *r = role_of(a);
+    const struct host_order_kind *kind = NULL;
+    for (size_t k = 0; k < N_HOST_ORDERS && kind == NULL; k++)
+        if (strcmp(host_orders[k].action, action) == 0)
+            kind = &host_orders[k];
+    char msg[256];
+    if (kind == NULL) {
+        size_t used =
+            (size_t)snprintf(msg, sizeof(msg), "unknown action `%.40s`; allowed:", action);
+        for (size_t k = 0; k < N_HOST_ORDERS && used < sizeof(msg); k++)
+            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s %s", k ? "," : "",
+                                     host_orders[k].action);
+        agent_refuse(a, id, EINVAL, msg);
+        return;
+    }
     size_t i = 0;
     while (i < r->n_vms && strcmp(host_vm_name(r->vms[i]), name) != 0)
         i++;
-    char msg[256];
     if (i == r->n_vms) {
         snprintf(msg, sizeof(msg), "no VM `%s` on host %s", name, a->cfg->host);
-        agent_reply(a, id, false, msg);
+        agent_refuse(a, id, ENOENT, msg);
         return;
     }
-    struct host_vm *vm = r->vms[i];
     if (r->pending[i].id) {
         snprintf(msg, sizeof(msg), "VM `%s` is busy with an earlier %s order", name,
                  r->pending[i].action);
-        agent_reply(a, id, false, msg);
+        agent_refuse(a, id, EBUSY, msg);
         return;
     }
     cleanup_error vcr_error_t err = NULL;
-    int rc;
-    if (strcmp(action, "vm_start") == 0) {
-        rc = host_vm_start(vm, "started on order", &err);
-    } else if (strcmp(action, "vm_warm_restart") == 0) {
-        json_t *qemu = json_object_get(order, "qemu");
-        bool corrupt = json_is_true(json_object_get(order, "corrupt_state_for_test"));
-        json_t *exit_at = json_object_get(order, "agent_exit_for_test");
-        if (qemu && !json_is_string(qemu) && !json_is_null(qemu)) {
-            agent_reply(a, id, false, "`qemu` must be a path string");
-            return;
-        }
-        if ((corrupt || exit_at) && !a->test_faults) {
-            agent_reply(a, id, false,
-                        "`corrupt_state_for_test` and `agent_exit_for_test` need an agent run "
-                        "with --test-faults");
-            return;
-        }
-        if (exit_at && !host_vm_warm_exit_point_valid(json_string_value(exit_at))) {
-            agent_reply(a, id, false,
-                        "`agent_exit_for_test` must be one of: " HOST_VM_WARM_EXIT_POINTS);
-            return;
-        }
-        struct host_vm_warm_options o = {.qemu = json_string_value(qemu),
-                                         .corrupt_state = corrupt,
-                                         .agent_exit_at = json_string_value(exit_at)};
-        /* Registered first: the callback may run before host_vm_warm_restart returns. */
-        r->pending[i].id = json_incref(id);
-        snprintf(r->pending[i].action, sizeof(r->pending[i].action), "%s", action);
-        if (host_vm_warm_restart(vm, &o, on_warm_done, r, &err) < 0) {
-            json_decref(r->pending[i].id);
-            r->pending[i].id = NULL;
-            agent_reply(a, id, false, vcr_error_msg(err));
-        }
-        return;
-    } else if (strcmp(action, "vm_flush") == 0 || strcmp(action, "vm_reboot") == 0) {
-        host_volume_order(a, vm, id, action, order); /* answers itself (host_reboot.c) */
-        return;
-    } else if (strcmp(action, "vm_stop") == 0 || strcmp(action, "vm_kill") == 0) {
-        /* Already down is success: what the order asks for holds (fencing is idempotent). */
-        if (!host_vm_has_process(vm)) {
-            agent_reply(a, id, true, NULL);
-            return;
-        }
-        rc = action[3] == 's' ? host_vm_stop(vm, HOST_VM_STOP_GRACE_MS, &err)
-                              : host_vm_kill(vm, &err);
-    } else {
-        snprintf(msg, sizeof(msg),
-                 "unknown action `%s`; allowed: vm_start, vm_stop, vm_kill, vm_warm_restart, "
-                 "vm_flush, vm_reboot",
-                 action);
-        agent_reply(a, id, false, msg);
-        return;
-    }
+    int rc = kind->run(r, i, id, action, order, &err);
     if (rc < 0) {
-        agent_reply(a, id, false, vcr_error_msg(err));
+        agent_refuse(a, id, vcr_error_status(err), vcr_error_msg(err));
         return;
     }
+    if (rc > 0)
+        return;
     r->pending[i].id = json_incref(id);
     snprintf(r->pending[i].action, sizeof(r->pending[i].action), "%s", action);
     check_pending(r, i);

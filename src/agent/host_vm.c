@@ -41,7 +41,8 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms)
 
 static void remove_runtime_files(struct host_vm *vm)
 {
-    const char *files[] = {vm->paths.ram, vm->paths.qmp, vm->paths.pid};
+    const char *files[] = {vm->paths.ram, vm->paths.qmp, vm->paths.pid, vm->paths.old_qmp,
+                           vm->paths.old_pid};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (unlink(files[i]) < 0 && errno != ENOENT)
             log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, files[i], strerror(errno));
@@ -86,13 +87,10 @@ static void conclude_exit(struct host_vm *vm)
     int wstatus = 0;
     bool have_status = proc_watch_status(vm->proc, &wstatus);
     if (vm->warm) {
-        /* Expected (the old QEMU after `quit`) or not, the warm restart
-         * decides; the RAM file stays: it is the guest's memory. */
-        const char *files[] = {vm->paths.qmp, vm->paths.pid};
-        for (size_t i = 0; i < 2; i++)
-            if (unlink(files[i]) < 0 && errno != ENOENT)
-                log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, files[i],
-                         strerror(errno));
+        /* Expected (the old QEMU once its state is sealed) or not, the warm
+         * restart decides, and removes the files of the QEMU that went (the
+         * new one may have NAME.qmp and NAME.pid by now); the RAM file stays:
+         * it is the guest's memory. */
         proc_watch_free(vm->proc);
         vm->proc = NULL;
         host_vm_warm_exited(vm, have_status, wstatus);
@@ -107,7 +105,6 @@ static void conclude_exit(struct host_vm *vm)
     }
     bool report = vm_sm_exited(&vm->sm, have_status, wstatus, detail[0] ? detail : NULL);
     remove_runtime_files(vm);
-    host_volumes_exited(vm);
     proc_watch_free(vm->proc);
     vm->proc = NULL;
     if (report)
@@ -153,8 +150,6 @@ static void on_query_status(struct qmp_client *c, json_t *result, const char *er
     }
     if (vm_sm_qmp_status(&vm->sm, status))
         host_vm_changed(vm, vcr_wall_ms());
-    if (vm->sm.state == VM_STATE_RUNNING)
-        host_volumes_running(vm);
 }
 
 static void on_qmp_ready(struct qmp_client *c, void *opaque)
@@ -329,6 +324,20 @@ static bool cmdline_is_ours(const struct host_vm *vm, pid_t pid, bool *incoming)
     return ours;
 }
 
+int host_vm_read_pid(const char *path)
+{
+    cleanup_file FILE *f = fopen(path, "re");
+    int pid = 0;
+    if (f == NULL || fscanf(f, "%d", &pid) != 1 || pid <= 0)
+        return 0;
+    return pid;
+}
+
+bool host_vm_pid_is_ours(const struct host_vm *vm, pid_t pid)
+{
+    return pid > 0 && cmdline_is_ours(vm, pid, NULL);
+}
+
 pid_t host_vm_find_qemu(const struct host_vm *vm, bool *incoming)
 {
     if (vm->proc)
@@ -400,7 +409,7 @@ bool host_vm_found_ended(struct host_vm *vm)
     return true;
 }
 
-static void write_log_header(const struct host_vm *vm, char **argv)
+void host_vm_log_header(const struct host_vm *vm, char **argv)
 {
     cleanup_file FILE *f = fopen(vm->paths.log, "ae");
     if (f == NULL)
@@ -419,6 +428,9 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     /* Leftovers of a QEMU that died with no agent to clean up after it: a
      * stale RAM file would hand its old contents to the new guest. */
     remove_runtime_files(vm);
+    /* One boot per console log: QEMU only ever appends to it (vm.c). */
+    if (truncate(vm->paths.serial, 0) < 0 && errno != ENOENT)
+        log_warn("VM %s: truncate `%s`: %s", vm->spec->name, vm->paths.serial, strerror(errno));
     /* docs/warm-cache.md: never start with a volume that failed its checks.
      * Then the RAM: on hugetlbfs its pages are counted and reserved now, so
      * that a shortage is a clear cause instead of QEMU dying (ram_dir.h). */
@@ -444,7 +456,7 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
         remove_runtime_files(vm);
         return -1;
     }
-    write_log_header(vm, argv);
+    host_vm_log_header(vm, argv);
     pid_t pid = proc_spawn(argv, vm->paths.log, err);
     vm_argv_free(argv);
     struct proc_watch *w =
@@ -552,12 +564,18 @@ bool host_vm_has_process(const struct host_vm *vm)
 
 json_t *host_vm_json(const struct host_vm *vm)
 {
-    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:s, s:s?, s:s, s:s}", "name",
+    return json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:i, s:i, s:s, s:s?, s:s, s:s}", "name",
                      vm->spec->name, "state", vm_state_name(vm->sm.state), "cause", vm->sm.cause,
-                     "pid", vm->proc ? (int)vm->pid : 0, "address", vm->spec->ip, "memory_mb",
-                     (int)vm->spec->memory_mb, "vcpus", (int)vm->spec->vcpus, "accel",
-                     vm->env.accel, "qemu", vm->proc ? vm->qemu_path : NULL, "ram", vm->paths.ram,
-                     "ram_backing", ram_backing_name(vm->env.ram->backing));
+                     "boots", (json_int_t)vm->sm.boots, "pid", vm->proc ? (int)vm->pid : 0,
+                     "address", vm->spec->ip, "memory_mb", (int)vm->spec->memory_mb, "vcpus",
+                     (int)vm->spec->vcpus, "accel", vm->env.accel, "qemu",
+                     vm->proc ? vm->qemu_path : NULL, "ram", vm->paths.ram, "ram_backing",
+                     ram_backing_name(vm->env.ram->backing));
+}
+
+uint32_t host_vm_boots(const struct host_vm *vm)
+{
+    return vm->sm.boots;
 }
 
 const char *host_vm_qemu(const struct host_vm *vm)
@@ -579,6 +597,10 @@ void host_vm_set_qemu_path(struct host_vm *vm, const char *path)
 
 int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err)
 {
+    /* The new QEMU of a warm restart maps the volume images too: one that an
+     * earlier agent kept in /dev/shm must be in its image first. */
+    if (host_volumes_prepare(vm, err) < 0)
+        return vcr_error_wrap(err, "start qemu of VM `%s`", vm->spec->name);
     struct vm_launch launch = {.qemu = qemu,
                                .accel = vm->env.accel,
                                .spec = vm->spec,
@@ -587,7 +609,7 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL)
         return -1;
-    write_log_header(vm, argv);
+    host_vm_log_header(vm, argv);
     pid_t pid = proc_spawn(argv, vm->paths.log, err);
     vm_argv_free(argv);
     struct proc_watch *w =
@@ -610,6 +632,23 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
     if (vm->qmp == NULL)
         return vcr_error_make(err, ENOMEM, "VM `%s`: QMP client: out of memory", vm->spec->name);
     return qmp_client_connect_retry(vm->qmp, vm->paths.qmp, HOST_VM_QMP_CONNECT_MS, err);
+}
+
+void host_vm_take_qemu(struct host_vm *vm, struct proc_watch *w, struct qmp_client *q,
+                       const char *qemu)
+{
+    proc_watch_set_callback(w, on_process_exit, vm);
+    qmp_client_set_ops(q, &qmp_ops, vm);
+    qmp_client_free(vm->qmp);
+    vm->proc = w;
+    vm->pid = proc_watch_pid(w);
+    vm->qmp = q;
+    vm->qmp_ready = qmp_client_is_ready(q);
+    vm->started_ms = vcr_mono_ms();
+    vm->start_failure[0] = '\0';
+    vm->exit_pending = false;
+    host_vm_set_qemu_path(vm, qemu);
+    memset(&vm->meter, 0, sizeof(vm->meter));
 }
 
 json_t *host_vm_sample(struct host_vm *vm)

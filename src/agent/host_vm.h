@@ -75,12 +75,18 @@ json_t *host_vm_json(const struct host_vm *vm);
 /* {"vm", "cpu_pct", "rss_kb"} for a `sample`, or NULL when there is no process. */
 json_t *host_vm_sample(struct host_vm *vm);
 /* The binary of the running QEMU (NULL when unknown). */
+/* Guest boots this agent has seen (vm_sm.boots). */
+uint32_t host_vm_boots(const struct host_vm *vm);
 const char *host_vm_qemu(const struct host_vm *vm);
 
 /* --- warm restart (docs/warm-restart.md, host_warm_restart.c) --- */
 
 /* Everything the warm restart waits for must happen within this long. */
 #define HOST_VM_WARM_DEADLINE_MS 30000
+/* The new QEMU, started while the old one still runs the guest, must reach
+ * its QMP greeting within this long, or the restart is abandoned before the
+ * guest is ever paused. */
+#define HOST_VM_WARM_LAUNCH_MS 10000
 /* query-migrate polling while a state file is written or read. */
 #define HOST_VM_WARM_POLL_MS 2
 
@@ -94,21 +100,25 @@ struct host_vm_warm_options {
     const char *qemu;   /* binary of the new QEMU; NULL: the one running now */
     bool corrupt_state; /* test fault: corrupt the state file before it is verified */
     /* Test fault: the agent kills itself (SIGKILL) at this point of the
-     * restart: "stopped", "sealed", "quit" or "spawned"; NULL: never. */
+     * restart: "launched" (the new QEMU's QMP ready, the old one not paused
+     * yet), "stopped", "sealed" or "quit" (the old QEMU gone, the state not
+     * loaded yet); NULL: never. */
     const char *agent_exit_at;
 };
 
 /* The points allowed in agent_exit_at, comma-separated, for messages. */
-#define HOST_VM_WARM_EXIT_POINTS "stopped, sealed, quit, spawned"
+#define HOST_VM_WARM_EXIT_POINTS "launched, stopped, sealed, quit"
 bool host_vm_warm_exit_point_valid(const char *point);
 
 struct host_vm_warm_result {
     bool ok;       /* the guest runs on in the new QEMU */
     bool fallback; /* it was booted cold instead; error says why */
     char error[512];
+    double launch_ms;   /* new QEMU spawned -> its QMP ready (the guest still runs) */
+    double pause_ms;    /* `stop` sent -> `cont` done: the guest's pause */
     double suspend_ms;  /* `stop` sent -> old QEMU gone, state saved */
-    double resume_ms;   /* new QEMU spawned -> `cont` done */
-    double downtime_ms; /* `stop` sent -> `cont` done */
+    double resume_ms;   /* old QEMU gone -> `cont` done (state loaded) */
+    double downtime_ms; /* the same as pause_ms (kept for older clients) */
     uint64_t state_bytes;
     char qemu[1024]; /* binary of the new QEMU */
 };
@@ -117,19 +127,23 @@ struct host_vm_warm_result {
 typedef void (*host_vm_warm_cb)(struct host_vm *vm, const struct host_vm_warm_result *result,
                                 void *opaque);
 
-/* Pause, save the device state (x-ignore-shared: the RAM stays in its file),
- * end the old QEMU, start the new one with -incoming defer, check the state
- * file's checksum, load it, continue.  The VM is `restarting` meanwhile.
- * Returns -1 (nothing done) if the VM is not running or paused with QMP ready,
- * or is already restarting. */
+/* Start the new QEMU with -incoming defer beside the old one (same RAM file,
+ * the tap handed over) and wait for its QMP greeting; only then pause, save
+ * the device state (x-ignore-shared: the RAM stays in its file), end the old
+ * QEMU, check the state file's checksum, load it into the new one, continue.
+ * A new QEMU that cannot start leaves the old one running, never paused.  The
+ * VM is `restarting` meanwhile.  Returns -1 (nothing done) if the VM is not
+ * running or paused with QMP ready, or is already restarting. */
 int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *opts,
                          host_vm_warm_cb cb, void *opaque, vcr_error_t *err);
 bool host_vm_restarting(const struct host_vm *vm);
 /* At agent start, before host_vm_adopt: if an earlier agent left a warm
  * restart of this VM unfinished (its journal), finish it or roll it back
  * (docs/warm-restart.md "Agent restart") and return true; false when there is
- * nothing to take over and the VM is to be adopted or started as usual. */
-bool host_vm_warm_recover(struct host_vm *vm);
+ * nothing to take over and the VM is to be adopted or started as usual.
+ * fenced: the VM was self-fenced; no QEMU is started for it then (a new one
+ * left beside the old is killed). */
+bool host_vm_warm_recover(struct host_vm *vm, bool fenced);
 
 /* Leaves the QEMU process running (it outlives the agent by design). */
 void host_vm_free(struct host_vm *vm);

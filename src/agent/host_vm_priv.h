@@ -50,6 +50,17 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms);
  * and connects QMP, without a state change: the warm restart drives those. */
 int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err);
 void host_vm_set_qemu_path(struct host_vm *vm, const char *path);
+/* The new QEMU of a warm restart, started and watched by host_warm_restart.c
+ * beside the old one, becomes the VM's QEMU (the old one is gone): its watch
+ * and QMP client (ready) report to host_vm.c from now on. */
+void host_vm_take_qemu(struct host_vm *vm, struct proc_watch *w, struct qmp_client *q,
+                       const char *qemu);
+/* Appends "--- vcr-agent: starting VM ..." and argv to NAME.log. */
+void host_vm_log_header(const struct host_vm *vm, char **argv);
+/* The pid in a pid file, or 0. */
+int host_vm_read_pid(const char *path);
+/* Whether pid is a live QEMU of this VM (its command line has our QMP option). */
+bool host_vm_pid_is_ours(const struct host_vm *vm, pid_t pid);
 /* The pid of a live QEMU of this VM left by an earlier agent (its pid file,
  * checked by its command line), or 0; *incoming (may be NULL): it was started
  * with -incoming, i.e. it is the new QEMU of a warm restart. */

@@ -1,4 +1,4 @@
-/* Data volumes: images, memory files and write-back (see host_volume.h). */
+/* Data volumes: images, their preparation and flushes (see host_volume.h). */
 #include "agent/host_volume.h"
 #include "agent/host_vm_priv.h"
 
@@ -14,22 +14,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/event.h>
-
+#include "agent/standby_job.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/durable.h"
 #include "common/log.h"
 
 extern char **environ;
 
 #define COPY_CHUNK (1024 * 1024)
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 #define HOLE_BLOCK 4096
 
 static ssize_t default_write(int fd, const void *buf, size_t n, off_t off)
@@ -39,7 +33,7 @@ static ssize_t default_write(int fd, const void *buf, size_t n, off_t off)
 
 ssize_t (*host_volume_write_hook)(int fd, const void *buf, size_t n, off_t off) = default_write;
 
-char *host_volume_mem_path(const char *shm_base, const char *vol)
+char *host_volume_legacy_mem_path(const char *shm_base, const char *vol)
 {
     char *s = NULL;
     if (asprintf(&s, "%s-%s.pmem", shm_base, vol) < 0)
@@ -71,18 +65,6 @@ int host_volume_check_image(const char *path, uint64_t size, vcr_error_t *err)
                               "volume image `%s` is not ext4: magic 0x%04X at offset %d; "
                               "expected 0x%04X",
                               path, found, HOST_VOLUME_EXT4_MAGIC_OFFSET, HOST_VOLUME_EXT4_MAGIC);
-    return 0;
-}
-
-static int fsync_dir_of(const char *path, vcr_error_t *err)
-{
-    cleanup_free char *copy = strdup(path);
-    if (copy == NULL)
-        return vcr_error_make(err, ENOMEM, "out of memory");
-    const char *dir = dirname(copy);
-    cleanup_close int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) < 0)
-        return vcr_error_errno(err, "fsync directory `%s`", dir);
     return 0;
 }
 
@@ -135,7 +117,7 @@ int host_volume_build_image(const char *path, uint64_t size, const char *source_
         unlink(tmp);
         return -1;
     }
-    return fsync_dir_of(path, err);
+    return vcr_fsync_parent_dir(path, err);
 }
 
 static bool all_zero(const uint8_t *p, size_t n)
@@ -221,7 +203,7 @@ static int commit_tmp(int fd, const char *tmp, const char *dst, vcr_error_t *err
         unlink(tmp);
         return -1;
     }
-    return fsync_dir_of(dst, err);
+    return vcr_fsync_parent_dir(dst, err);
 }
 
 int host_volume_copy_atomic(const char *src, const char *dst, vcr_error_t *err)
@@ -238,14 +220,41 @@ int host_volume_copy_atomic(const char *src, const char *dst, vcr_error_t *err)
     return 0;
 }
 
-int host_volume_prepare(const struct vcr_volume_spec *v, const char *mem, vcr_error_t *err)
+/* All blocks of a warm-cache image allocated: QEMU maps the (sparse) image
+ * shared, and a guest write into a hole that the host filesystem cannot
+ * allocate is a SIGBUS in QEMU, not an error the guest sees. */
+static int allocate_blocks(const struct vcr_volume_spec *v, uint64_t size, vcr_error_t *err)
+{
+    cleanup_close int fd = open(v->image, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return vcr_error_errno(err, "volume image `%s`", v->image);
+    if (fallocate(fd, 0, 0, (off_t)size) == 0)
+        return 0;
+    if (errno == EOPNOTSUPP) {
+        log_warn("volume %s: `%s`: the filesystem cannot preallocate (fallocate): a guest "
+                 "write may fail QEMU when it fills up",
+                 v->name, v->image);
+        return 0;
+    }
+    return vcr_error_errno(err, "volume image `%s`: allocate its %llu MB (fallocate)", v->image,
+                           (unsigned long long)(size >> 20));
+}
+
+int host_volume_prepare(const struct vcr_volume_spec *v, const char *legacy, vcr_error_t *err)
 {
     uint64_t size = (uint64_t)v->size_mb << 20;
-    if (v->warm_cache && access(mem, F_OK) == 0) {
-        /* Warm: the data of the last run is here, newer than the image. */
-        if (host_volume_check_image(mem, size, err) < 0)
-            return vcr_error_wrap(err, "volume `%s`: memory file", v->name);
-        return 0;
+    if (v->warm_cache && legacy && access(legacy, F_OK) == 0) {
+        /* Left by an agent that kept the volume in /dev/shm: newer than the
+         * image.  Kept if it is not a volume, for the operator to look at. */
+        if (host_volume_check_image(legacy, size, err) < 0)
+            return vcr_error_wrap(err, "volume `%s`: memory file of an earlier agent", v->name);
+        int64_t t0 = vcr_mono_ms();
+        if (host_volume_copy_atomic(legacy, v->image, err) < 0)
+            return vcr_error_wrap(err, "volume `%s`: move the memory file into the image", v->name);
+        if (unlink(legacy) < 0)
+            return vcr_error_errno(err, "volume `%s`: remove `%s`", v->name, legacy);
+        log_info("volume %s: moved `%s` (left by an earlier agent) into `%s` in %lld ms", v->name,
+                 legacy, v->image, (long long)(vcr_mono_ms() - t0));
     }
     if (access(v->image, F_OK) < 0) {
         if (host_volume_build_image(v->image, size, v->source_dir, err) < 0)
@@ -255,40 +264,34 @@ int host_volume_prepare(const struct vcr_volume_spec *v, const char *mem, vcr_er
     }
     if (host_volume_check_image(v->image, size, err) < 0)
         return vcr_error_wrap(err, "volume `%s`", v->name);
-    if (!v->warm_cache)
-        return 0;
-    int64_t t0 = vcr_mono_ms();
-    if (host_volume_copy_atomic(v->image, mem, err) < 0)
-        return vcr_error_wrap(err, "volume `%s`: load the memory file", v->name);
-    log_info("volume %s: loaded `%s` into `%s` in %lld ms", v->name, v->image, mem,
-             (long long)(vcr_mono_ms() - t0));
+    if (v->warm_cache && allocate_blocks(v, size, err) < 0)
+        return vcr_error_wrap(err, "volume `%s`", v->name);
     return 0;
 }
 
 /* --- per VM --- */
 
 struct vol_state {
-    struct host_vm *vm;
     const struct vcr_volume_spec *spec;
-    char *mem;
-    struct event *timer;
+    char *legacy; /* host_volume_legacy_mem_path */
 };
 
 struct flush_job {
-    char *vol; /* NULL: all warm volumes */
+    struct host_vm *vm;
     host_volume_flush_cb cb;
     void *opaque;
-    bool paused; /* we sent `stop`: send `cont` after the copy */
     int64_t t0_us;
+    uint64_t bytes;
+    size_t n;
+    const char *images[VCR_VOLUMES_MAX];
 };
 
 struct host_volumes {
     size_t n;
     struct vol_state *v;
-    struct flush_job *job;
+    struct standby_job *job; /* a flush under way, or NULL */
+    struct flush_job *flush;
 };
-
-static void on_writeback_timer(evutil_socket_t fd, short what, void *arg);
 
 static struct host_volumes *volumes_of(struct host_vm *vm)
 {
@@ -299,19 +302,16 @@ static struct host_volumes *volumes_of(struct host_vm *vm)
         free(hv);
         return NULL;
     }
+    vm->volumes = hv;
     for (size_t i = 0; i < vm->spec->n_volumes; i++) {
         struct vol_state *s = &hv->v[hv->n++];
-        s->vm = vm;
         s->spec = &vm->spec->volumes[i];
-        s->mem = host_volume_mem_path(vm->paths.shm_base, s->spec->name);
-        s->timer = evtimer_new(vm->env.base, on_writeback_timer, s);
-        if (s->mem == NULL || s->timer == NULL) {
-            vm->volumes = hv;
+        s->legacy = host_volume_legacy_mem_path(vm->paths.shm_base, s->spec->name);
+        if (s->legacy == NULL) {
             host_volumes_free(vm);
             return NULL;
         }
     }
-    vm->volumes = hv;
     return hv;
 }
 
@@ -323,120 +323,37 @@ int host_volumes_prepare(struct host_vm *vm, vcr_error_t *err)
     if (hv == NULL)
         return vcr_error_make(err, ENOMEM, "VM `%s`: volumes: out of memory", vm->spec->name);
     for (size_t i = 0; i < hv->n; i++)
-        if (host_volume_prepare(hv->v[i].spec, hv->v[i].mem, err) < 0)
+        if (host_volume_prepare(hv->v[i].spec, hv->v[i].legacy, err) < 0)
             return -1;
     return 0;
 }
 
-static void arm(struct vol_state *s)
+/* In the child: fsync every image of the job, stopping at the first failure. */
+static int fsync_images(void *arg, vcr_error_t *err)
 {
-    if (!s->spec->warm_cache || s->spec->writeback_interval_s == 0)
-        return;
-    struct timeval tv = {.tv_sec = s->spec->writeback_interval_s, .tv_usec = 0};
-    evtimer_add(s->timer, &tv);
+    struct flush_job *job = arg;
+    for (size_t i = 0; i < job->n; i++)
+        if (vcr_fsync_path(job->images[i], err) < 0)
+            return -1;
+    return 0;
 }
 
-void host_volumes_running(struct host_vm *vm)
+static void on_flushed(struct standby_job *sj, const char *error, void *opaque)
 {
-    struct host_volumes *hv = volumes_of(vm);
-    for (size_t i = 0; hv && i < hv->n; i++)
-        if (!evtimer_pending(hv->v[i].timer, NULL))
-            arm(&hv->v[i]);
-}
-
-/* Copies the selected warm volumes; phase 2 (fsync, rename) after `cont`. */
-static int writeback(struct host_vm *vm, const char *vol, bool *resume, uint64_t *bytes,
-                     vcr_error_t *err)
-{
-    struct host_volumes *hv = volumes_of(vm);
-    int fds[VCR_VOLUMES_MAX];
-    char *tmps[VCR_VOLUMES_MAX] = {0};
-    size_t idx[VCR_VOLUMES_MAX];
-    size_t n = 0;
-    int rc = 0;
-    *bytes = 0;
-    for (size_t i = 0; hv && i < hv->n && rc == 0; i++) {
-        struct vol_state *s = &hv->v[i];
-        if (!s->spec->warm_cache || (vol && strcmp(vol, s->spec->name) != 0))
-            continue;
-        if (access(s->mem, F_OK) < 0)
-            continue; /* never started, or dropped: the image is current */
-        uint64_t b = 0;
-        if (asprintf(&tmps[n], "%s.tmp", s->spec->image) < 0) {
-            rc = vcr_error_make(err, ENOMEM, "out of memory");
-            break;
-        }
-        fds[n] = copy_to_tmp(s->mem, tmps[n], &b, err);
-        if (fds[n] < 0) {
-            rc = vcr_error_wrap(err, "write back volume `%s`", s->spec->name);
-            free(tmps[n]);
-            tmps[n] = NULL;
-            break;
-        }
-        *bytes += b;
-        idx[n++] = i;
-    }
-    if (*resume) {
-        cleanup_error vcr_error_t qerr = NULL;
-        if (!vm->qmp_ready || qmp_client_command(vm->qmp, "cont", NULL, NULL, NULL, &qerr) < 0)
-            log_warn("VM %s: cont after write-back: %s", vm->spec->name,
-                     qerr ? vcr_error_msg(qerr) : "QMP not ready");
-        *resume = false;
-    }
-    for (size_t k = 0; k < n; k++) {
-        struct vol_state *s = &hv->v[idx[k]];
-        if (rc == 0 && commit_tmp(fds[k], tmps[k], s->spec->image, err) < 0)
-            rc = vcr_error_wrap(err, "write back volume `%s`", s->spec->name);
-        else if (rc < 0 && fds[k] >= 0) {
-            close(fds[k]);
-            unlink(tmps[k]);
-        }
-        free(tmps[k]);
-    }
-    if (vol && rc == 0) {
-        bool found = false;
-        for (size_t i = 0; hv && i < hv->n; i++)
-            found = found || (hv->v[i].spec->warm_cache && strcmp(vol, hv->v[i].spec->name) == 0);
-        if (!found)
-            return vcr_error_make(err, ENOENT, "VM `%s` has no warm-cache volume `%s`",
-                                  vm->spec->name, vol);
-    }
-    return rc;
-}
-
-static void finish_job(struct host_vm *vm)
-{
-    struct host_volumes *hv = vm->volumes;
-    struct flush_job *job = hv->job;
-    bool resume = job->paused;
-    uint64_t bytes = 0;
-    cleanup_error vcr_error_t err = NULL;
-    int rc = writeback(vm, job->vol, &resume, &bytes, &err);
-    double ms = (double)(mono_us() - job->t0_us) / 1000.0;
-    hv->job = NULL;
-    if (rc == 0)
-        log_info("VM %s: wrote back %s (%llu bytes) in %.1f ms", vm->spec->name,
-                 job->vol ? job->vol : "all warm volumes", (unsigned long long)bytes, ms);
+    (void)sj;
+    struct flush_job *job = opaque;
+    struct host_vm *vm = job->vm;
+    double ms = (double)(vcr_mono_us() - job->t0_us) / 1000.0;
+    vm->volumes->job = NULL;
+    vm->volumes->flush = NULL;
+    if (error == NULL)
+        log_info("VM %s: fsync'd %zu warm-cache image(s) (%llu bytes) in %.1f ms", vm->spec->name,
+                 job->n, (unsigned long long)job->bytes, ms);
     else
-        log_error("VM %s: %s", vm->spec->name, vcr_error_msg(err));
+        log_error("VM %s: flush: %s", vm->spec->name, error);
     if (job->cb)
-        job->cb(vm, rc == 0, rc == 0 ? NULL : vcr_error_msg(err), ms, bytes, job->opaque);
-    free(job->vol);
+        job->cb(vm, error == NULL, error, ms, job->bytes, job->opaque);
     free(job);
-}
-
-static void on_stopped(struct qmp_client *c, json_t *result, const char *error, void *opaque)
-{
-    (void)c;
-    (void)result;
-    struct host_vm *vm = opaque;
-    if (vm->volumes == NULL || vm->volumes->job == NULL)
-        return;
-    if (error)
-        log_warn("VM %s: stop before write-back: %s", vm->spec->name, error);
-    /* A stop that failed because QEMU is gone needs no resume either. */
-    vm->volumes->job->paused = error == NULL;
-    finish_job(vm);
 }
 
 int host_volume_flush(struct host_vm *vm, const char *vol, host_volume_flush_cb cb, void *opaque,
@@ -446,80 +363,44 @@ int host_volume_flush(struct host_vm *vm, const char *vol, host_volume_flush_cb 
     if (hv == NULL)
         return vcr_error_make(err, ENOENT, "VM `%s` has no volumes", vm->spec->name);
     if (hv->job)
-        return vcr_error_make(err, EBUSY, "VM `%s`: a write-back is under way", vm->spec->name);
+        return vcr_error_make(err, EBUSY, "VM `%s`: a flush is under way", vm->spec->name);
     struct flush_job *job = calloc(1, sizeof(*job));
-    if (job == NULL || (vol && (job->vol = strdup(vol)) == NULL)) {
-        free(job);
+    if (job == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < hv->n; i++) {
+        const struct vol_state *s = &hv->v[i];
+        if (!s->spec->warm_cache || (vol && strcmp(vol, s->spec->name) != 0))
+            continue;
+        if (access(s->legacy, F_OK) == 0) {
+            /* An earlier agent's QEMU may still run on it: the image is not
+             * its backing, and an fsync of it would promise nothing. */
+            free(job);
+            return vcr_error_make(err, EAGAIN,
+                                  "VM `%s`: volume `%s` is still in `%s`, the memory file of an "
+                                  "earlier agent: stop and start the VM to back it by its image",
+                                  vm->spec->name, s->spec->name, s->legacy);
+        }
+        job->images[job->n++] = s->spec->image;
+        job->bytes += (uint64_t)s->spec->size_mb << 20;
     }
+    if (job->n == 0) {
+        free(job);
+        return vol ? vcr_error_make(err, ENOENT, "VM `%s` has no warm-cache volume `%s`",
+                                    vm->spec->name, vol)
+                   : vcr_error_make(err, ENOENT, "VM `%s` has no warm-cache volumes",
+                                    vm->spec->name);
+    }
+    job->vm = vm;
     job->cb = cb;
     job->opaque = opaque;
-    job->t0_us = mono_us();
-    hv->job = job;
-    /* A consistent copy: the guest's vCPUs do not run while it is taken. */
-    if (vm->proc && vm->qmp_ready && vm->sm.state == VM_STATE_RUNNING && !vm->warm) {
-        cleanup_error vcr_error_t qerr = NULL;
-        if (qmp_client_command(vm->qmp, "stop", NULL, on_stopped, vm, &qerr) == 0)
-            return 0;
-        hv->job = NULL;
-        free(job->vol);
+    job->t0_us = vcr_mono_us();
+    hv->job = standby_job_run(vm->env.base, fsync_images, job, on_flushed, job, err);
+    if (hv->job == NULL) {
         free(job);
-        return vcr_error_make(err, EIO, "VM `%s`: pause for write-back: %s", vm->spec->name,
-                              vcr_error_msg(qerr));
+        return vcr_error_wrap(err, "VM `%s`: flush", vm->spec->name);
     }
-    if (vm->proc && vm->sm.state != VM_STATE_PAUSED) {
-        hv->job = NULL;
-        free(job->vol);
-        free(job);
-        return vcr_error_make(err, EAGAIN, "VM `%s` is %s: cannot pause it for a write-back",
-                              vm->spec->name, vm_state_name(vm->sm.state));
-    }
-    finish_job(vm);
+    hv->flush = job;
     return 0;
-}
-
-static void on_writeback_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct vol_state *s = arg;
-    cleanup_error vcr_error_t err = NULL;
-    if (s->vm->proc == NULL)
-        return;
-    if (host_volume_flush(s->vm, s->spec->name, NULL, NULL, &err) < 0)
-        log_warn("VM %s: periodic write-back of %s: %s", s->vm->spec->name, s->spec->name,
-                 vcr_error_msg(err));
-    arm(s);
-}
-
-void host_volumes_exited(struct host_vm *vm)
-{
-    struct host_volumes *hv = vm->volumes;
-    if (hv == NULL)
-        return;
-    for (size_t i = 0; i < hv->n; i++)
-        evtimer_del(hv->v[i].timer);
-    if (hv->job) {
-        finish_job(vm); /* QEMU is gone: the copy is consistent now */
-        return;
-    }
-    bool resume = false;
-    uint64_t bytes = 0;
-    cleanup_error vcr_error_t err = NULL;
-    int64_t t0 = vcr_mono_ms();
-    if (writeback(vm, NULL, &resume, &bytes, &err) < 0)
-        log_error("VM %s: write-back at exit: %s", vm->spec->name, vcr_error_msg(err));
-    else if (bytes)
-        log_info("VM %s: wrote back %llu bytes of warm volumes at exit in %lld ms", vm->spec->name,
-                 (unsigned long long)bytes, (long long)(vcr_mono_ms() - t0));
-}
-
-void host_volumes_drop(struct host_vm *vm)
-{
-    struct host_volumes *hv = volumes_of(vm);
-    for (size_t i = 0; hv && i < hv->n; i++)
-        if (hv->v[i].spec->warm_cache && unlink(hv->v[i].mem) < 0 && errno != ENOENT)
-            log_warn("VM %s: remove `%s`: %s", vm->spec->name, hv->v[i].mem, strerror(errno));
 }
 
 void host_volumes_free(struct host_vm *vm)
@@ -527,14 +408,11 @@ void host_volumes_free(struct host_vm *vm)
     struct host_volumes *hv = vm->volumes;
     if (hv == NULL)
         return;
-    for (size_t i = 0; i < hv->n; i++) {
-        free(hv->v[i].mem);
-        if (hv->v[i].timer)
-            event_free(hv->v[i].timer);
-    }
+    for (size_t i = 0; i < hv->n; i++)
+        free(hv->v[i].legacy);
     if (hv->job) {
-        free(hv->job->vol);
-        free(hv->job);
+        standby_job_free(hv->job);
+        free(hv->flush);
     }
     free(hv->v);
     free(hv);

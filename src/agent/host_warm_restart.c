@@ -1,24 +1,41 @@
 /* Warm restart of one VM's QEMU (docs/warm-restart.md; LAB-NOTES "Warm-VM
  * restart").  The guest's RAM lives in a shared file that outlives QEMU, so
- * only the device state moves, through a file in state_dir:
+ * only the device state moves, through a file in state_dir.  The new QEMU is
+ * started first, beside the old one that still runs the guest; the guest is
+ * paused only once the new QEMU has proved it starts:
  *
- *   stop -> migrate-set-capabilities x-ignore-shared -> migrate exec:cat >
- *   NAME.state.tmp -> query-migrate until completed -> SHA-256 into
- *   NAME.state.sha256, rename to NAME.state -> quit -> (pidfd) -> spawn the new
- *   QEMU with -incoming defer -> QMP ready -> verify the checksum ->
- *   x-ignore-shared -> migrate-incoming exec:cat NAME.state -> query-migrate
- *   until completed -> cont -> running.
+ *   take the old QEMU's tap descriptor (pidfd_getfd) -> move its NAME.pid and
+ *   NAME.qmp aside to NAME.old.pid / NAME.old.qmp -> spawn the new QEMU
+ *   (-incoming defer, the same RAM file, `-netdev tap,fd=N`, the freed
+ *   NAME.pid / NAME.qmp) -> its QMP greeting -> put the tap's vnet header size
+ *   back (tap_fd.h) -> stop the old one -> x-ignore-shared -> migrate exec:cat
+ *   > NAME.state.tmp -> query-migrate until completed -> SHA-256 into
+ *   NAME.state.sha256, rename to NAME.state -> SIGKILL the old one (pidfd) ->
+ *   the new QEMU becomes the VM's -> verify the checksum -> x-ignore-shared ->
+ *   migrate-incoming exec:cat NAME.state -> query-migrate until completed ->
+ *   cont -> running.
  *
- * Before `quit`, a failure resumes the old QEMU (nothing lost).  After it, a
- * failure (checksum mismatch, the new QEMU refuses the state or dies, the
- * deadline) kills the new QEMU if any and boots the VM cold from its image:
- * the RAM file is recreated, the state files are removed.
+ * The old QEMU is killed rather than told to `quit`: QEMU removes its pid file
+ * and QMP socket by path when it exits, and those paths are the new QEMU's by
+ * then.  Nothing is lost by it: the migration has flushed and inactivated its
+ * disks, and the guest's memory is in the shared files.
  *
- * A journal (NAME.warm) is written before `stop` and removed at the end, so
- * an agent killed mid-way can take the restart over when it starts again
- * (host_vm_warm_recover): `cont` the old QEMU if it still holds the guest,
- * keep a new one that already runs it, or load the sealed state into a new
- * QEMU; past HOST_VM_WARM_RECOVER_WINDOW_MS it leaves things to the server. */
+ * Before the new QEMU greets (it cannot be spawned, it exits, no greeting
+ * within HOST_VM_WARM_LAUNCH_MS) the old QEMU was never paused: the new one is
+ * killed, the old one's files are put back, the order fails with the cause.
+ * After `stop` and before the old QEMU is killed, a failure resumes the old
+ * one (`cont`) the same way.  After that (checksum mismatch, the new QEMU
+ * refuses the state or dies, the deadline), every QEMU left is killed and the
+ * VM is booted cold from its image: the RAM file is recreated, the state files
+ * are removed.
+ *
+ * A journal (NAME.warm) is written before the new QEMU is spawned (and again
+ * with its pid) and removed at the end, so that an agent killed mid-way can
+ * take the restart over when it starts again (host_vm_warm_recover): while the
+ * old QEMU lives it holds the guest, so the new one is killed and the old one
+ * `cont`ed; a new one alone is kept if it runs the guest, or replaced to load
+ * the sealed state; past HOST_VM_WARM_RECOVER_WINDOW_MS it leaves things to
+ * the server. */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -33,24 +50,27 @@
 
 #include "agent/host_vm.h"
 #include "agent/host_vm_priv.h"
+#include "agent/tap_fd.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
 
 enum warm_step {
-    W_STOP,     /* `stop` sent */
+    W_LAUNCH,   /* new QEMU spawned beside the old one: waiting for its QMP */
+    W_UNLAUNCH, /* abandoned while the old QEMU holds the guest: the new one is
+                 * being killed; the old one's files go back once it is gone */
+    W_STOP,     /* `stop` sent to the old QEMU */
     W_CAPS_OUT, /* x-ignore-shared on the old QEMU */
     W_MIGRATE,  /* `migrate` sent */
     W_SAVING,   /* polling query-migrate on the old QEMU */
-    W_QUIT,     /* state sealed, `quit` sent: waiting for the pidfd */
-    W_SPAWNED,  /* new QEMU started, waiting for QMP */
+    W_QUIT,     /* state sealed, old QEMU killed: waiting for its pidfd */
+    W_SPAWNED,  /* takeover: a new QEMU spawned after the old was gone, waiting for QMP */
     W_CAPS_IN,  /* x-ignore-shared on the new QEMU */
     W_INCOMING, /* `migrate-incoming` sent */
     W_LOADING,  /* polling query-migrate on the new QEMU */
     W_CONT,     /* `cont` sent */
-    W_RESUMING, /* failure before quit: `cont` on the old QEMU */
-    W_FALLBACK, /* the new QEMU is being killed; a cold boot follows its exit */
+    W_FALLBACK, /* every QEMU left is being killed; a cold boot follows their exits */
     /* Taking over a restart an earlier agent left (host_vm_warm_recover): */
     W_ADOPT_OLD, /* the old QEMU adopted, waiting for QMP */
     W_ROLLBACK,  /* `cont` sent to it */
@@ -67,15 +87,25 @@ struct host_vm_warm {
     void *opaque;
     struct event *poll;
     struct event *deadline;
-    double t_stop, t_saved, t_spawn;
+    struct event *launch_timer;
+    double t_spawn, t_stop, t_saved;
+    /* The new QEMU while the old one is still the VM's (vm->proc, vm->qmp). */
+    struct proc_watch *next;
+    struct qmp_client *next_qmp;
+    pid_t next_pid;
+    int tap_fd;      /* the old QEMU's tap, handed to the new one; -1 once closed */
+    int tap_hdr;     /* its vnet header size before the new QEMU started (-1: unknown) */
+    bool aside;      /* the old QEMU's NAME.pid / NAME.qmp are at NAME.old.* */
+    bool stopped;    /* `stop` was sent to the old QEMU */
+    bool was_paused; /* the VM was paused when the order came */
+    struct warm_journal journal;
     struct host_vm_warm_result result;
 };
 
-static double now_ms(void)
+static void unlink_quiet(const struct host_vm *vm, const char *path)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    if (unlink(path) < 0 && errno != ENOENT)
+        log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, path, strerror(errno));
 }
 
 static void remove_state_files(struct host_vm *vm)
@@ -83,8 +113,7 @@ static void remove_state_files(struct host_vm *vm)
     const char *files[] = {vm->paths.state, vm->paths.state_tmp, vm->paths.state_sum,
                            vm->paths.journal};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        if (unlink(files[i]) < 0 && errno != ENOENT)
-            log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, files[i], strerror(errno));
+        unlink_quiet(vm, files[i]);
         char tmp[4200];
         snprintf(tmp, sizeof(tmp), "%s.tmp", files[i]);
         unlink(tmp);
@@ -96,9 +125,67 @@ static bool state_sealed(const struct host_vm *vm)
     return access(vm->paths.state, F_OK) == 0 && access(vm->paths.state_sum, F_OK) == 0;
 }
 
+/* The old QEMU's pid file and QMP socket make room for the new one's. */
+static int move_aside(struct host_vm *vm, vcr_error_t *err)
+{
+    const char *from[] = {vm->paths.pid, vm->paths.qmp};
+    const char *to[] = {vm->paths.old_pid, vm->paths.old_qmp};
+    for (size_t i = 0; i < 2; i++)
+        if (rename(from[i], to[i]) < 0 && errno != ENOENT)
+            return vcr_error_errno(err, "rename `%s` to `%s`", from[i], to[i]);
+    vm->warm->aside = true;
+    return 0;
+}
+
+/* Only once the new QEMU is gone (it removes its files by path when it exits):
+ * the old QEMU's pid file and QMP socket go back to their names. */
+static void put_back(struct host_vm *vm)
+{
+    if (!vm->warm->aside)
+        return;
+    const char *from[] = {vm->paths.old_pid, vm->paths.old_qmp};
+    const char *to[] = {vm->paths.pid, vm->paths.qmp};
+    for (size_t i = 0; i < 2; i++) {
+        if (access(from[i], F_OK) < 0)
+            continue;
+        unlink_quiet(vm, to[i]); /* the new QEMU's, if it got that far */
+        if (rename(from[i], to[i]) < 0)
+            log_warn("VM %s: rename `%s` to `%s`: %s", vm->spec->name, from[i], to[i],
+                     strerror(errno));
+    }
+    vm->warm->aside = false;
+}
+
+/* The old QEMU gets back the vnet header size it reads and writes frames with,
+ * which a new QEMU resets as soon as it sets the tap up (tap_fd.h), whether it
+ * gets to its QMP greeting or fails after that. */
+static void restore_tap(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    cleanup_error vcr_error_t err = NULL;
+    if (w->tap_fd >= 0 && w->tap_hdr > 0 && tap_vnet_hdr_set(w->tap_fd, w->tap_hdr, &err) < 0)
+        log_warn("VM %s: tap `%s`: %s", vm->spec->name, vm->spec->tap, vcr_error_msg(err));
+}
+
+static void close_tap(struct host_vm_warm *w)
+{
+    if (w->tap_fd >= 0)
+        close(w->tap_fd);
+    w->tap_fd = -1;
+}
+
+/* Forgets the new QEMU that is not the VM's (yet): no signal, no wait. */
+static void next_free(struct host_vm_warm *w)
+{
+    qmp_client_free(w->next_qmp);
+    w->next_qmp = NULL;
+    proc_watch_free(w->next);
+    w->next = NULL;
+}
+
 bool host_vm_warm_exit_point_valid(const char *point)
 {
-    static const char *const points[] = {"stopped", "sealed", "quit", "spawned"};
+    static const char *const points[] = {"launched", "stopped", "sealed", "quit"};
     for (size_t i = 0; point && i < sizeof(points) / sizeof(points[0]); i++)
         if (strcmp(point, points[i]) == 0)
             return true;
@@ -118,10 +205,16 @@ void host_vm_warm_free(struct host_vm_warm *w)
 {
     if (w == NULL)
         return;
+    /* The agent is going: a new QEMU still beside the old one is left to the
+     * next agent, which finds it through the journal. */
+    next_free(w);
+    close_tap(w);
     if (w->poll)
         event_free(w->poll);
     if (w->deadline)
         event_free(w->deadline);
+    if (w->launch_timer)
+        event_free(w->launch_timer);
     free(w);
 }
 
@@ -130,26 +223,30 @@ static void finish(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     vm->warm = NULL;
+    close_tap(w);
     remove_state_files(vm);
-    log_info("VM %s: warm restart %s%s%s (suspend %.1f ms, resume %.1f ms, downtime %.1f ms, "
-             "state %llu bytes)",
+    log_info("VM %s: warm restart %s%s%s (launch %.1f ms, pause %.1f ms: suspend %.1f ms, "
+             "resume %.1f ms; state %llu bytes)",
              vm->spec->name,
              w->result.ok         ? "done"
              : w->result.fallback ? "fell back"
                                   : "failed",
-             w->result.error[0] ? ": " : "", w->result.error, w->result.suspend_ms,
-             w->result.resume_ms, w->result.downtime_ms, (unsigned long long)w->result.state_bytes);
+             w->result.error[0] ? ": " : "", w->result.error, w->result.launch_ms,
+             w->result.pause_ms, w->result.suspend_ms, w->result.resume_ms,
+             (unsigned long long)w->result.state_bytes);
     if (w->cb)
         w->cb(vm, &w->result, w->opaque);
     host_vm_warm_free(w);
 }
 
-/* The old QEMU is gone and the new one (if any) too: boot from the image. */
+/* No QEMU of the VM is left: boot from the image. */
 static void cold_boot(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     w->result.ok = false;
     w->result.fallback = true;
+    close_tap(w);
+    w->aside = false; /* host_vm_start removes NAME.old.* with the other runtime files */
     /* host_vm_start reports through host_vm_changed: not while vm->warm is set. */
     vm->warm = NULL;
     remove_state_files(vm);
@@ -166,6 +263,55 @@ static void cold_boot(struct host_vm *vm)
     finish(vm);
 }
 
+static void maybe_cold_boot(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    if (vm->proc == NULL && w->next == NULL)
+        cold_boot(vm);
+}
+
+/* The guest cannot go on in any QEMU: kill what is left, boot cold after. */
+static void fallback(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    w->step = W_FALLBACK;
+    evtimer_del(w->poll);
+    evtimer_del(w->launch_timer);
+    if (vm->proc)
+        proc_watch_signal(vm->proc, SIGKILL, NULL);
+    if (w->next)
+        proc_watch_signal(w->next, SIGKILL, NULL);
+    maybe_cold_boot(vm); /* otherwise the last exit does */
+}
+
+/* The new QEMU is gone and the old one still holds the guest. */
+static void rolled_back(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    restore_tap(vm);
+    close_tap(w);
+    if (vm->proc == NULL) {
+        fallback(vm); /* the old QEMU ended meanwhile */
+        return;
+    }
+    put_back(vm);
+    evtimer_del(w->deadline);
+    char cause[VM_CAUSE_MAX];
+    snprintf(cause, sizeof(cause),
+             "warm restart abandoned (%.300s); the guest runs on in qemu pid %d%s", w->result.error,
+             (int)vm->pid, w->stopped ? "" : ", never paused");
+    vm_sm_restarted(&vm->sm, cause);
+    if (w->was_paused && !w->stopped)
+        vm->sm.state = VM_STATE_PAUSED; /* untouched: as it was */
+    host_vm_changed(vm, vcr_wall_ms());
+    finish(vm);
+}
+
+static bool old_holds_guest(enum warm_step s)
+{
+    return s == W_LAUNCH || (s >= W_STOP && s <= W_SAVING);
+}
+
 /* Something went wrong: undo what can be undone. */
 __attribute__((format(printf, 2, 3))) static void fail(struct host_vm *vm, const char *fmt, ...)
 {
@@ -177,26 +323,29 @@ __attribute__((format(printf, 2, 3))) static void fail(struct host_vm *vm, const
         va_end(ap);
     }
     evtimer_del(w->poll);
+    evtimer_del(w->launch_timer);
+    if (w->step == W_UNLAUNCH || w->step == W_FALLBACK)
+        return; /* already undoing */
     log_warn("VM %s: warm restart: %s", vm->spec->name, w->result.error);
-    if (w->step < W_QUIT) {
-        /* The old QEMU still holds the guest: let it run on. */
-        w->step = W_RESUMING;
+    if (!old_holds_guest(w->step)) {
+        fallback(vm);
+        return;
+    }
+    if (w->stopped) {
+        /* Paused, maybe half saved: the old QEMU takes the guest up again. */
         cleanup_error vcr_error_t err = NULL;
         qmp_client_command(vm->qmp, "migrate_cancel", NULL, NULL, NULL, NULL);
-        if (vm->qmp_ready && qmp_client_command(vm->qmp, "cont", NULL, NULL, NULL, &err) == 0) {
-            vm_sm_restarted(&vm->sm, "warm restart abandoned; the guest runs on in the old qemu");
-            host_vm_changed(vm, vcr_wall_ms());
-            finish(vm);
+        if (!vm->qmp_ready || qmp_client_command(vm->qmp, "cont", NULL, NULL, NULL, &err) < 0) {
+            fallback(vm); /* no QMP: the old QEMU cannot be resumed */
             return;
         }
-        /* No QMP: the old QEMU cannot be resumed; replace it. */
     }
-    if (vm->proc) {
-        w->step = W_FALLBACK;
-        proc_watch_signal(vm->proc, SIGKILL, NULL);
-        return; /* host_vm_warm_exited boots cold */
+    w->step = W_UNLAUNCH;
+    if (w->next) {
+        proc_watch_signal(w->next, SIGKILL, NULL);
+        return; /* on_next_exit goes on */
     }
-    cold_boot(vm);
+    rolled_back(vm);
 }
 
 static bool closed_error(const char *error)
@@ -209,8 +358,6 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct host_vm_warm *w = arg;
-    if (w->step == W_FALLBACK)
-        return;
     fail(w->vm, "not done within %d ms", HOST_VM_WARM_DEADLINE_MS);
 }
 
@@ -264,15 +411,6 @@ static void schedule_poll(struct host_vm *vm)
     evtimer_add(vm->warm->poll, &tv);
 }
 
-static void on_quit(struct qmp_client *c, json_t *result, const char *error, void *opaque)
-{
-    (void)c;
-    (void)result;
-    struct host_vm *vm = opaque;
-    if (vm->warm && vm->warm->step == W_QUIT && error && !closed_error(error))
-        log_warn("VM %s: QMP quit: %s (waiting for the exit anyway)", vm->spec->name, error);
-}
-
 static void saved(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
@@ -283,7 +421,11 @@ static void saved(struct host_vm *vm)
         return;
     }
     test_exit_point(vm, "sealed");
-    send_step(vm, W_QUIT, "quit", NULL, on_quit);
+    w->step = W_QUIT;
+    log_info("VM %s: warm restart: state sealed; killing the old qemu pid %d", vm->spec->name,
+             (int)vm->pid);
+    if (proc_watch_signal(vm->proc, SIGKILL, &err) < 0)
+        fail(vm, "old qemu: %s", vcr_error_msg(err));
 }
 
 static void on_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
@@ -294,13 +436,14 @@ static void on_cont(struct qmp_client *c, json_t *result, const char *error, voi
     if (!step_ok(vm, W_CONT, "cont", error))
         return;
     struct host_vm_warm *w = vm->warm;
-    double t = now_ms();
-    w->result.resume_ms = t - w->t_spawn;
-    w->result.downtime_ms = t - w->t_stop;
+    double t = vcr_mono_ms_f();
+    w->result.resume_ms = t - w->t_saved;
+    w->result.pause_ms = t - w->t_stop;
+    w->result.downtime_ms = w->result.pause_ms;
     w->result.ok = true;
     evtimer_del(w->deadline);
     char cause[256];
-    snprintf(cause, sizeof(cause), "warm restart done (downtime %.1f ms)", w->result.downtime_ms);
+    snprintf(cause, sizeof(cause), "warm restart done (pause %.1f ms)", w->result.pause_ms);
     vm_sm_restarted(&vm->sm, cause);
     host_vm_changed(vm, vcr_wall_ms());
     finish(vm);
@@ -386,6 +529,164 @@ static void on_stop(struct qmp_client *c, json_t *result, const char *error, voi
     send_step(vm, W_CAPS_OUT, "migrate-set-capabilities", ignore_shared_args(), on_caps);
 }
 
+/* The VM's QEMU (vm->qmp) waits with -incoming and the old one is gone: load
+ * the sealed state into it. */
+static void load_state(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    cleanup_error vcr_error_t err = NULL;
+    if (w->corrupt) {
+        if (warm_state_corrupt(vm->paths.state, &err) < 0)
+            log_warn("VM %s: test fault: %s", vm->spec->name, vcr_error_msg(err));
+        else
+            log_warn("VM %s: test fault: state file corrupted", vm->spec->name);
+        vcr_error_release(&err);
+    }
+    /* The checksum first: a corrupt state must never reach QEMU. */
+    if (warm_state_verify(vm->paths.state, vm->paths.state_sum, &err) < 0) {
+        fail(vm, "%s", vcr_error_msg(err));
+        return;
+    }
+    send_step(vm, W_CAPS_IN, "migrate-set-capabilities", ignore_shared_args(), on_caps);
+}
+
+/* --- the new QEMU while the old one is still the VM's --- */
+
+static void on_next_ready(struct qmp_client *c, void *opaque)
+{
+    (void)c;
+    struct host_vm_warm *w = opaque;
+    struct host_vm *vm = w->vm;
+    if (w->step != W_LAUNCH)
+        return;
+    evtimer_del(w->launch_timer);
+    w->result.launch_ms = vcr_mono_ms_f() - w->t_spawn;
+    /* The new QEMU has set the tap up for itself: the old one still runs the guest. */
+    restore_tap(vm);
+    close_tap(w);
+    log_info("VM %s: warm restart: new qemu pid %d (%s) ready in %.1f ms beside the old one "
+             "(pid %d); pausing the guest",
+             vm->spec->name, (int)w->next_pid, w->result.qemu, w->result.launch_ms, (int)vm->pid);
+    test_exit_point(vm, "launched");
+    w->t_stop = vcr_mono_ms_f();
+    w->stopped = true;
+    send_step(vm, W_STOP, "stop", NULL, on_stop);
+}
+
+static void on_next_closed(struct qmp_client *c, const char *reason, void *opaque)
+{
+    struct host_vm_warm *w = opaque;
+    if (w->step != W_LAUNCH || w->next == NULL || proc_watch_has_exited(w->next))
+        return; /* its exit, the launch timer or the promotion decides */
+    /* Closed before the greeting, or not listening yet: try again while the
+     * launch may still succeed; the timer ends it otherwise. */
+    int left = (int)(w->t_spawn + HOST_VM_WARM_LAUNCH_MS - vcr_mono_ms_f());
+    cleanup_error vcr_error_t err = NULL;
+    if (left > 0 && qmp_client_connect_retry(c, w->vm->paths.qmp, left, &err) == 0)
+        return;
+    log_debug("VM %s: new qemu QMP: %s", w->vm->spec->name,
+              err      ? vcr_error_msg(err)
+              : reason ? reason
+                       : "closed");
+}
+
+static void on_launch_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct host_vm_warm *w = arg;
+    if (w->step == W_LAUNCH)
+        fail(w->vm, "new qemu pid %d (%s): no QMP greeting within %d ms; the old qemu runs on",
+             (int)w->next_pid, w->result.qemu, HOST_VM_WARM_LAUNCH_MS);
+}
+
+static void on_next_exit(struct proc_watch *pw, int64_t seen_ms, void *opaque)
+{
+    (void)seen_ms;
+    struct host_vm_warm *w = opaque;
+    struct host_vm *vm = w->vm;
+    int wstatus = 0;
+    bool have_status = proc_watch_status(pw, &wstatus);
+    next_free(w);
+    char how[128], last[300], why[700];
+    vm_exit_cause(have_status, wstatus, how, sizeof(how));
+    host_vm_log_last_line(vm->paths.log, last, sizeof(last));
+    switch (w->step) {
+    case W_UNLAUNCH:
+        rolled_back(vm);
+        return;
+    case W_FALLBACK:
+        maybe_cold_boot(vm);
+        return;
+    case W_LAUNCH:
+        snprintf(why, sizeof(why),
+                 "new qemu (%.200s): %s before its QMP greeting%s%s; the old qemu runs on",
+                 w->result.qemu, how, last[0] ? ": " : "", last);
+        break;
+    case W_QUIT:
+        snprintf(why, sizeof(why), "new qemu pid %d: %s before the state was loaded%s%s",
+                 (int)w->next_pid, how, last[0] ? ": " : "", last);
+        break;
+    default:
+        snprintf(why, sizeof(why), "new qemu pid %d: %s while the old one was being saved%s%s",
+                 (int)w->next_pid, how, last[0] ? ": " : "", last);
+        break;
+    }
+    fail(vm, "%s", why);
+}
+
+static const struct qmp_client_ops next_qmp_ops = {
+    .ready = on_next_ready,
+    .closed = on_next_closed,
+};
+
+/* Spawns the new QEMU beside the old one: -incoming defer, the tap inherited. */
+static int launch_next(struct host_vm *vm, vcr_error_t *err)
+{
+    struct host_vm_warm *w = vm->warm;
+    struct vm_launch launch = {.qemu = w->result.qemu,
+                               .accel = vm->env.accel,
+                               .spec = vm->spec,
+                               .paths = &vm->paths,
+                               .incoming = true,
+                               .tap_fd = w->tap_fd};
+    char **argv = vm_qemu_argv(&launch, err);
+    if (argv == NULL)
+        return -1;
+    host_vm_log_header(vm, argv);
+    w->t_spawn = vcr_mono_ms_f();
+    pid_t pid = proc_spawn_keep(argv, vm->paths.log, w->tap_fd, err);
+    vm_argv_free(argv);
+    if (pid < 0)
+        return vcr_error_wrap(err, "new qemu");
+    w->next = proc_watch_new(vm->env.base, pid, on_next_exit, w, err);
+    if (w->next == NULL) {
+        kill(pid, SIGKILL);
+        return vcr_error_wrap(err, "new qemu pid %d", (int)pid);
+    }
+    w->next_pid = pid;
+    w->journal.new_pid = (int)pid;
+    cleanup_error vcr_error_t jerr = NULL;
+    if (warm_journal_write(vm->paths.journal, &w->journal, &jerr) < 0)
+        log_warn("VM %s: %s", vm->spec->name, vcr_error_msg(jerr));
+    w->next_qmp = qmp_client_new(vm->env.base, &next_qmp_ops, w);
+    if (w->next_qmp == NULL ||
+        qmp_client_connect_retry(w->next_qmp, vm->paths.qmp, HOST_VM_WARM_LAUNCH_MS, err) < 0) {
+        proc_watch_signal(w->next, SIGKILL, NULL);
+        return w->next_qmp ? vcr_error_wrap(err, "new qemu pid %d: QMP", (int)pid)
+                           : vcr_error_make(err, ENOMEM, "new qemu: out of memory");
+    }
+    struct timeval tv = {.tv_sec = HOST_VM_WARM_LAUNCH_MS / 1000,
+                         .tv_usec = (HOST_VM_WARM_LAUNCH_MS % 1000) * 1000};
+    evtimer_add(w->launch_timer, &tv);
+    log_info("VM %s: warm restart: new qemu pid %d (%s) started with -incoming beside qemu pid "
+             "%d, which runs the guest",
+             vm->spec->name, (int)pid, w->result.qemu, (int)vm->pid);
+    return 0;
+}
+
+/* --- taking over a restart an earlier agent left --- */
+
 static void on_rollback_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
 {
     (void)c;
@@ -445,7 +746,7 @@ void host_vm_warm_qmp_ready(struct host_vm *vm)
     struct host_vm_warm *w = vm->warm;
     if (w->step == W_ADOPT_OLD) {
         /* The migration may still be set up: drop it; the guest's RAM and
-         * devices are as they were at `stop`. */
+         * devices are as they were at `stop` (or it never stopped). */
         qmp_client_command(vm->qmp, "migrate_cancel", NULL, NULL, NULL, NULL);
         send_step(vm, W_ROLLBACK, "cont", NULL, on_rollback_cont);
         return;
@@ -456,21 +757,7 @@ void host_vm_warm_qmp_ready(struct host_vm *vm)
     }
     if (w->step != W_SPAWNED)
         return;
-    test_exit_point(vm, "spawned");
-    cleanup_error vcr_error_t err = NULL;
-    if (w->corrupt) {
-        if (warm_state_corrupt(vm->paths.state, &err) < 0)
-            log_warn("VM %s: test fault: %s", vm->spec->name, vcr_error_msg(err));
-        else
-            log_warn("VM %s: test fault: state file corrupted", vm->spec->name);
-        vcr_error_release(&err);
-    }
-    /* The checksum first: a corrupt state must never reach QEMU. */
-    if (warm_state_verify(vm->paths.state, vm->paths.state_sum, &err) < 0) {
-        fail(vm, "%s", vcr_error_msg(err));
-        return;
-    }
-    send_step(vm, W_CAPS_IN, "migrate-set-capabilities", ignore_shared_args(), on_caps);
+    load_state(vm);
 }
 
 void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
@@ -481,42 +768,67 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
     if ((w->step == W_ADOPT_OLD || w->step == W_ROLLBACK) && state_sealed(vm))
         w->step = W_QUIT;
     if (w->step == W_QUIT) {
-        test_exit_point(vm, "quit");
-        w->t_saved = now_ms();
+        /* The QEMU that went leaves its files (killed, it removed none). */
+        if (w->aside) {
+            unlink_quiet(vm, vm->paths.old_pid);
+            unlink_quiet(vm, vm->paths.old_qmp);
+            w->aside = false;
+        } else {
+            unlink_quiet(vm, vm->paths.pid);
+            unlink_quiet(vm, vm->paths.qmp);
+        }
+        w->t_saved = vcr_mono_ms_f();
         w->result.suspend_ms = w->t_saved - w->t_stop;
-        w->t_spawn = now_ms();
+        test_exit_point(vm, "quit");
+        if (w->next) {
+            log_info("VM %s: warm restart: old qemu gone %.1f ms after stop; loading the state "
+                     "into qemu pid %d",
+                     vm->spec->name, w->result.suspend_ms, (int)w->next_pid);
+            if (!qmp_client_is_ready(w->next_qmp)) {
+                fail(vm, "new qemu pid %d: its QMP connection ended", (int)w->next_pid);
+                return;
+            }
+            host_vm_take_qemu(vm, w->next, w->next_qmp, w->result.qemu);
+            w->next = NULL;
+            w->next_qmp = NULL;
+            load_state(vm);
+            return;
+        }
+        /* Taking over with no QEMU left: a new one is spawned now. */
+        w->t_spawn = vcr_mono_ms_f();
         cleanup_error vcr_error_t err = NULL;
         w->step = W_SPAWNED;
         if (host_vm_spawn(vm, w->result.qemu, true, &err) < 0) {
             fail(vm, "%s", vcr_error_msg(err));
             return;
         }
-        log_info("VM %s: warm restart: old qemu gone %.1f ms after stop; new qemu pid %d (%s)",
-                 vm->spec->name, w->result.suspend_ms, (int)vm->pid, w->result.qemu);
+        log_info("VM %s: warm restart: new qemu pid %d (%s) to load the sealed state",
+                 vm->spec->name, (int)vm->pid, w->result.qemu);
         return;
     }
-    if (w->step != W_FALLBACK) {
+    if (w->step != W_FALLBACK && w->step != W_UNLAUNCH) {
         char how[128];
         vm_exit_cause(have_status, wstatus, how, sizeof(how));
         char last[300];
         host_vm_log_last_line(vm->paths.log, last, sizeof(last));
+        bool old = old_holds_guest(w->step) || w->step == W_ADOPT_OLD || w->step == W_ROLLBACK;
         snprintf(w->result.error, sizeof(w->result.error),
-                 "%s qemu: %s during the warm restart%s%s",
-                 w->step < W_QUIT || w->step == W_RESUMING || w->step == W_ADOPT_OLD ||
-                         w->step == W_ROLLBACK
-                     ? "old"
-                     : "new",
-                 how, last[0] ? ": " : "", last);
+                 "%s qemu: %s during the warm restart%s%s", old ? "old" : "new", how,
+                 last[0] ? ": " : "", last);
         log_warn("VM %s: %s", vm->spec->name, w->result.error);
     }
-    evtimer_del(w->poll);
     evtimer_del(w->deadline);
-    cold_boot(vm);
+    fallback(vm);
 }
 
 void host_vm_warm_abort(struct host_vm *vm, const char *why)
 {
     struct host_vm_warm *w = vm->warm;
+    if (w->next) {
+        proc_watch_signal(w->next, SIGKILL, NULL);
+        next_free(w);
+    }
+    put_back(vm);
     snprintf(w->result.error, sizeof(w->result.error), "warm restart abandoned: %s", why);
     vm_sm_restarted(&vm->sm, w->result.error); /* a live state, so that the exit is reported */
     finish(vm);
@@ -532,17 +844,21 @@ static struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_
     w->vm = vm;
     w->cb = cb;
     w->opaque = opaque;
+    w->tap_fd = -1;
+    w->tap_hdr = -1;
     snprintf(w->result.qemu, sizeof(w->result.qemu), "%s", qemu);
     w->poll = evtimer_new(vm->env.base, poll_migration, vm);
     w->deadline = evtimer_new(vm->env.base, on_deadline, w);
-    if (w->poll == NULL || w->deadline == NULL) {
+    w->launch_timer = evtimer_new(vm->env.base, on_launch_timeout, w);
+    if (w->poll == NULL || w->deadline == NULL || w->launch_timer == NULL) {
         host_vm_warm_free(w);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", vm->spec->name), NULL;
     }
     struct timeval tv = {.tv_sec = HOST_VM_WARM_DEADLINE_MS / 1000,
                          .tv_usec = (HOST_VM_WARM_DEADLINE_MS % 1000) * 1000};
     evtimer_add(w->deadline, &tv);
-    w->t_stop = now_ms();
+    w->t_stop = vcr_mono_ms_f();
+    w->t_spawn = w->t_stop;
     return w;
 }
 
@@ -571,32 +887,76 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
         qemu = vm->env.qemu;
     if (access(qemu, X_OK) < 0)
         return vcr_error_errno(err, "warm restart of VM `%s`: qemu `%s`", name, qemu);
-    remove_state_files(vm); /* leftovers of an agent that died mid-way */
-    struct warm_journal j = {.started_ms = vcr_wall_ms(), .old_pid = (int)vm->pid};
-    if (strlen(qemu) >= sizeof(j.qemu))
+    if (strlen(qemu) >= sizeof(((struct warm_journal *)NULL)->qemu))
         return vcr_error_make(err, ENAMETOOLONG, "warm restart of VM `%s`: qemu path too long",
                               name);
-    snprintf(j.qemu, sizeof(j.qemu), "%s", qemu);
-    if (warm_journal_write(vm->paths.journal, &j, err) < 0)
-        return vcr_error_wrap(err, "warm restart of VM `%s`", name);
+    remove_state_files(vm); /* leftovers of an agent that died mid-way */
     struct host_vm_warm *w = warm_new(vm, qemu, cb, opaque, err);
-    if (w == NULL) {
-        remove_state_files(vm);
+    if (w == NULL)
         return -1;
-    }
     w->corrupt = opts && opts->corrupt_state;
+    w->was_paused = s == VM_STATE_PAUSED;
     snprintf(w->exit_at, sizeof(w->exit_at), "%s", exit_at ? exit_at : "");
+    w->journal = (struct warm_journal){.started_ms = vcr_wall_ms(), .old_pid = (int)vm->pid};
+    snprintf(w->journal.qemu, sizeof(w->journal.qemu), "%s", qemu);
     vm->warm = w;
+    /* The tap goes from the old QEMU to the new one (tap_fd.h); nothing is
+     * changed yet if it cannot be had. */
+    w->tap_fd = tap_fd_take(vm->pid, vm->spec->tap, err);
+    if (w->tap_fd < 0 || tap_vnet_hdr_get(w->tap_fd, &w->tap_hdr, NULL) < 0)
+        w->tap_hdr = -1;
+    if (w->tap_fd < 0 || warm_journal_write(vm->paths.journal, &w->journal, err) < 0 ||
+        move_aside(vm, err) < 0 || launch_next(vm, err) < 0) {
+        /* Nothing reached the old QEMU: it runs on as it was. */
+        if (w->next) {
+            proc_watch_signal(w->next, SIGKILL, NULL);
+            next_free(w);
+        }
+        put_back(vm);
+        restore_tap(vm);
+        vm->warm = NULL;
+        remove_state_files(vm);
+        host_vm_warm_free(w);
+        return vcr_error_wrap(err, "warm restart of VM `%s` (the old qemu runs on)", name);
+    }
     char cause[1100];
     snprintf(cause, sizeof(cause), "warm restart (to %s)", qemu);
     vm_sm_restarting(&vm->sm, cause);
     host_vm_changed(vm, vcr_wall_ms());
-    w->t_stop = now_ms();
-    send_step(vm, W_STOP, "stop", NULL, on_stop);
+    w->step = W_LAUNCH;
     return 0;
 }
 
-bool host_vm_warm_recover(struct host_vm *vm)
+/* A new QEMU of this VM other than old_pid, alive: the one in NAME.pid (the
+ * new QEMU takes it), NAME.old.pid, or the journal's. */
+static pid_t find_new_qemu(const struct host_vm *vm, const struct warm_journal *j)
+{
+    pid_t candidates[] = {host_vm_read_pid(vm->paths.pid), host_vm_read_pid(vm->paths.old_pid),
+                          j->new_pid};
+    for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++)
+        if (candidates[i] > 0 && candidates[i] != j->old_pid &&
+            host_vm_pid_is_ours(vm, candidates[i]))
+            return candidates[i];
+    return 0;
+}
+
+/* The old QEMU lives and the new one is gone: its pid file and QMP socket go
+ * back to NAME.pid / NAME.qmp if they were moved aside. */
+static void recover_put_back(struct host_vm *vm)
+{
+    const char *from[] = {vm->paths.old_pid, vm->paths.old_qmp};
+    const char *to[] = {vm->paths.pid, vm->paths.qmp};
+    for (size_t i = 0; i < 2; i++) {
+        if (access(from[i], F_OK) < 0)
+            continue;
+        unlink_quiet(vm, to[i]);
+        if (rename(from[i], to[i]) < 0)
+            log_warn("VM %s: rename `%s` to `%s`: %s", vm->spec->name, from[i], to[i],
+                     strerror(errno));
+    }
+}
+
+bool host_vm_warm_recover(struct host_vm *vm, bool fenced)
 {
     const char *name = vm->spec->name;
     struct warm_journal j;
@@ -608,18 +968,43 @@ bool host_vm_warm_recover(struct host_vm *vm)
         }
         return false;
     }
-    bool incoming = false;
-    pid_t pid = host_vm_find_qemu(vm, &incoming);
+    pid_t old = j.old_pid > 0 && host_vm_pid_is_ours(vm, j.old_pid) ? j.old_pid : 0;
+    pid_t nw = find_new_qemu(vm, &j);
     int64_t age = vcr_wall_ms() - j.started_ms;
     bool sealed = state_sealed(vm);
-    enum warm_recovery what =
-        warm_recovery_decide(true, age, HOST_VM_WARM_RECOVER_WINDOW_MS, pid > 0, incoming, sealed);
-    log_warn("VM %s: a warm restart begun %lld ms ago by an earlier agent was not finished "
-             "(running qemu: %s; state file: %s): %s",
-             name, (long long)age,
-             pid > 0 ? (incoming ? "the new one (-incoming)" : "the old one") : "none",
-             sealed ? "sealed" : "not sealed", warm_recovery_name(what));
-    if (what == WARM_RECOVER_ADOPT || what == WARM_RECOVER_ENDED) {
+    bool ram_kept = access(vm->paths.ram, F_OK) == 0;
+    if (sealed && !ram_kept)
+        log_warn("VM %s: the sealed state of a warm restart is here but the RAM file `%s` is "
+                 "not (the host restarted?): the state is useless without it",
+                 name, vm->paths.ram);
+    enum warm_recovery what = warm_recovery_decide(
+        true, fenced, age, HOST_VM_WARM_RECOVER_WINDOW_MS, old > 0, nw > 0, sealed, ram_kept);
+    char old_s[32] = "gone", new_s[32] = "none";
+    if (old > 0)
+        snprintf(old_s, sizeof(old_s), "pid %d", (int)old);
+    if (nw > 0)
+        snprintf(new_s, sizeof(new_s), "pid %d", (int)nw);
+    log_warn("VM %s: a warm restart begun %lld ms ago by an earlier agent was not finished (old "
+             "qemu: %s; new qemu: %s; state file: %s): %s",
+             name, (long long)age, old_s, new_s, sealed ? "sealed" : "not sealed",
+             warm_recovery_name(what));
+    if (warm_recovery_kills_new(what, old > 0, nw > 0)) {
+        /* The old QEMU holds the guest (or the VM was fenced): the new one
+         * goes, before anything else, so that nothing of it is left. */
+        if (proc_kill_wait(nw, 2000, &err) < 0)
+            log_warn("VM %s: new qemu pid %d: %s", name, (int)nw, vcr_error_msg(err));
+        else
+            log_info("VM %s: new qemu pid %d killed", name, (int)nw);
+        vcr_error_release(&err);
+        nw = 0;
+    }
+    if (old > 0) {
+        recover_put_back(vm);
+    } else {
+        unlink_quiet(vm, vm->paths.old_pid); /* the old QEMU's, gone */
+        unlink_quiet(vm, vm->paths.old_qmp);
+    }
+    if (what == WARM_RECOVER_ADOPT || what == WARM_RECOVER_ENDED || what == WARM_RECOVER_FENCED) {
         remove_state_files(vm); /* the caller adopts, or reports it ended */
         return false;
     }
@@ -628,8 +1013,9 @@ bool host_vm_warm_recover(struct host_vm *vm)
         log_error("%s", vcr_error_msg(err));
         return false;
     }
+    w->journal = j;
     vm->warm = w;
-    /* Times count from the pause the earlier agent made. */
+    /* Times count from the start the earlier agent made. */
     w->t_stop -= (double)age;
     struct stat st;
     if (stat(vm->paths.state, &st) == 0)
@@ -637,6 +1023,7 @@ bool host_vm_warm_recover(struct host_vm *vm)
     char why[300];
     snprintf(why, sizeof(why), "taking over a warm restart interrupted by the agent's exit (%s)",
              warm_recovery_name(what));
+    pid_t pid = what == WARM_RECOVER_ROLLBACK ? old : nw;
     switch (what) {
     case WARM_RECOVER_ROLLBACK:
     case WARM_RECOVER_CHECK:

@@ -44,6 +44,11 @@ static int pidfd_open(pid_t pid)
 
 pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err)
 {
+    return proc_spawn_keep(argv, log_path, -1, err);
+}
+
+pid_t proc_spawn_keep(char *const argv[], const char *log_path, int keep_fd, vcr_error_t *err)
+{
     /* The child reports an exec failure's errno through this pipe; a
      * successful exec closes it (O_CLOEXEC) and the read sees EOF. */
     int report[2];
@@ -70,6 +75,10 @@ pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err)
             sigemptyset(&none);
             sigprocmask(SIG_SETMASK, &none, NULL);
             close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+            if (keep_fd > 2 && fcntl(keep_fd, F_SETFD, 0) < 0)
+                e = errno;
+        }
+        if (e == 0) {
             execv(argv[0], argv);
             e = errno;
         }
@@ -187,6 +196,50 @@ void proc_watch_free(struct proc_watch *w)
     event_free(w->ev);
     close(w->pidfd);
     free(w);
+}
+
+void proc_watch_set_callback(struct proc_watch *w, proc_exit_cb cb, void *opaque)
+{
+    w->cb = cb;
+    w->opaque = opaque;
+}
+
+int proc_getfd(pid_t pid, int fd, vcr_error_t *err)
+{
+    cleanup_close int pidfd = pidfd_open(pid);
+    if (pidfd < 0)
+        return vcr_error_errno(err, "pidfd_open(%d)", (int)pid);
+    int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    if (copy < 0)
+        return vcr_error_errno(err, "pidfd_getfd(pid %d, fd %d)", (int)pid, fd);
+    return copy;
+}
+
+int proc_kill_wait(pid_t pid, int timeout_ms, vcr_error_t *err)
+{
+    cleanup_close int pidfd = pidfd_open(pid);
+    if (pidfd < 0)
+        return errno == ESRCH ? 0 : vcr_error_errno(err, "pidfd_open(%d)", (int)pid);
+    if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+        return vcr_error_errno(err, "SIGKILL to pid %d", (int)pid);
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    int64_t deadline = vcr_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - vcr_mono_ms();
+        int n = poll(&p, 1, left > 0 ? (int)left : 0);
+        if (n == 1)
+            break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return vcr_error_make(err, ETIMEDOUT, "pid %d still there %d ms after SIGKILL",
+                                  (int)pid, timeout_ms);
+    }
+    /* Reaped here if it was our child; no watch waits for it. */
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG);
+    return 0;
 }
 
 void proc_reap_children(void)

@@ -26,6 +26,9 @@ typedef void (*proc_exit_cb)(struct proc_watch *w, int64_t seen_ms, void *opaque
  * or the agent's death does not reach it), stdin from /dev/null, stdout and
  * stderr appended to log_path.  An exec failure is reported here, not later. */
 pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err);
+/* The same, and the child inherits keep_fd (same number; -1: none), which
+ * every other descriptor of the agent's is not. */
+pid_t proc_spawn_keep(char *const argv[], const char *log_path, int keep_fd, vcr_error_t *err);
 
 /* Watch pid through a pidfd.  cb runs once, from the loop. */
 struct proc_watch *proc_watch_new(struct event_base *base, pid_t pid, proc_exit_cb cb, void *opaque,
@@ -38,6 +41,14 @@ bool proc_watch_has_exited(const struct proc_watch *w);
 /* pidfd_send_signal: never hits a recycled pid. */
 int proc_watch_signal(struct proc_watch *w, int sig, vcr_error_t *err);
 void proc_watch_free(struct proc_watch *w);
+/* Who is told of the exit from now on (a process handed from one owner to another). */
+void proc_watch_set_callback(struct proc_watch *w, proc_exit_cb cb, void *opaque);
+
+/* pidfd_getfd(2): a copy (O_CLOEXEC) of descriptor fd of process pid. */
+int proc_getfd(pid_t pid, int fd, vcr_error_t *err);
+/* SIGKILL to pid (through a pidfd) and wait up to timeout_ms for its end; for
+ * processes that are not watched (left by an earlier agent).  0 once gone. */
+int proc_kill_wait(pid_t pid, int timeout_ms, vcr_error_t *err);
 
 /* SIGCHLD: reap every exited child, keeping statuses for their watches. */
 void proc_reap_children(void);

@@ -13,6 +13,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "proto/proto_state.h"
 
 struct standby_ct {
     struct lxc_container *c;
@@ -201,20 +202,20 @@ int standby_ct_destroy(struct standby_ct *ct, vcr_error_t *err)
 
 const char *standby_ct_state(struct standby_ct *ct)
 {
+    /* liblxc's names in upper case; the wire's in lower (proto_state.h). */
+    static const struct {
+        const char *lxc;
+        enum proto_ct_state state;
+    } map[] = {
+        {"RUNNING", PROTO_CT_RUNNING},   {"STOPPED", PROTO_CT_STOPPED},
+        {"STARTING", PROTO_CT_STARTING}, {"STOPPING", PROTO_CT_STOPPING},
+        {"FROZEN", PROTO_CT_FROZEN},
+    };
     const char *s = ct->c->state(ct->c);
-    if (s == NULL)
-        return "unknown";
-    if (strcmp(s, "RUNNING") == 0)
-        return "running";
-    if (strcmp(s, "STOPPED") == 0)
-        return "stopped";
-    if (strcmp(s, "STARTING") == 0)
-        return "starting";
-    if (strcmp(s, "STOPPING") == 0)
-        return "stopping";
-    if (strcmp(s, "FROZEN") == 0)
-        return "frozen";
-    return "unknown";
+    for (size_t i = 0; s && i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(s, map[i].lxc) == 0)
+            return proto_ct_state_name(map[i].state);
+    return proto_ct_state_name(PROTO_CT_UNKNOWN);
 }
 
 static bool cgroup_counter(struct standby_ct *ct, const char *item, uint64_t *v)

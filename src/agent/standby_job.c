@@ -20,6 +20,7 @@ struct standby_job {
     standby_job_done_cb done;
     void *opaque;
     const char *result; /* during done: the child's result members, or "" */
+    int error_status;   /* during done, on failure: the child's error status */
 };
 
 /* Only ever set in a child, between fork and _exit: one job per process. */
@@ -36,22 +37,27 @@ void standby_job_set_result(const char *json_text)
     snprintf(child_result, sizeof(child_result), "%s", json_text);
 }
 
+int standby_job_error_status(const struct standby_job *job)
+{
+    return job->error_status;
+}
+
 const char *standby_job_result(const struct standby_job *job)
 {
     return job->result ? job->result : "";
 }
 
 /* The child's message: one byte, '0' (ok) or '1' (failed), then the result
- * members (ok) or the error (failed). */
+ * members (ok), or the error's errno-style status, ':' and its text (failed). */
 static void child(int fd, standby_job_fn fn, void *arg)
 {
     vcr_error_t err = NULL;
     char msg[1 + STANDBY_JOB_ERROR_MAX];
     child_result[0] = '\0';
     int rc = fn(arg, &err);
-    int n =
-        snprintf(msg, sizeof(msg), "%c%s", rc == 0 ? '0' : '1',
-                 rc == 0 ? child_result : (err ? vcr_error_msg(err) : "failed (no reason given)"));
+    int n = rc == 0 ? snprintf(msg, sizeof(msg), "0%s", child_result)
+                    : snprintf(msg, sizeof(msg), "1%d:%s", err ? vcr_error_status(err) : 0,
+                               err ? vcr_error_msg(err) : "failed (no reason given)");
     if (n > (int)sizeof(msg) - 1)
         n = (int)sizeof(msg) - 1;
     /* At most PIPE_BUF bytes: one atomic write, read whole by the parent. */
@@ -73,10 +79,18 @@ static void job_exited(struct proc_watch *w, int64_t seen_ms, void *opaque)
     const char *error = NULL;
     if (n > 0) {
         msg[n] = '\0';
-        if (msg[0] != '0')
-            error = msg + 1;
-        else
+        if (msg[0] != '0') {
+            char *end = NULL;
+            long status = strtol(msg + 1, &end, 10);
+            if (end && *end == ':') {
+                job->error_status = (int)status;
+                error = end + 1;
+            } else {
+                error = msg + 1;
+            }
+        } else {
             job->result = msg + 1;
+        }
     } else {
         int status = 0;
         bool have = proc_watch_status(job->watch, &status);

@@ -34,6 +34,8 @@ typedef void (*standby_job_done_cb)(struct standby_job *job, const char *error, 
 void standby_job_set_result(const char *json_text);
 /* In done, on success: the child's standby_job_set_result text, or "". */
 const char *standby_job_result(const struct standby_job *job);
+/* In done, on failure: the errno-style status of the child's error (0 unknown). */
+int standby_job_error_status(const struct standby_job *job);
 
 /* Forks the child.  NULL (and *err) if it could not be started. */
 struct standby_job *standby_job_run(struct event_base *base, standby_job_fn fn, void *arg,

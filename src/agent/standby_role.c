@@ -62,13 +62,6 @@ static struct standby_role *role_of(struct agent *a)
     return a->role_data;
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static size_t find_ct(const struct standby_role *r, const char *name)
 {
     for (size_t i = 0; i < r->n_cts; i++)
@@ -121,7 +114,7 @@ static json_t *standby_vm_list(struct agent *a)
 static json_t *containers_json(struct standby_role *r, bool with_load)
 {
     json_t *list = json_array();
-    uint64_t now = mono_ns();
+    uint64_t now = vcr_mono_ns();
     for (size_t i = 0; list && i < r->n_cts; i++)
         json_array_append_new(list, standby_ct_json(r->cts[i], with_load, now));
     return list;
@@ -299,7 +292,7 @@ static void job_done(struct standby_job *job, const char *error, void *opaque)
     }
     if (error) {
         log_error("container %s: %s: %s (after %lld ms)", p->name, p->action, error, ms);
-        agent_reply(r->agent, p->id, false, error);
+        agent_refuse(r->agent, p->id, standby_job_error_status(job), error);
         pending_free(p);
         return;
     }
@@ -377,7 +370,8 @@ static void loop_order(struct standby_role *r, json_t *id, const char *action, j
     }
     if (members == NULL) {
         log_warn("container %s: %s: %s", name, action, vcr_error_msg(err));
-        agent_reply(r->agent, id, false, err ? vcr_error_msg(err) : "out of memory");
+        agent_refuse(r->agent, id, err ? vcr_error_status(err) : ENOMEM,
+                     err ? vcr_error_msg(err) : "out of memory");
         return;
     }
     agent_reply_with(r->agent, id, true, NULL, members);
@@ -458,20 +452,22 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
         char text[200];
         snprintf(text, sizeof(text), "container `%s` is busy with an earlier %s order (%lld ms)",
                  p->name, busy->action, (long long)(vcr_mono_ms() - busy->t0));
-        agent_reply(a, id, false, text);
+        agent_refuse(a, id, EBUSY, text);
         free(p);
         return;
     }
     size_t i = find_ct(r, p->name);
     if (act->ct == CT_ABSENT && (i < r->n_cts || r->n_cts >= STANDBY_CT_MAX)) {
-        agent_reply(a, id, false,
-                    r->n_cts >= STANDBY_CT_MAX ? "too many containers" : "container exists");
+        if (r->n_cts >= STANDBY_CT_MAX)
+            agent_refuse(a, id, ENOSPC, "too many containers");
+        else
+            agent_refuse(a, id, EEXIST, "container exists");
         free(p);
         return;
     }
     if ((act->ct == CT_EXISTS || act->ct == CT_IDEMPOTENT) && i == r->n_cts) {
         if (act->ct == CT_EXISTS)
-            agent_reply(a, id, false, "no such container");
+            agent_refuse(a, id, ENOENT, "no such container");
         else
             reply_done(r, id, NULL, p->t0, NULL);
         free(p);

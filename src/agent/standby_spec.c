@@ -99,6 +99,7 @@ int standby_ct_paths(const char *lxcpath, const char *templates_dir,
                      const struct standby_ct_spec *spec, struct standby_ct_paths *p,
                      vcr_error_t *err)
 {
+    // cppcheck-suppress ctuuninitvar ; p is the output, filled here
     int n = snprintf(p->dir, sizeof(p->dir), "%s/%s", lxcpath, spec->name);
     if (n < 0 || (size_t)n >= sizeof(p->dir) ||
         strlen(templates_dir) + strlen(spec->template) + 2 > sizeof(p->lower))

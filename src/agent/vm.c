@@ -17,17 +17,10 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 
-static const char *const state_names[] = {
-    [VM_STATE_STARTING] = "starting",     [VM_STATE_RUNNING] = "running",
-    [VM_STATE_PAUSED] = "paused",         [VM_STATE_SHUTDOWN] = "shutdown",
-    [VM_STATE_STOPPED] = "stopped",       [VM_STATE_CRASHED] = "crashed",
-    [VM_STATE_PANICKED] = "panicked",     [VM_STATE_FAILED] = "failed",
-    [VM_STATE_RESTARTING] = "restarting",
-};
-
 const char *vm_state_name(enum vm_state s)
 {
-    return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
+    const char *name = proto_vm_state_name((int)s);
+    return name ? name : "?";
 }
 
 bool vm_state_is_live(enum vm_state s)
@@ -110,7 +103,9 @@ int vm_paths_init(struct vm_paths *p, const char *ram_dir, const char *state_dir
         asprintf(&p->state, "%s/%s.state", state_dir, name) < 0 ||
         asprintf(&p->state_tmp, "%s/%s.state.tmp", state_dir, name) < 0 ||
         asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0 ||
-        asprintf(&p->journal, "%s/%s.warm", state_dir, name) < 0) {
+        asprintf(&p->journal, "%s/%s.warm", state_dir, name) < 0 ||
+        asprintf(&p->old_qmp, "%s/%s.old.qmp", state_dir, name) < 0 ||
+        asprintf(&p->old_pid, "%s/%s.old.pid", state_dir, name) < 0) {
         vm_paths_clear(p);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
     }
@@ -129,6 +124,8 @@ void vm_paths_clear(struct vm_paths *p)
     free(p->state_tmp);
     free(p->state_sum);
     free(p->journal);
+    free(p->old_qmp);
+    free(p->old_pid);
     memset(p, 0, sizeof(*p));
 }
 
@@ -239,8 +236,9 @@ static void add2(struct argv_builder *b, const char *opt, char *value)
     add(b, value);
 }
 
-/* Warm-cache volumes: virtio-pmem over their memory files, each in a memory
- * hotplug slot; others: virtio-blk over their images (LAB-NOTES "Warm cache"). */
+/* Warm-cache volumes: virtio-pmem over their images mapped shared (a guest
+ * flush is QEMU's fsync of the image), each in a memory hotplug slot;
+ * others: virtio-blk over their images (LAB-NOTES "Warm cache"). */
 static void add_volumes(struct argv_builder *b, const struct vm_launch *l)
 {
     const struct vcr_vm_spec *s = l->spec;
@@ -248,8 +246,7 @@ static void add_volumes(struct argv_builder *b, const struct vm_launch *l)
     for (size_t i = 0; i < s->n_volumes; i++) {
         const struct vcr_volume_spec *v = &s->volumes[i];
         if (v->warm_cache) {
-            cleanup_free char *mem = host_volume_mem_path(l->paths->shm_base, v->name);
-            cleanup_free char *esc = mem ? qemu_escape(mem) : NULL;
+            cleanup_free char *esc = qemu_escape(v->image);
             if (esc == NULL) {
                 b->oom = true;
                 return;
@@ -324,7 +321,10 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     }
     add_volumes(&b, l);
     add(&b, strdup("-netdev"));
-    addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);
+    if (l->tap_fd > 2)
+        addf(&b, "tap,id=n0,fd=%d", l->tap_fd);
+    else
+        addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);
     add(&b, strdup("-device"));
     addf(&b, "virtio-net-pci,netdev=n0,mac=%s", s->mac);
     /* Lets a guest with the pvpanic driver report a panic (GUEST_PANICKED). */
@@ -333,8 +333,12 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     add2(&b, "-display", strdup("none"));
     add(&b, strdup("-nodefaults"));
     add(&b, strdup("-no-user-config"));
-    add(&b, strdup("-serial"));
-    addf(&b, "file:%s", serial);
+    /* Appended to, never truncated by QEMU: during a warm restart the new
+     * QEMU opens it while the old one still writes (a cold start empties it
+     * first: host_vm_start). */
+    add(&b, strdup("-chardev"));
+    addf(&b, "file,id=serial0,path=%s,append=on", serial);
+    add2(&b, "-serial", strdup("chardev:serial0"));
     add2(&b, "-qmp", vm_qmp_option(l->paths));
     /* A guest reboot ends the process: the agent, not QEMU, decides what happens next. */
     add(&b, strdup("-no-reboot"));
@@ -377,6 +381,7 @@ bool vm_sm_starting(struct vm_sm *sm, const char *cause)
     sm->guest_shutdown = false;
     sm->stop_ordered = false;
     sm->shutdown_reason[0] = '\0';
+    sm->boots++;
     return set_state(sm, VM_STATE_STARTING, "%s", cause);
 }
 
@@ -412,6 +417,7 @@ bool vm_sm_qmp_event(struct vm_sm *sm, const char *name, json_t *data)
     }
     if (strcmp(name, "RESET") == 0) {
         bool guest = json_is_true(json_object_get(data, "guest"));
+        sm->boots++;
         return set_state(sm, sm->state, "qmp RESET (%s)", guest ? "guest" : "host");
     }
     if (strcmp(name, "STOP") == 0 && sm->state == VM_STATE_RUNNING)

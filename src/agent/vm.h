@@ -9,20 +9,22 @@
 #include <stdbool.h>
 
 #include "common/err.h"
+#include "proto/proto_state.h"
 #include "config/vm_spec.h"
 
+/* The wire's states (proto/proto_state.h), by the agent's names. */
 enum vm_state {
-    VM_STATE_STARTING,
-    VM_STATE_RUNNING,
-    VM_STATE_PAUSED,
-    VM_STATE_SHUTDOWN, /* the guest powered itself off */
-    VM_STATE_STOPPED,  /* stopped or killed on order, or never started */
-    VM_STATE_CRASHED,  /* QEMU died without a guest shutdown */
-    VM_STATE_PANICKED, /* QMP GUEST_PANICKED */
-    VM_STATE_FAILED,   /* could not be started */
+    VM_STATE_STARTING = PROTO_VM_STARTING,
+    VM_STATE_RUNNING = PROTO_VM_RUNNING,
+    VM_STATE_PAUSED = PROTO_VM_PAUSED,
+    VM_STATE_SHUTDOWN = PROTO_VM_SHUTDOWN, /* the guest powered itself off */
+    VM_STATE_STOPPED = PROTO_VM_STOPPED,   /* stopped or killed on order, or never started */
+    VM_STATE_CRASHED = PROTO_VM_CRASHED,   /* QEMU died without a guest shutdown */
+    VM_STATE_PANICKED = PROTO_VM_PANICKED, /* QMP GUEST_PANICKED */
+    VM_STATE_FAILED = PROTO_VM_FAILED,     /* could not be started */
     /* Warm restart under way (docs/warm-restart.md): the old QEMU's exit is
      * expected and is not a crash; ends in `running`, or in a cold boot. */
-    VM_STATE_RESTARTING,
+    VM_STATE_RESTARTING = PROTO_VM_RESTARTING,
 };
 
 const char *vm_state_name(enum vm_state s);
@@ -30,12 +32,12 @@ const char *vm_state_name(enum vm_state s);
 bool vm_state_is_live(enum vm_state s);
 
 /* Files of one VM.  The RAM lives in the agent's ram_dir (tmpfs or hugetlbfs,
- * ram_dir.h) so that a later warm restart can hand it to a new QEMU; the
- * warm-cache volumes' memory files in /dev/shm (the agent write()s them, which
- * hugetlbfs does not allow); everything else is in the agent's state_dir. */
+ * ram_dir.h) so that a later warm restart can hand it to a new QEMU;
+ * everything else is in the agent's state_dir (warm-cache volumes are their
+ * images, host_volume.h). */
 struct vm_paths {
     char *ram;       /* RAM_DIR/vcr-HOST-NAME-HASH.ram (HASH: of the state directory) */
-    char *shm_base;  /* /dev/shm/vcr-HOST-NAME-HASH: volume memory files are BASE-VOL.pmem */
+    char *shm_base;  /* /dev/shm/vcr-HOST-NAME-HASH: where earlier agents kept volumes */
     char *qmp;       /* STATE_DIR/NAME.qmp */
     char *serial;    /* STATE_DIR/NAME.serial */
     char *log;       /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
@@ -44,10 +46,15 @@ struct vm_paths {
     char *state_tmp; /* STATE_DIR/NAME.state.tmp: being written by QEMU */
     char *state_sum; /* STATE_DIR/NAME.state.sha256: its checksum */
     char *journal;   /* STATE_DIR/NAME.warm: the warm restart under way (warm_state.h) */
+    /* During a warm restart the new QEMU takes NAME.qmp and NAME.pid (the
+     * paths on every QEMU's command line); the old one's are moved here. */
+    char *old_qmp; /* STATE_DIR/NAME.old.qmp */
+    char *old_pid; /* STATE_DIR/NAME.old.pid */
 };
 
-/* tmpfs, where the warm-cache volumes' memory files live (and the RAM files
- * unless ram_dir says otherwise): they outlive QEMU but not the host. */
+/* tmpfs, where the RAM files live unless ram_dir says otherwise (and where
+ * agents before the image-backed volumes kept their memory files): they
+ * outlive QEMU but not the host. */
 #define VM_SHM_DIR "/dev/shm"
 
 /* The HASH in a RAM file's name: FNV-1a of the agent's state directory. */
@@ -71,6 +78,10 @@ struct vm_launch {
     const struct vcr_vm_spec *spec;
     const struct vm_paths *paths;
     bool incoming; /* append `-incoming defer` (warm restart) */
+    /* > 2: the tap is this descriptor, inherited (`-netdev tap,fd=N`): the
+     * old QEMU's, while it still holds the tap (warm restart); otherwise
+     * QEMU opens the spec's tap by name. */
+    int tap_fd;
 };
 
 /* The -qmp argument, "unix:PATH,server=on,wait=off": also how an earlier
@@ -90,6 +101,10 @@ struct vm_sm {
     bool guest_shutdown;      /* QMP SHUTDOWN with guest:true seen for this process */
     char shutdown_reason[64]; /* QMP SHUTDOWN "reason" */
     bool stop_ordered;        /* vm_stop / vm_kill / agent exit asked for it */
+    /* Guest boots seen by this agent: a QEMU started or adopted, or a RESET
+     * (reboot) inside it.  Reported as `boots` so that the server opens the
+     * primary's boot grace at every (re)start, by anyone (docs/protocol.md). */
+    uint32_t boots;
 };
 
 void vm_sm_init(struct vm_sm *sm, const char *cause);

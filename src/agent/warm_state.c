@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "common/cleanup.h"
+#include "common/durable.h"
 
 int warm_state_digest(const char *path, char *out, uint64_t *bytes, vcr_error_t *err)
 {
@@ -65,13 +66,13 @@ int warm_state_seal(const char *tmp, const char *state, const char *sum, uint64_
         unlink(sum_tmp);
         return vcr_error_errno(err, "write `%s`", sum_tmp);
     }
-    if (rename(sum_tmp, sum) < 0) {
+    /* Durable before they are published: after a crash a sealed state is
+     * whole, never a renamed file whose data had not reached the disk. */
+    if (vcr_rename_durable(sum_tmp, sum, err) < 0) {
         unlink(sum_tmp);
-        return vcr_error_errno(err, "rename `%s` to `%s`", sum_tmp, sum);
+        return -1;
     }
-    if (rename(tmp, state) < 0)
-        return vcr_error_errno(err, "rename `%s` to `%s`", tmp, state);
-    return 0;
+    return vcr_rename_durable(tmp, state, err);
 }
 
 int warm_state_verify(const char *state, const char *sum, vcr_error_t *err)
@@ -118,8 +119,9 @@ int warm_state_corrupt(const char *path, vcr_error_t *err)
 
 int warm_journal_write(const char *path, const struct warm_journal *j, vcr_error_t *err)
 {
-    cleanup_json json_t *o = json_pack("{s:s, s:I, s:i}", "qemu", j->qemu, "started_ms",
-                                       (json_int_t)j->started_ms, "old_pid", j->old_pid);
+    cleanup_json json_t *o =
+        json_pack("{s:s, s:I, s:i, s:i}", "qemu", j->qemu, "started_ms", (json_int_t)j->started_ms,
+                  "old_pid", j->old_pid, "new_pid", j->new_pid);
     if (o == NULL)
         return vcr_error_make(err, ENOMEM, "journal `%s`: out of memory", path);
     char tmp[4200];
@@ -129,10 +131,9 @@ int warm_journal_write(const char *path, const struct warm_journal *j, vcr_error
         unlink(tmp);
         return vcr_error_make(err, e, "write `%s`: %s", tmp, strerror(e));
     }
-    if (rename(tmp, path) < 0) {
-        int e = errno;
+    if (vcr_rename_durable(tmp, path, err) < 0) {
         unlink(tmp);
-        return vcr_error_make(err, e, "rename `%s` to `%s`: %s", tmp, path, strerror(e));
+        return -1;
     }
     return 0;
 }
@@ -150,15 +151,18 @@ int warm_journal_read(const char *path, struct warm_journal *j, vcr_error_t *err
     const char *qemu = json_string_value(json_object_get(o, "qemu"));
     json_t *started = json_object_get(o, "started_ms");
     json_t *pid = json_object_get(o, "old_pid");
+    json_t *new_pid = json_object_get(o, "new_pid"); /* absent in older journals */
     if (qemu == NULL || qemu[0] != '/' || strlen(qemu) >= sizeof(j->qemu) ||
-        !json_is_integer(started) || !json_is_integer(pid))
+        !json_is_integer(started) || !json_is_integer(pid) ||
+        (new_pid && !json_is_integer(new_pid)))
         return vcr_error_make(err, EBADMSG,
                               "journal `%s`: expected {\"qemu\": ABSOLUTE_PATH, \"started_ms\": "
-                              "INT, \"old_pid\": INT}",
+                              "INT, \"old_pid\": INT, \"new_pid\"?: INT}",
                               path);
     snprintf(j->qemu, sizeof(j->qemu), "%s", qemu);
     j->started_ms = json_integer_value(started);
     j->old_pid = (int)json_integer_value(pid);
+    j->new_pid = (int)json_integer_value(new_pid);
     return 0;
 }
 
@@ -168,21 +172,37 @@ const char *warm_recovery_name(enum warm_recovery r)
         [WARM_RECOVER_NONE] = "none",   [WARM_RECOVER_ADOPT] = "adopt",
         [WARM_RECOVER_ENDED] = "ended", [WARM_RECOVER_ROLLBACK] = "rollback",
         [WARM_RECOVER_CHECK] = "check", [WARM_RECOVER_REDO] = "redo",
-        [WARM_RECOVER_COLD] = "cold",
+        [WARM_RECOVER_COLD] = "cold",   [WARM_RECOVER_FENCED] = "fenced",
     };
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "?";
 }
 
-enum warm_recovery warm_recovery_decide(bool journal, int64_t age_ms, int64_t window_ms, bool alive,
-                                        bool incoming, bool sealed)
+enum warm_recovery warm_recovery_decide(bool journal, bool fenced, int64_t age_ms,
+                                        int64_t window_ms, bool old_alive, bool new_alive,
+                                        bool sealed, bool ram_kept)
 {
     if (!journal)
         return WARM_RECOVER_NONE;
+    /* The watchdog killed the VM's QEMU it knew: the guest must stay down (its
+     * services may run elsewhere now), whatever state was sealed. */
+    if (fenced)
+        return WARM_RECOVER_FENCED;
     /* Past the window the server no longer counts it as maintenance: leave
      * what is found as it is, as for any VM an earlier agent left. */
     if (age_ms < 0 || age_ms > window_ms)
-        return alive ? WARM_RECOVER_ADOPT : WARM_RECOVER_ENDED;
-    if (alive)
-        return incoming ? WARM_RECOVER_CHECK : WARM_RECOVER_ROLLBACK;
-    return sealed ? WARM_RECOVER_REDO : WARM_RECOVER_COLD;
+        return old_alive || new_alive ? WARM_RECOVER_ADOPT : WARM_RECOVER_ENDED;
+    /* The old QEMU is only ever killed once the state is sealed: while it
+     * lives it holds the guest, whatever the new one did. */
+    if (old_alive)
+        return WARM_RECOVER_ROLLBACK;
+    if (new_alive)
+        return WARM_RECOVER_CHECK;
+    return sealed && ram_kept ? WARM_RECOVER_REDO : WARM_RECOVER_COLD;
+}
+
+bool warm_recovery_kills_new(enum warm_recovery r, bool old_alive, bool new_alive)
+{
+    if (r == WARM_RECOVER_FENCED)
+        return new_alive;
+    return old_alive && new_alive && (r == WARM_RECOVER_ROLLBACK || r == WARM_RECOVER_ADOPT);
 }

@@ -29,8 +29,9 @@ json_t *cli_http_request_body(const char *server, const char *method, const char
                               json_t *body, int timeout_s, vcr_error_t *err);
 
 /* One line (no newline) for one VM of a warm-restart answer:
- * "web1: warm restart done: suspend 11.2 ms, resume 9.8 ms, downtime 21.0 ms,
- * state 320.0K, qemu /usr/bin/qemu-system-x86_64", or
+ * "web1: warm restart done: pause 21.0 ms (suspend 11.2 ms, resume 9.8 ms), launch
+ * 80.1 ms, state 320.0K, qemu /usr/bin/qemu-system-x86_64",
+ * "web1: warm restart FAILED: CAUSE" (the guest runs on in its old QEMU), or
  * "web1: warm restart FAILED, booted cold instead: CAUSE". */
 char *cli_format_warm_entry(json_t *entry);
 

@@ -304,11 +304,12 @@ char *cli_format_warm_entry(json_t *e)
         if (json_is_integer(bytes))
             cli_format_kb((json_integer_value(bytes) + 1023) / 1024, size, sizeof(size));
         n = asprintf(&line,
-                     "%s: warm restart done: suspend %.1f ms, resume %.1f ms, downtime %.1f ms, "
-                     "state %s, qemu %s",
-                     vm, json_number_value(json_object_get(e, "suspend_ms")),
+                     "%s: warm restart done: pause %.1f ms (suspend %.1f ms, resume %.1f ms), "
+                     "launch %.1f ms, state %s, qemu %s",
+                     vm, json_number_value(json_object_get(e, "pause_ms")),
+                     json_number_value(json_object_get(e, "suspend_ms")),
                      json_number_value(json_object_get(e, "resume_ms")),
-                     json_number_value(json_object_get(e, "downtime_ms")), size, qemu);
+                     json_number_value(json_object_get(e, "launch_ms")), size, qemu);
     } else if (json_is_true(json_object_get(e, "fallback"))) {
         n = asprintf(&line, "%s: warm restart FAILED, booted cold instead: %s", vm, error);
     } else {

@@ -15,13 +15,13 @@ static const char usage[] =
     "Usage: vcr vm flush NAME [VOLUME] [--json]\n"
     "       vcr vm reboot NAME [--cold] [--json]\n"
     "\n"
-    "flush: write VM NAME's warm-cache volumes (or only VOLUME) back to their disk\n"
-    "images now; answered once the images are fsync'd and renamed into place.\n"
+    "flush: fsync the disk images of VM NAME's warm-cache volumes (or only\n"
+    "VOLUME's) now; the guest runs on.  What the guest synced is on disk already\n"
+    "(QEMU fsyncs the image for it); this also covers what it wrote unsynced.\n"
     "reboot: reboot the guest OS and wait until it is ready again.  Warm (the\n"
-    "default): a reset in the same QEMU; warm-cache volumes keep their memory\n"
-    "files, so their data is still in host memory.  --cold: the conventional\n"
-    "path: QEMU ends (volumes written back), the memory files are dropped and the\n"
-    "VM starts again from the disk images.\n"
+    "default): a reset in the same QEMU; warm-cache volumes stay mapped, so their\n"
+    "data is still in host memory.  --cold: the conventional path: QEMU ends and\n"
+    "the VM starts again in a new QEMU, which maps the disk images afresh.\n"
     "\n"
     "  -c, --cold  (reboot) conventional reboot from the disk images\n"
     "  -j, --json  print the server's JSON answer\n"
@@ -88,7 +88,7 @@ int cli_vm_volume(struct cli_context *ctx, int argc, char **argv)
                cold ? "cold" : "warm", json_number_value(json_object_get(answer, "reset_ms")),
                json_number_value(json_object_get(answer, "ready_ms")));
     } else {
-        printf("%s: flushed %.1f MB to the disk image in %.0f ms\n", name,
+        printf("%s: fsync'd %.1f MB of warm-cache image(s) in %.0f ms\n", name,
                json_number_value(json_object_get(answer, "bytes")) / 1048576.0,
                json_number_value(json_object_get(answer, "elapsed_ms")));
     }

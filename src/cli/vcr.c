@@ -25,6 +25,7 @@ static const struct verb {
      cli_verb_failover},
     {"failback", "switch a recovered service back to its primary: failback SERVICE",
      cli_verb_failback},
+    {"service", "clear a failed recovery: service reset SERVICE", cli_verb_service},
 };
 
 static void print_usage(FILE *out)

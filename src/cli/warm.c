@@ -32,9 +32,9 @@ static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static json_t *failed_entry(const char *vm, const char *error)
 {
-    return json_pack("{s:s, s:b, s:b, s:s, s:n, s:n, s:n, s:n, s:n}", "vm", vm, "ok", 0, "fallback",
-                     0, "error", error, "suspend_ms", "resume_ms", "downtime_ms", "state_bytes",
-                     "qemu");
+    return json_pack("{s:s, s:b, s:b, s:s, s:n, s:n, s:n, s:n, s:n, s:n, s:n}", "vm", vm, "ok", 0,
+                     "fallback", 0, "error", error, "launch_ms", "pause_ms", "suspend_ms",
+                     "resume_ms", "downtime_ms", "state_bytes", "qemu");
 }
 
 static void *run_job(void *arg)
@@ -145,15 +145,17 @@ static int parse_options(const char *verb, int argc, char **argv, const char **q
 static const char vm_usage[] =
     "Usage: vcr vm warm-restart NAME [--qemu PATH] [--json]\n"
     "\n"
-    "Restart the QEMU of VM NAME while the guest keeps its memory: pause, save the\n"
-    "device state, end QEMU, start a new one (the same binary, or PATH) on the same\n"
-    "RAM file, load, continue.  If the new QEMU cannot take the state, the VM is\n"
-    "booted cold instead and the command fails with the cause (docs/warm-restart.md).\n"
+    "Restart the QEMU of VM NAME while the guest keeps its memory: start a new QEMU\n"
+    "(the same binary, or PATH) on the same RAM file beside the running one, then\n"
+    "pause, save the device state, end the old QEMU, load, continue.  A new QEMU\n"
+    "that cannot start leaves the old one running, never paused, and the command\n"
+    "fails with the cause; one that cannot take the state makes the VM boot cold\n"
+    "instead (docs/warm-restart.md).\n"
     "\n"
     "  -q, --qemu PATH  the QEMU binary to restart into (absolute path)\n"
     "  -j, --json       print {\"host\", \"vms\": [{\"vm\", \"ok\", \"fallback\", \"error\",\n"
-    "                   \"suspend_ms\", \"resume_ms\", \"downtime_ms\", \"state_bytes\", "
-    "\"qemu\"}]}\n"
+    "                   \"launch_ms\", \"pause_ms\", \"suspend_ms\", \"resume_ms\",\n"
+    "                   \"downtime_ms\", \"state_bytes\", \"qemu\"}]}\n"
     "  -h, --help       show this help\n";
 
 int cli_warm_vm(struct cli_context *ctx, int argc, char **argv, const char *name)

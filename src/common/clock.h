@@ -1,3 +1,6 @@
+/* The project's clocks, in one place (docs/conventions.md, "Clocks"): wall
+ * time for what is recorded, monotonic for deadlines and timings, boot time
+ * for what must count a suspend. */
 #ifndef VCR_COMMON_CLOCK_H
 #define VCR_COMMON_CLOCK_H
 
@@ -18,6 +21,39 @@ static inline int64_t vcr_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Monotonic microseconds and nanoseconds, and milliseconds with a fraction:
+ * for timings reported to people (a pause of 0.4 ms is not 0). */
+static inline int64_t vcr_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static inline uint64_t vcr_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline double vcr_mono_ms_f(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Milliseconds of CLOCK_BOOTTIME: like monotonic, but it goes on while the
+ * machine is suspended, so a fencing deadline measured with it cannot be
+ * slept through (docs/fencing.md). */
+static inline int64_t vcr_boot_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 

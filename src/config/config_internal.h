@@ -27,7 +27,7 @@ struct raw_volume {
     char *image;
     char *mount;
     char *warm_cache;
-    char *writeback_interval_s;
+    char *writeback_interval_s; /* refused by name (volume_spec.c) */
     char *cache;
 };
 

@@ -192,11 +192,12 @@ static void volume_from_raw(const struct raw_volume *raw, unsigned vm, unsigned 
     out->warm_cache = VCR_VOLUME_WARM_CACHE_DEF;
     if (raw->warm_cache)
         config_parse_bool(r, p_warm_cache, raw->warm_cache, &out->warm_cache);
-    out->writeback_interval_s = VCR_VOLUME_WRITEBACK_DEF;
-    if (raw->writeback_interval_s &&
-        config_parse_int(r, p_writeback_interval_s, raw->writeback_interval_s, 0,
-                         VCR_VOLUME_WRITEBACK_MAX, &v))
-        out->writeback_interval_s = (uint32_t)v;
+    /* Parsed only to be refused by name: a config that still sets it expects
+     * a write-back schedule that no longer exists (docs/warm-cache.md). */
+    if (raw->writeback_interval_s)
+        config_report_add(r, p_writeback_interval_s,
+                          "no longer exists: a warm-cache volume is backed by its image itself, "
+                          "so the guest's fsync reaches the disk at once; allowed: remove the key");
     out->cache = VCR_VOLUME_CACHE_NONE;
     if (raw->cache && parse_cache(r, p_cache, raw->cache, &out->cache) && out->warm_cache)
         config_report_add(r, p_cache,

@@ -1,8 +1,8 @@
 /* Data volumes of a VM (`vms[].volumes:`, docs/warm-cache.md): an ext4
  * filesystem built from a host directory, kept in a durable disk image, and
- * attached either as virtio-pmem over a shared memory file (warm cache: the
- * guest mounts it with DAX, so its data outlives guest reboots in host
- * memory) or as a plain virtio-blk disk over the image. */
+ * attached either as virtio-pmem over that image mapped shared (warm cache:
+ * the guest mounts it with DAX, so its data outlives guest reboots in the
+ * host page cache) or as a plain virtio-blk disk over the image. */
 #ifndef VCR_CONFIG_VOLUME_SPEC_H
 #define VCR_CONFIG_VOLUME_SPEC_H
 
@@ -12,8 +12,6 @@
 #define VCR_VOLUMES_MAX           4
 #define VCR_VOLUME_SIZE_MB_MIN    16
 #define VCR_VOLUME_SIZE_MB_MAX    65536
-#define VCR_VOLUME_WRITEBACK_DEF  30
-#define VCR_VOLUME_WRITEBACK_MAX  86400
 #define VCR_VOLUME_MOUNT_MAX      128
 #define VCR_VOLUME_WARM_CACHE_DEF false
 
@@ -29,8 +27,7 @@ struct vcr_volume_spec {
     char *image;      /* absolute path of the durable disk image */
     char *mount;      /* guest mount point, absolute */
     bool warm_cache;
-    uint32_t writeback_interval_s; /* 0: write back only on clean shutdown */
-    enum vcr_volume_cache cache;   /* virtio-blk only (warm_cache false) */
+    enum vcr_volume_cache cache; /* virtio-blk only (warm_cache false) */
 };
 
 void vcr_volume_spec_clear(struct vcr_volume_spec *v);

@@ -16,6 +16,7 @@
 #include <ldns/ldns.h>
 
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 /* The fudge RFC 8945 recommends and BIND and nsupdate use: clocks may differ by 5 min. */
@@ -46,7 +47,7 @@ struct dns_update {
     struct dns_retry_policy retry;
     unsigned attempts;
     unsigned timeout_ms;
-    struct timespec started;
+    double started;         /* vcr_mono_ms_f */
     char last_problem[256]; /* why no attempt has been answered yet */
     dns_update_done_fn done;
     void *done_arg;
@@ -218,11 +219,9 @@ int dns_update_message(const struct dns_update_config *cfg, const char *name, lo
     return 0;
 }
 
-static double ms_since(const struct timespec *t0)
+static double ms_since(double t0_ms)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+    return vcr_mono_ms_f() - t0_ms;
 }
 
 static void update_free(struct dns_update *u)
@@ -272,7 +271,7 @@ static void finish(struct dns_update *u, int rcode, char *error)
     cleanup_free char *msg = error;
     struct dns_update_outcome outcome = {
         .attempts = u->attempts,
-        .elapsed_ms = ms_since(&u->started),
+        .elapsed_ms = ms_since(u->started),
         .rcode = rcode,
     };
     if (msg)
@@ -447,8 +446,7 @@ struct dns_update *dns_update_start(struct event_base *base, const struct dns_up
                                     const char *name, long ttl, const char *addr,
                                     dns_update_done_fn done, void *arg, vcr_error_t *err)
 {
-    struct timespec started;
-    clock_gettime(CLOCK_MONOTONIC, &started);
+    double started = vcr_mono_ms_f();
     struct dns_retry_policy retry;
     if (retry_policy_resolve(&cfg->retry, &retry, err) < 0)
         return NULL;

@@ -111,6 +111,9 @@ int qmp_client_connect_retry(struct qmp_client *c, const char *socket_path, int 
 int qmp_client_command(struct qmp_client *c, const char *command, json_t *args, qmp_reply_cb cb,
                        void *opaque, vcr_error_t *err);
 int qmp_client_is_ready(const struct qmp_client *c);
+/* Who gets the events and the end of the connection from now on (a client
+ * handed from one owner to another); pending reply callbacks are kept. */
+void qmp_client_set_ops(struct qmp_client *c, const struct qmp_client_ops *ops, void *opaque);
 /* Closes the socket; pending reply callbacks are called with "connection closed";
  * the closed op is NOT called.  Safe from any of the client's callbacks: the
  * memory is released when the callback returns, and no further callback but

@@ -110,6 +110,14 @@ struct qmp_client *qmp_client_new(struct event_base *base, const struct qmp_clie
     return c;
 }
 
+void qmp_client_set_ops(struct qmp_client *c, const struct qmp_client_ops *ops, void *opaque)
+{
+    memset(&c->ops, 0, sizeof(c->ops));
+    if (ops)
+        c->ops = *ops;
+    c->opaque = opaque;
+}
+
 int qmp_client_is_ready(const struct qmp_client *c)
 {
     return c->state == CLIENT_READY && !c->free_requested;

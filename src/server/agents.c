@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <sys/resource.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "proto/proto.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/listen_guard.h"
 
 struct session {
     struct agents *agents;
@@ -52,8 +54,14 @@ struct agents {
     struct journal *journal;
     struct agents_options opts;
     struct evconnlistener *listener;
+    struct listen_guard *guard;
     uint16_t port;
+    size_t n_sessions;
+    size_t n_pending;          /* sessions without a hello yet */
+    uint64_t refused;          /* connections closed at accept: over the cap */
+    int64_t refused_logged_ms; /* monotonic */
     struct event *tick;
+    int64_t last_tick_ms; /* monotonic: the last liveness tick, or the start */
     LIST_HEAD(, session) sessions;
     LIST_HEAD(, order) orders;
     int64_t next_order_id;
@@ -184,6 +192,9 @@ static void session_destroy(struct session *s)
         o = next;
     }
     LIST_REMOVE(s, link);
+    a->n_sessions--;
+    if (s->host == NULL)
+        a->n_pending--;
     proto_conn_free(s->conn);
     free(s->host);
     free(s);
@@ -252,6 +263,7 @@ static void on_hello(struct session *s, json_t *msg)
         session_reject(s, "out of memory");
         return;
     }
+    a->n_pending--;
     const char *peer = proto_conn_peer(s->conn);
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "role", h->role, "accel", h->accel,
@@ -459,6 +471,25 @@ static const struct proto_conn_ops session_ops = {
     .closed = session_closed,
 };
 
+/* One line per 10 s at most about connections the agent port turned away. */
+static void agents_note_refused(struct agents *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void agents_note_refused(struct agents *a, const char *fmt, ...)
+{
+    a->refused++;
+    int64_t now = vcr_mono_ms();
+    if (a->refused_logged_ms && now - a->refused_logged_ms < 10000)
+        return;
+    char line[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    log_warn("%s (%llu turned away so far)", line, (unsigned long long)a->refused);
+    a->refused_logged_ms = now;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
                       void *arg)
 {
@@ -467,6 +498,35 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)sa;
     (void)len;
     cleanup_error vcr_error_t err = NULL;
+    size_t cap = agents_connection_cap(a);
+    if (a->n_sessions >= cap) {
+        close(fd);
+        a->refused++;
+        int64_t now = vcr_mono_ms();
+        if (a->refused_logged_ms == 0 || now - a->refused_logged_ms >= 10000) {
+            log_warn("agent connection refused: %zu connections held, the cap is %zu "
+                     "(agent_connections_max, RLIMIT_NOFILE less %d); %llu refused so far",
+                     a->n_sessions, cap, AGENTS_FD_RESERVE, (unsigned long long)a->refused);
+            a->refused_logged_ms = now;
+        }
+        return;
+    }
+    if (a->n_pending >= AGENTS_PENDING_MAX) {
+        /* The oldest silent one makes room: the list is newest first. */
+        struct session *old = NULL, *it;
+        LIST_FOREACH(it, &a->sessions, link)
+        {
+            if (it->host == NULL && !it->closing)
+                old = it;
+        }
+        if (old) {
+            session_destroy(old);
+            agents_note_refused(a,
+                                "agent connection dropped: more than %d connections without a "
+                                "hello; the oldest one is closed",
+                                AGENTS_PENDING_MAX);
+        }
+    }
     struct session *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         log_error("agent connection refused: out of memory");
@@ -482,6 +542,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     LIST_INSERT_HEAD(&a->sessions, s, link);
+    a->n_sessions++;
+    a->n_pending++;
     log_debug("agent %s: connected", proto_conn_peer(s->conn));
     if (a->opts.key == NULL)
         return;
@@ -492,12 +554,16 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         session_reject(s, "cannot send a challenge: %s", vcr_error_msg(err));
 }
 
-static void on_accept_error(struct evconnlistener *l, void *arg)
+size_t agents_connection_cap(const struct agents *a)
 {
-    (void)l;
-    (void)arg;
-    log_warn("accepting an agent connection: %s",
-             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    size_t cap = a->opts.connections_max ? a->opts.connections_max : 1024;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        size_t fit = rl.rlim_cur > AGENTS_FD_RESERVE + 16 ? rl.rlim_cur - AGENTS_FD_RESERVE : 16;
+        if (fit < cap)
+            cap = fit;
+    }
+    return cap;
 }
 
 /* --- liveness --- */
@@ -548,6 +614,20 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     int64_t now = vcr_mono_ms();
+    /* A tick this late means the server itself did not run (stopped, starved):
+     * the frames its hosts sent meanwhile wait unread in its sockets, and this
+     * tick would come before they are read.  Their silence is ours, not theirs:
+     * it is not counted (a host that stays silent is lost host_timeout_ms later). */
+    int64_t gap = now - a->last_tick_ms;
+    a->last_tick_ms = now;
+    if (gap > AGENTS_STALL_MS) {
+        size_t n = inventory_forgive_silence(a->inv, gap - AGENTS_TICK_MS);
+        log_warn("the server did not run for %lld ms (stopped or starved): that silence of its "
+                 "%zu connected hosts is not counted against them",
+                 (long long)gap, n);
+    }
+    if (journal_held(a->journal))
+        journal_write_held(a->journal);
     inventory_expire_hosts(a->inv, now, a->opts.host_timeout_ms, on_host_lost, a);
     inventory_expire_restarts(a->inv, now, on_restart_overrun, a);
     /* A connection that never says hello would hold a descriptor forever. */
@@ -573,6 +653,7 @@ struct agents *agents_new(struct event_base *base, struct inventory *inv, struct
     a->opts = *opts;
     LIST_INIT(&a->sessions);
     LIST_INIT(&a->orders);
+    a->last_tick_ms = vcr_mono_ms();
     a->tick = event_new(base, -1, EV_PERSIST, on_tick, a);
     struct timeval tv = {.tv_sec = 0, .tv_usec = AGENTS_TICK_MS * 1000};
     if (a->tick == NULL || event_add(a->tick, &tv) < 0) {
@@ -593,7 +674,8 @@ int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t
         64, (struct sockaddr *)&sin, sizeof(sin));
     if (a->listener == NULL)
         return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
-    evconnlistener_set_error_cb(a->listener, on_accept_error);
+    if ((a->guard = listen_guard_new(a->base, a->listener, "agent port", err)) == NULL)
+        return -1;
     socklen_t len = sizeof(sin);
     if (getsockname(evconnlistener_get_fd(a->listener), (struct sockaddr *)&sin, &len) < 0)
         return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
@@ -616,6 +698,7 @@ void agents_free(struct agents *a)
 {
     if (a == NULL)
         return;
+    listen_guard_free(a->guard);
     if (a->listener)
         evconnlistener_free(a->listener);
     if (a->tick)

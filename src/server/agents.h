@@ -21,7 +21,15 @@ struct agents_options {
     uint32_t fence_timeout_ms; /* wait after host_lost before switching (docs/fencing.md) */
     const char *key;           /* borrowed for the life of agents; NULL: no challenge */
     size_t key_len;
+    uint32_t connections_max; /* agent_connections_max; 0: the default */
 };
+
+/* Descriptors kept free for probes, DNS, the journal and the API: the agent
+ * port takes at most RLIMIT_NOFILE minus this many connections. */
+#define AGENTS_FD_RESERVE 128
+/* Connections that have not said hello yet: past this many, the oldest is
+ * closed to make room (a flood of silent connections cannot lock agents out). */
+#define AGENTS_PENDING_MAX 64
 
 /* The latest an agent may self-fence after its last contact so that its VMs
  * are dead before the server switches their services (welcome.fence_after_ms). */
@@ -29,6 +37,9 @@ uint32_t agents_fence_after_ms(uint32_t host_timeout_ms, uint32_t fence_timeout_
 
 /* How often silence is checked: a host is declared lost at most this late. */
 #define AGENTS_TICK_MS 100
+/* A liveness tick later than this after the previous one: the server did not
+ * run meanwhile (docs/server.md, "Liveness"). */
+#define AGENTS_STALL_MS 1000
 
 /* inv and journal are borrowed and must outlive agents. */
 struct agents *agents_new(struct event_base *base, struct inventory *inv, struct journal *journal,
@@ -36,6 +47,9 @@ struct agents *agents_new(struct event_base *base, struct inventory *inv, struct
 /* Accept agents on addr:port (port 0: an ephemeral one, see agents_port). */
 int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t *err);
 uint16_t agents_port(const struct agents *a);
+/* Agent-port connections allowed now: connections_max, or fewer when
+ * RLIMIT_NOFILE leaves less than AGENTS_FD_RESERVE beside them. */
+size_t agents_connection_cap(const struct agents *a);
 /* Closes every connection; pending orders end with ORDER_UNREACHABLE first. */
 void agents_free(struct agents *a);
 

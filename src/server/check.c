@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 
@@ -28,7 +29,7 @@ struct check {
     check_done_fn done;
     void *arg;
     bool finished;
-    bool healthy;
+    enum check_outcome outcome;
     char why[200];
     char body[CHECK_BODY_MAX];
 };
@@ -57,24 +58,24 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
     (void)what;
     check_done_fn done = c->done;
     void *done_arg = c->arg;
-    bool healthy = c->healthy;
+    enum check_outcome outcome = c->outcome;
     char why[sizeof(c->why)], body[sizeof(c->body)];
     memcpy(why, c->why, sizeof(why));
     memcpy(body, c->body, sizeof(body));
     check_free(c);
-    done(healthy, healthy ? NULL : why, body, done_arg);
+    done(outcome, outcome == CHECK_HEALTHY ? NULL : why, body, done_arg);
 }
 
 /* Ends the check: frees the socket now, reports from the loop. */
-static void finish(struct check *c, bool healthy, const char *fmt, ...)
+static void finish(struct check *c, enum check_outcome outcome, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void finish(struct check *c, bool healthy, const char *fmt, ...)
+static void finish(struct check *c, enum check_outcome outcome, const char *fmt, ...)
 {
     if (c->finished)
         return;
     c->finished = true;
-    c->healthy = healthy;
+    c->outcome = outcome;
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
@@ -113,9 +114,9 @@ static void received(struct check *c, bool eof)
     if (r != 0)
         copy_body(c, in, body_start);
     if (r > 0)
-        finish(c, true, NULL);
+        finish(c, CHECK_HEALTHY, NULL);
     else if (r < 0)
-        finish(c, false, "%s:%u: %s", c->address, c->target.port, why);
+        finish(c, CHECK_UNHEALTHY, "%s:%u: %s", c->address, c->target.port, why);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -130,7 +131,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
         if (c->ops->connected(&c->target, bufferevent_get_output(c->bev)) > 0)
-            finish(c, true, NULL);
+            finish(c, CHECK_HEALTHY, NULL);
         return;
     }
     if (what & BEV_EVENT_EOF) {
@@ -138,8 +139,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     int e = EVUTIL_SOCKET_ERROR();
-    finish(c, false, "%s:%u: %s", c->address, c->target.port,
-           e ? evutil_socket_error_to_string(e) : "connection error");
+    finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: %s", c->address,
+           c->target.port, e ? evutil_socket_error_to_string(e) : "connection error");
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -147,8 +148,8 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     struct check *c = arg;
     (void)fd;
     (void)what;
-    finish(c, false, "%s:%u: no %s answer within %u ms", c->address, c->target.port, c->ops->name,
-           c->target.timeout_ms);
+    finish(c, CHECK_UNHEALTHY, "%s:%u: no %s answer within %u ms", c->address, c->target.port,
+           c->ops->name, c->target.timeout_ms);
 }
 
 struct check *check_start(struct event_base *base, const struct check_target *t, check_done_fn done,
@@ -163,24 +164,54 @@ struct check *check_start(struct event_base *base, const struct check_target *t,
     struct check *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->address = strdup(t->address)) == NULL ||
         (t->path && (c->path = strdup(t->path)) == NULL) ||
-        (c->timer = evtimer_new(base, on_timeout, c)) == NULL ||
-        (c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        (c->timer = evtimer_new(base, on_timeout, c)) == NULL) {
         if (c)
             check_free(c);
         vcr_error_make(err, ENOMEM, "check %s:%u: out of memory", t->address, t->port);
         return NULL;
     }
-    c->ops = t->type == CHECK_HTTP ? &check_http_ops : &check_tcp_ops;
+    c->ops = t->type ? t->type : &check_tcp_ops;
     c->target = *t;
     c->target.address = c->address;
     c->target.path = c->path;
     c->done = done;
     c->arg = arg;
-    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     struct timeval tv = {.tv_sec = t->timeout_ms / 1000, .tv_usec = (t->timeout_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-        finish(c, false, "%s:%u: connect: %s", c->address, t->port, strerror(errno));
+    /* The socket is made here, not by libevent, so that its errno is ours to read:
+     * a process out of descriptors learns nothing about the service. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: socket: %s",
+               c->address, t->port, strerror(e));
+        return c;
+    }
+    if ((c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        close(fd);
+        finish(c, CHECK_INCONCLUSIVE, "%s:%u: out of memory", c->address, t->port);
+        return c;
+    }
+    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        int e = errno;
+        finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: connect: %s",
+               c->address, t->port, strerror(e));
+    }
     return c;
+}
+
+bool check_local_error(int error)
+{
+    switch (error) {
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+    case EADDRNOTAVAIL:
+        return true;
+    default:
+        return false;
+    }
 }

@@ -20,17 +20,31 @@ struct evbuffer;
 struct check;
 
 struct check_target {
-    enum check_type type;
-    const char *address; /* dotted quad */
+    const struct check_ops *type; /* NULL: tcp */
+    const char *address;          /* dotted quad */
     uint16_t port;
     const char *path; /* http: the request path; NULL means "/" */
     uint32_t timeout_ms;
 };
 
+/* What one attempt found.  CHECK_INCONCLUSIVE: the attempt failed for a
+ * reason of this machine's (no file descriptor, no memory, no local port:
+ * EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL), so it says nothing about
+ * the service and must never count as a failure of it. */
+enum check_outcome {
+    CHECK_HEALTHY,
+    CHECK_UNHEALTHY,
+    CHECK_INCONCLUSIVE,
+};
+
 /* Called once per started check, never from inside check_start.  why is NULL
  * when healthy; body is what the service answered (HTTP body, may be ""), both
  * borrowed for the call.  The check is freed before done runs. */
-typedef void (*check_done_fn)(bool healthy, const char *why, const char *body, void *arg);
+typedef void (*check_done_fn)(enum check_outcome outcome, const char *why, const char *body,
+                              void *arg);
+
+/* True for the errno values that make an attempt inconclusive (above). */
+bool check_local_error(int error);
 
 /* All strings of t are copied. */
 struct check *check_start(struct event_base *base, const struct check_target *t, check_done_fn done,
@@ -40,7 +54,8 @@ void check_cancel(struct check *c);
 
 /* What each protocol does once TCP is connected. */
 struct check_ops {
-    const char *name;
+    const char *name; /* as `check.type` names it in the configuration */
+    bool takes_path;  /* `check.path` means something to it (http) */
     /* TCP is up: queue a request on out.  Returns 1 when being connected is the
      * whole check (healthy now), 0 to wait for an answer. */
     int (*connected)(const struct check_target *t, struct evbuffer *out);
@@ -53,5 +68,12 @@ struct check_ops {
 
 extern const struct check_ops check_tcp_ops;
 extern const struct check_ops check_http_ops;
+extern const struct check_ops check_redis_ops;
+
+/* Every protocol, for the configuration (check_protocols.c: adding one is a
+ * file of its own and one entry there, docs/conventions.md). */
+const struct check_ops *check_protocol(const char *name);
+/* "tcp, http, ..." into buf. */
+const char *check_protocols_allowed(char *buf, size_t size);
 
 #endif

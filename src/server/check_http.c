@@ -43,6 +43,7 @@ static int http_received(const struct check_target *t, struct evbuffer *in, bool
 
 const struct check_ops check_http_ops = {
     .name = "http",
+    .takes_path = true,
     .connected = http_connected,
     .received = http_received,
 };

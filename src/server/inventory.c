@@ -12,27 +12,15 @@
 
 #define NAME_MAX_LEN 64
 
-static const char *const vm_state_names[] = {
-    [INV_VM_STARTING] = "starting",     [INV_VM_RUNNING] = "running",
-    [INV_VM_PAUSED] = "paused",         [INV_VM_SHUTDOWN] = "shutdown",
-    [INV_VM_STOPPED] = "stopped",       [INV_VM_CRASHED] = "crashed",
-    [INV_VM_PANICKED] = "panicked",     [INV_VM_FAILED] = "failed",
-    [INV_VM_RESTARTING] = "restarting",
-};
-
-#define N_INV_VM_STATES (sizeof(vm_state_names) / sizeof(vm_state_names[0]))
-
 const char *inv_vm_state_name(enum inv_vm_state s)
 {
-    return (size_t)s < N_INV_VM_STATES ? vm_state_names[s] : "unknown";
+    const char *name = proto_vm_state_name((int)s);
+    return name ? name : "unknown";
 }
 
 int inv_vm_state_parse(const char *s)
 {
-    for (size_t i = 0; s && i < N_INV_VM_STATES; i++)
-        if (strcmp(s, vm_state_names[i]) == 0)
-            return (int)i;
-    return -1;
+    return proto_vm_state_parse(s);
 }
 
 static const char *const watchdog_names[] = {
@@ -273,7 +261,7 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
 {
     const char *name, *address, *accel, *cause, *qemu, *ram, *ram_backing;
     enum inv_vm_state state;
-    int64_t pid, memory_mb, vcpus;
+    int64_t pid, memory_mb, vcpus, boots;
     if (!json_is_object(obj)) {
         vcr_error_make(err, EPROTO, "%s: expected an object", where);
         return NULL;
@@ -281,6 +269,7 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
     if (get_name(obj, where, "name", &name, err) < 0 ||
         get_state(obj, where, "state", &state, err) < 0 ||
         get_int(obj, where, "pid", false, &pid, err) < 0 ||
+        get_int(obj, where, "boots", false, &boots, err) < 0 ||
         get_string(obj, where, "address", false, &address, err) < 0 ||
         get_int(obj, where, "memory_mb", false, &memory_mb, err) < 0 ||
         get_int(obj, where, "vcpus", false, &vcpus, err) < 0 ||
@@ -301,6 +290,7 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
     }
     vm->state = state;
     vm->pid = pid;
+    vm->boots = json_object_get(obj, "boots") ? boots : -1;
     vm->memory_mb = memory_mb;
     vm->vcpus = vcpus;
     return vm;
@@ -437,12 +427,13 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
         return vcr_error_make(err, ENOENT, "vm_event: host `%s` has not said hello", host);
     const char *name, *cause, *qemu;
     enum inv_vm_state state;
-    int64_t ts_ms, pid;
+    int64_t ts_ms, pid, boots;
     if (get_name(msg, "vm_event", "vm", &name, err) < 0 ||
         get_state(msg, "vm_event", "state", &state, err) < 0 ||
         get_string(msg, "vm_event", "cause", true, &cause, err) < 0 ||
         get_int(msg, "vm_event", "ts_ms", true, &ts_ms, err) < 0 ||
         get_int(msg, "vm_event", "pid", false, &pid, err) < 0 ||
+        get_int(msg, "vm_event", "boots", false, &boots, err) < 0 ||
         get_string(msg, "vm_event", "qemu", false, &qemu, err) < 0)
         return -1;
     struct inv_vm *vm = host_find_vm(h, name);
@@ -455,6 +446,7 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
             vm_free(vm);
             return vcr_error_make(err, ENOMEM, "vm_event for `%s`: out of memory", name);
         }
+        vm->boots = -1;
         h->vms[h->n_vms++] = vm;
     }
     if (set_str(&vm->cause, cause) < 0 || (qemu && set_str(&vm->qemu, qemu) < 0))
@@ -477,6 +469,8 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
         vm->has_sample = false; /* the last sample described a process that is gone */
     if (json_object_get(msg, "pid"))
         vm->pid = pid;
+    if (json_object_get(msg, "boots"))
+        vm->boots = boots;
     return 0;
 }
 
@@ -539,6 +533,19 @@ void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms
     struct inv_host *h = inventory_find_host(inv, host);
     if (h)
         h->last_seen_ms = now_ms;
+}
+
+size_t inventory_forgive_silence(struct inventory *inv, int64_t ms)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < inv->n_hosts; i++) {
+        struct inv_host *h = inv->hosts[i];
+        if (h->state != INV_HOST_CONNECTED || ms <= 0)
+            continue;
+        h->last_seen_ms += ms;
+        count++;
+    }
+    return count;
 }
 
 size_t inventory_expire_hosts(struct inventory *inv, int64_t now_ms, int64_t timeout_ms,
@@ -621,6 +628,25 @@ static json_t *vm_json_base(const struct inv_vm *vm)
                      vm->has_sample ? json_integer(vm->sample_ts_ms) : json_null());
 }
 
+/* A container is only as known as its host: a lost host's are `unknown`, with
+ * the state last reported as `last_state` (as for VMs). */
+static json_t *containers_json(const struct inv_host *h)
+{
+    if (h->state != INV_HOST_LOST)
+        return json_incref(h->containers);
+    json_t *list = json_deep_copy(h->containers);
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c)
+    {
+        json_t *state = json_object_get(c, "state");
+        if (state)
+            json_object_set(c, "last_state", state);
+        json_object_set_new(c, "state", json_string("unknown"));
+    }
+    return list;
+}
+
 json_t *inventory_self_fence_json(const struct inv_host *h, int64_t now_ms, int64_t now_wall_ms)
 {
     const struct inv_self_fence *f = &h->self_fence;
@@ -662,7 +688,7 @@ json_t *inventory_status_json(const struct inventory *inv, int64_t now_ms, int64
                                     ? json_integer(now_wall_ms + (h->cut_off_until_ms - now_ms))
                                     : json_null());
         if (host && h->containers)
-            json_object_set(host, "containers", h->containers);
+            json_object_set_new(host, "containers", containers_json(h));
         if (host && h->vm_load)
             json_object_set(host, "vm_load", h->vm_load);
         if (json_array_append_new(hosts, host) < 0)

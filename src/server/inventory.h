@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "proto/proto_state.h"
 
 enum inv_host_state {
     INV_HOST_CONNECTED,
@@ -20,15 +21,16 @@ enum inv_host_state {
 
 /* docs/protocol.md, "VM state values". */
 enum inv_vm_state {
-    INV_VM_STARTING,
-    INV_VM_RUNNING,
-    INV_VM_PAUSED,
-    INV_VM_SHUTDOWN,
-    INV_VM_STOPPED,
-    INV_VM_CRASHED,
-    INV_VM_PANICKED,
-    INV_VM_FAILED,
-    INV_VM_RESTARTING, /* warm restart: maintenance, not failure, until its deadline */
+    INV_VM_STARTING = PROTO_VM_STARTING,
+    INV_VM_RUNNING = PROTO_VM_RUNNING,
+    INV_VM_PAUSED = PROTO_VM_PAUSED,
+    INV_VM_SHUTDOWN = PROTO_VM_SHUTDOWN,
+    INV_VM_STOPPED = PROTO_VM_STOPPED,
+    INV_VM_CRASHED = PROTO_VM_CRASHED,
+    INV_VM_PANICKED = PROTO_VM_PANICKED,
+    INV_VM_FAILED = PROTO_VM_FAILED,
+    /* warm restart: maintenance, not failure, until its deadline */
+    INV_VM_RESTARTING = PROTO_VM_RESTARTING,
 };
 
 /* A VM `restarting` longer than this has failed its warm restart (the agent's
@@ -45,6 +47,7 @@ struct inv_vm {
     enum inv_vm_state state;
     char *cause;                 /* NULL until a hello or vm_event says why */
     int64_t pid;                 /* 0: not known */
+    int64_t boots;               /* guest boots the agent saw (vm_sm.boots); -1: not known */
     char *address;               /* NULL: not known */
     int64_t memory_mb;           /* 0: not known */
     int64_t vcpus;               /* 0: not known */
@@ -161,6 +164,11 @@ int inventory_apply_self_fence(struct inventory *inv, const char *host, json_t *
 int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err);
 /* Any frame from host's agent. */
 void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms);
+
+/* The server itself did not run for ms (a late liveness tick): every connected
+ * host's last frame counts as ms later, so that silence is not held against it.
+ * Returns how many hosts. */
+size_t inventory_forgive_silence(struct inventory *inv, int64_t ms);
 
 /* Marks lost every connected host silent for more than timeout_ms at now_ms and
  * calls lost for each (silent_ms = now_ms - last_seen_ms).  Returns how many. */

@@ -15,6 +15,13 @@
 #define STRINGIFY_(x)          #x
 #define STRINGIFY(x)           STRINGIFY_(x)
 
+/* An event journal_note could not write (a full disk), kept to be written first by
+ * the next write that can: late, in order, rather than lost. */
+struct held_event {
+    int64_t ts_ms, rx_ms;
+    char *host, *vm, *kind, *detail; /* owned; host, vm, detail may be NULL */
+};
+
 struct journal {
     sqlite3 *db;
     char *path;
@@ -23,7 +30,19 @@ struct journal {
     sqlite3_stmt *tail;
     journal_append_cb listener;
     void *listener_opaque;
+    struct held_event held[JOURNAL_HELD_MAX];
+    size_t n_held;
+    uint64_t dropped; /* held events dropped (the oldest) past JOURNAL_HELD_MAX */
 };
+
+static void held_free(struct held_event *h)
+{
+    free(h->host);
+    free(h->vm);
+    free(h->kind);
+    free(h->detail);
+    memset(h, 0, sizeof(*h));
+}
 
 static int db_error(struct journal *j, vcr_error_t *err, const char *what)
 {
@@ -34,6 +53,8 @@ void journal_close(struct journal *j)
 {
     if (j == NULL)
         return;
+    for (size_t i = 0; i < j->n_held; i++)
+        held_free(&j->held[i]);
     sqlite3_finalize(j->insert);
     sqlite3_finalize(j->since);
     sqlite3_finalize(j->tail);
@@ -59,16 +80,16 @@ static int pragma_text(struct journal *j, const char *sql, char *out, size_t siz
 static int setup(struct journal *j, vcr_error_t *err)
 {
     char mode[32];
-    /* WAL lets readers run beside the writer; NORMAL sync in WAL mode survives a
-     * crash of the server, and an agent re-sends its full state on reconnect, so
-     * the events a power cut could cost are not the only record. */
+    /* WAL lets readers run beside the writer; FULL sync makes every event
+     * durable when its append returns (NORMAL would survive a crash of the
+     * server but lose the last events to a power cut). */
     if (pragma_text(j, "PRAGMA journal_mode=WAL", mode, sizeof(mode), err) < 0)
         return -1;
     if (strcmp(mode, "wal") != 0)
         return vcr_error_make(err, EIO, "journal `%s`: cannot use WAL mode (got `%s`)", j->path,
                               mode);
     char *msg = NULL;
-    if (sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, &msg) != SQLITE_OK) {
         vcr_error_make(err, EIO, "journal `%s`: %s", j->path, msg ? msg : "synchronous");
         sqlite3_free(msg);
         return -1;
@@ -141,17 +162,16 @@ static int bind_text_or_null(sqlite3_stmt *st, int col, const char *s)
     return s ? sqlite3_bind_text(st, col, s, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, col);
 }
 
-int64_t journal_append(struct journal *j, const struct journal_event *ev, vcr_error_t *err)
+static int64_t insert(struct journal *j, int64_t ts_ms, int64_t rx_ms, const char *host,
+                      const char *vm, const char *kind, const char *detail, vcr_error_t *err)
 {
-    cleanup_free char *detail = ev->detail ? json_dumps(ev->detail, JSON_COMPACT) : NULL;
     sqlite3_stmt *st = j->insert;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    if (sqlite3_bind_int64(st, 1, ev->ts_ms) != SQLITE_OK ||
-        sqlite3_bind_int64(st, 2, ev->rx_ms) != SQLITE_OK ||
-        bind_text_or_null(st, 3, ev->host) != SQLITE_OK ||
-        bind_text_or_null(st, 4, ev->vm) != SQLITE_OK ||
-        bind_text_or_null(st, 5, ev->kind) != SQLITE_OK ||
+    if (sqlite3_bind_int64(st, 1, ts_ms) != SQLITE_OK ||
+        sqlite3_bind_int64(st, 2, rx_ms) != SQLITE_OK ||
+        bind_text_or_null(st, 3, host) != SQLITE_OK || bind_text_or_null(st, 4, vm) != SQLITE_OK ||
+        bind_text_or_null(st, 5, kind) != SQLITE_OK ||
         bind_text_or_null(st, 6, detail) != SQLITE_OK)
         return db_error(j, err, "append");
     int rc = sqlite3_step(st);
@@ -162,6 +182,63 @@ int64_t journal_append(struct journal *j, const struct journal_event *ev, vcr_er
     if (j->listener)
         j->listener(id, j->listener_opaque);
     return id;
+}
+
+int64_t journal_append(struct journal *j, const struct journal_event *ev, vcr_error_t *err)
+{
+    cleanup_free char *detail = ev->detail ? json_dumps(ev->detail, JSON_COMPACT) : NULL;
+    return insert(j, ev->ts_ms, ev->rx_ms, ev->host, ev->vm, ev->kind, detail, err);
+}
+
+size_t journal_held(const struct journal *j)
+{
+    return j->n_held;
+}
+
+int journal_write_held(struct journal *j)
+{
+    size_t done = 0;
+    while (done < j->n_held) {
+        struct held_event *h = &j->held[done];
+        cleanup_error vcr_error_t err = NULL;
+        if (insert(j, h->ts_ms, h->rx_ms, h->host, h->vm, h->kind, h->detail, &err) < 0)
+            break;
+        held_free(h);
+        done++;
+    }
+    if (done == 0)
+        return j->n_held ? -1 : 0;
+    memmove(j->held, j->held + done, (j->n_held - done) * sizeof(j->held[0]));
+    j->n_held -= done;
+    if (j->n_held == 0) {
+        if (j->dropped)
+            log_error("journal `%s`: written again; %llu events were dropped meanwhile (more "
+                      "than %d held)",
+                      j->path, (unsigned long long)j->dropped, JOURNAL_HELD_MAX);
+        else
+            log_info("journal `%s`: written again, with the %zu events held meanwhile", j->path,
+                     done);
+        j->dropped = 0;
+        return 0;
+    }
+    return -1;
+}
+
+static void hold(struct journal *j, const struct journal_event *ev)
+{
+    if (j->n_held == JOURNAL_HELD_MAX) {
+        held_free(&j->held[0]);
+        memmove(j->held, j->held + 1, (JOURNAL_HELD_MAX - 1) * sizeof(j->held[0]));
+        j->n_held--;
+        j->dropped++;
+    }
+    struct held_event *h = &j->held[j->n_held++];
+    h->ts_ms = ev->ts_ms;
+    h->rx_ms = ev->rx_ms;
+    h->host = ev->host ? strdup(ev->host) : NULL;
+    h->vm = ev->vm ? strdup(ev->vm) : NULL;
+    h->kind = strdup(ev->kind);
+    h->detail = ev->detail ? json_dumps(ev->detail, JSON_COMPACT) : NULL;
 }
 
 void journal_note(struct journal *j, int64_t ts_ms, const char *host, const char *vm,
@@ -177,9 +254,18 @@ void journal_note(struct journal *j, int64_t ts_ms, const char *host, const char
     };
     if (ev.ts_ms == 0)
         ev.ts_ms = ev.rx_ms;
+    /* Never before an older event that is still held: the journal keeps the order. */
+    if (journal_write_held(j) < 0) {
+        hold(j, &ev);
+        return;
+    }
     cleanup_error vcr_error_t err = NULL;
-    if (journal_append(j, &ev, &err) < 0)
-        log_error("%s", vcr_error_msg(err));
+    if (journal_append(j, &ev, &err) < 0) {
+        log_error("%s; the event is held and written once the journal can be written "
+                  "(at most %d held)",
+                  vcr_error_msg(err), JOURNAL_HELD_MAX);
+        hold(j, &ev);
+    }
 }
 
 static json_t *column_text_or_null(sqlite3_stmt *st, int col)

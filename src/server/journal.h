@@ -40,9 +40,17 @@ int64_t journal_append(struct journal *j, const struct journal_event *ev, vcr_er
 
 /* What the server records as it goes: rx_ms is now, ts_ms (0: now) when it
  * happened.  A failure (a full disk) is logged, not returned: it must not stop
- * the monitoring itself. */
+ * the monitoring itself.  The event is held in memory (at most JOURNAL_HELD_MAX,
+ * then the oldest are dropped and counted) and written, in order and before any
+ * newer one, by the next note or journal_write_held() that can write. */
+#define JOURNAL_HELD_MAX 1024
 void journal_note(struct journal *j, int64_t ts_ms, const char *host, const char *vm,
                   const char *kind, json_t *detail);
+
+/* Writes the held events, oldest first; 0 when none is left, -1 when some still
+ * cannot be written.  The server calls it on its liveness tick (100 ms). */
+int journal_write_held(struct journal *j);
+size_t journal_held(const struct journal *j);
 
 /* A JSON array of events {id, ts_ms, rx_ms, host, vm, kind, detail}, oldest
  * first, at most limit (1..JOURNAL_READ_MAX): those with id > since_id, or for

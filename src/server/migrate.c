@@ -1,6 +1,7 @@
 /* Container migration between standby VMs (see migrate.h).  One struct mig
  * per migration walks the phases below; every order's reply moves it on. */
 #include "server/migrate.h"
+#include "server/migrate_priv.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
@@ -40,8 +42,6 @@ static const char *const phase_names[] = {
     [MP_DONE] = "done",
 };
 
-#define MIG_MAX 64
-
 struct mig {
     struct migrator *m;
     enum mig_phase phase;
@@ -67,44 +67,6 @@ struct mig {
     void *opaque;
 };
 
-/* The policy's memory of one standby host. */
-struct busy_host {
-    char name[65];
-    uint32_t over;         /* samples in a row at or above the threshold */
-    int64_t vm_started_ms; /* as a target: when its VM was last started (monotonic) */
-};
-
-#define BUSY_MAX 64
-/* A target VM started by the policy gets this long to say hello before it is
- * started again. */
-#define MIGRATE_TARGET_BOOT_MS 300000
-
-/* A container whose migration ended: still marked moving in the inventory
- * until both hosts have reported their containers since (their last reports
- * predate the end: the source may still list it stopped), or a while passed. */
-struct settling {
-    char name[65], src[65], dst[65];
-    uint64_t src_seq, dst_seq;
-    int64_t until_ms; /* monotonic */
-};
-
-#define MIGRATE_SETTLE_MS 30000
-
-struct migrator {
-    struct settling settling[MIG_MAX];
-    size_t n_settling;
-    struct busy_host busy[BUSY_MAX];
-    size_t n_busy;
-    struct event_base *base;
-    const struct server_config *cfg;
-    struct inventory *inv;
-    struct journal *journal;
-    struct agents *agents;
-    bool stopping;
-    struct mig *migs[MIG_MAX];
-    size_t n_migs;
-};
-
 struct migrator *migrator_new(struct event_base *base, const struct server_config *cfg,
                               struct inventory *inv, struct journal *journal, struct agents *agents,
                               vcr_error_t *err)
@@ -128,7 +90,7 @@ static uint64_t report_seq(struct migrator *m, const char *host)
 
 /* Unmarks the containers whose hosts have both reported since their
  * migration ended (or whose wait is over). */
-static void settle(struct migrator *m)
+void migrate_settle(struct migrator *m)
 {
     int64_t now = vcr_mono_ms();
     for (size_t i = 0; i < m->n_settling;) {
@@ -282,7 +244,8 @@ static void on_rollback(enum order_outcome outcome, const char *message, json_t 
 }
 
 /* Orders whose reply nobody waits for (cb NULL) still need a callback. */
-static void on_ignored(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
+void migrate_on_ignored(enum order_outcome outcome, const char *message, json_t *reply,
+                        void *opaque)
 {
     (void)reply;
     (void)opaque;
@@ -295,7 +258,7 @@ static void order(struct mig *g, const char *host, const char *action, json_t *m
 {
     cleanup_error vcr_error_t err = NULL;
     if (agents_send_order_with(g->m->agents, host, action, g->name, members, timeout_ms,
-                               cb ? cb : on_ignored, cb ? (void *)g : NULL, &err) >= 0)
+                               cb ? cb : migrate_on_ignored, cb ? (void *)g : NULL, &err) >= 0)
         return;
     if (cb == NULL) {
         log_warn("migration of %s: %s on %s: %s", g->name, action, host, vcr_error_msg(err));
@@ -449,8 +412,9 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     probe_port(arg);
 }
 
-static void on_port(bool healthy, const char *why, const char *body, void *arg)
+static void on_port(enum check_outcome outcome, const char *why, const char *body, void *arg)
 {
+    bool healthy = outcome == CHECK_HEALTHY;
     (void)body;
     struct mig *g = arg;
     g->check = NULL;
@@ -476,7 +440,7 @@ static void on_port(bool healthy, const char *why, const char *body, void *arg)
 static void probe_port(struct mig *g)
 {
     struct check_target t = {
-        .type = CHECK_TCP, .address = g->address, .port = g->port, .timeout_ms = 200};
+        .type = &check_tcp_ops, .address = g->address, .port = g->port, .timeout_ms = 200};
     cleanup_error vcr_error_t err = NULL;
     g->check = check_start(g->m->base, &t, on_port, g, &err);
     if (g->check == NULL)
@@ -578,7 +542,7 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     if (c == NULL)
         return vcr_error_make(err, ENOENT, "no container `%s` on standby host `%s`", name, src);
     const char *state = json_string_value(json_object_get(c, "state"));
-    if (state == NULL || strcmp(state, "running") != 0)
+    if (proto_ct_state_parse(state) != PROTO_CT_RUNNING)
         return vcr_error_make(err, EAGAIN, "container `%s` on `%s` is %s: only a running one moves",
                               name, src, state ? state : "in an unknown state");
     if (inventory_host_container(hd, name))
@@ -664,134 +628,10 @@ json_t *migrator_status_json(struct migrator *m)
     return list;
 }
 
-/* --- the policy --- */
-
-static struct busy_host *busy_of(struct migrator *m, const char *name)
-{
-    for (size_t i = 0; i < m->n_busy; i++)
-        if (strcmp(m->busy[i].name, name) == 0)
-            return &m->busy[i];
-    if (m->n_busy == BUSY_MAX)
-        return NULL;
-    struct busy_host *b = &m->busy[m->n_busy++];
-    memset(b, 0, sizeof(*b));
-    snprintf(b->name, sizeof(b->name), "%s", name);
-    return b;
-}
-
-static double load_of(const struct inv_host *h)
-{
-    json_t *pct = json_object_get(h->vm_load, "cpu_pct");
-    return json_is_number(pct) ? json_number_value(pct) : -1;
-}
-
-static bool moving_from(const struct migrator *m, const char *host)
+bool migrate_host_busy(const struct migrator *m, const char *host)
 {
     for (size_t i = 0; i < m->n_migs; i++)
         if (strcmp(m->migs[i]->src, host) == 0 || strcmp(m->migs[i]->dst, host) == 0)
             return true;
     return false;
-}
-
-/* The VM named like a target, on a connected host agent, if it is down. */
-static bool start_target_vm(struct migrator *m, const char *target)
-{
-    for (size_t i = 0; i < m->inv->n_hosts; i++) {
-        const struct inv_host *h = m->inv->hosts[i];
-        if (h->state != INV_HOST_CONNECTED)
-            continue;
-        for (size_t j = 0; j < h->n_vms; j++) {
-            const struct inv_vm *vm = h->vms[j];
-            if (strcmp(vm->name, target) != 0)
-                continue;
-            if (vm->state == INV_VM_RUNNING || vm->state == INV_VM_STARTING ||
-                vm->state == INV_VM_RESTARTING)
-                return false; /* booting: its agent says hello soon */
-            struct busy_host *b = busy_of(m, target);
-            int64_t now = vcr_mono_ms();
-            if (b == NULL || (b->vm_started_ms && now - b->vm_started_ms < MIGRATE_TARGET_BOOT_MS))
-                return false;
-            b->vm_started_ms = now;
-            log_info("migration policy: starting spare standby VM %s on %s", target, h->name);
-            cleanup_error vcr_error_t err = NULL;
-            if (agents_send_order_with(m->agents, h->name, "vm_start", target, NULL,
-                                       MIGRATE_CHUNK_ORDER_MS, on_ignored, NULL, &err) < 0)
-                log_warn("migration policy: vm_start %s: %s", target, vcr_error_msg(err));
-            cleanup_json json_t *d =
-                json_pack("{s:s, s:s}", "phase", "target_started", "target", target);
-            journal_note(m->journal, 0, h->name, target, JOURNAL_MIGRATION, d);
-            return true;
-        }
-    }
-    return false;
-}
-
-void migrator_on_sample(struct migrator *m, const char *host)
-{
-    if (m == NULL || m->stopping)
-        return;
-    settle(m);
-    if (m->cfg->migration.cpu_pct == 0)
-        return;
-    const struct inv_host *h = inventory_find_host(m->inv, host);
-    if (h == NULL || h->role == NULL || strcmp(h->role, "standby") != 0)
-        return;
-    struct busy_host *b = busy_of(m, host);
-    if (b == NULL)
-        return;
-    double pct = load_of(h);
-    if (pct < (double)m->cfg->migration.cpu_pct) {
-        b->over = 0;
-        return;
-    }
-    if (++b->over < m->cfg->migration.samples || moving_from(m, host))
-        return;
-    /* The busiest running container. */
-    const char *name = NULL;
-    double most = -1;
-    size_t i;
-    json_t *c;
-    json_array_foreach(h->containers, i, c)
-    {
-        const char *st = json_string_value(json_object_get(c, "state"));
-        json_t *cp = json_object_get(c, "cpu_pct");
-        double v = json_is_number(cp) ? json_number_value(cp) : 0;
-        if (st && strcmp(st, "running") == 0 && v > most) {
-            most = v;
-            name = json_string_value(json_object_get(c, "name"));
-        }
-    }
-    if (name == NULL)
-        return;
-    /* The least busy connected target that does not hold it. */
-    const char *to = NULL;
-    double least = 1e9;
-    for (size_t t = 0; t < m->cfg->migration.n_targets; t++) {
-        const char *cand = m->cfg->migration.targets[t];
-        const struct inv_host *th = inventory_find_host(m->inv, cand);
-        if (strcmp(cand, host) == 0 || th == NULL || th->state != INV_HOST_CONNECTED ||
-            th->role == NULL || strcmp(th->role, "standby") != 0 ||
-            inventory_host_container(th, name) || moving_from(m, cand))
-            continue;
-        double l = load_of(th);
-        if (l < least) {
-            least = l;
-            to = cand;
-        }
-    }
-    if (to == NULL) {
-        /* None up: bring a spare up; a later sample finds it. */
-        for (size_t t = 0; t < m->cfg->migration.n_targets; t++)
-            if (strcmp(m->cfg->migration.targets[t], host) != 0 &&
-                start_target_vm(m, m->cfg->migration.targets[t]))
-                break;
-        return;
-    }
-    char why[200];
-    snprintf(why, sizeof(why), "policy: %s at %.0f%% CPU for %u samples (threshold %u%%)", host,
-             pct, b->over, m->cfg->migration.cpu_pct);
-    cleanup_error vcr_error_t err = NULL;
-    if (migrator_start(m, host, name, to, why, true, NULL, NULL, &err) < 0)
-        log_warn("migration policy: %s from %s to %s: %s", name, host, to, vcr_error_msg(err));
-    b->over = 0;
 }

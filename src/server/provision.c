@@ -17,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -99,13 +100,7 @@ static void send_order(struct svc *s, const char *host, const char *action, int6
 {
     const struct service_config *c = s->cfg;
     struct provision *p = &s->provision;
-    cleanup_json json_t *members =
-        json_pack("{s:s, s:s, s:s, s:i, s:b}", "name", c->standby.container, "service", c->name,
-                  "address", c->standby.address, "prefix", (int)c->standby.prefix, "start", 1);
-    if (members && c->standby.gateway)
-        json_object_set_new(members, "gateway", json_string(c->standby.gateway));
-    if (members && c->standby.template)
-        json_object_set_new(members, "template", json_string(c->standby.template));
+    cleanup_json json_t *members = recovery_container_members(s);
     log_info("service %s: warm container %s is %s on %s: %s", c->name, c->standby.container,
              strcmp(action, "container_create") == 0 ? "absent" : "stopped", host, action);
     cleanup_error vcr_error_t err = NULL;
@@ -143,7 +138,7 @@ void provision_tick(struct svc *s, int64_t now)
     }
     const char *state = json_string_value(json_object_get(c, "state"));
     /* starting, stopping: under way; frozen: someone froze it on purpose. */
-    if (state && strcmp(state, "stopped") == 0)
+    if (proto_ct_state_parse(state) == PROTO_CT_STOPPED)
         send_order(s, h->name, "container_start", now);
 }
 

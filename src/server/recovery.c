@@ -20,6 +20,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "dns/dns_update.h"
+#include "proto/proto_code.h"
+#include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
@@ -30,116 +32,8 @@
 
 #define JOURNAL_RECOVERY "recovery"
 #define JOURNAL_FENCED   "fenced"
-#define JOURNAL_FAILBACK "failback"
 #define RETRY_MS         200
 #define RESOLVE_MS       1000
-
-static const char *const state_names[] = {
-    [SVC_OK] = "ok",
-    [SVC_DEGRADED] = "degraded",
-    [SVC_RECOVERING] = "recovering",
-    [SVC_RECOVERED] = "recovered",
-    [SVC_FAILED] = "failed",
-};
-
-static const char *const phase_names[] = {
-    [PH_NONE] = "none",
-    [PH_DETECTED] = "detected",
-    [PH_FENCED] = "fenced",
-    [PH_CONTAINER_READY] = "container_ready",
-    [PH_PORT_OPEN] = "port_open",
-    [PH_DNS_UPDATED] = "dns_updated",
-    [PH_CLIENT_CONFIRMED] = "client_confirmed",
-};
-
-static int parse_name(const char *const *names, size_t n, const char *s)
-{
-    for (size_t i = 0; s && i < n; i++)
-        if (strcmp(names[i], s) == 0)
-            return (int)i;
-    return -1;
-}
-
-static void advance(struct svc *s);
-static void failback_dns_done(struct svc *s, const char *error);
-
-/* --- the table --- */
-
-static int db_exec(sqlite3 *db, const char *sql, vcr_error_t *err)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        vcr_error_make(err, EIO, "recoveries table: %s", msg ? msg : sqlite3_errmsg(db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
-static void save(struct svc *s)
-{
-    s->updated_ms = vcr_wall_ms();
-    sqlite3_stmt *st = NULL;
-    cleanup_free char *timeline = s->timeline ? json_dumps(s->timeline, JSON_COMPACT) : NULL;
-    int rc = sqlite3_prepare_v2(
-        s->rc->db,
-        "INSERT OR REPLACE INTO recoveries (service, state, phase, mode, cause, error, "
-        "started_ms, updated_ms, on_standby, timeline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, s->cfg->name, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, state_names[s->state], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, phase_names[s->phase], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, standby_mode_name(s->cfg->standby.mode), -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, s->cause, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 6, s->error, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 7, s->started_ms);
-        sqlite3_bind_int64(st, 8, s->updated_ms);
-        sqlite3_bind_int(st, 9, s->on_standby);
-        if (timeline)
-            sqlite3_bind_text(st, 10, timeline, -1, SQLITE_TRANSIENT);
-        else
-            sqlite3_bind_null(st, 10);
-        rc = sqlite3_step(st);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        log_error("service %s: saving its recovery state: %s", s->cfg->name,
-                  sqlite3_errmsg(s->rc->db));
-}
-
-static void load(struct svc *s)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->rc->db,
-                           "SELECT state, phase, cause, error, started_ms, on_standby, timeline "
-                           "FROM recoveries WHERE service = ?",
-                           -1, &st, NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_text(st, 1, s->cfg->name, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        int state = parse_name(state_names, 5, (const char *)sqlite3_column_text(st, 0));
-        int phase = parse_name(phase_names, 7, (const char *)sqlite3_column_text(st, 1));
-        const char *cause = (const char *)sqlite3_column_text(st, 2);
-        const char *error = (const char *)sqlite3_column_text(st, 3);
-        const char *timeline = (const char *)sqlite3_column_text(st, 6);
-        s->state = state >= 0 ? (enum svc_state)state : SVC_OK;
-        s->phase = phase >= 0 ? (enum rec_phase)phase : PH_NONE;
-        snprintf(s->cause, sizeof(s->cause), "%s", cause ? cause : "");
-        snprintf(s->error, sizeof(s->error), "%s", error ? error : "");
-        s->started_ms = sqlite3_column_int64(st, 4);
-        s->on_standby = sqlite3_column_int(st, 5) != 0;
-        json_decref(s->timeline);
-        s->timeline = timeline ? json_loads(timeline, 0, NULL) : NULL;
-        if (!json_is_array(s->timeline)) {
-            json_decref(s->timeline);
-            s->timeline = json_array();
-        }
-        if (s->state == SVC_DEGRADED)
-            s->state = SVC_OK;
-    }
-    sqlite3_finalize(st);
-}
 
 /* --- journal --- */
 
@@ -154,7 +48,7 @@ static int64_t elapsed(const struct svc *s)
 }
 
 /* Journals one phase (with extra members, stolen, may be NULL) and adds it to the timeline. */
-static void record(struct svc *s, const char *phase, json_t *extra)
+void recovery_record(struct svc *s, const char *phase, json_t *extra)
 {
     int64_t now = vcr_wall_ms();
     json_t *entry = json_pack("{s:s, s:I, s:I}", "phase", phase, "ts_ms", (json_int_t)now,
@@ -174,16 +68,16 @@ static void record(struct svc *s, const char *phase, json_t *extra)
     log_info("service %s: recovery: %s after %lld ms", s->cfg->name, phase, (long long)elapsed(s));
 }
 
-static void phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
+void recovery_phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
 {
     s->phase = phase;
     s->step = STEP_IDLE;
-    record(s, phase_names[phase], extra);
-    save(s);
-    advance(s);
+    recovery_record(s, recovery_phase_name(phase), extra);
+    if (recovery_save(s))
+        recovery_advance(s);
 }
 
-static void cancel_io(struct svc *s)
+void recovery_cancel_io(struct svc *s)
 {
     check_cancel(s->check);
     s->check = NULL;
@@ -196,17 +90,23 @@ static void cancel_io(struct svc *s)
 
 void recovery_fail(struct svc *s, const char *fmt, ...)
 {
+    /* Formatted aside first: callers pass s->error (the last attempt's cause)
+     * as an argument, and formatting into it would overwrite it as it is read. */
+    char message[sizeof(s->error)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->error, sizeof(s->error), fmt, ap);
+    vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    cancel_io(s);
+    memcpy(s->error, message, sizeof(s->error));
+    recovery_cancel_io(s);
     s->state = SVC_FAILED;
     s->step = STEP_IDLE;
     log_error("service %s: recovery FAILED after phase %s: %s (retry: vcr failover %s)",
-              s->cfg->name, phase_names[s->phase], s->error, s->cfg->name);
-    record(s, "failed", json_pack("{s:s, s:s}", "error", s->error, "after", phase_names[s->phase]));
-    save(s);
+              s->cfg->name, recovery_phase_name(s->phase), s->error, s->cfg->name);
+    recovery_record(
+        s, "failed",
+        json_pack("{s:s, s:s}", "error", s->error, "after", recovery_phase_name(s->phase)));
+    recovery_save(s);
 }
 
 bool recovery_vm_down(struct svc *s)
@@ -215,19 +115,10 @@ bool recovery_vm_down(struct svc *s)
     struct inv_vm *vm = inventory_find_vm(s->rc->inv, s->cfg->primary.vm, &h);
     if (vm == NULL || h == NULL || strcmp(h->name, s->cfg->primary.host) != 0)
         return false;
-    switch (vm->state) {
-    case INV_VM_SHUTDOWN:
-    case INV_VM_STOPPED:
-    case INV_VM_CRASHED:
-    case INV_VM_PANICKED:
-    case INV_VM_FAILED:
-        return true;
-    default:
-        return false;
-    }
+    return proto_vm_state_is_down((int)vm->state);
 }
 
-static bool primary_running(struct svc *s)
+bool recovery_primary_running(const struct svc *s)
 {
     struct inv_host *h = NULL;
     struct inv_vm *vm = inventory_find_vm(s->rc->inv, s->cfg->primary.vm, &h);
@@ -237,7 +128,7 @@ static bool primary_running(struct svc *s)
 
 /* The standby host that holds the service's container now: a migration
  * (docs/migration.md) may have moved it off the configured one. */
-static const char *container_host(const struct svc *s)
+const char *recovery_container_host(const struct svc *s)
 {
     const struct inv_host *h =
         inventory_find_container_host(s->rc->inv, s->cfg->standby.container, s->cfg->standby.host);
@@ -246,7 +137,7 @@ static const char *container_host(const struct svc *s)
 
 /* --- detection --- */
 
-static void detect(struct svc *s, const char *cause)
+void recovery_detect(struct svc *s, const char *cause)
 {
     if (s->state != SVC_OK && s->state != SVC_DEGRADED)
         return;
@@ -263,7 +154,7 @@ static void detect(struct svc *s, const char *cause)
     json_decref(s->timeline);
     s->timeline = json_array();
     log_warn("service %s: failure detected: %s", s->cfg->name, cause);
-    phase_done(s, PH_DETECTED, json_pack("{s:s}", "cause", cause));
+    recovery_phase_done(s, PH_DETECTED, json_pack("{s:s}", "cause", cause));
 }
 
 void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm, const char *state,
@@ -271,9 +162,7 @@ void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm,
 {
     if (rc == NULL || rc->stopping || state == NULL)
         return;
-    bool failure = strcmp(state, "crashed") == 0 || strcmp(state, "panicked") == 0 ||
-                   strcmp(state, "shutdown") == 0;
-    if (!failure)
+    if (!proto_vm_state_is_failure(proto_vm_state_parse(state)))
         return;
     for (size_t i = 0; i < rc->n_svcs; i++) {
         struct svc *s = &rc->svcs[i];
@@ -281,7 +170,7 @@ void recovery_on_vm_event(struct recovery *rc, const char *host, const char *vm,
             continue;
         char why[200];
         snprintf(why, sizeof(why), "VM %s %s (%s)", vm, state, cause ? cause : "no cause");
-        detect(s, why);
+        recovery_detect(s, why);
     }
 }
 
@@ -295,7 +184,7 @@ void recovery_on_host_lost(struct recovery *rc, const char *host)
             continue;
         char why[200];
         snprintf(why, sizeof(why), "host %s lost (no heartbeat)", host);
-        detect(s, why);
+        recovery_detect(s, why);
     }
 }
 
@@ -308,6 +197,13 @@ void recovery_on_hello(struct recovery *rc, const char *host)
 
 void recovery_probe_result(struct svc *s, bool ok, const char *why)
 {
+    if (s->state == SVC_FAILED && !s->on_standby && s->step == STEP_IDLE) {
+        if (ok)
+            recovery_clear_failed(s, "its primary answers again");
+        else
+            snprintf(s->probe.last_error, sizeof(s->probe.last_error), "%s", why ? why : "failed");
+        return;
+    }
     if (s->state != SVC_OK && s->state != SVC_DEGRADED)
         return;
     if (ok) {
@@ -345,11 +241,11 @@ void recovery_probe_result(struct svc *s, bool ok, const char *why)
     s->state = SVC_DEGRADED;
     /* Only while the VM runs is it the service that failed; a dead VM is the
      * host agent's to report. */
-    if (s->probe.failures >= s->cfg->check.failures && primary_running(s)) {
+    if (s->probe.failures >= s->cfg->check.failures && recovery_primary_running(s)) {
         char cause[200];
         snprintf(cause, sizeof(cause), "service: %u consecutive %s probe failures (%.120s)",
                  s->probe.failures, check_type_name(s->cfg->check.type), s->probe.last_error);
-        detect(s, cause);
+        recovery_detect(s, cause);
     }
 }
 
@@ -361,91 +257,26 @@ void recovery_fenced(struct svc *s, const char *how, int64_t waited_ms)
         json_pack("{s:s, s:s, s:s, s:I}", "service", s->cfg->name, "how", how, "vm",
                   s->cfg->primary.vm, "waited_ms", (json_int_t)waited_ms);
     recovery_journal(s, JOURNAL_FENCED, detail);
-    phase_done(s, PH_FENCED,
-               json_pack("{s:s, s:I}", "how", how, "waited_ms", (json_int_t)waited_ms));
-}
-
-/* --- the container --- */
-
-static void container_order(struct svc *s, const char *action);
-
-static void on_container_reply(enum order_outcome outcome, const char *message, json_t *reply,
-                               void *opaque)
-{
-    struct svc *s = opaque;
-    (void)reply;
-    s->order_pending = false;
-    if (s->rc->stopping || s->step != STEP_CONTAINER)
-        return;
-    const char *action = s->stage ? "container_start" : "container_create";
-    bool ok = outcome == ORDER_DONE;
-    /* Repeating a phase after a restart: the container may exist, or run. */
-    if (outcome == ORDER_REFUSED && message && s->stage == 0 && strstr(message, "exist")) {
-        s->stage = 1;
-        container_order(s, "container_start");
-        return;
-    }
-    if (outcome == ORDER_REFUSED && message && s->stage == 1 &&
-        (strstr(message, "running") || strstr(message, "already")))
-        ok = true;
-    if (!ok) {
-        recovery_fail(s, "%s %s on %s: %s", action, s->cfg->standby.container, s->cfg->standby.host,
-                      message ? message : "failed");
-        return;
-    }
-    s->stage = 0;
-    phase_done(s, PH_CONTAINER_READY,
-               json_pack("{s:s, s:I}", "container", s->cfg->standby.container, "order_ms",
-                         (json_int_t)(vcr_mono_ms() - s->step_started)));
-}
-
-static void container_order(struct svc *s, const char *action)
-{
-    const struct service_config *c = s->cfg;
-    cleanup_json json_t *members =
-        json_pack("{s:s, s:s, s:s, s:i, s:b}", "name", c->standby.container, "service", c->name,
-                  "address", c->standby.address, "prefix", (int)c->standby.prefix, "start", 1);
-    if (members && c->standby.gateway)
-        json_object_set_new(members, "gateway", json_string(c->standby.gateway));
-    if (members && c->standby.template)
-        json_object_set_new(members, "template", json_string(c->standby.template));
-    cleanup_error vcr_error_t err = NULL;
-    if (agents_send_order_with(s->rc->agents, c->standby.host, action, c->standby.container,
-                               members, RECOVERY_CONTAINER_ORDER_MS, on_container_reply, s,
-                               &err) < 0) {
-        recovery_fail(s, "%s %s: standby %s: %s", action, c->standby.container, c->standby.host,
-                      vcr_error_msg(err));
-        return;
-    }
-    s->order_pending = true;
-}
-
-static void container_step(struct svc *s)
-{
-    if (s->cfg->standby.mode == STANDBY_WARM) {
-        phase_done(s, PH_CONTAINER_READY,
-                   json_pack("{s:s, s:s}", "container", s->cfg->standby.container, "note",
-                             "warm: runs already"));
-        return;
-    }
-    s->step = STEP_CONTAINER;
-    s->step_started = vcr_mono_ms();
-    s->stage = 0;
-    container_order(s, "container_create");
+    /* Its agent's report that the VM is down may trail the kill's reply. */
+    s->refence_at = vcr_mono_ms() + 2000;
+    recovery_phase_done(s, PH_FENCED,
+                        json_pack("{s:s, s:I}", "how", how, "waited_ms", (json_int_t)waited_ms));
 }
 
 /* --- port, DNS, client confirmation --- */
 
-static void on_port_checked(bool healthy, const char *why, const char *body, void *arg)
+static void on_port_checked(enum check_outcome outcome, const char *why, const char *body,
+                            void *arg)
 {
+    bool healthy = outcome == CHECK_HEALTHY;
     struct svc *s = arg;
     (void)body;
     s->check = NULL;
     if (healthy) {
-        phase_done(s, PH_PORT_OPEN,
-                   json_pack("{s:s, s:i, s:I}", "address", s->cfg->standby.address, "port",
-                             (int)s->cfg->primary.port, "waited_ms",
-                             (json_int_t)(vcr_mono_ms() - s->step_started)));
+        recovery_phase_done(s, PH_PORT_OPEN,
+                            json_pack("{s:s, s:i, s:I}", "address", s->cfg->standby.address, "port",
+                                      (int)s->cfg->primary.port, "waited_ms",
+                                      (json_int_t)(vcr_mono_ms() - s->step_started)));
         return;
     }
     snprintf(s->error, sizeof(s->error), "%s", why);
@@ -460,19 +291,23 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
         failback_dns_done(s, error);
         return;
     }
+    if (s->step == STEP_CLEAR) {
+        recovery_clear_dns_done(s, error);
+        return;
+    }
     if (error) {
         recovery_fail(s, "DNS update of %s -> %s: %s (%u attempts)", s->cfg->dns_name,
                       s->cfg->standby.address, error, outcome->attempts);
         return;
     }
     s->on_standby = true;
-    phase_done(s, PH_DNS_UPDATED,
-               json_pack("{s:s, s:s, s:i, s:f}", "name", s->cfg->dns_name, "address",
-                         s->cfg->standby.address, "attempts", (int)outcome->attempts, "dns_ms",
-                         outcome->elapsed_ms));
+    recovery_phase_done(s, PH_DNS_UPDATED,
+                        json_pack("{s:s, s:s, s:i, s:f}", "name", s->cfg->dns_name, "address",
+                                  s->cfg->standby.address, "attempts", (int)outcome->attempts,
+                                  "dns_ms", outcome->elapsed_ms));
 }
 
-static int dns_switch(struct svc *s, const char *address)
+int recovery_dns_switch(struct svc *s, const char *address)
 {
     const struct dns_settings *d = s->rc->cfg->dns;
     struct dns_update_config dc = {
@@ -492,8 +327,10 @@ static int dns_switch(struct svc *s, const char *address)
     return 0;
 }
 
-static void on_confirm_checked(bool healthy, const char *why, const char *body, void *arg)
+static void on_confirm_checked(enum check_outcome outcome, const char *why, const char *body,
+                               void *arg)
 {
+    bool healthy = outcome == CHECK_HEALTHY;
     struct svc *s = arg;
     s->check = NULL;
     if (!healthy) {
@@ -505,9 +342,9 @@ static void on_confirm_checked(bool healthy, const char *why, const char *body, 
     snprintf(answer, sizeof(answer), "%s", body ? body : "");
     answer[strcspn(answer, "\r\n")] = '\0';
     s->error[0] = '\0';
-    phase_done(s, PH_CLIENT_CONFIRMED,
-               json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
-                         s->cfg->standby.address, "answer", answer));
+    recovery_phase_done(s, PH_CLIENT_CONFIRMED,
+                        json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
+                                  s->cfg->standby.address, "answer", answer));
 }
 
 static void on_resolved(const char *address, const char *why, void *arg)
@@ -523,13 +360,8 @@ static void on_resolved(const char *address, const char *why, void *arg)
         s->retry_at = vcr_mono_ms() + RETRY_MS;
         return;
     }
-    struct check_target t = {
-        .type = s->cfg->check.type,
-        .address = address,
-        .port = s->cfg->primary.port,
-        .path = s->cfg->check.path,
-        .timeout_ms = s->cfg->check.timeout_ms,
-    };
+    /* The service's own check, at the address the name resolves to. */
+    struct check_target t = recovery_primary_check(s, address);
     cleanup_error vcr_error_t err = NULL;
     s->check = check_start(s->rc->base, &t, on_confirm_checked, s, &err);
     if (s->check == NULL)
@@ -554,17 +386,17 @@ static void timed_step_tick(struct svc *s, int64_t now)
         if (s->step == STEP_PORT)
             recovery_fail(s, "port %s:%u of container %s not open within %d ms: %s",
                           s->cfg->standby.address, s->cfg->primary.port, s->cfg->standby.container,
-                          RECOVERY_PORT_DEADLINE_MS, s->error);
+                          s->rc->cfg->port_timeout_ms, s->error);
         else
             recovery_fail(s, "client confirmation of %s not achieved within %d ms: %s",
-                          s->cfg->dns_name, RECOVERY_CONFIRM_DEADLINE_MS, s->error);
+                          s->cfg->dns_name, s->rc->cfg->confirm_timeout_ms, s->error);
         return;
     }
     s->retry_at = now + RETRY_MS;
     cleanup_error vcr_error_t err = NULL;
     if (s->step == STEP_PORT) {
         struct check_target t = {
-            .type = CHECK_TCP,
+            .type = &check_tcp_ops,
             .address = s->cfg->standby.address,
             .port = s->cfg->primary.port,
             .timeout_ms = s->cfg->check.timeout_ms,
@@ -580,7 +412,7 @@ static void timed_step_tick(struct svc *s, int64_t now)
 }
 
 /* Starts the step after the last phase done. */
-static void advance(struct svc *s)
+void recovery_advance(struct svc *s)
 {
     if (s->rc->stopping || s->state != SVC_RECOVERING)
         return;
@@ -590,247 +422,28 @@ static void advance(struct svc *s)
         fence_start(s);
         break;
     case PH_FENCED:
-        container_step(s);
+        recovery_container_step(s);
         break;
     case PH_CONTAINER_READY:
-        timed_step(s, STEP_PORT, RECOVERY_PORT_DEADLINE_MS);
+        timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
         break;
     case PH_PORT_OPEN:
         s->step = STEP_DNS;
-        if (dns_switch(s, s->cfg->standby.address) < 0)
+        if (recovery_dns_switch(s, s->cfg->standby.address) < 0)
             recovery_fail(s, "%s", s->error);
         break;
     case PH_DNS_UPDATED:
-        timed_step(s, STEP_CONFIRM, RECOVERY_CONFIRM_DEADLINE_MS);
+        timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
         break;
     case PH_CLIENT_CONFIRMED:
         s->state = SVC_RECOVERED;
         s->step = STEP_IDLE;
         s->error[0] = '\0';
-        save(s);
+        recovery_save(s);
         log_info("service %s: recovered: %s -> %s in %lld ms", s->cfg->name, s->cfg->dns_name,
                  s->cfg->standby.address, (long long)elapsed(s));
         break;
     }
-}
-
-/* --- failback --- */
-
-static void failback_record(struct svc *s, const char *phase, const char *error)
-{
-    cleanup_json json_t *detail =
-        json_pack("{s:s, s:s, s:s, s:I, s:s?}", "service", s->cfg->name, "phase", phase, "mode",
-                  standby_mode_name(s->cfg->standby.mode), "elapsed_ms",
-                  (json_int_t)(vcr_mono_ms() - s->step_started), "error", error);
-    recovery_journal(s, JOURNAL_FAILBACK, detail);
-    log_info("service %s: failback: %s%s%s", s->cfg->name, phase, error ? ": " : "",
-             error ? error : "");
-}
-
-static void failback_fail(struct svc *s, const char *error)
-{
-    snprintf(s->error, sizeof(s->error), "failback: %s", error);
-    failback_record(s, "failed", error);
-    cancel_io(s);
-    s->step = STEP_IDLE;
-    save(s);
-}
-
-static void failback_done(struct svc *s)
-{
-    failback_record(s, "done", NULL);
-    s->step = STEP_IDLE;
-    s->state = SVC_OK;
-    s->phase = PH_NONE;
-    s->on_standby = false;
-    s->error[0] = '\0';
-    s->probe.failures = 0;
-    s->probe.answered = true; /* its check passed before DNS went back */
-    s->probe.next_ms = 0;
-    save(s);
-}
-
-static void on_failback_stop(enum order_outcome outcome, const char *message, json_t *reply,
-                             void *opaque)
-{
-    struct svc *s = opaque;
-    (void)reply;
-    s->order_pending = false;
-    if (s->rc->stopping || s->step != STEP_FAILBACK)
-        return;
-    if (outcome != ORDER_DONE) {
-        /* DNS already points at the primary: say so, and leave the container. */
-        log_warn("service %s: failback: could not remove container %s: %s", s->cfg->name,
-                 s->cfg->standby.container, message);
-        failback_record(s, "container_stop_failed", message);
-        failback_done(s);
-        return;
-    }
-    if (s->stage == 2) {
-        s->stage = 3;
-        cleanup_error vcr_error_t err = NULL;
-        cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-        if (agents_send_order_with(s->rc->agents, container_host(s), "container_destroy",
-                                   s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                                   on_failback_stop, s, &err) >= 0) {
-            s->order_pending = true;
-            return;
-        }
-    }
-    failback_record(s, "container_stopped", NULL);
-    failback_done(s);
-}
-
-static void failback_dns_done(struct svc *s, const char *error)
-{
-    if (error) {
-        failback_fail(s, error);
-        return;
-    }
-    s->on_standby = false;
-    failback_record(s, "dns_updated", NULL);
-    if (s->cfg->standby.mode != STANDBY_COLD) {
-        failback_done(s);
-        return;
-    }
-    s->stage = 2;
-    cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-    if (agents_send_order_with(s->rc->agents, container_host(s), "container_stop",
-                               s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                               on_failback_stop, s, &err) < 0) {
-        failback_record(s, "container_stop_failed", vcr_error_msg(err));
-        failback_done(s);
-        return;
-    }
-    s->order_pending = true;
-}
-
-static void on_failback_probe(bool healthy, const char *why, const char *body, void *arg)
-{
-    struct svc *s = arg;
-    (void)body;
-    s->check = NULL;
-    if (!healthy) {
-        failback_fail(s, why);
-        return;
-    }
-    failback_record(s, "primary_ok", NULL);
-    if (dns_switch(s, s->cfg->primary.address) < 0)
-        failback_fail(s, s->error);
-}
-
-/* --- API --- */
-
-static struct svc *find_svc(struct recovery *rc, const char *name, vcr_error_t *err)
-{
-    for (size_t i = 0; i < rc->n_svcs; i++)
-        if (strcmp(rc->svcs[i].cfg->name, name) == 0)
-            return &rc->svcs[i];
-    vcr_error_make(err, ENOENT, "no service `%s` in the configuration", name);
-    return NULL;
-}
-
-static json_t *svc_json(struct svc *s)
-{
-    const struct service_config *c = s->cfg;
-    bool standby = s->on_standby;
-    json_t *rec = NULL;
-    if (s->phase != PH_NONE || s->state == SVC_FAILED || json_array_size(s->timeline))
-        rec = json_pack("{s:s, s:s, s:s?, s:I, s:I, s:O?}", "phase", phase_names[s->phase], "cause",
-                        s->cause, "error", s->error[0] ? s->error : NULL, "started_ms",
-                        (json_int_t)s->started_ms, "updated_ms", (json_int_t)s->updated_ms,
-                        "timeline", s->timeline);
-    return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, "
-        "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?}, s:o}",
-        "name", c->name, "dns_name", c->dns_name, "state", state_names[s->state], "served_by",
-        standby ? "standby" : "primary", "address",
-        standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
-        standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
-        "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
-        "host", container_host(s), "container", c->standby.container, "address", c->standby.address,
-        "container_state", provision_container_state(s), "provision_error", provision_last_error(s),
-        "check", "type", check_type_name(c->check.type), "failures", (int)s->probe.failures,
-        "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL, "recovery",
-        rec ? rec : json_null());
-}
-
-json_t *recovery_services_json(struct recovery *rc)
-{
-    json_t *list = json_array();
-    for (size_t i = 0; rc && list && i < rc->n_svcs; i++)
-        json_array_append_new(list, svc_json(&rc->svcs[i]));
-    return json_pack("{s:o}", "services", list ? list : json_array());
-}
-
-json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *err)
-{
-    struct svc *s = find_svc(rc, name, err);
-    if (s == NULL)
-        return NULL;
-    if (s->step != STEP_IDLE || s->order_pending || s->state == SVC_RECOVERING) {
-        vcr_error_make(err, EBUSY, "service `%s`: a recovery or failback is running (phase %s)",
-                       name, phase_names[s->phase]);
-        return NULL;
-    }
-    if (s->state == SVC_RECOVERED) {
-        vcr_error_make(err, EBUSY,
-                       "service `%s` is served by its standby already; `vcr failback %s` first",
-                       name, name);
-        return NULL;
-    }
-    if (s->state == SVC_FAILED) {
-        /* Resume after the last phase done: nothing done twice. */
-        log_info("service %s: retrying the recovery after phase %s", name, phase_names[s->phase]);
-        s->state = SVC_RECOVERING;
-        s->error[0] = '\0';
-        s->started_mono = vcr_mono_ms();
-        record(s, "retry", json_pack("{s:s}", "after", phase_names[s->phase]));
-        save(s);
-        advance(s);
-    } else {
-        detect(s, "manual failover (vcr failover)");
-    }
-    return json_pack("{s:s, s:s, s:s}", "service", name, "state", state_names[s->state], "phase",
-                     phase_names[s->phase]);
-}
-
-json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *err)
-{
-    struct svc *s = find_svc(rc, name, err);
-    if (s == NULL)
-        return NULL;
-    if (s->state != SVC_RECOVERED || s->step != STEP_IDLE || s->order_pending) {
-        vcr_error_make(err, EBUSY, "service `%s` is %s%s; failback needs a finished recovery", name,
-                       state_names[s->state], s->step != STEP_IDLE ? " (busy)" : "");
-        return NULL;
-    }
-    if (!primary_running(s)) {
-        vcr_error_make(err, EBUSY,
-                       "service `%s`: primary VM `%s` on host `%s` is not running; "
-                       "start it first",
-                       name, s->cfg->primary.vm, s->cfg->primary.host);
-        return NULL;
-    }
-    s->step = STEP_FAILBACK;
-    s->step_started = vcr_mono_ms();
-    s->stage = 0;
-    failback_record(s, "started", NULL);
-    struct check_target t = {
-        .type = s->cfg->check.type,
-        .address = s->cfg->primary.address,
-        .port = s->cfg->primary.port,
-        .path = s->cfg->check.path,
-        .timeout_ms = s->cfg->check.timeout_ms,
-    };
-    s->check = check_start(rc->base, &t, on_failback_probe, s, err);
-    if (s->check == NULL) {
-        s->step = STEP_IDLE;
-        return NULL;
-    }
-    return json_pack("{s:s, s:s, s:s}", "service", name, "state", state_names[s->state], "failback",
-                     "started");
 }
 
 /* --- the tick --- */
@@ -844,12 +457,12 @@ static void resync_primary(struct svc *s)
     if (vm == NULL || h == NULL || h->state != INV_HOST_CONNECTED ||
         strcmp(h->name, s->cfg->primary.host) != 0)
         return;
-    if (vm->state != INV_VM_CRASHED && vm->state != INV_VM_PANICKED && vm->state != INV_VM_SHUTDOWN)
+    if (!proto_vm_state_is_failure((int)vm->state))
         return;
     char why[200];
     snprintf(why, sizeof(why), "VM %s %s (reported by its agent's hello: %s)", s->cfg->primary.vm,
              inv_vm_state_name(vm->state), vm->cause ? vm->cause : "no cause");
-    detect(s, why);
+    recovery_detect(s, why);
 }
 
 /* A reloaded recovery waits until the agents it needs are back, or until they
@@ -868,19 +481,29 @@ static bool resume_ready(struct svc *s, int64_t now)
 
 static void svc_tick(struct svc *s, int64_t now)
 {
+    recovery_watch_primary(s, now);
+    if (s->unsaved) {
+        /* Hold until the state is durable; then go on from where it stopped. */
+        if (now >= s->save_retry_at && recovery_save(s) && s->state == SVC_RECOVERING &&
+            s->step == STEP_IDLE)
+            recovery_advance(s);
+        return;
+    }
     switch (s->step) {
     case STEP_IDLE:
-        if ((s->state == SVC_OK || s->state == SVC_DEGRADED) && primary_running(s))
+        if ((s->state == SVC_OK || s->state == SVC_DEGRADED) && recovery_primary_running(s))
             probe_due(s, now);
         else if (s->state == SVC_OK || s->state == SVC_DEGRADED)
             resync_primary(s);
+        else if (s->state == SVC_FAILED && !s->on_standby && recovery_primary_running(s))
+            probe_due(s, now); /* a primary that answers again clears the failure */
         break;
     case STEP_RESUME_WAIT:
         if (resume_ready(s, now)) {
             log_info("service %s: resuming its recovery after phase %s", s->cfg->name,
-                     phase_names[s->phase]);
+                     recovery_phase_name(s->phase));
             s->step = STEP_IDLE;
-            advance(s);
+            recovery_advance(s);
         }
         break;
     case STEP_FENCE_WAIT:
@@ -889,6 +512,12 @@ static void svc_tick(struct svc *s, int64_t now)
     case STEP_PORT:
     case STEP_CONFIRM:
         timed_step_tick(s, now);
+        break;
+    case STEP_FAILBACK:
+        failback_tick(s, now);
+        break;
+    case STEP_CONTAINER:
+        recovery_container_tick(s, now);
         break;
     default:
         break;
@@ -923,22 +552,7 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
     rc->journal = journal;
     rc->agents = agents;
     rc->n_svcs = cfg->n_services;
-    /* A second connection to the journal's file: WAL lets both write in turn. */
-    if (sqlite3_open_v2(cfg->journal, &rc->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
-        vcr_error_make(err, EIO, "recoveries table in `%s`: %s", cfg->journal,
-                       rc->db ? sqlite3_errmsg(rc->db) : "out of memory");
-        recovery_free(rc);
-        return NULL;
-    }
-    sqlite3_busy_timeout(rc->db, 2000);
-    if (db_exec(rc->db,
-                "PRAGMA synchronous=NORMAL;"
-                "CREATE TABLE IF NOT EXISTS recoveries (service TEXT PRIMARY KEY,"
-                " state TEXT NOT NULL, phase TEXT NOT NULL, mode TEXT, cause TEXT, error TEXT,"
-                " started_ms INTEGER, updated_ms INTEGER NOT NULL, on_standby INTEGER NOT NULL"
-                " DEFAULT 0, timeline TEXT);",
-                err) < 0) {
+    if (recovery_store_open(rc, err) < 0) {
         recovery_free(rc);
         return NULL;
     }
@@ -948,13 +562,13 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
         s->rc = rc;
         s->cfg = &cfg->services[i];
         s->timeline = json_array();
-        load(s);
+        recovery_store_load(s);
         if (s->state == SVC_RECOVERING) {
             s->step = STEP_RESUME_WAIT;
             s->started_mono = now - (vcr_wall_ms() - s->started_ms);
             s->wait_until = now + cfg->host_timeout_ms;
             log_info("service %s: unfinished recovery (after phase %s) reloaded", s->cfg->name,
-                     phase_names[s->phase]);
+                     recovery_phase_name(s->phase));
         }
     }
     rc->tick = event_new(base, -1, EV_PERSIST, on_tick, rc);
@@ -973,7 +587,7 @@ void recovery_stop(struct recovery *rc)
         return;
     rc->stopping = true;
     for (size_t i = 0; i < rc->n_svcs; i++) {
-        cancel_io(&rc->svcs[i]);
+        recovery_cancel_io(&rc->svcs[i]);
         probe_stop(&rc->svcs[i].probe);
     }
 }

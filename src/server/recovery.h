@@ -18,12 +18,11 @@ struct journal;
 struct agents;
 struct recovery;
 
-/* How long a cold container may take to open its port, and a switched name to
- * answer through DNS, before the recovery fails (docs/recovery.md). */
-#define RECOVERY_PORT_DEADLINE_MS    60000
-#define RECOVERY_CONFIRM_DEADLINE_MS 15000
-#define RECOVERY_CONTAINER_ORDER_MS  120000
-#define RECOVERY_KILL_ORDER_MS       5000
+/* How long a container order may take; the port and confirmation deadlines
+ * are the server's port_timeout_ms and confirm_timeout_ms. */
+#define RECOVERY_CONTAINER_ORDER_MS 120000
+#define RECOVERY_KILL_ORDER_MS      5000
+#define RECOVERY_VM_START_ORDER_MS  60000
 /* One cron tick drives probes, waits and retries (after redis's serverCron). */
 #define RECOVERY_TICK_MS 50
 
@@ -51,5 +50,14 @@ json_t *recovery_services_json(struct recovery *rc);
  * service), EBUSY (a recovery or failback is running; not possible now). */
 json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *err);
 json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *err);
+/* POST /v1/services/NAME/reset: a failed recovery that never switched DNS is
+ * cleared (the service is `ok` again, its warm container provisioned again).
+ * EBUSY when it is not failed, busy, or DNS points at the standby. */
+json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err);
+/* May VM vm of host be started by an operator now?  No (EBUSY, the message
+ * says why) while a service it is the primary of is served elsewhere:
+ * failback starts it. */
+int recovery_check_vm_start(struct recovery *rc, const char *host, const char *vm,
+                            vcr_error_t *err);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "server/check.h"
 #include "server/provision.h"
 #include "server/recovery.h"
 #include "server/services.h"
@@ -17,7 +18,8 @@ enum svc_state {
     SVC_DEGRADED,   /* probe failures, fewer than check.failures */
     SVC_RECOVERING, /* a recovery is running */
     SVC_RECOVERED,  /* served by the standby container */
-    SVC_FAILED,     /* a recovery failed; `vcr failover` retries it */
+    SVC_FAILED,  /* a recovery failed; `vcr failover` retries it, `vcr service reset` clears it */
+    SVC_STOPPED, /* the primary VM was stopped on purpose: maintenance, no failover */
 };
 
 /* In order: a recovery has completed every phase up to `phase`. */
@@ -41,7 +43,8 @@ enum svc_step {
     STEP_PORT,        /* probing the container's port until the deadline */
     STEP_DNS,         /* UPDATE in flight */
     STEP_CONFIRM,     /* resolving and asking the service, until the deadline */
-    STEP_FAILBACK,    /* failback: probe, DNS, container stop */
+    STEP_FAILBACK,    /* failback: start the primary, probe it, DNS, container stop */
+    STEP_CLEAR,       /* a failed recovery is cleared: DNS back to the primary first */
 };
 
 struct probe {
@@ -51,7 +54,9 @@ struct probe {
     /* Passed once since the primary (re)started: until then a failed probe
      * means a booting guest, not a failed service, and is not counted. */
     bool answered;
-    int64_t unanswered_since; /* monotonic: first failed probe while not answered; 0 none */
+    int64_t unanswered_since;       /* monotonic: first failed probe while not answered; 0 none */
+    uint64_t inconclusive;          /* probes that failed for a local reason (check.h) */
+    int64_t inconclusive_logged_ms; /* monotonic: the last log line about them; 0 none */
     char last_error[200];
 };
 
@@ -77,6 +82,25 @@ struct svc {
     struct dns_update *dns;
     struct resolve *resolve;
     struct provision provision; /* of a warm service's container (provision.c) */
+    /* The primary as last seen (recovery.c watch_primary): a change of any of
+     * these while it runs is a (re)start, which opens its boot grace. */
+    bool primary_was_running;
+    int64_t primary_pid;
+    int64_t primary_boots;
+    /* A primary reported live while the service is served elsewhere is killed
+     * again (docs/fencing.md): one order at a time, at most every REFENCE_MS. */
+    bool refence_pending;
+    int64_t refence_at; /* monotonic */
+    /* The standby host the container orders of this recovery go to:
+     * standby.host, or standby.fallback_host when that cannot take it. */
+    char target_host[65];
+    char clear_why[120]; /* why a failed recovery is being cleared (STEP_CLEAR) */
+    /* Failback: the primary is being started (vm_start sent). */
+    bool failback_starting;
+    /* The recovery state could not be saved (journal full, I/O error): the
+     * recovery holds at its step and the save is retried (docs/recovery.md). */
+    bool unsaved;
+    int64_t save_retry_at; /* monotonic */
     int stage; /* within a step: container create (0) / start (1); failback stop (2) / destroy (3)
                 */
 };
@@ -94,8 +118,23 @@ struct recovery {
     bool stopping;
 };
 
-/* recovery.c */
+/* recovery.c: the state machine */
 void recovery_probe_result(struct svc *s, bool ok, const char *why);
+void recovery_detect(struct svc *s, const char *cause);
+/* Journals one phase (extra: more members, stolen, may be NULL), adds it to the timeline. */
+void recovery_record(struct svc *s, const char *phase, json_t *extra);
+/* Records and saves phase as done, then starts the next step (if saved). */
+void recovery_phase_done(struct svc *s, enum rec_phase phase, json_t *extra);
+void recovery_advance(struct svc *s);
+/* Saves the service's state in the recoveries table; false (and s->unsaved)
+ * when it could not be written. */
+bool recovery_save(struct svc *s);
+void recovery_cancel_io(struct svc *s);
+/* Starts the DNS UPDATE of the service's name to address (on_dns_done). */
+int recovery_dns_switch(struct svc *s, const char *address);
+const char *recovery_container_host(const struct svc *s);
+bool recovery_primary_running(const struct svc *s);
+void recovery_stop_cold_container(struct svc *s);
 void recovery_fenced(struct svc *s, const char *how, int64_t waited_ms);
 void recovery_fail(struct svc *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void recovery_journal(struct svc *s, const char *kind, json_t *detail);
@@ -105,6 +144,33 @@ bool recovery_vm_down(struct svc *s);
  * recovery_probe_result. */
 void probe_due(struct svc *s, int64_t now);
 void probe_stop(struct probe *p);
+
+/* recovery_store.c: names, the `recoveries` table */
+const char *recovery_state_name(enum svc_state state);
+const char *recovery_phase_name(enum rec_phase phase);
+int recovery_store_open(struct recovery *rc, vcr_error_t *err);
+void recovery_store_load(struct svc *s);
+
+/* recovery_container.c: the container step */
+/* The container's spec as container_create/start orders carry it (new reference). */
+json_t *recovery_container_members(const struct svc *s);
+/* The service's check aimed at its primary (address NULL) or at address. */
+struct check_target recovery_primary_check(const struct svc *s, const char *address);
+void recovery_container_step(struct svc *s);
+void recovery_container_tick(struct svc *s, int64_t now);
+
+/* recovery_api.c */
+void recovery_clear_failed(struct svc *s, const char *why);
+void recovery_clear_dns_done(struct svc *s, const char *error);
+
+/* primary.c: boot grace at every start, `stopped`, fencing a returning primary. */
+struct inv_vm *recovery_primary_vm(const struct svc *s);
+void recovery_watch_primary(struct svc *s, int64_t now);
+
+/* failback.c */
+int failback_start(struct svc *s, vcr_error_t *err);
+void failback_tick(struct svc *s, int64_t now);
+void failback_dns_done(struct svc *s, const char *error);
 
 /* fence.c */
 void fence_start(struct svc *s);

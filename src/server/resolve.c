@@ -121,7 +121,7 @@ struct resolve *resolve_start(struct event_base *base, const char *server, uint1
     r->fd = -1;
     r->done = done;
     r->arg = arg;
-    snprintf(r->server, sizeof(r->server), "%s:%u", server, port ? port : 53);
+    snprintf(r->server, sizeof(r->server), "%s:%u", server, (unsigned)(port ? port : 53));
     ldns_rdf *dname = ldns_dname_new_frm_str(name);
     ldns_pkt *q =
         dname ? ldns_pkt_query_new(dname, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD) : NULL;

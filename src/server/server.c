@@ -74,6 +74,7 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         .fence_timeout_ms = cfg->fence_timeout_ms,
         .key = cfg->agent_key,
         .key_len = cfg->agent_key_len,
+        .connections_max = cfg->agent_connections_max,
     };
     struct api_options api_opts = {.order_timeout_ms = API_ORDER_TIMEOUT_MS};
     if ((srv->journal = journal_open(cfg->journal, err)) == NULL ||

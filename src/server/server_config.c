@@ -50,6 +50,9 @@ struct raw_config {
     char *agent_key_file;
     char *fence_timeout_ms;
     char *provision_warm;
+    char *port_timeout_ms;
+    char *confirm_timeout_ms;
+    char *agent_connections_max;
     struct services_raw_dns *dns;
     struct services_raw_service *services;
     unsigned services_count;
@@ -69,6 +72,9 @@ static const cyaml_schema_field_t raw_fields[] = {
     RAW_STRING("agent_key_file", agent_key_file),
     RAW_STRING("fence_timeout_ms", fence_timeout_ms),
     RAW_STRING("provision_warm", provision_warm),
+    RAW_STRING("port_timeout_ms", port_timeout_ms),
+    RAW_STRING("confirm_timeout_ms", confirm_timeout_ms),
+    RAW_STRING("agent_connections_max", agent_connections_max),
     CYAML_FIELD_MAPPING_PTR("dns", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config, dns,
                             services_raw_dns_fields),
     CYAML_FIELD_SEQUENCE("services", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
@@ -97,6 +103,9 @@ static const struct {
     {"agent_key_file", "the path of a file holding a key of 16..4096 bytes"},
     {"fence_timeout_ms", "an integer from host_timeout_ms to 600000"},
     {"provision_warm", "true, false"},
+    {"port_timeout_ms", "an integer 1000..3600000"},
+    {"confirm_timeout_ms", "an integer 1000..3600000"},
+    {"agent_connections_max", "an integer 16..65536"},
     {"dns", "a mapping {server, zone, key_file}"},
     {"services", "a list of services (docs/server.md)"},
     {"migration", "a mapping {cpu_pct, samples, targets}"},
@@ -321,6 +330,9 @@ static int apply_defaults(struct server_config *cfg)
     cfg->fence_timeout_ms =
         services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
     cfg->provision_warm = true;
+    cfg->port_timeout_ms = SERVER_DEFAULT_PORT_TIMEOUT_MS;
+    cfg->confirm_timeout_ms = SERVER_DEFAULT_CONFIRM_TIMEOUT_MS;
+    cfg->agent_connections_max = SERVER_DEFAULT_AGENT_CONNECTIONS;
     cfg->journal = strdup(SERVER_DEFAULT_JOURNAL);
     vcr_error_t ignored = NULL;
     if (cfg->journal == NULL ||
@@ -437,6 +449,14 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
                 SERVICES_FENCE_TIMEOUT_MAX_MS, &cfg->fence_timeout_ms);
     if (raw->provision_warm)
         take_bool(r, "provision_warm", raw->provision_warm, &cfg->provision_warm);
+    if (raw->port_timeout_ms)
+        take_ms(r, "port_timeout_ms", raw->port_timeout_ms, 1000, 3600000, &cfg->port_timeout_ms);
+    if (raw->confirm_timeout_ms)
+        take_ms(r, "confirm_timeout_ms", raw->confirm_timeout_ms, 1000, 3600000,
+                &cfg->confirm_timeout_ms);
+    if (raw->agent_connections_max)
+        take_count(r, "agent_connections_max", raw->agent_connections_max, 16, 65536,
+                   &cfg->agent_connections_max);
     services_config_convert(raw->dns, raw->services, raw->services_count, base_dir, &cfg->dns,
                             &cfg->services, &cfg->n_services, report_line, r);
     if (raw->migration)

@@ -25,6 +25,10 @@ static inline uint32_t server_default_host_timeout_ms(uint32_t heartbeat_ms)
     return 3 * heartbeat_ms + 500;
 }
 
+#define SERVER_DEFAULT_PORT_TIMEOUT_MS    60000
+#define SERVER_DEFAULT_CONFIRM_TIMEOUT_MS 15000
+#define SERVER_DEFAULT_AGENT_CONNECTIONS  1024
+
 /* Validated values.  Files cannot set port 0, but code (tests) may, to get an
  * ephemeral port. */
 struct server_config {
@@ -43,6 +47,13 @@ struct server_config {
     /* Create or start the container of every warm service on its standby host
      * while the primary serves it (docs/recovery.md, "Provisioning"). */
     bool provision_warm;
+    /* How long a recovery waits for the container's port, and for the switched
+     * name to answer as a client sees it, before it fails (docs/recovery.md). */
+    uint32_t port_timeout_ms;
+    uint32_t confirm_timeout_ms;
+    /* Agent-port connections held at once; more are closed at accept (the
+     * server keeps descriptors for its probes, docs/server.md). */
+    uint32_t agent_connections_max;
     struct dns_settings *dns;
     struct service_config *services;
     size_t n_services;

@@ -8,6 +8,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "server/listen_guard.h"
 #include "server/server.h"
 #include "server/server_config.h"
 
@@ -102,6 +103,9 @@ int main(int argc, char **argv)
 
     /* libevent writes with writev(): a vanished peer must be an error, not a signal. */
     signal(SIGPIPE, SIG_IGN);
+    /* Connections and probes each take a descriptor (docs/server.md, "Limits"). */
+    uint64_t nofile = listen_guard_raise_nofile();
+    log_debug("RLIMIT_NOFILE %llu", (unsigned long long)nofile);
     struct event_base *base = event_base_new();
     struct server *srv = base ? server_new(base, cfg, &err) : NULL;
     int rc = EXIT_OK;

@@ -3,6 +3,8 @@
  * path, value and what is allowed, and all of them are reported at once). */
 #include "server/services.h"
 
+#include "server/check.h"
+
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +47,7 @@ static const cyaml_schema_field_t standby_fields[] = {
     RAW_STR("prefix", struct services_raw_standby, prefix),
     RAW_STR("gateway", struct services_raw_standby, gateway),
     RAW_STR("template", struct services_raw_standby, template),
+    RAW_STR("fallback_host", struct services_raw_standby, fallback_host),
     CYAML_FIELD_END,
 };
 
@@ -72,9 +75,9 @@ const cyaml_schema_field_t services_raw_dns_fields[] = {
     CYAML_FIELD_END,
 };
 
-const char *check_type_name(enum check_type t)
+const char *check_type_name(const struct check_ops *t)
 {
-    return t == CHECK_HTTP ? "http" : "tcp";
+    return t ? t->name : check_tcp_ops.name;
 }
 
 const char *standby_mode_name(enum standby_mode m)
@@ -256,23 +259,25 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
         s->primary.port = (uint16_t)port;
     }
 
-    s->check.type = CHECK_TCP;
+    s->check.type = &check_tcp_ops;
     s->check.interval_ms = SERVICES_DEFAULT_INTERVAL_MS;
     s->check.timeout_ms = SERVICES_DEFAULT_TIMEOUT_MS;
     s->check.failures = SERVICES_DEFAULT_FAILURES;
     s->check.boot_grace_ms = SERVICES_DEFAULT_BOOT_GRACE_MS;
     const struct services_raw_check *ck = raw->check;
     if (ck) {
-        if (ck->type && strcmp(ck->type, "tcp") == 0)
-            s->check.type = CHECK_TCP;
-        else if (ck->type && strcmp(ck->type, "http") == 0)
-            s->check.type = CHECK_HTTP;
-        else if (ck->type)
-            bad(c, "`%s`: `%s` is not a check type; allowed: tcp, http", PATH("check.type"),
-                ck->type);
-        if (ck->path && s->check.type != CHECK_HTTP)
-            bad(c, "`%s`: `%s` is given for a tcp check; allowed: only with `type: http`",
-                PATH("check.path"), ck->path);
+        const struct check_ops *type = ck->type ? check_protocol(ck->type) : &check_tcp_ops;
+        char allowed[200];
+        if (type)
+            s->check.type = type;
+        else
+            bad(c, "`%s`: `%s` is not a check type; allowed: %s", PATH("check.type"), ck->type,
+                check_protocols_allowed(allowed, sizeof(allowed)));
+        if (ck->path && !s->check.type->takes_path)
+            bad(c,
+                "`%s`: `%s` is given for a %s check; allowed: only with a check that takes a "
+                "path (`type: http`)",
+                PATH("check.path"), ck->path, s->check.type->name);
         else if (ck->path && (ck->path[0] != '/' || strpbrk(ck->path, " \r\n\t")))
             bad(c, "`%s`: `%s` is not a URL path; allowed: /PATH without spaces",
                 PATH("check.path"), ck->path);
@@ -288,7 +293,7 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     }
     if (s->check.timeout_ms > s->check.interval_ms)
         s->check.timeout_ms = s->check.interval_ms;
-    if (s->check.type == CHECK_HTTP && s->check.path == NULL)
+    if (s->check.type->takes_path && s->check.path == NULL)
         s->check.path = strdup("/");
 
     const struct services_raw_standby *sb = raw->standby;
@@ -314,6 +319,12 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
     if (sb->template)
         need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
+    if (sb->fallback_host) {
+        need_name(c, PATH("standby.fallback_host"), sb->fallback_host, &s->standby.fallback_host);
+        if (sb->host && strcmp(sb->fallback_host, sb->host) == 0)
+            bad(c, "`%s`: `%s` is `standby.host` too; allowed: another standby VM's agent",
+                PATH("standby.fallback_host"), sb->fallback_host);
+    }
     if (s->standby.address && s->primary.address &&
         strcmp(s->standby.address, s->primary.address) == 0)
         bad(c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
@@ -396,6 +407,7 @@ void services_free(struct service_config *services, size_t n)
         free(s->standby.address);
         free(s->standby.gateway);
         free(s->standby.template);
+        free(s->standby.fallback_host);
     }
     free(services);
 }

@@ -39,17 +39,16 @@ static inline uint32_t services_default_fence_timeout_ms(uint32_t host_timeout_m
     return host_timeout_ms + 2 * heartbeat_ms;
 }
 
-enum check_type {
-    CHECK_TCP,
-    CHECK_HTTP,
-};
+/* A health check's protocol: one of check.h's check_protocols (tcp, http,
+ * redis, ...), found by name when the configuration is read. */
+struct check_ops;
 
 enum standby_mode {
     STANDBY_WARM,
     STANDBY_COLD,
 };
 
-const char *check_type_name(enum check_type t);
+const char *check_type_name(const struct check_ops *t);
 const char *standby_mode_name(enum standby_mode m);
 
 struct service_config {
@@ -63,7 +62,7 @@ struct service_config {
         uint16_t port;
     } primary;
     struct {
-        enum check_type type;
+        const struct check_ops *type;
         char *path; /* http only; "/" by default */
         uint32_t interval_ms;
         uint32_t timeout_ms;
@@ -78,6 +77,9 @@ struct service_config {
         uint32_t prefix;
         char *gateway;  /* NULL: none */
         char *template; /* NULL: the agent's default */
+        /* Where the container is created cold when `host` cannot take the
+         * recovery (lost, or not running the warm container); NULL: none. */
+        char *fallback_host;
     } standby;
 };
 
@@ -99,7 +101,7 @@ struct services_raw_check {
     char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
 };
 struct services_raw_standby {
-    char *mode, *host, *container, *address, *prefix, *gateway, *template;
+    char *mode, *host, *container, *address, *prefix, *gateway, *template, *fallback_host;
 };
 struct services_raw_service {
     char *name, *dns_name, *ttl;

@@ -69,12 +69,22 @@ class Daemons:
         return labkit.wait_for(f"VM {vm} in state {sorted(states)}", check, timeout)
 
     def stop_all(self):
+        """Stops every daemon; returns the problems: sanitizer reports in a daemon's log
+        or in a host agent's fence watchdog log, and a daemon that was still running but
+        did not exit 0 on SIGTERM (docs/server.md, docs/agent.md: exit codes)."""
         reports = []
         for p in reversed(self.procs):
-            p.stop()
+            running = p.alive()
+            rc = p.stop(timeout=30)  # an agent stops its VMs first
+            if running and rc != 0:
+                reports.append(f"{p.log_path}: exited {rc} on SIGTERM, not 0")
             text = p.log_text()
             if SANITIZER.search(text):
                 reports.append(f"{p.log_path}:\n{text[-3000:]}")
+        for log in self.tmp.glob("agent-*/fence-watchdog.log"):
+            text = log.read_text(errors="replace")
+            if SANITIZER.search(text):
+                reports.append(f"{log}:\n{text[-3000:]}")
         return reports
 
 

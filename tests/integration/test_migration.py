@@ -112,9 +112,13 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
           f"{len(polls) - len(good)} failed), pre-dump {out['predump']} {out['pre_bytes']} B, "
           f"final {out['final_bytes']} B, phases {out['phases']}")
 
-    # The processes went on: the in-memory counter did not start again at 1.
+    # The client saw it answer before the switch and again after it.
+    assert polls and polls[0][1] and polls[-1][1], (polls[:3], polls[-3:])
+    # The processes went on: the in-memory counter did not start again at 1, and it still
+    # counts (a stalled or frozen restore would keep its value).
     c1 = counter()
     assert c1 is not None and c1 >= c0, f"counter {c0} -> {c1}: the container was restarted"
+    labkit.wait_for(f"the counter to go on past {c1}", lambda: (counter() or 0) > c1, 30)
     # It runs on sb22 now and is gone from sb21.
     labkit.wait_for("sb22 to report the container running", lambda: (
         (container_on(d, "sb22") or {}).get("state") == "running"), 30)
@@ -131,5 +135,6 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
                     lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
     c2 = counter()
     assert c2 is not None and c2 >= c1
+    labkit.wait_for(f"the counter to go on past {c2}", lambda: (counter() or 0) > c2, 30)
     gone = d.vcr.json("container", "destroy", "sb21", CT)
     assert gone["result"] == "done"

@@ -1,7 +1,9 @@
 """Warm restart (issue 4, docs/warm-restart.md), end to end in the lab: a TCG guest's
-QEMU is replaced while its RAM stays in /dev/shm; the guest's counter, a file in its
-tmpfs and its HTTP address survive; a corrupt state file falls back to a cold boot;
-a restarted agent re-adopts the new QEMU; nothing is left behind.  The same with the
+QEMU is replaced while its RAM stays in /dev/shm; the new QEMU starts beside the old one
+before the guest is paused, so a QEMU that cannot start leaves every VM running in its
+old QEMU; the guest's counter, a file in its tmpfs and its HTTP address survive; a
+corrupt state file falls back to a cold boot; a restarted agent re-adopts the new QEMU,
+or takes over a restart it finds half done; nothing is left behind.  The same with the
 RAM on hugetlbfs (`ram_dir`), whose pages are counted, reserved and given back."""
 import contextlib
 import glob
@@ -20,6 +22,8 @@ import pytest
 import labkit
 
 VM, INDEX, ADDRESS = "web1", 0, "10.77.0.11"
+# A second VM of host1, so that a host-wide warm restart has more than one to report.
+VM2, INDEX2, ADDRESS2 = "web3", 4, "10.77.0.15"
 HOST = "host1"
 BOOT_TIMEOUT = 120
 
@@ -79,15 +83,16 @@ def warm(lab, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("warm")
     d = Daemons(tmp)
     d.server(heartbeat_ms=500, host_timeout_ms=4000)  # fence after 5 s: margin on a loaded machine
-    entry = stash_vm_entry(tmp, VM, INDEX, ADDRESS)
+    entries = [stash_vm_entry(tmp, VM, INDEX, ADDRESS), stash_vm_entry(tmp, VM2, INDEX2, ADDRESS2)]
     d.state_dir = tmp / f"agent-{HOST}"
     d.state_dir.mkdir()
     d.agent_cfg = tmp / f"agent-{HOST}.yaml"
-    labkit.write_agent_config(d.agent_cfg, HOST, str(d.state_dir), [entry], "tcg")
+    labkit.write_agent_config(d.agent_cfg, HOST, str(d.state_dir), entries, "tcg")
     d.agent_proc = start_agent(d, "agent")
-    d.wait_vm_state(VM, "running", BOOT_TIMEOUT)
-    labkit.wait_for("web1 to answer HTTP",
-                    lambda: (labkit.http_get(ADDRESS) or "").strip() == VM, BOOT_TIMEOUT)
+    for vm, address in ((VM, ADDRESS), (VM2, ADDRESS2)):
+        d.wait_vm_state(vm, "running", BOOT_TIMEOUT)
+        labkit.wait_for(f"{vm} to answer HTTP",
+                        lambda: (labkit.http_get(address) or "").strip() == vm, BOOT_TIMEOUT)
     yield d
     reports = d.stop_all()
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
@@ -112,16 +117,18 @@ def state_dir_hash(state_dir):
     return f"{h:08x}"
 
 
-def own_ram(d):
-    """This agent's RAM (and pmem) files of VM: vcr-HOST-VM-HASH*; other labs on the
+def own_ram(d, vm=VM):
+    """This agent's RAM (and pmem) files of vm: vcr-HOST-VM-HASH*; other labs on the
     machine may run a host1/web1 of their own."""
-    return glob.glob(f"/dev/shm/vcr-{HOST}-{VM}-{state_dir_hash(d.state_dir)}*")
+    return glob.glob(f"/dev/shm/vcr-{HOST}-{vm}-{state_dir_hash(d.state_dir)}*")
 
 
 def leftovers(d, include_ram=False):
-    found = [f for f in os.listdir(d.state_dir) if ".state" in f or ".warm" in f]
+    """State files, journals and an old QEMU's moved pid file or QMP socket."""
+    found = [f for f in os.listdir(d.state_dir)
+             if ".state" in f or ".warm" in f or ".old." in f]
     if include_ram:
-        found += own_ram(d)
+        found += own_ram(d) + own_ram(d, VM2)
     return found
 
 
@@ -159,13 +166,17 @@ def assert_warm_restart_keeps_guest(d, vm, host, address, record_property=None):
     assert r.returncode == 0, r.stderr
     assert e["ok"] is True and e["fallback"] is False and e["error"] is None
     assert e["state_bytes"] > 0
-    assert 0 < e["suspend_ms"] <= e["downtime_ms"] and 0 < e["resume_ms"] <= e["downtime_ms"]
-    for k in ("suspend_ms", "resume_ms", "downtime_ms", "state_bytes"):
+    # The guest's pause (stop -> cont) is the suspend (state out, old QEMU gone) plus
+    # the resume (state in, cont); the new QEMU's start-up came before it.
+    assert 0 < e["suspend_ms"] <= e["pause_ms"] and 0 < e["resume_ms"] <= e["pause_ms"]
+    assert e["pause_ms"] <= e["suspend_ms"] + e["resume_ms"] + 50
+    assert e["downtime_ms"] == e["pause_ms"] and e["launch_ms"] > 0
+    for k in ("launch_ms", "pause_ms", "suspend_ms", "resume_ms", "state_bytes"):
         if record_property:
             record_property(k, e[k])
-    print(f"warm restart {vm} {before['memory_mb']} MB: suspend {e['suspend_ms']:.1f} ms, "
-          f"resume {e['resume_ms']:.1f} ms, downtime {e['downtime_ms']:.1f} ms, "
-          f"state {e['state_bytes']} bytes")
+    print(f"warm restart {vm} {before['memory_mb']} MB: launch {e['launch_ms']:.1f} ms "
+          f"(guest running), pause {e['pause_ms']:.1f} ms (suspend {e['suspend_ms']:.1f} ms, "
+          f"resume {e['resume_ms']:.1f} ms), state {e['state_bytes']} bytes")
 
     after = d.wait_vm_state(vm, "running", 10)
     assert after["pid"] != before["pid"] and after["pid"] > 0
@@ -226,15 +237,104 @@ def test_warm_restart_to_another_qemu_binary(warm, tmp_path):
 
 
 def test_host_warm_restart_reports_each_vm(warm):
-    c0 = counter()
+    c0, c2 = counter(), counter(ADDRESS2)
     r = warm.vcr.run("host", "warm-restart", HOST, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert f"{VM}: warm restart done: suspend" in r.stdout
-    assert counter() >= c0
+    for vm in (VM, VM2):
+        assert f"{vm}: warm restart done: pause " in r.stdout, r.stdout
+    assert f"host {HOST}: 2 of 2 VMs warm-restarted" in r.stdout, r.stdout
+    assert counter() >= c0 and counter(ADDRESS2) >= c2
     r = warm.vcr.run("host", "warm-restart", HOST, "--json", timeout=120)
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["host"] == HOST
-    assert [v["vm"] for v in out["vms"]] == [VM] and out["vms"][0]["ok"]
+    assert sorted(v["vm"] for v in out["vms"]) == [VM, VM2]
+    for e in out["vms"]:
+        assert e["ok"] and e["pause_ms"] > 0 and e["launch_ms"] > 0, e
+        print(f"host warm restart {e['vm']}: launch {e['launch_ms']:.1f} ms, "
+              f"pause {e['pause_ms']:.1f} ms")
+
+
+def failing_qemus(tmp_path):
+    """Binaries a warm restart may be pointed at that cannot start: (path, what the
+    error must say)."""
+    script = tmp_path / "qemu-exits-1"
+    script.write_text("#!/bin/sh\necho 'this qemu refuses to start' >&2\nexit 1\n")
+    os.chmod(script, 0o755)
+    # Debian's QEMU copied elsewhere without its ../lib neighbours: it cannot load its
+    # accelerator module and exits before its QMP greeting.
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / "qemu-system-x86_64"
+    shutil.copy2("/usr/bin/qemu-system-x86_64", copy)
+    os.chmod(copy, 0o755)
+    # One that never greets on QMP: killed after HOST_VM_WARM_LAUNCH_MS.
+    hangs = tmp_path / "qemu-hangs"
+    hangs.write_text("#!/bin/sh\nexec sleep 987\n")
+    os.chmod(hangs, 0o755)
+    return [(script, "this qemu refuses to start"), (copy, "could not load module"),
+            (hangs, "no QMP greeting within 10000 ms")]
+
+
+def sleepers():
+    """Processes left by the hanging binary of failing_qemus()."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == b"sleep\x00987\x00":
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_host_warm_restart_to_a_qemu_that_cannot_start_keeps_every_vm(warm, tmp_path):
+    """Issue 13 item 7: one bad --qemu must not take the host's VMs down.  The new QEMU
+    is started before the old one is paused; it fails, so every guest goes on in the same
+    QEMU (never paused, never booted cold) and each VM's result carries its own error."""
+    vms = {VM: ADDRESS, VM2: ADDRESS2}
+    for vm, address in vms.items():
+        assert guest(f"/cgi-bin/stash?kept-{vm}", address) == f"kept-{vm}"
+    for i, (qemu, says) in enumerate(failing_qemus(tmp_path)):
+        pids = {vm: warm.wait_vm_state(vm, "running", 10)["pid"] for vm in vms}
+        counters = {vm: counter(address) for vm, address in vms.items()}
+        since = warm.vcr.last_event_id()
+        json_out = i == 0
+        r = warm.vcr.run("host", "warm-restart", HOST, "--qemu", str(qemu),
+                         *(["--json"] if json_out else []), timeout=120)
+        print(r.stdout, r.stderr)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        if json_out:
+            out = json.loads(r.stdout)
+            entries = {e["vm"]: e for e in out["vms"]}
+            assert sorted(entries) == sorted(vms), out
+            for vm, e in entries.items():
+                assert e["ok"] is False and e["fallback"] is False, e
+                assert says in e["error"] and "the old qemu runs on" in e["error"], e
+                assert e["pause_ms"] == 0, e  # never paused
+        else:
+            for vm in vms:
+                line = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{vm}: ")]
+                assert len(line) == 1, r.stdout
+                assert "warm restart FAILED: " in line[0] and says in line[0], line
+                assert "booted cold" not in line[0], line
+            assert f"host {HOST}: 0 of 2 VMs warm-restarted" in r.stdout, r.stdout
+        for vm, address in vms.items():
+            v = warm.wait_vm_state(vm, "running", 10)
+            assert v["pid"] == pids[vm], (vm, v)
+            assert v["qemu"] == "/usr/bin/qemu-system-x86_64", v
+            assert "never paused" in v["cause"], v
+            assert [p for p, _ in qemu_pids_of_vm(warm, vm)] == [pids[vm]]
+            # The guest went on: its in-memory counter continued, its tmpfs file is there.
+            labkit.wait_for(f"{vm}'s counter to move on",
+                            lambda: counter(address) > counters[vm], 10)
+            assert guest("/cgi-bin/stash", address) == f"kept-{vm}"
+            states = [ev["detail"]["state"] for ev in warm.vcr.events(since)
+                      if ev.get("vm") == vm and ev["kind"] == "vm_event"]
+            assert states and states[-1] == "running", states
+            assert "starting" not in states and "crashed" not in states, states
+        assert not leftovers(warm)
+        assert len(own_ram(warm)) == 1 and len(own_ram(warm, VM2)) == 1
+        assert not sleepers()
 
 
 def test_agent_restart_readopts_after_warm_restart(warm):
@@ -285,8 +385,9 @@ def test_corrupted_state_file_falls_back_to_cold_boot(warm):
     assert "warm_restart_failed" in kinds
 
 
-def qemu_pids_of_vm():
-    """(pid, started with -incoming) of every live QEMU of VM on this machine."""
+def qemu_pids_of_vm(d, vm=VM):
+    """(pid, started with -incoming) of every live QEMU of vm of this agent (its QMP
+    socket in d.state_dir: other labs on the machine may run a web1 of their own)."""
     found = []
     for pid in os.listdir("/proc"):
         try:
@@ -295,16 +396,27 @@ def qemu_pids_of_vm():
         except OSError:
             continue
         if argv and argv[0].endswith(b"qemu-system-x86_64") and any(
-                a.endswith(f"/{VM}.qmp,server=on,wait=off".encode()) for a in argv):
+                a.endswith(f"{d.state_dir}/{vm}.qmp,server=on,wait=off".encode())
+                for a in argv):
             found.append((int(pid), b"-incoming" in argv))
-    return found
+    return sorted(found)
+
+
+def process_lives(pid):
+    """Not gone, nor a zombie: a QEMU orphaned by a dead agent is reaped by PID 1,
+    whenever that gets to it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("point,expect", [
-    ("stopped", "rolled back"),  # old QEMU paused, nothing saved yet
-    ("sealed", "rolled back"),   # old QEMU paused, state saved and sealed
-    ("quit", "warm restart done"),     # old QEMU gone, no new one yet
-    ("spawned", "warm restart done"),  # new QEMU waiting with -incoming
+    ("launched", "rolled back"),  # new QEMU up beside the old one, which runs the guest
+    ("stopped", "rolled back"),   # old QEMU paused, nothing saved yet
+    ("sealed", "rolled back"),    # old QEMU paused, state saved and sealed
+    ("quit", "warm restart done"),  # old QEMU gone, the new one waiting with -incoming
 ])
 def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
     """The agent dies (SIGKILL, injected at POINT) in the middle of a warm restart; the
@@ -316,17 +428,21 @@ def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
     out = post_api(f"/v1/vms/{VM}/warm-restart", {"agent_exit_for_test": point})
     assert not out.get("vms", [{}])[0].get("ok"), out
     assert warm.agent_proc.popen.wait(30) == -signal.SIGKILL
-    # What the dead agent left behind is what the point says.
-    left = qemu_pids_of_vm()
-    if point in ("stopped", "sealed"):
-        assert left == [(old_pid, False)], left
-    elif point == "quit":
-        assert left == [], left
-    else:
-        assert len(left) == 1 and left[0][1] and left[0][0] != old_pid, left
+    # What the dead agent left behind is what the point says: the new QEMU (-incoming)
+    # is up from `launched` on; the old one until it is killed once the state is sealed.
+    left = qemu_pids_of_vm(warm)
+    pre = [pid for pid, incoming in left if pid != old_pid and incoming]
+    assert len(pre) == 1, left
     names = os.listdir(warm.state_dir)
+    if point == "quit":
+        assert left == [(pre[0], True)], left
+        assert f"{VM}.old.pid" not in names, names
+    else:
+        assert sorted(pid for pid, _ in left) == sorted([old_pid, pre[0]]), left
+        # The new QEMU has NAME.pid and NAME.qmp; the old one's were moved aside.
+        assert {f"{VM}.old.pid", f"{VM}.old.qmp", f"{VM}.pid", f"{VM}.qmp"} <= set(names)
     assert f"{VM}.warm" in names, names
-    assert (f"{VM}.state" in names) == (point != "stopped"), names
+    assert (f"{VM}.state" in names) == (point in ("sealed", "quit")), names
 
     warm.agent_proc = start_agent(warm, f"agent-after-{point}")
     vm = labkit.wait_for(f"the new agent to take the restart over ({expect})", lambda: (
@@ -336,7 +452,14 @@ def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
         assert vm["pid"] == old_pid
     else:
         assert vm["pid"] != old_pid
-    assert qemu_pids_of_vm() == [(vm["pid"], expect != "rolled back")]
+    # Exactly one QEMU is left: the pre-launched one was killed (or, at `quit`, replaced
+    # by a fresh one to load the state); its files are gone, the VM's are in place.
+    assert [pid for pid, _ in qemu_pids_of_vm(warm)] == [vm["pid"]]
+    assert not process_lives(pre[0]) or pre[0] == vm["pid"]
+    names = os.listdir(warm.state_dir)
+    assert {f"{VM}.pid", f"{VM}.qmp"} <= set(names), names
+    with open(warm.state_dir / f"{VM}.pid") as f:
+        assert int(f.read()) == vm["pid"]
     # The guest went on: same memory, same processes, same address.
     labkit.wait_for("the guest to answer", lambda: guest("/") == VM, 30)
     assert counter() >= c0 and uptime() >= u0

@@ -26,6 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/if_tun.h>
+
 #include <cmocka.h>
 #include <event2/event.h>
 
@@ -38,11 +40,14 @@
 #include "agent/proc.h"
 #include "agent/ram_dir.h"
 #include "agent/standby_job.h"
+#include "agent/tap_fd.h"
+#include "proto/proto_code.h"
 #include "agent/vm.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "page_cache.h"
 #include "proto/proto.h"
 
 static const char *data_dir(void)
@@ -150,9 +155,15 @@ static void test_warm_state_checksum(void **state)
         fputc(i % 251, f);
     fclose(f);
     uint64_t bytes = 0;
+    long unsynced = unsynced_pages(tmp);
     assert_int_equal(warm_state_seal(tmp, st, sum, &bytes, NULL), 0);
     assert_int_equal(bytes, 100000);
     assert_int_equal(access(tmp, F_OK), -1); /* renamed */
+    if (unsynced >= 0) {                     /* on disk before they were renamed (cachestat(2)) */
+        assert_true(unsynced > 0);
+        assert_int_equal(unsynced_pages(st), 0);
+        assert_int_equal(unsynced_pages(sum), 0);
+    }
     assert_int_equal(warm_state_verify(st, sum, NULL), 0);
 
     assert_int_equal(warm_state_corrupt(st, NULL), 0);
@@ -176,7 +187,7 @@ static void test_warm_journal(void **state)
     char path[64], tmp[80];
     snprintf(path, sizeof(path), "%s/web1.warm", dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    struct warm_journal j = {.started_ms = 1764561600123LL, .old_pid = 4242}, r;
+    struct warm_journal j = {.started_ms = 1764561600123LL, .old_pid = 4242, .new_pid = 4343}, r;
     snprintf(j.qemu, sizeof(j.qemu), "/opt/qemu-9/bin/qemu-system-x86_64");
     cleanup_error vcr_error_t err = NULL;
     assert_int_equal(warm_journal_read(path, &r, &err), -1);
@@ -184,12 +195,22 @@ static void test_warm_journal(void **state)
     vcr_error_release(&err);
     assert_int_equal(warm_journal_write(path, &j, NULL), 0);
     assert_int_equal(access(tmp, F_OK), -1);
+    assert_true(unsynced_pages(path) <= 0); /* fsync'd before the rename */
     assert_int_equal(warm_journal_read(path, &r, NULL), 0);
     assert_string_equal(r.qemu, j.qemu);
     assert_true(r.started_ms == j.started_ms);
     assert_int_equal(r.old_pid, 4242);
-    /* A torn or foreign file is refused with the file named. */
+    assert_int_equal(r.new_pid, 4343);
+    /* One written before the new QEMU was started first has no new_pid. */
     FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"qemu\": \"/usr/bin/qemu\", \"started_ms\": 1, \"old_pid\": 2}", f);
+    fclose(f);
+    assert_int_equal(warm_journal_read(path, &r, NULL), 0);
+    assert_int_equal(r.old_pid, 2);
+    assert_int_equal(r.new_pid, 0);
+    /* A torn or foreign file is refused with the file named. */
+    f = fopen(path, "w");
     assert_non_null(f);
     fputs("{\"qemu\": \"relative\", \"started_ms\": 1, \"old_pid\": 2}", f);
     fclose(f);
@@ -207,33 +228,81 @@ static void test_warm_journal(void **state)
     rmdir(dir);
 }
 
-/* What an agent does with a warm restart an earlier agent left unfinished. */
+/* What an agent does with a warm restart an earlier agent left unfinished.  The
+ * new QEMU is started before the old one is paused, and the old one is killed
+ * only once the state is sealed: whenever the old one lives it holds the guest. */
 static void test_warm_recovery_decide(void **state)
 {
     (void)state;
     const int64_t win = HOST_VM_WARM_RECOVER_WINDOW_MS;
-    /* journal, age, window, alive, incoming, sealed */
-    assert_int_equal(warm_recovery_decide(false, 10, win, true, false, true), WARM_RECOVER_NONE);
-    /* The old QEMU holds the guest (paused before or after the save): cont it. */
-    assert_int_equal(warm_recovery_decide(true, 10, win, true, false, false),
+    /* Sealed state but no RAM file (the host restarted: its tmpfs is gone, the fsync'd
+     * state files are not): never load that state into an empty RAM file. */
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, true, false),
+                     WARM_RECOVER_COLD);
+    /* journal, fenced, age, window, old alive, new alive, sealed */
+    assert_int_equal(warm_recovery_decide(false, false, 10, win, true, false, true, true),
+                     WARM_RECOVER_NONE);
+    /* The old QEMU alone (the agent died before the new one was spawned, or after
+     * it was killed): cont it, whether it was paused or saved. */
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, true, false, false, true),
                      WARM_RECOVER_ROLLBACK);
-    assert_int_equal(warm_recovery_decide(true, 10, win, true, false, true), WARM_RECOVER_ROLLBACK);
-    /* A new QEMU runs: keep it if it runs the guest, else load the state again. */
-    assert_int_equal(warm_recovery_decide(true, 10, win, true, true, true), WARM_RECOVER_CHECK);
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, true, false, true, true),
+                     WARM_RECOVER_ROLLBACK);
+    /* Both: the new one pre-launched (before `stop`, or while the old one was saved,
+     * or with the state sealed but the old one not killed yet): the old one wins and
+     * the new one is killed. */
+    for (int sealed = 0; sealed < 2; sealed++) {
+        enum warm_recovery r = warm_recovery_decide(true, false, 10, win, true, true, sealed, true);
+        assert_int_equal(r, WARM_RECOVER_ROLLBACK);
+        assert_true(warm_recovery_kills_new(r, true, true));
+    }
+    assert_false(warm_recovery_kills_new(WARM_RECOVER_ROLLBACK, true, false));
+    /* Only the new one: keep it if it runs the guest, else load the state again. */
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, true, true, true),
+                     WARM_RECOVER_CHECK);
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, true, false, true),
+                     WARM_RECOVER_CHECK);
+    assert_false(warm_recovery_kills_new(WARM_RECOVER_CHECK, false, true));
     /* No QEMU: the sealed state is the guest's devices; without it, boot cold. */
-    assert_int_equal(warm_recovery_decide(true, 10, win, false, false, true), WARM_RECOVER_REDO);
-    assert_int_equal(warm_recovery_decide(true, 10, win, false, false, false), WARM_RECOVER_COLD);
-    /* Past the window (or a clock gone backwards) the server decides. */
-    assert_int_equal(warm_recovery_decide(true, win + 1, win, true, false, true),
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, true, true),
+                     WARM_RECOVER_REDO);
+    assert_int_equal(warm_recovery_decide(true, false, 10, win, false, false, false, true),
+                     WARM_RECOVER_COLD);
+    /* Past the window (or a clock gone backwards) the server decides: the QEMU found
+     * is adopted as it is, the old one if both run (the new one beside it goes). */
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, true, false, true, true),
                      WARM_RECOVER_ADOPT);
-    assert_int_equal(warm_recovery_decide(true, win + 1, win, true, true, true),
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, true, true, true, true),
                      WARM_RECOVER_ADOPT);
-    assert_int_equal(warm_recovery_decide(true, win + 1, win, false, false, true),
+    assert_true(warm_recovery_kills_new(WARM_RECOVER_ADOPT, true, true));
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, false, true, true, true),
+                     WARM_RECOVER_ADOPT);
+    assert_false(warm_recovery_kills_new(WARM_RECOVER_ADOPT, false, true));
+    assert_int_equal(warm_recovery_decide(true, false, win + 1, win, false, false, true, true),
                      WARM_RECOVER_ENDED);
-    assert_int_equal(warm_recovery_decide(true, -5, win, false, false, true), WARM_RECOVER_ENDED);
+    assert_int_equal(warm_recovery_decide(true, false, -5, win, false, false, true, true),
+                     WARM_RECOVER_ENDED);
+    /* Self-fenced meanwhile (the watchdog killed the QEMU it knew): nothing is
+     * started, however far the restart got; a new QEMU found is killed, an old one
+     * is adopted as it is. */
+    for (int old_alive = 0; old_alive < 2; old_alive++)
+        for (int sealed = 0; sealed < 2; sealed++) {
+            enum warm_recovery r =
+                warm_recovery_decide(true, true, 10, win, old_alive, true, sealed, true);
+            assert_int_equal(r, WARM_RECOVER_FENCED);
+            assert_true(warm_recovery_kills_new(r, old_alive, true));
+            assert_int_equal(
+                warm_recovery_decide(true, true, 10, win, old_alive, false, sealed, true),
+                WARM_RECOVER_FENCED);
+        }
+    assert_false(warm_recovery_kills_new(WARM_RECOVER_FENCED, true, false));
+    assert_int_equal(warm_recovery_decide(false, true, 10, win, true, false, true, true),
+                     WARM_RECOVER_NONE);
     assert_string_equal(warm_recovery_name(WARM_RECOVER_REDO), "redo");
     /* The test-fault exit points the agent accepts. */
     assert_true(host_vm_warm_exit_point_valid("sealed"));
+    assert_true(host_vm_warm_exit_point_valid("launched"));
+    assert_false(host_vm_warm_exit_point_valid("spawned"));
     assert_false(host_vm_warm_exit_point_valid("later"));
     assert_false(host_vm_warm_exit_point_valid(NULL));
 }
@@ -245,6 +314,7 @@ struct job_test {
     int done;
     char error[STANDBY_JOB_ERROR_MAX + 64];
     bool had_error;
+    int status; /* standby_job_error_status */
 };
 
 static int job_ok(void *arg, vcr_error_t *err)
@@ -275,6 +345,7 @@ static void job_cb(struct standby_job *job, const char *error, void *opaque)
     struct job_test *t = opaque;
     t->done++;
     t->had_error = error != NULL;
+    t->status = error ? standby_job_error_status(job) : 0;
     snprintf(t->error, sizeof(t->error), "%s", error ? error : "");
     event_base_loopbreak(t->base);
 }
@@ -313,9 +384,13 @@ static void test_standby_job(void **state)
     run_job(&t, job_fails, NULL);
     assert_true(t.had_error);
     assert_string_equal(t.error, "container `x` already exists");
+    /* The status crosses the pipe too: the reply's `code` comes from it. */
+    assert_int_equal(t.status, EEXIST);
+    assert_string_equal(proto_code_name(proto_code_from_errno(t.status)), "exists");
     run_job(&t, job_dies, NULL);
     assert_true(t.had_error);
     assert_string_equal(t.error, "the worker process was killed by signal 9");
+    assert_int_equal(t.status, 0);
     event_base_free(t.base);
 }
 
@@ -561,10 +636,27 @@ static void test_qemu_argv(void **state)
     assert_true(has_opt(argv, "-display", "none"));
     assert_true(has_arg(argv, "-nodefaults"));
     assert_true(has_arg(argv, "-no-reboot"));
-    assert_true(has_opt(argv, "-serial", "file:/run/vcrlab/agent-host1/web1.serial"));
+    /* The console log is appended to: a new QEMU opens it while the old one writes. */
+    assert_true(has_opt(argv, "-chardev",
+                        "file,id=serial0,path=/run/vcrlab/agent-host1/web1.serial,append=on"));
+    assert_true(has_opt(argv, "-serial", "chardev:serial0"));
     assert_true(has_opt(argv, "-qmp", "unix:/run/vcrlab/agent-host1/web1.qmp,server=on,wait=off"));
     assert_true(has_opt(argv, "-pidfile", "/run/vcrlab/agent-host1/web1.pid"));
     vm_argv_free(argv);
+
+    /* The new QEMU of a warm restart: -incoming, the old one's tap inherited. */
+    l.incoming = true;
+    l.tap_fd = 7;
+    argv = vm_qemu_argv(&l, NULL);
+    assert_true(has_opt(argv, "-netdev", "tap,id=n0,fd=7"));
+    assert_true(has_opt(argv, "-incoming", "defer"));
+    assert_true(has_opt(argv, "-qmp", "unix:/run/vcrlab/agent-host1/web1.qmp,server=on,wait=off"));
+    assert_true(has_opt(argv, "-pidfile", "/run/vcrlab/agent-host1/web1.pid"));
+    vm_argv_free(argv);
+    l.incoming = false;
+    l.tap_fd = 0;
+    assert_string_equal(paths.old_pid, "/run/vcrlab/agent-host1/web1.old.pid");
+    assert_string_equal(paths.old_qmp, "/run/vcrlab/agent-host1/web1.old.qmp");
 
     /* SMP under TCG runs one thread per vCPU; KVM is passed as is. */
     spec.vcpus = 2;
@@ -605,6 +697,82 @@ static void test_qemu_argv(void **state)
 }
 
 /* --- /proc parsing ----------------------------------------------------------- */
+
+/* The pieces of the tap hand-over of a warm restart (tap_fd.h): a descriptor
+ * kept across exec by one child only, copied out of a running process, the
+ * `iff:` line that names a tun file's tap, and the vnet header size. */
+static void test_tap_handover(void **state)
+{
+    (void)state;
+    assert_true(
+        tap_fdinfo_is("pos:\t0\nflags:\t02100002\nmnt_id:\t24\nino:\t104\niff:\ttap0\n", "tap0"));
+    assert_false(tap_fdinfo_is("pos:\t0\niff:\ttap01\n", "tap0"));
+    assert_false(tap_fdinfo_is("pos:\t0\niff:\ttap1\n", "tap0"));
+    assert_false(tap_fdinfo_is("pos:\t0\nflags:\t02\n", "tap0"));
+    assert_true(tap_fdinfo_is("iff: tap0", "tap0"));
+
+    /* The kept descriptor crosses exec, another one does not. */
+    int keep[2], other[2];
+    assert_int_equal(pipe2(keep, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(other, O_CLOEXEC), 0);
+    char script[128];
+    snprintf(script, sizeof(script), "test -e /proc/self/fd/%d && ! test -e /proc/self/fd/%d",
+             keep[1], other[1]);
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    pid_t pid = proc_spawn_keep(argv, "/dev/null", keep[1], NULL);
+    assert_true(pid > 0);
+    int status = -1;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* A copy of a running process's descriptor is the same open file. */
+    char *sleeper[] = {"/bin/sleep", "30", NULL};
+    pid = proc_spawn_keep(sleeper, "/dev/null", keep[1], NULL);
+    assert_true(pid > 0);
+    int copy = proc_getfd(pid, keep[1], NULL);
+    assert_true(copy >= 0);
+    assert_int_equal(write(copy, "x", 1), 1);
+    char c = 0;
+    assert_int_equal(read(keep[0], &c, 1), 1);
+    assert_int_equal(c, 'x');
+    close(copy);
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(proc_getfd(pid, 999, &err), -1);
+    assert_int_equal(vcr_error_status(err), EBADF);
+    vcr_error_release(&err);
+    /* Killed and waited for (and reaped: it was our child). */
+    assert_int_equal(proc_kill_wait(pid, 2000, NULL), 0);
+    assert_int_equal(kill(pid, 0), -1);
+    assert_int_equal(proc_kill_wait(pid, 2000, NULL), 0); /* gone: nothing to do */
+    close(keep[0]);
+    close(keep[1]);
+    close(other[0]);
+    close(other[1]);
+
+    /* A real tap (needs CAP_NET_ADMIN; the rest of the test does not). */
+    int tun = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "vcrut%%d");
+    if (tun < 0 || ioctl(tun, TUNSETIFF, &ifr) < 0) {
+        if (tun >= 0)
+            close(tun);
+        return;
+    }
+    assert_int_equal(tap_fd_of_process(getpid(), ifr.ifr_name, NULL), tun);
+    assert_int_equal(tap_fd_of_process(getpid(), "vcr-no-such-tap", &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    vcr_error_release(&err);
+    int copy2 = tap_fd_take(getpid(), ifr.ifr_name, NULL);
+    assert_true(copy2 >= 0 && copy2 != tun);
+    int len = 0;
+    assert_int_equal(tap_vnet_hdr_set(copy2, 12, NULL), 0);
+    assert_int_equal(tap_vnet_hdr_get(tun, &len, NULL), 0); /* one open file, one tap */
+    assert_int_equal(len, 12);
+    close(copy2);
+    close(tun);
+}
 
 static void test_proc_stat_parsing(void **state)
 {
@@ -1829,6 +1997,7 @@ int main(void)
         cmocka_unit_test(test_warm_state_checksum),
         cmocka_unit_test(test_warm_journal),
         cmocka_unit_test(test_warm_recovery_decide),
+        cmocka_unit_test(test_tap_handover),
         cmocka_unit_test(test_standby_job),
         cmocka_unit_test(test_sm_restarting_exit_is_not_crash),
         cmocka_unit_test(test_ram_file_differs_by_state_dir),

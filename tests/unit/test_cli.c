@@ -150,6 +150,36 @@ static void test_format_events(void **state)
     assert_non_null(strstr(cli_event_header(), "KIND"));
 }
 
+/* One line per VM of a warm restart: the guest's pause first; a failure says
+ * whether the VM was booted cold or runs on untouched. */
+static void test_format_warm_entry(void **state)
+{
+    (void)state;
+    cleanup_json json_t *ok =
+        json_pack("{s:s, s:b, s:b, s:n, s:f, s:f, s:f, s:f, s:f, s:i, s:s}", "vm", "web1", "ok", 1,
+                  "fallback", 0, "error", "launch_ms", 78.1, "pause_ms", 40.2, "suspend_ms", 24.6,
+                  "resume_ms", 15.6, "downtime_ms", 40.2, "state_bytes", 616592, "qemu",
+                  "/usr/bin/qemu-system-x86_64");
+    cleanup_free char *line = cli_format_warm_entry(ok);
+    assert_string_equal(line, "web1: warm restart done: pause 40.2 ms (suspend 24.6 ms, resume "
+                              "15.6 ms), launch 78.1 ms, state 603K, qemu "
+                              "/usr/bin/qemu-system-x86_64");
+    cleanup_json json_t *failed =
+        json_pack("{s:s, s:b, s:b, s:s, s:f}", "vm", "web3", "ok", 0, "fallback", 0, "error",
+                  "new qemu (/opt/q): qemu exited with status 1 before its QMP greeting; the "
+                  "old qemu runs on",
+                  "pause_ms", 0.0);
+    cleanup_free char *line2 = cli_format_warm_entry(failed);
+    assert_string_equal(line2, "web3: warm restart FAILED: new qemu (/opt/q): qemu exited with "
+                               "status 1 before its QMP greeting; the old qemu runs on");
+    cleanup_json json_t *cold = json_pack("{s:s, s:b, s:b, s:s}", "vm", "web2", "ok", 0, "fallback",
+                                          1, "error", "state file fails its checksum");
+    cleanup_free char *line3 = cli_format_warm_entry(cold);
+    assert_string_equal(line3,
+                        "web2: warm restart FAILED, booted cold instead: state file fails its "
+                        "checksum");
+}
+
 static void test_http_unreachable(void **state)
 {
     (void)state;
@@ -181,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_format_status_hostile_strings),
         cmocka_unit_test(test_format_age_and_size),
         cmocka_unit_test(test_format_events),
+        cmocka_unit_test(test_format_warm_entry),
         cmocka_unit_test(test_http_unreachable),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);

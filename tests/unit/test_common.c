@@ -1,14 +1,21 @@
-/* Unit tests for the error convention (src/common/err.c). */
+/* Unit tests for the error convention (src/common/err.c) and durable renames
+ * (src/common/durable.c). */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/cleanup.h"
+#include "common/durable.h"
 #include "common/err.h"
+#include "page_cache.h"
 
 static int fails_with_enoent(vcr_error_t *err)
 {
@@ -64,6 +71,40 @@ static void test_steal_pointer(void **state)
     free(q);
 }
 
+/* A renamed file's data is on disk when vcr_rename_durable returns: the
+ * fsync comes before the rename. */
+static void test_rename_durable(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-durable-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char tmp[64], path[64];
+    snprintf(tmp, sizeof(tmp), "%s/f.tmp", dir);
+    snprintf(path, sizeof(path), "%s/f", dir);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 65536; i++)
+        fputc('d', f);
+    fclose(f);
+    long before = unsynced_pages(tmp);
+    assert_int_equal(vcr_rename_durable(tmp, path, NULL), 0);
+    assert_int_equal(access(tmp, F_OK), -1);
+    if (before >= 0) { /* kernels with cachestat(2) */
+        assert_true(before > 0);
+        assert_int_equal(unsynced_pages(path), 0);
+    }
+    /* A missing tmp: errno stays the failing call's, the message names it. */
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(vcr_rename_durable(tmp, path, NULL), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(vcr_rename_durable(tmp, path, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    assert_non_null(strstr(vcr_error_msg(err), tmp));
+    assert_int_equal(access(path, F_OK), 0); /* untouched */
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -72,6 +113,7 @@ int main(void)
         cmocka_unit_test(test_first_error_is_kept),
         cmocka_unit_test(test_null_err_is_allowed),
         cmocka_unit_test(test_steal_pointer),
+        cmocka_unit_test(test_rename_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,8 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "proto/proto.h"
+#include "proto/proto_code.h"
+#include "proto/proto_state.h"
 
 struct collected {
     json_t *msgs; /* array of the decoded messages */
@@ -599,10 +601,31 @@ static void test_conn_refused(void **state)
     conn_test_teardown(&t);
 }
 
+/* One table of state names for both sides of the wire (proto_state.h). */
+static void test_state_names_round_trip(void **state)
+{
+    (void)state;
+    for (int i = 0; i < PROTO_VM_N_STATES; i++)
+        assert_int_equal(proto_vm_state_parse(proto_vm_state_name(i)), i);
+    assert_null(proto_vm_state_name(PROTO_VM_N_STATES));
+    assert_int_equal(proto_vm_state_parse("sleeping"), -1);
+    assert_true(proto_vm_state_is_failure(PROTO_VM_CRASHED));
+    assert_false(proto_vm_state_is_failure(PROTO_VM_STOPPED));
+    assert_true(proto_vm_state_is_down(PROTO_VM_STOPPED));
+    assert_false(proto_vm_state_is_down(PROTO_VM_RESTARTING));
+    for (int i = 1; i < PROTO_CT_N_STATES; i++)
+        assert_int_equal(proto_ct_state_parse(proto_ct_state_name((enum proto_ct_state)i)), i);
+    assert_int_equal(proto_ct_state_parse("RUNNING"), PROTO_CT_UNKNOWN);
+    assert_int_equal(proto_ct_state_parse(NULL), PROTO_CT_UNKNOWN);
+    assert_string_equal(proto_code_name(proto_code_parse("busy")), "busy");
+    assert_int_equal(proto_code_parse("nonsense"), PROTO_CODE_NONE);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_state_names_round_trip),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_msg_new_overrides_envelope),
         cmocka_unit_test(test_split_byte_by_byte),

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -289,6 +290,59 @@ static void count_appends(int64_t id, void *opaque)
 {
     int64_t *last = opaque;
     *last = id;
+}
+
+/* A journal that cannot be written (its disk full: here no write to any regular file,
+ * RLIMIT_FSIZE 0) loses no event: each is held, then written in order, before any newer
+ * one, once it can be (the campaign's disk_full round lost the killed primary's
+ * vm_event and its recovery's `detected`). */
+static void test_journal_holds_events_while_it_cannot_write(void **state)
+{
+    (void)state;
+    struct tmpdir t;
+    tmpdir_make(&t);
+    cleanup_free char *path = tmpdir_file(&t, "journal.db");
+    cleanup_error vcr_error_t err = NULL;
+    struct journal *j = journal_open(path, &err);
+    assert_non_null(j);
+    journal_note(j, 1000, "node1", NULL, "hello", NULL);
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit full = {.rlim_cur = 0, .rlim_max = old.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &full), 0);
+    cleanup_json json_t *crashed = json_pack("{s:s}", "state", "crashed");
+    cleanup_json json_t *detected = json_pack("{s:s}", "phase", "detected");
+    cleanup_json json_t *fenced = json_pack("{s:s}", "phase", "fenced");
+    journal_note(j, 2000, "node1", "web1", "vm_event", crashed);
+    journal_note(j, 3000, "node1", "web1", "recovery", detected);
+    size_t held = journal_held(j);
+    int still = journal_write_held(j);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(held, 2);
+    assert_int_equal(still, -1);
+    /* Writable again: the held ones first (the tick's journal_write_held, or a note). */
+    assert_int_equal(journal_write_held(j), 0);
+    assert_int_equal(journal_held(j), 0);
+    journal_note(j, 4000, "node1", "web1", "recovery", fenced);
+    json_t *events = journal_read(j, 0, 10, &err);
+    assert_non_null(events);
+    assert_int_equal(json_array_size(events), 4);
+    static const char *kinds[] = {"hello", "vm_event", "recovery", "recovery"};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *e = json_array_get(events, i);
+        assert_int_equal(json_integer_value(json_object_get(e, "id")), (json_int_t)i + 1);
+        assert_int_equal(json_integer_value(json_object_get(e, "ts_ms")),
+                         (json_int_t)i * 1000 + 1000);
+        assert_string_equal(json_string_value(json_object_get(e, "kind")), kinds[i]);
+    }
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_array_get(events, 2), "detail"), "phase")),
+                        "detected");
+    json_decref(events);
+    journal_close(j);
+    tmpdir_remove(&t);
 }
 
 static void test_journal_write_read(void **state)
@@ -657,9 +711,10 @@ static void test_inventory_heartbeat_timeout(void **state)
     cleanup_error vcr_error_t err = NULL;
     bool came_up;
     json_t *h1 = hello_msg("node1");
-    json_t *h2 = proto_msg_new("hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[]}", "host",
-                                                  "node2", "role", "standby", "agent_version",
-                                                  "0.1.0", "pid", 1, "accel", "kvm", "vms"));
+    json_t *h2 = proto_msg_new(
+        "hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[], s:[{s:s, s:s}]}", "host", "node2",
+                           "role", "standby", "agent_version", "0.1.0", "pid", 1, "accel", "kvm",
+                           "vms", "containers", "name", "web1-c", "state", "running"));
     assert_non_null(inventory_apply_hello(inv, h1, 10000, &came_up, &err));
     assert_non_null(inventory_apply_hello(inv, h2, 10000, &came_up, &err));
     struct lost_log log = {.n = 0};
@@ -693,6 +748,13 @@ static void test_inventory_heartbeat_timeout(void **state)
         assert_non_null(last);
         assert_string_not_equal(last, "unknown");
     }
+    /* So are its containers: a container is only as known as its host. */
+    json_t *lcts = json_object_get(json_array_get(json_object_get(lost, "hosts"), 1), "containers");
+    assert_int_equal(json_array_size(lcts), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lcts, 0), "state")),
+                        "unknown");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lcts, 0), "last_state")),
+                        "running");
     json_decref(lost);
 
     /* A hello brings it back, and it is reported up. */
@@ -1080,6 +1142,42 @@ static void test_e2e_host_lost(void **state)
     harness_stop(&h);
 }
 
+static bool node1_heartbeat_echoed(void *arg)
+{
+    struct harness *h = arg;
+    return agent_got(&h->agent, "heartbeat") != NULL || h->agent.closed;
+}
+
+/* The server stopped (SIGSTOP) or starved longer than host_timeout_ms: the frames its
+ * agents sent meanwhile are unread in its sockets when it runs again, and its first
+ * liveness tick comes before they are read.  That silence was the server's: no host is
+ * lost for it (the campaign's server_stop_7s round failed every service over, 3 false
+ * failovers).  A host that then stays silent is lost host_timeout_ms later. */
+static void test_e2e_server_stall_is_not_a_host_loss(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "heartbeat_ms: 100\nhost_timeout_ms: 300\n");
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    assert_null(h.agent.closed);
+    /* The loop does not run: the server is stopped for 5 host timeouts; the agent's
+     * heartbeat waits to be sent and read. */
+    usleep(1500 * 1000);
+    agent_send(&h.agent, proto_msg_new("heartbeat", json_pack("{s:I, s:I}", "seq", (json_int_t)1,
+                                                              "ts_ms", (json_int_t)vcr_wall_ms())));
+    assert_true(run_until(h.base, node1_heartbeat_echoed, &h));
+    struct inv_host *host = inventory_find_host(server_inventory(h.srv), "node1");
+    assert_non_null(host);
+    assert_int_equal(host->state, INV_HOST_CONNECTED);
+    assert_null(h.agent.closed);
+    /* Silent from now on: lost after host_timeout_ms of the server's own running time. */
+    int64_t t0 = vcr_mono_ms();
+    assert_true(run_until(h.base, node1_lost, &h));
+    assert_true(vcr_mono_ms() - t0 >= 200);
+    harness_stop(&h);
+}
+
 /* --- the HTTP API, with evhttp's client on the same loop --- */
 
 struct http_answer {
@@ -1304,6 +1402,7 @@ int main(void)
         cmocka_unit_test(test_config_every_bad_field_named),
         cmocka_unit_test(test_config_key_file),
         cmocka_unit_test(test_journal_write_read),
+        cmocka_unit_test(test_journal_holds_events_while_it_cannot_write),
         cmocka_unit_test(test_inventory_hello),
         cmocka_unit_test(test_inventory_hello_invalid),
         cmocka_unit_test(test_inventory_vm_event_and_sample),
@@ -1316,6 +1415,7 @@ int main(void)
         cmocka_unit_test(test_e2e_bad_hello_rejected),
         cmocka_unit_test(test_e2e_challenge),
         cmocka_unit_test(test_e2e_host_lost),
+        cmocka_unit_test(test_e2e_server_stall_is_not_a_host_loss),
         cmocka_unit_test(test_e2e_api),
         cmocka_unit_test(test_e2e_order_timeout_and_disconnect),
     };

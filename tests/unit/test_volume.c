@@ -1,6 +1,8 @@
 /* Unit tests for data volumes (docs/warm-cache.md): the `volumes:` schema and
  * its validation (src/config/volume_spec.c), the image checks, the atomic
- * write-back and the QEMU arguments (src/agent/host_volume.c, vm.c). */
+ * copy (an earlier agent's memory file into the image), prepare, the flush
+ * (an fsync of the images, in a child) and the QEMU arguments
+ * (src/agent/host_volume.c, vm.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -9,15 +11,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
+#include "agent/host_vm_priv.h"
 #include "agent/host_volume.h"
+#include "agent/ram_dir.h"
 #include "agent/vm.h"
 #include "common/cleanup.h"
 #include "config/agent_config.h"
+#include "page_cache.h"
 
 static char tmpdir[64];
 
@@ -92,7 +99,7 @@ static void test_volumes_load(void **state)
     cleanup_error vcr_error_t err = NULL;
     struct vcr_agent_config *cfg =
         load_volumes("      - {name: data, size_mb: 64, image: data.img, mount: /data,\n"
-                     "         warm_cache: true, writeback_interval_s: 0, source_dir: .}\n"
+                     "         warm_cache: true, source_dir: .}\n"
                      "      - {name: cold, size_mb: 32, image: cold.img, mount: /cold,\n"
                      "         cache: writeback}\n",
                      &err);
@@ -103,13 +110,11 @@ static void test_volumes_load(void **state)
     assert_string_equal(v->name, "data");
     assert_int_equal(v->size_mb, 64);
     assert_true(v->warm_cache);
-    assert_int_equal(v->writeback_interval_s, 0);
     cleanup_free char *img = tmp_path("data.img");
     assert_string_equal(v->image, img);
     assert_string_equal(v->source_dir, tmpdir);
     v = &cfg->vms[0].volumes[1];
     assert_false(v->warm_cache);
-    assert_int_equal(v->writeback_interval_s, VCR_VOLUME_WRITEBACK_DEF);
     assert_int_equal(v->cache, VCR_VOLUME_CACHE_WRITEBACK);
     assert_null(v->source_dir);
     vcr_agent_config_free(cfg);
@@ -134,9 +139,11 @@ static void test_volumes_rejected(void **state)
                     "vms[0].volumes[0].cache", "only to virtio-blk", NULL);
     expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /data, cache: x}\n",
                     "vms[0].volumes[0].cache", "allowed: none, writeback", NULL);
+    /* Gone with the /dev/shm copy: refused by name, not silently ignored. */
     expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /data,"
-                    " writeback_interval_s: 100000}\n",
-                    "vms[0].volumes[0].writeback_interval_s", "0..86400", NULL);
+                    " warm_cache: true, writeback_interval_s: 0}\n",
+                    "vms[0].volumes[0].writeback_interval_s", "no longer exists", "remove the key",
+                    NULL);
     expect_rejected("      - {name: data, size_mb: 64, image: /nonexistent/d.img, mount: /d}\n",
                     "vms[0].volumes[0].image", "/nonexistent", NULL);
     expect_rejected("      - {name: data, size_mb: 64, image: d.img, mount: /d,"
@@ -258,21 +265,146 @@ static void test_prepare(void **state)
 {
     (void)state;
     cleanup_free char *img = tmp_path("vol.img");
-    cleanup_free char *mem = tmp_path("vol.pmem");
+    cleanup_free char *legacy = tmp_path("vol.pmem");
     struct vcr_volume_spec v = {.name = "data", .size_mb = 16, .image = img, .warm_cache = true};
     cleanup_error vcr_error_t err = NULL;
-    /* No memory file, no image: built empty, then loaded. */
-    if (host_volume_prepare(&v, mem, &err) < 0)
+    /* No image: built empty, checked, and every block allocated. */
+    if (host_volume_prepare(&v, legacy, &err) < 0)
         fail_msg("%s", vcr_error_msg(err));
-    assert_int_equal(host_volume_check_image(mem, 16 << 20, &err), 0);
-    /* A corrupt image with no memory file: refused, nothing created. */
-    assert_int_equal(unlink(mem), 0);
+    assert_int_equal(host_volume_check_image(img, 16 << 20, &err), 0);
+    struct stat st;
+    assert_int_equal(stat(img, &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 >= 16u << 20);
+    assert_int_equal(access(legacy, F_OK), -1);
+
+    /* An earlier agent's memory file holds newer data: it goes into the image
+     * and is removed. */
+    size_t n;
+    cleanup_free char *newer = slurp(img, &n);
+    memset(newer + (8 << 20), 'n', 4096);
+    write_file(legacy, newer, n);
+    if (host_volume_prepare(&v, legacy, &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    cleanup_free char *got = slurp(img, &n);
+    assert_int_equal(n, 16 << 20);
+    assert_memory_equal(got, newer, n);
+    assert_int_equal(access(legacy, F_OK), -1);
+
+    /* One that is not a volume is refused and kept; the image is untouched. */
+    write_file(legacy, "junk", 4);
+    assert_int_equal(host_volume_prepare(&v, legacy, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "memory file of an earlier agent"));
+    vcr_error_release(&err);
+    assert_int_equal(access(legacy, F_OK), 0);
+    cleanup_free char *same = slurp(img, &n);
+    assert_memory_equal(same, newer, n);
+    assert_int_equal(unlink(legacy), 0);
+
+    /* A corrupt image: refused. */
     cleanup_close int fd = open(img, O_WRONLY);
     assert_int_equal(pwrite(fd, "\0\0", 2, HOST_VOLUME_EXT4_MAGIC_OFFSET), 2);
-    assert_int_equal(host_volume_prepare(&v, mem, &err), -1);
+    assert_int_equal(host_volume_prepare(&v, legacy, &err), -1);
     assert_non_null(strstr(vcr_error_msg(err), "volume `data`"));
     assert_non_null(strstr(vcr_error_msg(err), "is not ext4"));
-    assert_int_equal(access(mem, F_OK), -1);
+}
+
+struct flush_result {
+    int calls;
+    bool ok;
+    char error[512];
+    uint64_t bytes;
+};
+
+static void on_flush(struct host_vm *vm, bool ok, const char *error, double elapsed_ms,
+                     uint64_t bytes, void *opaque)
+{
+    (void)vm;
+    (void)elapsed_ms;
+    struct flush_result *r = opaque;
+    r->calls++;
+    r->ok = ok;
+    snprintf(r->error, sizeof(r->error), "%s", error ? error : "");
+    r->bytes = bytes;
+}
+
+static void flush_and_wait(struct host_vm *vm, const char *vol, struct flush_result *r)
+{
+    cleanup_error vcr_error_t err = NULL;
+    memset(r, 0, sizeof(*r));
+    if (host_volume_flush(vm, vol, on_flush, r, &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    /* Answered from the loop, once the child has done the fsync. */
+    assert_int_equal(r->calls, 0);
+    while (r->calls == 0)
+        event_base_loop(vm->env.base, EVLOOP_ONCE);
+    assert_int_equal(r->calls, 1);
+}
+
+/* A flush is an fsync of the warm-cache images: what was written into the
+ * shared mapping (as QEMU's guest writes are) is no longer dirty afterwards. */
+static void test_flush_is_fsync_of_the_images(void **state)
+{
+    (void)state;
+    cleanup_free char *img = tmp_path("flush.img");
+    cleanup_free char *cold = tmp_path("flush-cold.img");
+    cleanup_free char *state_dir = tmp_path("flush-state");
+    assert_int_equal(mkdir(state_dir, 0700), 0);
+    struct vcr_volume_spec vols[] = {
+        {.name = "data", .size_mb = 16, .image = img, .mount = "/data", .warm_cache = true},
+        {.name = "cold", .size_mb = 16, .image = cold, .mount = "/cold"},
+    };
+    struct vcr_vm_spec spec = {.name = "web1", .volumes = vols, .n_volumes = 2};
+    static const struct ram_dir ram = {
+        .path = VM_SHM_DIR, .backing = RAM_BACKING_TMPFS, .page_size = 4096};
+    struct event_base *base = event_base_new();
+    struct host_vm_env env = {.base = base, .host = "host1", .state_dir = state_dir, .ram = &ram};
+    cleanup_error vcr_error_t err = NULL;
+    struct host_vm *vm = host_vm_new(&env, &spec, NULL, NULL, &err);
+    assert_non_null(vm);
+    if (host_volumes_prepare(vm, &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+
+    int fd = open(img, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t *map = mmap(NULL, 16 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    memset(map + (4 << 20), 'g', 1 << 20);
+    long before = unsynced_pages(img);
+    struct flush_result r;
+    flush_and_wait(vm, NULL, &r);
+    assert_true(r.ok);
+    assert_int_equal(r.bytes, 16 << 20); /* the warm-cache image only */
+    if (before >= 0) {
+        assert_true(before > 0);
+        assert_int_equal(unsynced_pages(img), 0);
+    }
+    munmap(map, 16 << 20);
+    close(fd);
+
+    /* By name; a virtio-blk volume or an unknown one is no warm-cache volume. */
+    flush_and_wait(vm, "data", &r);
+    assert_true(r.ok);
+    assert_int_equal(host_volume_flush(vm, "cold", on_flush, &r, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    assert_non_null(strstr(vcr_error_msg(err), "no warm-cache volume `cold`"));
+    vcr_error_release(&err);
+
+    /* An fsync that fails is reported with the image's name. */
+    assert_int_equal(rename(img, cold), 0);
+    flush_and_wait(vm, NULL, &r);
+    assert_false(r.ok);
+    assert_non_null(strstr(r.error, img));
+
+    /* An earlier agent's memory file: the image is not what QEMU maps. */
+    cleanup_free char *legacy = host_volume_legacy_mem_path(vm->paths.shm_base, "data");
+    write_file(legacy, "x", 1);
+    assert_int_equal(host_volume_flush(vm, NULL, on_flush, &r, &err), -1);
+    assert_int_equal(vcr_error_status(err), EAGAIN);
+    assert_non_null(strstr(vcr_error_msg(err), legacy));
+    assert_int_equal(unlink(legacy), 0);
+
+    host_vm_free(vm);
+    event_base_free(base);
 }
 
 static void test_qemu_argv(void **state)
@@ -299,7 +431,7 @@ static void test_qemu_argv(void **state)
                                .n_volumes = 2};
     struct vm_paths paths;
     cleanup_error vcr_error_t err = NULL;
-    /* RAM on hugetlbfs: the volume's memory file stays in /dev/shm all the same. */
+    /* RAM on hugetlbfs: where an earlier agent kept the volume stays /dev/shm. */
     assert_int_equal(vm_paths_init(&paths, "/dev/hugepages", "/run/s", "host1", "web1", &err), 0);
     struct vm_launch l = {.qemu = "/q", .accel = "tcg", .spec = &spec, .paths = &paths};
     char **argv = vm_qemu_argv(&l, &err);
@@ -309,20 +441,20 @@ static void test_qemu_argv(void **state)
         strcat(all, *a);
         strcat(all, " ");
     }
-    cleanup_free char *mem = host_volume_mem_path(paths.shm_base, "data");
-    char want_mem[128];
-    snprintf(want_mem, sizeof(want_mem), "/dev/shm/vcr-host1-web1-%08x-data.pmem",
+    cleanup_free char *legacy = host_volume_legacy_mem_path(paths.shm_base, "data");
+    char want_legacy[128];
+    snprintf(want_legacy, sizeof(want_legacy), "/dev/shm/vcr-host1-web1-%08x-data.pmem",
              vm_state_dir_hash("/run/s"));
-    assert_string_equal(mem, want_mem);
+    assert_string_equal(legacy, want_legacy);
     assert_true(strncmp(paths.ram, "/dev/hugepages/vcr-host1-web1-", 30) == 0);
     char want[512];
     assert_non_null(strstr(all, "-m 256M,slots=1,maxmem=384M "));
+    /* The image itself backs the device: no copy in /dev/shm. */
     snprintf(want, sizeof(want),
-             "-object memory-backend-file,id=pm0,share=on,mem-path=%s,size=128M "
-             "-device virtio-pmem-pci,memdev=pm0,id=pmem0 ",
-             mem);
+             "-object memory-backend-file,id=pm0,share=on,mem-path=/i/d.img,size=128M "
+             "-device virtio-pmem-pci,memdev=pm0,id=pmem0 ");
     assert_non_null(strstr(all, want));
-    assert_non_null(strstr(mem, "-data.pmem"));
+    assert_null(strstr(all, "/dev/shm"));
     assert_non_null(strstr(all, "-drive file=/i/c,,d.img,format=raw,if=none,id=blk0,"
                                 "cache=writeback -device virtio-blk-pci,drive=blk0,serial=cold "));
     assert_non_null(strstr(all, " vcr.pmem0=/data vcr.blk0=/dev/vda:/cold"));
@@ -335,7 +467,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_volumes_load), cmocka_unit_test(test_volumes_rejected),
         cmocka_unit_test(test_image_checks), cmocka_unit_test(test_copy_atomic),
-        cmocka_unit_test(test_prepare),      cmocka_unit_test(test_qemu_argv),
+        cmocka_unit_test(test_prepare),      cmocka_unit_test(test_flush_is_fsync_of_the_images),
+        cmocka_unit_test(test_qemu_argv),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

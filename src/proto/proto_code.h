@@ -1,0 +1,23 @@
+/* Why an order was refused, as a word on the wire (a reply's `code`,
+ * docs/protocol.md).  The server decides on these, never on the text of
+ * `error`, which is for people.  Agents derive the code from the errno-style
+ * status of their vcr_error_t (proto_code_from_errno). */
+#ifndef VCR_PROTO_CODE_H
+#define VCR_PROTO_CODE_H
+
+enum proto_code {
+    PROTO_CODE_NONE,    /* no code (an older agent, or a success) */
+    PROTO_CODE_EXISTS,  /* the thing to create is there already (EEXIST) */
+    PROTO_CODE_ABSENT,  /* no such VM or container (ENOENT) */
+    PROTO_CODE_BUSY,    /* another order for it is running (EBUSY, EAGAIN) */
+    PROTO_CODE_INVALID, /* the order's members are wrong (EINVAL, EPROTO) */
+    PROTO_CODE_STOPPED, /* it is not running (ESRCH) */
+    PROTO_CODE_FAILED,  /* anything else */
+};
+
+const char *proto_code_name(enum proto_code code);
+/* PROTO_CODE_NONE for NULL or an unknown word. */
+enum proto_code proto_code_parse(const char *name);
+enum proto_code proto_code_from_errno(int status);
+
+#endif

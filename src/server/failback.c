@@ -1,0 +1,210 @@
+/* Failback (docs/recovery.md, "Failback"): a service served by its standby
+ * container goes back to its primary.
+ *
+ *   [vm_start, if the primary is not running] -> probe the primary until it
+ *   answers (its boot grace at most) -> DNS back to the primary -> cold only:
+ *   container_stop, container_destroy -> ok.
+ *
+ * The primary is started here, not by the operator beforehand: while the
+ * service is served elsewhere a running primary is fenced again (primary.c),
+ * so that it never answers beside the container.  A failback that fails
+ * leaves the service `recovered` (or `failed`) with DNS on the container. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "server/agents.h"
+#include "server/check.h"
+#include "server/inventory.h"
+#include "server/recovery_priv.h"
+
+#define JOURNAL_FAILBACK "failback"
+/* A primary that ran already when failback was asked for answers within this. */
+#define FAILBACK_RUNNING_PROBE_MS 10000
+#define FAILBACK_RETRY_MS         500
+
+static void failback_record(struct svc *s, const char *phase, const char *error)
+{
+    cleanup_json json_t *detail =
+        json_pack("{s:s, s:s, s:s, s:I, s:s?}", "service", s->cfg->name, "phase", phase, "mode",
+                  standby_mode_name(s->cfg->standby.mode), "elapsed_ms",
+                  (json_int_t)(vcr_mono_ms() - s->step_started), "error", error);
+    recovery_journal(s, JOURNAL_FAILBACK, detail);
+    log_info("service %s: failback: %s%s%s", s->cfg->name, phase, error ? ": " : "",
+             error ? error : "");
+}
+
+static void failback_fail(struct svc *s, const char *error)
+{
+    char message[sizeof(s->error)];
+    snprintf(message, sizeof(message), "failback: %s", error); /* error may be s->error */
+    memcpy(s->error, message, sizeof(s->error));
+    failback_record(s, "failed", error);
+    recovery_cancel_io(s);
+    s->step = STEP_IDLE;
+    s->failback_starting = false;
+    recovery_save(s);
+}
+
+static void failback_done(struct svc *s)
+{
+    failback_record(s, "done", NULL);
+    s->step = STEP_IDLE;
+    s->state = SVC_OK;
+    s->phase = PH_NONE;
+    s->on_standby = false;
+    s->error[0] = '\0';
+    s->probe.failures = 0;
+    s->probe.answered = true; /* its check passed before DNS went back */
+    s->probe.next_ms = 0;
+    recovery_save(s);
+}
+
+static void on_failback_stop(enum order_outcome outcome, const char *message, json_t *reply,
+                             void *opaque)
+{
+    struct svc *s = opaque;
+    (void)reply;
+    s->order_pending = false;
+    if (s->rc->stopping || s->step != STEP_FAILBACK)
+        return;
+    if (outcome != ORDER_DONE) {
+        /* DNS already points at the primary: say so, and leave the container. */
+        log_warn("service %s: failback: could not remove container %s: %s", s->cfg->name,
+                 s->cfg->standby.container, message);
+        failback_record(s, "container_stop_failed", message);
+        failback_done(s);
+        return;
+    }
+    if (s->stage == 2) {
+        s->stage = 3;
+        cleanup_error vcr_error_t err = NULL;
+        cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
+        if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_destroy",
+                                   s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
+                                   on_failback_stop, s, &err) >= 0) {
+            s->order_pending = true;
+            return;
+        }
+    }
+    failback_record(s, "container_stopped", NULL);
+    failback_done(s);
+}
+
+void failback_dns_done(struct svc *s, const char *error)
+{
+    if (error) {
+        failback_fail(s, error);
+        return;
+    }
+    s->on_standby = false;
+    failback_record(s, "dns_updated", NULL);
+    if (s->cfg->standby.mode != STANDBY_COLD) {
+        failback_done(s);
+        return;
+    }
+    s->stage = 2;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
+    if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_stop",
+                               s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
+                               on_failback_stop, s, &err) < 0) {
+        failback_record(s, "container_stop_failed", vcr_error_msg(err));
+        failback_done(s);
+        return;
+    }
+    s->order_pending = true;
+}
+
+static void on_failback_probe(enum check_outcome outcome, const char *why, const char *body,
+                              void *arg)
+{
+    struct svc *s = arg;
+    (void)body;
+    s->check = NULL;
+    if (outcome != CHECK_HEALTHY) {
+        snprintf(s->error, sizeof(s->error), "%s", why ? why : "failed");
+        s->retry_at = vcr_mono_ms() + FAILBACK_RETRY_MS;
+        return;
+    }
+    s->error[0] = '\0';
+    failback_record(s, "primary_ok", NULL);
+    if (recovery_dns_switch(s, s->cfg->primary.address) < 0)
+        failback_fail(s, s->error);
+}
+
+static void on_failback_start(enum order_outcome outcome, const char *message, void *opaque)
+{
+    struct svc *s = opaque;
+    s->order_pending = false;
+    if (s->rc->stopping || s->step != STEP_FAILBACK)
+        return;
+    s->failback_starting = false;
+    if (outcome != ORDER_DONE) {
+        char why[300];
+        snprintf(why, sizeof(why), "vm_start of primary VM %s on host %s: %s", s->cfg->primary.vm,
+                 s->cfg->primary.host, message ? message : "failed");
+        failback_fail(s, why);
+        return;
+    }
+    failback_record(s, "primary_started", NULL);
+}
+
+void failback_tick(struct svc *s, int64_t now)
+{
+    if (s->step != STEP_FAILBACK || s->order_pending || s->check || s->dns ||
+        s->failback_starting || s->stage >= 2)
+        return;
+    if (now >= s->wait_until) {
+        char why[500];
+        snprintf(why, sizeof(why), "primary %s:%u did not answer within %lld ms: %.300s",
+                 s->cfg->primary.address, s->cfg->primary.port,
+                 (long long)(s->wait_until - s->step_started),
+                 s->error[0] ? s->error : "its VM is not running");
+        failback_fail(s, why);
+        return;
+    }
+    if (now < s->retry_at || !recovery_primary_running(s))
+        return;
+    s->retry_at = now + FAILBACK_RETRY_MS;
+    struct check_target t = recovery_primary_check(s, NULL);
+    cleanup_error vcr_error_t err = NULL;
+    s->check = check_start(s->rc->base, &t, on_failback_probe, s, &err);
+    if (s->check == NULL)
+        failback_fail(s, vcr_error_msg(err));
+}
+
+int failback_start(struct svc *s, vcr_error_t *err)
+{
+    const struct service_config *c = s->cfg;
+    bool running = recovery_primary_running(s);
+    struct inv_host *h = inventory_find_host(s->rc->inv, c->primary.host);
+    if (!running && (h == NULL || h->state != INV_HOST_CONNECTED))
+        return vcr_error_make(err, EBUSY,
+                              "service `%s`: host `%s` of primary VM `%s` is not connected; "
+                              "failback starts the primary there",
+                              c->name, c->primary.host, c->primary.vm);
+    s->step = STEP_FAILBACK;
+    s->step_started = vcr_mono_ms();
+    s->retry_at = s->step_started;
+    s->stage = 0;
+    s->error[0] = '\0';
+    uint32_t grace =
+        c->check.boot_grace_ms ? c->check.boot_grace_ms : SERVICES_DEFAULT_BOOT_GRACE_MS;
+    s->wait_until = s->step_started + (running ? FAILBACK_RUNNING_PROBE_MS : grace);
+    failback_record(s, "started", NULL);
+    if (running)
+        return 0;
+    if (agents_send_order(s->rc->agents, c->primary.host, "vm_start", c->primary.vm,
+                          RECOVERY_VM_START_ORDER_MS, on_failback_start, s, err) < 0) {
+        s->step = STEP_IDLE;
+        return vcr_error_wrap(err, "service `%s`: failback: start primary VM `%s`", c->name,
+                              c->primary.vm);
+    }
+    s->order_pending = true;
+    s->failback_starting = true;
+    return 0;
+}

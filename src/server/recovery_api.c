@@ -1,0 +1,218 @@
+/* The recovery engine's operator side (docs/server.md): the services' JSON
+ * and the actions the API asks for: failover, failback, reset, and whether a
+ * primary VM may be started. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "proto/proto_code.h"
+#include "server/agents.h"
+#include "server/check.h"
+#include "server/inventory.h"
+#include "server/recovery_priv.h"
+#include "server/server_config.h"
+
+static struct svc *find_svc(struct recovery *rc, const char *name, vcr_error_t *err)
+{
+    for (size_t i = 0; i < rc->n_svcs; i++)
+        if (strcmp(rc->svcs[i].cfg->name, name) == 0)
+            return &rc->svcs[i];
+    vcr_error_make(err, ENOENT, "no service `%s` in the configuration", name);
+    return NULL;
+}
+
+static json_t *svc_json(struct svc *s)
+{
+    const struct service_config *c = s->cfg;
+    bool standby = s->on_standby;
+    json_t *rec = NULL;
+    if (s->phase != PH_NONE || s->state == SVC_FAILED || json_array_size(s->timeline))
+        rec = json_pack("{s:s, s:s, s:s?, s:I, s:I, s:O?}", "phase", recovery_phase_name(s->phase),
+                        "cause", s->cause, "error", s->error[0] ? s->error : NULL, "started_ms",
+                        (json_int_t)s->started_ms, "updated_ms", (json_int_t)s->updated_ms,
+                        "timeline", s->timeline);
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, "
+        "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?}, s:o}",
+        "name", c->name, "dns_name", c->dns_name, "state", recovery_state_name(s->state),
+        "served_by", standby ? "standby" : "primary", "address",
+        standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
+        standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
+        "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
+        "host", recovery_container_host(s), "container", c->standby.container, "address",
+        c->standby.address, "container_state", provision_container_state(s), "provision_error",
+        provision_last_error(s), "check", "type", check_type_name(c->check.type), "failures",
+        (int)s->probe.failures, "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL,
+        "recovery", rec ? rec : json_null());
+}
+
+json_t *recovery_services_json(struct recovery *rc)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; rc && list && i < rc->n_svcs; i++)
+        json_array_append_new(list, svc_json(&rc->svcs[i]));
+    return json_pack("{s:o}", "services", list ? list : json_array());
+}
+
+json_t *recovery_failover(struct recovery *rc, const char *name, vcr_error_t *err)
+{
+    struct svc *s = find_svc(rc, name, err);
+    if (s == NULL)
+        return NULL;
+    if (s->step != STEP_IDLE || s->order_pending || s->state == SVC_RECOVERING) {
+        vcr_error_make(err, EBUSY, "service `%s`: a recovery or failback is running (phase %s)",
+                       name, recovery_phase_name(s->phase));
+        return NULL;
+    }
+    if (s->state == SVC_RECOVERED) {
+        vcr_error_make(err, EBUSY,
+                       "service `%s` is served by its standby already; `vcr failback %s` first",
+                       name, name);
+        return NULL;
+    }
+    if (s->state == SVC_FAILED) {
+        /* Resume after the last phase done: nothing done twice. */
+        log_info("service %s: retrying the recovery after phase %s", name,
+                 recovery_phase_name(s->phase));
+        s->state = SVC_RECOVERING;
+        s->error[0] = '\0';
+        s->started_mono = vcr_mono_ms();
+        recovery_record(s, "retry", json_pack("{s:s}", "after", recovery_phase_name(s->phase)));
+        recovery_save(s);
+        recovery_advance(s);
+    } else {
+        if (s->state == SVC_STOPPED)
+            s->state = SVC_OK; /* an operator may fail over a primary in maintenance */
+        recovery_detect(s, "manual failover (vcr failover)");
+    }
+    return json_pack("{s:s, s:s, s:s}", "service", name, "state", recovery_state_name(s->state),
+                     "phase", recovery_phase_name(s->phase));
+}
+
+json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *err)
+{
+    struct svc *s = find_svc(rc, name, err);
+    if (s == NULL)
+        return NULL;
+    /* From `failed` too when DNS already points at the container (the
+     * confirmation failed): it is served there, failback is the way back. */
+    bool served = s->state == SVC_RECOVERED || (s->state == SVC_FAILED && s->on_standby);
+    if (!served || s->step != STEP_IDLE || s->order_pending) {
+        vcr_error_make(err, EBUSY,
+                       "service `%s` is %s%s; failback needs a service served by its standby "
+                       "(recovered)%s",
+                       name, recovery_state_name(s->state), s->step != STEP_IDLE ? " (busy)" : "",
+                       s->state == SVC_FAILED ? "; `vcr service reset` clears a failed recovery "
+                                                "that never switched DNS"
+                                              : "");
+        return NULL;
+    }
+    if (failback_start(s, err) < 0)
+        return NULL;
+    return json_pack("{s:s, s:s, s:s}", "service", name, "state", recovery_state_name(s->state),
+                     "failback", "started");
+}
+
+/* A failed recovery that never moved DNS: the primary serves the name again
+ * (or will once it runs).  A cold container it created is stopped; a warm one
+ * is the provisioning's again. */
+static void finish_clear(struct svc *s, const char *why)
+{
+    bool cold_container = s->cfg->standby.mode == STANDBY_COLD && s->phase >= PH_CONTAINER_READY;
+    s->state = SVC_OK;
+    s->step = STEP_IDLE;
+    s->error[0] = '\0';
+    s->on_standby = false;
+    recovery_record(s, "cleared",
+                    json_pack("{s:s, s:s}", "why", why, "after", recovery_phase_name(s->phase)));
+    s->phase = PH_NONE;
+    s->probe.failures = 0;
+    s->probe.next_ms = 0;
+    s->provision.retry_at = 0;
+    s->provision.backoff_ms = 0;
+    log_info("service %s: failed recovery cleared: %s", s->cfg->name, why);
+    recovery_save(s);
+    if (cold_container)
+        recovery_stop_cold_container(s);
+}
+
+void recovery_clear_failed(struct svc *s, const char *why)
+{
+    recovery_cancel_io(s);
+    snprintf(s->clear_why, sizeof(s->clear_why), "%s", why);
+    /* An UPDATE that timed out may still have been applied (a DNS server that
+     * was stopped answers its queue when it resumes): the name is put back on
+     * the primary before the service is called ok. */
+    if (s->phase < PH_PORT_OPEN) {
+        finish_clear(s, why);
+        return;
+    }
+    s->step = STEP_CLEAR;
+    s->step_started = vcr_mono_ms();
+    if (recovery_dns_switch(s, s->cfg->primary.address) < 0) {
+        log_warn("service %s: clearing its failed recovery: %s", s->cfg->name, s->error);
+        s->step = STEP_IDLE;
+    }
+}
+
+void recovery_clear_dns_done(struct svc *s, const char *error)
+{
+    if (error) {
+        snprintf(s->error, sizeof(s->error), "clearing: DNS back to the primary %s: %.300s",
+                 s->cfg->primary.address, error);
+        log_warn("service %s: %s; it stays failed", s->cfg->name, s->error);
+        s->step = STEP_IDLE;
+        recovery_save(s);
+        return;
+    }
+    finish_clear(s, s->clear_why);
+}
+
+json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err)
+{
+    struct svc *s = find_svc(rc, name, err);
+    if (s == NULL)
+        return NULL;
+    if (s->state != SVC_FAILED) {
+        vcr_error_make(err, EBUSY, "service `%s` is %s; reset clears a failed recovery only", name,
+                       recovery_state_name(s->state));
+        return NULL;
+    }
+    if (s->step != STEP_IDLE || s->order_pending) {
+        vcr_error_make(err, EBUSY, "service `%s`: an order of its recovery is still pending", name);
+        return NULL;
+    }
+    if (s->on_standby) {
+        vcr_error_make(err, EBUSY,
+                       "service `%s`: DNS points at its standby container; `vcr failback %s` "
+                       "moves it back to the primary",
+                       name, name);
+        return NULL;
+    }
+    recovery_clear_failed(s, "reset by the operator (vcr service reset)");
+    /* Whatever the primary does now is a fresh start for the probes. */
+    s->probe.answered = false;
+    s->probe.unanswered_since = 0;
+    return json_pack("{s:s, s:s, s:b}", "service", name, "state", recovery_state_name(s->state),
+                     "clearing", s->step == STEP_CLEAR);
+}
+
+int recovery_check_vm_start(struct recovery *rc, const char *host, const char *vm, vcr_error_t *err)
+{
+    for (size_t i = 0; rc && i < rc->n_svcs; i++) {
+        struct svc *s = &rc->svcs[i];
+        if (strcmp(s->cfg->primary.host, host) != 0 || strcmp(s->cfg->primary.vm, vm) != 0)
+            continue;
+        if (s->on_standby || (s->state == SVC_RECOVERING && s->phase >= PH_FENCED))
+            return vcr_error_make(err, EBUSY,
+                                  "VM `%s` is the primary of service `%s`, which is served by its "
+                                  "standby container now: started, it would answer beside it; "
+                                  "`vcr failback %s` starts it and moves the service back",
+                                  vm, s->cfg->name, s->cfg->name);
+    }
+    return 0;
+}
