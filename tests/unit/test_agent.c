@@ -1768,8 +1768,9 @@ static void wd_rig_open(struct wd_rig *r, int timeout_ms)
 
 static void remove_fence_dir(const char *dir)
 {
+    /* The .tmp of a countdown write that a SIGKILL cut short, too. */
     static const char *const names[] = {FENCE_WD_FENCED_FILE, FENCE_WD_SOCKET,
-                                        FENCE_WD_CONTACT_FILE};
+                                        FENCE_WD_CONTACT_FILE, FENCE_WD_CONTACT_FILE ".tmp"};
     char path[128];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
