@@ -51,91 +51,11 @@
 #include "agent/host_vm.h"
 #include "agent/host_vm_priv.h"
 #include "agent/tap_fd.h"
+#include "agent/host_warm_priv.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
-
-enum warm_step {
-    W_LAUNCH,   /* new QEMU spawned beside the old one: waiting for its QMP */
-    W_UNLAUNCH, /* abandoned while the old QEMU holds the guest: the new one is
-                 * being killed; the old one's files go back once it is gone */
-    W_STOP,     /* `stop` sent to the old QEMU */
-    W_CAPS_OUT, /* x-ignore-shared on the old QEMU */
-    W_MIGRATE,  /* `migrate` sent */
-    W_SAVING,   /* polling query-migrate on the old QEMU */
-    W_QUIT,     /* state sealed, old QEMU killed: waiting for its pidfd */
-    W_SPAWNED,  /* takeover: a new QEMU spawned after the old was gone, waiting for QMP */
-    W_CAPS_IN,  /* x-ignore-shared on the new QEMU */
-    W_INCOMING, /* `migrate-incoming` sent */
-    W_LOADING,  /* polling query-migrate on the new QEMU */
-    W_CONT,     /* `cont` sent */
-    W_FALLBACK, /* every QEMU left is being killed; a cold boot follows their exits */
-    /* Taking over a restart an earlier agent left (host_vm_warm_recover): */
-    W_ADOPT_OLD, /* the old QEMU adopted, waiting for QMP */
-    W_ROLLBACK,  /* `cont` sent to it */
-    W_ADOPT_NEW, /* the new QEMU adopted, waiting for QMP */
-    W_CHECK,     /* query-status sent to it */
-};
-
-struct host_vm_warm {
-    struct host_vm *vm;
-    enum warm_step step;
-    bool corrupt;
-    char exit_at[16]; /* test fault: where the agent kills itself ("" never) */
-    host_vm_warm_cb cb;
-    void *opaque;
-    struct event *poll;
-    struct event *deadline;
-    struct event *launch_timer;
-    double t_spawn, t_stop, t_saved;
-    /* The new QEMU while the old one is still the VM's (vm->proc, vm->qmp). */
-    struct proc_watch *next;
-    struct qmp_client *next_qmp;
-    pid_t next_pid;
-    int tap_fd;      /* the old QEMU's tap, handed to the new one; -1 once closed */
-    int tap_hdr;     /* its vnet header size before the new QEMU started (-1: unknown) */
-    bool aside;      /* the old QEMU's NAME.pid / NAME.qmp are at NAME.old.* */
-    bool stopped;    /* `stop` was sent to the old QEMU */
-    bool was_paused; /* the VM was paused when the order came */
-    struct warm_journal journal;
-    struct host_vm_warm_result result;
-};
-
-static void unlink_quiet(const struct host_vm *vm, const char *path)
-{
-    if (unlink(path) < 0 && errno != ENOENT)
-        log_warn("VM %s: cannot remove `%s`: %s", vm->spec->name, path, strerror(errno));
-}
-
-static void remove_state_files(struct host_vm *vm)
-{
-    const char *files[] = {vm->paths.state, vm->paths.state_tmp, vm->paths.state_sum,
-                           vm->paths.journal};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        unlink_quiet(vm, files[i]);
-        char tmp[4200];
-        snprintf(tmp, sizeof(tmp), "%s.tmp", files[i]);
-        unlink(tmp);
-    }
-}
-
-static bool state_sealed(const struct host_vm *vm)
-{
-    return access(vm->paths.state, F_OK) == 0 && access(vm->paths.state_sum, F_OK) == 0;
-}
-
-/* The old QEMU's pid file and QMP socket make room for the new one's. */
-static int move_aside(struct host_vm *vm, vcr_error_t *err)
-{
-    const char *from[] = {vm->paths.pid, vm->paths.qmp};
-    const char *to[] = {vm->paths.old_pid, vm->paths.old_qmp};
-    for (size_t i = 0; i < 2; i++)
-        if (rename(from[i], to[i]) < 0 && errno != ENOENT)
-            return vcr_error_errno(err, "rename `%s` to `%s`", from[i], to[i]);
-    vm->warm->aside = true;
-    return 0;
-}
 
 /* Only once the new QEMU is gone (it removes its files by path when it exits):
  * the old QEMU's pid file and QMP socket go back to their names. */
@@ -143,16 +63,7 @@ static void put_back(struct host_vm *vm)
 {
     if (!vm->warm->aside)
         return;
-    const char *from[] = {vm->paths.old_pid, vm->paths.old_qmp};
-    const char *to[] = {vm->paths.pid, vm->paths.qmp};
-    for (size_t i = 0; i < 2; i++) {
-        if (access(from[i], F_OK) < 0)
-            continue;
-        unlink_quiet(vm, to[i]); /* the new QEMU's, if it got that far */
-        if (rename(from[i], to[i]) < 0)
-            log_warn("VM %s: rename `%s` to `%s`: %s", vm->spec->name, from[i], to[i],
-                     strerror(errno));
-    }
+    warm_names_back(vm);
     vm->warm->aside = false;
 }
 
@@ -219,12 +130,12 @@ void host_vm_warm_free(struct host_vm_warm *w)
 }
 
 /* Detaches the warm restart from the VM, reports it, frees it. */
-static void finish(struct host_vm *vm)
+void warm_finish(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     vm->warm = NULL;
     close_tap(w);
-    remove_state_files(vm);
+    warm_remove_state_files(vm);
     log_info("VM %s: warm restart %s%s%s (launch %.1f ms, pause %.1f ms: suspend %.1f ms, "
              "resume %.1f ms; state %llu bytes)",
              vm->spec->name,
@@ -240,7 +151,7 @@ static void finish(struct host_vm *vm)
 }
 
 /* No QEMU of the VM is left: boot from the image. */
-static void cold_boot(struct host_vm *vm)
+void warm_cold_boot(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     w->result.ok = false;
@@ -249,7 +160,7 @@ static void cold_boot(struct host_vm *vm)
     w->aside = false; /* host_vm_start removes NAME.old.* with the other runtime files */
     /* host_vm_start reports through host_vm_changed: not while vm->warm is set. */
     vm->warm = NULL;
-    remove_state_files(vm);
+    warm_remove_state_files(vm);
     char why[700];
     snprintf(why, sizeof(why), "cold boot after a failed warm restart: %s", w->result.error);
     log_warn("VM %s: %s", vm->spec->name, why);
@@ -260,14 +171,14 @@ static void cold_boot(struct host_vm *vm)
                  vcr_error_msg(err));
     }
     vm->warm = w;
-    finish(vm);
+    warm_finish(vm);
 }
 
 static void maybe_cold_boot(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     if (vm->proc == NULL && w->next == NULL)
-        cold_boot(vm);
+        warm_cold_boot(vm);
 }
 
 /* The guest cannot go on in any QEMU: kill what is left, boot cold after. */
@@ -304,7 +215,7 @@ static void rolled_back(struct host_vm *vm)
     if (w->was_paused && !w->stopped)
         vm->sm.state = VM_STATE_PAUSED; /* untouched: as it was */
     host_vm_changed(vm, vcr_wall_ms());
-    finish(vm);
+    warm_finish(vm);
 }
 
 static bool old_holds_guest(enum warm_step s)
@@ -313,7 +224,7 @@ static bool old_holds_guest(enum warm_step s)
 }
 
 /* Something went wrong: undo what can be undone. */
-__attribute__((format(printf, 2, 3))) static void fail(struct host_vm *vm, const char *fmt, ...)
+void warm_fail(struct host_vm *vm, const char *fmt, ...)
 {
     struct host_vm_warm *w = vm->warm;
     if (w->result.error[0] == '\0') {
@@ -358,16 +269,16 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct host_vm_warm *w = arg;
-    fail(w->vm, "not done within %d ms", HOST_VM_WARM_DEADLINE_MS);
+    warm_fail(w->vm, "not done within %d ms", HOST_VM_WARM_DEADLINE_MS);
 }
 
-static void send_step(struct host_vm *vm, enum warm_step step, const char *cmd, json_t *args,
-                      qmp_reply_cb cb)
+void warm_send_step(struct host_vm *vm, enum warm_step step, const char *cmd, json_t *args,
+                    qmp_reply_cb cb)
 {
     vm->warm->step = step;
     cleanup_error vcr_error_t err = NULL;
     if (qmp_client_command(vm->qmp, cmd, args, cb, vm, &err) < 0)
-        fail(vm, "QMP %s: %s", cmd, vcr_error_msg(err));
+        warm_fail(vm, "QMP %s: %s", cmd, vcr_error_msg(err));
 }
 
 static json_t *ignore_shared_args(void)
@@ -377,7 +288,7 @@ static json_t *ignore_shared_args(void)
 }
 
 /* Common checks of a step's reply: false when the step must not go on. */
-static bool step_ok(struct host_vm *vm, enum warm_step step, const char *cmd, const char *error)
+bool warm_step_ok(struct host_vm *vm, enum warm_step step, const char *cmd, const char *error)
 {
     struct host_vm_warm *w = vm->warm;
     if (w == NULL || w->step != step)
@@ -385,7 +296,7 @@ static bool step_ok(struct host_vm *vm, enum warm_step step, const char *cmd, co
     if (closed_error(error))
         return false; /* the process exit decides */
     if (error) {
-        fail(vm, "QMP %s: %s", cmd, error);
+        warm_fail(vm, "QMP %s: %s", cmd, error);
         return false;
     }
     return true;
@@ -402,7 +313,7 @@ static void poll_migration(evutil_socket_t fd, short what, void *arg)
         return;
     cleanup_error vcr_error_t err = NULL;
     if (qmp_client_command(vm->qmp, "query-migrate", NULL, on_query_migrate, vm, &err) < 0)
-        fail(vm, "QMP query-migrate: %s", vcr_error_msg(err));
+        warm_fail(vm, "QMP query-migrate: %s", vcr_error_msg(err));
 }
 
 static void schedule_poll(struct host_vm *vm)
@@ -417,7 +328,7 @@ static void saved(struct host_vm *vm)
     cleanup_error vcr_error_t err = NULL;
     if (warm_state_seal(vm->paths.state_tmp, vm->paths.state, vm->paths.state_sum,
                         &w->result.state_bytes, &err) < 0) {
-        fail(vm, "seal the state file: %s", vcr_error_msg(err));
+        warm_fail(vm, "seal the state file: %s", vcr_error_msg(err));
         return;
     }
     test_exit_point(vm, "sealed");
@@ -425,7 +336,7 @@ static void saved(struct host_vm *vm)
     log_info("VM %s: warm restart: state sealed; killing the old qemu pid %d", vm->spec->name,
              (int)vm->pid);
     if (proc_watch_signal(vm->proc, SIGKILL, &err) < 0)
-        fail(vm, "old qemu: %s", vcr_error_msg(err));
+        warm_fail(vm, "old qemu: %s", vcr_error_msg(err));
 }
 
 static void on_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
@@ -433,7 +344,7 @@ static void on_cont(struct qmp_client *c, json_t *result, const char *error, voi
     (void)c;
     (void)result;
     struct host_vm *vm = opaque;
-    if (!step_ok(vm, W_CONT, "cont", error))
+    if (!warm_step_ok(vm, W_CONT, "cont", error))
         return;
     struct host_vm_warm *w = vm->warm;
     double t = vcr_mono_ms_f();
@@ -446,7 +357,7 @@ static void on_cont(struct qmp_client *c, json_t *result, const char *error, voi
     snprintf(cause, sizeof(cause), "warm restart done (pause %.1f ms)", w->result.pause_ms);
     vm_sm_restarted(&vm->sm, cause);
     host_vm_changed(vm, vcr_wall_ms());
-    finish(vm);
+    warm_finish(vm);
 }
 
 static void on_query_migrate(struct qmp_client *c, json_t *result, const char *error, void *opaque)
@@ -456,20 +367,20 @@ static void on_query_migrate(struct qmp_client *c, json_t *result, const char *e
     struct host_vm_warm *w = vm->warm;
     if (w == NULL || (w->step != W_SAVING && w->step != W_LOADING))
         return;
-    if (!step_ok(vm, w->step, "query-migrate", error))
+    if (!warm_step_ok(vm, w->step, "query-migrate", error))
         return;
     const char *status = json_string_value(json_object_get(result, "status"));
     if (status && strcmp(status, "completed") == 0) {
         if (w->step == W_SAVING)
             saved(vm);
         else
-            send_step(vm, W_CONT, "cont", NULL, on_cont);
+            warm_send_step(vm, W_CONT, "cont", NULL, on_cont);
         return;
     }
     if (status && (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0)) {
         const char *desc = json_string_value(json_object_get(result, "error-desc"));
-        fail(vm, "%s qemu: migration %s%s%s", w->step == W_SAVING ? "old" : "new", status,
-             desc ? ": " : "", desc ? desc : "");
+        warm_fail(vm, "%s qemu: migration %s%s%s", w->step == W_SAVING ? "old" : "new", status,
+                  desc ? ": " : "", desc ? desc : "");
         return;
     }
     schedule_poll(vm);
@@ -483,7 +394,7 @@ static void on_migrate(struct qmp_client *c, json_t *result, const char *error, 
     enum warm_step step = vm->warm ? vm->warm->step : W_STOP;
     if (step != W_MIGRATE && step != W_INCOMING)
         return;
-    if (!step_ok(vm, step, step == W_MIGRATE ? "migrate" : "migrate-incoming", error))
+    if (!warm_step_ok(vm, step, step == W_MIGRATE ? "migrate" : "migrate-incoming", error))
         return;
     vm->warm->step = step == W_MIGRATE ? W_SAVING : W_LOADING;
     poll_migration(-1, 0, vm);
@@ -508,14 +419,14 @@ static void on_caps(struct qmp_client *c, json_t *result, const char *error, voi
     enum warm_step step = vm->warm ? vm->warm->step : W_STOP;
     if (step != W_CAPS_OUT && step != W_CAPS_IN)
         return;
-    if (!step_ok(vm, step, "migrate-set-capabilities", error))
+    if (!warm_step_ok(vm, step, "migrate-set-capabilities", error))
         return;
     if (step == W_CAPS_OUT)
-        send_step(vm, W_MIGRATE, "migrate", exec_uri("exec:cat > '%s'", vm->paths.state_tmp),
-                  on_migrate);
+        warm_send_step(vm, W_MIGRATE, "migrate", exec_uri("exec:cat > '%s'", vm->paths.state_tmp),
+                       on_migrate);
     else
-        send_step(vm, W_INCOMING, "migrate-incoming", exec_uri("exec:cat '%s'", vm->paths.state),
-                  on_migrate);
+        warm_send_step(vm, W_INCOMING, "migrate-incoming",
+                       exec_uri("exec:cat '%s'", vm->paths.state), on_migrate);
 }
 
 static void on_stop(struct qmp_client *c, json_t *result, const char *error, void *opaque)
@@ -523,10 +434,10 @@ static void on_stop(struct qmp_client *c, json_t *result, const char *error, voi
     (void)c;
     (void)result;
     struct host_vm *vm = opaque;
-    if (!step_ok(vm, W_STOP, "stop", error))
+    if (!warm_step_ok(vm, W_STOP, "stop", error))
         return;
     test_exit_point(vm, "stopped");
-    send_step(vm, W_CAPS_OUT, "migrate-set-capabilities", ignore_shared_args(), on_caps);
+    warm_send_step(vm, W_CAPS_OUT, "migrate-set-capabilities", ignore_shared_args(), on_caps);
 }
 
 /* The VM's QEMU (vm->qmp) waits with -incoming and the old one is gone: load
@@ -544,10 +455,10 @@ static void load_state(struct host_vm *vm)
     }
     /* The checksum first: a corrupt state must never reach QEMU. */
     if (warm_state_verify(vm->paths.state, vm->paths.state_sum, &err) < 0) {
-        fail(vm, "%s", vcr_error_msg(err));
+        warm_fail(vm, "%s", vcr_error_msg(err));
         return;
     }
-    send_step(vm, W_CAPS_IN, "migrate-set-capabilities", ignore_shared_args(), on_caps);
+    warm_send_step(vm, W_CAPS_IN, "migrate-set-capabilities", ignore_shared_args(), on_caps);
 }
 
 /* --- the new QEMU while the old one is still the VM's --- */
@@ -570,7 +481,7 @@ static void on_next_ready(struct qmp_client *c, void *opaque)
     test_exit_point(vm, "launched");
     w->t_stop = vcr_mono_ms_f();
     w->stopped = true;
-    send_step(vm, W_STOP, "stop", NULL, on_stop);
+    warm_send_step(vm, W_STOP, "stop", NULL, on_stop);
 }
 
 static void on_next_closed(struct qmp_client *c, const char *reason, void *opaque)
@@ -596,8 +507,8 @@ static void on_launch_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct host_vm_warm *w = arg;
     if (w->step == W_LAUNCH)
-        fail(w->vm, "new qemu pid %d (%s): no QMP greeting within %d ms; the old qemu runs on",
-             (int)w->next_pid, w->result.qemu, HOST_VM_WARM_LAUNCH_MS);
+        warm_fail(w->vm, "new qemu pid %d (%s): no QMP greeting within %d ms; the old qemu runs on",
+                  (int)w->next_pid, w->result.qemu, HOST_VM_WARM_LAUNCH_MS);
 }
 
 static void on_next_exit(struct proc_watch *pw, int64_t seen_ms, void *opaque)
@@ -632,7 +543,7 @@ static void on_next_exit(struct proc_watch *pw, int64_t seen_ms, void *opaque)
                  (int)w->next_pid, how, last[0] ? ": " : "", last);
         break;
     }
-    fail(vm, "%s", why);
+    warm_fail(vm, "%s", why);
 }
 
 static const struct qmp_client_ops next_qmp_ops = {
@@ -685,74 +596,15 @@ static int launch_next(struct host_vm *vm, vcr_error_t *err)
     return 0;
 }
 
-/* --- taking over a restart an earlier agent left --- */
-
-static void on_rollback_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
-{
-    (void)c;
-    (void)result;
-    struct host_vm *vm = opaque;
-    if (!step_ok(vm, W_ROLLBACK, "cont", error))
-        return;
-    evtimer_del(vm->warm->deadline);
-    char cause[256];
-    snprintf(cause, sizeof(cause),
-             "warm restart interrupted by the agent's exit: rolled back, the guest runs on in "
-             "qemu pid %d",
-             (int)vm->pid);
-    snprintf(vm->warm->result.error, sizeof(vm->warm->result.error),
-             "interrupted by the agent's exit; rolled back");
-    vm_sm_restarted(&vm->sm, cause);
-    host_vm_changed(vm, vcr_wall_ms());
-    finish(vm);
-}
-
-static void on_check_status(struct qmp_client *c, json_t *result, const char *error, void *opaque)
-{
-    (void)c;
-    struct host_vm *vm = opaque;
-    if (!step_ok(vm, W_CHECK, "query-status", error))
-        return;
-    struct host_vm_warm *w = vm->warm;
-    const char *status = json_string_value(json_object_get(result, "status"));
-    if (status && strcmp(status, "running") == 0) {
-        /* The earlier agent got as far as `cont`: the state file is stale now. */
-        evtimer_del(w->deadline);
-        w->result.ok = true;
-        char cause[256];
-        snprintf(cause, sizeof(cause),
-                 "warm restart finished before the agent's exit: the guest runs in qemu pid %d",
-                 (int)vm->pid);
-        vm_sm_restarted(&vm->sm, cause);
-        host_vm_changed(vm, vcr_wall_ms());
-        finish(vm);
-        return;
-    }
-    if (!state_sealed(vm)) {
-        fail(vm, "new qemu pid %d is `%s` and no sealed state file is left", (int)vm->pid,
-             status ? status : "?");
-        return;
-    }
-    /* Where it got to is unknown (the state may be half loaded): start over
-     * from the sealed state in a fresh QEMU; the exit spawns it. */
-    log_info("VM %s: new qemu pid %d is `%s`: replacing it to load the state again", vm->spec->name,
-             (int)vm->pid, status ? status : "?");
-    w->step = W_QUIT;
-    proc_watch_signal(vm->proc, SIGKILL, NULL);
-}
-
 void host_vm_warm_qmp_ready(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     if (w->step == W_ADOPT_OLD) {
-        /* The migration may still be set up: drop it; the guest's RAM and
-         * devices are as they were at `stop` (or it never stopped). */
-        qmp_client_command(vm->qmp, "migrate_cancel", NULL, NULL, NULL, NULL);
-        send_step(vm, W_ROLLBACK, "cont", NULL, on_rollback_cont);
+        warm_takeover_old_ready(vm);
         return;
     }
     if (w->step == W_ADOPT_NEW) {
-        send_step(vm, W_CHECK, "query-status", NULL, on_check_status);
+        warm_takeover_new_ready(vm);
         return;
     }
     if (w->step != W_SPAWNED)
@@ -765,17 +617,17 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
     struct host_vm_warm *w = vm->warm;
     /* An adopted old QEMU that ends (it had its `quit`) after the state was
      * sealed: go on as if the exit had been awaited. */
-    if ((w->step == W_ADOPT_OLD || w->step == W_ROLLBACK) && state_sealed(vm))
+    if ((w->step == W_ADOPT_OLD || w->step == W_ROLLBACK) && warm_state_sealed(vm))
         w->step = W_QUIT;
     if (w->step == W_QUIT) {
         /* The QEMU that went leaves its files (killed, it removed none). */
         if (w->aside) {
-            unlink_quiet(vm, vm->paths.old_pid);
-            unlink_quiet(vm, vm->paths.old_qmp);
+            warm_unlink_quiet(vm, vm->paths.old_pid);
+            warm_unlink_quiet(vm, vm->paths.old_qmp);
             w->aside = false;
         } else {
-            unlink_quiet(vm, vm->paths.pid);
-            unlink_quiet(vm, vm->paths.qmp);
+            warm_unlink_quiet(vm, vm->paths.pid);
+            warm_unlink_quiet(vm, vm->paths.qmp);
         }
         w->t_saved = vcr_mono_ms_f();
         w->result.suspend_ms = w->t_saved - w->t_stop;
@@ -785,7 +637,7 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
                      "into qemu pid %d",
                      vm->spec->name, w->result.suspend_ms, (int)w->next_pid);
             if (!qmp_client_is_ready(w->next_qmp)) {
-                fail(vm, "new qemu pid %d: its QMP connection ended", (int)w->next_pid);
+                warm_fail(vm, "new qemu pid %d: its QMP connection ended", (int)w->next_pid);
                 return;
             }
             host_vm_take_qemu(vm, w->next, w->next_qmp, w->result.qemu);
@@ -799,7 +651,7 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
         cleanup_error vcr_error_t err = NULL;
         w->step = W_SPAWNED;
         if (host_vm_spawn(vm, w->result.qemu, true, &err) < 0) {
-            fail(vm, "%s", vcr_error_msg(err));
+            warm_fail(vm, "%s", vcr_error_msg(err));
             return;
         }
         log_info("VM %s: warm restart: new qemu pid %d (%s) to load the sealed state",
@@ -831,12 +683,12 @@ void host_vm_warm_abort(struct host_vm *vm, const char *why)
     put_back(vm);
     snprintf(w->result.error, sizeof(w->result.error), "warm restart abandoned: %s", why);
     vm_sm_restarted(&vm->sm, w->result.error); /* a live state, so that the exit is reported */
-    finish(vm);
+    warm_finish(vm);
 }
 
 /* A warm restart object for vm, its deadline running; not attached yet. */
-static struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_vm_warm_cb cb,
-                                     void *opaque, vcr_error_t *err)
+struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_vm_warm_cb cb,
+                              void *opaque, vcr_error_t *err)
 {
     struct host_vm_warm *w = calloc(1, sizeof(*w));
     if (w == NULL)
@@ -890,7 +742,7 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
     if (strlen(qemu) >= sizeof(((struct warm_journal *)NULL)->qemu))
         return vcr_error_make(err, ENAMETOOLONG, "warm restart of VM `%s`: qemu path too long",
                               name);
-    remove_state_files(vm); /* leftovers of an agent that died mid-way */
+    warm_remove_state_files(vm); /* leftovers of an agent that died mid-way */
     struct host_vm_warm *w = warm_new(vm, qemu, cb, opaque, err);
     if (w == NULL)
         return -1;
@@ -906,7 +758,7 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
     if (w->tap_fd < 0 || tap_vnet_hdr_get(w->tap_fd, &w->tap_hdr, NULL) < 0)
         w->tap_hdr = -1;
     if (w->tap_fd < 0 || warm_journal_write(vm->paths.journal, &w->journal, err) < 0 ||
-        move_aside(vm, err) < 0 || launch_next(vm, err) < 0) {
+        warm_move_aside(vm, err) < 0 || launch_next(vm, err) < 0) {
         /* Nothing reached the old QEMU: it runs on as it was. */
         if (w->next) {
             proc_watch_signal(w->next, SIGKILL, NULL);
@@ -915,7 +767,7 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
         put_back(vm);
         restore_tap(vm);
         vm->warm = NULL;
-        remove_state_files(vm);
+        warm_remove_state_files(vm);
         host_vm_warm_free(w);
         return vcr_error_wrap(err, "warm restart of VM `%s` (the old qemu runs on)", name);
     }
@@ -925,132 +777,4 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
     host_vm_changed(vm, vcr_wall_ms());
     w->step = W_LAUNCH;
     return 0;
-}
-
-/* A new QEMU of this VM other than old_pid, alive: the one in NAME.pid (the
- * new QEMU takes it), NAME.old.pid, or the journal's. */
-static pid_t find_new_qemu(const struct host_vm *vm, const struct warm_journal *j)
-{
-    pid_t candidates[] = {host_vm_read_pid(vm->paths.pid), host_vm_read_pid(vm->paths.old_pid),
-                          j->new_pid};
-    for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++)
-        if (candidates[i] > 0 && candidates[i] != j->old_pid &&
-            host_vm_pid_is_ours(vm, candidates[i]))
-            return candidates[i];
-    return 0;
-}
-
-/* The old QEMU lives and the new one is gone: its pid file and QMP socket go
- * back to NAME.pid / NAME.qmp if they were moved aside. */
-static void recover_put_back(struct host_vm *vm)
-{
-    const char *from[] = {vm->paths.old_pid, vm->paths.old_qmp};
-    const char *to[] = {vm->paths.pid, vm->paths.qmp};
-    for (size_t i = 0; i < 2; i++) {
-        if (access(from[i], F_OK) < 0)
-            continue;
-        unlink_quiet(vm, to[i]);
-        if (rename(from[i], to[i]) < 0)
-            log_warn("VM %s: rename `%s` to `%s`: %s", vm->spec->name, from[i], to[i],
-                     strerror(errno));
-    }
-}
-
-bool host_vm_warm_recover(struct host_vm *vm, bool fenced)
-{
-    const char *name = vm->spec->name;
-    struct warm_journal j;
-    cleanup_error vcr_error_t err = NULL;
-    if (warm_journal_read(vm->paths.journal, &j, &err) < 0) {
-        if (vcr_error_status(err) != ENOENT) {
-            log_warn("VM %s: %s: ignored, adopting as usual", name, vcr_error_msg(err));
-            remove_state_files(vm);
-        }
-        return false;
-    }
-    pid_t old = j.old_pid > 0 && host_vm_pid_is_ours(vm, j.old_pid) ? j.old_pid : 0;
-    pid_t nw = find_new_qemu(vm, &j);
-    int64_t age = vcr_wall_ms() - j.started_ms;
-    bool sealed = state_sealed(vm);
-    bool ram_kept = access(vm->paths.ram, F_OK) == 0;
-    if (sealed && !ram_kept)
-        log_warn("VM %s: the sealed state of a warm restart is here but the RAM file `%s` is "
-                 "not (the host restarted?): the state is useless without it",
-                 name, vm->paths.ram);
-    enum warm_recovery what = warm_recovery_decide(
-        true, fenced, age, HOST_VM_WARM_RECOVER_WINDOW_MS, old > 0, nw > 0, sealed, ram_kept);
-    char old_s[32] = "gone", new_s[32] = "none";
-    if (old > 0)
-        snprintf(old_s, sizeof(old_s), "pid %d", (int)old);
-    if (nw > 0)
-        snprintf(new_s, sizeof(new_s), "pid %d", (int)nw);
-    log_warn("VM %s: a warm restart begun %lld ms ago by an earlier agent was not finished (old "
-             "qemu: %s; new qemu: %s; state file: %s): %s",
-             name, (long long)age, old_s, new_s, sealed ? "sealed" : "not sealed",
-             warm_recovery_name(what));
-    if (warm_recovery_kills_new(what, old > 0, nw > 0)) {
-        /* The old QEMU holds the guest (or the VM was fenced): the new one
-         * goes, before anything else, so that nothing of it is left. */
-        if (proc_kill_wait(nw, 2000, &err) < 0)
-            log_warn("VM %s: new qemu pid %d: %s", name, (int)nw, vcr_error_msg(err));
-        else
-            log_info("VM %s: new qemu pid %d killed", name, (int)nw);
-        vcr_error_release(&err);
-        nw = 0;
-    }
-    if (old > 0) {
-        recover_put_back(vm);
-    } else {
-        unlink_quiet(vm, vm->paths.old_pid); /* the old QEMU's, gone */
-        unlink_quiet(vm, vm->paths.old_qmp);
-    }
-    if (what == WARM_RECOVER_ADOPT || what == WARM_RECOVER_ENDED || what == WARM_RECOVER_FENCED) {
-        remove_state_files(vm); /* the caller adopts, or reports it ended */
-        return false;
-    }
-    struct host_vm_warm *w = warm_new(vm, j.qemu, NULL, NULL, &err);
-    if (w == NULL) {
-        log_error("%s", vcr_error_msg(err));
-        return false;
-    }
-    w->journal = j;
-    vm->warm = w;
-    /* Times count from the start the earlier agent made. */
-    w->t_stop -= (double)age;
-    struct stat st;
-    if (stat(vm->paths.state, &st) == 0)
-        w->result.state_bytes = (uint64_t)st.st_size;
-    char why[300];
-    snprintf(why, sizeof(why), "taking over a warm restart interrupted by the agent's exit (%s)",
-             warm_recovery_name(what));
-    pid_t pid = what == WARM_RECOVER_ROLLBACK ? old : nw;
-    switch (what) {
-    case WARM_RECOVER_ROLLBACK:
-    case WARM_RECOVER_CHECK:
-        w->step = what == WARM_RECOVER_ROLLBACK ? W_ADOPT_OLD : W_ADOPT_NEW;
-        if (host_vm_adopt_pid(vm, pid, why, true))
-            return true;
-        /* Gone between the look and the watch: nothing runs the guest now. */
-        if (!state_sealed(vm)) {
-            snprintf(w->result.error, sizeof(w->result.error),
-                     "qemu pid %d ended before it could be adopted", (int)pid);
-            vm_sm_restarting(&vm->sm, why);
-            cold_boot(vm);
-            return true;
-        }
-        /* fall through */
-    case WARM_RECOVER_REDO:
-        vm_sm_restarting(&vm->sm, why);
-        host_vm_changed(vm, vcr_wall_ms());
-        w->step = W_QUIT;
-        host_vm_warm_exited(vm, false, 0);
-        return true;
-    default:
-        snprintf(w->result.error, sizeof(w->result.error),
-                 "interrupted by the agent's exit before the state was sealed, and qemu is gone");
-        vm_sm_restarting(&vm->sm, why);
-        host_vm_changed(vm, vcr_wall_ms());
-        cold_boot(vm);
-        return true;
-    }
 }

@@ -1,0 +1,79 @@
+/* Inside the warm restart: shared by host_warm_restart.c (the restart itself)
+ * and host_warm_recover.c (taking over one an earlier agent left). */
+#ifndef VCR_AGENT_HOST_WARM_PRIV_H
+#define VCR_AGENT_HOST_WARM_PRIV_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "agent/host_vm.h"
+#include "agent/host_vm_priv.h"
+#include "agent/warm_state.h"
+#include "qmp/qmp.h"
+
+enum warm_step {
+    W_LAUNCH,   /* new QEMU spawned beside the old one: waiting for its QMP */
+    W_UNLAUNCH, /* abandoned while the old QEMU holds the guest: the new one is
+                 * being killed; the old one's files go back once it is gone */
+    W_STOP,     /* `stop` sent to the old QEMU */
+    W_CAPS_OUT, /* x-ignore-shared on the old QEMU */
+    W_MIGRATE,  /* `migrate` sent */
+    W_SAVING,   /* polling query-migrate on the old QEMU */
+    W_QUIT,     /* state sealed, old QEMU killed: waiting for its pidfd */
+    W_SPAWNED,  /* takeover: a new QEMU spawned after the old was gone, waiting for QMP */
+    W_CAPS_IN,  /* x-ignore-shared on the new QEMU */
+    W_INCOMING, /* `migrate-incoming` sent */
+    W_LOADING,  /* polling query-migrate on the new QEMU */
+    W_CONT,     /* `cont` sent */
+    W_FALLBACK, /* every QEMU left is being killed; a cold boot follows their exits */
+    /* Taking over a restart an earlier agent left (host_vm_warm_recover): */
+    W_ADOPT_OLD, /* the old QEMU adopted, waiting for QMP */
+    W_ROLLBACK,  /* `cont` sent to it */
+    W_ADOPT_NEW, /* the new QEMU adopted, waiting for QMP */
+    W_CHECK,     /* query-status sent to it */
+};
+
+struct host_vm_warm {
+    struct host_vm *vm;
+    enum warm_step step;
+    bool corrupt;
+    char exit_at[16]; /* test fault: where the agent kills itself ("" never) */
+    host_vm_warm_cb cb;
+    void *opaque;
+    struct event *poll;
+    struct event *deadline;
+    struct event *launch_timer;
+    double t_spawn, t_stop, t_saved;
+    /* The new QEMU while the old one is still the VM's (vm->proc, vm->qmp). */
+    struct proc_watch *next;
+    struct qmp_client *next_qmp;
+    pid_t next_pid;
+    int tap_fd;      /* the old QEMU's tap, handed to the new one; -1 once closed */
+    int tap_hdr;     /* its vnet header size before the new QEMU started (-1: unknown) */
+    bool aside;      /* the old QEMU's NAME.pid / NAME.qmp are at NAME.old.* */
+    bool stopped;    /* `stop` was sent to the old QEMU */
+    bool was_paused; /* the VM was paused when the order came */
+    struct warm_journal journal;
+    struct host_vm_warm_result result;
+};
+
+struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_vm_warm_cb cb,
+                              void *opaque, vcr_error_t *err);
+void warm_send_step(struct host_vm *vm, enum warm_step step, const char *cmd, json_t *args,
+                    qmp_reply_cb cb);
+bool warm_step_ok(struct host_vm *vm, enum warm_step step, const char *cmd, const char *error);
+void warm_finish(struct host_vm *vm);
+void warm_cold_boot(struct host_vm *vm);
+bool warm_state_sealed(const struct host_vm *vm);
+void warm_remove_state_files(struct host_vm *vm);
+void warm_unlink_quiet(const struct host_vm *vm, const char *path);
+/* host_warm_files.c: NAME.pid / NAME.qmp moved aside for the new QEMU, and back. */
+int warm_move_aside(struct host_vm *vm, vcr_error_t *err);
+void warm_names_back(struct host_vm *vm);
+void warm_fail(struct host_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* host_warm_recover.c: QMP of an adopted QEMU is ready (W_ADOPT_OLD, W_ADOPT_NEW). */
+void warm_takeover_old_ready(struct host_vm *vm);
+void warm_takeover_new_ready(struct host_vm *vm);
+
+#endif
