@@ -97,8 +97,14 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
     finally:
         labkit.wait_for(f"{CT} to answer after the migration",
                         lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
-        stop.set()
-        poller.join(10)
+        # The client (0.3 s timeout) may need a few more polls: a restored container's
+        # first answers are slow under TCG (its memory is faulted back in).
+        try:
+            labkit.wait_for("the polling client to get an answer again",
+                            lambda: bool(polls) and polls[-1][1], 30)
+        finally:
+            stop.set()
+            poller.join(10)
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["ok"], out
     assert out["from"] == "sb21" and out["to"] == "sb22"
@@ -112,11 +118,10 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
           f"{len(polls) - len(good)} failed), pre-dump {out['predump']} {out['pre_bytes']} B, "
           f"final {out['final_bytes']} B, phases {out['phases']}")
 
-    # The client saw it answer before the switch and again after its downtime (the
-    # poller's very last poll may have begun before the service was back).
+    # The client saw it answer before the switch and again after its downtime.
     bad = [i for i, (_, ok) in enumerate(polls) if not ok]
     assert polls and any(ok for _, ok in polls[:5]), polls[:5]
-    assert not bad or any(ok for _, ok in polls[bad[0]:]), (len(polls), bad[:3], bad[-3:])
+    assert not bad or any(ok for _, ok in polls[bad[-1]:]), (len(polls), bad[:3], bad[-3:])
     # The processes went on: the in-memory counter did not start again at 1, and it still
     # counts (a stalled or frozen restore would keep its value).
     c1 = counter()
