@@ -7,44 +7,42 @@
 #include <stdint.h>
 #include <time.h>
 
+/* One read of a clock, in nanoseconds; the functions below scale it. */
+static inline int64_t vcr_clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Wall-clock milliseconds since the epoch: what the journal records, so that
  * timestamps from several processes on one host compare. */
 static inline int64_t vcr_wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vcr_clock_ns(CLOCK_REALTIME) / 1000000;
 }
 
 /* Monotonic milliseconds: for deadlines and intervals. */
 static inline int64_t vcr_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vcr_clock_ns(CLOCK_MONOTONIC) / 1000000;
 }
 
 /* Monotonic microseconds and nanoseconds, and milliseconds with a fraction:
  * for timings reported to people (a pause of 0.4 ms is not 0). */
 static inline int64_t vcr_mono_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return vcr_clock_ns(CLOCK_MONOTONIC) / 1000;
 }
 
 static inline uint64_t vcr_mono_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t)vcr_clock_ns(CLOCK_MONOTONIC);
 }
 
 static inline double vcr_mono_ms_f(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    return (double)vcr_clock_ns(CLOCK_MONOTONIC) / 1e6;
 }
 
 /* Milliseconds of CLOCK_BOOTTIME: like monotonic, but it goes on while the
@@ -52,9 +50,7 @@ static inline double vcr_mono_ms_f(void)
  * slept through (docs/fencing.md). */
 static inline int64_t vcr_boot_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return vcr_clock_ns(CLOCK_BOOTTIME) / 1000000;
 }
 
 #endif
