@@ -225,6 +225,10 @@ static int host_init(struct agent *a, vcr_error_t *err)
         .state_dir = a->cfg->state_dir,
         .accel = r->accel,
         .ram = &r->ram,
+        .disk = {.qemu_img = a->cfg->qemu_img,
+                 .genisoimage = a->cfg->genisoimage,
+                 .host = a->cfg->host,
+                 .state_dir = a->cfg->state_dir},
     };
     a->role_data = r;
     r->probe = accel_resolve(a->base, a->cfg, on_accel, r, err);

@@ -435,7 +435,8 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
      * Then the RAM: on hugetlbfs its pages are counted and reserved now, so
      * that a shortage is a clear cause instead of QEMU dying (ram_dir.h). */
     uint64_t reserved = 0;
-    if (host_volumes_prepare(vm, err) < 0 ||
+    if (host_disk_prepare(&vm->env.disk, vm->spec, &vm->paths, err) < 0 ||
+        host_volumes_prepare(vm, err) < 0 ||
         ram_dir_reserve(vm->env.ram, vm->spec->name, vm->paths.ram, vm->spec->memory_mb, &reserved,
                         err) < 0) {
         vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
@@ -599,7 +600,7 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
 {
     /* The new QEMU of a warm restart maps the volume images too: one that an
      * earlier agent kept in /dev/shm must be in its image first. */
-    if (host_volumes_prepare(vm, err) < 0)
+    if (host_disk_check(vm->spec, &vm->paths, err) < 0 || host_volumes_prepare(vm, err) < 0)
         return vcr_error_wrap(err, "start qemu of VM `%s`", vm->spec->name);
     struct vm_launch launch = {.qemu = qemu,
                                .accel = vm->env.accel,

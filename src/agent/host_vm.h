@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "agent/ram_dir.h"
+#include "agent/host_disk.h"
 #include "agent/vm.h"
 #include "common/err.h"
 #include "config/vm_spec.h"
@@ -39,6 +40,7 @@ struct host_vm_env {
     const char *state_dir;
     const char *accel;         /* "kvm" or "tcg" */
     const struct ram_dir *ram; /* where RAM files go: tmpfs or hugetlbfs */
+    struct host_disk_env disk; /* disk-image VMs' tools (host_disk.h) */
 };
 
 /* The VM changed state (or saw a notable event such as RESET); ts_ms is the

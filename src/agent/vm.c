@@ -105,7 +105,9 @@ int vm_paths_init(struct vm_paths *p, const char *ram_dir, const char *state_dir
         asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0 ||
         asprintf(&p->journal, "%s/%s.warm", state_dir, name) < 0 ||
         asprintf(&p->old_qmp, "%s/%s.old.qmp", state_dir, name) < 0 ||
-        asprintf(&p->old_pid, "%s/%s.old.pid", state_dir, name) < 0) {
+        asprintf(&p->old_pid, "%s/%s.old.pid", state_dir, name) < 0 ||
+        asprintf(&p->disk, "%s/%s.qcow2", state_dir, name) < 0 ||
+        asprintf(&p->seed, "%s/%s.seed.iso", state_dir, name) < 0) {
         vm_paths_clear(p);
         return vcr_error_make(err, ENOMEM, "VM `%s`: out of memory", name);
     }
@@ -126,6 +128,8 @@ void vm_paths_clear(struct vm_paths *p)
     free(p->journal);
     free(p->old_qmp);
     free(p->old_pid);
+    free(p->disk);
+    free(p->seed);
     memset(p, 0, sizeof(*p));
 }
 
@@ -186,6 +190,35 @@ static char *kernel_cmdline(const struct vcr_vm_spec *spec)
     char *s = NULL;
     if (asprintf(&s, "console=ttyS0 vcr.name=%s vcr.ip=%s%s%s%s%s%s", spec->name, spec->address,
                  spec->gateway ? " vcr.gw=" : "", spec->gateway ? spec->gateway : "", volumes,
+                 spec->kernel_args ? " " : "", spec->kernel_args ? spec->kernel_args : "") < 0)
+        return NULL;
+    return s;
+}
+
+/* ip= of the kernel's nfsroot syntax, which initramfs-tools and dracut read:
+ * ip=CLIENT::GATEWAY:NETMASK:HOSTNAME:DEVICE:off */
+static char *kernel_ip_arg(const struct vcr_vm_spec *spec)
+{
+    uint32_t mask = spec->prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> spec->prefix);
+    char *s = NULL;
+    if (asprintf(&s, " ip=%s::%s:%u.%u.%u.%u:%s:eth0:off", spec->ip,
+                 spec->gateway ? spec->gateway : "", mask >> 24, (mask >> 16) & 0xff,
+                 (mask >> 8) & 0xff, mask & 0xff, spec->name) < 0)
+        return NULL;
+    return s;
+}
+
+/* A disk-image VM booted by its kernel: "root=ROOT rw console=ttyS0
+ * net.ifnames=0 [ip=...] [ARGS]"; nothing of the lab's vcr.* (the guest
+ * carries no code of ours).  net.ifnames=0: the NIC is eth0, which ip= and
+ * the NoCloud network-config name. */
+static char *disk_kernel_cmdline(const struct vcr_vm_spec *spec)
+{
+    cleanup_free char *ip = spec->network == VCR_NET_KERNEL ? kernel_ip_arg(spec) : strdup("");
+    if (ip == NULL)
+        return NULL;
+    char *s = NULL;
+    if (asprintf(&s, "root=%s rw console=ttyS0 net.ifnames=0%s%s%s", spec->root, ip,
                  spec->kernel_args ? " " : "", spec->kernel_args ? spec->kernel_args : "") < 0)
         return NULL;
     return s;
@@ -314,12 +347,32 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     addf(&b, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", s->memory_mb, ram);
     add(&b, strdup("-smp"));
     addf(&b, "%u", s->vcpus);
-    if (s->kernel) {
+    if (s->disk) {
+        /* The VM's own overlay, first on the virtio bus: /dev/vda.  The base
+         * below it is only ever opened read-only by QEMU. */
+        cleanup_free char *disk = qemu_escape(l->paths->disk);
+        b.oom |= disk == NULL;
+        add(&b, strdup("-drive"));
+        addf(&b, "file=%s,if=virtio,format=qcow2,cache=writeback,discard=unmap", disk);
+        if (s->kernel) {
+            add2(&b, "-kernel", strdup(s->kernel));
+            if (s->initrd)
+                add2(&b, "-initrd", strdup(s->initrd));
+            add2(&b, "-append", disk_kernel_cmdline(s));
+        }
+    } else if (s->kernel) {
         add2(&b, "-kernel", strdup(s->kernel));
         add2(&b, "-initrd", strdup(s->initrd));
         add2(&b, "-append", kernel_cmdline(s));
     }
     add_volumes(&b, l);
+    if (s->disk && s->network == VCR_NET_NOCLOUD) {
+        /* Last, so that data volumes keep their places after the root disk. */
+        cleanup_free char *seed = qemu_escape(l->paths->seed);
+        b.oom |= seed == NULL;
+        add(&b, strdup("-drive"));
+        addf(&b, "file=%s,if=virtio,format=raw,readonly=on", seed);
+    }
     add(&b, strdup("-netdev"));
     if (l->tap_fd > 2)
         addf(&b, "tap,id=n0,fd=%d", l->tap_fd);

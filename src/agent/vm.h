@@ -50,6 +50,11 @@ struct vm_paths {
      * paths on every QEMU's command line); the old one's are moved here. */
     char *old_qmp; /* STATE_DIR/NAME.old.qmp */
     char *old_pid; /* STATE_DIR/NAME.old.pid */
+    /* Disk-image VMs (host_disk.h): the VM's own qcow2 overlay over the base,
+     * kept when the VM ends (its disk, and evidence after a failure), and the
+     * cloud-init NoCloud seed. */
+    char *disk; /* STATE_DIR/NAME.qcow2 */
+    char *seed; /* STATE_DIR/NAME.seed.iso */
 };
 
 /* tmpfs, where the RAM files live unless ram_dir says otherwise (and where

@@ -25,6 +25,8 @@ struct raw_agent {
     char *ram_dir;
     char *accel;
     char *qemu;
+    char *qemu_img;
+    char *genisoimage;
     char *sample_interval_ms;
     struct raw_probe *probe;
     char *agent_key_file;
@@ -56,6 +58,8 @@ static const cyaml_schema_field_t agent_fields[] = {
     OPTIONAL_STRING(ram_dir),
     OPTIONAL_STRING(accel),
     OPTIONAL_STRING(qemu),
+    OPTIONAL_STRING(qemu_img),
+    OPTIONAL_STRING(genisoimage),
     OPTIONAL_STRING(sample_interval_ms),
     CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
                             probe, probe_fields),
@@ -80,9 +84,13 @@ static const struct config_allowed agent_allowed[] = {
     {"state_dir", "an absolute directory path"},
     {"name", "a name of 1 to 32 characters of a-z, 0-9, -"},
     {"memory_mb", "an integer " XSTR(VCR_VM_MEMORY_MB_MIN) ".." XSTR(VCR_VM_MEMORY_MB_MAX)},
-    {"image", "a mapping {kernel: PATH, initrd: PATH}"},
+    {"image", "a mapping {kernel: PATH, initrd: PATH} or {disk: PATH[, format, kernel, initrd, "
+              "root]}"},
     {"kernel", "a path to a readable file"},
     {"initrd", "a path to a readable file"},
+    {"disk", "a path to a raw or qcow2 disk image"},
+    {"format", "raw or qcow2"},
+    {"network", "nocloud, kernel or image"},
     {"mac", "a unicast MAC, e.g. 52:54:00:77:00:11"},
     {"tap", "a network interface name, e.g. tap0"},
     {"address", "IPv4/prefix, e.g. 10.77.0.11/24"},
@@ -113,6 +121,8 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     free(cfg->state_dir);
     free(cfg->ram_dir);
     free(cfg->qemu);
+    free(cfg->qemu_img);
+    free(cfg->genisoimage);
     free(cfg->probe_kernel);
     free(cfg->probe_initrd);
     free(cfg->agent_key_file);
@@ -230,6 +240,39 @@ static void check_fence_timeout(struct config_report *r, const char *text, uint3
                       text);
 }
 
+/* Disk-image VMs (docs/config-vm.md): qemu-img makes their overlays and
+ * genisoimage their cloud-init seeds; checked only when some VM needs them.
+ * A base inside state_dir would be where the agent keeps VMs' writable
+ * overlays: a disk one VM writes cannot be another's read-only base. */
+static void check_disk_tools(struct config_report *r, const struct raw_agent *raw,
+                             const char *base_dir, struct vcr_agent_config *cfg)
+{
+    bool disks = false, seeds = false;
+    size_t dir_len = cfg->state_dir ? strlen(cfg->state_dir) : 0;
+    for (size_t i = 0; i < cfg->n_vms; i++) {
+        const struct vcr_vm_spec *vm = &cfg->vms[i];
+        if (vm->disk == NULL)
+            continue;
+        disks = true;
+        seeds |= vm->network == VCR_NET_NOCLOUD;
+        if (dir_len && strncmp(vm->disk, cfg->state_dir, dir_len) == 0 &&
+            vm->disk[dir_len] == '/') {
+            cleanup_free char *p = config_path("vms[%zu].image.disk", i);
+            config_report_add(r, p,
+                              "`%s` is inside state_dir `%s`, where the VMs' writable overlays "
+                              "live; allowed: a read-only base image outside it",
+                              vm->disk, cfg->state_dir);
+        }
+    }
+    if (disks)
+        config_check_file(r, "qemu_img", raw->qemu_img ? raw->qemu_img : VCR_QEMU_IMG_DEF, base_dir,
+                          true, &cfg->qemu_img);
+    if (seeds)
+        config_check_file(r, "genisoimage",
+                          raw->genisoimage ? raw->genisoimage : VCR_GENISOIMAGE_DEF, base_dir, true,
+                          &cfg->genisoimage);
+}
+
 static void convert(const struct raw_agent *raw, const char *base_dir, struct config_report *r,
                     struct vcr_agent_config *cfg)
 {
@@ -293,6 +336,7 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
         vm_spec_from_raw(&raw->vms[i], i, base_dir, r, &cfg->vms[cfg->n_vms++]);
     check_unique(r, cfg);
     volumes_check_unique(r, cfg->vms, cfg->n_vms);
+    check_disk_tools(r, raw, base_dir, cfg);
 }
 
 struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)

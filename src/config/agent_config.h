@@ -17,6 +17,8 @@
 #define VCR_PROBE_DEADLINE_MS_MAX  600000
 #define VCR_PROBE_DEADLINE_MS_DEF  20000
 #define VCR_QEMU_DEF               "/usr/bin/qemu-system-x86_64"
+#define VCR_QEMU_IMG_DEF           "/usr/bin/qemu-img"
+#define VCR_GENISOIMAGE_DEF        "/usr/bin/genisoimage"
 #define VCR_VMS_MAX                256
 #define VCR_RAM_DIR_DEF            "/dev/shm"
 
@@ -43,6 +45,9 @@ struct vcr_agent_config {
     char *ram_dir;
     enum vcr_accel_mode accel;
     char *qemu;
+    /* Only when a VM has a disk (qemu_img) or a NoCloud seed (genisoimage): NULL otherwise. */
+    char *qemu_img;
+    char *genisoimage;
     uint32_t sample_interval_ms;
     /* Probe guest for accel auto; all NULL/0 when not configured. */
     char *probe_kernel;

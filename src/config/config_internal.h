@@ -18,6 +18,9 @@
 struct raw_image {
     char *kernel;
     char *initrd;
+    char *disk;
+    char *format;
+    char *root;
 };
 
 struct raw_volume {
@@ -42,6 +45,8 @@ struct raw_vm {
     char *gateway;
     char *kernel_args;
     char *autostart;
+    char *network;
+    char *user_data;
     struct raw_volume *volumes;
     unsigned volumes_count;
 };

@@ -10,10 +10,16 @@
 #include "config/vm_spec.h"
 
 static const cyaml_schema_field_t image_fields[] = {
-    CYAML_FIELD_STRING_PTR("kernel", CYAML_FLAG_POINTER, struct raw_image, kernel, 0,
-                           CYAML_UNLIMITED),
-    CYAML_FIELD_STRING_PTR("initrd", CYAML_FLAG_POINTER, struct raw_image, initrd, 0,
-                           CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("kernel", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_image,
+                           kernel, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("initrd", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_image,
+                           initrd, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("disk", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_image, disk,
+                           0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("format", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_image,
+                           format, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("root", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_image, root,
+                           0, CYAML_UNLIMITED),
     CYAML_FIELD_END,
 };
 
@@ -34,6 +40,10 @@ static const cyaml_schema_field_t vm_fields[] = {
                            kernel_args, 0, CYAML_UNLIMITED),
     CYAML_FIELD_STRING_PTR("autostart", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_vm,
                            autostart, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("network", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_vm,
+                           network, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("user_data", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_vm,
+                           user_data, 0, CYAML_UNLIMITED),
     CYAML_FIELD_SEQUENCE("volumes", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_vm,
                          volumes, &volume_raw_schema, 0, VCR_VOLUMES_MAX),
     CYAML_FIELD_END,
@@ -48,6 +58,9 @@ void vcr_vm_spec_clear(struct vcr_vm_spec *spec)
     free(spec->name);
     free(spec->kernel);
     free(spec->initrd);
+    free(spec->disk);
+    free(spec->root);
+    free(spec->user_data);
     free(spec->mac);
     free(spec->tap);
     free(spec->address);
@@ -201,6 +214,149 @@ static bool check_kernel_args(struct config_report *r, const char *path, const c
     return true;
 }
 
+static const char *const network_names[] = {
+    [VCR_NET_LAB] = "lab",
+    [VCR_NET_NOCLOUD] = "nocloud",
+    [VCR_NET_KERNEL] = "kernel",
+    [VCR_NET_IMAGE] = "image",
+};
+
+const char *vcr_guest_network_name(enum vcr_guest_network n)
+{
+    return (size_t)n < sizeof(network_names) / sizeof(network_names[0]) ? network_names[n] : "?";
+}
+
+/* root= of a disk-image VM: a device or a LABEL=/UUID=/PARTUUID= reference. */
+static bool root_is_valid(const char *s)
+{
+    static const char *const prefixes[] = {"/dev/", "LABEL=", "UUID=", "PARTUUID="};
+    size_t n = strlen(s);
+    if (n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isgraph((unsigned char)s[i]))
+            return false;
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(s, prefixes[i], strlen(prefixes[i])) == 0 && n > strlen(prefixes[i]))
+            return true;
+    return false;
+}
+
+/* The disk of a disk-image VM: present, of a format we take, its backing
+ * chain whole (disk_image.h). */
+static void check_disk(struct config_report *r, const char *path, const char *p_format,
+                       const struct raw_image *img, const char *base_dir, struct vcr_vm_spec *out)
+{
+    enum vcr_disk_format fmt = VCR_DISK_AUTO;
+    if (img->format) {
+        fmt = vcr_disk_format_parse(img->format);
+        if (fmt == VCR_DISK_AUTO) {
+            config_report_add(r, p_format, "`%s` is not a disk format; allowed: raw, qcow2",
+                              img->format);
+            return;
+        }
+    }
+    cleanup_free char *disk = NULL;
+    if (!config_check_file(r, path, img->disk, base_dir, false, &disk))
+        return;
+    vcr_error_t e = NULL;
+    if (vcr_disk_probe(disk, &fmt, &e) < 0) {
+        config_report_add(r, path, "%s", vcr_error_msg(e));
+        vcr_error_release(&e);
+        return;
+    }
+    out->disk = steal_pointer(&disk);
+    out->disk_format = fmt;
+}
+
+/* image: {kernel, initrd} (the lab's initramfs guests) or {disk, format,
+ * kernel, initrd, root} (docs/config-vm.md); with it `network` and `user_data`. */
+static void image_from_raw(const struct raw_vm *raw, unsigned index, const char *base_dir,
+                           struct config_report *r, struct vcr_vm_spec *out)
+{
+    const struct raw_image *img = raw->image;
+#define FIELD(var, key) cleanup_free char *var = config_path("vms[%u]." key, index)
+    FIELD(p_image_kernel, "image.kernel");
+    FIELD(p_image_initrd, "image.initrd");
+    FIELD(p_image_disk, "image.disk");
+    FIELD(p_image_format, "image.format");
+    FIELD(p_image_root, "image.root");
+    FIELD(p_network, "network");
+    FIELD(p_user_data, "user_data");
+#undef FIELD
+    if (img->disk == NULL) {
+        static const char missing[] = "missing; allowed: a readable regular file (the lab's "
+                                      "guests: image.kernel and image.initrd; a disk-image VM: "
+                                      "image.disk)";
+        if (img->kernel == NULL)
+            config_report_add(r, p_image_kernel, "%s", missing);
+        else
+            config_check_file(r, p_image_kernel, img->kernel, base_dir, false, &out->kernel);
+        if (img->initrd == NULL)
+            config_report_add(r, p_image_initrd, "%s", missing);
+        else
+            config_check_file(r, p_image_initrd, img->initrd, base_dir, false, &out->initrd);
+        const char *only_disk = img->format ? "format" : img->root ? "root" : NULL;
+        if (only_disk)
+            config_report_add(r, p_image_disk,
+                              "required with image.%s; allowed: image.disk (a raw or qcow2 "
+                              "image) with it, or image.kernel and image.initrd alone",
+                              only_disk);
+        if (raw->network)
+            config_report_add(r, p_network,
+                              "`%s` is for disk-image VMs only (image.disk); the lab's initramfs "
+                              "guests take vcr.ip",
+                              raw->network);
+        if (raw->user_data)
+            config_report_add(r, p_user_data, "is for disk-image VMs only (image.disk)");
+        out->network = VCR_NET_LAB;
+        return;
+    }
+    check_disk(r, p_image_disk, p_image_format, img, base_dir, out);
+    if (img->kernel)
+        config_check_file(r, p_image_kernel, img->kernel, base_dir, false, &out->kernel);
+    if (img->initrd && img->kernel == NULL)
+        config_report_add(r, p_image_initrd,
+                          "given without image.kernel; allowed: an initrd with a kernel, or "
+                          "neither (the firmware boots the disk's own bootloader)");
+    else if (img->initrd)
+        config_check_file(r, p_image_initrd, img->initrd, base_dir, false, &out->initrd);
+    if (img->root && img->kernel == NULL)
+        config_report_add(r, p_image_root,
+                          "given without image.kernel; allowed: root= with a kernel boot only "
+                          "(the disk's bootloader has its own)");
+    else if (img->root && !root_is_valid(img->root))
+        config_report_add(r, p_image_root,
+                          "`%s` is not a root device; allowed: /dev/NAME, LABEL=, UUID= or "
+                          "PARTUUID=, up to 128 characters without spaces",
+                          img->root);
+    else
+        out->root = strdup(img->root ? img->root : VCR_VM_ROOT_DEF);
+    out->network = VCR_NET_NOCLOUD;
+    if (raw->network) {
+        if (strcmp(raw->network, "nocloud") == 0)
+            out->network = VCR_NET_NOCLOUD;
+        else if (strcmp(raw->network, "kernel") == 0)
+            out->network = VCR_NET_KERNEL;
+        else if (strcmp(raw->network, "image") == 0)
+            out->network = VCR_NET_IMAGE;
+        else
+            config_report_add(r, p_network,
+                              "`%s` is not a way to configure the guest's network; allowed: "
+                              "nocloud (a cloud-init seed), kernel (ip= on the kernel command "
+                              "line), image (the image's own settings)",
+                              raw->network);
+    }
+    if (out->network == VCR_NET_KERNEL && img->kernel == NULL)
+        config_report_add(r, p_network,
+                          "`kernel` needs image.kernel (ip= goes on the kernel command line); "
+                          "allowed with a firmware boot: nocloud, image");
+    if (raw->user_data && out->network != VCR_NET_NOCLOUD)
+        config_report_add(r, p_user_data, "is for network: nocloud only (the seed's user-data)");
+    else if (raw->user_data)
+        config_check_file(r, p_user_data, raw->user_data, base_dir, false, &out->user_data);
+}
+
 /* Each check runs even after an earlier one failed, so one pass reports every bad field. */
 bool vm_spec_from_raw(const struct raw_vm *raw, unsigned index, const char *base_dir,
                       struct config_report *r, struct vcr_vm_spec *out)
@@ -218,8 +374,6 @@ bool vm_spec_from_raw(const struct raw_vm *raw, unsigned index, const char *base
     FIELD(kernel_args);
     FIELD(autostart);
 #undef FIELD
-    cleanup_free char *p_kernel = config_path("vms[%u].image.kernel", index);
-    cleanup_free char *p_initrd = config_path("vms[%u].image.initrd", index);
 
     if (config_check_name(r, p_name, raw->name))
         out->name = strdup(raw->name);
@@ -231,8 +385,7 @@ bool vm_spec_from_raw(const struct raw_vm *raw, unsigned index, const char *base
     if (raw->vcpus &&
         config_parse_int(r, p_vcpus, raw->vcpus, VCR_VM_VCPUS_MIN, VCR_VM_VCPUS_MAX, &v))
         out->vcpus = (uint32_t)v;
-    config_check_file(r, p_kernel, raw->image->kernel, base_dir, false, &out->kernel);
-    config_check_file(r, p_initrd, raw->image->initrd, base_dir, false, &out->initrd);
+    image_from_raw(raw, index, base_dir, r, out);
     check_mac(r, p_mac, raw->mac, &out->mac);
     if (tap_name_is_valid(raw->tap))
         out->tap = strdup(raw->tap);

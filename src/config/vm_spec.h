@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/disk_image.h"
 #include "config/volume_spec.h"
 
 #define VCR_NAME_MAX         32
@@ -17,16 +18,33 @@
 #define VCR_TAP_NAME_MAX     15 /* IFNAMSIZ - 1 */
 #define VCR_KERNEL_ARGS_MAX  1024
 #define VCR_VM_AUTOSTART_DEF true
+#define VCR_VM_ROOT_DEF      "/dev/vda" /* the disk is the first virtio-blk device */
+
+/* How a VM learns its address. */
+enum vcr_guest_network {
+    VCR_NET_LAB = 0, /* the lab's initramfs guests: vcr.ip=, vcr.gw= (lab/guest/init) */
+    VCR_NET_NOCLOUD, /* a cloud-init NoCloud seed written by the agent (disk images) */
+    VCR_NET_KERNEL,  /* ip= on the kernel command line (initramfs-tools, dracut) */
+    VCR_NET_IMAGE,   /* the image's own configuration: nothing is passed */
+};
 
 struct vcr_vm_spec {
     char *name;
     uint32_t memory_mb;
     uint32_t vcpus;
-    /* Absolute paths.  A spec without a kernel boots into the firmware and
-     * stays there: enough to supervise the process (used by tests). */
+    /* Absolute paths.  A spec without a kernel (and no disk) boots into the
+     * firmware and stays there: enough to supervise the process (used by tests). */
     char *kernel;
-    char *initrd;
-    char *mac; /* lower case, "52:54:00:77:00:11" */
+    char *initrd; /* NULL: none (a disk-image VM booted by its kernel alone) */
+    /* A disk-image VM (docs/config-vm.md, "Disk-image VMs"): the read-only base
+     * it runs on, through a qcow2 overlay of its own; NULL for the lab's
+     * initramfs guests. */
+    char *disk;
+    enum vcr_disk_format disk_format; /* as found at load */
+    char *root;                       /* root= of a disk-image VM booted by its kernel */
+    enum vcr_guest_network network;
+    char *user_data; /* nocloud: the seed's user-data file; NULL: an empty cloud-config */
+    char *mac;       /* lower case, "52:54:00:77:00:11" */
     char *tap;
     char *address; /* "10.77.0.11/24" as configured */
     char *ip;      /* "10.77.0.11" */
@@ -40,6 +58,9 @@ struct vcr_vm_spec {
 
 /* Frees the members (not the struct). */
 void vcr_vm_spec_clear(struct vcr_vm_spec *spec);
+
+/* "lab", "nocloud", "kernel", "image". */
+const char *vcr_guest_network_name(enum vcr_guest_network n);
 
 /* Syntax checks shared with other components that name VMs and hosts. */
 bool vcr_name_is_valid(const char *s);
