@@ -208,6 +208,29 @@ def standby_vm_entry(name, index, address, memory_mb=256, vcpus=2, extra_args=""
     return vm
 
 
+DEBIAN_CACHE = os.environ.get("VCR_DEBIAN_CACHE", "/var/cache/vcr-lab/debian")
+
+
+def debian_image(name):
+    """Path of an artifact of lab/build-debian (primary.qcow2, primary-vmlinuz, ...), or
+    None when it was not built."""
+    path = os.path.join(DEBIAN_CACHE, name)
+    return path if os.path.exists(path) else None
+
+
+def debian_primary_entry(name, index, address, memory_mb=512, network="kernel"):
+    """A disk-image VM of the Debian 12 primary image (nginx + redis; lab/build-debian),
+    booted by the image's own kernel; None when the image was not built."""
+    parts = [debian_image(f) for f in ("primary.qcow2", "primary-vmlinuz", "primary-initrd.img")]
+    if None in parts:
+        return None
+    vm = vm_entry(name, index, address, memory_mb=memory_mb)
+    vm["image"] = {"disk": parts[0], "kernel": parts[1], "initrd": parts[2]}
+    vm["kernel_args"] = None
+    vm["network"] = network
+    return vm
+
+
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
                        ram_dir=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
@@ -233,10 +256,13 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
         for k in ("memory_mb", "vcpus"):
             out.append(f"    {k}: {vm[k]}")
         out.append("    image:")
-        out.append(f"      kernel: {vm['image']['kernel']}")
-        out.append(f"      initrd: {vm['image']['initrd']}")
-        for k in ("mac", "tap", "address", "gateway", "kernel_args"):
-            out.append(f"    {k}: \"{vm[k]}\"")
+        for k, v in vm["image"].items():
+            out.append(f"      {k}: {v}")
+        for k in ("mac", "tap", "address", "gateway", "kernel_args", "network", "user_data"):
+            if vm.get(k) is not None:
+                out.append(f"    {k}: \"{vm[k]}\"")
+        if "autostart" in vm:
+            out.append(f"    autostart: {'true' if vm['autostart'] else 'false'}")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 
