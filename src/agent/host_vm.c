@@ -565,13 +565,14 @@ bool host_vm_has_process(const struct host_vm *vm)
 
 json_t *host_vm_json(const struct host_vm *vm)
 {
-    return json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:i, s:i, s:s, s:s?, s:s, s:s}", "name",
-                     vm->spec->name, "state", vm_state_name(vm->sm.state), "cause", vm->sm.cause,
-                     "boots", (json_int_t)vm->sm.boots, "pid", vm->proc ? (int)vm->pid : 0,
-                     "address", vm->spec->ip, "memory_mb", (int)vm->spec->memory_mb, "vcpus",
-                     (int)vm->spec->vcpus, "accel", vm->env.accel, "qemu",
-                     vm->proc ? vm->qemu_path : NULL, "ram", vm->paths.ram, "ram_backing",
-                     ram_backing_name(vm->env.ram->backing));
+    return json_pack("{s:s, s:s, s:s, s:I, s:i, s:s, s:i, s:i, s:s, s:s?, s:s, s:s, s:s?, s:s?}",
+                     "name", vm->spec->name, "state", vm_state_name(vm->sm.state), "cause",
+                     vm->sm.cause, "boots", (json_int_t)vm->sm.boots, "pid",
+                     vm->proc ? (int)vm->pid : 0, "address", vm->spec->ip, "memory_mb",
+                     (int)vm->spec->memory_mb, "vcpus", (int)vm->spec->vcpus, "accel",
+                     vm->env.accel, "qemu", vm->proc ? vm->qemu_path : NULL, "ram", vm->paths.ram,
+                     "ram_backing", ram_backing_name(vm->env.ram->backing), "disk",
+                     vm->spec->disk ? vm->paths.disk : NULL, "disk_base", vm->spec->disk);
 }
 
 uint32_t host_vm_boots(const struct host_vm *vm)

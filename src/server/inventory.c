@@ -147,6 +147,8 @@ static void vm_free(struct inv_vm *vm)
     free(vm->qemu);
     free(vm->ram);
     free(vm->ram_backing);
+    free(vm->disk);
+    free(vm->disk_base);
     free(vm);
 }
 
@@ -259,7 +261,7 @@ static int set_str(char **field, const char *value)
 
 static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t *err)
 {
-    const char *name, *address, *accel, *cause, *qemu, *ram, *ram_backing;
+    const char *name, *address, *accel, *cause, *qemu, *ram, *ram_backing, *disk, *base;
     enum inv_vm_state state;
     int64_t pid, memory_mb, vcpus, boots;
     if (!json_is_object(obj)) {
@@ -277,13 +279,16 @@ static struct inv_vm *vm_from_hello(json_t *obj, const char *where, vcr_error_t 
         get_string(obj, where, "cause", false, &cause, err) < 0 ||
         get_string(obj, where, "qemu", false, &qemu, err) < 0 ||
         get_string(obj, where, "ram", false, &ram, err) < 0 ||
-        get_string(obj, where, "ram_backing", false, &ram_backing, err) < 0)
+        get_string(obj, where, "ram_backing", false, &ram_backing, err) < 0 ||
+        get_string(obj, where, "disk", false, &disk, err) < 0 ||
+        get_string(obj, where, "disk_base", false, &base, err) < 0)
         return NULL;
     struct inv_vm *vm = calloc(1, sizeof(*vm));
     if (vm == NULL || set_str(&vm->name, name) < 0 || set_str(&vm->address, address) < 0 ||
         set_str(&vm->accel, accel) < 0 || set_str(&vm->cause, cause) < 0 ||
         set_str(&vm->qemu, qemu) < 0 || set_str(&vm->ram, ram) < 0 ||
-        set_str(&vm->ram_backing, ram_backing) < 0) {
+        set_str(&vm->ram_backing, ram_backing) < 0 || set_str(&vm->disk, disk) < 0 ||
+        set_str(&vm->disk_base, base) < 0) {
         vm_free(vm);
         vcr_error_make(err, ENOMEM, "%s: out of memory", where);
         return NULL;
@@ -609,6 +614,8 @@ static json_t *vm_json(const struct inv_vm *vm, bool host_lost, int64_t now_ms, 
     json_object_set_new(o, "ram", vm->ram ? json_string(vm->ram) : json_null());
     json_object_set_new(o, "ram_backing",
                         vm->ram_backing ? json_string(vm->ram_backing) : json_null());
+    json_object_set_new(o, "disk", vm->disk ? json_string(vm->disk) : json_null());
+    json_object_set_new(o, "disk_base", vm->disk_base ? json_string(vm->disk_base) : json_null());
     json_object_set_new(o, "restart_deadline_ms",
                         vm->restart_deadline_ms
                             ? json_integer(now_wall_ms + (vm->restart_deadline_ms - now_ms))

@@ -54,6 +54,8 @@ struct inv_vm {
     char *accel;                 /* NULL: not known */
     char *qemu;                  /* binary of the running QEMU; NULL: not known */
     char *ram;                   /* its RAM file (hello); NULL: not known */
+    char *disk;                  /* a disk-image VM's overlay (hello); NULL: no disk */
+    char *disk_base;             /* the read-only base under it */
     char *ram_backing;           /* "tmpfs" or "hugetlbfs" (hello); NULL: not known */
     int64_t restart_deadline_ms; /* caller's clock; 0 unless `restarting` */
     int64_t state_ts_ms;         /* agent's wall clock at the last vm_event; 0 if none */

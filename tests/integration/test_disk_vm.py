@@ -142,6 +142,7 @@ def test_debian_guest_runs_on_its_own_overlay(debian):
     assert any(str(overlay) in a for a in cmdline)
     assert not any(a.startswith("file=" + labkit.debian_image("primary.qcow2")) for a in cmdline)
     assert any("ip=10.77.0.41::10.77.0.1:255.255.255.0:deb1:eth0:off" in a for a in cmdline)
+    assert vm["disk"] == str(overlay) and vm["disk_base"] == labkit.debian_image("primary.qcow2")
 
 
 def test_debian_guest_keeps_connection_and_processes_across_warm_restart(debian):
