@@ -69,7 +69,7 @@ int host_volume_check_image(const char *path, uint64_t size, vcr_error_t *err)
 }
 
 int host_volume_build_image(const char *path, uint64_t size, const char *source_dir,
-                            vcr_error_t *err)
+                            const char *label, vcr_error_t *err)
 {
     cleanup_free char *tmp = NULL;
     if (asprintf(&tmp, "%s.tmp", path) < 0)
@@ -84,11 +84,15 @@ int host_volume_build_image(const char *path, uint64_t size, const char *source_
         }
     }
     /* 4 KiB blocks: DAX needs the block size to equal the page size. */
-    char *argv[] = {(char *)HOST_VOLUME_MKFS, "-F",        "-q", "-b", "4096", "-d",
+    /* The label (the volume's name, at most 16 bytes: ext4's limit) lets a
+     * guest that carries no code of ours mount it from its fstab (LABEL=). */
+    char label16[17];
+    snprintf(label16, sizeof(label16), "%s", label);
+    char *argv[] = {(char *)HOST_VOLUME_MKFS, "-F",        "-q", "-b", "4096", "-L", label16, "-d",
                     (char *)source_dir,       (char *)tmp, NULL};
     if (source_dir == NULL) {
-        argv[5] = tmp;
-        argv[6] = NULL;
+        argv[7] = tmp;
+        argv[8] = NULL;
     }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -257,7 +261,7 @@ int host_volume_prepare(const struct vcr_volume_spec *v, const char *legacy, vcr
                  legacy, v->image, (long long)(vcr_mono_ms() - t0));
     }
     if (access(v->image, F_OK) < 0) {
-        if (host_volume_build_image(v->image, size, v->source_dir, err) < 0)
+        if (host_volume_build_image(v->image, size, v->source_dir, v->name, err) < 0)
             return vcr_error_wrap(err, "volume `%s`: build the image", v->name);
         log_info("volume %s: built `%s` (%u MB) from %s", v->name, v->image, v->size_mb,
                  v->source_dir ? v->source_dir : "nothing (empty filesystem)");

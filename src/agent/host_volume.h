@@ -33,9 +33,10 @@ char *host_volume_legacy_mem_path(const char *shm_base, const char *vol);
  * size bytes holding an ext4 superblock magic.  The error names the file,
  * what was found and what is expected. */
 int host_volume_check_image(const char *path, uint64_t size, vcr_error_t *err);
-/* truncate -s SIZE PATH.tmp; mkfs.ext4 -F -q -b 4096 [-d SOURCE_DIR]; rename. */
+/* truncate -s SIZE PATH.tmp; mkfs.ext4 -F -q -b 4096 -L LABEL [-d SOURCE_DIR]; rename.
+ * LABEL: the first 16 bytes of label (ext4's limit). */
 int host_volume_build_image(const char *path, uint64_t size, const char *source_dir,
-                            vcr_error_t *err);
+                            const char *label, vcr_error_t *err);
 /* Copies src over dst atomically: dst.tmp is written (zero blocks left as
  * holes), fsync'd, renamed over dst, and the directory fsync'd.  On any
  * failure dst is untouched and dst.tmp removed. */

@@ -183,9 +183,20 @@ static void test_image_checks(void **state)
     assert_int_equal(mkdir(src, 0700), 0);
     write_file(hello, "hello\n", 6);
     cleanup_error vcr_error_t err = NULL;
-    if (host_volume_build_image(img, 16 << 20, src, &err) < 0)
+    if (host_volume_build_image(img, 16 << 20, src, "data", &err) < 0)
         fail_msg("%s", vcr_error_msg(err));
     assert_int_equal(host_volume_check_image(img, 16 << 20, &err), 0);
+    /* Labelled with the volume's name (s_volume_name, superblock + 120): a guest
+     * without our code mounts it by LABEL= from its fstab. */
+    {
+        FILE *f = fopen(img, "r");
+        char label[17] = {0};
+        assert_non_null(f);
+        assert_int_equal(fseek(f, 1024 + 120, SEEK_SET), 0);
+        assert_int_equal(fread(label, 1, 16, f), 16);
+        fclose(f);
+        assert_string_equal(label, "data");
+    }
 
     /* Size mismatch: the configured size_mb changed, or a truncated copy. */
     assert_int_equal(host_volume_check_image(img, 32 << 20, &err), -1);
