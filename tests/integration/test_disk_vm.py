@@ -15,6 +15,8 @@ import labkit
 
 DEB_ADDR = "10.77.0.41"
 DEB_INDEX = 9  # tap9, MAC ...:19
+SEEDED_ADDR = "10.77.0.42"  # deb2: its address comes from the NoCloud seed only
+SEEDED_INDEX = 10
 BOOT_TIMEOUT = 240  # ~50 s alone under TCG (LAB-NOTES); more on a busy machine
 
 
@@ -117,10 +119,11 @@ def debian(lab, tmp_path_factory):
     vm = labkit.debian_primary_entry("deb1", DEB_INDEX, DEB_ADDR)
     if vm is None:
         pytest.skip("the Debian images are not built (make image-debian)")
+    seeded = labkit.debian_primary_entry("deb2", SEEDED_INDEX, SEEDED_ADDR, network="nocloud")
     from conftest import Daemons
     d = Daemons(tmp_path_factory.mktemp("debian"))
     d.server(heartbeat_ms=500, host_timeout_ms=3000)
-    d.agent("debhost", [vm])
+    d.agent("debhost", [vm, seeded])
     d.wait_vm_state("deb1", "running", 60)
     labkit.wait_for("nginx of the Debian guest", lambda: labkit.http_get(DEB_ADDR, timeout=2),
                     BOOT_TIMEOUT, interval=1)
@@ -143,6 +146,22 @@ def test_debian_guest_runs_on_its_own_overlay(debian):
     assert not any(a.startswith("file=" + labkit.debian_image("primary.qcow2")) for a in cmdline)
     assert any("ip=10.77.0.41::10.77.0.1:255.255.255.0:deb1:eth0:off" in a for a in cmdline)
     assert vm["disk"] == str(overlay) and vm["disk_base"] == labkit.debian_image("primary.qcow2")
+
+
+def test_debian_guest_takes_its_address_from_the_cloud_init_seed(debian):
+    """deb2 has no ip= on its command line: cloud-init's NoCloud datasource found the seed
+    the agent wrote (ISO 9660, label cidata) and applied its network-config."""
+    debian.wait_vm_state("deb2", "running", 30)
+    labkit.wait_for("nginx of the seeded guest", lambda: labkit.http_get(SEEDED_ADDR, timeout=2),
+                    BOOT_TIMEOUT, interval=1)
+    vm = debian.vcr.vm("deb2")
+    cmdline = open(f"/proc/{vm['pid']}/cmdline").read().split("\0")
+    assert not any("ip=" in a for a in cmdline)
+    seed = debian.tmp / "agent-debhost" / "deb2.seed.iso"
+    assert any(f"file={seed}," in a for a in cmdline)
+    serial = (debian.tmp / "agent-debhost" / "deb2.serial").read_text(errors="replace")
+    assert "DataSourceNoCloud" in serial, serial[-2000:]
+    debian.vcr.run("vm", "stop", "deb2", timeout=60)  # the CPU goes to the tests below
 
 
 def test_debian_guest_keeps_connection_and_processes_across_warm_restart(debian):
