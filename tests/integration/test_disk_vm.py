@@ -159,8 +159,11 @@ def test_debian_guest_takes_its_address_from_the_cloud_init_seed(debian):
     assert not any("ip=" in a for a in cmdline)
     seed = debian.tmp / "agent-debhost" / "deb2.seed.iso"
     assert any(f"file={seed}," in a for a in cmdline)
-    serial = (debian.tmp / "agent-debhost" / "deb2.serial").read_text(errors="replace")
-    assert "DataSourceNoCloud" in serial, serial[-2000:]
+    # cloud-init's last stage names the datasource it used (a little after nginx is up).
+    serial = debian.tmp / "agent-debhost" / "deb2.serial"
+    labkit.wait_for("cloud-init to report its datasource",
+                    lambda: "DataSourceNoCloud" in serial.read_text(errors="replace"), 120,
+                    interval=1)
     debian.vcr.run("vm", "stop", "deb2", timeout=60)  # the CPU goes to the tests below
 
 
