@@ -250,9 +250,9 @@ int data_taken_write(const char *dir, int64_t taken_ms, int64_t installed_ms, ui
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/taken.json", dir);
-    cleanup_json json_t *j = json_pack("{s:I, s:I, s:I}", "taken_ms", (json_int_t)taken_ms,
-                                       "installed_ms", (json_int_t)installed_ms, "bytes",
-                                       (json_int_t)bytes);
+    cleanup_json json_t *j =
+        json_pack("{s:I, s:I, s:I}", "taken_ms", (json_int_t)taken_ms, "installed_ms",
+                  (json_int_t)installed_ms, "bytes", (json_int_t)bytes);
     cleanup_free char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (text == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");

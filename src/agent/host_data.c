@@ -157,8 +157,7 @@ static void run_job(struct host_data *d, standby_job_fn fn)
         data_refuse(d, vcr_error_status(err), vcr_error_msg(err));
 }
 
-static void on_backup_started(struct qmp_client *c, json_t *result, const char *error,
-                              void *opaque)
+static void on_backup_started(struct qmp_client *c, json_t *result, const char *error, void *opaque)
 {
     (void)c;
     (void)result;
@@ -203,8 +202,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     if (d->id == NULL || d->job)
         return;
     char text[200];
-    snprintf(text, sizeof(text), "volume `%s`: drive-backup did not end within %d ms",
-             d->vol->name, HOST_DATA_BACKUP_MS);
+    snprintf(text, sizeof(text), "volume `%s`: drive-backup did not end within %d ms", d->vol->name,
+             HOST_DATA_BACKUP_MS);
     if (d->vm->qmp_ready) {
         json_t *args = json_pack("{s:s, s:b}", "device", d->job_id, "force", 1);
         qmp_client_command(d->vm->qmp, "block-job-cancel", args, NULL, NULL, NULL);
@@ -241,9 +240,9 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
     snprintf(device, sizeof(device), "blk%u", blk);
     d->method = "drive-backup";
     d->source = d->raw;
-    json_t *args = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device",
-                             device, "target", d->raw, "sync", "full", "format", "raw",
-                             "auto-dismiss", 1);
+    json_t *args =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device", device, "target",
+                  d->raw, "sync", "full", "format", "raw", "auto-dismiss", 1);
     if (qmp_client_command(vm->qmp, "drive-backup", args, on_backup_started, d, err) < 0)
         return -1;
     if (d->deadline == NULL)
@@ -254,8 +253,7 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
     return 0;
 }
 
-static json_t *chunk_order(struct host_data *d, const char *action, json_t *order,
-                           vcr_error_t *err)
+static json_t *chunk_order(struct host_data *d, const char *action, json_t *order, vcr_error_t *err)
 {
     cleanup_free char *path = NULL;
     bool read = strcmp(action, "volume_snapshot_read") == 0;
@@ -315,8 +313,8 @@ void host_data_order(struct agent *a, struct host_vm *vm, json_t *id, const char
         return;
     }
     cleanup_error vcr_error_t err = NULL;
-    bool chunk = strcmp(action, "volume_snapshot_read") == 0 ||
-                 strcmp(action, "volume_restore_write") == 0;
+    bool chunk =
+        strcmp(action, "volume_snapshot_read") == 0 || strcmp(action, "volume_restore_write") == 0;
     if (d->id && !chunk) {
         snprintf(text, sizeof(text), "VM `%s`: volume `%s` is busy with an earlier %s order",
                  vm->spec->name, d->vol->name, d->action);

@@ -369,11 +369,16 @@ static const struct host_order_kind {
     const char *action;
     host_order_fn run;
 } host_orders[] = {
-    {"vm_start", order_start},  {"vm_stop", order_stop},
-    {"vm_kill", order_kill},    {"vm_warm_restart", order_warm_restart},
-    {"vm_flush", order_volume}, {"vm_reboot", order_volume},
-    {"volume_snapshot", order_data}, {"volume_snapshot_read", order_data},
-    {"volume_restore_write", order_data}, {"volume_restore", order_data},
+    {"vm_start", order_start},
+    {"vm_stop", order_stop},
+    {"vm_kill", order_kill},
+    {"vm_warm_restart", order_warm_restart},
+    {"vm_flush", order_volume},
+    {"vm_reboot", order_volume},
+    {"volume_snapshot", order_data},
+    {"volume_snapshot_read", order_data},
+    {"volume_restore_write", order_data},
+    {"volume_restore", order_data},
 };
 #define N_HOST_ORDERS (sizeof(host_orders) / sizeof(host_orders[0]))
 

@@ -44,8 +44,7 @@ static int service_dir(const char *base, const char *service, char *dir, size_t 
     return 0;
 }
 
-json_t *standby_data_loop_order(const char *base, const char *action, json_t *msg,
-                                vcr_error_t *err)
+json_t *standby_data_loop_order(const char *base, const char *action, json_t *msg, vcr_error_t *err)
 {
     char service[65], dir[320], path[400];
     if (get_service(msg, service, err) < 0 || service_dir(base, service, dir, sizeof(dir), err) < 0)
@@ -57,8 +56,9 @@ json_t *standby_data_loop_order(const char *base, const char *action, json_t *ms
         if (standby_chunk_range_from_json(msg, &offset, &length, err) < 0)
             return NULL;
         if (access(path, F_OK) < 0)
-            return vcr_error_make(err, ENOENT, "service `%s`: no packed copy (`%s`): data_export "
-                                               "it first",
+            return vcr_error_make(err, ENOENT,
+                                  "service `%s`: no packed copy (`%s`): data_export "
+                                  "it first",
                                   service, path),
                    NULL;
         return standby_chunk_read(path, offset, length, err);
@@ -93,8 +93,9 @@ int standby_data_install(const char *base, json_t *msg, vcr_error_t *err)
     json_t *taken = json_object_get(msg, "taken_ms");
     const char *sum = json_string_value(json_object_get(msg, "sha256"));
     if (!json_is_integer(taken) || json_integer_value(taken) < 0)
-        return vcr_error_make(err, EINVAL, "`taken_ms` is missing; expected when the copy was "
-                                           "taken (ms since the epoch)");
+        return vcr_error_make(err, EINVAL,
+                              "`taken_ms` is missing; expected when the copy was "
+                              "taken (ms since the epoch)");
     snprintf(gz, sizeof(gz), "%s/incoming.gz", dir);
     snprintf(img, sizeof(img), "%s/data.img", dir);
     snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
@@ -158,8 +159,8 @@ int standby_data_mount(const char *base, const char *service, char *mnt, size_t 
     snprintf(mnt, size, "%s/mnt", dir);
     if (access(img, F_OK) < 0)
         return vcr_error_make(err, ENOENT,
-                              "service `%s`: no data copy has reached this standby (`%s`)",
-                              service, img);
+                              "service `%s`: no data copy has reached this standby (`%s`)", service,
+                              img);
     if (data_taken_read(dir, taken_ms, err) < 0 || make_dir(mnt, err) < 0)
         return -1;
     if (standby_data_mounted(mnt))

@@ -256,8 +256,7 @@ json_t *standby_image_write(const char *base, const struct standby_image_write *
     return standby_chunk_write(p.tar, w, err);
 }
 
-json_t *standby_chunk_write(const char *path, const struct standby_image_write *w,
-                            vcr_error_t *err)
+json_t *standby_chunk_write(const char *path, const struct standby_image_write *w, vcr_error_t *err)
 {
     int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (w->offset == 0 ? O_TRUNC : 0);
     cleanup_close int fd = open(path, flags, 0600);
@@ -288,8 +287,8 @@ json_t *standby_chunk_write(const char *path, const struct standby_image_write *
         if (warm_state_digest(path, sum, &size, err) < 0)
             return NULL;
         if (strcmp(sum, w->sha256) != 0)
-            return vcr_error_make(err, EIO, "sha256: `%s` has SHA-256 %s, the sender said %s",
-                                  path, sum, w->sha256),
+            return vcr_error_make(err, EIO, "sha256: `%s` has SHA-256 %s, the sender said %s", path,
+                                  sum, w->sha256),
                    NULL;
     }
     return json_pack("{s:I}", "bytes", (json_int_t)st.st_size);

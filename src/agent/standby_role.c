@@ -375,13 +375,20 @@ struct standby_action {
     enum ct_need ct;
 };
 static const struct standby_action standby_actions[] = {
-    {"container_create", true, CT_ABSENT},        {"container_start", true, CT_EXISTS},
-    {"container_stop", true, CT_IDEMPOTENT},      {"container_destroy", true, CT_IDEMPOTENT},
-    {"container_checkpoint", true, CT_EXISTS},    {"container_image_read", false, CT_ANY},
-    {"container_image_write", false, CT_ANY},     {"container_restore", true, CT_ABSENT},
-    {"container_migrate_cleanup", false, CT_ANY}, {"data_write", false, CT_ANY},
-    {"data_read", false, CT_ANY},                 {"data_install", true, CT_ANY},
-    {"data_attach", true, CT_EXISTS},             {"data_export", true, CT_ANY},
+    {"container_create", true, CT_ABSENT},
+    {"container_start", true, CT_EXISTS},
+    {"container_stop", true, CT_IDEMPOTENT},
+    {"container_destroy", true, CT_IDEMPOTENT},
+    {"container_checkpoint", true, CT_EXISTS},
+    {"container_image_read", false, CT_ANY},
+    {"container_image_write", false, CT_ANY},
+    {"container_restore", true, CT_ABSENT},
+    {"container_migrate_cleanup", false, CT_ANY},
+    {"data_write", false, CT_ANY},
+    {"data_read", false, CT_ANY},
+    {"data_install", true, CT_ANY},
+    {"data_attach", true, CT_EXISTS},
+    {"data_export", true, CT_ANY},
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
 

@@ -19,9 +19,9 @@ struct agents;
 #define CHUNK_COPY_ORDER_MS 30000
 
 struct chunk_copy_spec {
-    const char *src_host, *src_vm, *read_action;   /* e.g. volume_snapshot_read */
-    const char *dst_host, *dst_vm, *write_action;  /* e.g. data_write */
-    json_t *read_members, *write_members;          /* borrowed; copied */
+    const char *src_host, *src_vm, *read_action;  /* e.g. volume_snapshot_read */
+    const char *dst_host, *dst_vm, *write_action; /* e.g. data_write */
+    json_t *read_members, *write_members;         /* borrowed; copied */
     int64_t bytes;
     const char *sha256;
 };

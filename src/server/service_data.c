@@ -121,9 +121,9 @@ static void on_transferred(const char *error, int64_t bytes, int64_t ms, void *o
     (void)bytes;
     d->cur.transfer_ms = ms;
     d->stage = STAGE_INSTALL;
-    cleanup_json json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "name", s->cfg->standby.container,
-                                       "service", s->cfg->name, "taken_ms",
-                                       (json_int_t)d->cur.taken_ms, "sha256", d->sha256);
+    cleanup_json json_t *m =
+        json_pack("{s:s, s:s, s:I, s:s}", "name", s->cfg->standby.container, "service",
+                  s->cfg->name, "taken_ms", (json_int_t)d->cur.taken_ms, "sha256", d->sha256);
     send(s, d->host, "data_install", s->cfg->standby.container, m, on_installed);
 }
 
@@ -148,8 +148,8 @@ static void on_snapshot(enum order_outcome outcome, const char *message, json_t 
     }
     d->stage = STAGE_TRANSFER;
     cleanup_json json_t *rd = json_pack("{s:s}", "volume", s->cfg->data.volume);
-    cleanup_json json_t *wr = json_pack("{s:s, s:s}", "name", s->cfg->standby.container, "service",
-                                        s->cfg->name);
+    cleanup_json json_t *wr =
+        json_pack("{s:s, s:s}", "name", s->cfg->standby.container, "service", s->cfg->name);
     struct chunk_copy_spec spec = {
         .src_host = s->cfg->primary.host,
         .src_vm = s->cfg->primary.vm,
@@ -216,7 +216,8 @@ void service_data_copy_step(struct svc *s)
         return; /* a periodic copy is under way: service_data_tick comes back */
     if (!host_connected(s, s->cfg->primary.host)) {
         char why[200];
-        snprintf(why, sizeof(why), "host %s of the primary is not connected: the last copy that "
+        snprintf(why, sizeof(why),
+                 "host %s of the primary is not connected: the last copy that "
                  "reached the standby",
                  s->cfg->primary.host);
         recovery_phase_done(s, PH_DATA_COPIED,
@@ -253,12 +254,12 @@ static void on_attached(enum order_outcome outcome, const char *message, json_t 
     }
     int64_t taken = int_member(reply, "taken_ms");
     s->data.age_ms = taken > 0 ? service_data_age_ms(s->started_ms, taken) : -1;
-    recovery_phase_done(
-        s, PH_DATA_ATTACHED,
-        json_pack("{s:s, s:s, s:I, s:I, s:O?, s:I}", "host", data_host(s), "path",
-                  s->cfg->data.path, "taken_ms", (json_int_t)taken, "data_age_ms",
-                  (json_int_t)s->data.age_ms, "restarted", json_object_get(reply, "restarted"),
-                  "attach_ms", (json_int_t)int_member(reply, "attach_ms")));
+    recovery_phase_done(s, PH_DATA_ATTACHED,
+                        json_pack("{s:s, s:s, s:I, s:I, s:O?, s:I}", "host", data_host(s), "path",
+                                  s->cfg->data.path, "taken_ms", (json_int_t)taken, "data_age_ms",
+                                  (json_int_t)s->data.age_ms, "restarted",
+                                  json_object_get(reply, "restarted"), "attach_ms",
+                                  (json_int_t)int_member(reply, "attach_ms")));
 }
 
 void service_data_attach_step(struct svc *s)
@@ -315,8 +316,8 @@ static void on_exported(enum order_outcome outcome, const char *message, json_t 
         return;
     const char *sum = json_string_value(json_object_get(reply, "sha256"));
     int64_t bytes = int_member(reply, "bytes");
-    cleanup_json json_t *rd = json_pack("{s:s, s:s}", "name", s->cfg->standby.container, "service",
-                                        s->cfg->name);
+    cleanup_json json_t *rd =
+        json_pack("{s:s, s:s}", "name", s->cfg->standby.container, "service", s->cfg->name);
     cleanup_json json_t *wr = json_pack("{s:s}", "volume", s->cfg->data.volume);
     struct chunk_copy_spec spec = {
         .src_host = s->data.host,
@@ -345,8 +346,8 @@ void service_data_failback(struct svc *s, void (*done)(struct svc *s, const char
     d->stage = STAGE_EXPORT;
     memset(&d->cur, 0, sizeof(d->cur));
     snprintf(d->host, sizeof(d->host), "%s", recovery_container_host(s));
-    cleanup_json json_t *m = json_pack("{s:s, s:s}", "name", s->cfg->standby.container, "service",
-                                       s->cfg->name);
+    cleanup_json json_t *m =
+        json_pack("{s:s, s:s}", "name", s->cfg->standby.container, "service", s->cfg->name);
     send(s, d->host, "data_export", s->cfg->standby.container, m, on_exported);
 }
 
@@ -355,10 +356,9 @@ void service_data_failback(struct svc *s, void (*done)(struct svc *s, const char
 static void on_periodic_copy(struct svc *s, const char *error)
 {
     const struct copy_result *c = &s->data.last;
-    cleanup_json json_t *detail =
-        error ? json_pack("{s:s, s:s, s:b, s:s}", "service", s->cfg->name, "host", s->data.host,
-                          "ok", 0, "error", error)
-              : copy_json(c);
+    cleanup_json json_t *detail = error ? json_pack("{s:s, s:s, s:b, s:s}", "service", s->cfg->name,
+                                                    "host", s->data.host, "ok", 0, "error", error)
+                                        : copy_json(c);
     if (detail && !error) {
         json_object_set_new(detail, "service", json_string(s->cfg->name));
         json_object_set_new(detail, "ok", json_true());

@@ -39,14 +39,14 @@ enum data_busy {
 /* Per service (struct svc); zeroed means nothing done yet. */
 struct svc_data {
     enum data_busy busy;
-    int stage;              /* within the copy: snapshot, transfer, install */
-    char host[65];          /* the standby host of the work under way */
-    int64_t t_stage;        /* monotonic: when the stage began */
-    int64_t next_copy_mono; /* periodic: the next copy is due */
-    struct copy_result cur; /* the copy under way */
+    int stage;               /* within the copy: snapshot, transfer, install */
+    char host[65];           /* the standby host of the work under way */
+    int64_t t_stage;         /* monotonic: when the stage began */
+    int64_t next_copy_mono;  /* periodic: the next copy is due */
+    struct copy_result cur;  /* the copy under way */
     struct copy_result last; /* the last one that reached a standby host (taken_ms 0: none) */
-    int64_t age_ms;         /* at the last recovery: detection - taken, -1 unknown */
-    char sha256[65]; /* of the copy under way (packed) */
+    int64_t age_ms;          /* at the last recovery: detection - taken, -1 unknown */
+    char sha256[65];         /* of the copy under way (packed) */
     char last_error[600];
     void (*done)(struct svc *s, const char *error); /* the copy's caller */
 };

@@ -285,8 +285,8 @@ static void convert_data(struct conv *c, const struct services_raw_data *d, size
         s->data.path = strdup(d->path);
     if (d->interval_s) {
         size_t n = strspn(d->interval_s, "0123456789");
-        unsigned long v = n && d->interval_s[n] == '\0' && n <= 9 ? strtoul(d->interval_s, NULL, 10)
-                                                                   : ULONG_MAX;
+        unsigned long v =
+            n && d->interval_s[n] == '\0' && n <= 9 ? strtoul(d->interval_s, NULL, 10) : ULONG_MAX;
         if (v != 0 && (v < SERVICES_DATA_INTERVAL_MIN_S || v > SERVICES_DATA_INTERVAL_MAX_S))
             bad(c, "`%s`: `%s` is not an interval; allowed: 0 (copy at recovery only), or %u..%u",
                 PATH("interval_s"), d->interval_s, SERVICES_DATA_INTERVAL_MIN_S,
