@@ -99,11 +99,11 @@ int standby_data_install(const char *base, json_t *msg, vcr_error_t *err)
     snprintf(gz, sizeof(gz), "%s/incoming.gz", dir);
     snprintf(img, sizeof(img), "%s/data.img", dir);
     snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
-    if (standby_data_mounted(mnt))
-        return vcr_error_make(err, EBUSY,
-                              "service `%s`: its data is attached to its container (`%s`): a "
-                              "copy would overwrite what it serves",
-                              service, mnt);
+    /* Left attached by a recovery that was cleared (the primary serves again, and
+     * the server copies only then or before an attach): detached here, the
+     * container keeps the old copy until its next data_attach. */
+    if (standby_data_mounted(mnt) && umount2(mnt, MNT_DETACH) < 0)
+        return vcr_error_errno(err, "service `%s`: umount `%s`", service, mnt);
     int64_t t0 = vcr_mono_ms();
     uint64_t raw = 0;
     if (data_unpack(gz, sum, img, &raw, err) < 0 ||

@@ -19,8 +19,9 @@
 json_t *standby_data_loop_order(const char *base, const char *action, json_t *msg,
                                 vcr_error_t *err);
 /* In a child: data_install {service, taken_ms, sha256?}: incoming.gz checked
- * and unpacked over data.img (temp + rename), taken.json written.  Refused
- * (EBUSY) while data.img is mounted: the container serves it. */
+ * and unpacked over data.img (temp + rename), taken.json written.  A copy
+ * still mounted (a recovery that was cleared) is detached first: the server
+ * installs only while the primary serves, or before a data_attach. */
 int standby_data_install(const char *base, json_t *msg, vcr_error_t *err);
 /* In a child: loop-mounts BASE/SERVICE/data.img at BASE/SERVICE/mnt (mnt:
  * its path) unless it is already; *taken_ms from taken.json.  ENOENT when no
