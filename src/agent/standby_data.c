@@ -119,7 +119,9 @@ int standby_data_install(const char *base, json_t *msg, vcr_error_t *err)
 }
 
 /* losetup -f --show IMG (read-write, autoclear: the device goes with its
- * last user, the mount). */
+ * last user, the mount).  Returns the device's descriptor, to be held until
+ * the mount is made: with autoclear, its last close before the mount would
+ * detach the file (and the mount would find a device of 0 bytes). */
 static int loop_attach(const char *img, char *dev, size_t size, vcr_error_t *err)
 {
     cleanup_close int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
@@ -142,7 +144,7 @@ static int loop_attach(const char *img, char *dev, size_t size, vcr_error_t *err
         size_t len = strnlen(img, sizeof(cfg.info.lo_file_name) - 1);
         memcpy(cfg.info.lo_file_name, img, len);
         if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
-            return 0;
+            return steal_fd(&fd);
         if (errno != EBUSY) /* EBUSY: taken meanwhile by someone else: the next one */
             return vcr_error_errno(err, "LOOP_CONFIGURE `%s` on `%s`", img, dev);
     }
@@ -166,13 +168,12 @@ int standby_data_mount(const char *base, const char *service, char *mnt, size_t 
     if (standby_data_mounted(mnt))
         return 0;
     char dev[32];
-    if (loop_attach(img, dev, sizeof(dev), err) < 0)
+    cleanup_close int loop = loop_attach(img, dev, sizeof(dev), err);
+    if (loop < 0)
         return vcr_error_wrap(err, "service `%s`", service);
     if (mount(dev, mnt, "ext4", MS_NOATIME, NULL) < 0) {
         int e = errno;
-        cleanup_close int fd = open(dev, O_RDWR | O_CLOEXEC);
-        if (fd >= 0)
-            ioctl(fd, LOOP_CLR_FD, 0);
+        ioctl(loop, LOOP_CLR_FD, 0);
         errno = e;
         return vcr_error_errno(err, "service `%s`: mount `%s` (%s) on `%s`", service, img, dev,
                                mnt);
