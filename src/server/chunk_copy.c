@@ -16,7 +16,7 @@ struct chunk_copy {
     char src_host[65], src_vm[65], read_action[32];
     char dst_host[65], dst_vm[65], write_action[32];
     json_t *read_members, *write_members;
-    int64_t bytes, offset, t0;
+    int64_t bytes, offset, t0, chunk_bytes, order_ms;
     char sha256[65];
     chunk_copy_done_cb done;
     void *opaque;
@@ -95,7 +95,7 @@ static void on_read(enum order_outcome outcome, const char *message, json_t *rep
     cc->offset += raw;
     cleanup_error vcr_error_t err = NULL;
     if (agents_send_order_with(cc->agents, cc->dst_host, cc->write_action, cc->dst_vm, members,
-                               CHUNK_COPY_ORDER_MS, on_write, cc, &err) < 0) {
+                               cc->order_ms, on_write, cc, &err) < 0) {
         snprintf(text, sizeof(text), "%s on %s: %s", cc->write_action, cc->dst_host,
                  vcr_error_msg(err));
         finish(cc, text);
@@ -109,9 +109,9 @@ static int send_read(struct chunk_copy *cc, vcr_error_t *err)
     cleanup_json json_t *members = json_deep_copy(cc->read_members);
     json_object_set_new(members, "offset", json_integer(cc->offset));
     json_object_set_new(members, "length",
-                        json_integer(left < CHUNK_COPY_BYTES ? left : CHUNK_COPY_BYTES));
+                        json_integer(left < cc->chunk_bytes ? left : cc->chunk_bytes));
     return agents_send_order_with(cc->agents, cc->src_host, cc->read_action, cc->src_vm, members,
-                                  CHUNK_COPY_ORDER_MS, on_read, cc, err) < 0
+                                  cc->order_ms, on_read, cc, err) < 0
                ? -1
                : 0;
 }
@@ -147,6 +147,8 @@ int chunk_copy_start(struct agents *agents, const struct chunk_copy_spec *spec,
     cc->read_members = spec->read_members ? json_deep_copy(spec->read_members) : json_object();
     cc->write_members = spec->write_members ? json_deep_copy(spec->write_members) : json_object();
     cc->bytes = spec->bytes;
+    cc->chunk_bytes = spec->chunk_bytes > 0 ? spec->chunk_bytes : CHUNK_COPY_BYTES;
+    cc->order_ms = spec->order_ms > 0 ? spec->order_ms : CHUNK_COPY_ORDER_MS;
     cc->t0 = vcr_mono_ms();
     cc->done = done;
     cc->opaque = opaque;

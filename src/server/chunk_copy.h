@@ -3,7 +3,9 @@
  * (docs/migration.md, `copy`), for a service's data copies (docs/data.md).
  * One read order on the source, then one write order on the target, until
  * the end; the last write carries the file's size and SHA-256, which the
- * target checks.  Every order's outcome moves it on; a failure ends it. */
+ * target checks.  Every order's outcome moves it on; a failure ends it.
+ * Used by the migration (migrate.c: container_image_read/_write) and by a
+ * service's data copies (service_data.c). */
 #ifndef VCR_SERVER_CHUNK_COPY_H
 #define VCR_SERVER_CHUNK_COPY_H
 
@@ -24,6 +26,8 @@ struct chunk_copy_spec {
     json_t *read_members, *write_members;         /* borrowed; copied */
     int64_t bytes;
     const char *sha256;
+    int64_t chunk_bytes; /* 0: CHUNK_COPY_BYTES */
+    int64_t order_ms;    /* each order's reply deadline; 0: CHUNK_COPY_ORDER_MS */
 };
 
 /* error NULL on success; bytes: what was written; ms: how long it took. */
