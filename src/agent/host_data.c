@@ -194,6 +194,17 @@ void host_data_qmp_event(struct host_vm *vm, const char *name, json_t *data)
     run_job(d, pack_work);
 }
 
+void host_data_vm_changed(struct host_vm *vm)
+{
+    struct host_data *d = vm->data;
+    if (d == NULL || d->id == NULL || d->job || d->raw == NULL || host_vm_has_process(vm))
+        return;
+    char text[300];
+    snprintf(text, sizeof(text), "volume `%s`: VM `%s` ended during its drive-backup (%s)",
+             d->vol->name, vm->spec->name, vm->sm.cause);
+    data_refuse(d, EIO, text);
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;

@@ -14,6 +14,9 @@ void host_data_order(struct agent *a, struct host_vm *vm, json_t *id, const char
                      json_t *order);
 /* Every QMP event of the VM: a drive-backup's end. */
 void host_data_qmp_event(struct host_vm *vm, const char *name, json_t *data);
+/* Every state change of the VM: a drive-backup whose QEMU is gone ends now
+ * (refused), not at its deadline: the server's recovery waits for it. */
+void host_data_vm_changed(struct host_vm *vm);
 /* Forgets what is under way without answering (agent exit). */
 void host_data_free(struct host_vm *vm);
 

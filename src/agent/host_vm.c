@@ -37,6 +37,7 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms)
 {
     log_info("VM %s: %s (%s), qemu pid %d", vm->spec->name, vm_state_name(vm->sm.state),
              vm->sm.cause, (int)vm->pid);
+    host_data_vm_changed(vm);
     vm->cb(vm, ts_ms, vm->opaque);
 }
 
