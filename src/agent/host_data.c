@@ -200,7 +200,7 @@ void host_data_vm_changed(struct host_vm *vm)
     if (d == NULL || d->id == NULL || d->job || d->raw == NULL || host_vm_has_process(vm))
         return;
     char text[300];
-    snprintf(text, sizeof(text), "volume `%s`: VM `%s` ended during its drive-backup (%s)",
+    snprintf(text, sizeof(text), "volume `%s`: VM `%s` ended during its drive-backup (%.120s)",
              d->vol->name, vm->spec->name, vm->sm.cause);
     data_refuse(d, EIO, text);
 }
