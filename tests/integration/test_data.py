@@ -62,6 +62,14 @@ def fetch_bytes(address, path):
     return r.stdout if r.returncode == 0 else None
 
 
+def note(record_property, key, value):
+    """A measurement: in the JUnit properties, and one JSON line in VCR_DATA_MEASURE."""
+    import json
+    record_property(key, value)
+    with open(os.environ.get("VCR_DATA_MEASURE", "/tmp/vcr-data-measure.jsonl"), "a") as f:
+        f.write(json.dumps({"t": time.time(), key: value}) + "\n")
+
+
 def kv(text):
     return dict(re.findall(r"(\w+)=(\S+)", text or ""))
 
@@ -150,7 +158,7 @@ def test_1_periodic_copies_of_the_running_primary(rig, record_property):
         assert 0 < d["bytes"] < d["raw_bytes"] // 4, d  # ext4 mostly zeros: gzip -1
         assert d["host"] == SB
         total = d["snapshot_ms"] + d["transfer_ms"] + d["install_ms"]
-        record_property(f"copy_{c['id']}", f"{d['bytes']} B packed of {d['raw_bytes']} raw: "
+        note(record_property, f"copy_{c['id']}", f"{d['bytes']} B packed of {d['raw_bytes']} raw: "
                         f"snapshot {d['snapshot_ms']} ms, transfer {d['transfer_ms']} ms, "
                         f"install {d['install_ms']} ms, total {total} ms")
     # The interval holds: the second copy at least ~10 s after the first.
@@ -163,13 +171,12 @@ def test_1_periodic_copies_of_the_running_primary(rig, record_property):
 def test_2_file_written_before_kill9_is_served_by_the_container(rig, record_property):
     w = kv(labkit.http_get(ADDR, "/cgi-bin/writefile?/data/latest&1", timeout=60))
     assert "md5" in w, w
-    since = rig.vcr.last_event_id()
     pid = rig.vcr.vm(VM)["pid"]
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()
     labkit.wait_for("recovered", lambda: rig.service()["state"] == "recovered",
                     RECOVERY_TIMEOUT, interval=0.2)
-    record_property("kill_to_recovered_s", round(time.monotonic() - t0, 2))
+    note(record_property, "kill_to_recovered_s", round(time.monotonic() - t0, 2))
     body = labkit.wait_for("the file from the container",
                            lambda: fetch_bytes(CT_ADDR, "/data/latest"), 30, interval=0.5)
     assert hashlib.md5(body).hexdigest() == w["md5"], (len(body), w)
@@ -184,9 +191,10 @@ def test_2_file_written_before_kill9_is_served_by_the_container(rig, record_prop
     assert attached["data_age_ms"] == 0 and attached["taken_ms"] == copied["taken_ms"]
     assert s["data"]["age_ms"] == 0
     assert attached["path"] == PATH
-    record_property("data_copied", {k: copied[k] for k in ("bytes", "raw_bytes", "snapshot_ms",
+    note(record_property, "data_copied", {k: copied[k] for k in ("bytes", "raw_bytes", "snapshot_ms",
                                                            "transfer_ms", "install_ms")})
-    record_property("data_attached_ms", attached.get("attach_ms"))
+    note(record_property, "data_attached_ms", attached.get("attach_ms"))
+    note(record_property, "recovery_timeline", s["recovery"]["timeline"])
 
 
 def test_3_failback_brings_the_containers_writes_back(rig, record_property):
@@ -198,9 +206,10 @@ def test_3_failback_brings_the_containers_writes_back(rig, record_property):
     assert r.returncode == 0, r.stderr
     labkit.wait_for("back on the primary", lambda: rig.service()["state"] == "ok",
                     RECOVERY_TIMEOUT, interval=0.5)
-    record_property("failback_s", round(time.monotonic() - t0, 2))
+    note(record_property, "failback_s", round(time.monotonic() - t0, 2))
     md5 = kv(labkit.http_get(ADDR, "/cgi-bin/md5?/data/fromct", timeout=30))
     want = hashlib.md5(b"written-in-the-container\n").hexdigest()
     assert md5.get("md5") == want, md5
     back = [e["detail"] for e in rig.events("failback") if e["detail"]["phase"] == "data_returned"]
     assert back, "no data_returned failback phase"
+    note(record_property, "data_returned", back[-1])
