@@ -10,6 +10,9 @@ agent), a standby VM running its warm container, the server copying the volume.
     the data age is 0 in the timeline and in `vcr services --json`
   3 failback: a file the container wrote under `path` is in the primary's volume once
     it serves again
+  4 host failure (host1's agent and dat1's QEMU killed): the last periodic copy that
+    reached the standby is attached; a file written before that copy is served; the
+    data age is the detection time minus that copy's taken_ms
 
 The container's `path` is /www/data: its busybox httpd serves the data as files.  A CGI
 added to the container template (/www/cgi-bin/put) writes a file there.
@@ -116,11 +119,13 @@ def rig(lab, tmp_path_factory):
         svc["data"] = {"volume": "data", "path": PATH, "interval_s": 10}
         r.server = d.server(heartbeat_ms=500, host_timeout_ms=5000, fence_timeout_ms=6000,
                             dns=True, services=[svc])
-        # The agent's config, with the volume appended to its last VM (dat1).
+        # The standby VM on host2, so that host1 (the primary's) can fail alone.
+        r.agents = {"host2": d.agent("host2", [sb])}
+        # host1's config, with the volume appended to its VM (dat1).
         state = tmp / "agent-host1"
         state.mkdir(exist_ok=True)
         cfg = tmp / "agent-host1.yaml"
-        labkit.write_agent_config(cfg, "host1", str(state), [sb, web])
+        labkit.write_agent_config(cfg, "host1", str(state), [web])
         with open(cfg, "a") as f:
             f.write("    volumes:\n"
                     f"      - {{name: data, size_mb: 16, image: {state}/data.img, "
@@ -129,6 +134,7 @@ def rig(lab, tmp_path_factory):
                          str(cfg), "--log-level", "debug", "--stop-vms-on-exit"],
                         str(tmp / "agent-host1.log"))
         d.procs.append(p)
+        r.agents["host1"] = p
         for name in (VM, SB):
             d.wait_vm_state(name, "running", BOOT_TIMEOUT)
         labkit.wait_for("the primary's volume",
@@ -213,3 +219,37 @@ def test_3_failback_brings_the_containers_writes_back(rig, record_property):
     back = [e["detail"] for e in rig.events("failback") if e["detail"]["phase"] == "data_returned"]
     assert back, "no data_returned failback phase"
     note(record_property, "data_returned", back[-1])
+
+
+def test_4_host_failure_uses_the_last_copy_on_the_standby(rig, record_property):
+    labkit.wait_for("the service ok", lambda: rig.service()["state"] == "ok", 60)
+    w = kv(labkit.http_get(ADDR, "/cgi-bin/writefile?/data/before-host&1", timeout=60))
+    assert "md5" in w, w
+    written_ms = labkit.now_ms()
+
+    def copy_after_write():
+        ok = [e["detail"] for e in rig.events("data_copy")
+              if (e.get("detail") or {}).get("ok") and e["detail"]["taken_ms"] > written_ms]
+        return ok[-1] if ok else None
+    copy = labkit.wait_for("a periodic copy after the write", copy_after_write, 90, interval=0.5)
+    pid = rig.vcr.vm(VM)["pid"]
+    rig.agents["host1"].signal(signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    labkit.wait_for("recovered", lambda: rig.service()["state"] == "recovered",
+                    RECOVERY_TIMEOUT, interval=0.2)
+    note(record_property, "host_failure_to_recovered_s", round(time.monotonic() - t0, 2))
+    s = rig.service()
+    tl = {e["phase"]: e for e in s["recovery"]["timeline"]}
+    copied, attached = tl["data_copied"], tl["data_attached"]
+    assert copied["source"] == "standby", copied
+    # The last copy that reached the standby: the one seen above, or a later one.
+    assert attached["taken_ms"] >= copy["taken_ms"], (attached, copy)
+    detected = s["recovery"]["started_ms"]
+    assert attached["data_age_ms"] == max(0, detected - attached["taken_ms"]), attached
+    assert s["data"]["age_ms"] == attached["data_age_ms"]
+    assert attached["data_age_ms"] > 0  # the copy predates the failure
+    body = labkit.wait_for("the file from the container",
+                           lambda: fetch_bytes(CT_ADDR, "/data/before-host"), 30, interval=0.5)
+    assert hashlib.md5(body).hexdigest() == w["md5"]
+    note(record_property, "host_failure_timeline", s["recovery"]["timeline"])
