@@ -196,6 +196,9 @@ def test_2_file_written_before_kill9_is_served_by_the_container(rig, record_prop
     assert copied["taken_ms"] >= s["recovery"]["started_ms"]  # after the VM died
     assert attached["data_age_ms"] == 0 and attached["taken_ms"] == copied["taken_ms"]
     assert s["data"]["age_ms"] == 0
+    table = rig.vcr.run("services").stdout
+    assert f"{VM}: data `data` at {PATH}: last copy taken at" in table, table
+    assert "age at the last recovery 0 ms" in table, table
     assert attached["path"] == PATH
     note(record_property, "data_copied", {k: copied[k] for k in ("bytes", "raw_bytes", "snapshot_ms",
                                                            "transfer_ms", "install_ms")})
