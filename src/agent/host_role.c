@@ -9,6 +9,7 @@
 
 #include "agent/accel.h"
 #include "agent/agent_role.h"
+#include "agent/host_data.h"
 #include "agent/host_fence.h"
 #include "agent/host_reboot.h"
 #include "agent/host_vm.h"
@@ -356,13 +357,28 @@ static int order_volume(struct host_role *r, size_t i, json_t *id, const char *a
     return 1;
 }
 
+static int order_data(struct host_role *r, size_t i, json_t *id, const char *action, json_t *order,
+                      vcr_error_t *err)
+{
+    (void)err;
+    host_data_order(r->agent, r->vms[i], id, action, order); /* answers itself (host_data.c) */
+    return 1;
+}
+
 static const struct host_order_kind {
     const char *action;
     host_order_fn run;
 } host_orders[] = {
-    {"vm_start", order_start},  {"vm_stop", order_stop},
-    {"vm_kill", order_kill},    {"vm_warm_restart", order_warm_restart},
-    {"vm_flush", order_volume}, {"vm_reboot", order_volume},
+    {"vm_start", order_start},
+    {"vm_stop", order_stop},
+    {"vm_kill", order_kill},
+    {"vm_warm_restart", order_warm_restart},
+    {"vm_flush", order_volume},
+    {"vm_reboot", order_volume},
+    {"volume_snapshot", order_data},
+    {"volume_snapshot_read", order_data},
+    {"volume_restore_write", order_data},
+    {"volume_restore", order_data},
 };
 #define N_HOST_ORDERS (sizeof(host_orders) / sizeof(host_orders[0]))
 

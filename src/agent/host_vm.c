@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "agent/host_data.h"
 #include "agent/host_sampler.h"
 #include "agent/host_volume.h"
 #include "agent/proc.h"
@@ -36,6 +37,7 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms)
 {
     log_info("VM %s: %s (%s), qemu pid %d", vm->spec->name, vm_state_name(vm->sm.state),
              vm->sm.cause, (int)vm->pid);
+    host_data_vm_changed(vm);
     vm->cb(vm, ts_ms, vm->opaque);
 }
 
@@ -173,6 +175,7 @@ static void on_qmp_event(struct qmp_client *c, const char *name, json_t *data, i
     struct host_vm *vm = opaque;
     int64_t seen = vcr_wall_ms();
     log_debug("VM %s: qmp event %s", vm->spec->name, name);
+    host_data_qmp_event(vm, name, data);
     if (vm_sm_qmp_event(&vm->sm, name, data))
         host_vm_changed(vm, seen);
 }
@@ -669,6 +672,7 @@ void host_vm_free(struct host_vm *vm)
         return;
     host_vm_warm_free(vm->warm);
     host_volumes_free(vm);
+    host_data_free(vm);
     free(vm->qemu_path);
     qmp_client_free(vm->qmp);
     proc_watch_free(vm->proc);

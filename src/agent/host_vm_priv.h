@@ -42,6 +42,8 @@ struct host_vm {
     struct host_vm_warm *warm; /* a warm restart under way, or NULL */
     /* Data volumes (host_volume.c), or NULL. */
     struct host_volumes *volumes;
+    /* Copies of its volumes for a service's data (host_data.c), or NULL. */
+    struct host_data *data;
 };
 
 /* host_vm.c */

@@ -277,3 +277,33 @@ const struct standby_ct_spec *standby_ct_spec_of(const struct standby_ct *ct)
 {
     return &ct->spec;
 }
+
+int standby_ct_bind_dir(struct standby_ct *ct, const char *src, const char *path, bool *restarted,
+                        vcr_error_t *err)
+{
+    char entry[600], all[8192];
+    /* The target of lxc.mount.entry is relative to the rootfs. */
+    snprintf(entry, sizeof(entry), "%s %s none bind,create=dir 0 0", src, path + 1);
+    int n = ct->c->get_config_item(ct->c, "lxc.mount.entry", all, (int)sizeof(all));
+    bool present = false;
+    for (char *line = n > 0 && (size_t)n < sizeof(all) ? all : NULL; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        present = present || strcmp(line, entry) == 0;
+        line = nl ? nl + 1 : NULL;
+    }
+    if (!present) {
+        if (!ct->c->set_config_item(ct->c, "lxc.mount.entry", entry))
+            return vcr_error_make(err, EINVAL, "lxc config `lxc.mount.entry = %s` refused", entry);
+        if (!ct->c->save_config(ct->c, NULL))
+            return lxc_failure(err, ct->c, "save the configuration");
+    }
+    *restarted = ct->c->is_running(ct->c);
+    if (*restarted) {
+        if (!ct->c->stop(ct->c) && ct->c->is_running(ct->c))
+            return lxc_failure(err, ct->c, "stop");
+        ct->c->wait(ct->c, "STOPPED", 10);
+    }
+    return standby_ct_start(ct, err);
+}

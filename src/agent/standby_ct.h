@@ -44,6 +44,14 @@ const char *standby_ct_state(struct standby_ct *ct);
 json_t *standby_ct_json(struct standby_ct *ct, bool with_load, uint64_t now_ns);
 void standby_ct_free(struct standby_ct *ct);
 
+/* A service's data (docs/data.md): lxc.mount.entry binding src (a directory
+ * of the standby VM) at path inside the container, added to its saved
+ * configuration unless there; then the container is (re)started at once
+ * (SIGKILL, no shutdown: it serves no client yet) so that the bind is made:
+ * *restarted says whether it was running. */
+int standby_ct_bind_dir(struct standby_ct *ct, const char *src, const char *path, bool *restarted,
+                        vcr_error_t *err);
+
 /* --- migration (standby_criu.c; docs/agent.md "Migration (CRIU)") --- */
 
 struct standby_checkpoint_result {

@@ -114,32 +114,48 @@ json_t *standby_image_read(const char *base, const struct standby_image_read *rq
     struct standby_migrate_paths p;
     if (standby_migrate_paths(base, rq->name, rq->phase, &p, err) < 0)
         return NULL;
-    cleanup_close int fd = open(p.tar, O_RDONLY | O_CLOEXEC);
+    if (access(p.tar, F_OK) < 0 && errno == ENOENT)
+        return vcr_error_make(err, ENOENT,
+                              "container `%s`: no %s image (`%s`): container_checkpoint it first",
+                              rq->name, standby_phase_name(rq->phase), p.tar),
+               NULL;
+    return standby_chunk_read(p.tar, rq->offset, rq->length, err);
+}
+
+int standby_chunk_range_from_json(json_t *msg, uint64_t *offset, size_t *length, vcr_error_t *err)
+{
+    uint64_t off = 0, len = 0;
+    if (get_uint(msg, "offset", 0, INT64_MAX, &off, err) < 0 ||
+        get_uint(msg, "length", 1, STANDBY_CHUNK_MAX, &len, err) < 0)
+        return -1;
+    *offset = off;
+    *length = (size_t)len;
+    return 0;
+}
+
+json_t *standby_chunk_read(const char *path, uint64_t offset, size_t length, vcr_error_t *err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOENT ? (vcr_error_make(err, ENOENT,
-                                                 "container `%s`: no %s image (`%s`): "
-                                                 "container_checkpoint it first",
-                                                 rq->name, standby_phase_name(rq->phase), p.tar),
-                                  NULL)
-                               : (vcr_error_errno(err, "open `%s`", p.tar), NULL);
+        return vcr_error_errno(err, "open `%s`", path), NULL;
     struct stat st;
     if (fstat(fd, &st) < 0)
-        return vcr_error_errno(err, "stat `%s`", p.tar), NULL;
+        return vcr_error_errno(err, "stat `%s`", path), NULL;
     uint64_t size = (uint64_t)st.st_size;
-    if (rq->offset > size)
+    if (offset > size)
         return vcr_error_make(err, EINVAL, "offset: `%llu` is past the end of `%s` (%llu bytes)",
-                              (unsigned long long)rq->offset, p.tar, (unsigned long long)size),
+                              (unsigned long long)offset, path, (unsigned long long)size),
                NULL;
-    cleanup_free unsigned char *buf = malloc(rq->length);
+    cleanup_free unsigned char *buf = malloc(length);
     if (buf == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory"), NULL;
     size_t got = 0;
-    while (got < rq->length && rq->offset + got < size) {
-        ssize_t n = pread(fd, buf + got, rq->length - got, (off_t)(rq->offset + got));
+    while (got < length && offset + got < size) {
+        ssize_t n = pread(fd, buf + got, length - got, (off_t)(offset + got));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return vcr_error_errno(err, "read `%s`", p.tar), NULL;
+            return vcr_error_errno(err, "read `%s`", path), NULL;
         if (n == 0)
             break;
         got += (size_t)n;
@@ -147,7 +163,7 @@ json_t *standby_image_read(const char *base, const struct standby_image_read *rq
     cleanup_free char *data = standby_base64_encode(buf, got);
     if (data == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory"), NULL;
-    return json_pack("{s:s, s:b, s:I}", "data", data, "eof", rq->offset + got >= size, "bytes",
+    return json_pack("{s:s, s:b, s:I}", "data", data, "eof", offset + got >= size, "bytes",
                      (json_int_t)size);
 }
 
@@ -165,7 +181,16 @@ int standby_image_write_from_json(json_t *msg, struct standby_image_write *w, vc
 {
     struct standby_image_write c = {0};
     if (get_name(msg, c.name, err) < 0 || get_phase(msg, &c.phase, err) < 0 ||
-        get_uint(msg, "offset", 0, INT64_MAX, &c.offset, err) < 0)
+        standby_chunk_from_json(msg, &c, err) < 0)
+        return -1;
+    *w = c;
+    return 0;
+}
+
+int standby_chunk_from_json(json_t *msg, struct standby_image_write *w, vcr_error_t *err)
+{
+    struct standby_image_write c = *w;
+    if (get_uint(msg, "offset", 0, INT64_MAX, &c.offset, err) < 0)
         return -1;
     json_t *last = json_object_get(msg, "last");
     if (last && !json_is_boolean(last))
@@ -228,37 +253,42 @@ json_t *standby_image_write(const char *base, const struct standby_image_write *
     if (standby_migrate_paths(base, w->name, w->phase, &p, err) < 0 ||
         make_dirs(base, p.dir, err) < 0)
         return NULL;
+    return standby_chunk_write(p.tar, w, err);
+}
+
+json_t *standby_chunk_write(const char *path, const struct standby_image_write *w, vcr_error_t *err)
+{
     int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (w->offset == 0 ? O_TRUNC : 0);
-    cleanup_close int fd = open(p.tar, flags, 0600);
+    cleanup_close int fd = open(path, flags, 0600);
     if (fd < 0)
-        return vcr_error_errno(err, "open `%s`", p.tar), NULL;
+        return vcr_error_errno(err, "open `%s`", path), NULL;
     size_t done = 0;
     while (done < w->len) {
         ssize_t n = pwrite(fd, w->data + done, w->len - done, (off_t)(w->offset + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            return vcr_error_errno(err, "write `%s` at %llu", p.tar,
+            return vcr_error_errno(err, "write `%s` at %llu", path,
                                    (unsigned long long)(w->offset + done)),
                    NULL;
         done += (size_t)n;
     }
     struct stat st;
     if (fstat(fd, &st) < 0)
-        return vcr_error_errno(err, "stat `%s`", p.tar), NULL;
+        return vcr_error_errno(err, "stat `%s`", path), NULL;
     if (w->last) {
         if ((uint64_t)st.st_size != w->bytes)
             return vcr_error_make(err, EIO, "bytes: `%s` has %llu bytes, the sender said %llu",
-                                  p.tar, (unsigned long long)st.st_size,
+                                  path, (unsigned long long)st.st_size,
                                   (unsigned long long)w->bytes),
                    NULL;
         char sum[WARM_STATE_HEX_LEN + 1];
         uint64_t size = 0;
-        if (warm_state_digest(p.tar, sum, &size, err) < 0)
+        if (warm_state_digest(path, sum, &size, err) < 0)
             return NULL;
         if (strcmp(sum, w->sha256) != 0)
-            return vcr_error_make(err, EIO, "sha256: `%s` has SHA-256 %s, the sender said %s",
-                                  p.tar, sum, w->sha256),
+            return vcr_error_make(err, EIO, "sha256: `%s` has SHA-256 %s, the sender said %s", path,
+                                  sum, w->sha256),
                    NULL;
     }
     return json_pack("{s:I}", "bytes", (json_int_t)st.st_size);

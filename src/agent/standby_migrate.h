@@ -80,6 +80,19 @@ void standby_image_write_release(struct standby_image_write *w);
 json_t *standby_image_write(const char *base, const struct standby_image_write *w,
                             vcr_error_t *err);
 
+/* The chunk members shared by every chunked copy (the migration's images,
+ * a service's data copies, docs/data.md): offset, length for a read;
+ * offset, data, last, bytes?, sha256? for a write (into *w, whose name and
+ * phase are left as they are). */
+int standby_chunk_range_from_json(json_t *msg, uint64_t *offset, size_t *length, vcr_error_t *err);
+int standby_chunk_from_json(json_t *msg, struct standby_image_write *w, vcr_error_t *err);
+/* The reply members of a chunk read of path: {data (base64), eof, bytes}. */
+json_t *standby_chunk_read(const char *path, uint64_t offset, size_t length, vcr_error_t *err);
+/* Writes the chunk into path (offset 0 truncates it first); after the last
+ * one, checks the file's size and SHA-256 (EIO naming both).  {bytes}. */
+json_t *standby_chunk_write(const char *path, const struct standby_image_write *w,
+                            vcr_error_t *err);
+
 /* container_migrate_cleanup {name}: removes BASE/NAME (nothing there is fine). */
 int standby_migrate_cleanup(const char *base, const char *name, vcr_error_t *err);
 

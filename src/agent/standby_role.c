@@ -20,6 +20,8 @@
 #include "agent/agent_role.h"
 #include "agent/standby.h"
 #include "agent/standby_ct.h"
+#include "agent/standby_data.h"
+#include "agent/data_image.h"
 #include "agent/standby_job.h"
 #include "agent/standby_migrate.h"
 #include "common/cleanup.h"
@@ -42,6 +44,7 @@ struct standby_pending {
     enum standby_phase phase;    /* container_checkpoint */
     struct standby_ct *ct;       /* start, stop, destroy: the container (the child's copy acts) */
     int hold_ms;                 /* test fault: the child sleeps this long first */
+    json_t *order;               /* data_* orders: their members (docs/data.md) */
 };
 
 struct standby_role {
@@ -49,6 +52,7 @@ struct standby_role {
     const char *lxcpath;
     const char *templates_dir;
     const char *migrate_dir;
+    const char *data_dir;
     struct standby_ct *cts[STANDBY_CT_MAX];
     size_t n_cts;
     struct standby_pending *pending[STANDBY_CT_MAX];
@@ -98,6 +102,7 @@ static int standby_init(struct agent *a, vcr_error_t *err)
     r->lxcpath = STANDBY_LXCPATH;
     r->templates_dir = STANDBY_TEMPLATES_DIR;
     r->migrate_dir = STANDBY_MIGRATE_DIR;
+    r->data_dir = STANDBY_DATA_DIR;
     a->role_data = r;
     adopt_existing(r);
     /* Containers share the VM's kernel: no accelerator of our own. */
@@ -196,6 +201,7 @@ static void pending_free(struct standby_pending *p)
             break;
         }
     json_decref(p->id);
+    json_decref(p->order);
     free(p);
 }
 
@@ -235,6 +241,40 @@ static int restore_work(struct standby_pending *p, vcr_error_t *err)
     return 0;
 }
 
+/* In the child: a service's data (docs/data.md).  data_attach loop-mounts the
+ * latest copy, binds it at `path` in the container and (re)starts it;
+ * data_export stops the container and packs its data for the way back. */
+static int data_work(struct standby_pending *p, vcr_error_t *err)
+{
+    const char *base = p->r->data_dir;
+    if (strcmp(p->action, "data_install") == 0)
+        return standby_data_install(base, p->order, err);
+    const char *service = json_string_value(json_object_get(p->order, "service"));
+    if (service == NULL)
+        return vcr_error_make(err, EINVAL, "`service` is missing; expected a service name");
+    if (strcmp(p->action, "data_export") == 0) {
+        if (p->ct && standby_ct_stop(p->ct, STANDBY_STOP_TIMEOUT_S, err) < 0)
+            return -1;
+        return standby_data_export(base, service, err);
+    }
+    const char *path = json_string_value(json_object_get(p->order, "path"));
+    if (path == NULL || path[0] != '/' || strchr(path, ' '))
+        return vcr_error_make(err, EINVAL,
+                              "path: `%.80s` is not a mount point; expected an absolute path",
+                              path ? path : "(missing)");
+    char mnt[400], text[160];
+    int64_t taken_ms = 0, t0 = vcr_mono_ms();
+    if (standby_data_mount(base, service, mnt, sizeof(mnt), &taken_ms, err) < 0)
+        return -1;
+    bool restarted = false;
+    if (standby_ct_bind_dir(p->ct, mnt, path, &restarted, err) < 0)
+        return -1;
+    snprintf(text, sizeof(text), "{\"taken_ms\": %lld, \"attach_ms\": %lld, \"restarted\": %s}",
+             (long long)taken_ms, (long long)(vcr_mono_ms() - t0), restarted ? "true" : "false");
+    standby_job_set_result(text);
+    return 0;
+}
+
 /* In the child. */
 static int job_work(void *arg, vcr_error_t *err)
 {
@@ -253,6 +293,8 @@ static int job_work(void *arg, vcr_error_t *err)
                    ? vcr_error_wrap(err, "created, but not started")
                    : 0;
     }
+    if (p->order)
+        return data_work(p, err);
     if (strcmp(p->action, "container_checkpoint") == 0)
         return checkpoint_work(p, err);
     if (strcmp(p->action, "container_restore") == 0)
@@ -333,11 +375,20 @@ struct standby_action {
     enum ct_need ct;
 };
 static const struct standby_action standby_actions[] = {
-    {"container_create", true, CT_ABSENT},        {"container_start", true, CT_EXISTS},
-    {"container_stop", true, CT_IDEMPOTENT},      {"container_destroy", true, CT_IDEMPOTENT},
-    {"container_checkpoint", true, CT_EXISTS},    {"container_image_read", false, CT_ANY},
-    {"container_image_write", false, CT_ANY},     {"container_restore", true, CT_ABSENT},
+    {"container_create", true, CT_ABSENT},
+    {"container_start", true, CT_EXISTS},
+    {"container_stop", true, CT_IDEMPOTENT},
+    {"container_destroy", true, CT_IDEMPOTENT},
+    {"container_checkpoint", true, CT_EXISTS},
+    {"container_image_read", false, CT_ANY},
+    {"container_image_write", false, CT_ANY},
+    {"container_restore", true, CT_ABSENT},
     {"container_migrate_cleanup", false, CT_ANY},
+    {"data_write", false, CT_ANY},
+    {"data_read", false, CT_ANY},
+    {"data_install", true, CT_ANY},
+    {"data_attach", true, CT_EXISTS},
+    {"data_export", true, CT_ANY},
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
 
@@ -355,7 +406,9 @@ static void loop_order(struct standby_role *r, json_t *id, const char *action, j
 {
     cleanup_error vcr_error_t err = NULL;
     json_t *members = NULL;
-    if (strcmp(action, "container_image_read") == 0) {
+    if (strncmp(action, "data_", 5) == 0) {
+        members = standby_data_loop_order(r->data_dir, action, msg, &err);
+    } else if (strcmp(action, "container_image_read") == 0) {
         struct standby_image_read rq;
         if (standby_image_read_from_json(msg, &rq, &err) == 0)
             members = standby_image_read(r->migrate_dir, &rq, &err);
@@ -478,8 +531,10 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
         free(p);
         return;
     }
-    p->ct = act->ct == CT_ABSENT ? NULL : r->cts[i];
+    p->ct = act->ct == CT_ABSENT || i == r->n_cts ? NULL : r->cts[i];
     p->id = json_incref(id);
+    if (strncmp(action, "data_", 5) == 0)
+        p->order = json_incref(msg);
     run_pending(r, p);
 }
 

@@ -15,7 +15,9 @@ static const char usage[] =
     "failed), where it is served now (primary or standby, address:port), the state of\n"
     "its standby container as the standby host reports it (running, stopped, absent,\n"
     "provisioning, unknown while the host is lost), and the timeline of its last\n"
-    "recovery, phase by phase with the ms since detection.\n"
+    "recovery, phase by phase with the ms since detection.  A service with data\n"
+    "(docs/data.md) gets a line with its last copy and the data's age at its last\n"
+    "recovery.\n"
     "\n"
     "  -j, --json  print the server's JSON (GET /v1/services) instead\n"
     "  -h, --help  show this help\n";
@@ -24,6 +26,28 @@ static const char *str(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : "-";
+}
+
+/* A service's data (docs/data.md): its last copy and the age at the last recovery. */
+static void print_data(json_t *s)
+{
+    json_t *data = json_object_get(s, "data");
+    if (!json_is_object(data))
+        return;
+    json_t *last = json_object_get(data, "last_copy");
+    json_t *age = json_object_get(data, "age_ms");
+    printf("  %s: data `%s` at %s: ", str(s, "name"), str(data, "volume"), str(data, "path"));
+    if (json_is_object(last))
+        printf("last copy taken at %lld ms (%s, %lld bytes packed)",
+               (long long)json_integer_value(json_object_get(last, "taken_ms")),
+               str(last, "method"), (long long)json_integer_value(json_object_get(last, "bytes")));
+    else
+        printf("no copy yet");
+    if (json_is_integer(age))
+        printf("; age at the last recovery %lld ms", (long long)json_integer_value(age));
+    if (json_is_string(json_object_get(data, "error")))
+        printf("; last error: %s", str(data, "error"));
+    printf("\n");
 }
 
 static void print_services(json_t *body)
@@ -44,6 +68,7 @@ static void print_services(json_t *body)
         if (json_is_string(json_object_get(standby, "provision_error")))
             printf("  %s: provisioning failed: %s\n", str(s, "name"),
                    str(standby, "provision_error"));
+        print_data(s);
     }
     json_array_foreach(json_object_get(body, "services"), i, s)
     {

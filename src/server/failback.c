@@ -1,6 +1,8 @@
 /* Failback (docs/recovery.md, "Failback"): a service served by its standby
  * container goes back to its primary.
  *
+ *   [a service with data: its container stopped, its data copied back into
+ *   the primary's volume (service_data.c)] ->
  *   [vm_start, if the primary is not running] -> probe the primary until it
  *   answers (its boot grace at most) -> DNS back to the primary -> cold only:
  *   container_stop, container_destroy -> ok.
@@ -177,6 +179,62 @@ void failback_tick(struct svc *s, int64_t now)
         failback_fail(s, vcr_error_msg(err));
 }
 
+static int start_primary(struct svc *s, vcr_error_t *err)
+{
+    const struct service_config *c = s->cfg;
+    if (agents_send_order(s->rc->agents, c->primary.host, "vm_start", c->primary.vm,
+                          RECOVERY_VM_START_ORDER_MS, on_failback_start, s, err) < 0)
+        return vcr_error_wrap(err, "service `%s`: failback: start primary VM `%s`", c->name,
+                              c->primary.vm);
+    s->order_pending = true;
+    s->failback_starting = true;
+    return 0;
+}
+
+static void on_reattached(enum order_outcome outcome, const char *message, json_t *reply,
+                          void *opaque)
+{
+    struct svc *s = opaque;
+    (void)reply;
+    if (outcome != ORDER_DONE)
+        log_error("service %s: failback: container %s not restarted with its data: %s",
+                  s->cfg->name, s->cfg->standby.container, message ? message : "failed");
+}
+
+static void on_data_back(struct svc *s, const char *error)
+{
+    if (s->rc->stopping || s->step != STEP_FAILBACK)
+        return;
+    s->failback_starting = false;
+    cleanup_error vcr_error_t err = NULL;
+    if (error == NULL) {
+        const struct svc_data *d = &s->data;
+        cleanup_json json_t *detail = json_pack(
+            "{s:s, s:s, s:s, s:I, s:I}", "service", s->cfg->name, "phase", "data_returned",
+            "volume", s->cfg->data.volume, "bytes", (json_int_t)d->cur.bytes, "elapsed_ms",
+            (json_int_t)(vcr_mono_ms() - s->step_started));
+        recovery_journal(s, JOURNAL_FAILBACK, detail);
+        log_info("service %s: failback: data_returned (%lld bytes packed)", s->cfg->name,
+                 (long long)d->cur.bytes);
+        if (start_primary(s, &err) == 0)
+            return;
+        error = vcr_error_msg(err);
+    }
+    /* The container was stopped for the copy: it serves again, with its data. */
+    cleanup_json json_t *m = json_pack("{s:s, s:s, s:s}", "name", s->cfg->standby.container,
+                                       "service", s->cfg->name, "path", s->cfg->data.path);
+    cleanup_error vcr_error_t err2 = NULL;
+    if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "data_attach",
+                               s->cfg->standby.container, m, SERVICE_DATA_ORDER_MS, on_reattached,
+                               s, &err2) < 0)
+        log_error("service %s: failback: container %s not restarted: %s", s->cfg->name,
+                  s->cfg->standby.container, vcr_error_msg(err2));
+    char why[700];
+    snprintf(why, sizeof(why), "data of %s back to volume %s of %s: %s", s->cfg->name,
+             s->cfg->data.volume, s->cfg->primary.vm, error);
+    failback_fail(s, why);
+}
+
 int failback_start(struct svc *s, vcr_error_t *err)
 {
     const struct service_config *c = s->cfg;
@@ -195,16 +253,29 @@ int failback_start(struct svc *s, vcr_error_t *err)
     uint32_t grace =
         c->check.boot_grace_ms ? c->check.boot_grace_ms : SERVICES_DEFAULT_BOOT_GRACE_MS;
     s->wait_until = s->step_started + (running ? FAILBACK_RUNNING_PROBE_MS : grace);
+    if (c->data.volume && running)
+        return s->step = STEP_IDLE,
+               vcr_error_make(err, EBUSY,
+                              "service `%s`: primary VM `%s` runs: its volume `%s` cannot take "
+                              "the container's data back while it does; stop it first",
+                              c->name, c->primary.vm, c->data.volume);
     failback_record(s, "started", NULL);
     if (running)
         return 0;
-    if (agents_send_order(s->rc->agents, c->primary.host, "vm_start", c->primary.vm,
-                          RECOVERY_VM_START_ORDER_MS, on_failback_start, s, err) < 0) {
-        s->step = STEP_IDLE;
-        return vcr_error_wrap(err, "service `%s`: failback: start primary VM `%s`", c->name,
-                              c->primary.vm);
+    if (c->data.volume) {
+        if (s->data.busy != DATA_IDLE) {
+            s->step = STEP_IDLE;
+            return vcr_error_make(err, EBUSY, "service `%s`: a data copy is under way; try again",
+                                  c->name);
+        }
+        /* The wait for the primary's answer counts from its start. */
+        s->failback_starting = true;
+        service_data_failback(s, on_data_back);
+        return 0;
     }
-    s->order_pending = true;
-    s->failback_starting = true;
+    if (start_primary(s, err) < 0) {
+        s->step = STEP_IDLE;
+        return -1;
+    }
     return 0;
 }

@@ -17,6 +17,7 @@
 #define JOURNAL_MIGRATION           "migration"
 #define JOURNAL_PROVISION           "provision"
 #define JOURNAL_SELF_FENCE          "self_fence"
+#define JOURNAL_DATA_COPY           "data_copy"
 
 #define JOURNAL_READ_MAX 1000
 

@@ -17,6 +17,7 @@
 #include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/check.h"
+#include "server/chunk_copy.h"
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/server_config.h"
@@ -342,16 +343,19 @@ static void checkpoint(struct mig *g, const char *which)
     order(g, g->src, "container_checkpoint", members, MIGRATE_DUMP_ORDER_MS, on_checkpoint);
 }
 
-static void on_write(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
+/* The image copied (chunk_copy.h: the same chunk mechanism as a service's
+ * data copies): on to the final dump, or to the restore. */
+static void on_image_copied(const char *error, int64_t bytes, int64_t ms, void *opaque)
 {
-    (void)reply;
+    (void)ms;
     struct mig *g = opaque;
-    if (!reply_ok(g, g->phase, "image write on the target", outcome, message))
+    if (g->m->stopping || (g->phase != MP_COPY_PRE && g->phase != MP_COPY))
         return;
-    if (g->offset < g->image_bytes) {
-        copy_next(g);
+    if (error) {
+        fail(g, "image copy: %s", error);
         return;
     }
+    g->offset = bytes;
     bool pre = g->phase == MP_COPY_PRE;
     phase_done(g, pre ? MP_DUMP : MP_RESTORE, json_pack("{s:I}", "bytes", (json_int_t)g->offset));
     if (pre)
@@ -360,45 +364,26 @@ static void on_write(enum order_outcome outcome, const char *message, json_t *re
         restore(g);
 }
 
-static void on_read(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
-{
-    struct mig *g = opaque;
-    if (!reply_ok(g, g->phase, "image read on the source", outcome, message))
-        return;
-    const char *data = json_string_value(json_object_get(reply, "data"));
-    json_t *bytes = json_object_get(reply, "bytes");
-    if (data == NULL || (json_is_integer(bytes) && json_integer_value(bytes) != g->image_bytes)) {
-        fail(g, "image read on %s: no data, or the image changed size", g->src);
-        return;
-    }
-    /* base64: 4 characters for every 3 bytes, the last group padded. */
-    size_t len = strlen(data);
-    int64_t raw =
-        (int64_t)(len / 4 * 3) - (len && data[len - 1] == '=') - (len > 1 && data[len - 2] == '=');
-    if (raw <= 0) {
-        fail(g, "image read on %s at offset %lld: empty chunk before the end", g->src,
-             (long long)g->offset);
-        return;
-    }
-    bool last = g->offset + raw >= g->image_bytes;
-    cleanup_json json_t *members =
-        json_pack("{s:s, s:s, s:I, s:s, s:b}", "name", g->name, "phase", g->image, "offset",
-                  (json_int_t)g->offset, "data", data, "last", last);
-    if (members && last) {
-        json_object_set_new(members, "bytes", json_integer(g->image_bytes));
-        json_object_set_new(members, "sha256", json_string(g->sha256));
-    }
-    g->offset += raw;
-    order(g, g->dst, "container_image_write", members, MIGRATE_CHUNK_ORDER_MS, on_write);
-}
-
 static void copy_next(struct mig *g)
 {
-    int64_t left = g->image_bytes - g->offset;
-    cleanup_json json_t *members = json_pack(
-        "{s:s, s:s, s:I, s:I}", "name", g->name, "phase", g->image, "offset", (json_int_t)g->offset,
-        "length", (json_int_t)(left < MIGRATE_CHUNK_BYTES ? left : MIGRATE_CHUNK_BYTES));
-    order(g, g->src, "container_image_read", members, MIGRATE_CHUNK_ORDER_MS, on_read);
+    cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "phase", g->image);
+    struct chunk_copy_spec spec = {
+        .src_host = g->src,
+        .src_vm = g->name,
+        .read_action = "container_image_read",
+        .dst_host = g->dst,
+        .dst_vm = g->name,
+        .write_action = "container_image_write",
+        .read_members = members,
+        .write_members = members,
+        .bytes = g->image_bytes,
+        .sha256 = g->sha256,
+        .chunk_bytes = MIGRATE_CHUNK_BYTES,
+        .order_ms = MIGRATE_CHUNK_ORDER_MS,
+    };
+    cleanup_error vcr_error_t err = NULL;
+    if (chunk_copy_start(g->m->agents, &spec, on_image_copied, g, &err) < 0)
+        fail(g, "image copy: %s", vcr_error_msg(err));
 }
 
 static void probe_port(struct mig *g);

@@ -425,6 +425,15 @@ void recovery_advance(struct svc *s)
         recovery_container_step(s);
         break;
     case PH_CONTAINER_READY:
+        if (s->cfg->data.volume)
+            service_data_copy_step(s);
+        else
+            timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
+        break;
+    case PH_DATA_COPIED:
+        service_data_attach_step(s);
+        break;
+    case PH_DATA_ATTACHED:
         timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
         break;
     case PH_PORT_OPEN:
@@ -523,6 +532,7 @@ static void svc_tick(struct svc *s, int64_t now)
         break;
     }
     provision_tick(s, now);
+    service_data_tick(s, now);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

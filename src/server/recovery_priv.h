@@ -11,6 +11,7 @@
 #include "server/check.h"
 #include "server/provision.h"
 #include "server/recovery.h"
+#include "server/service_data.h"
 #include "server/services.h"
 
 enum svc_state {
@@ -28,6 +29,8 @@ enum rec_phase {
     PH_DETECTED,
     PH_FENCED,
     PH_CONTAINER_READY,
+    PH_DATA_COPIED,   /* services with data only (docs/data.md) */
+    PH_DATA_ATTACHED, /* services with data only */
     PH_PORT_OPEN,
     PH_DNS_UPDATED,
     PH_CLIENT_CONFIRMED,
@@ -40,6 +43,7 @@ enum svc_step {
     STEP_FENCE_ORDER, /* vm_kill sent, waiting for the reply */
     STEP_FENCE_WAIT,  /* host unreachable: waiting for its self-fence */
     STEP_CONTAINER,   /* container_create / start sent */
+    STEP_DATA,        /* the service's data: a copy, or data_attach (service_data.c) */
     STEP_PORT,        /* probing the container's port until the deadline */
     STEP_DNS,         /* UPDATE in flight */
     STEP_CONFIRM,     /* resolving and asking the service, until the deadline */
@@ -82,6 +86,7 @@ struct svc {
     struct dns_update *dns;
     struct resolve *resolve;
     struct provision provision; /* of a warm service's container (provision.c) */
+    struct svc_data data;       /* its data's copies (service_data.c) */
     /* The primary as last seen (recovery.c watch_primary): a change of any of
      * these while it runs is a (re)start, which opens its boot grace. */
     bool primary_was_running;

@@ -27,6 +27,8 @@ static const char *const phase_names[] = {
     [PH_DETECTED] = "detected",
     [PH_FENCED] = "fenced",
     [PH_CONTAINER_READY] = "container_ready",
+    [PH_DATA_COPIED] = "data_copied",
+    [PH_DATA_ATTACHED] = "data_attached",
     [PH_PORT_OPEN] = "port_open",
     [PH_DNS_UPDATED] = "dns_updated",
     [PH_CLIENT_CONFIRMED] = "client_confirmed",
@@ -120,7 +122,8 @@ void recovery_store_load(struct svc *s)
     sqlite3_bind_text(st, 1, s->cfg->name, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) == SQLITE_ROW) {
         int state = parse_name(state_names, N_STATES, (const char *)sqlite3_column_text(st, 0));
-        int phase = parse_name(phase_names, 7, (const char *)sqlite3_column_text(st, 1));
+        int phase = parse_name(phase_names, sizeof(phase_names) / sizeof(phase_names[0]),
+                               (const char *)sqlite3_column_text(st, 1));
         const char *cause = (const char *)sqlite3_column_text(st, 2);
         const char *error = (const char *)sqlite3_column_text(st, 3);
         const char *timeline = (const char *)sqlite3_column_text(st, 6);

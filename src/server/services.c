@@ -6,6 +6,7 @@
 #include "server/check.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,13 @@ static const cyaml_schema_field_t standby_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t data_fields[] = {
+    RAW_STR("volume", struct services_raw_data, volume),
+    RAW_STR("path", struct services_raw_data, path),
+    RAW_STR("interval_s", struct services_raw_data, interval_s),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t service_fields[] = {
     RAW_STR("name", struct services_raw_service, name),
     RAW_STR("dns_name", struct services_raw_service, dns_name),
@@ -62,6 +70,8 @@ static const cyaml_schema_field_t service_fields[] = {
                             struct services_raw_service, check, check_fields),
     CYAML_FIELD_MAPPING_PTR("standby", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                             struct services_raw_service, standby, standby_fields),
+    CYAML_FIELD_MAPPING_PTR("data", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct services_raw_service, data, data_fields),
     CYAML_FIELD_END,
 };
 
@@ -230,6 +240,68 @@ static struct dns_settings *convert_dns(struct conv *c, const struct services_ra
     return d;
 }
 
+/* A volume name as the host agent's `vms[].volumes[].name` (1..32 of a-z 0-9 -). */
+static bool is_volume_name(const char *v)
+{
+    size_t n = strlen(v);
+    return n >= 1 && n <= 32 && strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
+
+/* The container's mount point goes into lxc.mount.entry (blank-separated):
+ * an absolute path other than /, no blanks, no `..`. */
+static bool is_data_path(const char *v)
+{
+    size_t n = strlen(v);
+    bool ok = v[0] == '/' && n >= 2 && n <= SERVICES_DATA_PATH_MAX && v[n - 1] != '/' &&
+              strstr(v, "..") == NULL && strstr(v, "//") == NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+             (v[i] >= '0' && v[i] <= '9') || strchr("/_.-", v[i]) != NULL;
+    return ok;
+}
+
+static void convert_data(struct conv *c, const struct services_raw_data *d, size_t i,
+                         struct service_config *s)
+{
+    char p[96];
+#define PATH(field) (snprintf(p, sizeof(p), "services[%zu].data.%s", i, field), p)
+    if (d->volume == NULL)
+        bad(c, "`%s`: missing; allowed: the name of a volume of the primary VM (`vms[].volumes`)",
+            PATH("volume"));
+    else if (!is_volume_name(d->volume))
+        bad(c, "`%s`: `%s` is not a volume name; allowed: 1..32 of a-z 0-9 -", PATH("volume"),
+            d->volume);
+    else
+        s->data.volume = strdup(d->volume);
+    if (d->path == NULL)
+        bad(c, "`%s`: missing; allowed: where the container sees the data, e.g. /srv/data",
+            PATH("path"));
+    else if (!is_data_path(d->path))
+        bad(c,
+            "`%s`: `%s` is not a usable mount point; allowed: an absolute path other than / of "
+            "up to %d characters of A-Z a-z 0-9 / _ . - (no `..`), e.g. /srv/data",
+            PATH("path"), d->path, SERVICES_DATA_PATH_MAX);
+    else
+        s->data.path = strdup(d->path);
+    if (d->interval_s) {
+        size_t n = strspn(d->interval_s, "0123456789");
+        unsigned long v =
+            n && d->interval_s[n] == '\0' && n <= 9 ? strtoul(d->interval_s, NULL, 10) : ULONG_MAX;
+        if (v != 0 && (v < SERVICES_DATA_INTERVAL_MIN_S || v > SERVICES_DATA_INTERVAL_MAX_S))
+            bad(c, "`%s`: `%s` is not an interval; allowed: 0 (copy at recovery only), or %u..%u",
+                PATH("interval_s"), d->interval_s, SERVICES_DATA_INTERVAL_MIN_S,
+                SERVICES_DATA_INTERVAL_MAX_S);
+        else
+            s->data.interval_s = (uint32_t)v;
+    }
+    if (s->data.interval_s && s->standby.mode == STANDBY_COLD)
+        bad(c,
+            "`%s`: `%s` with a cold standby; allowed: 0 (a cold service has no container to "
+            "copy to before its recovery)",
+            PATH("interval_s"), d->interval_s);
+#undef PATH
+}
+
 static void convert_service(struct conv *c, const struct services_raw_service *raw, size_t i,
                             const struct dns_settings *dns, struct service_config *s)
 {
@@ -330,6 +402,8 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
         strcmp(s->standby.address, s->primary.address) == 0)
         bad(c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
             PATH("standby.address"), sb->address);
+    if (raw->data)
+        convert_data(c, raw->data, i, s);
 #undef PATH
 }
 
@@ -409,6 +483,8 @@ void services_free(struct service_config *services, size_t n)
         free(s->standby.gateway);
         free(s->standby.template);
         free(s->standby.fallback_host);
+        free(s->data.volume);
+        free(s->data.path);
     }
     free(services);
 }

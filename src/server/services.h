@@ -28,6 +28,11 @@
 #define SERVICES_DEFAULT_PREFIX        24
 #define SERVICES_FENCE_TIMEOUT_MAX_MS  600000
 #define SERVICES_MAX                   256
+/* data.interval_s: at most a day; below 10 s a copy of a volume through the
+ * server (about 1 MB/s compressed) would hardly end before the next begins. */
+#define SERVICES_DATA_INTERVAL_MIN_S 10
+#define SERVICES_DATA_INTERVAL_MAX_S 86400
+#define SERVICES_DATA_PATH_MAX       128
 
 /* The agent self-fences after losing the server for fence_timeout_ms; the
  * server waits that long before switching a service off an unreachable host.
@@ -81,6 +86,14 @@ struct service_config {
          * recovery (lost, or not running the warm container); NULL: none. */
         char *fallback_host;
     } standby;
+    /* The service's file data (docs/data.md): a volume of the primary VM,
+     * copied to the standby side and attached to the container at `path`.
+     * volume NULL: the service declares no data. */
+    struct {
+        char *volume;        /* a volume of primary.vm (the host agent checks it) */
+        char *path;          /* where the container sees it */
+        uint32_t interval_s; /* warm copies while the primary is healthy; 0: at recovery only */
+    } data;
 };
 
 struct dns_settings {
@@ -103,11 +116,15 @@ struct services_raw_check {
 struct services_raw_standby {
     char *mode, *host, *container, *address, *prefix, *gateway, *template, *fallback_host;
 };
+struct services_raw_data {
+    char *volume, *path, *interval_s;
+};
 struct services_raw_service {
     char *name, *dns_name, *ttl;
     struct services_raw_primary *primary;
     struct services_raw_check *check;
     struct services_raw_standby *standby;
+    struct services_raw_data *data;
 };
 struct services_raw_dns {
     char *server, *zone, *key_file;

@@ -37,6 +37,7 @@
 #include "server/recovery.h"
 #include "server/server.h"
 #include "server/server_config.h"
+#include "server/service_data.h"
 
 #define KEY_NAME   "vcr-update"
 #define KEY_SECRET "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -364,6 +365,12 @@ struct fake_agent {
     unsigned char got[200000];   /* target: what image writes brought */
     size_t got_len;
     bool got_verified; /* the last write's size and sha256 matched */
+    /* A service's data (docs/data.md), played with the same image in memory:
+     * node1 answers volume_* orders, sb1 data_* orders. */
+    bool data;
+    int64_t snap_taken_ms; /* node1: the taken_ms of its last volume_snapshot */
+    int64_t data_taken_ms; /* sb1: of the copy it holds (0: none, data_attach refused) */
+    int restores;          /* node1: volume_restore orders served */
 };
 
 static void sha256_hex(const unsigned char *data, size_t len, char out[65])
@@ -428,6 +435,47 @@ static json_t *migration_reply(struct fake_agent *a, const char *action, json_t 
     return json_object();
 }
 
+/* The reply members of a data order, or NULL to refuse it. */
+static json_t *data_reply(struct fake_agent *a, const char *action, json_t *msg)
+{
+    if (strcmp(action, "volume_snapshot") == 0 || strcmp(action, "data_export") == 0) {
+        cleanup_json json_t *dump = json_pack("{s:s}", "phase", "final");
+        json_t *r = migration_reply(a, "container_checkpoint", dump);
+        a->snap_taken_ms = vcr_wall_ms();
+        json_object_set_new(r, "taken_ms", json_integer(a->snap_taken_ms));
+        json_object_set_new(r, "method", json_string("file"));
+        json_object_set_new(r, "raw_bytes", json_integer(16 << 20));
+        return r;
+    }
+    if (strcmp(action, "volume_snapshot_read") == 0 || strcmp(action, "data_read") == 0)
+        return migration_reply(a, "container_image_read", msg);
+    if (strcmp(action, "data_write") == 0 || strcmp(action, "volume_restore_write") == 0)
+        return migration_reply(a, "container_image_write", msg);
+    if (strcmp(action, "data_install") == 0) {
+        if (!a->got_verified)
+            return NULL;
+        a->data_taken_ms = json_integer_value(json_object_get(msg, "taken_ms"));
+        return json_pack("{s:i}", "raw_bytes", 16 << 20);
+    }
+    if (strcmp(action, "volume_restore") == 0) {
+        a->restores += a->got_verified;
+        return a->got_verified ? json_object() : NULL;
+    }
+    if (strcmp(action, "data_attach") == 0) {
+        if (a->data_taken_ms == 0)
+            return json_pack("{s:s, s:s}", "code", "absent", "error",
+                             "no data copy has reached this standby");
+        return json_pack("{s:I, s:b, s:i}", "taken_ms", (json_int_t)a->data_taken_ms, "restarted",
+                         1, "attach_ms", 3);
+    }
+    return NULL;
+}
+
+static bool is_data_order(const char *action)
+{
+    return action && (strncmp(action, "data_", 5) == 0 || strncmp(action, "volume_", 7) == 0);
+}
+
 static void agent_send(struct fake_agent *a, json_t *msg)
 {
     cleanup_error vcr_error_t err = NULL;
@@ -460,6 +508,14 @@ static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
         agent_send(
             a, proto_msg_new("reply", json_pack("{s:O, s:b, s:s}", "id", json_object_get(msg, "id"),
                                                 "ok", 0, "error", a->refuse)));
+    } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->data &&
+               is_data_order(order_action)) {
+        json_t *r = data_reply(a, order_action, msg);
+        bool ok = r && json_object_get(r, "code") == NULL;
+        json_t *reply = r ? r : json_pack("{s:s}", "error", "refused by the test");
+        json_object_set(reply, "id", json_object_get(msg, "id"));
+        json_object_set_new(reply, "ok", json_boolean(ok));
+        agent_send(a, proto_msg_new("reply", reply));
     } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->migration) {
         json_t *r = migration_reply(a, json_string_value(json_object_get(msg, "action")), msg);
         json_t *reply = r ? r : json_pack("{s:s}", "error", "refused by the test");
@@ -2369,6 +2425,243 @@ static void test_migration_without_predump_and_rollback(void **state)
     harness_stop(&h);
 }
 
+/* --- a service's data (docs/data.md) --- */
+
+#define DATA_LINE "    data: {volume: data, path: /srv/data, interval_s: 30}\n"
+
+static void test_config_service_data(void **state)
+{
+    (void)state;
+    make_dir();
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(DNS_OK SERVICE_OK DATA_LINE, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->services[0].data.volume, "data");
+    assert_string_equal(cfg->services[0].data.path, "/srv/data");
+    assert_int_equal(cfg->services[0].data.interval_s, 30);
+    server_config_free(cfg);
+    cfg = parse(DNS_OK SERVICE_OK, dir, &err);
+    assert_null(cfg->services[0].data.volume); /* no data declared */
+    server_config_free(cfg);
+    const char *at = "address: 10.77.0.31}\n";
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {path: /srv/data}\n",
+               "`services[0].data.volume`", "missing");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {volume: Data_1, path: /srv/data}\n",
+               "`services[0].data.volume`", "Data_1", "a-z 0-9 -");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {volume: data}\n", "`services[0].data.path`",
+               "missing");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {volume: data, path: srv/data}\n",
+               "`services[0].data.path`", "srv/data", "absolute path");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {volume: data, path: /srv/../etc}\n",
+               "`services[0].data.path`", "no `..`");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {volume: data, path: '/srv/my data'}\n",
+               "`services[0].data.path`", "/srv/my data");
+    EXPECT_BAD(at,
+               "address: 10.77.0.31}\n    data: {volume: data, path: /srv/data, interval_s: 5}\n",
+               "`services[0].data.interval_s`", "`5`", "0 (copy at recovery only), or 10..86400");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {volume: data, path: /d, interval_s: 1h}\n",
+               "`services[0].data.interval_s`", "`1h`");
+    /* Periodic copies need a warm container to copy to. */
+    char fmt[2048];
+    snprintf(fmt, sizeof(fmt), "%s", DNS_OK SERVICE_OK DATA_LINE);
+    char *m = strstr(fmt, "mode: warm");
+    memcpy(m, "mode: cold", 10);
+    cfg = parse(fmt, dir, &err);
+    assert_null(cfg);
+    assert_contains(vcr_error_msg(err), "with a cold standby; allowed: 0");
+    vcr_error_release(&err);
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    data: {volume: data, path: /d, size: 3}\n", "`size`",
+               "unknown key");
+    remove_dir();
+}
+
+static void test_data_age(void **state)
+{
+    (void)state;
+    /* A copy taken before the failure misses what the primary did since. */
+    assert_int_equal(service_data_age_ms(1765000010000, 1765000004000), 6000);
+    /* A copy of a dead VM's volume, taken after the failure, misses nothing. */
+    assert_int_equal(service_data_age_ms(1765000010000, 1765000010250), 0);
+    assert_int_equal(service_data_age_ms(1765000010000, 1765000010000), 0);
+}
+
+#define DATA_EXTRA "}\n    data: {volume: data, path: /srv/data"
+
+static json_t *timeline_phase(json_t *svc, const char *phase)
+{
+    json_t *timeline = json_object_get(json_object_get(svc, "recovery"), "timeline");
+    size_t i;
+    json_t *e;
+    json_array_foreach(timeline, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "phase")), phase) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static void expect_data_phases(struct harness *h)
+{
+    char phases[512];
+    unsigned fenced;
+    journal_phases(h, phases, sizeof(phases), &fenced);
+    assert_string_equal(phases, "detected,fenced,container_ready,data_copied,data_attached,"
+                                "port_open,dns_updated,client_confirmed");
+}
+
+/* A VM failure, its host connected: the volume as the VM left it is copied
+ * (snapshot -> chunks -> install, checksum checked), attached at `path`, and
+ * the data age is 0 (the copy was taken after the VM died). */
+static void test_data_follows_a_vm_failure(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.standby_extra = DATA_EXTRA;
+    server_up(&h, "warm", "");
+    agents_up(&h, "running");
+    h.node1.data = h.sb1.data = true;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    expect_data_phases(&h);
+    assert_true(h.sb1.got_verified);
+    json_t *snap = agent_order(&h.node1, "volume_snapshot");
+    assert_non_null(snap);
+    assert_string_equal(json_string_value(json_object_get(snap, "volume")), "data");
+    assert_true(agent_order_count(&h.node1, "volume_snapshot_read") >= 3); /* 200000 bytes */
+    json_t *install = agent_order(&h.sb1, "data_install");
+    assert_int_equal(json_integer_value(json_object_get(install, "taken_ms")),
+                     h.node1.snap_taken_ms);
+    json_t *attach = agent_order(&h.sb1, "data_attach");
+    assert_string_equal(json_string_value(json_object_get(attach, "path")), "/srv/data");
+    assert_string_equal(json_string_value(json_object_get(attach, "name")), "web1-c");
+    cleanup_json json_t *s = service_json(&h);
+    json_t *copied = timeline_phase(s, "data_copied");
+    assert_string_equal(json_string_value(json_object_get(copied, "source")), "primary");
+    assert_int_equal(json_integer_value(json_object_get(copied, "bytes")), 200000);
+    json_t *attached = timeline_phase(s, "data_attached");
+    assert_int_equal(json_integer_value(json_object_get(attached, "data_age_ms")), 0);
+    json_t *data = json_object_get(s, "data");
+    assert_int_equal(json_integer_value(json_object_get(data, "age_ms")), 0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(data, "last_copy"), "taken_ms")),
+        h.node1.snap_taken_ms);
+    harness_stop(&h);
+}
+
+/* The primary's host lost: the last copy on the standby is used, its age is
+ * the detection time minus when it was taken. */
+static void test_data_after_host_lost_is_the_standby_copy(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.standby_extra = DATA_EXTRA;
+    server_up(&h, "warm", "heartbeat_ms: 100\nhost_timeout_ms: 300\nfence_timeout_ms: 1200\n");
+    agent_start(&h.node1, h.base, server_agent_port(h.srv), "node1", "host", "running");
+    agent_start(&h.sb1, h.base, server_agent_port(h.srv), "sb1", "standby", NULL);
+    json_object_set_new(h.sb1.hello, "containers", containers("running"));
+    h.sb1.heartbeat = true;
+    h.node1.data = h.sb1.data = true;
+    int64_t taken = vcr_wall_ms() - 60000;
+    h.sb1.data_taken_ms = taken;
+    assert_true(run_until_ms(&h, both_welcomed, 5000));
+    assert_true(run_until_ms(&h, recovered, 10000));
+    expect_data_phases(&h);
+    assert_null(agent_order(&h.node1, "volume_snapshot"));
+    assert_null(agent_order(&h.sb1, "data_install"));
+    cleanup_json json_t *s = service_json(&h);
+    json_t *copied = timeline_phase(s, "data_copied");
+    assert_string_equal(json_string_value(json_object_get(copied, "source")), "standby");
+    assert_contains(json_string_value(json_object_get(copied, "why")), "not connected");
+    int64_t detected =
+        json_integer_value(json_object_get(json_object_get(s, "recovery"), "started_ms"));
+    json_t *attached = timeline_phase(s, "data_attached");
+    assert_int_equal(json_integer_value(json_object_get(attached, "taken_ms")), taken);
+    assert_int_equal(json_integer_value(json_object_get(attached, "data_age_ms")),
+                     detected - taken);
+    assert_true(detected - taken >= 60000);
+    harness_stop(&h);
+}
+
+/* No copy ever reached the standby: the service is recovered without its data,
+ * and says so. */
+static void test_data_none_on_the_standby(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.standby_extra = DATA_EXTRA;
+    server_up(&h, "warm", "");
+    agents_up(&h, "running");
+    h.node1.data = h.sb1.data = true;
+    h.node1.refuse_action = "volume_snapshot"; /* the fresh copy fails */
+    h.node1.refuse_code = "failed";
+    h.node1.refuse_times = 1;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    expect_data_phases(&h);
+    cleanup_json json_t *s = service_json(&h);
+    json_t *copied = timeline_phase(s, "data_copied");
+    assert_string_equal(json_string_value(json_object_get(copied, "source")), "standby");
+    assert_contains(json_string_value(json_object_get(copied, "why")), "refused by the test");
+    json_t *attached = timeline_phase(s, "data_attached");
+    assert_true(json_is_null(json_object_get(attached, "data_age_ms")));
+    assert_contains(json_string_value(json_object_get(attached, "error")), "no data copy");
+    harness_stop(&h);
+}
+
+static bool back_to_ok_data(struct harness *h)
+{
+    return state_is(h, "ok");
+}
+
+/* Failback brings the container's data back into the primary's volume before
+ * the primary starts: data_export, chunks (checked), volume_restore, vm_start. */
+static void test_failback_brings_the_data_back(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.standby_extra = DATA_EXTRA;
+    server_up(&h, "warm", "");
+    agents_up(&h, "running");
+    h.node1.data = h.sb1.data = true;
+    h.node1.plays_vm = true;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
+    if (ans == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(&h, back_to_ok_data, 10000));
+    assert_int_equal(h.node1.restores, 1);
+    /* In that order: export, restore, then the start. */
+    size_t i, export_at = 0, restore_at = 0, start_at = 0;
+    json_t *m;
+    json_array_foreach(h.node1.received, i, m)
+    {
+        const char *act = json_string_value(json_object_get(m, "action"));
+        if (act && strcmp(act, "volume_restore") == 0)
+            restore_at = i;
+        if (act && strcmp(act, "vm_start") == 0)
+            start_at = i;
+    }
+    assert_non_null(agent_order(&h.sb1, "data_export"));
+    json_array_foreach(h.sb1.received, i, m)
+    {
+        const char *act = json_string_value(json_object_get(m, "action"));
+        if (act && strcmp(act, "data_export") == 0)
+            export_at = i + 1;
+    }
+    assert_true(export_at > 0 && restore_at > 0 && start_at > restore_at);
+    assert_string_equal(h.dns.address, PRIMARY);
+    cleanup_json json_t *back = journal_last(&h, "failback");
+    assert_non_null(back);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2421,6 +2714,12 @@ int main(void)
         cmocka_unit_test(test_check_redis),
         cmocka_unit_test(test_failback_from_failed_after_the_switch),
         cmocka_unit_test(test_failback_that_fails_leaves_the_standby_serving),
+        cmocka_unit_test(test_config_service_data),
+        cmocka_unit_test(test_data_age),
+        cmocka_unit_test(test_data_follows_a_vm_failure),
+        cmocka_unit_test(test_data_after_host_lost_is_the_standby_copy),
+        cmocka_unit_test(test_data_none_on_the_standby),
+        cmocka_unit_test(test_failback_brings_the_data_back),
     };
     /* VCR_TEST_FILTER=PATTERN runs the matching tests only (cmocka's * and ?). */
     if (getenv("VCR_TEST_FILTER"))

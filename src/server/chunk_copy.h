@@ -1,0 +1,44 @@
+/* A file carried from one agent to another through the server, in chunks of
+ * base64 inside orders: the mechanism of the migration images
+ * (docs/migration.md, `copy`), for a service's data copies (docs/data.md).
+ * One read order on the source, then one write order on the target, until
+ * the end; the last write carries the file's size and SHA-256, which the
+ * target checks.  Every order's outcome moves it on; a failure ends it.
+ * Used by the migration (migrate.c: container_image_read/_write) and by a
+ * service's data copies (service_data.c). */
+#ifndef VCR_SERVER_CHUNK_COPY_H
+#define VCR_SERVER_CHUNK_COPY_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct agents;
+
+/* 96 KiB: 128 KiB of base64 with the order's members stays well inside a frame. */
+#define CHUNK_COPY_BYTES    98304
+#define CHUNK_COPY_ORDER_MS 30000
+
+struct chunk_copy_spec {
+    const char *src_host, *src_vm, *read_action;  /* e.g. volume_snapshot_read */
+    const char *dst_host, *dst_vm, *write_action; /* e.g. data_write */
+    json_t *read_members, *write_members;         /* borrowed; copied */
+    int64_t bytes;
+    const char *sha256;
+    int64_t chunk_bytes; /* 0: CHUNK_COPY_BYTES */
+    int64_t order_ms;    /* each order's reply deadline; 0: CHUNK_COPY_ORDER_MS */
+};
+
+/* error NULL on success; bytes: what was written; ms: how long it took. */
+typedef void (*chunk_copy_done_cb)(const char *error, int64_t bytes, int64_t ms, void *opaque);
+
+/* Starts the copy; done runs exactly once, from the loop, unless this fails
+ * (-1 and *err, nothing sent). */
+int chunk_copy_start(struct agents *agents, const struct chunk_copy_spec *spec,
+                     chunk_copy_done_cb done, void *opaque, vcr_error_t *err);
+
+/* base64 text's decoded length. */
+int64_t chunk_copy_b64_len(const char *data);
+
+#endif
