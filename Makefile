@@ -8,7 +8,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image check unit fuzz integration demo \
         format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache \
-        bench-migration bench-faults
+        bench-migration bench-faults image-debian
 
 all: build
 
@@ -39,6 +39,12 @@ build-fuzz: deps $(FUZZ_BUILD)/build.ninja
 image: build
 	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static \
 		--standby --standby-agent $(BUILD)/src/agent/vcr-agent
+
+# Real Debian 12 images (primary VM disk, container rootfs tarballs, standby
+# base) built with mmdebstrap, cached outside the checkout (VCR_DEBIAN_CACHE,
+# default /var/cache/vcr-lab/debian) and rebuilt only when their inputs change.
+image-debian: deps
+	lab/build-debian
 
 check: build build-asan build-fuzz image
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
