@@ -46,7 +46,7 @@ image: build
 image-debian: deps
 	lab/build-debian
 
-check: build build-asan build-fuzz image
+check: build build-asan build-fuzz image image-debian
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
 
 demo: build image

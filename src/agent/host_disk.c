@@ -62,15 +62,54 @@ static bool same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
-/* An existing overlay must be over this base: after the base changed, the
- * old overlay would hand the guest a corrupt disk. */
+/* What identifies the base's contents: a base rebuilt and renamed into place
+ * keeps its path but not its inode, size or mtime. */
+static int base_identity(const char *base, char *out, size_t size, vcr_error_t *err)
+{
+    struct stat st;
+    if (stat(base, &st) < 0)
+        return vcr_error_errno(err, "disk image `%s`", base);
+    snprintf(out, size, "dev %llu ino %llu size %lld mtime %lld.%09ld\n",
+             (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)st.st_size,
+             (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    return 0;
+}
+
+static char *identity_path(const char *overlay)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s.base", overlay) < 0 ? NULL : p;
+}
+
+/* An existing overlay must be over this base, and the base unchanged since the
+ * overlay was made (NAME.qcow2.base): over another or a rebuilt base, the old
+ * overlay's clusters would hand the guest a corrupt disk. */
 static int check_overlay(const struct vcr_vm_spec *spec, const char *overlay, vcr_error_t *err)
 {
     char backing[PATH_MAX];
     if (vcr_qcow2_backing(overlay, backing, sizeof(backing), err) < 0)
         return vcr_error_wrap(err, "VM `%s`: its overlay", spec->name);
-    if (backing[0] == '/' && same_file(backing, spec->disk))
-        return 0;
+    if (backing[0] == '/' && same_file(backing, spec->disk)) {
+        char now[256], then[256] = "";
+        cleanup_free char *id_path = identity_path(overlay);
+        if (id_path == NULL)
+            return vcr_error_make(err, ENOMEM, "out of memory");
+        if (base_identity(spec->disk, now, sizeof(now), err) < 0)
+            return -1;
+        FILE *f = fopen(id_path, "re");
+        if (f == NULL) /* an overlay from before the identity was kept: keep it from now */
+            return vcr_file_replace(id_path, now, strlen(now), err);
+        bool read = fgets(then, sizeof(then), f) != NULL;
+        fclose(f);
+        if (read && strcmp(then, now) == 0)
+            return 0;
+        return vcr_error_make(err, EEXIST,
+                              "VM `%s`: its base `%s` changed since its overlay `%s` was made "
+                              "over it (then: %.*s; now: %.*s); remove the overlay to start the "
+                              "VM anew from this base (its disk is kept until then)",
+                              spec->name, spec->disk, overlay, (int)strcspn(then, "\n"), then,
+                              (int)strcspn(now, "\n"), now);
+    }
     return vcr_error_make(err, EEXIST,
                           "VM `%s`: its overlay `%s` is over `%s`, not over the configured base "
                           "`%s`; remove the overlay to start the VM anew from this base (its "
@@ -97,7 +136,13 @@ static int make_overlay(const struct host_disk_env *env, const struct vcr_vm_spe
                     spec->disk,
                     tmp,
                     NULL};
+    char id[256];
+    cleanup_free char *id_path = identity_path(paths->disk);
+    if (id_path == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
     if (run_tool(argv, paths->log, spec->name, err) < 0 ||
+        base_identity(spec->disk, id, sizeof(id), err) < 0 ||
+        vcr_file_replace(id_path, id, strlen(id), err) < 0 ||
         vcr_rename_durable(tmp, paths->disk, err) < 0) {
         unlink(tmp);
         return vcr_error_wrap(err, "VM `%s`: create its overlay `%s` over `%s`", spec->name,

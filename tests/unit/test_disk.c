@@ -337,6 +337,17 @@ static void test_prepare_with_real_tools(void **state)
     assert_int_equal(stat(paths.disk, &st), 0);
     assert_int_equal(st.st_ino, before.st_ino);
     assert_int_equal(host_disk_check(&spec, &paths, NULL), 0);
+    /* The base rebuilt in place (a new file renamed over it): refused, the
+     * disk kept; the identity file names what changed. */
+    cleanup_free char *rebuilt = path_of("rebuilt.raw");
+    write_bytes(rebuilt, block, sizeof(block) / 2);
+    assert_int_equal(rename(rebuilt, base), 0);
+    assert_int_equal(host_disk_prepare(&env, &spec, &paths, &err), -1);
+    assert_int_equal(vcr_error_status(err), EEXIST);
+    assert_non_null(strstr(vcr_error_msg(err), "changed since its overlay"));
+    assert_int_equal(stat(paths.disk, &st), 0);
+    assert_int_equal(st.st_ino, before.st_ino);
+    vcr_error_release(&err);
     /* Another base: refused, the old disk kept and named. */
     spec.disk = other;
     assert_int_equal(host_disk_prepare(&env, &spec, &paths, &err), -1);
