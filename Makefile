@@ -70,10 +70,11 @@ bench-warm-cache: build image
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD)
 
-# Seeded fault campaign (issue 13): SEED, ROUNDS override the defaults.
+# Seeded fault campaign (issue 13): SEED, ROUNDS, FAULTS (a comma-separated subset of
+# the matrix) override the defaults.
 bench-faults: build image
 	/usr/bin/python3 bench/faults.py --build $(BUILD) $(if $(SEED),--seed $(SEED)) \
-		$(if $(ROUNDS),--rounds $(ROUNDS))
+		$(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(FAULTS),--faults $(FAULTS))
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -415,6 +415,7 @@ class Fault:
     name = "?"
     no_failover = False
     expect_state = None  # the state the target's service should settle in, if one
+    lost_host = None  # a host the fault must have the server call lost (host_lost event)
 
     def hits(self, svc):
         return {svc}
@@ -676,17 +677,92 @@ class VmRestartByHand(Fault):
         return "; ".join(["stopped and started by hand"] + note)
 
 
+def standby_view(rig):
+    """(standby host state, {container: state} as the server shows them, {service:
+    container_state})."""
+    h = rig.status_hosts().get(SB_VM) or {}
+    cts = {c["name"]: c.get("state") for c in h.get("containers") or []}
+    return h.get("state"), cts, {n: s["standby"]["container_state"]
+                                 for n, s in rig.services().items()}
+
+
+def standby_lost_view(rig, ctx):
+    """Waits for the server to call the standby host lost; what it shows of its
+    containers then is kept for the round (a lost host's containers are `unknown`,
+    issue 13 item 5): a container shown in any other state is reported."""
+    labkit.wait_for(f"standby host {SB_VM} lost", lambda: standby_view(rig)[0] == "lost",
+                    HOST_TIMEOUT_MS / 1000 + 15, interval=0.1)
+    state, cts, svcs = standby_view(rig)
+    ctx["standby_lost_view"] = (cts, svcs)
+    return [f"{n} {v}" for n, v in sorted(list(cts.items()) + list(svcs.items()))
+            if v != "unknown"]
+
+
+class StandbyAgentKill(Fault):
+    """kill -9 of the standby VM's QEMU: its agent, its containers and their state go at
+    once.  No primary is touched: no failover; the server calls the standby host lost
+    and shows its containers `unknown`.  Undone by `vcr vm start` of the standby VM: the
+    server provisions the warm containers again on its hello."""
+    name = "standby_agent_kill"
+    no_failover = True
+    lost_host = SB_VM
+
+    def hits(self, svc):
+        return set()
+
+    def inject(self, rig, rng, svc, ctx):
+        pid = rig.vm_pid(SB_VM)
+        os.kill(pid, signal.SIGKILL)
+        known = standby_lost_view(rig, ctx)
+        ctx["standby_known"] = known
+        r = rig.vcr.run("vm", "start", SB_VM, timeout=60)
+        note = f"standby qemu {pid} killed; lost, containers shown " + (
+            f"KNOWN: {known}" if known else "unknown")
+        if r.returncode != 0:
+            note += f"; vm start: {r.stderr.strip()}"
+        return note
+
+
+class StandbyLinkCut(Fault):
+    """The standby VM's tap down inside the namespace for `seconds` (past the host
+    timeout): the server calls the standby host lost and shows its containers `unknown`;
+    the containers go on running in the guest; link up, the agent says hello again.  No
+    primary is touched: no failover."""
+    name = "standby_link_cut"
+    seconds = 8.0
+    no_failover = True
+    lost_host = SB_VM
+
+    def hits(self, svc):
+        return set()
+
+    def inject(self, rig, rng, svc, ctx):
+        tap = f"tap{SB_INDEX}"
+        t0 = time.monotonic()
+        subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "down"], check=True)
+        try:
+            known = standby_lost_view(rig, ctx)
+            ctx["standby_known"] = known
+            time.sleep(max(0.0, self.seconds - (time.monotonic() - t0)))  # the fault's length
+        finally:
+            subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "up"], check=True)
+        return f"{tap} down {self.seconds:g} s; lost, containers shown " + (
+            f"KNOWN: {known}" if known else "unknown")
+
+
 def matrix():
     return [VmKill9(), AgentKill9(), ServerKill9(), VmStop(1), VmStop(5), AgentStop(2),
             AgentStop(7), AgentStop(12), ServerStop(2), ServerStop(7), LinkCut(),
             DnsDownDuringFailure(),
-            DiskFull(), FdExhaustion(), AgentRestartMidRecovery(), VmRestartByHand()]
+            DiskFull(), FdExhaustion(), AgentRestartMidRecovery(), VmRestartByHand(),
+            StandbyAgentKill(), StandbyLinkCut()]
 
 
 # Cheap and distinct (no TCG boot but for one vm_kill9 failback and the hand restart);
-# server_stop_7s failed every service over before the server forgave its own stall.
+# server_stop_7s failed every service over before the server forgave its own stall;
+# standby_link_cut: a standby host lost and back, no boot.
 SHORT = ["server_kill9", "server_stop_7s", "agent_kill9", "agent_stop_2s", "vm_stop_1s",
-         "fd_exhaustion", "vm_kill9", "vm_restart_by_hand"]
+         "fd_exhaustion", "vm_kill9", "vm_restart_by_hand", "standby_link_cut"]
 
 
 def by_name(names=None):
@@ -707,6 +783,7 @@ class Round:
         self.settled = {}
         self.failbacks = {}  # service -> (t_start, t_end)
         self.ctx = {}
+        self.load = os.getloadavg()[0]  # the machine's 1-min load when the round began
 
 
 def settle(rig, rnd):
@@ -927,6 +1004,9 @@ def check_round(rnd, samples, events):
         if not any(e["kind"] == "vm_event" and e.get("vm") == rnd.svc and
                    (e["detail"] or {}).get("state") == "crashed" for e in evs):
             missing.append(f"{rnd.svc}: no vm_event crashed")
+    if rnd.fault.lost_host and not any(e["kind"] == "host_lost" and
+                                       e.get("host") == rnd.fault.lost_host for e in evs):
+        missing.append(f"{rnd.fault.lost_host}: no host_lost")
     ids = [e["id"] for e in evs]
     gaps = [(a, b) for a, b in zip([rnd.ev0] + ids, ids) if b != a + 1]
     missing += [f"ids jump {a} -> {b}" for a, b in gaps]
@@ -947,8 +1027,12 @@ def check_round(rnd, samples, events):
         "stuck": len(rnd.stuck),
         "lost_events": len(missing),
         "lost_detail": "; ".join(missing),
+        # A lost standby host's containers shown in a state the server cannot know.
+        "false_states": len(rnd.ctx.get("standby_known") or []),
+        "false_state_detail": " ".join(rnd.ctx.get("standby_known") or []),
         "max_recovery_ms": max_ms if max_ms is not None else "",
         "events": f"{rnd.ev0 + 1}..{rnd.ev1}",
+        "load1": round(rnd.load, 2),
         "note": rnd.note,
     }
 
@@ -970,6 +1054,7 @@ def summarize(rows, leaks):
             "false_failovers": sum(r["false_failovers"] for r in rs),
             "stuck": sum(r["stuck"] for r in rs),
             "lost_events": sum(r["lost_events"] for r in rs),
+            "false_states": sum(r["false_states"] for r in rs),
             "leaks": "-",
             "max_recovery_ms": max(ms) if ms else "",
         })
@@ -980,5 +1065,6 @@ def summarize(rows, leaks):
                 "false_failovers": sum(r["false_failovers"] for r in out),
                 "stuck": sum(r["stuck"] for r in out),
                 "lost_events": sum(r["lost_events"] for r in out),
+                "false_states": sum(r["false_states"] for r in out),
                 "leaks": len(leaks), "max_recovery_ms": max(ms) if ms else ""})
     return out

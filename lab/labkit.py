@@ -128,9 +128,11 @@ class Proc:
 
 
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
-                        services=(), fence_timeout_ms=None):
+                        services=(), fence_timeout_ms=None, port_timeout_ms=None):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
-    from service_entry(), written as the `services:` list (docs/server.md)."""
+    from service_entry(), written as the `services:` list (docs/server.md).
+    port_timeout_ms: how long a recovery waits for the container's port (server default
+    when None)."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -142,6 +144,8 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
     if fence_timeout_ms:
         lines.append(f"fence_timeout_ms: {fence_timeout_ms}")
+    if port_timeout_ms:
+        lines.append(f"port_timeout_ms: {port_timeout_ms}")
     if dns:
         port = env.get("VCR_LAB_DNS_PORT") or "53"
         lines += ["dns:", f"  server: {env['VCR_LAB_DNS']}:{port}",

@@ -41,8 +41,9 @@ def test_short_seeded_campaign(fault_rig):
     assert samples, "the pollers took no sample"
     bad = [(r["round"], r["fault"], r["target"], {k: r[k] for k in (
         "served_twice", "served_twice_first", "false_failover_services", "stuck",
-        "lost_detail", "note") if r[k]}) for r in rows
-        if r["served_twice"] or r["false_failovers"] or r["stuck"] or r["lost_events"]]
+        "lost_detail", "false_state_detail", "note") if r[k]}) for r in rows
+        if r["served_twice"] or r["false_failovers"] or r["stuck"] or r["lost_events"]
+        or r["false_states"]]
     assert bad == []
     assert faultkit.journal_gaps(events, 0) == []
     # The faults that must fail the target over did (the campaign is not vacuous).
