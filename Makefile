@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?= -Dstatic_agent=true
 
-.PHONY: all deps build build-asan build-fuzz image check unit fuzz integration demo \
+.PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo \
         format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache \
         bench-migration bench-faults
 
@@ -40,7 +40,14 @@ image: build
 	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static \
 		--standby --standby-agent $(BUILD)/src/agent/vcr-agent
 
-check: build build-asan build-fuzz image
+# The integration tests' standby image: the same, with the ASan+UBSan standby agent
+# (initrd-standby-asan.img; initrd.img is the one above, found up to date).
+image-asan: build-asan image
+	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static \
+		--standby --standby-agent $(ASAN_BUILD)/src/agent/vcr-agent \
+		--standby-name initrd-standby-asan.img
+
+check: build build-asan build-fuzz image image-asan
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
 
 demo: build image

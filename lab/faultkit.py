@@ -196,7 +196,9 @@ def vm_specs(cache_dir):
                          extra_args="apparmor=0 vcr.role=standby "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")
-    sb["image"]["initrd"] = os.path.join(cache_dir, "initrd-standby.img")
+    # initrd-standby.img, or what VCR_LAB_STANDBY_INITRD names (the integration tests:
+    # the ASan+UBSan standby agent).
+    sb["image"]["initrd"] = os.path.join(cache_dir, os.path.basename(labkit.standby_initrd()))
     specs[SB_HOST].append(sb)
     return specs
 
@@ -312,6 +314,8 @@ class Rig:
             text = p.log_text()
             if any(s in text for s in SANITIZER):
                 reports.append(f"{p.log_path}:\n{text[-3000:]}")
+        # The standby agent writes to its VM's console (kept before each restart of it).
+        reports += labkit.console_sanitizer_reports(self.consoles())
         try:
             labkit.wait_for("the fence watchdogs to exit", lambda: not self.stray(), 30)
         except labkit.Timeout:
@@ -323,6 +327,24 @@ class Rig:
                 subprocess.run(["cp", src, os.path.join(self.run, f)], capture_output=True)
         subprocess.run(["umount", self.jfs], capture_output=True)
         return reports
+
+    def consoles(self):
+        """The guests' consoles: AGENT_STATE/VM.serial, and the copies kept of a console
+        before its VM was started again (a cold start empties it)."""
+        out = []
+        for h in RUN_HOSTS:
+            state = os.path.join(self.run, f"agent-{h}")
+            if os.path.isdir(state):
+                out += sorted(os.path.join(state, f) for f in os.listdir(state)
+                              if ".serial" in f)
+        return out
+
+    def keep_console(self, host, vm):
+        """A copy of VM's console, before a cold start of it empties the file."""
+        src = os.path.join(self.run, f"agent-{host}", f"{vm}.serial")
+        n = sum(1 for f in os.listdir(os.path.dirname(src)) if f.startswith(f"{vm}.serial."))
+        if os.path.exists(src):
+            subprocess.run(["cp", src, f"{src}.{n + 1}"], check=False)
 
     def stray(self):
         """Processes (QEMU, agents, watchdogs) whose command line names the run directory."""
@@ -715,6 +737,7 @@ class StandbyAgentKill(Fault):
         os.kill(pid, signal.SIGKILL)
         known = standby_lost_view(rig, ctx)
         ctx["standby_known"] = known
+        rig.keep_console(SB_HOST, SB_VM)
         r = rig.vcr.run("vm", "start", SB_VM, timeout=60)
         note = f"standby qemu {pid} killed; lost, containers shown " + (
             f"KNOWN: {known}" if known else "unknown")

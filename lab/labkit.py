@@ -5,6 +5,7 @@ Waiting is always on a real condition with a deadline (wait_for), never a bare s
 """
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -198,11 +199,19 @@ def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args=""):
     }
 
 
+def standby_initrd():
+    """The standby initramfs in the lab's image cache: VCR_LAB_STANDBY_INITRD names it
+    (the integration tests' conftest: initrd-standby-asan.img, the ASan+UBSan standby
+    agent), else initrd-standby.img (the normal build: demo, benchmarks)."""
+    name = os.environ.get("VCR_LAB_STANDBY_INITRD") or "initrd-standby.img"
+    return os.path.join(os.path.dirname(lab_env()["VCR_LAB_INITRD"]), name)
+
+
 def standby_vm_entry(name, index, address, memory_mb=256, vcpus=2, extra_args=""):
-    """A standby VM (initrd-standby.img: LXC + CRIU, the standby agent started by its
+    """A standby VM (standby_initrd(): LXC + CRIU, the standby agent started by its
     init and pointed at the lab server), or None when the image was not built."""
     env = lab_env()
-    initrd = os.path.join(os.path.dirname(env["VCR_LAB_INITRD"]), "initrd-standby.img")
+    initrd = standby_initrd()
     if not os.path.exists(initrd):
         return None
     vm = vm_entry(name, index, address, memory_mb=memory_mb, vcpus=vcpus,
@@ -304,6 +313,26 @@ def initrd_with_files(base, path, files):
         blob = f.read()
     with open(path, "wb") as f:
         f.write(blob + gzip.compress(out.getvalue()))
+
+
+SANITIZER_REPORT = re.compile(r"(ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer)")
+
+
+def console_sanitizer_reports(paths):
+    """Sanitizer reports in guest consoles (a standby VM's agent writes its output,
+    reports included, to its serial console: AGENT_STATE/VM.serial): a list of
+    "path: excerpt" strings, empty when there is none."""
+    out = []
+    for path in paths:
+        try:
+            with open(path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        m = SANITIZER_REPORT.search(text)
+        if m:
+            out.append(f"{path}:\n{text[max(0, m.start() - 500):m.start() + 3000]}")
+    return out
 
 
 def now_ms():

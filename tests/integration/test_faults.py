@@ -16,9 +16,8 @@ SEED = 13
 @pytest.fixture(scope="module")
 def fault_rig(lab, tmp_path_factory):
     from conftest import build_dir
-    cache = os.path.dirname(labkit.lab_env()["VCR_LAB_INITRD"])
-    if not os.path.exists(os.path.join(cache, "initrd-standby.img")):
-        pytest.skip(f"no {cache}/initrd-standby.img: run lab/build-image --standby")
+    if not os.path.exists(labkit.standby_initrd()):
+        pytest.skip(f"no {labkit.standby_initrd()}: run `make image-asan`")
     tmp = tmp_path_factory.mktemp("faults")
     rig = faultkit.Rig(build_dir(), tmp)
     try:

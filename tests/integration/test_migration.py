@@ -36,7 +36,7 @@ PORT_TIMEOUT_MS = 4000  # the recovery's port deadline (server default 60000)
 def standby_vm(name, index, address):
     vm = labkit.standby_vm_entry(name, index, address, memory_mb=512)
     if vm is None:
-        pytest.skip("no initrd-standby.img: run `make image`")
+        pytest.skip(f"no {labkit.standby_initrd()}: run `make image-asan`")
     return vm
 
 

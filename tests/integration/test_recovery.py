@@ -78,7 +78,7 @@ def vm_specs(tmp):
                          extra_args="apparmor=0 vcr.role=standby "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")
-    sb["image"]["initrd"] = cache_file("initrd-standby.img")
+    sb["image"]["initrd"] = cache_file(os.path.basename(labkit.standby_initrd()))
     specs["host1"].append(sb)
     return specs
 
