@@ -3,8 +3,9 @@ invariants.  Used by bench/faults.py (`make bench-faults`) and, in a short run, 
 tests/integration/test_faults.py (`make check`).
 
 Rig: three host agents, each running one busybox primary serving HTTP (web1 warm on fh1,
-web2 cold on fh2, web3 warm on fh3), a fourth host agent (fsb, never faulted) running the
-standby VM (LXC containers, the standby agent inside it), the lab's BIND9, the server's
+web2 cold on fh2, web3 warm on fh3), a fourth host agent (fsb, never faulted itself) running
+the standby VM (LXC containers, the standby agent inside it: killed or cut off by the two
+standby faults), the lab's BIND9, the server's
 journal on a small tmpfs of its own (the disk-full fault fills it).
 
 A round: pick a fault with the seeded RNG, inject it (the fault undoes what it must:
