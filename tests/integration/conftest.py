@@ -1,7 +1,6 @@
 """Fixtures for integration tests: the lab (namespace, bridge, taps, BIND9) and the
 VCRecovery daemons, built with ASan+UBSan, started inside it."""
 import os
-import re
 import sys
 
 import pytest
@@ -15,7 +14,7 @@ os.environ.setdefault("VCR_LAB_STANDBY_INITRD", "initrd-standby-asan.img")
 
 import labkit  # noqa: E402
 
-SANITIZER = re.compile(r"(ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer)")
+SANITIZER = labkit.SANITIZER_REPORT
 
 
 def build_dir():
