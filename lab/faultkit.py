@@ -210,18 +210,6 @@ def services_config():
             for name, (host, _, address, mode, ct) in WEBS.items()]
 
 
-def set_records():
-    env = labkit.lab_env()
-    script = f"server {env['VCR_LAB_DNS']}\nzone {env['VCR_LAB_ZONE']}\n"
-    for name, w in WEBS.items():
-        fqdn = f"{name}.{env['VCR_LAB_ZONE']}"
-        script += f"update delete {fqdn} A\nupdate add {fqdn} 5 A {w[2]}\n"
-    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]),
-                       input=script + "send\n", capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise RuntimeError(f"nsupdate: {r.stderr}")
-
-
 def named_pid():
     with open(os.path.join(labkit.RUN_DIR, "named.pid")) as f:
         return int(f.read().strip())
@@ -296,7 +284,7 @@ class Rig:
         os.makedirs(self.jfs, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.journal_mb}m", "tmpfs",
                         self.jfs], check=True)
-        set_records()
+        labkit.set_records({name: w[2] for name, w in WEBS.items()})
         self.start_server()
         for h in RUN_HOSTS:
             self.start_agent(h)
@@ -552,14 +540,23 @@ class LinkCut(Fault):
     seconds = 6.0
     expect_state = "recovered"
 
+    def tap(self, svc):
+        return f"tap{WEBS[svc][1]}"
+
+    def while_down(self, rig, ctx):
+        """What the fault looks at while the link is down; returns a note."""
+        return ""
+
     def inject(self, rig, rng, svc, ctx):
-        tap = f"tap{WEBS[svc][1]}"
+        tap = self.tap(svc)
+        t0 = time.monotonic()
         subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "down"], check=True)
         try:
-            time.sleep(self.seconds)
+            note = self.while_down(rig, ctx)
+            time.sleep(max(0.0, self.seconds - (time.monotonic() - t0)))  # the fault's length
         finally:
             subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "up"], check=True)
-        return f"{tap} down {self.seconds:g} s"
+        return f"{tap} down {self.seconds:g} s{note}"
 
 
 class DnsDownDuringFailure(Fault):
@@ -711,14 +708,15 @@ def standby_view(rig):
 
 def standby_lost_view(rig, ctx):
     """Waits for the server to call the standby host lost; what it shows of its
-    containers then is kept for the round (a lost host's containers are `unknown`,
-    issue 13 item 5): a container shown in any other state is reported."""
+    containers then must be `unknown` (a lost host's, issue 13 item 5): any other
+    state is kept as ctx["standby_known"] (the round's false_states).  Returns a note."""
     labkit.wait_for(f"standby host {SB_VM} lost", lambda: standby_view(rig)[0] == "lost",
                     HOST_TIMEOUT_MS / 1000 + 15, interval=0.1)
-    state, cts, svcs = standby_view(rig)
-    ctx["standby_lost_view"] = (cts, svcs)
-    return [f"{n} {v}" for n, v in sorted(list(cts.items()) + list(svcs.items()))
-            if v != "unknown"]
+    _, cts, svcs = standby_view(rig)
+    known = [f"{n} {v}" for n, v in sorted(list(cts.items()) + list(svcs.items()))
+             if v != "unknown"]
+    ctx["standby_known"] = known
+    return "; lost, containers shown " + (f"KNOWN: {known}" if known else "unknown")
 
 
 class StandbyAgentKill(Fault):
@@ -736,42 +734,33 @@ class StandbyAgentKill(Fault):
     def inject(self, rig, rng, svc, ctx):
         pid = rig.vm_pid(SB_VM)
         os.kill(pid, signal.SIGKILL)
-        known = standby_lost_view(rig, ctx)
-        ctx["standby_known"] = known
+        note = f"standby qemu {pid} killed" + standby_lost_view(rig, ctx)
         rig.keep_console(SB_HOST, SB_VM)
         r = rig.vcr.run("vm", "start", SB_VM, timeout=60)
-        note = f"standby qemu {pid} killed; lost, containers shown " + (
-            f"KNOWN: {known}" if known else "unknown")
         if r.returncode != 0:
             note += f"; vm start: {r.stderr.strip()}"
         return note
 
 
-class StandbyLinkCut(Fault):
+class StandbyLinkCut(LinkCut):
     """The standby VM's tap down inside the namespace for `seconds` (past the host
     timeout): the server calls the standby host lost and shows its containers `unknown`;
     the containers go on running in the guest; link up, the agent says hello again.  No
     primary is touched: no failover."""
     name = "standby_link_cut"
     seconds = 8.0
+    expect_state = None
     no_failover = True
     lost_host = SB_VM
 
     def hits(self, svc):
         return set()
 
-    def inject(self, rig, rng, svc, ctx):
-        tap = f"tap{SB_INDEX}"
-        t0 = time.monotonic()
-        subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "down"], check=True)
-        try:
-            known = standby_lost_view(rig, ctx)
-            ctx["standby_known"] = known
-            time.sleep(max(0.0, self.seconds - (time.monotonic() - t0)))  # the fault's length
-        finally:
-            subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "up"], check=True)
-        return f"{tap} down {self.seconds:g} s; lost, containers shown " + (
-            f"KNOWN: {known}" if known else "unknown")
+    def tap(self, svc):
+        return f"tap{SB_INDEX}"
+
+    def while_down(self, rig, ctx):
+        return standby_lost_view(rig, ctx)
 
 
 def matrix():

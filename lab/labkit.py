@@ -128,6 +128,21 @@ class Proc:
             return f.read()
 
 
+def set_records(addresses):
+    """NAME.ZONE -> address in the lab's BIND9 for each {NAME: address} (signed UPDATE
+    by nsupdate: a name an earlier run left on a container is put back).  Raises
+    RuntimeError with nsupdate's error."""
+    env = lab_env()
+    script = f"server {env['VCR_LAB_DNS']}\nzone {env['VCR_LAB_ZONE']}\n"
+    for name, address in addresses.items():
+        fqdn = f"{name}.{env['VCR_LAB_ZONE']}"
+        script += f"update delete {fqdn} A\nupdate add {fqdn} 5 A {address}\n"
+    r = subprocess.run(in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]),
+                       input=script + "send\n", capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"nsupdate: {r.stderr}")
+
+
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
                         services=(), fence_timeout_ms=None, port_timeout_ms=None):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
