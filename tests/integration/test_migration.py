@@ -250,8 +250,8 @@ def test_lost_standby_host_fails_over_at_once_and_keeps_its_cause(pair):
         subprocess.run(route, check=True)
     evs = web_events(d, since)
     assert [e["detail"]["phase"] for e in evs] == ["retry", "container_ready", "failed"], evs
-    assert evs[1]["detail"]["host"] == "sb22", evs[1]
-    assert evs[1]["ts_ms"] - evs[0]["ts_ms"] < 60000, evs  # one container order, no port wait
+    # Created on the fallback by an order (`order_ms`), not taken as running.
+    assert evs[1]["detail"]["host"] == "sb22" and "order_ms" in evs[1]["detail"], evs[1]
     err = s["recovery"]["error"]
     head = f"port {WEB_CT_ADDR}:80 of container {WEB_CT} not open within {PORT_TIMEOUT_MS} ms: "
     assert err.startswith(head) and err.count("not open within") == 1, err
