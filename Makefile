@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?= -Dstatic_agent=true
 
-.PHONY: all deps build build-asan build-fuzz image check unit fuzz integration demo \
+.PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo \
         format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache \
         bench-migration bench-faults image-debian
 
@@ -46,7 +46,15 @@ image: build
 image-debian: deps
 	lab/build-debian
 
-check: build build-asan build-fuzz image image-debian
+
+# The integration tests' standby image: the same, with the ASan+UBSan standby agent
+# (initrd-standby-asan.img; initrd.img is the one above, found up to date).
+image-asan: build-asan image
+	lab/build-image --agent $(BUILD)/src/agent/vcr-agent.static \
+		--standby --standby-agent $(ASAN_BUILD)/src/agent/vcr-agent \
+		--standby-name initrd-standby-asan.img
+
+check: build build-asan build-fuzz image image-asan image-debian
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
 
 demo: build image
@@ -76,10 +84,11 @@ bench-warm-cache: build image
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD)
 
-# Seeded fault campaign (issue 13): SEED, ROUNDS override the defaults.
+# Seeded fault campaign (issue 13): SEED, ROUNDS, FAULTS (a comma-separated subset of
+# the matrix) override the defaults.
 bench-faults: build image
 	/usr/bin/python3 bench/faults.py --build $(BUILD) $(if $(SEED),--seed $(SEED)) \
-		$(if $(ROUNDS),--rounds $(ROUNDS))
+		$(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(FAULTS),--faults $(FAULTS))
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

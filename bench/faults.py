@@ -28,11 +28,12 @@ import faultkit  # noqa: E402
 import labkit  # noqa: E402
 
 SUMMARY_COLS = ["fault", "rounds", "served_twice", "false_failovers", "stuck", "lost_events",
-                "leaks", "max_recovery_ms", "failovers"]
+                "false_states", "leaks", "max_recovery_ms", "failovers"]
 ROUND_COLS = ["round", "fault", "target", "hits", "seconds", "failovers", "expected", "settled",
               "served_twice", "served_twice_first", "false_failovers",
               "false_failover_services", "stuck", "lost_events", "lost_detail",
-              "max_recovery_ms", "events", "note"]
+              "false_states", "false_state_detail", "max_recovery_ms", "events", "load1",
+              "note"]
 
 MEANING = [
     ("served_twice", "poller samples (one every 100 ms per service, during the round, "
@@ -51,7 +52,11 @@ MEANING = [
      "nor `failed`, a `fenced` phase without its `fenced` event, `client_confirmed` "
      "without every earlier phase, a service settled `recovered` without "
      "`client_confirmed`, a failback not `started`..`done`, a killed primary without its "
-     "`vm_event` crashed."),
+     "`vm_event` crashed, a standby host fault without the standby's `host_lost`."),
+    ("false_states", "standby host faults: containers of the lost standby host (in `vcr "
+     "status`) or services' `container_state` (in `vcr services`) shown in a state other "
+     "than `unknown` once the server called the host lost (issue 13 item 5: a container "
+     "is only as known as its host)."),
     ("leaks", "after the campaign and `lab down`: processes whose command line names the "
      "run directory (QEMU, agents, watchdogs), /dev/shm/vcr-HOST-* files of the run's "
      "hosts, the journal's tmpfs still mounted, the lab namespace still there. Measured "
@@ -86,6 +91,13 @@ FAULT_DOC = {
     "agent_restart_mid_recovery": "the primary killed; once `detected` is journaled, its "
                                   "host agent killed -9 and restarted.",
     "vm_restart_by_hand": "`vcr vm stop` then `vcr vm start` of the primary (maintenance).",
+    "standby_agent_kill": "kill -9 of the standby VM's QEMU (its agent and every container "
+                          "go with it); once the server calls the standby host lost, `vcr vm "
+                          "start` of it (the server provisions the warm containers again). No "
+                          "failover may follow: no primary was touched.",
+    "standby_link_cut": "`ip link set TAP down` of the standby VM's tap for 8 s (past the host "
+                        "timeout: the standby host lost, its containers unreachable), then "
+                        "up (the agent says hello again). No failover may follow.",
 }
 
 
@@ -113,7 +125,9 @@ def write_csv(path, cols, rows):
 def write_md(path, args, summary, rows, leaks, load0, load1, elapsed, build, error,
              samples_stats):
     m = machine()
-    busy = max(float(load0.split()[0]), float(load1.split()[0])) > 3
+    # Busy: a 1-min load above the CPU count, before, after or at the start of a round.
+    loads = [float(load0.split()[0]), float(load1.split()[0])] + [r["load1"] for r in rows]
+    busy = max(loads) > int(m["nproc"] or 1)
     L = ["# bench-faults: a seeded fault campaign (issue 13)\n"]
     if error:
         L.append(f"**The campaign stopped early: {error}**\n")
@@ -124,9 +138,11 @@ def write_md(path, args, summary, rows, leaks, load0, load1, elapsed, build, err
     L.append(f"- CPUs: {m['nproc']}; memory {m['mem']}; CPU {m['cpu']}; host kernel "
              f"{m['kernel']}")
     L.append(f"- {m['qemu']}; accelerator **TCG** (no usable KVM)")
-    L.append(f"- load average before: {load0}; after: {load1}"
-             + (" (**busy machine: load above 3**, other engineers' VMs and benchmarks ran; "
-                "absolute times are TCG times under that load)" if busy else ""))
+    L.append(f"- load average before: {load0}; after: {load1}; 1-min load at the start of "
+             f"the rounds: {min(loads[2:], default=0):.2f}..{max(loads[2:], default=0):.2f} "
+             "(`load1` in faults-rounds.csv)"
+             + (f" (**busy machine: load above the {m['nproc']} CPUs**, other engineers' VMs "
+                "and builds ran; absolute times are TCG times under that load)" if busy else ""))
     L.append(f"- seed {args.seed}, rounds {len(rows)}\n")
     L.append("## Rig\n")
     L.append("vcr-server (heartbeat 500 ms, host_timeout 5000 ms, fence_timeout 6000 ms, "
@@ -134,7 +150,8 @@ def write_md(path, args, summary, rows, leaks, load0, load1, elapsed, build, err
              "busybox primary (256 MB, 1 vCPU) serving HTTP: web1 (warm standby), web2 "
              "(cold), web3 (warm); host agent fsb running the standby VM standby1 (384 MB, "
              "2 vCPUs, LXC, the standby agent inside), never faulted (a fault of its host "
-             "would take every container at once: another campaign); the lab's BIND9 "
+             "would take every container at once: another campaign) except by the two "
+             "standby faults, which kill its standby VM or cut its link; the lab's BIND9 "
              "(RFC 2136). Checks: HTTP every 500 ms, 400 ms timeout, 3 failures.\n")
     L.append("Each round: a fault picked with the seeded RNG (each block of "
              f"{len(faultkit.matrix())} rounds is a "
@@ -163,8 +180,12 @@ def write_md(path, args, summary, rows, leaks, load0, load1, elapsed, build, err
     L.append("Not in the matrix: the server stopped past the agents' self-fence (10 s here): "
              "every host fences its VMs, the standby VM's host too, so every container goes "
              "with them (a campaign of its own, with a standby host that is not a host agent "
-             "of the server); faults of the standby VM or its host; a loop filesystem for the "
-             "journal (a tmpfs of 32 MB does the same: ENOSPC on SQLite's writes).\n")
+             "of the server); a primary failing while its standby host is lost (the lab "
+             "test `test_migration.py::test_lost_standby_host_fails_over_at_once_and_keeps_"
+             "its_cause` covers it, with and without a fallback standby: this rig has one "
+             "standby VM); a fault of the standby VM's host agent (fsb); a loop filesystem "
+             "for the journal (a tmpfs of 32 MB does the same: ENOSPC on SQLite's writes)."
+             "\n")
     L.append("## Invariants\n")
     for k, v in MEANING:
         L.append(f"- **{k}**: {v}")
@@ -178,7 +199,7 @@ def write_md(path, args, summary, rows, leaks, load0, load1, elapsed, build, err
     if leaks:
         L.append("Leaks: " + "; ".join(leaks) + "\n")
     findings = [r for r in rows if r["served_twice"] or r["false_failovers"] or r["stuck"]
-                or r["lost_events"]]
+                or r["lost_events"] or r["false_states"]]
     L.append("## Rounds that broke an invariant\n")
     if not findings:
         L.append("None.\n")
@@ -187,7 +208,8 @@ def write_md(path, args, summary, rows, leaks, load0, load1, elapsed, build, err
                  f"{r['events']}): served_twice {r['served_twice']} "
                  f"{r['served_twice_first']}; false failovers "
                  f"{r['false_failover_services'] or 0}; stuck {r['stuck']}; lost "
-                 f"{r['lost_detail'] or 0}; note: {r['note']}")
+                 f"{r['lost_detail'] or 0}; false states {r['false_state_detail'] or 0}; "
+                 f"note: {r['note']}")
     L.append("\nPer round: faults-rounds.csv. Raw samples and daemon logs stay in the run "
              "directory (not committed).\n")
     with open(path, "w") as f:

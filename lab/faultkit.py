@@ -3,8 +3,9 @@ invariants.  Used by bench/faults.py (`make bench-faults`) and, in a short run, 
 tests/integration/test_faults.py (`make check`).
 
 Rig: three host agents, each running one busybox primary serving HTTP (web1 warm on fh1,
-web2 cold on fh2, web3 warm on fh3), a fourth host agent (fsb, never faulted) running the
-standby VM (LXC containers, the standby agent inside it), the lab's BIND9, the server's
+web2 cold on fh2, web3 warm on fh3), a fourth host agent (fsb, never faulted itself) running
+the standby VM (LXC containers, the standby agent inside it: killed or cut off by the two
+standby faults), the lab's BIND9, the server's
 journal on a small tmpfs of its own (the disk-full fault fills it).
 
 A round: pick a fault with the seeded RNG, inject it (the fault undoes what it must:
@@ -196,7 +197,9 @@ def vm_specs(cache_dir):
                          extra_args="apparmor=0 vcr.role=standby "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")
-    sb["image"]["initrd"] = os.path.join(cache_dir, "initrd-standby.img")
+    # initrd-standby.img, or what VCR_LAB_STANDBY_INITRD names (the integration tests:
+    # the ASan+UBSan standby agent).
+    sb["image"]["initrd"] = os.path.join(cache_dir, os.path.basename(labkit.standby_initrd()))
     specs[SB_HOST].append(sb)
     return specs
 
@@ -205,18 +208,6 @@ def services_config():
     return [dict(labkit.service_entry(name, host, name, address, mode, SB_VM, f"{name}-c",
                                       ct), check=dict(CHECK))
             for name, (host, _, address, mode, ct) in WEBS.items()]
-
-
-def set_records():
-    env = labkit.lab_env()
-    script = f"server {env['VCR_LAB_DNS']}\nzone {env['VCR_LAB_ZONE']}\n"
-    for name, w in WEBS.items():
-        fqdn = f"{name}.{env['VCR_LAB_ZONE']}"
-        script += f"update delete {fqdn} A\nupdate add {fqdn} 5 A {w[2]}\n"
-    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]),
-                       input=script + "send\n", capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise RuntimeError(f"nsupdate: {r.stderr}")
 
 
 def named_pid():
@@ -293,7 +284,7 @@ class Rig:
         os.makedirs(self.jfs, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.journal_mb}m", "tmpfs",
                         self.jfs], check=True)
-        set_records()
+        labkit.set_records({name: w[2] for name, w in WEBS.items()})
         self.start_server()
         for h in RUN_HOSTS:
             self.start_agent(h)
@@ -312,6 +303,8 @@ class Rig:
             text = p.log_text()
             if any(s in text for s in SANITIZER):
                 reports.append(f"{p.log_path}:\n{text[-3000:]}")
+        # The standby agent writes to its VM's console (kept before each restart of it).
+        reports += labkit.console_sanitizer_reports(self.consoles())
         try:
             labkit.wait_for("the fence watchdogs to exit", lambda: not self.stray(), 30)
         except labkit.Timeout:
@@ -323,6 +316,24 @@ class Rig:
                 subprocess.run(["cp", src, os.path.join(self.run, f)], capture_output=True)
         subprocess.run(["umount", self.jfs], capture_output=True)
         return reports
+
+    def consoles(self):
+        """The guests' consoles: AGENT_STATE/VM.serial, and the copies kept of a console
+        before its VM was started again (a cold start empties it)."""
+        out = []
+        for h in RUN_HOSTS:
+            state = os.path.join(self.run, f"agent-{h}")
+            if os.path.isdir(state):
+                out += sorted(os.path.join(state, f) for f in os.listdir(state)
+                              if ".serial" in f)
+        return out
+
+    def keep_console(self, host, vm):
+        """A copy of VM's console, before a cold start of it empties the file."""
+        src = os.path.join(self.run, f"agent-{host}", f"{vm}.serial")
+        n = sum(1 for f in os.listdir(os.path.dirname(src)) if f.startswith(f"{vm}.serial."))
+        if os.path.exists(src):
+            subprocess.run(["cp", src, f"{src}.{n + 1}"], check=False)
 
     def stray(self):
         """Processes (QEMU, agents, watchdogs) whose command line names the run directory."""
@@ -415,6 +426,7 @@ class Fault:
     name = "?"
     no_failover = False
     expect_state = None  # the state the target's service should settle in, if one
+    lost_host = None  # a host the fault must have the server call lost (host_lost event)
 
     def hits(self, svc):
         return {svc}
@@ -528,14 +540,23 @@ class LinkCut(Fault):
     seconds = 6.0
     expect_state = "recovered"
 
+    def tap(self, svc):
+        return f"tap{WEBS[svc][1]}"
+
+    def while_down(self, rig, ctx):
+        """What the fault looks at while the link is down; returns a note."""
+        return ""
+
     def inject(self, rig, rng, svc, ctx):
-        tap = f"tap{WEBS[svc][1]}"
+        tap = self.tap(svc)
+        t0 = time.monotonic()
         subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "down"], check=True)
         try:
-            time.sleep(self.seconds)
+            note = self.while_down(rig, ctx)
+            time.sleep(max(0.0, self.seconds - (time.monotonic() - t0)))  # the fault's length
         finally:
             subprocess.run(["ip", "-n", labkit.NS, "link", "set", tap, "up"], check=True)
-        return f"{tap} down {self.seconds:g} s"
+        return f"{tap} down {self.seconds:g} s{note}"
 
 
 class DnsDownDuringFailure(Fault):
@@ -676,17 +697,85 @@ class VmRestartByHand(Fault):
         return "; ".join(["stopped and started by hand"] + note)
 
 
+def standby_view(rig):
+    """(standby host state, {container: state} as the server shows them, {service:
+    container_state})."""
+    h = rig.status_hosts().get(SB_VM) or {}
+    cts = {c["name"]: c.get("state") for c in h.get("containers") or []}
+    return h.get("state"), cts, {n: s["standby"]["container_state"]
+                                 for n, s in rig.services().items()}
+
+
+def standby_lost_view(rig, ctx):
+    """Waits for the server to call the standby host lost; what it shows of its
+    containers then must be `unknown` (a lost host's, issue 13 item 5): any other
+    state is kept as ctx["standby_known"] (the round's false_states).  Returns a note."""
+    labkit.wait_for(f"standby host {SB_VM} lost", lambda: standby_view(rig)[0] == "lost",
+                    HOST_TIMEOUT_MS / 1000 + 15, interval=0.1)
+    _, cts, svcs = standby_view(rig)
+    known = [f"{n} {v}" for n, v in sorted(list(cts.items()) + list(svcs.items()))
+             if v != "unknown"]
+    ctx["standby_known"] = known
+    return "; lost, containers shown " + (f"KNOWN: {known}" if known else "unknown")
+
+
+class StandbyAgentKill(Fault):
+    """kill -9 of the standby VM's QEMU: its agent, its containers and their state go at
+    once.  No primary is touched: no failover; the server calls the standby host lost
+    and shows its containers `unknown`.  Undone by `vcr vm start` of the standby VM: the
+    server provisions the warm containers again on its hello."""
+    name = "standby_agent_kill"
+    no_failover = True
+    lost_host = SB_VM
+
+    def hits(self, svc):
+        return set()
+
+    def inject(self, rig, rng, svc, ctx):
+        pid = rig.vm_pid(SB_VM)
+        os.kill(pid, signal.SIGKILL)
+        note = f"standby qemu {pid} killed" + standby_lost_view(rig, ctx)
+        rig.keep_console(SB_HOST, SB_VM)
+        r = rig.vcr.run("vm", "start", SB_VM, timeout=60)
+        if r.returncode != 0:
+            note += f"; vm start: {r.stderr.strip()}"
+        return note
+
+
+class StandbyLinkCut(LinkCut):
+    """The standby VM's tap down inside the namespace for `seconds` (past the host
+    timeout): the server calls the standby host lost and shows its containers `unknown`;
+    the containers go on running in the guest; link up, the agent says hello again.  No
+    primary is touched: no failover."""
+    name = "standby_link_cut"
+    seconds = 8.0
+    expect_state = None
+    no_failover = True
+    lost_host = SB_VM
+
+    def hits(self, svc):
+        return set()
+
+    def tap(self, svc):
+        return f"tap{SB_INDEX}"
+
+    def while_down(self, rig, ctx):
+        return standby_lost_view(rig, ctx)
+
+
 def matrix():
     return [VmKill9(), AgentKill9(), ServerKill9(), VmStop(1), VmStop(5), AgentStop(2),
             AgentStop(7), AgentStop(12), ServerStop(2), ServerStop(7), LinkCut(),
             DnsDownDuringFailure(),
-            DiskFull(), FdExhaustion(), AgentRestartMidRecovery(), VmRestartByHand()]
+            DiskFull(), FdExhaustion(), AgentRestartMidRecovery(), VmRestartByHand(),
+            StandbyAgentKill(), StandbyLinkCut()]
 
 
 # Cheap and distinct (no TCG boot but for one vm_kill9 failback and the hand restart);
-# server_stop_7s failed every service over before the server forgave its own stall.
+# server_stop_7s failed every service over before the server forgave its own stall;
+# standby_link_cut: a standby host lost and back, no boot.
 SHORT = ["server_kill9", "server_stop_7s", "agent_kill9", "agent_stop_2s", "vm_stop_1s",
-         "fd_exhaustion", "vm_kill9", "vm_restart_by_hand"]
+         "fd_exhaustion", "vm_kill9", "vm_restart_by_hand", "standby_link_cut"]
 
 
 def by_name(names=None):
@@ -707,6 +796,7 @@ class Round:
         self.settled = {}
         self.failbacks = {}  # service -> (t_start, t_end)
         self.ctx = {}
+        self.load = os.getloadavg()[0]  # the machine's 1-min load when the round began
 
 
 def settle(rig, rnd):
@@ -927,6 +1017,9 @@ def check_round(rnd, samples, events):
         if not any(e["kind"] == "vm_event" and e.get("vm") == rnd.svc and
                    (e["detail"] or {}).get("state") == "crashed" for e in evs):
             missing.append(f"{rnd.svc}: no vm_event crashed")
+    if rnd.fault.lost_host and not any(e["kind"] == "host_lost" and
+                                       e.get("host") == rnd.fault.lost_host for e in evs):
+        missing.append(f"{rnd.fault.lost_host}: no host_lost")
     ids = [e["id"] for e in evs]
     gaps = [(a, b) for a, b in zip([rnd.ev0] + ids, ids) if b != a + 1]
     missing += [f"ids jump {a} -> {b}" for a, b in gaps]
@@ -947,8 +1040,12 @@ def check_round(rnd, samples, events):
         "stuck": len(rnd.stuck),
         "lost_events": len(missing),
         "lost_detail": "; ".join(missing),
+        # A lost standby host's containers shown in a state the server cannot know.
+        "false_states": len(rnd.ctx.get("standby_known") or []),
+        "false_state_detail": " ".join(rnd.ctx.get("standby_known") or []),
         "max_recovery_ms": max_ms if max_ms is not None else "",
         "events": f"{rnd.ev0 + 1}..{rnd.ev1}",
+        "load1": round(rnd.load, 2),
         "note": rnd.note,
     }
 
@@ -970,6 +1067,7 @@ def summarize(rows, leaks):
             "false_failovers": sum(r["false_failovers"] for r in rs),
             "stuck": sum(r["stuck"] for r in rs),
             "lost_events": sum(r["lost_events"] for r in rs),
+            "false_states": sum(r["false_states"] for r in rs),
             "leaks": "-",
             "max_recovery_ms": max(ms) if ms else "",
         })
@@ -980,5 +1078,6 @@ def summarize(rows, leaks):
                 "false_failovers": sum(r["false_failovers"] for r in out),
                 "stuck": sum(r["stuck"] for r in out),
                 "lost_events": sum(r["lost_events"] for r in out),
+                "false_states": sum(r["false_states"] for r in out),
                 "leaks": len(leaks), "max_recovery_ms": max(ms) if ms else ""})
     return out

@@ -5,6 +5,7 @@ Waiting is always on a real condition with a deadline (wait_for), never a bare s
 """
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -127,10 +128,27 @@ class Proc:
             return f.read()
 
 
+def set_records(addresses):
+    """NAME.ZONE -> address in the lab's BIND9 for each {NAME: address} (signed UPDATE
+    by nsupdate: a name an earlier run left on a container is put back).  Raises
+    RuntimeError with nsupdate's error."""
+    env = lab_env()
+    script = f"server {env['VCR_LAB_DNS']}\nzone {env['VCR_LAB_ZONE']}\n"
+    for name, address in addresses.items():
+        fqdn = f"{name}.{env['VCR_LAB_ZONE']}"
+        script += f"update delete {fqdn} A\nupdate add {fqdn} 5 A {address}\n"
+    r = subprocess.run(in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]),
+                       input=script + "send\n", capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"nsupdate: {r.stderr}")
+
+
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
-                        services=(), fence_timeout_ms=None):
+                        services=(), fence_timeout_ms=None, port_timeout_ms=None):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
-    from service_entry(), written as the `services:` list (docs/server.md)."""
+    from service_entry(), written as the `services:` list (docs/server.md).
+    port_timeout_ms: how long a recovery waits for the container's port (server default
+    when None)."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -142,6 +160,8 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
     if fence_timeout_ms:
         lines.append(f"fence_timeout_ms: {fence_timeout_ms}")
+    if port_timeout_ms:
+        lines.append(f"port_timeout_ms: {port_timeout_ms}")
     if dns:
         port = env.get("VCR_LAB_DNS_PORT") or "53"
         lines += ["dns:", f"  server: {env['VCR_LAB_DNS']}:{port}",
@@ -194,11 +214,19 @@ def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args=""):
     }
 
 
+def standby_initrd():
+    """The standby initramfs in the lab's image cache: VCR_LAB_STANDBY_INITRD names it
+    (the integration tests' conftest: initrd-standby-asan.img, the ASan+UBSan standby
+    agent), else initrd-standby.img (the normal build: demo, benchmarks)."""
+    name = os.environ.get("VCR_LAB_STANDBY_INITRD") or "initrd-standby.img"
+    return os.path.join(os.path.dirname(lab_env()["VCR_LAB_INITRD"]), name)
+
+
 def standby_vm_entry(name, index, address, memory_mb=256, vcpus=2, extra_args=""):
-    """A standby VM (initrd-standby.img: LXC + CRIU, the standby agent started by its
+    """A standby VM (standby_initrd(): LXC + CRIU, the standby agent started by its
     init and pointed at the lab server), or None when the image was not built."""
     env = lab_env()
-    initrd = os.path.join(os.path.dirname(env["VCR_LAB_INITRD"]), "initrd-standby.img")
+    initrd = standby_initrd()
     if not os.path.exists(initrd):
         return None
     vm = vm_entry(name, index, address, memory_mb=memory_mb, vcpus=vcpus,
@@ -328,6 +356,26 @@ def initrd_with_files(base, path, files):
         blob = f.read()
     with open(path, "wb") as f:
         f.write(blob + gzip.compress(out.getvalue()))
+
+
+SANITIZER_REPORT = re.compile(r"(ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer)")
+
+
+def console_sanitizer_reports(paths):
+    """Sanitizer reports in guest consoles (a standby VM's agent writes its output,
+    reports included, to its serial console: AGENT_STATE/VM.serial): a list of
+    "path: excerpt" strings, empty when there is none."""
+    out = []
+    for path in paths:
+        try:
+            with open(path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        m = SANITIZER_REPORT.search(text)
+        if m:
+            out.append(f"{path}:\n{text[max(0, m.start() - 500):m.start() + 3000]}")
+    return out
 
 
 def now_ms():

@@ -1,7 +1,6 @@
 """Fixtures for integration tests: the lab (namespace, bridge, taps, BIND9) and the
 VCRecovery daemons, built with ASan+UBSan, started inside it."""
 import os
-import re
 import sys
 
 import pytest
@@ -9,9 +8,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "lab"))
 
+# The standby VMs of the integration tests run the ASan+UBSan standby agent (make
+# image-asan); their consoles are scanned for its reports like the daemons' logs.
+os.environ.setdefault("VCR_LAB_STANDBY_INITRD", "initrd-standby-asan.img")
+
 import labkit  # noqa: E402
 
-SANITIZER = re.compile(r"(ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer)")
+SANITIZER = labkit.SANITIZER_REPORT
 
 
 def build_dir():
@@ -69,8 +72,9 @@ class Daemons:
         return labkit.wait_for(f"VM {vm} in state {sorted(states)}", check, timeout)
 
     def stop_all(self):
-        """Stops every daemon; returns the problems: sanitizer reports in a daemon's log
-        or in a host agent's fence watchdog log, and a daemon that was still running but
+        """Stops every daemon; returns the problems: sanitizer reports in a daemon's log,
+        in a host agent's fence watchdog log or in a guest's console (the standby
+        agent's output), and a daemon that was still running but
         did not exit 0 on SIGTERM (docs/server.md, docs/agent.md: exit codes)."""
         reports = []
         for p in reversed(self.procs):
@@ -85,7 +89,12 @@ class Daemons:
             text = log.read_text(errors="replace")
             if SANITIZER.search(text):
                 reports.append(f"{log}:\n{text[-3000:]}")
+        reports += labkit.console_sanitizer_reports(self.consoles())
         return reports
+
+    def consoles(self):
+        """Every guest console of the test: the standby agent's output is there."""
+        return sorted(self.tmp.glob("agent-*/*.serial"))
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ SEED = 13
 @pytest.fixture(scope="module")
 def fault_rig(lab, tmp_path_factory):
     from conftest import build_dir
-    cache = os.path.dirname(labkit.lab_env()["VCR_LAB_INITRD"])
-    if not os.path.exists(os.path.join(cache, "initrd-standby.img")):
-        pytest.skip(f"no {cache}/initrd-standby.img: run lab/build-image --standby")
+    if not os.path.exists(labkit.standby_initrd()):
+        pytest.skip(f"no {labkit.standby_initrd()}: run `make image-asan`")
     tmp = tmp_path_factory.mktemp("faults")
     rig = faultkit.Rig(build_dir(), tmp)
     try:
@@ -41,8 +40,9 @@ def test_short_seeded_campaign(fault_rig):
     assert samples, "the pollers took no sample"
     bad = [(r["round"], r["fault"], r["target"], {k: r[k] for k in (
         "served_twice", "served_twice_first", "false_failover_services", "stuck",
-        "lost_detail", "note") if r[k]}) for r in rows
-        if r["served_twice"] or r["false_failovers"] or r["stuck"] or r["lost_events"]]
+        "lost_detail", "false_state_detail", "note") if r[k]}) for r in rows
+        if r["served_twice"] or r["false_failovers"] or r["stuck"] or r["lost_events"]
+        or r["false_states"]]
     assert bad == []
     assert faultkit.journal_gaps(events, 0) == []
     # The faults that must fail the target over did (the campaign is not vacuous).

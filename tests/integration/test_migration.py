@@ -6,8 +6,16 @@ same address from the second VM, its processes kept their memory (the template's
 in-memory counter went on instead of starting again at 1), and nothing is left on
 the first VM.
 
+The same two standby VMs then serve a warm service whose standby host is lost (issue 13,
+items 5 and 6): its containers read `unknown`, a recovery onto it fails at once saying
+why when no fallback is configured and falls over to the fallback host when one is, and
+a recovery that fails at the port phase keeps the last attempt's cause, once.
+
 Image: `make image` (lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent)."""
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 
@@ -18,12 +26,17 @@ import labkit
 SB = [("sb21", 0, "10.77.0.21"), ("sb22", 1, "10.77.0.22")]
 CT, SERVICE, CT_ADDR = "mig1", "mig", "10.77.0.35"
 BOOT_TIMEOUT = 300
+# A primary on its own host agent (booted with the standby VMs, used by the lost-standby
+# test only): name, tap index, address; its warm container and where it goes.
+WEB, WEB_INDEX, WEB_ADDR = "web6", 2, "10.77.0.16"
+WEB_CT, WEB_CT_ADDR = "web6-c", "10.77.0.36"
+PORT_TIMEOUT_MS = 4000  # the recovery's port deadline (server default 60000)
 
 
 def standby_vm(name, index, address):
     vm = labkit.standby_vm_entry(name, index, address, memory_mb=512)
     if vm is None:
-        pytest.skip("no initrd-standby.img: run `make image`")
+        pytest.skip(f"no {labkit.standby_initrd()}: run `make image-asan`")
     return vm
 
 
@@ -33,9 +46,9 @@ def standby_host(d, name):
                  and h["state"] == "connected"), None)
 
 
-def container_on(d, host):
+def container_on(d, host, name=CT):
     h = standby_host(d, host)
-    return next((c for c in (h or {}).get("containers") or [] if c["name"] == CT), None)
+    return next((c for c in (h or {}).get("containers") or [] if c["name"] == name), None)
 
 
 def counter():
@@ -47,8 +60,9 @@ def counter():
 def pair(lab, tmp_path_factory):
     from conftest import Daemons
     d = Daemons(tmp_path_factory.mktemp("migration"))
-    d.server(heartbeat_ms=500, host_timeout_ms=5000)
+    d.srv = d.server(heartbeat_ms=500, host_timeout_ms=5000)
     d.agent("host1", [standby_vm(*sb) for sb in SB])
+    d.agent("host2", [labkit.vm_entry(WEB, WEB_INDEX, WEB_ADDR)])
     for name, _, _ in SB:
         d.wait_vm_state(name, "running", BOOT_TIMEOUT)
     for name, _, _ in SB:
@@ -146,3 +160,114 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
     labkit.wait_for(f"the counter to go on past {c2}", lambda: (counter() or 0) > c2, 30)
     gone = d.vcr.json("container", "destroy", "sb21", CT)
     assert gone["result"] == "done"
+
+
+# --- a lost standby host (issue 13, items 5 and 6; docs/recovery.md) ---
+
+def host_entry(d, name):
+    return next((h for h in d.vcr.status()["hosts"] if h["name"] == name), None)
+
+
+def web_service(d):
+    return next(s for s in d.vcr.json("services")["services"] if s["name"] == WEB)
+
+
+def web_events(d, since):
+    return [e for e in d.vcr.events(since)
+            if e["kind"] == "recovery" and (e.get("detail") or {}).get("service") == WEB]
+
+
+def restart_server(d, log, fallback):
+    """The server again on its journal, now with service WEB: warm, standby.host sb21,
+    standby.fallback_host sb22 when `fallback`; DNS switched in the lab's BIND9."""
+    rc = d.srv.stop(timeout=30)
+    assert rc == 0, f"vcr-server exited {rc} on SIGTERM"
+    svc = labkit.service_entry(WEB, "host2", WEB, WEB_ADDR, "warm", "sb21", WEB_CT, WEB_CT_ADDR)
+    if fallback:
+        svc["standby"]["fallback_host"] = "sb22"
+    d.srv = d.server(heartbeat_ms=500, host_timeout_ms=5000, log=log, dns=True,
+                     services=[svc], port_timeout_ms=PORT_TIMEOUT_MS)
+    for h in ["host1", "host2"] + ([] if fallback else ["sb21"]) + ["sb22"]:
+        labkit.wait_for(f"{h} connected to the new server", lambda h=h: (
+            host_entry(d, h) or {}).get("state") == "connected", 60, interval=0.2)
+
+
+def wait_web_state(d, state, timeout):
+    return labkit.wait_for(f"service {WEB} {state}", lambda: (
+        lambda s: s if s["state"] == state else None)(web_service(d)), timeout, interval=0.2)
+
+
+def test_lost_standby_host_fails_over_at_once_and_keeps_its_cause(pair):
+    d = pair
+    labkit.wait_for(f"{WEB} to answer HTTP", lambda: (
+        labkit.http_get(WEB_ADDR) or "").strip() == WEB, BOOT_TIMEOUT, interval=0.5)
+    fqdn = f"{WEB}.{labkit.lab_env()['VCR_LAB_ZONE']}"
+    labkit.set_records({WEB: WEB_ADDR})
+
+    # 1. No fallback: the warm container is provisioned on sb21, then sb21's VM killed.
+    restart_server(d, "server-nofallback", fallback=False)
+    labkit.wait_for(f"{WEB_CT} provisioned on sb21 and answering", lambda: (
+        web_service(d)["standby"]["container_state"] == "running" and
+        web_service(d)["standby"]["host"] == "sb21" and
+        (labkit.http_get(WEB_CT_ADDR, timeout=1) or "").strip() == WEB), 120, interval=0.5)
+    assert wait_web_state(d, "ok", 30)["served_by"] == "primary"
+    since = d.vcr.last_event_id()
+    os.kill(d.vcr.vm("sb21")["pid"], signal.SIGKILL)
+    lost = labkit.wait_for("sb21 lost", lambda: (lambda h: h if h and h["state"] == "lost"
+                                                 else None)(host_entry(d, "sb21")), 30)
+    # A container is only as known as its host.
+    cts = {c["name"]: c for c in lost.get("containers") or []}
+    assert cts[WEB_CT]["state"] == "unknown" and cts[WEB_CT]["last_state"] == "running", cts
+    assert web_service(d)["standby"]["container_state"] == "unknown"
+
+    # The primary killed: the recovery may not count on the container sb21 last
+    # reported; with no fallback it fails at once, saying why (it waited for the port
+    # deadline before, then failed with a port timeout).
+    os.kill(d.vcr.vm(WEB)["pid"], signal.SIGKILL)
+    s = wait_web_state(d, "failed", 60)
+    assert s["recovery"]["phase"] == "fenced", s["recovery"]
+    assert s["recovery"]["error"] == (f"no standby can take container {WEB_CT}: standby host "
+                                      "sb21 is lost; no standby.fallback_host is configured"), \
+        s["recovery"]
+    evs = web_events(d, since)
+    assert [e["detail"]["phase"] for e in evs] == ["detected", "fenced", "failed"], evs
+    assert evs[2]["ts_ms"] - evs[1]["ts_ms"] < 1000, evs  # at once: no port wait
+
+    # 2. A fallback configured (server restarted), and the container's port unreachable
+    # from the server: `vcr failover` retries after `fenced`, creates the container on
+    # sb22 at once, then fails at the port phase with the last attempt's cause, once.
+    restart_server(d, "server-fallback", fallback=True)
+    assert web_service(d)["state"] == "failed"
+    route = ["ip", "-n", labkit.NS, "route", "add", "unreachable", f"{WEB_CT_ADDR}/32"]
+    subprocess.run(route, check=True)
+    try:
+        since = d.vcr.last_event_id()
+        r = d.vcr.run("failover", WEB)
+        assert r.returncode == 0, r.stderr
+        s = wait_web_state(d, "failed", PORT_TIMEOUT_MS / 1000 + 60)
+    finally:
+        route[4] = "del"
+        subprocess.run(route, check=True)
+    evs = web_events(d, since)
+    assert [e["detail"]["phase"] for e in evs] == ["retry", "container_ready", "failed"], evs
+    # Created on the fallback by an order (`order_ms`), not taken as running.
+    assert evs[1]["detail"]["host"] == "sb22" and "order_ms" in evs[1]["detail"], evs[1]
+    err = s["recovery"]["error"]
+    head = f"port {WEB_CT_ADDR}:80 of container {WEB_CT} not open within {PORT_TIMEOUT_MS} ms: "
+    assert err.startswith(head) and err.count("not open within") == 1, err
+    cause = err[len(head):]
+    assert WEB_CT_ADDR in cause and "connect" in cause, err
+    assert evs[2]["detail"]["error"] == err, evs[2]
+    assert s["recovery"]["phase"] == "container_ready", s["recovery"]
+
+    # The route back: the retry finishes on sb22, and clients get the container.
+    since = d.vcr.last_event_id()
+    r = d.vcr.run("failover", WEB)
+    assert r.returncode == 0, r.stderr
+    s = wait_web_state(d, "recovered", 120)
+    assert s["served_by"] == "standby" and s["standby"]["host"] == "sb22", s
+    assert [e["detail"]["phase"] for e in web_events(d, since)] == [
+        "retry", "port_open", "dns_updated", "client_confirmed"]
+    assert labkit.dig(fqdn) == [WEB_CT_ADDR]
+    assert (labkit.http_get(WEB_CT_ADDR) or "").strip() == WEB
+    assert (container_on(d, "sb22", WEB_CT) or {}).get("state") == "running"

@@ -78,22 +78,9 @@ def vm_specs(tmp):
                          extra_args="apparmor=0 vcr.role=standby "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")
-    sb["image"]["initrd"] = cache_file("initrd-standby.img")
+    sb["image"]["initrd"] = cache_file(os.path.basename(labkit.standby_initrd()))
     specs["host1"].append(sb)
     return specs
-
-
-def set_records(addresses):
-    """NAME.vcr.lab -> address for each (web4 is not in lab/default-hosts; an earlier
-    run may have left a name on a container)."""
-    env = labkit.lab_env()
-    script = f"server {env['VCR_LAB_DNS']}\nzone {env['VCR_LAB_ZONE']}\n"
-    for name, address in addresses.items():
-        fqdn = f"{name}.{env['VCR_LAB_ZONE']}"
-        script += f"update delete {fqdn} A\nupdate add {fqdn} 5 A {address}\n"
-    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]),
-                       input=script + "send\n", capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
 
 
 def services():
@@ -165,7 +152,9 @@ def rig(lab, tmp_path_factory):
     r = Rig(d)
     try:
         specs = vm_specs(tmp)
-        set_records({name: w[2] for name, w in WEBS.items()})
+        # web4 is not in lab/default-hosts; an earlier run may have left a name on a
+        # container.
+        labkit.set_records({name: w[2] for name, w in WEBS.items()})
         r.server = d.server(**r.server_config)
         for host in ("host1", "host2", "host3"):
             r.agents[host] = d.agent(host, specs[host])

@@ -21,7 +21,7 @@ BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC
 def standby_vm():
     vm = labkit.standby_vm_entry(VM, VM_INDEX, VM_ADDR, extra_args="vcr.agent_test_faults=1")
     if vm is None:
-        pytest.skip("no initrd-standby.img: run `make image`")
+        pytest.skip(f"no {labkit.standby_initrd()}: run `make image-asan`")
     return vm
 
 
@@ -94,6 +94,14 @@ def test_container_lifecycle_and_load(standby, record_property):
     record_property("destroy_ms", destroy["ms"])
     assert labkit.http_get(CT_ADDR, timeout=1) is None
     labkit.wait_for("container gone from status", lambda: container(d) is None, 10)
+
+
+def test_standby_agent_is_the_sanitized_build(standby):
+    """The standby agent in the guest is the ASan+UBSan build (initrd-standby-asan.img):
+    the fixture's end scans its console for reports, which only such a build writes."""
+    console = standby.tmp / "agent-host1" / f"{VM}.serial"
+    text = console.read_text(errors="replace")
+    assert "vcr-agent started" in text and "build asan+ubsan" in text, text[-2000:]
 
 
 def test_bad_container_orders_are_refused(standby):
