@@ -46,7 +46,6 @@ image: build
 image-debian: deps
 	lab/build-debian
 
-
 # The integration tests' standby image: the same, with the ASan+UBSan standby agent
 # (initrd-standby-asan.img; initrd.img is the one above, found up to date).
 image-asan: build-asan image
