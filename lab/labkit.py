@@ -293,6 +293,10 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
                 out.append(f"    {k}: \"{vm[k]}\"")
         if "autostart" in vm:
             out.append(f"    autostart: {'true' if vm['autostart'] else 'false'}")
+        if vm.get("volumes"):
+            out.append("    volumes:")
+            for v in vm["volumes"]:
+                out.append("      - {" + ", ".join(f"{k}: {x}" for k, x in v.items()) + "}")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 
