@@ -57,7 +57,8 @@ static int mount_overlay(const struct standby_ct_paths *p, vcr_error_t *err)
 {
     struct stat st;
     if (stat(p->lower, &st) < 0 || !S_ISDIR(st.st_mode))
-        return vcr_error_make(err, ENOENT, "template `%s`: no such directory", p->lower);
+        return vcr_error_make(err, ENOENT, "lower dir `%s` (template or image): no such directory",
+                              p->lower);
     if (make_dir(p->dir, 0750, err) < 0 || make_dir(p->delta, 0755, err) < 0 ||
         make_dir(p->work, 0700, err) < 0 || make_dir(p->rootfs, 0755, err) < 0)
         return -1;
@@ -70,7 +71,7 @@ static int mount_overlay(const struct standby_ct_paths *p, vcr_error_t *err)
     return 0;
 }
 
-struct standby_ct *standby_ct_create(const char *lxcpath, const char *templates_dir,
+struct standby_ct *standby_ct_create(const char *lxcpath, const char *lib_dir,
                                      const struct standby_ct_spec *spec, vcr_error_t *err)
 {
     struct standby_ct *ct = calloc(1, sizeof(*ct));
@@ -79,7 +80,7 @@ struct standby_ct *standby_ct_create(const char *lxcpath, const char *templates_
         return NULL;
     }
     ct->spec = *spec;
-    if (standby_ct_paths(lxcpath, templates_dir, spec, &ct->paths, err) < 0)
+    if (standby_ct_paths(lxcpath, lib_dir, spec, &ct->paths, err) < 0)
         goto fail;
     ct->c = lxc_container_new(spec->name, lxcpath);
     if (ct->c == NULL) {

@@ -17,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_code.h"
 #include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/inventory.h"
@@ -72,7 +73,6 @@ static void on_reply(enum order_outcome outcome, const char *message, json_t *re
 {
     struct svc *s = opaque;
     struct provision *p = &s->provision;
-    (void)reply;
     const char *action = p->action;
     p->action = NULL;
     if (s->rc->stopping || action == NULL)
@@ -83,6 +83,11 @@ static void on_reply(enum order_outcome outcome, const char *message, json_t *re
     const char *error = ok ? NULL : message ? message : "failed";
     journal_order(s, action, ok, error, ms);
     if (!ok) {
+        /* The same wrong bytes come back until someone replaces the file or
+         * the configuration: no point in asking again within seconds. */
+        if (proto_code_parse(json_string_value(json_object_get(reply, "code"))) ==
+            PROTO_CODE_IMAGE_CHECKSUM)
+            p->backoff_ms = PROVISION_RETRY_MAX_MS;
         order_failed(s, action, error, now);
         return;
     }

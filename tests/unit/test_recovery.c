@@ -175,6 +175,142 @@ static void test_config_services_each_bad_field(void **state)
     remove_dir();
 }
 
+/* --- container images (`images:`, standby.image) --- */
+
+#define IMAGE_SUM "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+#define IMAGES_OK                                                                                  \
+    "images_listen: 10.77.0.1:7071\n"                                                              \
+    "images:\n"                                                                                    \
+    "  - {name: web, file: %s/web.tar.gz, sha256: " IMAGE_SUM ", cmd: /sbin/httpd -f -p 80}\n"     \
+    "  - {name: plain, file: web.tar.gz, sha256: " IMAGE_SUM "}\n"
+
+static void write_image_file(void)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/web.tar.gz", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not really gzip: the server never reads it at load", f);
+    fclose(f);
+}
+
+static void remove_image_file(void)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/web.tar.gz", dir);
+    unlink(path);
+}
+
+/* fmt has three %s: the images' file dir, dns's key dir (twice as in parse()). */
+static struct server_config *parse_images(const char *fmt, vcr_error_t *err)
+{
+    cleanup_free char *yaml = NULL;
+    assert_true(asprintf(&yaml, fmt, dir, dir) > 0);
+    /* A relative `file` is taken from the config file's directory: with
+     * server_config_parse there is none, so it stays relative to the cwd. */
+    return server_config_parse(yaml, strlen(yaml), "test.yaml", err);
+}
+
+static void test_config_images_valid(void **state)
+{
+    (void)state;
+    make_dir();
+    write_image_file();
+    cleanup_error vcr_error_t err = NULL;
+    char fmt[4096];
+    snprintf(fmt, sizeof(fmt), "%s%s", IMAGES_OK, DNS_OK SERVICE_OK);
+    /* the service names the image instead of the busybox template */
+    char *at = strstr(fmt, "address: 10.77.0.31}");
+    assert_non_null(at);
+    snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "address: 10.77.0.31, image: web}\n");
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(dir), 0);
+    struct server_config *cfg = parse_images(fmt, &err);
+    assert_int_equal(chdir(cwd), 0);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(cfg->n_images, 2);
+    assert_string_equal(cfg->images_host, "10.77.0.1");
+    assert_int_equal(cfg->images_port, 7071);
+    assert_string_equal(cfg->images[0].name, "web");
+    assert_string_equal(cfg->images[0].sha256, "0123456789abcdef0123456789abcdef0123456789abcdef"
+                                               "0123456789abcdef");
+    assert_string_equal(cfg->images[0].cmd, "/sbin/httpd -f -p 80");
+    assert_null(cfg->images[1].cmd);
+    const struct image_config *img = server_config_service_image(cfg, &cfg->services[0]);
+    assert_non_null(img);
+    assert_ptr_equal(img, &cfg->images[0]);
+    /* What a container order carries (docs/protocol.md). */
+    cleanup_json json_t *member = server_config_image_json(cfg, img);
+    assert_string_equal(json_string_value(json_object_get(member, "url")),
+                        "http://10.77.0.1:7071/v1/images/web");
+    assert_string_equal(json_string_value(json_object_get(member, "sha256")), img->sha256);
+    assert_string_equal(json_string_value(json_object_get(member, "cmd")), "/sbin/httpd -f -p 80");
+    cleanup_json json_t *plain = server_config_image_json(cfg, &cfg->images[1]);
+    assert_null(json_object_get(plain, "cmd"));
+    server_config_free(cfg);
+    remove_image_file();
+    remove_dir();
+}
+
+/* IMAGES_OK with one replacement must be refused naming each needle. */
+static void expect_bad_image(const char *replace, const char *with, const char *const *needles)
+{
+    char fmt[4096];
+    snprintf(fmt, sizeof(fmt), "%s%s", IMAGES_OK, DNS_OK SERVICE_OK);
+    if (replace) {
+        char *at = strstr(fmt, replace);
+        if (at == NULL)
+            fail_msg("`%s` is not in the test config", replace);
+        char rest[4096];
+        snprintf(rest, sizeof(rest), "%s", at + strlen(replace));
+        snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s%s", with, rest);
+    }
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_images(fmt, &err);
+    if (cfg)
+        fail_msg("accepted with `%s` -> `%s`", replace, with);
+    for (; *needles; needles++)
+        assert_contains(vcr_error_msg(err), *needles);
+}
+
+#define EXPECT_BAD_IMAGE(replace, with, ...)                                                       \
+    expect_bad_image(replace, with, (const char *const[]){__VA_ARGS__, NULL})
+
+static void test_config_images_each_bad_field(void **state)
+{
+    (void)state;
+    make_dir();
+    write_image_file();
+    /* the second image's relative file is not in the test's cwd */
+    EXPECT_BAD_IMAGE(NULL, NULL, "`images[1].file`", "web.tar.gz", "No such file",
+                     "readable rootfs tarball");
+    EXPECT_BAD_IMAGE("%s/web.tar.gz", "/nonexistent/web.tar.gz", "`images[0].file`",
+                     "/nonexistent/web.tar.gz", "No such file or directory", "*.tar.gz");
+    EXPECT_BAD_IMAGE("%s/web.tar.gz", "%s", "`images[0].file`", "not named *.tar.gz");
+    EXPECT_BAD_IMAGE("sha256: " IMAGE_SUM ", cmd", "sha256: 12ab, cmd", "`images[0].sha256`",
+                     "`12ab`", "64 hex digits");
+    EXPECT_BAD_IMAGE("sha256: " IMAGE_SUM ", cmd", "sha256: " IMAGE_SUM "zz, cmd",
+                     "`images[0].sha256`", "not a SHA-256");
+    EXPECT_BAD_IMAGE("sha256: " IMAGE_SUM ", cmd", "cmd", "`images[0].sha256`", "missing");
+    EXPECT_BAD_IMAGE("name: plain", "name: web", "`images[1].name`", "`web` is also images[0]'s",
+                     "unique");
+    EXPECT_BAD_IMAGE("name: plain", "name: 'a b'", "`images[1].name`", "not a name");
+    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: \"/bin/sh -c 'httpd -f'\"",
+                     "`images[0].cmd`", "quote", "single spaces");
+    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: httpd", "`images[0].cmd`", "absolute path");
+    EXPECT_BAD_IMAGE("images_listen: 10.77.0.1:7071\n", "", "`images_listen`",
+                     "missing while 2 image(s)", "10.77.0.1:7071");
+    EXPECT_BAD_IMAGE("10.77.0.1:7071", "0.0.0.0:7071", "`images_listen`", "cannot be 0.0.0.0");
+    EXPECT_BAD_IMAGE("address: 10.77.0.31}", "address: 10.77.0.31, image: nginx}",
+                     "`services[0].standby.image`", "`nginx` is not in `images`", "web, plain");
+    EXPECT_BAD_IMAGE("address: 10.77.0.31}", "address: 10.77.0.31, image: web, template: busybox}",
+                     "`services[0].standby.image`", "`standby.template` `busybox`", "one of them");
+    remove_image_file();
+    remove_dir();
+}
+
 static void test_config_fence_timeout_bounds(void **state)
 {
     (void)state;
@@ -2374,6 +2510,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_services_valid),
         cmocka_unit_test(test_config_services_each_bad_field),
+        cmocka_unit_test(test_config_images_valid),
+        cmocka_unit_test(test_config_images_each_bad_field),
         cmocka_unit_test(test_config_fence_timeout_bounds),
         cmocka_unit_test(test_vm_crash_warm),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
