@@ -28,13 +28,19 @@
 /* PID 1 of every container: the template's start script, which serves the
  * service name (from VCR_SERVICE) on port 80 (lab/build-image sb_template). */
 #define STANDBY_INIT_CMD "/start"
+/* PID 1 of a container made from an image with a `cmd`: a script the agent
+ * writes into the container's own overlay layer, `exec CMD` under the image's
+ * /bin/sh.  LXC splits lxc.init.cmd at spaces without quoting, while image
+ * commands are shell lines (`nginx -g 'daemon off;'`); a file in the upper
+ * dir also survives stop/start, agent restarts and CRIU migration (delta/). */
+#define STANDBY_IMAGE_INIT "/.vcr-init"
 
 /* A container image (docs/protocol.md, container orders' `image`). */
 struct standby_image_ref {
     char name[65];   /* for messages */
     char sha256[65]; /* lower-case hex: the cache's key, and what the bytes must hash to */
     char url[256];   /* http://HOST:PORT/PATH (plain HTTP, the server's image listener) */
-    char cmd[256];   /* lxc.init.cmd; "": STANDBY_INIT_CMD */
+    char cmd[256];   /* PID 1, a shell command line (STANDBY_IMAGE_INIT); "": STANDBY_INIT_CMD */
 };
 
 struct standby_ct_spec {
@@ -78,6 +84,8 @@ struct standby_cfg_item {
  * br0 with a MAC derived from the address, the static address and gateway,
  * lxc.init.cmd (lxc-start semantics, checkpointable), VCR_SERVICE.  Returns
  * the number of items written to items[STANDBY_CFG_MAX]. */
+/* The STANDBY_IMAGE_INIT script for cmd: "#!/bin/sh\nexec CMD\n". */
+int standby_image_init_script(const char *cmd, char *out, size_t size);
 size_t standby_ct_config(const struct standby_ct_spec *spec, const struct standby_ct_paths *paths,
                          struct standby_cfg_item *items);
 /* 02:00 followed by the address's four bytes: stable across re-creations, so

@@ -316,6 +316,15 @@ int standby_http_fetch(const char *url, const char *path, uint64_t *bytes, vcr_e
     return 0;
 }
 
+int standby_image_init_script(const char *cmd, char *out, size_t size)
+{
+    /* exec: the command itself is PID 1, gets LXC's signals and its exit
+     * stops the container. */
+    int n =
+        snprintf(out, size, "#!/bin/sh\n# written by vcr-agent: the image's cmd\nexec %s\n", cmd);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 int standby_image_rootfs(const char *images_dir, const char *sha256, char *out, size_t size)
 {
     int n = snprintf(out, size, "%s/%s.rootfs", images_dir, sha256);

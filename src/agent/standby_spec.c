@@ -90,10 +90,13 @@ static int get_image(json_t *v, struct standby_image_ref *img, vcr_error_t *err)
     img->cmd[0] = '\0';
     if (cmd && !json_is_null(cmd)) {
         const char *c = json_string_value(cmd);
-        if (c == NULL || c[0] != '/' || strlen(c) >= sizeof(img->cmd) || strpbrk(c, "\n\r\t"))
+        bool ok = c && c[0] && strlen(c) < sizeof(img->cmd);
+        for (const char *k = c; ok && *k; k++)
+            ok = (unsigned char)*k >= 0x20 && *k != 0x7f;
+        if (!ok)
             return vcr_error_make(err, EINVAL,
-                                  "image.cmd: `%.80s` is not a command; allowed: an absolute path "
-                                  "and arguments separated by spaces, at most %zu characters",
+                                  "image.cmd: `%.80s` is not a command; allowed: one shell command "
+                                  "line of 1..%zu characters, no control characters",
                                   c ? c : "(not a string)", sizeof(img->cmd) - 1);
         snprintf(img->cmd, sizeof(img->cmd), "%s", c);
     }
@@ -213,7 +216,7 @@ size_t standby_ct_config(const struct standby_ct_spec *spec, const struct standb
     add(items, &n, "lxc.uts.name", "%s", spec->name);
     add(items, &n, "lxc.rootfs.path", "%s", paths->rootfs);
     add(items, &n, "lxc.init.cmd", "%s",
-        spec->has_image && spec->image.cmd[0] ? spec->image.cmd : STANDBY_INIT_CMD);
+        spec->has_image && spec->image.cmd[0] ? STANDBY_IMAGE_INIT : STANDBY_INIT_CMD);
     add(items, &n, "lxc.environment", "VCR_SERVICE=%s", spec->service);
     add(items, &n, "lxc.net.0.type", "veth");
     add(items, &n, "lxc.net.0.link", "br0");

@@ -31,7 +31,7 @@ struct image_config {
     char *name;
     char *file;                      /* absolute, or relative to the config file's directory */
     char sha256[IMAGES_HEX_LEN + 1]; /* lower-case hex */
-    char *cmd;                       /* the container's lxc.init.cmd; NULL: the agent's default */
+    char *cmd; /* the container's PID 1, a shell command line; NULL: the agent's default */
 };
 
 /* --- raw YAML (strings), for server_config.c's libcyaml schema --- */
@@ -42,8 +42,8 @@ extern const cyaml_schema_value_t images_raw_image_schema;
 
 /* Converts and validates every entry: name (unique), file (an existing,
  * readable regular file named *.tar.gz or *.tgz), sha256 (64 hex digits),
- * cmd (optional: an absolute path and arguments separated by single spaces,
- * as LXC splits lxc.init.cmd, without quotes).  One report line per problem;
+ * cmd (optional: one shell command line, at most IMAGES_CMD_MAX characters,
+ * no control characters).  One report line per problem;
  * returns their number.  *images is an array of *n (NULL when n is 0). */
 unsigned images_config_convert(const struct images_raw_image *raw, size_t n, const char *base_dir,
                                struct image_config **images, size_t *n_images,

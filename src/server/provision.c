@@ -46,12 +46,17 @@ static json_t *reported_container(struct svc *s, struct inv_host **host, bool *l
     return *listed ? inventory_host_container(h, s->cfg->standby.container) : NULL;
 }
 
-static void journal_order(struct svc *s, const char *action, bool ok, const char *error, int64_t ms)
+/* image (borrowed, may be NULL): the agent's account of the container's
+ * image (cached or fetched, sizes and timings), kept with the event. */
+static void journal_order(struct svc *s, const char *action, bool ok, const char *error, int64_t ms,
+                          json_t *image)
 {
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:s, s:b, s:s?, s:I}", "service", s->cfg->name, "container",
                   s->cfg->standby.container, "host", s->provision.host, "action", action, "ok", ok,
                   "error", error, "ms", (json_int_t)ms);
+    if (detail && json_is_object(image))
+        json_object_set(detail, "image", image);
     journal_note(s->rc->journal, 0, s->provision.host, NULL, JOURNAL_PROVISION, detail);
 }
 
@@ -81,7 +86,7 @@ static void on_reply(enum order_outcome outcome, const char *message, json_t *re
     int64_t ms = now - p->sent_mono;
     bool ok = outcome == ORDER_DONE;
     const char *error = ok ? NULL : message ? message : "failed";
-    journal_order(s, action, ok, error, ms);
+    journal_order(s, action, ok, error, ms, ok ? json_object_get(reply, "image") : NULL);
     if (!ok) {
         /* The same wrong bytes come back until someone replaces the file or
          * the configuration: no point in asking again within seconds. */
@@ -113,7 +118,7 @@ static void send_order(struct svc *s, const char *host, const char *action, int6
     snprintf(p->host, sizeof(p->host), "%s", host);
     if (agents_send_order_with(s->rc->agents, host, action, c->standby.container, members,
                                RECOVERY_CONTAINER_ORDER_MS, on_reply, s, &err) < 0) {
-        journal_order(s, action, false, vcr_error_msg(err), 0);
+        journal_order(s, action, false, vcr_error_msg(err), 0, NULL);
         order_failed(s, action, vcr_error_msg(err), now);
         return;
     }

@@ -52,10 +52,12 @@ static void on_container_reply(enum order_outcome outcome, const char *message, 
     }
     s->stage = 0;
     s->retry_at = 0;
+    /* image: the agent's account of a container image (fetched or cached, timings). */
     recovery_phase_done(s, PH_CONTAINER_READY,
-                        json_pack("{s:s, s:s, s:I}", "container", s->cfg->standby.container, "host",
-                                  s->target_host, "order_ms",
-                                  (json_int_t)(vcr_mono_ms() - s->step_started)));
+                        json_pack("{s:s, s:s, s:I, s:O*}", "container", s->cfg->standby.container,
+                                  "host", s->target_host, "order_ms",
+                                  (json_int_t)(vcr_mono_ms() - s->step_started), "image",
+                                  json_object_get(reply, "image")));
 }
 
 json_t *recovery_container_members(const struct svc *s)

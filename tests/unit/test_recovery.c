@@ -182,7 +182,9 @@ static void test_config_services_each_bad_field(void **state)
     "images_listen: 10.77.0.1:7071\n"                                                              \
     "images:\n"                                                                                    \
     "  - {name: web, file: %s/web.tar.gz, sha256: " IMAGE_SUM ", cmd: /sbin/httpd -f -p 80}\n"     \
-    "  - {name: plain, file: web.tar.gz, sha256: " IMAGE_SUM "}\n"
+    "  - {name: plain, file: web.tar.gz, sha256: " IMAGE_SUM "}\n"                                 \
+    "  - {name: ngx, file: %s/web.tar.gz, sha256: " IMAGE_SUM                                      \
+    ", cmd: \"nginx -g 'daemon off;'\"}\n"
 
 static void write_image_file(void)
 {
@@ -201,11 +203,11 @@ static void remove_image_file(void)
     unlink(path);
 }
 
-/* fmt has three %s: the images' file dir, dns's key dir (twice as in parse()). */
+/* fmt has three %s: the images' file dir (twice), dns's key dir. */
 static struct server_config *parse_images(const char *fmt, vcr_error_t *err)
 {
     cleanup_free char *yaml = NULL;
-    assert_true(asprintf(&yaml, fmt, dir, dir) > 0);
+    assert_true(asprintf(&yaml, fmt, dir, dir, dir) > 0);
     /* A relative `file` is taken from the config file's directory: with
      * server_config_parse there is none, so it stays relative to the cwd. */
     return server_config_parse(yaml, strlen(yaml), "test.yaml", err);
@@ -230,7 +232,9 @@ static void test_config_images_valid(void **state)
     assert_int_equal(chdir(cwd), 0);
     if (cfg == NULL)
         fail_msg("%s", vcr_error_msg(err));
-    assert_int_equal(cfg->n_images, 2);
+    assert_int_equal(cfg->n_images, 3);
+    /* a shell line, quotes and all, as the image's metadata writes it */
+    assert_string_equal(cfg->images[2].cmd, "nginx -g 'daemon off;'");
     assert_string_equal(cfg->images_host, "10.77.0.1");
     assert_int_equal(cfg->images_port, 7071);
     assert_string_equal(cfg->images[0].name, "web");
@@ -297,14 +301,15 @@ static void test_config_images_each_bad_field(void **state)
     EXPECT_BAD_IMAGE("name: plain", "name: web", "`images[1].name`", "`web` is also images[0]'s",
                      "unique");
     EXPECT_BAD_IMAGE("name: plain", "name: 'a b'", "`images[1].name`", "not a name");
-    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: \"/bin/sh -c 'httpd -f'\"",
-                     "`images[0].cmd`", "quote", "single spaces");
-    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: httpd", "`images[0].cmd`", "absolute path");
+    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: \"httpd\\tx\"", "`images[0].cmd`",
+                     "control character", "exec CMD");
+    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: ' '", "`images[0].cmd`", "is empty");
     EXPECT_BAD_IMAGE("images_listen: 10.77.0.1:7071\n", "", "`images_listen`",
-                     "missing while 2 image(s)", "10.77.0.1:7071");
+                     "missing while 3 image(s)", "10.77.0.1:7071");
     EXPECT_BAD_IMAGE("10.77.0.1:7071", "0.0.0.0:7071", "`images_listen`", "cannot be 0.0.0.0");
     EXPECT_BAD_IMAGE("address: 10.77.0.31}", "address: 10.77.0.31, image: nginx}",
-                     "`services[0].standby.image`", "`nginx` is not in `images`", "web, plain");
+                     "`services[0].standby.image`", "`nginx` is not in `images`",
+                     "web, plain, ngx");
     EXPECT_BAD_IMAGE("address: 10.77.0.31}", "address: 10.77.0.31, image: web, template: busybox}",
                      "`services[0].standby.image`", "`standby.template` `busybox`", "one of them");
     remove_image_file();

@@ -379,7 +379,13 @@ static void test_image_spec_and_config_items(void **state)
     assert_string_equal(p.lower, "/var/lib/vcr/images/" SUM_A ".rootfs");
     struct standby_cfg_item items[STANDBY_CFG_MAX];
     size_t n = standby_ct_config(&spec, &p, items);
-    assert_string_equal(item(items, n, "lxc.init.cmd"), "/sbin/httpd -f -p 80 -h /www");
+    /* The image's cmd runs from a script: LXC would split a quoted one wrongly. */
+    assert_string_equal(item(items, n, "lxc.init.cmd"), "/.vcr-init");
+    char script[300];
+    assert_int_equal(standby_image_init_script("nginx -g 'daemon off;'", script, sizeof(script)),
+                     0);
+    assert_string_equal(script, "#!/bin/sh\n# written by vcr-agent: the image's cmd\n"
+                                "exec nginx -g 'daemon off;'\n");
     /* Without cmd: the template's start script, as before. */
     cleanup_json json_t *nocmd = image_order(SUM_A, "http://10.77.0.1:7071/v1/images/web", NULL);
     assert_int_equal(standby_ct_spec_from_json(nocmd, &spec, &err), 0);
@@ -393,7 +399,7 @@ static void test_image_spec_and_config_items(void **state)
         {SUM_A, "http://server.lab:7071/v1/images/web", NULL, "`server.lab` is not an IPv4"},
         {SUM_A, "http://10.77.0.1:0/v1/images/web", NULL, "port must be 1..65535"},
         {SUM_A, "http://10.77.0.1:7071", NULL, "no path"},
-        {SUM_A, "http://10.77.0.1:7071/v1/images/web", "httpd", "image.cmd: `httpd`"},
+        {SUM_A, "http://10.77.0.1:7071/v1/images/web", "httpd\nx", "image.cmd: `httpd"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cleanup_json json_t *m = image_order(bad[i][0], bad[i][1], bad[i][2]);
