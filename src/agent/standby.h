@@ -121,6 +121,14 @@ int standby_image_rootfs(const char *images_dir, const char *sha256, char *out, 
  * absent), path (starting with '/'). */
 int standby_url_parse(const char *url, char *host, size_t host_size, uint16_t *port, char *path,
                       size_t path_size, vcr_error_t *err);
+/* An HTTP/1.x response's status line and headers (head: NUL-terminated, up
+ * to the blank line): its status (100..999) and Content-Length (-1 when
+ * absent).  Untrusted input: tests/fuzz/fuzz_http_head.c. */
+struct standby_http_head {
+    int status;
+    long long length;
+};
+int standby_http_parse_head(const char *head, struct standby_http_head *h, vcr_error_t *err);
 /* GET url (HTTP/1.0, blocking, bounded by timeouts) into a new file at path;
  * *bytes: the body's size.  A status other than 200 fails, quoting the
  * server's answer (404: ENOENT). */

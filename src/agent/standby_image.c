@@ -227,6 +227,25 @@ static const char *header_value(const char *headers, const char *name, char *out
     return NULL;
 }
 
+int standby_http_parse_head(const char *head, struct standby_http_head *h, vcr_error_t *err)
+{
+    int status = 0, used = 0;
+    if (sscanf(head, "HTTP/1.%*1[01] %3d%n", &status, &used) != 1 || used != 12 || status < 100 ||
+        (head[used] != ' ' && head[used] != '\r' && head[used] != '\0'))
+        return vcr_error_make(err, EPROTO, "`%.80s` is not an HTTP/1.x status line", head);
+    long long length = -1;
+    char value[32];
+    if (header_value(head, "Content-Length", value, sizeof(value))) {
+        size_t digits = strspn(value, "0123456789");
+        if (digits == 0 || digits > 15 || value[digits] != '\0')
+            return vcr_error_make(err, EPROTO, "Content-Length `%s` is not a size", value);
+        length = strtoll(value, NULL, 10);
+    }
+    h->status = status;
+    h->length = length;
+    return 0;
+}
+
 static int fetch_body(int sock, int out, const char *url, const char *path, uint64_t *bytes,
                       vcr_error_t *err)
 {
@@ -248,32 +267,26 @@ static int fetch_body(int sock, int out, const char *url, const char *path, uint
         end = strstr(buf, "\r\n\r\n");
     }
     *end = '\0';
-    int status = 0;
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        return vcr_error_make(err, EPROTO, "GET %s: `%.80s` is not an HTTP status line", url, buf);
+    struct standby_http_head head;
+    if (standby_http_parse_head(buf, &head, err) < 0)
+        return vcr_error_wrap(err, "GET %s", url);
     char *body = end + 4;
     size_t have = used - (size_t)(body - buf);
-    if (status != 200) {
+    if (head.status != 200) {
         body[have < 200 ? have : 200] = '\0';
         body[strcspn(body, "\r\n")] = '\0';
-        return vcr_error_make(err, status == 404 ? ENOENT : EIO, "GET %s: HTTP %d: %s", url, status,
-                              body[0] ? body : "(no message)");
-    }
-    char value[32];
-    long long length = -1;
-    if (header_value(buf, "Content-Length", value, sizeof(value))) {
-        char *e = NULL;
-        length = strtoll(value, &e, 10);
-        if (e == value || *e != '\0' || length < 0)
-            return vcr_error_make(err, EPROTO, "GET %s: Content-Length `%s` is not a size", url,
-                                  value);
+        return vcr_error_make(err, head.status == 404 ? ENOENT : EIO, "GET %s: HTTP %d: %s", url,
+                              head.status, body[0] ? body : "(no message)");
     }
     uint64_t total = 0;
     for (;;) {
+        if (head.length >= 0 && total + have > (uint64_t)head.length)
+            return vcr_error_make(err, EPROTO, "GET %s: more bytes than the %lld announced", url,
+                                  head.length);
         if (have && write_all(out, body, have, path, err) < 0)
             return -1;
         total += have;
-        if (length >= 0 && total >= (uint64_t)length)
+        if (head.length >= 0 && total == (uint64_t)head.length)
             break;
         ssize_t n = recv_some(sock, buf, sizeof(buf), err);
         if (n < 0)
@@ -283,9 +296,9 @@ static int fetch_body(int sock, int out, const char *url, const char *path, uint
         body = buf;
         have = (size_t)n;
     }
-    if (length >= 0 && total != (uint64_t)length)
+    if (head.length >= 0 && total != (uint64_t)head.length)
         return vcr_error_make(err, EPROTO, "GET %s: %llu bytes of the %lld announced", url,
-                              (unsigned long long)total, length);
+                              (unsigned long long)total, head.length);
     *bytes = total;
     return 0;
 }

@@ -420,6 +420,30 @@ static void test_image_spec_and_config_items(void **state)
     assert_non_null(strstr(vcr_error_msg(e3), "image.url: missing"));
 }
 
+static void test_http_head(void **state)
+{
+    (void)state;
+    struct standby_http_head h;
+    vcr_error_t err = NULL;
+    assert_int_equal(standby_http_parse_head("HTTP/1.1 200 OK\r\nContent-Type: application/gzip"
+                                             "\r\ncontent-length:  1093632",
+                                             &h, &err),
+                     0);
+    assert_int_equal(h.status, 200);
+    assert_int_equal(h.length, 1093632);
+    assert_int_equal(standby_http_parse_head("HTTP/1.0 404 Not Found", &h, &err), 0);
+    assert_int_equal(h.status, 404);
+    assert_int_equal(h.length, -1);
+    expect_error(standby_http_parse_head("SSH-2.0-OpenSSH_9.2", &h, &err), &err,
+                 "not an HTTP/1.x status line");
+    expect_error(standby_http_parse_head("HTTP/1.0 20", &h, &err), &err, "status line");
+    expect_error(standby_http_parse_head("HTTP/1.0 2000 OK", &h, &err), &err, "status line");
+    expect_error(standby_http_parse_head("HTTP/1.0 200 OK\r\nContent-Length: -5", &h, &err), &err,
+                 "Content-Length `-5` is not a size");
+    expect_error(standby_http_parse_head("HTTP/1.0 200 OK\r\nContent-Length: 12x", &h, &err), &err,
+                 "not a size");
+}
+
 /* A one-file HTTP server in a child process: GET /v1/images/good answers the
  * file, anything else 404; each request writes one byte to the count pipe. */
 struct fake_images {
@@ -655,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_base64_round_trip),
         cmocka_unit_test(test_image_chunks_and_paths),
         cmocka_unit_test(test_image_spec_and_config_items),
+        cmocka_unit_test(test_http_head),
         cmocka_unit_test(test_image_cache_fetch_verify_unpack),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
