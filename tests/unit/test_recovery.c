@@ -783,6 +783,7 @@ struct harness {
     const char *mode;
     json_t *sb1_containers;
     const char *sb1_refuse;
+    const char *sb1_refuse_create_code;
     bool sb1_hold;
     /* node1 from its hello on: its `self_fence` (stolen; NULL: armed), heartbeats. */
     json_t *node1_self_fence;
@@ -875,6 +876,11 @@ static void agents_up(struct harness *h, const char *vm_state)
     h->sb1_containers = NULL;
     json_object_set_new(h->sb1.hello, "containers", list);
     h->sb1.refuse = h->sb1_refuse;
+    if (h->sb1_refuse_create_code) {
+        h->sb1.refuse_action = "container_create";
+        h->sb1.refuse_code = h->sb1_refuse_create_code;
+        h->sb1.refuse_times = 1000;
+    }
     h->sb1.hold_orders = h->sb1_hold;
     assert_true(run_until_ms(h, both_welcomed, 5000));
 }
@@ -883,6 +889,7 @@ static void agents_up(struct harness *h, const char *vm_state)
 struct standby_opts {
     json_t *containers; /* stolen; NULL: the default (see struct harness) */
     const char *refuse;
+    const char *refuse_create_code; /* every container_create refused with this code */
     bool hold;
 };
 
@@ -892,6 +899,7 @@ static void harness_start_with(struct harness *h, const char *mode, const char *
     harness_open(h, true);
     h->sb1_containers = sb.containers;
     h->sb1_refuse = sb.refuse;
+    h->sb1_refuse_create_code = sb.refuse_create_code;
     h->sb1_hold = sb.hold;
     server_up(h, mode, extra);
     agents_up(h, "running");
@@ -2144,6 +2152,33 @@ static void test_provision_retries_a_failed_create_after_the_backoff(void **stat
     harness_stop(&h);
 }
 
+/* The server decides on the refusal's code: wrong image bytes (image_checksum)
+ * would come back at once, so the next attempt waits the longest backoff, not
+ * the first one; the code is journaled with the event. */
+static void test_provision_backs_off_longest_after_image_checksum(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start_with(&h, "warm", "heartbeat_ms: 3000\n",
+                       (struct standby_opts){.containers = containers(NULL),
+                                             .refuse_create_code = "image_checksum"});
+    assert_true(run_until_ms(&h, create_sent, 2000));
+    /* Past the first backoff (5 s): still one create. */
+    assert_false(run_until_ms(&h, two_creates_sent, PROVISION_RETRY_FIRST_MS + 1500));
+    cleanup_json json_t *events = journal_read(server_journal(h.srv), 0, 1000, NULL);
+    size_t i;
+    json_t *e, *refused = NULL;
+    json_array_foreach(events, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), "provision") == 0)
+            refused = json_object_get(e, "detail");
+    }
+    assert_non_null(refused);
+    assert_string_equal(json_string_value(json_object_get(refused, "code")), "image_checksum");
+    assert_false(json_is_true(json_object_get(refused, "ok")));
+    harness_stop(&h);
+}
+
 static void test_provision_leaves_cold_services_alone(void **state)
 {
     (void)state;
@@ -2542,6 +2577,7 @@ int main(void)
         cmocka_unit_test(test_provision_creates_an_absent_warm_container_once),
         cmocka_unit_test(test_provision_starts_a_stopped_warm_container),
         cmocka_unit_test(test_provision_retries_a_failed_create_after_the_backoff),
+        cmocka_unit_test(test_provision_backs_off_longest_after_image_checksum),
         cmocka_unit_test(test_provision_leaves_cold_services_alone),
         cmocka_unit_test(test_provision_off),
         cmocka_unit_test(test_provision_follows_a_migrated_container),
