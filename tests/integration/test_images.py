@@ -93,17 +93,19 @@ def container(d, name):
     return next((c for c in (h or {}).get("containers") or [] if c["name"] == name), None)
 
 
-def provisions(d, svc, since=0):
-    return [e["detail"] for e in d.vcr.events(since)
+def provisions(d, svc, since=0, with_ts=False):
+    return [dict(e["detail"], ts_ms=e["ts_ms"]) if with_ts else e["detail"]
+            for e in d.vcr.events(since)
             if e["kind"] == "provision" and e["detail"].get("service") == svc]
 
 
 def cached(sha, suffix=".tar.gz"):
-    """The standby guest's cache file, fetched over its lab-only httpd (lab/guest/init),
-    or None when it is not there."""
-    r = labkit.ns_run(["curl", "-s", "-f", "-m", "30", "-o", "-",
+    """Whether the standby guest's image cache holds SHA+suffix (its lab-only httpd,
+    lab/guest/init, serves /var/lib/vcr/images as /vcr-images)."""
+    r = labkit.ns_run(["curl", "-s", "-o", "/dev/null", "-m", "30", "-w", "%{http_code}",
                        f"http://{VM_ADDR}/vcr-images/{sha}{suffix}"], timeout=40)
-    return None if r.returncode != 0 else r.stdout
+    assert r.stdout in ("200", "404"), f"guest httpd answered {r.stdout!r} {r.stderr!r}"
+    return r.stdout == "200"
 
 
 def cached_sha256(sha):
@@ -173,7 +175,8 @@ def test_image_is_downloaded_verified_cached_and_served(rig, record_property):
           f"{done[0].get('create_start_ms')} ms; whole order {done[0]['ms']} ms")
     # The cache holds the verified tarball, byte for byte, and no temporary file.
     assert cached_sha256(d.sha) == d.sha
-    assert cached(d.sha, ".tar.gz.tmp") is None
+    assert cached(d.sha, ".rootfs/www/index.html")
+    assert not cached(d.sha, ".tar.gz.tmp") and not cached(d.sha, ".rootfs.tmp/www/index.html")
     # The server's image listener served it once.
     served = [line for line in d.procs[0].log_text().splitlines()
               if f"image server: image `{GOOD}`" in line]
@@ -197,10 +200,11 @@ def test_wrong_checksum_is_refused_and_nothing_kept(rig):
     assert "checksum mismatch" in (svc["standby"].get("provision_error") or ""), svc
     assert container(d, BAD_CT) is None
     assert labkit.http_get(BAD_ADDR, timeout=1) is None
-    assert cached(d.wrong) is None and cached(d.wrong, ".tar.gz.tmp") is None
-    assert cached(d.wrong, ".rootfs/bin/busybox") is None
-    # After image_checksum the server waits the longest backoff: no burst of downloads.
-    assert len([p for p in provisions(d, BAD) if not p["ok"]]) == 1
+    assert not cached(d.wrong) and not cached(d.wrong, ".tar.gz.tmp")
+    assert not cached(d.wrong, ".rootfs/bin/busybox")
+    # After image_checksum the server waits the longest backoff (60 s) between attempts.
+    times = [p["ts_ms"] for p in provisions(d, BAD, with_ts=True) if not p["ok"]]
+    assert all(b - a >= 55000 for a, b in zip(times, times[1:])), times
 
 
 def test_cached_image_is_not_fetched_again(rig):
