@@ -12,6 +12,8 @@ its container is refused (code image_checksum), nothing is started or kept.  Whe
 another build has left Debian's ct-nginx image in /var/cache/vcr-lab/debian, it is
 tried too, and its timings printed.
 
+Its container then migrates (CRIU) to a second standby VM whose cache is empty.
+
 The primaries of these services never run (their host never connects, boot grace
 0): provisioning works while a primary serves, which a never-failing service does.
 
@@ -30,6 +32,7 @@ import pytest
 import labkit
 
 VM, VM_INDEX, VM_ADDR = "sb21", 0, "10.77.0.21"
+VM2, VM2_INDEX, VM2_ADDR = "sb22", 1, "10.77.0.22"  # migration target: its cache starts empty
 GOOD, GOOD_CT, GOOD_ADDR = "bbweb", "bbwebct", "10.77.0.35"
 BAD, BAD_CT, BAD_ADDR = "bbbad", "bbbadct", "10.77.0.36"
 NGINX, NGINX_CT, NGINX_ADDR = "nginx", "nginxct", "10.77.0.37"
@@ -82,14 +85,14 @@ def service(name, container, address, image, primary_address):
     return s
 
 
-def standby_host(d):
+def standby_host(d, vm=VM):
     return next((h for h in d.vcr.status()["hosts"]
-                 if h["name"] == VM and h.get("role") == "standby"
+                 if h["name"] == vm and h.get("role") == "standby"
                  and h["state"] == "connected"), None)
 
 
-def container(d, name):
-    h = standby_host(d)
+def container(d, name, vm=VM):
+    h = standby_host(d, vm)
     return next((c for c in (h or {}).get("containers") or [] if c["name"] == name), None)
 
 
@@ -99,17 +102,17 @@ def provisions(d, svc, since=0, with_ts=False):
             if e["kind"] == "provision" and e["detail"].get("service") == svc]
 
 
-def cached(sha, suffix=".tar.gz"):
+def cached(sha, suffix=".tar.gz", vm_addr=VM_ADDR):
     """Whether the standby guest's image cache holds SHA+suffix (its lab-only httpd,
     lab/guest/init, serves /var/lib/vcr/images as /vcr-images)."""
     r = labkit.ns_run(["curl", "-s", "-o", "/dev/null", "-m", "30", "-w", "%{http_code}",
-                       f"http://{VM_ADDR}/vcr-images/{sha}{suffix}"], timeout=40)
+                       f"http://{vm_addr}/vcr-images/{sha}{suffix}"], timeout=40)
     assert r.stdout in ("200", "404"), f"guest httpd answered {r.stdout!r} {r.stderr!r}"
     return r.stdout == "200"
 
 
-def cached_sha256(sha):
-    r = labkit.ns_run(["sh", "-c", f"curl -s -f -m 60 http://{VM_ADDR}/vcr-images/{sha}.tar.gz"
+def cached_sha256(sha, vm_addr=VM_ADDR):
+    r = labkit.ns_run(["sh", "-c", f"curl -s -f -m 60 http://{vm_addr}/vcr-images/{sha}.tar.gz"
                        " | sha256sum"], timeout=70)
     out = r.stdout.split()
     return out[0] if r.returncode == 0 and out else None
@@ -144,11 +147,14 @@ def rig(lab, tmp_path_factory):
     # ct-nginx needs room: the standby VM's root is a tmpfs (image + unpacked rootfs).
     vm = labkit.standby_vm_entry(VM, VM_INDEX, VM_ADDR,
                                  memory_mb=1024 if nginx_image() else 256)
-    if vm is None:
+    vm2 = labkit.standby_vm_entry(VM2, VM2_INDEX, VM2_ADDR, memory_mb=256)
+    if vm is None or vm2 is None:
         pytest.skip("no initrd-standby.img: run `make image`")
-    d.agent("host1", [vm])
-    d.wait_vm_state(VM, "running", BOOT_TIMEOUT)
-    labkit.wait_for("the standby agent's hello", lambda: standby_host(d), BOOT_TIMEOUT)
+    d.agent("host1", [vm, vm2])
+    for name in (VM, VM2):
+        d.wait_vm_state(name, "running", BOOT_TIMEOUT)
+        labkit.wait_for(f"the standby agent of {name}", lambda n=name: standby_host(d, n),
+                        BOOT_TIMEOUT)
     d.marker, d.sha, d.wrong, d.tarball = marker, sha, wrong, tarball
     yield d
     reports = d.stop_all()
@@ -225,6 +231,29 @@ def test_cached_image_is_not_fetched_again(rig):
     served = [line for line in d.procs[0].log_text().splitlines()
               if f"image server: image `{GOOD}`" in line]
     assert len(served) == 1, served
+
+
+def test_image_container_migrates_to_a_vm_without_the_image(rig, record_property):
+    """Live migration (CRIU, docs/migration.md) of the image's container to the second
+    standby VM, whose cache is empty: the restore order carries the image, the target
+    fetches and checks it first, and the container's /.vcr-init (its cmd) travels in its
+    overlay delta."""
+    d = rig
+    labkit.wait_for(f"{GOOD_CT} running on {VM}", lambda: (container(d, GOOD_CT) or {})
+                    .get("state") == "running", PROVISION_TIMEOUT)
+    assert not cached(d.sha, vm_addr=VM2_ADDR)
+    r = d.vcr.run("container", "migrate", VM, GOOD_CT, "--to", VM2, "--json", timeout=900)
+    out = json.loads(r.stdout or "{}")
+    assert r.returncode == 0 and out.get("ok"), (r.stdout, r.stderr)
+    labkit.wait_for(f"http://{GOOD_ADDR}/ to answer from {VM2}",
+                    lambda: (labkit.http_get(GOOD_ADDR) or "").strip() == d.marker, 60)
+    labkit.wait_for(f"{VM2} to report {GOOD_CT} running", lambda: (
+        container(d, GOOD_CT, VM2) or {}).get("state") == "running", 30)
+    labkit.wait_for(f"{VM} to report it gone", lambda: container(d, GOOD_CT) is None, 30)
+    assert cached_sha256(d.sha, VM2_ADDR) == d.sha
+    record_property("migration_total_ms", out["total_ms"])
+    print(f"migration with the image fetched on the target: total {out['total_ms']} ms, "
+          f"downtime {out['downtime_ms']} ms, phases {out['phases']}")
 
 
 def test_debian_nginx_image(rig, record_property):
