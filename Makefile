@@ -7,7 +7,7 @@ FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image check unit fuzz integration demo \
-        format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache \
+        format format-check lab-up lab-down clean deb bench-recovery bench-warm-vm bench-warm-cache \
         bench-migration bench-faults
 
 all: build
@@ -45,6 +45,10 @@ check: build build-asan build-fuzz image
 
 demo: build image
 	lab/demo --build $(BUILD)
+
+# The Debian package: build/vcrecovery_VERSION_amd64.deb (docs/packaging.md).
+deb: deps
+	scripts/build-deb
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
