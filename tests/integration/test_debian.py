@@ -17,6 +17,10 @@ CT, SERVICE, CT_ADDR = "web1ct", "web1", "10.77.0.31"
 # idle machine; the host is shared, so allow several times that.
 BOOT_TIMEOUT = 420
 
+# Checked at collection, so that a missing image skips before the lab is brought up.
+IMAGE, NO_IMAGE = labkit.debian_standby_image()
+pytestmark = pytest.mark.skipif(IMAGE is None, reason=NO_IMAGE or "")
+
 
 def standby_host(d):
     return next((h for h in d.vcr.status()["hosts"]
@@ -25,9 +29,7 @@ def standby_host(d):
 
 
 def test_debian_standby_agent_connects(lab, daemons, record_property):
-    image, reason = labkit.debian_standby_image()
-    if image is None:
-        pytest.skip(reason)
+    image = IMAGE
     d = daemons
     d.server(heartbeat_ms=500, host_timeout_ms=5000)
     vm = labkit.debian_standby_vm_entry(VM, VM_INDEX, VM_ADDR, image)
