@@ -34,8 +34,13 @@ def test_debian_standby_agent_connects(lab, daemons, record_property):
     d.server(heartbeat_ms=500, host_timeout_ms=5000)
     vm = labkit.debian_standby_vm_entry(VM, VM_INDEX, VM_ADDR, image)
     t0 = time.monotonic()
-    d.agent("host1", [vm])
-    d.wait_vm_state(VM, "running", 120)
+    agent = d.agent("host1", [vm])
+
+    def running():
+        assert agent.alive(), f"the host agent exited:\n{agent.log_text()[-3000:]}"
+        v = d.vcr.vm(VM)
+        return v if v and v.get("state") == "running" else None
+    labkit.wait_for(f"VM {VM} running", running, 120)
     t_running = time.monotonic()
     serial = d.tmp / "agent-host1" / f"{VM}.serial"
     try:
