@@ -219,3 +219,43 @@ def test_lintian(deb):
     tags = [line for line in r.stdout.splitlines() if line[:2] in ("E:", "W:")]
     # Known and accepted: no manual pages yet (docs/packaging.md, "Not yet").
     assert all("no-manual-page" in t for t in tags), tags
+
+
+def test_standby_bridge_in_a_namespace(root):
+    """`vcr-standby bridge` for real, in a network namespace of its own (no lab, no VM):
+    eth0 (one end of a veth pair) with an address and a default route; afterwards br0
+    has eth0's MAC, the address and the route, eth0 is its port; a second run changes
+    nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace)")
+    ns = f"vcrdebtest{os.getpid()}"
+    tool = str(root / "usr/lib/vcrecovery/vcr-standby")
+
+    def nsx(*argv, check=True):
+        r = run(["ip", "netns", "exec", ns, *argv])
+        assert not check or r.returncode == 0, (argv, r.stdout, r.stderr)
+        return r
+
+    r = run(["ip", "netns", "add", ns])
+    assert r.returncode == 0, r.stderr
+    try:
+        nsx("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+        nsx("ip", "link", "set", "eth0", "up")
+        nsx("ip", "link", "set", "peer0", "up")
+        nsx("ip", "addr", "add", "10.99.0.5/24", "dev", "eth0")
+        nsx("ip", "route", "add", "default", "via", "10.99.0.1")
+        mac = nsx("cat", "/sys/class/net/eth0/address").stdout.strip()
+        first = nsx(tool, "bridge")
+        assert "br0 over eth0: 10.99.0.5/24, default via 10.99.0.1" in first.stderr, first.stderr
+        assert nsx("cat", "/sys/class/net/br0/address").stdout.strip() == mac
+        assert nsx("readlink", "/sys/class/net/eth0/master").stdout.strip().endswith("/br0")
+        assert "10.99.0.5/24" in nsx("ip", "-4", "-o", "addr", "show", "dev", "br0").stdout
+        assert "inet " not in nsx("ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+        assert "default via 10.99.0.1 dev br0" in nsx("ip", "-4", "route").stdout
+        assert nsx("cat", "/sys/class/net/br0/bridge/stp_state").stdout.strip() == "0"
+        assert nsx("cat", "/sys/class/net/br0/bridge/forward_delay").stdout.strip() == "0"
+        again = nsx(tool, "bridge")
+        assert "already a port of br0" in again.stderr, again.stderr
+        assert "default via 10.99.0.1 dev br0" in nsx("ip", "-4", "route").stdout
+    finally:
+        run(["ip", "netns", "delete", ns])
