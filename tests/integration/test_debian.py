@@ -62,7 +62,10 @@ def test_debian_standby_agent_connects(lab, daemons, record_property):
     assert f"--name {VM}" in console and "from the kernel command line" in console, console[-3000:]
     assert "br0 over eth0: " + f"{VM_ADDR}/24" in console, console[-3000:]
     assert host["accel"] == "none" and host["vms"] == []
-    assert host["vm_load"]["ncpus"] == 2
+    # The VM's load arrives with the agent's first sample (every 1000 ms).
+    load = labkit.wait_for("the standby's first sample", lambda: (standby_host(d) or {}).get(
+        "vm_load"), 30)
+    assert load["ncpus"] == 2 and 0 < load["mem_used_kb"] < load["mem_total_kb"], load
 
     create = d.vcr.json("container", "create", VM, CT, "--address", f"{CT_ADDR}/24",
                         "--service", SERVICE, "--gateway", lab["VCR_LAB_BRIDGE_ADDR"])
