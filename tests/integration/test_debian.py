@@ -5,6 +5,7 @@ the kernel command line, moves the VM's address to br0, says hello to the server
 container is created and answers HTTP on its own lab address.  One boot.
 
 Image: lab/build-debian --only standby; lab/build-standby-disk (docs/packaging.md)."""
+import json
 import time
 
 import pytest
@@ -66,6 +67,7 @@ def test_debian_standby_agent_connects(lab, daemons, record_property):
     load = labkit.wait_for("the standby's first sample", lambda: (standby_host(d) or {}).get(
         "vm_load"), 30)
     assert load["ncpus"] == 2 and 0 < load["mem_used_kb"] < load["mem_total_kb"], load
+    print("vcr status --json, the standby host:", json.dumps(standby_host(d)))
 
     create = d.vcr.json("container", "create", VM, CT, "--address", f"{CT_ADDR}/24",
                         "--service", SERVICE, "--gateway", lab["VCR_LAB_BRIDGE_ADDR"])
