@@ -7,8 +7,8 @@ FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo \
-        format format-check lab-up lab-down clean bench-recovery bench-warm-vm bench-warm-cache \
-        bench-migration bench-faults image-debian
+        format format-check lab-up lab-down clean deb bench-recovery bench-warm-vm bench-warm-cache \
+        bench-migration bench-faults image-debian image-standby-disk
 
 all: build
 
@@ -53,11 +53,20 @@ image-asan: build-asan image
 		--standby --standby-agent $(ASAN_BUILD)/src/agent/vcr-agent \
 		--standby-name initrd-standby-asan.img
 
-check: build build-asan build-fuzz image image-asan image-debian
+# The Debian 12 standby VM disk: the standby base of image-debian with the project's
+# .deb installed (lab/build-standby-disk, cached beside the other Debian images).
+image-standby-disk: image-debian
+	lab/build-standby-disk
+
+check: build build-asan build-fuzz image image-asan image-debian image-standby-disk
 	/usr/bin/python3 tests/run_all.py --build $(BUILD) --asan-build $(ASAN_BUILD) --fuzz-build $(FUZZ_BUILD)
 
 demo: build image
 	lab/demo --build $(BUILD)
+
+# The Debian package: build/vcrecovery_VERSION_amd64.deb (docs/packaging.md).
+deb: deps
+	scripts/build-deb
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

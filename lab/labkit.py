@@ -271,6 +271,51 @@ def debian_primary_entry(name, index, address, memory_mb=512, network="kernel"):
     return vm
 
 
+def debian_standby_image():
+    """The Debian 12 standby VM disk of lab/build-standby-disk: (paths, None) with paths a
+    dict of disk, kernel, initrd and cmdline (the kernel arguments every standby VM needs),
+    or (None, reason) when it is not built (whether it is up to date with its inputs:
+    lab/build-standby-disk --list)."""
+    d = DEBIAN_CACHE
+    files = {"disk": "standby.qcow2", "kernel": "standby-disk-vmlinuz",
+             "initrd": "standby-disk-initrd.img", "cmdline": "standby-disk.cmdline",
+             "inputs": "standby-disk.inputs"}
+    paths = {k: os.path.join(d, f) for k, f in files.items()}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        how = ("lab/build-debian --only standby, then lab/build-standby-disk"
+               if not os.path.isfile(os.path.join(d, "standby-base.tar"))
+               else "lab/build-standby-disk")
+        return None, f"no Debian standby disk in {d} (missing {', '.join(missing)}): run {how}"
+    with open(paths.pop("inputs")) as f:
+        paths["inputs"] = f.read().strip()
+    with open(paths["cmdline"]) as f:
+        paths["cmdline"] = f.read().strip()
+    return paths, None
+
+
+def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2):
+    """A disk-image standby VM (docs/config-vm.md "Disk-image VMs") booting the Debian
+    standby disk `image` (from debian_standby_image()): its own overlay, direct kernel
+    boot, the address by `ip=` (network: kernel), and on the kernel command line the
+    standby's cgroup v1 / AppArmor arguments and the agent's settings (vcr.name=,
+    vcr.agent_server=), read by vcr-agent-standby.service (docs/packaging.md)."""
+    env = lab_env()
+    return {
+        "name": name,
+        "memory_mb": memory_mb,
+        "vcpus": vcpus,
+        "image": {"disk": image["disk"], "kernel": image["kernel"], "initrd": image["initrd"]},
+        "network": "kernel",
+        "mac": f"52:54:00:77:00:{0x10 + index:02x}",
+        "tap": f"tap{index}",
+        "address": f"{address}/24",
+        "gateway": env["VCR_LAB_BRIDGE_ADDR"],
+        "kernel_args": f"{image['cmdline']} vcr.name={name} "
+                       f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
+    }
+
+
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
                        ram_dir=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
