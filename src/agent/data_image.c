@@ -28,21 +28,6 @@ static void cleanup_md(EVP_MD_CTX **ctx)
     EVP_MD_CTX_free(*ctx);
 }
 
-static int write_all(int fd, const unsigned char *buf, size_t len, const char *path,
-                     vcr_error_t *err)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return vcr_error_errno(err, "write `%s`", path);
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static void hex(const unsigned char *md, unsigned len, char out[65])
 {
     for (unsigned i = 0; i < len && i < 32; i++)
@@ -96,7 +81,7 @@ static int deflate_into(int in, const char *src, int out, const char *tmp, EVP_M
             size_t have = DATA_BUF - z.avail_out;
             EVP_DigestUpdate(md, obuf, have);
             res->bytes += have;
-            if (write_all(out, obuf, have, tmp, err) < 0) {
+            if (vcr_write_all(out, obuf, have, tmp, err) < 0) {
                 rc = -1;
                 break;
             }

@@ -21,6 +21,7 @@
 #include "agent/standby_migrate.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
+#include "common/durable.h"
 #include "common/clock.h"
 #include "proto/proto_code.h"
 
@@ -193,20 +194,6 @@ static ssize_t recv_some(int fd, char *buf, size_t size, vcr_error_t *err)
     }
 }
 
-static int write_all(int fd, const char *buf, size_t len, const char *path, vcr_error_t *err)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return vcr_error_errno(err, "write `%s`", path);
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* The value of header name (case-insensitive) in the header block, or NULL. */
 static const char *header_value(const char *headers, const char *name, char *out, size_t size)
 {
@@ -283,7 +270,7 @@ static int fetch_body(int sock, int out, const char *url, const char *path, uint
         if (head.length >= 0 && total + have > (uint64_t)head.length)
             return vcr_error_make(err, EPROTO, "GET %s: more bytes than the %lld announced", url,
                                   head.length);
-        if (have && write_all(out, body, have, path, err) < 0)
+        if (have && vcr_write_all(out, body, have, path, err) < 0)
             return -1;
         total += have;
         if (head.length >= 0 && total == (uint64_t)head.length)

@@ -54,6 +54,19 @@ int vcr_rename_durable(const char *tmp, const char *path, vcr_error_t *err)
     return vcr_fsync_parent_dir(path, err);
 }
 
+int vcr_write_all(int fd, const void *buf, size_t len, const char *path, vcr_error_t *err)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write(fd, (const char *)buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return vcr_error_errno(err, "write `%s`", path);
+        done += (size_t)n;
+    }
+    return 0;
+}
+
 int vcr_file_replace(const char *path, const void *data, size_t len, vcr_error_t *err)
 {
     cleanup_free char *tmp = NULL;
@@ -63,16 +76,9 @@ int vcr_file_replace(const char *path, const void *data, size_t len, vcr_error_t
         cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (fd < 0)
             return vcr_error_errno(err, "create `%s`", tmp);
-        for (size_t done = 0; done < len;) {
-            ssize_t n = write(fd, (const char *)data + done, len - done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                vcr_error_errno(err, "write `%s`", tmp);
-                unlink(tmp);
-                return -1;
-            }
-            done += (size_t)n;
+        if (vcr_write_all(fd, data, len, tmp, err) < 0) {
+            unlink(tmp);
+            return -1;
         }
     }
     if (vcr_rename_durable(tmp, path, err) < 0) {

@@ -11,6 +11,9 @@
 
 #include "err.h"
 
+/* write(2) until all len bytes are written (EINTR retried); path names the
+ * file in the error. */
+int vcr_write_all(int fd, const void *buf, size_t len, const char *path, vcr_error_t *err);
 /* fsync(2) of an existing file (or directory), opened read-only. */
 int vcr_fsync_path(const char *path, vcr_error_t *err);
 /* fsync(2) of the directory that holds path. */

@@ -97,15 +97,7 @@ const char *standby_mode_name(enum standby_mode m)
     return m == STANDBY_COLD ? "cold" : "warm";
 }
 
-struct conv {
-    services_report_fn report;
-    void *ctx;
-    unsigned problems;
-};
-
-static void bad(struct conv *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void bad(struct conv *c, const char *fmt, ...)
+void services_conv_bad(struct services_conv *c, const char *fmt, ...)
 {
     cleanup_free char *line = NULL;
     va_list ap;
@@ -122,48 +114,52 @@ static bool is_ipv4(const char *s)
     return s && inet_pton(AF_INET, s, &a) == 1;
 }
 
-static void need_name(struct conv *c, const char *path, const char *value, char **out)
+static void need_name(struct services_conv *c, const char *path, const char *value, char **out)
 {
     if (value == NULL) {
-        bad(c, "`%s`: missing; allowed: a name of 1..64 letters, digits, '.', '_', '-'", path);
+        services_conv_bad(
+            c, "`%s`: missing; allowed: a name of 1..64 letters, digits, '.', '_', '-'", path);
         return;
     }
     if (!inventory_valid_name(value)) {
-        bad(c, "`%s`: `%s` is not a name; allowed: 1..64 letters, digits, '.', '_', '-'", path,
-            value);
+        services_conv_bad(c,
+                          "`%s`: `%s` is not a name; allowed: 1..64 letters, digits, '.', '_', '-'",
+                          path, value);
         return;
     }
     *out = strdup(value);
 }
 
-static void need_ipv4(struct conv *c, const char *path, const char *value, bool required,
+static void need_ipv4(struct services_conv *c, const char *path, const char *value, bool required,
                       char **out)
 {
     if (value == NULL) {
         if (required)
-            bad(c, "`%s`: missing; allowed: an IPv4 address A.B.C.D", path);
+            services_conv_bad(c, "`%s`: missing; allowed: an IPv4 address A.B.C.D", path);
         return;
     }
     if (!is_ipv4(value)) {
-        bad(c, "`%s`: `%s` is not an IPv4 address; allowed: A.B.C.D, e.g. 10.77.0.31", path, value);
+        services_conv_bad(c, "`%s`: `%s` is not an IPv4 address; allowed: A.B.C.D, e.g. 10.77.0.31",
+                          path, value);
         return;
     }
     *out = strdup(value);
 }
 
-static void take_uint(struct conv *c, const char *path, const char *value, uint32_t min,
+static void take_uint(struct services_conv *c, const char *path, const char *value, uint32_t min,
                       uint32_t max, uint32_t *out)
 {
     if (value == NULL)
         return;
     size_t n = strspn(value, "0123456789");
     if (n == 0 || value[n] != '\0' || n > 9) {
-        bad(c, "`%s`: `%s` is not an integer; allowed: %u..%u", path, value, min, max);
+        services_conv_bad(c, "`%s`: `%s` is not an integer; allowed: %u..%u", path, value, min,
+                          max);
         return;
     }
     unsigned long v = strtoul(value, NULL, 10);
     if (v < min || v > max) {
-        bad(c, "`%s`: `%s` is out of range; allowed: %u..%u", path, value, min, max);
+        services_conv_bad(c, "`%s`: `%s` is out of range; allowed: %u..%u", path, value, min, max);
         return;
     }
     *out = (uint32_t)v;
@@ -185,16 +181,17 @@ static bool inside_zone(const char *name, const char *zone)
     return n > z + 1 && name[n - z - 1] == '.' && strcasecmp(name + n - z, zone) == 0;
 }
 
-static struct dns_settings *convert_dns(struct conv *c, const struct services_raw_dns *raw,
+static struct dns_settings *convert_dns(struct services_conv *c, const struct services_raw_dns *raw,
                                         const char *base_dir)
 {
     struct dns_settings *d = calloc(1, sizeof(*d));
     if (d == NULL) {
-        bad(c, "`dns`: out of memory");
+        services_conv_bad(c, "`dns`: out of memory");
         return NULL;
     }
     if (raw->server == NULL) {
-        bad(c, "`dns.server`: missing; allowed: A.B.C.D or A.B.C.D:PORT of the zone's primary");
+        services_conv_bad(
+            c, "`dns.server`: missing; allowed: A.B.C.D or A.B.C.D:PORT of the zone's primary");
     } else {
         cleanup_error vcr_error_t err = NULL;
         char *host = NULL;
@@ -202,11 +199,12 @@ static struct dns_settings *convert_dns(struct conv *c, const struct services_ra
         if (strchr(raw->server, ':') == NULL) {
             host = strdup(raw->server);
         } else if (vcr_parse_host_port(raw->server, &host, &port, &err) < 0) {
-            bad(c, "`dns.server`: `%s`: %s; allowed: A.B.C.D or A.B.C.D:PORT", raw->server,
-                vcr_error_msg(err));
+            services_conv_bad(c, "`dns.server`: `%s`: %s; allowed: A.B.C.D or A.B.C.D:PORT",
+                              raw->server, vcr_error_msg(err));
         }
         if (host && !is_ipv4(host)) {
-            bad(c, "`dns.server`: `%s` is not an IPv4 address; allowed: A.B.C.D or A.B.C.D:PORT",
+            services_conv_bad(
+                c, "`dns.server`: `%s` is not an IPv4 address; allowed: A.B.C.D or A.B.C.D:PORT",
                 raw->server);
             free(host);
             host = NULL;
@@ -215,23 +213,25 @@ static struct dns_settings *convert_dns(struct conv *c, const struct services_ra
         d->port = port;
     }
     if (raw->zone == NULL)
-        bad(c, "`dns.zone`: missing; allowed: the zone the service names live in, e.g. vcr.lab");
+        services_conv_bad(
+            c, "`dns.zone`: missing; allowed: the zone the service names live in, e.g. vcr.lab");
     else if (raw->zone[0] == '\0' || raw->zone[0] == '.' || strlen(raw->zone) > 253)
-        bad(c, "`dns.zone`: `%s` is not a zone name; allowed: e.g. vcr.lab", raw->zone);
+        services_conv_bad(c, "`dns.zone`: `%s` is not a zone name; allowed: e.g. vcr.lab",
+                          raw->zone);
     else
         d->zone = strdup(raw->zone);
     size_t zl = d->zone ? strlen(d->zone) : 0;
     if (zl && d->zone[zl - 1] == '.')
         d->zone[zl - 1] = '\0';
     if (raw->key_file == NULL) {
-        bad(c, "`dns.key_file`: missing; allowed: a TSIG key file as `tsig-keygen -a "
-               "hmac-sha256` writes it");
+        services_conv_bad(c, "`dns.key_file`: missing; allowed: a TSIG key file as `tsig-keygen -a "
+                             "hmac-sha256` writes it");
     } else {
         d->key_file = resolve_path(base_dir, raw->key_file);
         struct dns_tsig_key key = {0};
         cleanup_error vcr_error_t err = NULL;
         if (d->key_file && dns_tsig_key_load(d->key_file, &key, &err) < 0) {
-            bad(c, "`dns.key_file`: %s", vcr_error_msg(err));
+            services_conv_bad(c, "`dns.key_file`: %s", vcr_error_msg(err));
         } else {
             d->key_name = steal_pointer(&key.name);
             d->key_secret = steal_pointer(&key.secret);
@@ -261,24 +261,27 @@ static bool is_data_path(const char *v)
     return ok;
 }
 
-static void convert_data(struct conv *c, const struct services_raw_data *d, size_t i,
+static void convert_data(struct services_conv *c, const struct services_raw_data *d, size_t i,
                          struct service_config *s)
 {
     char p[96];
 #define PATH(field) (snprintf(p, sizeof(p), "services[%zu].data.%s", i, field), p)
     if (d->volume == NULL)
-        bad(c, "`%s`: missing; allowed: the name of a volume of the primary VM (`vms[].volumes`)",
+        services_conv_bad(
+            c, "`%s`: missing; allowed: the name of a volume of the primary VM (`vms[].volumes`)",
             PATH("volume"));
     else if (!is_volume_name(d->volume))
-        bad(c, "`%s`: `%s` is not a volume name; allowed: 1..32 of a-z 0-9 -", PATH("volume"),
-            d->volume);
+        services_conv_bad(c, "`%s`: `%s` is not a volume name; allowed: 1..32 of a-z 0-9 -",
+                          PATH("volume"), d->volume);
     else
         s->data.volume = strdup(d->volume);
     if (d->path == NULL)
-        bad(c, "`%s`: missing; allowed: where the container sees the data, e.g. /srv/data",
+        services_conv_bad(
+            c, "`%s`: missing; allowed: where the container sees the data, e.g. /srv/data",
             PATH("path"));
     else if (!is_data_path(d->path))
-        bad(c,
+        services_conv_bad(
+            c,
             "`%s`: `%s` is not a usable mount point; allowed: an absolute path other than / of "
             "up to %d characters of A-Z a-z 0-9 / _ . - (no `..`), e.g. /srv/data",
             PATH("path"), d->path, SERVICES_DATA_PATH_MAX);
@@ -289,31 +292,34 @@ static void convert_data(struct conv *c, const struct services_raw_data *d, size
         unsigned long v =
             n && d->interval_s[n] == '\0' && n <= 9 ? strtoul(d->interval_s, NULL, 10) : ULONG_MAX;
         if (v != 0 && (v < SERVICES_DATA_INTERVAL_MIN_S || v > SERVICES_DATA_INTERVAL_MAX_S))
-            bad(c, "`%s`: `%s` is not an interval; allowed: 0 (copy at recovery only), or %u..%u",
+            services_conv_bad(
+                c, "`%s`: `%s` is not an interval; allowed: 0 (copy at recovery only), or %u..%u",
                 PATH("interval_s"), d->interval_s, SERVICES_DATA_INTERVAL_MIN_S,
                 SERVICES_DATA_INTERVAL_MAX_S);
         else
             s->data.interval_s = (uint32_t)v;
     }
     if (s->data.interval_s && s->standby.mode == STANDBY_COLD)
-        bad(c,
+        services_conv_bad(
+            c,
             "`%s`: `%s` with a cold standby; allowed: 0 (a cold service has no container to "
             "copy to before its recovery)",
             PATH("interval_s"), d->interval_s);
 #undef PATH
 }
 
-static void convert_service(struct conv *c, const struct services_raw_service *raw, size_t i,
-                            const struct dns_settings *dns, struct service_config *s)
+static void convert_service(struct services_conv *c, const struct services_raw_service *raw,
+                            size_t i, const struct dns_settings *dns, struct service_config *s)
 {
     char p[96];
 #define PATH(field) (snprintf(p, sizeof(p), "services[%zu].%s", i, field), p)
     need_name(c, PATH("name"), raw->name, &s->name);
     if (raw->dns_name == NULL) {
-        bad(c, "`%s`: missing; allowed: a name inside the zone of `dns.zone`", PATH("dns_name"));
+        services_conv_bad(c, "`%s`: missing; allowed: a name inside the zone of `dns.zone`",
+                          PATH("dns_name"));
     } else if (dns && dns->zone && !inside_zone(raw->dns_name, dns->zone)) {
-        bad(c, "`%s`: `%s` is not inside zone `%s`; allowed: NAME.%s", PATH("dns_name"),
-            raw->dns_name, dns->zone, dns->zone);
+        services_conv_bad(c, "`%s`: `%s` is not inside zone `%s`; allowed: NAME.%s",
+                          PATH("dns_name"), raw->dns_name, dns->zone, dns->zone);
     } else {
         s->dns_name = strdup(raw->dns_name);
     }
@@ -321,14 +327,15 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     take_uint(c, PATH("ttl"), raw->ttl, 0, DNS_UPDATE_MAX_TTL, &s->ttl);
 
     if (raw->primary == NULL) {
-        bad(c, "`%s`: missing; allowed: a mapping {host, vm, address, port}", PATH("primary"));
+        services_conv_bad(c, "`%s`: missing; allowed: a mapping {host, vm, address, port}",
+                          PATH("primary"));
     } else {
         need_name(c, PATH("primary.host"), raw->primary->host, &s->primary.host);
         need_name(c, PATH("primary.vm"), raw->primary->vm, &s->primary.vm);
         need_ipv4(c, PATH("primary.address"), raw->primary->address, true, &s->primary.address);
         uint32_t port = 0;
         if (raw->primary->port == NULL)
-            bad(c, "`%s`: missing; allowed: 1..65535", PATH("primary.port"));
+            services_conv_bad(c, "`%s`: missing; allowed: 1..65535", PATH("primary.port"));
         take_uint(c, PATH("primary.port"), raw->primary->port, 1, 65535, &port);
         s->primary.port = (uint16_t)port;
     }
@@ -345,16 +352,17 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
         if (type)
             s->check.type = type;
         else
-            bad(c, "`%s`: `%s` is not a check type; allowed: %s", PATH("check.type"), ck->type,
-                check_protocols_allowed(allowed, sizeof(allowed)));
+            services_conv_bad(c, "`%s`: `%s` is not a check type; allowed: %s", PATH("check.type"),
+                              ck->type, check_protocols_allowed(allowed, sizeof(allowed)));
         if (ck->path && !s->check.type->takes_path)
-            bad(c,
+            services_conv_bad(
+                c,
                 "`%s`: `%s` is given for a %s check; allowed: only with a check that takes a "
                 "path (`type: http`)",
                 PATH("check.path"), ck->path, s->check.type->name);
         else if (ck->path && (ck->path[0] != '/' || strpbrk(ck->path, " \r\n\t")))
-            bad(c, "`%s`: `%s` is not a URL path; allowed: /PATH without spaces",
-                PATH("check.path"), ck->path);
+            services_conv_bad(c, "`%s`: `%s` is not a URL path; allowed: /PATH without spaces",
+                              PATH("check.path"), ck->path);
         else if (ck->path)
             s->check.path = strdup(ck->path);
         take_uint(c, PATH("check.interval_ms"), ck->interval_ms, 100, 60000, &s->check.interval_ms);
@@ -372,19 +380,20 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
 
     const struct services_raw_standby *sb = raw->standby;
     if (sb == NULL) {
-        bad(c, "`%s`: missing; allowed: a mapping {mode, host, container, address, ...}",
-            PATH("standby"));
+        services_conv_bad(c,
+                          "`%s`: missing; allowed: a mapping {mode, host, container, address, ...}",
+                          PATH("standby"));
         return;
     }
     if (sb->mode == NULL)
-        bad(c, "`%s`: missing; allowed: warm, cold", PATH("standby.mode"));
+        services_conv_bad(c, "`%s`: missing; allowed: warm, cold", PATH("standby.mode"));
     else if (strcmp(sb->mode, "warm") == 0)
         s->standby.mode = STANDBY_WARM;
     else if (strcmp(sb->mode, "cold") == 0)
         s->standby.mode = STANDBY_COLD;
     else
-        bad(c, "`%s`: `%s` is not a standby mode; allowed: warm, cold", PATH("standby.mode"),
-            sb->mode);
+        services_conv_bad(c, "`%s`: `%s` is not a standby mode; allowed: warm, cold",
+                          PATH("standby.mode"), sb->mode);
     need_name(c, PATH("standby.host"), sb->host, &s->standby.host);
     need_name(c, PATH("standby.container"), sb->container, &s->standby.container);
     need_ipv4(c, PATH("standby.address"), sb->address, true, &s->standby.address);
@@ -392,7 +401,8 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     take_uint(c, PATH("standby.prefix"), sb->prefix, 1, 32, &s->standby.prefix);
     need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
     if (sb->template && sb->image)
-        bad(c,
+        services_conv_bad(
+            c,
             "`%s`: `%s` and `standby.template` `%s` are both given; allowed: one of them (an "
             "image from `images:`, or a template directory baked into the standby VM)",
             PATH("standby.image"), sb->image, sb->template);
@@ -403,12 +413,14 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     if (sb->fallback_host) {
         need_name(c, PATH("standby.fallback_host"), sb->fallback_host, &s->standby.fallback_host);
         if (sb->host && strcmp(sb->fallback_host, sb->host) == 0)
-            bad(c, "`%s`: `%s` is `standby.host` too; allowed: another standby VM's agent",
+            services_conv_bad(
+                c, "`%s`: `%s` is `standby.host` too; allowed: another standby VM's agent",
                 PATH("standby.fallback_host"), sb->fallback_host);
     }
     if (s->standby.address && s->primary.address &&
         strcmp(s->standby.address, s->primary.address) == 0)
-        bad(c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
+        services_conv_bad(
+            c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
             PATH("standby.address"), sb->address);
     if (raw->data)
         convert_data(c, raw->data, i, s);
@@ -421,36 +433,40 @@ unsigned services_config_convert(const struct services_raw_dns *raw_dns,
                                  struct service_config **services, size_t *n_services,
                                  services_report_fn report, void *ctx)
 {
-    struct conv c = {.report = report, .ctx = ctx};
+    struct services_conv c = {.report = report, .ctx = ctx};
     if (raw_dns)
         *dns = convert_dns(&c, raw_dns, base_dir);
     if (n == 0)
         return c.problems;
     if (*dns == NULL)
-        bad(&c,
+        services_conv_bad(
+            &c,
             "`services`: %zu service(s) but no `dns`; allowed: add dns: {server, zone, "
             "key_file} so that recoveries can switch names",
             n);
     struct service_config *s = calloc(n, sizeof(*s));
     if (s == NULL) {
-        bad(&c, "`services`: out of memory");
+        services_conv_bad(&c, "`services`: out of memory");
         return c.problems;
     }
     for (size_t i = 0; i < n; i++) {
         convert_service(&c, &raw[i], i, *dns, &s[i]);
         for (size_t j = 0; j < i; j++) {
             if (s[i].name && s[j].name && strcmp(s[i].name, s[j].name) == 0)
-                bad(&c,
+                services_conv_bad(
+                    &c,
                     "`services[%zu].name`: `%s` is also services[%zu]'s; allowed: a unique name", i,
                     s[i].name, j);
             if (s[i].dns_name && s[j].dns_name && strcasecmp(s[i].dns_name, s[j].dns_name) == 0)
-                bad(&c,
+                services_conv_bad(
+                    &c,
                     "`services[%zu].dns_name`: `%s` is also services[%zu]'s; allowed: a unique "
                     "name",
                     i, s[i].dns_name, j);
             if (s[i].standby.address && s[j].standby.address &&
                 strcmp(s[i].standby.address, s[j].standby.address) == 0)
-                bad(&c,
+                services_conv_bad(
+                    &c,
                     "`services[%zu].standby.address`: `%s` is also services[%zu]'s; allowed: one "
                     "address per container",
                     i, s[i].standby.address, j);

@@ -137,6 +137,16 @@ extern const cyaml_schema_value_t services_raw_service_schema;
 /* One message per bad field, without the `config FILE: ` prefix. */
 typedef void (*services_report_fn)(void *ctx, const char *line);
 
+/* A configuration being converted: each problem becomes one report line, and
+ * is counted (shared by services.c and images.c). */
+struct services_conv {
+    services_report_fn report;
+    void *ctx;
+    unsigned problems;
+};
+void services_conv_bad(struct services_conv *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Converts and validates; base_dir resolves a relative key_file (may be NULL).
  * *dns is NULL when raw_dns is; services is an array of n.  The TSIG key is
  * read here, so that --config-test catches a missing or bad key file.
