@@ -24,11 +24,12 @@ SERVICE, CT, CT_ADDR = "www", "www-c", "10.77.0.53"
 BOOT_TIMEOUT = 420  # two systemd guests booting together under TCG on a shared machine
 RECOVERY_TIMEOUT = 240
 
-PRIMARY_VM = labkit.debian_primary_entry(PRIMARY, P_INDEX, P_ADDR)
+# Decided at collection, before the lab is up: the images are there or the module skips.
+PRIMARY_DISK = labkit.debian_image("primary.qcow2")
 STANDBY_IMAGE, NO_STANDBY = labkit.debian_standby_image()
 NGINX_META = labkit.debian_image("ct-nginx.json")
 pytestmark = pytest.mark.skipif(
-    PRIMARY_VM is None or STANDBY_IMAGE is None or NGINX_META is None,
+    PRIMARY_DISK is None or STANDBY_IMAGE is None or NGINX_META is None,
     reason=NO_STANDBY or "the Debian images are not built (make image-debian)")
 
 
@@ -60,7 +61,7 @@ def rig(lab, tmp_path_factory):
     (site / "site").chmod(0o777)
     (site / "site" / "index.html").write_text("version 1\n")
     (site / "site" / "index.html").chmod(0o666)
-    vm = dict(PRIMARY_VM, volumes=[{"name": "vcrdata", "size_mb": 32, "source_dir": str(site),
+    vm = dict(labkit.debian_primary_entry(PRIMARY, P_INDEX, P_ADDR), volumes=[{"name": "vcrdata", "size_mb": 32, "source_dir": str(site),
                                     "image": str(tmp / "vcrdata.img"), "mount": "/srv/data",
                                     "cache": "none"}])
     svc = labkit.service_entry(SERVICE, "debhost", PRIMARY, P_ADDR, "warm", STANDBY, CT,
