@@ -196,14 +196,14 @@ static void write_hosts(struct metrics_out *m, const struct inventory *inv, int6
     metrics_family(m, "vcr_host_connected", "gauge",
                    "1 while the host's agent is connected, 0 once it is lost.");
     for (size_t i = 0; i < inv->n_hosts; i++)
-        metrics_sample(m, "vcr_host_connected", inv->hosts[i]->state == INV_HOST_CONNECTED, "host",
-                       inv->hosts[i]->name, NULL);
+        metrics_sample(m, "vcr_host_connected", inv->hosts[i]->state == INV_HOST_CONNECTED,
+                       METRICS_LABELS("host", inv->hosts[i]->name));
     metrics_family(m, "vcr_host_heartbeat_age_seconds", "gauge",
                    "Seconds since the last frame from the host's agent.");
     for (size_t i = 0; i < inv->n_hosts; i++)
         metrics_sample(m, "vcr_host_heartbeat_age_seconds",
-                       (double)(now - inv->hosts[i]->last_seen_ms) / 1000.0, "host",
-                       inv->hosts[i]->name, NULL);
+                       (double)(now - inv->hosts[i]->last_seen_ms) / 1000.0,
+                       METRICS_LABELS("host", inv->hosts[i]->name));
 }
 
 static void write_vms(struct metrics_out *m, const struct inventory *inv)
@@ -217,11 +217,11 @@ static void write_vms(struct metrics_out *m, const struct inventory *inv)
             const struct inv_vm *vm = h->vms[k];
             bool lost = h->state != INV_HOST_CONNECTED;
             for (int s = 0; s < PROTO_VM_N_STATES; s++)
-                metrics_sample(m, "vcr_vm_state", !lost && (int)vm->state == s, "host", h->name,
-                               "vm", vm->name, "state", inv_vm_state_name((enum inv_vm_state)s),
-                               NULL);
-            metrics_sample(m, "vcr_vm_state", lost, "host", h->name, "vm", vm->name, "state",
-                           "unknown", NULL);
+                metrics_sample(m, "vcr_vm_state", !lost && (int)vm->state == s,
+                               METRICS_LABELS("host", h->name, "vm", vm->name, "state",
+                                              inv_vm_state_name((enum inv_vm_state)s)));
+            metrics_sample(m, "vcr_vm_state", lost,
+                           METRICS_LABELS("host", h->name, "vm", vm->name, "state", "unknown"));
         }
     }
     metrics_family(m, "vcr_vm_cpu_percent", "gauge",
@@ -229,16 +229,17 @@ static void write_vms(struct metrics_out *m, const struct inventory *inv)
     for (size_t i = 0; i < inv->n_hosts; i++)
         for (size_t k = 0; k < inv->hosts[i]->n_vms; k++)
             if (inv->hosts[i]->vms[k]->has_sample)
-                metrics_sample(m, "vcr_vm_cpu_percent", inv->hosts[i]->vms[k]->cpu_pct, "host",
-                               inv->hosts[i]->name, "vm", inv->hosts[i]->vms[k]->name, NULL);
+                metrics_sample(
+                    m, "vcr_vm_cpu_percent", inv->hosts[i]->vms[k]->cpu_pct,
+                    METRICS_LABELS("host", inv->hosts[i]->name, "vm", inv->hosts[i]->vms[k]->name));
     metrics_family(m, "vcr_vm_rss_bytes", "gauge",
                    "The VM's QEMU resident set in its host agent's last sample.");
     for (size_t i = 0; i < inv->n_hosts; i++)
         for (size_t k = 0; k < inv->hosts[i]->n_vms; k++)
             if (inv->hosts[i]->vms[k]->has_sample)
-                metrics_sample(m, "vcr_vm_rss_bytes",
-                               (double)inv->hosts[i]->vms[k]->rss_kb * 1024.0, "host",
-                               inv->hosts[i]->name, "vm", inv->hosts[i]->vms[k]->name, NULL);
+                metrics_sample(
+                    m, "vcr_vm_rss_bytes", (double)inv->hosts[i]->vms[k]->rss_kb * 1024.0,
+                    METRICS_LABELS("host", inv->hosts[i]->name, "vm", inv->hosts[i]->vms[k]->name));
 }
 
 static void write_services(struct metrics_out *m, json_t *services)
@@ -251,9 +252,9 @@ static void write_services(struct metrics_out *m, json_t *services)
     {
         const char *name = str(s, "name"), *state = str(s, "state");
         for (int k = SVC_OK; k <= SVC_STOPPED && name && state; k++)
-            metrics_sample(m, "vcr_service_state",
-                           strcmp(state, recovery_state_name((enum svc_state)k)) == 0, "service",
-                           name, "state", recovery_state_name((enum svc_state)k), NULL);
+            metrics_sample(
+                m, "vcr_service_state", strcmp(state, recovery_state_name((enum svc_state)k)) == 0,
+                METRICS_LABELS("service", name, "state", recovery_state_name((enum svc_state)k)));
     }
     metrics_family(m, "vcr_service_served_by", "gauge",
                    "1 where the service's DNS name points: `primary` or `standby`.");
@@ -262,8 +263,8 @@ static void write_services(struct metrics_out *m, json_t *services)
         const char *name = str(s, "name"), *by = str(s, "served_by");
         static const char *const where[] = {"primary", "standby"};
         for (size_t k = 0; k < 2 && name && by; k++)
-            metrics_sample(m, "vcr_service_served_by", strcmp(by, where[k]) == 0, "service", name,
-                           "where", where[k], NULL);
+            metrics_sample(m, "vcr_service_served_by", strcmp(by, where[k]) == 0,
+                           METRICS_LABELS("service", name, "where", where[k]));
     }
     metrics_family(m, "vcr_probe_latency_seconds", "gauge",
                    "How long the last probe of the service's primary took to pass or fail.");
@@ -272,7 +273,7 @@ static void write_services(struct metrics_out *m, json_t *services)
         json_t *latency = json_object_get(json_object_get(s, "check"), "latency_ms");
         if (str(s, "name") && json_is_number(latency))
             metrics_sample(m, "vcr_probe_latency_seconds", json_number_value(latency) / 1000.0,
-                           "service", str(s, "name"), NULL);
+                           METRICS_LABELS("service", str(s, "name")));
     }
 }
 
@@ -281,7 +282,9 @@ static void write_counts(struct metrics_out *m, const char *name, const char *la
     const char *key;
     json_t *n;
     json_object_foreach(counts, key, n)
-        metrics_sample(m, name, (double)json_integer_value(n), label, key, NULL);
+    {
+        metrics_sample(m, name, (double)json_integer_value(n), METRICS_LABELS(label, key));
+    }
 }
 
 static void write_folded(struct metrics_out *m, const struct api_metrics *am)
@@ -300,8 +303,8 @@ static void write_folded(struct metrics_out *m, const struct api_metrics *am)
             continue;
         *mode++ = '\0';
         *result++ = '\0';
-        metrics_sample(m, "vcr_recoveries_total", (double)json_integer_value(n), "service", copy,
-                       "mode", mode, "result", result, NULL);
+        metrics_sample(m, "vcr_recoveries_total", (double)json_integer_value(n),
+                       METRICS_LABELS("service", copy, "mode", mode, "result", result));
     }
     metrics_family(m, "vcr_recovery_phase_seconds", "histogram",
                    "Time of each recovery phase, from the phase before it.");

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,19 +79,16 @@ void metrics_family(struct metrics_out *m, const char *name, const char *type, c
     fprintf(m->f, "\n# TYPE %s %s\n", name, type);
 }
 
-static void write_sample_v(FILE *f, const char *name, const char *suffix, double value,
-                           const char *le, va_list ap)
+/* name suffix{labels,le} value; labels as metrics_sample takes them, le NULL: none. */
+static void write_sample(FILE *f, const char *name, const char *suffix, double value,
+                         const char *const *labels, const char *le)
 {
     fputs(name, f);
     fputs(suffix, f);
     bool first = true;
-    for (;;) {
-        const char *label = va_arg(ap, const char *);
-        const char *lvalue = label ? va_arg(ap, const char *) : NULL;
-        if (label == NULL || lvalue == NULL)
-            break;
-        fprintf(f, "%s%s=\"", first ? "{" : ",", label);
-        write_escaped(f, lvalue, true);
+    for (size_t i = 0; labels && labels[i] && labels[i + 1]; i += 2) {
+        fprintf(f, "%s%s=\"", first ? "{" : ",", labels[i]);
+        write_escaped(f, labels[i + 1], true);
         fputc('"', f);
         first = false;
     }
@@ -105,21 +101,10 @@ static void write_sample_v(FILE *f, const char *name, const char *suffix, double
     fputc('\n', f);
 }
 
-static void write_sample(FILE *f, const char *name, const char *suffix, double value,
-                         const char *le, ...)
+void metrics_sample(struct metrics_out *m, const char *name, double value,
+                    const char *const *labels)
 {
-    va_list ap;
-    va_start(ap, le);
-    write_sample_v(f, name, suffix, value, le, ap);
-    va_end(ap);
-}
-
-void metrics_sample(struct metrics_out *m, const char *name, double value, ...)
-{
-    va_list ap;
-    va_start(ap, value);
-    write_sample_v(m->f, name, "", value, NULL, ap);
-    va_end(ap);
+    write_sample(m->f, name, "", value, labels, NULL);
 }
 
 void metrics_histogram_init(struct metrics_histogram *h, const double *bounds, size_t n_bounds)
@@ -144,6 +129,7 @@ void metrics_histogram_observe(struct metrics_histogram *h, double value)
 void metrics_histogram_write(struct metrics_out *m, const char *name, const char *label_name,
                              const char *label_value, const struct metrics_histogram *h)
 {
+    const char *const labels[] = {label_name, label_value, NULL};
     uint64_t cumulative = 0;
     char le[32];
     for (size_t i = 0; i <= h->n_bounds; i++) {
@@ -152,10 +138,8 @@ void metrics_histogram_write(struct metrics_out *m, const char *name, const char
             snprintf(le, sizeof(le), "%g", h->bounds[i]);
         else
             snprintf(le, sizeof(le), "+Inf");
-        write_sample(m->f, name, "_bucket", (double)cumulative, le, label_name, label_value,
-                     (const char *)NULL);
+        write_sample(m->f, name, "_bucket", (double)cumulative, labels, le);
     }
-    write_sample(m->f, name, "_sum", h->sum, NULL, label_name, label_value, (const char *)NULL);
-    write_sample(m->f, name, "_count", (double)h->count, NULL, label_name, label_value,
-                 (const char *)NULL);
+    write_sample(m->f, name, "_sum", h->sum, labels, NULL);
+    write_sample(m->f, name, "_count", (double)h->count, labels, NULL);
 }

@@ -36,10 +36,12 @@ void metrics_out_close(struct metrics_out *m);
 /* Announces family name (borrowed: a string literal) of type "counter",
  * "gauge" or "histogram" with help, once. */
 void metrics_family(struct metrics_out *m, const char *name, const char *type, const char *help);
-/* One sample name{labels} value: labels are NULL-terminated pairs of label
- * name and value (a NULL value ends them too). */
-void metrics_sample(struct metrics_out *m, const char *name, double value, ...)
-    __attribute__((sentinel));
+/* One sample name{labels} value: labels are pairs of label name and value
+ * ended by a NULL (a NULL value ends them too), or NULL for none. */
+void metrics_sample(struct metrics_out *m, const char *name, double value,
+                    const char *const *labels);
+/* metrics_sample(m, "vcr_x", 1, METRICS_LABELS("host", name, "vm", vm)) */
+#define METRICS_LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* A histogram with fixed upper bounds (seconds, increasing, borrowed). */
 struct metrics_histogram {

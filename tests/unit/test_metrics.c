@@ -38,7 +38,7 @@ static void test_label_values_and_help_are_escaped(void **state)
     struct metrics_out m;
     assert_int_equal(metrics_out_open(&m, NULL), 0);
     metrics_family(&m, "vcr_test", "gauge", "a \\ back\nslash \"quoted\"");
-    metrics_sample(&m, "vcr_test", 1, "host", "a\"b\\c\nd", "vm", "plain", NULL);
+    metrics_sample(&m, "vcr_test", 1, METRICS_LABELS("host", "a\"b\\c\nd", "vm", "plain"));
     size_t len;
     const char *text = metrics_out_text(&m, &len);
     assert_int_equal(strlen(text), len);
@@ -57,9 +57,9 @@ static void test_help_and_type_once_per_family(void **state)
     struct metrics_out m;
     assert_int_equal(metrics_out_open(&m, NULL), 0);
     metrics_family(&m, "vcr_a_total", "counter", "A.");
-    metrics_sample(&m, "vcr_a_total", 3, "result", "ok", NULL);
+    metrics_sample(&m, "vcr_a_total", 3, METRICS_LABELS("result", "ok"));
     metrics_family(&m, "vcr_a_total", "counter", "A.");
-    metrics_sample(&m, "vcr_a_total", 0.25, "result", "failed", NULL);
+    metrics_sample(&m, "vcr_a_total", 0.25, METRICS_LABELS("result", "failed"));
     metrics_family(&m, "vcr_b", "gauge", "B.");
     metrics_sample(&m, "vcr_b", 1.5, NULL);
     size_t len;
