@@ -899,12 +899,21 @@ static void expect_full_recovery(struct harness *h)
     assert_string_equal(json_string_value(json_object_get(last, "answer")), "web1");
 }
 
+/* GET /v1/services and GET /metrics show how long the last probe took. */
+static bool probe_latency_known(struct harness *h)
+{
+    cleanup_json json_t *s = service_json(h);
+    json_t *latency = json_object_get(json_object_get(s, "check"), "latency_ms");
+    return json_is_number(latency) && json_number_value(latency) > 0;
+}
+
 static void test_vm_crash_warm(void **state)
 {
     (void)state;
     struct harness h;
     harness_start(&h, "warm", "");
     assert_true(state_is(&h, "ok"));
+    assert_true(run_until_ms(&h, probe_latency_known, 5000));
     vm_crashed(&h);
     assert_true(run_until_ms(&h, recovered, 10000));
     /* Fenced by order: the host agent saw vm_kill for web1. */
