@@ -12,9 +12,6 @@
 
 #include <cmocka.h>
 
-#include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/http.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -23,6 +20,7 @@
 #include "server/metrics.h"
 #include "server/server.h"
 #include "server/server_config.h"
+#include "scrape.h"
 
 static size_t occurrences(const char *text, const char *needle)
 {
@@ -132,43 +130,11 @@ static void test_histogram_without_label(void **state)
 
 /* --- GET /metrics of a server in-process --- */
 
-struct scrape {
-    bool done;
-    int code;
-    char content_type[80];
-    char *text;
-};
-
-static void scrape_done(struct evhttp_request *req, void *arg)
-{
-    struct scrape *s = arg;
-    s->done = true;
-    if (req == NULL)
-        return;
-    s->code = evhttp_request_get_response_code(req);
-    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    snprintf(s->content_type, sizeof(s->content_type), "%s", ct ? ct : "");
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    s->text = strndup((const char *)evbuffer_pullup(in, -1), len);
-}
-
 /* The text of GET /metrics (caller frees), the loop run until it is answered or 5 s pass. */
 static char *scrape(struct event_base *base, struct server *srv)
 {
-    struct scrape s = {0};
-    struct evhttp_connection *conn =
-        evhttp_connection_base_new(base, NULL, "127.0.0.1", server_api_port(srv));
-    struct evhttp_request *req = evhttp_request_new(scrape_done, &s);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
-    assert_int_equal(evhttp_make_request(conn, req, EVHTTP_REQ_GET, "/metrics"), 0);
-    int64_t deadline = vcr_mono_ms() + 5000;
-    while (!s.done && vcr_mono_ms() < deadline) {
-        struct timeval tick = {0, 5000};
-        event_base_loopexit(base, &tick);
-        event_base_dispatch(base);
-    }
-    evhttp_connection_free(conn);
+    struct scrape s;
+    scrape_get(base, server_api_port(srv), "/metrics", &s);
     assert_true(s.done);
     assert_int_equal(s.code, 200);
     assert_string_equal(s.content_type, METRICS_CONTENT_TYPE);
