@@ -27,12 +27,13 @@ static const double pause_bounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 static const double downtime_bounds[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 #define N_BOUNDS(a) (sizeof(a) / sizeof(a[0]))
 
-/* A recovery's phases after detection, each timed from the phase before. */
-#define N_TIMED_PHASES (PH_CLIENT_CONFIRMED - PH_DETECTED)
+/* A recovery's phases after detection (PH_FENCED..PH_CLIENT_CONFIRMED), each
+ * timed from the phase before; phase[] is indexed by phase - PH_FENCED. */
+#define N_TIMED_PHASES (PH_CLIENT_CONFIRMED - PH_FENCED + 1)
 
 struct api_metrics {
     int64_t last_id;    /* the last journal event folded */
-    json_t *recoveries; /* {"SERVICE\x1fMODE\x1fRESULT": count} */
+    json_t *recoveries; /* {SERVICE: {MODE: {RESULT: count}}} */
     json_t *phase_at;   /* {SERVICE: elapsed_ms of its recovery's last phase} */
     struct metrics_histogram phase[N_TIMED_PHASES];
     struct metrics_histogram dns;
@@ -92,13 +93,22 @@ static const char *str(json_t *obj, const char *key)
     return json_string_value(json_object_get(obj, key));
 }
 
-/* Index in phase[] of a timed phase's name, or -1. */
-static int timed_phase(const char *name)
+/* The timed phase of that name, or PH_NONE. */
+static enum rec_phase timed_phase(const char *name)
 {
-    for (int p = PH_DETECTED + 1; p <= PH_CLIENT_CONFIRMED; p++)
-        if (strcmp(recovery_phase_name((enum rec_phase)p), name) == 0)
-            return p - PH_DETECTED - 1;
-    return -1;
+    for (enum rec_phase p = PH_FENCED; p <= PH_CLIENT_CONFIRMED; p++)
+        if (strcmp(recovery_phase_name(p), name) == 0)
+            return p;
+    return PH_NONE;
+}
+
+/* The member key of obj, made an empty object if absent (NULL: out of memory). */
+static json_t *member_object(json_t *obj, const char *key)
+{
+    json_t *o = json_object_get(obj, key);
+    if (o == NULL && json_object_set_new(obj, key, o = json_object()) < 0)
+        return NULL;
+    return o;
 }
 
 static void fold_recovery(struct api_metrics *am, json_t *d)
@@ -109,17 +119,17 @@ static void fold_recovery(struct api_metrics *am, json_t *d)
         return;
     json_int_t now = json_integer_value(elapsed);
     const char *result = NULL;
-    int p = timed_phase(phase);
-    if (p >= 0) {
+    enum rec_phase p = timed_phase(phase);
+    if (p != PH_NONE) {
         json_t *before = json_object_get(am->phase_at, service);
         if (before && now >= json_integer_value(before))
-            metrics_histogram_observe(&am->phase[p],
+            metrics_histogram_observe(&am->phase[p - PH_FENCED],
                                       (double)(now - json_integer_value(before)) / 1000.0);
         json_object_set_new(am->phase_at, service, json_integer(now));
-        if (p + PH_DETECTED + 1 == PH_DNS_UPDATED && json_is_number(json_object_get(d, "dns_ms")))
-            metrics_histogram_observe(&am->dns,
-                                      json_number_value(json_object_get(d, "dns_ms")) / 1000.0);
-        if (p + PH_DETECTED + 1 == PH_CLIENT_CONFIRMED)
+        json_t *dns_ms = json_object_get(d, "dns_ms");
+        if (p == PH_DNS_UPDATED && json_is_number(dns_ms))
+            metrics_histogram_observe(&am->dns, json_number_value(dns_ms) / 1000.0);
+        if (p == PH_CLIENT_CONFIRMED)
             result = "recovered";
     } else if (strcmp(phase, recovery_phase_name(PH_DETECTED)) == 0 ||
                strcmp(phase, "retry") == 0) {
@@ -132,11 +142,9 @@ static void fold_recovery(struct api_metrics *am, json_t *d)
         if (after && strcmp(after, recovery_phase_name(PH_PORT_OPEN)) == 0)
             am->dns_failures++;
     }
-    if (result) {
-        char key[256];
-        snprintf(key, sizeof(key), "%s\x1f%s\x1f%s", service, mode, result);
-        count(am->recoveries, key);
-    }
+    json_t *by_result = result ? member_object(member_object(am->recoveries, service), mode) : NULL;
+    if (by_result)
+        count(by_result, result);
 }
 
 static void fold_warm_restart(struct api_metrics *am, json_t *d)
@@ -291,27 +299,24 @@ static void write_folded(struct metrics_out *m, const struct api_metrics *am)
 {
     metrics_family(m, "vcr_recoveries_total", "counter",
                    "Recoveries ended, by service, standby mode and result (recovered, failed).");
-    const char *key;
-    json_t *n;
-    json_object_foreach(am->recoveries, key, n)
+    const char *service, *mode, *result;
+    json_t *modes, *results, *n;
+    json_object_foreach(am->recoveries, service, modes)
     {
-        char copy[256];
-        snprintf(copy, sizeof(copy), "%s", key);
-        char *mode = strchr(copy, '\x1f');
-        char *result = mode ? strchr(mode + 1, '\x1f') : NULL;
-        if (result == NULL)
-            continue;
-        *mode++ = '\0';
-        *result++ = '\0';
-        metrics_sample(m, "vcr_recoveries_total", (double)json_integer_value(n),
-                       METRICS_LABELS("service", copy, "mode", mode, "result", result));
+        json_object_foreach(modes, mode, results)
+        {
+            json_object_foreach(results, result, n)
+            {
+                metrics_sample(m, "vcr_recoveries_total", (double)json_integer_value(n),
+                               METRICS_LABELS("service", service, "mode", mode, "result", result));
+            }
+        }
     }
     metrics_family(m, "vcr_recovery_phase_seconds", "histogram",
                    "Time of each recovery phase, from the phase before it.");
-    for (int p = 0; p < N_TIMED_PHASES; p++)
-        metrics_histogram_write(m, "vcr_recovery_phase_seconds", "phase",
-                                recovery_phase_name((enum rec_phase)(p + PH_DETECTED + 1)),
-                                &am->phase[p]);
+    for (enum rec_phase p = PH_FENCED; p <= PH_CLIENT_CONFIRMED; p++)
+        metrics_histogram_write(m, "vcr_recovery_phase_seconds", "phase", recovery_phase_name(p),
+                                &am->phase[p - PH_FENCED]);
     metrics_family(m, "vcr_dns_update_seconds", "histogram",
                    "Time of a recovery's DNS UPDATE, retries included.");
     metrics_histogram_write(m, "vcr_dns_update_seconds", NULL, NULL, &am->dns);
