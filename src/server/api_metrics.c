@@ -150,9 +150,12 @@ static void fold_recovery(struct api_metrics *am, json_t *d)
 static void fold_warm_restart(struct api_metrics *am, json_t *d)
 {
     bool ok = json_is_true(json_object_get(d, "ok"));
-    count(am->warm, ok                                             ? "ok"
-                    : json_is_true(json_object_get(d, "fallback")) ? "fallback"
-                                                                   : "failed");
+    const char *result = "failed";
+    if (ok)
+        result = "ok";
+    else if (json_is_true(json_object_get(d, "fallback")))
+        result = "fallback";
+    count(am->warm, result);
     json_t *pause = json_object_get(d, "pause_ms");
     if (ok && json_is_number(pause))
         metrics_histogram_observe(&am->warm_pause, json_number_value(pause) / 1000.0);
