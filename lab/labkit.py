@@ -17,6 +17,7 @@ NS = os.environ.get("VCR_LAB_NS", "vcrlab")
 RUN_DIR = f"/run/{NS}"
 SERVER_AGENT_PORT = 7070
 SERVER_API = "127.0.0.1:7080"
+IMAGES_PORT = 7071  # the server's image listener (images_listen), on the lab bridge
 
 
 class Timeout(Exception):
@@ -144,11 +145,12 @@ def set_records(addresses):
 
 
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
-                        services=(), fence_timeout_ms=None, port_timeout_ms=None):
+                        services=(), fence_timeout_ms=None, port_timeout_ms=None, images=()):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
-    when None)."""
+    when None).  images: dicts {name, file, sha256, cmd?} (the `images:` list), served on
+    the lab bridge's address (IMAGES_PORT), which the standby VMs reach."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -166,6 +168,14 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         port = env.get("VCR_LAB_DNS_PORT") or "53"
         lines += ["dns:", f"  server: {env['VCR_LAB_DNS']}:{port}",
                   f"  zone: {env['VCR_LAB_ZONE']}", f"  key_file: {env['VCR_LAB_TSIG_FILE']}"]
+    if images:
+        lines.append(f"images_listen: {env['VCR_LAB_BRIDGE_ADDR']}:{IMAGES_PORT}")
+        lines.append("images:")
+        for img in images:
+            lines.append(f"  - name: {img['name']}")
+            for k in ("file", "sha256", "cmd"):
+                if img.get(k):
+                    lines.append(f"    {k}: {json.dumps(img[k])}")
     if services:
         lines.append("services:")
         for s in services:
@@ -293,6 +303,10 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
                 out.append(f"    {k}: \"{vm[k]}\"")
         if "autostart" in vm:
             out.append(f"    autostart: {'true' if vm['autostart'] else 'false'}")
+        if vm.get("volumes"):
+            out.append("    volumes:")
+            for v in vm["volumes"]:
+                out.append("      - {" + ", ".join(f"{k}: {x}" for k, x in v.items()) + "}")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 

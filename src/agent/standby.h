@@ -16,12 +16,32 @@
 
 #include "common/err.h"
 
-#define STANDBY_LXCPATH       "/var/lib/lxc"
-#define STANDBY_TEMPLATES_DIR "/var/lib/vcr/templates"
+#define STANDBY_LXCPATH "/var/lib/lxc"
+/* A container's read-only lower dir lives under LIB_DIR (this, or a test's):
+ * a template baked into the standby image at LIB_DIR/templates/NAME, or an
+ * image the server delivered, unpacked at LIB_DIR/images/SHA256.rootfs
+ * (standby_image.c). */
+#define STANDBY_LIB_DIR       "/var/lib/vcr"
+#define STANDBY_TEMPLATES_SUB "templates"
+#define STANDBY_IMAGES_SUB    "images"
 #define STANDBY_TEMPLATE_DEF  "busybox"
 /* PID 1 of every container: the template's start script, which serves the
  * service name (from VCR_SERVICE) on port 80 (lab/build-image sb_template). */
 #define STANDBY_INIT_CMD "/start"
+/* PID 1 of a container made from an image with a `cmd`: a script the agent
+ * writes into the container's own overlay layer, `exec CMD` under the image's
+ * /bin/sh.  LXC splits lxc.init.cmd at spaces without quoting, while image
+ * commands are shell lines (`nginx -g 'daemon off;'`); a file in the upper
+ * dir also survives stop/start, agent restarts and CRIU migration (delta/). */
+#define STANDBY_IMAGE_INIT "/.vcr-init"
+
+/* A container image (docs/protocol.md, container orders' `image`). */
+struct standby_image_ref {
+    char name[65];   /* for messages */
+    char sha256[65]; /* lower-case hex: the cache's key, and what the bytes must hash to */
+    char url[256];   /* http://HOST:PORT/PATH (plain HTTP, the server's image listener) */
+    char cmd[256];   /* PID 1, a shell command line (STANDBY_IMAGE_INIT); "": STANDBY_INIT_CMD */
+};
 
 struct standby_ct_spec {
     char name[65];     /* container name: 1..64 of letters, digits, . _ - */
@@ -29,12 +49,14 @@ struct standby_ct_spec {
     char address[16];  /* dotted quad */
     int prefix;        /* 1..32 */
     char gateway[16];  /* dotted quad, or "" for none */
-    char template[65]; /* a directory name under STANDBY_TEMPLATES_DIR */
+    char template[65]; /* a directory name under LIB_DIR/templates (no image) */
+    bool has_image;    /* made from image, not from template */
+    struct standby_image_ref image;
 };
 
 /* From a container_create order (borrowed): name (or vm), service, address
- * ("A.B.C.D" or "A.B.C.D/NN"), prefix?, gateway?, template?.  *err names the
- * bad member and value. */
+ * ("A.B.C.D" or "A.B.C.D/NN"), prefix?, gateway?, template? or image?
+ * ({name, sha256, url, cmd?}).  *err names the bad member and value. */
 int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_error_t *err);
 bool standby_valid_name(const char *s);
 
@@ -44,11 +66,11 @@ struct standby_ct_paths {
     char rootfs[272];
     char delta[272];
     char work[272];
-    char lower[272]; /* the template: the overlay's read-only lower dir */
+    char lower[272]; /* the template or image: the overlay's read-only lower dir */
 };
-int standby_ct_paths(const char *lxcpath, const char *templates_dir,
-                     const struct standby_ct_spec *spec, struct standby_ct_paths *p,
-                     vcr_error_t *err);
+/* lib_dir: STANDBY_LIB_DIR (or a test's), where the lower dirs are. */
+int standby_ct_paths(const char *lxcpath, const char *lib_dir, const struct standby_ct_spec *spec,
+                     struct standby_ct_paths *p, vcr_error_t *err);
 
 /* One LXC configuration item (lxc_container::set_config_item). */
 struct standby_cfg_item {
@@ -62,11 +84,61 @@ struct standby_cfg_item {
  * br0 with a MAC derived from the address, the static address and gateway,
  * lxc.init.cmd (lxc-start semantics, checkpointable), VCR_SERVICE.  Returns
  * the number of items written to items[STANDBY_CFG_MAX]. */
+/* The STANDBY_IMAGE_INIT script for cmd: "#!/bin/sh\nexec CMD\n". */
+int standby_image_init_script(const char *cmd, char *out, size_t size);
 size_t standby_ct_config(const struct standby_ct_spec *spec, const struct standby_ct_paths *paths,
                          struct standby_cfg_item *items);
 /* 02:00 followed by the address's four bytes: stable across re-creations, so
  * that the lab's ARP caches stay right when a container comes back. */
 void standby_mac_for(const char *address, char mac[18]);
+
+/* --- container images (standby_image.c; docs/agent.md "Container images") --- */
+
+/* What standby_image_ensure did, for the order's reply. */
+struct standby_image_result {
+    bool cached;         /* the unpacked rootfs was there: nothing fetched, nothing unpacked */
+    bool fetched;        /* downloaded now (else a cached, verified tarball was used) */
+    uint64_t bytes;      /* the tarball's size */
+    int64_t download_ms; /* HTTP GET into the cache's temporary file */
+    int64_t verify_ms;   /* its SHA-256 */
+    int64_t unpack_ms;   /* tar -xzf */
+};
+/* Makes IMAGES_DIR/SHA256.rootfs, the image's unpacked rootfs, once:
+ * - there already: nothing to do (cached);
+ * - else IMAGES_DIR/SHA256.tar.gz (kept once verified) or, if absent, a
+ *   download of img->url through SHA256.tar.gz.tmp, checked against
+ *   img->sha256 and renamed; a mismatch removes the file and fails with status
+ *   PROTO_STATUS_IMAGE_CHECKSUM (proto_code.h), naming the image and both sums;
+ * - then GNU tar unpacks it into SHA256.rootfs.tmp, renamed when complete.
+ * Blocking (seconds to minutes): run it in a standby_job child.  Jobs for the
+ * same image wait for each other (flock of SHA256.lock). */
+int standby_image_ensure(const char *images_dir, const struct standby_image_ref *img,
+                         struct standby_image_result *res, vcr_error_t *err);
+/* IMAGES_DIR/SHA256.rootfs into out. */
+int standby_image_rootfs(const char *images_dir, const char *sha256, char *out, size_t size);
+/* http://A.B.C.D[:PORT]/PATH: host (an IPv4 address: the server sends its
+ * images_listen address; no resolver is needed in the VM), port (80 when
+ * absent), path (starting with '/'). */
+int standby_url_parse(const char *url, char *host, size_t host_size, uint16_t *port, char *path,
+                      size_t path_size, vcr_error_t *err);
+/* An HTTP/1.x response's status line and headers (head: NUL-terminated, up
+ * to the blank line): its status (100..999) and Content-Length (-1 when
+ * absent).  Untrusted input: tests/fuzz/fuzz_http_head.c. */
+struct standby_http_head {
+    int status;
+    long long length;
+};
+int standby_http_parse_head(const char *head, struct standby_http_head *h, vcr_error_t *err);
+/* GET url (HTTP/1.0, blocking, bounded by timeouts) into a new file at path;
+ * *bytes: the body's size.  A status other than 200 fails, quoting the
+ * server's answer (404: ENOENT). */
+int standby_http_fetch(const char *url, const char *path, uint64_t *bytes, vcr_error_t *err);
+/* Runs argv (PATH lookup) and waits; on failure *err quotes its stderr. */
+int standby_run_program(char *const argv[], vcr_error_t *err);
+/* GNU tar: the standby image has it at /bin/tar (lab/build-image), where
+ * Debian has it too; busybox's applet, which a PATH lookup could find first,
+ * lacks --xattrs. */
+#define STANDBY_TAR "/bin/tar"
 
 /* --- load (standby_load.c) --- */
 

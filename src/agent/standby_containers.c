@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <lxc/lxccontainer.h>
 
@@ -57,7 +59,8 @@ static int mount_overlay(const struct standby_ct_paths *p, vcr_error_t *err)
 {
     struct stat st;
     if (stat(p->lower, &st) < 0 || !S_ISDIR(st.st_mode))
-        return vcr_error_make(err, ENOENT, "template `%s`: no such directory", p->lower);
+        return vcr_error_make(err, ENOENT, "lower dir `%s` (template or image): no such directory",
+                              p->lower);
     if (make_dir(p->dir, 0750, err) < 0 || make_dir(p->delta, 0755, err) < 0 ||
         make_dir(p->work, 0700, err) < 0 || make_dir(p->rootfs, 0755, err) < 0)
         return -1;
@@ -70,7 +73,24 @@ static int mount_overlay(const struct standby_ct_paths *p, vcr_error_t *err)
     return 0;
 }
 
-struct standby_ct *standby_ct_create(const char *lxcpath, const char *templates_dir,
+/* STANDBY_IMAGE_INIT in the container's rootfs: through the overlay, so it
+ * lands in the container's own upper dir, never in the shared image. */
+static int write_image_init(struct standby_ct *ct, vcr_error_t *err)
+{
+    char script[512], path[300];
+    snprintf(path, sizeof(path), "%s%s", ct->paths.rootfs, STANDBY_IMAGE_INIT);
+    if (standby_image_init_script(ct->spec.image.cmd, script, sizeof(script)) < 0)
+        return vcr_error_make(err, ENAMETOOLONG, "container `%s`: cmd too long", ct->spec.name);
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    if (fd < 0)
+        return vcr_error_errno(err, "container `%s`: create `%s`", ct->spec.name, path);
+    size_t len = strlen(script);
+    if (write(fd, script, len) != (ssize_t)len)
+        return vcr_error_errno(err, "container `%s`: write `%s`", ct->spec.name, path);
+    return 0;
+}
+
+struct standby_ct *standby_ct_create(const char *lxcpath, const char *lib_dir,
                                      const struct standby_ct_spec *spec, vcr_error_t *err)
 {
     struct standby_ct *ct = calloc(1, sizeof(*ct));
@@ -79,7 +99,7 @@ struct standby_ct *standby_ct_create(const char *lxcpath, const char *templates_
         return NULL;
     }
     ct->spec = *spec;
-    if (standby_ct_paths(lxcpath, templates_dir, spec, &ct->paths, err) < 0)
+    if (standby_ct_paths(lxcpath, lib_dir, spec, &ct->paths, err) < 0)
         goto fail;
     ct->c = lxc_container_new(spec->name, lxcpath);
     if (ct->c == NULL) {
@@ -92,6 +112,8 @@ struct standby_ct *standby_ct_create(const char *lxcpath, const char *templates_
     }
     if (mount_overlay(&ct->paths, err) < 0)
         goto fail;
+    if (spec->has_image && spec->image.cmd[0] && write_image_init(ct, err) < 0)
+        goto undo;
     struct standby_cfg_item items[STANDBY_CFG_MAX];
     size_t n = standby_ct_config(spec, &ct->paths, items);
     for (size_t i = 0; i < n; i++) {

@@ -27,67 +27,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 
-/* GNU tar: the standby image has it at /bin/tar (lab/build-image), where
- * Debian has it too; busybox's applet, which a PATH lookup could find first,
- * lacks --xattrs. */
-#define STANDBY_TAR "/bin/tar"
 #define TAR_OPTIONS "--xattrs", "--xattrs-include=*", "--numeric-owner"
-
-/* Runs argv (PATH lookup) and waits; on failure *err quotes its stderr. */
-static int run_program(char *const argv[], vcr_error_t *err)
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return vcr_error_errno(err, "pipe");
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return vcr_error_errno(err, "fork");
-    }
-    if (pid == 0) {
-        dup2(fds[1], STDERR_FILENO);
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) {
-            dup2(null, STDIN_FILENO);
-            dup2(null, STDOUT_FILENO);
-        }
-        execvp(argv[0], argv);
-        dprintf(STDERR_FILENO, "exec %s: %s", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fds[1]);
-    char out[512];
-    size_t used = 0;
-    for (;;) {
-        char chunk[256];
-        ssize_t n = read(fds[0], chunk, sizeof(chunk));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        size_t keep = (size_t)n < sizeof(out) - 1 - used ? (size_t)n : sizeof(out) - 1 - used;
-        memcpy(out + used, chunk, keep);
-        used += keep;
-    }
-    close(fds[0]);
-    out[used] = '\0';
-    while (used > 0 && (out[used - 1] == '\n' || out[used - 1] == ' '))
-        out[--used] = '\0';
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return vcr_error_errno(err, "waitpid %s", argv[0]);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        return 0;
-    for (char *p = out; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
-    if (WIFSIGNALED(status))
-        return vcr_error_make(err, EIO, "%s killed by signal %d", argv[0], WTERMSIG(status));
-    return vcr_error_make(err, EIO, "%s exited with %d: %s", argv[0], WEXITSTATUS(status),
-                          out[0] ? out : "(no message)");
-}
 
 /* The reason CRIU gave in DIR/ACTION.log, else liblxc's. */
 static int criu_failure(vcr_error_t *err, struct lxc_container *c, const char *dir,
@@ -186,7 +126,7 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
                         p.dir,       (char *)phase_name, NULL};
     char *final_argv[] = {STANDBY_TAR, TAR_OPTIONS, "-cf",           p.tar,   "-C",     p.dir,
                           "final",     "-C",        (char *)cp->dir, "delta", "config", NULL};
-    int rc = run_program(phase == STANDBY_PHASE_PRE ? pre_argv : final_argv, err);
+    int rc = standby_run_program(phase == STANDBY_PHASE_PRE ? pre_argv : final_argv, err);
     if (rc < 0) {
         unlink(p.tar);
         return vcr_error_wrap(err, "pack `%s`", p.tar);
@@ -200,7 +140,7 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
 static int unpack(const char *dir, const char *tar, vcr_error_t *err)
 {
     char *argv[] = {STANDBY_TAR, TAR_OPTIONS, "-C", (char *)dir, "-xf", (char *)tar, NULL};
-    if (run_program(argv, err) < 0)
+    if (standby_run_program(argv, err) < 0)
         return vcr_error_wrap(err, "unpack `%s`", tar);
     return 0;
 }
@@ -213,13 +153,13 @@ static int move_tree(const char *from, const char *to, vcr_error_t *err)
     if (errno != EXDEV)
         return vcr_error_errno(err, "rename `%s` to `%s`", from, to);
     char *argv[] = {"cp", "-a", (char *)from, (char *)to, NULL};
-    if (run_program(argv, err) < 0)
+    if (standby_run_program(argv, err) < 0)
         return -1;
     return standby_remove_tree(from, err);
 }
 
-struct standby_ct *standby_ct_restore(const char *lxcpath, const char *templates_dir,
-                                      const char *base, const struct standby_ct_spec *spec,
+struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, const char *base,
+                                      const struct standby_ct_spec *spec,
                                       struct standby_restore_result *res, vcr_error_t *err)
 {
     *res = (struct standby_restore_result){0};
@@ -227,7 +167,7 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *templates
     struct standby_ct_paths cp;
     if (standby_migrate_paths(base, spec->name, STANDBY_PHASE_FINAL, &p, err) < 0 ||
         standby_migrate_paths(base, spec->name, STANDBY_PHASE_PRE, &pre, err) < 0 ||
-        standby_ct_paths(lxcpath, templates_dir, spec, &cp, err) < 0)
+        standby_ct_paths(lxcpath, lib_dir, spec, &cp, err) < 0)
         return NULL;
     if (!exists(p.tar))
         return vcr_error_make(err, ENOENT,
@@ -263,7 +203,7 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *templates
         standby_remove_tree(cp.work, err) < 0 || move_tree(delta, cp.delta, err) < 0)
         return NULL;
     res->unpack_ms = vcr_mono_ms() - t0;
-    struct standby_ct *ct = standby_ct_create(lxcpath, templates_dir, spec, err);
+    struct standby_ct *ct = standby_ct_create(lxcpath, lib_dir, spec, err);
     if (ct == NULL)
         return NULL;
     struct lxc_container *c = standby_ct_lxc(ct);

@@ -17,7 +17,7 @@ struct standby_ct;
 /* Mounts the overlay (template read-only below, a private upper and work dir:
  * nothing is copied) at DIR/rootfs and writes DIR/config.  Refuses a name
  * that is already defined. */
-struct standby_ct *standby_ct_create(const char *lxcpath, const char *templates_dir,
+struct standby_ct *standby_ct_create(const char *lxcpath, const char *lib_dir,
                                      const struct standby_ct_spec *spec, vcr_error_t *err);
 /* A container found defined in lxcpath at agent start (it outlived an
  * agent); its spec is read back from its configuration. */
@@ -78,8 +78,8 @@ struct standby_restore_result {
  * dir, restores it from BASE/NAME/final and announces its address with a
  * gratuitous ARP from inside its network namespace.  A failed restore leaves
  * no container behind. */
-struct standby_ct *standby_ct_restore(const char *lxcpath, const char *templates_dir,
-                                      const char *base, const struct standby_ct_spec *spec,
+struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, const char *base,
+                                      const struct standby_ct_spec *spec,
                                       struct standby_restore_result *res, vcr_error_t *err);
 /* Sends one gratuitous ARP for address on ifname inside the network namespace
  * of process pid (/proc/PID/ns/net; the caller's own namespace is restored). */

@@ -50,7 +50,8 @@ struct standby_pending {
 struct standby_role {
     struct agent *agent;
     const char *lxcpath;
-    const char *templates_dir;
+    const char *lib_dir; /* templates/ and images/ (standby.h) */
+    char images_dir[200];
     const char *migrate_dir;
     const char *data_dir;
     struct standby_ct *cts[STANDBY_CT_MAX];
@@ -100,7 +101,8 @@ static int standby_init(struct agent *a, vcr_error_t *err)
         return vcr_error_make(err, ENOMEM, "out of memory");
     r->agent = a;
     r->lxcpath = STANDBY_LXCPATH;
-    r->templates_dir = STANDBY_TEMPLATES_DIR;
+    r->lib_dir = STANDBY_LIB_DIR;
+    snprintf(r->images_dir, sizeof(r->images_dir), "%s/%s", r->lib_dir, STANDBY_IMAGES_SUB);
     r->migrate_dir = STANDBY_MIGRATE_DIR;
     r->data_dir = STANDBY_DATA_DIR;
     a->role_data = r;
@@ -222,11 +224,70 @@ static int checkpoint_work(struct standby_pending *p, vcr_error_t *err)
     return 0;
 }
 
+/* In the child, before a container is made from an image: the image's
+ * rootfs in the cache (standby_image.c), and what that took, for the reply. */
+static json_t *image_work(struct standby_pending *p, vcr_error_t *err)
+{
+    if (!p->spec.has_image)
+        return json_object();
+    struct standby_image_result res;
+    if (standby_image_ensure(p->r->images_dir, &p->spec.image, &res, err) < 0)
+        return NULL;
+    log_info("container %s: image %s: %s (%llu bytes; download %lld ms, verify %lld ms, unpack "
+             "%lld ms)",
+             p->name, p->spec.image.name,
+             res.cached    ? "cached"
+             : res.fetched ? "downloaded and unpacked"
+                           : "unpacked from the cache",
+             (unsigned long long)res.bytes, (long long)res.download_ms, (long long)res.verify_ms,
+             (long long)res.unpack_ms);
+    json_t *image =
+        json_pack("{s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:I}", "name", p->spec.image.name, "sha256",
+                  p->spec.image.sha256, "cached", res.cached, "fetched", res.fetched, "bytes",
+                  (json_int_t)res.bytes, "download_ms", (json_int_t)res.download_ms, "verify_ms",
+                  (json_int_t)res.verify_ms, "unpack_ms", (json_int_t)res.unpack_ms);
+    json_t *members = image ? json_pack("{s:o}", "image", image) : NULL;
+    if (members == NULL)
+        vcr_error_make(err, ENOMEM, "out of memory");
+    return members;
+}
+
+static int set_result(json_t *members, vcr_error_t *err)
+{
+    cleanup_free char *text = json_dumps(members, JSON_COMPACT);
+    if (text == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    standby_job_set_result(text);
+    return 0;
+}
+
+static int create_work(struct standby_pending *p, vcr_error_t *err)
+{
+    cleanup_json json_t *members = image_work(p, err);
+    if (members == NULL)
+        return -1;
+    int64_t t0 = vcr_mono_ms();
+    struct standby_ct *ct = standby_ct_create(p->r->lxcpath, p->r->lib_dir, &p->spec, err);
+    if (ct == NULL)
+        return -1;
+    int rc = p->start && standby_ct_start(ct, err) < 0
+                 ? vcr_error_wrap(err, "created, but not started")
+                 : 0;
+    standby_ct_free(ct);
+    if (rc < 0)
+        return -1;
+    json_object_set_new(members, "create_start_ms", json_integer(vcr_mono_ms() - t0));
+    return set_result(members, err);
+}
+
 static int restore_work(struct standby_pending *p, vcr_error_t *err)
 {
+    cleanup_json json_t *image = image_work(p, err);
+    if (image == NULL)
+        return -1;
     struct standby_restore_result res;
-    struct standby_ct *ct = standby_ct_restore(p->r->lxcpath, p->r->templates_dir,
-                                               p->r->migrate_dir, &p->spec, &res, err);
+    struct standby_ct *ct =
+        standby_ct_restore(p->r->lxcpath, p->r->lib_dir, p->r->migrate_dir, &p->spec, &res, err);
     if (ct == NULL)
         return -1;
     standby_ct_free(ct);
@@ -234,6 +295,8 @@ static int restore_work(struct standby_pending *p, vcr_error_t *err)
                                              "restore_ms", (json_int_t)res.restore_ms);
     if (members && res.arp_error[0])
         json_object_set_new(members, "arp_error", json_string(res.arp_error));
+    if (members)
+        json_object_update(members, image);
     cleanup_free char *text = members ? json_dumps(members, JSON_COMPACT) : NULL;
     if (text == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");
@@ -284,15 +347,8 @@ static int job_work(void *arg, vcr_error_t *err)
                               .tv_nsec = (p->hold_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
-    if (strcmp(p->action, "container_create") == 0) {
-        struct standby_ct *ct =
-            standby_ct_create(p->r->lxcpath, p->r->templates_dir, &p->spec, err);
-        if (ct == NULL)
-            return -1;
-        return p->start && standby_ct_start(ct, err) < 0
-                   ? vcr_error_wrap(err, "created, but not started")
-                   : 0;
-    }
+    if (strcmp(p->action, "container_create") == 0)
+        return create_work(p, err);
     if (p->order)
         return data_work(p, err);
     if (strcmp(p->action, "container_checkpoint") == 0)

@@ -49,6 +49,60 @@ static int get_name(json_t *msg, const char *key, bool required, const char *def
     return 0;
 }
 
+static bool is_sha256(const char *s)
+{
+    return s && strlen(s) == 64 && strspn(s, "0123456789abcdefABCDEF") == 64;
+}
+
+/* image: {name, sha256, url, cmd?} (docs/protocol.md). */
+static int get_image(json_t *v, struct standby_image_ref *img, vcr_error_t *err)
+{
+    if (!json_is_object(v))
+        return vcr_error_make(err, EINVAL,
+                              "image: not an object; expected {name, sha256, url, cmd?}");
+    json_t *name = json_object_get(v, "name");
+    if (!json_is_string(name) || !standby_valid_name(json_string_value(name)))
+        return vcr_error_make(err, EINVAL,
+                              "image.name: `%.80s` is not a name; allowed: 1..64 of letters, "
+                              "digits, '.', '_', '-'",
+                              json_is_string(name) ? json_string_value(name) : "(missing)");
+    snprintf(img->name, sizeof(img->name), "%s", json_string_value(name));
+    const char *sum = json_string_value(json_object_get(v, "sha256"));
+    if (!is_sha256(sum))
+        return vcr_error_make(err, EINVAL,
+                              "image.sha256: `%.80s` is not a SHA-256; allowed: 64 hex digits",
+                              sum ? sum : "(missing)");
+    for (size_t i = 0; i < 64; i++)
+        img->sha256[i] = (char)(sum[i] | 0x20); /* lower case */
+    img->sha256[64] = '\0';
+    const char *url = json_string_value(json_object_get(v, "url"));
+    char host[64], path[256];
+    uint16_t port;
+    if (url == NULL)
+        return vcr_error_make(err, EINVAL, "image.url: missing; expected http://HOST:PORT/PATH");
+    if (strlen(url) >= sizeof(img->url))
+        return vcr_error_make(err, EINVAL, "image.url: `%.80s...` is longer than %zu characters",
+                              url, sizeof(img->url) - 1);
+    if (standby_url_parse(url, host, sizeof(host), &port, path, sizeof(path), err) < 0)
+        return vcr_error_wrap(err, "image.url");
+    snprintf(img->url, sizeof(img->url), "%s", url);
+    json_t *cmd = json_object_get(v, "cmd");
+    img->cmd[0] = '\0';
+    if (cmd && !json_is_null(cmd)) {
+        const char *c = json_string_value(cmd);
+        bool ok = c && c[0] && strlen(c) < sizeof(img->cmd);
+        for (const char *k = c; ok && *k; k++)
+            ok = (unsigned char)*k >= 0x20 && *k != 0x7f;
+        if (!ok)
+            return vcr_error_make(err, EINVAL,
+                                  "image.cmd: `%.80s` is not a command; allowed: one shell command "
+                                  "line of 1..%zu characters, no control characters",
+                                  c ? c : "(not a string)", sizeof(img->cmd) - 1);
+        snprintf(img->cmd, sizeof(img->cmd), "%s", c);
+    }
+    return 0;
+}
+
 int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_error_t *err)
 {
     struct standby_ct_spec s = {.prefix = 24};
@@ -58,6 +112,17 @@ int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_err
         get_name(msg, "template", false, STANDBY_TEMPLATE_DEF, s.template, sizeof(s.template),
                  err) < 0)
         return -1;
+    json_t *image = json_object_get(msg, "image");
+    if (image && !json_is_null(image)) {
+        json_t *tpl = json_object_get(msg, "template");
+        if (tpl && !json_is_null(tpl))
+            return vcr_error_make(err, EINVAL,
+                                  "template: `%.80s` is given with `image`; allowed: one of them",
+                                  json_is_string(tpl) ? json_string_value(tpl) : "(not a string)");
+        if (get_image(image, &s.image, err) < 0)
+            return -1;
+        s.has_image = true;
+    }
     json_t *addr = json_object_get(msg, "address");
     if (!json_is_string(addr))
         return vcr_error_make(err, EINVAL, "`address` is missing; expected A.B.C.D or A.B.C.D/NN");
@@ -95,19 +160,27 @@ int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_err
     return 0;
 }
 
-int standby_ct_paths(const char *lxcpath, const char *templates_dir,
-                     const struct standby_ct_spec *spec, struct standby_ct_paths *p,
-                     vcr_error_t *err)
+int standby_ct_paths(const char *lxcpath, const char *lib_dir, const struct standby_ct_spec *spec,
+                     struct standby_ct_paths *p, vcr_error_t *err)
 {
     // cppcheck-suppress ctuuninitvar ; p is the output, filled here
     int n = snprintf(p->dir, sizeof(p->dir), "%s/%s", lxcpath, spec->name);
-    if (n < 0 || (size_t)n >= sizeof(p->dir) ||
-        strlen(templates_dir) + strlen(spec->template) + 2 > sizeof(p->lower))
+    int m = -1;
+    char images[200];
+    if (spec->has_image) {
+        int k = snprintf(images, sizeof(images), "%s/%s", lib_dir, STANDBY_IMAGES_SUB);
+        if (k > 0 && (size_t)k < sizeof(images))
+            m = standby_image_rootfs(images, spec->image.sha256, p->lower, sizeof(p->lower));
+    } else {
+        int k = snprintf(p->lower, sizeof(p->lower), "%s/%s/%s", lib_dir, STANDBY_TEMPLATES_SUB,
+                         spec->template);
+        m = k > 0 && (size_t)k < sizeof(p->lower) ? 0 : -1;
+    }
+    if (n < 0 || (size_t)n >= sizeof(p->dir) || m < 0)
         return vcr_error_make(err, ENAMETOOLONG, "container `%s`: path too long", spec->name);
     snprintf(p->rootfs, sizeof(p->rootfs), "%s/rootfs", p->dir);
     snprintf(p->delta, sizeof(p->delta), "%s/delta", p->dir);
     snprintf(p->work, sizeof(p->work), "%s/work", p->dir);
-    snprintf(p->lower, sizeof(p->lower), "%s/%s", templates_dir, spec->template);
     return 0;
 }
 
@@ -142,7 +215,8 @@ size_t standby_ct_config(const struct standby_ct_spec *spec, const struct standb
     standby_mac_for(spec->address, mac);
     add(items, &n, "lxc.uts.name", "%s", spec->name);
     add(items, &n, "lxc.rootfs.path", "%s", paths->rootfs);
-    add(items, &n, "lxc.init.cmd", "%s", STANDBY_INIT_CMD);
+    add(items, &n, "lxc.init.cmd", "%s",
+        spec->has_image && spec->image.cmd[0] ? STANDBY_IMAGE_INIT : STANDBY_INIT_CMD);
     add(items, &n, "lxc.environment", "VCR_SERVICE=%s", spec->service);
     add(items, &n, "lxc.net.0.type", "veth");
     add(items, &n, "lxc.net.0.link", "br0");

@@ -8,7 +8,7 @@ static const char *const names[] = {
     [PROTO_CODE_NONE] = "none",       [PROTO_CODE_EXISTS] = "exists",
     [PROTO_CODE_ABSENT] = "absent",   [PROTO_CODE_BUSY] = "busy",
     [PROTO_CODE_INVALID] = "invalid", [PROTO_CODE_STOPPED] = "stopped",
-    [PROTO_CODE_FAILED] = "failed",
+    [PROTO_CODE_FAILED] = "failed",   [PROTO_CODE_IMAGE_CHECKSUM] = "image_checksum",
 };
 
 const char *proto_code_name(enum proto_code code)
@@ -39,6 +39,8 @@ enum proto_code proto_code_from_errno(int status)
         return PROTO_CODE_INVALID;
     case ESRCH:
         return PROTO_CODE_STOPPED;
+    case PROTO_STATUS_IMAGE_CHECKSUM:
+        return PROTO_CODE_IMAGE_CHECKSUM;
     default:
         return PROTO_CODE_FAILED;
     }

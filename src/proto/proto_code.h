@@ -13,7 +13,15 @@ enum proto_code {
     PROTO_CODE_INVALID, /* the order's members are wrong (EINVAL, EPROTO) */
     PROTO_CODE_STOPPED, /* it is not running (ESRCH) */
     PROTO_CODE_FAILED,  /* anything else */
+    /* A container image's bytes do not have the order's SHA-256
+     * (PROTO_STATUS_IMAGE_CHECKSUM); nothing was started. */
+    PROTO_CODE_IMAGE_CHECKSUM,
 };
+
+/* errno-style statuses of our own, for failures no errno names: the kernel's
+ * errno values end at 4095 (MAX_ERRNO), so these never collide with one.
+ * Never passed to strerror. */
+#define PROTO_STATUS_IMAGE_CHECKSUM 4096
 
 const char *proto_code_name(enum proto_code code);
 /* PROTO_CODE_NONE for NULL or an unknown word. */

@@ -48,6 +48,7 @@ struct mig {
     enum mig_phase phase;
     char name[65], src[65], dst[65], why[200];
     char service[65], address[16], gateway[16], template[65];
+    const struct image_config *ct_image; /* the container's image (in cfg), or NULL */
     int prefix;
     uint16_t port;
     /* The image being copied: its phase name, size and checksum. */
@@ -451,6 +452,8 @@ static void restore(struct mig *g)
         json_object_set_new(members, "gateway", json_string(g->gateway));
     if (members && g->template[0])
         json_object_set_new(members, "template", json_string(g->template));
+    if (members && g->ct_image)
+        json_object_set_new(members, "image", server_config_image_json(g->m->cfg, g->ct_image));
     order(g, g->dst, "container_restore", members, MIGRATE_DUMP_ORDER_MS, on_restore);
 }
 
@@ -574,6 +577,7 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
             snprintf(g->gateway, sizeof(g->gateway), "%s", s->standby.gateway);
         if (s->standby.template)
             snprintf(g->template, sizeof(g->template), "%s", s->standby.template);
+        g->ct_image = server_config_service_image(m->cfg, s);
     }
     g->done = done;
     g->opaque = opaque;

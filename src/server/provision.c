@@ -17,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_code.h"
 #include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/inventory.h"
@@ -45,12 +46,21 @@ static json_t *reported_container(struct svc *s, struct inv_host **host, bool *l
     return *listed ? inventory_host_container(h, s->cfg->standby.container) : NULL;
 }
 
-static void journal_order(struct svc *s, const char *action, bool ok, const char *error, int64_t ms)
+/* image, create_start_ms (borrowed, may be NULL): the agent's account of the
+ * container's image (cached or fetched, sizes and timings) and of its LXC
+ * create and start; code: a refusal's code (proto_code.h), e.g.
+ * image_checksum; all kept with the event. */
+static void journal_order(struct svc *s, const char *action, bool ok, const char *error, int64_t ms,
+                          json_t *image, json_t *create_start_ms, const char *code)
 {
     cleanup_json json_t *detail =
-        json_pack("{s:s, s:s, s:s, s:s, s:b, s:s?, s:I}", "service", s->cfg->name, "container",
-                  s->cfg->standby.container, "host", s->provision.host, "action", action, "ok", ok,
-                  "error", error, "ms", (json_int_t)ms);
+        json_pack("{s:s, s:s, s:s, s:s, s:b, s:s?, s:s*, s:I}", "service", s->cfg->name,
+                  "container", s->cfg->standby.container, "host", s->provision.host, "action",
+                  action, "ok", ok, "error", error, "code", code, "ms", (json_int_t)ms);
+    if (detail && json_is_object(image))
+        json_object_set(detail, "image", image);
+    if (detail && create_start_ms)
+        json_object_set(detail, "create_start_ms", create_start_ms);
     journal_note(s->rc->journal, 0, s->provision.host, NULL, JOURNAL_PROVISION, detail);
 }
 
@@ -72,7 +82,6 @@ static void on_reply(enum order_outcome outcome, const char *message, json_t *re
 {
     struct svc *s = opaque;
     struct provision *p = &s->provision;
-    (void)reply;
     const char *action = p->action;
     p->action = NULL;
     if (s->rc->stopping || action == NULL)
@@ -81,8 +90,15 @@ static void on_reply(enum order_outcome outcome, const char *message, json_t *re
     int64_t ms = now - p->sent_mono;
     bool ok = outcome == ORDER_DONE;
     const char *error = ok ? NULL : message ? message : "failed";
-    journal_order(s, action, ok, error, ms);
+    journal_order(s, action, ok, error, ms, ok ? json_object_get(reply, "image") : NULL,
+                  ok ? json_object_get(reply, "create_start_ms") : NULL,
+                  ok ? NULL : json_string_value(json_object_get(reply, "code")));
     if (!ok) {
+        /* The same wrong bytes come back until someone replaces the file or
+         * the configuration: no point in asking again within seconds. */
+        if (proto_code_parse(json_string_value(json_object_get(reply, "code"))) ==
+            PROTO_CODE_IMAGE_CHECKSUM)
+            p->backoff_ms = PROVISION_RETRY_MAX_MS;
         order_failed(s, action, error, now);
         return;
     }
@@ -108,7 +124,7 @@ static void send_order(struct svc *s, const char *host, const char *action, int6
     snprintf(p->host, sizeof(p->host), "%s", host);
     if (agents_send_order_with(s->rc->agents, host, action, c->standby.container, members,
                                RECOVERY_CONTAINER_ORDER_MS, on_reply, s, &err) < 0) {
-        journal_order(s, action, false, vcr_error_msg(err), 0);
+        journal_order(s, action, false, vcr_error_msg(err), 0, NULL, NULL, NULL);
         order_failed(s, action, vcr_error_msg(err), now);
         return;
     }

@@ -52,10 +52,12 @@ static void on_container_reply(enum order_outcome outcome, const char *message, 
     }
     s->stage = 0;
     s->retry_at = 0;
+    /* image: the agent's account of a container image (fetched or cached, timings). */
     recovery_phase_done(s, PH_CONTAINER_READY,
-                        json_pack("{s:s, s:s, s:I}", "container", s->cfg->standby.container, "host",
-                                  s->target_host, "order_ms",
-                                  (json_int_t)(vcr_mono_ms() - s->step_started)));
+                        json_pack("{s:s, s:s, s:I, s:O*}", "container", s->cfg->standby.container,
+                                  "host", s->target_host, "order_ms",
+                                  (json_int_t)(vcr_mono_ms() - s->step_started), "image",
+                                  json_object_get(reply, "image")));
 }
 
 json_t *recovery_container_members(const struct svc *s)
@@ -68,6 +70,9 @@ json_t *recovery_container_members(const struct svc *s)
         json_object_set_new(members, "gateway", json_string(c->standby.gateway));
     if (members && c->standby.template)
         json_object_set_new(members, "template", json_string(c->standby.template));
+    const struct image_config *img = server_config_service_image(s->rc->cfg, c);
+    if (members && img)
+        json_object_set_new(members, "image", server_config_image_json(s->rc->cfg, img));
     return members;
 }
 

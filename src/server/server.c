@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "server/agents.h"
 #include "server/api.h"
+#include "server/images.h"
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/migrate.h"
@@ -24,6 +25,7 @@ struct server {
     struct api *api;
     struct recovery *recovery;
     struct migrator *migrator;
+    struct image_server *images; /* NULL: no `images_listen` */
 };
 
 static void watch_vm_event(void *opaque, const char *host, const char *vm, const char *state,
@@ -92,6 +94,15 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         server_free(srv);
         return NULL;
     }
+    if (cfg->images_host &&
+        ((srv->images = image_server_new(base, cfg->images, cfg->n_images, err)) == NULL ||
+         image_server_listen(srv->images, cfg->images_host, cfg->images_port, err) < 0)) {
+        server_free(srv);
+        return NULL;
+    }
+    if (srv->images)
+        log_info("image server on %s:%u: %zu image(s)", cfg->images_host,
+                 image_server_port(srv->images), cfg->n_images);
     agents_set_watch(srv->agents, &server_watch, srv);
     api_set_recovery(srv->api, srv->recovery);
     api_set_migrator(srv->api, srv->migrator);
@@ -139,6 +150,7 @@ void server_free(struct server *srv)
     migrator_stop(srv->migrator);
     agents_free(srv->agents);
     api_free(srv->api);
+    image_server_free(srv->images);
     recovery_free(srv->recovery);
     migrator_free(srv->migrator);
     journal_close(srv->journal);

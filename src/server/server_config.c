@@ -54,6 +54,9 @@ struct raw_config {
     char *port_timeout_ms;
     char *confirm_timeout_ms;
     char *agent_connections_max;
+    char *images_listen;
+    struct images_raw_image *images;
+    unsigned images_count;
     struct services_raw_dns *dns;
     struct services_raw_service *services;
     unsigned services_count;
@@ -76,6 +79,9 @@ static const cyaml_schema_field_t raw_fields[] = {
     RAW_STRING("port_timeout_ms", port_timeout_ms),
     RAW_STRING("confirm_timeout_ms", confirm_timeout_ms),
     RAW_STRING("agent_connections_max", agent_connections_max),
+    RAW_STRING("images_listen", images_listen),
+    CYAML_FIELD_SEQUENCE("images", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
+                         images, &images_raw_image_schema, 0, CYAML_UNLIMITED),
     CYAML_FIELD_MAPPING_PTR("dns", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config, dns,
                             services_raw_dns_fields),
     CYAML_FIELD_SEQUENCE("services", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
@@ -107,6 +113,9 @@ static const struct {
     {"port_timeout_ms", "an integer 1000..3600000"},
     {"confirm_timeout_ms", "an integer 1000..3600000"},
     {"agent_connections_max", "an integer 16..65536"},
+    {"images_listen", "ADDR:PORT with an IPv4 address of this machine that the standby VMs "
+                      "reach (not 0.0.0.0: it goes into the images' URLs), e.g. 10.77.0.1:7071"},
+    {"images", "a list of images {name, file, sha256, cmd} (docs/server.md)"},
     {"dns", "a mapping {server, zone, key_file}"},
     {"services", "a list of services (docs/server.md)"},
     {"migration", "a mapping {cpu_pct, samples, targets}"},
@@ -417,6 +426,40 @@ static void report_line(void *ctx, const char *line)
     report_add(ctx, "%s", line);
 }
 
+/* `images`, `images_listen`, and every service's `standby.image` against them. */
+static void convert_images(struct report *r, const struct raw_config *raw, const char *base_dir,
+                           struct server_config *cfg)
+{
+    images_config_convert(raw->images, raw->images_count, base_dir, &cfg->images, &cfg->n_images,
+                          report_line, r);
+    if (raw->images_listen) {
+        take_address(r, "images_listen", raw->images_listen, &cfg->images_host, &cfg->images_port);
+        if (cfg->images_host && strcmp(cfg->images_host, "0.0.0.0") == 0) {
+            report_add(r,
+                       "`images_listen`: `%s`: standby agents fetch from this address, so it "
+                       "cannot be 0.0.0.0; allowed: %s",
+                       raw->images_listen, allowed_for("images_listen"));
+            free(cfg->images_host);
+            cfg->images_host = NULL;
+        }
+    } else if (raw->images_count) {
+        report_add(r, "`images_listen`: missing while %u image(s) are configured; allowed: %s",
+                   raw->images_count, allowed_for("images_listen"));
+    }
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const char *name = cfg->services[i].standby.image;
+        if (name == NULL || images_find(cfg->images, cfg->n_images, name))
+            continue;
+        char names[256] = "";
+        for (size_t j = 0; j < cfg->n_images && strlen(names) < sizeof(names) - 70; j++)
+            if (cfg->images[j].name)
+                snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+                         names[0] ? ", " : "", cfg->images[j].name);
+        report_add(r, "`services[%zu].standby.image`: `%s` is not in `images`; allowed: %s", i,
+                   name, names[0] ? names : "(no image is configured: add it to `images:`)");
+    }
+}
+
 static void convert(struct report *r, const struct raw_config *raw, const char *base_dir,
                     struct server_config *cfg)
 {
@@ -462,6 +505,7 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
                             &cfg->services, &cfg->n_services, report_line, r);
     if (raw->migration)
         convert_migration(r, raw->migration, cfg);
+    convert_images(r, raw, base_dir, cfg);
 }
 
 static struct server_config *parse(const char *yaml, size_t len, const char *origin,
@@ -543,6 +587,22 @@ struct server_config *server_config_load(const char *path, vcr_error_t *err)
     return parse(buf, len, path, slash ? dir : NULL, err);
 }
 
+const struct image_config *server_config_service_image(const struct server_config *cfg,
+                                                       const struct service_config *s)
+{
+    return s->standby.image ? images_find(cfg->images, cfg->n_images, s->standby.image) : NULL;
+}
+
+json_t *server_config_image_json(const struct server_config *cfg, const struct image_config *img)
+{
+    char url[512];
+    if (cfg->images_host == NULL ||
+        images_url(cfg->images_host, cfg->images_port, img->name, url, sizeof(url)) < 0)
+        return NULL;
+    return json_pack("{s:s, s:s, s:s, s:s*}", "name", img->name, "sha256", img->sha256, "url", url,
+                     "cmd", img->cmd);
+}
+
 void server_config_free(struct server_config *cfg)
 {
     if (cfg == NULL)
@@ -553,6 +613,8 @@ void server_config_free(struct server_config *cfg)
     free(cfg->agent_key_file);
     free(cfg->agent_key);
     dns_settings_free(cfg->dns);
+    images_free(cfg->images, cfg->n_images);
+    free(cfg->images_host);
     services_free(cfg->services, cfg->n_services);
     for (size_t i = 0; i < cfg->migration.n_targets; i++)
         free(cfg->migration.targets[i]);

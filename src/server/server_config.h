@@ -7,7 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "common/err.h"
+#include "server/images.h"
 #include "server/services.h"
 
 #define SERVER_DEFAULT_LISTEN       "127.0.0.1:7070"
@@ -55,6 +58,13 @@ struct server_config {
      * server keeps descriptors for its probes, docs/server.md). */
     uint32_t agent_connections_max;
     struct dns_settings *dns;
+    /* Container images (docs/server.md, "Container images") and the listener
+     * standby agents download them from: images_host is NULL when the file
+     * has no `images_listen` (then it has no `images` either). */
+    struct image_config *images;
+    size_t n_images;
+    char *images_host;
+    uint16_t images_port;
     struct service_config *services;
     size_t n_services;
     /* Migration policy (docs/migration.md): cpu_pct 0 when the file has none. */
@@ -76,6 +86,11 @@ struct server_config *server_config_load(const char *path, vcr_error_t *err);
 /* Same from memory; origin names the text in messages. */
 struct server_config *server_config_parse(const char *yaml, size_t len, const char *origin,
                                           vcr_error_t *err);
+/* The image a service's container is made from (standby.image), or NULL. */
+const struct image_config *server_config_service_image(const struct server_config *cfg,
+                                                       const struct service_config *s);
+/* A container order's `image` member: {name, sha256, url, cmd?} (docs/protocol.md). */
+json_t *server_config_image_json(const struct server_config *cfg, const struct image_config *img);
 void server_config_free(struct server_config *cfg);
 
 #endif

@@ -49,6 +49,7 @@ static const cyaml_schema_field_t standby_fields[] = {
     RAW_STR("prefix", struct services_raw_standby, prefix),
     RAW_STR("gateway", struct services_raw_standby, gateway),
     RAW_STR("template", struct services_raw_standby, template),
+    RAW_STR("image", struct services_raw_standby, image),
     RAW_STR("fallback_host", struct services_raw_standby, fallback_host),
     CYAML_FIELD_END,
 };
@@ -390,8 +391,15 @@ static void convert_service(struct conv *c, const struct services_raw_service *r
     s->standby.prefix = SERVICES_DEFAULT_PREFIX;
     take_uint(c, PATH("standby.prefix"), sb->prefix, 1, 32, &s->standby.prefix);
     need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
-    if (sb->template)
+    if (sb->template && sb->image)
+        bad(c,
+            "`%s`: `%s` and `standby.template` `%s` are both given; allowed: one of them (an "
+            "image from `images:`, or a template directory baked into the standby VM)",
+            PATH("standby.image"), sb->image, sb->template);
+    else if (sb->template)
         need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
+    else if (sb->image)
+        need_name(c, PATH("standby.image"), sb->image, &s->standby.image);
     if (sb->fallback_host) {
         need_name(c, PATH("standby.fallback_host"), sb->fallback_host, &s->standby.fallback_host);
         if (sb->host && strcmp(sb->fallback_host, sb->host) == 0)
@@ -482,6 +490,7 @@ void services_free(struct service_config *services, size_t n)
         free(s->standby.address);
         free(s->standby.gateway);
         free(s->standby.template);
+        free(s->standby.image);
         free(s->standby.fallback_host);
         free(s->data.volume);
         free(s->data.path);

@@ -82,6 +82,7 @@ struct service_config {
         uint32_t prefix;
         char *gateway;  /* NULL: none */
         char *template; /* NULL: the agent's default */
+        char *image;    /* an `images:` name (server_config.c checks it); NULL: none */
         /* Where the container is created cold when `host` cannot take the
          * recovery (lost, or not running the warm container); NULL: none. */
         char *fallback_host;
@@ -114,7 +115,7 @@ struct services_raw_check {
     char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
 };
 struct services_raw_standby {
-    char *mode, *host, *container, *address, *prefix, *gateway, *template, *fallback_host;
+    char *mode, *host, *container, *address, *prefix, *gateway, *template, *image, *fallback_host;
 };
 struct services_raw_data {
     char *volume, *path, *interval_s;

@@ -177,6 +177,147 @@ static void test_config_services_each_bad_field(void **state)
     remove_dir();
 }
 
+/* --- container images (`images:`, standby.image) --- */
+
+#define IMAGE_SUM "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+#define IMAGES_OK                                                                                  \
+    "images_listen: 10.77.0.1:7071\n"                                                              \
+    "images:\n"                                                                                    \
+    "  - {name: web, file: %s/web.tar.gz, sha256: " IMAGE_SUM ", cmd: /sbin/httpd -f -p 80}\n"     \
+    "  - {name: plain, file: web.tar.gz, sha256: " IMAGE_SUM "}\n"                                 \
+    "  - {name: ngx, file: %s/web.tar.gz, sha256: " IMAGE_SUM                                      \
+    ", cmd: \"nginx -g 'daemon off;'\"}\n"
+
+static void write_image_file(void)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/web.tar.gz", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not really gzip: the server never reads it at load", f);
+    fclose(f);
+}
+
+static void remove_image_file(void)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/web.tar.gz", dir);
+    unlink(path);
+}
+
+/* fmt has three %s: the images' file dir (twice), dns's key dir. */
+static struct server_config *parse_images(const char *fmt, vcr_error_t *err)
+{
+    cleanup_free char *yaml = NULL;
+    assert_true(asprintf(&yaml, fmt, dir, dir, dir) > 0);
+    /* A relative `file` is taken from the config file's directory: with
+     * server_config_parse there is none, so it stays relative to the cwd. */
+    return server_config_parse(yaml, strlen(yaml), "test.yaml", err);
+}
+
+static void test_config_images_valid(void **state)
+{
+    (void)state;
+    make_dir();
+    write_image_file();
+    cleanup_error vcr_error_t err = NULL;
+    char fmt[4096];
+    snprintf(fmt, sizeof(fmt), "%s%s", IMAGES_OK, DNS_OK SERVICE_OK);
+    /* the service names the image instead of the busybox template */
+    char *at = strstr(fmt, "address: 10.77.0.31}");
+    assert_non_null(at);
+    snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "address: 10.77.0.31, image: web}\n");
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(dir), 0);
+    struct server_config *cfg = parse_images(fmt, &err);
+    assert_int_equal(chdir(cwd), 0);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(cfg->n_images, 3);
+    /* a shell line, quotes and all, as the image's metadata writes it */
+    assert_string_equal(cfg->images[2].cmd, "nginx -g 'daemon off;'");
+    assert_string_equal(cfg->images_host, "10.77.0.1");
+    assert_int_equal(cfg->images_port, 7071);
+    assert_string_equal(cfg->images[0].name, "web");
+    assert_string_equal(cfg->images[0].sha256, "0123456789abcdef0123456789abcdef0123456789abcdef"
+                                               "0123456789abcdef");
+    assert_string_equal(cfg->images[0].cmd, "/sbin/httpd -f -p 80");
+    assert_null(cfg->images[1].cmd);
+    const struct image_config *img = server_config_service_image(cfg, &cfg->services[0]);
+    assert_non_null(img);
+    assert_ptr_equal(img, &cfg->images[0]);
+    /* What a container order carries (docs/protocol.md). */
+    cleanup_json json_t *member = server_config_image_json(cfg, img);
+    assert_string_equal(json_string_value(json_object_get(member, "url")),
+                        "http://10.77.0.1:7071/v1/images/web");
+    assert_string_equal(json_string_value(json_object_get(member, "sha256")), img->sha256);
+    assert_string_equal(json_string_value(json_object_get(member, "cmd")), "/sbin/httpd -f -p 80");
+    cleanup_json json_t *plain = server_config_image_json(cfg, &cfg->images[1]);
+    assert_null(json_object_get(plain, "cmd"));
+    server_config_free(cfg);
+    remove_image_file();
+    remove_dir();
+}
+
+/* IMAGES_OK with one replacement must be refused naming each needle. */
+static void expect_bad_image(const char *replace, const char *with, const char *const *needles)
+{
+    char fmt[4096];
+    snprintf(fmt, sizeof(fmt), "%s%s", IMAGES_OK, DNS_OK SERVICE_OK);
+    if (replace) {
+        char *at = strstr(fmt, replace);
+        if (at == NULL)
+            fail_msg("`%s` is not in the test config", replace);
+        char rest[4096];
+        snprintf(rest, sizeof(rest), "%s", at + strlen(replace));
+        snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s%s", with, rest);
+    }
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_images(fmt, &err);
+    if (cfg)
+        fail_msg("accepted with `%s` -> `%s`", replace, with);
+    for (; *needles; needles++)
+        assert_contains(vcr_error_msg(err), *needles);
+}
+
+#define EXPECT_BAD_IMAGE(replace, with, ...)                                                       \
+    expect_bad_image(replace, with, (const char *const[]){__VA_ARGS__, NULL})
+
+static void test_config_images_each_bad_field(void **state)
+{
+    (void)state;
+    make_dir();
+    write_image_file();
+    /* the second image's relative file is not in the test's cwd */
+    EXPECT_BAD_IMAGE(NULL, NULL, "`images[1].file`", "web.tar.gz", "No such file",
+                     "readable rootfs tarball");
+    EXPECT_BAD_IMAGE("%s/web.tar.gz", "/nonexistent/web.tar.gz", "`images[0].file`",
+                     "/nonexistent/web.tar.gz", "No such file or directory", "*.tar.gz");
+    EXPECT_BAD_IMAGE("%s/web.tar.gz", "%s", "`images[0].file`", "not named *.tar.gz");
+    EXPECT_BAD_IMAGE("sha256: " IMAGE_SUM ", cmd", "sha256: 12ab, cmd", "`images[0].sha256`",
+                     "`12ab`", "64 hex digits");
+    EXPECT_BAD_IMAGE("sha256: " IMAGE_SUM ", cmd", "sha256: " IMAGE_SUM "zz, cmd",
+                     "`images[0].sha256`", "not a SHA-256");
+    EXPECT_BAD_IMAGE("sha256: " IMAGE_SUM ", cmd", "cmd", "`images[0].sha256`", "missing");
+    EXPECT_BAD_IMAGE("name: plain", "name: web", "`images[1].name`", "`web` is also images[0]'s",
+                     "unique");
+    EXPECT_BAD_IMAGE("name: plain", "name: 'a b'", "`images[1].name`", "not a name");
+    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: \"httpd\\tx\"", "`images[0].cmd`",
+                     "control character", "exec CMD");
+    EXPECT_BAD_IMAGE("cmd: /sbin/httpd -f -p 80", "cmd: ' '", "`images[0].cmd`", "is empty");
+    EXPECT_BAD_IMAGE("images_listen: 10.77.0.1:7071\n", "", "`images_listen`",
+                     "missing while 3 image(s)", "10.77.0.1:7071");
+    EXPECT_BAD_IMAGE("10.77.0.1:7071", "0.0.0.0:7071", "`images_listen`", "cannot be 0.0.0.0");
+    EXPECT_BAD_IMAGE("address: 10.77.0.31}", "address: 10.77.0.31, image: nginx}",
+                     "`services[0].standby.image`", "`nginx` is not in `images`",
+                     "web, plain, ngx");
+    EXPECT_BAD_IMAGE("address: 10.77.0.31}", "address: 10.77.0.31, image: web, template: busybox}",
+                     "`services[0].standby.image`", "`standby.template` `busybox`", "one of them");
+    remove_image_file();
+    remove_dir();
+}
+
 static void test_config_fence_timeout_bounds(void **state)
 {
     (void)state;
@@ -699,6 +840,7 @@ struct harness {
     const char *mode;
     json_t *sb1_containers;
     const char *sb1_refuse;
+    const char *sb1_refuse_create_code;
     bool sb1_hold;
     /* node1 from its hello on: its `self_fence` (stolen; NULL: armed), heartbeats. */
     json_t *node1_self_fence;
@@ -791,6 +933,11 @@ static void agents_up(struct harness *h, const char *vm_state)
     h->sb1_containers = NULL;
     json_object_set_new(h->sb1.hello, "containers", list);
     h->sb1.refuse = h->sb1_refuse;
+    if (h->sb1_refuse_create_code) {
+        h->sb1.refuse_action = "container_create";
+        h->sb1.refuse_code = h->sb1_refuse_create_code;
+        h->sb1.refuse_times = 1000;
+    }
     h->sb1.hold_orders = h->sb1_hold;
     assert_true(run_until_ms(h, both_welcomed, 5000));
 }
@@ -799,6 +946,7 @@ static void agents_up(struct harness *h, const char *vm_state)
 struct standby_opts {
     json_t *containers; /* stolen; NULL: the default (see struct harness) */
     const char *refuse;
+    const char *refuse_create_code; /* every container_create refused with this code */
     bool hold;
 };
 
@@ -808,6 +956,7 @@ static void harness_start_with(struct harness *h, const char *mode, const char *
     harness_open(h, true);
     h->sb1_containers = sb.containers;
     h->sb1_refuse = sb.refuse;
+    h->sb1_refuse_create_code = sb.refuse_create_code;
     h->sb1_hold = sb.hold;
     server_up(h, mode, extra);
     agents_up(h, "running");
@@ -2090,6 +2239,33 @@ static void test_provision_retries_a_failed_create_after_the_backoff(void **stat
     harness_stop(&h);
 }
 
+/* The server decides on the refusal's code: wrong image bytes (image_checksum)
+ * would come back at once, so the next attempt waits the longest backoff, not
+ * the first one; the code is journaled with the event. */
+static void test_provision_backs_off_longest_after_image_checksum(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start_with(&h, "warm", "heartbeat_ms: 3000\n",
+                       (struct standby_opts){.containers = containers(NULL),
+                                             .refuse_create_code = "image_checksum"});
+    assert_true(run_until_ms(&h, create_sent, 2000));
+    /* Past the first backoff (5 s): still one create. */
+    assert_false(run_until_ms(&h, two_creates_sent, PROVISION_RETRY_FIRST_MS + 1500));
+    cleanup_json json_t *events = journal_read(server_journal(h.srv), 0, 1000, NULL);
+    size_t i;
+    json_t *e, *refused = NULL;
+    json_array_foreach(events, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), "provision") == 0)
+            refused = json_object_get(e, "detail");
+    }
+    assert_non_null(refused);
+    assert_string_equal(json_string_value(json_object_get(refused, "code")), "image_checksum");
+    assert_false(json_is_true(json_object_get(refused, "ok")));
+    harness_stop(&h);
+}
+
 static void test_provision_leaves_cold_services_alone(void **state)
 {
     (void)state;
@@ -2698,6 +2874,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_services_valid),
         cmocka_unit_test(test_config_services_each_bad_field),
+        cmocka_unit_test(test_config_images_valid),
+        cmocka_unit_test(test_config_images_each_bad_field),
         cmocka_unit_test(test_config_fence_timeout_bounds),
         cmocka_unit_test(test_vm_crash_warm),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
@@ -2723,6 +2901,7 @@ int main(void)
         cmocka_unit_test(test_provision_creates_an_absent_warm_container_once),
         cmocka_unit_test(test_provision_starts_a_stopped_warm_container),
         cmocka_unit_test(test_provision_retries_a_failed_create_after_the_backoff),
+        cmocka_unit_test(test_provision_backs_off_longest_after_image_checksum),
         cmocka_unit_test(test_provision_leaves_cold_services_alone),
         cmocka_unit_test(test_provision_off),
         cmocka_unit_test(test_provision_follows_a_migrated_container),

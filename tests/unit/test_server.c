@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include "proto/proto.h"
 #include "server/agents.h"
 #include "server/api.h"
+#include "server/images.h"
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/server.h"
@@ -1237,6 +1239,109 @@ static void http_expect(struct harness *h, enum evhttp_cmd_type type, const char
         assert_contains(json_string_value(json_object_get(call->answer.body, "error")), error_part);
 }
 
+/* --- the image server (GET /v1/images/NAME on its own listener) --- */
+
+struct image_answer {
+    bool done;
+    int code;
+    char *body;
+    size_t len;
+    char sha[80];
+    char allow[16];
+};
+
+static void image_done(struct evhttp_request *req, void *arg)
+{
+    struct image_answer *a = arg;
+    a->done = true;
+    if (req == NULL)
+        return;
+    a->code = evhttp_request_get_response_code(req);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    a->len = evbuffer_get_length(in);
+    a->body = calloc(1, a->len + 1);
+    evbuffer_copyout(in, a->body, a->len);
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *sha = evhttp_find_header(h, IMAGES_SHA256_HEADER);
+    const char *allow = evhttp_find_header(h, "Allow");
+    snprintf(a->sha, sizeof(a->sha), "%s", sha ? sha : "");
+    snprintf(a->allow, sizeof(a->allow), "%s", allow ? allow : "");
+}
+
+static bool image_answered(void *arg)
+{
+    return ((struct image_answer *)arg)->done;
+}
+
+static void image_get(struct event_base *base, uint16_t port, enum evhttp_cmd_type type,
+                      const char *path, struct image_answer *a)
+{
+    free(a->body);
+    memset(a, 0, sizeof(*a));
+    struct evhttp_connection *conn = evhttp_connection_base_new(base, NULL, "127.0.0.1", port);
+    struct evhttp_request *req = evhttp_request_new(image_done, a);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    assert_int_equal(evhttp_make_request(conn, req, type, path), 0);
+    assert_true(run_until(base, image_answered, a));
+    evhttp_connection_free(conn);
+}
+
+static void test_image_server(void **state)
+{
+    (void)state;
+    struct tmpdir t;
+    tmpdir_make(&t);
+    cleanup_free char *file = tmpdir_file(&t, "key"); /* a name tmpdir_remove knows */
+    /* 300 KiB: more than one socket buffer, so that the file goes out in parts. */
+    size_t size = 300 * 1024;
+    cleanup_free char *bytes = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        bytes[i] = (char)(i * 7 + i / 251);
+    FILE *f = fopen(file, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, size, f), size);
+    fclose(f);
+    struct image_config images[] = {
+        {.name = "web",
+         .file = file,
+         .sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"},
+        {.name = "gone", .file = "/nonexistent/gone.tar.gz", .sha256 = "00"},
+    };
+    struct event_base *base = event_base_new();
+    cleanup_error vcr_error_t err = NULL;
+    struct image_server *srv = image_server_new(base, images, 2, &err);
+    assert_non_null(srv);
+    assert_int_equal(image_server_listen(srv, "127.0.0.1", 0, &err), 0);
+    uint16_t port = image_server_port(srv);
+
+    struct image_answer a = {0};
+    image_get(base, port, EVHTTP_REQ_GET, "/v1/images/web", &a);
+    assert_int_equal(a.code, 200);
+    assert_int_equal(a.len, size);
+    assert_memory_equal(a.body, bytes, size);
+    assert_string_equal(a.sha, images[0].sha256);
+    assert_int_equal(image_server_bytes_served(srv), size);
+
+    image_get(base, port, EVHTTP_REQ_GET, "/v1/images/nginx", &a);
+    assert_int_equal(a.code, 404);
+    assert_contains(a.body, "no image `nginx`");
+    image_get(base, port, EVHTTP_REQ_GET, "/v1/status", &a);
+    assert_int_equal(a.code, 404);
+    assert_contains(a.body, "GET /v1/images/NAME only");
+    image_get(base, port, EVHTTP_REQ_POST, "/v1/images/web", &a);
+    assert_int_equal(a.code, 405);
+    assert_string_equal(a.allow, "GET");
+    /* The file went away after the configuration was read: 500, said so. */
+    image_get(base, port, EVHTTP_REQ_GET, "/v1/images/gone", &a);
+    assert_int_equal(a.code, 500);
+    assert_contains(a.body, "image `gone`: cannot read its file");
+    free(a.body);
+
+    image_server_free(srv);
+    event_base_free(base);
+    tmpdir_remove(&t);
+}
+
 static void test_e2e_api(void **state)
 {
     (void)state;
@@ -1417,6 +1522,7 @@ int main(void)
         cmocka_unit_test(test_e2e_host_lost),
         cmocka_unit_test(test_e2e_server_stall_is_not_a_host_loss),
         cmocka_unit_test(test_e2e_api),
+        cmocka_unit_test(test_image_server),
         cmocka_unit_test(test_e2e_order_timeout_and_disconnect),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);

@@ -2,7 +2,9 @@
  * standby_load.c, standby_migrate.c): container orders -> specs -> LXC
  * configuration items; /proc/stat, /proc/meminfo, cgroup v1 counter parsing
  * and CPU percentages; migration orders' members, image chunks through base64,
- * paths, CRIU log reasons and the gratuitous ARP frame. */
+ * paths, CRIU log reasons and the gratuitous ARP frame; container images:
+ * their order member, download, SHA-256 check, cache and unpack (against a
+ * small HTTP server in a child process). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,14 +12,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "agent/standby.h"
 #include "agent/standby_migrate.h"
+#include "agent/warm_state.h"
 #include "common/cleanup.h"
+#include "proto/proto_code.h"
 
 static const char *item(const struct standby_cfg_item *items, size_t n, const char *key)
 {
@@ -37,8 +49,7 @@ static void test_config_items_for_a_container(void **state)
     struct standby_ct_spec spec;
     assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
     struct standby_ct_paths p;
-    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr/templates", &spec, &p, &err),
-                     0);
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
     assert_string_equal(p.rootfs, "/var/lib/lxc/web1ct/rootfs");
     assert_string_equal(p.delta, "/var/lib/lxc/web1ct/delta");
     assert_string_equal(p.work, "/var/lib/lxc/web1ct/work");
@@ -338,6 +349,290 @@ static void test_image_chunks_and_paths(void **state)
     assert_int_equal(rmdir(base), 0);
 }
 
+/* --- container images (standby_spec.c, standby_image.c) --- */
+
+#define SUM_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+static json_t *image_order(const char *sha, const char *url, const char *cmd)
+{
+    json_t *image = json_pack("{s:s, s:s, s:s}", "name", "web", "sha256", sha, "url", url);
+    if (cmd)
+        json_object_set_new(image, "cmd", json_string(cmd));
+    return json_pack("{s:s, s:s, s:o}", "name", "web1ct", "address", "10.77.0.31/24", "image",
+                     image);
+}
+
+static void test_image_spec_and_config_items(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct standby_ct_spec spec;
+    cleanup_json json_t *msg =
+        image_order("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                    "http://10.77.0.1:7071/v1/images/web", "/sbin/httpd -f -p 80 -h /www");
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_true(spec.has_image);
+    assert_string_equal(spec.image.sha256, SUM_A); /* lower case */
+    assert_string_equal(spec.image.name, "web");
+    struct standby_ct_paths p;
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.lower, "/var/lib/vcr/images/" SUM_A ".rootfs");
+    struct standby_cfg_item items[STANDBY_CFG_MAX];
+    size_t n = standby_ct_config(&spec, &p, items);
+    /* The image's cmd runs from a script: LXC would split a quoted one wrongly. */
+    assert_string_equal(item(items, n, "lxc.init.cmd"), "/.vcr-init");
+    char script[300];
+    assert_int_equal(standby_image_init_script("nginx -g 'daemon off;'", script, sizeof(script)),
+                     0);
+    assert_string_equal(script, "#!/bin/sh\n# written by vcr-agent: the image's cmd\n"
+                                "exec nginx -g 'daemon off;'\n");
+    /* Without cmd: the template's start script, as before. */
+    cleanup_json json_t *nocmd = image_order(SUM_A, "http://10.77.0.1:7071/v1/images/web", NULL);
+    assert_int_equal(standby_ct_spec_from_json(nocmd, &spec, &err), 0);
+    n = standby_ct_config(&spec, &p, items);
+    assert_string_equal(item(items, n, "lxc.init.cmd"), "/start");
+
+    static const char *const bad[][4] = {
+        /* sha256, url, cmd, what the error says */
+        {"abc", "http://10.77.0.1:7071/v1/images/web", NULL, "image.sha256: `abc`"},
+        {SUM_A, "https://10.77.0.1/v1/images/web", NULL, "not an http:// URL"},
+        {SUM_A, "http://server.lab:7071/v1/images/web", NULL, "`server.lab` is not an IPv4"},
+        {SUM_A, "http://10.77.0.1:0/v1/images/web", NULL, "port must be 1..65535"},
+        {SUM_A, "http://10.77.0.1:7071", NULL, "no path"},
+        {SUM_A, "http://10.77.0.1:7071/v1/images/web", "httpd\nx", "image.cmd: `httpd"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cleanup_json json_t *m = image_order(bad[i][0], bad[i][1], bad[i][2]);
+        cleanup_error vcr_error_t e = NULL;
+        assert_int_equal(standby_ct_spec_from_json(m, &spec, &e), -1);
+        if (strstr(vcr_error_msg(e), bad[i][3]) == NULL)
+            fail_msg("error `%s` does not say `%s`", vcr_error_msg(e), bad[i][3]);
+    }
+    cleanup_json json_t *both = image_order(SUM_A, "http://10.77.0.1:7071/v1/images/web", NULL);
+    json_object_set_new(both, "template", json_string("busybox"));
+    cleanup_error vcr_error_t e2 = NULL;
+    assert_int_equal(standby_ct_spec_from_json(both, &spec, &e2), -1);
+    assert_non_null(strstr(vcr_error_msg(e2), "template: `busybox` is given with `image`"));
+    cleanup_json json_t *nourl = image_order(SUM_A, "x", NULL);
+    json_object_del(json_object_get(nourl, "image"), "url");
+    cleanup_error vcr_error_t e3 = NULL;
+    assert_int_equal(standby_ct_spec_from_json(nourl, &spec, &e3), -1);
+    assert_non_null(strstr(vcr_error_msg(e3), "image.url: missing"));
+}
+
+static void test_http_head(void **state)
+{
+    (void)state;
+    struct standby_http_head h;
+    vcr_error_t err = NULL;
+    assert_int_equal(standby_http_parse_head("HTTP/1.1 200 OK\r\nContent-Type: application/gzip"
+                                             "\r\ncontent-length:  1093632",
+                                             &h, &err),
+                     0);
+    assert_int_equal(h.status, 200);
+    assert_int_equal(h.length, 1093632);
+    assert_int_equal(standby_http_parse_head("HTTP/1.0 404 Not Found", &h, &err), 0);
+    assert_int_equal(h.status, 404);
+    assert_int_equal(h.length, -1);
+    expect_error(standby_http_parse_head("SSH-2.0-OpenSSH_9.2", &h, &err), &err,
+                 "not an HTTP/1.x status line");
+    expect_error(standby_http_parse_head("HTTP/1.0 20", &h, &err), &err, "status line");
+    expect_error(standby_http_parse_head("HTTP/1.0 2000 OK", &h, &err), &err, "status line");
+    expect_error(standby_http_parse_head("HTTP/1.0 200 OK\r\nContent-Length: -5", &h, &err), &err,
+                 "Content-Length `-5` is not a size");
+    expect_error(standby_http_parse_head("HTTP/1.0 200 OK\r\nContent-Length: 12x", &h, &err), &err,
+                 "not a size");
+}
+
+/* A one-file HTTP server in a child process: GET /v1/images/good answers the
+ * file, anything else 404; each request writes one byte to the count pipe. */
+struct fake_images {
+    pid_t pid;
+    uint16_t port;
+    int count_fd;
+};
+
+static void fake_images_serve(int lfd, int count_fd, const char *file)
+{
+    for (;;) {
+        int c = accept(lfd, NULL, NULL);
+        if (c < 0)
+            continue;
+        char req[2048] = "";
+        size_t used = 0;
+        while (used < sizeof(req) - 1 && !strstr(req, "\r\n\r\n")) {
+            ssize_t n = read(c, req + used, sizeof(req) - 1 - used);
+            if (n <= 0)
+                break;
+            used += (size_t)n;
+            req[used] = '\0';
+        }
+        (void)!write(count_fd, "r", 1);
+        if (strncmp(req, "GET /v1/images/good ", 20) == 0) {
+            FILE *f = fopen(file, "rb");
+            static char body[1 << 20];
+            size_t len = f ? fread(body, 1, sizeof(body), f) : 0;
+            if (f)
+                fclose(f);
+            dprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %zu\r\n\r\n", len);
+            (void)!write(c, body, len);
+        } else {
+            dprintf(c,
+                    "HTTP/1.0 404 Not Found\r\nContent-Length: 22\r\n\r\nno such image, sorry\r\n");
+        }
+        close(c);
+    }
+}
+
+static void fake_images_start(struct fake_images *fi, const char *file)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 8), 0);
+    socklen_t len = sizeof(sin);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    fi->port = ntohs(sin.sin_port);
+    int fds[2];
+    assert_int_equal(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+    fi->pid = fork();
+    assert_true(fi->pid >= 0);
+    if (fi->pid == 0) {
+        /* Never outlive a failed test (its stdout would keep a runner waiting). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(fds[0]);
+        fake_images_serve(lfd, fds[1], file);
+        _exit(0);
+    }
+    close(lfd);
+    close(fds[1]);
+    fi->count_fd = fds[0];
+}
+
+/* Requests served since the last call. */
+static int fake_images_requests(struct fake_images *fi)
+{
+    char buf[64];
+    ssize_t n = read(fi->count_fd, buf, sizeof(buf));
+    return n > 0 ? (int)n : 0;
+}
+
+static void fake_images_stop(struct fake_images *fi)
+{
+    kill(fi->pid, SIGKILL);
+    waitpid(fi->pid, NULL, 0);
+    close(fi->count_fd);
+}
+
+static bool exists(const char *dir, const char *sha, const char *suffix)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s%s", dir, sha, suffix);
+    return access(path, F_OK) == 0;
+}
+
+static void test_image_cache_fetch_verify_unpack(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    char src[300], www[320], index[340], tarball[300], images[300];
+    snprintf(src, sizeof(src), "%s/src", base);
+    snprintf(www, sizeof(www), "%s/www", src);
+    snprintf(index, sizeof(index), "%s/index.html", www);
+    snprintf(tarball, sizeof(tarball), "%s/web.tar.gz", base);
+    snprintf(images, sizeof(images), "%s/lib/images", base);
+    assert_int_equal(mkdir(src, 0755), 0);
+    assert_int_equal(mkdir(www, 0755), 0);
+    FILE *f = fopen(index, "w");
+    assert_non_null(f);
+    fputs("marker-7f3a\n", f);
+    fclose(f);
+    char *tar_argv[] = {STANDBY_TAR, "-czf", tarball, "-C", src, ".", NULL};
+    assert_int_equal(standby_run_program(tar_argv, &err), 0);
+
+    struct standby_image_ref img = {.name = "web"};
+    uint64_t bytes = 0;
+    assert_int_equal(warm_state_digest(tarball, img.sha256, &bytes, &err), 0);
+    struct fake_images fi;
+    fake_images_start(&fi, tarball);
+    snprintf(img.url, sizeof(img.url), "http://127.0.0.1:%u/v1/images/good", fi.port);
+
+    /* First use: downloaded, verified, unpacked; the tarball kept in the cache. */
+    struct standby_image_result res;
+    assert_int_equal(standby_image_ensure(images, &img, &res, &err), 0);
+    assert_true(res.fetched);
+    assert_false(res.cached);
+    assert_int_equal(res.bytes, bytes);
+    assert_int_equal(fake_images_requests(&fi), 1);
+    assert_true(exists(images, img.sha256, ".tar.gz"));
+    assert_false(exists(images, img.sha256, ".tar.gz.tmp"));
+    assert_false(exists(images, img.sha256, ".rootfs.tmp"));
+    char rootfs[400], got[64] = "";
+    assert_int_equal(standby_image_rootfs(images, img.sha256, rootfs, sizeof(rootfs)), 0);
+    char marker[512];
+    snprintf(marker, sizeof(marker), "%s/www/index.html", rootfs);
+    assert_int_equal(standby_read_file(marker, got, sizeof(got), &err), 0);
+    assert_string_equal(got, "marker-7f3a\n");
+
+    /* Second use: a cache hit, nothing fetched nor unpacked. */
+    assert_int_equal(standby_image_ensure(images, &img, &res, &err), 0);
+    assert_true(res.cached);
+    assert_false(res.fetched);
+    assert_int_equal(fake_images_requests(&fi), 0);
+
+    /* Unpacked rootfs gone, verified tarball kept: unpacked again, not fetched. */
+    assert_int_equal(standby_remove_tree(rootfs, &err), 0);
+    assert_int_equal(standby_image_ensure(images, &img, &res, &err), 0);
+    assert_false(res.cached);
+    assert_false(res.fetched);
+    assert_int_equal(fake_images_requests(&fi), 0);
+    assert_int_equal(access(marker, F_OK), 0);
+
+    /* A wrong SHA-256: the refusal's code, both sums and the image named;
+     * nothing left behind. */
+    struct standby_image_ref wrong = img;
+    snprintf(wrong.name, sizeof(wrong.name), "bad");
+    snprintf(wrong.sha256, sizeof(wrong.sha256), "%s", SUM_A);
+    assert_int_equal(standby_image_ensure(images, &wrong, &res, &err), -1);
+    assert_int_equal(vcr_error_status(err), PROTO_STATUS_IMAGE_CHECKSUM);
+    assert_int_equal(proto_code_from_errno(vcr_error_status(err)), PROTO_CODE_IMAGE_CHECKSUM);
+    assert_string_equal(proto_code_name(PROTO_CODE_IMAGE_CHECKSUM), "image_checksum");
+    const char *msg = vcr_error_msg(err);
+    if (!strstr(msg, "image `bad`") || !strstr(msg, "expected SHA-256 " SUM_A) ||
+        !strstr(msg, img.sha256) || !strstr(msg, "removed"))
+        fail_msg("checksum error `%s` lacks the image, a sum or what was done", msg);
+    vcr_error_release(&err);
+    assert_int_equal(fake_images_requests(&fi), 1);
+    assert_false(exists(images, SUM_A, ".tar.gz"));
+    assert_false(exists(images, SUM_A, ".tar.gz.tmp"));
+    assert_false(exists(images, SUM_A, ".rootfs"));
+    /* ... and asked again, it is fetched again (nothing bad was cached). */
+    assert_int_equal(standby_image_ensure(images, &wrong, &res, &err), -1);
+    assert_int_equal(vcr_error_status(err), PROTO_STATUS_IMAGE_CHECKSUM);
+    vcr_error_release(&err);
+    assert_int_equal(fake_images_requests(&fi), 1);
+
+    /* The server has no such image: its answer quoted, ENOENT. */
+    struct standby_image_ref missing = wrong;
+    snprintf(missing.url, sizeof(missing.url), "http://127.0.0.1:%u/v1/images/nope", fi.port);
+    assert_int_equal(standby_image_ensure(images, &missing, &res, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    if (!strstr(vcr_error_msg(err), "HTTP 404: no such image, sorry"))
+        fail_msg("404 error: `%s`", vcr_error_msg(err));
+    vcr_error_release(&err);
+
+    /* Nobody listening: the connection's error, nothing cached. */
+    fake_images_stop(&fi);
+    assert_int_equal(standby_image_ensure(images, &missing, &res, &err), -1);
+    assert_int_equal(vcr_error_status(err), ECONNREFUSED);
+    vcr_error_release(&err);
+    assert_false(exists(images, SUM_A, ".tar.gz.tmp"));
+
+    assert_int_equal(standby_remove_tree(base, &err), 0);
+}
+
 static void test_criu_log_reason(void **state)
 {
     (void)state;
@@ -383,6 +678,9 @@ int main(void)
         cmocka_unit_test(test_migrate_members),
         cmocka_unit_test(test_base64_round_trip),
         cmocka_unit_test(test_image_chunks_and_paths),
+        cmocka_unit_test(test_image_spec_and_config_items),
+        cmocka_unit_test(test_http_head),
+        cmocka_unit_test(test_image_cache_fetch_verify_unpack),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
     };
