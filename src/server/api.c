@@ -254,6 +254,7 @@ static const struct route {
     {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover},
     {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback},
     {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset},
+    {EVHTTP_REQ_GET, "/metrics", api_handle_metrics},
 };
 
 /* Matches path against pattern segment by segment; the raw (still
@@ -379,5 +380,6 @@ void api_free(struct api *api)
     while (!LIST_EMPTY(&api->waits))
         wait_finish(LIST_FIRST(&api->waits));
     evhttp_free(api->http);
+    api_metrics_free(api->metrics);
     free(api);
 }

@@ -45,6 +45,8 @@ struct api {
     LIST_HEAD(, events_wait) waits;
     struct recovery *recovery; /* NULL: no recovery engine (GET /v1/services is empty) */
     struct migrator *migrator; /* NULL: no migrations */
+    /* GET /metrics: what it folded from the journal so far (api_metrics.c) */
+    struct api_metrics *metrics;
 };
 
 /* Every answer is JSON; errors are {"error": "..."}. */
@@ -75,5 +77,7 @@ void api_handle_services(struct api *api, struct evhttp_request *req, const char
 void api_handle_service_failover(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_service_failback(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_service_reset(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_metrics(struct api *api, struct evhttp_request *req, const char *arg);
+void api_metrics_free(struct api_metrics *am);
 
 #endif

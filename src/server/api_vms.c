@@ -14,6 +14,7 @@
 #include "server/agents.h"
 #include "server/api_priv.h"
 #include "server/inventory.h"
+#include "server/journal.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
 
@@ -168,7 +169,10 @@ static void on_warm_reply(enum order_outcome outcome, const char *message, json_
 {
     struct warm_item *it = opaque;
     struct warm_request *wr = it->wr;
-    json_array_append_new(wr->vms, api_warm_entry(it->vm, outcome, message, reply));
+    json_t *entry = api_warm_entry(it->vm, outcome, message, reply);
+    /* Journaled, so that GET /metrics counts warm restarts across restarts of the server. */
+    journal_note(wr->api->journal, 0, wr->host, it->vm, JOURNAL_WARM_RESTART, entry);
+    json_array_append_new(wr->vms, entry);
     free(it->vm);
     free(it);
     if (--wr->pending == 0)

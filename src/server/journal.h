@@ -14,6 +14,7 @@
 #define JOURNAL_HOST_LOST           "host_lost"
 #define JOURNAL_VM_EVENT            "vm_event"
 #define JOURNAL_WARM_RESTART_FAILED "warm_restart_failed"
+#define JOURNAL_WARM_RESTART        "warm_restart"
 #define JOURNAL_MIGRATION           "migration"
 #define JOURNAL_PROVISION           "provision"
 #define JOURNAL_SELF_FENCE          "self_fence"

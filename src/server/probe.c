@@ -19,6 +19,8 @@ static void on_probe_done(enum check_outcome outcome, const char *why, const cha
     (void)body;
     struct probe *p = &s->probe;
     p->check = NULL;
+    if (outcome != CHECK_INCONCLUSIVE)
+        p->latency_us = vcr_mono_us() - p->started_us;
     if (outcome == CHECK_INCONCLUSIVE) {
         /* Says nothing about the service: neither a failure nor a pass. */
         p->inconclusive++;
@@ -44,6 +46,7 @@ void probe_due(struct svc *s, int64_t now)
     p->next_ms = now + s->cfg->check.interval_ms;
     struct check_target t = recovery_primary_check(s, NULL);
     cleanup_error vcr_error_t err = NULL;
+    p->started_us = vcr_mono_us();
     p->check = check_start(s->rc->base, &t, on_probe_done, s, &err);
     if (p->check == NULL)
         log_error("service %s: probe: %s", s->cfg->name, vcr_error_msg(err));

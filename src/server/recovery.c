@@ -30,10 +30,9 @@
 #include "dns/resolve.h"
 #include "server/server_config.h"
 
-#define JOURNAL_RECOVERY "recovery"
-#define JOURNAL_FENCED   "fenced"
-#define RETRY_MS         200
-#define RESOLVE_MS       1000
+#define JOURNAL_FENCED "fenced"
+#define RETRY_MS       200
+#define RESOLVE_MS     1000
 
 /* --- journal --- */
 

@@ -37,7 +37,7 @@ static json_t *svc_json(struct svc *s)
                         "timeline", s->timeline);
     return json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, "
-        "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?}, s:o, s:o*}",
+        "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?, s:o}, s:o, s:o*}",
         "name", c->name, "dns_name", c->dns_name, "state", recovery_state_name(s->state),
         "served_by", standby ? "standby" : "primary", "address",
         standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
@@ -47,6 +47,8 @@ static json_t *svc_json(struct svc *s)
         c->standby.address, "container_state", provision_container_state(s), "provision_error",
         provision_last_error(s), "check", "type", check_type_name(c->check.type), "failures",
         (int)s->probe.failures, "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL,
+        "latency_ms",
+        s->probe.latency_us ? json_real((double)s->probe.latency_us / 1000.0) : json_null(),
         "recovery", rec ? rec : json_null(), "data", service_data_json(s));
 }
 

@@ -14,6 +14,9 @@
 #include "server/service_data.h"
 #include "server/services.h"
 
+/* Journal kind of a recovery's phases (docs/server.md; GET /metrics folds them). */
+#define JOURNAL_RECOVERY "recovery"
+
 enum svc_state {
     SVC_OK,
     SVC_DEGRADED,   /* probe failures, fewer than check.failures */
@@ -62,6 +65,8 @@ struct probe {
     uint64_t inconclusive;          /* probes that failed for a local reason (check.h) */
     int64_t inconclusive_logged_ms; /* monotonic: the last log line about them; 0 none */
     char last_error[200];
+    int64_t started_us; /* monotonic: the probe in flight started */
+    int64_t latency_us; /* the last probe that was answered (healthy or not) took; 0: none yet */
 };
 
 struct svc {

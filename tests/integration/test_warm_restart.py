@@ -192,6 +192,13 @@ def assert_warm_restart_keeps_guest(d, vm, host, address, record_property=None):
     states = [ev["state"] for ev in events]
     assert "restarting" in states and states[-1] == "running", states
     assert "crashed" not in states and "starting" not in states, states
+    # The entry is journaled (kind warm_restart), which GET /metrics counts.
+    entries = [ev["detail"] for ev in d.vcr.events(since)
+               if ev.get("vm") == vm and ev["kind"] == "warm_restart"]
+    assert [x["ok"] for x in entries] == [True] and entries[0]["pause_ms"] == e["pause_ms"], entries
+    text = labkit.ns_run(["curl", "-s", "-f", f"http://{labkit.SERVER_API}/metrics"]).stdout
+    assert 'vcr_warm_restarts_total{result="ok"} ' in text
+    assert "vcr_warm_restart_pause_seconds_count " in text
     return e
 
 

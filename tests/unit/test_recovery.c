@@ -37,6 +37,7 @@
 #include "server/recovery.h"
 #include "server/server.h"
 #include "server/server_config.h"
+#include "scrape.h"
 #include "server/service_data.h"
 
 #define KEY_NAME   "vcr-update"
@@ -1048,12 +1049,21 @@ static void expect_full_recovery(struct harness *h)
     assert_string_equal(json_string_value(json_object_get(last, "answer")), "web1");
 }
 
+/* GET /v1/services and GET /metrics show how long the last probe took. */
+static bool probe_latency_known(struct harness *h)
+{
+    cleanup_json json_t *s = service_json(h);
+    json_t *latency = json_object_get(json_object_get(s, "check"), "latency_ms");
+    return json_is_number(latency) && json_number_value(latency) > 0;
+}
+
 static void test_vm_crash_warm(void **state)
 {
     (void)state;
     struct harness h;
     harness_start(&h, "warm", "");
     assert_true(state_is(&h, "ok"));
+    assert_true(run_until_ms(&h, probe_latency_known, 5000));
     vm_crashed(&h);
     assert_true(run_until_ms(&h, recovered, 10000));
     /* Fenced by order: the host agent saw vm_kill for web1. */
@@ -1062,6 +1072,27 @@ static void test_vm_crash_warm(void **state)
     assert_string_equal(json_string_value(json_object_get(kill, "vm")), "web1");
     assert_null(agent_order(&h.sb1, "container_create"));
     expect_full_recovery(&h);
+    /* GET /metrics shows the service, its recovery and its phases. */
+    struct scrape m;
+    scrape_get(h.base, server_api_port(h.srv), "/metrics", &m);
+    assert_int_equal(m.code, 200);
+    static const char *const shown[] = {
+        "vcr_service_state{service=\"web1\",state=\"recovered\"} 1\n",
+        "vcr_service_state{service=\"web1\",state=\"ok\"} 0\n",
+        "vcr_service_served_by{service=\"web1\",where=\"standby\"} 1\n",
+        "vcr_service_served_by{service=\"web1\",where=\"primary\"} 0\n",
+        "vcr_probe_latency_seconds{service=\"web1\"} ",
+        "vcr_recoveries_total{service=\"web1\",mode=\"warm\",result=\"recovered\"} 1\n",
+        "vcr_recovery_phase_seconds_count{phase=\"fenced\"} 1\n",
+        "vcr_recovery_phase_seconds_count{phase=\"data_copied\"} 0\n",
+        "vcr_recovery_phase_seconds_count{phase=\"client_confirmed\"} 1\n",
+        "vcr_dns_update_seconds_count 1\n",
+        "vcr_host_connected{host=\"node1\"} 1\n",
+    };
+    for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
+        if (m.text == NULL || strstr(m.text, shown[i]) == NULL)
+            fail_msg("GET /metrics lacks `%s`", shown[i]);
+    free(m.text);
     harness_stop(&h);
 }
 
