@@ -348,12 +348,16 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     add(&b, strdup("-smp"));
     addf(&b, "%u", s->vcpus);
     if (s->disk) {
-        /* The VM's own overlay, first on the virtio bus: /dev/vda.  The base
-         * below it is only ever opened read-only by QEMU. */
+        /* The VM's own overlay, the first virtio disk: /dev/vda.  Its device is
+         * named here, before the volumes' (QEMU creates -device devices in
+         * command-line order, and an if=virtio drive only after all of them:
+         * the root would come after the volumes).  The base below it is only
+         * ever opened read-only by QEMU. */
         cleanup_free char *disk = qemu_escape(l->paths->disk);
         b.oom |= disk == NULL;
         add(&b, strdup("-drive"));
-        addf(&b, "file=%s,if=virtio,format=qcow2,cache=writeback,discard=unmap", disk);
+        addf(&b, "file=%s,if=none,id=disk0,format=qcow2,cache=writeback,discard=unmap", disk);
+        add2(&b, "-device", strdup("virtio-blk-pci,drive=disk0,bootindex=0"));
         if (s->kernel) {
             add2(&b, "-kernel", strdup(s->kernel));
             if (s->initrd)
@@ -371,7 +375,8 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
         cleanup_free char *seed = qemu_escape(l->paths->seed);
         b.oom |= seed == NULL;
         add(&b, strdup("-drive"));
-        addf(&b, "file=%s,if=virtio,format=raw,readonly=on", seed);
+        addf(&b, "file=%s,if=none,id=seed,format=raw,readonly=on", seed);
+        add2(&b, "-device", strdup("virtio-blk-pci,drive=seed"));
     }
     add(&b, strdup("-netdev"));
     if (l->tap_fd > 2)

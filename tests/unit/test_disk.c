@@ -257,7 +257,7 @@ static void test_qemu_argv_of_disk_vm(void **state)
     struct vm_launch l = {.qemu = "/usr/bin/qemu", .accel = "tcg", .spec = &spec, .paths = &paths};
     char **argv = vm_qemu_argv(&l, NULL);
     assert_non_null(argv);
-    assert_true(argv_has(argv, "file=/run/s/deb1.qcow2,if=virtio,format=qcow2"));
+    assert_true(argv_has(argv, "file=/run/s/deb1.qcow2,if=none,id=disk0,format=qcow2"));
     assert_true(argv_has(argv, "root=/dev/vda rw console=ttyS0 net.ifnames=0 "
                                "ip=10.77.0.21::10.77.0.1:255.255.255.0:deb1:eth0:off"));
     assert_false(argv_has(argv, "vcr.ip="));       /* the guest has no code of ours */
@@ -267,7 +267,29 @@ static void test_qemu_argv_of_disk_vm(void **state)
     spec = disk_spec("/img/base.raw", VCR_NET_NOCLOUD);
     spec.kernel = spec.initrd = NULL; /* firmware boot */
     argv = vm_qemu_argv(&l, NULL);
-    assert_true(argv_has(argv, "file=/run/s/deb1.seed.iso,if=virtio,format=raw,readonly=on"));
+    assert_true(argv_has(argv, "file=/run/s/deb1.seed.iso,if=none,id=seed,format=raw,readonly=on"));
+    vm_argv_free(argv);
+    /* With a data volume the root disk's device still comes first (/dev/vda):
+     * an if=virtio root drive was created after every -device, so the guest
+     * saw the volume as vda and its root= found no init. */
+    struct vcr_volume_spec vol = {.name = "vcrdata",
+                                  .size_mb = 32,
+                                  .image = "/img/vcrdata.img",
+                                  .mount = "/srv/data",
+                                  .cache = VCR_VOLUME_CACHE_NONE};
+    spec.volumes = &vol;
+    spec.n_volumes = 1;
+    argv = vm_qemu_argv(&l, NULL);
+    int root_at = -1, volume_at = -1, seed_at = -1;
+    for (int i = 0; argv[i]; i++) {
+        if (strcmp(argv[i], "virtio-blk-pci,drive=disk0,bootindex=0") == 0)
+            root_at = i;
+        else if (strncmp(argv[i], "virtio-blk-pci,drive=blk0", 25) == 0)
+            volume_at = i;
+        else if (strcmp(argv[i], "virtio-blk-pci,drive=seed") == 0)
+            seed_at = i;
+    }
+    assert_true(root_at > 0 && volume_at > root_at && seed_at > volume_at);
     assert_false(argv_has(argv, "-kernel"));
     assert_false(argv_has(argv, "-append"));
     vm_argv_free(argv);
