@@ -357,7 +357,7 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
         b.oom |= disk == NULL;
         add(&b, strdup("-drive"));
         addf(&b, "file=%s,if=none,id=disk0,format=qcow2,cache=writeback,discard=unmap", disk);
-        add2(&b, "-device", strdup("virtio-blk-pci,drive=disk0,bootindex=0"));
+        add2(&b, "-device", strdup("virtio-blk-pci,drive=disk0"));
         if (s->kernel) {
             add2(&b, "-kernel", strdup(s->kernel));
             if (s->initrd)

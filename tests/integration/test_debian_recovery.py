@@ -71,10 +71,20 @@ def rig(lab, tmp_path_factory):
     d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image], services=[svc])
     d.agent("debhost", [vm])
     d.agent("sbhost", [labkit.debian_standby_vm_entry(STANDBY, S_INDEX, S_ADDR, STANDBY_IMAGE)])
-    labkit.wait_for("nginx of the Debian primary", lambda: http(P_ADDR, "/data/site/index.html"),
+    def booted(vm, check):
+        """check() once the VM runs; a VM that failed ends the wait at once."""
+        def f():
+            v = d.vcr.vm(vm) or {}
+            if v.get("state") in ("failed", "crashed"):
+                pytest.fail(f"VM {vm}: {v}")  # BaseException: wait_for does not retry it
+            return check()
+        return f
+    labkit.wait_for("nginx of the Debian primary",
+                    booted(PRIMARY, lambda: http(P_ADDR, "/data/site/index.html")),
                     BOOT_TIMEOUT, interval=1)
     labkit.wait_for("the warm container from ct-nginx",
-                    lambda: http(CT_ADDR, "/", timeout=3), BOOT_TIMEOUT, interval=1)
+                    booted(STANDBY, lambda: http(CT_ADDR, "/", timeout=3)), BOOT_TIMEOUT,
+                    interval=1)
     labkit.wait_for(f"service {SERVICE} ok", lambda: service(d)["state"] == "ok", 120,
                     interval=1)
     yield d

@@ -282,7 +282,7 @@ static void test_qemu_argv_of_disk_vm(void **state)
     argv = vm_qemu_argv(&l, NULL);
     int root_at = -1, volume_at = -1, seed_at = -1;
     for (int i = 0; argv[i]; i++) {
-        if (strcmp(argv[i], "virtio-blk-pci,drive=disk0,bootindex=0") == 0)
+        if (strcmp(argv[i], "virtio-blk-pci,drive=disk0") == 0)
             root_at = i;
         else if (strncmp(argv[i], "virtio-blk-pci,drive=blk0", 25) == 0)
             volume_at = i;
