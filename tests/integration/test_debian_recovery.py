@@ -97,7 +97,6 @@ def test_warm_container_is_built_from_the_delivered_image(rig):
     assert s["standby"]["container_state"] == "running", s
     body = http(CT_ADDR, "/")
     assert "vcr-debian container: nginx" in body, body
-    assert labkit.dig(f"{SERVICE}.vcr.lab") == [P_ADDR]
 
 
 def test_kill9_of_the_debian_primary_recovers_its_latest_data(rig, record_property):
