@@ -30,6 +30,17 @@ def lab():
     labkit.lab_down()
 
 
+
+def cache_file(name):
+    """A file of the lab's image cache (VCR_IT_CACHE, else beside the lab's initrd);
+    skips the test when it was not built."""
+    env = labkit.lab_env()
+    cache = os.environ.get("VCR_IT_CACHE") or os.path.dirname(env["VCR_LAB_INITRD"])
+    path = os.path.join(cache, name)
+    if not os.path.exists(path):
+        pytest.skip(f"no {path}: run lab/build-image --standby (VCR_LAB_CACHE={cache})")
+    return path
+
 class Daemons:
     """Starts vcr-server and vcr-agent processes; checks their logs for sanitizer reports."""
 

@@ -32,6 +32,7 @@ import time
 import pytest
 
 import labkit
+from conftest import cache_file
 
 BOOT_TIMEOUT = 300
 RECOVERY_TIMEOUT = 180
@@ -47,15 +48,6 @@ N=${QUERY_STRING%%&*}; T=${QUERY_STRING#*&}
 case "$N" in ''|*/*|.*) echo "usage: put?NAME&TEXT"; exit 0 ;; esac
 echo "$T" >/www/data/$N && sync && echo "put=$N"
 """
-
-
-def cache_file(name):
-    env = labkit.lab_env()
-    cache = os.environ.get("VCR_IT_CACHE") or os.path.dirname(env["VCR_LAB_INITRD"])
-    path = os.path.join(cache, name)
-    if not os.path.exists(path):
-        pytest.skip(f"no {path}: run lab/build-image --standby (VCR_LAB_CACHE={cache})")
-    return path
 
 
 def fetch_bytes(address, path):

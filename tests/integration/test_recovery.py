@@ -26,6 +26,7 @@ import time
 import pytest
 
 import labkit
+from conftest import cache_file
 
 BOOT_TIMEOUT = 300  # five TCG guests booting at once on a shared, loaded machine
 RECOVERY_TIMEOUT = 120
@@ -50,15 +51,6 @@ HANG_CGI = b"""#!/bin/sh
 printf 'Content-Type: text/plain\\r\\n\\r\\nhanging\\n'
 (sleep 1; kill -STOP $(pidof httpd)) </dev/null >/dev/null 2>&1 &
 """
-
-
-def cache_file(name):
-    env = labkit.lab_env()
-    cache = os.environ.get("VCR_IT_CACHE") or os.path.dirname(env["VCR_LAB_INITRD"])
-    path = os.path.join(cache, name)
-    if not os.path.exists(path):
-        pytest.skip(f"no {path}: run lab/build-image --standby (VCR_LAB_CACHE={cache})")
-    return path
 
 
 def vm_specs(tmp):
