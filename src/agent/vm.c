@@ -199,7 +199,7 @@ static char *kernel_cmdline(const struct vcr_vm_spec *spec)
  * ip=CLIENT::GATEWAY:NETMASK:HOSTNAME:DEVICE:off */
 static char *kernel_ip_arg(const struct vcr_vm_spec *spec)
 {
-    uint32_t mask = spec->prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> spec->prefix);
+    uint32_t mask = vcr_ipv4_prefix_mask(spec->prefix);
     char *s = NULL;
     if (asprintf(&s, " ip=%s::%s:%u.%u.%u.%u:%s:eth0:off", spec->ip,
                  spec->gateway ? spec->gateway : "", mask >> 24, (mask >> 16) & 0xff,

@@ -102,6 +102,11 @@ bool vcr_mac_parse(const char *s, uint8_t out[6])
     return true;
 }
 
+uint32_t vcr_ipv4_prefix_mask(unsigned prefix)
+{
+    return prefix >= 32 ? 0xffffffffu : ~(0xffffffffu >> prefix);
+}
+
 bool vcr_ipv4_parse(const char *s, uint32_t *out)
 {
     struct in_addr a;
@@ -181,7 +186,7 @@ static bool check_gateway(struct config_report *r, const char *path, const char 
     }
     if (vm->ip == NULL || !vcr_ipv4_parse(vm->ip, &addr))
         return true; /* the address itself is reported */
-    uint32_t mask = vm->prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> vm->prefix);
+    uint32_t mask = vcr_ipv4_prefix_mask(vm->prefix);
     if ((gw & mask) != (addr & mask)) {
         config_report_add(r, path, "`%s` is not in the VM's subnet; allowed: an address in %s",
                           value, vm->address);

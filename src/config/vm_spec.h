@@ -66,6 +66,8 @@ const char *vcr_guest_network_name(enum vcr_guest_network n);
 bool vcr_name_is_valid(const char *s);
 /* "xx:xx:xx:xx:xx:xx" (hex, either case) -> 6 bytes; false when malformed. */
 bool vcr_mac_parse(const char *s, uint8_t out[6]);
+/* The host-order netmask of a prefix length 1..32 (24 -> 0xffffff00). */
+uint32_t vcr_ipv4_prefix_mask(unsigned prefix);
 /* Dotted-quad IPv4 -> host-order address; false when malformed. */
 bool vcr_ipv4_parse(const char *s, uint32_t *out);
 
