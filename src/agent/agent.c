@@ -18,6 +18,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/sd_notify.h"
 #include "proto/proto_code.h"
 #include "proto/proto.h"
 
@@ -244,6 +245,11 @@ void agent_role_ready(struct agent *a, const char *accel)
         return;
     }
     agent_conn_start(a->conn);
+    /* The role has its VMs (adopted or started) and the link is on its way:
+     * for systemd (Type=notify) the agent is up. */
+    if (vcr_sd_notifyf("READY=1\nSTATUS=role %s, host %s, server %s, accel %s", a->role->name,
+                       a->cfg->host, a->cfg->server, a->accel) < 0)
+        log_warn("cannot notify $NOTIFY_SOCKET: %s", strerror(errno));
     struct timeval tv = {.tv_sec = a->cfg->sample_interval_ms / 1000,
                          .tv_usec = (a->cfg->sample_interval_ms % 1000) * 1000};
     event_add(a->sample_timer, &tv);
@@ -259,6 +265,7 @@ static void on_leave_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     a->leaving = true;
+    vcr_sd_notify("STOPPING=1");
     log_info("%s: exiting; VMs %s", strsignal((int)sig),
              a->stop_vms_on_exit ? "are stopped first (--stop-vms-on-exit)"
                                  : "keep running (they outlive the agent)");
@@ -285,6 +292,7 @@ int agent_run(const struct agent_options *opts, vcr_error_t *err)
         return -1;
     int rc = -1;
     struct event *sig_term = NULL, *sig_int = NULL, *sig_chld = NULL;
+    struct vcr_sd_watchdog *watchdog = NULL;
     bool role_started = false;
     if (make_dirs(a.cfg->state_dir, err) < 0)
         goto out;
@@ -314,6 +322,7 @@ int agent_run(const struct agent_options *opts, vcr_error_t *err)
     if (a.role->init(&a, err) < 0)
         goto out;
     role_started = true;
+    watchdog = vcr_sd_watchdog_start(a.base);
     if (event_base_dispatch(a.base) < 0) {
         vcr_error_make(err, EIO, "event loop failed");
         goto out;
@@ -323,6 +332,7 @@ out:
     if (role_started)
         a.role->fini(&a);
     agent_conn_free(a.conn);
+    vcr_sd_watchdog_free(watchdog);
     if (a.sample_timer)
         event_free(a.sample_timer);
     if (sig_term)

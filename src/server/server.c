@@ -5,8 +5,10 @@
 #include <event2/event.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log.h"
+#include "common/sd_notify.h"
 #include "server/agents.h"
 #include "server/api.h"
 #include "server/images.h"
@@ -120,6 +122,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct server *srv = arg;
     (void)what;
     log_info("signal %d: shutting down", (int)sig);
+    vcr_sd_notify("STOPPING=1");
     event_base_loopbreak(srv->base);
 }
 
@@ -127,12 +130,22 @@ int server_run(struct server *srv, vcr_error_t *err)
 {
     struct event *sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
     struct event *sigterm = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+    struct vcr_sd_watchdog *watchdog = NULL;
     int r = 0;
     if (sigint == NULL || sigterm == NULL || evsignal_add(sigint, NULL) < 0 ||
-        evsignal_add(sigterm, NULL) < 0)
+        evsignal_add(sigterm, NULL) < 0) {
         r = vcr_error_make(err, ENOMEM, "cannot watch SIGINT and SIGTERM");
-    else if (event_base_dispatch(srv->base) < 0)
-        r = vcr_error_make(err, EIO, "the event loop failed");
+    } else {
+        /* Both listeners are bound (server_new): systemd may order clients
+         * after us from here on. */
+        watchdog = vcr_sd_watchdog_start(srv->base);
+        if (vcr_sd_notifyf("READY=1\nSTATUS=agents on port %u, HTTP API on port %u",
+                           agents_port(srv->agents), api_port(srv->api)) < 0)
+            log_warn("cannot notify $NOTIFY_SOCKET: %s", strerror(errno));
+        if (event_base_dispatch(srv->base) < 0)
+            r = vcr_error_make(err, EIO, "the event loop failed");
+    }
+    vcr_sd_watchdog_free(watchdog);
     if (sigint)
         event_free(sigint);
     if (sigterm)
