@@ -26,6 +26,7 @@ static const struct verb {
     {"failback", "switch a recovered service back to its primary: failback SERVICE",
      cli_verb_failback},
     {"service", "clear a failed recovery: service reset SERVICE", cli_verb_service},
+    {"cost", "the standby footprint of each scheme, in VMs, vCPUs, RAM and money", cli_verb_cost},
 };
 
 static void print_usage(FILE *out)

@@ -258,6 +258,33 @@ def test_no_recovery_while_primaries_boot(rig):
     assert no_false_recovery(rig) == []
 
 
+def test_vcr_cost_counts_one_shared_standby_vm(rig, tmp_path):
+    """vcr cost (docs/cost.md) on the running rig: a warm standby VM per service against
+    the one standby VM every service shares here, sized as the host agents report them."""
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"currency": "EUR", "vm_hour": 0.5, "gib_hour": 0.01}')
+    r = rig.vcr.run("cost", "--prices", str(prices), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["services"] == len(WEBS) and report["unknown"] == []
+    rows = {s["scheme"]: s for s in report["schemes"]}
+    assert (rows["warm-vm"]["vms"], rows["warm-vm"]["vcpus"],
+            rows["warm-vm"]["memory_mb"]) == (len(WEBS), len(WEBS), 256 * len(WEBS))
+    assert rows["cold-vm"]["vms"] == 0
+    for scheme in ("warm-container", "cold-container"):
+        assert (rows[scheme]["vms"], rows[scheme]["vcpus"], rows[scheme]["memory_mb"],
+                rows[scheme]["standby_vms"]) == (1, 2, 384, [SB])
+    per_vm_year = (0.5 + 0.01 * 256 / 1024) * 8760
+    assert abs(rows["warm-vm"]["per_year"] - len(WEBS) * per_vm_year) < 0.05
+    saving = rows["warm-container"]["saving_per_year"]
+    assert abs(saving - (rows["warm-vm"]["per_year"] - (0.5 + 0.01 * 384 / 1024) * 8760)) < 0.05
+    table = rig.vcr.run("cost", "--prices", str(prices))
+    assert table.returncode == 0 and "warm-container" in table.stdout and "EUR" in table.stdout
+    prices.write_text('{"vm_hour": -2}')
+    bad = rig.vcr.run("cost", "--prices", str(prices))
+    assert bad.returncode == 2 and "`vm_hour` is -2" in bad.stderr, bad.stderr
+
+
 def test_1_vm_kill9_warm(rig, record_property):
     since = rig.last_event()
     with BothEndpoints("web1"):
