@@ -260,13 +260,15 @@ int dns_tsig_key_parse(const char *text, size_t len, const char *path, struct dn
     if (name == NULL)
         return vcr_error_make(err, EINVAL, "key file `%s`: no `key` statement", path);
     if (algorithm == NULL)
-        return vcr_error_make(err, EINVAL,
-                              "key file `%s`: key `%s` has no algorithm; expected hmac-sha256",
-                              path, name);
-    if (strcasecmp(algorithm, "hmac-sha256") != 0)
+        return vcr_error_make(
+            err, EINVAL,
+            "key file `%s`: key `%s` has no algorithm; expected one of " DNS_TSIG_ALGORITHMS, path,
+            name);
+    const char *wire = dns_tsig_algorithm_wire(algorithm);
+    if (wire == NULL)
         return vcr_error_make(err, EINVAL,
                               "key file `%s`: key `%s`: algorithm `%s` is not supported; use "
-                              "hmac-sha256 (tsig-keygen -a hmac-sha256)",
+                              "one of " DNS_TSIG_ALGORITHMS " (tsig-keygen -a hmac-sha256)",
                               path, name, algorithm);
     if (secret == NULL)
         return vcr_error_make(err, EINVAL, "key file `%s`: key `%s` has no secret", path, name);
@@ -277,7 +279,21 @@ int dns_tsig_key_parse(const char *text, size_t len, const char *path, struct dn
     ldns_rdf_deep_free(decoded);
     key->name = steal_pointer(&name);
     key->secret = steal_pointer(&secret);
+    key->algorithm = strcmp(wire, "hmac-sha512.") == 0 ? "hmac-sha512" : "hmac-sha256";
     return 0;
+}
+
+const char *dns_tsig_algorithm_wire(const char *name)
+{
+    static const char *const wire[] = {"hmac-sha256.", "hmac-sha512."};
+    if (name == NULL)
+        return NULL;
+    size_t len = strlen(name);
+    for (size_t i = 0; i < sizeof(wire) / sizeof(wire[0]); i++)
+        if (strncasecmp(name, wire[i], strlen(wire[i]) - 1) == 0 &&
+            (len == strlen(wire[i]) - 1 || (len == strlen(wire[i]) && name[len - 1] == '.')))
+            return wire[i];
+    return NULL;
 }
 
 void dns_tsig_key_clear(struct dns_tsig_key *key)
@@ -286,4 +302,5 @@ void dns_tsig_key_clear(struct dns_tsig_key *key)
     free_secret(&key->secret);
     key->name = NULL;
     key->secret = NULL;
+    key->algorithm = NULL;
 }

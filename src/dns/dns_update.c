@@ -20,8 +20,7 @@
 #include "common/log.h"
 
 /* The fudge RFC 8945 recommends and BIND and nsupdate use: clocks may differ by 5 min. */
-#define TSIG_FUDGE_S   300
-#define TSIG_ALGORITHM "hmac-sha256."
+#define TSIG_FUDGE_S 300
 /* Replies to an UPDATE carry the zone section and a TSIG RR: far below this. */
 #define REPLY_BUFSIZE 4096
 
@@ -125,9 +124,9 @@ static int validate(const struct dns_update_config *cfg, const char *name, long 
     if (!is_ipv4(cfg->server, NULL))
         return vcr_error_make(err, EINVAL, "server: `%s` is not an IPv4 address (A.B.C.D)",
                               cfg->server ? cfg->server : "");
-    if (cfg->algorithm && strcasecmp(cfg->algorithm, "hmac-sha256") != 0 &&
-        strcasecmp(cfg->algorithm, TSIG_ALGORITHM) != 0)
-        return vcr_error_make(err, EINVAL, "algorithm: `%s` is not supported; use hmac-sha256",
+    if (cfg->algorithm && dns_tsig_algorithm_wire(cfg->algorithm) == NULL)
+        return vcr_error_make(err, EINVAL,
+                              "algorithm: `%s` is not supported; use one of " DNS_TSIG_ALGORITHMS,
                               cfg->algorithm);
     cleanup_rdf ldns_rdf *key_name = dname_from(cfg->key_name);
     if (key_name == NULL)
@@ -199,8 +198,10 @@ static ldns_pkt *signed_update_new(const struct dns_update_config *cfg, const ch
      * bit belongs to Z, which RFC 2136 section 2.2 wants zero. */
     ldns_pkt_set_rd(pkt, false);
     ldns_pkt_set_random_id(pkt);
+    const char *algorithm =
+        dns_tsig_algorithm_wire(cfg->algorithm ? cfg->algorithm : "hmac-sha256");
     ldns_status st =
-        ldns_pkt_tsig_sign(pkt, cfg->key_name, cfg->key_secret, TSIG_FUDGE_S, TSIG_ALGORITHM, NULL);
+        ldns_pkt_tsig_sign(pkt, cfg->key_name, cfg->key_secret, TSIG_FUDGE_S, algorithm, NULL);
     if (st != LDNS_STATUS_OK)
         return vcr_error_make(err, 0, "sign the DNS UPDATE with key `%s`: %s", cfg->key_name,
                               ldns_get_errorstr_by_id(st)),

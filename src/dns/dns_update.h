@@ -31,7 +31,7 @@ struct dns_update_config {
     const char *zone;
     const char *key_name;
     const char *key_secret; /* base64, as in the BIND key file */
-    const char *algorithm;  /* NULL or "hmac-sha256": the only one supported */
+    const char *algorithm;  /* NULL (hmac-sha256), "hmac-sha256" or "hmac-sha512" */
     struct dns_retry_policy retry;
 };
 
@@ -39,10 +39,18 @@ struct dns_update_config {
 struct dns_tsig_key {
     char *name;
     char *secret;
+    const char *algorithm; /* static: "hmac-sha256" or "hmac-sha512" */
 };
 
+#define DNS_TSIG_ALGORITHMS "hmac-sha256, hmac-sha512"
+
+/* The TSIG algorithm's name on the wire ("hmac-sha512."), for a name as BIND's key
+ * files and tsig-keygen spell it, with or without the final dot, any case;
+ * NULL for an algorithm this project does not sign with. */
+const char *dns_tsig_algorithm_wire(const char *name);
+
 /* Reads `key "NAME" { algorithm hmac-sha256; secret "BASE64"; };` as tsig-keygen writes
- * it.  The file must hold exactly one key. */
+ * it (hmac-sha256 or hmac-sha512).  The file must hold exactly one key. */
 int dns_tsig_key_load(const char *path, struct dns_tsig_key *key, vcr_error_t *err);
 /* The same from text in memory (len bytes, need not be NUL-terminated); path only
  * names the source in messages.  Exposed for the fuzz harness. */

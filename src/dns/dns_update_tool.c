@@ -209,6 +209,7 @@ int main(int argc, char **argv)
         return vcr_error_report(&err, stderr, PROG), 1;
     cfg.key_name = key.name;
     cfg.key_secret = key.secret;
+    cfg.algorithm = key.algorithm;
     cleanup_free double *times = calloc(repeat, sizeof(*times));
     if (times == NULL)
         return vcr_error_errno(&err, "allocate %u timings", repeat),

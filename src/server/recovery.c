@@ -315,6 +315,7 @@ int recovery_dns_switch(struct svc *s, const char *address)
         .zone = d->zone,
         .key_name = d->key_name,
         .key_secret = d->key_secret,
+        .algorithm = d->key_algorithm,
     };
     cleanup_error vcr_error_t err = NULL;
     s->dns = dns_update_start(s->rc->base, &dc, s->cfg->dns_name, s->cfg->ttl, address, on_dns_done,

@@ -225,7 +225,7 @@ static struct dns_settings *convert_dns(struct services_conv *c, const struct se
         d->zone[zl - 1] = '\0';
     if (raw->key_file == NULL) {
         services_conv_bad(c, "`dns.key_file`: missing; allowed: a TSIG key file as `tsig-keygen -a "
-                             "hmac-sha256` writes it");
+                             "hmac-sha256` (or hmac-sha512) writes it");
     } else {
         d->key_file = resolve_path(base_dir, raw->key_file);
         struct dns_tsig_key key = {0};
@@ -235,6 +235,7 @@ static struct dns_settings *convert_dns(struct services_conv *c, const struct se
         } else {
             d->key_name = steal_pointer(&key.name);
             d->key_secret = steal_pointer(&key.secret);
+            d->key_algorithm = key.algorithm;
         }
         dns_tsig_key_clear(&key);
     }

@@ -104,6 +104,7 @@ struct dns_settings {
     char *key_file;
     char *key_name;
     char *key_secret;
+    const char *key_algorithm; /* static: "hmac-sha256" or "hmac-sha512" */
 };
 
 /* --- raw YAML (strings), shared with server_config.c's libcyaml schema --- */

@@ -4,7 +4,11 @@ second one replaces it, a wrong key is refused and changes nothing, a server tha
 not answer is retried and then reported."""
 import json
 import os
+import shutil
+import socket
 import subprocess
+
+import pytest
 
 import labkit
 from conftest import SANITIZER, build_dir
@@ -98,3 +102,79 @@ def test_update_takes_milliseconds(lab):
     # About 1 ms in the lab even with sanitizers (docs/dns.md); this bound only catches
     # a regression to waiting for timeouts.
     assert report["median_ms"] < 20, report
+
+
+def free_udp_tcp_port():
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def test_hmac_sha512_key_signs_updates_a_real_bind_accepts(tmp_path):
+    """A key made by `tsig-keygen -a hmac-sha512` (issue: TSIG hmac-sha512 besides
+    hmac-sha256): BIND9 on loopback, its own zone, only that key may update it; the
+    update is signed with hmac-sha512 and applied, and the same name with a sha256 key
+    of another secret is refused (BADSIG / BADKEY)."""
+    if shutil.which("named") is None:
+        pytest.skip("BIND9 (named) not installed")
+    port = free_udp_tcp_port()
+    key = tmp_path / "k512.key"
+    key.write_text(subprocess.run(["tsig-keygen", "-a", "hmac-sha512", "k512"], check=True,
+                                  capture_output=True, text=True).stdout)
+    assert "hmac-sha512" in key.read_text()
+    (tmp_path / "t.test.zone").write_text(
+        "$TTL 5\n@ IN SOA ns.t.test. hostmaster.t.test. 1 3600 600 86400 5\n"
+        "@ IN NS ns.t.test.\nns IN A 127.0.0.1\n")
+    conf = tmp_path / "named.conf"
+    conf.write_text(f'''include "{key}";
+options {{
+    directory "{tmp_path}"; pid-file none; session-keyfile "{tmp_path}/session.key";
+    managed-keys-directory "{tmp_path}"; listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }}; recursion no; dnssec-validation no; notify no;
+}};
+controls {{ }};
+zone "t.test" {{ type master; file "{tmp_path}/t.test.zone";
+    update-policy {{ grant k512 zonesub ANY; }}; }};
+''')
+    named = subprocess.Popen(["named", "-g", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                             stdout=open(tmp_path / "named.log", "w"), stderr=subprocess.STDOUT)
+
+    def dig_a(name):
+        r = subprocess.run(["dig", "+short", "+time=1", "+tries=1", "-p", str(port), "@127.0.0.1",
+                            name, "A"], capture_output=True, text=True, timeout=10)
+        return r.stdout.split() if r.returncode == 0 else None
+
+    try:
+        labkit.wait_for("named on loopback answers", lambda: dig_a("ns.t.test") == ["127.0.0.1"],
+                        30, interval=0.1)
+
+        def update(key_file, addr):
+            r = subprocess.run([tool(), "--server", f"127.0.0.1:{port}", "--zone", "t.test",
+                                "--key-file", str(key_file), "--json", "www.t.test", "5", addr],
+                               capture_output=True, text=True, timeout=60)
+            assert not SANITIZER.search(r.stderr), r.stderr
+            return r.returncode, json.loads(r.stdout), r.stderr
+
+        rc, report, err = update(key, "10.9.0.1")
+        assert rc == 0 and report["ok"] and report["rcode"] == 0, err
+        assert dig_a("www.t.test") == ["10.9.0.1"]
+        other = tmp_path / "other.key"
+        other.write_text(subprocess.run(["tsig-keygen", "-a", "hmac-sha256", "k512"], check=True,
+                                        capture_output=True, text=True).stdout)
+        rc, report, err = update(other, "10.9.0.2")
+        assert rc != 0 and not report["ok"] and "TSIG error" in err, err
+        assert dig_a("www.t.test") == ["10.9.0.1"]
+    finally:
+        named.terminate()
+        try:
+            named.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            named.kill()
+            named.wait()

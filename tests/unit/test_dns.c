@@ -127,13 +127,39 @@ static void expect_rejected(const struct dns_update_config *cfg, const char *nam
     assert_int_equal(vcr_error_status(err), EINVAL);
 }
 
+/* A hmac-sha512 key signs with hmac-sha512 (tsig-keygen -a hmac-sha512). */
+static void test_message_signed_with_hmac_sha512(void **state)
+{
+    (void)state;
+    struct dns_update_config cfg = {.server = "10.77.0.1",
+                                    .zone = "vcr.lab",
+                                    .key_name = KEY_NAME,
+                                    .key_secret = KEY_SECRET,
+                                    .algorithm = "hmac-sha512"};
+    cleanup_error vcr_error_t err = NULL;
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    assert_int_equal(dns_update_message(&cfg, "web1.vcr.lab", 5, "10.77.0.11", &wire, &len, &err),
+                     0);
+    ldns_pkt *pkt = NULL;
+    assert_int_equal(ldns_wire2pkt(&pkt, wire, len), LDNS_STATUS_OK);
+    cleanup_free char *alg = ldns_rdf2str(ldns_rr_rdf(ldns_pkt_tsig(pkt), 0));
+    assert_string_equal(alg, "hmac-sha512.");
+    assert_true(ldns_pkt_tsig_verify(pkt, wire, len, KEY_NAME, KEY_SECRET, NULL));
+    assert_false(ldns_pkt_tsig_verify(pkt, wire, len, KEY_NAME, OTHER_SECRET, NULL));
+    ldns_pkt_free(pkt);
+    free(wire);
+}
+
 static void test_validation_names_field_and_value(void **state)
 {
     (void)state;
     const struct bad_input cases[] = {
         {"server", "10.0.0", "server: `10.0.0` is not an IPv4 address"},
         {"server", "::1", "server: `::1` is not an IPv4 address"},
-        {"algorithm", "hmac-md5", "algorithm: `hmac-md5` is not supported; use hmac-sha256"},
+        {"algorithm", "hmac-md5",
+         "algorithm: `hmac-md5` is not supported; use one of hmac-sha256, hmac-sha512"},
+        {"algorithm", "hmac-sha5120", "algorithm: `hmac-sha5120` is not supported"},
         {"zone", "", "zone: `` is not a valid domain name"},
         {"key_name", "", "key_name: `` is not a valid domain name"},
         {"key_secret", "not base64!", "key_secret: not valid base64"},
@@ -223,6 +249,7 @@ static void test_key_file_as_written_by_tsig_keygen(void **state)
         "key \"vcr-update\" {\n\talgorithm hmac-sha256;\n\tsecret \"" KEY_SECRET "\";\n};\n",
         "# lab key\n/* written\n by hand */ key vcr-update { // name unquoted\n"
         "  secret \"" KEY_SECRET "\"; algorithm \"HMAC-SHA256\"; };",
+        "key \"vcr-update\" {\n\talgorithm hmac-sha512.;\n\tsecret \"" KEY_SECRET "\";\n};\n",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         cleanup_free char *path = write_temp(texts[i]);
@@ -234,6 +261,7 @@ static void test_key_file_as_written_by_tsig_keygen(void **state)
             fail_msg("text %zu: %s", i, vcr_error_msg(err));
         assert_string_equal(key.name, "vcr-update");
         assert_string_equal(key.secret, KEY_SECRET);
+        assert_string_equal(key.algorithm, i == 2 ? "hmac-sha512" : "hmac-sha256");
         dns_tsig_key_clear(&key);
         assert_null(key.name);
         assert_null(key.secret);
@@ -246,8 +274,8 @@ static void test_key_file_errors_say_where_and_why(void **state)
     const struct {
         const char *text, *expected;
     } cases[] = {
-        {"key \"k\" {\n algorithm hmac-sha512;\n secret \"" KEY_SECRET "\";\n};\n",
-         "key `k`: algorithm `hmac-sha512` is not supported; use hmac-sha256"},
+        {"key \"k\" {\n algorithm hmac-sha1;\n secret \"" KEY_SECRET "\";\n};\n",
+         "key `k`: algorithm `hmac-sha1` is not supported; use one of hmac-sha256, hmac-sha512"},
         {"key \"k\" {\n secret \"" KEY_SECRET "\";\n};\n", "key `k` has no algorithm"},
         {"key \"k\" {\n algorithm hmac-sha256;\n};\n", "key `k` has no secret"},
         {"key \"k\" {\n algorithm hmac-sha256;\n secret \"%%%\";\n};\n",
@@ -620,6 +648,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_message_is_signed_update_replacing_a_records),
+        cmocka_unit_test(test_message_signed_with_hmac_sha512),
         cmocka_unit_test(test_validation_names_field_and_value),
         cmocka_unit_test(test_validation_accepts_bounds_and_apex),
         cmocka_unit_test(test_retry_policy_out_of_range_is_rejected),
