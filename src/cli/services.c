@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "cli/verbs.h"
@@ -17,7 +18,8 @@ static const char usage[] =
     "provisioning, unknown while the host is lost), and the timeline of its last\n"
     "recovery, phase by phase with the ms since detection.  A service with data\n"
     "(docs/data.md) gets a line with its last copy and the data's age at its last\n"
-    "recovery.\n"
+    "recovery.  A service with automatic failback gets a line with its policy\n"
+    "(and SUSPENDED after flapping, docs/recovery.md).\n"
     "\n"
     "  -j, --json  print the server's JSON (GET /v1/services) instead\n"
     "  -h, --help  show this help\n";
@@ -69,6 +71,15 @@ static void print_services(json_t *body)
             printf("  %s: provisioning failed: %s\n", str(s, "name"),
                    str(standby, "provision_error"));
         print_data(s);
+        json_t *fb = json_object_get(s, "failback");
+        if (json_is_object(fb) && strcmp(str(fb, "mode"), "auto") == 0)
+            printf("  %s: failback auto after %lld s, at most every %lld s%s\n", str(s, "name"),
+                   (long long)json_integer_value(json_object_get(fb, "after_s")),
+                   (long long)json_integer_value(json_object_get(fb, "min_interval_s")),
+                   json_is_true(json_object_get(fb, "suspended"))
+                       ? "; SUSPENDED (it failed again soon after the last one: `vcr failback` "
+                         "re-enables it)"
+                       : "");
     }
     json_array_foreach(json_object_get(body, "services"), i, s)
     {

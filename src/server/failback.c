@@ -279,3 +279,75 @@ int failback_start(struct svc *s, vcr_error_t *err)
     }
     return 0;
 }
+
+/* --- failback: auto (docs/recovery.md, "Automatic failback") --- */
+
+static void auto_record(struct svc *s, const char *phase, const char *why)
+{
+    cleanup_json json_t *detail = json_pack("{s:s, s:s, s:s, s:s}", "service", s->cfg->name,
+                                            "phase", phase, "trigger", "auto", "why", why);
+    recovery_journal(s, JOURNAL_FAILBACK, detail);
+    log_info("service %s: failback: %s: %s", s->cfg->name, phase, why);
+}
+
+void failback_auto_tick(struct svc *s, int64_t now)
+{
+    const struct service_config *c = s->cfg;
+    if (!c->failback.automatic || s->auto_suspended)
+        return;
+    struct inv_host *h = inventory_find_host(s->rc->inv, c->primary.host);
+    bool ready = s->state == SVC_RECOVERED && s->on_standby && s->step == STEP_IDLE &&
+                 !s->order_pending && h != NULL && h->state == INV_HOST_CONNECTED;
+    if (!ready) {
+        s->auto_ready_since = 0;
+        return;
+    }
+    if (s->auto_ready_since == 0)
+        s->auto_ready_since = now;
+    if (now - s->auto_ready_since < (int64_t)c->failback.after_s * 1000)
+        return;
+    int64_t since_last = now - s->auto_last_ms;
+    if (s->auto_last_ms && since_last < (int64_t)c->failback.min_interval_s * 1000)
+        return;
+    char why[200];
+    snprintf(why, sizeof(why), "recovered, host %s connected for %u s", c->primary.host,
+             c->failback.after_s);
+    cleanup_error vcr_error_t err = NULL;
+    s->auto_last_ms = now;
+    if (failback_start(s, &err) < 0) {
+        /* Tried again after after_s; logged at most once a minute. */
+        s->auto_ready_since = now;
+        if (s->auto_retry_logged_ms == 0 || now - s->auto_retry_logged_ms >= 60000) {
+            s->auto_retry_logged_ms = now;
+            log_warn("service %s: automatic failback not started: %s", c->name, vcr_error_msg(err));
+        }
+        return;
+    }
+    auto_record(s, "auto_started", why);
+}
+
+void failback_auto_on_failure(struct svc *s)
+{
+    const struct service_config *c = s->cfg;
+    if (!c->failback.automatic || s->auto_last_ms == 0 || s->auto_suspended)
+        return;
+    int64_t since = vcr_mono_ms() - s->auto_last_ms;
+    if (since >= (int64_t)c->failback.min_interval_s * 1000)
+        return;
+    s->auto_suspended = true;
+    char why[200];
+    snprintf(why, sizeof(why),
+             "failed again %lld s after the last automatic failback (min_interval_s %u): "
+             "`vcr failback` re-enables it",
+             (long long)(since / 1000), c->failback.min_interval_s);
+    auto_record(s, "auto_suspended", why);
+}
+
+void failback_auto_resume(struct svc *s)
+{
+    if (!s->auto_suspended)
+        return;
+    s->auto_suspended = false;
+    s->auto_last_ms = 0;
+    auto_record(s, "auto_resumed", "the operator failed back");
+}

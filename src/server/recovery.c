@@ -153,6 +153,7 @@ void recovery_detect(struct svc *s, const char *cause)
     json_decref(s->timeline);
     s->timeline = json_array();
     log_warn("service %s: failure detected: %s", s->cfg->name, cause);
+    failback_auto_on_failure(s);
     recovery_phase_done(s, PH_DETECTED, json_pack("{s:s}", "cause", cause));
 }
 
@@ -506,6 +507,8 @@ static void svc_tick(struct svc *s, int64_t now)
             resync_primary(s);
         else if (s->state == SVC_FAILED && !s->on_standby && recovery_primary_running(s))
             probe_due(s, now); /* a primary that answers again clears the failure */
+        else if (s->state == SVC_RECOVERED)
+            failback_auto_tick(s, now);
         break;
     case STEP_RESUME_WAIT:
         if (resume_ready(s, now)) {

@@ -52,11 +52,24 @@ static json_t *svc_json(struct svc *s)
         "recovery", rec ? rec : json_null(), "data", service_data_json(s));
 }
 
+/* The failback policy (docs/recovery.md, "Automatic failback"). */
+static json_t *failback_json(const struct svc *s)
+{
+    const struct service_config *c = s->cfg;
+    return json_pack("{s:s, s:i, s:i, s:b}", "mode", c->failback.automatic ? "auto" : "manual",
+                     "after_s", (int)c->failback.after_s, "min_interval_s",
+                     (int)c->failback.min_interval_s, "suspended", s->auto_suspended);
+}
+
 json_t *recovery_services_json(struct recovery *rc)
 {
     json_t *list = json_array();
-    for (size_t i = 0; rc && list && i < rc->n_svcs; i++)
-        json_array_append_new(list, svc_json(&rc->svcs[i]));
+    for (size_t i = 0; rc && list && i < rc->n_svcs; i++) {
+        json_t *o = svc_json(&rc->svcs[i]);
+        if (o)
+            json_object_set_new(o, "failback", failback_json(&rc->svcs[i]));
+        json_array_append_new(list, o);
+    }
     return json_pack("{s:o}", "services", list ? list : json_array());
 }
 
@@ -115,6 +128,7 @@ json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *er
     }
     if (failback_start(s, err) < 0)
         return NULL;
+    failback_auto_resume(s);
     return json_pack("{s:s, s:s, s:s}", "service", name, "state", recovery_state_name(s->state),
                      "failback", "started");
 }

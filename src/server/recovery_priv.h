@@ -113,6 +113,14 @@ struct svc {
     int64_t save_retry_at; /* monotonic */
     int stage; /* within a step: container create (0) / start (1); failback stop (2) / destroy (3)
                 */
+    /* failback: auto (failback.c): since when (monotonic) the service is
+     * recovered with its primary's host connected, 0 when it is not; the last
+     * automatic failback (monotonic, 0 none); set when the service failed again
+     * within min_interval_s of it: no automatic failback until the operator's. */
+    int64_t auto_ready_since;
+    int64_t auto_last_ms;
+    bool auto_suspended;
+    int64_t auto_retry_logged_ms;
 };
 
 struct recovery {
@@ -181,6 +189,13 @@ void recovery_watch_primary(struct svc *s, int64_t now);
 int failback_start(struct svc *s, vcr_error_t *err);
 void failback_tick(struct svc *s, int64_t now);
 void failback_dns_done(struct svc *s, const char *error);
+/* failback: auto: starts a failback when the policy says so (STEP_IDLE, recovered). */
+void failback_auto_tick(struct svc *s, int64_t now);
+/* A new failure of s: after an automatic failback within min_interval_s, that
+ * is flapping: automatic failback is suspended. */
+void failback_auto_on_failure(struct svc *s);
+/* The operator failed back (or reset): automatic failback may run again. */
+void failback_auto_resume(struct svc *s);
 
 /* fence.c */
 void fence_start(struct svc *s);

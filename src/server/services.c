@@ -61,6 +61,13 @@ static const cyaml_schema_field_t data_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t failback_fields[] = {
+    RAW_STR("mode", struct services_raw_failback, mode),
+    RAW_STR("after_s", struct services_raw_failback, after_s),
+    RAW_STR("min_interval_s", struct services_raw_failback, min_interval_s),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t service_fields[] = {
     RAW_STR("name", struct services_raw_service, name),
     RAW_STR("dns_name", struct services_raw_service, dns_name),
@@ -73,6 +80,8 @@ static const cyaml_schema_field_t service_fields[] = {
                             struct services_raw_service, standby, standby_fields),
     CYAML_FIELD_MAPPING_PTR("data", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                             struct services_raw_service, data, data_fields),
+    CYAML_FIELD_MAPPING_PTR("failback", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct services_raw_service, failback, failback_fields),
     CYAML_FIELD_END,
 };
 
@@ -425,6 +434,19 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
             PATH("standby.address"), sb->address);
     if (raw->data)
         convert_data(c, raw->data, i, s);
+    s->failback.after_s = SERVICES_FAILBACK_AFTER_S;
+    s->failback.min_interval_s = SERVICES_FAILBACK_MIN_INTERVAL_S;
+    const struct services_raw_failback *fb = raw->failback;
+    if (fb && fb->mode && strcmp(fb->mode, "auto") == 0)
+        s->failback.automatic = true;
+    else if (fb && fb->mode && strcmp(fb->mode, "manual") != 0)
+        services_conv_bad(c, "`%s`: `%s` is not a failback mode; allowed: manual, auto",
+                          PATH("failback.mode"), fb->mode);
+    if (fb) {
+        take_uint(c, PATH("failback.after_s"), fb->after_s, 1, 86400, &s->failback.after_s);
+        take_uint(c, PATH("failback.min_interval_s"), fb->min_interval_s, 0, 604800,
+                  &s->failback.min_interval_s);
+    }
 #undef PATH
 }
 

@@ -32,7 +32,10 @@
  * server (about 1 MB/s compressed) would hardly end before the next begins. */
 #define SERVICES_DATA_INTERVAL_MIN_S 10
 #define SERVICES_DATA_INTERVAL_MAX_S 86400
-#define SERVICES_DATA_PATH_MAX       128
+/* failback: auto (docs/recovery.md, "Automatic failback"). */
+#define SERVICES_FAILBACK_AFTER_S        60
+#define SERVICES_FAILBACK_MIN_INTERVAL_S 600
+#define SERVICES_DATA_PATH_MAX           128
 
 /* The agent self-fences after losing the server for fence_timeout_ms; the
  * server waits that long before switching a service off an unreachable host.
@@ -95,6 +98,16 @@ struct service_config {
         char *path;          /* where the container sees it */
         uint32_t interval_s; /* warm copies while the primary is healthy; 0: at recovery only */
     } data;
+    /* Failback policy: manual (the operator's `vcr failback`), or auto: once
+     * the service is recovered and the primary's host has been connected for
+     * after_s, at most once per min_interval_s; a service that fails again
+     * within min_interval_s of an automatic failback is not failed back
+     * automatically again until the operator acts (flapping). */
+    struct {
+        bool automatic;
+        uint32_t after_s;
+        uint32_t min_interval_s;
+    } failback;
 };
 
 struct dns_settings {
@@ -121,12 +134,16 @@ struct services_raw_standby {
 struct services_raw_data {
     char *volume, *path, *interval_s;
 };
+struct services_raw_failback {
+    char *mode, *after_s, *min_interval_s;
+};
 struct services_raw_service {
     char *name, *dns_name, *ttl;
     struct services_raw_primary *primary;
     struct services_raw_check *check;
     struct services_raw_standby *standby;
     struct services_raw_data *data;
+    struct services_raw_failback *failback;
 };
 struct services_raw_dns {
     char *server, *zone, *key_file;

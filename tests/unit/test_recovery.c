@@ -834,6 +834,7 @@ struct harness {
     struct fake_agent node1, sb1, sb2; /* sb2: only in the migration tests */
     const char *check;         /* the service's check: {...}; NULL: an http check every 100 ms */
     const char *standby_extra; /* more members of its standby mapping (", key: value") */
+    const char *service_extra; /* more lines of the service ("    key: value\n") */
     /* What sb1 reports and does from its hello on: its containers (stolen by
      * agents_up; NULL: web1-c running for a warm service, none for a cold one,
      * as after a provisioning or before a recovery), refused orders, held orders. */
@@ -888,10 +889,11 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "    primary: {host: node1, vm: web1, address: " PRIMARY ", port: %u}\n"
                          "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
-                         ", template: busybox%s}\n",
+                         ", template: busybox%s}\n%s",
                          dir, extra, h->dns.port, dir, h->port,
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
-                         mode, h->standby_extra ? h->standby_extra : "") > 0);
+                         mode, h->standby_extra ? h->standby_extra : "",
+                         h->service_extra ? h->service_extra : "") > 0);
     h->mode = mode;
     cleanup_error vcr_error_t err = NULL;
     h->cfg = server_config_parse(yaml, strlen(yaml), "test.yaml", &err);
@@ -2057,6 +2059,107 @@ static void test_failback_that_fails_leaves_the_standby_serving(void **state)
     harness_stop(&h);
 }
 
+static bool journal_has_failback_phase(struct harness *h, const char *phase)
+{
+    cleanup_json json_t *events = journal_read(server_journal(h->srv), 0, 1000, NULL);
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        json_t *d = json_object_get(e, "detail");
+        if (strcmp(json_string_value(json_object_get(e, "kind")), "failback") == 0 &&
+            json_is_string(json_object_get(d, "phase")) &&
+            strcmp(json_string_value(json_object_get(d, "phase")), phase) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool auto_suspended(struct harness *h)
+{
+    return journal_has_failback_phase(h, "auto_suspended") && recovered(h);
+}
+
+/* failback: auto: once recovered with the primary's host connected for
+ * after_s, the engine fails back by itself (the primary started, checked, DNS
+ * back); a second failure within min_interval_s of that is flapping: no
+ * automatic failback until the operator's, which re-enables it. */
+static void test_auto_failback_then_flapping_suspends_it(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.service_extra = "    failback: {mode: auto, after_s: 1, min_interval_s: 60}\n";
+    server_up(&h, "cold", "");
+    agents_up(&h, "running");
+    keep_agents_alive(&h);
+    h.node1.plays_vm = true;
+    h.node1.vm_pid = 700;
+    assert_false(run_until_ms(&h, never, 300));
+    cleanup_json json_t *cfg = service_json(&h);
+    json_t *fb = json_object_get(cfg, "failback");
+    assert_string_equal(json_string_value(json_object_get(fb, "mode")), "auto");
+    assert_int_equal(json_integer_value(json_object_get(fb, "after_s")), 1);
+
+    service_stop(&h.primary);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_string_equal(h.dns.address, CONTAINER);
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p); /* what the started VM will serve */
+    assert_true(run_until_ms(&h, back_to_ok, 10000));
+    assert_true(journal_has_failback_phase(&h, "auto_started"));
+    assert_string_equal(h.dns.address, PRIMARY);
+    assert_non_null(agent_order(&h.node1, "vm_start"));
+
+    /* It fails again at once: flapping. */
+    service_stop(&h.primary);
+    assert_true(run_until_ms(&h, auto_suspended, 10000));
+    p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    assert_false(run_until_ms(&h, back_to_ok, 2500)); /* after_s is 1: it would have gone */
+    cleanup_json json_t *s = service_json(&h);
+    assert_true(json_is_true(json_object_get(json_object_get(s, "failback"), "suspended")));
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
+    if (ans == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(journal_has_failback_phase(&h, "auto_resumed"));
+    assert_true(run_until_ms(&h, back_to_ok, 10000));
+    harness_stop(&h);
+}
+
+static void test_config_failback_policy(void **state)
+{
+    (void)state;
+    make_dir();
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(DNS_OK SERVICE_OK, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_false(cfg->services[0].failback.automatic); /* manual by default */
+    assert_int_equal(cfg->services[0].failback.after_s, 60);
+    assert_int_equal(cfg->services[0].failback.min_interval_s, 600);
+    server_config_free(cfg);
+    cfg = parse(DNS_OK SERVICE_OK "    failback: {mode: auto, after_s: 30, min_interval_s: 0}\n",
+                dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(cfg->services[0].failback.automatic);
+    assert_int_equal(cfg->services[0].failback.after_s, 30);
+    assert_int_equal(cfg->services[0].failback.min_interval_s, 0);
+    server_config_free(cfg);
+    const char *at = "address: 10.77.0.31}\n";
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    failback: {mode: sometimes}\n",
+               "`services[0].failback.mode`", "`sometimes`", "allowed: manual, auto");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    failback: {mode: auto, after_s: 0}\n",
+               "`services[0].failback.after_s`", "`0`", "1..86400");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    failback: {mode: auto, min_interval_s: 1w}\n",
+               "`services[0].failback.min_interval_s`", "`1w`");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    failback: {mode: auto, after: 3}\n", "`after`",
+               "unknown key");
+    remove_dir();
+}
+
 /* --- provisioning of warm containers (docs/recovery.md, "Provisioning") --- */
 
 static const char *container_state(struct harness *h)
@@ -2924,6 +3027,8 @@ int main(void)
         cmocka_unit_test(test_check_redis),
         cmocka_unit_test(test_failback_from_failed_after_the_switch),
         cmocka_unit_test(test_failback_that_fails_leaves_the_standby_serving),
+        cmocka_unit_test(test_auto_failback_then_flapping_suspends_it),
+        cmocka_unit_test(test_config_failback_policy),
         cmocka_unit_test(test_config_service_data),
         cmocka_unit_test(test_data_age),
         cmocka_unit_test(test_data_follows_a_vm_failure),
