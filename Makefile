@@ -8,7 +8,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo \
         format format-check lab-up lab-down clean deb bench-recovery bench-warm-vm bench-warm-cache \
-        bench-migration bench-faults image-debian image-standby-disk
+        bench-migration bench-faults image-debian image-standby-disk fuzz-long
 
 all: build
 
@@ -91,6 +91,12 @@ bench-warm-cache: build image
 
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD)
+
+# A longer libFuzzer campaign over every harness (bench/results/fuzz.{md,csv}): EXECS
+# runs per harness (default 10^7) or CAP seconds (default 300), whichever first.
+fuzz-long: build-fuzz
+	/usr/bin/python3 bench/fuzz_long.py --build $(FUZZ_BUILD) $(if $(EXECS),--execs $(EXECS)) \
+		$(if $(CAP),--cap $(CAP))
 
 # Seeded fault campaign (issue 13): SEED, ROUNDS, FAULTS (a comma-separated subset of
 # the matrix) override the defaults.

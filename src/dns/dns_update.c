@@ -1,4 +1,5 @@
 #include "dns_update.h"
+#include "dns_update_priv.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,8 +42,9 @@ struct dns_update {
     ldns_rdf *request_mac; /* the reply's MAC covers it, binding reply to request (RFC 8945) */
     char *key_name;
     char *key_secret;
-    char *server; /* "A.B.C.D:PORT", for messages */
-    char *change; /* "NAME A ADDR ttl N", for messages */
+    const char *algorithm; /* static: its name on the wire, "hmac-sha256." */
+    char *server;          /* "A.B.C.D:PORT", for messages */
+    char *change;          /* "NAME A ADDR ttl N", for messages */
     struct dns_retry_policy retry;
     unsigned attempts;
     unsigned timeout_ms;
@@ -363,39 +365,88 @@ static char *rejection_message(const struct dns_update *u, int rcode, unsigned t
 
 enum verdict { REPLY_IGNORED, REPLY_FINAL };
 
-static enum verdict judge_reply(struct dns_update *u, const uint8_t *buf, size_t len)
+/* The TSIG RR is signed with `algorithm` (RFC 8945 section 5.3: a reply uses
+ * the request's).  Checked before ldns_pkt_tsig_verify, which leaks what it
+ * allocated when the algorithm is one it does not know (ldns 1.8.3; found by
+ * tests/fuzz/fuzz_dns_reply.c). */
+static bool tsig_algorithm_is(const ldns_rr *tsig, const char *algorithm)
 {
-    if (len < LDNS_HEADER_SIZE || ldns_read_uint16(buf) != u->id)
-        return REPLY_IGNORED; /* stray or late datagram of someone else: not ours */
+    if (ldns_rr_rd_count(tsig) < 1 || ldns_rr_rdf(tsig, 0) == NULL)
+        return false;
+    cleanup_rdf ldns_rdf *want = ldns_dname_new_frm_str(algorithm);
+    return want && ldns_rdf_get_type(ldns_rr_rdf(tsig, 0)) == LDNS_RDF_TYPE_DNAME &&
+           ldns_dname_compare(ldns_rr_rdf(tsig, 0), want) == 0;
+}
+
+void dns_update_judge_reply(uint16_t id, const char *key_name, const char *key_secret,
+                            const char *algorithm, const ldns_rdf *request_mac, const uint8_t *buf,
+                            size_t len, struct dns_reply_judgement *j)
+{
+    *j = (struct dns_reply_judgement){.kind = DNS_REPLY_IGNORED, .rcode = -1};
+    if (len < LDNS_HEADER_SIZE || ldns_read_uint16(buf) != id)
+        return; /* stray or late datagram of someone else: not ours */
+    int tsigs = dns_wire_tsig_count(buf, len);
+    if (tsigs < 0 || tsigs > 1) {
+        snprintf(j->problem, sizeof(j->problem),
+                 tsigs < 0 ? "unparsable reply (%zu bytes) ignored"
+                           : "reply with more than one TSIG record (%zu bytes) ignored",
+                 len);
+        return;
+    }
     cleanup_pkt ldns_pkt *reply = NULL;
     if (ldns_wire2pkt(&reply, buf, len) != LDNS_STATUS_OK) {
-        note_problem(u, "unparsable reply (%zu bytes) ignored", len);
-        return REPLY_IGNORED;
+        snprintf(j->problem, sizeof(j->problem), "unparsable reply (%zu bytes) ignored", len);
+        return;
     }
     if (!ldns_pkt_qr(reply) || ldns_pkt_get_opcode(reply) != LDNS_PACKET_UPDATE) {
-        note_problem(u, "reply that is not an UPDATE response ignored");
-        return REPLY_IGNORED;
+        snprintf(j->problem, sizeof(j->problem), "reply that is not an UPDATE response ignored");
+        return;
     }
     int rcode = ldns_pkt_get_rcode(reply);
     ldns_rr *tsig = ldns_pkt_tsig(reply);
-    bool verified =
-        tsig && ldns_pkt_tsig_verify(reply, buf, len, u->key_name, u->key_secret, u->request_mac);
     if (rcode == LDNS_RCODE_NOERROR) {
+        /* ldns_pkt_tsig_verify takes the MAC as non-const; it only reads it. */
+        bool verified = tsig && tsig_algorithm_is(tsig, algorithm) &&
+                        ldns_pkt_tsig_verify(reply, buf, len, key_name, key_secret,
+                                             (ldns_rdf *)(uintptr_t)request_mac);
         if (verified) {
-            finish(u, rcode, NULL);
-            return REPLY_FINAL;
+            j->kind = DNS_REPLY_DONE;
+            j->rcode = rcode;
+            return;
         }
         /* RFC 8945 (client processing of answers): a reply that does not verify is
          * discarded, since anyone who can guess the id and port could have sent it. */
-        note_problem(u, "NOERROR reply %s, discarded",
-                     tsig ? "whose TSIG does not verify" : "without TSIG");
-        return REPLY_IGNORED;
+        snprintf(j->problem, sizeof(j->problem), "NOERROR reply %s, discarded",
+                 tsig ? "whose TSIG does not verify" : "without TSIG");
+        return;
     }
     /* A server that could not verify our request answers with an unsigned error
      * (RFC 8945 section 5.3.2), so an error is believed without a signature: forging
      * one only ends this update in failure, which dropping our packets could too. */
-    unsigned tsig_error = tsig ? ldns_rdf2native_int16(ldns_rr_rdf(tsig, 5)) : 0;
-    finish(u, rcode, rejection_message(u, rcode, tsig_error));
+    j->kind = DNS_REPLY_REJECTED;
+    j->rcode = rcode;
+    j->tsig_error = tsig && ldns_rr_rd_count(tsig) > 5 && ldns_rr_rdf(tsig, 5)
+                        ? ldns_rdf2native_int16(ldns_rr_rdf(tsig, 5))
+                        : 0;
+}
+
+static enum verdict judge_reply(struct dns_update *u, const uint8_t *buf, size_t len)
+{
+    struct dns_reply_judgement j;
+    dns_update_judge_reply(u->id, u->key_name, u->key_secret, u->algorithm, u->request_mac, buf,
+                           len, &j);
+    switch (j.kind) {
+    case DNS_REPLY_IGNORED:
+        if (j.problem[0])
+            note_problem(u, "%s", j.problem);
+        return REPLY_IGNORED;
+    case DNS_REPLY_DONE:
+        finish(u, j.rcode, NULL);
+        return REPLY_FINAL;
+    case DNS_REPLY_REJECTED:
+        break;
+    }
+    finish(u, j.rcode, rejection_message(u, j.rcode, j.tsig_error));
     return REPLY_FINAL;
 }
 
@@ -468,6 +519,7 @@ struct dns_update *dns_update_start(struct event_base *base, const struct dns_up
     u->request_mac = ldns_rdf_clone(ldns_rr_rdf(ldns_pkt_tsig(pkt), 3));
     u->key_name = strdup(cfg->key_name);
     u->key_secret = strdup(cfg->key_secret);
+    u->algorithm = dns_tsig_algorithm_wire(cfg->algorithm ? cfg->algorithm : "hmac-sha256");
     if (asprintf(&u->server, "%s:%u", cfg->server, (unsigned)port) < 0)
         u->server = NULL;
     if (asprintf(&u->change, "%s A %s ttl %ld", name, addr, ttl) < 0)

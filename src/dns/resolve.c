@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dns/dns_update_priv.h"
 
 struct resolve {
     int fd;
@@ -70,6 +71,29 @@ static char *first_a(ldns_pkt *pkt)
     return NULL;
 }
 
+int resolve_parse_answer(const uint8_t *buf, size_t len, uint16_t id, const char *server,
+                         const char *name, char **address, char *why, size_t why_size)
+{
+    *address = NULL;
+    int tsigs = dns_wire_tsig_count(buf, len);
+    if (tsigs < 0 || tsigs > 1)
+        return 0; /* unparsable, or TSIGs nobody asked for: ldns would leak (dns_update_priv.h) */
+    ldns_pkt *pkt = NULL;
+    if (ldns_wire2pkt(&pkt, buf, len) != LDNS_STATUS_OK || ldns_pkt_id(pkt) != id ||
+        !ldns_pkt_qr(pkt)) {
+        ldns_pkt_free(pkt);
+        return 0; /* not the answer to this query */
+    }
+    if (ldns_pkt_get_rcode(pkt) != LDNS_RCODE_NOERROR) {
+        ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, ldns_pkt_get_rcode(pkt));
+        snprintf(why, why_size, "`%s` answered %s for `%s`", server, rc ? rc->name : "?", name);
+    } else if ((*address = first_a(pkt)) == NULL) {
+        snprintf(why, why_size, "`%s` has no A record for `%s`", server, name);
+    }
+    ldns_pkt_free(pkt);
+    return 1;
+}
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct resolve *r = arg;
@@ -84,22 +108,11 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         finish(r, NULL, why);
         return;
     }
-    ldns_pkt *pkt = NULL;
-    if (ldns_wire2pkt(&pkt, buf, (size_t)n) != LDNS_STATUS_OK || ldns_pkt_id(pkt) != r->id ||
-        !ldns_pkt_qr(pkt)) {
-        ldns_pkt_free(pkt);
-        return; /* not the answer to this query */
-    }
     char why[200] = "";
     char *address = NULL;
-    if (ldns_pkt_get_rcode(pkt) != LDNS_RCODE_NOERROR) {
-        ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, ldns_pkt_get_rcode(pkt));
-        snprintf(why, sizeof(why), "`%s` answered %s for `%s`", r->server, rc ? rc->name : "?",
-                 r->name);
-    } else if ((address = first_a(pkt)) == NULL) {
-        snprintf(why, sizeof(why), "`%s` has no A record for `%s`", r->server, r->name);
-    }
-    ldns_pkt_free(pkt);
+    if (!resolve_parse_answer(buf, (size_t)n, r->id, r->server, r->name, &address, why,
+                              sizeof(why)))
+        return;
     finish(r, address, address ? NULL : why);
     free(address);
 }

@@ -5,6 +5,7 @@
 #ifndef VCR_SERVER_RESOLVE_H
 #define VCR_SERVER_RESOLVE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -21,5 +22,12 @@ struct resolve *resolve_start(struct event_base *base, const char *server, uint1
                               const char *name, uint32_t timeout_ms, resolve_done_fn done,
                               void *arg, vcr_error_t *err);
 void resolve_cancel(struct resolve *r);
+
+/* One datagram buf[len] as the answer to query id (exposed for
+ * tests/fuzz/fuzz_dns_reply.c): 0 when it is not (unparsable, another id, not
+ * a response: ignored), else 1 with *address the first A record (malloc'ed)
+ * or NULL and why saying what the server answered. */
+int resolve_parse_answer(const uint8_t *buf, size_t len, uint16_t id, const char *server,
+                         const char *name, char **address, char *why, size_t why_size);
 
 #endif

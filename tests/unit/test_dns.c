@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "dns/dns_update.h"
+#include "dns/dns_update_priv.h"
 
 #define KEY_NAME     "vcr-update"
 #define KEY_SECRET   "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -644,11 +645,37 @@ static void test_sync_reports_timeout_with_outcome(void **state)
     assert_int_equal(drain_datagrams(silent), 2);
 }
 
+/* Replies ldns would leak on are dropped before it parses them (dns_wire.c). */
+static void test_wire_tsig_count(void **state)
+{
+    (void)state;
+    /* header: id, QR|UPDATE, QD 1, AN 0, NS 0, AR 2; zone vcr.lab SOA IN; two empty TSIGs */
+    static const uint8_t two[] = {0x42, 0x42, 0xa8, 0x00, 0,    1,    0,   0,   0, 0, 0, 2,
+                                  3,    'v',  'c',  'r',  3,    'l',  'a', 'b', 0, 0, 6, 0,
+                                  1,    0,    0,    0xfa, 0,    0xff, 0,   0,   0, 0, 0, 0,
+                                  0,    0,    0xfa, 0,    0xff, 0,    0,   0,   0, 0, 0};
+    assert_int_equal(dns_wire_tsig_count(two, sizeof(two)), 2);
+    /* The header counts 2, one is there: ldns would fail on it, and leak. */
+    assert_int_equal(dns_wire_tsig_count(two, sizeof(two) - 11), -1);
+    uint8_t one[sizeof(two) - 11];
+    memcpy(one, two, sizeof(one));
+    one[11] = 1;
+    assert_int_equal(dns_wire_tsig_count(one, sizeof(one)), 1);
+    assert_int_equal(dns_wire_tsig_count(two, sizeof(two) - 12), -1); /* cut inside a record */
+    assert_int_equal(dns_wire_tsig_count(two, 11), -1);
+    struct dns_reply_judgement j;
+    dns_update_judge_reply(0x4242, KEY_NAME, KEY_SECRET, "hmac-sha256.", NULL, two, sizeof(two),
+                           &j);
+    assert_int_equal(j.kind, DNS_REPLY_IGNORED);
+    assert_non_null(strstr(j.problem, "more than one TSIG"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_message_is_signed_update_replacing_a_records),
         cmocka_unit_test(test_message_signed_with_hmac_sha512),
+        cmocka_unit_test(test_wire_tsig_count),
         cmocka_unit_test(test_validation_names_field_and_value),
         cmocka_unit_test(test_validation_accepts_bounds_and_apex),
         cmocka_unit_test(test_retry_policy_out_of_range_is_rejected),

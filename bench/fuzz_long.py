@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""make fuzz-long: a longer libFuzzer campaign over every harness of tests/fuzz (each
+parser of untrusted input: agent link frames, QMP, the inventory's handlers of agent
+messages, health-check answers, DNS replies and key files, HTTP heads, standby orders,
+server and agent YAML configurations, ...).
+
+Each harness runs from its seed corpus (tests/fuzz/corpus/NAME, copied: the campaign's
+finds are not committed) until EXECS executions or CAP seconds, whichever comes first.
+Writes bench/results/fuzz.{csv,md}: harness, execs, seconds, crashes (crash-, leak-,
+timeout-, oom- artifacts and sanitizer reports), coverage (libFuzzer's `cov:`, edges
+reached), plus the load average before the run.  Goal: >= 10^7 executions per harness
+and 0 crashes.  A harness that crashes keeps its artifacts under ARTIFACTS/NAME.
+"""
+import argparse
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+SANITIZER = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)|"
+                       r"runtime error:")
+
+
+def run_one(path, execs, cap, artifacts):
+    name = os.path.basename(path)[len("fuzz_"):]
+    seeds = os.path.join(ROOT, "tests", "fuzz", "corpus", name)
+    os.makedirs(artifacts, exist_ok=True)
+    with tempfile.TemporaryDirectory() as work:
+        if os.path.isdir(seeds):
+            shutil.copytree(seeds, work, dirs_exist_ok=True)
+        env = dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+        t0 = time.monotonic()
+        r = subprocess.run([path, f"-runs={execs}", f"-max_total_time={cap}",
+                            "-print_final_stats=1", f"-artifact_prefix={artifacts}/", work],
+                           capture_output=True, text=True, env=env)
+        seconds = time.monotonic() - t0
+    done = re.search(r"stat::number_of_executed_units:\s+(\d+)", r.stderr)
+    cov = re.findall(r"cov: (\d+)", r.stderr)
+    found = [f for f in os.listdir(artifacts)
+             if f.split("-")[0] in ("crash", "leak", "timeout", "oom")]
+    crashes = len(found) + (1 if SANITIZER.search(r.stderr) and not found else 0)
+    if crashes == 0:
+        shutil.rmtree(artifacts, ignore_errors=True)
+    return {"harness": name, "execs": int(done.group(1)) if done else 0,
+            "seconds": round(seconds, 1), "crashes": crashes,
+            "coverage": int(cov[-1]) if cov else 0, "rc": r.returncode}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default="build-fuzz", help="the -Dfuzz=true build (make build-fuzz)")
+    ap.add_argument("--execs", type=int, default=10_000_000, help="executions per harness")
+    ap.add_argument("--cap", type=int, default=300, help="seconds per harness at most")
+    ap.add_argument("--only", help="comma-separated harness names (without fuzz_)")
+    ap.add_argument("--artifacts", default="/tmp/vcr-fuzz-long")
+    args = ap.parse_args()
+    fuzz_dir = os.path.join(ROOT, args.build, "tests", "fuzz")
+    if not os.path.isdir(fuzz_dir):
+        sys.exit(f"fuzz-long: no {fuzz_dir}: run `make build-fuzz` first")
+    only = set(args.only.split(",")) if args.only else None
+    harnesses = sorted(os.path.join(fuzz_dir, f) for f in os.listdir(fuzz_dir)
+                       if f.startswith("fuzz_") and not f.endswith(".p")
+                       and os.access(os.path.join(fuzz_dir, f), os.X_OK)
+                       and (only is None or f[len("fuzz_"):] in only))
+    load = open("/proc/loadavg").read().split()[:3]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = []
+    for i, path in enumerate(harnesses, 1):
+        name = os.path.basename(path)
+        print(f"fuzz-long: [{i}/{len(harnesses)}] {name}: up to {args.execs} runs or "
+              f"{args.cap} s ...", flush=True)
+        row = run_one(path, args.execs, args.cap, os.path.join(args.artifacts, name))
+        row["load1"] = open("/proc/loadavg").read().split()[0]
+        rows.append(row)
+        print(f"fuzz-long:   {row['execs']} runs in {row['seconds']} s, coverage "
+              f"{row['coverage']}, crashes {row['crashes']}", flush=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "fuzz.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["harness", "execs", "seconds", "crashes", "coverage",
+                                          "load1"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in w.fieldnames})
+    goal = [r for r in rows if r["execs"] >= 10_000_000 and r["crashes"] == 0]
+    with open(os.path.join(RESULTS, "fuzz.md"), "w") as f:
+        f.write("# Fuzzing campaign (`make fuzz-long`)\n\n")
+        f.write(f"Run {started} on 2 shared cores, load average before it "
+                f"{' '.join(load)}; each harness from its seed corpus (`tests/fuzz/corpus`) "
+                f"until {args.execs:,} executions or {args.cap} s. Coverage is libFuzzer's "
+                "`cov:` (edges reached). Goal: >= 10^7 executions per harness and 0 crashes: "
+                f"{len(goal)} of {len(rows)} harnesses reached it.\n\n")
+        f.write("| harness | executions | seconds | exec/s | crashes | coverage | load1 after |\n")
+        f.write("|---|---:|---:|---:|---:|---:|---:|\n")
+        for r in rows:
+            rate = r["execs"] / r["seconds"] if r["seconds"] else 0
+            f.write(f"| `{r['harness']}` | {r['execs']:,} | {r['seconds']} | {rate:,.0f} | "
+                    f"{r['crashes']} | {r['coverage']} | {r['load1']} |\n")
+        f.write("\nSource of truth: `bench/results/fuzz.csv`; the harnesses and what each one "
+                "asserts: the comment at the top of `tests/fuzz/fuzz_NAME.c`.\n")
+    bad = [r["harness"] for r in rows if r["crashes"]]
+    print(f"fuzz-long: {len(rows)} harnesses, crashes in: {', '.join(bad) or 'none'}; "
+          f"bench/results/fuzz.md")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
