@@ -29,8 +29,8 @@ int standby_data_install(const char *base, json_t *msg, vcr_error_t *err);
 int standby_data_mount(const char *base, const char *service, char *mnt, size_t size,
                        int64_t *taken_ms, vcr_error_t *err);
 /* In a child: the copy mounted at mnt takes the owner of the directory it
- * covers in the container's image (image_dir: that path in the image's
- * rootfs), e.g. Redis's /var/lib/redis, redis:redis.  The primary and the
+ * covers in the container (image_dir: that path in the container's root
+ * filesystem, its image), e.g. Redis's /var/lib/redis, redis:redis.  The primary and the
  * container image are separate installations whose system users get different
  * ids (Debian 12 here: redis 101:103 in the VM, 100:101 in ct-redis), so
  * without this the service in the container cannot write its own files.

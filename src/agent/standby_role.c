@@ -329,11 +329,12 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
     int64_t taken_ms = 0, t0 = vcr_mono_ms();
     if (standby_data_mount(base, service, mnt, sizeof(mnt), &taken_ms, err) < 0)
         return -1;
-    /* The lower dir is the image as unpacked: the overlay rootfs may not be
-     * mounted while the container is stopped. */
+    /* The container's own root filesystem (our overlay over its image, mounted
+     * from its creation on): a container adopted from its LXC configuration
+     * (every one made by a child job) knows no lower dir. */
     char image_dir[700];
     unsigned long owner_changed = 0;
-    snprintf(image_dir, sizeof(image_dir), "%s%s", standby_ct_paths_of(p->ct)->lower, path);
+    snprintf(image_dir, sizeof(image_dir), "%s%s", standby_ct_paths_of(p->ct)->rootfs, path);
     if (standby_data_take_owner(mnt, image_dir, &owner_changed, err) < 0)
         return vcr_error_wrap(err, "service `%s`", service);
     bool restarted = false;

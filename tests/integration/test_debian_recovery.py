@@ -224,6 +224,9 @@ def test_redis_rows_are_in_the_cold_container_after_kill9(rig, record_property):
     assert copied["source"] == "primary" and copied["method"] == "file", copied
     assert copied["taken_ms"] >= d.kv_killed_ms, (copied, d.kv_killed_ms)
     assert attached["path"] == "/var/lib/redis" and attached["data_age_ms"] == 0, attached
+    # The root, appendonlydir and its 3 files (at least) were the VM's redis's (101:103), now the
+    # image's (100:101); lost+found stays root's.
+    assert attached["owner_changed"] >= 5, attached
     assert s["data"]["age_ms"] == 0, s["data"]
     record_property("kv_timeline", s["recovery"]["timeline"])
     print(f"redis: {KV_KEYS} keys in the cold container; data age {attached['data_age_ms']} ms; "

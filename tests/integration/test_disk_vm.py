@@ -37,7 +37,7 @@ write_files:
       [Install]
       WantedBy=multi-user.target
 runcmd:
-  - [sh, -c, 'mkdir -p /srv/wcache /srv/data && systemctl daemon-reload && mount /srv/wcache && chown www-data:www-data /srv/wcache && ln -sfn /srv/wcache /srv/data/wc && systemctl enable --now boot-report.service']
+  - [sh, -c, 'mkdir -p /srv/wcache /srv/data && systemctl daemon-reload && mount /srv/wcache && chown www-data:www-data /srv/wcache && ln -sfn /srv/wcache /srv/data/wc && systemctl enable --now boot-report.service && sync']
 """
 
 
