@@ -4,8 +4,9 @@
  *   vm_reboot {cold?}   warm (default): QMP system_reset in the same QEMU, so
  *                       the pmem images stay mapped; cold: quit QEMU and
  *                       start a new one, which maps the images again.
- * A reboot is answered when the guest's console shows HOST_REBOOT_READY_MARKER
- * again (the lab guest prints it when its services are up), with the times. */
+ * A reboot is answered when the guest's console shows host_reboot_ready_marker()
+ * again (the lab guest's marker once its services are up, a disk-image VM's
+ * login prompt), with the times. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -83,6 +84,11 @@ static off_t file_size(const char *path)
     return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
+const char *host_reboot_ready_marker(const struct vcr_vm_spec *spec)
+{
+    return spec->disk ? HOST_REBOOT_DISK_READY_MARKER : HOST_REBOOT_READY_MARKER;
+}
+
 /* Whether the serial log holds the marker after rb->serial_from. */
 static bool serial_ready(struct reboot *rb)
 {
@@ -99,8 +105,8 @@ static bool serial_ready(struct reboot *rb)
     if (n <= 0)
         return false;
     buf[n] = '\0';
-    return memmem(buf, (size_t)n, HOST_REBOOT_READY_MARKER, strlen(HOST_REBOOT_READY_MARKER)) !=
-           NULL;
+    const char *marker = host_reboot_ready_marker(rb->vm->spec);
+    return memmem(buf, (size_t)n, marker, strlen(marker)) != NULL;
 }
 
 static void on_reboot_timer(evutil_socket_t fd, short what, void *arg)

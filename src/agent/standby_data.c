@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <linux/loop.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +178,62 @@ int standby_data_mount(const char *base, const char *service, char *mnt, size_t 
         errno = e;
         return vcr_error_errno(err, "service `%s`: mount `%s` (%s) on `%s`", service, img, dev,
                                mnt);
+    }
+    return 0;
+}
+
+/* nftw has no argument for its callback: the walk runs in a child job, one
+ * at a time. */
+static struct {
+    uid_t from_uid, to_uid;
+    gid_t from_gid, to_gid;
+    unsigned long changed;
+    int errno_;
+    char path[400];
+} owner_walk;
+
+static int take_owner_of(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)type;
+    (void)ftw;
+    uid_t uid = st->st_uid == owner_walk.from_uid ? owner_walk.to_uid : st->st_uid;
+    gid_t gid = st->st_gid == owner_walk.from_gid ? owner_walk.to_gid : st->st_gid;
+    if (uid == st->st_uid && gid == st->st_gid)
+        return 0;
+    if (lchown(path, uid, gid) < 0) {
+        owner_walk.errno_ = errno;
+        snprintf(owner_walk.path, sizeof(owner_walk.path), "%s", path);
+        return 1;
+    }
+    owner_walk.changed++;
+    return 0;
+}
+
+int standby_data_take_owner(const char *mnt, const char *image_dir, unsigned long *changed,
+                            vcr_error_t *err)
+{
+    struct stat want, have;
+    *changed = 0;
+    if (stat(image_dir, &want) < 0 || !S_ISDIR(want.st_mode))
+        return 0;
+    if (stat(mnt, &have) < 0)
+        return vcr_error_errno(err, "stat `%s`", mnt);
+    if (have.st_uid == want.st_uid && have.st_gid == want.st_gid)
+        return 0;
+    owner_walk.from_uid = have.st_uid;
+    owner_walk.to_uid = want.st_uid;
+    owner_walk.from_gid = have.st_gid;
+    owner_walk.to_gid = want.st_gid;
+    owner_walk.changed = 0;
+    owner_walk.errno_ = 0;
+    int r = nftw(mnt, take_owner_of, 16, FTW_PHYS | FTW_MOUNT);
+    *changed = owner_walk.changed;
+    if (r < 0)
+        return vcr_error_errno(err, "walk `%s`", mnt);
+    if (r > 0) {
+        errno = owner_walk.errno_;
+        return vcr_error_errno(err, "chown `%s` to %u:%u", owner_walk.path, (unsigned)want.st_uid,
+                               (unsigned)want.st_gid);
     }
     return 0;
 }

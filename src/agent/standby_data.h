@@ -28,6 +28,17 @@ int standby_data_install(const char *base, json_t *msg, vcr_error_t *err);
  * copy has arrived. */
 int standby_data_mount(const char *base, const char *service, char *mnt, size_t size,
                        int64_t *taken_ms, vcr_error_t *err);
+/* In a child: the copy mounted at mnt takes the owner of the directory it
+ * covers in the container (image_dir: that path in the container's root
+ * filesystem, its image), e.g. Redis's /var/lib/redis, redis:redis.  The primary and the
+ * container image are separate installations whose system users get different
+ * ids (Debian 12 here: redis 101:103 in the VM, 100:101 in ct-redis), so
+ * without this the service in the container cannot write its own files.
+ * Every file owned by the copy's root's uid (gid) gets the directory's uid
+ * (gid); others keep theirs.  Nothing is done when image_dir does not exist
+ * or already has the copy's owner.  *changed: files changed. */
+int standby_data_take_owner(const char *mnt, const char *image_dir, unsigned long *changed,
+                            vcr_error_t *err);
 /* In a child, the container stopped: unmounts mnt and packs data.img into
  * outgoing.gz (job result: bytes, raw_bytes, sha256, pack_ms). */
 int standby_data_export(const char *base, const char *service, vcr_error_t *err);

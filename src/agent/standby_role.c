@@ -325,15 +325,25 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
         return vcr_error_make(err, EINVAL,
                               "path: `%.80s` is not a mount point; expected an absolute path",
                               path ? path : "(missing)");
-    char mnt[400], text[160];
+    char mnt[400], text[200];
     int64_t taken_ms = 0, t0 = vcr_mono_ms();
     if (standby_data_mount(base, service, mnt, sizeof(mnt), &taken_ms, err) < 0)
         return -1;
+    /* The container's own root filesystem (our overlay over its image, mounted
+     * from its creation on): a container adopted from its LXC configuration
+     * (every one made by a child job) knows no lower dir. */
+    char image_dir[700];
+    unsigned long owner_changed = 0;
+    snprintf(image_dir, sizeof(image_dir), "%s%s", standby_ct_paths_of(p->ct)->rootfs, path);
+    if (standby_data_take_owner(mnt, image_dir, &owner_changed, err) < 0)
+        return vcr_error_wrap(err, "service `%s`", service);
     bool restarted = false;
     if (standby_ct_bind_dir(p->ct, mnt, path, &restarted, err) < 0)
         return -1;
-    snprintf(text, sizeof(text), "{\"taken_ms\": %lld, \"attach_ms\": %lld, \"restarted\": %s}",
-             (long long)taken_ms, (long long)(vcr_mono_ms() - t0), restarted ? "true" : "false");
+    snprintf(text, sizeof(text),
+             "{\"taken_ms\": %lld, \"attach_ms\": %lld, \"restarted\": %s, \"owner_changed\": %lu}",
+             (long long)taken_ms, (long long)(vcr_mono_ms() - t0), restarted ? "true" : "false",
+             owner_changed);
     standby_job_set_result(text);
     return 0;
 }

@@ -74,7 +74,7 @@ int cli_vm_volume(struct cli_context *ctx, int argc, char **argv)
     cleanup_error vcr_error_t err = NULL;
     /* Longer than the server's own deadlines (150 s for a reboot). */
     cleanup_json json_t *answer =
-        cli_http_request_body(ctx->server, "POST", path, body, reboot ? 180 : 60, &err);
+        cli_http_request_body(ctx->server, "POST", path, body, reboot ? 300 : 60, &err);
     if (answer == NULL) {
         vcr_error_report(&err, stderr, "vcr vm");
         return CLI_EXIT_FAILURE;

@@ -282,7 +282,7 @@ void api_handle_host_warm(struct api *api, struct evhttp_request *req, const cha
 
 /* --- POST /v1/vms/NAME/flush, POST /v1/vms/NAME/reboot (docs/warm-cache.md) --- */
 
-#define API_REBOOT_ORDER_TIMEOUT_MS 150000
+#define API_REBOOT_ORDER_TIMEOUT_MS 270000
 
 struct volume_request {
     struct evhttp_request *req;

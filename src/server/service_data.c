@@ -255,11 +255,12 @@ static void on_attached(enum order_outcome outcome, const char *message, json_t 
     int64_t taken = int_member(reply, "taken_ms");
     s->data.age_ms = taken > 0 ? service_data_age_ms(s->started_ms, taken) : -1;
     recovery_phase_done(s, PH_DATA_ATTACHED,
-                        json_pack("{s:s, s:s, s:I, s:I, s:O?, s:I}", "host", data_host(s), "path",
-                                  s->cfg->data.path, "taken_ms", (json_int_t)taken, "data_age_ms",
-                                  (json_int_t)s->data.age_ms, "restarted",
+                        json_pack("{s:s, s:s, s:I, s:I, s:O?, s:I, s:O?}", "host", data_host(s),
+                                  "path", s->cfg->data.path, "taken_ms", (json_int_t)taken,
+                                  "data_age_ms", (json_int_t)s->data.age_ms, "restarted",
                                   json_object_get(reply, "restarted"), "attach_ms",
-                                  (json_int_t)int_member(reply, "attach_ms")));
+                                  (json_int_t)int_member(reply, "attach_ms"), "owner_changed",
+                                  json_object_get(reply, "owner_changed")));
 }
 
 void service_data_attach_step(struct svc *s)

@@ -1,17 +1,21 @@
 """A real workload recovered end to end (issue 9): a Debian 12 disk-image primary running
-nginx, its site's data on a data volume; a Debian 12 standby VM (the project's .deb, LXC,
-CRIU) running the service's warm container, built from the ct-nginx image the server
-delivers (checksummed, cached); the lab's BIND9 serving the name.
+nginx and Redis, each service's data on a data volume of its own; a Debian 12 standby VM
+(the project's .deb, LXC, CRIU) running the web service's warm container, built from the
+ct-nginx image the server delivers (checksummed, cached); the lab's BIND9 serving the names.
 
-The site is changed on the primary (an HTTP PUT into its data volume) just before
-`kill -9` of its QEMU: after the recovery, the client that follows the DNS name gets the
-changed page from the container, which was given the volume as the VM left it; the
-timeline reports the data's age.
+The site is changed on the primary (an HTTP PUT into its data volume) and keys are written
+to Redis (AOF, fsync always, its dir on its volume) just before `kill -9` of the primary's
+QEMU: after the recovery, the client that follows the web name gets the changed page from
+the warm container; the one that follows the Redis name finds every key in the COLD
+container made at recovery from the delivered ct-redis image, given the volume as the VM
+left it; the timelines report the data's age (0: a VM failure).  One boot of each VM.
 
-Images: lab/build-debian (primary, ct-nginx, standby base) and lab/build-standby-disk."""
+Images: lab/build-debian (primary, ct-nginx, ct-redis, standby base) and
+lab/build-standby-disk."""
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -21,6 +25,8 @@ import labkit
 PRIMARY, P_INDEX, P_ADDR = "debweb", 11, "10.77.0.51"
 STANDBY, S_INDEX, S_ADDR = "debsb", 12, "10.77.0.52"
 SERVICE, CT, CT_ADDR = "www", "www-c", "10.77.0.53"
+KV, KV_CT, KV_ADDR = "kv", "kv-c", "10.77.0.54"
+KV_KEYS = 50
 BOOT_TIMEOUT = 420  # two systemd guests booting together under TCG on a shared machine
 RECOVERY_TIMEOUT = 240
 
@@ -28,8 +34,9 @@ RECOVERY_TIMEOUT = 240
 PRIMARY_DISK = labkit.debian_image("primary.qcow2")
 STANDBY_IMAGE, NO_STANDBY = labkit.debian_standby_image()
 NGINX_META = labkit.debian_image("ct-nginx.json")
+REDIS_META = labkit.debian_image("ct-redis.json")
 pytestmark = pytest.mark.skipif(
-    PRIMARY_DISK is None or STANDBY_IMAGE is None or NGINX_META is None,
+    PRIMARY_DISK is None or STANDBY_IMAGE is None or NGINX_META is None or REDIS_META is None,
     reason=NO_STANDBY or "the Debian images are not built (make image-debian)")
 
 
@@ -41,8 +48,35 @@ def http(address, path, method="GET", body=None, timeout=5):
     return r.stdout if r.returncode == 0 else None
 
 
-def service(d):
-    return next(s for s in d.vcr.json("services")["services"] if s["name"] == SERVICE)
+# A RESP client run inside the lab's namespace (no redis-cli on the host): argv[1] the
+# address, stdin the commands (JSON lists); prints each reply in RESP as received.
+REDIS_CLIENT = r"""
+import json, socket, sys
+cmds = json.load(sys.stdin)
+out = b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode())
+                                             for a in map(str, c)) for c in cmds)
+s = socket.create_connection((sys.argv[1], 6379), timeout=float(sys.argv[2]))
+s.sendall(out)
+f = s.makefile("rb")
+for _ in cmds:
+    line = f.readline()
+    sys.stdout.buffer.write(line)
+    if line[:1] == b"$" and int(line[1:]) >= 0:
+        sys.stdout.buffer.write(f.read(int(line[1:]) + 2))
+"""
+
+
+def redis(address, *commands, timeout=5):
+    """Sends the commands (argument lists) over one connection; their replies in RESP,
+    concatenated, or None when Redis did not answer."""
+    r = subprocess.run(labkit.in_ns(["python3", "-c", REDIS_CLIENT, address, str(timeout)]),
+                       input=json.dumps([list(c) for c in commands]).encode(),
+                       capture_output=True, timeout=timeout + 5)
+    return r.stdout.decode() if r.returncode == 0 and r.stdout else None
+
+
+def service(d, name=SERVICE):
+    return next(s for s in d.vcr.json("services")["services"] if s["name"] == name)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +88,21 @@ def rig(lab, tmp_path_factory):
         meta = json.load(f)
     image = {"name": "ct-nginx", "file": labkit.debian_image("ct-nginx.tar.gz"),
              "sha256": meta["sha256"], "cmd": meta["cmd"]}
+    with open(REDIS_META) as f:
+        meta = json.load(f)
+    redis_image = {"name": "ct-redis", "file": labkit.debian_image("ct-redis.tar.gz"),
+                   "sha256": meta["sha256"], "cmd": meta["cmd"]}
+    # Redis's data on its own volume (label kvdata): cloud-init's last stage stops Redis,
+    # mounts the volume over its dir /var/lib/redis, gives it to redis and starts it
+    # again (a new, empty AOF there), then says so in a page nginx serves.
+    user_data = tmp / "user-data"
+    user_data.write_text(
+        "#cloud-config\n"
+        "runcmd:\n"
+        "  - [sh, -c, 'systemctl stop redis-server && mount -o sync LABEL=kvdata "
+        "/var/lib/redis && chown redis:redis /var/lib/redis && chmod 750 /var/lib/redis && "
+        "systemctl start redis-server && grep \" /var/lib/redis \" /proc/mounts "
+        "> /srv/www/redis-dir.txt']\n")
     # The site's data: a volume labelled vcrdata, which the image's fstab mounts at
     # /srv/data (sync) and nginx serves (and takes PUTs) at /data/.
     site = tmp / "site"
@@ -61,14 +110,24 @@ def rig(lab, tmp_path_factory):
     (site / "site").chmod(0o777)
     (site / "site" / "index.html").write_text("version 1\n")
     (site / "site" / "index.html").chmod(0o666)
-    vm = dict(labkit.debian_primary_entry(PRIMARY, P_INDEX, P_ADDR), volumes=[{"name": "vcrdata", "size_mb": 32, "source_dir": str(site),
-                                    "image": str(tmp / "vcrdata.img"), "mount": "/srv/data",
-                                    "cache": "none"}])
+    vm = dict(labkit.debian_primary_entry(PRIMARY, P_INDEX, P_ADDR, network="nocloud"),
+              user_data=str(user_data),
+              volumes=[{"name": "vcrdata", "size_mb": 32, "source_dir": str(site),
+                        "image": str(tmp / "vcrdata.img"), "mount": "/srv/data",
+                        "cache": "none"},
+                       {"name": "kvdata", "size_mb": 32, "image": str(tmp / "kvdata.img"),
+                        "mount": "/var/lib/redis", "cache": "none"}])
     svc = labkit.service_entry(SERVICE, "debhost", PRIMARY, P_ADDR, "warm", STANDBY, CT,
                                CT_ADDR)
     svc["standby"]["image"] = "ct-nginx"
     svc["data"] = {"volume": "vcrdata", "path": "/srv/data", "interval_s": 0}
-    d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image], services=[svc])
+    kv = labkit.service_entry(KV, "debhost", PRIMARY, P_ADDR, "cold", STANDBY, KV_CT, KV_ADDR,
+                              port=6379, check={"type": "redis", "interval_ms": 500,
+                                                "timeout_ms": 400, "failures": 3})
+    kv["standby"]["image"] = "ct-redis"
+    kv["data"] = {"volume": "kvdata", "path": "/var/lib/redis"}
+    d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image, redis_image],
+             services=[svc, kv])
     d.agent("debhost", [vm])
     d.agent("sbhost", [labkit.debian_standby_vm_entry(STANDBY, S_INDEX, S_ADDR, STANDBY_IMAGE)])
     def booted(vm, check):
@@ -85,8 +144,12 @@ def rig(lab, tmp_path_factory):
     labkit.wait_for("the warm container from ct-nginx",
                     booted(STANDBY, lambda: http(CT_ADDR, "/", timeout=3)), BOOT_TIMEOUT,
                     interval=1)
-    labkit.wait_for(f"service {SERVICE} ok", lambda: service(d)["state"] == "ok", 120,
+    labkit.wait_for("Redis of the Debian primary on its volume",
+                    booted(PRIMARY, lambda: http(P_ADDR, "/redis-dir.txt")), BOOT_TIMEOUT,
                     interval=1)
+    for name in (SERVICE, KV):
+        labkit.wait_for(f"service {name} ok", lambda: service(d, name)["state"] == "ok", 120,
+                        interval=1)
     yield d
     reports = d.stop_all()
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
@@ -104,6 +167,12 @@ def test_kill9_of_the_debian_primary_recovers_its_latest_data(rig, record_proper
     stamp = f"version 2, written at {time.time():.3f}\n"
     assert http(P_ADDR, "/data/site/index.html", "PUT", stamp) is not None
     assert http(P_ADDR, "/data/site/index.html") == stamp
+    # Redis: keys written just before the kill; each SET is answered once its AOF
+    # record is fsync'd (appendfsync always) to the volume.
+    d.kv_values = {f"row:{i}": f"{i}-{stamp.strip()}" for i in range(KV_KEYS)}
+    replies = redis(P_ADDR, *(("SET", k, v) for k, v in d.kv_values.items()))
+    assert replies == "+OK\r\n" * KV_KEYS, replies
+    d.kv_killed_ms = labkit.now_ms()
     since = d.vcr.last_event_id()
     pid = d.vcr.vm(PRIMARY)["pid"]
     killed = labkit.now_ms()
@@ -125,3 +194,40 @@ def test_kill9_of_the_debian_primary_recovers_its_latest_data(rig, record_proper
     record_property("data_age_ms", data["age_ms"])
     print(f"kill -9 -> recovered with the page: {labkit.now_ms() - killed} ms; "
           f"data age {data['age_ms']} ms; {len(phases)} recovery events")
+
+
+def test_redis_rows_are_in_the_cold_container_after_kill9(rig, record_property):
+    """The same kill -9 (test above) failed the Redis service: its COLD container, made at
+    recovery in the Debian standby VM from the delivered ct-redis image, got the kvdata
+    volume as the VM left it at /var/lib/redis (the copy given the image's redis owner)
+    and serves every key written before the kill."""
+    d = rig
+    labkit.wait_for(f"{KV} served by its standby",
+                    lambda: service(d, KV)["state"] == "recovered", RECOVERY_TIMEOUT,
+                    interval=0.5)
+    answer = labkit.dig(f"{KV}.vcr.lab")
+    assert answer == [KV_ADDR], answer
+    keys = sorted(d.kv_values)
+    got = labkit.wait_for("Redis in the cold container",
+                          lambda: redis(answer[0], *(("GET", k) for k in keys)), 60,
+                          interval=0.5)
+    want = "".join(f"${len(d.kv_values[k])}\r\n{d.kv_values[k]}\r\n" for k in keys)
+    assert got == want, got
+    # The container's Redis writes to the copy too (its AOF is its own: not read-only).
+    assert redis(answer[0], ("SET", "after", "recovery"), ("DBSIZE",)) == \
+        f"+OK\r\n:{KV_KEYS + 1}\r\n"
+    s = service(d, KV)
+    assert s["standby"]["mode"] == "cold", s
+    tl = {e["phase"]: e for e in s["recovery"]["timeline"]}
+    copied, attached = tl["data_copied"], tl["data_attached"]
+    # A VM failure: the copy is the volume as the dead VM left it, taken after it died.
+    assert copied["source"] == "primary" and copied["method"] == "file", copied
+    assert copied["taken_ms"] >= d.kv_killed_ms, (copied, d.kv_killed_ms)
+    assert attached["path"] == "/var/lib/redis" and attached["data_age_ms"] == 0, attached
+    # The root, appendonlydir and its 3 files (at least) were the VM's redis's (101:103), now the
+    # image's (100:101); lost+found stays root's.
+    assert attached["owner_changed"] >= 5, attached
+    assert s["data"]["age_ms"] == 0, s["data"]
+    record_property("kv_timeline", s["recovery"]["timeline"])
+    print(f"redis: {KV_KEYS} keys in the cold container; data age {attached['data_age_ms']} ms; "
+          f"timeline {[(e['phase'], e.get('elapsed_ms')) for e in s['recovery']['timeline']]}")

@@ -2,7 +2,9 @@
 refused with the file named and nothing started; a real Debian 12 disk image (nginx,
 Redis; lab/build-debian) supervised by the host agent like any VM: its own overlay,
 network from the kernel command line, kill -9 seen, a warm VMM restart that keeps the
-guest's TCP connections and processes."""
+guest's TCP connections and processes; a warm-cache volume (virtio-pmem, mounted with DAX
+by the guest's own fstab) whose content survives a warm reboot of the guest."""
+import json
 import os
 import signal
 import socket
@@ -18,6 +20,25 @@ DEB_INDEX = 9  # tap9, MAC ...:19
 SEEDED_ADDR = "10.77.0.42"  # deb2: its address comes from the NoCloud seed only
 SEEDED_INDEX = 10
 BOOT_TIMEOUT = 240  # ~50 s alone under TCG (LAB-NOTES); more on a busy machine
+WARM_CACHE_USER_DATA = """#cloud-config
+write_files:
+  - path: /etc/fstab
+    append: true
+    content: |
+      LABEL=wcache  /srv/wcache  ext4  defaults,dax,sync,nofail,x-systemd.device-timeout=60s  0 0
+  - path: /etc/systemd/system/boot-report.service
+    content: |
+      [Unit]
+      Description=Boot id and mounts of this boot, served by nginx
+      RequiresMountsFor=/srv/wcache
+      [Service]
+      Type=oneshot
+      ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id /proc/mounts > /srv/www/boot.txt'
+      [Install]
+      WantedBy=multi-user.target
+runcmd:
+  - [sh, -c, 'mkdir -p /srv/wcache /srv/data && systemctl daemon-reload && mount /srv/wcache && chown www-data:www-data /srv/wcache && ln -sfn /srv/wcache /srv/data/wc && systemctl enable --now boot-report.service && sync']
+"""
 
 
 def agent_bin(daemons):
@@ -120,6 +141,16 @@ def debian(lab, tmp_path_factory):
     if vm is None:
         pytest.skip("the Debian images are not built (make image-debian)")
     seeded = labkit.debian_primary_entry("deb2", SEEDED_INDEX, SEEDED_ADDR, network="nocloud")
+    tmp = tmp_path_factory.mktemp("debian-seeded")
+    # A warm-cache volume, mounted with DAX by the guest itself: its fstab line and a
+    # unit that copies what each boot mounted (/proc/mounts) where nginx serves it,
+    # written by cloud-init from the seed's user-data; the volume's directory is
+    # reached through /data/ (nginx's WebDAV PUT), by a symlink.
+    user_data = tmp / "user-data"
+    user_data.write_text(WARM_CACHE_USER_DATA)
+    seeded["user_data"] = str(user_data)
+    seeded["volumes"] = [{"name": "wcache", "size_mb": 64, "image": str(tmp / "wcache.img"),
+                          "mount": "/srv/wcache", "warm_cache": "true"}]
     from conftest import Daemons
     d = Daemons(tmp_path_factory.mktemp("debian"))
     d.server(heartbeat_ms=500, host_timeout_ms=3000)
@@ -164,6 +195,52 @@ def test_debian_guest_takes_its_address_from_the_cloud_init_seed(debian):
     labkit.wait_for("cloud-init to report its datasource",
                     lambda: "DataSourceNoCloud" in serial.read_text(errors="replace"), 120,
                     interval=1)
+
+
+def boot_report(address):
+    """(boot id, the /proc/mounts line of /srv/wcache or None) of the guest's current boot,
+    as its boot-report unit wrote them; None before it has."""
+    text = labkit.http_get(address, "/boot.txt", timeout=3)
+    if not text:
+        return None
+    lines = text.splitlines()
+    mount = next((l for l in lines[1:] if l.split()[1:2] == ["/srv/wcache"]), None)
+    return lines[0], mount
+
+
+def put(address, path, body):
+    r = labkit.ns_run(["curl", "-s", "-f", "-m", "10", "-X", "PUT", "--data-binary", body,
+                       f"http://{address}{path}"], timeout=15)
+    return r.returncode == 0
+
+
+def test_debian_guest_warm_cache_volume_survives_a_warm_reboot(debian, record_property):
+    """deb2's warm-cache volume (virtio-pmem over its image) is mounted by the guest's own
+    fstab with DAX; a file written there through nginx before `vcr vm reboot` (warm: a
+    reset in the same QEMU) is served from it after the reboot, which mounted it with DAX
+    again."""
+    first = labkit.wait_for("the first boot's report", lambda: boot_report(SEEDED_ADDR),
+                            BOOT_TIMEOUT, interval=1)
+    assert first[1] is not None, first
+    dev, _, fstype, options = first[1].split()[:4]
+    assert dev == "/dev/pmem0" and fstype == "ext4" and "dax=always" in options, first[1]
+    stamp = f"written before the reboot at {time.time():.3f}\n"
+    assert put(SEEDED_ADDR, "/data/wc/note.txt", stamp)
+    assert labkit.http_get(SEEDED_ADDR, "/data/wc/note.txt", timeout=3) == stamp
+    pid = debian.vcr.vm("deb2")["pid"]
+    r = debian.vcr.run("vm", "reboot", "deb2", "--json", timeout=320)
+    assert r.returncode == 0, r.stdout + r.stderr
+    answer = json.loads(r.stdout)
+    assert debian.vcr.vm("deb2")["pid"] == pid  # warm: the same QEMU, the image still mapped
+    after = labkit.wait_for("the report of the boot after the reboot",
+                            lambda: (lambda b: b if b and b[0] != first[0] else None)(
+                                boot_report(SEEDED_ADDR)), BOOT_TIMEOUT, interval=1)
+    assert after[1] is not None, after
+    dev, _, fstype, options = after[1].split()[:4]
+    assert dev == "/dev/pmem0" and "dax=always" in options, after[1]
+    assert labkit.http_get(SEEDED_ADDR, "/data/wc/note.txt", timeout=3) == stamp
+    record_property("reboot_answer", answer)
+    print(f"warm reboot of deb2: {answer}; after it: {after[1]}")
     debian.vcr.run("vm", "stop", "deb2", timeout=60)  # the CPU goes to the tests below
 
 

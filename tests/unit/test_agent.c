@@ -35,6 +35,7 @@
 #include "agent/agent_conn.h"
 #include "agent/fence_watchdog.h"
 #include "agent/host_fence.h"
+#include "agent/host_reboot.h"
 #include "agent/host_sampler.h"
 #include "agent/host_vm.h"
 #include "agent/proc.h"
@@ -1985,6 +1986,20 @@ static void test_host_fence_reports_pause_and_down(void **state)
     remove_fence_dir(dir);
 }
 
+/* A reboot ends at the lab guest's marker, or at a disk-image guest's login
+ * prompt (it runs no code of ours; Debian 12's serial getty prints
+ * "HOSTNAME login: " on ttyS0). */
+static void test_reboot_ready_marker(void **state)
+{
+    (void)state;
+    struct vcr_vm_spec lab = {.name = "web1"};
+    struct vcr_vm_spec disk = {.name = "deb1", .disk = "/var/lib/vcr/debian.qcow2"};
+    assert_string_equal(host_reboot_ready_marker(&lab), "VCR-GUEST-READY");
+    const char *console = "\nDebian GNU/Linux 12 deb2 ttyS0\n\ndeb2 login: ";
+    assert_non_null(strstr(console, host_reboot_ready_marker(&disk)));
+    assert_null(strstr(console, host_reboot_ready_marker(&lab)));
+}
+
 int main(void)
 {
     vcr_log_init("test_agent", getenv("VCR_TEST_DEBUG") ? VCR_LOG_DEBUG : VCR_LOG_ERROR);
@@ -1994,6 +2009,7 @@ int main(void)
         cmocka_unit_test(test_ram_dir_page_arithmetic),
         cmocka_unit_test(test_ram_dir_free_pages),
         cmocka_unit_test(test_qemu_argv),
+        cmocka_unit_test(test_reboot_ready_marker),
         cmocka_unit_test(test_warm_state_checksum),
         cmocka_unit_test(test_warm_journal),
         cmocka_unit_test(test_warm_recovery_decide),

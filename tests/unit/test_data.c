@@ -2,7 +2,8 @@
  * standby_data.c; docs/data.md): pack and unpack with the SHA-256 and the
  * holes, chunks assembled on the standby side through the orders' members,
  * a checksum mismatch refused at the last chunk and at the install (the last
- * complete copy stays), and when a copy was taken. */
+ * complete copy stays), when a copy was taken, and the owner a copy takes
+ * in the container. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -299,6 +300,67 @@ static void test_mount_and_export(void **state)
     rm_rf(dir);
 }
 
+/* As root: the copy takes the owner of the directory it covers in the
+ * container's image (Redis's data dir: redis is 101:103 in the primary VM
+ * and 100:101 in the ct-redis image); files of other owners keep theirs; an
+ * image without that directory, or with the copy's owner, changes nothing. */
+static void test_copy_takes_the_owner_of_the_image_dir(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        skip();
+        return;
+    }
+    cleanup_free char *dir = make_dir();
+    char copy[300], sub[400], file[500], other[400], link[400], image[300], gone[300];
+    snprintf(copy, sizeof(copy), "%s/mnt", dir);
+    snprintf(sub, sizeof(sub), "%s/appendonlydir", copy);
+    snprintf(file, sizeof(file), "%s/appendonly.aof.1.incr.aof", sub);
+    snprintf(other, sizeof(other), "%s/lost+found", copy);
+    snprintf(link, sizeof(link), "%s/latest", copy);
+    snprintf(image, sizeof(image), "%s/image-redis", dir);
+    snprintf(gone, sizeof(gone), "%s/no-such-dir", dir);
+    assert_int_equal(mkdir(copy, 0755), 0);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(mkdir(other, 0700), 0);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(symlink("appendonlydir", link), 0);
+    assert_int_equal(mkdir(image, 0750), 0);
+    assert_int_equal(chown(image, 100, 101), 0);
+    const char *primary_owned[] = {copy, sub, file};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(chown(primary_owned[i], 101, 103), 0);
+    assert_int_equal(lchown(link, 101, 103), 0);
+    assert_int_equal(chown(other, 0, 0), 0);
+
+    vcr_error_t err = NULL;
+    unsigned long changed = 99;
+    assert_int_equal(standby_data_take_owner(copy, gone, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    struct stat st;
+    assert_int_equal(stat(file, &st), 0);
+    assert_int_equal(st.st_uid, 101);
+
+    assert_int_equal(standby_data_take_owner(copy, image, &changed, &err), 0);
+    assert_int_equal(changed, 4);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(stat(primary_owned[i], &st), 0);
+        assert_int_equal(st.st_uid, 100);
+        assert_int_equal(st.st_gid, 101);
+    }
+    assert_int_equal(lstat(link, &st), 0);
+    assert_int_equal(st.st_uid, 100);
+    assert_int_equal(stat(other, &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    assert_int_equal(st.st_gid, 0);
+    /* Again: the copy already has the image's owner. */
+    assert_int_equal(standby_data_take_owner(copy, image, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_taken_time),
         cmocka_unit_test(test_chunks_assembled_and_checked),
         cmocka_unit_test(test_mount_and_export),
+        cmocka_unit_test(test_copy_takes_the_owner_of_the_image_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
