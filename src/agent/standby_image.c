@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -449,4 +450,136 @@ int standby_image_ensure(const char *images_dir, const struct standby_image_ref 
     }
     res->unpack_ms = vcr_mono_ms() - t0;
     return 0;
+}
+
+/* The suffixes an image's files have after its SHA-256 (standby_image_ensure). */
+static const char *const image_suffixes[] = {".tar.gz", ".tar.gz.tmp", ".rootfs", ".rootfs.tmp",
+                                             ".lock"};
+
+/* The image's SHA-256 (lower-case hex) when name is one of its files. */
+static bool image_file_sha(const char *name, char sha[WARM_STATE_HEX_LEN + 1])
+{
+    if (strspn(name, "0123456789abcdef") != WARM_STATE_HEX_LEN)
+        return false;
+    for (size_t i = 0; i < sizeof(image_suffixes) / sizeof(image_suffixes[0]); i++)
+        if (strcmp(name + WARM_STATE_HEX_LEN, image_suffixes[i]) == 0) {
+            memcpy(sha, name, WARM_STATE_HEX_LEN);
+            sha[WARM_STATE_HEX_LEN] = '\0';
+            return true;
+        }
+    return false;
+}
+
+/* The whole of a small text file (NUL-terminated; NULL when unreadable). */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return NULL;
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    char buf[4096];
+    size_t n;
+    while (out && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        fwrite(buf, 1, n, out);
+    fclose(f);
+    if (out)
+        fclose(out);
+    return text;
+}
+
+/* Whether dir appears in mountinfo as a whole path (an overlay's lowerdir=). */
+static bool mounted_lower(const char *mountinfo, const char *dir)
+{
+    size_t n = strlen(dir);
+    for (const char *p = mountinfo ? strstr(mountinfo, dir) : NULL; p; p = strstr(p + 1, dir)) {
+        char after = p[n];
+        if ((p == mountinfo || p[-1] == '=' || p[-1] == ':' || p[-1] == ' ') &&
+            (after == ',' || after == ':' || after == ' ' || after == '\n' || after == '\0'))
+            return true;
+    }
+    return false;
+}
+
+static int remove_image(const char *images_dir, const char *sha, vcr_error_t *err)
+{
+    for (size_t i = 0; i < sizeof(image_suffixes) / sizeof(image_suffixes[0]); i++) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s%s", images_dir, sha, image_suffixes[i]);
+        struct stat st;
+        if (lstat(path, &st) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (standby_remove_tree(path, err) < 0)
+                return -1;
+        } else if (unlink(path) < 0 && errno != ENOENT) {
+            return vcr_error_errno(err, "unlink `%s`", path);
+        }
+    }
+    return 0;
+}
+
+json_t *standby_image_prune(const char *images_dir, const struct standby_image_keep *keep, size_t n,
+                            const char *mountinfo, vcr_error_t *err)
+{
+    cleanup_json json_t *removed = json_array();
+    cleanup_json json_t *kept = json_array();
+    cleanup_json json_t *seen = json_object();
+    if (removed == NULL || kept == NULL || seen == NULL) {
+        vcr_error_make(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    DIR *d = opendir(images_dir);
+    if (d == NULL && errno == ENOENT) /* nothing was ever cached */
+        return json_pack("{s:O, s:O, s:I}", "removed", removed, "kept", kept, "freed_bytes",
+                         (json_int_t)0);
+    if (d == NULL) {
+        vcr_error_errno(err, "image cache `%s`", images_dir);
+        return NULL;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char sha[WARM_STATE_HEX_LEN + 1];
+        if (image_file_sha(e->d_name, sha))
+            json_object_set_new(seen, sha, json_true());
+    }
+    closedir(d);
+    cleanup_free char *mounts = mountinfo ? read_text(mountinfo) : NULL;
+    uint64_t freed = 0;
+    const char *sha;
+    json_t *unused;
+    json_object_foreach(seen, sha, unused)
+    {
+        const char *why = NULL;
+        for (size_t i = 0; i < n && why == NULL; i++)
+            if (strcmp(keep[i].sha256, sha) == 0)
+                why = keep[i].why;
+        char rootfs[300], tarball[300], lock[300];
+        standby_image_rootfs(images_dir, sha, rootfs, sizeof(rootfs));
+        snprintf(tarball, sizeof(tarball), "%s/%s.tar.gz", images_dir, sha);
+        snprintf(lock, sizeof(lock), "%s/%s.lock", images_dir, sha);
+        if (why == NULL && mounted_lower(mounts, rootfs))
+            why = "mounted (a container's lower dir)";
+        /* Held while its lock is: a download or unpack under way waits for
+         * the removal, then finds nothing and fetches again. */
+        cleanup_close int lfd = why ? -1 : open(lock, O_RDWR | O_CLOEXEC);
+        if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) < 0)
+            why = "busy (a download or unpack under way)";
+        if (why) {
+            json_array_append_new(kept, json_pack("{s:s, s:s}", "sha256", sha, "why", why));
+            continue;
+        }
+        struct stat st;
+        uint64_t bytes = stat(tarball, &st) == 0 ? (uint64_t)st.st_size : 0;
+        if (remove_image(images_dir, sha, err) < 0) {
+            vcr_error_wrap(err, "image cache: remove image %s", sha);
+            return NULL;
+        }
+        freed += bytes;
+        json_array_append_new(removed,
+                              json_pack("{s:s, s:I}", "sha256", sha, "bytes", (json_int_t)bytes));
+    }
+    return json_pack("{s:O, s:O, s:I}", "removed", removed, "kept", kept, "freed_bytes",
+                     (json_int_t)freed);
 }
