@@ -252,8 +252,9 @@ void api_handle_host_images_prune(struct api *api, struct evhttp_request *req, c
     r->req = req;
     snprintf(r->host, sizeof(r->host), "%s", host);
     cleanup_error vcr_error_t err = NULL;
-    /* Removing an unpacked rootfs is thousands of unlinks in a TCG guest. */
-    if (agents_send_order_with(api->agents, host, "image_prune", NULL, members,
+    /* Removing an unpacked rootfs is thousands of unlinks in a TCG guest.
+     * Every order names a `vm`; this one names the cache. */
+    if (agents_send_order_with(api->agents, host, "image_prune", "image-cache", members,
                                RECOVERY_CONTAINER_ORDER_MS, on_prune_reply, r, &err) < 0) {
         api_reply_error(req, 503, "%s", vcr_error_msg(err));
         free(r);
