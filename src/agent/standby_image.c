@@ -489,15 +489,41 @@ static char *read_text(const char *path)
     return text;
 }
 
-/* Whether dir appears in mountinfo as a whole path (an overlay's lowerdir=). */
-static bool mounted_lower(const char *mountinfo, const char *dir)
+/* When dir is a whole path in the options of a mountinfo line (an overlay's
+ * lowerdir=), why it is kept: "used by container NAME" for a mount point
+ * LXCPATH/NAME/rootfs (standby_ct_create's), else "mounted at POINT". */
+static bool mounted_lower(const char *mountinfo, const char *dir, char *why, size_t size)
 {
     size_t n = strlen(dir);
     for (const char *p = mountinfo ? strstr(mountinfo, dir) : NULL; p; p = strstr(p + 1, dir)) {
         char after = p[n];
-        if ((p == mountinfo || p[-1] == '=' || p[-1] == ':' || p[-1] == ' ') &&
-            (after == ',' || after == ':' || after == ' ' || after == '\n' || after == '\0'))
-            return true;
+        if ((p == mountinfo || (p[-1] != '=' && p[-1] != ':')) ||
+            (after != ',' && after != ':' && after != ' ' && after != '\n' && after != '\0'))
+            continue;
+        const char *line = p;
+        while (line > mountinfo && line[-1] != '\n')
+            line--;
+        /* ID PARENT MAJ:MIN ROOT MOUNT_POINT ...: the fifth field. */
+        const char *point = line;
+        for (int field = 0; field < 4 && point; field++) {
+            point = strchr(point, ' ');
+            point = point ? point + 1 : NULL;
+        }
+        size_t len = point ? strcspn(point, " \n") : 0;
+        const char *name = NULL;
+        size_t name_len = 0;
+        if (len > 7 && strncmp(point + len - 7, "/rootfs", 7) == 0) {
+            name = point + len - 7;
+            while (name > point && name[-1] != '/')
+                name--;
+            name_len = (size_t)(point + len - 7 - name);
+        }
+        if (name_len > 0)
+            snprintf(why, size, "used by container %.*s", (int)name_len, name);
+        else
+            snprintf(why, size, "mounted at %.*s", (int)(len < 200 ? len : 200),
+                     point ? point : "?");
+        return true;
     }
     return false;
 }
@@ -559,8 +585,9 @@ json_t *standby_image_prune(const char *images_dir, const struct standby_image_k
         standby_image_rootfs(images_dir, sha, rootfs, sizeof(rootfs));
         snprintf(tarball, sizeof(tarball), "%s/%s.tar.gz", images_dir, sha);
         snprintf(lock, sizeof(lock), "%s/%s.lock", images_dir, sha);
-        if (why == NULL && mounted_lower(mounts, rootfs))
-            why = "mounted (a container's lower dir)";
+        char mounted[300];
+        if (why == NULL && mounted_lower(mounts, rootfs, mounted, sizeof(mounted)))
+            why = mounted;
         /* Held while its lock is: a download or unpack under way waits for
          * the removal, then finds nothing and fetches again. */
         cleanup_close int lfd = why ? -1 : open(lock, O_RDWR | O_CLOEXEC);

@@ -338,13 +338,14 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
     return 0;
 }
 
-/* In the child: image_prune {keep: [{sha256, service}]} (the server's
- * configured images) plus the images of this VM's containers. */
+/* In the child: image_prune {keep: [{sha256, service}]}, the server's
+ * configured images; the containers' images are found by their mounted
+ * overlays (an adopted container's spec does not name its image). */
 static int prune_work(struct standby_pending *p, vcr_error_t *err)
 {
     struct standby_role *r = p->r;
     json_t *keep = json_object_get(p->order, "keep");
-    size_t n = json_array_size(keep) + r->n_cts, used = 0;
+    size_t n = json_array_size(keep), used = 0;
     cleanup_free struct standby_image_keep *k = calloc(n ? n : 1, sizeof(*k));
     if (k == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");
@@ -362,14 +363,6 @@ static int prune_work(struct standby_pending *p, vcr_error_t *err)
         struct standby_image_keep *e = &k[used++];
         snprintf(e->sha256, sizeof(e->sha256), "%s", sha);
         snprintf(e->why, sizeof(e->why), "configured for service %.64s", service ? service : "?");
-    }
-    for (i = 0; i < r->n_cts; i++) {
-        const struct standby_ct_spec *spec = standby_ct_spec_of(r->cts[i]);
-        if (!spec->has_image)
-            continue;
-        struct standby_image_keep *e = &k[used++];
-        snprintf(e->sha256, sizeof(e->sha256), "%s", spec->image.sha256);
-        snprintf(e->why, sizeof(e->why), "used by container %.64s", spec->name);
     }
     cleanup_json json_t *res =
         standby_image_prune(r->images_dir, k, used, "/proc/self/mountinfo", err);

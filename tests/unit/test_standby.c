@@ -741,7 +741,7 @@ static void test_image_cache_prune(void **state)
         if (strcmp(s, sha[0]) == 0)
             assert_string_equal(why, "configured for service web");
         else if (strcmp(s, sha[1]) == 0)
-            assert_non_null(strstr(why, "mounted"));
+            assert_string_equal(why, "used by container c1");
         else
             assert_non_null(strstr(why, "busy"));
     }
