@@ -65,7 +65,7 @@ demo: build image
 	lab/demo --build $(BUILD)
 
 # The demo on real Debian 12 guests (nginx, Redis, data, failback): lab/demo --real.
-demo-real: build image-standby-disk
+demo-real: build image image-standby-disk
 	lab/demo --real --build $(BUILD)
 
 # The Debian package: build/vcrecovery_VERSION_amd64.deb (docs/packaging.md).
