@@ -137,6 +137,8 @@ def run(build, tmp, procs, summary):
     if standby_image is None or primary is None or not labkit.debian_image("ct-redis.json"):
         raise Failed(why or "the Debian images are not built (make image-debian, then "
                      "lab/build-standby-disk)")
+    summary["load_start"] = [round(x, 2) for x in os.getloadavg()]
+    say(f"load average {summary['load_start']} (a shared machine: other jobs may run)")
     say("lab up: namespace, bridge, taps, BIND9 for zone vcr.lab")
     env = labkit.lab_up()
     say(f"lab ready; DNS {env['VCR_LAB_DNS']}; logs in {tmp}")
@@ -315,3 +317,5 @@ def run(build, tmp, procs, summary):
                                                    "elapsed_ms": d.get("elapsed_ms")}
                                 for d in returned}
     print(vcr.run("services").stdout, flush=True)
+    summary["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    say(f"load average {summary['load_end']}")
