@@ -56,11 +56,15 @@ int cli_verb_image(struct cli_context *ctx, int argc, char **argv)
     size_t i;
     json_t *e;
     json_array_foreach(json_object_get(answer, "removed"), i, e)
+    {
         printf("removed %s (%lld bytes)\n", json_string_value(json_object_get(e, "sha256")),
                (long long)json_integer_value(json_object_get(e, "bytes")));
+    }
     json_array_foreach(json_object_get(answer, "kept"), i, e)
+    {
         printf("kept    %s (%s)\n", json_string_value(json_object_get(e, "sha256")),
                json_string_value(json_object_get(e, "why")));
+    }
     printf("%s: %zu image(s) removed, %lld bytes freed, %zu kept (%lld ms)\n", host,
            json_array_size(json_object_get(answer, "removed")),
            (long long)json_integer_value(json_object_get(answer, "freed_bytes")),
