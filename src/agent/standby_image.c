@@ -593,16 +593,29 @@ json_t *standby_image_prune(const char *images_dir, const struct standby_image_k
         cleanup_close int lfd = why ? -1 : open(lock, O_RDWR | O_CLOEXEC);
         if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) < 0)
             why = "busy (a download or unpack under way)";
-        if (why) {
+        /* Only a lock left (a download refused for its checksum leaves
+         * one): no image to report; a free one is removed. */
+        bool content = false;
+        for (size_t i = 0; i < sizeof(image_suffixes) / sizeof(image_suffixes[0]); i++) {
+            char path[400];
+            snprintf(path, sizeof(path), "%s/%s%s", images_dir, sha, image_suffixes[i]);
+            content =
+                content || (strcmp(image_suffixes[i], ".lock") != 0 && access(path, F_OK) == 0);
+        }
+        if (why && (content || lfd >= 0)) {
             json_array_append_new(kept, json_pack("{s:s, s:s}", "sha256", sha, "why", why));
             continue;
         }
+        if (why)
+            continue;
         struct stat st;
         uint64_t bytes = stat(tarball, &st) == 0 ? (uint64_t)st.st_size : 0;
         if (remove_image(images_dir, sha, err) < 0) {
             vcr_error_wrap(err, "image cache: remove image %s", sha);
             return NULL;
         }
+        if (!content)
+            continue;
         freed += bytes;
         json_array_append_new(removed,
                               json_pack("{s:s, s:I}", "sha256", sha, "bytes", (json_int_t)bytes));

@@ -681,6 +681,10 @@ static void test_image_cache_prune(void **state)
     snprintf(name, sizeof(name), "%.64s.tar.gz.tmp", sha[3]); /* an interrupted download */
     touch(d, name, "01");
     touch(d, "README", "not an image");
+    /* A lock without an image (a checksum refusal leaves one): removed, not reported;
+     * one of a kept image without content: left, not reported. */
+    touch(d, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.lock", "");
+    touch(d, "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff.lock", "");
     /* sha[1] is a container's lower dir; sha[2] is being downloaded. */
     char mountinfo[400];
     snprintf(mountinfo, sizeof(mountinfo), "%s/README.mountinfo", d);
@@ -708,11 +712,14 @@ static void test_image_cache_prune(void **state)
         usleep(10000);
     assert_int_equal(access(locked, F_OK), 0);
 
-    struct standby_image_keep keep[1];
+    struct standby_image_keep keep[2];
     snprintf(keep[0].sha256, sizeof(keep[0].sha256), "%s", sha[0]);
     snprintf(keep[0].why, sizeof(keep[0].why), "configured for service web");
+    memset(keep[1].sha256, 'f', 64);
+    keep[1].sha256[64] = '\0';
+    snprintf(keep[1].why, sizeof(keep[1].why), "configured for service bad");
     cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *res = standby_image_prune(d, keep, 1, mountinfo, &err);
+    cleanup_json json_t *res = standby_image_prune(d, keep, 2, mountinfo, &err);
     kill(holder, SIGKILL);
     waitpid(holder, NULL, 0);
     assert_non_null(res);
@@ -732,6 +739,10 @@ static void test_image_cache_prune(void **state)
         assert_false(exists_in(d, name));
     }
     assert_true(exists_in(d, "README"));
+    assert_false(
+        exists_in(d, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.lock"));
+    assert_true(
+        exists_in(d, "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff.lock"));
     size_t i;
     json_t *e;
     json_array_foreach(kept, i, e)
