@@ -300,6 +300,8 @@ def test_prune_removes_unused_images_and_keeps_used_ones(rig):
     assert removed == {d.extra_sha}, out
     assert [e["bytes"] for e in out["removed"]] == [os.path.getsize(d.extra_tarball)], out
     assert kept.get(d.sha) == f"configured for service {GOOD}", out
+    # The refused image left only its lock: no image, so not reported as kept.
+    assert d.wrong not in kept and d.wrong not in removed, out
     assert not cached(d.extra_sha) and not cached(d.extra_sha, ".rootfs/www/index.html")
     assert cached(d.sha) and cached(d.sha, ".rootfs/www/index.html")
     # The service's container still serves from its kept image.
