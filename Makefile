@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?= -Dstatic_agent=true
 
-.PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo \
+.PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
         format format-check lab-up lab-down clean deb bench-recovery bench-warm-vm bench-warm-cache \
         bench-migration bench-faults image-debian image-standby-disk fuzz-long
 
@@ -63,6 +63,10 @@ check: build build-asan build-fuzz image image-asan image-debian image-standby-d
 
 demo: build image
 	lab/demo --build $(BUILD)
+
+# The demo on real Debian 12 guests (nginx, Redis, data, failback): lab/demo --real.
+demo-real: build image image-standby-disk
+	lab/demo --real --build $(BUILD)
 
 # The Debian package: build/vcrecovery_VERSION_amd64.deb (docs/packaging.md).
 deb: deps

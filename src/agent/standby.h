@@ -114,6 +114,21 @@ struct standby_image_result {
  * same image wait for each other (flock of SHA256.lock). */
 int standby_image_ensure(const char *images_dir, const struct standby_image_ref *img,
                          struct standby_image_result *res, vcr_error_t *err);
+/* An image the cache keeps when pruned, and why (for the reply). */
+struct standby_image_keep {
+    char sha256[65];
+    char why[96]; /* "configured for service S" (the server's list) */
+};
+/* Prunes the image cache (docs/agent.md, "Container images"): removes every
+ * image of images_dir (SHA256.tar.gz, SHA256.rootfs, their .tmp leftovers,
+ * SHA256.lock) whose SHA-256 is not in keep[0..n), whose rootfs is not the
+ * lower dir of an overlay listed in mountinfo (a container made from it: its
+ * overlay stays mounted from create to destroy, also across agent restarts),
+ * and whose lock is free (a download under way).
+ * Other files are left alone.  Returns {removed: [{sha256, bytes}], kept:
+ * [{sha256, why}], freed_bytes} (bytes: the tarball's), or NULL with *err. */
+json_t *standby_image_prune(const char *images_dir, const struct standby_image_keep *keep, size_t n,
+                            const char *mountinfo, vcr_error_t *err);
 /* IMAGES_DIR/SHA256.rootfs into out. */
 int standby_image_rootfs(const char *images_dir, const char *sha256, char *out, size_t size);
 /* http://A.B.C.D[:PORT]/PATH: host (an IPv4 address: the server sends its

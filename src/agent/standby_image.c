@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -449,4 +450,176 @@ int standby_image_ensure(const char *images_dir, const struct standby_image_ref 
     }
     res->unpack_ms = vcr_mono_ms() - t0;
     return 0;
+}
+
+/* The suffixes an image's files have after its SHA-256 (standby_image_ensure). */
+static const char *const image_suffixes[] = {".tar.gz", ".tar.gz.tmp", ".rootfs", ".rootfs.tmp",
+                                             ".lock"};
+
+/* The image's SHA-256 (lower-case hex) when name is one of its files. */
+static bool image_file_sha(const char *name, char sha[WARM_STATE_HEX_LEN + 1])
+{
+    if (strspn(name, "0123456789abcdef") != WARM_STATE_HEX_LEN)
+        return false;
+    for (size_t i = 0; i < sizeof(image_suffixes) / sizeof(image_suffixes[0]); i++)
+        if (strcmp(name + WARM_STATE_HEX_LEN, image_suffixes[i]) == 0) {
+            memcpy(sha, name, WARM_STATE_HEX_LEN);
+            sha[WARM_STATE_HEX_LEN] = '\0';
+            return true;
+        }
+    return false;
+}
+
+/* The whole of a small text file (NUL-terminated; NULL when unreadable). */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return NULL;
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    char buf[4096];
+    size_t n;
+    while (out && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        fwrite(buf, 1, n, out);
+    fclose(f);
+    if (out)
+        fclose(out);
+    return text;
+}
+
+/* When dir is a whole path in the options of a mountinfo line (an overlay's
+ * lowerdir=), why it is kept: "used by container NAME" for a mount point
+ * LXCPATH/NAME/rootfs (standby_ct_create's), else "mounted at POINT". */
+static bool mounted_lower(const char *mountinfo, const char *dir, char *why, size_t size)
+{
+    size_t n = strlen(dir);
+    for (const char *p = mountinfo ? strstr(mountinfo, dir) : NULL; p; p = strstr(p + 1, dir)) {
+        char after = p[n];
+        if ((p == mountinfo || (p[-1] != '=' && p[-1] != ':')) ||
+            (after != ',' && after != ':' && after != ' ' && after != '\n' && after != '\0'))
+            continue;
+        const char *line = p;
+        while (line > mountinfo && line[-1] != '\n')
+            line--;
+        /* ID PARENT MAJ:MIN ROOT MOUNT_POINT ...: the fifth field. */
+        const char *point = line;
+        for (int field = 0; field < 4 && point; field++) {
+            point = strchr(point, ' ');
+            point = point ? point + 1 : NULL;
+        }
+        size_t len = point ? strcspn(point, " \n") : 0;
+        const char *name = NULL;
+        size_t name_len = 0;
+        if (len > 7 && strncmp(point + len - 7, "/rootfs", 7) == 0) {
+            name = point + len - 7;
+            while (name > point && name[-1] != '/')
+                name--;
+            name_len = (size_t)(point + len - 7 - name);
+        }
+        if (name_len > 0)
+            snprintf(why, size, "used by container %.*s", (int)name_len, name);
+        else
+            snprintf(why, size, "mounted at %.*s", (int)(len < 200 ? len : 200),
+                     point ? point : "?");
+        return true;
+    }
+    return false;
+}
+
+static int remove_image(const char *images_dir, const char *sha, vcr_error_t *err)
+{
+    for (size_t i = 0; i < sizeof(image_suffixes) / sizeof(image_suffixes[0]); i++) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s%s", images_dir, sha, image_suffixes[i]);
+        struct stat st;
+        if (lstat(path, &st) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (standby_remove_tree(path, err) < 0)
+                return -1;
+        } else if (unlink(path) < 0 && errno != ENOENT) {
+            return vcr_error_errno(err, "unlink `%s`", path);
+        }
+    }
+    return 0;
+}
+
+json_t *standby_image_prune(const char *images_dir, const struct standby_image_keep *keep, size_t n,
+                            const char *mountinfo, vcr_error_t *err)
+{
+    cleanup_json json_t *removed = json_array();
+    cleanup_json json_t *kept = json_array();
+    cleanup_json json_t *seen = json_object();
+    if (removed == NULL || kept == NULL || seen == NULL) {
+        vcr_error_make(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    DIR *d = opendir(images_dir);
+    if (d == NULL && errno == ENOENT) /* nothing was ever cached */
+        return json_pack("{s:O, s:O, s:I}", "removed", removed, "kept", kept, "freed_bytes",
+                         (json_int_t)0);
+    if (d == NULL) {
+        vcr_error_errno(err, "image cache `%s`", images_dir);
+        return NULL;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char sha[WARM_STATE_HEX_LEN + 1];
+        if (image_file_sha(e->d_name, sha))
+            json_object_set_new(seen, sha, json_true());
+    }
+    closedir(d);
+    cleanup_free char *mounts = mountinfo ? read_text(mountinfo) : NULL;
+    uint64_t freed = 0;
+    const char *sha;
+    json_t *unused;
+    json_object_foreach(seen, sha, unused)
+    {
+        const char *why = NULL;
+        for (size_t i = 0; i < n && why == NULL; i++)
+            if (strcmp(keep[i].sha256, sha) == 0)
+                why = keep[i].why;
+        char rootfs[300], tarball[300], lock[300];
+        standby_image_rootfs(images_dir, sha, rootfs, sizeof(rootfs));
+        snprintf(tarball, sizeof(tarball), "%s/%s.tar.gz", images_dir, sha);
+        snprintf(lock, sizeof(lock), "%s/%s.lock", images_dir, sha);
+        char mounted[300];
+        if (why == NULL && mounted_lower(mounts, rootfs, mounted, sizeof(mounted)))
+            why = mounted;
+        /* Held while its lock is: a download or unpack under way waits for
+         * the removal, then finds nothing and fetches again. */
+        cleanup_close int lfd = why ? -1 : open(lock, O_RDWR | O_CLOEXEC);
+        if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) < 0)
+            why = "busy (a download or unpack under way)";
+        /* Only a lock left (a download refused for its checksum leaves
+         * one): no image to report; a free one is removed. */
+        bool content = false;
+        for (size_t i = 0; i < sizeof(image_suffixes) / sizeof(image_suffixes[0]); i++) {
+            char path[400];
+            snprintf(path, sizeof(path), "%s/%s%s", images_dir, sha, image_suffixes[i]);
+            content =
+                content || (strcmp(image_suffixes[i], ".lock") != 0 && access(path, F_OK) == 0);
+        }
+        if (why && (content || lfd >= 0)) {
+            json_array_append_new(kept, json_pack("{s:s, s:s}", "sha256", sha, "why", why));
+            continue;
+        }
+        if (why)
+            continue;
+        struct stat st;
+        uint64_t bytes = stat(tarball, &st) == 0 ? (uint64_t)st.st_size : 0;
+        if (remove_image(images_dir, sha, err) < 0) {
+            vcr_error_wrap(err, "image cache: remove image %s", sha);
+            return NULL;
+        }
+        if (!content)
+            continue;
+        freed += bytes;
+        json_array_append_new(removed,
+                              json_pack("{s:s, s:I}", "sha256", sha, "bytes", (json_int_t)bytes));
+    }
+    return json_pack("{s:O, s:O, s:I}", "removed", removed, "kept", kept, "freed_bytes",
+                     (json_int_t)freed);
 }

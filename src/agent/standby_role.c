@@ -348,6 +348,39 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
     return 0;
 }
 
+/* In the child: image_prune {keep: [{sha256, service}]}, the server's
+ * configured images; the containers' images are found by their mounted
+ * overlays (an adopted container's spec does not name its image). */
+static int prune_work(struct standby_pending *p, vcr_error_t *err)
+{
+    struct standby_role *r = p->r;
+    json_t *keep = json_object_get(p->order, "keep");
+    size_t n = json_array_size(keep), used = 0;
+    cleanup_free struct standby_image_keep *k = calloc(n ? n : 1, sizeof(*k));
+    if (k == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    size_t i;
+    json_t *v;
+    json_array_foreach(keep, i, v)
+    {
+        const char *sha = json_string_value(json_object_get(v, "sha256"));
+        const char *service = json_string_value(json_object_get(v, "service"));
+        if (sha == NULL || strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64)
+            return vcr_error_make(err, EINVAL,
+                                  "keep[%zu].sha256: `%.80s` is not a SHA-256; allowed: 64 "
+                                  "lower-case hex digits",
+                                  i, sha ? sha : "(missing)");
+        struct standby_image_keep *e = &k[used++];
+        snprintf(e->sha256, sizeof(e->sha256), "%s", sha);
+        snprintf(e->why, sizeof(e->why), "configured for service %.64s", service ? service : "?");
+    }
+    cleanup_json json_t *res =
+        standby_image_prune(r->images_dir, k, used, "/proc/self/mountinfo", err);
+    if (res == NULL)
+        return -1;
+    return set_result(res, err);
+}
+
 /* In the child. */
 static int job_work(void *arg, vcr_error_t *err)
 {
@@ -359,6 +392,8 @@ static int job_work(void *arg, vcr_error_t *err)
     }
     if (strcmp(p->action, "container_create") == 0)
         return create_work(p, err);
+    if (strcmp(p->action, "image_prune") == 0)
+        return prune_work(p, err);
     if (p->order)
         return data_work(p, err);
     if (strcmp(p->action, "container_checkpoint") == 0)
@@ -430,6 +465,9 @@ static void run_pending(struct standby_role *r, struct standby_pending *p)
     }
 }
 
+/* The pending image_prune's name (no container has it: '(' is not a name). */
+#define STANDBY_IMAGE_PRUNE_NAME "(image cache)"
+
 /* The standby role's orders.  `job`: the work runs in a child process;
  * otherwise it is quick and done on the loop.  `ct`: the container must exist
  * (CT_EXISTS), must not (CT_ABSENT), or either (CT_ANY); stopping and
@@ -455,6 +493,7 @@ static const struct standby_action standby_actions[] = {
     {"data_install", true, CT_ANY},
     {"data_attach", true, CT_EXISTS},
     {"data_export", true, CT_ANY},
+    {"image_prune", true, CT_ANY},
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
 
@@ -532,6 +571,11 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
     p->hold_ms = hold ? (int)json_integer_value(hold) : 0;
     snprintf(p->action, sizeof(p->action), "%s", action);
     cleanup_error vcr_error_t err = NULL;
+    if ((create || restore) && find_pending(r, STANDBY_IMAGE_PRUNE_NAME)) {
+        agent_refuse(a, id, EBUSY, "the image cache is being pruned; try again");
+        free(p);
+        return;
+    }
     if (create || restore) {
         if (standby_ct_spec_from_json(msg, &p->spec, &err) < 0) {
             agent_reply(a, id, false, vcr_error_msg(err));
@@ -549,6 +593,22 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
         }
         snprintf(p->name, sizeof(p->name), "%s", o.name);
         p->phase = o.phase;
+    } else if (strcmp(action, "image_prune") == 0) {
+        /* A create or restore between its image's unpack and its overlay's
+         * mount would lose the rootfs under it. */
+        for (size_t k = 0; k < r->n_pending; k++)
+            if (strcmp(r->pending[k]->action, "container_create") == 0 ||
+                strcmp(r->pending[k]->action, "container_restore") == 0) {
+                char text[200];
+                snprintf(text, sizeof(text),
+                         "image cache: container `%s` is being made (%s); prune again once it "
+                         "is done",
+                         r->pending[k]->name, r->pending[k]->action);
+                agent_refuse(a, id, EBUSY, text);
+                free(p);
+                return;
+            }
+        snprintf(p->name, sizeof(p->name), "%s", STANDBY_IMAGE_PRUNE_NAME);
     } else {
         json_t *name_v = json_object_get(msg, "name");
         snprintf(p->name, sizeof(p->name), "%.64s",
@@ -599,7 +659,7 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
     }
     p->ct = act->ct == CT_ABSENT || i == r->n_cts ? NULL : r->cts[i];
     p->id = json_incref(id);
-    if (strncmp(action, "data_", 5) == 0)
+    if (strncmp(action, "data_", 5) == 0 || strcmp(action, "image_prune") == 0)
         p->order = json_incref(msg);
     run_pending(r, p);
 }

@@ -13,7 +13,8 @@
 
 static const char usage[] =
     "Usage: vcr container create HOST NAME --address A.B.C.D[/NN] [--service S]\n"
-    "                            [--gateway A.B.C.D] [--template T] [--no-start] [--json]\n"
+    "                            [--gateway A.B.C.D] [--template T | --image I]\n"
+    "                            [--no-start] [--json]\n"
     "       vcr container start|stop|destroy HOST NAME [--json]\n"
     "       vcr container migrate HOST NAME --to HOST2 [--no-precopy] [--json]\n"
     "\n"
@@ -27,6 +28,10 @@ static const char usage[] =
     "  -S, --service S      the service it serves (default: NAME)\n"
     "  -g, --gateway ADDR   its default gateway\n"
     "  -t, --template T     template rootfs under /var/lib/vcr/templates (default busybox)\n"
+    "  -i, --image I        the image named I in the server's `images:` instead: the\n"
+    "                       agent downloads it, checks its SHA-256 and caches it (a\n"
+    "                       name the server does not know, or a checksum mismatch, is\n"
+    "                       refused and nothing is started; docs/server.md)\n"
     "      --no-start       create only\n"
     "      --to HOST2       migrate: the standby host to move it to\n"
     "      --no-precopy     migrate: no pre-dump; one full dump while it is stopped\n"
@@ -41,6 +46,7 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         {"service", required_argument, NULL, 'S'},
         {"gateway", required_argument, NULL, 'g'},
         {"template", required_argument, NULL, 't'},
+        {"image", required_argument, NULL, 'i'},
         {"no-start", no_argument, NULL, OPT_NO_START},
         {"to", required_argument, NULL, OPT_TO},
         {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
@@ -51,7 +57,7 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
     cleanup_json json_t *body = json_object();
     bool json = false;
     int opt;
-    while ((opt = getopt_long(argc, argv, "a:S:g:t:jh", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "a:S:g:t:i:jh", options, NULL)) != -1) {
         switch (opt) {
         case 'a':
             json_object_set_new(body, "address", json_string(optarg));
@@ -64,6 +70,9 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
             break;
         case 't':
             json_object_set_new(body, "template", json_string(optarg));
+            break;
+        case 'i':
+            json_object_set_new(body, "image", json_string(optarg));
             break;
         case OPT_NO_START:
             json_object_set_new(body, "start", json_false());
@@ -107,6 +116,15 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
                                 : "vcr container: --to is only for migrate\n");
         return CLI_EXIT_USAGE;
     }
+    bool image = json_object_get(body, "image") != NULL;
+    if (image && strcmp(action, "create") != 0) {
+        fprintf(stderr, "vcr container: --image is only for create\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (image && json_object_get(body, "template")) {
+        fprintf(stderr, "vcr container create: --template and --image given; allowed: one\n");
+        return CLI_EXIT_USAGE;
+    }
     if (strcmp(action, "create") == 0 && json_object_get(body, "address") == NULL) {
         fprintf(stderr, "vcr container create: --address is required\n");
         return CLI_EXIT_USAGE;
@@ -121,8 +139,11 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
     }
     cleanup_error vcr_error_t err = NULL;
     /* A migration copies memory images through the server: minutes under TCG. */
-    cleanup_json json_t *answer =
-        cli_http_request_body(ctx->server, "POST", path, body, migrate ? 900 : 30, &err);
+    cleanup_json json_t *answer = cli_http_request_body(ctx->server, "POST", path, body,
+                                                        migrate ? 900
+                                                        : image ? 150
+                                                                : 30,
+                                                        &err);
     if (answer == NULL) {
         vcr_error_report(&err, stderr, "vcr container");
         return CLI_EXIT_FAILURE;

@@ -20,6 +20,7 @@ static const struct verb {
     {"host", "warm-restart every VM of a host: host warm-restart HOST", cli_verb_host},
     {"container", "containers of a standby VM: container create|start|stop|destroy HOST NAME",
      cli_verb_container},
+    {"image", "a standby VM's image cache: image prune HOST", cli_verb_image},
     {"services", "show protected services and their last recovery", cli_verb_services},
     {"failover", "move a service to its standby now, or retry a failed recovery: failover SERVICE",
      cli_verb_failover},

@@ -15,6 +15,7 @@ int cli_verb_events(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_vm(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_host(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_container(struct cli_context *ctx, int argc, char **argv);
+int cli_verb_image(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_services(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_failover(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_failback(struct cli_context *ctx, int argc, char **argv);

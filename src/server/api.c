@@ -250,6 +250,7 @@ static const struct route {
     {EVHTTP_REQ_POST, "/v1/vms/*/reboot", api_handle_vm_reboot},
     {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", api_handle_host_warm},
     {EVHTTP_REQ_POST, "/v1/hosts/*/containers", api_handle_host_containers},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/images/prune", api_handle_host_images_prune},
     {EVHTTP_REQ_GET, "/v1/services", api_handle_services},
     {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover},
     {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback},

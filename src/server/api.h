@@ -41,6 +41,11 @@ uint16_t api_port(const struct api *api);
 /* The recovery engine behind /v1/services (borrowed; may stay NULL). */
 struct recovery;
 void api_set_recovery(struct api *api, struct recovery *rc);
+/* The configuration (borrowed, outlives the api): its `images:` store names the
+ * images of POST .../containers {"image": NAME} and of POST .../images/prune;
+ * NULL: no images. */
+struct server_config;
+void api_set_config(struct api *api, const struct server_config *cfg);
 /* Migrations (POST .../containers {"action": "migrate"}); NULL: none. */
 struct migrator;
 void api_set_migrator(struct api *api, struct migrator *m);

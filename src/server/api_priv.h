@@ -43,8 +43,9 @@ struct api {
     uint16_t port;
     struct listen_guard *guard;
     LIST_HEAD(, events_wait) waits;
-    struct recovery *recovery; /* NULL: no recovery engine (GET /v1/services is empty) */
-    struct migrator *migrator; /* NULL: no migrations */
+    struct recovery *recovery;       /* NULL: no recovery engine (GET /v1/services is empty) */
+    struct migrator *migrator;       /* NULL: no migrations */
+    const struct server_config *cfg; /* NULL: no `images:` store */
     /* GET /metrics: what it folded from the journal so far (api_metrics.c) */
     struct api_metrics *metrics;
 };
@@ -73,6 +74,7 @@ void api_handle_host_warm(struct api *api, struct evhttp_request *req, const cha
 void api_handle_vm_flush(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_vm_reboot(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_host_containers(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_host_images_prune(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_services(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_service_failover(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_service_failback(struct api *api, struct evhttp_request *req, const char *arg);

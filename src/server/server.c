@@ -108,6 +108,7 @@ struct server *server_new(struct event_base *base, const struct server_config *c
     agents_set_watch(srv->agents, &server_watch, srv);
     api_set_recovery(srv->api, srv->recovery);
     api_set_migrator(srv->api, srv->migrator);
+    api_set_config(srv->api, cfg);
     log_info("agents on %s:%u%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
              "%u ms",
              cfg->listen_host, agents_port(srv->agents),

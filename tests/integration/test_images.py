@@ -14,6 +14,11 @@ tried too, and its timings printed.
 
 Its container then migrates (CRIU) to a second standby VM whose cache is empty.
 
+`vcr container create --image NAME` makes a container from an image no service names
+(an unknown name and a checksum mismatch are refused, nothing started); `vcr image
+prune` keeps that image while the container exists, removes it once the container is
+gone, and keeps the images configured services name.
+
 The primaries of these services never run (their host never connects, boot grace
 0): provisioning works while a primary serves, which a never-failing service does.
 
@@ -36,6 +41,7 @@ VM2, VM2_INDEX, VM2_ADDR = "sb22", 1, "10.77.0.22"  # migration target: its cach
 GOOD, GOOD_CT, GOOD_ADDR = "bbweb", "bbwebct", "10.77.0.35"
 BAD, BAD_CT, BAD_ADDR = "bbbad", "bbbadct", "10.77.0.36"
 NGINX, NGINX_CT, NGINX_ADDR = "nginx", "nginxct", "10.77.0.37"
+EXTRA, EXTRA_CT, EXTRA_ADDR = "bbextra", "bbextract", "10.77.0.38"  # no service names it
 NGINX_DIR = "/var/cache/vcr-lab/debian"
 BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC checks
 # Download + SHA-256 + unpack + LXC start of a small image under TCG; a provisioning
@@ -137,9 +143,14 @@ def rig(lab, tmp_path_factory):
     tarball = str(tmp / "bbweb.tar.gz")
     sha = make_busybox_image(tarball, marker)
     wrong = hashlib.sha256(b"not the image").hexdigest()
+    extra_marker = f"vcr extra image {uuid.uuid4()}"
+    extra_tarball = str(tmp / "bbextra.tar.gz")
+    extra_sha = make_busybox_image(extra_tarball, extra_marker)
     images = [{"name": GOOD, "file": tarball, "sha256": sha,
                "cmd": "/bin/busybox httpd -f -p 80 -h /www"},
-              {"name": BAD, "file": tarball, "sha256": wrong}]
+              {"name": BAD, "file": tarball, "sha256": wrong},
+              {"name": EXTRA, "file": extra_tarball, "sha256": extra_sha,
+               "cmd": "/bin/busybox httpd -f -p 80 -h /www"}]
     services = [service(GOOD, GOOD_CT, GOOD_ADDR, GOOD, "10.77.0.45"),
                 service(BAD, BAD_CT, BAD_ADDR, BAD, "10.77.0.46")]
     d.config = {"dns": True, "images": images, "services": services}
@@ -156,6 +167,7 @@ def rig(lab, tmp_path_factory):
         labkit.wait_for(f"the standby agent of {name}", lambda n=name: standby_host(d, n),
                         BOOT_TIMEOUT)
     d.marker, d.sha, d.wrong, d.tarball = marker, sha, wrong, tarball
+    d.extra_marker, d.extra_sha, d.extra_tarball = extra_marker, extra_sha, extra_tarball
     yield d
     reports = d.stop_all()
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
@@ -231,6 +243,72 @@ def test_cached_image_is_not_fetched_again(rig):
     served = [line for line in d.procs[0].log_text().splitlines()
               if f"image server: image `{GOOD}`" in line]
     assert len(served) == 1, served
+
+
+def test_container_create_names_an_image(rig):
+    """vcr container create --image: the server's `images:` entry in the order; an
+    unknown name and a checksum mismatch are refused with their reason."""
+    d = rig
+    r = d.vcr.run("container", "create", VM, "nosuchct", "--image", "nosuch", "--address",
+                  "10.77.0.39")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "no image `nosuch` in the server's `images:`" in r.stderr, r.stderr
+    assert f"known: {GOOD}, {BAD}, {EXTRA}" in r.stderr, r.stderr
+    r = d.vcr.run("container", "create", VM, "badct2", "--image", BAD, "--address",
+                  "10.77.0.39", timeout=200)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    for part in (f"image `{BAD}`", "checksum mismatch", f"expected SHA-256 {d.wrong}",
+                 "nothing was started"):
+        assert part in r.stderr, r.stderr
+    assert container(d, "badct2") is None
+    assert not cached(d.wrong)
+    r = d.vcr.run("container", "create", VM, "x", "--image", EXTRA, "--template", "busybox",
+                  "--address", "10.77.0.39")
+    assert r.returncode == 2 and "--template and --image" in r.stderr, r.stderr
+    assert not cached(d.extra_sha)
+    r = d.vcr.run("container", "create", VM, EXTRA_CT, "--image", EXTRA, "--address",
+                  EXTRA_ADDR, "--json", timeout=200)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = json.loads(r.stdout)
+    assert out["result"] == "done" and out["container"]["state"] == "running", out
+    labkit.wait_for(f"http://{EXTRA_ADDR}/ to answer the extra image's marker",
+                    lambda: (labkit.http_get(EXTRA_ADDR) or "").strip() == d.extra_marker, 60)
+    assert cached_sha256(d.extra_sha) == d.extra_sha
+    print(f"container from --image {EXTRA}: {out['ms']} ms")
+
+
+def test_prune_removes_unused_images_and_keeps_used_ones(rig):
+    d = rig
+    labkit.wait_for(f"{EXTRA_CT} reported", lambda: container(d, EXTRA_CT), 30)
+
+    def prune():
+        r = d.vcr.run("image", "prune", VM, "--json", timeout=200)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        out = json.loads(r.stdout)
+        return ({e["sha256"] for e in out["removed"]},
+                {e["sha256"]: e["why"] for e in out["kept"]}, out)
+    removed, kept, out = prune()
+    # In use by its container (made by hand, no service names it): kept.
+    assert d.extra_sha not in removed and kept.get(d.extra_sha) == \
+        f"used by container {EXTRA_CT}", out
+    assert kept.get(d.sha) == f"configured for service {GOOD}", out
+    assert cached(d.extra_sha) and cached(d.extra_sha, ".rootfs/www/index.html")
+    assert (labkit.http_get(EXTRA_ADDR) or "").strip() == d.extra_marker
+    gone = d.vcr.json("container", "destroy", VM, EXTRA_CT)
+    assert gone["result"] == "done"
+    removed, kept, out = prune()
+    assert removed == {d.extra_sha}, out
+    assert [e["bytes"] for e in out["removed"]] == [os.path.getsize(d.extra_tarball)], out
+    assert kept.get(d.sha) == f"configured for service {GOOD}", out
+    # The refused image left only its lock: no image, so not reported as kept.
+    assert d.wrong not in kept and d.wrong not in removed, out
+    assert not cached(d.extra_sha) and not cached(d.extra_sha, ".rootfs/www/index.html")
+    assert cached(d.sha) and cached(d.sha, ".rootfs/www/index.html")
+    # The service's container still serves from its kept image.
+    assert (labkit.http_get(GOOD_ADDR) or "").strip() == d.marker
+    r = d.vcr.run("image", "prune", VM)
+    assert r.returncode == 0 and "0 image(s) removed" in r.stdout, (r.stdout, r.stderr)
+    print(f"prune: {out}")
 
 
 def test_image_container_migrates_to_a_vm_without_the_image(rig, record_property):

@@ -1415,6 +1415,132 @@ static void test_e2e_api(void **state)
     harness_stop(&h);
 }
 
+static void http_start_body(struct http_call *call, struct harness *h, const char *path,
+                            const char *body)
+{
+    memset(call, 0, sizeof(*call));
+    call->conn = evhttp_connection_base_new(h->base, NULL, "127.0.0.1", server_api_port(h->srv));
+    struct evhttp_request *req = evhttp_request_new(http_done, &call->answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+    assert_int_equal(evhttp_make_request(call->conn, req, EVHTTP_REQ_POST, path), 0);
+}
+
+static void http_expect_body(struct harness *h, const char *path, const char *body, int code,
+                             const char *error_part, struct http_call *call)
+{
+    http_start_body(call, h, path, body);
+    assert_true(run_until(h->base, http_answered, &call->answer));
+    if (call->answer.code != code)
+        fail_msg("%s %s: HTTP %d, expected %d", path, body, call->answer.code, code);
+    assert_non_null(call->answer.body);
+    if (error_part)
+        assert_contains(json_string_value(json_object_get(call->answer.body, "error")), error_part);
+}
+
+/* The last order the fake agent received. */
+static json_t *agent_last_order(struct fake_agent *a)
+{
+    for (size_t i = json_array_size(a->received); i > 0; i--) {
+        json_t *m = json_array_get(a->received, i - 1);
+        if (strcmp(proto_msg_type(m), "order") == 0)
+            return m;
+    }
+    return NULL;
+}
+
+/* POST .../containers {"image": NAME}: the `images:` entry goes into the
+ * order; an unknown name, `template` with it, or `image` on another action
+ * are refused before any order.  POST .../images/prune sends image_prune
+ * with the configured services' images to keep. */
+static void test_e2e_container_image_and_prune(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-images-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char file[80], yaml[600];
+    snprintf(file, sizeof(file), "%s/ct.tar.gz", dir);
+    write_file(file, "not really gzip");
+    const char *sha = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    snprintf(yaml, sizeof(yaml),
+             "images_listen: 127.0.0.1:7999\n"
+             "images:\n"
+             "  - {name: ct, file: %s, sha256: %s, cmd: \"run me\"}\n"
+             "  - {name: other, file: %s, sha256: %s}\n",
+             file, sha, file, sha);
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    tmpdir_make(&h.dir);
+    cleanup_error vcr_error_t err = NULL;
+    h.cfg = parse_config(yaml, &err);
+    if (h.cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    h.cfg->listen_port = 0;
+    h.cfg->api_port = 0;
+    h.cfg->images_port = 0;
+    free(h.cfg->journal);
+    h.cfg->journal = tmpdir_file(&h.dir, "journal.db");
+    h.base = event_base_new();
+    h.srv = server_new(h.base, h.cfg, &err);
+    if (h.srv == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    agent_start(&h.agent, h.base, server_agent_port(h.srv),
+                proto_msg_new("hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[], s:[]}", "host",
+                                                 "sb1", "role", "standby", "agent_version", "0.1.0",
+                                                 "pid", 1, "accel", "none", "vms", "containers")));
+    assert_true(run_until(h.base, got_welcome, &h));
+    struct http_call call;
+
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c1\", \"address\": \"10.0.0.9\", \"image\": \"ct\"}", 200, NULL,
+                     &call);
+    http_finish(&call);
+    json_t *order = agent_last_order(&h.agent);
+    assert_string_equal(json_string_value(json_object_get(order, "action")), "container_create");
+    json_t *image = json_object_get(order, "image");
+    assert_string_equal(json_string_value(json_object_get(image, "name")), "ct");
+    assert_string_equal(json_string_value(json_object_get(image, "sha256")), sha);
+    assert_string_equal(json_string_value(json_object_get(image, "url")),
+                        "http://127.0.0.1:0/v1/images/ct");
+    assert_string_equal(json_string_value(json_object_get(image, "cmd")), "run me");
+    assert_true(json_is_true(json_object_get(order, "start")));
+    size_t orders = json_array_size(h.agent.received);
+
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"image\": \"nosuch\"}", 404,
+                     "no image `nosuch` in the server's `images:`; known: ct, other", &call);
+    http_finish(&call);
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"image\": \"ct\", "
+                     "\"template\": \"busybox\"}",
+                     400, "`template` and `image` given", &call);
+    http_finish(&call);
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c1\", \"action\": \"start\", \"image\": \"ct\"}", 400,
+                     "`image` is only for create", &call);
+    http_finish(&call);
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"image\": 7}", 400,
+                     "expected the name of an image", &call);
+    http_finish(&call);
+    assert_int_equal(json_array_size(h.agent.received), orders); /* none of them reached it */
+
+    http_expect(&h, EVHTTP_REQ_POST, "/v1/hosts/sb1/images/prune", 200, NULL, &call);
+    assert_string_equal(json_string_value(json_object_get(call.answer.body, "host")), "sb1");
+    http_finish(&call);
+    order = agent_last_order(&h.agent);
+    assert_string_equal(json_string_value(json_object_get(order, "action")), "image_prune");
+    /* No service names an image here: nothing is kept on the server's word. */
+    assert_int_equal(json_array_size(json_object_get(order, "keep")), 0);
+    http_expect(&h, EVHTTP_REQ_POST, "/v1/hosts/nohost/images/prune", 404, "no standby host",
+                &call);
+    http_finish(&call);
+
+    harness_stop(&h);
+    unlink(file);
+    rmdir(dir);
+}
+
 /* Built by hand to give the API a short order deadline. */
 static void test_e2e_order_timeout_and_disconnect(void **state)
 {
@@ -1522,6 +1648,7 @@ int main(void)
         cmocka_unit_test(test_e2e_host_lost),
         cmocka_unit_test(test_e2e_server_stall_is_not_a_host_loss),
         cmocka_unit_test(test_e2e_api),
+        cmocka_unit_test(test_e2e_container_image_and_prune),
         cmocka_unit_test(test_image_server),
         cmocka_unit_test(test_e2e_order_timeout_and_disconnect),
     };
