@@ -16,6 +16,7 @@ const PHASE_COLORS = {
 let status = { hosts: [] };
 let services = [];
 let refreshTimer = null;
+let refreshGen = 0;
 
 function el(tag, attrs, ...children) {
   const e = tag === "svg" || tag === "rect" || tag === "text" || tag === "g"
@@ -232,10 +233,17 @@ function followEvents() {
 
 // --- refresh -------------------------------------------------------------------------
 
+// Re-rendering replaces the buttons: not while one is armed for its second click.
 async function refresh() {
   refreshTimer = null;
+  if (document.querySelector("button[data-armed]")) {
+    scheduleRefresh(500);
+    return;
+  }
+  const gen = ++refreshGen;
   try {
     const [st, sv] = await Promise.all([getJSON("/v1/status"), getJSON("/v1/services")]);
+    if (gen !== refreshGen) return; // a later refresh has begun: its answer is newer
     status = st;
     services = sv.services ?? [];
     document.getElementById("server").textContent =
@@ -253,7 +261,6 @@ function scheduleRefresh(ms) {
   refreshTimer = setTimeout(refresh, ms);
 }
 
-// A button armed for a second click is kept: re-rendering only when none is armed.
-setInterval(() => { if (!document.querySelector("button[data-armed]")) scheduleRefresh(0); }, REFRESH_MS);
+setInterval(() => scheduleRefresh(0), REFRESH_MS);
 refresh();
 followEvents();
