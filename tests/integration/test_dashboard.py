@@ -148,7 +148,7 @@ def test_dashboard_shows_a_recovery_as_it_happens(lab_rig, browser, tmp_path):
     elapsed = [p["elapsed_ms"] for p in timeline]
     assert [ms for _, ms in page["chart"]] == \
         [b - a for a, b in zip([0] + elapsed, elapsed)], (page["chart"], timeline)
-    assert page["vm"] in ("crashed", "stopped"), page
+    assert page["vm"] != "running", page
     assert page["recovery_events"] >= len(PHASES), page
     shot(browser, tmp_path, "recovered")
     assert browser.console() == []
@@ -160,7 +160,7 @@ def test_dashboard_shows_a_recovery_as_it_happens(lab_rig, browser, tmp_path):
         lambda: (lambda t: t if t["service"] == "ok" and t["vm"] == "running"
                  and t["vm_serves"] == [WEB] else None)(browser.js(TOPOLOGY)),
         BOOT_TIMEOUT, interval=0.5)
-    assert page["actions"][-1][0] == "true", page["actions"]
-    assert "/v1/services/web1/failback: 202" in page["actions"][-1][1], page["actions"]
+    assert page["actions"][0][0] == "true", page["actions"]  # newest first
+    assert "/v1/services/web1/failback: 202" in page["actions"][0][1], page["actions"]
     assert labkit.dig(f"{WEB}.vcr.lab") == [WEB_ADDR]
     assert browser.console() == []

@@ -1603,6 +1603,11 @@ static bool stream_answered(void *arg)
     return s->headers || s->ended;
 }
 
+static bool stream_answered_and_ended(void *arg)
+{
+    return ((struct stream *)arg)->ended;
+}
+
 static void test_e2e_event_stream(void **state)
 {
     (void)state;
@@ -1666,6 +1671,15 @@ static void test_e2e_event_stream(void **state)
     assert_int_equal(many[0].code, 200);
     for (int i = 0; i < 16; i++)
         stream_close(conns[i], &many[i]);
+
+    /* A server shutting down ends its open streams properly (the last chunk). */
+    conn = stream_open(&h, &s, "/v1/events/stream", NULL);
+    w = (struct stream_wait){&s, "id: 4\n"};
+    assert_true(run_until(h.base, stream_has, &w));
+    server_free(h.srv);
+    h.srv = NULL;
+    assert_true(run_until(h.base, stream_answered_and_ended, &s));
+    stream_close(conn, &s);
     harness_stop(&h);
 }
 
