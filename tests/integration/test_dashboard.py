@@ -123,7 +123,7 @@ def test_dashboard_shows_a_recovery_as_it_happens(lab_rig, browser, tmp_path):
     assert page["events"] > 0, page
     assert page["chart"] == [], page
     shot(browser, tmp_path, "topology")
-    assert browser.console() == []
+    assert browser.errors() == []
 
     # kill -9 of the primary's QEMU, the page left alone: it must show it from its stream.
     pid = d.vcr.vm(WEB)["pid"]
@@ -151,7 +151,7 @@ def test_dashboard_shows_a_recovery_as_it_happens(lab_rig, browser, tmp_path):
     assert page["vm"] != "running", page
     assert page["recovery_events"] >= len(PHASES), page
     shot(browser, tmp_path, "recovered")
-    assert browser.console() == []
+    assert browser.errors() == []
 
     # The operator's failback, from its button: the primary is started and serves again.
     assert click_twice(browser, 'tr[data-service="web1"] button[data-action$="/failback"]')
@@ -163,4 +163,4 @@ def test_dashboard_shows_a_recovery_as_it_happens(lab_rig, browser, tmp_path):
     assert page["actions"][0][0] == "true", page["actions"]  # newest first
     assert "/v1/services/web1/failback: 202" in page["actions"][0][1], page["actions"]
     assert labkit.dig(f"{WEB}.vcr.lab") == [WEB_ADDR]
-    assert browser.console() == []
+    assert browser.errors() == []

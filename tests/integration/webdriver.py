@@ -63,8 +63,14 @@ class Browser:
         return self.s("POST", "/execute/sync", {"script": script, "args": list(args)})
 
     def console(self):
-        """The browser's console and network errors since the last call."""
+        """The browser's log entries since the last call: console messages, uncaught
+        exceptions, failed loads ({level, message, source})."""
         return self.s("POST", "/se/log", {"type": "browser"})
+
+    def errors(self):
+        """Only the errors (level SEVERE) among them: Chromium logs its own notices too
+        (e.g. an INFO about fonts on its new-tab page before the first navigation)."""
+        return [e for e in self.console() if e.get("level") == "SEVERE"]
 
     def screenshot(self, path):
         with open(path, "wb") as f:
