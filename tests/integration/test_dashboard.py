@@ -93,7 +93,7 @@ def browser(lab, tmp_path):
     b = Browser(str(tmp_path))
     yield b
     rc = b.quit()
-    assert rc == 0, f"chromedriver exited {rc}"
+    assert rc == 0, f"chromedriver exited {rc} after its /shutdown"
 
 
 def shot(browser, tmp_path, name):

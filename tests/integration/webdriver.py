@@ -77,8 +77,15 @@ class Browser:
             f.write(base64.b64decode(self.s("GET", "/screenshot")))
 
     def quit(self):
+        """Ends the session (Chromium exits) and chromedriver (its /shutdown); returns
+        chromedriver's exit status."""
         try:
             self.s("DELETE", "")
         finally:
-            rc = self.proc.stop(timeout=15)
+            subprocess.run(labkit.in_ns(["curl", "-s", "-m", "5", f"{self.base}/shutdown"]),
+                           capture_output=True, timeout=10)
+            try:
+                labkit.wait_for("chromedriver to exit", lambda: not self.proc.alive(), 15)
+            finally:
+                rc = self.proc.stop(timeout=15)
         return rc
