@@ -139,8 +139,9 @@ function standbyBody(h) {
   const load = h.vm_load;
   return [
     el("div", { class: "meta" }, `standby agent ${h.name} `, badge(h.state),
-      load ? ` cpu ${load.cpu_pct ?? "?"}% mem ${Math.round((load.mem_used_kb ?? 0) / 1024)}/` +
-        `${Math.round((load.mem_total_kb ?? 0) / 1024)} MB` : ""),
+      load?.cpu_pct != null ? ` cpu ${load.cpu_pct}%` : "",
+      load?.mem_total_kb ? ` mem ${Math.round((load.mem_used_kb ?? 0) / 1024)}/` +
+        `${Math.round(load.mem_total_kb / 1024)} MB` : ""),
     ...(h.containers ?? []).map((c) => containerBox(h.name, c, targets)),
   ];
 }
