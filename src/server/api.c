@@ -160,6 +160,7 @@ static void on_journal_append(int64_t id, void *opaque)
             wait_finish(w);
         w = next;
     }
+    api_sse_journal_appended(api->sse);
 }
 
 /* Parses a decimal query value in min..max; false (and a 400 sent) otherwise. */
@@ -239,23 +240,28 @@ static const struct route {
     enum evhttp_cmd_type method;
     const char *pattern; /* a `*` segment matches one name, passed to handle */
     void (*handle)(struct api *api, struct evhttp_request *req, const char *arg);
+    const char *noun; /* what the `*` names, for a 400 */
 } routes[] = {
-    {EVHTTP_REQ_GET, "/v1/status", handle_status},
-    {EVHTTP_REQ_GET, "/v1/events", handle_events},
-    {EVHTTP_REQ_POST, "/v1/vms/*/stop", api_handle_vm_stop},
-    {EVHTTP_REQ_POST, "/v1/vms/*/kill", api_handle_vm_kill},
-    {EVHTTP_REQ_POST, "/v1/vms/*/start", api_handle_vm_start},
-    {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", api_handle_vm_warm},
-    {EVHTTP_REQ_POST, "/v1/vms/*/flush", api_handle_vm_flush},
-    {EVHTTP_REQ_POST, "/v1/vms/*/reboot", api_handle_vm_reboot},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", api_handle_host_warm},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/containers", api_handle_host_containers},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/images/prune", api_handle_host_images_prune},
-    {EVHTTP_REQ_GET, "/v1/services", api_handle_services},
-    {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover},
-    {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback},
-    {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset},
-    {EVHTTP_REQ_GET, "/metrics", api_handle_metrics},
+    {EVHTTP_REQ_GET, "/v1/status", handle_status, NULL},
+    {EVHTTP_REQ_GET, "/v1/events", handle_events, NULL},
+    {EVHTTP_REQ_GET, "/v1/events/stream", api_handle_events_stream, NULL},
+    {EVHTTP_REQ_POST, "/v1/vms/*/stop", api_handle_vm_stop, "VM"},
+    {EVHTTP_REQ_POST, "/v1/vms/*/kill", api_handle_vm_kill, "VM"},
+    {EVHTTP_REQ_POST, "/v1/vms/*/start", api_handle_vm_start, "VM"},
+    {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", api_handle_vm_warm, "VM"},
+    {EVHTTP_REQ_POST, "/v1/vms/*/flush", api_handle_vm_flush, "VM"},
+    {EVHTTP_REQ_POST, "/v1/vms/*/reboot", api_handle_vm_reboot, "VM"},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", api_handle_host_warm, "host"},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/containers", api_handle_host_containers, "host"},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/images/prune", api_handle_host_images_prune, "host"},
+    {EVHTTP_REQ_GET, "/v1/services", api_handle_services, NULL},
+    {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover, "service"},
+    {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback, "service"},
+    {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset, "service"},
+    {EVHTTP_REQ_GET, "/metrics", api_handle_metrics, NULL},
+    {EVHTTP_REQ_GET, "/ui", api_handle_ui_redirect, NULL},
+    {EVHTTP_REQ_GET, "/ui/", api_handle_ui_index, NULL},
+    {EVHTTP_REQ_GET, "/ui/*", api_handle_ui_file, "dashboard file"},
 };
 
 /* Matches path against pattern segment by segment; the raw (still
@@ -305,10 +311,7 @@ static void on_request(struct evhttp_request *req, void *opaque)
                 api_reply_error(req, 400,
                                 "`%s` is not a %s name; allowed: 1..64 of letters, digits, '.', "
                                 "'_', '-'",
-                                arg && strlen(arg) == len ? arg : raw,
-                                strncmp(routes[i].pattern, "/v1/hosts/", 10) == 0      ? "host"
-                                : strncmp(routes[i].pattern, "/v1/services/", 13) == 0 ? "service"
-                                                                                       : "VM");
+                                arg && strlen(arg) == len ? arg : raw, routes[i].noun);
                 return;
             }
         }
@@ -347,6 +350,12 @@ struct api *api_new(struct event_base *base, struct inventory *inv, struct journ
     evhttp_set_max_headers_size(api->http, 16 * 1024);
     evhttp_set_timeout(api->http, (API_EVENTS_WAIT_MAX_MS + API_ORDER_TIMEOUT_MS) / 1000 + 30);
     evhttp_set_gencb(api->http, on_request, api);
+    if ((api->sse = api_sse_new(api)) == NULL) {
+        evhttp_free(api->http);
+        free(api);
+        vcr_error_make(err, ENOMEM, "HTTP API: out of memory");
+        return NULL;
+    }
     journal_set_listener(journal, on_journal_append, api);
     return api;
 }
@@ -380,6 +389,7 @@ void api_free(struct api *api)
     journal_set_listener(api->journal, NULL, NULL);
     while (!LIST_EMPTY(&api->waits))
         wait_finish(LIST_FIRST(&api->waits));
+    api_sse_free(api->sse);
     evhttp_free(api->http);
     api_metrics_free(api->metrics);
     free(api);

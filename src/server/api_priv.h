@@ -48,6 +48,8 @@ struct api {
     const struct server_config *cfg; /* NULL: no `images:` store */
     /* GET /metrics: what it folded from the journal so far (api_metrics.c) */
     struct api_metrics *metrics;
+    /* GET /v1/events/stream: its open streams (api_sse.c) */
+    struct api_sse *sse;
 };
 
 /* Every answer is JSON; errors are {"error": "..."}. */
@@ -81,5 +83,23 @@ void api_handle_service_failback(struct api *api, struct evhttp_request *req, co
 void api_handle_service_reset(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_metrics(struct api *api, struct evhttp_request *req, const char *arg);
 void api_metrics_free(struct api_metrics *am);
+
+/* GET /v1/events/stream (api_sse.c): the journal as server-sent events. */
+#define SSE_CLIENTS_MAX     16
+#define SSE_BUFFER_MAX      (256 * 1024) /* bytes queued to one stream before it is dropped */
+#define SSE_WRITE_TIMEOUT_S 30           /* a stream whose bytes do not move is dropped */
+#define SSE_KEEPALIVE_MS    15000        /* a comment line, so idle proxies keep it open */
+#define SSE_RETRY_MS        2000         /* the browser's delay before it reconnects */
+#define SSE_PAGE            100          /* events read from the journal at once */
+struct api_sse;
+struct api_sse *api_sse_new(struct api *api);
+void api_sse_free(struct api_sse *hub);
+void api_sse_journal_appended(struct api_sse *hub);
+void api_handle_events_stream(struct api *api, struct evhttp_request *req, const char *arg);
+
+/* GET /ui, /ui/, /ui/NAME (api_ui.c): the dashboard's files. */
+void api_handle_ui_redirect(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_ui_index(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_ui_file(struct api *api, struct evhttp_request *req, const char *name);
 
 #endif

@@ -18,7 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -32,6 +36,7 @@
 #include "server/journal.h"
 #include "server/server.h"
 #include "server/server_config.h"
+#include "server/sse.h"
 
 #define TEST_KEY "0123456789abcdef-test-key"
 
@@ -1615,6 +1620,284 @@ static void test_e2e_order_timeout_and_disconnect(void **state)
     tmpdir_remove(&h.dir);
 }
 
+/* --- GET /v1/events/stream (server-sent events) and GET /ui/ --- */
+
+static void test_sse_event_id_and_format(void **state)
+{
+    (void)state;
+    int64_t id = 7;
+    assert_int_equal(sse_parse_event_id("0", 1, &id), 0);
+    assert_int_equal(id, 0);
+    assert_int_equal(sse_parse_event_id("123456789012345", 15, &id), 0);
+    assert_int_equal(id, 123456789012345LL);
+    const char *bad[] = {"", "-1", "+1", " 1", "1 ", "12a", "1234567890123456", "0x10", "1\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        id = 7;
+        assert_int_equal(sse_parse_event_id(bad[i], strlen(bad[i]), &id), -1);
+        assert_int_equal(id, 7); /* untouched */
+    }
+    /* Only the given length counts (a header value is not NUL-terminated there). */
+    assert_int_equal(sse_parse_event_id("42xyz", 2, &id), 0);
+    assert_int_equal(id, 42);
+
+    struct evbuffer *out = evbuffer_new();
+    assert_int_equal(sse_format_event(out, 5, "{\"a\":1}"), 0);
+    assert_int_equal(sse_format_event(out, 6, "x\ny\r\nz\rw"), 0);
+    assert_int_equal(sse_format_event(out, 7, ""), 0);
+    size_t len = evbuffer_get_length(out);
+    const char *text = (const char *)evbuffer_pullup(out, -1);
+    const char *want = "id: 5\ndata: {\"a\":1}\n\n"
+                       "id: 6\ndata: x\ndata: y\ndata: z\ndata: w\n\n"
+                       "id: 7\ndata: \n\n";
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(text, want, len);
+    evbuffer_free(out);
+}
+
+struct stream {
+    bool headers;
+    int code;
+    char content_type[64];
+    struct evbuffer *got;
+    bool ended;
+};
+
+static int stream_headers(struct evhttp_request *req, void *arg)
+{
+    struct stream *s = arg;
+    s->headers = true;
+    s->code = evhttp_request_get_response_code(req);
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    snprintf(s->content_type, sizeof(s->content_type), "%s", ct ? ct : "");
+    return 0;
+}
+
+static void stream_chunk(struct evhttp_request *req, void *arg)
+{
+    struct stream *s = arg;
+    evbuffer_add_buffer(s->got, evhttp_request_get_input_buffer(req));
+}
+
+static void stream_done(struct evhttp_request *req, void *arg)
+{
+    struct stream *s = arg;
+    s->ended = true;
+    if (req && !s->headers)
+        s->code = evhttp_request_get_response_code(req);
+    if (req)
+        evbuffer_add_buffer(s->got, evhttp_request_get_input_buffer(req));
+}
+
+/* Opens GET path as a stream; last_id (or NULL) as Last-Event-ID. */
+static struct evhttp_connection *stream_open(struct harness *h, struct stream *s, const char *path,
+                                             const char *last_id)
+{
+    memset(s, 0, sizeof(*s));
+    s->got = evbuffer_new();
+    struct evhttp_connection *conn =
+        evhttp_connection_base_new(h->base, NULL, "127.0.0.1", server_api_port(h->srv));
+    struct evhttp_request *req = evhttp_request_new(stream_done, s);
+    evhttp_request_set_header_cb(req, stream_headers);
+    evhttp_request_set_chunked_cb(req, stream_chunk);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    if (last_id)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Last-Event-ID", last_id);
+    assert_int_equal(evhttp_make_request(conn, req, EVHTTP_REQ_GET, path), 0);
+    return conn;
+}
+
+static void stream_close(struct evhttp_connection *conn, struct stream *s)
+{
+    evhttp_connection_free(conn);
+    evbuffer_free(s->got);
+}
+
+struct stream_wait {
+    struct stream *s;
+    const char *needle;
+};
+
+static bool stream_has(void *arg)
+{
+    struct stream_wait *w = arg;
+    return evbuffer_search(w->s->got, w->needle, strlen(w->needle), NULL).pos >= 0;
+}
+
+static bool stream_answered(void *arg)
+{
+    struct stream *s = arg;
+    return s->headers || s->ended;
+}
+
+static bool stream_answered_and_ended(void *arg)
+{
+    return ((struct stream *)arg)->ended;
+}
+
+static void test_e2e_event_stream(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "");
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h)); /* events 1 hello, 2 host_up */
+
+    /* Without an id: the last events, then every new one as it is journaled. */
+    struct stream s;
+    struct evhttp_connection *conn = stream_open(&h, &s, "/v1/events/stream", NULL);
+    struct stream_wait w = {&s, "id: 2\n"};
+    assert_true(run_until(h.base, stream_has, &w));
+    assert_int_equal(s.code, 200);
+    assert_string_equal(s.content_type, "text/event-stream");
+    w.needle = "retry: ";
+    assert_true(stream_has(&w));
+    w.needle = "id: 1\ndata: {";
+    assert_true(stream_has(&w));
+    agent_send(&h.agent, vm_event_msg("web1", "crashed", "qemu killed by signal 9", 99));
+    w.needle = "id: 3\ndata: {";
+    assert_true(run_until(h.base, stream_has, &w));
+    w.needle = "\"kind\":\"vm_event\"";
+    assert_true(stream_has(&w));
+    assert_false(s.ended);
+    stream_close(conn, &s);
+
+    /* A browser reconnecting says where it was: only what came after. */
+    conn = stream_open(&h, &s, "/v1/events/stream?since=1", "2");
+    w = (struct stream_wait){&s, "id: 3\n"};
+    assert_true(run_until(h.base, stream_has, &w));
+    w.needle = "id: 2\n";
+    assert_false(stream_has(&w));
+    stream_close(conn, &s);
+
+    /* Bad ids and parameters are 400s, before any stream starts. */
+    struct http_call call;
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/events/stream?since=-1", 400, "not an event id", &call);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/events/stream?from=1", 400, "unknown query", &call);
+    http_finish(&call);
+
+    /* At most SSE_CLIENTS_MAX streams (16): the next is refused, one closed frees a place. */
+    struct stream many[17];
+    struct evhttp_connection *conns[17];
+    for (int i = 0; i < 17; i++) {
+        conns[i] = stream_open(&h, &many[i], "/v1/events/stream?since=0", NULL);
+        assert_true(run_until(h.base, stream_answered, &many[i]));
+    }
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(many[i].code, 200);
+    assert_int_equal(many[16].code, 503);
+    stream_close(conns[16], &many[16]);
+    stream_close(conns[0], &many[0]);
+    /* The server sees the close at its next write (the keepalive, or an event). */
+    agent_send(&h.agent, vm_event_msg("web1", "stopped", "order vm_stop", 100));
+    w = (struct stream_wait){&many[1], "id: 4\n"};
+    assert_true(run_until(h.base, stream_has, &w));
+    conns[0] = stream_open(&h, &many[0], "/v1/events/stream?since=0", NULL);
+    assert_true(run_until(h.base, stream_answered, &many[0]));
+    assert_int_equal(many[0].code, 200);
+    for (int i = 0; i < 16; i++)
+        stream_close(conns[i], &many[i]);
+
+    /* A server shutting down ends its open streams properly (the last chunk). */
+    conn = stream_open(&h, &s, "/v1/events/stream", NULL);
+    w = (struct stream_wait){&s, "id: 4\n"};
+    assert_true(run_until(h.base, stream_has, &w));
+    server_free(h.srv);
+    h.srv = NULL;
+    assert_true(run_until(h.base, stream_answered_and_ended, &s));
+    stream_close(conn, &s);
+    harness_stop(&h);
+}
+
+struct raw_reader {
+    int fd;
+    size_t bytes;
+    bool eof;
+};
+
+static bool raw_read_to_eof(void *arg)
+{
+    struct raw_reader *r = arg;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(r->fd, buf, sizeof(buf));
+        if (n > 0) {
+            r->bytes += (size_t)n;
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            r->eof = true;
+        return r->eof;
+    }
+}
+
+/* A client that does not read is dropped once SSE_BUFFER_MAX bytes wait for it:
+ * the server's memory stays bounded and the loop never waits for it. */
+static void test_e2e_slow_stream_is_dropped(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(server_api_port(h.srv))};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    const char *get = "GET /v1/events/stream?since=0 HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(write(fd, get, strlen(get)), (ssize_t)strlen(get));
+    struct timeval brief = {0, 50000};
+    event_base_loopexit(h.base, &brief);
+    event_base_dispatch(h.base);
+
+    /* 4 MB of events while the client reads nothing. */
+    char pad[1001];
+    memset(pad, 'x', 1000);
+    pad[1000] = '\0';
+    for (int i = 0; i < 4000; i++) {
+        cleanup_json json_t *detail = json_pack("{s:s}", "pad", pad);
+        journal_note(server_journal(h.srv), 0, "node1", "web1", JOURNAL_VM_EVENT, detail);
+        if (i % 100 == 0) {
+            event_base_loopexit(h.base, &brief);
+            event_base_dispatch(h.base);
+        }
+    }
+    /* Now it reads: what was queued, then the end (not the rest of the 4 MB). */
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    struct raw_reader r = {fd, 0, false};
+    assert_true(run_until(h.base, raw_read_to_eof, &r));
+    assert_true(r.bytes < 3 * 1024 * 1024);
+    close(fd);
+    /* The server goes on serving. */
+    struct http_call call;
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/status", 200, NULL, &call);
+    http_finish(&call);
+    harness_stop(&h);
+}
+
+static void test_e2e_ui_files(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "");
+    const char *files[] = {"/ui/", "/ui/dashboard.js", "/ui/dashboard.css", "/ui/icon.svg"};
+    const char *types[] = {"text/html", "text/javascript", "text/css", "image/svg+xml"};
+    for (size_t i = 0; i < 4; i++) {
+        struct stream s;
+        struct evhttp_connection *conn = stream_open(&h, &s, files[i], NULL);
+        assert_true(run_until(h.base, stream_answered, &s));
+        assert_int_equal(s.code, 200);
+        assert_true(strncmp(s.content_type, types[i], strlen(types[i])) == 0);
+        stream_close(conn, &s);
+    }
+    struct http_call call;
+    http_expect(&h, EVHTTP_REQ_GET, "/ui/nothing.js", 404, "no dashboard file", &call);
+    http_finish(&call);
+    http_expect(&h, EVHTTP_REQ_GET, "/ui/a%20b", 400, "not a dashboard file name", &call);
+    http_finish(&call);
+    harness_stop(&h);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1651,6 +1934,10 @@ int main(void)
         cmocka_unit_test(test_e2e_container_image_and_prune),
         cmocka_unit_test(test_image_server),
         cmocka_unit_test(test_e2e_order_timeout_and_disconnect),
+        cmocka_unit_test(test_sse_event_id_and_format),
+        cmocka_unit_test(test_e2e_event_stream),
+        cmocka_unit_test(test_e2e_slow_stream_is_dropped),
+        cmocka_unit_test(test_e2e_ui_files),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }
