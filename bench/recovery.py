@@ -137,9 +137,11 @@ SVC = {
     "cold-container": dict(svc="cc", host="pcc", vm="pcc", idx=1, addr="10.77.0.12",
                            mode="cold", sb_host="sbr", ct="cc-ct", sb_addr="10.77.0.32"),
     "warm-vm": dict(svc="wv", host="pwv", vm="pwv", idx=2, addr="10.77.0.13",
-                    mode="warm", sb_host="wvsb", ct="unused-wv", sb_addr="10.77.0.15"),
+                    mode="warm", sb_host="sbw", ct="unused-wv", sb_addr="10.77.0.15",
+                    placeholder="10.77.0.41"),
     "cold-vm": dict(svc="cv", host="pcv", vm="pcv", idx=3, addr="10.77.0.14",
-                    mode="warm", sb_host="cvsb", ct="unused-cv", sb_addr="10.77.0.18"),
+                    mode="warm", sb_host="sbw", ct="unused-cv", sb_addr="10.77.0.18",
+                    placeholder="10.77.0.42", cold_vm="cvsb"),
 }
 # Long-lived VMs under one agent host "stb": the warm standby VM (plain), the standby VM
 # (LXC, warm containers) and the shared recovery VM (LXC, cold containers).
@@ -513,6 +515,25 @@ class AgentVm:
         self.started = False
 
 
+def make_placeholders(cl, modes):
+    """The VM baselines' containers: the engine's warm path takes a container as ready
+    only when a connected standby host reports it running (docs/recovery.md, "A warm
+    recovery"), then checks the port of standby.address and switches DNS to it.  So each
+    VM baseline names a container that runs in SB_WARM at an address of its own (busybox
+    template, never reached by the client), made by hand before the server has the
+    services (it then finds it running and provisions nothing); the port step and DNS go
+    to the VM at standby.address."""
+    for m in ("warm-vm", "cold-vm"):
+        if m not in modes:
+            continue
+        s = SVC[m]
+        cl.vcr.json("container", "create", s["sb_host"], s["ct"], "--address",
+                    f"{s['placeholder']}/24", "--service", s["svc"], "--gateway",
+                    cl.env["VCR_LAB_BRIDGE_ADDR"])
+        wait_http(s["placeholder"], 120)
+        say(f"placeholder container {s['ct']} of the {m} baseline runs in {s['sb_host']}")
+
+
 def dns_set(cl, name, addr):
     e = cl.env
     r = labkit.ns_run([cl.bin("dns", "vcr-dnsupdate"), "--server", e["VCR_LAB_DNS"], "--zone",
@@ -573,9 +594,9 @@ def one_run(cl, mode, run, work):
             if detail(seen[-1]).get("phase") == "failed":
                 raise RuntimeError(f"recovery failed: {detail(seen[-1])}")
             if GUEST == "debian":
-                cold = AgentVm(cl, s["sb_host"], "stb")
+                cold = AgentVm(cl, s["cold_vm"], "stb")
             else:
-                cold = warm_vm.OwnVm(s["sb_host"], COLD_VM_IDX, PRIMARY_MB, work)
+                cold = warm_vm.OwnVm(s["cold_vm"], COLD_VM_IDX, PRIMARY_MB, work)
             t_boot = time.time()
             cl.cold_vm = cold
             cold.start()
@@ -744,7 +765,9 @@ def load_previous(modes):
             meta = json.load(f)
     except OSError:
         pass
-    meta["holds"] = [h for h in meta.get("holds", []) if set(h["modes"]) - set(modes)]
+    for h in meta.get("holds", []):
+        h["modes"] = [m for m in h["modes"] if m not in modes]
+    meta["holds"] = [h for h in meta.get("holds", []) if h["modes"]]
     return rows, meta
 
 
@@ -821,8 +844,13 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
              "and the service's port); dns = `port_open` .. `dns_updated`; client = "
              "`dns_updated` .. the client's first good answer.")
     L.append("- warm-vm baseline: the same engine, a `warm` service whose standby address is a "
-             "second plain VM already running the service (the engine's warm path does fence, "
-             "port check, DNS; it never contacts the standby host).")
+             "second plain VM already running the service. The engine's warm path takes a "
+             "container as ready only when a connected standby host reports it running, so "
+             "the service names a placeholder container (busybox template, an address of its "
+             "own, never reached by the client) that runs in the warm standby VM: the engine "
+             "finds it running (no order), checks the port of the standby address (the VM), "
+             "switches DNS to it. The cold-vm baseline does the same with its own "
+             "placeholder.")
     if debian:
         L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address "
                  "is a VM that does not run yet: a VM of the standby side's agent "
@@ -1065,13 +1093,15 @@ def main():
         stb, sbs = [], []
         if "warm-vm" in modes_vms:
             stb.append(cl.plain_vm(WARM_VM["name"], WARM_VM["idx"], WARM_VM["addr"]))
-        for m, d in (("warm-container", SB_WARM), ("cold-container", SB_COLD)):
-            if m in modes_vms:
+        # SB_WARM also holds the VM baselines' placeholder containers (make_placeholders).
+        for ms, d in ((("warm-container", "warm-vm", "cold-vm"), SB_WARM),
+                      (("cold-container",), SB_COLD)):
+            if set(ms) & set(modes_vms):
                 stb.append(cl.standby_vm(d))
                 sbs.append(d)
         if GUEST == "debian" and "cold-vm" in modes_vms:
             s = SVC["cold-vm"]
-            stb.append(dict(cl.plain_vm(s["sb_host"], COLD_VM_IDX, s["sb_addr"]),
+            stb.append(dict(cl.plain_vm(s["cold_vm"], COLD_VM_IDX, s["sb_addr"]),
                             autostart=False))
         cl.start_agent("stb", stb)
         for m in modes_vms:
@@ -1101,6 +1131,7 @@ def main():
             # Both containers made by the server from the delivered image: the warm one
             # stays; the cold one only puts the image into the recovery VM's cache and
             # is destroyed once the server runs with the service cold.
+            make_placeholders(cl, modes_vms)
             cl.start_server(services=True, cold_as_warm=True)
             agents_back()
             for m in ("warm-container", "cold-container"):
@@ -1135,6 +1166,7 @@ def main():
             say(f"warm container {s['ct']} created+started in {r.get('ms')} ms (guest)")
             wait_http(s["sb_addr"], 120)
             cost = measure_cost(cl, base)
+            make_placeholders(cl, modes_vms)
             cl.start_server(services=True)
             agents_back()
             say("server restarted with the services; agents back")
