@@ -943,7 +943,7 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
                  f"agent's `mem_kb` reports, cgroup v1 memory); the standby VM's own use before "
                  f"any container was {cost['base_used_kb'] / 1024:.0f} MB of "
                  f"{cost['total_kb'] / 1024:.0f} MB, {cost['used_with_ct_kb'] / 1024:.0f} MB "
-                 f"with the container. Primary VM size P = {PRIMARY_MB} MB; standby/recovery "
+                 f"with the container{' (and the VM baselines placeholders, if they ran then)' if debian else ''}. Primary VM size P = {PRIMARY_MB} MB; standby/recovery "
                  f"VM base size B = {STANDBY_MB} MB (the size it is known to work at, "
                  "lab/README.md); " + (f"container image {IMAGE} {cost['image_mb']:.1f} MB "
                                        "(tar.gz).\n" if debian else
