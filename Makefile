@@ -7,8 +7,8 @@ FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
-        format format-check lab-up lab-down clean deb bench-recovery bench-warm-vm bench-warm-cache \
-        bench-migration bench-faults image-debian image-standby-disk fuzz-long
+        format format-check lab-up lab-down clean deb bench-recovery bench-recovery-debian bench-warm-vm \
+        bench-warm-cache bench-migration bench-faults image-debian image-standby-disk fuzz-long
 
 all: build
 
@@ -84,8 +84,15 @@ lab-up: image
 lab-down:
 	lab/lab down
 
-bench-recovery: build image
-	/usr/bin/python3 bench/recovery.py --build $(BUILD)
+# GUEST=debian: on the real Debian 12 guests (bench/results/recovery-debian.*; the images
+# of image-debian and image-standby-disk); MODES (comma-separated) runs some modes only and
+# MERGE=1 keeps the other modes' rows, so that each mode group can have a lab hold of its own.
+bench-recovery: build image $(if $(filter debian,$(GUEST)),image-standby-disk)
+	/usr/bin/python3 bench/recovery.py --build $(BUILD) $(if $(GUEST),--guest $(GUEST)) \
+		$(if $(MODES),--modes $(MODES)) $(if $(MERGE),--merge)
+
+bench-recovery-debian:
+	$(MAKE) bench-recovery GUEST=debian
 
 bench-warm-vm: build image
 	/usr/bin/python3 bench/warm_vm.py --build $(BUILD)

@@ -16,11 +16,14 @@ Modes (one protected service each, all configured in the same vcr-server):
                   the same engine: a `warm` service whose standby address is that VM's (the
                   engine's warm path never talks to the standby host: fence, port, DNS).
   cold-vm         baseline: a VM booted on failure.  Also a `warm` service whose standby
-                  address is that VM's; the bench starts the VM's QEMU (the agent's argv,
-                  bench/warm_vm.py OwnVm) when the journal says `fenced`, and the engine's
-                  port step waits for the booted guest, then switches DNS.
-After each run the primary is brought back (its agent restarted with a fresh state dir,
-so the VM autostarts) and `vcr failback` switches the name back.
+                  address is that VM's; the bench starts the VM when the journal says
+                  `fenced` (busybox: its own QEMU with the agent's argv, bench/warm_vm.py
+                  OwnVm; debian: below), and the engine's port step waits for the booted
+                  guest, then switches DNS.
+After each run the primary is brought back: its agent is restarted with a fresh state dir
+and the VM left off (a primary that runs while its service is served elsewhere is killed
+again by the server), then `vcr failback` starts it, waits for its check and switches the
+name back (a cold container is destroyed, the cold-vm baseline's VM killed).
 
 Columns of bench/results/recovery.csv: mode, run, detect_ms (kill -> detected),
 fence_ms (detected -> fenced), ready_ms (fenced -> port_open: container start or VM boot
@@ -28,6 +31,34 @@ and the service's port), dns_ms (port_open -> dns_updated), total_ms (kill -> th
 client's first good answer from the new endpoint), then client_ms (dns_updated -> that
 answer), confirm_ms (dns_updated -> the engine's client_confirmed), container_ms
 (fenced -> container_ready), polls.
+
+Guests (--guest; `make bench-recovery GUEST=debian`, or `make bench-recovery-debian`):
+  busybox (default)  the lab's busybox guests (256 MB): primaries with busybox httpd,
+                     standby VMs booting initrd-standby.img, containers from the busybox
+                     template.  Results: bench/results/recovery.{md,csv,png}.
+  debian             the real Debian 12 images of lab/build-debian and
+                     lab/build-standby-disk (VCR_DEBIAN_CACHE): primaries, the warm-vm
+                     and cold-vm baselines are the Debian primary disk (512 MB, nginx,
+                     booted by its own kernel with the address on its command line and
+                     cloud-init disabled), each VM on its own overlay; the standby and
+                     recovery VMs are the Debian standby disk (1024 MB, 2 vCPUs); both
+                     containers are made from the `ct-nginx` image that the server
+                     delivers (`images:`, the services' `standby.image`).  The cold-vm
+                     baseline is an agent's VM (autostart false) that the bench starts with
+                     `vcr vm start` when the journal says `fenced`, on a new overlay each
+                     run (the previous one is removed), so every run boots Debian from the
+                     image.  Before the runs the image is put into the recovery VM's cache
+                     (the cold service is first configured warm, its container made and
+                     then destroyed), so a cold recovery creates the container from the
+                     cached rootfs as a template would be, not a download.
+                     Results: bench/results/recovery-debian.{md,csv,png}, with the busybox
+                     figures of recovery.csv beside them.
+
+--modes runs some modes only; with --merge the rows of the other modes are kept from the
+existing CSV (and, Debian, their lab holds and cost figures from the .json beside it), so
+each mode group can be run in a lab hold of its own (`make bench-recovery GUEST=debian
+MODES=warm-vm,cold-vm MERGE=1`).  With the Debian guests only the VMs of the modes run
+are started.
 
 Runs inside its own lab namespace (VCR_LAB_NS, default vcrbr) and tears it down.
 """
@@ -60,10 +91,44 @@ LABEL = {"warm-container": "warm container (ours)", "cold-container": "cold cont
          "warm-vm": "warm standby VM (baseline)", "cold-vm": "cold standby VM (baseline)"}
 PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
           "client_confirmed"]
-PRIMARY_MB = 256
-STANDBY_MB = 256
 HOST_TIMEOUT_MS = 10000
 BOOT_TIMEOUT = 600  # TCG on a loaded 2-core machine
+# Per guest kind: VM sizes, result file stem, and for Debian the engine's port deadline
+# (a Debian boot under TCG with seven guests running can outlast the default 60 s).
+GUESTS = {
+    "busybox": dict(out="recovery", primary_mb=256, standby_mb=256, port_timeout_ms=None),
+    "debian": dict(out="recovery-debian", primary_mb=512, standby_mb=1024,
+                   port_timeout_ms=300000),
+}
+GUEST = "busybox"
+PRIMARY_MB = GUESTS[GUEST]["primary_mb"]
+STANDBY_MB = GUESTS[GUEST]["standby_mb"]
+IMAGE = "ct-nginx"  # the Debian run's container image (server `images:`)
+
+
+def set_guest(kind):
+    global GUEST, PRIMARY_MB, STANDBY_MB
+    GUEST = kind
+    PRIMARY_MB = GUESTS[kind]["primary_mb"]
+    STANDBY_MB = GUESTS[kind]["standby_mb"]
+
+
+def out_path(ext):
+    return os.path.join(RESULTS, f"{GUESTS[GUEST]['out']}.{ext}")
+
+
+def debian_images():
+    """The Debian artifacts this run needs, or exits naming how to build them."""
+    sb, why = labkit.debian_standby_image()
+    meta = labkit.debian_image(f"{IMAGE}.json")
+    tar = labkit.debian_image(f"{IMAGE}.tar.gz")
+    if sb is None or meta is None or tar is None or labkit.debian_image("primary.qcow2") is None:
+        sys.exit("recovery --guest debian: " + (why or f"no primary.qcow2 / {IMAGE} image in "
+                 f"{labkit.DEBIAN_CACHE}") + " (make image-debian image-standby-disk)")
+    with open(meta) as f:
+        m = json.load(f)
+    return {"standby": sb, "image": {"name": IMAGE, "file": tar, "sha256": m["sha256"],
+                                     "cmd": m["cmd"]}}
 
 # One service per mode.  index = tap/MAC index of the VM (vm_entry).
 SVC = {
@@ -72,9 +137,11 @@ SVC = {
     "cold-container": dict(svc="cc", host="pcc", vm="pcc", idx=1, addr="10.77.0.12",
                            mode="cold", sb_host="sbr", ct="cc-ct", sb_addr="10.77.0.32"),
     "warm-vm": dict(svc="wv", host="pwv", vm="pwv", idx=2, addr="10.77.0.13",
-                    mode="warm", sb_host="wvsb", ct="unused-wv", sb_addr="10.77.0.15"),
+                    mode="warm", sb_host="sbw", ct="unused-wv", sb_addr="10.77.0.15",
+                    placeholder="10.77.0.41"),
     "cold-vm": dict(svc="cv", host="pcv", vm="pcv", idx=3, addr="10.77.0.14",
-                    mode="warm", sb_host="cvsb", ct="unused-cv", sb_addr="10.77.0.18"),
+                    mode="warm", sb_host="sbw", ct="unused-cv", sb_addr="10.77.0.18",
+                    placeholder="10.77.0.42", cold_vm="cvsb"),
 }
 # Long-lived VMs under one agent host "stb": the warm standby VM (plain), the standby VM
 # (LXC, warm containers) and the shared recovery VM (LXC, cold containers).
@@ -285,30 +352,40 @@ def is_phase(svc, kinds=("recovery",), phases=None):
 
 # --------------------------------------------------------------------------- cluster
 class Cluster:
-    def __init__(self, build, work):
-        self.build, self.work = build, work
+    def __init__(self, build, work, modes=MODES):
+        self.build, self.work, self.modes = build, work, modes
         self.vcr = labkit.Vcr(build)
         self.env = labkit.lab_env()
         self.agents = {}
+        self.state_dirs = {}
         self.server = None
+        self.debian = debian_images() if GUEST == "debian" else None
 
     def bin(self, *p):
         return os.path.join(self.build, "src", *p)
 
-    def write_server_config(self, path, services):
+    def write_server_config(self, path, services, cold_as_warm=False):
+        """cold_as_warm: the cold-container service configured `warm` (Debian: the server
+        provisions its container once, which puts the image into the recovery VM's
+        cache)."""
         # host_timeout_ms 10 s: a standby agent under TCG on this loaded machine was silent
         # for > 2 s (the default 3 x 500 + 500) while it created a container, and was
         # declared lost mid-recovery.  A VM kill is pushed by the host agent, not found by
         # this timeout, so it does not change the times measured here.
+        debian = GUEST == "debian"
         labkit.write_server_config(path, os.path.join(self.work, "journal.db"), heartbeat_ms=500,
-                                   host_timeout_ms=HOST_TIMEOUT_MS)
+                                   host_timeout_ms=HOST_TIMEOUT_MS,
+                                   port_timeout_ms=GUESTS[GUEST]["port_timeout_ms"],
+                                   images=[self.debian["image"]] if debian else ())
         if not services:
             return
         e = self.env
         L = [f"dns: {{server: {e['VCR_LAB_DNS']}, zone: {e['VCR_LAB_ZONE']}, "
              f"key_file: {e['VCR_LAB_TSIG_FILE']}}}", "services:"]
-        for m in MODES:
+        for m in self.modes:
             s = SVC[m]
+            mode = "warm" if cold_as_warm and m == "cold-container" else s["mode"]
+            image = f", image: {IMAGE}" if debian and m.endswith("-container") else ""
             L += [f"  - name: {s['svc']}",
                   f"    dns_name: {s['svc']}.{e['VCR_LAB_ZONE']}",
                   "    ttl: 1",
@@ -316,30 +393,35 @@ class Cluster:
                   "port: 80}",
                   "    check: {type: http, path: /, interval_ms: 1000, timeout_ms: 500, "
                   "failures: 3}",
-                  f"    standby: {{mode: {s['mode']}, host: {s['sb_host']}, "
+                  f"    standby: {{mode: {mode}, host: {s['sb_host']}, "
                   f"container: {s['ct']}, address: {s['sb_addr']}, prefix: 24, "
-                  f"gateway: {e['VCR_LAB_BRIDGE_ADDR']}}}"]
+                  f"gateway: {e['VCR_LAB_BRIDGE_ADDR']}{image}}}"]
         with open(path, "a") as f:
             f.write("\n".join(L) + "\n")
 
-    def start_server(self, services=True):
+    def start_server(self, services=True, cold_as_warm=False):
         """Without services first: the server probes a primary as soon as its VM runs, so
         a primary still booting (no HTTP yet) would be 'recovered' at once.  The services
         are configured by restarting the server once every primary answers."""
         if self.server:
             self.server.stop()
         cfg = os.path.join(self.work, "server.yaml")
-        self.write_server_config(cfg, services)
+        self.write_server_config(cfg, services, cold_as_warm)
         r = subprocess.run([self.bin("server", "vcr-server"), "--config-test", cfg],
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"server config refused:\n{r.stdout}{r.stderr}")
+        self.n_servers = getattr(self, "n_servers", 0) + 1
         self.server = labkit.Proc([self.bin("server", "vcr-server"), "--config", cfg,
                                    "--log-level", "debug"],
-                                  os.path.join(self.work, f"server-{int(services)}.log"))
+                                  os.path.join(self.work, f"server-{self.n_servers}.log"))
         labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
 
     def standby_vm(self, d):
+        if GUEST == "debian":
+            return labkit.debian_standby_vm_entry(d["name"], d["idx"], d["addr"],
+                                                  self.debian["standby"],
+                                                  memory_mb=STANDBY_MB)
         e = self.env
         vm = labkit.vm_entry(d["name"], d["idx"], d["addr"], memory_mb=STANDBY_MB, vcpus=1,
                              extra_args="apparmor=0 vcr.role=standby vcr.agent_server="
@@ -359,18 +441,25 @@ class Cluster:
                          "--stop-vms-on-exit"],
                         os.path.join(self.work, f"agent-{host}-{self.n_agents}.log"))
         self.agents[host] = (p, vms)
+        self.state_dirs[host] = state
         return p
 
     def primary_vm(self, mode):
         s = SVC[mode]
-        return labkit.vm_entry(s["vm"], s["idx"], s["addr"], memory_mb=PRIMARY_MB)
+        return self.plain_vm(s["vm"], s["idx"], s["addr"])
 
-    def restart_primary(self, mode):
+    def plain_vm(self, name, idx, addr):
+        """A VM running the service itself: a primary, the warm-vm and cold-vm baselines."""
+        if GUEST == "debian":
+            return labkit.debian_primary_entry(name, idx, addr, memory_mb=PRIMARY_MB)
+        return labkit.vm_entry(name, idx, addr, memory_mb=PRIMARY_MB)
+
+    def restart_primary(self, mode, autostart=True):
         s = SVC[mode]
         old = self.agents.get(s["host"])
         if old:
             old[0].stop(timeout=60)
-        self.start_agent(s["host"], [self.primary_vm(mode)])
+        self.start_agent(s["host"], [dict(self.primary_vm(mode), autostart=autostart)])
 
     def vm_running(self, name):
         return (self.vcr.vm(name) or {}).get("state") == "running"
@@ -393,6 +482,56 @@ class Cluster:
                 say(f"agent stop: {e}")
         if self.server:
             self.server.stop()
+
+
+class AgentVm:
+    """The Debian cold-vm baseline: a VM of an agent (autostart false), started by
+    `vcr vm start` on failure; kill() kills it and removes its overlay, so that the next
+    start boots the image anew (the agent makes a new overlay when there is none)."""
+
+    def __init__(self, cl, name, host):
+        self.cl, self.name, self.host = cl, name, host
+        self.started = False
+
+    def start(self):
+        r = self.cl.vcr.run("vm", "start", self.name, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"vcr vm start {self.name}: {r.stderr.strip()}")
+        self.started = True
+
+    def kill(self):
+        if not self.started:
+            return
+        if self.cl.vm_running(self.name):
+            r = self.cl.vcr.run("vm", "kill", self.name, timeout=30)
+            if r.returncode != 0:
+                raise RuntimeError(f"vcr vm kill {self.name}: {r.stderr.strip()}")
+        labkit.wait_for(f"{self.name} not running", lambda: not self.cl.vm_running(self.name),
+                        60, interval=0.5)
+        state = self.cl.state_dirs[self.host]
+        for f in (f"{self.name}.qcow2", f"{self.name}.qcow2.base"):
+            if os.path.exists(os.path.join(state, f)):
+                os.unlink(os.path.join(state, f))
+        self.started = False
+
+
+def make_placeholders(cl, modes):
+    """The VM baselines' containers: the engine's warm path takes a container as ready
+    only when a connected standby host reports it running (docs/recovery.md, "A warm
+    recovery"), then checks the port of standby.address and switches DNS to it.  So each
+    VM baseline names a container that runs in SB_WARM at an address of its own (busybox
+    template, never reached by the client), made by hand before the server has the
+    services (it then finds it running and provisions nothing); the port step and DNS go
+    to the VM at standby.address."""
+    for m in ("warm-vm", "cold-vm"):
+        if m not in modes:
+            continue
+        s = SVC[m]
+        cl.vcr.json("container", "create", s["sb_host"], s["ct"], "--address",
+                    f"{s['placeholder']}/24", "--service", s["svc"], "--gateway",
+                    cl.env["VCR_LAB_BRIDGE_ADDR"])
+        wait_http(s["placeholder"], 120)
+        say(f"placeholder container {s['ct']} of the {m} baseline runs in {s['sb_host']}")
 
 
 def dns_set(cl, name, addr):
@@ -454,10 +593,13 @@ def one_run(cl, mode, run, work):
             ev.wait(is_phase(s["svc"], phases=("fenced", "failed")), 120, seen)
             if detail(seen[-1]).get("phase") == "failed":
                 raise RuntimeError(f"recovery failed: {detail(seen[-1])}")
-            cold = warm_vm.OwnVm(s["sb_host"], COLD_VM_IDX, PRIMARY_MB, work)
+            if GUEST == "debian":
+                cold = AgentVm(cl, s["cold_vm"], "stb")
+            else:
+                cold = warm_vm.OwnVm(s["cold_vm"], COLD_VM_IDX, PRIMARY_MB, work)
             t_boot = time.time()
-            cold.start()
             cl.cold_vm = cold
+            cold.start()
         end = ev.wait(is_phase(s["svc"], phases=("client_confirmed", "failed")), 300, seen)
         d = detail(end)
         if (mode == "cold-vm" and d.get("phase") == "failed" and d.get("after") ==
@@ -506,13 +648,17 @@ def one_run(cl, mode, run, work):
 
 
 def restore(cl, mode):
-    """Primary back (new agent, VM autostarts), then failback; cold VM killed."""
+    """Primary's agent restarted (fresh state dir, VM left off), then `vcr failback`, which
+    starts the primary; cold VM killed."""
     s = SVC[mode]
     t = time.monotonic()
-    cl.restart_primary(mode)
-    labkit.wait_for(f"{s['vm']} running", lambda: cl.vm_running(s["vm"]), BOOT_TIMEOUT,
-                    interval=0.5)
-    wait_http(s["addr"], BOOT_TIMEOUT)
+    # A primary that comes back while its service is served elsewhere is killed again
+    # within ~2 s (docs/recovery.md, "The primary's life"), sooner than a guest boots:
+    # its new agent leaves it off; `vcr failback` starts it and waits for its check
+    # (within check.boot_grace_ms) before moving the name back.
+    cl.restart_primary(mode, autostart=False)
+    labkit.wait_for(f"host {s['host']} connected", lambda: (cl.host(s["host"]) or {}).get(
+        "state") == "connected", 60, interval=0.5)
     st = cl.service(s["svc"])
     if st["state"] == "recovered":
         since = last_event_id(cl)
@@ -522,7 +668,8 @@ def restore(cl, mode):
             r = cl.vcr.run("failback", s["svc"])
             if r.returncode != 0:
                 raise RuntimeError(f"vcr failback {s['svc']}: {r.stderr.strip()}")
-            end = ev.wait(is_phase(s["svc"], ("failback",), ("done", "failed")), 180, seen)
+            end = ev.wait(is_phase(s["svc"], ("failback",), ("done", "failed")),
+                          BOOT_TIMEOUT, seen)
         finally:
             ev.stop()
         if detail(end).get("phase") != "done":
@@ -530,6 +677,7 @@ def restore(cl, mode):
     elif st["state"] == "failed":
         # A failed recovery cannot be failed back: point the name at the primary again.
         dns_set(cl, f"{s['svc']}.{cl.env['VCR_LAB_ZONE']}", s["addr"])
+        cl.vcr.run("vm", "start", s["vm"], timeout=30)
         if getattr(cl, "cold_vm", None):
             cl.cold_vm.kill()
             cl.cold_vm = None
@@ -539,6 +687,7 @@ def restore(cl, mode):
     if cold:
         cold.kill()
         cl.cold_vm = None
+    wait_http(s["addr"], BOOT_TIMEOUT)
     labkit.wait_for(f"service {s['svc']} ok on its primary",
                     lambda: (lambda x: x["state"] in ("ok", "degraded") and x["served_by"] == "primary")(
                         cl.service(s["svc"])), 120, interval=0.5)
@@ -559,7 +708,10 @@ def measure_cost(cl, base_used):
         samples.append((c["mem_kb"], h["vm_load"]["mem_used_kb"], h["vm_load"]["mem_total_kb"]))
         time.sleep(0.3)  # spread the five readings over the agent's sample interval
     env = cl.env
-    img = sum(os.path.getsize(p) for p in (env["VCR_LAB_KERNEL"], env["VCR_LAB_INITRD"]))
+    if GUEST == "debian":
+        img = os.path.getsize(cl.debian["image"]["file"])
+    else:
+        img = sum(os.path.getsize(p) for p in (env["VCR_LAB_KERNEL"], env["VCR_LAB_INITRD"]))
     return {"ct_kb": statistics.median(x[0] for x in samples),
             "used_with_ct_kb": statistics.median(x[1] for x in samples),
             "total_kb": samples[-1][2], "base_used_kb": base_used,
@@ -591,6 +743,9 @@ def medians(rows):
         rs = [r for r in rows if r["mode"] == m]
         if rs:
             med[m] = {c: statistics.median(float(r[c]) for r in rs) for c in NUM}
+            for c in NUM:
+                med[m]["min_" + c] = min(float(r[c]) for r in rs)
+                med[m]["max_" + c] = max(float(r[c]) for r in rs)
             med[m]["n"] = len(rs)
     return med
 
@@ -599,16 +754,49 @@ def pct(a, b):
     return "-" if a is None or b is None or b <= 0 else f"{100 * a / b:.0f}%"
 
 
-def write_report(rows, args, cost, failures, elapsed, partial):
+def load_previous(modes):
+    """--merge: the rows of the other modes from this guest's CSV, and its sidecar
+    (lab holds, cost figures)."""
+    rows, meta = [], {"holds": [], "cost": None}
+    try:
+        with open(out_path("csv")) as f:
+            rows = [r for r in csv.DictReader(f) if r["mode"] not in modes]
+        with open(out_path("json")) as f:
+            meta = json.load(f)
+    except OSError:
+        pass
+    for h in meta.get("holds", []):
+        h["modes"] = [m for m in h["modes"] if m not in modes]
+    meta["holds"] = [h for h in meta.get("holds", []) if h["modes"]]
+    return rows, meta
+
+
+def busybox_medians():
+    """Medians of the committed busybox results (recovery.csv), for the Debian report."""
+    try:
+        with open(os.path.join(RESULTS, "recovery.csv")) as f:
+            return medians(list(csv.DictReader(f)))
+    except OSError:
+        return {}
+
+
+def write_report(rows, args, cost, failures, elapsed, partial, meta):
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "recovery.csv"), "w", newline="") as f:
+    rows.sort(key=lambda r: (MODES.index(r["mode"]), int(r["run"])))
+    with open(out_path("csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLS)
         w.writeheader()
         for r in rows:
             w.writerow(r)
+    if GUEST != "busybox":
+        with open(out_path("json"), "w") as f:
+            json.dump(meta, f, indent=1)
     med = medians(rows)
     mach = warm_vm.machine()
-    L = ["# bench-recovery: client-visible recovery time, containers vs VMs\n"]
+    stem = GUESTS[GUEST]["out"]
+    debian = GUEST == "debian"
+    L = ["# bench-recovery: client-visible recovery time, containers vs VMs"
+         + (" (real Debian 12 guests)" if debian else "") + "\n"]
     if partial:
         L.append("**Partial: the run was still going when this was written.**\n")
     L.append(f"Generated by `bench/recovery.py` ({' '.join(sys.argv[1:]) or 'defaults'}) on "
@@ -616,12 +804,29 @@ def write_report(rows, args, cost, failures, elapsed, partial):
              f"min; {args.runs} run(s) per mode, medians shown.\n")
     L.append("## Machine\n")
     L.append(f"- CPUs (`nproc`): {mach['nproc']}; memory {mach['mem']}; CPU: {mach['cpu']}")
-    L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
-             f"{mach['kernel']}; load average at the end {mach['load']} (shared machine, "
-             "other jobs running)")
-    L.append(f"- Primary VMs: {PRIMARY_MB} MB, 1 vCPU, busybox guest, httpd on :80. Standby and "
-             f"recovery VMs: {STANDBY_MB} MB, 1 vCPU, initrd-standby.img (LXC 5.0.2), "
-             "containers from the busybox template on an overlay.\n")
+    if debian:
+        L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
+                 f"{mach['kernel']}. Shared machine: other jobs ran beside this benchmark. "
+                 "Load average (1, 5, 15 min) per lab hold:")
+        for h in meta["holds"]:
+            L.append(f"  - {', '.join(h['modes'])} ({h['runs']} run(s) each), "
+                     f"{h['start']}-{h.get('end', '?')} UTC: load {h['load_start']} at the "
+                     f"start, {h.get('load_end', '?')} at the end")
+        L.append(f"- Primary VMs, the warm standby VM and the cold VM: the Debian 12 primary "
+                 f"disk (lab/build-debian `primary.qcow2`), {PRIMARY_MB} MB, 1 vCPU, systemd, "
+                 "nginx-light on :80, direct kernel boot with its own kernel, address by `ip=`, "
+                 "`cloud-init=disabled`, each on its own qcow2 overlay. Standby and recovery "
+                 f"VMs: the Debian standby disk (lab/build-standby-disk), {STANDBY_MB} MB, "
+                 "2 vCPUs, the project's .deb, LXC 5.0.2, cgroup v1; both containers from the "
+                 f"`{IMAGE}` image (Debian nginx-light) delivered by the server (`images:`, "
+                 "the services' `standby.image`).\n")
+    else:
+        L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
+                 f"{mach['kernel']}; load average at the end {mach['load']} (shared machine, "
+                 "other jobs running)")
+        L.append(f"- Primary VMs: {PRIMARY_MB} MB, 1 vCPU, busybox guest, httpd on :80. Standby "
+                 f"and recovery VMs: {STANDBY_MB} MB, 1 vCPU, initrd-standby.img (LXC 5.0.2), "
+                 "containers from the busybox template on an overlay.\n")
     L.append("Absolute times are TCG times on a loaded machine: compare ratios with the "
              "paper, not seconds.\n")
     L.append("## How it is measured\n")
@@ -639,34 +844,60 @@ def write_report(rows, args, cost, failures, elapsed, partial):
              "and the service's port); dns = `port_open` .. `dns_updated`; client = "
              "`dns_updated` .. the client's first good answer.")
     L.append("- warm-vm baseline: the same engine, a `warm` service whose standby address is a "
-             "second plain VM already running the service (the engine's warm path does fence, "
-             "port check, DNS; it never contacts the standby host).")
-    L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address is a "
-             "VM that does not run yet; the bench starts its QEMU (the agent's argv, "
-             "bench/warm_vm.py `OwnVm`) as soon as the journal says `fenced`, and the engine's "
-             "port step (retried until 60 s) waits for the booted guest. ready = QEMU start "
-             "+ guest boot + httpd.")
+             "second plain VM already running the service. The engine's warm path takes a "
+             "container as ready only when a connected standby host reports it running, so "
+             "the service names a placeholder container (busybox template, an address of its "
+             "own, never reached by the client) that runs in the warm standby VM: the engine "
+             "finds it running (no order), checks the port of the standby address (the VM), "
+             "switches DNS to it. The cold-vm baseline does the same with its own "
+             "placeholder.")
+    if debian:
+        L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address "
+                 "is a VM that does not run yet: a VM of the standby side's agent "
+                 "(`autostart: false`) that the bench starts with `vcr vm start` as soon as "
+                 "the journal says `fenced`, on a new overlay of the Debian image each run "
+                 "(the previous one is removed after the run). The engine's port step "
+                 f"(`port_timeout_ms: {GUESTS[GUEST]['port_timeout_ms']}`) waits for the "
+                 "booted guest. ready = QEMU start + Debian boot (systemd) + nginx.")
+        L.append(f"- Containers: made from the `{IMAGE}` image, which is in the standby VMs' "
+                 "image cache before the runs (the warm container was provisioned by the "
+                 "server; the cold service was first configured warm, its container "
+                 "provisioned, then destroyed once the server ran with it cold), so a cold "
+                 "recovery creates and starts the container from the cached rootfs (no "
+                 "download, no unpack), like the busybox template baked into the image.")
+    else:
+        L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address "
+                 "is a VM that does not run yet; the bench starts its QEMU (the agent's argv, "
+                 "bench/warm_vm.py `OwnVm`) as soon as the journal says `fenced`, and the "
+                 "engine's port step (retried until 60 s) waits for the booted guest. ready = "
+                 "QEMU start + guest boot + httpd.")
     L.append(f"- Server: heartbeat 500 ms, host_timeout_ms {HOST_TIMEOUT_MS} (with the default "
              "2000 ms, the recovery VM's standby agent, busy creating the container under TCG, "
              "missed its heartbeats and was declared lost mid-recovery: the cold-container "
              "recovery failed). VM failures are pushed by the host agent, so this timeout "
              "does not enter the times measured.")
-    L.append("- Between runs: the primary's agent is restarted with a fresh state dir (the VM "
-             "autostarts), then `vcr failback` (cold container: stopped and destroyed).\n")
-    L.append("## Recovery time (medians, ms)\n")
+    L.append("- Between runs: the primary's agent is restarted with a fresh state dir and the "
+             "VM left off, then `vcr failback` starts the primary, waits for its check and "
+             "moves the name back (cold container: stopped and destroyed).\n")
+    L.append("## Recovery time (medians, ms" + (" [min-max]" if debian else "") + ")\n")
     L.append("| mode | detect | fence | ready | dns | client | **total (client-visible)** | "
              "engine confirm | runs |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in MODES:
         d = med.get(m)
+
+        def cell(c, d=d):
+            if not debian:
+                return f"{d[c]:.0f}"
+            return f"{d[c]:.0f} [{d['min_' + c]:.0f}-{d['max_' + c]:.0f}]"
         if d:
-            L.append(f"| {LABEL[m]} | {d['detect_ms']:.0f} | {d['fence_ms']:.0f} | "
-                     f"{d['ready_ms']:.0f} | {d['dns_ms']:.0f} | {d['client_ms']:.0f} | "
-                     f"**{d['total_ms']:.0f}** | {d['confirm_ms']:.0f} | {d['n']} |")
+            L.append(f"| {LABEL[m]} | {cell('detect_ms')} | {cell('fence_ms')} | "
+                     f"{cell('ready_ms')} | {cell('dns_ms')} | {cell('client_ms')} | "
+                     f"**{cell('total_ms')}** | {cell('confirm_ms')} | {d['n']} |")
         else:
             L.append(f"| {LABEL[m]} | not measured (see below) | | | | | | | 0 |")
     L.append("")
-    L.append("![phases per mode](recovery.png)\n")
+    L.append(f"![phases per mode]({stem}.png)\n")
     g = lambda m: med.get(m, {}).get("total_ms")  # noqa: E731
     L.append("## Beside the paper (SEEDS.md part A; their hardware: Xeon E3 v3, KVM, LXD 2.15, "
              "2 vCPU / 2 GB VMs)\n")
@@ -685,17 +916,39 @@ def write_report(rows, args, cost, failures, elapsed, partial):
         L.append("| standby VMs, 4 services: warm VM -> warm containers | 4 -> 1 | "
                  "not measured |")
     L.append("")
+    if debian:
+        # The same figures on the busybox guests (the committed recovery.csv).
+        bb = busybox_medians()
+        gb = lambda m: bb.get(m, {}).get("total_ms")  # noqa: E731
+        L.append("## Beside the busybox guests (`recovery.md`, committed figures)\n")
+        L.append("Medians of total (kill -> the client's first HTTP 200 from the new "
+                 "endpoint), ms; the busybox figures come from an earlier run (its own "
+                 "load), so compare ratios.\n")
+        L.append("| mode | busybox guests | Debian guests | Debian / busybox |")
+        L.append("|---|---:|---:|---:|")
+        for m in MODES:
+            a, b = gb(m), g(m)
+            L.append(f"| {LABEL[m]} | {a:.0f} | {b:.0f} | {b / a:.1f}x |" if a and b else
+                     f"| {LABEL[m]} | {a or '-'} | {b or '-'} | - |")
+        L.append(f"| cold container / cold VM | {pct(gb('cold-container'), gb('cold-vm'))} | "
+                 f"{pct(g('cold-container'), g('cold-vm'))} | |")
+        L.append(f"| warm container / warm VM | {pct(gb('warm-container'), gb('warm-vm'))} | "
+                 f"{pct(g('warm-container'), g('warm-vm'))} | |")
+        L.append("")
     if cost:
         tab = cost_table(cost)
         L.append("## Standby cost (VMs and RAM held in standby)\n")
-        L.append(f"Measured: one idle container (busybox httpd) uses "
+        L.append(f"Measured: one idle container ({'nginx, ' + IMAGE if debian else 'busybox httpd'}) uses "
                  f"**{cost['ct_kb'] / 1024:.1f} MB** in the standby VM (median of the standby "
                  f"agent's `mem_kb` reports, cgroup v1 memory); the standby VM's own use before "
                  f"any container was {cost['base_used_kb'] / 1024:.0f} MB of "
                  f"{cost['total_kb'] / 1024:.0f} MB, {cost['used_with_ct_kb'] / 1024:.0f} MB "
-                 f"with the container. Primary VM size P = {PRIMARY_MB} MB; standby/recovery "
+                 f"with the container{' (and the VM baselines placeholders, if they ran then)' if debian else ''}. Primary VM size P = {PRIMARY_MB} MB; standby/recovery "
                  f"VM base size B = {STANDBY_MB} MB (the size it is known to work at, "
-                 f"lab/README.md); boot image {cost['image_mb']:.1f} MB (kernel + initrd).\n")
+                 "lab/README.md); " + (f"container image {IMAGE} {cost['image_mb']:.1f} MB "
+                                       "(tar.gz).\n" if debian else
+                                       f"boot image {cost['image_mb']:.1f} MB (kernel + "
+                                       "initrd).\n"))
         L.append("Formulas: warm VM = N VMs, N x P; warm containers = 1 VM, B + N x c; cold "
                  "containers = 1 shared recovery VM, B (B/n per owner when n owners share it); "
                  "cold VM = 0 VMs running, 0 RAM (a disk image per service only).\n")
@@ -709,9 +962,11 @@ def write_report(rows, args, cost, failures, elapsed, partial):
                 cells.append(f"{v} / {r:.0f}{extra}")
             L.append(f"| {LABEL[m]} | " + " | ".join(cells) + " |")
         L.append("")
-        L.append("The containers here are busybox httpd (a few MB each), so the warm-container "
-                 "VM barely grows with N; a real service's container would add its own "
-                 "working set to c, still without a guest kernel and OS per service.\n")
+        if not debian:
+            L.append("The containers here are busybox httpd (a few MB each), so the "
+                     "warm-container VM barely grows with N; a real service's container would "
+                     "add its own working set to c, still without a guest kernel and OS per "
+                     "service.\n")
     if failures:
         L.append("## What failed\n")
         L.extend(f"- {x}" for x in failures)
@@ -720,8 +975,10 @@ def write_report(rows, args, cost, failures, elapsed, partial):
         L.append("## Notes\n")
         L.extend(f"- {n}" for n in NOTES)
         L.append("")
-    L.append("Files: `recovery.csv` (every run: " + ", ".join(COLS) + "), `recovery.png`.")
-    with open(os.path.join(RESULTS, "recovery.md"), "w") as f:
+    L.append(f"Files: `{stem}.csv` (every run: " + ", ".join(COLS) + f"), `{stem}.png`"
+             + (f", `{stem}.json` (lab holds, cost figures; `--merge` reads it)." if debian
+                else "."))
+    with open(out_path("md"), "w") as f:
         f.write("\n".join(L) + "\n")
     plot(med)
 
@@ -740,6 +997,10 @@ def plot(med):
                 f.write(f"\"{m}\" {d['detect_ms'] / 1000:.3f} {d['fence_ms'] / 1000:.3f} "
                         f"{d['ready_ms'] / 1000:.3f} {d['dns_ms'] / 1000:.3f} "
                         f"{client / 1000:.3f}\n")
+    # The zoom shows the container modes whole (4 s for the busybox guests).
+    cts = [med[m]["total_ms"] / 1000 for m in ("warm-container", "cold-container") if m in med]
+    zoom = max(4, int(max(cts, default=0) * 1.25) + 1) if GUEST != "busybox" else 4
+    guest = ", Debian 12 guests" if GUEST == "debian" else ""
     bars = (f"plot '{dat}' using 2:xtic(1) title 'detect' lc rgb '#7570b3', "
             "'' using 3 title 'fence' lc rgb '#e7298a', "
             "'' using 4 title 'ready (container/VM + port)' lc rgb '#d95f02', "
@@ -747,21 +1008,21 @@ def plot(med):
             "'' using 6 title 'client sees it' lc rgb '#666666'")
     script = f"""
 set terminal pngcairo size 1100,560 font 'sans,10'
-set output '{os.path.join(RESULTS, 'recovery.png')}'
+set output '{out_path('png')}'
 set style data histograms
 set style histogram rowstacked
 set style fill solid 0.85 border -1
 set boxwidth 0.6
 set grid ytics
 set xtics rotate by -20
-set multiplot layout 1,2 title 'Client-visible recovery time by phase, from kill -9 (TCG, medians)'
+set multiplot layout 1,2 title 'Client-visible recovery time by phase, from kill -9 (TCG, medians{guest})'
 set title 'all modes'
 set ylabel 'seconds'
 set key top left
 set yrange [0:*]
 {bars}
-set title 'zoom: 0-4 s'
-set yrange [0:4]
+set title 'zoom: 0-{zoom} s'
+set yrange [0:{zoom}]
 unset key
 {bars}
 unset multiplot
@@ -779,7 +1040,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 run per mode")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--keep-lab", action="store_true")
+    ap.add_argument("--guest", choices=sorted(GUESTS), default="busybox",
+                    help="guest kind (see above); default busybox")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the modes not run now from the existing CSV "
+                         "(and their lock holds, cost figures): one mode group per lab hold")
     args = ap.parse_args()
+    set_guest(args.guest)
     if args.quick:
         args.runs = 1
     if os.geteuid() != 0:
@@ -792,54 +1059,120 @@ def main():
         sys.exit(f"unknown modes {bad}; allowed: {MODES}")
     work = tempfile.mkdtemp(prefix="vcr-bench-rec-")
     rows, failures, cost = [], [], None
+    meta = {"holds": [], "cost": None}
+    if args.merge:
+        rows, meta = load_previous(modes)
+        cost = meta.get("cost")
+    hold = {"modes": modes, "runs": args.runs, "start": time.strftime("%H:%M", time.gmtime()),
+            "load_start": warm_vm.machine()["load"]}
+    meta["holds"].append(hold)
+    if GUEST == "busybox":
+        modes_vms = MODES  # every VM, as the committed busybox figures were measured
+    else:
+        modes_vms = modes  # only what these modes use: less TCG load, faster boots
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     say(f"lab up (namespace {labkit.NS}); work dir {work}; modes {modes}")
     labkit.lab_up()
-    cl = Cluster(build, work)
+    cl = Cluster(build, work, modes_vms)
     cl.cold_vm = None
     dead = set()
 
     def report(partial):
-        write_report(rows, args, cost, failures, time.monotonic() - T0, partial)
+        hold.update(end=time.strftime("%H:%M", time.gmtime()),
+                    load_end=warm_vm.machine()["load"])
+        meta["cost"] = cost
+        write_report(rows, args, cost, failures, time.monotonic() - T0, partial, meta)
 
     try:
         cl.start_server(services=False)
         t = time.monotonic()
-        for m in MODES:
+        for m in modes_vms:
             cl.start_agent(SVC[m]["host"], [cl.primary_vm(m)])
-        wv = labkit.vm_entry(WARM_VM["name"], WARM_VM["idx"], WARM_VM["addr"],
-                             memory_mb=PRIMARY_MB)
-        cl.start_agent("stb", [wv, cl.standby_vm(SB_WARM), cl.standby_vm(SB_COLD)])
-        for m in MODES:
+        # The standby side: the warm standby VM (warm-vm), the standby VM of the warm
+        # containers, the recovery VM of the cold ones; the cold-vm baseline's VM (Debian).
+        stb, sbs = [], []
+        if "warm-vm" in modes_vms:
+            stb.append(cl.plain_vm(WARM_VM["name"], WARM_VM["idx"], WARM_VM["addr"]))
+        # SB_WARM also holds the VM baselines' placeholder containers (make_placeholders).
+        for ms, d in ((("warm-container", "warm-vm", "cold-vm"), SB_WARM),
+                      (("cold-container",), SB_COLD)):
+            if set(ms) & set(modes_vms):
+                stb.append(cl.standby_vm(d))
+                sbs.append(d)
+        if GUEST == "debian" and "cold-vm" in modes_vms:
+            s = SVC["cold-vm"]
+            stb.append(dict(cl.plain_vm(s["cold_vm"], COLD_VM_IDX, s["sb_addr"]),
+                            autostart=False))
+        cl.start_agent("stb", stb)
+        for m in modes_vms:
             dns_set(cl, f"{SVC[m]['svc']}.{cl.env['VCR_LAB_ZONE']}", SVC[m]["addr"])
-        for m in MODES:
+        for m in modes_vms:
             wait_http(SVC[m]["addr"], BOOT_TIMEOUT)
-        wait_http(WARM_VM["addr"], BOOT_TIMEOUT)
+        if "warm-vm" in modes_vms:
+            wait_http(WARM_VM["addr"], BOOT_TIMEOUT)
         say(f"primaries and the warm standby VM answer ({time.monotonic() - t:.1f}s)")
-        for d in (SB_WARM, SB_COLD):
+        for d in sbs:
             labkit.wait_for(f"standby agent {d['name']} hello", lambda d=d: cl.standby_up(
                 d["name"]), BOOT_TIMEOUT, interval=1)
         say(f"standby and recovery VMs' agents connected ({time.monotonic() - t:.1f}s)")
-        base = labkit.wait_for("standby VM load", lambda: (cl.host(SB_WARM["name"]).get(
-            "vm_load") or {}).get("mem_used_kb"), 60, interval=0.5)
+        base = None
+        if "warm-container" in modes_vms:
+            base = labkit.wait_for("standby VM load", lambda: (cl.host(SB_WARM["name"]).get(
+                "vm_load") or {}).get("mem_used_kb"), 60, interval=0.5)
         s = SVC["warm-container"]
-        # By hand, under a server without services: the standby VM's use is read before the
-        # container exists, and its create time is the agent's own.  The server started with
-        # the services below finds it running and has nothing to provision.
-        r = cl.vcr.json("container", "create", SB_WARM["name"], s["ct"], "--address",
-                        f"{s['sb_addr']}/24", "--service", s["svc"], "--gateway",
-                        cl.env["VCR_LAB_BRIDGE_ADDR"])
-        say(f"warm container {s['ct']} created+started in {r.get('ms')} ms (guest)")
-        wait_http(s["sb_addr"], 120)
-        cost = measure_cost(cl, base)
-        say(f"idle container: {cost['ct_kb']} kB; standby VM used {base} kB before, "
-            f"{cost['used_with_ct_kb']} kB with it")
-        cl.start_server(services=True)
-        hosts = [SVC[m]["host"] for m in MODES] + ["stb", SB_WARM["name"], SB_COLD["name"]]
-        labkit.wait_for("every agent connected to the restarted server",
-                        lambda: all((cl.host(h) or {}).get("state") == "connected"
-                                    for h in hosts), 60, interval=0.5)
-        say("server restarted with the services; agents back")
+        hosts = ([SVC[m]["host"] for m in modes_vms] + ["stb"] + [d["name"] for d in sbs])
+
+        def agents_back():
+            labkit.wait_for("every agent connected to the restarted server",
+                            lambda: all((cl.host(h) or {}).get("state") == "connected"
+                                        for h in hosts), 60, interval=0.5)
+
+        if GUEST == "debian":
+            # Both containers made by the server from the delivered image: the warm one
+            # stays; the cold one only puts the image into the recovery VM's cache and
+            # is destroyed once the server runs with the service cold.
+            make_placeholders(cl, modes_vms)
+            cl.start_server(services=True, cold_as_warm=True)
+            agents_back()
+            for m in ("warm-container", "cold-container"):
+                if m not in modes_vms:
+                    continue
+                c = SVC[m]
+                labkit.wait_for(f"container {c['ct']} provisioned from {IMAGE}",
+                                lambda c=c: (cl.service(c["svc"]).get("standby") or {}).get(
+                                    "container_state") == "running", 600, interval=1)
+                wait_http(c["sb_addr"], 120)
+            say(f"containers provisioned from {IMAGE} ({time.monotonic() - t:.1f}s)")
+            if base is not None:
+                cost = measure_cost(cl, base)
+            if "cold-container" in modes_vms:
+                cl.start_server(services=True)
+                agents_back()
+                c = SVC["cold-container"]
+                r = cl.vcr.run("container", "destroy", c["sb_host"], c["ct"], timeout=60)
+                if r.returncode != 0:
+                    raise RuntimeError(f"vcr container destroy {c['ct']}: {r.stderr.strip()}")
+                labkit.wait_for(f"{c['ct']} gone", lambda: labkit.http_get(
+                    c["sb_addr"], timeout=1) is None, 60, interval=0.5)
+                say(f"server restarted with {c['svc']} cold; {c['ct']} destroyed (image "
+                    "cached)")
+        else:
+            # By hand, under a server without services: the standby VM's use is read before
+            # the container exists, and its create time is the agent's own.  The server
+            # started with the services below finds it running and has nothing to provision.
+            r = cl.vcr.json("container", "create", SB_WARM["name"], s["ct"], "--address",
+                            f"{s['sb_addr']}/24", "--service", s["svc"], "--gateway",
+                            cl.env["VCR_LAB_BRIDGE_ADDR"])
+            say(f"warm container {s['ct']} created+started in {r.get('ms')} ms (guest)")
+            wait_http(s["sb_addr"], 120)
+            cost = measure_cost(cl, base)
+            make_placeholders(cl, modes_vms)
+            cl.start_server(services=True)
+            agents_back()
+            say("server restarted with the services; agents back")
+        if base is not None:
+            say(f"idle container: {cost['ct_kb']} kB; standby VM used {base} kB before, "
+                f"{cost['used_with_ct_kb']} kB with it")
         for m in modes:
             labkit.wait_for(f"service {SVC[m]['svc']} ok",
                             lambda m=m: cl.service(SVC[m]["svc"])["state"] == "ok", 60,
@@ -879,8 +1212,8 @@ def main():
             labkit.lab_down()
             say("lab down")
         report(False)
-        say(f"wrote {RESULTS}/recovery.md, recovery.csv, recovery.png; logs in {work}")
-    print(open(os.path.join(RESULTS, "recovery.md")).read())
+        say(f"wrote {out_path('md')}, .csv, .png; logs in {work}")
+    print(open(out_path("md")).read())
     return 0 if not failures else 1
 
 
