@@ -64,7 +64,7 @@ OURS_N = [1, 4, 16]
 BASE_N = [1, 2]
 EXTRA_N = [4, 16]
 COLS = ["scheme", "n", "vms", "ram_mb", "measured", "run", "qemu_rss_mb", "qemu_pss_mb",
-        "ram_file_mb", "guest_used_mb", "containers_mem_mb", "settled", "up_s"]
+        "ram_file_mb", "guest_used_mb", "containers_mem_mb", "settled", "up_s", "load1"]
 T0 = time.monotonic()
 NOTES = []
 
@@ -162,7 +162,8 @@ def measure(rig, names, ram_files, guest=False):
         rss, pss = rss + r, pss + s
     row = {"qemu_rss_mb": round(rss, 1), "qemu_pss_mb": round(pss, 1),
            "ram_file_mb": round(sum(allocated_mb(f) for f in ram_files), 1),
-           "guest_used_mb": "", "containers_mem_mb": ""}
+           "guest_used_mb": "", "containers_mem_mb": "",
+           "load1": round(os.getloadavg()[0], 2)}
     if guest:
         h = rig.standby() or {}
         load = h.get("vm_load") or {}
@@ -359,9 +360,12 @@ def write_report(rows, args, mach, elapsed, notes):
     L.append("## Machine\n")
     L.append(f"- CPUs (`nproc`): {mach['nproc']}; memory {mach['mem']}; CPU: {mach['cpu']}")
     L.append(f"- {mach['qemu']}; accelerator **TCG**; host kernel {mach['kernel']}")
-    L.append(f"- Load average at the end: {mach['load']}. The machine is shared: other VM "
-             "tests and benchmarks ran on it meanwhile (this bench holds the lab lock, so no "
-             "other lab VM ran during it; builds and non-lab work may have).\n")
+    loads = [float(r["load1"]) for r in rows if r.get("load1") not in ("", None)]
+    L.append(f"- Load average at the end: {mach['load']}; 1-minute load at the measurements "
+             + (f"{min(loads):.2f}-{max(loads):.2f} (`load1` column)" if loads else "-")
+             + ". The machine is shared: other builds and tests ran on it meanwhile "
+             "(other lab VMs wait for the lab lock this bench holds; their builds do "
+             "not).\n")
     L.append("## What is compared\n")
     L.append(f"- **containers** (ours): ONE Debian 12 standby VM (the Debian standby disk "
              f"with the project's .deb, `labkit.debian_standby_vm_entry`) of "
