@@ -312,6 +312,8 @@ def stats(rows):
         for c in MEASURES + ["up_s"]:
             xs = [float(r[c]) for r in rs if r[c] not in ("", None)]
             d[c] = (statistics.median(xs), min(xs), max(xs)) if xs else None
+        own = [float(r["qemu_rss_mb"]) - float(r["ram_file_mb"]) for r in rs]
+        d["qemu_own_mb"] = (statistics.median(own), min(own), max(own))
         out[k] = d
     return out
 
@@ -391,28 +393,32 @@ def write_report(rows, args, mach, elapsed, notes):
              "side for the baseline.\n")
     L.append("## Results\n")
     L.append("| scheme | N | VMs | RAM configured MB | measured | QEMU RSS MB | QEMU PSS MB | "
-             "RAM files MB | guest used MB | containers MB | runs (settled) |")
-    L.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+             "RAM files MB | RSS - RAM files MB | guest used MB | containers MB | "
+             "runs (settled) |")
+    L.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     ns = sorted({int(r["n"]) for r in rows} | set(ext))
     for scheme in ("containers", "vms"):
         for n in ns:
             d = st.get((scheme, n))
             if d:
                 L.append(f"| {scheme} | {n} | {d['vms']} | {d['ram_mb']} | true | "
-                         + " | ".join(cell(d[c]) for c in MEASURES)
+                         + " | ".join(cell(d[c]) for c in MEASURES[:3] + ["qemu_own_mb"]
+                                      + MEASURES[3:])
                          + f" | {d['runs']} ({d['settled']}) |")
             elif scheme == "vms" and n in ext:
                 e = ext[n]
                 L.append(f"| vms | {n} | {n} | {e['ram_mb']} | **false** (linear) | "
                          + " | ".join(f"{e[c]:.0f}" if e[c] != "" else "-"
                                       for c in ("qemu_rss_mb", "qemu_pss_mb", "ram_file_mb"))
+                         + (f" | {e['qemu_rss_mb'] - e['ram_file_mb']:.0f}"
+                            if e["qemu_rss_mb"] != "" and e["ram_file_mb"] != "" else " | -")
                          + " | - | - | - |")
     L.append("")
     L.append("![host memory vs N](standby-cost.png)\n")
     L.append("## Ratios (baseline / ours, host side)\n")
     L.append("| N | baseline from | RSS vms / containers | PSS vms / containers | "
-             "configured RAM vms / containers |")
-    L.append("|---:|---|---:|---:|---:|")
+             "RAM files vms / containers | configured RAM vms / containers |")
+    L.append("|---:|---|---:|---:|---:|---:|")
     for n in OURS_N:
         o = st.get(("containers", n))
         b = st.get(("vms", n))
@@ -420,15 +426,23 @@ def write_report(rows, args, mach, elapsed, notes):
             continue
         if b:
             src = "measured"
-            brss, bpss, bram = b["qemu_rss_mb"][0], b["qemu_pss_mb"][0], b["ram_mb"]
+            brss, bpss, bfile, bram = (b["qemu_rss_mb"][0], b["qemu_pss_mb"][0],
+                                       b["ram_file_mb"][0], b["ram_mb"])
         elif n in ext and ext[n]["qemu_rss_mb"] != "":
             src = "extrapolated"
-            brss, bpss, bram = ext[n]["qemu_rss_mb"], ext[n]["qemu_pss_mb"], ext[n]["ram_mb"]
+            brss, bpss, bfile, bram = (ext[n]["qemu_rss_mb"], ext[n]["qemu_pss_mb"],
+                                       ext[n]["ram_file_mb"], ext[n]["ram_mb"])
         else:
             continue
         L.append(f"| {n} | {src} | {ratio(o['qemu_rss_mb'][0], brss)} | "
-                 f"{ratio(o['qemu_pss_mb'][0], bpss)} | {ratio(o['ram_mb'], bram)} |")
+                 f"{ratio(o['qemu_pss_mb'][0], bpss)} | {ratio(o['ram_file_mb'][0], bfile)} | "
+                 f"{ratio(o['ram_mb'], bram)} |")
     L.append("")
+    L.append("Under TCG most of a QEMU process's RSS beyond its guest's RAM file (`RSS - RAM "
+             "files`) is TCG's cache of translated guest code, which grows with the code the "
+             "guest runs (each new container's processes) and which KVM would not have; the "
+             "RAM files (guest RAM the guests have touched) are the part that would remain "
+             "under KVM. Both are measured; quote the one that fits the question.\n")
     L.append("Time to serve (`up_s`, s, medians): " + "; ".join(
         f"{s} N={n}: {d['up_s'][0]:.0f}" for (s, n), d in sorted(st.items()) if d["up_s"])
         + " (containers: from the server's (re)start with the new services; vms: from the "
@@ -446,44 +460,56 @@ def write_report(rows, args, mach, elapsed, notes):
 
 
 def plot(st, ext):
+    """Two panels, QEMU RSS and the guests' RAM files, against N."""
     if not shutil.which("gnuplot"):
         return
     tmp = tempfile.mkdtemp(prefix="vcr-plot-")
     files = {}
-    for name, pts in (
-            ("ours", [(n, st[("containers", n)]["qemu_rss_mb"]) for n in OURS_N
-                      if ("containers", n) in st]),
-            ("base", [(n, st[("vms", n)]["qemu_rss_mb"]) for n in BASE_N if ("vms", n) in st])):
+    for name, key, ns in (("ours", "containers", OURS_N), ("base", "vms", BASE_N)):
         files[name] = os.path.join(tmp, f"{name}.dat")
         with open(files[name], "w") as f:
-            for n, v in pts:
-                f.write(f"{n} {v[0]} {v[1]} {v[2]}\n")
+            for n in ns:
+                d = st.get((key, n))
+                if d:
+                    f.write(f"{n} " + " ".join(f"{v[0]} {v[1]} {v[2]}" for v in (
+                        d["qemu_rss_mb"], d["ram_file_mb"])) + "\n")
     files["ext"] = os.path.join(tmp, "ext.dat")
     with open(files["ext"], "w") as f:
         b2 = st.get(("vms", 2))
         if b2:
-            f.write(f"2 {b2['qemu_rss_mb'][0]}\n")
+            f.write(f"2 {b2['qemu_rss_mb'][0]} {b2['ram_file_mb'][0]}\n")
         for n in EXTRA_N:
             if n in ext and ext[n]["qemu_rss_mb"] != "":
-                f.write(f"{n} {ext[n]['qemu_rss_mb']}\n")
+                f.write(f"{n} {ext[n]['qemu_rss_mb']} {ext[n]['ram_file_mb']}\n")
+
+    def plots(col):
+        series = [(files["ours"], f"1:{col}:{col + 1}:{col + 2} with yerrorlines lw 2 pt 7 "
+                   "lc rgb '#1b9e77'", "one standby VM, N containers (measured)"),
+                  (files["base"], f"1:{col}:{col + 1}:{col + 2} with yerrorlines lw 2 pt 5 "
+                   "lc rgb '#d95f02'", "N standby VMs (measured)"),
+                  (files["ext"], f"1:{2 if col == 2 else 3} with linespoints dt 2 lw 2 pt 4 "
+                   "lc rgb '#d95f02'", "N standby VMs (extrapolated, not measured)")]
+        return ", ".join(f"'{f}' using {how} title '{title}'" for f, how, title in series
+                         if os.path.getsize(f))
+    if not os.path.getsize(files["ours"]) and not os.path.getsize(files["base"]):
+        return
     script = f"""
-set terminal pngcairo size 900,560 font 'sans,11'
+set terminal pngcairo size 1300,560 font 'sans,11'
 set output '{os.path.join(RESULTS, 'standby-cost.png')}'
-set title 'Host memory of N warm nginx standbys (QEMU RSS, medians, min-max bars; TCG)'
+set multiplot layout 1,2 title 'Host memory of N warm nginx standbys (medians, min-max bars; TCG)'
 set xlabel 'N protected services'
-set ylabel 'host memory (MB)'
+set ylabel 'MB'
 set logscale x 2
 set xtics (1, 2, 4, 16)
 set xrange [0.8:20]
 set yrange [0:*]
 set grid
 set key top left
-plot '{files['ours']}' using 1:2:3:4 with yerrorlines lw 2 pt 7 lc rgb '#1b9e77' \\
-       title 'one standby VM, N containers (measured)', \\
-     '{files['base']}' using 1:2:3:4 with yerrorlines lw 2 pt 5 lc rgb '#d95f02' \\
-       title 'N standby VMs (measured)', \\
-     '{files['ext']}' using 1:2 with linespoints dt 2 lw 2 pt 4 lc rgb '#d95f02' \\
-       title 'N standby VMs (extrapolated, not measured)'
+set title 'QEMU RSS (with TCG translated-code cache)'
+plot {plots(2)}
+set title 'guest RAM touched (RAM files)'
+plot {plots(5)}
+unset multiplot
 """
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
     shutil.rmtree(tmp, ignore_errors=True)
