@@ -11,8 +11,8 @@ and forth between them.  --guest chooses them (the `guest` column of the CSV):
   debian   two Debian 12 standby VMs (the Debian standby disk of
            lab/build-standby-disk, labkit.debian_standby_vm_entry, --debian-mb MB,
            2 vCPUs); the container is made from the `ct-nginx` image the server
-           delivers (`images:`), its cmd given by this script (DEBIAN_CMD): a perl
-           process holding M MB of non-zero bytes (one M per run of the script, --mem),
+           delivers (`images:`), its cmd given by this script (DEBIAN_CMD): a shell
+           holding M MB of non-zero bytes (one M per run of the script, --mem),
            a shell counting seconds into /srv/www/count, then nginx as PID 1.  The
            service's data volume is not migrated: the product's migration carries the
            CRIU images and the overlay's upper directory only (src/server/migrate.c;
@@ -85,12 +85,12 @@ PAPER_TOTAL = (17, 21)
 PAPER_DOWNTIME = (5.4, 9.0)
 
 # The Debian container's PID 1 (the image's `cmd`, at most 255 characters, run by the
-# image's /bin/sh as `exec CMD`): perl holds MB MB of '1' (anonymous memory CRIU has to
-# dump) and writes "held MB rss KB" to /srv/www/hog once it does; a shell counts seconds
-# in its memory into /srv/www/count; nginx serves both.
-DEBIAN_CMD = ("sh -c 'perl -e \"\\$x=1;\\$x x={mb}<<20;open S,q(/proc/self/status);"
-              "/VmRSS:\\s+(\\d+)/&&(\\$r=\\$1)for<S>;open S,q(>/srv/www/hog);"
-              "print S qq(held {mb} rss \\$r);close S;sleep\" & "
+# image's /bin/sh as `exec CMD`; the image has dash, coreutils and grep, no perl): a shell
+# holds MB MB of 'a' in a variable (anonymous memory CRIU has to dump, as the busybox
+# hog) and writes its VmRSS line to /srv/www/hog once it does; another counts seconds in
+# its memory into /srv/www/count; nginx serves both.
+DEBIAN_CMD = ("sh -c 'sh -c \"x=\\$(head -c {mb}M /dev/zero|tr \\\\\\\\0 a);"
+              "grep VmRSS /proc/\\$\\$/status >/srv/www/hog;sleep inf;:\" & "
               "while sleep 1;do echo $((i+=1)) >/srv/www/count;done & "
               "exec nginx -g \"daemon off;\"'")
 
@@ -301,10 +301,9 @@ def hog(mb):
     this waits until it says so."""
     if GUEST == "debian":
         def held():
-            words = (labkit.http_get(CT_ADDR, "/hog") or "").split()
-            return words if words[:2] == ["held", str(mb)] and len(words) > 3 else None
-        words = labkit.wait_for(f"the container's hog to hold {mb} MB", held, 300, interval=0.5)
-        return int(words[3]) if words[3].isdigit() else 0
+            words = (labkit.http_get(CT_ADDR, "/hog") or "").split()  # VmRSS: N kB
+            return int(words[1]) if words[:1] == ["VmRSS:"] and words[1].isdigit() else None
+        return labkit.wait_for(f"the container's hog to hold {mb} MB", held, 300, interval=0.5)
     r = labkit.ns_run(["curl", "-s", "-f", "-m", "600", f"http://{CT_ADDR}/cgi-bin/hog?{mb}"],
                       timeout=620)
     words = r.stdout.split()
@@ -438,8 +437,8 @@ GUEST_VMS = {
               ".deb, LXC 5.0.2, CRIU 3.17; `labkit.debian_standby_vm_entry`) of {mb} MB, 2 "
               "vCPUs; the container is made from the `ct-nginx` image the server delivers "
               "(Debian 12 rootfs, nginx-light), its cmd set by the bench (`DEBIAN_CMD`): a "
-              "perl process holding M MB of non-zero bytes (started with the container, "
-              "its VmRSS is `hog MB`), a shell counting seconds in memory into "
+              "shell holding M MB of non-zero bytes in a variable (started with the "
+              "container, its VmRSS is `hog MB`), a shell counting seconds in memory into "
               "/srv/www/count (`GET /count`), nginx as PID 1. No data volume: the "
               "product's migration carries the CRIU images and the overlay's upper "
               "directory only (src/server/migrate.c; a service's data volume is attached "
