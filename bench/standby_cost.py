@@ -64,7 +64,7 @@ OURS_N = [1, 4, 16]
 BASE_N = [1, 2]
 EXTRA_N = [4, 16]
 COLS = ["scheme", "n", "vms", "ram_mb", "measured", "run", "qemu_rss_mb", "qemu_pss_mb",
-        "ram_file_mb", "guest_used_mb", "containers_mem_mb", "settled", "up_s", "load1"]
+        "ram_file_mb", "guest_used_mb", "containers_mem_mb", "tcg_code_mb", "settled", "up_s", "load1"]
 T0 = time.monotonic()
 NOTES = []
 
@@ -82,6 +82,21 @@ def smaps_rollup(pid):
             if parts and parts[0] in ("Rss:", "Pss:"):
                 out[parts[0][:-1]] = int(parts[1]) / 1024
     return out["Rss"], out["Pss"]
+
+
+def tcg_code_mb(pid):
+    """Rss (MB) of pid's anonymous executable mappings: TCG's translated-code buffer (the
+    rwx regions QEMU maps for it; a QEMU process maps nothing else anonymous and
+    executable)."""
+    total, anon_x = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5 and not parts[0].endswith(":"):
+                anon_x = len(parts) == 5 and "x" in parts[1]
+            elif parts[0] == "Rss:" and anon_x:
+                total += int(parts[1])
+    return total / 1024
 
 
 def allocated_mb(path):
@@ -156,11 +171,11 @@ def settle(pids, deadline_s=120, window=5, interval=2.0):
 
 
 def measure(rig, names, ram_files, guest=False):
-    rss = pss = 0.0
+    rss = pss = tcg = 0.0
     for p in rig.pids(names):
         r, s = smaps_rollup(p)
-        rss, pss = rss + r, pss + s
-    row = {"qemu_rss_mb": round(rss, 1), "qemu_pss_mb": round(pss, 1),
+        rss, pss, tcg = rss + r, pss + s, tcg + tcg_code_mb(p)
+    row = {"tcg_code_mb": round(tcg, 1),"qemu_rss_mb": round(rss, 1), "qemu_pss_mb": round(pss, 1),
            "ram_file_mb": round(sum(allocated_mb(f) for f in ram_files), 1),
            "guest_used_mb": "", "containers_mem_mb": "",
            "load1": round(os.getloadavg()[0], 2)}
@@ -296,7 +311,8 @@ def run_baseline(build, base_work, run, points):
 
 
 # --------------------------------------------------------------------------- report
-MEASURES = ["qemu_rss_mb", "qemu_pss_mb", "ram_file_mb", "guest_used_mb", "containers_mem_mb"]
+MEASURES = ["qemu_rss_mb", "qemu_pss_mb", "ram_file_mb", "guest_used_mb", "containers_mem_mb",
+            "tcg_code_mb"]
 
 
 def stats(rows):
@@ -310,7 +326,7 @@ def stats(rows):
         d = {"runs": len(rs), "ram_mb": int(rs[0]["ram_mb"]), "vms": int(rs[0]["vms"]),
              "settled": sum(int(r["settled"]) for r in rs)}
         for c in MEASURES + ["up_s"]:
-            xs = [float(r[c]) for r in rs if r[c] not in ("", None)]
+            xs = [float(r[c]) for r in rs if r.get(c) not in ("", None)]
             d[c] = (statistics.median(xs), min(xs), max(xs)) if xs else None
         own = [float(r["qemu_rss_mb"]) - float(r["ram_file_mb"]) for r in rs]
         d["qemu_own_mb"] = (statistics.median(own), min(own), max(own))
@@ -394,8 +410,8 @@ def write_report(rows, args, mach, elapsed, notes):
     L.append("## Results\n")
     L.append("| scheme | N | VMs | RAM configured MB | measured | QEMU RSS MB | QEMU PSS MB | "
              "RAM files MB | RSS - RAM files MB | guest used MB | containers MB | "
-             "runs (settled) |")
-    L.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+             "TCG code MB | runs (settled) |")
+    L.append("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     ns = sorted({int(r["n"]) for r in rows} | set(ext))
     for scheme in ("containers", "vms"):
         for n in ns:
@@ -412,7 +428,7 @@ def write_report(rows, args, mach, elapsed, notes):
                                       for c in ("qemu_rss_mb", "qemu_pss_mb", "ram_file_mb"))
                          + (f" | {e['qemu_rss_mb'] - e['ram_file_mb']:.0f}"
                             if e["qemu_rss_mb"] != "" and e["ram_file_mb"] != "" else " | -")
-                         + " | - | - | - |")
+                         + " | - | - | - | - |")
     L.append("")
     L.append("![host memory vs N](standby-cost.png)\n")
     L.append("## Ratios (baseline / ours, host side)\n")
@@ -439,8 +455,10 @@ def write_report(rows, args, mach, elapsed, notes):
                  f"{ratio(o['ram_mb'], bram)} |")
     L.append("")
     L.append("Under TCG most of a QEMU process's RSS beyond its guest's RAM file (`RSS - RAM "
-             "files`) is TCG's cache of translated guest code, which grows with the code the "
-             "guest runs (each new container's processes) and which KVM would not have; the "
+             "files`) is TCG's cache of translated guest code (`TCG code`: the Rss of QEMU's "
+             "anonymous executable mappings, where it is measured), which grows with the "
+             "code the guest runs (each new container's processes) and which KVM would not "
+             "have; the "
              "RAM files (guest RAM the guests have touched) are the part that would remain "
              "under KVM. Both are measured; quote the one that fits the question.\n")
     L.append("Time to serve (`up_s`, s, medians): " + "; ".join(
