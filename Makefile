@@ -8,7 +8,8 @@ MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
         format format-check lab-up lab-down clean deb bench-recovery bench-recovery-debian bench-warm-vm \
-        bench-warm-cache bench-migration bench-faults image-debian image-standby-disk fuzz-long
+        bench-warm-cache bench-migration bench-migration-debian bench-faults bench-standby-cost \
+        image-debian image-standby-disk fuzz-long
 
 all: build
 
@@ -101,7 +102,17 @@ bench-warm-cache: build image
 	/usr/bin/python3 bench/warm_cache.py --build $(BUILD)
 
 bench-migration: build image
-	/usr/bin/python3 bench/migration.py --build $(BUILD)
+	/usr/bin/python3 bench/migration.py --build $(BUILD) --merge
+
+# The same between two Debian standby VMs, a ct-nginx container holding 100 MB; the
+# busybox rows of migration.csv are kept (--merge, as above).  Needs the Debian images (make
+# image-debian image-standby-disk).
+bench-migration-debian: build image
+	/usr/bin/python3 bench/migration.py --build $(BUILD) --guest debian --merge
+
+# Memory of N warm nginx standbys: one Debian standby VM with N containers vs N Debian VMs.
+bench-standby-cost: build image
+	/usr/bin/python3 bench/standby_cost.py --build $(BUILD)
 
 # A longer libFuzzer campaign over every harness (bench/results/fuzz.{md,csv}): EXECS
 # runs per harness (default 10^7) or CAP seconds (default 300), whichever first.
