@@ -8,7 +8,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo \
         format format-check lab-up lab-down clean deb bench-recovery bench-warm-vm bench-warm-cache \
-        bench-migration bench-faults image-debian image-standby-disk
+        bench-migration bench-faults bench-overhead image-debian image-standby-disk
 
 all: build
 
@@ -91,6 +91,11 @@ bench-warm-cache: build image
 
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD)
+
+# The service in its container vs in its own VM (HTTP, TCP, disk): Debian images of
+# image-debian and the standby disk of image-standby-disk, already built.
+bench-overhead: build image
+	/usr/bin/python3 bench/overhead.py --build $(BUILD)
 
 # Seeded fault campaign (issue 13): SEED, ROUNDS, FAULTS (a comma-separated subset of
 # the matrix) override the defaults.
