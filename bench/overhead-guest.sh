@@ -7,7 +7,8 @@
 #
 # usage: overhead-guest.sh SIDE   (SIDE: vm or ct)
 #
-# It starts `iperf3 -s`, writes out-SIDE/ready, then for N = 1, 2, ... waits for the
+# It starts `iperf3 -s`, writes out-SIDE/ready (the next round's number), then for
+# N = that, N + 1, ... waits for the
 # file go-SIDE-N (put by the bench over nginx's WebDAV /data/, one line "SIZE RUNTIME"),
 # runs one round of fio (sequential write and read with 1 MiB blocks, 4 KiB random reads
 # for RUNTIME seconds) on the root file system and on the data volume, writes fio's JSON
@@ -50,9 +51,11 @@ for t in rootfs volume; do
     fi
     rm -f "$d/probe"
 done
-echo ready >"$out/ready"
+# Rounds are numbered across the side's lives (the VM is restarted by each failback,
+# the container at each failover): this one goes on after the last round done.
+n=$(($(ls "$out" | grep -c '^done-') + 1))
+echo "$n" >"$out/ready"
 
-n=1
 while :; do
     go=$dir/go-$side-$n
     while [ ! -s "$go" ]; do sleep 0.5; done
