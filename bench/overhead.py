@@ -355,6 +355,7 @@ set output '{os.path.join(RESULTS, "overhead.png")}'
 set title 'Container in the standby VM vs the service in its own VM (ratio of medians, bars: run extremes)'
 set ylabel 'container / VM'
 set yrange [0:*]
+set offsets 0.5,0.5,0.1,0
 set style fill solid 0.5
 set boxwidth 0.6
 set xtics rotate by 30 right
