@@ -9,7 +9,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
         format format-check lab-up lab-down clean deb bench-recovery bench-recovery-debian bench-warm-vm \
         bench-warm-cache bench-migration bench-migration-debian bench-faults bench-standby-cost \
-        image-debian image-standby-disk fuzz-long
+        bench-overhead image-debian image-standby-disk fuzz-long
 
 all: build
 
@@ -119,6 +119,11 @@ bench-standby-cost: build image
 fuzz-long: build-fuzz
 	/usr/bin/python3 bench/fuzz_long.py --build $(FUZZ_BUILD) $(if $(EXECS),--execs $(EXECS)) \
 		$(if $(CAP),--cap $(CAP))
+
+# The service in its container vs in its own VM (HTTP, TCP, disk): Debian images of
+# image-debian and the standby disk of image-standby-disk, already built.
+bench-overhead: build image
+	/usr/bin/python3 bench/overhead.py --build $(BUILD)
 
 # Seeded fault campaign (issue 13): SEED, ROUNDS, FAULTS (a comma-separated subset of
 # the matrix) override the defaults.
