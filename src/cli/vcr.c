@@ -26,6 +26,8 @@ static const struct verb {
     {"failback", "switch a recovered service back to its primary: failback SERVICE",
      cli_verb_failback},
     {"service", "clear a failed recovery: service reset SERVICE", cli_verb_service},
+    {"pki", "the agent link's CA and certificates: pki init DIR | pki issue DIR NAME",
+     cli_verb_pki},
 };
 
 static void print_usage(FILE *out)

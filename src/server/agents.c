@@ -535,7 +535,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     s->agents = a;
     s->accepted_ms = vcr_mono_ms();
-    s->conn = proto_conn_from_fd(a->base, fd, &session_ops, s, &err);
+    s->conn = proto_conn_from_fd(a->base, fd, NULL, &session_ops, s, &err);
     if (s->conn == NULL) {
         log_warn("agent connection refused: %s", vcr_error_msg(err));
         free(s);

@@ -881,7 +881,7 @@ static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t 
     a->received = json_array();
     a->hello = hello;
     cleanup_error vcr_error_t err = NULL;
-    a->conn = proto_conn_connect(base, addr, &agent_ops, a, &err);
+    a->conn = proto_conn_connect(base, addr, NULL, NULL, &agent_ops, a, &err);
     assert_non_null(a->conn);
 }
 
