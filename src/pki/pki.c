@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 
 static bool is_ipv4(const char *s)
 {
@@ -27,23 +28,7 @@ static bool is_ipv4(const char *s)
 
 bool pki_name_is_valid(const char *name)
 {
-    if (name == NULL || *name == '\0' || strlen(name) > PKI_NAME_MAX)
-        return false;
-    if (is_ipv4(name))
-        return true;
-    const char *label = name;
-    for (const char *p = name;; p++) {
-        if (*p == '.' || *p == '\0') {
-            size_t len = (size_t)(p - label);
-            if (len == 0 || len > 63 || label[0] == '-' || p[-1] == '-')
-                return false;
-            if (*p == '\0')
-                return true;
-            label = p + 1;
-        } else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-')) {
-            return false;
-        }
-    }
+    return vcr_cert_name_is_valid(name);
 }
 
 static char *path_in(const char *dir, const char *name, const char *ext)

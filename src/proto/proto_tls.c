@@ -147,6 +147,9 @@ struct proto_tls *proto_tls_new(enum proto_tls_side side, const struct proto_tls
     /* Agents hold one long connection: resumption buys nothing and tickets
      * would outlive a revoked certificate. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* A peer that vanishes without close_notify is an EOF, as over plain TCP:
+     * frames carry their length, so a cut frame is still caught (proto.h). */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     if (side == PROTO_TLS_SERVER)
         SSL_CTX_set_num_tickets(ctx, 0);
     /* Purpose: a host certificate (clientAuth only) cannot act as the server. */
