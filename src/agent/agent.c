@@ -100,6 +100,12 @@ static int load_tls(const struct vcr_agent_config *cfg, struct proto_tls **tls, 
     *tls = NULL;
     if (cfg->insecure)
         return 0;
+    if (cfg->tls_ca_file == NULL && cfg->tls_cert_file == NULL && cfg->tls_key_file == NULL)
+        return vcr_error_make(err, EINVAL,
+                              "config `%s`: the server link needs TLS: set tls_ca_file, "
+                              "tls_cert_file and tls_key_file (`vcr pki`), or `insecure: true` "
+                              "(docs/security.md)",
+                              cfg->path ? cfg->path : "(flags)");
     struct proto_tls_files files = {
         .ca = cfg->tls_ca_file, .cert = cfg->tls_cert_file, .key = cfg->tls_key_file};
     *tls = proto_tls_new(PROTO_TLS_CLIENT, &files, err);
