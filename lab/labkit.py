@@ -144,13 +144,54 @@ def set_records(addresses):
         raise RuntimeError(f"nsupdate: {r.stderr}")
 
 
+def vcr_cli():
+    """The `vcr` binary for `vcr pki`: VCR_ASAN_BUILD's (the integration tests), else
+    build/'s."""
+    for build in (os.environ.get("VCR_ASAN_BUILD"), os.path.join(ROOT, "build-asan"),
+                  os.path.join(ROOT, "build")):
+        if build and os.access(os.path.join(build, "src", "cli", "vcr"), os.X_OK):
+            return os.path.join(build, "src", "cli", "vcr")
+    raise RuntimeError("no vcr binary for `vcr pki`: run make build")
+
+
+def lab_pki(config_path):
+    """The lab's certificate authority for the agent link (docs/security.md): one per
+    directory of configs (a test's tmp dir, a demo run), made with `vcr pki init` on
+    first use, with the server's certificate naming the lab bridge's address (what
+    the agents connect to).  Returns the directory."""
+    pki = os.path.join(os.path.dirname(os.path.abspath(str(config_path))), "pki")
+    if not os.path.exists(os.path.join(pki, "ca.crt")):
+        subprocess.run([vcr_cli(), "pki", "init", pki], check=True, capture_output=True)
+        subprocess.run([vcr_cli(), "pki", "issue", "--server", "--san",
+                        lab_env()["VCR_LAB_BRIDGE_ADDR"], "--san", "127.0.0.1", pki,
+                        "vcr-server"], check=True, capture_output=True)
+    return pki
+
+
+def lab_cert(pki, name):
+    """{ca, cert, key} of `name` in pki, issued with `vcr pki issue` if missing."""
+    files = {"ca": os.path.join(pki, "ca.crt"), "cert": os.path.join(pki, f"{name}.crt"),
+             "key": os.path.join(pki, f"{name}.key")}
+    if not os.path.exists(files["cert"]):
+        subprocess.run([vcr_cli(), "pki", "issue", pki, name], check=True, capture_output=True)
+    return files
+
+
+def tls_lines(files):
+    return [f"tls_ca_file: {files['ca']}", f"tls_cert_file: {files['cert']}",
+            f"tls_key_file: {files['key']}"]
+
+
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
-                        services=(), fence_timeout_ms=None, port_timeout_ms=None, images=()):
+                        services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
+                        insecure=False):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
     when None).  images: dicts {name, file, sha256, cmd?} (the `images:` list), served on
-    the lab bridge's address (IMAGES_PORT), which the standby VMs reach."""
+    the lab bridge's address (IMAGES_PORT), which the standby VMs reach.
+    The agent port runs mutual TLS with lab_pki()'s certificates, or plain TCP with
+    insecure=True."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -158,6 +199,10 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         f"journal: {journal}",
         f"heartbeat_ms: {heartbeat_ms}",
     ]
+    if insecure:
+        lines.append("insecure: true")
+    else:
+        lines += tls_lines(lab_cert(lab_pki(path), "vcr-server"))
     if host_timeout_ms:
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
     if fence_timeout_ms:
@@ -317,16 +362,21 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
 
 
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
-                       ram_dir=None):
+                       ram_dir=None, insecure=False, cert=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
     ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
-    (/dev/shm) when None."""
+    (/dev/shm) when None.  The server link runs mutual TLS with a certificate of
+    lab_pki() naming `host` (cert: another name's, for tests), or plain TCP with
+    insecure=True.  A VM whose kernel arguments start an agent (vcr.agent_server=: a
+    standby VM) gets its own certificate as agent_identity (fw_cfg), unless insecure."""
     env = lab_env()
+    pki = None if insecure else lab_pki(path)
     out = [
         f"host: {host}",
         f"server: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
         f"state_dir: {state_dir}",
-    ] + ([f"ram_dir: {ram_dir}"] if ram_dir else []) + [
+    ] + ([f"ram_dir: {ram_dir}"] if ram_dir else []) + (
+        ["insecure: true"] if insecure else tls_lines(lab_cert(pki, cert or host))) + [
         f"accel: {accel}",
         "qemu: /usr/bin/qemu-system-x86_64",
         "sample_interval_ms: 1000",
@@ -348,6 +398,10 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
                 out.append(f"    {k}: \"{vm[k]}\"")
         if "autostart" in vm:
             out.append(f"    autostart: {'true' if vm['autostart'] else 'false'}")
+        if pki and "vcr.agent_server=" in (vm.get("kernel_args") or ""):
+            ident = lab_cert(pki, vm["name"])
+            out.append("    agent_identity: {" + ", ".join(f"{k}: {v}" for k, v in ident.items())
+                       + "}")
         if vm.get("volumes"):
             out.append("    volumes:")
             for v in vm["volumes"]:
