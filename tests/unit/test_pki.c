@@ -46,8 +46,10 @@ static X509 *load(const char *file)
 static int setup(void **state)
 {
     struct dirs *d = calloc(1, sizeof(*d));
-    strcpy(d->a, "/tmp/vcr-test-pki-a-XXXXXX");
-    strcpy(d->b, "/tmp/vcr-test-pki-b-XXXXXX");
+    if (d == NULL)
+        return -1;
+    snprintf(d->a, sizeof(d->a), "/tmp/vcr-test-pki-a-XXXXXX");
+    snprintf(d->b, sizeof(d->b), "/tmp/vcr-test-pki-b-XXXXXX");
     assert_non_null(mkdtemp(d->a));
     assert_non_null(mkdtemp(d->b));
     cleanup_error vcr_error_t err = NULL;
