@@ -250,6 +250,15 @@ static void on_hello(struct session *s, json_t *msg)
                            role ? role : "(none)");
             return;
         }
+        /* The plain port must not take over a name that TLS vouched for. */
+        const struct session *held = claimed ? find_session(a, claimed) : NULL;
+        const struct inv_host *known = inventory_find_host(a->inv, claimed);
+        if ((held && proto_conn_is_tls(held->conn)) ||
+            (known && known->role && strcmp(known->role, "standby") != 0)) {
+            session_reject(s, "host `%s` is %s: standby_insecure_listen cannot take it over",
+                           claimed, held ? "connected over TLS" : "not a standby host");
+            return;
+        }
     }
     if (a->opts.key) {
         const char *auth = json_string_value(json_object_get(msg, "auth"));

@@ -1,6 +1,6 @@
 """A forged peer of the agent link, for test_mtls.py (run inside the lab namespace).
 
-  link_peer.py hello ADDR:PORT HOST VM [--cert C --key K] [--ca CA]
+  link_peer.py hello ADDR:PORT HOST VM [--cert C --key K] [--ca CA] [--role ROLE]
       connect as an agent (TLS with the given client certificate, or plain TCP
       without --cert and --ca), say hello as HOST with VM crashed, and print one
       JSON line: {"stage": "connect"|"handshake"|"answered"|"closed", "frames": [...],
@@ -85,7 +85,7 @@ def hello(addr, host, vm, o):
             result["stage"], result["error"] = "handshake", str(e)
             return result
     result["stage"] = "handshake"
-    msg = {"type": "hello", "host": host, "role": "host", "agent_version": "forged",
+    msg = {"type": "hello", "host": host, "role": o.get("role", "host"), "agent_version": "forged",
            "pid": 4242, "accel": "tcg",
            "vms": [{"name": vm, "state": "crashed", "cause": "forged hello"}]}
     try:
