@@ -186,3 +186,31 @@ def test_insecure_still_works_and_warns(daemons):
                         "--config", str(d.tmp / "agent-bare.yaml")],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "needs TLS" in r.stderr, r
+
+
+def test_standby_insecure_port_takes_standby_hellos_only(daemons):
+    d = daemons
+    env = labkit.lab_env()
+    cfg = d.tmp / "server.yaml"
+    labkit.write_server_config(cfg, d.tmp / "journal.db", 500)
+    plain = f"{env['VCR_LAB_BRIDGE_ADDR']}:{labkit.SERVER_AGENT_PORT + 2}"
+    with open(cfg, "a") as f:
+        f.write(f"standby_insecure_listen: {plain}\n")
+    server = labkit.Proc([os.path.join(d.build, "src", "server", "vcr-server"), "--config",
+                          str(cfg)], str(d.tmp / "server.log"))
+    d.procs.append(server)
+    labkit.wait_for("the server's API", lambda: d.vcr.run("status").returncode == 0, 15)
+    assert "warn standby_insecure_listen" in server.log_text()
+    d.agent("node1", [])
+    labkit.wait_for("node1 connected", lambda: next(
+        (h for h in d.vcr.status().get("hosts", [])
+         if h["name"] == "node1" and h["state"] == "connected"), None), 30)
+    # A host's hello, and a standby hello for a host that TLS vouched for: refused.
+    r = peer("hello", plain, "node9", "decoy", "--role", "host")
+    assert any("accepts role `standby` only" in f.get("message", "") for f in r["frames"]), r
+    r = peer("hello", plain, "node1", "decoy", "--role", "standby")
+    assert any("connected over TLS" in f.get("message", "") for f in r["frames"]), r
+    assert [h["state"] for h in d.vcr.status()["hosts"] if h["name"] == "node1"] == ["connected"]
+    # A standby's hello there is welcomed.
+    r = peer("hello", plain, "sb9", "decoy", "--role", "standby")
+    assert any(f.get("type") == "welcome" for f in r["frames"]), r
