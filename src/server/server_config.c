@@ -538,7 +538,6 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
             report_add(r, "`agent_key_file`: %s", vcr_error_msg(err));
     }
     convert_tls(r, raw, base_dir, cfg);
-    convert_tls(r, raw, base_dir, cfg);
     cfg->fence_timeout_ms =
         services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
     /* Shorter than the host timeout, an agent would kill its VMs before the
