@@ -16,6 +16,9 @@ LAB = os.path.join(ROOT, "lab", "lab")
 NS = os.environ.get("VCR_LAB_NS", "vcrlab")
 RUN_DIR = f"/run/{NS}"
 SERVER_AGENT_PORT = 7070
+# standby_insecure_listen, for the Debian standby VMs: their image has no qemu_fw_cfg
+# module, so no TLS identity reaches their agent (docs/security.md).
+STANDBY_INSECURE_PORT = 7072
 SERVER_API = "127.0.0.1:7080"
 IMAGES_PORT = 7071  # the server's image listener (images_listen), on the lab bridge
 
@@ -184,14 +187,15 @@ def tls_lines(files):
 
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
                         services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
-                        insecure=False):
+                        insecure=False, standby_insecure=False):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
     when None).  images: dicts {name, file, sha256, cmd?} (the `images:` list), served on
     the lab bridge's address (IMAGES_PORT), which the standby VMs reach.
     The agent port runs mutual TLS with lab_pki()'s certificates, or plain TCP with
-    insecure=True."""
+    insecure=True.  standby_insecure=True also opens STANDBY_INSECURE_PORT, plain TCP
+    for standby agents only (the Debian standby VMs: debian_standby_vm_entry())."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -203,6 +207,9 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         lines.append("insecure: true")
     else:
         lines += tls_lines(lab_cert(lab_pki(path), "vcr-server"))
+    if standby_insecure:
+        lines.append(f"standby_insecure_listen: {env['VCR_LAB_BRIDGE_ADDR']}:"
+                     f"{STANDBY_INSECURE_PORT}")
     if host_timeout_ms:
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
     if fence_timeout_ms:
@@ -344,7 +351,8 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
     standby disk `image` (from debian_standby_image()): its own overlay, direct kernel
     boot, the address by `ip=` (network: kernel), and on the kernel command line the
     standby's cgroup v1 / AppArmor arguments and the agent's settings (vcr.name=,
-    vcr.agent_server=), read by vcr-agent-standby.service (docs/packaging.md)."""
+    vcr.agent_server=, vcr.agent_insecure=1), read by vcr-agent-standby.service
+    (docs/packaging.md)."""
     env = lab_env()
     return {
         "name": name,
@@ -356,8 +364,11 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
         "tap": f"tap{index}",
         "address": f"{address}/24",
         "gateway": env["VCR_LAB_BRIDGE_ADDR"],
-        "kernel_args": f"{image['cmdline']} vcr.name={name} "
-                       f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
+        # Plain TCP to the server's standby-only port: the Debian standby image lacks
+        # the qemu_fw_cfg module that agent_identity needs (docs/security.md); the
+        # server must be written with standby_insecure=True.
+        "kernel_args": f"{image['cmdline']} vcr.name={name} vcr.agent_insecure=1 "
+                       f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{STANDBY_INSECURE_PORT}",
     }
 
 
@@ -398,7 +409,8 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
                 out.append(f"    {k}: \"{vm[k]}\"")
         if "autostart" in vm:
             out.append(f"    autostart: {'true' if vm['autostart'] else 'false'}")
-        if pki and "vcr.agent_server=" in (vm.get("kernel_args") or ""):
+        args = vm.get("kernel_args") or ""
+        if pki and "vcr.agent_server=" in args and "vcr.agent_insecure=1" not in args:
             ident = lab_cert(pki, vm["name"])
             out.append("    agent_identity: {" + ", ".join(f"{k}: {v}" for k, v in ident.items())
                        + "}")

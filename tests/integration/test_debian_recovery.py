@@ -68,7 +68,8 @@ def rig(lab, tmp_path_factory):
                                CT_ADDR)
     svc["standby"]["image"] = "ct-nginx"
     svc["data"] = {"volume": "vcrdata", "path": "/srv/data", "interval_s": 0}
-    d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image], services=[svc])
+    d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image], services=[svc],
+             standby_insecure=True)
     d.agent("debhost", [vm])
     d.agent("sbhost", [labkit.debian_standby_vm_entry(STANDBY, S_INDEX, S_ADDR, STANDBY_IMAGE)])
     def booted(vm, check):
