@@ -16,6 +16,9 @@ LAB = os.path.join(ROOT, "lab", "lab")
 NS = os.environ.get("VCR_LAB_NS", "vcrlab")
 RUN_DIR = f"/run/{NS}"
 SERVER_AGENT_PORT = 7070
+# standby_insecure_listen, for the Debian standby VMs: their image has no qemu_fw_cfg
+# module, so no TLS identity reaches their agent (docs/security.md).
+STANDBY_INSECURE_PORT = 7072
 SERVER_API = "127.0.0.1:7080"
 IMAGES_PORT = 7071  # the server's image listener (images_listen), on the lab bridge
 
@@ -144,13 +147,55 @@ def set_records(addresses):
         raise RuntimeError(f"nsupdate: {r.stderr}")
 
 
+def vcr_cli():
+    """The `vcr` binary for `vcr pki`: VCR_ASAN_BUILD's (the integration tests), else
+    build/'s."""
+    for build in (os.environ.get("VCR_ASAN_BUILD"), os.path.join(ROOT, "build-asan"),
+                  os.path.join(ROOT, "build")):
+        if build and os.access(os.path.join(build, "src", "cli", "vcr"), os.X_OK):
+            return os.path.join(build, "src", "cli", "vcr")
+    raise RuntimeError("no vcr binary for `vcr pki`: run make build")
+
+
+def lab_pki(config_path):
+    """The lab's certificate authority for the agent link (docs/security.md): one per
+    directory of configs (a test's tmp dir, a demo run), made with `vcr pki init` on
+    first use, with the server's certificate naming the lab bridge's address (what
+    the agents connect to).  Returns the directory."""
+    pki = os.path.join(os.path.dirname(os.path.abspath(str(config_path))), "pki")
+    if not os.path.exists(os.path.join(pki, "ca.crt")):
+        subprocess.run([vcr_cli(), "pki", "init", pki], check=True, capture_output=True)
+        subprocess.run([vcr_cli(), "pki", "issue", "--server", "--san",
+                        lab_env()["VCR_LAB_BRIDGE_ADDR"], "--san", "127.0.0.1", pki,
+                        "vcr-server"], check=True, capture_output=True)
+    return pki
+
+
+def lab_cert(pki, name):
+    """{ca, cert, key} of `name` in pki, issued with `vcr pki issue` if missing."""
+    files = {"ca": os.path.join(pki, "ca.crt"), "cert": os.path.join(pki, f"{name}.crt"),
+             "key": os.path.join(pki, f"{name}.key")}
+    if not os.path.exists(files["cert"]):
+        subprocess.run([vcr_cli(), "pki", "issue", pki, name], check=True, capture_output=True)
+    return files
+
+
+def tls_lines(files):
+    return [f"tls_ca_file: {files['ca']}", f"tls_cert_file: {files['cert']}",
+            f"tls_key_file: {files['key']}"]
+
+
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
-                        services=(), fence_timeout_ms=None, port_timeout_ms=None, images=()):
+                        services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
+                        insecure=False, standby_insecure=False):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
     when None).  images: dicts {name, file, sha256, cmd?} (the `images:` list), served on
-    the lab bridge's address (IMAGES_PORT), which the standby VMs reach."""
+    the lab bridge's address (IMAGES_PORT), which the standby VMs reach.
+    The agent port runs mutual TLS with lab_pki()'s certificates, or plain TCP with
+    insecure=True.  standby_insecure=True also opens STANDBY_INSECURE_PORT, plain TCP
+    for standby agents only (the Debian standby VMs: debian_standby_vm_entry())."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -158,6 +203,13 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         f"journal: {journal}",
         f"heartbeat_ms: {heartbeat_ms}",
     ]
+    if insecure:
+        lines.append("insecure: true")
+    else:
+        lines += tls_lines(lab_cert(lab_pki(path), "vcr-server"))
+    if standby_insecure:
+        lines.append(f"standby_insecure_listen: {env['VCR_LAB_BRIDGE_ADDR']}:"
+                     f"{STANDBY_INSECURE_PORT}")
     if host_timeout_ms:
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
     if fence_timeout_ms:
@@ -299,7 +351,8 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
     standby disk `image` (from debian_standby_image()): its own overlay, direct kernel
     boot, the address by `ip=` (network: kernel), and on the kernel command line the
     standby's cgroup v1 / AppArmor arguments and the agent's settings (vcr.name=,
-    vcr.agent_server=), read by vcr-agent-standby.service (docs/packaging.md)."""
+    vcr.agent_server=, vcr.agent_insecure=1), read by vcr-agent-standby.service
+    (docs/packaging.md)."""
     env = lab_env()
     return {
         "name": name,
@@ -311,22 +364,30 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
         "tap": f"tap{index}",
         "address": f"{address}/24",
         "gateway": env["VCR_LAB_BRIDGE_ADDR"],
-        "kernel_args": f"{image['cmdline']} vcr.name={name} "
-                       f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
+        # Plain TCP to the server's standby-only port: the Debian standby image lacks
+        # the qemu_fw_cfg module that agent_identity needs (docs/security.md); the
+        # server must be written with standby_insecure=True.
+        "kernel_args": f"{image['cmdline']} vcr.name={name} vcr.agent_insecure=1 "
+                       f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{STANDBY_INSECURE_PORT}",
     }
 
 
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
-                       ram_dir=None):
+                       ram_dir=None, insecure=False, cert=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
     ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
-    (/dev/shm) when None."""
+    (/dev/shm) when None.  The server link runs mutual TLS with a certificate of
+    lab_pki() naming `host` (cert: another name's, for tests), or plain TCP with
+    insecure=True.  A VM whose kernel arguments start an agent (vcr.agent_server=: a
+    standby VM) gets its own certificate as agent_identity (fw_cfg), unless insecure."""
     env = lab_env()
+    pki = None if insecure else lab_pki(path)
     out = [
         f"host: {host}",
         f"server: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
         f"state_dir: {state_dir}",
-    ] + ([f"ram_dir: {ram_dir}"] if ram_dir else []) + [
+    ] + ([f"ram_dir: {ram_dir}"] if ram_dir else []) + (
+        ["insecure: true"] if insecure else tls_lines(lab_cert(pki, cert or host))) + [
         f"accel: {accel}",
         "qemu: /usr/bin/qemu-system-x86_64",
         "sample_interval_ms: 1000",
@@ -348,6 +409,11 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
                 out.append(f"    {k}: \"{vm[k]}\"")
         if "autostart" in vm:
             out.append(f"    autostart: {'true' if vm['autostart'] else 'false'}")
+        args = vm.get("kernel_args") or ""
+        if pki and "vcr.agent_server=" in args and "vcr.agent_insecure=1" not in args:
+            ident = lab_cert(pki, vm["name"])
+            out.append("    agent_identity: {" + ", ".join(f"{k}: {v}" for k, v in ident.items())
+                       + "}")
         if vm.get("volumes"):
             out.append("    volumes:")
             for v in vm["volumes"]:

@@ -21,6 +21,7 @@
 #include "common/sd_notify.h"
 #include "proto/proto_code.h"
 #include "proto/proto.h"
+#include "proto/proto_tls.h"
 
 /* How long an exiting agent waits for the server to take its last messages. */
 #define AGENT_EXIT_FLUSH_MS 1000
@@ -68,7 +69,50 @@ static struct vcr_agent_config *config_from_flags(const struct agent_options *op
     }
     cfg->accel = VCR_ACCEL_TCG;
     cfg->sample_interval_ms = VCR_SAMPLE_INTERVAL_MS_DEF;
+    cfg->insecure = opts->insecure;
+    if (opts->insecure && (opts->tls_ca_file || opts->tls_cert_file || opts->tls_key_file)) {
+        vcr_agent_config_free(cfg);
+        vcr_error_make(err, EINVAL, "--insecure and --tls-* exclude each other");
+        return NULL;
+    }
+    if (!opts->insecure &&
+        (opts->tls_ca_file == NULL || opts->tls_cert_file == NULL || opts->tls_key_file == NULL)) {
+        vcr_agent_config_free(cfg);
+        vcr_error_make(err, EINVAL,
+                       "the server link needs TLS: --tls-ca FILE, --tls-cert FILE and --tls-key "
+                       "FILE, or --insecure");
+        return NULL;
+    }
+    if ((opts->tls_ca_file && (cfg->tls_ca_file = strdup(opts->tls_ca_file)) == NULL) ||
+        (opts->tls_cert_file && (cfg->tls_cert_file = strdup(opts->tls_cert_file)) == NULL) ||
+        (opts->tls_key_file && (cfg->tls_key_file = strdup(opts->tls_key_file)) == NULL) ||
+        (opts->tls_server_name && (cfg->tls_server_name = strdup(opts->tls_server_name)) == NULL)) {
+        vcr_agent_config_free(cfg);
+        vcr_error_make(err, ENOMEM, "out of memory");
+        return NULL;
+    }
     return cfg;
+}
+
+/* The server link's TLS context; NULL with *tls NULL when insecure.  Errors
+ * name the key and the file. */
+static int load_tls(const struct vcr_agent_config *cfg, struct proto_tls **tls, vcr_error_t *err)
+{
+    *tls = NULL;
+    if (cfg->insecure)
+        return 0;
+    if (cfg->tls_ca_file == NULL && cfg->tls_cert_file == NULL && cfg->tls_key_file == NULL)
+        return vcr_error_make(err, EINVAL,
+                              "config `%s`: the server link needs TLS: set tls_ca_file, "
+                              "tls_cert_file and tls_key_file (`vcr pki`), or `insecure: true` "
+                              "(docs/security.md)",
+                              cfg->path ? cfg->path : "(flags)");
+    struct proto_tls_files files = {
+        .ca = cfg->tls_ca_file, .cert = cfg->tls_cert_file, .key = cfg->tls_key_file};
+    *tls = proto_tls_new(PROTO_TLS_CLIENT, &files, err);
+    if (*tls == NULL)
+        return cfg->path ? vcr_error_wrap(err, "config `%s`", cfg->path) : -1;
+    return 0;
 }
 
 int agent_config_test(const struct agent_options *opts, vcr_error_t *err)
@@ -78,6 +122,12 @@ int agent_config_test(const struct agent_options *opts, vcr_error_t *err)
     struct vcr_agent_config *cfg = vcr_agent_config_load(opts->config_path, err);
     if (cfg == NULL)
         return -1;
+    struct proto_tls *tls = NULL;
+    if (load_tls(cfg, &tls, err) < 0) {
+        vcr_agent_config_free(cfg);
+        return -1;
+    }
+    proto_tls_free(tls);
     printf("%s: ok: host %s, server %s, accel %s, %zu VM(s)\n", cfg->path, cfg->host, cfg->server,
            vcr_accel_mode_name(cfg->accel), cfg->n_vms);
     vcr_agent_config_free(cfg);
@@ -236,6 +286,8 @@ void agent_role_ready(struct agent *a, const char *accel)
         .accel = a->accel,
         .key = a->key,
         .key_len = a->key_len,
+        .tls = a->tls,
+        .server_name = a->cfg->tls_server_name,
     };
     cleanup_error vcr_error_t err = NULL;
     a->conn = agent_conn_new(a->base, &params, &conn_ops, a, &err);
@@ -301,6 +353,11 @@ int agent_run(const struct agent_options *opts, vcr_error_t *err)
         vcr_error_wrap(err, "agent_key_file");
         goto out;
     }
+    if (load_tls(a.cfg, &a.tls, err) < 0)
+        goto out;
+    if (a.cfg->insecure)
+        log_warn("insecure: the server link is plain TCP: this agent cannot tell its server "
+                 "from another, and any peer can say hello as this host (docs/security.md)");
     /* proto.h: a vanished peer must not kill us through SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     a.base = event_base_new();
@@ -344,6 +401,7 @@ out:
     if (a.base)
         event_base_free(a.base);
     free(a.key);
+    proto_tls_free(a.tls);
     vcr_agent_config_free(a.cfg);
     return rc;
 }

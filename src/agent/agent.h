@@ -13,6 +13,12 @@ struct agent_options {
     /* Without config_path (standby role): the server (HOST:PORT) and our name. */
     const char *server;
     const char *name;
+    /* Without config_path: the server link's TLS files, or insecure (plain TCP). */
+    const char *tls_ca_file;
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *tls_server_name;
+    bool insecure;
     /* Stop the role's VMs on SIGTERM/SIGINT; by default they outlive the agent. */
     bool stop_vms_on_exit;
     /* Accept test-only order members (`corrupt_state_for_test`); never in production. */

@@ -292,7 +292,8 @@ static const struct proto_conn_ops conn_ops = {
 static void connect_now(struct agent_conn *c)
 {
     cleanup_error vcr_error_t err = NULL;
-    c->pc = proto_conn_connect(c->base, c->params.server, &conn_ops, c, &err);
+    c->pc = proto_conn_connect(c->base, c->params.server, c->params.tls, c->params.server_name,
+                               &conn_ops, c, &err);
     if (c->pc == NULL) {
         log_error("server %s: %s", c->params.server, vcr_error_msg(err));
         schedule_retry(c);

@@ -27,6 +27,7 @@
 
 struct event_base;
 struct agent_conn;
+struct proto_tls;
 
 /* Borrowed for the life of the connection. */
 struct agent_conn_params {
@@ -36,6 +37,9 @@ struct agent_conn_params {
     const char *accel;
     const char *key; /* shared key (proto_auth_load_key) or NULL */
     size_t key_len;
+    /* Mutual TLS (proto_tls.h); NULL: plain TCP (insecure). */
+    const struct proto_tls *tls;
+    const char *server_name; /* the server certificate's name; NULL: server's HOST */
 };
 
 struct agent_conn_ops {

@@ -20,6 +20,15 @@ static void usage(FILE *out)
                  "                          (containers; only in an agent built with liblxc)\n"
                  "  -s, --server HOST:PORT  without --config: the server's agent port\n"
                  "  -n, --name NAME         without --config: this agent's host name\n"
+                 "      --tls-ca FILE --tls-cert FILE --tls-key FILE\n"
+                 "                          without --config: the CA, this host's certificate\n"
+                 "                          (naming NAME) and its key (`vcr pki`); required\n"
+                 "                          unless --insecure (docs/security.md)\n"
+                 "      --tls-server-name NAME\n"
+                 "                          the name the server's certificate must show\n"
+                 "                          (default: the HOST of --server)\n"
+                 "      --insecure          without --config: plain TCP to the server (a\n"
+                 "                          warning is logged at every start)\n"
                  "  -l, --log-level LEVEL   error, warn, info (default) or debug\n"
                  "  -t, --config-test       validate the configuration and exit\n"
                  "      --stop-vms-on-exit  on SIGTERM/SIGINT stop the VMs first; by default\n"
@@ -46,7 +55,12 @@ int main(int argc, char **argv)
         OPT_FENCE_WATCHDOG,
         OPT_TIMEOUT_MS,
         OPT_LISTEN_FD,
-        OPT_PAUSE
+        OPT_PAUSE,
+        OPT_TLS_CA,
+        OPT_TLS_CERT,
+        OPT_TLS_KEY,
+        OPT_TLS_SERVER_NAME,
+        OPT_INSECURE,
     };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
@@ -61,6 +75,11 @@ int main(int argc, char **argv)
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS},
         {"listen-fd", required_argument, NULL, OPT_LISTEN_FD},
         {"pause", required_argument, NULL, OPT_PAUSE},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -113,6 +132,21 @@ int main(int argc, char **argv)
             break;
         case OPT_PAUSE:
             pause_ms = atoi(optarg);
+            break;
+        case OPT_TLS_CA:
+            opts.tls_ca_file = optarg;
+            break;
+        case OPT_TLS_CERT:
+            opts.tls_cert_file = optarg;
+            break;
+        case OPT_TLS_KEY:
+            opts.tls_key_file = optarg;
+            break;
+        case OPT_TLS_SERVER_NAME:
+            opts.tls_server_name = optarg;
+            break;
+        case OPT_INSECURE:
+            opts.insecure = true;
             break;
         case 'h':
             usage(stdout);

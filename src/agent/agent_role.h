@@ -13,6 +13,7 @@
 
 struct event_base;
 struct agent_conn;
+struct proto_tls;
 
 struct agent {
     struct event_base *base;
@@ -23,6 +24,7 @@ struct agent {
     char accel[8];
     char *key; /* agent_key_file contents, or NULL */
     size_t key_len;
+    struct proto_tls *tls; /* the server link's TLS; NULL only when insecure */
     bool stop_vms_on_exit;
     bool test_faults; /* --test-faults: orders may ask for injected faults */
     bool leaving;

@@ -385,6 +385,16 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
         addf(&b, "tap,id=n0,ifname=%s,script=no,downscript=no", s->tap);
     add(&b, strdup("-device"));
     addf(&b, "virtio-net-pci,netdev=n0,mac=%s", s->mac);
+    if (s->identity_ca) {
+        /* The guest agent's TLS identity: files, not the kernel command line,
+         * which any process in the guest can read (docs/security.md). */
+        add(&b, strdup("-fw_cfg"));
+        addf(&b, "name=" VCR_FWCFG_AGENT_CA ",file=%s", s->identity_ca);
+        add(&b, strdup("-fw_cfg"));
+        addf(&b, "name=" VCR_FWCFG_AGENT_CERT ",file=%s", s->identity_cert);
+        add(&b, strdup("-fw_cfg"));
+        addf(&b, "name=" VCR_FWCFG_AGENT_KEY ",file=%s", s->identity_key);
+    }
     /* Lets a guest with the pvpanic driver report a panic (GUEST_PANICKED). */
     add2(&b, "-device", strdup("pvpanic"));
     add2(&b, "-vga", strdup("none"));

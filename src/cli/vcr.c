@@ -28,6 +28,8 @@ static const struct verb {
      cli_verb_failback},
     {"service", "clear a failed recovery: service reset SERVICE", cli_verb_service},
     {"cost", "the standby footprint of each scheme, in VMs, vCPUs, RAM and money", cli_verb_cost},
+    {"pki", "the agent link's CA and certificates: pki init DIR | pki issue DIR NAME",
+     cli_verb_pki},
 };
 
 static void print_usage(FILE *out)

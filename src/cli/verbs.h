@@ -21,6 +21,8 @@ int cli_verb_failover(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_failback(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_service(struct cli_context *ctx, int argc, char **argv);
 int cli_verb_cost(struct cli_context *ctx, int argc, char **argv);
+/* Local files only (pki.c): ctx is unused. */
+int cli_verb_pki(struct cli_context *ctx, int argc, char **argv);
 /* vcr vm warm-restart NAME (warm.c); argv is the verb's, name already taken out. */
 int cli_warm_vm(struct cli_context *ctx, int argc, char **argv, const char *name);
 

@@ -71,3 +71,25 @@ int vcr_parse_host_port(const char *s, char **host, uint16_t *port, vcr_error_t 
     *host = steal_pointer(&h);
     return 0;
 }
+
+bool vcr_cert_name_is_valid(const char *name)
+{
+    struct in_addr a;
+    if (name == NULL || *name == '\0' || strlen(name) > 253)
+        return false;
+    if (inet_pton(AF_INET, name, &a) == 1)
+        return true;
+    const char *label = name;
+    for (const char *p = name;; p++) {
+        if (*p == '.' || *p == '\0') {
+            size_t len = (size_t)(p - label);
+            if (len == 0 || len > 63 || label[0] == '-' || p[-1] == '-')
+                return false;
+            if (*p == '\0')
+                return true;
+            label = p + 1;
+        } else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-')) {
+            return false;
+        }
+    }
+}

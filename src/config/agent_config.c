@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 #include "config/agent_config.h"
 #include "config/config_internal.h"
 
@@ -30,6 +31,11 @@ struct raw_agent {
     char *sample_interval_ms;
     struct raw_probe *probe;
     char *agent_key_file;
+    char *tls_ca_file;
+    char *tls_cert_file;
+    char *tls_key_file;
+    char *tls_server_name;
+    char *insecure;
     char *fence_timeout_ms;
     struct raw_vm *vms;
     unsigned vms_count;
@@ -64,6 +70,11 @@ static const cyaml_schema_field_t agent_fields[] = {
     CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
                             probe, probe_fields),
     OPTIONAL_STRING(agent_key_file),
+    OPTIONAL_STRING(tls_ca_file),
+    OPTIONAL_STRING(tls_cert_file),
+    OPTIONAL_STRING(tls_key_file),
+    OPTIONAL_STRING(tls_server_name),
+    OPTIONAL_STRING(insecure),
     OPTIONAL_STRING(fence_timeout_ms),
     /* POINTER_NULL: a bare "vms:" (no entries) is an empty list, not an error. */
     CYAML_FIELD_SEQUENCE("vms", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_agent,
@@ -126,7 +137,55 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     free(cfg->probe_kernel);
     free(cfg->probe_initrd);
     free(cfg->agent_key_file);
+    free(cfg->tls_ca_file);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    free(cfg->tls_server_name);
     free(cfg);
+}
+
+/* TLS is required unless the file says `insecure: true` (docs/security.md);
+ * the files' contents are checked when the agent builds its TLS context. */
+static void convert_tls(struct config_report *r, const struct raw_agent *raw, const char *base_dir,
+                        struct vcr_agent_config *cfg)
+{
+    if (raw->insecure)
+        config_parse_bool(r, "insecure", raw->insecure, &cfg->insecure);
+    if (cfg->insecure) {
+        if (raw->tls_ca_file || raw->tls_cert_file || raw->tls_key_file || raw->tls_server_name)
+            config_report_add(r, "insecure",
+                              "true while tls_* keys are set; allowed: either TLS (tls_ca_file, "
+                              "tls_cert_file, tls_key_file) or `insecure: true`");
+        return;
+    }
+    /* None of them: the agent refuses to start (agent.c load_tls), which
+     * --config-test reports too; configs made for tests need no certificates. */
+    if (!raw->tls_ca_file && !raw->tls_cert_file && !raw->tls_key_file)
+        return;
+    static const char *const missing =
+        "missing; the server link needs TLS: tls_ca_file, tls_cert_file, tls_key_file (`vcr "
+        "pki`), or `insecure: true`";
+    struct {
+        const char *key, *value;
+        char **out;
+    } files[] = {
+        {"tls_ca_file", raw->tls_ca_file, &cfg->tls_ca_file},
+        {"tls_cert_file", raw->tls_cert_file, &cfg->tls_cert_file},
+        {"tls_key_file", raw->tls_key_file, &cfg->tls_key_file},
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i].value)
+            config_check_file(r, files[i].key, files[i].value, base_dir, false, files[i].out);
+        else
+            config_report_add(r, files[i].key, "%s", missing);
+    }
+    if (raw->tls_server_name && !vcr_cert_name_is_valid(raw->tls_server_name))
+        config_report_add(r, "tls_server_name",
+                          "`%s` is not valid; allowed: a DNS name of a-z, 0-9, '-' and '.', or "
+                          "an IPv4 address",
+                          raw->tls_server_name);
+    else if (raw->tls_server_name)
+        cfg->tls_server_name = strdup(raw->tls_server_name);
 }
 
 static bool check_server(struct config_report *r, const char *value)
@@ -321,6 +380,7 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     if (raw->agent_key_file)
         config_check_file(r, "agent_key_file", raw->agent_key_file, base_dir, false,
                           &cfg->agent_key_file);
+    convert_tls(r, raw, base_dir, cfg);
     cfg->fence_timeout_ms = VCR_FENCE_TIMEOUT_MS_DEF;
     if (raw->fence_timeout_ms && strcmp(raw->fence_timeout_ms, "0") == 0)
         cfg->fence_timeout_ms = 0;

@@ -54,6 +54,12 @@ struct vcr_agent_config {
     char *probe_initrd;
     uint32_t probe_deadline_ms;
     char *agent_key_file; /* NULL when not configured */
+    /* The server link's TLS (docs/security.md): all three set unless insecure. */
+    char *tls_ca_file;
+    char *tls_cert_file;
+    char *tls_key_file;
+    char *tls_server_name; /* the name the server's certificate must show; NULL: server's host */
+    bool insecure;         /* `insecure: true`: plain TCP, a warning at every start */
     /* Kill this host's VMs after this long without server contact; 0: off. */
     uint32_t fence_timeout_ms;
     struct vcr_vm_spec *vms;

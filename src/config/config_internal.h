@@ -34,6 +34,12 @@ struct raw_volume {
     char *cache;
 };
 
+struct raw_identity {
+    char *ca;
+    char *cert;
+    char *key;
+};
+
 struct raw_vm {
     char *name;
     char *memory_mb;
@@ -47,6 +53,7 @@ struct raw_vm {
     char *autostart;
     char *network;
     char *user_data;
+    struct raw_identity *agent_identity;
     struct raw_volume *volumes;
     unsigned volumes_count;
 };

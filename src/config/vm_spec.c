@@ -23,6 +23,14 @@ static const cyaml_schema_field_t image_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t identity_fields[] = {
+    CYAML_FIELD_STRING_PTR("ca", CYAML_FLAG_POINTER, struct raw_identity, ca, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("cert", CYAML_FLAG_POINTER, struct raw_identity, cert, 0,
+                           CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("key", CYAML_FLAG_POINTER, struct raw_identity, key, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t vm_fields[] = {
     CYAML_FIELD_STRING_PTR("name", CYAML_FLAG_POINTER, struct raw_vm, name, 0, CYAML_UNLIMITED),
     CYAML_FIELD_STRING_PTR("memory_mb", CYAML_FLAG_POINTER, struct raw_vm, memory_mb, 0,
@@ -44,6 +52,8 @@ static const cyaml_schema_field_t vm_fields[] = {
                            network, 0, CYAML_UNLIMITED),
     CYAML_FIELD_STRING_PTR("user_data", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_vm,
                            user_data, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_MAPPING_PTR("agent_identity", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct raw_vm, agent_identity, identity_fields),
     CYAML_FIELD_SEQUENCE("volumes", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_vm,
                          volumes, &volume_raw_schema, 0, VCR_VOLUMES_MAX),
     CYAML_FIELD_END,
@@ -67,6 +77,9 @@ void vcr_vm_spec_clear(struct vcr_vm_spec *spec)
     free(spec->ip);
     free(spec->gateway);
     free(spec->kernel_args);
+    free(spec->identity_ca);
+    free(spec->identity_cert);
+    free(spec->identity_key);
     for (size_t i = 0; i < spec->n_volumes; i++)
         vcr_volume_spec_clear(&spec->volumes[i]);
     free(spec->volumes);
@@ -274,6 +287,31 @@ static void check_disk(struct config_report *r, const char *path, const char *p_
     out->disk_format = fmt;
 }
 
+/* agent_identity: the TLS files of the agent inside the VM (a standby VM),
+ * handed to the guest through QEMU fw_cfg (docs/security.md). */
+static void identity_from_raw(const struct raw_identity *id, unsigned index, const char *base_dir,
+                              struct config_report *r, struct vcr_vm_spec *out)
+{
+    struct {
+        const char *key, *value;
+        char **out;
+    } files[] = {
+        {"ca", id->ca, &out->identity_ca},
+        {"cert", id->cert, &out->identity_cert},
+        {"key", id->key, &out->identity_key},
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        cleanup_free char *p = config_path("vms[%u].agent_identity.%s", index, files[i].key);
+        if (files[i].value && strchr(files[i].value, ',')) {
+            /* QEMU's -fw_cfg takes name=...,file=...: a comma would split it. */
+            config_report_add(r, p, "`%s` has a comma; allowed: a path without commas",
+                              files[i].value);
+            continue;
+        }
+        config_check_file(r, p, files[i].value, base_dir, false, files[i].out);
+    }
+}
+
 /* image: {kernel, initrd} (the lab's initramfs guests) or {disk, format,
  * kernel, initrd, root} (docs/config-vm.md); with it `network` and `user_data`. */
 static void image_from_raw(const struct raw_vm *raw, unsigned index, const char *base_dir,
@@ -407,6 +445,8 @@ bool vm_spec_from_raw(const struct raw_vm *raw, unsigned index, const char *base
     out->autostart = VCR_VM_AUTOSTART_DEF;
     if (raw->autostart)
         config_parse_bool(r, p_autostart, raw->autostart, &out->autostart);
+    if (raw->agent_identity)
+        identity_from_raw(raw->agent_identity, index, base_dir, r, out);
     volumes_from_raw(raw, index, base_dir, r, out);
     return r->count == before;
 }

@@ -51,10 +51,21 @@ struct vcr_vm_spec {
     unsigned prefix;
     char *gateway;     /* NULL when not configured */
     char *kernel_args; /* NULL when not configured */
+    /* agent_identity: CA, certificate and key of the agent in the guest, passed
+     * as fw_cfg opt/vcr/{ca.crt,agent.crt,agent.key}; all NULL when not set. */
+    char *identity_ca;
+    char *identity_cert;
+    char *identity_key;
     bool autostart;
     struct vcr_volume_spec *volumes; /* docs/warm-cache.md */
     size_t n_volumes;
 };
+
+/* The fw_cfg names the guest finds the agent_identity files under
+ * (/sys/firmware/qemu_fw_cfg/by_name/NAME/raw). */
+#define VCR_FWCFG_AGENT_CA   "opt/vcr/ca.crt"
+#define VCR_FWCFG_AGENT_CERT "opt/vcr/agent.crt"
+#define VCR_FWCFG_AGENT_KEY  "opt/vcr/agent.key"
 
 /* Frees the members (not the struct). */
 void vcr_vm_spec_clear(struct vcr_vm_spec *spec);

@@ -58,6 +58,7 @@ const char *proto_msg_type(json_t *msg);
  * with writev(), and a peer that vanished would otherwise kill us. */
 struct event_base;
 struct proto_conn;
+struct proto_tls;
 
 struct proto_conn_ops {
     void (*message)(struct proto_conn *c, json_t *msg, void *opaque);
@@ -69,15 +70,20 @@ struct proto_conn_ops {
 };
 
 /* Wrap an accepted, connected fd (ownership of fd passes to the conn, also on
- * failure).  Sets TCP_NODELAY. */
-struct proto_conn *proto_conn_from_fd(struct event_base *base, int fd,
+ * failure).  Sets TCP_NODELAY.  tls (borrowed, must outlive the conn; NULL:
+ * plain TCP): the conn runs the server side of a TLS handshake, and a peer
+ * without a certificate signed by the CA is closed before any frame is read. */
+struct proto_conn *proto_conn_from_fd(struct event_base *base, int fd, const struct proto_tls *tls,
                                       const struct proto_conn_ops *ops, void *opaque,
                                       vcr_error_t *err);
 /* Outgoing TCP connect to "HOST:PORT", non-blocking (names are resolved with
  * evdns, also asynchronously).  Success or failure is reported later through
  * `connected` or `closed`; -1 here only for a bad address or no resources.
- * Messages sent before `connected` are queued. */
+ * Messages sent before `connected` are queued.  tls (borrowed; NULL: plain
+ * TCP): `connected` comes only after a handshake in which the server showed a
+ * certificate signed by the CA naming server_name (NULL: HOST). */
 struct proto_conn *proto_conn_connect(struct event_base *base, const char *host_port,
+                                      const struct proto_tls *tls, const char *server_name,
                                       const struct proto_conn_ops *ops, void *opaque,
                                       vcr_error_t *err);
 /* Queue msg (borrowed) for sending.  Fails on a closed or closing conn, or with
@@ -91,6 +97,11 @@ int proto_conn_send(struct proto_conn *c, json_t *msg, vcr_error_t *err);
 void proto_conn_close(struct proto_conn *c, const char *reason);
 /* "ADDR:PORT" of the peer (for an outgoing conn: the HOST:PORT asked for). */
 const char *proto_conn_peer(const struct proto_conn *c);
+/* Whether the conn runs over TLS. */
+bool proto_conn_is_tls(const struct proto_conn *c);
+/* Whether the peer showed a verified certificate that names `name`
+ * (proto_tls_cert_names); false on a plain conn. */
+bool proto_conn_peer_names(const struct proto_conn *c, const char *name);
 /* Drops queued output; see the rules above for calling it from a callback. */
 void proto_conn_free(struct proto_conn *c);
 

@@ -11,11 +11,15 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +28,14 @@
 
 #include "common/cleanup.h"
 #include "common/hostport.h"
+#include "proto/proto_tls.h"
 
 struct proto_conn {
     struct bufferevent *bev;
     struct evdns_base *dns; /* only for an outgoing connect to a name */
     struct event *close_ev; /* reports a close that has nothing left to flush */
     struct proto_decoder *decoder;
+    SSL *ssl; /* borrowed from bev; NULL on a plain TCP conn */
     const struct proto_conn_ops *ops;
     void *opaque;
     char *peer;
@@ -127,6 +133,18 @@ static void set_nodelay(struct proto_conn *c)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+static const char *tls_reason(unsigned long e)
+{
+    const char *r = ERR_reason_error_string(e);
+    return r ? r : "handshake failed";
+}
+
+static bool verify_failed(const struct proto_conn *c)
+{
+    long v = SSL_get_verify_result(c->ssl);
+    return v != X509_V_OK;
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct proto_conn *c = arg;
@@ -140,11 +158,23 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     } else if (what & BEV_EVENT_ERROR) {
         int dns_err = bufferevent_socket_get_dns_error(bev);
         int sock_err = EVUTIL_SOCKET_ERROR();
+        unsigned long ssl_err = c->ssl ? bufferevent_get_openssl_error(bev) : 0;
         cleanup_free char *reason = NULL;
-        int n = dns_err ? asprintf(&reason, "cannot resolve `%s`: %s", c->peer,
-                                   evutil_gai_strerror(dns_err))
-                        : asprintf(&reason, "connection to %s: %s", c->peer,
-                                   evutil_socket_error_to_string(sock_err));
+        int n;
+        if (dns_err)
+            n = asprintf(&reason, "cannot resolve `%s`: %s", c->peer, evutil_gai_strerror(dns_err));
+        else if (ssl_err)
+            n = asprintf(&reason, "TLS with %s: %s%s%s", c->peer, tls_reason(ssl_err),
+                         verify_failed(c) ? ": " : "",
+                         verify_failed(c)
+                             ? X509_verify_cert_error_string(SSL_get_verify_result(c->ssl))
+                             : "");
+        else
+            n = asprintf(&reason, "connection to %s: %s", c->peer,
+                         evutil_socket_error_to_string(sock_err));
+        /* The rest of OpenSSL's queue belongs to this failure only. */
+        while (c->ssl && bufferevent_get_openssl_error(bev))
+            ;
         report_closed(c, n >= 0 ? reason : "connection error");
     }
     leave(c);
@@ -169,22 +199,40 @@ static void on_close_event(evutil_socket_t fd, short what, void *arg)
     leave(c);
 }
 
-static struct proto_conn *conn_new(struct event_base *base, int fd,
+/* ssl: stolen (freed with the bufferevent), may be NULL for plain TCP. */
+static struct proto_conn *conn_new(struct event_base *base, int fd, SSL *ssl, bool accepting,
                                    const struct proto_conn_ops *ops, void *opaque, vcr_error_t *err)
 {
     struct proto_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         vcr_error_errno(err, "new connection");
+        SSL_free(ssl);
+        if (fd >= 0)
+            close(fd);
         return NULL;
     }
     c->ops = ops;
     c->opaque = opaque;
     c->decoder = proto_decoder_new();
     c->close_ev = event_new(base, -1, 0, on_close_event, c);
-    c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+    if (ssl)
+        c->bev = bufferevent_openssl_socket_new(
+            base, fd, ssl, accepting ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
+            opts);
+    else
+        c->bev = bufferevent_socket_new(base, fd, opts);
+    if (c->bev && ssl) {
+        c->ssl = ssl;
+        /* A peer that closes without close_notify is an EOF, as over plain TCP. */
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    }
     if (c->decoder == NULL || c->close_ev == NULL || c->bev == NULL) {
-        if (c->bev == NULL && fd >= 0)
-            close(fd);
+        if (c->bev == NULL) {
+            SSL_free(ssl);
+            if (fd >= 0)
+                close(fd);
+        }
         conn_destroy(c);
         vcr_error_make(err, ENOMEM, "new connection: out of memory");
         return NULL;
@@ -215,7 +263,17 @@ static char *format_peer(int fd)
     return n >= 0 ? out : strdup("(unknown peer)");
 }
 
-struct proto_conn *proto_conn_from_fd(struct event_base *base, int fd,
+static SSL *ssl_new(const struct proto_tls *tls, vcr_error_t *err)
+{
+    SSL *ssl = SSL_new(proto_tls_ctx(tls));
+    if (ssl == NULL) {
+        ERR_clear_error();
+        vcr_error_make(err, ENOMEM, "TLS: out of memory");
+    }
+    return ssl;
+}
+
+struct proto_conn *proto_conn_from_fd(struct event_base *base, int fd, const struct proto_tls *tls,
                                       const struct proto_conn_ops *ops, void *opaque,
                                       vcr_error_t *err)
 {
@@ -224,8 +282,13 @@ struct proto_conn *proto_conn_from_fd(struct event_base *base, int fd,
         close(fd);
         return NULL;
     }
+    SSL *ssl = NULL;
+    if (tls && (ssl = ssl_new(tls, err)) == NULL) {
+        close(fd);
+        return NULL;
+    }
     char *peer = format_peer(fd);
-    struct proto_conn *c = conn_new(base, fd, ops, opaque, err);
+    struct proto_conn *c = conn_new(base, fd, ssl, true, ops, opaque, err);
     if (c == NULL) {
         free(peer);
         return NULL;
@@ -240,7 +303,27 @@ struct proto_conn *proto_conn_from_fd(struct event_base *base, int fd,
     return c;
 }
 
+/* The server must prove `name`: a DNS name, or an IPv4 address in its
+ * certificate's IP entries. */
+static int ssl_expect_server(SSL *ssl, const char *name, vcr_error_t *err)
+{
+    struct in_addr a;
+    int ok;
+    if (inet_pton(AF_INET, name, &a) == 1) {
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
+    } else {
+        SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_WILDCARDS);
+        ok = SSL_set1_host(ssl, name) == 1 && SSL_set_tlsext_host_name(ssl, name) == 1;
+    }
+    if (ok != 1) {
+        ERR_clear_error();
+        return vcr_error_make(err, EINVAL, "TLS: `%s` cannot be a server name", name);
+    }
+    return 0;
+}
+
 struct proto_conn *proto_conn_connect(struct event_base *base, const char *host_port,
+                                      const struct proto_tls *tls, const char *server_name,
                                       const struct proto_conn_ops *ops, void *opaque,
                                       vcr_error_t *err)
 {
@@ -248,7 +331,16 @@ struct proto_conn *proto_conn_connect(struct event_base *base, const char *host_
     uint16_t port;
     if (vcr_parse_host_port(host_port, &host, &port, err) < 0)
         return NULL;
-    struct proto_conn *c = conn_new(base, -1, ops, opaque, err);
+    SSL *ssl = NULL;
+    if (tls) {
+        if ((ssl = ssl_new(tls, err)) == NULL)
+            return NULL;
+        if (ssl_expect_server(ssl, server_name ? server_name : host, err) < 0) {
+            SSL_free(ssl);
+            return NULL;
+        }
+    }
+    struct proto_conn *c = conn_new(base, -1, ssl, false, ops, opaque, err);
     if (c == NULL)
         return NULL;
     c->peer = strdup(host_port);
@@ -317,6 +409,18 @@ void proto_conn_close(struct proto_conn *c, const char *reason)
 const char *proto_conn_peer(const struct proto_conn *c)
 {
     return c->peer;
+}
+
+bool proto_conn_is_tls(const struct proto_conn *c)
+{
+    return c->ssl != NULL;
+}
+
+bool proto_conn_peer_names(const struct proto_conn *c, const char *name)
+{
+    if (c->ssl == NULL || SSL_get_verify_result(c->ssl) != X509_V_OK)
+        return false;
+    return proto_tls_cert_names(SSL_get0_peer_certificate(c->ssl), name);
 }
 
 void proto_conn_free(struct proto_conn *c)

@@ -34,6 +34,7 @@ struct session {
     char nonce[PROTO_NONCE_HEX_LEN + 1];
     int64_t accepted_ms; /* monotonic */
     bool closing;        /* an error was sent; nothing more is read */
+    bool standby_only;   /* came in on standby_insecure_listen: plain TCP, role standby */
     LIST_ENTRY(session) link;
 };
 
@@ -55,6 +56,8 @@ struct agents {
     struct agents_options opts;
     struct evconnlistener *listener;
     struct listen_guard *guard;
+    struct evconnlistener *standby_listener; /* standby_insecure_listen, or NULL */
+    struct listen_guard *standby_guard;
     uint16_t port;
     size_t n_sessions;
     size_t n_pending;          /* sessions without a hello yet */
@@ -228,6 +231,34 @@ static void on_hello(struct session *s, json_t *msg)
     if (s->host) {
         session_reject(s, "a second hello on one connection");
         return;
+    }
+    /* Who may say this name: the certificate must name the host (docs/security.md);
+     * checked before anything in the inventory moves. */
+    const char *claimed = json_string_value(json_object_get(msg, "host"));
+    if (proto_conn_is_tls(s->conn) &&
+        (claimed == NULL || !proto_conn_peer_names(s->conn, claimed))) {
+        session_reject(s, "authentication failed: the client certificate does not name host `%s`",
+                       claimed ? claimed : "(none)");
+        return;
+    }
+    if (s->standby_only) {
+        const char *role = json_string_value(json_object_get(msg, "role"));
+        if (role == NULL || strcmp(role, "standby") != 0) {
+            session_reject(s,
+                           "standby_insecure_listen accepts role `standby` only, not `%s`: "
+                           "other agents use the TLS agent port",
+                           role ? role : "(none)");
+            return;
+        }
+        /* The plain port must not take over a name that TLS vouched for. */
+        const struct session *held = claimed ? find_session(a, claimed) : NULL;
+        const struct inv_host *known = inventory_find_host(a->inv, claimed);
+        if ((held && proto_conn_is_tls(held->conn)) ||
+            (known && known->role && strcmp(known->role, "standby") != 0)) {
+            session_reject(s, "host `%s` is %s: standby_insecure_listen cannot take it over",
+                           claimed, held ? "connected over TLS" : "not a standby host");
+            return;
+        }
     }
     if (a->opts.key) {
         const char *auth = json_string_value(json_object_get(msg, "auth"));
@@ -490,13 +521,8 @@ static void agents_note_refused(struct agents *a, const char *fmt, ...)
     a->refused_logged_ms = now;
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
-                      void *arg)
+static void accept_session(struct agents *a, evutil_socket_t fd, bool standby_only)
 {
-    struct agents *a = arg;
-    (void)l;
-    (void)sa;
-    (void)len;
     cleanup_error vcr_error_t err = NULL;
     size_t cap = agents_connection_cap(a);
     if (a->n_sessions >= cap) {
@@ -535,7 +561,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     s->agents = a;
     s->accepted_ms = vcr_mono_ms();
-    s->conn = proto_conn_from_fd(a->base, fd, &session_ops, s, &err);
+    s->standby_only = standby_only;
+    s->conn =
+        proto_conn_from_fd(a->base, fd, standby_only ? NULL : a->opts.tls, &session_ops, s, &err);
     if (s->conn == NULL) {
         log_warn("agent connection refused: %s", vcr_error_msg(err));
         free(s);
@@ -552,6 +580,15 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         (challenge = proto_msg_new("challenge", json_pack("{s:s}", "nonce", s->nonce))) == NULL ||
         proto_conn_send(s->conn, challenge, &err) < 0)
         session_reject(s, "cannot send a challenge: %s", vcr_error_msg(err));
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    accept_session(arg, fd, false);
 }
 
 size_t agents_connection_cap(const struct agents *a)
@@ -664,6 +701,34 @@ struct agents *agents_new(struct event_base *base, struct inventory *inv, struct
     return a;
 }
 
+static void on_accept_standby(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                              int len, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    accept_session(arg, fd, true);
+}
+
+int agents_listen_standby_insecure(struct agents *a, const char *addr, uint16_t port,
+                                   vcr_error_t *err)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1)
+        return vcr_error_make(err, EINVAL, "standby_insecure_listen: `%s` is not an IPv4 address",
+                              addr);
+    a->standby_listener =
+        evconnlistener_new_bind(a->base, on_accept_standby, a,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                64, (struct sockaddr *)&sin, sizeof(sin));
+    if (a->standby_listener == NULL)
+        return vcr_error_errno(err, "standby_insecure_listen on %s:%u", addr, port);
+    if ((a->standby_guard =
+             listen_guard_new(a->base, a->standby_listener, "standby insecure port", err)) == NULL)
+        return -1;
+    return 0;
+}
+
 int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t *err)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -701,6 +766,9 @@ void agents_free(struct agents *a)
     listen_guard_free(a->guard);
     if (a->listener)
         evconnlistener_free(a->listener);
+    listen_guard_free(a->standby_guard);
+    if (a->standby_listener)
+        evconnlistener_free(a->standby_listener);
     if (a->tick)
         event_free(a->tick);
     while (!LIST_EMPTY(&a->orders))

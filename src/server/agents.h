@@ -14,12 +14,16 @@ struct event_base;
 struct inventory;
 struct journal;
 struct agents;
+struct proto_tls;
 
 struct agents_options {
     uint32_t heartbeat_ms;     /* announced in welcome */
     uint32_t host_timeout_ms;  /* silence after which a host is lost */
     uint32_t fence_timeout_ms; /* wait after host_lost before switching (docs/fencing.md) */
     const char *key;           /* borrowed for the life of agents; NULL: no challenge */
+    /* Borrowed for the life of agents; NULL: plain TCP (`insecure: true`).  With
+     * it, a hello is accepted only for the host the client certificate names. */
+    const struct proto_tls *tls;
     size_t key_len;
     uint32_t connections_max; /* agent_connections_max; 0: the default */
 };
@@ -47,6 +51,10 @@ struct agents *agents_new(struct event_base *base, struct inventory *inv, struct
 /* Accept agents on addr:port (port 0: an ephemeral one, see agents_port). */
 int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t *err);
 uint16_t agents_port(const struct agents *a);
+/* A second, plain-TCP port for standby agents only (standby_insecure_listen):
+ * a hello there must say role `standby`. */
+int agents_listen_standby_insecure(struct agents *a, const char *addr, uint16_t port,
+                                   vcr_error_t *err);
 /* Agent-port connections allowed now: connections_max, or fewer when
  * RLIMIT_NOFILE leaves less than AGENTS_FD_RESERVE beside them. */
 size_t agents_connection_cap(const struct agents *a);

@@ -78,6 +78,7 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         .fence_timeout_ms = cfg->fence_timeout_ms,
         .key = cfg->agent_key,
         .key_len = cfg->agent_key_len,
+        .tls = cfg->tls,
         .connections_max = cfg->agent_connections_max,
     };
     struct api_options api_opts = {.order_timeout_ms = API_ORDER_TIMEOUT_MS};
@@ -96,6 +97,12 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         server_free(srv);
         return NULL;
     }
+    if (cfg->standby_insecure_host &&
+        agents_listen_standby_insecure(srv->agents, cfg->standby_insecure_host,
+                                       cfg->standby_insecure_port, err) < 0) {
+        server_free(srv);
+        return NULL;
+    }
     if (cfg->images_host &&
         ((srv->images = image_server_new(base, cfg->images, cfg->n_images, err)) == NULL ||
          image_server_listen(srv->images, cfg->images_host, cfg->images_port, err) < 0)) {
@@ -109,12 +116,21 @@ struct server *server_new(struct event_base *base, const struct server_config *c
     api_set_recovery(srv->api, srv->recovery);
     api_set_migrator(srv->api, srv->migrator);
     api_set_config(srv->api, cfg);
-    log_info("agents on %s:%u%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
+    if (cfg->tls == NULL)
+        log_warn("insecure: the agent port is plain TCP: anyone who reaches %s:%u can say hello "
+                 "as any host, and agents cannot tell this server from another "
+                 "(docs/security.md)",
+                 cfg->listen_host, agents_port(srv->agents));
+    if (cfg->standby_insecure_host)
+        log_warn("standby_insecure_listen %s:%u: plain TCP for standby agents: anyone who reaches "
+                 "it can say hello as a standby host (docs/security.md)",
+                 cfg->standby_insecure_host, cfg->standby_insecure_port);
+    log_info("agents on %s:%u%s%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
              "%u ms",
              cfg->listen_host, agents_port(srv->agents),
-             cfg->agent_key ? " (challenge with agent_key_file)" : " (no agent authentication)",
-             cfg->api_host, api_port(srv->api), cfg->journal, cfg->heartbeat_ms,
-             cfg->host_timeout_ms);
+             cfg->tls ? " (mutual TLS)" : " (plain TCP)",
+             cfg->agent_key ? " (challenge with agent_key_file)" : "", cfg->api_host,
+             api_port(srv->api), cfg->journal, cfg->heartbeat_ms, cfg->host_timeout_ms);
     return srv;
 }
 

@@ -18,6 +18,7 @@
 #include "common/cleanup.h"
 #include "common/hostport.h"
 #include "proto/proto.h"
+#include "proto/proto_tls.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
@@ -49,6 +50,11 @@ struct raw_config {
     char *heartbeat_ms;
     char *host_timeout_ms;
     char *agent_key_file;
+    char *tls_ca_file;
+    char *tls_cert_file;
+    char *tls_key_file;
+    char *insecure;
+    char *standby_insecure_listen;
     char *fence_timeout_ms;
     char *provision_warm;
     char *port_timeout_ms;
@@ -74,6 +80,11 @@ static const cyaml_schema_field_t raw_fields[] = {
     RAW_STRING("heartbeat_ms", heartbeat_ms),
     RAW_STRING("host_timeout_ms", host_timeout_ms),
     RAW_STRING("agent_key_file", agent_key_file),
+    RAW_STRING("tls_ca_file", tls_ca_file),
+    RAW_STRING("tls_cert_file", tls_cert_file),
+    RAW_STRING("tls_key_file", tls_key_file),
+    RAW_STRING("insecure", insecure),
+    RAW_STRING("standby_insecure_listen", standby_insecure_listen),
     RAW_STRING("fence_timeout_ms", fence_timeout_ms),
     RAW_STRING("provision_warm", provision_warm),
     RAW_STRING("port_timeout_ms", port_timeout_ms),
@@ -108,6 +119,11 @@ static const struct {
     {"heartbeat_ms", "an integer 100..60000"},
     {"host_timeout_ms", "an integer from 2 x heartbeat_ms to 600000"},
     {"agent_key_file", "the path of a file holding a key of 16..4096 bytes"},
+    {"tls_ca_file", "the path of the CA certificate (PEM, `vcr pki init`)"},
+    {"tls_cert_file", "the path of the server's certificate (PEM, `vcr pki issue --server`)"},
+    {"tls_key_file", "the path of the server certificate's key (PEM)"},
+    {"insecure", "true, false"},
+    {"standby_insecure_listen", ADDRESS_ALLOWED},
     {"fence_timeout_ms", "an integer from host_timeout_ms to 600000"},
     {"provision_warm", "true, false"},
     {"port_timeout_ms", "an integer 1000..3600000"},
@@ -460,6 +476,43 @@ static void convert_images(struct report *r, const struct raw_config *raw, const
     }
 }
 
+/* TLS is required unless the file says `insecure: true` (docs/security.md). */
+static void convert_tls(struct report *r, const struct raw_config *raw, const char *base_dir,
+                        struct server_config *cfg)
+{
+    if (raw->insecure)
+        take_bool(r, "insecure", raw->insecure, &cfg->insecure);
+    if (raw->standby_insecure_listen) {
+        take_address(r, "standby_insecure_listen", raw->standby_insecure_listen,
+                     &cfg->standby_insecure_host, &cfg->standby_insecure_port);
+        if (cfg->insecure)
+            report_add(r, "`standby_insecure_listen`: set while `insecure` is true (the agent "
+                          "port is then plain TCP for every agent); remove one of them");
+    }
+    if (cfg->insecure) {
+        if (raw->tls_ca_file || raw->tls_cert_file || raw->tls_key_file)
+            report_add(r, "`insecure`: true while tls_* keys are set; allowed: either TLS "
+                          "(tls_ca_file, tls_cert_file, tls_key_file) or `insecure: true`");
+        return;
+    }
+    /* None of them: cfg->tls stays NULL and vcr-server refuses to start
+     * (server_main.c); configs made for tests need no certificates. */
+    if (!raw->tls_ca_file && !raw->tls_cert_file && !raw->tls_key_file)
+        return;
+    cleanup_free char *ca = NULL, *cert = NULL, *key = NULL;
+    if (raw->tls_ca_file)
+        take_path(r, "tls_ca_file", raw->tls_ca_file, base_dir, &ca);
+    if (raw->tls_cert_file)
+        take_path(r, "tls_cert_file", raw->tls_cert_file, base_dir, &cert);
+    if (raw->tls_key_file)
+        take_path(r, "tls_key_file", raw->tls_key_file, base_dir, &key);
+    cleanup_error vcr_error_t err = NULL;
+    struct proto_tls_files files = {.ca = ca, .cert = cert, .key = key};
+    cfg->tls = proto_tls_new(PROTO_TLS_SERVER, &files, &err);
+    if (cfg->tls == NULL)
+        report_add(r, "%s", vcr_error_msg(err));
+}
+
 static void convert(struct report *r, const struct raw_config *raw, const char *base_dir,
                     struct server_config *cfg)
 {
@@ -484,6 +537,7 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
                                                        &cfg->agent_key_len, &err) < 0)
             report_add(r, "`agent_key_file`: %s", vcr_error_msg(err));
     }
+    convert_tls(r, raw, base_dir, cfg);
     cfg->fence_timeout_ms =
         services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
     /* Shorter than the host timeout, an agent would kill its VMs before the
@@ -612,6 +666,8 @@ void server_config_free(struct server_config *cfg)
     free(cfg->journal);
     free(cfg->agent_key_file);
     free(cfg->agent_key);
+    proto_tls_free(cfg->tls);
+    free(cfg->standby_insecure_host);
     dns_settings_free(cfg->dns);
     images_free(cfg->images, cfg->n_images);
     free(cfg->images_host);

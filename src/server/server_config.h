@@ -34,6 +34,8 @@ static inline uint32_t server_default_host_timeout_ms(uint32_t heartbeat_ms)
 
 /* Validated values.  Files cannot set port 0, but code (tests) may, to get an
  * ephemeral port. */
+struct proto_tls;
+
 struct server_config {
     char *listen_host;
     uint16_t listen_port;
@@ -45,6 +47,14 @@ struct server_config {
     char *agent_key_file; /* NULL: agents are not authenticated */
     char *agent_key;      /* the key read from agent_key_file */
     size_t agent_key_len;
+    /* The agent port's TLS (docs/security.md): from tls_ca_file, tls_cert_file,
+     * tls_key_file; NULL only with `insecure: true` (plain TCP) or for a config
+     * made in code (tests). */
+    struct proto_tls *tls;
+    bool insecure;
+    /* standby_insecure_listen: a plain-TCP port for standby agents only; NULL: none. */
+    char *standby_insecure_host;
+    uint16_t standby_insecure_port;
     /* Recovery (docs/recovery.md); dns is NULL when the file has no `dns:`. */
     uint32_t fence_timeout_ms;
     /* Create or start the container of every warm service on its standby host

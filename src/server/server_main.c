@@ -94,6 +94,14 @@ int main(int argc, char **argv)
         vcr_error_report(&err, stderr, "vcr-server");
         return EXIT_CONFIG;
     }
+    if (cfg->tls == NULL && !cfg->insecure) {
+        fprintf(stderr,
+                "vcr-server: %s: the agent port needs TLS: set tls_ca_file, tls_cert_file and "
+                "tls_key_file (`vcr pki`), or `insecure: true` (docs/security.md)\n",
+                config_path ? config_path : "no --config");
+        server_config_free(cfg);
+        return EXIT_CONFIG;
+    }
     if (config_test) {
         printf("configuration %s%s%s is valid\n", config_path ? "`" : "(built-in defaults)",
                config_path ? config_path : "", config_path ? "`" : "");

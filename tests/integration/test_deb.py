@@ -168,6 +168,28 @@ def test_standby_settings(root, tmp_path):
     assert r.returncode == 2
 
 
+def test_standby_tls_identity(root, tmp_path):
+    """The standby agent's TLS identity: /etc/vcr/tls, else fw_cfg (the host agent's
+    agent_identity), else plain TCP only with vcr.agent_insecure=1 (docs/security.md)."""
+    cmd = "vcr.name=sb21 vcr.agent_server=10.77.0.1:7070"
+    env = {"VCR_STANDBY_ETC": str(tmp_path / "etc"), "VCR_STANDBY_RUN": str(tmp_path / "run")}
+    r = standby(root, tmp_path, ["settings"], cmd, env=env)
+    assert r.returncode == 0 and "tls=none" in r.stdout, r.stdout + r.stderr
+    r = standby(root, tmp_path, ["settings"], cmd + " vcr.agent_insecure=1", env=env)
+    assert "tls=insecure" in r.stdout, r.stdout + r.stderr
+    sysfs = tmp_path / "sys"
+    for f in ("ca.crt", "agent.crt", "agent.key"):
+        d = sysfs / "firmware/qemu_fw_cfg/by_name/opt/vcr" / f
+        d.mkdir(parents=True)
+        (d / "raw").write_text(f"pem of {f}\n")
+    r = standby(root, tmp_path, ["settings"], cmd + " vcr.agent_insecure=1", sysfs=sysfs, env=env)
+    assert f"tls=fwcfg ({tmp_path / 'run'}/vcr-tls)" in r.stdout, r.stdout + r.stderr
+    (tmp_path / "etc/tls").mkdir(parents=True)
+    (tmp_path / "etc/tls/agent.crt").write_text("x")
+    r = standby(root, tmp_path, ["settings"], cmd, sysfs=sysfs, env=env)
+    assert f"tls=etc ({tmp_path / 'etc'}/tls)" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("cgroup,apparmor,ok,words", [
     ("v1", False, True, ""),
     ("v1", None, True, ""),

@@ -32,7 +32,7 @@ def standby_host(d):
 def test_debian_standby_agent_connects(lab, daemons, record_property):
     image = IMAGE
     d = daemons
-    d.server(heartbeat_ms=500, host_timeout_ms=5000)
+    d.server(heartbeat_ms=500, host_timeout_ms=5000, standby_insecure=True)
     vm = labkit.debian_standby_vm_entry(VM, VM_INDEX, VM_ADDR, image)
     t0 = time.monotonic()
     agent = d.agent("host1", [vm])

@@ -1081,7 +1081,7 @@ static void srv_accept(evutil_socket_t fd, short what, void *arg)
     log_debug("test server: accepted a connection");
     if (s->conn)
         proto_conn_free(s->conn);
-    s->conn = proto_conn_from_fd(s->base, c, &srv_ops, s, NULL);
+    s->conn = proto_conn_from_fd(s->base, c, NULL, &srv_ops, s, NULL);
     s->connections++;
     if (s->challenge) {
         json_t *ch = proto_msg_new("challenge",

@@ -95,6 +95,47 @@ static void expect_rejected(const char *from, const char *to, ...)
     va_end(ap);
 }
 
+/* The server link's TLS keys (docs/security.md): all three or none, not with
+ * `insecure: true`, tls_server_name a DNS name or an IPv4 address.  (The files'
+ * contents are checked when the agent builds its context: test_pki.c.) */
+static void test_tls_keys(void **state)
+{
+    (void)state;
+    const char *from = "agent_key_file: agent.key";
+    expect_rejected(from, "agent_key_file: agent.key\ntls_ca_file: agent.key\n", "tls_cert_file",
+                    "missing", "insecure: true", NULL);
+    expect_rejected(from,
+                    "agent_key_file: agent.key\ntls_ca_file: agent.key\ntls_cert_file: "
+                    "agent.key\ntls_key_file: /nonexistent/k\n",
+                    "tls_key_file", "/nonexistent/k", NULL);
+    expect_rejected(from, "agent_key_file: agent.key\ninsecure: true\ntls_ca_file: agent.key\n",
+                    "insecure", "tls_* keys", NULL);
+    expect_rejected(from, "agent_key_file: agent.key\ninsecure: maybe\n", "insecure", "maybe",
+                    NULL);
+    expect_rejected(from,
+                    "agent_key_file: agent.key\ntls_ca_file: agent.key\ntls_cert_file: "
+                    "agent.key\ntls_key_file: agent.key\ntls_server_name: Bad_Name\n",
+                    "tls_server_name", "`Bad_Name`", NULL);
+    cleanup_error vcr_error_t err = NULL;
+    struct vcr_agent_config *cfg =
+        load_variant(from, "agent_key_file: agent.key\ninsecure: true\n", &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(cfg->insecure);
+    assert_null(cfg->tls_ca_file);
+    vcr_agent_config_free(cfg);
+    cfg = load_variant(from,
+                       "agent_key_file: agent.key\ntls_ca_file: agent.key\ntls_cert_file: "
+                       "agent.key\ntls_key_file: agent.key\ntls_server_name: vcr.lab\n",
+                       &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_false(cfg->insecure);
+    assert_non_null(strstr(cfg->tls_key_file, "/agent.key"));
+    assert_string_equal(cfg->tls_server_name, "vcr.lab");
+    vcr_agent_config_free(cfg);
+}
+
 static void test_good_file_loads(void **state)
 {
     (void)state;
@@ -392,6 +433,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_file_loads),
+        cmocka_unit_test(test_tls_keys),
         cmocka_unit_test(test_defaults_and_bare_vms_key),
         cmocka_unit_test(test_ram_dir),
         cmocka_unit_test(test_bad_host_name),

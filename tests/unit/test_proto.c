@@ -446,7 +446,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
     (void)sa;
     (void)len;
-    t->server_side = proto_conn_from_fd(t->base, fd, &server_ops, t, NULL);
+    t->server_side = proto_conn_from_fd(t->base, fd, NULL, &server_ops, t, NULL);
     assert_non_null(t->server_side);
 }
 
@@ -521,7 +521,7 @@ static void test_conn_exchange_and_close(void **state)
     char addr[32];
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
     cleanup_error vcr_error_t err = NULL;
-    t.client_side = proto_conn_connect(t.base, addr, &client_ops, &t, &err);
+    t.client_side = proto_conn_connect(t.base, addr, NULL, NULL, &client_ops, &t, &err);
     assert_non_null(t.client_side);
     /* Queued before the connect completes, and sent in order after. */
     for (int i = 1; i <= 3; i++) {
@@ -548,7 +548,7 @@ static void test_conn_free_inside_message(void **state)
     uint16_t port = listen_loopback(&t);
     char addr[32];
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-    t.client_side = proto_conn_connect(t.base, addr, &client_ops, &t, NULL);
+    t.client_side = proto_conn_connect(t.base, addr, NULL, NULL, &client_ops, &t, NULL);
     for (int i = 0; i < 5; i++) {
         json_t *m = proto_msg_new("heartbeat", NULL);
         proto_conn_send(t.client_side, m, NULL);
@@ -594,7 +594,7 @@ static void test_conn_refused(void **state)
     char addr[32];
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
     cleanup_error vcr_error_t err = NULL;
-    t.client_side = proto_conn_connect(t.base, addr, &client_ops, &t, &err);
+    t.client_side = proto_conn_connect(t.base, addr, NULL, NULL, &client_ops, &t, &err);
     assert_non_null(t.client_side);
     run_until(&t, client_closed_cond);
     assert_false(t.client_connected);

@@ -747,7 +747,7 @@ static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t 
     struct timeval every = {0, 100000};
     event_add(a->beat, &every);
     cleanup_error vcr_error_t err = NULL;
-    a->conn = proto_conn_connect(base, addr, &agent_ops, a, &err);
+    a->conn = proto_conn_connect(base, addr, NULL, NULL, &agent_ops, a, &err);
     assert_non_null(a->conn);
 }
 

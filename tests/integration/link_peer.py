@@ -1,0 +1,174 @@
+"""A forged peer of the agent link, for test_mtls.py (run inside the lab namespace).
+
+  link_peer.py hello ADDR:PORT HOST VM [--cert C --key K] [--ca CA] [--role ROLE]
+      connect as an agent (TLS with the given client certificate, or plain TCP
+      without --cert and --ca), say hello as HOST with VM crashed, and print one
+      JSON line: {"stage": "connect"|"handshake"|"answered"|"closed", "frames": [...],
+      "error": ...}.
+  link_peer.py server ADDR:PORT SECONDS [--cert C --key K]
+      be a server (TLS with the given certificate, or plain TCP): to every
+      connection send an order to stop VM web1 and welcome, then echo heartbeats,
+      and at the end print one JSON line: {"connections": n, "handshakes_ok": n,
+      "frames": [frames received from agents], "errors": [...]}.
+"""
+import json
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+
+
+def frame(obj):
+    data = json.dumps(dict(obj, v=1)).encode()
+    return struct.pack(">I", len(data)) + data
+
+
+def read_frames(sock, deadline):
+    """Frames until EOF, an error or the deadline."""
+    buf, out = b"", []
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            break
+        except (ssl.SSLError, OSError) as e:
+            out.append({"recv_error": str(e)})
+            break
+        if not chunk:
+            out.append({"eof": True})
+            break
+        buf += chunk
+        while len(buf) >= 4:
+            n = struct.unpack(">I", buf[:4])[0]
+            if n == 0 or n > 256 * 1024:
+                out.append({"bad_length": n})
+                return out
+            if len(buf) < 4 + n:
+                break
+            try:
+                out.append(json.loads(buf[4:4 + n]))
+            except ValueError:
+                out.append({"not_json": True})
+            buf = buf[4 + n:]
+    return out
+
+
+def opts(argv):
+    o = {}
+    for i in range(0, len(argv), 2):
+        o[argv[i].lstrip("-")] = argv[i + 1]
+    return o
+
+
+def hello(addr, host, vm, o):
+    h, p = addr.rsplit(":", 1)
+    result = {"stage": "connect", "frames": [], "error": None}
+    try:
+        raw = socket.create_connection((h, int(p)), timeout=5)
+    except OSError as e:
+        result["error"] = str(e)
+        return result
+    sock = raw
+    if "cert" in o or "ca" in o:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # a forger does not care who the server is
+        if "cert" in o:
+            ctx.load_cert_chain(o["cert"], o["key"])
+        try:
+            sock = ctx.wrap_socket(raw)
+        except (ssl.SSLError, OSError) as e:
+            result["stage"], result["error"] = "handshake", str(e)
+            return result
+    result["stage"] = "handshake"
+    msg = {"type": "hello", "host": host, "role": o.get("role", "host"), "agent_version": "forged",
+           "pid": 4242, "accel": "tcg",
+           "vms": [{"name": vm, "state": "crashed", "cause": "forged hello"}]}
+    try:
+        sock.sendall(frame(msg))
+    except (ssl.SSLError, OSError) as e:
+        result["error"] = str(e)
+        return result
+    result["frames"] = [f for f in read_frames(sock, time.monotonic() + 3) if "eof" not in f]
+    result["stage"] = "answered" if result["frames"] else "closed"
+    sock.close()
+    return result
+
+
+def serve(addr, seconds, o):
+    h, p = addr.rsplit(":", 1)
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((h, int(p)))
+    ls.listen(16)
+    ctx = None
+    if "cert" in o:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(o["cert"], o["key"])
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(o["cert"])
+    report = {"connections": 0, "handshakes_ok": 0, "frames": [], "errors": []}
+    lock = threading.Lock()
+
+    def handle(conn):
+        sock = conn
+        if ctx:
+            try:
+                sock = ctx.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                with lock:
+                    report["errors"].append(f"handshake: {e}")
+                return
+            with lock:
+                report["handshakes_ok"] += 1
+        try:
+            # The order comes first: today's agent ran orders before any check.
+            sock.sendall(frame({"type": "order", "id": 1, "action": "stop", "vm": "web1"}))
+            sock.sendall(frame({"type": "welcome", "heartbeat_ms": 200, "fence_after_ms": 600000,
+                                "server_version": "fake"}))
+            # Echo every heartbeat, as a server does: contact the agent would count.
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                got = read_frames(sock, min(deadline, time.monotonic() + 0.2))
+                with lock:
+                    report["frames"] += [f for f in got if "eof" not in f]
+                for f in got:
+                    if f.get("type") == "heartbeat":
+                        sock.sendall(frame({"type": "heartbeat", "seq": f.get("seq")}))
+                    if "recv_error" in f or "bad_length" in f or "eof" in f:
+                        return
+        except (ssl.SSLError, OSError) as e:
+            with lock:
+                report["errors"].append(f"send: {e}")
+
+    end = time.monotonic() + seconds
+    threads = []
+    while time.monotonic() < end:
+        ls.settimeout(max(0.05, end - time.monotonic()))
+        try:
+            conn, _ = ls.accept()
+        except (socket.timeout, TimeoutError):
+            continue
+        report["connections"] += 1
+        t = threading.Thread(target=handle, args=(conn,), daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(5)
+    return report
+
+
+def main():
+    if sys.argv[1] == "hello":
+        print(json.dumps(hello(sys.argv[2], sys.argv[3], sys.argv[4], opts(sys.argv[5:]))))
+    else:
+        print(json.dumps(serve(sys.argv[2], float(sys.argv[3]), opts(sys.argv[4:]))))
+
+
+if __name__ == "__main__":
+    main()
