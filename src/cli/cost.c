@@ -55,7 +55,10 @@ static void print_report(json_t *r)
     json_t *unknown = json_object_get(r, "unknown");
     if (json_array_size(unknown) > 0) {
         printf("\nsize unknown (their host has not reported them), counted as 0 vCPUs and 0 MB:");
-        json_array_foreach(unknown, i, s) printf(" %s", json_string_value(s));
+        json_array_foreach(unknown, i, s)
+        {
+            printf(" %s", json_string_value(s));
+        }
         printf("\n");
     }
 }
