@@ -38,6 +38,10 @@ function badge(state) {
   return el("span", { class: "badge", "data-state": state ?? "unknown" }, state ?? "unknown");
 }
 
+function pct(x) {
+  return `${Number(x).toFixed(1)}%`;
+}
+
 function clock(ms) {
   return ms ? new Date(ms).toISOString().slice(11, 23) : "";
 }
@@ -139,7 +143,7 @@ function standbyBody(h) {
   const load = h.vm_load;
   return [
     el("div", { class: "meta" }, `standby agent ${h.name} `, badge(h.state),
-      load?.cpu_pct != null ? ` cpu ${load.cpu_pct}%` : "",
+      load?.cpu_pct != null ? ` cpu ${pct(load.cpu_pct)}` : "",
       load?.mem_total_kb ? ` mem ${Math.round((load.mem_used_kb ?? 0) / 1024)}/` +
         `${Math.round(load.mem_total_kb / 1024)} MB` : ""),
     ...(h.containers ?? []).map((c) => containerBox(h.name, c, targets)),
@@ -161,7 +165,7 @@ function renderTopology() {
         return el("div", { class: sb ? "vm standby" : "vm", "data-vm": v.name, "data-state": v.state },
           el("h4", {}, sb ? `standby VM ${v.name} ` : `VM ${v.name} `, badge(v.state)),
           el("div", { class: "meta" }, `${v.address ?? ""} pid ${v.pid ?? "-"} ` +
-            (v.cpu_pct != null ? `cpu ${v.cpu_pct}%` : "")),
+            (v.cpu_pct != null ? `cpu ${pct(v.cpu_pct)}` : "")),
           servedAt((s) => s.served_by === "primary" && s.primary?.vm === v.name),
           v.state === "running" ? actionButton("warm restart",
             `/v1/vms/${encodeURIComponent(v.name)}/warm-restart`, () => ({})) : null,
