@@ -41,6 +41,7 @@ import pathlib
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -202,11 +203,12 @@ def measure_side(b, side, address, args, rows, other_pid, first, fio_first):
 def user_data(path):
     """The primary's cloud-init user-data: at every boot (bootcmd: the VM boots again at each
     failback), start overhead-guest.sh once its data volume is mounted, as a transient
-    systemd unit (nothing of it stays in the image)."""
+    systemd unit (nothing of it stays in the image).  --no-block: cloud-init's bootcmd runs
+    before sysinit.target, which the unit waits for; waiting for it hung the boot."""
     path.write_text(
         "#cloud-config\n"
         "bootcmd:\n"
-        "  - [systemd-run, --unit=vcr-overhead, sh, -c, 'until [ -f "
+        "  - [systemd-run, --no-block, --unit=vcr-overhead, sh, -c, 'until [ -f "
         "/srv/data/overhead/overhead-guest.sh ]; do sleep 1; done; exec sh "
         "/srv/data/overhead/overhead-guest.sh vm']\n")
     return str(path)
@@ -520,6 +522,8 @@ def main():
         return
     if os.geteuid() != 0:
         sys.exit("bench-overhead needs root (lab namespace, taps)")
+    # SIGTERM (timeout(1), Ctrl-C's cousin) tears the lab down like any other exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     info = {k: getattr(args, k) for k in ("wrk_seconds", "iperf_seconds", "fio_size",
                                           "fio_runtime", "cycles")}
     labkit.lab_up()
