@@ -417,7 +417,7 @@ def write_md(rows, info):
     out = ["# Overhead: the service in its container vs in its own VM", "",
            f"Machine: {machine()}.  No KVM: both guests run under TCG (QEMU's emulator), which "
            "makes every guest-side cost larger than on KVM; the ratios are what compares.  "
-           "The machine is shared with other engineers' jobs: the load average below says how "
+           "The machine is shared with other jobs: the load average below says how "
            "busy it was.", "",
            f"Runs: {runs['vm']} on the VM side, {runs['ct']} on the container side for HTTP and "
            f"TCP, fio in {fio_runs['vm']} / {fio_runs['ct']} of them, in "
@@ -443,6 +443,9 @@ def write_md(rows, info):
            f"file {info.get('fio_size', '?')}, random reads for "
            f"{info.get('fio_runtime', '?')} s, zero-filled buffers), with nothing else "
            "running.", "",
+           *([f"**A short run: {min(runs.values())} run(s) per point, fewer than the 3 "
+              "this benchmark is meant to have (`make bench-overhead`); read its ratios as "
+              "indications only.**", ""] if min(runs.values()) < 3 else []),
            "What the storage is on each side:", "",
            "| target | VM | container |", "|---|---|---|",
            "| rootfs | ext4 on virtio-blk (the VM's qcow2 overlay, host cache writeback) | "
