@@ -421,7 +421,7 @@ def write_md(rows, info):
            "busy it was.", "",
            f"Runs: {runs['vm']} on the VM side, {runs['ct']} on the container side for HTTP and "
            f"TCP, fio in {fio_runs['vm']} / {fio_runs['ct']} of them, in "
-           f"{info.get('cycles', '?')} cycles of VM side, failover, container side, failback "
+           f"{info.get('cycles', '?')} cycle(s) of VM side, failover, container side, failback "
            "(so that both sides share the machine's load drift).  Cells: median "
            "[min-max] over the runs.  Host load average (1 min) at the start and end of the "
            "runs: " + (f"median {statistics.median(loads):.2f}, min {min(loads):.2f}, max "
@@ -483,7 +483,7 @@ def write_md(rows, info):
                 "container; while the container side runs, the primary is fenced: gone).", ""]
     out += compare_with_paper(r)
     out += ["", "Raw data: `bench/results/overhead.csv` (one line per measurement), plot "
-            "`overhead.png`.  Rerun: `make bench-overhead` (about 20 minutes here); "
+            "`overhead.png`.  Rerun: `make bench-overhead`; "
             "`bench/overhead.py --help` for the knobs, `--report-only` to rewrite this "
             "file from the CSV."]
     with open(os.path.join(RESULTS, "overhead.md"), "w") as f:
