@@ -417,11 +417,11 @@ def write_md(rows, info):
     out = ["# Overhead: the service in its container vs in its own VM", "",
            f"Machine: {machine()}.  No KVM: both guests run under TCG (QEMU's emulator), which "
            "makes every guest-side cost larger than on KVM; the ratios are what compares.  "
-           "The machine is shared with other engineers' jobs: the load average below says how "
+           "The machine is shared with other jobs: the load average below says how "
            "busy it was.", "",
            f"Runs: {runs['vm']} on the VM side, {runs['ct']} on the container side for HTTP and "
            f"TCP, fio in {fio_runs['vm']} / {fio_runs['ct']} of them, in "
-           f"{info.get('cycles', '?')} cycles of VM side, failover, container side, failback "
+           f"{info.get('cycles', '?')} cycle(s) of VM side, failover, container side, failback "
            "(so that both sides share the machine's load drift).  Cells: median "
            "[min-max] over the runs.  Host load average (1 min) at the start and end of the "
            "runs: " + (f"median {statistics.median(loads):.2f}, min {min(loads):.2f}, max "
@@ -443,6 +443,9 @@ def write_md(rows, info):
            f"file {info.get('fio_size', '?')}, random reads for "
            f"{info.get('fio_runtime', '?')} s, zero-filled buffers), with nothing else "
            "running.", "",
+           *([f"**A short run: {min(runs.values())} run(s) per point, fewer than the 3 "
+              "this benchmark is meant to have (`make bench-overhead`); read its ratios as "
+              "indications only.**", ""] if min(runs.values()) < 3 else []),
            "What the storage is on each side:", "",
            "| target | VM | container |", "|---|---|---|",
            "| rootfs | ext4 on virtio-blk (the VM's qcow2 overlay, host cache writeback) | "
@@ -480,7 +483,7 @@ def write_md(rows, info):
                 "container; while the container side runs, the primary is fenced: gone).", ""]
     out += compare_with_paper(r)
     out += ["", "Raw data: `bench/results/overhead.csv` (one line per measurement), plot "
-            "`overhead.png`.  Rerun: `make bench-overhead` (about 20 minutes here); "
+            "`overhead.png`.  Rerun: `make bench-overhead`; "
             "`bench/overhead.py --help` for the knobs, `--report-only` to rewrite this "
             "file from the CSV."]
     with open(os.path.join(RESULTS, "overhead.md"), "w") as f:
