@@ -60,6 +60,11 @@ class Daemons:
                          "--config", str(cfg), "--log-level", "debug"],
                         str(self.tmp / f"{log}.log"))
         self.procs.append(p)
+        # Its own listeners, not another server's: one left running on the same ports
+        # would answer the API while this one exits ("Address already in use").
+        labkit.wait_for("the server listening (or exiting)",
+                        lambda: not p.alive() or "HTTP API on" in p.log_text(), 15)
+        assert p.alive(), f"vcr-server exited: {p.log_text()[-1500:]}"
         labkit.wait_for("the server's API", lambda: self.vcr.run("status").returncode == 0, 15)
         return p
 

@@ -104,8 +104,9 @@ def test_stopped_agent_makes_host_lost_then_back(pair):
     assert "host_lost" in kinds
 
 
-def test_accel_auto_probes_and_reports_choice(daemons):
-    daemons.server()
+def test_accel_auto_probes_and_reports_choice(pair):
+    # The pair's server (this module's): a second server could not bind its ports.
+    daemons = pair
     # The probe may take longer than the agent's fence timeout (10 s) and the agent
     # calls the server only once it is done: its VM must not be self-fenced meanwhile.
     agent = daemons.agent("probe-host", [labkit.vm_entry("web3", 3, "10.77.0.13")],
