@@ -95,6 +95,20 @@ static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert, v
     return 0;
 }
 
+/* A key (0600) and its certificate (0644), both or neither: a key whose
+ * certificate could not be written is removed. */
+static int write_pair(const char *key_path, EVP_PKEY *key, const char *crt_path, X509 *cert,
+                      vcr_error_t *err)
+{
+    if (write_pem(key_path, 0600, key, NULL, err) < 0)
+        return -1;
+    if (write_pem(crt_path, 0644, NULL, cert, err) < 0) {
+        unlink(key_path);
+        return -1;
+    }
+    return 0;
+}
+
 static EVP_PKEY *new_key(vcr_error_t *err)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -166,12 +180,8 @@ int pki_init(const char *dir, const char *cn, vcr_error_t *err)
         ssl_error(err, "make the CA certificate");
         goto out;
     }
-    if (write_pem(key_path, 0600, key, NULL, err) < 0)
+    if (write_pair(key_path, key, crt_path, cert, err) < 0)
         goto out;
-    if (write_pem(crt_path, 0644, NULL, cert, err) < 0) {
-        unlink(key_path);
-        goto out;
-    }
     rc = 0;
 out:
     X509_free(cert);
@@ -271,12 +281,8 @@ int pki_issue(const char *dir, const char *name, bool server, const char *const 
         ssl_error(err, "make the certificate");
         goto out;
     }
-    if (write_pem(key_path, 0600, key, NULL, err) < 0)
+    if (write_pair(key_path, key, crt_path, cert, err) < 0)
         goto out;
-    if (write_pem(crt_path, 0644, NULL, cert, err) < 0) {
-        unlink(key_path);
-        goto out;
-    }
     rc = 0;
 out:
     X509_free(cert);
