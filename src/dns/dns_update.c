@@ -118,6 +118,13 @@ static int retry_policy_resolve(const struct dns_retry_policy *in, struct dns_re
     return 0;
 }
 
+/* The TSIG algorithm's wire name the update signs with: the configured one,
+ * hmac-sha256 when none is (validate() refused an unknown one). */
+static const char *wire_algorithm(const struct dns_update_config *cfg)
+{
+    return dns_tsig_algorithm_wire(cfg->algorithm ? cfg->algorithm : "hmac-sha256");
+}
+
 /* Checks everything a caller can get wrong before any packet exists, so that each
  * message names the field at fault rather than an ldns status. */
 static int validate(const struct dns_update_config *cfg, const char *name, long ttl,
@@ -200,10 +207,8 @@ static ldns_pkt *signed_update_new(const struct dns_update_config *cfg, const ch
      * bit belongs to Z, which RFC 2136 section 2.2 wants zero. */
     ldns_pkt_set_rd(pkt, false);
     ldns_pkt_set_random_id(pkt);
-    const char *algorithm =
-        dns_tsig_algorithm_wire(cfg->algorithm ? cfg->algorithm : "hmac-sha256");
-    ldns_status st =
-        ldns_pkt_tsig_sign(pkt, cfg->key_name, cfg->key_secret, TSIG_FUDGE_S, algorithm, NULL);
+    ldns_status st = ldns_pkt_tsig_sign(pkt, cfg->key_name, cfg->key_secret, TSIG_FUDGE_S,
+                                        wire_algorithm(cfg), NULL);
     if (st != LDNS_STATUS_OK)
         return vcr_error_make(err, 0, "sign the DNS UPDATE with key `%s`: %s", cfg->key_name,
                               ldns_get_errorstr_by_id(st)),
@@ -519,7 +524,7 @@ struct dns_update *dns_update_start(struct event_base *base, const struct dns_up
     u->request_mac = ldns_rdf_clone(ldns_rr_rdf(ldns_pkt_tsig(pkt), 3));
     u->key_name = strdup(cfg->key_name);
     u->key_secret = strdup(cfg->key_secret);
-    u->algorithm = dns_tsig_algorithm_wire(cfg->algorithm ? cfg->algorithm : "hmac-sha256");
+    u->algorithm = wire_algorithm(cfg);
     if (asprintf(&u->server, "%s:%u", cfg->server, (unsigned)port) < 0)
         u->server = NULL;
     if (asprintf(&u->change, "%s A %s ttl %ld", name, addr, ttl) < 0)
