@@ -162,6 +162,14 @@ def run_integration(t, build, asan_build):
         if not cases:
             t.add("integration: pytest collected no test", False)
             return
+        # Where the suite's time goes (fixtures included), to keep `make check` short.
+        per_file = {}
+        for case in cases:
+            f = case.get("file") or case.get("classname") or "?"
+            per_file[f] = per_file.get(f, 0.0) + float(case.get("time") or 0)
+        print("integration time by module (s):")
+        for f, secs in sorted(per_file.items(), key=lambda kv: -kv[1]):
+            print(f"  {secs:7.1f}  {f}")
         for case in cases:
             name = f"{case.get('classname')}.{case.get('name')}"
             if case.find("skipped") is not None:
