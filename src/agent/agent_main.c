@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "agent/agent.h"
-#include "agent/fence_watchdog.h"
+#include "agent/host/fence_watchdog.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 

@@ -16,8 +16,8 @@
 
 #include <cmocka.h>
 
-#include "agent/host_disk.h"
-#include "agent/vm.h"
+#include "agent/host/host_disk.h"
+#include "agent/host/vm.h"
 #include "common/cleanup.h"
 #include "config/agent_config.h"
 #include "config/disk_image.h"

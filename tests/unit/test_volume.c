@@ -18,10 +18,10 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
-#include "agent/host_vm_priv.h"
-#include "agent/host_volume.h"
-#include "agent/ram_dir.h"
-#include "agent/vm.h"
+#include "agent/host/host_vm_priv.h"
+#include "agent/host/host_volume.h"
+#include "agent/host/ram_dir.h"
+#include "agent/host/vm.h"
 #include "common/cleanup.h"
 #include "config/agent_config.h"
 #include "page_cache.h"

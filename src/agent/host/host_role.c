@@ -7,13 +7,13 @@
 
 #include <event2/event.h>
 
-#include "agent/accel.h"
+#include "agent/host/accel.h"
 #include "agent/agent_role.h"
-#include "agent/host_data.h"
-#include "agent/host_fence.h"
-#include "agent/host_reboot.h"
-#include "agent/host_vm.h"
-#include "agent/vm.h"
+#include "agent/host/host_data.h"
+#include "agent/host/host_fence.h"
+#include "agent/host/host_reboot.h"
+#include "agent/host/host_vm.h"
+#include "agent/host/vm.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 

@@ -1,5 +1,5 @@
 /* The host role's link to its fence watchdog (see host_fence.h). */
-#include "agent/host_fence.h"
+#include "agent/host/host_fence.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +16,8 @@
 
 #include <event2/event.h>
 
-#include "agent/fence_watchdog.h"
-#include "agent/host_vm.h"
+#include "agent/host/fence_watchdog.h"
+#include "agent/host/host_vm.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 

@@ -19,8 +19,8 @@
 
 #include "agent/agent_role.h"
 #include "agent/standby.h"
-#include "agent/standby_ct.h"
-#include "agent/standby_data.h"
+#include "agent/standby/standby_ct.h"
+#include "agent/standby/standby_data.h"
 #include "agent/data_image.h"
 #include "agent/standby_job.h"
 #include "agent/standby_migrate.h"
