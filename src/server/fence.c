@@ -31,7 +31,7 @@
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/recovery_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 #define JOURNAL_FENCE_WAIT "fence_wait"
 /* How often a recovery with no self-fence to count on orders vm_kill again. */

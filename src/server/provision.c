@@ -23,7 +23,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/recovery_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 static bool provisioned(const struct svc *s)
 {

@@ -28,7 +28,7 @@
 #include "server/journal.h"
 #include "server/recovery_priv.h"
 #include "dns/resolve.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 #define JOURNAL_FENCED "fenced"
 #define RETRY_MS       200

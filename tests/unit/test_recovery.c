@@ -36,7 +36,7 @@
 #include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/server.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 #include "scrape.h"
 #include "server/service_data.h"
 

@@ -5,7 +5,7 @@
  * libcyaml 1.3 reads `heartbeat_ms: 1.5` or `1e3` as the integer 1 without a
  * word, and a monitoring timeout silently off by a factor of 1000 is worse
  * than a strict parser. */
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 #include <arpa/inet.h>
 #include <cyaml/cyaml.h>
