@@ -195,7 +195,7 @@ class Qmp:
 
 # --------------------------------------------------------------------------- own QEMU
 class OwnVm:
-    """A QEMU started by this script with the same argv vcr-agent uses (src/agent/vm.c)."""
+    """A QEMU started by this script with the same argv vcr-agent uses (src/agent/host/vm.c)."""
 
     def __init__(self, name, index, mem_mb, work):
         self.name, self.index, self.mem = name, index, mem_mb

@@ -2,7 +2,7 @@
  * its validation (src/config/volume_spec.c), the image checks, the atomic
  * copy (an earlier agent's memory file into the image), prepare, the flush
  * (an fsync of the images, in a child) and the QEMU arguments
- * (src/agent/host_volume.c, vm.c). */
+ * (src/agent/host/host_volume.c, vm.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
