@@ -1986,6 +1986,51 @@ static void test_host_fence_reports_pause_and_down(void **state)
     remove_fence_dir(dir);
 }
 
+/* A VM the watchdog killed is reported `self-fenced: REASON (its cause)`,
+ * decided on its state and QEMU pid, not on the text of its cause: patching
+ * the same object twice says it once; another pid, another VM or a VM that
+ * is not crashed keeps its cause. */
+static void test_host_fence_patch_typed(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vcr-test-fence-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, FENCE_WD_FENCED_FILE);
+    cleanup_json json_t *doc =
+        json_pack("{s:s, s:[{s:s, s:i}]}", "reason", "no server contact for 5000 ms", "vms", "name",
+                  "web1", "pid", 4242);
+    assert_int_equal(json_dump_file(doc, path, 0), 0);
+    struct event_base *base = event_base_new();
+    struct fence_watch seen = {0};
+    cleanup_error vcr_error_t err = NULL;
+    struct host_fence *f =
+        host_fence_new(base, dir, 5000, "/bin/false", on_fence_changed, &seen, &err);
+    assert_non_null(f);
+    const char *killed = "qemu killed by signal 9";
+    const char *want = "self-fenced: no server contact for 5000 ms (qemu killed by signal 9)";
+    cleanup_json json_t *obj = json_pack("{s:s}", "cause", killed);
+    host_fence_patch(f, "web1", VM_STATE_CRASHED, killed, 4242, obj);
+    assert_string_equal(json_string_value(json_object_get(obj, "cause")), want);
+    host_fence_patch(f, "web1", VM_STATE_CRASHED, killed, 4242, obj);
+    assert_string_equal(json_string_value(json_object_get(obj, "cause")), want);
+    struct {
+        const char *vm;
+        enum vm_state state;
+        pid_t pid;
+    } kept[] = {{"web1", VM_STATE_RUNNING, 4242},
+                {"web1", VM_STATE_CRASHED, 999},
+                {"web2", VM_STATE_CRASHED, 4242}};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        cleanup_json json_t *o = json_pack("{s:s}", "cause", killed);
+        host_fence_patch(f, kept[i].vm, kept[i].state, killed, kept[i].pid, o);
+        assert_string_equal(json_string_value(json_object_get(o, "cause")), killed);
+    }
+    host_fence_free(f);
+    event_base_free(base);
+    remove_fence_dir(dir);
+}
+
 /* A reboot ends at the lab guest's marker, or at a disk-image guest's login
  * prompt (it runs no code of ours; Debian 12's serial getty prints
  * "HOSTNAME login: " on ttyS0). */
@@ -2041,6 +2086,7 @@ int main(void)
         cmocka_unit_test(test_fence_watchdog_stopped_past_its_deadline_kills),
         cmocka_unit_test(test_fence_watchdog_respawned_keeps_the_deadline),
         cmocka_unit_test(test_host_fence_reports_pause_and_down),
+        cmocka_unit_test(test_host_fence_patch_typed),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);
 }

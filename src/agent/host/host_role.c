@@ -98,7 +98,8 @@ static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
         json_object_set_new(body, "pid", json_integer(host_vm_pid(vm)));
     if (body && host_vm_has_process(vm) && host_vm_qemu(vm))
         json_object_set_new(body, "qemu", json_string(host_vm_qemu(vm)));
-    host_fence_patch(r->fence, host_vm_name(vm), body);
+    host_fence_patch(r->fence, host_vm_name(vm), host_vm_state(vm), host_vm_cause(vm),
+                     host_vm_pid(vm), body);
     host_fence_sync(r->fence, r->vms, r->n_vms);
     agent_report_event(r->agent, body);
     size_t i = vm_index(r, vm);
@@ -242,7 +243,9 @@ static json_t *host_vm_list(struct agent *a)
     json_t *list = json_array();
     for (size_t i = 0; list && i < r->n_vms; i++) {
         json_t *vm = host_vm_json(r->vms[i]);
-        host_fence_patch(r->fence, host_vm_name(r->vms[i]), vm);
+        const struct host_vm *v = r->vms[i];
+        host_fence_patch(r->fence, host_vm_name(v), host_vm_state(v), host_vm_cause(v),
+                         host_vm_has_process(v) ? host_vm_pid(v) : 0, vm);
         json_array_append_new(list, vm);
     }
     return list;
