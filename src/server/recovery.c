@@ -420,6 +420,7 @@ void recovery_advance(struct svc *s)
     switch (s->phase) {
     case PH_NONE:
     case PH_DETECTED:
+        s->fence_refused = FENCE_REFUSAL_NONE; /* a fencing of its own */
         fence_start(s);
         break;
     case PH_FENCED:
