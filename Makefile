@@ -23,12 +23,10 @@ build: deps $(BUILD)/build.ninja
 	meson configure $(BUILD) $(MESON_OPTS)
 	ninja -C $(BUILD)
 
-# The tests' build: sanitizers, and the test-only fault hooks (--test-faults).
 $(ASAN_BUILD)/build.ninja:
-	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dtest_faults=true
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
 
 build-asan: deps $(ASAN_BUILD)/build.ninja
-	meson setup --reconfigure $(ASAN_BUILD) -Dtest_faults=true >/dev/null
 	ninja -C $(ASAN_BUILD)
 
 $(FUZZ_BUILD)/build.ninja:
