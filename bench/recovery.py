@@ -253,13 +253,8 @@ print(json.dumps(res), flush=True)
 
 class Client:
     def __init__(self, name, dns, new, old):
-        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", CLIENT, name, dns, new,
-                                                old]),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline().strip()
-        if line != "ready":
-            self.p.kill()
-            raise RuntimeError(f"client: {name} does not resolve to {old} or no answer ({line!r})")
+        self.p = harness.ns_script(CLIENT, [name, dns, new, old],
+                                   f"client: {name} does not resolve to {old} or no answer")
 
     def go(self):
         self.p.stdin.write("go\n")

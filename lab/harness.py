@@ -246,16 +246,23 @@ print(json.dumps({a: {k: st[a][k] for k in ("gap", "gap_start", "gap_end", "ok",
 '''
 
 
+def ns_script(code, args, failure):
+    """Python code run inside the lab's namespace with args, talking over stdin and
+    stdout; returned once it printed "ready", else killed and RuntimeError(failure)."""
+    p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", code, *args]),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    if line != "ready":
+        p.kill()
+        raise RuntimeError(f"{failure} ({line!r})")
+    return p
+
+
 class Poller:
     """POLLER in the lab's namespace over addrs: ready once each answered; finish()."""
 
     def __init__(self, addrs):
-        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", POLLER, *addrs]),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline().strip()
-        if line != "ready":
-            self.p.kill()
-            raise RuntimeError(f"poller: no HTTP answer from {addrs} ({line!r})")
+        self.p = ns_script(POLLER, addrs, f"poller: no HTTP answer from {addrs}")
 
     def finish(self):
         """Call once the restart is over: returns the per-address gaps."""
