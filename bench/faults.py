@@ -15,8 +15,6 @@ Runs in its own lab namespace (VCR_LAB_NS, default vcrfaults) and tears it down.
 import argparse
 import csv
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ os.environ.setdefault("VCR_LAB_NS", "vcrfaults")
 sys.path.insert(0, os.path.join(ROOT, "lab"))
 import faultkit  # noqa: E402
 import labkit  # noqa: E402
+from harness import machine  # noqa: E402
 
 SUMMARY_COLS = ["fault", "rounds", "served_twice", "false_failovers", "stuck", "lost_events",
                 "false_states", "leaks", "max_recovery_ms", "failovers"]
@@ -104,14 +103,6 @@ FAULT_DOC = {
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
-
-
-def machine():
-    def sh(cmd):
-        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
-    return {"nproc": sh("nproc"), "mem": sh("free -m | awk '/^Mem:/{print $2}'") + " MB",
-            "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
-            "qemu": sh("qemu-system-x86_64 --version | head -1"), "kernel": platform.release()}
 
 
 def write_csv(path, cols, rows):

@@ -32,7 +32,7 @@ Methods
                 --address ... --service ...`: processes start again, their memory is lost.
 Measured: total (command start .. end, as seen by this script), the server's
 `downtime_ms` (live only), the longest gap a client inside the lab namespace sees doing
-`GET /` every 10 ms (bench/warm_vm.py's poller), whether the container's in-memory
+`GET /` every 10 ms (lab/harness.py's poller), whether the container's in-memory
 counter (`GET /count`, +1 a second in the container's shell) went on (state kept) or
 started again, and the image sizes (pre_bytes, final_bytes).
 
@@ -59,10 +59,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("VCR_LAB_NS", "vcrbmig")
 sys.path.insert(0, os.path.join(ROOT, "lab"))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
 import labkit  # noqa: E402
-import warm_vm  # noqa: E402  (its poller and its machine section)
-from warm_vm import fmt, machine, ratio  # noqa: E402
+import harness  # noqa: E402
+from harness import T0, agent_proc, columns_stats, fmt, machine, ratio, say, server_proc, wait_server  # noqa: E402,F401
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 HOST = "bmhost"
@@ -73,7 +72,6 @@ BOOT_TIMEOUT = 300
 DEBIAN_BOOT_TIMEOUT = 420  # two systemd guests booting together under TCG
 GUEST = "busybox"  # --guest
 NOTES = []  # events worth reporting, appended during the run
-T0 = time.monotonic()
 
 METHODS = ["live-precopy", "live-full", "cold-move"]
 LABEL = {"live-precopy": "CRIU pre-dump + final dump (vcr container migrate)",
@@ -117,25 +115,6 @@ printf 'Content-Type: text/plain\r\n\r\nheld %s rss %s\n' "$mb" "$rss"
 '''
 
 
-class Poller(warm_vm.Poller):
-    """bench/warm_vm.py's poller (GET / over a raw socket, 0.2 s timeout, longest gap
-    between good answers), every `interval` s instead of every 10 ms."""
-
-    def __init__(self, addrs, interval=0.01):
-        code = warm_vm.POLLER.replace("nxt += 0.01", f"nxt += {interval}")
-        assert code != warm_vm.POLLER or interval == 0.01
-        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", code, *addrs]),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline().strip()
-        if line != "ready":
-            self.p.kill()
-            raise RuntimeError(f"poller: no HTTP answer from {addrs} ({line!r})")
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
-
-
 # --------------------------------------------------------------------------- lab
 class Cluster:
     """vcr-server and one host agent running the two standby VMs."""
@@ -151,14 +130,11 @@ class Cluster:
         else:
             labkit.write_server_config(cfg, journal, heartbeat_ms=500, host_timeout_ms=5000)
             vms = self.busybox_vms(work)
-        self.server = labkit.Proc([os.path.join(build, "src/server/vcr-server"), "--config", cfg],
-                                  os.path.join(work, "server.log"))
-        labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
+        self.server = wait_server(self.vcr, server_proc(build, cfg, os.path.join(work, "server.log")))
         state = tempfile.mkdtemp(prefix="agent-", dir=work)
         acfg = os.path.join(work, "agent.yaml")
         labkit.write_agent_config(acfg, HOST, state, vms, accel="tcg")
-        self.agent = labkit.Proc([os.path.join(build, "src/agent/vcr-agent"), "--config", acfg,
-                                  "--stop-vms-on-exit"], os.path.join(work, "agent.log"))
+        self.agent = agent_proc(build, acfg, os.path.join(work, "agent.log"), "--stop-vms-on-exit")
         t = time.monotonic()
         boot = DEBIAN_BOOT_TIMEOUT if GUEST == "debian" else BOOT_TIMEOUT
         for name, _, _ in SB:
@@ -325,7 +301,7 @@ def one_run(cl, method, mb, run, src):
     labkit.wait_for("the counter to pass 5", lambda: (counter() or 0) > 5, 60, interval=0.2)
     say(f"  {method} M={mb} run {run}: {src} -> {dst} (hog rss {rss_kb / 1024:.1f} MB, "
         f"{time.monotonic() - t:.1f}s to fill)")
-    poller = Poller([CT_ADDR])
+    poller = harness.Poller([CT_ADDR])  # GET / every 10 ms, longest gap
     c0 = labkit.wait_for("the counter", counter, 30, interval=0.1)
     out, err = {}, None
     t0 = time.monotonic()
@@ -462,11 +438,8 @@ def medians(rows):
     med = {}
     for k, rs in groups.items():
         d = {"n": len(rs), "kept": sum(int(r["state_kept"]) for r in rs)}
-        for c in ("total_s", "downtime_s", "client_downtime_s", "pre_bytes", "final_bytes",
-                  "hog_rss_kb"):
-            xs = [float(r[c]) for r in rs if r[c] not in ("", None)]
-            d[c] = statistics.median(xs) if xs else None
-            d[c + "_min"], d[c + "_max"] = (min(xs), max(xs)) if xs else (None, None)
+        d.update(columns_stats(rs, ("total_s", "downtime_s", "client_downtime_s", "pre_bytes",
+                                    "final_bytes", "hog_rss_kb")))
         med[k] = d
     return med
 
@@ -551,7 +524,7 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
              "container's port accepts a TCP connection on the target; docs/migration.md). "
              "None for cold-move.")
     L.append("- **client downtime**: a client inside the lab namespace sends `GET /` to the "
-             "container's address every 10 ms (bench/warm_vm.py's poller: raw sockets, 0.2 s "
+             "container's address every 10 ms (lab/harness.py's poller: raw sockets, 0.2 s "
              "timeout); the longest gap between two good answers. It ends when the server "
              "answers again, after the command returned for cold-move.")
     L.append("- **state kept**: the container's counter (`GET /count`, +1 a second in a "

@@ -38,7 +38,6 @@ import csv
 import json
 import os
 import pathlib
-import platform
 import re
 import shutil
 import signal
@@ -51,9 +50,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("VCR_LAB_NS", "vcrohbench")
 sys.path.insert(0, os.path.join(ROOT, "lab"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import labkit  # noqa: E402
-from conftest import Daemons  # noqa: E402
+from harness import Daemons, machine_line, stats  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 GUEST_SCRIPT = os.path.join(ROOT, "bench", "overhead-guest.sh")
@@ -294,10 +292,6 @@ def failback(d):
     print(f"failback done in {time.monotonic() - t0:.0f} s", flush=True)
 
 
-def stat(values):
-    return statistics.median(values), min(values), max(values)
-
-
 def values_of(rows, side, metric):
     return [float(r["value"]) for r in rows if r["side"] == side and r["metric"] == metric]
 
@@ -307,7 +301,7 @@ def fmt(v):
 
 
 def cell(values):
-    med, lo, hi = stat(values)
+    med, lo, hi = stats(values)
     return f"{fmt(med)} [{fmt(lo)}-{fmt(hi)}]"
 
 
@@ -317,19 +311,6 @@ def write_csv(rows):
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
-
-
-def machine():
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 30
-    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                          text=True).stdout.splitlines()[0]
-    return f"{cpu}, {os.cpu_count()} CPUs, {mem} GiB RAM, {platform.release()}; {qemu}; TCG"
 
 
 def ratios(rows):
@@ -416,7 +397,7 @@ def write_md(rows, info):
                         and x["metric"].split("_")[0] in ("rootfs", "volume")}) for s in SIDES}
     direct = {(x["side"], x["metric"].split("_")[0]): x["direct"] for x in rows if x["direct"]}
     out = ["# Overhead: the service in its container vs in its own VM", "",
-           f"Machine: {machine()}.  No KVM: both guests run under TCG (QEMU's emulator), which "
+           f"Machine: {machine_line()}.  No KVM: both guests run under TCG (QEMU's emulator), which "
            "makes every guest-side cost larger than on KVM; the ratios are what compares.  "
            "The machine is shared with other jobs: the load average below says how "
            "busy it was.", "",
@@ -532,9 +513,7 @@ def main():
                                           "fio_runtime", "cycles")}
     labkit.lab_up()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="vcr-bench-oh-"))
-    d = Daemons(tmp)
-    d.build = os.path.abspath(args.build)
-    d.vcr = labkit.Vcr(d.build)
+    d = Daemons(tmp, os.path.abspath(args.build))
     rows, info["other_cpu"] = [], {}
     try:
         bring_up(d, tmp)

@@ -17,8 +17,8 @@ Modes (one protected service each, all configured in the same vcr-server):
                   engine's warm path never talks to the standby host: fence, port, DNS).
   cold-vm         baseline: a VM booted on failure.  Also a `warm` service whose standby
                   address is that VM's; the bench starts the VM when the journal says
-                  `fenced` (busybox: its own QEMU with the agent's argv, bench/warm_vm.py
-                  OwnVm; debian: below), and the engine's port step waits for the booted
+                  `fenced` (busybox: its own QEMU with the agent's argv, lab/harness.py
+                  LabVm; debian: below), and the engine's port step waits for the booted
                   guest, then switches DNS.
 After each run the primary is brought back: its agent is restarted with a fresh state dir
 and the VM left off (a primary that runs while its service is served elsewhere is killed
@@ -79,12 +79,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("VCR_LAB_NS", "vcrbr")
 sys.path.insert(0, os.path.join(ROOT, "lab"))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
 import labkit  # noqa: E402
-import warm_vm  # noqa: E402  (OwnVm, machine(), wait_tap_free: same conventions)
+import harness  # noqa: E402
+from harness import T0, say  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
-T0 = time.monotonic()
 NOTES = []
 MODES = ["warm-container", "cold-container", "warm-vm", "cold-vm"]
 LABEL = {"warm-container": "warm container (ours)", "cold-container": "cold container (ours)",
@@ -149,10 +148,6 @@ WARM_VM = dict(name="wvsb", idx=4, addr="10.77.0.15")
 SB_WARM = dict(name="sbw", idx=5, addr="10.77.0.21")
 SB_COLD = dict(name="sbr", idx=6, addr="10.77.0.22")
 COLD_VM_IDX = 7  # OwnVm index 7: tap7, 10.77.0.18
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------- client
@@ -258,13 +253,8 @@ print(json.dumps(res), flush=True)
 
 class Client:
     def __init__(self, name, dns, new, old):
-        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", CLIENT, name, dns, new,
-                                                old]),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline().strip()
-        if line != "ready":
-            self.p.kill()
-            raise RuntimeError(f"client: {name} does not resolve to {old} or no answer ({line!r})")
+        self.p = harness.ns_script(CLIENT, [name, dns, new, old],
+                                   f"client: {name} does not resolve to {old} or no answer")
 
     def go(self):
         self.p.stdin.write("go\n")
@@ -413,10 +403,9 @@ class Cluster:
         if r.returncode != 0:
             raise RuntimeError(f"server config refused:\n{r.stdout}{r.stderr}")
         self.n_servers = getattr(self, "n_servers", 0) + 1
-        self.server = labkit.Proc([self.bin("server", "vcr-server"), "--config", cfg,
-                                   "--log-level", "debug"],
-                                  os.path.join(self.work, f"server-{self.n_servers}.log"))
-        labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
+        self.server = harness.wait_server(self.vcr, harness.server_proc(
+            self.build, cfg, os.path.join(self.work, f"server-{self.n_servers}.log"),
+            "--log-level", "debug"))
 
     def standby_vm(self, d):
         if GUEST == "debian":
@@ -435,12 +424,12 @@ class Cluster:
         state = tempfile.mkdtemp(prefix=f"agent-{host}-", dir=self.work)
         cfg = os.path.join(self.work, f"agent-{host}.yaml")
         for v in vms:
-            warm_vm.wait_tap_free(v["tap"])
+            harness.wait_tap_free(v["tap"])
         labkit.write_agent_config(cfg, host, state, vms, accel="tcg")
         self.n_agents = getattr(self, "n_agents", 0) + 1
-        p = labkit.Proc([self.bin("agent", "vcr-agent"), "--config", cfg, "--log-level", "debug",
-                         "--stop-vms-on-exit"],
-                        os.path.join(self.work, f"agent-{host}-{self.n_agents}.log"))
+        p = harness.agent_proc(self.build, cfg,
+                               os.path.join(self.work, f"agent-{host}-{self.n_agents}.log"),
+                               "--log-level", "debug", "--stop-vms-on-exit")
         self.agents[host] = (p, vms)
         self.state_dirs[host] = state
         return p
@@ -597,7 +586,7 @@ def one_run(cl, mode, run, work):
             if GUEST == "debian":
                 cold = AgentVm(cl, s["cold_vm"], "stb")
             else:
-                cold = warm_vm.OwnVm(s["cold_vm"], COLD_VM_IDX, PRIMARY_MB, work)
+                cold = harness.LabVm(s["cold_vm"], COLD_VM_IDX, PRIMARY_MB, work)
             t_boot = time.time()
             cl.cold_vm = cold
             cold.start()
@@ -743,11 +732,10 @@ def medians(rows):
     for m in MODES:
         rs = [r for r in rows if r["mode"] == m]
         if rs:
-            med[m] = {c: statistics.median(float(r[c]) for r in rs) for c in NUM}
+            med[m] = {"n": len(rs)}
             for c in NUM:
-                med[m]["min_" + c] = min(float(r[c]) for r in rs)
-                med[m]["max_" + c] = max(float(r[c]) for r in rs)
-            med[m]["n"] = len(rs)
+                med[m][c], med[m]["min_" + c], med[m]["max_" + c] = harness.stats(
+                    r[c] for r in rs)
     return med
 
 
@@ -793,7 +781,7 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
         with open(out_path("json"), "w") as f:
             json.dump(meta, f, indent=1)
     med = medians(rows)
-    mach = warm_vm.machine()
+    mach = harness.machine()
     stem = GUESTS[GUEST]["out"]
     debian = GUEST == "debian"
     L = ["# bench-recovery: client-visible recovery time, containers vs VMs"
@@ -869,7 +857,7 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
     else:
         L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address "
                  "is a VM that does not run yet; the bench starts its QEMU (the agent's argv, "
-                 "bench/warm_vm.py `OwnVm`) as soon as the journal says `fenced`, and the "
+                 "lab/harness.py `LabVm`) as soon as the journal says `fenced`, and the "
                  "engine's port step (retried until 60 s) waits for the booted guest. ready = "
                  "QEMU start + guest boot + httpd.")
     L.append(f"- Server: heartbeat 500 ms, host_timeout_ms {HOST_TIMEOUT_MS} (with the default "
@@ -1065,7 +1053,7 @@ def main():
         rows, meta = load_previous(modes)
         cost = meta.get("cost")
     hold = {"modes": modes, "runs": args.runs, "start": time.strftime("%H:%M", time.gmtime()),
-            "load_start": warm_vm.machine()["load"]}
+            "load_start": harness.machine()["load"]}
     meta["holds"].append(hold)
     if GUEST == "busybox":
         modes_vms = MODES  # every VM, as the committed busybox figures were measured
@@ -1080,7 +1068,7 @@ def main():
 
     def report(partial):
         hold.update(end=time.strftime("%H:%M", time.gmtime()),
-                    load_end=warm_vm.machine()["load"])
+                    load_end=harness.machine()["load"])
         meta["cost"] = cost
         write_report(rows, args, cost, failures, time.monotonic() - T0, partial, meta)
 

@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,9 +48,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("VCR_LAB_NS", "vcrbsc")
 sys.path.insert(0, os.path.join(ROOT, "lab"))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
 import labkit  # noqa: E402
-from warm_vm import machine, ratio  # noqa: E402
+from harness import T0, agent_proc, machine, ratio, say, server_proc, wait_server  # noqa: E402
+from harness import stats as med_min_max  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 HOST = "bschost"
@@ -65,12 +64,7 @@ BASE_N = [1, 2]
 EXTRA_N = [4, 16]
 COLS = ["scheme", "n", "vms", "ram_mb", "measured", "run", "qemu_rss_mb", "qemu_pss_mb",
         "ram_file_mb", "guest_used_mb", "containers_mem_mb", "tcg_code_mb", "settled", "up_s", "load1"]
-T0 = time.monotonic()
 NOTES = []
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
 
 
 def smaps_rollup(pid):
@@ -120,18 +114,16 @@ class Rig:
         labkit.write_server_config(self.cfg, self.journal, heartbeat_ms=500,
                                    host_timeout_ms=5000, dns=True, images=images,
                                    services=services, standby_insecure=True)
-        self.server = labkit.Proc([os.path.join(self.build, "src/server/vcr-server"),
-                                   "--config", self.cfg], os.path.join(self.work, f"{log}.log"))
-        labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
+        self.server = wait_server(self.vcr, server_proc(self.build, self.cfg,
+                                                        os.path.join(self.work, f"{log}.log")))
 
     def start_agent(self):
         state = tempfile.mkdtemp(prefix="agent-", dir=self.work)
         acfg = os.path.join(self.work, "agent.yaml")
         labkit.write_agent_config(acfg, HOST, state, self.vms, accel="tcg",
                                   ram_dir=self.ram_dir)
-        self.agent = labkit.Proc([os.path.join(self.build, "src/agent/vcr-agent"), "--config",
-                                  acfg, "--stop-vms-on-exit"],
-                                 os.path.join(self.work, "agent.log"))
+        self.agent = agent_proc(self.build, acfg, os.path.join(self.work, "agent.log"),
+                                "--stop-vms-on-exit")
 
     def pids(self, names):
         out = []
@@ -326,10 +318,8 @@ def stats(rows):
         d = {"runs": len(rs), "ram_mb": int(rs[0]["ram_mb"]), "vms": int(rs[0]["vms"]),
              "settled": sum(int(r["settled"]) for r in rs)}
         for c in MEASURES + ["up_s"]:
-            xs = [float(r[c]) for r in rs if r.get(c) not in ("", None)]
-            d[c] = (statistics.median(xs), min(xs), max(xs)) if xs else None
-        own = [float(r["qemu_rss_mb"]) - float(r["ram_file_mb"]) for r in rs]
-        d["qemu_own_mb"] = (statistics.median(own), min(own), max(own))
+            d[c] = med_min_max(r[c] for r in rs if r.get(c) not in ("", None))
+        d["qemu_own_mb"] = med_min_max(float(r["qemu_rss_mb"]) - float(r["ram_file_mb"]) for r in rs)
         out[k] = d
     return out
 

@@ -28,7 +28,6 @@ import csv
 import glob
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -42,9 +41,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("VCR_LAB_NS", "vcrwcbench")
 sys.path.insert(0, os.path.join(ROOT, "lab"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import labkit  # noqa: E402
-from conftest import Daemons  # noqa: E402
+from harness import Daemons, agent_proc, machine_line, stats  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 FILE_MB = 128
@@ -62,9 +60,7 @@ PAPER = {
 
 class Bench:
     def __init__(self, build, tmp):
-        self.d = Daemons(tmp)
-        self.d.build = build
-        self.d.vcr = labkit.Vcr(build)
+        self.d = Daemons(tmp, build)
         self.tmp = tmp
 
     def agent(self, index, method, src):
@@ -82,8 +78,7 @@ class Bench:
                 + ("warm_cache: true}" if warm else f"cache: {cache}}}"))
         with open(cfg, "a") as f:
             f.write("    volumes:\n" + line + "\n")
-        p = labkit.Proc([os.path.join(self.d.build, "src", "agent", "vcr-agent"), "--config",
-                         str(cfg), "--log-level", "info"], str(self.tmp / f"{host}.log"))
+        p = agent_proc(self.d.build, cfg, self.tmp / f"{host}.log", "--log-level", "info")
         self.d.procs.append(p)
         return p, name, addr, state
 
@@ -237,13 +232,8 @@ def gnuplot(script):
         subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
-def stat(values):
-    """(median, min, max) of a list of numbers."""
-    return statistics.median(values), min(values), max(values)
-
-
 def cell(values, fmt="{:.3f}"):
-    med, lo, hi = stat(values)
+    med, lo, hi = stats(values)
     return f"{fmt.format(med)} [{fmt.format(lo)}-{fmt.format(hi)}]"
 
 
@@ -273,7 +263,7 @@ def plot(rows, web):
                 continue
             cols = []
             for p, r in PHASES:
-                med, lo, hi = stat(read_values(rows, m, p, r, "mb_per_s"))
+                med, lo, hi = stats(read_values(rows, m, p, r, "mb_per_s"))
                 cols += [med, lo, hi]
             f.write(m + " " + " ".join(f"{c}" for c in cols) + "\n")
     gnuplot(f"""
@@ -304,7 +294,7 @@ plot '{dat}' using 2:3:4:xtic(1) title 'before, 1st', '' using 5:6:7 title 'befo
         with open(p, "w") as f:
             for t in sorted(per):
                 if len(per[t]) == len(runs):
-                    med, lo, hi = stat(per[t])
+                    med, lo, hi = stats(per[t])
                     f.write(f"{t} {med} {lo} {hi}\n")
         col = colours.get(m, "black")
         plots.append(f"'{p}' using 1:3:4 with filledcurves fs transparent solid 0.2 "
@@ -332,19 +322,6 @@ def web_stats(w, window=10):
     late = s[-window:]
     avg = lambda x: sum(x) / len(x) if x else 0.0  # noqa: E731
     return avg(pre), avg(post), avg(late)
-
-
-def machine():
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 30
-    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                          text=True).stdout.splitlines()[0]
-    return (f"{cpu}, {os.cpu_count()} CPUs, {mem} GiB RAM, {platform.release()}; {qemu}; TCG")
 
 
 READ_FIELDS = ["method", "rep", "phase", "read", "seconds", "mb_per_s", "reboot_ready_ms",
@@ -387,7 +364,7 @@ def write_results(rows, web):
               for k in ("load1_start", "load1_end")])
     reps = sorted({int(r["rep"]) for r in rows})
     out = ["# Warm-cache reboot: file reads and web throughput after a guest reboot", "",
-           f"Machine: {machine()}.  No KVM: every guest runs under TCG, so absolute numbers"
+           f"Machine: {machine_line()}.  No KVM: every guest runs under TCG, so absolute numbers"
            " are far below the paper's; the ratios are what compares.", "",
            f"Runs: {len(reps)} per method for the file reads, "
            + ", ".join(f"{len(runs)} for the web part ({m})" for m, runs in web.items())

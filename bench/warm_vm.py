@@ -26,11 +26,9 @@ import argparse
 import csv
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,13 +40,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("VCR_LAB_NS", "vcrbench")
 sys.path.insert(0, os.path.join(ROOT, "lab"))
 import labkit  # noqa: E402
+from harness import (T0, LabVm, Poller, agent_proc, columns_stats, fmt,  # noqa: E402,F401
+                     machine, migration_done, ratio, say, server_proc, wait_server,
+                     wait_tap_free)
 
 RESULTS = os.path.join(ROOT, "bench", "results")
-QEMU = "/usr/bin/qemu-system-x86_64"
 HOST = "bench1"
 NOTES = []  # events worth reporting, appended during the run
 MACHINE_OVERRIDE = {}  # --report-only: the machine the runs were measured on
-T0 = time.monotonic()
 
 # Paper (Xen 3.0.0, Pentium 4 3.0 GHz, 2 GB; SEEDS.md part B): (suspend_s, resume_s).
 PAPER_MEM_1G = {"warm": (0.6, 0.6), "save-restore": (28, 20), "reboot": (12, 11)}
@@ -58,201 +57,9 @@ PAPER_NAMES = {"warm": "Warm-VM Reboot", "save-restore": "Xen save/restore",
                "reboot": "shutdown/boot"}
 
 
-def say(msg):
-    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
-
-
-# --------------------------------------------------------------------------- poller
-# Runs inside the namespace (`ip netns exec NS python3 -c POLLER ADDR...`).  One thread per
-# address: GET / over a raw socket every 10 ms (timeout 0.2 s); a good answer is a 200.
-# Protocol: prints "ready" once every address answered; on "stop" on stdin, keeps going
-# until every address answered after the stop (deadline 300 s), then prints one JSON line
-# {addr: {"gap": s, "gap_start": t, "gap_end": t, "ok": n, "fail": n}} (CLOCK_MONOTONIC).
-POLLER = r'''
-import json, socket, sys, threading, time
-addrs = sys.argv[1:]
-stop_at = [None]
-st = {a: {"gap": 0.0, "gap_start": None, "gap_end": None, "ok": 0, "fail": 0,
-          "last": None, "after_stop": False} for a in addrs}
-def good(a):
-    try:
-        with socket.create_connection((a, 80), timeout=0.2) as s:
-            s.settimeout(0.2)
-            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-            data = b""
-            while True:
-                b = s.recv(4096)
-                if not b:
-                    break
-                data += b
-            return data.startswith(b"HTTP/1.") and b" 200 " in data.split(b"\r\n", 1)[0]
-    except OSError:
-        return False
-def run(a):
-    s = st[a]
-    nxt = time.monotonic()
-    while True:
-        t = time.monotonic()
-        if good(a):
-            now = time.monotonic()
-            if s["last"] is not None and now - s["last"] > s["gap"]:
-                s["gap"], s["gap_start"], s["gap_end"] = now - s["last"], s["last"], now
-            s["last"] = now
-            s["ok"] += 1
-            if stop_at[0] is not None and t >= stop_at[0]:
-                s["after_stop"] = True
-                return
-        else:
-            s["fail"] += 1
-        nxt += 0.01
-        d = nxt - time.monotonic()
-        if d > 0:
-            time.sleep(d)
-        else:
-            nxt = time.monotonic()
-ths = [threading.Thread(target=run, args=(a,), daemon=True) for a in addrs]
-for t in ths:
-    t.start()
-dl = time.monotonic() + 300
-while any(st[a]["last"] is None for a in addrs) and time.monotonic() < dl:
-    time.sleep(0.01)
-print("ready" if all(st[a]["last"] is not None for a in addrs) else "timeout", flush=True)
-sys.stdin.readline()
-stop_at[0] = time.monotonic()
-dl = time.monotonic() + 300
-for t in ths:
-    t.join(max(0, dl - time.monotonic()))
-print(json.dumps({a: {k: st[a][k] for k in ("gap", "gap_start", "gap_end", "ok", "fail",
-                                             "after_stop")} for a in addrs}), flush=True)
-'''
-
-
-class Poller:
-    def __init__(self, addrs):
-        self.p = subprocess.Popen(labkit.in_ns([sys.executable, "-c", POLLER, *addrs]),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline().strip()
-        if line != "ready":
-            self.p.kill()
-            raise RuntimeError(f"poller: no HTTP answer from {addrs} ({line!r})")
-
-    def finish(self):
-        """Call once the restart is over: returns the per-address gaps."""
-        self.p.stdin.write("stop\n")
-        self.p.stdin.flush()
-        out = self.p.stdout.readline()
-        self.p.wait(timeout=10)
-        res = json.loads(out)
-        bad = [a for a, r in res.items() if not r["after_stop"]]
-        if bad:
-            raise RuntimeError(f"no HTTP answer after the restart from {bad}")
-        return res
-
-
-# --------------------------------------------------------------------------- QMP
-class Qmp:
-    def __init__(self, path, timeout=30):
-        self.s = labkit.wait_for(f"QMP socket {path}", lambda: self._connect(path), timeout,
-                                 interval=0.01)
-        self.f = self.s.makefile("rwb", buffering=0)
-        json.loads(self.f.readline())  # greeting
-        self.cmd("qmp_capabilities")
-
-    @staticmethod
-    def _connect(path):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-        except OSError:
-            s.close()
-            raise
-        return s
-
-    def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg).encode() + b"\n")
-        while True:
-            line = self.f.readline()
-            if not line:
-                if name == "quit":
-                    return None
-                raise RuntimeError(f"QMP closed during {name}")
-            r = json.loads(line)
-            if "return" in r:
-                return r["return"]
-            if "error" in r:
-                raise RuntimeError(f"QMP {name}: {r['error']}")
-            # events are ignored
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
-
-
 # --------------------------------------------------------------------------- own QEMU
-class OwnVm:
-    """A QEMU started by this script with the same argv vcr-agent uses (src/agent/vm.c)."""
-
-    def __init__(self, name, index, mem_mb, work):
-        self.name, self.index, self.mem = name, index, mem_mb
-        self.addr = f"10.77.0.{11 + index}"
-        self.tap = f"tap{index}"
-        self.mac = f"52:54:00:77:00:{0x10 + index:02x}"
-        self.ram = f"/dev/shm/vcr-bench-{name}.ram"
-        self.qmp_path = os.path.join(work, f"{name}.qmp")
-        self.serial = os.path.join(work, f"{name}.serial")
-        self.state = os.path.join(work, f"{name}.state")
-        self.proc = None
-        self.qmp = None
-
-    def argv(self, incoming=False):
-        env = labkit.lab_env()
-        a = [QEMU, "-name", self.name, "-accel", "tcg", "-machine", "pc,memory-backend=mem",
-             "-m", f"{self.mem}M", "-object",
-             f"memory-backend-file,id=mem,size={self.mem}M,mem-path={self.ram},share=on",
-             "-smp", "1", "-kernel", env["VCR_LAB_KERNEL"], "-initrd", env["VCR_LAB_INITRD"],
-             "-append", f"console=ttyS0 vcr.name={self.name} vcr.ip={self.addr}/24 "
-                        f"vcr.gw={env['VCR_LAB_BRIDGE_ADDR']} vcr.dns={env['VCR_LAB_DNS']}",
-             "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-             "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}", "-device", "pvpanic",
-             "-vga", "none", "-display", "none", "-nodefaults", "-no-user-config",
-             "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-             "-no-reboot"]
-        if incoming:
-            a += ["-S", "-incoming", "defer"]
-        return a
-
-    def start(self, incoming=False):
-        wait_tap_free(self.tap)
-        if os.path.exists(self.qmp_path):
-            os.unlink(self.qmp_path)
-        self.proc = subprocess.Popen(labkit.in_ns(self.argv(incoming)), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.qmp = Qmp(self.qmp_path)
-
-    def wait_exit(self, timeout=60):
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise labkit.Timeout(f"QEMU of {self.name} did not exit in {timeout}s")
-        if self.qmp:
-            self.qmp.close()
-            self.qmp = None
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.qmp:
-            self.qmp.close()
-            self.qmp = None
-        for f in (self.ram, self.state):
-            if os.path.exists(f):
-                os.unlink(f)
+class OwnVm(LabVm):
+    """harness.LabVm with the two baselines' suspend and resume."""
 
     # save-restore: returns (suspend_s, resume_s, t_suspend_start, t_resume_end)
     def save_restore(self, barrier):
@@ -303,33 +110,6 @@ class OwnVm:
         t2 = time.monotonic()
         self.start()
         return t1 - t0, t2
-
-
-def migration_done(q):
-    st = q.cmd("query-migrate").get("status")
-    if st in ("failed", "cancelled"):
-        raise RuntimeError(f"migration {st}")
-    return st == "completed"
-
-
-def wait_tap_free(tap, timeout=60):
-    """No process of OUR namespace holds the tap (other labs have taps of the same name)."""
-    needle = f"ifname={tap},".encode()
-    ns_ino = os.stat(f"/run/netns/{labkit.NS}").st_ino
-
-    def free():
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                try:
-                    if os.stat(f"/proc/{pid}/ns/net").st_ino != ns_ino:
-                        continue
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        if needle in f.read():
-                            return False
-                except OSError:
-                    pass
-        return True
-    labkit.wait_for(f"{tap} free (no QEMU on it)", free, timeout)
 
 
 def parallel(fns, barrier=None):
@@ -440,9 +220,7 @@ class Cluster:
         self.vcr = labkit.Vcr(build)
         cfg = os.path.join(work, "server.yaml")
         labkit.write_server_config(cfg, os.path.join(work, "journal.db"))
-        self.server = labkit.Proc([os.path.join(build, "src/server/vcr-server"), "--config", cfg],
-                                  os.path.join(work, "server.log"))
-        labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)
+        self.server = wait_server(self.vcr, server_proc(build, cfg, os.path.join(work, "server.log")))
         self.agent = None
 
     def start_agent(self, mem, n):
@@ -453,9 +231,8 @@ class Cluster:
         for i in range(n):
             wait_tap_free(f"tap{i}")
         labkit.write_agent_config(cfg, HOST, state, vms, accel="tcg")
-        self.agent = labkit.Proc([os.path.join(self.build, "src/agent/vcr-agent"), "--config",
-                                  cfg, "--stop-vms-on-exit"],
-                                 os.path.join(self.work, f"agent-{mem}-{n}.log"))
+        self.agent = agent_proc(self.build, cfg, os.path.join(self.work, f"agent-{mem}-{n}.log"),
+                                "--stop-vms-on-exit")
         for v in vms:
             labkit.wait_for(f"{v['name']} running",
                             lambda v=v: (self.vcr.vm(v["name"]) or {}).get("state") == "running",
@@ -542,41 +319,12 @@ def medians(rows, key):
     for k, rs in out.items():
         if not rs:
             continue
-        med[k] = {c: statistics.median(float(x[c]) for x in rs)
-                  for c in ("suspend_s", "resume_s", "downtime_s")}
-        for c in ("suspend_s", "resume_s", "downtime_s"):
-            med[k][c + "_min"] = min(float(x[c]) for x in rs)
-            med[k][c + "_max"] = max(float(x[c]) for x in rs)
+        med[k] = columns_stats(rs, ("suspend_s", "resume_s", "downtime_s"))
         med[k]["n"] = len(rs)
         med[k]["forced"] = forced.get(k, 0)
         sm = [float(x["state_mb"]) for x in rs if x["state_mb"] != ""]
         med[k]["state_mb"] = statistics.median(sm) if sm else None
     return med
-
-
-def machine():
-    def sh(cmd):
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            return "?"
-    cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
-    mem = sh("free -m | awk '/^Mem:/{print $2}'")
-    return {"nproc": sh("nproc"), "mem": f"{mem} MB", "cpu": cpu,
-            "qemu": sh(f"{QEMU} --version | head -1"), "kernel": platform.release(),
-            "load": sh("cut -d' ' -f1-3 /proc/loadavg")}
-
-
-def fmt(x, nd=2):
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if x < 1 else f"{x:.{nd}f}"
-
-
-def ratio(a, b):
-    if a is None or b is None or a <= 0:
-        return "-"
-    return f"{b / a:.0f}x" if b / a >= 10 else f"{b / a:.1f}x"
 
 
 def write_report(rows, args, methods, mach, elapsed, notes):

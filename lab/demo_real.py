@@ -25,9 +25,9 @@ import os
 import signal
 import time
 
+import harness
 import labkit
 
-T0 = time.monotonic()
 BOOT_TIMEOUT = 600  # three systemd guests booting together under TCG on a shared machine
 RECOVERY_TIMEOUT = 240
 # service: (primary VM, tap index, primary address, container, container address, port)
@@ -80,7 +80,7 @@ class Failed(Exception):
 
 
 def say(msg):
-    print(f"[{time.monotonic() - T0:7.2f}s] {msg}", flush=True)
+    harness.say(msg, digits=2)
 
 
 def redis(address, *words):
@@ -176,10 +176,9 @@ def run(build, tmp, procs, summary):
     cfg = os.path.join(tmp, "server.yaml")
     labkit.write_server_config(cfg, os.path.join(tmp, "journal.db"), 500, 5000, dns=True,
                                services=services, images=images, standby_insecure=True)
-    procs["server"] = labkit.Proc([os.path.join(build, "src/server/vcr-server"), "--config",
-                                   cfg], os.path.join(tmp, "server.log"))
+    procs["server"] = harness.server_proc(build, cfg, os.path.join(tmp, "server.log"))
     vcr = labkit.Vcr(build)
-    labkit.wait_for("vcr-server", lambda: vcr.run("status").returncode == 0, 15)
+    harness.wait_server(vcr, procs["server"])
     say("vcr-server up: services www (nginx) and kv (Redis), warm in the Debian standby "
         "VM debsb, containers from the delivered images ct-nginx and ct-redis")
     hosts = {"debhost": vms,
@@ -190,8 +189,8 @@ def run(build, tmp, procs, summary):
         os.mkdir(state)
         acfg = os.path.join(tmp, f"agent-{host}.yaml")
         labkit.write_agent_config(acfg, host, state, specs)
-        procs[host] = labkit.Proc([os.path.join(build, "src/agent/vcr-agent"), "--config", acfg,
-                                   "--stop-vms-on-exit"], os.path.join(tmp, f"agent-{host}.log"))
+        procs[host] = harness.agent_proc(build, acfg, os.path.join(tmp, f"agent-{host}.log"),
+                                         "--stop-vms-on-exit")
     say("host agents started: debhost boots debweb and debkv (Debian 12, nginx + Redis), "
         "sbhost boots the Debian standby VM debsb")
 

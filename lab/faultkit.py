@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+import harness
 import labkit
 
 HEARTBEAT_MS, HOST_TIMEOUT_MS, FENCE_TIMEOUT_MS = 500, 5000, 6000
@@ -251,9 +252,6 @@ class Rig:
         self.specs = vm_specs(self.cache)
 
     # -- daemons
-    def bin(self, *p):
-        return os.path.join(self.build, "src", *p)
-
     def _log(self, name):
         n = self.restarts.get(name, 0)
         self.restarts[name] = n + 1
@@ -264,18 +262,18 @@ class Rig:
         labkit.write_server_config(cfg, os.path.join(self.jfs, "journal.db"), HEARTBEAT_MS,
                                    HOST_TIMEOUT_MS, dns=True, services=services_config(),
                                    fence_timeout_ms=FENCE_TIMEOUT_MS)
-        self.server = labkit.Proc([self.bin("server", "vcr-server"), "--config", cfg,
-                                   "--log-level", "debug"], self._log("server"))
+        self.server = harness.server_proc(self.build, cfg, self._log("server"), "--log-level",
+                                          "debug")
         self.logs.append(self.server)
-        labkit.wait_for("the server's API", lambda: self.vcr.run("status").returncode == 0, 30)
+        harness.wait_server(self.vcr, self.server, 30)
 
     def start_agent(self, host):
         state = os.path.join(self.run, f"agent-{host}")
         os.makedirs(state, exist_ok=True)
         cfg = os.path.join(self.run, f"agent-{host}.yaml")
         labkit.write_agent_config(cfg, host, state, self.specs[host])
-        p = labkit.Proc([self.bin("agent", "vcr-agent"), "--config", cfg, "--log-level",
-                         "debug", "--stop-vms-on-exit"], self._log(f"agent-{host}"))
+        p = harness.agent_proc(self.build, cfg, self._log(f"agent-{host}"), "--log-level",
+                               "debug", "--stop-vms-on-exit")
         self.agents[host] = p
         self.logs.append(p)
         return p

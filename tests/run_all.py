@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Runs every test suite and ends with one line: "N passed, N failed".
 
-Stages: clang-format check, cppcheck, cmocka unit tests (ASan+UBSan build), short libFuzzer
-runs, integration tests (pytest, real QEMU + BIND9 in the lab namespace).
+Stages: clang-format check, cppcheck and clang-tidy (.clang-tidy), cmocka unit tests
+(ASan+UBSan build), short libFuzzer runs, integration tests (pytest, real QEMU + BIND9 in the
+lab namespace).
 """
 import argparse
 import os
@@ -62,13 +63,26 @@ CPPCHECK = ["cppcheck", "--quiet", "--enable=warning,portability", "--inline-sup
             "--suppress=leakNoVarFunctionCall", "--suppress=memleakOnRealloc", "src"]
 
 
-def run_static_analysis(t):
-    stage("static analysis (cppcheck)")
+def run_static_analysis(t, build):
+    stage("static analysis (cppcheck, clang-tidy)")
     r = subprocess.run(CPPCHECK, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         print(r.stderr[-6000:])
     print("cppcheck:", "ok" if r.returncode == 0 else "FAILED")
     t.add("cppcheck", r.returncode == 0)
+    # clang-tidy: the checks of .clang-tidy over every file of src/ in the build's
+    # compile_commands.json (meson writes it); a finding is an error.
+    db = os.path.join(ROOT, build)
+    if not os.path.exists(os.path.join(db, "compile_commands.json")):
+        t.add("clang-tidy: build missing", False)
+        return
+    r = subprocess.run(["run-clang-tidy", "-quiet", "-p", db, "-j", str(os.cpu_count() or 1),
+                        os.path.join(ROOT, "src") + "/"], cwd=ROOT, capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        print((r.stdout + r.stderr)[-6000:])
+    print("clang-tidy:", "ok" if r.returncode == 0 else "FAILED")
+    t.add("clang-tidy", r.returncode == 0)
 
 
 CMOCKA_PASSED = re.compile(r"\[\s*PASSED\s*\]\s+(\d+) test")
@@ -194,7 +208,7 @@ def main():
     if "format" in only:
         run_format_check(t)
     if "static" in only:
-        run_static_analysis(t)
+        run_static_analysis(t, args.build)
     if "unit" in only:
         run_unit(t, args.asan_build)
     if "fuzz" in only:

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "agent/agent.h"
-#include "agent/fence_watchdog.h"
+#include "agent/host/fence_watchdog.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 
@@ -33,9 +33,11 @@ static void usage(FILE *out)
                  "  -t, --config-test       validate the configuration and exit\n"
                  "      --stop-vms-on-exit  on SIGTERM/SIGINT stop the VMs first; by default\n"
                  "                          they keep running and a restarted agent adopts them\n"
+#if VCR_TEST_FAULTS
                  "      --test-faults       TESTS ONLY: accept fault-injection order members\n"
                  "                          (corrupt_state_for_test, agent_exit_for_test;\n"
                  "                          docs/warm-restart.md)\n"
+#endif
                  "      --fence-watchdog DIR --timeout-ms N [--pause MS]\n"
                  "                          the self-fence watchdog the host role starts by\n"
                  "                          itself; with --pause: pause the running one for\n"
@@ -70,7 +72,9 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, 'l'},
         {"config-test", no_argument, NULL, 't'},
         {"stop-vms-on-exit", no_argument, NULL, OPT_STOP_VMS},
+#if VCR_TEST_FAULTS
         {"test-faults", no_argument, NULL, OPT_TEST_FAULTS},
+#endif
         {"fence-watchdog", required_argument, NULL, OPT_FENCE_WATCHDOG},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS},
         {"listen-fd", required_argument, NULL, OPT_LISTEN_FD},
@@ -118,9 +122,11 @@ int main(int argc, char **argv)
         case OPT_STOP_VMS:
             opts.stop_vms_on_exit = true;
             break;
+#if VCR_TEST_FAULTS
         case OPT_TEST_FAULTS:
             opts.test_faults = true;
             break;
+#endif
         case OPT_FENCE_WATCHDOG:
             fence_dir = optarg;
             break;

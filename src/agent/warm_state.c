@@ -99,6 +99,7 @@ int warm_state_verify(const char *state, const char *sum, vcr_error_t *err)
     return 0;
 }
 
+#if VCR_TEST_FAULTS
 int warm_state_corrupt(const char *path, vcr_error_t *err)
 {
     cleanup_close int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -116,6 +117,7 @@ int warm_state_corrupt(const char *path, vcr_error_t *err)
         return vcr_error_errno(err, "write `%s`", path);
     return 0;
 }
+#endif
 
 int warm_journal_write(const char *path, const struct warm_journal *j, vcr_error_t *err)
 {

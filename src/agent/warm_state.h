@@ -22,9 +22,11 @@ int warm_state_seal(const char *tmp, const char *state, const char *sum, uint64_
 /* 0 when state's SHA-256 is the one in sum; -1 with *err naming both digests
  * ("checksum mismatch") or why the files could not be read. */
 int warm_state_verify(const char *state, const char *sum, vcr_error_t *err);
+#if VCR_TEST_FAULTS
 /* Fault injection for tests (agent --test-faults): flips one byte in the
  * middle of the file. */
 int warm_state_corrupt(const char *path, vcr_error_t *err);
+#endif
 
 /* The journal of a warm restart under way (STATE_DIR/NAME.warm), written
  * before the new QEMU is started and removed with the state files, so that an

@@ -2,8 +2,8 @@
  * fsync'd before the rename that publishes it, and the directory after it,
  * so that a crash leaves either the old file or the whole new one (the
  * rename is only durable once its directory is).  Used for the warm-restart
- * state files (agent/warm_state.c), fenced.json (agent/fence_watchdog.c) and
- * the volume images (agent/host_volume.c). */
+ * state files (agent/warm_state.c), fenced.json (agent/host/fence_watchdog.c) and
+ * the volume images (agent/host/host_volume.c). */
 #ifndef VCR_COMMON_DURABLE_H
 #define VCR_COMMON_DURABLE_H
 

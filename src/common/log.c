@@ -6,6 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 static const char *log_prog = "vcr";
 static enum vcr_log_level log_max = VCR_LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
@@ -33,15 +35,15 @@ void vcr_log(enum vcr_log_level level, const char *fmt, ...)
 {
     if (level > log_max)
         return;
-    struct timespec ts;
+    int64_t now_ms = vcr_wall_ms();
+    time_t secs = (time_t)(now_ms / 1000);
     struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    gmtime_r(&secs, &tm);
     char stamp[32];
     strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
 
     char line[2048];
-    int n = snprintf(line, sizeof(line), "%s.%03ld %s[%d] %s ", stamp, ts.tv_nsec / 1000000,
+    int n = snprintf(line, sizeof(line), "%s.%03d %s[%d] %s ", stamp, (int)(now_ms % 1000),
                      log_prog, (int)getpid(), level_names[level]);
     va_list ap;
     va_start(ap, fmt);

@@ -41,7 +41,7 @@ struct vcr_agent_config {
     char *server; /* "HOST:PORT" */
     char *state_dir;
     /* Directory of the VMs' RAM files: on tmpfs or hugetlbfs (checked at agent
-     * start, src/agent/ram_dir.h). */
+     * start, src/agent/host/ram_dir.h). */
     char *ram_dir;
     enum vcr_accel_mode accel;
     char *qemu;

@@ -56,16 +56,7 @@ void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list arg
                (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
-/* One frame of libcyaml's backtrace, innermost first. */
-struct frame {
-    enum { FRAME_FIELD, FRAME_ENTRY, FRAME_MAPPING } kind;
-    char name[128]; /* field name, or entry number (libcyaml counts from 1) */
-    int line;
-};
-
-#define MAX_FRAMES 16
-
-static int parse_frames(char *log, char **message, struct frame *frames)
+int config_cyaml_frames(char *log, char **message, struct config_frame *frames)
 {
     int n = 0;
     *message = NULL;
@@ -84,19 +75,19 @@ static int parse_frames(char *log, char **message, struct frame *frames)
                 *message = l;
             continue;
         }
-        if (n == MAX_FRAMES)
+        if (n == CONFIG_MAX_FRAMES)
             break;
-        struct frame *f = &frames[n];
+        struct config_frame *f = &frames[n];
         memset(f, 0, sizeof(*f));
         const char *q;
         if (strncmp(l, "in mapping field '", 18) == 0) {
-            f->kind = FRAME_FIELD;
+            f->kind = CONFIG_FRAME_FIELD;
             q = l + 18;
         } else if (strncmp(l, "in sequence entry '", 19) == 0) {
-            f->kind = FRAME_ENTRY;
+            f->kind = CONFIG_FRAME_ENTRY;
             q = l + 19;
         } else if (strncmp(l, "in mapping", 10) == 0) {
-            f->kind = FRAME_MAPPING;
+            f->kind = CONFIG_FRAME_MAPPING;
             q = NULL;
         } else {
             continue;
@@ -116,15 +107,15 @@ static int parse_frames(char *log, char **message, struct frame *frames)
 }
 
 /* Builds "vms[1].mac" from frames[from..n-1] (outermost is last). */
-static void frames_path(const struct frame *frames, int from, int n, char *out, size_t size)
+static void frames_path(const struct config_frame *frames, int from, int n, char *out, size_t size)
 {
     size_t len = 0;
     out[0] = '\0';
     for (int i = n - 1; i >= from && len < size; i--) {
         int w = 0;
-        if (frames[i].kind == FRAME_FIELD)
+        if (frames[i].kind == CONFIG_FRAME_FIELD)
             w = snprintf(out + len, size - len, "%s%s", len ? "." : "", frames[i].name);
-        else if (frames[i].kind == FRAME_ENTRY)
+        else if (frames[i].kind == CONFIG_FRAME_ENTRY)
             w = snprintf(out + len, size - len, "[%d]", atoi(frames[i].name) - 1);
         if (w > 0)
             len += (size_t)w;
@@ -133,17 +124,17 @@ static void frames_path(const struct frame *frames, int from, int n, char *out, 
 
 /* The mapping schema at the container of frames[from..]: to list allowed keys. */
 static const cyaml_schema_field_t *mapping_at(const cyaml_schema_value_t *v,
-                                              const struct frame *frames, int from, int n)
+                                              const struct config_frame *frames, int from, int n)
 {
     for (int i = n - 1; i >= from && v; i--) {
-        if (frames[i].kind == FRAME_FIELD) {
+        if (frames[i].kind == CONFIG_FRAME_FIELD) {
             if (v->type != CYAML_MAPPING)
                 return NULL;
             const cyaml_schema_field_t *f = v->mapping.fields;
             while (f->key && strcmp(f->key, frames[i].name) != 0)
                 f++;
             v = f->key ? &f->value : NULL;
-        } else if (frames[i].kind == FRAME_ENTRY) {
+        } else if (frames[i].kind == CONFIG_FRAME_ENTRY) {
             v = v->type == CYAML_SEQUENCE ? v->sequence.entry : NULL;
         }
     }
@@ -173,15 +164,15 @@ void config_report_cyaml_failure(struct config_report *r, cyaml_err_t status)
 {
     cleanup_free char *log = r->cyaml_log ? strdup(r->cyaml_log) : NULL;
     char *message = NULL;
-    struct frame frames[MAX_FRAMES];
-    int n = log ? parse_frames(log, &message, frames) : 0;
+    struct config_frame frames[CONFIG_MAX_FRAMES];
+    int n = log ? config_cyaml_frames(log, &message, frames) : 0;
     if (message == NULL) {
         config_report_add(r, NULL, "%s", cyaml_strerror(status));
         return;
     }
     /* For errors about a key, the innermost frame is the mapping holding it
      * (libcyaml names the last field it read there, not the one at fault). */
-    int container = n > 0 && frames[0].kind != FRAME_ENTRY ? 1 : 0;
+    int container = n > 0 && frames[0].kind != CONFIG_FRAME_ENTRY ? 1 : 0;
     char where[256], path[512];
     const char *key;
     int line = n > 0 ? frames[0].line : 0;
@@ -247,6 +238,23 @@ int config_report_finish(struct config_report *r, const char *origin, vcr_error_
     }
     return vcr_error_make(err, EINVAL, "%s: %u problems:%s", origin, r->count,
                           indented ? indented : "");
+}
+
+int config_report_finish_each(struct config_report *r, const char *origin, vcr_error_t *err)
+{
+    if (r->count == 0)
+        return 0;
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    char *lines = r->text;
+    for (char *save = NULL, *l = lines ? strtok_r(lines, "\n", &save) : NULL; l;
+         l = strtok_r(NULL, "\n", &save)) {
+        cleanup_free char *line = NULL;
+        int n = asprintf(&line, "%sconfig `%s`: %s", len ? "\n" : "", origin, l);
+        if (n > 0)
+            append(&text, &len, line, (size_t)n);
+    }
+    return vcr_error_make(err, EINVAL, "%s", text ? text : "invalid");
 }
 
 void config_report_release(struct config_report *r)

@@ -79,6 +79,20 @@ struct config_report {
 
 void config_report_add(struct config_report *r, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* One frame of libcyaml's backtrace, innermost first. */
+struct config_frame {
+    enum { CONFIG_FRAME_FIELD, CONFIG_FRAME_ENTRY, CONFIG_FRAME_MAPPING } kind;
+    char name[128]; /* field name, or entry number (libcyaml counts from 1) */
+    int line;
+};
+
+#define CONFIG_MAX_FRAMES 16
+
+/* Reads back what libcyaml logged for a failed load (log is cut up in place):
+ * *message is its message (NULL if none), frames[] its backtrace, innermost
+ * first; returns how many frames (at most CONFIG_MAX_FRAMES). */
+int config_cyaml_frames(char *log, char **message, struct config_frame *frames);
+
 /* libcyaml log_fn: ctx is the report. */
 void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args);
 /* Turns what libcyaml logged for a failed load into one report line that names
@@ -86,6 +100,9 @@ void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list arg
 void config_report_cyaml_failure(struct config_report *r, cyaml_err_t status);
 /* 0 if nothing was reported, else -1 with *err listing every line, prefixed by origin. */
 int config_report_finish(struct config_report *r, const char *origin, vcr_error_t *err);
+/* The same with vcr-server's form (docs/server.md): every line as
+ * "config `origin`: line", one per line, no count. */
+int config_report_finish_each(struct config_report *r, const char *origin, vcr_error_t *err);
 void config_report_release(struct config_report *r);
 
 /* Field checks: each reports under path and returns false when the value is bad. */

@@ -1,5 +1,5 @@
 /* The VM states of the wire (docs/protocol.md, "VM state values"): one enum
- * and one table of names, used by the host agent (agent/vm.h) and the server
+ * and one table of names, used by the host agent (agent/host/vm.h) and the server
  * (server/inventory.h), whose own enums are these values. */
 #ifndef VCR_PROTO_STATE_H
 #define VCR_PROTO_STATE_H

@@ -16,7 +16,7 @@
 #include "server/inventory.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 void api_set_config(struct api *api, const struct server_config *cfg)
 {

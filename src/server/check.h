@@ -66,13 +66,16 @@ struct check_ops {
                     size_t why_size, size_t *body_start);
 };
 
+/* The defaults the core names: tcp (a service's check and the container's
+ * port) and http.  Other protocols are only in check_protocols.c's table. */
 extern const struct check_ops check_tcp_ops;
 extern const struct check_ops check_http_ops;
-extern const struct check_ops check_redis_ops;
 
 /* Every protocol, for the configuration (check_protocols.c: adding one is a
  * file of its own and one entry there, docs/conventions.md). */
 const struct check_ops *check_protocol(const char *name);
+/* The i-th protocol of the table, NULL past its end (the fuzz harness walks it). */
+const struct check_ops *check_protocol_at(size_t i);
 /* "tcp, http, ..." into buf. */
 const char *check_protocols_allowed(char *buf, size_t size);
 

@@ -31,47 +31,49 @@
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/recovery_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 #define JOURNAL_FENCE_WAIT "fence_wait"
 /* How often a recovery with no self-fence to count on orders vm_kill again. */
 #define FENCE_RETRY_MS RECOVERY_KILL_ORDER_MS
 
-/* Whether host h's self-fence can be counted on; if not, why (into why). */
-static bool self_fence_armed(const struct svc *s, const struct inv_host *h, char *why, size_t len)
+/* Whether host h's self-fence can be counted on (FENCE_REFUSAL_NONE); if not,
+ * which refusal and why (into why). */
+static enum fence_refusal self_fence_armed(const struct svc *s, const struct inv_host *h, char *why,
+                                           size_t len)
 {
     const char *host = s->cfg->primary.host;
     if (h == NULL) {
         snprintf(why, len, "host %s has not said hello to this server: its self-fencing is unknown",
                  host);
-        return false;
+        return FENCE_REFUSAL_NO_HELLO;
     }
     const struct inv_self_fence *f = &h->self_fence;
     switch (f->watchdog) {
     case INV_WATCHDOG_ARMED:
         if (f->timeout_ms > 0)
-            return true;
+            return FENCE_REFUSAL_NONE;
         __attribute__((fallthrough)); /* armed with no timeout is off */
     case INV_WATCHDOG_OFF:
         snprintf(why, len, "self-fencing is off on host %s (its agent's fence_timeout_ms is 0)",
                  host);
-        return false;
+        return FENCE_REFUSAL_OFF;
     case INV_WATCHDOG_PAUSED:
         snprintf(why, len,
                  "host %s's fence watchdog is paused (for %" PRId64 " ms more when its agent "
                  "said so)",
                  host, f->pause_ms);
-        return false;
+        return FENCE_REFUSAL_PAUSED;
     case INV_WATCHDOG_DOWN:
         snprintf(why, len, "host %s's agent had no fence watchdog running when it last reported",
                  host);
-        return false;
+        return FENCE_REFUSAL_DOWN;
     case INV_WATCHDOG_UNKNOWN:
         break;
     }
     snprintf(why, len, "host %s's agent does not report its self-fencing (no self_fence in hello)",
              host);
-    return false;
+    return FENCE_REFUSAL_UNREPORTED;
 }
 
 static void journal_wait(struct svc *s, const char *cause, bool counted, const char *reason,
@@ -87,6 +89,7 @@ static void journal_wait(struct svc *s, const char *cause, bool counted, const c
 
 static void count_on_self_fence(struct svc *s, struct inv_host *h, const char *cause)
 {
+    s->fence_refused = FENCE_REFUSAL_NONE;
     const struct server_config *cfg = s->rc->cfg;
     int64_t total = (int64_t)cfg->host_timeout_ms + cfg->fence_timeout_ms;
     int64_t after = agents_fence_after_ms(cfg->host_timeout_ms, cfg->fence_timeout_ms);
@@ -112,12 +115,15 @@ static void count_on_self_fence(struct svc *s, struct inv_host *h, const char *c
     journal_wait(s, cause, true, NULL, s->wait_until - now);
 }
 
-static void refuse_self_fence(struct svc *s, const char *cause, const char *why)
+static void refuse_self_fence(struct svc *s, const char *cause, enum fence_refusal refusal,
+                              int64_t pause_ms, const char *why)
 {
     char head[300];
     snprintf(head, sizeof(head), "not switched: %s", why);
     /* Said already (a vm_kill retried in vain): not journaled again. */
-    bool repeated = strncmp(s->error, head, strlen(head)) == 0;
+    bool repeated = s->fence_refused == refusal && s->fence_refused_pause_ms == pause_ms;
+    s->fence_refused = refusal;
+    s->fence_refused_pause_ms = pause_ms;
     int64_t now = vcr_mono_ms();
     if (!repeated)
         s->step_started = now;
@@ -138,10 +144,12 @@ static void wait_self_fence(struct svc *s, const char *cause)
 {
     struct inv_host *h = inventory_find_host(s->rc->inv, s->cfg->primary.host);
     char why[200];
-    if (self_fence_armed(s, h, why, sizeof(why)))
+    enum fence_refusal refusal = self_fence_armed(s, h, why, sizeof(why));
+    if (refusal == FENCE_REFUSAL_NONE)
         count_on_self_fence(s, h, cause);
     else
-        refuse_self_fence(s, cause, why);
+        refuse_self_fence(s, cause, refusal,
+                          refusal == FENCE_REFUSAL_PAUSED ? h->self_fence.pause_ms : 0, why);
 }
 
 static void on_kill_reply(enum order_outcome outcome, const char *message, void *opaque)

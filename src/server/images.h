@@ -6,7 +6,7 @@
  * configuration with its SHA-256.  A service's `standby.image` names one; its
  * container orders then carry `image: {name, sha256, url, cmd?}` and the
  * standby agent downloads the bytes from url, checks the SHA-256 and unpacks
- * them once into its cache (src/agent/standby_image.c).  The server never
+ * them once into its cache (src/agent/standby/standby_image.c).  The server never
  * hashes the file itself: the agent's check is end to end, and the checksum
  * travels on the (authenticated) agent connection, not beside the bytes. */
 #ifndef VCR_SERVER_IMAGES_H

@@ -20,7 +20,7 @@
 #include "server/chunk_copy.h"
 #include "server/inventory.h"
 #include "server/journal.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 #include "server/services.h"
 
 enum mig_phase {

@@ -14,7 +14,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/migrate_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 static struct busy_host *busy_of(struct migrator *m, const char *name)
 {

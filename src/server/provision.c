@@ -23,7 +23,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/recovery_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 static bool provisioned(const struct svc *s)
 {
@@ -183,6 +183,16 @@ const char *provision_container_state(struct svc *s)
         return "absent";
     const char *state = json_string_value(json_object_get(c, "state"));
     return state ? state : "unknown";
+}
+
+bool provision_container_running(struct svc *s)
+{
+    struct inv_host *h;
+    bool listed;
+    json_t *c = reported_container(s, &h, &listed);
+    return c && !s->provision.action &&
+           !(s->provision.awaiting_report && h->containers_seq == s->provision.report_seq) &&
+           proto_ct_state_parse(json_string_value(json_object_get(c, "state"))) == PROTO_CT_RUNNING;
 }
 
 const char *provision_last_error(struct svc *s)

@@ -41,6 +41,8 @@ void provision_on_hello(struct recovery *rc, const char *host);
  * or it succeeded and the host has not reported since), or `unknown` (the
  * standby host is lost or has not reported containers). */
 const char *provision_container_state(struct svc *s);
+/* provision_container_state would say `running` (decided on the typed state). */
+bool provision_container_running(struct svc *s);
 /* The last failed provisioning order's error, NULL if none. */
 const char *provision_last_error(struct svc *s);
 

@@ -28,7 +28,7 @@
 #include "server/journal.h"
 #include "server/recovery_priv.h"
 #include "dns/resolve.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 #define JOURNAL_FENCED "fenced"
 #define RETRY_MS       200
@@ -420,6 +420,7 @@ void recovery_advance(struct svc *s)
     switch (s->phase) {
     case PH_NONE:
     case PH_DETECTED:
+        s->fence_refused = FENCE_REFUSAL_NONE; /* a fencing of its own */
         fence_start(s);
         break;
     case PH_FENCED:

@@ -14,7 +14,7 @@
 #include "server/check.h"
 #include "server/inventory.h"
 #include "server/recovery_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 static struct svc *find_svc(struct recovery *rc, const char *name, vcr_error_t *err)
 {

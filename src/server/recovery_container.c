@@ -17,7 +17,7 @@
 #include "server/check.h"
 #include "server/inventory.h"
 #include "server/recovery_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 #define BUSY_RETRY_MS 1000
 

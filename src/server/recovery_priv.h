@@ -69,6 +69,17 @@ struct probe {
     int64_t latency_us; /* the last probe that was answered (healthy or not) took; 0: none yet */
 };
 
+/* Why a recovery's fencing cannot count on the primary host's self-fence
+ * (fence.c): NONE when it can, or while nothing was refused. */
+enum fence_refusal {
+    FENCE_REFUSAL_NONE,
+    FENCE_REFUSAL_NO_HELLO,   /* the host never said hello to this server */
+    FENCE_REFUSAL_OFF,        /* its fence_timeout_ms is 0 */
+    FENCE_REFUSAL_PAUSED,     /* its watchdog is paused */
+    FENCE_REFUSAL_DOWN,       /* no watchdog running */
+    FENCE_REFUSAL_UNREPORTED, /* its agent does not report self-fencing */
+};
+
 struct svc {
     struct recovery *rc;
     const struct service_config *cfg;
@@ -79,6 +90,10 @@ struct svc {
     bool on_standby;    /* DNS points at the container */
     char cause[200];
     char error[400];
+    /* The refusal last said by this recovery's fencing (and the pause it
+     * named): a retry in vain that finds the same is not journaled again. */
+    enum fence_refusal fence_refused;
+    int64_t fence_refused_pause_ms;
     int64_t started_ms;   /* wall clock at detection */
     int64_t started_mono; /* monotonic at detection (or reload) */
     int64_t updated_ms;   /* wall clock */

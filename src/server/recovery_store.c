@@ -10,7 +10,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "server/recovery_priv.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 static const char *const state_names[] = {
     [SVC_OK] = "ok",

@@ -16,7 +16,7 @@
 #include "server/journal.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 struct server {
     struct event_base *base;

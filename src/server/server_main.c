@@ -10,7 +10,7 @@
 #include "common/log.h"
 #include "server/listen_guard.h"
 #include "server/server.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 /* docs/server.md, "Exit codes". */
 enum {

@@ -397,7 +397,7 @@ void service_data_tick(struct svc *s, int64_t now)
     }
     if (c->data.interval_s == 0 || c->standby.mode != STANDBY_WARM || now < d->next_copy_mono ||
         (s->state != SVC_OK && s->state != SVC_DEGRADED) || s->step != STEP_IDLE ||
-        !recovery_primary_running(s) || strcmp(provision_container_state(s), "running") != 0)
+        !recovery_primary_running(s) || !provision_container_running(s))
         return;
     d->next_copy_mono = now + (int64_t)c->data.interval_s * 1000;
     const char *host = recovery_container_host(s);

@@ -1,6 +1,6 @@
-/* libFuzzer harness for the health checks' answer parsers (check_http.c,
- * check_redis.c, check_tcp.c): what a probed service sends is untrusted.
- * Byte 0 picks the protocol, byte 1 where the answer is split in two reads
+/* libFuzzer harness for the health checks' answer parsers (every protocol of
+ * check_protocols.c's table): what a probed service sends is untrusted.
+ * Byte 0 picks the protocol (its index in the table), byte 1 where the answer is split in two reads
  * and whether the peer closed after it; the rest is the answer.  A verdict is
  * -1 (with a reason), 0 (wait) or 1; a body offset lies inside the answer. */
 #include <event2/buffer.h>
@@ -13,14 +13,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const struct check_ops *const protocols[] = {&check_tcp_ops, &check_http_ops,
-                                                    &check_redis_ops};
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
         return 0;
-    const struct check_ops *ops = protocols[data[0] % (sizeof(protocols) / sizeof(protocols[0]))];
+    size_t n_protocols = 0;
+    while (check_protocol_at(n_protocols))
+        n_protocols++;
+    const struct check_ops *ops = check_protocol_at(data[0] % n_protocols);
     bool eof = data[1] & 1;
     const uint8_t *answer = data + 2;
     size_t n = size - 2, split = n ? (data[1] >> 1) % (n + 1) : 0;

@@ -1,5 +1,5 @@
 /* libFuzzer harness for the standby agent's HTTP response head parser
- * (src/agent/standby_image.c): the bytes come from the network; any input is
+ * (src/agent/standby/standby_image.c): the bytes come from the network; any input is
  * a status and a length or an error, never a crash. */
 #include <stddef.h>
 #include <stdint.h>

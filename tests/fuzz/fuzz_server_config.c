@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

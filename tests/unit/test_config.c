@@ -206,7 +206,7 @@ static void test_defaults_and_bare_vms_key(void **state)
 }
 
 /* ram_dir: an existing absolute directory; its filesystem type is checked when a
- * host agent starts (src/agent/ram_dir.c), not at load. */
+ * host agent starts (src/agent/host/ram_dir.c), not at load. */
 static void test_ram_dir(void **state)
 {
     (void)state;

@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "agent/data_image.h"
-#include "agent/standby_data.h"
+#include "agent/standby/standby_data.h"
 #include "agent/standby_migrate.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"

@@ -1,5 +1,5 @@
 /* Disk-image VMs (src/config/disk_image.c, the `image.disk` keys of
- * vm_spec.c, src/agent/host_disk.c, the QEMU argv of vm.c): formats found
+ * vm_spec.c, src/agent/host/host_disk.c, the QEMU argv of vm.c): formats found
  * from headers, bad images refused with the file named, overlays made by
  * the real qemu-img and never thrown away, the NoCloud seed's contents and
  * a real genisoimage run. */
@@ -16,8 +16,8 @@
 
 #include <cmocka.h>
 
-#include "agent/host_disk.h"
-#include "agent/vm.h"
+#include "agent/host/host_disk.h"
+#include "agent/host/vm.h"
 #include "common/cleanup.h"
 #include "config/agent_config.h"
 #include "config/disk_image.h"

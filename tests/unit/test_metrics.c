@@ -19,7 +19,7 @@
 #include "server/journal.h"
 #include "server/metrics.h"
 #include "server/server.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 #include "scrape.h"
 
 static size_t occurrences(const char *text, const char *needle)

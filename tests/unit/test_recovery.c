@@ -36,7 +36,7 @@
 #include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/server.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 #include "scrape.h"
 #include "server/service_data.h"
 
@@ -1175,6 +1175,18 @@ static json_t *journal_last(struct harness *h, const char *kind)
     return json_incref(found);
 }
 
+static size_t journal_count(struct harness *h, const char *kind)
+{
+    cleanup_json json_t *events = journal_read(server_journal(h->srv), 0, 1000, NULL);
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        n += strcmp(json_string_value(json_object_get(e, "kind")), kind) == 0;
+    }
+    return n;
+}
+
 static bool node1_closed(struct harness *h)
 {
     return h->node1.closed;
@@ -1247,8 +1259,9 @@ static void test_self_fence_off_no_switch_without_confirmed_kill(void **state)
     h.sb1_heartbeat = true;
     server_up(&h, "warm", FAST_FENCE);
     agents_up(&h, "running");
-    /* No heartbeats: lost 300 ms after hello; well past host timeout + fence timeout: */
-    assert_false(run_until_ms(&h, dns_switched, 3000));
+    /* No heartbeats: lost 300 ms after hello; well past host timeout + fence timeout,
+     * and past the refusal's retry (RECOVERY_KILL_ORDER_MS), which finds the same: */
+    assert_false(run_until_ms(&h, dns_switched, RECOVERY_KILL_ORDER_MS + 600));
     cleanup_json json_t *status =
         inventory_status_json(server_inventory(h.srv), vcr_mono_ms(), vcr_wall_ms());
     json_t *node1 = json_array_get(json_object_get(status, "hosts"), 0);
@@ -1266,6 +1279,7 @@ static void test_self_fence_off_no_switch_without_confirmed_kill(void **state)
     cleanup_json json_t *wait = journal_last(&h, "fence_wait");
     assert_non_null(wait);
     assert_false(json_is_true(json_object_get(json_object_get(wait, "detail"), "counted")));
+    assert_int_equal(journal_count(&h, "fence_wait"), 1); /* said once, not per retry */
     /* The agent is back, heartbeating: vm_kill again, answered, then the switch. */
     agent_stop(&h.node1);
     agent_start(&h.node1, h.base, server_agent_port(h.srv), "node1", "host", "running");

@@ -36,7 +36,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/server.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 #include "server/sse.h"
 
 #define TEST_KEY "0123456789abcdef-test-key"

@@ -2,7 +2,7 @@
  * its validation (src/config/volume_spec.c), the image checks, the atomic
  * copy (an earlier agent's memory file into the image), prepare, the flush
  * (an fsync of the images, in a child) and the QEMU arguments
- * (src/agent/host_volume.c, vm.c). */
+ * (src/agent/host/host_volume.c, vm.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -18,10 +18,10 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
-#include "agent/host_vm_priv.h"
-#include "agent/host_volume.h"
-#include "agent/ram_dir.h"
-#include "agent/vm.h"
+#include "agent/host/host_vm_priv.h"
+#include "agent/host/host_volume.h"
+#include "agent/host/ram_dir.h"
+#include "agent/host/vm.h"
 #include "common/cleanup.h"
 #include "config/agent_config.h"
 #include "page_cache.h"

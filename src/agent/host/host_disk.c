@@ -1,5 +1,5 @@
 /* Overlays and NoCloud seeds of disk-image VMs (host_disk.h). */
-#include "agent/host_disk.h"
+#include "agent/host/host_disk.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent/host_vm_priv.h"
+#include "agent/host/host_vm_priv.h"
 #include "agent/proc.h"
 #include "common/cleanup.h"
 #include "common/clock.h"

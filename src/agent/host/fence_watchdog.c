@@ -1,6 +1,6 @@
 /* The fence watchdog process and its decision logic (see fence_watchdog.h,
  * docs/fencing.md). */
-#include "agent/fence_watchdog.h"
+#include "agent/host/fence_watchdog.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* Accelerator choice and the KVM probe (see accel.h). */
-#include "agent/accel.h"
+#include "agent/host/accel.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 #include <jansson.h>
 
 #include "agent/proc.h"
-#include "agent/vm.h"
+#include "agent/host/vm.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"

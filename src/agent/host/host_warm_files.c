@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agent/host_warm_priv.h"
+#include "agent/host/host_warm_priv.h"
 #include "common/log.h"
 
 void warm_unlink_quiet(const struct host_vm *vm, const char *path)

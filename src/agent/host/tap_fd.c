@@ -1,5 +1,5 @@
 /* A running QEMU's tap descriptor (see tap_fd.h). */
-#include "agent/tap_fd.h"
+#include "agent/host/tap_fd.h"
 
 #include <dirent.h>
 #include <errno.h>

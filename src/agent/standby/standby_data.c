@@ -1,5 +1,5 @@
 /* A service's data on the standby side (standby_data.h, docs/data.md). */
-#include "agent/standby_data.h"
+#include "agent/standby/standby_data.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -7,7 +7,7 @@
 #ifndef VCR_AGENT_HOST_DISK_H
 #define VCR_AGENT_HOST_DISK_H
 
-#include "agent/vm.h"
+#include "agent/host/vm.h"
 #include "common/err.h"
 #include "config/vm_spec.h"
 

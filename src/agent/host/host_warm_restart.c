@@ -48,10 +48,10 @@
 
 #include <event2/event.h>
 
-#include "agent/host_vm.h"
-#include "agent/host_vm_priv.h"
-#include "agent/tap_fd.h"
-#include "agent/host_warm_priv.h"
+#include "agent/host/host_vm.h"
+#include "agent/host/host_vm_priv.h"
+#include "agent/host/tap_fd.h"
+#include "agent/host/host_warm_priv.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
@@ -106,10 +106,15 @@ bool host_vm_warm_exit_point_valid(const char *point)
 /* Test fault (agent --test-faults): the agent dies here, as if killed. */
 static void test_exit_point(const struct host_vm *vm, const char *point)
 {
+#if VCR_TEST_FAULTS
     if (strcmp(vm->warm->exit_at, point) != 0)
         return;
     log_warn("VM %s: test fault: the agent kills itself (SIGKILL) at `%s`", vm->spec->name, point);
     raise(SIGKILL);
+#else
+    (void)vm;
+    (void)point;
+#endif
 }
 
 void host_vm_warm_free(struct host_vm_warm *w)
@@ -444,15 +449,16 @@ static void on_stop(struct qmp_client *c, json_t *result, const char *error, voi
  * the sealed state into it. */
 static void load_state(struct host_vm *vm)
 {
-    struct host_vm_warm *w = vm->warm;
     cleanup_error vcr_error_t err = NULL;
-    if (w->corrupt) {
+#if VCR_TEST_FAULTS
+    if (vm->warm->corrupt) {
         if (warm_state_corrupt(vm->paths.state, &err) < 0)
             log_warn("VM %s: test fault: %s", vm->spec->name, vcr_error_msg(err));
         else
             log_warn("VM %s: test fault: state file corrupted", vm->spec->name);
         vcr_error_release(&err);
     }
+#endif
     /* The checksum first: a corrupt state must never reach QEMU. */
     if (warm_state_verify(vm->paths.state, vm->paths.state_sum, &err) < 0) {
         warm_fail(vm, "%s", vcr_error_msg(err));

@@ -1,5 +1,5 @@
 /* The host role's link to its fence watchdog (see host_fence.h). */
-#include "agent/host_fence.h"
+#include "agent/host/host_fence.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +16,8 @@
 
 #include <event2/event.h>
 
-#include "agent/fence_watchdog.h"
-#include "agent/host_vm.h"
+#include "agent/host/fence_watchdog.h"
+#include "agent/host/host_vm.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 
@@ -396,19 +396,17 @@ static json_t *fenced_entry(struct host_fence *f, const char *name, json_t **doc
     return NULL;
 }
 
-void host_fence_patch(struct host_fence *f, const char *name, json_t *obj)
+void host_fence_patch(struct host_fence *f, const char *name, enum vm_state state,
+                      const char *cause, pid_t pid, json_t *obj)
 {
-    if (f == NULL || !json_is_object(obj))
-        return;
-    const char *state = json_string_value(json_object_get(obj, "state"));
-    const char *cause = json_string_value(json_object_get(obj, "cause"));
-    if (state == NULL || strcmp(state, "crashed") != 0 || (cause && strstr(cause, "self-fenced")))
+    /* The new cause is made from the VM's own (never from obj's): patching the
+     * same object again writes the same text, with no need to look at it. */
+    if (f == NULL || !json_is_object(obj) || state != VM_STATE_CRASHED)
         return;
     cleanup_json json_t *doc = NULL;
     json_t *e = fenced_entry(f, name, &doc);
     if (e == NULL)
         return;
-    json_int_t pid = json_integer_value(json_object_get(obj, "pid"));
     if (pid > 0 && pid != json_integer_value(json_object_get(e, "pid")))
         return;
     const char *reason = json_string_value(json_object_get(doc, "reason"));

@@ -21,7 +21,7 @@
 
 #include <lxc/lxccontainer.h>
 
-#include "agent/standby_ct.h"
+#include "agent/standby/standby_ct.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"

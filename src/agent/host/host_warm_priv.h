@@ -6,8 +6,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "agent/host_vm.h"
-#include "agent/host_vm_priv.h"
+#include "agent/host/host_vm.h"
+#include "agent/host/host_vm_priv.h"
 #include "agent/warm_state.h"
 #include "qmp/qmp.h"
 

@@ -1,5 +1,5 @@
 /* /proc readings for `sample` (see host_sampler.h). */
-#include "agent/host_sampler.h"
+#include "agent/host/host_sampler.h"
 
 #include <fcntl.h>
 #include <stdio.h>

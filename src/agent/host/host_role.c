@@ -7,13 +7,13 @@
 
 #include <event2/event.h>
 
-#include "agent/accel.h"
+#include "agent/host/accel.h"
 #include "agent/agent_role.h"
-#include "agent/host_data.h"
-#include "agent/host_fence.h"
-#include "agent/host_reboot.h"
-#include "agent/host_vm.h"
-#include "agent/vm.h"
+#include "agent/host/host_data.h"
+#include "agent/host/host_fence.h"
+#include "agent/host/host_reboot.h"
+#include "agent/host/host_vm.h"
+#include "agent/host/vm.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 
@@ -98,7 +98,8 @@ static void on_vm_changed(struct host_vm *vm, int64_t ts_ms, void *opaque)
         json_object_set_new(body, "pid", json_integer(host_vm_pid(vm)));
     if (body && host_vm_has_process(vm) && host_vm_qemu(vm))
         json_object_set_new(body, "qemu", json_string(host_vm_qemu(vm)));
-    host_fence_patch(r->fence, host_vm_name(vm), body);
+    host_fence_patch(r->fence, host_vm_name(vm), host_vm_state(vm), host_vm_cause(vm),
+                     host_vm_pid(vm), body);
     host_fence_sync(r->fence, r->vms, r->n_vms);
     agent_report_event(r->agent, body);
     size_t i = vm_index(r, vm);
@@ -242,7 +243,9 @@ static json_t *host_vm_list(struct agent *a)
     json_t *list = json_array();
     for (size_t i = 0; list && i < r->n_vms; i++) {
         json_t *vm = host_vm_json(r->vms[i]);
-        host_fence_patch(r->fence, host_vm_name(r->vms[i]), vm);
+        const struct host_vm *v = r->vms[i];
+        host_fence_patch(r->fence, host_vm_name(v), host_vm_state(v), host_vm_cause(v),
+                         host_vm_has_process(v) ? host_vm_pid(v) : 0, vm);
         json_array_append_new(list, vm);
     }
     return list;
@@ -328,10 +331,11 @@ static int order_warm_restart(struct host_role *r, size_t i, json_t *id, const c
     json_t *exit_at = json_object_get(order, "agent_exit_for_test");
     if (qemu && !json_is_string(qemu) && !json_is_null(qemu))
         return vcr_error_make(err, EINVAL, "`qemu` must be a path string");
-    if ((corrupt || exit_at) && !a->test_faults)
+    if ((corrupt || exit_at) && !(VCR_TEST_FAULTS && a->test_faults))
         return vcr_error_make(err, EINVAL,
                               "`corrupt_state_for_test` and `agent_exit_for_test` need an agent "
-                              "run with --test-faults");
+                              "%s with --test-faults",
+                              VCR_TEST_FAULTS ? "run" : "built (meson -Dtest_faults=true) and run");
     if (exit_at && !host_vm_warm_exit_point_valid(json_string_value(exit_at)))
         return vcr_error_make(err, EINVAL,
                               "`agent_exit_for_test` must be one of: " HOST_VM_WARM_EXIT_POINTS);

@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "agent/host_sampler.h"
-#include "agent/host_vm.h"
+#include "agent/host/host_sampler.h"
+#include "agent/host/host_vm.h"
 #include "agent/proc.h"
 #include "qmp/qmp.h"
 

@@ -1,6 +1,6 @@
 /* VM supervision on a host (see host_vm.h). */
-#include "agent/host_vm.h"
-#include "agent/host_vm_priv.h"
+#include "agent/host/host_vm.h"
+#include "agent/host/host_vm_priv.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,9 +13,9 @@
 
 #include <event2/event.h>
 
-#include "agent/host_data.h"
-#include "agent/host_sampler.h"
-#include "agent/host_volume.h"
+#include "agent/host/host_data.h"
+#include "agent/host/host_sampler.h"
+#include "agent/host/host_volume.h"
 #include "agent/proc.h"
 #include "common/cleanup.h"
 #include "common/clock.h"

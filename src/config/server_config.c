@@ -5,7 +5,7 @@
  * libcyaml 1.3 reads `heartbeat_ms: 1.5` or `1e3` as the integer 1 without a
  * word, and a monitoring timeout silently off by a factor of 1000 is worse
  * than a strict parser. */
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 #include <arpa/inet.h>
 #include <cyaml/cyaml.h>
@@ -19,6 +19,7 @@
 #include "common/hostport.h"
 #include "proto/proto.h"
 #include "proto/proto_tls.h"
+#include "config/config_internal.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
@@ -145,54 +146,10 @@ static const char *allowed_for(const char *key)
     return "a value";
 }
 
-/* Collects one line per problem, so that one --config-test run shows them all. */
-struct report {
-    FILE *out;
-    char *text;
-    size_t len;
-    const char *origin;
-    unsigned count;
-};
-
-static void report_add(struct report *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void report_add(struct report *r, const char *fmt, ...)
-{
-    if (r->count++)
-        fputc('\n', r->out);
-    fprintf(r->out, "config `%s`: ", r->origin);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(r->out, fmt, ap);
-    va_end(ap);
-}
-
-static int report_finish(struct report *r, vcr_error_t *err)
-{
-    fclose(r->out);
-    r->out = NULL;
-    int ret = r->count ? vcr_error_make(err, EINVAL, "%s", r->text ? r->text : "invalid") : 0;
-    free(r->text);
-    return ret;
-}
-
-/* --- what libcyaml logged, made into a message naming the key --- */
-
-struct cyaml_capture {
-    char text[4096];
-    size_t len;
-};
-
-static void capture_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
-{
-    struct cyaml_capture *c = ctx;
-    if (level < CYAML_LOG_ERROR || c->len >= sizeof(c->text) - 1)
-        return;
-    int n = vsnprintf(c->text + c->len, sizeof(c->text) - c->len, fmt, args);
-    if (n > 0)
-        c->len += (size_t)n < sizeof(c->text) - c->len ? (size_t)n : sizeof(c->text) - c->len - 1;
-}
+/* Problems go to a config_report (config_errors.c, shared with the agent's
+ * configuration), one line each, so that one --config-test run shows them all;
+ * vcr-server words them "config `FILE`: ..." (config_report_finish_each). */
+#define report_add(r, ...) config_report_add((r), NULL, __VA_ARGS__)
 
 static const char *node_noun(const char *event)
 {
@@ -206,32 +163,20 @@ static const char *node_noun(const char *event)
 /* libcyaml logs "Load: <message>", "Load: Backtrace:", then "in mapping field
  * 'KEY' (line: N, column: M)" frames; this reads those back.  Their wording is
  * libcyaml's, so anything unrecognised is passed on as it is. */
-static void report_cyaml_failure(struct report *r, char *log, cyaml_err_t status)
+static void report_cyaml_failure(struct config_report *r, cyaml_err_t status)
 {
+    cleanup_free char *log = r->cyaml_log ? strdup(r->cyaml_log) : NULL;
     char *message = NULL;
+    struct config_frame frames[CONFIG_MAX_FRAMES];
+    int n = log ? config_cyaml_frames(log, &message, frames) : 0;
+    /* The key at fault is the innermost field named; the line, the innermost known. */
     char field[128] = "";
     int line = 0;
-    for (char *save = NULL, *l = strtok_r(log, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-        while (*l == ' ')
-            l++;
-        if (strncmp(l, "Load: ", 6) == 0)
-            l += 6;
-        while (*l == ' ')
-            l++;
-        if (message == NULL && strcmp(l, "Backtrace:") != 0) {
-            message = l;
-        } else if (strncmp(l, "in mapping field '", 18) == 0 && field[0] == '\0') {
-            const char *end = strchr(l + 18, '\'');
-            size_t n = end ? (size_t)(end - (l + 18)) : 0;
-            if (n < sizeof(field)) {
-                memcpy(field, l + 18, n);
-                field[n] = '\0';
-            }
-        }
-        const char *at = strstr(l, "(line: ");
-        if (at && line == 0)
-            line = atoi(at + 7);
-    }
+    for (int i = 0; i < n && field[0] == '\0'; i++)
+        if (frames[i].kind == CONFIG_FRAME_FIELD)
+            snprintf(field, sizeof(field), "%s", frames[i].name);
+    for (int i = 0; i < n && line == 0; i++)
+        line = frames[i].line;
     char where[32] = "";
     if (line > 0)
         snprintf(where, sizeof(where), "line %d: ", line);
@@ -267,7 +212,7 @@ static void report_cyaml_failure(struct report *r, char *log, cyaml_err_t status
 
 /* --- field conversions --- */
 
-static void take_address(struct report *r, const char *key, const char *value, char **host,
+static void take_address(struct config_report *r, const char *key, const char *value, char **host,
                          uint16_t *port)
 {
     cleanup_error vcr_error_t err = NULL;
@@ -292,7 +237,7 @@ static void take_address(struct report *r, const char *key, const char *value, c
     *host = steal_pointer(&h);
 }
 
-static void take_ms(struct report *r, const char *key, const char *value, uint32_t min,
+static void take_ms(struct config_report *r, const char *key, const char *value, uint32_t min,
                     uint32_t max, uint32_t *out)
 {
     size_t n = strspn(value, "0123456789");
@@ -311,7 +256,7 @@ static void take_ms(struct report *r, const char *key, const char *value, uint32
 
 /* Only the two YAML 1.2 core spellings: `yes`, `on` or `1` are YAML 1.1 habits
  * that other readers of the same file may take differently. */
-static void take_bool(struct report *r, const char *key, const char *value, bool *out)
+static void take_bool(struct config_report *r, const char *key, const char *value, bool *out)
 {
     if (strcmp(value, "true") == 0)
         *out = true;
@@ -333,8 +278,8 @@ static char *resolve_path(const char *base_dir, const char *value)
     return out;
 }
 
-static void take_path(struct report *r, const char *key, const char *value, const char *base_dir,
-                      char **out)
+static void take_path(struct config_report *r, const char *key, const char *value,
+                      const char *base_dir, char **out)
 {
     if (value[0] == '\0') {
         report_add(r, "`%s`: empty; allowed: %s", key, allowed_for(key));
@@ -382,7 +327,7 @@ struct server_config *server_config_defaults(vcr_error_t *err)
     return cfg;
 }
 
-static void take_count(struct report *r, const char *key, const char *value, uint32_t min,
+static void take_count(struct config_report *r, const char *key, const char *value, uint32_t min,
                        uint32_t max, uint32_t *out)
 {
     size_t n = strspn(value, "0123456789");
@@ -402,7 +347,7 @@ static bool valid_host_name(const char *s)
            strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
-static void convert_migration(struct report *r, const struct raw_migration *m,
+static void convert_migration(struct config_report *r, const struct raw_migration *m,
                               struct server_config *cfg)
 {
     uint32_t pct = 0;
@@ -443,8 +388,8 @@ static void report_line(void *ctx, const char *line)
 }
 
 /* `images`, `images_listen`, and every service's `standby.image` against them. */
-static void convert_images(struct report *r, const struct raw_config *raw, const char *base_dir,
-                           struct server_config *cfg)
+static void convert_images(struct config_report *r, const struct raw_config *raw,
+                           const char *base_dir, struct server_config *cfg)
 {
     images_config_convert(raw->images, raw->images_count, base_dir, &cfg->images, &cfg->n_images,
                           report_line, r);
@@ -477,7 +422,7 @@ static void convert_images(struct report *r, const struct raw_config *raw, const
 }
 
 /* TLS is required unless the file says `insecure: true` (docs/security.md). */
-static void convert_tls(struct report *r, const struct raw_config *raw, const char *base_dir,
+static void convert_tls(struct config_report *r, const struct raw_config *raw, const char *base_dir,
                         struct server_config *cfg)
 {
     if (raw->insecure)
@@ -513,7 +458,7 @@ static void convert_tls(struct report *r, const struct raw_config *raw, const ch
         report_add(r, "%s", vcr_error_msg(err));
 }
 
-static void convert(struct report *r, const struct raw_config *raw, const char *base_dir,
+static void convert(struct config_report *r, const struct raw_config *raw, const char *base_dir,
                     struct server_config *cfg)
 {
     if (raw->listen)
@@ -565,24 +510,19 @@ static void convert(struct report *r, const struct raw_config *raw, const char *
 static struct server_config *parse(const char *yaml, size_t len, const char *origin,
                                    const char *base_dir, vcr_error_t *err)
 {
-    struct cyaml_capture capture = {.len = 0};
+    struct config_report r = {.schema = &raw_schema};
     const cyaml_config_t cyaml_cfg = {
-        .log_fn = capture_log,
-        .log_ctx = &capture,
+        .log_fn = config_cyaml_log,
+        .log_ctx = &r,
         .mem_fn = cyaml_mem,
         .log_level = CYAML_LOG_ERROR,
         .flags = CYAML_CFG_DEFAULT,
     };
-    struct report r = {.origin = origin};
-    r.out = open_memstream(&r.text, &r.len);
-    if (r.out == NULL) {
-        vcr_error_errno(err, "config `%s`", origin);
-        return NULL;
-    }
     struct server_config *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL || apply_defaults(cfg) < 0) {
         report_add(&r, "out of memory");
-        report_finish(&r, err);
+        config_report_finish_each(&r, origin, err);
+        config_report_release(&r);
         server_config_free(cfg);
         return NULL;
     }
@@ -590,11 +530,13 @@ static struct server_config *parse(const char *yaml, size_t len, const char *ori
     cyaml_err_t status = cyaml_load_data((const uint8_t *)yaml, len, &cyaml_cfg, &raw_schema,
                                          (cyaml_data_t **)&raw, NULL);
     if (status != CYAML_OK)
-        report_cyaml_failure(&r, capture.text, status);
+        report_cyaml_failure(&r, status);
     else if (raw != NULL)
         convert(&r, raw, base_dir, cfg);
     cyaml_free(&cyaml_cfg, &raw_schema, raw, 0);
-    if (report_finish(&r, err) < 0) {
+    int ret = config_report_finish_each(&r, origin, err);
+    config_report_release(&r);
+    if (ret < 0) {
         server_config_free(cfg);
         return NULL;
     }

@@ -19,8 +19,8 @@
 
 #include "agent/agent_role.h"
 #include "agent/standby.h"
-#include "agent/standby_ct.h"
-#include "agent/standby_data.h"
+#include "agent/standby/standby_ct.h"
+#include "agent/standby/standby_data.h"
 #include "agent/data_image.h"
 #include "agent/standby_job.h"
 #include "agent/standby_migrate.h"
@@ -385,7 +385,7 @@ static int prune_work(struct standby_pending *p, vcr_error_t *err)
 static int job_work(void *arg, vcr_error_t *err)
 {
     struct standby_pending *p = arg;
-    if (p->hold_ms > 0) {
+    if (VCR_TEST_FAULTS && p->hold_ms > 0) {
         struct timespec ts = {.tv_sec = p->hold_ms / 1000,
                               .tv_nsec = (p->hold_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -553,11 +553,14 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
     bool create = strcmp(action, "container_create") == 0;
     bool restore = strcmp(action, "container_restore") == 0;
     json_t *hold = json_object_get(msg, "hold_for_test_ms");
-    if (hold && (!a->test_faults || !json_is_integer(hold) || json_integer_value(hold) < 0 ||
+    bool faults = VCR_TEST_FAULTS && a->test_faults;
+    if (hold && (!faults || !json_is_integer(hold) || json_integer_value(hold) < 0 ||
                  json_integer_value(hold) > 60000)) {
         agent_reply(a, id, false,
-                    a->test_faults ? "`hold_for_test_ms` must be an integer from 0 to 60000"
-                                   : "`hold_for_test_ms` needs an agent run with --test-faults");
+                    faults            ? "`hold_for_test_ms` must be an integer from 0 to 60000"
+                    : VCR_TEST_FAULTS ? "`hold_for_test_ms` needs an agent run with --test-faults"
+                                      : "`hold_for_test_ms` needs an agent built (meson "
+                                        "-Dtest_faults=true) and run with --test-faults");
         return;
     }
     struct standby_pending *p = calloc(1, sizeof(*p));

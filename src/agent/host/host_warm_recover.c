@@ -13,10 +13,10 @@
 
 #include <event2/event.h>
 
-#include "agent/host_vm.h"
-#include "agent/host_warm_priv.h"
-#include "agent/host_vm_priv.h"
-#include "agent/tap_fd.h"
+#include "agent/host/host_vm.h"
+#include "agent/host/host_warm_priv.h"
+#include "agent/host/host_vm_priv.h"
+#include "agent/host/tap_fd.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"

@@ -1,5 +1,5 @@
 /* QEMU command line and VM state machine (see vm.h). */
-#include "agent/vm.h"
+#include "agent/host/vm.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent/host_volume.h"
+#include "agent/host/host_volume.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 

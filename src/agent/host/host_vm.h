@@ -16,9 +16,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "agent/ram_dir.h"
-#include "agent/host_disk.h"
-#include "agent/vm.h"
+#include "agent/host/ram_dir.h"
+#include "agent/host/host_disk.h"
+#include "agent/host/vm.h"
 #include "common/err.h"
 #include "config/vm_spec.h"
 

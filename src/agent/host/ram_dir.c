@@ -1,5 +1,5 @@
 /* RAM files on tmpfs or hugetlbfs (see ram_dir.h). */
-#include "agent/ram_dir.h"
+#include "agent/host/ram_dir.h"
 
 #include <errno.h>
 #include <fcntl.h>

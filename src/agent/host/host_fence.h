@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/types.h>
+
+#include "agent/host/vm.h"
 #include "common/err.h"
 
 struct event_base;
@@ -40,10 +43,11 @@ uint32_t host_fence_effective_timeout(uint32_t configured_ms, uint32_t fence_aft
 void host_fence_feed(struct host_fence *f, int64_t evidence_ms);
 /* The VMs' current QEMU processes: sent to the watchdog when they changed. */
 void host_fence_sync(struct host_fence *f, struct host_vm *const *vms, size_t n);
-/* obj: a `vm` object or vm_event body ({state, pid?, cause}) of VM name.  If the
- * watchdog killed that QEMU, cause becomes `self-fenced: no server contact for
- * N ms (<cause>)`. */
-void host_fence_patch(struct host_fence *f, const char *name, json_t *obj);
+/* obj: the `vm` object or vm_event body of VM name, made from its state, cause
+ * and QEMU pid (0: none).  If the watchdog killed that QEMU, obj's cause
+ * becomes `self-fenced: no server contact for N ms (<cause>)`. */
+void host_fence_patch(struct host_fence *f, const char *name, enum vm_state state,
+                      const char *cause, pid_t pid, json_t *obj);
 /* Whether VM name was self-fenced and has not run since: it is not autostarted. */
 bool host_fence_blocks_autostart(struct host_fence *f, const char *name);
 /* Closes the connection; the watchdog keeps counting (docs/fencing.md). */

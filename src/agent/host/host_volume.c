@@ -1,6 +1,6 @@
 /* Data volumes: images, their preparation and flushes (see host_volume.h). */
-#include "agent/host_volume.h"
-#include "agent/host_vm_priv.h"
+#include "agent/host/host_volume.h"
+#include "agent/host/host_vm_priv.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -14,7 +14,7 @@
  * crash-consistent, which ext4's journal is made for.  The packing (and the
  * unpacking at a restore) reads megabytes: it runs in a child process
  * (standby_job.h) so that the loop goes on. */
-#include "agent/host_data.h"
+#include "agent/host/host_data.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,7 +26,7 @@
 
 #include "agent/agent_role.h"
 #include "agent/data_image.h"
-#include "agent/host_vm_priv.h"
+#include "agent/host/host_vm_priv.h"
 #include "agent/standby_job.h"
 #include "agent/standby_migrate.h"
 #include "common/cleanup.h"

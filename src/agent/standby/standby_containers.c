@@ -1,6 +1,6 @@
 /* Containers through liblxc: create (overlay + configuration), start, stop,
  * destroy, adopt, and their load from cgroup v1 counters. */
-#include "agent/standby_ct.h"
+#include "agent/standby/standby_ct.h"
 
 #include <errno.h>
 #include <stdio.h>

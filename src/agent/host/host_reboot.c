@@ -19,9 +19,9 @@
 #include <event2/event.h>
 
 #include "agent/agent_role.h"
-#include "agent/host_reboot.h"
-#include "agent/host_vm_priv.h"
-#include "agent/host_volume.h"
+#include "agent/host/host_reboot.h"
+#include "agent/host/host_vm_priv.h"
+#include "agent/host/host_volume.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
