@@ -1953,6 +1953,18 @@ static bool fence_down(void *arg)
     return strcmp(fence_watchdog_state(arg), "down") == 0;
 }
 
+/* The host role's link to a watchdog in dir (5000 ms; "/bin/false" if it must
+ * spawn one), reporting its changes into *seen. */
+static struct host_fence *fence_for_test(struct event_base *base, const char *dir,
+                                         struct fence_watch *seen)
+{
+    cleanup_error vcr_error_t err = NULL;
+    struct host_fence *f =
+        host_fence_new(base, dir, 5000, "/bin/false", on_fence_changed, seen, &err);
+    assert_non_null(f);
+    return f;
+}
+
 /* What the agent tells the server it may count on (docs/fencing.md,
  * "Reporting"): armed once attached; a pause asked of the watchdog directly
  * (`--fence-watchdog DIR --pause MS`) and its end; a watchdog gone. */
@@ -1964,10 +1976,7 @@ static void test_host_fence_reports_pause_and_down(void **state)
     pid_t wd = spawn_watchdog(dir, 5000);
     struct event_base *base = event_base_new();
     struct fence_watch seen = {0};
-    cleanup_error vcr_error_t err = NULL;
-    struct host_fence *f =
-        host_fence_new(base, dir, 5000, "/bin/false", on_fence_changed, &seen, &err);
-    assert_non_null(f);
+    struct host_fence *f = fence_for_test(base, dir, &seen);
     assert_true(run_until(base, fence_armed, f, 2000));
     cleanup_json json_t *armed = host_fence_report(f);
     assert_int_equal(json_integer_value(json_object_get(armed, "timeout_ms")), 5000);
@@ -2011,10 +2020,7 @@ static void test_host_fence_patch_typed(void **state)
     assert_int_equal(json_dump_file(doc, path, 0), 0);
     struct event_base *base = event_base_new();
     struct fence_watch seen = {0};
-    cleanup_error vcr_error_t err = NULL;
-    struct host_fence *f =
-        host_fence_new(base, dir, 5000, "/bin/false", on_fence_changed, &seen, &err);
-    assert_non_null(f);
+    struct host_fence *f = fence_for_test(base, dir, &seen);
     const char *killed = "qemu killed by signal 9";
     const char *want = "self-fenced: no server contact for 5000 ms (qemu killed by signal 9)";
     cleanup_json json_t *obj = json_pack("{s:s}", "cause", killed);
