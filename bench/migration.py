@@ -389,6 +389,17 @@ def other(host):
     return SB[1][0] if host == SB[0][0] else SB[0][0]
 
 
+def copy_rate(out):
+    """MB/s of the image (and data) copies: their bytes over the server's copy phases."""
+    ms = {p["phase"]: p["ms"] for p in out.get("phases") or []}
+    done = [k for k in ("copy_pre", "copy", "data_copy") if k in ms]
+    secs = sum(ms[k] for k in done) / 1000
+    nbytes = ((out.get("pre_bytes") or 0 if "copy_pre" in done else 0)
+              + (out.get("final_bytes") or 0 if "copy" in done else 0)
+              + ((out.get("data") or {}).get("bytes") or 0 if "data_copy" in done else 0))
+    return round(nbytes / 1e6 / secs, 3) if secs > 0 and nbytes else ""
+
+
 def marker_after(err):
     """debian-vol: 1 when the container serves the volume's marker after the run."""
     if GUEST != "debian-vol":
@@ -450,8 +461,12 @@ def one_run(cl, method, mb, run, src):
     phases = " ".join(f"{p['phase']}:{p['ms']}" for p in out.get("phases") or [])
     row = {"guest": GUEST, "method": method, "mem_mb": mb, "run": run, "ok": int(err is None),
            "total_s": round(total, 3),
-           "server_total_s": round(out["total_ms"] / 1000, 3) if "total_ms" in out else "",
-           "downtime_s": round(out["downtime_ms"] / 1000, 3) if "downtime_ms" in out else "",
+           "server_total_s": round(out["total_ms"] / 1000, 3) if out.get("total_ms") else "",
+           # A failed migration's downtime_ms is null: the run is recorded as failed.
+           "downtime_s": (round(out["downtime_ms"] / 1000, 3)
+                          if out.get("downtime_ms") is not None else ""),
+           "downtime_ms": out.get("downtime_ms") if out.get("downtime_ms") is not None else "",
+           "copy_mb_s": copy_rate(out),
            "client_downtime_s": "" if client_down is None else round(client_down, 3),
            "pre_bytes": out.get("pre_bytes", ""), "final_bytes": out.get("final_bytes", ""),
            "state_kept": int(kept), "counter_before": c0, "counter_after": c1,
@@ -515,7 +530,7 @@ def settle(cl, expected):
 COLS = ["guest", "method", "mem_mb", "run", "ok", "total_s", "server_total_s", "downtime_s",
         "client_downtime_s", "pre_bytes", "final_bytes", "state_kept", "counter_before",
         "counter_after", "hog_rss_kb", "from", "to", "phases", "volume_mb", "data_bytes",
-        "data_kept"]
+        "data_kept", "downtime_ms", "copy_mb_s"]
 GUESTS = ["busybox", "debian", "debian-vol"]
 GUEST_VMS = {
     "busybox": "two standby VMs of 512 MB, 2 vCPUs, Debian 6.1 kernel + busybox initramfs "
@@ -560,7 +575,7 @@ def medians(rows):
         d = {"n": len(rs), "kept": sum(int(r["state_kept"]) for r in rs),
              "data_kept": sum(int(r.get("data_kept") or 0) for r in rs)}
         for c in ("total_s", "downtime_s", "client_downtime_s", "pre_bytes", "final_bytes",
-                  "hog_rss_kb", "data_bytes"):
+                  "hog_rss_kb", "data_bytes", "copy_mb_s"):
             xs = [float(r[c]) for r in rs if r.get(c) not in ("", None)]
             d[c] = statistics.median(xs) if xs else None
             d[c + "_min"], d[c + "_max"] = (min(xs), max(xs)) if xs else (None, None)
@@ -605,8 +620,24 @@ def argv_without_notes():
     return " ".join(out)
 
 
+def backfill(r):
+    """Rows written before the copy_mb_s and downtime_ms columns: both from the row's own
+    phases, sizes and downtime."""
+    if r.get("copy_mb_s") in ("", None) and int(r["ok"]) and r.get("phases"):
+        phases = [{"phase": x.split(":")[0], "ms": float(x.split(":")[1])}
+                  for x in r["phases"].split()]
+        out = {"phases": phases, "pre_bytes": int(r["pre_bytes"] or 0),
+               "final_bytes": int(r["final_bytes"] or 0),
+               "data": {"bytes": int(r["data_bytes"])} if r.get("data_bytes") else None}
+        r["copy_mb_s"] = copy_rate(out)
+    if r.get("downtime_ms") in ("", None) and r.get("downtime_s") not in ("", None):
+        r["downtime_ms"] = round(float(r["downtime_s"]) * 1000)
+    return r
+
+
 def write_report(rows, args, mach, elapsed, notes, generated=None):
     os.makedirs(RESULTS, exist_ok=True)
+    rows = [backfill(dict(r)) for r in rows]
     with open(os.path.join(RESULTS, "migration.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLS)
         w.writeheader()
@@ -653,6 +684,10 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
              "container's address every 10 ms (bench/warm_vm.py's poller: raw sockets, 0.2 s "
              "timeout); the longest gap between two good answers. It ends when the server "
              "answers again, after the command returned for cold-move.")
+    L.append("- **copy MB/s**: the bytes of the images (pre-dump, final, and the data "
+             "volume's packed copy when it moves) over the time of the server's copy phases "
+             "(`copy_pre`, `copy`, `data_copy`); `downtime_ms` in the CSV is the server's "
+             "downtime in ms. A failed run is a row with `ok` 0 and its error in the Notes.")
     L.append("- **state kept**: the container's counter (`GET /count`, +1 a second in a "
              "shell's memory) read just before and just after: kept if it went on, not if "
              "it started again at 1 (runs kept / runs).")
@@ -661,8 +696,8 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
     L.append("## Results\n")
     L.append("| guest | M MB | method | total s | server downtime s | client downtime s | "
              "pre-dump MB | final MB | state kept | hog MB | data volume MB (packed) | "
-             "data kept | runs |")
-    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "data kept | copy MB/s | runs |")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for g in guests:
         for k in mems[g]:
             for m in METHODS:
@@ -670,7 +705,7 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
                 if not d:
                     if any(guest_of(r) == g and r["method"] == m and int(r["mem_mb"]) == k
                            for r in rows):
-                        L.append(f"| {g} | {k} | {m} | failed | | | | | | | | | 0 |")
+                        L.append(f"| {g} | {k} | {m} | failed | | | | | | | | | | 0 |")
                     continue
                 hog_mb = ("-" if d["hog_rss_kb"] is None
                           else format(d["hog_rss_kb"] / 1024, ".1f"))
@@ -680,7 +715,7 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
                          f"{mb(d['final_bytes'])} | {d['kept']}/{d['n']} | {hog_mb} | "
                          + (f"{vols.get(g, '-')} ({mb(d['data_bytes'])}) | "
                             f"{d['data_kept']}/{d['n']} | " if d['data_bytes'] is not None
-                            else "- | - | ") + f"{d['n']} |")
+                            else "- | - | ") + f"{span(d, 'copy_mb_s')} | {d['n']} |")
     L.append("")
     L.append("![downtime and total vs memory held](migration.png)\n")
     L.append("## Where the time goes (live methods, medians of the server's phases, s)\n")
