@@ -125,9 +125,12 @@ def rig(lab, tmp_path_factory):
                                CT_ADDR)
     svc["standby"]["image"] = "ct-nginx"
     svc["data"] = {"volume": "vcrdata", "path": "/srv/data", "interval_s": 0}
+    # 20 failures (10 s): cloud-init's runcmd (below) stops Redis, which had answered, and
+    # starts it again on the volume; under TCG on a loaded machine that took more than 3
+    # probes (1.5 s) twice, and the recovery then killed the primary during the fixture.
     kv = labkit.service_entry(KV, "debhost", PRIMARY, P_ADDR, "cold", STANDBY, KV_CT, KV_ADDR,
                               port=6379, check={"type": "redis", "interval_ms": 500,
-                                                "timeout_ms": 400, "failures": 3})
+                                                "timeout_ms": 400, "failures": 20})
     kv["standby"]["image"] = "ct-redis"
     kv["data"] = {"volume": "kvdata", "path": "/var/lib/redis"}
     d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image, redis_image],
