@@ -8,7 +8,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
         format format-check lab-up lab-down clean deb bench-recovery bench-recovery-debian bench-warm-vm \
-        bench-warm-cache bench-migration bench-migration-debian bench-faults bench-standby-cost \
+        bench-warm-cache bench-migration bench-migration-debian bench-migration-debian-vol bench-faults bench-standby-cost \
         bench-overhead image-debian image-standby-disk fuzz-long
 
 all: build
@@ -109,6 +109,11 @@ bench-migration: build image
 # image-debian image-standby-disk).
 bench-migration-debian: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD) --guest debian --merge
+
+# The same with the service's data volume attached to the container (64 MB, 8 MB of random
+# bytes in it), which each migration carries (docs/migration.md "Data"); live methods only.
+bench-migration-debian-vol: build image
+	/usr/bin/python3 bench/migration.py --build $(BUILD) --guest debian-vol --merge
 
 # Memory of N warm nginx standbys: one Debian standby VM with N containers vs N Debian VMs.
 bench-standby-cost: build image

@@ -13,13 +13,20 @@ and forth between them.  --guest chooses them (the `guest` column of the CSV):
            2 vCPUs); the container is made from the `ct-nginx` image the server
            delivers (`images:`), its cmd given by this script (DEBIAN_CMD): a shell
            holding M MB of non-zero bytes (one M per run of the script, --mem),
-           a shell counting seconds into /srv/www/count, then nginx as PID 1.  The
-           service's data volume is not migrated: the product's migration carries the
-           CRIU images and the overlay's upper directory only (src/server/migrate.c;
-           a data volume is attached at recovery, docs/data.md), so the container has
-           none.  Provisioning is off (provision_warm: false): the bench creates the
+           a shell counting seconds into /srv/www/count, then nginx as PID 1.  No data
+           volume (debian-vol below has one).  Provisioning is off (provision_warm: false): the bench creates the
            container itself (cold-move included) through the API, with the image object
            provisioning would send (`vcr container create` has no image option).
+  debian-vol  the same, and the container has the service's data volume attached, which
+           every migration carries (docs/migration.md "Data"): a busybox primary VM (under
+           the same host agent) holds a --volume-mb MB ext4 volume with --volume-fill-mb MB
+           of random bytes (does not compress) and a marker file; the service (warm, its
+           data {volume, path /srv/www/vol}) is failed over once by `vcr failover`
+           (the primary fenced, its volume copied and attached to the container, which
+           restarts: its hog fills again), then the container moves back and forth.
+           `GET /vol/marker.txt` after each run tells whether the data came along
+           (`data_kept`).  Methods: live-precopy and live-full only (a cold move
+           recreates the container without its data: no baseline for the volume).
 Each (method, M) point is repeated --runs times, methods interleaved within a run (load
 on this shared machine varies); the median is reported.  Writes
 bench/results/migration.{md,csv} and migration.png (gnuplot).
@@ -41,7 +48,9 @@ initrd-standby.img (labkit.initrd_with_files), in the busybox template's /www/cg
 
 Runs inside its own lab namespace (VCR_LAB_NS, default vcrbmig) and tears it down.
 `make bench-migration` runs the busybox guest, `make bench-migration-debian` the Debian
-one (--guest debian, M = 100 MB); both with --merge, so each keeps the other's rows.
+one (--guest debian, M = 100 MB), `make bench-migration-debian-vol` the Debian one with the
+data volume (--guest debian-vol, M = 100 MB, a 64 MB volume holding 8 MB); all with
+--merge, so each keeps the others' rows.
 """
 import argparse
 import csv
@@ -67,6 +76,10 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 HOST = "bmhost"
 SB = [("sb31", 0, "10.77.0.31"), ("sb32", 1, "10.77.0.32")]
 CT, SERVICE, CT_ADDR = "migb", "migb", "10.77.0.36"
+# debian-vol: the service's primary (a busybox lab VM under the same host agent), its volume
+# and where the container sees it (nginx serves /srv/www).
+PRIMARY, P_INDEX, P_ADDR = "migb-primary", 2, "10.77.0.33"
+VOL_PATH, MARKER = "/srv/www/vol", "marker.txt"
 TEMPLATE_DIR = "var/lib/vcr/templates/busybox"  # lab/build-image TEMPLATE_DIR
 BOOT_TIMEOUT = 300
 DEBIAN_BOOT_TIMEOUT = 420  # two systemd guests booting together under TCG
@@ -119,13 +132,15 @@ printf 'Content-Type: text/plain\r\n\r\nheld %s rss %s\n' "$mb" "$rss"
 class Cluster:
     """vcr-server and one host agent running the two standby VMs."""
 
-    def __init__(self, build, work, debian_mb=1024, debian_hog_mb=0):
+    def __init__(self, build, work, debian_mb=1024, debian_hog_mb=0, volume=(64, 8)):
         self.build, self.work = build, work
+        self.volume = volume  # debian-vol: (size MB, random MB in it)
+        self.marker = None  # debian-vol: the marker file's text
         self.vcr = labkit.Vcr(build)
         self.image = None  # debian: the image object of a create order
         cfg = os.path.join(work, "server.yaml")
         journal = os.path.join(work, "journal.db")
-        if GUEST == "debian":
+        if GUEST.startswith("debian"):
             vms = self.debian_config(cfg, journal, debian_mb, debian_hog_mb)
         else:
             labkit.write_server_config(cfg, journal, heartbeat_ms=500, host_timeout_ms=5000)
@@ -136,7 +151,10 @@ class Cluster:
         labkit.write_agent_config(acfg, HOST, state, vms, accel="tcg")
         self.agent = agent_proc(build, acfg, os.path.join(work, "agent.log"), "--stop-vms-on-exit")
         t = time.monotonic()
-        boot = DEBIAN_BOOT_TIMEOUT if GUEST == "debian" else BOOT_TIMEOUT
+        boot = DEBIAN_BOOT_TIMEOUT if GUEST.startswith("debian") else BOOT_TIMEOUT
+        if GUEST == "debian-vol":
+            labkit.wait_for(f"{PRIMARY} serving", lambda: labkit.http_get(P_ADDR), boot,
+                            interval=0.5)
         for name, _, _ in SB:
             labkit.wait_for(f"{name} running",
                             lambda n=name: (self.vcr.vm(n) or {}).get("state") == "running",
@@ -185,12 +203,58 @@ class Cluster:
                                    check={"type": "http", "path": "/", "interval_ms": 500,
                                           "timeout_ms": 400, "failures": 3, "boot_grace_ms": 0})
         svc["standby"]["image"] = img["name"]
+        vms = []
+        if GUEST == "debian-vol":
+            svc = self.volume_service(svc, vms)
         labkit.write_server_config(cfg, journal, heartbeat_ms=500, host_timeout_ms=5000,
                                    dns=True, images=[img], services=[svc], standby_insecure=True)
         with open(cfg, "a") as f:
             f.write("provision_warm: false\n")
         return [labkit.debian_standby_vm_entry(name, index, address, disk, memory_mb=memory_mb)
-                for name, index, address in SB]
+                for name, index, address in SB] + vms
+
+    def volume_service(self, svc, vms):
+        """debian-vol: the service gets a real primary (a busybox lab VM) whose volume
+        holds self.volume[1] MB of random bytes and a marker; its data is attached to the
+        container by one failover (attach_data)."""
+        size_mb, fill_mb = self.volume
+        src = os.path.join(self.work, "volume")
+        os.makedirs(src)
+        with open(os.path.join(src, "random.bin"), "wb") as f:
+            f.write(os.urandom(fill_mb << 20))
+        self.marker = f"bench-migration volume {time.time():.3f}\n"
+        with open(os.path.join(src, MARKER), "w") as f:
+            f.write(self.marker)
+        vm = labkit.vm_entry(PRIMARY, P_INDEX, P_ADDR)
+        vm["volumes"] = [{"name": "vol", "size_mb": size_mb, "source_dir": src,
+                          "image": os.path.join(self.work, "vol.img"), "mount": "/vol",
+                          "cache": "none"}]
+        vms.append(vm)
+        svc = labkit.service_entry(SERVICE, HOST, PRIMARY, P_ADDR, "warm", SB[0][0], CT,
+                                   CT_ADDR)
+        svc["standby"]["image"] = "ct-nginx"
+        svc["data"] = {"volume": "vol", "path": VOL_PATH, "interval_s": 0}
+        return svc
+
+    def service(self):
+        return next(s for s in self.vcr.json("services")["services"] if s["name"] == SERVICE)
+
+    def attach_data(self):
+        """One failover: the primary fenced, its volume copied to the container's standby
+        VM and attached (the container restarts with it); then the marker is served."""
+        t = time.monotonic()
+        labkit.wait_for(f"service {SERVICE} ok", lambda: self.service()["state"] == "ok", 300,
+                        interval=0.5)
+        r = self.vcr.run("failover", SERVICE, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"failover {SERVICE}: {r.stderr.strip()} {r.stdout.strip()}")
+        labkit.wait_for(f"service {SERVICE} recovered",
+                        lambda: self.service()["state"] == "recovered", 600, interval=0.5)
+        labkit.wait_for("the volume's marker from the container", data_kept, 120, interval=0.5)
+        tl = {e["phase"]: e for e in self.service()["recovery"]["timeline"]}
+        say(f"  data attached by a failover ({time.monotonic() - t:.1f}s): "
+            f"{tl.get('data_copied', {}).get('bytes')} B packed, "
+            f"{tl.get('data_copied', {}).get('raw_bytes')} B volume")
 
     def standby(self, name):
         return next((h for h in self.vcr.status()["hosts"]
@@ -218,7 +282,7 @@ class Cluster:
         return True
 
     def create(self, host):
-        if GUEST == "debian":
+        if GUEST.startswith("debian"):
             return self.create_from_image(host)
         r = self.vcr.run("container", "create", host, CT, "--address", f"{CT_ADDR}/24",
                          "--service", SERVICE, "--json", timeout=300)
@@ -264,9 +328,17 @@ def counter():
     return int(text) if text.isdigit() else None
 
 
+MARKER_TEXT = []  # debian-vol: the marker's text (set by main)
+
+
+def data_kept():
+    """debian-vol: the container serves the volume's marker file as written."""
+    return MARKER_TEXT and labkit.http_get(CT_ADDR, f"/vol/{MARKER}") == MARKER_TEXT[0]
+
+
 def serving():
     body = (labkit.http_get(CT_ADDR) or "").strip()
-    if GUEST == "debian":
+    if GUEST.startswith("debian"):
         return "vcr-debian container: nginx" in body  # ct-nginx's page (lab/build-debian)
     return body == SERVICE
 
@@ -275,7 +347,7 @@ def hog(mb):
     """Makes the container hold mb MB; returns the hog's VmRSS in KB (0 for mb = 0).
     Debian: the hog was started with the container (DEBIAN_CMD) and holds what it holds;
     this waits until it says so."""
-    if GUEST == "debian":
+    if GUEST.startswith("debian"):
         def held():
             words = (labkit.http_get(CT_ADDR, "/hog") or "").split()  # VmRSS: N kB
             return int(words[1]) if words[:1] == ["VmRSS:"] and words[1].isdigit() else None
@@ -291,6 +363,30 @@ def hog(mb):
 # --------------------------------------------------------------------------- runs
 def other(host):
     return SB[1][0] if host == SB[0][0] else SB[0][0]
+
+
+def copy_rate(out):
+    """MB/s of the image (and data) copies: their bytes over the server's copy phases."""
+    ms = {p["phase"]: p["ms"] for p in out.get("phases") or []}
+    done = [k for k in ("copy_pre", "copy", "data_copy") if k in ms]
+    secs = sum(ms[k] for k in done) / 1000
+    nbytes = ((out.get("pre_bytes") or 0 if "copy_pre" in done else 0)
+              + (out.get("final_bytes") or 0 if "copy" in done else 0)
+              + ((out.get("data") or {}).get("bytes") or 0 if "data_copy" in done else 0))
+    return round(nbytes / 1e6 / secs, 3) if secs > 0 and nbytes else ""
+
+
+def marker_after(err):
+    """debian-vol: 1 when the container serves the volume's marker after the run."""
+    if GUEST != "debian-vol":
+        return ""
+    if err:
+        return 0
+    try:
+        labkit.wait_for("the volume's marker", data_kept, 30, interval=0.2)
+        return 1
+    except labkit.Timeout:
+        return 0
 
 
 def one_run(cl, method, mb, run, src):
@@ -341,19 +437,27 @@ def one_run(cl, method, mb, run, src):
     phases = " ".join(f"{p['phase']}:{p['ms']}" for p in out.get("phases") or [])
     row = {"guest": GUEST, "method": method, "mem_mb": mb, "run": run, "ok": int(err is None),
            "total_s": round(total, 3),
-           "server_total_s": round(out["total_ms"] / 1000, 3) if "total_ms" in out else "",
-           "downtime_s": round(out["downtime_ms"] / 1000, 3) if "downtime_ms" in out else "",
+           "server_total_s": round(out["total_ms"] / 1000, 3) if out.get("total_ms") else "",
+           # A failed migration's downtime_ms is null: the run is recorded as failed.
+           "downtime_s": (round(out["downtime_ms"] / 1000, 3)
+                          if out.get("downtime_ms") is not None else ""),
+           "downtime_ms": out.get("downtime_ms") if out.get("downtime_ms") is not None else "",
+           "copy_mb_s": copy_rate(out),
            "client_downtime_s": "" if client_down is None else round(client_down, 3),
            "pre_bytes": out.get("pre_bytes", ""), "final_bytes": out.get("final_bytes", ""),
            "state_kept": int(kept), "counter_before": c0, "counter_after": c1,
-           "hog_rss_kb": rss_kb, "from": src, "to": dst, "phases": phases}
+           "hog_rss_kb": rss_kb, "from": src, "to": dst, "phases": phases,
+           "volume_mb": cl.volume[0] if GUEST == "debian-vol" else "",
+           "data_bytes": (out.get("data") or {}).get("bytes", "") if out else "",
+           "data_kept": marker_after(err)}
     if err:
         NOTES.append(f"{method}, M = {mb} MB, run {run} ({src} -> {dst}) FAILED: {err}")
         say(f"    FAILED: {err}")
     else:
         say(f"    total {total:.2f}s, server downtime {fmt(row['downtime_s'] or None)}s, "
             f"client downtime {fmt(client_down)}s, pre {out.get('pre_bytes', 0) or 0} B, "
-            f"final {out.get('final_bytes', 0) or 0} B, counter {c0} -> {c1} "
+            f"final {out.get('final_bytes', 0) or 0} B, data {row['data_bytes'] or '-'} B "
+            f"(kept {row['data_kept']}), counter {c0} -> {c1} "
             f"({'kept' if kept else 'restarted'}); phases {phases or '-'}")
     return row
 
@@ -401,8 +505,9 @@ def settle(cl, expected):
 # --------------------------------------------------------------------------- report
 COLS = ["guest", "method", "mem_mb", "run", "ok", "total_s", "server_total_s", "downtime_s",
         "client_downtime_s", "pre_bytes", "final_bytes", "state_kept", "counter_before",
-        "counter_after", "hog_rss_kb", "from", "to", "phases"]
-GUESTS = ["busybox", "debian"]
+        "counter_after", "hog_rss_kb", "from", "to", "phases", "volume_mb", "data_bytes",
+        "data_kept", "downtime_ms", "copy_mb_s"]
+GUESTS = ["busybox", "debian", "debian-vol"]
 GUEST_VMS = {
     "busybox": "two standby VMs of 512 MB, 2 vCPUs, Debian 6.1 kernel + busybox initramfs "
                "with LXC and CRIU (`lab/build-image --standby`, initrd-standby.img); the "
@@ -415,12 +520,18 @@ GUEST_VMS = {
               "(Debian 12 rootfs, nginx-light), its cmd set by the bench (`DEBIAN_CMD`): a "
               "shell holding M MB of non-zero bytes in a variable (started with the "
               "container, its VmRSS is `hog MB`), a shell counting seconds in memory into "
-              "/srv/www/count (`GET /count`), nginx as PID 1. No data volume: the "
-              "product's migration carries the CRIU images and the overlay's upper "
-              "directory only (src/server/migrate.c; a service's data volume is attached "
-              "at recovery, docs/data.md). Provisioning is off; the container is created "
+              "/srv/www/count (`GET /count`), nginx as PID 1. No data volume (the "
+              "debian-vol rows have one). Provisioning is off; the container is created "
               "(also by cold-move) with the API's create order and the image object "
               "provisioning sends, the target's image cache already filled",
+    "debian-vol": "the same two Debian standby VMs and container, which this time has the "
+                  "service's data volume attached at /srv/www/vol (docs/migration.md "
+                  "\"Data\"): an ext4 volume of `volume_mb` MB (column) holding 8 MB of "
+                  "random bytes (they do not compress) and a marker file, from a busybox "
+                  "primary VM, attached by one `vcr failover` before the runs; every "
+                  "migration carries it (packed after the final dump, `data_bytes` = the "
+                  "packed copy; `data_kept` = the marker served after the run). Live methods "
+                  "only: a cold move would recreate the container without its data",
 }
 
 
@@ -437,14 +548,16 @@ def medians(rows):
             groups.setdefault((guest_of(r), r["method"], int(r["mem_mb"])), []).append(r)
     med = {}
     for k, rs in groups.items():
-        d = {"n": len(rs), "kept": sum(int(r["state_kept"]) for r in rs)}
+        d = {"n": len(rs), "kept": sum(int(r["state_kept"]) for r in rs),
+             "data_kept": sum(int(r.get("data_kept") or 0) for r in rs)}
         d.update(columns_stats(rs, ("total_s", "downtime_s", "client_downtime_s", "pre_bytes",
-                                    "final_bytes", "hog_rss_kb")))
+                                    "final_bytes", "hog_rss_kb", "data_bytes", "copy_mb_s")))
         med[k] = d
     return med
 
 
-PHASES = ["predump", "copy_pre", "dump", "copy", "restore", "port_open", "destroy", "cleanup"]
+PHASES = ["space", "predump", "copy_pre", "dump", "copy", "data_export", "data_copy",
+          "data_install", "restore", "port_open", "destroy", "cleanup"]
 
 
 def phase_medians(rows, guest, method, mem):
@@ -480,8 +593,24 @@ def argv_without_notes():
     return " ".join(out)
 
 
+def backfill(r):
+    """Rows written before the copy_mb_s and downtime_ms columns: both from the row's own
+    phases, sizes and downtime."""
+    if r.get("copy_mb_s") in ("", None) and int(r["ok"]) and r.get("phases"):
+        phases = [{"phase": x.split(":")[0], "ms": float(x.split(":")[1])}
+                  for x in r["phases"].split()]
+        out = {"phases": phases, "pre_bytes": int(r["pre_bytes"] or 0),
+               "final_bytes": int(r["final_bytes"] or 0),
+               "data": {"bytes": int(r["data_bytes"])} if r.get("data_bytes") else None}
+        r["copy_mb_s"] = copy_rate(out)
+    if r.get("downtime_ms") in ("", None) and r.get("downtime_s") not in ("", None):
+        r["downtime_ms"] = round(float(r["downtime_s"]) * 1000)
+    return r
+
+
 def write_report(rows, args, mach, elapsed, notes, generated=None):
     os.makedirs(RESULTS, exist_ok=True)
+    rows = [backfill(dict(r)) for r in rows]
     with open(os.path.join(RESULTS, "migration.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLS)
         w.writeheader()
@@ -491,6 +620,7 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
     guests = [g for g in GUESTS if any(guest_of(r) == g for r in rows)]
     mems = {g: sorted({int(r["mem_mb"]) for r in rows if guest_of(r) == g}) for g in guests}
     failed = sum(1 for r in rows if not int(r["ok"]))
+    vols = {guest_of(r): r["volume_mb"] for r in rows if r.get("volume_mb") not in ("", None)}
     L = []
     L.append("# bench-migration: live container migration (CRIU) vs a cold move\n")
     L.append(generated or
@@ -527,6 +657,10 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
              "container's address every 10 ms (lab/harness.py's poller: raw sockets, 0.2 s "
              "timeout); the longest gap between two good answers. It ends when the server "
              "answers again, after the command returned for cold-move.")
+    L.append("- **copy MB/s**: the bytes of the images (pre-dump, final, and the data "
+             "volume's packed copy when it moves) over the time of the server's copy phases "
+             "(`copy_pre`, `copy`, `data_copy`); `downtime_ms` in the CSV is the server's "
+             "downtime in ms. A failed run is a row with `ok` 0 and its error in the Notes.")
     L.append("- **state kept**: the container's counter (`GET /count`, +1 a second in a "
              "shell's memory) read just before and just after: kept if it went on, not if "
              "it started again at 1 (runs kept / runs).")
@@ -534,8 +668,9 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
              "run 2: ...) and alternate the direction (sb31 -> sb32, then back).\n")
     L.append("## Results\n")
     L.append("| guest | M MB | method | total s | server downtime s | client downtime s | "
-             "pre-dump MB | final MB | state kept | hog MB | runs |")
-    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "pre-dump MB | final MB | state kept | hog MB | data volume MB (packed) | "
+             "data kept | copy MB/s | runs |")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for g in guests:
         for k in mems[g]:
             for m in METHODS:
@@ -543,7 +678,7 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
                 if not d:
                     if any(guest_of(r) == g and r["method"] == m and int(r["mem_mb"]) == k
                            for r in rows):
-                        L.append(f"| {g} | {k} | {m} | failed | | | | | | | 0 |")
+                        L.append(f"| {g} | {k} | {m} | failed | | | | | | | | | | 0 |")
                     continue
                 hog_mb = ("-" if d["hog_rss_kb"] is None
                           else format(d["hog_rss_kb"] / 1024, ".1f"))
@@ -551,7 +686,9 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
                          f"| {span(d, 'client_downtime_s')} | "
                          f"{mb(d['pre_bytes']) if m == 'live-precopy' else '-'} | "
                          f"{mb(d['final_bytes'])} | {d['kept']}/{d['n']} | {hog_mb} | "
-                         f"{d['n']} |")
+                         + (f"{vols.get(g, '-')} ({mb(d['data_bytes'])}) | "
+                            f"{d['data_kept']}/{d['n']} | " if d['data_bytes'] is not None
+                            else "- | - | ") + f"{span(d, 'copy_mb_s')} | {d['n']} |")
     L.append("")
     L.append("![downtime and total vs memory held](migration.png)\n")
     L.append("## Where the time goes (live methods, medians of the server's phases, s)\n")
@@ -649,7 +786,7 @@ def plot(med, guests, mems):
         return
     tmp = tempfile.mkdtemp(prefix="vcr-plot-")
     colors = {"live-precopy": "#1b9e77", "live-full": "#d95f02", "cold-move": "#7570b3"}
-    points = {"busybox": (7, 5), "debian": (9, 11)}  # client, server point types
+    points = {"busybox": (7, 5), "debian": (9, 11), "debian-vol": (13, 15)}  # client, server
     down, tot = [], []
     for g in guests:
         for m in METHODS:
@@ -677,7 +814,7 @@ def plot(med, guests, mems):
     script = f"""
 set terminal pngcairo size 1300,600 font 'sans,11'
 set output '{os.path.join(RESULTS, 'migration.png')}'
-set multiplot layout 1,2 title 'Container migration between standby VMs (TCG, medians; busybox: circles, debian: triangles)'
+set multiplot layout 1,2 title 'Container migration between standby VMs (TCG, medians; busybox: circles, debian: triangles, debian-vol: diamonds)'
 set xlabel 'memory held by the container (MB)'
 set grid
 set key top left font 'sans,9'
@@ -709,7 +846,12 @@ def main():
                          "100 (debian: one value, set when the container starts)")
     ap.add_argument("--debian-mb", type=int, default=1024,
                     help="memory of each Debian standby VM (MB)")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=None,
+                    help="default: all (debian-vol: live-precopy,live-full)")
+    ap.add_argument("--volume-mb", type=int, default=64,
+                    help="debian-vol: the data volume's size (MB)")
+    ap.add_argument("--volume-fill-mb", type=int, default=8,
+                    help="debian-vol: MB of random bytes in it")
     ap.add_argument("--quick", action="store_true", help="0/16 MB, 1 run")
     ap.add_argument("--keep-lab", action="store_true")
     ap.add_argument("--note", action="append", default=[],
@@ -722,19 +864,22 @@ def main():
     global GUEST
     GUEST = args.guest
     if args.mem is None:
-        args.mem = "100" if GUEST == "debian" else "0,16,64"
+        args.mem = "100" if GUEST.startswith("debian") else "0,16,64"
     if args.quick:
-        args.mem, args.runs = ("16" if GUEST == "debian" else "0,16"), 1
+        args.mem, args.runs = ("16" if GUEST.startswith("debian") else "0,16"), 1
     if os.geteuid() != 0:
         sys.exit("migration: must run as root (network namespaces, taps)")
     build = os.path.abspath(args.build)
     os.environ.setdefault("VCR_LAB_CACHE", os.path.join(build, "lab-cache"))
     mems = [int(x) for x in args.mem.split(",") if x]
+    if args.methods is None:
+        args.methods = ("live-precopy,live-full" if GUEST == "debian-vol"
+                        else ",".join(METHODS))
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         sys.exit(f"unknown method(s) {bad}: {METHODS}")
-    if GUEST == "debian" and len(mems) != 1:
+    if GUEST.startswith("debian") and len(mems) != 1:
         sys.exit("--guest debian: one --mem value (the hog starts with the container)")
     notes = list(args.note)
 
@@ -784,9 +929,11 @@ def main():
     say(f"lab up (namespace {labkit.NS}); work dir {work}; methods {methods}; M {mems} MB")
     labkit.lab_up()
     try:
-        cl = Cluster(build, work, args.debian_mb, mems[0])
+        cl = Cluster(build, work, args.debian_mb, mems[0], (args.volume_mb, args.volume_fill_mb))
+        if cl.marker:
+            MARKER_TEXT.append(cl.marker)
         host = SB[0][0]
-        if GUEST == "debian":
+        if GUEST.startswith("debian"):
             # Both image caches filled first, so that no run includes the image's fetch.
             t = time.monotonic()
             cl.create(SB[1][0])
@@ -798,6 +945,8 @@ def main():
         cl.create(host)
         labkit.wait_for(f"{CT} to answer HTTP", serving, 120, interval=0.2)
         say(f"  container {CT} ({CT_ADDR}) serving on {host}")
+        if GUEST == "debian-vol":
+            cl.attach_data()
         for k in mems:
             say(f"point: M = {k} MB")
             for run in range(args.runs):

@@ -64,7 +64,7 @@ def columns_stats(rows, columns):
     column (None, None, None for a column with none)."""
     d = {}
     for c in columns:
-        s = stats(r[c] for r in rows if r[c] not in ("", None))
+        s = stats(r.get(c) for r in rows if r.get(c) not in ("", None))
         d[c], d[c + "_min"], d[c + "_max"] = s if s else (None, None, None)
     return d
 

@@ -21,26 +21,34 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "config/server_config.h"
+#include "server/service_data.h"
 #include "server/services.h"
 
 enum mig_phase {
-    MP_PREDUMP,  /* container_checkpoint pre on the source */
-    MP_COPY_PRE, /* pre.tar, chunk by chunk */
-    MP_DUMP,     /* container_checkpoint final: the source container stops */
-    MP_COPY,     /* final.tar */
-    MP_RESTORE,  /* container_restore on the target */
-    MP_PORT,     /* waiting for the container's port at its address */
-    MP_DESTROY,  /* container_destroy on the source */
-    MP_CLEANUP,  /* container_migrate_cleanup on both */
-    MP_ROLLBACK, /* after a failure past the dump: container_start on the source */
+    MP_SPACE,        /* a service's data: data_space on both (is it attached, is there room) */
+    MP_PREDUMP,      /* container_checkpoint pre on the source */
+    MP_COPY_PRE,     /* pre.tar, chunk by chunk */
+    MP_DUMP,         /* container_checkpoint final: the source container stops */
+    MP_COPY,         /* final.tar */
+    MP_DATA_EXPORT,  /* the data: data_export on the source (unmounted, packed) */
+    MP_DATA_COPY,    /* its packed copy, chunk by chunk */
+    MP_DATA_INSTALL, /* data_install on the target */
+    MP_RESTORE,      /* container_restore on the target */
+    MP_PORT,         /* waiting for the container's port at its address */
+    MP_DESTROY,      /* container_destroy on the source */
+    MP_CLEANUP,      /* container_migrate_cleanup on both */
+    MP_ROLLBACK,     /* after a failure past the dump: container_start on the source */
     MP_DONE,
 };
 
 static const char *const phase_names[] = {
-    [MP_PREDUMP] = "predump", [MP_COPY_PRE] = "copy_pre", [MP_DUMP] = "dump",
-    [MP_COPY] = "copy",       [MP_RESTORE] = "restore",   [MP_PORT] = "port_open",
-    [MP_DESTROY] = "destroy", [MP_CLEANUP] = "cleanup",   [MP_ROLLBACK] = "rollback",
-    [MP_DONE] = "done",
+    [MP_SPACE] = "space",         [MP_PREDUMP] = "predump",
+    [MP_COPY_PRE] = "copy_pre",   [MP_DUMP] = "dump",
+    [MP_COPY] = "copy",           [MP_DATA_EXPORT] = "data_export",
+    [MP_DATA_COPY] = "data_copy", [MP_DATA_INSTALL] = "data_install",
+    [MP_RESTORE] = "restore",     [MP_PORT] = "port_open",
+    [MP_DESTROY] = "destroy",     [MP_CLEANUP] = "cleanup",
+    [MP_ROLLBACK] = "rollback",   [MP_DONE] = "done",
 };
 
 struct mig {
@@ -56,7 +64,14 @@ struct mig {
     int64_t image_bytes, offset;
     char sha256[65];
     int64_t pre_bytes, final_bytes;
-    bool predump;
+    bool predump, precopy;
+    /* The service's data volume (docs/migration.md "Data"): declared (data_path
+     * set), and carried when its copy is attached to the container on the
+     * source; what data_space and data_export said of it. */
+    char data_path[130];
+    bool carry;
+    int64_t data_alloc, data_raw, data_bytes, data_taken_ms;
+    char data_sha256[65];
     int cleanups; /* cleanup replies still awaited */
     int64_t t0, t_phase, t_down;
     struct check *check;
@@ -183,6 +198,13 @@ static void finish(struct mig *g)
                   g->t_down && ok ? json_integer(g->t_down) : json_null(), "predump", g->predump,
                   "pre_bytes", (json_int_t)g->pre_bytes, "final_bytes", (json_int_t)g->final_bytes,
                   "phases", g->phases, "rolled_back", g->rolled_back, "why", g->why);
+    if (result)
+        json_object_set_new(result, "data",
+                            g->carry ? json_pack("{s:s, s:I, s:I, s:I}", "path", g->data_path,
+                                                 "bytes", (json_int_t)g->data_bytes, "raw_bytes",
+                                                 (json_int_t)g->data_raw, "alloc_bytes",
+                                                 (json_int_t)g->data_alloc)
+                                     : json_null());
     if (ok)
         log_info("migration of %s from %s to %s done in %lld ms (downtime %lld ms)", g->name,
                  g->src, g->dst, (long long)(now - g->t0), (long long)g->t_down);
@@ -218,6 +240,14 @@ __attribute__((format(printf, 2, 3))) static void fail(struct mig *g, const char
         g->phase = MP_ROLLBACK;
         cleanup_json json_t *gone = json_pack("{s:s}", "name", g->name);
         order(g, g->dst, "container_destroy", gone, MIGRATE_DUMP_ORDER_MS, NULL);
+        /* With its data: mounted again (data_export unmounted it) and bound,
+         * then started. */
+        if (g->carry) {
+            cleanup_json json_t *a = json_pack("{s:s, s:s, s:s}", "name", g->name, "service",
+                                               g->service, "path", g->data_path);
+            order(g, g->src, "data_attach", a, SERVICE_DATA_ORDER_MS, on_rollback);
+            return;
+        }
         cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
         order(g, g->src, "container_start", n, MIGRATE_DUMP_ORDER_MS, on_rollback);
         return;
@@ -292,6 +322,7 @@ static bool reply_ok(struct mig *g, enum mig_phase phase, const char *what,
 static void checkpoint(struct mig *g, const char *which);
 static void copy_next(struct mig *g);
 static void restore(struct mig *g);
+static void data_export(struct mig *g);
 
 static void on_checkpoint(enum order_outcome outcome, const char *message, json_t *reply,
                           void *opaque)
@@ -340,6 +371,8 @@ static void checkpoint(struct mig *g, const char *which)
 {
     if (strcmp(which, "final") == 0)
         g->t_down = vcr_mono_ms(); /* the source container stops in this order */
+    if (strcmp(which, "final") == 0)
+        g->data_taken_ms = vcr_wall_ms(); /* its data is as of then (it is frozen, then stopped) */
     cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "phase", which);
     order(g, g->src, "container_checkpoint", members, MIGRATE_DUMP_ORDER_MS, on_checkpoint);
 }
@@ -358,11 +391,179 @@ static void on_image_copied(const char *error, int64_t bytes, int64_t ms, void *
     }
     g->offset = bytes;
     bool pre = g->phase == MP_COPY_PRE;
-    phase_done(g, pre ? MP_DUMP : MP_RESTORE, json_pack("{s:I}", "bytes", (json_int_t)g->offset));
+    phase_done(g,
+               pre        ? MP_DUMP
+               : g->carry ? MP_DATA_EXPORT
+                          : MP_RESTORE,
+               json_pack("{s:I}", "bytes", (json_int_t)g->offset));
     if (pre)
         checkpoint(g, "final");
+    else if (g->carry)
+        data_export(g);
     else
         restore(g);
+}
+
+/* --- the service's data (docs/migration.md "Data") --- */
+
+static void on_data_installed(enum order_outcome outcome, const char *message, json_t *reply,
+                              void *opaque)
+{
+    struct mig *g = opaque;
+    if (!reply_ok(g, MP_DATA_INSTALL, "data install on the target", outcome, message))
+        return;
+    phase_done(g, MP_RESTORE,
+               json_pack("{s:O?, s:I}", "unpack_ms", json_object_get(reply, "unpack_ms"),
+                         "raw_bytes", (json_int_t)g->data_raw));
+    restore(g);
+}
+
+static void on_data_copied(const char *error, int64_t bytes, int64_t ms, void *opaque)
+{
+    (void)ms;
+    struct mig *g = opaque;
+    if (g->m->stopping || g->phase != MP_DATA_COPY)
+        return;
+    if (error) {
+        fail(g, "data copy: %s", error);
+        return;
+    }
+    phase_done(g, MP_DATA_INSTALL, json_pack("{s:I}", "bytes", (json_int_t)bytes));
+    cleanup_json json_t *m =
+        json_pack("{s:s, s:s, s:I, s:s}", "name", g->name, "service", g->service, "taken_ms",
+                  (json_int_t)g->data_taken_ms, "sha256", g->data_sha256);
+    order(g, g->dst, "data_install", m, SERVICE_DATA_ORDER_MS, on_data_installed);
+}
+
+static void on_data_exported(enum order_outcome outcome, const char *message, json_t *reply,
+                             void *opaque)
+{
+    struct mig *g = opaque;
+    if (!reply_ok(g, MP_DATA_EXPORT, "data export on the source", outcome, message))
+        return;
+    const char *sum = json_string_value(json_object_get(reply, "sha256"));
+    json_t *bytes = json_object_get(reply, "bytes");
+    if (!json_is_integer(bytes) || json_integer_value(bytes) <= 0 || sum == NULL ||
+        strlen(sum) != 64) {
+        fail(g, "data export on %s: the reply has no size and sha256", g->src);
+        return;
+    }
+    g->data_bytes = json_integer_value(bytes);
+    if (json_is_integer(json_object_get(reply, "raw_bytes")))
+        g->data_raw = json_integer_value(json_object_get(reply, "raw_bytes"));
+    snprintf(g->data_sha256, sizeof(g->data_sha256), "%s", sum);
+    phase_done(g, MP_DATA_COPY,
+               json_pack("{s:I, s:I, s:O?}", "bytes", (json_int_t)g->data_bytes, "raw_bytes",
+                         (json_int_t)g->data_raw, "pack_ms", json_object_get(reply, "pack_ms")));
+    cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
+    struct chunk_copy_spec spec = {
+        .src_host = g->src,
+        .src_vm = g->name,
+        .read_action = "data_read",
+        .dst_host = g->dst,
+        .dst_vm = g->name,
+        .write_action = "data_write",
+        .read_members = members,
+        .write_members = members,
+        .bytes = g->data_bytes,
+        .sha256 = g->data_sha256,
+        .chunk_bytes = MIGRATE_CHUNK_BYTES,
+        .order_ms = MIGRATE_CHUNK_ORDER_MS,
+    };
+    cleanup_error vcr_error_t err = NULL;
+    if (chunk_copy_start(g->m->agents, &spec, on_data_copied, g, &err) < 0)
+        fail(g, "data copy: %s", vcr_error_msg(err));
+}
+
+/* The container is dumped and stopped: its data is unmounted and packed on the
+ * source, so the copy is the data as of the dump, consistent with the
+ * processes' state. */
+static void data_export(struct mig *g)
+{
+    cleanup_json json_t *m = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
+    order(g, g->src, "data_export", m, SERVICE_DATA_ORDER_MS, on_data_exported);
+}
+
+static void start_copy(struct mig *g)
+{
+    if (g->precopy) {
+        checkpoint(g, "pre");
+    } else {
+        g->phase = MP_DUMP;
+        checkpoint(g, "final");
+    }
+}
+
+static const char *mb(int64_t bytes, char buf[32])
+{
+    snprintf(buf, 32, "%.1f MB", (double)bytes / 1e6);
+    return buf;
+}
+
+/* data_space's free_bytes, or -1 when the reply lacks it. */
+static int64_t free_bytes(json_t *reply)
+{
+    json_t *v = json_object_get(reply, "free_bytes");
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+static void on_target_space(enum order_outcome outcome, const char *message, json_t *reply,
+                            void *opaque)
+{
+    struct mig *g = opaque;
+    if (!reply_ok(g, MP_SPACE, "data space on the target", outcome, message))
+        return;
+    /* The packed copy arrives whole, then is unpacked beside it: at worst
+     * (data that does not compress) twice the blocks the volume holds. */
+    int64_t need = 2 * g->data_alloc + MIGRATE_DATA_MARGIN_BYTES, have = free_bytes(reply);
+    char a[32], b[32];
+    if (have < need) {
+        fail(g,
+             "target `%s` lacks space for the data of service `%s`: %s free in its data "
+             "directory, the copy needs %s (packed and unpacked, %s in use in a %s volume)",
+             g->dst, g->service, mb(have, a), mb(need, b), mb(g->data_alloc, (char[32]){0}),
+             mb(g->data_raw, (char[32]){0}));
+        return;
+    }
+    phase_done(g, MP_PREDUMP,
+               json_pack("{s:b, s:I, s:I, s:I}", "carry", 1, "alloc_bytes",
+                         (json_int_t)g->data_alloc, "raw_bytes", (json_int_t)g->data_raw,
+                         "target_free_bytes", (json_int_t)have));
+    start_copy(g);
+}
+
+static void on_source_space(enum order_outcome outcome, const char *message, json_t *reply,
+                            void *opaque)
+{
+    struct mig *g = opaque;
+    if (!reply_ok(g, MP_SPACE, "data space on the source", outcome, message))
+        return;
+    g->carry = json_is_true(json_object_get(reply, "mounted"));
+    if (!g->carry) {
+        /* No copy attached (a warm container before any recovery): the
+         * container uses no data, nothing to carry. */
+        phase_done(g, MP_PREDUMP,
+                   json_pack("{s:b, s:s}", "carry", 0, "why",
+                             "no copy of the data is attached on the source"));
+        start_copy(g);
+        return;
+    }
+    json_t *alloc = json_object_get(reply, "alloc_bytes");
+    g->data_alloc = json_is_integer(alloc) ? json_integer_value(alloc) : 0;
+    json_t *raw = json_object_get(reply, "raw_bytes");
+    g->data_raw = json_is_integer(raw) ? json_integer_value(raw) : 0;
+    /* data_export packs the volume beside it. */
+    int64_t need = g->data_alloc + MIGRATE_DATA_MARGIN_BYTES, have = free_bytes(reply);
+    char a[32], b[32];
+    if (have < need) {
+        fail(g,
+             "source `%s` lacks space to pack the data of service `%s`: %s free in its data "
+             "directory, packing needs up to %s",
+             g->src, g->service, mb(have, a), mb(need, b));
+        return;
+    }
+    cleanup_json json_t *m = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
+    order(g, g->dst, "data_space", m, MIGRATE_CHUNK_ORDER_MS, on_target_space);
 }
 
 static void copy_next(struct mig *g)
@@ -454,6 +655,9 @@ static void restore(struct mig *g)
         json_object_set_new(members, "template", json_string(g->template));
     if (members && g->ct_image)
         json_object_set_new(members, "image", server_config_image_json(g->m->cfg, g->ct_image));
+    if (members && g->carry)
+        json_object_set_new(members, "data",
+                            json_pack("{s:s, s:s}", "service", g->service, "path", g->data_path));
     order(g, g->dst, "container_restore", members, MIGRATE_DUMP_ORDER_MS, on_restore);
 }
 
@@ -487,6 +691,8 @@ static void on_destroyed(enum order_outcome outcome, const char *message, json_t
     const char *hosts[] = {g->src, g->dst};
     for (int i = 0; i < 2; i++) {
         cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
+        if (n && g->carry && i == 0) /* the source's packed copy of the data goes too */
+            json_object_set_new(n, "service", json_string(g->service));
         cleanup_error vcr_error_t err = NULL;
         if (agents_send_order_with(g->m->agents, hosts[i], "container_migrate_cleanup", g->name, n,
                                    MIGRATE_CHUNK_ORDER_MS, on_cleaned, g, &err) < 0) {
@@ -578,6 +784,8 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
         if (s->standby.template)
             snprintf(g->template, sizeof(g->template), "%s", s->standby.template);
         g->ct_image = server_config_service_image(m->cfg, s);
+        if (s->data.volume && s->data.path)
+            snprintf(g->data_path, sizeof(g->data_path), "%s", s->data.path);
     }
     g->done = done;
     g->opaque = opaque;
@@ -594,12 +802,15 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     journal_phase(
         g, "started",
         json_pack("{s:s, s:s, s:b}", "why", g->why, "address", g->address, "precopy", precopy));
-    if (precopy) {
-        checkpoint(g, "pre");
-    } else {
-        g->phase = MP_DUMP;
-        checkpoint(g, "final");
+    g->precopy = precopy;
+    if (g->data_path[0]) {
+        /* Before anything stops: is the data attached there, and is there room. */
+        g->phase = MP_SPACE;
+        cleanup_json json_t *sp = json_pack("{s:s, s:s}", "name", name, "service", g->service);
+        order(g, g->src, "data_space", sp, MIGRATE_CHUNK_ORDER_MS, on_source_space);
+        return 0;
     }
+    start_copy(g);
     return 0;
 }
 

@@ -33,10 +33,14 @@ struct migrator;
 #define MIGRATE_PORT_MS        60000
 /* Bytes of an image per order: base64 of it fits a frame (PROTO_MAX_FRAME). */
 #define MIGRATE_CHUNK_BYTES 131072
+/* A service's data carried along: room left over what its copy needs on each
+ * side (the filesystem's own metadata, the target's taken.json). */
+#define MIGRATE_DATA_MARGIN_BYTES (16LL << 20)
 
 /* The result (borrowed for the call): {"ok", "container", "from", "to", "error"?,
  * "total_ms", "downtime_ms", "predump": bool, "pre_bytes", "final_bytes",
- * "phases": [{"phase", "ms"}], "rolled_back"?}. */
+ * "phases": [{"phase", "ms"}], "rolled_back"?, "data": null | {"path", "bytes",
+ * "raw_bytes", "alloc_bytes"} (the service's data volume, when it moved too)}. */
 typedef void (*migrate_done_cb)(json_t *result, void *opaque);
 
 struct migrator *migrator_new(struct event_base *base, const struct server_config *cfg,

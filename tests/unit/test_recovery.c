@@ -513,6 +513,10 @@ struct fake_agent {
     int64_t snap_taken_ms; /* node1: the taken_ms of its last volume_snapshot */
     int64_t data_taken_ms; /* sb1: of the copy it holds (0: none, data_attach refused) */
     int restores;          /* node1: volume_restore orders served */
+    /* data_space (a migration's first step): the copy attached to the container,
+     * and the room left (0: 1 GB). */
+    bool data_mounted;
+    int64_t free_bytes;
 };
 
 static void sha256_hex(const unsigned char *data, size_t len, char out[65])
@@ -599,6 +603,10 @@ static json_t *data_reply(struct fake_agent *a, const char *action, json_t *msg)
         a->data_taken_ms = json_integer_value(json_object_get(msg, "taken_ms"));
         return json_pack("{s:i}", "raw_bytes", 16 << 20);
     }
+    if (strcmp(action, "data_space") == 0)
+        return json_pack("{s:b, s:b, s:i, s:i, s:I}", "copy", a->data_mounted, "mounted",
+                         a->data_mounted, "raw_bytes", 16 << 20, "alloc_bytes", 200000,
+                         "free_bytes", (json_int_t)(a->free_bytes ? a->free_bytes : 1 << 30));
     if (strcmp(action, "volume_restore") == 0) {
         a->restores += a->got_verified;
         return a->got_verified ? json_object() : NULL;
@@ -2488,9 +2496,10 @@ static bool three_welcomed(struct harness *h)
 
 /* sb1 runs container web1-c (the service's warm standby, at CONTAINER, where a
  * fake service listens); sb2 is empty. */
-static void migration_start_with(struct harness *h, const char *extra)
+static void migration_start_full(struct harness *h, const char *extra, const char *standby_extra)
 {
     harness_open(h, true);
+    h->standby_extra = standby_extra;
     server_up(h, "warm", extra);
     uint16_t port = server_agent_port(h->srv);
     agent_start(&h->node1, h->base, port, "node1", "host", "running");
@@ -2505,6 +2514,11 @@ static void migration_start_with(struct harness *h, const char *extra)
     h->sb1.migration = h->sb2.migration = true;
     assert_true(run_until_ms(h, three_welcomed, 5000));
     migrated = NULL;
+}
+
+static void migration_start_with(struct harness *h, const char *extra)
+{
+    migration_start_full(h, extra, NULL);
 }
 
 static void migration_start(struct harness *h)
@@ -2745,6 +2759,114 @@ static void test_migration_without_predump_and_rollback(void **state)
     assert_non_null(agent_order(&h.sb1, "container_start"));
     assert_non_null(agent_order(&h.sb2, "container_destroy"));
     assert_null(agent_order(&h.sb1, "container_destroy"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+/* --- a migration that carries the service's data (docs/migration.md "Data") --- */
+
+#define MIG_DATA_EXTRA "}\n    data: {volume: data, path: /srv/data"
+
+/* web1-c serves with its data attached on sb1 (after a recovery). */
+static void migration_with_data(struct harness *h)
+{
+    migration_start_full(h, "", MIG_DATA_EXTRA);
+    h->sb1.data = h->sb2.data = true;
+    h->sb1.data_mounted = true;
+    h->sb1.data_taken_ms = 1;
+}
+
+static void test_migration_carries_the_data_volume(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_with_data(&h);
+    start_migration(&h);
+    assert_true(json_is_true(json_object_get(migrated, "ok")));
+    const char *phases[] = {"space",       "predump",   "copy_pre",     "dump",    "copy",
+                            "data_export", "data_copy", "data_install", "restore", "port_open"};
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
+        if (!has_phase(migrated, phases[i]))
+            fail_msg("no phase %s", phases[i]);
+    json_t *data = json_object_get(migrated, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "path")), "/srv/data");
+    assert_int_equal(json_integer_value(json_object_get(data, "bytes")), 200000);
+    /* Packed on the source after the final dump, checked and installed on the target,
+     * mounted by the restore at the same path; the source's packed copy removed. */
+    assert_non_null(agent_order(&h.sb1, "data_export"));
+    assert_true(agent_order_count(&h.sb1, "data_read") >= 2);
+    json_t *install = agent_order(&h.sb2, "data_install");
+    assert_non_null(install);
+    assert_string_equal(json_string_value(json_object_get(install, "service")), "web1");
+    assert_true(json_integer_value(json_object_get(install, "taken_ms")) > 0);
+    json_t *r = json_object_get(agent_order(&h.sb2, "container_restore"), "data");
+    assert_string_equal(json_string_value(json_object_get(r, "service")), "web1");
+    assert_string_equal(json_string_value(json_object_get(r, "path")), "/srv/data");
+    json_t *clean = NULL, *m;
+    size_t i;
+    json_array_foreach(h.sb1.received, i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "action")) ?: "",
+                   "container_migrate_cleanup") == 0)
+            clean = m;
+    }
+    assert_string_equal(json_string_value(json_object_get(clean, "service")), "web1");
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+/* A copy not attached on the source (a warm container before any recovery):
+ * the container uses no data, the migration carries none. */
+static void test_migration_without_attached_data_carries_none(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_with_data(&h);
+    h.sb1.data_mounted = false;
+    start_migration(&h);
+    assert_true(json_is_true(json_object_get(migrated, "ok")));
+    assert_true(json_is_null(json_object_get(migrated, "data")));
+    assert_null(agent_order(&h.sb1, "data_export"));
+    assert_null(agent_order(&h.sb2, "data_space"));
+    assert_null(json_object_get(agent_order(&h.sb2, "container_restore"), "data"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+/* The target lacks room for the copy: refused before anything stops. */
+static void test_migration_refused_when_the_target_lacks_space(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_with_data(&h);
+    h.sb2.free_bytes = 10 << 20;
+    start_migration(&h);
+    assert_false(json_is_true(json_object_get(migrated, "ok")));
+    const char *error = json_string_value(json_object_get(migrated, "error"));
+    assert_contains(error, "target `sb2` lacks space for the data of service `web1`");
+    assert_contains(error, "10.5 MB free");
+    assert_false(json_is_true(json_object_get(migrated, "rolled_back")));
+    assert_null(agent_order(&h.sb1, "container_checkpoint"));
+    assert_null(agent_order(&h.sb1, "data_export"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+/* A failed restore after the data moved: the source mounts its copy again,
+ * binds and starts the container (data_attach), not a bare container_start. */
+static void test_migration_with_data_rolls_back_with_the_data(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_with_data(&h);
+    h.sb2.refuse_restore = true;
+    start_migration(&h);
+    assert_false(json_is_true(json_object_get(migrated, "ok")));
+    assert_true(json_is_true(json_object_get(migrated, "rolled_back")));
+    json_t *attach = agent_order(&h.sb1, "data_attach");
+    assert_non_null(attach);
+    assert_string_equal(json_string_value(json_object_get(attach, "path")), "/srv/data");
+    assert_null(agent_order(&h.sb1, "container_start"));
     json_decref(migrated);
     harness_stop(&h);
 }
@@ -3008,6 +3130,10 @@ int main(void)
         cmocka_unit_test(test_migration_whose_source_is_lost),
         cmocka_unit_test(test_migration_without_predump_and_rollback),
         cmocka_unit_test(test_migration_without_precopy_by_choice),
+        cmocka_unit_test(test_migration_carries_the_data_volume),
+        cmocka_unit_test(test_migration_without_attached_data_carries_none),
+        cmocka_unit_test(test_migration_refused_when_the_target_lacks_space),
+        cmocka_unit_test(test_migration_with_data_rolls_back_with_the_data),
         cmocka_unit_test(test_migration_end_waits_for_fresh_reports),
         cmocka_unit_test(test_migration_policy_moves_the_busiest_container),
         cmocka_unit_test(test_migration_policy_starts_a_spare_target),

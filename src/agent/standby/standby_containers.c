@@ -300,8 +300,7 @@ const struct standby_ct_spec *standby_ct_spec_of(const struct standby_ct *ct)
     return &ct->spec;
 }
 
-int standby_ct_bind_dir(struct standby_ct *ct, const char *src, const char *path, bool *restarted,
-                        vcr_error_t *err)
+int standby_ct_add_bind(struct standby_ct *ct, const char *src, const char *path, vcr_error_t *err)
 {
     char entry[600], all[8192];
     /* The target of lxc.mount.entry is relative to the rootfs. */
@@ -321,6 +320,14 @@ int standby_ct_bind_dir(struct standby_ct *ct, const char *src, const char *path
         if (!ct->c->save_config(ct->c, NULL))
             return lxc_failure(err, ct->c, "save the configuration");
     }
+    return 0;
+}
+
+int standby_ct_bind_dir(struct standby_ct *ct, const char *src, const char *path, bool *restarted,
+                        vcr_error_t *err)
+{
+    if (standby_ct_add_bind(ct, src, path, err) < 0)
+        return -1;
     *restarted = ct->c->is_running(ct->c);
     if (*restarted) {
         if (!ct->c->stop(ct->c) && ct->c->is_running(ct->c))

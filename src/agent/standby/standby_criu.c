@@ -159,8 +159,9 @@ static int move_tree(const char *from, const char *to, vcr_error_t *err)
 }
 
 struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, const char *base,
-                                      const struct standby_ct_spec *spec,
-                                      struct standby_restore_result *res, vcr_error_t *err)
+                                      const struct standby_ct_spec *spec, const char *bind_src,
+                                      const char *bind_path, struct standby_restore_result *res,
+                                      vcr_error_t *err)
 {
     *res = (struct standby_restore_result){0};
     struct standby_migrate_paths p, pre;
@@ -207,6 +208,15 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
     if (ct == NULL)
         return NULL;
     struct lxc_container *c = standby_ct_lxc(ct);
+    /* The dump named the bind as an external mount (liblxc's --ext-mount-map for
+     * every lxc.mount.entry bind); the restore maps it to the same entry here. */
+    if (bind_src && standby_ct_add_bind(ct, bind_src, bind_path, err) < 0) {
+        cleanup_error vcr_error_t undo = NULL;
+        if (standby_ct_destroy(ct, &undo) < 0)
+            log_warn("container %s: after the failed bind: %s", spec->name, vcr_error_msg(undo));
+        standby_ct_free(ct);
+        return NULL;
+    }
     c->want_daemonize(c, true);
     struct migrate_opts opts = {.directory = p.images};
     int64_t t1 = vcr_mono_ms();

@@ -51,6 +51,10 @@ void standby_ct_free(struct standby_ct *ct);
  * *restarted says whether it was running. */
 int standby_ct_bind_dir(struct standby_ct *ct, const char *src, const char *path, bool *restarted,
                         vcr_error_t *err);
+/* Only the configuration half of standby_ct_bind_dir: the entry saved, the
+ * container left as it is (a migration's restore, before CRIU runs: liblxc
+ * hands CRIU the bind as an external mount, docs/migration.md). */
+int standby_ct_add_bind(struct standby_ct *ct, const char *src, const char *path, vcr_error_t *err);
 
 /* --- migration (standby_criu.c; docs/agent.md "Migration (CRIU)") --- */
 
@@ -76,11 +80,14 @@ struct standby_restore_result {
 /* Unpacks BASE/NAME/{pre,final}.tar, creates the container as
  * standby_ct_create does but with the archive's delta as the overlay's upper
  * dir, restores it from BASE/NAME/final and announces its address with a
- * gratuitous ARP from inside its network namespace.  A failed restore leaves
- * no container behind. */
+ * gratuitous ARP from inside its network namespace.  bind_src (or NULL): a
+ * directory of this VM (a service's data, mounted) bound at bind_path in the
+ * container before the restore, as it was where the container was dumped.  A
+ * failed restore leaves no container behind. */
 struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, const char *base,
-                                      const struct standby_ct_spec *spec,
-                                      struct standby_restore_result *res, vcr_error_t *err);
+                                      const struct standby_ct_spec *spec, const char *bind_src,
+                                      const char *bind_path, struct standby_restore_result *res,
+                                      vcr_error_t *err);
 /* Sends one gratuitous ARP for address on ifname inside the network namespace
  * of process pid (/proc/PID/ns/net; the caller's own namespace is restored). */
 int standby_send_garp(int pid, const char *ifname, const char *address, vcr_error_t *err);

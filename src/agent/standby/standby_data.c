@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "agent/data_image.h"
@@ -45,11 +46,34 @@ static int service_dir(const char *base, const char *service, char *dir, size_t 
     return 0;
 }
 
+/* data_space: what a migration needs to know before it stops anything
+ * (docs/migration.md "Data"): whether the copy is attached (mounted: a
+ * container uses it), its size and the blocks it holds, and the room left. */
+static json_t *data_space(const char *dir, vcr_error_t *err)
+{
+    char img[400], mnt[400];
+    snprintf(img, sizeof(img), "%s/data.img", dir);
+    snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+    struct statvfs fs;
+    if (statvfs(dir, &fs) < 0)
+        return vcr_error_errno(err, "statvfs `%s`", dir), NULL;
+    struct stat st = {0};
+    bool have = stat(img, &st) == 0;
+    if (!have && errno != ENOENT)
+        return vcr_error_errno(err, "stat `%s`", img), NULL;
+    return json_pack("{s:b, s:b, s:I, s:I, s:I}", "copy", have, "mounted",
+                     have && standby_data_mounted(mnt), "raw_bytes", (json_int_t)st.st_size,
+                     "alloc_bytes", (json_int_t)st.st_blocks * 512, "free_bytes",
+                     (json_int_t)((uint64_t)fs.f_bavail * fs.f_frsize));
+}
+
 json_t *standby_data_loop_order(const char *base, const char *action, json_t *msg, vcr_error_t *err)
 {
     char service[65], dir[320], path[400];
     if (get_service(msg, service, err) < 0 || service_dir(base, service, dir, sizeof(dir), err) < 0)
         return NULL;
+    if (strcmp(action, "data_space") == 0)
+        return data_space(dir, err);
     if (strcmp(action, "data_read") == 0) {
         uint64_t offset = 0;
         size_t length = 0;
@@ -259,4 +283,12 @@ int standby_data_export(const char *base, const char *service, vcr_error_t *err)
              (long long)p.pack_ms);
     standby_job_set_result(text);
     return 0;
+}
+
+void standby_data_forget_outgoing(const char *base, const char *service)
+{
+    char gz[400];
+    cleanup_error vcr_error_t err = NULL;
+    if (data_path(base, service, "outgoing.gz", gz, sizeof(gz), &err) == 0)
+        unlink(gz);
 }

@@ -14,8 +14,10 @@
 
 /* On the loop: data_write {service, offset, data, last, bytes?, sha256?} into
  * BASE/SERVICE/incoming.gz (size and SHA-256 checked at the last chunk), or
- * data_read {service, offset, length} of BASE/SERVICE/outgoing.gz.  The
- * reply's members, or NULL and *err. */
+ * data_read {service, offset, length} of BASE/SERVICE/outgoing.gz, or
+ * data_space {service}: {copy, mounted, raw_bytes, alloc_bytes, free_bytes}
+ * (data.img there, attached, its size and allocated bytes, the room left on
+ * BASE's filesystem).  The reply's members, or NULL and *err. */
 json_t *standby_data_loop_order(const char *base, const char *action, json_t *msg,
                                 vcr_error_t *err);
 /* In a child: data_install {service, taken_ms, sha256?}: incoming.gz checked
@@ -44,5 +46,8 @@ int standby_data_take_owner(const char *mnt, const char *image_dir, unsigned lon
 int standby_data_export(const char *base, const char *service, vcr_error_t *err);
 /* Whether path is a mount point in /proc/self/mounts. */
 bool standby_data_mounted(const char *path);
+/* Removes SERVICE/outgoing.gz (data_export's packed copy) once it has been
+ * carried away (a migration's cleanup). */
+void standby_data_forget_outgoing(const char *base, const char *service);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <time.h>
 
 #include <lxc/lxccontainer.h>
@@ -45,6 +46,7 @@ struct standby_pending {
     struct standby_ct *ct;       /* start, stop, destroy: the container (the child's copy acts) */
     int hold_ms;                 /* test fault: the child sleeps this long first */
     json_t *order;               /* data_* orders: their members (docs/data.md) */
+    json_t *restore_data;        /* container_restore: its `data` {service, path}, or NULL */
 };
 
 struct standby_role {
@@ -204,6 +206,7 @@ static void pending_free(struct standby_pending *p)
         }
     json_decref(p->id);
     json_decref(p->order);
+    json_decref(p->restore_data);
     free(p);
 }
 
@@ -280,19 +283,53 @@ static int create_work(struct standby_pending *p, vcr_error_t *err)
     return set_result(members, err);
 }
 
+/* A data order's `path`: where the container sees the data. */
+static const char *data_mount_point(json_t *members, vcr_error_t *err)
+{
+    const char *path = json_string_value(json_object_get(members, "path"));
+    if (path == NULL || path[0] != '/' || strchr(path, ' '))
+        return vcr_error_make(err, EINVAL,
+                              "path: `%.80s` is not a mount point; expected an absolute path",
+                              path ? path : "(missing)"),
+               NULL;
+    return path;
+}
+
 static int restore_work(struct standby_pending *p, vcr_error_t *err)
 {
     cleanup_json json_t *image = image_work(p, err);
     if (image == NULL)
         return -1;
+    /* A service's data carried by the migration (installed by data_install just
+     * before): mounted here, at the path it had where the container was dumped. */
+    char mnt[400] = "";
+    const char *path = NULL;
+    int64_t taken_ms = 0, t0 = vcr_mono_ms();
+    if (p->restore_data) {
+        const char *service = json_string_value(json_object_get(p->restore_data, "service"));
+        if (service == NULL)
+            return vcr_error_make(err, EINVAL, "data.service is missing; expected a service name");
+        if ((path = data_mount_point(p->restore_data, err)) == NULL)
+            return vcr_error_wrap(err, "data");
+        if (standby_data_mount(p->r->data_dir, service, mnt, sizeof(mnt), &taken_ms, err) < 0)
+            return -1;
+    }
+    int64_t mount_ms = vcr_mono_ms() - t0;
     struct standby_restore_result res;
-    struct standby_ct *ct =
-        standby_ct_restore(p->r->lxcpath, p->r->lib_dir, p->r->migrate_dir, &p->spec, &res, err);
-    if (ct == NULL)
+    struct standby_ct *ct = standby_ct_restore(p->r->lxcpath, p->r->lib_dir, p->r->migrate_dir,
+                                               &p->spec, mnt[0] ? mnt : NULL, path, &res, err);
+    if (ct == NULL) {
+        if (mnt[0])
+            umount2(mnt, MNT_DETACH);
         return -1;
+    }
     standby_ct_free(ct);
     cleanup_json json_t *members = json_pack("{s:I, s:I}", "unpack_ms", (json_int_t)res.unpack_ms,
                                              "restore_ms", (json_int_t)res.restore_ms);
+    if (members && mnt[0])
+        json_object_set_new(members, "data",
+                            json_pack("{s:s, s:I, s:I}", "path", path, "taken_ms",
+                                      (json_int_t)taken_ms, "mount_ms", (json_int_t)mount_ms));
     if (members && res.arp_error[0])
         json_object_set_new(members, "arp_error", json_string(res.arp_error));
     if (members)
@@ -320,11 +357,9 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
             return -1;
         return standby_data_export(base, service, err);
     }
-    const char *path = json_string_value(json_object_get(p->order, "path"));
-    if (path == NULL || path[0] != '/' || strchr(path, ' '))
-        return vcr_error_make(err, EINVAL,
-                              "path: `%.80s` is not a mount point; expected an absolute path",
-                              path ? path : "(missing)");
+    const char *path = data_mount_point(p->order, err);
+    if (path == NULL)
+        return -1;
     char mnt[400], text[200];
     int64_t taken_ms = 0, t0 = vcr_mono_ms();
     if (standby_data_mount(base, service, mnt, sizeof(mnt), &taken_ms, err) < 0)
@@ -493,6 +528,7 @@ static const struct standby_action standby_actions[] = {
     {"data_install", true, CT_ANY},
     {"data_attach", true, CT_EXISTS},
     {"data_export", true, CT_ANY},
+    {"data_space", false, CT_ANY},
     {"image_prune", true, CT_ANY},
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
@@ -524,6 +560,10 @@ static void loop_order(struct standby_role *r, json_t *id, const char *action, j
             standby_image_write_release(&w);
         }
     } else if (standby_migrate_cleanup(r->migrate_dir, name, &err) == 0) {
+        /* A migration that carried a service's data: its packed copy, on the source. */
+        const char *service = json_string_value(json_object_get(msg, "service"));
+        if (service)
+            standby_data_forget_outgoing(r->data_dir, service);
         members = json_object();
     }
     if (members == NULL) {
@@ -587,6 +627,15 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
         }
         snprintf(p->name, sizeof(p->name), "%s", p->spec.name);
         p->start = create && json_is_true(json_object_get(msg, "start"));
+        json_t *data = json_object_get(msg, "data");
+        if (restore && data && !json_is_null(data)) {
+            if (!json_is_object(data)) {
+                agent_reply(a, id, false, "data: expected {service, path}");
+                free(p);
+                return;
+            }
+            p->restore_data = json_incref(data);
+        }
     } else if (strcmp(action, "container_checkpoint") == 0) {
         struct standby_checkpoint_order o;
         if (standby_checkpoint_from_json(msg, &o, &err) < 0) {
