@@ -119,7 +119,7 @@ class Rig:
             self.server.stop()
         labkit.write_server_config(self.cfg, self.journal, heartbeat_ms=500,
                                    host_timeout_ms=5000, dns=True, images=images,
-                                   services=services, standby_insecure=True)
+                                   services=services)
         self.server = labkit.Proc([os.path.join(self.build, "src/server/vcr-server"),
                                    "--config", self.cfg], os.path.join(self.work, f"{log}.log"))
         labkit.wait_for("vcr-server", lambda: self.vcr.run("status").returncode == 0, 15)

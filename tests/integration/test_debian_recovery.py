@@ -127,7 +127,7 @@ def rig(lab, tmp_path_factory):
     kv["standby"]["image"] = "ct-redis"
     kv["data"] = {"volume": "kvdata", "path": "/var/lib/redis"}
     d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image, redis_image],
-             services=[svc, kv], standby_insecure=True)
+             services=[svc, kv])
     d.agent("debhost", [vm])
     d.agent("sbhost", [labkit.debian_standby_vm_entry(STANDBY, S_INDEX, S_ADDR, STANDBY_IMAGE)])
     def booted(vm, check):
