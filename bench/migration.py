@@ -207,7 +207,7 @@ class Cluster:
         if GUEST == "debian-vol":
             svc = self.volume_service(svc, vms)
         labkit.write_server_config(cfg, journal, heartbeat_ms=500, host_timeout_ms=5000,
-                                   dns=True, images=[img], services=[svc], standby_insecure=True)
+                                   dns=True, images=[img], services=[svc])
         with open(cfg, "a") as f:
             f.write("provision_warm: false\n")
         return [labkit.debian_standby_vm_entry(name, index, address, disk, memory_mb=memory_mb)

@@ -241,8 +241,7 @@ def bring_up(d, tmp):
                                CT_ADDR)
     svc["standby"]["image"] = "ct-bench"
     svc["data"] = {"volume": "vcrdata", "path": "/srv/data", "interval_s": 0}
-    d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image], services=[svc],
-             standby_insecure=True)
+    d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image], services=[svc])
     d.agent("ohhost", [vm])
     d.agent("ohsbhost", [labkit.debian_standby_vm_entry(STANDBY, S_INDEX, S_ADDR, standby,
                                                         memory_mb=MEMORY_MB, vcpus=VCPUS)])

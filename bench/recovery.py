@@ -366,8 +366,7 @@ class Cluster:
         labkit.write_server_config(path, os.path.join(self.work, "journal.db"), heartbeat_ms=500,
                                    host_timeout_ms=HOST_TIMEOUT_MS,
                                    port_timeout_ms=GUESTS[GUEST]["port_timeout_ms"],
-                                   images=[self.debian["image"]] if debian else (),
-                                   standby_insecure=debian)
+                                   images=[self.debian["image"]] if debian else ())
         if not services:
             return
         e = self.env

@@ -113,7 +113,7 @@ class Rig:
             self.server.stop()
         labkit.write_server_config(self.cfg, self.journal, heartbeat_ms=500,
                                    host_timeout_ms=5000, dns=True, images=images,
-                                   services=services, standby_insecure=True)
+                                   services=services)
         self.server = wait_server(self.vcr, server_proc(self.build, self.cfg,
                                                         os.path.join(self.work, f"{log}.log")))
 

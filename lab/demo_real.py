@@ -175,7 +175,7 @@ def run(build, tmp, procs, summary):
 
     cfg = os.path.join(tmp, "server.yaml")
     labkit.write_server_config(cfg, os.path.join(tmp, "journal.db"), 500, 5000, dns=True,
-                               services=services, images=images, standby_insecure=True)
+                               services=services, images=images)
     procs["server"] = harness.server_proc(build, cfg, os.path.join(tmp, "server.log"))
     vcr = labkit.Vcr(build)
     harness.wait_server(vcr, procs["server"])

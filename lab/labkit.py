@@ -16,9 +16,6 @@ LAB = os.path.join(ROOT, "lab", "lab")
 NS = os.environ.get("VCR_LAB_NS", "vcrlab")
 RUN_DIR = f"/run/{NS}"
 SERVER_AGENT_PORT = 7070
-# standby_insecure_listen, for the Debian standby VMs: their image has no qemu_fw_cfg
-# module, so no TLS identity reaches their agent (docs/security.md).
-STANDBY_INSECURE_PORT = 7072
 SERVER_API = "127.0.0.1:7080"
 IMAGES_PORT = 7071  # the server's image listener (images_listen), on the lab bridge
 
@@ -187,15 +184,14 @@ def tls_lines(files):
 
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
                         services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
-                        insecure=False, standby_insecure=False):
+                        insecure=False):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
     when None).  images: dicts {name, file, sha256, cmd?} (the `images:` list), served on
     the lab bridge's address (IMAGES_PORT), which the standby VMs reach.
     The agent port runs mutual TLS with lab_pki()'s certificates, or plain TCP with
-    insecure=True.  standby_insecure=True also opens STANDBY_INSECURE_PORT, plain TCP
-    for standby agents only (the Debian standby VMs: debian_standby_vm_entry())."""
+    insecure=True."""
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -207,9 +203,6 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         lines.append("insecure: true")
     else:
         lines += tls_lines(lab_cert(lab_pki(path), "vcr-server"))
-    if standby_insecure:
-        lines.append(f"standby_insecure_listen: {env['VCR_LAB_BRIDGE_ADDR']}:"
-                     f"{STANDBY_INSECURE_PORT}")
     if host_timeout_ms:
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
     if fence_timeout_ms:
@@ -323,6 +316,55 @@ def debian_primary_entry(name, index, address, memory_mb=512, network="kernel"):
     return vm
 
 
+def debian_grub_entry(name, index, address, memory_mb=512):
+    """A disk-image VM of primary-grub.qcow2 (lab/build-debian: the Debian 12 primary on
+    a partitioned disk with GRUB in its MBR gap), booted by the firmware and that GRUB:
+    no kernel, the address by the NoCloud seed; None when the image was not built."""
+    disk = debian_image("primary-grub.qcow2")
+    if disk is None:
+        return None
+    vm = vm_entry(name, index, address, memory_mb=memory_mb)
+    vm["image"] = {"disk": disk}
+    vm["kernel_args"] = None
+    vm["network"] = "nocloud"
+    return vm
+
+
+def deb_closure(deb, installed, deb_dirs):
+    """The .deb files to `dpkg -i` together with the package `deb` on a system whose
+    installed packages are `installed` (names): deb itself and, recursively, every
+    dependency not installed (first alternative of each, versions not compared), taken
+    from the .debs in deb_dirs (the image caches: DEBIAN_CACHE/debs, standby-disk-debs).
+    Raises LookupError naming a package found in none of them."""
+    def depends(path):
+        out = subprocess.run(["dpkg-deb", "-f", path, "Depends", "Pre-Depends"],
+                             capture_output=True, text=True, check=True).stdout
+        names = []
+        for item in re.split(r"[,\n]", re.sub(r"^[A-Za-z-]+:", "", out, flags=re.M)):
+            name = re.sub(r"\(.*?\)|:any", "", item.split("|")[0]).strip()
+            if name:
+                names.append(name)
+        return names
+
+    available = {}
+    for d in deb_dirs:
+        for f in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            if f.endswith(".deb"):
+                available[f.split("_")[0]] = os.path.join(d, f)  # sorted: newest last
+    chosen, seen, queue = [deb], set(installed), depends(deb)
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in available:
+            raise LookupError(f"no .deb of `{name}` (needed by {os.path.basename(deb)}) in "
+                              f"{', '.join(deb_dirs)}")
+        chosen.append(available[name])
+        queue += depends(available[name])
+    return chosen
+
+
 def debian_standby_image():
     """The Debian 12 standby VM disk of lab/build-standby-disk: (paths, None) with paths a
     dict of disk, kernel, initrd and cmdline (the kernel arguments every standby VM needs),
@@ -351,8 +393,9 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
     standby disk `image` (from debian_standby_image()): its own overlay, direct kernel
     boot, the address by `ip=` (network: kernel), and on the kernel command line the
     standby's cgroup v1 / AppArmor arguments and the agent's settings (vcr.name=,
-    vcr.agent_server=, vcr.agent_insecure=1), read by vcr-agent-standby.service
-    (docs/packaging.md)."""
+    vcr.agent_server=), read by vcr-agent-standby.service (docs/packaging.md).  Its
+    agent's TLS identity: write_agent_config() gives the VM an agent_identity (a
+    certificate naming the VM), which vcr-standby reads from fw_cfg."""
     env = lab_env()
     return {
         "name": name,
@@ -364,11 +407,8 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
         "tap": f"tap{index}",
         "address": f"{address}/24",
         "gateway": env["VCR_LAB_BRIDGE_ADDR"],
-        # Plain TCP to the server's standby-only port: the Debian standby image lacks
-        # the qemu_fw_cfg module that agent_identity needs (docs/security.md); the
-        # server must be written with standby_insecure=True.
-        "kernel_args": f"{image['cmdline']} vcr.name={name} vcr.agent_insecure=1 "
-                       f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{STANDBY_INSECURE_PORT}",
+        "kernel_args": f"{image['cmdline']} vcr.name={name} "
+                       f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
     }
 
 

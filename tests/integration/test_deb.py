@@ -78,6 +78,8 @@ def test_files_and_binaries(root):
         assert (root / "lib/systemd/system" / unit).is_file(), unit
     for doc in ("copyright", "changelog.gz", "packaging.md", "examples/standby.env"):
         assert (root / "usr/share/doc/vcrecovery" / doc).is_file(), doc
+    # The configuration directory exists once installed (`vcr pki init /etc/vcr/pki`).
+    assert (root / "etc/vcr").is_dir()
     needed = run(["readelf", "-d", str(root / "usr/bin/vcr-agent")]).stdout
     assert "liblxc.so.1" in needed, needed
     for prog in ("vcr-agent", "vcr-server"):

@@ -32,7 +32,7 @@ def standby_host(d):
 def test_debian_standby_agent_connects(lab, daemons, record_property):
     image = IMAGE
     d = daemons
-    d.server(heartbeat_ms=500, host_timeout_ms=5000, standby_insecure=True)
+    d.server(heartbeat_ms=500, host_timeout_ms=5000)
     vm = labkit.debian_standby_vm_entry(VM, VM_INDEX, VM_ADDR, image)
     t0 = time.monotonic()
     agent = d.agent("host1", [vm])
@@ -61,6 +61,11 @@ def test_debian_standby_agent_connects(lab, daemons, record_property):
     # command line, the VM's address on br0.
     console = serial.read_text(errors="replace")
     assert f"--name {VM}" in console and "from the kernel command line" in console, console[-3000:]
+    # Mutual TLS with the identity the host agent passed as fw_cfg files (agent_identity:
+    # the image keeps qemu_fw_cfg), to the server's one TLS port: no plain-TCP port.
+    assert "TLS identity from fwcfg" in console, console[-3000:]
+    assert "--insecure" not in console, console[-3000:]
+    assert "standby_insecure_listen" not in (d.tmp / "server.yaml").read_text()
     assert "br0 over eth0: " + f"{VM_ADDR}/24" in console, console[-3000:]
     assert host["accel"] == "none" and host["vms"] == []
     # The VM's load arrives with the agent's first sample (every 1000 ms).

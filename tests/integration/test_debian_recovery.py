@@ -134,7 +134,7 @@ def rig(lab, tmp_path_factory):
     kv["standby"]["image"] = "ct-redis"
     kv["data"] = {"volume": "kvdata", "path": "/var/lib/redis"}
     d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image, redis_image],
-             services=[svc, kv], standby_insecure=True)
+             services=[svc, kv])
     d.agent("debhost", [vm])
     # The migration's target boots once the others serve (below): three systemd guests
     # booting at once on two cores slowed the primary's Redis restart by cloud-init past
