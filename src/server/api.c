@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -15,6 +17,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -22,6 +26,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/listen_guard.h"
+#include "proto/proto_tls.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/api_priv.h"
@@ -236,33 +241,45 @@ static void handle_events(struct api *api, struct evhttp_request *req, const cha
 
 /* --- routing --- */
 
+/* Who may call each route (docs/security.md): GET is read, POST operator;
+ * the dashboard's files and its sign-in are open (the files hold no data). */
+#define R API_ROLE_READ
+#define O API_ROLE_OPERATOR
+#define N API_ROLE_NONE
 static const struct route {
     enum evhttp_cmd_type method;
     const char *pattern; /* a `*` segment matches one name, passed to handle */
     void (*handle)(struct api *api, struct evhttp_request *req, const char *arg);
     const char *noun; /* what the `*` names, for a 400 */
+    enum api_role need;
 } routes[] = {
-    {EVHTTP_REQ_GET, "/v1/status", handle_status, NULL},
-    {EVHTTP_REQ_GET, "/v1/events", handle_events, NULL},
-    {EVHTTP_REQ_GET, "/v1/events/stream", api_handle_events_stream, NULL},
-    {EVHTTP_REQ_POST, "/v1/vms/*/stop", api_handle_vm_stop, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/kill", api_handle_vm_kill, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/start", api_handle_vm_start, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", api_handle_vm_warm, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/flush", api_handle_vm_flush, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/reboot", api_handle_vm_reboot, "VM"},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", api_handle_host_warm, "host"},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/containers", api_handle_host_containers, "host"},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/images/prune", api_handle_host_images_prune, "host"},
-    {EVHTTP_REQ_GET, "/v1/services", api_handle_services, NULL},
-    {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover, "service"},
-    {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback, "service"},
-    {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset, "service"},
-    {EVHTTP_REQ_GET, "/metrics", api_handle_metrics, NULL},
-    {EVHTTP_REQ_GET, "/ui", api_handle_ui_redirect, NULL},
-    {EVHTTP_REQ_GET, "/ui/", api_handle_ui_index, NULL},
-    {EVHTTP_REQ_GET, "/ui/*", api_handle_ui_file, "dashboard file"},
+    {EVHTTP_REQ_GET, "/v1/status", handle_status, NULL, R},
+    {EVHTTP_REQ_GET, "/v1/events", handle_events, NULL, R},
+    {EVHTTP_REQ_GET, "/v1/events/stream", api_handle_events_stream, NULL, R},
+    {EVHTTP_REQ_POST, "/v1/vms/*/stop", api_handle_vm_stop, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/kill", api_handle_vm_kill, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/start", api_handle_vm_start, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", api_handle_vm_warm, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/flush", api_handle_vm_flush, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/reboot", api_handle_vm_reboot, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", api_handle_host_warm, "host", O},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/containers", api_handle_host_containers, "host", O},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/images/prune", api_handle_host_images_prune, "host", O},
+    {EVHTTP_REQ_GET, "/v1/services", api_handle_services, NULL, R},
+    {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover, "service", O},
+    {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback, "service", O},
+    {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset, "service", O},
+    {EVHTTP_REQ_POST, "/v1/login", api_handle_login, NULL, N},
+    {EVHTTP_REQ_POST, "/v1/logout", api_handle_logout, NULL, N},
+    {EVHTTP_REQ_GET, "/v1/whoami", api_handle_whoami, NULL, R},
+    {EVHTTP_REQ_GET, "/metrics", api_handle_metrics, NULL, R},
+    {EVHTTP_REQ_GET, "/ui", api_handle_ui_redirect, NULL, N},
+    {EVHTTP_REQ_GET, "/ui/", api_handle_ui_index, NULL, N},
+    {EVHTTP_REQ_GET, "/ui/*", api_handle_ui_file, "dashboard file", N},
 };
+#undef R
+#undef O
+#undef N
 
 /* Matches path against pattern segment by segment; the raw (still
  * percent-encoded) `*` segment is copied to arg. */
@@ -296,6 +313,15 @@ static void on_request(struct evhttp_request *req, void *opaque)
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     char raw[256];
     const char *allowed = NULL;
+    const struct api_token *who = NULL;
+    /* Nothing about the server, not even which paths exist, before the checks:
+     * an unknown path needs a reader's credentials to be told it is unknown. */
+    enum api_role need = API_ROLE_READ;
+    for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (routes[i].method == method && route_match(routes[i].pattern, path, raw, sizeof(raw)))
+            need = routes[i].need;
+    if (!api_access_check(api, req, method, need, &who))
+        return;
     for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (!route_match(routes[i].pattern, path, raw, sizeof(raw)))
             continue;
@@ -315,8 +341,11 @@ static void on_request(struct evhttp_request *req, void *opaque)
                 return;
             }
         }
-        log_debug("API %s %s", method_name(method), path);
+        log_debug("API %s %s%s%s", method_name(method), path, who ? " by " : "",
+                  who ? who->name : "");
+        api->who = who;
         routes[i].handle(api, req, arg);
+        api->who = NULL;
         return;
     }
     if (allowed) {
@@ -325,6 +354,24 @@ static void on_request(struct evhttp_request *req, void *opaque)
         return;
     }
     api_reply_error(req, 404, "no endpoint `%s`; see docs/server.md", path ? path : "");
+}
+
+/* Each connection of a TLS API: a handshake first (libevent's https-server
+ * sample).  evhttp would fall back to a plain socket if this returned NULL, so
+ * on_request checks the connection is TLS (api_access.c). */
+static struct bufferevent *tls_bufferevent(struct event_base *base, void *arg)
+{
+    struct api *api = arg;
+    SSL *ssl = SSL_new(proto_tls_ctx(api->opts.tls));
+    struct bufferevent *bev =
+        ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE)
+            : NULL;
+    if (bev == NULL && ssl)
+        SSL_free(ssl);
+    if (bev)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
 }
 
 struct api *api_new(struct event_base *base, struct inventory *inv, struct journal *journal,
@@ -350,7 +397,14 @@ struct api *api_new(struct event_base *base, struct inventory *inv, struct journ
     evhttp_set_max_headers_size(api->http, 16 * 1024);
     evhttp_set_timeout(api->http, (API_EVENTS_WAIT_MAX_MS + API_ORDER_TIMEOUT_MS) / 1000 + 30);
     evhttp_set_gencb(api->http, on_request, api);
-    if ((api->sse = api_sse_new(api)) == NULL) {
+    if (opts->tls)
+        evhttp_set_bevcb(api->http, tls_bufferevent, api);
+    api->sessions = api_sessions_new();
+    api->rate = api_rate_new(opts->rate_per_s ? opts->rate_per_s : 50,
+                             opts->rate_burst ? opts->rate_burst : 100);
+    if (api->sessions == NULL || api->rate == NULL || (api->sse = api_sse_new(api)) == NULL) {
+        api_sessions_free(api->sessions);
+        api_rate_free(api->rate);
         evhttp_free(api->http);
         free(api);
         vcr_error_make(err, ENOMEM, "HTTP API: out of memory");
@@ -392,5 +446,7 @@ void api_free(struct api *api)
     api_sse_free(api->sse);
     evhttp_free(api->http);
     api_metrics_free(api->metrics);
+    api_sessions_free(api->sessions);
+    api_rate_free(api->rate);
     free(api);
 }

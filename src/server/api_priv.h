@@ -8,11 +8,14 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "common/log.h"
 #include "server/agents.h"
 #include "server/api.h"
+#include "server/api_auth.h"
 
 struct evhttp;
 struct evhttp_request;
+#include <event2/http.h>
 
 /* A GET /v1/events?wait_ms= that found nothing new and waits for an append. */
 struct events_wait {
@@ -50,6 +53,12 @@ struct api {
     struct api_metrics *metrics;
     /* GET /v1/events/stream: its open streams (api_sse.c) */
     struct api_sse *sse;
+    /* Access (api_access.c): signed-in browsers, rate buckets, the token of the
+     * request being dispatched (NULL: none, or an unauthenticated API). */
+    struct api_sessions *sessions;
+    struct api_rate *rate;
+    struct vcr_log_limit refusals_log;
+    const struct api_token *who;
 };
 
 /* Every answer is JSON; errors are {"error": "..."}. */
@@ -66,6 +75,15 @@ int api_status_of(int error_status);
 /* ... and from an agent order's outcome: done 200, refused 502, timeout 504,
  * unreachable 503. */
 int api_status_of_order(enum order_outcome outcome);
+
+/* The checks before a handler (api_access.c): true when the request may go
+ * on (*who: its token, NULL on an unauthenticated API), false after
+ * answering 421 (Host), 429 (rate), 401, 403 (role, Origin) or 415. */
+bool api_access_check(struct api *api, struct evhttp_request *req, enum evhttp_cmd_type method,
+                      enum api_role need, const struct api_token **who);
+void api_handle_login(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_logout(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_whoami(struct api *api, struct evhttp_request *req, const char *arg);
 
 /* Route handlers (api.c's table). */
 void api_handle_vm_stop(struct api *api, struct evhttp_request *req, const char *arg);

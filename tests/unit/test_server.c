@@ -1481,6 +1481,7 @@ static void http_start_body(struct http_call *call, struct harness *h, const cha
     call->conn = evhttp_connection_base_new(h->base, NULL, "127.0.0.1", server_api_port(h->srv));
     struct evhttp_request *req = evhttp_request_new(http_done, &call->answer);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     assert_int_equal(evhttp_make_request(call->conn, req, EVHTTP_REQ_POST, path), 0);
 }
@@ -1629,6 +1630,7 @@ static void test_e2e_order_timeout_and_disconnect(void **state)
     memset(&call, 0, sizeof(call));
     call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
     struct evhttp_request *req = evhttp_request_new(http_done, &call.answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
     evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/web1/stop");
     assert_true(run_until(h.base, http_answered, &call.answer));
     assert_int_equal(call.answer.code, 504);
@@ -1641,6 +1643,7 @@ static void test_e2e_order_timeout_and_disconnect(void **state)
     memset(&call, 0, sizeof(call));
     call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
     req = evhttp_request_new(http_done, &call.answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
     evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/db1/kill");
     assert_true(run_until(h.base, agent_has_order, &h.agent));
     proto_conn_free(h.agent.conn);
@@ -1660,6 +1663,7 @@ static void test_e2e_order_timeout_and_disconnect(void **state)
     memset(&call, 0, sizeof(call));
     call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
     req = evhttp_request_new(http_done, &call.answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
     evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/db1/kill");
     assert_true(run_until(h.base, agent_has_order, &h.agent));
     agents_free(agents);
@@ -1898,7 +1902,7 @@ static void test_e2e_slow_stream_is_dropped(void **state)
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(server_api_port(h.srv))};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    const char *get = "GET /v1/events/stream?since=0 HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char *get = "GET /v1/events/stream?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     assert_int_equal(write(fd, get, strlen(get)), (ssize_t)strlen(get));
     struct timeval brief = {0, 50000};
     event_base_loopexit(h.base, &brief);
