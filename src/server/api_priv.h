@@ -102,6 +102,12 @@ void api_handle_service_reset(struct api *api, struct evhttp_request *req, const
 void api_handle_metrics(struct api *api, struct evhttp_request *req, const char *arg);
 void api_metrics_free(struct api_metrics *am);
 
+/* The members of a container order from a POST .../containers body, rebuilt
+ * from checked values (api_containers.c): the action's index (0 create, 1
+ * start, 2 stop, 3 destroy, 4 migrate), or -1 with why.  Fuzzed
+ * (tests/fuzz/fuzz_api.c). */
+int api_container_members(json_t *body, json_t **members, char *why, size_t size);
+
 /* GET /v1/events/stream (api_sse.c): the journal as server-sent events. */
 #define SSE_CLIENTS_MAX     16
 #define SSE_BUFFER_MAX      (256 * 1024) /* bytes queued to one stream before it is dropped */

@@ -328,10 +328,17 @@ static void handle_volume_order(struct api *api, struct evhttp_request *req, con
                         want_bool ? "true|false" : "VOLUME", text);
         return;
     }
+    /* The order is rebuilt from the checked member, not the body passed on. */
+    if (v && !want_bool && !inventory_valid_name(json_string_value(v))) {
+        api_reply_error(req, 400, "body: `volume`: `%.64s` is not a volume name",
+                        json_string_value(v));
+        return;
+    }
+    cleanup_json json_t *members = v ? json_pack("{s:O}", key, v) : json_object();
     struct inv_host *host = host_of_reachable_vm(api, req, vm);
     if (host == NULL)
         return;
-    struct volume_request *r = calloc(1, sizeof(*r));
+    struct volume_request *r = members ? calloc(1, sizeof(*r)) : NULL;
     if (r == NULL || (r->vm = strdup(vm)) == NULL || (r->host = strdup(host->name)) == NULL) {
         if (r)
             free(r->vm);
@@ -342,7 +349,7 @@ static void handle_volume_order(struct api *api, struct evhttp_request *req, con
     r->req = req;
     r->verb = verb;
     cleanup_error vcr_error_t err = NULL;
-    if (agents_send_order_with(api->agents, host->name, action, vm, body,
+    if (agents_send_order_with(api->agents, host->name, action, vm, members,
                                want_bool ? API_REBOOT_ORDER_TIMEOUT_MS : api->opts.order_timeout_ms,
                                on_volume_reply, r, &err) < 0)
         on_volume_reply(ORDER_UNREACHABLE, vcr_error_msg(err), NULL, r);

@@ -1583,6 +1583,16 @@ static void test_e2e_container_image_and_prune(void **state)
                      "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"image\": 7}", 400,
                      "expected the name of an image", &call);
     http_finish(&call);
+    /* The order is rebuilt from checked members: anything else is refused, not
+     * passed on to the agent. */
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"lxc_config\": \"x\"}", 400,
+                     "unknown member `lxc_config`", &call);
+    http_finish(&call);
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9; rm\"}", 400, "`address`: A.B.C.D",
+                     &call);
+    http_finish(&call);
     assert_int_equal(json_array_size(h.agent.received), orders); /* none of them reached it */
 
     http_expect(&h, EVHTTP_REQ_POST, "/v1/hosts/sb1/images/prune", 200, NULL, &call);
