@@ -271,7 +271,7 @@ static const struct route {
     {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset, "service", O},
     {EVHTTP_REQ_POST, "/v1/login", api_handle_login, NULL, N},
     {EVHTTP_REQ_POST, "/v1/logout", api_handle_logout, NULL, N},
-    {EVHTTP_REQ_GET, "/v1/whoami", api_handle_whoami, NULL, R},
+    {EVHTTP_REQ_GET, "/v1/whoami", api_handle_whoami, NULL, N},
     {EVHTTP_REQ_GET, "/metrics", api_handle_metrics, NULL, R},
     {EVHTTP_REQ_GET, "/ui", api_handle_ui_redirect, NULL, N},
     {EVHTTP_REQ_GET, "/ui/", api_handle_ui_index, NULL, N},

@@ -223,13 +223,18 @@ void api_handle_logout(struct api *api, struct evhttp_request *req, const char *
     api_reply_json(req, 200, answer);
 }
 
-/* GET /v1/whoami: the dashboard asks it to know whether it must sign in. */
+/* GET /v1/whoami: whether this API authenticates, and who the request's
+ * credentials are (name null: none); the dashboard asks it to know whether it
+ * must sign in.  Open: a 401 here would be an error in the browser's console. */
 void api_handle_whoami(struct api *api, struct evhttp_request *req, const char *arg)
 {
     (void)arg;
     const struct api_token *t = api->who;
+    bool auth = api->opts.tls != NULL;
     cleanup_json json_t *answer =
-        t ? json_pack("{s:s, s:s}", "name", t->name, "role", api_role_name(t->role))
-          : json_pack("{s:n, s:s}", "name", "role", "operator");
+        t ? json_pack("{s:b, s:s, s:s}", "auth", auth, "name", t->name, "role",
+                      api_role_name(t->role))
+          : json_pack("{s:b, s:n, s:s?}", "auth", auth, "name", "role",
+                      auth ? NULL : "operator");
     api_reply_json(req, 200, answer);
 }
