@@ -312,6 +312,7 @@ static void on_request(struct evhttp_request *req, void *opaque)
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     char raw[256];
+    api_conn_request(api, req);
     const char *allowed = NULL;
     const struct api_token *who = NULL;
     /* Nothing about the server, not even which paths exist, before the checks:
@@ -356,24 +357,6 @@ static void on_request(struct evhttp_request *req, void *opaque)
     api_reply_error(req, 404, "no endpoint `%s`; see docs/server.md", path ? path : "");
 }
 
-/* Each connection of a TLS API: a handshake first (libevent's https-server
- * sample).  evhttp would fall back to a plain socket if this returned NULL, so
- * on_request checks the connection is TLS (api_access.c). */
-static struct bufferevent *tls_bufferevent(struct event_base *base, void *arg)
-{
-    struct api *api = arg;
-    SSL *ssl = SSL_new(proto_tls_ctx(api->opts.tls));
-    struct bufferevent *bev =
-        ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                             BEV_OPT_CLOSE_ON_FREE)
-            : NULL;
-    if (bev == NULL && ssl)
-        SSL_free(ssl);
-    if (bev)
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
-}
-
 struct api *api_new(struct event_base *base, struct inventory *inv, struct journal *journal,
                     struct agents *agents, const struct api_options *opts, vcr_error_t *err)
 {
@@ -397,8 +380,8 @@ struct api *api_new(struct event_base *base, struct inventory *inv, struct journ
     evhttp_set_max_headers_size(api->http, 16 * 1024);
     evhttp_set_timeout(api->http, (API_EVENTS_WAIT_MAX_MS + API_ORDER_TIMEOUT_MS) / 1000 + 30);
     evhttp_set_gencb(api->http, on_request, api);
-    if (opts->tls)
-        evhttp_set_bevcb(api->http, tls_bufferevent, api);
+    TAILQ_INIT(&api->conns);
+    evhttp_set_bevcb(api->http, api_conn_new, api);
     api->sessions = api_sessions_new();
     api->rate = api_rate_new(opts->rate_per_s ? opts->rate_per_s : 50,
                              opts->rate_burst ? opts->rate_burst : 100);
@@ -445,6 +428,7 @@ void api_free(struct api *api)
         wait_finish(LIST_FIRST(&api->waits));
     api_sse_free(api->sse);
     evhttp_free(api->http);
+    api_conn_release_all(api);
     api_metrics_free(api->metrics);
     api_sessions_free(api->sessions);
     api_rate_free(api->rate);

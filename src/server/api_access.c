@@ -234,7 +234,6 @@ void api_handle_whoami(struct api *api, struct evhttp_request *req, const char *
     cleanup_json json_t *answer =
         t ? json_pack("{s:b, s:s, s:s}", "auth", auth, "name", t->name, "role",
                       api_role_name(t->role))
-          : json_pack("{s:b, s:n, s:s?}", "auth", auth, "name", "role",
-                      auth ? NULL : "operator");
+          : json_pack("{s:b, s:n, s:s?}", "auth", auth, "name", "role", auth ? NULL : "operator");
     api_reply_json(req, 200, answer);
 }

@@ -59,7 +59,28 @@ struct api {
     struct api_rate *rate;
     struct vcr_log_limit refusals_log;
     const struct api_token *who;
+    /* Its connections (api_conn.c). */
+    TAILQ_HEAD(, api_conn) conns;
+    size_t n_conns;
+    size_t n_closing; /* of them, picked to make room and about to close */
+    unsigned long long conns_turned_away;
+    struct vcr_log_limit conns_log;
 };
+
+/* The connections (api_conn.c, docs/server.md "Limits"): the bufferevent
+ * callback of evhttp; api_conn_request when a request is dispatched (its
+ * deadline stops until it is answered).  A request must be in within
+ * API_REQUEST_DEADLINE_MS of the accept or of the previous answer. */
+#define API_REQUEST_DEADLINE_MS 10000
+struct api_conn;
+struct bufferevent *api_conn_new(struct event_base *base, void *arg);
+void api_conn_request(struct api *api, struct evhttp_request *req);
+void api_conn_release_all(struct api *api);
+bool api_conn_is_tls(struct evhttp_request *req);
+/* Bytes queued to the client, in every layer; a write timeout where they wait. */
+size_t api_conn_queued(struct evhttp_connection *evcon);
+struct timeval;
+void api_conn_set_write_timeout(struct evhttp_connection *evcon, const struct timeval *tv);
 
 /* Every answer is JSON; errors are {"error": "..."}. */
 void api_reply_json(struct evhttp_request *req, int code, json_t *body);

@@ -59,7 +59,7 @@ static void client_drop(struct sse_client *c, const char *why)
 
 static size_t client_queued(const struct sse_client *c)
 {
-    return evbuffer_get_length(bufferevent_get_output(evhttp_connection_get_bufferevent(c->evcon)));
+    return api_conn_queued(c->evcon);
 }
 
 static void client_pump(struct sse_client *c);
@@ -239,7 +239,7 @@ void api_handle_events_stream(struct api *api, struct evhttp_request *req, const
     /* The client never sends anything more: no read timeout.  A write that does not
      * progress for SSE_WRITE_TIMEOUT_S ends the connection (on_close). */
     struct timeval write_tv = {.tv_sec = SSE_WRITE_TIMEOUT_S, .tv_usec = 0};
-    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(c->evcon), NULL, &write_tv);
+    api_conn_set_write_timeout(c->evcon, &write_tv);
     log_debug("event stream %" PRId64 ": opened (%zu open)", since, hub->count);
     client_send(c, hello);
     evbuffer_free(hello);
