@@ -97,9 +97,7 @@ bool api_access_check(struct api *api, struct evhttp_request *req, enum evhttp_c
 {
     *who = NULL;
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (api->opts.tls && (evcon == NULL || bufferevent_openssl_get_ssl(
-                                               evhttp_connection_get_bufferevent(evcon)) == NULL)) {
+    if (api->opts.tls && !api_conn_is_tls(req)) {
         api_reply_error(req, 500, "not a TLS connection");
         return false;
     }

@@ -7,12 +7,14 @@
  * closed to make room (a flood of idle connections cannot lock clients out);
  * only if every connection is busy answering is the new one closed.
  *
- * evhttp 2.1 has no hook at accept but the bufferevent callback, and no close
- * notice but the bufferevent's end: each connection's bufferevent is a filter
- * (no filtering, libevent's bufferevent_filter) over the socket or TLS one,
- * whose free_context callback says when evhttp has freed it.  A connection is
- * closed the way evhttp closes a timed-out one: a timeout event on its
- * bufferevent. */
+ * evhttp 2.1 has no hook at accept but the callback that makes a connection's
+ * bufferevent (api_conn_new), which does not see the connection itself.  Right
+ * after it, evhttp sets the bufferevent's callbacks with the connection as
+ * their argument; the connection is adopted from there in the same turn of the
+ * loop (an activated event runs before the loop next polls, so before anything
+ * can be read from the connection or close it), and its close callback then
+ * tells when evhttp frees it.  A connection is closed the way evhttp closes a
+ * timed-out one: a timeout event on its bufferevent. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -30,76 +32,55 @@
 
 struct api_conn {
     struct api *api;
-    struct bufferevent *bev; /* the filter, evhttp's */
-    int64_t since_ms;        /* accepted, or its last answer sent */
-    bool busy;               /* a request of it is being answered */
-    bool closing;            /* picked to make room: closed at the next turn of the loop */
+    struct bufferevent *bev;
+    struct evhttp_connection *evcon; /* NULL until adopted */
+    int64_t since_ms;                /* accepted, or its last answer sent */
+    bool busy;                       /* a request of it is being answered */
+    bool closing;                    /* picked to make room, closed at the next turn */
     struct event *deadline;
-    struct event *flush;
+    struct event *adopt;
+    void (*on_close)(struct evhttp_connection *, void *); /* api_conn_set_closecb */
+    void *on_close_arg;
     TAILQ_ENTRY(api_conn) link;
 };
 
-static bool released(struct api_conn *c)
+static void conn_free(struct api_conn *c)
 {
-    bufferevent_event_cb cb = NULL;
-    bufferevent_getcb(c->bev, NULL, NULL, &cb, NULL);
-    return cb == NULL;
-}
-
-/* evhttp has freed the filter (and the connection). */
-static void conn_freed(void *arg)
-{
-    struct api_conn *c = arg;
-    /* libevent may finalize a bufferevent late, as late as event_base_free:
-     * after api_free, which let go of the connection (api NULL). */
     if (c->api) {
         TAILQ_REMOVE(&c->api->conns, c, link);
         c->api->n_conns--;
         if (c->closing)
             c->api->n_closing--;
     }
-    if (c->deadline)
-        event_free(c->deadline);
-    if (c->flush)
-        event_free(c->flush);
+    event_free(c->deadline);
+    event_free(c->adopt);
     free(c);
 }
 
-/* libevent 2.1's filter moves what is added to its output on to the
- * underlying bufferevent only while its writing is enabled, and enabling it
- * later moves nothing; evhttp adds a reply before it enables writing (from the
- * second request of a kept-alive connection on).  So each addition is moved on
- * right after, once evhttp has enabled writing. */
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+/* evhttp frees the connection. */
+static void on_evcon_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct api_conn *c = arg;
+    if (c->on_close)
+        c->on_close(evcon, c->on_close_arg);
+    conn_free(c);
+}
+
+static void on_adopt(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct api_conn *c = arg;
-    if (!released(c))
-        bufferevent_flush(c->bev, EV_WRITE, BEV_NORMAL);
-}
-
-static void on_output_added(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf;
-    struct api_conn *c = arg;
-    if (info->n_added && c->flush)
-        event_active(c->flush, EV_TIMEOUT, 0);
-}
-
-void api_conn_release_all(struct api *api)
-{
-    struct api_conn *c;
-    while ((c = TAILQ_FIRST(&api->conns)) != NULL) {
-        TAILQ_REMOVE(&api->conns, c, link);
-        event_free(c->deadline);
-        c->deadline = NULL;
-        event_free(c->flush);
-        c->flush = NULL;
-        c->api = NULL;
+    void *cbarg = NULL;
+    bufferevent_event_cb ecb = NULL;
+    bufferevent_getcb(c->bev, NULL, NULL, &ecb, &cbarg);
+    if (ecb == NULL || cbarg == NULL) {
+        /* evhttp could not set it up (and freed it): nothing to watch. */
+        conn_free(c);
+        return;
     }
-    api->n_conns = 0;
-    api->n_closing = 0;
+    c->evcon = cbarg;
+    evhttp_connection_set_closecb(c->evcon, on_evcon_close, c);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -107,7 +88,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct api_conn *c = arg;
-    if (c->busy || released(c))
+    if (c->busy || c->evcon == NULL)
         return;
     /* evhttp_error_cb: a timeout while reading drops the connection unanswered. */
     bufferevent_trigger_event(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
@@ -116,8 +97,10 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 static void close_soon(struct api_conn *c)
 {
     struct timeval now = {0, 0};
-    c->closing = true;
-    c->api->n_closing++;
+    if (!c->closing) {
+        c->closing = true;
+        c->api->n_closing++;
+    }
     evtimer_add(c->deadline, &now);
 }
 
@@ -131,55 +114,49 @@ static void arm(struct api_conn *c)
 struct bufferevent *api_conn_new(struct event_base *base, void *arg)
 {
     struct api *api = arg;
-    struct bufferevent *raw = NULL;
+    struct bufferevent *bev = NULL;
     if (api->opts.tls) {
         SSL *ssl = SSL_new(proto_tls_ctx(api->opts.tls));
-        raw = ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+        bev = ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                    BEV_OPT_CLOSE_ON_FREE)
                   : NULL;
-        if (raw == NULL && ssl)
+        if (bev == NULL && ssl)
             SSL_free(ssl);
-        if (raw)
-            bufferevent_openssl_set_allow_dirty_shutdown(raw, 1);
+        if (bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     } else {
-        raw = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
-    struct api_conn *c = raw ? calloc(1, sizeof(*c)) : NULL;
+    struct api_conn *c = bev ? calloc(1, sizeof(*c)) : NULL;
     if (c) {
         c->deadline = evtimer_new(base, on_deadline, c);
-        c->flush = event_new(base, -1, 0, on_flush, c);
+        c->adopt = event_new(base, -1, 0, on_adopt, c);
     }
-    if (c && c->deadline && c->flush)
-        c->bev = bufferevent_filter_new(raw, NULL, NULL, BEV_OPT_CLOSE_ON_FREE, conn_freed, c);
-    if (c && c->bev &&
-        evbuffer_add_cb(bufferevent_get_output(c->bev), on_output_added, c) == NULL) {
-        bufferevent_free(c->bev); /* frees c (conn_freed) and raw */
-        log_error("HTTP API: a connection without its guard: out of memory");
-        return NULL;
-    }
-    if (c == NULL || c->bev == NULL) {
+    if (c == NULL || c->deadline == NULL || c->adopt == NULL) {
         /* evhttp then makes a plain socket bufferevent of its own: a TLS API
          * refuses what comes on it (api_conn_is_tls). */
         if (c && c->deadline)
             event_free(c->deadline);
-        if (c && c->flush)
-            event_free(c->flush);
+        if (c && c->adopt)
+            event_free(c->adopt);
         free(c);
-        if (raw)
-            bufferevent_free(raw);
+        if (bev)
+            bufferevent_free(bev);
         log_error("HTTP API: a connection without its guard: out of memory");
         return NULL;
     }
     c->api = api;
+    c->bev = bev;
     TAILQ_INSERT_TAIL(&api->conns, c, link);
     api->n_conns++;
+    event_active(c->adopt, EV_TIMEOUT, 0);
     arm(c);
     size_t cap = api->opts.connections_max ? api->opts.connections_max : 256;
     if (api->n_conns - api->n_closing > cap) {
         struct api_conn *victim = NULL, *it;
         TAILQ_FOREACH(it, &api->conns, link)
         {
-            if (it != c && !it->busy && !it->closing && !released(it) &&
+            if (it != c && !it->busy && !it->closing && it->evcon &&
                 (victim == NULL || it->since_ms < victim->since_ms))
                 victim = it;
         }
@@ -187,24 +164,21 @@ struct bufferevent *api_conn_new(struct event_base *base, void *arg)
         vcr_log_limited(&api->conns_log, VCR_LOG_WARN,
                         "HTTP API: %zu connections, the cap is %zu (api_connections_max): %s "
                         "(%llu so far)",
-                        api->n_conns, cap,
+                        api->n_conns - api->n_closing, cap,
                         victim ? "the one idle longest is closed"
-                               : "every one is busy: the new "
-                                 "one is closed",
+                               : "every one is busy: the new one is closed",
                         (unsigned long long)api->conns_turned_away);
         close_soon(victim ? victim : c);
     }
-    return c->bev;
+    return bev;
 }
 
-static struct api_conn *conn_of(struct api *api, struct evhttp_request *req)
+static struct api_conn *conn_of(struct api *api, struct evhttp_connection *evcon)
 {
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
     struct api_conn *c;
     TAILQ_FOREACH(c, &api->conns, link)
     {
-        if (c->bev == bev)
+        if (evcon && c->evcon == evcon)
             return c;
     }
     return NULL;
@@ -220,7 +194,7 @@ static void on_answered(struct evhttp_request *req, void *arg)
 
 void api_conn_request(struct api *api, struct evhttp_request *req)
 {
-    struct api_conn *c = conn_of(api, req);
+    struct api_conn *c = conn_of(api, evhttp_request_get_connection(req));
     if (c == NULL)
         return;
     c->busy = true;
@@ -232,31 +206,36 @@ void api_conn_request(struct api *api, struct evhttp_request *req)
     evhttp_request_set_on_complete_cb(req, on_answered, c);
 }
 
+int api_conn_set_closecb(struct api *api, struct evhttp_connection *evcon,
+                         void (*cb)(struct evhttp_connection *, void *), void *arg)
+{
+    struct api_conn *c = conn_of(api, evcon);
+    if (c == NULL) {
+        evhttp_connection_set_closecb(evcon, cb, arg);
+        return 0;
+    }
+    c->on_close = cb;
+    c->on_close_arg = arg;
+    return 0;
+}
+
+void api_conn_release_all(struct api *api)
+{
+    struct api_conn *c;
+    while ((c = TAILQ_FIRST(&api->conns)) != NULL) {
+        if (c->evcon)
+            evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+        c->api = NULL;
+        TAILQ_REMOVE(&api->conns, c, link);
+        conn_free(c);
+    }
+    api->n_conns = 0;
+    api->n_closing = 0;
+}
+
 bool api_conn_is_tls(struct evhttp_request *req)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
-    if (bev == NULL)
-        return false;
-    struct bufferevent *under = bufferevent_get_underlying(bev);
-    return bufferevent_openssl_get_ssl(under ? under : bev) != NULL;
-}
-
-size_t api_conn_queued(struct evhttp_connection *evcon)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
-    size_t n = evbuffer_get_length(bufferevent_get_output(bev));
-    struct bufferevent *under = bufferevent_get_underlying(bev);
-    if (under)
-        n += evbuffer_get_length(bufferevent_get_output(under));
-    return n;
-}
-
-void api_conn_set_write_timeout(struct evhttp_connection *evcon, const struct timeval *tv)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
-    struct bufferevent *under = bufferevent_get_underlying(bev);
-    /* The bytes wait in the socket's (or TLS) bufferevent: its writes are the
-     * ones that stall. */
-    bufferevent_set_timeouts(under ? under : bev, NULL, tv);
+    return bev && bufferevent_openssl_get_ssl(bev) != NULL;
 }

@@ -77,10 +77,9 @@ struct bufferevent *api_conn_new(struct event_base *base, void *arg);
 void api_conn_request(struct api *api, struct evhttp_request *req);
 void api_conn_release_all(struct api *api);
 bool api_conn_is_tls(struct evhttp_request *req);
-/* Bytes queued to the client, in every layer; a write timeout where they wait. */
-size_t api_conn_queued(struct evhttp_connection *evcon);
-struct timeval;
-void api_conn_set_write_timeout(struct evhttp_connection *evcon, const struct timeval *tv);
+/* The connection's close callback is the guard's: others register theirs here. */
+int api_conn_set_closecb(struct api *api, struct evhttp_connection *evcon,
+                         void (*cb)(struct evhttp_connection *, void *), void *arg);
 
 /* Every answer is JSON; errors are {"error": "..."}. */
 void api_reply_json(struct evhttp_request *req, int code, json_t *body);
