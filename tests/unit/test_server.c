@@ -25,6 +25,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -32,6 +34,7 @@
 #include "proto/proto.h"
 #include "server/agents.h"
 #include "server/api.h"
+#include "server/api_auth.h"
 #include "server/images.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -1943,6 +1946,92 @@ static void test_e2e_slow_stream_is_dropped(void **state)
     harness_stop(&h);
 }
 
+/* The API's credentials and request checks (api_auth.c): the tokens file, a
+ * bearer header, the session cookie, Host (DNS rebinding), Origin (CSRF),
+ * Content-Type, sessions and the per-client rate. */
+static void test_api_auth_checks(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct api_token *t = NULL;
+    size_t n = 0;
+    /* SHA-256("vcr-abc") */
+    unsigned char d[32];
+    const char *tok = "vcr-abc";
+    char line[200] = "op operator sha256:", hex[65];
+    SHA256((const unsigned char *)tok, strlen(tok), d);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    strcat(line, hex);
+    strcat(line, "\n# a comment\nro read sha256:");
+    strcat(line, hex);
+    line[strlen(line) - 1] = '0'; /* another hash */
+    assert_int_equal(api_tokens_parse(line, strlen(line), "t", &t, &n, &err), 0);
+    assert_int_equal(n, 2);
+    const struct api_token *m = api_tokens_match(t, n, tok, strlen(tok));
+    assert_non_null(m);
+    assert_string_equal(m->name, "op");
+    assert_int_equal(m->role, API_ROLE_OPERATOR);
+    assert_null(api_tokens_match(t, n, "vcr-abd", 7));
+    assert_null(api_tokens_match(t, n, "", 0));
+    free(t);
+    const char *bad = "op admin sha256:00\n";
+    assert_int_equal(api_tokens_parse(bad, strlen(bad), "t", &t, &n, &err), -1);
+    assert_contains(vcr_error_msg(err), "role `admin`; allowed: read, operator");
+    vcr_error_release(&err);
+
+    const char *v;
+    size_t len;
+    assert_int_equal(api_parse_bearer("Bearer vcr-abc", &v, &len), 0);
+    assert_int_equal(len, 7);
+    assert_int_equal(api_parse_bearer("bearer  vcr-abc ", &v, &len), 0);
+    assert_int_equal(api_parse_bearer("Basic dXNlcjpwdw==", &v, &len), -1);
+    assert_int_equal(api_parse_bearer("Bearer a b", &v, &len), -1);
+    assert_int_equal(api_parse_cookie("a=1; vcr_session=xyz; b=2", "vcr_session", &v, &len), 0);
+    assert_int_equal(len, 3);
+    assert_int_equal(api_parse_cookie("xvcr_session=1", "vcr_session", &v, &len), -1);
+
+    assert_true(api_content_type_is_json("application/json"));
+    assert_true(api_content_type_is_json("Application/JSON; charset=utf-8"));
+    assert_false(api_content_type_is_json("text/plain"));
+    assert_false(api_content_type_is_json("application/jsonp"));
+    assert_false(api_content_type_is_json(NULL));
+
+    const char *names[] = {"vcr.example"};
+    assert_true(api_host_allowed("127.0.0.1:7080", "127.0.0.1", names, 1));
+    assert_true(api_host_allowed("localhost:7080", "127.0.0.1", names, 1));
+    assert_true(api_host_allowed("VCR.example", "10.0.0.1", names, 1));
+    assert_false(api_host_allowed("localhost", "10.0.0.1", names, 1));
+    assert_false(api_host_allowed("evil.example:7080", "127.0.0.1", names, 1));
+    assert_false(api_host_allowed(NULL, "127.0.0.1", names, 1));
+    assert_false(api_host_allowed("127.0.0.1:99999", "127.0.0.1", names, 1));
+    assert_true(api_origin_allowed("https://127.0.0.1:7080", "127.0.0.1:7080", true));
+    assert_false(api_origin_allowed("http://127.0.0.1:7080", "127.0.0.1:7080", true));
+    assert_false(api_origin_allowed("https://evil.example", "127.0.0.1:7080", true));
+    assert_false(api_origin_allowed("null", "127.0.0.1:7080", true));
+
+    struct api_sessions *ss = api_sessions_new();
+    struct api_token who = {.name = "op", .role = API_ROLE_OPERATOR};
+    char id[2 * API_SESSION_ID_BYTES + 1];
+    assert_int_equal(api_sessions_open(ss, &who, 1000, id, &err), 0);
+    assert_ptr_equal(api_sessions_find(ss, id, strlen(id), 2000), &who);
+    assert_null(api_sessions_find(ss, id, strlen(id), 1000 + API_SESSION_TTL_MS));
+    api_sessions_close(ss, id, strlen(id));
+    assert_null(api_sessions_find(ss, id, strlen(id), 2000));
+    api_sessions_free(ss);
+
+    /* 2 per second, burst 3: the 4th at once is refused with a retry in 1 s. */
+    struct api_rate *r = api_rate_new(2, 3);
+    uint32_t retry = 0;
+    for (int i = 0; i < 3; i++)
+        assert_true(api_rate_take(r, "a:1", 5000, &retry));
+    assert_false(api_rate_take(r, "a:1", 5000, &retry));
+    assert_int_equal(retry, 1);
+    assert_true(api_rate_take(r, "a:2", 5000, &retry)); /* another client */
+    assert_true(api_rate_take(r, "a:1", 5600, &retry)); /* refilled */
+    api_rate_free(r);
+}
+
 static void test_e2e_ui_files(void **state)
 {
     (void)state;
@@ -2007,6 +2096,7 @@ int main(void)
         cmocka_unit_test(test_e2e_event_stream),
         cmocka_unit_test(test_e2e_slow_stream_is_dropped),
         cmocka_unit_test(test_e2e_ui_files),
+        cmocka_unit_test(test_api_auth_checks),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }
