@@ -168,32 +168,33 @@ static void on_journal_append(int64_t id, void *opaque)
     api_sse_journal_appended(api->sse);
 }
 
-/* Parses a decimal query value in min..max; false (and a 400 sent) otherwise. */
-static bool query_int(struct evhttp_request *req, const char *name, const char *value, int64_t min,
-                      int64_t max, int64_t *out)
+/* Parses a decimal query value in min..max; false (and why) otherwise. */
+static bool query_int(const char *name, const char *value, int64_t min, int64_t max, int64_t *out,
+                      char *why, size_t size)
 {
     size_t n = strspn(value, "0123456789");
     if (n == 0 || value[n] != '\0' || n > 15 || strtoll(value, NULL, 10) < min ||
         strtoll(value, NULL, 10) > max) {
-        api_reply_error(req, 400, "query parameter `%s`: `%s` is not allowed; allowed: %lld..%lld",
-                        name, value, (long long)min, (long long)max);
+        snprintf(why, size, "query parameter `%s`: `%.32s` is not allowed; allowed: %lld..%lld",
+                 name, value, (long long)min, (long long)max);
         return false;
     }
     *out = strtoll(value, NULL, 10);
     return true;
 }
 
-static void handle_events(struct api *api, struct evhttp_request *req, const char *arg)
+int api_events_query(const char *query, int64_t *since, int64_t *limit, int64_t *wait_ms, char *why,
+                     size_t size)
 {
-    (void)arg;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    *since = -1;
+    *limit = API_EVENTS_DEFAULT_LIMIT;
+    *wait_ms = 0;
     struct evkeyvalq params;
     TAILQ_INIT(&params);
     if (query && evhttp_parse_query_str(query, &params) < 0) {
-        api_reply_error(req, 400, "cannot parse the query string");
-        return;
+        snprintf(why, size, "cannot parse the query string");
+        return -1;
     }
-    int64_t since = -1, limit = API_EVENTS_DEFAULT_LIMIT, wait_ms = 0;
     bool ok = true;
     struct evkeyval *kv;
     TAILQ_FOREACH(kv, &params, next)
@@ -201,20 +202,31 @@ static void handle_events(struct api *api, struct evhttp_request *req, const cha
         if (!ok)
             break;
         if (strcmp(kv->key, "since") == 0)
-            ok = query_int(req, kv->key, kv->value, 0, INT64_MAX / 2, &since);
+            ok = query_int(kv->key, kv->value, 0, INT64_MAX / 2, since, why, size);
         else if (strcmp(kv->key, "limit") == 0)
-            ok = query_int(req, kv->key, kv->value, 1, JOURNAL_READ_MAX, &limit);
+            ok = query_int(kv->key, kv->value, 1, JOURNAL_READ_MAX, limit, why, size);
         else if (strcmp(kv->key, "wait_ms") == 0)
-            ok = query_int(req, kv->key, kv->value, 0, API_EVENTS_WAIT_MAX_MS, &wait_ms);
+            ok = query_int(kv->key, kv->value, 0, API_EVENTS_WAIT_MAX_MS, wait_ms, why, size);
         else {
-            api_reply_error(
-                req, 400, "unknown query parameter `%s`; allowed: since, limit, wait_ms", kv->key);
+            snprintf(why, size, "unknown query parameter `%.40s`; allowed: since, limit, wait_ms",
+                     kv->key);
             ok = false;
         }
     }
     evhttp_clear_headers(&params);
-    if (!ok)
+    return ok ? 0 : -1;
+}
+
+static void handle_events(struct api *api, struct evhttp_request *req, const char *arg)
+{
+    (void)arg;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    int64_t since, limit, wait_ms;
+    char why[200];
+    if (api_events_query(query, &since, &limit, &wait_ms, why, sizeof(why)) < 0) {
+        api_reply_error(req, 400, "%s", why);
         return;
+    }
     if (wait_ms > 0 && since < 0) {
         api_reply_error(req, 400, "`wait_ms` needs `since`: wait for events after which one?");
         return;

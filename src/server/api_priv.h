@@ -127,6 +127,12 @@ void api_metrics_free(struct api_metrics *am);
  * start, 2 stop, 3 destroy, 4 migrate), or -1 with why.  Fuzzed
  * (tests/fuzz/fuzz_api.c). */
 int api_container_members(json_t *body, json_t **members, char *why, size_t size);
+/* The same for a warm restart's body {"qemu"} (api_vms.c): 0, or -1 with why. */
+int api_warm_members(json_t *body, json_t **members, char *why, size_t size);
+/* GET /v1/events's query (api.c): since (-1 when absent), limit, wait_ms;
+ * 0, or -1 with why (unknown parameter, a value out of range). */
+int api_events_query(const char *query, int64_t *since, int64_t *limit, int64_t *wait_ms, char *why,
+                     size_t size);
 
 /* GET /v1/events/stream (api_sse.c): the journal as server-sent events. */
 #define SSE_CLIENTS_MAX     16

@@ -3,9 +3,9 @@
  * parser, the rest is its input.  0 a tokens file, 1 an Authorization header,
  * 2 a Cookie header, 3 a Content-Type, 4 a Host header (and the Host check),
  * 5 an Origin and a Host (split at the first newline), 6 a POST .../containers
- * body.  What each accepts is checked: a bearer token is a non-empty span of
- * the header, a cookie's value lies inside it, a host is lower-case without a
- * port, an accepted Origin is "https://" + the Host, a container order holds
+ * body, 7 a warm restart's body, 8 GET /v1/events's query string.  What each accepts is checked: a
+ * bearer token is a non-empty span of the header, a cookie's value lies inside it, a host is
+ * lower-case without a port, an accepted Origin is "https://" + the Host, a container order holds
  * only the members api_container_members allows, each of the right type. */
 #include <jansson.h>
 #include <stdint.h>
@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    uint8_t which = data[0] % 7;
+    uint8_t which = data[0] % 9;
     char *text = malloc(size);
     if (text == NULL)
         return 0;
@@ -120,6 +120,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         json_decref(members);
         json_decref(body);
+        break;
+    }
+    case 7: {
+        json_error_t jerr;
+        json_t *body = json_loadb((const char *)data + 1, size - 1, 0, &jerr);
+        json_t *members = NULL;
+        char why[200];
+        if (api_warm_members(body, &members, why, sizeof(why)) == 0) {
+            json_t *q = json_object_get(members, "qemu");
+            if (q && (!json_is_string(q) || json_string_value(q)[0] != '/'))
+                __builtin_trap();
+            if (json_object_size(members) > 3)
+                __builtin_trap();
+        } else if (members != NULL) {
+            __builtin_trap();
+        }
+        json_decref(members);
+        json_decref(body);
+        break;
+    }
+    case 8: {
+        int64_t since, limit, wait_ms;
+        char why[200];
+        if (api_events_query(text, &since, &limit, &wait_ms, why, sizeof(why)) == 0 &&
+            (limit < 1 || limit > 1000 || wait_ms < 0 || wait_ms > 30000 || since < -1))
+            __builtin_trap();
         break;
     }
     }
