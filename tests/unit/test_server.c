@@ -25,7 +25,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include "common/cleanup.h"
 #include "common/clock.h"
@@ -2032,6 +2036,126 @@ static void test_api_auth_checks(void **state)
     api_rate_free(r);
 }
 
+/* One request over TLS (the lab CA checks the server), with optional headers
+ * "Name: value" (NULL-terminated); answered or not, the call is finished. */
+static void tls_call(struct harness *h, SSL_CTX *ctx, enum evhttp_cmd_type type, const char *path,
+                     const char *body, const char *const *headers, struct http_call *call)
+{
+    memset(call, 0, sizeof(*call));
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1"), 1);
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        h->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    assert_non_null(bev);
+    call->conn = evhttp_connection_base_bufferevent_new(h->base, NULL, bev, "127.0.0.1",
+                                                        server_api_port(h->srv));
+    struct evhttp_request *req = evhttp_request_new(http_done, &call->answer);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Host", "127.0.0.1");
+    for (size_t i = 0; headers && headers[i]; i++) {
+        char name[64];
+        const char *colon = strchr(headers[i], ':');
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - headers[i]), headers[i]);
+        evhttp_add_header(out, name, colon + 2);
+    }
+    if (body) {
+        evhttp_add_header(out, "Content-Type", "application/json");
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+    }
+    assert_int_equal(evhttp_make_request(call->conn, req, type, path), 0);
+    assert_true(run_until(h->base, http_answered, &call->answer));
+}
+
+static char *read_line(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    char buf[256] = "";
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+    return strdup(buf);
+}
+
+/* The authenticated API in process: TLS with the server's certificate, tokens
+ * of `vcr pki token`; no credentials 401, a read token reads and cannot act
+ * (403), a forged Origin is refused (403), and none of these reaches the agent;
+ * the operator's token does. */
+static void test_e2e_api_tokens_over_tls(void **state)
+{
+    (void)state;
+    char pki[] = "/tmp/vcr-test-apitls-XXXXXX";
+    assert_non_null(mkdtemp(pki));
+    cleanup_error vcr_error_t err = NULL;
+    const char *san[] = {"127.0.0.1"};
+    assert_int_equal(pki_init(pki, "ca", &err), 0);
+    assert_int_equal(pki_issue(pki, "vcr-server", true, san, 1, &err), 0);
+    assert_int_equal(pki_token(pki, "op", "operator", &err), 0);
+    assert_int_equal(pki_token(pki, "ro", "read", &err), 0);
+    char yaml[1024], file[300];
+    snprintf(yaml, sizeof(yaml),
+             "insecure: true\napi_tokens_file: %s/api-tokens\napi_tls_cert_file: "
+             "%s/vcr-server.crt\napi_tls_key_file: %s/vcr-server.key\n",
+             pki, pki, pki);
+    struct harness h;
+    harness_start(&h, yaml);
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    snprintf(file, sizeof(file), "%s/ca.crt", pki);
+    assert_int_equal(SSL_CTX_load_verify_locations(ctx, file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    snprintf(file, sizeof(file), "%s/op.token", pki);
+    cleanup_free char *op = read_line(file);
+    snprintf(file, sizeof(file), "%s/ro.token", pki);
+    cleanup_free char *ro = read_line(file);
+    char op_h[200], ro_h[200];
+    snprintf(op_h, sizeof(op_h), "Authorization: Bearer %s", op);
+    snprintf(ro_h, sizeof(ro_h), "Authorization: Bearer %s", ro);
+    const char *const none[] = {NULL};
+    const char *const reader[] = {ro_h, NULL};
+    const char *const forged[] = {op_h, "Origin: https://evil.example", NULL};
+    const char *const oper[] = {op_h, "Origin: https://127.0.0.1", NULL};
+    struct http_call call;
+    size_t before = json_array_size(h.agent.received);
+
+    tls_call(&h, ctx, EVHTTP_REQ_GET, "/v1/status", NULL, none, &call);
+    assert_int_equal(call.answer.code, 401);
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", none, &call);
+    assert_int_equal(call.answer.code, 401);
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_GET, "/v1/status", NULL, reader, &call);
+    assert_int_equal(call.answer.code, 200);
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", reader, &call);
+    assert_int_equal(call.answer.code, 403);
+    assert_contains(json_string_value(json_object_get(call.answer.body, "error")), "role read");
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", forged, &call);
+    assert_int_equal(call.answer.code, 403);
+    assert_contains(json_string_value(json_object_get(call.answer.body, "error")), "Origin");
+    http_finish(&call);
+    assert_int_equal(json_array_size(h.agent.received), before); /* no order reached it */
+
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", oper, &call);
+    assert_int_equal(call.answer.code, 200);
+    assert_string_equal(json_string_value(json_object_get(agent_last_order(&h.agent), "action")),
+                        "vm_stop");
+    http_finish(&call);
+
+    /* Plain HTTP to the TLS port gets no answer. */
+    http_start(&call, &h, EVHTTP_REQ_GET, "/v1/status");
+    assert_true(run_until(h.base, http_answered, &call.answer));
+    assert_int_equal(call.answer.code, 0);
+    http_finish(&call);
+    SSL_CTX_free(ctx);
+    harness_stop(&h);
+    snprintf(file, sizeof(file), "rm -rf %s", pki);
+    assert_int_equal(system(file), 0);
+}
+
 static void test_e2e_ui_files(void **state)
 {
     (void)state;
@@ -2097,6 +2221,7 @@ int main(void)
         cmocka_unit_test(test_e2e_slow_stream_is_dropped),
         cmocka_unit_test(test_e2e_ui_files),
         cmocka_unit_test(test_api_auth_checks),
+        cmocka_unit_test(test_e2e_api_tokens_over_tls),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }
