@@ -39,6 +39,7 @@
 #include "server/agents.h"
 #include "server/api.h"
 #include "server/api_auth.h"
+#include "server/api_priv.h"
 #include "server/images.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -2156,6 +2157,77 @@ static void test_e2e_api_tokens_over_tls(void **state)
     assert_int_equal(system(file), 0);
 }
 
+struct half_requests {
+    int fd[6];
+    size_t closed;
+};
+
+static bool count_closed(void *arg)
+{
+    struct half_requests *q = arg;
+    q->closed = 0;
+    for (size_t i = 0; i < 6; i++) {
+        char c;
+        ssize_t n = recv(q->fd[i], &c, 1, MSG_DONTWAIT | MSG_PEEK);
+        if (n == 0 || (n < 0 && errno != EAGAIN))
+            q->closed++;
+    }
+    return false;
+}
+
+static bool all_closed(void *arg)
+{
+    count_closed(arg);
+    return ((struct half_requests *)arg)->closed == 6;
+}
+
+/* The API's connection cap and request deadline (api_conn.c): with a cap of 4,
+ * six connections that never finish their request cannot keep a seventh client
+ * out (the ones idle longest are closed to make room), and those left are closed
+ * once API_REQUEST_DEADLINE_MS has passed without a whole request. */
+static void test_e2e_api_connection_cap_and_deadline(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    tmpdir_make(&h.dir);
+    cleanup_error vcr_error_t err = NULL;
+    h.cfg = parse_config("", &err);
+    h.cfg->listen_port = 0;
+    h.cfg->api_port = 0;
+    h.cfg->api_connections_max = 4;
+    free(h.cfg->journal);
+    h.cfg->journal = tmpdir_file(&h.dir, "journal.db");
+    h.base = event_base_new();
+    h.srv = server_new(h.base, h.cfg, &err);
+    assert_non_null(h.srv);
+    struct half_requests q;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(server_api_port(h.srv))};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char *half = "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a";
+    for (size_t i = 0; i < 6; i++) {
+        q.fd[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(connect(q.fd[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+        assert_int_equal(write(q.fd[i], half, strlen(half)), (ssize_t)strlen(half));
+        struct timeval brief = {0, 20000};
+        event_base_loopexit(h.base, &brief);
+        event_base_dispatch(h.base);
+    }
+    struct http_call call;
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/status", 200, NULL, &call);
+    http_finish(&call);
+    run_until(h.base, count_closed, &q); /* 5 s */
+    assert_true(q.closed >= 2 && q.closed < 6);
+    /* The rest: at the deadline (10 s after their accept). */
+    int64_t started = vcr_mono_ms();
+    while (!all_closed(&q) && vcr_mono_ms() - started < API_REQUEST_DEADLINE_MS + 5000)
+        run_until(h.base, all_closed, &q);
+    assert_int_equal(q.closed, 6);
+    for (size_t i = 0; i < 6; i++)
+        close(q.fd[i]);
+    harness_stop(&h);
+}
+
 static void test_e2e_ui_files(void **state)
 {
     (void)state;
@@ -2222,6 +2294,7 @@ int main(void)
         cmocka_unit_test(test_e2e_ui_files),
         cmocka_unit_test(test_api_auth_checks),
         cmocka_unit_test(test_e2e_api_tokens_over_tls),
+        cmocka_unit_test(test_e2e_api_connection_cap_and_deadline),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }
