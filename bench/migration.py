@@ -300,9 +300,9 @@ class Cluster:
         body = {"name": CT, "action": "create", "service": SERVICE, "address": CT_ADDR,
                 "prefix": 24, "gateway": labkit.lab_env()["VCR_LAB_BRIDGE_ADDR"],
                 "start": True, "image": self.image}
-        r = labkit.ns_run(["curl", "-s", "-m", "60", "-w", "\\n%{http_code}", "-X", "POST",
-                           "--data-binary", json.dumps(body),
-                           f"http://{labkit.SERVER_API}/v1/hosts/{host}/containers"], timeout=70)
+        r = labkit.ns_run(labkit.api_curl(f"/v1/hosts/{host}/containers", "POST", body,
+                                          timeout=60, extra=["-w", "\\n%{http_code}"]),
+                          timeout=70)
         text, _, code = r.stdout.rpartition("\n")
         if code not in ("200", "504"):
             raise RuntimeError(f"container create {host} {CT}: HTTP {code} {text.strip()}")

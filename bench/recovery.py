@@ -284,8 +284,8 @@ class Events:
 
     def __init__(self, vcr, since):
         self.q = queue.Queue()
-        self.p = subprocess.Popen(labkit.in_ns([vcr.bin, "--server", labkit.SERVER_API, "events",
-                                                "--follow", "--json", "--since", str(since)]),
+        self.p = subprocess.Popen(labkit.in_ns(vcr.argv("events", "--follow", "--json",
+                                                        "--since", str(since))),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -177,6 +177,49 @@ def lab_cert(pki, name):
     return files
 
 
+# The HTTP API's credentials of the last server configuration written (write_server_config):
+# the CA its certificate is checked against and a token file per role (docs/security.md).
+# Vcr and api_curl() use them; None for an `api_insecure` server.
+API_CREDENTIALS = None
+
+
+def lab_api_tokens(pki):
+    """Tokens of the API in pki (`vcr pki token`): lab-operator (operator) and lab-reader
+    (read), and pki/api-tokens, the server's api_tokens_file.  Returns {role: token file}."""
+    files = {}
+    for name, role in (("lab-operator", "operator"), ("lab-reader", "read")):
+        path = os.path.join(pki, f"{name}.token")
+        if not os.path.exists(path):
+            subprocess.run([vcr_cli(), "pki", "token", "--role", role, pki, name], check=True,
+                           capture_output=True)
+        files[role] = path
+        # For curl -H @FILE: the token stays off command lines.
+        header = os.path.join(pki, f"{name}.header")
+        with open(path) as f, open(header, "w") as h:
+            os.fchmod(h.fileno(), 0o600)
+            h.write(f"Authorization: Bearer {f.read().strip()}\n")
+    return files
+
+
+def api_url(path):
+    scheme = "https" if API_CREDENTIALS else "http"
+    return f"{scheme}://{SERVER_API}{path}"
+
+
+def api_curl(path, method="GET", body=None, role="operator", timeout=30, extra=()):
+    """curl argv (to run with ns_run) for the lab server's API: TLS checked against the
+    lab's CA and the role's token (API_CREDENTIALS), a JSON body as JSON."""
+    argv = ["curl", "-s", "-m", str(timeout)]
+    if API_CREDENTIALS:
+        argv += ["--cacert", API_CREDENTIALS["ca"],
+                 "-H", "@" + API_CREDENTIALS["tokens"][role].replace(".token", ".header")]
+    if method != "GET":
+        argv += ["-X", method]
+    if body is not None:
+        argv += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+    return argv + list(extra) + [api_url(path)]
+
+
 def tls_lines(files):
     return [f"tls_ca_file: {files['ca']}", f"tls_cert_file: {files['cert']}",
             f"tls_key_file: {files['key']}"]
@@ -184,14 +227,18 @@ def tls_lines(files):
 
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
                         services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
-                        insecure=False):
+                        insecure=False, api_insecure=False):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
     when None).  images: dicts {name, file, sha256, cmd?} (the `images:` list), served on
     the lab bridge's address (IMAGES_PORT), which the standby VMs reach.
     The agent port runs mutual TLS with lab_pki()'s certificates, or plain TCP with
-    insecure=True."""
+    insecure=True.
+    The HTTP API takes tokens over TLS (lab_api_tokens(), the server's certificate),
+    recorded in API_CREDENTIALS for Vcr and api_curl(); api_insecure=True makes it plain
+    and open."""
+    global API_CREDENTIALS
     env = lab_env()
     lines = [
         f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
@@ -203,6 +250,16 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         lines.append("insecure: true")
     else:
         lines += tls_lines(lab_cert(lab_pki(path), "vcr-server"))
+    if api_insecure:
+        lines.append("api_insecure: true")
+        API_CREDENTIALS = None
+    else:
+        pki = lab_pki(path)
+        server = lab_cert(pki, "vcr-server")
+        tokens = lab_api_tokens(pki)
+        lines += [f"api_tokens_file: {os.path.join(pki, 'api-tokens')}",
+                  f"api_tls_cert_file: {server['cert']}", f"api_tls_key_file: {server['key']}"]
+        API_CREDENTIALS = {"ca": server["ca"], "cert": server["cert"], "tokens": tokens}
     if host_timeout_ms:
         lines.append(f"host_timeout_ms: {host_timeout_ms}")
     if fence_timeout_ms:
@@ -465,11 +522,21 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
 class Vcr:
     """The `vcr` CLI run inside the namespace against the lab server."""
 
-    def __init__(self, build):
+    def __init__(self, build, role="operator"):
         self.bin = os.path.join(build, "src", "cli", "vcr")
+        self.role = role
+
+    def argv(self, *args):
+        """The command line: the lab server's API with API_CREDENTIALS (the CA, this
+        role's token file), read when called (the server may be configured later)."""
+        creds = []
+        if API_CREDENTIALS:
+            creds = ["--ca", API_CREDENTIALS["ca"],
+                     "--token-file", API_CREDENTIALS["tokens"][self.role]]
+        return [self.bin, "--server", SERVER_API, *creds, *args]
 
     def run(self, *args, timeout=15):
-        return ns_run([self.bin, "--server", SERVER_API, *args], timeout=timeout)
+        return ns_run(self.argv(*args), timeout=timeout)
 
     def json(self, *args):
         r = self.run(*args, "--json")

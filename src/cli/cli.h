@@ -17,6 +17,11 @@ enum {
     CLI_EXIT_USAGE = 2,
 };
 
+/* Every later request goes over TLS checked against ca_file (the server's
+ * certificate must name the host of --server), with `Authorization: Bearer
+ * token` when token is given (docs/cli.md).  NULL, NULL: plain HTTP. */
+int cli_http_set_credentials(const char *ca_file, const char *token, vcr_error_t *err);
+
 /* One request to the API at server ("HOST:PORT"); method is "GET" or "POST",
  * path includes the query.  Returns the JSON body of a 2xx answer.  Otherwise
  * NULL with *err: unreachable, timed out, not JSON, or the server's

@@ -16,6 +16,7 @@
 static const char usage[] =
     "Usage: vcr pki init [--json] [--cn NAME] DIR\n"
     "       vcr pki issue [--json] [--server] [--san NAME]... DIR NAME\n"
+    "       vcr pki token [--json] [--role read|operator] DIR NAME\n"
     "\n"
     "The certificates of the agent link (mutual TLS, docs/security.md).\n"
     "  init DIR    create DIR (0700) if needed, and a CA: DIR/ca.key (0600), DIR/ca.crt\n"
@@ -24,8 +25,14 @@ static const char usage[] =
     "              (CN and subjectAltName).  An agent's certificate names its host (the\n"
     "              `host` of its config, or --name): the server accepts a hello only\n"
     "              for the host its certificate names.\n"
+    "  token DIR NAME\n"
+    "              a token of the HTTP API: DIR/NAME.token (0600, what `vcr --token-file`\n"
+    "              reads) and its SHA-256 appended to DIR/api-tokens, the server's\n"
+    "              `api_tokens_file` (restart the server to take it)\n"
     "\n"
     "Options:\n"
+    "  --role ROLE  a token's role: read (every GET: status, services, events,\n"
+    "               metrics, the dashboard) or operator (every action; the default)\n"
     "  --server     a server certificate (serverAuth) for vcr-server; without it, a\n"
     "               host certificate (clientAuth), which cannot act as the server\n"
     "  --san NAME   one more DNS name or IPv4 address the certificate names (up to 16);\n"
@@ -57,10 +64,15 @@ int cli_verb_pki(struct cli_context *ctx, int argc, char **argv)
 {
     (void)ctx;
     static const struct option options[] = {
-        {"json", no_argument, NULL, 'j'},      {"server", no_argument, NULL, 'S'},
-        {"san", required_argument, NULL, 'a'}, {"cn", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+        {"json", no_argument, NULL, 'j'},
+        {"server", no_argument, NULL, 'S'},
+        {"san", required_argument, NULL, 'a'},
+        {"cn", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"role", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
     };
+    const char *role = "operator";
     bool json = false, server = false;
     const char *cn = "vcr-ca";
     const char *san[PKI_SAN_MAX];
@@ -83,6 +95,9 @@ int cli_verb_pki(struct cli_context *ctx, int argc, char **argv)
             break;
         case 'c':
             cn = optarg;
+            break;
+        case 'r':
+            role = optarg;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -114,6 +129,25 @@ int cli_verb_pki(struct cli_context *ctx, int argc, char **argv)
         print_files(json, argv[optind + 1], argv[optind + 2]);
         return CLI_EXIT_OK;
     }
-    fprintf(stderr, "vcr pki: expected `init DIR` or `issue DIR NAME`; see `vcr pki --help`\n");
+    if (strcmp(sub, "token") == 0 && n == 3) {
+        if (pki_token(argv[optind + 1], argv[optind + 2], role, &err) < 0) {
+            vcr_error_report(&err, stderr, "vcr pki token");
+            return CLI_EXIT_FAILURE;
+        }
+        char tok[4096], list[4096];
+        snprintf(tok, sizeof(tok), "%s/%s.token", argv[optind + 1], argv[optind + 2]);
+        snprintf(list, sizeof(list), "%s/api-tokens", argv[optind + 1]);
+        if (json) {
+            cleanup_json json_t *out =
+                json_pack("{s:s, s:s, s:s, s:s}", "name", argv[optind + 2], "role", role,
+                          "token_file", tok, "tokens_file", list);
+            cli_print_json(out);
+        } else {
+            printf("%s\n%s\n", tok, list);
+        }
+        return CLI_EXIT_OK;
+    }
+    fprintf(stderr, "vcr pki: expected `init DIR`, `issue DIR NAME` or `token DIR NAME`; see "
+                    "`vcr pki --help`\n");
     return CLI_EXIT_USAGE;
 }

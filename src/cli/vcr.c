@@ -1,5 +1,6 @@
 /* vcr: the command-line client of vcr-server's HTTP API.  One dispatch table;
  * each verb parses its own options in its own file (after crun's src/crun.c). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,8 @@ static const struct verb {
 
 static void print_usage(FILE *out)
 {
-    fputs("Usage: vcr [--server ADDR:PORT] COMMAND [OPTIONS] [ARGS]\n"
+    fputs("Usage: vcr [--server ADDR:PORT] [--ca FILE] [--token-file FILE] COMMAND [OPTIONS] "
+          "[ARGS]\n"
           "       vcr --help | --version\n"
           "\n"
           "Commands:\n",
@@ -45,6 +47,10 @@ static void print_usage(FILE *out)
           "Options:\n"
           "  -s, --server ADDR:PORT  the server's HTTP API (default: $VCR_SERVER, "
           "else " CLI_DEFAULT_SERVER ")\n"
+          "      --ca FILE           talk TLS, checking the server's certificate against this\n"
+          "                          CA (default: $VCR_CA); the certificate must name ADDR\n"
+          "      --token-file FILE   send the API token in FILE (`vcr pki token`; default:\n"
+          "                          $VCR_TOKEN itself, else the file $VCR_TOKEN_FILE)\n"
           "  -h, --help              show this help; `vcr COMMAND --help` for a command's\n"
           "  -V, --version           show the version\n"
           "\n"
@@ -90,17 +96,54 @@ void cli_print_json(json_t *value)
     puts(text ? text : "null");
 }
 
+/* The token in path: its first line, without the newline. */
+static char *read_token_file(const char *path)
+{
+    cleanup_file FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        fprintf(stderr, "vcr: token file `%s`: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char line[512];
+    if (fgets(line, sizeof(line), f) == NULL) {
+        fprintf(stderr, "vcr: token file `%s`: empty\n", path);
+        return NULL;
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    return strdup(line);
+}
+
+/* --ca / $VCR_CA and --token-file / $VCR_TOKEN / $VCR_TOKEN_FILE (docs/cli.md). */
+static int set_credentials(const char *ca, const char *token_file)
+{
+    if (ca == NULL && getenv("VCR_CA") && getenv("VCR_CA")[0])
+        ca = getenv("VCR_CA");
+    cleanup_free char *token = NULL;
+    if (token_file == NULL && getenv("VCR_TOKEN") && getenv("VCR_TOKEN")[0])
+        token = strdup(getenv("VCR_TOKEN"));
+    else if (token_file == NULL && getenv("VCR_TOKEN_FILE") && getenv("VCR_TOKEN_FILE")[0])
+        token_file = getenv("VCR_TOKEN_FILE");
+    if (token_file && (token = read_token_file(token_file)) == NULL)
+        return CLI_EXIT_USAGE;
+    cleanup_error vcr_error_t err = NULL;
+    if (cli_http_set_credentials(ca, token, &err) < 0) {
+        vcr_error_report(&err, stderr, "vcr");
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"server", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"server", required_argument, NULL, 's'},     {"ca", required_argument, NULL, 'C'},
+        {"token-file", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},          {NULL, 0, NULL, 0},
     };
     struct cli_context ctx = {.server = getenv("VCR_SERVER")};
     if (ctx.server == NULL || ctx.server[0] == '\0')
         ctx.server = CLI_DEFAULT_SERVER;
+    const char *ca = NULL, *token_file = NULL;
     int opt;
     opterr = 0;
     /* "+": stop at the verb, whose options are its own. */
@@ -108,6 +151,12 @@ int main(int argc, char **argv)
         switch (opt) {
         case 's':
             ctx.server = optarg;
+            break;
+        case 'C':
+            ca = optarg;
+            break;
+        case 'T':
+            token_file = optarg;
             break;
         case 'h':
             print_usage(stdout);
@@ -127,6 +176,10 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
         if (strcmp(verbs[i].name, argv[optind]) == 0) {
+            int rc =
+                strcmp(verbs[i].name, "pki") == 0 ? CLI_EXIT_OK : set_credentials(ca, token_file);
+            if (rc != CLI_EXIT_OK)
+                return rc;
             int verb_argc = argc - optind;
             char **verb_argv = argv + optind;
             /* The verb parses its own argv from the start. */

@@ -53,3 +53,30 @@ void vcr_log(enum vcr_log_level level, const char *fmt, ...)
     /* One write per line so lines of concurrent processes do not interleave. */
     fprintf(stderr, "%s\n", line);
 }
+
+void vcr_log_limited(struct vcr_log_limit *limit, enum vcr_log_level level, const char *fmt, ...)
+{
+    if (level > log_max)
+        return;
+    long long now = (long long)vcr_mono_ms();
+    if (limit->window_start_ms == 0 || now - limit->window_start_ms >= VCR_LOG_LIMIT_WINDOW_MS) {
+        limit->window_start_ms = now;
+        limit->lines = 0;
+    }
+    if (limit->lines >= VCR_LOG_LIMIT_LINES) {
+        limit->held_back++;
+        return;
+    }
+    limit->lines++;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (limit->held_back)
+        vcr_log(level, "%s (and %llu like it not logged: at most %d lines per %d s)", line,
+                limit->held_back, VCR_LOG_LIMIT_LINES, VCR_LOG_LIMIT_WINDOW_MS / 1000);
+    else
+        vcr_log(level, "%s", line);
+    limit->held_back = 0;
+}

@@ -16,6 +16,19 @@ int vcr_log_level_parse(const char *s);
 enum vcr_log_level vcr_log_max_level(void);
 void vcr_log(enum vcr_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Lines a remote peer can cause (a refused request, a bad frame) go through a
+ * limit: at most VCR_LOG_LIMIT_LINES per VCR_LOG_LIMIT_WINDOW_MS each; the
+ * lines held back are counted and the next line let through says how many. */
+#define VCR_LOG_LIMIT_LINES     5
+#define VCR_LOG_LIMIT_WINDOW_MS 10000
+struct vcr_log_limit {
+    long long window_start_ms;
+    unsigned lines;
+    unsigned long long held_back;
+};
+void vcr_log_limited(struct vcr_log_limit *limit, enum vcr_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #define log_error(...) vcr_log(VCR_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...)  vcr_log(VCR_LOG_WARN, __VA_ARGS__)
 #define log_info(...)  vcr_log(VCR_LOG_INFO, __VA_ARGS__)

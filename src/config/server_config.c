@@ -20,6 +20,7 @@
 #include "proto/proto.h"
 #include "proto/proto_tls.h"
 #include "config/config_internal.h"
+#include "server/api_auth.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
@@ -61,6 +62,15 @@ struct raw_config {
     char *port_timeout_ms;
     char *confirm_timeout_ms;
     char *agent_connections_max;
+    char *api_tokens_file;
+    char *api_insecure;
+    char *api_tls_cert_file;
+    char *api_tls_key_file;
+    char **api_names;
+    unsigned api_names_count;
+    char *api_connections_max;
+    char *api_rate_per_s;
+    char *api_rate_burst;
     char *images_listen;
     struct images_raw_image *images;
     unsigned images_count;
@@ -91,6 +101,15 @@ static const cyaml_schema_field_t raw_fields[] = {
     RAW_STRING("port_timeout_ms", port_timeout_ms),
     RAW_STRING("confirm_timeout_ms", confirm_timeout_ms),
     RAW_STRING("agent_connections_max", agent_connections_max),
+    RAW_STRING("api_tokens_file", api_tokens_file),
+    RAW_STRING("api_insecure", api_insecure),
+    RAW_STRING("api_tls_cert_file", api_tls_cert_file),
+    RAW_STRING("api_tls_key_file", api_tls_key_file),
+    CYAML_FIELD_SEQUENCE("api_names", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
+                         api_names, &raw_string_schema, 0, 16),
+    RAW_STRING("api_connections_max", api_connections_max),
+    RAW_STRING("api_rate_per_s", api_rate_per_s),
+    RAW_STRING("api_rate_burst", api_rate_burst),
     RAW_STRING("images_listen", images_listen),
     CYAML_FIELD_SEQUENCE("images", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config,
                          images, &images_raw_image_schema, 0, CYAML_UNLIMITED),
@@ -130,6 +149,14 @@ static const struct {
     {"port_timeout_ms", "an integer 1000..3600000"},
     {"confirm_timeout_ms", "an integer 1000..3600000"},
     {"agent_connections_max", "an integer 16..65536"},
+    {"api_tokens_file", "the path of the API's tokens file (`vcr pki token`)"},
+    {"api_insecure", "true, false"},
+    {"api_tls_cert_file", "the path of the API's certificate (PEM; default tls_cert_file)"},
+    {"api_tls_key_file", "the path of its key (PEM; default tls_key_file)"},
+    {"api_names", "a list of up to 16 host names the API is reached by"},
+    {"api_connections_max", "an integer 16..65536"},
+    {"api_rate_per_s", "an integer 1..100000"},
+    {"api_rate_burst", "an integer 1..100000"},
     {"images_listen", "ADDR:PORT with an IPv4 address of this machine that the standby VMs "
                       "reach (not 0.0.0.0: it goes into the images' URLs), e.g. 10.77.0.1:7071"},
     {"images", "a list of images {name, file, sha256, cmd} (docs/server.md)"},
@@ -304,6 +331,9 @@ static int apply_defaults(struct server_config *cfg)
     cfg->port_timeout_ms = SERVER_DEFAULT_PORT_TIMEOUT_MS;
     cfg->confirm_timeout_ms = SERVER_DEFAULT_CONFIRM_TIMEOUT_MS;
     cfg->agent_connections_max = SERVER_DEFAULT_AGENT_CONNECTIONS;
+    cfg->api_connections_max = SERVER_DEFAULT_API_CONNECTIONS;
+    cfg->api_rate_per_s = SERVER_DEFAULT_API_RATE_PER_S;
+    cfg->api_rate_burst = SERVER_DEFAULT_API_RATE_BURST;
     cfg->journal = strdup(SERVER_DEFAULT_JOURNAL);
     vcr_error_t ignored = NULL;
     if (cfg->journal == NULL ||
@@ -458,6 +488,88 @@ static void convert_tls(struct config_report *r, const struct raw_config *raw, c
         report_add(r, "%s", vcr_error_msg(err));
 }
 
+/* The HTTP API: TLS and tokens, or `api_insecure: true` (docs/security.md). */
+static void convert_api(struct config_report *r, const struct raw_config *raw, const char *base_dir,
+                        struct server_config *cfg)
+{
+    if (raw->api_insecure)
+        take_bool(r, "api_insecure", raw->api_insecure, &cfg->api_insecure);
+    if (raw->api_connections_max)
+        take_count(r, "api_connections_max", raw->api_connections_max, 16, 65536,
+                   &cfg->api_connections_max);
+    if (raw->api_rate_per_s)
+        take_count(r, "api_rate_per_s", raw->api_rate_per_s, 1, 100000, &cfg->api_rate_per_s);
+    if (raw->api_rate_burst)
+        take_count(r, "api_rate_burst", raw->api_rate_burst, 1, 100000, &cfg->api_rate_burst);
+    for (unsigned i = 0; i < raw->api_names_count; i++) {
+        char host[256];
+        if (api_host_of(raw->api_names[i], host, sizeof(host)) < 0 ||
+            strcmp(host, raw->api_names[i]) != 0) {
+            report_add(r, "`api_names[%u]`: `%s` is not a host name; allowed: %s", i,
+                       raw->api_names[i], allowed_for("api_names"));
+            continue;
+        }
+        char **grown = realloc(cfg->api_names, (cfg->n_api_names + 1) * sizeof(char *));
+        if (grown == NULL || (grown[cfg->n_api_names] = strdup(host)) == NULL) {
+            if (grown)
+                cfg->api_names = grown;
+            report_add(r, "`api_names`: out of memory");
+            return;
+        }
+        cfg->api_names = grown;
+        cfg->n_api_names++;
+    }
+    if (cfg->api_insecure) {
+        if (raw->api_tokens_file || raw->api_tls_cert_file || raw->api_tls_key_file)
+            report_add(r, "`api_insecure`: true while api_tokens_file or api_tls_* is set; "
+                          "allowed: either tokens over TLS or `api_insecure: true`");
+        return;
+    }
+    /* Neither: cfg->api_tls stays NULL and vcr-server refuses to start
+     * (server_main.c); configs made for tests need no tokens. */
+    if (raw->api_tokens_file == NULL) {
+        if (raw->api_tls_cert_file || raw->api_tls_key_file)
+            report_add(r, "`api_tokens_file`: missing while api_tls_* is set; allowed: %s",
+                       allowed_for("api_tokens_file"));
+        return;
+    }
+    take_path(r, "api_tokens_file", raw->api_tokens_file, base_dir, &cfg->api_tokens_file);
+    cleanup_error vcr_error_t err = NULL;
+    if (cfg->api_tokens_file &&
+        api_tokens_load(cfg->api_tokens_file, &cfg->api_tokens, &cfg->n_api_tokens, &err) < 0) {
+        report_add(r, "`api_tokens_file`: %s", vcr_error_msg(err));
+        return;
+    }
+    if ((raw->api_tls_cert_file == NULL) != (raw->api_tls_key_file == NULL)) {
+        report_add(r,
+                   "`%s`: missing; allowed: both api_tls_cert_file and api_tls_key_file, or "
+                   "neither (then the agent port's tls_cert_file and tls_key_file)",
+                   raw->api_tls_cert_file ? "api_tls_key_file" : "api_tls_cert_file");
+        return;
+    }
+    cleanup_free char *cert = NULL, *key = NULL, *ca = NULL;
+    if (raw->api_tls_cert_file) {
+        take_path(r, "api_tls_cert_file", raw->api_tls_cert_file, base_dir, &cert);
+        take_path(r, "api_tls_key_file", raw->api_tls_key_file, base_dir, &key);
+    } else if (raw->tls_cert_file && raw->tls_key_file) {
+        take_path(r, "tls_cert_file", raw->tls_cert_file, base_dir, &cert);
+        take_path(r, "tls_key_file", raw->tls_key_file, base_dir, &key);
+        if (raw->tls_ca_file)
+            take_path(r, "tls_ca_file", raw->tls_ca_file, base_dir, &ca);
+    } else {
+        report_add(r, "`api_tokens_file`: tokens need TLS: set api_tls_cert_file and "
+                      "api_tls_key_file, or the agent port's tls_* keys (its certificate serves "
+                      "the API too)");
+        return;
+    }
+    if (cert == NULL || key == NULL)
+        return;
+    struct proto_tls_files files = {.ca = ca, .cert = cert, .key = key};
+    cfg->api_tls = proto_tls_new(PROTO_TLS_API_SERVER, &files, &err);
+    if (cfg->api_tls == NULL)
+        report_add(r, "API TLS: %s", vcr_error_msg(err));
+}
+
 static void convert(struct config_report *r, const struct raw_config *raw, const char *base_dir,
                     struct server_config *cfg)
 {
@@ -483,6 +595,7 @@ static void convert(struct config_report *r, const struct raw_config *raw, const
             report_add(r, "`agent_key_file`: %s", vcr_error_msg(err));
     }
     convert_tls(r, raw, base_dir, cfg);
+    convert_api(r, raw, base_dir, cfg);
     cfg->fence_timeout_ms =
         services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
     /* Shorter than the host timeout, an agent would kill its VMs before the
@@ -609,6 +722,12 @@ void server_config_free(struct server_config *cfg)
     free(cfg->agent_key_file);
     free(cfg->agent_key);
     proto_tls_free(cfg->tls);
+    free(cfg->api_tokens_file);
+    free(cfg->api_tokens);
+    proto_tls_free(cfg->api_tls);
+    for (size_t i = 0; i < cfg->n_api_names; i++)
+        free(cfg->api_names[i]);
+    free(cfg->api_names);
     free(cfg->standby_insecure_host);
     dns_settings_free(cfg->dns);
     images_free(cfg->images, cfg->n_images);

@@ -31,10 +31,14 @@ static inline uint32_t server_default_host_timeout_ms(uint32_t heartbeat_ms)
 #define SERVER_DEFAULT_PORT_TIMEOUT_MS    60000
 #define SERVER_DEFAULT_CONFIRM_TIMEOUT_MS 15000
 #define SERVER_DEFAULT_AGENT_CONNECTIONS  1024
+#define SERVER_DEFAULT_API_CONNECTIONS    256
+#define SERVER_DEFAULT_API_RATE_PER_S     50
+#define SERVER_DEFAULT_API_RATE_BURST     100
 
 /* Validated values.  Files cannot set port 0, but code (tests) may, to get an
  * ephemeral port. */
 struct proto_tls;
+struct api_token;
 
 struct server_config {
     char *listen_host;
@@ -67,6 +71,20 @@ struct server_config {
     /* Agent-port connections held at once; more are closed at accept (the
      * server keeps descriptors for its probes, docs/server.md). */
     uint32_t agent_connections_max;
+    /* The HTTP API (docs/security.md, "The HTTP API"): bearer tokens (their
+     * hashes, from api_tokens_file) over TLS (api_tls), or, with `api_insecure:
+     * true`, plain HTTP without authentication.  Both NULL and api_insecure
+     * false only for a config made in code (tests): vcr-server refuses it. */
+    char *api_tokens_file;
+    struct api_token *api_tokens;
+    size_t n_api_tokens;
+    struct proto_tls *api_tls;
+    bool api_insecure;
+    char **api_names; /* more names of the API for the Host check */
+    size_t n_api_names;
+    uint32_t api_connections_max; /* connections held at once */
+    uint32_t api_rate_per_s;      /* requests per second per client ... */
+    uint32_t api_rate_burst;      /* ... and the burst above it */
     struct dns_settings *dns;
     /* Container images (docs/server.md, "Container images") and the listener
      * standby agents download them from: images_host is NULL when the file

@@ -291,3 +291,72 @@ out:
     EVP_PKEY_free(ca_key);
     return rc;
 }
+
+static bool token_name_is_valid(const char *name)
+{
+    size_t n = strlen(name);
+    return n >= 1 && n <= 64 &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+int pki_token(const char *dir, const char *name, const char *role, vcr_error_t *err)
+{
+    if (!token_name_is_valid(name))
+        return vcr_error_make(err, EINVAL,
+                              "`%s` is not a token name; allowed: 1..64 of letters, digits, '.', "
+                              "'_', '-'",
+                              name);
+    if (strcmp(role, "read") != 0 && strcmp(role, "operator") != 0)
+        return vcr_error_make(err, EINVAL, "role `%s`; allowed: read, operator", role);
+    cleanup_free char *token_path = path_in(dir, name, "token");
+    cleanup_free char *list_path = NULL;
+    if (token_path == NULL || asprintf(&list_path, "%s/api-tokens", dir) < 0)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    /* The name must be new in the list too: two lines of one name would make
+     * the server refuse the file. */
+    cleanup_file FILE *list = fopen(list_path, "re");
+    char line[512];
+    while (list && fgets(line, sizeof(line), list)) {
+        size_t n = strcspn(line, " \t");
+        if (n == strlen(name) && strncmp(line, name, n) == 0)
+            return vcr_error_make(err, EEXIST, "`%s` already has a token `%s`", list_path, name);
+    }
+    if (refuse_existing(token_path, err) < 0)
+        return -1;
+    unsigned char raw[32], digest[32];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return ssl_error(err, "token: random bytes");
+    char token[4 + 64 + 1] = "vcr-";
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(token + 4 + 2 * i, 3, "%02x", raw[i]);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    if (EVP_Digest(token, strlen(token), digest, NULL, EVP_sha256(), NULL) != 1)
+        return ssl_error(err, "token: SHA-256");
+    int fd = open(token_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return vcr_error_errno(err, "create `%s`", token_path);
+    size_t len = strlen(token);
+    token[len] = '\n';
+    bool ok =
+        fchmod(fd, 0600) == 0 && write(fd, token, len + 1) == (ssize_t)(len + 1) && fsync(fd) == 0;
+    OPENSSL_cleanse(token, sizeof(token));
+    if (close(fd) != 0 || !ok) {
+        unlink(token_path);
+        return vcr_error_errno(err, "write `%s`", token_path);
+    }
+    char hex[65];
+    for (size_t i = 0; i < sizeof(digest); i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    int lfd = open(list_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    char entry[256];
+    int n = snprintf(entry, sizeof(entry), "%s %s sha256:%s\n", name, role, hex);
+    if (lfd < 0 || write(lfd, entry, (size_t)n) != n || fsync(lfd) != 0) {
+        vcr_error_errno(err, "append to `%s`", list_path);
+        if (lfd >= 0)
+            close(lfd);
+        unlink(token_path);
+        return -1;
+    }
+    close(lfd);
+    return 0;
+}

@@ -30,4 +30,11 @@ int pki_init(const char *dir, const char *cn, vcr_error_t *err);
 int pki_issue(const char *dir, const char *name, bool server, const char *const *alt, size_t n_alt,
               vcr_error_t *err);
 
+/* A token of the HTTP API (docs/security.md): 32 random bytes as `vcr-` and 64
+ * hex digits, written to DIR/NAME.token (0600, never overwritten), and the line
+ * `NAME ROLE sha256:HEX` appended to DIR/api-tokens (0640), the server's
+ * `api_tokens_file`.  role: "read" or "operator".  NAME: 1..64 of letters,
+ * digits, '.', '_', '-', not already in api-tokens. */
+int pki_token(const char *dir, const char *name, const char *role, vcr_error_t *err);
+
 #endif

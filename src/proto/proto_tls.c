@@ -71,30 +71,43 @@ out:
     return rc;
 }
 
-static int load_files(SSL_CTX *ctx, const struct proto_tls_files *files, vcr_error_t *err)
+static int load_files(SSL_CTX *ctx, enum proto_tls_side side, const struct proto_tls_files *files,
+                      vcr_error_t *err)
 {
     char buf[128];
-    if (files->ca == NULL || files->cert == NULL || files->key == NULL)
+    if (side == PROTO_TLS_API_CLIENT) {
+        if (files->ca == NULL)
+            return vcr_error_make(err, EINVAL, "TLS: no CA certificate to check the server with");
+        if (SSL_CTX_load_verify_locations(ctx, files->ca, NULL) != 1)
+            return vcr_error_make(err, EINVAL, "CA certificate `%s`: %s", files->ca,
+                                  ssl_reason(buf, sizeof(buf), "cannot load"));
+        return 0;
+    }
+    if ((files->ca == NULL && side != PROTO_TLS_API_SERVER) || files->cert == NULL ||
+        files->key == NULL)
         return vcr_error_make(err, EINVAL,
                               "`%s`: missing; TLS needs tls_ca_file, tls_cert_file "
                               "and tls_key_file (`vcr pki`), or `insecure: true`",
                               files->ca == NULL     ? "tls_ca_file"
                               : files->cert == NULL ? "tls_cert_file"
                                                     : "tls_key_file");
-    X509 *ca = read_cert("tls_ca_file", files->ca, err);
-    if (ca == NULL)
-        return -1;
-    X509 *cert = read_cert("tls_cert_file", files->cert, err);
-    if (cert == NULL) {
+    int rc;
+    if (files->ca) {
+        X509 *ca = read_cert("tls_ca_file", files->ca, err);
+        if (ca == NULL)
+            return -1;
+        X509 *cert = read_cert("tls_cert_file", files->cert, err);
+        if (cert == NULL) {
+            X509_free(ca);
+            return -1;
+        }
+        rc = check_signed_by(cert, ca, files, err);
+        X509_free(cert);
         X509_free(ca);
-        return -1;
+        if (rc < 0)
+            return -1;
     }
-    int rc = check_signed_by(cert, ca, files, err);
-    X509_free(cert);
-    X509_free(ca);
-    if (rc < 0)
-        return -1;
-    if (SSL_CTX_load_verify_locations(ctx, files->ca, NULL) != 1)
+    if (files->ca && SSL_CTX_load_verify_locations(ctx, files->ca, NULL) != 1)
         return vcr_error_make(err, EINVAL, "`tls_ca_file` `%s`: %s", files->ca,
                               ssl_reason(buf, sizeof(buf), "cannot load"));
     if (SSL_CTX_use_certificate_chain_file(ctx, files->cert) != 1)
@@ -121,8 +134,8 @@ static int load_files(SSL_CTX *ctx, const struct proto_tls_files *files, vcr_err
 struct proto_tls *proto_tls_new(enum proto_tls_side side, const struct proto_tls_files *files,
                                 vcr_error_t *err)
 {
-    SSL_CTX *ctx =
-        SSL_CTX_new(side == PROTO_TLS_SERVER ? TLS_server_method() : TLS_client_method());
+    bool server = side == PROTO_TLS_SERVER || side == PROTO_TLS_API_SERVER;
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     struct proto_tls *tls = calloc(1, sizeof(*tls));
     if (ctx == NULL || tls == NULL) {
         SSL_CTX_free(ctx);
@@ -136,9 +149,17 @@ struct proto_tls *proto_tls_new(enum proto_tls_side side, const struct proto_tls
         proto_tls_free(tls);
         return vcr_error_make(err, EINVAL, "TLS: this OpenSSL has no TLS 1.3"), NULL;
     }
-    if (load_files(ctx, files, err) < 0) {
+    if (load_files(ctx, side, files, err) < 0) {
         proto_tls_free(tls);
         return NULL;
+    }
+    if (side == PROTO_TLS_API_SERVER || side == PROTO_TLS_API_CLIENT) {
+        SSL_CTX_set_verify(ctx, side == PROTO_TLS_API_CLIENT ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                           NULL);
+        SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        if (side == PROTO_TLS_API_CLIENT)
+            SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER);
+        return tls;
     }
     /* The server demands a certificate; the agent demands the server's. */
     SSL_CTX_set_verify(

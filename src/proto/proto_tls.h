@@ -18,6 +18,11 @@ struct x509_st;
 enum proto_tls_side {
     PROTO_TLS_SERVER, /* accepts agents; requires a client certificate */
     PROTO_TLS_CLIENT, /* an agent; verifies the server's certificate and name */
+    /* The HTTP API (docs/security.md): the server shows its certificate and asks
+     * for none (clients show bearer tokens); the CA is optional (checked when
+     * given).  A client (`vcr`) needs only the CA. */
+    PROTO_TLS_API_SERVER,
+    PROTO_TLS_API_CLIENT,
 };
 
 struct proto_tls_files {

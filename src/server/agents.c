@@ -63,6 +63,9 @@ struct agents {
     size_t n_pending;          /* sessions without a hello yet */
     uint64_t refused;          /* connections closed at accept: over the cap */
     int64_t refused_logged_ms; /* monotonic */
+    /* Connections closed before a hello (bad frames, failed handshakes): what
+     * anyone can send, so logged through a limit. */
+    struct vcr_log_limit before_hello_log;
     struct event *tick;
     int64_t last_tick_ms; /* monotonic: the last liveness tick, or the start */
     LIST_HEAD(, session) sessions;
@@ -216,7 +219,11 @@ static void session_reject(struct session *s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
-    log_warn("agent %s (%s): closing: %s", session_name(s), proto_conn_peer(s->conn), message);
+    if (s->host)
+        log_warn("agent %s (%s): closing: %s", session_name(s), proto_conn_peer(s->conn), message);
+    else
+        vcr_log_limited(&s->agents->before_hello_log, VCR_LOG_WARN, "agent %s (%s): closing: %s",
+                        session_name(s), proto_conn_peer(s->conn), message);
     cleanup_json json_t *msg = proto_msg_new("error", json_pack("{s:s}", "message", message));
     cleanup_error vcr_error_t err = NULL;
     if (msg == NULL || proto_conn_send(s->conn, msg, &err) < 0)
@@ -493,7 +500,9 @@ static void session_closed(struct proto_conn *c, const char *reason, void *opaqu
     if (s->host)
         log_info("host %s: connection closed: %s", s->host, reason);
     else
-        log_debug("agent %s: connection closed: %s", proto_conn_peer(s->conn), reason);
+        vcr_log_limited(&s->agents->before_hello_log, VCR_LOG_DEBUG,
+                        "agent %s: connection closed before a hello: %s", proto_conn_peer(s->conn),
+                        reason);
     session_destroy(s);
 }
 
@@ -572,7 +581,8 @@ static void accept_session(struct agents *a, evutil_socket_t fd, bool standby_on
     LIST_INSERT_HEAD(&a->sessions, s, link);
     a->n_sessions++;
     a->n_pending++;
-    log_debug("agent %s: connected", proto_conn_peer(s->conn));
+    vcr_log_limited(&a->before_hello_log, VCR_LOG_DEBUG, "agent %s: connected",
+                    proto_conn_peer(s->conn));
     if (a->opts.key == NULL)
         return;
     cleanup_json json_t *challenge = NULL;

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -15,6 +17,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -22,6 +26,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/listen_guard.h"
+#include "proto/proto_tls.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/api_priv.h"
@@ -163,32 +168,33 @@ static void on_journal_append(int64_t id, void *opaque)
     api_sse_journal_appended(api->sse);
 }
 
-/* Parses a decimal query value in min..max; false (and a 400 sent) otherwise. */
-static bool query_int(struct evhttp_request *req, const char *name, const char *value, int64_t min,
-                      int64_t max, int64_t *out)
+/* Parses a decimal query value in min..max; false (and why) otherwise. */
+static bool query_int(const char *name, const char *value, int64_t min, int64_t max, int64_t *out,
+                      char *why, size_t size)
 {
     size_t n = strspn(value, "0123456789");
     if (n == 0 || value[n] != '\0' || n > 15 || strtoll(value, NULL, 10) < min ||
         strtoll(value, NULL, 10) > max) {
-        api_reply_error(req, 400, "query parameter `%s`: `%s` is not allowed; allowed: %lld..%lld",
-                        name, value, (long long)min, (long long)max);
+        snprintf(why, size, "query parameter `%s`: `%.32s` is not allowed; allowed: %lld..%lld",
+                 name, value, (long long)min, (long long)max);
         return false;
     }
     *out = strtoll(value, NULL, 10);
     return true;
 }
 
-static void handle_events(struct api *api, struct evhttp_request *req, const char *arg)
+int api_events_query(const char *query, int64_t *since, int64_t *limit, int64_t *wait_ms, char *why,
+                     size_t size)
 {
-    (void)arg;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    *since = -1;
+    *limit = API_EVENTS_DEFAULT_LIMIT;
+    *wait_ms = 0;
     struct evkeyvalq params;
     TAILQ_INIT(&params);
     if (query && evhttp_parse_query_str(query, &params) < 0) {
-        api_reply_error(req, 400, "cannot parse the query string");
-        return;
+        snprintf(why, size, "cannot parse the query string");
+        return -1;
     }
-    int64_t since = -1, limit = API_EVENTS_DEFAULT_LIMIT, wait_ms = 0;
     bool ok = true;
     struct evkeyval *kv;
     TAILQ_FOREACH(kv, &params, next)
@@ -196,20 +202,31 @@ static void handle_events(struct api *api, struct evhttp_request *req, const cha
         if (!ok)
             break;
         if (strcmp(kv->key, "since") == 0)
-            ok = query_int(req, kv->key, kv->value, 0, INT64_MAX / 2, &since);
+            ok = query_int(kv->key, kv->value, 0, INT64_MAX / 2, since, why, size);
         else if (strcmp(kv->key, "limit") == 0)
-            ok = query_int(req, kv->key, kv->value, 1, JOURNAL_READ_MAX, &limit);
+            ok = query_int(kv->key, kv->value, 1, JOURNAL_READ_MAX, limit, why, size);
         else if (strcmp(kv->key, "wait_ms") == 0)
-            ok = query_int(req, kv->key, kv->value, 0, API_EVENTS_WAIT_MAX_MS, &wait_ms);
+            ok = query_int(kv->key, kv->value, 0, API_EVENTS_WAIT_MAX_MS, wait_ms, why, size);
         else {
-            api_reply_error(
-                req, 400, "unknown query parameter `%s`; allowed: since, limit, wait_ms", kv->key);
+            snprintf(why, size, "unknown query parameter `%.40s`; allowed: since, limit, wait_ms",
+                     kv->key);
             ok = false;
         }
     }
     evhttp_clear_headers(&params);
-    if (!ok)
+    return ok ? 0 : -1;
+}
+
+static void handle_events(struct api *api, struct evhttp_request *req, const char *arg)
+{
+    (void)arg;
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    int64_t since, limit, wait_ms;
+    char why[200];
+    if (api_events_query(query, &since, &limit, &wait_ms, why, sizeof(why)) < 0) {
+        api_reply_error(req, 400, "%s", why);
         return;
+    }
     if (wait_ms > 0 && since < 0) {
         api_reply_error(req, 400, "`wait_ms` needs `since`: wait for events after which one?");
         return;
@@ -236,33 +253,45 @@ static void handle_events(struct api *api, struct evhttp_request *req, const cha
 
 /* --- routing --- */
 
+/* Who may call each route (docs/security.md): GET is read, POST operator;
+ * the dashboard's files and its sign-in are open (the files hold no data). */
+#define R API_ROLE_READ
+#define O API_ROLE_OPERATOR
+#define N API_ROLE_NONE
 static const struct route {
     enum evhttp_cmd_type method;
     const char *pattern; /* a `*` segment matches one name, passed to handle */
     void (*handle)(struct api *api, struct evhttp_request *req, const char *arg);
     const char *noun; /* what the `*` names, for a 400 */
+    enum api_role need;
 } routes[] = {
-    {EVHTTP_REQ_GET, "/v1/status", handle_status, NULL},
-    {EVHTTP_REQ_GET, "/v1/events", handle_events, NULL},
-    {EVHTTP_REQ_GET, "/v1/events/stream", api_handle_events_stream, NULL},
-    {EVHTTP_REQ_POST, "/v1/vms/*/stop", api_handle_vm_stop, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/kill", api_handle_vm_kill, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/start", api_handle_vm_start, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", api_handle_vm_warm, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/flush", api_handle_vm_flush, "VM"},
-    {EVHTTP_REQ_POST, "/v1/vms/*/reboot", api_handle_vm_reboot, "VM"},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", api_handle_host_warm, "host"},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/containers", api_handle_host_containers, "host"},
-    {EVHTTP_REQ_POST, "/v1/hosts/*/images/prune", api_handle_host_images_prune, "host"},
-    {EVHTTP_REQ_GET, "/v1/services", api_handle_services, NULL},
-    {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover, "service"},
-    {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback, "service"},
-    {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset, "service"},
-    {EVHTTP_REQ_GET, "/metrics", api_handle_metrics, NULL},
-    {EVHTTP_REQ_GET, "/ui", api_handle_ui_redirect, NULL},
-    {EVHTTP_REQ_GET, "/ui/", api_handle_ui_index, NULL},
-    {EVHTTP_REQ_GET, "/ui/*", api_handle_ui_file, "dashboard file"},
+    {EVHTTP_REQ_GET, "/v1/status", handle_status, NULL, R},
+    {EVHTTP_REQ_GET, "/v1/events", handle_events, NULL, R},
+    {EVHTTP_REQ_GET, "/v1/events/stream", api_handle_events_stream, NULL, R},
+    {EVHTTP_REQ_POST, "/v1/vms/*/stop", api_handle_vm_stop, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/kill", api_handle_vm_kill, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/start", api_handle_vm_start, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/warm-restart", api_handle_vm_warm, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/flush", api_handle_vm_flush, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/vms/*/reboot", api_handle_vm_reboot, "VM", O},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/warm-restart", api_handle_host_warm, "host", O},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/containers", api_handle_host_containers, "host", O},
+    {EVHTTP_REQ_POST, "/v1/hosts/*/images/prune", api_handle_host_images_prune, "host", O},
+    {EVHTTP_REQ_GET, "/v1/services", api_handle_services, NULL, R},
+    {EVHTTP_REQ_POST, "/v1/services/*/failover", api_handle_service_failover, "service", O},
+    {EVHTTP_REQ_POST, "/v1/services/*/failback", api_handle_service_failback, "service", O},
+    {EVHTTP_REQ_POST, "/v1/services/*/reset", api_handle_service_reset, "service", O},
+    {EVHTTP_REQ_POST, "/v1/login", api_handle_login, NULL, N},
+    {EVHTTP_REQ_POST, "/v1/logout", api_handle_logout, NULL, N},
+    {EVHTTP_REQ_GET, "/v1/whoami", api_handle_whoami, NULL, N},
+    {EVHTTP_REQ_GET, "/metrics", api_handle_metrics, NULL, R},
+    {EVHTTP_REQ_GET, "/ui", api_handle_ui_redirect, NULL, N},
+    {EVHTTP_REQ_GET, "/ui/", api_handle_ui_index, NULL, N},
+    {EVHTTP_REQ_GET, "/ui/*", api_handle_ui_file, "dashboard file", N},
 };
+#undef R
+#undef O
+#undef N
 
 /* Matches path against pattern segment by segment; the raw (still
  * percent-encoded) `*` segment is copied to arg. */
@@ -295,7 +324,17 @@ static void on_request(struct evhttp_request *req, void *opaque)
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
     char raw[256];
+    api_conn_request(api, req);
     const char *allowed = NULL;
+    const struct api_token *who = NULL;
+    /* Nothing about the server, not even which paths exist, before the checks:
+     * an unknown path needs a reader's credentials to be told it is unknown. */
+    enum api_role need = API_ROLE_READ;
+    for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (routes[i].method == method && route_match(routes[i].pattern, path, raw, sizeof(raw)))
+            need = routes[i].need;
+    if (!api_access_check(api, req, method, need, &who))
+        return;
     for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (!route_match(routes[i].pattern, path, raw, sizeof(raw)))
             continue;
@@ -315,8 +354,11 @@ static void on_request(struct evhttp_request *req, void *opaque)
                 return;
             }
         }
-        log_debug("API %s %s", method_name(method), path);
+        log_debug("API %s %s%s%s", method_name(method), path, who ? " by " : "",
+                  who ? who->name : "");
+        api->who = who;
         routes[i].handle(api, req, arg);
+        api->who = NULL;
         return;
     }
     if (allowed) {
@@ -350,7 +392,14 @@ struct api *api_new(struct event_base *base, struct inventory *inv, struct journ
     evhttp_set_max_headers_size(api->http, 16 * 1024);
     evhttp_set_timeout(api->http, (API_EVENTS_WAIT_MAX_MS + API_ORDER_TIMEOUT_MS) / 1000 + 30);
     evhttp_set_gencb(api->http, on_request, api);
-    if ((api->sse = api_sse_new(api)) == NULL) {
+    TAILQ_INIT(&api->conns);
+    evhttp_set_bevcb(api->http, api_conn_new, api);
+    api->sessions = api_sessions_new();
+    api->rate = api_rate_new(opts->rate_per_s ? opts->rate_per_s : 50,
+                             opts->rate_burst ? opts->rate_burst : 100);
+    if (api->sessions == NULL || api->rate == NULL || (api->sse = api_sse_new(api)) == NULL) {
+        api_sessions_free(api->sessions);
+        api_rate_free(api->rate);
         evhttp_free(api->http);
         free(api);
         vcr_error_make(err, ENOMEM, "HTTP API: out of memory");
@@ -391,6 +440,9 @@ void api_free(struct api *api)
         wait_finish(LIST_FIRST(&api->waits));
     api_sse_free(api->sse);
     evhttp_free(api->http);
+    api_conn_release_all(api);
     api_metrics_free(api->metrics);
+    api_sessions_free(api->sessions);
+    api_rate_free(api->rate);
     free(api);
 }

@@ -2,6 +2,7 @@
 #ifndef VCR_SERVER_API_H
 #define VCR_SERVER_API_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -27,8 +28,20 @@ json_t *api_warm_entry(const char *vm, enum order_outcome outcome, const char *m
 #define API_EVENTS_WAIT_MAX_MS   30000
 #define API_EVENTS_DEFAULT_LIMIT 100
 
+struct proto_tls;
+struct api_token;
 struct api_options {
     int64_t order_timeout_ms;
+    /* docs/security.md, "The HTTP API": TLS with bearer tokens of these hashes
+     * (borrowed), or tls NULL: plain HTTP, no authentication. */
+    const struct proto_tls *tls;
+    const struct api_token *tokens;
+    size_t n_tokens;
+    char *const *names; /* more names of the server for the Host check */
+    size_t n_names;
+    uint32_t connections_max;
+    uint32_t rate_per_s;
+    uint32_t rate_burst;
 };
 
 /* inv, journal and agents are borrowed and must outlive the api, except that

@@ -1,5 +1,6 @@
 /* The API's container resources on standby hosts (docs/server.md):
  * POST /v1/hosts/NAME/containers, including live migration. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -121,31 +122,138 @@ static void migrate_container(struct api *api, struct evhttp_request *req, const
     }
 }
 
+static bool ipv4_literal(const char *s)
+{
+    struct in_addr a;
+    return s && inet_pton(AF_INET, s, &a) == 1;
+}
+
+/* "A.B.C.D" or "A.B.C.D/NN" (NN 1..32). */
+static bool ipv4_with_prefix(const char *s)
+{
+    char buf[32];
+    size_t n = s ? strcspn(s, "/") : 0;
+    if (s == NULL || n == 0 || n >= sizeof(buf))
+        return false;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (!ipv4_literal(buf))
+        return false;
+    if (s[n] == '\0')
+        return true;
+    const char *p = s + n + 1;
+    size_t d = strspn(p, "0123456789");
+    return d >= 1 && d <= 2 && p[d] == '\0' && atoi(p) >= 1 && atoi(p) <= 32;
+}
+
+static const char *const ct_actions[] = {"create", "start", "stop", "destroy", "migrate"};
+#define CT_ACTIONS (sizeof(ct_actions) / sizeof(ct_actions[0]))
+
+/* The body of POST .../containers, checked member by member (docs/server.md).
+ * Returns the action's index in ct_actions and *members: the order's members
+ * rebuilt from the checked values only (never the body passed on); -1 with
+ * why otherwise.  `image` stays the name here (resolve_image). */
+int api_container_members(json_t *body, json_t **members, char *why, size_t size)
+{
+    *members = NULL;
+    if (!json_is_object(body)) {
+        snprintf(why, size, "expected a JSON object");
+        return -1;
+    }
+    json_t *action = json_object_get(body, "action");
+    const char *act = json_is_string(action) ? json_string_value(action) : "create";
+    size_t k = 0;
+    while (k < CT_ACTIONS && strcmp(act, ct_actions[k]) != 0)
+        k++;
+    if ((action && !json_is_string(action)) || k == CT_ACTIONS) {
+        snprintf(why, size, "`action`: allowed: create, start, stop, destroy, migrate");
+        return -1;
+    }
+    cleanup_json json_t *out = json_object();
+    if (out == NULL) {
+        snprintf(why, size, "out of memory");
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        bool ok;
+        const char *allowed = "a name: 1..64 of letters, digits, '.', '_', '-'";
+        bool create = k == 0, migrate = k == 4;
+        if (strcmp(key, "action") == 0)
+            continue;
+        if (strcmp(key, "name") == 0 || (create && strcmp(key, "service") == 0) ||
+            (create && strcmp(key, "template") == 0) || (migrate && strcmp(key, "to") == 0)) {
+            ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
+        } else if (create && strcmp(key, "image") == 0) {
+            ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
+            allowed = "expected the name of an image of the server's `images:`";
+        } else if (create && strcmp(key, "address") == 0) {
+            ok = json_is_string(v) && ipv4_with_prefix(json_string_value(v));
+            allowed = "A.B.C.D or A.B.C.D/NN";
+        } else if (create && strcmp(key, "gateway") == 0) {
+            ok = json_is_string(v) && ipv4_literal(json_string_value(v));
+            allowed = "A.B.C.D";
+        } else if (create && strcmp(key, "prefix") == 0) {
+            ok = json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 32;
+            allowed = "an integer 1..32";
+        } else if ((create && strcmp(key, "start") == 0) ||
+                   (migrate && strcmp(key, "precopy") == 0)) {
+            ok = json_is_boolean(v);
+            allowed = "true or false";
+        } else if (create && strcmp(key, "hold_for_test_ms") == 0) {
+            /* Test-only fault injection, refused by agents not run with --test-faults. */
+            ok = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 60000;
+            allowed = "an integer 0..60000";
+        } else if (strcmp(key, "image") == 0) {
+            snprintf(why, size, "`image` is only for create");
+            return -1;
+        } else {
+            snprintf(why, size,
+                     "unknown member `%.40s` for %s; allowed: name, action, and for create: "
+                     "service, address, prefix, gateway, template, image, start; for migrate: "
+                     "to, precopy",
+                     key, act);
+            return -1;
+        }
+        if (!ok) {
+            snprintf(why, size, "`%.40s`: %s", key, allowed);
+            return -1;
+        }
+        json_object_set(out, key, v);
+    }
+    if (!json_is_string(json_object_get(out, "name"))) {
+        snprintf(why, size, "`name`: missing; allowed: the container's name");
+        return -1;
+    }
+    if (k == 0 && json_object_get(out, "template") && json_object_get(out, "image")) {
+        snprintf(why, size, "`template` and `image` given; allowed: one of them");
+        return -1;
+    }
+    /* create means create and start unless the body says "start": false. */
+    if (k == 0 && json_object_get(out, "start") == NULL)
+        json_object_set_new(out, "start", json_true());
+    *members = steal_pointer(&out);
+    return (int)k;
+}
+
 void api_handle_host_containers(struct api *api, struct evhttp_request *req, const char *host)
 {
     cleanup_free char *text = NULL;
     cleanup_json json_t *body = NULL;
     if (api_read_body(req, false, &body, &text) < 0)
         return;
-    json_t *name = json_object_get(body, "name");
-    json_t *action = json_object_get(body, "action");
-    const char *act = json_is_string(action) ? json_string_value(action) : "create";
-    static const char *const acts[] = {"create", "start", "stop", "destroy", "migrate"};
-    size_t k = 0;
-    while (k < 5 && strcmp(act, acts[k]) != 0)
-        k++;
-    if (!json_is_object(body) || !json_is_string(name) ||
-        !inventory_valid_name(json_string_value(name)) || k == 5) {
-        api_reply_error(req, 400,
-                        "body: expected {\"name\": NAME, \"action\": create|start|stop|destroy|"
-                        "migrate, \"service\", \"address\", \"gateway\", \"template\", "
-                        "\"image\", \"to\"}, "
-                        "got `%.100s`",
-                        text);
+    cleanup_json json_t *members = NULL;
+    char why[300];
+    int k = api_container_members(body, &members, why, sizeof(why));
+    if (k < 0) {
+        api_reply_error(req, 400, "body: %s; got `%.100s`", why, text);
         return;
     }
+    const char *name = json_string_value(json_object_get(members, "name"));
     if (k == 4) {
-        migrate_container(api, req, host, body);
+        migrate_container(api, req, host, members);
         return;
     }
     struct inv_host *h = inventory_find_host(api->inv, host);
@@ -164,20 +272,10 @@ void api_handle_host_containers(struct api *api, struct evhttp_request *req, con
     }
     r->req = req;
     snprintf(r->host, sizeof(r->host), "%s", host);
-    snprintf(r->name, sizeof(r->name), "%s", json_string_value(name));
-    snprintf(r->action, sizeof(r->action), "%s", act);
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    snprintf(r->action, sizeof(r->action), "%s", ct_actions[k]);
     char order[32];
-    snprintf(order, sizeof(order), "container_%s", act);
-    /* create means create and start unless the body says "start": false. */
-    cleanup_json json_t *members = json_deep_copy(body);
-    json_object_del(members, "action");
-    if (k == 0 && json_object_get(members, "start") == NULL)
-        json_object_set_new(members, "start", json_true());
-    if (k != 0 && json_object_get(members, "image")) {
-        api_reply_error(req, 400, "body: `image` is only for create");
-        free(r);
-        return;
-    }
+    snprintf(order, sizeof(order), "container_%s", ct_actions[k]);
     bool with_image = json_object_get(members, "image") != NULL;
     if (resolve_image(api, req, members) < 0) {
         free(r);

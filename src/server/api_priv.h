@@ -8,11 +8,14 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "common/log.h"
 #include "server/agents.h"
 #include "server/api.h"
+#include "server/api_auth.h"
 
 struct evhttp;
 struct evhttp_request;
+#include <event2/http.h>
 
 /* A GET /v1/events?wait_ms= that found nothing new and waits for an append. */
 struct events_wait {
@@ -50,7 +53,33 @@ struct api {
     struct api_metrics *metrics;
     /* GET /v1/events/stream: its open streams (api_sse.c) */
     struct api_sse *sse;
+    /* Access (api_access.c): signed-in browsers, rate buckets, the token of the
+     * request being dispatched (NULL: none, or an unauthenticated API). */
+    struct api_sessions *sessions;
+    struct api_rate *rate;
+    struct vcr_log_limit refusals_log;
+    const struct api_token *who;
+    /* Its connections (api_conn.c). */
+    TAILQ_HEAD(, api_conn) conns;
+    size_t n_conns;
+    size_t n_closing; /* of them, picked to make room and about to close */
+    unsigned long long conns_turned_away;
+    struct vcr_log_limit conns_log;
 };
+
+/* The connections (api_conn.c, docs/server.md "Limits"): the bufferevent
+ * callback of evhttp; api_conn_request when a request is dispatched (its
+ * deadline stops until it is answered).  A request must be in within
+ * API_REQUEST_DEADLINE_MS of the accept or of the previous answer. */
+#define API_REQUEST_DEADLINE_MS 10000
+struct api_conn;
+struct bufferevent *api_conn_new(struct event_base *base, void *arg);
+void api_conn_request(struct api *api, struct evhttp_request *req);
+void api_conn_release_all(struct api *api);
+bool api_conn_is_tls(struct evhttp_request *req);
+/* The connection's close callback is the guard's: others register theirs here. */
+int api_conn_set_closecb(struct api *api, struct evhttp_connection *evcon,
+                         void (*cb)(struct evhttp_connection *, void *), void *arg);
 
 /* Every answer is JSON; errors are {"error": "..."}. */
 void api_reply_json(struct evhttp_request *req, int code, json_t *body);
@@ -66,6 +95,15 @@ int api_status_of(int error_status);
 /* ... and from an agent order's outcome: done 200, refused 502, timeout 504,
  * unreachable 503. */
 int api_status_of_order(enum order_outcome outcome);
+
+/* The checks before a handler (api_access.c): true when the request may go
+ * on (*who: its token, NULL on an unauthenticated API), false after
+ * answering 421 (Host), 429 (rate), 401, 403 (role, Origin) or 415. */
+bool api_access_check(struct api *api, struct evhttp_request *req, enum evhttp_cmd_type method,
+                      enum api_role need, const struct api_token **who);
+void api_handle_login(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_logout(struct api *api, struct evhttp_request *req, const char *arg);
+void api_handle_whoami(struct api *api, struct evhttp_request *req, const char *arg);
 
 /* Route handlers (api.c's table). */
 void api_handle_vm_stop(struct api *api, struct evhttp_request *req, const char *arg);
@@ -83,6 +121,18 @@ void api_handle_service_failback(struct api *api, struct evhttp_request *req, co
 void api_handle_service_reset(struct api *api, struct evhttp_request *req, const char *arg);
 void api_handle_metrics(struct api *api, struct evhttp_request *req, const char *arg);
 void api_metrics_free(struct api_metrics *am);
+
+/* The members of a container order from a POST .../containers body, rebuilt
+ * from checked values (api_containers.c): the action's index (0 create, 1
+ * start, 2 stop, 3 destroy, 4 migrate), or -1 with why.  Fuzzed
+ * (tests/fuzz/fuzz_api.c). */
+int api_container_members(json_t *body, json_t **members, char *why, size_t size);
+/* The same for a warm restart's body {"qemu"} (api_vms.c): 0, or -1 with why. */
+int api_warm_members(json_t *body, json_t **members, char *why, size_t size);
+/* GET /v1/events's query (api.c): since (-1 when absent), limit, wait_ms;
+ * 0, or -1 with why (unknown parameter, a value out of range). */
+int api_events_query(const char *query, int64_t *since, int64_t *limit, int64_t *wait_ms, char *why,
+                     size_t size);
 
 /* GET /v1/events/stream (api_sse.c): the journal as server-sent events. */
 #define SSE_CLIENTS_MAX     16

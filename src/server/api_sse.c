@@ -52,7 +52,7 @@ static void client_drop(struct sse_client *c, const char *why)
 {
     struct evhttp_connection *evcon = c->evcon;
     log_info("event stream %" PRId64 ": dropped: %s", c->last_id, why);
-    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    api_conn_set_closecb(c->hub->api, evcon, NULL, NULL);
     client_free(c);
     evhttp_connection_free(evcon); /* frees the request too */
 }
@@ -235,7 +235,7 @@ void api_handle_events_stream(struct api *api, struct evhttp_request *req, const
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-cache");
     evhttp_send_reply_start(req, 200, "OK");
-    evhttp_connection_set_closecb(c->evcon, on_close, c);
+    api_conn_set_closecb(hub->api, c->evcon, on_close, c);
     /* The client never sends anything more: no read timeout.  A write that does not
      * progress for SSE_WRITE_TIMEOUT_S ends the connection (on_close). */
     struct timeval write_tv = {.tv_sec = SSE_WRITE_TIMEOUT_S, .tv_usec = 0};
@@ -272,7 +272,7 @@ void api_sse_free(struct api_sse *hub)
     while (!LIST_EMPTY(&hub->clients)) {
         struct sse_client *c = LIST_FIRST(&hub->clients);
         struct evhttp_request *req = c->req;
-        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+        api_conn_set_closecb(hub->api, c->evcon, NULL, NULL);
         client_free(c);
         evhttp_send_reply_end(req);
     }

@@ -179,18 +179,21 @@ static void on_warm_reply(enum order_outcome outcome, const char *message, json_
         warm_request_done(wr);
 }
 
-/* The optional body {"qemu": PATH}; false (and a 400 sent) when it is bad. */
-static bool warm_body(struct evhttp_request *req, json_t **members)
+/* The members of a vm_warm_restart order from its optional body {"qemu": PATH}
+ * (and the test-only faults), rebuilt from checked values; 0, or -1 with why.
+ * Fuzzed (tests/fuzz/fuzz_api.c). */
+int api_warm_members(json_t *body, json_t **members, char *why, size_t size)
 {
-    *members = json_object();
-    cleanup_free char *text = NULL;
-    cleanup_json json_t *body = NULL;
-    if (api_read_body(req, true, &body, &text) < 0)
-        return false;
+    *members = NULL;
     json_t *qemu = json_object_get(body, "qemu");
     if (!json_is_object(body) || (qemu && !json_is_string(qemu) && !json_is_null(qemu))) {
-        api_reply_error(req, 400, "body: expected {\"qemu\": PATH} (optional), got `%.100s`", text);
-        return false;
+        snprintf(why, size, "expected {\"qemu\": PATH} (optional)");
+        return -1;
+    }
+    cleanup_json json_t *out = json_object();
+    if (out == NULL) {
+        snprintf(why, size, "out of memory");
+        return -1;
     }
     const char *key;
     json_t *v;
@@ -198,22 +201,40 @@ static bool warm_body(struct evhttp_request *req, json_t **members)
     {
         /* Test-only fault injection, refused by agents not run with --test-faults. */
         if ((strcmp(key, "corrupt_state_for_test") == 0 && json_is_boolean(v)) ||
-            (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v))) {
-            json_object_set(*members, key, v);
+            (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v) &&
+             inventory_valid_name(json_string_value(v)))) {
+            json_object_set(out, key, v);
             continue;
         }
         if (strcmp(key, "qemu") != 0) {
-            api_reply_error(req, 400, "body: unknown member `%s`; allowed: qemu", key);
-            return false;
+            snprintf(why, size, "unknown member `%.40s`; allowed: qemu", key);
+            return -1;
         }
     }
-    if (json_is_string(qemu) && json_string_value(qemu)[0] != '/') {
-        api_reply_error(req, 400, "body: qemu `%s` must be an absolute path",
-                        json_string_value(qemu));
-        return false;
+    if (json_is_string(qemu) &&
+        (json_string_value(qemu)[0] != '/' || strlen(json_string_value(qemu)) > 4096 ||
+         strlen(json_string_value(qemu)) != json_string_length(qemu))) {
+        snprintf(why, size, "qemu `%.100s` must be an absolute path", json_string_value(qemu));
+        return -1;
     }
     if (json_is_string(qemu))
-        json_object_set(*members, "qemu", qemu);
+        json_object_set(out, "qemu", qemu);
+    *members = steal_pointer(&out);
+    return 0;
+}
+
+/* The optional body; false (and a 400 sent) when it is bad. */
+static bool warm_body(struct evhttp_request *req, json_t **members)
+{
+    cleanup_free char *text = NULL;
+    cleanup_json json_t *body = NULL;
+    if (api_read_body(req, true, &body, &text) < 0)
+        return false;
+    char why[200];
+    if (api_warm_members(body, members, why, sizeof(why)) < 0) {
+        api_reply_error(req, 400, "body: %s, got `%.100s`", why, text);
+        return false;
+    }
     return true;
 }
 
@@ -328,10 +349,17 @@ static void handle_volume_order(struct api *api, struct evhttp_request *req, con
                         want_bool ? "true|false" : "VOLUME", text);
         return;
     }
+    /* The order is rebuilt from the checked member, not the body passed on. */
+    if (v && !want_bool && !inventory_valid_name(json_string_value(v))) {
+        api_reply_error(req, 400, "body: `volume`: `%.64s` is not a volume name",
+                        json_string_value(v));
+        return;
+    }
+    cleanup_json json_t *members = v ? json_pack("{s:O}", key, v) : json_object();
     struct inv_host *host = host_of_reachable_vm(api, req, vm);
     if (host == NULL)
         return;
-    struct volume_request *r = calloc(1, sizeof(*r));
+    struct volume_request *r = members ? calloc(1, sizeof(*r)) : NULL;
     if (r == NULL || (r->vm = strdup(vm)) == NULL || (r->host = strdup(host->name)) == NULL) {
         if (r)
             free(r->vm);
@@ -342,7 +370,7 @@ static void handle_volume_order(struct api *api, struct evhttp_request *req, con
     r->req = req;
     r->verb = verb;
     cleanup_error vcr_error_t err = NULL;
-    if (agents_send_order_with(api->agents, host->name, action, vm, body,
+    if (agents_send_order_with(api->agents, host->name, action, vm, members,
                                want_bool ? API_REBOOT_ORDER_TIMEOUT_MS : api->opts.order_timeout_ms,
                                on_volume_reply, r, &err) < 0)
         on_volume_reply(ORDER_UNREACHABLE, vcr_error_msg(err), NULL, r);

@@ -81,7 +81,17 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         .tls = cfg->tls,
         .connections_max = cfg->agent_connections_max,
     };
-    struct api_options api_opts = {.order_timeout_ms = API_ORDER_TIMEOUT_MS};
+    struct api_options api_opts = {
+        .order_timeout_ms = API_ORDER_TIMEOUT_MS,
+        .tls = cfg->api_tls,
+        .tokens = cfg->api_tokens,
+        .n_tokens = cfg->n_api_tokens,
+        .names = cfg->api_names,
+        .n_names = cfg->n_api_names,
+        .connections_max = cfg->api_connections_max,
+        .rate_per_s = cfg->api_rate_per_s,
+        .rate_burst = cfg->api_rate_burst,
+    };
     if ((srv->journal = journal_open(cfg->journal, err)) == NULL ||
         (srv->inv = inventory_new()) == NULL ||
         (srv->agents = agents_new(base, srv->inv, srv->journal, &agent_opts, err)) == NULL ||
@@ -121,16 +131,21 @@ struct server *server_new(struct event_base *base, const struct server_config *c
                  "as any host, and agents cannot tell this server from another "
                  "(docs/security.md)",
                  cfg->listen_host, agents_port(srv->agents));
+    if (cfg->api_tls == NULL)
+        log_warn("api_insecure: the HTTP API on %s:%u is plain HTTP without authentication: "
+                 "anyone who reaches it can stop VMs and move services (docs/security.md)",
+                 cfg->api_host, api_port(srv->api));
     if (cfg->standby_insecure_host)
         log_warn("standby_insecure_listen %s:%u: plain TCP for standby agents: anyone who reaches "
                  "it can say hello as a standby host (docs/security.md)",
                  cfg->standby_insecure_host, cfg->standby_insecure_port);
-    log_info("agents on %s:%u%s%s, HTTP API on %s:%u, journal %s, heartbeat %u ms, host timeout "
+    log_info("agents on %s:%u%s%s, HTTP API on %s:%u%s, journal %s, heartbeat %u ms, host timeout "
              "%u ms",
              cfg->listen_host, agents_port(srv->agents),
              cfg->tls ? " (mutual TLS)" : " (plain TCP)",
              cfg->agent_key ? " (challenge with agent_key_file)" : "", cfg->api_host,
-             api_port(srv->api), cfg->journal, cfg->heartbeat_ms, cfg->host_timeout_ms);
+             api_port(srv->api), cfg->api_tls ? " (TLS, tokens)" : " (plain, open)", cfg->journal,
+             cfg->heartbeat_ms, cfg->host_timeout_ms);
     return srv;
 }
 

@@ -102,6 +102,14 @@ int main(int argc, char **argv)
         server_config_free(cfg);
         return EXIT_CONFIG;
     }
+    if (cfg->api_tls == NULL && !cfg->api_insecure) {
+        fprintf(stderr,
+                "vcr-server: %s: the HTTP API needs tokens over TLS: set api_tokens_file (`vcr "
+                "pki token`) with the tls_* keys, or `api_insecure: true` (docs/security.md)\n",
+                config_path ? config_path : "no --config");
+        server_config_free(cfg);
+        return EXIT_CONFIG;
+    }
     if (config_test) {
         printf("configuration %s%s%s is valid\n", config_path ? "`" : "(built-in defaults)",
                config_path ? config_path : "", config_path ? "`" : "");

@@ -6,9 +6,12 @@ the page is open, and the page shows the service recovering, then recovered, wit
 recovery's phases as bars, from its event stream; the failback button brings it back.
 
 VCR_DASHBOARD_SHOTS=DIR keeps the screenshots (docs/dashboard-*.png come from it)."""
+import base64
+import hashlib
 import os
 import shutil
 import signal
+import subprocess
 
 import pytest
 
@@ -22,7 +25,7 @@ PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
           "client_confirmed"]
 WEB, WEB_ADDR, CT_ADDR = "web1", "10.77.0.11", "10.77.0.31"
 SB, SB_ADDR = "standby1", "10.77.0.21"
-URL = f"http://{labkit.SERVER_API}/ui/"
+URL = f"https://{labkit.SERVER_API}/ui/"
 
 # Every state the service's row has had, as the page showed it: a MutationObserver in
 # the page records them, so a state shown between two polls is not missed.
@@ -93,9 +96,33 @@ def lab_rig(daemons):
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
 
 
+def spki_sha256(cert):
+    """base64 SHA-256 of cert's public key: Chromium trusts the server's certificate by
+    it (--ignore-certificate-errors-spki-list), the lab CA not being in its store."""
+    pub = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", cert], check=True,
+                         capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         check=True, capture_output=True).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def sign_in(browser, role="operator"):
+    """The page asks for a token (the API authenticates): it is typed in once."""
+    labkit.wait_for("the sign-in form", lambda: browser.js(
+        "return !document.getElementById('signin').hidden"), 30, interval=0.2)
+    with open(labkit.API_CREDENTIALS["tokens"][role]) as f:
+        token = f.read().strip()
+    browser.js("document.getElementById('token').value = arguments[0];"
+               "document.getElementById('signin').requestSubmit(); return true;", token)
+    labkit.wait_for("the page signed in", lambda: browser.js(
+        "return document.getElementById('signin').hidden && "
+        "document.getElementById('who').textContent"), 30, interval=0.2)
+
+
 @pytest.fixture
-def browser(lab, tmp_path):
-    b = Browser(str(tmp_path))
+def browser(lab, lab_rig, tmp_path):
+    b = Browser(str(tmp_path), extra_args=[
+        "--ignore-certificate-errors-spki-list=" + spki_sha256(labkit.API_CREDENTIALS["cert"])])
     yield b
     rc = b.quit()
     assert rc == 0, f"chromedriver exited {rc} after its /shutdown"
@@ -113,6 +140,7 @@ def test_dashboard_shows_a_recovery_as_it_happens(lab_rig, browser, tmp_path):
     d = lab_rig
     # The page is open while the lab comes up: it must follow it, not be reloaded.
     browser.open(URL)
+    sign_in(browser)
     browser.js(WATCH)
     d.wait_vm_state(WEB, "running", BOOT_TIMEOUT)
     d.wait_vm_state(SB, "running", BOOT_TIMEOUT)

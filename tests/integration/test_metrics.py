@@ -39,8 +39,17 @@ def prometheus(lab, tmp_path):
         pytest.fail("no `prometheus` binary: scripts/install-deps installs the Debian package")
     (tmp_path / "tsdb").mkdir()
     cfg = tmp_path / "prometheus.yml"
+    # The API takes tokens over TLS (docs/server.md "Metrics"): Prometheus scrapes with the
+    # read token from a file and checks the server's certificate against the lab's CA.
+    # write_server_config makes both; the configuration is written before it, so the
+    # paths are those the server's will use (its pki/ beside server.yaml).
+    labkit.write_server_config(tmp_path / "server.yaml", tmp_path / "journal.db")
+    creds = labkit.API_CREDENTIALS
     cfg.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                    "scrape_configs:\n  - job_name: vcr\n    metrics_path: /metrics\n"
+                   "    scheme: https\n"
+                   f"    tls_config: {{ca_file: '{creds['ca']}'}}\n"
+                   f"    authorization: {{credentials_file: '{creds['tokens']['read']}'}}\n"
                    f"    static_configs:\n      - targets: ['{labkit.SERVER_API}']\n")
     p = labkit.Proc([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                      f"--web.listen-address={PROM_ADDR}", "--log.level=info"],
@@ -61,10 +70,10 @@ def test_prometheus_scrapes_host_and_vm_state(daemons, prometheus):
     vm = daemons.wait_vm_state("web1", "running", BOOT_TIMEOUT)
 
     # The exposition as served: content type, and promtool's own check of the text.
-    r = labkit.ns_run(["curl", "-s", "-f", "-D", "-", "-o", "/dev/null",
-                       f"http://{labkit.SERVER_API}/metrics"])
+    r = labkit.ns_run(labkit.api_curl("/metrics", role="read",
+                                      extra=["-f", "-D", "-", "-o", "/dev/null"]))
     assert "Content-Type: text/plain; version=0.0.4; charset=utf-8" in r.stdout, r.stdout
-    text = labkit.ns_run(["curl", "-s", "-f", f"http://{labkit.SERVER_API}/metrics"]).stdout
+    text = labkit.ns_run(labkit.api_curl("/metrics", role="read", extra=["-f"])).stdout
     if shutil.which("promtool"):
         lint = subprocess.run(["promtool", "check", "metrics"], input=text,
                               capture_output=True, text=True, timeout=30)

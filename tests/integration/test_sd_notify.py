@@ -81,7 +81,7 @@ def configs(tmp_path):
     agents, api = free_port(), free_port()
     (tmp_path / "server.yaml").write_text(
         f"listen: 127.0.0.1:{agents}\napi: 127.0.0.1:{api}\njournal: {tmp_path}/journal.db\n"
-        "insecure: true\n")
+        "insecure: true\napi_insecure: true\n")
     (tmp_path / "agent.yaml").write_text(
         f"host: node1\nserver: 127.0.0.1:{agents}\nstate_dir: {tmp_path}/state\n"
         "accel: tcg\nqemu: /usr/bin/qemu-system-x86_64\nvms: []\ninsecure: true\n")

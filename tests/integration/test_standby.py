@@ -115,9 +115,8 @@ def test_bad_container_orders_are_refused(standby):
 
 
 def post_container(body):
-    r = labkit.ns_run(["curl", "-s", "-m", "90", "-X", "POST", "-H",
-                       "Content-Type: application/json", "-d", json.dumps(body),
-                       f"http://{labkit.SERVER_API}/v1/hosts/{VM}/containers"], timeout=100)
+    r = labkit.ns_run(labkit.api_curl(f"/v1/hosts/{VM}/containers", "POST", body, timeout=90),
+                      timeout=100)
     return json.loads(r.stdout)
 
 

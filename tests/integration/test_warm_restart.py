@@ -196,16 +196,14 @@ def assert_warm_restart_keeps_guest(d, vm, host, address, record_property=None):
     entries = [ev["detail"] for ev in d.vcr.events(since)
                if ev.get("vm") == vm and ev["kind"] == "warm_restart"]
     assert [x["ok"] for x in entries] == [True] and entries[0]["pause_ms"] == e["pause_ms"], entries
-    text = labkit.ns_run(["curl", "-s", "-f", f"http://{labkit.SERVER_API}/metrics"]).stdout
+    text = labkit.ns_run(labkit.api_curl("/metrics", extra=["-f"])).stdout
     assert 'vcr_warm_restarts_total{result="ok"} ' in text
     assert "vcr_warm_restart_pause_seconds_count " in text
     return e
 
 
 def post_api(path, body):
-    r = labkit.ns_run(["curl", "-s", "-m", "90", "-X", "POST", "-H",
-                       "Content-Type: application/json", "-d", json.dumps(body),
-                       f"http://{labkit.SERVER_API}{path}"], timeout=100)
+    r = labkit.ns_run(labkit.api_curl(path, "POST", body, timeout=90), timeout=100)
     return json.loads(r.stdout)
 
 

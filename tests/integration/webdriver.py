@@ -17,7 +17,7 @@ class WebDriverError(Exception):
 
 
 class Browser:
-    def __init__(self, tmp, width=1400, height=1100):
+    def __init__(self, tmp, width=1400, height=1100, extra_args=()):
         driver = shutil.which("chromedriver")
         if driver is None or shutil.which("chromium") is None:
             raise WebDriverError("no chromium / chromedriver: scripts/install-deps installs "
@@ -32,7 +32,7 @@ class Browser:
                 f"--window-size={width},{height}", f"--user-data-dir={tmp}/chromium",
                 "--no-first-run", "--no-default-browser-check", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update",
-                "--disable-extensions", "--metrics-recording-only"]
+                "--disable-extensions", "--metrics-recording-only", *extra_args]
         caps = {"capabilities": {"alwaysMatch": {
             "browserName": "chrome", "goog:chromeOptions": {"args": args},
             "goog:loggingPrefs": {"browser": "ALL"}}}}

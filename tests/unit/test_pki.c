@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include "common/cleanup.h"
@@ -168,6 +169,45 @@ static void expect_tls_error(enum proto_tls_side side, const char *ca, const cha
         fail_msg("error `%s` lacks `%s` / `%s`", vcr_error_msg(err), want1, want2 ? want2 : "");
 }
 
+/* vcr pki token: the token file 0600, its SHA-256 appended to api-tokens with
+ * its role, a name never given twice, a bad role refused. */
+static void test_api_token(void **state)
+{
+    struct dirs *d = *state;
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(pki_token(d->a, "alice", "operator", &err), 0);
+    assert_int_equal(pki_token(d->a, "grafana", "read", &err), 0);
+    struct stat st;
+    assert_int_equal(stat(path(d->a, "alice.token"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    char token[128] = "";
+    FILE *f = fopen(path(d->a, "alice.token"), "r");
+    assert_non_null(f);
+    assert_non_null(fgets(token, sizeof(token), f));
+    fclose(f);
+    token[strcspn(token, "\n")] = '\0';
+    assert_int_equal(strlen(token), 4 + 64);
+    assert_memory_equal(token, "vcr-", 4);
+    unsigned char digest[32];
+    SHA256((const unsigned char *)token, strlen(token), digest);
+    char want[128] = "alice operator sha256:";
+    for (int i = 0; i < 32; i++)
+        snprintf(want + strlen(want), 3, "%02x", digest[i]);
+    char list[1024] = "";
+    f = fopen(path(d->a, "api-tokens"), "r");
+    assert_non_null(f);
+    size_t n = fread(list, 1, sizeof(list) - 1, f);
+    fclose(f);
+    list[n] = '\0';
+    assert_non_null(strstr(list, want));
+    assert_non_null(strstr(list, "\ngrafana read sha256:"));
+    assert_int_equal(pki_token(d->a, "alice", "read", &err), -1);
+    assert_int_equal(vcr_error_status(err), EEXIST);
+    vcr_error_release(&err);
+    assert_int_equal(pki_token(d->a, "bob", "admin", &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "allowed: read, operator"));
+}
+
 static void test_tls_files_checked(void **state)
 {
     struct dirs *d = *state;
@@ -204,10 +244,9 @@ static void test_tls_files_checked(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_name_validity),
-        cmocka_unit_test(test_key_modes_and_no_overwrite),
-        cmocka_unit_test(test_cert_names),
-        cmocka_unit_test(test_tls_files_checked),
+        cmocka_unit_test(test_name_validity), cmocka_unit_test(test_key_modes_and_no_overwrite),
+        cmocka_unit_test(test_cert_names),    cmocka_unit_test(test_tls_files_checked),
+        cmocka_unit_test(test_api_token),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -25,6 +25,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -32,6 +38,8 @@
 #include "proto/proto.h"
 #include "server/agents.h"
 #include "server/api.h"
+#include "server/api_auth.h"
+#include "server/api_priv.h"
 #include "server/images.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -1481,6 +1489,7 @@ static void http_start_body(struct http_call *call, struct harness *h, const cha
     call->conn = evhttp_connection_base_new(h->base, NULL, "127.0.0.1", server_api_port(h->srv));
     struct evhttp_request *req = evhttp_request_new(http_done, &call->answer);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
     assert_int_equal(evhttp_make_request(call->conn, req, EVHTTP_REQ_POST, path), 0);
 }
@@ -1582,6 +1591,16 @@ static void test_e2e_container_image_and_prune(void **state)
                      "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"image\": 7}", 400,
                      "expected the name of an image", &call);
     http_finish(&call);
+    /* The order is rebuilt from checked members: anything else is refused, not
+     * passed on to the agent. */
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"lxc_config\": \"x\"}", 400,
+                     "unknown member `lxc_config`", &call);
+    http_finish(&call);
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9; rm\"}", 400, "`address`: A.B.C.D",
+                     &call);
+    http_finish(&call);
     assert_int_equal(json_array_size(h.agent.received), orders); /* none of them reached it */
 
     http_expect(&h, EVHTTP_REQ_POST, "/v1/hosts/sb1/images/prune", 200, NULL, &call);
@@ -1629,6 +1648,7 @@ static void test_e2e_order_timeout_and_disconnect(void **state)
     memset(&call, 0, sizeof(call));
     call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
     struct evhttp_request *req = evhttp_request_new(http_done, &call.answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
     evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/web1/stop");
     assert_true(run_until(h.base, http_answered, &call.answer));
     assert_int_equal(call.answer.code, 504);
@@ -1641,6 +1661,7 @@ static void test_e2e_order_timeout_and_disconnect(void **state)
     memset(&call, 0, sizeof(call));
     call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
     req = evhttp_request_new(http_done, &call.answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
     evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/db1/kill");
     assert_true(run_until(h.base, agent_has_order, &h.agent));
     proto_conn_free(h.agent.conn);
@@ -1660,6 +1681,7 @@ static void test_e2e_order_timeout_and_disconnect(void **state)
     memset(&call, 0, sizeof(call));
     call.conn = evhttp_connection_base_new(h.base, NULL, "127.0.0.1", api_port(api));
     req = evhttp_request_new(http_done, &call.answer);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
     evhttp_make_request(call.conn, req, EVHTTP_REQ_POST, "/v1/vms/db1/kill");
     assert_true(run_until(h.base, agent_has_order, &h.agent));
     agents_free(agents);
@@ -1898,7 +1920,7 @@ static void test_e2e_slow_stream_is_dropped(void **state)
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(server_api_port(h.srv))};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    const char *get = "GET /v1/events/stream?since=0 HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char *get = "GET /v1/events/stream?since=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     assert_int_equal(write(fd, get, strlen(get)), (ssize_t)strlen(get));
     struct timeval brief = {0, 50000};
     event_base_loopexit(h.base, &brief);
@@ -1926,6 +1948,283 @@ static void test_e2e_slow_stream_is_dropped(void **state)
     struct http_call call;
     http_expect(&h, EVHTTP_REQ_GET, "/v1/status", 200, NULL, &call);
     http_finish(&call);
+    harness_stop(&h);
+}
+
+/* The API's credentials and request checks (api_auth.c): the tokens file, a
+ * bearer header, the session cookie, Host (DNS rebinding), Origin (CSRF),
+ * Content-Type, sessions and the per-client rate. */
+static void test_api_auth_checks(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct api_token *t = NULL;
+    size_t n = 0;
+    /* SHA-256("vcr-abc") */
+    unsigned char d[32];
+    const char *tok = "vcr-abc";
+    char line[200] = "op operator sha256:", hex[65];
+    SHA256((const unsigned char *)tok, strlen(tok), d);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    strcat(line, hex);
+    strcat(line, "\n# a comment\nro read sha256:");
+    strcat(line, hex);
+    line[strlen(line) - 1] = '0'; /* another hash */
+    assert_int_equal(api_tokens_parse(line, strlen(line), "t", &t, &n, &err), 0);
+    assert_int_equal(n, 2);
+    const struct api_token *m = api_tokens_match(t, n, tok, strlen(tok));
+    assert_non_null(m);
+    assert_string_equal(m->name, "op");
+    assert_int_equal(m->role, API_ROLE_OPERATOR);
+    assert_null(api_tokens_match(t, n, "vcr-abd", 7));
+    assert_null(api_tokens_match(t, n, "", 0));
+    free(t);
+    const char *bad = "op admin sha256:00\n";
+    assert_int_equal(api_tokens_parse(bad, strlen(bad), "t", &t, &n, &err), -1);
+    assert_contains(vcr_error_msg(err), "role `admin`; allowed: read, operator");
+    vcr_error_release(&err);
+
+    const char *v;
+    size_t len;
+    assert_int_equal(api_parse_bearer("Bearer vcr-abc", &v, &len), 0);
+    assert_int_equal(len, 7);
+    assert_int_equal(api_parse_bearer("bearer  vcr-abc ", &v, &len), 0);
+    assert_int_equal(api_parse_bearer("Basic dXNlcjpwdw==", &v, &len), -1);
+    assert_int_equal(api_parse_bearer("Bearer a b", &v, &len), -1);
+    assert_int_equal(api_parse_cookie("a=1; vcr_session=xyz; b=2", "vcr_session", &v, &len), 0);
+    assert_int_equal(len, 3);
+    assert_int_equal(api_parse_cookie("xvcr_session=1", "vcr_session", &v, &len), -1);
+
+    assert_true(api_content_type_is_json("application/json"));
+    assert_true(api_content_type_is_json("Application/JSON; charset=utf-8"));
+    assert_false(api_content_type_is_json("text/plain"));
+    assert_false(api_content_type_is_json("application/jsonp"));
+    assert_false(api_content_type_is_json(NULL));
+
+    const char *names[] = {"vcr.example"};
+    assert_true(api_host_allowed("127.0.0.1:7080", "127.0.0.1", names, 1));
+    assert_true(api_host_allowed("localhost:7080", "127.0.0.1", names, 1));
+    assert_true(api_host_allowed("VCR.example", "10.0.0.1", names, 1));
+    assert_false(api_host_allowed("localhost", "10.0.0.1", names, 1));
+    assert_false(api_host_allowed("evil.example:7080", "127.0.0.1", names, 1));
+    assert_false(api_host_allowed(NULL, "127.0.0.1", names, 1));
+    assert_false(api_host_allowed("127.0.0.1:99999", "127.0.0.1", names, 1));
+    assert_true(api_origin_allowed("https://127.0.0.1:7080", "127.0.0.1:7080", true));
+    assert_false(api_origin_allowed("http://127.0.0.1:7080", "127.0.0.1:7080", true));
+    assert_false(api_origin_allowed("https://evil.example", "127.0.0.1:7080", true));
+    assert_false(api_origin_allowed("null", "127.0.0.1:7080", true));
+
+    struct api_sessions *ss = api_sessions_new();
+    struct api_token who = {.name = "op", .role = API_ROLE_OPERATOR};
+    char id[2 * API_SESSION_ID_BYTES + 1];
+    assert_int_equal(api_sessions_open(ss, &who, 1000, id, &err), 0);
+    assert_ptr_equal(api_sessions_find(ss, id, strlen(id), 2000), &who);
+    assert_null(api_sessions_find(ss, id, strlen(id), 1000 + API_SESSION_TTL_MS));
+    api_sessions_close(ss, id, strlen(id));
+    assert_null(api_sessions_find(ss, id, strlen(id), 2000));
+    api_sessions_free(ss);
+
+    /* 2 per second, burst 3: the 4th at once is refused with a retry in 1 s. */
+    struct api_rate *r = api_rate_new(2, 3);
+    uint32_t retry = 0;
+    for (int i = 0; i < 3; i++)
+        assert_true(api_rate_take(r, "a:1", 5000, &retry));
+    assert_false(api_rate_take(r, "a:1", 5000, &retry));
+    assert_int_equal(retry, 1);
+    assert_true(api_rate_take(r, "a:2", 5000, &retry)); /* another client */
+    assert_true(api_rate_take(r, "a:1", 5600, &retry)); /* refilled */
+    api_rate_free(r);
+}
+
+/* One request over TLS (the lab CA checks the server), with optional headers
+ * "Name: value" (NULL-terminated); answered or not, the call is finished. */
+static void tls_call(struct harness *h, SSL_CTX *ctx, enum evhttp_cmd_type type, const char *path,
+                     const char *body, const char *const *headers, struct http_call *call)
+{
+    memset(call, 0, sizeof(*call));
+    SSL *ssl = SSL_new(ctx);
+    assert_non_null(ssl);
+    assert_int_equal(X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1"), 1);
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        h->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    assert_non_null(bev);
+    call->conn = evhttp_connection_base_bufferevent_new(h->base, NULL, bev, "127.0.0.1",
+                                                        server_api_port(h->srv));
+    struct evhttp_request *req = evhttp_request_new(http_done, &call->answer);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Host", "127.0.0.1");
+    for (size_t i = 0; headers && headers[i]; i++) {
+        char name[64];
+        const char *colon = strchr(headers[i], ':');
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - headers[i]), headers[i]);
+        evhttp_add_header(out, name, colon + 2);
+    }
+    if (body) {
+        evhttp_add_header(out, "Content-Type", "application/json");
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+    }
+    assert_int_equal(evhttp_make_request(call->conn, req, type, path), 0);
+    assert_true(run_until(h->base, http_answered, &call->answer));
+}
+
+static char *read_line(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    char buf[256] = "";
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+    return strdup(buf);
+}
+
+/* The authenticated API in process: TLS with the server's certificate, tokens
+ * of `vcr pki token`; no credentials 401, a read token reads and cannot act
+ * (403), a forged Origin is refused (403), and none of these reaches the agent;
+ * the operator's token does. */
+static void test_e2e_api_tokens_over_tls(void **state)
+{
+    (void)state;
+    char pki[] = "/tmp/vcr-test-apitls-XXXXXX";
+    assert_non_null(mkdtemp(pki));
+    cleanup_error vcr_error_t err = NULL;
+    const char *san[] = {"127.0.0.1"};
+    assert_int_equal(pki_init(pki, "ca", &err), 0);
+    assert_int_equal(pki_issue(pki, "vcr-server", true, san, 1, &err), 0);
+    assert_int_equal(pki_token(pki, "op", "operator", &err), 0);
+    assert_int_equal(pki_token(pki, "ro", "read", &err), 0);
+    char yaml[1024], file[300];
+    snprintf(yaml, sizeof(yaml),
+             "insecure: true\napi_tokens_file: %s/api-tokens\napi_tls_cert_file: "
+             "%s/vcr-server.crt\napi_tls_key_file: %s/vcr-server.key\n",
+             pki, pki, pki);
+    struct harness h;
+    harness_start(&h, yaml);
+    agent_start(&h.agent, h.base, server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    snprintf(file, sizeof(file), "%s/ca.crt", pki);
+    assert_int_equal(SSL_CTX_load_verify_locations(ctx, file, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    snprintf(file, sizeof(file), "%s/op.token", pki);
+    cleanup_free char *op = read_line(file);
+    snprintf(file, sizeof(file), "%s/ro.token", pki);
+    cleanup_free char *ro = read_line(file);
+    char op_h[200], ro_h[200];
+    snprintf(op_h, sizeof(op_h), "Authorization: Bearer %s", op);
+    snprintf(ro_h, sizeof(ro_h), "Authorization: Bearer %s", ro);
+    const char *const none[] = {NULL};
+    const char *const reader[] = {ro_h, NULL};
+    const char *const forged[] = {op_h, "Origin: https://evil.example", NULL};
+    const char *const oper[] = {op_h, "Origin: https://127.0.0.1", NULL};
+    struct http_call call;
+    size_t before = json_array_size(h.agent.received);
+
+    tls_call(&h, ctx, EVHTTP_REQ_GET, "/v1/status", NULL, none, &call);
+    assert_int_equal(call.answer.code, 401);
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", none, &call);
+    assert_int_equal(call.answer.code, 401);
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_GET, "/v1/status", NULL, reader, &call);
+    assert_int_equal(call.answer.code, 200);
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", reader, &call);
+    assert_int_equal(call.answer.code, 403);
+    assert_contains(json_string_value(json_object_get(call.answer.body, "error")), "role read");
+    http_finish(&call);
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", forged, &call);
+    assert_int_equal(call.answer.code, 403);
+    assert_contains(json_string_value(json_object_get(call.answer.body, "error")), "Origin");
+    http_finish(&call);
+    assert_int_equal(json_array_size(h.agent.received), before); /* no order reached it */
+
+    tls_call(&h, ctx, EVHTTP_REQ_POST, "/v1/vms/web1/stop", "{}", oper, &call);
+    assert_int_equal(call.answer.code, 200);
+    assert_string_equal(json_string_value(json_object_get(agent_last_order(&h.agent), "action")),
+                        "vm_stop");
+    http_finish(&call);
+
+    /* Plain HTTP to the TLS port gets no answer. */
+    http_start(&call, &h, EVHTTP_REQ_GET, "/v1/status");
+    assert_true(run_until(h.base, http_answered, &call.answer));
+    assert_int_equal(call.answer.code, 0);
+    http_finish(&call);
+    SSL_CTX_free(ctx);
+    harness_stop(&h);
+    snprintf(file, sizeof(file), "rm -rf %s", pki);
+    assert_int_equal(system(file), 0);
+}
+
+struct half_requests {
+    int fd[6];
+    size_t closed;
+};
+
+static bool count_closed(void *arg)
+{
+    struct half_requests *q = arg;
+    q->closed = 0;
+    for (size_t i = 0; i < 6; i++) {
+        char c;
+        ssize_t n = recv(q->fd[i], &c, 1, MSG_DONTWAIT | MSG_PEEK);
+        if (n == 0 || (n < 0 && errno != EAGAIN))
+            q->closed++;
+    }
+    return false;
+}
+
+static bool all_closed(void *arg)
+{
+    count_closed(arg);
+    return ((struct half_requests *)arg)->closed == 6;
+}
+
+/* The API's connection cap and request deadline (api_conn.c): with a cap of 4,
+ * six connections that never finish their request cannot keep a seventh client
+ * out (the ones idle longest are closed to make room), and those left are closed
+ * once API_REQUEST_DEADLINE_MS has passed without a whole request. */
+static void test_e2e_api_connection_cap_and_deadline(void **state)
+{
+    (void)state;
+    struct harness h;
+    memset(&h, 0, sizeof(h));
+    tmpdir_make(&h.dir);
+    cleanup_error vcr_error_t err = NULL;
+    h.cfg = parse_config("", &err);
+    h.cfg->listen_port = 0;
+    h.cfg->api_port = 0;
+    h.cfg->api_connections_max = 4;
+    free(h.cfg->journal);
+    h.cfg->journal = tmpdir_file(&h.dir, "journal.db");
+    h.base = event_base_new();
+    h.srv = server_new(h.base, h.cfg, &err);
+    assert_non_null(h.srv);
+    struct half_requests q;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(server_api_port(h.srv))};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char *half = "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a";
+    for (size_t i = 0; i < 6; i++) {
+        q.fd[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(connect(q.fd[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+        assert_int_equal(write(q.fd[i], half, strlen(half)), (ssize_t)strlen(half));
+        struct timeval brief = {0, 20000};
+        event_base_loopexit(h.base, &brief);
+        event_base_dispatch(h.base);
+    }
+    struct http_call call;
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/status", 200, NULL, &call);
+    http_finish(&call);
+    run_until(h.base, count_closed, &q); /* 5 s */
+    assert_true(q.closed >= 2 && q.closed < 6);
+    /* The rest: at the deadline (10 s after their accept). */
+    int64_t started = vcr_mono_ms();
+    while (!all_closed(&q) && vcr_mono_ms() - started < API_REQUEST_DEADLINE_MS + 5000)
+        run_until(h.base, all_closed, &q);
+    assert_int_equal(q.closed, 6);
+    for (size_t i = 0; i < 6; i++)
+        close(q.fd[i]);
     harness_stop(&h);
 }
 
@@ -1993,6 +2292,9 @@ int main(void)
         cmocka_unit_test(test_e2e_event_stream),
         cmocka_unit_test(test_e2e_slow_stream_is_dropped),
         cmocka_unit_test(test_e2e_ui_files),
+        cmocka_unit_test(test_api_auth_checks),
+        cmocka_unit_test(test_e2e_api_tokens_over_tls),
+        cmocka_unit_test(test_e2e_api_connection_cap_and_deadline),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

@@ -293,6 +293,57 @@ function scheduleRefresh(ms) {
   refreshTimer = setTimeout(refresh, ms);
 }
 
-setInterval(() => scheduleRefresh(0), REFRESH_MS);
-refresh();
-followEvents();
+// --- signing in (docs/dashboard.md) ---------------------------------------------------
+// The API takes a token; the page sends it once (POST /v1/login) and the server answers
+// with a session cookie (HttpOnly, SameSite=Strict) that every later request and the
+// event stream carry.  The token itself is not kept by the page.
+
+function begin(who) {
+  document.getElementById("signin").hidden = true;
+  const me = document.getElementById("who");
+  me.replaceChildren(who.auth ? `${who.name} (${who.role})` : "no authentication",
+    who.auth ? el("button", { type: "button", id: "signout", onclick: signOut }, "sign out") : null);
+  setInterval(() => scheduleRefresh(0), REFRESH_MS);
+  refresh();
+  followEvents();
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  const input = document.getElementById("token");
+  const msg = document.getElementById("signin-error");
+  try {
+    const r = await fetch("/v1/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ token: input.value.trim() }),
+    });
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(answer.error ?? `HTTP ${r.status}`);
+    input.value = "";
+    begin({ auth: true, name: answer.name, role: answer.role });
+  } catch (e) {
+    msg.textContent = `sign-in failed: ${e.message}`;
+  }
+}
+
+async function signOut() {
+  await fetch("/v1/logout", { method: "POST" }).catch(() => null);
+  location.reload();
+}
+
+async function start() {
+  document.getElementById("signin").addEventListener("submit", signIn);
+  try {
+    const who = await getJSON("/v1/whoami");
+    if (who.auth && !who.name) {
+      document.getElementById("signin").hidden = false;
+      return;
+    }
+    begin(who);
+  } catch (e) {
+    document.getElementById("server").textContent = `cannot read the API: ${e.message}`;
+  }
+}
+
+start();
