@@ -39,6 +39,7 @@
 #include "agent/host_sampler.h"
 #include "agent/host_vm.h"
 #include "agent/proc.h"
+#include "agent/qemu_allow.h"
 #include "agent/ram_dir.h"
 #include "agent/standby_job.h"
 #include "agent/tap_fd.h"
@@ -2000,6 +2001,60 @@ static void test_reboot_ready_marker(void **state)
     assert_null(strstr(console, host_reboot_ready_marker(&lab)));
 }
 
+/* The QEMU allowlist (qemu_allow.h): real paths compared, anything else
+ * refused naming the list. */
+static void test_qemu_allowlist(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    char dir[] = "/tmp/vcr-test-qemu-XXXXXX", link[64], copy[64], real[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    snprintf(link, sizeof(link), "%s/link", dir);
+    snprintf(copy, sizeof(copy), "%s/copy", dir);
+    assert_int_equal(symlink("/bin/true", link), 0);
+    int fd = open(copy, O_WRONLY | O_CREAT | O_EXCL, 0755);
+    assert_true(fd >= 0);
+    close(fd);
+    char *configured[] = {link};
+    struct qemu_allow a;
+    assert_int_equal(qemu_allow_init(&a, configured, 1, "/bin/sh", &err), 0);
+    assert_int_equal(a.n, 1); /* configured: the default is not added */
+    char want[PATH_MAX];
+    assert_non_null(realpath("/bin/true", want));
+    assert_string_equal(a.paths[0], want);
+    /* The link and the binary itself are the same file. */
+    assert_int_equal(qemu_allow_check(&a, link, real, sizeof(real), &err), 0);
+    assert_string_equal(real, want);
+    assert_int_equal(qemu_allow_check(&a, want, real, sizeof(real), &err), 0);
+    /* Another executable, the default one, a missing one: refused. */
+    assert_int_equal(qemu_allow_check(&a, copy, real, sizeof(real), &err), -1);
+    assert_int_equal(vcr_error_status(err), EPERM);
+    assert_non_null(strstr(vcr_error_msg(err), "is not an allowed QEMU binary; allowed: "));
+    assert_non_null(strstr(vcr_error_msg(err), want));
+    vcr_error_release(&err);
+    assert_int_equal(qemu_allow_check(&a, "/bin/sh", real, sizeof(real), &err), -1);
+    vcr_error_release(&err);
+    assert_int_equal(qemu_allow_check(&a, "/nonexistent/qemu", real, sizeof(real), &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    vcr_error_release(&err);
+    qemu_allow_clear(&a);
+    /* The default: the configured qemu (and the system's qemu-system-*). */
+    assert_int_equal(qemu_allow_init(&a, NULL, 0, copy, &err), 0);
+    assert_true(a.n >= 1);
+    assert_int_equal(qemu_allow_check(&a, copy, real, sizeof(real), &err), 0);
+    assert_int_equal(qemu_allow_check(&a, link, real, sizeof(real), &err), -1);
+    vcr_error_release(&err);
+    qemu_allow_clear(&a);
+    /* A configured entry that does not exist stops the start. */
+    char *missing[] = {"/nonexistent/qemu"};
+    assert_int_equal(qemu_allow_init(&a, missing, 1, NULL, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "/nonexistent/qemu"));
+    vcr_error_release(&err);
+    unlink(link);
+    unlink(copy);
+    rmdir(dir);
+}
+
 int main(void)
 {
     vcr_log_init("test_agent", getenv("VCR_TEST_DEBUG") ? VCR_LOG_DEBUG : VCR_LOG_ERROR);
@@ -2041,6 +2096,7 @@ int main(void)
         cmocka_unit_test(test_fence_watchdog_stopped_past_its_deadline_kills),
         cmocka_unit_test(test_fence_watchdog_respawned_keeps_the_deadline),
         cmocka_unit_test(test_host_fence_reports_pause_and_down),
+        cmocka_unit_test(test_qemu_allowlist),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);
 }
