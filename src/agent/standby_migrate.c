@@ -419,6 +419,17 @@ int standby_base64_decode(const char *text, unsigned char **out, size_t *len, vc
     }
     if (n == 0)
         return 0;
+    /* One spelling per byte string: the bits the padding leaves over are 0
+     * (RFC 4648 section 3.5), so "QR==" is not another "QQ==". */
+    if (pad) {
+        const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        size_t v = (size_t)(strchr(alphabet, text[n - pad - 1]) - alphabet);
+        if (v & (pad == 1 ? 0x3 : 0xf))
+            return vcr_error_make(err, EINVAL,
+                                  "character %zu (`%c`) leaves bits set beside the padding: not "
+                                  "canonical base64",
+                                  n - pad - 1, text[n - pad - 1]);
+    }
     unsigned char *buf = malloc(n / 4 * 3);
     if (buf == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");

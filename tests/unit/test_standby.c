@@ -255,6 +255,12 @@ static void test_base64_round_trip(void **state)
     size_t len = 0;
     expect_error(standby_base64_decode("a=bc", &out, &len, &err), &err, "character 1");
     expect_error(standby_base64_decode("abc=d===", &out, &len, &err), &err, "character 3");
+    /* Non-canonical: bits beside the padding (found by fuzz_chunk). */
+    expect_error(standby_base64_decode("QR==", &out, &len, &err), &err, "not canonical");
+    expect_error(standby_base64_decode("QUJ=", &out, &len, &err), &err, "not canonical");
+    assert_int_equal(standby_base64_decode("QUI=", &out, &len, &err), 0);
+    assert_int_equal(len, 2);
+    free(out);
 }
 
 static char *make_base(void)
