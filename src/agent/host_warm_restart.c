@@ -762,6 +762,9 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
     qemu = real;
     if (access(qemu, X_OK) < 0)
         return vcr_error_errno(err, "warm restart of VM `%s`: qemu `%s`", name, qemu);
+    /* The new QEMU maps the RAM file as it finds it: it must still be ours. */
+    if (ram_dir_own_file(name, vm->paths.ram, false, err) < 0)
+        return vcr_error_wrap(err, "warm restart of VM `%s` (nothing was started)", name);
     if (strlen(qemu) >= sizeof(((struct warm_journal *)NULL)->qemu))
         return vcr_error_make(err, ENAMETOOLONG, "warm restart of VM `%s`: qemu path too long",
                               name);

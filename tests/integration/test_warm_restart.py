@@ -258,6 +258,9 @@ def test_a_qemu_outside_the_allowlist_is_refused(warm):
     that binary."""
     qemu, mark = refused_qemu(warm.qemus)
     before = warm.wait_vm_state(VM, "running", 10)
+    # The RAM file the new QEMU would map is the agent's own: made by it, 0600.
+    ram = os.stat(own_ram(warm)[0])
+    assert stat.S_IMODE(ram.st_mode) == 0o600 and ram.st_uid == os.geteuid(), oct(ram.st_mode)
     for path in (str(qemu), "/bin/sh"):
         r, e = warm_restart(warm, "--qemu", path)
         assert r.returncode != 0 and e["ok"] is False, (r.stdout, r.stderr)
