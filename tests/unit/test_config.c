@@ -251,9 +251,8 @@ static void test_qemu_allowed(void **state)
     vcr_agent_config_free(cfg);
     expect_rejected("accel: auto\n", "accel: auto\nqemu_allowed:\n  - /no/such/qemu\n",
                     "qemu_allowed[0]", "/no/such/qemu", NULL);
-    expect_rejected("accel: auto\n",
-                    "accel: auto\nqemu_allowed:\n  - /bin/true\n  - /etc/hostname\n",
-                    "qemu_allowed[1]", "/etc/hostname", NULL);
+    expect_rejected("accel: auto\n", "accel: auto\nqemu_allowed:\n  - /bin/true\n  - agent.key\n",
+                    "qemu_allowed[1]", "agent.key", "allowed: an executable file", NULL);
 }
 
 static void test_bad_host_name(void **state)
