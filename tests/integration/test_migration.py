@@ -253,7 +253,7 @@ def test_hostile_migration_archives_are_refused(pair, tmp_path):
     r = d.vcr.run("image", "prune", "sb22", "--json", timeout=200)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    seen = [e["sha256"] for e in out.get("removed", []) + out.get("kept", [])]
+    seen = [e["sha256"] for e in out["removed"] + out["kept"]]
     assert VICTIM_SHA not in seen, out
     assert container_on(d, "sb22", EVIL) is None
 
