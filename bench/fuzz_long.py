@@ -6,7 +6,7 @@ server and agent YAML configurations, ...).
 
 Each harness runs from its seed corpus (tests/fuzz/corpus/NAME, copied: the campaign's
 finds are not committed) until EXECS executions or CAP seconds, whichever comes first.
-Writes bench/results/fuzz.{csv,md}: harness, execs, seconds, crashes (crash-, leak-,
+Writes bench/results/fuzz.{csv,md,png}: harness, execs, seconds, crashes (crash-, leak-,
 timeout-, oom- artifacts and sanitizer reports), coverage (libFuzzer's `cov:`, edges
 reached), plus the load average before the run.  Goal: >= 10^7 executions per harness
 and 0 crashes.  A harness that crashes keeps its artifacts under ARTIFACTS/NAME.
@@ -57,6 +57,32 @@ def run_one(path, execs, cap, artifacts):
             "coverage": int(cov[-1]) if cov else 0, "rc": r.returncode}
 
 
+def plot(rows):
+    """bench/results/fuzz.png: executions per harness (log scale) against the 10^7 goal,
+    with gnuplot (gnuplot-nox); skipped with a note when it is not installed."""
+    if shutil.which("gnuplot") is None:
+        print("fuzz-long: no gnuplot: fuzz.png not drawn", file=sys.stderr)
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as dat:
+        for i, r in enumerate(rows):
+            dat.write(f"{i} {r['harness']} {max(1, int(r['execs']))}\n")
+    script = f"""
+set terminal pngcairo size 1000,500 noenhanced
+set output '{os.path.join(RESULTS, "fuzz.png")}'
+set title 'make fuzz-long: executions per harness (goal 1e7, 0 crashes)'
+set logscale y
+set yrange [1e5:2e7]
+set ylabel 'executions'
+set style fill solid 0.6
+set boxwidth 0.7
+set xtics rotate by -35
+set key off
+plot '{dat.name}' using 1:3:xtic(2) with boxes, 1e7 with lines dashtype 2 lw 2
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=False)
+    os.unlink(dat.name)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build-fuzz", help="the -Dfuzz=true build (make build-fuzz)")
@@ -67,7 +93,13 @@ def main():
     ap.add_argument("--jobs", type=int, default=1, help="harnesses run at a time")
     ap.add_argument("--merge", action="store_true",
                     help="keep bench/results/fuzz.csv rows of harnesses not run now")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="draw bench/results/fuzz.png from fuzz.csv and run nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        with open(os.path.join(RESULTS, "fuzz.csv")) as f:
+            plot([dict(r, execs=int(r["execs"])) for r in csv.DictReader(f)])
+        return 0
     fuzz_dir = os.path.join(ROOT, args.build, "tests", "fuzz")
     if not os.path.isdir(fuzz_dir):
         sys.exit(f"fuzz-long: no {fuzz_dir}: run `make build-fuzz` first")
@@ -127,8 +159,10 @@ def main():
             rate = r["execs"] / r["seconds"] if r["seconds"] else 0
             f.write(f"| `{r['harness']}` | {r['execs']:,} | {r['seconds']} | {rate:,.0f} | "
                     f"{r['crashes']} | {r['coverage']} | {r['load1']} | {r['started']} |\n")
+        f.write("\n![executions per harness](fuzz.png)\n")
         f.write("\nSource of truth: `bench/results/fuzz.csv`; the harnesses and what each one "
                 "asserts: the comment at the top of `tests/fuzz/fuzz_NAME.c`.\n")
+    plot(rows)
     bad = [r["harness"] for r in rows if r["crashes"]]
     print(f"fuzz-long: {len(rows)} harnesses, crashes in: {', '.join(bad) or 'none'}; "
           f"bench/results/fuzz.md")
