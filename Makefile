@@ -120,10 +120,13 @@ bench-standby-cost: build image
 	/usr/bin/python3 bench/standby_cost.py --build $(BUILD)
 
 # A longer libFuzzer campaign over every harness (bench/results/fuzz.{md,csv}): EXECS
-# runs per harness (default 10^7) or CAP seconds (default 300), whichever first.
+# runs per harness (default 10^7) or CAP seconds (default 300), whichever first; JOBS
+# harnesses at a time (default 1); ONLY=a,b with MERGE=1 runs some again, keeping the
+# other rows.  Under nice -n 19: it eats CPU.
 fuzz-long: build-fuzz
-	/usr/bin/python3 bench/fuzz_long.py --build $(FUZZ_BUILD) $(if $(EXECS),--execs $(EXECS)) \
-		$(if $(CAP),--cap $(CAP))
+	nice -n 19 /usr/bin/python3 bench/fuzz_long.py --build $(FUZZ_BUILD) \
+		$(if $(EXECS),--execs $(EXECS)) $(if $(CAP),--cap $(CAP)) $(if $(JOBS),--jobs $(JOBS)) \
+		$(if $(ONLY),--only $(ONLY)) $(if $(MERGE),--merge)
 
 # The service in its container vs in its own VM (HTTP, TCP, disk): Debian images of
 # image-debian and the standby disk of image-standby-disk, already built.

@@ -6,12 +6,17 @@ server and agent YAML configurations, ...).
 
 Each harness runs from its seed corpus (tests/fuzz/corpus/NAME, copied: the campaign's
 finds are not committed) until EXECS executions or CAP seconds, whichever comes first.
-Writes bench/results/fuzz.{csv,md}: harness, execs, seconds, crashes (crash-, leak-,
+Writes bench/results/fuzz.{csv,md,png}: harness, execs, seconds, crashes (crash-, leak-,
 timeout-, oom- artifacts and sanitizer reports), coverage (libFuzzer's `cov:`, edges
 reached), plus the load average before the run.  Goal: >= 10^7 executions per harness
 and 0 crashes.  A harness that crashes keeps its artifacts under ARTIFACTS/NAME.
+
+--jobs N runs N harnesses at a time (each libFuzzer process is one thread); --merge keeps
+the rows of harnesses not run this time (with --only), so that a harness can be run again
+on its own.  Run it under `nice -n 19` on a shared machine: the load average is recorded.
 """
 import argparse
+import concurrent.futures
 import csv
 import os
 import re
@@ -52,6 +57,32 @@ def run_one(path, execs, cap, artifacts):
             "coverage": int(cov[-1]) if cov else 0, "rc": r.returncode}
 
 
+def plot(rows):
+    """bench/results/fuzz.png: executions per harness (log scale) against the 10^7 goal,
+    with gnuplot (gnuplot-nox); skipped with a note when it is not installed."""
+    if shutil.which("gnuplot") is None:
+        print("fuzz-long: no gnuplot: fuzz.png not drawn", file=sys.stderr)
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as dat:
+        for i, r in enumerate(rows):
+            dat.write(f"{i} {r['harness']} {max(1, int(r['execs']))}\n")
+    script = f"""
+set terminal pngcairo size 1000,500 noenhanced
+set output '{os.path.join(RESULTS, "fuzz.png")}'
+set title 'make fuzz-long: executions per harness (goal 1e7, 0 crashes)'
+set logscale y
+set yrange [1e5:2e7]
+set ylabel 'executions'
+set style fill solid 0.6
+set boxwidth 0.7
+set xtics rotate by -35
+set key off
+plot '{dat.name}' using 1:3:xtic(2) with boxes, 1e7 with lines dashtype 2 lw 2
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=False)
+    os.unlink(dat.name)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build-fuzz", help="the -Dfuzz=true build (make build-fuzz)")
@@ -59,7 +90,16 @@ def main():
     ap.add_argument("--cap", type=int, default=300, help="seconds per harness at most")
     ap.add_argument("--only", help="comma-separated harness names (without fuzz_)")
     ap.add_argument("--artifacts", default="/tmp/vcr-fuzz-long")
+    ap.add_argument("--jobs", type=int, default=1, help="harnesses run at a time")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep bench/results/fuzz.csv rows of harnesses not run now")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="draw bench/results/fuzz.png from fuzz.csv and run nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        with open(os.path.join(RESULTS, "fuzz.csv")) as f:
+            plot([dict(r, execs=int(r["execs"])) for r in csv.DictReader(f)])
+        return 0
     fuzz_dir = os.path.join(ROOT, args.build, "tests", "fuzz")
     if not os.path.isdir(fuzz_dir):
         sys.exit(f"fuzz-long: no {fuzz_dir}: run `make build-fuzz` first")
@@ -70,39 +110,59 @@ def main():
                        and (only is None or f[len("fuzz_"):] in only))
     load = open("/proc/loadavg").read().split()[:3]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    rows = []
-    for i, path in enumerate(harnesses, 1):
+    def one(path):
         name = os.path.basename(path)
-        print(f"fuzz-long: [{i}/{len(harnesses)}] {name}: up to {args.execs} runs or "
-              f"{args.cap} s ...", flush=True)
+        print(f"fuzz-long: {name}: up to {args.execs} runs or {args.cap} s ...", flush=True)
         row = run_one(path, args.execs, args.cap, os.path.join(args.artifacts, name))
         row["load1"] = open("/proc/loadavg").read().split()[0]
-        rows.append(row)
-        print(f"fuzz-long:   {row['execs']} runs in {row['seconds']} s, coverage "
-              f"{row['coverage']}, crashes {row['crashes']}", flush=True)
+        row["started"] = started
+        print(f"fuzz-long:   {name}: {row['execs']} runs in {row['seconds']} s, coverage "
+              f"{row['coverage']}, crashes {row['crashes']}, load {row['load1']}", flush=True)
+        return row
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(one, harnesses))
+    fields = ["harness", "execs", "seconds", "crashes", "coverage", "load1", "started"]
+    csv_path = os.path.join(RESULTS, "fuzz.csv")
+    if args.merge and os.path.exists(csv_path):
+        ran = {r["harness"] for r in rows}
+        with open(csv_path) as f:
+            for old in csv.DictReader(f):
+                if old["harness"] not in ran:
+                    rows.append({"harness": old["harness"], "execs": int(old["execs"]),
+                                 "seconds": float(old["seconds"]),
+                                 "crashes": int(old["crashes"]),
+                                 "coverage": int(old["coverage"]), "load1": old["load1"],
+                                 "started": old.get("started") or "?"})
+    rows.sort(key=lambda r: r["harness"])
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "fuzz.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["harness", "execs", "seconds", "crashes", "coverage",
-                                          "load1"])
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for r in rows:
             w.writerow({k: r[k] for k in w.fieldnames})
     goal = [r for r in rows if r["execs"] >= 10_000_000 and r["crashes"] == 0]
     with open(os.path.join(RESULTS, "fuzz.md"), "w") as f:
         f.write("# Fuzzing campaign (`make fuzz-long`)\n\n")
-        f.write(f"Run {started} on 2 shared cores, load average before it "
-                f"{' '.join(load)}; each harness from its seed corpus (`tests/fuzz/corpus`) "
+        f.write(f"Run {started} (`make fuzz-long`, {args.jobs} harness(es) at a time, "
+                "under `nice -n 19`) on a machine of 2 cores shared with other work (QEMU "
+                "guests of integration tests), so executions per second vary with the load; "
+                f"load average before it {' '.join(load)}, after each harness in the table. "
+                "Each harness from its seed corpus (`tests/fuzz/corpus`) "
                 f"until {args.execs:,} executions or {args.cap} s. Coverage is libFuzzer's "
                 "`cov:` (edges reached). Goal: >= 10^7 executions per harness and 0 crashes: "
                 f"{len(goal)} of {len(rows)} harnesses reached it.\n\n")
-        f.write("| harness | executions | seconds | exec/s | crashes | coverage | load1 after |\n")
-        f.write("|---|---:|---:|---:|---:|---:|---:|\n")
+        f.write("| harness | executions | seconds | exec/s | crashes | coverage | load1 after "
+                "| run started |\n")
+        f.write("|---|---:|---:|---:|---:|---:|---:|---|\n")
         for r in rows:
             rate = r["execs"] / r["seconds"] if r["seconds"] else 0
             f.write(f"| `{r['harness']}` | {r['execs']:,} | {r['seconds']} | {rate:,.0f} | "
-                    f"{r['crashes']} | {r['coverage']} | {r['load1']} |\n")
+                    f"{r['crashes']} | {r['coverage']} | {r['load1']} | {r['started']} |\n")
+        f.write("\n![executions per harness](fuzz.png)\n")
         f.write("\nSource of truth: `bench/results/fuzz.csv`; the harnesses and what each one "
                 "asserts: the comment at the top of `tests/fuzz/fuzz_NAME.c`.\n")
+    plot(rows)
     bad = [r["harness"] for r in rows if r["crashes"]]
     print(f"fuzz-long: {len(rows)} harnesses, crashes in: {', '.join(bad) or 'none'}; "
           f"bench/results/fuzz.md")

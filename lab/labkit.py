@@ -470,13 +470,15 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
 
 
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
-                       ram_dir=None, insecure=False, cert=None):
+                       ram_dir=None, insecure=False, cert=None, qemu_allowed=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
     ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
     (/dev/shm) when None.  The server link runs mutual TLS with a certificate of
     lab_pki() naming `host` (cert: another name's, for tests), or plain TCP with
     insecure=True.  A VM whose kernel arguments start an agent (vcr.agent_server=: a
-    standby VM) gets its own certificate as agent_identity (fw_cfg), unless insecure."""
+    standby VM) gets its own certificate as agent_identity (fw_cfg), unless insecure.
+    qemu_allowed: the QEMU binaries a warm restart may name (the agent's default when
+    None: the configured qemu and the system's qemu-system-*)."""
     env = lab_env()
     pki = None if insecure else lab_pki(path)
     out = [
@@ -487,6 +489,7 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
         ["insecure: true"] if insecure else tls_lines(lab_cert(pki, cert or host))) + [
         f"accel: {accel}",
         "qemu: /usr/bin/qemu-system-x86_64",
+    ] + (["qemu_allowed:"] + [f"  - {q}" for q in qemu_allowed] if qemu_allowed else []) + [
         "sample_interval_ms: 1000",
         "probe:",
         f"  kernel: {env['VCR_LAB_KERNEL']}",

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <arpa/inet.h>
 #include <ftw.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,12 +137,15 @@ int standby_chunk_range_from_json(json_t *msg, uint64_t *offset, size_t *length,
 
 json_t *standby_chunk_read(const char *path, uint64_t offset, size_t length, vcr_error_t *err)
 {
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Never read through a symbolic link: the file is sent to the server. */
+    cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return vcr_error_errno(err, "open `%s`", path), NULL;
     struct stat st;
     if (fstat(fd, &st) < 0)
         return vcr_error_errno(err, "stat `%s`", path), NULL;
+    if (!S_ISREG(st.st_mode))
+        return vcr_error_make(err, EPERM, "`%s` is not a regular file; refused", path), NULL;
     uint64_t size = (uint64_t)st.st_size;
     if (offset > size)
         return vcr_error_make(err, EINVAL, "offset: `%llu` is past the end of `%s` (%llu bytes)",
@@ -237,31 +242,87 @@ void standby_image_write_release(struct standby_image_write *w)
     w->len = 0;
 }
 
-static int make_dirs(const char *base, const char *dir, vcr_error_t *err)
+/* A directory of this agent's: made 0700 if missing, opened without
+ * following a symbolic link, and refused unless it is a directory owned by
+ * this user that nobody else may write to.  Its fd, or -1 with *err. */
+static int private_dir_at(int at, const char *name, const char *shown, vcr_error_t *err)
 {
-    /* BASE's parents (/var/lib/vcr) exist in the image; BASE and NAME may not. */
-    if (mkdir(base, 0700) < 0 && errno != EEXIST)
-        return vcr_error_errno(err, "mkdir `%s`", base);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return vcr_error_errno(err, "mkdir `%s`", dir);
-    return 0;
+    if (mkdirat(at, name, 0700) < 0 && errno != EEXIST)
+        return vcr_error_errno(err, "mkdir `%s`", shown);
+    cleanup_close int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return vcr_error_errno(err, "open `%s`", shown);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return vcr_error_errno(err, "stat `%s`", shown);
+    if (st.st_uid != geteuid() || (st.st_mode & 022))
+        return vcr_error_make(err, EPERM,
+                              "`%s` is owned by uid %u with mode %04o: not a private directory "
+                              "of this agent (uid %u, nobody else writing); refused",
+                              shown, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+                              (unsigned)geteuid());
+    return steal_fd(&fd);
 }
 
 json_t *standby_image_write(const char *base, const struct standby_image_write *w, vcr_error_t *err)
 {
     struct standby_migrate_paths p;
-    if (standby_migrate_paths(base, w->name, w->phase, &p, err) < 0 ||
-        make_dirs(base, p.dir, err) < 0)
+    if (standby_migrate_paths(base, w->name, w->phase, &p, err) < 0)
         return NULL;
-    return standby_chunk_write(p.tar, w, err);
+    /* BASE's parents (/var/lib/vcr) exist in the image; BASE and NAME may not. */
+    cleanup_close int base_fd = private_dir_at(AT_FDCWD, base, base, err);
+    if (base_fd < 0)
+        return NULL;
+    cleanup_close int dir_fd = private_dir_at(base_fd, w->name, p.dir, err);
+    if (dir_fd < 0)
+        return NULL;
+    return standby_chunk_write_at(dir_fd, strrchr(p.tar, '/') + 1, p.tar, w, err);
+}
+
+/* The file a chunk goes to.  The first chunk makes it anew: whatever had its
+ * name (a file, a symbolic link planted by an archive) is removed and the
+ * file created with O_EXCL, never followed.  A later chunk reopens it without
+ * following a link and only if it is still a regular file of this user with
+ * one name, so that it cannot have become someone else's file. */
+static int chunk_open(int dir_fd, const char *file, const char *path, bool first, vcr_error_t *err)
+{
+    int flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC;
+    if (first) {
+        if (unlinkat(dir_fd, file, 0) < 0 && errno != ENOENT)
+            return vcr_error_errno(err, "remove `%s`", path);
+        flags |= O_CREAT | O_EXCL;
+    }
+    cleanup_close int fd = openat(dir_fd, file, flags, 0600);
+    if (fd < 0)
+        return vcr_error_errno(err, "open `%s`", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return vcr_error_errno(err, "stat `%s`", path);
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1)
+        return vcr_error_make(
+            err, EPERM, "`%s` is not a regular file of this agent's with one name; refused", path);
+    return steal_fd(&fd);
 }
 
 json_t *standby_chunk_write(const char *path, const struct standby_image_write *w, vcr_error_t *err)
 {
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (w->offset == 0 ? O_TRUNC : 0);
-    cleanup_close int fd = open(path, flags, 0600);
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    cleanup_close int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0)
+        return vcr_error_errno(err, "open `%s`", dir), NULL;
+    return standby_chunk_write_at(dir_fd, slash ? slash + 1 : path, path, w, err);
+}
+
+json_t *standby_chunk_write_at(int dir_fd, const char *file, const char *path,
+                               const struct standby_image_write *w, vcr_error_t *err)
+{
+    cleanup_close int fd = chunk_open(dir_fd, file, path, w->offset == 0, err);
     if (fd < 0)
-        return vcr_error_errno(err, "open `%s`", path), NULL;
+        return NULL;
     size_t done = 0;
     while (done < w->len) {
         ssize_t n = pwrite(fd, w->data + done, w->len - done, (off_t)(w->offset + done));
@@ -358,6 +419,17 @@ int standby_base64_decode(const char *text, unsigned char **out, size_t *len, vc
     }
     if (n == 0)
         return 0;
+    /* One spelling per byte string: the bits the padding leaves over are 0
+     * (RFC 4648 section 3.5), so "QR==" is not another "QQ==". */
+    if (pad) {
+        const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        size_t v = (size_t)(strchr(alphabet, text[n - pad - 1]) - alphabet);
+        if (v & (pad == 1 ? 0x3 : 0xf))
+            return vcr_error_make(err, EINVAL,
+                                  "character %zu (`%c`) leaves bits set beside the padding: not "
+                                  "canonical base64",
+                                  n - pad - 1, text[n - pad - 1]);
+    }
     unsigned char *buf = malloc(n / 4 * 3);
     if (buf == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");

@@ -92,6 +92,12 @@ json_t *standby_chunk_read(const char *path, uint64_t offset, size_t length, vcr
  * one, checks the file's size and SHA-256 (EIO naming both).  {bytes}. */
 json_t *standby_chunk_write(const char *path, const struct standby_image_write *w,
                             vcr_error_t *err);
+/* The same for the file named file in the directory dir_fd (path: its name
+ * in messages).  The first chunk (offset 0) replaces whatever had the name
+ * without following it (O_NOFOLLOW | O_EXCL); a later one writes only into a
+ * regular file of this user with one link (docs/security.md). */
+json_t *standby_chunk_write_at(int dir_fd, const char *file, const char *path,
+                               const struct standby_image_write *w, vcr_error_t *err);
 
 /* container_migrate_cleanup {name}: removes BASE/NAME (nothing there is fine). */
 int standby_migrate_cleanup(const char *base, const char *name, vcr_error_t *err);

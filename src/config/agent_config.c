@@ -26,6 +26,8 @@ struct raw_agent {
     char *ram_dir;
     char *accel;
     char *qemu;
+    char **qemu_allowed;
+    unsigned qemu_allowed_count;
     char *qemu_img;
     char *genisoimage;
     char *sample_interval_ms;
@@ -51,6 +53,10 @@ static const cyaml_schema_field_t probe_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_value_t path_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 1, CYAML_UNLIMITED),
+};
+
 #define OPTIONAL_STRING(key)                                                                       \
     CYAML_FIELD_STRING_PTR(#key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent, key,  \
                            0, CYAML_UNLIMITED)
@@ -64,6 +70,8 @@ static const cyaml_schema_field_t agent_fields[] = {
     OPTIONAL_STRING(ram_dir),
     OPTIONAL_STRING(accel),
     OPTIONAL_STRING(qemu),
+    CYAML_FIELD_SEQUENCE("qemu_allowed", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
+                         qemu_allowed, &path_schema, 1, VCR_QEMU_ALLOWED_MAX),
     OPTIONAL_STRING(qemu_img),
     OPTIONAL_STRING(genisoimage),
     OPTIONAL_STRING(sample_interval_ms),
@@ -132,6 +140,9 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     free(cfg->state_dir);
     free(cfg->ram_dir);
     free(cfg->qemu);
+    for (size_t i = 0; i < cfg->n_qemu_allowed; i++)
+        free(cfg->qemu_allowed[i]);
+    free(cfg->qemu_allowed);
     free(cfg->qemu_img);
     free(cfg->genisoimage);
     free(cfg->probe_kernel);
@@ -355,6 +366,15 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     if (raw->accel)
         parse_accel(r, raw->accel, &cfg->accel);
     config_check_file(r, "qemu", raw->qemu ? raw->qemu : VCR_QEMU_DEF, base_dir, true, &cfg->qemu);
+    /* The QEMU binaries an order may name (docs/security.md, "Root actions"). */
+    cfg->qemu_allowed = calloc(raw->qemu_allowed_count + 1, sizeof(char *));
+    for (unsigned i = 0; cfg->qemu_allowed && i < raw->qemu_allowed_count; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "qemu_allowed[%u]", i);
+        char *resolved = NULL;
+        if (config_check_file(r, key, raw->qemu_allowed[i], base_dir, true, &resolved))
+            cfg->qemu_allowed[cfg->n_qemu_allowed++] = resolved;
+    }
 
     int64_t v;
     cfg->sample_interval_ms = VCR_SAMPLE_INTERVAL_MS_DEF;

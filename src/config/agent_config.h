@@ -20,6 +20,7 @@
 #define VCR_QEMU_IMG_DEF           "/usr/bin/qemu-img"
 #define VCR_GENISOIMAGE_DEF        "/usr/bin/genisoimage"
 #define VCR_VMS_MAX                256
+#define VCR_QEMU_ALLOWED_MAX       64
 #define VCR_RAM_DIR_DEF            "/dev/shm"
 
 /* Self-fencing (docs/fencing.md): 0 turns it off. */
@@ -45,6 +46,10 @@ struct vcr_agent_config {
     char *ram_dir;
     enum vcr_accel_mode accel;
     char *qemu;
+    /* `qemu_allowed`: the only QEMU binaries a warm restart may run (absolute,
+     * checked executable); none: the agent's default (src/agent/host/qemu_allow.h). */
+    char **qemu_allowed;
+    size_t n_qemu_allowed;
     /* Only when a VM has a disk (qemu_img) or a NoCloud seed (genisoimage): NULL otherwise. */
     char *qemu_img;
     char *genisoimage;

@@ -15,7 +15,7 @@
 
 #define SERVER_DEFAULT_LISTEN       "127.0.0.1:7070"
 #define SERVER_DEFAULT_API          "127.0.0.1:7080"
-#define SERVER_DEFAULT_JOURNAL      "/var/lib/vcr/journal.db"
+#define SERVER_DEFAULT_JOURNAL      "/var/lib/vcr-server/journal.db"
 #define SERVER_DEFAULT_HEARTBEAT_MS 1000
 #define SERVER_HEARTBEAT_MIN_MS     100
 #define SERVER_HEARTBEAT_MAX_MS     60000

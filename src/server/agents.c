@@ -530,7 +530,7 @@ static void agents_note_refused(struct agents *a, const char *fmt, ...)
     a->refused_logged_ms = now;
 }
 
-static void accept_session(struct agents *a, evutil_socket_t fd, bool standby_only)
+void agents_accept_fd(struct agents *a, int fd, bool standby_only)
 {
     cleanup_error vcr_error_t err = NULL;
     size_t cap = agents_connection_cap(a);
@@ -598,7 +598,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
     (void)sa;
     (void)len;
-    accept_session(arg, fd, false);
+    agents_accept_fd(arg, fd, false);
 }
 
 size_t agents_connection_cap(const struct agents *a)
@@ -717,7 +717,7 @@ static void on_accept_standby(struct evconnlistener *l, evutil_socket_t fd, stru
     (void)l;
     (void)sa;
     (void)len;
-    accept_session(arg, fd, true);
+    agents_accept_fd(arg, fd, true);
 }
 
 int agents_listen_standby_insecure(struct agents *a, const char *addr, uint16_t port,

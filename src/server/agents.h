@@ -5,6 +5,7 @@
 #define VCR_SERVER_AGENTS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,11 @@ int agents_listen_standby_insecure(struct agents *a, const char *addr, uint16_t 
 size_t agents_connection_cap(const struct agents *a);
 /* Closes every connection; pending orders end with ORDER_UNREACHABLE first. */
 void agents_free(struct agents *a);
+/* Takes fd (stolen) as a connection the agent port accepted: a session that
+ * must say hello first, plain TCP when standby_only (standby_insecure_listen),
+ * else TLS when the options have it.  The listeners call it; so does the
+ * fuzz harness of the handlers of agent messages (tests/fuzz). */
+void agents_accept_fd(struct agents *a, int fd, bool standby_only);
 
 enum order_outcome {
     ORDER_DONE,        /* the agent replied "ok": true */

@@ -1,4 +1,5 @@
-"""A forged peer of the agent link, for test_mtls.py (run inside the lab namespace).
+"""A forged peer of the agent link, for test_mtls.py and test_migration.py (run inside
+the lab namespace).
 
   link_peer.py hello ADDR:PORT HOST VM [--cert C --key K] [--ca CA] [--role ROLE]
       connect as an agent (TLS with the given client certificate, or plain TCP
@@ -10,8 +11,17 @@
       connection send an order to stop VM web1 and welcome, then echo heartbeats,
       and at the end print one JSON line: {"connections": n, "handshakes_ok": n,
       "frames": [frames received from agents], "errors": [...]}.
+  link_peer.py source ADDR:PORT HOST CT CT_ADDR SECONDS --pre F --final F --cert C --key K
+      be a standby agent (a compromised standby VM) holding container CT (running, at
+      CT_ADDR) whose migration archives are the files F: container_checkpoint is answered
+      with the file's size and SHA-256, container_image_read with its bytes, any other
+      order with ok; heartbeats every 0.5 s.  Ends after SECONDS or at EOF, printing
+      {"orders": [actions received], "error": ...}.
 """
+import base64
+import hashlib
 import json
+import signal
 import socket
 import ssl
 import struct
@@ -163,8 +173,61 @@ def serve(addr, seconds, o):
     return report
 
 
+def source(addr, host, ct, ct_addr, seconds, o):
+    h, p = addr.rsplit(":", 1)
+    report = {"orders": [], "error": None}
+    files = {phase: open(o[phase], "rb").read() for phase in ("pre", "final")}
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(o["cert"], o["key"])
+    try:
+        sock = ctx.wrap_socket(socket.create_connection((h, int(p)), timeout=5))
+        sock.sendall(frame({"type": "hello", "host": host, "role": "standby",
+                            "agent_version": "forged", "pid": 4243, "accel": "tcg", "vms": [],
+                            "containers": [{"name": ct, "state": "running", "address": ct_addr,
+                                            "service": ct}]}))
+        end, seq, beat = time.monotonic() + seconds, 0, 0.0
+        while time.monotonic() < end:
+            if time.monotonic() >= beat:
+                seq += 1
+                sock.sendall(frame({"type": "heartbeat", "seq": seq}))
+                beat = time.monotonic() + 0.5
+            for f in read_frames(sock, min(end, time.monotonic() + 0.2)):
+                if "eof" in f or "recv_error" in f or "bad_length" in f:
+                    return report
+                if f.get("type") != "order":
+                    continue
+                action = f.get("action")
+                report["orders"].append(action)
+                reply = {"type": "reply", "id": f.get("id"), "ok": True}
+                data = files.get(f.get("phase"), b"")
+                if action == "container_checkpoint":
+                    reply.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                                 dump_ms=1)
+                elif action == "container_image_read":
+                    off, n = f.get("offset", 0), f.get("length", 0)
+                    reply.update(data=base64.b64encode(data[off:off + n]).decode(),
+                                 eof=off + n >= len(data), bytes=len(data))
+                sock.sendall(frame(reply))
+    except (ssl.SSLError, OSError) as e:
+        report["error"] = str(e)
+    except KeyboardInterrupt:  # SIGTERM: the test is done with it
+        pass
+    return report
+
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main():
-    if sys.argv[1] == "hello":
+    if sys.argv[1] == "source":
+        signal.signal(signal.SIGTERM, on_sigterm)
+        print(json.dumps(source(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5],
+                                float(sys.argv[6]), opts(sys.argv[7:]))))
+    elif sys.argv[1] == "hello":
         print(json.dumps(hello(sys.argv[2], sys.argv[3], sys.argv[4], opts(sys.argv[5:]))))
     else:
         print(json.dumps(serve(sys.argv[2], float(sys.argv[3]), opts(sys.argv[4:]))))

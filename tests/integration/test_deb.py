@@ -1,6 +1,8 @@
 """The Debian package (scripts/build-deb, docs/packaging.md): its control fields, its
 files unpacked into a directory (dpkg-deb -x), `systemd-analyze verify` of its units
-in that root, the standby helper's settings and checks, the restart backoff, lintian.
+in that root and their hardening (docs/security.md), the packaged server run with the
+rights its unit gives (an unprivileged user, no capability, no new privileges) with an
+agent connected, the standby helper's settings and checks, the restart backoff, lintian.
 
 No lab and no VM: the package itself.  VCR_DEB=PATH tests that .deb instead of
 building one with scripts/build-deb."""
@@ -117,6 +119,113 @@ def test_units_verify(root):
     sb = ours["vcr-agent-standby.service"]
     assert "EnvironmentFile=-/etc/vcr/standby.env" in sb
     assert "ExecStart=/usr/lib/vcrecovery/vcr-standby run" in sb
+    # Least privilege (docs/security.md): the server as its own user, hardened.
+    srv = ours["vcr-server.service"]
+    for line in ("User=vcr", "Group=vcr", "StateDirectory=vcr-server", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=\n", "ProtectSystem=strict", "ProtectHome=yes",
+                 "PrivateTmp=yes", "PrivateDevices=yes",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                 "SystemCallFilter=@system-service", "MemoryDenyWriteExecute=yes"):
+        assert line in srv, line
+    agent = ours["vcr-agent.service"]
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=full", "ProtectHome=read-only",
+                 "RestrictAddressFamilies="):
+        assert line in agent, line
+    # Root, and the same /tmp as the VMs it leaves running.
+    assert not re.search(r"^(User|PrivateTmp)=", agent, re.M), agent
+    # systemd's own score of the exposure (0 best, 10 worst): the server is hardened.
+    r = run(["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager",
+             str(unit_dir / "vcr-server.service")])
+    m = re.search(r"Overall exposure level for vcr-server.service: ([0-9.]+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    print(f"systemd-analyze security vcr-server.service: {m.group(1)}")
+    assert float(m.group(1)) <= 2.0, r.stdout
+
+
+def test_postinst_makes_the_server_user(deb, tmp_path):
+    r = run(["dpkg-deb", "-I", deb, "postinst"])
+    assert r.returncode == 0, r.stderr
+    script = tmp_path / "postinst"
+    script.write_text(r.stdout)
+    assert run(["sh", "-n", str(script)]).returncode == 0
+    assert "getent passwd vcr" in r.stdout and "useradd --system --user-group" in r.stdout
+    assert "/var/lib/vcr-server/journal.db" in r.stdout  # the old journal moved once
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_server_runs_unprivileged(root):
+    """The packaged vcr-server with the rights vcr-server.service gives it: another user
+    than root (nobody here: the package's `vcr` is made by its postinst, which this test
+    does not run on the machine), every capability dropped, no new privileges; it opens
+    its journal in its own state directory, serves its API and takes an agent's hello
+    on loopback.  The packaged agent stays root, as its unit says."""
+    import json
+    import pwd
+    import tempfile
+    import time
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux)")
+    nobody = pwd.getpwnam("nobody")
+    top = tempfile.mkdtemp(prefix="vcr-unpriv-")
+    os.chmod(top, 0o755)
+    state = os.path.join(top, "state")
+    os.mkdir(state, 0o750)
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    agent_port, api_port = free_port(), free_port()
+    cfg = os.path.join(top, "server.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"listen: 127.0.0.1:{agent_port}\napi: 127.0.0.1:{api_port}\n"
+                f"journal: {state}/journal.db\ninsecure: true\n")
+    os.chmod(cfg, 0o644)
+    agent_cfg = os.path.join(top, "agent.yaml")
+    with open(agent_cfg, "w") as f:
+        f.write(f"host: unpriv1\nserver: 127.0.0.1:{agent_port}\nstate_dir: {top}/agent\n"
+                "insecure: true\naccel: tcg\nvms:\n")
+    os.mkdir(os.path.join(top, "agent"), 0o700)
+    server = subprocess.Popen(
+        ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+         "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
+         str(root / "usr/bin/vcr-server"), "--config", cfg],
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(top, "server.log"), "w"))
+    agent = None
+    try:
+        def status():
+            r = run([str(root / "usr/bin/vcr"), "--server", f"127.0.0.1:{api_port}", "status",
+                     "--json"], timeout=10)
+            return json.loads(r.stdout) if r.returncode == 0 else None
+        deadline = time.monotonic() + 30
+        while status() is None:
+            assert server.poll() is None, open(os.path.join(top, "server.log")).read()
+            assert time.monotonic() < deadline, "the server's API never answered"
+            time.sleep(0.2)
+        with open(f"/proc/{server.pid}/status") as f:
+            proc = dict(line.split(":", 1) for line in f if ":" in line)
+        assert proc["Uid"].split() == [str(nobody.pw_uid)] * 4, proc["Uid"]
+        assert int(proc["CapEff"], 16) == 0 and int(proc["CapBnd"], 16) == 0, proc
+        assert proc["NoNewPrivs"].strip() == "1"
+        assert os.stat(f"{state}/journal.db").st_uid == nobody.pw_uid
+        agent = subprocess.Popen([str(root / "usr/bin/vcr-agent"), "--config", agent_cfg],
+                                 stdout=subprocess.DEVNULL,
+                                 stderr=open(os.path.join(top, "agent.log"), "w"))
+        deadline = time.monotonic() + 30
+        while not any(h["name"] == "unpriv1" and h["state"] == "connected"
+                      for h in (status() or {}).get("hosts", [])):
+            assert time.monotonic() < deadline, open(os.path.join(top, "server.log")).read()
+            time.sleep(0.2)
+    finally:
+        for p in (agent, server):
+            if p:
+                p.terminate()
+                p.wait(10)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def fake_sysfs(base, cgroup, apparmor=None):

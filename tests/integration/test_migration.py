@@ -164,6 +164,100 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
 
 # --- a lost standby host (issue 13, items 5 and 6; docs/recovery.md) ---
 
+# --- hostile migration archives (docs/security.md, "Root actions") ---
+
+EVIL, EVIL_ADDR = "evil", "10.77.0.39"
+# A file outside the migration directory of the target VM whose appearance the server
+# can see: the image cache's files are listed by `vcr image prune`.
+VICTIM_SHA = "e" * 64
+VICTIM = f"/var/lib/vcr/images/{VICTIM_SHA}.tar.gz"
+
+
+def tar_of(path, members):
+    """A tar file of members (name, kind, data-or-target), made by tarfile so that any
+    name goes in as it is (`..`, absolute)."""
+    import io
+    import tarfile
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
+        for name, kind, value in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(value)
+                t.addfile(info, io.BytesIO(value))
+            else:
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = value
+                t.addfile(info)
+    return str(path)
+
+
+GOOD_PRE = [("pre/inventory.img", "file", b"x")]
+GOOD_FINAL = [("final/inventory.img", "file", b"not a CRIU image"),
+              ("delta/etc/hostname", "file", b"evil\n"), ("config", "file", b"# lxc\n")]
+
+
+def migrate_from_forged_source(d, src, pre, final):
+    """`vcr container migrate SRC evil --to sb22`, SRC being a forged standby agent (a
+    compromised standby VM with a certificate of the deployment) whose archives are
+    pre and final.  Returns the CLI's result and what the forged agent was asked."""
+    pki = os.path.join(str(d.tmp), "pki")
+    cert = labkit.lab_cert(pki, src)
+    peer = subprocess.Popen(labkit.in_ns([
+        "/usr/bin/python3", os.path.join(os.path.dirname(__file__), "link_peer.py"), "source",
+        f"{labkit.lab_env()['VCR_LAB_BRIDGE_ADDR']}:{labkit.SERVER_AGENT_PORT}", src, EVIL,
+        EVIL_ADDR, "90", "--pre", pre, "--final", final, "--cert", cert["cert"],
+        "--key", cert["key"]]), stdout=subprocess.PIPE, text=True)
+    try:
+        labkit.wait_for(f"the forged standby agent {src}", lambda: container_on(d, src, EVIL),
+                        30)
+        r = d.vcr.run("container", "migrate", src, EVIL, "--to", "sb22", timeout=200)
+    finally:
+        peer.terminate()
+        out, _ = peer.communicate(timeout=30)
+    return r, json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+
+def test_hostile_migration_archives_are_refused(pair, tmp_path):
+    """A standby VM whose agent is someone else's sends the target archives of its own
+    making: the target's agent checks every member before unpacking (nothing is
+    extracted from a refused archive) and never writes or reads through a link.  The
+    symlink trick: a pre.tar that plants `final.tar` as a link to a file outside; on an
+    agent that unpacked it beside the archives, the next migration wrote final.tar
+    through it (here: into the image cache, which `vcr image prune` lists)."""
+    d = pair
+    final = tar_of(tmp_path / "final.tar", GOOD_FINAL)
+    cases = [
+        ("symlink trick", tar_of(tmp_path / "trick.tar", GOOD_PRE + [
+            ("final.tar", "symlink", VICTIM)]), final, "member `final.tar` is outside pre/"),
+        ("`..`", tar_of(tmp_path / "pre.tar", GOOD_PRE), tar_of(tmp_path / "dotdot.tar", [
+            ("final/../../../../etc/vcr-evil", "file", b"x")] + GOOD_FINAL),
+         "member `final/../../../../etc/vcr-evil`: an absolute name, a `..` component"),
+        ("absolute", tar_of(tmp_path / "pre.tar", GOOD_PRE), tar_of(tmp_path / "abs.tar", [
+            ("/etc/vcr-evil", "file", b"x")] + GOOD_FINAL), "member `/etc/vcr-evil`: an absolute"),
+        ("hard link", tar_of(tmp_path / "pre.tar", GOOD_PRE), tar_of(tmp_path / "hard.tar", [
+            ("final/shadow", "hardlink", "/etc/shadow")] + GOOD_FINAL),
+         "member `final/shadow` is a hard link (to `/etc/shadow`)"),
+    ]
+    for i, (what, pre, fin, says) in enumerate(cases):
+        # One forged host per attempt: none waits for the last one to be seen gone.
+        r, peer = migrate_from_forged_source(d, f"sbx{i}", pre, fin)
+        print(what, r.returncode, r.stdout, r.stderr, peer)
+        assert r.returncode != 0 and says in r.stderr, (what, r.stderr)
+        assert "container_image_read" in peer.get("orders", []), peer  # it went that far
+        assert container_on(d, "sb22", EVIL) is None
+    # A second migration after the symlink trick, with archives that pass the checks:
+    # its final.tar goes where final.tar belongs, never to the file the link named.
+    r, _ = migrate_from_forged_source(d, "sbx9", tar_of(tmp_path / "pre.tar", GOOD_PRE), final)
+    assert r.returncode != 0  # not a CRIU image: the restore fails, but only there
+    assert "criu" in r.stderr.lower() or "restore" in r.stderr, r.stderr
+    r = d.vcr.run("image", "prune", "sb22", "--json", timeout=200)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    seen = [e["sha256"] for e in out["removed"] + out["kept"]]
+    assert VICTIM_SHA not in seen, out
+    assert container_on(d, "sb22", EVIL) is None
+
+
 def host_entry(d, name):
     return next((h for h in d.vcr.status()["hosts"] if h["name"] == name), None)
 

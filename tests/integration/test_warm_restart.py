@@ -87,7 +87,16 @@ def warm(lab, tmp_path_factory):
     d.state_dir = tmp / f"agent-{HOST}"
     d.state_dir.mkdir()
     d.agent_cfg = tmp / f"agent-{HOST}.yaml"
-    labkit.write_agent_config(d.agent_cfg, HOST, str(d.state_dir), entries, "tcg")
+    # The binaries the tests point warm restarts at: made before the agent starts and
+    # put on its allowlist (docs/security.md); refused_qemu() is not on it.
+    d.qemus = tmp / "qemus"
+    d.qemus.mkdir()
+    (d.qemus / "failing").mkdir()  # not beside other_qemu()'s ../lib and ../share
+    d.failing = failing_qemus(d.qemus / "failing")
+    allowed = ["/usr/bin/qemu-system-x86_64", other_qemu(d.qemus)] + [
+        str(q) for q, _ in d.failing]
+    labkit.write_agent_config(d.agent_cfg, HOST, str(d.state_dir), entries, "tcg",
+                              qemu_allowed=allowed)
     d.agent_proc = start_agent(d, "agent")
     for vm, address in ((VM, ADDRESS), (VM2, ADDRESS2)):
         d.wait_vm_state(vm, "running", BOOT_TIMEOUT)
@@ -216,15 +225,63 @@ def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property
     assert vm["ram"] == ram[0] and vm["ram_backing"] == "tmpfs", vm
 
 
-def test_warm_restart_to_another_qemu_binary(warm, tmp_path):
-    # QEMU finds its modules and firmware relative to its binary (relocatable
-    # install: ../lib/..., ../share/qemu): give the copy the same neighbours.
-    (tmp_path / "bin").mkdir()
-    os.symlink("/usr/lib", tmp_path / "lib")
-    os.symlink("/usr/share", tmp_path / "share")
-    qemu = tmp_path / "bin" / "qemu-system-x86_64"
+def other_qemu(root):
+    """A copy of Debian's QEMU under root.  QEMU finds its modules and firmware
+    relative to its binary (relocatable install: ../lib/..., ../share/qemu): the copy
+    gets the same neighbours."""
+    (root / "bin").mkdir()
+    os.symlink("/usr/lib", root / "lib")
+    os.symlink("/usr/share", root / "share")
+    qemu = root / "bin" / "qemu-system-x86_64"
     shutil.copy2("/usr/bin/qemu-system-x86_64", qemu)
     os.chmod(qemu, 0o755)
+    return str(qemu)
+
+
+def refused_qemu(root):
+    """A binary not on the agent's allowlist that would work (it runs the real QEMU)
+    and leaves a mark if it is ever run: (path, mark)."""
+    mark = root / "refused-qemu-ran"
+    script = root / "refused" / "qemu-system-x86_64"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f"#!/bin/sh\ntouch {mark}\nexec /usr/bin/qemu-system-x86_64 \"$@\"\n")
+    os.chmod(script, 0o755)
+    return script, mark
+
+
+def test_a_qemu_outside_the_allowlist_is_refused(warm):
+    """docs/security.md ("Root actions"): a warm restart may only run a QEMU binary of
+    the agent's allowlist, compared by real path: another one is refused before any
+    process starts, the VM runs on in the same QEMU.  A link to an allowed binary is
+    that binary."""
+    qemu, mark = refused_qemu(warm.qemus)
+    before = warm.wait_vm_state(VM, "running", 10)
+    # The RAM file the new QEMU would map is the agent's own: made by it, 0600.
+    ram = os.stat(own_ram(warm)[0])
+    assert stat.S_IMODE(ram.st_mode) == 0o600 and ram.st_uid == os.geteuid(), oct(ram.st_mode)
+    for path in (str(qemu), "/bin/sh"):
+        r, e = warm_restart(warm, "--qemu", path)
+        assert r.returncode != 0 and e["ok"] is False, (r.stdout, r.stderr)
+        assert "is not an allowed QEMU binary" in e["error"], e
+        assert "nothing was started" in e["error"] and "/usr/bin/qemu-system-x86_64" in e["error"]
+        assert not mark.exists(), "the refused binary ran"
+        v = warm.wait_vm_state(VM, "running", 10)
+        assert v["pid"] == before["pid"] and v["qemu"] == before["qemu"], v
+        assert [p for p, _ in qemu_pids_of_vm(warm)] == [before["pid"]]
+    link = warm.qemus / "link-to-allowed"
+    os.symlink(other_qemu_path(warm), link)
+    r, e = warm_restart(warm, "--qemu", str(link))
+    assert r.returncode == 0 and e["ok"] and e["qemu"] == other_qemu_path(warm), (r.stderr, e)
+    r, e = warm_restart(warm, "--qemu", "/usr/bin/qemu-system-x86_64")
+    assert r.returncode == 0 and e["ok"], r.stderr
+
+
+def other_qemu_path(d):
+    return str(d.qemus / "bin" / "qemu-system-x86_64")
+
+
+def test_warm_restart_to_another_qemu_binary(warm):
+    qemu = other_qemu_path(warm)
     guest("/cgi-bin/stash?other-binary")
     c0 = counter()
     r, e = warm_restart(warm, "--qemu", str(qemu))
@@ -261,7 +318,7 @@ def test_host_warm_restart_reports_each_vm(warm):
 
 def failing_qemus(tmp_path):
     """Binaries a warm restart may be pointed at that cannot start: (path, what the
-    error must say)."""
+    error must say).  Made once, before the agent starts (its allowlist)."""
     script = tmp_path / "qemu-exits-1"
     script.write_text("#!/bin/sh\necho 'this qemu refuses to start' >&2\nexit 1\n")
     os.chmod(script, 0o755)
@@ -292,14 +349,14 @@ def sleepers():
     return found
 
 
-def test_host_warm_restart_to_a_qemu_that_cannot_start_keeps_every_vm(warm, tmp_path):
+def test_host_warm_restart_to_a_qemu_that_cannot_start_keeps_every_vm(warm):
     """Issue 13 item 7: one bad --qemu must not take the host's VMs down.  The new QEMU
     is started before the old one is paused; it fails, so every guest goes on in the same
     QEMU (never paused, never booted cold) and each VM's result carries its own error."""
     vms = {VM: ADDRESS, VM2: ADDRESS2}
     for vm, address in vms.items():
         assert guest(f"/cgi-bin/stash?kept-{vm}", address) == f"kept-{vm}"
-    for i, (qemu, says) in enumerate(failing_qemus(tmp_path)):
+    for i, (qemu, says) in enumerate(warm.failing):
         pids = {vm: warm.wait_vm_state(vm, "running", 10)["pid"] for vm in vms}
         counters = {vm: counter(address) for vm, address in vms.items()}
         since = warm.vcr.last_event_id()

@@ -39,6 +39,7 @@
 #include "agent/host/host_sampler.h"
 #include "agent/host/host_vm.h"
 #include "agent/proc.h"
+#include "agent/host/qemu_allow.h"
 #include "agent/host/ram_dir.h"
 #include "agent/standby_job.h"
 #include "agent/host/tap_fd.h"
@@ -2059,6 +2060,117 @@ static void test_reboot_ready_marker(void **state)
     assert_null(strstr(console, host_reboot_ready_marker(&lab)));
 }
 
+/* The QEMU allowlist (qemu_allow.h): real paths compared, anything else
+ * refused naming the list. */
+static void test_qemu_allowlist(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    char dir[] = "/tmp/vcr-test-qemu-XXXXXX", link[64], copy[64], real[PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    snprintf(link, sizeof(link), "%s/link", dir);
+    snprintf(copy, sizeof(copy), "%s/copy", dir);
+    assert_int_equal(symlink("/bin/true", link), 0);
+    int fd = open(copy, O_WRONLY | O_CREAT | O_EXCL, 0755);
+    assert_true(fd >= 0);
+    close(fd);
+    char *configured[] = {link};
+    struct qemu_allow a;
+    assert_int_equal(qemu_allow_init(&a, configured, 1, "/bin/sh", &err), 0);
+    assert_int_equal(a.n, 1); /* configured: the default is not added */
+    char want[PATH_MAX];
+    assert_non_null(realpath("/bin/true", want));
+    assert_string_equal(a.paths[0], want);
+    /* The link and the binary itself are the same file. */
+    assert_int_equal(qemu_allow_check(&a, link, real, sizeof(real), &err), 0);
+    assert_string_equal(real, want);
+    assert_int_equal(qemu_allow_check(&a, want, real, sizeof(real), &err), 0);
+    /* Another executable, the default one, a missing one: refused. */
+    assert_int_equal(qemu_allow_check(&a, copy, real, sizeof(real), &err), -1);
+    assert_int_equal(vcr_error_status(err), EPERM);
+    assert_non_null(strstr(vcr_error_msg(err), "is not an allowed QEMU binary; allowed: "));
+    assert_non_null(strstr(vcr_error_msg(err), want));
+    vcr_error_release(&err);
+    assert_int_equal(qemu_allow_check(&a, "/bin/sh", real, sizeof(real), &err), -1);
+    vcr_error_release(&err);
+    assert_int_equal(qemu_allow_check(&a, "/nonexistent/qemu", real, sizeof(real), &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    vcr_error_release(&err);
+    qemu_allow_clear(&a);
+    /* The default: the configured qemu (and the system's qemu-system-*). */
+    assert_int_equal(qemu_allow_init(&a, NULL, 0, copy, &err), 0);
+    assert_true(a.n >= 1);
+    assert_int_equal(qemu_allow_check(&a, copy, real, sizeof(real), &err), 0);
+    assert_int_equal(qemu_allow_check(&a, link, real, sizeof(real), &err), -1);
+    vcr_error_release(&err);
+    qemu_allow_clear(&a);
+    /* A configured entry that does not exist stops the start. */
+    char *missing[] = {"/nonexistent/qemu"};
+    assert_int_equal(qemu_allow_init(&a, missing, 1, NULL, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "/nonexistent/qemu"));
+    vcr_error_release(&err);
+    unlink(link);
+    unlink(copy);
+    rmdir(dir);
+}
+
+/* RAM files (ram_dir_own_file): made by the agent 0600, never through a
+ * link; an existing one must be its own. */
+static void test_ram_file_is_the_agents_own(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    char dir[] = "/tmp/vcr-test-ram-XXXXXX", ram[64], other[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(ram, sizeof(ram), "%s/vm.ram", dir);
+    snprintf(other, sizeof(other), "%s/link.ram", dir);
+    assert_int_equal(ram_dir_own_file("web1", ram, true, &err), 0);
+    struct stat st;
+    assert_int_equal(lstat(ram, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0600);
+    /* Made already (by someone else, between the removal and now): refused. */
+    assert_int_equal(ram_dir_own_file("web1", ram, true, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "someone else made it"));
+    vcr_error_release(&err);
+    /* Reused (a warm restart): ours passes; group or other access, a second
+     * link, a symbolic link, another owner do not. */
+    assert_int_equal(ram_dir_own_file("web1", ram, false, &err), 0);
+    assert_int_equal(chmod(ram, 0644), 0);
+    assert_int_equal(ram_dir_own_file("web1", ram, false, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "mode 0644"));
+    vcr_error_release(&err);
+    assert_int_equal(chmod(ram, 0600), 0);
+    assert_int_equal(link(ram, other), 0);
+    assert_int_equal(ram_dir_own_file("web1", ram, false, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "2 links"));
+    vcr_error_release(&err);
+    assert_int_equal(unlink(other), 0);
+    assert_int_equal(symlink(ram, other), 0);
+    assert_int_equal(ram_dir_own_file("web1", other, false, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "symbolic link"));
+    vcr_error_release(&err);
+    assert_int_equal(ram_dir_own_file("web1", other, true, &err), -1);
+    vcr_error_release(&err);
+    if (geteuid() == 0) {
+        assert_int_equal(chown(ram, 65534, 65534), 0);
+        assert_int_equal(ram_dir_own_file("web1", ram, false, &err), -1);
+        assert_non_null(strstr(vcr_error_msg(err), "owner uid 65534"));
+        vcr_error_release(&err);
+    }
+    /* A ram_dir others may write to that is not sticky: refused at start. */
+    struct ram_dir d;
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(ram_dir_probe(dir, &d, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "not sticky"));
+    vcr_error_release(&err);
+    assert_int_equal(chmod(dir, 01777), 0);
+    vcr_error_release(&err);
+    unlink(other);
+    unlink(ram);
+    rmdir(dir);
+}
+
 int main(void)
 {
     vcr_log_init("test_agent", getenv("VCR_TEST_DEBUG") ? VCR_LOG_DEBUG : VCR_LOG_ERROR);
@@ -2101,6 +2213,8 @@ int main(void)
         cmocka_unit_test(test_fence_watchdog_respawned_keeps_the_deadline),
         cmocka_unit_test(test_host_fence_reports_pause_and_down),
         cmocka_unit_test(test_host_fence_patch_typed),
+        cmocka_unit_test(test_qemu_allowlist),
+        cmocka_unit_test(test_ram_file_is_the_agents_own),
     };
     return cmocka_run_group_tests(tests, setup_qemu, NULL);
 }

@@ -233,6 +233,28 @@ static void test_ram_dir(void **state)
                     "ram_dir:", "`/etc/hostname` is not a directory", "allowed:", NULL);
 }
 
+/* qemu_allowed (docs/config-vm.md): executables, resolved; none: NULL list. */
+static void test_qemu_allowed(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct vcr_agent_config *cfg = load_variant(
+        "accel: auto\n", "accel: auto\nqemu_allowed:\n  - /bin/sh\n  - /bin/true\n", &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(cfg->n_qemu_allowed, 2);
+    assert_string_equal(cfg->qemu_allowed[0], "/bin/sh");
+    vcr_agent_config_free(cfg);
+    cfg = load_variant("sample_interval_ms: 1000\n", "sample_interval_ms: 2000\n", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->n_qemu_allowed, 0);
+    vcr_agent_config_free(cfg);
+    expect_rejected("accel: auto\n", "accel: auto\nqemu_allowed:\n  - /no/such/qemu\n",
+                    "qemu_allowed[0]", "/no/such/qemu", NULL);
+    expect_rejected("accel: auto\n", "accel: auto\nqemu_allowed:\n  - /bin/true\n  - agent.key\n",
+                    "qemu_allowed[1]", "agent.key", "allowed: an executable file", NULL);
+}
+
 static void test_bad_host_name(void **state)
 {
     (void)state;
@@ -436,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_tls_keys),
         cmocka_unit_test(test_defaults_and_bare_vms_key),
         cmocka_unit_test(test_ram_dir),
+        cmocka_unit_test(test_qemu_allowed),
         cmocka_unit_test(test_bad_host_name),
         cmocka_unit_test(test_bad_vm_name),
         cmocka_unit_test(test_duplicate_vm_name),

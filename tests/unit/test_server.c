@@ -125,7 +125,7 @@ static void test_config_defaults(void **state)
     assert_int_equal(cfg->listen_port, 7070);
     assert_string_equal(cfg->api_host, "127.0.0.1");
     assert_int_equal(cfg->api_port, 7080);
-    assert_string_equal(cfg->journal, "/var/lib/vcr/journal.db");
+    assert_string_equal(cfg->journal, "/var/lib/vcr-server/journal.db");
     assert_int_equal(cfg->heartbeat_ms, 1000);
     assert_int_equal(cfg->host_timeout_ms, 3500);
     assert_null(cfg->agent_key_file);

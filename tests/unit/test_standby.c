@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "agent/standby.h"
+#include "agent/standby/standby_archive.h"
 #include "agent/standby_migrate.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
@@ -254,6 +255,12 @@ static void test_base64_round_trip(void **state)
     size_t len = 0;
     expect_error(standby_base64_decode("a=bc", &out, &len, &err), &err, "character 1");
     expect_error(standby_base64_decode("abc=d===", &out, &len, &err), &err, "character 3");
+    /* Non-canonical: bits beside the padding (found by fuzz_chunk). */
+    expect_error(standby_base64_decode("QR==", &out, &len, &err), &err, "not canonical");
+    expect_error(standby_base64_decode("QUJ=", &out, &len, &err), &err, "not canonical");
+    assert_int_equal(standby_base64_decode("QUI=", &out, &len, &err), 0);
+    assert_int_equal(len, 2);
+    free(out);
 }
 
 static char *make_base(void)
@@ -348,6 +355,126 @@ static void test_image_chunks_and_paths(void **state)
     assert_int_equal(stat(want, &st), -1);
     assert_int_equal(standby_migrate_cleanup(base, "web1", &err), 0);
     assert_int_equal(rmdir(base), 0);
+}
+
+/* The symlink trick (docs/security.md, "Root actions"): a link planted where
+ * final.tar goes is never written or read through. */
+static void test_chunk_write_never_follows_a_planted_link(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    char dir[300], link[320], target[320];
+    snprintf(dir, sizeof(dir), "%s/web1", base);
+    snprintf(link, sizeof(link), "%s/final.tar", dir);
+    snprintf(target, sizeof(target), "%s/outside", base);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    FILE *f = fopen(target, "w");
+    assert_non_null(f);
+    fputs("secret", f);
+    fclose(f);
+    assert_int_equal(symlink(target, link), 0);
+    /* A later chunk into the link: refused. */
+    assert_null(write_chunk(base, 6, "world", false, 0, NULL, &err));
+    expect_error(-1, &err, "final.tar");
+    /* Read through it: refused. */
+    struct standby_image_read rq = {.phase = STANDBY_PHASE_FINAL, .length = 4};
+    snprintf(rq.name, sizeof(rq.name), "web1");
+    assert_null(standby_image_read(base, &rq, &err));
+    expect_error(-1, &err, "final.tar");
+    /* The first chunk replaces the link by a file of its own. */
+    json_t *r = write_chunk(base, 0, "hello ", false, 0, NULL, &err);
+    assert_non_null(r);
+    json_decref(r);
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0600);
+    char text[16] = "";
+    f = fopen(target, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(text, sizeof(text), f));
+    fclose(f);
+    assert_string_equal(text, "secret");
+    /* A migration directory someone else can write to is not this agent's. */
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_null(write_chunk(base, 0, "hello ", false, 0, NULL, &err));
+    expect_error(-1, &err, "not a private directory");
+    assert_int_equal(standby_migrate_cleanup(base, "web1", &err), 0);
+    assert_int_equal(unlink(target), 0);
+    assert_int_equal(rmdir(base), 0);
+}
+
+static void sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Archives made by GNU tar as the agent makes them, then hostile ones: each
+ * refused naming the member. */
+static void test_archive_policy(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    cleanup_free char *d = make_base();
+    char tar[400];
+    snprintf(tar, sizeof(tar), "%s/t.tar", d);
+    const char *opts = "--xattrs --xattrs-include='*' --numeric-owner";
+    /* A final dump: final/ (with CRIU's parent link), delta/ (links of the
+     * container's own, a whiteout), config. */
+    sh("cd %s && mkdir -p pre final delta/etc/a-directory-with-a-long-name-%0100d && "
+       "echo x > final/inventory.img && ln -s ../pre final/parent && echo y > delta/etc/f && "
+       "ln -s /etc/passwd delta/etc/l && mkfifo delta/etc/fifo && echo c > config && "
+       "touch pre/inventory.img",
+       d, 0);
+    sh("cd %s && tar %s -cf t.tar final delta config", d, opts);
+    assert_int_equal(standby_archive_check_file(tar, &standby_archive_final, &err), 0);
+    sh("cd %s && tar %s -cf t.tar pre", d, opts);
+    assert_int_equal(standby_archive_check_file(tar, &standby_archive_pre, &err), 0);
+    /* The symlink trick: a pre.tar that plants final.tar. */
+    sh("cd %s && ln -s /etc/shadow final.tar && tar -cf t.tar pre final.tar", d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_pre, &err), &err,
+                 "member `final.tar` is outside pre/");
+    /* Links outside delta/, and a link other than final/parent. */
+    sh("cd %s && ln -s /etc pre/etc && tar -cf t.tar pre", d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_pre, &err), &err,
+                 "member `pre/etc` is a symbolic link (to `/etc`)");
+    sh("cd %s && rm pre/etc final/parent && ln -s / final/parent && tar -cf t.tar final", d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_final, &err), &err,
+                 "member `final/parent` is a symbolic link (to `/`)");
+    /* A hard link. */
+    sh("cd %s && ln final/inventory.img final/hard && tar -cf t.tar final/inventory.img "
+       "final/hard",
+       d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_final, &err), &err,
+                 "member `final/hard` is a hard link (to `final/inventory.img`)");
+    /* `..` and an absolute name (-P keeps them). */
+    sh("cd %s && tar -cPf t.tar pre/../config", d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_pre, &err), &err,
+                 "member `pre/../config`: an absolute name, a `..` component");
+    sh("cd %s && tar -cPf t.tar %s/config", d, d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_final, &err), &err,
+                 "an absolute name");
+    /* A file below a link of delta/: it would be written through it. */
+    sh("cd %s && mkdir -p x/etc && echo z > x/etc/passwd && ln -s /etc delta/etc2 && "
+       "tar -cf t.tar delta/etc2 x/etc/passwd --transform 's,^x/etc,delta/etc2,'",
+       d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_final, &err), &err,
+                 "member `delta/etc2/passwd` lies below the symbolic link `delta/etc2`");
+    /* A damaged header; a file that is a link itself. */
+    sh("cd %s && tar -cf t.tar config && printf 'X' | dd of=t.tar bs=1 seek=10 conv=notrunc "
+       "2>/dev/null",
+       d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_final, &err), &err,
+                 "bad checksum");
+    sh("cd %s && rm t.tar && ln -s config t.tar", d);
+    expect_error(standby_archive_check_file(tar, &standby_archive_final, &err), &err, "t.tar");
+    sh("rm -rf %s", d);
 }
 
 /* --- container images (standby_spec.c, standby_image.c) --- */
@@ -811,6 +938,8 @@ int main(void)
         cmocka_unit_test(test_migrate_members),
         cmocka_unit_test(test_base64_round_trip),
         cmocka_unit_test(test_image_chunks_and_paths),
+        cmocka_unit_test(test_chunk_write_never_follows_a_planted_link),
+        cmocka_unit_test(test_archive_policy),
         cmocka_unit_test(test_image_spec_and_config_items),
         cmocka_unit_test(test_http_head),
         cmocka_unit_test(test_image_cache_fetch_verify_unpack),

@@ -311,6 +311,28 @@ static void test_prepare(void **state)
     assert_memory_equal(same, newer, n);
     assert_int_equal(unlink(legacy), 0);
 
+    /* One this agent did not make (another owner; writable by others) is
+     * ignored and left: its data never reaches the image. */
+    cleanup_free char *planted = malloc(n);
+    assert_non_null(planted);
+    memcpy(planted, newer, n);
+    memset(planted + (8 << 20), 'p', 4096);
+    write_file(legacy, planted, n);
+    for (int i = 0; i < 2; i++) {
+        if (i == 0 && geteuid() == 0)
+            assert_int_equal(chown(legacy, 65534, 65534), 0);
+        else
+            assert_int_equal(chmod(legacy, 0666), 0);
+        if (host_volume_prepare(&v, legacy, &err) < 0)
+            fail_msg("%s", vcr_error_msg(err));
+        assert_int_equal(access(legacy, F_OK), 0);
+        cleanup_free char *kept = slurp(img, &n);
+        assert_memory_equal(kept, same, n);
+        if (i == 0 && geteuid() == 0)
+            assert_int_equal(chown(legacy, 0, 0), 0);
+    }
+    assert_int_equal(unlink(legacy), 0);
+
     /* A corrupt image: refused. */
     cleanup_close int fd = open(img, O_WRONLY);
     assert_int_equal(pwrite(fd, "\0\0", 2, HOST_VOLUME_EXT4_MAGIC_OFFSET), 2);

@@ -28,6 +28,7 @@ struct host_role {
     struct accel_probe *probe;
     char accel[8];
     struct ram_dir ram; /* ram_dir, checked at start */
+    struct qemu_allow qemu_allow;
     struct host_vm_env env;
     struct host_vm **vms;
     struct pending_order *pending;
@@ -215,6 +216,15 @@ static int host_init(struct agent *a, vcr_error_t *err)
         free(r);
         return -1;
     }
+    if (qemu_allow_init(&r->qemu_allow, a->cfg->qemu_allowed, a->cfg->n_qemu_allowed, a->cfg->qemu,
+                        err) < 0) {
+        free(r->vms);
+        free(r->pending);
+        free(r);
+        return -1;
+    }
+    for (size_t i = 0; i < r->qemu_allow.n; i++)
+        log_info("QEMU binary allowed: %s", r->qemu_allow.paths[i]);
     if (r->ram.backing == RAM_BACKING_HUGETLBFS)
         log_info("ram_dir %s: hugetlbfs, pages of %llu kB", r->ram.path,
                  (unsigned long long)(r->ram.page_size >> 10));
@@ -223,6 +233,7 @@ static int host_init(struct agent *a, vcr_error_t *err)
     r->env = (struct host_vm_env){
         .base = a->base,
         .qemu = a->cfg->qemu,
+        .qemu_allow = &r->qemu_allow,
         .host = a->cfg->host,
         .state_dir = a->cfg->state_dir,
         .accel = r->accel,
@@ -479,6 +490,7 @@ static void host_fini(struct agent *a)
     }
     free(r->vms);
     free(r->pending);
+    qemu_allow_clear(&r->qemu_allow);
     free(r);
     a->role_data = NULL;
 }

@@ -441,7 +441,9 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     if (host_disk_prepare(&vm->env.disk, vm->spec, &vm->paths, err) < 0 ||
         host_volumes_prepare(vm, err) < 0 ||
         ram_dir_reserve(vm->env.ram, vm->spec->name, vm->paths.ram, vm->spec->memory_mb, &reserved,
-                        err) < 0) {
+                        err) < 0 ||
+        ram_dir_own_file(vm->spec->name, vm->paths.ram,
+                         vm->env.ram->backing != RAM_BACKING_HUGETLBFS, err) < 0) {
         vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
         host_vm_changed(vm, vcr_wall_ms());
         return vcr_error_wrap(err, "start VM `%s`", vm->spec->name);

@@ -18,6 +18,7 @@
 
 #include "agent/host/ram_dir.h"
 #include "agent/host/host_disk.h"
+#include "agent/host/qemu_allow.h"
 #include "agent/host/vm.h"
 #include "common/err.h"
 #include "config/vm_spec.h"
@@ -36,6 +37,8 @@ struct host_vm;
 struct host_vm_env {
     struct event_base *base;
     const char *qemu;
+    /* The binaries a warm restart may name (qemu_allow.h); NULL: only qemu. */
+    const struct qemu_allow *qemu_allow;
     const char *host;
     const char *state_dir;
     const char *accel;         /* "kvm" or "tcg" */

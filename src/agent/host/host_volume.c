@@ -247,6 +247,19 @@ static int allocate_blocks(const struct vcr_volume_spec *v, uint64_t size, vcr_e
 int host_volume_prepare(const struct vcr_volume_spec *v, const char *legacy, vcr_error_t *err)
 {
     uint64_t size = (uint64_t)v->size_mb << 20;
+    /* Its name in /dev/shm is predictable: a file this agent's QEMU did not
+     * make (another owner, writable by others, other links) is never copied
+     * into the volume, only reported and left there.  (Those QEMUs made it
+     * 0644: readable by others is what an earlier agent left.) */
+    struct stat ls;
+    if (v->warm_cache && legacy && lstat(legacy, &ls) == 0 &&
+        (!S_ISREG(ls.st_mode) || ls.st_uid != geteuid() || ls.st_nlink != 1 ||
+         (ls.st_mode & 0022))) {
+        log_warn("volume %s: `%s` (owner uid %u, mode %04o) is not a memory file of this agent's: "
+                 "ignored, left as it is",
+                 v->name, legacy, (unsigned)ls.st_uid, (unsigned)(ls.st_mode & 07777));
+        legacy = NULL;
+    }
     if (v->warm_cache && legacy && access(legacy, F_OK) == 0) {
         /* Left by an agent that kept the volume in /dev/shm: newer than the
          * image.  Kept if it is not a volume, for the operator to look at. */

@@ -76,4 +76,9 @@ void warm_fail(struct host_vm *vm, const char *fmt, ...) __attribute__((format(p
 void warm_takeover_old_ready(struct host_vm *vm);
 void warm_takeover_new_ready(struct host_vm *vm);
 
+/* 0 with qemu's real path in real when a warm restart may run it (the
+ * agent's allowlist, qemu_allow.h); -1 with EPERM otherwise. */
+int warm_qemu_allowed(const struct host_vm *vm, const char *qemu, char *real, size_t size,
+                      vcr_error_t *err);
+
 #endif

@@ -2,6 +2,7 @@
  * docs/warm-restart.md "Takeover"): the journal says how far it got, the
  * QEMUs found say who holds the guest; warm_recovery_decide chooses. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -113,6 +114,16 @@ bool host_vm_warm_recover(struct host_vm *vm, bool fenced)
             warm_remove_state_files(vm);
         }
         return false;
+    }
+    char real[PATH_MAX];
+    if (warm_qemu_allowed(vm, j.qemu, real, sizeof(real), &err) < 0) {
+        /* Finishing would run it: the configured binary does instead. */
+        log_warn("VM %s: the warm restart journal's %s; the configured qemu `%s` is used", name,
+                 vcr_error_msg(err), vm->env.qemu);
+        vcr_error_release(&err);
+        snprintf(j.qemu, sizeof(j.qemu), "%s", vm->env.qemu);
+    } else {
+        snprintf(j.qemu, sizeof(j.qemu), "%s", real);
     }
     pid_t old = j.old_pid > 0 && host_vm_pid_is_ours(vm, j.old_pid) ? j.old_pid : 0;
     pid_t nw = find_new_qemu(vm, &j);

@@ -37,6 +37,7 @@
  * the sealed state; past HOST_VM_WARM_RECOVER_WINDOW_MS it leaves things to
  * the server. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -692,6 +693,22 @@ void host_vm_warm_abort(struct host_vm *vm, const char *why)
     warm_finish(vm);
 }
 
+int warm_qemu_allowed(const struct host_vm *vm, const char *qemu, char *real, size_t size,
+                      vcr_error_t *err)
+{
+    struct qemu_allow only_configured = {0};
+    char *one[] = {(char *)vm->env.qemu};
+    const struct qemu_allow *allow = vm->env.qemu_allow;
+    if (allow == NULL) {
+        if (qemu_allow_init(&only_configured, one, 1, NULL, err) < 0)
+            return -1;
+        allow = &only_configured;
+    }
+    int rc = qemu_allow_check(allow, qemu, real, size, err);
+    qemu_allow_clear(&only_configured);
+    return rc;
+}
+
 /* A warm restart object for vm, its deadline running; not attached yet. */
 struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_vm_warm_cb cb,
                               void *opaque, vcr_error_t *err)
@@ -743,8 +760,17 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
     const char *qemu = opts && opts->qemu ? opts->qemu : vm->qemu_path;
     if (qemu == NULL)
         qemu = vm->env.qemu;
+    /* Only a binary of the allowlist, run by its real path: an order cannot
+     * make this agent run something else as root (docs/security.md). */
+    char real[PATH_MAX];
+    if (warm_qemu_allowed(vm, qemu, real, sizeof(real), err) < 0)
+        return vcr_error_wrap(err, "warm restart of VM `%s` (nothing was started)", name);
+    qemu = real;
     if (access(qemu, X_OK) < 0)
         return vcr_error_errno(err, "warm restart of VM `%s`: qemu `%s`", name, qemu);
+    /* The new QEMU maps the RAM file as it finds it: it must still be ours. */
+    if (ram_dir_own_file(name, vm->paths.ram, false, err) < 0)
+        return vcr_error_wrap(err, "warm restart of VM `%s` (nothing was started)", name);
     if (strlen(qemu) >= sizeof(((struct warm_journal *)NULL)->qemu))
         return vcr_error_make(err, ENAMETOOLONG, "warm restart of VM `%s`: qemu path too long",
                               name);
@@ -778,7 +804,7 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
         return vcr_error_wrap(err, "warm restart of VM `%s` (the old qemu runs on)", name);
     }
     char cause[1100];
-    snprintf(cause, sizeof(cause), "warm restart (to %s)", qemu);
+    snprintf(cause, sizeof(cause), "warm restart (to %.1000s)", qemu);
     vm_sm_restarting(&vm->sm, cause);
     host_vm_changed(vm, vcr_wall_ms());
     w->step = W_LAUNCH;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -64,6 +65,17 @@ int ram_dir_probe(const char *path, struct ram_dir *out, vcr_error_t *err)
     struct statfs st;
     if (statfs(path, &st) < 0)
         return vcr_error_errno(err, "ram_dir: `%s`", path);
+    /* Others may write there only if the directory is sticky (/dev/shm is):
+     * then nobody but the agent can remove or rename the RAM files it made. */
+    struct stat ds;
+    if (stat(path, &ds) < 0)
+        return vcr_error_errno(err, "ram_dir: `%s`", path);
+    if ((ds.st_mode & 0022) && !(ds.st_mode & S_ISVTX))
+        return vcr_error_make(err, EPERM,
+                              "ram_dir: `%s` (mode %04o) may be written by others and is not "
+                              "sticky: they could replace a VM's RAM file; allowed: a directory "
+                              "only this agent writes to, or a sticky one such as /dev/shm",
+                              path, (unsigned)(ds.st_mode & 07777));
     return ram_dir_from_statfs(path, (int64_t)(uint32_t)st.f_type, (uint64_t)st.f_bsize, out, err);
 }
 
@@ -146,7 +158,7 @@ int ram_dir_reserve(const struct ram_dir *d, const char *vm, const char *ram_pat
         ram_dir_check_free(d, vm, memory_mb, free_pages, err) < 0)
         return -1;
     size_t size = (size_t)memory_mb << 20;
-    cleanup_close int fd = open(ram_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    cleanup_close int fd = open(ram_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return vcr_error_errno(err, "VM `%s`: create RAM file `%s`", vm, ram_path);
     /* The reservation: a shared mapping reserves every page of the range for
@@ -168,5 +180,33 @@ int ram_dir_reserve(const struct ram_dir *d, const char *vm, const char *ram_pat
     }
     munmap(p, size);
     *reserved = ram_dir_pages_needed(d, memory_mb);
+    return 0;
+}
+
+int ram_dir_own_file(const char *vm, const char *ram_path, bool create, vcr_error_t *err)
+{
+    cleanup_close int fd =
+        open(ram_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+    if (fd < 0 && create && errno == EEXIST)
+        return vcr_error_make(err, EEXIST,
+                              "VM `%s`: RAM file `%s` appeared after the agent removed it: "
+                              "someone else made it; refused",
+                              vm, ram_path);
+    if (fd < 0 && errno == ELOOP)
+        return vcr_error_make(err, EPERM, "VM `%s`: RAM file `%s` is a symbolic link; refused", vm,
+                              ram_path);
+    if (fd < 0)
+        return vcr_error_errno(err, "VM `%s`: RAM file `%s`", vm, ram_path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return vcr_error_errno(err, "VM `%s`: stat RAM file `%s`", vm, ram_path);
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1 || (st.st_mode & 0077))
+        return vcr_error_make(err, EPERM,
+                              "VM `%s`: RAM file `%s` is not this agent's own (%s, owner uid %u, "
+                              "mode %04o, %u links; expected a regular file of uid %u, mode 0600, "
+                              "one link): refused",
+                              vm, ram_path, S_ISREG(st.st_mode) ? "a regular file" : "not a file",
+                              (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+                              (unsigned)st.st_nlink, (unsigned)geteuid());
     return 0;
 }

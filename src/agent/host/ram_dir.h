@@ -70,4 +70,11 @@ int ram_dir_free_pages(const struct ram_dir *d, const char *sysfs_dir, uint64_t 
 int ram_dir_reserve(const struct ram_dir *d, const char *vm, const char *ram_path,
                     uint32_t memory_mb, uint64_t *reserved, vcr_error_t *err);
 
+/* The VM's RAM file as this agent's own (docs/security.md, "Root actions"):
+ * with create, made here (O_CREAT | O_EXCL | O_NOFOLLOW, 0600) before QEMU
+ * opens it, so that QEMU never maps a file someone else prepared; without,
+ * an existing one (a warm restart's) must be a regular file of this user with
+ * one link and no access for group or others.  EPERM/EEXIST otherwise. */
+int ram_dir_own_file(const char *vm, const char *ram_path, bool create, vcr_error_t *err);
+
 #endif

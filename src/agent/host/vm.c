@@ -401,6 +401,11 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
     add2(&b, "-display", strdup("none"));
     add(&b, strdup("-nodefaults"));
     add(&b, strdup("-no-user-config"));
+    /* QEMU's own seccomp filter (docs/security.md, "Least privilege"): no
+     * obsolete system calls, no set*uid/gid, no scheduler or affinity
+     * changes.  Spawning stays allowed: a warm restart saves the state through
+     * `migrate exec:cat > STATE` (docs/warm-restart.md). */
+    add2(&b, "-sandbox", strdup("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"));
     /* Appended to, never truncated by QEMU: during a warm restart the new
      * QEMU opens it while the old one still writes (a cold start empties it
      * first: host_vm_start). */

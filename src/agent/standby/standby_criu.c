@@ -21,6 +21,7 @@
 
 #include <lxc/lxccontainer.h>
 
+#include "agent/standby/standby_archive.h"
 #include "agent/standby/standby_ct.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
@@ -137,8 +138,13 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
     return 0;
 }
 
-static int unpack(const char *dir, const char *tar, vcr_error_t *err)
+/* tar is unpacked only once its every member is checked (standby_archive.h),
+ * and only into dir, a directory this agent has just made. */
+static int unpack(const char *dir, const char *tar, const struct standby_archive_policy *policy,
+                  vcr_error_t *err)
 {
+    if (standby_archive_check_file(tar, policy, err) < 0)
+        return vcr_error_wrap(err, "unpack");
     char *argv[] = {STANDBY_TAR, TAR_OPTIONS, "-C", (char *)dir, "-xf", (char *)tar, NULL};
     if (standby_run_program(argv, err) < 0)
         return vcr_error_wrap(err, "unpack `%s`", tar);
@@ -176,17 +182,22 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
                               "first",
                               spec->name, p.tar),
                NULL;
-    char delta[300], config[300];
-    snprintf(delta, sizeof(delta), "%s/delta", p.dir);
-    snprintf(config, sizeof(config), "%s/config", p.dir);
+    /* Unpacked into a directory made fresh here, never beside the archives:
+     * nothing in them can replace pre.tar or final.tar (or anything else). */
+    char fresh[300], images[320], delta[320];
+    snprintf(fresh, sizeof(fresh), "%s/unpacked", p.dir);
+    snprintf(images, sizeof(images), "%s/final", fresh);
+    snprintf(delta, sizeof(delta), "%s/delta", fresh);
     int64_t t0 = vcr_mono_ms();
     /* What an earlier attempt unpacked goes first: the archives are the truth. */
-    if (standby_remove_tree(p.images, err) < 0 || standby_remove_tree(pre.images, err) < 0 ||
-        standby_remove_tree(delta, err) < 0 || standby_remove_tree(config, err) < 0)
+    if (standby_remove_tree(fresh, err) < 0 || standby_remove_tree(p.images, err) < 0 ||
+        standby_remove_tree(pre.images, err) < 0)
         return NULL;
-    if (exists(pre.tar) && unpack(p.dir, pre.tar, err) < 0)
+    if (mkdir(fresh, 0700) < 0)
+        return vcr_error_errno(err, "mkdir `%s`", fresh), NULL;
+    if (exists(pre.tar) && unpack(fresh, pre.tar, &standby_archive_pre, err) < 0)
         return NULL;
-    if (unpack(p.dir, p.tar, err) < 0)
+    if (unpack(fresh, p.tar, &standby_archive_final, err) < 0)
         return NULL;
     if (!exists(delta))
         return vcr_error_make(err, EINVAL, "`%s` holds no delta/ (the overlay's upper dir)", p.tar),
@@ -218,10 +229,10 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
         return NULL;
     }
     c->want_daemonize(c, true);
-    struct migrate_opts opts = {.directory = p.images};
+    struct migrate_opts opts = {.directory = images};
     int64_t t1 = vcr_mono_ms();
     if (c->migrate(c, MIGRATE_RESTORE, &opts, sizeof(opts)) != 0 || !c->is_running(c)) {
-        criu_failure(err, c, p.images, "restore");
+        criu_failure(err, c, images, "restore");
         cleanup_error vcr_error_t undo = NULL;
         if (standby_ct_destroy(ct, &undo) < 0)
             log_warn("container %s: after the failed restore: %s", spec->name, vcr_error_msg(undo));

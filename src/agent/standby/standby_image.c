@@ -307,7 +307,10 @@ int standby_http_fetch(const char *url, const char *path, uint64_t *bytes, vcr_e
                      upath, host, port);
     if (send_all(sock, req, (size_t)n, err) < 0)
         return vcr_error_wrap(err, "GET %s", url);
-    cleanup_close int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* Made anew, never through a link left where it goes (docs/security.md). */
+    if (unlink(path) < 0 && errno != ENOENT)
+        return vcr_error_errno(err, "remove `%s`", path);
+    cleanup_close int out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (out < 0)
         return vcr_error_errno(err, "create `%s`", path);
     if (fetch_body(sock, out, url, path, bytes, err) < 0)
@@ -392,7 +395,7 @@ int standby_image_ensure(const char *images_dir, const struct standby_image_ref 
         return vcr_error_wrap(err, "image `%s`", img->name);
     /* Two containers of one image created at once: the second waits, then
      * finds the rootfs made.  The lock goes with this process. */
-    cleanup_close int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    cleanup_close int lfd = open(lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (lfd < 0)
         return vcr_error_errno(err, "image `%s`: open `%s`", img->name, lock);
     while (flock(lfd, LOCK_EX) < 0)
