@@ -34,7 +34,7 @@ static void usage(FILE *out)
                  "      --stop-vms-on-exit  on SIGTERM/SIGINT stop the VMs first; by default\n"
                  "                          they keep running and a restarted agent adopts them\n"
                  "      --test-faults       TESTS ONLY: accept fault-injection order members\n"
-                 "                          (corrupt_state_for_test, agent_exit_for_test;\n"
+                 "                          (agent_exit_for_test;\n"
                  "                          docs/warm-restart.md)\n"
                  "      --fence-watchdog DIR --timeout-ms N [--pause MS]\n"
                  "                          the self-fence watchdog the host role starts by\n"

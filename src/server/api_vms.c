@@ -197,8 +197,7 @@ static bool warm_body(struct evhttp_request *req, json_t **members)
     json_object_foreach(body, key, v)
     {
         /* Test-only fault injection, refused by agents not run with --test-faults. */
-        if ((strcmp(key, "corrupt_state_for_test") == 0 && json_is_boolean(v)) ||
-            (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v))) {
+        if (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v)) {
             json_object_set(*members, key, v);
             continue;
         }
