@@ -48,7 +48,9 @@ struct host_vm_warm {
     struct event *deadline;
     struct event *launch_timer;
     double t_spawn, t_stop, t_saved;
-    int resume_tries; /* `cont` of the old QEMU refused while its migration ends */
+    int resume_tries;        /* `cont` of the old QEMU refused while its migration ends */
+    char pending_error[400]; /* the old QEMU's migration failed: reported unless the
+                              * new QEMU's own failure comes first */
     /* The new QEMU while the old one is still the VM's (vm->proc, vm->qmp). */
     struct proc_watch *next;
     struct qmp_client *next_qmp;

@@ -62,6 +62,10 @@
 #include "common/clock.h"
 #include "common/log.h"
 
+/* After the old QEMU's migration failed: how long the new one's own failure
+ * may take to arrive, to be reported instead. */
+#define HOST_VM_WARM_CAUSE_WAIT_MS 200
+
 /* Only once the new QEMU is gone (it removes its files by path when it exits):
  * the old QEMU's pid file and QMP socket go back to their names. */
 static void put_back(struct host_vm *vm)
@@ -208,6 +212,10 @@ static bool closed_error(const char *error)
 static void report_rolled_back(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
+    if (strstr(w->result.error, "the old qemu runs on") == NULL) {
+        size_t n = strlen(w->result.error);
+        snprintf(w->result.error + n, sizeof(w->result.error) - n, "; the old qemu runs on");
+    }
     evtimer_del(w->deadline);
     evtimer_del(w->poll);
     char cause[VM_CAUSE_MAX];
@@ -363,6 +371,10 @@ static void poll_migration(evutil_socket_t fd, short what, void *arg)
         return;
     if (vm->warm->step == W_RESUME_OLD) {
         resume_old(vm);
+        return;
+    }
+    if (vm->warm->step == W_MIGRATE) {
+        warm_fail(vm, "%s", vm->warm->pending_error);
         return;
     }
     cleanup_error vcr_error_t err = NULL;
@@ -665,8 +677,18 @@ static void migration_event(struct host_vm *vm, bool incoming, json_t *data)
     if (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0) {
         char last[300];
         host_vm_log_last_line(vm->paths.log, last, sizeof(last));
-        warm_fail(vm, "%s qemu pid %d: migration %s%s%s", incoming ? "new" : "old",
-                  (int)(incoming ? w->next_pid : vm->pid), status, last[0] ? ": " : "", last);
+        snprintf(w->pending_error, sizeof(w->pending_error), "%s qemu pid %d: migration %s%s%s",
+                 incoming ? "new" : "old", (int)(incoming ? w->next_pid : vm->pid), status,
+                 last[0] ? ": " : "", last);
+        if (incoming) {
+            warm_fail(vm, "%s", w->pending_error);
+            return;
+        }
+        /* The old QEMU's side fails too when the new one refused the state and
+         * hung up: the new one's own failure (its exit, its event), if it comes
+         * soon, says more. */
+        struct timeval tv = {.tv_sec = 0, .tv_usec = HOST_VM_WARM_CAUSE_WAIT_MS * 1000};
+        evtimer_add(w->poll, &tv);
     }
 }
 
