@@ -970,7 +970,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="256/1024 MB, 1/2 VMs, 1 run")
     ap.add_argument("--mem", default="256,512,1024,2048", help="memory sizes (MB), one VM")
-    ap.add_argument("--vms", default="1,2,4,6", help="numbers of 256 MB VMs")
+    ap.add_argument("--vms", default="1,6", help="numbers of 256 MB VMs")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--keep-lab", action="store_true")
     ap.add_argument("--note", action="append", default=[],
