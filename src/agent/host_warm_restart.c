@@ -897,7 +897,7 @@ void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus)
                  vm->spec->name, (int)vm->pid, w->result.qemu);
         return;
     }
-    if (w->step != W_FALLBACK) {
+    if (w->step != W_FALLBACK && w->step != W_UNLAUNCH) {
         char how[128];
         vm_exit_cause(have_status, wstatus, how, sizeof(how));
         char last[300];
