@@ -93,6 +93,11 @@ const char *host_vm_qemu(const struct host_vm *vm);
  * (takeover only: a warm restart itself moves the device state over a socket). */
 #define HOST_VM_WARM_POLL_MS 2
 
+/* The guests of one host are paused one at a time, once no new QEMU of the
+ * host is starting (host_warm_restart.c, "the pause gate"); a restart whose
+ * new QEMU is ready waits at most this long for that. */
+#define HOST_VM_WARM_HOLD_MS 5000
+
 /* An agent that finds an unfinished warm restart at start finishes or rolls
  * it back only if it began less than this long ago; later, the server has
  * stopped counting it as maintenance (INV_RESTART_DEADLINE_MS, 60 s, leaves

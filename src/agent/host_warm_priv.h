@@ -15,6 +15,8 @@ enum warm_step {
     W_LAUNCH,     /* new QEMU spawned beside the old one: waiting for its QMP */
     W_CAPS_NEXT,  /* x-ignore-shared, events, late-block-activate on the new QEMU */
     W_LISTEN,     /* `migrate-incoming unix:NAME.mig` sent to the new QEMU */
+    W_HOLD,       /* the new QEMU listens; waiting for the host's other restarts
+                   * (the pause gate in host_warm_restart.c) before pausing the guest */
     W_CAPS_OUT,   /* x-ignore-shared, events on the old QEMU */
     W_MIGRATE,    /* `stop` and `migrate unix:NAME.mig` sent to the old QEMU: waiting
                    * for the new one's MIGRATION `completed` */
@@ -55,13 +57,16 @@ struct host_vm_warm {
     struct proc_watch *next;
     struct qmp_client *next_qmp;
     pid_t next_pid;
-    int tap_fd;      /* the old QEMU's tap, handed to the new one; -1 once closed */
-    int tap_hdr;     /* its vnet header size before the new QEMU started (-1: unknown) */
-    bool aside;      /* the old QEMU's NAME.pid / NAME.qmp are at NAME.old.* */
-    bool stopped;    /* `stop` was sent to the old QEMU */
-    bool old_gone;   /* W_HANDOVER: the old QEMU's exit was seen */
-    bool resumed;    /* W_HANDOVER: the new QEMU answered `cont` */
-    bool was_paused; /* the VM was paused when the order came */
+    int tap_fd;     /* the old QEMU's tap, handed to the new one; -1 once closed */
+    int tap_hdr;    /* its vnet header size before the new QEMU started (-1: unknown) */
+    bool aside;     /* the old QEMU's NAME.pid / NAME.qmp are at NAME.old.* */
+    bool stopped;   /* `stop` was sent to the old QEMU */
+    bool launching; /* counted by the pause gate as launching */
+    bool pausing;   /* counted by the pause gate as pausing its guest */
+    struct host_vm_warm *wait_next; /* W_HOLD: the next in the gate's queue */
+    bool old_gone;                  /* W_HANDOVER: the old QEMU's exit was seen */
+    bool resumed;                   /* W_HANDOVER: the new QEMU answered `cont` */
+    bool was_paused;                /* the VM was paused when the order came */
     struct warm_journal journal;
     struct host_vm_warm_result result;
 };

@@ -103,6 +103,70 @@ static void next_free(struct host_vm_warm *w)
     w->next = NULL;
 }
 
+/* --- the pause gate ---
+ * The warm restarts of a host's VMs (`vcr host warm-restart` sends one order
+ * per VM) start their new QEMUs all at once, while every guest runs; a QEMU
+ * starting up takes a core for tens of ms.  A guest is paused only once no new
+ * QEMU of the host is still starting, and one guest at a time, so that a pause
+ * never shares the cores with start-ups or with other pauses.  One agent
+ * serves one host: the gate is the process's. */
+static int gate_launching; /* restarts whose new QEMU is starting */
+static int gate_pausing;   /* guests paused for a restart now */
+static struct host_vm_warm *gate_head, **gate_tail = &gate_head; /* W_HOLD, in order */
+
+static void start_pause(struct host_vm *vm);
+
+static void gate_unwait(struct host_vm_warm *w)
+{
+    for (struct host_vm_warm **p = &gate_head; *p; p = &(*p)->wait_next)
+        if (*p == w) {
+            *p = w->wait_next;
+            if (gate_tail == &w->wait_next)
+                gate_tail = p;
+            w->wait_next = NULL;
+            return;
+        }
+}
+
+static void gate_release(void)
+{
+    while (gate_launching == 0 && gate_pausing == 0 && gate_head) {
+        struct host_vm_warm *w = gate_head;
+        gate_unwait(w);
+        start_pause(w->vm);
+    }
+}
+
+/* Leaves the gate's counts and queue; release: let the next one go (not when
+ * the agent is going away). */
+static void gate_leave(struct host_vm_warm *w, bool release)
+{
+    if (w->launching)
+        gate_launching--;
+    if (w->pausing)
+        gate_pausing--;
+    w->launching = w->pausing = false;
+    gate_unwait(w);
+    if (release)
+        gate_release();
+}
+
+static void gate_hold(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    if (w->launching)
+        gate_launching--;
+    w->launching = false;
+    w->step = W_HOLD;
+    w->wait_next = NULL;
+    *gate_tail = w;
+    gate_tail = &w->wait_next;
+    struct timeval tv = {.tv_sec = HOST_VM_WARM_HOLD_MS / 1000,
+                         .tv_usec = (HOST_VM_WARM_HOLD_MS % 1000) * 1000};
+    evtimer_add(w->launch_timer, &tv);
+    gate_release();
+}
+
 bool host_vm_warm_exit_point_valid(const char *point)
 {
     static const char *const points[] = {"launched", "stopped", "migrated", "handed"};
@@ -127,6 +191,7 @@ void host_vm_warm_free(struct host_vm_warm *w)
         return;
     /* The agent is going: a new QEMU still beside the old one is left to the
      * next agent, which finds it through the journal. */
+    gate_leave(w, false);
     next_free(w);
     close_tap(w);
     if (w->poll)
@@ -142,6 +207,7 @@ void host_vm_warm_free(struct host_vm_warm *w)
 void warm_finish(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
+    gate_leave(w, true);
     vm->warm = NULL;
     close_tap(w);
     warm_remove_state_files(vm);
@@ -290,7 +356,8 @@ static void rolled_back(struct host_vm *vm)
 
 static bool old_holds_guest(enum warm_step s)
 {
-    return s == W_LAUNCH || s == W_CAPS_NEXT || s == W_LISTEN || s == W_CAPS_OUT || s == W_MIGRATE;
+    return s == W_LAUNCH || s == W_CAPS_NEXT || s == W_LISTEN || s == W_HOLD || s == W_CAPS_OUT ||
+           s == W_MIGRATE;
 }
 
 /* Something went wrong: undo what can be undone. */
@@ -305,6 +372,7 @@ void warm_fail(struct host_vm *vm, const char *fmt, ...)
     }
     evtimer_del(w->poll);
     evtimer_del(w->launch_timer);
+    gate_leave(w, true);
     if (w->step == W_UNLAUNCH || w->step == W_FALLBACK || w->step == W_RESUME_OLD)
         return; /* already undoing */
     log_warn("VM %s: warm restart: %s", vm->spec->name, w->result.error);
@@ -576,8 +644,19 @@ static void on_listen(struct qmp_client *c, json_t *result, const char *error, v
     struct host_vm *vm = opaque;
     if (!next_step_ok(vm, W_LISTEN, "migrate-incoming", error))
         return;
-    log_info("VM %s: warm restart: new qemu pid %d listens on `%s`; pausing the guest",
-             vm->spec->name, (int)vm->warm->next_pid, vm->paths.mig);
+    log_info("VM %s: warm restart: new qemu pid %d listens on `%s`", vm->spec->name,
+             (int)vm->warm->next_pid, vm->paths.mig);
+    gate_hold(vm);
+}
+
+/* Out of the gate (or held too long): the pause begins with the old QEMU's
+ * capabilities. */
+static void start_pause(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    evtimer_del(w->launch_timer);
+    w->pausing = true;
+    gate_pausing++;
     warm_send_step(vm, W_CAPS_OUT, "migrate-set-capabilities", caps_args(false), on_caps_out);
 }
 
@@ -623,6 +702,7 @@ static void on_handover_cont(struct qmp_client *c, json_t *result, const char *e
     w->result.pause_ms = t - w->t_stop;
     w->result.downtime_ms = w->result.pause_ms;
     w->resumed = true;
+    gate_leave(w, true);
     log_info("VM %s: warm restart: the guest runs in qemu pid %d (pause %.1f ms: state moved in "
              "%.1f ms, cont %.1f ms)",
              vm->spec->name, (int)w->next_pid, w->result.pause_ms, w->result.suspend_ms,
@@ -748,6 +828,13 @@ static void on_launch_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct host_vm_warm *w = arg;
+    if (w->step == W_HOLD) {
+        log_warn("VM %s: warm restart: held %d ms for the host's other restarts: pausing now",
+                 w->vm->spec->name, HOST_VM_WARM_HOLD_MS);
+        gate_unwait(w);
+        start_pause(w->vm);
+        return;
+    }
     if (w->step == W_LAUNCH)
         warm_fail(w->vm, "new qemu pid %d (%s): no QMP greeting within %d ms; the old qemu runs on",
                   (int)w->next_pid, w->result.qemu, HOST_VM_WARM_LAUNCH_MS);
@@ -820,6 +907,8 @@ static int launch_next(struct host_vm *vm, vcr_error_t *err)
         return vcr_error_wrap(err, "new qemu pid %d", (int)pid);
     }
     w->next_pid = pid;
+    w->launching = true;
+    gate_launching++;
     w->journal.new_pid = (int)pid;
     cleanup_error vcr_error_t jerr = NULL;
     if (warm_journal_write(vm->paths.journal, &w->journal, &jerr) < 0)
@@ -1010,6 +1099,7 @@ int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *
         restore_tap(vm);
         vm->warm = NULL;
         warm_remove_state_files(vm);
+        gate_leave(w, true);
         host_vm_warm_free(w);
         return vcr_error_wrap(err, "warm restart of VM `%s` (the old qemu runs on)", name);
     }
