@@ -370,10 +370,11 @@ TUNGETVNETHDRSZ, TUNSETVNETHDRSZ = 0x800454D7, 0x400454D8
 
 
 def take_tap_fd(pid, tap):
+    # By fdinfo's `iff:` line (tun files only), not by the link's path: seen here, the
+    # link of a descriptor handed on from a QEMU that has exited (its `ip netns exec`
+    # mount namespace gone with it) no longer read "/dev/net/tun".
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "/dev/net/tun":
-                continue
             with open(f"/proc/{pid}/fdinfo/{fd}") as f:
                 iff = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("iff:")]
             if iff != [tap]:

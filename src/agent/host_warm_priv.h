@@ -24,6 +24,8 @@ enum warm_step {
                    * being killed; the old one's files go back (and it is `cont`ed)
                    * once it is gone */
     W_RESUME_OLD, /* `cont` sent to the old QEMU after an abandoned restart */
+    W_TALLY,      /* the new QEMU has the state; `query-migrate` sent to the old one
+                   * for what it sent, before it is killed */
     W_HANDOVER,   /* the new QEMU has the state, the old one is killed: `cont` sent to
                    * the new one; done once both its reply and the old one's exit came */
     W_QUIT,       /* takeover: a QEMU killed, waiting for its pidfd */
