@@ -332,13 +332,14 @@ class LabVm:
         self.tap = f"tap{index}"
         self.mac = f"52:54:00:77:00:{0x10 + index:02x}"
         self.ram = f"/dev/shm/vcr-bench-{name}.ram"
+        self.tap_fd = None  # a descriptor of the tap two QEMUs share (bench/warm_vm.py)
         self.qmp_path = os.path.join(work, f"{name}.qmp")
         self.serial = os.path.join(work, f"{name}.serial")
         self.state = os.path.join(work, f"{name}.state")
         self.proc = None
         self.qmp = None
 
-    def argv(self, incoming=False):
+    def argv(self, incoming=False, autostart=False):
         env = labkit.lab_env()
         a = [QEMU, "-name", self.name, "-accel", "tcg", "-machine", "pc,memory-backend=mem",
              "-m", f"{self.mem}M", "-object",
@@ -346,21 +347,25 @@ class LabVm:
              "-smp", "1", "-kernel", env["VCR_LAB_KERNEL"], "-initrd", env["VCR_LAB_INITRD"],
              "-append", f"console=ttyS0 vcr.name={self.name} vcr.ip={self.addr}/24 "
                         f"vcr.gw={env['VCR_LAB_BRIDGE_ADDR']} vcr.dns={env['VCR_LAB_DNS']}",
-             "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
+             "-netdev", (f"tap,id=n0,fd={self.tap_fd}" if self.tap_fd is not None else
+                         f"tap,id=n0,ifname={self.tap},script=no,downscript=no"),
              "-device", f"virtio-net-pci,netdev=n0,mac={self.mac}", "-device", "pvpanic",
              "-vga", "none", "-display", "none", "-nodefaults", "-no-user-config",
              "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
              "-no-reboot"]
         if incoming:
-            a += ["-S", "-incoming", "defer"]
+            a += ([] if autostart else ["-S"]) + ["-incoming", "defer"]
         return a
 
-    def start(self, incoming=False):
-        wait_tap_free(self.tap)
+    def start(self, incoming=False, autostart=False):
+        if self.tap_fd is None:
+            wait_tap_free(self.tap)
         if os.path.exists(self.qmp_path):
             os.unlink(self.qmp_path)
-        self.proc = subprocess.Popen(labkit.in_ns(self.argv(incoming)), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(labkit.in_ns(self.argv(incoming, autostart)),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL,
+                                     pass_fds=() if self.tap_fd is None else (self.tap_fd,))
         self.qmp = Qmp(self.qmp_path)
 
     def wait_exit(self, timeout=60):
@@ -379,7 +384,7 @@ class LabVm:
         if self.qmp:
             self.qmp.close()
             self.qmp = None
-        for f in (self.ram, self.state):
+        for f in (self.ram, self.state, self.ram + ".b"):
             if os.path.exists(f):
                 os.unlink(f)
 

@@ -21,7 +21,7 @@ struct agent_options {
     bool insecure;
     /* Stop the role's VMs on SIGTERM/SIGINT; by default they outlive the agent. */
     bool stop_vms_on_exit;
-    /* Accept test-only order members (`corrupt_state_for_test`); never in production. */
+    /* Accept test-only order members (`agent_exit_for_test`); never in production. */
     bool test_faults;
 };
 

@@ -35,7 +35,7 @@ static void usage(FILE *out)
                  "                          they keep running and a restarted agent adopts them\n"
 #if VCR_TEST_FAULTS
                  "      --test-faults       TESTS ONLY: accept fault-injection order members\n"
-                 "                          (corrupt_state_for_test, agent_exit_for_test;\n"
+                 "                          (agent_exit_for_test;\n"
                  "                          docs/warm-restart.md)\n"
 #endif
                  "      --fence-watchdog DIR --timeout-ms N [--pause MS]\n"

@@ -200,9 +200,8 @@ int api_warm_members(json_t *body, json_t **members, char *why, size_t size)
     json_object_foreach(body, key, v)
     {
         /* Test-only fault injection, refused by agents not run with --test-faults. */
-        if ((strcmp(key, "corrupt_state_for_test") == 0 && json_is_boolean(v)) ||
-            (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v) &&
-             inventory_valid_name(json_string_value(v)))) {
+        if (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v) &&
+            inventory_valid_name(json_string_value(v))) {
             json_object_set(out, key, v);
             continue;
         }

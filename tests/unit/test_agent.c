@@ -310,8 +310,11 @@ static void test_warm_recovery_decide(void **state)
                      WARM_RECOVER_NONE);
     assert_string_equal(warm_recovery_name(WARM_RECOVER_REDO), "redo");
     /* The test-fault exit points the agent accepts. */
-    assert_true(host_vm_warm_exit_point_valid("sealed"));
     assert_true(host_vm_warm_exit_point_valid("launched"));
+    assert_true(host_vm_warm_exit_point_valid("stopped"));
+    assert_true(host_vm_warm_exit_point_valid("migrated"));
+    assert_true(host_vm_warm_exit_point_valid("handed"));
+    assert_false(host_vm_warm_exit_point_valid("sealed")); /* the state file is gone */
     assert_false(host_vm_warm_exit_point_valid("spawned"));
     assert_false(host_vm_warm_exit_point_valid("later"));
     assert_false(host_vm_warm_exit_point_valid(NULL));

@@ -338,20 +338,16 @@ static int order_warm_restart(struct host_role *r, size_t i, json_t *id, const c
 {
     struct agent *a = r->agent;
     json_t *qemu = json_object_get(order, "qemu");
-    bool corrupt = json_is_true(json_object_get(order, "corrupt_state_for_test"));
     json_t *exit_at = json_object_get(order, "agent_exit_for_test");
     if (qemu && !json_is_string(qemu) && !json_is_null(qemu))
         return vcr_error_make(err, EINVAL, "`qemu` must be a path string");
-    if ((corrupt || exit_at) && !(VCR_TEST_FAULTS && a->test_faults))
-        return vcr_error_make(err, EINVAL,
-                              "`corrupt_state_for_test` and `agent_exit_for_test` need an agent "
-                              "%s with --test-faults",
+    if (exit_at && !(VCR_TEST_FAULTS && a->test_faults))
+        return vcr_error_make(err, EINVAL, "`agent_exit_for_test` needs an agent %s with --test-faults",
                               VCR_TEST_FAULTS ? "run" : "built (meson -Dtest_faults=true) and run");
     if (exit_at && !host_vm_warm_exit_point_valid(json_string_value(exit_at)))
         return vcr_error_make(err, EINVAL,
                               "`agent_exit_for_test` must be one of: " HOST_VM_WARM_EXIT_POINTS);
     struct host_vm_warm_options o = {.qemu = json_string_value(qemu),
-                                     .corrupt_state = corrupt,
                                      .agent_exit_at = json_string_value(exit_at)};
     /* Registered first: the callback may run before host_vm_warm_restart returns. */
     r->pending[i].id = json_incref(id);

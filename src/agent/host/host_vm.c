@@ -175,6 +175,8 @@ static void on_qmp_event(struct qmp_client *c, const char *name, json_t *data, i
     struct host_vm *vm = opaque;
     int64_t seen = vcr_wall_ms();
     log_debug("VM %s: qmp event %s", vm->spec->name, name);
+    if (vm->warm)
+        host_vm_warm_qmp_event(vm, name, data);
     host_data_qmp_event(vm, name, data);
     if (vm_sm_qmp_event(&vm->sm, name, data))
         host_vm_changed(vm, seen);

@@ -92,8 +92,14 @@ const char *host_vm_qemu(const struct host_vm *vm);
  * its QMP greeting within this long, or the restart is abandoned before the
  * guest is ever paused. */
 #define HOST_VM_WARM_LAUNCH_MS 10000
-/* query-migrate polling while a state file is written or read. */
+/* query-migrate polling while a state file left by an earlier agent is read
+ * (takeover only: a warm restart itself moves the device state over a socket). */
 #define HOST_VM_WARM_POLL_MS 2
+
+/* The guests of one host are paused one at a time, once no new QEMU of the
+ * host is starting (host_warm_restart.c, "the pause gate"); a restart whose
+ * new QEMU is ready waits at most this long for that. */
+#define HOST_VM_WARM_HOLD_MS 5000
 
 /* An agent that finds an unfinished warm restart at start finishes or rolls
  * it back only if it began less than this long ago; later, the server has
@@ -102,30 +108,32 @@ const char *host_vm_qemu(const struct host_vm *vm);
 #define HOST_VM_WARM_RECOVER_WINDOW_MS 30000
 
 struct host_vm_warm_options {
-    const char *qemu;   /* binary of the new QEMU; NULL: the one running now */
-    bool corrupt_state; /* test fault: corrupt the state file before it is verified */
+    const char *qemu; /* binary of the new QEMU; NULL: the one running now */
     /* Test fault: the agent kills itself (SIGKILL) at this point of the
-     * restart: "launched" (the new QEMU's QMP ready, the old one not paused
-     * yet), "stopped", "sealed" or "quit" (the old QEMU gone, the state not
-     * loaded yet); NULL: never. */
+     * restart: "launched" (the new QEMU listens for the state, the old one
+     * not paused yet), "stopped" (`stop` and `migrate` sent to the old one),
+     * "migrated" (the new QEMU has the whole state, the old one is not killed
+     * yet) or "handed" (the old QEMU killed, `cont` not sent to the new one);
+     * NULL: never. */
     const char *agent_exit_at;
 };
 
 /* The points allowed in agent_exit_at, comma-separated, for messages. */
-#define HOST_VM_WARM_EXIT_POINTS "launched, stopped, sealed, quit"
+#define HOST_VM_WARM_EXIT_POINTS "launched, stopped, migrated, handed"
 bool host_vm_warm_exit_point_valid(const char *point);
 
 struct host_vm_warm_result {
     bool ok;       /* the guest runs on in the new QEMU */
     bool fallback; /* it was booted cold instead; error says why */
     char error[512];
-    double launch_ms;   /* new QEMU spawned -> its QMP ready (the guest still runs) */
-    double pause_ms;    /* `stop` sent -> `cont` done: the guest's pause */
-    double suspend_ms;  /* `stop` sent -> old QEMU gone, state saved */
-    double resume_ms;   /* old QEMU gone -> `cont` done (state loaded) */
-    double downtime_ms; /* the same as pause_ms (kept for older clients) */
-    uint64_t state_bytes;
-    char qemu[1024]; /* binary of the new QEMU */
+    double launch_ms;     /* new QEMU spawned -> its QMP ready (the guest still runs) */
+    double pause_ms;      /* `stop` sent to the old QEMU -> `cont` done by the new one: the
+                           * guest's pause */
+    double suspend_ms;    /* `stop` sent -> the new QEMU has loaded the whole device state */
+    double resume_ms;     /* state loaded -> `cont` done (the old QEMU killed in between) */
+    double downtime_ms;   /* the same as pause_ms (kept for older clients) */
+    uint64_t state_bytes; /* what the old QEMU sent (its query-migrate); 0: not known */
+    char qemu[1024];      /* binary of the new QEMU */
 };
 
 /* Called once per accepted warm restart; result and vm are borrowed. */
@@ -133,12 +141,13 @@ typedef void (*host_vm_warm_cb)(struct host_vm *vm, const struct host_vm_warm_re
                                 void *opaque);
 
 /* Start the new QEMU with -incoming defer beside the old one (same RAM file,
- * the tap handed over) and wait for its QMP greeting; only then pause, save
- * the device state (x-ignore-shared: the RAM stays in its file), end the old
- * QEMU, check the state file's checksum, load it into the new one, continue.
- * A new QEMU that cannot start leaves the old one running, never paused.  The
- * VM is `restarting` meanwhile.  Returns -1 (nothing done) if the VM is not
- * running or paused with QMP ready, or is already restarting. */
+ * the tap handed over), wait for its QMP greeting and make it listen for the
+ * state; only then pause the old one and migrate its device state straight
+ * into the new one over a UNIX socket (x-ignore-shared: the RAM stays in its
+ * file), kill the old one, continue the new one.  A new QEMU that cannot start
+ * or cannot take the state leaves the old one running the guest.  The VM is
+ * `restarting` meanwhile.  Returns -1 (nothing done) if the VM is not running
+ * or paused with QMP ready, or is already restarting. */
 int host_vm_warm_restart(struct host_vm *vm, const struct host_vm_warm_options *opts,
                          host_vm_warm_cb cb, void *opaque, vcr_error_t *err);
 bool host_vm_restarting(const struct host_vm *vm);

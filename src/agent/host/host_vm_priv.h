@@ -75,6 +75,8 @@ void host_vm_log_last_line(const char *path, char *out, size_t size);
 /* host_warm_restart.c: called by host_vm.c while vm->warm is set. */
 void host_vm_warm_qmp_ready(struct host_vm *vm);
 void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus);
+/* A QMP event of the VM's QEMU (the old one while the restart goes on). */
+void host_vm_warm_qmp_event(struct host_vm *vm, const char *name, json_t *data);
 /* kill on order during a warm restart: abandon it (no reply callback is lost). */
 void host_vm_warm_abort(struct host_vm *vm, const char *why);
 void host_vm_warm_free(struct host_vm_warm *w);

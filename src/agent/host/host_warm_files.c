@@ -17,7 +17,7 @@ void warm_unlink_quiet(const struct host_vm *vm, const char *path)
 
 void warm_remove_state_files(struct host_vm *vm)
 {
-    const char *files[] = {vm->paths.state, vm->paths.state_tmp, vm->paths.state_sum,
+    const char *files[] = {vm->paths.mig, vm->paths.state, vm->paths.state_tmp, vm->paths.state_sum,
                            vm->paths.journal};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         warm_unlink_quiet(vm, files[i]);

@@ -12,20 +12,29 @@
 #include "qmp/qmp.h"
 
 enum warm_step {
-    W_LAUNCH,   /* new QEMU spawned beside the old one: waiting for its QMP */
-    W_UNLAUNCH, /* abandoned while the old QEMU holds the guest: the new one is
-                 * being killed; the old one's files go back once it is gone */
-    W_STOP,     /* `stop` sent to the old QEMU */
-    W_CAPS_OUT, /* x-ignore-shared on the old QEMU */
-    W_MIGRATE,  /* `migrate` sent */
-    W_SAVING,   /* polling query-migrate on the old QEMU */
-    W_QUIT,     /* state sealed, old QEMU killed: waiting for its pidfd */
-    W_SPAWNED,  /* takeover: a new QEMU spawned after the old was gone, waiting for QMP */
-    W_CAPS_IN,  /* x-ignore-shared on the new QEMU */
-    W_INCOMING, /* `migrate-incoming` sent */
-    W_LOADING,  /* polling query-migrate on the new QEMU */
-    W_CONT,     /* `cont` sent */
-    W_FALLBACK, /* every QEMU left is being killed; a cold boot follows their exits */
+    W_LAUNCH,     /* new QEMU spawned beside the old one: waiting for its QMP */
+    W_CAPS_NEXT,  /* x-ignore-shared, events, late-block-activate on the new QEMU */
+    W_LISTEN,     /* `migrate-incoming unix:NAME.mig` sent to the new QEMU */
+    W_HOLD,       /* the new QEMU listens; waiting for the host's other restarts
+                   * (the pause gate in host_warm_restart.c) before pausing the guest */
+    W_CAPS_OUT,   /* x-ignore-shared, events on the old QEMU */
+    W_MIGRATE,    /* `stop` and `migrate unix:NAME.mig` sent to the old QEMU: waiting
+                   * for the new one's MIGRATION `completed` */
+    W_UNLAUNCH,   /* abandoned while the old QEMU holds the guest: the new one is
+                   * being killed; the old one's files go back (and it is `cont`ed)
+                   * once it is gone */
+    W_RESUME_OLD, /* `cont` sent to the old QEMU after an abandoned restart */
+    W_TALLY,      /* the new QEMU has the state; `query-migrate` sent to the old one
+                   * for what it sent, before it is killed */
+    W_HANDOVER,   /* the new QEMU has the state, the old one is killed: `cont` sent to
+                   * the new one; done once both its reply and the old one's exit came */
+    W_QUIT,       /* takeover: a QEMU killed, waiting for its pidfd */
+    W_SPAWNED,    /* takeover: a new QEMU spawned after the old was gone, waiting for QMP */
+    W_CAPS_IN,    /* takeover: x-ignore-shared on that QEMU */
+    W_INCOMING,   /* takeover: `migrate-incoming` of a state file an earlier agent sealed */
+    W_LOADING,    /* takeover: polling query-migrate on that QEMU */
+    W_CONT,       /* takeover: `cont` sent */
+    W_FALLBACK,   /* every QEMU left is being killed; a cold boot follows their exits */
     /* Taking over a restart an earlier agent left (host_vm_warm_recover): */
     W_ADOPT_OLD, /* the old QEMU adopted, waiting for QMP */
     W_ROLLBACK,  /* `cont` sent to it */
@@ -36,7 +45,6 @@ enum warm_step {
 struct host_vm_warm {
     struct host_vm *vm;
     enum warm_step step;
-    bool corrupt;
     char exit_at[16]; /* test fault: where the agent kills itself ("" never) */
     host_vm_warm_cb cb;
     void *opaque;
@@ -44,15 +52,23 @@ struct host_vm_warm {
     struct event *deadline;
     struct event *launch_timer;
     double t_spawn, t_stop, t_saved;
+    int resume_tries;        /* `cont` of the old QEMU refused while its migration ends */
+    char pending_error[400]; /* the old QEMU's migration failed: reported unless the
+                              * new QEMU's own failure comes first */
     /* The new QEMU while the old one is still the VM's (vm->proc, vm->qmp). */
     struct proc_watch *next;
     struct qmp_client *next_qmp;
     pid_t next_pid;
-    int tap_fd;      /* the old QEMU's tap, handed to the new one; -1 once closed */
-    int tap_hdr;     /* its vnet header size before the new QEMU started (-1: unknown) */
-    bool aside;      /* the old QEMU's NAME.pid / NAME.qmp are at NAME.old.* */
-    bool stopped;    /* `stop` was sent to the old QEMU */
-    bool was_paused; /* the VM was paused when the order came */
+    int tap_fd;     /* the old QEMU's tap, handed to the new one; -1 once closed */
+    int tap_hdr;    /* its vnet header size before the new QEMU started (-1: unknown) */
+    bool aside;     /* the old QEMU's NAME.pid / NAME.qmp are at NAME.old.* */
+    bool stopped;   /* `stop` was sent to the old QEMU */
+    bool launching; /* counted by the pause gate as launching */
+    bool pausing;   /* counted by the pause gate as pausing its guest */
+    struct host_vm_warm *wait_next; /* W_HOLD: the next in the gate's queue */
+    bool old_gone;                  /* W_HANDOVER: the old QEMU's exit was seen */
+    bool resumed;                   /* W_HANDOVER: the new QEMU answered `cont` */
+    bool was_paused;                /* the VM was paused when the order came */
     struct warm_journal journal;
     struct host_vm_warm_result result;
 };
@@ -72,6 +88,9 @@ int warm_move_aside(struct host_vm *vm, vcr_error_t *err);
 void warm_names_back(struct host_vm *vm);
 void warm_fail(struct host_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Takeover: `cont` to the VM's QEMU (vm->qmp), which has the whole state;
+ * the VM is `running` (warm restart done) once it answers. */
+void warm_cont(struct host_vm *vm);
 /* host_warm_recover.c: QMP of an adopted QEMU is ready (W_ADOPT_OLD, W_ADOPT_NEW). */
 void warm_takeover_old_ready(struct host_vm *vm);
 void warm_takeover_new_ready(struct host_vm *vm);

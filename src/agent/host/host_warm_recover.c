@@ -64,9 +64,20 @@ static void on_check_status(struct qmp_client *c, json_t *result, const char *er
         warm_finish(vm);
         return;
     }
+    if (status && strcmp(status, "paused") == 0) {
+        /* An -incoming QEMU is paused only once it has loaded the whole
+         * state (inmigrate before), and no other QEMU runs the guest: it
+         * takes it up. */
+        log_info("VM %s: new qemu pid %d has the whole device state: resuming it", vm->spec->name,
+                 (int)vm->pid);
+        warm_cont(vm);
+        return;
+    }
     if (!warm_state_sealed(vm)) {
-        warm_fail(vm, "new qemu pid %d is `%s` and no sealed state file is left", (int)vm->pid,
-                  status ? status : "?");
+        warm_fail(vm,
+                  "new qemu pid %d is `%s`: its device state never arrived, and the old qemu "
+                  "is gone",
+                  (int)vm->pid, status ? status : "?");
         return;
     }
     /* Where it got to is unknown (the state may be half loaded): start over

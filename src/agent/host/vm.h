@@ -36,14 +36,18 @@ bool vm_state_is_live(enum vm_state s);
  * everything else is in the agent's state_dir (warm-cache volumes are their
  * images, host_volume.h). */
 struct vm_paths {
-    char *ram;       /* RAM_DIR/vcr-HOST-NAME-HASH.ram (HASH: of the state directory) */
-    char *shm_base;  /* /dev/shm/vcr-HOST-NAME-HASH: where earlier agents kept volumes */
-    char *qmp;       /* STATE_DIR/NAME.qmp */
-    char *serial;    /* STATE_DIR/NAME.serial */
-    char *log;       /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
-    char *pid;       /* STATE_DIR/NAME.pid: QEMU's -pidfile */
-    char *state;     /* STATE_DIR/NAME.state: device state during a warm restart */
-    char *state_tmp; /* STATE_DIR/NAME.state.tmp: being written by QEMU */
+    char *ram;      /* RAM_DIR/vcr-HOST-NAME-HASH.ram (HASH: of the state directory) */
+    char *shm_base; /* /dev/shm/vcr-HOST-NAME-HASH: where earlier agents kept volumes */
+    char *qmp;      /* STATE_DIR/NAME.qmp */
+    char *serial;   /* STATE_DIR/NAME.serial */
+    char *log;      /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
+    char *pid;      /* STATE_DIR/NAME.pid: QEMU's -pidfile */
+    char *mig;      /* STATE_DIR/NAME.mig: the socket the new QEMU of a warm restart
+                     * listens on for the old one's device state */
+    /* The device state as a file: only left by agents of earlier versions,
+     * whose warm restart went through it (taken over at start). */
+    char *state;     /* STATE_DIR/NAME.state */
+    char *state_tmp; /* STATE_DIR/NAME.state.tmp */
     char *state_sum; /* STATE_DIR/NAME.state.sha256: its checksum */
     char *journal;   /* STATE_DIR/NAME.warm: the warm restart under way (warm_state.h) */
     /* During a warm restart the new QEMU takes NAME.qmp and NAME.pid (the
