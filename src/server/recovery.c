@@ -28,6 +28,7 @@
 #include "server/journal.h"
 #include "server/recovery_priv.h"
 #include "dns/resolve.h"
+#include "server/switch.h"
 #include "server/server_config.h"
 
 #define JOURNAL_FENCED "fenced"
@@ -345,17 +346,24 @@ static void on_confirm_checked(enum check_outcome outcome, const char *why, cons
     s->error[0] = '\0';
     recovery_phase_done(s, PH_CLIENT_CONFIRMED,
                         json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
-                                  s->cfg->standby.address, "answer", answer));
+                                  recovery_served_address(s), "answer", answer));
+}
+
+const char *recovery_served_address(const struct svc *s)
+{
+    return s->cfg->takeover & SERVICES_TAKEOVER_DNS ? s->cfg->standby.address
+                                                    : s->cfg->primary.address;
 }
 
 static void on_resolved(const char *address, const char *why, void *arg)
 {
     struct svc *s = arg;
     s->resolve = NULL;
-    if (address == NULL || strcmp(address, s->cfg->standby.address) != 0) {
+    const char *expected = recovery_served_address(s);
+    if (address == NULL || strcmp(address, expected) != 0) {
         if (address)
             snprintf(s->error, sizeof(s->error), "%s resolves to %s, not %s yet", s->cfg->dns_name,
-                     address, s->cfg->standby.address);
+                     address, expected);
         else
             snprintf(s->error, sizeof(s->error), "%s", why);
         s->retry_at = vcr_mono_ms() + RETRY_MS;
@@ -438,20 +446,22 @@ void recovery_advance(struct svc *s)
         timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
         break;
     case PH_PORT_OPEN:
-        s->step = STEP_DNS;
-        if (recovery_dns_switch(s, s->cfg->standby.address) < 0)
-            recovery_fail(s, "%s", s->error);
+    case PH_ADDRESS_TAKEN:
+    case PH_DNS_UPDATED: {
+        const struct switch_ops *way = switch_next(s, (int)s->phase);
+        if (way == NULL)
+            timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
+        else if (way->take(s) < 0)
+            recovery_fail(s, "%s: %s", way->name, s->error);
         break;
-    case PH_DNS_UPDATED:
-        timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
-        break;
+    }
     case PH_CLIENT_CONFIRMED:
         s->state = SVC_RECOVERED;
         s->step = STEP_IDLE;
         s->error[0] = '\0';
         recovery_save(s);
         log_info("service %s: recovered: %s -> %s in %lld ms", s->cfg->name, s->cfg->dns_name,
-                 s->cfg->standby.address, (long long)elapsed(s));
+                 recovery_served_address(s), (long long)elapsed(s));
         break;
     }
 }
