@@ -11,13 +11,18 @@ python3 lab/clients.py ...`) by the address-takeover test and bench-recovery
       died and whose address another host took over gets a reset from that host.
 
   keepalive ADDR PORT SECONDS [INTERVAL_S]
-      A keep-alive client as a browser or a pooled HTTP client is one: one connection,
-      a GET / every INTERVAL_S (default 0.05) on it; an error or no answer within 1 s
-      closes it and the next request connects again (to the same address: no DNS).
-      Prints `started` at once, then after SECONDS one JSON line: {ok: [wall-clock
-      seconds of each good answer], errors: [[time, what]...], reconnects}.
+      A keep-alive client as wrk or a pooled HTTP client is one: one connection, a GET /
+      every INTERVAL_S (default 0.05) on it; an error or no answer within 1 s closes it
+      and the next request connects again, to the same address (it never re-resolves).
+      A server that closes after each answer (busybox httpd) makes it connect for each.
+      Prints `started` once connected and answered; reads stdin meanwhile: `after T`
+      (wall-clock seconds) makes it stop at its first good answer to a request sent at
+      or after T; `stop` stops it.  Stops after SECONDS anyway.  Then one JSON line:
+      {first_after: time of that answer or null, ok: good answers, errors: [[time,
+      what]...] (the first 50), reconnects}.
 """
 import json
+import select
 import socket
 import sys
 import time
@@ -95,27 +100,42 @@ def hold(addr, port):
 
 
 def keepalive(addr, port, seconds, interval):
-    print("started", flush=True)
     end = time.monotonic() + seconds
-    ok, errors, reconnects, sock = [], [], 0, None
+    after, first_after, ok, errors, reconnects, sock, started = None, None, 0, [], 0, None, False
     while time.monotonic() < end:
+        if select.select([sys.stdin], [], [], 0)[0]:
+            line = sys.stdin.readline()
+            if not line or line.strip() == "stop":
+                break
+            if line.startswith("after "):
+                after = float(line.split()[1])
         t = time.time()
         try:
             if sock is None:
                 sock = connect(addr, port)
                 reconnects += 1
             body, keeps = request(sock)
-            ok.append(t)
+            ok += 1
+            if not started:
+                print("started", flush=True)
+                started = True
+            if after is not None and t >= after:
+                first_after = time.time()
+                break
             if not keeps:
                 sock.close()
                 sock = None
         except (OSError, ValueError) as e:
-            errors.append([t, type(e).__name__])
+            if len(errors) < 50:
+                errors.append([t, type(e).__name__])
             if sock is not None:
                 sock.close()
             sock = None
         time.sleep(interval)
-    print(json.dumps({"ok": ok, "errors": errors, "reconnects": reconnects}), flush=True)
+    if not started:
+        print("started", flush=True)  # never answered: the caller sees it in the result
+    print(json.dumps({"first_after": first_after, "ok": ok, "errors": errors,
+                      "reconnects": reconnects}), flush=True)
 
 
 def main(argv):
