@@ -1239,7 +1239,7 @@ def plot(med):
                 f.write(f"\"{m}\" {d['detect_ms'] / 1000:.3f} {d['fence_ms'] / 1000:.3f} "
                         f"{d['ready_ms'] / 1000:.3f} {addr / 1000:.3f} {d['dns_ms'] / 1000:.3f} "
                         f"{client / 1000:.3f} {d['total_ms'] / 1000:.3f} "
-                        f"{d['client_cached_ms'] / 1000:.3f} "
+                        f"{(d['client_cached_ms'] or 0) / 1000:.3f} "
                         f"{keep / 1000 if keep is not None else 'NaN'}\n")
     # The zoom shows the container modes whole (4 s for the busybox guests).
     cts = [med[m]["total_ms"] / 1000 for m in ("warm-container", "cold-container") if m in med]

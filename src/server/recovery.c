@@ -99,13 +99,17 @@ void recovery_fail(struct svc *s, const char *fmt, ...)
     va_end(ap);
     memcpy(s->error, message, sizeof(s->error));
     recovery_cancel_io(s);
+    /* Which way of the switch failed, if one did (GET /metrics counts DNS failures). */
+    const char *way = s->step == STEP_DNS       ? switch_dns_ops.name
+                      : s->step == STEP_ADDRESS ? switch_address_ops.name
+                                                : NULL;
     s->state = SVC_FAILED;
     s->step = STEP_IDLE;
     log_error("service %s: recovery FAILED after phase %s: %s (retry: vcr failover %s)",
               s->cfg->name, recovery_phase_name(s->phase), s->error, s->cfg->name);
-    recovery_record(
-        s, "failed",
-        json_pack("{s:s, s:s}", "error", s->error, "after", recovery_phase_name(s->phase)));
+    recovery_record(s, "failed",
+                    json_pack("{s:s, s:s, s:s?}", "error", s->error, "after",
+                              recovery_phase_name(s->phase), "switch", way));
     recovery_save(s);
 }
 

@@ -2115,6 +2115,13 @@ static void test_refused_address_takeover_leaves_only_failback(void **state)
     cleanup_error vcr_error_t err = NULL;
     assert_null(recovery_reset(server_recovery(h.srv), "web1", &err));
     assert_contains(vcr_error_msg(err), "vcr failback web1");
+    /* Failed after port_open, but not in the DNS switch: no DNS failure counted. */
+    struct scrape m;
+    scrape_get(h.base, server_api_port(h.srv), "/metrics", &m);
+    assert_int_equal(m.code, 200);
+    assert_non_null(m.text);
+    assert_non_null(strstr(m.text, "vcr_dns_update_failures_total 0\n"));
+    free(m.text);
     harness_stop(&h);
 }
 
