@@ -1243,7 +1243,7 @@ def plot(med):
                         f"{d['ready_ms'] / 1000:.3f} {addr / 1000:.3f} {d['dns_ms'] / 1000:.3f} "
                         f"{client / 1000:.3f} {d['total_ms'] / 1000:.3f} "
                         f"{(d['client_cached_ms'] or 0) / 1000:.3f} "
-                        f"{keep / 1000 if keep is not None else 'NaN'}\n")
+                        f"{keep / 1000 if keep is not None else 0}\n")
     # The zoom shows the container modes whole (4 s for the busybox guests).
     cts = [med[m]["total_ms"] / 1000 for m in ("warm-container", "cold-container") if m in med]
     zoom = max(4, int(max(cts, default=0) * 1.25) + 1) if GUEST != "busybox" else 4
@@ -1256,7 +1256,7 @@ def plot(med):
             "'' using 7 title 'client (no cache) sees it' lc rgb '#666666'")
     clients = (f"plot '{dat}' using 8:xtic(1) title 'no cache' lc rgb '#1b9e77', "
                "'' using 9 title 'through the cache (unbound)' lc rgb '#d95f02', "
-               "'' using 10 title 'keep-alive (missing: never)' lc rgb '#7570b3'")
+               "'' using 10 title 'keep-alive (no bar: never served again)' lc rgb '#7570b3'")
     script = f"""
 set terminal pngcairo size 1300,600 font 'sans,10'
 set output '{out_path('png')}'
@@ -1278,7 +1278,10 @@ set yrange [0:{max(zoom, TTL + 3)}]
 {clients}
 unset multiplot
 """
-    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    # A plot that fails must not lose the run: the tables are written already.
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        say(f"gnuplot failed: {r.stderr.strip()[-300:]}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
