@@ -595,6 +595,12 @@ class Cluster:
         old = self.agents.get(s["host"])
         if old:
             old[0].stop(timeout=60)
+            # Until the server has seen the old session end, "connected" is the old one's:
+            # a failback then would find no connection (seen: `host pwv has no agent
+            # connection`).
+            labkit.wait_for(f"server to see {s['host']}'s agent gone", lambda: (
+                self.host(s["host"]) or {}).get("state") != "connected",
+                HOST_TIMEOUT_MS / 1000 + 10, interval=0.2)
         self.start_agent(s["host"], [dict(self.primary_vm(mode), autostart=autostart)])
 
     def vm_running(self, name):
