@@ -1143,7 +1143,8 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
                      f"**{cell('total_ms')}** | **{cell('client_cached_ms')}** | "
                      f"**{keep()}** | {cell('confirm_ms')} | {d['n']} |")
         else:
-            L.append(f"| {LABEL[m]} | not measured (see below) | | | | | | | | | 0 |")
+            L.append(f"| {LABEL[m]} | not run in this run (`--modes`; earlier runs: the git "
+                     "history of this file) | | | | | | | | | 0 |")
     L.append("")
     L.extend(takeover_section(med))
     L.append(f"![phases per mode]({stem}.png)\n")
