@@ -87,10 +87,12 @@ lab-down:
 
 # GUEST=debian: on the real Debian 12 guests (bench/results/recovery-debian.*; the images
 # of image-debian and image-standby-disk); MODES (comma-separated) runs some modes only and
-# MERGE=1 keeps the other modes' rows, so that each mode group can have a lab hold of its own.
+# MERGE=1 keeps the other modes' rows, so that each mode group can have a lab hold of its own;
+# RUNS=N runs per mode (5); FORCE=1 runs and writes results on a busy machine (bench/recovery.py).
 bench-recovery: build image $(if $(filter debian,$(GUEST)),image-standby-disk)
 	/usr/bin/python3 bench/recovery.py --build $(BUILD) $(if $(GUEST),--guest $(GUEST)) \
-		$(if $(MODES),--modes $(MODES)) $(if $(MERGE),--merge)
+		$(if $(MODES),--modes $(MODES)) $(if $(MERGE),--merge) $(if $(RUNS),--runs $(RUNS)) \
+		$(if $(FORCE),--force)
 
 bench-recovery-debian:
 	$(MAKE) bench-recovery GUEST=debian

@@ -8,10 +8,24 @@ wait) and then sends GET /, gets its first good answer (HTTP 200) from the new e
 The phase breakdown comes from the server's journal (`vcr events --follow --json`, kind
 `recovery`: detected, fenced, container_ready, port_open, dns_updated, client_confirmed).
 
+Three clients per run (docs in the .md, "How it is measured"): the one above (no cache,
+`total_ms`); the same behind a caching resolver, Debian's unbound in the namespace with the
+lab zone stubbed to BIND9, honouring the record TTL (5 s, the services' ttl)
+(`client_cached_ms`); a keep-alive client that never re-resolves (lab/clients.py,
+`client_keepalive_ms`, empty when it was never served again).  Each from the kill to its
+first HTTP 200.  5 runs per mode by default (--runs).  The 1-min load average is recorded
+(before the lab starts, and at each kill: `load1`); when it exceeds 1.5 per CPU before
+the lab starts the bench refuses to run and write results, unless --force (FORCE=1), and
+the .md says so.
+
 Modes (one protected service each, all configured in the same vcr-server):
   warm-container  standby mode `warm`: the container already runs in the standby VM.
   cold-container  standby mode `cold`: the container is created and started in the shared
                   recovery VM on failure.
+  warm-container-both, cold-container-both
+                  the same with `takeover: both` (docs/recovery.md, "Address takeover"):
+                  the container also takes the primary's address (gratuitous ARP) before
+                  DNS moves; the warm one is provisioned by the server.
   warm-vm         baseline: a second plain VM already runs the same service.  Expressed with
                   the same engine: a `warm` service whose standby address is that VM's (the
                   engine's warm path never talks to the standby host: fence, port, DNS).
@@ -27,10 +41,13 @@ name back (a cold container is destroyed, the cold-vm baseline's VM killed).
 
 Columns of bench/results/recovery.csv: mode, run, detect_ms (kill -> detected),
 fence_ms (detected -> fenced), ready_ms (fenced -> port_open: container start or VM boot
-and the service's port), dns_ms (port_open -> dns_updated), total_ms (kill -> the
-client's first good answer from the new endpoint), then client_ms (dns_updated -> that
-answer), confirm_ms (dns_updated -> the engine's client_confirmed), container_ms
-(fenced -> container_ready), polls.
+and the service's port), address_ms (port_open -> address_taken; `-both` modes), dns_ms
+(port_open, or address_taken, -> dns_updated), total_ms (kill -> the no-cache client's
+first good answer), client_ms (dns_updated -> that answer; negative when the taken-over
+address answered first), client_cached_ms and client_keepalive_ms (kill -> the first good
+answer of the client behind the cache, of the keep-alive client), confirm_ms
+(dns_updated -> the engine's client_confirmed), container_ms (fenced -> container_ready),
+load1 (1-min load average at the kill), polls.
 
 Guests (--guest; `make bench-recovery GUEST=debian`, or `make bench-recovery-debian`):
   busybox (default)  the lab's busybox guests (256 MB): primaries with busybox httpd,
@@ -83,13 +100,33 @@ import labkit  # noqa: E402
 import harness  # noqa: E402
 from harness import T0, say  # noqa: E402
 
+CLIENTS = os.path.join(ROOT, "lab", "clients.py")
+
 RESULTS = os.path.join(ROOT, "bench", "results")
 NOTES = []
-MODES = ["warm-container", "cold-container", "warm-vm", "cold-vm"]
-LABEL = {"warm-container": "warm container (ours)", "cold-container": "cold container (ours)",
+LOAD_NOTE = []
+MODES = ["warm-container", "cold-container", "warm-container-both", "cold-container-both",
+         "warm-vm", "cold-vm"]
+LABEL = {"warm-container": "warm container, DNS (ours)",
+         "cold-container": "cold container, DNS (ours)",
+         "warm-container-both": "warm container, address takeover + DNS (ours)",
+         "cold-container-both": "cold container, address takeover + DNS (ours)",
          "warm-vm": "warm standby VM (baseline)", "cold-vm": "cold standby VM (baseline)"}
 PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
           "client_confirmed"]
+PHASES_BOTH = ["detected", "fenced", "container_ready", "port_open", "address_taken",
+               "dns_updated", "client_confirmed"]
+# The services' record TTL (the project's default): what a caching resolver keeps an
+# answer for, so what a client behind one waits for a DNS switch, at most.
+TTL = 5
+# The caching resolver (unbound) in the namespace: the lab zone stubbed to BIND9.
+CACHE_ADDR, CACHE_PORT = "127.0.0.1", 53
+# A machine busier than this before the lab starts (1-min load average per CPU) makes the
+# times say more about the other jobs than about recovery: results are not written
+# (--force writes them anyway, and the .md says it was forced).
+LOAD_MAX_PER_CPU = 1.5
+# The keep-alive client is watched this long after the recovery ended.
+KEEPALIVE_GRACE_S = 5
 HOST_TIMEOUT_MS = 10000
 BOOT_TIMEOUT = 600  # TCG on a loaded 2-core machine
 # Per guest kind: VM sizes, result file stem, and for Debian the engine's port deadline
@@ -141,6 +178,14 @@ SVC = {
     "cold-vm": dict(svc="cv", host="pcv", vm="pcv", idx=3, addr="10.77.0.14",
                     mode="warm", sb_host="sbw", ct="unused-cv", sb_addr="10.77.0.18",
                     placeholder="10.77.0.42", cold_vm="cvsb"),
+    # takeover: both (docs/recovery.md, "Address takeover"): the container also takes the
+    # primary's address; every container is on the lab bridge (br0 in the standby VM).
+    "warm-container-both": dict(svc="wcb", host="pwcb", vm="pwcb", idx=8, addr="10.77.0.19",
+                                mode="warm", sb_host="sbw", ct="wcb-ct", sb_addr="10.77.0.33",
+                                takeover="both"),
+    "cold-container-both": dict(svc="ccb", host="pccb", vm="pccb", idx=9, addr="10.77.0.20",
+                                mode="cold", sb_host="sbr", ct="ccb-ct", sb_addr="10.77.0.34",
+                                takeover="both"),
 }
 # Long-lived VMs under one agent host "stb": the warm standby VM (plain), the standby VM
 # (LXC, warm containers) and the shared recovery VM (LXC, cold containers).
@@ -151,15 +196,19 @@ COLD_VM_IDX = 7  # OwnVm index 7: tap7, 10.77.0.18
 
 
 # --------------------------------------------------------------------------- client
-# Runs inside the namespace: `python3 -c CLIENT NAME DNS NEW_ADDR OLD_ADDR`.  Every 20 ms:
-# an A query for NAME sent to DNS over UDP (a fresh query each time: nothing cached, so the
-# TTL never delays it), then GET / to the address it gave (0.2 s timeouts).  Prints "ready"
-# once NAME resolves to OLD_ADDR and that answers; then, on any line on stdin, polls until
-# NAME resolves to NEW_ADDR and NEW_ADDR answers 200 (deadline 600 s), and prints one JSON
-# line: {"t_dns_new", "t_good_new", "t_last_good_old", "polls", "fails", "body"} (time.time()).
+# Runs inside the namespace: `python3 -c CLIENT NAME DNS NEW_ADDR OLD_ADDR DNS_PORT`.  Every
+# 20 ms: an A query for NAME sent to DNS:DNS_PORT over UDP, then GET / to the address it
+# gave (0.2 s timeouts).  Against BIND9 each query is answered afresh (nothing cached: the
+# TTL never delays it); against the caching resolver the answer is whatever it holds.
+# Prints "ready" once NAME resolves to OLD_ADDR and that answers; then, on a line on stdin
+# (sent once the primary is killed), polls until an address NAME resolves to answers 200:
+# NEW_ADDR, or OLD_ADDR once another host took it over (the primary is dead: whatever
+# answers there now is the recovered service) (deadline 600 s), and prints one JSON line:
+# {"t_dns_new", "t_good_new", "addr_good", "polls", "fails", "body"} (time.time()).
 CLIENT = r'''
 import json, os, socket, struct, sys, time
-name, dns, new, old = sys.argv[1:5]
+name, dns, new, old, port = sys.argv[1:6]
+port = int(port)
 def resolve():
     qid = int.from_bytes(os.urandom(2), "big")
     q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
@@ -168,7 +217,7 @@ def resolve():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(0.2)
     try:
-        s.sendto(q, (dns, 53))
+        s.sendto(q, (dns, port))
         while True:
             d = s.recv(1500)
             if d[:2] == q[:2]:
@@ -223,8 +272,8 @@ else:
     sys.exit(1)
 print("ready", flush=True)
 sys.stdin.readline()
-res = {"t_dns_new": None, "t_good_new": None, "t_last_good_old": None, "polls": 0,
-       "fails": 0, "body": None}
+res = {"t_dns_new": None, "t_good_new": None, "addr_good": None, "polls": 0, "fails": 0,
+       "body": None}
 nxt = time.time()
 dl = time.time() + 600
 while time.time() < dl:
@@ -234,10 +283,8 @@ while time.time() < dl:
     if a == new and res["t_dns_new"] is None:
         res["t_dns_new"] = t
     body = get(a) if a else None
-    if body is not None and a == old:
-        res["t_last_good_old"] = time.time()
-    if body is not None and a == new:
-        res["t_good_new"], res["body"] = time.time(), body
+    if body is not None:
+        res["t_good_new"], res["body"], res["addr_good"] = time.time(), body, a
         break
     if body is None:
         res["fails"] += 1
@@ -252,8 +299,8 @@ print(json.dumps(res), flush=True)
 
 
 class Client:
-    def __init__(self, name, dns, new, old):
-        self.p = harness.ns_script(CLIENT, [name, dns, new, old],
+    def __init__(self, name, dns, new, old, port=53):
+        self.p = harness.ns_script(CLIENT, [name, dns, new, old, str(port)],
                                    f"client: {name} does not resolve to {old} or no answer")
 
     def go(self):
@@ -276,6 +323,93 @@ class Client:
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
+
+
+class KeepAlive:
+    """lab/clients.py keepalive: one connection to the primary's address, never
+    re-resolved (wrk, a connection pool).  after(t) asks for its first good answer to a
+    request sent at or after t; result() waits for it (or for stop())."""
+
+    def __init__(self, addr, seconds):
+        self.p = subprocess.Popen(labkit.in_ns([sys.executable, CLIENTS, "keepalive", addr, "80",
+                                                str(seconds), "0.02"]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline().strip()
+        if line != "started":
+            self.kill()
+            raise RuntimeError(f"keep-alive client on {addr}: {line!r}")
+
+    def send(self, line):
+        try:
+            self.p.stdin.write(line + "\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            pass
+
+    def after(self, t):
+        self.send(f"after {t:.6f}")
+
+    def result(self, timeout):
+        out = [None]
+        th = threading.Thread(target=lambda: out.__setitem__(0, self.p.stdout.readline()),
+                              daemon=True)
+        th.start()
+        th.join(timeout)
+        if not out[0]:
+            self.send("stop")
+            th.join(10)
+        self.kill()
+        return json.loads(out[0]) if out[0] else {}
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+class Unbound:
+    """A caching resolver in the namespace (Debian's unbound, honouring the record TTL):
+    the lab zone is a stub zone served by the lab's BIND9; nothing else resolves."""
+
+    def __init__(self, work, env):
+        conf = os.path.join(work, "unbound.conf")
+        with open(conf, "w") as f:
+            f.write(f"""server:
+  interface: {CACHE_ADDR}@{CACHE_PORT}
+  access-control: 127.0.0.0/8 allow
+  access-control: {env['VCR_LAB_BRIDGE_ADDR']}/{env['VCR_LAB_PREFIX']} allow
+  username: ""
+  chroot: ""
+  directory: "{work}"
+  pidfile: ""
+  use-syslog: no
+  logfile: "{work}/unbound.log"
+  verbosity: 1
+  do-daemonize: no
+  module-config: "iterator"
+  prefetch: no
+  serve-expired: no
+  cache-min-ttl: 0
+  num-threads: 1
+  do-ip6: no
+  domain-insecure: "{env['VCR_LAB_ZONE']}"
+  local-zone: "{env['VCR_LAB_ZONE']}." transparent
+stub-zone:
+  name: "{env['VCR_LAB_ZONE']}"
+  stub-addr: {env['VCR_LAB_DNS']}@{env.get('VCR_LAB_DNS_PORT') or 53}
+remote-control:
+  control-enable: no
+""")
+        self.proc = labkit.Proc(["unbound", "-d", "-c", conf], os.path.join(work, "unbound.out"))
+        probe = f"{SVC['warm-container']['svc']}.{env['VCR_LAB_ZONE']}"
+        labkit.wait_for("unbound answering", lambda: self.proc.alive() and labkit.ns_run(
+            ["dig", f"@{CACHE_ADDR}", "-p", str(CACHE_PORT), "+short", "+time=1", "+tries=1",
+             probe]).returncode == 0, 15, interval=0.2)
+        if not self.proc.alive():
+            raise RuntimeError(f"unbound exited: {self.proc.log_text()[-500:]}")
+
+    def stop(self):
+        self.proc.stop()
 
 
 # --------------------------------------------------------------------------- journal
@@ -378,7 +512,8 @@ class Cluster:
             image = f", image: {IMAGE}" if debian and m.endswith("-container") else ""
             L += [f"  - name: {s['svc']}",
                   f"    dns_name: {s['svc']}.{e['VCR_LAB_ZONE']}",
-                  "    ttl: 1",
+                  f"    ttl: {TTL}",
+                  f"    takeover: {s.get('takeover', 'dns')}",
                   f"    primary: {{host: {s['host']}, vm: {s['vm']}, address: {s['addr']}, "
                   "port: 80}",
                   "    check: {type: http, path: /, interval_ms: 1000, timeout_ms: 500, "
@@ -448,6 +583,12 @@ class Cluster:
         old = self.agents.get(s["host"])
         if old:
             old[0].stop(timeout=60)
+            # Until the server has seen the old session end, "connected" is the old one's:
+            # a failback then would find no connection (seen: `host pwv has no agent
+            # connection`).
+            labkit.wait_for(f"server to see {s['host']}'s agent gone", lambda: (
+                self.host(s["host"]) or {}).get("state") != "connected",
+                HOST_TIMEOUT_MS / 1000 + 10, interval=0.2)
         self.start_agent(s["host"], [dict(self.primary_vm(mode), autostart=autostart)])
 
     def vm_running(self, name):
@@ -570,14 +711,24 @@ def one_run(cl, mode, run, work):
         raise RuntimeError(f"primary {s['vm']} not running: {vm}")
     since = last_event_id(cl)
     ev = Events(cl.vcr, since)
-    client = Client(name, e["VCR_LAB_DNS"], s["sb_addr"], s["addr"])
+    clients = []
     cold = None
     seen = []
     try:
-        client.go()
+        # The three clients (How it is measured): no cache, through the cache, keep-alive.
+        client = Client(name, e["VCR_LAB_DNS"], s["sb_addr"], s["addr"])
+        clients.append(client)
+        cached = Client(name, CACHE_ADDR, s["sb_addr"], s["addr"], CACHE_PORT)
+        clients.append(cached)
+        keep = KeepAlive(s["addr"], 900)
+        clients.append(keep)
         t_fail = time.time()
         os.kill(pid, signal.SIGKILL)
-        say(f"  {mode} run {run}: killed qemu pid {pid} of {s['vm']}")
+        client.go()
+        cached.go()
+        keep.after(t_fail)
+        load = os.getloadavg()[0]
+        say(f"  {mode} run {run}: killed qemu pid {pid} of {s['vm']} (load {load:.2f})")
         if mode == "cold-vm":
             ev.wait(is_phase(s["svc"], phases=("fenced", "failed")), 120, seen)
             if detail(seen[-1]).get("phase") == "failed":
@@ -605,34 +756,50 @@ def one_run(cl, mode, run, work):
         if detail(end).get("phase") == "failed":
             raise RuntimeError(f"recovery failed: {json.dumps(detail(end))}")
         res = client.result(120)
+        # Through the cache: up to the TTL after the switch (dns); the keep-alive client
+        # for a grace after the recovery and the other clients (it may never follow).
+        res_cached = cached.result(120 + TTL)
+        res_keep = keep.result(KEEPALIVE_GRACE_S)
     finally:
-        client.kill()
+        for c in clients:
+            c.kill()
         ev.stop()
     ts = {}
     for x in seen:
         d = detail(x)
         if x.get("kind") == "recovery" and d.get("service") == s["svc"]:
             ts.setdefault(d.get("phase"), x["ts_ms"])
-    missing = [p for p in PHASES if p not in ts]
+    missing = [p for p in (PHASES_BOTH if s.get("takeover") else PHASES) if p not in ts]
     if missing:
         raise RuntimeError(f"phases missing from the journal: {missing}; got {ts}")
     if not res.get("t_good_new"):
         raise RuntimeError(f"client never got an answer from {s['sb_addr']}: {res}")
+    if not res_cached.get("t_good_new"):
+        raise RuntimeError(f"the client behind the cache never got an answer: {res_cached}")
     tf = t_fail * 1000
+    ka = res_keep.get("first_after")
     row = {"mode": mode, "run": run,
            "detect_ms": round(ts["detected"] - tf),
            "fence_ms": ts["fenced"] - ts["detected"],
            "ready_ms": ts["port_open"] - ts["fenced"],
-           "dns_ms": ts["dns_updated"] - ts["port_open"],
+           "dns_ms": ts["dns_updated"] - ts.get("address_taken", ts["port_open"]),
+           "address_ms": (ts["address_taken"] - ts["port_open"]) if "address_taken" in ts
+           else "",
            "total_ms": round(res["t_good_new"] * 1000 - tf),
            "client_ms": round(res["t_good_new"] * 1000 - ts["dns_updated"]),
            "confirm_ms": ts["client_confirmed"] - ts["dns_updated"],
            "container_ms": ts["container_ready"] - ts["fenced"],
+           "client_cached_ms": round(res_cached["t_good_new"] * 1000 - tf),
+           "client_keepalive_ms": round(ka * 1000 - tf) if ka else "",
+           "load1": f"{load:.2f}",
            "polls": res["polls"],
            "boot_start_ms": round(t_boot * 1000 - tf) if cold else ""}
     say(f"  {mode} run {run}: total {row['total_ms']} ms (detect {row['detect_ms']}, fence "
         f"{row['fence_ms']}, ready {row['ready_ms']}, dns {row['dns_ms']}, client "
-        f"{row['client_ms']}); answer {res['body']!r}")
+        f"{row['client_ms']}); through the cache {row['client_cached_ms']} ms "
+        f"({res_cached['addr_good']}); keep-alive {row['client_keepalive_ms'] or 'never'} ms "
+        f"({res_keep.get('reconnects')} connects, errors {len(res_keep.get('errors', []))}); "
+        f"answer {res['body']!r}")
     return row
 
 
@@ -720,21 +887,27 @@ def cost_table(cost):
 
 
 # --------------------------------------------------------------------------- report
-COLS = ["mode", "run", "detect_ms", "fence_ms", "ready_ms", "dns_ms", "total_ms", "client_ms",
-        "confirm_ms", "container_ms", "polls", "boot_start_ms"]
+COLS = ["mode", "run", "detect_ms", "fence_ms", "ready_ms", "address_ms", "dns_ms", "total_ms",
+        "client_ms", "client_cached_ms", "client_keepalive_ms", "confirm_ms", "container_ms",
+        "load1", "polls", "boot_start_ms"]
 NUM = ["detect_ms", "fence_ms", "ready_ms", "dns_ms", "total_ms", "client_ms", "confirm_ms",
-       "container_ms"]
+       "container_ms", "client_cached_ms"]
+# Empty in a run where it did not happen: address_ms (dns-only modes), client_keepalive_ms
+# (the keep-alive client was never served again within the grace).
+SPARSE = ["address_ms", "client_keepalive_ms"]
 
 
 def medians(rows):
     med = {}
     for m in MODES:
         rs = [r for r in rows if r["mode"] == m]
-        if rs:
-            med[m] = {"n": len(rs)}
-            for c in NUM:
-                med[m][c], med[m]["min_" + c], med[m]["max_" + c] = harness.stats(
-                    r[c] for r in rs)
+        if not rs:
+            continue
+        med[m] = {"n": len(rs)}
+        for c in NUM + SPARSE:
+            st = harness.stats(r[c] for r in rs if r.get(c) not in (None, ""))
+            med[m][c], med[m]["min_" + c], med[m]["max_" + c] = st or (None, None, None)
+            med[m]["n_" + c] = sum(1 for r in rs if r.get(c) not in (None, ""))
     return med
 
 
@@ -766,6 +939,46 @@ def busybox_medians():
             return medians(list(csv.DictReader(f)))
     except OSError:
         return {}
+
+
+def cl_zone():
+    try:
+        return labkit.lab_env().get("VCR_LAB_ZONE", "vcr.lab")
+    except OSError:  # the lab is down when the last report is written
+        return "vcr.lab"
+
+
+def takeover_section(med):
+    """DNS only against address takeover + DNS, warm and cold, same run."""
+    L = ["## DNS switch vs address takeover (same run)\n"]
+
+    def v(m, c):
+        return (med.get(m) or {}).get(c)
+
+    def ratio(a, b):
+        return f"{a / b:.1f}x" if a and b else "-"
+    L.append("| standby | client | DNS only (median ms) | takeover + DNS (median ms) | "
+             "DNS / takeover |")
+    L.append("|---|---|---:|---:|---:|")
+    for kind in ("warm", "cold"):
+        dns, both = f"{kind}-container", f"{kind}-container-both"
+        if dns not in med and both not in med:
+            continue
+        for c, what in (("total_ms", "no cache"), ("client_cached_ms", "through the cache"),
+                        ("client_keepalive_ms", "keep-alive")):
+            a, b = v(dns, c), v(both, c)
+            fa = f"{a:.0f}" if a is not None else ("never" if dns in med else "-")
+            fb = f"{b:.0f}" if b is not None else ("never" if both in med else "-")
+            L.append(f"| {kind} | {what} | {fa} | {fb} | {ratio(a, b)} |")
+    w = v("warm-container-both", "client_cached_ms")
+    if w is not None:
+        L.append("")
+        L.append(f"Goal (issue 15): a warm failover seen through the cache within 1 s: "
+                 f"median {w:.0f} ms, max {v('warm-container-both', 'max_client_cached_ms'):.0f}"
+                 f" ms with address takeover: **{'met' if w <= 1000 else 'not met'}** "
+                 f"(median){'' if v('warm-container-both', 'max_client_cached_ms') <= 1000 else '; not in every run'}.")
+    L.append("")
+    return L
 
 
 def write_report(rows, args, cost, failures, elapsed, partial, meta):
@@ -810,11 +1023,14 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
                  "the services' `standby.image`).\n")
     else:
         L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
-                 f"{mach['kernel']}; load average at the end {mach['load']} (shared machine, "
-                 "other jobs running)")
+                 f"{mach['kernel']}; load average (1, 5, 15 min) at the end {mach['load']}, "
+                 "the bench's own VMs included; shared machine: other jobs ran beside it "
+                 "(each run's 1-min load at the kill is in the CSV, `load1`)")
         L.append(f"- Primary VMs: {PRIMARY_MB} MB, 1 vCPU, busybox guest, httpd on :80. Standby "
                  f"and recovery VMs: {STANDBY_MB} MB, 1 vCPU, initrd-standby.img (LXC 5.0.2), "
                  "containers from the busybox template on an overlay.\n")
+    L.extend(f"- {n}" for n in LOAD_NOTE)
+    L.append("")
     L.append("Absolute times are TCG times on a loaded machine: compare ratios with the "
              "paper, not seconds.\n")
     L.append("## How it is measured\n")
@@ -822,10 +1038,28 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
              "agent reports the exit (`vm_event` crashed), the server detects, fences "
              "(`vm_kill`, refused as not running = fenced), readies the standby, checks its "
              "port, sends the RFC 2136 update, confirms as a client.")
-    L.append("- Client: inside the lab namespace, every 20 ms, a fresh UDP A query for the "
-             "service name to the lab's BIND9 (no cache: the TTL never delays it), then "
-             "`GET /` to the address returned. total = kill .. first HTTP 200 from the new "
-             "address.")
+    L.append("- Three clients inside the lab namespace, all started before the kill, each "
+             "measured from the kill to its first HTTP 200 (whatever answers after the kill "
+             "is the recovered service: the primary is dead):")
+    L.append("  - **no cache** (`total`): every 20 ms a fresh UDP A query for the service name "
+             "to the lab's BIND9 (nothing cached: the TTL never delays it), then `GET /` to "
+             "the address returned.")
+    L.append(f"  - **through the cache** (`client_cached_ms`): the same, but the query goes to "
+             f"a caching resolver in the namespace, Debian's `unbound` (stub zone "
+             f"`{cl_zone()}` -> BIND9, no prefetch, no serve-expired, `cache-min-ttl: 0`), "
+             f"which keeps an answer for the record's TTL ({TTL} s, the services' `ttl`): "
+             "after a DNS switch it hands out the old address until its copy expires.")
+    L.append("  - **keep-alive** (`client_keepalive_ms`, `lab/clients.py keepalive`): a "
+             "client that never re-resolves (wrk, a connection pool): a `GET /` every 20 ms "
+             "to the primary's address, on one connection while the server keeps it "
+             "(busybox httpd closes after each answer: a new connection each time, to the "
+             "same address); no answer within 1 s or an error: connect again. `never`: not "
+             f"served again by {KEEPALIVE_GRACE_S} s after the recovery and the other clients "
+             "ended.")
+    L.append("- Modes `...-both` are services with `takeover: both` (docs/recovery.md, "
+             "\"Address takeover\"): after `port_open` the container takes the primary's "
+             "address (gratuitous ARP), then DNS moves; address = `port_open` .. "
+             "`address_taken`, dns = .. `dns_updated`. The other modes are `takeover: dns`.")
     L.append("- Phases from the journal (`vcr events --follow --json`, kind `recovery`, "
              "server wall clock, same host clock as the kill): detect = kill .. `detected`; "
              "fence = .. `fenced`; ready = `fenced` .. `port_open` (container start or VM boot "
@@ -867,24 +1101,38 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
     L.append("- Between runs: the primary's agent is restarted with a fresh state dir and the "
              "VM left off, then `vcr failback` starts the primary, waits for its check and "
              "moves the name back (cold container: stopped and destroyed).\n")
-    L.append("## Recovery time (medians, ms" + (" [min-max]" if debian else "") + ")\n")
-    L.append("| mode | detect | fence | ready | dns | client | **total (client-visible)** | "
-             "engine confirm | runs |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("## Recovery time (medians [min-max], ms)\n")
+    L.append("Client-visible times run from the kill: **no cache** (a fresh query to BIND9 "
+             "at every poll), **through the cache** (unbound, TTL "
+             f"{TTL} s) and **keep-alive** (never re-resolves; `never`: not served again "
+             f"within {KEEPALIVE_GRACE_S} s after the recovery and the other clients).\n")
+    L.append("| mode | detect | fence | ready | address | dns | **no cache** | "
+             "**through the cache** | **keep-alive** | engine confirm | runs |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in MODES:
         d = med.get(m)
 
         def cell(c, d=d):
-            if not debian:
-                return f"{d[c]:.0f}"
+            if d[c] is None:
+                return "-"
             return f"{d[c]:.0f} [{d['min_' + c]:.0f}-{d['max_' + c]:.0f}]"
+
+        def keep(d=d):
+            never = d["n"] - d["n_client_keepalive_ms"]
+            if d["client_keepalive_ms"] is None:
+                return f"never ({never} of {d['n']})"
+            return cell("client_keepalive_ms") + (f"; never in {never} of {d['n']}" if never
+                                                  else "")
         if d:
             L.append(f"| {LABEL[m]} | {cell('detect_ms')} | {cell('fence_ms')} | "
-                     f"{cell('ready_ms')} | {cell('dns_ms')} | {cell('client_ms')} | "
-                     f"**{cell('total_ms')}** | {cell('confirm_ms')} | {d['n']} |")
+                     f"{cell('ready_ms')} | {cell('address_ms')} | {cell('dns_ms')} | "
+                     f"**{cell('total_ms')}** | **{cell('client_cached_ms')}** | "
+                     f"**{keep()}** | {cell('confirm_ms')} | {d['n']} |")
         else:
-            L.append(f"| {LABEL[m]} | not measured (see below) | | | | | | | 0 |")
+            L.append(f"| {LABEL[m]} | not run in this run (`--modes`; earlier runs: the git "
+                     "history of this file) | | | | | | | | | 0 |")
     L.append("")
+    L.extend(takeover_section(med))
     L.append(f"![phases per mode]({stem}.png)\n")
     g = lambda m: med.get(m, {}).get("total_ms")  # noqa: E731
     L.append("## Beside the paper (SEEDS.md part A; their hardware: Xeon E3 v3, KVM, LXD 2.15, "
@@ -980,11 +1228,15 @@ def plot(med):
         for m in MODES:
             d = med.get(m)
             if d:
+                addr = d["address_ms"] or 0
                 client = max(d["total_ms"] - d["detect_ms"] - d["fence_ms"] - d["ready_ms"]
-                             - d["dns_ms"], 0)
+                             - addr - d["dns_ms"], 0)
+                keep = d["client_keepalive_ms"]
                 f.write(f"\"{m}\" {d['detect_ms'] / 1000:.3f} {d['fence_ms'] / 1000:.3f} "
-                        f"{d['ready_ms'] / 1000:.3f} {d['dns_ms'] / 1000:.3f} "
-                        f"{client / 1000:.3f}\n")
+                        f"{d['ready_ms'] / 1000:.3f} {addr / 1000:.3f} {d['dns_ms'] / 1000:.3f} "
+                        f"{client / 1000:.3f} {d['total_ms'] / 1000:.3f} "
+                        f"{(d['client_cached_ms'] or 0) / 1000:.3f} "
+                        f"{keep / 1000 if keep is not None else 0}\n")
     # The zoom shows the container modes whole (4 s for the busybox guests).
     cts = [med[m]["total_ms"] / 1000 for m in ("warm-container", "cold-container") if m in med]
     zoom = max(4, int(max(cts, default=0) * 1.25) + 1) if GUEST != "busybox" else 4
@@ -992,10 +1244,14 @@ def plot(med):
     bars = (f"plot '{dat}' using 2:xtic(1) title 'detect' lc rgb '#7570b3', "
             "'' using 3 title 'fence' lc rgb '#e7298a', "
             "'' using 4 title 'ready (container/VM + port)' lc rgb '#d95f02', "
-            "'' using 5 title 'DNS update' lc rgb '#1b9e77', "
-            "'' using 6 title 'client sees it' lc rgb '#666666'")
+            "'' using 5 title 'address takeover' lc rgb '#e6ab02', "
+            "'' using 6 title 'DNS update' lc rgb '#1b9e77', "
+            "'' using 7 title 'client (no cache) sees it' lc rgb '#666666'")
+    clients = (f"plot '{dat}' using 8:xtic(1) title 'no cache' lc rgb '#1b9e77', "
+               "'' using 9 title 'through the cache (unbound)' lc rgb '#d95f02', "
+               "'' using 10 title 'keep-alive (no bar: never served again)' lc rgb '#7570b3'")
     script = f"""
-set terminal pngcairo size 1100,560 font 'sans,10'
+set terminal pngcairo size 1300,600 font 'sans,10'
 set output '{out_path('png')}'
 set style data histograms
 set style histogram rowstacked
@@ -1003,19 +1259,22 @@ set style fill solid 0.85 border -1
 set boxwidth 0.6
 set grid ytics
 set xtics rotate by -20
-set multiplot layout 1,2 title 'Client-visible recovery time by phase, from kill -9 (TCG, medians{guest})'
-set title 'all modes'
+set multiplot layout 1,2 title 'Client-visible recovery time from kill -9 (TCG, medians{guest})'
+set title 'by phase, no-cache client (zoom: 0-{zoom} s)'
 set ylabel 'seconds'
 set key top left
-set yrange [0:*]
-{bars}
-set title 'zoom: 0-{zoom} s'
 set yrange [0:{zoom}]
-unset key
 {bars}
+set title 'by client (zoom: 0-{max(zoom, TTL + 3)} s)'
+set style histogram clustered gap 1
+set yrange [0:{max(zoom, TTL + 3)}]
+{clients}
 unset multiplot
 """
-    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    # A plot that fails must not lose the run: the tables are written already.
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        say(f"gnuplot failed: {r.stderr.strip()[-300:]}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -1024,7 +1283,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--force", action="store_true",
+                    help="write results even when the machine was busy at the start (1-min "
+                         f"load average above {LOAD_MAX_PER_CPU} per CPU); the .md says so")
     ap.add_argument("--quick", action="store_true", help="1 run per mode")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--keep-lab", action="store_true")
@@ -1045,6 +1307,18 @@ def main():
     bad = [m for m in modes if m not in MODES]
     if bad:
         sys.exit(f"unknown modes {bad}; allowed: {MODES}")
+    load0, ncpu = os.getloadavg()[0], os.cpu_count() or 1
+    busy = load0 > LOAD_MAX_PER_CPU * ncpu
+    if busy and not args.force:
+        sys.exit(f"recovery: the machine is busy (1-min load average {load0:.2f} > "
+                 f"{LOAD_MAX_PER_CPU} x {ncpu} CPUs) before the lab starts: the times would "
+                 "measure the other jobs; not run, no results written (--force, FORCE=1 to "
+                 "run anyway)")
+    LOAD_NOTE.append(f"1-min load average before the lab started: {load0:.2f} on {ncpu} CPUs "
+                     f"(threshold {LOAD_MAX_PER_CPU * ncpu:.1f}: above it the bench refuses to "
+                     "run and write results unless forced)"
+                     + ("; **forced: the machine was busier than the threshold**" if busy
+                        else ""))
     work = tempfile.mkdtemp(prefix="vcr-bench-rec-")
     rows, failures, cost = [], [], None
     meta = {"holds": [], "cost": None}
@@ -1054,15 +1328,13 @@ def main():
     hold = {"modes": modes, "runs": args.runs, "start": time.strftime("%H:%M", time.gmtime()),
             "load_start": harness.machine()["load"]}
     meta["holds"].append(hold)
-    if GUEST == "busybox":
-        modes_vms = MODES  # every VM, as the committed busybox figures were measured
-    else:
-        modes_vms = modes  # only what these modes use: less TCG load, faster boots
+    modes_vms = modes  # only what these modes use: less TCG load, faster boots
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     say(f"lab up (namespace {labkit.NS}); work dir {work}; modes {modes}")
     labkit.lab_up()
     cl = Cluster(build, work, modes_vms)
     cl.cold_vm = None
+    cache = None
     dead = set()
 
     def report(partial):
@@ -1072,6 +1344,7 @@ def main():
         write_report(rows, args, cost, failures, time.monotonic() - T0, partial, meta)
 
     try:
+        cache = Unbound(work, cl.env)
         cl.start_server(services=False)
         t = time.monotonic()
         for m in modes_vms:
@@ -1148,12 +1421,13 @@ def main():
             # By hand, under a server without services: the standby VM's use is read before
             # the container exists, and its create time is the agent's own.  The server
             # started with the services below finds it running and has nothing to provision.
-            r = cl.vcr.json("container", "create", SB_WARM["name"], s["ct"], "--address",
-                            f"{s['sb_addr']}/24", "--service", s["svc"], "--gateway",
-                            cl.env["VCR_LAB_BRIDGE_ADDR"])
-            say(f"warm container {s['ct']} created+started in {r.get('ms')} ms (guest)")
-            wait_http(s["sb_addr"], 120)
-            cost = measure_cost(cl, base)
+            if "warm-container" in modes_vms:
+                r = cl.vcr.json("container", "create", SB_WARM["name"], s["ct"], "--address",
+                                f"{s['sb_addr']}/24", "--service", s["svc"], "--gateway",
+                                cl.env["VCR_LAB_BRIDGE_ADDR"])
+                say(f"warm container {s['ct']} created+started in {r.get('ms')} ms (guest)")
+                wait_http(s["sb_addr"], 120)
+                cost = measure_cost(cl, base)
             make_placeholders(cl, modes_vms)
             cl.start_server(services=True)
             agents_back()
@@ -1165,6 +1439,13 @@ def main():
             labkit.wait_for(f"service {SVC[m]['svc']} ok",
                             lambda m=m: cl.service(SVC[m]["svc"])["state"] == "ok", 60,
                             interval=0.5)
+        for m in modes:
+            if SVC[m]["mode"] == "warm" and m.endswith("-both"):
+                # Provisioned by the server, from the services configuration.
+                labkit.wait_for(f"warm container of {SVC[m]['svc']} running",
+                                lambda m=m: (cl.service(SVC[m]["svc"]).get("standby") or {}).get(
+                                    "container_state") == "running", 300, interval=0.5)
+                wait_http(SVC[m]["sb_addr"], 120)
         report(True)
         for run in range(args.runs):
             for m in modes:
@@ -1196,6 +1477,8 @@ def main():
         if cl.cold_vm:
             cl.cold_vm.kill()
         cl.stop()
+        if cache:
+            cache.stop()
         if not args.keep_lab:
             labkit.lab_down()
             say("lab down")

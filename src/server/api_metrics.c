@@ -137,9 +137,12 @@ static void fold_recovery(struct api_metrics *am, json_t *d)
     } else if (strcmp(phase, "failed") == 0) {
         result = "failed";
         json_object_del(am->phase_at, service);
-        /* Failed after port_open: the step that failed was the DNS switch. */
+        /* The way of the switch that failed (journals before it: failed after
+         * port_open, when the DNS switch was the only step after it). */
+        const char *way = str(d, "switch");
         const char *after = str(d, "after");
-        if (after && strcmp(after, recovery_phase_name(PH_PORT_OPEN)) == 0)
+        if (way ? strcmp(way, "dns") == 0
+                : after && strcmp(after, recovery_phase_name(PH_PORT_OPEN)) == 0)
             am->dns_failures++;
     }
     json_t *by_result = result ? member_object(member_object(am->recoveries, service), mode) : NULL;

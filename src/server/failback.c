@@ -1,11 +1,12 @@
 /* Failback (docs/recovery.md, "Failback"): a service served by its standby
  * container goes back to its primary.
  *
- *   [a service with data: its container stopped, its data copied back into
- *   the primary's volume (service_data.c)] ->
- *   [vm_start, if the primary is not running] -> probe the primary until it
- *   answers (its boot grace at most) -> DNS back to the primary -> cold only:
- *   container_stop, container_destroy -> ok.
+ *   [takeover address or both: the container releases the primary's address
+ *   (before the primary may answer, and before its probe, which the
+ *   container would otherwise answer)] -> [a service with data: its container stopped, its data
+ * copied back into the primary's volume (service_data.c)] -> [vm_start, if the primary is not
+ * running] -> probe the primary until it answers (its boot grace at most) -> DNS back to the
+ * primary -> cold only: container_stop, container_destroy -> ok.
  *
  * The primary is started here, not by the operator beforehand: while the
  * service is served elsewhere a running primary is fenced again (primary.c),
@@ -22,6 +23,7 @@
 #include "server/check.h"
 #include "server/inventory.h"
 #include "server/recovery_priv.h"
+#include "server/switch.h"
 
 #define JOURNAL_FAILBACK "failback"
 /* A primary that ran already when failback was asked for answers within this. */
@@ -235,6 +237,34 @@ static void on_data_back(struct svc *s, const char *error)
     failback_fail(s, why);
 }
 
+/* After the address release, if any: the primary's side. */
+static int failback_primary(struct svc *s, bool running, vcr_error_t *err)
+{
+    if (running)
+        return 0;
+    if (s->cfg->data.volume) {
+        /* The wait for the primary's answer counts from its start. */
+        s->failback_starting = true;
+        service_data_failback(s, on_data_back);
+        return 0;
+    }
+    return start_primary(s, err);
+}
+
+static void on_address_released(struct svc *s, const char *error)
+{
+    if (s->step != STEP_FAILBACK)
+        return;
+    if (error) {
+        failback_fail(s, error);
+        return;
+    }
+    failback_record(s, "address_released", NULL);
+    cleanup_error vcr_error_t err = NULL;
+    if (failback_primary(s, recovery_primary_running(s), &err) < 0)
+        failback_fail(s, vcr_error_msg(err));
+}
+
 int failback_start(struct svc *s, vcr_error_t *err)
 {
     const struct service_config *c = s->cfg;
@@ -245,6 +275,14 @@ int failback_start(struct svc *s, vcr_error_t *err)
                               "service `%s`: host `%s` of primary VM `%s` is not connected; "
                               "failback starts the primary there",
                               c->name, c->primary.host, c->primary.vm);
+    if (c->data.volume && running)
+        return vcr_error_make(err, EBUSY,
+                              "service `%s`: primary VM `%s` runs: its volume `%s` cannot take "
+                              "the container's data back while it does; stop it first",
+                              c->name, c->primary.vm, c->data.volume);
+    if (c->data.volume && !running && s->data.busy != DATA_IDLE)
+        return vcr_error_make(err, EBUSY, "service `%s`: a data copy is under way; try again",
+                              c->name);
     s->step = STEP_FAILBACK;
     s->step_started = vcr_mono_ms();
     s->retry_at = s->step_started;
@@ -253,27 +291,15 @@ int failback_start(struct svc *s, vcr_error_t *err)
     uint32_t grace =
         c->check.boot_grace_ms ? c->check.boot_grace_ms : SERVICES_DEFAULT_BOOT_GRACE_MS;
     s->wait_until = s->step_started + (running ? FAILBACK_RUNNING_PROBE_MS : grace);
-    if (c->data.volume && running)
-        return s->step = STEP_IDLE,
-               vcr_error_make(err, EBUSY,
-                              "service `%s`: primary VM `%s` runs: its volume `%s` cannot take "
-                              "the container's data back while it does; stop it first",
-                              c->name, c->primary.vm, c->data.volume);
     failback_record(s, "started", NULL);
-    if (running)
-        return 0;
-    if (c->data.volume) {
-        if (s->data.busy != DATA_IDLE) {
+    if (switch_address_held(s)) {
+        if (switch_address_release(s, on_address_released) < 0) {
             s->step = STEP_IDLE;
-            return vcr_error_make(err, EBUSY, "service `%s`: a data copy is under way; try again",
-                                  c->name);
+            return vcr_error_make(err, EIO, "service `%s`: failback: %s", c->name, s->error);
         }
-        /* The wait for the primary's answer counts from its start. */
-        s->failback_starting = true;
-        service_data_failback(s, on_data_back);
         return 0;
     }
-    if (start_primary(s, err) < 0) {
+    if (failback_primary(s, running, err) < 0) {
         s->step = STEP_IDLE;
         return -1;
     }

@@ -28,6 +28,7 @@
 #include "server/journal.h"
 #include "server/recovery_priv.h"
 #include "dns/resolve.h"
+#include "server/switch.h"
 #include "config/server_config.h"
 
 #define JOURNAL_FENCED "fenced"
@@ -98,13 +99,17 @@ void recovery_fail(struct svc *s, const char *fmt, ...)
     va_end(ap);
     memcpy(s->error, message, sizeof(s->error));
     recovery_cancel_io(s);
+    /* Which way of the switch failed, if one did (GET /metrics counts DNS failures). */
+    const char *way = s->step == STEP_DNS       ? switch_dns_ops.name
+                      : s->step == STEP_ADDRESS ? switch_address_ops.name
+                                                : NULL;
     s->state = SVC_FAILED;
     s->step = STEP_IDLE;
     log_error("service %s: recovery FAILED after phase %s: %s (retry: vcr failover %s)",
               s->cfg->name, recovery_phase_name(s->phase), s->error, s->cfg->name);
-    recovery_record(
-        s, "failed",
-        json_pack("{s:s, s:s}", "error", s->error, "after", recovery_phase_name(s->phase)));
+    recovery_record(s, "failed",
+                    json_pack("{s:s, s:s, s:s?}", "error", s->error, "after",
+                              recovery_phase_name(s->phase), "switch", way));
     recovery_save(s);
 }
 
@@ -345,17 +350,24 @@ static void on_confirm_checked(enum check_outcome outcome, const char *why, cons
     s->error[0] = '\0';
     recovery_phase_done(s, PH_CLIENT_CONFIRMED,
                         json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
-                                  s->cfg->standby.address, "answer", answer));
+                                  recovery_served_address(s), "answer", answer));
+}
+
+const char *recovery_served_address(const struct svc *s)
+{
+    return s->cfg->takeover & SERVICES_TAKEOVER_DNS ? s->cfg->standby.address
+                                                    : s->cfg->primary.address;
 }
 
 static void on_resolved(const char *address, const char *why, void *arg)
 {
     struct svc *s = arg;
     s->resolve = NULL;
-    if (address == NULL || strcmp(address, s->cfg->standby.address) != 0) {
+    const char *expected = recovery_served_address(s);
+    if (address == NULL || strcmp(address, expected) != 0) {
         if (address)
             snprintf(s->error, sizeof(s->error), "%s resolves to %s, not %s yet", s->cfg->dns_name,
-                     address, s->cfg->standby.address);
+                     address, expected);
         else
             snprintf(s->error, sizeof(s->error), "%s", why);
         s->retry_at = vcr_mono_ms() + RETRY_MS;
@@ -439,20 +451,22 @@ void recovery_advance(struct svc *s)
         timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
         break;
     case PH_PORT_OPEN:
-        s->step = STEP_DNS;
-        if (recovery_dns_switch(s, s->cfg->standby.address) < 0)
-            recovery_fail(s, "%s", s->error);
+    case PH_ADDRESS_TAKEN:
+    case PH_DNS_UPDATED: {
+        const struct switch_ops *way = switch_next(s, (int)s->phase);
+        if (way == NULL)
+            timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
+        else if (way->take(s) < 0)
+            recovery_fail(s, "%s: %s", way->name, s->error);
         break;
-    case PH_DNS_UPDATED:
-        timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
-        break;
+    }
     case PH_CLIENT_CONFIRMED:
         s->state = SVC_RECOVERED;
         s->step = STEP_IDLE;
         s->error[0] = '\0';
         recovery_save(s);
         log_info("service %s: recovered: %s -> %s in %lld ms", s->cfg->name, s->cfg->dns_name,
-                 s->cfg->standby.address, (long long)elapsed(s));
+                 recovery_served_address(s), (long long)elapsed(s));
         break;
     }
 }

@@ -36,18 +36,18 @@ static json_t *svc_json(struct svc *s)
                         (json_int_t)s->started_ms, "updated_ms", (json_int_t)s->updated_ms,
                         "timeline", s->timeline);
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s}, "
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:{s:s, s:s, s:s}, "
         "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?, s:o}, s:o, s:o*}",
         "name", c->name, "dns_name", c->dns_name, "state", recovery_state_name(s->state),
         "served_by", standby ? "standby" : "primary", "address",
-        standby ? c->standby.address : c->primary.address, "port", (int)c->primary.port, "mode",
-        standby_mode_name(c->standby.mode), "primary", "host", c->primary.host, "vm", c->primary.vm,
-        "address", c->primary.address, "standby", "mode", standby_mode_name(c->standby.mode),
-        "host", recovery_container_host(s), "container", c->standby.container, "address",
-        c->standby.address, "container_state", provision_container_state(s), "provision_error",
-        provision_last_error(s), "check", "type", check_type_name(c->check.type), "failures",
-        (int)s->probe.failures, "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL,
-        "latency_ms",
+        standby ? recovery_served_address(s) : c->primary.address, "port", (int)c->primary.port,
+        "takeover", services_takeover_name(c->takeover), "mode", standby_mode_name(c->standby.mode),
+        "primary", "host", c->primary.host, "vm", c->primary.vm, "address", c->primary.address,
+        "standby", "mode", standby_mode_name(c->standby.mode), "host", recovery_container_host(s),
+        "container", c->standby.container, "address", c->standby.address, "container_state",
+        provision_container_state(s), "provision_error", provision_last_error(s), "check", "type",
+        check_type_name(c->check.type), "failures", (int)s->probe.failures, "last_error",
+        s->probe.last_error[0] ? s->probe.last_error : NULL, "latency_ms",
         s->probe.latency_us ? json_real((double)s->probe.latency_us / 1000.0) : json_null(),
         "recovery", rec ? rec : json_null(), "data", service_data_json(s));
 }

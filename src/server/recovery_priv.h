@@ -35,7 +35,8 @@ enum rec_phase {
     PH_DATA_COPIED,   /* services with data only (docs/data.md) */
     PH_DATA_ATTACHED, /* services with data only */
     PH_PORT_OPEN,
-    PH_DNS_UPDATED,
+    PH_ADDRESS_TAKEN, /* takeover: address or both (switch.h) */
+    PH_DNS_UPDATED,   /* takeover: dns or both */
     PH_CLIENT_CONFIRMED,
 };
 
@@ -48,6 +49,7 @@ enum svc_step {
     STEP_CONTAINER,   /* container_create / start sent */
     STEP_DATA,        /* the service's data: a copy, or data_attach (service_data.c) */
     STEP_PORT,        /* probing the container's port until the deadline */
+    STEP_ADDRESS,     /* container_address sent: the primary's address onto the container */
     STEP_DNS,         /* UPDATE in flight */
     STEP_CONFIRM,     /* resolving and asking the service, until the deadline */
     STEP_FAILBACK,    /* failback: start the primary, probe it, DNS, container stop */
@@ -87,7 +89,7 @@ struct svc {
     enum rec_phase phase;
     enum svc_step step;
     bool order_pending; /* an agents order whose callback has not come yet */
-    bool on_standby;    /* DNS points at the container */
+    bool on_standby;    /* served by the container: DNS points at it, or it holds the address */
     char cause[200];
     char error[400];
     /* The refusal last said by this recovery's fencing (and the pause it
@@ -120,6 +122,8 @@ struct svc {
      * standby.host, or standby.fallback_host when that cannot take it. */
     char target_host[65];
     char clear_why[120]; /* why a failed recovery is being cleared (STEP_CLEAR) */
+    /* failback: called once the container has released the primary's address. */
+    void (*address_released)(struct svc *s, const char *error);
     /* Failback: the primary is being started (vm_start sent). */
     bool failback_starting;
     /* The recovery state could not be saved (journal full, I/O error): the
@@ -163,6 +167,9 @@ void recovery_advance(struct svc *s);
  * when it could not be written. */
 bool recovery_save(struct svc *s);
 void recovery_cancel_io(struct svc *s);
+/* The address clients reach the recovered service at: the container's own,
+ * or the primary's when only the address is taken over (the name stays). */
+const char *recovery_served_address(const struct svc *s);
 /* Starts the DNS UPDATE of the service's name to address (on_dns_done). */
 int recovery_dns_switch(struct svc *s, const char *address);
 const char *recovery_container_host(const struct svc *s);

@@ -30,6 +30,7 @@ static const char *const phase_names[] = {
     [PH_DATA_COPIED] = "data_copied",
     [PH_DATA_ATTACHED] = "data_attached",
     [PH_PORT_OPEN] = "port_open",
+    [PH_ADDRESS_TAKEN] = "address_taken",
     [PH_DNS_UPDATED] = "dns_updated",
     [PH_CLIENT_CONFIRMED] = "client_confirmed",
 };

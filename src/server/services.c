@@ -72,6 +72,7 @@ static const cyaml_schema_field_t service_fields[] = {
     RAW_STR("name", struct services_raw_service, name),
     RAW_STR("dns_name", struct services_raw_service, dns_name),
     RAW_STR("ttl", struct services_raw_service, ttl),
+    RAW_STR("takeover", struct services_raw_service, takeover),
     CYAML_FIELD_MAPPING_PTR("primary", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                             struct services_raw_service, primary, primary_fields),
     CYAML_FIELD_MAPPING_PTR("check", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
@@ -95,6 +96,48 @@ const cyaml_schema_field_t services_raw_dns_fields[] = {
     RAW_STR("key_file", struct services_raw_dns, key_file),
     CYAML_FIELD_END,
 };
+
+const char *services_takeover_name(unsigned takeover)
+{
+    if (takeover == (SERVICES_TAKEOVER_DNS | SERVICES_TAKEOVER_ADDRESS))
+        return "both";
+    return takeover == SERVICES_TAKEOVER_ADDRESS ? "address" : "dns";
+}
+
+/* `takeover: address|both` moves the primary's address onto the container:
+ * that works only on the primary's L2 segment, which the configuration can
+ * tell only by the container's subnet (standby.address/prefix) holding the
+ * primary's address. */
+static void convert_takeover(struct services_conv *c, const char *path, const char *value,
+                             struct service_config *s)
+{
+    s->takeover = SERVICES_TAKEOVER_DNS;
+    if (value == NULL)
+        return;
+    if (strcmp(value, "dns") == 0)
+        return;
+    if (strcmp(value, "address") == 0)
+        s->takeover = SERVICES_TAKEOVER_ADDRESS;
+    else if (strcmp(value, "both") == 0)
+        s->takeover = SERVICES_TAKEOVER_DNS | SERVICES_TAKEOVER_ADDRESS;
+    else {
+        services_conv_bad(c, "`%s`: `%s` is not a takeover; allowed: dns, address, both", path,
+                          value);
+        return;
+    }
+    struct in_addr p, sb;
+    if (s->primary.address == NULL || s->standby.address == NULL ||
+        inet_pton(AF_INET, s->primary.address, &p) != 1 ||
+        inet_pton(AF_INET, s->standby.address, &sb) != 1)
+        return; /* reported already */
+    uint32_t mask = s->standby.prefix ? htonl(~0u << (32 - s->standby.prefix)) : 0;
+    if ((p.s_addr & mask) != (sb.s_addr & mask))
+        services_conv_bad(c,
+                          "`%s`: `%s` needs the container on the primary's network: primary "
+                          "address %s is not in standby.address %s/%u; allowed: dns, or a "
+                          "container in the primary's subnet",
+                          path, value, s->primary.address, s->standby.address, s->standby.prefix);
+}
 
 const char *check_type_name(const struct check_ops *t)
 {
@@ -432,6 +475,7 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         services_conv_bad(
             c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
             PATH("standby.address"), sb->address);
+    convert_takeover(c, PATH("takeover"), raw->takeover, s);
     if (raw->data)
         convert_data(c, raw->data, i, s);
     s->failback.after_s = SERVICES_FAILBACK_AFTER_S;

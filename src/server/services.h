@@ -56,13 +56,21 @@ enum standby_mode {
     STANDBY_COLD,
 };
 
+/* How a recovery moves a service's clients to its container (`takeover:`,
+ * docs/recovery.md "Address takeover"): bits, each one way of switch.h. */
+#define SERVICES_TAKEOVER_DNS     1u /* the name's A record to the container's address */
+#define SERVICES_TAKEOVER_ADDRESS 2u /* the primary's address onto the container (same L2) */
+
 const char *check_type_name(const struct check_ops *t);
+/* "dns", "address" or "both". */
+const char *services_takeover_name(unsigned takeover);
 const char *standby_mode_name(enum standby_mode m);
 
 struct service_config {
     char *name;
     char *dns_name;
     uint32_t ttl;
+    unsigned takeover; /* SERVICES_TAKEOVER_* bits; DNS only by default */
     struct {
         char *host;
         char *vm;
@@ -138,7 +146,7 @@ struct services_raw_failback {
     char *mode, *after_s, *min_interval_s;
 };
 struct services_raw_service {
-    char *name, *dns_name, *ttl;
+    char *name, *dns_name, *ttl, *takeover;
     struct services_raw_primary *primary;
     struct services_raw_check *check;
     struct services_raw_standby *standby;

@@ -28,7 +28,7 @@
 #include "server/inventory.h"
 #include "server/journal.h"
 #include "server/migrate.h"
-#include "server/server_config.h"
+#include "config/server_config.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -136,6 +136,7 @@ static void test_config_services_valid(void **state)
     assert_string_equal(cfg->services[0].check.path, "/");
     assert_int_equal(cfg->services[0].standby.mode, STANDBY_WARM);
     assert_int_equal(cfg->services[0].standby.prefix, 24);
+    assert_int_equal(cfg->services[0].takeover, SERVICES_TAKEOVER_DNS);
     /* 3500 + 2 x 1000 with the default heartbeat. */
     assert_int_equal(cfg->fence_timeout_ms, 5500);
     server_config_free(cfg);
@@ -168,6 +169,12 @@ static void test_config_services_each_bad_field(void **state)
     EXPECT_BAD("address: 10.77.0.31", "address: 10.77.0.11", "`services[0].standby.address`",
                "primary's address");
     EXPECT_BAD("container: web1-c,", "", "`services[0].standby.container`", "missing");
+    EXPECT_BAD("dns_name: web1.vcr.lab\n", "dns_name: web1.vcr.lab\n    takeover: arp\n",
+               "`services[0].takeover`", "`arp`", "dns, address, both");
+    EXPECT_BAD("address: 10.77.0.31}\n", "address: 10.78.0.31}\n    takeover: both\n",
+               "`services[0].takeover`", "`both`",
+               "10.77.0.11 is not in standby.address "
+               "10.78.0.31/24");
     EXPECT_BAD("}\n    standby", ", color: red}\n    standby", "`color`", "inside `check`",
                "unknown key");
     EXPECT_BAD("127.0.0.1:5353", "dns.example:53", "`dns.server`", "dns.example");
@@ -2030,6 +2037,116 @@ static void test_failback_from_failed_after_the_switch(void **state)
     harness_stop(&h);
 }
 
+/* The orders `action` an agent received, in order. */
+static json_t *agent_orders(struct fake_agent *a, const char *action)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(a->received, i, m)
+    {
+        const char *act = json_string_value(json_object_get(m, "action"));
+        if (act && strcmp(act, action) == 0)
+            json_array_append(out, m);
+    }
+    return out;
+}
+
+/* The journal's `kind` phases for web1, as "phase,phase,...". */
+static void kind_phases(struct harness *h, const char *kind, char *out, size_t size)
+{
+    cleanup_json json_t *events = journal_read(server_journal(h->srv), 0, 1000, NULL);
+    out[0] = '\0';
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), kind) != 0)
+            continue;
+        const char *phase =
+            json_string_value(json_object_get(json_object_get(e, "detail"), "phase"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", phase);
+    }
+}
+
+/* takeover: both (docs/recovery.md, "Address takeover"): after fencing the
+ * container takes the primary's address, then DNS moves; failback has the
+ * container release it before the primary is started. */
+static void test_address_takeover_then_released_before_the_primary_starts(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.service_extra = "    takeover: both\n";
+    server_up(&h, "warm", "");
+    agents_up(&h, "running");
+    keep_agents_alive(&h);
+    h.node1.plays_vm = true;
+    h.node1.vm_pid = 500;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    char phases[512];
+    kind_phases(&h, "recovery", phases, sizeof(phases));
+    assert_string_equal(phases, "detected,fenced,container_ready,port_open,address_taken,"
+                                "dns_updated,client_confirmed");
+    cleanup_json json_t *takes = agent_orders(&h.sb1, "container_address");
+    assert_int_equal(json_array_size(takes), 1);
+    json_t *take = json_array_get(takes, 0);
+    assert_string_equal(json_string_value(json_object_get(take, "name")), "web1-c");
+    assert_string_equal(json_string_value(json_object_get(take, "address")), PRIMARY);
+    assert_true(json_is_true(json_object_get(take, "take")));
+    assert_string_equal(h.dns.address, CONTAINER);
+    cleanup_json json_t *s = service_json(&h);
+    assert_string_equal(json_string_value(json_object_get(s, "takeover")), "both");
+    assert_string_equal(json_string_value(json_object_get(s, "served_by")), "standby");
+
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
+    if (ans == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(&h, back_to_ok, 10000));
+    assert_string_equal(h.dns.address, PRIMARY);
+    cleanup_json json_t *all = agent_orders(&h.sb1, "container_address");
+    assert_int_equal(json_array_size(all), 2);
+    assert_true(json_is_false(json_object_get(json_array_get(all, 1), "take")));
+    kind_phases(&h, "failback", phases, sizeof(phases));
+    assert_string_equal(phases, "started,address_released,primary_started,primary_ok,"
+                                "dns_updated,done");
+    harness_stop(&h);
+}
+
+/* A takeover the standby refuses fails the recovery, but the container may
+ * hold the address (a gratuitous ARP that failed after the add): the service
+ * counts as served there, so no reset puts the primary back beside it;
+ * failback (which releases the address first) is the way out. */
+static void test_refused_address_takeover_leaves_only_failback(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.service_extra = "    takeover: address\n";
+    server_up(&h, "warm", "");
+    agents_up(&h, "running");
+    keep_agents_alive(&h);
+    h.sb1.refuse_action = "container_address";
+    h.sb1.refuse_code = "failed";
+    h.sb1.refuse_times = 1;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, failed, 10000));
+    assert_contains(recovery_error(&h), "address takeover of " PRIMARY);
+    cleanup_error vcr_error_t err = NULL;
+    assert_null(recovery_reset(server_recovery(h.srv), "web1", &err));
+    assert_contains(vcr_error_msg(err), "vcr failback web1");
+    /* Failed after port_open, but not in the DNS switch: no DNS failure counted. */
+    struct scrape m;
+    scrape_get(h.base, server_api_port(h.srv), "/metrics", &m);
+    assert_int_equal(m.code, 200);
+    assert_non_null(m.text);
+    assert_non_null(strstr(m.text, "vcr_dns_update_failures_total 0\n"));
+    free(m.text);
+    harness_stop(&h);
+}
+
 static json_t *journal_last_failback(struct harness *h)
 {
     return journal_last(h, "failback");
@@ -3166,6 +3283,8 @@ int main(void)
         cmocka_unit_test(test_clearing_a_failed_recovery_puts_dns_back),
         cmocka_unit_test(test_check_redis),
         cmocka_unit_test(test_failback_from_failed_after_the_switch),
+        cmocka_unit_test(test_address_takeover_then_released_before_the_primary_starts),
+        cmocka_unit_test(test_refused_address_takeover_leaves_only_failback),
         cmocka_unit_test(test_failback_that_fails_leaves_the_standby_serving),
         cmocka_unit_test(test_auto_failback_then_flapping_suspends_it),
         cmocka_unit_test(test_config_failback_policy),

@@ -15,6 +15,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -28,6 +30,7 @@
 
 #include "agent/standby.h"
 #include "agent/standby/standby_archive.h"
+#include "agent/standby/standby_address.h"
 #include "agent/standby_migrate.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
@@ -928,6 +931,67 @@ static void test_garp_frame(void **state)
     expect_error(standby_garp_frame(mac, "10.77.0", f, &err), &err, "not an IPv4 address");
 }
 
+/* Whether lo in the caller's namespace holds address. */
+static bool lo_has(const char *address)
+{
+    struct ifaddrs *all = NULL;
+    bool found = false;
+    if (getifaddrs(&all) < 0)
+        return false;
+    for (struct ifaddrs *i = all; i; i = i->ifa_next) {
+        char text[INET_ADDRSTRLEN];
+        if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && strcmp(i->ifa_name, "lo") == 0 &&
+            inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text,
+                      sizeof(text)) &&
+            strcmp(text, address) == 0)
+            found = true;
+    }
+    freeifaddrs(all);
+    return found;
+}
+
+/* In a child of its own network namespace (as a container's): the address
+ * added through /proc/PID/ns/net, twice (idempotent), then removed, twice.
+ * Exit status: the step that failed, 0 all passed, 99 no namespace allowed. */
+static int address_steps(void)
+{
+    if (unshare(CLONE_NEWNET) < 0)
+        return 99;
+    int pid = getpid();
+    vcr_error_t err = NULL;
+    if (standby_address_apply(pid, "lo", "10.77.0.17", true, &err) < 0 || !lo_has("10.77.0.17"))
+        return 1;
+    if (standby_address_apply(pid, "lo", "10.77.0.17", true, &err) < 0)
+        return 2;
+    if (standby_address_apply(pid, "lo", "10.77.0.17", false, &err) < 0 || lo_has("10.77.0.17"))
+        return 3;
+    if (standby_address_apply(pid, "lo", "10.77.0.17", false, &err) < 0)
+        return 4;
+    if (standby_address_apply(pid, "nope0", "10.77.0.17", true, &err) == 0)
+        return 5;
+    vcr_error_release(&err);
+    if (standby_address_apply(pid, "lo", "10.77.0", true, &err) == 0 ||
+        vcr_error_status(err) != EINVAL)
+        return 6;
+    vcr_error_release(&err);
+    return 0;
+}
+
+static void test_address_take_and_release_in_a_namespace(void **state)
+{
+    (void)state;
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        _exit(address_steps());
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 99)
+        skip(); /* not allowed to make a network namespace here */
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -946,6 +1010,7 @@ int main(void)
         cmocka_unit_test(test_image_cache_prune),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
+        cmocka_unit_test(test_address_take_and_release_in_a_namespace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

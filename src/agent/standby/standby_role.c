@@ -19,6 +19,7 @@
 #include <lxc/lxccontainer.h>
 
 #include "agent/agent_role.h"
+#include "agent/standby/standby_address.h"
 #include "agent/standby.h"
 #include "agent/standby/standby_ct.h"
 #include "agent/standby/standby_data.h"
@@ -416,6 +417,40 @@ static int prune_work(struct standby_pending *p, vcr_error_t *err)
     return set_result(res, err);
 }
 
+/* In the child: container_address {name, address, take} (docs/recovery.md,
+ * "Address takeover"): the primary's address added to the container's eth0
+ * and announced by a gratuitous ARP, or removed.  A container that does not
+ * run holds no address: releasing succeeds, taking does not. */
+static int address_work(struct standby_pending *p, vcr_error_t *err)
+{
+    const char *address = json_string_value(json_object_get(p->order, "address"));
+    json_t *take_v = json_object_get(p->order, "take");
+    if (address == NULL || !json_is_boolean(take_v))
+        return vcr_error_make(err, EINVAL,
+                              "container_address needs `address` (A.B.C.D) and `take` (true: add "
+                              "it, false: remove it)");
+    bool take = json_is_true(take_v);
+    struct lxc_container *c = standby_ct_lxc(p->ct);
+    int pid = c->is_running(c) ? c->init_pid(c) : -1;
+    cleanup_json json_t *members = json_pack("{s:s, s:b}", "address", address, "running", pid > 0);
+    if (members == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    if (pid <= 0 && !take)
+        return set_result(members, err);
+    if (standby_address_apply(pid, "eth0", address, take, err) < 0)
+        return vcr_error_wrap(err, "container `%s`", p->name);
+    if (take) {
+        cleanup_error vcr_error_t arp_err = NULL;
+        if (standby_send_garp(pid, "eth0", address, &arp_err) < 0)
+            return vcr_error_make(err, vcr_error_status(arp_err), "container `%s`: %s", p->name,
+                                  vcr_error_msg(arp_err));
+        log_info("container %s: took address %s (gratuitous ARP sent)", p->name, address);
+    } else {
+        log_info("container %s: released address %s", p->name, address);
+    }
+    return set_result(members, err);
+}
+
 /* In the child. */
 static int job_work(void *arg, vcr_error_t *err)
 {
@@ -429,6 +464,8 @@ static int job_work(void *arg, vcr_error_t *err)
         return create_work(p, err);
     if (strcmp(p->action, "image_prune") == 0)
         return prune_work(p, err);
+    if (strcmp(p->action, "container_address") == 0)
+        return address_work(p, err);
     if (p->order)
         return data_work(p, err);
     if (strcmp(p->action, "container_checkpoint") == 0)
@@ -530,6 +567,7 @@ static const struct standby_action standby_actions[] = {
     {"data_export", true, CT_ANY},
     {"data_space", false, CT_ANY},
     {"image_prune", true, CT_ANY},
+    {"container_address", true, CT_EXISTS},
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
 
@@ -711,7 +749,8 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
     }
     p->ct = act->ct == CT_ABSENT || i == r->n_cts ? NULL : r->cts[i];
     p->id = json_incref(id);
-    if (strncmp(action, "data_", 5) == 0 || strcmp(action, "image_prune") == 0)
+    if (strncmp(action, "data_", 5) == 0 || strcmp(action, "image_prune") == 0 ||
+        strcmp(action, "container_address") == 0)
         p->order = json_incref(msg);
     run_pending(r, p);
 }

@@ -9,7 +9,7 @@ const REFRESH_MS = 2000;
 const ARM_MS = 4000;
 const PHASE_COLORS = {
   detected: "#c53030", fenced: "#dd6b20", container_ready: "#d69e2e", data_copied: "#805ad5",
-  data_attached: "#6b46c1", port_open: "#38a169", dns_updated: "#3182ce",
+  data_attached: "#6b46c1", port_open: "#38a169", address_taken: "#b7791f", dns_updated: "#3182ce",
   client_confirmed: "#2c5282",
 };
 
