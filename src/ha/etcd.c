@@ -421,6 +421,8 @@ static void kv_done(struct etcd_req *r, int status, const char *error, json_t *a
             kv.found = true;
             kv.create_revision = kv.mod_revision = revision;
         }
+    } else if (strcmp(r->path, "/v3/kv/put") == 0) {
+        created = true;
     } else {
         kv_from_range(answer, &kv, &value, &bad);
     }
@@ -466,18 +468,26 @@ int etcd_put_if_absent(struct etcd *e, const char *key, const char *value, int64
     return txn_put(e, key, value, lease, key, 0, cb, opaque, err);
 }
 
-int etcd_put_guarded(struct etcd *e, const char *key, const char *value, const char *guard_key,
-                     int64_t guard_rev, etcd_kv_cb cb, void *opaque, vcr_error_t *err)
+int etcd_put(struct etcd *e, const char *key, const char *value, int64_t lease, etcd_kv_cb cb,
+             void *opaque, vcr_error_t *err)
 {
-    if (guard_key)
-        return txn_put(e, key, value, 0, guard_key, guard_rev, cb, opaque, err);
     cleanup_json json_t *body = json_pack("{s:o, s:o}", "key", b64_string(key, strlen(key)),
                                           "value", b64_string(value, strlen(value)));
+    if (body && lease)
+        json_object_set_new(body, "lease", int64_string(lease));
     struct etcd_req *r = req_new(e, "/v3/kv/put", body, kv_done, opaque, err);
     if (r == NULL)
         return -1;
     r->kv_cb = cb;
     return 0;
+}
+
+int etcd_put_guarded(struct etcd *e, const char *key, const char *value, const char *guard_key,
+                     int64_t guard_rev, etcd_kv_cb cb, void *opaque, vcr_error_t *err)
+{
+    if (guard_key)
+        return txn_put(e, key, value, 0, guard_key, guard_rev, cb, opaque, err);
+    return etcd_put(e, key, value, 0, cb, opaque, err);
 }
 
 int etcd_get(struct etcd *e, const char *key, etcd_kv_cb cb, void *opaque, vcr_error_t *err)

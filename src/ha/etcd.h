@@ -70,6 +70,9 @@ int etcd_put_if_absent(struct etcd *e, const char *key, const char *value, int64
  * whether the put happened. */
 int etcd_put_guarded(struct etcd *e, const char *key, const char *value, const char *guard_key,
                      int64_t guard_rev, etcd_kv_cb cb, void *opaque, vcr_error_t *err);
+/* Put key = value with lease (0: none), unconditionally. */
+int etcd_put(struct etcd *e, const char *key, const char *value, int64_t lease, etcd_kv_cb cb,
+             void *opaque, vcr_error_t *err);
 int etcd_get(struct etcd *e, const char *key, etcd_kv_cb cb, void *opaque, vcr_error_t *err);
 
 /* Every key under prefix: cb once per key (kv borrowed), then done. */

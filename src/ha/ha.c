@@ -43,7 +43,17 @@ struct ha {
     bool leading;
     int64_t term;
     struct ha_leader leader; /* members allocated */
+
+    /* Every instance registers PREFIX/instances/NAME with its lease; the list
+     * is read every HA_INSTANCES_MS for status. */
+    char *instances_prefix, *instance_key;
+    bool registered, register_inflight, instances_inflight;
+    uint64_t register_epoch;
+    int64_t instances_next_ms;
+    json_t *instances, *instances_reading;
 };
+
+#define HA_INSTANCES_MS 1000
 
 static int64_t margin_ms(const struct ha *ha)
 {
@@ -76,6 +86,7 @@ static void step_down(struct ha *ha, const char *why)
             log_debug("ha: revoke: %s", vcr_error_msg(err));
     }
     ha->lease_id = 0;
+    ha->registered = false;
     if (was) {
         log_warn("ha: %s: no longer the leader: %s", ha->name, why);
         set_leader(ha, NULL, NULL, NULL, ha->leader.term);
@@ -230,6 +241,44 @@ static void on_check(int status, const char *error, bool created, const struct e
         step_down(ha, "the leader key is no longer its own");
 }
 
+static void on_registered(int status, const char *error, bool created, const struct etcd_kv *kv,
+                          int64_t revision, void *opaque)
+{
+    struct ha *ha = opaque;
+    (void)created;
+    (void)kv;
+    (void)revision;
+    ha->register_inflight = false;
+    etcd_answered(ha, status, error);
+    if (status == 0 && ha->register_epoch == ha->epoch)
+        ha->registered = true;
+}
+
+static void on_instance(const char *key, const struct etcd_kv *kv, void *opaque)
+{
+    struct ha *ha = opaque;
+    json_error_t jerr;
+    json_t *v = json_loadb(kv->value, kv->value_len, 0, &jerr);
+    (void)key;
+    if (json_is_object(v))
+        json_array_append(ha->instances_reading, v);
+    json_decref(v);
+}
+
+static void on_instances(int status, const char *error, void *opaque)
+{
+    struct ha *ha = opaque;
+    ha->instances_inflight = false;
+    etcd_answered(ha, status, error);
+    if (status == 0) {
+        json_decref(ha->instances);
+        ha->instances = ha->instances_reading;
+    } else {
+        json_decref(ha->instances_reading);
+    }
+    ha->instances_reading = NULL;
+}
+
 /* --- the tick --- */
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -265,6 +314,23 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         if (r == 0)
             ha->poll_inflight = true;
     }
+    if (!ha->registered && !ha->register_inflight) {
+        ha->register_epoch = ha->epoch;
+        if (etcd_put(ha->etcd, ha->instance_key, ha->value, ha->lease_id, on_registered, ha,
+                     &err) == 0)
+            ha->register_inflight = true;
+    }
+    if (!ha->instances_inflight && now >= ha->instances_next_ms &&
+        (ha->instances_reading = json_array()) != NULL) {
+        ha->instances_next_ms = now + HA_INSTANCES_MS;
+        if (etcd_get_prefix(ha->etcd, ha->instances_prefix, on_instance, on_instances, ha, &err) ==
+            0) {
+            ha->instances_inflight = true;
+        } else {
+            json_decref(ha->instances_reading);
+            ha->instances_reading = NULL;
+        }
+    }
     if (err)
         log_warn("ha: %s", vcr_error_msg(err));
 }
@@ -289,7 +355,10 @@ struct ha *ha_new(struct event_base *base, const struct ha_options *opts,
     if ((ha->name = strdup(opts->name)) == NULL ||
         (ha->agents_addr = strdup(opts->agents_addr)) == NULL ||
         (ha->api_addr = strdup(opts->api_addr ? opts->api_addr : "")) == NULL ||
-        asprintf(&ha->leader_key, "%sleader", opts->prefix) < 0 || value == NULL ||
+        asprintf(&ha->leader_key, "%sleader", opts->prefix) < 0 ||
+        asprintf(&ha->instances_prefix, "%sinstances/", opts->prefix) < 0 ||
+        asprintf(&ha->instance_key, "%sinstances/%s", opts->prefix, opts->name) < 0 ||
+        (ha->instances = json_array()) == NULL || value == NULL ||
         (ha->value = json_dumps(value, JSON_COMPACT)) == NULL) {
         ha_free(ha);
         return vcr_error_make(err, ENOMEM, "ha: out of memory"), NULL;
@@ -322,6 +391,10 @@ void ha_free(struct ha *ha)
     free(ha->agents_addr);
     free(ha->api_addr);
     free(ha->leader_key);
+    free(ha->instances_prefix);
+    free(ha->instance_key);
+    json_decref(ha->instances);
+    json_decref(ha->instances_reading);
     free(ha->value);
     free(ha);
 }
@@ -336,5 +409,7 @@ json_t *ha_status_json(struct ha *ha)
                           (json_int_t)(ha->lease_ttl_ms / 1000), "etcd", etcd_endpoint(ha->etcd),
                           "etcd_ok_ms_ago",
                           (json_int_t)(ha->etcd_ok_ms ? vcr_mono_ms() - ha->etcd_ok_ms : -1));
+    if (j)
+        json_object_set(j, "instances", ha->instances);
     return j;
 }

@@ -74,7 +74,9 @@ struct ha_leader {
 };
 const struct ha_leader *ha_leader(const struct ha *ha);
 /* {"name", "leader": bool, "term", "leader_name", "leader_agents", "leader_api",
- *  "etcd": current endpoint, "lease_ttl_s", "etcd_ok_ms_ago"} (new reference). */
+ *  "etcd": current endpoint, "lease_ttl_s", "etcd_ok_ms_ago", "instances":
+ *  [{name, agents, api}] (the live instances, each registered under
+ *  PREFIX/instances/ with its lease; read every second)} (new reference). */
 json_t *ha_status_json(struct ha *ha);
 
 #endif

@@ -50,6 +50,7 @@ struct api {
     struct api_metrics *metrics;
     /* GET /v1/events/stream: its open streams (api_sse.c) */
     struct api_sse *sse;
+    struct ha *ha; /* NULL: the embedded single server */
 };
 
 /* Every answer is JSON; errors are {"error": "..."}. */
