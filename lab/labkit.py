@@ -21,6 +21,9 @@ SERVER_AGENT_PORT = 7070
 STANDBY_INSECURE_PORT = 7072
 SERVER_API = "127.0.0.1:7080"
 IMAGES_PORT = 7071  # the server's image listener (images_listen), on the lab bridge
+# Redundant servers (docs/ha.md): the lab's etcd members listen on the namespace's
+# loopback, client port ETCD_PORT + 2i, peer port ETCD_PORT + 2i + 1.
+ETCD_PORT = 12379
 
 
 class Timeout(Exception):
@@ -187,7 +190,8 @@ def tls_lines(files):
 
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
                         services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
-                        insecure=False, standby_insecure=False):
+                        insecure=False, standby_insecure=False, agent_port=SERVER_AGENT_PORT,
+                        api=SERVER_API, ha=None):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
@@ -228,6 +232,11 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
             for k in ("file", "sha256", "cmd"):
                 if img.get(k):
                     lines.append(f"    {k}: {json.dumps(img[k])}")
+    if ha:
+        lines += ["ha:", f"  name: {ha['name']}",
+                  "  etcd: [" + ", ".join(f"'{u}'" for u in ha["etcd"]) + "]"]
+        if ha.get("lease_ttl_s"):
+            lines.append(f"  lease_ttl_s: {ha['lease_ttl_s']}")
     if services:
         lines.append("services:")
         for s in services:
@@ -373,24 +382,30 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
 
 
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
-                       ram_dir=None, insecure=False, cert=None):
+                       ram_dir=None, insecure=False, cert=None, servers=None,
+                       fence_timeout_ms=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
     ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
     (/dev/shm) when None.  The server link runs mutual TLS with a certificate of
     lab_pki() naming `host` (cert: another name's, for tests), or plain TCP with
     insecure=True.  A VM whose kernel arguments start an agent (vcr.agent_server=: a
-    standby VM) gets its own certificate as agent_identity (fw_cfg), unless insecure."""
+    standby VM) gets its own certificate as agent_identity (fw_cfg), unless insecure.
+    servers: the agent ports of redundant servers (`server:` as a list, docs/ha.md);
+    fence_timeout_ms: the agent's self-fence (docs/fencing.md)."""
     env = lab_env()
     pki = None if insecure else lab_pki(path)
+    server = (f"{env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}" if not servers else
+              "[" + ", ".join(f"{env['VCR_LAB_BRIDGE_ADDR']}:{p}" for p in servers) + "]")
     out = [
         f"host: {host}",
-        f"server: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
+        f"server: {server}",
         f"state_dir: {state_dir}",
     ] + ([f"ram_dir: {ram_dir}"] if ram_dir else []) + (
         ["insecure: true"] if insecure else tls_lines(lab_cert(pki, cert or host))) + [
         f"accel: {accel}",
         "qemu: /usr/bin/qemu-system-x86_64",
         "sample_interval_ms: 1000",
+    ] + ([f"fence_timeout_ms: {fence_timeout_ms}"] if fence_timeout_ms else []) + [
         "probe:",
         f"  kernel: {env['VCR_LAB_KERNEL']}",
         f"  initrd: {env['VCR_LAB_INITRD']}",
@@ -422,14 +437,52 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
         f.write("\n".join(out) + "\n")
 
 
-class Vcr:
-    """The `vcr` CLI run inside the namespace against the lab server."""
+def etcd_cluster(tmp, n=3):
+    """Starts an n-member etcd cluster on the namespace's loopback (no systemd), with a
+    300 ms election timeout so that it grants 1 s leases (docs/ha.md); returns (procs,
+    client URLs) once it answers."""
+    peers = ",".join(f"e{i}=http://127.0.0.1:{ETCD_PORT + 2 * i + 1}" for i in range(n))
+    procs, urls = [], []
+    for i in range(n):
+        url = f"http://127.0.0.1:{ETCD_PORT + 2 * i}"
+        peer = f"http://127.0.0.1:{ETCD_PORT + 2 * i + 1}"
+        data = os.path.join(str(tmp), f"etcd-e{i}")
+        procs.append(Proc(["etcd", "--name", f"e{i}", "--data-dir", data,
+                           "--listen-client-urls", url, "--advertise-client-urls", url,
+                           "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                           "--initial-cluster", peers, "--initial-cluster-state", "new",
+                           "--heartbeat-interval", "30", "--election-timeout", "300"],
+                          os.path.join(str(tmp), f"etcd-e{i}.log")))
+        urls.append(url)
+    wait_for("the etcd cluster to grant a lease",
+             lambda: '"TTL"' in ns_run(["curl", "-s", "-m", "2", "-X", "POST",
+                                        urls[0] + "/v3/lease/grant", "-d", '{"TTL":5}']).stdout,
+             30, interval=0.2)
+    return procs, urls
 
-    def __init__(self, build):
+
+def etcd_raft_leader(urls):
+    """The index of the member that is etcd's raft leader now."""
+    ids = []
+    for u in urls:
+        r = ns_run(["curl", "-s", "-m", "2", "-X", "POST", u + "/v3/maintenance/status",
+                    "-d", "{}"])
+        st = json.loads(r.stdout or "{}")
+        ids.append((st.get("header", {}).get("member_id"), st.get("leader")))
+    leader = next(lid for _, lid in ids if lid)
+    return next(i for i, (mid, _) in enumerate(ids) if mid == leader)
+
+
+class Vcr:
+    """The `vcr` CLI run inside the namespace against the lab server (api: another
+    server's API, e.g. one of redundant servers)."""
+
+    def __init__(self, build, api=SERVER_API):
         self.bin = os.path.join(build, "src", "cli", "vcr")
+        self.api = api
 
     def run(self, *args, timeout=15):
-        return ns_run([self.bin, "--server", SERVER_API, *args], timeout=timeout)
+        return ns_run([self.bin, "--server", self.api, *args], timeout=timeout)
 
     def json(self, *args):
         r = self.run(*args, "--json")

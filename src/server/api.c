@@ -116,6 +116,9 @@ static void handle_status(struct api *api, struct evhttp_request *req, const cha
         api_reply_error(req, 500, "out of memory");
         return;
     }
+    /* A follower watches no host: what it knew as a leader is stale (docs/ha.md). */
+    if (api->ha && !ha_is_leader(api->ha))
+        json_object_set_new(status, "hosts", json_array());
     api_reply_json(req, 200, status);
 }
 
