@@ -40,6 +40,8 @@ struct cluster {
 };
 
 static struct event_base *base;
+/* The test's cluster, stopped by the teardown even when an assertion failed. */
+static struct cluster *running;
 
 /* A port the kernel says is free now (closed again: etcd binds it). */
 static uint16_t free_port(void)
@@ -99,6 +101,7 @@ static void on_ready_grant(int status, const char *error, int64_t id, int64_t tt
 static void cluster_start(struct cluster *c, size_t n)
 {
     memset(c, 0, sizeof(*c));
+    running = c;
     snprintf(c->dir, sizeof(c->dir), "/tmp/vcr-test-ha-XXXXXX");
     assert_non_null(mkdtemp(c->dir));
     c->n = n;
@@ -133,6 +136,7 @@ static void cluster_start(struct cluster *c, size_t n)
 
 static void cluster_stop(struct cluster *c)
 {
+    running = NULL;
     for (size_t i = 0; i < c->n; i++) {
         if (c->m[i].pid > 0) {
             kill(c->m[i].pid, SIGCONT);
@@ -208,7 +212,7 @@ static void on_done(int status, const char *error, void *opaque)
 static void test_etcd_client(void **state)
 {
     (void)state;
-    struct cluster c;
+    static struct cluster c; /* static: the teardown reads it after a failure */
     cluster_start(&c, 1);
     vcr_error_t err = NULL;
     struct etcd *e = etcd_new(base, c.urls, 1, 1000, &err);
@@ -303,7 +307,7 @@ static void test_etcd_client(void **state)
 static void test_etcd_endpoints(void **state)
 {
     (void)state;
-    struct cluster c;
+    static struct cluster c; /* static: the teardown reads it after a failure */
     cluster_start(&c, 1);
     char dead[64];
     snprintf(dead, sizeof(dead), "http://127.0.0.1:%u", free_port());
@@ -443,7 +447,7 @@ static void run_until_leader(struct instance *a, struct instance *b, int64_t ms)
 static void test_ha_election_and_takeover(void **state)
 {
     (void)state;
-    struct cluster c;
+    static struct cluster c; /* static: the teardown reads it after a failure */
     cluster_start(&c, 1);
     struct instance a = {0}, b = {0};
     instance_new(&c, 1, "sa", &a);
@@ -484,7 +488,7 @@ static void test_ha_election_and_takeover(void **state)
 static void test_ha_steps_down_without_etcd(void **state)
 {
     (void)state;
-    struct cluster c;
+    static struct cluster c; /* static: the teardown reads it after a failure */
     cluster_start(&c, 1);
     struct instance a = {0}, none = {0};
     instance_new(&c, 1, "sa", &a);
@@ -510,7 +514,7 @@ static void test_ha_steps_down_without_etcd(void **state)
 static void test_ha_member_down_and_quorum_lost(void **state)
 {
     (void)state;
-    struct cluster c;
+    static struct cluster c; /* static: the teardown reads it after a failure */
     cluster_start(&c, 3);
     struct instance a = {0}, b = {0};
     instance_new(&c, 3, "sa", &a);
@@ -555,6 +559,26 @@ static int group_setup(void **state)
     return base ? 0 : -1;
 }
 
+static int test_teardown(void **state)
+{
+    (void)state;
+    if (running) {
+        /* An assertion left the test early: no etcd may outlive it. */
+        for (size_t i = 0; i < running->n; i++)
+            if (running->m[i].pid > 0) {
+                kill(running->m[i].pid, SIGCONT);
+                kill(running->m[i].pid, SIGKILL);
+                waitpid(running->m[i].pid, NULL, 0);
+            }
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", running->dir);
+        if (system(cmd) != 0)
+            return -1;
+        running = NULL;
+    }
+    return 0;
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -565,11 +589,11 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_etcd_client),
-        cmocka_unit_test(test_etcd_endpoints),
-        cmocka_unit_test(test_ha_election_and_takeover),
-        cmocka_unit_test(test_ha_steps_down_without_etcd),
-        cmocka_unit_test(test_ha_member_down_and_quorum_lost),
+        cmocka_unit_test_teardown(test_etcd_client, test_teardown),
+        cmocka_unit_test_teardown(test_etcd_endpoints, test_teardown),
+        cmocka_unit_test_teardown(test_ha_election_and_takeover, test_teardown),
+        cmocka_unit_test_teardown(test_ha_steps_down_without_etcd, test_teardown),
+        cmocka_unit_test_teardown(test_ha_member_down_and_quorum_lost, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
