@@ -293,6 +293,10 @@ static void handle_error(struct agent_conn *c, json_t *msg)
     for (size_t i = 0; leader && i < c->n_servers; i++) {
         if (strcmp(c->servers[i], leader) == 0 && i != c->cur) {
             log_info("server %s: not the leader; going to %s", cur_server(c), leader);
+            /* A leader is named: a takeover is under way or done, not an outage; the
+             * round back here (if the one named is dead) starts from the first backoff. */
+            c->backoff_ms = AGENT_CONN_BACKOFF_FIRST_MS;
+            c->tried = 0;
             /* on_closed moves one on from cur: land on the leader. */
             c->cur = (i + c->n_servers - 1) % c->n_servers;
             c->redirected = true;
