@@ -1364,7 +1364,7 @@ static void test_server_terms_and_redirect(void **state)
     tt.follower = &follower;
     tt.heard_mark = tt.heard;
     assert_true(run_until(base, follower_left, &tt, 5000));
-    assert_int_equal(tt.heard, tt.heard_mark);                     /* its welcome was no contact */
+    assert_int_equal(tt.heard, tt.heard_mark); /* its welcome was no contact */
     assert_int_equal(srv_find(&follower, 0, "heartbeat", NULL), -1);
     assert_true(run_until(base, leader_welcomed, &tt, 5000));
     assert_int_equal(tt.t.srv.hellos, 2);
