@@ -258,3 +258,8 @@ struct migrator *server_migrator(const struct server *srv)
 {
     return srv->migrator;
 }
+
+struct ha *server_ha(const struct server *srv)
+{
+    return srv->ha;
+}

@@ -19,10 +19,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/agent_conn.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "ha/etcd.h"
 #include "ha/ha.h"
+#include "server/inventory.h"
+#include "server/server.h"
+#include "server/server_config.h"
 
 #define ETCD_MAX 3
 
@@ -559,6 +563,155 @@ static int group_setup(void **state)
     return base ? 0 : -1;
 }
 
+/* --- servers and an agent --- */
+
+struct node {
+    struct server_config *cfg;
+    struct server *srv;
+    uint16_t port;
+};
+
+static void node_start(struct node *n, const char *name, struct cluster *c, const char *dir)
+{
+    n->port = free_port();
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "listen: 127.0.0.1:%u\napi: 127.0.0.1:%u\njournal: %s/%s.db\nheartbeat_ms: 100\n"
+             "insecure: true\nha: {etcd: ['%s'], name: %s, lease_ttl_s: 1}\n",
+             n->port, free_port(), dir, name, c->urls[0], name);
+    vcr_error_t err = NULL;
+    n->cfg = server_config_parse(yaml, strlen(yaml), name, &err);
+    if (n->cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    n->srv = server_new(base, n->cfg, &err);
+    if (n->srv == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+}
+
+static void node_stop(struct node *n)
+{
+    server_free(n->srv);
+    server_config_free(n->cfg);
+    n->srv = NULL;
+    n->cfg = NULL;
+}
+
+static bool node_has_host(struct node *n)
+{
+    const struct inv_host *h = inventory_find_host(server_inventory(n->srv), "host1");
+    return h && h->state == INV_HOST_CONNECTED;
+}
+
+struct fake_agent {
+    struct agent_conn *conn;
+    int heard;
+};
+
+static json_t *no_vms(void *opaque)
+{
+    (void)opaque;
+    return json_array();
+}
+
+static void refuse_orders(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    struct fake_agent *a = opaque;
+    (void)action;
+    (void)vm;
+    (void)msg;
+    agent_conn_reply(a->conn, id, false, "test agent");
+}
+
+static void agent_heard(int64_t evidence_ms, void *opaque)
+{
+    (void)evidence_ms;
+    ((struct fake_agent *)opaque)->heard++;
+}
+
+static const struct agent_conn_ops agent_ops = {
+    .vm_list = no_vms, .order = refuse_orders, .heard = agent_heard};
+
+static bool run_until_pred(bool (*pred)(void *), void *arg, int64_t ms)
+{
+    int64_t deadline = vcr_mono_ms() + ms;
+    while (!pred(arg) && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_ONCE);
+    return pred(arg);
+}
+
+static bool node_leads(void *arg)
+{
+    struct node *n = arg;
+    return n->srv && ha_is_leader(server_ha(n->srv));
+}
+
+static bool either_leads(void *arg)
+{
+    struct node *n = arg;
+    return node_leads(&n[0]) || node_leads(&n[1]);
+}
+
+static bool agent_was_heard(void *arg)
+{
+    return ((struct fake_agent *)arg)->heard > 0;
+}
+
+static bool host_on(void *arg)
+{
+    return node_has_host(arg);
+}
+
+/* Two real servers on one etcd and the agent's real connection code: the agent,
+ * sent to the follower first, is redirected to the leader; the leader dies
+ * (freed: no lease revoked, its connections closed); the follower leads with a
+ * higher term and the agent is on it, heard again, without being restarted. */
+static void test_servers_agent_follows_the_leader(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    struct node n[2] = {{0}};
+    node_start(&n[0], "s1", &c, c.dir);
+    assert_true(run_until_pred(either_leads, n, 5000));
+    node_start(&n[1], "s2", &c, c.dir);
+    struct node *leader = node_leads(&n[0]) ? &n[0] : &n[1];
+    struct node *follower = leader == &n[0] ? &n[1] : &n[0];
+    int64_t term = ha_term(server_ha(leader->srv));
+    /* The follower must know who leads before the agent asks it. */
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (ha_leader(server_ha(follower->srv))->agents_addr == NULL && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_ONCE);
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", follower->port, leader->port);
+    struct fake_agent a = {0};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &agent_ops, &a, &err);
+    assert_non_null(a.conn);
+    agent_conn_start(a.conn);
+    assert_true(run_until_pred(host_on, leader, 5000));
+    assert_false(node_has_host(follower));
+    assert_true(run_until_pred(agent_was_heard, &a, 2000)); /* the leader's welcome */
+
+    /* The leader dies. */
+    node_stop(leader);
+    assert_true(run_until_pred(node_leads, follower, 5000));
+    assert_true(ha_term(server_ha(follower->srv)) > term);
+    int heard = a.heard;
+    assert_true(run_until_pred(host_on, follower, 5000));
+    deadline = vcr_mono_ms() + 2000;
+    while (a.heard == heard && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_true(a.heard > heard);
+    assert_true(agent_conn_is_up(a.conn));
+
+    agent_conn_free(a.conn);
+    node_stop(follower);
+    cluster_stop(&c);
+}
+
 static int test_teardown(void **state)
 {
     (void)state;
@@ -594,6 +747,7 @@ int main(void)
         cmocka_unit_test_teardown(test_ha_election_and_takeover, test_teardown),
         cmocka_unit_test_teardown(test_ha_steps_down_without_etcd, test_teardown),
         cmocka_unit_test_teardown(test_ha_member_down_and_quorum_lost, test_teardown),
+        cmocka_unit_test_teardown(test_servers_agent_follows_the_leader, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
