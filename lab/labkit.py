@@ -454,10 +454,15 @@ def etcd_cluster(tmp, n=3):
                            "--heartbeat-interval", "30", "--election-timeout", "300"],
                           os.path.join(str(tmp), f"etcd-e{i}.log")))
         urls.append(url)
-    wait_for("the etcd cluster to grant a lease",
-             lambda: '"TTL"' in ns_run(["curl", "-s", "-m", "2", "-X", "POST",
-                                        urls[0] + "/v3/lease/grant", "-d", '{"TTL":5}']).stdout,
-             30, interval=0.2)
+    try:
+        wait_for("the etcd cluster to grant a lease",
+                 lambda: '"TTL"' in ns_run(["curl", "-s", "-m", "2", "-X", "POST",
+                                            urls[0] + "/v3/lease/grant", "-d",
+                                            '{"TTL":5}']).stdout, 30, interval=0.2)
+    except Exception:
+        for p in procs:
+            p.stop()
+        raise
     return procs, urls
 
 
