@@ -199,11 +199,13 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
     the lab bridge's address (IMAGES_PORT), which the standby VMs reach.
     The agent port runs mutual TLS with lab_pki()'s certificates, or plain TCP with
     insecure=True.  standby_insecure=True also opens STANDBY_INSECURE_PORT, plain TCP
-    for standby agents only (the Debian standby VMs: debian_standby_vm_entry())."""
+    for standby agents only (the Debian standby VMs: debian_standby_vm_entry()).
+    ha: {name, etcd: [urls], lease_ttl_s?}: one of redundant servers (docs/ha.md), with
+    its own agent_port and api."""
     env = lab_env()
     lines = [
-        f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
-        f"api: {SERVER_API}",
+        f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{agent_port}",
+        f"api: {api}",
         f"journal: {journal}",
         f"heartbeat_ms: {heartbeat_ms}",
     ]
