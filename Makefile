@@ -9,7 +9,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
         format format-check lab-up lab-down clean deb bench-recovery bench-recovery-debian bench-warm-vm \
         bench-warm-cache bench-migration bench-migration-debian bench-migration-debian-vol bench-faults bench-standby-cost \
-        bench-overhead image-debian image-standby-disk fuzz-long
+        bench-overhead bench-ha image-debian image-standby-disk fuzz-long
 
 all: build
 
@@ -137,6 +137,12 @@ bench-overhead: build image
 
 # Seeded fault campaign (issue 13): SEED, ROUNDS, FAULTS (a comma-separated subset of
 # the matrix) override the defaults.
+# Redundant servers on etcd (docs/ha.md): leader takeover vs a single server restarted at
+# once, bench/results/ha.{md,csv,png}; RUNS= (default 5).  On a shared machine run it as
+# `flock /tmp/vcr-lab.lock make bench-ha`.
+bench-ha: build image
+	/usr/bin/python3 bench/ha.py --build $(BUILD) $(if $(RUNS),--runs $(RUNS))
+
 bench-faults: build image
 	/usr/bin/python3 bench/faults.py --build $(BUILD) $(if $(SEED),--seed $(SEED)) \
 		$(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(FAULTS),--faults $(FAULTS))

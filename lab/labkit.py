@@ -18,6 +18,9 @@ RUN_DIR = f"/run/{NS}"
 SERVER_AGENT_PORT = 7070
 SERVER_API = "127.0.0.1:7080"
 IMAGES_PORT = 7071  # the server's image listener (images_listen), on the lab bridge
+# Redundant servers (docs/ha.md): the lab's etcd members listen on the namespace's
+# loopback, client port ETCD_PORT + 2i, peer port ETCD_PORT + 2i + 1.
+ETCD_PORT = 12379
 
 
 class Timeout(Exception):
@@ -227,7 +230,8 @@ def tls_lines(files):
 
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
                         services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
-                        insecure=False, api_insecure=False):
+                        insecure=False, api_insecure=False, agent_port=SERVER_AGENT_PORT,
+                        api=SERVER_API, ha=None):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
@@ -237,12 +241,14 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
     insecure=True.
     The HTTP API takes tokens over TLS (lab_api_tokens(), the server's certificate),
     recorded in API_CREDENTIALS for Vcr and api_curl(); api_insecure=True makes it plain
-    and open."""
+    and open.
+    ha: {name, etcd: [urls], lease_ttl_s?}: one of redundant servers (docs/ha.md), with
+    its own agent_port and api."""
     global API_CREDENTIALS
     env = lab_env()
     lines = [
-        f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
-        f"api: {SERVER_API}",
+        f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{agent_port}",
+        f"api: {api}",
         f"journal: {journal}",
         f"heartbeat_ms: {heartbeat_ms}",
     ]
@@ -278,6 +284,11 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
             for k in ("file", "sha256", "cmd"):
                 if img.get(k):
                     lines.append(f"    {k}: {json.dumps(img[k])}")
+    if ha:
+        lines += ["ha:", f"  name: {ha['name']}",
+                  "  etcd: [" + ", ".join(f"'{u}'" for u in ha["etcd"]) + "]"]
+        if ha.get("lease_ttl_s"):
+            lines.append(f"  lease_ttl_s: {ha['lease_ttl_s']}")
     if services:
         lines.append("services:")
         for s in services:
@@ -470,7 +481,8 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
 
 
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
-                       ram_dir=None, insecure=False, cert=None, qemu_allowed=None):
+                       ram_dir=None, insecure=False, cert=None, qemu_allowed=None, servers=None,
+                       fence_timeout_ms=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
     ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
     (/dev/shm) when None.  The server link runs mutual TLS with a certificate of
@@ -478,12 +490,16 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
     insecure=True.  A VM whose kernel arguments start an agent (vcr.agent_server=: a
     standby VM) gets its own certificate as agent_identity (fw_cfg), unless insecure.
     qemu_allowed: the QEMU binaries a warm restart may name (the agent's default when
-    None: the configured qemu and the system's qemu-system-*)."""
+    None: the configured qemu and the system's qemu-system-*).
+    servers: the agent ports of redundant servers (`server:` as a list, docs/ha.md);
+    fence_timeout_ms: the agent's self-fence (docs/fencing.md)."""
     env = lab_env()
     pki = None if insecure else lab_pki(path)
+    server = (f"{env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}" if not servers else
+              "[" + ", ".join(f"{env['VCR_LAB_BRIDGE_ADDR']}:{p}" for p in servers) + "]")
     out = [
         f"host: {host}",
-        f"server: {env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}",
+        f"server: {server}",
         f"state_dir: {state_dir}",
     ] + ([f"ram_dir: {ram_dir}"] if ram_dir else []) + (
         ["insecure: true"] if insecure else tls_lines(lab_cert(pki, cert or host))) + [
@@ -491,6 +507,7 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
         "qemu: /usr/bin/qemu-system-x86_64",
     ] + (["qemu_allowed:"] + [f"  - {q}" for q in qemu_allowed] if qemu_allowed else []) + [
         "sample_interval_ms: 1000",
+    ] + ([f"fence_timeout_ms: {fence_timeout_ms}"] if fence_timeout_ms else []) + [
         "probe:",
         f"  kernel: {env['VCR_LAB_KERNEL']}",
         f"  initrd: {env['VCR_LAB_INITRD']}",
@@ -522,21 +539,64 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
         f.write("\n".join(out) + "\n")
 
 
-class Vcr:
-    """The `vcr` CLI run inside the namespace against the lab server."""
+def etcd_cluster(tmp, n=3):
+    """Starts an n-member etcd cluster on the namespace's loopback (no systemd), with a
+    300 ms election timeout so that it grants 1 s leases (docs/ha.md); returns (procs,
+    client URLs) once it answers."""
+    peers = ",".join(f"e{i}=http://127.0.0.1:{ETCD_PORT + 2 * i + 1}" for i in range(n))
+    procs, urls = [], []
+    for i in range(n):
+        url = f"http://127.0.0.1:{ETCD_PORT + 2 * i}"
+        peer = f"http://127.0.0.1:{ETCD_PORT + 2 * i + 1}"
+        data = os.path.join(str(tmp), f"etcd-e{i}")
+        procs.append(Proc(["etcd", "--name", f"e{i}", "--data-dir", data,
+                           "--listen-client-urls", url, "--advertise-client-urls", url,
+                           "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                           "--initial-cluster", peers, "--initial-cluster-state", "new",
+                           "--heartbeat-interval", "30", "--election-timeout", "300"],
+                          os.path.join(str(tmp), f"etcd-e{i}.log")))
+        urls.append(url)
+    try:
+        wait_for("the etcd cluster to grant a lease",
+                 lambda: '"TTL"' in ns_run(["curl", "-s", "-m", "2", "-X", "POST",
+                                            urls[0] + "/v3/lease/grant", "-d",
+                                            '{"TTL":5}']).stdout, 30, interval=0.2)
+    except Exception:
+        for p in procs:
+            p.stop()
+        raise
+    return procs, urls
 
-    def __init__(self, build, role="operator"):
+
+def etcd_raft_leader(urls):
+    """The index of the member that is etcd's raft leader now."""
+    ids = []
+    for u in urls:
+        r = ns_run(["curl", "-s", "-m", "2", "-X", "POST", u + "/v3/maintenance/status",
+                    "-d", "{}"])
+        st = json.loads(r.stdout or "{}")
+        ids.append((st.get("header", {}).get("member_id"), st.get("leader")))
+    leader = next(lid for _, lid in ids if lid)
+    return next(i for i, (mid, _) in enumerate(ids) if mid == leader)
+
+
+class Vcr:
+    """The `vcr` CLI run inside the namespace against the lab server (api: another
+    server's API, e.g. one of redundant servers)."""
+
+    def __init__(self, build, role="operator", api=SERVER_API):
         self.bin = os.path.join(build, "src", "cli", "vcr")
         self.role = role
+        self.api = api
 
     def argv(self, *args):
-        """The command line: the lab server's API with API_CREDENTIALS (the CA, this
+        """The command line: the server's API with API_CREDENTIALS (the CA, this
         role's token file), read when called (the server may be configured later)."""
         creds = []
         if API_CREDENTIALS:
             creds = ["--ca", API_CREDENTIALS["ca"],
                      "--token-file", API_CREDENTIALS["tokens"][self.role]]
-        return [self.bin, "--server", SERVER_API, *creds, *args]
+        return [self.bin, "--server", self.api, *creds, *args]
 
     def run(self, *args, timeout=15):
         return ns_run(self.argv(*args), timeout=timeout)

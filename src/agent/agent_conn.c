@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "proto/proto.h"
+#include "proto/proto_code.h"
 
 enum conn_state {
     CONN_IDLE,            /* waiting for the retry timer */
@@ -45,7 +46,42 @@ struct agent_conn {
      * server's answers are contact evidence as of then (ops.heard). */
     int64_t hello_sent_ms;
     int64_t heartbeat_sent_ms[AGENT_CONN_HEARTBEAT_RING];
+    /* Redundant servers (docs/ha.md): params.server split at commas; the one
+     * connected or tried now; how many were tried since the last welcome. */
+    char *servers[AGENT_CONN_SERVERS_MAX];
+    size_t n_servers, cur, tried;
+    bool redirected; /* the next attempt goes at once to the leader named */
+    /* The newest leader term seen (welcome, echo, order, a follower's error):
+     * anything older is a deposed leader's and is refused. */
+    int64_t term;
+    int64_t rx_ms; /* monotonic: the last frame from the server */
 };
+
+static const char *cur_server(const struct agent_conn *c)
+{
+    return c->servers[c->cur];
+}
+
+/* A frame's `term`: 0 when absent (a single server carries none). */
+static int64_t term_of(json_t *msg)
+{
+    json_t *t = json_object_get(msg, "term");
+    return json_is_integer(t) ? json_integer_value(t) : 0;
+}
+
+/* Whether term is older than the newest seen; a newer one becomes the newest. */
+static bool term_is_stale(struct agent_conn *c, int64_t term)
+{
+    if (term < c->term)
+        return true;
+    if (term > c->term) {
+        if (c->term)
+            log_info("server %s: leader term %lld (was %lld)", cur_server(c), (long long)term,
+                     (long long)c->term);
+        c->term = term;
+    }
+    return false;
+}
 
 static void ms_to_tv(int ms, struct timeval *tv)
 {
@@ -59,8 +95,7 @@ static bool send_msg(struct agent_conn *c, json_t *msg)
     if (c->pc == NULL || msg == NULL)
         return false;
     if (proto_conn_send(c->pc, msg, &err) < 0) {
-        log_warn("server %s: send %s: %s", c->params.server, proto_msg_type(msg),
-                 vcr_error_msg(err));
+        log_warn("server %s: send %s: %s", cur_server(c), proto_msg_type(msg), vcr_error_msg(err));
         return false;
     }
     return true;
@@ -83,7 +118,7 @@ static void flush_queue(struct agent_conn *c)
     if (c->dropped) {
         log_warn("server %s: %llu vm_event(s) dropped while disconnected (queue holds %d); the "
                  "hello carried the current state",
-                 c->params.server, c->dropped, AGENT_CONN_QUEUE_MAX);
+                 cur_server(c), c->dropped, AGENT_CONN_QUEUE_MAX);
         c->dropped = 0;
     }
     while (c->q_len > 0 && send_msg(c, c->queue[c->q_head])) {
@@ -112,7 +147,7 @@ static void send_hello(struct agent_conn *c, const char *auth)
         return;
     c->hello_sent_ms = sent_ms;
     c->state = CONN_HELLO_SENT;
-    log_debug("server %s: hello sent (%zu VMs)", c->params.server,
+    log_debug("server %s: hello sent (%zu VMs)", cur_server(c),
               json_array_size(json_object_get(msg, "vms")));
     flush_queue(c);
 }
@@ -126,7 +161,7 @@ static void on_challenge_timeout(evutil_socket_t fd, short what, void *arg)
         return;
     log_warn("server %s sent no challenge within %d ms although we have an agent key: it does "
              "not check keys; sending hello without auth",
-             c->params.server, AGENT_CONN_CHALLENGE_WAIT_MS);
+             cur_server(c), AGENT_CONN_CHALLENGE_WAIT_MS);
     send_hello(c, NULL);
 }
 
@@ -135,6 +170,15 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct agent_conn *c = arg;
+    /* With other servers to go to, a silent one (stopped, cut off) is left:
+     * the leader may be elsewhere now.  A single server is waited for. */
+    int64_t silent = vcr_mono_ms() - c->rx_ms;
+    if (c->n_servers > 1 && silent > 3 * (int64_t)c->heartbeat_ms + 500) {
+        log_warn("server %s: silent for %lld ms; trying the next server", cur_server(c),
+                 (long long)silent);
+        proto_conn_close(c->pc, "server silent");
+        return;
+    }
     cleanup_json json_t *msg =
         proto_msg_new("heartbeat", json_pack("{s:I, s:I}", "seq", ++c->heartbeat_seq, "ts_ms",
                                              (json_int_t)vcr_wall_ms()));
@@ -146,6 +190,8 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 static void handle_heartbeat(struct agent_conn *c, json_t *msg)
 {
     json_int_t seq = json_integer_value(json_object_get(msg, "seq"));
+    if (term_is_stale(c, term_of(msg)))
+        return; /* a deposed leader's echo is no contact with a legitimate one */
     if (c->ops.heard && seq > 0 && seq <= c->heartbeat_seq &&
         seq > c->heartbeat_seq - AGENT_CONN_HEARTBEAT_RING)
         c->ops.heard(c->heartbeat_sent_ms[seq % AGENT_CONN_HEARTBEAT_RING], c->opaque);
@@ -156,16 +202,16 @@ static void handle_challenge(struct agent_conn *c, json_t *msg)
     const char *nonce = json_string_value(json_object_get(msg, "nonce"));
     if (c->params.key == NULL) {
         log_error("server %s requires an agent key: set agent_key_file in the agent config",
-                  c->params.server);
+                  cur_server(c));
         return;
     }
     if (c->state != CONN_AWAIT_CHALLENGE || nonce == NULL) {
-        log_warn("server %s: unexpected challenge ignored", c->params.server);
+        log_warn("server %s: unexpected challenge ignored", cur_server(c));
         return;
     }
     char auth[PROTO_AUTH_HEX_LEN + 1];
     if (proto_auth_compute(c->params.key, c->params.key_len, nonce, auth) < 0) {
-        log_error("server %s: cannot compute the challenge answer", c->params.server);
+        log_error("server %s: cannot compute the challenge answer", cur_server(c));
         return;
     }
     evtimer_del(c->challenge_timer);
@@ -174,10 +220,19 @@ static void handle_challenge(struct agent_conn *c, json_t *msg)
 
 static void handle_welcome(struct agent_conn *c, json_t *msg)
 {
+    if (term_is_stale(c, term_of(msg))) {
+        /* A deposed leader that has not noticed: no contact, move on. */
+        log_warn("server %s: welcome with term %lld, older than %lld: a deposed leader; moving on",
+                 cur_server(c), (long long)term_of(msg), (long long)c->term);
+        proto_conn_close(c->pc, "stale leader term");
+        return;
+    }
+    c->tried = 0;
     json_int_t hb = json_integer_value(json_object_get(msg, "heartbeat_ms"));
     /* Bounded so that a bad value can neither flood the server nor starve it. */
     c->heartbeat_ms = hb >= 50 && hb <= 60000 ? (int)hb : AGENT_CONN_HEARTBEAT_DEF_MS;
     c->state = CONN_UP;
+    c->rx_ms = vcr_mono_ms();
     c->backoff_ms = AGENT_CONN_BACKOFF_FIRST_MS;
     c->outage_logged = false;
     struct timeval tv;
@@ -190,7 +245,7 @@ static void handle_welcome(struct agent_conn *c, json_t *msg)
     if (c->ops.heard)
         c->ops.heard(c->hello_sent_ms, c->opaque);
     const char *version = json_string_value(json_object_get(msg, "server_version"));
-    log_info("server %s: welcome (server %s, heartbeat every %d ms)", c->params.server,
+    log_info("server %s: welcome (server %s, heartbeat every %d ms)", cur_server(c),
              version ? version : "?", c->heartbeat_ms);
 }
 
@@ -200,21 +255,62 @@ static void handle_order(struct agent_conn *c, json_t *msg)
     const char *action = json_string_value(json_object_get(msg, "action"));
     const char *vm = json_string_value(json_object_get(msg, "vm"));
     if (id == NULL) {
-        log_warn("server %s: order without id ignored", c->params.server);
+        log_warn("server %s: order without id ignored", cur_server(c));
         return;
     }
     if (action == NULL || vm == NULL) {
         agent_conn_reply(c, id, false, "order needs string members `action` and `vm`");
         return;
     }
-    log_info("server %s: order %s %s", c->params.server, action, vm);
+    int64_t term = term_of(msg);
+    if (term_is_stale(c, term)) {
+        char why[160];
+        snprintf(why, sizeof(why),
+                 "order from leader term %lld refused: a newer leader (term %lld) exists",
+                 (long long)term, (long long)c->term);
+        log_warn("server %s: %s %s: %s", cur_server(c), action, vm, why);
+        agent_conn_reply_with(c, id, false, why,
+                              json_pack("{s:s, s:I}", "code",
+                                        proto_code_name(PROTO_CODE_STALE_TERM), "term",
+                                        (json_int_t)c->term));
+        return;
+    }
+    log_info("server %s: order %s %s", cur_server(c), action, vm);
     c->ops.order(id, action, vm, msg, c->opaque);
+}
+
+/* The server is closing; a follower says who leads (docs/ha.md). */
+static void handle_error(struct agent_conn *c, json_t *msg)
+{
+    const char *message = json_string_value(json_object_get(msg, "message"));
+    if (proto_code_parse(json_string_value(json_object_get(msg, "code"))) !=
+        PROTO_CODE_NOT_LEADER) {
+        log_error("server %s: %s", cur_server(c), message ? message : "error without message");
+        return;
+    }
+    term_is_stale(c, term_of(msg));
+    const char *leader = json_string_value(json_object_get(msg, "leader"));
+    for (size_t i = 0; leader && i < c->n_servers; i++) {
+        if (strcmp(c->servers[i], leader) == 0 && i != c->cur) {
+            log_info("server %s: not the leader; going to %s", cur_server(c), leader);
+            /* A leader is named: a takeover is under way or done, not an outage; the
+             * round back here (if the one named is dead) starts from the first backoff. */
+            c->backoff_ms = AGENT_CONN_BACKOFF_FIRST_MS;
+            c->tried = 0;
+            /* on_closed moves one on from cur: land on the leader. */
+            c->cur = (i + c->n_servers - 1) % c->n_servers;
+            c->redirected = true;
+            return;
+        }
+    }
+    log_info("server %s: %s", cur_server(c), message ? message : "not the leader");
 }
 
 static void on_message(struct proto_conn *pc, json_t *msg, void *opaque)
 {
     (void)pc;
     struct agent_conn *c = opaque;
+    c->rx_ms = vcr_mono_ms();
     const char *type = proto_msg_type(msg);
     if (strcmp(type, "challenge") == 0)
         handle_challenge(c, msg);
@@ -225,17 +321,16 @@ static void on_message(struct proto_conn *pc, json_t *msg, void *opaque)
     else if (strcmp(type, "heartbeat") == 0)
         handle_heartbeat(c, msg);
     else if (strcmp(type, "error") == 0)
-        log_error("server %s: %s", c->params.server,
-                  json_string_value(json_object_get(msg, "message")) ?: "error without message");
+        handle_error(c, msg);
     else
-        log_debug("server %s: message of unknown type `%s` ignored", c->params.server, type);
+        log_debug("server %s: message of unknown type `%s` ignored", cur_server(c), type);
 }
 
 static void on_connected(struct proto_conn *pc, void *opaque)
 {
     (void)pc;
     struct agent_conn *c = opaque;
-    log_info("server %s: connected", c->params.server);
+    log_info("server %s: connected", cur_server(c));
     if (c->params.key) {
         c->state = CONN_AWAIT_CHALLENGE;
         struct timeval tv;
@@ -249,8 +344,19 @@ static void on_connected(struct proto_conn *pc, void *opaque)
 static void schedule_retry(struct agent_conn *c)
 {
     struct timeval tv;
+    if (c->redirected) {
+        /* Straight to the leader a follower named. */
+        c->redirected = false;
+        ms_to_tv(AGENT_CONN_REDIRECT_MS, &tv);
+        evtimer_add(c->retry_timer, &tv);
+        return;
+    }
     ms_to_tv(c->backoff_ms, &tv);
     evtimer_add(c->retry_timer, &tv);
+    /* With several servers, the backoff grows once per round of them. */
+    if (++c->tried < c->n_servers)
+        return;
+    c->tried = 0;
     c->backoff_ms = c->backoff_ms * 2 < AGENT_CONN_BACKOFF_MAX_MS ? c->backoff_ms * 2
                                                                   : AGENT_CONN_BACKOFF_MAX_MS;
 }
@@ -268,11 +374,11 @@ static void on_closed(struct proto_conn *pc, const char *reason, void *opaque)
     }
     /* One line per outage at warn; the retries that follow at debug. */
     if (was_up || !c->outage_logged)
-        log_warn("server %s: %s (%s); retrying from %d ms, backing off to %d ms", c->params.server,
+        log_warn("server %s: %s (%s); retrying from %d ms, backing off to %d ms", cur_server(c),
                  was_up ? "connection lost" : "cannot connect", reason ? reason : "closed",
                  c->backoff_ms, AGENT_CONN_BACKOFF_MAX_MS);
     else
-        log_debug("server %s: %s; retry in %d ms", c->params.server, reason ? reason : "closed",
+        log_debug("server %s: %s; retry in %d ms", cur_server(c), reason ? reason : "closed",
                   c->backoff_ms);
     c->outage_logged = true;
     proto_conn_free(pc);
@@ -280,6 +386,7 @@ static void on_closed(struct proto_conn *pc, const char *reason, void *opaque)
     c->state = CONN_IDLE;
     evtimer_del(c->heartbeat_timer);
     evtimer_del(c->challenge_timer);
+    c->cur = (c->cur + 1) % c->n_servers;
     schedule_retry(c);
 }
 
@@ -292,10 +399,10 @@ static const struct proto_conn_ops conn_ops = {
 static void connect_now(struct agent_conn *c)
 {
     cleanup_error vcr_error_t err = NULL;
-    c->pc = proto_conn_connect(c->base, c->params.server, c->params.tls, c->params.server_name,
+    c->pc = proto_conn_connect(c->base, cur_server(c), c->params.tls, c->params.server_name,
                                &conn_ops, c, &err);
     if (c->pc == NULL) {
-        log_error("server %s: %s", c->params.server, vcr_error_msg(err));
+        log_error("server %s: %s", cur_server(c), vcr_error_msg(err));
         schedule_retry(c);
         return;
     }
@@ -318,6 +425,17 @@ struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_co
     c->base = base;
     c->params = *p;
     c->ops = *ops;
+    for (const char *s = p->server; s && *s && c->n_servers < AGENT_CONN_SERVERS_MAX;) {
+        size_t n = strcspn(s, ",");
+        size_t skip = strspn(s, " ");
+        if (n > skip && (c->servers[c->n_servers] = strndup(s + skip, n - skip)) != NULL)
+            c->n_servers++;
+        s += n + (s[n] == ',');
+    }
+    if (c->n_servers == 0) {
+        agent_conn_free(c);
+        return vcr_error_make(err, EINVAL, "server connection: no server address"), NULL;
+    }
     c->opaque = opaque;
     c->backoff_ms = AGENT_CONN_BACKOFF_FIRST_MS;
     c->heartbeat_ms = AGENT_CONN_HEARTBEAT_DEF_MS;
@@ -378,7 +496,7 @@ void agent_conn_reply_with(struct agent_conn *c, json_t *id, bool ok, const char
         json_object_set_new(msg, "error", json_string(error));
     /* A reply cannot outlive its connection: after a reconnect the hello re-syncs. */
     if (c->state < CONN_HELLO_SENT || !send_msg(c, msg))
-        log_warn("server %s: reply to an order dropped: not connected", c->params.server);
+        log_warn("server %s: reply to an order dropped: not connected", cur_server(c));
 }
 
 void agent_conn_finish(struct agent_conn *c, void (*done)(void *arg), void *arg)
@@ -417,5 +535,7 @@ void agent_conn_free(struct agent_conn *c)
         c->q_head = (c->q_head + 1) % AGENT_CONN_QUEUE_MAX;
         c->q_len--;
     }
+    for (size_t i = 0; i < c->n_servers; i++)
+        free(c->servers[i]);
     free(c);
 }

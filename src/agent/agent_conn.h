@@ -22,6 +22,10 @@
  * hello without auth (a server without a key sends no challenge). */
 #define AGENT_CONN_CHALLENGE_WAIT_MS 1000
 #define AGENT_CONN_HEARTBEAT_DEF_MS  1000
+/* Redundant servers (docs/ha.md): at most this many addresses in `server`, and
+ * how soon the agent goes to the leader a follower named. */
+#define AGENT_CONN_SERVERS_MAX 16
+#define AGENT_CONN_REDIRECT_MS 20
 /* Heartbeats whose send time is kept to date the server's echoes. */
 #define AGENT_CONN_HEARTBEAT_RING 64
 
@@ -31,7 +35,12 @@ struct proto_tls;
 
 /* Borrowed for the life of the connection. */
 struct agent_conn_params {
-    const char *server; /* HOST:PORT */
+    /* HOST:PORT, or several joined by commas (redundant servers, docs/ha.md):
+     * the agent tries them in turn, goes to the leader a follower names, and
+     * leaves one that is silent for 3 heartbeats + 500 ms.  Frames carry the
+     * leader's `term`: a welcome, echo or order of an older term than the
+     * newest seen is a deposed leader's: not contact, refused (stale_term). */
+    const char *server;
     const char *host;
     const char *role;
     const char *accel;

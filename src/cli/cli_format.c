@@ -158,8 +158,38 @@ static int add_container_row(struct table *t, json_t *c, const char *host)
     return table_add(t, row);
 }
 
+/* Redundant servers (docs/ha.md): one row per live instance, the leader first
+ * named by its role and the term it leads with. */
+static int add_server_rows(struct table *t, json_t *ha)
+{
+    const char *leader = json_string_value(json_object_get(ha, "leader_name"));
+    char term[24] = "-";
+    if (json_integer_value(json_object_get(ha, "term")) > 0)
+        snprintf(term, sizeof(term), "%lld",
+                 (long long)json_integer_value(json_object_get(ha, "term")));
+    size_t i;
+    json_t *inst;
+    int r = 0;
+    json_array_foreach(json_object_get(ha, "instances"), i, inst)
+    {
+        const char *name = str_member(inst, "name");
+        bool leads = leader && strcmp(name, leader) == 0;
+        const char *self = strcmp(name, str_member(ha, "name")) == 0 ? " (this one)" : "";
+        char role[32];
+        snprintf(role, sizeof(role), "%s%s", leads ? "leader" : "follower", self);
+        const char *row[] = {name, role, leads ? term : "-", str_member(inst, "agents"),
+                             str_member(inst, "api")};
+        r |= table_add(t, row);
+    }
+    return r;
+}
+
 char *cli_format_status(json_t *status, vcr_error_t *err)
 {
+    static const char *const srv_head[] = {"SERVER", "ROLE", "TERM", "AGENTS", "API"};
+    static const bool srv_right[] = {false, false, true, false, false};
+    struct table st = {.ncols = 5, .head = srv_head, .right = srv_right};
+    json_t *ha = json_object_get(status, "ha");
     static const char *const ct_head[] = {"CONTAINER", "HOST", "SERVICE", "STATE",
                                           "CPU%",      "MEM",  "ADDRESS"};
     static const bool ct_right[] = {false, false, false, false, true, true, false};
@@ -178,7 +208,7 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
     json_t *now = json_object_get(status, "now_ms");
     size_t i, j;
     json_t *host, *vm;
-    int r = 0;
+    int r = ha ? add_server_rows(&st, ha) : 0;
     json_array_foreach(hosts, i, host)
     {
         r |= add_host_row(&ht, host, now);
@@ -195,7 +225,14 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
     size_t len = 0;
     FILE *out = r == 0 ? open_memstream(&text, &len) : NULL;
     if (out) {
-        if (ht.nrows == 0) {
+        if (ha) {
+            table_print(&st, out);
+            fputc('\n', out);
+        }
+        if (ha && !json_is_true(json_object_get(ha, "leader")))
+            fprintf(out, "this server follows %s: hosts connect to the leader\n",
+                    str_member(ha, "leader_name"));
+        else if (ht.nrows == 0) {
             fputs("no hosts have connected\n", out);
         } else {
             table_print(&ht, out);
@@ -214,6 +251,7 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
     table_release(&ht);
     table_release(&vt);
     table_release(&ct);
+    table_release(&st);
     if (text == NULL)
         vcr_error_make(err, ENOMEM, "status: out of memory");
     return text;

@@ -22,6 +22,9 @@ struct raw_probe {
 struct raw_agent {
     char *host;
     char *server;
+    /* `server:` as a list (redundant servers, docs/ha.md): agent_list_schema. */
+    char **servers;
+    unsigned servers_count;
     char *state_dir;
     char *ram_dir;
     char *accel;
@@ -63,6 +66,35 @@ static const cyaml_schema_value_t path_schema = {
 #define REQUIRED_STRING(key)                                                                       \
     CYAML_FIELD_STRING_PTR(#key, CYAML_FLAG_POINTER, struct raw_agent, key, 0, CYAML_UNLIMITED)
 
+static const cyaml_schema_value_t server_entry_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
+};
+
+/* The same fields twice but for `server`: libcyaml has no "a string or a list",
+ * so a file is read with the first and, when that fails, with the second. */
+#define AGENT_FIELDS(server_field)                                                                 \
+    REQUIRED_STRING(host), server_field, REQUIRED_STRING(state_dir), OPTIONAL_STRING(ram_dir),     \
+        OPTIONAL_STRING(accel), OPTIONAL_STRING(qemu), OPTIONAL_STRING(qemu_img),                  \
+        OPTIONAL_STRING(genisoimage), OPTIONAL_STRING(sample_interval_ms),                         \
+        CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,                 \
+                                struct raw_agent, probe, probe_fields),                            \
+        OPTIONAL_STRING(agent_key_file), OPTIONAL_STRING(tls_ca_file),                             \
+        OPTIONAL_STRING(tls_cert_file), OPTIONAL_STRING(tls_key_file),                             \
+        OPTIONAL_STRING(tls_server_name), OPTIONAL_STRING(insecure),                               \
+        OPTIONAL_STRING(fence_timeout_ms),                                                         \
+        CYAML_FIELD_SEQUENCE("vms", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL,                 \
+                             struct raw_agent, vms, &vm_spec_raw_schema, 0, VCR_VMS_MAX),          \
+        CYAML_FIELD_END
+
+static const cyaml_schema_field_t agent_list_fields[] = {
+    AGENT_FIELDS(CYAML_FIELD_SEQUENCE("server", CYAML_FLAG_POINTER, struct raw_agent, servers,
+                                      &server_entry_schema, 1, AGENT_SERVERS_MAX)),
+};
+
+static const cyaml_schema_value_t agent_list_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw_agent, agent_list_fields),
+};
+
 static const cyaml_schema_field_t agent_fields[] = {
     REQUIRED_STRING(host),
     REQUIRED_STRING(server),
@@ -99,7 +131,7 @@ static const cyaml_schema_value_t agent_schema = {
 /* For "missing" messages: what each required key takes. */
 static const struct config_allowed agent_allowed[] = {
     {"host", "a name of 1 to 32 characters of a-z, 0-9, -"},
-    {"server", "HOST:PORT, e.g. 10.77.0.1:7070"},
+    {"server", "HOST:PORT, e.g. 10.77.0.1:7070, or a list of them (redundant servers)"},
     {"state_dir", "an absolute directory path"},
     {"name", "a name of 1 to 32 characters of a-z, 0-9, -"},
     {"memory_mb", "an integer " XSTR(VCR_VM_MEMORY_MB_MIN) ".." XSTR(VCR_VM_MEMORY_MB_MAX)},
@@ -348,8 +380,23 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
 {
     if (config_check_name(r, "host", raw->host))
         cfg->host = strdup(raw->host);
-    if (check_server(r, raw->server))
+    if (raw->server && check_server(r, raw->server)) {
         cfg->server = strdup(raw->server);
+    } else if (raw->servers) {
+        /* Joined by commas, as --server takes them (agent_conn splits them). */
+        size_t len = 1;
+        bool ok = true;
+        for (unsigned i = 0; i < raw->servers_count; i++) {
+            ok = check_server(r, raw->servers[i]) && ok;
+            len += strlen(raw->servers[i]) + 1;
+        }
+        if (ok && (cfg->server = calloc(1, len)) != NULL)
+            for (unsigned i = 0; i < raw->servers_count; i++) {
+                if (i)
+                    strcat(cfg->server, ",");
+                strcat(cfg->server, raw->servers[i]);
+            }
+    }
     if (raw->state_dir[0] == '/')
         cfg->state_dir = strdup(raw->state_dir);
     else
@@ -437,7 +484,26 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
         .flags = CYAML_CFG_DEFAULT,
     };
     struct raw_agent *raw = NULL;
-    cyaml_err_t status = cyaml_load_file(real, &cyaml_cfg, &agent_schema, (void **)&raw, NULL);
+    const cyaml_schema_value_t *schema = &agent_schema;
+    cyaml_err_t status = cyaml_load_file(real, &cyaml_cfg, schema, (void **)&raw, NULL);
+    if (status != CYAML_OK && status != CYAML_ERR_FILE_OPEN) {
+        /* `server:` may be a list; the first reading's errors stand if not. */
+        struct config_report quiet = {.allowed = agent_allowed, .schema = &agent_list_schema};
+        cyaml_config_t list_cfg = cyaml_cfg;
+        list_cfg.log_ctx = &quiet;
+        struct raw_agent *listed = NULL;
+        if (cyaml_load_file(real, &list_cfg, &agent_list_schema, (void **)&listed, NULL) ==
+            CYAML_OK) {
+            config_report_release(&report);
+            report = quiet;
+            report.schema = &agent_schema;
+            raw = listed;
+            schema = &agent_list_schema;
+            status = CYAML_OK;
+        } else {
+            config_report_release(&quiet);
+        }
+    }
     struct vcr_agent_config *cfg = NULL;
     if (status != CYAML_OK) {
         if (status == CYAML_ERR_FILE_OPEN) {
@@ -456,7 +522,7 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
             convert(raw, base_dir, &report, cfg);
     }
     if (raw)
-        cyaml_free(&cyaml_cfg, &agent_schema, raw, 0);
+        cyaml_free(&cyaml_cfg, schema, raw, 0);
     if (cfg)
         cfg->path = strdup(real);
     if (config_report_finish(&report, path, err) < 0 || cfg == NULL || cfg->path == NULL) {

@@ -21,6 +21,8 @@
 #define VCR_GENISOIMAGE_DEF        "/usr/bin/genisoimage"
 #define VCR_VMS_MAX                256
 #define VCR_QEMU_ALLOWED_MAX       64
+/* Servers an agent may know (`server:` as a list, docs/ha.md). */
+#define AGENT_SERVERS_MAX          16
 #define VCR_RAM_DIR_DEF            "/dev/shm"
 
 /* Self-fencing (docs/fencing.md): 0 turns it off. */
@@ -39,7 +41,9 @@ const char *vcr_accel_mode_name(enum vcr_accel_mode mode);
 struct vcr_agent_config {
     char *path; /* the file it was loaded from */
     char *host;
-    char *server; /* "HOST:PORT" */
+    /* "HOST:PORT", or several joined by commas (`server:` as a list: redundant
+     * servers, docs/ha.md). */
+    char *server;
     char *state_dir;
     /* Directory of the VMs' RAM files: on tmpfs or hugetlbfs (checked at agent
      * start, src/agent/host/ram_dir.h). */

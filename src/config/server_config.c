@@ -45,6 +45,29 @@ static const cyaml_schema_field_t raw_migration_fields[] = {
     CYAML_FIELD_END,
 };
 
+struct raw_ha {
+    char **etcd;
+    unsigned etcd_count;
+    char *lease_ttl_s;
+    char *name;
+    char *advertise;
+    char *advertise_api;
+};
+
+static const cyaml_schema_field_t raw_ha_fields[] = {
+    CYAML_FIELD_SEQUENCE("etcd", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_ha, etcd,
+                         &raw_string_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("lease_ttl_s", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_ha,
+                           lease_ttl_s, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("name", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_ha, name, 0,
+                           CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("advertise", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_ha,
+                           advertise, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("advertise_api", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_ha,
+                           advertise_api, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
 struct raw_config {
     char *listen;
     char *api;
@@ -78,6 +101,7 @@ struct raw_config {
     struct services_raw_service *services;
     unsigned services_count;
     struct raw_migration *migration;
+    struct raw_ha *ha;
 };
 
 #define RAW_STRING(key, member)                                                                    \
@@ -119,6 +143,8 @@ static const cyaml_schema_field_t raw_fields[] = {
                          services, &services_raw_service_schema, 0, SERVICES_MAX),
     CYAML_FIELD_MAPPING_PTR("migration", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                             struct raw_config, migration, raw_migration_fields),
+    CYAML_FIELD_MAPPING_PTR("ha", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_config, ha,
+                            raw_ha_fields),
     CYAML_FIELD_END,
 };
 
@@ -163,6 +189,7 @@ static const struct {
     {"dns", "a mapping {server, zone, key_file}"},
     {"services", "a list of services (docs/server.md)"},
     {"migration", "a mapping {cpu_pct, samples, targets}"},
+    {"ha", "a mapping {etcd, lease_ttl_s, name, advertise, advertise_api} (docs/ha.md)"},
 };
 
 static const char *allowed_for(const char *key)
@@ -412,6 +439,67 @@ static void convert_migration(struct config_report *r, const struct raw_migratio
     cfg->migration.cpu_pct = pct;
 }
 
+/* `ha:` (docs/ha.md); after listen and api, whose addresses it defaults to. */
+static void convert_ha(struct config_report *r, const struct raw_ha *h, struct server_config *cfg)
+{
+    cfg->ha.lease_ttl_s = SERVER_HA_LEASE_TTL_DEF_S;
+    if (h->lease_ttl_s)
+        take_count(r, "ha.lease_ttl_s", h->lease_ttl_s, 1, SERVER_HA_LEASE_TTL_MAX_S,
+                   &cfg->ha.lease_ttl_s);
+    if (h->etcd_count == 0 || h->etcd_count > SERVER_HA_ETCD_MAX) {
+        report_add(r, "`ha.etcd`: %u given; allowed: 1..%d etcd client URLs http://ADDR:PORT",
+                   h->etcd_count, SERVER_HA_ETCD_MAX);
+        return;
+    }
+    if (h->name == NULL || !valid_host_name(h->name)) {
+        report_add(r,
+                   "`ha.name`: %s%s%s; allowed: this server's name among its peers, 1..64 of "
+                   "letters, digits, . _ -",
+                   h->name ? "`" : "missing", h->name ? h->name : "",
+                   h->name ? "` is not a name" : "");
+        return;
+    }
+    cfg->ha.etcd = calloc(h->etcd_count, sizeof(char *));
+    if (cfg->ha.etcd == NULL || (cfg->ha.name = strdup(h->name)) == NULL) {
+        report_add(r, "`ha`: out of memory");
+        return;
+    }
+    for (unsigned i = 0; i < h->etcd_count; i++) {
+        cleanup_free char *host = NULL;
+        cleanup_error vcr_error_t err = NULL;
+        uint16_t port;
+        const char *u = h->etcd[i];
+        if (strncmp(u, "http://", 7) != 0 || vcr_parse_host_port(u + 7, &host, &port, &err) < 0) {
+            report_add(r,
+                       "`ha.etcd[%u]`: `%s` is not an etcd client URL; allowed: http://ADDR:PORT",
+                       i, u);
+            continue;
+        }
+        cfg->ha.etcd[cfg->ha.n_etcd++] = strdup(u);
+    }
+    /* What the leader publishes for agents and clients to reach it: the listen
+     * address unless it is 0.0.0.0, which nobody can connect to. */
+    const char *adv = h->advertise, *adv_api = h->advertise_api;
+    char listen[64], api[64];
+    snprintf(listen, sizeof(listen), "%s:%u", cfg->listen_host, cfg->listen_port);
+    snprintf(api, sizeof(api), "%s:%u", cfg->api_host, cfg->api_port);
+    if (adv == NULL && strcmp(cfg->listen_host, "0.0.0.0") != 0)
+        adv = listen;
+    if (adv_api == NULL && strcmp(cfg->api_host, "0.0.0.0") != 0)
+        adv_api = api;
+    if (adv == NULL)
+        report_add(r, "`ha.advertise`: missing while `listen` is 0.0.0.0; allowed: %s",
+                   ADDRESS_ALLOWED);
+    else if ((cfg->ha.advertise = strdup(adv)) == NULL)
+        report_add(r, "`ha`: out of memory");
+    if (adv_api == NULL)
+        report_add(r, "`ha.advertise_api`: missing while `api` is 0.0.0.0; allowed: %s",
+                   ADDRESS_ALLOWED);
+    else if ((cfg->ha.advertise_api = strdup(adv_api)) == NULL)
+        report_add(r, "`ha`: out of memory");
+    cfg->ha.enabled = true;
+}
+
 static void report_line(void *ctx, const char *line)
 {
     report_add(ctx, "%s", line);
@@ -617,6 +705,8 @@ static void convert(struct config_report *r, const struct raw_config *raw, const
                             &cfg->services, &cfg->n_services, report_line, r);
     if (raw->migration)
         convert_migration(r, raw->migration, cfg);
+    if (raw->ha)
+        convert_ha(r, raw->ha, cfg);
     convert_images(r, raw, base_dir, cfg);
 }
 
@@ -736,5 +826,11 @@ void server_config_free(struct server_config *cfg)
     for (size_t i = 0; i < cfg->migration.n_targets; i++)
         free(cfg->migration.targets[i]);
     free(cfg->migration.targets);
+    for (size_t i = 0; i < cfg->ha.n_etcd; i++)
+        free(cfg->ha.etcd[i]);
+    free(cfg->ha.etcd);
+    free(cfg->ha.name);
+    free(cfg->ha.advertise);
+    free(cfg->ha.advertise_api);
     free(cfg);
 }

@@ -102,7 +102,27 @@ struct server_config {
         char **targets;   /* ... has its busiest container moved to one of these */
         size_t n_targets;
     } migration;
+    /* Redundant servers on etcd (docs/ha.md): enabled false without `ha:`,
+     * the embedded single-server default. */
+    struct {
+        bool enabled;
+        char **etcd; /* http://ADDR:PORT client URLs */
+        size_t n_etcd;
+        uint32_t lease_ttl_s;
+        char *name;
+        char *advertise;     /* HOST:PORT agents reach this server's agent port at */
+        char *advertise_api; /* HOST:PORT of its HTTP API */
+    } ha;
 };
+
+/* 1 s: a takeover within 2 s (etcd's lease expiry, checked every 500 ms, plus
+ * one poll); etcd must run with --election-timeout <= 600 ms, else it rounds
+ * the lease up to 1.5 election timeouts (docs/ha.md). */
+#define SERVER_HA_LEASE_TTL_DEF_S 1
+#define SERVER_HA_LEASE_TTL_MAX_S 60
+#define SERVER_HA_ETCD_MAX        16
+/* Every key of the servers lives under it (docs/ha.md). */
+#define SERVER_HA_PREFIX "/vcr/"
 
 #define SERVER_MIGRATION_SAMPLES_DEF 5
 #define SERVER_MIGRATION_TARGETS_MAX 16

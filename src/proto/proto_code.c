@@ -5,10 +5,16 @@
 #include <string.h>
 
 static const char *const names[] = {
-    [PROTO_CODE_NONE] = "none",       [PROTO_CODE_EXISTS] = "exists",
-    [PROTO_CODE_ABSENT] = "absent",   [PROTO_CODE_BUSY] = "busy",
-    [PROTO_CODE_INVALID] = "invalid", [PROTO_CODE_STOPPED] = "stopped",
-    [PROTO_CODE_FAILED] = "failed",   [PROTO_CODE_IMAGE_CHECKSUM] = "image_checksum",
+    [PROTO_CODE_NONE] = "none",
+    [PROTO_CODE_EXISTS] = "exists",
+    [PROTO_CODE_ABSENT] = "absent",
+    [PROTO_CODE_BUSY] = "busy",
+    [PROTO_CODE_INVALID] = "invalid",
+    [PROTO_CODE_STOPPED] = "stopped",
+    [PROTO_CODE_FAILED] = "failed",
+    [PROTO_CODE_IMAGE_CHECKSUM] = "image_checksum",
+    [PROTO_CODE_STALE_TERM] = "stale_term",
+    [PROTO_CODE_NOT_LEADER] = "not_leader",
 };
 
 const char *proto_code_name(enum proto_code code)
@@ -41,6 +47,8 @@ enum proto_code proto_code_from_errno(int status)
         return PROTO_CODE_STOPPED;
     case PROTO_STATUS_IMAGE_CHECKSUM:
         return PROTO_CODE_IMAGE_CHECKSUM;
+    case PROTO_STATUS_STALE_TERM:
+        return PROTO_CODE_STALE_TERM;
     default:
         return PROTO_CODE_FAILED;
     }

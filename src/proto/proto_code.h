@@ -16,12 +16,19 @@ enum proto_code {
     /* A container image's bytes do not have the order's SHA-256
      * (PROTO_STATUS_IMAGE_CHECKSUM); nothing was started. */
     PROTO_CODE_IMAGE_CHECKSUM,
+    /* Redundant servers (docs/ha.md): the order's `term` is older than the
+     * newest the agent has seen: a deposed leader's (PROTO_STATUS_STALE_TERM). */
+    PROTO_CODE_STALE_TERM,
+    /* In an `error` frame: the server is not the leader (its `leader` member
+     * names the one that is, when known). */
+    PROTO_CODE_NOT_LEADER,
 };
 
 /* errno-style statuses of our own, for failures no errno names: the kernel's
  * errno values end at 4095 (MAX_ERRNO), so these never collide with one.
  * Never passed to strerror. */
 #define PROTO_STATUS_IMAGE_CHECKSUM 4096
+#define PROTO_STATUS_STALE_TERM     4097
 
 const char *proto_code_name(enum proto_code code);
 /* PROTO_CODE_NONE for NULL or an unknown word. */

@@ -22,6 +22,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "ha/ha.h"
 #include "proto/proto.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -73,7 +74,24 @@ struct agents {
     int64_t next_order_id;
     const struct agents_watch *watch;
     void *watch_opaque;
+    /* Redundant servers (docs/ha.md): NULL for the embedded single server. */
+    struct ha *ha;
+    bool leading;                 /* as of the last agents_set_leading */
+    int64_t not_leading_since_ms; /* monotonic */
 };
+
+/* Whether this server may take agents and give orders: always without ha. */
+static bool leads(struct agents *a)
+{
+    return a->ha == NULL || ha_is_leader(a->ha);
+}
+
+/* The term every order and welcome carries (docs/ha.md); members stolen into msg. */
+static void add_term(struct agents *a, json_t *body)
+{
+    if (a->ha && body)
+        json_object_set_new(body, "term", json_integer(ha_term(a->ha)));
+}
 
 static struct session *find_session(struct agents *a, const char *host)
 {
@@ -135,6 +153,9 @@ static int64_t send_order(struct agents *a, const char *host, const char *action
                           json_t *members, int64_t timeout_ms, agents_order_cb cb,
                           agents_order_reply_cb reply_cb, void *opaque, vcr_error_t *err)
 {
+    if (!leads(a))
+        return vcr_error_make(
+            err, ENOTCONN, "order for host `%s`: this server is not the leader (docs/ha.md)", host);
     struct session *s = find_session(a, host);
     if (s == NULL)
         return vcr_error_make(err, ENOTCONN, "host `%s` has no agent connection", host);
@@ -142,6 +163,7 @@ static int64_t send_order(struct agents *a, const char *host, const char *action
     json_t *body = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "action", action, "vm", vm);
     if (body && json_is_object(members))
         json_object_update_missing(body, members);
+    add_term(a, body);
     cleanup_json json_t *msg = proto_msg_new("order", body);
     if (msg == NULL)
         return vcr_error_make(err, ENOMEM, "order for host `%s`: out of memory", host);
@@ -232,9 +254,36 @@ static void session_reject(struct session *s, const char *fmt, ...)
     proto_conn_close(s->conn, message);
 }
 
+/* A follower's answer to a hello, and a deposed leader's to its sessions:
+ * `error` with `code` not_leader and `leader`, the leader's agent address when
+ * known, so that the agent goes there (docs/protocol.md). */
+static void session_redirect(struct session *s, const char *why)
+{
+    struct agents *a = s->agents;
+    if (s->closing)
+        return;
+    const struct ha_leader *l = ha_leader(a->ha);
+    char message[256];
+    snprintf(message, sizeof(message), "%s; the leader is %s", why,
+             l->agents_addr ? l->agents_addr : "not known yet");
+    log_info("agent %s (%s): %s", session_name(s), proto_conn_peer(s->conn), message);
+    cleanup_json json_t *msg = proto_msg_new(
+        "error", json_pack("{s:s, s:s, s:s?, s:I}", "message", message, "code", "not_leader",
+                           "leader", l->agents_addr, "term", (json_int_t)l->term));
+    cleanup_error vcr_error_t err = NULL;
+    if (msg == NULL || proto_conn_send(s->conn, msg, &err) < 0)
+        log_debug("agent %s: error message not sent: %s", session_name(s), vcr_error_msg(err));
+    s->closing = true;
+    proto_conn_close(s->conn, message);
+}
+
 static void on_hello(struct session *s, json_t *msg)
 {
     struct agents *a = s->agents;
+    if (!leads(a)) {
+        session_redirect(s, "this server is not the leader");
+        return;
+    }
     if (s->host) {
         session_reject(s, "a second hello on one connection");
         return;
@@ -317,12 +366,12 @@ static void on_hello(struct session *s, json_t *msg)
     }
     log_info("host %s: hello from %s (role %s, accel %s, agent %s, %zu VMs)%s", h->name, peer,
              h->role, h->accel, h->agent_version, h->n_vms, came_up ? ": host up" : "");
-    cleanup_json json_t *welcome =
-        proto_msg_new("welcome", json_pack("{s:I, s:I, s:s}", "heartbeat_ms",
-                                           (json_int_t)a->opts.heartbeat_ms, "fence_after_ms",
-                                           (json_int_t)agents_fence_after_ms(
-                                               a->opts.host_timeout_ms, a->opts.fence_timeout_ms),
-                                           "server_version", VCR_VERSION));
+    json_t *welcome_body = json_pack(
+        "{s:I, s:I, s:s}", "heartbeat_ms", (json_int_t)a->opts.heartbeat_ms, "fence_after_ms",
+        (json_int_t)agents_fence_after_ms(a->opts.host_timeout_ms, a->opts.fence_timeout_ms),
+        "server_version", VCR_VERSION);
+    add_term(a, welcome_body);
+    cleanup_json json_t *welcome = proto_msg_new("welcome", welcome_body);
     if (welcome == NULL || proto_conn_send(s->conn, welcome, &err) < 0) {
         session_reject(s, "cannot send welcome: %s", vcr_error_msg(err));
         return;
@@ -349,9 +398,15 @@ static void on_heartbeat(struct session *s, json_t *msg)
     json_t *seq = json_object_get(msg, "seq");
     if (!json_is_integer(seq))
         return;
+    /* Only a leader's echo is contact: a deposed one must not feed watchdogs. */
+    if (!leads(s->agents)) {
+        session_redirect(s, "this server is no longer the leader");
+        return;
+    }
     cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *echo = proto_msg_new(
-        "heartbeat", json_pack("{s:O, s:I}", "seq", seq, "ts_ms", (json_int_t)vcr_wall_ms()));
+    json_t *echo_body = json_pack("{s:O, s:I}", "seq", seq, "ts_ms", (json_int_t)vcr_wall_ms());
+    add_term(s->agents, echo_body);
+    cleanup_json json_t *echo = proto_msg_new("heartbeat", echo_body);
     if (echo == NULL || proto_conn_send(s->conn, echo, &err) < 0)
         log_debug("host %s: heartbeat echo not sent: %s", s->host ? s->host : "?",
                   err ? vcr_error_msg(err) : "out of memory");
@@ -675,6 +730,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     if (journal_held(a->journal))
         journal_write_held(a->journal);
+    if (!leads(a))
+        return; /* a follower watches no host (agents_set_leading) */
     inventory_expire_hosts(a->inv, now, a->opts.host_timeout_ms, on_host_lost, a);
     inventory_expire_restarts(a->inv, now, on_restart_overrun, a);
     /* A connection that never says hello would hold a descriptor forever. */
@@ -756,6 +813,29 @@ int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t
         return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
     a->port = ntohs(sin.sin_port);
     return 0;
+}
+
+void agents_set_ha(struct agents *a, struct ha *ha)
+{
+    a->ha = ha;
+    a->leading = false;
+    a->not_leading_since_ms = vcr_mono_ms();
+}
+
+void agents_set_leading(struct agents *a, bool leading, const char *why)
+{
+    int64_t now = vcr_mono_ms();
+    if (leading && !a->leading) {
+        /* Hosts it knew from an earlier term were not its to watch meanwhile:
+         * they get a full host_timeout_ms to say hello again. */
+        inventory_forgive_silence(a->inv, now - a->not_leading_since_ms);
+    } else if (!leading && a->leading) {
+        a->not_leading_since_ms = now;
+        struct session *s;
+        LIST_FOREACH(s, &a->sessions, link)
+        session_redirect(s, why);
+    }
+    a->leading = leading;
 }
 
 void agents_set_watch(struct agents *a, const struct agents_watch *w, void *opaque)

@@ -109,6 +109,17 @@ struct agents_watch {
     /* A sample was applied to the inventory (the migration policy reads it). */
     void (*sample)(void *opaque, const char *host);
 };
+/* Redundant servers (docs/ha.md): ha (borrowed, outlives agents) decides
+ * whether this server leads.  A follower answers every hello with `error`
+ * code not_leader and the leader's address; a leader's welcome, heartbeat
+ * echoes and orders carry its term.  Without it (the embedded single server)
+ * nothing changes. */
+struct ha;
+void agents_set_ha(struct agents *a, struct ha *ha);
+/* The ha watch's news: deposed closes every session with not_leader (why says
+ * why); elected gives hosts known from an earlier term a fresh host timeout. */
+void agents_set_leading(struct agents *a, bool leading, const char *why);
+
 /* w is borrowed for the life of agents; NULL removes the watch. */
 void agents_set_watch(struct agents *a, const struct agents_watch *w, void *opaque);
 

@@ -22,6 +22,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "ha/ha.h"
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -115,10 +116,14 @@ static void handle_status(struct api *api, struct evhttp_request *req, const cha
     int64_t wall = vcr_wall_ms();
     cleanup_json json_t *status = inventory_status_json(api->inv, vcr_mono_ms(), wall);
     if (status == NULL || json_object_set_new(status, "now_ms", json_integer(wall)) < 0 ||
-        json_object_set_new(status, "server_version", json_string(VCR_VERSION)) < 0) {
+        json_object_set_new(status, "server_version", json_string(VCR_VERSION)) < 0 ||
+        (api->ha && json_object_set_new(status, "ha", ha_status_json(api->ha)) < 0)) {
         api_reply_error(req, 500, "out of memory");
         return;
     }
+    /* A follower watches no host: what it knew as a leader is stale (docs/ha.md). */
+    if (api->ha && !ha_is_leader(api->ha))
+        json_object_set_new(status, "hosts", json_array());
     api_reply_json(req, 200, status);
 }
 
@@ -357,6 +362,17 @@ static void on_request(struct evhttp_request *req, void *opaque)
         log_debug("API %s %s%s%s", method_name(method), path, who ? " by " : "",
                   who ? who->name : "");
         api->who = who;
+        if (method != EVHTTP_REQ_GET && api->ha && !ha_is_leader(api->ha) &&
+            strcmp(path, "/v1/login") != 0 && strcmp(path, "/v1/logout") != 0) {
+            /* A follower answers reads; actions are the leader's (docs/ha.md). */
+            const struct ha_leader *l = ha_leader(api->ha);
+            cleanup_json json_t *body = json_pack(
+                "{s:s, s:s, s:s?, s:s?, s:I}", "error",
+                "this server is not the leader: send actions to the leader", "code", "not_leader",
+                "leader", l->api_addr, "leader_name", l->name, "term", (json_int_t)l->term);
+            api_reply_json(req, 503, body);
+            return;
+        }
         routes[i].handle(api, req, arg);
         api->who = NULL;
         return;
@@ -367,6 +383,11 @@ static void on_request(struct evhttp_request *req, void *opaque)
         return;
     }
     api_reply_error(req, 404, "no endpoint `%s`; see docs/server.md", path ? path : "");
+}
+
+void api_set_ha(struct api *api, struct ha *ha)
+{
+    api->ha = ha;
 }
 
 struct api *api_new(struct event_base *base, struct inventory *inv, struct journal *journal,

@@ -62,6 +62,11 @@ void api_set_config(struct api *api, const struct server_config *cfg);
 /* Migrations (POST .../containers {"action": "migrate"}); NULL: none. */
 struct migrator;
 void api_set_migrator(struct api *api, struct migrator *m);
+/* Redundant servers (docs/ha.md; borrowed, outlives the api): GET /v1/status
+ * adds `ha`, and a follower refuses every action (503, code not_leader, with
+ * the leader's API address in `leader`); reads are answered. */
+struct ha;
+void api_set_ha(struct api *api, struct ha *ha);
 /* Answers waiting long polls, then closes every HTTP connection. */
 void api_free(struct api *api);
 

@@ -65,6 +65,7 @@ struct api {
     size_t n_closing; /* of them, picked to make room and about to close */
     unsigned long long conns_turned_away;
     struct vcr_log_limit conns_log;
+    struct ha *ha; /* NULL: the embedded single server */
 };
 
 /* The connections (api_conn.c, docs/server.md "Limits"): the bufferevent

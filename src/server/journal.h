@@ -19,6 +19,8 @@
 #define JOURNAL_PROVISION           "provision"
 #define JOURNAL_SELF_FENCE          "self_fence"
 #define JOURNAL_DATA_COPY           "data_copy"
+#define JOURNAL_HA_LEADER           "ha_leader"   /* this server leads: {name, term} */
+#define JOURNAL_HA_FOLLOWER         "ha_follower" /* it stepped down: {name, why} */
 
 #define JOURNAL_READ_MAX 1000
 

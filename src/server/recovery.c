@@ -19,6 +19,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "ha/ha.h"
 #include "dns/dns_update.h"
 #include "proto/proto_code.h"
 #include "proto/proto_state.h"
@@ -558,9 +559,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct recovery *rc = arg;
     (void)fd;
     (void)what;
+    /* A follower probes nothing and decides nothing (docs/ha.md). */
+    if (rc->ha && !ha_is_leader(rc->ha))
+        return;
     int64_t now = vcr_mono_ms();
     for (size_t i = 0; i < rc->n_svcs && !rc->stopping; i++)
         svc_tick(&rc->svcs[i], now);
+}
+
+void recovery_set_ha(struct recovery *rc, struct ha *ha)
+{
+    rc->ha = ha;
 }
 
 struct recovery *recovery_new(struct event_base *base, const struct server_config *cfg,

@@ -32,6 +32,10 @@ struct recovery;
 struct recovery *recovery_new(struct event_base *base, const struct server_config *cfg,
                               struct inventory *inv, struct journal *journal, struct agents *agents,
                               vcr_error_t *err);
+/* Redundant servers (docs/ha.md): the engine acts only while ha (borrowed,
+ * outlives the engine) says this server leads. */
+struct ha;
+void recovery_set_ha(struct recovery *rc, struct ha *ha);
 /* Before agents_free: pending order callbacks are then ignored. */
 void recovery_stop(struct recovery *rc);
 void recovery_free(struct recovery *rc);

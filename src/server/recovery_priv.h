@@ -153,6 +153,7 @@ struct recovery {
     struct svc *svcs;
     size_t n_svcs;
     bool stopping;
+    struct ha *ha; /* NULL: the embedded single server, always acting */
 };
 
 /* recovery.c: the state machine */

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cleanup.h"
 #include "common/log.h"
 #include "common/sd_notify.h"
+#include "ha/ha.h"
 #include "server/agents.h"
 #include "server/api.h"
 #include "server/images.h"
@@ -28,7 +30,27 @@ struct server {
     struct recovery *recovery;
     struct migrator *migrator;
     struct image_server *images; /* NULL: no `images_listen` */
+    struct ha *ha;               /* NULL: no `ha:`, the embedded single server */
 };
+
+static void ha_elected(void *opaque, int64_t term)
+{
+    struct server *srv = opaque;
+    cleanup_json json_t *detail =
+        json_pack("{s:s, s:I}", "name", srv->cfg->ha.name, "term", (json_int_t)term);
+    journal_note(srv->journal, 0, NULL, NULL, JOURNAL_HA_LEADER, detail);
+    agents_set_leading(srv->agents, true, NULL);
+}
+
+static void ha_deposed(void *opaque, const char *why)
+{
+    struct server *srv = opaque;
+    cleanup_json json_t *detail = json_pack("{s:s, s:s}", "name", srv->cfg->ha.name, "why", why);
+    journal_note(srv->journal, 0, NULL, NULL, JOURNAL_HA_FOLLOWER, detail);
+    agents_set_leading(srv->agents, false, why);
+}
+
+static const struct ha_watch server_ha_watch = {.elected = ha_elected, .deposed = ha_deposed};
 
 static void watch_vm_event(void *opaque, const char *host, const char *vm, const char *state,
                            const char *cause)
@@ -122,6 +144,24 @@ struct server *server_new(struct event_base *base, const struct server_config *c
     if (srv->images)
         log_info("image server on %s:%u: %zu image(s)", cfg->images_host,
                  image_server_port(srv->images), cfg->n_images);
+    if (cfg->ha.enabled) {
+        struct ha_options o = {
+            .etcd = (const char *const *)cfg->ha.etcd,
+            .n_etcd = cfg->ha.n_etcd,
+            .lease_ttl_s = cfg->ha.lease_ttl_s,
+            .name = cfg->ha.name,
+            .agents_addr = cfg->ha.advertise,
+            .api_addr = cfg->ha.advertise_api,
+            .prefix = SERVER_HA_PREFIX,
+        };
+        if ((srv->ha = ha_new(base, &o, &server_ha_watch, srv, err)) == NULL) {
+            server_free(srv);
+            return NULL;
+        }
+        agents_set_ha(srv->agents, srv->ha);
+        recovery_set_ha(srv->recovery, srv->ha);
+        api_set_ha(srv->api, srv->ha);
+    }
     agents_set_watch(srv->agents, &server_watch, srv);
     api_set_recovery(srv->api, srv->recovery);
     api_set_migrator(srv->api, srv->migrator);
@@ -198,6 +238,7 @@ void server_free(struct server *srv)
     image_server_free(srv->images);
     recovery_free(srv->recovery);
     migrator_free(srv->migrator);
+    ha_free(srv->ha);
     journal_close(srv->journal);
     inventory_free(srv->inv);
     free(srv);
@@ -231,4 +272,9 @@ struct recovery *server_recovery(const struct server *srv)
 struct migrator *server_migrator(const struct server *srv)
 {
     return srv->migrator;
+}
+
+struct ha *server_ha(const struct server *srv)
+{
+    return srv->ha;
 }

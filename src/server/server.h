@@ -26,5 +26,7 @@ struct inventory *server_inventory(const struct server *srv);
 struct journal *server_journal(const struct server *srv);
 struct recovery *server_recovery(const struct server *srv);
 struct migrator *server_migrator(const struct server *srv);
+/* The leader election (docs/ha.md); NULL without `ha:`. */
+struct ha *server_ha(const struct server *srv);
 
 #endif

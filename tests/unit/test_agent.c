@@ -1053,19 +1053,42 @@ struct fake_server {
     bool challenge;   /* send a challenge first and check auth */
     bool auth_ok;
     int connections;
+    int64_t term;         /* redundant servers: the term of welcome and echoes; 0: none */
+    const char *redirect; /* a follower: answer hello with not_leader naming this */
+    int hellos;
 };
 
 static void srv_message(struct proto_conn *c, json_t *msg, void *opaque)
 {
     struct fake_server *s = opaque;
     json_array_append(s->received, msg);
+    if (strcmp(proto_msg_type(msg), "hello") == 0 && s->redirect) {
+        s->hellos++;
+        json_t *e = proto_msg_new("error", json_pack("{s:s, s:s, s:s, s:I}", "message",
+                                                     "not the leader", "code", "not_leader",
+                                                     "leader", s->redirect, "term", (json_int_t)0));
+        proto_conn_send(c, e, NULL);
+        json_decref(e);
+        proto_conn_close(c, "not the leader");
+        return;
+    }
+    if (strcmp(proto_msg_type(msg), "heartbeat") == 0 && s->term) {
+        json_t *echo =
+            proto_msg_new("heartbeat", json_pack("{s:O, s:I}", "seq", json_object_get(msg, "seq"),
+                                                 "term", (json_int_t)s->term));
+        proto_conn_send(c, echo, NULL);
+        json_decref(echo);
+    }
     if (strcmp(proto_msg_type(msg), "hello") == 0) {
+        s->hellos++;
         if (s->challenge)
             s->auth_ok =
                 proto_auth_verify("0123456789abcdef-key", 20, "00112233445566778899aabbccddeeff",
                                   json_string_value(json_object_get(msg, "auth")));
         json_t *welcome = proto_msg_new(
             "welcome", json_pack("{s:i, s:s}", "heartbeat_ms", 50, "server_version", "test"));
+        if (s->term)
+            json_object_set_new(welcome, "term", json_integer(s->term));
         proto_conn_send(c, welcome, NULL);
         json_decref(welcome);
     }
@@ -1249,6 +1272,118 @@ static void test_server_connection(void **state)
 
     agent_conn_free(t.conn);
     srv_stop(&t.srv);
+    event_base_free(base);
+}
+
+/* Redundant servers (docs/ha.md): a follower's not_leader sends the agent to the
+ * leader it names; an order of an older term than the newest seen is refused
+ * with code stale_term; a deposed leader's welcome is no contact and the agent
+ * moves on. */
+struct term_test {
+    struct conn_test t;
+    int heard, heard_mark;
+    struct fake_server *follower;
+};
+
+static void term_heard(int64_t evidence_ms, void *opaque)
+{
+    (void)evidence_ms;
+    ((struct term_test *)opaque)->heard++;
+}
+
+static void term_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    fake_order(id, action, vm, msg, &((struct term_test *)opaque)->t);
+}
+
+static json_t *term_vm_list(void *opaque)
+{
+    return fake_vm_list(opaque);
+}
+
+static const struct agent_conn_ops term_conn_ops = {
+    .vm_list = term_vm_list, .order = term_order, .heard = term_heard};
+
+static bool leader_welcomed(void *arg)
+{
+    struct term_test *tt = arg;
+    return tt->heard > tt->heard_mark;
+}
+
+/* The follower had its second hello and the agent left it. */
+static bool follower_left(void *arg)
+{
+    struct term_test *tt = arg;
+    return tt->follower->hellos >= 2 && tt->follower->conn == NULL;
+}
+
+static json_t *reply_to(struct event_base *base, struct fake_server *srv, struct conn_test *t,
+                        int id, int64_t term)
+{
+    json_t *order =
+        proto_msg_new("order", json_pack("{s:i, s:s, s:s, s:I}", "id", id, "action", "vm_kill",
+                                         "vm", "web1", "term", (json_int_t)term));
+    proto_conn_send(srv->conn, order, NULL);
+    json_decref(order);
+    return wait_msg(base, t, "reply", NULL);
+}
+
+static void test_server_terms_and_redirect(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct term_test tt = {0};
+    struct fake_server follower;
+    int lport = srv_start(&tt.t.srv, base); /* the leader: its messages are tt.t's */
+    int fport = srv_start(&follower, base);
+    char leader_addr[32], servers[80];
+    snprintf(leader_addr, sizeof(leader_addr), "127.0.0.1:%d", lport);
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d, %s", fport, leader_addr);
+    tt.t.srv.term = 5;
+    follower.redirect = leader_addr;
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    tt.t.conn = agent_conn_new(base, &p, &term_conn_ops, &tt, NULL);
+    assert_non_null(tt.t.conn);
+    agent_conn_start(tt.t.conn);
+
+    /* The follower first (first in the list), which names the leader. */
+    assert_true(run_until(base, leader_welcomed, &tt, 5000));
+    assert_int_equal(follower.hellos, 1);
+    assert_int_equal(tt.t.srv.hellos, 1);
+    wait_msg(base, &tt.t, "hello", NULL);
+
+    /* Orders of the current term are carried out; an older term's are refused. */
+    json_t *ok = reply_to(base, &tt.t.srv, &tt.t, 1, 5);
+    assert_true(json_is_true(json_object_get(ok, "ok")));
+    assert_int_equal(tt.t.orders, 1);
+    tt.t.srv.term = 6; /* a newer term seen in an order raises the bar */
+    json_t *newer = reply_to(base, &tt.t.srv, &tt.t, 2, 6);
+    assert_true(json_is_true(json_object_get(newer, "ok")));
+    json_t *stale = reply_to(base, &tt.t.srv, &tt.t, 3, 5);
+    assert_false(json_is_true(json_object_get(stale, "ok")));
+    assert_string_equal(json_string_value(json_object_get(stale, "code")), "stale_term");
+    assert_int_equal(json_integer_value(json_object_get(stale, "term")), 6);
+    assert_int_equal(tt.t.orders, 2);
+
+    /* The follower turns into a deposed leader still believing in term 4: its
+     * welcome is refused and is no contact; the agent goes back to the leader. */
+    follower.redirect = NULL;
+    follower.term = 4;
+    proto_conn_free(tt.t.srv.conn);
+    tt.t.srv.conn = NULL;
+    assert_true(run_until(base, agent_saw_close, &tt.t, 1000));
+    tt.follower = &follower;
+    tt.heard_mark = tt.heard;
+    assert_true(run_until(base, follower_left, &tt, 5000));
+    assert_int_equal(tt.heard, tt.heard_mark); /* its welcome was no contact */
+    assert_int_equal(srv_find(&follower, 0, "heartbeat", NULL), -1);
+    assert_true(run_until(base, leader_welcomed, &tt, 5000));
+    assert_int_equal(tt.t.srv.hellos, 2);
+
+    agent_conn_free(tt.t.conn);
+    srv_stop(&tt.t.srv);
+    srv_stop(&follower);
     event_base_free(base);
 }
 
@@ -2201,6 +2336,7 @@ int main(void)
         cmocka_unit_test(test_sm_pause_reset_stop_and_failed_start),
         cmocka_unit_test(test_accel_fixed_and_probe),
         cmocka_unit_test(test_server_connection),
+        cmocka_unit_test(test_server_terms_and_redirect),
         cmocka_unit_test(test_server_challenge),
         cmocka_unit_test(test_real_qemu_kill9_is_crash),
         cmocka_unit_test(test_real_qemu_stop_adopt_and_kill_on_order),

@@ -54,6 +54,29 @@ static void test_format_status_table(void **state)
     json_decref(status);
 }
 
+/* Redundant servers: the instances, who leads and its term, first. */
+static void test_format_status_ha(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    json_t *st = json_loads(
+        "{\"hosts\": [], \"ha\": {\"name\": \"s2\", \"leader\": false, \"term\": 41, "
+        "\"leader_name\": \"s1\", \"instances\": ["
+        "{\"name\": \"s1\", \"agents\": \"10.77.0.1:7070\", \"api\": \"127.0.0.1:7080\"},"
+        "{\"name\": \"s2\", \"agents\": \"10.77.0.1:7073\", \"api\": \"127.0.0.1:7081\"}]}}",
+        0, NULL);
+    assert_non_null(st);
+    cleanup_free char *text = cli_format_status(st, &err);
+    const char *want = "SERVER  ROLE                 TERM  AGENTS          API\n"
+                       "s1      leader                 41  10.77.0.1:7070  127.0.0.1:7080\n"
+                       "s2      follower (this one)     -  10.77.0.1:7073  127.0.0.1:7081\n"
+                       "\n"
+                       "this server follows s1: hosts connect to the leader\n";
+    if (text == NULL || strcmp(text, want) != 0)
+        fail_msg("got:\n%s\nexpected:\n%s", text ? text : "(null)", want);
+    json_decref(st);
+}
+
 static void test_format_status_empty_and_bad(void **state)
 {
     (void)state;
@@ -298,6 +321,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_status_table),
+        cmocka_unit_test(test_format_status_ha),
         cmocka_unit_test(test_format_status_empty_and_bad),
         cmocka_unit_test(test_format_status_hostile_strings),
         cmocka_unit_test(test_format_age_and_size),

@@ -255,6 +255,23 @@ static void test_qemu_allowed(void **state)
                     "qemu_allowed[1]", "agent.key", "allowed: an executable file", NULL);
 }
 
+/* `server:` as a list (redundant servers, docs/ha.md): joined by commas, every
+ * entry checked; the list's errors name the bad entry. */
+static void test_server_list(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct vcr_agent_config *cfg =
+        load_variant("server: 10.77.0.1:7070", "server: [10.77.0.1:7070, 10.77.0.2:7070]", &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->server, "10.77.0.1:7070,10.77.0.2:7070");
+    vcr_agent_config_free(cfg);
+    expect_rejected("server: 10.77.0.1:7070", "server: [10.77.0.1:7070, 10.77.0.2]", "server",
+                    "`10.77.0.2`", "HOST:PORT", NULL);
+    expect_rejected("server: 10.77.0.1:7070", "server: []", "server", NULL);
+}
+
 static void test_bad_host_name(void **state)
 {
     (void)state;
@@ -459,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_defaults_and_bare_vms_key),
         cmocka_unit_test(test_ram_dir),
         cmocka_unit_test(test_qemu_allowed),
+        cmocka_unit_test(test_server_list),
         cmocka_unit_test(test_bad_host_name),
         cmocka_unit_test(test_bad_vm_name),
         cmocka_unit_test(test_duplicate_vm_name),

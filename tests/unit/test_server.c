@@ -170,6 +170,39 @@ static void test_config_migration(void **state)
                         "`sb 2`", "not a host name");
 }
 
+/* `ha:` (docs/ha.md): validated, the advertised addresses default to listen and
+ * api unless those are 0.0.0.0. */
+static void test_config_ha(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse_config("", &err);
+    assert_non_null(cfg);
+    assert_false(cfg->ha.enabled);
+    server_config_free(cfg);
+    cfg = parse_config("listen: 10.0.0.1:7070\napi: 10.0.0.1:7080\n"
+                       "ha: {etcd: ['http://127.0.0.1:2379', 'http://127.0.0.1:2381'], name: s1}\n",
+                       &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(cfg->ha.enabled);
+    assert_int_equal(cfg->ha.n_etcd, 2);
+    assert_string_equal(cfg->ha.etcd[1], "http://127.0.0.1:2381");
+    assert_int_equal(cfg->ha.lease_ttl_s, SERVER_HA_LEASE_TTL_DEF_S);
+    assert_string_equal(cfg->ha.name, "s1");
+    assert_string_equal(cfg->ha.advertise, "10.0.0.1:7070");
+    assert_string_equal(cfg->ha.advertise_api, "10.0.0.1:7080");
+    server_config_free(cfg);
+    EXPECT_CONFIG_ERROR("ha: {etcd: ['https://e:1'], name: s1}\n", "`ha.etcd[0]`", "`https://e:1`",
+                        "http://ADDR:PORT");
+    EXPECT_CONFIG_ERROR("ha: {name: s1}\n", "`ha.etcd`", "0 given");
+    EXPECT_CONFIG_ERROR("ha: {etcd: ['http://127.0.0.1:2379']}\n", "`ha.name`", "missing");
+    EXPECT_CONFIG_ERROR("ha: {etcd: ['http://127.0.0.1:2379'], name: s1, lease_ttl_s: 0}\n",
+                        "`ha.lease_ttl_s`", "1..60");
+    EXPECT_CONFIG_ERROR("listen: 0.0.0.0:7070\nha: {etcd: ['http://127.0.0.1:2379'], name: s1}\n",
+                        "`ha.advertise`", "0.0.0.0");
+}
+
 static void test_config_file_all_keys(void **state)
 {
     (void)state;
@@ -2260,6 +2293,7 @@ int main(void)
         cmocka_unit_test(test_config_file_all_keys),
         cmocka_unit_test(test_config_tls),
         cmocka_unit_test(test_config_migration),
+        cmocka_unit_test(test_config_ha),
         cmocka_unit_test(test_inventory_find_container_host),
         cmocka_unit_test(test_config_bad_listen_address),
         cmocka_unit_test(test_config_bad_port),

@@ -1,0 +1,259 @@
+"""Redundant vcr-server instances on a real 3-member etcd cluster inside the lab namespace
+(docs/ha.md): two ASan+UBSan servers elect a leader on an etcd lease, a real host agent
+knows both and supervises a real QEMU guest with its fence watchdog armed.  The leader
+is killed with SIGKILL, stopped with SIGSTOP past its lease, etcd loses a member and then
+its quorum; the agent keeps its VM through all of it and is never self-fenced."""
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import labkit
+
+BRIDGE_PORTS = {"s1": 7070, "s2": 7073}
+APIS = {"s1": "127.0.0.1:7080", "s2": "127.0.0.1:7081"}
+VM = ("web1", 0, "10.77.0.11")
+BOOT_TIMEOUT = 120
+# The agent's self-fence: longer than any leaderless stretch below (a takeover is ~1-2 s,
+# the quorum-lost test ~5 s), short enough to be the real thing.
+FENCE_MS = 12000
+
+
+class Cluster:
+    def __init__(self, tmp, build):
+        self.tmp = tmp
+        self.build = build
+        self.etcd, self.urls = labkit.etcd_cluster(tmp, 3)
+        self.servers = {}
+        self.old = []  # servers killed and replaced: their logs are checked too
+        self.vcr = {n: labkit.Vcr(build, api=api) for n, api in APIS.items()}
+        self.agent = None
+
+    def start_server(self, name):
+        cfg = self.tmp / f"{name}.yaml"
+        labkit.write_server_config(cfg, self.tmp / f"{name}-journal.db", heartbeat_ms=300,
+                                   host_timeout_ms=1500, fence_timeout_ms=FENCE_MS,
+                                   agent_port=BRIDGE_PORTS[name], api=APIS[name],
+                                   ha={"name": name, "etcd": self.urls, "lease_ttl_s": 1})
+        if name in self.servers:
+            self.old.append(self.servers[name])
+        log = self.tmp / f"{name}-{len(self.old)}.log"
+        p = labkit.Proc([os.path.join(self.build, "src", "server", "vcr-server"), "--config",
+                         str(cfg), "--log-level", "debug"], str(log))
+        self.servers[name] = p
+        labkit.wait_for(f"{name} listening", lambda: not p.alive() or "HTTP API on" in
+                        p.log_text(), 15)
+        assert p.alive(), p.log_text()[-1500:]
+        return p
+
+    def ha(self, name):
+        """The `ha` member of a server's GET /v1/status, or None when it does not answer."""
+        if not self.servers[name].alive():
+            return None
+        r = self.vcr[name].run("status", "--json", timeout=5)
+        return json.loads(r.stdout).get("ha") if r.returncode == 0 else None
+
+    def leaders(self, names=None):
+        out = []
+        for n in names or self.servers:
+            h = self.ha(n)
+            if h and h.get("leader"):
+                out.append((n, h["term"]))
+        return out
+
+    def wait_leader(self, names=None, timeout=15):
+        def one():
+            ls = self.leaders(names)
+            return ls[0] if len(ls) == 1 else None
+        return labkit.wait_for("one leader", one, timeout, interval=0.05)
+
+    def host_on(self, name):
+        """host1 as the server `name` sees it, when connected there."""
+        r = self.vcr[name].run("status", "--json", timeout=5)
+        if r.returncode != 0:
+            return None
+        for h in json.loads(r.stdout).get("hosts", []):
+            if h["name"] == "host1" and h["state"] == "connected":
+                return h
+        return None
+
+    def vm_pid(self, name):
+        h = labkit.wait_for(f"host1 connected to {name}", lambda: self.host_on(name), 20)
+        vm = next(v for v in h["vms"] if v["name"] == VM[0])
+        assert vm["state"] == "running", vm
+        return vm["pid"]
+
+    def not_fenced(self):
+        wd = self.tmp / "agent-host1" / "fence-watchdog.log"
+        if wd.exists():
+            assert "killing" not in wd.read_text(), wd.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def cluster(lab, tmp_path_factory):
+    from conftest import build_dir
+    tmp = tmp_path_factory.mktemp("ha")
+    c = None
+    try:
+        c = Cluster(tmp, build_dir())
+        c.start_server("s1")
+        c.start_server("s2")
+        c.wait_leader()
+        state = tmp / "agent-host1"
+        state.mkdir()
+        cfg = tmp / "agent-host1.yaml"
+        labkit.write_agent_config(cfg, "host1", str(state), [labkit.vm_entry(*VM)],
+                                  servers=list(BRIDGE_PORTS.values()), fence_timeout_ms=FENCE_MS)
+        c.agent = labkit.Proc([os.path.join(c.build, "src", "agent", "vcr-agent"), "--config",
+                               str(cfg), "--log-level", "debug", "--stop-vms-on-exit"],
+                              str(tmp / "agent-host1.log"))
+        leader, _ = c.wait_leader()
+
+        def running():
+            h = c.host_on(leader)
+            return h and any(v["name"] == VM[0] and v["state"] == "running" for v in h["vms"])
+        labkit.wait_for("web1 running", running, BOOT_TIMEOUT)
+        labkit.wait_for("web1 to answer HTTP",
+                        lambda: (labkit.http_get(VM[2]) or "").strip() == VM[0], BOOT_TIMEOUT)
+        yield c
+    finally:
+        reports = []
+        procs = [] if c is None else (
+            ([c.agent] if c.agent else []) + list(c.servers.values()) + c.old)
+        for p in procs:
+            running = p.alive()
+            rc = p.stop(timeout=30)
+            if running and rc != 0:
+                reports.append(f"{p.log_path}: exited {rc} on SIGTERM, not 0")
+            if labkit.SANITIZER_REPORT.search(p.log_text()):
+                reports.append(f"{p.log_path}:\n{p.log_text()[-3000:]}")
+        for p in (c.etcd if c else []):
+            p.stop()
+        assert not reports, "\n".join(reports)
+
+
+def test_one_leader_the_follower_refuses(cluster):
+    leader, term = cluster.wait_leader()
+    follower = next(n for n in cluster.servers if n != leader)
+    hf = labkit.wait_for("the follower to know the leader and both instances",
+                         lambda: (lambda h: h if h and h.get("leader_name") == leader and
+                                  len(h.get("instances", [])) == 2 else None)(
+                                      cluster.ha(follower)), 10)
+    assert not hf["leader"]
+    assert hf["term"] == term
+    assert hf["leader_agents"].endswith(f":{BRIDGE_PORTS[leader]}")
+    assert hf["leader_api"] == APIS[leader]
+    # The agent is the leader's; the follower has no host.
+    assert cluster.host_on(leader)
+    assert cluster.host_on(follower) is None
+    # The follower answers reads, refuses actions with the leader's API address.
+    r = labkit.ns_run(["curl", "-s", "-w", "\n%{http_code}", "-X", "POST",
+                       f"http://{APIS[follower]}/v1/vms/web1/stop"])
+    body, code = r.stdout.rsplit("\n", 1)
+    assert code == "503", r.stdout
+    assert json.loads(body)["leader"] == APIS[leader]
+    assert json.loads(body)["code"] == "not_leader"
+    table = cluster.vcr[follower].run("status")
+    assert table.returncode == 0
+    assert f"follows {leader}" in table.stdout, table.stdout
+    assert "leader" in cluster.vcr[leader].run("status").stdout
+
+
+def test_kill9_of_the_leader_follower_takes_over_vm_kept(cluster, record_property):
+    leader, term = cluster.wait_leader()
+    follower = next(n for n in cluster.servers if n != leader)
+    pid = cluster.vm_pid(leader)
+    t0 = time.monotonic()
+    cluster.servers[leader].signal(signal.SIGKILL)
+    new, new_term = cluster.wait_leader([follower], timeout=10)
+    takeover_ms = (time.monotonic() - t0) * 1000
+    assert new == follower and new_term > term
+    # The agent follows on its own, keeps its VM (same QEMU), and is not fenced.
+    assert cluster.vm_pid(follower) == pid
+    reconnect_ms = (time.monotonic() - t0) * 1000
+    record_property("takeover_ms", round(takeover_ms))
+    print(f"kill -9 of {leader}: {follower} leads after {takeover_ms:.0f} ms (term {term} -> "
+          f"{new_term}); host1 on it after {reconnect_ms:.0f} ms")
+    assert (labkit.http_get(VM[2]) or "").strip() == VM[0]
+    cluster.not_fenced()
+    events = cluster.vcr[follower].json("events", "--limit", "1000")["events"]
+    assert any(e["kind"] == "ha_leader" and e["detail"]["term"] == new_term for e in events)
+    # The killed one, restarted, follows.
+    cluster.start_server(leader)
+    h = labkit.wait_for(f"{leader} following {follower}",
+                        lambda: (lambda h: h if h and h.get("leader_name") == follower else None)(
+                            cluster.ha(leader)), 10)
+    assert not h["leader"]
+
+
+def test_sigstop_of_the_leader_past_its_lease(cluster):
+    leader, term = cluster.wait_leader()
+    other = next(n for n in cluster.servers if n != leader)
+    pid = cluster.vm_pid(leader)
+    cluster.servers[leader].signal(signal.SIGSTOP)
+    try:
+        new, new_term = cluster.wait_leader([other], timeout=10)
+        assert new == other and new_term > term
+        # The agent leaves the silent one for the new leader, VM kept.
+        assert cluster.vm_pid(other) == pid
+    finally:
+        cluster.servers[leader].signal(signal.SIGCONT)
+    # Resumed, the old leader acts on nothing: its own clock says its lease is gone,
+    # before it reads anything (an action to its API is refused at once).
+    r = labkit.ns_run(["curl", "-s", "-w", "\n%{http_code}", "-X", "POST",
+                       f"http://{APIS[leader]}/v1/vms/web1/stop"])
+    assert r.stdout.rsplit("\n", 1)[1] == "503", r.stdout
+    log = cluster.servers[leader].log_text()
+    assert "no longer the leader" in log, log[-2000:]
+    print("the resumed leader: " + next(line for line in log.splitlines()
+                                        if "no longer the leader" in line))
+    h = labkit.wait_for(f"{leader} following {other}",
+                        lambda: (lambda h: h if h and h.get("leader_name") == other else None)(
+                            cluster.ha(leader)), 10)
+    assert not h["leader"]
+    assert cluster.leaders() == [(other, new_term)]
+    assert cluster.vm_pid(other) == pid
+    cluster.not_fenced()
+
+
+def test_an_etcd_member_down_changes_nothing(cluster):
+    leader, term = cluster.wait_leader()
+    pid = cluster.vm_pid(leader)
+    i = labkit.etcd_raft_leader(cluster.urls)
+    lost_before = cluster.agent.log_text().count("connection lost")
+    cluster.etcd[i].signal(signal.SIGSTOP)
+    try:
+        # Three lease TTLs and more: the same leader and term all along.
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            assert cluster.leaders() == [(leader, term)]
+            time.sleep(0.1)
+    finally:
+        cluster.etcd[i].signal(signal.SIGCONT)
+    assert cluster.vm_pid(leader) == pid
+    assert cluster.agent.log_text().count("connection lost") == lost_before
+
+
+def test_quorum_lost_leaders_step_down(cluster):
+    leader, term = cluster.wait_leader()
+    pid = cluster.vm_pid(leader)
+    i = labkit.etcd_raft_leader(cluster.urls)
+    stopped = [cluster.etcd[i], cluster.etcd[(i + 1) % 3]]
+    for p in stopped:
+        p.signal(signal.SIGSTOP)
+    try:
+        labkit.wait_for("no leader", lambda: not cluster.leaders(), 5, interval=0.05)
+        # Availability is given up, not safety: nobody leads while etcd has no quorum.
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            assert not cluster.leaders()
+            time.sleep(0.1)
+    finally:
+        for p in stopped:
+            p.signal(signal.SIGCONT)
+    new, new_term = cluster.wait_leader(timeout=15)
+    assert new_term > term
+    assert cluster.vm_pid(new) == pid
+    cluster.not_fenced()
