@@ -22,8 +22,8 @@
 #define VCR_VMS_MAX                256
 #define VCR_QEMU_ALLOWED_MAX       64
 /* Servers an agent may know (`server:` as a list, docs/ha.md). */
-#define AGENT_SERVERS_MAX          16
-#define VCR_RAM_DIR_DEF            "/dev/shm"
+#define AGENT_SERVERS_MAX 16
+#define VCR_RAM_DIR_DEF   "/dev/shm"
 
 /* Self-fencing (docs/fencing.md): 0 turns it off. */
 #define VCR_FENCE_TIMEOUT_MS_MIN 1000

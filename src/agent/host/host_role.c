@@ -342,7 +342,8 @@ static int order_warm_restart(struct host_role *r, size_t i, json_t *id, const c
     if (qemu && !json_is_string(qemu) && !json_is_null(qemu))
         return vcr_error_make(err, EINVAL, "`qemu` must be a path string");
     if (exit_at && !(VCR_TEST_FAULTS && a->test_faults))
-        return vcr_error_make(err, EINVAL, "`agent_exit_for_test` needs an agent %s with --test-faults",
+        return vcr_error_make(err, EINVAL,
+                              "`agent_exit_for_test` needs an agent %s with --test-faults",
                               VCR_TEST_FAULTS ? "run" : "built (meson -Dtest_faults=true) and run");
     if (exit_at && !host_vm_warm_exit_point_valid(json_string_value(exit_at)))
         return vcr_error_make(err, EINVAL,
