@@ -183,7 +183,7 @@ def test_server_runs_unprivileged(root):
     cfg = os.path.join(top, "server.yaml")
     with open(cfg, "w") as f:
         f.write(f"listen: 127.0.0.1:{agent_port}\napi: 127.0.0.1:{api_port}\n"
-                f"journal: {state}/journal.db\ninsecure: true\n")
+                f"journal: {state}/journal.db\ninsecure: true\napi_insecure: true\n")
     os.chmod(cfg, 0o644)
     agent_cfg = os.path.join(top, "agent.yaml")
     with open(agent_cfg, "w") as f:
