@@ -462,6 +462,19 @@ static void schedule_poll(struct host_vm *vm)
     evtimer_add(vm->warm->poll, &tv);
 }
 
+/* The guest runs in the VM's (new) QEMU: the restart succeeded. */
+static void warm_done(struct host_vm *vm)
+{
+    struct host_vm_warm *w = vm->warm;
+    w->result.ok = true;
+    evtimer_del(w->deadline);
+    char cause[256];
+    snprintf(cause, sizeof(cause), "warm restart done (pause %.1f ms)", w->result.pause_ms);
+    vm_sm_restarted(&vm->sm, cause);
+    host_vm_changed(vm, vcr_wall_ms());
+    warm_finish(vm);
+}
+
 static void on_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
 {
     (void)c;
@@ -474,13 +487,7 @@ static void on_cont(struct qmp_client *c, json_t *result, const char *error, voi
     w->result.resume_ms = t - w->t_saved;
     w->result.pause_ms = t - w->t_stop;
     w->result.downtime_ms = w->result.pause_ms;
-    w->result.ok = true;
-    evtimer_del(w->deadline);
-    char cause[256];
-    snprintf(cause, sizeof(cause), "warm restart done (pause %.1f ms)", w->result.pause_ms);
-    vm_sm_restarted(&vm->sm, cause);
-    host_vm_changed(vm, vcr_wall_ms());
-    warm_finish(vm);
+    warm_done(vm);
 }
 
 static void on_query_migrate(struct qmp_client *c, json_t *result, const char *error, void *opaque)
@@ -686,13 +693,7 @@ static void handed_over(struct host_vm *vm)
     host_vm_take_qemu(vm, w->next, w->next_qmp, w->result.qemu);
     w->next = NULL;
     w->next_qmp = NULL;
-    w->result.ok = true;
-    evtimer_del(w->deadline);
-    char cause[256];
-    snprintf(cause, sizeof(cause), "warm restart done (pause %.1f ms)", w->result.pause_ms);
-    vm_sm_restarted(&vm->sm, cause);
-    host_vm_changed(vm, vcr_wall_ms());
-    warm_finish(vm);
+    warm_done(vm);
 }
 
 static void on_handover_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
