@@ -134,6 +134,14 @@ def cluster(lab, tmp_path_factory):
         assert not reports, "\n".join(reports)
 
 
+def post_stop(api):
+    """POST /v1/vms/web1/stop to one server's API with the lab's operator token over TLS
+    (labkit.api_curl); stdout ends with the HTTP code on a line of its own."""
+    argv = labkit.api_curl("/v1/vms/web1/stop", method="POST", extra=["-w", "\n%{http_code}"])
+    argv[-1] = argv[-1].replace(labkit.SERVER_API, api)
+    return labkit.ns_run(argv)
+
+
 def test_one_leader_the_follower_refuses(cluster):
     leader, term = cluster.wait_leader()
     follower = next(n for n in cluster.servers if n != leader)
@@ -149,8 +157,7 @@ def test_one_leader_the_follower_refuses(cluster):
     assert cluster.host_on(leader)
     assert cluster.host_on(follower) is None
     # The follower answers reads, refuses actions with the leader's API address.
-    r = labkit.ns_run(["curl", "-s", "-w", "\n%{http_code}", "-X", "POST",
-                       f"http://{APIS[follower]}/v1/vms/web1/stop"])
+    r = post_stop(APIS[follower])
     body, code = r.stdout.rsplit("\n", 1)
     assert code == "503", r.stdout
     assert json.loads(body)["leader"] == APIS[leader]
@@ -202,8 +209,7 @@ def test_sigstop_of_the_leader_past_its_lease(cluster):
         cluster.servers[leader].signal(signal.SIGCONT)
     # Resumed, the old leader acts on nothing: its own clock says its lease is gone,
     # before it reads anything (an action to its API is refused at once).
-    r = labkit.ns_run(["curl", "-s", "-w", "\n%{http_code}", "-X", "POST",
-                       f"http://{APIS[leader]}/v1/vms/web1/stop"])
+    r = post_stop(APIS[leader])
     assert r.stdout.rsplit("\n", 1)[1] == "503", r.stdout
     log = cluster.servers[leader].log_text()
     assert "no longer the leader" in log, log[-2000:]
