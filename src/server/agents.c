@@ -67,6 +67,9 @@ struct agents {
     /* Connections closed before a hello (bad frames, failed handshakes): what
      * anyone can send, so logged through a limit. */
     struct vcr_log_limit before_hello_log;
+    /* Refusals before a hello (a forged or wrong hello): a limit of their own, so
+     * that the chatter above (connected, closed) never hides one. */
+    struct vcr_log_limit refusals_log;
     struct event *tick;
     int64_t last_tick_ms; /* monotonic: the last liveness tick, or the start */
     LIST_HEAD(, session) sessions;
@@ -244,7 +247,7 @@ static void session_reject(struct session *s, const char *fmt, ...)
     if (s->host)
         log_warn("agent %s (%s): closing: %s", session_name(s), proto_conn_peer(s->conn), message);
     else
-        vcr_log_limited(&s->agents->before_hello_log, VCR_LOG_WARN, "agent %s (%s): closing: %s",
+        vcr_log_limited(&s->agents->refusals_log, VCR_LOG_WARN, "agent %s (%s): closing: %s",
                         session_name(s), proto_conn_peer(s->conn), message);
     cleanup_json json_t *msg = proto_msg_new("error", json_pack("{s:s}", "message", message));
     cleanup_error vcr_error_t err = NULL;
