@@ -93,7 +93,9 @@ def warm(lab, tmp_path_factory):
     d.qemus.mkdir()
     (d.qemus / "failing").mkdir()  # not beside other_qemu()'s ../lib and ../share
     d.failing = failing_qemus(d.qemus / "failing")
-    allowed = ["/usr/bin/qemu-system-x86_64", other_qemu(d.qemus)] + [
+    (d.qemus / "refusing").mkdir()
+    d.refusing = qemu_refusing_the_state(d.qemus / "refusing")
+    allowed = ["/usr/bin/qemu-system-x86_64", other_qemu(d.qemus), str(d.refusing)] + [
         str(q) for q, _ in d.failing]
     labkit.write_agent_config(d.agent_cfg, HOST, str(d.state_dir), entries, "tcg",
                               qemu_allowed=allowed)
@@ -423,11 +425,11 @@ def test_agent_restart_readopts_after_warm_restart(warm):
     assert r.returncode == 0 and e["ok"], r.stderr
 
 
-def qemu_refusing_the_state(tmp_path):
+def qemu_refusing_the_state(directory):
     """A QEMU that starts, greets and listens, but whose machine lacks the guest's NIC:
     the old QEMU's device state (a virtio-net section) cannot be loaded into it, so it
     fails only after the old one was paused: the most dangerous moment to fail."""
-    wrapper = tmp_path / "qemu-without-nic"
+    wrapper = directory / "qemu-without-nic"
     wrapper.write_text(
         "#!/usr/bin/python3\n"
         "import os, sys\n"
@@ -443,7 +445,7 @@ def qemu_refusing_the_state(tmp_path):
     return wrapper
 
 
-def test_new_qemu_refusing_the_state_leaves_the_old_one_running(warm, tmp_path):
+def test_new_qemu_refusing_the_state_leaves_the_old_one_running(warm):
     """The new QEMU fails after `stop`, while the device state goes into it: the old
     QEMU, which was never killed, takes the guest up again (same pid, same memory,
     same address); the order fails, nothing is booted cold."""
@@ -451,7 +453,7 @@ def test_new_qemu_refusing_the_state_leaves_the_old_one_running(warm, tmp_path):
     before = warm.wait_vm_state(VM, "running", 10)
     c0, u0 = counter(), uptime()
     since = warm.vcr.last_event_id()
-    r, e = warm_restart(warm, "--qemu", str(qemu_refusing_the_state(tmp_path)))
+    r, e = warm_restart(warm, "--qemu", str(warm.refusing))
     print(r.stdout, r.stderr)
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert e["ok"] is False and e["fallback"] is False, e
