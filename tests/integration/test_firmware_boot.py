@@ -90,7 +90,7 @@ say "installed vcrecovery $(dpkg-query -W -f='${Version}' vcrecovery)"
 vcr pki init /etc/vcr/pki
 vcr pki issue --server --san 127.0.0.1 /etc/vcr/pki vcr-server
 vcr pki issue /etc/vcr/pki debgrub
-chgrp vcr /etc/vcr/pki/vcr-server.key && chmod 0640 /etc/vcr/pki/vcr-server.key
+chgrp vcr /etc/vcr/pki /etc/vcr/pki/vcr-server.key && chmod 0750 /etc/vcr/pki && chmod 0640 /etc/vcr/pki/vcr-server.key
 cp "$V/server.yaml" "$V/agent.yaml" /etc/vcr/
 cat >/etc/systemd/system/vcr-report.service <<'EOF'
 [Unit]
@@ -113,7 +113,8 @@ tls_key_file: /etc/vcr/pki/vcr-server.key
 api_insecure: true
 """
 # The packaged server runs as the user `vcr` (docs/security.md, "Least privilege"): its
-# key is made readable to that group, as docs/operator-guide.md says.  Its API is plain
+# key and its directory (`vcr pki init` makes it 0700) are made readable to that group,
+# as docs/operator-guide.md says.  Its API is plain
 # and open here (`api_insecure`): the test reads it from the lab without the guest's
 # tokens; test_api_auth.py shows the API's authentication.
 # The guest has no QEMU (the package only recommends it) and the agent no VMs to run:
