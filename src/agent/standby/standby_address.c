@@ -73,13 +73,8 @@ static int addr_request(int type, unsigned ifindex, struct in_addr a, int *answe
     }
 }
 
-int standby_address_apply(int pid, const char *ifname, const char *address, bool take,
-                          vcr_error_t *err)
+int standby_netns_enter(int pid, vcr_error_t *err)
 {
-    struct in_addr a;
-    if (inet_pton(AF_INET, address, &a) != 1)
-        return vcr_error_make(err, EINVAL, "address: `%.40s` is not an IPv4 address (A.B.C.D)",
-                              address);
     if (pid <= 0)
         return vcr_error_make(err, ESRCH, "the container has no init process");
     char path[64];
@@ -90,6 +85,19 @@ int standby_address_apply(int pid, const char *ifname, const char *address, bool
         return vcr_error_errno(err, "open `%s`", self < 0 ? "/proc/self/ns/net" : path);
     if (setns(ns, CLONE_NEWNET) < 0)
         return vcr_error_errno(err, "setns `%s`", path);
+    return steal_fd(&self);
+}
+
+int standby_address_apply(int pid, const char *ifname, const char *address, bool take,
+                          vcr_error_t *err)
+{
+    struct in_addr a;
+    if (inet_pton(AF_INET, address, &a) != 1)
+        return vcr_error_make(err, EINVAL, "address: `%.40s` is not an IPv4 address (A.B.C.D)",
+                              address);
+    cleanup_close int self = standby_netns_enter(pid, err);
+    if (self < 0)
+        return -1;
     int rc = 0;
     unsigned ifindex = if_nametoindex(ifname);
     if (ifindex == 0) {

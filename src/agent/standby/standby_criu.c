@@ -21,6 +21,7 @@
 
 #include <lxc/lxccontainer.h>
 
+#include "agent/standby/standby_address.h"
 #include "agent/standby/standby_archive.h"
 #include "agent/standby/standby_ct.h"
 #include "agent/warm_state.h"
@@ -248,16 +249,9 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
 
 int standby_send_garp(int pid, const char *ifname, const char *address, vcr_error_t *err)
 {
-    if (pid <= 0)
-        return vcr_error_make(err, ESRCH, "the container has no init process");
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
-    cleanup_close int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    cleanup_close int ns = open(path, O_RDONLY | O_CLOEXEC);
-    if (self < 0 || ns < 0)
-        return vcr_error_errno(err, "open `%s`", self < 0 ? "/proc/self/ns/net" : path);
-    if (setns(ns, CLONE_NEWNET) < 0)
-        return vcr_error_errno(err, "setns `%s`", path);
+    cleanup_close int self = standby_netns_enter(pid, err);
+    if (self < 0)
+        return -1;
     /* The socket belongs to the namespace it was made in. */
     int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
     int rc = 0;
