@@ -462,6 +462,15 @@ static void schedule_poll(struct host_vm *vm)
     evtimer_add(vm->warm->poll, &tv);
 }
 
+/* `cont` answered: the guest runs again; its pause and resume end now. */
+static void warm_resumed_now(struct host_vm_warm *w)
+{
+    double t = vcr_mono_ms_f();
+    w->result.resume_ms = t - w->t_saved;
+    w->result.pause_ms = t - w->t_stop;
+    w->result.downtime_ms = w->result.pause_ms;
+}
+
 /* The guest runs in the VM's (new) QEMU: the restart succeeded. */
 static void warm_done(struct host_vm *vm)
 {
@@ -483,10 +492,7 @@ static void on_cont(struct qmp_client *c, json_t *result, const char *error, voi
     if (!warm_step_ok(vm, W_CONT, "cont", error))
         return;
     struct host_vm_warm *w = vm->warm;
-    double t = vcr_mono_ms_f();
-    w->result.resume_ms = t - w->t_saved;
-    w->result.pause_ms = t - w->t_stop;
-    w->result.downtime_ms = w->result.pause_ms;
+    warm_resumed_now(w);
     warm_done(vm);
 }
 
@@ -704,10 +710,7 @@ static void on_handover_cont(struct qmp_client *c, json_t *result, const char *e
     if (!next_step_ok(vm, W_HANDOVER, "cont", error))
         return;
     struct host_vm_warm *w = vm->warm;
-    double t = vcr_mono_ms_f();
-    w->result.resume_ms = t - w->t_saved;
-    w->result.pause_ms = t - w->t_stop;
-    w->result.downtime_ms = w->result.pause_ms;
+    warm_resumed_now(w);
     w->resumed = true;
     gate_leave(w, true);
     log_info("VM %s: warm restart: the guest runs in qemu pid %d (pause %.1f ms: state moved in "
