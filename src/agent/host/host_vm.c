@@ -425,6 +425,20 @@ void host_vm_log_header(const struct host_vm *vm, char **argv)
     fputc('\n', f);
 }
 
+/* Starts QEMU on `argv` (stolen), its command line first in the VM's log, and
+ * watches it. NULL on failure, with no process left behind. */
+static struct proc_watch *spawn_watched(struct host_vm *vm, char **argv, vcr_error_t *err)
+{
+    host_vm_log_header(vm, argv);
+    pid_t pid = proc_spawn(argv, vm->paths.log, err);
+    vm_argv_free(argv);
+    struct proc_watch *w =
+        pid > 0 ? proc_watch_new(vm->env.base, pid, on_process_exit, vm, err) : NULL;
+    if (w == NULL && pid > 0)
+        kill(pid, SIGKILL);
+    return w;
+}
+
 int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
 {
     if (vm->proc)
@@ -464,14 +478,8 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
         remove_runtime_files(vm);
         return -1;
     }
-    host_vm_log_header(vm, argv);
-    pid_t pid = proc_spawn(argv, vm->paths.log, err);
-    vm_argv_free(argv);
-    struct proc_watch *w =
-        pid > 0 ? proc_watch_new(vm->env.base, pid, on_process_exit, vm, err) : NULL;
+    struct proc_watch *w = spawn_watched(vm, argv, err);
     if (w == NULL) {
-        if (pid > 0)
-            kill(pid, SIGKILL);
         remove_runtime_files(vm); /* the reserved RAM file */
         vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
         host_vm_changed(vm, vcr_wall_ms());
@@ -618,18 +626,11 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL)
         return -1;
-    host_vm_log_header(vm, argv);
-    pid_t pid = proc_spawn(argv, vm->paths.log, err);
-    vm_argv_free(argv);
-    struct proc_watch *w =
-        pid > 0 ? proc_watch_new(vm->env.base, pid, on_process_exit, vm, err) : NULL;
-    if (w == NULL) {
-        if (pid > 0)
-            kill(pid, SIGKILL);
+    struct proc_watch *w = spawn_watched(vm, argv, err);
+    if (w == NULL)
         return vcr_error_wrap(err, "start qemu of VM `%s`", vm->spec->name);
-    }
     vm->proc = w;
-    vm->pid = pid;
+    vm->pid = proc_watch_pid(w);
     vm->started_ms = vcr_mono_ms();
     vm->start_failure[0] = '\0';
     vm->exit_pending = false;
