@@ -192,6 +192,28 @@ void agent_reply_with(struct agent *a, json_t *id, bool ok, const char *error, j
         json_decref(members);
 }
 
+const void *agent_order_row(struct agent *a, json_t *id, const char *action, const void *rows,
+                            size_t n, size_t row_size)
+{
+    const char *row = rows;
+    for (size_t i = 0; i < n; i++) {
+        const char *name;
+        memcpy(&name, row + i * row_size, sizeof(name));
+        if (strcmp(name, action) == 0)
+            return row + i * row_size;
+    }
+    char msg[512];
+    size_t used = (size_t)snprintf(msg, sizeof(msg),
+                                   "unknown %s action `%.40s`; allowed:", a->role->name, action);
+    for (size_t i = 0; i < n && used < sizeof(msg); i++) {
+        const char *name;
+        memcpy(&name, row + i * row_size, sizeof(name));
+        used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s %s", i ? "," : "", name);
+    }
+    agent_refuse(a, id, EINVAL, msg);
+    return NULL;
+}
+
 static void exit_loop(void *arg)
 {
     struct agent *a = arg;

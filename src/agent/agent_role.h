@@ -77,5 +77,11 @@ void agent_reply_with(struct agent *a, json_t *id, bool ok, const char *error, j
  * (vcr_error_status): the server decides on the code, people read error. */
 void agent_refuse(struct agent *a, json_t *id, int status, const char *error);
 void agent_role_left(struct agent *a);
+/* A role's table of orders: `rows` holds `n` rows of `row_size` bytes whose
+ * first member is the action's name (const char *). Returns the row naming
+ * `action`, or NULL after refusing the order (code `invalid`) with the list
+ * of the role's actions. */
+const void *agent_order_row(struct agent *a, json_t *id, const char *action, const void *rows,
+                            size_t n, size_t row_size);
 
 #endif

@@ -398,20 +398,11 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
                        json_t *order)
 {
     struct host_role *r = role_of(a);
-    const struct host_order_kind *kind = NULL;
-    for (size_t k = 0; k < N_HOST_ORDERS && kind == NULL; k++)
-        if (strcmp(host_orders[k].action, action) == 0)
-            kind = &host_orders[k];
-    char msg[256];
-    if (kind == NULL) {
-        size_t used =
-            (size_t)snprintf(msg, sizeof(msg), "unknown action `%.40s`; allowed:", action);
-        for (size_t k = 0; k < N_HOST_ORDERS && used < sizeof(msg); k++)
-            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s %s", k ? "," : "",
-                                     host_orders[k].action);
-        agent_refuse(a, id, EINVAL, msg);
+    const struct host_order_kind *kind =
+        agent_order_row(a, id, action, host_orders, N_HOST_ORDERS, sizeof(host_orders[0]));
+    if (kind == NULL)
         return;
-    }
+    char msg[256];
     size_t i = 0;
     while (i < r->n_vms && strcmp(host_vm_name(r->vms[i]), name) != 0)
         i++;

@@ -571,14 +571,6 @@ static const struct standby_action standby_actions[] = {
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
 
-static const struct standby_action *find_action(const char *name)
-{
-    for (size_t i = 0; i < N_ACTIONS; i++)
-        if (strcmp(standby_actions[i].name, name) == 0)
-            return &standby_actions[i];
-    return NULL;
-}
-
 /* The quick orders, on the loop: a chunk of an image file, or the cleanup. */
 static void loop_order(struct standby_role *r, json_t *id, const char *action, json_t *msg,
                        const char *name)
@@ -617,17 +609,10 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
                           json_t *msg)
 {
     struct standby_role *r = role_of(a);
-    const struct standby_action *act = find_action(action);
-    if (act == NULL) {
-        char msg_text[400];
-        size_t used = (size_t)snprintf(msg_text, sizeof(msg_text),
-                                       "action `%.40s` is not one of the standby role's:", action);
-        for (size_t i = 0; i < N_ACTIONS && used < sizeof(msg_text); i++)
-            used += (size_t)snprintf(msg_text + used, sizeof(msg_text) - used, "%s %s",
-                                     i ? "," : "", standby_actions[i].name);
-        agent_reply(a, id, false, msg_text);
+    const struct standby_action *act =
+        agent_order_row(a, id, action, standby_actions, N_ACTIONS, sizeof(standby_actions[0]));
+    if (act == NULL)
         return;
-    }
     bool create = strcmp(action, "container_create") == 0;
     bool restore = strcmp(action, "container_restore") == 0;
     json_t *hold = json_object_get(msg, "hold_for_test_ms");
