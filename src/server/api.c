@@ -77,6 +77,27 @@ int api_read_body(struct evhttp_request *req, bool empty_is_object, json_t **bod
     return 0;
 }
 
+json_t *api_checked_members(json_t *body, api_member_check_fn check, void *ctx, char *why,
+                            size_t size)
+{
+    cleanup_json json_t *out = json_object();
+    if (out == NULL) {
+        snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        int keep = check(key, v, ctx, why, size);
+        if (keep < 0)
+            return NULL;
+        if (keep > 0)
+            json_object_set(out, key, v);
+    }
+    return steal_pointer(&out);
+}
+
 int api_status_of(int error_status)
 {
     switch (error_status) {

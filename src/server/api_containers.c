@@ -149,6 +149,61 @@ static bool ipv4_with_prefix(const char *s)
 static const char *const ct_actions[] = {"create", "start", "stop", "destroy", "migrate"};
 #define CT_ACTIONS (sizeof(ct_actions) / sizeof(ct_actions[0]))
 
+/* The action a body names (its index in ct_actions, and as given). */
+struct ct_body_action {
+    size_t k;
+    const char *act;
+};
+
+/* One member of a container body; `action` is left out (it picks the order). */
+static int container_member(const char *key, json_t *v, void *ctx, char *why, size_t size)
+{
+    const struct ct_body_action *c = ctx;
+    bool ok;
+    const char *allowed = "a name: 1..64 of letters, digits, '.', '_', '-'";
+    bool create = c->k == 0, migrate = c->k == 4;
+    if (strcmp(key, "action") == 0)
+        return 0;
+    if (strcmp(key, "name") == 0 || (create && strcmp(key, "service") == 0) ||
+        (create && strcmp(key, "template") == 0) || (migrate && strcmp(key, "to") == 0)) {
+        ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
+    } else if (create && strcmp(key, "image") == 0) {
+        ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
+        allowed = "expected the name of an image of the server's `images:`";
+    } else if (create && strcmp(key, "address") == 0) {
+        ok = json_is_string(v) && ipv4_with_prefix(json_string_value(v));
+        allowed = "A.B.C.D or A.B.C.D/NN";
+    } else if (create && strcmp(key, "gateway") == 0) {
+        ok = json_is_string(v) && ipv4_literal(json_string_value(v));
+        allowed = "A.B.C.D";
+    } else if (create && strcmp(key, "prefix") == 0) {
+        ok = json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 32;
+        allowed = "an integer 1..32";
+    } else if ((create && strcmp(key, "start") == 0) || (migrate && strcmp(key, "precopy") == 0)) {
+        ok = json_is_boolean(v);
+        allowed = "true or false";
+    } else if (create && strcmp(key, "hold_for_test_ms") == 0) {
+        /* Test-only fault injection, refused by agents not run with --test-faults. */
+        ok = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 60000;
+        allowed = "an integer 0..60000";
+    } else if (strcmp(key, "image") == 0) {
+        snprintf(why, size, "`image` is only for create");
+        return -1;
+    } else {
+        snprintf(why, size,
+                 "unknown member `%.40s` for %s; allowed: name, action, and for create: "
+                 "service, address, prefix, gateway, template, image, start; for migrate: "
+                 "to, precopy",
+                 key, c->act);
+        return -1;
+    }
+    if (!ok) {
+        snprintf(why, size, "`%.40s`: %s", key, allowed);
+        return -1;
+    }
+    return 1;
+}
+
 /* The body of POST .../containers, checked member by member (docs/server.md).
  * Returns the action's index in ct_actions and *members: the order's members
  * rebuilt from the checked values only (never the body passed on); -1 with
@@ -169,60 +224,10 @@ int api_container_members(json_t *body, json_t **members, char *why, size_t size
         snprintf(why, size, "`action`: allowed: create, start, stop, destroy, migrate");
         return -1;
     }
-    cleanup_json json_t *out = json_object();
-    if (out == NULL) {
-        snprintf(why, size, "out of memory");
+    struct ct_body_action c = {k, act};
+    cleanup_json json_t *out = api_checked_members(body, container_member, &c, why, size);
+    if (out == NULL)
         return -1;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        bool ok;
-        const char *allowed = "a name: 1..64 of letters, digits, '.', '_', '-'";
-        bool create = k == 0, migrate = k == 4;
-        if (strcmp(key, "action") == 0)
-            continue;
-        if (strcmp(key, "name") == 0 || (create && strcmp(key, "service") == 0) ||
-            (create && strcmp(key, "template") == 0) || (migrate && strcmp(key, "to") == 0)) {
-            ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
-        } else if (create && strcmp(key, "image") == 0) {
-            ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
-            allowed = "expected the name of an image of the server's `images:`";
-        } else if (create && strcmp(key, "address") == 0) {
-            ok = json_is_string(v) && ipv4_with_prefix(json_string_value(v));
-            allowed = "A.B.C.D or A.B.C.D/NN";
-        } else if (create && strcmp(key, "gateway") == 0) {
-            ok = json_is_string(v) && ipv4_literal(json_string_value(v));
-            allowed = "A.B.C.D";
-        } else if (create && strcmp(key, "prefix") == 0) {
-            ok = json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 32;
-            allowed = "an integer 1..32";
-        } else if ((create && strcmp(key, "start") == 0) ||
-                   (migrate && strcmp(key, "precopy") == 0)) {
-            ok = json_is_boolean(v);
-            allowed = "true or false";
-        } else if (create && strcmp(key, "hold_for_test_ms") == 0) {
-            /* Test-only fault injection, refused by agents not run with --test-faults. */
-            ok = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 60000;
-            allowed = "an integer 0..60000";
-        } else if (strcmp(key, "image") == 0) {
-            snprintf(why, size, "`image` is only for create");
-            return -1;
-        } else {
-            snprintf(why, size,
-                     "unknown member `%.40s` for %s; allowed: name, action, and for create: "
-                     "service, address, prefix, gateway, template, image, start; for migrate: "
-                     "to, precopy",
-                     key, act);
-            return -1;
-        }
-        if (!ok) {
-            snprintf(why, size, "`%.40s`: %s", key, allowed);
-            return -1;
-        }
-        json_object_set(out, key, v);
-    }
     if (!json_is_string(json_object_get(out, "name"))) {
         snprintf(why, size, "`name`: missing; allowed: the container's name");
         return -1;

@@ -90,6 +90,15 @@ void api_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
  * caller), *body its JSON (NULL when it is not JSON; an empty body is {} with
  * empty_is_object, else NULL).  -1 after answering 500. */
 int api_read_body(struct evhttp_request *req, bool empty_is_object, json_t **body, char **text);
+/* One member of a body, checked: 1 keep it, 0 leave it out (the caller takes
+ * it up itself), -1 refuse the body (why filled). */
+typedef int (*api_member_check_fn)(const char *key, json_t *value, void *ctx, char *why,
+                                   size_t size);
+/* A new object of the members of `body` (an object) that `check` keeps, so
+ * that an order is rebuilt from checked values only; NULL with why when
+ * `check` refuses one. */
+json_t *api_checked_members(json_t *body, api_member_check_fn check, void *ctx, char *why,
+                            size_t size);
 /* The one map from an errno-style status to an HTTP status: ENOENT 404,
  * EINVAL 400, EBUSY 409, EAGAIN 503 (try again), anything else 500. */
 int api_status_of(int error_status);

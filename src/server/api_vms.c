@@ -179,6 +179,21 @@ static void on_warm_reply(enum order_outcome outcome, const char *message, json_
         warm_request_done(wr);
 }
 
+/* `qemu` is checked (and kept) by api_warm_members itself. */
+static int warm_member(const char *key, json_t *v, void *ctx, char *why, size_t size)
+{
+    (void)ctx;
+    /* Test-only fault injection, refused by agents not run with --test-faults. */
+    if (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v) &&
+        inventory_valid_name(json_string_value(v)))
+        return 1;
+    if (strcmp(key, "qemu") != 0) {
+        snprintf(why, size, "unknown member `%.40s`; allowed: qemu", key);
+        return -1;
+    }
+    return 0;
+}
+
 /* The members of a vm_warm_restart order from its optional body {"qemu": PATH}
  * (and the test-only faults), rebuilt from checked values; 0, or -1 with why.
  * Fuzzed (tests/fuzz/fuzz_api.c). */
@@ -190,26 +205,9 @@ int api_warm_members(json_t *body, json_t **members, char *why, size_t size)
         snprintf(why, size, "expected {\"qemu\": PATH} (optional)");
         return -1;
     }
-    cleanup_json json_t *out = json_object();
-    if (out == NULL) {
-        snprintf(why, size, "out of memory");
+    cleanup_json json_t *out = api_checked_members(body, warm_member, NULL, why, size);
+    if (out == NULL)
         return -1;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        /* Test-only fault injection, refused by agents not run with --test-faults. */
-        if (strcmp(key, "agent_exit_for_test") == 0 && json_is_string(v) &&
-            inventory_valid_name(json_string_value(v))) {
-            json_object_set(out, key, v);
-            continue;
-        }
-        if (strcmp(key, "qemu") != 0) {
-            snprintf(why, size, "unknown member `%.40s`; allowed: qemu", key);
-            return -1;
-        }
-    }
     if (json_is_string(qemu) &&
         (json_string_value(qemu)[0] != '/' || strlen(json_string_value(qemu)) > 4096 ||
          strlen(json_string_value(qemu)) != json_string_length(qemu))) {
