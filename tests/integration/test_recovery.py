@@ -285,12 +285,19 @@ def test_vcr_cost_counts_one_shared_standby_vm(rig, tmp_path):
     assert bad.returncode == 2 and "`vm_hour` is -2" in bad.stderr, bad.stderr
 
 
+def fail_and_recover(r, name, cause_has, fail):
+    """Makes NAME's primary fail (fail()) while BothEndpoints watches, then checks the
+    recovery: the client-visible time (ms) and the phases."""
+    since = r.last_event()
+    with BothEndpoints(name):
+        fail()
+        ms = measure_switch(r, name)
+        phases = check_recovered(r, name, since, cause_has)
+    return ms, phases
+
+
 def test_1_vm_kill9_warm(rig, record_property):
-    since = rig.last_event()
-    with BothEndpoints("web1"):
-        kill_vm(rig, "web1")
-        ms = measure_switch(rig, "web1")
-        phases = check_recovered(rig, "web1", since, "crashed")
+    ms, phases = fail_and_recover(rig, "web1", "crashed", lambda: kill_vm(rig, "web1"))
     record_property("warm_client_visible_ms", ms)
     record_property("warm_phases_ms", phases)
     print(f"warm: client-visible recovery {ms} ms; phases {phases}")
@@ -299,11 +306,7 @@ def test_1_vm_kill9_warm(rig, record_property):
 
 def test_2_vm_kill9_cold(rig, record_property):
     assert "web2-c" not in rig.containers()
-    since = rig.last_event()
-    with BothEndpoints("web2"):
-        kill_vm(rig, "web2")
-        ms = measure_switch(rig, "web2")
-        phases = check_recovered(rig, "web2", since, "crashed")
+    ms, phases = fail_and_recover(rig, "web2", "crashed", lambda: kill_vm(rig, "web2"))
     record_property("cold_client_visible_ms", ms)
     record_property("cold_phases_ms", phases)
     print(f"cold: client-visible recovery {ms} ms; phases {phases}")
@@ -394,12 +397,12 @@ def test_7_failback(rig):
 
 
 def test_3_hung_service(rig, record_property):
-    since = rig.last_event()
     pid = rig.vcr.vm("web1")["pid"]
-    with BothEndpoints("web1"):
+
+    def hang():
         assert (labkit.http_get(WEBS["web1"][2], "/cgi-bin/hang") or "").strip() == "hanging"
-        ms = measure_switch(rig, "web1")
-        phases = check_recovered(rig, "web1", since, "probe failures")
+
+    ms, phases = fail_and_recover(rig, "web1", "probe failures", hang)
     # Fenced: the hung VM's QEMU is gone, not only its httpd stopped.
     assert not os.path.exists(f"/proc/{pid}") or process_state(pid) == "Z", pid
     record_property("hung_client_visible_ms", ms)
