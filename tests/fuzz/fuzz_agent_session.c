@@ -1,5 +1,5 @@
 /* libFuzzer harness for the server's handlers of agent messages as a session
- * sees them (agents.c: hello, heartbeat, vm_event, sample, self_fence, reply)
+ * sees them (agents_session.c: hello, heartbeat, vm_event, sample, self_fence, reply)
  * and for the replies a migration reads (migrate.c, chunk_copy.c: checkpoint,
  * image chunks, restore).  Two fake agents talk to a real `struct agents`
  * over socketpairs (agents_accept_fd), with the inventory and a migrator
