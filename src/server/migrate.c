@@ -24,23 +24,6 @@
 #include "server/service_data.h"
 #include "server/services.h"
 
-enum mig_phase {
-    MP_SPACE,        /* a service's data: data_space on both (is it attached, is there room) */
-    MP_PREDUMP,      /* container_checkpoint pre on the source */
-    MP_COPY_PRE,     /* pre.tar, chunk by chunk */
-    MP_DUMP,         /* container_checkpoint final: the source container stops */
-    MP_COPY,         /* final.tar */
-    MP_DATA_EXPORT,  /* the data: data_export on the source (unmounted, packed) */
-    MP_DATA_COPY,    /* its packed copy, chunk by chunk */
-    MP_DATA_INSTALL, /* data_install on the target */
-    MP_RESTORE,      /* container_restore on the target */
-    MP_PORT,         /* waiting for the container's port at its address */
-    MP_DESTROY,      /* container_destroy on the source */
-    MP_CLEANUP,      /* container_migrate_cleanup on both */
-    MP_ROLLBACK,     /* after a failure past the dump: container_start on the source */
-    MP_DONE,
-};
-
 static const char *const phase_names[] = {
     [MP_SPACE] = "space",         [MP_PREDUMP] = "predump",
     [MP_COPY_PRE] = "copy_pre",   [MP_DUMP] = "dump",
@@ -49,39 +32,6 @@ static const char *const phase_names[] = {
     [MP_RESTORE] = "restore",     [MP_PORT] = "port_open",
     [MP_DESTROY] = "destroy",     [MP_CLEANUP] = "cleanup",
     [MP_ROLLBACK] = "rollback",   [MP_DONE] = "done",
-};
-
-struct mig {
-    struct migrator *m;
-    enum mig_phase phase;
-    char name[65], src[65], dst[65], why[200];
-    char service[65], address[16], gateway[16], template[65];
-    const struct image_config *ct_image; /* the container's image (in cfg), or NULL */
-    int prefix;
-    uint16_t port;
-    /* The image being copied: its phase name, size and checksum. */
-    const char *image;
-    int64_t image_bytes, offset;
-    char sha256[65];
-    int64_t pre_bytes, final_bytes;
-    bool predump, precopy;
-    /* The service's data volume (docs/migration.md "Data"): declared (data_path
-     * set), and carried when its copy is attached to the container on the
-     * source; what data_space and data_export said of it. */
-    char data_path[130];
-    bool carry;
-    int64_t data_alloc, data_raw, data_bytes, data_taken_ms;
-    char data_sha256[65];
-    int cleanups; /* cleanup replies still awaited */
-    int64_t t0, t_phase, t_down;
-    struct check *check;
-    struct event *retry;
-    int64_t port_deadline;
-    json_t *phases;
-    char error[600];
-    bool rolled_back;
-    migrate_done_cb done;
-    void *opaque;
 };
 
 struct migrator *migrator_new(struct event_base *base, const struct server_config *cfg,
@@ -175,7 +125,7 @@ static void journal_phase(struct mig *g, const char *phase, json_t *extra)
 }
 
 /* The phase ended well: record its time, journal it, enter the next one. */
-static void phase_done(struct mig *g, enum mig_phase next, json_t *extra)
+void mig_phase_done(struct mig *g, enum mig_phase next, json_t *extra)
 {
     int64_t now = vcr_mono_ms();
     json_array_append_new(g->phases, json_pack("{s:s, s:I}", "phase", phase_names[g->phase], "ms",
@@ -217,12 +167,10 @@ static void finish(struct mig *g)
     mig_free(g);
 }
 
-static void order(struct mig *g, const char *host, const char *action, json_t *members,
-                  int64_t timeout_ms, agents_order_reply_cb cb);
 static void on_rollback(enum order_outcome outcome, const char *message, json_t *reply,
                         void *opaque);
 
-__attribute__((format(printf, 2, 3))) static void fail(struct mig *g, const char *fmt, ...)
+void mig_fail(struct mig *g, const char *fmt, ...)
 {
     if (g->error[0] == '\0') {
         va_list ap;
@@ -239,17 +187,17 @@ __attribute__((format(printf, 2, 3))) static void fail(struct mig *g, const char
         log_warn("migration of %s: %s: starting it again on %s", g->name, g->error, g->src);
         g->phase = MP_ROLLBACK;
         cleanup_json json_t *gone = json_pack("{s:s}", "name", g->name);
-        order(g, g->dst, "container_destroy", gone, MIGRATE_DUMP_ORDER_MS, NULL);
+        mig_order(g, g->dst, "container_destroy", gone, MIGRATE_DUMP_ORDER_MS, NULL);
         /* With its data: mounted again (data_export unmounted it) and bound,
          * then started. */
         if (g->carry) {
             cleanup_json json_t *a = json_pack("{s:s, s:s, s:s}", "name", g->name, "service",
                                                g->service, "path", g->data_path);
-            order(g, g->src, "data_attach", a, SERVICE_DATA_ORDER_MS, on_rollback);
+            mig_order(g, g->src, "data_attach", a, SERVICE_DATA_ORDER_MS, on_rollback);
             return;
         }
         cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
-        order(g, g->src, "container_start", n, MIGRATE_DUMP_ORDER_MS, on_rollback);
+        mig_order(g, g->src, "container_start", n, MIGRATE_DUMP_ORDER_MS, on_rollback);
         return;
     }
     finish(g);
@@ -285,8 +233,8 @@ void migrate_on_ignored(enum order_outcome outcome, const char *message, json_t 
         log_warn("migration: an order for cleanup failed: %s", message ? message : "?");
 }
 
-static void order(struct mig *g, const char *host, const char *action, json_t *members,
-                  int64_t timeout_ms, agents_order_reply_cb cb)
+void mig_order(struct mig *g, const char *host, const char *action, json_t *members,
+               int64_t timeout_ms, agents_order_reply_cb cb)
 {
     cleanup_error vcr_error_t err = NULL;
     if (agents_send_order_with(g->m->agents, host, action, g->name, members, timeout_ms,
@@ -300,12 +248,12 @@ static void order(struct mig *g, const char *host, const char *action, json_t *m
         on_rollback(ORDER_UNREACHABLE, vcr_error_msg(err), NULL, g);
         return;
     }
-    fail(g, "%s on %s: %s", action, host, vcr_error_msg(err));
+    mig_fail(g, "%s on %s: %s", action, host, vcr_error_msg(err));
 }
 
 /* Common handling of a reply: false when the migration must not go on. */
-static bool reply_ok(struct mig *g, enum mig_phase phase, const char *what,
-                     enum order_outcome outcome, const char *message)
+bool mig_reply_ok(struct mig *g, enum mig_phase phase, const char *what, enum order_outcome outcome,
+                  const char *message)
 {
     if (g->m->stopping || g->phase != phase)
         return false;
@@ -315,14 +263,12 @@ static bool reply_ok(struct mig *g, enum mig_phase phase, const char *what,
                                       [ORDER_REFUSED] = "refused",
                                       [ORDER_TIMEOUT] = "no reply in time",
                                       [ORDER_UNREACHABLE] = "host unreachable"};
-    fail(g, "%s: %s%s%s", what, how[outcome], message ? ": " : "", message ? message : "");
+    mig_fail(g, "%s: %s%s%s", what, how[outcome], message ? ": " : "", message ? message : "");
     return false;
 }
 
 static void checkpoint(struct mig *g, const char *which);
 static void copy_next(struct mig *g);
-static void restore(struct mig *g);
-static void data_export(struct mig *g);
 
 static void on_checkpoint(enum order_outcome outcome, const char *message, json_t *reply,
                           void *opaque)
@@ -341,14 +287,14 @@ static void on_checkpoint(enum order_outcome outcome, const char *message, json_
         return;
     }
     enum mig_phase phase = g->phase;
-    if (!reply_ok(g, phase, phase == MP_PREDUMP ? "pre-dump" : "dump", outcome, message))
+    if (!mig_reply_ok(g, phase, phase == MP_PREDUMP ? "pre-dump" : "dump", outcome, message))
         return;
     json_t *bytes = json_object_get(reply, "bytes");
     const char *sum = json_string_value(json_object_get(reply, "sha256"));
     if (!json_is_integer(bytes) || json_integer_value(bytes) <= 0 || sum == NULL ||
         strlen(sum) != 64) {
-        fail(g, "%s on %s: the reply has no image size and sha256",
-             phase == MP_PREDUMP ? "pre-dump" : "dump", g->src);
+        mig_fail(g, "%s on %s: the reply has no image size and sha256",
+                 phase == MP_PREDUMP ? "pre-dump" : "dump", g->src);
         return;
     }
     g->image = phase == MP_PREDUMP ? "pre" : "final";
@@ -361,9 +307,9 @@ static void on_checkpoint(enum order_outcome outcome, const char *message, json_
     } else {
         g->final_bytes = g->image_bytes;
     }
-    phase_done(g, phase == MP_PREDUMP ? MP_COPY_PRE : MP_COPY,
-               json_pack("{s:I, s:O?}", "bytes", (json_int_t)g->image_bytes, "dump_ms",
-                         json_object_get(reply, "dump_ms")));
+    mig_phase_done(g, phase == MP_PREDUMP ? MP_COPY_PRE : MP_COPY,
+                   json_pack("{s:I, s:O?}", "bytes", (json_int_t)g->image_bytes, "dump_ms",
+                             json_object_get(reply, "dump_ms")));
     copy_next(g);
 }
 
@@ -374,7 +320,7 @@ static void checkpoint(struct mig *g, const char *which)
     if (strcmp(which, "final") == 0)
         g->data_taken_ms = vcr_wall_ms(); /* its data is as of then (it is frozen, then stopped) */
     cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "phase", which);
-    order(g, g->src, "container_checkpoint", members, MIGRATE_DUMP_ORDER_MS, on_checkpoint);
+    mig_order(g, g->src, "container_checkpoint", members, MIGRATE_DUMP_ORDER_MS, on_checkpoint);
 }
 
 /* The image copied (chunk_copy.h: the same chunk mechanism as a service's
@@ -386,105 +332,25 @@ static void on_image_copied(const char *error, int64_t bytes, int64_t ms, void *
     if (g->m->stopping || (g->phase != MP_COPY_PRE && g->phase != MP_COPY))
         return;
     if (error) {
-        fail(g, "image copy: %s", error);
+        mig_fail(g, "image copy: %s", error);
         return;
     }
     g->offset = bytes;
     bool pre = g->phase == MP_COPY_PRE;
-    phase_done(g,
-               pre        ? MP_DUMP
-               : g->carry ? MP_DATA_EXPORT
-                          : MP_RESTORE,
-               json_pack("{s:I}", "bytes", (json_int_t)g->offset));
+    mig_phase_done(g,
+                   pre        ? MP_DUMP
+                   : g->carry ? MP_DATA_EXPORT
+                              : MP_RESTORE,
+                   json_pack("{s:I}", "bytes", (json_int_t)g->offset));
     if (pre)
         checkpoint(g, "final");
     else if (g->carry)
-        data_export(g);
+        mig_data_export(g);
     else
-        restore(g);
+        mig_restore(g);
 }
 
-/* --- the service's data (docs/migration.md "Data") --- */
-
-static void on_data_installed(enum order_outcome outcome, const char *message, json_t *reply,
-                              void *opaque)
-{
-    struct mig *g = opaque;
-    if (!reply_ok(g, MP_DATA_INSTALL, "data install on the target", outcome, message))
-        return;
-    phase_done(g, MP_RESTORE,
-               json_pack("{s:O?, s:I}", "unpack_ms", json_object_get(reply, "unpack_ms"),
-                         "raw_bytes", (json_int_t)g->data_raw));
-    restore(g);
-}
-
-static void on_data_copied(const char *error, int64_t bytes, int64_t ms, void *opaque)
-{
-    (void)ms;
-    struct mig *g = opaque;
-    if (g->m->stopping || g->phase != MP_DATA_COPY)
-        return;
-    if (error) {
-        fail(g, "data copy: %s", error);
-        return;
-    }
-    phase_done(g, MP_DATA_INSTALL, json_pack("{s:I}", "bytes", (json_int_t)bytes));
-    cleanup_json json_t *m =
-        json_pack("{s:s, s:s, s:I, s:s}", "name", g->name, "service", g->service, "taken_ms",
-                  (json_int_t)g->data_taken_ms, "sha256", g->data_sha256);
-    order(g, g->dst, "data_install", m, SERVICE_DATA_ORDER_MS, on_data_installed);
-}
-
-static void on_data_exported(enum order_outcome outcome, const char *message, json_t *reply,
-                             void *opaque)
-{
-    struct mig *g = opaque;
-    if (!reply_ok(g, MP_DATA_EXPORT, "data export on the source", outcome, message))
-        return;
-    const char *sum = json_string_value(json_object_get(reply, "sha256"));
-    json_t *bytes = json_object_get(reply, "bytes");
-    if (!json_is_integer(bytes) || json_integer_value(bytes) <= 0 || sum == NULL ||
-        strlen(sum) != 64) {
-        fail(g, "data export on %s: the reply has no size and sha256", g->src);
-        return;
-    }
-    g->data_bytes = json_integer_value(bytes);
-    if (json_is_integer(json_object_get(reply, "raw_bytes")))
-        g->data_raw = json_integer_value(json_object_get(reply, "raw_bytes"));
-    snprintf(g->data_sha256, sizeof(g->data_sha256), "%s", sum);
-    phase_done(g, MP_DATA_COPY,
-               json_pack("{s:I, s:I, s:O?}", "bytes", (json_int_t)g->data_bytes, "raw_bytes",
-                         (json_int_t)g->data_raw, "pack_ms", json_object_get(reply, "pack_ms")));
-    cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
-    struct chunk_copy_spec spec = {
-        .src_host = g->src,
-        .src_vm = g->name,
-        .read_action = "data_read",
-        .dst_host = g->dst,
-        .dst_vm = g->name,
-        .write_action = "data_write",
-        .read_members = members,
-        .write_members = members,
-        .bytes = g->data_bytes,
-        .sha256 = g->data_sha256,
-        .chunk_bytes = MIGRATE_CHUNK_BYTES,
-        .order_ms = MIGRATE_CHUNK_ORDER_MS,
-    };
-    cleanup_error vcr_error_t err = NULL;
-    if (chunk_copy_start(g->m->agents, &spec, on_data_copied, g, &err) < 0)
-        fail(g, "data copy: %s", vcr_error_msg(err));
-}
-
-/* The container is dumped and stopped: its data is unmounted and packed on the
- * source, so the copy is the data as of the dump, consistent with the
- * processes' state. */
-static void data_export(struct mig *g)
-{
-    cleanup_json json_t *m = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
-    order(g, g->src, "data_export", m, SERVICE_DATA_ORDER_MS, on_data_exported);
-}
-
-static void start_copy(struct mig *g)
+void mig_start_copy(struct mig *g)
 {
     if (g->precopy) {
         checkpoint(g, "pre");
@@ -492,78 +358,6 @@ static void start_copy(struct mig *g)
         g->phase = MP_DUMP;
         checkpoint(g, "final");
     }
-}
-
-static const char *mb(int64_t bytes, char buf[32])
-{
-    snprintf(buf, 32, "%.1f MB", (double)bytes / 1e6);
-    return buf;
-}
-
-/* data_space's free_bytes, or -1 when the reply lacks it. */
-static int64_t free_bytes(json_t *reply)
-{
-    json_t *v = json_object_get(reply, "free_bytes");
-    return json_is_integer(v) ? json_integer_value(v) : -1;
-}
-
-static void on_target_space(enum order_outcome outcome, const char *message, json_t *reply,
-                            void *opaque)
-{
-    struct mig *g = opaque;
-    if (!reply_ok(g, MP_SPACE, "data space on the target", outcome, message))
-        return;
-    /* The packed copy arrives whole, then is unpacked beside it: at worst
-     * (data that does not compress) twice the blocks the volume holds. */
-    int64_t need = 2 * g->data_alloc + MIGRATE_DATA_MARGIN_BYTES, have = free_bytes(reply);
-    char a[32], b[32];
-    if (have < need) {
-        fail(g,
-             "target `%s` lacks space for the data of service `%s`: %s free in its data "
-             "directory, the copy needs %s (packed and unpacked, %s in use in a %s volume)",
-             g->dst, g->service, mb(have, a), mb(need, b), mb(g->data_alloc, (char[32]){0}),
-             mb(g->data_raw, (char[32]){0}));
-        return;
-    }
-    phase_done(g, MP_PREDUMP,
-               json_pack("{s:b, s:I, s:I, s:I}", "carry", 1, "alloc_bytes",
-                         (json_int_t)g->data_alloc, "raw_bytes", (json_int_t)g->data_raw,
-                         "target_free_bytes", (json_int_t)have));
-    start_copy(g);
-}
-
-static void on_source_space(enum order_outcome outcome, const char *message, json_t *reply,
-                            void *opaque)
-{
-    struct mig *g = opaque;
-    if (!reply_ok(g, MP_SPACE, "data space on the source", outcome, message))
-        return;
-    g->carry = json_is_true(json_object_get(reply, "mounted"));
-    if (!g->carry) {
-        /* No copy attached (a warm container before any recovery): the
-         * container uses no data, nothing to carry. */
-        phase_done(g, MP_PREDUMP,
-                   json_pack("{s:b, s:s}", "carry", 0, "why",
-                             "no copy of the data is attached on the source"));
-        start_copy(g);
-        return;
-    }
-    json_t *alloc = json_object_get(reply, "alloc_bytes");
-    g->data_alloc = json_is_integer(alloc) ? json_integer_value(alloc) : 0;
-    json_t *raw = json_object_get(reply, "raw_bytes");
-    g->data_raw = json_is_integer(raw) ? json_integer_value(raw) : 0;
-    /* data_export packs the volume beside it. */
-    int64_t need = g->data_alloc + MIGRATE_DATA_MARGIN_BYTES, have = free_bytes(reply);
-    char a[32], b[32];
-    if (have < need) {
-        fail(g,
-             "source `%s` lacks space to pack the data of service `%s`: %s free in its data "
-             "directory, packing needs up to %s",
-             g->src, g->service, mb(have, a), mb(need, b));
-        return;
-    }
-    cleanup_json json_t *m = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
-    order(g, g->dst, "data_space", m, MIGRATE_CHUNK_ORDER_MS, on_target_space);
 }
 
 static void copy_next(struct mig *g)
@@ -585,7 +379,7 @@ static void copy_next(struct mig *g)
     };
     cleanup_error vcr_error_t err = NULL;
     if (chunk_copy_start(g->m->agents, &spec, on_image_copied, g, &err) < 0)
-        fail(g, "image copy: %s", vcr_error_msg(err));
+        mig_fail(g, "image copy: %s", vcr_error_msg(err));
 }
 
 static void probe_port(struct mig *g);
@@ -608,16 +402,16 @@ static void on_port(enum check_outcome outcome, const char *why, const char *bod
     if (healthy) {
         int64_t now = vcr_mono_ms();
         g->t_down = now - g->t_down;
-        phase_done(g, MP_DESTROY,
-                   json_pack("{s:s, s:i, s:I}", "address", g->address, "port", (int)g->port,
-                             "downtime_ms", (json_int_t)g->t_down));
+        mig_phase_done(g, MP_DESTROY,
+                       json_pack("{s:s, s:i, s:I}", "address", g->address, "port", (int)g->port,
+                                 "downtime_ms", (json_int_t)g->t_down));
         cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
-        order(g, g->src, "container_destroy", n, MIGRATE_DUMP_ORDER_MS, on_destroyed);
+        mig_order(g, g->src, "container_destroy", n, MIGRATE_DUMP_ORDER_MS, on_destroyed);
         return;
     }
     if (vcr_mono_ms() >= g->port_deadline) {
-        fail(g, "port %s:%u of the restored container not open within %d ms: %s", g->address,
-             g->port, MIGRATE_PORT_MS, why ? why : "closed");
+        mig_fail(g, "port %s:%u of the restored container not open within %d ms: %s", g->address,
+                 g->port, MIGRATE_PORT_MS, why ? why : "closed");
         return;
     }
     struct timeval tv = {.tv_sec = 0, .tv_usec = 50 * 1000};
@@ -631,20 +425,21 @@ static void probe_port(struct mig *g)
     cleanup_error vcr_error_t err = NULL;
     g->check = check_start(g->m->base, &t, on_port, g, &err);
     if (g->check == NULL)
-        fail(g, "port check of %s:%u: %s", g->address, g->port, vcr_error_msg(err));
+        mig_fail(g, "port check of %s:%u: %s", g->address, g->port, vcr_error_msg(err));
 }
 
 static void on_restore(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
 {
     struct mig *g = opaque;
-    if (!reply_ok(g, MP_RESTORE, "restore on the target", outcome, message))
+    if (!mig_reply_ok(g, MP_RESTORE, "restore on the target", outcome, message))
         return;
-    phase_done(g, MP_PORT, json_pack("{s:O?}", "restore_ms", json_object_get(reply, "restore_ms")));
+    mig_phase_done(g, MP_PORT,
+                   json_pack("{s:O?}", "restore_ms", json_object_get(reply, "restore_ms")));
     g->port_deadline = vcr_mono_ms() + MIGRATE_PORT_MS;
     probe_port(g);
 }
 
-static void restore(struct mig *g)
+void mig_restore(struct mig *g)
 {
     cleanup_json json_t *members =
         json_pack("{s:s, s:s, s:s, s:i}", "name", g->name, "service", g->service, "address",
@@ -658,7 +453,7 @@ static void restore(struct mig *g)
     if (members && g->carry)
         json_object_set_new(members, "data",
                             json_pack("{s:s, s:s}", "service", g->service, "path", g->data_path));
-    order(g, g->dst, "container_restore", members, MIGRATE_DUMP_ORDER_MS, on_restore);
+    mig_order(g, g->dst, "container_restore", members, MIGRATE_DUMP_ORDER_MS, on_restore);
 }
 
 static void on_cleaned(enum order_outcome outcome, const char *message, json_t *reply, void *opaque)
@@ -671,7 +466,7 @@ static void on_cleaned(enum order_outcome outcome, const char *message, json_t *
         log_warn("migration of %s: image cleanup: %s", g->name, message ? message : "failed");
     if (--g->cleanups > 0)
         return;
-    phase_done(g, MP_DONE, NULL);
+    mig_phase_done(g, MP_DONE, NULL);
     finish(g);
 }
 
@@ -686,7 +481,7 @@ static void on_destroyed(enum order_outcome outcome, const char *message, json_t
     if (outcome != ORDER_DONE)
         log_warn("migration of %s: destroying it on %s: %s (it is stopped there)", g->name, g->src,
                  message ? message : "failed");
-    phase_done(g, MP_CLEANUP, NULL);
+    mig_phase_done(g, MP_CLEANUP, NULL);
     g->cleanups = 2;
     const char *hosts[] = {g->src, g->dst};
     for (int i = 0; i < 2; i++) {
@@ -701,7 +496,7 @@ static void on_destroyed(enum order_outcome outcome, const char *message, json_t
         }
     }
     if (g->cleanups == 0) {
-        phase_done(g, MP_DONE, NULL);
+        mig_phase_done(g, MP_DONE, NULL);
         finish(g);
     }
 }
@@ -807,10 +602,10 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
         /* Before anything stops: is the data attached there, and is there room. */
         g->phase = MP_SPACE;
         cleanup_json json_t *sp = json_pack("{s:s, s:s}", "name", name, "service", g->service);
-        order(g, g->src, "data_space", sp, MIGRATE_CHUNK_ORDER_MS, on_source_space);
+        mig_order(g, g->src, "data_space", sp, MIGRATE_CHUNK_ORDER_MS, mig_on_source_space);
         return 0;
     }
-    start_copy(g);
+    mig_start_copy(g);
     return 0;
 }
 

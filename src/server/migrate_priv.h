@@ -1,5 +1,6 @@
 /* Inside the migrator: shared by migrate.c (the mechanism: one migration's
- * phases) and migrate_policy.c (when to move which container where). */
+ * phases), migrate_data.c (the service's data carried along) and
+ * migrate_policy.c (when to move which container where). */
 #ifndef VCR_SERVER_MIGRATE_PRIV_H
 #define VCR_SERVER_MIGRATE_PRIV_H
 
@@ -60,5 +61,77 @@ void migrate_on_ignored(enum order_outcome outcome, const char *message, json_t 
                         void *opaque);
 /* The source or target host of a migration under way. */
 bool migrate_host_busy(const struct migrator *m, const char *host);
+
+/* --- one migration (migrate.c: the phases; migrate_data.c: the service's data) --- */
+
+enum mig_phase {
+    MP_SPACE,        /* a service's data: data_space on both (is it attached, is there room) */
+    MP_PREDUMP,      /* container_checkpoint pre on the source */
+    MP_COPY_PRE,     /* pre.tar, chunk by chunk */
+    MP_DUMP,         /* container_checkpoint final: the source container stops */
+    MP_COPY,         /* final.tar */
+    MP_DATA_EXPORT,  /* the data: data_export on the source (unmounted, packed) */
+    MP_DATA_COPY,    /* its packed copy, chunk by chunk */
+    MP_DATA_INSTALL, /* data_install on the target */
+    MP_RESTORE,      /* container_restore on the target */
+    MP_PORT,         /* waiting for the container's port at its address */
+    MP_DESTROY,      /* container_destroy on the source */
+    MP_CLEANUP,      /* container_migrate_cleanup on both */
+    MP_ROLLBACK,     /* after a failure past the dump: container_start on the source */
+    MP_DONE,
+};
+
+struct mig {
+    struct migrator *m;
+    enum mig_phase phase;
+    char name[65], src[65], dst[65], why[200];
+    char service[65], address[16], gateway[16], template[65];
+    const struct image_config *ct_image; /* the container's image (in cfg), or NULL */
+    int prefix;
+    uint16_t port;
+    /* The image being copied: its phase name, size and checksum. */
+    const char *image;
+    int64_t image_bytes, offset;
+    char sha256[65];
+    int64_t pre_bytes, final_bytes;
+    bool predump, precopy;
+    /* The service's data volume (docs/migration.md "Data"): declared (data_path
+     * set), and carried when its copy is attached to the container on the
+     * source; what data_space and data_export said of it. */
+    char data_path[130];
+    bool carry;
+    int64_t data_alloc, data_raw, data_bytes, data_taken_ms;
+    char data_sha256[65];
+    int cleanups; /* cleanup replies still awaited */
+    int64_t t0, t_phase, t_down;
+    struct check *check;
+    struct event *retry;
+    int64_t port_deadline;
+    json_t *phases;
+    char error[600];
+    bool rolled_back;
+    migrate_done_cb done;
+    void *opaque;
+};
+
+/* The phase ended well: record its time, journal it, enter the next one. */
+void mig_phase_done(struct mig *g, enum mig_phase next, json_t *extra);
+/* The migration failed (the first reason is kept): rolled back past the
+ * final dump, else finished. */
+void mig_fail(struct mig *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An order of the migration, its reply to cb (NULL: only logged). */
+void mig_order(struct mig *g, const char *host, const char *action, json_t *members,
+               int64_t timeout_ms, agents_order_reply_cb cb);
+/* Common handling of a reply: false when the migration must not go on. */
+bool mig_reply_ok(struct mig *g, enum mig_phase phase, const char *what, enum order_outcome outcome,
+                  const char *message);
+/* Into the dumps: a pre-dump first when pre-copy is on. */
+void mig_start_copy(struct mig *g);
+void mig_restore(struct mig *g);
+/* The service's data (migrate_data.c): data_space's reply on the source
+ * decides whether it is carried; data_export after the final image. */
+void mig_on_source_space(enum order_outcome outcome, const char *message, json_t *reply,
+                         void *opaque);
+void mig_data_export(struct mig *g);
 
 #endif
