@@ -4,7 +4,8 @@
  * The libcyaml schema takes each scalar as a string and this file converts it:
  * libcyaml 1.3 reads `heartbeat_ms: 1.5` or `1e3` as the integer 1 without a
  * word, and a monitoring timeout silently off by a factor of 1000 is worse
- * than a strict parser. */
+ * than a strict parser (the table of what each key accepts and those
+ * conversions: server_config_fields.c). */
 #include "config/server_config.h"
 
 #include <arpa/inet.h>
@@ -20,6 +21,7 @@
 #include "proto/proto.h"
 #include "proto/proto_tls.h"
 #include "config/config_internal.h"
+#include "config/server_config_priv.h"
 #include "server/api_auth.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
@@ -152,59 +154,6 @@ static const cyaml_schema_value_t raw_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw_config, raw_fields),
 };
 
-#define ADDRESS_ALLOWED "ADDR:PORT with an IPv4 address and a port 1..65535, e.g. 127.0.0.1:7070"
-
-/* What each key accepts, for messages; same keys as raw_fields. */
-static const struct {
-    const char *key;
-    const char *allowed;
-} allowed_values[] = {
-    {"listen", ADDRESS_ALLOWED},
-    {"api", ADDRESS_ALLOWED},
-    {"journal", "a file path"},
-    {"heartbeat_ms", "an integer 100..60000"},
-    {"host_timeout_ms", "an integer from 2 x heartbeat_ms to 600000"},
-    {"agent_key_file", "the path of a file holding a key of 16..4096 bytes"},
-    {"tls_ca_file", "the path of the CA certificate (PEM, `vcr pki init`)"},
-    {"tls_cert_file", "the path of the server's certificate (PEM, `vcr pki issue --server`)"},
-    {"tls_key_file", "the path of the server certificate's key (PEM)"},
-    {"insecure", "true, false"},
-    {"standby_insecure_listen", ADDRESS_ALLOWED},
-    {"fence_timeout_ms", "an integer from host_timeout_ms to 600000"},
-    {"provision_warm", "true, false"},
-    {"port_timeout_ms", "an integer 1000..3600000"},
-    {"confirm_timeout_ms", "an integer 1000..3600000"},
-    {"agent_connections_max", "an integer 16..65536"},
-    {"api_tokens_file", "the path of the API's tokens file (`vcr pki token`)"},
-    {"api_insecure", "true, false"},
-    {"api_tls_cert_file", "the path of the API's certificate (PEM; default tls_cert_file)"},
-    {"api_tls_key_file", "the path of its key (PEM; default tls_key_file)"},
-    {"api_names", "a list of up to 16 host names the API is reached by"},
-    {"api_connections_max", "an integer 16..65536"},
-    {"api_rate_per_s", "an integer 1..100000"},
-    {"api_rate_burst", "an integer 1..100000"},
-    {"images_listen", "ADDR:PORT with an IPv4 address of this machine that the standby VMs "
-                      "reach (not 0.0.0.0: it goes into the images' URLs), e.g. 10.77.0.1:7071"},
-    {"images", "a list of images {name, file, sha256, cmd} (docs/server.md)"},
-    {"dns", "a mapping {server, zone, key_file}"},
-    {"services", "a list of services (docs/server.md)"},
-    {"migration", "a mapping {cpu_pct, samples, targets}"},
-    {"ha", "a mapping {etcd, lease_ttl_s, name, advertise, advertise_api} (docs/ha.md)"},
-};
-
-static const char *allowed_for(const char *key)
-{
-    for (size_t i = 0; i < sizeof(allowed_values) / sizeof(allowed_values[0]); i++)
-        if (strcmp(allowed_values[i].key, key) == 0)
-            return allowed_values[i].allowed;
-    return "a value";
-}
-
-/* Problems go to a config_report (config_errors.c, shared with the agent's
- * configuration), one line each, so that one --config-test run shows them all;
- * vcr-server words them "config `FILE`: ..." (config_report_finish_each). */
-#define report_add(r, ...) config_report_add((r), NULL, __VA_ARGS__)
-
 static const char *node_noun(const char *event)
 {
     if (strncmp(event, "SEQUENCE", 8) == 0)
@@ -256,96 +205,12 @@ static void report_cyaml_failure(struct config_report *r, cyaml_err_t status)
     } else if (strncmp(message, "Expecting ", 10) == 0 && field[0] != '\0') {
         const char *got = strstr(message, "got event: ");
         report_add(r, "%s`%s`: got %s; allowed: %s", where, field,
-                   got ? node_noun(got + 11) : "something else", allowed_for(field));
+                   got ? node_noun(got + 11) : "something else", sc_allowed_for(field));
     } else if (strncmp(message, "libyaml: ", 9) == 0) {
         report_add(r, "%sYAML syntax error: %s", where, message + 9);
     } else {
         report_add(r, "%s%s%s%s", where, field[0] ? field : "", field[0] ? ": " : "", message);
     }
-}
-
-/* --- field conversions --- */
-
-static void take_address(struct config_report *r, const char *key, const char *value, char **host,
-                         uint16_t *port)
-{
-    cleanup_error vcr_error_t err = NULL;
-    cleanup_free char *h = NULL;
-    if (vcr_parse_host_port(value, &h, port, &err) < 0) {
-        const char *msg = vcr_error_msg(err);
-        if (strstr(msg, "allowed:"))
-            report_add(r, "`%s`: %s", key, msg);
-        else
-            report_add(r, "`%s`: %s; allowed: %s", key, msg, ADDRESS_ALLOWED);
-        return;
-    }
-    struct in_addr addr;
-    if (inet_pton(AF_INET, h, &addr) != 1) {
-        report_add(r,
-                   "`%s`: `%s`: `%s` is a name; allowed: an IPv4 address of this machine, "
-                   "e.g. 127.0.0.1, or 0.0.0.0 for all",
-                   key, value, h);
-        return;
-    }
-    free(*host);
-    *host = steal_pointer(&h);
-}
-
-static void take_ms(struct config_report *r, const char *key, const char *value, uint32_t min,
-                    uint32_t max, uint32_t *out)
-{
-    size_t n = strspn(value, "0123456789");
-    if (n == 0 || value[n] != '\0' || n > 9) {
-        report_add(r, "`%s`: `%s` is not an integer number of milliseconds; allowed: %u..%u", key,
-                   value, min, max);
-        return;
-    }
-    unsigned long v = strtoul(value, NULL, 10);
-    if (v < min || v > max) {
-        report_add(r, "`%s`: `%s` is out of range; allowed: %u..%u", key, value, min, max);
-        return;
-    }
-    *out = (uint32_t)v;
-}
-
-/* Only the two YAML 1.2 core spellings: `yes`, `on` or `1` are YAML 1.1 habits
- * that other readers of the same file may take differently. */
-static void take_bool(struct config_report *r, const char *key, const char *value, bool *out)
-{
-    if (strcmp(value, "true") == 0)
-        *out = true;
-    else if (strcmp(value, "false") == 0)
-        *out = false;
-    else
-        report_add(r, "`%s`: `%s` is not a boolean; allowed: %s", key, value, allowed_for(key));
-}
-
-/* Relative paths are taken from the directory of the config file. */
-static char *resolve_path(const char *base_dir, const char *value)
-{
-    char *out = NULL;
-    if (value[0] == '/' || base_dir == NULL)
-        return strdup(value);
-    size_t n = strlen(base_dir);
-    if (asprintf(&out, "%s%s%s", base_dir, n && base_dir[n - 1] == '/' ? "" : "/", value) < 0)
-        return NULL;
-    return out;
-}
-
-static void take_path(struct config_report *r, const char *key, const char *value,
-                      const char *base_dir, char **out)
-{
-    if (value[0] == '\0') {
-        report_add(r, "`%s`: empty; allowed: %s", key, allowed_for(key));
-        return;
-    }
-    char *resolved = resolve_path(base_dir, value);
-    if (resolved == NULL) {
-        report_add(r, "`%s`: out of memory", key);
-        return;
-    }
-    free(*out);
-    *out = resolved;
 }
 
 static int apply_defaults(struct server_config *cfg)
@@ -384,26 +249,6 @@ struct server_config *server_config_defaults(vcr_error_t *err)
     return cfg;
 }
 
-static void take_count(struct config_report *r, const char *key, const char *value, uint32_t min,
-                       uint32_t max, uint32_t *out)
-{
-    size_t n = strspn(value, "0123456789");
-    unsigned long v = n && value[n] == '\0' && n <= 9 ? strtoul(value, NULL, 10) : 0;
-    if (n == 0 || value[n] != '\0' || n > 9 || v < min || v > max) {
-        report_add(r, "`%s`: `%s` is not allowed; allowed: an integer %u..%u", key, value, min,
-                   max);
-        return;
-    }
-    *out = (uint32_t)v;
-}
-
-static bool valid_host_name(const char *s)
-{
-    size_t n = strlen(s);
-    return n >= 1 && n <= 64 &&
-           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
-}
-
 static void convert_migration(struct config_report *r, const struct raw_migration *m,
                               struct server_config *cfg)
 {
@@ -412,10 +257,10 @@ static void convert_migration(struct config_report *r, const struct raw_migratio
         report_add(r, "`migration.cpu_pct`: missing; allowed: an integer 1..100 (percent of the "
                       "standby VM's CPUs)");
     else
-        take_count(r, "migration.cpu_pct", m->cpu_pct, 1, 100, &pct);
+        sc_take_count(r, "migration.cpu_pct", m->cpu_pct, 1, 100, &pct);
     cfg->migration.samples = SERVER_MIGRATION_SAMPLES_DEF;
     if (m->samples)
-        take_count(r, "migration.samples", m->samples, 1, 100, &cfg->migration.samples);
+        sc_take_count(r, "migration.samples", m->samples, 1, 100, &cfg->migration.samples);
     if (m->targets_count == 0 || m->targets_count > SERVER_MIGRATION_TARGETS_MAX) {
         report_add(r, "`migration.targets`: %u given; allowed: 1..%d standby host names",
                    m->targets_count, SERVER_MIGRATION_TARGETS_MAX);
@@ -427,7 +272,7 @@ static void convert_migration(struct config_report *r, const struct raw_migratio
         return;
     }
     for (unsigned i = 0; i < m->targets_count; i++) {
-        if (!valid_host_name(m->targets[i])) {
+        if (!sc_valid_host_name(m->targets[i])) {
             report_add(r,
                        "`migration.targets[%u]`: `%s` is not a host name; allowed: 1..64 of "
                        "letters, digits, . _ -",
@@ -444,14 +289,14 @@ static void convert_ha(struct config_report *r, const struct raw_ha *h, struct s
 {
     cfg->ha.lease_ttl_s = SERVER_HA_LEASE_TTL_DEF_S;
     if (h->lease_ttl_s)
-        take_count(r, "ha.lease_ttl_s", h->lease_ttl_s, 1, SERVER_HA_LEASE_TTL_MAX_S,
-                   &cfg->ha.lease_ttl_s);
+        sc_take_count(r, "ha.lease_ttl_s", h->lease_ttl_s, 1, SERVER_HA_LEASE_TTL_MAX_S,
+                      &cfg->ha.lease_ttl_s);
     if (h->etcd_count == 0 || h->etcd_count > SERVER_HA_ETCD_MAX) {
         report_add(r, "`ha.etcd`: %u given; allowed: 1..%d etcd client URLs http://ADDR:PORT",
                    h->etcd_count, SERVER_HA_ETCD_MAX);
         return;
     }
-    if (h->name == NULL || !valid_host_name(h->name)) {
+    if (h->name == NULL || !sc_valid_host_name(h->name)) {
         report_add(r,
                    "`ha.name`: %s%s%s; allowed: this server's name among its peers, 1..64 of "
                    "letters, digits, . _ -",
@@ -512,18 +357,19 @@ static void convert_images(struct config_report *r, const struct raw_config *raw
     images_config_convert(raw->images, raw->images_count, base_dir, &cfg->images, &cfg->n_images,
                           report_line, r);
     if (raw->images_listen) {
-        take_address(r, "images_listen", raw->images_listen, &cfg->images_host, &cfg->images_port);
+        sc_take_address(r, "images_listen", raw->images_listen, &cfg->images_host,
+                        &cfg->images_port);
         if (cfg->images_host && strcmp(cfg->images_host, "0.0.0.0") == 0) {
             report_add(r,
                        "`images_listen`: `%s`: standby agents fetch from this address, so it "
                        "cannot be 0.0.0.0; allowed: %s",
-                       raw->images_listen, allowed_for("images_listen"));
+                       raw->images_listen, sc_allowed_for("images_listen"));
             free(cfg->images_host);
             cfg->images_host = NULL;
         }
     } else if (raw->images_count) {
         report_add(r, "`images_listen`: missing while %u image(s) are configured; allowed: %s",
-                   raw->images_count, allowed_for("images_listen"));
+                   raw->images_count, sc_allowed_for("images_listen"));
     }
     for (size_t i = 0; i < cfg->n_services; i++) {
         const char *name = cfg->services[i].standby.image;
@@ -544,10 +390,10 @@ static void convert_tls(struct config_report *r, const struct raw_config *raw, c
                         struct server_config *cfg)
 {
     if (raw->insecure)
-        take_bool(r, "insecure", raw->insecure, &cfg->insecure);
+        sc_take_bool(r, "insecure", raw->insecure, &cfg->insecure);
     if (raw->standby_insecure_listen) {
-        take_address(r, "standby_insecure_listen", raw->standby_insecure_listen,
-                     &cfg->standby_insecure_host, &cfg->standby_insecure_port);
+        sc_take_address(r, "standby_insecure_listen", raw->standby_insecure_listen,
+                        &cfg->standby_insecure_host, &cfg->standby_insecure_port);
         if (cfg->insecure)
             report_add(r, "`standby_insecure_listen`: set while `insecure` is true (the agent "
                           "port is then plain TCP for every agent); remove one of them");
@@ -564,11 +410,11 @@ static void convert_tls(struct config_report *r, const struct raw_config *raw, c
         return;
     cleanup_free char *ca = NULL, *cert = NULL, *key = NULL;
     if (raw->tls_ca_file)
-        take_path(r, "tls_ca_file", raw->tls_ca_file, base_dir, &ca);
+        sc_take_path(r, "tls_ca_file", raw->tls_ca_file, base_dir, &ca);
     if (raw->tls_cert_file)
-        take_path(r, "tls_cert_file", raw->tls_cert_file, base_dir, &cert);
+        sc_take_path(r, "tls_cert_file", raw->tls_cert_file, base_dir, &cert);
     if (raw->tls_key_file)
-        take_path(r, "tls_key_file", raw->tls_key_file, base_dir, &key);
+        sc_take_path(r, "tls_key_file", raw->tls_key_file, base_dir, &key);
     cleanup_error vcr_error_t err = NULL;
     struct proto_tls_files files = {.ca = ca, .cert = cert, .key = key};
     cfg->tls = proto_tls_new(PROTO_TLS_SERVER, &files, &err);
@@ -581,20 +427,20 @@ static void convert_api(struct config_report *r, const struct raw_config *raw, c
                         struct server_config *cfg)
 {
     if (raw->api_insecure)
-        take_bool(r, "api_insecure", raw->api_insecure, &cfg->api_insecure);
+        sc_take_bool(r, "api_insecure", raw->api_insecure, &cfg->api_insecure);
     if (raw->api_connections_max)
-        take_count(r, "api_connections_max", raw->api_connections_max, 16, 65536,
-                   &cfg->api_connections_max);
+        sc_take_count(r, "api_connections_max", raw->api_connections_max, 16, 65536,
+                      &cfg->api_connections_max);
     if (raw->api_rate_per_s)
-        take_count(r, "api_rate_per_s", raw->api_rate_per_s, 1, 100000, &cfg->api_rate_per_s);
+        sc_take_count(r, "api_rate_per_s", raw->api_rate_per_s, 1, 100000, &cfg->api_rate_per_s);
     if (raw->api_rate_burst)
-        take_count(r, "api_rate_burst", raw->api_rate_burst, 1, 100000, &cfg->api_rate_burst);
+        sc_take_count(r, "api_rate_burst", raw->api_rate_burst, 1, 100000, &cfg->api_rate_burst);
     for (unsigned i = 0; i < raw->api_names_count; i++) {
         char host[256];
         if (api_host_of(raw->api_names[i], host, sizeof(host)) < 0 ||
             strcmp(host, raw->api_names[i]) != 0) {
             report_add(r, "`api_names[%u]`: `%s` is not a host name; allowed: %s", i,
-                       raw->api_names[i], allowed_for("api_names"));
+                       raw->api_names[i], sc_allowed_for("api_names"));
             continue;
         }
         char **grown = realloc(cfg->api_names, (cfg->n_api_names + 1) * sizeof(char *));
@@ -618,10 +464,10 @@ static void convert_api(struct config_report *r, const struct raw_config *raw, c
     if (raw->api_tokens_file == NULL) {
         if (raw->api_tls_cert_file || raw->api_tls_key_file)
             report_add(r, "`api_tokens_file`: missing while api_tls_* is set; allowed: %s",
-                       allowed_for("api_tokens_file"));
+                       sc_allowed_for("api_tokens_file"));
         return;
     }
-    take_path(r, "api_tokens_file", raw->api_tokens_file, base_dir, &cfg->api_tokens_file);
+    sc_take_path(r, "api_tokens_file", raw->api_tokens_file, base_dir, &cfg->api_tokens_file);
     cleanup_error vcr_error_t err = NULL;
     if (cfg->api_tokens_file &&
         api_tokens_load(cfg->api_tokens_file, &cfg->api_tokens, &cfg->n_api_tokens, &err) < 0) {
@@ -637,13 +483,13 @@ static void convert_api(struct config_report *r, const struct raw_config *raw, c
     }
     cleanup_free char *cert = NULL, *key = NULL, *ca = NULL;
     if (raw->api_tls_cert_file) {
-        take_path(r, "api_tls_cert_file", raw->api_tls_cert_file, base_dir, &cert);
-        take_path(r, "api_tls_key_file", raw->api_tls_key_file, base_dir, &key);
+        sc_take_path(r, "api_tls_cert_file", raw->api_tls_cert_file, base_dir, &cert);
+        sc_take_path(r, "api_tls_key_file", raw->api_tls_key_file, base_dir, &key);
     } else if (raw->tls_cert_file && raw->tls_key_file) {
-        take_path(r, "tls_cert_file", raw->tls_cert_file, base_dir, &cert);
-        take_path(r, "tls_key_file", raw->tls_key_file, base_dir, &key);
+        sc_take_path(r, "tls_cert_file", raw->tls_cert_file, base_dir, &cert);
+        sc_take_path(r, "tls_key_file", raw->tls_key_file, base_dir, &key);
         if (raw->tls_ca_file)
-            take_path(r, "tls_ca_file", raw->tls_ca_file, base_dir, &ca);
+            sc_take_path(r, "tls_ca_file", raw->tls_ca_file, base_dir, &ca);
     } else {
         report_add(r, "`api_tokens_file`: tokens need TLS: set api_tls_cert_file and "
                       "api_tls_key_file, or the agent port's tls_* keys (its certificate serves "
@@ -662,21 +508,21 @@ static void convert(struct config_report *r, const struct raw_config *raw, const
                     struct server_config *cfg)
 {
     if (raw->listen)
-        take_address(r, "listen", raw->listen, &cfg->listen_host, &cfg->listen_port);
+        sc_take_address(r, "listen", raw->listen, &cfg->listen_host, &cfg->listen_port);
     if (raw->api)
-        take_address(r, "api", raw->api, &cfg->api_host, &cfg->api_port);
+        sc_take_address(r, "api", raw->api, &cfg->api_host, &cfg->api_port);
     if (raw->journal)
-        take_path(r, "journal", raw->journal, base_dir, &cfg->journal);
+        sc_take_path(r, "journal", raw->journal, base_dir, &cfg->journal);
     if (raw->heartbeat_ms)
-        take_ms(r, "heartbeat_ms", raw->heartbeat_ms, SERVER_HEARTBEAT_MIN_MS,
-                SERVER_HEARTBEAT_MAX_MS, &cfg->heartbeat_ms);
+        sc_take_ms(r, "heartbeat_ms", raw->heartbeat_ms, SERVER_HEARTBEAT_MIN_MS,
+                   SERVER_HEARTBEAT_MAX_MS, &cfg->heartbeat_ms);
     cfg->host_timeout_ms = server_default_host_timeout_ms(cfg->heartbeat_ms);
     /* Below two heartbeats, one late heartbeat on a busy host would declare it lost. */
     if (raw->host_timeout_ms)
-        take_ms(r, "host_timeout_ms", raw->host_timeout_ms, 2 * cfg->heartbeat_ms,
-                SERVER_HOST_TIMEOUT_MAX_MS, &cfg->host_timeout_ms);
+        sc_take_ms(r, "host_timeout_ms", raw->host_timeout_ms, 2 * cfg->heartbeat_ms,
+                   SERVER_HOST_TIMEOUT_MAX_MS, &cfg->host_timeout_ms);
     if (raw->agent_key_file) {
-        take_path(r, "agent_key_file", raw->agent_key_file, base_dir, &cfg->agent_key_file);
+        sc_take_path(r, "agent_key_file", raw->agent_key_file, base_dir, &cfg->agent_key_file);
         cleanup_error vcr_error_t err = NULL;
         if (cfg->agent_key_file && proto_auth_load_key(cfg->agent_key_file, &cfg->agent_key,
                                                        &cfg->agent_key_len, &err) < 0)
@@ -689,18 +535,19 @@ static void convert(struct config_report *r, const struct raw_config *raw, const
     /* Shorter than the host timeout, an agent would kill its VMs before the
      * server even calls its host lost. */
     if (raw->fence_timeout_ms)
-        take_ms(r, "fence_timeout_ms", raw->fence_timeout_ms, cfg->host_timeout_ms,
-                SERVICES_FENCE_TIMEOUT_MAX_MS, &cfg->fence_timeout_ms);
+        sc_take_ms(r, "fence_timeout_ms", raw->fence_timeout_ms, cfg->host_timeout_ms,
+                   SERVICES_FENCE_TIMEOUT_MAX_MS, &cfg->fence_timeout_ms);
     if (raw->provision_warm)
-        take_bool(r, "provision_warm", raw->provision_warm, &cfg->provision_warm);
+        sc_take_bool(r, "provision_warm", raw->provision_warm, &cfg->provision_warm);
     if (raw->port_timeout_ms)
-        take_ms(r, "port_timeout_ms", raw->port_timeout_ms, 1000, 3600000, &cfg->port_timeout_ms);
+        sc_take_ms(r, "port_timeout_ms", raw->port_timeout_ms, 1000, 3600000,
+                   &cfg->port_timeout_ms);
     if (raw->confirm_timeout_ms)
-        take_ms(r, "confirm_timeout_ms", raw->confirm_timeout_ms, 1000, 3600000,
-                &cfg->confirm_timeout_ms);
+        sc_take_ms(r, "confirm_timeout_ms", raw->confirm_timeout_ms, 1000, 3600000,
+                   &cfg->confirm_timeout_ms);
     if (raw->agent_connections_max)
-        take_count(r, "agent_connections_max", raw->agent_connections_max, 16, 65536,
-                   &cfg->agent_connections_max);
+        sc_take_count(r, "agent_connections_max", raw->agent_connections_max, 16, 65536,
+                      &cfg->agent_connections_max);
     services_config_convert(raw->dns, raw->services, raw->services_count, base_dir, &cfg->dns,
                             &cfg->services, &cfg->n_services, report_line, r);
     if (raw->migration)
