@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 #include <zlib.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "common/clock.h"

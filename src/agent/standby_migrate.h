@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "common/err.h"
 
 #define STANDBY_MIGRATE_DIR "/var/lib/vcr/migrate"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "common/err.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

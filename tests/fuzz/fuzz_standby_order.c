@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "agent/standby_migrate.h"
 #include "common/err.h"
 

@@ -1,4 +1,4 @@
-/* Unit tests for the standby role's pure parts (src/agent/standby_spec.c,
+/* Unit tests for the standby role's pure parts (src/agent/standby/standby_spec.c,
  * standby_load.c, standby_migrate.c): container orders -> specs -> LXC
  * configuration items; /proc/stat, /proc/meminfo, cgroup v1 counter parsing
  * and CPU percentages; migration orders' members, image chunks through base64,
@@ -28,7 +28,7 @@
 
 #include <cmocka.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "agent/standby/standby_archive.h"
 #include "agent/standby/standby_address.h"
 #include "agent/standby_migrate.h"

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "agent/standby_migrate.h"
 #include "common/err.h"
 

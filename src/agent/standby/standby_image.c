@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "agent/standby_migrate.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"

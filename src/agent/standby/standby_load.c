@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "common/cleanup.h"
 
 int standby_read_file(const char *path, char *buf, size_t size, vcr_error_t *err)

@@ -20,7 +20,7 @@
 
 #include "agent/agent_role.h"
 #include "agent/standby/standby_address.h"
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 #include "agent/standby/standby_ct.h"
 #include "agent/standby/standby_data.h"
 #include "agent/data_image.h"

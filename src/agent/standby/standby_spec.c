@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/standby.h"
+#include "agent/standby/standby.h"
 
 bool standby_valid_name(const char *s)
 {
