@@ -15,6 +15,7 @@ One rig for the module; the scenarios run in file order and hand their state on:
 
 Image: `lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent`, with
 VCR_LAB_CACHE pointing where VCR_IT_CACHE (default: the lab's own cache) says."""
+import contextlib
 import json
 import os
 import signal
@@ -346,11 +347,21 @@ def named_pid():
     raise RuntimeError("named not found in the namespace")
 
 
-def test_6_dns_down_then_failover(rig):
-    since = rig.last_event()
+@contextlib.contextmanager
+def dns_down():
+    """named stopped (SIGSTOP) inside the block; resumed and answering after it."""
     named = named_pid()
     os.kill(named, signal.SIGSTOP)
     try:
+        yield
+    finally:
+        os.kill(named, signal.SIGCONT)
+    labkit.wait_for("named answering again", lambda: labkit.dig("web1.vcr.lab"), 20)
+
+
+def test_6_dns_down_then_failover(rig):
+    since = rig.last_event()
+    with dns_down():
         kill_vm(rig, "web4")
         s = rig.wait_state("web4", "failed")
         err = s["recovery"]["error"]
@@ -361,9 +372,6 @@ def test_6_dns_down_then_failover(rig):
         table = rig.vcr.run("services")
         assert table.returncode == 0 and "failed" in table.stdout and "DNS" in table.stdout, \
             table.stdout
-    finally:
-        os.kill(named, signal.SIGCONT)
-    labkit.wait_for("named answering again", lambda: labkit.dig("web1.vcr.lab"), 20)
     r = rig.vcr.run("failover", "web4")
     assert r.returncode == 0, r.stderr
     measure_switch(rig, "web4")
@@ -500,15 +508,10 @@ def test_10_failed_recovery_clears_when_the_primary_answers(rig):
     """A recovery that failed before DNS moved is not a dead end: the primary started
     again and answering clears it (`cleared`), and its cold container is stopped."""
     since = rig.last_event()
-    named = named_pid()
-    os.kill(named, signal.SIGSTOP)
-    try:
+    with dns_down():
         kill_vm(rig, "web2")
         s = rig.wait_state("web2", "failed")
         assert "DNS update" in s["recovery"]["error"], s["recovery"]
-    finally:
-        os.kill(named, signal.SIGCONT)
-    labkit.wait_for("named answering again", lambda: labkit.dig("web1.vcr.lab"), 20)
     # named, resumed, may apply the UPDATE it queued while stopped: the name may be on
     # the container now although the recovery failed.  Clearing puts it back.
     r = rig.vcr.run("service", "reset", "web1")  # web1 is ok: nothing to reset
