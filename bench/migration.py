@@ -15,8 +15,9 @@ and forth between them.  --guest chooses them (the `guest` column of the CSV):
            holding M MB of non-zero bytes (one M per run of the script, --mem),
            a shell counting seconds into /srv/www/count, then nginx as PID 1.  No data
            volume (debian-vol below has one).  Provisioning is off (provision_warm: false): the bench creates the
-           container itself (cold-move included) through the API, with the image object
-           provisioning would send (`vcr container create` has no image option).
+           container itself (cold-move included) through the API, naming the image as
+           provisioning does (the API sends the agent the server's `images:` entry for it,
+           the cmd above included; `vcr container create` has no image option).
   debian-vol  the same, and the container has the service's data volume attached, which
            every migration carries (docs/migration.md "Data"): a busybox primary VM (under
            the same host agent) holds a --volume-mb MB ext4 volume with --volume-fill-mb MB
@@ -41,7 +42,9 @@ Measured: total (command start .. end, as seen by this script), the server's
 `downtime_ms` (live only), the longest gap a client inside the lab namespace sees doing
 `GET /` every 10 ms (lab/harness.py's poller), whether the container's in-memory
 counter (`GET /count`, +1 a second in the container's shell) went on (state kept) or
-started again, and the image sizes (pre_bytes, final_bytes).
+started again, the image sizes (pre_bytes, final_bytes), and the host's 1-minute load
+average just before the move (load_1m: the machine is shared).  With debian and debian-vol
+rows both present, the report compares them (the data volume's cost in downtime).
 
 The hog CGI is not in the image: this script appends it to a copy of
 initrd-standby.img (labkit.initrd_with_files), in the busybox template's /www/cgi-bin.
@@ -137,7 +140,8 @@ class Cluster:
         self.volume = volume  # debian-vol: (size MB, random MB in it)
         self.marker = None  # debian-vol: the marker file's text
         self.vcr = labkit.Vcr(build)
-        self.image = None  # debian: the image object of a create order
+        self.image = None  # debian: the image's name in a create order (the API sends
+        # the agent the server's object for it: name, sha256, url, cmd)
         cfg = os.path.join(work, "server.yaml")
         journal = os.path.join(work, "journal.db")
         if GUEST.startswith("debian"):
@@ -192,10 +196,7 @@ class Cluster:
             sha = json.load(f)["sha256"]
         img = {"name": "ct-nginx", "file": labkit.debian_image("ct-nginx.tar.gz"),
                "sha256": sha, "cmd": DEBIAN_CMD.format(mb=hog_mb)}
-        env = labkit.lab_env()
-        self.image = {"name": img["name"], "sha256": sha, "cmd": img["cmd"],
-                      "url": f"http://{env['VCR_LAB_BRIDGE_ADDR']}:{labkit.IMAGES_PORT}"
-                             f"/v1/images/{img['name']}"}  # src/server/images.c images_url
+        self.image = img["name"]
         # A primary that never runs (its host never connects; boot_grace_ms 0: booting
         # until its first answer), as in tests/integration/test_images.py.
         svc = labkit.service_entry(SERVICE, "node9", f"{SERVICE}-primary", "10.77.0.46", "warm",
@@ -294,7 +295,8 @@ class Cluster:
 
     def create_from_image(self, host):
         """POST /v1/hosts/HOST/containers with the members provisioning sends
-        (recovery_container_members + the image).  The API waits 10 s for the agent
+        (recovery_container_members + the image, named: the API replaces the name by the
+        `images:` entry's object, the bench's cmd included).  The API waits 10 s for the agent
         (API_ORDER_TIMEOUT_MS); a Debian image's create takes longer under TCG, so a 504
         is followed by waiting for HOST to report the container running."""
         body = {"name": CT, "action": "create", "service": SERVICE, "address": CT_ADDR,
@@ -321,6 +323,13 @@ class Cluster:
     def stop(self):
         self.agent.stop(timeout=120)
         self.server.stop()
+
+
+def load_1m():
+    """The host's 1-minute load average now (the machine is shared: the report says how
+    loaded it was during the runs)."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
 
 
 def counter():
@@ -399,6 +408,7 @@ def one_run(cl, method, mb, run, src):
         f"{time.monotonic() - t:.1f}s to fill)")
     poller = harness.Poller([CT_ADDR])  # GET / every 10 ms, longest gap
     c0 = labkit.wait_for("the counter", counter, 30, interval=0.1)
+    load = load_1m()
     out, err = {}, None
     t0 = time.monotonic()
     try:
@@ -449,7 +459,7 @@ def one_run(cl, method, mb, run, src):
            "hog_rss_kb": rss_kb, "from": src, "to": dst, "phases": phases,
            "volume_mb": cl.volume[0] if GUEST == "debian-vol" else "",
            "data_bytes": (out.get("data") or {}).get("bytes", "") if out else "",
-           "data_kept": marker_after(err)}
+           "data_kept": marker_after(err), "load_1m": load}
     if err:
         NOTES.append(f"{method}, M = {mb} MB, run {run} ({src} -> {dst}) FAILED: {err}")
         say(f"    FAILED: {err}")
@@ -506,7 +516,7 @@ def settle(cl, expected):
 COLS = ["guest", "method", "mem_mb", "run", "ok", "total_s", "server_total_s", "downtime_s",
         "client_downtime_s", "pre_bytes", "final_bytes", "state_kept", "counter_before",
         "counter_after", "hog_rss_kb", "from", "to", "phases", "volume_mb", "data_bytes",
-        "data_kept", "downtime_ms", "copy_mb_s"]
+        "data_kept", "downtime_ms", "copy_mb_s", "load_1m"]
 GUESTS = ["busybox", "debian", "debian-vol"]
 GUEST_VMS = {
     "busybox": "two standby VMs of 512 MB, 2 vCPUs, Debian 6.1 kernel + busybox initramfs "
@@ -522,8 +532,9 @@ GUEST_VMS = {
               "container, its VmRSS is `hog MB`), a shell counting seconds in memory into "
               "/srv/www/count (`GET /count`), nginx as PID 1. No data volume (the "
               "debian-vol rows have one). Provisioning is off; the container is created "
-              "(also by cold-move) with the API's create order and the image object "
-              "provisioning sends, the target's image cache already filled",
+              "(also by cold-move) with the API's create order naming the image (the server "
+              "sends its `images:` entry, the bench's cmd included), the target's image "
+              "cache already filled",
     "debian-vol": "the same two Debian standby VMs and container, which this time has the "
                   "service's data volume attached at /srv/www/vol (docs/migration.md "
                   "\"Data\"): an ext4 volume of `volume_mb` MB (column) holding 8 MB of "
@@ -633,6 +644,13 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
     L.append(f"- {mach['qemu']}; accelerator **TCG** (no usable KVM here); host kernel "
              f"{mach['kernel']}; load average at the end {mach['load']} (a shared machine: "
              "other VM tests ran on it meanwhile)")
+    for g in guests:
+        loads = [float(r["load_1m"]) for r in rows
+                 if guest_of(r) == g and r.get("load_1m") not in ("", None)]
+        if loads:
+            L.append(f"- 1-minute load average just before each {g} move (`load_1m`): median "
+                     f"{statistics.median(loads):.2f}, {min(loads):.2f}-{max(loads):.2f} on "
+                     f"the {mach['nproc']} cores (other jobs share this machine)")
     L.append("- Under one host agent, by guest (`guest` column; `--guest`):")
     for g in guests:
         L.append(f"  - **{g}**: " + GUEST_VMS[g].format(mb=args.debian_mb) + ".")
@@ -737,6 +755,8 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
                     ratio(b[c], d[c]) for c in ("total_s", "downtime_s", "client_downtime_s",
                                                 "final_bytes")) + " |")
         L.append("")
+    if "debian" in guests and "debian-vol" in guests:
+        L.extend(volume_section(rows, med, mems))
     L.append("## Beside the paper's figures\n")
     L.append("The paper (SEEDS.md part A): LXD 2.15 over CRIU, the container stopped until "
              "the migration was over (their live migration did not work), images of "
@@ -769,6 +789,16 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
              "image is in every standby VM, or fetched by the target before the restore), so "
              "the sizes differ by orders of magnitude while our CPU is emulated: neither the "
              "seconds nor the sizes compare directly.\n")
+    L.append("## How to rerun\n")
+    L.append("Under the lab lock (`flock /tmp/vcr-lab.lock ...`), as root, with the Debian "
+             "images in VCR_DEBIAN_CACHE (`make image-debian image-standby-disk`):\n")
+    L.append("- `make bench-migration` (busybox rows), `make bench-migration-debian` (debian), "
+             "`make bench-migration-debian-vol` (debian-vol): each runs `bench/migration.py "
+             "--guest G --merge`, which replaces the rows of its guest and M and keeps the "
+             "others;")
+    L.append("- `bench/migration.py --report-only` rewrites this report and the plot from "
+             "migration.csv; `--help` lists the options (`--runs`, `--mem`, `--volume-mb`, "
+             "`--volume-fill-mb`, `--methods`).\n")
     if notes:
         L.append("## Notes\n")
         L.extend(f"- {n}" for n in notes)
@@ -778,6 +808,77 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
     with open(os.path.join(RESULTS, "migration.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     plot(med, guests, mems)
+
+
+DATA_PHASES = ("data_export", "data_copy", "data_install")
+
+
+def volume_section(rows, med, mems):
+    """debian-vol against debian (the same container and M, without the volume): the
+    cost of carrying the data, per live method; then in words."""
+    L = ["## The data volume (debian-vol against debian)\n",
+         "The same two Debian standby VMs, the same container and M; debian-vol's container "
+         "has the service's data volume attached, which the migration packs after the final "
+         "dump, copies through the server and installs before the restore (docs/migration.md "
+         "\"Data\"), so its copy time is downtime. Data phases: medians of the server's "
+         "`data_export` + `data_copy` + `data_install` (s); with / without = debian-vol's "
+         "median over debian's.\n",
+         "| method | M MB | volume MB (packed MB) | data phases s (export / copy / install) | "
+         "data share of server downtime | total s with / without | server downtime s with "
+         "/ without | client downtime s with / without | data kept |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    words = []
+    vol_mb = next((r["volume_mb"] for r in rows
+                   if guest_of(r) == "debian-vol" and r.get("volume_mb") not in ("", None)),
+                  "-")
+    for k in mems["debian-vol"]:
+        for m in ("live-precopy", "live-full"):
+            v, d = med.get(("debian-vol", m, k)), med.get(("debian", m, k))
+            if not v:
+                continue
+            ph = phase_medians(rows, "debian-vol", m, k)
+            data = [ph.get(p) for p in DATA_PHASES]
+            data_s = sum(x for x in data if x is not None) / 1000 if any(data) else None
+            share = (f"{data_s / v['downtime_s']:.0%}" if data_s is not None
+                     and v["downtime_s"] else "-")
+
+            def pair(col):
+                if not d or d[col] is None or v[col] is None:
+                    return f"{fmt(v[col])} / -"
+                return f"{fmt(v[col])} / {fmt(d[col])} ({ratio(d[col], v[col])})"
+            L.append(f"| {m} | {k} | {vol_mb} ({mb(v['data_bytes'])}) | "
+                     + (f"{data_s:.2f} (" + " / ".join(
+                         "-" if x is None else f"{x / 1000:.2f}" for x in data) + ")"
+                        if data_s is not None else "-")
+                     + f" | {share} | {pair('total_s')} | {pair('downtime_s')} | "
+                       f"{pair('client_downtime_s')} | {v['data_kept']}/{v['n']} |")
+            if d and data_s is not None and v["downtime_s"] and d["downtime_s"]:
+                words.append(
+                    f"{m}: carrying the {vol_mb} MB volume ({mb(v['data_bytes'])} MB packed) "
+                    f"took {data_s:.2f} s of a {fmt(v['downtime_s'])} s server downtime "
+                    f"({share}); without the volume the downtime was {fmt(d['downtime_s'])} s, "
+                    f"so with it {ratio(d['downtime_s'], v['downtime_s'])} that; total "
+                    f"{fmt(v['total_s'])} s against {fmt(d['total_s'])} s "
+                    f"({ratio(d['total_s'], v['total_s'])}).")
+        p, f_ = med.get(("debian-vol", "live-precopy", k)), med.get(("debian-vol", "live-full", k))
+        if p and f_:
+            words.append(
+                f"Between the methods (with the volume, M = {k} MB): live-full's server downtime "
+                f"is {ratio(p['downtime_s'], f_['downtime_s'])} live-precopy's "
+                f"({fmt(f_['downtime_s'])} s against {fmt(p['downtime_s'])} s), its total "
+                f"{ratio(p['total_s'], f_['total_s'])} ({fmt(f_['total_s'])} s against "
+                f"{fmt(p['total_s'])} s): the pre-dump moves the memory while the container "
+                "still serves; the data volume is not pre-copied, so both methods pay for it "
+                "inside the downtime.")
+    if any(guest_of(r) == "debian" and r.get("load_1m") in ("", None) for r in rows):
+        words.append("The debian rows come from another run (Notes) made before `load_1m` was "
+                     "recorded: the machine's load then was not the load of the debian-vol "
+                     "runs, so the with / without ratios mix the volume's cost with the "
+                     "difference in load (the data phases above are measured directly).")
+    L.append("")
+    L.extend(f"- {w}" for w in words)
+    L.append("")
+    return L
 
 
 def plot(med, guests, mems):
