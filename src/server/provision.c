@@ -22,7 +22,7 @@
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "config/server_config.h"
 
 static bool provisioned(const struct svc *s)

@@ -14,7 +14,7 @@
 #include "server/chunk_copy.h"
 #include "server/inventory.h"
 #include "server/journal.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 
 enum copy_stage { STAGE_SNAPSHOT, STAGE_TRANSFER, STAGE_INSTALL, STAGE_EXPORT, STAGE_RESTORE };
 

@@ -22,8 +22,8 @@
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
-#include "server/recovery_priv.h"
-#include "server/switch.h"
+#include "server/recovery/recovery_priv.h"
+#include "server/recovery/switch.h"
 
 #define JOURNAL_FAILBACK "failback"
 /* A primary that ran already when failback was asked for answers within this. */

@@ -13,7 +13,7 @@
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "config/server_config.h"
 
 static struct svc *find_svc(struct recovery *rc, const char *name, vcr_error_t *err)

@@ -27,9 +27,9 @@
 #include "server/check.h"
 #include "server/inventory.h"
 #include "server/journal.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "dns/resolve.h"
-#include "server/switch.h"
+#include "server/recovery/switch.h"
 #include "config/server_config.h"
 
 #define JOURNAL_FENCED "fenced"

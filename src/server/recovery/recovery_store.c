@@ -9,7 +9,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "config/server_config.h"
 
 static const char *const state_names[] = {
