@@ -35,6 +35,7 @@
 #include "server/provision.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
+#include "server/recovery/standby_mode.h"
 #include "server/server.h"
 #include "config/server_config.h"
 #include "scrape.h"
@@ -134,7 +135,7 @@ static void test_config_services_valid(void **state)
     assert_int_equal(cfg->services[0].ttl, 5);
     assert_ptr_equal(cfg->services[0].check.type, &check_http_ops);
     assert_string_equal(cfg->services[0].check.path, "/");
-    assert_int_equal(cfg->services[0].standby.mode, STANDBY_WARM);
+    assert_ptr_equal(cfg->services[0].standby.mode, &standby_warm_ops);
     assert_int_equal(cfg->services[0].standby.prefix, 24);
     assert_int_equal(cfg->services[0].takeover, SERVICES_TAKEOVER_DNS);
     /* 3500 + 2 x 1000 with the default heartbeat. */
