@@ -188,7 +188,7 @@ static void test_config_vm_standby_modes(void **state)
                VM_STANDBY " address: 10.77.0.31}\n    data: {volume: data, path: /srv/data}\n",
                "`services[0].data`", "standby mode `warm-vm`", "allowed: no `data`");
     EXPECT_BAD("mode: warm", "mode: hot", "`services[0].standby.mode`", "hot",
-               "warm, cold, warm-vm");
+               "warm, cold, warm-vm, cold-vm");
     remove_dir();
 }
 

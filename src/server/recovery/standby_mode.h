@@ -10,6 +10,7 @@
  *   cold     a container created and started on failure (standby_cold.c)
  *   warm-vm  a VM of a host agent that runs the service already
  *            (standby_warm_vm.c)
+ *   cold-vm  a VM of a host agent booted on failure (standby_cold_vm.c)
  *
  * A new mode is a standby_NAME.c defining standby_NAME_ops and one row of
  * modes[] in standby_modes.c (docs/conventions.md). */
@@ -54,6 +55,7 @@ struct standby_mode_ops {
 extern const struct standby_mode_ops standby_warm_ops;
 extern const struct standby_mode_ops standby_cold_ops;
 extern const struct standby_mode_ops standby_warm_vm_ops;
+extern const struct standby_mode_ops standby_cold_vm_ops;
 
 /* standby_modes.c: the mode called name, or NULL. */
 const struct standby_mode_ops *standby_mode_find(const char *name);

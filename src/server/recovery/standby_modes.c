@@ -10,6 +10,7 @@ static const struct standby_mode_ops *const modes[] = {
     &standby_warm_ops,
     &standby_cold_ops,
     &standby_warm_vm_ops,
+    &standby_cold_vm_ops,
 };
 #define N_MODES (sizeof(modes) / sizeof(modes[0]))
 
