@@ -290,10 +290,11 @@ def test_vcr_cost_counts_one_shared_standby_vm(rig, tmp_path):
     r = rig.vcr.run("cost", "--prices", str(prices), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["services"] == len(WEBS) and report["unknown"] == []
+    n = len(WEBS) + len(VM_WEBS)  # VM_WEBS: standby VMs of their own, not shared
+    assert report["services"] == n and report["unknown"] == []
     rows = {s["scheme"]: s for s in report["schemes"]}
     assert (rows["warm-vm"]["vms"], rows["warm-vm"]["vcpus"],
-            rows["warm-vm"]["memory_mb"]) == (len(WEBS), len(WEBS), 256 * len(WEBS))
+            rows["warm-vm"]["memory_mb"]) == (n, n, 256 * n)
     assert rows["cold-vm"]["vms"] == 0
     for scheme in ("warm-container", "cold-container"):
         assert (rows[scheme]["vms"], rows[scheme]["vcpus"], rows[scheme]["memory_mb"],
