@@ -26,18 +26,18 @@ Modes (one protected service each, all configured in the same vcr-server):
                   the same with `takeover: both` (docs/recovery.md, "Address takeover"):
                   the container also takes the primary's address (gratuitous ARP) before
                   DNS moves; the warm one is provisioned by the server.
-  warm-vm         baseline: a second plain VM already runs the same service.  Expressed with
-                  the same engine: a `warm` service whose standby address is that VM's (the
-                  engine's warm path never talks to the standby host: fence, port, DNS).
-  cold-vm         baseline: a VM booted on failure.  Also a `warm` service whose standby
-                  address is that VM's; the bench starts the VM when the journal says
-                  `fenced` (busybox: its own QEMU with the agent's argv, lab/harness.py
-                  LabVm; debian: below), and the engine's port step waits for the booted
-                  guest, then switches DNS.
+  warm-vm         baseline: a second plain VM (a VM of the standby side's host agent `stb`)
+                  already runs the same service: standby mode `warm-vm` (docs/recovery.md,
+                  "Standby modes"): the engine checks that its agent reports it running,
+                  then port, DNS.
+  cold-vm         baseline: a VM booted on failure: standby mode `cold-vm`, a VM of `stb`
+                  with `autostart: false` that the engine starts by a `vm_start` order after
+                  `fenced`; its port step waits for the booted guest, then switches DNS;
+                  failback stops it again (`vm_stop`).
 After each run the primary is brought back: its agent is restarted with a fresh state dir
 and the VM left off (a primary that runs while its service is served elsewhere is killed
 again by the server), then `vcr failback` starts it, waits for its check and switches the
-name back (a cold container is destroyed, the cold-vm baseline's VM killed).
+name back (a cold container is destroyed, the cold-vm baseline's VM stopped by the engine).
 
 Columns of bench/results/recovery.csv: mode, run, detect_ms (kill -> detected),
 fence_ms (detected -> fenced), ready_ms (fenced -> port_open: container start or VM boot
@@ -61,9 +61,8 @@ Guests (--guest; `make bench-recovery GUEST=debian`, or `make bench-recovery-deb
                      recovery VMs are the Debian standby disk (1024 MB, 2 vCPUs); both
                      containers are made from the `ct-nginx` image that the server
                      delivers (`images:`, the services' `standby.image`).  The cold-vm
-                     baseline is an agent's VM (autostart false) that the bench starts with
-                     `vcr vm start` when the journal says `fenced`, on a new overlay each
-                     run (the previous one is removed), so every run boots Debian from the
+                     baseline's VM gets a new overlay each run (the previous one is removed
+                     after the engine stopped it), so every run boots Debian from the
                      image.  Before the runs the image is put into the recovery VM's cache
                      (the cold service is first configured warm, its container made and
                      then destroyed), so a cold recovery creates the container from the
@@ -172,12 +171,11 @@ SVC = {
                            mode="warm", sb_host="sbw", ct="wc-ct", sb_addr="10.77.0.31"),
     "cold-container": dict(svc="cc", host="pcc", vm="pcc", idx=1, addr="10.77.0.12",
                            mode="cold", sb_host="sbr", ct="cc-ct", sb_addr="10.77.0.32"),
+    # The VM baselines: standby modes warm-vm and cold-vm, a VM of host agent "stb".
     "warm-vm": dict(svc="wv", host="pwv", vm="pwv", idx=2, addr="10.77.0.13",
-                    mode="warm", sb_host="sbw", ct="unused-wv", sb_addr="10.77.0.15",
-                    placeholder="10.77.0.41"),
+                    mode="warm-vm", sb_host="stb", sb_vm="wvsb", sb_addr="10.77.0.15"),
     "cold-vm": dict(svc="cv", host="pcv", vm="pcv", idx=3, addr="10.77.0.14",
-                    mode="warm", sb_host="sbw", ct="unused-cv", sb_addr="10.77.0.18",
-                    placeholder="10.77.0.42", cold_vm="cvsb"),
+                    mode="cold-vm", sb_host="stb", sb_vm="cvsb", sb_addr="10.77.0.18"),
     # takeover: both (docs/recovery.md, "Address takeover"): the container also takes the
     # primary's address; every container is on the lab bridge (br0 in the standby VM).
     "warm-container-both": dict(svc="wcb", host="pwcb", vm="pwcb", idx=8, addr="10.77.0.19",
@@ -188,11 +186,12 @@ SVC = {
                                 takeover="both"),
 }
 # Long-lived VMs under one agent host "stb": the warm standby VM (plain), the standby VM
-# (LXC, warm containers) and the shared recovery VM (LXC, cold containers).
+# (LXC, warm containers), the shared recovery VM (LXC, cold containers) and the cold-vm
+# baseline's VM (autostart false).
 WARM_VM = dict(name="wvsb", idx=4, addr="10.77.0.15")
 SB_WARM = dict(name="sbw", idx=5, addr="10.77.0.21")
 SB_COLD = dict(name="sbr", idx=6, addr="10.77.0.22")
-COLD_VM_IDX = 7  # OwnVm index 7: tap7, 10.77.0.18
+COLD_VM_IDX = 7  # tap7, 10.77.0.18
 
 
 # --------------------------------------------------------------------------- client
@@ -510,6 +509,13 @@ class Cluster:
             s = SVC[m]
             mode = "warm" if cold_as_warm and m == "cold-container" else s["mode"]
             image = f", image: {IMAGE}" if debian and m.endswith("-container") else ""
+            if s["mode"] in ("warm-vm", "cold-vm"):
+                standby = (f"    standby: {{mode: {mode}, host: {s['sb_host']}, "
+                           f"vm: {s['sb_vm']}, address: {s['sb_addr']}}}")
+            else:
+                standby = (f"    standby: {{mode: {mode}, host: {s['sb_host']}, "
+                           f"container: {s['ct']}, address: {s['sb_addr']}, prefix: 24, "
+                           f"gateway: {e['VCR_LAB_BRIDGE_ADDR']}{image}}}")
             L += [f"  - name: {s['svc']}",
                   f"    dns_name: {s['svc']}.{e['VCR_LAB_ZONE']}",
                   f"    ttl: {TTL}",
@@ -518,9 +524,7 @@ class Cluster:
                   "port: 80}",
                   "    check: {type: http, path: /, interval_ms: 1000, timeout_ms: 500, "
                   "failures: 3}",
-                  f"    standby: {{mode: {mode}, host: {s['sb_host']}, "
-                  f"container: {s['ct']}, address: {s['sb_addr']}, prefix: 24, "
-                  f"gateway: {e['VCR_LAB_BRIDGE_ADDR']}{image}}}"]
+                  standby]
         with open(path, "a") as f:
             f.write("\n".join(L) + "\n")
 
@@ -614,54 +618,21 @@ class Cluster:
             self.server.stop()
 
 
-class AgentVm:
-    """The Debian cold-vm baseline: a VM of an agent (autostart false), started by
-    `vcr vm start` on failure; kill() kills it and removes its overlay, so that the next
+def cold_vm_reset(cl):
+    """After a cold-vm run: the engine stopped the VM (failback's `vm_stop`) or, after a
+    failed recovery, it is killed here; Debian: its overlay is removed, so that the next
     start boots the image anew (the agent makes a new overlay when there is none)."""
-
-    def __init__(self, cl, name, host):
-        self.cl, self.name, self.host = cl, name, host
-        self.started = False
-
-    def start(self):
-        r = self.cl.vcr.run("vm", "start", self.name, timeout=30)
+    name = SVC["cold-vm"]["sb_vm"]
+    if cl.vm_running(name):
+        r = cl.vcr.run("vm", "kill", name, timeout=30)
         if r.returncode != 0:
-            raise RuntimeError(f"vcr vm start {self.name}: {r.stderr.strip()}")
-        self.started = True
-
-    def kill(self):
-        if not self.started:
-            return
-        if self.cl.vm_running(self.name):
-            r = self.cl.vcr.run("vm", "kill", self.name, timeout=30)
-            if r.returncode != 0:
-                raise RuntimeError(f"vcr vm kill {self.name}: {r.stderr.strip()}")
-        labkit.wait_for(f"{self.name} not running", lambda: not self.cl.vm_running(self.name),
-                        60, interval=0.5)
-        state = self.cl.state_dirs[self.host]
-        for f in (f"{self.name}.qcow2", f"{self.name}.qcow2.base"):
+            raise RuntimeError(f"vcr vm kill {name}: {r.stderr.strip()}")
+    labkit.wait_for(f"{name} not running", lambda: not cl.vm_running(name), 60, interval=0.5)
+    if GUEST == "debian":
+        state = cl.state_dirs["stb"]
+        for f in (f"{name}.qcow2", f"{name}.qcow2.base"):
             if os.path.exists(os.path.join(state, f)):
                 os.unlink(os.path.join(state, f))
-        self.started = False
-
-
-def make_placeholders(cl, modes):
-    """The VM baselines' containers: the engine's warm path takes a container as ready
-    only when a connected standby host reports it running (docs/recovery.md, "A warm
-    recovery"), then checks the port of standby.address and switches DNS to it.  So each
-    VM baseline names a container that runs in SB_WARM at an address of its own (busybox
-    template, never reached by the client), made by hand before the server has the
-    services (it then finds it running and provisions nothing); the port step and DNS go
-    to the VM at standby.address."""
-    for m in ("warm-vm", "cold-vm"):
-        if m not in modes:
-            continue
-        s = SVC[m]
-        cl.vcr.json("container", "create", s["sb_host"], s["ct"], "--address",
-                    f"{s['placeholder']}/24", "--service", s["svc"], "--gateway",
-                    cl.env["VCR_LAB_BRIDGE_ADDR"])
-        wait_http(s["placeholder"], 120)
-        say(f"placeholder container {s['ct']} of the {m} baseline runs in {s['sb_host']}")
 
 
 def dns_set(cl, name, addr):
@@ -712,7 +683,6 @@ def one_run(cl, mode, run, work):
     since = last_event_id(cl)
     ev = Events(cl.vcr, since)
     clients = []
-    cold = None
     seen = []
     try:
         # The three clients (How it is measured): no cache, through the cache, keep-alive.
@@ -729,17 +699,6 @@ def one_run(cl, mode, run, work):
         keep.after(t_fail)
         load = os.getloadavg()[0]
         say(f"  {mode} run {run}: killed qemu pid {pid} of {s['vm']} (load {load:.2f})")
-        if mode == "cold-vm":
-            ev.wait(is_phase(s["svc"], phases=("fenced", "failed")), 120, seen)
-            if detail(seen[-1]).get("phase") == "failed":
-                raise RuntimeError(f"recovery failed: {detail(seen[-1])}")
-            if GUEST == "debian":
-                cold = AgentVm(cl, s["cold_vm"], "stb")
-            else:
-                cold = harness.LabVm(s["cold_vm"], COLD_VM_IDX, PRIMARY_MB, work)
-            t_boot = time.time()
-            cl.cold_vm = cold
-            cold.start()
         end = ev.wait(is_phase(s["svc"], phases=("client_confirmed", "failed")), 300, seen)
         d = detail(end)
         if (mode == "cold-vm" and d.get("phase") == "failed" and d.get("after") ==
@@ -793,7 +752,8 @@ def one_run(cl, mode, run, work):
            "client_keepalive_ms": round(ka * 1000 - tf) if ka else "",
            "load1": f"{load:.2f}",
            "polls": res["polls"],
-           "boot_start_ms": round(t_boot * 1000 - tf) if cold else ""}
+           # cold-vm: the engine's vm_start goes out right after `fenced`.
+           "boot_start_ms": round(ts["fenced"] - tf) if mode == "cold-vm" else ""}
     say(f"  {mode} run {run}: total {row['total_ms']} ms (detect {row['detect_ms']}, fence "
         f"{row['fence_ms']}, ready {row['ready_ms']}, dns {row['dns_ms']}, client "
         f"{row['client_ms']}); through the cache {row['client_cached_ms']} ms "
@@ -830,19 +790,19 @@ def restore(cl, mode):
             ev.stop()
         if detail(end).get("phase") != "done":
             raise RuntimeError(f"failback of {s['svc']}: {detail(end)}")
+        if mode == "cold-vm" and not any(detail(x).get("phase") == "vm_stopped"
+                                         for x in seen):
+            raise RuntimeError(f"failback of {s['svc']}: no `vm_stopped`: {detail(end)}")
     elif st["state"] == "failed":
         # A failed recovery cannot be failed back: point the name at the primary again.
         dns_set(cl, f"{s['svc']}.{cl.env['VCR_LAB_ZONE']}", s["addr"])
         cl.vcr.run("vm", "start", s["vm"], timeout=30)
-        if getattr(cl, "cold_vm", None):
-            cl.cold_vm.kill()
-            cl.cold_vm = None
+        if mode == "cold-vm":
+            cold_vm_reset(cl)
         raise RuntimeError(f"service {s['svc']} stays `failed` (no failback from failed); "
                            "name pointed back at the primary")
-    cold = getattr(cl, "cold_vm", None)
-    if cold:
-        cold.kill()
-        cl.cold_vm = None
+    if mode == "cold-vm":
+        cold_vm_reset(cl)
     wait_http(s["addr"], BOOT_TIMEOUT)
     labkit.wait_for(f"service {s['svc']} ok on its primary",
                     lambda: (lambda x: x["state"] in ("ok", "degraded") and x["served_by"] == "primary")(
@@ -1065,20 +1025,15 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
              "fence = .. `fenced`; ready = `fenced` .. `port_open` (container start or VM boot "
              "and the service's port); dns = `port_open` .. `dns_updated`; client = "
              "`dns_updated` .. the client's first good answer.")
-    L.append("- warm-vm baseline: the same engine, a `warm` service whose standby address is a "
-             "second plain VM already running the service. The engine's warm path takes a "
-             "container as ready only when a connected standby host reports it running, so "
-             "the service names a placeholder container (busybox template, an address of its "
-             "own, never reached by the client) that runs in the warm standby VM: the engine "
-             "finds it running (no order), checks the port of the standby address (the VM), "
-             "switches DNS to it. The cold-vm baseline does the same with its own "
-             "placeholder.")
+    L.append("- warm-vm baseline: standby mode `warm-vm` (docs/recovery.md, \"Standby modes\"): "
+             "a second plain VM, a VM of the standby side's host agent, already runs the "
+             "service; the engine checks that its agent reports it running (no order), "
+             "checks the port of its address, switches DNS to it.")
     if debian:
-        L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address "
-                 "is a VM that does not run yet: a VM of the standby side's agent "
-                 "(`autostart: false`) that the bench starts with `vcr vm start` as soon as "
-                 "the journal says `fenced`, on a new overlay of the Debian image each run "
-                 "(the previous one is removed after the run). The engine's port step "
+        L.append("- cold-vm baseline: standby mode `cold-vm`: a VM of the standby side's agent "
+                 "(`autostart: false`) that the engine starts by a `vm_start` order right "
+                 "after `fenced`, on a new overlay of the Debian image each run (the previous "
+                 "one is removed after failback stopped it). The engine's port step "
                  f"(`port_timeout_ms: {GUESTS[GUEST]['port_timeout_ms']}`) waits for the "
                  "booted guest. ready = QEMU start + Debian boot (systemd) + nginx.")
         L.append(f"- Containers: made from the `{IMAGE}` image, which is in the standby VMs' "
@@ -1088,11 +1043,10 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
                  "recovery creates and starts the container from the cached rootfs (no "
                  "download, no unpack), like the busybox template baked into the image.")
     else:
-        L.append("- cold-vm baseline: the same engine, a `warm` service whose standby address "
-                 "is a VM that does not run yet; the bench starts its QEMU (the agent's argv, "
-                 "lab/harness.py `LabVm`) as soon as the journal says `fenced`, and the "
-                 "engine's port step (retried until 60 s) waits for the booted guest. ready = "
-                 "QEMU start + guest boot + httpd.")
+        L.append("- cold-vm baseline: standby mode `cold-vm`: a VM of the standby side's agent "
+                 "(`autostart: false`) that the engine starts by a `vm_start` order right "
+                 "after `fenced`; its port step (retried until 60 s) waits for the booted "
+                 "guest. ready = QEMU start + guest boot + httpd.")
     L.append(f"- Server: heartbeat 500 ms, host_timeout_ms {HOST_TIMEOUT_MS} (with the default "
              "2000 ms, the recovery VM's standby agent, busy creating the container under TCG, "
              "missed its heartbeats and was declared lost mid-recovery: the cold-container "
@@ -1100,7 +1054,7 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
              "does not enter the times measured.")
     L.append("- Between runs: the primary's agent is restarted with a fresh state dir and the "
              "VM left off, then `vcr failback` starts the primary, waits for its check and "
-             "moves the name back (cold container: stopped and destroyed).\n")
+             "moves the name back (cold container: stopped and destroyed; cold VM: stopped).\n")
     L.append("## Recovery time (medians [min-max], ms)\n")
     L.append("Client-visible times run from the kill: **no cache** (a fresh query to BIND9 "
              "at every poll), **through the cache** (unbound, TTL "
@@ -1179,7 +1133,7 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
                  f"agent's `mem_kb` reports, cgroup v1 memory); the standby VM's own use before "
                  f"any container was {cost['base_used_kb'] / 1024:.0f} MB of "
                  f"{cost['total_kb'] / 1024:.0f} MB, {cost['used_with_ct_kb'] / 1024:.0f} MB "
-                 f"with the container{' (and the VM baselines placeholders, if they ran then)' if debian else ''}. Primary VM size P = {PRIMARY_MB} MB; standby/recovery "
+                 f"with the container. Primary VM size P = {PRIMARY_MB} MB; standby/recovery "
                  f"VM base size B = {STANDBY_MB} MB (the size it is known to work at, "
                  "lab/README.md); " + (f"container image {IMAGE} {cost['image_mb']:.1f} MB "
                                        "(tar.gz).\n" if debian else
@@ -1333,7 +1287,6 @@ def main():
     say(f"lab up (namespace {labkit.NS}); work dir {work}; modes {modes}")
     labkit.lab_up()
     cl = Cluster(build, work, modes_vms)
-    cl.cold_vm = None
     cache = None
     dead = set()
 
@@ -1354,15 +1307,14 @@ def main():
         stb, sbs = [], []
         if "warm-vm" in modes_vms:
             stb.append(cl.plain_vm(WARM_VM["name"], WARM_VM["idx"], WARM_VM["addr"]))
-        # SB_WARM also holds the VM baselines' placeholder containers (make_placeholders).
-        for ms, d in ((("warm-container", "warm-vm", "cold-vm"), SB_WARM),
+        for ms, d in ((("warm-container",), SB_WARM),
                       (("cold-container",), SB_COLD)):
             if set(ms) & set(modes_vms):
                 stb.append(cl.standby_vm(d))
                 sbs.append(d)
-        if GUEST == "debian" and "cold-vm" in modes_vms:
+        if "cold-vm" in modes_vms:
             s = SVC["cold-vm"]
-            stb.append(dict(cl.plain_vm(s["cold_vm"], COLD_VM_IDX, s["sb_addr"]),
+            stb.append(dict(cl.plain_vm(s["sb_vm"], COLD_VM_IDX, s["sb_addr"]),
                             autostart=False))
         cl.start_agent("stb", stb)
         for m in modes_vms:
@@ -1392,7 +1344,6 @@ def main():
             # Both containers made by the server from the delivered image: the warm one
             # stays; the cold one only puts the image into the recovery VM's cache and
             # is destroyed once the server runs with the service cold.
-            make_placeholders(cl, modes_vms)
             cl.start_server(services=True, cold_as_warm=True)
             agents_back()
             for m in ("warm-container", "cold-container"):
@@ -1428,7 +1379,6 @@ def main():
                 say(f"warm container {s['ct']} created+started in {r.get('ms')} ms (guest)")
                 wait_http(s["sb_addr"], 120)
                 cost = measure_cost(cl, base)
-            make_placeholders(cl, modes_vms)
             cl.start_server(services=True)
             agents_back()
             say("server restarted with the services; agents back")
@@ -1474,8 +1424,6 @@ def main():
         say(f"ABORTED: {e}")
         raise
     finally:
-        if cl.cold_vm:
-            cl.cold_vm.kill()
         cl.stop()
         if cache:
             cache.stop()

@@ -137,8 +137,12 @@ json_t *cli_cost_report(json_t *status, json_t *services, json_t *prices, vcr_er
     {
         const char *primary =
             json_string_value(json_object_get(json_object_get(s, "primary"), "vm"));
+        /* A VM standby mode's standby (kind `vm`) is a VM of its own, not a
+         * shared standby VM. */
+        json_t *sb = json_object_get(s, "standby");
+        const char *kind = json_string_value(json_object_get(sb, "kind"));
         const char *standby =
-            json_string_value(json_object_get(json_object_get(s, "standby"), "host"));
+            kind && strcmp(kind, "vm") == 0 ? NULL : json_string_value(json_object_get(sb, "host"));
         if (primary)
             add_vm(&warm_vm, status, primary, unknown);
         if (standby == NULL)

@@ -54,7 +54,7 @@ static void print_data(json_t *s)
 
 static void print_services(json_t *body)
 {
-    printf("%-16s %-11s %-8s %-21s %-5s %-12s %s\n", "SERVICE", "STATE", "SERVED", "ADDRESS",
+    printf("%-16s %-11s %-8s %-21s %-7s %-12s %s\n", "SERVICE", "STATE", "SERVED", "ADDRESS",
            "MODE", "CONTAINER", "DNS NAME");
     size_t i;
     json_t *s;
@@ -64,7 +64,7 @@ static void print_services(json_t *body)
         snprintf(where, sizeof(where), "%s:%lld", str(s, "address"),
                  (long long)json_integer_value(json_object_get(s, "port")));
         json_t *standby = json_object_get(s, "standby");
-        printf("%-16s %-11s %-8s %-21s %-5s %-12s %s\n", str(s, "name"), str(s, "state"),
+        printf("%-16s %-11s %-8s %-21s %-7s %-12s %s\n", str(s, "name"), str(s, "state"),
                str(s, "served_by"), where, str(s, "mode"), str(standby, "container_state"),
                str(s, "dns_name"));
         if (json_is_string(json_object_get(standby, "provision_error")))

@@ -18,7 +18,7 @@
 #include "server/journal.h"
 #include "server/metrics.h"
 #include "server/recovery.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 
 /* Buckets (seconds), documented in docs/server.md. */
 static const double phase_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};

@@ -30,7 +30,7 @@
 #include "common/log.h"
 #include "server/agents.h"
 #include "server/inventory.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "config/server_config.h"
 
 #define JOURNAL_FENCE_WAIT "fence_wait"

@@ -569,7 +569,7 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     /* A protected service's container: its own settings and port. */
     for (size_t i = 0; i < m->cfg->n_services; i++) {
         const struct service_config *s = &m->cfg->services[i];
-        if (strcmp(s->standby.container, name) != 0)
+        if (s->standby.container == NULL || strcmp(s->standby.container, name) != 0)
             continue;
         g->prefix = (int)s->standby.prefix;
         g->port = s->primary.port;

@@ -21,7 +21,7 @@
 #include "common/log.h"
 #include "server/agents.h"
 #include "server/inventory.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 
 #define JOURNAL_REFENCED "refenced"
 #define REFENCE_MS       2000

@@ -7,7 +7,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "server/check.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 
 /* At most one log line per this long about inconclusive probes: a server out
  * of descriptors would otherwise write one per probe (megabytes in seconds). */

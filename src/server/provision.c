@@ -22,12 +22,13 @@
 #include "server/agents.h"
 #include "server/inventory.h"
 #include "server/journal.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
+#include "server/recovery/standby_mode.h"
 #include "config/server_config.h"
 
 static bool provisioned(const struct svc *s)
 {
-    return s->rc->cfg->provision_warm && s->cfg->standby.mode == STANDBY_WARM;
+    return s->rc->cfg->provision_warm && s->cfg->standby.mode->provisioned;
 }
 
 /* The standby host's report of the service's container: *listed is false when

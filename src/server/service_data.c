@@ -14,7 +14,7 @@
 #include "server/chunk_copy.h"
 #include "server/inventory.h"
 #include "server/journal.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 
 enum copy_stage { STAGE_SNAPSHOT, STAGE_TRANSFER, STAGE_INSTALL, STAGE_EXPORT, STAGE_RESTORE };
 
@@ -395,7 +395,7 @@ void service_data_tick(struct svc *s, int64_t now)
         service_data_copy_step(s); /* it waited for a periodic copy to end */
         return;
     }
-    if (c->data.interval_s == 0 || c->standby.mode != STANDBY_WARM || now < d->next_copy_mono ||
+    if (c->data.interval_s == 0 || !c->standby.mode->provisioned || now < d->next_copy_mono ||
         (s->state != SVC_OK && s->state != SVC_DEGRADED) || s->step != STEP_IDLE ||
         !recovery_primary_running(s) || !provision_container_running(s))
         return;

@@ -18,6 +18,7 @@
 #include "dns/dns_update.h"
 #include "proto/proto.h"
 #include "server/inventory.h"
+#include "server/recovery/standby_mode.h"
 
 #define RAW_STR(key, type, member)                                                                 \
     CYAML_FIELD_STRING_PTR(key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, type, member, 0,         \
@@ -45,6 +46,7 @@ static const cyaml_schema_field_t standby_fields[] = {
     RAW_STR("mode", struct services_raw_standby, mode),
     RAW_STR("host", struct services_raw_standby, host),
     RAW_STR("container", struct services_raw_standby, container),
+    RAW_STR("vm", struct services_raw_standby, vm),
     RAW_STR("address", struct services_raw_standby, address),
     RAW_STR("prefix", struct services_raw_standby, prefix),
     RAW_STR("gateway", struct services_raw_standby, gateway),
@@ -142,11 +144,6 @@ static void convert_takeover(struct services_conv *c, const char *path, const ch
 const char *check_type_name(const struct check_ops *t)
 {
     return t ? t->name : check_tcp_ops.name;
-}
-
-const char *standby_mode_name(enum standby_mode m)
-{
-    return m == STANDBY_COLD ? "cold" : "warm";
 }
 
 void services_conv_bad(struct services_conv *c, const char *fmt, ...)
@@ -352,12 +349,41 @@ static void convert_data(struct services_conv *c, const struct services_raw_data
         else
             s->data.interval_s = (uint32_t)v;
     }
-    if (s->data.interval_s && s->standby.mode == STANDBY_COLD)
+    if (s->data.interval_s && !s->standby.mode->provisioned)
         services_conv_bad(
             c,
-            "`%s`: `%s` with a cold standby; allowed: 0 (a cold service has no container to "
+            "`%s`: `%s` with a %s standby; allowed: 0 (a %s service has no container to "
             "copy to before its recovery)",
-            PATH("interval_s"), d->interval_s);
+            PATH("interval_s"), d->interval_s, s->standby.mode->name, s->standby.mode->name);
+#undef PATH
+}
+
+/* A VM standby mode (standby_mode.h): the VM `standby.vm` of host agent
+ * `standby.host` serves the service itself at standby.address; nothing of a
+ * container applies. */
+static void convert_vm_standby(struct services_conv *c, const struct services_raw_standby *sb,
+                               size_t i, struct service_config *s)
+{
+    char p[96];
+#define PATH(field) (snprintf(p, sizeof(p), "services[%zu].%s", i, field), p)
+    need_name(c, PATH("standby.vm"), sb->vm, &s->standby.vm);
+    need_ipv4(c, PATH("standby.address"), sb->address, true, &s->standby.address);
+    const struct {
+        const char *field, *value;
+    } container_only[] = {
+        {"standby.container", sb->container}, {"standby.prefix", sb->prefix},
+        {"standby.gateway", sb->gateway},     {"standby.template", sb->template},
+        {"standby.image", sb->image},         {"standby.fallback_host", sb->fallback_host},
+    };
+    char modes[120];
+    for (size_t k = 0; k < sizeof(container_only) / sizeof(container_only[0]); k++)
+        if (container_only[k].value)
+            services_conv_bad(c,
+                              "`%s`: `%s` is given for standby mode `%s`; allowed: only with a "
+                              "container standby mode (%s)",
+                              PATH(container_only[k].field), container_only[k].value,
+                              s->standby.mode->name,
+                              standby_modes_allowed(modes, sizeof(modes), STANDBY_MODES_CONTAINER));
 #undef PATH
 }
 
@@ -438,37 +464,49 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
                           PATH("standby"));
         return;
     }
+    char modes[120];
+    standby_modes_allowed(modes, sizeof(modes), STANDBY_MODES_ALL);
+    s->standby.mode = &standby_warm_ops;
     if (sb->mode == NULL)
-        services_conv_bad(c, "`%s`: missing; allowed: warm, cold", PATH("standby.mode"));
-    else if (strcmp(sb->mode, "warm") == 0)
-        s->standby.mode = STANDBY_WARM;
-    else if (strcmp(sb->mode, "cold") == 0)
-        s->standby.mode = STANDBY_COLD;
-    else
-        services_conv_bad(c, "`%s`: `%s` is not a standby mode; allowed: warm, cold",
-                          PATH("standby.mode"), sb->mode);
+        services_conv_bad(c, "`%s`: missing; allowed: %s", PATH("standby.mode"), modes);
+    else if ((s->standby.mode = standby_mode_find(sb->mode)) == NULL) {
+        s->standby.mode = &standby_warm_ops;
+        services_conv_bad(c, "`%s`: `%s` is not a standby mode; allowed: %s", PATH("standby.mode"),
+                          sb->mode, modes);
+    }
     need_name(c, PATH("standby.host"), sb->host, &s->standby.host);
-    need_name(c, PATH("standby.container"), sb->container, &s->standby.container);
-    need_ipv4(c, PATH("standby.address"), sb->address, true, &s->standby.address);
-    s->standby.prefix = SERVICES_DEFAULT_PREFIX;
-    take_uint(c, PATH("standby.prefix"), sb->prefix, 1, 32, &s->standby.prefix);
-    need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
-    if (sb->template && sb->image)
-        services_conv_bad(
-            c,
-            "`%s`: `%s` and `standby.template` `%s` are both given; allowed: one of them (an "
-            "image from `images:`, or a template directory baked into the standby VM)",
-            PATH("standby.image"), sb->image, sb->template);
-    else if (sb->template)
-        need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
-    else if (sb->image)
-        need_name(c, PATH("standby.image"), sb->image, &s->standby.image);
-    if (sb->fallback_host) {
-        need_name(c, PATH("standby.fallback_host"), sb->fallback_host, &s->standby.fallback_host);
-        if (sb->host && strcmp(sb->fallback_host, sb->host) == 0)
+    if (!s->standby.mode->container) {
+        convert_vm_standby(c, sb, i, s);
+    } else {
+        if (sb->vm)
+            services_conv_bad(c,
+                              "`%s`: `%s` is given for standby mode `%s`; allowed: only with a "
+                              "VM standby mode (%s)",
+                              PATH("standby.vm"), sb->vm, s->standby.mode->name,
+                              standby_modes_allowed(modes, sizeof(modes), STANDBY_MODES_VM));
+        need_name(c, PATH("standby.container"), sb->container, &s->standby.container);
+        need_ipv4(c, PATH("standby.address"), sb->address, true, &s->standby.address);
+        s->standby.prefix = SERVICES_DEFAULT_PREFIX;
+        take_uint(c, PATH("standby.prefix"), sb->prefix, 1, 32, &s->standby.prefix);
+        need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
+        if (sb->template && sb->image)
             services_conv_bad(
-                c, "`%s`: `%s` is `standby.host` too; allowed: another standby VM's agent",
-                PATH("standby.fallback_host"), sb->fallback_host);
+                c,
+                "`%s`: `%s` and `standby.template` `%s` are both given; allowed: one of them (an "
+                "image from `images:`, or a template directory baked into the standby VM)",
+                PATH("standby.image"), sb->image, sb->template);
+        else if (sb->template)
+            need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
+        else if (sb->image)
+            need_name(c, PATH("standby.image"), sb->image, &s->standby.image);
+        if (sb->fallback_host) {
+            need_name(c, PATH("standby.fallback_host"), sb->fallback_host,
+                      &s->standby.fallback_host);
+            if (sb->host && strcmp(sb->fallback_host, sb->host) == 0)
+                services_conv_bad(
+                    c, "`%s`: `%s` is `standby.host` too; allowed: another standby VM's agent",
+                    PATH("standby.fallback_host"), sb->fallback_host);
+        }
     }
     if (s->standby.address && s->primary.address &&
         strcmp(s->standby.address, s->primary.address) == 0)
@@ -476,7 +514,17 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
             c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
             PATH("standby.address"), sb->address);
     convert_takeover(c, PATH("takeover"), raw->takeover, s);
-    if (raw->data)
+    if (!s->standby.mode->container && (s->takeover & SERVICES_TAKEOVER_ADDRESS))
+        services_conv_bad(c,
+                          "`%s`: `%s` with standby mode `%s`; allowed: dns (the address moves "
+                          "onto a standby container only)",
+                          PATH("takeover"), raw->takeover, s->standby.mode->name);
+    if (raw->data && !s->standby.mode->container)
+        services_conv_bad(c,
+                          "`%s`: given with standby mode `%s`; allowed: no `data` (a service's "
+                          "data is copied to and attached to a standby container only)",
+                          PATH("data"), s->standby.mode->name);
+    else if (raw->data)
         convert_data(c, raw->data, i, s);
     s->failback.after_s = SERVICES_FAILBACK_AFTER_S;
     s->failback.min_interval_s = SERVICES_FAILBACK_MIN_INTERVAL_S;
@@ -570,6 +618,7 @@ void services_free(struct service_config *services, size_t n)
         free(s->check.path);
         free(s->standby.host);
         free(s->standby.container);
+        free(s->standby.vm);
         free(s->standby.address);
         free(s->standby.gateway);
         free(s->standby.template);

@@ -51,10 +51,9 @@ static inline uint32_t services_default_fence_timeout_ms(uint32_t host_timeout_m
  * redis, ...), found by name when the configuration is read. */
 struct check_ops;
 
-enum standby_mode {
-    STANDBY_WARM,
-    STANDBY_COLD,
-};
+/* What stands by for a service (`standby.mode`): one of the recovery engine's
+ * standby modes (src/server/recovery/standby_mode.h), found by name. */
+struct standby_mode_ops;
 
 /* How a recovery moves a service's clients to its container (`takeover:`,
  * docs/recovery.md "Address takeover"): bits, each one way of switch.h. */
@@ -64,7 +63,6 @@ enum standby_mode {
 const char *check_type_name(const struct check_ops *t);
 /* "dns", "address" or "both". */
 const char *services_takeover_name(unsigned takeover);
-const char *standby_mode_name(enum standby_mode m);
 
 struct service_config {
     char *name;
@@ -86,9 +84,10 @@ struct service_config {
         uint32_t boot_grace_ms;
     } check;
     struct {
-        enum standby_mode mode;
-        char *host; /* the standby VM's agent (it says hello with its VM name) */
-        char *container;
+        const struct standby_mode_ops *mode;
+        char *host;      /* the standby VM's agent (it says hello with its VM name) */
+        char *container; /* the container modes (standby_mode.h `container`); else NULL */
+        char *vm;        /* the VM modes: the standby VM, one of `host`'s VMs; else NULL */
         char *address;
         uint32_t prefix;
         char *gateway;  /* NULL: none */
@@ -137,7 +136,8 @@ struct services_raw_check {
     char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
 };
 struct services_raw_standby {
-    char *mode, *host, *container, *address, *prefix, *gateway, *template, *image, *fallback_host;
+    char *mode, *host, *container, *vm, *address, *prefix, *gateway, *template, *image,
+        *fallback_host;
 };
 struct services_raw_data {
     char *volume, *path, *interval_s;

@@ -12,6 +12,9 @@ One rig for the module; the scenarios run in file order and hand their state on:
   5 web2 kill -9, server kill -9 right after `fenced` -> restarted server finishes
   8 host3's agent stopped (SIGSTOP, a partition) -> its watchdog kills web5 before the
     server, after the fence timeout, moves the name: never served at two places
+  13 web6 kill -9 -> standby mode warm-vm: served by VM web6sb, which runs already
+  14 web7 kill -9 -> standby mode cold-vm: VM web7sb (autostart false) booted by a
+    vm_start order, served by it; failback stops it again
 
 Image: `lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent`, with
 VCR_LAB_CACHE pointing where VCR_IT_CACHE (default: the lab's own cache) says."""
@@ -45,6 +48,12 @@ WEBS = {
     "web4": ("host1", 4, "10.77.0.14", "cold", "10.77.0.34"),
     "web5": ("host3", 5, "10.77.0.15", "cold", "10.77.0.35"),
 }
+# The VM standby modes (standby_mode.h): name: (primary tap index, address, mode,
+# standby VM, its tap index, its address), all on host1.
+VM_WEBS = {
+    "web6": (6, "10.77.0.16", "warm-vm", "web6sb", 7, "10.77.0.36"),
+    "web7": (8, "10.77.0.17", "cold-vm", "web7sb", 9, "10.77.0.37"),
+}
 
 # /cgi-bin/hang: answers, then stops every httpd of the guest (SIGSTOP): the VM runs,
 # its port still accepts connections (the kernel's backlog), but no request is answered.
@@ -73,12 +82,22 @@ def vm_specs(tmp):
                                     f"{labkit.SERVER_AGENT_PORT}")
     sb["image"]["initrd"] = cache_file(os.path.basename(labkit.standby_initrd()))
     specs["host1"].append(sb)
+    for name, (index, address, mode, sb_vm, sb_index, sb_address) in VM_WEBS.items():
+        specs["host1"].append(labkit.vm_entry(name, index, address))
+        vm = labkit.vm_entry(sb_vm, sb_index, sb_address)
+        vm["autostart"] = mode == "warm-vm"
+        specs["host1"].append(vm)
     return specs
 
 
 def services():
-    return [labkit.service_entry(name, host, name, address, mode, SB, f"{name}-c", ct)
-            for name, (host, _, address, mode, ct) in WEBS.items()]
+    out = [labkit.service_entry(name, host, name, address, mode, SB, f"{name}-c", ct)
+           for name, (host, _, address, mode, ct) in WEBS.items()]
+    for name, (_, address, mode, sb_vm, _, sb_address) in VM_WEBS.items():
+        svc = labkit.service_entry(name, "host1", name, address, mode, "host1", None, sb_address)
+        svc["standby"] = {"mode": mode, "host": "host1", "vm": sb_vm, "address": sb_address}
+        out.append(svc)
+    return out
 
 
 class Rig:
@@ -147,13 +166,15 @@ def rig(lab, tmp_path_factory):
         specs = vm_specs(tmp)
         # web4 is not in lab/default-hosts; an earlier run may have left a name on a
         # container.
-        labkit.set_records({name: w[2] for name, w in WEBS.items()})
+        labkit.set_records({**{name: w[2] for name, w in WEBS.items()},
+                            **{name: w[1] for name, w in VM_WEBS.items()}})
         r.server = d.server(**r.server_config)
         for host in ("host1", "host2", "host3"):
             r.agents[host] = d.agent(host, specs[host])
-        for name in list(WEBS) + [SB]:
+        for name in list(WEBS) + [SB] + list(VM_WEBS) + ["web6sb"]:
             d.wait_vm_state(name, "running", BOOT_TIMEOUT)
-        for name, (_, _, address, _, _) in WEBS.items():
+        for name, address in [(n, w[2]) for n, w in WEBS.items()] + \
+                [(n, w[1]) for n, w in VM_WEBS.items()] + [("web6sb", VM_WEBS["web6"][5])]:
             labkit.wait_for(f"{name} to answer HTTP", lambda: answers(address, name),
                             BOOT_TIMEOUT, interval=0.5)
         labkit.wait_for("the standby agent's hello", r.standby, BOOT_TIMEOUT, interval=0.5)
@@ -174,6 +195,9 @@ def rig(lab, tmp_path_factory):
         for name in WEBS:
             assert r.wait_state(name, "ok", 30)["served_by"] == "primary"
             assert labkit.dig(f"{name}.vcr.lab") == [WEBS[name][2]]
+        for name in VM_WEBS:
+            assert r.wait_state(name, "ok", 30)["served_by"] == "primary"
+            assert labkit.dig(f"{name}.vcr.lab") == [VM_WEBS[name][1]]
         yield r
     finally:
         reports = d.stop_all()
@@ -267,10 +291,11 @@ def test_vcr_cost_counts_one_shared_standby_vm(rig, tmp_path):
     r = rig.vcr.run("cost", "--prices", str(prices), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["services"] == len(WEBS) and report["unknown"] == []
+    n = len(WEBS) + len(VM_WEBS)  # VM_WEBS: standby VMs of their own, not shared
+    assert report["services"] == n and report["unknown"] == []
     rows = {s["scheme"]: s for s in report["schemes"]}
     assert (rows["warm-vm"]["vms"], rows["warm-vm"]["vcpus"],
-            rows["warm-vm"]["memory_mb"]) == (len(WEBS), len(WEBS), 256 * len(WEBS))
+            rows["warm-vm"]["memory_mb"]) == (n, n, 256 * n)
     assert rows["cold-vm"]["vms"] == 0
     for scheme in ("warm-container", "cold-container"):
         assert (rows[scheme]["vms"], rows[scheme]["vcpus"], rows[scheme]["memory_mb"],
@@ -604,3 +629,52 @@ def test_12_descriptor_exhaustion_kills_no_healthy_primary(rig):
         subprocess.run(["prlimit", "--pid", str(pid), f"--nofile={soft}:{hard}"], check=True)
     assert len(rig.server.log_text()) < 20 * 1024 * 1024
     assert [e for e in rig.events(since) if e["kind"] == "fenced"] == []
+
+
+def check_recovered_on_vm(r, name, since):
+    """NAME served by its standby VM: every phase journaled in order, DNS on the VM's
+    address, and the answer (the guest's hostname) is the standby VM's, not the
+    primary's."""
+    _, primary, mode, sb_vm, _, sb_address = VM_WEBS[name]
+    s = r.wait_state(name, "recovered")
+    assert s["served_by"] == "standby" and s["address"] == sb_address, s
+    assert s["standby"]["mode"] == mode and s["standby"]["kind"] == "vm", s["standby"]
+    assert s["standby"]["vm"] == sb_vm and "container" not in s["standby"], s["standby"]
+    events = r.phases(name, since)
+    assert [e["detail"]["phase"] for e in events] == PHASES, events
+    assert all(e["detail"]["mode"] == mode for e in events), events
+    ready = events[PHASES.index("container_ready")]["detail"]
+    assert ready["vm"] == sb_vm and ready["host"] == "host1", ready
+    assert events[-1]["detail"]["answer"] == sb_vm, events[-1]
+    assert labkit.dig(f"{name}.vcr.lab") == [sb_address]
+    assert answers(sb_address, sb_vm)
+    assert labkit.http_get(primary, timeout=1) is None, f"{primary} still answers"
+    return ready
+
+
+def test_13_warm_vm_standby(rig):
+    since = rig.last_event()
+    kill_vm(rig, "web6")
+    ready = check_recovered_on_vm(rig, "web6", since)
+    assert ready["note"] == "warm: runs already", ready
+
+
+def test_14_cold_vm_standby_booted_on_failure_stopped_after_failback(rig):
+    sb_vm, sb_address = VM_WEBS["web7"][3], VM_WEBS["web7"][5]
+    assert rig.vcr.vm(sb_vm)["state"] == "stopped", rig.vcr.vm(sb_vm)
+    since = rig.last_event()
+    kill_vm(rig, "web7")
+    ready = check_recovered_on_vm(rig, "web7", since)
+    assert ready["note"] == "cold: started", ready
+    assert rig.vcr.vm(sb_vm)["state"] == "running"
+    # Failback: the primary back, the name on it, then the cold VM is stopped.
+    since = rig.last_event()
+    r = rig.vcr.run("failback", "web7")
+    assert r.returncode == 0, r.stderr
+    s = rig.wait_state("web7", "ok", BOOT_TIMEOUT)
+    assert s["served_by"] == "primary", s
+    assert client_sees("web7", VM_WEBS["web7"][1])
+    phases = [e["detail"]["phase"] for e in rig.phases("web7", since, "failback")]
+    assert phases[-2:] == ["vm_stopped", "done"], phases
+    assert rig.vcr.vm(sb_vm)["state"] in ("stopped", "shutdown"), rig.vcr.vm(sb_vm)
+    assert labkit.http_get(sb_address, timeout=1) is None

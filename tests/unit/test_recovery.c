@@ -35,6 +35,7 @@
 #include "server/provision.h"
 #include "server/migrate.h"
 #include "server/recovery.h"
+#include "server/recovery/standby_mode.h"
 #include "server/server.h"
 #include "config/server_config.h"
 #include "scrape.h"
@@ -134,12 +135,60 @@ static void test_config_services_valid(void **state)
     assert_int_equal(cfg->services[0].ttl, 5);
     assert_ptr_equal(cfg->services[0].check.type, &check_http_ops);
     assert_string_equal(cfg->services[0].check.path, "/");
-    assert_int_equal(cfg->services[0].standby.mode, STANDBY_WARM);
+    assert_ptr_equal(cfg->services[0].standby.mode, &standby_warm_ops);
     assert_int_equal(cfg->services[0].standby.prefix, 24);
     assert_int_equal(cfg->services[0].takeover, SERVICES_TAKEOVER_DNS);
     /* 3500 + 2 x 1000 with the default heartbeat. */
     assert_int_equal(cfg->fence_timeout_ms, 5500);
     server_config_free(cfg);
+    remove_dir();
+}
+
+/* The VM standby modes (standby_mode.h): standby.vm of host agent
+ * standby.host; every container-only field is refused by name. */
+#define VM_STANDBY "mode: warm-vm, host: node2, vm: web1-sb,"
+
+static void test_config_vm_standby_modes(void **state)
+{
+    (void)state;
+    make_dir();
+    char fmt[2048];
+    snprintf(fmt, sizeof(fmt), "%s", DNS_OK SERVICE_OK);
+    const char *std = "mode: warm, host: sb1, container: web1-c,";
+    char *at = strstr(fmt, std);
+    assert_non_null(at);
+    char rest[2048];
+    snprintf(rest, sizeof(rest), "%s", at + strlen(std));
+    snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s%s", VM_STANDBY, rest);
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(fmt, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_ptr_equal(cfg->services[0].standby.mode, &standby_warm_vm_ops);
+    assert_string_equal(cfg->services[0].standby.vm, "web1-sb");
+    assert_string_equal(cfg->services[0].standby.host, "node2");
+    assert_null(cfg->services[0].standby.container);
+    assert_false(cfg->services[0].standby.mode->container);
+    server_config_free(cfg);
+
+    EXPECT_BAD(std, "mode: warm-vm, host: node2,", "`services[0].standby.vm`", "missing");
+    EXPECT_BAD(std, VM_STANDBY " container: web1-c,", "`services[0].standby.container`", "`web1-c`",
+               "standby mode `warm-vm`", "container standby mode (warm, cold)");
+    EXPECT_BAD(std, VM_STANDBY " fallback_host: sb2,", "`services[0].standby.fallback_host`",
+               "`sb2`", "container standby mode");
+    EXPECT_BAD(std, VM_STANDBY " image: ct-nginx,", "`services[0].standby.image`",
+               "container standby mode");
+    EXPECT_BAD(std, "mode: warm, host: sb1, container: web1-c, vm: web1-sb,",
+               "`services[0].standby.vm`", "`web1-sb`", "standby mode `warm`",
+               "VM standby mode (warm-vm");
+    EXPECT_BAD("mode: warm, host: sb1, container: web1-c, address: 10.77.0.31}\n",
+               VM_STANDBY " address: 10.77.0.31}\n    takeover: both\n", "`services[0].takeover`",
+               "`both` with standby mode `warm-vm`", "allowed: dns");
+    EXPECT_BAD("mode: warm, host: sb1, container: web1-c, address: 10.77.0.31}\n",
+               VM_STANDBY " address: 10.77.0.31}\n    data: {volume: data, path: /srv/data}\n",
+               "`services[0].data`", "standby mode `warm-vm`", "allowed: no `data`");
+    EXPECT_BAD("mode: warm", "mode: hot", "`services[0].standby.mode`", "hot",
+               "warm, cold, warm-vm, cold-vm");
     remove_dir();
 }
 
@@ -3230,6 +3279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_services_valid),
         cmocka_unit_test(test_config_services_each_bad_field),
+        cmocka_unit_test(test_config_vm_standby_modes),
         cmocka_unit_test(test_config_images_valid),
         cmocka_unit_test(test_config_images_each_bad_field),
         cmocka_unit_test(test_config_fence_timeout_bounds),

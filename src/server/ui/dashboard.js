@@ -106,7 +106,7 @@ function renderServices() {
       el("td", { "data-served-by": s.served_by }, `${s.served_by} ${s.address ?? ""}:${s.port ?? ""}`),
       el("td", {}, s.mode ?? sb.mode),
       el("td", {}, `${p.vm ?? ""} on ${p.host ?? ""}`, el("div", { class: "meta" }, p.address)),
-      el("td", {}, `${sb.container ?? ""} on ${sb.host ?? ""}`,
+      el("td", {}, `${sb.container ?? sb.vm ?? ""} on ${sb.host ?? ""}`,
         el("div", { class: "meta" }, `${sb.address ?? ""} ${sb.container_state ?? ""}`)),
       el("td", {}, s.check?.type, s.check?.latency_ms != null
         ? el("div", { class: "meta" }, `${s.check.latency_ms} ms`) : null,

@@ -6,7 +6,8 @@
  *   container would otherwise answer)] -> [a service with data: its container stopped, its data
  * copied back into the primary's volume (service_data.c)] -> [vm_start, if the primary is not
  * running] -> probe the primary until it answers (its boot grace at most) -> DNS back to the
- * primary -> cold only: container_stop, container_destroy -> ok.
+ * primary -> the standby mode's own way back (standby_mode.h: a cold container is
+ * stopped and destroyed) -> ok.
  *
  * The primary is started here, not by the operator beforehand: while the
  * service is served elsewhere a running primary is fenced again (primary.c),
@@ -22,8 +23,9 @@
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
-#include "server/recovery_priv.h"
-#include "server/switch.h"
+#include "server/recovery/recovery_priv.h"
+#include "server/recovery/standby_mode.h"
+#include "server/recovery/switch.h"
 
 #define JOURNAL_FAILBACK "failback"
 /* A primary that ran already when failback was asked for answers within this. */
@@ -34,7 +36,7 @@ static void failback_record(struct svc *s, const char *phase, const char *error)
 {
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:I, s:s?}", "service", s->cfg->name, "phase", phase, "mode",
-                  standby_mode_name(s->cfg->standby.mode), "elapsed_ms",
+                  s->cfg->standby.mode->name, "elapsed_ms",
                   (json_int_t)(vcr_mono_ms() - s->step_started), "error", error);
     recovery_journal(s, JOURNAL_FAILBACK, detail);
     log_info("service %s: failback: %s%s%s", s->cfg->name, phase, error ? ": " : "",
@@ -67,34 +69,9 @@ static void failback_done(struct svc *s)
     recovery_save(s);
 }
 
-static void on_failback_stop(enum order_outcome outcome, const char *message, json_t *reply,
-                             void *opaque)
+void failback_finish(struct svc *s, const char *phase, const char *error)
 {
-    struct svc *s = opaque;
-    (void)reply;
-    s->order_pending = false;
-    if (s->rc->stopping || s->step != STEP_FAILBACK)
-        return;
-    if (outcome != ORDER_DONE) {
-        /* DNS already points at the primary: say so, and leave the container. */
-        log_warn("service %s: failback: could not remove container %s: %s", s->cfg->name,
-                 s->cfg->standby.container, message);
-        failback_record(s, "container_stop_failed", message);
-        failback_done(s);
-        return;
-    }
-    if (s->stage == 2) {
-        s->stage = 3;
-        cleanup_error vcr_error_t err = NULL;
-        cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-        if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_destroy",
-                                   s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                                   on_failback_stop, s, &err) >= 0) {
-            s->order_pending = true;
-            return;
-        }
-    }
-    failback_record(s, "container_stopped", NULL);
+    failback_record(s, phase, error);
     failback_done(s);
 }
 
@@ -106,21 +83,13 @@ void failback_dns_done(struct svc *s, const char *error)
     }
     s->on_standby = false;
     failback_record(s, "dns_updated", NULL);
-    if (s->cfg->standby.mode != STANDBY_COLD) {
+    const struct standby_mode_ops *mode = s->cfg->standby.mode;
+    if (mode->failback == NULL) {
         failback_done(s);
         return;
     }
-    s->stage = 2;
-    cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-    if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_stop",
-                               s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                               on_failback_stop, s, &err) < 0) {
-        failback_record(s, "container_stop_failed", vcr_error_msg(err));
-        failback_done(s);
-        return;
-    }
-    s->order_pending = true;
+    s->stage = 2; /* failback_tick holds while the standby is stopped */
+    mode->failback(s);
 }
 
 static void on_failback_probe(enum check_outcome outcome, const char *why, const char *body,

@@ -7,8 +7,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "server/agents.h"
-#include "server/recovery_priv.h"
-#include "server/switch.h"
+#include "server/recovery/recovery_priv.h"
+#include "server/recovery/switch.h"
 
 /* The address first: it reaches clients that hold it at once, while a DNS
  * change waits out their resolvers' caches. */

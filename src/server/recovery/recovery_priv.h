@@ -11,6 +11,7 @@
 #include "server/check.h"
 #include "server/provision.h"
 #include "server/recovery.h"
+#include "server/recovery/standby_mode.h"
 #include "server/service_data.h"
 #include "server/services.h"
 
@@ -130,8 +131,9 @@ struct svc {
      * recovery holds at its step and the save is retried (docs/recovery.md). */
     bool unsaved;
     int64_t save_retry_at; /* monotonic */
-    int stage; /* within a step: container create (0) / start (1); failback stop (2) / destroy (3)
-                */
+    /* Within a step: container create (0) / start (1); failback: the standby
+     * mode's way back (2, 3: standby_mode.h failback). */
+    int stage;
     /* failback: auto (failback.c): since when (monotonic) the service is
      * recovered with its primary's host connected, 0 when it is not; the last
      * automatic failback (monotonic, 0 none); set when the service failed again
@@ -174,8 +176,12 @@ const char *recovery_served_address(const struct svc *s);
 /* Starts the DNS UPDATE of the service's name to address (on_dns_done). */
 int recovery_dns_switch(struct svc *s, const char *address);
 const char *recovery_container_host(const struct svc *s);
+/* The VM modes' standby VM as its connected host agent (standby.host)
+ * reports it; NULL when that host is not connected or does not list it. */
+struct inv_vm *recovery_standby_vm(const struct svc *s);
+/* What stands by, for messages: its container, or its VM (standby_mode.h). */
+const char *recovery_standby_name(const struct svc *s);
 bool recovery_primary_running(const struct svc *s);
-void recovery_stop_cold_container(struct svc *s);
 void recovery_fenced(struct svc *s, const char *how, int64_t waited_ms);
 void recovery_fail(struct svc *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void recovery_journal(struct svc *s, const char *kind, json_t *detail);
@@ -192,12 +198,15 @@ const char *recovery_phase_name(enum rec_phase phase);
 int recovery_store_open(struct recovery *rc, vcr_error_t *err);
 void recovery_store_load(struct svc *s);
 
-/* recovery_container.c: the container step */
+/* recovery_container.c: the ready step of the container modes (standby_warm.c,
+ * standby_cold.c) */
 /* The container's spec as container_create/start orders carry it (new reference). */
 json_t *recovery_container_members(const struct svc *s);
 /* The service's check aimed at its primary (address NULL) or at address. */
 struct check_target recovery_primary_check(const struct svc *s, const char *address);
-void recovery_container_step(struct svc *s);
+/* A container that runs already counts as ready on standby.host only if
+ * running_counts (warm); on standby.fallback_host it always does. */
+void recovery_container_ready(struct svc *s, bool running_counts);
 void recovery_container_tick(struct svc *s, int64_t now);
 
 /* recovery_api.c */
@@ -212,6 +221,9 @@ void recovery_watch_primary(struct svc *s, int64_t now);
 int failback_start(struct svc *s, vcr_error_t *err);
 void failback_tick(struct svc *s, int64_t now);
 void failback_dns_done(struct svc *s, const char *error);
+/* The standby mode's failback hook is over: journals phase (error may be
+ * NULL) and the service is ok again, served by its primary. */
+void failback_finish(struct svc *s, const char *phase, const char *error);
 /* failback: auto: starts a failback when the policy says so (STEP_IDLE, recovered). */
 void failback_auto_tick(struct svc *s, int64_t now);
 /* A new failure of s: after an automatic failback within min_interval_s, that

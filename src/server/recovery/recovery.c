@@ -27,9 +27,9 @@
 #include "server/check.h"
 #include "server/inventory.h"
 #include "server/journal.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "dns/resolve.h"
-#include "server/switch.h"
+#include "server/recovery/switch.h"
 #include "config/server_config.h"
 
 #define JOURNAL_FENCED "fenced"
@@ -58,7 +58,7 @@ void recovery_record(struct svc *s, const char *phase, json_t *extra)
         json_object_update(entry, extra);
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:I}", "service", s->cfg->name, "phase", phase, "mode",
-                  standby_mode_name(s->cfg->standby.mode), "elapsed_ms", (json_int_t)elapsed(s));
+                  s->cfg->standby.mode->name, "elapsed_ms", (json_int_t)elapsed(s));
     if (detail && extra)
         json_object_update(detail, extra);
     json_decref(extra);
@@ -131,13 +131,31 @@ bool recovery_primary_running(const struct svc *s)
            strcmp(h->name, s->cfg->primary.host) == 0 && vm->state == INV_VM_RUNNING;
 }
 
+struct inv_vm *recovery_standby_vm(const struct svc *s)
+{
+    struct inv_host *h = NULL;
+    struct inv_vm *vm =
+        s->cfg->standby.vm ? inventory_find_vm(s->rc->inv, s->cfg->standby.vm, &h) : NULL;
+    if (vm == NULL || h == NULL || h->state != INV_HOST_CONNECTED ||
+        strcmp(h->name, s->cfg->standby.host) != 0)
+        return NULL;
+    return vm;
+}
+
 /* The standby host that holds the service's container now: a migration
  * (docs/migration.md) may have moved it off the configured one. */
 const char *recovery_container_host(const struct svc *s)
 {
+    if (s->cfg->standby.container == NULL)
+        return s->cfg->standby.host;
     const struct inv_host *h =
         inventory_find_container_host(s->rc->inv, s->cfg->standby.container, s->cfg->standby.host);
     return h ? h->name : s->cfg->standby.host;
+}
+
+const char *recovery_standby_name(const struct svc *s)
+{
+    return s->cfg->standby.container ? s->cfg->standby.container : s->cfg->standby.vm;
 }
 
 /* --- detection --- */
@@ -398,9 +416,9 @@ static void timed_step_tick(struct svc *s, int64_t now)
         return;
     if (now >= s->wait_until) {
         if (s->step == STEP_PORT)
-            recovery_fail(s, "port %s:%u of container %s not open within %d ms: %s",
-                          s->cfg->standby.address, s->cfg->primary.port, s->cfg->standby.container,
-                          s->rc->cfg->port_timeout_ms, s->error);
+            recovery_fail(s, "port %s:%u of %s %s not open within %d ms: %s",
+                          s->cfg->standby.address, s->cfg->primary.port, s->cfg->standby.mode->kind,
+                          recovery_standby_name(s), s->rc->cfg->port_timeout_ms, s->error);
         else
             recovery_fail(s, "client confirmation of %s not achieved within %d ms: %s",
                           s->cfg->dns_name, s->rc->cfg->confirm_timeout_ms, s->error);
@@ -437,7 +455,7 @@ void recovery_advance(struct svc *s)
         fence_start(s);
         break;
     case PH_FENCED:
-        recovery_container_step(s);
+        s->cfg->standby.mode->ready(s);
         break;
     case PH_CONTAINER_READY:
         if (s->cfg->data.volume)
@@ -500,7 +518,8 @@ static bool resume_ready(struct svc *s, int64_t now)
     struct inv_host *p = inventory_find_host(s->rc->inv, s->cfg->primary.host);
     struct inv_host *b = inventory_find_host(s->rc->inv, s->cfg->standby.host);
     bool primary_ok = s->phase >= PH_FENCED || (p && p->state == INV_HOST_CONNECTED);
-    bool standby_ok = s->phase >= PH_CONTAINER_READY || s->cfg->standby.mode == STANDBY_WARM ||
+    bool standby_ok = s->phase >= PH_CONTAINER_READY ||
+                      s->cfg->standby.mode->resume_without_standby_host ||
                       (b && b->state == INV_HOST_CONNECTED);
     return primary_ok && standby_ok;
 }
@@ -545,7 +564,8 @@ static void svc_tick(struct svc *s, int64_t now)
         failback_tick(s, now);
         break;
     case STEP_CONTAINER:
-        recovery_container_tick(s, now);
+        if (s->cfg->standby.mode->tick)
+            s->cfg->standby.mode->tick(s, now);
         break;
     default:
         break;

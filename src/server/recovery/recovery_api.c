@@ -13,7 +13,7 @@
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "config/server_config.h"
 
 static struct svc *find_svc(struct recovery *rc, const char *name, vcr_error_t *err)
@@ -37,17 +37,19 @@ static json_t *svc_json(struct svc *s)
                         "timeline", s->timeline);
     return json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:{s:s, s:s, s:s}, "
-        "s:{s:s, s:s, s:s, s:s, s:s, s:s?}, s:{s:s, s:i, s:s?, s:o}, s:o, s:o*}",
+        "s:{s:s, s:s, s:s, s:s?, s:s?, s:s, s:s?, s:s?}, s:{s:s, s:i, s:s?, s:o}, s:o, s:o*}",
         "name", c->name, "dns_name", c->dns_name, "state", recovery_state_name(s->state),
         "served_by", standby ? "standby" : "primary", "address",
         standby ? recovery_served_address(s) : c->primary.address, "port", (int)c->primary.port,
-        "takeover", services_takeover_name(c->takeover), "mode", standby_mode_name(c->standby.mode),
-        "primary", "host", c->primary.host, "vm", c->primary.vm, "address", c->primary.address,
-        "standby", "mode", standby_mode_name(c->standby.mode), "host", recovery_container_host(s),
-        "container", c->standby.container, "address", c->standby.address, "container_state",
-        provision_container_state(s), "provision_error", provision_last_error(s), "check", "type",
-        check_type_name(c->check.type), "failures", (int)s->probe.failures, "last_error",
-        s->probe.last_error[0] ? s->probe.last_error : NULL, "latency_ms",
+        "takeover", services_takeover_name(c->takeover), "mode", c->standby.mode->name, "primary",
+        "host", c->primary.host, "vm", c->primary.vm, "address", c->primary.address, "standby",
+        "mode", c->standby.mode->name, "kind", c->standby.mode->kind, "host",
+        recovery_container_host(s), "container", c->standby.container, "vm", c->standby.vm,
+        "address", c->standby.address, "container_state",
+        c->standby.mode->container ? provision_container_state(s) : NULL, "provision_error",
+        provision_last_error(s), "check", "type", check_type_name(c->check.type), "failures",
+        (int)s->probe.failures, "last_error", s->probe.last_error[0] ? s->probe.last_error : NULL,
+        "latency_ms",
         s->probe.latency_us ? json_real((double)s->probe.latency_us / 1000.0) : json_null(),
         "recovery", rec ? rec : json_null(), "data", service_data_json(s));
 }
@@ -134,11 +136,11 @@ json_t *recovery_failback(struct recovery *rc, const char *name, vcr_error_t *er
 }
 
 /* A failed recovery that never moved DNS: the primary serves the name again
- * (or will once it runs).  A cold container it created is stopped; a warm one
- * is the provisioning's again. */
+ * (or will once it runs).  What its standby mode readied is released (a cold
+ * container stopped); a warm container is the provisioning's again. */
 static void finish_clear(struct svc *s, const char *why)
 {
-    bool cold_container = s->cfg->standby.mode == STANDBY_COLD && s->phase >= PH_CONTAINER_READY;
+    bool readied = s->phase >= PH_CONTAINER_READY;
     s->state = SVC_OK;
     s->step = STEP_IDLE;
     s->error[0] = '\0';
@@ -152,8 +154,8 @@ static void finish_clear(struct svc *s, const char *why)
     s->provision.backoff_ms = 0;
     log_info("service %s: failed recovery cleared: %s", s->cfg->name, why);
     recovery_save(s);
-    if (cold_container)
-        recovery_stop_cold_container(s);
+    if (readied && s->cfg->standby.mode->release)
+        s->cfg->standby.mode->release(s);
 }
 
 void recovery_clear_failed(struct svc *s, const char *why)

@@ -16,7 +16,7 @@
 #include "server/agents.h"
 #include "server/check.h"
 #include "server/inventory.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "config/server_config.h"
 
 #define BUSY_RETRY_MS 1000
@@ -111,8 +111,9 @@ static bool standby_reporting(const struct inv_host *h)
 /* Where the container comes from: a warm one runs already only if a connected
  * standby host says so now; otherwise it is started or created where it can be
  * (standby.host, then standby.fallback_host), at once rather than after the
- * port deadline.  *action is NULL when the warm container runs. */
-static const char *container_plan(struct svc *s, const char **action, char *why, size_t why_size)
+ * port deadline.  *action is NULL when the warm container runs (running_counts). */
+static const char *container_plan(struct svc *s, bool running_counts, const char **action,
+                                  char *why, size_t why_size)
 {
     const struct service_config *c = s->cfg;
     struct inv_host *h =
@@ -123,7 +124,7 @@ static const char *container_plan(struct svc *s, const char **action, char *why,
     const char *state = json_string_value(json_object_get(ct, "state"));
     *action = "container_create";
     if (standby_reporting(h)) {
-        if (c->standby.mode == STANDBY_WARM && proto_ct_state_parse(state) == PROTO_CT_RUNNING) {
+        if (running_counts && proto_ct_state_parse(state) == PROTO_CT_RUNNING) {
             *action = NULL;
             return h->name;
         }
@@ -147,11 +148,11 @@ static const char *container_plan(struct svc *s, const char **action, char *why,
     return NULL;
 }
 
-void recovery_container_step(struct svc *s)
+void recovery_container_ready(struct svc *s, bool running_counts)
 {
     const char *action;
     char why[200] = "";
-    const char *host = container_plan(s, &action, why, sizeof(why));
+    const char *host = container_plan(s, running_counts, &action, why, sizeof(why));
     if (host == NULL) {
         recovery_fail(s, "no standby can take container %s: %s%s%s", s->cfg->standby.container, why,
                       s->cfg->standby.fallback_host ? ", and fallback host "
@@ -166,7 +167,7 @@ void recovery_container_step(struct svc *s)
                                       "host", host, "note", "warm: runs already"));
         return;
     }
-    if (why[0] || s->cfg->standby.mode == STANDBY_WARM)
+    if (why[0] || running_counts)
         log_warn("service %s: container %s: %s on %s (%s)", s->cfg->name, s->cfg->standby.container,
                  action, host, why[0] ? why : "the warm container is not running");
     s->step = STEP_CONTAINER;
@@ -174,29 +175,6 @@ void recovery_container_step(struct svc *s)
     s->retry_at = 0;
     s->stage = strcmp(action, "container_start") == 0 ? 1 : 0;
     container_order(s, action);
-}
-
-/* Fire and forget: a cold container left by a failed recovery is stopped; a
- * later recovery starts it again (container_create answers that it exists). */
-static void on_cold_container_stopped(enum order_outcome outcome, const char *message,
-                                      json_t *reply, void *opaque)
-{
-    struct svc *s = opaque;
-    (void)reply;
-    if (outcome != ORDER_DONE)
-        log_warn("service %s: stopping container %s: %s", s->cfg->name, s->cfg->standby.container,
-                 message ? message : "failed");
-}
-
-void recovery_stop_cold_container(struct svc *s)
-{
-    cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *name = json_pack("{s:s}", "name", s->cfg->standby.container);
-    if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_stop",
-                               s->cfg->standby.container, name, RECOVERY_CONTAINER_ORDER_MS,
-                               on_cold_container_stopped, s, &err) < 0)
-        log_warn("service %s: stopping container %s: %s", s->cfg->name, s->cfg->standby.container,
-                 vcr_error_msg(err));
 }
 
 void recovery_container_tick(struct svc *s, int64_t now)

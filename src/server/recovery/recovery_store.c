@@ -9,7 +9,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "server/recovery_priv.h"
+#include "server/recovery/recovery_priv.h"
 #include "config/server_config.h"
 
 static const char *const state_names[] = {
@@ -83,7 +83,7 @@ bool recovery_save(struct svc *s)
         sqlite3_bind_text(st, 1, s->cfg->name, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 2, state_names[s->state], -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, phase_names[s->phase], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, standby_mode_name(s->cfg->standby.mode), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, s->cfg->standby.mode->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 5, s->cause, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 6, s->error, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 7, s->started_ms);
