@@ -109,6 +109,7 @@ static void on_caps_out(struct qmp_client *c, json_t *result, const char *error,
      * the guest paused. */
     struct host_vm_warm *w = vm->warm;
     w->t_stop = vcr_mono_ms_f();
+    w->result.at.stop = w->t_stop;
     w->stopped = true;
     warm_send_step(vm, W_MIGRATE, "stop", NULL, on_stop);
     if (w->step == W_MIGRATE)
@@ -122,6 +123,7 @@ static void on_listen(struct qmp_client *c, json_t *result, const char *error, v
     struct host_vm *vm = opaque;
     if (!next_step_ok(vm, W_LISTEN, "migrate-incoming", error))
         return;
+    vm->warm->result.at.listening = vcr_mono_ms_f();
     log_info("VM %s: warm restart: new qemu pid %d listens on `%s`", vm->spec->name,
              (int)vm->warm->next_pid, vm->paths.mig);
     warm_gate_hold(vm);
@@ -133,6 +135,7 @@ void warm_start_pause(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     evtimer_del(w->launch_timer);
+    w->result.at.gate = vcr_mono_ms_f();
     warm_gate_pausing(w);
     warm_send_step(vm, W_CAPS_OUT, "migrate-set-capabilities", caps_args(false), on_caps_out);
 }
@@ -215,6 +218,7 @@ static void migrated(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
     w->t_saved = vcr_mono_ms_f();
+    w->result.at.migrated = w->t_saved;
     w->result.suspend_ms = w->t_saved - w->t_stop;
     if (w->result.state_bytes == 0 && vm->qmp_ready &&
         qmp_client_command(vm->qmp, "query-migrate", NULL, on_old_query_migrate, vm, NULL) == 0) {
@@ -276,7 +280,8 @@ static void on_next_ready(struct qmp_client *c, void *opaque)
     if (w->step != W_LAUNCH)
         return;
     evtimer_del(w->launch_timer);
-    w->result.launch_ms = vcr_mono_ms_f() - w->t_spawn;
+    w->result.at.ready = vcr_mono_ms_f();
+    w->result.launch_ms = w->result.at.ready - w->t_spawn;
     /* The new QEMU has set the tap up for itself: the old one still runs the guest. */
     warm_restore_tap(vm);
     warm_close_tap(w);
@@ -377,6 +382,7 @@ int warm_launch_next(struct host_vm *vm, vcr_error_t *err)
         return -1;
     host_vm_log_header(vm, argv);
     w->t_spawn = vcr_mono_ms_f();
+    w->result.at.spawned = w->t_spawn;
     pid_t pid = proc_spawn_keep(argv, vm->paths.log, w->tap_fd, err);
     vm_argv_free(argv);
     if (pid < 0)

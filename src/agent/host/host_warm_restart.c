@@ -390,6 +390,7 @@ void warm_resumed_now(struct host_vm_warm *w)
     w->result.resume_ms = t - w->t_saved;
     w->result.pause_ms = t - w->t_stop;
     w->result.downtime_ms = w->result.pause_ms;
+    w->result.at.cont = t;
 }
 
 /* The guest runs in the VM's (new) QEMU: the restart succeeded. */
@@ -532,6 +533,7 @@ struct host_vm_warm *warm_new(struct host_vm *vm, const char *qemu, host_vm_warm
     evtimer_add(w->deadline, &tv);
     w->t_stop = vcr_mono_ms_f();
     w->t_spawn = w->t_stop;
+    w->result.at.order = w->t_stop;
     return w;
 }
 
