@@ -316,7 +316,17 @@ def test_host_warm_restart_reports_each_vm(warm):
     for e in out["vms"]:
         assert e["ok"] and e["pause_ms"] > 0 and e["launch_ms"] > 0, e
         print(f"host warm restart {e['vm']}: launch {e['launch_ms']:.1f} ms, "
-              f"pause {e['pause_ms']:.1f} ms")
+              f"pause {e['pause_ms']:.1f} ms; steps {e['at_ms']}")
+    # How the restarts fell (the agent's step times, one clock): each VM's steps in
+    # order; every new QEMU greeted before any guest was paused (one request: the
+    # server sent both orders at once); the pauses one after the other, never together.
+    steps = ("order", "spawned", "ready", "listening", "gate", "stop", "migrated", "cont")
+    ats = [e["at_ms"] for e in out["vms"]]
+    for at in ats:
+        assert all(at[a] > 0 and at[a] <= at[b] for a, b in zip(steps, steps[1:])), at
+    assert max(at["ready"] for at in ats) <= min(at["stop"] for at in ats), ats
+    first, second = sorted(ats, key=lambda at: at["stop"])
+    assert first["cont"] <= second["gate"], ats
 
 
 def failing_qemus(tmp_path):

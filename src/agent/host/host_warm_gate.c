@@ -1,9 +1,13 @@
 /* The pause gate: the host-wide side of warm restarts (docs/warm-restart.md,
- * "Several VMs of a host").  The warm restarts of a host's VMs (`vcr host warm-restart` sends one
- * order per VM) start their new QEMUs all at once, while every guest runs; a QEMU starting up takes
- * a core for tens of ms.  A guest is paused only once no new QEMU of the host is still starting,
- * and one guest at a time, so that a pause never shares the cores with start-ups or with other
- * pauses.  One agent serves one host: the gate is the process's. */
+ * "Several VMs of a host").  `POST /v1/hosts/H/warm-restart` (`vcr host
+ * warm-restart`) sends one order per VM, all at once: their new QEMUs start
+ * together while every guest runs; a QEMU starting up takes a core for tens of
+ * ms.  A guest is paused only once no new QEMU of the host is still starting,
+ * and one guest at a time, each from `stop` to `cont` and the old QEMU's end
+ * before the next, so that a pause never shares the cores with start-ups or
+ * with other pauses.  An order that arrives while a guest is paused starts its
+ * QEMU at once (not held back).  One agent serves one host: the gate is the
+ * process's. */
 #include <stdbool.h>
 #include <stddef.h>
 

@@ -173,7 +173,9 @@ static void on_handover_cont(struct qmp_client *c, json_t *result, const char *e
     struct host_vm_warm *w = vm->warm;
     warm_resumed_now(w);
     w->resumed = true;
-    warm_gate_leave(w, true);
+    /* The gate lets the next guest be paused only once this restart is done
+     * (warm_finish), the old QEMU's exit seen too: the kernel has torn its
+     * mappings down by then, and the agent has reported this VM. */
     log_info("VM %s: warm restart: the guest runs in qemu pid %d (pause %.1f ms: state moved in "
              "%.1f ms, cont %.1f ms)",
              vm->spec->name, (int)w->next_pid, w->result.pause_ms, w->result.suspend_ms,
