@@ -6,7 +6,9 @@ In one run on one machine, for each method, measures the guest's pause, suspend,
 and the service downtime seen by an HTTP client polling every VM every 10 ms from inside
 the lab namespace, (a) vs VM memory size (one VM) and (b) vs number of 256 MB VMs
 restarted together.  Each point is repeated --runs times on the same booted VMs; the median is
-reported.  Writes bench/results/warm-vm.{md,csv} and warm-vm-{mem,vms}.png (gnuplot).
+reported.  Writes bench/results/warm-vm.{md,csv} and warm-vm-{mem,vms}.png (gnuplot),
+and warm-vm-timeline.csv: each warm run's per-VM step times as the agent reports them
+(`at_ms`), which say whether a pause shared the machine with a start-up or another pause.
 
 Methods
   warm          `vcr vm warm-restart VM` / `vcr host warm-restart HOST` (VMs under vcr-agent);
