@@ -6,7 +6,9 @@ In one run on one machine, for each method, measures the guest's pause, suspend,
 and the service downtime seen by an HTTP client polling every VM every 10 ms from inside
 the lab namespace, (a) vs VM memory size (one VM) and (b) vs number of 256 MB VMs
 restarted together.  Each point is repeated --runs times on the same booted VMs; the median is
-reported.  Writes bench/results/warm-vm.{md,csv} and warm-vm-{mem,vms}.png (gnuplot).
+reported.  Writes bench/results/warm-vm.{md,csv} and warm-vm-{mem,vms}.png (gnuplot),
+and warm-vm-timeline.csv: each warm run's per-VM step times as the agent reports them
+(`at_ms`), which say whether a pause shared the machine with a start-up or another pause.
 
 Methods
   warm          `vcr vm warm-restart VM` / `vcr host warm-restart HOST` (VMs under vcr-agent);
@@ -399,8 +401,32 @@ def run_warm(cluster, mem, n, runs, rows):
             say(f"  warm run {run}: pause {pause * 1000:.1f} ms (per VM: "
                 f"{', '.join(format(v['pause_ms'], '.1f') for v in vs)}) suspend {susp:.3f}s "
                 f"resume {resu:.3f}s downtime {down:.3f}s state {st / 1024:.0f} KB")
+            timeline(mem, n, run, vs)
     finally:
         cluster.stop_agent()
+
+
+TIMELINE_STEPS = ("order", "spawned", "ready", "listening", "gate", "stop", "migrated", "cont")
+TIMELINE = []  # rows of warm-vm-timeline.csv
+
+
+def timeline(mem, n, run, vs):
+    """The agent's step times of each VM (`at_ms`, its CLOCK_MONOTONIC ms), relative to the
+    run's first order: shows whether a guest's pause shared the machine with another VM's
+    QEMU start-up or pause.  Kept for warm-vm-timeline.csv and printed."""
+    ats = [v.get("at_ms") or {} for v in vs]
+    orders = [a["order"] for a in ats if a.get("order")]
+    if not orders:
+        return
+    t0 = min(orders)
+    for v, a in zip(vs, ats):
+        r = {"mem_mb": mem, "vms": n, "run": run, "vm": v["vm"],
+             "pause_ms": round(v["pause_ms"], 2)}
+        for k in TIMELINE_STEPS:
+            r[k] = round(a[k] - t0, 2) if a.get(k) else ""
+        TIMELINE.append(r)
+        say("    " + v["vm"] + " " + " ".join(f"{k} {r[k]}" for k in TIMELINE_STEPS)
+            + f" pause {r['pause_ms']}")
 
 
 def row(method, mem, n, run, susp, resu, down, state_mb=None, vmm_downtime_s=None, forced=False,
@@ -459,6 +485,19 @@ def write_report(rows, args, methods, mach, elapsed, notes):
         w.writeheader()
         for r in rows:
             w.writerow({c: r.get(c, "") for c in cols})
+    tl_path = os.path.join(RESULTS, "warm-vm-timeline.csv")
+    tl = [dict(r) for r in TIMELINE]
+    if args.merge and os.path.exists(tl_path):
+        # The points not measured now keep their rows, as in warm-vm.csv.
+        now = {(int(r["mem_mb"]), int(r["vms"])) for r in tl}
+        with open(tl_path) as f:
+            tl = [r for r in csv.DictReader(f) if (int(r["mem_mb"]), int(r["vms"])) not in now] + tl
+    if TIMELINE:
+        with open(tl_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["mem_mb", "vms", "run", "vm", "pause_ms",
+                                              *TIMELINE_STEPS])
+            w.writeheader()
+            w.writerows(tl)
     if not mach.get("measured"):
         # What the runs were measured on, for a later --report-only.
         side = dict(mach, measured=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
@@ -611,6 +650,7 @@ def write_report(rows, args, methods, mach, elapsed, notes):
     table(mv, "VMs", nvms, "(b) vs number of 256 MB VMs restarted together")
     L.append("![the guest's pause vs number of VMs](warm-vm-vms.png)\n")
 
+    overlap_section(L, tl)
     L.append("## (c) service downtime seen by the HTTP client\n")
     L.append("From the tables above (HTTP downtime column); for the 1 GB VM:\n")
     L.append("| method | ours: HTTP downtime s (1 GB VM, QEMU restart only) | paper: downtime s "
@@ -649,11 +689,50 @@ def write_report(rows, args, methods, mach, elapsed, notes):
         L.extend(f"- {n}" for n in notes)
         L.append("")
     L.append("Files: `warm-vm.csv` (every run: method, mem_mb, vms, run, pause_ms, suspend_s, resume_s, "
-             "downtime_s, state_mb, vmm_downtime_s, sweep, forced), `warm-vm-machine.json` (what the runs were measured on), `warm-vm-mem.png`, `warm-vm-vms.png`.")
+             "downtime_s, state_mb, vmm_downtime_s, sweep, forced), `warm-vm-timeline.csv` (each warm run's per-VM step times: section (d)), `warm-vm-machine.json` (what the runs were measured on), `warm-vm-mem.png`, `warm-vm-vms.png`.")
     with open(os.path.join(RESULTS, "warm-vm.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     plot(mm, mems, "mem", "VM memory size (MB), one VM")
     plot(mv, nvms, "vms", "number of 256 MB VMs restarted together")
+
+
+def overlap_section(L, tl):
+    """How the warm pauses of several VMs fell, from the agent's step times (`at_ms`)."""
+    runs = {}
+    for r in tl:
+        if int(r["vms"]) > 1:
+            runs.setdefault((int(r["mem_mb"]), int(r["vms"]), int(r["run"])), []).append(r)
+    if not runs:
+        return
+    f = lambda r, k: float(r[k]) if r.get(k) not in (None, "") else None
+    L.append("## (d) where the pauses of several VMs went (warm, `warm-vm-timeline.csv`)\n")
+    L.append("The agent reports when each step of each VM's restart happened (`at_ms` in "
+             "the order's reply, its CLOCK_MONOTONIC; here ms after the run's first order): "
+             "order accepted, new QEMU spawned, greeted (ready), listening, let through the "
+             "pause gate, `stop` sent, state in (migrated), `cont` answered. A pause "
+             "*overlaps a start-up* when another VM's new QEMU was between spawned and ready "
+             "during it, *another pause* when two VMs' stop..cont intervals intersect.\n")
+    L.append("| VMs | run | orders spread ms | last ready ms | first stop ms | pauses overlapping a "
+             "start-up | overlapping another pause | per VM pause ms (stop..state in + state in.."
+             "cont) |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---|")
+    for (mem, n, run), rs in sorted(runs.items()):
+        if any(f(r, "stop") is None or f(r, "cont") is None for r in rs):
+            continue
+        rs.sort(key=lambda r: f(r, "stop"))
+        starts = sum(1 for a in rs if any(
+            b is not a and f(b, "spawned") is not None and f(b, "ready") is not None
+            and f(b, "spawned") < f(a, "cont") and f(b, "ready") > f(a, "stop") for b in rs))
+        pauses = sum(1 for a in rs if any(
+            b is not a and f(b, "stop") < f(a, "cont") and f(b, "cont") > f(a, "stop")
+            for b in rs))
+        orders = [f(r, "order") for r in rs]
+        parts = ", ".join(f"{f(r, 'pause_ms'):.1f} ({f(r, 'migrated') - f(r, 'stop'):.1f} + "
+                          f"{f(r, 'cont') - f(r, 'migrated'):.1f})" for r in rs)
+        L.append(f"| {n} | {run} | {max(orders) - min(orders):.0f} | "
+                 f"{max(f(r, 'ready') for r in rs):.0f} | {min(f(r, 'stop') for r in rs):.0f} | "
+                 f"{starts} of {len(rs)} | {pauses} of {len(rs)} | {parts} |")
+    L.append("")
 
 
 def plot(med, keys, name, xlabel):

@@ -1,7 +1,7 @@
 /* vcr vm warm-restart VM, vcr host warm-restart HOST (docs/warm-restart.md).
- * One POST /v1/vms/VM/warm-restart per VM, each on a thread of its own (every
- * request runs on a private event loop), so that the VMs of a host restart in
- * parallel and a progress line is printed as each finishes. */
+ * A VM: one POST /v1/vms/VM/warm-restart, on a thread of its own (every request
+ * runs on a private event loop).  A host: one POST /v1/hosts/HOST/warm-restart,
+ * whose answer lists every VM's result. */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -172,8 +172,10 @@ int cli_warm_vm(struct cli_context *ctx, int argc, char **argv, const char *name
 static const char host_usage[] =
     "Usage: vcr host warm-restart HOST [--qemu PATH] [--json]\n"
     "\n"
-    "Warm-restart every VM of HOST in parallel (see `vcr vm warm-restart --help`),\n"
-    "printing one line per VM as it finishes.  Exit 0 only if every VM was\n"
+    "Warm-restart every VM of HOST together (see `vcr vm warm-restart --help`): one\n"
+    "request, so that the server sends every VM's order at once; the agent starts\n"
+    "every new QEMU, then pauses the guests one at a time.  Prints one line per VM\n"
+    "(in the order they finished) once all are done.  Exit 0 only if every VM was\n"
     "warm-restarted; a cold-boot fallback counts as a failure.\n"
     "\n"
     "  -q, --qemu PATH  the QEMU binary to restart into (absolute path)\n"
@@ -192,39 +194,44 @@ int cli_verb_host(struct cli_context *ctx, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     const char *host = argv[optind + 1];
+    /* One request: the server sends every VM's order at once, so that the agent
+     * has them all before the first new QEMU is ready and can pause the guests
+     * one after another with no start-up beside a pause (docs/warm-restart.md). */
+    cleanup_free char *encoded = evhttp_uriencode(host, -1, 0);
+    cleanup_free char *path = NULL;
+    if (encoded == NULL || asprintf(&path, "/v1/hosts/%s/warm-restart", encoded) < 0) {
+        fprintf(stderr, "vcr host: out of memory\n");
+        return CLI_EXIT_FAILURE;
+    }
+    cleanup_json json_t *body = qemu ? json_pack("{s:s}", "qemu", qemu) : NULL;
     cleanup_error vcr_error_t err = NULL;
-    cleanup_json json_t *status = cli_http_request(ctx->server, "GET", "/v1/status", 10, &err);
-    if (status == NULL) {
+    cleanup_json json_t *answer =
+        cli_http_request_body(ctx->server, "POST", path, body, WARM_HTTP_TIMEOUT_S, &err);
+    if (answer == NULL) {
         vcr_error_report(&err, stderr, "vcr host");
         return CLI_EXIT_FAILURE;
     }
-    json_t *h = NULL, *it;
-    size_t i;
-    json_array_foreach(json_object_get(status, "hosts"), i, it)
-    {
-        if (strcmp(json_string_value(json_object_get(it, "name")) ?: "", host) == 0)
-            h = it;
-    }
-    if (h == NULL) {
-        fprintf(stderr, "vcr host: no host `%s` in the inventory\n", host);
-        return CLI_EXIT_FAILURE;
-    }
-    json_t *list = json_object_get(h, "vms");
-    size_t n = json_array_size(list);
+    json_t *list = json_object_get(answer, "vms");
+    size_t n = json_array_size(list), ok = 0, i;
     if (n == 0) {
         fprintf(stderr, "vcr host: host `%s` has no VMs\n", host);
         return CLI_EXIT_FAILURE;
     }
-    char **vms = calloc(n, sizeof(*vms));
-    if (vms == NULL)
-        return CLI_EXIT_FAILURE;
-    json_array_foreach(list, i, it)
+    json_t *entry;
+    json_array_foreach(list, i, entry)
     {
-        vms[i] = (char *)json_string_value(json_object_get(it, "name"));
-        if (vms[i] == NULL)
-            vms[i] = "?";
+        if (json_is_true(json_object_get(entry, "ok")))
+            ok++;
+        cleanup_free char *line = cli_format_warm_entry(entry);
+        /* With --json, stdout carries only the JSON: the lines go to stderr. */
+        fprintf(json ? stderr : stdout, "%s\n", line ? line : "?");
     }
-    r = run_all(ctx, host, vms, n, qemu, json);
-    free(vms);
-    return r;
+    if (json) {
+        cleanup_free char *text = json_dumps(answer, JSON_INDENT(2));
+        if (text)
+            puts(text);
+    } else {
+        printf("host %s: %zu of %zu VMs warm-restarted\n", host, ok, n);
+    }
+    return ok == n ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 }

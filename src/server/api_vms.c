@@ -155,13 +155,28 @@ json_t *api_warm_entry(const char *vm, enum order_outcome outcome, const char *m
     if (!ok && error == NULL)
         error = message ? message : "failed";
     const char *qemu = json_string_value(json_object_get(reply, "qemu"));
-    return json_pack("{s:s, s:b, s:b, s:s?, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}", "vm", vm, "ok",
-                     ok, "fallback", json_is_true(json_object_get(reply, "fallback")), "error",
-                     error, "launch_ms", num_or_null(reply, "launch_ms"), "pause_ms",
-                     num_or_null(reply, "pause_ms"), "suspend_ms", num_or_null(reply, "suspend_ms"),
-                     "resume_ms", num_or_null(reply, "resume_ms"), "downtime_ms",
-                     num_or_null(reply, "downtime_ms"), "state_bytes",
-                     num_or_null(reply, "state_bytes"), "qemu", qemu);
+    json_t *entry = json_pack(
+        "{s:s, s:b, s:b, s:s?, s:o, s:o, s:o, s:o, s:o, s:o, s:s?}", "vm", vm, "ok", ok, "fallback",
+        json_is_true(json_object_get(reply, "fallback")), "error", error, "launch_ms",
+        num_or_null(reply, "launch_ms"), "pause_ms", num_or_null(reply, "pause_ms"), "suspend_ms",
+        num_or_null(reply, "suspend_ms"), "resume_ms", num_or_null(reply, "resume_ms"),
+        "downtime_ms", num_or_null(reply, "downtime_ms"), "state_bytes",
+        num_or_null(reply, "state_bytes"), "qemu", qemu);
+    /* The agent's step times (numbers only): how the restarts of a host overlapped. */
+    json_t *at = json_object_get(reply, "at_ms");
+    if (entry && json_is_object(at)) {
+        json_t *copy = json_object();
+        const char *key;
+        json_t *v;
+        json_object_foreach(at, key, v)
+        {
+            if (copy && json_is_number(v) && strlen(key) < 32)
+                json_object_set(copy, key, v);
+        }
+        if (copy)
+            json_object_set_new(entry, "at_ms", copy);
+    }
+    return entry;
 }
 
 static void on_warm_reply(enum order_outcome outcome, const char *message, json_t *reply,

@@ -137,6 +137,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         }
         json_decref(members);
+        /* The same bytes as an agent's reply: the entry keeps only numbers of at_ms. */
+        json_t *entry = api_warm_entry("vm", ORDER_DONE, NULL, body);
+        json_t *at = json_object_get(entry, "at_ms");
+        const char *key;
+        json_t *v;
+        json_object_foreach(at, key, v)
+        {
+            if (!json_is_number(v))
+                __builtin_trap();
+        }
+        json_decref(entry);
         json_decref(body);
         break;
     }

@@ -316,7 +316,22 @@ def test_host_warm_restart_reports_each_vm(warm):
     for e in out["vms"]:
         assert e["ok"] and e["pause_ms"] > 0 and e["launch_ms"] > 0, e
         print(f"host warm restart {e['vm']}: launch {e['launch_ms']:.1f} ms, "
-              f"pause {e['pause_ms']:.1f} ms")
+              f"pause {e['pause_ms']:.1f} ms; steps {e['at_ms']}")
+    # How the restarts fell (the agent's step times, one clock): each VM's steps in
+    # order; every new QEMU greeted before any guest was paused (one request: the
+    # server sent both orders at once); the pauses one after the other, never together.
+    steps = ("order", "spawned", "ready", "listening", "gate", "stop", "migrated", "cont")
+    ats = [e["at_ms"] for e in out["vms"]]
+    for at in ats:
+        assert all(at[a] > 0 and at[a] <= at[b] for a, b in zip(steps, steps[1:])), at
+    assert max(at["ready"] for at in ats) <= min(at["stop"] for at in ats), ats
+    first, second = sorted(ats, key=lambda at: at["stop"])
+    assert first["cont"] <= second["gate"], ats
+    # The QEMUs ran at nice -10 during their guest's pause only: back at the agent's now.
+    agent_nice = thread_nices(warm.agent_proc.pid)
+    for vm in (VM, VM2):
+        pid = warm.wait_vm_state(vm, "running", 10)["pid"]
+        assert thread_nices(pid) == agent_nice, (vm, thread_nices(pid), agent_nice)
 
 
 def failing_qemus(tmp_path):
@@ -499,6 +514,18 @@ def qemu_pids_of_vm(d, vm=VM):
     return sorted(found)
 
 
+def thread_nices(pid):
+    """The nice value of every thread of pid (Linux keeps one per thread)."""
+    nices = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                nices.add(int(f.read().rsplit(")", 1)[1].split()[16]))
+        except OSError:
+            continue
+    return nices
+
+
 def process_lives(pid):
     """Not gone, nor a zombie: a QEMU orphaned by a dead agent is reaped by PID 1,
     whenever that gets to it."""
@@ -554,6 +581,8 @@ def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
     # resumed); its files are gone, the VM's are in place.
     assert [pid for pid, _ in qemu_pids_of_vm(warm)] == [vm["pid"]]
     assert not process_lives(pre[0]) or pre[0] == vm["pid"]
+    # The dead agent had raised its QEMUs' priority for the pause: the new one put it back.
+    assert thread_nices(vm["pid"]) == thread_nices(warm.agent_proc.pid), vm
     names = os.listdir(warm.state_dir)
     assert {f"{VM}.pid", f"{VM}.qmp"} <= set(names), names
     with open(warm.state_dir / f"{VM}.pid") as f:

@@ -285,6 +285,14 @@ static void on_warm_done(struct host_vm *vm, const struct host_vm_warm_result *r
                   "fallback", res->fallback, "launch_ms", res->launch_ms, "pause_ms", res->pause_ms,
                   "suspend_ms", res->suspend_ms, "resume_ms", res->resume_ms, "downtime_ms",
                   res->downtime_ms, "state_bytes", (json_int_t)res->state_bytes, "qemu", res->qemu);
+    json_t *at = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "order", res->at.order,
+                           "spawned", res->at.spawned, "ready", res->at.ready, "listening",
+                           res->at.listening, "gate", res->at.gate, "stop", res->at.stop,
+                           "migrated", res->at.migrated, "cont", res->at.cont);
+    if (members && at)
+        json_object_set_new(members, "at_ms", at);
+    else
+        json_decref(at);
     struct pending_order *p = &r->pending[i];
     agent_reply_with(r->agent, p->id, res->ok, res->ok ? NULL : res->error, members);
     json_decref(p->id);

@@ -97,9 +97,12 @@ const char *host_vm_qemu(const struct host_vm *vm);
 #define HOST_VM_WARM_POLL_MS 2
 
 /* The guests of one host are paused one at a time, once no new QEMU of the
- * host is starting (host_warm_restart.c, "the pause gate"); a restart whose
+ * host is starting (host_warm_gate.c, "the pause gate"); a restart whose
  * new QEMU is ready waits at most this long for that. */
 #define HOST_VM_WARM_HOLD_MS 5000
+/* From the gate to `cont`, both QEMUs of the guest being paused run at this
+ * nice value, ahead of the other guests (host_warm_gate.c). */
+#define HOST_VM_WARM_PAUSE_NICE -10
 
 /* An agent that finds an unfinished warm restart at start finishes or rolls
  * it back only if it began less than this long ago; later, the server has
@@ -134,6 +137,14 @@ struct host_vm_warm_result {
     double downtime_ms;   /* the same as pause_ms (kept for older clients) */
     uint64_t state_bytes; /* what the old QEMU sent (its query-migrate); 0: not known */
     char qemu[1024];      /* binary of the new QEMU */
+    /* When each step happened, in ms of the agent's CLOCK_MONOTONIC (0: not
+     * reached): comparable between the VMs of one host, to see how their
+     * restarts overlap.  The order accepted, the new QEMU spawned, greeted,
+     * listening, let through the pause gate, `stop` sent, the state in, `cont`
+     * answered. */
+    struct {
+        double order, spawned, ready, listening, gate, stop, migrated, cont;
+    } at;
 };
 
 /* Called once per accepted warm restart; result and vm are borrowed. */

@@ -52,7 +52,7 @@ void host_vm_changed(struct host_vm *vm, int64_t ts_ms);
  * and connects QMP, without a state change: the warm restart drives those. */
 int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error_t *err);
 void host_vm_set_qemu_path(struct host_vm *vm, const char *path);
-/* The new QEMU of a warm restart, started and watched by host_warm_restart.c
+/* The new QEMU of a warm restart, started and watched by host_warm_handover.c
  * beside the old one, becomes the VM's QEMU (the old one is gone): its watch
  * and QMP client (ready) report to host_vm.c from now on. */
 void host_vm_take_qemu(struct host_vm *vm, struct proc_watch *w, struct qmp_client *q,
@@ -72,7 +72,7 @@ bool host_vm_adopt_pid(struct host_vm *vm, pid_t pid, const char *why, bool rest
 /* The last line QEMU wrote to its log ("" if it was our own header). */
 void host_vm_log_last_line(const char *path, char *out, size_t size);
 
-/* host_warm_restart.c: called by host_vm.c while vm->warm is set. */
+/* host_warm_restart.c, host_warm_handover.c: called by host_vm.c while vm->warm is set. */
 void host_vm_warm_qmp_ready(struct host_vm *vm);
 void host_vm_warm_exited(struct host_vm *vm, bool have_status, int wstatus);
 /* A QMP event of the VM's QEMU (the old one while the restart goes on). */

@@ -1,5 +1,7 @@
-/* Inside the warm restart: shared by host_warm_restart.c (the restart itself)
- * and host_warm_recover.c (taking over one an earlier agent left). */
+/* Inside the warm restart: shared by host_warm_restart.c (the order, its end,
+ * its failure paths), host_warm_handover.c (one VM's new QEMU and pause),
+ * host_warm_gate.c (the host's restarts together), host_warm_recover.c
+ * (taking over one an earlier agent left) and host_warm_files.c. */
 #ifndef VCR_AGENT_HOST_WARM_PRIV_H
 #define VCR_AGENT_HOST_WARM_PRIV_H
 
@@ -11,12 +13,14 @@
 #include "agent/warm_state.h"
 #include "qmp/qmp.h"
 
+#include <event2/util.h>
+
 enum warm_step {
     W_LAUNCH,     /* new QEMU spawned beside the old one: waiting for its QMP */
     W_CAPS_NEXT,  /* x-ignore-shared, events, late-block-activate on the new QEMU */
     W_LISTEN,     /* `migrate-incoming unix:NAME.mig` sent to the new QEMU */
     W_HOLD,       /* the new QEMU listens; waiting for the host's other restarts
-                   * (the pause gate in host_warm_restart.c) before pausing the guest */
+                   * (the pause gate, host_warm_gate.c) before pausing the guest */
     W_CAPS_OUT,   /* x-ignore-shared, events on the old QEMU */
     W_MIGRATE,    /* `stop` and `migrate unix:NAME.mig` sent to the old QEMU: waiting
                    * for the new one's MIGRATION `completed` */
@@ -87,6 +91,44 @@ void warm_unlink_quiet(const struct host_vm *vm, const char *path);
 int warm_move_aside(struct host_vm *vm, vcr_error_t *err);
 void warm_names_back(struct host_vm *vm);
 void warm_fail(struct host_vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* host_warm_restart.c: the restart's end and its undoing. */
+bool warm_closed_error(const char *error); /* a QMP reply lost to the connection's end */
+void warm_test_exit_point(const struct host_vm *vm, const char *point);
+void warm_restore_tap(struct host_vm *vm);
+void warm_close_tap(struct host_vm_warm *w);
+void warm_next_free(struct host_vm_warm *w);
+void warm_maybe_cold_boot(struct host_vm *vm);
+/* The new QEMU is gone, the old one holds the guest: it goes on (`cont` if stopped). */
+void warm_rolled_back(struct host_vm *vm);
+/* `cont` answered: the pause ends now; warm_done: the restart succeeded. */
+void warm_resumed_now(struct host_vm_warm *w);
+void warm_done(struct host_vm *vm);
+
+/* host_warm_handover.c: the new QEMU beside the old one. */
+int warm_launch_next(struct host_vm *vm, vcr_error_t *err);
+/* Let through the gate (or held too long): the guest's pause begins. */
+void warm_start_pause(struct host_vm *vm);
+/* W_HANDOVER: the new QEMU becomes the VM's once its `cont` and the old one's exit are in. */
+void warm_handed_over(struct host_vm *vm);
+/* The launch timer: no greeting in time (W_LAUNCH), or held too long (W_HOLD). */
+void warm_on_launch_timeout(evutil_socket_t fd, short what, void *arg);
+
+/* host_warm_gate.c: the pause gate (one agent serves one host: it is the process's). */
+void warm_gate_launching(struct host_vm_warm *w); /* its new QEMU is starting */
+void warm_gate_hold(struct host_vm *vm);          /* listening: W_HOLD until let through */
+void warm_gate_pausing(struct host_vm_warm *w);   /* its guest is paused */
+void warm_gate_unwait(struct host_vm_warm *w);    /* out of the queue */
+/* Out of the counts and the queue; release: let the next one through (not
+ * when the agent is going away). */
+void warm_gate_leave(struct host_vm_warm *w, bool release);
+/* boost: every thread of the VM's QEMUs (vm->proc and w->next) gets
+ * HOST_VM_WARM_PAUSE_NICE; !boost: the agent's own nice. */
+void warm_pause_priority(struct host_vm *vm, bool boost);
+
+/* host_warm_recover.c: loading a state file an earlier agent sealed. */
+void warm_load_state(struct host_vm *vm);
+void warm_poll_loading(struct host_vm *vm);
 
 /* Takeover: `cont` to the VM's QEMU (vm->qmp), which has the whole state;
  * the VM is `running` (warm restart done) once it answers. */

@@ -222,3 +222,112 @@ bool host_vm_warm_recover(struct host_vm *vm, bool fenced)
         return true;
     }
 }
+
+/* --- loading a state file an earlier agent sealed (W_CAPS_IN .. W_CONT) --- */
+
+static json_t *ignore_shared_args(void)
+{
+    return json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability", "x-ignore-shared", "state",
+                     1);
+}
+
+static void schedule_poll(struct host_vm *vm)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = HOST_VM_WARM_POLL_MS * 1000};
+    evtimer_add(vm->warm->poll, &tv);
+}
+
+static void on_cont(struct qmp_client *c, json_t *result, const char *error, void *opaque)
+{
+    (void)c;
+    (void)result;
+    struct host_vm *vm = opaque;
+    if (!warm_step_ok(vm, W_CONT, "cont", error))
+        return;
+    struct host_vm_warm *w = vm->warm;
+    warm_resumed_now(w);
+    warm_done(vm);
+}
+
+static void on_query_migrate(struct qmp_client *c, json_t *result, const char *error, void *opaque)
+{
+    (void)c;
+    struct host_vm *vm = opaque;
+    struct host_vm_warm *w = vm->warm;
+    if (w == NULL || w->step != W_LOADING)
+        return;
+    if (!warm_step_ok(vm, w->step, "query-migrate", error))
+        return;
+    const char *status = json_string_value(json_object_get(result, "status"));
+    if (status && strcmp(status, "completed") == 0) {
+        warm_send_step(vm, W_CONT, "cont", NULL, on_cont);
+        return;
+    }
+    if (status && (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0)) {
+        const char *desc = json_string_value(json_object_get(result, "error-desc"));
+        warm_fail(vm, "new qemu: migration %s%s%s", status, desc ? ": " : "", desc ? desc : "");
+        return;
+    }
+    schedule_poll(vm);
+}
+
+/* query-migrate of the QEMU loading the state (W_LOADING; the poll timer's). */
+void warm_poll_loading(struct host_vm *vm)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (qmp_client_command(vm->qmp, "query-migrate", NULL, on_query_migrate, vm, &err) < 0)
+        warm_fail(vm, "QMP query-migrate: %s", vcr_error_msg(err));
+}
+
+/* Takeover: `migrate-incoming` of a sealed state file is under way. */
+static void on_incoming(struct qmp_client *c, json_t *result, const char *error, void *opaque)
+{
+    (void)c;
+    (void)result;
+    struct host_vm *vm = opaque;
+    if (!warm_step_ok(vm, W_INCOMING, "migrate-incoming", error))
+        return;
+    vm->warm->step = W_LOADING;
+    warm_poll_loading(vm);
+}
+
+/* exec: URIs run through /bin/sh -c. */
+static json_t *exec_uri(const char *fmt, const char *path)
+{
+    char *s = NULL;
+    if (asprintf(&s, fmt, path) < 0)
+        return NULL;
+    json_t *args = json_pack("{s:s}", "uri", s);
+    free(s);
+    return args;
+}
+
+static void on_caps_in(struct qmp_client *c, json_t *result, const char *error, void *opaque)
+{
+    (void)c;
+    (void)result;
+    struct host_vm *vm = opaque;
+    if (!warm_step_ok(vm, W_CAPS_IN, "migrate-set-capabilities", error))
+        return;
+    warm_send_step(vm, W_INCOMING, "migrate-incoming", exec_uri("exec:cat '%s'", vm->paths.state),
+                   on_incoming);
+}
+
+/* Takeover: the VM's QEMU (vm->qmp) waits with -incoming and no other is
+ * left: load the state file an earlier agent sealed into it. */
+void warm_load_state(struct host_vm *vm)
+{
+    cleanup_error vcr_error_t err = NULL;
+    /* The checksum first: a corrupt state must never reach QEMU. */
+    if (warm_state_verify(vm->paths.state, vm->paths.state_sum, &err) < 0) {
+        warm_fail(vm, "%s", vcr_error_msg(err));
+        return;
+    }
+    warm_send_step(vm, W_CAPS_IN, "migrate-set-capabilities", ignore_shared_args(), on_caps_in);
+}
+
+void warm_cont(struct host_vm *vm)
+{
+    vm->warm->t_saved = vcr_mono_ms_f();
+    warm_send_step(vm, W_CONT, "cont", NULL, on_cont);
+}
