@@ -152,7 +152,9 @@ static const cyaml_schema_value_t raw_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw_config, raw_fields),
 };
 
-#define ADDRESS_ALLOWED "ADDR:PORT with an IPv4 address and a port 1..65535, e.g. 127.0.0.1:7070"
+#define ADDRESS_ALLOWED                                                                            \
+    "ADDR:PORT with an IPv4 address, or [ADDR]:PORT with an IPv6 address, and a port 1..65535, "   \
+    "e.g. 127.0.0.1:7070 or [::1]:7070"
 
 /* What each key accepts, for messages; same keys as raw_fields. */
 static const struct {
@@ -279,11 +281,10 @@ static void take_address(struct config_report *r, const char *key, const char *v
             report_add(r, "`%s`: %s; allowed: %s", key, msg, ADDRESS_ALLOWED);
         return;
     }
-    struct in_addr addr;
-    if (inet_pton(AF_INET, h, &addr) != 1) {
+    if (vcr_ip_family(h) == 0) {
         report_add(r,
-                   "`%s`: `%s`: `%s` is a name; allowed: an IPv4 address of this machine, "
-                   "e.g. 127.0.0.1, or 0.0.0.0 for all",
+                   "`%s`: `%s`: `%s` is a name; allowed: an IPv4 or IPv6 address of this "
+                   "machine, e.g. 127.0.0.1 or [::1], or 0.0.0.0 or [::] for all",
                    key, value, h);
         return;
     }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 
 #define CHECK_BODY_MAX 4096
 
@@ -155,9 +156,10 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 struct check *check_start(struct event_base *base, const struct check_target *t, check_done_fn done,
                           void *arg, vcr_error_t *err)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(t->port)};
-    if (t->address == NULL || inet_pton(AF_INET, t->address, &sin.sin_addr) != 1) {
-        vcr_error_make(err, EINVAL, "check: `%s` is not an IPv4 address",
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (vcr_sockaddr_of(t->address, t->port, &ss, &sslen) < 0) {
+        vcr_error_make(err, EINVAL, "check: `%s` is not an IPv4 or IPv6 address",
                        t->address ? t->address : "(null)");
         return NULL;
     }
@@ -180,7 +182,7 @@ struct check *check_start(struct event_base *base, const struct check_target *t,
     evtimer_add(c->timer, &tv);
     /* The socket is made here, not by libevent, so that its errno is ours to read:
      * a process out of descriptors learns nothing about the service. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         int e = errno;
         finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: socket: %s",
@@ -194,7 +196,7 @@ struct check *check_start(struct event_base *base, const struct check_target *t,
     }
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)sslen) < 0) {
         int e = errno;
         finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: connect: %s",
                c->address, t->port, strerror(e));

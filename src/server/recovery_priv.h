@@ -171,8 +171,9 @@ void recovery_cancel_io(struct svc *s);
 /* The address clients reach the recovered service at: the container's own,
  * or the primary's when only the address is taken over (the name stays). */
 const char *recovery_served_address(const struct svc *s);
-/* Starts the DNS UPDATE of the service's name to address (on_dns_done). */
-int recovery_dns_switch(struct svc *s, const char *address);
+/* Starts the DNS UPDATE of the service's name to address (A) and address6 (AAAA,
+ * NULL: none), in one message (on_dns_done). */
+int recovery_dns_switch(struct svc *s, const char *address, const char *address6);
 const char *recovery_container_host(const struct svc *s);
 bool recovery_primary_running(const struct svc *s);
 void recovery_stop_cold_container(struct svc *s);

@@ -27,6 +27,7 @@ static const cyaml_schema_field_t primary_fields[] = {
     RAW_STR("host", struct services_raw_primary, host),
     RAW_STR("vm", struct services_raw_primary, vm),
     RAW_STR("address", struct services_raw_primary, address),
+    RAW_STR("address6", struct services_raw_primary, address6),
     RAW_STR("port", struct services_raw_primary, port),
     CYAML_FIELD_END,
 };
@@ -46,6 +47,7 @@ static const cyaml_schema_field_t standby_fields[] = {
     RAW_STR("host", struct services_raw_standby, host),
     RAW_STR("container", struct services_raw_standby, container),
     RAW_STR("address", struct services_raw_standby, address),
+    RAW_STR("address6", struct services_raw_standby, address6),
     RAW_STR("prefix", struct services_raw_standby, prefix),
     RAW_STR("gateway", struct services_raw_standby, gateway),
     RAW_STR("template", struct services_raw_standby, template),
@@ -166,6 +168,19 @@ static bool is_ipv4(const char *s)
     return s && inet_pton(AF_INET, s, &a) == 1;
 }
 
+/* A service's IPv6 address (the AAAA record): optional, a bare address, no prefix. */
+static void take_ipv6(struct services_conv *c, const char *path, const char *value, char **out)
+{
+    if (value == NULL)
+        return;
+    if (vcr_ip_family(value) != AF_INET6) {
+        services_conv_bad(c, "`%s`: `%s` is not an IPv6 address; allowed: e.g. fd77::31", path,
+                          value);
+        return;
+    }
+    *out = strdup(value);
+}
+
 static void need_name(struct services_conv *c, const char *path, const char *value, char **out)
 {
     if (value == NULL) {
@@ -248,16 +263,19 @@ static struct dns_settings *convert_dns(struct services_conv *c, const struct se
         cleanup_error vcr_error_t err = NULL;
         char *host = NULL;
         uint16_t port = 53;
-        if (strchr(raw->server, ':') == NULL) {
+        if (strchr(raw->server, ':') == NULL || vcr_ip_family(raw->server) == AF_INET6) {
             host = strdup(raw->server);
         } else if (vcr_parse_host_port(raw->server, &host, &port, &err) < 0) {
-            services_conv_bad(c, "`dns.server`: `%s`: %s; allowed: A.B.C.D or A.B.C.D:PORT",
+            services_conv_bad(c,
+                              "`dns.server`: `%s`: %s; allowed: A.B.C.D, A.B.C.D:PORT, IPV6 or "
+                              "[IPV6]:PORT",
                               raw->server, vcr_error_msg(err));
         }
-        if (host && !is_ipv4(host)) {
-            services_conv_bad(
-                c, "`dns.server`: `%s` is not an IPv4 address; allowed: A.B.C.D or A.B.C.D:PORT",
-                raw->server);
+        if (host && vcr_ip_family(host) == 0) {
+            services_conv_bad(c,
+                              "`dns.server`: `%s` is not an IPv4 or IPv6 address; allowed: "
+                              "A.B.C.D, A.B.C.D:PORT, IPV6 or [IPV6]:PORT",
+                              raw->server);
             free(host);
             host = NULL;
         }
@@ -386,6 +404,7 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         need_name(c, PATH("primary.host"), raw->primary->host, &s->primary.host);
         need_name(c, PATH("primary.vm"), raw->primary->vm, &s->primary.vm);
         need_ipv4(c, PATH("primary.address"), raw->primary->address, true, &s->primary.address);
+        take_ipv6(c, PATH("primary.address6"), raw->primary->address6, &s->primary.address6);
         uint32_t port = 0;
         if (raw->primary->port == NULL)
             services_conv_bad(c, "`%s`: missing; allowed: 1..65535", PATH("primary.port"));
@@ -450,6 +469,7 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
     need_name(c, PATH("standby.host"), sb->host, &s->standby.host);
     need_name(c, PATH("standby.container"), sb->container, &s->standby.container);
     need_ipv4(c, PATH("standby.address"), sb->address, true, &s->standby.address);
+    take_ipv6(c, PATH("standby.address6"), sb->address6, &s->standby.address6);
     s->standby.prefix = SERVICES_DEFAULT_PREFIX;
     take_uint(c, PATH("standby.prefix"), sb->prefix, 1, 32, &s->standby.prefix);
     need_ipv4(c, PATH("standby.gateway"), sb->gateway, false, &s->standby.gateway);
@@ -475,6 +495,19 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         services_conv_bad(
             c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
             PATH("standby.address"), sb->address);
+    /* The switch replaces the AAAA RRset only when both sides have an IPv6 address:
+     * one alone would leave clients of that family on the failed primary, or send
+     * them to a container that does not listen there. */
+    if ((raw->primary && raw->primary->address6 != NULL) != (sb->address6 != NULL))
+        services_conv_bad(c,
+                          "`%s`: given on one side only; allowed: both `primary.address6` and "
+                          "`standby.address6` (the AAAA record switches too), or neither",
+                          sb->address6 ? PATH("standby.address6") : PATH("primary.address6"));
+    if (s->standby.address6 && s->primary.address6 &&
+        strcmp(s->standby.address6, s->primary.address6) == 0)
+        services_conv_bad(
+            c, "`%s`: `%s` is the primary's address6 too; allowed: the container's own address",
+            PATH("standby.address6"), sb->address6);
     convert_takeover(c, PATH("takeover"), raw->takeover, s);
     if (raw->data)
         convert_data(c, raw->data, i, s);
@@ -567,10 +600,12 @@ void services_free(struct service_config *services, size_t n)
         free(s->primary.host);
         free(s->primary.vm);
         free(s->primary.address);
+        free(s->primary.address6);
         free(s->check.path);
         free(s->standby.host);
         free(s->standby.container);
         free(s->standby.address);
+        free(s->standby.address6);
         free(s->standby.gateway);
         free(s->standby.template);
         free(s->standby.image);

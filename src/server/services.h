@@ -58,7 +58,7 @@ enum standby_mode {
 
 /* How a recovery moves a service's clients to its container (`takeover:`,
  * docs/recovery.md "Address takeover"): bits, each one way of switch.h. */
-#define SERVICES_TAKEOVER_DNS     1u /* the name's A record to the container's address */
+#define SERVICES_TAKEOVER_DNS     1u /* the name's A (and AAAA) record to the container's */
 #define SERVICES_TAKEOVER_ADDRESS 2u /* the primary's address onto the container (same L2) */
 
 const char *check_type_name(const struct check_ops *t);
@@ -75,6 +75,7 @@ struct service_config {
         char *host;
         char *vm;
         char *address;
+        char *address6; /* the AAAA record's address; NULL: none (then so is standby's) */
         uint16_t port;
     } primary;
     struct {
@@ -90,6 +91,7 @@ struct service_config {
         char *host; /* the standby VM's agent (it says hello with its VM name) */
         char *container;
         char *address;
+        char *address6; /* the AAAA record after a recovery; NULL: none */
         uint32_t prefix;
         char *gateway;  /* NULL: none */
         char *template; /* NULL: the agent's default */
@@ -131,13 +133,14 @@ struct dns_settings {
 /* --- raw YAML (strings), shared with server_config.c's libcyaml schema --- */
 
 struct services_raw_primary {
-    char *host, *vm, *address, *port;
+    char *host, *vm, *address, *address6, *port;
 };
 struct services_raw_check {
     char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
 };
 struct services_raw_standby {
-    char *mode, *host, *container, *address, *prefix, *gateway, *template, *image, *fallback_host;
+    char *mode, *host, *container, *address, *address6, *prefix, *gateway, *template, *image,
+        *fallback_host;
 };
 struct services_raw_data {
     char *volume, *path, *interval_s;
