@@ -1150,30 +1150,6 @@ static void test_e2e_hello_and_vm_event(void **state)
     harness_stop(&h);
 }
 
-/* The agent port and the API bound on IPv6 ([::1]:PORT in the configuration); an
- * agent connecting to [::1] is welcomed. */
-static void test_e2e_ipv6_listeners(void **state)
-{
-    (void)state;
-    struct harness h;
-    harness_start(&h, "listen: '[::1]:7070'\napi: '[::1]:7071'\n");
-    assert_string_equal(h.cfg->listen_host, "::1");
-    assert_string_equal(h.cfg->api_host, "::1");
-    agent_start_at(&h.agent, h.base, "::1", server_agent_port(h.srv), hello_msg("node1"));
-    assert_true(run_until(h.base, got_welcome, &h));
-    assert_non_null(agent_got(&h.agent, "welcome"));
-    struct inv_host *host = inventory_find_host(server_inventory(h.srv), "node1");
-    assert_int_equal(host->state, INV_HOST_CONNECTED);
-    /* The API answers a TCP connection on [::1] only (not on 127.0.0.1). */
-    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6,
-                                .sin6_addr = IN6ADDR_LOOPBACK_INIT,
-                                .sin6_port = htons(server_api_port(h.srv))};
-    assert_int_equal(connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
-    close(fd);
-    harness_stop(&h);
-}
-
 static void test_e2e_message_before_hello_rejected(void **state)
 {
     (void)state;
@@ -1972,6 +1948,39 @@ static bool raw_read_to_eof(void *arg)
             r->eof = true;
         return r->eof;
     }
+}
+
+/* The agent port and the API bound on IPv6 ([::1]:PORT in the configuration); an
+ * agent connecting to [::1] is welcomed. */
+static void test_e2e_ipv6_listeners(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "listen: '[::1]:7070'\napi: '[::1]:7071'\n");
+    assert_string_equal(h.cfg->listen_host, "::1");
+    assert_string_equal(h.cfg->api_host, "::1");
+    agent_start_at(&h.agent, h.base, "::1", server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    assert_non_null(agent_got(&h.agent, "welcome"));
+    struct inv_host *host = inventory_find_host(server_inventory(h.srv), "node1");
+    assert_int_equal(host->state, INV_HOST_CONNECTED);
+    /* The API answers a TCP connection on [::1] only (not on 127.0.0.1). */
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6,
+                                .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+                                .sin6_port = htons(server_api_port(h.srv))};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+    close(fd);
+    harness_stop(&h);
+
+    /* On [::] the API takes IPv4 clients as well: one that connects to 127.0.0.1
+     * and names it in Host passes the Host check (the socket's own address is
+     * ::ffff:127.0.0.1). */
+    harness_start(&h, "api: '[::]:7071'\n");
+    struct http_call call;
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/status", 200, NULL, &call);
+    http_finish(&call);
+    harness_stop(&h);
 }
 
 /* A client that does not read is dropped once SSE_BUFFER_MAX bytes wait for it:
