@@ -492,7 +492,7 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
 
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
                        ram_dir=None, insecure=False, cert=None, qemu_allowed=None, servers=None,
-                       fence_timeout_ms=None):
+                       fence_timeout_ms=None, server=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
     ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
     (/dev/shm) when None.  The server link runs mutual TLS with a certificate of
@@ -502,11 +502,17 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
     qemu_allowed: the QEMU binaries a warm restart may name (the agent's default when
     None: the configured qemu and the system's qemu-system-*).
     servers: the agent ports of redundant servers (`server:` as a list, docs/ha.md);
-    fence_timeout_ms: the agent's self-fence (docs/fencing.md)."""
+    fence_timeout_ms: the agent's self-fence (docs/fencing.md).
+    server: the server's HOST:PORT (default: the bridge's IPv4 address), e.g.
+    "[fd77::1]:7070" to connect over IPv6."""
     env = lab_env()
     pki = None if insecure else lab_pki(path)
-    server = (f"{env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}" if not servers else
-              "[" + ", ".join(f"{env['VCR_LAB_BRIDGE_ADDR']}:{p}" for p in servers) + "]")
+    if server:
+        server = f"'{server}'"
+    elif not servers:
+        server = f"{env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}"
+    else:
+        server = "[" + ", ".join(f"{env['VCR_LAB_BRIDGE_ADDR']}:{p}" for p in servers) + "]"
     out = [
         f"host: {host}",
         f"server: {server}",
