@@ -82,7 +82,9 @@ struct check_target recovery_primary_check(const struct svc *s, const char *addr
 {
     return (struct check_target){
         .type = s->cfg->check.type,
-        .address = address ? address : s->cfg->primary.address,
+        .address = address              ? address
+                   : s->cfg->check.ipv6 ? s->cfg->primary.address6
+                                        : s->cfg->primary.address,
         .port = s->cfg->primary.port,
         .path = s->cfg->check.path,
         .timeout_ms = s->cfg->check.timeout_ms,

@@ -196,7 +196,8 @@ void recovery_store_load(struct svc *s);
 /* recovery_container.c: the container step */
 /* The container's spec as container_create/start orders carry it (new reference). */
 json_t *recovery_container_members(const struct svc *s);
-/* The service's check aimed at its primary (address NULL) or at address. */
+/* The service's check aimed at its primary (address NULL: primary.address, or
+ * primary.address6 with `check.family: ipv6`) or at address. */
 struct check_target recovery_primary_check(const struct svc *s, const char *address);
 void recovery_container_step(struct svc *s);
 void recovery_container_tick(struct svc *s, int64_t now);

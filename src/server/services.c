@@ -39,6 +39,7 @@ static const cyaml_schema_field_t check_fields[] = {
     RAW_STR("timeout_ms", struct services_raw_check, timeout_ms),
     RAW_STR("failures", struct services_raw_check, failures),
     RAW_STR("boot_grace_ms", struct services_raw_check, boot_grace_ms),
+    RAW_STR("family", struct services_raw_check, family),
     CYAML_FIELD_END,
 };
 
@@ -441,6 +442,11 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         take_uint(c, PATH("check.failures"), ck->failures, 1, 100, &s->check.failures);
         take_uint(c, PATH("check.boot_grace_ms"), ck->boot_grace_ms, 0, SERVICES_MAX_BOOT_GRACE_MS,
                   &s->check.boot_grace_ms);
+        if (ck->family && strcmp(ck->family, "ipv6") == 0)
+            s->check.ipv6 = true;
+        else if (ck->family && strcmp(ck->family, "ipv4") != 0)
+            services_conv_bad(c, "`%s`: `%s` is not an address family; allowed: ipv4, ipv6",
+                              PATH("check.family"), ck->family);
         /* A probe outliving its interval would overlap the next one. */
         take_uint(c, PATH("check.timeout_ms"), ck->timeout_ms, 10, s->check.interval_ms,
                   &s->check.timeout_ms);
@@ -503,6 +509,11 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
                           "`%s`: given on one side only; allowed: both `primary.address6` and "
                           "`standby.address6` (the AAAA record switches too), or neither",
                           sb->address6 ? PATH("standby.address6") : PATH("primary.address6"));
+    if (s->check.ipv6 && raw->primary && raw->primary->address6 == NULL)
+        services_conv_bad(c,
+                          "`%s`: `ipv6` without `primary.address6`; allowed: ipv4, or ipv6 with "
+                          "the primary's IPv6 address given",
+                          PATH("check.family"));
     if (s->standby.address6 && s->primary.address6 &&
         strcmp(s->standby.address6, s->primary.address6) == 0)
         services_conv_bad(

@@ -85,6 +85,7 @@ struct service_config {
         uint32_t timeout_ms;
         uint32_t failures;
         uint32_t boot_grace_ms;
+        bool ipv6; /* `family: ipv6`: the primary is probed at primary.address6 */
     } check;
     struct {
         enum standby_mode mode;
@@ -136,7 +137,7 @@ struct services_raw_primary {
     char *host, *vm, *address, *address6, *port;
 };
 struct services_raw_check {
-    char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
+    char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms, *family;
 };
 struct services_raw_standby {
     char *mode, *host, *container, *address, *address6, *prefix, *gateway, *template, *image,

@@ -14,8 +14,9 @@ One rig for the module; the scenarios run in file order and hand their state on:
     server, after the fence timeout, moves the name: never served at two places
 
 IPv6 (docs/dns.md): the server listens on [::] (agents and API), host1's agent connects
-to [fd77::1], and web1 is dual-stack (fd77::11, container fd77::31): its recovery (1)
-switches the A and the AAAA record in one UPDATE.
+to [fd77::1], and web1 is dual-stack (fd77::11, container fd77::31) and probed over
+IPv6 (`check.family: ipv6`, so its hung httpd (3) is found by probes over IPv6): its
+recovery (1) switches the A and the AAAA record in one UPDATE, its failback (7) both back.
 
 Image: `lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent`, with
 VCR_LAB_CACHE pointing where VCR_IT_CACHE (default: the lab's own cache) says."""
@@ -87,6 +88,7 @@ def services():
            for name, (host, _, address, mode, ct) in WEBS.items()]
     out[0]["primary"]["address6"] = f"'{WEB1_V6[0]}'"
     out[0]["standby"]["address6"] = f"'{WEB1_V6[1]}'"
+    out[0]["check"]["family"] = "ipv6"
     return out
 
 

@@ -143,6 +143,37 @@ static void test_config_services_valid(void **state)
     remove_dir();
 }
 
+/* A dual-stack service: address6 on both sides; `check.family: ipv6` probes the
+ * primary's IPv6 address. */
+static void test_config_services_dual_stack(void **state)
+{
+    (void)state;
+    make_dir();
+    char fmt[2048];
+    snprintf(fmt, sizeof(fmt), "%s", DNS_OK SERVICE_OK);
+    const char *edits[][2] = {
+        {"port: 80}", "port: 80, address6: 'fd77::11'}"},
+        {"failures: 3}", "failures: 3, family: ipv6}"},
+        {"address: 10.77.0.31}", "address: 10.77.0.31, address6: 'fd77::31'}"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        char *at = strstr(fmt, edits[i][0]);
+        assert_non_null(at);
+        char rest[2048];
+        snprintf(rest, sizeof(rest), "%s", at + strlen(edits[i][0]));
+        snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s%s", edits[i][1], rest);
+    }
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(fmt, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->services[0].primary.address6, "fd77::11");
+    assert_string_equal(cfg->services[0].standby.address6, "fd77::31");
+    assert_true(cfg->services[0].check.ipv6);
+    server_config_free(cfg);
+    remove_dir();
+}
+
 static void test_config_services_each_bad_field(void **state)
 {
     (void)state;
@@ -173,6 +204,10 @@ static void test_config_services_each_bad_field(void **state)
                "one side only", "`standby.address6`");
     EXPECT_BAD("address: 10.77.0.31}", "address: 10.77.0.31, address6: 'fd77::31'}",
                "`services[0].standby.address6`", "one side only");
+    EXPECT_BAD("failures: 3}", "failures: 3, family: ipv7}", "`services[0].check.family`",
+               "`ipv7` is not an address family; allowed: ipv4, ipv6");
+    EXPECT_BAD("failures: 3}", "failures: 3, family: ipv6}", "`services[0].check.family`",
+               "without `primary.address6`");
     EXPECT_BAD("port: 80}", "port: 80, address6: 10.77.0.12}", "`services[0].primary.address6`",
                "`10.77.0.12` is not an IPv6 address");
     EXPECT_BAD("port: 80}\n    check: {type: http, path: /, interval_ms: 500, timeout_ms: 300, "
@@ -3319,6 +3354,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_services_valid),
+        cmocka_unit_test(test_config_services_dual_stack),
         cmocka_unit_test(test_config_services_each_bad_field),
         cmocka_unit_test(test_config_images_valid),
         cmocka_unit_test(test_config_images_each_bad_field),
