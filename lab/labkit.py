@@ -133,14 +133,16 @@ class Proc:
 
 
 def set_records(addresses):
-    """NAME.ZONE -> address in the lab's BIND9 for each {NAME: address} (signed UPDATE
+    """NAME.ZONE -> address in the lab's BIND9 for each {NAME: address} (an A record, or
+    AAAA for an IPv6 address; signed UPDATE
     by nsupdate: a name an earlier run left on a container is put back).  Raises
     RuntimeError with nsupdate's error."""
     env = lab_env()
     script = f"server {env['VCR_LAB_DNS']}\nzone {env['VCR_LAB_ZONE']}\n"
     for name, address in addresses.items():
         fqdn = f"{name}.{env['VCR_LAB_ZONE']}"
-        script += f"update delete {fqdn} A\nupdate add {fqdn} 5 A {address}\n"
+        rtype = "AAAA" if ":" in address else "A"
+        script += f"update delete {fqdn} {rtype}\nupdate add {fqdn} 5 {rtype} {address}\n"
     r = subprocess.run(in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]),
                        input=script + "send\n", capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
@@ -165,9 +167,12 @@ def lab_pki(config_path):
     pki = os.path.join(os.path.dirname(os.path.abspath(str(config_path))), "pki")
     if not os.path.exists(os.path.join(pki, "ca.crt")):
         subprocess.run([vcr_cli(), "pki", "init", pki], check=True, capture_output=True)
-        subprocess.run([vcr_cli(), "pki", "issue", "--server", "--san",
-                        lab_env()["VCR_LAB_BRIDGE_ADDR"], "--san", "127.0.0.1", pki,
-                        "vcr-server"], check=True, capture_output=True)
+        sans = [lab_env()["VCR_LAB_BRIDGE_ADDR"], "127.0.0.1", "::1"]
+        if lab_env().get("VCR_LAB_BRIDGE_ADDR6"):
+            sans.append(lab_env()["VCR_LAB_BRIDGE_ADDR6"])
+        subprocess.run([vcr_cli(), "pki", "issue", "--server",
+                        *[a for san in sans for a in ("--san", san)], pki, "vcr-server"],
+                       check=True, capture_output=True)
     return pki
 
 
@@ -231,7 +236,7 @@ def tls_lines(files):
 def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, dns=False,
                         services=(), fence_timeout_ms=None, port_timeout_ms=None, images=(),
                         insecure=False, api_insecure=False, agent_port=SERVER_AGENT_PORT,
-                        api=SERVER_API, ha=None):
+                        api=SERVER_API, ha=None, listen=None):
     """dns=True: the lab's BIND9 (server, zone, TSIG key from lab.env).  services: dicts
     from service_entry(), written as the `services:` list (docs/server.md).
     port_timeout_ms: how long a recovery waits for the container's port (server default
@@ -243,12 +248,14 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
     recorded in API_CREDENTIALS for Vcr and api_curl(); api_insecure=True makes it plain
     and open.
     ha: {name, etcd: [urls], lease_ttl_s?}: one of redundant servers (docs/ha.md), with
-    its own agent_port and api."""
+    its own agent_port and api.
+    listen: the agent port's HOST:PORT (default: the bridge's IPv4 address and
+    agent_port), e.g. "[::]:7070" for both families."""
     global API_CREDENTIALS
     env = lab_env()
     lines = [
-        f"listen: {env['VCR_LAB_BRIDGE_ADDR']}:{agent_port}",
-        f"api: {api}",
+        f"listen: '{listen or env['VCR_LAB_BRIDGE_ADDR'] + ':' + str(agent_port)}'",
+        f"api: '{api}'",
         f"journal: {journal}",
         f"heartbeat_ms: {heartbeat_ms}",
     ]
@@ -322,8 +329,11 @@ def service_entry(name, host, vm, address, mode, standby_host, container, standb
     }
 
 
-def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args=""):
+def vm_entry(name, index, address, memory_mb=256, vcpus=1, extra_args="", address6=None):
+    """address6: an IPv6 address of the lab's prefix too (the guest's vcr.ip6=)."""
     env = lab_env()
+    if address6:
+        extra_args = f"vcr.ip6={address6}/{env.get('VCR_LAB_PREFIX6', '64')} {extra_args}"
     return {
         "name": name,
         "memory_mb": memory_mb,
@@ -482,7 +492,7 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
 
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
                        ram_dir=None, insecure=False, cert=None, qemu_allowed=None, servers=None,
-                       fence_timeout_ms=None):
+                       fence_timeout_ms=None, server=None):
     """vms: list of dicts from vm_entry().  Written as YAML by hand: values are simple.
     ram_dir: where the VMs' RAM files go (tmpfs or hugetlbfs); the agent's default
     (/dev/shm) when None.  The server link runs mutual TLS with a certificate of
@@ -492,11 +502,17 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
     qemu_allowed: the QEMU binaries a warm restart may name (the agent's default when
     None: the configured qemu and the system's qemu-system-*).
     servers: the agent ports of redundant servers (`server:` as a list, docs/ha.md);
-    fence_timeout_ms: the agent's self-fence (docs/fencing.md)."""
+    fence_timeout_ms: the agent's self-fence (docs/fencing.md).
+    server: the server's HOST:PORT (default: the bridge's IPv4 address), e.g.
+    "[fd77::1]:7070" to connect over IPv6."""
     env = lab_env()
     pki = None if insecure else lab_pki(path)
-    server = (f"{env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}" if not servers else
-              "[" + ", ".join(f"{env['VCR_LAB_BRIDGE_ADDR']}:{p}" for p in servers) + "]")
+    if server:
+        server = f"'{server}'"
+    elif not servers:
+        server = f"{env['VCR_LAB_BRIDGE_ADDR']}:{SERVER_AGENT_PORT}"
+    else:
+        server = "[" + ", ".join(f"{env['VCR_LAB_BRIDGE_ADDR']}:{p}" for p in servers) + "]"
     out = [
         f"host: {host}",
         f"server: {server}",

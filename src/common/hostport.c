@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/cleanup.h"
@@ -35,22 +36,38 @@ int vcr_parse_host_port(const char *s, char **host, uint16_t *port, vcr_error_t 
 {
     const char *colon = s ? strrchr(s, ':') : NULL;
     if (colon == NULL)
-        return vcr_error_make(err, EINVAL, "`%s`: expected HOST:PORT, e.g. 127.0.0.1:7070",
-                              s ? s : "");
-    cleanup_free char *h = strndup(s, (size_t)(colon - s));
-    if (h == NULL)
-        return vcr_error_errno(err, "`%s`", s);
-    if (*h == '\0')
-        return vcr_error_make(err, EINVAL, "`%s`: the host is empty; expected HOST:PORT", s);
-    if (strchr(h, ':') != NULL || *h == '[')
-        return vcr_error_make(err, EINVAL, "`%s`: IPv6 addresses are not supported; use IPv4", s);
-    struct in_addr addr;
-    if (inet_pton(AF_INET, h, &addr) != 1) {
-        if (all_digits_and_dots(h))
-            return vcr_error_make(err, EINVAL, "`%s`: `%s` is not a valid IPv4 address", s, h);
-        if (!valid_hostname(h))
-            return vcr_error_make(
-                err, EINVAL, "`%s`: `%s` is not a host name (letters, digits, '-', '.')", s, h);
+        return vcr_error_make(
+            err, EINVAL, "`%s`: expected HOST:PORT, e.g. 127.0.0.1:7070 or [::1]:7070", s ? s : "");
+    cleanup_free char *h = NULL;
+    if (*s == '[') {
+        /* RFC 3986's IP-literal: the only way a port can follow an IPv6 address. */
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return vcr_error_make(err, EINVAL, "`%s`: expected [IPV6]:PORT, e.g. [::1]:7070", s);
+        if ((h = strndup(s + 1, (size_t)(close - s - 1))) == NULL)
+            return vcr_error_errno(err, "`%s`", s);
+        struct in6_addr a6;
+        if (inet_pton(AF_INET6, h, &a6) != 1)
+            return vcr_error_make(err, EINVAL, "`%s`: `%s` is not a valid IPv6 address", s, h);
+        colon = close + 1;
+    } else {
+        if ((h = strndup(s, (size_t)(colon - s))) == NULL)
+            return vcr_error_errno(err, "`%s`", s);
+        if (*h == '\0')
+            return vcr_error_make(err, EINVAL, "`%s`: the host is empty; expected HOST:PORT", s);
+        if (strchr(h, ':') != NULL)
+            return vcr_error_make(err, EINVAL,
+                                  "`%s`: an IPv6 address takes brackets before the port, e.g. "
+                                  "[::1]:7070",
+                                  s);
+        struct in_addr addr;
+        if (inet_pton(AF_INET, h, &addr) != 1) {
+            if (all_digits_and_dots(h))
+                return vcr_error_make(err, EINVAL, "`%s`: `%s` is not a valid IPv4 address", s, h);
+            if (!valid_hostname(h))
+                return vcr_error_make(
+                    err, EINVAL, "`%s`: `%s` is not a host name (letters, digits, '-', '.')", s, h);
+        }
     }
     const char *p = colon + 1;
     unsigned long value = 0;
@@ -74,10 +91,9 @@ int vcr_parse_host_port(const char *s, char **host, uint16_t *port, vcr_error_t 
 
 bool vcr_cert_name_is_valid(const char *name)
 {
-    struct in_addr a;
     if (name == NULL || *name == '\0' || strlen(name) > 253)
         return false;
-    if (inet_pton(AF_INET, name, &a) == 1)
+    if (vcr_ip_family(name) != 0)
         return true;
     const char *label = name;
     for (const char *p = name;; p++) {
@@ -92,4 +108,44 @@ bool vcr_cert_name_is_valid(const char *name)
             return false;
         }
     }
+}
+
+int vcr_ip_family(const char *s)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (s == NULL)
+        return 0;
+    if (inet_pton(AF_INET, s, &a4) == 1)
+        return AF_INET;
+    if (inet_pton(AF_INET6, s, &a6) == 1)
+        return AF_INET6;
+    return 0;
+}
+
+int vcr_sockaddr_of(const char *address, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (address && inet_pton(AF_INET, address, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        *len = sizeof(*sin);
+        return 0;
+    }
+    if (address && inet_pton(AF_INET6, address, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        *len = sizeof(*sin6);
+        return 0;
+    }
+    return -1;
+}
+
+const char *vcr_host_port_format(const char *host, uint16_t port, char *buf, size_t size)
+{
+    bool v6 = host && strchr(host, ':') != NULL;
+    snprintf(buf, size, v6 ? "[%s]:%u" : "%s:%u", host ? host : "", (unsigned)port);
+    return buf;
 }

@@ -233,29 +233,16 @@ static void convert_tls(struct config_report *r, const struct raw_agent *raw, co
 
 static bool check_server(struct config_report *r, const char *value)
 {
-    const char *colon = strrchr(value, ':');
-    bool ok = colon && colon != value && colon - value < 256;
-    bool numeric = true;
-    for (const char *p = value; ok && p < colon; p++) {
-        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-             *p == '.' || *p == '-';
-        numeric = numeric && ((*p >= '0' && *p <= '9') || *p == '.');
-    }
-    /* As vcr_parse_host_port: digits and dots only must be a dotted quad, not a name. */
-    if (ok && numeric) {
-        char host[256];
-        uint32_t addr;
-        snprintf(host, sizeof(host), "%.*s", (int)(colon - value), value);
-        ok = vcr_ipv4_parse(host, &addr);
-    }
-    char *end = NULL;
-    long port = ok ? strtol(colon + 1, &end, 10) : 0;
-    if (ok && end != colon + 1 && *end == '\0' && port >= 1 && port <= 65535)
+    cleanup_free char *host = NULL;
+    cleanup_error vcr_error_t err = NULL;
+    uint16_t port;
+    if (vcr_parse_host_port(value, &host, &port, &err) == 0)
         return true;
     config_report_add(r, "server",
-                      "`%s` is not valid; allowed: HOST:PORT with an IPv4 address or host name "
-                      "and a port 1..65535, e.g. 10.77.0.1:7070",
-                      value);
+                      "`%s` is not valid (%s); allowed: HOST:PORT with an IPv4 address or host "
+                      "name, or [IPV6]:PORT, and a port 1..65535, e.g. 10.77.0.1:7070 or "
+                      "[fd77::1]:7070",
+                      value, vcr_error_msg(err));
     return false;
 }
 

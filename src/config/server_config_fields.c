@@ -70,11 +70,10 @@ void sc_take_address(struct config_report *r, const char *key, const char *value
             report_add(r, "`%s`: %s; allowed: %s", key, msg, ADDRESS_ALLOWED);
         return;
     }
-    struct in_addr addr;
-    if (inet_pton(AF_INET, h, &addr) != 1) {
+    if (vcr_ip_family(h) == 0) {
         report_add(r,
-                   "`%s`: `%s`: `%s` is a name; allowed: an IPv4 address of this machine, "
-                   "e.g. 127.0.0.1, or 0.0.0.0 for all",
+                   "`%s`: `%s`: `%s` is a name; allowed: an IPv4 or IPv6 address of this "
+                   "machine, e.g. 127.0.0.1 or [::1], or 0.0.0.0 or [::] for all",
                    key, value, h);
         return;
     }

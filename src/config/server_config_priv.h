@@ -8,7 +8,9 @@
 
 #include "config/config_internal.h"
 
-#define ADDRESS_ALLOWED "ADDR:PORT with an IPv4 address and a port 1..65535, e.g. 127.0.0.1:7070"
+#define ADDRESS_ALLOWED                                                                            \
+    "ADDR:PORT with an IPv4 address, or [ADDR]:PORT with an IPv6 address, and a port 1..65535, "   \
+    "e.g. 127.0.0.1:7070 or [::1]:7070"
 
 /* Problems go to a config_report (config_errors.c, shared with the agent's
  * configuration), one line each, so that one --config-test run shows them all;

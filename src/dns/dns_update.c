@@ -18,6 +18,7 @@
 
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/hostport.h"
 #include "common/log.h"
 
 /* The fudge RFC 8945 recommends and BIND and nsupdate use: clocks may differ by 5 min. */
@@ -73,10 +74,16 @@ static void ldns_rr_list_freep(ldns_rr_list **p)
 #define cleanup_rdf     __attribute__((cleanup(ldns_rdf_freep)))
 #define cleanup_rr_list __attribute__((cleanup(ldns_rr_list_freep)))
 
-static bool is_ipv4(const char *s, struct in_addr *out)
+static bool is_ipv4(const char *s)
 {
     struct in_addr tmp;
-    return s && inet_pton(AF_INET, s, out ? out : &tmp) == 1;
+    return s && inet_pton(AF_INET, s, &tmp) == 1;
+}
+
+static bool is_ipv6(const char *s)
+{
+    struct in6_addr tmp;
+    return s && inet_pton(AF_INET6, s, &tmp) == 1;
 }
 
 static ldns_rdf *dname_from(const char *s)
@@ -128,10 +135,10 @@ static const char *wire_algorithm(const struct dns_update_config *cfg)
 /* Checks everything a caller can get wrong before any packet exists, so that each
  * message names the field at fault rather than an ldns status. */
 static int validate(const struct dns_update_config *cfg, const char *name, long ttl,
-                    const char *addr, vcr_error_t *err)
+                    const char *addr, const char *addr6, vcr_error_t *err)
 {
-    if (!is_ipv4(cfg->server, NULL))
-        return vcr_error_make(err, EINVAL, "server: `%s` is not an IPv4 address (A.B.C.D)",
+    if (!is_ipv4(cfg->server) && !is_ipv6(cfg->server))
+        return vcr_error_make(err, EINVAL, "server: `%s` is not an IPv4 (A.B.C.D) or IPv6 address",
                               cfg->server ? cfg->server : "");
     if (cfg->algorithm && dns_tsig_algorithm_wire(cfg->algorithm) == NULL)
         return vcr_error_make(err, EINVAL,
@@ -158,46 +165,64 @@ static int validate(const struct dns_update_config *cfg, const char *name, long 
     if (ttl < 0 || ttl > DNS_UPDATE_MAX_TTL)
         return vcr_error_make(err, EINVAL, "ttl: `%ld` is out of range; use 0..%d", ttl,
                               DNS_UPDATE_MAX_TTL);
-    if (!is_ipv4(addr, NULL))
-        return vcr_error_make(err, EINVAL, "address: `%s` is not an IPv4 address (A.B.C.D)",
-                              addr ? addr : "");
+    if (addr == NULL && addr6 == NULL)
+        return vcr_error_make(err, EINVAL,
+                              "address: none given; give an IPv4 address, an IPv6 address or both");
+    if (addr && !is_ipv4(addr))
+        return vcr_error_make(err, EINVAL, "address: `%s` is not an IPv4 address (A.B.C.D)", addr);
+    if (addr6 && !is_ipv6(addr6))
+        return vcr_error_make(err, EINVAL, "address6: `%s` is not an IPv6 address", addr6);
     return 0;
 }
 
-static ldns_rr *rr_new(const ldns_rdf *owner, ldns_rr_class class, uint32_t ttl)
+static ldns_rr *rr_new(const ldns_rdf *owner, ldns_rr_type type, ldns_rr_class class, uint32_t ttl)
 {
     ldns_rr *rr = ldns_rr_new();
     if (rr == NULL)
         return NULL;
     ldns_rr_set_owner(rr, ldns_rdf_clone(owner));
-    ldns_rr_set_type(rr, LDNS_RR_TYPE_A);
+    ldns_rr_set_type(rr, type);
     ldns_rr_set_class(rr, class);
     ldns_rr_set_ttl(rr, ttl);
     return rr;
 }
 
-/* RFC 2136 section 2.5.2 then 2.5.1: delete the whole A RRset, then add the one record,
- * in one message, so that the name never resolves to both or to nothing. */
-static ldns_pkt *signed_update_new(const struct dns_update_config *cfg, const char *name, long ttl,
-                                   const char *addr, vcr_error_t *err)
+/* RFC 2136 section 2.5.2 then 2.5.1: delete the whole RRset of the type, then add the
+ * one record, pushed onto updates. */
+static int push_replacement(ldns_rr_list *updates, const ldns_rdf *owner, ldns_rr_type type,
+                            ldns_rdf_type rdf_type, long ttl, const char *addr)
 {
-    if (validate(cfg, name, ttl, addr, err) < 0)
+    ldns_rr *delete_all = rr_new(owner, type, LDNS_RR_CLASS_ANY, 0);
+    ldns_rr *add = rr_new(owner, type, LDNS_RR_CLASS_IN, (uint32_t)ttl);
+    ldns_rdf *rdata = ldns_rdf_new_frm_str(rdf_type, addr);
+    if (delete_all == NULL || add == NULL || rdata == NULL) {
+        ldns_rr_free(delete_all);
+        ldns_rr_free(add);
+        ldns_rdf_deep_free(rdata);
+        return -1;
+    }
+    ldns_rr_push_rdf(add, rdata);
+    ldns_rr_list_push_rr(updates, delete_all);
+    ldns_rr_list_push_rr(updates, add);
+    return 0;
+}
+
+/* The A and/or AAAA replacements in one message, which the server applies atomically,
+ * so that the name never resolves to both the old and new addresses, or to nothing. */
+static ldns_pkt *signed_update_new(const struct dns_update_config *cfg, const char *name, long ttl,
+                                   const char *addr, const char *addr6, vcr_error_t *err)
+{
+    if (validate(cfg, name, ttl, addr, addr6, err) < 0)
         return NULL;
     cleanup_rdf ldns_rdf *zone = dname_from(cfg->zone);
     cleanup_rdf ldns_rdf *owner = dname_from(name);
     cleanup_rr_list ldns_rr_list *updates = ldns_rr_list_new();
-    ldns_rr *delete_all = rr_new(owner, LDNS_RR_CLASS_ANY, 0);
-    ldns_rr *add = rr_new(owner, LDNS_RR_CLASS_IN, (uint32_t)ttl);
-    ldns_rdf *a = ldns_rdf_new_frm_str(LDNS_RDF_TYPE_A, addr);
-    if (updates == NULL || delete_all == NULL || add == NULL || a == NULL) {
-        ldns_rr_free(delete_all);
-        ldns_rr_free(add);
-        ldns_rdf_deep_free(a);
+    if (updates == NULL ||
+        (addr &&
+         push_replacement(updates, owner, LDNS_RR_TYPE_A, LDNS_RDF_TYPE_A, ttl, addr) < 0) ||
+        (addr6 &&
+         push_replacement(updates, owner, LDNS_RR_TYPE_AAAA, LDNS_RDF_TYPE_AAAA, ttl, addr6) < 0))
         return vcr_error_make(err, ENOMEM, "build the DNS UPDATE: out of memory"), NULL;
-    }
-    ldns_rr_push_rdf(add, a);
-    ldns_rr_list_push_rr(updates, delete_all);
-    ldns_rr_list_push_rr(updates, add);
 
     cleanup_pkt ldns_pkt *pkt =
         ldns_update_pkt_new(steal_pointer(&zone), LDNS_RR_CLASS_IN, NULL, updates, NULL);
@@ -217,9 +242,10 @@ static ldns_pkt *signed_update_new(const struct dns_update_config *cfg, const ch
 }
 
 int dns_update_message(const struct dns_update_config *cfg, const char *name, long ttl,
-                       const char *addr, uint8_t **wire, size_t *wire_len, vcr_error_t *err)
+                       const char *addr, const char *addr6, uint8_t **wire, size_t *wire_len,
+                       vcr_error_t *err)
 {
-    cleanup_pkt ldns_pkt *pkt = signed_update_new(cfg, name, ttl, addr, err);
+    cleanup_pkt ldns_pkt *pkt = signed_update_new(cfg, name, ttl, addr, addr6, err);
     if (pkt == NULL)
         return -1;
     if (ldns_pkt2wire(wire, pkt, wire_len) != LDNS_STATUS_OK)
@@ -487,27 +513,28 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 
 static int open_socket(const struct dns_update_config *cfg, uint16_t port, vcr_error_t *err)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
-    is_ipv4(cfg->server, &sin.sin_addr);
-    cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    vcr_sockaddr_of(cfg->server, port, &ss, &sslen); /* validate() saw a literal */
+    cleanup_close int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return vcr_error_errno(err, "UDP socket for DNS UPDATE");
     /* Connected, so that the kernel drops datagrams from other peers and reports ICMP
      * errors for ours; connect() on UDP only sets the peer, it does not block. */
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+    if (connect(fd, (struct sockaddr *)&ss, sslen) < 0)
         return vcr_error_errno(err, "connect UDP socket to `%s:%u`", cfg->server, (unsigned)port);
     return steal_fd(&fd);
 }
 
 struct dns_update *dns_update_start(struct event_base *base, const struct dns_update_config *cfg,
-                                    const char *name, long ttl, const char *addr,
+                                    const char *name, long ttl, const char *addr, const char *addr6,
                                     dns_update_done_fn done, void *arg, vcr_error_t *err)
 {
     double started = vcr_mono_ms_f();
     struct dns_retry_policy retry;
     if (retry_policy_resolve(&cfg->retry, &retry, err) < 0)
         return NULL;
-    cleanup_pkt ldns_pkt *pkt = signed_update_new(cfg, name, ttl, addr, err);
+    cleanup_pkt ldns_pkt *pkt = signed_update_new(cfg, name, ttl, addr, addr6, err);
     if (pkt == NULL)
         return NULL;
     struct dns_update *u = calloc(1, sizeof(*u));
@@ -525,9 +552,10 @@ struct dns_update *dns_update_start(struct event_base *base, const struct dns_up
     u->key_name = strdup(cfg->key_name);
     u->key_secret = strdup(cfg->key_secret);
     u->algorithm = wire_algorithm(cfg);
-    if (asprintf(&u->server, "%s:%u", cfg->server, (unsigned)port) < 0)
-        u->server = NULL;
-    if (asprintf(&u->change, "%s A %s ttl %ld", name, addr, ttl) < 0)
+    char where[INET6_ADDRSTRLEN + 8];
+    u->server = strdup(vcr_host_port_format(cfg->server, port, where, sizeof(where)));
+    if (asprintf(&u->change, "%s%s%s%s%s ttl %ld", name, addr ? " A " : "", addr ? addr : "",
+                 addr6 ? " AAAA " : "", addr6 ? addr6 : "", ttl) < 0)
         u->change = NULL;
     if (u->request_mac == NULL || u->key_name == NULL || u->key_secret == NULL ||
         u->server == NULL || u->change == NULL) {
@@ -570,13 +598,14 @@ static void sync_done(const struct dns_update_outcome *outcome, const char *erro
 }
 
 int dns_update_sync(const struct dns_update_config *cfg, const char *name, long ttl,
-                    const char *addr, struct dns_update_outcome *outcome, vcr_error_t *err)
+                    const char *addr, const char *addr6, struct dns_update_outcome *outcome,
+                    vcr_error_t *err)
 {
     struct event_base *base = event_base_new();
     if (base == NULL)
         return vcr_error_make(err, ENOMEM, "create an event loop for the DNS update");
     struct sync_result r = {.outcome = {.rcode = -1}};
-    struct dns_update *u = dns_update_start(base, cfg, name, ttl, addr, sync_done, &r, err);
+    struct dns_update *u = dns_update_start(base, cfg, name, ttl, addr, addr6, sync_done, &r, err);
     if (u == NULL) {
         event_base_free(base);
         return -1;

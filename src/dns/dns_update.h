@@ -1,4 +1,4 @@
-/* Switching a name's A record by RFC 2136 UPDATE signed with TSIG (RFC 8945).
+/* Switching a name's A and/or AAAA records by RFC 2136 UPDATE signed with TSIG (RFC 8945).
  *
  * The server calls dns_update_start() from its libevent loop: the update never blocks
  * (non-blocking UDP socket, timers on the loop) and reports once through a callback.
@@ -26,7 +26,7 @@ struct dns_retry_policy {
 
 /* All strings are borrowed: dns_update_start() copies what it keeps. */
 struct dns_update_config {
-    const char *server; /* IPv4 "A.B.C.D" of the primary server */
+    const char *server; /* IPv4 "A.B.C.D" or IPv6 address of the primary server */
     uint16_t port;      /* 0 means 53 */
     const char *zone;
     const char *key_name;
@@ -72,11 +72,13 @@ typedef void (*dns_update_done_fn)(const struct dns_update_outcome *outcome, con
 struct dns_update;
 
 /* Starts replacing every A record of `name` (inside cfg->zone) by one record `addr`
- * with `ttl` (0..DNS_UPDATE_MAX_TTL).  Invalid input fails here, naming the field;
+ * (IPv4) and every AAAA record by one record `addr6` (IPv6), both with `ttl`
+ * (0..DNS_UPDATE_MAX_TTL), in one message.  A NULL address leaves the RRset of its
+ * type untouched; at least one must be given.  Invalid input fails here, naming the field;
  * everything later is reported through done, never from inside this call.  The
  * returned handle is valid until done runs or dns_update_cancel(). */
 struct dns_update *dns_update_start(struct event_base *base, const struct dns_update_config *cfg,
-                                    const char *name, long ttl, const char *addr,
+                                    const char *name, long ttl, const char *addr, const char *addr6,
                                     dns_update_done_fn done, void *arg, vcr_error_t *err);
 
 /* Abandons an update in flight without calling its callback (for shutdown). */
@@ -84,11 +86,13 @@ void dns_update_cancel(struct dns_update *update);
 
 /* Runs one update on a private loop until it ends.  outcome may be NULL. */
 int dns_update_sync(const struct dns_update_config *cfg, const char *name, long ttl,
-                    const char *addr, struct dns_update_outcome *outcome, vcr_error_t *err);
+                    const char *addr, const char *addr6, struct dns_update_outcome *outcome,
+                    vcr_error_t *err);
 
 /* The signed UPDATE message exactly as dns_update_start() sends it, in a malloc'ed
  * buffer; exposed so that tests can parse it back. */
 int dns_update_message(const struct dns_update_config *cfg, const char *name, long ttl,
-                       const char *addr, uint8_t **wire, size_t *wire_len, vcr_error_t *err);
+                       const char *addr, const char *addr6, uint8_t **wire, size_t *wire_len,
+                       vcr_error_t *err);
 
 #endif

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 
 #include "common/cleanup.h"
 #include "common/err.h"
+#include "common/hostport.h"
 #include "common/log.h"
 #include "dns/dns_update.h"
 
@@ -19,11 +21,14 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: " PROG " --server A.B.C.D[:PORT] --zone ZONE --key-file FILE\n"
+    fprintf(out, "usage: " PROG " --server A.B.C.D[:PORT]|IPV6|[IPV6]:PORT --zone ZONE\n"
+                 "                     --key-file FILE\n"
                  "                     [--attempts N] [--timeout-ms MS] [--max-timeout-ms MS]\n"
                  "                     [--json] [--log-level LEVEL] NAME TTL ADDRESS\n"
                  "       " PROG " ... --repeat N NAME TTL ADDRESS [ADDRESS...]\n"
                  "Replaces every A record of NAME by ADDRESS with a TSIG-signed DNS UPDATE.\n"
+                 "ADDRESS is an IPv4 address (the A RRset), an IPv6 address (the AAAA RRset)\n"
+                 "or both joined by a comma, e.g. 10.77.0.11,fd77::11 (both in one UPDATE).\n"
                  "--repeat makes N updates in a row, cycling through the addresses (give two\n"
                  "so that each one is a real change), and reports the median time.\n");
 }
@@ -51,10 +56,22 @@ static int parse_ms_or_count(const char *what, const char *s, unsigned *out, vcr
     return 0;
 }
 
-/* "A.B.C.D" or "A.B.C.D:PORT"; the address itself is checked by the library. */
+/* "A.B.C.D", "A.B.C.D:PORT", a bare IPv6 address or "[IPV6]:PORT"; the address
+ * itself is checked by the library. */
 static int parse_server(char *arg, struct dns_update_config *cfg, vcr_error_t *err)
 {
     char *colon = strrchr(arg, ':');
+    if (arg[0] == '[') {
+        char *close = strchr(arg, ']');
+        if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+            return vcr_error_make(err, EINVAL, "--server: `%s`: expected [IPV6] or [IPV6]:PORT",
+                                  arg);
+        *close = '\0';
+        colon = close[1] == ':' ? close + 1 : NULL;
+        arg++;
+    } else if (colon && strchr(arg, ':') != colon) {
+        colon = NULL; /* a bare IPv6 address: no port */
+    }
     if (colon) {
         long port;
         *colon = '\0';
@@ -96,6 +113,22 @@ static double rounded(double ms)
     return (double)(long long)(ms * 1e3 + 0.5) / 1e3;
 }
 
+/* "ADDR4", "ADDR6" or "ADDR4,ADDR6" (either order) into the update's A and AAAA
+ * addresses; a part of neither family goes to the A side, whose check names it. */
+static void split_addresses(const char *arg, char *buf, size_t size, const char **addr,
+                            const char **addr6)
+{
+    snprintf(buf, size, "%s", arg);
+    *addr = *addr6 = NULL;
+    char *save = NULL;
+    for (char *part = strtok_r(buf, ",", &save); part; part = strtok_r(NULL, ",", &save)) {
+        if (vcr_ip_family(part) == AF_INET6 && *addr6 == NULL)
+            *addr6 = part;
+        else
+            *addr = part;
+    }
+}
+
 static int print_outcome(bool json, const char *name, const char *ttl, const char *addr,
                          const struct dns_update_outcome *o, const struct timing *t,
                          const char *error)
@@ -109,10 +142,10 @@ static int print_outcome(bool json, const char *name, const char *ttl, const cha
         cleanup_free char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         printf("%s\n", text ? text : "{\"ok\":false,\"error\":\"out of memory\"}");
     } else if (error == NULL && t->updates > 1) {
-        printf("%s A %s ttl %s: ok, %u updates, median %.3f ms, first %.3f ms, max %.3f ms\n", name,
+        printf("%s %s ttl %s: ok, %u updates, median %.3f ms, first %.3f ms, max %.3f ms\n", name,
                addr, ttl, t->updates, t->median_ms, t->first_ms, t->max_ms);
     } else if (error == NULL) {
-        printf("%s A %s ttl %s: ok, %u attempt(s), %.3f ms\n", name, addr, ttl, o->attempts,
+        printf("%s %s ttl %s: ok, %u attempt(s), %.3f ms\n", name, addr, ttl, o->attempts,
                o->elapsed_ms);
     }
     if (error && o->attempts > 0)
@@ -218,7 +251,10 @@ int main(int argc, char **argv)
     unsigned done = 0;
     int rc = 0;
     while (rc == 0 && done < repeat) {
-        rc = dns_update_sync(&cfg, name, ttl, addrs[done % naddrs], &outcome, &err);
+        char buf[128];
+        const char *addr, *addr6;
+        split_addresses(addrs[done % naddrs], buf, sizeof(buf), &addr, &addr6);
+        rc = dns_update_sync(&cfg, name, ttl, addr, addr6, &outcome, &err);
         if (rc == 0)
             times[done++] = outcome.elapsed_ms;
     }

@@ -20,12 +20,6 @@
 #include "common/cleanup.h"
 #include "common/hostport.h"
 
-static bool is_ipv4(const char *s)
-{
-    struct in_addr a;
-    return inet_pton(AF_INET, s, &a) == 1;
-}
-
 bool pki_name_is_valid(const char *name)
 {
     return vcr_cert_name_is_valid(name);
@@ -234,7 +228,7 @@ static char *san_value(const char *name, const char *const *alt, size_t n_alt)
     for (size_t i = 0; i <= n_alt; i++) {
         const char *n = i == 0 ? name : alt[i - 1];
         strcat(out, i ? "," : "");
-        strcat(out, is_ipv4(n) ? "IP:" : "DNS:");
+        strcat(out, vcr_ip_family(n) != 0 ? "IP:" : "DNS:");
         strcat(out, n);
     }
     return out;

@@ -307,9 +307,8 @@ struct proto_conn *proto_conn_from_fd(struct event_base *base, int fd, const str
  * certificate's IP entries. */
 static int ssl_expect_server(SSL *ssl, const char *name, vcr_error_t *err)
 {
-    struct in_addr a;
     int ok;
-    if (inet_pton(AF_INET, name, &a) == 1) {
+    if (vcr_ip_family(name) != 0) {
         ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
     } else {
         SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_WILDCARDS);
@@ -349,10 +348,11 @@ struct proto_conn *proto_conn_connect(struct event_base *base, const char *host_
         vcr_error_make(err, ENOMEM, "connect to %s: out of memory", host_port);
         return NULL;
     }
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct sockaddr_storage ss;
+    socklen_t sslen;
     int r;
-    if (inet_pton(AF_INET, host, &sin.sin_addr) == 1) {
-        r = bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin, sizeof(sin));
+    if (vcr_sockaddr_of(host, port, &ss, &sslen) == 0) {
+        r = bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)sslen);
     } else {
         /* A resolver per connection: agents connect once and then hold the
          * connection, and the resolver must not keep the loop alive after. */
@@ -363,7 +363,7 @@ struct proto_conn *proto_conn_connect(struct event_base *base, const char *host_
             vcr_error_make(err, EIO, "connect to %s: cannot set up the DNS resolver", host_port);
             return NULL;
         }
-        r = bufferevent_socket_connect_hostname(c->bev, c->dns, AF_INET, host, port);
+        r = bufferevent_socket_connect_hostname(c->bev, c->dns, AF_UNSPEC, host, port);
     }
     if (r < 0) {
         vcr_error_errno(err, "connect to %s", host_port);

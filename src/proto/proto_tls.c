@@ -13,6 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 
 struct proto_tls {
     SSL_CTX *ctx;
@@ -196,8 +197,7 @@ bool proto_tls_cert_names(struct x509_st *cert, const char *name)
 {
     if (cert == NULL || name == NULL || *name == '\0')
         return false;
-    struct in_addr a;
-    int r = inet_pton(AF_INET, name, &a) == 1
+    int r = vcr_ip_family(name) != 0
                 ? X509_check_ip_asc(cert, name, 0)
                 : X509_check_host(cert, name, strlen(name), X509_CHECK_FLAG_NO_WILDCARDS, NULL);
     ERR_clear_error();

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "ha/ha.h"
@@ -289,14 +290,15 @@ static void on_accept_standby(struct evconnlistener *l, evutil_socket_t fd, stru
 int agents_listen_standby_insecure(struct agents *a, const char *addr, uint16_t port,
                                    vcr_error_t *err)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
-    if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1)
-        return vcr_error_make(err, EINVAL, "standby_insecure_listen: `%s` is not an IPv4 address",
-                              addr);
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (vcr_sockaddr_of(addr, port, &ss, &sslen) < 0)
+        return vcr_error_make(err, EINVAL,
+                              "standby_insecure_listen: `%s` is not an IPv4 or IPv6 address", addr);
     a->standby_listener =
         evconnlistener_new_bind(a->base, on_accept_standby, a,
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                64, (struct sockaddr *)&sin, sizeof(sin));
+                                64, (struct sockaddr *)&ss, (int)sslen);
     if (a->standby_listener == NULL)
         return vcr_error_errno(err, "standby_insecure_listen on %s:%u", addr, port);
     if ((a->standby_guard =
@@ -307,20 +309,23 @@ int agents_listen_standby_insecure(struct agents *a, const char *addr, uint16_t 
 
 int agents_listen(struct agents *a, const char *addr, uint16_t port, vcr_error_t *err)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
-    if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1)
-        return vcr_error_make(err, EINVAL, "listen for agents: `%s` is not an IPv4 address", addr);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (vcr_sockaddr_of(addr, port, &ss, &len) < 0)
+        return vcr_error_make(err, EINVAL, "listen for agents: `%s` is not an IPv4 or IPv6 address",
+                              addr);
     a->listener = evconnlistener_new_bind(
         a->base, on_accept, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        64, (struct sockaddr *)&sin, sizeof(sin));
+        64, (struct sockaddr *)&ss, (int)len);
     if (a->listener == NULL)
         return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
     if ((a->guard = listen_guard_new(a->base, a->listener, "agent port", err)) == NULL)
         return -1;
-    socklen_t len = sizeof(sin);
-    if (getsockname(evconnlistener_get_fd(a->listener), (struct sockaddr *)&sin, &len) < 0)
+    len = sizeof(ss);
+    if (getsockname(evconnlistener_get_fd(a->listener), (struct sockaddr *)&ss, &len) < 0)
         return vcr_error_errno(err, "listen for agents on %s:%u", addr, port);
-    a->port = ntohs(sin.sin_port);
+    a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
     return 0;
 }
 

@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "ha/ha.h"
@@ -456,11 +457,12 @@ int api_listen(struct api *api, const char *addr, uint16_t port, vcr_error_t *er
     struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(api->http, addr, port);
     if (bound == NULL)
         return vcr_error_errno(err, "HTTP API: listen on %s:%u", addr, port);
-    struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-    if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&sin, &len) < 0)
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len) < 0)
         return vcr_error_errno(err, "HTTP API: listen on %s:%u", addr, port);
-    api->port = ntohs(sin.sin_port);
+    api->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
     api->guard =
         listen_guard_new(api->base, evhttp_bound_socket_get_listener(bound), "HTTP API", err);
     return api->guard ? 0 : -1;

@@ -36,9 +36,14 @@ static bool local_address(struct evhttp_request *req, char *out, size_t size)
         return false;
     if (ss.ss_family == AF_INET)
         return inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, size) != NULL;
-    if (ss.ss_family == AF_INET6)
-        return inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, size) != NULL;
-    return false;
+    if (ss.ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    /* A listener on [::] takes IPv4 clients too, as ::ffff:A.B.C.D: they name
+     * A.B.C.D in Host. */
+    if (IN6_IS_ADDR_V4MAPPED(a6))
+        return inet_ntop(AF_INET, &a6->s6_addr[12], out, size) != NULL;
+    return inet_ntop(AF_INET6, a6, out, size) != NULL;
 }
 
 static const char *peer_address(struct evhttp_request *req)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 
 #define CHECK_BODY_MAX 4096
 
@@ -23,6 +24,7 @@ struct check {
     const struct check_ops *ops;
     struct check_target target;
     char *address;
+    char where[64]; /* "address:port", "[address]:port" for IPv6, for messages */
     char *path;
     struct bufferevent *bev;
     struct event *timer; /* the deadline, then the deferred completion */
@@ -116,7 +118,7 @@ static void received(struct check *c, bool eof)
     if (r > 0)
         finish(c, CHECK_HEALTHY, NULL);
     else if (r < 0)
-        finish(c, CHECK_UNHEALTHY, "%s:%u: %s", c->address, c->target.port, why);
+        finish(c, CHECK_UNHEALTHY, "%s: %s", c->where, why);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -139,8 +141,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     int e = EVUTIL_SOCKET_ERROR();
-    finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: %s", c->address,
-           c->target.port, e ? evutil_socket_error_to_string(e) : "connection error");
+    finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s: %s", c->where,
+           e ? evutil_socket_error_to_string(e) : "connection error");
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -148,16 +150,17 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     struct check *c = arg;
     (void)fd;
     (void)what;
-    finish(c, CHECK_UNHEALTHY, "%s:%u: no %s answer within %u ms", c->address, c->target.port,
-           c->ops->name, c->target.timeout_ms);
+    finish(c, CHECK_UNHEALTHY, "%s: no %s answer within %u ms", c->where, c->ops->name,
+           c->target.timeout_ms);
 }
 
 struct check *check_start(struct event_base *base, const struct check_target *t, check_done_fn done,
                           void *arg, vcr_error_t *err)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(t->port)};
-    if (t->address == NULL || inet_pton(AF_INET, t->address, &sin.sin_addr) != 1) {
-        vcr_error_make(err, EINVAL, "check: `%s` is not an IPv4 address",
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (vcr_sockaddr_of(t->address, t->port, &ss, &sslen) < 0) {
+        vcr_error_make(err, EINVAL, "check: `%s` is not an IPv4 or IPv6 address",
                        t->address ? t->address : "(null)");
         return NULL;
     }
@@ -173,6 +176,7 @@ struct check *check_start(struct event_base *base, const struct check_target *t,
     c->ops = t->type ? t->type : &check_tcp_ops;
     c->target = *t;
     c->target.address = c->address;
+    vcr_host_port_format(c->address, t->port, c->where, sizeof(c->where));
     c->target.path = c->path;
     c->done = done;
     c->arg = arg;
@@ -180,24 +184,24 @@ struct check *check_start(struct event_base *base, const struct check_target *t,
     evtimer_add(c->timer, &tv);
     /* The socket is made here, not by libevent, so that its errno is ours to read:
      * a process out of descriptors learns nothing about the service. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         int e = errno;
-        finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: socket: %s",
-               c->address, t->port, strerror(e));
+        finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s: socket: %s",
+               c->where, strerror(e));
         return c;
     }
     if ((c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
         close(fd);
-        finish(c, CHECK_INCONCLUSIVE, "%s:%u: out of memory", c->address, t->port);
+        finish(c, CHECK_INCONCLUSIVE, "%s: out of memory", c->where);
         return c;
     }
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)sslen) < 0) {
         int e = errno;
-        finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s:%u: connect: %s",
-               c->address, t->port, strerror(e));
+        finish(c, check_local_error(e) ? CHECK_INCONCLUSIVE : CHECK_UNHEALTHY, "%s: connect: %s",
+               c->where, strerror(e));
     }
     return c;
 }

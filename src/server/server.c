@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/cleanup.h"
+#include "common/hostport.h"
 #include "common/log.h"
 #include "common/sd_notify.h"
 #include "ha/ha.h"
@@ -166,26 +167,30 @@ struct server *server_new(struct event_base *base, const struct server_config *c
     api_set_recovery(srv->api, srv->recovery);
     api_set_migrator(srv->api, srv->migrator);
     api_set_config(srv->api, cfg);
+    char agents_at[64], api_at[64], standby_at[64];
+    vcr_host_port_format(cfg->listen_host, agents_port(srv->agents), agents_at, sizeof(agents_at));
+    vcr_host_port_format(cfg->api_host, api_port(srv->api), api_at, sizeof(api_at));
+    vcr_host_port_format(cfg->standby_insecure_host, cfg->standby_insecure_port, standby_at,
+                         sizeof(standby_at));
     if (cfg->tls == NULL)
-        log_warn("insecure: the agent port is plain TCP: anyone who reaches %s:%u can say hello "
+        log_warn("insecure: the agent port is plain TCP: anyone who reaches %s can say hello "
                  "as any host, and agents cannot tell this server from another "
                  "(docs/security.md)",
-                 cfg->listen_host, agents_port(srv->agents));
+                 agents_at);
     if (cfg->api_tls == NULL)
-        log_warn("api_insecure: the HTTP API on %s:%u is plain HTTP without authentication: "
+        log_warn("api_insecure: the HTTP API on %s is plain HTTP without authentication: "
                  "anyone who reaches it can stop VMs and move services (docs/security.md)",
-                 cfg->api_host, api_port(srv->api));
+                 api_at);
     if (cfg->standby_insecure_host)
-        log_warn("standby_insecure_listen %s:%u: plain TCP for standby agents: anyone who reaches "
+        log_warn("standby_insecure_listen %s: plain TCP for standby agents: anyone who reaches "
                  "it can say hello as a standby host (docs/security.md)",
-                 cfg->standby_insecure_host, cfg->standby_insecure_port);
-    log_info("agents on %s:%u%s%s, HTTP API on %s:%u%s, journal %s, heartbeat %u ms, host timeout "
+                 standby_at);
+    log_info("agents on %s%s%s, HTTP API on %s%s, journal %s, heartbeat %u ms, host timeout "
              "%u ms",
-             cfg->listen_host, agents_port(srv->agents),
-             cfg->tls ? " (mutual TLS)" : " (plain TCP)",
-             cfg->agent_key ? " (challenge with agent_key_file)" : "", cfg->api_host,
-             api_port(srv->api), cfg->api_tls ? " (TLS, tokens)" : " (plain, open)", cfg->journal,
-             cfg->heartbeat_ms, cfg->host_timeout_ms);
+             agents_at, cfg->tls ? " (mutual TLS)" : " (plain TCP)",
+             cfg->agent_key ? " (challenge with agent_key_file)" : "", api_at,
+             cfg->api_tls ? " (TLS, tokens)" : " (plain, open)", cfg->journal, cfg->heartbeat_ms,
+             cfg->host_timeout_ms);
     return srv;
 }
 

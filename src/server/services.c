@@ -28,6 +28,7 @@ static const cyaml_schema_field_t primary_fields[] = {
     RAW_STR("host", struct services_raw_primary, host),
     RAW_STR("vm", struct services_raw_primary, vm),
     RAW_STR("address", struct services_raw_primary, address),
+    RAW_STR("address6", struct services_raw_primary, address6),
     RAW_STR("port", struct services_raw_primary, port),
     CYAML_FIELD_END,
 };
@@ -39,6 +40,7 @@ static const cyaml_schema_field_t check_fields[] = {
     RAW_STR("timeout_ms", struct services_raw_check, timeout_ms),
     RAW_STR("failures", struct services_raw_check, failures),
     RAW_STR("boot_grace_ms", struct services_raw_check, boot_grace_ms),
+    RAW_STR("family", struct services_raw_check, family),
     CYAML_FIELD_END,
 };
 
@@ -48,6 +50,7 @@ static const cyaml_schema_field_t standby_fields[] = {
     RAW_STR("container", struct services_raw_standby, container),
     RAW_STR("vm", struct services_raw_standby, vm),
     RAW_STR("address", struct services_raw_standby, address),
+    RAW_STR("address6", struct services_raw_standby, address6),
     RAW_STR("prefix", struct services_raw_standby, prefix),
     RAW_STR("gateway", struct services_raw_standby, gateway),
     RAW_STR("template", struct services_raw_standby, template),
@@ -163,6 +166,19 @@ static bool is_ipv4(const char *s)
     return s && inet_pton(AF_INET, s, &a) == 1;
 }
 
+/* A service's IPv6 address (the AAAA record): optional, a bare address, no prefix. */
+static void take_ipv6(struct services_conv *c, const char *path, const char *value, char **out)
+{
+    if (value == NULL)
+        return;
+    if (vcr_ip_family(value) != AF_INET6) {
+        services_conv_bad(c, "`%s`: `%s` is not an IPv6 address; allowed: e.g. fd77::31", path,
+                          value);
+        return;
+    }
+    *out = strdup(value);
+}
+
 static void need_name(struct services_conv *c, const char *path, const char *value, char **out)
 {
     if (value == NULL) {
@@ -245,16 +261,19 @@ static struct dns_settings *convert_dns(struct services_conv *c, const struct se
         cleanup_error vcr_error_t err = NULL;
         char *host = NULL;
         uint16_t port = 53;
-        if (strchr(raw->server, ':') == NULL) {
+        if (strchr(raw->server, ':') == NULL || vcr_ip_family(raw->server) == AF_INET6) {
             host = strdup(raw->server);
         } else if (vcr_parse_host_port(raw->server, &host, &port, &err) < 0) {
-            services_conv_bad(c, "`dns.server`: `%s`: %s; allowed: A.B.C.D or A.B.C.D:PORT",
+            services_conv_bad(c,
+                              "`dns.server`: `%s`: %s; allowed: A.B.C.D, A.B.C.D:PORT, IPV6 or "
+                              "[IPV6]:PORT",
                               raw->server, vcr_error_msg(err));
         }
-        if (host && !is_ipv4(host)) {
-            services_conv_bad(
-                c, "`dns.server`: `%s` is not an IPv4 address; allowed: A.B.C.D or A.B.C.D:PORT",
-                raw->server);
+        if (host && vcr_ip_family(host) == 0) {
+            services_conv_bad(c,
+                              "`dns.server`: `%s` is not an IPv4 or IPv6 address; allowed: "
+                              "A.B.C.D, A.B.C.D:PORT, IPV6 or [IPV6]:PORT",
+                              raw->server);
             free(host);
             host = NULL;
         }
@@ -412,6 +431,7 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         need_name(c, PATH("primary.host"), raw->primary->host, &s->primary.host);
         need_name(c, PATH("primary.vm"), raw->primary->vm, &s->primary.vm);
         need_ipv4(c, PATH("primary.address"), raw->primary->address, true, &s->primary.address);
+        take_ipv6(c, PATH("primary.address6"), raw->primary->address6, &s->primary.address6);
         uint32_t port = 0;
         if (raw->primary->port == NULL)
             services_conv_bad(c, "`%s`: missing; allowed: 1..65535", PATH("primary.port"));
@@ -448,6 +468,11 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         take_uint(c, PATH("check.failures"), ck->failures, 1, 100, &s->check.failures);
         take_uint(c, PATH("check.boot_grace_ms"), ck->boot_grace_ms, 0, SERVICES_MAX_BOOT_GRACE_MS,
                   &s->check.boot_grace_ms);
+        if (ck->family && strcmp(ck->family, "ipv6") == 0)
+            s->check.ipv6 = true;
+        else if (ck->family && strcmp(ck->family, "ipv4") != 0)
+            services_conv_bad(c, "`%s`: `%s` is not an address family; allowed: ipv4, ipv6",
+                              PATH("check.family"), ck->family);
         /* A probe outliving its interval would overlap the next one. */
         take_uint(c, PATH("check.timeout_ms"), ck->timeout_ms, 10, s->check.interval_ms,
                   &s->check.timeout_ms);
@@ -475,6 +500,7 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
                           sb->mode, modes);
     }
     need_name(c, PATH("standby.host"), sb->host, &s->standby.host);
+    take_ipv6(c, PATH("standby.address6"), sb->address6, &s->standby.address6);
     if (!s->standby.mode->container) {
         convert_vm_standby(c, sb, i, s);
     } else {
@@ -513,6 +539,24 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         services_conv_bad(
             c, "`%s`: `%s` is the primary's address too; allowed: the container's own address",
             PATH("standby.address"), sb->address);
+    /* The switch replaces the AAAA RRset only when both sides have an IPv6 address:
+     * one alone would leave clients of that family on the failed primary, or send
+     * them to a container that does not listen there. */
+    if ((raw->primary && raw->primary->address6 != NULL) != (sb->address6 != NULL))
+        services_conv_bad(c,
+                          "`%s`: given on one side only; allowed: both `primary.address6` and "
+                          "`standby.address6` (the AAAA record switches too), or neither",
+                          sb->address6 ? PATH("standby.address6") : PATH("primary.address6"));
+    if (s->check.ipv6 && raw->primary && raw->primary->address6 == NULL)
+        services_conv_bad(c,
+                          "`%s`: `ipv6` without `primary.address6`; allowed: ipv4, or ipv6 with "
+                          "the primary's IPv6 address given",
+                          PATH("check.family"));
+    if (s->standby.address6 && s->primary.address6 &&
+        strcmp(s->standby.address6, s->primary.address6) == 0)
+        services_conv_bad(
+            c, "`%s`: `%s` is the primary's address6 too; allowed: the container's own address",
+            PATH("standby.address6"), sb->address6);
     convert_takeover(c, PATH("takeover"), raw->takeover, s);
     if (!s->standby.mode->container && (s->takeover & SERVICES_TAKEOVER_ADDRESS))
         services_conv_bad(c,
@@ -615,11 +659,13 @@ void services_free(struct service_config *services, size_t n)
         free(s->primary.host);
         free(s->primary.vm);
         free(s->primary.address);
+        free(s->primary.address6);
         free(s->check.path);
         free(s->standby.host);
         free(s->standby.container);
         free(s->standby.vm);
         free(s->standby.address);
+        free(s->standby.address6);
         free(s->standby.gateway);
         free(s->standby.template);
         free(s->standby.image);

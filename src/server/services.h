@@ -57,7 +57,7 @@ struct standby_mode_ops;
 
 /* How a recovery moves a service's clients to its container (`takeover:`,
  * docs/recovery.md "Address takeover"): bits, each one way of switch.h. */
-#define SERVICES_TAKEOVER_DNS     1u /* the name's A record to the container's address */
+#define SERVICES_TAKEOVER_DNS     1u /* the name's A (and AAAA) record to the container's */
 #define SERVICES_TAKEOVER_ADDRESS 2u /* the primary's address onto the container (same L2) */
 
 const char *check_type_name(const struct check_ops *t);
@@ -73,6 +73,7 @@ struct service_config {
         char *host;
         char *vm;
         char *address;
+        char *address6; /* the AAAA record's address; NULL: none (then so is standby's) */
         uint16_t port;
     } primary;
     struct {
@@ -82,6 +83,7 @@ struct service_config {
         uint32_t timeout_ms;
         uint32_t failures;
         uint32_t boot_grace_ms;
+        bool ipv6; /* `family: ipv6`: the primary is probed at primary.address6 */
     } check;
     struct {
         const struct standby_mode_ops *mode;
@@ -89,6 +91,7 @@ struct service_config {
         char *container; /* the container modes (standby_mode.h `container`); else NULL */
         char *vm;        /* the VM modes: the standby VM, one of `host`'s VMs; else NULL */
         char *address;
+        char *address6; /* the AAAA record after a recovery; NULL: none */
         uint32_t prefix;
         char *gateway;  /* NULL: none */
         char *template; /* NULL: the agent's default */
@@ -130,13 +133,14 @@ struct dns_settings {
 /* --- raw YAML (strings), shared with server_config.c's libcyaml schema --- */
 
 struct services_raw_primary {
-    char *host, *vm, *address, *port;
+    char *host, *vm, *address, *address6, *port;
 };
 struct services_raw_check {
-    char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms;
+    char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms, *family;
 };
 struct services_raw_standby {
-    char *mode, *host, *container, *vm, *address, *prefix, *gateway, *template, *image,
+    char *mode, *host, *container, *vm, *address, *address6, *prefix, *gateway, *template,
+        *image,
         *fallback_host;
 };
 struct services_raw_data {

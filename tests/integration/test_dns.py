@@ -1,6 +1,6 @@
 """DNS UPDATE (src/dns) against the lab's BIND9, driven through vcr-dnsupdate from the
 ASan+UBSan build, inside the lab namespace: a signed update switches the A record, a
-second one replaces it, a wrong key is refused and changes nothing, a server that does
+second one replaces it, one update over IPv6 replaces the A and the AAAA records, a wrong key is refused and changes nothing, a server that does
 not answer is retried and then reported."""
 import json
 import os
@@ -63,6 +63,30 @@ def test_update_replaces_every_a_record(lab):
     rc, _, err = dnsupdate(lab, name, "10.77.0.105", ttl=30)
     assert rc == 0, err
     assert labkit.dig(name) == ["10.77.0.105"]
+
+
+def test_update_over_ipv6_replaces_a_and_aaaa(lab):
+    """One UPDATE sent to BIND's IPv6 address ([fd77::1]:53) replaces both RRsets of a
+    dual-stack name; a v6-only update then leaves the A record alone."""
+    name = fqdn(lab, "dns-dual")
+    server6 = f"[{lab['VCR_LAB_DNS6']}]:{lab.get('VCR_LAB_DNS_PORT') or 53}"
+    script = (f"server {lab['VCR_LAB_DNS']}
+"
+              f"update add {name} 5 AAAA fd77::108
+update add {name} 5 AAAA fd77::109
+send
+")
+    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", lab["VCR_LAB_TSIG_FILE"]]), input=script,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    rc, report, err = dnsupdate(lab, name, "10.77.0.108,fd77::110", server=server6)
+    assert rc == 0 and report["ok"] and report["rcode"] == 0, err
+    assert labkit.dig(name) == ["10.77.0.108"]
+    assert labkit.dig(name, server=lab["VCR_LAB_DNS6"], rtype="AAAA") == ["fd77::110"]
+    rc, _, err = dnsupdate(lab, name, "fd77::111", server=server6)
+    assert rc == 0, err
+    assert labkit.dig(name, rtype="AAAA") == ["fd77::111"]
+    assert labkit.dig(name) == ["10.77.0.108"]
 
 
 def test_wrong_key_is_refused_and_changes_nothing(lab, tmp_path):

@@ -16,6 +16,11 @@ One rig for the module; the scenarios run in file order and hand their state on:
   14 web7 kill -9 -> standby mode cold-vm: VM web7sb (autostart false) booted by a
     vm_start order, served by it; failback stops it again
 
+IPv6 (docs/dns.md): the server listens on [::] (agents and API), host1's agent connects
+to [fd77::1], and web1 is dual-stack (fd77::11, container fd77::31) and probed over
+IPv6 (`check.family: ipv6`, so its hung httpd (3) is found by probes over IPv6): its
+recovery (1) switches the A and the AAAA record in one UPDATE, its failback (7) both back.
+
 Image: `lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent`, with
 VCR_LAB_CACHE pointing where VCR_IT_CACHE (default: the lab's own cache) says."""
 import contextlib
@@ -40,6 +45,8 @@ HEARTBEAT_MS, HOST_TIMEOUT_MS, FENCE_TIMEOUT_MS = 500, 5000, 6000
 PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
           "client_confirmed"]
 SB, SB_INDEX, SB_ADDR = "standby1", 2, "10.77.0.21"
+# web1's IPv6 addresses (the lab's fd77::/64): primary, container.
+WEB1_V6 = ("fd77::11", "fd77::31")
 # name: (host, tap index, address, standby mode, container address)
 WEBS = {
     "web1": ("host1", 0, "10.77.0.11", "warm", "10.77.0.31"),
@@ -73,7 +80,8 @@ def vm_specs(tmp):
     })
     specs = {"host1": [], "host2": [], "host3": []}
     for name, (host, index, address, _, _) in WEBS.items():
-        vm = labkit.vm_entry(name, index, address)
+        vm = labkit.vm_entry(name, index, address,
+                             address6=WEB1_V6[0] if name == "web1" else None)
         vm["image"]["initrd"] = str(web_initrd)
         specs[host].append(vm)
     sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
@@ -97,6 +105,9 @@ def services():
         svc = labkit.service_entry(name, "host1", name, address, mode, "host1", None, sb_address)
         svc["standby"] = {"mode": mode, "host": "host1", "vm": sb_vm, "address": sb_address}
         out.append(svc)
+    out[0]["primary"]["address6"] = f"'{WEB1_V6[0]}'"
+    out[0]["standby"]["address6"] = f"'{WEB1_V6[1]}'"
+    out[0]["check"]["family"] = "ipv6"
     return out
 
 
@@ -106,7 +117,9 @@ class Rig:
         self.vcr = d.vcr
         self.server_config = dict(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS,
                                   fence_timeout_ms=FENCE_TIMEOUT_MS, dns=True,
-                                  services=services())
+                                  services=services(),
+                                  listen=f"[::]:{labkit.SERVER_AGENT_PORT}",
+                                  api="[::]:" + labkit.SERVER_API.rsplit(":", 1)[1])
         self.server = None
         self.agents = {}
 
@@ -150,6 +163,13 @@ def answers(address, name, timeout=1.0):
     return (labkit.http_get(address, timeout=timeout) or "").strip() == name
 
 
+def answers6(address, name, timeout=2.0):
+    """Whether http://[address]/ answers name (curl -g: brackets are no glob)."""
+    r = labkit.ns_run(["curl", "-g", "-s", "-f", "-m", str(timeout), f"http://[{address}]/"],
+                      timeout=timeout + 5)
+    return r.returncode == 0 and r.stdout.strip() == name
+
+
 def client_sees(name, address):
     """What a client does: resolve NAME.vcr.lab, ask the address it got."""
     got = labkit.dig(f"{name}.vcr.lab")
@@ -168,9 +188,13 @@ def rig(lab, tmp_path_factory):
         # container.
         labkit.set_records({**{name: w[2] for name, w in WEBS.items()},
                             **{name: w[1] for name, w in VM_WEBS.items()}})
+        labkit.set_records({"web1": WEB1_V6[0]})
         r.server = d.server(**r.server_config)
         for host in ("host1", "host2", "host3"):
-            r.agents[host] = d.agent(host, specs[host])
+            r.agents[host] = d.agent(
+                host, specs[host],
+                server=f"[{labkit.lab_env()['VCR_LAB_BRIDGE_ADDR6']}]:{labkit.SERVER_AGENT_PORT}"
+                if host == "host1" else None)
         for name in list(WEBS) + [SB] + list(VM_WEBS) + ["web6sb"]:
             d.wait_vm_state(name, "running", BOOT_TIMEOUT)
         for name, address in [(n, w[2]) for n, w in WEBS.items()] + \
@@ -198,6 +222,9 @@ def rig(lab, tmp_path_factory):
         for name in VM_WEBS:
             assert r.wait_state(name, "ok", 30)["served_by"] == "primary"
             assert labkit.dig(f"{name}.vcr.lab") == [VM_WEBS[name][1]]
+        assert labkit.dig("web1.vcr.lab", rtype="AAAA") == [WEB1_V6[0]]
+        labkit.wait_for("web1 to answer on its IPv6 address",
+                        lambda: answers6(WEB1_V6[0], "web1"), 60, interval=0.5)
         yield r
     finally:
         reports = d.stop_all()
@@ -328,6 +355,29 @@ def test_1_vm_kill9_warm(rig, record_property):
     record_property("warm_phases_ms", phases)
     print(f"warm: client-visible recovery {ms} ms; phases {phases}")
     assert "web1-c" in rig.containers()
+    # Dual-stack: the same UPDATE moved the AAAA record; the container answers on it.
+    assert labkit.dig("web1.vcr.lab", rtype="AAAA") == [WEB1_V6[1]]
+    dns = [e for e in rig.phases("web1", since) if e["detail"]["phase"] == "dns_updated"]
+    assert dns and dns[0]["detail"].get("address6") == WEB1_V6[1], dns
+    labkit.wait_for("web1's container to answer on its IPv6 address",
+                    lambda: answers6(WEB1_V6[1], "web1"), 30, interval=0.5)
+
+
+def test_ipv6_api_and_agent_link(rig):
+    """The API over TLS with a token on [::1] (the server listens on [::]); host1's
+    agent holds its mutual-TLS link to [fd77::1]:7070 (the kernel's socket table)."""
+    port = labkit.SERVER_API.rsplit(":", 1)[1]
+    v6 = labkit.Vcr(rig.vcr.bin.rsplit("/src/", 1)[0], api=f"[::1]:{port}")
+    hosts = {h["name"]: h["state"] for h in v6.status()["hosts"]}
+    assert hosts.get("host1") == "connected", hosts
+    bridge6 = labkit.lab_env()["VCR_LAB_BRIDGE_ADDR6"]
+    ss = labkit.ns_run(["ss", "-Htn", "state", "established",
+                        f"( dport = :{labkit.SERVER_AGENT_PORT} )"])
+    assert f"[{bridge6}]:{labkit.SERVER_AGENT_PORT}" in ss.stdout, ss.stdout
+    # Without the token the v6 API refuses, as the v4 one does.
+    r = labkit.ns_run([rig.vcr.bin, "--server", f"[::1]:{port}", "--ca",
+                       labkit.API_CREDENTIALS["ca"], "status"])
+    assert r.returncode != 0 and "401" in (r.stderr + r.stdout), (r.stdout, r.stderr)
 
 
 def test_2_vm_kill9_cold(rig, record_property):
@@ -423,6 +473,8 @@ def test_7_failback(rig):
         phases = [e["detail"]["phase"] for e in rig.phases(name, since, "failback")]
         assert phases[0] == "started" and "primary_started" in phases and \
             phases[-1] == "done", phases
+    # web1's failback moved its AAAA record back with the A record.
+    assert labkit.dig("web1.vcr.lab", rtype="AAAA") == [WEB1_V6[0]]
     # The cold container is gone; the warm one keeps running for the next failure.
     labkit.wait_for("web2-c gone", lambda: "web2-c" not in rig.containers(), 30)
     assert labkit.http_get(WEBS["web2"][4], timeout=1) is None

@@ -59,8 +59,8 @@ static void test_message_is_signed_update_replacing_a_records(void **state)
     cleanup_error vcr_error_t err = NULL;
     cleanup_free uint8_t *wire = NULL;
     size_t len = 0;
-    assert_int_equal(dns_update_message(&cfg, "web1.vcr.lab", 5, "10.77.0.11", &wire, &len, &err),
-                     0);
+    assert_int_equal(
+        dns_update_message(&cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, &wire, &len, &err), 0);
 
     /* The TSIG RR is the one additional record, counted in the header. */
     assert_int_equal(LDNS_ARCOUNT(wire), 1);
@@ -109,6 +109,62 @@ static void test_message_is_signed_update_replacing_a_records(void **state)
     ldns_pkt_free(pkt);
 }
 
+/* A dual-stack name: the A and the AAAA RRsets are each deleted and re-added, in
+ * one message (the server applies it atomically); a v6-only update leaves A alone. */
+static void test_message_replaces_a_and_aaaa_in_one_update(void **state)
+{
+    (void)state;
+    struct dns_update_config cfg = lab_config();
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free uint8_t *wire = NULL;
+    size_t len = 0;
+    assert_int_equal(
+        dns_update_message(&cfg, "web1.vcr.lab", 5, "10.77.0.11", "fd77::11", &wire, &len, &err),
+        0);
+    ldns_pkt *pkt = NULL;
+    assert_int_equal(ldns_wire2pkt(&pkt, wire, len), LDNS_STATUS_OK);
+    ldns_rdf *owner = ldns_dname_new_frm_str("web1.vcr.lab.");
+    assert_int_equal(ldns_update_upcount(pkt), 4);
+    const struct {
+        ldns_rr_type type;
+        ldns_rr_class class;
+        uint32_t ttl;
+        const char *rdata; /* NULL: none (delete the RRset) */
+    } want[] = {
+        {LDNS_RR_TYPE_A, LDNS_RR_CLASS_ANY, 0, NULL},
+        {LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, 5, "10.77.0.11"},
+        {LDNS_RR_TYPE_AAAA, LDNS_RR_CLASS_ANY, 0, NULL},
+        {LDNS_RR_TYPE_AAAA, LDNS_RR_CLASS_IN, 5, "fd77::11"},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        ldns_rr *rr = ldns_rr_list_rr(ldns_pkt_authority(pkt), i);
+        assert_int_equal(ldns_dname_compare(ldns_rr_owner(rr), owner), 0);
+        assert_int_equal(ldns_rr_get_type(rr), want[i].type);
+        assert_int_equal(ldns_rr_get_class(rr), want[i].class);
+        assert_int_equal(ldns_rr_ttl(rr), want[i].ttl);
+        if (want[i].rdata == NULL) {
+            assert_int_equal(ldns_rr_rd_count(rr), 0);
+        } else {
+            cleanup_free char *text = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+            assert_string_equal(text, want[i].rdata);
+        }
+    }
+    assert_true(ldns_pkt_tsig_verify(pkt, wire, len, KEY_NAME, KEY_SECRET, NULL));
+    ldns_pkt_free(pkt);
+    free(wire);
+    wire = NULL;
+
+    assert_int_equal(
+        dns_update_message(&cfg, "web1.vcr.lab", 5, NULL, "fd77::12", &wire, &len, &err), 0);
+    assert_int_equal(ldns_wire2pkt(&pkt, wire, len), LDNS_STATUS_OK);
+    assert_int_equal(ldns_update_upcount(pkt), 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(ldns_rr_get_type(ldns_rr_list_rr(ldns_pkt_authority(pkt), i)),
+                         LDNS_RR_TYPE_AAAA);
+    ldns_pkt_free(pkt);
+    ldns_rdf_deep_free(owner);
+}
+
 /* ---- validation ---- */
 
 struct bad_input {
@@ -117,12 +173,12 @@ struct bad_input {
 };
 
 static void expect_rejected(const struct dns_update_config *cfg, const char *name, long ttl,
-                            const char *addr, const char *expected)
+                            const char *addr, const char *addr6, const char *expected)
 {
     cleanup_error vcr_error_t err = NULL;
     uint8_t *wire = NULL;
     size_t len = 0;
-    assert_int_equal(dns_update_message(cfg, name, ttl, addr, &wire, &len, &err), -1);
+    assert_int_equal(dns_update_message(cfg, name, ttl, addr, addr6, &wire, &len, &err), -1);
     assert_null(wire);
     assert_contains(vcr_error_msg(err), expected);
     assert_int_equal(vcr_error_status(err), EINVAL);
@@ -140,8 +196,8 @@ static void test_message_signed_with_hmac_sha512(void **state)
     cleanup_error vcr_error_t err = NULL;
     uint8_t *wire = NULL;
     size_t len = 0;
-    assert_int_equal(dns_update_message(&cfg, "web1.vcr.lab", 5, "10.77.0.11", &wire, &len, &err),
-                     0);
+    assert_int_equal(
+        dns_update_message(&cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, &wire, &len, &err), 0);
     ldns_pkt *pkt = NULL;
     assert_int_equal(ldns_wire2pkt(&pkt, wire, len), LDNS_STATUS_OK);
     cleanup_free char *alg = ldns_rdf2str(ldns_rr_rdf(ldns_pkt_tsig(pkt), 0));
@@ -156,8 +212,8 @@ static void test_validation_names_field_and_value(void **state)
 {
     (void)state;
     const struct bad_input cases[] = {
-        {"server", "10.0.0", "server: `10.0.0` is not an IPv4 address"},
-        {"server", "::1", "server: `::1` is not an IPv4 address"},
+        {"server", "10.0.0", "server: `10.0.0` is not an IPv4 (A.B.C.D) or IPv6 address"},
+        {"server", "fd77::1::2", "server: `fd77::1::2` is not an IPv4 (A.B.C.D) or IPv6 address"},
         {"algorithm", "hmac-md5",
          "algorithm: `hmac-md5` is not supported; use one of hmac-sha256, hmac-sha512"},
         {"algorithm", "hmac-sha5120", "algorithm: `hmac-sha5120` is not supported"},
@@ -168,10 +224,12 @@ static void test_validation_names_field_and_value(void **state)
         {"name", "evilvcr.lab", "name: `evilvcr.lab` is not inside zone `vcr.lab`"},
         {"addr", "10.77.0.256", "address: `10.77.0.256` is not an IPv4 address"},
         {"addr", "fe80::1", "address: `fe80::1` is not an IPv4 address"},
+        {"addr6", "10.77.0.11", "address6: `10.77.0.11` is not an IPv6 address"},
+        {"addr6", "fd77::1::2", "address6: `fd77::1::2` is not an IPv6 address"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct dns_update_config cfg = lab_config();
-        const char *name = "web1.vcr.lab", *addr = "10.77.0.11";
+        const char *name = "web1.vcr.lab", *addr = "10.77.0.11", *addr6 = NULL;
         const char *f = cases[i].field;
         if (strcmp(f, "server") == 0)
             cfg.server = cases[i].value;
@@ -185,15 +243,19 @@ static void test_validation_names_field_and_value(void **state)
             cfg.key_secret = cases[i].value;
         else if (strcmp(f, "name") == 0)
             name = cases[i].value;
+        else if (strcmp(f, "addr6") == 0)
+            addr6 = cases[i].value;
         else
             addr = cases[i].value;
-        expect_rejected(&cfg, name, 5, addr, cases[i].expected);
+        expect_rejected(&cfg, name, 5, addr, addr6, cases[i].expected);
     }
     struct dns_update_config cfg = lab_config();
-    expect_rejected(&cfg, "web1.vcr.lab", -1, "10.77.0.11",
+    expect_rejected(&cfg, "web1.vcr.lab", -1, "10.77.0.11", NULL,
                     "ttl: `-1` is out of range; use 0..86400");
-    expect_rejected(&cfg, "web1.vcr.lab", 86401, "10.77.0.11",
+    expect_rejected(&cfg, "web1.vcr.lab", 86401, "10.77.0.11", NULL,
                     "ttl: `86401` is out of range; use 0..86400");
+    expect_rejected(&cfg, "web1.vcr.lab", 5, NULL, NULL,
+                    "address: none given; give an IPv4 address, an IPv6 address or both");
 }
 
 static void test_validation_accepts_bounds_and_apex(void **state)
@@ -209,7 +271,8 @@ static void test_validation_accepts_bounds_and_apex(void **state)
         cleanup_error vcr_error_t err = NULL;
         cleanup_free uint8_t *wire = NULL;
         size_t len = 0;
-        int rc = dns_update_message(&cfg, ok[i].name, ok[i].ttl, "10.77.0.11", &wire, &len, &err);
+        int rc =
+            dns_update_message(&cfg, ok[i].name, ok[i].ttl, "10.77.0.11", NULL, &wire, &len, &err);
         if (rc != 0)
             fail_msg("%s ttl %ld: %s", ok[i].name, ok[i].ttl, vcr_error_msg(err));
     }
@@ -222,11 +285,13 @@ static void test_retry_policy_out_of_range_is_rejected(void **state)
     struct dns_update_config cfg = lab_config();
     cfg.retry = (struct dns_retry_policy){.first_timeout_ms = 500, .max_timeout_ms = 100};
     cleanup_error vcr_error_t err = NULL;
-    assert_null(dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, NULL, &err));
+    assert_null(
+        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, NULL, NULL, &err));
     assert_contains(vcr_error_msg(err), "retry.max_timeout_ms: `100` is out of range; use 500..");
     vcr_error_release(&err);
     cfg.retry = (struct dns_retry_policy){.attempts = 11};
-    assert_null(dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, NULL, &err));
+    assert_null(
+        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, NULL, NULL, &err));
     assert_contains(vcr_error_msg(err), "retry.attempts: `11` is out of range; use 1..10");
     event_base_free(base);
 }
@@ -385,7 +450,7 @@ static void test_retries_then_fails_when_nobody_answers(void **state)
     cleanup_error vcr_error_t err = NULL;
     int64_t t0 = vcr_mono_ms();
     assert_non_null(
-        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", on_done, &c, &err));
+        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, on_done, &c, &err));
     assert_false(c.called); /* never from inside the start call */
     run_until_done(base, &c);
     int64_t took = vcr_mono_ms() - t0;
@@ -400,6 +465,34 @@ static void test_retries_then_fails_when_nobody_answers(void **state)
     assert_true(took < 1500);
     assert_int_equal(drain_datagrams(silent), 3);
     free(c.error);
+    event_base_free(base);
+}
+
+/* A DNS server on IPv6: the update's datagrams reach [::1]. */
+static void test_update_reaches_an_ipv6_server(void **state)
+{
+    (void)state;
+    int silent = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(silent >= 0);
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    assert_int_equal(bind(silent, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+    socklen_t slen = sizeof(sin6);
+    assert_int_equal(getsockname(silent, (struct sockaddr *)&sin6, &slen), 0);
+    struct event_base *base = event_base_new();
+    struct dns_update_config cfg = lab_config();
+    cfg.server = "::1";
+    cfg.port = ntohs(sin6.sin6_port);
+    cfg.retry = (struct dns_retry_policy){.attempts = 2, .first_timeout_ms = 20};
+    struct completion c = {0};
+    cleanup_error vcr_error_t err = NULL;
+    assert_non_null(dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", "fd77::11",
+                                     on_done, &c, &err));
+    run_until_done(base, &c);
+    assert_int_equal(c.outcome.attempts, 2);
+    assert_contains(c.error, "no answer from `[::1]:");
+    assert_int_equal(drain_datagrams(silent), 2);
+    free(c.error);
+    close(silent);
     event_base_free(base);
 }
 
@@ -533,7 +626,7 @@ static struct completion exchange_with_fake(enum fake_mode mode, struct dns_retr
     struct completion c = {0};
     cleanup_error vcr_error_t err = NULL;
     assert_non_null(
-        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", on_done, &c, &err));
+        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, on_done, &c, &err));
     run_until_done(base, &c);
     *requests = fake.requests;
     fake_stop(&fake);
@@ -621,7 +714,7 @@ static void test_cancel_frees_without_callback(void **state)
     struct completion c = {0};
     cleanup_error vcr_error_t err = NULL;
     struct dns_update *u =
-        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", on_done, &c, &err);
+        dns_update_start(base, &cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, on_done, &c, &err);
     assert_non_null(u);
     dns_update_cancel(u);
     /* Nothing is left on the loop: it returns at once instead of running timers. */
@@ -640,7 +733,8 @@ static void test_sync_reports_timeout_with_outcome(void **state)
     cfg.retry = (struct dns_retry_policy){.attempts = 2, .first_timeout_ms = 40};
     struct dns_update_outcome outcome;
     cleanup_error vcr_error_t err = NULL;
-    assert_int_equal(dns_update_sync(&cfg, "web1.vcr.lab", 5, "10.77.0.11", &outcome, &err), -1);
+    assert_int_equal(dns_update_sync(&cfg, "web1.vcr.lab", 5, "10.77.0.11", NULL, &outcome, &err),
+                     -1);
     assert_int_equal(vcr_error_status(err), ETIMEDOUT);
     assert_contains(vcr_error_msg(err), "no answer from");
     assert_int_equal(outcome.attempts, 2);
@@ -677,6 +771,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_message_is_signed_update_replacing_a_records),
         cmocka_unit_test(test_message_signed_with_hmac_sha512),
+        cmocka_unit_test(test_message_replaces_a_and_aaaa_in_one_update),
+        cmocka_unit_test(test_update_reaches_an_ipv6_server),
         cmocka_unit_test(test_wire_tsig_count),
         cmocka_unit_test(test_validation_names_field_and_value),
         cmocka_unit_test(test_validation_accepts_bounds_and_apex),

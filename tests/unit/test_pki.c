@@ -54,11 +54,11 @@ static int setup(void **state)
     assert_non_null(mkdtemp(d->a));
     assert_non_null(mkdtemp(d->b));
     cleanup_error vcr_error_t err = NULL;
-    const char *san[] = {"127.0.0.1", "server.lab"};
+    const char *san[] = {"127.0.0.1", "server.lab", "fd77::1"};
     assert_int_equal(pki_init(d->a, "test-ca", &err), 0);
     assert_int_equal(pki_issue(d->a, "node1", false, NULL, 0, &err), 0);
     assert_int_equal(pki_issue(d->a, "node2", false, NULL, 0, &err), 0);
-    assert_int_equal(pki_issue(d->a, "vcr-server", true, san, 2, &err), 0);
+    assert_int_equal(pki_issue(d->a, "vcr-server", true, san, 3, &err), 0);
     assert_int_equal(pki_init(d->b, "other-ca", &err), 0);
     assert_int_equal(pki_issue(d->b, "node1", false, NULL, 0, &err), 0);
     *state = d;
@@ -81,6 +81,7 @@ static void test_name_validity(void **state)
     assert_true(vcr_cert_name_is_valid("node1"));
     assert_true(vcr_cert_name_is_valid("vcr-server.lab.example"));
     assert_true(vcr_cert_name_is_valid("10.77.0.1"));
+    assert_true(vcr_cert_name_is_valid("fd77::1"));
     assert_false(vcr_cert_name_is_valid(""));
     assert_false(vcr_cert_name_is_valid(NULL));
     assert_false(vcr_cert_name_is_valid("Node1"));
@@ -152,6 +153,10 @@ static void test_cert_names(void **state)
     assert_true(proto_tls_cert_names(server, "server.lab"));
     assert_true(proto_tls_cert_names(server, "127.0.0.1"));
     assert_false(proto_tls_cert_names(server, "127.0.0.2"));
+    /* An IPv6 SAN is an IP entry, matched in any spelling of the address. */
+    assert_true(proto_tls_cert_names(server, "fd77::1"));
+    assert_true(proto_tls_cert_names(server, "fd77:0::0:1"));
+    assert_false(proto_tls_cert_names(server, "fd77::2"));
     assert_false(proto_tls_cert_names(server, "node1"));
     X509_free(server);
 }

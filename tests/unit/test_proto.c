@@ -290,7 +290,15 @@ static void test_parse_host_port(void **state)
         {"127.0.0.1", NULL, 0, "expected HOST:PORT"},
         {":7070", NULL, 0, "host is empty"},
         {"300.1.2.3:7070", NULL, 0, "not a valid IPv4"},
-        {"::1:7070", NULL, 0, "IPv6"},
+        {"::1:7070", NULL, 0, "brackets before the port, e.g. [::1]:7070"},
+        {"[::1]:7070", "::1", 7070, NULL},
+        {"[::]:1", "::", 1, NULL},
+        {"[fd77::1]:65535", "fd77::1", 65535, NULL},
+        {"[fd77::1]", NULL, 0, "expected [IPV6]:PORT"},
+        {"[fd77::1]7070", NULL, 0, "expected [IPV6]:PORT"},
+        {"[10.77.0.1]:7070", NULL, 0, "`10.77.0.1` is not a valid IPv6 address"},
+        {"[fd77::1::2]:7070", NULL, 0, "not a valid IPv6 address"},
+        {"[::1]:0", NULL, 0, "out of range"},
         {"bad host:7070", NULL, 0, "not a host name"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

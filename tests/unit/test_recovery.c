@@ -144,6 +144,37 @@ static void test_config_services_valid(void **state)
     remove_dir();
 }
 
+/* A dual-stack service: address6 on both sides; `check.family: ipv6` probes the
+ * primary's IPv6 address. */
+static void test_config_services_dual_stack(void **state)
+{
+    (void)state;
+    make_dir();
+    char fmt[2048];
+    snprintf(fmt, sizeof(fmt), "%s", DNS_OK SERVICE_OK);
+    const char *edits[][2] = {
+        {"port: 80}", "port: 80, address6: 'fd77::11'}"},
+        {"failures: 3}", "failures: 3, family: ipv6}"},
+        {"address: 10.77.0.31}", "address: 10.77.0.31, address6: 'fd77::31'}"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        char *at = strstr(fmt, edits[i][0]);
+        assert_non_null(at);
+        char rest[2048];
+        snprintf(rest, sizeof(rest), "%s", at + strlen(edits[i][0]));
+        snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s%s", edits[i][1], rest);
+    }
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(fmt, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->services[0].primary.address6, "fd77::11");
+    assert_string_equal(cfg->services[0].standby.address6, "fd77::31");
+    assert_true(cfg->services[0].check.ipv6);
+    server_config_free(cfg);
+    remove_dir();
+}
+
 /* The VM standby modes (standby_mode.h): standby.vm of host agent
  * standby.host; every container-only field is refused by name. */
 #define VM_STANDBY "mode: warm-vm, host: node2, vm: web1-sb,"
@@ -218,6 +249,22 @@ static void test_config_services_each_bad_field(void **state)
     EXPECT_BAD("address: 10.77.0.31", "address: 10.77.0.11", "`services[0].standby.address`",
                "primary's address");
     EXPECT_BAD("container: web1-c,", "", "`services[0].standby.container`", "missing");
+    EXPECT_BAD("port: 80}", "port: 80, address6: 'fd77::11'}", "`services[0].primary.address6`",
+               "one side only", "`standby.address6`");
+    EXPECT_BAD("address: 10.77.0.31}", "address: 10.77.0.31, address6: 'fd77::31'}",
+               "`services[0].standby.address6`", "one side only");
+    EXPECT_BAD("failures: 3}", "failures: 3, family: ipv7}", "`services[0].check.family`",
+               "`ipv7` is not an address family; allowed: ipv4, ipv6");
+    EXPECT_BAD("failures: 3}", "failures: 3, family: ipv6}", "`services[0].check.family`",
+               "without `primary.address6`");
+    EXPECT_BAD("port: 80}", "port: 80, address6: 10.77.0.12}", "`services[0].primary.address6`",
+               "`10.77.0.12` is not an IPv6 address");
+    EXPECT_BAD("port: 80}\n    check: {type: http, path: /, interval_ms: 500, timeout_ms: 300, "
+               "failures: 3}\n    standby: {mode: warm, host: sb1, container: web1-c, address: "
+               "10.77.0.31}",
+               "port: 80, address6: 'fd77::11'}\n    standby: {mode: warm, host: sb1, container: "
+               "web1-c, address: 10.77.0.31, address6: 'fd77::11'}",
+               "`services[0].standby.address6`", "is the primary's address6 too");
     EXPECT_BAD("dns_name: web1.vcr.lab\n", "dns_name: web1.vcr.lab\n    takeover: arp\n",
                "`services[0].takeover`", "`arp`", "dns, address, both");
     EXPECT_BAD("address: 10.77.0.31}\n", "address: 10.78.0.31}\n    takeover: both\n",
@@ -400,6 +447,7 @@ struct fake_dns {
     bool apply_silently;    /* UPDATEs are applied but never answered (a stopped named's queue) */
     bool mute_after_update; /* queries go unanswered once an UPDATE was answered */
     char address[32];       /* the A record of the service name, "" for none */
+    char address6[64];      /* its AAAA record, "" for none */
     unsigned updates;
     int64_t first_update_mono;
 };
@@ -436,9 +484,15 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
         ldns_rr_list *upd = ldns_pkt_authority(req);
         for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++) {
             ldns_rr *rr = ldns_rr_list_rr(upd, i);
+            bool aaaa = ldns_rr_get_type(rr) == LDNS_RR_TYPE_AAAA;
+            if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_ANY && aaaa)
+                d->address6[0] = '\0';
             if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_IN && ldns_rr_rd_count(rr) == 1) {
                 char *a = ldns_rdf2str(ldns_rr_rdf(rr, 0));
-                snprintf(d->address, sizeof(d->address), "%s", a);
+                if (aaaa)
+                    snprintf(d->address6, sizeof(d->address6), "%s", a);
+                else
+                    snprintf(d->address, sizeof(d->address), "%s", a);
                 free(a);
             }
         }
@@ -899,6 +953,7 @@ struct harness {
     const char *check;         /* the service's check: {...}; NULL: an http check every 100 ms */
     const char *standby_extra; /* more members of its standby mapping (", key: value") */
     const char *service_extra; /* more lines of the service ("    key: value\n") */
+    const char *primary_extra; /* more members of its primary mapping (", key: value") */
     /* What sb1 reports and does from its hello on: its containers (stolen by
      * agents_up; NULL: web1-c running for a warm service, none for a cold one,
      * as after a provisioning or before a recovery), refused orders, held orders. */
@@ -950,11 +1005,12 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "services:\n"
                          "  - name: web1\n"
                          "    dns_name: web1.vcr.lab\n"
-                         "    primary: {host: node1, vm: web1, address: " PRIMARY ", port: %u}\n"
+                         "    primary: {host: node1, vm: web1, address: " PRIMARY ", port: %u%s}\n"
                          "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
                          ", template: busybox%s}\n%s",
                          dir, extra, h->dns.port, dir, h->port,
+                         h->primary_extra ? h->primary_extra : "",
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
                          mode, h->standby_extra ? h->standby_extra : "",
                          h->service_extra ? h->service_extra : "") > 0);
@@ -1159,6 +1215,33 @@ static void test_vm_crash_warm(void **state)
         if (m.text == NULL || strstr(m.text, shown[i]) == NULL)
             fail_msg("GET /metrics lacks `%s`", shown[i]);
     free(m.text);
+    harness_stop(&h);
+}
+
+/* A dual-stack service: the switch moves the AAAA record with the A record (one
+ * UPDATE, the fake server applies both), and failback moves both back. */
+static void test_dual_stack_switch_moves_a_and_aaaa(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.primary_extra = ", address6: 'fd77::11'";
+    h.standby_extra = ", address6: 'fd77::31'";
+    server_up(&h, "warm", "");
+    agents_up(&h, "running");
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_string_equal(h.dns.address, CONTAINER);
+    assert_string_equal(h.dns.address6, "fd77::31");
+    assert_int_equal(h.dns.updates, 1);
+    cleanup_json json_t *s = service_json(&h);
+    json_t *timeline = json_object_get(json_object_get(s, "recovery"), "timeline");
+    json_t *dns = NULL;
+    for (size_t i = 0; i < json_array_size(timeline); i++)
+        if (json_object_get(json_array_get(timeline, i), "address6"))
+            dns = json_array_get(timeline, i);
+    assert_non_null(dns);
+    assert_string_equal(json_string_value(json_object_get(dns, "address6")), "fd77::31");
     harness_stop(&h);
 }
 
@@ -2052,6 +2135,48 @@ static void test_check_redis(void **state)
             assert_contains(seen.why, "-LOADING");
         service_stop(&svc);
     }
+    event_base_free(base);
+}
+
+/* A probe reaches an IPv6 address: a listener on [::1] is healthy, the same
+ * port once closed is unhealthy, named as [::1]:PORT. */
+static void test_check_reaches_ipv6(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    int lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    socklen_t slen = sizeof(sin6);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin6, &slen), 0);
+    uint16_t port = ntohs(sin6.sin6_port);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            close(lfd);
+        struct check_target t = {.address = "::1", .port = port, .timeout_ms = 2000};
+        struct check_seen seen = {0};
+        cleanup_error vcr_error_t err = NULL;
+        assert_non_null(check_start(base, &t, on_check_seen, &seen, &err));
+        int64_t deadline = vcr_mono_ms() + 3000;
+        while (!seen.done && vcr_mono_ms() < deadline) {
+            struct timeval tick = {0, 5000};
+            event_base_loopexit(base, &tick);
+            event_base_dispatch(base);
+        }
+        assert_true(seen.done);
+        assert_int_equal(seen.outcome, round == 0 ? CHECK_HEALTHY : CHECK_UNHEALTHY);
+        if (round == 1) {
+            char where[32];
+            snprintf(where, sizeof(where), "[::1]:%u: ", port);
+            assert_contains(seen.why, where);
+        }
+    }
+    struct check_target bad = {.address = "fd77::1::2", .port = 80, .timeout_ms = 100};
+    cleanup_error vcr_error_t err = NULL;
+    assert_null(check_start(base, &bad, on_check_seen, NULL, &err));
+    assert_contains(vcr_error_msg(err), "`fd77::1::2` is not an IPv4 or IPv6 address");
     event_base_free(base);
 }
 
@@ -3278,12 +3403,15 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_services_valid),
+        cmocka_unit_test(test_config_services_dual_stack),
         cmocka_unit_test(test_config_services_each_bad_field),
         cmocka_unit_test(test_config_vm_standby_modes),
         cmocka_unit_test(test_config_images_valid),
         cmocka_unit_test(test_config_images_each_bad_field),
         cmocka_unit_test(test_config_fence_timeout_bounds),
         cmocka_unit_test(test_vm_crash_warm),
+        cmocka_unit_test(test_dual_stack_switch_moves_a_and_aaaa),
+        cmocka_unit_test(test_check_reaches_ipv6),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
         cmocka_unit_test(test_host_lost_waits_fence_timeout),
         cmocka_unit_test(test_unanswered_kill_cuts_the_host_off_then_waits),

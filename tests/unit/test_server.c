@@ -37,6 +37,7 @@
 #include "pki/pki.h"
 #include "proto/proto.h"
 #include "server/agents.h"
+#include "common/hostport.h"
 #include "server/api.h"
 #include "server/api_auth.h"
 #include "server/api_priv.h"
@@ -299,7 +300,10 @@ static void test_config_bad_listen_address(void **state)
     (void)state;
     EXPECT_CONFIG_ERROR("listen: 300.1.2.3:7070\n", "`listen`", "300.1.2.3",
                         "not a valid IPv4 address");
-    EXPECT_CONFIG_ERROR("listen: localhost:7070\n", "`listen`", "localhost", "IPv4 address");
+    EXPECT_CONFIG_ERROR("listen: localhost:7070\n", "`listen`", "localhost",
+                        "IPv4 or IPv6 address");
+    EXPECT_CONFIG_ERROR("listen: '::1:7070'\n", "`listen`", "brackets before the port");
+    EXPECT_CONFIG_ERROR("api: '[::g]:7070'\n", "`api`", "`::g` is not a valid IPv6 address");
     EXPECT_CONFIG_ERROR("listen: 127.0.0.1\n", "`listen`", "127.0.0.1", "HOST:PORT");
     EXPECT_CONFIG_ERROR("api: ''\n", "`api`", "HOST:PORT");
 }
@@ -974,15 +978,21 @@ static const struct proto_conn_ops agent_ops = {
     .closed = agent_closed,
 };
 
-static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t port, json_t *hello)
+static void agent_start_at(struct fake_agent *a, struct event_base *base, const char *host,
+                           uint16_t port, json_t *hello)
 {
-    char addr[32];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    char addr[64];
+    vcr_host_port_format(host, port, addr, sizeof(addr));
     a->received = json_array();
     a->hello = hello;
     cleanup_error vcr_error_t err = NULL;
     a->conn = proto_conn_connect(base, addr, NULL, NULL, &agent_ops, a, &err);
     assert_non_null(a->conn);
+}
+
+static void agent_start(struct fake_agent *a, struct event_base *base, uint16_t port, json_t *hello)
+{
+    agent_start_at(a, base, "127.0.0.1", port, hello);
 }
 
 static void agent_stop(struct fake_agent *a)
@@ -1940,6 +1950,39 @@ static bool raw_read_to_eof(void *arg)
     }
 }
 
+/* The agent port and the API bound on IPv6 ([::1]:PORT in the configuration); an
+ * agent connecting to [::1] is welcomed. */
+static void test_e2e_ipv6_listeners(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "listen: '[::1]:7070'\napi: '[::1]:7071'\n");
+    assert_string_equal(h.cfg->listen_host, "::1");
+    assert_string_equal(h.cfg->api_host, "::1");
+    agent_start_at(&h.agent, h.base, "::1", server_agent_port(h.srv), hello_msg("node1"));
+    assert_true(run_until(h.base, got_welcome, &h));
+    assert_non_null(agent_got(&h.agent, "welcome"));
+    struct inv_host *host = inventory_find_host(server_inventory(h.srv), "node1");
+    assert_int_equal(host->state, INV_HOST_CONNECTED);
+    /* The API answers a TCP connection on [::1] only (not on 127.0.0.1). */
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6,
+                                .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+                                .sin6_port = htons(server_api_port(h.srv))};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+    close(fd);
+    harness_stop(&h);
+
+    /* On [::] the API takes IPv4 clients as well: one that connects to 127.0.0.1
+     * and names it in Host passes the Host check (the socket's own address is
+     * ::ffff:127.0.0.1). */
+    harness_start(&h, "api: '[::]:7071'\n");
+    struct http_call call;
+    http_expect(&h, EVHTTP_REQ_GET, "/v1/status", 200, NULL, &call);
+    http_finish(&call);
+    harness_stop(&h);
+}
+
 /* A client that does not read is dropped once SSE_BUFFER_MAX bytes wait for it:
  * the server's memory stays bounded and the loop never waits for it. */
 static void test_e2e_slow_stream_is_dropped(void **state)
@@ -2313,6 +2356,7 @@ int main(void)
         cmocka_unit_test(test_inventory_ram_backing_in_status),
         cmocka_unit_test(test_inventory_warm_restart_deadline),
         cmocka_unit_test(test_e2e_hello_and_vm_event),
+        cmocka_unit_test(test_e2e_ipv6_listeners),
         cmocka_unit_test(test_e2e_message_before_hello_rejected),
         cmocka_unit_test(test_e2e_bad_hello_rejected),
         cmocka_unit_test(test_e2e_challenge),

@@ -73,6 +73,18 @@ static void test_config_items_for_a_container(void **state)
     assert_string_equal(item(items, n, "lxc.uts.name"), "web1ct");
     /* No AppArmor profile: CRIU restore fails with one (LAB-NOTES). */
     assert_null(item(items, n, "lxc.apparmor.profile"));
+    assert_null(item(items, n, "lxc.net.0.ipv6.address"));
+
+    /* A dual-stack service's container gets its IPv6 address too (/64 unless told). */
+    json_object_set_new(msg, "address6", json_string("fd77::31"));
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    n = standby_ct_config(&spec, &p, items);
+    assert_string_equal(item(items, n, "lxc.net.0.ipv6.address"), "fd77::31/64");
+    assert_string_equal(item(items, n, "lxc.net.0.ipv4.address"), "10.77.0.31/24");
+    json_object_set_new(msg, "address6", json_string("fd77::31/112"));
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    n = standby_ct_config(&spec, &p, items);
+    assert_string_equal(item(items, n, "lxc.net.0.ipv6.address"), "fd77::31/112");
 }
 
 static void test_spec_defaults_and_errors(void **state)
@@ -94,11 +106,10 @@ static void test_spec_defaults_and_errors(void **state)
     assert_null(item(items, n, "lxc.net.0.ipv4.gateway"));
 
     static const char *const bad[][2] = {
-        {"address", "10.77.0.300"},
-        {"address", "10.0.0.1/33"},
-        {"gateway", "gw"},
-        {"template", "../etc"},
-        {"name", "a/b"},
+        {"address", "10.77.0.300"},  {"address", "10.0.0.1/33"},
+        {"gateway", "gw"},           {"address6", "10.0.0.5"},
+        {"address6", "fd77::1/129"}, {"address6", "fd77::1::2"},
+        {"template", "../etc"},      {"name", "a/b"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cleanup_json json_t *m = json_pack("{s:s, s:s}", "name", "c1", "address", "10.0.0.5");

@@ -49,6 +49,8 @@ struct standby_ct_spec {
     char address[16];  /* dotted quad */
     int prefix;        /* 1..32 */
     char gateway[16];  /* dotted quad, or "" for none */
+    char address6[46]; /* an IPv6 address too, or "" for none */
+    int prefix6;       /* 1..128 */
     char template[65]; /* a directory name under LIB_DIR/templates (no image) */
     bool has_image;    /* made from image, not from template */
     struct standby_image_ref image;

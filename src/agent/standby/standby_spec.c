@@ -105,7 +105,7 @@ static int get_image(json_t *v, struct standby_image_ref *img, vcr_error_t *err)
 
 int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_error_t *err)
 {
-    struct standby_ct_spec s = {.prefix = 24};
+    struct standby_ct_spec s = {.prefix = 24, .prefix6 = 64};
     const char *name_key = json_object_get(msg, "name") ? "name" : "vm";
     if (get_name(msg, name_key, true, NULL, s.name, sizeof(s.name), err) < 0 ||
         get_name(msg, "service", false, s.name, s.service, sizeof(s.service), err) < 0 ||
@@ -155,6 +155,27 @@ int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_err
             return vcr_error_make(err, EINVAL, "gateway: `%.40s` is not an IPv4 address",
                                   json_is_string(gw) ? json_string_value(gw) : "(not a string)");
         snprintf(s.gateway, sizeof(s.gateway), "%s", json_string_value(gw));
+    }
+    json_t *addr6 = json_object_get(msg, "address6");
+    if (addr6 && !json_is_null(addr6)) {
+        char buf6[64];
+        struct in6_addr a6;
+        snprintf(buf6, sizeof(buf6), "%s", json_is_string(addr6) ? json_string_value(addr6) : "");
+        char *slash6 = strchr(buf6, '/');
+        if (slash6) {
+            *slash6 = '\0';
+            char *end;
+            long p = strtol(slash6 + 1, &end, 10);
+            if (slash6[1] == '\0' || *end != '\0' || p < 1 || p > 128)
+                return vcr_error_make(err, EINVAL, "address6: `%.60s`: the prefix must be 1..128",
+                                      json_string_value(addr6));
+            s.prefix6 = (int)p;
+        }
+        if (strlen(buf6) >= sizeof(s.address6) || inet_pton(AF_INET6, buf6, &a6) != 1)
+            return vcr_error_make(err, EINVAL, "address6: `%.60s` is not an IPv6 address",
+                                  json_is_string(addr6) ? json_string_value(addr6)
+                                                        : "(not a string)");
+        snprintf(s.address6, sizeof(s.address6), "%s", buf6);
     }
     *spec = s;
     return 0;
@@ -226,6 +247,8 @@ size_t standby_ct_config(const struct standby_ct_spec *spec, const struct standb
     add(items, &n, "lxc.net.0.ipv4.address", "%s/%d", spec->address, spec->prefix);
     if (spec->gateway[0])
         add(items, &n, "lxc.net.0.ipv4.gateway", "%s", spec->gateway);
+    if (spec->address6[0])
+        add(items, &n, "lxc.net.0.ipv6.address", "%s/%d", spec->address6, spec->prefix6);
     add(items, &n, "lxc.mount.auto", "proc:mixed sys:ro");
     add(items, &n, "lxc.autodev", "1");
     add(items, &n, "lxc.tty.max", "0");

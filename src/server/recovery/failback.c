@@ -105,7 +105,7 @@ static void on_failback_probe(enum check_outcome outcome, const char *why, const
     }
     s->error[0] = '\0';
     failback_record(s, "primary_ok", NULL);
-    if (recovery_dns_switch(s, s->cfg->primary.address) < 0)
+    if (recovery_dns_switch(s, s->cfg->primary.address, s->cfg->primary.address6) < 0)
         failback_fail(s, s->error);
 }
 

@@ -325,13 +325,15 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
         return;
     }
     s->on_standby = true;
-    recovery_phase_done(s, PH_DNS_UPDATED,
-                        json_pack("{s:s, s:s, s:i, s:f}", "name", s->cfg->dns_name, "address",
-                                  s->cfg->standby.address, "attempts", (int)outcome->attempts,
-                                  "dns_ms", outcome->elapsed_ms));
+    json_t *detail = json_pack("{s:s, s:s, s:i, s:f}", "name", s->cfg->dns_name, "address",
+                               s->cfg->standby.address, "attempts", (int)outcome->attempts,
+                               "dns_ms", outcome->elapsed_ms);
+    if (detail && s->cfg->standby.address6)
+        json_object_set_new(detail, "address6", json_string(s->cfg->standby.address6));
+    recovery_phase_done(s, PH_DNS_UPDATED, detail);
 }
 
-int recovery_dns_switch(struct svc *s, const char *address)
+int recovery_dns_switch(struct svc *s, const char *address, const char *address6)
 {
     const struct dns_settings *d = s->rc->cfg->dns;
     struct dns_update_config dc = {
@@ -343,8 +345,8 @@ int recovery_dns_switch(struct svc *s, const char *address)
         .algorithm = d->key_algorithm,
     };
     cleanup_error vcr_error_t err = NULL;
-    s->dns = dns_update_start(s->rc->base, &dc, s->cfg->dns_name, s->cfg->ttl, address, on_dns_done,
-                              s, &err);
+    s->dns = dns_update_start(s->rc->base, &dc, s->cfg->dns_name, s->cfg->ttl, address, address6,
+                              on_dns_done, s, &err);
     if (s->dns == NULL) {
         snprintf(s->error, sizeof(s->error), "DNS update: %s", vcr_error_msg(err));
         return -1;

@@ -66,6 +66,8 @@ json_t *recovery_container_members(const struct svc *s)
     json_t *members =
         json_pack("{s:s, s:s, s:s, s:i, s:b}", "name", c->standby.container, "service", c->name,
                   "address", c->standby.address, "prefix", (int)c->standby.prefix, "start", 1);
+    if (members && c->standby.address6)
+        json_object_set_new(members, "address6", json_string(c->standby.address6));
     if (members && c->standby.gateway)
         json_object_set_new(members, "gateway", json_string(c->standby.gateway));
     if (members && c->standby.template)
@@ -80,7 +82,9 @@ struct check_target recovery_primary_check(const struct svc *s, const char *addr
 {
     return (struct check_target){
         .type = s->cfg->check.type,
-        .address = address ? address : s->cfg->primary.address,
+        .address = address              ? address
+                   : s->cfg->check.ipv6 ? s->cfg->primary.address6
+                                        : s->cfg->primary.address,
         .port = s->cfg->primary.port,
         .path = s->cfg->check.path,
         .timeout_ms = s->cfg->check.timeout_ms,

@@ -173,8 +173,9 @@ void recovery_cancel_io(struct svc *s);
 /* The address clients reach the recovered service at: the container's own,
  * or the primary's when only the address is taken over (the name stays). */
 const char *recovery_served_address(const struct svc *s);
-/* Starts the DNS UPDATE of the service's name to address (on_dns_done). */
-int recovery_dns_switch(struct svc *s, const char *address);
+/* Starts the DNS UPDATE of the service's name to address (A) and address6 (AAAA,
+ * NULL: none), in one message (on_dns_done). */
+int recovery_dns_switch(struct svc *s, const char *address, const char *address6);
 const char *recovery_container_host(const struct svc *s);
 /* The VM modes' standby VM as its connected host agent (standby.host)
  * reports it; NULL when that host is not connected or does not list it. */
@@ -202,7 +203,8 @@ void recovery_store_load(struct svc *s);
  * standby_cold.c) */
 /* The container's spec as container_create/start orders carry it (new reference). */
 json_t *recovery_container_members(const struct svc *s);
-/* The service's check aimed at its primary (address NULL) or at address. */
+/* The service's check aimed at its primary (address NULL: primary.address, or
+ * primary.address6 with `check.family: ipv6`) or at address. */
 struct check_target recovery_primary_check(const struct svc *s, const char *address);
 /* A container that runs already counts as ready on standby.host only if
  * running_counts (warm); on standby.fallback_host it always does. */
