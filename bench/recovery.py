@@ -71,7 +71,7 @@ Guests (--guest; `make bench-recovery GUEST=debian`, or `make bench-recovery-deb
                      figures of recovery.csv beside them.
 
 --modes runs some modes only; with --merge the rows of the other modes are kept from the
-existing CSV (and, Debian, their lab holds and cost figures from the .json beside it), so
+existing CSV (and their lab holds and cost figures from the .json beside it), so
 each mode group can be run in a lab hold of its own (`make bench-recovery GUEST=debian
 MODES=warm-vm,cold-vm MERGE=1`).  With the Debian guests only the VMs of the modes run
 are started.
@@ -949,9 +949,10 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
         w.writeheader()
         for r in rows:
             w.writerow(r)
-    if GUEST != "busybox":
-        with open(out_path("json"), "w") as f:
-            json.dump(meta, f, indent=1)
+    # Both guests: without it a --merge run of some modes lost the standby cost (measured
+    # with warm-container) and the other modes' lab holds.
+    with open(out_path("json"), "w") as f:
+        json.dump(meta, f, indent=1)
     med = medians(rows)
     mach = harness.machine()
     stem = GUESTS[GUEST]["out"]
@@ -986,6 +987,12 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
                  f"{mach['kernel']}; load average (1, 5, 15 min) at the end {mach['load']}, "
                  "the bench's own VMs included; shared machine: other jobs ran beside it "
                  "(each run's 1-min load at the kill is in the CSV, `load1`)")
+        if len(meta["holds"]) > 1:
+            L.append("- Load average (1, 5, 15 min) per lab hold (`--merge`):")
+            for h in meta["holds"]:
+                L.append(f"  - {', '.join(h['modes'])} ({h['runs']} run(s) each), "
+                         f"{h['start']}-{h.get('end', '?')} UTC: load {h['load_start']} at "
+                         f"the start, {h.get('load_end', '?')} at the end")
         L.append(f"- Primary VMs: {PRIMARY_MB} MB, 1 vCPU, busybox guest, httpd on :80. Standby "
                  f"and recovery VMs: {STANDBY_MB} MB, 1 vCPU, initrd-standby.img (LXC 5.0.2), "
                  "containers from the busybox template on an overlay.\n")
@@ -1166,8 +1173,7 @@ def write_report(rows, args, cost, failures, elapsed, partial, meta):
         L.extend(f"- {n}" for n in NOTES)
         L.append("")
     L.append(f"Files: `{stem}.csv` (every run: " + ", ".join(COLS) + f"), `{stem}.png`"
-             + (f", `{stem}.json` (lab holds, cost figures; `--merge` reads it)." if debian
-                else "."))
+             + f", `{stem}.json` (lab holds, cost figures; `--merge` reads it).")
     with open(out_path("md"), "w") as f:
         f.write("\n".join(L) + "\n")
     plot(med)
