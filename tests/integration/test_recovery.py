@@ -633,7 +633,7 @@ def check_recovered_on_vm(r, name, since):
     s = r.wait_state(name, "recovered")
     assert s["served_by"] == "standby" and s["address"] == sb_address, s
     assert s["standby"]["mode"] == mode and s["standby"]["kind"] == "vm", s["standby"]
-    assert s["standby"]["vm"] == sb_vm and "container" not in s["standby"], s["standby"]
+    assert s["standby"]["vm"] == sb_vm and s["standby"].get("container") is None, s["standby"]
     events = r.phases(name, since)
     assert [e["detail"]["phase"] for e in events] == PHASES, events
     assert all(e["detail"]["mode"] == mode for e in events), events
