@@ -98,7 +98,9 @@ void warm_gate_hold(struct host_vm *vm)
  * thread of both QEMUs runs at nice HOST_VM_WARM_PAUSE_NICE (CFS gives a
  * thread about 9x the time of one at 0), and goes back to the agent's own
  * nice after (at the end of every restart, whichever way it ends, and of a
- * takeover).  Linux keeps a nice value per thread: each one is set. */
+ * takeover).  Linux keeps a nice value per thread: each one is set.  The
+ * agent's event loop thread, which takes the pause's steps, is raised with
+ * them. */
 static int nice_threads(pid_t pid, int nice)
 {
     char dir[64];
@@ -121,13 +123,32 @@ static int nice_threads(pid_t pid, int nice)
     return rc;
 }
 
+/* The agent's own nice, before it raised its event loop's for a pause. */
+static int agent_nice;
+static int agent_boosts; /* pauses under way with the loop raised */
+
 void warm_pause_priority(struct host_vm *vm, bool boost)
 {
     struct host_vm_warm *w = vm->warm;
+    /* The agent's loop takes each step of the pause (the state is in: kill,
+     * `cont`): it runs raised too while a pause is under way. */
+    if (boost && !w->boosted) {
+        if (agent_boosts++ == 0) {
+            errno = 0;
+            int own = getpriority(PRIO_PROCESS, 0);
+            agent_nice = errno ? 0 : own;
+            setpriority(PRIO_PROCESS, 0, HOST_VM_WARM_PAUSE_NICE);
+        }
+        w->boosted = true;
+    } else if (!boost && w->boosted) {
+        if (--agent_boosts == 0)
+            setpriority(PRIO_PROCESS, 0, agent_nice);
+        w->boosted = false;
+    }
     /* Back to the agent's own (which QEMU inherits), also after a takeover:
      * the agent that boosted them may have died mid-way. */
     errno = 0;
-    int own = getpriority(PRIO_PROCESS, 0);
+    int own = agent_boosts ? agent_nice : getpriority(PRIO_PROCESS, 0);
     int nice = boost ? HOST_VM_WARM_PAUSE_NICE : errno ? 0 : own;
     pid_t pids[] = {vm->proc ? vm->pid : 0, w->next ? w->next_pid : 0};
     for (size_t i = 0; i < sizeof(pids) / sizeof(pids[0]); i++)

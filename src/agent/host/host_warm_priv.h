@@ -73,6 +73,7 @@ struct host_vm_warm {
     bool old_gone;                  /* W_HANDOVER: the old QEMU's exit was seen */
     bool resumed;                   /* W_HANDOVER: the new QEMU answered `cont` */
     bool was_paused;                /* the VM was paused when the order came */
+    bool boosted;                   /* counted in the agent's raised nice (host_warm_gate.c) */
     struct warm_journal journal;
     struct host_vm_warm_result result;
 };
