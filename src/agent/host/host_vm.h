@@ -100,9 +100,6 @@ const char *host_vm_qemu(const struct host_vm *vm);
  * host is starting (host_warm_gate.c, "the pause gate"); a restart whose
  * new QEMU is ready waits at most this long for that. */
 #define HOST_VM_WARM_HOLD_MS 5000
-/* From the gate to `cont`, both QEMUs of the guest being paused run at this
- * nice value, ahead of the other guests (host_warm_gate.c). */
-#define HOST_VM_WARM_PAUSE_NICE -10
 
 /* An agent that finds an unfinished warm restart at start finishes or rolls
  * it back only if it began less than this long ago; later, the server has

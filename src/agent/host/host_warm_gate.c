@@ -8,20 +8,13 @@
  * with other pauses.  An order that arrives while a guest is paused starts its
  * QEMU at once (not held back).  One agent serves one host: the gate is the
  * process's. */
-#include <dirent.h>
-#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
 
 #include <event2/event.h>
 
 #include "agent/host/host_vm.h"
 #include "agent/host/host_warm_priv.h"
-#include "common/log.h"
 
 static int gate_launching; /* restarts whose new QEMU is starting */
 static int gate_pausing;   /* guests paused for a restart now */
@@ -88,50 +81,4 @@ void warm_gate_hold(struct host_vm *vm)
                          .tv_usec = (HOST_VM_WARM_HOLD_MS % 1000) * 1000};
     evtimer_add(w->launch_timer, &tv);
     gate_release();
-}
-
-/* --- the pause's share of the CPU ---
- * The gate keeps start-ups and other pauses away from a pause, not the other
- * guests, which run on: on two cores, five TCG guests serving requests leave
- * the two QEMUs that move one guest's state a fraction of the time they need,
- * and its pause grows several times over.  So, from the gate to `cont`, every
- * thread of both QEMUs runs at nice HOST_VM_WARM_PAUSE_NICE (CFS gives a
- * thread about 9x the time of one at 0), and goes back to the agent's own
- * nice after (at the end of every restart, whichever way it ends, and of a
- * takeover).  Linux keeps a nice value per thread: each one is set. */
-static int nice_threads(pid_t pid, int nice)
-{
-    char dir[64];
-    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return -1;
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        char *end;
-        long tid = strtol(e->d_name, &end, 10);
-        if (e->d_name[0] == '.' || *end != '\0' || tid <= 0)
-            continue;
-        /* A thread that ended meanwhile is no failure. */
-        if (setpriority(PRIO_PROCESS, (id_t)tid, nice) < 0 && errno != ESRCH)
-            rc = -1;
-    }
-    closedir(d);
-    return rc;
-}
-
-void warm_pause_priority(struct host_vm *vm, bool boost)
-{
-    struct host_vm_warm *w = vm->warm;
-    /* Back to the agent's own (which QEMU inherits), also after a takeover:
-     * the agent that boosted them may have died mid-way. */
-    errno = 0;
-    int own = getpriority(PRIO_PROCESS, 0);
-    int nice = boost ? HOST_VM_WARM_PAUSE_NICE : errno ? 0 : own;
-    pid_t pids[] = {vm->proc ? vm->pid : 0, w->next ? w->next_pid : 0};
-    for (size_t i = 0; i < sizeof(pids) / sizeof(pids[0]); i++)
-        if (pids[i] > 0 && nice_threads(pids[i], nice) < 0)
-            log_warn("VM %s: qemu pid %d: nice %d: %s", vm->spec->name, (int)pids[i], nice,
-                     strerror(errno));
 }

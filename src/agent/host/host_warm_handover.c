@@ -136,7 +136,6 @@ void warm_start_pause(struct host_vm *vm)
     struct host_vm_warm *w = vm->warm;
     evtimer_del(w->launch_timer);
     w->result.at.gate = vcr_mono_ms_f();
-    warm_pause_priority(vm, true);
     warm_gate_pausing(w);
     warm_send_step(vm, W_CAPS_OUT, "migrate-set-capabilities", caps_args(false), on_caps_out);
 }
@@ -174,7 +173,6 @@ static void on_handover_cont(struct qmp_client *c, json_t *result, const char *e
     struct host_vm_warm *w = vm->warm;
     warm_resumed_now(w);
     w->resumed = true;
-    warm_pause_priority(vm, false);
     /* The gate lets the next guest be paused only once this restart is done
      * (warm_finish), the old QEMU's exit seen too: the kernel has torn its
      * mappings down by then, and the agent has reported this VM. */

@@ -122,9 +122,6 @@ void warm_gate_unwait(struct host_vm_warm *w);    /* out of the queue */
 /* Out of the counts and the queue; release: let the next one through (not
  * when the agent is going away). */
 void warm_gate_leave(struct host_vm_warm *w, bool release);
-/* boost: every thread of the VM's QEMUs (vm->proc and w->next) gets
- * HOST_VM_WARM_PAUSE_NICE; !boost: the agent's own nice. */
-void warm_pause_priority(struct host_vm *vm, bool boost);
 
 /* host_warm_recover.c: loading a state file an earlier agent sealed. */
 void warm_load_state(struct host_vm *vm);

@@ -150,7 +150,6 @@ void host_vm_warm_free(struct host_vm_warm *w)
 void warm_finish(struct host_vm *vm)
 {
     struct host_vm_warm *w = vm->warm;
-    warm_pause_priority(vm, false); /* a QEMU that goes on after a failure */
     warm_gate_leave(w, true);
     vm->warm = NULL;
     warm_close_tap(w);
