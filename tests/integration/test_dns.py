@@ -70,12 +70,8 @@ def test_update_over_ipv6_replaces_a_and_aaaa(lab):
     dual-stack name; a v6-only update then leaves the A record alone."""
     name = fqdn(lab, "dns-dual")
     server6 = f"[{lab['VCR_LAB_DNS6']}]:{lab.get('VCR_LAB_DNS_PORT') or 53}"
-    script = (f"server {lab['VCR_LAB_DNS']}
-"
-              f"update add {name} 5 AAAA fd77::108
-update add {name} 5 AAAA fd77::109
-send
-")
+    script = (f"server {lab['VCR_LAB_DNS']}\n"
+              f"update add {name} 5 AAAA fd77::108\nupdate add {name} 5 AAAA fd77::109\nsend\n")
     r = subprocess.run(labkit.in_ns(["nsupdate", "-k", lab["VCR_LAB_TSIG_FILE"]]), input=script,
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
