@@ -25,6 +25,7 @@
 #include "ha/etcd.h"
 #include "ha/ha.h"
 #include "server/inventory.h"
+#include "server/journal.h"
 #include "server/server.h"
 #include "config/server_config.h"
 
@@ -207,6 +208,27 @@ static void on_done(int status, const char *error, void *opaque)
     a->status = status;
 }
 
+struct step_answer {
+    bool done;
+    int status;
+    bool succeeded, record_found;
+    int64_t guard_rev_now;
+    char record[256];
+};
+
+static void on_step(int status, const char *error, bool succeeded, int64_t guard_rev_now,
+                    const struct etcd_kv *record, void *opaque)
+{
+    struct step_answer *a = opaque;
+    (void)error;
+    a->done = true;
+    a->status = status;
+    a->succeeded = succeeded;
+    a->guard_rev_now = guard_rev_now;
+    a->record_found = record->found;
+    snprintf(a->record, sizeof(a->record), "%s", record->value ? record->value : "");
+}
+
 #define WAIT(a)                                                                                    \
     do {                                                                                           \
         run_until(&(a).done, 5000);                                                                \
@@ -269,6 +291,48 @@ static void test_etcd_client(void **state)
     WAIT(get);
     assert_true(get.found);
     assert_string_equal(get.value, "phase=1");
+
+    /* A step of the shared state: a record written once and the state, both
+     * only under the term.  Again: refused, the record that exists in the
+     * answer (a lost answer's retry is recognized by it).  An older term:
+     * refused, the term that leads in the answer, nothing written. */
+    struct step_answer st1 = {0}, st2 = {0}, st3 = {0}, st4 = {0};
+    int64_t term = put.create_revision;
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term, "/u/rec/1/fenced", "{\"term\":1}",
+                                       "/u/svc/web1", "fenced", on_step, &st1, &err),
+                     0);
+    WAIT(st1);
+    assert_int_equal(st1.status, 0);
+    assert_true(st1.succeeded);
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term, "/u/rec/1/fenced", "{\"term\":2}",
+                                       "/u/svc/web1", "again", on_step, &st2, &err),
+                     0);
+    WAIT(st2);
+    assert_int_equal(st2.status, 0);
+    assert_false(st2.succeeded);
+    assert_int_equal(st2.guard_rev_now, term);
+    assert_true(st2.record_found);
+    assert_string_equal(st2.record, "{\"term\":1}");
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term - 1, "/u/rec/1/ready", "{}",
+                                       "/u/svc/web1", "stale", on_step, &st3, &err),
+                     0);
+    WAIT(st3);
+    assert_false(st3.succeeded);
+    assert_int_equal(st3.guard_rev_now, term);
+    assert_false(st3.record_found);
+    /* The state alone (no record) under the term. */
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term, NULL, NULL, "/u/svc/web1", "state",
+                                       on_step, &st4, &err),
+                     0);
+    WAIT(st4);
+    assert_true(st4.succeeded);
+    struct answer svc = {0}, ready = {0};
+    assert_int_equal(etcd_get(e, "/u/svc/web1", on_kv, &svc, &err), 0);
+    WAIT(svc);
+    assert_string_equal(svc.value, "state");
+    assert_int_equal(etcd_get(e, "/u/rec/1/ready", on_kv, &ready, &err), 0);
+    WAIT(ready);
+    assert_false(ready.found);
 
     struct answer list = {0};
     assert_int_equal(etcd_get_prefix(e, "/t/", on_each, on_done, &list, &err), 0);
@@ -571,14 +635,16 @@ struct node {
     uint16_t port;
 };
 
-static void node_start(struct node *n, const char *name, struct cluster *c, const char *dir)
+/* extra: more configuration (services), or "". */
+static void node_start_with(struct node *n, const char *name, struct cluster *c, const char *dir,
+                            const char *extra)
 {
     n->port = free_port();
-    char yaml[1024];
+    char yaml[4096];
     snprintf(yaml, sizeof(yaml),
              "listen: 127.0.0.1:%u\napi: 127.0.0.1:%u\njournal: %s/%s.db\nheartbeat_ms: 100\n"
-             "insecure: true\nha: {etcd: ['%s'], name: %s, lease_ttl_s: 1}\n",
-             n->port, free_port(), dir, name, c->urls[0], name);
+             "insecure: true\nha: {etcd: ['%s'], name: %s, lease_ttl_s: 1}\n%s",
+             n->port, free_port(), dir, name, c->urls[0], name, extra);
     vcr_error_t err = NULL;
     n->cfg = server_config_parse(yaml, strlen(yaml), name, &err);
     if (n->cfg == NULL)
@@ -586,6 +652,11 @@ static void node_start(struct node *n, const char *name, struct cluster *c, cons
     n->srv = server_new(base, n->cfg, &err);
     if (n->srv == NULL)
         fail_msg("%s", vcr_error_msg(err));
+}
+
+static void node_start(struct node *n, const char *name, struct cluster *c, const char *dir)
+{
+    node_start_with(n, name, c, dir, "");
 }
 
 static void node_stop(struct node *n)
@@ -712,6 +783,225 @@ static void test_servers_agent_follows_the_leader(void **state)
     cluster_stop(&c);
 }
 
+/* --- a takeover in the middle of a recovery --- */
+
+struct host_agent {
+    struct agent_conn *conn;
+    bool hold;    /* vm_kill orders are kept unanswered */
+    int kills;    /* vm_kill orders received */
+    json_t *held; /* the ids of those kept */
+};
+
+static json_t *crashed_vm(void *opaque)
+{
+    (void)opaque;
+    return json_pack("[{s:s, s:s, s:i, s:s}]", "name", "web1", "state", "crashed", "pid", 100,
+                     "cause", "qemu killed by signal 9");
+}
+
+static void host_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    struct host_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "vm_kill") != 0) {
+        agent_conn_reply(a->conn, id, false, "test agent");
+        return;
+    }
+    a->kills++;
+    if (a->hold)
+        json_array_append(a->held, id);
+    else
+        agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops host_ops = {.vm_list = crashed_vm, .order = host_order};
+
+/* The keys under a prefix, with what each says. */
+struct listing {
+    bool done;
+    int status;
+    json_t *keys; /* {key: {value, create_revision, mod_revision}} */
+};
+
+static void on_list_each(const char *key, const struct etcd_kv *kv, void *opaque)
+{
+    struct listing *l = opaque;
+    json_object_set_new(l->keys, key,
+                        json_pack("{s:s, s:I, s:I}", "value", kv->value ? kv->value : "",
+                                  "create_revision", (json_int_t)kv->create_revision,
+                                  "mod_revision", (json_int_t)kv->mod_revision));
+}
+
+static void on_list_done(int status, const char *error, void *opaque)
+{
+    struct listing *l = opaque;
+    (void)error;
+    l->done = true;
+    l->status = status;
+}
+
+static json_t *etcd_list(struct cluster *c, const char *prefix)
+{
+    vcr_error_t err = NULL;
+    struct etcd *e = etcd_new(base, c->urls, c->n, 1000, &err);
+    assert_non_null(e);
+    struct listing l = {.keys = json_object()};
+    assert_int_equal(etcd_get_prefix(e, prefix, on_list_each, on_list_done, &l, &err), 0);
+    WAIT(l);
+    assert_int_equal(l.status, 0);
+    etcd_free(e);
+    return l.keys;
+}
+
+/* The phases a server journaled (kind `recovery`), comma-separated. */
+static void journaled_phases(struct node *n, char *out, size_t size)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    out[0] = '\0';
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "recovery") != 0)
+            continue;
+        const char *phase =
+            json_string_value(json_object_get(json_object_get(ev, "detail"), "phase"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", phase);
+    }
+    json_decref(events);
+}
+
+static bool kill_ordered(void *arg)
+{
+    return ((struct host_agent *)arg)->kills > 0;
+}
+
+static bool kill_ordered_again(void *arg)
+{
+    return ((struct host_agent *)arg)->kills > 1;
+}
+
+static struct cluster *takeover_cluster;
+
+static bool recovery_failed_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(takeover_cluster, "/vcr/services/");
+    const char *v =
+        json_string_value(json_object_get(json_object_get(keys, "/vcr/services/web1"), "value"));
+    bool failed = v && strstr(v, "\"state\":\"failed\"");
+    json_decref(keys);
+    return failed;
+}
+
+/* Two real servers on etcd with one service, and a host agent (the agent's
+ * real connection code) whose VM web1 has crashed.  The leader detects it and
+ * orders vm_kill, which the agent holds; the leader dies there (mid-fencing).
+ * The follower takes the lead, loads the recovery from etcd and goes on from
+ * its last phase done: it fences (vm_kill again: the step in flight is
+ * repeated, never a phase done) and continues (here to the container step,
+ * which fails: no standby is connected).  Each phase is recorded once in etcd
+ * (version 1), by the term that did it, and journaled once across both
+ * servers. */
+static void test_servers_takeover_mid_recovery(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    takeover_cluster = &c;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("key \"vcr-update\" {\n\talgorithm hmac-sha256;\n\tsecret "
+          "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\";\n};\n",
+          f);
+    fclose(f);
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "host_timeout_ms: 1000\n"
+             "dns: {server: 127.0.0.1:9, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: 80}\n"
+             "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
+             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             path);
+    struct node n[2] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(either_leads, n, 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+    struct node *leader = &n[0], *follower = &n[1];
+    int64_t term = ha_term(server_ha(leader->srv));
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", leader->port, follower->port);
+    struct host_agent a = {.hold = true, .held = json_array()};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &host_ops, &a, &err);
+    assert_non_null(a.conn);
+    agent_conn_start(a.conn);
+    /* Detected (committed to etcd before the next step), then vm_kill. */
+    assert_true(run_until_pred(kill_ordered, &a, 10000));
+    char phases[256];
+    journaled_phases(leader, phases, sizeof(phases));
+    assert_string_equal(phases, "detected");
+
+    /* The leader dies in the middle of fencing; the agent answers the next one. */
+    node_stop(leader);
+    json_array_clear(a.held);
+    a.hold = false;
+    assert_true(run_until_pred(node_leads, follower, 5000));
+    int64_t new_term = ha_term(server_ha(follower->srv));
+    assert_true(new_term > term);
+    assert_true(run_until_pred(kill_ordered_again, &a, 10000));
+    assert_true(run_until_pred(recovery_failed_in_etcd, NULL, 10000));
+    assert_int_equal(a.kills, 2);
+
+    /* The successor journaled what it did, not what its predecessor had done. */
+    journaled_phases(follower, phases, sizeof(phases));
+    assert_string_equal(phases, "fenced,failed");
+
+    /* etcd: one recovery, each phase recorded once (never rewritten), by its term. */
+    json_t *recs = etcd_list(&c, "/vcr/recoveries/web1/");
+    assert_int_equal(json_object_size(recs), 2);
+    const char *key;
+    json_t *kv;
+    int64_t detected_term = 0, fenced_term = 0;
+    char rec_id[32] = "";
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        assert_non_null(v);
+        const char *phase = json_string_value(json_object_get(v, "phase"));
+        int64_t t = json_integer_value(json_object_get(v, "term"));
+        if (rec_id[0] == '\0')
+            snprintf(rec_id, sizeof(rec_id), "%s", json_string_value(json_object_get(v, "rec_id")));
+        assert_string_equal(json_string_value(json_object_get(v, "rec_id")), rec_id);
+        if (strcmp(phase, "detected") == 0)
+            detected_term = t;
+        else if (strcmp(phase, "fenced") == 0)
+            fenced_term = t;
+        json_decref(v);
+    }
+    json_decref(recs);
+    assert_int_equal(detected_term, term);
+    assert_int_equal(fenced_term, new_term);
+
+    agent_conn_free(a.conn);
+    json_decref(a.held);
+    node_stop(follower);
+    cluster_stop(&c);
+}
+
 static int test_teardown(void **state)
 {
     (void)state;
@@ -748,6 +1038,7 @@ int main(void)
         cmocka_unit_test_teardown(test_ha_steps_down_without_etcd, test_teardown),
         cmocka_unit_test_teardown(test_ha_member_down_and_quorum_lost, test_teardown),
         cmocka_unit_test_teardown(test_servers_agent_follows_the_leader, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_mid_recovery, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
