@@ -106,6 +106,7 @@ void recovery_cancel_io(struct svc *s)
     s->dns = NULL;
     resolve_cancel(s->resolve);
     s->resolve = NULL;
+    s->dns_waiting = false;
 }
 
 void recovery_fail(struct svc *s, const char *fmt, ...)
@@ -316,6 +317,11 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
 {
     struct svc *s = arg;
     s->dns = NULL;
+    /* Refused by the zone's fence: a newer leader has claimed it (recovery_ha.c). */
+    if (error && s->rc->ha && outcome->rcode == DNS_RCODE_NXRRSET) {
+        recovery_ha_dns_stale(s, s->dns_wait_address);
+        return;
+    }
     if (s->step == STEP_FAILBACK) {
         failback_dns_done(s, error);
         return;
@@ -347,6 +353,16 @@ int recovery_dns_switch(struct svc *s, const char *address)
         .key_secret = d->key_secret,
         .algorithm = d->key_algorithm,
     };
+    snprintf(s->dns_wait_address, sizeof(s->dns_wait_address), "%s", address);
+    if (s->rc->ha) {
+        /* Redundant servers: only under the zone's fence of this leader's term
+         * (recovery_ha.c); until it is claimed, the switch waits for it. */
+        if (!recovery_ha_dns_fenced(s->rc)) {
+            s->dns_waiting = true;
+            return 0;
+        }
+        dc.fence_term = s->rc->dns_fence_term;
+    }
     cleanup_error vcr_error_t err = NULL;
     s->dns = dns_update_start(s->rc->base, &dc, s->cfg->dns_name, s->cfg->ttl, address, on_dns_done,
                               s, &err);
@@ -534,6 +550,13 @@ static void svc_tick(struct svc *s, int64_t now)
     /* Redundant servers: a phase waits for etcd before the next step starts. */
     if (s->rc->ha && recovery_ha_tick(s, now))
         return;
+    if (s->dns_waiting && recovery_ha_dns_fenced(s->rc)) {
+        s->dns_waiting = false;
+        if (recovery_dns_switch(s, s->dns_wait_address) < 0) {
+            struct dns_update_outcome none = {.rcode = -1};
+            on_dns_done(&none, s->error, s);
+        }
+    }
     if (s->unsaved) {
         /* Hold until the state is durable; then go on from where it stopped. */
         if (now >= s->save_retry_at && recovery_save(s) && s->state == SVC_RECOVERING &&

@@ -23,12 +23,19 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "config/server_config.h"
+#include "dns/dns_update.h"
+#include "dns/resolve.h"
 #include "ha/etcd.h"
 #include "ha/ha.h"
+#include "server/journal.h"
 #include "server/recovery_priv.h"
 
-#define HA_RETRY_MS     200
-#define SERVICES_PREFIX SERVER_HA_PREFIX "services/"
+#define HA_RETRY_MS 200
+/* The fence's query, and the wait before reading it again after a failure. */
+#define FENCE_QUERY_MS    1000
+#define FENCE_RETRY_MS    500
+#define JOURNAL_DNS_FENCE "dns_fence"
+#define SERVICES_PREFIX   SERVER_HA_PREFIX "services/"
 
 static const enum svc_state state_of[] = {SVC_OK,        SVC_DEGRADED, SVC_RECOVERING,
                                           SVC_RECOVERED, SVC_FAILED,   SVC_STOPPED};
@@ -75,6 +82,12 @@ void recovery_ha_deposed(struct recovery *rc)
     rc->ha_loaded = false;
     rc->ha_load_stale = rc->ha_loading; /* its answer is ignored; one load at a time */
     rc->ha_epoch++;
+    rc->dns_fence_term = 0;
+    resolve_cancel(rc->fence_query);
+    rc->fence_query = NULL;
+    if (rc->fence_claim)
+        dns_update_cancel(rc->fence_claim);
+    rc->fence_claim = NULL;
     for (size_t i = 0; i < rc->n_svcs; i++) {
         struct svc *s = &rc->svcs[i];
         recovery_cancel_io(s);
@@ -225,6 +238,133 @@ bool recovery_ha_tick(struct svc *s, int64_t now)
     return s->ha_advance;
 }
 
+/* --- the DNS zone's fence (dns_update.h) ---
+ *
+ * A new leader reads the fence (FENCE TXT, the term of the leader that last
+ * claimed the zone) and moves it to its own term by one UPDATE whose
+ * prerequisite is the value it read: a compare-and-swap that only ever moves
+ * the fence up (a leader that finds a newer term there claims nothing).
+ * Every DNS switch of this leader then requires the fence to be its term: once
+ * a newer leader has claimed the zone, a deposed one's switches fail with
+ * NXRRSET, whatever its own clock says. */
+
+static void fence_name(const struct recovery *rc, char *out, size_t size)
+{
+    snprintf(out, size, "%s.%s", DNS_FENCE_LABEL, rc->cfg->dns->zone);
+}
+
+static void fence_retry(struct recovery *rc)
+{
+    rc->fence_retry_at = vcr_mono_ms() + FENCE_RETRY_MS;
+}
+
+static void on_fence_claimed(const struct dns_update_outcome *outcome, const char *error, void *arg)
+{
+    struct recovery *rc = arg;
+    (void)outcome;
+    rc->fence_claim = NULL;
+    if (error) {
+        /* Moved meanwhile (NXRRSET/YXRRSET) or not done: read it again. */
+        log_warn("ha: claiming the DNS zone's fence for term %lld: %s", (long long)rc->ha_term,
+                 error);
+        fence_retry(rc);
+        return;
+    }
+    rc->dns_fence_term = rc->ha_term;
+    log_info("ha: the DNS zone's fence holds term %lld", (long long)rc->ha_term);
+}
+
+static void on_fence_read(bool answered, const char *txt, const char *why, void *arg)
+{
+    struct recovery *rc = arg;
+    rc->fence_query = NULL;
+    if (!answered) {
+        log_warn("ha: reading the DNS zone's fence: %s", why ? why : "no answer");
+        fence_retry(rc);
+        return;
+    }
+    char *end = NULL;
+    long long held = txt ? strtoll(txt, &end, 10) : 0;
+    if (txt && (end == txt || *end != '\0' || held < 0)) {
+        log_warn("ha: the DNS zone's fence holds `%s`, not a term: no DNS switch until it is "
+                 "deleted (docs/ha.md)",
+                 txt);
+        fence_retry(rc);
+        return;
+    }
+    if (held == rc->ha_term) {
+        rc->dns_fence_term = rc->ha_term; /* claimed by this leader already */
+        return;
+    }
+    if (held > rc->ha_term) {
+        log_warn("ha: the DNS zone's fence holds term %lld, newer than this leader's %lld: "
+                 "no DNS switch from here",
+                 held, (long long)rc->ha_term);
+        fence_retry(rc);
+        return;
+    }
+    const struct dns_settings *d = rc->cfg->dns;
+    struct dns_update_config dc = {
+        .server = d->server,
+        .port = d->port,
+        .zone = d->zone,
+        .key_name = d->key_name,
+        .key_secret = d->key_secret,
+        .algorithm = d->key_algorithm,
+        .fence_term = held > 0 ? held : 0,
+        .fence_claim = rc->ha_term,
+    };
+    cleanup_error vcr_error_t err = NULL;
+    rc->fence_claim = dns_update_start(rc->base, &dc, NULL, 0, NULL, on_fence_claimed, rc, &err);
+    if (rc->fence_claim == NULL) {
+        log_warn("ha: claiming the DNS zone's fence: %s", vcr_error_msg(err));
+        fence_retry(rc);
+        return;
+    }
+    cleanup_json json_t *detail = json_pack("{s:I, s:I}", "from", (json_int_t)(held > 0 ? held : 0),
+                                            "to", (json_int_t)rc->ha_term);
+    journal_note(rc->journal, 0, NULL, NULL, JOURNAL_DNS_FENCE, detail);
+}
+
+static void dns_fence_tick(struct recovery *rc)
+{
+    if (rc->cfg->dns == NULL || rc->dns_fence_term == rc->ha_term || rc->fence_query ||
+        rc->fence_claim || vcr_mono_ms() < rc->fence_retry_at)
+        return;
+    char name[300];
+    fence_name(rc, name, sizeof(name));
+    const struct dns_settings *d = rc->cfg->dns;
+    cleanup_error vcr_error_t err = NULL;
+    rc->fence_query = resolve_txt_start(rc->base, d->server, d->port, name, FENCE_QUERY_MS,
+                                        on_fence_read, rc, &err);
+    if (rc->fence_query == NULL) {
+        log_warn("ha: reading the DNS zone's fence: %s", vcr_error_msg(err));
+        fence_retry(rc);
+    }
+}
+
+bool recovery_ha_dns_fenced(struct recovery *rc)
+{
+    return rc->ha_loaded && rc->dns_fence_term != 0 && rc->dns_fence_term == rc->ha_term;
+}
+
+void recovery_ha_dns_stale(struct svc *s, const char *address)
+{
+    struct recovery *rc = s->rc;
+    log_warn("service %s: DNS switch to %s refused by the zone's fence: term %lld is stale (a "
+             "newer leader has claimed the zone); not retried",
+             s->cfg->name, address, (long long)rc->dns_fence_term);
+    cleanup_json json_t *detail = json_pack("{s:s, s:s, s:I}", "service", s->cfg->name, "address",
+                                            address, "term", (json_int_t)rc->dns_fence_term);
+    recovery_journal(s, "dns_stale", detail);
+    /* Read the fence again: a deposed leader finds a newer term there and
+     * never switches; the switch waits (dropped when it steps down). */
+    rc->dns_fence_term = 0;
+    if (address != s->dns_wait_address)
+        snprintf(s->dns_wait_address, sizeof(s->dns_wait_address), "%s", address);
+    s->dns_waiting = true;
+}
+
 /* --- loading, on taking the lead --- */
 
 static struct svc *svc_named(struct recovery *rc, const char *name)
@@ -305,8 +445,10 @@ bool recovery_ha_ready(struct recovery *rc)
     int64_t term = ha_term(rc->ha); /* 0: not leading (stepped down first if due) */
     if (term == 0)
         return false;
-    if (rc->ha_loaded && term == rc->ha_term)
+    if (rc->ha_loaded && term == rc->ha_term) {
+        dns_fence_tick(rc);
         return true;
+    }
     if (rc->ha_loaded || (rc->ha_loading && !rc->ha_load_stale && term != rc->ha_term))
         recovery_ha_deposed(rc); /* a new term without a step-down seen: start over */
     if (rc->ha_loading)

@@ -148,6 +148,10 @@ struct svc {
     json_t *ha_record;
     char ha_record_phase[24];
     bool ha_advance, ha_inflight, ha_dirty, ha_seen;
+    /* A DNS switch waiting for the zone's fence to hold this leader's term
+     * (recovery_dns_switch), to this address. */
+    bool dns_waiting;
+    char dns_wait_address[64];
     uint64_t ha_epoch;
     int64_t ha_retry_at; /* monotonic */
 };
@@ -169,6 +173,12 @@ struct recovery {
     bool ha_loaded, ha_loading, ha_load_stale;
     int64_t ha_term;
     uint64_t ha_epoch;
+    /* The DNS zone's fence (dns_update.h): the term it was seen or made to
+     * hold for this leader (0: not yet); the query or claim in flight. */
+    int64_t dns_fence_term;
+    struct resolve *fence_query;
+    struct dns_update *fence_claim;
+    int64_t fence_retry_at; /* monotonic */
 };
 
 /* recovery.c: the state machine */
@@ -249,6 +259,11 @@ void recovery_ha_phase_done(struct svc *s, enum rec_phase phase, json_t *extra);
 void recovery_ha_save(struct svc *s);
 /* Retries a write; true while the service waits for a phase's commit. */
 bool recovery_ha_tick(struct svc *s, int64_t now);
+/* Whether the DNS zone's fence holds this leader's term (claimed on taking the lead). */
+bool recovery_ha_dns_fenced(struct recovery *rc);
+/* A DNS switch refused by the fence (NXRRSET): the fence is read again; the
+ * switch waits until it holds this term again, which it never does for a deposed leader. */
+void recovery_ha_dns_stale(struct svc *s, const char *address);
 /* A service as if nothing had happened (before the shared state is loaded). */
 void recovery_ha_reset(struct svc *s);
 
