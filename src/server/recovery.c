@@ -120,6 +120,13 @@ void recovery_fail(struct svc *s, const char *fmt, ...)
     va_end(ap);
     memcpy(s->error, message, sizeof(s->error));
     recovery_cancel_io(s);
+    if (s->rc->ha && !s->rc->ha_loaded) {
+        /* This server stepped down meanwhile (an order refused for it): the
+         * recovery is its successor's, as etcd has it. */
+        log_info("service %s: not leading any more: %s", s->cfg->name, s->error);
+        s->step = STEP_IDLE;
+        return;
+    }
     /* Which way of the switch failed, if one did (GET /metrics counts DNS failures). */
     const char *way = s->step == STEP_DNS       ? switch_dns_ops.name
                       : s->step == STEP_ADDRESS ? switch_address_ops.name
@@ -676,6 +683,12 @@ void recovery_stop(struct recovery *rc)
     if (rc == NULL)
         return;
     rc->stopping = true;
+    /* The DNS fence's query or claim (recovery_ha.c). */
+    resolve_cancel(rc->fence_query);
+    rc->fence_query = NULL;
+    if (rc->fence_claim)
+        dns_update_cancel(rc->fence_claim);
+    rc->fence_claim = NULL;
     for (size_t i = 0; i < rc->n_svcs; i++) {
         recovery_cancel_io(&rc->svcs[i]);
         probe_stop(&rc->svcs[i].probe);

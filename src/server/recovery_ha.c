@@ -223,6 +223,14 @@ void recovery_ha_save(struct svc *s)
 void recovery_ha_phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
 {
     const char *name = recovery_phase_name(phase);
+    if (!s->rc->ha_loaded) {
+        /* A late answer to a leader that stepped down: etcd's state is loaded
+         * again when it leads again; nothing is recorded from here. */
+        log_info("service %s: phase %s not recorded: this server no longer leads", s->cfg->name,
+                 name);
+        json_decref(extra);
+        return;
+    }
     json_decref(s->ha_record);
     s->ha_record = recovery_record_entry(s, name, extra);
     snprintf(s->ha_record_phase, sizeof(s->ha_record_phase), "%s", name);
@@ -425,6 +433,7 @@ static void on_load_done(int status, const char *error, void *opaque)
         struct svc *s = &rc->svcs[i];
         if (!s->ha_seen)
             recovery_ha_reset(s);
+        drop_pending(s);
         s->step = STEP_IDLE;
         if (s->state == SVC_RECOVERING) {
             /* As after a restart: the agents get time to say hello again. */
