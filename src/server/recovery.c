@@ -360,7 +360,8 @@ int recovery_dns_switch(struct svc *s, const char *address)
         .key_secret = d->key_secret,
         .algorithm = d->key_algorithm,
     };
-    snprintf(s->dns_wait_address, sizeof(s->dns_wait_address), "%s", address);
+    if (address != s->dns_wait_address) /* a waiting switch passes its own */
+        snprintf(s->dns_wait_address, sizeof(s->dns_wait_address), "%s", address);
     if (s->rc->ha) {
         /* Redundant servers: only under the zone's fence of this leader's term
          * (recovery_ha.c); until it is claimed, the switch waits for it. */

@@ -8,8 +8,11 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/listener.h>
+#include <ldns/ldns.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +23,7 @@
 #include <unistd.h>
 
 #include "agent/agent_conn.h"
+#include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "ha/etcd.h"
@@ -1002,6 +1006,359 @@ static void test_servers_takeover_mid_recovery(void **state)
     cluster_stop(&c);
 }
 
+/* --- the same through DNS: a fence-aware DNS server --- */
+
+#define KEY_NAME   "vcr-update"
+#define KEY_SECRET "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+/* A DNS server on loopback that does what RFC 2136 says of the fence's
+ * prerequisites (BIND9 does the same: tests/integration/test_dns.py): TXT
+ * `_vcr-term.vcr.lab` is the fence, A `web1.vcr.lab` the service's name.  The
+ * first UPDATE that changes an A record can be held (its datagram kept, as a
+ * slow network would) and processed later. */
+struct fence_dns {
+    int fd;
+    uint16_t port;
+    struct event *ev;
+    long long fence;   /* 0: no fence record */
+    char address[32];  /* "" none */
+    int a_changes;     /* UPDATEs of the A record applied */
+    int refused;       /* UPDATEs refused by a prerequisite */
+    bool hold_first_a; /* hold the first UPDATE that changes the A record */
+    int held_n;
+    uint8_t held[4096];
+    size_t held_len;
+    struct sockaddr_in held_from;
+};
+
+static void fence_dns_send(struct fence_dns *d, ldns_pkt *reply, const struct sockaddr_in *to)
+{
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    assert_int_equal(ldns_pkt2wire(&wire, reply, &len), LDNS_STATUS_OK);
+    sendto(d->fd, wire, len, 0, (const struct sockaddr *)to, sizeof(*to));
+    free(wire);
+    ldns_pkt_free(reply);
+}
+
+static long long txt_term(const ldns_rr *rr)
+{
+    const ldns_rdf *r = ldns_rr_rd_count(rr) ? ldns_rr_rdf(rr, 0) : NULL;
+    if (r == NULL || ldns_rdf_size(r) < 2)
+        return -1;
+    char text[32];
+    snprintf(text, sizeof(text), "%.*s", (int)ldns_rdf_data(r)[0],
+             (const char *)ldns_rdf_data(r) + 1);
+    return atoll(text);
+}
+
+static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
+                              const struct sockaddr_in *from, bool release)
+{
+    ldns_pkt *req = NULL;
+    assert_int_equal(ldns_wire2pkt(&req, buf, n), LDNS_STATUS_OK);
+    ldns_pkt *reply = ldns_pkt_new();
+    ldns_pkt_set_id(reply, ldns_pkt_id(req));
+    ldns_pkt_set_qr(reply, true);
+    ldns_pkt_set_opcode(reply, ldns_pkt_get_opcode(req));
+    ldns_pkt_set_rcode(reply, LDNS_RCODE_NOERROR);
+    if (ldns_pkt_get_opcode(req) == LDNS_PACKET_UPDATE) {
+        ldns_rr_list *upd = ldns_pkt_authority(req);
+        bool changes_a = false;
+        for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++)
+            changes_a |= ldns_rr_get_type(ldns_rr_list_rr(upd, i)) == LDNS_RR_TYPE_A;
+        if (changes_a && d->hold_first_a && !release) {
+            d->hold_first_a = false;
+            d->held_n++;
+            memcpy(d->held, buf, n);
+            d->held_len = n;
+            d->held_from = *from;
+            ldns_pkt_free(reply);
+            ldns_pkt_free(req);
+            return;
+        }
+        /* Prerequisites (ldns: the answer section), all of them, before anything. */
+        int rcode = LDNS_RCODE_NOERROR;
+        ldns_rr_list *pre = ldns_pkt_answer(req);
+        for (size_t i = 0; i < ldns_rr_list_rr_count(pre); i++) {
+            ldns_rr *rr = ldns_rr_list_rr(pre, i);
+            assert_int_equal(ldns_rr_get_type(rr), LDNS_RR_TYPE_TXT);
+            if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_IN && txt_term(rr) != d->fence)
+                rcode = LDNS_RCODE_NXRRSET;
+            else if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_NONE && d->fence != 0)
+                rcode = LDNS_RCODE_YXRRSET;
+        }
+        if (rcode != LDNS_RCODE_NOERROR) {
+            d->refused++;
+            ldns_pkt_set_rcode(reply, (uint8_t)rcode);
+            fence_dns_send(d, reply, from);
+            ldns_pkt_free(req);
+            return;
+        }
+        for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++) {
+            ldns_rr *rr = ldns_rr_list_rr(upd, i);
+            if (ldns_rr_get_class(rr) != LDNS_RR_CLASS_IN)
+                continue; /* the deletes: each is followed by its add */
+            if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_TXT) {
+                d->fence = txt_term(rr);
+            } else {
+                char *a = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+                snprintf(d->address, sizeof(d->address), "%s", a);
+                free(a);
+                d->a_changes++;
+            }
+        }
+        assert_int_equal(ldns_pkt_tsig_sign(reply, KEY_NAME, KEY_SECRET, 300, "hmac-sha256.",
+                                            ldns_rr_rdf(ldns_pkt_tsig(req), 3)),
+                         LDNS_STATUS_OK);
+    } else {
+        ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(req), 0);
+        ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(q));
+        cleanup_free char *owner = ldns_rdf2str(ldns_rr_owner(q));
+        char text[160] = "";
+        if (ldns_rr_get_type(q) == LDNS_RR_TYPE_TXT && d->fence)
+            snprintf(text, sizeof(text), "%s 0 IN TXT \"%lld\"", owner, d->fence);
+        else if (ldns_rr_get_type(q) == LDNS_RR_TYPE_A && d->address[0])
+            snprintf(text, sizeof(text), "%s 5 IN A %s", owner, d->address);
+        if (text[0]) {
+            ldns_rr *rr = NULL;
+            assert_int_equal(ldns_rr_new_frm_str(&rr, text, 0, NULL, NULL), LDNS_STATUS_OK);
+            ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, rr);
+        }
+    }
+    fence_dns_send(d, reply, from);
+    ldns_pkt_free(req);
+}
+
+static void on_fence_dns(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct fence_dns *d = arg;
+    uint8_t buf[4096];
+    struct sockaddr_in from;
+    socklen_t flen = sizeof(from);
+    ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
+    if (n > 0)
+        fence_dns_process(d, buf, (size_t)n, &from, false);
+}
+
+static void fence_dns_start(struct fence_dns *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(d->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    socklen_t slen = sizeof(sin);
+    assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sin, &slen), 0);
+    d->port = ntohs(sin.sin_port);
+    d->ev = event_new(base, d->fd, EV_READ | EV_PERSIST, on_fence_dns, d);
+    event_add(d->ev, NULL);
+}
+
+static void fence_dns_stop(struct fence_dns *d)
+{
+    event_free(d->ev);
+    close(d->fd);
+}
+
+/* A standby agent: reports no container, runs every container order. */
+struct standby_agent {
+    struct agent_conn *conn;
+    int creates, starts;
+};
+
+static json_t *no_containers(void *opaque)
+{
+    (void)opaque;
+    return json_pack("{s:[]}", "containers");
+}
+
+static void standby_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    struct standby_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "container_create") == 0)
+        a->creates++;
+    else if (strcmp(action, "container_start") == 0)
+        a->starts++;
+    agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops standby_ops = {
+    .vm_list = no_vms, .order = standby_order, .hello_extra = no_containers};
+
+static void on_port_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                           int len, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    (void)arg;
+    close(fd);
+}
+
+static bool standby_connected(struct node *n)
+{
+    const struct inv_host *h = inventory_find_host(server_inventory(n->srv), "sb1");
+    return h && h->state == INV_HOST_CONNECTED;
+}
+
+struct dns_wait {
+    struct fence_dns *d;
+    long long fence;
+    int held;
+};
+
+static bool fence_is(void *arg)
+{
+    struct dns_wait *w = arg;
+    return w->d->fence == w->fence;
+}
+
+static bool update_held(void *arg)
+{
+    return ((struct fence_dns *)arg)->held_n > 0;
+}
+
+static bool recovered_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(takeover_cluster, "/vcr/services/");
+    const char *v =
+        json_string_value(json_object_get(json_object_get(keys, "/vcr/services/web1"), "value"));
+    bool done = v && strstr(v, "\"state\":\"recovered\"");
+    json_decref(keys);
+    return done;
+}
+
+/* A whole recovery across a takeover at its DNS step.  The leader claims the
+ * DNS zone's fence for its term, recovers web1 up to port_open, and sends its
+ * DNS UPDATE, which the network holds; it dies there.  The follower leads,
+ * moves the fence to its term, resumes after port_open (no container order
+ * again) and switches DNS under its own term: recovered.  The old leader's
+ * UPDATE, delivered late, is refused by the fence: the name was switched once,
+ * to the container, and each phase recorded and journaled once. */
+static void test_servers_takeover_at_the_dns_step(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    takeover_cluster = &c;
+    struct fence_dns d;
+    fence_dns_start(&d);
+    d.hold_first_a = true;
+    /* The container's port, on 127.0.0.3. */
+    uint16_t port = free_port();
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.3", &sin.sin_addr);
+    struct evconnlistener *listener = evconnlistener_new_bind(
+        base, on_port_accept, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 16,
+        (struct sockaddr *)&sin, sizeof(sin));
+    assert_non_null(listener);
+
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("key \"" KEY_NAME "\" {\n\talgorithm hmac-sha256;\n\tsecret \"" KEY_SECRET "\";\n};\n",
+          f);
+    fclose(f);
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "host_timeout_ms: 1000\n"
+             "port_timeout_ms: 5000\n"
+             "confirm_timeout_ms: 5000\n"
+             "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
+             "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
+             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             d.port, path, port);
+    struct node n[2] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(either_leads, n, 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+    struct node *leader = &n[0], *follower = &n[1];
+    int64_t term = ha_term(server_ha(leader->srv));
+    struct dns_wait w = {.d = &d, .fence = term};
+    assert_true(run_until_pred(fence_is, &w, 5000)); /* the first claim: from none */
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", leader->port, follower->port);
+    struct host_agent a = {.held = json_array()};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &host_ops, &a, &err);
+    assert_non_null(a.conn);
+    struct standby_agent sb = {0};
+    struct agent_conn_params sp = {
+        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
+    sb.conn = agent_conn_new(base, &sp, &standby_ops, &sb, &err);
+    assert_non_null(sb.conn);
+    agent_conn_start(sb.conn);
+    /* The standby first, so that the recovery finds it. */
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (!standby_connected(leader) && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_ONCE);
+    agent_conn_start(a.conn);
+
+    /* Up to the DNS step; its UPDATE is held on the way. */
+    assert_true(run_until_pred(update_held, &d, 15000));
+    char phases[256];
+    journaled_phases(leader, phases, sizeof(phases));
+    assert_string_equal(phases, "detected,fenced,container_ready,port_open");
+    assert_int_equal(sb.creates, 1);
+
+    node_stop(leader);
+    assert_true(run_until_pred(node_leads, follower, 5000));
+    int64_t new_term = ha_term(server_ha(follower->srv));
+    assert_true(new_term > term);
+    assert_true(run_until_pred(recovered_in_etcd, NULL, 15000));
+    assert_int_equal(d.fence, new_term);
+    assert_string_equal(d.address, "127.0.0.3");
+    assert_int_equal(d.a_changes, 1);
+    assert_int_equal(d.refused, 0);
+
+    /* The old leader's UPDATE arrives now: refused by the fence (NXRRSET). */
+    fence_dns_process(&d, d.held, d.held_len, &d.held_from, true);
+    assert_int_equal(d.refused, 1);
+    assert_int_equal(d.a_changes, 1);
+
+    /* No container order again, and each phase journaled once across both. */
+    assert_int_equal(sb.creates, 1);
+    assert_int_equal(sb.starts, 0);
+    assert_int_equal(a.kills, 1);
+    journaled_phases(follower, phases, sizeof(phases));
+    assert_string_equal(phases, "dns_updated,client_confirmed");
+    json_t *recs = etcd_list(&c, "/vcr/recoveries/web1/");
+    assert_int_equal(json_object_size(recs), 6);
+    const char *key;
+    json_t *kv;
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        const char *phase = json_string_value(json_object_get(v, "phase"));
+        bool late = strcmp(phase, "dns_updated") == 0 || strcmp(phase, "client_confirmed") == 0;
+        assert_int_equal(json_integer_value(json_object_get(v, "term")), late ? new_term : term);
+        json_decref(v);
+    }
+    json_decref(recs);
+
+    agent_conn_free(a.conn);
+    agent_conn_free(sb.conn);
+    json_decref(a.held);
+    node_stop(follower);
+    evconnlistener_free(listener);
+    fence_dns_stop(&d);
+    cluster_stop(&c);
+}
+
 static int test_teardown(void **state)
 {
     (void)state;
@@ -1039,6 +1396,7 @@ int main(void)
         cmocka_unit_test_teardown(test_ha_member_down_and_quorum_lost, test_teardown),
         cmocka_unit_test_teardown(test_servers_agent_follows_the_leader, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_mid_recovery, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_at_the_dns_step, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
