@@ -138,6 +138,7 @@ static void start_write(struct svc *s)
     } else if (etcd_step_guarded(ha_etcd(rc->ha), ha_leader_key(rc->ha), term, rec_key, rec_value,
                                  key, value, on_step, s, &err) == 0) {
         s->ha_inflight = true;
+        s->ha_record_sent = s->ha_record != NULL;
         s->ha_dirty = false;
         s->ha_epoch = rc->ha_epoch;
         return;
@@ -174,7 +175,10 @@ static void on_step(int status, const char *error, bool succeeded, int64_t guard
         s->ha_retry_at = vcr_mono_ms() + HA_RETRY_MS;
         return;
     }
-    if (!succeeded && s->ha_record && record->found) {
+    /* A phase that came while a write without it was in flight is not in
+     * that txn: it goes in the next one. */
+    bool sent = s->ha_record_sent && s->ha_record;
+    if (!succeeded && sent && record->found) {
         /* The phase has its record already: ours, when an answer was lost
          * and the txn tried again on another member (the state went with it). */
         json_error_t jerr;
@@ -189,10 +193,11 @@ static void on_step(int status, const char *error, bool succeeded, int64_t guard
                       s->cfg->name, s->ha_record_phase, s->rec_id, (long long)by_term);
             json_decref(s->ha_record);
             s->ha_record = NULL;
+            sent = false;
             s->ha_dirty = true; /* the state was not written */
         }
     }
-    if (committed && s->ha_record) {
+    if (committed && sent) {
         recovery_record_commit(s, s->ha_record_phase, s->ha_record);
         json_decref(s->ha_record);
         s->ha_record = NULL;
@@ -201,7 +206,7 @@ static void on_step(int status, const char *error, bool succeeded, int64_t guard
         s->ha_dirty = true;
         s->ha_retry_at = vcr_mono_ms() + HA_RETRY_MS;
     }
-    if (s->ha_dirty && s->ha_record == NULL && vcr_mono_ms() >= s->ha_retry_at)
+    if ((s->ha_dirty || s->ha_record) && vcr_mono_ms() >= s->ha_retry_at)
         start_write(s);
     if (s->ha_record == NULL && s->ha_advance) {
         s->ha_advance = false;

@@ -147,7 +147,7 @@ struct svc {
     char rec_id[24];
     json_t *ha_record;
     char ha_record_phase[24];
-    bool ha_advance, ha_inflight, ha_dirty, ha_seen;
+    bool ha_advance, ha_inflight, ha_record_sent, ha_dirty, ha_seen;
     /* A DNS switch waiting for the zone's fence to hold this leader's term
      * (recovery_dns_switch), to this address. */
     bool dns_waiting;
