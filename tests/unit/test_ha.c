@@ -30,6 +30,7 @@
 #include "ha/ha.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/recovery.h"
 #include "server/server.h"
 #include "config/server_config.h"
 
@@ -901,6 +902,65 @@ static bool recovery_failed_in_etcd(void *arg)
     return failed;
 }
 
+/* A standby agent: reports its containers (web1-c running, for a warm
+ * service), runs every container order. */
+struct standby_agent {
+    struct agent_conn *conn;
+    int creates, starts;
+};
+
+static json_t *no_containers(void *opaque)
+{
+    (void)opaque;
+    return json_pack("{s:[]}", "containers");
+}
+
+static json_t *warm_container(void *opaque)
+{
+    (void)opaque;
+    return json_pack("{s:[{s:s, s:s}]}", "containers", "name", "web1-c", "state", "running");
+}
+
+static void standby_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    struct standby_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "container_create") == 0)
+        a->creates++;
+    else if (strcmp(action, "container_start") == 0)
+        a->starts++;
+    agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops standby_ops = {
+    .vm_list = no_vms, .order = standby_order, .hello_extra = no_containers};
+static const struct agent_conn_ops warm_standby_ops = {
+    .vm_list = no_vms, .order = standby_order, .hello_extra = warm_container};
+
+static bool standby_on(void *arg)
+{
+    struct node *n = arg;
+    const struct inv_host *h = inventory_find_host(server_inventory(n->srv), "sb1");
+    return h && h->state == INV_HOST_CONNECTED;
+}
+
+static bool container_ready_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(takeover_cluster, "/vcr/recoveries/web1/");
+    bool found = false;
+    const char *key;
+    json_t *kv;
+    json_object_foreach(keys, key, kv)
+    {
+        size_t n = strlen(key);
+        found |= n > 16 && strcmp(key + n - 16, "/container_ready") == 0;
+    }
+    json_decref(keys);
+    return found;
+}
+
 /* Two real servers on etcd with one service, and a host agent (the agent's
  * real connection code) whose VM web1 has crashed.  The leader detects it and
  * orders vm_kill, which the agent holds; the leader dies there (mid-fencing).
@@ -933,7 +993,7 @@ static void test_servers_takeover_mid_recovery(void **state)
              "    dns_name: web1.vcr.lab\n"
              "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: 80}\n"
              "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
-             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             "    standby: {mode: warm, host: sb1, container: web1-c, address: 127.0.0.3}\n",
              path);
     struct node n[2] = {{0}};
     node_start_with(&n[0], "s1", &c, c.dir, extra);
@@ -1000,6 +1060,25 @@ static void test_servers_takeover_mid_recovery(void **state)
     assert_int_equal(detected_term, term);
     assert_int_equal(fenced_term, new_term);
 
+    /* The operator retries once the standby is back with the warm container
+     * running: the retry's state write is in flight when container_ready is
+     * done (at once: the container runs), and that phase still gets its own
+     * record in etcd before it is journaled. */
+    struct standby_agent sb = {0};
+    struct agent_conn_params sp = {
+        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
+    sb.conn = agent_conn_new(base, &sp, &warm_standby_ops, &sb, &err);
+    assert_non_null(sb.conn);
+    agent_conn_start(sb.conn);
+    assert_true(run_until_pred(standby_on, follower, 5000));
+    json_t *r = recovery_failover(server_recovery(follower->srv), "web1", &err);
+    assert_non_null(r);
+    json_decref(r);
+    assert_true(run_until_pred(container_ready_in_etcd, NULL, 5000));
+    journaled_phases(follower, phases, sizeof(phases));
+    assert_string_equal(phases, "fenced,failed,retry,container_ready");
+
+    agent_conn_free(sb.conn);
     agent_conn_free(a.conn);
     json_decref(a.held);
     node_stop(follower);
@@ -1161,33 +1240,6 @@ static void fence_dns_stop(struct fence_dns *d)
     close(d->fd);
 }
 
-/* A standby agent: reports no container, runs every container order. */
-struct standby_agent {
-    struct agent_conn *conn;
-    int creates, starts;
-};
-
-static json_t *no_containers(void *opaque)
-{
-    (void)opaque;
-    return json_pack("{s:[]}", "containers");
-}
-
-static void standby_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
-{
-    struct standby_agent *a = opaque;
-    (void)vm;
-    (void)msg;
-    if (strcmp(action, "container_create") == 0)
-        a->creates++;
-    else if (strcmp(action, "container_start") == 0)
-        a->starts++;
-    agent_conn_reply(a->conn, id, true, NULL);
-}
-
-static const struct agent_conn_ops standby_ops = {
-    .vm_list = no_vms, .order = standby_order, .hello_extra = no_containers};
-
 static void on_port_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                            int len, void *arg)
 {
@@ -1196,12 +1248,6 @@ static void on_port_accept(struct evconnlistener *l, evutil_socket_t fd, struct 
     (void)len;
     (void)arg;
     close(fd);
-}
-
-static bool standby_connected(struct node *n)
-{
-    const struct inv_host *h = inventory_find_host(server_inventory(n->srv), "sb1");
-    return h && h->state == INV_HOST_CONNECTED;
 }
 
 struct dns_wait {
@@ -1302,7 +1348,7 @@ static void test_servers_takeover_at_the_dns_step(void **state)
     agent_conn_start(sb.conn);
     /* The standby first, so that the recovery finds it. */
     int64_t deadline = vcr_mono_ms() + 5000;
-    while (!standby_connected(leader) && vcr_mono_ms() < deadline)
+    while (!standby_on(leader) && vcr_mono_ms() < deadline)
         event_base_loop(base, EVLOOP_ONCE);
     agent_conn_start(a.conn);
 
