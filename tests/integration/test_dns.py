@@ -1,7 +1,8 @@
 """DNS UPDATE (src/dns) against the lab's BIND9, driven through vcr-dnsupdate from the
 ASan+UBSan build, inside the lab namespace: a signed update switches the A record, a
 second one replaces it, a wrong key is refused and changes nothing, a server that does
-not answer is retried and then reported."""
+not answer is retried and then reported; the fence of redundant servers (docs/ha.md) lets
+the newest term switch and refuses an older one (NXRRSET)."""
 import json
 import os
 import shutil
