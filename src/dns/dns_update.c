@@ -46,6 +46,8 @@ struct dns_update {
     const char *algorithm; /* static: its name on the wire, "hmac-sha256." */
     char *server;          /* "A.B.C.D:PORT", for messages */
     char *change;          /* "NAME A ADDR ttl N", for messages */
+    char *zone;
+    int64_t fence_term, fence_claim;
     struct dns_retry_policy retry;
     unsigned attempts;
     unsigned timeout_ms;
@@ -156,6 +158,10 @@ static int validate(const struct dns_update_config *cfg, const char *name, long 
     if (zone == NULL)
         return vcr_error_make(err, EINVAL, "zone: `%s` is not a valid domain name",
                               cfg->zone ? cfg->zone : "");
+    if (cfg->fence_term < 0 || cfg->fence_claim < 0)
+        return vcr_error_make(err, EINVAL, "fence: a negative term");
+    if (name == NULL && addr == NULL && addr6 == NULL && cfg->fence_claim > 0)
+        return 0; /* a fence claim alone */
     cleanup_rdf ldns_rdf *owner = dname_from(name);
     if (owner == NULL)
         return vcr_error_make(err, EINVAL, "name: `%s` is not a valid domain name",
@@ -175,7 +181,7 @@ static int validate(const struct dns_update_config *cfg, const char *name, long 
     return 0;
 }
 
-static ldns_rr *rr_new(const ldns_rdf *owner, ldns_rr_type type, ldns_rr_class class, uint32_t ttl)
+static ldns_rr *rr_of(const ldns_rdf *owner, ldns_rr_type type, ldns_rr_class class, uint32_t ttl)
 {
     ldns_rr *rr = ldns_rr_new();
     if (rr == NULL)
@@ -187,13 +193,61 @@ static ldns_rr *rr_new(const ldns_rdf *owner, ldns_rr_type type, ldns_rr_class c
     return rr;
 }
 
+/* FENCE TXT "term" (class IN, with ttl), or NULL. */
+static ldns_rr *fence_rr(const ldns_rdf *fence, int64_t term, uint32_t ttl)
+{
+    char text[24];
+    snprintf(text, sizeof(text), "%lld", (long long)term);
+    ldns_rr *rr = rr_of(fence, LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, ttl);
+    ldns_rdf *txt = ldns_rdf_new_frm_str(LDNS_RDF_TYPE_STR, text);
+    if (rr == NULL || txt == NULL) {
+        ldns_rr_free(rr);
+        ldns_rdf_deep_free(txt);
+        return NULL;
+    }
+    ldns_rr_push_rdf(rr, txt);
+    return rr;
+}
+
+/* The fence's prerequisite and, for a claim, its change (dns_update.h). */
+static int fence_sections(const struct dns_update_config *cfg, ldns_rr_list *prereqs,
+                          ldns_rr_list *updates)
+{
+    if (cfg->fence_term == 0 && cfg->fence_claim == 0)
+        return 0;
+    char name[300];
+    snprintf(name, sizeof(name), "%s.%s", DNS_FENCE_LABEL, cfg->zone);
+    cleanup_rdf ldns_rdf *fence = dname_from(name);
+    if (fence == NULL)
+        return -1;
+    /* RFC 2136 2.4.2: class IN, TTL 0, the value; 2.4.3: class NONE, TTL 0, no rdata. */
+    ldns_rr *pre = cfg->fence_term > 0 ? fence_rr(fence, cfg->fence_term, 0)
+                                       : rr_of(fence, LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_NONE, 0);
+    if (pre == NULL)
+        return -1;
+    ldns_rr_list_push_rr(prereqs, pre);
+    if (cfg->fence_claim > 0) {
+        /* 2.5.2: delete the RRset (class ANY, TTL 0, no rdata), then 2.5.1: add one. */
+        ldns_rr *del = rr_of(fence, LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_ANY, 0);
+        ldns_rr *add = fence_rr(fence, cfg->fence_claim, 0);
+        if (del == NULL || add == NULL) {
+            ldns_rr_free(del);
+            ldns_rr_free(add);
+            return -1;
+        }
+        ldns_rr_list_push_rr(updates, del);
+        ldns_rr_list_push_rr(updates, add);
+    }
+    return 0;
+}
+
 /* RFC 2136 section 2.5.2 then 2.5.1: delete the whole RRset of the type, then add the
  * one record, pushed onto updates. */
 static int push_replacement(ldns_rr_list *updates, const ldns_rdf *owner, ldns_rr_type type,
                             ldns_rdf_type rdf_type, long ttl, const char *addr)
 {
-    ldns_rr *delete_all = rr_new(owner, type, LDNS_RR_CLASS_ANY, 0);
-    ldns_rr *add = rr_new(owner, type, LDNS_RR_CLASS_IN, (uint32_t)ttl);
+    ldns_rr *delete_all = rr_of(owner, type, LDNS_RR_CLASS_ANY, 0);
+    ldns_rr *add = rr_of(owner, type, LDNS_RR_CLASS_IN, (uint32_t)ttl);
     ldns_rdf *rdata = ldns_rdf_new_frm_str(rdf_type, addr);
     if (delete_all == NULL || add == NULL || rdata == NULL) {
         ldns_rr_free(delete_all);
@@ -215,17 +269,23 @@ static ldns_pkt *signed_update_new(const struct dns_update_config *cfg, const ch
     if (validate(cfg, name, ttl, addr, addr6, err) < 0)
         return NULL;
     cleanup_rdf ldns_rdf *zone = dname_from(cfg->zone);
-    cleanup_rdf ldns_rdf *owner = dname_from(name);
     cleanup_rr_list ldns_rr_list *updates = ldns_rr_list_new();
-    if (updates == NULL ||
-        (addr &&
-         push_replacement(updates, owner, LDNS_RR_TYPE_A, LDNS_RDF_TYPE_A, ttl, addr) < 0) ||
-        (addr6 &&
-         push_replacement(updates, owner, LDNS_RR_TYPE_AAAA, LDNS_RDF_TYPE_AAAA, ttl, addr6) < 0))
+    cleanup_rr_list ldns_rr_list *prereqs = ldns_rr_list_new();
+    if (updates == NULL || prereqs == NULL || fence_sections(cfg, prereqs, updates) < 0)
         return vcr_error_make(err, ENOMEM, "build the DNS UPDATE: out of memory"), NULL;
+    if (name) {
+        cleanup_rdf ldns_rdf *owner = dname_from(name);
+        if (owner == NULL ||
+            (addr &&
+             push_replacement(updates, owner, LDNS_RR_TYPE_A, LDNS_RDF_TYPE_A, ttl, addr) < 0) ||
+            (addr6 && push_replacement(updates, owner, LDNS_RR_TYPE_AAAA, LDNS_RDF_TYPE_AAAA, ttl,
+                                       addr6) < 0))
+            return vcr_error_make(err, ENOMEM, "build the DNS UPDATE: out of memory"), NULL;
+    }
 
     cleanup_pkt ldns_pkt *pkt =
-        ldns_update_pkt_new(steal_pointer(&zone), LDNS_RR_CLASS_IN, NULL, updates, NULL);
+        ldns_update_pkt_new(steal_pointer(&zone), LDNS_RR_CLASS_IN,
+                            ldns_rr_list_rr_count(prereqs) ? prereqs : NULL, updates, NULL);
     if (pkt == NULL)
         return vcr_error_make(err, ENOMEM, "build the DNS UPDATE: out of memory"), NULL;
     /* ldns builds the zone section as a query and so sets RD; in an UPDATE header that
@@ -274,6 +334,7 @@ static void update_free(struct dns_update *u)
     free(u->key_secret);
     free(u->server);
     free(u->change);
+    free(u->zone);
     free(u);
 }
 
@@ -384,6 +445,14 @@ static char *rejection_message(const struct dns_update *u, int rcode, unsigned t
                      "`%s` answered NOTAUTH: not authoritative for the zone, or bad key or "
                      "signature (key `%s`)",
                      u->server, u->key_name);
+    else if (u->fence_term > 0 && rcode == DNS_RCODE_NXRRSET)
+        n = asprintf(&msg,
+                     "`%s` answered NXRRSET: the fence %s.%s is no longer term %lld: a newer "
+                     "leader has claimed the zone (stale term, not retried)",
+                     u->server, DNS_FENCE_LABEL, u->zone, (long long)u->fence_term);
+    else if (u->fence_claim > 0 && rcode == DNS_RCODE_YXRRSET)
+        n = asprintf(&msg, "`%s` answered YXRRSET: the fence %s.%s exists already", u->server,
+                     DNS_FENCE_LABEL, u->zone);
     else if (rcode == LDNS_RCODE_REFUSED)
         n = asprintf(&msg,
                      "`%s` answered REFUSED: its policy (update-policy or allow-update) "
@@ -554,10 +623,20 @@ struct dns_update *dns_update_start(struct event_base *base, const struct dns_up
     u->algorithm = wire_algorithm(cfg);
     char where[INET6_ADDRSTRLEN + 8];
     u->server = strdup(vcr_host_port_format(cfg->server, port, where, sizeof(where)));
-    if (asprintf(&u->change, "%s%s%s%s%s ttl %ld", name, addr ? " A " : "", addr ? addr : "",
-                 addr6 ? " AAAA " : "", addr6 ? addr6 : "", ttl) < 0)
+    u->fence_term = cfg->fence_term;
+    u->fence_claim = cfg->fence_claim;
+    u->zone = strdup(cfg->zone);
+    char fence[64] = "";
+    if (cfg->fence_claim)
+        snprintf(fence, sizeof(fence), "%sfence %lld -> %lld", name ? ", " : "",
+                 (long long)cfg->fence_term, (long long)cfg->fence_claim);
+    else if (cfg->fence_term)
+        snprintf(fence, sizeof(fence), " (fence: term %lld)", (long long)cfg->fence_term);
+    if (name ? asprintf(&u->change, "%s%s%s%s%s ttl %ld%s", name, addr ? " A " : "",
+                        addr ? addr : "", addr6 ? " AAAA " : "", addr6 ? addr6 : "", ttl, fence) < 0
+             : asprintf(&u->change, "%s", fence) < 0)
         u->change = NULL;
-    if (u->request_mac == NULL || u->key_name == NULL || u->key_secret == NULL ||
+    if (u->request_mac == NULL || u->zone == NULL || u->key_name == NULL || u->key_secret == NULL ||
         u->server == NULL || u->change == NULL) {
         update_free(u);
         return vcr_error_make(err, ENOMEM, "start DNS update: out of memory"), NULL;

@@ -33,7 +33,23 @@ struct dns_update_config {
     const char *key_secret; /* base64, as in the BIND key file */
     const char *algorithm;  /* NULL (hmac-sha256), "hmac-sha256" or "hmac-sha512" */
     struct dns_retry_policy retry;
+    /* Fencing by term (redundant servers, docs/ha.md): the zone's fence is the TXT
+     * record DNS_FENCE_LABEL.ZONE holding the term of the leader that last claimed it.
+     * fence_term > 0: the update carries the prerequisite (RFC 2136 section 2.4.2,
+     * "RRset exists (value dependent)") that the fence is exactly "fence_term", so
+     * that it fails with NXRRSET once a newer leader has claimed the zone.
+     * fence_claim > 0: the update also moves the fence to "fence_claim" (delete its
+     * TXT RRset, add the one record); with fence_term 0 the prerequisite is then that
+     * it does not exist (section 2.4.3, failing with YXRRSET).  A claim may change no
+     * A record (name and addr NULL).  Both 0 (the single server): no prerequisite. */
+    int64_t fence_term;
+    int64_t fence_claim;
 };
+
+#define DNS_FENCE_LABEL "_vcr-term"
+/* The rcodes of a failed prerequisite (RFC 2136 section 2.2). */
+#define DNS_RCODE_YXRRSET 7
+#define DNS_RCODE_NXRRSET 8
 
 /* A TSIG key read from a BIND key file; dns_tsig_key_clear() frees it. */
 struct dns_tsig_key {
@@ -74,9 +90,10 @@ struct dns_update;
 /* Starts replacing every A record of `name` (inside cfg->zone) by one record `addr`
  * (IPv4) and every AAAA record by one record `addr6` (IPv6), both with `ttl`
  * (0..DNS_UPDATE_MAX_TTL), in one message.  A NULL address leaves the RRset of its
- * type untouched; at least one must be given.  Invalid input fails here, naming the field;
- * everything later is reported through done, never from inside this call.  The
- * returned handle is valid until done runs or dns_update_cancel(). */
+ * type untouched; at least one must be given.  name and both addresses NULL: none (a
+ * fence claim only).  Invalid input fails here, naming the field; everything later is
+ * reported through done, never from inside this call.  The returned handle is valid
+ * until done runs or dns_update_cancel(). */
 struct dns_update *dns_update_start(struct event_base *base, const struct dns_update_config *cfg,
                                     const char *name, long ttl, const char *addr, const char *addr6,
                                     dns_update_done_fn done, void *arg, vcr_error_t *err);

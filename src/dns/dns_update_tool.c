@@ -21,16 +21,22 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: " PROG " --server A.B.C.D[:PORT]|IPV6|[IPV6]:PORT --zone ZONE\n"
-                 "                     --key-file FILE\n"
-                 "                     [--attempts N] [--timeout-ms MS] [--max-timeout-ms MS]\n"
-                 "                     [--json] [--log-level LEVEL] NAME TTL ADDRESS\n"
-                 "       " PROG " ... --repeat N NAME TTL ADDRESS [ADDRESS...]\n"
-                 "Replaces every A record of NAME by ADDRESS with a TSIG-signed DNS UPDATE.\n"
-                 "ADDRESS is an IPv4 address (the A RRset), an IPv6 address (the AAAA RRset)\n"
-                 "or both joined by a comma, e.g. 10.77.0.11,fd77::11 (both in one UPDATE).\n"
-                 "--repeat makes N updates in a row, cycling through the addresses (give two\n"
-                 "so that each one is a real change), and reports the median time.\n");
+    fprintf(out,
+            "usage: " PROG " --server A.B.C.D[:PORT]|IPV6|[IPV6]:PORT --zone ZONE\n"
+            "                     --key-file FILE\n"
+            "                     [--attempts N] [--timeout-ms MS] [--max-timeout-ms MS]\n"
+            "                     [--fence-term T] [--json] [--log-level LEVEL]\n"
+            "                     NAME TTL ADDRESS\n"
+            "       " PROG " ... --repeat N NAME TTL ADDRESS [ADDRESS...]\n"
+            "       " PROG " ... [--fence-term T] --fence-claim T2 [NAME TTL ADDRESS]\n"
+            "Replaces every A record of NAME by ADDRESS with a TSIG-signed DNS UPDATE.\n"
+            "ADDRESS is an IPv4 address (the A RRset), an IPv6 address (the AAAA RRset)\n"
+            "or both joined by a comma, e.g. 10.77.0.11,fd77::11 (both in one UPDATE).\n"
+            "--repeat makes N updates in a row, cycling through the addresses (give two\n"
+            "so that each one is a real change), and reports the median time.\n"
+            "--fence-term T: only if the zone's fence (TXT " DNS_FENCE_LABEL ".ZONE) is T, as\n"
+            "redundant servers switch (docs/ha.md); NXRRSET otherwise.  --fence-claim T2:\n"
+            "move the fence from T (no --fence-term: from none) to T2.\n");
 }
 
 static int parse_long(const char *what, const char *s, long min, long max, long *out,
@@ -141,6 +147,8 @@ static int print_outcome(bool json, const char *name, const char *ttl, const cha
             rounded(t->first_ms), "median_ms", rounded(t->median_ms), "max_ms", rounded(t->max_ms));
         cleanup_free char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
         printf("%s\n", text ? text : "{\"ok\":false,\"error\":\"out of memory\"}");
+    } else if (error == NULL && name == NULL) {
+        printf("fence claimed: %u attempt(s), %.3f ms\n", o->attempts, o->elapsed_ms);
     } else if (error == NULL && t->updates > 1) {
         printf("%s %s ttl %s: ok, %u updates, median %.3f ms, first %.3f ms, max %.3f ms\n", name,
                addr, ttl, t->updates, t->median_ms, t->first_ms, t->max_ms);
@@ -165,6 +173,8 @@ int main(int argc, char **argv)
         {"timeout-ms", required_argument, NULL, 't'},
         {"max-timeout-ms", required_argument, NULL, 'm'},
         {"repeat", required_argument, NULL, 'r'},
+        {"fence-term", required_argument, NULL, 'f'},
+        {"fence-claim", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
@@ -205,6 +215,15 @@ int main(int argc, char **argv)
             if (parse_ms_or_count("--repeat", optarg, &repeat, &err) < 0)
                 return vcr_error_report(&err, stderr, PROG), 2;
             break;
+        case 'f':
+        case 'c': {
+            long term;
+            if (parse_long(c == 'f' ? "--fence-term" : "--fence-claim", optarg, 1, LONG_MAX, &term,
+                           &err) < 0)
+                return vcr_error_report(&err, stderr, PROG), 2;
+            *(c == 'f' ? &cfg.fence_term : &cfg.fence_claim) = term;
+            break;
+        }
         case 'j':
             json = true;
             break;
@@ -224,15 +243,18 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (cfg.server == NULL || cfg.zone == NULL || key_file == NULL || argc - optind < 3 ||
-        (argc - optind > 3 && repeat == 1)) {
+    bool claim_only = cfg.fence_claim > 0 && argc == optind;
+    if (cfg.server == NULL || cfg.zone == NULL || key_file == NULL ||
+        (argc - optind < 3 && !claim_only) || (argc - optind > 3 && repeat == 1)) {
         usage(stderr);
         return 2;
     }
     vcr_log_init(PROG, (enum vcr_log_level)level);
-    const char *name = argv[optind], *ttl_arg = argv[optind + 1];
-    char **addrs = argv + optind + 2;
-    unsigned naddrs = (unsigned)(argc - optind - 2);
+    static char *none[] = {NULL};
+    const char *name = claim_only ? NULL : argv[optind];
+    const char *ttl_arg = claim_only ? "0" : argv[optind + 1];
+    char **addrs = claim_only ? none : argv + optind + 2;
+    unsigned naddrs = claim_only ? 1 : (unsigned)(argc - optind - 2);
     long ttl;
     if (parse_long("ttl", ttl_arg, LONG_MIN, LONG_MAX, &ttl, &err) < 0)
         return vcr_error_report(&err, stderr, PROG), 2;
@@ -252,8 +274,9 @@ int main(int argc, char **argv)
     int rc = 0;
     while (rc == 0 && done < repeat) {
         char buf[128];
-        const char *addr, *addr6;
-        split_addresses(addrs[done % naddrs], buf, sizeof(buf), &addr, &addr6);
+        const char *addr = NULL, *addr6 = NULL;
+        if (!claim_only)
+            split_addresses(addrs[done % naddrs], buf, sizeof(buf), &addr, &addr6);
         rc = dns_update_sync(&cfg, name, ttl, addr, addr6, &outcome, &err);
         if (rc == 0)
             times[done++] = outcome.elapsed_ms;

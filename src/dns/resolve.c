@@ -23,6 +23,7 @@ struct resolve {
     struct event *read_ev;
     struct event *timer;
     resolve_done_fn done;
+    resolve_txt_fn txt_done; /* a TXT query */
     void *arg;
     char server[32];
 };
@@ -44,9 +45,54 @@ void resolve_cancel(struct resolve *r)
 static void finish(struct resolve *r, const char *address, const char *why)
 {
     resolve_done_fn done = r->done;
+    resolve_txt_fn txt_done = r->txt_done;
     void *arg = r->arg;
     resolve_cancel(r);
-    done(address, why, arg);
+    if (txt_done)
+        txt_done(false, NULL, why, arg);
+    else
+        done(address, why, arg);
+}
+
+/* A TXT answer: NOERROR or NXDOMAIN is an answer, with the first string of
+ * the first TXT record if there is one. */
+static int txt_answer(struct resolve *r, const uint8_t *buf, size_t len)
+{
+    int tsigs = dns_wire_tsig_count(buf, len);
+    if (tsigs < 0 || tsigs > 1)
+        return 0;
+    ldns_pkt *pkt = NULL;
+    if (ldns_wire2pkt(&pkt, buf, len) != LDNS_STATUS_OK || ldns_pkt_id(pkt) != r->id ||
+        !ldns_pkt_qr(pkt)) {
+        ldns_pkt_free(pkt);
+        return 0;
+    }
+    int rcode = ldns_pkt_get_rcode(pkt);
+    char *txt = NULL;
+    ldns_rr_list *answer = ldns_pkt_answer(pkt);
+    for (size_t i = 0;
+         rcode == LDNS_RCODE_NOERROR && answer && txt == NULL && i < ldns_rr_list_rr_count(answer);
+         i++) {
+        ldns_rr *rr = ldns_rr_list_rr(answer, i);
+        const ldns_rdf *d = ldns_rr_rd_count(rr) ? ldns_rr_rdf(rr, 0) : NULL;
+        /* A character-string: its length octet, then the bytes. */
+        if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_TXT && d && ldns_rdf_size(d) >= 1 &&
+            (size_t)ldns_rdf_data(d)[0] + 1 <= ldns_rdf_size(d))
+            txt = strndup((const char *)ldns_rdf_data(d) + 1, ldns_rdf_data(d)[0]);
+    }
+    ldns_pkt_free(pkt);
+    resolve_txt_fn done = r->txt_done;
+    void *arg = r->arg;
+    char why[200] = "";
+    if (rcode != LDNS_RCODE_NOERROR && rcode != LDNS_RCODE_NXDOMAIN) {
+        ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, rcode);
+        snprintf(why, sizeof(why), "`%s` answered %s for `%s` TXT", r->server, rc ? rc->name : "?",
+                 r->name);
+    }
+    resolve_cancel(r);
+    done(why[0] == '\0', txt, why[0] ? why : NULL, arg);
+    free(txt);
+    return 1;
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -108,6 +154,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         finish(r, NULL, why);
         return;
     }
+    if (r->txt_done) {
+        txt_answer(r, buf, (size_t)n);
+        return;
+    }
     char why[200] = "";
     char *address = NULL;
     if (!resolve_parse_answer(buf, (size_t)n, r->id, r->server, r->name, &address, why,
@@ -117,9 +167,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     free(address);
 }
 
-struct resolve *resolve_start(struct event_base *base, const char *server, uint16_t port,
-                              const char *name, uint32_t timeout_ms, resolve_done_fn done,
-                              void *arg, vcr_error_t *err)
+static struct resolve *query_start(struct event_base *base, const char *server, uint16_t port,
+                                   const char *name, ldns_rr_type type, uint32_t timeout_ms,
+                                   resolve_done_fn done, resolve_txt_fn txt_done, void *arg,
+                                   vcr_error_t *err)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port ? port : 53)};
     if (inet_pton(AF_INET, server, &sin.sin_addr) != 1) {
@@ -133,11 +184,11 @@ struct resolve *resolve_start(struct event_base *base, const char *server, uint1
     }
     r->fd = -1;
     r->done = done;
+    r->txt_done = txt_done;
     r->arg = arg;
     snprintf(r->server, sizeof(r->server), "%s:%u", server, (unsigned)(port ? port : 53));
     ldns_rdf *dname = ldns_dname_new_frm_str(name);
-    ldns_pkt *q =
-        dname ? ldns_pkt_query_new(dname, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD) : NULL;
+    ldns_pkt *q = dname ? ldns_pkt_query_new(dname, type, LDNS_RR_CLASS_IN, LDNS_RD) : NULL;
     uint8_t *wire = NULL;
     size_t len = 0;
     if (q == NULL || (r->name = strdup(name)) == NULL) {
@@ -174,4 +225,19 @@ struct resolve *resolve_start(struct event_base *base, const char *server, uint1
     event_add(r->read_ev, NULL);
     evtimer_add(r->timer, &tv);
     return r;
+}
+
+struct resolve *resolve_start(struct event_base *base, const char *server, uint16_t port,
+                              const char *name, uint32_t timeout_ms, resolve_done_fn done,
+                              void *arg, vcr_error_t *err)
+{
+    return query_start(base, server, port, name, LDNS_RR_TYPE_A, timeout_ms, done, NULL, arg, err);
+}
+
+struct resolve *resolve_txt_start(struct event_base *base, const char *server, uint16_t port,
+                                  const char *name, uint32_t timeout_ms, resolve_txt_fn done,
+                                  void *arg, vcr_error_t *err)
+{
+    return query_start(base, server, port, name, LDNS_RR_TYPE_TXT, timeout_ms, NULL, done, arg,
+                       err);
 }

@@ -5,6 +5,7 @@
 #ifndef VCR_SERVER_RESOLVE_H
 #define VCR_SERVER_RESOLVE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,15 @@ struct resolve *resolve_start(struct event_base *base, const char *server, uint1
                               const char *name, uint32_t timeout_ms, resolve_done_fn done,
                               void *arg, vcr_error_t *err);
 void resolve_cancel(struct resolve *r);
+
+/* One TXT query (the DNS fence of redundant servers, dns_update.h).  answered:
+ * the server said (NOERROR or NXDOMAIN); then txt is the first string of the
+ * first TXT record, NULL when there is none.  Otherwise why says what happened.
+ * All borrowed; the resolve is freed before done runs. */
+typedef void (*resolve_txt_fn)(bool answered, const char *txt, const char *why, void *arg);
+struct resolve *resolve_txt_start(struct event_base *base, const char *server, uint16_t port,
+                                  const char *name, uint32_t timeout_ms, resolve_txt_fn done,
+                                  void *arg, vcr_error_t *err);
 
 /* One datagram buf[len] as the answer to query id (exposed for
  * tests/fuzz/fuzz_dns_reply.c): 0 when it is not (unparsable, another id, not

@@ -47,6 +47,7 @@ struct etcd_req {
     etcd_each_cb each_cb;
     etcd_done_cb done_cb;
     etcd_status_cb status_cb;
+    etcd_step_cb step_cb;
     void *opaque;
     LIST_ENTRY(etcd_req) link;
 };
@@ -537,6 +538,59 @@ int etcd_get_prefix(struct etcd *e, const char *prefix, etcd_each_cb each, etcd_
         return -1;
     r->each_cb = each;
     r->done_cb = done;
+    return 0;
+}
+
+static void step_done(struct etcd_req *r, int status, const char *error, json_t *answer)
+{
+    struct etcd_kv guard = {0}, record = {0};
+    cleanup_free char *guard_value = NULL, *record_value = NULL;
+    if (status) {
+        r->step_cb(status, error, false, 0, &record, r->opaque);
+        return;
+    }
+    bool succeeded = json_is_true(json_object_get(answer, "succeeded"));
+    int bad = 0;
+    if (!succeeded) {
+        /* The failure branch: the guard's range, then the record's (if asked). */
+        json_t *responses = json_object_get(answer, "responses");
+        json_t *g = json_object_get(json_array_get(responses, 0), "response_range");
+        json_t *rec = json_object_get(json_array_get(responses, 1), "response_range");
+        if (g)
+            kv_from_range(g, &guard, &guard_value, &bad);
+        if (rec)
+            kv_from_range(rec, &record, &record_value, &bad);
+    }
+    if (bad) {
+        r->step_cb(EIO, "etcd: a value that is not base64", false, 0, &record, r->opaque);
+        return;
+    }
+    r->step_cb(0, NULL, succeeded, guard.found ? guard.create_revision : 0, &record, r->opaque);
+}
+
+static json_t *put_of(const char *key, const char *value)
+{
+    return json_pack("{s:{s:o, s:o}}", "request_put", "key", b64_string(key, strlen(key)), "value",
+                     b64_string(value, strlen(value)));
+}
+
+int etcd_step_guarded(struct etcd *e, const char *guard_key, int64_t guard_rev,
+                      const char *record_key, const char *record_value, const char *state_key,
+                      const char *state_value, etcd_step_cb cb, void *opaque, vcr_error_t *err)
+{
+    cleanup_json json_t *body =
+        json_pack("{s:[o], s:[o], s:[o]}", "compare", compare_create(guard_key, guard_rev),
+                  "success", put_of(state_key, state_value), "failure", range_of(guard_key));
+    if (body && record_key) {
+        json_array_append_new(json_object_get(body, "compare"), compare_create(record_key, 0));
+        json_array_insert_new(json_object_get(body, "success"), 0,
+                              put_of(record_key, record_value));
+        json_array_append_new(json_object_get(body, "failure"), range_of(record_key));
+    }
+    struct etcd_req *r = req_new(e, "/v3/kv/txn", body, step_done, opaque, err);
+    if (r == NULL)
+        return -1;
+    r->step_cb = cb;
     return 0;
 }
 

@@ -84,6 +84,19 @@ int etcd_get_prefix(struct etcd *e, const char *prefix, etcd_each_cb each, etcd_
 int etcd_delete_guarded(struct etcd *e, const char *key, const char *guard_key, int64_t guard_rev,
                         etcd_done_cb done, void *opaque, vcr_error_t *err);
 
+/* One step of a shared state, in one txn: only while guard_key's
+ * create_revision is guard_rev (the leader key and its term) and, when
+ * record_key is not NULL, record_key does not exist yet, puts record_key =
+ * record_value (a record written once) and state_key = state_value.
+ * succeeded: both puts happened.  Otherwise guard_rev_now is guard_key's
+ * create_revision now (0: no such key) and record (when record_key was given)
+ * the record that exists already (found false: none). */
+typedef void (*etcd_step_cb)(int status, const char *error, bool succeeded, int64_t guard_rev_now,
+                             const struct etcd_kv *record, void *opaque);
+int etcd_step_guarded(struct etcd *e, const char *guard_key, int64_t guard_rev,
+                      const char *record_key, const char *record_value, const char *state_key,
+                      const char *state_value, etcd_step_cb cb, void *opaque, vcr_error_t *err);
+
 /* The endpoint's member and the raft leader it knows (POST /v3/maintenance/status;
  * leader_id 0: it knows none). */
 typedef void (*etcd_status_cb)(int status, const char *error, uint64_t member_id,

@@ -118,6 +118,16 @@ int64_t ha_term(struct ha *ha)
     return ha_is_leader(ha) ? ha->term : 0;
 }
 
+struct etcd *ha_etcd(struct ha *ha)
+{
+    return ha->etcd;
+}
+
+const char *ha_leader_key(const struct ha *ha)
+{
+    return ha->leader_key;
+}
+
 const struct ha_leader *ha_leader(const struct ha *ha)
 {
     return &ha->leader;

@@ -65,6 +65,12 @@ bool ha_is_leader(struct ha *ha);
 /* The term this instance leads with; 0 when it does not lead. */
 int64_t ha_term(struct ha *ha);
 
+/* The etcd client and the leader key (borrowed, for the life of ha): the
+ * shared state is written with txns guarded by the key's create revision, the
+ * term (etcd_step_guarded), so that a deposed leader's writes fail. */
+struct etcd *ha_etcd(struct ha *ha);
+const char *ha_leader_key(const struct ha *ha);
+
 /* The leader as last read from etcd (NULL members: not known). */
 struct ha_leader {
     const char *name;

@@ -36,6 +36,9 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
  * outlives the engine) says this server leads. */
 struct ha;
 void recovery_set_ha(struct recovery *rc, struct ha *ha);
+/* This server no longer leads: everything in flight is dropped; the shared
+ * state is loaded again from etcd when it leads again. */
+void recovery_ha_deposed(struct recovery *rc);
 /* Before agents_free: pending order callbacks are then ignored. */
 void recovery_stop(struct recovery *rc);
 void recovery_free(struct recovery *rc);

@@ -49,6 +49,7 @@ static void ha_deposed(void *opaque, const char *why)
     cleanup_json json_t *detail = json_pack("{s:s, s:s}", "name", srv->cfg->ha.name, "why", why);
     journal_note(srv->journal, 0, NULL, NULL, JOURNAL_HA_FOLLOWER, detail);
     agents_set_leading(srv->agents, false, why);
+    recovery_ha_deposed(srv->recovery);
 }
 
 static const struct ha_watch server_ha_watch = {.elected = ha_elected, .deposed = ha_deposed};

@@ -139,8 +139,7 @@ struct services_raw_check {
     char *type, *path, *interval_ms, *timeout_ms, *failures, *boot_grace_ms, *family;
 };
 struct services_raw_standby {
-    char *mode, *host, *container, *vm, *address, *address6, *prefix, *gateway, *template,
-        *image,
+    char *mode, *host, *container, *vm, *address, *address6, *prefix, *gateway, *template, *image,
         *fallback_host;
 };
 struct services_raw_data {

@@ -1,7 +1,9 @@
 """DNS UPDATE (src/dns) against the lab's BIND9, driven through vcr-dnsupdate from the
 ASan+UBSan build, inside the lab namespace: a signed update switches the A record, a
-second one replaces it, one update over IPv6 replaces the A and the AAAA records, a wrong key is refused and changes nothing, a server that does
-not answer is retried and then reported."""
+second one replaces it, one update over IPv6 replaces the A and the AAAA records, a
+wrong key is refused and changes nothing, a server that does not answer is retried and
+then reported; the fence of redundant servers (docs/ha.md) lets the newest term switch
+and refuses an older one (NXRRSET)."""
 import json
 import os
 import shutil
@@ -198,3 +200,67 @@ zone "t.test" {{ type master; file "{tmp_path}/t.test.zone";
         except subprocess.TimeoutExpired:
             named.kill()
             named.wait()
+
+
+def fence(lab):
+    """The zone's fence of redundant servers (docs/ha.md): its TXT strings."""
+    return [t.strip('"') for t in labkit.dig(f"_vcr-term.{lab['VCR_LAB_ZONE']}", rtype="TXT")]
+
+
+def delete_fence(lab):
+    """What an operator does after replacing the etcd cluster (its terms start again)."""
+    script = (f"server {lab['VCR_LAB_DNS']}\n"
+              f"update delete _vcr-term.{lab['VCR_LAB_ZONE']} TXT\nsend\n")
+    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", lab["VCR_LAB_TSIG_FILE"]]), input=script,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+
+
+def claim(lab, to, frm=None):
+    argv = [tool(), "--server", server_of(lab), "--zone", lab["VCR_LAB_ZONE"],
+            "--key-file", lab["VCR_LAB_TSIG_FILE"], "--json", "--fence-claim", str(to)]
+    if frm:
+        argv += ["--fence-term", str(frm)]
+    r = labkit.ns_run(argv, timeout=60)
+    assert not SANITIZER.search(r.stderr), r.stderr
+    return r.returncode, json.loads(r.stdout), r.stderr
+
+
+def test_fence_by_term_refuses_a_deposed_leaders_switch(lab):
+    """RFC 2136 prerequisites on the real BIND: every switch of a leader requires the
+    zone's fence TXT to be its term; a new leader moves it up by a compare-and-swap; the
+    old leader's switch then fails with NXRRSET and changes nothing."""
+    name = fqdn(lab, "dns-fence")
+    delete_fence(lab)
+    try:
+        # No fence yet: a fenced switch is refused; the first claim requires none.
+        rc, report, err = dnsupdate(lab, name, "10.77.0.110", extra=["--fence-term", "5"])
+        assert rc != 0 and report["rcode"] == 8, err  # NXRRSET
+        assert labkit.dig(name) == []
+        rc, _, err = claim(lab, 5)
+        assert rc == 0, err
+        assert fence(lab) == ["5"]
+        rc, _, err = dnsupdate(lab, name, "10.77.0.111", extra=["--fence-term", "5"])
+        assert rc == 0, err
+        assert labkit.dig(name) == ["10.77.0.111"]
+        # Term 9 takes over: claims the zone from 5.
+        rc, _, err = claim(lab, 9, frm=5)
+        assert rc == 0, err
+        assert fence(lab) == ["9"]
+        # The deposed leader (term 5) switches: refused, stale, the name unchanged.
+        rc, report, err = dnsupdate(lab, name, "10.77.0.112", extra=["--fence-term", "5"])
+        assert rc != 0 and report["rcode"] == 8 and report["attempts"] == 1, err
+        assert "stale term" in err, err
+        assert labkit.dig(name) == ["10.77.0.111"]
+        # Nor can it claim back, from what it last knew or from nothing.
+        rc, report, _ = claim(lab, 6, frm=5)
+        assert rc != 0 and report["rcode"] == 8
+        rc, report, _ = claim(lab, 6)
+        assert rc != 0 and report["rcode"] == 7  # YXRRSET
+        assert fence(lab) == ["9"]
+        # The leader of term 9 switches.
+        rc, _, err = dnsupdate(lab, name, "10.77.0.113", extra=["--fence-term", "9"])
+        assert rc == 0, err
+        assert labkit.dig(name) == ["10.77.0.113"]
+    finally:
+        delete_fence(lab)

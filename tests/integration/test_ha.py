@@ -2,10 +2,13 @@
 (docs/ha.md): two ASan+UBSan servers elect a leader on an etcd lease, a real host agent
 knows both and supervises a real QEMU guest with its fence watchdog armed.  The leader
 is killed with SIGKILL, stopped with SIGSTOP past its lease, etcd loses a member and then
-its quorum; the agent keeps its VM through all of it and is never self-fenced."""
+its quorum; the agent keeps its VM through all of it and is never self-fenced.  The
+servers switch the lab's BIND9 (dns:): each leader claims the zone's DNS fence
+(_vcr-term TXT, docs/ha.md) for its term, so a deposed leader's DNS UPDATE fails."""
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -35,7 +38,7 @@ class Cluster:
         cfg = self.tmp / f"{name}.yaml"
         labkit.write_server_config(cfg, self.tmp / f"{name}-journal.db", heartbeat_ms=300,
                                    host_timeout_ms=1500, fence_timeout_ms=FENCE_MS,
-                                   agent_port=BRIDGE_PORTS[name], api=APIS[name],
+                                   agent_port=BRIDGE_PORTS[name], api=APIS[name], dns=True,
                                    ha={"name": name, "etcd": self.urls, "lease_ttl_s": 1})
         if name in self.servers:
             self.old.append(self.servers[name])
@@ -85,6 +88,15 @@ class Cluster:
         assert vm["state"] == "running", vm
         return vm["pid"]
 
+    def dns_fence(self):
+        """The zone's DNS fence: the term of the leader that last claimed it, or None."""
+        txt = labkit.dig(f"_vcr-term.{labkit.lab_env()['VCR_LAB_ZONE']}", rtype="TXT")
+        return int(txt[0].strip('"')) if txt else None
+
+    def wait_dns_fence(self, term):
+        return labkit.wait_for(f"the DNS fence at term {term}",
+                               lambda: self.dns_fence() == term, 10, interval=0.1)
+
     def not_fenced(self):
         wd = self.tmp / "agent-host1" / "fence-watchdog.log"
         if wd.exists():
@@ -97,6 +109,9 @@ def cluster(lab, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ha")
     c = None
     try:
+        # A new etcd cluster's terms start again: its fence goes first, as an operator
+        # does after replacing the etcd cluster (docs/ha.md).
+        delete_dns_fence()
         c = Cluster(tmp, build_dir())
         c.start_server("s1")
         c.start_server("s2")
@@ -134,6 +149,27 @@ def cluster(lab, tmp_path_factory):
         assert not reports, "\n".join(reports)
 
 
+def delete_dns_fence():
+    env = labkit.lab_env()
+    script = (f"server {env['VCR_LAB_DNS']}\n"
+              f"update delete _vcr-term.{env['VCR_LAB_ZONE']} TXT\nsend\n")
+    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]), input=script,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+
+
+def fenced_switch(build, term, address):
+    """A DNS switch of ha-fence.ZONE under the fence of term, as a leader of that term
+    makes it (vcr-dnsupdate --fence-term); returns its exit code and stderr."""
+    env = labkit.lab_env()
+    port = env.get("VCR_LAB_DNS_PORT") or "53"
+    r = labkit.ns_run([os.path.join(build, "src", "dns", "vcr-dnsupdate"), "--server",
+                       f"{env['VCR_LAB_DNS']}:{port}", "--zone", env["VCR_LAB_ZONE"],
+                       "--key-file", env["VCR_LAB_TSIG_FILE"], "--fence-term", str(term),
+                       f"ha-fence.{env['VCR_LAB_ZONE']}", "5", address])
+    return r.returncode, r.stderr
+
+
 def post_stop(api):
     """POST /v1/vms/web1/stop to one server's API with the lab's operator token over TLS
     (labkit.api_curl); stdout ends with the HTTP code on a line of its own."""
@@ -162,6 +198,10 @@ def test_one_leader_the_follower_refuses(cluster):
     assert code == "503", r.stdout
     assert json.loads(body)["leader"] == APIS[leader]
     assert json.loads(body)["code"] == "not_leader"
+    # The leader claimed the zone's DNS fence for its term.
+    cluster.wait_dns_fence(term)
+    assert any(e["kind"] == "dns_fence" and e["detail"]["to"] == term
+               for e in cluster.vcr[leader].json("events", "--limit", "1000")["events"])
     table = cluster.vcr[follower].run("status")
     assert table.returncode == 0
     assert f"follows {leader}" in table.stdout, table.stdout
@@ -187,6 +227,10 @@ def test_kill9_of_the_leader_follower_takes_over_vm_kept(cluster, record_propert
     cluster.not_fenced()
     events = cluster.vcr[follower].json("events", "--limit", "1000")["events"]
     assert any(e["kind"] == "ha_leader" and e["detail"]["term"] == new_term for e in events)
+    # The new leader moved the DNS fence from the dead one's term to its own.
+    cluster.wait_dns_fence(new_term)
+    assert any(e["kind"] == "dns_fence" and e["detail"] == {"from": term, "to": new_term}
+               for e in cluster.vcr[follower].json("events", "--limit", "1000")["events"])
     # The killed one, restarted, follows.
     cluster.start_server(leader)
     h = labkit.wait_for(f"{leader} following {follower}",
@@ -220,6 +264,15 @@ def test_sigstop_of_the_leader_past_its_lease(cluster):
                             cluster.ha(leader)), 10)
     assert not h["leader"]
     assert cluster.leaders() == [(other, new_term)]
+    # Whatever its clock said, the old term cannot switch DNS any more: the new leader
+    # moved the fence, and BIND refuses an UPDATE under the old one (NXRRSET).
+    cluster.wait_dns_fence(new_term)
+    rc, err = fenced_switch(cluster.build, term, "10.77.0.120")
+    assert rc != 0 and "NXRRSET" in err and "stale term" in err, err
+    assert labkit.dig(f"ha-fence.{labkit.lab_env()['VCR_LAB_ZONE']}") != ["10.77.0.120"]
+    rc, err = fenced_switch(cluster.build, new_term, "10.77.0.121")
+    assert rc == 0, err
+    assert labkit.dig(f"ha-fence.{labkit.lab_env()['VCR_LAB_ZONE']}") == ["10.77.0.121"]
     assert cluster.vm_pid(other) == pid
     cluster.not_fenced()
 

@@ -208,6 +208,89 @@ static void test_message_signed_with_hmac_sha512(void **state)
     free(wire);
 }
 
+/* The fence of redundant servers (docs/ha.md): a leader's update requires the zone's
+ * fence TXT to be its term (RFC 2136 2.4.2: class IN, TTL 0, the value) and changes
+ * only the A RRset; a claim requires the previous term (or, from none, 2.4.3: class
+ * NONE, no rdata) and replaces the fence's TXT RRset by the new term. */
+static void check_fence_txt(const ldns_rr *rr, ldns_rr_class class, const char *value)
+{
+    ldns_rdf *fence = ldns_dname_new_frm_str("_vcr-term.vcr.lab.");
+    assert_int_equal(ldns_dname_compare(ldns_rr_owner(rr), fence), 0);
+    ldns_rdf_deep_free(fence);
+    assert_int_equal(ldns_rr_get_type(rr), LDNS_RR_TYPE_TXT);
+    assert_int_equal(ldns_rr_get_class(rr), class);
+    assert_int_equal(ldns_rr_ttl(rr), 0);
+    if (value == NULL) {
+        assert_int_equal(ldns_rr_rd_count(rr), 0);
+        return;
+    }
+    assert_int_equal(ldns_rr_rd_count(rr), 1);
+    cleanup_free char *text = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+    assert_string_equal(text, value);
+}
+
+static ldns_pkt *fence_message(int64_t term, int64_t claim, const char *name, const char *addr)
+{
+    struct dns_update_config cfg = {.server = "10.77.0.1",
+                                    .zone = "vcr.lab",
+                                    .key_name = KEY_NAME,
+                                    .key_secret = KEY_SECRET,
+                                    .fence_term = term,
+                                    .fence_claim = claim};
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free uint8_t *wire = NULL;
+    size_t len = 0;
+    assert_int_equal(dns_update_message(&cfg, name, 5, addr, NULL, &wire, &len, &err), 0);
+    ldns_pkt *pkt = NULL;
+    assert_int_equal(ldns_wire2pkt(&pkt, wire, len), LDNS_STATUS_OK);
+    assert_int_equal(ldns_pkt_get_opcode(pkt), LDNS_PACKET_UPDATE);
+    assert_true(ldns_pkt_tsig_verify(pkt, wire, len, KEY_NAME, KEY_SECRET, NULL));
+    return pkt;
+}
+
+static void test_message_fenced_by_term(void **state)
+{
+    (void)state;
+    /* A leader of term 42 switches web1: prerequisite fence = "42", A replaced. */
+    ldns_pkt *pkt = fence_message(42, 0, "web1.vcr.lab", "10.77.0.31");
+    assert_int_equal(ldns_update_prcount(pkt), 1);
+    check_fence_txt(ldns_rr_list_rr(ldns_pkt_answer(pkt), 0), LDNS_RR_CLASS_IN, "\"42\"");
+    assert_int_equal(ldns_update_upcount(pkt), 2);
+    assert_int_equal(ldns_rr_get_type(ldns_rr_list_rr(ldns_pkt_authority(pkt), 0)), LDNS_RR_TYPE_A);
+    assert_int_equal(ldns_rr_get_type(ldns_rr_list_rr(ldns_pkt_authority(pkt), 1)), LDNS_RR_TYPE_A);
+    ldns_pkt_free(pkt);
+
+    /* Term 57 claims the zone from term 42: no A record touched. */
+    pkt = fence_message(42, 57, NULL, NULL);
+    assert_int_equal(ldns_update_prcount(pkt), 1);
+    check_fence_txt(ldns_rr_list_rr(ldns_pkt_answer(pkt), 0), LDNS_RR_CLASS_IN, "\"42\"");
+    assert_int_equal(ldns_update_upcount(pkt), 2);
+    check_fence_txt(ldns_rr_list_rr(ldns_pkt_authority(pkt), 0), LDNS_RR_CLASS_ANY, NULL);
+    check_fence_txt(ldns_rr_list_rr(ldns_pkt_authority(pkt), 1), LDNS_RR_CLASS_IN, "\"57\"");
+    ldns_pkt_free(pkt);
+
+    /* The first claim ever: the fence must not exist. */
+    pkt = fence_message(0, 7, NULL, NULL);
+    assert_int_equal(ldns_update_prcount(pkt), 1);
+    check_fence_txt(ldns_rr_list_rr(ldns_pkt_answer(pkt), 0), LDNS_RR_CLASS_NONE, NULL);
+    assert_int_equal(ldns_update_upcount(pkt), 2);
+    check_fence_txt(ldns_rr_list_rr(ldns_pkt_authority(pkt), 1), LDNS_RR_CLASS_IN, "\"7\"");
+    ldns_pkt_free(pkt);
+
+    /* No fence (the single server): no prerequisite at all (as before). */
+    pkt = fence_message(0, 0, "web1.vcr.lab", "10.77.0.31");
+    assert_int_equal(ldns_update_prcount(pkt), 0);
+    ldns_pkt_free(pkt);
+
+    /* No name and no claim is no update. */
+    struct dns_update_config cfg = {
+        .server = "10.77.0.1", .zone = "vcr.lab", .key_name = KEY_NAME, .key_secret = KEY_SECRET};
+    cleanup_error vcr_error_t err = NULL;
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    assert_int_equal(dns_update_message(&cfg, NULL, 5, NULL, NULL, &wire, &len, &err), -1);
+}
+
 static void test_validation_names_field_and_value(void **state)
 {
     (void)state;
@@ -773,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_message_signed_with_hmac_sha512),
         cmocka_unit_test(test_message_replaces_a_and_aaaa_in_one_update),
         cmocka_unit_test(test_update_reaches_an_ipv6_server),
+        cmocka_unit_test(test_message_fenced_by_term),
         cmocka_unit_test(test_wire_tsig_count),
         cmocka_unit_test(test_validation_names_field_and_value),
         cmocka_unit_test(test_validation_accepts_bounds_and_apex),

@@ -8,8 +8,11 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <event2/listener.h>
+#include <ldns/ldns.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,11 +23,14 @@
 #include <unistd.h>
 
 #include "agent/agent_conn.h"
+#include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "ha/etcd.h"
 #include "ha/ha.h"
 #include "server/inventory.h"
+#include "server/journal.h"
+#include "server/recovery.h"
 #include "server/server.h"
 #include "config/server_config.h"
 
@@ -207,6 +213,27 @@ static void on_done(int status, const char *error, void *opaque)
     a->status = status;
 }
 
+struct step_answer {
+    bool done;
+    int status;
+    bool succeeded, record_found;
+    int64_t guard_rev_now;
+    char record[256];
+};
+
+static void on_step(int status, const char *error, bool succeeded, int64_t guard_rev_now,
+                    const struct etcd_kv *record, void *opaque)
+{
+    struct step_answer *a = opaque;
+    (void)error;
+    a->done = true;
+    a->status = status;
+    a->succeeded = succeeded;
+    a->guard_rev_now = guard_rev_now;
+    a->record_found = record->found;
+    snprintf(a->record, sizeof(a->record), "%s", record->value ? record->value : "");
+}
+
 #define WAIT(a)                                                                                    \
     do {                                                                                           \
         run_until(&(a).done, 5000);                                                                \
@@ -269,6 +296,48 @@ static void test_etcd_client(void **state)
     WAIT(get);
     assert_true(get.found);
     assert_string_equal(get.value, "phase=1");
+
+    /* A step of the shared state: a record written once and the state, both
+     * only under the term.  Again: refused, the record that exists in the
+     * answer (a lost answer's retry is recognized by it).  An older term:
+     * refused, the term that leads in the answer, nothing written. */
+    struct step_answer st1 = {0}, st2 = {0}, st3 = {0}, st4 = {0};
+    int64_t term = put.create_revision;
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term, "/u/rec/1/fenced", "{\"term\":1}",
+                                       "/u/svc/web1", "fenced", on_step, &st1, &err),
+                     0);
+    WAIT(st1);
+    assert_int_equal(st1.status, 0);
+    assert_true(st1.succeeded);
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term, "/u/rec/1/fenced", "{\"term\":2}",
+                                       "/u/svc/web1", "again", on_step, &st2, &err),
+                     0);
+    WAIT(st2);
+    assert_int_equal(st2.status, 0);
+    assert_false(st2.succeeded);
+    assert_int_equal(st2.guard_rev_now, term);
+    assert_true(st2.record_found);
+    assert_string_equal(st2.record, "{\"term\":1}");
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term - 1, "/u/rec/1/ready", "{}",
+                                       "/u/svc/web1", "stale", on_step, &st3, &err),
+                     0);
+    WAIT(st3);
+    assert_false(st3.succeeded);
+    assert_int_equal(st3.guard_rev_now, term);
+    assert_false(st3.record_found);
+    /* The state alone (no record) under the term. */
+    assert_int_equal(etcd_step_guarded(e, "/t/leader", term, NULL, NULL, "/u/svc/web1", "state",
+                                       on_step, &st4, &err),
+                     0);
+    WAIT(st4);
+    assert_true(st4.succeeded);
+    struct answer svc = {0}, ready = {0};
+    assert_int_equal(etcd_get(e, "/u/svc/web1", on_kv, &svc, &err), 0);
+    WAIT(svc);
+    assert_string_equal(svc.value, "state");
+    assert_int_equal(etcd_get(e, "/u/rec/1/ready", on_kv, &ready, &err), 0);
+    WAIT(ready);
+    assert_false(ready.found);
 
     struct answer list = {0};
     assert_int_equal(etcd_get_prefix(e, "/t/", on_each, on_done, &list, &err), 0);
@@ -571,14 +640,16 @@ struct node {
     uint16_t port;
 };
 
-static void node_start(struct node *n, const char *name, struct cluster *c, const char *dir)
+/* extra: more configuration (services), or "". */
+static void node_start_with(struct node *n, const char *name, struct cluster *c, const char *dir,
+                            const char *extra)
 {
     n->port = free_port();
-    char yaml[1024];
+    char yaml[4096];
     snprintf(yaml, sizeof(yaml),
              "listen: 127.0.0.1:%u\napi: 127.0.0.1:%u\njournal: %s/%s.db\nheartbeat_ms: 100\n"
-             "insecure: true\nha: {etcd: ['%s'], name: %s, lease_ttl_s: 1}\n",
-             n->port, free_port(), dir, name, c->urls[0], name);
+             "insecure: true\nha: {etcd: ['%s'], name: %s, lease_ttl_s: 1}\n%s",
+             n->port, free_port(), dir, name, c->urls[0], name, extra);
     vcr_error_t err = NULL;
     n->cfg = server_config_parse(yaml, strlen(yaml), name, &err);
     if (n->cfg == NULL)
@@ -586,6 +657,11 @@ static void node_start(struct node *n, const char *name, struct cluster *c, cons
     n->srv = server_new(base, n->cfg, &err);
     if (n->srv == NULL)
         fail_msg("%s", vcr_error_msg(err));
+}
+
+static void node_start(struct node *n, const char *name, struct cluster *c, const char *dir)
+{
+    node_start_with(n, name, c, dir, "");
 }
 
 static void node_stop(struct node *n)
@@ -712,6 +788,623 @@ static void test_servers_agent_follows_the_leader(void **state)
     cluster_stop(&c);
 }
 
+/* --- a takeover in the middle of a recovery --- */
+
+struct host_agent {
+    struct agent_conn *conn;
+    bool hold;    /* vm_kill orders are kept unanswered */
+    int kills;    /* vm_kill orders received */
+    json_t *held; /* the ids of those kept */
+};
+
+static json_t *crashed_vm(void *opaque)
+{
+    (void)opaque;
+    return json_pack("[{s:s, s:s, s:i, s:s}]", "name", "web1", "state", "crashed", "pid", 100,
+                     "cause", "qemu killed by signal 9");
+}
+
+static void host_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    struct host_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "vm_kill") != 0) {
+        agent_conn_reply(a->conn, id, false, "test agent");
+        return;
+    }
+    a->kills++;
+    if (a->hold)
+        json_array_append(a->held, id);
+    else
+        agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops host_ops = {.vm_list = crashed_vm, .order = host_order};
+
+/* The keys under a prefix, with what each says. */
+struct listing {
+    bool done;
+    int status;
+    json_t *keys; /* {key: {value, create_revision, mod_revision}} */
+};
+
+static void on_list_each(const char *key, const struct etcd_kv *kv, void *opaque)
+{
+    struct listing *l = opaque;
+    json_object_set_new(l->keys, key,
+                        json_pack("{s:s, s:I, s:I}", "value", kv->value ? kv->value : "",
+                                  "create_revision", (json_int_t)kv->create_revision,
+                                  "mod_revision", (json_int_t)kv->mod_revision));
+}
+
+static void on_list_done(int status, const char *error, void *opaque)
+{
+    struct listing *l = opaque;
+    (void)error;
+    l->done = true;
+    l->status = status;
+}
+
+static json_t *etcd_list(struct cluster *c, const char *prefix)
+{
+    vcr_error_t err = NULL;
+    struct etcd *e = etcd_new(base, c->urls, c->n, 1000, &err);
+    assert_non_null(e);
+    struct listing l = {.keys = json_object()};
+    assert_int_equal(etcd_get_prefix(e, prefix, on_list_each, on_list_done, &l, &err), 0);
+    WAIT(l);
+    assert_int_equal(l.status, 0);
+    etcd_free(e);
+    return l.keys;
+}
+
+/* The phases a server journaled (kind `recovery`), comma-separated. */
+static void journaled_phases(struct node *n, char *out, size_t size)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    out[0] = '\0';
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "recovery") != 0)
+            continue;
+        const char *phase =
+            json_string_value(json_object_get(json_object_get(ev, "detail"), "phase"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", phase);
+    }
+    json_decref(events);
+}
+
+static bool kill_ordered(void *arg)
+{
+    return ((struct host_agent *)arg)->kills > 0;
+}
+
+static bool kill_ordered_again(void *arg)
+{
+    return ((struct host_agent *)arg)->kills > 1;
+}
+
+static struct cluster *takeover_cluster;
+
+static bool recovery_failed_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(takeover_cluster, "/vcr/services/");
+    const char *v =
+        json_string_value(json_object_get(json_object_get(keys, "/vcr/services/web1"), "value"));
+    bool failed = v && strstr(v, "\"state\":\"failed\"");
+    json_decref(keys);
+    return failed;
+}
+
+/* A standby agent: reports its containers (web1-c running, for a warm
+ * service), runs every container order. */
+struct standby_agent {
+    struct agent_conn *conn;
+    int creates, starts;
+};
+
+static json_t *no_containers(void *opaque)
+{
+    (void)opaque;
+    return json_pack("{s:[]}", "containers");
+}
+
+static json_t *warm_container(void *opaque)
+{
+    (void)opaque;
+    return json_pack("{s:[{s:s, s:s}]}", "containers", "name", "web1-c", "state", "running");
+}
+
+static void standby_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    struct standby_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "container_create") == 0)
+        a->creates++;
+    else if (strcmp(action, "container_start") == 0)
+        a->starts++;
+    agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops standby_ops = {
+    .vm_list = no_vms, .order = standby_order, .hello_extra = no_containers};
+static const struct agent_conn_ops warm_standby_ops = {
+    .vm_list = no_vms, .order = standby_order, .hello_extra = warm_container};
+
+static bool standby_on(void *arg)
+{
+    struct node *n = arg;
+    const struct inv_host *h = inventory_find_host(server_inventory(n->srv), "sb1");
+    return h && h->state == INV_HOST_CONNECTED;
+}
+
+static bool container_ready_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(takeover_cluster, "/vcr/recoveries/web1/");
+    bool found = false;
+    const char *key;
+    json_t *kv;
+    json_object_foreach(keys, key, kv)
+    {
+        size_t n = strlen(key);
+        found |= n > 16 && strcmp(key + n - 16, "/container_ready") == 0;
+    }
+    json_decref(keys);
+    return found;
+}
+
+/* Two real servers on etcd with one service, and a host agent (the agent's
+ * real connection code) whose VM web1 has crashed.  The leader detects it and
+ * orders vm_kill, which the agent holds; the leader dies there (mid-fencing).
+ * The follower takes the lead, loads the recovery from etcd and goes on from
+ * its last phase done: it fences (vm_kill again: the step in flight is
+ * repeated, never a phase done) and continues (here to the container step,
+ * which fails: no standby is connected).  Each phase is recorded once in etcd
+ * (version 1), by the term that did it, and journaled once across both
+ * servers. */
+static void test_servers_takeover_mid_recovery(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    takeover_cluster = &c;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("key \"vcr-update\" {\n\talgorithm hmac-sha256;\n\tsecret "
+          "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\";\n};\n",
+          f);
+    fclose(f);
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "host_timeout_ms: 1000\n"
+             "dns: {server: 127.0.0.1:9, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: 80}\n"
+             "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
+             "    standby: {mode: warm, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             path);
+    struct node n[2] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(either_leads, n, 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+    struct node *leader = &n[0], *follower = &n[1];
+    int64_t term = ha_term(server_ha(leader->srv));
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", leader->port, follower->port);
+    struct host_agent a = {.hold = true, .held = json_array()};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &host_ops, &a, &err);
+    assert_non_null(a.conn);
+    agent_conn_start(a.conn);
+    /* Detected (committed to etcd before the next step), then vm_kill. */
+    assert_true(run_until_pred(kill_ordered, &a, 10000));
+    char phases[256];
+    journaled_phases(leader, phases, sizeof(phases));
+    assert_string_equal(phases, "detected");
+
+    /* The leader dies in the middle of fencing; the agent answers the next one. */
+    node_stop(leader);
+    json_array_clear(a.held);
+    a.hold = false;
+    assert_true(run_until_pred(node_leads, follower, 5000));
+    int64_t new_term = ha_term(server_ha(follower->srv));
+    assert_true(new_term > term);
+    assert_true(run_until_pred(kill_ordered_again, &a, 10000));
+    assert_true(run_until_pred(recovery_failed_in_etcd, NULL, 10000));
+    assert_int_equal(a.kills, 2);
+
+    /* The successor journaled what it did, not what its predecessor had done. */
+    journaled_phases(follower, phases, sizeof(phases));
+    assert_string_equal(phases, "fenced,failed");
+
+    /* etcd: one recovery, each phase recorded once (never rewritten), by its term. */
+    json_t *recs = etcd_list(&c, "/vcr/recoveries/web1/");
+    assert_int_equal(json_object_size(recs), 2);
+    const char *key;
+    json_t *kv;
+    int64_t detected_term = 0, fenced_term = 0;
+    char rec_id[32] = "";
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        assert_non_null(v);
+        const char *phase = json_string_value(json_object_get(v, "phase"));
+        int64_t t = json_integer_value(json_object_get(v, "term"));
+        if (rec_id[0] == '\0')
+            snprintf(rec_id, sizeof(rec_id), "%s", json_string_value(json_object_get(v, "rec_id")));
+        assert_string_equal(json_string_value(json_object_get(v, "rec_id")), rec_id);
+        if (strcmp(phase, "detected") == 0)
+            detected_term = t;
+        else if (strcmp(phase, "fenced") == 0)
+            fenced_term = t;
+        json_decref(v);
+    }
+    json_decref(recs);
+    assert_int_equal(detected_term, term);
+    assert_int_equal(fenced_term, new_term);
+
+    /* The operator retries once the standby is back with the warm container
+     * running: the retry's state write is in flight when container_ready is
+     * done (at once: the container runs), and that phase still gets its own
+     * record in etcd before it is journaled. */
+    struct standby_agent sb = {0};
+    struct agent_conn_params sp = {
+        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
+    sb.conn = agent_conn_new(base, &sp, &warm_standby_ops, &sb, &err);
+    assert_non_null(sb.conn);
+    agent_conn_start(sb.conn);
+    assert_true(run_until_pred(standby_on, follower, 5000));
+    json_t *r = recovery_failover(server_recovery(follower->srv), "web1", &err);
+    assert_non_null(r);
+    json_decref(r);
+    assert_true(run_until_pred(container_ready_in_etcd, NULL, 5000));
+    journaled_phases(follower, phases, sizeof(phases));
+    assert_string_equal(phases, "fenced,failed,retry,container_ready");
+
+    agent_conn_free(sb.conn);
+    agent_conn_free(a.conn);
+    json_decref(a.held);
+    node_stop(follower);
+    cluster_stop(&c);
+}
+
+/* --- the same through DNS: a fence-aware DNS server --- */
+
+#define KEY_NAME   "vcr-update"
+#define KEY_SECRET "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+/* A DNS server on loopback that does what RFC 2136 says of the fence's
+ * prerequisites (BIND9 does the same: tests/integration/test_dns.py): TXT
+ * `_vcr-term.vcr.lab` is the fence, A `web1.vcr.lab` the service's name.  The
+ * first UPDATE that changes an A record can be held (its datagram kept, as a
+ * slow network would) and processed later. */
+struct fence_dns {
+    int fd;
+    uint16_t port;
+    struct event *ev;
+    long long fence;   /* 0: no fence record */
+    char address[32];  /* "" none */
+    int a_changes;     /* UPDATEs of the A record applied */
+    int refused;       /* UPDATEs refused by a prerequisite */
+    bool hold_first_a; /* hold the first UPDATE that changes the A record */
+    int held_n;
+    uint8_t held[4096];
+    size_t held_len;
+    struct sockaddr_in held_from;
+};
+
+static void fence_dns_send(struct fence_dns *d, ldns_pkt *reply, const struct sockaddr_in *to)
+{
+    uint8_t *wire = NULL;
+    size_t len = 0;
+    assert_int_equal(ldns_pkt2wire(&wire, reply, &len), LDNS_STATUS_OK);
+    sendto(d->fd, wire, len, 0, (const struct sockaddr *)to, sizeof(*to));
+    free(wire);
+    ldns_pkt_free(reply);
+}
+
+static long long txt_term(const ldns_rr *rr)
+{
+    const ldns_rdf *r = ldns_rr_rd_count(rr) ? ldns_rr_rdf(rr, 0) : NULL;
+    if (r == NULL || ldns_rdf_size(r) < 2)
+        return -1;
+    char text[32];
+    snprintf(text, sizeof(text), "%.*s", (int)ldns_rdf_data(r)[0],
+             (const char *)ldns_rdf_data(r) + 1);
+    return atoll(text);
+}
+
+static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
+                              const struct sockaddr_in *from, bool release)
+{
+    ldns_pkt *req = NULL;
+    assert_int_equal(ldns_wire2pkt(&req, buf, n), LDNS_STATUS_OK);
+    ldns_pkt *reply = ldns_pkt_new();
+    ldns_pkt_set_id(reply, ldns_pkt_id(req));
+    ldns_pkt_set_qr(reply, true);
+    ldns_pkt_set_opcode(reply, ldns_pkt_get_opcode(req));
+    ldns_pkt_set_rcode(reply, LDNS_RCODE_NOERROR);
+    if (ldns_pkt_get_opcode(req) == LDNS_PACKET_UPDATE) {
+        ldns_rr_list *upd = ldns_pkt_authority(req);
+        bool changes_a = false;
+        for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++)
+            changes_a |= ldns_rr_get_type(ldns_rr_list_rr(upd, i)) == LDNS_RR_TYPE_A;
+        if (changes_a && d->hold_first_a && !release) {
+            d->hold_first_a = false;
+            d->held_n++;
+            memcpy(d->held, buf, n);
+            d->held_len = n;
+            d->held_from = *from;
+            ldns_pkt_free(reply);
+            ldns_pkt_free(req);
+            return;
+        }
+        /* Prerequisites (ldns: the answer section), all of them, before anything. */
+        int rcode = LDNS_RCODE_NOERROR;
+        ldns_rr_list *pre = ldns_pkt_answer(req);
+        for (size_t i = 0; i < ldns_rr_list_rr_count(pre); i++) {
+            ldns_rr *rr = ldns_rr_list_rr(pre, i);
+            assert_int_equal(ldns_rr_get_type(rr), LDNS_RR_TYPE_TXT);
+            if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_IN && txt_term(rr) != d->fence)
+                rcode = LDNS_RCODE_NXRRSET;
+            else if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_NONE && d->fence != 0)
+                rcode = LDNS_RCODE_YXRRSET;
+        }
+        if (rcode != LDNS_RCODE_NOERROR) {
+            d->refused++;
+            ldns_pkt_set_rcode(reply, (uint8_t)rcode);
+            fence_dns_send(d, reply, from);
+            ldns_pkt_free(req);
+            return;
+        }
+        for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++) {
+            ldns_rr *rr = ldns_rr_list_rr(upd, i);
+            if (ldns_rr_get_class(rr) != LDNS_RR_CLASS_IN)
+                continue; /* the deletes: each is followed by its add */
+            if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_TXT) {
+                d->fence = txt_term(rr);
+            } else {
+                char *a = ldns_rdf2str(ldns_rr_rdf(rr, 0));
+                snprintf(d->address, sizeof(d->address), "%s", a);
+                free(a);
+                d->a_changes++;
+            }
+        }
+        assert_int_equal(ldns_pkt_tsig_sign(reply, KEY_NAME, KEY_SECRET, 300, "hmac-sha256.",
+                                            ldns_rr_rdf(ldns_pkt_tsig(req), 3)),
+                         LDNS_STATUS_OK);
+    } else {
+        ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(req), 0);
+        ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(q));
+        cleanup_free char *owner = ldns_rdf2str(ldns_rr_owner(q));
+        char text[160] = "";
+        if (ldns_rr_get_type(q) == LDNS_RR_TYPE_TXT && d->fence)
+            snprintf(text, sizeof(text), "%s 0 IN TXT \"%lld\"", owner, d->fence);
+        else if (ldns_rr_get_type(q) == LDNS_RR_TYPE_A && d->address[0])
+            snprintf(text, sizeof(text), "%s 5 IN A %s", owner, d->address);
+        if (text[0]) {
+            ldns_rr *rr = NULL;
+            assert_int_equal(ldns_rr_new_frm_str(&rr, text, 0, NULL, NULL), LDNS_STATUS_OK);
+            ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, rr);
+        }
+    }
+    fence_dns_send(d, reply, from);
+    ldns_pkt_free(req);
+}
+
+static void on_fence_dns(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct fence_dns *d = arg;
+    uint8_t buf[4096];
+    struct sockaddr_in from;
+    socklen_t flen = sizeof(from);
+    ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
+    if (n > 0)
+        fence_dns_process(d, buf, (size_t)n, &from, false);
+}
+
+static void fence_dns_start(struct fence_dns *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(d->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    socklen_t slen = sizeof(sin);
+    assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sin, &slen), 0);
+    d->port = ntohs(sin.sin_port);
+    d->ev = event_new(base, d->fd, EV_READ | EV_PERSIST, on_fence_dns, d);
+    event_add(d->ev, NULL);
+}
+
+static void fence_dns_stop(struct fence_dns *d)
+{
+    event_free(d->ev);
+    close(d->fd);
+}
+
+static void on_port_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                           int len, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    (void)arg;
+    close(fd);
+}
+
+struct dns_wait {
+    struct fence_dns *d;
+    long long fence;
+    int held;
+};
+
+static bool fence_is(void *arg)
+{
+    struct dns_wait *w = arg;
+    return w->d->fence == w->fence;
+}
+
+static bool update_held(void *arg)
+{
+    return ((struct fence_dns *)arg)->held_n > 0;
+}
+
+static bool recovered_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(takeover_cluster, "/vcr/services/");
+    const char *v =
+        json_string_value(json_object_get(json_object_get(keys, "/vcr/services/web1"), "value"));
+    bool done = v && strstr(v, "\"state\":\"recovered\"");
+    json_decref(keys);
+    return done;
+}
+
+/* A whole recovery across a takeover at its DNS step.  The leader claims the
+ * DNS zone's fence for its term, recovers web1 up to port_open, and sends its
+ * DNS UPDATE, which the network holds; it dies there.  The follower leads,
+ * moves the fence to its term, resumes after port_open (no container order
+ * again) and switches DNS under its own term: recovered.  The old leader's
+ * UPDATE, delivered late, is refused by the fence: the name was switched once,
+ * to the container, and each phase recorded and journaled once. */
+static void test_servers_takeover_at_the_dns_step(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    takeover_cluster = &c;
+    struct fence_dns d;
+    fence_dns_start(&d);
+    d.hold_first_a = true;
+    /* The container's port, on 127.0.0.3. */
+    uint16_t port = free_port();
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.3", &sin.sin_addr);
+    struct evconnlistener *listener = evconnlistener_new_bind(
+        base, on_port_accept, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 16,
+        (struct sockaddr *)&sin, sizeof(sin));
+    assert_non_null(listener);
+
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("key \"" KEY_NAME "\" {\n\talgorithm hmac-sha256;\n\tsecret \"" KEY_SECRET "\";\n};\n",
+          f);
+    fclose(f);
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "host_timeout_ms: 1000\n"
+             "port_timeout_ms: 5000\n"
+             "confirm_timeout_ms: 5000\n"
+             "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
+             "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
+             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             d.port, path, port);
+    struct node n[2] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(either_leads, n, 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+    struct node *leader = &n[0], *follower = &n[1];
+    int64_t term = ha_term(server_ha(leader->srv));
+    struct dns_wait w = {.d = &d, .fence = term};
+    assert_true(run_until_pred(fence_is, &w, 5000)); /* the first claim: from none */
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", leader->port, follower->port);
+    struct host_agent a = {.held = json_array()};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &host_ops, &a, &err);
+    assert_non_null(a.conn);
+    struct standby_agent sb = {0};
+    struct agent_conn_params sp = {
+        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
+    sb.conn = agent_conn_new(base, &sp, &standby_ops, &sb, &err);
+    assert_non_null(sb.conn);
+    agent_conn_start(sb.conn);
+    /* The standby first, so that the recovery finds it. */
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (!standby_on(leader) && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_ONCE);
+    agent_conn_start(a.conn);
+
+    /* Up to the DNS step; its UPDATE is held on the way. */
+    assert_true(run_until_pred(update_held, &d, 15000));
+    char phases[256];
+    journaled_phases(leader, phases, sizeof(phases));
+    assert_string_equal(phases, "detected,fenced,container_ready,port_open");
+    assert_int_equal(sb.creates, 1);
+
+    node_stop(leader);
+    assert_true(run_until_pred(node_leads, follower, 5000));
+    int64_t new_term = ha_term(server_ha(follower->srv));
+    assert_true(new_term > term);
+    assert_true(run_until_pred(recovered_in_etcd, NULL, 15000));
+    assert_int_equal(d.fence, new_term);
+    assert_string_equal(d.address, "127.0.0.3");
+    assert_int_equal(d.a_changes, 1);
+    assert_int_equal(d.refused, 0);
+
+    /* The old leader's UPDATE arrives now: refused by the fence (NXRRSET). */
+    fence_dns_process(&d, d.held, d.held_len, &d.held_from, true);
+    assert_int_equal(d.refused, 1);
+    assert_int_equal(d.a_changes, 1);
+
+    /* No container order again, and each phase journaled once across both. */
+    assert_int_equal(sb.creates, 1);
+    assert_int_equal(sb.starts, 0);
+    assert_int_equal(a.kills, 1);
+    journaled_phases(follower, phases, sizeof(phases));
+    assert_string_equal(phases, "dns_updated,client_confirmed");
+    json_t *recs = etcd_list(&c, "/vcr/recoveries/web1/");
+    assert_int_equal(json_object_size(recs), 6);
+    const char *key;
+    json_t *kv;
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        const char *phase = json_string_value(json_object_get(v, "phase"));
+        bool late = strcmp(phase, "dns_updated") == 0 || strcmp(phase, "client_confirmed") == 0;
+        assert_int_equal(json_integer_value(json_object_get(v, "term")), late ? new_term : term);
+        json_decref(v);
+    }
+    json_decref(recs);
+
+    agent_conn_free(a.conn);
+    agent_conn_free(sb.conn);
+    json_decref(a.held);
+    node_stop(follower);
+    evconnlistener_free(listener);
+    fence_dns_stop(&d);
+    cluster_stop(&c);
+}
+
 static int test_teardown(void **state)
 {
     (void)state;
@@ -748,6 +1441,8 @@ int main(void)
         cmocka_unit_test_teardown(test_ha_steps_down_without_etcd, test_teardown),
         cmocka_unit_test_teardown(test_ha_member_down_and_quorum_lost, test_teardown),
         cmocka_unit_test_teardown(test_servers_agent_follows_the_leader, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_mid_recovery, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_at_the_dns_step, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

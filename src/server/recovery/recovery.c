@@ -48,15 +48,15 @@ static int64_t elapsed(const struct svc *s)
     return vcr_mono_ms() - s->started_mono;
 }
 
-/* Journals one phase (with extra members, stolen, may be NULL) and adds it to the timeline. */
-void recovery_record(struct svc *s, const char *phase, json_t *extra)
+/* Adds one phase to the timeline; returns its journal detail (new reference). */
+json_t *recovery_record_entry(struct svc *s, const char *phase, json_t *extra)
 {
     int64_t now = vcr_wall_ms();
     json_t *entry = json_pack("{s:s, s:I, s:I}", "phase", phase, "ts_ms", (json_int_t)now,
                               "elapsed_ms", (json_int_t)elapsed(s));
     if (entry && extra)
         json_object_update(entry, extra);
-    cleanup_json json_t *detail =
+    json_t *detail =
         json_pack("{s:s, s:s, s:s, s:I}", "service", s->cfg->name, "phase", phase, "mode",
                   s->cfg->standby.mode->name, "elapsed_ms", (json_int_t)elapsed(s));
     if (detail && extra)
@@ -65,14 +65,33 @@ void recovery_record(struct svc *s, const char *phase, json_t *extra)
     if (s->timeline == NULL)
         s->timeline = json_array();
     json_array_append_new(s->timeline, entry);
+    return detail;
+}
+
+/* Journals a phase whose timeline entry recovery_record_entry made. */
+void recovery_record_commit(struct svc *s, const char *phase, json_t *detail)
+{
     recovery_journal(s, JOURNAL_RECOVERY, detail);
-    log_info("service %s: recovery: %s after %lld ms", s->cfg->name, phase, (long long)elapsed(s));
+    log_info("service %s: recovery: %s after %lld ms", s->cfg->name, phase,
+             (long long)json_integer_value(json_object_get(detail, "elapsed_ms")));
+}
+
+/* Journals one phase (with extra members, stolen, may be NULL) and adds it to the timeline. */
+void recovery_record(struct svc *s, const char *phase, json_t *extra)
+{
+    cleanup_json json_t *detail = recovery_record_entry(s, phase, extra);
+    recovery_record_commit(s, phase, detail);
 }
 
 void recovery_phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
 {
     s->phase = phase;
     s->step = STEP_IDLE;
+    if (s->rc->ha) {
+        /* Journaled and advanced once etcd has the phase (recovery_ha.c). */
+        recovery_ha_phase_done(s, phase, extra);
+        return;
+    }
     recovery_record(s, recovery_phase_name(phase), extra);
     if (recovery_save(s))
         recovery_advance(s);
@@ -87,6 +106,7 @@ void recovery_cancel_io(struct svc *s)
     s->dns = NULL;
     resolve_cancel(s->resolve);
     s->resolve = NULL;
+    s->dns_waiting = false;
 }
 
 void recovery_fail(struct svc *s, const char *fmt, ...)
@@ -100,6 +120,13 @@ void recovery_fail(struct svc *s, const char *fmt, ...)
     va_end(ap);
     memcpy(s->error, message, sizeof(s->error));
     recovery_cancel_io(s);
+    if (s->rc->ha && !s->rc->ha_loaded) {
+        /* This server stepped down meanwhile (an order refused for it): the
+         * recovery is its successor's, as etcd has it. */
+        log_info("service %s: not leading any more: %s", s->cfg->name, s->error);
+        s->step = STEP_IDLE;
+        return;
+    }
     /* Which way of the switch failed, if one did (GET /metrics counts DNS failures). */
     const char *way = s->step == STEP_DNS       ? switch_dns_ops.name
                       : s->step == STEP_ADDRESS ? switch_address_ops.name
@@ -164,6 +191,9 @@ void recovery_detect(struct svc *s, const char *cause)
 {
     if (s->state != SVC_OK && s->state != SVC_DEGRADED)
         return;
+    /* A new leader decides nothing before it has its predecessor's state. */
+    if (s->rc->ha && !s->rc->ha_loaded)
+        return;
     probe_stop(&s->probe);
     s->probe.failures = 0;
     s->probe.answered = false;
@@ -174,6 +204,7 @@ void recovery_detect(struct svc *s, const char *cause)
     snprintf(s->cause, sizeof(s->cause), "%s", cause);
     s->started_ms = vcr_wall_ms();
     s->started_mono = vcr_mono_ms();
+    snprintf(s->rec_id, sizeof(s->rec_id), "%lld", (long long)s->started_ms);
     json_decref(s->timeline);
     s->timeline = json_array();
     log_warn("service %s: failure detected: %s", s->cfg->name, cause);
@@ -311,6 +342,11 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
 {
     struct svc *s = arg;
     s->dns = NULL;
+    /* Refused by the zone's fence: a newer leader has claimed it (recovery_ha.c). */
+    if (error && s->rc->ha && outcome->rcode == DNS_RCODE_NXRRSET) {
+        recovery_ha_dns_stale(s, s->dns_wait_address);
+        return;
+    }
     if (s->step == STEP_FAILBACK) {
         failback_dns_done(s, error);
         return;
@@ -344,6 +380,20 @@ int recovery_dns_switch(struct svc *s, const char *address, const char *address6
         .key_secret = d->key_secret,
         .algorithm = d->key_algorithm,
     };
+    if (address != s->dns_wait_address) /* a waiting switch passes its own */
+        snprintf(s->dns_wait_address, sizeof(s->dns_wait_address), "%s", address);
+    if (address6 != s->dns_wait_address6)
+        snprintf(s->dns_wait_address6, sizeof(s->dns_wait_address6), "%s",
+                 address6 ? address6 : "");
+    if (s->rc->ha) {
+        /* Redundant servers: only under the zone's fence of this leader's term
+         * (recovery_ha.c); until it is claimed, the switch waits for it. */
+        if (!recovery_ha_dns_fenced(s->rc)) {
+            s->dns_waiting = true;
+            return 0;
+        }
+        dc.fence_term = s->rc->dns_fence_term;
+    }
     cleanup_error vcr_error_t err = NULL;
     s->dns = dns_update_start(s->rc->base, &dc, s->cfg->dns_name, s->cfg->ttl, address, address6,
                               on_dns_done, s, &err);
@@ -529,6 +579,17 @@ static bool resume_ready(struct svc *s, int64_t now)
 static void svc_tick(struct svc *s, int64_t now)
 {
     recovery_watch_primary(s, now);
+    /* Redundant servers: a phase waits for etcd before the next step starts. */
+    if (s->rc->ha && recovery_ha_tick(s, now))
+        return;
+    if (s->dns_waiting && recovery_ha_dns_fenced(s->rc)) {
+        s->dns_waiting = false;
+        if (recovery_dns_switch(s, s->dns_wait_address,
+                                s->dns_wait_address6[0] ? s->dns_wait_address6 : NULL) < 0) {
+            struct dns_update_outcome none = {.rcode = -1};
+            on_dns_done(&none, s->error, s);
+        }
+    }
     if (s->unsaved) {
         /* Hold until the state is durable; then go on from where it stopped. */
         if (now >= s->save_retry_at && recovery_save(s) && s->state == SVC_RECOVERING &&
@@ -581,8 +642,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct recovery *rc = arg;
     (void)fd;
     (void)what;
-    /* A follower probes nothing and decides nothing (docs/ha.md). */
-    if (rc->ha && !ha_is_leader(rc->ha))
+    /* A follower probes nothing and decides nothing (docs/ha.md); a new
+     * leader first loads the shared state (recovery_ha.c). */
+    if (rc->ha && !recovery_ha_ready(rc))
         return;
     int64_t now = vcr_mono_ms();
     for (size_t i = 0; i < rc->n_svcs && !rc->stopping; i++)
@@ -592,6 +654,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 void recovery_set_ha(struct recovery *rc, struct ha *ha)
 {
     rc->ha = ha;
+    /* The state is etcd's, loaded on taking the lead: not the local table's. */
+    for (size_t i = 0; ha && i < rc->n_svcs; i++)
+        recovery_ha_reset(&rc->svcs[i]);
 }
 
 struct recovery *recovery_new(struct event_base *base, const struct server_config *cfg,
@@ -645,6 +710,12 @@ void recovery_stop(struct recovery *rc)
     if (rc == NULL)
         return;
     rc->stopping = true;
+    /* The DNS fence's query or claim (recovery_ha.c). */
+    resolve_cancel(rc->fence_query);
+    rc->fence_query = NULL;
+    if (rc->fence_claim)
+        dns_update_cancel(rc->fence_claim);
+    rc->fence_claim = NULL;
     for (size_t i = 0; i < rc->n_svcs; i++) {
         recovery_cancel_io(&rc->svcs[i]);
         probe_stop(&rc->svcs[i].probe);
@@ -656,8 +727,10 @@ void recovery_free(struct recovery *rc)
     if (rc == NULL)
         return;
     recovery_stop(rc);
-    for (size_t i = 0; i < rc->n_svcs; i++)
+    for (size_t i = 0; i < rc->n_svcs; i++) {
         json_decref(rc->svcs[i].timeline);
+        json_decref(rc->svcs[i].ha_record);
+    }
     if (rc->tick)
         event_free(rc->tick);
     sqlite3_close(rc->db);

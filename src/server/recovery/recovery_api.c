@@ -18,6 +18,12 @@
 
 static struct svc *find_svc(struct recovery *rc, const char *name, vcr_error_t *err)
 {
+    if (rc->ha && !rc->ha_loaded) {
+        /* A follower refuses before this (api.c); a new leader is reading its
+         * predecessor's state from etcd (recovery_ha.c). */
+        vcr_error_make(err, EBUSY, "this server is loading the services' state from etcd");
+        return NULL;
+    }
     for (size_t i = 0; i < rc->n_svcs; i++)
         if (strcmp(rc->svcs[i].cfg->name, name) == 0)
             return &rc->svcs[i];

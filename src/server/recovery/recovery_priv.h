@@ -142,6 +142,21 @@ struct svc {
     int64_t auto_last_ms;
     bool auto_suspended;
     int64_t auto_retry_logged_ms;
+    /* Redundant servers (recovery_ha.c): the recovery's id in etcd (its
+     * detection's wall clock); the phase record waiting for its commit (its
+     * journal detail) and whether the next step waits for it; the state write
+     * in flight, and one more wanted after it. */
+    char rec_id[24];
+    json_t *ha_record;
+    char ha_record_phase[24];
+    bool ha_advance, ha_inflight, ha_record_sent, ha_dirty, ha_seen;
+    /* A DNS switch waiting for the zone's fence to hold this leader's term
+     * (recovery_dns_switch), to these addresses (address6 "": none). */
+    bool dns_waiting;
+    char dns_wait_address[64];
+    char dns_wait_address6[64];
+    uint64_t ha_epoch;
+    int64_t ha_retry_at; /* monotonic */
 };
 
 struct recovery {
@@ -156,6 +171,17 @@ struct recovery {
     size_t n_svcs;
     bool stopping;
     struct ha *ha; /* NULL: the embedded single server, always acting */
+    /* Redundant servers: the shared state was loaded from etcd for ha_term;
+     * ha_epoch grows at every step-down (answers of an older one are ignored). */
+    bool ha_loaded, ha_loading, ha_load_stale;
+    int64_t ha_term;
+    uint64_t ha_epoch;
+    /* The DNS zone's fence (dns_update.h): the term it was seen or made to
+     * hold for this leader (0: not yet); the query or claim in flight. */
+    int64_t dns_fence_term;
+    struct resolve *fence_query;
+    struct dns_update *fence_claim;
+    int64_t fence_retry_at; /* monotonic */
 };
 
 /* recovery.c: the state machine */
@@ -163,6 +189,10 @@ void recovery_probe_result(struct svc *s, bool ok, const char *why);
 void recovery_detect(struct svc *s, const char *cause);
 /* Journals one phase (extra: more members, stolen, may be NULL), adds it to the timeline. */
 void recovery_record(struct svc *s, const char *phase, json_t *extra);
+/* recovery_record in two halves: the timeline entry (returns the journal
+ * detail, new reference), then the journal line. */
+json_t *recovery_record_entry(struct svc *s, const char *phase, json_t *extra);
+void recovery_record_commit(struct svc *s, const char *phase, json_t *detail);
 /* Records and saves phase as done, then starts the next step (if saved). */
 void recovery_phase_done(struct svc *s, enum rec_phase phase, json_t *extra);
 void recovery_advance(struct svc *s);
@@ -233,6 +263,24 @@ void failback_auto_tick(struct svc *s, int64_t now);
 void failback_auto_on_failure(struct svc *s);
 /* The operator failed back (or reset): automatic failback may run again. */
 void failback_auto_resume(struct svc *s);
+
+/* recovery_ha.c: the shared state in etcd of redundant servers (docs/ha.md) */
+/* Whether this server leads and has loaded the shared state (starts loading it). */
+bool recovery_ha_ready(struct recovery *rc);
+/* The phase's record and the service's state in one guarded txn; journals the
+ * phase and starts the next step once etcd has them. */
+void recovery_ha_phase_done(struct svc *s, enum rec_phase phase, json_t *extra);
+/* Writes the service's state (guarded by the term); one write at a time. */
+void recovery_ha_save(struct svc *s);
+/* Retries a write; true while the service waits for a phase's commit. */
+bool recovery_ha_tick(struct svc *s, int64_t now);
+/* Whether the DNS zone's fence holds this leader's term (claimed on taking the lead). */
+bool recovery_ha_dns_fenced(struct recovery *rc);
+/* A DNS switch refused by the fence (NXRRSET): the fence is read again; the
+ * switch waits until it holds this term again, which it never does for a deposed leader. */
+void recovery_ha_dns_stale(struct svc *s, const char *address);
+/* A service as if nothing had happened (before the shared state is loaded). */
+void recovery_ha_reset(struct svc *s);
 
 /* fence.c */
 void fence_start(struct svc *s);

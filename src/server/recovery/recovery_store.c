@@ -69,7 +69,21 @@ static int db_exec(sqlite3 *db, const char *sql, vcr_error_t *err)
  * server reloads must never be behind what was done (docs/recovery.md). */
 #define SAVE_RETRY_MS 1000
 
+static bool save_row(struct svc *s);
+
 bool recovery_save(struct svc *s)
+{
+    if (s->rc->ha == NULL)
+        return save_row(s);
+    /* Redundant servers: etcd holds the state a successor loads (recovery_ha.c);
+     * the local row is history only and holds nothing up. */
+    recovery_ha_save(s);
+    save_row(s);
+    s->unsaved = false;
+    return true;
+}
+
+static bool save_row(struct svc *s)
 {
     s->updated_ms = vcr_wall_ms();
     sqlite3_stmt *st = NULL;
