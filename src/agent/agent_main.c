@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "agent/agent.h"
 #include "agent/host/fence_watchdog.h"
@@ -182,9 +183,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!agent_role_exists(opts.role)) {
-        fprintf(stderr, "vcr-agent: --role `%s`: not in this build; allowed: host%s%s\n", opts.role,
-                agent_role_exists("standby") ? ", standby" : "",
-                agent_role_exists("libvirt") ? ", libvirt" : "");
+        fprintf(stderr, "vcr-agent: --role `%s`: not in this build; allowed: host%s%s%s\n",
+                opts.role, agent_role_exists("standby") ? ", standby" : "",
+                agent_role_exists("libvirt") ? ", libvirt" : "",
+                strcmp(opts.role, "libvirt") == 0 ? " (the libvirt role is vcr-agent-libvirt)"
+                                                  : "");
         return 2;
     }
     vcr_log_init("vcr-agent", (enum vcr_log_level)level);

@@ -136,6 +136,14 @@ static void on_wakeup(int timer, void *opaque)
     (void)opaque;
 }
 
+/* libvirt prints every error on stderr unless told otherwise: the agent logs
+ * the ones it acts on itself (lv_error). */
+static void on_libvirt_error(void *opaque, virErrorPtr error)
+{
+    (void)opaque;
+    (void)error;
+}
+
 static void *event_thread(void *arg)
 {
     struct lv_role *r = arg;
@@ -516,6 +524,7 @@ static int lv_init(struct agent *a, vcr_error_t *err)
         vcr_error_make(err, ENOMEM, "libvirt role: out of memory");
         goto fail;
     }
+    virSetErrorFunc(NULL, on_libvirt_error);
     if (virInitialize() < 0 || virEventRegisterDefaultImpl() < 0) {
         vcr_error_make(err, EIO, "libvirt: cannot initialise: %s", lv_error());
         goto fail;
