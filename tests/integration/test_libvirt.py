@@ -8,7 +8,8 @@ One rig for the module; the scenarios run in file order and hand their state on:
   1 the agent reports the domain running, with samples (CPU, RSS from libvirt)
   2 `virsh destroy` -> the server sees `crashed` and recovers the service into a cold
     container of the standby VM (run by a host agent, as in test_recovery.py)
-  3 the domain started again; `vcr vm kill` (the fence order) destroys it: `stopped`
+  3 the domain started again (`vcr vm start`: virDomainCreate); `vcr vm kill` (the
+    fence order) destroys it: `stopped`
   4 libvirtd killed -> `unknown` (not crashed, no recovery); restarted -> read again
   5 a warm restart order is refused with code `unsupported`
 
@@ -204,8 +205,15 @@ def test_2_virsh_destroy_recovers_into_container(rig):
     assert labkit.http_get(DOM_ADDR, timeout=1) is None
 
 
+def start_on_order(rig):
+    # Through the server (vm_start -> virDomainCreate): a primary started behind its
+    # back while the service is on the standby is fenced at once (vm_kill).
+    r = rig.vcr.run("vm", "start", DOM)
+    assert r.returncode == 0, r.stderr
+
+
 def test_3_fence_order_destroys_domain(rig):
-    rig.lv.virsh("start", DOM)
+    start_on_order(rig)
     labkit.wait_for("running again", lambda: rig.vcr.vm(DOM)["state"] == "running", 60,
                     interval=0.2)
     r = rig.vcr.run("vm", "kill", DOM)
@@ -219,7 +227,7 @@ def test_3_fence_order_destroys_domain(rig):
 
 
 def test_4_libvirtd_restart_is_unknown_not_crashed(rig):
-    rig.lv.virsh("start", DOM)
+    start_on_order(rig)
     labkit.wait_for("running", lambda: rig.vcr.vm(DOM)["state"] == "running", 60, interval=0.2)
     rig.lv.proc.signal(signal.SIGKILL)
     rig.lv.proc.popen.wait(10)

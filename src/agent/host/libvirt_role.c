@@ -161,10 +161,8 @@ static enum vm_state state_of_event(const struct lv_domain *d, int event, int de
 {
     switch (event) {
     case VIR_DOMAIN_EVENT_STARTED:
-        snprintf(cause, len, "libvirt: started");
-        return VM_STATE_RUNNING;
-    case VIR_DOMAIN_EVENT_RESUMED:
-        snprintf(cause, len, "libvirt: resumed");
+    case VIR_DOMAIN_EVENT_RESUMED: /* a boot sends both: one vm_event */
+        snprintf(cause, len, "libvirt: running");
         return VM_STATE_RUNNING;
     case VIR_DOMAIN_EVENT_SUSPENDED:
         snprintf(cause, len, "libvirt: paused");
