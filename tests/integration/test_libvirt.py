@@ -206,10 +206,18 @@ def test_2_virsh_destroy_recovers_into_container(rig):
 
 
 def start_on_order(rig):
-    # Through the server (vm_start -> virDomainCreate): a primary started behind its
-    # back while the service is on the standby is fenced at once (vm_kill).
-    r = rig.vcr.run("vm", "start", DOM)
-    assert r.returncode == 0, r.stderr
+    """Through the server (vm_start -> virDomainCreate): a primary started behind its back
+    while its service is on the standby is fenced at once (vm_kill), and the server
+    refuses `vcr vm start` then (HTTP 409): `vcr failback` starts it and moves back."""
+    if service(rig)["served_by"] == "standby":
+        r = rig.vcr.run("failback", SERVICE, timeout=RECOVERY_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        labkit.wait_for("served by the primary again", lambda: (
+            lambda x: x["state"] == "ok" and x["served_by"] == "primary")(service(rig)),
+            RECOVERY_TIMEOUT, interval=0.2)
+    else:
+        r = rig.vcr.run("vm", "start", DOM)
+        assert r.returncode == 0, r.stderr
 
 
 def test_3_fence_order_destroys_domain(rig):
