@@ -26,8 +26,10 @@
 /* How long an exiting agent waits for the server to take its last messages. */
 #define AGENT_EXIT_FLUSH_MS 1000
 
-/* &standby_role_ops is NULL in an agent built without liblxc. */
-static const struct agent_role_ops *const roles[] = {&host_role_ops, &standby_role_ops};
+/* &standby_role_ops is NULL in an agent built without liblxc, &libvirt_role_ops
+ * without libvirt. */
+static const struct agent_role_ops *const roles[] = {&host_role_ops, &standby_role_ops,
+                                                     &libvirt_role_ops};
 
 static const struct agent_role_ops *find_role(const char *name)
 {
@@ -46,8 +48,9 @@ static int check_role(const struct agent_options *opts, vcr_error_t *err)
 {
     const char *role = opts->role ? opts->role : "host";
     if (find_role(role) == NULL)
-        return vcr_error_make(err, EINVAL, "role `%s` is not implemented; allowed: host%s", role,
-                              &standby_role_ops ? ", standby" : "");
+        return vcr_error_make(err, EINVAL, "role `%s` is not implemented; allowed: host%s%s", role,
+                              &standby_role_ops ? ", standby" : "",
+                              &libvirt_role_ops ? ", libvirt" : "");
     return 0;
 }
 
@@ -304,7 +307,7 @@ void agent_role_ready(struct agent *a, const char *accel)
     struct agent_conn_params params = {
         .server = a->cfg->server,
         .host = a->cfg->host,
-        .role = a->role->name,
+        .role = a->role->hello_role ? a->role->hello_role : a->role->name,
         .accel = a->accel,
         .key = a->key,
         .key_len = a->key_len,

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "agent/agent.h"
 #include "agent/host/fence_watchdog.h"
@@ -12,11 +13,13 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: vcr-agent --config FILE [OPTION]...\n"
                  "       vcr-agent --role standby --server HOST:PORT --name NAME [OPTION]...\n"
-                 "Supervises this host's QEMU VMs, or a standby VM's LXC containers, and\n"
-                 "reports to vcr-server (docs/agent.md).\n"
+                 "Supervises this host's QEMU VMs, the domains of a libvirt daemon, or a\n"
+                 "standby VM's LXC containers, and reports to vcr-server (docs/agent.md).\n"
                  "\n"
                  "  -c, --config FILE       agent configuration (docs/config-vm.md)\n"
-                 "  -r, --role ROLE         what to supervise: host (default) or standby\n"
+                 "  -r, --role ROLE         what to supervise: host (default), libvirt\n"
+                 "                          (the config's `libvirt:` domains; only in\n"
+                 "                          vcr-agent-libvirt) or standby\n"
                  "                          (containers; only in an agent built with liblxc)\n"
                  "  -s, --server HOST:PORT  without --config: the server's agent port (several,\n"
                  "                          comma-separated: redundant servers, docs/ha.md)\n"
@@ -180,8 +183,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!agent_role_exists(opts.role)) {
-        fprintf(stderr, "vcr-agent: --role `%s`: not in this build; allowed: %s\n", opts.role,
-                agent_role_exists("standby") ? "host, standby" : "host");
+        fprintf(stderr, "vcr-agent: --role `%s`: not in this build; allowed: host%s%s%s\n",
+                opts.role, agent_role_exists("standby") ? ", standby" : "",
+                agent_role_exists("libvirt") ? ", libvirt" : "",
+                strcmp(opts.role, "libvirt") == 0 ? " (the libvirt role is vcr-agent-libvirt)"
+                                                  : "");
         return 2;
     }
     vcr_log_init("vcr-agent", (enum vcr_log_level)level);

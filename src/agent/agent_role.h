@@ -33,6 +33,8 @@ struct agent {
 
 struct agent_role_ops {
     const char *name;
+    /* The role hello names (NULL: name): the libvirt role is a host to the server. */
+    const char *hello_role;
     /* Set up and begin (asynchronously); call agent_role_ready() once the
      * role can describe itself (host: when the accelerator is known). */
     int (*init)(struct agent *a, vcr_error_t *err);
@@ -62,6 +64,9 @@ extern const struct agent_role_ops host_role_ops;
 /* standby_role.c, linked only into an agent built with liblxc (meson
  * `dependency('lxc')`): weak, so NULL in the static agent. */
 extern const struct agent_role_ops standby_role_ops __attribute__((weak));
+/* libvirt_role.c, linked only into an agent built with libvirt (meson
+ * `dependency('libvirt')`, src/agent/host/libvirt_role.c): weak likewise. */
+extern const struct agent_role_ops libvirt_role_ops __attribute__((weak));
 
 /* Services of the agent core for roles. */
 void agent_role_ready(struct agent *a, const char *accel);

@@ -19,6 +19,12 @@ struct raw_probe {
     char *deadline_ms;
 };
 
+struct raw_libvirt {
+    char *uri;
+    char **domains;
+    unsigned domains_count;
+};
+
 struct raw_agent {
     char *host;
     char *server;
@@ -44,6 +50,7 @@ struct raw_agent {
     char *fence_timeout_ms;
     struct raw_vm *vms;
     unsigned vms_count;
+    struct raw_libvirt *libvirt;
 };
 
 static const cyaml_schema_field_t probe_fields[] = {
@@ -59,6 +66,16 @@ static const cyaml_schema_field_t probe_fields[] = {
 static const cyaml_schema_value_t path_schema = {
     CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 1, CYAML_UNLIMITED),
 };
+
+static const cyaml_schema_field_t libvirt_fields[] = {
+    CYAML_FIELD_STRING_PTR("uri", CYAML_FLAG_POINTER, struct raw_libvirt, uri, 1, CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE("domains", CYAML_FLAG_POINTER, struct raw_libvirt, domains, &path_schema,
+                         1, VCR_VMS_MAX),
+    CYAML_FIELD_END,
+};
+#define LIBVIRT_FIELD                                                                              \
+    CYAML_FIELD_MAPPING_PTR("libvirt", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent, \
+                            libvirt, libvirt_fields)
 
 #define OPTIONAL_STRING(key)                                                                       \
     CYAML_FIELD_STRING_PTR(#key, CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent, key,  \
@@ -84,7 +101,7 @@ static const cyaml_schema_value_t server_entry_schema = {
         OPTIONAL_STRING(fence_timeout_ms),                                                         \
         CYAML_FIELD_SEQUENCE("vms", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL,                 \
                              struct raw_agent, vms, &vm_spec_raw_schema, 0, VCR_VMS_MAX),          \
-        CYAML_FIELD_END
+        LIBVIRT_FIELD, CYAML_FIELD_END
 
 static const cyaml_schema_field_t agent_list_fields[] = {
     AGENT_FIELDS(CYAML_FIELD_SEQUENCE("server", CYAML_FLAG_POINTER, struct raw_agent, servers,
@@ -119,6 +136,7 @@ static const cyaml_schema_field_t agent_fields[] = {
     /* POINTER_NULL: a bare "vms:" (no entries) is an empty list, not an error. */
     CYAML_FIELD_SEQUENCE("vms", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_agent,
                          vms, &vm_spec_raw_schema, 0, VCR_VMS_MAX),
+    LIBVIRT_FIELD,
     CYAML_FIELD_END,
 };
 
@@ -166,6 +184,10 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     for (size_t i = 0; i < cfg->n_vms; i++)
         vcr_vm_spec_clear(&cfg->vms[i]);
     free(cfg->vms);
+    for (size_t i = 0; i < cfg->n_libvirt_domains; i++)
+        free(cfg->libvirt_domains[i]);
+    free(cfg->libvirt_domains);
+    free(cfg->libvirt_uri);
     free(cfg->path);
     free(cfg->host);
     free(cfg->server);
@@ -362,6 +384,36 @@ static void check_disk_tools(struct config_report *r, const struct raw_agent *ra
                           &cfg->genisoimage);
 }
 
+/* The libvirt role's domains are the wire's VM names (docs/agent.md): the same
+ * rule as `vms[].name`, each once, and no `vms` of our own QEMU beside them. */
+static void convert_libvirt(struct config_report *r, const struct raw_libvirt *lv,
+                            struct vcr_agent_config *cfg)
+{
+    cfg->libvirt_uri = strdup(lv->uri);
+    cfg->libvirt_domains = calloc(lv->domains_count, sizeof(char *));
+    if (cfg->libvirt_uri == NULL || cfg->libvirt_domains == NULL) {
+        config_report_add(r, "libvirt", "out of memory");
+        return;
+    }
+    for (unsigned i = 0; i < lv->domains_count; i++) {
+        cleanup_free char *path = config_path("libvirt.domains[%u]", i);
+        if (!config_check_name(r, path, lv->domains[i]))
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < cfg->n_libvirt_domains && !dup; j++)
+            dup = strcmp(cfg->libvirt_domains[j], lv->domains[i]) == 0;
+        if (dup)
+            config_report_add(r, path, "`%s` is listed twice; allowed: each domain once",
+                              lv->domains[i]);
+        else
+            cfg->libvirt_domains[cfg->n_libvirt_domains++] = strdup(lv->domains[i]);
+    }
+    if (cfg->n_vms > 0)
+        config_report_add(r, "libvirt",
+                          "given beside `vms`; allowed: one of them (`vms`: QEMU run by the host "
+                          "role; `libvirt`: domains of a libvirt daemon, the libvirt role)");
+}
+
 static void convert(const struct raw_agent *raw, const char *base_dir, struct config_report *r,
                     struct vcr_agent_config *cfg)
 {
@@ -427,7 +479,7 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
             config_parse_int(r, "probe.deadline_ms", raw->probe->deadline_ms,
                              VCR_PROBE_DEADLINE_MS_MIN, VCR_PROBE_DEADLINE_MS_MAX, &v))
             cfg->probe_deadline_ms = (uint32_t)v;
-    } else if (cfg->accel == VCR_ACCEL_AUTO) {
+    } else if (cfg->accel == VCR_ACCEL_AUTO && raw->libvirt == NULL) {
         config_report_add(r, "probe",
                           "missing; required when accel is auto: {kernel: PATH, initrd: PATH}");
     }
@@ -451,6 +503,8 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     check_unique(r, cfg);
     volumes_check_unique(r, cfg->vms, cfg->n_vms);
     check_disk_tools(r, raw, base_dir, cfg);
+    if (raw->libvirt)
+        convert_libvirt(r, raw->libvirt, cfg);
 }
 
 struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)

@@ -73,6 +73,10 @@ struct vcr_agent_config {
     uint32_t fence_timeout_ms;
     struct vcr_vm_spec *vms;
     size_t n_vms;
+    /* `libvirt: {uri, domains}` (the libvirt role, docs/agent.md): NULL/0 when absent. */
+    char *libvirt_uri;
+    char **libvirt_domains;
+    size_t n_libvirt_domains;
 };
 
 /* Relative paths in the file are taken from the file's directory. */

@@ -15,6 +15,7 @@ static const char *const names[] = {
     [PROTO_CODE_IMAGE_CHECKSUM] = "image_checksum",
     [PROTO_CODE_STALE_TERM] = "stale_term",
     [PROTO_CODE_NOT_LEADER] = "not_leader",
+    [PROTO_CODE_UNSUPPORTED] = "unsupported",
 };
 
 const char *proto_code_name(enum proto_code code)
@@ -37,6 +38,8 @@ enum proto_code proto_code_from_errno(int status)
         return PROTO_CODE_EXISTS;
     case ENOENT:
         return PROTO_CODE_ABSENT;
+    case ENOTSUP:
+        return PROTO_CODE_UNSUPPORTED;
     case EBUSY:
     case EAGAIN:
         return PROTO_CODE_BUSY;

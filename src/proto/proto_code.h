@@ -22,6 +22,9 @@ enum proto_code {
     /* In an `error` frame: the server is not the leader (its `leader` member
      * names the one that is, when known). */
     PROTO_CODE_NOT_LEADER,
+    /* The agent's backend cannot do this (ENOTSUP): a libvirt host refuses a
+     * warm restart (docs/agent.md, "The libvirt role"). */
+    PROTO_CODE_UNSUPPORTED,
 };
 
 /* errno-style statuses of our own, for failures no errno names: the kernel's

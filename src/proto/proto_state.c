@@ -8,7 +8,7 @@ static const char *const names[PROTO_VM_N_STATES] = {
     [PROTO_VM_PAUSED] = "paused",         [PROTO_VM_SHUTDOWN] = "shutdown",
     [PROTO_VM_STOPPED] = "stopped",       [PROTO_VM_CRASHED] = "crashed",
     [PROTO_VM_PANICKED] = "panicked",     [PROTO_VM_FAILED] = "failed",
-    [PROTO_VM_RESTARTING] = "restarting",
+    [PROTO_VM_RESTARTING] = "restarting", [PROTO_VM_UNKNOWN] = "unknown",
 };
 
 const char *proto_vm_state_name(int state)

@@ -16,6 +16,7 @@ enum proto_vm_state {
     PROTO_VM_PANICKED,   /* QMP GUEST_PANICKED */
     PROTO_VM_FAILED,     /* could not be started */
     PROTO_VM_RESTARTING, /* warm restart under way: maintenance, not failure */
+    PROTO_VM_UNKNOWN,    /* the agent cannot see it (libvirt role: libvirtd unreachable) */
     PROTO_VM_N_STATES,
 };
 

@@ -31,6 +31,8 @@ enum inv_vm_state {
     INV_VM_FAILED = PROTO_VM_FAILED,
     /* warm restart: maintenance, not failure, until its deadline */
     INV_VM_RESTARTING = PROTO_VM_RESTARTING,
+    /* the agent cannot see it (a libvirt host whose libvirtd is unreachable) */
+    INV_VM_UNKNOWN = PROTO_VM_UNKNOWN,
 };
 
 /* A VM `restarting` longer than this has failed its warm restart (the agent's

@@ -272,6 +272,60 @@ static void test_server_list(void **state)
     expect_rejected("server: 10.77.0.1:7070", "server: []", "server", NULL);
 }
 
+/* Writes text to a temporary file and loads it. */
+static struct vcr_agent_config *load_text(const char *text, vcr_error_t *err)
+{
+    char path[] = "/tmp/vcr-test-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    struct vcr_agent_config *cfg = vcr_agent_config_load(path, err);
+    unlink(path);
+    return cfg;
+}
+
+static void expect_text_rejected(const char *text, const char *needle1, const char *needle2)
+{
+    cleanup_error vcr_error_t err = NULL;
+    struct vcr_agent_config *cfg = load_text(text, &err);
+    if (cfg != NULL) {
+        vcr_agent_config_free(cfg);
+        fail_msg("accepted: %s", text);
+    }
+    if (strstr(vcr_error_msg(err), needle1) == NULL || strstr(vcr_error_msg(err), needle2) == NULL)
+        fail_msg("message lacks `%s` or `%s`: %s", needle1, needle2, vcr_error_msg(err));
+}
+
+/* `libvirt: {uri, domains}` (the libvirt role, docs/agent.md): no probe needed with
+ * accel auto; names checked like vms[].name, each once; not beside `vms`. */
+static void test_libvirt_section(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+#define LV_HEAD "host: h\nserver: s:1\nstate_dir: /tmp/x\nqemu: /bin/sh\n"
+    struct vcr_agent_config *cfg =
+        load_text(LV_HEAD "libvirt:\n  uri: \"qemu:///system?socket=/tmp/s\"\n"
+                          "  domains: [web1, db-2]\n",
+                  &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->libvirt_uri, "qemu:///system?socket=/tmp/s");
+    assert_int_equal(cfg->n_libvirt_domains, 2);
+    assert_string_equal(cfg->libvirt_domains[1], "db-2");
+    assert_int_equal(cfg->n_vms, 0);
+    vcr_agent_config_free(cfg);
+    expect_text_rejected(LV_HEAD "libvirt:\n  uri: qemu:///system\n  domains: [Web_1]\n",
+                         "libvirt.domains[0]", "`Web_1`");
+    expect_text_rejected(LV_HEAD "libvirt:\n  uri: qemu:///system\n  domains: [a, b, a]\n",
+                         "libvirt.domains[2]", "listed twice");
+    expect_text_rejected(LV_HEAD "libvirt:\n  uri: qemu:///system\n  domains: []\n", "domains", "");
+    expect_text_rejected(LV_HEAD "libvirt:\n  domains: [a]\n", "uri", "");
+    expect_rejected("accel: auto\n", "accel: auto\nlibvirt: {uri: qemu:///system, domains: [b]}\n",
+                    "libvirt", "beside `vms`", NULL);
+#undef LV_HEAD
+}
+
 static void test_bad_host_name(void **state)
 {
     (void)state;
@@ -477,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_ram_dir),
         cmocka_unit_test(test_qemu_allowed),
         cmocka_unit_test(test_server_list),
+        cmocka_unit_test(test_libvirt_section),
         cmocka_unit_test(test_bad_host_name),
         cmocka_unit_test(test_bad_vm_name),
         cmocka_unit_test(test_duplicate_vm_name),

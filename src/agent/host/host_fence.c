@@ -358,6 +358,19 @@ void host_fence_feed(struct host_fence *f, int64_t evidence_ms)
 
 void host_fence_sync(struct host_fence *f, struct host_vm *const *vms, size_t n)
 {
+    const char *names[FENCE_WD_MAX_VMS];
+    pid_t pids[FENCE_WD_MAX_VMS];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < FENCE_WD_MAX_VMS; i++) {
+        names[k] = host_vm_name(vms[i]);
+        pids[k++] = host_vm_has_process(vms[i]) ? host_vm_pid(vms[i]) : 0;
+    }
+    host_fence_sync_pids(f, names, pids, k);
+}
+
+void host_fence_sync_pids(struct host_fence *f, const char *const *names, const pid_t *pids,
+                          size_t n)
+{
     if (f == NULL || f->timeout_ms == 0)
         return;
     size_t cap = 8 + n * (FENCE_WD_NAME_MAX + 16);
@@ -366,9 +379,8 @@ void host_fence_sync(struct host_fence *f, struct host_vm *const *vms, size_t n)
         return;
     size_t len = (size_t)snprintf(line, cap, "vms");
     for (size_t i = 0; i < n; i++)
-        if (host_vm_has_process(vms[i]) && host_vm_pid(vms[i]) > 1)
-            len += (size_t)snprintf(line + len, cap - len, " %s=%d", host_vm_name(vms[i]),
-                                    (int)host_vm_pid(vms[i]));
+        if (pids[i] > 1)
+            len += (size_t)snprintf(line + len, cap - len, " %s=%d", names[i], (int)pids[i]);
     snprintf(line + len, cap - len, "\n");
     if (f->vms_line && strcmp(f->vms_line, line) == 0)
         return;

@@ -43,6 +43,10 @@ uint32_t host_fence_effective_timeout(uint32_t configured_ms, uint32_t fence_aft
 void host_fence_feed(struct host_fence *f, int64_t evidence_ms);
 /* The VMs' current QEMU processes: sent to the watchdog when they changed. */
 void host_fence_sync(struct host_fence *f, struct host_vm *const *vms, size_t n);
+/* The same from names and pids (pids[i] <= 1: not listed), for a role whose VMs
+ * are not host_vm (the libvirt role: the QEMU processes libvirtd runs). */
+void host_fence_sync_pids(struct host_fence *f, const char *const *names, const pid_t *pids,
+                          size_t n);
 /* obj: the `vm` object or vm_event body of VM name, made from its state, cause
  * and QEMU pid (0: none).  If the watchdog killed that QEMU, obj's cause
  * becomes `self-fenced: no server contact for N ms (<cause>)`. */

@@ -25,6 +25,8 @@ enum vm_state {
     /* Warm restart under way (docs/warm-restart.md): the old QEMU's exit is
      * expected and is not a crash; ends in `running`, or in a cold boot. */
     VM_STATE_RESTARTING = PROTO_VM_RESTARTING,
+    /* Not seen (the libvirt role while libvirtd is unreachable): not a failure. */
+    VM_STATE_UNKNOWN = PROTO_VM_UNKNOWN,
 };
 
 const char *vm_state_name(enum vm_state s);
