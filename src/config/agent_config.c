@@ -466,15 +466,13 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     check_disk_tools(r, raw, base_dir, cfg);
 }
 
-struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)
-{
-    char real[PATH_MAX];
-    if (realpath(path, real) == NULL)
-        return vcr_error_errno(err, "config `%s`", path), NULL;
-    char dir_buf[PATH_MAX];
-    memcpy(dir_buf, real, sizeof(dir_buf));
-    const char *base_dir = dirname(dir_buf);
+/* Larger than any configuration; the fuzz harness parses from memory too. */
+#define AGENT_CONFIG_MAX_BYTES (1024 * 1024)
 
+/* path: as the caller named the file (messages); real: the path kept in cfg->path. */
+static struct vcr_agent_config *parse(const char *yaml, size_t len, const char *path,
+                                      const char *real, const char *base_dir, vcr_error_t *err)
+{
     struct config_report report = {.allowed = agent_allowed, .schema = &agent_schema};
     const cyaml_config_t cyaml_cfg = {
         .log_fn = config_cyaml_log,
@@ -485,15 +483,16 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
     };
     struct raw_agent *raw = NULL;
     const cyaml_schema_value_t *schema = &agent_schema;
-    cyaml_err_t status = cyaml_load_file(real, &cyaml_cfg, schema, (void **)&raw, NULL);
-    if (status != CYAML_OK && status != CYAML_ERR_FILE_OPEN) {
+    cyaml_err_t status = cyaml_load_data((const uint8_t *)yaml, len, &cyaml_cfg, schema,
+                                         (cyaml_data_t **)&raw, NULL);
+    if (status != CYAML_OK) {
         /* `server:` may be a list; the first reading's errors stand if not. */
         struct config_report quiet = {.allowed = agent_allowed, .schema = &agent_list_schema};
         cyaml_config_t list_cfg = cyaml_cfg;
         list_cfg.log_ctx = &quiet;
         struct raw_agent *listed = NULL;
-        if (cyaml_load_file(real, &list_cfg, &agent_list_schema, (void **)&listed, NULL) ==
-            CYAML_OK) {
+        if (cyaml_load_data((const uint8_t *)yaml, len, &list_cfg, &agent_list_schema,
+                            (cyaml_data_t **)&listed, NULL) == CYAML_OK) {
             config_report_release(&report);
             report = quiet;
             report.schema = &agent_schema;
@@ -506,11 +505,6 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
     }
     struct vcr_agent_config *cfg = NULL;
     if (status != CYAML_OK) {
-        if (status == CYAML_ERR_FILE_OPEN) {
-            errno = EACCES;
-            config_report_release(&report);
-            return vcr_error_errno(err, "config `%s`", path), NULL;
-        }
         config_report_cyaml_failure(&report, status);
     } else if (raw == NULL) {
         config_report_add(&report, NULL, "empty file; required: host, server, state_dir");
@@ -534,4 +528,35 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
     }
     config_report_release(&report);
     return cfg;
+}
+
+struct vcr_agent_config *vcr_agent_config_parse(const char *yaml, size_t len, const char *path,
+                                                const char *base_dir, vcr_error_t *err)
+{
+    return parse(yaml, len, path, path, base_dir, err);
+}
+
+struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)
+{
+    char real[PATH_MAX];
+    if (realpath(path, real) == NULL)
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    char dir_buf[PATH_MAX];
+    memcpy(dir_buf, real, sizeof(dir_buf));
+    const char *base_dir = dirname(dir_buf);
+
+    cleanup_file FILE *f = fopen(real, "re");
+    if (f == NULL)
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    cleanup_free char *buf = malloc(AGENT_CONFIG_MAX_BYTES + 1);
+    if (buf == NULL)
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    size_t len = fread(buf, 1, AGENT_CONFIG_MAX_BYTES + 1, f);
+    if (ferror(f))
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    if (len > AGENT_CONFIG_MAX_BYTES)
+        return vcr_error_make(err, EFBIG, "config `%s`: larger than %d bytes", path,
+                              AGENT_CONFIG_MAX_BYTES),
+               NULL;
+    return parse(buf, len, path, real, base_dir, err);
 }

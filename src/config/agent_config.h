@@ -77,6 +77,10 @@ struct vcr_agent_config {
 
 /* Relative paths in the file are taken from the file's directory. */
 struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err);
+/* The same from memory: path names the text in messages and is kept as
+ * cfg->path; relative paths are taken from base_dir. */
+struct vcr_agent_config *vcr_agent_config_parse(const char *yaml, size_t len, const char *path,
+                                                const char *base_dir, vcr_error_t *err);
 void vcr_agent_config_free(struct vcr_agent_config *cfg);
 
 #endif
