@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ struct raw_agent {
     char *ram_dir;
     char *accel;
     char *qemu;
+    char *qemu_user;
     char **qemu_allowed;
     unsigned qemu_allowed_count;
     char *qemu_img;
@@ -74,8 +76,9 @@ static const cyaml_schema_value_t server_entry_schema = {
  * so a file is read with the first and, when that fails, with the second. */
 #define AGENT_FIELDS(server_field)                                                                 \
     REQUIRED_STRING(host), server_field, REQUIRED_STRING(state_dir), OPTIONAL_STRING(ram_dir),     \
-        OPTIONAL_STRING(accel), OPTIONAL_STRING(qemu), OPTIONAL_STRING(qemu_img),                  \
-        OPTIONAL_STRING(genisoimage), OPTIONAL_STRING(sample_interval_ms),                         \
+        OPTIONAL_STRING(accel), OPTIONAL_STRING(qemu), OPTIONAL_STRING(qemu_user),                 \
+        OPTIONAL_STRING(qemu_img), OPTIONAL_STRING(genisoimage),                                   \
+        OPTIONAL_STRING(sample_interval_ms),                                                       \
         CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,                 \
                                 struct raw_agent, probe, probe_fields),                            \
         OPTIONAL_STRING(agent_key_file), OPTIONAL_STRING(tls_ca_file),                             \
@@ -102,6 +105,7 @@ static const cyaml_schema_field_t agent_fields[] = {
     OPTIONAL_STRING(ram_dir),
     OPTIONAL_STRING(accel),
     OPTIONAL_STRING(qemu),
+    OPTIONAL_STRING(qemu_user),
     CYAML_FIELD_SEQUENCE("qemu_allowed", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
                          qemu_allowed, &path_schema, 1, VCR_QEMU_ALLOWED_MAX),
     OPTIONAL_STRING(qemu_img),
@@ -172,6 +176,7 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     free(cfg->state_dir);
     free(cfg->ram_dir);
     free(cfg->qemu);
+    free(cfg->qemu_user);
     for (size_t i = 0; i < cfg->n_qemu_allowed; i++)
         free(cfg->qemu_allowed[i]);
     free(cfg->qemu_allowed);
@@ -375,6 +380,36 @@ static void check_disk_tools(struct config_report *r, const struct raw_agent *ra
                           &cfg->genisoimage);
 }
 
+/* The user QEMU runs as (`-runas`, docs/security.md, "Least privilege"):
+ * checked only when there are VMs to run.  `root` keeps QEMU as root. */
+static void check_qemu_user(struct config_report *r, const struct raw_agent *raw,
+                            struct vcr_agent_config *cfg)
+{
+    const char *name = raw->qemu_user ? raw->qemu_user : VCR_QEMU_USER_DEF;
+    cfg->qemu_user = strdup(name);
+    if (cfg->qemu_user == NULL) {
+        config_report_add(r, "qemu_user", "out of memory");
+        return;
+    }
+    if (cfg->n_vms == 0 || strcmp(name, "root") == 0)
+        return;
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    int rc = getpwnam_r(name, &pw, buf, sizeof(buf), &found);
+    if (found == NULL)
+        config_report_add(r, "qemu_user",
+                          "`%s`: %s; create it (useradd --system --no-create-home --shell "
+                          "/usr/sbin/nologin %s), or `root` to keep QEMU as root",
+                          name, rc ? strerror(rc) : "no such user", name);
+    else if (pw.pw_uid == 0)
+        config_report_add(r, "qemu_user",
+                          "`%s` has uid 0; allowed: an unprivileged user, or `root`", name);
+    else {
+        cfg->qemu_uid = pw.pw_uid;
+        cfg->qemu_gid = pw.pw_gid;
+    }
+}
+
 static void convert(const struct raw_agent *raw, const char *base_dir, struct config_report *r,
                     struct vcr_agent_config *cfg)
 {
@@ -464,6 +499,7 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     check_unique(r, cfg);
     volumes_check_unique(r, cfg->vms, cfg->n_vms);
     check_disk_tools(r, raw, base_dir, cfg);
+    check_qemu_user(r, raw, cfg);
 }
 
 /* Larger than any configuration; the fuzz harness parses from memory too. */

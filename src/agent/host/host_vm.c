@@ -457,8 +457,11 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     else
         log_info("VM %s: RAM `%s` on %s", vm->spec->name, vm->paths.ram,
                  ram_backing_name(vm->env.ram->backing));
-    struct vm_launch launch = {
-        .qemu = vm->env.qemu, .accel = vm->env.accel, .spec = vm->spec, .paths = &vm->paths};
+    struct vm_launch launch = {.qemu = vm->env.qemu,
+                               .accel = vm->env.accel,
+                               .spec = vm->spec,
+                               .paths = &vm->paths,
+                               .runas = vm->env.qemu_user};
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL) {
         remove_runtime_files(vm);
@@ -614,7 +617,8 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
                                .accel = vm->env.accel,
                                .spec = vm->spec,
                                .paths = &vm->paths,
-                               .incoming = incoming};
+                               .incoming = incoming,
+                               .runas = vm->env.qemu_user};
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL)
         return -1;

@@ -42,8 +42,9 @@ struct vm_paths {
     char *serial;   /* STATE_DIR/NAME.serial */
     char *log;      /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
     char *pid;      /* STATE_DIR/NAME.pid: QEMU's -pidfile */
-    char *mig;      /* STATE_DIR/NAME.mig: the socket the new QEMU of a warm restart
-                     * listens on for the old one's device state */
+    char *mig;      /* STATE_DIR/qemu/NAME.mig: the socket the new QEMU of a warm
+                     * restart listens on for the old one's device state (in a
+                     * directory of QEMU's user: it binds it after -runas) */
     /* The device state as a file: only left by agents of earlier versions,
      * whose warm restart went through it (taken over at start). */
     char *state;     /* STATE_DIR/NAME.state */
@@ -66,6 +67,10 @@ struct vm_paths {
  * outlive QEMU but not the host. */
 #define VM_SHM_DIR "/dev/shm"
 
+/* STATE_DIR/VM_QEMU_RUN_DIR: the only directory QEMU writes in once it runs
+ * as `qemu_user` (the warm restart's migration sockets); 0700, that user's. */
+#define VM_QEMU_RUN_DIR "qemu"
+
 /* The HASH in a RAM file's name: FNV-1a of the agent's state directory. */
 uint32_t vm_state_dir_hash(const char *state_dir);
 
@@ -87,6 +92,8 @@ struct vm_launch {
     const struct vcr_vm_spec *spec;
     const struct vm_paths *paths;
     bool incoming; /* append `-incoming defer` (warm restart) */
+    /* NULL: QEMU stays root; else `-runas` this user (qemu_user). */
+    const char *runas;
     /* > 2: the tap is this descriptor, inherited (`-netdev tap,fd=N`): the
      * old QEMU's, while it still holds the tap (warm restart); otherwise
      * QEMU opens the spec's tap by name. */
