@@ -17,9 +17,11 @@
 #include "agent/host/host_data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -245,15 +247,25 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
                               vm->spec->name);
     if (asprintf(&d->raw, "%s.snap.raw", d->vol->image) < 0)
         return vcr_error_make(err, ENOMEM, "out of memory");
-    unlink(d->raw); /* drive-backup creates it (mode absolute-paths) */
+    /* Made here, the image's size, and given to QEMU's user (drive-backup
+     * mode `existing`): QEMU, once it runs as qemu_user, could not create a
+     * file beside the image (docs/security.md, "Least privilege"). */
+    unlink(d->raw);
+    struct stat src;
+    if (stat(d->vol->image, &src) < 0)
+        return vcr_error_errno(err, "volume `%s`: `%s`", d->vol->name, d->vol->image);
+    cleanup_close int fd = open(d->raw, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, src.st_size) < 0 ||
+        (vm->env.qemu_uid && fchown(fd, vm->env.qemu_uid, vm->env.qemu_gid) < 0))
+        return vcr_error_errno(err, "volume `%s`: `%s`", d->vol->name, d->raw);
     snprintf(d->job_id, sizeof(d->job_id), "vcr-snap-blk%u", blk);
     char device[16];
     snprintf(device, sizeof(device), "blk%u", blk);
     d->method = "drive-backup";
     d->source = d->raw;
-    json_t *args =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device", device, "target",
-                  d->raw, "sync", "full", "format", "raw", "auto-dismiss", 1);
+    json_t *args = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device",
+                             device, "target", d->raw, "mode", "existing", "sync", "full", "format",
+                             "raw", "auto-dismiss", 1);
     if (qmp_client_command(vm->qmp, "drive-backup", args, on_backup_started, d, err) < 0)
         return -1;
     if (d->deadline == NULL)

@@ -275,6 +275,8 @@ static int host_init(struct agent *a, vcr_error_t *err)
         .host = a->cfg->host,
         .state_dir = a->cfg->state_dir,
         .qemu_user = runas ? a->cfg->qemu_user : NULL,
+        .qemu_uid = a->cfg->qemu_uid,
+        .qemu_gid = a->cfg->qemu_gid,
         .accel = r->accel,
         .ram = &r->ram,
         .disk = {.qemu_img = a->cfg->qemu_img,

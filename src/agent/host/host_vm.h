@@ -41,7 +41,9 @@ struct host_vm_env {
     const struct qemu_allow *qemu_allow;
     const char *host;
     const char *state_dir;
-    const char *qemu_user;     /* QEMU's `-runas` user; NULL: QEMU stays root */
+    const char *qemu_user; /* QEMU's `-runas` user; NULL: QEMU stays root */
+    uid_t qemu_uid;        /* its ids (0: root) */
+    gid_t qemu_gid;
     const char *accel;         /* "kvm" or "tcg" */
     const struct ram_dir *ram; /* where RAM files go: tmpfs or hugetlbfs */
     struct host_disk_env disk; /* disk-image VMs' tools (host_disk.h) */
