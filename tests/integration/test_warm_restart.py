@@ -236,11 +236,11 @@ def qemu_ids(pid):
 def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property):
     """docs/security.md ("Least privilege"): QEMU runs as the agent's qemu_user
     (-runas, default vcr-qemu), before and after the warm restart (whose new QEMU
-    binds the migration socket as that user, in STATE_DIR/qemu)."""
+    binds the migration socket as that user, in /run/vcr-qemu/HOST-HASH)."""
     user = pwd.getpwnam("vcr-qemu")
     before = warm.wait_vm_state(VM, "running", 10)
     assert qemu_ids(before["pid"]) == (user.pw_uid, user.pw_gid), before
-    run_dir = os.stat(warm.state_dir / "qemu")
+    run_dir = os.stat(f"/run/vcr-qemu/{HOST}-{state_dir_hash(warm.state_dir)}")
     assert (run_dir.st_uid, stat.S_IMODE(run_dir.st_mode)) == (user.pw_uid, 0o700)
     assert_warm_restart_keeps_guest(warm, VM, HOST, ADDRESS, record_property)
     after = warm.wait_vm_state(VM, "running", 10)

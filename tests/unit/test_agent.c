@@ -670,7 +670,10 @@ static void test_qemu_argv(void **state)
     vm_argv_free(argv);
     l.runas = NULL;
     /* The migration socket is in the directory of QEMU's user. */
-    assert_string_equal(paths.mig, "/run/vcrlab/agent-host1/qemu/web1.mig");
+    cleanup_free char *mig = NULL;
+    assert_true(asprintf(&mig, "/run/vcr-qemu/host1-%08x/web1.mig",
+                         vm_state_dir_hash("/run/vcrlab/agent-host1")) > 0);
+    assert_string_equal(paths.mig, mig);
 
     /* The new QEMU of a warm restart: -incoming, the old one's tap inherited. */
     l.incoming = true;

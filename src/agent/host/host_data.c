@@ -45,7 +45,8 @@ struct host_data {
     char action[24];
     const struct vcr_volume_spec *vol;
     char job_id[32];    /* drive-backup's job */
-    char *gz, *raw;     /* IMAGE.snap.gz (or IMAGE.restore.gz), IMAGE.snap.raw */
+    char *gz, *raw;     /* IMAGE.snap.gz (or IMAGE.restore.gz); IMAGE.snap.raw, or
+                         * QEMU_DIR/VM-VOLUME.snap.raw when QEMU runs as qemu_user */
     const char *source; /* what is packed: the image, or raw */
     const char *method; /* "file" or "drive-backup" */
     int64_t taken_ms, t0, backup_ms;
@@ -245,11 +246,15 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
     if (!vm->qmp_ready)
         return vcr_error_make(err, EAGAIN, "VM `%s` runs but its QMP is not ready yet",
                               vm->spec->name);
-    if (asprintf(&d->raw, "%s.snap.raw", d->vol->image) < 0)
-        return vcr_error_make(err, ENOMEM, "out of memory");
     /* Made here, the image's size, and given to QEMU's user (drive-backup
-     * mode `existing`): QEMU, once it runs as qemu_user, could not create a
-     * file beside the image (docs/security.md, "Least privilege"). */
+     * mode `existing`).  QEMU opens it by name after it dropped to qemu_user,
+     * who may not even reach the image's directory: then the copy goes to
+     * QEMU's own directory on /run (tmpfs: the volume's size in memory until
+     * it is packed), the only one it surely reaches (docs/security.md). */
+    if ((vm->env.qemu_user ? asprintf(&d->raw, "%s/%s-%s.snap.raw", vm->paths.qemu_dir,
+                                      vm->spec->name, d->vol->name)
+                           : asprintf(&d->raw, "%s.snap.raw", d->vol->image)) < 0)
+        return vcr_error_make(err, ENOMEM, "out of memory");
     unlink(d->raw);
     struct stat src;
     if (stat(d->vol->image, &src) < 0)

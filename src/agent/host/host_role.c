@@ -200,25 +200,41 @@ static void on_accel(const struct accel_choice *choice, void *opaque)
     agent_role_ready(r->agent, r->accel);
 }
 
-/* STATE_DIR/qemu (vm.h): made 0700 for QEMU's user, who binds the warm
- * restart's migration sockets in it after -runas.  An existing one must be a
- * directory (not a link) of root or of that user. */
+/* VM_QEMU_RUN_ROOT/HOST-HASH (vm.h): made 0700 for QEMU's user, who binds
+ * the warm restart's migration sockets in it after -runas.  Each level must be
+ * a directory (not a link) of root, or the last one of that user. */
+static int open_private_dir(const char *dir, uid_t other, vcr_error_t *err)
+{
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return vcr_error_errno(err, "mkdir `%s`", dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        vcr_error_errno(err, "`%s`", dir);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (st.st_uid != 0 && st.st_uid != other) {
+        close(fd);
+        return vcr_error_make(err, EPERM, "`%s`: owned by uid %u; allowed: root's or qemu_user's",
+                              dir, (unsigned)st.st_uid);
+    }
+    return fd;
+}
+
 static int make_qemu_run_dir(const struct vcr_agent_config *cfg, vcr_error_t *err)
 {
     cleanup_free char *dir = NULL;
-    if (asprintf(&dir, "%s/" VM_QEMU_RUN_DIR, cfg->state_dir) < 0)
+    if (asprintf(&dir, VM_QEMU_RUN_ROOT "/%s-%08x", cfg->host, vm_state_dir_hash(cfg->state_dir)) <
+        0)
         return vcr_error_make(err, ENOMEM, "out of memory");
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return vcr_error_errno(err, "mkdir `%s`", dir);
-    cleanup_close int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0)
-        return vcr_error_errno(err, "`%s`", dir);
-    if (st.st_uid != 0 && st.st_uid != cfg->qemu_uid)
-        return vcr_error_make(err, EPERM, "`%s`: owned by uid %u, neither root nor qemu_user `%s`",
-                              dir, (unsigned)st.st_uid, cfg->qemu_user ? cfg->qemu_user : "root");
-    if (fchown(fd, cfg->qemu_uid, cfg->qemu_gid) < 0 || fchmod(fd, 0700) < 0)
-        return vcr_error_errno(err, "`%s`", dir);
+    cleanup_close int root = open_private_dir(VM_QEMU_RUN_ROOT, 0, err);
+    if (root < 0 || fchown(root, 0, 0) < 0 || fchmod(root, 0755) < 0)
+        return root < 0 ? -1 : vcr_error_errno(err, "`%s`", VM_QEMU_RUN_ROOT);
+    cleanup_close int fd = open_private_dir(dir, cfg->qemu_uid, err);
+    if (fd < 0 || fchown(fd, cfg->qemu_uid, cfg->qemu_gid) < 0 || fchmod(fd, 0700) < 0)
+        return fd < 0 ? -1 : vcr_error_errno(err, "`%s`", dir);
     return 0;
 }
 

@@ -100,7 +100,8 @@ int vm_paths_init(struct vm_paths *p, const char *ram_dir, const char *state_dir
         asprintf(&p->serial, "%s/%s.serial", state_dir, name) < 0 ||
         asprintf(&p->log, "%s/%s.log", state_dir, name) < 0 ||
         asprintf(&p->pid, "%s/%s.pid", state_dir, name) < 0 ||
-        asprintf(&p->mig, "%s/" VM_QEMU_RUN_DIR "/%s.mig", state_dir, name) < 0 ||
+        asprintf(&p->qemu_dir, VM_QEMU_RUN_ROOT "/%s-%08x", host, hash) < 0 ||
+        asprintf(&p->mig, "%s/%s.mig", p->qemu_dir, name) < 0 ||
         asprintf(&p->state, "%s/%s.state", state_dir, name) < 0 ||
         asprintf(&p->state_tmp, "%s/%s.state.tmp", state_dir, name) < 0 ||
         asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0 ||
@@ -124,6 +125,7 @@ void vm_paths_clear(struct vm_paths *p)
     free(p->log);
     free(p->pid);
     free(p->mig);
+    free(p->qemu_dir);
     free(p->state);
     free(p->state_tmp);
     free(p->state_sum);

@@ -42,9 +42,10 @@ struct vm_paths {
     char *serial;   /* STATE_DIR/NAME.serial */
     char *log;      /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
     char *pid;      /* STATE_DIR/NAME.pid: QEMU's -pidfile */
-    char *mig;      /* STATE_DIR/qemu/NAME.mig: the socket the new QEMU of a warm
-                     * restart listens on for the old one's device state (in a
-                     * directory of QEMU's user: it binds it after -runas) */
+    char *qemu_dir; /* VM_QEMU_RUN_ROOT/HOST-HASH: the agent's directory for QEMU's user */
+    char *mig;      /* QEMU_DIR/NAME.mig: the socket the new QEMU of a warm restart
+                     * listens on for the old one's device state (bound after
+                     * -runas, so in a directory of QEMU's user) */
     /* The device state as a file: only left by agents of earlier versions,
      * whose warm restart went through it (taken over at start). */
     char *state;     /* STATE_DIR/NAME.state */
@@ -67,9 +68,12 @@ struct vm_paths {
  * outlive QEMU but not the host. */
 #define VM_SHM_DIR "/dev/shm"
 
-/* STATE_DIR/VM_QEMU_RUN_DIR: the only directory QEMU writes in once it runs
- * as `qemu_user` (the warm restart's migration sockets); 0700, that user's. */
-#define VM_QEMU_RUN_DIR "qemu"
+/* Where QEMU writes once it runs as `qemu_user`: the warm restart's
+ * migration sockets, in VM_QEMU_RUN_ROOT/HOST-HASH (HASH: of the state
+ * directory), 0700 and that user's; the root 0755, root's.  Not under
+ * state_dir: QEMU's user could not reach it through the agent's directories
+ * (state_dir is 0750, a test's temporary directory 0700). */
+#define VM_QEMU_RUN_ROOT "/run/vcr-qemu"
 
 /* The HASH in a RAM file's name: FNV-1a of the agent's state directory. */
 uint32_t vm_state_dir_hash(const char *state_dir);
