@@ -17,11 +17,9 @@
 #include "agent/host/host_data.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -45,8 +43,7 @@ struct host_data {
     char action[24];
     const struct vcr_volume_spec *vol;
     char job_id[32];    /* drive-backup's job */
-    char *gz, *raw;     /* IMAGE.snap.gz (or IMAGE.restore.gz); IMAGE.snap.raw, or
-                         * QEMU_DIR/VM-VOLUME.snap.raw when QEMU runs as qemu_user */
+    char *gz, *raw;     /* IMAGE.snap.gz (or IMAGE.restore.gz), IMAGE.snap.raw */
     const char *source; /* what is packed: the image, or raw */
     const char *method; /* "file" or "drive-backup" */
     int64_t taken_ms, t0, backup_ms;
@@ -246,31 +243,17 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
     if (!vm->qmp_ready)
         return vcr_error_make(err, EAGAIN, "VM `%s` runs but its QMP is not ready yet",
                               vm->spec->name);
-    /* Made here, the image's size, and given to QEMU's user (drive-backup
-     * mode `existing`).  QEMU opens it by name after it dropped to qemu_user,
-     * who may not even reach the image's directory: then the copy goes to
-     * QEMU's own directory on /run (tmpfs: the volume's size in memory until
-     * it is packed), the only one it surely reaches (docs/security.md). */
-    if ((vm->env.qemu_user ? asprintf(&d->raw, "%s/%s-%s.snap.raw", vm->paths.qemu_dir,
-                                      vm->spec->name, d->vol->name)
-                           : asprintf(&d->raw, "%s.snap.raw", d->vol->image)) < 0)
+    if (asprintf(&d->raw, "%s.snap.raw", d->vol->image) < 0)
         return vcr_error_make(err, ENOMEM, "out of memory");
-    unlink(d->raw);
-    struct stat src;
-    if (stat(d->vol->image, &src) < 0)
-        return vcr_error_errno(err, "volume `%s`: `%s`", d->vol->name, d->vol->image);
-    cleanup_close int fd = open(d->raw, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 || ftruncate(fd, src.st_size) < 0 ||
-        (vm->env.qemu_uid && fchown(fd, vm->env.qemu_uid, vm->env.qemu_gid) < 0))
-        return vcr_error_errno(err, "volume `%s`: `%s`", d->vol->name, d->raw);
+    unlink(d->raw); /* drive-backup creates it (mode absolute-paths) */
     snprintf(d->job_id, sizeof(d->job_id), "vcr-snap-blk%u", blk);
     char device[16];
     snprintf(device, sizeof(device), "blk%u", blk);
     d->method = "drive-backup";
     d->source = d->raw;
-    json_t *args = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device",
-                             device, "target", d->raw, "mode", "existing", "sync", "full", "format",
-                             "raw", "auto-dismiss", 1);
+    json_t *args =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device", device, "target",
+                  d->raw, "sync", "full", "format", "raw", "auto-dismiss", 1);
     if (qmp_client_command(vm->qmp, "drive-backup", args, on_backup_started, d, err) < 0)
         return -1;
     if (d->deadline == NULL)

@@ -914,7 +914,7 @@ static int launch_next(struct host_vm *vm, vcr_error_t *err)
                                .paths = &vm->paths,
                                .incoming = true,
                                .tap_fd = w->tap_fd,
-                               .runas = vm->env.qemu_user};
+                               .runas = host_vm_runas(vm)};
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL)
         return -1;
