@@ -83,6 +83,9 @@ plot '{dat.name}' using 1:3:xtic(2) with boxes, 1e7 with lines dashtype 2 lw 2
     os.unlink(dat.name)
 
 
+NOTES = "## Notes"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build-fuzz", help="the -Dfuzz=true build (make build-fuzz)")
@@ -142,7 +145,15 @@ def main():
         for r in rows:
             w.writerow({k: r[k] for k in w.fieldnames})
     goal = [r for r in rows if r["execs"] >= 10_000_000 and r["crashes"] == 0]
-    with open(os.path.join(RESULTS, "fuzz.md"), "w") as f:
+    md_path = os.path.join(RESULTS, "fuzz.md")
+    # Written by hand below NOTES (profiles, what changed in a harness): kept.
+    notes = ""
+    if os.path.exists(md_path):
+        with open(md_path) as f:
+            old_md = f.read()
+        if NOTES in old_md:
+            notes = old_md[old_md.index(NOTES):]
+    with open(md_path, "w") as f:
         f.write("# Fuzzing campaign (`make fuzz-long`)\n\n")
         f.write(f"Run {started} (`make fuzz-long`, {args.jobs} harness(es) at a time, "
                 "under `nice -n 19`) on a machine of 2 cores shared with other work (QEMU "
@@ -151,7 +162,10 @@ def main():
                 "Each harness from its seed corpus (`tests/fuzz/corpus`) "
                 f"until {args.execs:,} executions or {args.cap} s. Coverage is libFuzzer's "
                 "`cov:` (edges reached). Goal: >= 10^7 executions per harness and 0 crashes: "
-                f"{len(goal)} of {len(rows)} harnesses reached it.\n\n")
+                f"{len(goal)} of {len(rows)} harnesses reached it."
+                + (" With `MERGE=1` only some harnesses ran then; the others' rows are "
+                   "from the runs their `run started` names, at that run's load."
+                   if args.merge else "") + "\n\n")
         f.write("| harness | executions | seconds | exec/s | crashes | coverage | load1 after "
                 "| run started |\n")
         f.write("|---|---:|---:|---:|---:|---:|---:|---|\n")
@@ -162,6 +176,8 @@ def main():
         f.write("\n![executions per harness](fuzz.png)\n")
         f.write("\nSource of truth: `bench/results/fuzz.csv`; the harnesses and what each one "
                 "asserts: the comment at the top of `tests/fuzz/fuzz_NAME.c`.\n")
+        if notes:
+            f.write("\n" + notes)
     plot(rows)
     bad = [r["harness"] for r in rows if r["crashes"]]
     print(f"fuzz-long: {len(rows)} harnesses, crashes in: {', '.join(bad) or 'none'}; "

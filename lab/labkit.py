@@ -5,6 +5,7 @@ Waiting is always on a real condition with a deadline (wait_for), never a bare s
 """
 import json
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -490,6 +491,20 @@ def debian_standby_vm_entry(name, index, address, image, memory_mb=1024, vcpus=2
     }
 
 
+QEMU_USER = "vcr-qemu"
+
+
+def ensure_qemu_user():
+    """The user the agents' QEMU runs as (`qemu_user`, default vcr-qemu; docs/security.md,
+    "Least privilege"), made as the package's postinst makes it."""
+    try:
+        pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--home-dir", "/nonexistent",
+                        "--no-create-home", "--shell", "/usr/sbin/nologin", "--comment",
+                        "VCRecovery QEMU", QEMU_USER], check=True)
+
+
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
                        ram_dir=None, insecure=False, cert=None, qemu_allowed=None, servers=None,
                        fence_timeout_ms=None, server=None):
@@ -506,6 +521,7 @@ def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_m
     server: the server's HOST:PORT (default: the bridge's IPv4 address), e.g.
     "[fd77::1]:7070" to connect over IPv6."""
     env = lab_env()
+    ensure_qemu_user()
     pki = None if insecure else lab_pki(path)
     if server:
         server = f"'{server}'"

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -75,6 +76,11 @@ pid_t proc_spawn_keep(char *const argv[], const char *log_path, int keep_fd, vcr
             sigemptyset(&none);
             sigprocmask(SIG_SETMASK, &none, NULL);
             close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+            /* Nothing the agent starts needs to gain privileges by exec
+             * (setuid binaries, file capabilities): QEMU, once it dropped to
+             * its user, keeps none it could get back through `spawn`. */
+            if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                e = errno;
             if (keep_fd > 2 && fcntl(keep_fd, F_SETFD, 0) < 0)
                 e = errno;
         }

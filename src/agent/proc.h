@@ -24,7 +24,8 @@ typedef void (*proc_exit_cb)(struct proc_watch *w, int64_t seen_ms, void *opaque
 
 /* Fork and exec argv in a new session (setsid: a signal to the agent's group
  * or the agent's death does not reach it), stdin from /dev/null, stdout and
- * stderr appended to log_path.  An exec failure is reported here, not later. */
+ * stderr appended to log_path, no_new_privs set (PR_SET_NO_NEW_PRIVS: an exec
+ * gains no privileges).  An exec failure is reported here, not later. */
 pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err);
 /* The same, and the child inherits keep_fd (same number; -1: none), which
  * every other descriptor of the agent's is not. */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ struct raw_agent {
     char *ram_dir;
     char *accel;
     char *qemu;
+    char *qemu_user;
     char **qemu_allowed;
     unsigned qemu_allowed_count;
     char *qemu_img;
@@ -87,12 +89,16 @@ static const cyaml_schema_value_t server_entry_schema = {
     CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
 };
 
-/* The same fields twice but for `server`: libcyaml has no "a string or a list",
+/* The fields of both schemas, which differ only in `server`: libcyaml has no "a string or a list",
  * so a file is read with the first and, when that fails, with the second. */
 #define AGENT_FIELDS(server_field)                                                                 \
     REQUIRED_STRING(host), server_field, REQUIRED_STRING(state_dir), OPTIONAL_STRING(ram_dir),     \
-        OPTIONAL_STRING(accel), OPTIONAL_STRING(qemu), OPTIONAL_STRING(qemu_img),                  \
-        OPTIONAL_STRING(genisoimage), OPTIONAL_STRING(sample_interval_ms),                         \
+        OPTIONAL_STRING(accel), OPTIONAL_STRING(qemu), OPTIONAL_STRING(qemu_user),                 \
+        CYAML_FIELD_SEQUENCE("qemu_allowed", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,             \
+                             struct raw_agent, qemu_allowed, &path_schema, 1,                      \
+                             VCR_QEMU_ALLOWED_MAX),                                                \
+        OPTIONAL_STRING(qemu_img), OPTIONAL_STRING(genisoimage),                                   \
+        OPTIONAL_STRING(sample_interval_ms),                                                       \
         CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,                 \
                                 struct raw_agent, probe, probe_fields),                            \
         OPTIONAL_STRING(agent_key_file), OPTIONAL_STRING(tls_ca_file),                             \
@@ -112,32 +118,9 @@ static const cyaml_schema_value_t agent_list_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw_agent, agent_list_fields),
 };
 
+/* POINTER_NULL on `vms`: a bare "vms:" (no entries) is an empty list, not an error. */
 static const cyaml_schema_field_t agent_fields[] = {
-    REQUIRED_STRING(host),
-    REQUIRED_STRING(server),
-    REQUIRED_STRING(state_dir),
-    OPTIONAL_STRING(ram_dir),
-    OPTIONAL_STRING(accel),
-    OPTIONAL_STRING(qemu),
-    CYAML_FIELD_SEQUENCE("qemu_allowed", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
-                         qemu_allowed, &path_schema, 1, VCR_QEMU_ALLOWED_MAX),
-    OPTIONAL_STRING(qemu_img),
-    OPTIONAL_STRING(genisoimage),
-    OPTIONAL_STRING(sample_interval_ms),
-    CYAML_FIELD_MAPPING_PTR("probe", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent,
-                            probe, probe_fields),
-    OPTIONAL_STRING(agent_key_file),
-    OPTIONAL_STRING(tls_ca_file),
-    OPTIONAL_STRING(tls_cert_file),
-    OPTIONAL_STRING(tls_key_file),
-    OPTIONAL_STRING(tls_server_name),
-    OPTIONAL_STRING(insecure),
-    OPTIONAL_STRING(fence_timeout_ms),
-    /* POINTER_NULL: a bare "vms:" (no entries) is an empty list, not an error. */
-    CYAML_FIELD_SEQUENCE("vms", CYAML_FLAG_POINTER_NULL | CYAML_FLAG_OPTIONAL, struct raw_agent,
-                         vms, &vm_spec_raw_schema, 0, VCR_VMS_MAX),
-    LIBVIRT_FIELD,
-    CYAML_FIELD_END,
+    AGENT_FIELDS(REQUIRED_STRING(server)),
 };
 
 static const cyaml_schema_value_t agent_schema = {
@@ -194,6 +177,7 @@ void vcr_agent_config_free(struct vcr_agent_config *cfg)
     free(cfg->state_dir);
     free(cfg->ram_dir);
     free(cfg->qemu);
+    free(cfg->qemu_user);
     for (size_t i = 0; i < cfg->n_qemu_allowed; i++)
         free(cfg->qemu_allowed[i]);
     free(cfg->qemu_allowed);
@@ -414,6 +398,36 @@ static void convert_libvirt(struct config_report *r, const struct raw_libvirt *l
                           "role; `libvirt`: domains of a libvirt daemon, the libvirt role)");
 }
 
+/* The user QEMU runs as (`-runas`, docs/security.md, "Least privilege"):
+ * checked only when there are VMs to run.  `root` keeps QEMU as root. */
+static void check_qemu_user(struct config_report *r, const struct raw_agent *raw,
+                            struct vcr_agent_config *cfg)
+{
+    const char *name = raw->qemu_user ? raw->qemu_user : VCR_QEMU_USER_DEF;
+    cfg->qemu_user = strdup(name);
+    if (cfg->qemu_user == NULL) {
+        config_report_add(r, "qemu_user", "out of memory");
+        return;
+    }
+    if (cfg->n_vms == 0 || strcmp(name, "root") == 0)
+        return;
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    int rc = getpwnam_r(name, &pw, buf, sizeof(buf), &found);
+    if (found == NULL)
+        config_report_add(r, "qemu_user",
+                          "`%s`: %s; create it (useradd --system --no-create-home --shell "
+                          "/usr/sbin/nologin %s), or `root` to keep QEMU as root",
+                          name, rc ? strerror(rc) : "no such user", name);
+    else if (pw.pw_uid == 0)
+        config_report_add(r, "qemu_user",
+                          "`%s` has uid 0; allowed: an unprivileged user, or `root`", name);
+    else {
+        cfg->qemu_uid = pw.pw_uid;
+        cfg->qemu_gid = pw.pw_gid;
+    }
+}
+
 static void convert(const struct raw_agent *raw, const char *base_dir, struct config_report *r,
                     struct vcr_agent_config *cfg)
 {
@@ -505,17 +519,16 @@ static void convert(const struct raw_agent *raw, const char *base_dir, struct co
     check_disk_tools(r, raw, base_dir, cfg);
     if (raw->libvirt)
         convert_libvirt(r, raw->libvirt, cfg);
+    check_qemu_user(r, raw, cfg);
 }
 
-struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)
-{
-    char real[PATH_MAX];
-    if (realpath(path, real) == NULL)
-        return vcr_error_errno(err, "config `%s`", path), NULL;
-    char dir_buf[PATH_MAX];
-    memcpy(dir_buf, real, sizeof(dir_buf));
-    const char *base_dir = dirname(dir_buf);
+/* Larger than any configuration; the fuzz harness parses from memory too. */
+#define AGENT_CONFIG_MAX_BYTES (1024 * 1024)
 
+/* path: as the caller named the file (messages); real: the path kept in cfg->path. */
+static struct vcr_agent_config *parse(const char *yaml, size_t len, const char *path,
+                                      const char *real, const char *base_dir, vcr_error_t *err)
+{
     struct config_report report = {.allowed = agent_allowed, .schema = &agent_schema};
     const cyaml_config_t cyaml_cfg = {
         .log_fn = config_cyaml_log,
@@ -526,15 +539,16 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
     };
     struct raw_agent *raw = NULL;
     const cyaml_schema_value_t *schema = &agent_schema;
-    cyaml_err_t status = cyaml_load_file(real, &cyaml_cfg, schema, (void **)&raw, NULL);
-    if (status != CYAML_OK && status != CYAML_ERR_FILE_OPEN) {
+    cyaml_err_t status = cyaml_load_data((const uint8_t *)yaml, len, &cyaml_cfg, schema,
+                                         (cyaml_data_t **)&raw, NULL);
+    if (status != CYAML_OK) {
         /* `server:` may be a list; the first reading's errors stand if not. */
         struct config_report quiet = {.allowed = agent_allowed, .schema = &agent_list_schema};
         cyaml_config_t list_cfg = cyaml_cfg;
         list_cfg.log_ctx = &quiet;
         struct raw_agent *listed = NULL;
-        if (cyaml_load_file(real, &list_cfg, &agent_list_schema, (void **)&listed, NULL) ==
-            CYAML_OK) {
+        if (cyaml_load_data((const uint8_t *)yaml, len, &list_cfg, &agent_list_schema,
+                            (cyaml_data_t **)&listed, NULL) == CYAML_OK) {
             config_report_release(&report);
             report = quiet;
             report.schema = &agent_schema;
@@ -547,11 +561,6 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
     }
     struct vcr_agent_config *cfg = NULL;
     if (status != CYAML_OK) {
-        if (status == CYAML_ERR_FILE_OPEN) {
-            errno = EACCES;
-            config_report_release(&report);
-            return vcr_error_errno(err, "config `%s`", path), NULL;
-        }
         config_report_cyaml_failure(&report, status);
     } else if (raw == NULL) {
         config_report_add(&report, NULL, "empty file; required: host, server, state_dir");
@@ -575,4 +584,35 @@ struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *er
     }
     config_report_release(&report);
     return cfg;
+}
+
+struct vcr_agent_config *vcr_agent_config_parse(const char *yaml, size_t len, const char *path,
+                                                const char *base_dir, vcr_error_t *err)
+{
+    return parse(yaml, len, path, path, base_dir, err);
+}
+
+struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err)
+{
+    char real[PATH_MAX];
+    if (realpath(path, real) == NULL)
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    char dir_buf[PATH_MAX];
+    memcpy(dir_buf, real, sizeof(dir_buf));
+    const char *base_dir = dirname(dir_buf);
+
+    cleanup_file FILE *f = fopen(real, "re");
+    if (f == NULL)
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    cleanup_free char *buf = malloc(AGENT_CONFIG_MAX_BYTES + 1);
+    if (buf == NULL)
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    size_t len = fread(buf, 1, AGENT_CONFIG_MAX_BYTES + 1, f);
+    if (ferror(f))
+        return vcr_error_errno(err, "config `%s`", path), NULL;
+    if (len > AGENT_CONFIG_MAX_BYTES)
+        return vcr_error_make(err, EFBIG, "config `%s`: larger than %d bytes", path,
+                              AGENT_CONFIG_MAX_BYTES),
+               NULL;
+    return parse(buf, len, path, real, base_dir, err);
 }

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/err.h"
 #include "config/vm_spec.h"
@@ -24,6 +25,8 @@
 /* Servers an agent may know (`server:` as a list, docs/ha.md). */
 #define AGENT_SERVERS_MAX 16
 #define VCR_RAM_DIR_DEF   "/dev/shm"
+/* The user QEMU runs as by default (`qemu_user`); the package and the lab make it. */
+#define VCR_QEMU_USER_DEF "vcr-qemu"
 
 /* Self-fencing (docs/fencing.md): 0 turns it off. */
 #define VCR_FENCE_TIMEOUT_MS_MIN 1000
@@ -50,6 +53,11 @@ struct vcr_agent_config {
     char *ram_dir;
     enum vcr_accel_mode accel;
     char *qemu;
+    /* `qemu_user`: QEMU drops to this user (`-runas`) once it has opened its
+     * files; "root": it stays root.  Its ids (0 for root, or without VMs). */
+    char *qemu_user;
+    uid_t qemu_uid;
+    gid_t qemu_gid;
     /* `qemu_allowed`: the only QEMU binaries a warm restart may run (absolute,
      * checked executable); none: the agent's default (src/agent/host/qemu_allow.h). */
     char **qemu_allowed;
@@ -81,6 +89,10 @@ struct vcr_agent_config {
 
 /* Relative paths in the file are taken from the file's directory. */
 struct vcr_agent_config *vcr_agent_config_load(const char *path, vcr_error_t *err);
+/* The same from memory: path names the text in messages and is kept as
+ * cfg->path; relative paths are taken from base_dir. */
+struct vcr_agent_config *vcr_agent_config_parse(const char *yaml, size_t len, const char *path,
+                                                const char *base_dir, vcr_error_t *err);
 void vcr_agent_config_free(struct vcr_agent_config *cfg);
 
 #endif

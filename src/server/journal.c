@@ -176,6 +176,8 @@ static int64_t insert(struct journal *j, int64_t ts_ms, int64_t rx_ms, const cha
         return db_error(j, err, "append");
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
+    /* The statement keeps no copy of the row's texts until the next append. */
+    sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE)
         return db_error(j, err, "append");
     int64_t id = sqlite3_last_insert_rowid(j->db);

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -219,8 +220,32 @@ def post_api(path, body):
     return json.loads(r.stdout)
 
 
+def qemu_ids(pid):
+    """(uid, gid) of a process, from the Uid: and Gid: lines of /proc/PID/status
+    (real, effective, saved and filesystem ids all equal, or None)."""
+    ids = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Uid", "Gid"):
+                values = set(int(v) for v in rest.split())
+                ids[key] = values.pop() if len(values) == 1 else None
+    return ids["Uid"], ids["Gid"]
+
+
 def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property):
+    """docs/security.md ("Least privilege"): QEMU runs as the agent's qemu_user
+    (-runas, default vcr-qemu), before and after the warm restart (whose new QEMU
+    binds the migration socket as that user, in /run/vcr-qemu/HOST-HASH)."""
+    user = pwd.getpwnam("vcr-qemu")
+    before = warm.wait_vm_state(VM, "running", 10)
+    assert qemu_ids(before["pid"]) == (user.pw_uid, user.pw_gid), before
+    run_dir = os.stat(f"/run/vcr-qemu/{HOST}-{state_dir_hash(warm.state_dir)}")
+    assert (run_dir.st_uid, stat.S_IMODE(run_dir.st_mode)) == (user.pw_uid, 0o700)
     assert_warm_restart_keeps_guest(warm, VM, HOST, ADDRESS, record_property)
+    after = warm.wait_vm_state(VM, "running", 10)
+    assert after["pid"] != before["pid"]
+    assert qemu_ids(after["pid"]) == (user.pw_uid, user.pw_gid), after
     assert not leftovers(warm)
     ram = own_ram(warm)
     assert len(ram) == 1

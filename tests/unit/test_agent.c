@@ -655,7 +655,25 @@ static void test_qemu_argv(void **state)
     assert_true(has_opt(argv, "-serial", "chardev:serial0"));
     assert_true(has_opt(argv, "-qmp", "unix:/run/vcrlab/agent-host1/web1.qmp,server=on,wait=off"));
     assert_true(has_opt(argv, "-pidfile", "/run/vcrlab/agent-host1/web1.pid"));
+    /* As root: QEMU's filter denies set*id calls too. */
+    assert_true(
+        has_opt(argv, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"));
+    assert_null(find_opt(argv, "-runas"));
     vm_argv_free(argv);
+
+    /* -runas: QEMU 7.2 would be killed at its own setgid() if the filter denied
+     * it (the filter is in place before the drop), so it allows them. */
+    l.runas = "vcr-qemu";
+    argv = vm_qemu_argv(&l, NULL);
+    assert_true(has_opt(argv, "-runas", "vcr-qemu"));
+    assert_true(has_opt(argv, "-sandbox", "on,obsolete=deny,resourcecontrol=deny"));
+    vm_argv_free(argv);
+    l.runas = NULL;
+    /* The migration socket is in the directory of QEMU's user. */
+    cleanup_free char *mig = NULL;
+    assert_true(asprintf(&mig, "/run/vcr-qemu/host1-%08x/web1.mig",
+                         vm_state_dir_hash("/run/vcrlab/agent-host1")) > 0);
+    assert_string_equal(paths.mig, mig);
 
     /* The new QEMU of a warm restart: -incoming, the old one's tap inherited. */
     l.incoming = true;

@@ -4,6 +4,7 @@
  * with one line changed. */
 #include <errno.h>
 #include <setjmp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -205,6 +206,36 @@ static void test_defaults_and_bare_vms_key(void **state)
     vcr_agent_config_free(cfg);
 }
 
+/* qemu_user (docs/security.md, "Least privilege"): an existing user other
+ * than uid 0, resolved at load; `root` keeps QEMU as root; the default is
+ * vcr-qemu (made by the package and the lab). */
+static void test_qemu_user(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct vcr_agent_config *cfg = load_variant(NULL, NULL, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->qemu_user, VCR_QEMU_USER_DEF);
+    struct passwd *pw = getpwnam(VCR_QEMU_USER_DEF);
+    if (pw == NULL)
+        fail_msg("user `%s` missing: scripts/install-deps makes it", VCR_QEMU_USER_DEF);
+    assert_int_equal(cfg->qemu_uid, pw->pw_uid);
+    assert_int_equal(cfg->qemu_gid, pw->pw_gid);
+    vcr_agent_config_free(cfg);
+
+    cfg = load_variant("accel: auto\n", "accel: auto\nqemu_user: root\n", &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->qemu_user, "root");
+    assert_int_equal(cfg->qemu_uid, 0);
+    vcr_agent_config_free(cfg);
+
+    expect_rejected("accel: auto\n", "accel: auto\nqemu_user: vcr-no-such-user\n",
+                    "qemu_user:", "`vcr-no-such-user`: no such user", "useradd --system", NULL);
+    expect_rejected("accel: auto\n", "accel: auto\nqemu_user: sync2\n", "qemu_user:", NULL);
+}
+
 /* ram_dir: an existing absolute directory; its filesystem type is checked when a
  * host agent starts (src/agent/host/ram_dir.c), not at load. */
 static void test_ram_dir(void **state)
@@ -266,6 +297,16 @@ static void test_server_list(void **state)
     if (cfg == NULL)
         fail_msg("%s", vcr_error_msg(err));
     assert_string_equal(cfg->server, "10.77.0.1:7070,10.77.0.2:7070");
+    vcr_agent_config_free(cfg);
+    /* Every other key is read the same way with a list: qemu_allowed was missing
+     * from the list's schema, so such a file was refused. */
+    cfg = load_variant("server: 10.77.0.1:7070",
+                       "server: [10.77.0.1:7070, 10.77.0.2:7070]\nqemu_allowed:\n  - /bin/true",
+                       &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(cfg->n_qemu_allowed, 1);
+    assert_string_equal(cfg->qemu_allowed[0], "/bin/true");
     vcr_agent_config_free(cfg);
     expect_rejected("server: 10.77.0.1:7070", "server: [10.77.0.1:7070, 10.77.0.2]", "server",
                     "`10.77.0.2`", "HOST:PORT", NULL);
@@ -529,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_tls_keys),
         cmocka_unit_test(test_defaults_and_bare_vms_key),
         cmocka_unit_test(test_ram_dir),
+        cmocka_unit_test(test_qemu_user),
         cmocka_unit_test(test_qemu_allowed),
         cmocka_unit_test(test_server_list),
         cmocka_unit_test(test_libvirt_section),

@@ -1,9 +1,12 @@
 /* The `host` role: choose the accelerator, adopt or start the configured VMs,
  * report their states and samples, carry out the server's orders. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -197,6 +200,44 @@ static void on_accel(const struct accel_choice *choice, void *opaque)
     agent_role_ready(r->agent, r->accel);
 }
 
+/* VM_QEMU_RUN_ROOT/HOST-HASH (vm.h): made 0700 for QEMU's user, who binds
+ * the warm restart's migration sockets in it after -runas.  Each level must be
+ * a directory (not a link) of root, or the last one of that user. */
+static int open_private_dir(const char *dir, uid_t other, vcr_error_t *err)
+{
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return vcr_error_errno(err, "mkdir `%s`", dir);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        vcr_error_errno(err, "`%s`", dir);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (st.st_uid != 0 && st.st_uid != other) {
+        close(fd);
+        return vcr_error_make(err, EPERM, "`%s`: owned by uid %u; allowed: root's or qemu_user's",
+                              dir, (unsigned)st.st_uid);
+    }
+    return fd;
+}
+
+static int make_qemu_run_dir(const struct vcr_agent_config *cfg, vcr_error_t *err)
+{
+    cleanup_free char *dir = NULL;
+    if (asprintf(&dir, VM_QEMU_RUN_ROOT "/%s-%08x", cfg->host, vm_state_dir_hash(cfg->state_dir)) <
+        0)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    cleanup_close int root = open_private_dir(VM_QEMU_RUN_ROOT, 0, err);
+    if (root < 0 || fchown(root, 0, 0) < 0 || fchmod(root, 0755) < 0)
+        return root < 0 ? -1 : vcr_error_errno(err, "`%s`", VM_QEMU_RUN_ROOT);
+    cleanup_close int fd = open_private_dir(dir, cfg->qemu_uid, err);
+    if (fd < 0 || fchown(fd, cfg->qemu_uid, cfg->qemu_gid) < 0 || fchmod(fd, 0700) < 0)
+        return fd < 0 ? -1 : vcr_error_errno(err, "`%s`", dir);
+    return 0;
+}
+
 static int host_init(struct agent *a, vcr_error_t *err)
 {
     struct host_role *r = calloc(1, sizeof(*r));
@@ -223,8 +264,21 @@ static int host_init(struct agent *a, vcr_error_t *err)
         free(r);
         return -1;
     }
+    if (make_qemu_run_dir(a->cfg, err) < 0) {
+        qemu_allow_clear(&r->qemu_allow);
+        free(r->vms);
+        free(r->pending);
+        free(r);
+        return -1;
+    }
     for (size_t i = 0; i < r->qemu_allow.n; i++)
         log_info("QEMU binary allowed: %s", r->qemu_allow.paths[i]);
+    /* The config resolved the user's ids if there are VMs and it is not root. */
+    bool runas = a->cfg->qemu_uid != 0;
+    if (runas)
+        log_info("QEMU runs as %s (uid %u)", a->cfg->qemu_user, (unsigned)a->cfg->qemu_uid);
+    else if (a->cfg->n_vms)
+        log_warn("QEMU runs as root (qemu_user: root)");
     if (r->ram.backing == RAM_BACKING_HUGETLBFS)
         log_info("ram_dir %s: hugetlbfs, pages of %llu kB", r->ram.path,
                  (unsigned long long)(r->ram.page_size >> 10));
@@ -236,6 +290,9 @@ static int host_init(struct agent *a, vcr_error_t *err)
         .qemu_allow = &r->qemu_allow,
         .host = a->cfg->host,
         .state_dir = a->cfg->state_dir,
+        .qemu_user = runas ? a->cfg->qemu_user : NULL,
+        .qemu_uid = a->cfg->qemu_uid,
+        .qemu_gid = a->cfg->qemu_gid,
         .accel = r->accel,
         .ram = &r->ram,
         .disk = {.qemu_img = a->cfg->qemu_img,

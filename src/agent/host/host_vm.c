@@ -471,8 +471,11 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     else
         log_info("VM %s: RAM `%s` on %s", vm->spec->name, vm->paths.ram,
                  ram_backing_name(vm->env.ram->backing));
-    struct vm_launch launch = {
-        .qemu = vm->env.qemu, .accel = vm->env.accel, .spec = vm->spec, .paths = &vm->paths};
+    struct vm_launch launch = {.qemu = vm->env.qemu,
+                               .accel = vm->env.accel,
+                               .spec = vm->spec,
+                               .paths = &vm->paths,
+                               .runas = host_vm_runas(vm)};
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL) {
         remove_runtime_files(vm);
@@ -605,6 +608,16 @@ bool host_vm_restarting(const struct host_vm *vm)
     return vm->warm != NULL;
 }
 
+const char *host_vm_runas(const struct host_vm *vm)
+{
+    if (vm->spec->disk)
+        return NULL;
+    for (size_t i = 0; i < vm->spec->n_volumes; i++)
+        if (!vm->spec->volumes[i].warm_cache)
+            return NULL;
+    return vm->env.qemu_user;
+}
+
 void host_vm_set_qemu_path(struct host_vm *vm, const char *path)
 {
     char *copy = path ? strdup(path) : NULL;
@@ -622,7 +635,8 @@ int host_vm_spawn(struct host_vm *vm, const char *qemu, bool incoming, vcr_error
                                .accel = vm->env.accel,
                                .spec = vm->spec,
                                .paths = &vm->paths,
-                               .incoming = incoming};
+                               .incoming = incoming,
+                               .runas = host_vm_runas(vm)};
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL)
         return -1;

@@ -41,6 +41,9 @@ struct host_vm_env {
     const struct qemu_allow *qemu_allow;
     const char *host;
     const char *state_dir;
+    const char *qemu_user; /* QEMU's `-runas` user; NULL: QEMU stays root */
+    uid_t qemu_uid;        /* its ids (0: root) */
+    gid_t qemu_gid;
     const char *accel;         /* "kvm" or "tcg" */
     const struct ram_dir *ram; /* where RAM files go: tmpfs or hugetlbfs */
     struct host_disk_env disk; /* disk-image VMs' tools (host_disk.h) */
@@ -83,6 +86,11 @@ json_t *host_vm_sample(struct host_vm *vm);
 /* Guest boots this agent has seen (vm_sm.boots). */
 uint32_t host_vm_boots(const struct host_vm *vm);
 const char *host_vm_qemu(const struct host_vm *vm);
+/* The user this VM's QEMU runs as (-runas), or NULL: root.  A VM with a
+ * block device (disk image, virtio-blk volume) runs as root: the warm
+ * restart of a disk-image VM under -runas failed (the new QEMU: "load of
+ * migration failed: Input/output error"; docs/security.md). */
+const char *host_vm_runas(const struct host_vm *vm);
 
 /* --- warm restart (docs/warm-restart.md, host_warm_restart.c) --- */
 

@@ -378,7 +378,8 @@ int warm_launch_next(struct host_vm *vm, vcr_error_t *err)
                                .spec = vm->spec,
                                .paths = &vm->paths,
                                .incoming = true,
-                               .tap_fd = w->tap_fd};
+                               .tap_fd = w->tap_fd,
+                               .runas = host_vm_runas(vm)};
     char **argv = vm_qemu_argv(&launch, err);
     if (argv == NULL)
         return -1;

@@ -100,7 +100,8 @@ int vm_paths_init(struct vm_paths *p, const char *ram_dir, const char *state_dir
         asprintf(&p->serial, "%s/%s.serial", state_dir, name) < 0 ||
         asprintf(&p->log, "%s/%s.log", state_dir, name) < 0 ||
         asprintf(&p->pid, "%s/%s.pid", state_dir, name) < 0 ||
-        asprintf(&p->mig, "%s/%s.mig", state_dir, name) < 0 ||
+        asprintf(&p->qemu_dir, VM_QEMU_RUN_ROOT "/%s-%08x", host, hash) < 0 ||
+        asprintf(&p->mig, "%s/%s.mig", p->qemu_dir, name) < 0 ||
         asprintf(&p->state, "%s/%s.state", state_dir, name) < 0 ||
         asprintf(&p->state_tmp, "%s/%s.state.tmp", state_dir, name) < 0 ||
         asprintf(&p->state_sum, "%s/%s.state.sha256", state_dir, name) < 0 ||
@@ -124,6 +125,7 @@ void vm_paths_clear(struct vm_paths *p)
     free(p->log);
     free(p->pid);
     free(p->mig);
+    free(p->qemu_dir);
     free(p->state);
     free(p->state_tmp);
     free(p->state_sum);
@@ -407,7 +409,18 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
      * obsolete system calls, no set*uid/gid, no scheduler or affinity
      * changes.  Spawning stays allowed: a warm restart saves the state through
      * `migrate exec:cat > STATE` (docs/warm-restart.md). */
-    add2(&b, "-sandbox", strdup("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"));
+    if (l->runas) {
+        /* QEMU 7.2 installs its filter before it drops to the user: with
+         * elevateprivileges=deny its own setgid() is killed (SIGSYS).  Once
+         * dropped it cannot become root again (every uid is the user's), and
+         * the agent spawns it with no_new_privs (proc.h): nothing it execs
+         * gains privileges either. */
+        add2(&b, "-sandbox", strdup("on,obsolete=deny,resourcecontrol=deny"));
+        add2(&b, "-runas", strdup(l->runas));
+    } else {
+        add2(&b, "-sandbox",
+             strdup("on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny"));
+    }
     /* Appended to, never truncated by QEMU: during a warm restart the new
      * QEMU opens it while the old one still writes (a cold start empties it
      * first: host_vm_start). */

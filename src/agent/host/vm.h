@@ -44,8 +44,10 @@ struct vm_paths {
     char *serial;   /* STATE_DIR/NAME.serial */
     char *log;      /* STATE_DIR/NAME.log: QEMU's stdout and stderr */
     char *pid;      /* STATE_DIR/NAME.pid: QEMU's -pidfile */
-    char *mig;      /* STATE_DIR/NAME.mig: the socket the new QEMU of a warm restart
-                     * listens on for the old one's device state */
+    char *qemu_dir; /* VM_QEMU_RUN_ROOT/HOST-HASH: the agent's directory for QEMU's user */
+    char *mig;      /* QEMU_DIR/NAME.mig: the socket the new QEMU of a warm restart
+                     * listens on for the old one's device state (bound after
+                     * -runas, so in a directory of QEMU's user) */
     /* The device state as a file: only left by agents of earlier versions,
      * whose warm restart went through it (taken over at start). */
     char *state;     /* STATE_DIR/NAME.state */
@@ -68,6 +70,13 @@ struct vm_paths {
  * outlive QEMU but not the host. */
 #define VM_SHM_DIR "/dev/shm"
 
+/* Where QEMU writes once it runs as `qemu_user`: the warm restart's
+ * migration sockets, in VM_QEMU_RUN_ROOT/HOST-HASH (HASH: of the state
+ * directory), 0700 and that user's; the root 0755, root's.  Not under
+ * state_dir: QEMU's user could not reach it through the agent's directories
+ * (state_dir is 0750, a test's temporary directory 0700). */
+#define VM_QEMU_RUN_ROOT "/run/vcr-qemu"
+
 /* The HASH in a RAM file's name: FNV-1a of the agent's state directory. */
 uint32_t vm_state_dir_hash(const char *state_dir);
 
@@ -89,6 +98,8 @@ struct vm_launch {
     const struct vcr_vm_spec *spec;
     const struct vm_paths *paths;
     bool incoming; /* append `-incoming defer` (warm restart) */
+    /* NULL: QEMU stays root; else `-runas` this user (qemu_user). */
+    const char *runas;
     /* > 2: the tap is this descriptor, inherited (`-netdev tap,fd=N`): the
      * old QEMU's, while it still holds the tap (warm restart); otherwise
      * QEMU opens the spec's tap by name. */
