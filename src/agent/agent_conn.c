@@ -34,6 +34,7 @@ struct agent_conn {
     bool outage_logged;
     struct event *retry_timer;
     struct event *challenge_timer;
+    struct event *welcome_timer; /* several servers: a connection's deadline for welcome */
     struct event *heartbeat_timer;
     int heartbeat_ms;
     json_int_t heartbeat_seq;
@@ -165,6 +166,27 @@ static void on_challenge_timeout(evutil_socket_t fd, short what, void *arg)
     send_hello(c, NULL);
 }
 
+/* The welcome deadline with several servers: the same as for a silent server. */
+static int welcome_wait_ms(const struct agent_conn *c)
+{
+    return 3 * c->heartbeat_ms + 1000;
+}
+
+/* With other servers to go to, one that has not welcomed us in time is left
+ * like a silent one: a stopped server's kernel still completes the TCP
+ * connection, and the TLS handshake or the hello then waits for it alone. */
+static void on_welcome_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct agent_conn *c = arg;
+    if (c->pc == NULL || c->state == CONN_UP || c->state == CONN_IDLE)
+        return;
+    log_warn("server %s: no welcome within %d ms; trying the next server", cur_server(c),
+             welcome_wait_ms(c));
+    proto_conn_close(c->pc, "no welcome in time");
+}
+
 static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -232,6 +254,7 @@ static void handle_welcome(struct agent_conn *c, json_t *msg)
     /* Bounded so that a bad value can neither flood the server nor starve it. */
     c->heartbeat_ms = hb >= 50 && hb <= 60000 ? (int)hb : AGENT_CONN_HEARTBEAT_DEF_MS;
     c->state = CONN_UP;
+    evtimer_del(c->welcome_timer);
     c->rx_ms = vcr_mono_ms();
     c->backoff_ms = AGENT_CONN_BACKOFF_FIRST_MS;
     c->outage_logged = false;
@@ -386,6 +409,7 @@ static void on_closed(struct proto_conn *pc, const char *reason, void *opaque)
     c->state = CONN_IDLE;
     evtimer_del(c->heartbeat_timer);
     evtimer_del(c->challenge_timer);
+    evtimer_del(c->welcome_timer);
     c->cur = (c->cur + 1) % c->n_servers;
     schedule_retry(c);
 }
@@ -407,6 +431,11 @@ static void connect_now(struct agent_conn *c)
         return;
     }
     c->state = CONN_CONNECTING;
+    if (c->n_servers > 1) {
+        struct timeval tv;
+        ms_to_tv(welcome_wait_ms(c), &tv);
+        evtimer_add(c->welcome_timer, &tv);
+    }
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -441,8 +470,10 @@ struct agent_conn *agent_conn_new(struct event_base *base, const struct agent_co
     c->heartbeat_ms = AGENT_CONN_HEARTBEAT_DEF_MS;
     c->retry_timer = evtimer_new(base, on_retry, c);
     c->challenge_timer = evtimer_new(base, on_challenge_timeout, c);
+    c->welcome_timer = evtimer_new(base, on_welcome_timeout, c);
     c->heartbeat_timer = event_new(base, -1, EV_PERSIST, on_heartbeat, c);
-    if (c->retry_timer == NULL || c->challenge_timer == NULL || c->heartbeat_timer == NULL) {
+    if (c->retry_timer == NULL || c->challenge_timer == NULL || c->welcome_timer == NULL ||
+        c->heartbeat_timer == NULL) {
         agent_conn_free(c);
         return vcr_error_make(err, ENOMEM, "server connection: out of memory"), NULL;
     }
@@ -504,6 +535,7 @@ void agent_conn_finish(struct agent_conn *c, void (*done)(void *arg), void *arg)
     evtimer_del(c->retry_timer);
     evtimer_del(c->heartbeat_timer);
     evtimer_del(c->challenge_timer);
+    evtimer_del(c->welcome_timer);
     if (c->pc == NULL || c->state < CONN_HELLO_SENT) {
         done(arg);
         return;
@@ -528,6 +560,8 @@ void agent_conn_free(struct agent_conn *c)
         event_free(c->retry_timer);
     if (c->challenge_timer)
         event_free(c->challenge_timer);
+    if (c->welcome_timer)
+        event_free(c->welcome_timer);
     if (c->heartbeat_timer)
         event_free(c->heartbeat_timer);
     while (c->q_len > 0) {
