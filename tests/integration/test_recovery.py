@@ -350,6 +350,7 @@ def fail_and_recover(r, name, cause_has, fail):
 
 
 def test_1_vm_kill9_warm(rig, record_property):
+    since = rig.last_event()
     ms, phases = fail_and_recover(rig, "web1", "crashed", lambda: kill_vm(rig, "web1"))
     record_property("warm_client_visible_ms", ms)
     record_property("warm_phases_ms", phases)
