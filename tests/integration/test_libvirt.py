@@ -199,7 +199,12 @@ def test_2_virsh_destroy_recovers_into_container(rig):
     s = labkit.wait_for("recovered", lambda: (lambda x: x if x["state"] == "recovered" else None)(
         service(rig)), RECOVERY_TIMEOUT, interval=0.2)
     assert s["served_by"] == "standby" and s["address"] == CT_ADDR, s
-    assert "crashed" in s["recovery"]["cause"], s["recovery"]
+    # Detected by whichever comes first: the domain's lifecycle event (cause: crashed)
+    # or the service's failed probes (1.5 s). The event has been seen to reach the
+    # agent only with its next libvirt call, over a second late (docs/agent.md): the
+    # VM state above says crashed either way.
+    cause = s["recovery"]["cause"]
+    assert "crashed" in cause or "probe failures" in cause, s["recovery"]
     assert labkit.dig(f"{SERVICE}.vcr.lab") == [CT_ADDR]
     assert (labkit.http_get(CT_ADDR) or "").strip() == SERVICE
     assert labkit.http_get(DOM_ADDR, timeout=1) is None
