@@ -75,6 +75,21 @@ void failback_finish(struct svc *s, const char *phase, const char *error)
     failback_done(s);
 }
 
+bool failback_order_reply(struct svc *s, enum order_outcome outcome, const char *message,
+                          const char *what, const char *failed_phase)
+{
+    s->order_pending = false;
+    if (s->rc->stopping || s->step != STEP_FAILBACK)
+        return false;
+    if (outcome == ORDER_DONE)
+        return true;
+    /* The name points at the primary already: say so, and leave the standby. */
+    log_warn("service %s: failback: could not %s %s: %s", s->cfg->name, what,
+             recovery_standby_name(s), message ? message : "failed");
+    failback_finish(s, failed_phase, message);
+    return false;
+}
+
 void failback_dns_done(struct svc *s, const char *error)
 {
     if (error) {
@@ -105,7 +120,7 @@ static void on_failback_probe(enum check_outcome outcome, const char *why, const
     }
     s->error[0] = '\0';
     failback_record(s, "primary_ok", NULL);
-    if (recovery_dns_switch(s, s->cfg->primary.address, s->cfg->primary.address6) < 0)
+    if (recovery_dns_switch(s) < 0)
         failback_fail(s, s->error);
 }
 

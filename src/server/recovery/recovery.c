@@ -344,7 +344,7 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
     s->dns = NULL;
     /* Refused by the zone's fence: a newer leader has claimed it (recovery_ha.c). */
     if (error && s->rc->ha && outcome->rcode == DNS_RCODE_NXRRSET) {
-        recovery_ha_dns_stale(s, s->dns_wait_address);
+        recovery_ha_dns_stale(s);
         return;
     }
     if (s->step == STEP_FAILBACK) {
@@ -369,10 +369,10 @@ static void on_dns_done(const struct dns_update_outcome *outcome, const char *er
     recovery_phase_done(s, PH_DNS_UPDATED, detail);
 }
 
-int recovery_dns_switch(struct svc *s, const char *address, const char *address6)
+void recovery_dns_config(const struct recovery *rc, struct dns_update_config *dc)
 {
-    const struct dns_settings *d = s->rc->cfg->dns;
-    struct dns_update_config dc = {
+    const struct dns_settings *d = rc->cfg->dns;
+    *dc = (struct dns_update_config){
         .server = d->server,
         .port = d->port,
         .zone = d->zone,
@@ -380,11 +380,21 @@ int recovery_dns_switch(struct svc *s, const char *address, const char *address6
         .key_secret = d->key_secret,
         .algorithm = d->key_algorithm,
     };
-    if (address != s->dns_wait_address) /* a waiting switch passes its own */
-        snprintf(s->dns_wait_address, sizeof(s->dns_wait_address), "%s", address);
-    if (address6 != s->dns_wait_address6)
-        snprintf(s->dns_wait_address6, sizeof(s->dns_wait_address6), "%s",
-                 address6 ? address6 : "");
+}
+
+void recovery_dns_target(const struct svc *s, const char **address, const char **address6)
+{
+    bool back = s->step == STEP_FAILBACK || s->step == STEP_CLEAR;
+    *address = back ? s->cfg->primary.address : s->cfg->standby.address;
+    *address6 = back ? s->cfg->primary.address6 : s->cfg->standby.address6;
+}
+
+int recovery_dns_switch(struct svc *s)
+{
+    struct dns_update_config dc;
+    recovery_dns_config(s->rc, &dc);
+    const char *address, *address6;
+    recovery_dns_target(s, &address, &address6);
     if (s->rc->ha) {
         /* Redundant servers: only under the zone's fence of this leader's term
          * (recovery_ha.c); until it is claimed, the switch waits for it. */
@@ -584,8 +594,7 @@ static void svc_tick(struct svc *s, int64_t now)
         return;
     if (s->dns_waiting && recovery_ha_dns_fenced(s->rc)) {
         s->dns_waiting = false;
-        if (recovery_dns_switch(s, s->dns_wait_address,
-                                s->dns_wait_address6[0] ? s->dns_wait_address6 : NULL) < 0) {
+        if (recovery_dns_switch(s) < 0) {
             struct dns_update_outcome none = {.rcode = -1};
             on_dns_done(&none, s->error, s);
         }

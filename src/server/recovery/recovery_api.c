@@ -177,7 +177,7 @@ void recovery_clear_failed(struct svc *s, const char *why)
     }
     s->step = STEP_CLEAR;
     s->step_started = vcr_mono_ms();
-    if (recovery_dns_switch(s, s->cfg->primary.address, s->cfg->primary.address6) < 0) {
+    if (recovery_dns_switch(s) < 0) {
         log_warn("service %s: clearing its failed recovery: %s", s->cfg->name, s->error);
         s->step = STEP_IDLE;
     }

@@ -316,17 +316,10 @@ static void on_fence_read(bool answered, const char *txt, const char *why, void 
         fence_retry(rc);
         return;
     }
-    const struct dns_settings *d = rc->cfg->dns;
-    struct dns_update_config dc = {
-        .server = d->server,
-        .port = d->port,
-        .zone = d->zone,
-        .key_name = d->key_name,
-        .key_secret = d->key_secret,
-        .algorithm = d->key_algorithm,
-        .fence_term = held > 0 ? held : 0,
-        .fence_claim = rc->ha_term,
-    };
+    struct dns_update_config dc;
+    recovery_dns_config(rc, &dc);
+    dc.fence_term = held > 0 ? held : 0;
+    dc.fence_claim = rc->ha_term;
     cleanup_error vcr_error_t err = NULL;
     rc->fence_claim =
         dns_update_start(rc->base, &dc, NULL, 0, NULL, NULL, on_fence_claimed, rc, &err);
@@ -362,9 +355,11 @@ bool recovery_ha_dns_fenced(struct recovery *rc)
     return rc->ha_loaded && rc->dns_fence_term != 0 && rc->dns_fence_term == rc->ha_term;
 }
 
-void recovery_ha_dns_stale(struct svc *s, const char *address)
+void recovery_ha_dns_stale(struct svc *s)
 {
     struct recovery *rc = s->rc;
+    const char *address, *address6;
+    recovery_dns_target(s, &address, &address6);
     log_warn("service %s: DNS switch to %s refused by the zone's fence: term %lld is stale (a "
              "newer leader has claimed the zone); not retried",
              s->cfg->name, address, (long long)rc->dns_fence_term);
@@ -374,8 +369,6 @@ void recovery_ha_dns_stale(struct svc *s, const char *address)
     /* Read the fence again: a deposed leader finds a newer term there and
      * never switches; the switch waits (dropped when it steps down). */
     rc->dns_fence_term = 0;
-    if (address != s->dns_wait_address)
-        snprintf(s->dns_wait_address, sizeof(s->dns_wait_address), "%s", address);
     s->dns_waiting = true;
 }
 

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "server/agents.h"
 #include "server/check.h"
 #include "server/provision.h"
 #include "server/recovery.h"
@@ -151,13 +152,13 @@ struct svc {
     char ha_record_phase[24];
     bool ha_advance, ha_inflight, ha_record_sent, ha_dirty, ha_seen;
     /* A DNS switch waiting for the zone's fence to hold this leader's term
-     * (recovery_dns_switch), to these addresses (address6 "": none). */
+     * (recovery_dns_switch; its addresses follow from the step). */
     bool dns_waiting;
-    char dns_wait_address[64];
-    char dns_wait_address6[64];
     uint64_t ha_epoch;
     int64_t ha_retry_at; /* monotonic */
 };
+
+struct dns_update_config;
 
 struct recovery {
     struct event_base *base;
@@ -203,9 +204,17 @@ void recovery_cancel_io(struct svc *s);
 /* The address clients reach the recovered service at: the container's own,
  * or the primary's when only the address is taken over (the name stays). */
 const char *recovery_served_address(const struct svc *s);
-/* Starts the DNS UPDATE of the service's name to address (A) and address6 (AAAA,
- * NULL: none), in one message (on_dns_done). */
-int recovery_dns_switch(struct svc *s, const char *address, const char *address6);
+/* *dc = the UPDATE settings of the server's `dns` section (strings borrowed
+ * from rc->cfg), no fencing: the callers that fence add its fields. */
+void recovery_dns_config(const struct recovery *rc, struct dns_update_config *dc);
+/* Where the DNS switch of the service's step points its name: the primary's
+ * address (A) and address6 (AAAA, NULL: none) on the way back (STEP_FAILBACK,
+ * STEP_CLEAR), else the standby's. */
+void recovery_dns_target(const struct svc *s, const char **address, const char **address6);
+/* Starts the DNS UPDATE of the service's name to recovery_dns_target's
+ * addresses, in one message (on_dns_done); set s->step first.  With redundant
+ * servers it may wait for the zone's fence (s->dns_waiting). */
+int recovery_dns_switch(struct svc *s);
 const char *recovery_container_host(const struct svc *s);
 /* The VM modes' standby VM as its connected host agent (standby.host)
  * reports it; NULL when that host is not connected or does not list it. */
@@ -256,6 +265,13 @@ void failback_dns_done(struct svc *s, const char *error);
 /* The standby mode's failback hook is over: journals phase (error may be
  * NULL) and the service is ok again, served by its primary. */
 void failback_finish(struct svc *s, const char *phase, const char *error);
+/* The reply to a standby mode's failback order (standby_mode.h failback):
+ * true when it succeeded and the mode goes on.  false when there is nothing
+ * more to do: the reply came too late (the server stops, the service left
+ * failback), or the order failed, which is logged ("could not WHAT NAME")
+ * and ends the failback by failback_finish(s, failed_phase, message). */
+bool failback_order_reply(struct svc *s, enum order_outcome outcome, const char *message,
+                          const char *what, const char *failed_phase);
 /* failback: auto: starts a failback when the policy says so (STEP_IDLE, recovered). */
 void failback_auto_tick(struct svc *s, int64_t now);
 /* A new failure of s: after an automatic failback within min_interval_s, that
@@ -278,7 +294,7 @@ bool recovery_ha_tick(struct svc *s, int64_t now);
 bool recovery_ha_dns_fenced(struct recovery *rc);
 /* A DNS switch refused by the fence (NXRRSET): the fence is read again; the
  * switch waits until it holds this term again, which it never does for a deposed leader. */
-void recovery_ha_dns_stale(struct svc *s, const char *address);
+void recovery_ha_dns_stale(struct svc *s);
 /* A service as if nothing had happened (before the shared state is loaded). */
 void recovery_ha_reset(struct svc *s);
 

@@ -42,16 +42,8 @@ static void on_failback_stop(enum order_outcome outcome, const char *message, js
 {
     struct svc *s = opaque;
     (void)reply;
-    s->order_pending = false;
-    if (s->rc->stopping || s->step != STEP_FAILBACK)
+    if (!failback_order_reply(s, outcome, message, "remove container", "container_stop_failed"))
         return;
-    if (outcome != ORDER_DONE) {
-        /* DNS already points at the primary: say so, and leave the container. */
-        log_warn("service %s: failback: could not remove container %s: %s", s->cfg->name,
-                 s->cfg->standby.container, message);
-        failback_finish(s, "container_stop_failed", message);
-        return;
-    }
     if (s->stage == 2) {
         s->stage = 3;
         cleanup_error vcr_error_t err = NULL;

@@ -93,17 +93,8 @@ static void on_failback_stopped(enum order_outcome outcome, const char *message,
 {
     struct svc *s = opaque;
     (void)reply;
-    s->order_pending = false;
-    if (s->rc->stopping || s->step != STEP_FAILBACK)
-        return;
-    if (outcome != ORDER_DONE) {
-        /* DNS already points at the primary: say so, and leave the VM. */
-        log_warn("service %s: failback: could not stop standby VM %s: %s", s->cfg->name,
-                 s->cfg->standby.vm, message ? message : "failed");
-        failback_finish(s, "vm_stop_failed", message);
-        return;
-    }
-    failback_finish(s, "vm_stopped", NULL);
+    if (failback_order_reply(s, outcome, message, "stop standby VM", "vm_stop_failed"))
+        failback_finish(s, "vm_stopped", NULL);
 }
 
 static void cold_vm_failback(struct svc *s)

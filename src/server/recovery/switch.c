@@ -28,7 +28,7 @@ const struct switch_ops *switch_next(const struct svc *s, int after)
 static int dns_take(struct svc *s)
 {
     s->step = STEP_DNS;
-    return recovery_dns_switch(s, s->cfg->standby.address, s->cfg->standby.address6);
+    return recovery_dns_switch(s);
 }
 
 const struct switch_ops switch_dns_ops = {
