@@ -33,6 +33,7 @@
 #include "server/recovery.h"
 #include "server/server.h"
 #include "config/server_config.h"
+#include "fake_dns.h"
 
 #define ETCD_MAX 3
 
@@ -664,11 +665,6 @@ static void node_start_with(struct node *n, const char *name, struct cluster *c,
         fail_msg("%s", vcr_error_msg(err));
 }
 
-static void node_start(struct node *n, const char *name, struct cluster *c, const char *dir)
-{
-    node_start_with(n, name, c, dir, "");
-}
-
 static void node_stop(struct node *n)
 {
     server_free(n->srv);
@@ -742,6 +738,41 @@ static bool host_on(void *arg)
     return node_has_host(arg);
 }
 
+/* Two servers on c's etcd with one configuration (extra), the one started
+ * first leading before the other starts; servers: both, the leader first, as
+ * an agent's `server` lists them. */
+struct server_pair {
+    struct node n[2];
+    struct node *leader, *follower;
+    int64_t term; /* the leader's */
+    char servers[64];
+};
+
+static void server_pair_start(struct server_pair *p, struct cluster *c, const char *extra)
+{
+    memset(p, 0, sizeof(*p));
+    node_start_with(&p->n[0], "s1", c, c->dir, extra);
+    assert_true(run_until_pred(either_leads, p->n, 5000));
+    node_start_with(&p->n[1], "s2", c, c->dir, extra);
+    p->leader = node_leads(&p->n[0]) ? &p->n[0] : &p->n[1];
+    p->follower = p->leader == &p->n[0] ? &p->n[1] : &p->n[0];
+    p->term = ha_term(server_ha(p->leader->srv));
+    snprintf(p->servers, sizeof(p->servers), "127.0.0.1:%u,127.0.0.1:%u", p->leader->port,
+             p->follower->port);
+}
+
+/* The agent's real connection code, as `host` of `role`, not yet started. */
+static struct agent_conn *agent_connect(const char *servers, const char *host, const char *role,
+                                        const struct agent_conn_ops *ops, void *opaque)
+{
+    struct agent_conn_params p = {.server = servers, .host = host, .role = role, .accel = "tcg"};
+    vcr_error_t err = NULL;
+    struct agent_conn *conn = agent_conn_new(base, &p, ops, opaque, &err);
+    if (conn == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    return conn;
+}
+
 /* Two real servers on one etcd and the agent's real connection code: the agent,
  * sent to the follower first, is redirected to the leader; the leader dies
  * (freed: no lease revoked, its connections closed); the follower leads with a
@@ -751,13 +782,10 @@ static void test_servers_agent_follows_the_leader(void **state)
     (void)state;
     static struct cluster c; /* static: the teardown reads it after a failure */
     cluster_start(&c, 1);
-    struct node n[2] = {{0}};
-    node_start(&n[0], "s1", &c, c.dir);
-    assert_true(run_until_pred(either_leads, n, 5000));
-    node_start(&n[1], "s2", &c, c.dir);
-    struct node *leader = node_leads(&n[0]) ? &n[0] : &n[1];
-    struct node *follower = leader == &n[0] ? &n[1] : &n[0];
-    int64_t term = ha_term(server_ha(leader->srv));
+    struct server_pair pair;
+    server_pair_start(&pair, &c, "");
+    struct node *leader = pair.leader, *follower = pair.follower;
+    int64_t term = pair.term;
     /* The follower must know who leads before the agent asks it. */
     int64_t deadline = vcr_mono_ms() + 5000;
     while (ha_leader(server_ha(follower->srv))->agents_addr == NULL && vcr_mono_ms() < deadline)
@@ -766,11 +794,7 @@ static void test_servers_agent_follows_the_leader(void **state)
     char servers[64];
     snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", follower->port, leader->port);
     struct fake_agent a = {0};
-    struct agent_conn_params p = {
-        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
-    vcr_error_t err = NULL;
-    a.conn = agent_conn_new(base, &p, &agent_ops, &a, &err);
-    assert_non_null(a.conn);
+    a.conn = agent_connect(servers, "host1", "host", &agent_ops, &a);
     agent_conn_start(a.conn);
     assert_true(run_until_pred(host_on, leader, 5000));
     assert_false(node_has_host(follower));
@@ -896,15 +920,17 @@ static bool kill_ordered_again(void *arg)
 
 static struct cluster *takeover_cluster;
 
-static bool recovery_failed_in_etcd(void *arg)
+/* Whether etcd holds web1 in the state arg names ("failed", "recovered"). */
+static bool service_state_in_etcd(void *arg)
 {
-    (void)arg;
     json_t *keys = etcd_list(takeover_cluster, "/vcr/services/");
     const char *v =
         json_string_value(json_object_get(json_object_get(keys, "/vcr/services/web1"), "value"));
-    bool failed = v && strstr(v, "\"state\":\"failed\"");
+    char want[64];
+    snprintf(want, sizeof(want), "\"state\":\"%s\"", (const char *)arg);
+    bool found = v && strstr(v, want);
     json_decref(keys);
-    return failed;
+    return found;
 }
 
 /* A standby agent: reports its containers (web1-c running, for a warm
@@ -982,13 +1008,7 @@ static void test_servers_takeover_mid_recovery(void **state)
     cluster_start(&c, 1);
     takeover_cluster = &c;
     char path[128];
-    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("key \"vcr-update\" {\n\talgorithm hmac-sha256;\n\tsecret "
-          "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\";\n};\n",
-          f);
-    fclose(f);
+    fake_dns_write_key(c.dir, path, sizeof(path));
     char extra[1024];
     snprintf(extra, sizeof(extra),
              "host_timeout_ms: 1000\n"
@@ -1000,21 +1020,13 @@ static void test_servers_takeover_mid_recovery(void **state)
              "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
              "    standby: {mode: warm, host: sb1, container: web1-c, address: 127.0.0.3}\n",
              path);
-    struct node n[2] = {{0}};
-    node_start_with(&n[0], "s1", &c, c.dir, extra);
-    assert_true(run_until_pred(either_leads, n, 5000));
-    node_start_with(&n[1], "s2", &c, c.dir, extra);
-    struct node *leader = &n[0], *follower = &n[1];
-    int64_t term = ha_term(server_ha(leader->srv));
+    struct server_pair pair;
+    server_pair_start(&pair, &c, extra);
+    struct node *leader = pair.leader, *follower = pair.follower;
+    int64_t term = pair.term;
 
-    char servers[64];
-    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", leader->port, follower->port);
     struct host_agent a = {.hold = true, .held = json_array()};
-    struct agent_conn_params p = {
-        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
-    vcr_error_t err = NULL;
-    a.conn = agent_conn_new(base, &p, &host_ops, &a, &err);
-    assert_non_null(a.conn);
+    a.conn = agent_connect(pair.servers, "host1", "host", &host_ops, &a);
     agent_conn_start(a.conn);
     /* Detected (committed to etcd before the next step), then vm_kill. */
     assert_true(run_until_pred(kill_ordered, &a, 10000));
@@ -1030,7 +1042,7 @@ static void test_servers_takeover_mid_recovery(void **state)
     int64_t new_term = ha_term(server_ha(follower->srv));
     assert_true(new_term > term);
     assert_true(run_until_pred(kill_ordered_again, &a, 10000));
-    assert_true(run_until_pred(recovery_failed_in_etcd, NULL, 10000));
+    assert_true(run_until_pred(service_state_in_etcd, "failed", 10000));
     assert_int_equal(a.kills, 2);
 
     /* The successor journaled what it did, not what its predecessor had done. */
@@ -1070,12 +1082,10 @@ static void test_servers_takeover_mid_recovery(void **state)
      * done (at once: the container runs), and that phase still gets its own
      * record in etcd before it is journaled. */
     struct standby_agent sb = {0};
-    struct agent_conn_params sp = {
-        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
-    sb.conn = agent_conn_new(base, &sp, &warm_standby_ops, &sb, &err);
-    assert_non_null(sb.conn);
+    sb.conn = agent_connect(pair.servers, "sb1", "standby", &warm_standby_ops, &sb);
     agent_conn_start(sb.conn);
     assert_true(run_until_pred(standby_on, follower, 5000));
+    vcr_error_t err = NULL;
     json_t *r = recovery_failover(server_recovery(follower->srv), "web1", &err);
     assert_non_null(r);
     json_decref(r);
@@ -1092,18 +1102,13 @@ static void test_servers_takeover_mid_recovery(void **state)
 
 /* --- the same through DNS: a fence-aware DNS server --- */
 
-#define KEY_NAME   "vcr-update"
-#define KEY_SECRET "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-
 /* A DNS server on loopback that does what RFC 2136 says of the fence's
  * prerequisites (BIND9 does the same: tests/integration/test_dns.py): TXT
  * `_vcr-term.vcr.lab` is the fence, A `web1.vcr.lab` the service's name.  The
  * first UPDATE that changes an A record can be held (its datagram kept, as a
  * slow network would) and processed later. */
 struct fence_dns {
-    int fd;
-    uint16_t port;
-    struct event *ev;
+    struct fake_dns_socket sock;
     long long fence;   /* 0: no fence record */
     char address[32];  /* "" none */
     int a_changes;     /* UPDATEs of the A record applied */
@@ -1114,16 +1119,6 @@ struct fence_dns {
     size_t held_len;
     struct sockaddr_in held_from;
 };
-
-static void fence_dns_send(struct fence_dns *d, ldns_pkt *reply, const struct sockaddr_in *to)
-{
-    uint8_t *wire = NULL;
-    size_t len = 0;
-    assert_int_equal(ldns_pkt2wire(&wire, reply, &len), LDNS_STATUS_OK);
-    sendto(d->fd, wire, len, 0, (const struct sockaddr *)to, sizeof(*to));
-    free(wire);
-    ldns_pkt_free(reply);
-}
 
 static long long txt_term(const ldns_rr *rr)
 {
@@ -1141,11 +1136,7 @@ static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
 {
     ldns_pkt *req = NULL;
     assert_int_equal(ldns_wire2pkt(&req, buf, n), LDNS_STATUS_OK);
-    ldns_pkt *reply = ldns_pkt_new();
-    ldns_pkt_set_id(reply, ldns_pkt_id(req));
-    ldns_pkt_set_qr(reply, true);
-    ldns_pkt_set_opcode(reply, ldns_pkt_get_opcode(req));
-    ldns_pkt_set_rcode(reply, LDNS_RCODE_NOERROR);
+    ldns_pkt *reply = fake_dns_reply_to(req);
     if (ldns_pkt_get_opcode(req) == LDNS_PACKET_UPDATE) {
         ldns_rr_list *upd = ldns_pkt_authority(req);
         bool changes_a = false;
@@ -1175,7 +1166,7 @@ static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
         if (rcode != LDNS_RCODE_NOERROR) {
             d->refused++;
             ldns_pkt_set_rcode(reply, (uint8_t)rcode);
-            fence_dns_send(d, reply, from);
+            fake_dns_send(&d->sock, reply, from);
             ldns_pkt_free(req);
             return;
         }
@@ -1192,9 +1183,7 @@ static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
                 d->a_changes++;
             }
         }
-        assert_int_equal(ldns_pkt_tsig_sign(reply, KEY_NAME, KEY_SECRET, 300, "hmac-sha256.",
-                                            ldns_rr_rdf(ldns_pkt_tsig(req), 3)),
-                         LDNS_STATUS_OK);
+        fake_dns_sign(reply, req);
     } else {
         ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(req), 0);
         ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(q));
@@ -1210,7 +1199,7 @@ static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
             ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, rr);
         }
     }
-    fence_dns_send(d, reply, from);
+    fake_dns_send(&d->sock, reply, from);
     ldns_pkt_free(req);
 }
 
@@ -1229,20 +1218,12 @@ static void on_fence_dns(evutil_socket_t fd, short what, void *arg)
 static void fence_dns_start(struct fence_dns *d)
 {
     memset(d, 0, sizeof(*d));
-    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(d->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t slen = sizeof(sin);
-    assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sin, &slen), 0);
-    d->port = ntohs(sin.sin_port);
-    d->ev = event_new(base, d->fd, EV_READ | EV_PERSIST, on_fence_dns, d);
-    event_add(d->ev, NULL);
+    fake_dns_listen(&d->sock, base, on_fence_dns, d);
 }
 
 static void fence_dns_stop(struct fence_dns *d)
 {
-    event_free(d->ev);
-    close(d->fd);
+    fake_dns_close(&d->sock);
 }
 
 static void on_port_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -1272,17 +1253,6 @@ static bool update_held(void *arg)
     return ((struct fence_dns *)arg)->held_n > 0;
 }
 
-static bool recovered_in_etcd(void *arg)
-{
-    (void)arg;
-    json_t *keys = etcd_list(takeover_cluster, "/vcr/services/");
-    const char *v =
-        json_string_value(json_object_get(json_object_get(keys, "/vcr/services/web1"), "value"));
-    bool done = v && strstr(v, "\"state\":\"recovered\"");
-    json_decref(keys);
-    return done;
-}
-
 /* A whole recovery across a takeover at its DNS step.  The leader claims the
  * DNS zone's fence for its term, recovers web1 up to port_open, and sends its
  * DNS UPDATE, which the network holds; it dies there.  The follower leads,
@@ -1309,12 +1279,7 @@ static void test_servers_takeover_at_the_dns_step(void **state)
     assert_non_null(listener);
 
     char path[128];
-    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("key \"" KEY_NAME "\" {\n\talgorithm hmac-sha256;\n\tsecret \"" KEY_SECRET "\";\n};\n",
-          f);
-    fclose(f);
+    fake_dns_write_key(c.dir, path, sizeof(path));
     char extra[1024];
     snprintf(extra, sizeof(extra),
              "host_timeout_ms: 1000\n"
@@ -1327,29 +1292,18 @@ static void test_servers_takeover_at_the_dns_step(void **state)
              "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
              "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
              "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
-             d.port, path, port);
-    struct node n[2] = {{0}};
-    node_start_with(&n[0], "s1", &c, c.dir, extra);
-    assert_true(run_until_pred(either_leads, n, 5000));
-    node_start_with(&n[1], "s2", &c, c.dir, extra);
-    struct node *leader = &n[0], *follower = &n[1];
-    int64_t term = ha_term(server_ha(leader->srv));
+             d.sock.port, path, port);
+    struct server_pair pair;
+    server_pair_start(&pair, &c, extra);
+    struct node *leader = pair.leader, *follower = pair.follower;
+    int64_t term = pair.term;
     struct dns_wait w = {.d = &d, .fence = term};
     assert_true(run_until_pred(fence_is, &w, 5000)); /* the first claim: from none */
 
-    char servers[64];
-    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", leader->port, follower->port);
     struct host_agent a = {.held = json_array()};
-    struct agent_conn_params p = {
-        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
-    vcr_error_t err = NULL;
-    a.conn = agent_conn_new(base, &p, &host_ops, &a, &err);
-    assert_non_null(a.conn);
+    a.conn = agent_connect(pair.servers, "host1", "host", &host_ops, &a);
     struct standby_agent sb = {0};
-    struct agent_conn_params sp = {
-        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
-    sb.conn = agent_conn_new(base, &sp, &standby_ops, &sb, &err);
-    assert_non_null(sb.conn);
+    sb.conn = agent_connect(pair.servers, "sb1", "standby", &standby_ops, &sb);
     agent_conn_start(sb.conn);
     /* The standby first, so that the recovery finds it. */
     int64_t deadline = vcr_mono_ms() + 5000;
@@ -1368,7 +1322,7 @@ static void test_servers_takeover_at_the_dns_step(void **state)
     assert_true(run_until_pred(node_leads, follower, 5000));
     int64_t new_term = ha_term(server_ha(follower->srv));
     assert_true(new_term > term);
-    assert_true(run_until_pred(recovered_in_etcd, NULL, 15000));
+    assert_true(run_until_pred(service_state_in_etcd, "recovered", 15000));
     assert_int_equal(d.fence, new_term);
     assert_string_equal(d.address, "127.0.0.3");
     assert_int_equal(d.a_changes, 1);

@@ -38,13 +38,12 @@
 #include "server/recovery/standby_mode.h"
 #include "server/server.h"
 #include "config/server_config.h"
+#include "fake_dns.h"
 #include "scrape.h"
 #include "server/service_data.h"
 
-#define KEY_NAME   "vcr-update"
-#define KEY_SECRET "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-#define PRIMARY    "127.0.0.2"
-#define CONTAINER  "127.0.0.3"
+#define PRIMARY   "127.0.0.2"
+#define CONTAINER "127.0.0.3"
 
 static void assert_contains(const char *haystack, const char *needle)
 {
@@ -59,12 +58,7 @@ static void make_dir(void)
     snprintf(dir, sizeof(dir), "/tmp/vcr-test-recovery-XXXXXX");
     assert_non_null(mkdtemp(dir));
     char path[128];
-    snprintf(path, sizeof(path), "%s/tsig.key", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("key \"" KEY_NAME "\" {\n\talgorithm hmac-sha256;\n\tsecret \"" KEY_SECRET "\";\n};\n",
-          f);
-    fclose(f);
+    fake_dns_write_key(dir, path, sizeof(path));
 }
 
 static void remove_dir(void)
@@ -440,9 +434,7 @@ static void test_config_fence_timeout_bounds(void **state)
 /* --- fake DNS server: applies signed UPDATEs, answers A queries --- */
 
 struct fake_dns {
-    int fd;
-    uint16_t port;
-    struct event *ev;
+    struct fake_dns_socket sock;
     bool silent;
     bool apply_silently;    /* UPDATEs are applied but never answered (a stopped named's queue) */
     bool mute_after_update; /* queries go unanswered once an UPDATE was answered */
@@ -451,16 +443,6 @@ struct fake_dns {
     unsigned updates;
     int64_t first_update_mono;
 };
-
-static void dns_send(struct fake_dns *d, ldns_pkt *reply, const struct sockaddr_in *to)
-{
-    uint8_t *wire = NULL;
-    size_t len = 0;
-    assert_int_equal(ldns_pkt2wire(&wire, reply, &len), LDNS_STATUS_OK);
-    sendto(d->fd, wire, len, 0, (const struct sockaddr *)to, sizeof(*to));
-    free(wire);
-    ldns_pkt_free(reply);
-}
 
 static void on_dns_request(evutil_socket_t fd, short what, void *arg)
 {
@@ -474,11 +456,7 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
         return;
     ldns_pkt *req = NULL;
     assert_int_equal(ldns_wire2pkt(&req, buf, (size_t)n), LDNS_STATUS_OK);
-    ldns_pkt *reply = ldns_pkt_new();
-    ldns_pkt_set_id(reply, ldns_pkt_id(req));
-    ldns_pkt_set_qr(reply, true);
-    ldns_pkt_set_opcode(reply, ldns_pkt_get_opcode(req));
-    ldns_pkt_set_rcode(reply, LDNS_RCODE_NOERROR);
+    ldns_pkt *reply = fake_dns_reply_to(req);
     if (ldns_pkt_get_opcode(req) == LDNS_PACKET_UPDATE) {
         /* The update section (ldns: authority): delete, then add NAME A ADDR. */
         ldns_rr_list *upd = ldns_pkt_authority(req);
@@ -503,9 +481,7 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
             ldns_pkt_free(req);
             return;
         }
-        assert_int_equal(ldns_pkt_tsig_sign(reply, KEY_NAME, KEY_SECRET, 300, "hmac-sha256.",
-                                            ldns_rr_rdf(ldns_pkt_tsig(req), 3)),
-                         LDNS_STATUS_OK);
+        fake_dns_sign(reply, req);
     } else {
         ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(req), 0);
         ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(q));
@@ -518,27 +494,19 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
             ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, a);
         }
     }
-    dns_send(d, reply, &from);
+    fake_dns_send(&d->sock, reply, &from);
     ldns_pkt_free(req);
 }
 
 static void dns_start(struct fake_dns *d, struct event_base *base)
 {
     memset(d, 0, sizeof(*d));
-    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(d->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t slen = sizeof(sin);
-    assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sin, &slen), 0);
-    d->port = ntohs(sin.sin_port);
-    d->ev = event_new(base, d->fd, EV_READ | EV_PERSIST, on_dns_request, d);
-    event_add(d->ev, NULL);
+    fake_dns_listen(&d->sock, base, on_dns_request, d);
 }
 
 static void dns_stop(struct fake_dns *d)
 {
-    event_free(d->ev);
-    close(d->fd);
+    fake_dns_close(&d->sock);
 }
 
 /* --- fake service: accepts, answers its name, closes --- */
@@ -1009,7 +977,7 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
                          ", template: busybox%s}\n%s",
-                         dir, extra, h->dns.port, dir, h->port,
+                         dir, extra, h->dns.sock.port, dir, h->port,
                          h->primary_extra ? h->primary_extra : "",
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
                          mode, h->standby_extra ? h->standby_extra : "",
