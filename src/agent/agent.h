@@ -25,8 +25,9 @@ struct agent_options {
     bool test_faults;
 };
 
-/* Whether name is a role this binary implements. */
-bool agent_role_exists(const char *name);
+/* 0 when name is a role this binary implements; else -1 and an error that
+ * lists the roles it does. */
+int agent_role_check(const char *name, vcr_error_t *err);
 /* --config-test: load and validate; on success prints a summary to stdout. */
 int agent_config_test(const struct agent_options *opts, vcr_error_t *err);
 /* Runs until SIGTERM or SIGINT (a second one exits at once). */

@@ -182,16 +182,17 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!agent_role_exists(opts.role)) {
-        fprintf(stderr, "vcr-agent: --role `%s`: not in this build; allowed: host%s%s%s\n",
-                opts.role, agent_role_exists("standby") ? ", standby" : "",
-                agent_role_exists("libvirt") ? ", libvirt" : "",
-                strcmp(opts.role, "libvirt") == 0 ? " (the libvirt role is vcr-agent-libvirt)"
-                                                  : "");
+    vcr_error_t err = NULL;
+    if (agent_role_check(opts.role, &err) < 0) {
+        /* The libvirt role is a role, of its own binary (docs/agent.md). */
+        if (strcmp(opts.role, "libvirt") == 0)
+            fprintf(stderr, "vcr-agent: --role `libvirt` is run by vcr-agent-libvirt\n");
+        else
+            fprintf(stderr, "vcr-agent: %s\n", vcr_error_msg(err));
+        vcr_error_release(&err);
         return 2;
     }
     vcr_log_init("vcr-agent", (enum vcr_log_level)level);
-    vcr_error_t err = NULL;
     int rc = config_test ? agent_config_test(&opts, &err) : agent_run(&opts, &err);
     if (rc < 0)
         return vcr_error_report(&err, stderr, "vcr-agent");

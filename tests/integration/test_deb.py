@@ -90,7 +90,8 @@ def test_files_and_binaries(root):
     # The packaged agent has the standby role (liblxc): an unknown role's error lists it.
     r = run([str(root / "usr/bin/vcr-agent"), "--role", "nosuch", "--server", "127.0.0.1:1",
              "--name", "x"])
-    assert r.returncode == 2 and "allowed: host, standby" in r.stderr, r.stderr
+    assert r.returncode == 2 and "`nosuch`: not a role; the roles are: host, standby" in r.stderr, \
+        r.stderr
 
 
 def test_units_verify(root):

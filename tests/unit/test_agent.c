@@ -31,6 +31,7 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
+#include "agent/agent.h"
 #include "agent/host/accel.h"
 #include "agent/agent_conn.h"
 #include "agent/host/fence_watchdog.h"
@@ -128,6 +129,23 @@ static struct vcr_vm_spec web1_spec(void)
 
 /* Two agents with the same host name (labs in two network namespaces) must not
  * share a RAM file: the state directory is part of its name. */
+/* An unknown --role is refused as not a role (it once said "not implemented"),
+ * listing the roles this binary has; the host role is in every build. */
+static void test_unknown_role(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    assert_int_equal(agent_role_check("host", &err), 0);
+    assert_null(err);
+    assert_int_equal(agent_role_check("nosuch", &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "--role `nosuch`: not a role; the roles are: host"));
+    vcr_error_release(&err);
+    struct agent_options opts = {.role = "primary", .server = "127.0.0.1:1", .name = "x"};
+    assert_int_equal(agent_config_test(&opts, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "`primary`: not a role"));
+    vcr_error_release(&err);
+}
+
 static void test_ram_file_differs_by_state_dir(void **state)
 {
     (void)state;
@@ -2332,6 +2350,7 @@ int main(void)
     vcr_log_init("test_agent", getenv("VCR_TEST_DEBUG") ? VCR_LOG_DEBUG : VCR_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unknown_role),
         cmocka_unit_test(test_ram_dir_filesystem_types),
         cmocka_unit_test(test_ram_dir_page_arithmetic),
         cmocka_unit_test(test_ram_dir_free_pages),
