@@ -6,8 +6,8 @@
  *   container would otherwise answer)] -> [a service with data: its container stopped, its data
  * copied back into the primary's volume (service_data.c)] -> [vm_start, if the primary is not
  * running] -> probe the primary until it answers (its boot grace at most) -> DNS back to the
- * primary -> the standby mode's own way back (standby_mode.h: a cold container is
- * stopped and destroyed) -> ok.
+ * primary -> the switch's other ways back (switch.h give_back) -> the standby mode's own way back
+ * (standby_mode.h: a cold container is stopped and destroyed) -> ok.
  *
  * The primary is started here, not by the operator beforehand: while the
  * service is served elsewhere a running primary is fenced again (primary.c),
@@ -90,6 +90,24 @@ bool failback_order_reply(struct svc *s, enum order_outcome outcome, const char 
     return false;
 }
 
+/* Every way of the switch is back on the primary: the standby mode's own way back. */
+static void on_switch_given_back(struct svc *s, const char *error)
+{
+    if (s->rc->stopping || s->step != STEP_FAILBACK)
+        return;
+    if (error) {
+        failback_fail(s, error);
+        return;
+    }
+    const struct standby_mode_ops *mode = s->cfg->standby.mode;
+    if (mode->failback == NULL) {
+        failback_done(s);
+        return;
+    }
+    s->stage = 2; /* failback_tick holds while the standby is stopped */
+    mode->failback(s);
+}
+
 void failback_dns_done(struct svc *s, const char *error)
 {
     if (error) {
@@ -98,13 +116,10 @@ void failback_dns_done(struct svc *s, const char *error)
     }
     s->on_standby = false;
     failback_record(s, "dns_updated", NULL);
-    const struct standby_mode_ops *mode = s->cfg->standby.mode;
-    if (mode->failback == NULL) {
-        failback_done(s);
-        return;
-    }
-    s->stage = 2; /* failback_tick holds while the standby is stopped */
-    mode->failback(s);
+    /* The ways with a way back of their own (switch.h give_back); the
+     * tick holds meanwhile (stage 2). */
+    s->stage = 2;
+    switch_give_back(s, on_switch_given_back);
 }
 
 static void on_failback_probe(enum check_outcome outcome, const char *why, const char *body,

@@ -87,6 +87,7 @@ void recovery_phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
 {
     s->phase = phase;
     s->step = STEP_IDLE;
+    s->switch_way = NULL; /* a way that completes its phase is over */
     if (s->rc->ha) {
         /* Journaled and advanced once etcd has the phase (recovery_ha.c). */
         recovery_ha_phase_done(s, phase, extra);
@@ -107,6 +108,7 @@ void recovery_cancel_io(struct svc *s)
     resolve_cancel(s->resolve);
     s->resolve = NULL;
     s->dns_waiting = false;
+    switch_cancel(s);
 }
 
 void recovery_fail(struct svc *s, const char *fmt, ...)
@@ -119,6 +121,8 @@ void recovery_fail(struct svc *s, const char *fmt, ...)
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
     memcpy(s->error, message, sizeof(s->error));
+    /* Which way of the switch failed, if one did (GET /metrics counts DNS failures). */
+    const char *way = s->switch_way ? s->switch_way->name : NULL;
     recovery_cancel_io(s);
     if (s->rc->ha && !s->rc->ha_loaded) {
         /* This server stepped down meanwhile (an order refused for it): the
@@ -127,10 +131,6 @@ void recovery_fail(struct svc *s, const char *fmt, ...)
         s->step = STEP_IDLE;
         return;
     }
-    /* Which way of the switch failed, if one did (GET /metrics counts DNS failures). */
-    const char *way = s->step == STEP_DNS       ? switch_dns_ops.name
-                      : s->step == STEP_ADDRESS ? switch_address_ops.name
-                                                : NULL;
     s->state = SVC_FAILED;
     s->step = STEP_IDLE;
     log_error("service %s: recovery FAILED after phase %s: %s (retry: vcr failover %s)",
@@ -510,6 +510,16 @@ void recovery_advance(struct svc *s)
 {
     if (s->rc->stopping || s->state != SVC_RECOVERING)
         return;
+    /* The switch's phases, whichever ways there are (switch.h): the next one. */
+    if (s->phase >= PH_PORT_OPEN && s->phase < PH_CLIENT_CONFIRMED) {
+        const struct switch_ops *way = switch_next(s, (int)s->phase);
+        s->switch_way = way;
+        if (way == NULL)
+            timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
+        else if (way->take(s) < 0)
+            recovery_fail(s, "%s: %s", way->name, s->error);
+        return;
+    }
     switch (s->phase) {
     case PH_NONE:
     case PH_DETECTED:
@@ -531,16 +541,8 @@ void recovery_advance(struct svc *s)
     case PH_DATA_ATTACHED:
         timed_step(s, STEP_PORT, s->rc->cfg->port_timeout_ms);
         break;
-    case PH_PORT_OPEN:
-    case PH_ADDRESS_TAKEN:
-    case PH_DNS_UPDATED: {
-        const struct switch_ops *way = switch_next(s, (int)s->phase);
-        if (way == NULL)
-            timed_step(s, STEP_CONFIRM, s->rc->cfg->confirm_timeout_ms);
-        else if (way->take(s) < 0)
-            recovery_fail(s, "%s: %s", way->name, s->error);
+    default: /* the switch's phases, above */
         break;
-    }
     case PH_CLIENT_CONFIRMED:
         s->state = SVC_RECOVERED;
         s->step = STEP_IDLE;

@@ -53,6 +53,7 @@ enum svc_step {
     STEP_PORT,        /* probing the container's port until the deadline */
     STEP_ADDRESS,     /* container_address sent: the primary's address onto the container */
     STEP_DNS,         /* UPDATE in flight */
+    STEP_SWITCH,      /* another way of the switch in flight (s->switch_way, switch.h) */
     STEP_CONFIRM,     /* resolving and asking the service, until the deadline */
     STEP_FAILBACK,    /* failback: start the primary, probe it, DNS, container stop */
     STEP_CLEAR,       /* a failed recovery is cleared: DNS back to the primary first */
@@ -126,6 +127,12 @@ struct svc {
     char clear_why[120]; /* why a failed recovery is being cleared (STEP_CLEAR) */
     /* failback: called once the container has released the primary's address. */
     void (*address_released)(struct svc *s, const char *error);
+    /* The way of the switch in flight (switch.h), its own state (NULL: none);
+     * failback: the next way to give back, and who is told when all are. */
+    const struct switch_ops *switch_way;
+    void *switch_io;
+    size_t switch_back_next;
+    void (*switch_back_done)(struct svc *s, const char *error);
     /* Failback: the primary is being started (vm_start sent). */
     bool failback_starting;
     /* The recovery state could not be saved (journal full, I/O error): the
@@ -159,6 +166,7 @@ struct svc {
 };
 
 struct dns_update_config;
+struct switch_ops;
 
 struct recovery {
     struct event_base *base;

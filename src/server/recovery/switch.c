@@ -18,12 +18,55 @@ static const struct switch_ops *const switch_ways[] = {&switch_address_ops, &swi
 const struct switch_ops *switch_next(const struct svc *s, int after)
 {
     for (size_t i = 0; i < N_WAYS; i++)
-        if ((s->cfg->takeover & switch_ways[i]->bit) && switch_ways[i]->done_phase > after)
+        if (switch_ways[i]->selected(s) && switch_ways[i]->done_phase > after)
             return switch_ways[i];
     return NULL;
 }
 
+void switch_cancel(struct svc *s)
+{
+    if (s->switch_way && s->switch_way->cancel)
+        s->switch_way->cancel(s);
+    s->switch_way = NULL;
+}
+
+static void give_back_next(struct svc *s, const char *error);
+
+static void on_given_back(struct svc *s, const char *error)
+{
+    s->switch_way = NULL;
+    give_back_next(s, error);
+}
+
+/* Runs the give_back of the next way from s->switch_back_next on. */
+static void give_back_next(struct svc *s, const char *error)
+{
+    while (error == NULL && s->switch_back_next < N_WAYS) {
+        const struct switch_ops *way = switch_ways[s->switch_back_next++];
+        if (way->give_back == NULL || !way->selected(s))
+            continue;
+        s->switch_way = way;
+        if (way->give_back(s, on_given_back) == 0)
+            return;
+        s->switch_way = NULL;
+        error = s->error;
+    }
+    s->switch_back_done(s, error);
+}
+
+void switch_give_back(struct svc *s, switch_released_fn done)
+{
+    s->switch_back_done = done;
+    s->switch_back_next = 0;
+    give_back_next(s, NULL);
+}
+
 /* --- dns --- */
+
+static bool dns_selected(const struct svc *s)
+{
+    return s->cfg->takeover & SERVICES_TAKEOVER_DNS;
+}
 
 static int dns_take(struct svc *s)
 {
@@ -33,7 +76,7 @@ static int dns_take(struct svc *s)
 
 const struct switch_ops switch_dns_ops = {
     .name = "dns",
-    .bit = SERVICES_TAKEOVER_DNS,
+    .selected = dns_selected,
     .done_phase = PH_DNS_UPDATED,
     .take = dns_take,
 };
@@ -42,9 +85,14 @@ const struct switch_ops switch_dns_ops = {
 
 #define ADDRESS_ORDER_MS 30000
 
+static bool address_selected(const struct svc *s)
+{
+    return s->cfg->takeover & SERVICES_TAKEOVER_ADDRESS;
+}
+
 bool switch_address_held(const struct svc *s)
 {
-    return (s->cfg->takeover & SERVICES_TAKEOVER_ADDRESS) && s->on_standby;
+    return address_selected(s) && s->on_standby;
 }
 
 static void on_address_taken(enum order_outcome outcome, const char *message, json_t *reply,
@@ -105,7 +153,7 @@ static int address_take(struct svc *s)
 
 const struct switch_ops switch_address_ops = {
     .name = "address",
-    .bit = SERVICES_TAKEOVER_ADDRESS,
+    .selected = address_selected,
     .done_phase = PH_ADDRESS_TAKEN,
     .take = address_take,
 };
