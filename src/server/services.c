@@ -6,12 +6,15 @@
 #include "server/check.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/hostport.h"
@@ -73,6 +76,17 @@ static const cyaml_schema_field_t failback_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_value_t hook_arg_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
+};
+
+static const cyaml_schema_field_t hook_fields[] = {
+    CYAML_FIELD_SEQUENCE("run", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct services_raw_hook,
+                         run, &hook_arg_schema, 0, CYAML_UNLIMITED),
+    RAW_STR("timeout_ms", struct services_raw_hook, timeout_ms),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t service_fields[] = {
     RAW_STR("name", struct services_raw_service, name),
     RAW_STR("dns_name", struct services_raw_service, dns_name),
@@ -88,6 +102,8 @@ static const cyaml_schema_field_t service_fields[] = {
                             struct services_raw_service, data, data_fields),
     CYAML_FIELD_MAPPING_PTR("failback", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                             struct services_raw_service, failback, failback_fields),
+    CYAML_FIELD_MAPPING_PTR("hook", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                            struct services_raw_service, hook, hook_fields),
     CYAML_FIELD_END,
 };
 
@@ -328,6 +344,42 @@ static bool is_data_path(const char *v)
         ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
              (v[i] >= '0' && v[i] <= '9') || strchr("/_.-", v[i]) != NULL;
     return ok;
+}
+
+/* `hook.run`: argv, no shell: an absolute path to an executable file, then its arguments. */
+static void convert_hook(struct services_conv *c, const struct services_raw_hook *h, size_t i,
+                         struct service_config *s)
+{
+    char p[96];
+#define PATH(field) (snprintf(p, sizeof(p), "services[%zu].hook.%s", i, field), p)
+    s->hook.timeout_ms = SERVICES_HOOK_TIMEOUT_MS;
+    take_uint(c, PATH("timeout_ms"), h->timeout_ms, 100, 600000, &s->hook.timeout_ms);
+    if (h->run_count == 0 || h->run_count > SERVICES_HOOK_ARGS_MAX) {
+        services_conv_bad(c,
+                          "`%s`: %u item(s); allowed: 1..%d, the program's absolute path and its "
+                          "arguments (run without a shell)",
+                          PATH("run"), h->run_count, SERVICES_HOOK_ARGS_MAX);
+        return;
+    }
+    const char *prog = h->run[0];
+    if (prog[0] != '/') {
+        services_conv_bad(c, "`%s[0]`: `%s` is not an absolute path; allowed: /PATH/TO/PROGRAM",
+                          PATH("run"), prog);
+        return;
+    }
+    struct stat st;
+    errno = 0;
+    if (stat(prog, &st) < 0 || !S_ISREG(st.st_mode) || access(prog, X_OK) < 0) {
+        services_conv_bad(c,
+                          "`%s[0]`: `%s` is not an executable file (%s); allowed: a program "
+                          "the server may run",
+                          PATH("run"), prog, errno ? strerror(errno) : "not a regular file");
+        return;
+    }
+#undef PATH
+    s->hook.argv = calloc(h->run_count + 1, sizeof(char *));
+    for (unsigned k = 0; s->hook.argv && k < h->run_count; k++)
+        s->hook.argv[k] = strdup(h->run[k]);
 }
 
 static void convert_data(struct services_conv *c, const struct services_raw_data *d, size_t i,
@@ -583,6 +635,8 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
         take_uint(c, PATH("failback.min_interval_s"), fb->min_interval_s, 0, 604800,
                   &s->failback.min_interval_s);
     }
+    if (raw->hook)
+        convert_hook(c, raw->hook, i, s);
 #undef PATH
 }
 
@@ -672,6 +726,9 @@ void services_free(struct service_config *services, size_t n)
         free(s->standby.fallback_host);
         free(s->data.volume);
         free(s->data.path);
+        for (size_t k = 0; s->hook.argv && s->hook.argv[k]; k++)
+            free(s->hook.argv[k]);
+        free(s->hook.argv);
     }
     free(services);
 }

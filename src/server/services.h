@@ -118,7 +118,17 @@ struct service_config {
         uint32_t after_s;
         uint32_t min_interval_s;
     } failback;
+    /* `hook:` (docs/recovery.md, "Switch hook"): the operator's program, run
+     * without a shell as the switch's last way (recovery/switch_hook.c), and
+     * again at failback.  argv NULL: none. */
+    struct {
+        char **argv; /* NULL-terminated; argv[0] an absolute path */
+        uint32_t timeout_ms;
+    } hook;
 };
+
+#define SERVICES_HOOK_TIMEOUT_MS 10000u
+#define SERVICES_HOOK_ARGS_MAX   32
 
 struct dns_settings {
     char *server; /* dotted quad */
@@ -148,6 +158,11 @@ struct services_raw_data {
 struct services_raw_failback {
     char *mode, *after_s, *min_interval_s;
 };
+struct services_raw_hook {
+    char **run;
+    unsigned run_count;
+    char *timeout_ms;
+};
 struct services_raw_service {
     char *name, *dns_name, *ttl, *takeover;
     struct services_raw_primary *primary;
@@ -155,6 +170,7 @@ struct services_raw_service {
     struct services_raw_standby *standby;
     struct services_raw_data *data;
     struct services_raw_failback *failback;
+    struct services_raw_hook *hook;
 };
 struct services_raw_dns {
     char *server, *zone, *key_file;

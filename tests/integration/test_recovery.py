@@ -44,6 +44,16 @@ RECOVERY_TIMEOUT = 120
 HEARTBEAT_MS, HOST_TIMEOUT_MS, FENCE_TIMEOUT_MS = 500, 5000, 6000
 PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
           "client_confirmed"]
+# web2's service also runs a switch hook (docs/recovery.md, "Switch hook"): HOOK_SH,
+# which appends its VCR_* environment to hook.out beside it; its phase follows DNS.
+HOOKED = "web2"
+HOOK_SH = """#!/bin/sh
+{ env | grep '^VCR_' | sort; echo ---; } >> "$(dirname "$0")/hook.out"
+"""
+
+
+def phases_of(name):
+    return PHASES[:5] + ["hook_run"] + PHASES[5:] if name == HOOKED else PHASES
 SB, SB_INDEX, SB_ADDR = "standby1", 2, "10.77.0.21"
 # web1's IPv6 addresses (the lab's fd77::/64): primary, container.
 WEB1_V6 = ("fd77::11", "fd77::31")
@@ -98,9 +108,14 @@ def vm_specs(tmp):
     return specs
 
 
-def services():
+def services(tmp):
     out = [labkit.service_entry(name, host, name, address, mode, SB, f"{name}-c", ct)
            for name, (host, _, address, mode, ct) in WEBS.items()]
+    hook = tmp / "hook.sh"
+    hook.write_text(HOOK_SH)
+    hook.chmod(0o755)
+    next(s for s in out if s["name"] == HOOKED)["hook"] = {"run": [str(hook)],
+                                                           "timeout_ms": 10000}
     for name, (_, address, mode, sb_vm, _, sb_address) in VM_WEBS.items():
         svc = labkit.service_entry(name, "host1", name, address, mode, "host1", None, sb_address)
         svc["standby"] = {"mode": mode, "host": "host1", "vm": sb_vm, "address": sb_address}
@@ -112,12 +127,13 @@ def services():
 
 
 class Rig:
-    def __init__(self, d):
+    def __init__(self, d, tmp):
         self.d = d
         self.vcr = d.vcr
+        self.hook_out = tmp / "hook.out"
         self.server_config = dict(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS,
                                   fence_timeout_ms=FENCE_TIMEOUT_MS, dns=True,
-                                  services=services(),
+                                  services=services(tmp),
                                   listen=f"[::]:{labkit.SERVER_AGENT_PORT}",
                                   api="[::]:" + labkit.SERVER_API.rsplit(":", 1)[1])
         self.server = None
@@ -181,7 +197,7 @@ def rig(lab, tmp_path_factory):
     from conftest import Daemons
     tmp = tmp_path_factory.mktemp("recovery")
     d = Daemons(tmp)
-    r = Rig(d)
+    r = Rig(d, tmp)
     try:
         specs = vm_specs(tmp)
         # web4 is not in lab/default-hosts; an earlier run may have left a name on a
@@ -296,7 +312,7 @@ def check_recovered(r, name, since, cause_has):
     assert s["served_by"] == "standby" and s["address"] == ct, s
     assert cause_has in s["recovery"]["cause"], s["recovery"]
     events = r.phases(name, since)
-    assert [e["detail"]["phase"] for e in events] == PHASES, events
+    assert [e["detail"]["phase"] for e in events] == phases_of(name), events
     ts = [e["ts_ms"] for e in events]
     assert all(t > 0 for t in ts) and ts == sorted(ts), ts
     assert events[-1]["detail"]["answer"] == name
@@ -387,6 +403,10 @@ def test_2_vm_kill9_cold(rig, record_property):
     record_property("cold_client_visible_ms", ms)
     record_property("cold_phases_ms", phases)
     print(f"cold: client-visible recovery {ms} ms; phases {phases}")
+    # Its switch hook ran once the name had moved, told where to.
+    hook = rig.hook_out.read_text().split("---\n")
+    assert len(hook) == 2 and "VCR_PHASE=recover\n" in hook[0], hook
+    assert f"VCR_ADDRESS={WEBS['web2'][4]}\n" in hook[0] and "VCR_SERVICE=web2\n" in hook[0]
     labkit.wait_for("web2-c listed as running",
                     lambda: (rig.containers().get("web2-c") or {}).get("state") == "running", 10)
 
@@ -474,6 +494,9 @@ def test_7_failback(rig):
         phases = [e["detail"]["phase"] for e in rig.phases(name, since, "failback")]
         assert phases[0] == "started" and "primary_started" in phases and \
             phases[-1] == "done", phases
+    # web2's switch hook ran again, told that the name is back on the primary.
+    back = rig.hook_out.read_text().split("---\n")[-2]
+    assert "VCR_PHASE=failback\n" in back and f"VCR_ADDRESS={WEBS['web2'][2]}\n" in back, back
     # web1's failback moved its AAAA record back with the A record.
     assert labkit.dig("web1.vcr.lab", rtype="AAAA") == [WEB1_V6[0]]
     # The cold container is gone; the warm one keeps running for the next failure.

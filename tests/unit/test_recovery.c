@@ -63,8 +63,9 @@ static void make_dir(void)
 
 static void remove_dir(void)
 {
-    static const char *const names[] = {"tsig.key", "journal.db", "journal.db-wal",
-                                        "journal.db-shm"};
+    static const char *const names[] = {"tsig.key",       "journal.db", "journal.db-wal",
+                                        "journal.db-shm", "hook.sh",    "hook.out",
+                                        "hook.fail",      "hook.hang"};
     char path[128];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
@@ -2304,6 +2305,164 @@ static bool failback_failed(struct harness *h)
 /* A failback whose primary never answers fails within its deadline: the
  * service stays served by its container, and the primary it started is
  * fenced again. */
+/* --- the switch's way `hook` (switch_hook.c) --- */
+
+/* A hook program: appends its arguments and its VCR_* environment to
+ * DIR/hook.out; exits 3 while DIR/hook.fail exists, outlives any deadline
+ * while DIR/hook.hang does. */
+static void write_hook(struct harness *h, const char *timeout_ms)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/hook.sh", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{ echo \"args=$*\"; env | grep '^VCR_' | sort; echo ---; } >> %s/hook.out\n"
+            "[ -e %s/hook.fail ] && exit 3\n"
+            "[ -e %s/hook.hang ] && exec sleep 30\n"
+            "exit 0\n",
+            dir, dir, dir);
+    fclose(f);
+    static char extra[256];
+    snprintf(extra, sizeof(extra), "    hook: {run: [/bin/sh, %s, pool-a], timeout_ms: %s}\n", path,
+             timeout_ms);
+    h->service_extra = extra;
+}
+
+static char *hook_out(void)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/hook.out", dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return strdup("");
+    static char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return strdup(buf);
+}
+
+static void touch(const char *name)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+/* The hook runs after DNS as its own phase, told what moved where (argv as
+ * configured, no shell of ours), and again at failback with the primary's
+ * address once the name is back. */
+static void test_hook_switch_runs_at_recovery_and_failback(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    write_hook(&h, "5000");
+    server_up(&h, "cold", "");
+    agents_up(&h, "running");
+    keep_agents_alive(&h);
+    h.node1.plays_vm = true;
+    h.node1.vm_pid = 500;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    char phases[512];
+    kind_phases(&h, "recovery", phases, sizeof(phases));
+    assert_string_equal(phases, "detected,fenced,container_ready,port_open,dns_updated,hook_run,"
+                                "client_confirmed");
+    cleanup_free char *out = hook_out();
+    assert_string_equal(out, "args=pool-a\n"
+                             "VCR_ADDRESS6=\n"
+                             "VCR_ADDRESS=" CONTAINER "\n"
+                             "VCR_DNS_NAME=web1.vcr.lab\n"
+                             "VCR_OLD_ADDRESS=" PRIMARY "\n"
+                             "VCR_PHASE=recover\n"
+                             "VCR_SERVICE=web1\n"
+                             "---\n");
+
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
+    if (ans == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(&h, back_to_ok, 10000));
+    assert_string_equal(h.dns.address, PRIMARY);
+    cleanup_free char *both = hook_out();
+    assert_contains(both, "---\nargs=pool-a\nVCR_ADDRESS6=\nVCR_ADDRESS=" PRIMARY
+                          "\nVCR_DNS_NAME=web1.vcr.lab\nVCR_OLD_ADDRESS=" CONTAINER
+                          "\nVCR_PHASE=failback\n");
+    harness_stop(&h);
+}
+
+/* Its exit status decides: 3 fails the recovery, naming the hook, and so does
+ * its deadline (the program is killed); failback needs its hook too. */
+static void test_hook_switch_status_and_deadline(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    write_hook(&h, "300");
+    touch("hook.fail");
+    server_up(&h, "cold", "");
+    agents_up(&h, "running");
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, failed, 10000));
+    cleanup_json json_t *s = service_json(&h);
+    assert_contains(json_string_value(json_object_get(json_object_get(s, "recovery"), "error")),
+                    "exited with status 3");
+    cleanup_json json_t *events = journal_read(server_journal(h.srv), 0, 1000, NULL);
+    json_t *last = json_object_get(json_array_get(events, json_array_size(events) - 1), "detail");
+    assert_string_equal(json_string_value(json_object_get(last, "phase")), "failed");
+    assert_string_equal(json_string_value(json_object_get(last, "switch")), "hook");
+    assert_string_equal(json_string_value(json_object_get(last, "after")), "dns_updated");
+
+    /* Retried: the hook hangs now, and is killed at its deadline. */
+    char path[160];
+    snprintf(path, sizeof(path), "%s/hook.fail", dir);
+    unlink(path);
+    touch("hook.hang");
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *r = recovery_failover(server_recovery(h.srv), "web1", &err);
+    if (r == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(run_until_ms(&h, failed, 10000));
+    cleanup_json json_t *s2 = service_json(&h);
+    assert_contains(json_string_value(json_object_get(json_object_get(s2, "recovery"), "error")),
+                    "killed at its deadline (hook.timeout_ms 300)");
+    harness_stop(&h);
+}
+
+static void test_config_hook(void **state)
+{
+    (void)state;
+    make_dir();
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg =
+        parse(DNS_OK SERVICE_OK "    hook: {run: [/bin/true, --pool, web]}\n", dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_string_equal(cfg->services[0].hook.argv[0], "/bin/true");
+    assert_string_equal(cfg->services[0].hook.argv[2], "web");
+    assert_null(cfg->services[0].hook.argv[3]);
+    assert_int_equal(cfg->services[0].hook.timeout_ms, 10000);
+    server_config_free(cfg);
+    const char *at = "address: 10.77.0.31}\n";
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    hook: {run: []}\n", "`services[0].hook.run`",
+               "0 item(s)", "allowed: 1..32");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    hook: {run: [lb-switch]}\n",
+               "`services[0].hook.run[0]`", "`lb-switch` is not an absolute path");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    hook: {run: [/nonexistent/lb]}\n",
+               "`services[0].hook.run[0]`", "`/nonexistent/lb` is not an executable file",
+               "No such file");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    hook: {run: [/tmp]}\n",
+               "`/tmp` is not an executable file (not a regular file)");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    hook: {run: [/bin/true], timeout_ms: 50}\n",
+               "`services[0].hook.timeout_ms`", "`50`", "100..600000");
+    EXPECT_BAD(at, "address: 10.77.0.31}\n    hook: {run: /bin/true}\n", "`run`");
+    remove_dir();
+}
+
 static void test_failback_that_fails_leaves_the_standby_serving(void **state)
 {
     (void)state;
@@ -3430,6 +3589,9 @@ int main(void)
         cmocka_unit_test(test_check_redis),
         cmocka_unit_test(test_failback_from_failed_after_the_switch),
         cmocka_unit_test(test_address_takeover_then_released_before_the_primary_starts),
+        cmocka_unit_test(test_hook_switch_runs_at_recovery_and_failback),
+        cmocka_unit_test(test_hook_switch_status_and_deadline),
+        cmocka_unit_test(test_config_hook),
         cmocka_unit_test(test_refused_address_takeover_leaves_only_failback),
         cmocka_unit_test(test_failback_that_fails_leaves_the_standby_serving),
         cmocka_unit_test(test_auto_failback_then_flapping_suspends_it),

@@ -39,6 +39,7 @@ enum rec_phase {
     PH_PORT_OPEN,
     PH_ADDRESS_TAKEN, /* takeover: address or both (switch.h) */
     PH_DNS_UPDATED,   /* takeover: dns or both */
+    PH_HOOK_RUN,      /* services with a `hook` (switch_hook.c) */
     PH_CLIENT_CONFIRMED,
 };
 

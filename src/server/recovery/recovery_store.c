@@ -32,6 +32,7 @@ static const char *const phase_names[] = {
     [PH_PORT_OPEN] = "port_open",
     [PH_ADDRESS_TAKEN] = "address_taken",
     [PH_DNS_UPDATED] = "dns_updated",
+    [PH_HOOK_RUN] = "hook_run",
     [PH_CLIENT_CONFIRMED] = "client_confirmed",
 };
 

@@ -12,7 +12,8 @@
 
 /* The address first: it reaches clients that hold it at once, while a DNS
  * change waits out their resolvers' caches. */
-static const struct switch_ops *const switch_ways[] = {&switch_address_ops, &switch_dns_ops};
+static const struct switch_ops *const switch_ways[] = {&switch_address_ops, &switch_dns_ops,
+                                                       &switch_hook_ops};
 #define N_WAYS (sizeof(switch_ways) / sizeof(switch_ways[0]))
 
 const struct switch_ops *switch_next(const struct svc *s, int after)

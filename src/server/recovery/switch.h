@@ -43,6 +43,7 @@ struct switch_ops {
 
 extern const struct switch_ops switch_address_ops;
 extern const struct switch_ops switch_dns_ops;
+extern const struct switch_ops switch_hook_ops;
 
 /* The next way to take after phase `after` for this service, or NULL when
  * every way it selects is done (then the client confirmation follows). */
