@@ -2215,23 +2215,32 @@ static void kind_phases(struct harness *h, const char *kind, char *out, size_t s
 /* takeover: both (docs/recovery.md, "Address takeover"): after fencing the
  * container takes the primary's address, then DNS moves; failback has the
  * container release it before the primary is started. */
+/* An opened harness (its service_extra set) up with mode, node1 playing its
+ * VM (so that failback can start it again); the VM crashes and the service is
+ * recovered through `phases`. */
+static void crash_and_recover(struct harness *h, const char *mode, const char *phases)
+{
+    server_up(h, mode, "");
+    agents_up(h, "running");
+    keep_agents_alive(h);
+    h->node1.plays_vm = true;
+    h->node1.vm_pid = 500;
+    vm_crashed(h);
+    assert_true(run_until_ms(h, recovered, 10000));
+    char done[512];
+    kind_phases(h, "recovery", done, sizeof(done));
+    assert_string_equal(done, phases);
+}
+
 static void test_address_takeover_then_released_before_the_primary_starts(void **state)
 {
     (void)state;
     struct harness h;
     harness_open(&h, true);
     h.service_extra = "    takeover: both\n";
-    server_up(&h, "warm", "");
-    agents_up(&h, "running");
-    keep_agents_alive(&h);
-    h.node1.plays_vm = true;
-    h.node1.vm_pid = 500;
-    vm_crashed(&h);
-    assert_true(run_until_ms(&h, recovered, 10000));
-    char phases[512];
-    kind_phases(&h, "recovery", phases, sizeof(phases));
-    assert_string_equal(phases, "detected,fenced,container_ready,port_open,address_taken,"
-                                "dns_updated,client_confirmed");
+    crash_and_recover(&h, "warm",
+                      "detected,fenced,container_ready,port_open,address_taken,dns_updated,"
+                      "client_confirmed");
     cleanup_json json_t *takes = agent_orders(&h.sb1, "container_address");
     assert_int_equal(json_array_size(takes), 1);
     json_t *take = json_array_get(takes, 0);
@@ -2252,6 +2261,7 @@ static void test_address_takeover_then_released_before_the_primary_starts(void *
     cleanup_json json_t *all = agent_orders(&h.sb1, "container_address");
     assert_int_equal(json_array_size(all), 2);
     assert_true(json_is_false(json_object_get(json_array_get(all, 1), "take")));
+    char phases[512];
     kind_phases(&h, "failback", phases, sizeof(phases));
     assert_string_equal(phases, "started,address_released,primary_started,primary_ok,"
                                 "dns_updated,done");
@@ -2361,17 +2371,9 @@ static void test_hook_switch_runs_at_recovery_and_failback(void **state)
     struct harness h;
     harness_open(&h, true);
     write_hook(&h, "5000");
-    server_up(&h, "cold", "");
-    agents_up(&h, "running");
-    keep_agents_alive(&h);
-    h.node1.plays_vm = true;
-    h.node1.vm_pid = 500;
-    vm_crashed(&h);
-    assert_true(run_until_ms(&h, recovered, 10000));
-    char phases[512];
-    kind_phases(&h, "recovery", phases, sizeof(phases));
-    assert_string_equal(phases, "detected,fenced,container_ready,port_open,dns_updated,hook_run,"
-                                "client_confirmed");
+    crash_and_recover(&h, "cold",
+                      "detected,fenced,container_ready,port_open,dns_updated,hook_run,"
+                      "client_confirmed");
     cleanup_free char *out = hook_out();
     assert_string_equal(out, "args=pool-a\n"
                              "VCR_ADDRESS6=\n"
