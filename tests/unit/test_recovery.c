@@ -437,7 +437,7 @@ static void test_config_fence_timeout_bounds(void **state)
     server_config_free(cfg);
 }
 
-/* --- fake DNS server: applies signed UPDATEs, answers A queries --- */
+/* --- fake DNS server: applies signed UPDATEs, answers A and AAAA queries --- */
 
 struct fake_dns {
     int fd;
@@ -448,6 +448,7 @@ struct fake_dns {
     bool mute_after_update; /* queries go unanswered once an UPDATE was answered */
     char address[32];       /* the A record of the service name, "" for none */
     char address6[64];      /* its AAAA record, "" for none */
+    bool keep_aaaa;         /* UPDATEs leave the AAAA record as it is (a zone half-switched) */
     unsigned updates;
     int64_t first_update_mono;
 };
@@ -485,6 +486,8 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
         for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++) {
             ldns_rr *rr = ldns_rr_list_rr(upd, i);
             bool aaaa = ldns_rr_get_type(rr) == LDNS_RR_TYPE_AAAA;
+            if (aaaa && d->keep_aaaa)
+                continue;
             if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_ANY && aaaa)
                 d->address6[0] = '\0';
             if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_IN && ldns_rr_rd_count(rr) == 1) {
@@ -509,11 +512,13 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
     } else {
         ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(req), 0);
         ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(q));
-        if (d->address[0]) {
+        bool aaaa = ldns_rr_get_type(q) == LDNS_RR_TYPE_AAAA;
+        const char *record = aaaa ? d->address6 : d->address;
+        if (record[0]) {
             ldns_rr *a = NULL;
-            char text[128];
+            char text[160];
             cleanup_free char *owner = ldns_rdf2str(ldns_rr_owner(q));
-            snprintf(text, sizeof(text), "%s 5 IN A %s", owner, d->address);
+            snprintf(text, sizeof(text), "%s 5 IN %s %s", owner, aaaa ? "AAAA" : "A", record);
             assert_int_equal(ldns_rr_new_frm_str(&a, text, 0, NULL, NULL), LDNS_STATUS_OK);
             ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, a);
         }
@@ -568,15 +573,26 @@ static void service_start(struct fake_service *s, struct event_base *base, const
                           uint16_t *port)
 {
     memset(s, 0, sizeof(*s));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(*port)};
-    inet_pton(AF_INET, addr, &sin.sin_addr);
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    socklen_t slen = sizeof(*sin);
+    if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(*port);
+    } else {
+        assert_int_equal(inet_pton(AF_INET6, addr, &sin6->sin6_addr), 1);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(*port);
+        slen = sizeof(*sin6);
+    }
     s->l = evconnlistener_new_bind(base, on_service_accept, s,
                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
-                                   (struct sockaddr *)&sin, sizeof(sin));
+                                   (struct sockaddr *)&ss, slen);
     assert_non_null(s->l);
-    socklen_t slen = sizeof(sin);
-    getsockname(evconnlistener_get_fd(s->l), (struct sockaddr *)&sin, &slen);
-    *port = ntohs(sin.sin_port);
+    slen = sizeof(ss);
+    getsockname(evconnlistener_get_fd(s->l), (struct sockaddr *)&ss, &slen);
+    *port = ntohs(ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
 }
 
 static void service_stop(struct fake_service *s)
@@ -947,6 +963,7 @@ struct harness {
     struct server *srv;
     struct fake_dns dns;
     struct fake_service container;
+    struct fake_service container6; /* the container's IPv6 side, on ::1 (dual-stack tests) */
     struct fake_service primary;
     uint16_t port;
     struct fake_agent node1, sb1, sb2; /* sb2: only in the migration tests */
@@ -1093,6 +1110,7 @@ static void harness_stop(struct harness *h)
 {
     server_down(h);
     service_stop(&h->container);
+    service_stop(&h->container6);
     service_stop(&h->primary);
     dns_stop(&h->dns);
     event_base_free(h->base);
@@ -1218,30 +1236,87 @@ static void test_vm_crash_warm(void **state)
     harness_stop(&h);
 }
 
+static json_t *timeline_phase(json_t *svc, const char *phase);
+static void keep_agents_alive(struct harness *h);
+static const char *recovery_error(struct harness *h);
+
+/* A dual-stack harness: the container's IPv6 address is ::1 (with_listener: a
+ * service answers there on the port), the primary's fd77::11, the name's AAAA
+ * record the primary's. */
+static void dual_stack_up(struct harness *h, const char *extra, bool with_listener)
+{
+    harness_open(h, true);
+    if (with_listener) {
+        uint16_t p = h->port;
+        service_start(&h->container6, h->base, "::1", &p);
+    }
+    snprintf(h->dns.address6, sizeof(h->dns.address6), "fd77::11");
+    h->primary_extra = ", address6: 'fd77::11'";
+    h->standby_extra = ", address6: '::1'";
+    server_up(h, "warm", extra);
+    agents_up(h, "running");
+    keep_agents_alive(h);
+}
+
 /* A dual-stack service: the switch moves the AAAA record with the A record (one
- * UPDATE, the fake server applies both), and failback moves both back. */
+ * UPDATE, the fake server applies both); the container's port is checked and
+ * the name confirmed in both families (A, then AAAA and the service at it). */
 static void test_dual_stack_switch_moves_a_and_aaaa(void **state)
 {
     (void)state;
     struct harness h;
-    harness_open(&h, true);
-    h.primary_extra = ", address6: 'fd77::11'";
-    h.standby_extra = ", address6: 'fd77::31'";
-    server_up(&h, "warm", "");
-    agents_up(&h, "running");
+    dual_stack_up(&h, "", true);
     vm_crashed(&h);
     assert_true(run_until_ms(&h, recovered, 10000));
     assert_string_equal(h.dns.address, CONTAINER);
-    assert_string_equal(h.dns.address6, "fd77::31");
+    assert_string_equal(h.dns.address6, "::1");
     assert_int_equal(h.dns.updates, 1);
     cleanup_json json_t *s = service_json(&h);
-    json_t *timeline = json_object_get(json_object_get(s, "recovery"), "timeline");
-    json_t *dns = NULL;
-    for (size_t i = 0; i < json_array_size(timeline); i++)
-        if (json_object_get(json_array_get(timeline, i), "address6"))
-            dns = json_array_get(timeline, i);
+    json_t *dns = timeline_phase(s, "dns_updated");
     assert_non_null(dns);
-    assert_string_equal(json_string_value(json_object_get(dns, "address6")), "fd77::31");
+    assert_string_equal(json_string_value(json_object_get(dns, "address6")), "::1");
+    json_t *port = timeline_phase(s, "port_open");
+    assert_string_equal(json_string_value(json_object_get(port, "address6")), "::1");
+    json_t *confirmed = timeline_phase(s, "client_confirmed");
+    assert_string_equal(json_string_value(json_object_get(confirmed, "address")), CONTAINER);
+    assert_string_equal(json_string_value(json_object_get(confirmed, "answer")), "web1");
+    assert_string_equal(json_string_value(json_object_get(confirmed, "address6")), "::1");
+    assert_string_equal(json_string_value(json_object_get(confirmed, "answer6")), "web1");
+    /* The port step and the confirmation each reached the IPv6 side. */
+    assert_true(h.container6.accepted >= 2);
+    harness_stop(&h);
+}
+
+/* A dual-stack container that does not serve IPv6 fails the port step, naming
+ * the IPv6 address: its IPv4 port alone does not make it ready. */
+static void test_dual_stack_port_needs_the_ipv6_side(void **state)
+{
+    (void)state;
+    struct harness h;
+    dual_stack_up(&h, "port_timeout_ms: 1000\n", false);
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, failed, 10000));
+    const char *e = recovery_error(&h);
+    char want[64];
+    snprintf(want, sizeof(want), "port [::1]:%u of container web1-c not open within 1000 ms",
+             h.port);
+    assert_contains(e, want);
+    assert_int_equal(h.dns.updates, 0); /* nothing switched */
+    harness_stop(&h);
+}
+
+/* The client confirmation asks AAAA too: a zone whose AAAA record still names
+ * the primary (the A record moved) is not confirmed. */
+static void test_dual_stack_confirmation_needs_the_aaaa_record(void **state)
+{
+    (void)state;
+    struct harness h;
+    dual_stack_up(&h, "confirm_timeout_ms: 1000\n", true);
+    h.dns.keep_aaaa = true;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, failed, 10000));
+    assert_string_equal(h.dns.address, CONTAINER);
+    assert_contains(recovery_error(&h), "web1.vcr.lab resolves to fd77::11, not ::1 yet");
     harness_stop(&h);
 }
 
@@ -3411,6 +3486,8 @@ int main(void)
         cmocka_unit_test(test_config_fence_timeout_bounds),
         cmocka_unit_test(test_vm_crash_warm),
         cmocka_unit_test(test_dual_stack_switch_moves_a_and_aaaa),
+        cmocka_unit_test(test_dual_stack_port_needs_the_ipv6_side),
+        cmocka_unit_test(test_dual_stack_confirmation_needs_the_aaaa_record),
         cmocka_unit_test(test_check_reaches_ipv6),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
         cmocka_unit_test(test_host_lost_waits_fence_timeout),
