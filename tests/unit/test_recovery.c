@@ -453,12 +453,13 @@ struct fake_dns {
     int64_t first_update_mono;
 };
 
-static void dns_send(struct fake_dns *d, ldns_pkt *reply, const struct sockaddr_in *to)
+static void dns_send(struct fake_dns *d, ldns_pkt *reply, const struct sockaddr_storage *to,
+                     socklen_t to_len)
 {
     uint8_t *wire = NULL;
     size_t len = 0;
     assert_int_equal(ldns_pkt2wire(&wire, reply, &len), LDNS_STATUS_OK);
-    sendto(d->fd, wire, len, 0, (const struct sockaddr *)to, sizeof(*to));
+    sendto(d->fd, wire, len, 0, (const struct sockaddr *)to, to_len);
     free(wire);
     ldns_pkt_free(reply);
 }
@@ -468,7 +469,7 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct fake_dns *d = arg;
     uint8_t buf[4096];
-    struct sockaddr_in from;
+    struct sockaddr_storage from;
     socklen_t flen = sizeof(from);
     ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
     if (n < 0 || d->silent || (d->mute_after_update && d->updates > 0))
@@ -523,21 +524,29 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
             ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, a);
         }
     }
-    dns_send(d, reply, &from);
+    dns_send(d, reply, &from, flen);
     ldns_pkt_free(req);
+}
+
+/* On 127.0.0.1, or with ipv6 on ::1. */
+static void dns_start_on(struct fake_dns *d, struct event_base *base, bool ipv6)
+{
+    memset(d, 0, sizeof(*d));
+    d->fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    struct sockaddr *sa = ipv6 ? (struct sockaddr *)&sin6 : (struct sockaddr *)&sin;
+    socklen_t slen = ipv6 ? sizeof(sin6) : sizeof(sin);
+    assert_int_equal(bind(d->fd, sa, slen), 0);
+    assert_int_equal(getsockname(d->fd, sa, &slen), 0);
+    d->port = ntohs(ipv6 ? sin6.sin6_port : sin.sin_port);
+    d->ev = event_new(base, d->fd, EV_READ | EV_PERSIST, on_dns_request, d);
+    event_add(d->ev, NULL);
 }
 
 static void dns_start(struct fake_dns *d, struct event_base *base)
 {
-    memset(d, 0, sizeof(*d));
-    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(d->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t slen = sizeof(sin);
-    assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sin, &slen), 0);
-    d->port = ntohs(sin.sin_port);
-    d->ev = event_new(base, d->fd, EV_READ | EV_PERSIST, on_dns_request, d);
-    event_add(d->ev, NULL);
+    dns_start_on(d, base, false);
 }
 
 static void dns_stop(struct fake_dns *d)
@@ -962,6 +971,7 @@ struct harness {
     struct server_config *cfg;
     struct server *srv;
     struct fake_dns dns;
+    bool dns_ipv6; /* the DNS server on [::1] (dns_start_on) */
     struct fake_service container;
     struct fake_service container6; /* the container's IPv6 side, on ::1 (dual-stack tests) */
     struct fake_service primary;
@@ -1018,7 +1028,7 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
     cleanup_free char *yaml = NULL;
     assert_true(asprintf(&yaml,
                          "journal: %s/journal.db\n%s"
-                         "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s/tsig.key}\n"
+                         "dns: {server: '%s:%u', zone: vcr.lab, key_file: %s/tsig.key}\n"
                          "services:\n"
                          "  - name: web1\n"
                          "    dns_name: web1.vcr.lab\n"
@@ -1026,7 +1036,7 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
                          ", template: busybox%s}\n%s",
-                         dir, extra, h->dns.port, dir, h->port,
+                         dir, extra, h->dns_ipv6 ? "[::1]" : "127.0.0.1", h->dns.port, dir, h->port,
                          h->primary_extra ? h->primary_extra : "",
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
                          mode, h->standby_extra ? h->standby_extra : "",
@@ -1242,10 +1252,15 @@ static const char *recovery_error(struct harness *h);
 
 /* A dual-stack harness: the container's IPv6 address is ::1 (with_listener: a
  * service answers there on the port), the primary's fd77::11, the name's AAAA
- * record the primary's. */
-static void dual_stack_up(struct harness *h, const char *extra, bool with_listener)
+ * record the primary's; dns_ipv6: the zone's server is reached at [::1]. */
+static void dual_stack_up(struct harness *h, const char *extra, bool with_listener, bool dns_ipv6)
 {
     harness_open(h, true);
+    h->dns_ipv6 = dns_ipv6;
+    if (dns_ipv6) {
+        dns_stop(&h->dns);
+        dns_start_on(&h->dns, h->base, true);
+    }
     if (with_listener) {
         uint16_t p = h->port;
         service_start(&h->container6, h->base, "::1", &p);
@@ -1265,7 +1280,7 @@ static void test_dual_stack_switch_moves_a_and_aaaa(void **state)
 {
     (void)state;
     struct harness h;
-    dual_stack_up(&h, "", true);
+    dual_stack_up(&h, "", true, false);
     vm_crashed(&h);
     assert_true(run_until_ms(&h, recovered, 10000));
     assert_string_equal(h.dns.address, CONTAINER);
@@ -1287,13 +1302,32 @@ static void test_dual_stack_switch_moves_a_and_aaaa(void **state)
     harness_stop(&h);
 }
 
+/* The zone's primary reached over IPv6 (dns.server [::1]:PORT): the UPDATE and
+ * the confirmation's queries go there.  Before, the confirmation refused an
+ * IPv6 server (`resolve: ... is not an IPv4 address`) after the switch was done. */
+static void test_dual_stack_with_an_ipv6_dns_server(void **state)
+{
+    (void)state;
+    struct harness h;
+    dual_stack_up(&h, "", true, true);
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_string_equal(h.dns.address, CONTAINER);
+    assert_string_equal(h.dns.address6, "::1");
+    cleanup_json json_t *s = service_json(&h);
+    json_t *confirmed = timeline_phase(s, "client_confirmed");
+    assert_non_null(confirmed);
+    assert_string_equal(json_string_value(json_object_get(confirmed, "answer6")), "web1");
+    harness_stop(&h);
+}
+
 /* A dual-stack container that does not serve IPv6 fails the port step, naming
  * the IPv6 address: its IPv4 port alone does not make it ready. */
 static void test_dual_stack_port_needs_the_ipv6_side(void **state)
 {
     (void)state;
     struct harness h;
-    dual_stack_up(&h, "port_timeout_ms: 1000\n", false);
+    dual_stack_up(&h, "port_timeout_ms: 1000\n", false, false);
     vm_crashed(&h);
     assert_true(run_until_ms(&h, failed, 10000));
     const char *e = recovery_error(&h);
@@ -1311,7 +1345,7 @@ static void test_dual_stack_confirmation_needs_the_aaaa_record(void **state)
 {
     (void)state;
     struct harness h;
-    dual_stack_up(&h, "confirm_timeout_ms: 1000\n", true);
+    dual_stack_up(&h, "confirm_timeout_ms: 1000\n", true, false);
     h.dns.keep_aaaa = true;
     vm_crashed(&h);
     assert_true(run_until_ms(&h, failed, 10000));
@@ -3487,6 +3521,7 @@ int main(void)
         cmocka_unit_test(test_vm_crash_warm),
         cmocka_unit_test(test_dual_stack_switch_moves_a_and_aaaa),
         cmocka_unit_test(test_dual_stack_port_needs_the_ipv6_side),
+        cmocka_unit_test(test_dual_stack_with_an_ipv6_dns_server),
         cmocka_unit_test(test_dual_stack_confirmation_needs_the_aaaa_record),
         cmocka_unit_test(test_check_reaches_ipv6),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
