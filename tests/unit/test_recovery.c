@@ -265,6 +265,14 @@ static void test_config_services_each_bad_field(void **state)
                "port: 80, address6: 'fd77::11'}\n    standby: {mode: warm, host: sb1, container: "
                "web1-c, address: 10.77.0.31, address6: 'fd77::11'}",
                "`services[0].standby.address6`", "is the primary's address6 too");
+    /* takeover moves address6 too: it must be inside the container's /64. */
+    EXPECT_BAD("port: 80}\n    check: {type: http, path: /, interval_ms: 500, timeout_ms: 300, "
+               "failures: 3}\n    standby: {mode: warm, host: sb1, container: web1-c, address: "
+               "10.77.0.31}",
+               "port: 80, address6: 'fd77::11'}\n    standby: {mode: warm, host: sb1, container: "
+               "web1-c, address: 10.77.0.31, address6: 'fd78::31'}\n    takeover: both",
+               "`services[0].takeover`", "`both`",
+               "primary address6 fd77::11 is not in standby.address6 fd78::31/64");
     EXPECT_BAD("dns_name: web1.vcr.lab\n", "dns_name: web1.vcr.lab\n    takeover: arp\n",
                "`services[0].takeover`", "`arp`", "dns, address, both");
     EXPECT_BAD("address: 10.77.0.31}\n", "address: 10.78.0.31}\n    takeover: both\n",
