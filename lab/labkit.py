@@ -88,8 +88,10 @@ def dig(name, server=None, rtype="A"):
 
 
 def http_get(address, path="/", timeout=2.0):
-    """Body of http://address/path from inside the lab, or None if it did not answer."""
-    r = ns_run(["curl", "-s", "-f", "-m", str(timeout), f"http://{address}{path}"],
+    """Body of http://address/path from inside the lab, or None if it did not answer.
+    An IPv6 address goes in brackets, and curl's -g keeps them from being a glob."""
+    host = f"[{address}]" if address.count(":") >= 2 and address[0] != "[" else address
+    r = ns_run(["curl", "-g", "-s", "-f", "-m", str(timeout), f"http://{host}{path}"],
                timeout=timeout + 5)
     return r.stdout if r.returncode == 0 else None
 

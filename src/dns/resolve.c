@@ -25,7 +25,8 @@ struct resolve {
     resolve_done_fn done;
     resolve_txt_fn txt_done; /* a TXT query */
     void *arg;
-    char server[32];
+    int family; /* of the records asked for (A: AF_INET, AAAA: AF_INET6) */
+    char server[64];
 };
 
 void resolve_cancel(struct resolve *r)
@@ -105,21 +106,23 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     finish(r, NULL, why);
 }
 
-/* The first A record of the answer section, as text (malloc'ed), or NULL. */
-static char *first_a(ldns_pkt *pkt)
+/* The first record of type in the answer section, as text (malloc'ed), or NULL. */
+static char *first_address(ldns_pkt *pkt, ldns_rr_type type)
 {
     ldns_rr_list *answer = ldns_pkt_answer(pkt);
     for (size_t i = 0; answer && i < ldns_rr_list_rr_count(answer); i++) {
         ldns_rr *rr = ldns_rr_list_rr(answer, i);
-        if (ldns_rr_get_type(rr) == LDNS_RR_TYPE_A && ldns_rr_rd_count(rr) == 1)
+        if (ldns_rr_get_type(rr) == type && ldns_rr_rd_count(rr) == 1)
             return ldns_rdf2str(ldns_rr_rdf(rr, 0));
     }
     return NULL;
 }
 
-int resolve_parse_answer(const uint8_t *buf, size_t len, uint16_t id, const char *server,
-                         const char *name, char **address, char *why, size_t why_size)
+int resolve_parse_answer(const uint8_t *buf, size_t len, uint16_t id, int family,
+                         const char *server, const char *name, char **address, char *why,
+                         size_t why_size)
 {
+    ldns_rr_type type = family == AF_INET6 ? LDNS_RR_TYPE_AAAA : LDNS_RR_TYPE_A;
     *address = NULL;
     int tsigs = dns_wire_tsig_count(buf, len);
     if (tsigs < 0 || tsigs > 1)
@@ -133,8 +136,9 @@ int resolve_parse_answer(const uint8_t *buf, size_t len, uint16_t id, const char
     if (ldns_pkt_get_rcode(pkt) != LDNS_RCODE_NOERROR) {
         ldns_lookup_table *rc = ldns_lookup_by_id(ldns_rcodes, ldns_pkt_get_rcode(pkt));
         snprintf(why, why_size, "`%s` answered %s for `%s`", server, rc ? rc->name : "?", name);
-    } else if ((*address = first_a(pkt)) == NULL) {
-        snprintf(why, why_size, "`%s` has no A record for `%s`", server, name);
+    } else if ((*address = first_address(pkt, type)) == NULL) {
+        snprintf(why, why_size, "`%s` has no %s record for `%s`", server,
+                 type == LDNS_RR_TYPE_AAAA ? "AAAA" : "A", name);
     }
     ldns_pkt_free(pkt);
     return 1;
@@ -160,7 +164,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     }
     char why[200] = "";
     char *address = NULL;
-    if (!resolve_parse_answer(buf, (size_t)n, r->id, r->server, r->name, &address, why,
+    if (!resolve_parse_answer(buf, (size_t)n, r->id, r->family, r->server, r->name, &address, why,
                               sizeof(why)))
         return;
     finish(r, address, address ? NULL : why);
@@ -172,9 +176,21 @@ static struct resolve *query_start(struct event_base *base, const char *server, 
                                    resolve_done_fn done, resolve_txt_fn txt_done, void *arg,
                                    vcr_error_t *err)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port ? port : 53)};
-    if (inet_pton(AF_INET, server, &sin.sin_addr) != 1) {
-        vcr_error_make(err, EINVAL, "resolve: `%s` is not an IPv4 address", server);
+    /* The zone's server, reached over IPv4 or IPv6 as the DNS switch reaches it. */
+    struct sockaddr_storage to = {0};
+    socklen_t to_len;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&to;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&to;
+    if (inet_pton(AF_INET, server, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port ? port : 53);
+        to_len = sizeof(*sin);
+    } else if (inet_pton(AF_INET6, server, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port ? port : 53);
+        to_len = sizeof(*sin6);
+    } else {
+        vcr_error_make(err, EINVAL, "resolve: `%.60s` is not an IPv4 or IPv6 address", server);
         return NULL;
     }
     struct resolve *r = calloc(1, sizeof(*r));
@@ -186,7 +202,9 @@ static struct resolve *query_start(struct event_base *base, const char *server, 
     r->done = done;
     r->txt_done = txt_done;
     r->arg = arg;
-    snprintf(r->server, sizeof(r->server), "%s:%u", server, (unsigned)(port ? port : 53));
+    r->family = type == LDNS_RR_TYPE_AAAA ? AF_INET6 : AF_INET;
+    snprintf(r->server, sizeof(r->server), to.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", server,
+             (unsigned)(port ? port : 53));
     ldns_rdf *dname = ldns_dname_new_frm_str(name);
     ldns_pkt *q = dname ? ldns_pkt_query_new(dname, type, LDNS_RR_CLASS_IN, LDNS_RD) : NULL;
     uint8_t *wire = NULL;
@@ -208,8 +226,8 @@ static struct resolve *query_start(struct event_base *base, const char *server, 
         vcr_error_make(err, EINVAL, "resolve `%s`: %s", name, ldns_get_errorstr_by_id(st));
         return NULL;
     }
-    r->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (r->fd < 0 || connect(r->fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+    r->fd = socket(to.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (r->fd < 0 || connect(r->fd, (struct sockaddr *)&to, to_len) < 0 ||
         (r->read_ev = event_new(base, r->fd, EV_READ | EV_PERSIST, on_read, r)) == NULL ||
         (r->timer = evtimer_new(base, on_timeout, r)) == NULL) {
         vcr_error_errno(err, "resolve `%s` at `%s`", name, r->server);
@@ -228,10 +246,12 @@ static struct resolve *query_start(struct event_base *base, const char *server, 
 }
 
 struct resolve *resolve_start(struct event_base *base, const char *server, uint16_t port,
-                              const char *name, uint32_t timeout_ms, resolve_done_fn done,
-                              void *arg, vcr_error_t *err)
+                              const char *name, int family, uint32_t timeout_ms,
+                              resolve_done_fn done, void *arg, vcr_error_t *err)
 {
-    return query_start(base, server, port, name, LDNS_RR_TYPE_A, timeout_ms, done, NULL, arg, err);
+    return query_start(base, server, port, name,
+                       family == AF_INET6 ? LDNS_RR_TYPE_AAAA : LDNS_RR_TYPE_A, timeout_ms, done,
+                       NULL, arg, err);
 }
 
 struct resolve *resolve_txt_start(struct event_base *base, const char *server, uint16_t port,

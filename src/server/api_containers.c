@@ -169,7 +169,8 @@ static int container_member(const char *key, json_t *v, void *ctx, char *why, si
         ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
     } else if (create && strcmp(key, "image") == 0) {
         ok = json_is_string(v) && inventory_valid_name(json_string_value(v));
-        allowed = "expected the name of an image of the server's `images:`";
+        allowed = "the name of an image of the server's `images:` (1..64 of letters, digits, "
+                  "'.', '_', '-')";
     } else if (create && strcmp(key, "address") == 0) {
         ok = json_is_string(v) && ipv4_with_prefix(json_string_value(v));
         allowed = "A.B.C.D or A.B.C.D/NN";
@@ -198,7 +199,14 @@ static int container_member(const char *key, json_t *v, void *ctx, char *why, si
         return -1;
     }
     if (!ok) {
-        snprintf(why, size, "`%.40s`: %s", key, allowed);
+        /* The value as sent: a string's text, anything else as JSON. */
+        cleanup_free char *got =
+            json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        snprintf(why, size, "`%.40s`: `%.60s` is not valid; allowed: %s", key,
+                 json_is_string(v) ? json_string_value(v)
+                 : got             ? got
+                                   : "?",
+                 allowed);
         return -1;
     }
     return 1;
@@ -221,7 +229,11 @@ int api_container_members(json_t *body, json_t **members, char *why, size_t size
     while (k < CT_ACTIONS && strcmp(act, ct_actions[k]) != 0)
         k++;
     if ((action && !json_is_string(action)) || k == CT_ACTIONS) {
-        snprintf(why, size, "`action`: allowed: create, start, stop, destroy, migrate");
+        cleanup_free char *got = json_dumps(action, JSON_ENCODE_ANY | JSON_COMPACT);
+        snprintf(why, size,
+                 "`action`: `%.40s` is not valid; allowed: create, start, stop, "
+                 "destroy, migrate",
+                 got ? got : "?");
         return -1;
     }
     struct ct_body_action c = {k, act};
@@ -253,7 +265,8 @@ void api_handle_host_containers(struct api *api, struct evhttp_request *req, con
     char why[300];
     int k = api_container_members(body, &members, why, sizeof(why));
     if (k < 0) {
-        api_reply_error(req, 400, "body: %s; got `%.100s`", why, text);
+        /* why names the member and its value: the whole body would bury them. */
+        api_reply_error(req, 400, "body: %s", why);
         return;
     }
     const char *name = json_string_value(json_object_get(members, "name"));

@@ -158,6 +158,16 @@ static void convert_takeover(struct services_conv *c, const char *path, const ch
                           "address %s is not in standby.address %s/%u; allowed: dns, or a "
                           "container in the primary's subnet",
                           path, value, s->primary.address, s->standby.address, s->standby.prefix);
+    /* The primary's address6 moves too: the container's is a /64 of the link. */
+    struct in6_addr p6, sb6;
+    if (s->primary.address6 && s->standby.address6 &&
+        inet_pton(AF_INET6, s->primary.address6, &p6) == 1 &&
+        inet_pton(AF_INET6, s->standby.address6, &sb6) == 1 && memcmp(&p6, &sb6, 8) != 0)
+        services_conv_bad(c,
+                          "`%s`: `%s` needs the container on the primary's network: primary "
+                          "address6 %s is not in standby.address6 %s/64; allowed: dns, or a "
+                          "container in the primary's /64",
+                          path, value, s->primary.address6, s->standby.address6);
 }
 
 const char *check_type_name(const struct check_ops *t)

@@ -7,6 +7,7 @@
 #include <ldns/ldns.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "dns/dns_update_priv.h"
@@ -41,8 +42,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     char *address = NULL;
     char why[200] = "";
-    if (resolve_parse_answer(buf, len, ID, "127.0.0.1:53", "web1.vcr.lab", &address, why,
-                             sizeof(why)) == 1) {
+    /* data[0]'s bit 2 picks the family asked for: A or AAAA. */
+    if (resolve_parse_answer(buf, len, ID, (data[0] & 4) ? AF_INET6 : AF_INET, "127.0.0.1:53",
+                             "web1.vcr.lab", &address, why, sizeof(why)) == 1) {
         if (address == NULL && why[0] == '\0')
             __builtin_trap(); /* a failure says why */
         free(address);

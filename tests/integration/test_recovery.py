@@ -19,7 +19,9 @@ One rig for the module; the scenarios run in file order and hand their state on:
 IPv6 (docs/dns.md): the server listens on [::] (agents and API), host1's agent connects
 to [fd77::1], and web1 is dual-stack (fd77::11, container fd77::31) and probed over
 IPv6 (`check.family: ipv6`, so its hung httpd (3) is found by probes over IPv6): its
-recovery (1) switches the A and the AAAA record in one UPDATE, its failback (7) both back.
+recovery (1) checks the container's port on both addresses, switches the A and the AAAA
+record in one UPDATE and confirms both records and the answers at them; its failback (7)
+moves both back.
 
 Image: `lab/build-image --standby --standby-agent BUILD/src/agent/vcr-agent`, with
 VCR_LAB_CACHE pointing where VCR_IT_CACHE (default: the lab's own cache) says."""
@@ -179,13 +181,6 @@ def answers(address, name, timeout=1.0):
     return (labkit.http_get(address, timeout=timeout) or "").strip() == name
 
 
-def answers6(address, name, timeout=2.0):
-    """Whether http://[address]/ answers name (curl -g: brackets are no glob)."""
-    r = labkit.ns_run(["curl", "-g", "-s", "-f", "-m", str(timeout), f"http://[{address}]/"],
-                      timeout=timeout + 5)
-    return r.returncode == 0 and r.stdout.strip() == name
-
-
 def client_sees(name, address):
     """What a client does: resolve NAME.vcr.lab, ask the address it got."""
     got = labkit.dig(f"{name}.vcr.lab")
@@ -240,7 +235,7 @@ def rig(lab, tmp_path_factory):
             assert labkit.dig(f"{name}.vcr.lab") == [VM_WEBS[name][1]]
         assert labkit.dig("web1.vcr.lab", rtype="AAAA") == [WEB1_V6[0]]
         labkit.wait_for("web1 to answer on its IPv6 address",
-                        lambda: answers6(WEB1_V6[0], "web1"), 60, interval=0.5)
+                        lambda: answers(WEB1_V6[0], "web1", timeout=2), 60, interval=0.5)
         yield r
     finally:
         reports = d.stop_all()
@@ -374,10 +369,16 @@ def test_1_vm_kill9_warm(rig, record_property):
     assert "web1-c" in rig.containers()
     # Dual-stack: the same UPDATE moved the AAAA record; the container answers on it.
     assert labkit.dig("web1.vcr.lab", rtype="AAAA") == [WEB1_V6[1]]
-    dns = [e for e in rig.phases("web1", since) if e["detail"]["phase"] == "dns_updated"]
-    assert dns and dns[0]["detail"].get("address6") == WEB1_V6[1], dns
+    phases = {e["detail"]["phase"]: e["detail"] for e in rig.phases("web1", since)}
+    assert phases["dns_updated"].get("address6") == WEB1_V6[1], phases
+    # Both families checked before and after the switch: the container's IPv6 port, and
+    # the AAAA record with the service's answer at it (as an IPv6 client would see it).
+    assert phases["port_open"].get("address6") == WEB1_V6[1], phases
+    confirmed = phases["client_confirmed"]
+    assert confirmed.get("address6") == WEB1_V6[1] and confirmed.get("answer6") == "web1", \
+        confirmed
     labkit.wait_for("web1's container to answer on its IPv6 address",
-                    lambda: answers6(WEB1_V6[1], "web1"), 30, interval=0.5)
+                    lambda: answers(WEB1_V6[1], "web1", timeout=2), 30, interval=0.5)
 
 
 def test_ipv6_api_and_agent_link(rig):

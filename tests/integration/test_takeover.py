@@ -7,7 +7,14 @@ fence) and DNS moves too.  A client that holds the old address (it never re-reso
 served by the container; a connection opened to the primary before the failure is reset
 when used (by the container's kernel: the address answers from there now) and a fresh
 connection to the same address is served.  After `vcr failback` only the primary answers
-ARP for its address again, and serves it."""
+ARP for its address again, and serves it.
+
+The service is dual-stack: the container takes the primary's IPv6 address as well and
+announces it by an unsolicited neighbour advertisement (sent by the standby agent from a
+raw ICMPv6 socket): the lab namespace's neighbour entry for it, which held the primary's
+MAC, holds the container's right after the recovery, with no IPv6 packet sent to the
+address meanwhile; the container serves it; failback releases it (the container no
+longer answers for it, even when sent its packets) and the primary serves it again."""
 import json
 import os
 import re
@@ -26,6 +33,7 @@ RECOVERY_TIMEOUT = 120
 HEARTBEAT_MS, HOST_TIMEOUT_MS, FENCE_TIMEOUT_MS = 500, 5000, 6000
 SB, SB_INDEX, SB_ADDR = "standby1", 6, "10.77.0.26"
 WEB, WEB_INDEX, WEB_ADDR, CT_ADDR = "web7", 7, "10.77.0.17", "10.77.0.37"
+WEB_ADDR6, CT_ADDR6 = "fd77::17", "fd77::37"
 PRIMARY_MAC = f"52:54:00:77:00:{0x10 + WEB_INDEX:02x}"
 CLIENTS = os.path.join(os.path.dirname(labkit.__file__), "clients.py")
 PHASES = ["detected", "fenced", "container_ready", "port_open", "address_taken",
@@ -43,6 +51,26 @@ def arp_macs(address, count=3):
 
 def answers(address, timeout=1.0):
     return (labkit.http_get(address, timeout=timeout) or "").strip() == WEB
+
+
+def neigh_mac(address6):
+    """The MAC the lab namespace's neighbour entry for address6 holds (None: no entry)."""
+    r = labkit.ns_run(["ip", "-6", "neigh", "show", address6, "dev",
+                       labkit.lab_env()["VCR_LAB_BRIDGE"]])
+    m = re.search(r"lladdr ([0-9a-f:]{17})", r.stdout)
+    return m.group(1) if m else None
+
+
+def answers_at_mac(address6, mac):
+    """Whether the host owning mac serves address6: the namespace's neighbour entry is
+    pinned to mac for one request, so only that host's kernel can accept the packets."""
+    br = labkit.lab_env()["VCR_LAB_BRIDGE"]
+    labkit.ns_run(["ip", "-6", "neigh", "replace", address6, "lladdr", mac, "dev", br,
+                   "nud", "permanent"])
+    try:
+        return answers(address6, timeout=1.5)
+    finally:
+        labkit.ns_run(["ip", "-6", "neigh", "del", address6, "dev", br])
 
 
 class Rig:
@@ -81,6 +109,9 @@ def rig(lab, tmp_path_factory):
         labkit.set_records({WEB: WEB_ADDR})
         svc = labkit.service_entry(WEB, "host1", WEB, WEB_ADDR, "warm", SB, f"{WEB}-c", CT_ADDR)
         svc["takeover"] = "both"
+        svc["primary"]["address6"] = f"'{WEB_ADDR6}'"
+        svc["standby"]["address6"] = f"'{CT_ADDR6}'"
+        labkit.set_records({WEB: WEB_ADDR6})
         d.server(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS,
                  fence_timeout_ms=FENCE_TIMEOUT_MS, dns=True, services=[svc])
         sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
@@ -88,7 +119,7 @@ def rig(lab, tmp_path_factory):
                                         f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                         f"{labkit.SERVER_AGENT_PORT}")
         sb["image"]["initrd"] = cache_file(os.path.basename(labkit.standby_initrd()))
-        d.agent("host1", [labkit.vm_entry(WEB, WEB_INDEX, WEB_ADDR), sb])
+        d.agent("host1", [labkit.vm_entry(WEB, WEB_INDEX, WEB_ADDR, address6=WEB_ADDR6), sb])
         for name in (WEB, SB):
             d.wait_vm_state(name, "running", BOOT_TIMEOUT)
         labkit.wait_for(f"{WEB} to answer HTTP", lambda: answers(WEB_ADDR), BOOT_TIMEOUT,
@@ -97,6 +128,10 @@ def rig(lab, tmp_path_factory):
                         lambda: r.service()["standby"]["container_state"] == "running",
                         BOOT_TIMEOUT, interval=0.5)
         labkit.wait_for("the warm container to answer", lambda: answers(CT_ADDR), 60)
+        labkit.wait_for(f"{WEB} to answer on {WEB_ADDR6}", lambda: answers(WEB_ADDR6), 60,
+                        interval=0.5)
+        labkit.wait_for("the warm container to answer on IPv6", lambda: answers(CT_ADDR6), 60,
+                        interval=0.5)
         assert r.wait_state("ok", 30)["takeover"] == "both"
         yield r
     finally:
@@ -110,6 +145,10 @@ def test_takeover_serves_held_address_and_resets_old_connections(rig, record_pro
     assert primary_macs == [PRIMARY_MAC], primary_macs
     ct_macs = arp_macs(CT_ADDR)
     assert len(ct_macs) == 1 and ct_macs != primary_macs, ct_macs
+    # IPv6: the container does not serve the primary's address6 even when sent its
+    # packets; the namespace's entry for it holds the primary's MAC (it just talked to it).
+    assert not answers_at_mac(WEB_ADDR6, ct_macs[0])
+    assert answers(WEB_ADDR6) and neigh_mac(WEB_ADDR6) == PRIMARY_MAC
     held = subprocess.Popen(labkit.in_ns([sys.executable, CLIENTS, "hold", WEB_ADDR]),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -122,6 +161,9 @@ def test_takeover_serves_held_address_and_resets_old_connections(rig, record_pro
                         RECOVERY_TIMEOUT, interval=0.05)
         held_ms = int((time.monotonic() - t0) * 1000)
         s = rig.wait_state("recovered")
+        # No IPv6 packet went to the address since the kill: only the container's
+        # neighbour advertisement can have moved the entry to its MAC.
+        ndisc_mac = neigh_mac(WEB_ADDR6)
         held.stdin.write("go\n")
         held.stdin.flush()
         res = json.loads(held.stdout.readline())
@@ -141,6 +183,15 @@ def test_takeover_serves_held_address_and_resets_old_connections(rig, record_pro
     taken = events[PHASES.index("address_taken")]["detail"]
     assert taken["address"] == WEB_ADDR and taken["container"] == f"{WEB}-c", taken
     assert labkit.dig(f"{WEB}.vcr.lab") == [CT_ADDR]
+    # IPv6: the primary's address6 moved with it and was announced.
+    assert taken.get("address6") == WEB_ADDR6, taken
+    assert ndisc_mac == ct_macs[0], (ndisc_mac, ct_macs)
+    assert answers(WEB_ADDR6) and answers_at_mac(WEB_ADDR6, ct_macs[0])
+    assert labkit.dig(f"{WEB}.vcr.lab", rtype="AAAA") == [CT_ADDR6]
+    port = events[PHASES.index("port_open")]["detail"]
+    confirmed = events[PHASES.index("client_confirmed")]["detail"]
+    assert port.get("address6") == CT_ADDR6, port
+    assert confirmed.get("address6") == CT_ADDR6 and confirmed.get("answer6") == WEB, confirmed
 
 
 def test_failback_releases_the_address_before_the_primary_answers(rig):
@@ -155,3 +206,11 @@ def test_failback_releases_the_address_before_the_primary_answers(rig):
     assert arp_macs(WEB_ADDR) == [PRIMARY_MAC]
     assert answers(WEB_ADDR) and answers(CT_ADDR)
     assert labkit.dig(f"{WEB}.vcr.lab") == [WEB_ADDR]
+    # IPv6: the container holds the primary's address6 no more; the primary serves it
+    # (the namespace's stale entry, the container's MAC, is dropped first: a client's
+    # own kernel finds the primary at its next neighbour probe, docs/recovery.md).
+    ct_mac = arp_macs(CT_ADDR)[0]
+    assert not answers_at_mac(WEB_ADDR6, ct_mac)
+    assert answers(WEB_ADDR6) and neigh_mac(WEB_ADDR6) == PRIMARY_MAC
+    assert answers(CT_ADDR6)
+    assert labkit.dig(f"{WEB}.vcr.lab", rtype="AAAA") == [WEB_ADDR6]

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <ldns/ldns.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,24 +31,33 @@ static inline void fake_dns_write_key(const char *dir, char *path, size_t size)
     fclose(f);
 }
 
-/* A UDP socket on 127.0.0.1 (a free port), cb(fd, EV_READ, arg) on each datagram. */
+/* A UDP socket on 127.0.0.1, or with ipv6 on ::1 (a free port), cb(fd,
+ * EV_READ, arg) on each datagram. */
 struct fake_dns_socket {
     int fd;
     uint16_t port;
     struct event *ev;
 };
 
+static inline void fake_dns_listen_on(struct fake_dns_socket *u, struct event_base *base,
+                                      bool ipv6, event_callback_fn cb, void *arg)
+{
+    u->fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    struct sockaddr *sa = ipv6 ? (struct sockaddr *)&sin6 : (struct sockaddr *)&sin;
+    socklen_t slen = ipv6 ? sizeof(sin6) : sizeof(sin);
+    assert_int_equal(bind(u->fd, sa, slen), 0);
+    assert_int_equal(getsockname(u->fd, sa, &slen), 0);
+    u->port = ntohs(ipv6 ? sin6.sin6_port : sin.sin_port);
+    u->ev = event_new(base, u->fd, EV_READ | EV_PERSIST, cb, arg);
+    event_add(u->ev, NULL);
+}
+
 static inline void fake_dns_listen(struct fake_dns_socket *u, struct event_base *base,
                                    event_callback_fn cb, void *arg)
 {
-    u->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(u->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t slen = sizeof(sin);
-    assert_int_equal(getsockname(u->fd, (struct sockaddr *)&sin, &slen), 0);
-    u->port = ntohs(sin.sin_port);
-    u->ev = event_new(base, u->fd, EV_READ | EV_PERSIST, cb, arg);
-    event_add(u->ev, NULL);
+    fake_dns_listen_on(u, base, false, cb, arg);
 }
 
 static inline void fake_dns_close(struct fake_dns_socket *u)
@@ -75,14 +85,14 @@ static inline void fake_dns_sign(ldns_pkt *reply, const ldns_pkt *req)
                      LDNS_STATUS_OK);
 }
 
-/* Sends reply (freed) to `to`. */
-static inline void fake_dns_send(struct fake_dns_socket *u, ldns_pkt *reply,
-                                 const struct sockaddr_in *to)
+/* Sends reply (freed) to `to` (to_len bytes: either family). */
+static inline void fake_dns_send(struct fake_dns_socket *u, ldns_pkt *reply, const void *to,
+                                 socklen_t to_len)
 {
     uint8_t *wire = NULL;
     size_t len = 0;
     assert_int_equal(ldns_pkt2wire(&wire, reply, &len), LDNS_STATUS_OK);
-    sendto(u->fd, wire, len, 0, (const struct sockaddr *)to, sizeof(*to));
+    sendto(u->fd, wire, len, 0, (const struct sockaddr *)to, to_len);
     free(wire);
     ldns_pkt_free(reply);
 }

@@ -1166,7 +1166,7 @@ static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
         if (rcode != LDNS_RCODE_NOERROR) {
             d->refused++;
             ldns_pkt_set_rcode(reply, (uint8_t)rcode);
-            fake_dns_send(&d->sock, reply, from);
+            fake_dns_send(&d->sock, reply, from, sizeof(*from));
             ldns_pkt_free(req);
             return;
         }
@@ -1199,7 +1199,7 @@ static void fence_dns_process(struct fence_dns *d, const uint8_t *buf, size_t n,
             ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, rr);
         }
     }
-    fake_dns_send(&d->sock, reply, from);
+    fake_dns_send(&d->sock, reply, from, sizeof(*from));
     ldns_pkt_free(req);
 }
 

@@ -260,6 +260,14 @@ static void test_config_services_each_bad_field(void **state)
                "port: 80, address6: 'fd77::11'}\n    standby: {mode: warm, host: sb1, container: "
                "web1-c, address: 10.77.0.31, address6: 'fd77::11'}",
                "`services[0].standby.address6`", "is the primary's address6 too");
+    /* takeover moves address6 too: it must be inside the container's /64. */
+    EXPECT_BAD("port: 80}\n    check: {type: http, path: /, interval_ms: 500, timeout_ms: 300, "
+               "failures: 3}\n    standby: {mode: warm, host: sb1, container: web1-c, address: "
+               "10.77.0.31}",
+               "port: 80, address6: 'fd77::11'}\n    standby: {mode: warm, host: sb1, container: "
+               "web1-c, address: 10.77.0.31, address6: 'fd78::31'}\n    takeover: both",
+               "`services[0].takeover`", "`both`",
+               "primary address6 fd77::11 is not in standby.address6 fd78::31/64");
     EXPECT_BAD("dns_name: web1.vcr.lab\n", "dns_name: web1.vcr.lab\n    takeover: arp\n",
                "`services[0].takeover`", "`arp`", "dns, address, both");
     EXPECT_BAD("address: 10.77.0.31}\n", "address: 10.78.0.31}\n    takeover: both\n",
@@ -432,7 +440,7 @@ static void test_config_fence_timeout_bounds(void **state)
     server_config_free(cfg);
 }
 
-/* --- fake DNS server: applies signed UPDATEs, answers A queries --- */
+/* --- fake DNS server: applies signed UPDATEs, answers A and AAAA queries --- */
 
 struct fake_dns {
     struct fake_dns_socket sock;
@@ -441,6 +449,7 @@ struct fake_dns {
     bool mute_after_update; /* queries go unanswered once an UPDATE was answered */
     char address[32];       /* the A record of the service name, "" for none */
     char address6[64];      /* its AAAA record, "" for none */
+    bool keep_aaaa;         /* UPDATEs leave the AAAA record as it is (a zone half-switched) */
     unsigned updates;
     int64_t first_update_mono;
 };
@@ -450,7 +459,7 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct fake_dns *d = arg;
     uint8_t buf[4096];
-    struct sockaddr_in from;
+    struct sockaddr_storage from;
     socklen_t flen = sizeof(from);
     ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &flen);
     if (n < 0 || d->silent || (d->mute_after_update && d->updates > 0))
@@ -464,6 +473,8 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
         for (size_t i = 0; i < ldns_rr_list_rr_count(upd); i++) {
             ldns_rr *rr = ldns_rr_list_rr(upd, i);
             bool aaaa = ldns_rr_get_type(rr) == LDNS_RR_TYPE_AAAA;
+            if (aaaa && d->keep_aaaa)
+                continue;
             if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_ANY && aaaa)
                 d->address6[0] = '\0';
             if (ldns_rr_get_class(rr) == LDNS_RR_CLASS_IN && ldns_rr_rd_count(rr) == 1) {
@@ -486,23 +497,31 @@ static void on_dns_request(evutil_socket_t fd, short what, void *arg)
     } else {
         ldns_rr *q = ldns_rr_list_rr(ldns_pkt_question(req), 0);
         ldns_pkt_push_rr(reply, LDNS_SECTION_QUESTION, ldns_rr_clone(q));
-        if (d->address[0]) {
+        bool aaaa = ldns_rr_get_type(q) == LDNS_RR_TYPE_AAAA;
+        const char *record = aaaa ? d->address6 : d->address;
+        if (record[0]) {
             ldns_rr *a = NULL;
-            char text[128];
+            char text[160];
             cleanup_free char *owner = ldns_rdf2str(ldns_rr_owner(q));
-            snprintf(text, sizeof(text), "%s 5 IN A %s", owner, d->address);
+            snprintf(text, sizeof(text), "%s 5 IN %s %s", owner, aaaa ? "AAAA" : "A", record);
             assert_int_equal(ldns_rr_new_frm_str(&a, text, 0, NULL, NULL), LDNS_STATUS_OK);
             ldns_pkt_push_rr(reply, LDNS_SECTION_ANSWER, a);
         }
     }
-    fake_dns_send(&d->sock, reply, &from);
+    fake_dns_send(&d->sock, reply, &from, flen);
     ldns_pkt_free(req);
+}
+
+/* On 127.0.0.1, or with ipv6 on ::1. */
+static void dns_start_on(struct fake_dns *d, struct event_base *base, bool ipv6)
+{
+    memset(d, 0, sizeof(*d));
+    fake_dns_listen_on(&d->sock, base, ipv6, on_dns_request, d);
 }
 
 static void dns_start(struct fake_dns *d, struct event_base *base)
 {
-    memset(d, 0, sizeof(*d));
-    fake_dns_listen(&d->sock, base, on_dns_request, d);
+    dns_start_on(d, base, false);
 }
 
 static void dns_stop(struct fake_dns *d)
@@ -537,15 +556,26 @@ static void service_start(struct fake_service *s, struct event_base *base, const
                           uint16_t *port)
 {
     memset(s, 0, sizeof(*s));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(*port)};
-    inet_pton(AF_INET, addr, &sin.sin_addr);
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    socklen_t slen = sizeof(*sin);
+    if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(*port);
+    } else {
+        assert_int_equal(inet_pton(AF_INET6, addr, &sin6->sin6_addr), 1);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(*port);
+        slen = sizeof(*sin6);
+    }
     s->l = evconnlistener_new_bind(base, on_service_accept, s,
                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
-                                   (struct sockaddr *)&sin, sizeof(sin));
+                                   (struct sockaddr *)&ss, slen);
     assert_non_null(s->l);
-    socklen_t slen = sizeof(sin);
-    getsockname(evconnlistener_get_fd(s->l), (struct sockaddr *)&sin, &slen);
-    *port = ntohs(sin.sin_port);
+    slen = sizeof(ss);
+    getsockname(evconnlistener_get_fd(s->l), (struct sockaddr *)&ss, &slen);
+    *port = ntohs(ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
 }
 
 static void service_stop(struct fake_service *s)
@@ -915,7 +945,9 @@ struct harness {
     struct server_config *cfg;
     struct server *srv;
     struct fake_dns dns;
+    bool dns_ipv6; /* the DNS server on [::1] (dns_start_on) */
     struct fake_service container;
+    struct fake_service container6; /* the container's IPv6 side, on ::1 (dual-stack tests) */
     struct fake_service primary;
     uint16_t port;
     struct fake_agent node1, sb1, sb2; /* sb2: only in the migration tests */
@@ -970,7 +1002,7 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
     cleanup_free char *yaml = NULL;
     assert_true(asprintf(&yaml,
                          "journal: %s/journal.db\n%s"
-                         "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s/tsig.key}\n"
+                         "dns: {server: '%s:%u', zone: vcr.lab, key_file: %s/tsig.key}\n"
                          "services:\n"
                          "  - name: web1\n"
                          "    dns_name: web1.vcr.lab\n"
@@ -978,7 +1010,7 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
                          ", template: busybox%s}\n%s",
-                         dir, extra, h->dns.sock.port, dir, h->port,
+                         dir, extra, h->dns_ipv6 ? "[::1]" : "127.0.0.1", h->dns.sock.port, dir, h->port,
                          h->primary_extra ? h->primary_extra : "",
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
                          mode, h->standby_extra ? h->standby_extra : "",
@@ -1062,6 +1094,7 @@ static void harness_stop(struct harness *h)
 {
     server_down(h);
     service_stop(&h->container);
+    service_stop(&h->container6);
     service_stop(&h->primary);
     dns_stop(&h->dns);
     event_base_free(h->base);
@@ -1187,30 +1220,111 @@ static void test_vm_crash_warm(void **state)
     harness_stop(&h);
 }
 
+static json_t *timeline_phase(json_t *svc, const char *phase);
+static void keep_agents_alive(struct harness *h);
+static const char *recovery_error(struct harness *h);
+
+/* A dual-stack harness: the container's IPv6 address is ::1 (with_listener: a
+ * service answers there on the port), the primary's fd77::11, the name's AAAA
+ * record the primary's; dns_ipv6: the zone's server is reached at [::1]. */
+static void dual_stack_up(struct harness *h, const char *extra, bool with_listener, bool dns_ipv6)
+{
+    harness_open(h, true);
+    h->dns_ipv6 = dns_ipv6;
+    if (dns_ipv6) {
+        dns_stop(&h->dns);
+        dns_start_on(&h->dns, h->base, true);
+    }
+    if (with_listener) {
+        uint16_t p = h->port;
+        service_start(&h->container6, h->base, "::1", &p);
+    }
+    snprintf(h->dns.address6, sizeof(h->dns.address6), "fd77::11");
+    h->primary_extra = ", address6: 'fd77::11'";
+    h->standby_extra = ", address6: '::1'";
+    server_up(h, "warm", extra);
+    agents_up(h, "running");
+    keep_agents_alive(h);
+}
+
 /* A dual-stack service: the switch moves the AAAA record with the A record (one
- * UPDATE, the fake server applies both), and failback moves both back. */
+ * UPDATE, the fake server applies both); the container's port is checked and
+ * the name confirmed in both families (A, then AAAA and the service at it). */
 static void test_dual_stack_switch_moves_a_and_aaaa(void **state)
 {
     (void)state;
     struct harness h;
-    harness_open(&h, true);
-    h.primary_extra = ", address6: 'fd77::11'";
-    h.standby_extra = ", address6: 'fd77::31'";
-    server_up(&h, "warm", "");
-    agents_up(&h, "running");
+    dual_stack_up(&h, "", true, false);
     vm_crashed(&h);
     assert_true(run_until_ms(&h, recovered, 10000));
     assert_string_equal(h.dns.address, CONTAINER);
-    assert_string_equal(h.dns.address6, "fd77::31");
+    assert_string_equal(h.dns.address6, "::1");
     assert_int_equal(h.dns.updates, 1);
     cleanup_json json_t *s = service_json(&h);
-    json_t *timeline = json_object_get(json_object_get(s, "recovery"), "timeline");
-    json_t *dns = NULL;
-    for (size_t i = 0; i < json_array_size(timeline); i++)
-        if (json_object_get(json_array_get(timeline, i), "address6"))
-            dns = json_array_get(timeline, i);
+    json_t *dns = timeline_phase(s, "dns_updated");
     assert_non_null(dns);
-    assert_string_equal(json_string_value(json_object_get(dns, "address6")), "fd77::31");
+    assert_string_equal(json_string_value(json_object_get(dns, "address6")), "::1");
+    json_t *port = timeline_phase(s, "port_open");
+    assert_string_equal(json_string_value(json_object_get(port, "address6")), "::1");
+    json_t *confirmed = timeline_phase(s, "client_confirmed");
+    assert_string_equal(json_string_value(json_object_get(confirmed, "address")), CONTAINER);
+    assert_string_equal(json_string_value(json_object_get(confirmed, "answer")), "web1");
+    assert_string_equal(json_string_value(json_object_get(confirmed, "address6")), "::1");
+    assert_string_equal(json_string_value(json_object_get(confirmed, "answer6")), "web1");
+    /* The port step and the confirmation each reached the IPv6 side. */
+    assert_true(h.container6.accepted >= 2);
+    harness_stop(&h);
+}
+
+/* The zone's primary reached over IPv6 (dns.server [::1]:PORT): the UPDATE and
+ * the confirmation's queries go there.  Before, the confirmation refused an
+ * IPv6 server (`resolve: ... is not an IPv4 address`) after the switch was done. */
+static void test_dual_stack_with_an_ipv6_dns_server(void **state)
+{
+    (void)state;
+    struct harness h;
+    dual_stack_up(&h, "", true, true);
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, recovered, 10000));
+    assert_string_equal(h.dns.address, CONTAINER);
+    assert_string_equal(h.dns.address6, "::1");
+    cleanup_json json_t *s = service_json(&h);
+    json_t *confirmed = timeline_phase(s, "client_confirmed");
+    assert_non_null(confirmed);
+    assert_string_equal(json_string_value(json_object_get(confirmed, "answer6")), "web1");
+    harness_stop(&h);
+}
+
+/* A dual-stack container that does not serve IPv6 fails the port step, naming
+ * the IPv6 address: its IPv4 port alone does not make it ready. */
+static void test_dual_stack_port_needs_the_ipv6_side(void **state)
+{
+    (void)state;
+    struct harness h;
+    dual_stack_up(&h, "port_timeout_ms: 1000\n", false, false);
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, failed, 10000));
+    const char *e = recovery_error(&h);
+    char want[64];
+    snprintf(want, sizeof(want), "port [::1]:%u of container web1-c not open within 1000 ms",
+             h.port);
+    assert_contains(e, want);
+    assert_int_equal(h.dns.updates, 0); /* nothing switched */
+    harness_stop(&h);
+}
+
+/* The client confirmation asks AAAA too: a zone whose AAAA record still names
+ * the primary (the A record moved) is not confirmed. */
+static void test_dual_stack_confirmation_needs_the_aaaa_record(void **state)
+{
+    (void)state;
+    struct harness h;
+    dual_stack_up(&h, "confirm_timeout_ms: 1000\n", true, false);
+    h.dns.keep_aaaa = true;
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, failed, 10000));
+    assert_string_equal(h.dns.address, CONTAINER);
+    assert_contains(recovery_error(&h), "web1.vcr.lab resolves to fd77::11, not ::1 yet");
     harness_stop(&h);
 }
 
@@ -3540,6 +3654,9 @@ int main(void)
         cmocka_unit_test(test_config_fence_timeout_bounds),
         cmocka_unit_test(test_vm_crash_warm),
         cmocka_unit_test(test_dual_stack_switch_moves_a_and_aaaa),
+        cmocka_unit_test(test_dual_stack_port_needs_the_ipv6_side),
+        cmocka_unit_test(test_dual_stack_with_an_ipv6_dns_server),
+        cmocka_unit_test(test_dual_stack_confirmation_needs_the_aaaa_record),
         cmocka_unit_test(test_check_reaches_ipv6),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
         cmocka_unit_test(test_host_lost_waits_fence_timeout),

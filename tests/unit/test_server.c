@@ -1632,7 +1632,21 @@ static void test_e2e_container_image_and_prune(void **state)
     http_finish(&call);
     http_expect_body(&h, "/v1/hosts/sb1/containers",
                      "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"image\": 7}", 400,
-                     "expected the name of an image", &call);
+                     "body: `image`: `7` is not valid; allowed: the name of an image of the "
+                     "server's `images:`",
+                     &call);
+    http_finish(&call);
+    /* The 400 names the field and its bad value, not the start of the whole body
+     * (a long body once hid the value behind its first 100 characters). */
+    http_expect_body(&h, "/v1/hosts/sb1/containers",
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9\", \"service\": "
+                     "\"a-service-whose-long-name-fills-the-first-hundred-characters\", "
+                     "\"image\": \"../../etc/passwd\"}",
+                     400,
+                     "body: `image`: `../../etc/passwd` is not valid; allowed: the name of an "
+                     "image of the server's `images:` (1..64 of letters, digits, '.', '_', '-')",
+                     &call);
+    assert_null(strstr(json_string_value(json_object_get(call.answer.body, "error")), "long-name"));
     http_finish(&call);
     /* The order is rebuilt from checked members: anything else is refused, not
      * passed on to the agent. */
@@ -1641,8 +1655,8 @@ static void test_e2e_container_image_and_prune(void **state)
                      "unknown member `lxc_config`", &call);
     http_finish(&call);
     http_expect_body(&h, "/v1/hosts/sb1/containers",
-                     "{\"name\": \"c2\", \"address\": \"10.0.0.9; rm\"}", 400, "`address`: A.B.C.D",
-                     &call);
+                     "{\"name\": \"c2\", \"address\": \"10.0.0.9; rm\"}", 400,
+                     "`address`: `10.0.0.9; rm` is not valid; allowed: A.B.C.D", &call);
     http_finish(&call);
     assert_int_equal(json_array_size(h.agent.received), orders); /* none of them reached it */
 

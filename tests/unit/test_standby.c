@@ -942,7 +942,23 @@ static void test_garp_frame(void **state)
     expect_error(standby_garp_frame(mac, "10.77.0", f, &err), &err, "not an IPv4 address");
 }
 
-/* Whether lo in the caller's namespace holds address. */
+/* The unsolicited neighbour advertisement (RFC 4861 4.4): type 136, Override
+ * alone, the target, its link-layer address option. */
+static void test_unsolicited_na_message(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    unsigned char mac[6] = {0x02, 0x00, 0x0a, 0x4d, 0x00, 0x1f};
+    unsigned char m[STANDBY_NA_LEN];
+    assert_int_equal(standby_na_message(mac, "fd77::17", m, &err), 0);
+    const unsigned char want[STANDBY_NA_LEN] = {
+        136, 0, 0, 0, 0x20, 0, 0, 0,    0xfd, 0x77, 0,    0,    0,    0,    0,    0,
+        0,   0, 0, 0, 0,    0, 0, 0x17, 2,    1,    0x02, 0x00, 0x0a, 0x4d, 0x00, 0x1f};
+    assert_memory_equal(m, want, sizeof(want));
+    expect_error(standby_na_message(mac, "10.77.0.17", m, &err), &err, "not an IPv6 address");
+}
+
+/* Whether lo in the caller's namespace holds address (either family). */
 static bool lo_has(const char *address)
 {
     struct ifaddrs *all = NULL;
@@ -950,11 +966,15 @@ static bool lo_has(const char *address)
     if (getifaddrs(&all) < 0)
         return false;
     for (struct ifaddrs *i = all; i; i = i->ifa_next) {
-        char text[INET_ADDRSTRLEN];
-        if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && strcmp(i->ifa_name, "lo") == 0 &&
-            inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text,
-                      sizeof(text)) &&
-            strcmp(text, address) == 0)
+        char text[INET6_ADDRSTRLEN];
+        if (i->ifa_addr == NULL || strcmp(i->ifa_name, "lo") != 0)
+            continue;
+        int family = i->ifa_addr->sa_family;
+        const void *a =
+            family == AF_INET    ? (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr
+            : family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr
+                                 : NULL;
+        if (a && inet_ntop(family, a, text, sizeof(text)) && strcmp(text, address) == 0)
             found = true;
     }
     freeifaddrs(all);
@@ -985,6 +1005,15 @@ static int address_steps(void)
         vcr_error_status(err) != EINVAL)
         return 6;
     vcr_error_release(&err);
+    /* An IPv6 address the same way (a dual-stack primary's address6). */
+    if (standby_address_apply(pid, "lo", "fd77::17", true, &err) < 0 || !lo_has("fd77::17"))
+        return 7;
+    if (standby_address_apply(pid, "lo", "fd77::17", true, &err) < 0)
+        return 8;
+    if (standby_address_apply(pid, "lo", "fd77::17", false, &err) < 0 || lo_has("fd77::17"))
+        return 9;
+    if (standby_address_apply(pid, "lo", "fd77::17", false, &err) < 0)
+        return 10;
     return 0;
 }
 
@@ -1021,6 +1050,7 @@ int main(void)
         cmocka_unit_test(test_image_cache_prune),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
+        cmocka_unit_test(test_unsolicited_na_message),
         cmocka_unit_test(test_address_take_and_release_in_a_namespace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,7 @@
  * (docs/agent.md "Migration (CRIU)"): checkpoint and restore run in a child
  * like the others; the image chunks and the cleanup are quick file work done
  * on the loop, under the same busy rule. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -417,36 +418,51 @@ static int prune_work(struct standby_pending *p, vcr_error_t *err)
     return set_result(res, err);
 }
 
-/* In the child: container_address {name, address, take} (docs/recovery.md,
- * "Address takeover"): the primary's address added to the container's eth0
- * and announced by a gratuitous ARP, or removed.  A container that does not
- * run holds no address: releasing succeeds, taking does not. */
+/* In the child: container_address {name, address, address6?, take}
+ * (docs/recovery.md, "Address takeover"): the primary's addresses added to the
+ * container's eth0 and announced (a gratuitous ARP, an unsolicited neighbour
+ * advertisement), or removed.  A container that does not run holds no
+ * address: releasing succeeds, taking does not. */
 static int address_work(struct standby_pending *p, vcr_error_t *err)
 {
     const char *address = json_string_value(json_object_get(p->order, "address"));
+    json_t *address6_v = json_object_get(p->order, "address6");
+    const char *address6 = json_string_value(address6_v);
     json_t *take_v = json_object_get(p->order, "take");
-    if (address == NULL || !json_is_boolean(take_v))
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (address == NULL || inet_pton(AF_INET, address, &a4) != 1 ||
+        (address6_v && (address6 == NULL || inet_pton(AF_INET6, address6, &a6) != 1)) ||
+        !json_is_boolean(take_v))
         return vcr_error_make(err, EINVAL,
-                              "container_address needs `address` (A.B.C.D) and `take` (true: add "
-                              "it, false: remove it)");
+                              "container_address needs `address` (A.B.C.D), `address6` (an IPv6 "
+                              "address) or none, and `take` (true: add them, false: remove "
+                              "them)");
     bool take = json_is_true(take_v);
     struct lxc_container *c = standby_ct_lxc(p->ct);
     int pid = c->is_running(c) ? c->init_pid(c) : -1;
     cleanup_json json_t *members = json_pack("{s:s, s:b}", "address", address, "running", pid > 0);
     if (members == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");
+    if (address6)
+        json_object_set_new(members, "address6", json_string(address6));
     if (pid <= 0 && !take)
         return set_result(members, err);
-    if (standby_address_apply(pid, "eth0", address, take, err) < 0)
+    if (standby_address_apply(pid, "eth0", address, take, err) < 0 ||
+        (address6 && standby_address_apply(pid, "eth0", address6, take, err) < 0))
         return vcr_error_wrap(err, "container `%s`", p->name);
     if (take) {
         cleanup_error vcr_error_t arp_err = NULL;
-        if (standby_send_garp(pid, "eth0", address, &arp_err) < 0)
+        if (standby_send_garp(pid, "eth0", address, &arp_err) < 0 ||
+            (address6 && standby_send_unsolicited_na(pid, "eth0", address6, &arp_err) < 0))
             return vcr_error_make(err, vcr_error_status(arp_err), "container `%s`: %s", p->name,
                                   vcr_error_msg(arp_err));
-        log_info("container %s: took address %s (gratuitous ARP sent)", p->name, address);
+        log_info("container %s: took address %s%s%s (gratuitous ARP%s sent)", p->name, address,
+                 address6 ? " and " : "", address6 ? address6 : "",
+                 address6 ? ", unsolicited neighbour advertisement" : "");
     } else {
-        log_info("container %s: released address %s", p->name, address);
+        log_info("container %s: released address %s%s%s", p->name, address, address6 ? " and " : "",
+                 address6 ? address6 : "");
     }
     return set_result(members, err);
 }

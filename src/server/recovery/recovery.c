@@ -9,12 +9,14 @@
  * does.  One cron tick drives probes, waits and retries (redis's serverCron). */
 #include "server/recovery.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/cleanup.h"
 #include "common/clock.h"
@@ -327,11 +329,19 @@ static void on_port_checked(enum check_outcome outcome, const char *why, const c
     struct svc *s = arg;
     (void)body;
     s->check = NULL;
+    if (healthy && !s->ipv6_leg && s->cfg->standby.address6) {
+        /* A dual-stack container serves both families: its IPv6 port next. */
+        s->ipv6_leg = true;
+        s->retry_at = vcr_mono_ms();
+        return;
+    }
     if (healthy) {
-        recovery_phase_done(s, PH_PORT_OPEN,
-                            json_pack("{s:s, s:i, s:I}", "address", s->cfg->standby.address, "port",
-                                      (int)s->cfg->primary.port, "waited_ms",
-                                      (json_int_t)(vcr_mono_ms() - s->step_started)));
+        json_t *detail = json_pack("{s:s, s:i, s:I}", "address", s->cfg->standby.address, "port",
+                                   (int)s->cfg->primary.port, "waited_ms",
+                                   (json_int_t)(vcr_mono_ms() - s->step_started));
+        if (detail && s->cfg->standby.address6)
+            json_object_set_new(detail, "address6", json_string(s->cfg->standby.address6));
+        recovery_phase_done(s, PH_PORT_OPEN, detail);
         return;
     }
     snprintf(s->error, sizeof(s->error), "%s", why);
@@ -421,7 +431,7 @@ static void on_confirm_checked(enum check_outcome outcome, const char *why, cons
     struct svc *s = arg;
     s->check = NULL;
     if (!healthy) {
-        snprintf(s->error, sizeof(s->error), "%s", why);
+        snprintf(s->error, sizeof(s->error), "%s%s", s->ipv6_leg ? "IPv6: " : "", why);
         s->retry_at = vcr_mono_ms() + RETRY_MS;
         return;
     }
@@ -429,9 +439,22 @@ static void on_confirm_checked(enum check_outcome outcome, const char *why, cons
     snprintf(answer, sizeof(answer), "%s", body ? body : "");
     answer[strcspn(answer, "\r\n")] = '\0';
     s->error[0] = '\0';
-    recovery_phase_done(s, PH_CLIENT_CONFIRMED,
-                        json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
-                                  recovery_served_address(s), "answer", answer));
+    const char *served6 = recovery_served_address6(s);
+    if (!s->ipv6_leg && served6) {
+        /* A client of the other family: AAAA, then the service at that address. */
+        snprintf(s->confirm_answer, sizeof(s->confirm_answer), "%s", answer);
+        s->ipv6_leg = true;
+        s->retry_at = vcr_mono_ms();
+        return;
+    }
+    json_t *detail =
+        json_pack("{s:s, s:s, s:s}", "name", s->cfg->dns_name, "address",
+                  recovery_served_address(s), "answer", served6 ? s->confirm_answer : answer);
+    if (detail && served6) {
+        json_object_set_new(detail, "address6", json_string(served6));
+        json_object_set_new(detail, "answer6", json_string(answer));
+    }
+    recovery_phase_done(s, PH_CLIENT_CONFIRMED, detail);
 }
 
 const char *recovery_served_address(const struct svc *s)
@@ -440,12 +463,31 @@ const char *recovery_served_address(const struct svc *s)
                                                     : s->cfg->primary.address;
 }
 
+const char *recovery_served_address6(const struct svc *s)
+{
+    if (s->cfg->standby.address6 == NULL || s->cfg->primary.address6 == NULL)
+        return NULL;
+    return s->cfg->takeover & SERVICES_TAKEOVER_DNS ? s->cfg->standby.address6
+                                                    : s->cfg->primary.address6;
+}
+
+static bool same_address(const char *a, const char *b)
+{
+    unsigned char x[16], y[16];
+    if (b == NULL)
+        return false;
+    if (inet_pton(AF_INET6, a, x) == 1)
+        return inet_pton(AF_INET6, b, y) == 1 && memcmp(x, y, 16) == 0;
+    return strcmp(a, b) == 0;
+}
+
 static void on_resolved(const char *address, const char *why, void *arg)
 {
     struct svc *s = arg;
     s->resolve = NULL;
-    const char *expected = recovery_served_address(s);
-    if (address == NULL || strcmp(address, expected) != 0) {
+    const char *expected = s->ipv6_leg ? recovery_served_address6(s) : recovery_served_address(s);
+    /* Compared as addresses: an IPv6 one has more than one spelling. */
+    if (address == NULL || !same_address(address, expected)) {
         if (address)
             snprintf(s->error, sizeof(s->error), "%s resolves to %s, not %s yet", s->cfg->dns_name,
                      address, expected);
@@ -464,6 +506,7 @@ static void on_resolved(const char *address, const char *why, void *arg)
 
 static void timed_step(struct svc *s, enum svc_step step, int64_t deadline_ms)
 {
+    s->ipv6_leg = false;
     s->step = step;
     s->step_started = vcr_mono_ms();
     s->retry_at = s->step_started;
@@ -478,8 +521,11 @@ static void timed_step_tick(struct svc *s, int64_t now)
         return;
     if (now >= s->wait_until) {
         if (s->step == STEP_PORT)
-            recovery_fail(s, "port %s:%u of %s %s not open within %d ms: %s",
-                          s->cfg->standby.address, s->cfg->primary.port, s->cfg->standby.mode->kind,
+            recovery_fail(s,
+                          s->ipv6_leg ? "port [%s]:%u of %s %s not open within %d ms: %s"
+                                      : "port %s:%u of %s %s not open within %d ms: %s",
+                          s->ipv6_leg ? s->cfg->standby.address6 : s->cfg->standby.address,
+                          s->cfg->primary.port, s->cfg->standby.mode->kind,
                           recovery_standby_name(s), s->rc->cfg->port_timeout_ms, s->error);
         else
             recovery_fail(s, "client confirmation of %s not achieved within %d ms: %s",
@@ -491,15 +537,16 @@ static void timed_step_tick(struct svc *s, int64_t now)
     if (s->step == STEP_PORT) {
         struct check_target t = {
             .type = &check_tcp_ops,
-            .address = s->cfg->standby.address,
+            .address = s->ipv6_leg ? s->cfg->standby.address6 : s->cfg->standby.address,
             .port = s->cfg->primary.port,
             .timeout_ms = s->cfg->check.timeout_ms,
         };
         s->check = check_start(s->rc->base, &t, on_port_checked, s, &err);
     } else {
         const struct dns_settings *d = s->rc->cfg->dns;
-        s->resolve = resolve_start(s->rc->base, d->server, d->port, s->cfg->dns_name, RESOLVE_MS,
-                                   on_resolved, s, &err);
+        s->resolve =
+            resolve_start(s->rc->base, d->server, d->port, s->cfg->dns_name,
+                          s->ipv6_leg ? AF_INET6 : AF_INET, RESOLVE_MS, on_resolved, s, &err);
     }
     if (err)
         recovery_fail(s, "%s", vcr_error_msg(err));

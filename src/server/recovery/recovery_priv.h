@@ -111,6 +111,10 @@ struct svc {
     struct check *check;  /* the container's port, or the client confirmation */
     struct dns_update *dns;
     struct resolve *resolve;
+    /* The port and confirmation steps of a dual-stack service: IPv4 passed,
+     * IPv6 under way (docs/recovery.md: both families are confirmed). */
+    bool ipv6_leg;
+    char confirm_answer[65];    /* the IPv4 leg's answer (client_confirmed) */
     struct provision provision; /* of a warm service's container (provision.c) */
     struct svc_data data;       /* its data's copies (service_data.c) */
     /* The primary as last seen (recovery.c watch_primary): a change of any of
@@ -213,6 +217,8 @@ void recovery_cancel_io(struct svc *s);
 /* The address clients reach the recovered service at: the container's own,
  * or the primary's when only the address is taken over (the name stays). */
 const char *recovery_served_address(const struct svc *s);
+/* Its IPv6 counterpart (the AAAA record's), NULL for a service without address6. */
+const char *recovery_served_address6(const struct svc *s);
 /* *dc = the UPDATE settings of the server's `dns` section (strings borrowed
  * from rc->cfg), no fencing: the callers that fence add its fields. */
 void recovery_dns_config(const struct recovery *rc, struct dns_update_config *dc);

@@ -115,16 +115,22 @@ static void on_address_taken(enum order_outcome outcome, const char *message, js
                       message ? message : "failed");
         return;
     }
-    recovery_phase_done(s, PH_ADDRESS_TAKEN,
-                        json_pack("{s:s, s:s, s:s, s:I}", "address", s->cfg->primary.address,
-                                  "container", s->cfg->standby.container, "host", s->target_host,
-                                  "order_ms", (json_int_t)(vcr_mono_ms() - s->step_started)));
+    json_t *detail = json_pack("{s:s, s:s, s:s, s:I}", "address", s->cfg->primary.address,
+                               "container", s->cfg->standby.container, "host", s->target_host,
+                               "order_ms", (json_int_t)(vcr_mono_ms() - s->step_started));
+    if (detail && s->cfg->primary.address6)
+        json_object_set_new(detail, "address6", json_string(s->cfg->primary.address6));
+    recovery_phase_done(s, PH_ADDRESS_TAKEN, detail);
 }
 
 static int address_order(struct svc *s, bool take, agents_order_reply_cb cb, void *opaque)
 {
     cleanup_json json_t *m = json_pack("{s:s, s:s, s:b}", "name", s->cfg->standby.container,
                                        "address", s->cfg->primary.address, "take", take);
+    /* A dual-stack primary's IPv6 address moves with its IPv4 one, in the same
+     * order: the container holds both or, after a release, neither. */
+    if (m && s->cfg->primary.address6)
+        json_object_set_new(m, "address6", json_string(s->cfg->primary.address6));
     cleanup_error vcr_error_t err = NULL;
     if (agents_send_order_with(s->rc->agents, recovery_container_host(s), "container_address",
                                s->cfg->standby.container, m, ADDRESS_ORDER_MS, cb, opaque,

@@ -7,7 +7,8 @@
  * never names one.
  *
  *   address  the primary's address added to the container's interface and
- *            announced by a gratuitous ARP: clients holding the address (a
+ *            announced by a gratuitous ARP (its address6 too, announced by an
+ *            unsolicited neighbour advertisement): clients holding the address (a
  *            cached DNS answer, a keep-alive connection) reach the container
  *            at once; needs the container on the primary's L2 segment.
  *   dns      the name's A record moved to the container's own address by an
