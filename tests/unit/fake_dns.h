@@ -39,8 +39,8 @@ struct fake_dns_socket {
     struct event *ev;
 };
 
-static inline void fake_dns_listen_on(struct fake_dns_socket *u, struct event_base *base,
-                                      bool ipv6, event_callback_fn cb, void *arg)
+static inline void fake_dns_listen_on(struct fake_dns_socket *u, struct event_base *base, bool ipv6,
+                                      event_callback_fn cb, void *arg)
 {
     u->fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -1010,8 +1010,8 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
                          ", template: busybox%s}\n%s",
-                         dir, extra, h->dns_ipv6 ? "[::1]" : "127.0.0.1", h->dns.sock.port, dir, h->port,
-                         h->primary_extra ? h->primary_extra : "",
+                         dir, extra, h->dns_ipv6 ? "[::1]" : "127.0.0.1", h->dns.sock.port, dir,
+                         h->port, h->primary_extra ? h->primary_extra : "",
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
                          mode, h->standby_extra ? h->standby_extra : "",
                          h->service_extra ? h->service_extra : "") > 0);
