@@ -1430,6 +1430,221 @@ static int test_teardown(void **state)
     return 0;
 }
 
+/* --- the automatic failback's timers survive a takeover --- */
+
+/* A host agent whose primary is crashed; it kills on order and refuses
+ * everything else (a failback's vm_start: the failback fails, and the
+ * automatic one is rate-limited after that). */
+struct failback_agent {
+    struct agent_conn *conn;
+    int starts; /* vm_start orders received */
+};
+
+static void failback_agent_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                                 void *opaque)
+{
+    struct failback_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "vm_start") == 0)
+        a->starts++;
+    agent_conn_reply(a->conn, id, strcmp(action, "vm_kill") == 0, "test agent");
+}
+
+static const struct agent_conn_ops failback_agent_ops = {.vm_list = crashed_vm,
+                                                         .order = failback_agent_order};
+
+static void etcd_put_value(struct cluster *c, const char *key, const char *value)
+{
+    vcr_error_t err = NULL;
+    struct etcd *e = etcd_new(base, c->urls, c->n, 1000, &err);
+    assert_non_null(e);
+    struct answer a = {0};
+    assert_int_equal(etcd_put(e, key, value, 0, on_kv, &a, &err), 0);
+    WAIT(a);
+    assert_int_equal(a.status, 0);
+    etcd_free(e);
+}
+
+/* The service's state in etcd (new reference), or NULL. */
+static json_t *etcd_service_state(struct cluster *c, const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "/vcr/services/%s", name);
+    json_t *keys = etcd_list(c, "/vcr/services/");
+    const char *v = json_string_value(json_object_get(json_object_get(keys, key), "value"));
+    json_t *state = v ? json_loads(v, 0, NULL) : NULL;
+    json_decref(keys);
+    return state;
+}
+
+static struct cluster *auto_cluster;
+static const char *auto_writer; /* the server whose state write is waited for */
+
+static bool other_leads(void *arg)
+{
+    struct node *n = arg;
+    return node_leads(&n[0]) || node_leads(&n[1]);
+}
+
+/* etcd has web1's automatic failback timers as written by auto_writer, with
+ * the start of a healthy period. */
+static bool auto_period_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *v = etcd_service_state(auto_cluster, "web1");
+    json_t *af = json_object_get(v, "auto_failback");
+    bool ok = json_integer_value(json_object_get(af, "ready_since_ms")) > 0 &&
+              strcmp(json_string_value(json_object_get(v, "by")) ?: "", auto_writer) == 0;
+    json_decref(v);
+    return ok;
+}
+
+/* A server's journaled failback phase `phase` (its detail, new reference), or NULL. */
+static json_t *journaled_failback(struct node *n, const char *phase)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    json_t *found = NULL;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        json_t *d = json_object_get(ev, "detail");
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "failback") == 0 &&
+            strcmp(json_string_value(json_object_get(d, "phase")) ?: "", phase) == 0 &&
+            found == NULL)
+            found = json_incref(d);
+    }
+    json_decref(events);
+    return found;
+}
+
+static struct node *auto_node;
+
+static bool auto_started_on_node(void *arg)
+{
+    (void)arg;
+    json_t *d = journaled_failback(auto_node, "auto_started");
+    json_decref(d);
+    return d != NULL;
+}
+
+static bool failback_refused(void *arg)
+{
+    (void)arg;
+    json_t *d = journaled_failback(auto_node, "failed");
+    json_decref(d);
+    return d != NULL;
+}
+
+static bool wall_passed(void *arg)
+{
+    return vcr_wall_ms() >= *(int64_t *)arg;
+}
+
+/* `failback: auto` across takeovers.  A service recovered (its state in etcd,
+ * as a finished recovery leaves it), its primary's host connected: the
+ * leader starts the healthy period (written to etcd) and dies before after_s.
+ * The successor continues that period (its automatic failback starts with the
+ * predecessor's start, not its own), the failback fails (vm_start refused),
+ * and the rate limit holds it back.  That successor dies too: the next leader
+ * loads the last automatic failback's time and does not fail back again
+ * within min_interval_s (without it in etcd, it would after after_s). */
+static void test_servers_takeover_keeps_auto_failback_timers(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    auto_cluster = &c;
+    etcd_put_value(&c, "/vcr/services/web1",
+                   "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
+                   "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
+                   "\"on_standby\":true,\"timeline\":[],\"term\":1,\"by\":\"s0\"}");
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "key \"%s\" {\n\talgorithm hmac-sha256;\n\tsecret \"%s\";\n};\n", KEY_NAME,
+            KEY_SECRET);
+    fclose(f);
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "host_timeout_ms: 3000\n"
+             "dns: {server: 127.0.0.1:9, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: 80}\n"
+             "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
+             "    standby: {mode: warm, host: sb1, container: web1-c, address: 127.0.0.3}\n"
+             "    failback: {mode: auto, after_s: 3, min_interval_s: 600}\n",
+             path);
+    struct node n[3] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(node_leads, &n[0], 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+    node_start_with(&n[2], "s3", &c, c.dir, extra);
+
+    char servers[96];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", n[0].port,
+             n[1].port, n[2].port);
+    struct failback_agent a = {0};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &failback_agent_ops, &a, &err);
+    assert_non_null(a.conn);
+    agent_conn_start(a.conn);
+
+    /* s1 sees the host connected: the healthy period begins, in etcd. */
+    auto_writer = "s1";
+    assert_true(run_until_pred(auto_period_in_etcd, NULL, 5000));
+    json_t *v = etcd_service_state(&c, "web1");
+    int64_t ready_since =
+        json_integer_value(json_object_get(json_object_get(v, "auto_failback"), "ready_since_ms"));
+    json_decref(v);
+    int64_t until = ready_since + 1000;
+    run_until_pred(wall_passed, &until, 2000);
+    assert_null(journaled_failback(&n[0], "auto_started"));
+    node_stop(&n[0]); /* before after_s */
+
+    assert_true(run_until_pred(other_leads, &n[1], 5000));
+    struct node *second = node_leads(&n[1]) ? &n[1] : &n[2];
+    struct node *third = second == &n[1] ? &n[2] : &n[1];
+    auto_node = second;
+    assert_true(run_until_pred(auto_started_on_node, NULL, 10000));
+    json_t *started = journaled_failback(second, "auto_started");
+    /* The predecessor's period, continued (to the clocks' conversions). */
+    int64_t carried = json_integer_value(json_object_get(started, "ready_since_ms"));
+    json_decref(started);
+    assert_true(carried >= ready_since - 50 && carried <= ready_since + 50);
+    assert_true(run_until_pred(failback_refused, NULL, 5000));
+    assert_int_equal(a.starts, 1);
+    /* The last automatic failback, in etcd. */
+    v = etcd_service_state(&c, "web1");
+    int64_t last =
+        json_integer_value(json_object_get(json_object_get(v, "auto_failback"), "last_ms"));
+    json_decref(v);
+    assert_true(last > ready_since);
+
+    /* The second leader dies: the third leads with the rate-limit history
+     * and, past after_s with the host connected, does not fail back again. */
+    node_stop(second);
+    assert_true(run_until_pred(node_leads, third, 5000));
+    assert_true(run_until_pred(host_on, third, 5000));
+    until = vcr_wall_ms() + 3500;
+    run_until_pred(wall_passed, &until, 4000);
+    assert_int_equal(a.starts, 1);
+    auto_node = third;
+    assert_false(auto_started_on_node(NULL));
+
+    agent_conn_free(a.conn);
+    node_stop(third);
+    cluster_stop(&c);
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -1448,6 +1663,7 @@ int main(void)
         cmocka_unit_test_teardown(test_servers_agent_follows_the_leader, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_mid_recovery, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_at_the_dns_step, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_keeps_auto_failback_timers, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

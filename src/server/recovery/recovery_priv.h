@@ -142,6 +142,10 @@ struct svc {
     int64_t auto_last_ms;
     bool auto_suspended;
     int64_t auto_retry_logged_ms;
+    /* Redundant servers: a healthy period loaded from etcd (recovery_ha.c) is
+     * kept until this (monotonic) while the primary's host has not said hello
+     * to this leader yet (it is reconnecting after the takeover); 0: none. */
+    int64_t auto_carried_until;
     /* Redundant servers (recovery_ha.c): the recovery's id in etcd (its
      * detection's wall clock); the phase record waiting for its commit (its
      * journal detail) and whether the next step waits for it; the state write
@@ -281,6 +285,9 @@ bool recovery_ha_dns_fenced(struct recovery *rc);
 void recovery_ha_dns_stale(struct svc *s, const char *address);
 /* A service as if nothing had happened (before the shared state is loaded). */
 void recovery_ha_reset(struct svc *s);
+/* The automatic failback's timers changed (failback.c): written to etcd with
+ * the service's state, so that a successor continues them. */
+void recovery_ha_auto_changed(struct svc *s);
 
 /* fence.c */
 void fence_start(struct svc *s);
