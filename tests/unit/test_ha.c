@@ -1432,6 +1432,30 @@ static int test_teardown(void **state)
 
 /* --- the automatic failback's timers survive a takeover --- */
 
+/* The servers' configuration of one service web1 (primary web1 on host1, a
+ * warm container on sb1, a DNS server that is never reached), more appended
+ * to the service. */
+static void web1_config(struct cluster *c, const char *more, char *out, size_t size)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", c->dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "key \"%s\" {\n\talgorithm hmac-sha256;\n\tsecret \"%s\";\n};\n", KEY_NAME,
+            KEY_SECRET);
+    fclose(f);
+    snprintf(out, size,
+             "host_timeout_ms: 3000\n"
+             "dns: {server: 127.0.0.1:9, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: 80}\n"
+             "    check: {type: tcp, interval_ms: 200, timeout_ms: 100, failures: 1}\n"
+             "    standby: {mode: warm, host: sb1, container: web1-c, address: 127.0.0.3}\n%s",
+             path, more);
+}
+
 /* A host agent whose primary is crashed; it kills on order and refuses
  * everything else (a failback's vm_start: the failback fails, and the
  * automatic one is rate-limited after that). */
@@ -1562,25 +1586,9 @@ static void test_servers_takeover_keeps_auto_failback_timers(void **state)
                    "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
                    "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
                    "\"on_standby\":true,\"timeline\":[],\"term\":1,\"by\":\"s0\"}");
-    char path[128];
-    snprintf(path, sizeof(path), "%s/tsig.key", c.dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "key \"%s\" {\n\talgorithm hmac-sha256;\n\tsecret \"%s\";\n};\n", KEY_NAME,
-            KEY_SECRET);
-    fclose(f);
     char extra[1024];
-    snprintf(extra, sizeof(extra),
-             "host_timeout_ms: 3000\n"
-             "dns: {server: 127.0.0.1:9, zone: vcr.lab, key_file: %s}\n"
-             "services:\n"
-             "  - name: web1\n"
-             "    dns_name: web1.vcr.lab\n"
-             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: 80}\n"
-             "    check: {type: tcp, interval_ms: 500, timeout_ms: 300, failures: 3}\n"
-             "    standby: {mode: warm, host: sb1, container: web1-c, address: 127.0.0.3}\n"
-             "    failback: {mode: auto, after_s: 3, min_interval_s: 600}\n",
-             path);
+    web1_config(&c, "    failback: {mode: auto, after_s: 3, min_interval_s: 600}\n", extra,
+                sizeof(extra));
     struct node n[3] = {{0}};
     node_start_with(&n[0], "s1", &c, c.dir, extra);
     assert_true(run_until_pred(node_leads, &n[0], 5000));
@@ -1645,6 +1653,162 @@ static void test_servers_takeover_keeps_auto_failback_timers(void **state)
     cluster_stop(&c);
 }
 
+/* --- a warm restart's maintenance window survives a takeover --- */
+
+/* A host agent whose VM web1 is in a warm restart (`restarting`) until the
+ * test says it is over; it counts the kills it is ordered. */
+struct warm_agent {
+    struct agent_conn *conn;
+    const char *state;
+    int kills;
+};
+
+static json_t *warm_vm(void *opaque)
+{
+    struct warm_agent *a = opaque;
+    return json_pack("[{s:s, s:s, s:i, s:s}]", "name", "web1", "state", a->state, "pid", 100,
+                     "cause", "warm restart");
+}
+
+static void warm_agent_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                             void *opaque)
+{
+    struct warm_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "vm_kill") == 0)
+        a->kills++;
+    agent_conn_reply(a->conn, id, false, "test agent");
+}
+
+static const struct agent_conn_ops warm_agent_ops = {.vm_list = warm_vm, .order = warm_agent_order};
+
+static struct cluster *maint_cluster;
+
+static bool window_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(maint_cluster, "/vcr/maintenance/");
+    bool found = json_object_get(keys, "/vcr/maintenance/host1/web1") != NULL;
+    json_decref(keys);
+    return found;
+}
+
+static bool no_window_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(maint_cluster, "/vcr/maintenance/");
+    bool none = json_object_size(keys) == 0;
+    json_decref(keys);
+    return none;
+}
+
+static int64_t maint_deadline; /* the window's deadline in etcd, wall clock ms */
+
+/* The node's inventory has web1 restarting until the window's deadline
+ * (to the clocks' conversion). */
+static bool restart_deadline_is_the_window(void *arg)
+{
+    struct node *n = arg;
+    struct inv_host *h = NULL;
+    struct inv_vm *vm = inventory_find_vm(server_inventory(n->srv), "web1", &h);
+    if (vm == NULL || vm->state != INV_VM_RESTARTING || vm->restart_deadline_ms == 0)
+        return false;
+    int64_t wall = vcr_wall_ms() - (vcr_mono_ms() - vm->restart_deadline_ms);
+    return wall >= maint_deadline - 50 && wall <= maint_deadline + 50;
+}
+
+/* The kinds `maintenance` a server journaled, their `window` comma-separated. */
+static void journaled_windows(struct node *n, char *out, size_t size)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    out[0] = '\0';
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "maintenance") != 0)
+            continue;
+        const char *w = json_string_value(json_object_get(json_object_get(ev, "detail"), "window"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", w);
+    }
+    json_decref(events);
+}
+
+/* A warm restart in progress on web1 (a protected service's primary): the
+ * leader records its window in etcd with its deadline, and dies.  The
+ * successor loads the window and, when the agent says hello with web1 still
+ * `restarting`, keeps the predecessor's deadline (not a new one from its own
+ * takeover: a restart that hangs still fails when its window ends).  Nothing
+ * is detected or fenced.  The restart ends (vm_event running): the successor
+ * closes the window in etcd. */
+static void test_servers_takeover_keeps_warm_restart_window(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    maint_cluster = &c;
+    char extra[1024];
+    web1_config(&c, "", extra, sizeof(extra));
+    struct node n[2] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(node_leads, &n[0], 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", n[0].port, n[1].port);
+    struct warm_agent a = {.state = "restarting"};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &warm_agent_ops, &a, &err);
+    assert_non_null(a.conn);
+    agent_conn_start(a.conn);
+
+    /* s1 records the window with its deadline. */
+    assert_true(run_until_pred(window_in_etcd, NULL, 5000));
+    json_t *keys = etcd_list(&c, "/vcr/maintenance/");
+    json_t *w = json_loads(json_string_value(json_object_get(
+                               json_object_get(keys, "/vcr/maintenance/host1/web1"), "value")),
+                           0, NULL);
+    json_decref(keys);
+    maint_deadline = json_integer_value(json_object_get(w, "deadline_ms"));
+    assert_string_equal(json_string_value(json_object_get(w, "by")), "s1");
+    json_decref(w);
+    assert_true(maint_deadline > vcr_wall_ms());
+    assert_true(restart_deadline_is_the_window(&n[0]));
+    /* A second passes (a new window would end that much later), s1 dies. */
+    int64_t until = vcr_wall_ms() + 1000;
+    run_until_pred(wall_passed, &until, 2000);
+    node_stop(&n[0]);
+
+    assert_true(run_until_pred(node_leads, &n[1], 5000));
+    assert_true(run_until_pred(host_on, &n[1], 5000));
+    assert_true(run_until_pred(restart_deadline_is_the_window, &n[1], 5000));
+    assert_true(window_in_etcd(NULL));
+
+    /* The restart ends: the window is closed. */
+    a.state = "running";
+    agent_conn_send_event(a.conn, json_pack("{s:s, s:s, s:s, s:I, s:i}", "vm", "web1", "state",
+                                            "running", "cause", "warm restart done", "ts_ms",
+                                            (json_int_t)vcr_wall_ms(), "pid", 101));
+    assert_true(run_until_pred(no_window_in_etcd, NULL, 5000));
+    char windows[128];
+    journaled_windows(&n[1], windows, sizeof(windows));
+    assert_string_equal(windows, "closed");
+    /* Neither leader took the restart for a failure. */
+    assert_int_equal(a.kills, 0);
+    json_t *v = etcd_service_state(&c, "web1");
+    assert_true(v == NULL || strcmp(json_string_value(json_object_get(v, "state")), "ok") == 0);
+    json_decref(v);
+
+    agent_conn_free(a.conn);
+    node_stop(&n[1]);
+    cluster_stop(&c);
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -1664,6 +1828,7 @@ int main(void)
         cmocka_unit_test_teardown(test_servers_takeover_mid_recovery, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_at_the_dns_step, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_keeps_auto_failback_timers, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_keeps_warm_restart_window, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -90,6 +90,7 @@ void recovery_ha_deposed(struct recovery *rc)
     if (rc->fence_claim)
         dns_update_cancel(rc->fence_claim);
     rc->fence_claim = NULL;
+    recovery_ha_maint_drop(rc);
     for (size_t i = 0; i < rc->n_svcs; i++) {
         struct svc *s = &rc->svcs[i];
         recovery_cancel_io(s);
@@ -495,8 +496,10 @@ static void on_load_done(int status, const char *error, void *opaque)
                      (long long)rc->ha_term);
         }
     }
-    rc->ha_loaded = true;
-    log_info("ha: the services' state loaded from etcd (term %lld)", (long long)rc->ha_term);
+    /* Then the warm-restart windows; the state counts as loaded after them. */
+    cleanup_error vcr_error_t err = NULL;
+    if (recovery_ha_maint_load(rc, &err) < 0)
+        log_warn("ha: loading the warm-restart windows from etcd: %s", vcr_error_msg(err));
 }
 
 bool recovery_ha_ready(struct recovery *rc)

@@ -186,6 +186,9 @@ struct recovery {
     struct resolve *fence_query;
     struct dns_update *fence_claim;
     int64_t fence_retry_at; /* monotonic */
+    /* Warm-restart maintenance windows as etcd has them (recovery_ha_maint.c). */
+    struct maint_window **maint;
+    size_t n_maint;
 };
 
 /* recovery.c: the state machine */
@@ -288,6 +291,16 @@ void recovery_ha_reset(struct svc *s);
 /* The automatic failback's timers changed (failback.c): written to etcd with
  * the service's state, so that a successor continues them. */
 void recovery_ha_auto_changed(struct svc *s);
+
+/* recovery_ha_maint.c: warm-restart maintenance windows in etcd (docs/ha.md) */
+/* Loads the windows (after the services' state); sets ha_loaded when done. */
+int recovery_ha_maint_load(struct recovery *rc, vcr_error_t *err);
+/* Records the inventory's warm restarts, applies loaded deadlines, closes ended windows. */
+void recovery_ha_maint_tick(struct recovery *rc, int64_t now);
+/* Forgets the windows (step-down); an answer in flight frees its own. */
+void recovery_ha_maint_drop(struct recovery *rc);
+/* Frees them all, in flight or not: the etcd client goes next, unanswered. */
+void recovery_ha_maint_free(struct recovery *rc);
 
 /* fence.c */
 void fence_start(struct svc *s);
