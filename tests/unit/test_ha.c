@@ -30,6 +30,7 @@
 #include "ha/ha.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/server.h"
 #include "config/server_config.h"
@@ -1809,6 +1810,206 @@ static void test_servers_takeover_keeps_warm_restart_window(void **state)
     cluster_stop(&c);
 }
 
+/* --- a migration in flight when its leader dies --- */
+
+/* Two standby agents: sb1 runs container web1-c (its final dump is held:
+ * the container stops there, the dump never answers); sb2 is the target.
+ * Orders are numbered in the order they arrive. */
+struct mig_agent {
+    struct agent_conn *conn;
+    const char *ct_state; /* web1-c as reported; NULL: not listed */
+    int order_no;         /* of the last container_destroy / container_start */
+    int destroys, starts, cleanups, dumps;
+};
+
+static int orders_seen;
+
+static json_t *mig_agent_containers(void *opaque)
+{
+    struct mig_agent *a = opaque;
+    if (a->ct_state == NULL)
+        return json_pack("{s:[]}", "containers");
+    return json_pack("{s:[{s:s, s:s, s:s}]}", "containers", "name", "web1-c", "state", a->ct_state,
+                     "address", "10.0.0.5");
+}
+
+static void mig_agent_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                            void *opaque)
+{
+    struct mig_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "container_checkpoint") == 0) {
+        a->dumps++;
+        a->ct_state = "stopped"; /* the final dump stops it; its answer is held */
+        return;
+    }
+    if (strcmp(action, "container_destroy") == 0) {
+        a->destroys++;
+        a->order_no = ++orders_seen;
+        a->ct_state = NULL;
+    } else if (strcmp(action, "container_start") == 0) {
+        a->starts++;
+        a->order_no = ++orders_seen;
+        a->ct_state = "running";
+    } else if (strcmp(action, "container_migrate_cleanup") == 0) {
+        a->cleanups++;
+    }
+    agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops mig_agent_ops = {
+    .vm_list = no_vms, .order = mig_agent_order, .hello_extra = mig_agent_containers};
+
+static struct cluster *mig_cluster;
+
+/* etcd's state of web1-c's migration says `phase`. */
+static bool migration_state_is(void *arg)
+{
+    const char *phase = arg;
+    json_t *keys = etcd_list(mig_cluster, "/vcr/migrations/");
+    const char *v = json_string_value(
+        json_object_get(json_object_get(keys, "/vcr/migrations/web1-c"), "value"));
+    json_t *state = v ? json_loads(v, 0, NULL) : NULL;
+    bool is = state && strcmp(json_string_value(json_object_get(state, "phase")), phase) == 0;
+    json_decref(state);
+    json_decref(keys);
+    return is;
+}
+
+/* migrator_start of web1-c from sb1 to sb2, no pre-copy: true once accepted. */
+static bool migration_begun(void *arg)
+{
+    static void *begun; /* the server it was accepted by */
+    if (begun == arg)
+        return true;
+    vcr_error_t err = NULL;
+    int r = migrator_start(server_migrator(arg), "sb1", "web1-c", "sb2", "test", false, NULL, NULL,
+                           &err);
+    vcr_error_release(&err);
+    if (r == 0)
+        begun = arg;
+    return r == 0;
+}
+
+static bool dump_ordered(void *arg)
+{
+    return ((struct mig_agent *)arg)->dumps > 0;
+}
+
+static bool standby_hosts_on(void *arg)
+{
+    struct node *n = arg;
+    const struct inv_host *h1 = inventory_find_host(server_inventory(n->srv), "sb1");
+    const struct inv_host *h2 = inventory_find_host(server_inventory(n->srv), "sb2");
+    return h1 && h1->state == INV_HOST_CONNECTED && h1->containers && h2 &&
+           h2->state == INV_HOST_CONNECTED;
+}
+
+/* The migration phases a server journaled (kind `migration`), comma-separated. */
+static void journaled_migration(struct node *n, char *out, size_t size)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    out[0] = '\0';
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "migration") != 0)
+            continue;
+        const char *phase =
+            json_string_value(json_object_get(json_object_get(ev, "detail"), "phase"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", phase);
+    }
+    json_decref(events);
+}
+
+/* A migration of web1-c from sb1 to sb2 (no pre-copy) is recorded in etcd
+ * (`started`) before its first order; its final dump is held on sb1 (the
+ * container stopped there) and the leader dies.  The successor loads the
+ * migration and ends it once: the target's container destroyed first, then
+ * the container started again on the source (never on both), both cleaned
+ * up, the end (`failed`, rolled back) recorded once by its term. */
+static void test_servers_takeover_mid_migration(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    mig_cluster = &c;
+    struct node n[2] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, "host_timeout_ms: 3000\n");
+    assert_true(run_until_pred(node_leads, &n[0], 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, "host_timeout_ms: 3000\n");
+    int64_t term = ha_term(server_ha(n[0].srv));
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", n[0].port, n[1].port);
+    struct mig_agent src = {.ct_state = "running"}, dst = {0};
+    struct agent_conn_params p1 = {
+        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
+    struct agent_conn_params p2 = {
+        .server = servers, .host = "sb2", .role = "standby", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    src.conn = agent_conn_new(base, &p1, &mig_agent_ops, &src, &err);
+    dst.conn = agent_conn_new(base, &p2, &mig_agent_ops, &dst, &err);
+    assert_non_null(src.conn);
+    assert_non_null(dst.conn);
+    agent_conn_start(src.conn);
+    agent_conn_start(dst.conn);
+    assert_true(run_until_pred(standby_hosts_on, &n[0], 5000));
+    /* A new leader's migrations wait for its predecessor's to be loaded. */
+    assert_true(run_until_pred(migration_begun, n[0].srv, 5000));
+    assert_true(run_until_pred(dump_ordered, &src, 5000));
+    assert_true(migration_state_is("started"));
+
+    node_stop(&n[0]); /* with the final dump held: the container is stopped on sb1 */
+    assert_true(run_until_pred(node_leads, &n[1], 5000));
+    int64_t new_term = ha_term(server_ha(n[1].srv));
+    assert_true(new_term > term);
+    assert_true(run_until_pred(migration_state_is, "failed", 10000));
+    /* Once each, the target's destroy before the source's start. */
+    assert_int_equal(dst.destroys, 1);
+    assert_int_equal(src.starts, 1);
+    assert_int_equal(src.destroys, 0);
+    assert_true(dst.order_no < src.order_no);
+    assert_int_equal(src.dumps, 1);
+
+    /* etcd: each step recorded once, by the term that did it. */
+    json_t *recs = etcd_list(&c, "/vcr/migration-steps/web1-c/");
+    assert_int_equal(json_object_size(recs), 2);
+    const char *key;
+    json_t *kv;
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        const char *phase = json_string_value(json_object_get(v, "phase"));
+        int64_t t = json_integer_value(json_object_get(v, "term"));
+        if (strcmp(phase, "started") == 0)
+            assert_int_equal(t, term);
+        else if (strcmp(phase, "failed") == 0)
+            assert_int_equal(t, new_term);
+        else
+            fail_msg("unexpected step %s", phase);
+        json_decref(v);
+    }
+    json_decref(recs);
+    char phases[256];
+    journaled_migration(&n[1], phases, sizeof(phases));
+    assert_string_equal(phases, "rolling_back,failed");
+    json_t *st = migrator_status_json(server_migrator(n[1].srv));
+    assert_int_equal(json_array_size(st), 0);
+    json_decref(st);
+
+    agent_conn_free(src.conn);
+    agent_conn_free(dst.conn);
+    node_stop(&n[1]);
+    cluster_stop(&c);
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -1829,6 +2030,7 @@ int main(void)
         cmocka_unit_test_teardown(test_servers_takeover_at_the_dns_step, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_keeps_auto_failback_timers, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_keeps_warm_restart_window, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_mid_migration, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
