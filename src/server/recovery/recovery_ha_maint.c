@@ -221,7 +221,7 @@ void recovery_ha_maint_tick(struct recovery *rc, int64_t now)
     }
     /* Windows whose restart ended (the VM's host reports it in another
      * state) or whose deadline passed: closed. */
-    for (size_t i = 0; i < rc->n_maint; i++) {
+    for (size_t i = 0; i < rc->n_maint;) {
         struct maint_window *w = rc->maint[i];
         struct inv_host *h = inventory_find_host(rc->inv, w->host);
         struct inv_vm *vm = NULL;
@@ -234,8 +234,13 @@ void recovery_ha_maint_tick(struct recovery *rc, int64_t now)
             w->ended = true;
             w->retry_at = 0;
         }
+        if (w->ended && !w->recorded && !w->inflight) {
+            window_remove(rc, i); /* never in etcd: nothing to close there */
+            continue;
+        }
         if (w->ended || !w->recorded)
             window_write(w, now);
+        i++;
     }
 }
 
