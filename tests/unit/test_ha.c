@@ -1862,14 +1862,16 @@ static const struct agent_conn_ops mig_agent_ops = {
     .vm_list = no_vms, .order = mig_agent_order, .hello_extra = mig_agent_containers};
 
 static struct cluster *mig_cluster;
+static const char *mig_wait_container = "web1-c";
 
-/* etcd's state of web1-c's migration says `phase`. */
+/* etcd's state of mig_wait_container's migration says `phase`. */
 static bool migration_state_is(void *arg)
 {
     const char *phase = arg;
     json_t *keys = etcd_list(mig_cluster, "/vcr/migrations/");
-    const char *v = json_string_value(
-        json_object_get(json_object_get(keys, "/vcr/migrations/web1-c"), "value"));
+    char key[128];
+    snprintf(key, sizeof(key), "/vcr/migrations/%s", mig_wait_container);
+    const char *v = json_string_value(json_object_get(json_object_get(keys, key), "value"));
     json_t *state = v ? json_loads(v, 0, NULL) : NULL;
     bool is = state && strcmp(json_string_value(json_object_get(state, "phase")), phase) == 0;
     json_decref(state);
@@ -1931,21 +1933,26 @@ static void journaled_migration(struct node *n, char *out, size_t size)
  * container stopped there) and the leader dies.  The successor loads the
  * migration and ends it once: the target's container destroyed first, then
  * the container started again on the source (never on both), both cleaned
- * up, the end (`failed`, rolled back) recorded once by its term. */
+ * up, the end (`failed`, rolled back) recorded once by its term.  Then a
+ * migration recorded up to port_open (its container runs on the target): the
+ * next leader finishes it, destroying the source's container only. */
 static void test_servers_takeover_mid_migration(void **state)
 {
     (void)state;
     static struct cluster c; /* static: the teardown reads it after a failure */
     cluster_start(&c, 1);
     mig_cluster = &c;
-    struct node n[2] = {{0}};
+    mig_wait_container = "web1-c";
+    struct node n[3] = {{0}};
     node_start_with(&n[0], "s1", &c, c.dir, "host_timeout_ms: 3000\n");
     assert_true(run_until_pred(node_leads, &n[0], 5000));
     node_start_with(&n[1], "s2", &c, c.dir, "host_timeout_ms: 3000\n");
+    node_start_with(&n[2], "s3", &c, c.dir, "host_timeout_ms: 3000\n");
     int64_t term = ha_term(server_ha(n[0].srv));
 
-    char servers[64];
-    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", n[0].port, n[1].port);
+    char servers[96];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", n[0].port,
+             n[1].port, n[2].port);
     struct mig_agent src = {.ct_state = "running"}, dst = {0};
     struct agent_conn_params p1 = {
         .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
@@ -1965,8 +1972,10 @@ static void test_servers_takeover_mid_migration(void **state)
     assert_true(migration_state_is("started"));
 
     node_stop(&n[0]); /* with the final dump held: the container is stopped on sb1 */
-    assert_true(run_until_pred(node_leads, &n[1], 5000));
-    int64_t new_term = ha_term(server_ha(n[1].srv));
+    assert_true(run_until_pred(other_leads, &n[1], 5000));
+    struct node *second = node_leads(&n[1]) ? &n[1] : &n[2];
+    struct node *third = second == &n[1] ? &n[2] : &n[1];
+    int64_t new_term = ha_term(server_ha(second->srv));
     assert_true(new_term > term);
     assert_true(run_until_pred(migration_state_is, "failed", 10000));
     /* Once each, the target's destroy before the source's start. */
@@ -1998,15 +2007,33 @@ static void test_servers_takeover_mid_migration(void **state)
     }
     json_decref(recs);
     char phases[256];
-    journaled_migration(&n[1], phases, sizeof(phases));
+    journaled_migration(second, phases, sizeof(phases));
     assert_string_equal(phases, "rolling_back,failed");
-    json_t *st = migrator_status_json(server_migrator(n[1].srv));
+    json_t *st = migrator_status_json(server_migrator(second->srv));
     assert_int_equal(json_array_size(st), 0);
     json_decref(st);
 
+    /* A migration (of web2-c) whose leader had recorded port_open when it
+     * died: the next leader finishes it, the source's container destroyed
+     * and nothing started or destroyed on the target. */
+    etcd_put_value(&c, "/vcr/migrations/web2-c",
+                   "{\"id\":\"1\",\"container\":\"web2-c\",\"from\":\"sb1\",\"to\":\"sb2\","
+                   "\"service\":\"web2-c\",\"address\":\"10.0.0.6\",\"data_path\":\"\","
+                   "\"carry\":false,\"why\":\"test\",\"phase\":\"port_open\",\"term\":1,"
+                   "\"by\":\"s0\"}");
+    node_stop(second);
+    assert_true(run_until_pred(node_leads, third, 5000));
+    mig_wait_container = "web2-c";
+    assert_true(run_until_pred(migration_state_is, "done", 10000));
+    assert_int_equal(src.destroys, 1);
+    assert_int_equal(src.starts, 1);
+    assert_int_equal(dst.destroys, 1);
+    journaled_migration(third, phases, sizeof(phases));
+    assert_string_equal(phases, "finishing,done");
+
     agent_conn_free(src.conn);
     agent_conn_free(dst.conn);
-    node_stop(&n[1]);
+    node_stop(third);
     cluster_stop(&c);
 }
 
