@@ -1525,6 +1525,17 @@ static bool auto_period_in_etcd(void *arg)
     return ok;
 }
 
+/* etcd has web1's last automatic failback. */
+static bool auto_last_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *v = etcd_service_state(auto_cluster, "web1");
+    bool ok =
+        json_integer_value(json_object_get(json_object_get(v, "auto_failback"), "last_ms")) > 0;
+    json_decref(v);
+    return ok;
+}
+
 /* A server's journaled failback phase `phase` (its detail, new reference), or NULL. */
 static json_t *journaled_failback(struct node *n, const char *phase)
 {
@@ -1632,6 +1643,7 @@ static void test_servers_takeover_keeps_auto_failback_timers(void **state)
     assert_true(run_until_pred(failback_refused, NULL, 5000));
     assert_int_equal(a.starts, 1);
     /* The last automatic failback, in etcd. */
+    assert_true(run_until_pred(auto_last_in_etcd, NULL, 5000));
     v = etcd_service_state(&c, "web1");
     int64_t last =
         json_integer_value(json_object_get(json_object_get(v, "auto_failback"), "last_ms"));
@@ -1738,6 +1750,14 @@ static void journaled_windows(struct node *n, char *out, size_t size)
     json_decref(events);
 }
 
+/* The server journaled a window closed (once etcd answered the delete). */
+static bool window_closed(void *arg)
+{
+    char windows[128];
+    journaled_windows(arg, windows, sizeof(windows));
+    return strstr(windows, "closed") != NULL;
+}
+
 /* A warm restart in progress on web1 (a protected service's primary): the
  * leader records its window in etcd with its deadline, and dies.  The
  * successor loads the window and, when the agent says hello with web1 still
@@ -1795,7 +1815,8 @@ static void test_servers_takeover_keeps_warm_restart_window(void **state)
     agent_conn_send_event(a.conn, json_pack("{s:s, s:s, s:s, s:I, s:i}", "vm", "web1", "state",
                                             "running", "cause", "warm restart done", "ts_ms",
                                             (json_int_t)vcr_wall_ms(), "pid", 101));
-    assert_true(run_until_pred(no_window_in_etcd, NULL, 5000));
+    assert_true(run_until_pred(window_closed, &n[1], 5000));
+    assert_true(no_window_in_etcd(NULL));
     char windows[128];
     journaled_windows(&n[1], windows, sizeof(windows));
     assert_string_equal(windows, "closed");
