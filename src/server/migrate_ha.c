@@ -639,6 +639,13 @@ bool migrate_ha_ready(struct migrator *m, const char *name, char *why, size_t si
                  "flight yet");
         return false;
     }
+    /* One log per container at a time: the state key is the container's. */
+    for (struct mig_log *l = m->logs; l; l = l->next)
+        if (strcmp(l->name, name) == 0 && l->g == NULL) {
+            snprintf(why, size, "container `%s`: its last migration's end is being written to etcd",
+                     name);
+            return false;
+        }
     for (struct mig_takeover *t = m->takeovers; t; t = t->next)
         if (strcmp(t->name, name) == 0) {
             snprintf(why, size,
