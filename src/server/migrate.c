@@ -94,6 +94,7 @@ static void mig_free(struct mig *g)
     check_cancel(g->check);
     if (g->retry)
         event_free(g->retry);
+    mig_ha_detach(g);
     json_decref(g->phases);
     free(g);
 }
@@ -110,6 +111,7 @@ void migrator_free(struct migrator *m)
         return;
     while (m->n_migs)
         mig_free(m->migs[0]);
+    migrate_ha_free(m);
     free(m);
 }
 
@@ -133,6 +135,7 @@ void mig_phase_done(struct mig *g, enum mig_phase next, json_t *extra)
     log_info("migration of %s from %s to %s: %s done in %lld ms", g->name, g->src, g->dst,
              phase_names[g->phase], (long long)(now - g->t_phase));
     journal_phase(g, phase_names[g->phase], extra);
+    mig_ha_step(g, phase_names[g->phase]);
     g->phase = next;
     g->t_phase = now;
 }
@@ -162,6 +165,7 @@ static void finish(struct mig *g)
         log_error("migration of %s from %s to %s failed: %s", g->name, g->src, g->dst, g->error);
     g->phase = MP_DONE;
     journal_phase(g, ok ? "done" : "failed", json_pack("{s:O}", "result", result));
+    mig_ha_step(g, ok ? "done" : "failed");
     if (g->done && result)
         g->done(result, g->opaque);
     mig_free(g);
@@ -180,6 +184,16 @@ void mig_fail(struct mig *g, const char *fmt, ...)
     }
     check_cancel(g->check);
     g->check = NULL;
+    if (migrate_ha_deposed(g->m)) {
+        /* Redundant servers: this one no longer leads; its successor ends the
+         * migration from what etcd has (migrate_ha.c), and agents refuse this
+         * server's orders anyway. */
+        size_t n = strlen(g->error);
+        snprintf(g->error + n, sizeof(g->error) - n,
+                 "; this server no longer leads: its successor ends the migration");
+        finish(g);
+        return;
+    }
     /* Past the final dump the source container is stopped: start it again
      * there (from its files: the processes' state is lost), and drop what the
      * target may have made of it. */
@@ -393,6 +407,12 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     probe_port(arg);
 }
 
+static void destroy_source(struct mig *g)
+{
+    cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
+    mig_order(g, g->src, "container_destroy", n, MIGRATE_DUMP_ORDER_MS, on_destroyed);
+}
+
 static void on_port(enum check_outcome outcome, const char *why, const char *body, void *arg)
 {
     bool healthy = outcome == CHECK_HEALTHY;
@@ -405,8 +425,8 @@ static void on_port(enum check_outcome outcome, const char *why, const char *bod
         mig_phase_done(g, MP_DESTROY,
                        json_pack("{s:s, s:i, s:I}", "address", g->address, "port", (int)g->port,
                                  "downtime_ms", (json_int_t)g->t_down));
-        cleanup_json json_t *n = json_pack("{s:s}", "name", g->name);
-        mig_order(g, g->src, "container_destroy", n, MIGRATE_DUMP_ORDER_MS, on_destroyed);
+        /* Redundant servers: not before etcd has port_open (migrate_ha.c). */
+        mig_ha_then(g, destroy_source);
         return;
     }
     if (vcr_mono_ms() >= g->port_deadline) {
@@ -514,6 +534,18 @@ static const struct inv_host *standby_host(struct migrator *m, const char *name,
     return h;
 }
 
+static void mig_begin(struct mig *g)
+{
+    if (g->data_path[0]) {
+        /* Before anything stops: is the data attached there, and is there room. */
+        g->phase = MP_SPACE;
+        cleanup_json json_t *sp = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
+        mig_order(g, g->src, "data_space", sp, MIGRATE_CHUNK_ORDER_MS, mig_on_source_space);
+        return;
+    }
+    mig_start_copy(g);
+}
+
 int migrator_start(struct migrator *m, const char *src, const char *name, const char *dst,
                    const char *why, bool precopy, migrate_done_cb done, void *opaque,
                    vcr_error_t *err)
@@ -547,6 +579,9 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
                                   phase_names[m->migs[i]->phase]);
     if (m->n_migs >= MIG_MAX)
         return vcr_error_make(err, EBUSY, "%d migrations under way already", MIG_MAX);
+    char why_not[200];
+    if (!migrate_ha_ready(m, name, why_not, sizeof(why_not)))
+        return vcr_error_make(err, EBUSY, "%s", why_not);
     struct mig *g = calloc(1, sizeof(*g));
     if (g == NULL || (g->phases = json_array()) == NULL ||
         (g->retry = evtimer_new(m->base, on_retry, g)) == NULL) {
@@ -598,14 +633,9 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
         g, "started",
         json_pack("{s:s, s:s, s:b}", "why", g->why, "address", g->address, "precopy", precopy));
     g->precopy = precopy;
-    if (g->data_path[0]) {
-        /* Before anything stops: is the data attached there, and is there room. */
-        g->phase = MP_SPACE;
-        cleanup_json json_t *sp = json_pack("{s:s, s:s}", "name", name, "service", g->service);
-        mig_order(g, g->src, "data_space", sp, MIGRATE_CHUNK_ORDER_MS, mig_on_source_space);
-        return 0;
-    }
-    mig_start_copy(g);
+    /* Redundant servers: no order before etcd knows of the migration. */
+    mig_ha_step(g, "started");
+    mig_ha_then(g, mig_begin);
     return 0;
 }
 
@@ -620,7 +650,7 @@ json_t *migrator_status_json(struct migrator *m)
                                         g->src, "to", g->dst, "phase", phase_names[g->phase],
                                         "elapsed_ms", (json_int_t)(now - g->t0)));
     }
-    return list;
+    return m->ha ? migrate_ha_status(m, list) : list;
 }
 
 bool migrate_host_busy(const struct migrator *m, const char *host)

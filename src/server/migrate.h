@@ -46,6 +46,11 @@ typedef void (*migrate_done_cb)(json_t *result, void *opaque);
 struct migrator *migrator_new(struct event_base *base, const struct server_config *cfg,
                               struct inventory *inv, struct journal *journal, struct agents *agents,
                               vcr_error_t *err);
+/* Redundant servers (docs/ha.md "Migrations"): steps recorded in etcd, a
+ * predecessor's migrations ended on taking the lead.  ha: NULL, or the
+ * server's election (borrowed). */
+struct ha;
+void migrator_set_ha(struct migrator *m, struct ha *ha);
 /* Before agents_free: callbacks of orders still pending are then ignored. */
 void migrator_stop(struct migrator *m);
 void migrator_free(struct migrator *m);

@@ -38,7 +38,20 @@ struct settling {
 
 #define MIGRATE_SETTLE_MS 30000
 
+struct mig_log;
+struct mig_takeover;
+
 struct migrator {
+    /* Redundant servers (migrate_ha.c): NULL without `ha:`.  The migrations'
+     * steps written to etcd (one log per migration, outliving it until
+     * written), the ones a predecessor left loaded, and being ended. */
+    struct ha *ha;
+    struct event *ha_tick;
+    bool ha_loaded, ha_loading;
+    int64_t ha_term;
+    uint64_t ha_epoch;
+    struct mig_log *logs;
+    struct mig_takeover *takeovers;
     struct settling settling[MIG_MAX];
     size_t n_settling;
     struct busy_host busy[BUSY_MAX];
@@ -110,6 +123,8 @@ struct mig {
     json_t *phases;
     char error[600];
     bool rolled_back;
+    struct mig_log *log;            /* redundant servers: its steps on the way to etcd */
+    void (*ha_then)(struct mig *g); /* what waits for them (mig_ha_then) */
     migrate_done_cb done;
     void *opaque;
 };
@@ -133,5 +148,25 @@ void mig_restore(struct mig *g);
 void mig_on_source_space(enum order_outcome outcome, const char *message, json_t *reply,
                          void *opaque);
 void mig_data_export(struct mig *g);
+
+/* --- redundant servers (migrate_ha.c, docs/ha.md "Migrations") --- */
+
+/* Records step `phase` of g in etcd (one record written once, and the
+ * migration's state, in one txn valid only under this leader's term), after
+ * the steps before it; without `ha:` nothing. */
+void mig_ha_step(struct mig *g, const char *phase);
+/* Runs then(g) once every step recorded so far is in etcd (at once without
+ * `ha:`): nothing that cannot be undone is ordered before etcd says how far
+ * the migration got. */
+void mig_ha_then(struct mig *g, void (*then)(struct mig *g));
+/* g ends (finish): its last step goes on without it. */
+void mig_ha_detach(struct mig *g);
+/* Whether this server may migrate: true without `ha:`; with it, only a leader
+ * that has loaded its predecessor's migrations (why says otherwise). */
+bool migrate_ha_ready(struct migrator *m, const char *name, char *why, size_t size);
+/* A server that no longer leads: its migrations are its successor's. */
+bool migrate_ha_deposed(const struct migrator *m);
+void migrate_ha_free(struct migrator *m);
+json_t *migrate_ha_status(struct migrator *m, json_t *list);
 
 #endif

@@ -162,6 +162,7 @@ struct server *server_new(struct event_base *base, const struct server_config *c
         }
         agents_set_ha(srv->agents, srv->ha);
         recovery_set_ha(srv->recovery, srv->ha);
+        migrator_set_ha(srv->migrator, srv->ha);
         api_set_ha(srv->api, srv->ha);
     }
     agents_set_watch(srv->agents, &server_watch, srv);

@@ -30,6 +30,7 @@
 #include "ha/ha.h"
 #include "server/inventory.h"
 #include "server/journal.h"
+#include "server/migrate.h"
 #include "server/recovery.h"
 #include "server/server.h"
 #include "config/server_config.h"
@@ -1384,6 +1385,633 @@ static int test_teardown(void **state)
     return 0;
 }
 
+/* --- the automatic failback's timers survive a takeover --- */
+
+/* The servers' configuration of one service web1 (primary web1 on host1, a
+ * warm container on sb1, a DNS server that is never reached), more appended
+ * to the service. */
+static void web1_config(struct cluster *c, const char *more, char *out, size_t size)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/tsig.key", c->dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "key \"%s\" {\n\talgorithm hmac-sha256;\n\tsecret \"%s\";\n};\n", KEY_NAME,
+            KEY_SECRET);
+    fclose(f);
+    snprintf(out, size,
+             "host_timeout_ms: 3000\n"
+             "dns: {server: 127.0.0.1:9, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: 80}\n"
+             "    check: {type: tcp, interval_ms: 200, timeout_ms: 100, failures: 1}\n"
+             "    standby: {mode: warm, host: sb1, container: web1-c, address: 127.0.0.3}\n%s",
+             path, more);
+}
+
+/* A host agent whose primary is crashed; it kills on order and refuses
+ * everything else (a failback's vm_start: the failback fails, and the
+ * automatic one is rate-limited after that). */
+struct failback_agent {
+    struct agent_conn *conn;
+    int starts; /* vm_start orders received */
+};
+
+static void failback_agent_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                                 void *opaque)
+{
+    struct failback_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "vm_start") == 0)
+        a->starts++;
+    agent_conn_reply(a->conn, id, strcmp(action, "vm_kill") == 0, "test agent");
+}
+
+static const struct agent_conn_ops failback_agent_ops = {.vm_list = crashed_vm,
+                                                         .order = failback_agent_order};
+
+static void etcd_put_value(struct cluster *c, const char *key, const char *value)
+{
+    vcr_error_t err = NULL;
+    struct etcd *e = etcd_new(base, c->urls, c->n, 1000, &err);
+    assert_non_null(e);
+    struct answer a = {0};
+    assert_int_equal(etcd_put(e, key, value, 0, on_kv, &a, &err), 0);
+    WAIT(a);
+    assert_int_equal(a.status, 0);
+    etcd_free(e);
+}
+
+/* The service's state in etcd (new reference), or NULL. */
+static json_t *etcd_service_state(struct cluster *c, const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "/vcr/services/%s", name);
+    json_t *keys = etcd_list(c, "/vcr/services/");
+    const char *v = json_string_value(json_object_get(json_object_get(keys, key), "value"));
+    json_t *state = v ? json_loads(v, 0, NULL) : NULL;
+    json_decref(keys);
+    return state;
+}
+
+static struct cluster *auto_cluster;
+static const char *auto_writer; /* the server whose state write is waited for */
+
+static bool other_leads(void *arg)
+{
+    struct node *n = arg;
+    return node_leads(&n[0]) || node_leads(&n[1]);
+}
+
+/* etcd has web1's automatic failback timers as written by auto_writer, with
+ * the start of a healthy period. */
+static bool auto_period_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *v = etcd_service_state(auto_cluster, "web1");
+    json_t *af = json_object_get(v, "auto_failback");
+    bool ok = json_integer_value(json_object_get(af, "ready_since_ms")) > 0 &&
+              strcmp(json_string_value(json_object_get(v, "by")) ?: "", auto_writer) == 0;
+    json_decref(v);
+    return ok;
+}
+
+/* etcd has web1's last automatic failback. */
+static bool auto_last_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *v = etcd_service_state(auto_cluster, "web1");
+    bool ok =
+        json_integer_value(json_object_get(json_object_get(v, "auto_failback"), "last_ms")) > 0;
+    json_decref(v);
+    return ok;
+}
+
+/* A server's journaled failback phase `phase` (its detail, new reference), or NULL. */
+static json_t *journaled_failback(struct node *n, const char *phase)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    json_t *found = NULL;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        json_t *d = json_object_get(ev, "detail");
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "failback") == 0 &&
+            strcmp(json_string_value(json_object_get(d, "phase")) ?: "", phase) == 0 &&
+            found == NULL)
+            found = json_incref(d);
+    }
+    json_decref(events);
+    return found;
+}
+
+static struct node *auto_node;
+
+static bool auto_started_on_node(void *arg)
+{
+    (void)arg;
+    json_t *d = journaled_failback(auto_node, "auto_started");
+    json_decref(d);
+    return d != NULL;
+}
+
+static bool failback_refused(void *arg)
+{
+    (void)arg;
+    json_t *d = journaled_failback(auto_node, "failed");
+    json_decref(d);
+    return d != NULL;
+}
+
+static bool wall_passed(void *arg)
+{
+    return vcr_wall_ms() >= *(int64_t *)arg;
+}
+
+/* `failback: auto` across takeovers.  A service recovered (its state in etcd,
+ * as a finished recovery leaves it), its primary's host connected: the
+ * leader starts the healthy period (written to etcd) and dies before after_s.
+ * The successor continues that period (its automatic failback starts with the
+ * predecessor's start, not its own), the failback fails (vm_start refused),
+ * and the rate limit holds it back.  That successor dies too: the next leader
+ * loads the last automatic failback's time and does not fail back again
+ * within min_interval_s (without it in etcd, it would after after_s). */
+static void test_servers_takeover_keeps_auto_failback_timers(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    auto_cluster = &c;
+    etcd_put_value(&c, "/vcr/services/web1",
+                   "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
+                   "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
+                   "\"on_standby\":true,\"timeline\":[],\"term\":1,\"by\":\"s0\"}");
+    char extra[1024];
+    web1_config(&c, "    failback: {mode: auto, after_s: 3, min_interval_s: 600}\n", extra,
+                sizeof(extra));
+    struct node n[3] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(node_leads, &n[0], 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+    node_start_with(&n[2], "s3", &c, c.dir, extra);
+
+    char servers[96];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", n[0].port,
+             n[1].port, n[2].port);
+    struct failback_agent a = {0};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &failback_agent_ops, &a, &err);
+    assert_non_null(a.conn);
+    agent_conn_start(a.conn);
+
+    /* s1 sees the host connected: the healthy period begins, in etcd. */
+    auto_writer = "s1";
+    assert_true(run_until_pred(auto_period_in_etcd, NULL, 5000));
+    json_t *v = etcd_service_state(&c, "web1");
+    int64_t ready_since =
+        json_integer_value(json_object_get(json_object_get(v, "auto_failback"), "ready_since_ms"));
+    json_decref(v);
+    int64_t until = ready_since + 1000;
+    run_until_pred(wall_passed, &until, 2000);
+    assert_null(journaled_failback(&n[0], "auto_started"));
+    node_stop(&n[0]); /* before after_s */
+
+    assert_true(run_until_pred(other_leads, &n[1], 5000));
+    struct node *second = node_leads(&n[1]) ? &n[1] : &n[2];
+    struct node *third = second == &n[1] ? &n[2] : &n[1];
+    auto_node = second;
+    assert_true(run_until_pred(auto_started_on_node, NULL, 10000));
+    json_t *started = journaled_failback(second, "auto_started");
+    /* The predecessor's period, continued (to the clocks' conversions). */
+    int64_t carried = json_integer_value(json_object_get(started, "ready_since_ms"));
+    json_decref(started);
+    assert_true(carried >= ready_since - 50 && carried <= ready_since + 50);
+    assert_true(run_until_pred(failback_refused, NULL, 5000));
+    assert_int_equal(a.starts, 1);
+    /* The last automatic failback, in etcd. */
+    assert_true(run_until_pred(auto_last_in_etcd, NULL, 5000));
+    v = etcd_service_state(&c, "web1");
+    int64_t last =
+        json_integer_value(json_object_get(json_object_get(v, "auto_failback"), "last_ms"));
+    json_decref(v);
+    assert_true(last > ready_since);
+
+    /* The second leader dies: the third leads with the rate-limit history
+     * and, past after_s with the host connected, does not fail back again. */
+    node_stop(second);
+    assert_true(run_until_pred(node_leads, third, 5000));
+    assert_true(run_until_pred(host_on, third, 5000));
+    until = vcr_wall_ms() + 3500;
+    run_until_pred(wall_passed, &until, 4000);
+    assert_int_equal(a.starts, 1);
+    auto_node = third;
+    assert_false(auto_started_on_node(NULL));
+
+    agent_conn_free(a.conn);
+    node_stop(third);
+    cluster_stop(&c);
+}
+
+/* --- a warm restart's maintenance window survives a takeover --- */
+
+/* A host agent whose VM web1 is in a warm restart (`restarting`) until the
+ * test says it is over; it counts the kills it is ordered. */
+struct warm_agent {
+    struct agent_conn *conn;
+    const char *state;
+    int kills;
+};
+
+static json_t *warm_vm(void *opaque)
+{
+    struct warm_agent *a = opaque;
+    return json_pack("[{s:s, s:s, s:i, s:s}]", "name", "web1", "state", a->state, "pid", 100,
+                     "cause", "warm restart");
+}
+
+static void warm_agent_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                             void *opaque)
+{
+    struct warm_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "vm_kill") == 0)
+        a->kills++;
+    agent_conn_reply(a->conn, id, false, "test agent");
+}
+
+static const struct agent_conn_ops warm_agent_ops = {.vm_list = warm_vm, .order = warm_agent_order};
+
+static struct cluster *maint_cluster;
+
+static bool window_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(maint_cluster, "/vcr/maintenance/");
+    bool found = json_object_get(keys, "/vcr/maintenance/host1/web1") != NULL;
+    json_decref(keys);
+    return found;
+}
+
+static bool no_window_in_etcd(void *arg)
+{
+    (void)arg;
+    json_t *keys = etcd_list(maint_cluster, "/vcr/maintenance/");
+    bool none = json_object_size(keys) == 0;
+    json_decref(keys);
+    return none;
+}
+
+static int64_t maint_deadline; /* the window's deadline in etcd, wall clock ms */
+
+/* The node's inventory has web1 restarting until the window's deadline
+ * (to the clocks' conversion). */
+static bool restart_deadline_is_the_window(void *arg)
+{
+    struct node *n = arg;
+    struct inv_host *h = NULL;
+    struct inv_vm *vm = inventory_find_vm(server_inventory(n->srv), "web1", &h);
+    if (vm == NULL || vm->state != INV_VM_RESTARTING || vm->restart_deadline_ms == 0)
+        return false;
+    int64_t wall = vcr_wall_ms() - (vcr_mono_ms() - vm->restart_deadline_ms);
+    return wall >= maint_deadline - 50 && wall <= maint_deadline + 50;
+}
+
+/* The kinds `maintenance` a server journaled, their `window` comma-separated. */
+static void journaled_windows(struct node *n, char *out, size_t size)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    out[0] = '\0';
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "maintenance") != 0)
+            continue;
+        const char *w = json_string_value(json_object_get(json_object_get(ev, "detail"), "window"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", w);
+    }
+    json_decref(events);
+}
+
+/* The server journaled a window closed (once etcd answered the delete). */
+static bool window_closed(void *arg)
+{
+    char windows[128];
+    journaled_windows(arg, windows, sizeof(windows));
+    return strstr(windows, "closed") != NULL;
+}
+
+/* A warm restart in progress on web1 (a protected service's primary): the
+ * leader records its window in etcd with its deadline, and dies.  The
+ * successor loads the window and, when the agent says hello with web1 still
+ * `restarting`, keeps the predecessor's deadline (not a new one from its own
+ * takeover: a restart that hangs still fails when its window ends).  Nothing
+ * is detected or fenced.  The restart ends (vm_event running): the successor
+ * closes the window in etcd. */
+static void test_servers_takeover_keeps_warm_restart_window(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    maint_cluster = &c;
+    char extra[1024];
+    web1_config(&c, "", extra, sizeof(extra));
+    struct node n[2] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(node_leads, &n[0], 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u", n[0].port, n[1].port);
+    struct warm_agent a = {.state = "restarting"};
+    struct agent_conn_params p = {
+        .server = servers, .host = "host1", .role = "host", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    a.conn = agent_conn_new(base, &p, &warm_agent_ops, &a, &err);
+    assert_non_null(a.conn);
+    agent_conn_start(a.conn);
+
+    /* s1 records the window with its deadline. */
+    assert_true(run_until_pred(window_in_etcd, NULL, 5000));
+    json_t *keys = etcd_list(&c, "/vcr/maintenance/");
+    json_t *w = json_loads(json_string_value(json_object_get(
+                               json_object_get(keys, "/vcr/maintenance/host1/web1"), "value")),
+                           0, NULL);
+    json_decref(keys);
+    maint_deadline = json_integer_value(json_object_get(w, "deadline_ms"));
+    assert_string_equal(json_string_value(json_object_get(w, "by")), "s1");
+    json_decref(w);
+    assert_true(maint_deadline > vcr_wall_ms());
+    assert_true(restart_deadline_is_the_window(&n[0]));
+    /* A second passes (a new window would end that much later), s1 dies. */
+    int64_t until = vcr_wall_ms() + 1000;
+    run_until_pred(wall_passed, &until, 2000);
+    node_stop(&n[0]);
+
+    assert_true(run_until_pred(node_leads, &n[1], 5000));
+    assert_true(run_until_pred(host_on, &n[1], 5000));
+    assert_true(run_until_pred(restart_deadline_is_the_window, &n[1], 5000));
+    assert_true(window_in_etcd(NULL));
+
+    /* The restart ends: the window is closed. */
+    a.state = "running";
+    agent_conn_send_event(a.conn, json_pack("{s:s, s:s, s:s, s:I, s:i}", "vm", "web1", "state",
+                                            "running", "cause", "warm restart done", "ts_ms",
+                                            (json_int_t)vcr_wall_ms(), "pid", 101));
+    assert_true(run_until_pred(window_closed, &n[1], 5000));
+    assert_true(no_window_in_etcd(NULL));
+    char windows[128];
+    journaled_windows(&n[1], windows, sizeof(windows));
+    assert_string_equal(windows, "closed");
+    /* Neither leader took the restart for a failure. */
+    assert_int_equal(a.kills, 0);
+    json_t *v = etcd_service_state(&c, "web1");
+    assert_true(v == NULL || strcmp(json_string_value(json_object_get(v, "state")), "ok") == 0);
+    json_decref(v);
+
+    agent_conn_free(a.conn);
+    node_stop(&n[1]);
+    cluster_stop(&c);
+}
+
+/* --- a migration in flight when its leader dies --- */
+
+/* Two standby agents: sb1 runs container web1-c (its final dump is held:
+ * the container stops there, the dump never answers); sb2 is the target.
+ * Orders are numbered in the order they arrive. */
+struct mig_agent {
+    struct agent_conn *conn;
+    const char *ct_state; /* web1-c as reported; NULL: not listed */
+    int order_no;         /* of the last container_destroy / container_start */
+    int destroys, starts, cleanups, dumps;
+};
+
+static int orders_seen;
+
+static json_t *mig_agent_containers(void *opaque)
+{
+    struct mig_agent *a = opaque;
+    if (a->ct_state == NULL)
+        return json_pack("{s:[]}", "containers");
+    return json_pack("{s:[{s:s, s:s, s:s}]}", "containers", "name", "web1-c", "state", a->ct_state,
+                     "address", "10.0.0.5");
+}
+
+static void mig_agent_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                            void *opaque)
+{
+    struct mig_agent *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "container_checkpoint") == 0) {
+        a->dumps++;
+        a->ct_state = "stopped"; /* the final dump stops it; its answer is held */
+        return;
+    }
+    if (strcmp(action, "container_destroy") == 0) {
+        a->destroys++;
+        a->order_no = ++orders_seen;
+        a->ct_state = NULL;
+    } else if (strcmp(action, "container_start") == 0) {
+        a->starts++;
+        a->order_no = ++orders_seen;
+        a->ct_state = "running";
+    } else if (strcmp(action, "container_migrate_cleanup") == 0) {
+        a->cleanups++;
+    }
+    agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops mig_agent_ops = {
+    .vm_list = no_vms, .order = mig_agent_order, .hello_extra = mig_agent_containers};
+
+static struct cluster *mig_cluster;
+static const char *mig_wait_container = "web1-c";
+
+/* etcd's state of mig_wait_container's migration says `phase`. */
+static bool migration_state_is(void *arg)
+{
+    const char *phase = arg;
+    json_t *keys = etcd_list(mig_cluster, "/vcr/migrations/");
+    char key[128];
+    snprintf(key, sizeof(key), "/vcr/migrations/%s", mig_wait_container);
+    const char *v = json_string_value(json_object_get(json_object_get(keys, key), "value"));
+    json_t *state = v ? json_loads(v, 0, NULL) : NULL;
+    bool is = state && strcmp(json_string_value(json_object_get(state, "phase")), phase) == 0;
+    json_decref(state);
+    json_decref(keys);
+    return is;
+}
+
+/* migrator_start of web1-c from sb1 to sb2, no pre-copy: true once accepted. */
+static bool migration_begun(void *arg)
+{
+    static void *begun; /* the server it was accepted by */
+    if (begun == arg)
+        return true;
+    vcr_error_t err = NULL;
+    int r = migrator_start(server_migrator(arg), "sb1", "web1-c", "sb2", "test", false, NULL, NULL,
+                           &err);
+    vcr_error_release(&err);
+    if (r == 0)
+        begun = arg;
+    return r == 0;
+}
+
+static bool dump_ordered(void *arg)
+{
+    return ((struct mig_agent *)arg)->dumps > 0;
+}
+
+static bool standby_hosts_on(void *arg)
+{
+    struct node *n = arg;
+    const struct inv_host *h1 = inventory_find_host(server_inventory(n->srv), "sb1");
+    const struct inv_host *h2 = inventory_find_host(server_inventory(n->srv), "sb2");
+    return h1 && h1->state == INV_HOST_CONNECTED && h1->containers && h2 &&
+           h2->state == INV_HOST_CONNECTED;
+}
+
+/* The migration phases a server journaled (kind `migration`), comma-separated. */
+static void journaled_migration(struct node *n, char *out, size_t size)
+{
+    vcr_error_t err = NULL;
+    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
+    assert_non_null(events);
+    out[0] = '\0';
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "migration") != 0)
+            continue;
+        const char *phase =
+            json_string_value(json_object_get(json_object_get(ev, "detail"), "phase"));
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", phase);
+    }
+    json_decref(events);
+}
+
+/* A migration of web1-c from sb1 to sb2 (no pre-copy) is recorded in etcd
+ * (`started`) before its first order; its final dump is held on sb1 (the
+ * container stopped there) and the leader dies.  The successor loads the
+ * migration and ends it once: the target's container destroyed first, then
+ * the container started again on the source (never on both), both cleaned
+ * up, the end (`failed`, rolled back) recorded once by its term.  Then a
+ * migration recorded up to port_open (its container runs on the target): the
+ * next leader finishes it, destroying the source's container only. */
+static void test_servers_takeover_mid_migration(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    mig_cluster = &c;
+    mig_wait_container = "web1-c";
+    struct node n[3] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, "host_timeout_ms: 3000\n");
+    assert_true(run_until_pred(node_leads, &n[0], 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, "host_timeout_ms: 3000\n");
+    node_start_with(&n[2], "s3", &c, c.dir, "host_timeout_ms: 3000\n");
+    int64_t term = ha_term(server_ha(n[0].srv));
+
+    char servers[96];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", n[0].port,
+             n[1].port, n[2].port);
+    struct mig_agent src = {.ct_state = "running"}, dst = {0};
+    struct agent_conn_params p1 = {
+        .server = servers, .host = "sb1", .role = "standby", .accel = "tcg"};
+    struct agent_conn_params p2 = {
+        .server = servers, .host = "sb2", .role = "standby", .accel = "tcg"};
+    vcr_error_t err = NULL;
+    src.conn = agent_conn_new(base, &p1, &mig_agent_ops, &src, &err);
+    dst.conn = agent_conn_new(base, &p2, &mig_agent_ops, &dst, &err);
+    assert_non_null(src.conn);
+    assert_non_null(dst.conn);
+    agent_conn_start(src.conn);
+    agent_conn_start(dst.conn);
+    assert_true(run_until_pred(standby_hosts_on, &n[0], 5000));
+    /* A new leader's migrations wait for its predecessor's to be loaded. */
+    assert_true(run_until_pred(migration_begun, n[0].srv, 5000));
+    assert_true(run_until_pred(dump_ordered, &src, 5000));
+    assert_true(migration_state_is("started"));
+
+    node_stop(&n[0]); /* with the final dump held: the container is stopped on sb1 */
+    assert_true(run_until_pred(other_leads, &n[1], 5000));
+    struct node *second = node_leads(&n[1]) ? &n[1] : &n[2];
+    struct node *third = second == &n[1] ? &n[2] : &n[1];
+    int64_t new_term = ha_term(server_ha(second->srv));
+    assert_true(new_term > term);
+    assert_true(run_until_pred(migration_state_is, "failed", 10000));
+    /* Once each, the target's destroy before the source's start. */
+    assert_int_equal(dst.destroys, 1);
+    assert_int_equal(src.starts, 1);
+    assert_int_equal(src.destroys, 0);
+    assert_true(dst.order_no < src.order_no);
+    assert_int_equal(src.dumps, 1);
+
+    /* etcd: each step recorded once, by the term that did it. */
+    json_t *recs = etcd_list(&c, "/vcr/migration-steps/web1-c/");
+    assert_int_equal(json_object_size(recs), 2);
+    const char *key;
+    json_t *kv;
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        const char *phase = json_string_value(json_object_get(v, "phase"));
+        int64_t t = json_integer_value(json_object_get(v, "term"));
+        if (strcmp(phase, "started") == 0)
+            assert_int_equal(t, term);
+        else if (strcmp(phase, "failed") == 0)
+            assert_int_equal(t, new_term);
+        else
+            fail_msg("unexpected step %s", phase);
+        json_decref(v);
+    }
+    json_decref(recs);
+    char phases[256];
+    journaled_migration(second, phases, sizeof(phases));
+    assert_string_equal(phases, "rolling_back,failed");
+    json_t *st = migrator_status_json(server_migrator(second->srv));
+    assert_int_equal(json_array_size(st), 0);
+    json_decref(st);
+
+    /* A migration (of web2-c) whose leader had recorded port_open when it
+     * died: the next leader finishes it, the source's container destroyed
+     * and nothing started or destroyed on the target. */
+    etcd_put_value(&c, "/vcr/migrations/web2-c",
+                   "{\"id\":\"1\",\"container\":\"web2-c\",\"from\":\"sb1\",\"to\":\"sb2\","
+                   "\"service\":\"web2-c\",\"address\":\"10.0.0.6\",\"data_path\":\"\","
+                   "\"carry\":false,\"why\":\"test\",\"phase\":\"port_open\",\"term\":1,"
+                   "\"by\":\"s0\"}");
+    node_stop(second);
+    assert_true(run_until_pred(node_leads, third, 5000));
+    mig_wait_container = "web2-c";
+    assert_true(run_until_pred(migration_state_is, "done", 10000));
+    assert_int_equal(src.destroys, 1);
+    assert_int_equal(src.starts, 1);
+    assert_int_equal(dst.destroys, 1);
+    journaled_migration(third, phases, sizeof(phases));
+    assert_string_equal(phases, "finishing,done");
+
+    agent_conn_free(src.conn);
+    agent_conn_free(dst.conn);
+    node_stop(third);
+    cluster_stop(&c);
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -1402,6 +2030,9 @@ int main(void)
         cmocka_unit_test_teardown(test_servers_agent_follows_the_leader, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_mid_recovery, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_at_the_dns_step, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_keeps_auto_failback_timers, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_keeps_warm_restart_window, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_mid_migration, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

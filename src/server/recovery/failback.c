@@ -307,10 +307,19 @@ int failback_start(struct svc *s, vcr_error_t *err)
 
 /* --- failback: auto (docs/recovery.md, "Automatic failback") --- */
 
-static void auto_record(struct svc *s, const char *phase, const char *why)
+/* A monotonic instant as wall clock ms (0: none). */
+static int64_t mono_wall(int64_t mono)
+{
+    return mono ? vcr_wall_ms() - (vcr_mono_ms() - mono) : 0;
+}
+
+/* ready_since_ms: the start of the healthy period (wall clock), 0 to leave it out. */
+static void auto_record(struct svc *s, const char *phase, const char *why, int64_t ready_since_ms)
 {
     cleanup_json json_t *detail = json_pack("{s:s, s:s, s:s, s:s}", "service", s->cfg->name,
                                             "phase", phase, "trigger", "auto", "why", why);
+    if (detail && ready_since_ms)
+        json_object_set_new(detail, "ready_since_ms", json_integer(ready_since_ms));
     recovery_journal(s, JOURNAL_FAILBACK, detail);
     log_info("service %s: failback: %s: %s", s->cfg->name, phase, why);
 }
@@ -324,11 +333,23 @@ void failback_auto_tick(struct svc *s, int64_t now)
     bool ready = s->state == SVC_RECOVERED && s->on_standby && s->step == STEP_IDLE &&
                  !s->order_pending && h != NULL && h->state == INV_HOST_CONNECTED;
     if (!ready) {
-        s->auto_ready_since = 0;
+        /* A healthy period loaded from a predecessor (recovery_ha.c) waits for
+         * the host to say hello to this leader. */
+        if (s->auto_carried_until && now < s->auto_carried_until && s->state == SVC_RECOVERED &&
+            (h == NULL || h->state != INV_HOST_CONNECTED))
+            return;
+        s->auto_carried_until = 0;
+        if (s->auto_ready_since) {
+            s->auto_ready_since = 0;
+            recovery_ha_auto_changed(s);
+        }
         return;
     }
-    if (s->auto_ready_since == 0)
+    s->auto_carried_until = 0;
+    if (s->auto_ready_since == 0) {
         s->auto_ready_since = now;
+        recovery_ha_auto_changed(s);
+    }
     if (now - s->auto_ready_since < (int64_t)c->failback.after_s * 1000)
         return;
     int64_t since_last = now - s->auto_last_ms;
@@ -339,16 +360,18 @@ void failback_auto_tick(struct svc *s, int64_t now)
              c->failback.after_s);
     cleanup_error vcr_error_t err = NULL;
     s->auto_last_ms = now;
+    recovery_ha_auto_changed(s);
     if (failback_start(s, &err) < 0) {
         /* Tried again after after_s; logged at most once a minute. */
         s->auto_ready_since = now;
+        recovery_ha_auto_changed(s);
         if (s->auto_retry_logged_ms == 0 || now - s->auto_retry_logged_ms >= 60000) {
             s->auto_retry_logged_ms = now;
             log_warn("service %s: automatic failback not started: %s", c->name, vcr_error_msg(err));
         }
         return;
     }
-    auto_record(s, "auto_started", why);
+    auto_record(s, "auto_started", why, mono_wall(s->auto_ready_since));
 }
 
 void failback_auto_on_failure(struct svc *s)
@@ -360,12 +383,13 @@ void failback_auto_on_failure(struct svc *s)
     if (since >= (int64_t)c->failback.min_interval_s * 1000)
         return;
     s->auto_suspended = true;
+    recovery_ha_auto_changed(s);
     char why[200];
     snprintf(why, sizeof(why),
              "failed again %lld s after the last automatic failback (min_interval_s %u): "
              "`vcr failback` re-enables it",
              (long long)(since / 1000), c->failback.min_interval_s);
-    auto_record(s, "auto_suspended", why);
+    auto_record(s, "auto_suspended", why, 0);
 }
 
 void failback_auto_resume(struct svc *s)
@@ -374,5 +398,6 @@ void failback_auto_resume(struct svc *s)
         return;
     s->auto_suspended = false;
     s->auto_last_ms = 0;
-    auto_record(s, "auto_resumed", "the operator failed back");
+    recovery_ha_auto_changed(s);
+    auto_record(s, "auto_resumed", "the operator failed back", 0);
 }

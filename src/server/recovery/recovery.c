@@ -705,6 +705,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (rc->ha && !recovery_ha_ready(rc))
         return;
     int64_t now = vcr_mono_ms();
+    if (rc->ha)
+        recovery_ha_maint_tick(rc, now);
     for (size_t i = 0; i < rc->n_svcs && !rc->stopping; i++)
         svc_tick(&rc->svcs[i], now);
 }
@@ -791,6 +793,7 @@ void recovery_free(struct recovery *rc)
     }
     if (rc->tick)
         event_free(rc->tick);
+    recovery_ha_maint_free(rc);
     sqlite3_close(rc->db);
     free(rc->svcs);
     free(rc);

@@ -66,6 +66,8 @@ void recovery_ha_reset(struct svc *s)
     s->started_ms = 0;
     json_decref(s->timeline);
     s->timeline = json_array();
+    s->auto_ready_since = s->auto_last_ms = s->auto_carried_until = 0;
+    s->auto_suspended = false;
 }
 
 static void drop_pending(struct svc *s)
@@ -88,6 +90,7 @@ void recovery_ha_deposed(struct recovery *rc)
     if (rc->fence_claim)
         dns_update_cancel(rc->fence_claim);
     rc->fence_claim = NULL;
+    recovery_ha_maint_drop(rc);
     for (size_t i = 0; i < rc->n_svcs; i++) {
         struct svc *s = &rc->svcs[i];
         recovery_cancel_io(s);
@@ -99,6 +102,31 @@ void recovery_ha_deposed(struct recovery *rc)
 
 /* --- writing --- */
 
+/* The automatic failback's timers are monotonic in memory and wall clock in
+ * etcd (another server's monotonic clock means nothing here). */
+static json_int_t mono_to_wall(int64_t mono)
+{
+    return mono ? (json_int_t)(vcr_wall_ms() - (vcr_mono_ms() - mono)) : 0;
+}
+
+/* Back to this server's monotonic clock; an instant older than this clock's
+ * start is its start (1): an elapsed time is never overstated, so a successor
+ * fails back no earlier and rate-limits no less than its predecessor would. */
+static int64_t wall_to_mono(json_t *wall)
+{
+    int64_t w = json_integer_value(wall);
+    if (w <= 0)
+        return 0;
+    int64_t mono = vcr_mono_ms() - (vcr_wall_ms() - w);
+    return mono > 0 ? mono : 1;
+}
+
+static json_t *auto_value(const struct svc *s)
+{
+    return json_pack("{s:I, s:I, s:b}", "ready_since_ms", mono_to_wall(s->auto_ready_since),
+                     "last_ms", mono_to_wall(s->auto_last_ms), "suspended", s->auto_suspended);
+}
+
 static char *state_value(const struct svc *s, int64_t term)
 {
     cleanup_json json_t *v = json_pack(
@@ -107,6 +135,8 @@ static char *state_value(const struct svc *s, int64_t term)
         "cause", s->cause, "error", s->error, "started_ms", (json_int_t)s->started_ms, "on_standby",
         s->on_standby, "timeline", s->timeline ? s->timeline : json_null(), "term",
         (json_int_t)term, "by", s->rc->cfg->ha.name, "updated_ms", (json_int_t)vcr_wall_ms());
+    if (v && s->cfg->failback.automatic)
+        json_object_set_new(v, "auto_failback", auto_value(s));
     return v ? json_dumps(v, JSON_COMPACT) : NULL;
 }
 
@@ -241,6 +271,12 @@ void recovery_ha_phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
     snprintf(s->ha_record_phase, sizeof(s->ha_record_phase), "%s", name);
     s->ha_advance = true;
     recovery_save(s); /* the local row, and the txn (or after the one in flight) */
+}
+
+void recovery_ha_auto_changed(struct svc *s)
+{
+    if (s->rc->ha)
+        recovery_ha_save(s);
 }
 
 bool recovery_ha_tick(struct svc *s, int64_t now)
@@ -411,6 +447,15 @@ static void on_load_each(const char *key, const struct etcd_kv *kv, void *opaque
     /* Both are read from the agents' reports again. */
     if (s->state == SVC_DEGRADED || s->state == SVC_STOPPED)
         s->state = SVC_OK;
+    /* The automatic failback's healthy period goes on through the takeover
+     * (failback.c keeps it while the host reconnects), and its rate limit and
+     * suspension are the predecessor's. */
+    json_t *af = json_object_get(v, "auto_failback");
+    s->auto_ready_since = wall_to_mono(json_object_get(af, "ready_since_ms"));
+    s->auto_last_ms = wall_to_mono(json_object_get(af, "last_ms"));
+    s->auto_suspended = json_is_true(json_object_get(af, "suspended"));
+    s->auto_carried_until =
+        s->auto_ready_since ? vcr_mono_ms() + (int64_t)rc->cfg->host_timeout_ms : 0;
     s->ha_seen = true;
 }
 
@@ -444,8 +489,10 @@ static void on_load_done(int status, const char *error, void *opaque)
                      (long long)rc->ha_term);
         }
     }
-    rc->ha_loaded = true;
-    log_info("ha: the services' state loaded from etcd (term %lld)", (long long)rc->ha_term);
+    /* Then the warm-restart windows; the state counts as loaded after them. */
+    cleanup_error vcr_error_t err = NULL;
+    if (recovery_ha_maint_load(rc, &err) < 0)
+        log_warn("ha: loading the warm-restart windows from etcd: %s", vcr_error_msg(err));
 }
 
 bool recovery_ha_ready(struct recovery *rc)

@@ -155,6 +155,10 @@ struct svc {
     int64_t auto_last_ms;
     bool auto_suspended;
     int64_t auto_retry_logged_ms;
+    /* Redundant servers: a healthy period loaded from etcd (recovery_ha.c) is
+     * kept until this (monotonic) while the primary's host has not said hello
+     * to this leader yet (it is reconnecting after the takeover); 0: none. */
+    int64_t auto_carried_until;
     /* Redundant servers (recovery_ha.c): the recovery's id in etcd (its
      * detection's wall clock); the phase record waiting for its commit (its
      * journal detail) and whether the next step waits for it; the state write
@@ -196,6 +200,9 @@ struct recovery {
     struct resolve *fence_query;
     struct dns_update *fence_claim;
     int64_t fence_retry_at; /* monotonic */
+    /* Warm-restart maintenance windows as etcd has them (recovery_ha_maint.c). */
+    struct maint_window **maint;
+    size_t n_maint;
 };
 
 /* recovery.c: the state machine */
@@ -312,6 +319,19 @@ bool recovery_ha_dns_fenced(struct recovery *rc);
 void recovery_ha_dns_stale(struct svc *s);
 /* A service as if nothing had happened (before the shared state is loaded). */
 void recovery_ha_reset(struct svc *s);
+/* The automatic failback's timers changed (failback.c): written to etcd with
+ * the service's state, so that a successor continues them. */
+void recovery_ha_auto_changed(struct svc *s);
+
+/* recovery_ha_maint.c: warm-restart maintenance windows in etcd (docs/ha.md) */
+/* Loads the windows (after the services' state); sets ha_loaded when done. */
+int recovery_ha_maint_load(struct recovery *rc, vcr_error_t *err);
+/* Records the inventory's warm restarts, applies loaded deadlines, closes ended windows. */
+void recovery_ha_maint_tick(struct recovery *rc, int64_t now);
+/* Forgets the windows (step-down); an answer in flight frees its own. */
+void recovery_ha_maint_drop(struct recovery *rc);
+/* Frees them all, in flight or not: the etcd client goes next, unanswered. */
+void recovery_ha_maint_free(struct recovery *rc);
 
 /* fence.c */
 void fence_start(struct svc *s);
