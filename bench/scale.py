@@ -152,9 +152,9 @@ def pctl(values, p):
     return round(v[int(i)], 1)
 
 
-def wait_port(port, deadline):
+def wait_port(port, deadline, proc):
     import socket
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return True
@@ -173,7 +173,7 @@ def one_run(work, build, pki, hosts, vms, run, crashes, window_s, profile):
                               stdin=subprocess.DEVNULL, stdout=server_log, stderr=server_log)
     gen = None
     try:
-        if not wait_port(AGENT_PORT, time.monotonic() + 60):
+        if not wait_port(AGENT_PORT, time.monotonic() + 60, server):
             raise RuntimeError(f"the server did not listen (see {run_dir}/server.log)")
         out = os.path.join(run_dir, "loadgen.json")
 
