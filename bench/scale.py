@@ -42,7 +42,8 @@ Columns (bench/results/scale.csv), one row per run:
 Writes bench/results/scale.{md,csv,png}; `make bench-scale` runs it (about 10 min). It uses
 loopback only, no lab namespace and no VM, but it is CPU-bound: run it alone, under the
 lab lock on a shared machine (`flock /tmp/vcr-lab.lock make bench-scale`). --points
-H:V,... and --merge (keep the other points' rows of scale.csv) run part of it.
+H:V,... and --merge (keep the other points' rows of scale.csv) run part of it; --rewrite
+writes scale.md and scale.png again from scale.csv without measuring.
 """
 import argparse
 import csv
@@ -304,14 +305,15 @@ def write(rows, load_before, load_after, runs, crashes, window_s, profile_text):
         "over the runs; each run's p99 is over its own crashes (or echoes).",
         "",
         "| hosts | vms | cpu_pct | rss_mb | hb_rtt p50 / p99 ms | sample_rtt p99 ms | "
-        "detect p50 / p99 ms | order p99 ms | detected | gen_cpu_pct |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "detect p50 / p99 ms | rx p99 ms | order p99 ms | detected | gen_cpu_pct |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (h, v), rs in sorted(by.items()):
         L.append(f"| {h} | {v} | {med(rs, 'cpu_pct')} | {med(rs, 'rss_mb')} | "
                  f"{med(rs, 'hb_rtt_p50_ms')} / {med(rs, 'hb_rtt_p99_ms')} | "
                  f"{med(rs, 'sample_rtt_p99_ms')} | {med(rs, 'detect_p50_ms')} / "
-                 f"{med(rs, 'detect_p99_ms')} | {med(rs, 'order_p99_ms')} | "
+                 f"{med(rs, 'detect_p99_ms')} | {med(rs, 'rx_p99_ms')} | "
+                 f"{med(rs, 'order_p99_ms')} | "
                  f"{sum(int(r['detected']) for r in rs)}/{sum(int(r['crashes']) for r in rs)} | "
                  f"{med(rs, 'gen_cpu_pct')} |")
     L.append("")
@@ -338,6 +340,18 @@ def write(rows, load_before, load_after, runs, crashes, window_s, profile_text):
         L.append(f"Goal (10,000 VMs on one core, detection p99 < 100 ms): CPU {cpu:.0f} % of "
                  f"the core, detection p99 {det:.0f} ms (median of the runs): "
                  f"**{'met' if cpu < 100 and det < 100 else 'not met'}**.")
+        L.append("")
+        L.append("Linear or better in VMs? CPU and RSS: better than linear (the ratios above: "
+                 "a fixed cost per host and per connection is shared). The detection tail: "
+                 "not. `rx p99` (crash sent -> the server's receive time of its `vm_event`) is "
+                 "almost all of `detect p99`: once read, a crash is detected in about 1 ms at "
+                 "every size; the tail is the time the frame waits in the socket while the "
+                 "server's one loop does other work in bursts, which grow with the services "
+                 "(each service's probe and its primary watch, `recovery_watch_primary`, run "
+                 "in the same loop; perf below: `strcmp` is still 11 %, its callers not "
+                 "resolved: the build has no frame pointers). The heartbeat echo tail grows the "
+                 "same way. Spreading the per-service work over the tick, or indexing the "
+                 "remaining name lookups, is the next step; not done here.")
         L.append("")
     L += [
         "## What this bench found, and what was fixed",
@@ -428,11 +442,25 @@ def main():
                     help="keep scale.csv's rows of the points not run")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "vcr-bench-scale"))
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="measure nothing: write scale.md and scale.png again from scale.csv")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     points = POINTS
     if args.points:
         points = [tuple(int(x) for x in p.split(":")) for p in args.points.split(",")]
+    if args.rewrite:
+        with open(os.path.join(RESULTS, "scale.csv")) as f:
+            rows = list(csv.DictReader(f))
+        text = open(os.path.join(RESULTS, "scale.md")).read()
+        head = text.split("Load average (1, 5, 15 min) before: ")[1]
+        before, after = head.split(", after: ")[0], head.split(", after: ")[1].split(";")[0]
+        prof = text.split("```")[1].strip("\n") if "```" in text else ""
+        runs = len({r["run"] for r in rows})
+        crashes = int(rows[0]["crashes"])
+        window = int(text.split(" s window")[0].rsplit(", ", 1)[1])
+        write(rows, before.split(), after.split(), runs, crashes, window, prof)
+        return
     os.makedirs(args.work, exist_ok=True)
     pki = pki_for(args.work, build, max(h for h, _ in points))
     load_before = loadavg()
