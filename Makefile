@@ -145,7 +145,7 @@ bench-ha: build image
 
 # The server's cost against 10..1000 hosts and 1,000..10,000 VMs and services, with a
 # load generator speaking the agent protocol (bench/scale.py, bench/loadgen/; about
-# 10 min, loopback only, CPU-bound): bench/results/scale.{md,csv,png}.  RUNS= (default 3).
+# 11 min, loopback only, CPU-bound): bench/results/scale.{md,csv,png}.  RUNS= (default 3).
 # On a shared machine: `flock /tmp/vcr-lab.lock make bench-scale`.
 bench-scale: build
 	/usr/bin/python3 bench/scale.py --build $(BUILD) $(if $(RUNS),--runs $(RUNS))

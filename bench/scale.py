@@ -39,7 +39,7 @@ Columns (bench/results/scale.csv), one row per run:
   closes                connections the generator saw closed (0 expected)
   load1                 the 1-min load average at the start of the run
 
-Writes bench/results/scale.{md,csv,png}; `make bench-scale` runs it (about 10 min). It uses
+Writes bench/results/scale.{md,csv,png}; `make bench-scale` runs it (about 11 min). It uses
 loopback only, no lab namespace and no VM, but it is CPU-bound: run it alone, under the
 lab lock on a shared machine (`flock /tmp/vcr-lab.lock make bench-scale`). --points
 H:V,... and --merge (keep the other points' rows of scale.csv) run part of it; --rewrite
