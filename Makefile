@@ -9,7 +9,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
         format format-check lab-up lab-down clean deb bench-recovery bench-recovery-debian bench-warm-vm \
         bench-warm-cache bench-migration bench-migration-debian bench-migration-debian-vol bench-faults bench-standby-cost \
-        bench-overhead bench-ha image-debian image-standby-disk fuzz-long
+        bench-overhead bench-ha bench-scale image-debian image-standby-disk fuzz-long
 
 all: build
 
@@ -142,6 +142,13 @@ bench-overhead: build image
 # `flock /tmp/vcr-lab.lock make bench-ha`.
 bench-ha: build image
 	/usr/bin/python3 bench/ha.py --build $(BUILD) $(if $(RUNS),--runs $(RUNS))
+
+# The server's cost against 10..1000 hosts and 1,000..10,000 VMs and services, with a
+# load generator speaking the agent protocol (bench/scale.py, bench/loadgen/; about
+# 11 min, loopback only, CPU-bound): bench/results/scale.{md,csv,png}.  RUNS= (default 3).
+# On a shared machine: `flock /tmp/vcr-lab.lock make bench-scale`.
+bench-scale: build
+	/usr/bin/python3 bench/scale.py --build $(BUILD) $(if $(RUNS),--runs $(RUNS))
 
 bench-faults: build image
 	/usr/bin/python3 bench/faults.py --build $(BUILD) $(if $(SEED),--seed $(SEED)) \

@@ -202,9 +202,104 @@ static int take_containers(struct inv_host *h, json_t *msg, const char *where, v
     return 0;
 }
 
+/* Open addressing, linear probing; a slot's name is borrowed from its host
+ * or VM, so the tables are dropped (stale) before any of those are freed or
+ * replaced: every change of inv->hosts or of a host's VM list calls
+ * index_stale(). */
+struct index_slot {
+    const char *name;
+    struct inv_host *host;
+    struct inv_vm *vm;
+};
+
+struct index_table {
+    struct index_slot *slots;
+    size_t mask; /* size - 1, a power of two; no slots: mask 0 and slots NULL */
+};
+
+struct inv_index {
+    bool stale;
+    struct index_table hosts, vms;
+};
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static struct index_slot *table_find(const struct index_table *t, const char *name)
+{
+    if (t->slots == NULL)
+        return NULL;
+    for (size_t i = name_hash(name) & t->mask;; i = (i + 1) & t->mask) {
+        if (t->slots[i].name == NULL)
+            return NULL;
+        if (strcmp(t->slots[i].name, name) == 0)
+            return &t->slots[i];
+    }
+}
+
+/* The first entry of a name wins, as the linear searches' first match did. */
+static void table_put(struct index_table *t, const char *name, struct inv_host *h,
+                      struct inv_vm *vm)
+{
+    size_t i = name_hash(name) & t->mask;
+    for (; t->slots[i].name; i = (i + 1) & t->mask)
+        if (strcmp(t->slots[i].name, name) == 0)
+            return;
+    t->slots[i] = (struct index_slot){name, h, vm};
+}
+
+static int table_reset(struct index_table *t, size_t entries)
+{
+    size_t size = 16;
+    while (size < 2 * entries)
+        size *= 2;
+    free(t->slots);
+    t->slots = calloc(size, sizeof(*t->slots));
+    t->mask = t->slots ? size - 1 : 0;
+    return t->slots ? 0 : -1;
+}
+
+static void index_stale(const struct inventory *inv)
+{
+    inv->index->stale = true;
+}
+
+/* Rebuilt when stale; false when memory ran out (the caller searches). */
+static bool index_fresh(const struct inventory *inv)
+{
+    struct inv_index *x = inv->index;
+    if (!x->stale)
+        return true;
+    size_t n_vms = 0;
+    for (size_t i = 0; i < inv->n_hosts; i++)
+        n_vms += inv->hosts[i]->n_vms;
+    if (table_reset(&x->hosts, inv->n_hosts) < 0 || table_reset(&x->vms, n_vms) < 0)
+        return false;
+    for (size_t i = 0; i < inv->n_hosts; i++) {
+        struct inv_host *h = inv->hosts[i];
+        table_put(&x->hosts, h->name, h, NULL);
+        for (size_t j = 0; j < h->n_vms; j++)
+            table_put(&x->vms, h->vms[j]->name, h, h->vms[j]);
+    }
+    x->stale = false;
+    return true;
+}
+
 struct inventory *inventory_new(void)
 {
-    return calloc(1, sizeof(struct inventory));
+    struct inventory *inv = calloc(1, sizeof(struct inventory));
+    if (inv && (inv->index = calloc(1, sizeof(*inv->index))) == NULL) {
+        free(inv);
+        return NULL;
+    }
+    if (inv)
+        inv->index->stale = true;
+    return inv;
 }
 
 void inventory_free(struct inventory *inv)
@@ -215,11 +310,18 @@ void inventory_free(struct inventory *inv)
         host_free(inv->hosts[i]);
     free(inv->hosts);
     json_decref(inv->moving);
+    free(inv->index->hosts.slots);
+    free(inv->index->vms.slots);
+    free(inv->index);
     free(inv);
 }
 
 struct inv_host *inventory_find_host(const struct inventory *inv, const char *name)
 {
+    if (name && index_fresh(inv)) {
+        struct index_slot *slot = table_find(&inv->index->hosts, name);
+        return slot ? slot->host : NULL;
+    }
     for (size_t i = 0; name && i < inv->n_hosts; i++)
         if (strcmp(inv->hosts[i]->name, name) == 0)
             return inv->hosts[i];
@@ -237,6 +339,12 @@ static struct inv_vm *host_find_vm(const struct inv_host *h, const char *name)
 struct inv_vm *inventory_find_vm(const struct inventory *inv, const char *name,
                                  struct inv_host **host)
 {
+    if (name && index_fresh(inv)) {
+        struct index_slot *slot = table_find(&inv->index->vms, name);
+        if (slot && host)
+            *host = slot->host;
+        return slot ? slot->vm : NULL;
+    }
     for (size_t i = 0; name && i < inv->n_hosts; i++) {
         struct inv_vm *vm = host_find_vm(inv->hosts[i], name);
         if (vm) {
@@ -383,6 +491,7 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
             return NULL;
         }
         inv->hosts[inv->n_hosts++] = h;
+        index_stale(inv);
     }
     if (set_str(&h->role, role) < 0 || set_str(&h->accel, accel) < 0 ||
         set_str(&h->agent_version, agent_version) < 0) {
@@ -403,6 +512,7 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
                                               ? old->restart_deadline_ms
                                               : now_ms + INV_RESTART_DEADLINE_MS;
     }
+    index_stale(inv);
     vms_free(h->vms, h->n_vms);
     h->vms = vms;
     h->n_vms = n;
@@ -453,6 +563,7 @@ int inventory_apply_vm_event_at(struct inventory *inv, const char *host, json_t 
         }
         vm->boots = -1;
         h->vms[h->n_vms++] = vm;
+        index_stale(inv);
     }
     if (set_str(&vm->cause, cause) < 0 || (qemu && set_str(&vm->qemu, qemu) < 0))
         return vcr_error_make(err, ENOMEM, "vm_event for `%s`: out of memory", name);

@@ -65,7 +65,7 @@ static void remove_dir(void)
 {
     static const char *const names[] = {"tsig.key",       "journal.db", "journal.db-wal",
                                         "journal.db-shm", "hook.sh",    "hook.out",
-                                        "hook.fail",      "hook.hang"};
+                                        "hook.fail",      "hook.hang",  "scale.yaml"};
     char path[128];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
@@ -135,6 +135,39 @@ static void test_config_services_valid(void **state)
     assert_int_equal(cfg->services[0].takeover, SERVICES_TAKEOVER_DNS);
     /* 3500 + 2 x 1000 with the default heartbeat. */
     assert_int_equal(cfg->fence_timeout_ms, 5500);
+    server_config_free(cfg);
+    remove_dir();
+}
+
+/* A server for 10,000 VMs and their services (make bench-scale): a file of
+ * 2.5 MB, which the old limits (256 services, 1 MiB of file) refused. */
+static void test_config_services_at_scale(void **state)
+{
+    (void)state;
+    make_dir();
+    char path[160];
+    snprintf(path, sizeof(path), "%s/scale.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, DNS_OK "services:\n", dir);
+    for (int i = 0; i < 10000; i++)
+        fprintf(f,
+                "  - name: s-%d\n"
+                "    dns_name: s-%d.vcr.lab\n"
+                "    primary: {host: host-%d, vm: vm-%d, address: 10.0.%d.%d, port: 80}\n"
+                "    check: {type: tcp, interval_ms: 1000, timeout_ms: 500, failures: 3}\n"
+                "    standby: {mode: cold, host: sb-%d, container: c-%d, address: 10.1.%d.%d}\n",
+                i, i, i % 1000, i, i / 250, i % 250 + 1, i % 2, i, i / 250, i % 250 + 1);
+    long size = ftell(f);
+    fclose(f);
+    assert_true(size > 2 * 1024 * 1024);
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = server_config_load(path, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(cfg->n_services, 10000);
+    assert_string_equal(cfg->services[9999].primary.vm, "vm-9999");
+    assert_string_equal(cfg->services[9999].standby.address, "10.1.39.250");
     server_config_free(cfg);
     remove_dir();
 }
@@ -3646,6 +3679,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_services_valid),
+        cmocka_unit_test(test_config_services_at_scale),
         cmocka_unit_test(test_config_services_dual_stack),
         cmocka_unit_test(test_config_services_each_bad_field),
         cmocka_unit_test(test_config_vm_standby_modes),

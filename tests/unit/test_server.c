@@ -608,6 +608,70 @@ static void test_inventory_hello(void **state)
     inventory_free(inv);
 }
 
+/* The name indexes (inventory.h) follow every change: hosts added, VM lists
+ * replaced by a hello, VMs added by a vm_event; the first host listing a name
+ * keeps it, as the linear search did. */
+static void test_inventory_index(void **state)
+{
+    (void)state;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    bool came_up;
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        json_t *vms = json_array();
+        for (int j = 0; j < 20; j++) {
+            snprintf(name, sizeof(name), "vm-%d-%d", i, j);
+            json_array_append_new(vms, json_pack("{s:s, s:s}", "name", name, "state", "running"));
+        }
+        snprintf(name, sizeof(name), "host-%d", i);
+        json_t *hello = proto_msg_new(
+            "hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "host", name, "role", "host",
+                               "agent_version", "0.1.0", "pid", 1, "accel", "tcg", "vms", vms));
+        assert_non_null(inventory_apply_hello(inv, hello, 1000, &came_up, &err));
+        json_decref(hello);
+        /* Looked up between changes, so a stale index would show. */
+        struct inv_host *owner = NULL;
+        snprintf(name, sizeof(name), "vm-%d-19", i);
+        assert_non_null(inventory_find_vm(inv, name, &owner));
+        assert_ptr_equal(owner, inv->hosts[i]);
+    }
+    for (int i = 0; i < 300; i += 7) {
+        struct inv_host *owner = NULL;
+        snprintf(name, sizeof(name), "vm-%d-%d", i, i % 20);
+        struct inv_vm *vm = inventory_find_vm(inv, name, &owner);
+        assert_non_null(vm);
+        assert_string_equal(vm->name, name);
+        assert_ptr_equal(owner, inv->hosts[i]);
+        snprintf(name, sizeof(name), "host-%d", i);
+        assert_ptr_equal(inventory_find_host(inv, name), inv->hosts[i]);
+    }
+    assert_null(inventory_find_vm(inv, "vm-300-0", NULL));
+    assert_null(inventory_find_host(inv, "host-300"));
+
+    /* A vm_event about a VM the hello did not list adds it. */
+    json_t *ev = vm_event_msg("late-vm", "running", "started", 5);
+    assert_int_equal(inventory_apply_vm_event_at(inv, "host-5", ev, 2000, NULL, &err), 0);
+    json_decref(ev);
+    struct inv_host *owner = NULL;
+    assert_non_null(inventory_find_vm(inv, "late-vm", &owner));
+    assert_ptr_equal(owner, inv->hosts[5]);
+
+    /* host-7 re-syncs with vm-3-0 (host-3's) and without its own: host-3 keeps
+     * the name, host-7's old VMs are gone. */
+    json_t *hello = proto_msg_new(
+        "hello", json_pack("{s:s, s:s, s:s, s:i, s:s, s:[{s:s, s:s}]}", "host", "host-7", "role",
+                           "host", "agent_version", "0.1.0", "pid", 1, "accel", "tcg", "vms",
+                           "name", "vm-3-0", "state", "running"));
+    assert_non_null(inventory_apply_hello(inv, hello, 3000, &came_up, &err));
+    json_decref(hello);
+    assert_null(inventory_find_vm(inv, "vm-7-0", NULL));
+    assert_non_null(inventory_find_vm(inv, "vm-3-0", &owner));
+    assert_ptr_equal(owner, inv->hosts[3]);
+    assert_int_equal(inv->n_hosts, 300);
+    inventory_free(inv);
+}
+
 static void expect_bad_hello(json_t *hello, const char *needle)
 {
     struct inventory *inv = inventory_new();
@@ -2363,6 +2427,7 @@ int main(void)
         cmocka_unit_test(test_journal_write_read),
         cmocka_unit_test(test_journal_holds_events_while_it_cannot_write),
         cmocka_unit_test(test_inventory_hello),
+        cmocka_unit_test(test_inventory_index),
         cmocka_unit_test(test_inventory_hello_invalid),
         cmocka_unit_test(test_inventory_vm_event_and_sample),
         cmocka_unit_test(test_inventory_heartbeat_timeout),
