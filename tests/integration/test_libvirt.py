@@ -261,7 +261,9 @@ def test_2_virsh_destroy_recovers_into_container(rig, record_property):
                         interval=0.1)
         t0 = time.monotonic()
         rig.lv.virsh("destroy", DOM)
-        record_property("virsh_destroy_ms", round((time.monotonic() - t0) * 1000))
+        destroy_ms = round((time.monotonic() - t0) * 1000)
+        record_property("virsh_destroy_ms", destroy_ms)
+        print(f"virsh destroy took {destroy_ms} ms (libvirtd sends STOPPED at its end)")
         vm = labkit.wait_for("the server to see crashed", lambda: (
             lambda v: v if v["state"] == "crashed" else None)(rig.vcr.vm(DOM)), 30,
             interval=0.1)
@@ -342,7 +344,7 @@ def hellos(r):
 
 def test_6_hung_libvirtd_does_not_stop_the_agent(rig):
     labkit.wait_for("running", lambda: rig.vcr.vm(DOM)["state"] == "running", 60, interval=0.2)
-    pid, boots, n_hello = qemu_pid(), rig.vcr.vm(DOM)["boots"], hellos(rig)
+    pid, n_hello = qemu_pid(), hellos(rig)
     hold_s = AGENT_FENCE_MS / 1000 + 3  # past the watchdog and the server's host timeout
     seen = set()
     rig.lv.proc.signal(signal.SIGSTOP)
@@ -361,7 +363,7 @@ def test_6_hung_libvirtd_does_not_stop_the_agent(rig):
                for st, c in seen), seen
     vm = labkit.wait_for("running after SIGCONT", lambda: (
         lambda v: v if v["state"] == "running" else None)(rig.vcr.vm(DOM)), 60, interval=0.2)
-    assert vm["pid"] == pid and vm["boots"] == boots, vm
+    assert vm["pid"] == pid, vm  # the same QEMU, seen again: not a new boot
     assert hellos(rig) == n_hello, "the agent's session was lost"
     assert not os.path.exists(rig.state / "fenced.json")
     assert "did not answer within" in rig.agent.log_text()

@@ -405,9 +405,15 @@ static void *worker_thread(void *arg)
         r->queue = j->next;
         if (r->queue == NULL)
             r->queue_tail = &r->queue;
-        bool run = !j->dropped;
+        /* A close always runs: the next connect must not find the dead connection. */
+        bool run = !j->dropped || j->kind == LV_JOB_CLOSE;
         pthread_mutex_unlock(&r->lock);
-        if (run) {
+        if (!run) {
+            /* Its deadline passed while it waited: reported already, never run. */
+            j->rc = -1;
+            j->status = ETIMEDOUT;
+            snprintf(j->error, sizeof(j->error), "libvirt: not run: past its deadline");
+        } else {
             log_debug("libvirt: %s%s%s", job_names[j->kind], j->kind >= LV_JOB_KILL ? " " : "",
                       j->kind >= LV_JOB_KILL ? r->doms[j->dom].name : "");
             work(r, j);
