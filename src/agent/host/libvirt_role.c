@@ -347,8 +347,14 @@ static void work_order(struct lv_role *r, struct lv_job *j)
             rc = virDomainDestroy(dom);
         break;
     case LV_JOB_STOP:
-        if (j->was_active != 0)
-            rc = virDomainShutdown(dom);
+        if (j->was_active != 0 && (rc = virDomainShutdown(dom)) < 0 &&
+            virDomainIsActive(dom) == 1) {
+            /* The request cannot reach the guest (no ACPI, no guest agent): the
+             * grace would be for nothing, so the stop is forced at once. */
+            log_warn("domain %s: shutdown refused (%s): destroying it", r->doms[j->dom].name,
+                     lv_error());
+            rc = virDomainDestroy(dom);
+        }
         break;
     case LV_JOB_START:
         if (j->was_active != 1)
@@ -1100,9 +1106,11 @@ static void submit_order(struct lv_role *r, struct lv_domain *d, enum lv_job_kin
         return;
     }
     j->id = json_incref(id);
-    if (kind == LV_JOB_KILL || kind == LV_JOB_DESTROY)
+    /* Set before the call: its STOPPED event may come before its result. A stop
+     * may end in a destroy (refused shutdown, or after the grace). */
+    if (kind != LV_JOB_START)
         d->destroy_ordered = true;
-    else if (kind == LV_JOB_STOP)
+    if (kind == LV_JOB_STOP)
         d->shutdown_ordered = true;
     d->busy = kind != LV_JOB_DESTROY;
     job_submit(r, j);
