@@ -69,7 +69,7 @@ demo: build image
 demo-real: build image image-standby-disk
 	lab/demo --real --build $(BUILD)
 
-# The Debian package: build/vcrecovery_VERSION_amd64.deb (docs/packaging.md).
+# The Debian packages: build/vcrecovery_VERSION_amd64.deb and build/vcr-agent-libvirt_VERSION_amd64.deb (docs/packaging.md).
 deb: deps
 	scripts/build-deb
 

@@ -16,6 +16,7 @@ static const char *const names[] = {
     [PROTO_CODE_STALE_TERM] = "stale_term",
     [PROTO_CODE_NOT_LEADER] = "not_leader",
     [PROTO_CODE_UNSUPPORTED] = "unsupported",
+    [PROTO_CODE_TIMEOUT] = "timeout",
 };
 
 const char *proto_code_name(enum proto_code code)
@@ -40,6 +41,8 @@ enum proto_code proto_code_from_errno(int status)
         return PROTO_CODE_ABSENT;
     case ENOTSUP:
         return PROTO_CODE_UNSUPPORTED;
+    case ETIMEDOUT:
+        return PROTO_CODE_TIMEOUT;
     case EBUSY:
     case EAGAIN:
         return PROTO_CODE_BUSY;

@@ -25,6 +25,9 @@ enum proto_code {
     /* The agent's backend cannot do this (ENOTSUP): a libvirt host refuses a
      * warm restart (docs/agent.md, "The libvirt role"). */
     PROTO_CODE_UNSUPPORTED,
+    /* The agent's backend did not answer in time (ETIMEDOUT): a libvirt host
+     * whose libvirtd hangs; what the order asked may or may not have happened. */
+    PROTO_CODE_TIMEOUT,
 };
 
 /* errno-style statuses of our own, for failures no errno names: the kernel's

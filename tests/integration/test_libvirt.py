@@ -12,13 +12,26 @@ One rig for the module; the scenarios run in file order and hand their state on:
     fence order) destroys it: `stopped`
   4 libvirtd killed -> `unknown` (not crashed, no recovery); restarted -> read again
   5 a warm restart order is refused with code `unsupported`
+  6 libvirtd stopped (SIGSTOP) past the agent's fence watchdog: the agent's calls to it
+    miss their deadlines (the domain `unknown`), but its loop, heartbeats and session go
+    on: the server never loses the host, the watchdog never fires, the QEMU lives; after
+    SIGCONT the domain is `running` again, same QEMU, same boot
+  7 `vcr vm stop` (virDomainShutdown, destroyed after the grace): `stopped`
+  8 the self-fence: the server stopped (SIGSTOP) past the agent's fence watchdog: the
+    watchdog kills the domain's QEMU itself, libvirt reports it, and the server, back,
+    shows it `crashed` (self-fenced)
+
+Scenario 2 runs the agent with samples every 60 s: the `crashed` event must reach the
+server with no other libvirt call of the agent's to carry it (docs/agent.md, "Threads").
 
 Needs libvirt-daemon-system (libvirtd, virtlogd, virsh) and a build with libvirt-dev
 (vcr-agent-libvirt)."""
+import json
 import os
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -28,6 +41,9 @@ from conftest import cache_file
 BOOT_TIMEOUT = 300
 RECOVERY_TIMEOUT = 120
 HEARTBEAT_MS, HOST_TIMEOUT_MS, FENCE_TIMEOUT_MS = 500, 5000, 6000
+# The agent's own fence watchdog (docs/fencing.md): shorter than the server's host
+# timeout, so that scenarios 6 and 8 hold their SIGSTOP past both in a few seconds.
+AGENT_FENCE_MS = 4000
 DOM, DOM_TAP, DOM_MAC, DOM_ADDR = "lvweb1", "tap10", "52:54:00:77:00:50", "10.77.0.50"
 SB, SB_INDEX, SB_ADDR = "standby1", 11, "10.77.0.51"
 SERVICE, CT, CT_ADDR = "lvweb", "lvweb-c", "10.77.0.52"
@@ -105,10 +121,13 @@ class Libvirtd:
                 p.stop(timeout=30)
 
 
-def agent_config(path, state_dir, uri):
+def agent_config(path, state_dir, uri, sample_interval_ms=None):
     """The libvirt agent's file: the lab's PKI like any host agent, no `vms`."""
-    labkit.write_agent_config(path, LV_HOST, str(state_dir), [], fence_timeout_ms=None)
+    labkit.write_agent_config(path, LV_HOST, str(state_dir), [], fence_timeout_ms=AGENT_FENCE_MS)
     lines = [x for x in path.read_text().splitlines() if x != "vms:"]
+    if sample_interval_ms:
+        lines = [f"sample_interval_ms: {sample_interval_ms}" if x.startswith("sample_interval_ms:")
+                 else x for x in lines]
     lines += ["libvirt:", f"  uri: \"{uri}\"", f"  domains: [{DOM}]"]
     path.write_text("\n".join(lines) + "\n")
 
@@ -146,13 +165,11 @@ def rig(lab, tmp_path_factory):
         sb["image"]["initrd"] = cache_file(os.path.basename(labkit.standby_initrd()))
         d.agent("host1", [sb])
         lv.virsh("start", DOM)
-        state = tmp / "agent-lvhost"
-        state.mkdir()
-        cfg = tmp / "agent-lvhost.yaml"
-        agent_config(cfg, state, lv.uri)
-        r.agent = labkit.Proc([exe, "--config", str(cfg), "--role", "libvirt", "--log-level",
-                               "debug"], str(tmp / "agent-lvhost.log"))
-        d.procs.append(r.agent)
+        r.state = tmp / "agent-lvhost"
+        r.state.mkdir()
+        r.exe, r.tmp, r.runs = exe, tmp, 0
+        r.server = d.procs[0]
+        start_agent(r)
         d.wait_vm_state(DOM, "running", BOOT_TIMEOUT)
         labkit.wait_for(f"{DOM} to answer HTTP",
                         lambda: (labkit.http_get(DOM_ADDR) or "").strip() == DOM, BOOT_TIMEOUT,
@@ -167,6 +184,33 @@ def rig(lab, tmp_path_factory):
         lv.virsh("undefine", DOM, check=False)
         lv.stop()
         assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
+
+
+def start_agent(r, sample_interval_ms=None):
+    """(Re)starts the libvirt agent; a new log file each time (r.agent.log_text())."""
+    if getattr(r, "agent", None) is not None:
+        r.agent.stop()
+        r.d.procs.remove(r.agent)
+    r.runs += 1
+    cfg = r.tmp / f"agent-lvhost-{r.runs}.yaml"
+    agent_config(cfg, r.state, r.lv.uri, sample_interval_ms)
+    r.agent = labkit.Proc([r.exe, "--config", str(cfg), "--role", "libvirt", "--log-level",
+                           "debug"], str(r.tmp / f"agent-lvhost-{r.runs}.log"))
+    r.d.procs.append(r.agent)
+
+
+def qemu_alive(pid):
+    """A process, not a zombie its parent (libvirtd) has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def qemu_pid():
+    with open(f"/run/libvirt/qemu/{DOM}.pid") as f:
+        return int(f.read())
 
 
 def service(r):
@@ -191,20 +235,50 @@ def test_1_reports_running_with_samples(rig):
     assert labkit.wait_for("service ok", lambda: service(rig)["state"] == "ok", 60)
 
 
-def test_2_virsh_destroy_recovers_into_container(rig):
-    rig.lv.virsh("destroy", DOM)
-    vm = labkit.wait_for("the server to see crashed", lambda: (
-        lambda v: v if v["state"] == "crashed" else None)(rig.vcr.vm(DOM)), 30, interval=0.1)
-    assert "destroyed outside vcr-agent" in vm["cause"], vm
-    s = labkit.wait_for("recovered", lambda: (lambda x: x if x["state"] == "recovered" else None)(
-        service(rig)), RECOVERY_TIMEOUT, interval=0.2)
-    assert s["served_by"] == "standby" and s["address"] == CT_ADDR, s
-    # Detected by whichever comes first: the domain's lifecycle event (cause: crashed)
-    # or the service's failed probes (1.5 s). The event has been seen to reach the
-    # agent only with its next libvirt call, over a second late (docs/agent.md): the
-    # VM state above says crashed either way.
-    cause = s["recovery"]["cause"]
-    assert "crashed" in cause or "probe failures" in cause, s["recovery"]
+def test_2_virsh_destroy_recovers_into_container(rig, record_property):
+    # An agent that makes no libvirt call of its own (samples every 60 s): events must
+    # come through libvirt's event thread alone.
+    start_agent(rig, sample_interval_ms=60000)
+    labkit.wait_for("the new agent to read the domain", lambda: (
+        f"domain {DOM}: unknown -> running" in rig.agent.log_text()
+        and host(rig)["state"] == "connected"), 30, interval=0.2)
+    try:
+        # A pause (not a failure for the server): the SUSPENDED event reaches the server
+        # with no call of the agent's to libvirtd at all after its connect.
+        rig.lv.virsh("suspend", DOM)
+        try:
+            labkit.wait_for("the server to see paused", lambda: rig.vcr.vm(DOM)["state"] ==
+                            "paused", 30, interval=0.1)
+        finally:
+            rig.lv.virsh("resume", DOM)
+        log = rig.agent.log_text()
+        calls = [x for x in log.splitlines() if " debug libvirt: " in x
+                 and " libvirt: event " not in x]
+        assert calls == [calls[0]] and calls[0].endswith("libvirt: connect"), calls
+        assert f"domain {DOM}: running -> paused" in log
+        labkit.wait_for("running again", lambda: rig.vcr.vm(DOM)["state"] == "running", 30,
+                        interval=0.1)
+        t0 = time.monotonic()
+        rig.lv.virsh("destroy", DOM)
+        destroy_ms = round((time.monotonic() - t0) * 1000)
+        record_property("virsh_destroy_ms", destroy_ms)
+        print(f"virsh destroy took {destroy_ms} ms (libvirtd sends STOPPED at its end)")
+        vm = labkit.wait_for("the server to see crashed", lambda: (
+            lambda v: v if v["state"] == "crashed" else None)(rig.vcr.vm(DOM)), 30,
+            interval=0.1)
+        assert "destroyed outside vcr-agent" in vm["cause"], vm
+        s = labkit.wait_for("recovered", lambda: (
+            lambda x: x if x["state"] == "recovered" else None)(service(rig)),
+            RECOVERY_TIMEOUT, interval=0.2)
+        assert s["served_by"] == "standby" and s["address"] == CT_ADDR, s
+        # Detected by whichever comes first: the STOPPED event, which libvirtd sends
+        # once its destroy has finished (seen 2 s after QEMU died here, under TCG load),
+        # or the service's failed probes (1.5 s); the server's fence then finds the
+        # domain destroyed already, which is a success (docs/agent.md).
+        cause = s["recovery"]["cause"]
+        assert "crashed" in cause or "probe failures" in cause, s["recovery"]
+    finally:
+        start_agent(rig)
     assert labkit.dig(f"{SERVICE}.vcr.lab") == [CT_ADDR]
     assert (labkit.http_get(CT_ADDR) or "").strip() == SERVICE
     assert labkit.http_get(DOM_ADDR, timeout=1) is None
@@ -261,3 +335,72 @@ def test_4_libvirtd_restart_is_unknown_not_crashed(rig):
 def test_5_warm_restart_refused(rig):
     r = rig.vcr.run("vm", "warm-restart", DOM)
     assert "not supported by the libvirt role" in (r.stderr + r.stdout), r
+
+
+def hellos(r):
+    return len([e for e in r.vcr.events() if e["kind"] == "hello" and e.get("host") == LV_HOST])
+
+
+def test_6_hung_libvirtd_does_not_stop_the_agent(rig):
+    labkit.wait_for("running", lambda: rig.vcr.vm(DOM)["state"] == "running", 60, interval=0.2)
+    pid, n_hello = qemu_pid(), hellos(rig)
+    hold_s = AGENT_FENCE_MS / 1000 + 3  # past the watchdog and the server's host timeout
+    seen = set()
+    rig.lv.proc.signal(signal.SIGSTOP)
+    try:
+        end = time.monotonic() + hold_s
+        while time.monotonic() < end:  # what must hold all along the stop
+            assert host(rig)["state"] == "connected", host(rig)
+            assert qemu_alive(pid), "the QEMU was killed while libvirtd was stopped"
+            vm = rig.vcr.vm(DOM)
+            seen.add((vm["state"], vm["cause"]))
+            time.sleep(0.2)
+    finally:
+        rig.lv.proc.signal(signal.SIGCONT)
+    # The calls that libvirtd left unanswered were reported: the domain `unknown`.
+    assert any(st == "unknown" and ("did not answer" in c or "unreachable" in c)
+               for st, c in seen), seen
+    vm = labkit.wait_for("running after SIGCONT", lambda: (
+        lambda v: v if v["state"] == "running" else None)(rig.vcr.vm(DOM)), 60, interval=0.2)
+    assert vm["pid"] == pid, vm  # the same QEMU, seen again: not a new boot
+    assert hellos(rig) == n_hello, "the agent's session was lost"
+    assert not os.path.exists(rig.state / "fenced.json")
+    assert "did not answer within" in rig.agent.log_text()
+
+
+def test_7_vm_stop(rig):
+    labkit.wait_for("running", lambda: rig.vcr.vm(DOM)["state"] == "running", 60, interval=0.2)
+    r = rig.vcr.run("vm", "stop", DOM, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert rig.lv.domstate() == "shut off"
+    vm = labkit.wait_for("stopped", lambda: (lambda v: v if v["state"] == "stopped" else None)(
+        rig.vcr.vm(DOM)), 30, interval=0.1)
+    # The busybox guest does not shut down on request: the domain is destroyed, at once
+    # if libvirt refuses the request, else after the grace; a guest that obeys is
+    # `shut down on order`.
+    assert "on order" in vm["cause"], vm
+    # The server reads a primary `stopped` as maintenance, but libvirtd reports the
+    # destroy only once it has cleaned up (1.8 s here): the service's probes (1.5 s) may
+    # fail first and start a recovery. Either way the service is not left `failed`.
+    labkit.wait_for("service stopped (maintenance) or recovered", lambda: service(rig)["state"]
+                    in ("stopped", "recovered"), RECOVERY_TIMEOUT, interval=0.2)
+
+
+def test_8_self_fence_destroys_the_domain(rig):
+    start_on_order(rig)
+    labkit.wait_for("running", lambda: rig.vcr.vm(DOM)["state"] == "running", 60, interval=0.2)
+    pid = qemu_pid()
+    rig.server.signal(signal.SIGSTOP)
+    try:
+        labkit.wait_for("the agent's watchdog to kill the QEMU", lambda: not qemu_alive(pid),
+                        AGENT_FENCE_MS / 1000 + 10, interval=0.1)
+        labkit.wait_for("libvirt to see it shut off", lambda: rig.lv.domstate() == "shut off",
+                        10, interval=0.2)
+    finally:
+        rig.server.signal(signal.SIGCONT)
+    with open(rig.state / "fenced.json") as f:
+        assert pid in json.load(f)["pids"]
+    vm = labkit.wait_for("the server to show it self-fenced", lambda: (
+        lambda v: v if v["state"] == "crashed" and "self-fenced" in v["cause"] else None)(
+        rig.vcr.vm(DOM)), 30, interval=0.2)
+    assert "no server contact" in vm["cause"], vm

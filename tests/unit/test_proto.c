@@ -628,6 +628,9 @@ static void test_state_names_round_trip(void **state)
     assert_int_equal(proto_ct_state_parse(NULL), PROTO_CT_UNKNOWN);
     assert_string_equal(proto_code_name(proto_code_parse("busy")), "busy");
     assert_int_equal(proto_code_parse("nonsense"), PROTO_CODE_NONE);
+    /* A backend that did not answer in time (the libvirt role's deadlines). */
+    assert_string_equal(proto_code_name(proto_code_from_errno(ETIMEDOUT)), "timeout");
+    assert_int_equal(proto_code_parse("timeout"), PROTO_CODE_TIMEOUT);
 }
 
 int main(void)
