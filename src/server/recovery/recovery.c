@@ -561,6 +561,15 @@ static void resync_primary(struct svc *s)
     recovery_detect(s, why);
 }
 
+/* Whether host h said hello since the recovery was reloaded.  A new leader's
+ * inventory still lists hosts `connected` from an earlier term of its own (they
+ * get host_timeout_ms to come back, agents_set_leading): their sessions are
+ * gone, so an order to them would fail. */
+static bool back_since_reload(const struct svc *s, const struct inv_host *h)
+{
+    return h && h->state == INV_HOST_CONNECTED && h->hello_ms >= s->reloaded_at;
+}
+
 /* A reloaded recovery waits until the agents it needs are back, or until they
  * had host_timeout_ms to say hello. */
 static bool resume_ready(struct svc *s, int64_t now)
@@ -569,10 +578,9 @@ static bool resume_ready(struct svc *s, int64_t now)
         return true;
     struct inv_host *p = inventory_find_host(s->rc->inv, s->cfg->primary.host);
     struct inv_host *b = inventory_find_host(s->rc->inv, s->cfg->standby.host);
-    bool primary_ok = s->phase >= PH_FENCED || (p && p->state == INV_HOST_CONNECTED);
+    bool primary_ok = s->phase >= PH_FENCED || back_since_reload(s, p);
     bool standby_ok = s->phase >= PH_CONTAINER_READY ||
-                      s->cfg->standby.mode->resume_without_standby_host ||
-                      (b && b->state == INV_HOST_CONNECTED);
+                      s->cfg->standby.mode->resume_without_standby_host || back_since_reload(s, b);
     return primary_ok && standby_ok;
 }
 
@@ -691,6 +699,7 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
             s->step = STEP_RESUME_WAIT;
             s->started_mono = now - (vcr_wall_ms() - s->started_ms);
             s->wait_until = now + cfg->host_timeout_ms;
+            s->reloaded_at = now;
             log_info("service %s: unfinished recovery (after phase %s) reloaded", s->cfg->name,
                      recovery_phase_name(s->phase));
         }
