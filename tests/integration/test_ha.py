@@ -5,7 +5,6 @@ is killed with SIGKILL, stopped with SIGSTOP past its lease, etcd loses a member
 its quorum; the agent keeps its VM through all of it and is never self-fenced.  The
 servers switch the lab's BIND9 (dns:): each leader claims the zone's DNS fence
 (_vcr-term TXT, docs/ha.md) for its term, so a deposed leader's DNS UPDATE fails."""
-import base64
 import json
 import os
 import signal
@@ -367,36 +366,6 @@ def test_quorum_lost_leaders_step_down(cluster):
     cluster.not_fenced()
 
 
-def etcd_records(urls, prefix):
-    """Every key under prefix in etcd (its JSON gateway): {key: (value, create_revision,
-    mod_revision)}."""
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()})
-    for u in urls:
-        r = labkit.ns_run(["curl", "-s", "-m", "2", "-X", "POST", u + "/v3/kv/range", "-d", body])
-        if r.returncode == 0 and r.stdout.startswith("{"):
-            return {base64.b64decode(kv["key"]).decode():
-                    (json.loads(base64.b64decode(kv["value"])), int(kv["create_revision"]),
-                     int(kv["mod_revision"]))
-                    for kv in json.loads(r.stdout).get("kvs", [])}
-    raise AssertionError(f"no etcd member answered a range of {prefix}")
-
-
-def dns_changes(name):
-    """The A records BIND added to NAME.ZONE, in order, from the zone's own journal
-    (named-journalprint): every DNS switch the lab's server applied, whoever sent it."""
-    env = labkit.lab_env()
-    jnl = os.path.join(env["VCR_LAB_RUN"], f"{env['VCR_LAB_ZONE']}.zone.jnl")
-    if not os.path.exists(jnl):
-        return []
-    r = subprocess.run(["named-journalprint", jnl], capture_output=True, text=True, timeout=20)
-    assert r.returncode == 0, r.stderr
-    fqdn = f"{name}.{env['VCR_LAB_ZONE']}."
-    return [f[-1] for f in (line.split() for line in r.stdout.splitlines())
-            if len(f) >= 6 and f[0] == "add" and f[1] == fqdn and f[-2] == "A"]
-
-
 def recovery_phases(events, service):
     return [e["detail"]["phase"] for e in events
             if e["kind"] == "recovery" and (e.get("detail") or {}).get("service") == service]
@@ -411,7 +380,7 @@ def test_kill9_of_the_leader_mid_recovery_the_follower_finishes_it(cluster, reco
     assert cluster.service(leader)["state"] == "ok"
     assert cluster.standby_on(leader)
     since = {n: cluster.vcr[n].last_event_id() for n in cluster.servers}
-    dns_before = len(dns_changes(VM[0]))
+    dns_before = len(labkit.dns_changes(VM[0]))
     created = f"container {CT}: container_create done in"
     created_before = cluster.standby_console().count(created)
     os.kill(web_pid, signal.SIGKILL)
@@ -448,7 +417,7 @@ def test_kill9_of_the_leader_mid_recovery_the_follower_finishes_it(cluster, reco
     assert len(fences) == 1, fences
     # In etcd: one recovery, one record per phase, each written once (create revision =
     # mod revision), by the term that journaled it.
-    records = etcd_records(cluster.urls, f"/vcr/recoveries/{VM[0]}/")
+    records = labkit.etcd_range(cluster.urls, f"/vcr/recoveries/{VM[0]}/")
     ids = {k.split("/")[4] for k in records}
     assert len(ids) == 1, sorted(records)
     by_phase = {k.rsplit("/", 1)[1]: v for k, v in records.items()}
@@ -463,7 +432,7 @@ def test_kill9_of_the_leader_mid_recovery_the_follower_finishes_it(cluster, reco
     listed = [c["name"] for c in cluster.standby_on(follower).get("containers") or []]
     assert listed.count(CT) == 1, listed
     # DNS switched once, to the container (BIND's own journal of applied updates).
-    assert dns_changes(VM[0])[dns_before:] == [CT_ADDR]
+    assert labkit.dns_changes(VM[0])[dns_before:] == [CT_ADDR]
     # host1's agent followed the new leader with its standby VM kept (the same QEMU),
     # and was never self-fenced.
     assert next(v["pid"] for v in cluster.host_on(follower)["vms"] if v["name"] == SB) == sb_pid
