@@ -613,6 +613,18 @@ def etcd_raft_leader(urls):
     return next(i for i, (mid, _) in enumerate(ids) if mid == leader)
 
 
+def delete_dns_fence():
+    """Deletes the zone's DNS fence (_vcr-term TXT, docs/ha.md), as an operator does after
+    replacing the etcd cluster: a new cluster's terms start again."""
+    env = lab_env()
+    script = (f"server {env['VCR_LAB_DNS']}\n"
+              f"update delete _vcr-term.{env['VCR_LAB_ZONE']} TXT\nsend\n")
+    r = subprocess.run(in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]), input=script,
+                       capture_output=True, text=True, timeout=20)
+    if r.returncode != 0:
+        raise RuntimeError(f"deleting the DNS fence: {r.stderr.strip()}")
+
+
 def etcd_range(urls, prefix):
     """Every key under prefix in etcd (its JSON gateway): {key: (value, create_revision,
     mod_revision)}."""

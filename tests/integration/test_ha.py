@@ -8,7 +8,6 @@ servers switch the lab's BIND9 (dns:): each leader claims the zone's DNS fence
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -146,7 +145,7 @@ def cluster(lab, tmp_path_factory):
     try:
         # A new etcd cluster's terms start again: its fence goes first, as an operator
         # does after replacing the etcd cluster (docs/ha.md).
-        delete_dns_fence()
+        labkit.delete_dns_fence()
         labkit.set_records({VM[0]: VM[2]})  # an earlier run may have left it elsewhere
         c = Cluster(tmp, build_dir())
         c.start_server("s1")
@@ -195,15 +194,6 @@ def cluster(lab, tmp_path_factory):
         if c:
             reports += labkit.console_sanitizer_reports([tmp / "agent-host1" / f"{SB}.serial"])
         assert not reports, "\n".join(reports)
-
-
-def delete_dns_fence():
-    env = labkit.lab_env()
-    script = (f"server {env['VCR_LAB_DNS']}\n"
-              f"update delete _vcr-term.{env['VCR_LAB_ZONE']} TXT\nsend\n")
-    r = subprocess.run(labkit.in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]), input=script,
-                       capture_output=True, text=True, timeout=20)
-    assert r.returncode == 0, r.stderr
 
 
 def fenced_switch(build, term, address):
