@@ -396,9 +396,11 @@ def write(rows, runs, load_before, load_after):
         "jobs running, guests under TCG): quote the ratios, not the milliseconds.",
         "",
         "Setup: 3 etcd members (lease TTL 1 s, election timeout 300 ms), two vcr-servers "
-        "with `ha:`, one host agent with one busybox guest and its fence watchdog armed "
-        f"({FENCE_MS} ms). Baseline: one server without `ha:`, restarted at once after its "
-        "death. Medians with (min-max).",
+        "with `ha:`, one host agent with its fence watchdog armed "
+        f"({FENCE_MS} ms), a busybox guest web1 and a busybox standby VM (LXC; its agent "
+        "knows both servers); web1's service has a cold container there. Baselines: the "
+        "same recovery with its leader alive (ha-recovery-undisturbed); one server without "
+        "`ha:`, restarted at once after its death (single-restart). Medians with (min-max).",
         "",
         "| scenario | runs | takeover_ms | reconnect_ms | recovery_ms | served_twice (max) | "
         "duplicated_actions (sum) | phases_ok | stale_refused | fenced |",
