@@ -395,7 +395,6 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
     h->self_fence = self_fence;
     h->state = INV_HOST_CONNECTED;
     h->last_seen_ms = now_ms;
-    h->hello_ms = now_ms;
     for (size_t i = 0; i < n; i++) {
         /* A warm restart already under way keeps its deadline across the re-sync. */
         struct inv_vm *old = host_find_vm(h, vms[i]->name);

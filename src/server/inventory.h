@@ -94,9 +94,6 @@ struct inv_host {
     int64_t agent_pid;
     enum inv_host_state state;
     int64_t last_seen_ms; /* caller's clock, at the last frame from the agent */
-    /* Caller's clock, at the last hello: a host kept `connected` from an
-     * earlier term of this server (docs/ha.md) has not said hello since. */
-    int64_t hello_ms;
     struct inv_vm **vms;
     size_t n_vms;
     /* standby role: the agent's last `containers` list and `vm_load` object

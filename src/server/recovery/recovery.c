@@ -561,13 +561,13 @@ static void resync_primary(struct svc *s)
     recovery_detect(s, why);
 }
 
-/* Whether host h said hello since the recovery was reloaded.  A new leader's
- * inventory still lists hosts `connected` from an earlier term of its own (they
- * get host_timeout_ms to come back, agents_set_leading): their sessions are
- * gone, so an order to them would fail. */
-static bool back_since_reload(const struct svc *s, const struct inv_host *h)
+/* Whether host is back: connected with a live session.  A new leader's
+ * inventory still lists hosts `connected` from an earlier term of its own
+ * (agents_set_leading) whose sessions are gone: an order to one would fail. */
+static bool host_back(const struct svc *s, const char *host)
 {
-    return h && h->state == INV_HOST_CONNECTED && h->hello_ms >= s->reloaded_at;
+    struct inv_host *h = inventory_find_host(s->rc->inv, host);
+    return h && h->state == INV_HOST_CONNECTED && agents_host_has_session(s->rc->agents, host);
 }
 
 /* A reloaded recovery waits until the agents it needs are back, or until they
@@ -576,11 +576,10 @@ static bool resume_ready(struct svc *s, int64_t now)
 {
     if (now >= s->wait_until)
         return true;
-    struct inv_host *p = inventory_find_host(s->rc->inv, s->cfg->primary.host);
-    struct inv_host *b = inventory_find_host(s->rc->inv, s->cfg->standby.host);
-    bool primary_ok = s->phase >= PH_FENCED || back_since_reload(s, p);
+    bool primary_ok = s->phase >= PH_FENCED || host_back(s, s->cfg->primary.host);
     bool standby_ok = s->phase >= PH_CONTAINER_READY ||
-                      s->cfg->standby.mode->resume_without_standby_host || back_since_reload(s, b);
+                      s->cfg->standby.mode->resume_without_standby_host ||
+                      host_back(s, s->cfg->standby.host);
     return primary_ok && standby_ok;
 }
 
@@ -699,7 +698,6 @@ struct recovery *recovery_new(struct event_base *base, const struct server_confi
             s->step = STEP_RESUME_WAIT;
             s->started_mono = now - (vcr_wall_ms() - s->started_ms);
             s->wait_until = now + cfg->host_timeout_ms;
-            s->reloaded_at = now;
             log_info("service %s: unfinished recovery (after phase %s) reloaded", s->cfg->name,
                      recovery_phase_name(s->phase));
         }

@@ -446,7 +446,6 @@ static void on_load_done(int status, const char *error, void *opaque)
             s->step = STEP_RESUME_WAIT;
             s->started_mono = now - (vcr_wall_ms() - s->started_ms);
             s->wait_until = now + rc->cfg->host_timeout_ms;
-            s->reloaded_at = now;
             log_info("service %s: recovery %s in flight (after phase %s) taken over in term %lld",
                      s->cfg->name, s->rec_id, recovery_phase_name(s->phase),
                      (long long)rc->ha_term);

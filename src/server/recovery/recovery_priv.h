@@ -101,7 +101,6 @@ struct svc {
     int64_t started_mono; /* monotonic at detection (or reload) */
     int64_t updated_ms;   /* wall clock */
     int64_t wait_until;   /* monotonic deadline of the current step */
-    int64_t reloaded_at;  /* monotonic: reloaded (restart, takeover) and waiting */
     int64_t retry_at;     /* monotonic: next attempt within a step */
     int64_t step_started; /* monotonic */
     json_t *timeline;     /* [{phase, ts_ms, elapsed_ms, ...}] of the last recovery */
