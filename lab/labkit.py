@@ -3,6 +3,7 @@
 Everything runs inside the lab's network namespace (lab/lab up creates it).
 Waiting is always on a real condition with a deadline (wait_for), never a bare sleep.
 """
+import base64
 import json
 import os
 import pwd
@@ -612,6 +613,49 @@ def etcd_raft_leader(urls):
         ids.append((st.get("header", {}).get("member_id"), st.get("leader")))
     leader = next(lid for _, lid in ids if lid)
     return next(i for i, (mid, _) in enumerate(ids) if mid == leader)
+
+
+def delete_dns_fence():
+    """Deletes the zone's DNS fence (_vcr-term TXT, docs/ha.md), as an operator does after
+    replacing the etcd cluster: a new cluster's terms start again."""
+    env = lab_env()
+    script = (f"server {env['VCR_LAB_DNS']}\n"
+              f"update delete _vcr-term.{env['VCR_LAB_ZONE']} TXT\nsend\n")
+    r = subprocess.run(in_ns(["nsupdate", "-k", env["VCR_LAB_TSIG_FILE"]]), input=script,
+                       capture_output=True, text=True, timeout=20)
+    if r.returncode != 0:
+        raise RuntimeError(f"deleting the DNS fence: {r.stderr.strip()}")
+
+
+def etcd_range(urls, prefix):
+    """Every key under prefix in etcd (its JSON gateway): {key: (value, create_revision,
+    mod_revision)}."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                       "range_end": base64.b64encode(end.encode()).decode()})
+    for u in urls:
+        r = ns_run(["curl", "-s", "-m", "2", "-X", "POST", u + "/v3/kv/range", "-d", body])
+        if r.returncode == 0 and r.stdout.startswith("{"):
+            return {base64.b64decode(kv["key"]).decode():
+                    (json.loads(base64.b64decode(kv["value"])), int(kv["create_revision"]),
+                     int(kv["mod_revision"]))
+                    for kv in json.loads(r.stdout).get("kvs", [])}
+    raise RuntimeError(f"no etcd member answered a range of {prefix}")
+
+
+def dns_changes(name):
+    """The A records BIND added to NAME.ZONE, in order, from the zone's own journal
+    (named-journalprint): every DNS switch the lab's server applied, whoever sent it."""
+    env = lab_env()
+    jnl = os.path.join(env["VCR_LAB_RUN"], f"{env['VCR_LAB_ZONE']}.zone.jnl")
+    if not os.path.exists(jnl):
+        return []
+    r = subprocess.run(["named-journalprint", jnl], capture_output=True, text=True, timeout=20)
+    if r.returncode != 0:
+        raise RuntimeError(f"named-journalprint {jnl}: {r.stderr.strip()}")
+    fqdn = f"{name}.{env['VCR_LAB_ZONE']}."
+    return [f[-1] for f in (line.split() for line in r.stdout.splitlines())
+            if len(f) >= 6 and f[0] == "add" and f[1] == fqdn and f[-2] == "A"]
 
 
 class Vcr:

@@ -53,6 +53,11 @@ struct session *agents_find_session(struct agents *a, const char *host)
     return NULL;
 }
 
+bool agents_host_has_session(struct agents *a, const char *host)
+{
+    return agents_find_session(a, host) != NULL;
+}
+
 const char *agents_session_name(const struct session *s)
 {
     return s->host ? s->host : proto_conn_peer(s->conn);

@@ -98,6 +98,12 @@ int64_t agents_send_order_with(struct agents *a, const char *host, const char *a
  * call never shortens the cut; an unknown host is left alone. */
 void agents_cut_off(struct agents *a, const char *host, int64_t until_ms, const char *why);
 
+/* Whether host has a session that said hello and is not closing: an order to
+ * it can be sent.  The inventory may still list a host `connected` without one
+ * (its connection closed within host_timeout_ms, or a new leader's hosts from
+ * an earlier term of its own, agents_set_leading). */
+bool agents_host_has_session(struct agents *a, const char *host);
+
 /* Who else hears of VM events, accepted hellos and lost hosts: the recovery
  * engine.  Called after the inventory and the journal are updated; strings
  * are borrowed. */

@@ -620,18 +620,25 @@ static void resync_primary(struct svc *s)
     recovery_detect(s, why);
 }
 
+/* Whether host is back: connected with a live session.  A new leader's
+ * inventory still lists hosts `connected` from an earlier term of its own
+ * (agents_set_leading) whose sessions are gone: an order to one would fail. */
+static bool host_back(const struct svc *s, const char *host)
+{
+    struct inv_host *h = inventory_find_host(s->rc->inv, host);
+    return h && h->state == INV_HOST_CONNECTED && agents_host_has_session(s->rc->agents, host);
+}
+
 /* A reloaded recovery waits until the agents it needs are back, or until they
  * had host_timeout_ms to say hello. */
 static bool resume_ready(struct svc *s, int64_t now)
 {
     if (now >= s->wait_until)
         return true;
-    struct inv_host *p = inventory_find_host(s->rc->inv, s->cfg->primary.host);
-    struct inv_host *b = inventory_find_host(s->rc->inv, s->cfg->standby.host);
-    bool primary_ok = s->phase >= PH_FENCED || (p && p->state == INV_HOST_CONNECTED);
+    bool primary_ok = s->phase >= PH_FENCED || host_back(s, s->cfg->primary.host);
     bool standby_ok = s->phase >= PH_CONTAINER_READY ||
                       s->cfg->standby.mode->resume_without_standby_host ||
-                      (b && b->state == INV_HOST_CONNECTED);
+                      host_back(s, s->cfg->standby.host);
     return primary_ok && standby_ok;
 }
 
