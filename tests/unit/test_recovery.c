@@ -1386,6 +1386,33 @@ static bool fenced_or_failed(struct harness *h)
     return fenced > 0 || state_is(h, "failed");
 }
 
+static bool sb1_create_sent(struct harness *h)
+{
+    return agent_order(&h->sb1, "container_create") != NULL;
+}
+
+/* The standby's agent between sessions when the recovery reaches its
+ * container (its connection closed, the host not declared lost yet: after a
+ * takeover every host is listed as the previous term left it): the order waits
+ * for its hello, up to host_timeout_ms, instead of failing at once ("host `sb1`
+ * has no agent connection"). */
+static void test_cold_container_waits_for_the_standby_session(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    agent_stop(&h.sb1);
+    vm_crashed(&h);
+    assert_true(run_until_ms(&h, fenced_or_failed, 5000));
+    assert_false(run_until_ms(&h, failed, 500)); /* the container step tries meanwhile */
+    agent_start(&h.sb1, h.base, server_agent_port(h.srv), "sb1", "standby", NULL);
+    json_object_set_new(h.sb1.hello, "containers", containers(NULL));
+    assert_true(run_until_ms(&h, sb1_create_sent, 5000));
+    assert_true(run_until_ms(&h, recovered, 10000));
+    expect_full_recovery(&h);
+    harness_stop(&h);
+}
+
 static void test_host_lost_waits_fence_timeout(void **state)
 {
     (void)state;
@@ -3693,6 +3720,7 @@ int main(void)
         cmocka_unit_test(test_dual_stack_confirmation_needs_the_aaaa_record),
         cmocka_unit_test(test_check_reaches_ipv6),
         cmocka_unit_test(test_vm_crash_cold_creates_container),
+        cmocka_unit_test(test_cold_container_waits_for_the_standby_session),
         cmocka_unit_test(test_host_lost_waits_fence_timeout),
         cmocka_unit_test(test_unanswered_kill_cuts_the_host_off_then_waits),
         cmocka_unit_test(test_self_fence_off_no_switch_without_confirmed_kill),

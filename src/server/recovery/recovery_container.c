@@ -20,6 +20,8 @@
 #include "config/server_config.h"
 
 #define BUSY_RETRY_MS 1000
+/* How often an order to a standby between sessions is tried again. */
+#define CONTAINER_SESSION_RETRY_MS 200
 
 static void container_order(struct svc *s, const char *action);
 
@@ -98,6 +100,19 @@ static void container_order(struct svc *s, const char *action)
     cleanup_error vcr_error_t err = NULL;
     if (agents_send_order_with(s->rc->agents, s->target_host, action, c->standby.container, members,
                                RECOVERY_CONTAINER_ORDER_MS, on_container_reply, s, &err) < 0) {
+        /* The standby's agent between sessions: its connection closed but the
+         * host not declared lost yet (host_timeout_ms), or after a takeover
+         * before its hello to this leader.  It has host_timeout_ms from the
+         * step's start to come back, as a resumed recovery gives it. */
+        int64_t now = vcr_mono_ms();
+        if (vcr_error_status(err) == ENOTCONN &&
+            now - s->step_started < (int64_t)s->rc->cfg->host_timeout_ms) {
+            if (now - s->step_started < CONTAINER_SESSION_RETRY_MS)
+                log_warn("service %s: %s %s: standby %s: %s; waiting for its agent", c->name,
+                         action, c->standby.container, s->target_host, vcr_error_msg(err));
+            s->retry_at = now + CONTAINER_SESSION_RETRY_MS;
+            return;
+        }
         recovery_fail(s, "%s %s: standby %s: %s", action, c->standby.container, s->target_host,
                       vcr_error_msg(err));
         return;
