@@ -128,7 +128,8 @@ bench-standby-cost: build image
 fuzz-long: build-fuzz
 	nice -n 19 /usr/bin/python3 bench/fuzz_long.py --build $(FUZZ_BUILD) \
 		$(if $(EXECS),--execs $(EXECS)) $(if $(CAP),--cap $(CAP)) $(if $(JOBS),--jobs $(JOBS)) \
-		$(if $(ONLY),--only $(ONLY)) $(if $(MERGE),--merge)
+		$(if $(ONLY),--only $(ONLY)) $(if $(MERGE),--merge) \
+		$(if $(SESSION),--session $(SESSION)) $(if $(LOCK),--lock $(LOCK))
 
 # The service in its container vs in its own VM (HTTP, TCP, disk): Debian images of
 # image-debian and the standby disk of image-standby-disk, already built.

@@ -508,6 +508,28 @@ def ensure_qemu_user():
                         "VCRecovery QEMU", QEMU_USER], check=True)
 
 
+def process_ids(pid):
+    """(uid, gid) of a process, from the Uid: and Gid: lines of /proc/PID/status
+    (real, effective, saved and filesystem ids all equal, or None)."""
+    ids = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Uid", "Gid"):
+                values = set(int(v) for v in rest.split())
+                ids[key] = values.pop() if len(values) == 1 else None
+    return ids["Uid"], ids["Gid"]
+
+
+def qemu_run_dir(host, state_dir):
+    """The agent's directory for its QEMU's user, /run/vcr-qemu/HOST-HASH (HASH: FNV-1a
+    of the state directory, vm_state_dir_hash; docs/security.md, "Least privilege")."""
+    h = 2166136261
+    for b in str(state_dir).encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return f"/run/vcr-qemu/{host}-{h:08x}"
+
+
 def write_agent_config(path, host, state_dir, vms, accel="tcg", probe_deadline_ms=20000,
                        ram_dir=None, insecure=False, cert=None, qemu_allowed=None, servers=None,
                        fence_timeout_ms=None, server=None):

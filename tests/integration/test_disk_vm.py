@@ -6,6 +6,7 @@ guest's TCP connections and processes; a warm-cache volume (virtio-pmem, mounted
 by the guest's own fstab) whose content survives a warm reboot of the guest."""
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -160,9 +161,13 @@ def debian(lab, tmp_path_factory):
                     BOOT_TIMEOUT, interval=1)
     labkit.wait_for("redis of the Debian guest",
                     lambda: "+PONG" in (redis_cmd(DEB_ADDR, "PING") or ""), 60, interval=1)
+    run_dir = labkit.qemu_run_dir("debhost", d.tmp / "agent-debhost")
+    assert os.path.isdir(run_dir)
     yield d
     reports = d.stop_all()
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
+    # The agent stopped its VMs and removed its directory for QEMU's user.
+    assert not os.path.exists(run_dir)
 
 
 def test_debian_guest_runs_on_its_own_overlay(debian):
@@ -246,7 +251,11 @@ def test_debian_guest_warm_cache_volume_survives_a_warm_reboot(debian, record_pr
 
 def test_debian_guest_keeps_connection_and_processes_across_warm_restart(debian):
     """A warm VMM restart of the systemd guest: a TCP connection opened before it is
-    served after it, Redis keeps its data and its process (same run_id, uptime goes on)."""
+    served after it, Redis keeps its data and its process (same run_id, uptime goes on).
+    The disk-image VM's QEMU runs as the agent's qemu_user before and after (-runas: the
+    new QEMU takes the qcow2 overlay over from the old one; docs/security.md)."""
+    user = pwd.getpwnam(labkit.QEMU_USER)
+    assert labkit.process_ids(debian.vcr.vm("deb1")["pid"]) == (user.pw_uid, user.pw_gid)
     assert "+OK" in redis_cmd(DEB_ADDR, "SET", "warm", "kept")
     info = redis_cmd(DEB_ADDR, "INFO", "server")
     run_id = [l for l in info.splitlines() if l.startswith("run_id:")][0]
@@ -262,7 +271,9 @@ def test_debian_guest_keeps_connection_and_processes_across_warm_restart(debian)
     old_pid = debian.vcr.vm("deb1")["pid"]
     r = debian.vcr.run("vm", "warm-restart", "deb1", "--json", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert debian.vcr.vm("deb1")["pid"] != old_pid
+    new_pid = debian.vcr.vm("deb1")["pid"]
+    assert new_pid != old_pid
+    assert labkit.process_ids(new_pid) == (user.pw_uid, user.pw_gid)
     holder.stdin.write("go\n")
     holder.stdin.flush()
     out, _ = holder.communicate(timeout=60)

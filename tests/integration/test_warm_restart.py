@@ -108,8 +108,10 @@ def warm(lab, tmp_path_factory):
     yield d
     reports = d.stop_all()
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
-    # Stopped with the agent (--stop-vms-on-exit): no RAM file, no state file is left.
+    # Stopped with the agent (--stop-vms-on-exit): no RAM file, no state file is left,
+    # nor the agent's directory for QEMU's user.
     assert not leftovers(d, include_ram=True)
+    assert not os.path.exists(labkit.qemu_run_dir(HOST, d.state_dir))
 
 
 def start_agent(d, name, test_faults=True, cfg=None):
@@ -220,17 +222,7 @@ def post_api(path, body):
     return json.loads(r.stdout)
 
 
-def qemu_ids(pid):
-    """(uid, gid) of a process, from the Uid: and Gid: lines of /proc/PID/status
-    (real, effective, saved and filesystem ids all equal, or None)."""
-    ids = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("Uid", "Gid"):
-                values = set(int(v) for v in rest.split())
-                ids[key] = values.pop() if len(values) == 1 else None
-    return ids["Uid"], ids["Gid"]
+qemu_ids = labkit.process_ids
 
 
 def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property):
@@ -240,7 +232,7 @@ def test_warm_restart_keeps_counter_tmpfs_file_and_address(warm, record_property
     user = pwd.getpwnam("vcr-qemu")
     before = warm.wait_vm_state(VM, "running", 10)
     assert qemu_ids(before["pid"]) == (user.pw_uid, user.pw_gid), before
-    run_dir = os.stat(f"/run/vcr-qemu/{HOST}-{state_dir_hash(warm.state_dir)}")
+    run_dir = os.stat(labkit.qemu_run_dir(HOST, warm.state_dir))
     assert (run_dir.st_uid, stat.S_IMODE(run_dir.st_mode)) == (user.pw_uid, 0o700)
     assert_warm_restart_keeps_guest(warm, VM, HOST, ADDRESS, record_property)
     after = warm.wait_vm_state(VM, "running", 10)

@@ -258,6 +258,10 @@ static void test_qemu_argv_of_disk_vm(void **state)
     char **argv = vm_qemu_argv(&l, NULL);
     assert_non_null(argv);
     assert_true(argv_has(argv, "file=/run/s/deb1.qcow2,if=none,id=disk0,format=qcow2"));
+    /* Opened read-write once, never reopened by name (under -runas that open
+     * would be qemu_user's, who cannot reach the state directory: the warm
+     * restart's migration failed; vm.c, DRIVE_KEEP_FD). */
+    assert_true(argv_has(argv, ",file.auto-read-only=off"));
     assert_true(argv_has(argv, "root=/dev/vda rw console=ttyS0 net.ifnames=0 "
                                "ip=10.77.0.21::10.77.0.1:255.255.255.0:deb1:eth0:off"));
     assert_false(argv_has(argv, "vcr.ip="));       /* the guest has no code of ours */

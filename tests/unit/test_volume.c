@@ -489,7 +489,8 @@ static void test_qemu_argv(void **state)
     assert_non_null(strstr(all, want));
     assert_null(strstr(all, "/dev/shm"));
     assert_non_null(strstr(all, "-drive file=/i/c,,d.img,format=raw,if=none,id=blk0,"
-                                "cache=writeback -device virtio-blk-pci,drive=blk0,serial=cold "));
+                                "cache=writeback,file.auto-read-only=off "
+                                "-device virtio-blk-pci,drive=blk0,serial=cold "));
     assert_non_null(strstr(all, " vcr.pmem0=/data vcr.blk0=/dev/vda:/cold"));
     vm_argv_free(argv);
     vm_paths_clear(&paths);

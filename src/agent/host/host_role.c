@@ -223,11 +223,19 @@ static int open_private_dir(const char *dir, uid_t other, vcr_error_t *err)
     return fd;
 }
 
-static int make_qemu_run_dir(const struct vcr_agent_config *cfg, vcr_error_t *err)
+static char *qemu_run_dir(const struct vcr_agent_config *cfg)
 {
-    cleanup_free char *dir = NULL;
+    char *dir = NULL;
     if (asprintf(&dir, VM_QEMU_RUN_ROOT "/%s-%08x", cfg->host, vm_state_dir_hash(cfg->state_dir)) <
         0)
+        return NULL;
+    return dir;
+}
+
+static int make_qemu_run_dir(const struct vcr_agent_config *cfg, vcr_error_t *err)
+{
+    cleanup_free char *dir = qemu_run_dir(cfg);
+    if (dir == NULL)
         return vcr_error_make(err, ENOMEM, "out of memory");
     cleanup_close int root = open_private_dir(VM_QEMU_RUN_ROOT, 0, err);
     if (root < 0 || fchown(root, 0, 0) < 0 || fchmod(root, 0755) < 0)
@@ -529,6 +537,22 @@ static void host_server_fence_limit(struct agent *a, uint32_t fence_after_ms)
         host_fence_limit(r->fence, fence_after_ms);
 }
 
+/* The agent's directory for QEMU's user (make_qemu_run_dir) holds only the
+ * migration sockets of warm restarts under way; a QEMU that runs on after
+ * the agent never needs it, and the next agent makes it again.  Removed when
+ * no warm restart is left half done (its socket stays with it for the agent
+ * that takes the restart over): one directory per agent and state directory
+ * would otherwise pile up in /run. */
+static void remove_qemu_run_dir(struct host_role *r)
+{
+    for (size_t i = 0; i < r->n_vms; i++)
+        if (host_vm_restarting(r->vms[i]))
+            return;
+    cleanup_free char *dir = qemu_run_dir(r->agent->cfg);
+    if (dir && rmdir(dir) < 0 && errno != ENOENT)
+        log_warn("cannot remove `%s`: %s", dir, strerror(errno));
+}
+
 static void host_fini(struct agent *a)
 {
     struct host_role *r = role_of(a);
@@ -537,6 +561,7 @@ static void host_fini(struct agent *a)
     accel_probe_free(r->probe);
     host_fence_sync(r->fence, r->vms, r->n_vms);
     host_fence_free(r->fence);
+    remove_qemu_run_dir(r);
     for (size_t i = 0; i < r->n_vms; i++) {
         json_decref(r->pending[i].id);
         host_vm_free(r->vms[i]);

@@ -87,9 +87,8 @@ json_t *host_vm_sample(struct host_vm *vm);
 uint32_t host_vm_boots(const struct host_vm *vm);
 const char *host_vm_qemu(const struct host_vm *vm);
 /* The user this VM's QEMU runs as (-runas), or NULL: root.  A VM with a
- * block device (disk image, virtio-blk volume) runs as root: the warm
- * restart of a disk-image VM under -runas failed (the new QEMU: "load of
- * migration failed: Input/output error"; docs/security.md). */
+ * virtio-blk volume runs as root: volume_snapshot's drive-backup makes its
+ * target file by name after the drop (host_data.c; docs/security.md). */
 const char *host_vm_runas(const struct host_vm *vm);
 
 /* --- warm restart (docs/warm-restart.md, host_warm_restart.c) --- */

@@ -273,6 +273,18 @@ static void add2(struct argv_builder *b, const char *opt, char *value)
     add(b, value);
 }
 
+/* A writable -drive's file opened read-write once, at start, and kept so.
+ * QEMU's default for -drive is auto-read-only=on: the file node is reopened
+ * read-only when nothing writes it and read-write again when something does,
+ * by name, with a new open(2).  A migration does both (the old QEMU makes its
+ * images inactive as it completes, the new one makes them active), and under
+ * -runas that open runs as qemu_user, who cannot reach STATE_DIR: the old
+ * QEMU failed with "bdrv_inactivate_all() failed", the new one with "load of
+ * migration failed: Input/output error" (docs/security.md, "Least
+ * privilege").  Read-write from the start, the descriptor opened as root
+ * serves both. */
+#define DRIVE_KEEP_FD "file.auto-read-only=off"
+
 /* Warm-cache volumes: virtio-pmem over their images mapped shared (a guest
  * flush is QEMU's fsync of the image), each in a memory hotplug slot;
  * others: virtio-blk over their images (LAB-NOTES "Warm cache"). */
@@ -301,7 +313,7 @@ static void add_volumes(struct argv_builder *b, const struct vm_launch *l)
                 return;
             }
             add(b, strdup("-drive"));
-            addf(b, "file=%s,format=raw,if=none,id=blk%u,cache=%s", esc, blk,
+            addf(b, "file=%s,format=raw,if=none,id=blk%u,cache=%s," DRIVE_KEEP_FD, esc, blk,
                  vcr_volume_cache_name(v->cache));
             add(b, strdup("-device"));
             addf(b, "virtio-blk-pci,drive=blk%u,serial=%s", blk, v->name);
@@ -360,7 +372,9 @@ char **vm_qemu_argv(const struct vm_launch *l, vcr_error_t *err)
         cleanup_free char *disk = qemu_escape(l->paths->disk);
         b.oom |= disk == NULL;
         add(&b, strdup("-drive"));
-        addf(&b, "file=%s,if=none,id=disk0,format=qcow2,cache=writeback,discard=unmap", disk);
+        addf(&b,
+             "file=%s,if=none,id=disk0,format=qcow2,cache=writeback,discard=unmap," DRIVE_KEEP_FD,
+             disk);
         add2(&b, "-device", strdup("virtio-blk-pci,drive=disk0"));
         if (s->kernel) {
             add2(&b, "-kernel", strdup(s->kernel));
