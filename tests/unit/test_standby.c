@@ -674,6 +674,131 @@ static bool exists(const char *dir, const char *sha, const char *suffix)
     return access(path, F_OK) == 0;
 }
 
+/* `privileged: false`: the idmap, the capabilities, LXC's seccomp deny list and
+ * a lower dir of its own (the source's shifted copy); the isolation a running
+ * container reports; the shifted copy itself. */
+static void test_unprivileged_container(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *msg =
+        json_pack("{s:s, s:s, s:b}", "name", "u1", "address", "10.77.0.35/24", "privileged", 0);
+    struct standby_ct_spec spec;
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_true(spec.unprivileged);
+    struct standby_ct_paths p;
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.source, "/var/lib/vcr/templates/busybox");
+    assert_string_equal(p.lower, "/var/lib/vcr/shifted/templates/busybox");
+    struct standby_cfg_item items[STANDBY_CFG_MAX];
+    size_t n = standby_ct_config(&spec, &p, items), idmaps = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(items[i].key, "lxc.idmap") == 0)
+            assert_string_equal(items[i].value, idmaps++ ? "g 0 100000 65536" : "u 0 100000 65536");
+    assert_int_equal(idmaps, 2);
+    const char *drop = item(items, n, "lxc.cap.drop");
+    assert_non_null(drop);
+    for (const char *cap = "sys_module\0sys_rawio\0sys_admin\0sys_time\0mac_admin\0"; *cap;
+         cap += strlen(cap) + 1)
+        assert_non_null(strstr(drop, cap));
+    assert_string_equal(item(items, n, "lxc.seccomp.profile"),
+                        "/usr/share/lxc/config/common.seccomp");
+    /* An image's copy is keyed by its checksum too. */
+    json_object_set_new(
+        msg, "image",
+        json_pack("{s:s, s:s, s:s}", "name", "web", "sha256",
+                  "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd", "url",
+                  "http://10.77.0.1:7090/web.tar.gz"));
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.lower, "/var/lib/vcr/shifted/images/"
+                                 "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
+                                 ".rootfs");
+
+    /* Privileged (absent or true): none of it, the template itself below. */
+    json_object_del(msg, "image");
+    json_object_set_new(msg, "privileged", json_true());
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_false(spec.unprivileged);
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.lower, "/var/lib/vcr/templates/busybox");
+    n = standby_ct_config(&spec, &p, items);
+    assert_null(item(items, n, "lxc.idmap"));
+    assert_null(item(items, n, "lxc.cap.drop"));
+    assert_null(item(items, n, "lxc.seccomp.profile"));
+    json_object_set_new(msg, "privileged", json_string("no"));
+    cleanup_error vcr_error_t bad = NULL;
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &bad), -1);
+    assert_non_null(strstr(vcr_error_msg(bad), "privileged"));
+
+    /* What /proc/PID says of the container's init. */
+    struct standby_isolation iso;
+    assert_int_equal(
+        standby_parse_isolation("Name:\tsh\nUid:\t100000\t100000\t100000\t100000\n"
+                                "CapEff:\t000001fcfdbcffff\nSeccomp:\t2\nSeccomp_filters:\t1\n",
+                                "         0     100000      65536\n", &iso, &err),
+        0);
+    assert_string_equal(iso.uid_map, "0 100000 65536");
+    assert_string_equal(iso.cap_eff, "000001fcfdbcffff");
+    assert_int_equal(iso.seccomp, 2);
+    assert_int_equal(
+        standby_parse_isolation("CapEff:\t000001ffffffffff\n", "0 0 4294967295\n", &iso, &err), 0);
+    assert_string_equal(iso.uid_map, "0 0 4294967295");
+    assert_int_equal(iso.seccomp, 0);
+    cleanup_error vcr_error_t e2 = NULL;
+    assert_int_equal(standby_parse_isolation("Seccomp:\t2\n", "0 0 1\n", &iso, &e2), -1);
+
+    /* The shifted copy: owners moved up, set-ID bits kept, links not followed,
+     * an owner out of range left; made once. */
+    cleanup_free char *base = make_base();
+    char src[300], file[320], suid[320], link[320], odd[320], dst[300], got[340];
+    snprintf(src, sizeof(src), "%s/src", base);
+    snprintf(file, sizeof(file), "%s/file", src);
+    snprintf(suid, sizeof(suid), "%s/suid", src);
+    snprintf(link, sizeof(link), "%s/link", src);
+    snprintf(odd, sizeof(odd), "%s/odd", src);
+    snprintf(dst, sizeof(dst), "%s/shifted/templates/t", base);
+    assert_int_equal(mkdir(src, 0755), 0);
+    for (const char *f = file; f; f = f == file ? suid : f == suid ? odd : NULL)
+        close(open(f, O_WRONLY | O_CREAT, 0644));
+    assert_int_equal(chown(file, 33, 34), 0);
+    assert_int_equal(chmod(suid, 04755), 0);
+    assert_int_equal(chown(odd, 70000, 70000), 0);
+    assert_int_equal(symlink("/etc/passwd", link), 0);
+    assert_int_equal(standby_shift_tree(src, dst, 100000, 65536, &err), 0);
+    struct stat st;
+    snprintf(got, sizeof(got), "%s/file", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 100033);
+    assert_int_equal(st.st_gid, 100034);
+    snprintf(got, sizeof(got), "%s/suid", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 100000);
+    assert_int_equal(st.st_mode & 07777, 04755);
+    snprintf(got, sizeof(got), "%s/odd", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 70000);
+    snprintf(got, sizeof(got), "%s/link", dst);
+    assert_int_equal(lstat(got, &st), 0);
+    assert_int_equal(st.st_uid, 100000);
+    assert_int_equal(stat("/etc/passwd", &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    assert_int_equal(stat(dst, &st), 0);
+    assert_int_equal(st.st_uid, 100000);
+    /* Made once: a second call takes it as it is. */
+    assert_int_equal(chown(dst, 100001, 100001), 0);
+    assert_int_equal(standby_shift_tree(src, dst, 100000, 65536, &err), 0);
+    assert_int_equal(stat(dst, &st), 0);
+    assert_int_equal(st.st_uid, 100001);
+    /* And back (a service's data leaving an unprivileged container). */
+    assert_int_equal(standby_map_owners(dst, 100000, 0, 65536, &err), 0);
+    snprintf(got, sizeof(got), "%s/file", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 33);
+    char *rm[] = {"rm", "-rf", base, NULL};
+    assert_int_equal(standby_run_program(rm, &err), 0);
+}
+
 static void test_image_cache_fetch_verify_unpack(void **state)
 {
     (void)state;
@@ -1019,6 +1144,7 @@ int main(void)
         cmocka_unit_test(test_http_head),
         cmocka_unit_test(test_image_cache_fetch_verify_unpack),
         cmocka_unit_test(test_image_cache_prune),
+        cmocka_unit_test(test_unprivileged_container),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
         cmocka_unit_test(test_address_take_and_release_in_a_namespace),
