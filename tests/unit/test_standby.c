@@ -1032,6 +1032,59 @@ static void test_image_cache_prune(void **state)
     assert_int_equal(standby_remove_tree(d, &err), 0);
 }
 
+/* An image whose shifted copy (unprivileged containers) is a container's lower
+ * dir is kept; one whose copy is not goes with its copy. */
+static void test_image_cache_prune_shifted_copies(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    char images[300], shifted[300], path[500], mountinfo[400];
+    snprintf(images, sizeof(images), "%s/images", base);
+    snprintf(shifted, sizeof(shifted), "%s/shifted", base);
+    assert_int_equal(mkdir(images, 0755), 0);
+    assert_int_equal(mkdir(shifted, 0755), 0);
+    snprintf(path, sizeof(path), "%s/images", shifted);
+    assert_int_equal(mkdir(path, 0755), 0);
+    char sha[2][65];
+    for (int i = 0; i < 2; i++) {
+        memset(sha[i], "12"[i], 64);
+        sha[i][64] = '\0';
+        snprintf(path, sizeof(path), "%.64s.tar.gz", sha[i]);
+        touch(images, path, "0123456789");
+        snprintf(path, sizeof(path), "%s/%s.rootfs", images, sha[i]);
+        assert_int_equal(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/images/%s.rootfs", shifted, sha[i]);
+        assert_int_equal(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/images/%s.rootfs.lock", shifted, sha[i]);
+        close(open(path, O_WRONLY | O_CREAT, 0600));
+    }
+    snprintf(mountinfo, sizeof(mountinfo), "%s/mountinfo", base);
+    FILE *m = fopen(mountinfo, "w");
+    assert_non_null(m);
+    fprintf(m,
+            "36 25 0:32 / /var/lib/lxc/u1/rootfs rw - overlay overlay rw,lowerdir=%s/images/"
+            "%s.rootfs,upperdir=/var/lib/lxc/u1/delta,workdir=/var/lib/lxc/u1/work\n",
+            shifted, sha[0]);
+    fclose(m);
+    cleanup_json json_t *res = standby_image_prune(images, NULL, 0, mountinfo, &err);
+    assert_non_null(res);
+    json_t *kept = json_object_get(res, "kept"), *removed = json_object_get(res, "removed");
+    assert_int_equal(json_array_size(kept), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(kept, 0), "sha256")),
+                        sha[0]);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(kept, 0), "why")),
+                        "used by container u1");
+    assert_int_equal(json_array_size(removed), 1);
+    snprintf(path, sizeof(path), "%s/images/%s.rootfs", shifted, sha[0]);
+    assert_int_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof(path), "%s/images/%s.rootfs", shifted, sha[1]);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/images/%s.rootfs.lock", shifted, sha[1]);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(standby_remove_tree(base, &err), 0);
+}
+
 static void test_criu_log_reason(void **state)
 {
     (void)state;
@@ -1145,6 +1198,7 @@ int main(void)
         cmocka_unit_test(test_image_cache_fetch_verify_unpack),
         cmocka_unit_test(test_image_cache_prune),
         cmocka_unit_test(test_unprivileged_container),
+        cmocka_unit_test(test_image_cache_prune_shifted_copies),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
         cmocka_unit_test(test_address_take_and_release_in_a_namespace),

@@ -143,7 +143,9 @@ struct standby_image_keep {
  * SHA256.lock) whose SHA-256 is not in keep[0..n), whose rootfs is not the
  * lower dir of an overlay listed in mountinfo (a container made from it: its
  * overlay stays mounted from create to destroy, also across agent restarts),
- * and whose lock is free (a download under way).
+ * and whose lock is free (a download under way); its copy for unprivileged
+ * containers (IMAGES_DIR/../shifted/images/SHA256.rootfs) counts as its rootfs
+ * and goes with it.
  * Other files are left alone.  Returns {removed: [{sha256, bytes}], kept:
  * [{sha256, why}], freed_bytes} (bytes: the tarball's), or NULL with *err. */
 json_t *standby_image_prune(const char *images_dir, const struct standby_image_keep *keep, size_t n,
