@@ -1098,6 +1098,12 @@ static void test_criu_log_reason(void **state)
                             out, sizeof(out));
     assert_string_equal(out, "Error (criu/mem.c:2): second; Error (criu/a.c:3): third; "
                              "Error (criu/b.c:4): fourth");
+    /* A restore's tasks put their pid before theirs: the cause is one of them. */
+    standby_criu_log_reason("(00.04)      1: Error (criu/mount.c:5): mnt: cause\n"
+                            "(00.05) Error (criu/cr-restore.c:2537): Restoring FAILED.\n",
+                            out, sizeof(out));
+    assert_string_equal(out, "Error (criu/mount.c:5): mnt: cause; Error "
+                             "(criu/cr-restore.c:2537): Restoring FAILED.");
     standby_criu_log_reason("(00.1) Warn: x\n(00.2) Looking at soft-dirty\n\n", out, sizeof(out));
     assert_string_equal(out, "Looking at soft-dirty");
     char tiny[12];
