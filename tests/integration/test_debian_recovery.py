@@ -185,8 +185,11 @@ UNPRIVILEGED_MAP = "0 100000 65536"
 
 
 def test_warm_container_is_built_from_the_delivered_image(rig):
-    s = service(rig)
-    assert s["standby"]["container_state"] == "running", s
+    # Its nginx answers (the fixture) a moment before the agent's reply to the create
+    # reaches the server: an unprivileged container's first create (its image's shifted
+    # copy) showed 'provisioning' then.
+    labkit.wait_for("the warm container running in the server's view",
+                    lambda: service(rig)["standby"]["container_state"] == "running", 30)
     body = http(CT_ADDR, "/")
     assert "vcr-debian container: nginx" in body, body
     iso = labkit.wait_for("the warm container's isolation", lambda: isolation(rig, STANDBY, CT),
