@@ -445,6 +445,7 @@ int standby_base64_decode(const char *text, unsigned char **out, size_t *len, vc
 }
 
 /* "(00.123456) Error (criu/cr-dump.c:1234): msg" -> "Error (criu/...): msg". */
+/* "(00.123456)" and, in a restore's log, the task's "   PID: " after it. */
 static const char *without_timestamp(const char *line)
 {
     if (line[0] != '(')
@@ -455,6 +456,9 @@ static const char *without_timestamp(const char *line)
     end++;
     while (*end == ' ')
         end++;
+    size_t digits = strspn(end, "0123456789");
+    if (digits > 0 && end[digits] == ':' && end[digits + 1] == ' ')
+        end += digits + 2;
     return end;
 }
 

@@ -180,7 +180,9 @@ static int container_member(const char *key, json_t *v, void *ctx, char *why, si
     } else if (create && strcmp(key, "prefix") == 0) {
         ok = json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 32;
         allowed = "an integer 1..32";
-    } else if ((create && strcmp(key, "start") == 0) || (migrate && strcmp(key, "precopy") == 0)) {
+    } else if ((create && strcmp(key, "start") == 0) ||
+               (create && strcmp(key, "privileged") == 0) ||
+               (migrate && strcmp(key, "precopy") == 0)) {
         ok = json_is_boolean(v);
         allowed = "true or false";
     } else if (create && strcmp(key, "hold_for_test_ms") == 0) {
@@ -193,7 +195,8 @@ static int container_member(const char *key, json_t *v, void *ctx, char *why, si
     } else {
         snprintf(why, size,
                  "unknown member `%.40s` for %s; allowed: name, action, and for create: "
-                 "service, address, prefix, gateway, template, image, start; for migrate: "
+                 "service, address, prefix, gateway, template, image, start, privileged; for "
+                 "migrate: "
                  "to, precopy",
                  key, c->act);
         return -1;

@@ -468,6 +468,8 @@ void mig_restore(struct mig *g)
         json_object_set_new(members, "gateway", json_string(g->gateway));
     if (members && g->template[0])
         json_object_set_new(members, "template", json_string(g->template));
+    if (members && g->unprivileged)
+        json_object_set_new(members, "privileged", json_false());
     if (members && g->ct_image)
         json_object_set_new(members, "image", server_config_image_json(g->m->cfg, g->ct_image));
     if (members && g->carry)
@@ -601,6 +603,7 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
     snprintf(g->service, sizeof(g->service), "%s", svc ? svc : name);
     g->prefix = 24;
     g->port = 80;
+    g->unprivileged = json_is_false(json_object_get(c, "privileged"));
     /* A protected service's container: its own settings and port. */
     for (size_t i = 0; i < m->cfg->n_services; i++) {
         const struct service_config *s = &m->cfg->services[i];

@@ -108,6 +108,7 @@ struct mig {
     char sha256[65];
     int64_t pre_bytes, final_bytes;
     bool predump, precopy;
+    bool unprivileged; /* the source reports it `privileged: false`: restored so */
     /* The service's data volume (docs/migration.md "Data"): declared (data_path
      * set), and carried when its copy is attached to the container on the
      * source; what data_space and data_export said of it. */

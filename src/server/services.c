@@ -59,6 +59,7 @@ static const cyaml_schema_field_t standby_fields[] = {
     RAW_STR("template", struct services_raw_standby, template),
     RAW_STR("image", struct services_raw_standby, image),
     RAW_STR("fallback_host", struct services_raw_standby, fallback_host),
+    RAW_STR("privileged", struct services_raw_standby, privileged),
     CYAML_FIELD_END,
 };
 
@@ -452,9 +453,10 @@ static void convert_vm_standby(struct services_conv *c, const struct services_ra
     const struct {
         const char *field, *value;
     } container_only[] = {
-        {"standby.container", sb->container}, {"standby.prefix", sb->prefix},
-        {"standby.gateway", sb->gateway},     {"standby.template", sb->template},
-        {"standby.image", sb->image},         {"standby.fallback_host", sb->fallback_host},
+        {"standby.container", sb->container},   {"standby.prefix", sb->prefix},
+        {"standby.gateway", sb->gateway},       {"standby.template", sb->template},
+        {"standby.image", sb->image},           {"standby.fallback_host", sb->fallback_host},
+        {"standby.privileged", sb->privileged},
     };
     char modes[120];
     for (size_t k = 0; k < sizeof(container_only) / sizeof(container_only[0]); k++)
@@ -587,6 +589,13 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
             need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
         else if (sb->image)
             need_name(c, PATH("standby.image"), sb->image, &s->standby.image);
+        s->standby.privileged = true;
+        if (sb->privileged && strcmp(sb->privileged, "true") != 0 &&
+            strcmp(sb->privileged, "false") != 0)
+            services_conv_bad(c, "`%s`: `%s` is not a boolean; allowed: true, false",
+                              PATH("standby.privileged"), sb->privileged);
+        else if (sb->privileged)
+            s->standby.privileged = strcmp(sb->privileged, "true") == 0;
         if (sb->fallback_host) {
             need_name(c, PATH("standby.fallback_host"), sb->fallback_host,
                       &s->standby.fallback_host);

@@ -101,6 +101,9 @@ struct service_config {
         /* Where the container is created cold when `host` cannot take the
          * recovery (lost, or not running the warm container); NULL: none. */
         char *fallback_host;
+        /* false: the container is unprivileged (user namespace, capabilities
+         * dropped, seccomp; docs/security.md "Standby containers"). */
+        bool privileged;
     } standby;
     /* The service's file data (docs/data.md): a volume of the primary VM,
      * copied to the standby side and attached to the container at `path`.
@@ -152,7 +155,7 @@ struct services_raw_check {
 };
 struct services_raw_standby {
     char *mode, *host, *container, *vm, *address, *address6, *prefix, *gateway, *template, *image,
-        *fallback_host;
+        *fallback_host, *privileged;
 };
 struct services_raw_data {
     char *volume, *path, *interval_s;

@@ -10,8 +10,10 @@ the warm container; the one that follows the Redis name finds every key in the C
 container made at recovery from the delivered ct-redis image, given the volume as the VM
 left it; the timelines report the data's age (0: a VM failure).  That Redis container is
 then migrated (CRIU, docs/migration.md) to a second Debian standby VM with its data volume:
-the keys written before the migration, on the volume's AOF, are served from there.  One
-boot of each VM.
+the keys written before the migration, on the volume's AOF, are served from there.  The
+web container is unprivileged (`standby.privileged: false`, docs/security.md "Standby
+containers"): its init's uid_map is 0 100000 65536 and its seccomp mode 2.  One boot of
+each VM.
 
 Images: lab/build-debian (primary, ct-nginx, ct-redis, standby base) and
 lab/build-standby-disk."""
@@ -124,6 +126,10 @@ def rig(lab, tmp_path_factory):
     svc = labkit.service_entry(SERVICE, "debhost", PRIMARY, P_ADDR, "warm", STANDBY, CT,
                                CT_ADDR)
     svc["standby"]["image"] = "ct-nginx"
+    # The web container unprivileged (docs/security.md, "Standby containers"); the Redis
+    # one stays privileged: its migration with its volume failed at the restore on the
+    # target when it was unprivileged (the cause not yet known).
+    svc["standby"]["privileged"] = "false"
     svc["data"] = {"volume": "vcrdata", "path": "/srv/data", "interval_s": 0}
     # 20 failures (10 s): cloud-init's runcmd (below) stops Redis, which had answered, and
     # starts it again on the volume; under TCG on a loaded machine that took more than 3
@@ -169,11 +175,27 @@ def rig(lab, tmp_path_factory):
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
 
 
+def isolation(d, host, name):
+    """What the standby agent reads in its VM's /proc for the container's init."""
+    c = next((c for h in d.vcr.status()["hosts"] if h["name"] == host
+              for c in h.get("containers") or [] if c["name"] == name), None) or {}
+    return c.get("isolation") if c.get("privileged") is False else None
+
+
+UNPRIVILEGED_MAP = "0 100000 65536"
+
+
 def test_warm_container_is_built_from_the_delivered_image(rig):
-    s = service(rig)
-    assert s["standby"]["container_state"] == "running", s
+    # Its nginx answers (the fixture) a moment before the agent's reply to the create
+    # reaches the server: an unprivileged container's first create (its image's shifted
+    # copy) showed 'provisioning' then.
+    labkit.wait_for("the warm container running in the server's view",
+                    lambda: service(rig)["standby"]["container_state"] == "running", 30)
     body = http(CT_ADDR, "/")
     assert "vcr-debian container: nginx" in body, body
+    iso = labkit.wait_for("the warm container's isolation", lambda: isolation(rig, STANDBY, CT),
+                          30)
+    assert iso["uid_map"] == UNPRIVILEGED_MAP and iso["seccomp"] == 2, iso
 
 
 def test_kill9_of_the_debian_primary_recovers_its_latest_data(rig, record_property):

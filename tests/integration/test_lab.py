@@ -1,5 +1,6 @@
 """The lab itself: `lab up` is idempotent, `lab down` leaves nothing behind, even after
 a crash that left processes and files around.  Runs after test_foundation (file order)."""
+import fcntl
 import glob
 import os
 import subprocess
@@ -74,3 +75,26 @@ def test_down_after_crash_leaves_nothing(lab):
         assert labkit.lab("down").returncode == 0  # idempotent
     finally:
         labkit.lab_up()  # leave the lab as the session fixture expects, pass or fail
+
+
+def test_named_keeps_no_descriptor_of_its_caller(lab, tmp_path):
+    """`flock LOCK lab/lab up` (how the lab lock is taken) once handed LOCK's descriptor to
+    named, which kept the lock taken until `lab down`: every later user of the lock waited."""
+    lock = tmp_path / "lock"
+    try:
+        assert labkit.lab("down").returncode == 0
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            r = subprocess.run([labkit.LAB, "up"], pass_fds=(fd,), capture_output=True,
+                               text=True)
+        finally:
+            os.close(fd)
+        assert r.returncode == 0, r.stderr
+        other = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while held
+        finally:
+            os.close(other)
+    finally:
+        labkit.lab_up()

@@ -4,7 +4,8 @@ on the first serving HTTP on its own lab address, moved with `vcr container migr
 (CRIU pre-dump, final dump, images through the server, restore); it answers at the
 same address from the second VM, its processes kept their memory (the template's
 in-memory counter went on instead of starting again at 1), and nothing is left on
-the first VM.
+the first VM.  The container is unprivileged (`--unprivileged`, docs/security.md
+"Standby containers"): CRIU restores it in its user namespace with its seccomp filter.
 
 The same two standby VMs then serve a warm service whose standby host is lost (issue 13,
 items 5 and 6): its containers read `unknown`, a recovery onto it fails at once saying
@@ -25,6 +26,7 @@ import labkit
 
 SB = [("sb21", 0, "10.77.0.21"), ("sb22", 1, "10.77.0.22")]
 CT, SERVICE, CT_ADDR = "mig1", "mig", "10.77.0.35"
+UNPRIVILEGED_MAP = "0 100000 65536"  # its init's uid_map (docs/security.md)
 BOOT_TIMEOUT = 300
 # A primary on its own host agent (booted with the standby VMs, used by the lost-standby
 # test only): name, tap index, address; its warm container and where it goes.
@@ -88,8 +90,9 @@ def test_bad_migrations_are_refused(pair):
 def test_container_moves_with_its_memory_and_address(pair, record_property):
     d = pair
     create = d.vcr.json("container", "create", "sb21", CT, "--address", f"{CT_ADDR}/24",
-                        "--service", SERVICE)
+                        "--service", SERVICE, "--unprivileged")
     assert create["result"] == "done", create
+    assert create["container"]["isolation"]["uid_map"] == UNPRIVILEGED_MAP, create
     labkit.wait_for(f"{CT} to answer HTTP",
                     lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
     labkit.wait_for("its counter to pass 5", lambda: (counter() or 0) > 5, 60)
@@ -144,6 +147,11 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
     # It runs on sb22 now and is gone from sb21.
     labkit.wait_for("sb22 to report the container running", lambda: (
         (container_on(d, "sb22") or {}).get("state") == "running"), 30)
+    # Restored as it was: unprivileged, in its user namespace, its seccomp filter on.
+    moved = labkit.wait_for("sb22 to report its isolation", lambda: (
+        container_on(d, "sb22") or {}).get("isolation"), 30)
+    assert container_on(d, "sb22")["privileged"] is False
+    assert moved["uid_map"] == UNPRIVILEGED_MAP and moved["seccomp"] == 2, moved
     labkit.wait_for("sb21 to report it gone", lambda: container_on(d, "sb21") is None, 30)
     phases = [e["detail"]["phase"] for e in d.vcr.events(since) if e["kind"] == "migration"]
     for p in ("started", "dump", "copy", "restore", "port_open", "destroy", "done"):
@@ -158,6 +166,9 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
     c2 = counter()
     assert c2 is not None and c2 >= c1
     labkit.wait_for(f"the counter to go on past {c2}", lambda: (counter() or 0) > c2, 30)
+    back_iso = labkit.wait_for("sb21 to report its isolation again", lambda: (
+        container_on(d, "sb21") or {}).get("isolation"), 30)
+    assert back_iso["uid_map"] == UNPRIVILEGED_MAP and back_iso["seccomp"] == 2, back_iso
     gone = d.vcr.json("container", "destroy", "sb21", CT)
     assert gone["result"] == "done"
 

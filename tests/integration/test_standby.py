@@ -15,6 +15,13 @@ import labkit
 
 VM, VM_INDEX, VM_ADDR = "sb21", 0, "10.77.0.21"
 CT, SERVICE, CT_ADDR = "web1ct", "web1", "10.77.0.31"
+# The unprivileged container (docs/security.md, "Standby containers").
+CT2, SERVICE2, CT2_ADDR = "web2ct", "web2", "10.77.0.37"
+# Capabilities an unprivileged container runs without: their bits in CapEff
+# (linux/capability.h).
+DROPPED = {"sys_module": 16, "sys_rawio": 17, "sys_admin": 21, "sys_boot": 22, "sys_time": 25,
+           "mac_override": 32, "mac_admin": 33}
+VM_ROOT_MAP = "0 0 4294967295"  # uid_map of a process in the VM's own user namespace
 BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC checks
 
 
@@ -31,9 +38,9 @@ def standby_host(d):
                  and h["state"] == "connected"), None)
 
 
-def container(d):
+def container(d, name=CT):
     h = standby_host(d)
-    return next((c for c in (h or {}).get("containers") or [] if c["name"] == CT), None)
+    return next((c for c in (h or {}).get("containers") or [] if c["name"] == name), None)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +68,16 @@ def test_container_lifecycle_and_load(standby, record_property):
     print(f"create+start in the guest: {create['ms']} ms")
     labkit.wait_for(f"http://{CT_ADDR}/ to answer {SERVICE}",
                     lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
+    # Privileged (the default): the VM's root, every capability, no seccomp filter; it may
+    # try to load a module and make a device node (test_unprivileged_container: the
+    # opposite of each).
+    iso = create["container"]["isolation"]
+    assert create["container"]["privileged"] is True and iso["uid_map"] == VM_ROOT_MAP, iso
+    assert iso["seccomp"] == 0 and all(int(iso["cap_eff"], 16) >> bit & 1
+                                       for bit in DROPPED.values()), iso
+    tried = labkit.http_get(CT_ADDR, "/privileges") or ""
+    assert "insmod: can't insert '/bin/busybox': invalid module format" in tried, tried
+    assert "Operation not permitted" not in tried and "mknod=0" in tried, tried
 
     # Load: a sample with the container's CPU and memory, and the VM's.
     c = labkit.wait_for("a container sample with CPU and memory",
@@ -94,6 +111,44 @@ def test_container_lifecycle_and_load(standby, record_property):
     record_property("destroy_ms", destroy["ms"])
     assert labkit.http_get(CT_ADDR, timeout=1) is None
     labkit.wait_for("container gone from status", lambda: container(d) is None, 10)
+
+
+def test_unprivileged_container(standby):
+    """`--unprivileged` (`privileged: false`): the container's root is uid 100000 of the
+    VM (its init's uid_map, read by the agent in the VM's /proc), the dangerous
+    capabilities are gone from its CapEff, LXC's seccomp deny list is on (Seccomp: 2),
+    and inside it loading a module and making a device node are refused; it serves,
+    stops and starts again the same way."""
+    d = standby
+    create = d.vcr.json("container", "create", VM, CT2, "--address", f"{CT2_ADDR}/24",
+                        "--service", SERVICE2, "--gateway", "10.77.0.1", "--unprivileged")
+    assert create["result"] == "done", create
+    c = create["container"]
+    assert c["state"] == "running" and c["privileged"] is False, c
+    iso = c["isolation"]
+    assert iso["uid_map"] == "0 100000 65536" and iso["seccomp"] == 2, iso
+    kept = [name for name, bit in DROPPED.items() if int(iso["cap_eff"], 16) >> bit & 1]
+    assert kept == [], iso
+    labkit.wait_for(f"http://{CT2_ADDR}/ to answer {SERVICE2}",
+                    lambda: (labkit.http_get(CT2_ADDR) or "").strip() == SERVICE2, 60)
+    tried = labkit.http_get(CT2_ADDR, "/privileges") or ""
+    assert "insmod: can't insert '/bin/busybox': Operation not permitted" in tried, tried
+    assert "mknod: /tmp/.dev: Operation not permitted" in tried and "mknod=1" in tried, tried
+    labkit.wait_for("the status to show it unprivileged", lambda: (
+        (container(d, CT2) or {}).get("privileged") is False
+        and ((container(d, CT2) or {}).get("isolation") or {}).get("uid_map")
+        == "0 100000 65536"), 10)
+
+    stop = d.vcr.json("container", "stop", VM, CT2)
+    assert stop["container"]["state"] == "stopped"
+    assert labkit.http_get(CT2_ADDR, timeout=1) is None
+    start = d.vcr.json("container", "start", VM, CT2)
+    iso = start["container"]["isolation"]
+    assert iso["uid_map"] == "0 100000 65536" and iso["seccomp"] == 2, iso
+    labkit.wait_for(f"http://{CT2_ADDR}/ back", lambda: (labkit.http_get(CT2_ADDR) or "").strip()
+                    == SERVICE2, 60)
+    assert d.vcr.json("container", "destroy", VM, CT2)["result"] == "done"
+    labkit.wait_for("web2ct gone from status", lambda: container(d, CT2) is None, 10)
 
 
 def test_standby_agent_is_the_sanitized_build(standby):

@@ -251,6 +251,37 @@ static void test_config_vm_standby_modes(void **state)
     remove_dir();
 }
 
+/* standby.privileged: true unless `false` (docs/security.md, "Standby containers"). */
+static void test_config_standby_privileged(void **state)
+{
+    (void)state;
+    make_dir();
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = parse(DNS_OK SERVICE_OK, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(cfg->services[0].standby.privileged);
+    server_config_free(cfg);
+    char fmt[2048];
+    snprintf(fmt, sizeof(fmt), "%s", DNS_OK SERVICE_OK);
+    const char *std = "mode: warm, host: sb1, container: web1-c,";
+    char *at = strstr(fmt, std);
+    assert_non_null(at);
+    char rest[2048];
+    snprintf(rest, sizeof(rest), "%s", at + strlen(std));
+    snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s privileged: false,%s", std, rest);
+    cfg = parse(fmt, dir, &err);
+    if (cfg == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_false(cfg->services[0].standby.privileged);
+    server_config_free(cfg);
+    EXPECT_BAD(std, "mode: warm, host: sb1, container: web1-c, privileged: no,",
+               "`services[0].standby.privileged`", "`no` is not a boolean", "true, false");
+    EXPECT_BAD(std, VM_STANDBY " privileged: false,", "`services[0].standby.privileged`",
+               "container standby mode");
+    remove_dir();
+}
+
 static void test_config_services_each_bad_field(void **state)
 {
     (void)state;
@@ -3710,6 +3741,7 @@ int main(void)
         cmocka_unit_test(test_config_services_dual_stack),
         cmocka_unit_test(test_config_services_each_bad_field),
         cmocka_unit_test(test_config_vm_standby_modes),
+        cmocka_unit_test(test_config_standby_privileged),
         cmocka_unit_test(test_config_images_valid),
         cmocka_unit_test(test_config_images_each_bad_field),
         cmocka_unit_test(test_config_fence_timeout_bounds),

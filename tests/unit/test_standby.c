@@ -674,6 +674,131 @@ static bool exists(const char *dir, const char *sha, const char *suffix)
     return access(path, F_OK) == 0;
 }
 
+/* `privileged: false`: the idmap, the capabilities, LXC's seccomp deny list and
+ * a lower dir of its own (the source's shifted copy); the isolation a running
+ * container reports; the shifted copy itself. */
+static void test_unprivileged_container(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_json json_t *msg =
+        json_pack("{s:s, s:s, s:b}", "name", "u1", "address", "10.77.0.35/24", "privileged", 0);
+    struct standby_ct_spec spec;
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_true(spec.unprivileged);
+    struct standby_ct_paths p;
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.source, "/var/lib/vcr/templates/busybox");
+    assert_string_equal(p.lower, "/var/lib/vcr/shifted/templates/busybox");
+    struct standby_cfg_item items[STANDBY_CFG_MAX];
+    size_t n = standby_ct_config(&spec, &p, items), idmaps = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(items[i].key, "lxc.idmap") == 0)
+            assert_string_equal(items[i].value, idmaps++ ? "g 0 100000 65536" : "u 0 100000 65536");
+    assert_int_equal(idmaps, 2);
+    const char *drop = item(items, n, "lxc.cap.drop");
+    assert_non_null(drop);
+    for (const char *cap = "sys_module\0sys_rawio\0sys_admin\0sys_time\0mac_admin\0"; *cap;
+         cap += strlen(cap) + 1)
+        assert_non_null(strstr(drop, cap));
+    assert_string_equal(item(items, n, "lxc.seccomp.profile"),
+                        "/usr/share/lxc/config/common.seccomp");
+    /* An image's copy is keyed by its checksum too. */
+    json_object_set_new(
+        msg, "image",
+        json_pack("{s:s, s:s, s:s}", "name", "web", "sha256",
+                  "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd", "url",
+                  "http://10.77.0.1:7090/web.tar.gz"));
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.lower, "/var/lib/vcr/shifted/images/"
+                                 "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
+                                 ".rootfs");
+
+    /* Privileged (absent or true): none of it, the template itself below. */
+    json_object_del(msg, "image");
+    json_object_set_new(msg, "privileged", json_true());
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_false(spec.unprivileged);
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.lower, "/var/lib/vcr/templates/busybox");
+    n = standby_ct_config(&spec, &p, items);
+    assert_null(item(items, n, "lxc.idmap"));
+    assert_null(item(items, n, "lxc.cap.drop"));
+    assert_null(item(items, n, "lxc.seccomp.profile"));
+    json_object_set_new(msg, "privileged", json_string("no"));
+    cleanup_error vcr_error_t bad = NULL;
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &bad), -1);
+    assert_non_null(strstr(vcr_error_msg(bad), "privileged"));
+
+    /* What /proc/PID says of the container's init. */
+    struct standby_isolation iso;
+    assert_int_equal(
+        standby_parse_isolation("Name:\tsh\nUid:\t100000\t100000\t100000\t100000\n"
+                                "CapEff:\t000001fcfdbcffff\nSeccomp:\t2\nSeccomp_filters:\t1\n",
+                                "         0     100000      65536\n", &iso, &err),
+        0);
+    assert_string_equal(iso.uid_map, "0 100000 65536");
+    assert_string_equal(iso.cap_eff, "000001fcfdbcffff");
+    assert_int_equal(iso.seccomp, 2);
+    assert_int_equal(
+        standby_parse_isolation("CapEff:\t000001ffffffffff\n", "0 0 4294967295\n", &iso, &err), 0);
+    assert_string_equal(iso.uid_map, "0 0 4294967295");
+    assert_int_equal(iso.seccomp, 0);
+    cleanup_error vcr_error_t e2 = NULL;
+    assert_int_equal(standby_parse_isolation("Seccomp:\t2\n", "0 0 1\n", &iso, &e2), -1);
+
+    /* The shifted copy: owners moved up, set-ID bits kept, links not followed,
+     * an owner out of range left; made once. */
+    cleanup_free char *base = make_base();
+    char src[300], file[320], suid[320], link[320], odd[320], dst[300], got[340];
+    snprintf(src, sizeof(src), "%s/src", base);
+    snprintf(file, sizeof(file), "%s/file", src);
+    snprintf(suid, sizeof(suid), "%s/suid", src);
+    snprintf(link, sizeof(link), "%s/link", src);
+    snprintf(odd, sizeof(odd), "%s/odd", src);
+    snprintf(dst, sizeof(dst), "%s/shifted/templates/t", base);
+    assert_int_equal(mkdir(src, 0755), 0);
+    for (const char *f = file; f; f = f == file ? suid : f == suid ? odd : NULL)
+        close(open(f, O_WRONLY | O_CREAT, 0644));
+    assert_int_equal(chown(file, 33, 34), 0);
+    assert_int_equal(chmod(suid, 04755), 0);
+    assert_int_equal(chown(odd, 70000, 70000), 0);
+    assert_int_equal(symlink("/etc/passwd", link), 0);
+    assert_int_equal(standby_shift_tree(src, dst, 100000, 65536, &err), 0);
+    struct stat st;
+    snprintf(got, sizeof(got), "%s/file", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 100033);
+    assert_int_equal(st.st_gid, 100034);
+    snprintf(got, sizeof(got), "%s/suid", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 100000);
+    assert_int_equal(st.st_mode & 07777, 04755);
+    snprintf(got, sizeof(got), "%s/odd", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 70000);
+    snprintf(got, sizeof(got), "%s/link", dst);
+    assert_int_equal(lstat(got, &st), 0);
+    assert_int_equal(st.st_uid, 100000);
+    assert_int_equal(stat("/etc/passwd", &st), 0);
+    assert_int_equal(st.st_uid, 0);
+    assert_int_equal(stat(dst, &st), 0);
+    assert_int_equal(st.st_uid, 100000);
+    /* Made once: a second call takes it as it is. */
+    assert_int_equal(chown(dst, 100001, 100001), 0);
+    assert_int_equal(standby_shift_tree(src, dst, 100000, 65536, &err), 0);
+    assert_int_equal(stat(dst, &st), 0);
+    assert_int_equal(st.st_uid, 100001);
+    /* And back (a service's data leaving an unprivileged container). */
+    assert_int_equal(standby_map_owners(dst, 100000, 0, 65536, &err), 0);
+    snprintf(got, sizeof(got), "%s/file", dst);
+    assert_int_equal(stat(got, &st), 0);
+    assert_int_equal(st.st_uid, 33);
+    char *rm[] = {"rm", "-rf", base, NULL};
+    assert_int_equal(standby_run_program(rm, &err), 0);
+}
+
 static void test_image_cache_fetch_verify_unpack(void **state)
 {
     (void)state;
@@ -907,6 +1032,59 @@ static void test_image_cache_prune(void **state)
     assert_int_equal(standby_remove_tree(d, &err), 0);
 }
 
+/* An image whose shifted copy (unprivileged containers) is a container's lower
+ * dir is kept; one whose copy is not goes with its copy. */
+static void test_image_cache_prune_shifted_copies(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    char images[300], shifted[300], path[500], mountinfo[400];
+    snprintf(images, sizeof(images), "%s/images", base);
+    snprintf(shifted, sizeof(shifted), "%s/shifted", base);
+    assert_int_equal(mkdir(images, 0755), 0);
+    assert_int_equal(mkdir(shifted, 0755), 0);
+    snprintf(path, sizeof(path), "%s/images", shifted);
+    assert_int_equal(mkdir(path, 0755), 0);
+    char sha[2][65];
+    for (int i = 0; i < 2; i++) {
+        memset(sha[i], "12"[i], 64);
+        sha[i][64] = '\0';
+        snprintf(path, sizeof(path), "%.64s.tar.gz", sha[i]);
+        touch(images, path, "0123456789");
+        snprintf(path, sizeof(path), "%s/%s.rootfs", images, sha[i]);
+        assert_int_equal(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/images/%s.rootfs", shifted, sha[i]);
+        assert_int_equal(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/images/%s.rootfs.lock", shifted, sha[i]);
+        close(open(path, O_WRONLY | O_CREAT, 0600));
+    }
+    snprintf(mountinfo, sizeof(mountinfo), "%s/mountinfo", base);
+    FILE *m = fopen(mountinfo, "w");
+    assert_non_null(m);
+    fprintf(m,
+            "36 25 0:32 / /var/lib/lxc/u1/rootfs rw - overlay overlay rw,lowerdir=%s/images/"
+            "%s.rootfs,upperdir=/var/lib/lxc/u1/delta,workdir=/var/lib/lxc/u1/work\n",
+            shifted, sha[0]);
+    fclose(m);
+    cleanup_json json_t *res = standby_image_prune(images, NULL, 0, mountinfo, &err);
+    assert_non_null(res);
+    json_t *kept = json_object_get(res, "kept"), *removed = json_object_get(res, "removed");
+    assert_int_equal(json_array_size(kept), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(kept, 0), "sha256")),
+                        sha[0]);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(kept, 0), "why")),
+                        "used by container u1");
+    assert_int_equal(json_array_size(removed), 1);
+    snprintf(path, sizeof(path), "%s/images/%s.rootfs", shifted, sha[0]);
+    assert_int_equal(access(path, F_OK), 0);
+    snprintf(path, sizeof(path), "%s/images/%s.rootfs", shifted, sha[1]);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/images/%s.rootfs.lock", shifted, sha[1]);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(standby_remove_tree(base, &err), 0);
+}
+
 static void test_criu_log_reason(void **state)
 {
     (void)state;
@@ -920,6 +1098,12 @@ static void test_criu_log_reason(void **state)
                             out, sizeof(out));
     assert_string_equal(out, "Error (criu/mem.c:2): second; Error (criu/a.c:3): third; "
                              "Error (criu/b.c:4): fourth");
+    /* A restore's tasks put their pid before theirs: the cause is one of them. */
+    standby_criu_log_reason("(00.04)      1: Error (criu/mount.c:5): mnt: cause\n"
+                            "(00.05) Error (criu/cr-restore.c:2537): Restoring FAILED.\n",
+                            out, sizeof(out));
+    assert_string_equal(out, "Error (criu/mount.c:5): mnt: cause; Error "
+                             "(criu/cr-restore.c:2537): Restoring FAILED.");
     standby_criu_log_reason("(00.1) Warn: x\n(00.2) Looking at soft-dirty\n\n", out, sizeof(out));
     assert_string_equal(out, "Looking at soft-dirty");
     char tiny[12];
@@ -1048,6 +1232,8 @@ int main(void)
         cmocka_unit_test(test_http_head),
         cmocka_unit_test(test_image_cache_fetch_verify_unpack),
         cmocka_unit_test(test_image_cache_prune),
+        cmocka_unit_test(test_unprivileged_container),
+        cmocka_unit_test(test_image_cache_prune_shifted_copies),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
         cmocka_unit_test(test_unsolicited_na_message),

@@ -35,6 +35,20 @@
  * dir also survives stop/start, agent restarts and CRIU migration (delta/). */
 #define STANDBY_IMAGE_INIT "/.vcr-init"
 
+/* Unprivileged containers (`privileged: false`, docs/security.md "Standby
+ * containers"): uids and gids 0..65535 of the container are the VM's
+ * STANDBY_IDMAP_BASE.. (lxc.idmap), its lower dir is a copy of the template or
+ * image with every owner moved up by that much, made once under
+ * LIB_DIR/STANDBY_SHIFTED_SUB (the 6.1 kernel cannot idmap-mount the busybox
+ * VM's tmpfs, and LXC maps only what is on disk), these capabilities are
+ * dropped and LXC's own deny list (kexec_load, open_by_handle_at,
+ * init_module, finit_module, delete_module) is its seccomp filter. */
+#define STANDBY_IDMAP_BASE      100000u
+#define STANDBY_IDMAP_COUNT     65536u
+#define STANDBY_SHIFTED_SUB     "shifted"
+#define STANDBY_CAP_DROP        "mac_admin mac_override sys_admin sys_boot sys_module sys_rawio sys_time"
+#define STANDBY_SECCOMP_PROFILE "/usr/share/lxc/config/common.seccomp"
+
 /* A container image (docs/protocol.md, container orders' `image`). */
 struct standby_image_ref {
     char name[65];   /* for messages */
@@ -54,11 +68,13 @@ struct standby_ct_spec {
     char template[65]; /* a directory name under LIB_DIR/templates (no image) */
     bool has_image;    /* made from image, not from template */
     struct standby_image_ref image;
+    bool unprivileged; /* `privileged: false`: user namespace, caps dropped, seccomp */
 };
 
 /* From a container_create order (borrowed): name (or vm), service, address
  * ("A.B.C.D" or "A.B.C.D/NN"), prefix?, gateway?, template? or image?
- * ({name, sha256, url, cmd?}).  *err names the bad member and value. */
+ * ({name, sha256, url, cmd?}), privileged? (true when absent).  *err names
+ * the bad member and value. */
 int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_error_t *err);
 bool standby_valid_name(const char *s);
 
@@ -68,7 +84,8 @@ struct standby_ct_paths {
     char rootfs[272];
     char delta[272];
     char work[272];
-    char lower[272]; /* the template or image: the overlay's read-only lower dir */
+    char lower[272];  /* the overlay's read-only lower dir: source, or its shifted copy */
+    char source[272]; /* the template or image as shared by every privileged container */
 };
 /* lib_dir: STANDBY_LIB_DIR (or a test's), where the lower dirs are. */
 int standby_ct_paths(const char *lxcpath, const char *lib_dir, const struct standby_ct_spec *spec,
@@ -79,7 +96,7 @@ struct standby_cfg_item {
     const char *key;
     char value[300];
 };
-#define STANDBY_CFG_MAX 24
+#define STANDBY_CFG_MAX 32
 
 /* The items that make spec a container: its own overlay rootfs directory
  * (mounted by us: LXC 5.0.2 cannot restore an `overlay:` rootfs), a veth on
@@ -126,7 +143,9 @@ struct standby_image_keep {
  * SHA256.lock) whose SHA-256 is not in keep[0..n), whose rootfs is not the
  * lower dir of an overlay listed in mountinfo (a container made from it: its
  * overlay stays mounted from create to destroy, also across agent restarts),
- * and whose lock is free (a download under way).
+ * and whose lock is free (a download under way); its copy for unprivileged
+ * containers (IMAGES_DIR/../shifted/images/SHA256.rootfs) counts as its rootfs
+ * and goes with it.
  * Other files are left alone.  Returns {removed: [{sha256, bytes}], kept:
  * [{sha256, why}], freed_bytes} (bytes: the tarball's), or NULL with *err. */
 json_t *standby_image_prune(const char *images_dir, const struct standby_image_keep *keep, size_t n,
@@ -150,6 +169,16 @@ int standby_http_parse_head(const char *head, struct standby_http_head *h, vcr_e
  * *bytes: the body's size.  A status other than 200 fails, quoting the
  * server's answer (404: ENOENT). */
 int standby_http_fetch(const char *url, const char *path, uint64_t *bytes, vcr_error_t *err);
+/* Makes shifted, a copy of source (cp -a) whose owners in 0..count are moved
+ * up by base (set-ID bits kept), once: an existing shifted is taken as it is;
+ * jobs for the same copy wait for each other (flock of SHIFTED.lock).
+ * Blocking: run it in a standby_job child (standby_shift.c). */
+int standby_shift_tree(const char *source, const char *shifted, unsigned base, unsigned count,
+                       vcr_error_t *err);
+/* In place, below dir (one file system, links not followed): owners (uid and
+ * gid each) in from..from+count-1 become to..to+count-1; others are left. */
+int standby_map_owners(const char *dir, unsigned from, unsigned to, unsigned count,
+                       vcr_error_t *err);
 /* Runs argv (PATH lookup) and waits; on failure *err quotes its stderr. */
 int standby_run_program(char *const argv[], vcr_error_t *err);
 /* GNU tar: the standby image has it at /bin/tar (lab/build-image), where
@@ -165,6 +194,15 @@ struct standby_cpu_times {
 };
 /* The aggregate `cpu` line of /proc/stat; *ncpus counts the cpuN lines. */
 int standby_parse_proc_stat(const char *text, struct standby_cpu_times *t, int *ncpus,
+                            vcr_error_t *err);
+/* What a container's init runs with, as the VM sees it (/proc/PID). */
+struct standby_isolation {
+    char uid_map[64]; /* uid_map's first line, "0 100000 65536" ("0 0 4294967295": the VM's root) */
+    char cap_eff[17]; /* CapEff of status, hex */
+    int seccomp;      /* Seccomp of status: 0 off, 2 a filter */
+};
+/* From the text of /proc/PID/status and /proc/PID/uid_map. */
+int standby_parse_isolation(const char *status, const char *uid_map, struct standby_isolation *iso,
                             vcr_error_t *err);
 /* MemTotal and MemAvailable of /proc/meminfo, in kB. */
 int standby_parse_meminfo(const char *text, int64_t *total_kb, int64_t *avail_kb, vcr_error_t *err);

@@ -84,9 +84,28 @@ static int write_image_init(struct standby_ct *ct, vcr_error_t *err)
     cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
     if (fd < 0)
         return vcr_error_errno(err, "container `%s`: create `%s`", ct->spec.name, path);
+    if (ct->spec.unprivileged && fchown(fd, STANDBY_IDMAP_BASE, STANDBY_IDMAP_BASE) < 0)
+        return vcr_error_errno(err, "container `%s`: chown `%s`", ct->spec.name, path);
     size_t len = strlen(script);
     if (write(fd, script, len) != (ssize_t)len)
         return vcr_error_errno(err, "container `%s`: write `%s`", ct->spec.name, path);
+    return 0;
+}
+
+/* An unprivileged container needs LXC's seccomp profile, its lower dir
+ * shifted into its idmap range, and its directory open to its root on the
+ * way to the rootfs (LXC mounts the rootfs as the container's root). */
+static int prepare_unprivileged(const struct standby_ct_paths *p, vcr_error_t *err)
+{
+    if (access(STANDBY_SECCOMP_PROFILE, R_OK) < 0)
+        return vcr_error_errno(err, "unprivileged container: seccomp profile `%s`",
+                               STANDBY_SECCOMP_PROFILE);
+    if (standby_shift_tree(p->source, p->lower, STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT, err) < 0)
+        return vcr_error_wrap(err, "unprivileged container: its lower dir");
+    if (make_dir(p->dir, 0750, err) < 0)
+        return -1;
+    if (chmod(p->dir, 0755) < 0)
+        return vcr_error_errno(err, "chmod `%s`", p->dir);
     return 0;
 }
 
@@ -110,8 +129,16 @@ struct standby_ct *standby_ct_create(const char *lxcpath, const char *lib_dir,
         vcr_error_make(err, EEXIST, "container `%s` already exists", spec->name);
         goto fail;
     }
+    if (spec->unprivileged && prepare_unprivileged(&ct->paths, err) < 0)
+        goto fail;
     if (mount_overlay(&ct->paths, err) < 0)
         goto fail;
+    /* The overlay's root takes its owner from the upper dir: the container's
+     * root must own it (a restore's delta comes with it, the same). */
+    if (spec->unprivileged && chown(ct->paths.delta, STANDBY_IDMAP_BASE, STANDBY_IDMAP_BASE) < 0) {
+        vcr_error_errno(err, "chown `%s`", ct->paths.delta);
+        goto undo;
+    }
     if (spec->has_image && spec->image.cmd[0] && write_image_init(ct, err) < 0)
         goto undo;
     struct standby_cfg_item items[STANDBY_CFG_MAX];
@@ -173,6 +200,8 @@ struct standby_ct *standby_ct_adopt(const char *lxcpath, const char *name, vcr_e
     snprintf(ct->spec.address, sizeof(ct->spec.address), "%.15s", buf);
     config_item(ct->c, "lxc.net.0.ipv4.gateway", buf, sizeof(buf));
     snprintf(ct->spec.gateway, sizeof(ct->spec.gateway), "%.15s", buf);
+    config_item(ct->c, "lxc.idmap", buf, sizeof(buf));
+    ct->spec.unprivileged = buf[0] != '\0';
     snprintf(ct->spec.template, sizeof(ct->spec.template), "%s", STANDBY_TEMPLATE_DEF);
     snprintf(ct->paths.dir, sizeof(ct->paths.dir), "%s/%s", lxcpath, name);
     snprintf(ct->paths.rootfs, sizeof(ct->paths.rootfs), "%s/rootfs", ct->paths.dir);
@@ -251,6 +280,27 @@ static bool cgroup_counter(struct standby_ct *ct, const char *item, uint64_t *v)
     return standby_parse_counter(buf, v, &err) == 0;
 }
 
+/* {uid_map, cap_eff, seccomp} of the container's init, read in the VM's
+ * /proc: what the container really runs with (after a restore too), or null. */
+static json_t *isolation_json(struct standby_ct *ct)
+{
+    pid_t pid = ct->c->init_pid(ct->c);
+    char path[64], status[4096], uid_map[256];
+    struct standby_isolation iso;
+    cleanup_error vcr_error_t err = NULL;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    if (pid <= 0 || standby_read_file(path, status, sizeof(status), &err) < 0)
+        return json_null();
+    snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+    if (standby_read_file(path, uid_map, sizeof(uid_map), &err) < 0 ||
+        standby_parse_isolation(status, uid_map, &iso, &err) < 0) {
+        log_debug("container %s: %s", ct->spec.name, vcr_error_msg(err));
+        return json_null();
+    }
+    return json_pack("{s:s, s:s, s:i}", "uid_map", iso.uid_map, "cap_eff", iso.cap_eff, "seccomp",
+                     iso.seccomp);
+}
+
 json_t *standby_ct_json(struct standby_ct *ct, bool with_load, uint64_t now_ns)
 {
     const char *state = standby_ct_state(ct);
@@ -271,9 +321,13 @@ json_t *standby_ct_json(struct standby_ct *ct, bool with_load, uint64_t now_ns)
             mem = json_integer((json_int_t)(bytes / 1024));
         }
     }
-    return json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o}", "name", ct->spec.name, "service",
-                     ct->spec.service, "state", state, "address",
-                     ct->spec.address[0] ? ct->spec.address : NULL, "cpu_pct", cpu, "mem_kb", mem);
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o, s:b}", "name", ct->spec.name,
+                            "service", ct->spec.service, "state", state, "address",
+                            ct->spec.address[0] ? ct->spec.address : NULL, "cpu_pct", cpu, "mem_kb",
+                            mem, "privileged", !ct->spec.unprivileged);
+    if (out && strcmp(state, "running") == 0)
+        json_object_set_new(out, "isolation", isolation_json(ct));
+    return out;
 }
 
 void standby_ct_free(struct standby_ct *ct)

@@ -229,6 +229,19 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
         standby_ct_free(ct);
         return NULL;
     }
+    /* An unprivileged container's tasks read their images themselves once in
+     * its user namespace (netns-N.img first): the unpacked tree becomes its
+     * root's, else "Unable to open netns-N.img: Permission denied" (the agent
+     * made it 0700, root's; its parent stays so, CRIU opens it as root). */
+    if (spec->unprivileged &&
+        standby_map_owners(fresh, 0, STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT, err) < 0) {
+        vcr_error_wrap(err, "container `%s`: its images to the container's root", spec->name);
+        cleanup_error vcr_error_t undo = NULL;
+        if (standby_ct_destroy(ct, &undo) < 0)
+            log_warn("container %s: after the failed chown: %s", spec->name, vcr_error_msg(undo));
+        standby_ct_free(ct);
+        return NULL;
+    }
     c->want_daemonize(c, true);
     struct migrate_opts opts = {.directory = images};
     int64_t t1 = vcr_mono_ms();

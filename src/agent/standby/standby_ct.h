@@ -38,7 +38,8 @@ const struct standby_ct_paths *standby_ct_paths_of(const struct standby_ct *ct);
 const struct standby_ct_spec *standby_ct_spec_of(const struct standby_ct *ct);
 /* "running", "stopped", "starting", "stopping", ... (liblxc's state, lower case). */
 const char *standby_ct_state(struct standby_ct *ct);
-/* {name, service, state, address, cpu_pct, mem_kb}; cpu_pct and mem_kb are
+/* {name, service, state, address, cpu_pct, mem_kb, privileged, isolation?}
+ * (isolation: standby_parse_isolation of its init, while it runs); cpu_pct and mem_kb are
  * null while the container is not running or before a second reading.
  * now_ns: CLOCK_MONOTONIC, for the CPU delta. */
 json_t *standby_ct_json(struct standby_ct *ct, bool with_load, uint64_t now_ns);

@@ -531,8 +531,25 @@ static bool mounted_lower(const char *mountinfo, const char *dir, char *why, siz
     return false;
 }
 
+/* The image's copy for unprivileged containers: LIB/shifted/images/SHA256.rootfs
+ * beside IMAGES_DIR = LIB/images (standby_ct_paths). */
+static void shifted_rootfs(const char *images_dir, const char *sha, char *out, size_t size)
+{
+    const char *slash = strrchr(images_dir, '/');
+    int lib = slash ? (int)(slash - images_dir) : 0;
+    snprintf(out, size, "%.*s/%s/%s/%s.rootfs", lib, images_dir, STANDBY_SHIFTED_SUB,
+             STANDBY_IMAGES_SUB, sha);
+}
+
 static int remove_image(const char *images_dir, const char *sha, vcr_error_t *err)
 {
+    char shifted[400], shifted_lock[420];
+    shifted_rootfs(images_dir, sha, shifted, sizeof(shifted));
+    snprintf(shifted_lock, sizeof(shifted_lock), "%s.lock", shifted);
+    if (standby_remove_tree(shifted, err) < 0)
+        return -1;
+    if (unlink(shifted_lock) < 0 && errno != ENOENT)
+        return vcr_error_errno(err, "unlink `%s`", shifted_lock);
     for (size_t i = 0; i < sizeof(image_suffixes) / sizeof(image_suffixes[0]); i++) {
         char path[400];
         snprintf(path, sizeof(path), "%s/%s%s", images_dir, sha, image_suffixes[i]);
@@ -588,8 +605,10 @@ json_t *standby_image_prune(const char *images_dir, const struct standby_image_k
         standby_image_rootfs(images_dir, sha, rootfs, sizeof(rootfs));
         snprintf(tarball, sizeof(tarball), "%s/%s.tar.gz", images_dir, sha);
         snprintf(lock, sizeof(lock), "%s/%s.lock", images_dir, sha);
-        char mounted[300];
-        if (why == NULL && mounted_lower(mounts, rootfs, mounted, sizeof(mounted)))
+        char mounted[300], shifted[400];
+        shifted_rootfs(images_dir, sha, shifted, sizeof(shifted));
+        if (why == NULL && (mounted_lower(mounts, rootfs, mounted, sizeof(mounted)) ||
+                            mounted_lower(mounts, shifted, mounted, sizeof(mounted))))
             why = mounted;
         /* Held while its lock is: a download or unpack under way waits for
          * the removal, then finds nothing and fetches again. */

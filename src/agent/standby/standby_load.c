@@ -116,3 +116,52 @@ double standby_ct_cpu_pct(uint64_t prev_ns, uint64_t cur_ns, uint64_t wall_ns)
         return 0.0;
     return 100.0 * (double)(cur_ns - prev_ns) / (double)wall_ns;
 }
+
+/* The value after "Key:" on its own line of text, into out (up to the line's
+ * end, surrounding blanks dropped). */
+static bool status_field(const char *text, const char *key, char *out, size_t size)
+{
+    size_t klen = strlen(key);
+    for (const char *line = text; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, key, klen) != 0 || line[klen] != ':')
+            continue;
+        const char *v = line + klen + 1;
+        v += strspn(v, " \t");
+        size_t n = strcspn(v, "\n");
+        while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        if (n == 0 || n >= size)
+            return false;
+        memcpy(out, v, n);
+        out[n] = '\0';
+        return true;
+    }
+    return false;
+}
+
+int standby_parse_isolation(const char *status, const char *uid_map, struct standby_isolation *iso,
+                            vcr_error_t *err)
+{
+    char seccomp[16];
+    if (!status_field(status, "CapEff", iso->cap_eff, sizeof(iso->cap_eff)) ||
+        strspn(iso->cap_eff, "0123456789abcdef") != strlen(iso->cap_eff))
+        return vcr_error_make(err, EPROTO, "/proc/PID/status: no CapEff");
+    /* Kernels without CONFIG_SECCOMP have no Seccomp line: mode 0. */
+    iso->seccomp = status_field(status, "Seccomp", seccomp, sizeof(seccomp)) ? atoi(seccomp) : 0;
+    /* The first line of uid_map, its columns one blank apart. */
+    size_t n = 0;
+    bool blank = true;
+    for (const char *c = uid_map; *c && *c != '\n'; c++) {
+        bool b = *c == ' ' || *c == '\t';
+        if ((!b || !blank) && n + 1 < sizeof(iso->uid_map))
+            iso->uid_map[n++] = b ? ' ' : *c;
+        blank = b;
+    }
+    while (n > 0 && iso->uid_map[n - 1] == ' ')
+        n--;
+    iso->uid_map[n] = '\0';
+    if (n == 0)
+        return vcr_error_make(err, EPROTO, "/proc/PID/uid_map: empty");
+    return 0;
+}

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <lxc/lxccontainer.h>
@@ -357,6 +358,14 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
     if (strcmp(p->action, "data_export") == 0) {
         if (p->ct && standby_ct_stop(p->ct, STANDBY_STOP_TIMEOUT_S, err) < 0)
             return -1;
+        /* Back to the primary with the ids it had, not the container's. */
+        char mnt[400];
+        if (p->ct && standby_ct_spec_of(p->ct)->unprivileged &&
+            snprintf(mnt, sizeof(mnt), "%s/%s/mnt", base, service) < (int)sizeof(mnt) &&
+            standby_data_mounted(mnt) &&
+            standby_map_owners(mnt, STANDBY_IDMAP_BASE, 0, STANDBY_IDMAP_COUNT, err) < 0)
+            return vcr_error_wrap(err, "service `%s`: its data back out of the container's ids",
+                                  service);
         return standby_data_export(base, service, err);
     }
     const char *path = data_mount_point(p->order, err);
@@ -374,6 +383,19 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
     snprintf(image_dir, sizeof(image_dir), "%s%s", standby_ct_paths_of(p->ct)->rootfs, path);
     if (standby_data_take_owner(mnt, image_dir, &owner_changed, err) < 0)
         return vcr_error_wrap(err, "service `%s`", service);
+    /* An unprivileged container's root is the VM's STANDBY_IDMAP_BASE: the
+     * rest of the copy moves into its range too (a second attach finds it
+     * there and changes nothing). */
+    if (standby_ct_spec_of(p->ct)->unprivileged &&
+        standby_map_owners(mnt, 0, STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT, err) < 0)
+        return vcr_error_wrap(err, "service `%s`: its data into the container's id range", service);
+    /* LXC binds it as the container's root, which must pass the way there
+     * (0700 otherwise: only root). */
+    char svc_dir[400];
+    snprintf(svc_dir, sizeof(svc_dir), "%s/%s", base, service);
+    if (standby_ct_spec_of(p->ct)->unprivileged &&
+        (chmod(base, 0711) < 0 || chmod(svc_dir, 0711) < 0))
+        return vcr_error_errno(err, "service `%s`: chmod the way to its data", service);
     bool restarted = false;
     if (standby_ct_bind_dir(p->ct, mnt, path, &restarted, err) < 0)
         return -1;

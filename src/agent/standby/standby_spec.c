@@ -177,6 +177,12 @@ int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_err
                                                         : "(not a string)");
         snprintf(s.address6, sizeof(s.address6), "%s", buf6);
     }
+    json_t *priv = json_object_get(msg, "privileged");
+    if (priv && !json_is_null(priv)) {
+        if (!json_is_boolean(priv))
+            return vcr_error_make(err, EINVAL, "privileged: expected true or false");
+        s.unprivileged = !json_is_true(priv);
+    }
     *spec = s;
     return 0;
 }
@@ -188,16 +194,23 @@ int standby_ct_paths(const char *lxcpath, const char *lib_dir, const struct stan
     int n = snprintf(p->dir, sizeof(p->dir), "%s/%s", lxcpath, spec->name);
     int m = -1;
     char images[200];
+    const char *sub = spec->has_image ? STANDBY_IMAGES_SUB : STANDBY_TEMPLATES_SUB;
     if (spec->has_image) {
         int k = snprintf(images, sizeof(images), "%s/%s", lib_dir, STANDBY_IMAGES_SUB);
         if (k > 0 && (size_t)k < sizeof(images))
-            m = standby_image_rootfs(images, spec->image.sha256, p->lower, sizeof(p->lower));
+            m = standby_image_rootfs(images, spec->image.sha256, p->source, sizeof(p->source));
     } else {
-        int k = snprintf(p->lower, sizeof(p->lower), "%s/%s/%s", lib_dir, STANDBY_TEMPLATES_SUB,
+        int k = snprintf(p->source, sizeof(p->source), "%s/%s/%s", lib_dir, STANDBY_TEMPLATES_SUB,
                          spec->template);
-        m = k > 0 && (size_t)k < sizeof(p->lower) ? 0 : -1;
+        m = k > 0 && (size_t)k < sizeof(p->source) ? 0 : -1;
     }
-    if (n < 0 || (size_t)n >= sizeof(p->dir) || m < 0)
+    /* An unprivileged container's lower dir: the source's shifted copy,
+     * LIB_DIR/shifted/{templates,images}/LEAF (standby_shift_tree). */
+    const char *leaf = strrchr(p->source, '/');
+    int k = spec->unprivileged ? snprintf(p->lower, sizeof(p->lower), "%s/%s/%s%s", lib_dir,
+                                          STANDBY_SHIFTED_SUB, sub, leaf ? leaf : "")
+                               : snprintf(p->lower, sizeof(p->lower), "%s", p->source);
+    if (n < 0 || (size_t)n >= sizeof(p->dir) || m < 0 || k < 0 || (size_t)k >= sizeof(p->lower))
         return vcr_error_make(err, ENAMETOOLONG, "container `%s`: path too long", spec->name);
     snprintf(p->rootfs, sizeof(p->rootfs), "%s/rootfs", p->dir);
     snprintf(p->delta, sizeof(p->delta), "%s/delta", p->dir);
@@ -256,5 +269,11 @@ size_t standby_ct_config(const struct standby_ct_spec *spec, const struct standb
     add(items, &n, "lxc.console.path", "none");
     add(items, &n, "lxc.log.file", "%s/lxc.log", paths->dir);
     add(items, &n, "lxc.log.level", "WARN");
+    if (spec->unprivileged) {
+        add(items, &n, "lxc.idmap", "u 0 %u %u", STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT);
+        add(items, &n, "lxc.idmap", "g 0 %u %u", STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT);
+        add(items, &n, "lxc.cap.drop", "%s", STANDBY_CAP_DROP);
+        add(items, &n, "lxc.seccomp.profile", "%s", STANDBY_SECCOMP_PROFILE);
+    }
     return n;
 }
