@@ -8,7 +8,6 @@ import json
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 
