@@ -2775,6 +2775,55 @@ static void test_auto_failback_then_flapping_suspends_it(void **state)
     harness_stop(&h);
 }
 
+/* The last automatic failback's healthy period start (ready_since_ms, wall), 0: none. */
+static int64_t last_auto_ready_since(struct harness *h)
+{
+    cleanup_json json_t *events = journal_read(server_journal(h->srv), 0, 1000, NULL);
+    int64_t since = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        json_t *d = json_object_get(e, "detail");
+        const char *phase = json_string_value(json_object_get(d, "phase"));
+        if (strcmp(json_string_value(json_object_get(e, "kind")), "failback") == 0 && phase &&
+            strcmp(phase, "auto_started") == 0)
+            since = json_integer_value(json_object_get(d, "ready_since_ms"));
+    }
+    return since;
+}
+
+/* Each recovery starts its own healthy period: after an automatic failback
+ * the next recovery waits after_s again (the period of the first one was kept,
+ * and with min_interval_s passed the second failed back at once). */
+static void test_auto_failback_period_starts_again_each_recovery(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_open(&h, true);
+    h.service_extra = "    failback: {mode: auto, after_s: 2, min_interval_s: 0}\n";
+    server_up(&h, "cold", "");
+    agents_up(&h, "running");
+    keep_agents_alive(&h);
+    h.node1.plays_vm = true;
+    h.node1.vm_pid = 700;
+    for (int round = 0; round < 2; round++) {
+        assert_false(run_until_ms(&h, never, 300)); /* answered once: its failures count */
+        service_stop(&h.primary);
+        assert_true(run_until_ms(&h, recovered, 10000));
+        int64_t recovered_at = vcr_wall_ms();
+        uint16_t p = h.port;
+        service_start(&h.primary, h.base, PRIMARY, &p);
+        assert_true(run_until_ms(&h, back_to_ok, 10000));
+        /* The period began once this recovery was done, not before. */
+        int64_t since = last_auto_ready_since(&h);
+        if (since < recovered_at - 200)
+            fail_msg("recovery %d: its failback's healthy period began %lld ms before it was done",
+                     round + 1, (long long)(recovered_at - since));
+    }
+    harness_stop(&h);
+}
+
 static void test_config_failback_policy(void **state)
 {
     (void)state;
@@ -3808,6 +3857,7 @@ int main(void)
         cmocka_unit_test(test_refused_address_takeover_leaves_only_failback),
         cmocka_unit_test(test_failback_that_fails_leaves_the_standby_serving),
         cmocka_unit_test(test_auto_failback_then_flapping_suspends_it),
+        cmocka_unit_test(test_auto_failback_period_starts_again_each_recovery),
         cmocka_unit_test(test_config_failback_policy),
         cmocka_unit_test(test_config_service_data),
         cmocka_unit_test(test_data_age),

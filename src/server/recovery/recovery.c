@@ -672,6 +672,8 @@ static void svc_tick(struct svc *s, int64_t now)
             probe_due(s, now); /* a primary that answers again clears the failure */
         else if (s->state == SVC_RECOVERED)
             failback_auto_tick(s, now);
+        if (s->state != SVC_RECOVERED && s->auto_ready_since)
+            failback_auto_tick(s, now); /* ends the healthy period of a service that left it */
         break;
     case STEP_RESUME_WAIT:
         if (resume_ready(s, now)) {
