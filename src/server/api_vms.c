@@ -30,6 +30,8 @@ static void vm_request_free(struct vm_request *r)
 static void on_order_done(enum order_outcome outcome, const char *message, void *opaque)
 {
     struct vm_request *r = opaque;
+    if (strcmp(r->verb, "stop") == 0)
+        recovery_vm_stop_done(r->api->recovery, r->host, r->vm, outcome == ORDER_DONE);
     switch (outcome) {
     case ORDER_DONE: {
         cleanup_json json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "vm", r->vm, "host", r->host,
@@ -87,7 +89,10 @@ static void handle_vm_order(struct api *api, struct evhttp_request *req, const c
                           on_order_done, r, &err) < 0) {
         api_reply_error(req, 503, "%s", vcr_error_msg(err));
         vm_request_free(r);
+        return;
     }
+    if (strcmp(verb, "stop") == 0)
+        recovery_vm_stop_ordered(api->recovery, host->name, vm);
 }
 
 void api_handle_vm_stop(struct api *api, struct evhttp_request *req, const char *vm)

@@ -107,7 +107,11 @@ void recovery_watch_primary(struct svc *s, int64_t now)
         s->state = SVC_STOPPED;
         log_info("service %s: primary VM %s stopped on purpose (%s): maintenance, no failover",
                  s->cfg->name, s->cfg->primary.vm, vm->cause ? vm->cause : "no cause");
-    } else if (s->state == SVC_STOPPED && vm && vm->state != INV_VM_STOPPED) {
+    } else if (s->state == SVC_STOPPED && vm && vm->state == INV_VM_STOPPED) {
+        s->stop_ordered_until = 0; /* the ordered stop is done */
+    } else if (s->state == SVC_STOPPED && vm && vm->state != INV_VM_STOPPED &&
+               now >= s->stop_ordered_until) {
+        s->stop_ordered_until = 0;
         s->state = SVC_OK;
     }
 

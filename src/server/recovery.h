@@ -8,6 +8,7 @@
 #define VCR_SERVER_RECOVERY_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "common/err.h"
 
@@ -66,5 +67,12 @@ json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err);
  * failback starts it. */
 int recovery_check_vm_start(struct recovery *rc, const char *host, const char *vm,
                             vcr_error_t *err);
+/* An operator's stop of VM vm of host was sent (`vcr vm stop`): a service it is
+ * the primary of, healthy and idle, is maintenance (`stopped`) from now on, not
+ * once the VM reports `stopped` (the guest's service may stop answering first:
+ * its failed probes are no failure).  done: the order was answered; ok: it
+ * worked (else the service is watched again at once). */
+void recovery_vm_stop_ordered(struct recovery *rc, const char *host, const char *vm);
+void recovery_vm_stop_done(struct recovery *rc, const char *host, const char *vm, bool ok);
 
 #endif

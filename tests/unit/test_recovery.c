@@ -2824,6 +2824,53 @@ static void test_auto_failback_period_starts_again_each_recovery(void **state)
     harness_stop(&h);
 }
 
+static bool recovery_began(struct harness *h)
+{
+    char phases[512];
+    unsigned fenced;
+    journal_phases(h, phases, sizeof(phases), &fenced);
+    return phases[0] != '\0';
+}
+
+/* An operator's stop of a primary (`vcr vm stop`) is maintenance from the
+ * order on, not from the VM's `stopped` report: a guest whose service stops
+ * answering before its host reports the VM down (libvirtd reports a destroy
+ * once it has cleaned up) was failed over.  A stop that fails is watched again. */
+static void test_operator_stop_is_maintenance_from_the_order(void **state)
+{
+    (void)state;
+    struct harness h;
+    harness_start(&h, "cold", "");
+    keep_agents_alive(&h);
+    assert_false(run_until_ms(&h, never, 300)); /* answered once: its failures count */
+    struct recovery *rc = server_recovery(h.srv);
+    recovery_vm_stop_ordered(rc, "node1", "web1");
+    assert_true(state_is(&h, "stopped"));
+    service_stop(&h.primary); /* the guest's service ends; the VM is still reported running */
+    assert_false(run_until_ms(&h, recovery_began, 2000));
+    recovery_vm_stop_done(rc, "node1", "web1", true);
+    agent_send(&h.node1,
+               proto_msg_new("vm_event", json_pack("{s:s, s:s, s:s, s:I}", "vm", "web1", "state",
+                                                   "stopped", "cause", "destroyed on order",
+                                                   "ts_ms", (json_int_t)vcr_wall_ms())));
+    assert_false(run_until_ms(&h, recovery_began, 1000));
+    assert_true(state_is(&h, "stopped"));
+    assert_null(agent_order(&h.sb1, "container_create"));
+
+    /* A stop that failed: the primary, still reported running, is watched again. */
+    agent_send(&h.node1, proto_msg_new("vm_event",
+                                       json_pack("{s:s, s:s, s:s, s:I, s:i}", "vm", "web1", "state",
+                                                 "running", "cause", "started on order", "ts_ms",
+                                                 (json_int_t)vcr_wall_ms(), "pid", 101)));
+    uint16_t p = h.port;
+    service_start(&h.primary, h.base, PRIMARY, &p);
+    assert_false(run_until_ms(&h, never, 300));
+    recovery_vm_stop_ordered(rc, "node1", "web1");
+    recovery_vm_stop_done(rc, "node1", "web1", false);
+    assert_true(run_until_ms(&h, back_to_ok, 2000));
+    harness_stop(&h);
+}
+
 static void test_config_failback_policy(void **state)
 {
     (void)state;
@@ -3858,6 +3905,7 @@ int main(void)
         cmocka_unit_test(test_failback_that_fails_leaves_the_standby_serving),
         cmocka_unit_test(test_auto_failback_then_flapping_suspends_it),
         cmocka_unit_test(test_auto_failback_period_starts_again_each_recovery),
+        cmocka_unit_test(test_operator_stop_is_maintenance_from_the_order),
         cmocka_unit_test(test_config_failback_policy),
         cmocka_unit_test(test_config_service_data),
         cmocka_unit_test(test_data_age),

@@ -240,3 +240,46 @@ int recovery_check_vm_start(struct recovery *rc, const char *host, const char *v
     }
     return 0;
 }
+
+/* How long a primary being stopped on order stays maintenance while its VM
+ * still runs: the order's reply (a host agent answers once the VM is down, the
+ * grace included) and then the report of its state. */
+#define STOP_ORDERED_MS         60000
+#define STOP_ANSWERED_MARGIN_MS 5000
+
+static struct svc *primary_of(struct recovery *rc, const char *host, const char *vm, size_t *i)
+{
+    for (; rc && *i < rc->n_svcs; (*i)++) {
+        struct svc *s = &rc->svcs[*i];
+        if (strcmp(s->cfg->primary.host, host) == 0 && strcmp(s->cfg->primary.vm, vm) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+void recovery_vm_stop_ordered(struct recovery *rc, const char *host, const char *vm)
+{
+    struct svc *s;
+    for (size_t i = 0; (s = primary_of(rc, host, vm, &i)) != NULL; i++) {
+        if (s->step != STEP_IDLE || (s->state != SVC_OK && s->state != SVC_DEGRADED))
+            continue;
+        probe_stop(&s->probe);
+        s->state = SVC_STOPPED;
+        s->stop_ordered_until = vcr_mono_ms() + STOP_ORDERED_MS;
+        log_info("service %s: primary VM %s stopped by the operator: maintenance, no failover",
+                 s->cfg->name, vm);
+    }
+}
+
+void recovery_vm_stop_done(struct recovery *rc, const char *host, const char *vm, bool ok)
+{
+    struct svc *s;
+    for (size_t i = 0; (s = primary_of(rc, host, vm, &i)) != NULL; i++) {
+        if (s->stop_ordered_until == 0)
+            continue;
+        s->stop_ordered_until = ok ? vcr_mono_ms() + STOP_ANSWERED_MARGIN_MS : 0;
+        if (!ok)
+            log_info("service %s: the stop of its primary VM %s failed: watched again",
+                     s->cfg->name, vm);
+    }
+}

@@ -126,6 +126,9 @@ struct svc {
      * again (docs/fencing.md): one order at a time, at most every REFENCE_MS. */
     bool refence_pending;
     int64_t refence_at; /* monotonic */
+    /* An operator's vm_stop of the primary: maintenance until its VM reports
+     * stopped, or this (monotonic; 0: none). */
+    int64_t stop_ordered_until;
     /* The standby host the container orders of this recovery go to:
      * standby.host, or standby.fallback_host when that cannot take it. */
     char target_host[65];
