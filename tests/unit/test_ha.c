@@ -889,8 +889,8 @@ static json_t *etcd_list(struct cluster *c, const char *prefix)
     return l.keys;
 }
 
-/* The phases a server journaled (kind `recovery`), comma-separated. */
-static void journaled_phases(struct node *n, char *out, size_t size)
+/* The phases a server journaled of a kind (`recovery`, `migration`), comma-separated. */
+static void journaled_kind(struct node *n, const char *kind, char *out, size_t size)
 {
     vcr_error_t err = NULL;
     json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
@@ -900,13 +900,18 @@ static void journaled_phases(struct node *n, char *out, size_t size)
     json_t *ev;
     json_array_foreach(events, i, ev)
     {
-        if (strcmp(json_string_value(json_object_get(ev, "kind")), "recovery") != 0)
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), kind) != 0)
             continue;
         const char *phase =
             json_string_value(json_object_get(json_object_get(ev, "detail"), "phase"));
         snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", phase);
     }
     json_decref(events);
+}
+
+static void journaled_phases(struct node *n, char *out, size_t size)
+{
+    journaled_kind(n, "recovery", out, size);
 }
 
 static bool kill_ordered(void *arg)
@@ -1883,26 +1888,6 @@ static bool standby_hosts_on(void *arg)
            h2->state == INV_HOST_CONNECTED;
 }
 
-/* The migration phases a server journaled (kind `migration`), comma-separated. */
-static void journaled_migration(struct node *n, char *out, size_t size)
-{
-    vcr_error_t err = NULL;
-    json_t *events = journal_read(server_journal(n->srv), 0, 1000, &err);
-    assert_non_null(events);
-    out[0] = '\0';
-    size_t i;
-    json_t *ev;
-    json_array_foreach(events, i, ev)
-    {
-        if (strcmp(json_string_value(json_object_get(ev, "kind")), "migration") != 0)
-            continue;
-        const char *phase =
-            json_string_value(json_object_get(json_object_get(ev, "detail"), "phase"));
-        snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", phase);
-    }
-    json_decref(events);
-}
-
 /* A migration of web1-c from sb1 to sb2 (no pre-copy) is recorded in etcd
  * (`started`) before its first order; its final dump is held on sb1 (the
  * container stopped there) and the leader dies.  The successor loads the
@@ -1982,7 +1967,7 @@ static void test_servers_takeover_mid_migration(void **state)
     }
     json_decref(recs);
     char phases[256];
-    journaled_migration(second, phases, sizeof(phases));
+    journaled_kind(second, "migration", phases, sizeof(phases));
     assert_string_equal(phases, "rolling_back,failed");
     json_t *st = migrator_status_json(server_migrator(second->srv));
     assert_int_equal(json_array_size(st), 0);
@@ -2003,7 +1988,7 @@ static void test_servers_takeover_mid_migration(void **state)
     assert_int_equal(src.destroys, 1);
     assert_int_equal(src.starts, 1);
     assert_int_equal(dst.destroys, 1);
-    journaled_migration(third, phases, sizeof(phases));
+    journaled_kind(third, "migration", phases, sizeof(phases));
     assert_string_equal(phases, "finishing,done");
 
     agent_conn_free(src.conn);
