@@ -20,8 +20,8 @@
 static void check_members(json_t *members, int action)
 {
     static const char *const allowed[] = {
-        "name",  "service", "address", "prefix",  "gateway",          "template",
-        "image", "start",   "to",      "precopy", "hold_for_test_ms", NULL};
+        "name",  "service", "address", "prefix",           "gateway",    "template", "image",
+        "start", "to",      "precopy", "hold_for_test_ms", "privileged", NULL};
     const char *key;
     json_t *v;
     if (!json_is_string(json_object_get(members, "name")) || action < 0 || action > 4)
@@ -33,7 +33,9 @@ static void check_members(json_t *members, int action)
             i++;
         if (allowed[i] == NULL)
             __builtin_trap();
-        if ((strcmp(key, "start") == 0 || strcmp(key, "precopy") == 0) && !json_is_boolean(v))
+        if ((strcmp(key, "start") == 0 || strcmp(key, "precopy") == 0 ||
+             strcmp(key, "privileged") == 0) &&
+            !json_is_boolean(v))
             __builtin_trap();
         if (strcmp(key, "prefix") == 0 &&
             (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 32))
