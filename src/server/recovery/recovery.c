@@ -670,10 +670,9 @@ static void svc_tick(struct svc *s, int64_t now)
             resync_primary(s);
         else if (s->state == SVC_FAILED && !s->on_standby && recovery_primary_running(s))
             probe_due(s, now); /* a primary that answers again clears the failure */
-        else if (s->state == SVC_RECOVERED)
+        /* Recovered: its healthy period runs; otherwise one still set is ended. */
+        if (s->state == SVC_RECOVERED || s->auto_ready_since)
             failback_auto_tick(s, now);
-        if (s->state != SVC_RECOVERED && s->auto_ready_since)
-            failback_auto_tick(s, now); /* ends the healthy period of a service that left it */
         break;
     case STEP_RESUME_WAIT:
         if (resume_ready(s, now)) {
