@@ -225,12 +225,20 @@ json_t *recovery_reset(struct recovery *rc, const char *name, vcr_error_t *err)
                      "clearing", s->step == STEP_CLEAR);
 }
 
+static struct svc *primary_of(struct recovery *rc, const char *host, const char *vm, size_t *i)
+{
+    for (; rc && *i < rc->n_svcs; (*i)++) {
+        struct svc *s = &rc->svcs[*i];
+        if (strcmp(s->cfg->primary.host, host) == 0 && strcmp(s->cfg->primary.vm, vm) == 0)
+            return s;
+    }
+    return NULL;
+}
+
 int recovery_check_vm_start(struct recovery *rc, const char *host, const char *vm, vcr_error_t *err)
 {
-    for (size_t i = 0; rc && i < rc->n_svcs; i++) {
-        struct svc *s = &rc->svcs[i];
-        if (strcmp(s->cfg->primary.host, host) != 0 || strcmp(s->cfg->primary.vm, vm) != 0)
-            continue;
+    struct svc *s;
+    for (size_t i = 0; (s = primary_of(rc, host, vm, &i)) != NULL; i++) {
         if (s->on_standby || (s->state == SVC_RECOVERING && s->phase >= PH_FENCED))
             return vcr_error_make(err, EBUSY,
                                   "VM `%s` is the primary of service `%s`, which is served by its "
@@ -246,16 +254,6 @@ int recovery_check_vm_start(struct recovery *rc, const char *host, const char *v
  * grace included) and then the report of its state. */
 #define STOP_ORDERED_MS         60000
 #define STOP_ANSWERED_MARGIN_MS 5000
-
-static struct svc *primary_of(struct recovery *rc, const char *host, const char *vm, size_t *i)
-{
-    for (; rc && *i < rc->n_svcs; (*i)++) {
-        struct svc *s = &rc->svcs[*i];
-        if (strcmp(s->cfg->primary.host, host) == 0 && strcmp(s->cfg->primary.vm, vm) == 0)
-            return s;
-    }
-    return NULL;
-}
 
 void recovery_vm_stop_ordered(struct recovery *rc, const char *host, const char *vm)
 {
