@@ -2588,6 +2588,14 @@ static void test_hook_switch_runs_at_recovery_and_failback(void **state)
                              "VCR_PHASE=recover\n"
                              "VCR_SERVICE=web1\n"
                              "---\n");
+    /* GET /v1/services shows the hook the service runs. */
+    cleanup_json json_t *svc = service_json(&h);
+    json_t *hook = json_object_get(svc, "hook");
+    assert_int_equal(json_integer_value(json_object_get(hook, "timeout_ms")), 5000);
+    json_t *run = json_object_get(hook, "run");
+    assert_int_equal(json_array_size(run), 3);
+    assert_string_equal(json_string_value(json_array_get(run, 0)), "/bin/sh");
+    assert_string_equal(json_string_value(json_array_get(run, 2)), "pool-a");
 
     cleanup_error vcr_error_t err = NULL;
     cleanup_json json_t *ans = recovery_failback(server_recovery(h.srv), "web1", &err);
@@ -2747,6 +2755,7 @@ static void test_auto_failback_then_flapping_suspends_it(void **state)
     json_t *fb = json_object_get(cfg, "failback");
     assert_string_equal(json_string_value(json_object_get(fb, "mode")), "auto");
     assert_int_equal(json_integer_value(json_object_get(fb, "after_s")), 1);
+    assert_true(json_is_null(json_object_get(cfg, "hook"))); /* present, null: no hook */
 
     service_stop(&h.primary);
     assert_true(run_until_ms(&h, recovered, 10000));

@@ -69,13 +69,28 @@ static json_t *failback_json(const struct svc *s)
                      (int)c->failback.min_interval_s, "suspended", s->auto_suspended);
 }
 
+/* The switch hook (docs/recovery.md, "Switch hook"): its argv and deadline, null without. */
+static json_t *hook_json(const struct svc *s)
+{
+    const struct service_config *c = s->cfg;
+    if (c->hook.argv == NULL)
+        return json_null();
+    json_t *run = json_array();
+    for (size_t k = 0; run && c->hook.argv[k]; k++)
+        json_array_append_new(run, json_string(c->hook.argv[k]));
+    return json_pack("{s:o, s:i}", "run", run ? run : json_array(), "timeout_ms",
+                     (int)c->hook.timeout_ms);
+}
+
 json_t *recovery_services_json(struct recovery *rc)
 {
     json_t *list = json_array();
     for (size_t i = 0; rc && list && i < rc->n_svcs; i++) {
         json_t *o = svc_json(&rc->svcs[i]);
-        if (o)
+        if (o) {
             json_object_set_new(o, "failback", failback_json(&rc->svcs[i]));
+            json_object_set_new(o, "hook", hook_json(&rc->svcs[i]));
+        }
         json_array_append_new(list, o);
     }
     return json_pack("{s:o}", "services", list ? list : json_array());
