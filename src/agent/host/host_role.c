@@ -24,6 +24,7 @@
 struct pending_order {
     json_t *id; /* NULL when none */
     char action[24];
+    json_t *overtaken; /* a vm_stop's id that a vm_kill overtook: answered with it */
 };
 
 struct host_role {
@@ -62,6 +63,11 @@ static void finish_order(struct host_role *r, size_t i, bool ok, const char *err
     agent_reply(r->agent, p->id, ok, error);
     json_decref(p->id);
     p->id = NULL;
+    if (p->overtaken) {
+        agent_reply(r->agent, p->overtaken, ok, error);
+        json_decref(p->overtaken);
+        p->overtaken = NULL;
+    }
 }
 
 /* Whether the VM's new state answers its pending order. */
@@ -484,7 +490,11 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
         agent_refuse(a, id, ENOENT, msg);
         return;
     }
-    if (r->pending[i].id) {
+    /* A kill overtakes a stop in its grace (a fence, or an operator who will
+     * not wait): both are answered when QEMU has gone. */
+    bool overtake = r->pending[i].id && strcmp(r->pending[i].action, "vm_stop") == 0 &&
+                    strcmp(action, "vm_kill") == 0;
+    if (r->pending[i].id && !overtake) {
         snprintf(msg, sizeof(msg), "VM `%s` is busy with an earlier %s order", name,
                  r->pending[i].action);
         agent_refuse(a, id, EBUSY, msg);
@@ -498,6 +508,10 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
     }
     if (rc > 0)
         return;
+    if (overtake) {
+        log_info("VM %s: vm_kill overtakes the vm_stop in its grace", name);
+        r->pending[i].overtaken = r->pending[i].id;
+    }
     r->pending[i].id = json_incref(id);
     snprintf(r->pending[i].action, sizeof(r->pending[i].action), "%s", action);
     check_pending(r, i);
@@ -564,6 +578,7 @@ static void host_fini(struct agent *a)
     remove_qemu_run_dir(r);
     for (size_t i = 0; i < r->n_vms; i++) {
         json_decref(r->pending[i].id);
+        json_decref(r->pending[i].overtaken);
         host_vm_free(r->vms[i]);
     }
     free(r->vms);
