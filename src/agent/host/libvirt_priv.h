@@ -80,6 +80,7 @@ struct lv_domain {
     struct event *stop_timer; /* vm_stop: destroy after the grace */
     struct cpu_meter meter;
     struct lv_role *r;
+    enum lv_job_kind busy_kind; /* while busy: that order's (a vm_kill overtakes a vm_stop) */
 };
 
 struct lv_role {

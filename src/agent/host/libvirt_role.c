@@ -423,7 +423,10 @@ static void submit_order(struct lv_role *r, struct lv_domain *d, enum lv_job_kin
         d->destroy_ordered = true;
     if (kind == LV_JOB_STOP)
         d->shutdown_ordered = true;
-    d->busy = kind != LV_JOB_DESTROY;
+    if (kind != LV_JOB_DESTROY) {
+        d->busy = true;
+        d->busy_kind = kind;
+    }
     job_submit(r, j);
 }
 
@@ -448,6 +451,17 @@ static const struct lv_order_row order_rows[] = {
     {"vm_stop", LV_JOB_STOP},
     {"vm_kill", LV_JOB_KILL},
 };
+
+/* Whether a vm_kill may overtake what keeps d busy: a vm_stop, queued, running or
+ * in its grace.  The kill is the server's fence: it must neither wait out a
+ * shutdown's grace nor fail because an operator stopped the VM a moment before.
+ * Its job runs after the stop's (one worker, in order); the stop is answered
+ * when the domain is down. */
+static bool kill_overtakes(const struct lv_domain *d)
+{
+    return (!d->busy || d->busy_kind == LV_JOB_STOP) &&
+           (d->pending_id == NULL || strcmp(d->pending_action, "vm_stop") == 0);
+}
 
 /* One order (docs/protocol.md): vm_kill is the fence, virDomainDestroy. */
 static void lv_order(struct agent *a, json_t *id, const char *action, const char *name, json_t *msg)
@@ -480,7 +494,7 @@ static void lv_order(struct agent *a, json_t *id, const char *action, const char
         agent_refuse(a, id, ENOENT, text);
         return;
     }
-    if (d->pending_id || d->busy) {
+    if ((d->pending_id || d->busy) && !(row->kind == LV_JOB_KILL && kill_overtakes(d))) {
         snprintf(text, sizeof(text), "domain `%s` is busy with an earlier %s order", name,
                  d->pending_id ? d->pending_action : "");
         agent_refuse(a, id, EBUSY, text);

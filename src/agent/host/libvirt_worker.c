@@ -432,7 +432,8 @@ static void apply_order(struct lv_role *r, struct lv_job *j)
 {
     struct lv_domain *d = &r->doms[j->dom];
     const char *action = job_names[j->kind];
-    d->busy = false;
+    if (d->busy_kind == j->kind) /* not a stop's when a kill overtook it */
+        d->busy = false;
     if (j->late) {
         /* Answered `timeout` already; the lifecycle events tell what happened. */
         log_warn("domain %s: %s ended %lld ms after it was ordered (%s)", d->name, action,
@@ -451,8 +452,10 @@ static void apply_order(struct lv_role *r, struct lv_job *j)
     }
     switch (j->kind) {
     case LV_JOB_KILL:
-        if (j->was_active == 0)
+        /* A stop it overtook may have destroyed the domain, its event still to come. */
+        if (j->was_active == 0 && d->pending_id == NULL)
             d->destroy_ordered = false;
+        evtimer_del(d->stop_timer); /* down: the grace of a stop it overtook is moot */
         agent_reply(r->agent, j->id, true, NULL); /* down already, or destroyed now */
         break;
     case LV_JOB_STOP:
