@@ -114,7 +114,7 @@ struct inventory {
     struct inv_host **hosts;
     size_t n_hosts;
     json_t *moving; /* {container name: true} while a migration moves it */
-    /* Hash indexes of hosts and VMs by name (inventory.c), rebuilt at the next
+    /* Hash indexes of hosts and VMs by name (inventory_index.c), rebuilt at the next
      * lookup after hosts or VM lists change: the recovery engine looks each
      * service's VM up on every tick, which a linear search made cost
      * hosts x VMs per service (bench/results/scale.md). */

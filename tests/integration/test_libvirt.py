@@ -17,7 +17,10 @@ One rig for the module; the scenarios run in file order and hand their state on:
     on: the server never loses the host, the watchdog never fires, the QEMU lives; after
     SIGCONT the domain is `running` again, same QEMU, same boot
   7 `vcr vm stop` (virDomainShutdown, destroyed after the grace): `stopped`
-  8 the self-fence: the server stopped (SIGSTOP) past the agent's fence watchdog: the
+  8 `vcr vm kill` (the fence) while a `vcr vm stop` waits out its grace: the kill
+    overtakes the stop (not refused as busy), the domain is destroyed on order and the
+    stop is answered too
+  9 the self-fence: the server stopped (SIGSTOP) past the agent's fence watchdog: the
     watchdog kills the domain's QEMU itself, libvirt reports it, and the server, back,
     shows it `crashed` (self-fenced)
 
@@ -63,6 +66,7 @@ def domain_xml(tmp):
   <os><type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{env['VCR_LAB_KERNEL']}</kernel><initrd>{env['VCR_LAB_INITRD']}</initrd>
     <cmdline>{cmdline}</cmdline></os>
+  <features><acpi/></features>
   <on_crash>destroy</on_crash>
   <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
   <devices>
@@ -390,7 +394,34 @@ def test_7_vm_stop(rig):
     assert service(rig)["state"] == "stopped"
 
 
-def test_8_self_fence_destroys_the_domain(rig):
+def test_8_kill_overtakes_stop(rig):
+    """The domain has ACPI, which the busybox guest ignores: a stop waits out its grace.
+    A fence sent meanwhile must not be refused as busy with the stop (a recovery's fence
+    would fail and the service end `failed`)."""
+    start_on_order(rig)
+    labkit.wait_for("running", lambda: rig.vcr.vm(DOM)["state"] == "running", 60, interval=0.2)
+    log_from = len(rig.agent.log_text())
+    stop = subprocess.Popen(labkit.in_ns(rig.vcr.argv("vm", "stop", DOM)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The agent's worker has taken the stop: it is running or in its grace.
+        labkit.wait_for("the agent's vm_stop job", lambda: f"libvirt: vm_stop {DOM}" in
+                        rig.agent.log_text()[log_from:], 30, interval=0.05)
+        r = rig.vcr.run("vm", "kill", DOM, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert rig.lv.domstate() == "shut off"
+        _, err = stop.communicate(timeout=60)
+        assert stop.returncode == 0, err
+    finally:
+        if stop.poll() is None:
+            stop.kill()
+            stop.wait()
+    vm = labkit.wait_for("stopped", lambda: (lambda v: v if v["state"] == "stopped" else None)(
+        rig.vcr.vm(DOM)), 30, interval=0.1)
+    assert "destroyed on order" in vm["cause"], vm
+
+
+def test_9_self_fence_destroys_the_domain(rig):
     start_on_order(rig)
     labkit.wait_for("running", lambda: rig.vcr.vm(DOM)["state"] == "running", 60, interval=0.2)
     pid = qemu_pid()

@@ -889,6 +889,27 @@ static json_t *etcd_list(struct cluster *c, const char *prefix)
     return l.keys;
 }
 
+/* The n records under prefix, each written once (never rewritten: its
+ * create_revision is its mod_revision): {key: its value, parsed}. */
+static json_t *etcd_records_written_once(struct cluster *c, const char *prefix, size_t n)
+{
+    json_t *recs = etcd_list(c, prefix);
+    assert_int_equal(json_object_size(recs), n);
+    json_t *values = json_object();
+    const char *key;
+    json_t *kv;
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        assert_non_null(v);
+        json_object_set_new(values, key, v);
+    }
+    json_decref(recs);
+    return values;
+}
+
 /* The phases a server journaled of a kind (`recovery`, `migration`), comma-separated. */
 static void journaled_kind(struct node *n, const char *kind, char *out, size_t size)
 {
@@ -1056,18 +1077,13 @@ static void test_servers_takeover_mid_recovery(void **state)
     assert_string_equal(phases, "fenced,failed");
 
     /* etcd: one recovery, each phase recorded once (never rewritten), by its term. */
-    json_t *recs = etcd_list(&c, "/vcr/recoveries/web1/");
-    assert_int_equal(json_object_size(recs), 2);
+    json_t *recs = etcd_records_written_once(&c, "/vcr/recoveries/web1/", 2);
     const char *key;
-    json_t *kv;
+    json_t *v;
     int64_t detected_term = 0, fenced_term = 0;
     char rec_id[32] = "";
-    json_object_foreach(recs, key, kv)
+    json_object_foreach(recs, key, v)
     {
-        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
-                         json_integer_value(json_object_get(kv, "mod_revision")));
-        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
-        assert_non_null(v);
         const char *phase = json_string_value(json_object_get(v, "phase"));
         int64_t t = json_integer_value(json_object_get(v, "term"));
         if (rec_id[0] == '\0')
@@ -1077,7 +1093,6 @@ static void test_servers_takeover_mid_recovery(void **state)
             detected_term = t;
         else if (strcmp(phase, "fenced") == 0)
             fenced_term = t;
-        json_decref(v);
     }
     json_decref(recs);
     assert_int_equal(detected_term, term);
@@ -1345,19 +1360,14 @@ static void test_servers_takeover_at_the_dns_step(void **state)
     assert_int_equal(a.kills, 1);
     journaled_phases(follower, phases, sizeof(phases));
     assert_string_equal(phases, "dns_updated,client_confirmed");
-    json_t *recs = etcd_list(&c, "/vcr/recoveries/web1/");
-    assert_int_equal(json_object_size(recs), 6);
+    json_t *recs = etcd_records_written_once(&c, "/vcr/recoveries/web1/", 6);
     const char *key;
-    json_t *kv;
-    json_object_foreach(recs, key, kv)
+    json_t *v;
+    json_object_foreach(recs, key, v)
     {
-        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
-                         json_integer_value(json_object_get(kv, "mod_revision")));
-        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
         const char *phase = json_string_value(json_object_get(v, "phase"));
         bool late = strcmp(phase, "dns_updated") == 0 || strcmp(phase, "client_confirmed") == 0;
         assert_int_equal(json_integer_value(json_object_get(v, "term")), late ? new_term : term);
-        json_decref(v);
     }
     json_decref(recs);
 
@@ -1946,15 +1956,11 @@ static void test_servers_takeover_mid_migration(void **state)
     assert_int_equal(src.dumps, 1);
 
     /* etcd: each step recorded once, by the term that did it. */
-    json_t *recs = etcd_list(&c, "/vcr/migration-steps/web1-c/");
-    assert_int_equal(json_object_size(recs), 2);
+    json_t *recs = etcd_records_written_once(&c, "/vcr/migration-steps/web1-c/", 2);
     const char *key;
-    json_t *kv;
-    json_object_foreach(recs, key, kv)
+    json_t *v;
+    json_object_foreach(recs, key, v)
     {
-        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
-                         json_integer_value(json_object_get(kv, "mod_revision")));
-        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
         const char *phase = json_string_value(json_object_get(v, "phase"));
         int64_t t = json_integer_value(json_object_get(v, "term"));
         if (strcmp(phase, "started") == 0)
@@ -1963,7 +1969,6 @@ static void test_servers_takeover_mid_migration(void **state)
             assert_int_equal(t, new_term);
         else
             fail_msg("unexpected step %s", phase);
-        json_decref(v);
     }
     json_decref(recs);
     char phases[256];

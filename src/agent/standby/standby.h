@@ -4,7 +4,8 @@
  * - standby_spec.c: a container order's members -> struct standby_ct_spec,
  *   and the LXC configuration items built for it (unit tested);
  * - standby_load.c: /proc/stat, /proc/meminfo and cgroup v1 file parsing;
- * - standby_containers.c, standby_role.c: liblxc calls and the role ops, built
+ * - standby_containers.c, standby_role.c, standby_work.c (the orders' work in
+ *   a child process): liblxc calls and the role ops, built
  *   only when Meson finds liblxc (`dependency('lxc')`). */
 #ifndef VCR_AGENT_STANDBY_H
 #define VCR_AGENT_STANDBY_H

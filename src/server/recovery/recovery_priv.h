@@ -208,9 +208,10 @@ struct recovery {
     size_t n_maint;
 };
 
-/* recovery.c: the state machine */
+/* recovery_detect.c: detection */
 void recovery_probe_result(struct svc *s, bool ok, const char *why);
 void recovery_detect(struct svc *s, const char *cause);
+/* recovery.c: the state machine */
 /* Journals one phase (extra: more members, stolen, may be NULL), adds it to the timeline. */
 void recovery_record(struct svc *s, const char *phase, json_t *extra);
 /* recovery_record in two halves: the timeline entry (returns the journal
