@@ -10,7 +10,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <event2/listener.h>
 #include <ldns/ldns.h>
 #include <netinet/in.h>
@@ -1844,6 +1846,40 @@ static const struct agent_conn_ops mig_agent_ops = {
 static struct cluster *mig_cluster;
 static const char *mig_wait_container = "web1-c";
 
+struct status_answer {
+    bool done;
+    json_t *body;
+};
+
+static void on_status_answer(struct evhttp_request *req, void *arg)
+{
+    struct status_answer *a = arg;
+    a->done = true;
+    if (req == NULL || evhttp_request_get_response_code(req) != 200)
+        return;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    a->body = json_loadb((const char *)evbuffer_pullup(in, (ssize_t)n), n, 0, NULL);
+}
+
+/* GET /v1/status of a node's API (plain HTTP: test configs have no tokens). */
+static json_t *node_status(struct node *n)
+{
+    struct status_answer a = {0};
+    struct evhttp_connection *conn =
+        evhttp_connection_base_new(base, NULL, "127.0.0.1", server_api_port(n->srv));
+    assert_non_null(conn);
+    struct evhttp_request *req = evhttp_request_new(on_status_answer, &a);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    assert_int_equal(evhttp_make_request(conn, req, EVHTTP_REQ_GET, "/v1/status"), 0);
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (!a.done && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_ONCE);
+    evhttp_connection_free(conn);
+    assert_non_null(a.body);
+    return a.body;
+}
+
 /* etcd's state of mig_wait_container's migration says `phase`. */
 static bool migration_state_is(void *arg)
 {
@@ -1930,6 +1966,15 @@ static void test_servers_takeover_mid_migration(void **state)
     assert_true(run_until_pred(migration_begun, n[0].srv, 5000));
     assert_true(run_until_pred(dump_ordered, &src, 5000));
     assert_true(migration_state_is("started"));
+    /* GET /v1/status lists it (vcr status). */
+    json_t *status = node_status(&n[0]);
+    json_t *mig = json_array_get(json_object_get(status, "migrations"), 0);
+    assert_int_equal(json_array_size(json_object_get(status, "migrations")), 1);
+    assert_string_equal(json_string_value(json_object_get(mig, "container")), "web1-c");
+    assert_string_equal(json_string_value(json_object_get(mig, "from")), "sb1");
+    assert_string_equal(json_string_value(json_object_get(mig, "to")), "sb2");
+    assert_true(json_is_integer(json_object_get(mig, "elapsed_ms")));
+    json_decref(status);
 
     node_stop(&n[0]); /* with the final dump held: the container is stopped on sb1 */
     assert_true(run_until_pred(other_leads, &n[1], 5000));
@@ -2091,12 +2136,20 @@ static void journaled_failbacks(struct node *n, char *out, size_t size)
     journaled_kind(n, "failback", out, size);
 }
 
+static bool failback_done_journaled(void *arg)
+{
+    json_t *d = journaled_failback(arg, "done");
+    json_decref(d);
+    return d != NULL;
+}
+
 /* A failback of web1 (cold container on sb1, DNS through a fence-aware
  * server) across two takeovers, each by kill of the leader with an order in
  * flight.  The first leader records `started` in etcd before ordering
  * vm_start, which the host keeps; it dies.  The second resumes after
- * `started`: the primary runs, so no vm_start again (nor a kill of the
- * primary a failback started), probe, DNS back (once, under its fence),
+ * `started`: the primary runs (the vm_start in flight started it), so
+ * `primary_started` and no vm_start again (nor a kill of the primary a
+ * failback started), probe, DNS back (once, under its fence),
  * `dns_updated`; its container_stop is kept on sb1 and it dies.  The third
  * resumes after `dns_updated`: no DNS switch again, the container stopped
  * (the stop in flight repeated, never done twice) and destroyed once, done.
@@ -2184,7 +2237,7 @@ static void test_servers_takeover_mid_failback(void **state)
     assert_int_equal(h.starts, 1);
     assert_int_equal(h.kills, 0);
     journaled_failbacks(second, phases, sizeof(phases));
-    assert_string_equal(phases, "resumed,primary_ok,dns_updated");
+    assert_string_equal(phases, "resumed,primary_started,primary_ok,dns_updated");
 
     node_stop(second); /* with container_stop in flight */
     assert_true(run_until_pred(node_leads, third, 5000));
@@ -2196,12 +2249,14 @@ static void test_servers_takeover_mid_failback(void **state)
     assert_int_equal(h.kills, 0);
     assert_int_equal(sb.stops, 2);
     assert_int_equal(sb.destroys, 1);
+    /* Journaled once the txn's answer came (etcd may have it a moment before). */
+    assert_true(run_until_pred(failback_done_journaled, third, 5000));
     journaled_failbacks(third, phases, sizeof(phases));
     assert_string_equal(phases, "resumed,container_stopped,done");
 
     /* etcd: each phase recorded once (never rewritten), by the term that did it. */
     json_t *recs = etcd_list(&c, "/vcr/failbacks/web1/");
-    assert_int_equal(json_object_size(recs), 5);
+    assert_int_equal(json_object_size(recs), 6);
     const char *key;
     json_t *kv;
     char fb_id[32] = "";
@@ -2216,11 +2271,13 @@ static void test_servers_takeover_mid_failback(void **state)
             snprintf(fb_id, sizeof(fb_id), "%s",
                      json_string_value(json_object_get(v, "failback_id")));
         assert_string_equal(json_string_value(json_object_get(v, "failback_id")), fb_id);
-        int64_t want =
-            strcmp(phase, "started") == 0                                           ? term
-            : strcmp(phase, "primary_ok") == 0 || strcmp(phase, "dns_updated") == 0 ? term2
-            : strcmp(phase, "container_stopped") == 0 || strcmp(phase, "done") == 0 ? term3
-                                                                                    : -1;
+        int64_t want = term3;
+        if (strcmp(phase, "started") == 0)
+            want = term;
+        else if (strstr(",primary_started,primary_ok,dns_updated,", phase))
+            want = term2;
+        else
+            assert_true(strcmp(phase, "container_stopped") == 0 || strcmp(phase, "done") == 0);
         assert_int_equal(json_integer_value(json_object_get(v, "term")), want);
         json_decref(v);
     }

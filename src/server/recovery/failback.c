@@ -383,6 +383,16 @@ void failback_resume(struct svc *s)
 {
     const char *last = s->fb_phase;
     bool running = recovery_primary_running(s);
+    struct inv_host *h = NULL;
+    struct inv_vm *vm = inventory_find_vm(s->rc->inv, s->cfg->primary.vm, &h);
+    /* Up to data_returned, a primary that runs or is starting was started by
+     * the predecessor's vm_start (the step in flight): not again (the agent
+     * refuses a second start), its probe follows. */
+    bool started =
+        running || (vm && h && h->state == INV_HOST_CONNECTED &&
+                    strcmp(h->name, s->cfg->primary.host) == 0 && vm->state == INV_VM_STARTING);
+    bool before_start = strcmp(last, "started") == 0 || strcmp(last, "address_released") == 0 ||
+                        strcmp(last, "data_returned") == 0;
     failback_enter(s, running);
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:s, s:b}", "service", s->cfg->name, "phase", "resumed", "after",
@@ -390,15 +400,14 @@ void failback_resume(struct svc *s)
     recovery_journal(s, JOURNAL_FAILBACK, detail);
     log_info("service %s: failback %s of a predecessor: resumed after %s", s->cfg->name, s->fb_id,
              last);
-    if (strcmp(last, "started") == 0) {
+    if (before_start && started) {
+        failback_record(s, "primary_started", NULL, NULL);
+    } else if (strcmp(last, "started") == 0) {
         begin_after_started(s);
     } else if (strcmp(last, "address_released") == 0) {
         primary_side(s);
     } else if (strcmp(last, "data_returned") == 0) {
-        if (running)
-            failback_record(s, "primary_started", NULL, NULL);
-        else
-            after_data_returned(s);
+        after_data_returned(s);
     } else if (strcmp(last, "primary_started") == 0) {
         /* failback_tick probes it */
     } else if (strcmp(last, "primary_ok") == 0) {
