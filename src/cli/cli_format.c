@@ -158,6 +158,19 @@ static int add_container_row(struct table *t, json_t *c, const char *host)
     return table_add(t, row);
 }
 
+/* A migration in flight: MIGRATION FROM TO PHASE ELAPSED; one a previous
+ * leader began, ended by this one, has no elapsed time (`taken over`). */
+static int add_migration_row(struct table *t, json_t *m)
+{
+    char elapsed[32] = "taken over";
+    json_t *ms = json_object_get(m, "elapsed_ms");
+    if (json_is_integer(ms))
+        snprintf(elapsed, sizeof(elapsed), "%.1fs", (double)json_integer_value(ms) / 1000.0);
+    const char *row[] = {str_member(m, "container"), str_member(m, "from"), str_member(m, "to"),
+                         str_member(m, "phase"), elapsed};
+    return table_add(t, row);
+}
+
 /* Redundant servers (docs/ha.md): one row per live instance, the leader first
  * named by its role and the term it leads with. */
 static int add_server_rows(struct table *t, json_t *ha)
@@ -194,6 +207,9 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
                                           "CPU%",      "MEM",  "ADDRESS"};
     static const bool ct_right[] = {false, false, false, false, true, true, false};
     struct table ct = {.ncols = 7, .head = ct_head, .right = ct_right};
+    static const char *const mig_head[] = {"MIGRATION", "FROM", "TO", "PHASE", "ELAPSED"};
+    static const bool mig_right[] = {false, false, false, false, true};
+    struct table mt = {.ncols = 5, .head = mig_head, .right = mig_right};
     static const char *const host_head[] = {"HOST", "ROLE", "STATE", "ACCEL", "LAST SEEN", "VMS"};
     static const bool host_right[] = {false, false, false, false, false, true};
     static const char *const vm_head[] = {"VM", "HOST", "STATE", "CAUSE", "CPU%", "RSS", "ADDRESS"};
@@ -221,6 +237,10 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
             r |= add_container_row(&ct, vm, str_member(host, "name"));
         }
     }
+    json_array_foreach(json_object_get(status, "migrations"), i, vm)
+    {
+        r |= add_migration_row(&mt, vm);
+    }
     char *text = NULL;
     size_t len = 0;
     FILE *out = r == 0 ? open_memstream(&text, &len) : NULL;
@@ -245,12 +265,17 @@ char *cli_format_status(json_t *status, vcr_error_t *err)
                 fputc('\n', out);
                 table_print(&ct, out);
             }
+            if (mt.nrows) {
+                fputc('\n', out);
+                table_print(&mt, out);
+            }
         }
         fclose(out);
     }
     table_release(&ht);
     table_release(&vt);
     table_release(&ct);
+    table_release(&mt);
     table_release(&st);
     if (text == NULL)
         vcr_error_make(err, ENOMEM, "status: out of memory");

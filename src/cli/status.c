@@ -13,7 +13,8 @@ static const char usage[] =
     "\n"
     "Show every host that has connected (role, connected or lost, accelerator,\n"
     "when its agent was last heard) and every VM (host, state, cause of the last\n"
-    "change, CPU %, resident memory, address).\n"
+    "change, CPU %, resident memory, address), standby containers, and the\n"
+    "container migrations in flight (from, to, phase, elapsed time).\n"
     "\n"
     "  -j, --json  print the server's JSON (GET /v1/status) instead of tables\n"
     "  -h, --help  show this help\n";

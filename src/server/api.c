@@ -143,9 +143,17 @@ static void handle_status(struct api *api, struct evhttp_request *req, const cha
         api_reply_error(req, 500, "out of memory");
         return;
     }
+    /* Migrations in flight: this leader's, and a predecessor's it ends (migrate_ha.c). */
+    json_t *migrations = api->migrator ? migrator_status_json(api->migrator) : json_array();
+    if (json_object_set_new(status, "migrations", migrations ? migrations : json_array()) < 0) {
+        api_reply_error(req, 500, "out of memory");
+        return;
+    }
     /* A follower watches no host: what it knew as a leader is stale (docs/ha.md). */
-    if (api->ha && !ha_is_leader(api->ha))
+    if (api->ha && !ha_is_leader(api->ha)) {
         json_object_set_new(status, "hosts", json_array());
+        json_object_set_new(status, "migrations", json_array());
+    }
     api_reply_json(req, 200, status);
 }
 

@@ -116,7 +116,8 @@ void recovery_watch_primary(struct svc *s, int64_t now)
     }
 
     bool live = vm && (vm->state == INV_VM_RUNNING || vm->state == INV_VM_STARTING);
-    if (live && served_elsewhere(s) && s->step != STEP_FAILBACK && !s->refence_pending &&
-        now >= s->refence_at)
+    /* A failback in flight (or taken over, fb_id) starts the primary. */
+    if (live && served_elsewhere(s) && s->step != STEP_FAILBACK && s->fb_id[0] == '\0' &&
+        !s->refence_pending && now >= s->refence_at)
         refence(s, now);
 }

@@ -23,6 +23,8 @@ SB, SB_INDEX, SB_ADDR = "standby1", 2, "10.77.0.21"
 CT, CT_ADDR = "web1-c", "10.77.0.31"
 PHASES = ["detected", "fenced", "container_ready", "port_open", "dns_updated",
           "client_confirmed"]
+FAILBACK_PHASES = ["started", "primary_started", "primary_ok", "dns_updated",
+                   "container_stopped", "done"]
 BOOT_TIMEOUT = 120
 # The agent's self-fence: longer than any leaderless stretch below (a takeover is ~1-2 s,
 # the quorum-lost test ~5 s), short enough to be the real thing.
@@ -371,7 +373,7 @@ def recovery_phases(events, service):
 
 
 def test_kill9_of_the_leader_mid_recovery_the_follower_finishes_it(cluster, record_property):
-    """Last in the file: web1 is served from the container afterwards."""
+    """web1 is served from the container afterwards (the failback test below goes on)."""
     leader, term = cluster.wait_leader()
     follower = next(n for n in cluster.servers if n != leader)
     # After the quorum-lost test: both agents back on this leader (a recovery that finds
@@ -439,4 +441,80 @@ def test_kill9_of_the_leader_mid_recovery_the_follower_finishes_it(cluster, reco
     # host1's agent followed the new leader with its standby VM kept (the same QEMU),
     # and was never self-fenced.
     assert next(v["pid"] for v in cluster.host_on(follower)["vms"] if v["name"] == SB) == sb_pid
+    cluster.not_fenced()
+
+
+def failback_phases(events, service):
+    """The failback phases a server journaled, without its own `resumed` notes."""
+    return [e["detail"]["phase"] for e in events
+            if e["kind"] == "failback" and (e.get("detail") or {}).get("service") == service
+            and e["detail"]["phase"] != "resumed"]
+
+
+def test_kill9_of_the_leader_mid_failback_the_follower_finishes_it(cluster, record_property):
+    """Last in the file: after the recovery above, web1 fails back to its primary; the
+    leader is killed with SIGKILL while the primary boots (the failback's `primary_started`
+    recorded, its probe waiting for the guest).  The follower resumes the failback after
+    that phase (docs/ha.md): the VM started once (the same QEMU), DNS switched back once,
+    the container stopped once, each phase journaled once across both servers and
+    recorded once in etcd by the term that did it."""
+    leader, term = cluster.wait_leader()
+    follower = next(n for n in cluster.servers if n != leader)
+    labkit.wait_for("host1 and the standby back on the leader",
+                    lambda: cluster.back_this_term(leader, ["host1", SB]), 20, interval=0.1)
+    assert cluster.service(leader)["state"] == "recovered"
+    since = {n: cluster.vcr[n].last_event_id() for n in cluster.servers}
+    dns_before = len(labkit.dns_changes(VM[0]))
+    stopped = f"container {CT}: container_stop done in"
+    stopped_before = cluster.standby_console().count(stopped)
+    started = f"order vm_start {VM[0]}"  # the agent's log of each vm_start it received
+    started_before = cluster.agent.log_text().count(started)
+    killed_from = len(cluster.agent.log_text())
+    r = cluster.vcr[leader].run("failback", VM[0], timeout=10)
+    assert r.returncode == 0, r.stdout + r.stderr
+    labkit.wait_for(f"{leader} to journal the primary started", lambda: "primary_started" in
+                    failback_phases(cluster.events(leader, since[leader]), VM[0]), 60,
+                    interval=0.02)
+    t_kill = time.monotonic()
+    cluster.servers[leader].signal(signal.SIGKILL)
+    new, new_term = cluster.wait_leader([follower], timeout=10)
+    assert new == follower and new_term > term
+    # Its end: `done` (the service ok) or `failed`, journaled by the new leader.
+    end = labkit.wait_for("the failback's end on the new leader", lambda: next(
+        (p for p in failback_phases(cluster.events(follower, since[follower]), VM[0])
+         if p in ("done", "failed")), None), 120, interval=0.1)
+    failback_ms = (time.monotonic() - t_kill) * 1000
+    s = cluster.service(follower)
+    assert end == "done" and s["state"] == "ok", (end, s)
+    record_property("failback_after_kill_ms", round(failback_ms))
+    # Served by the primary again, the lab's BIND pointing there.
+    assert labkit.dig(f"{VM[0]}.{labkit.lab_env()['VCR_LAB_ZONE']}") == [VM[2]]
+    assert (labkit.http_get(VM[2]) or "").strip() == VM[0]
+    cluster.start_server(leader)
+    old = failback_phases(cluster.events(leader, since[leader]), VM[0])
+    new_phases = failback_phases(cluster.events(follower, since[follower]), VM[0])
+    print(f"kill -9 of {leader} after `primary_started`: web1 failed back {failback_ms:.0f} ms "
+          f"after the kill; journaled by {leader}: {old}, by {follower}: {new_phases}")
+    assert old + new_phases == FAILBACK_PHASES, (old, new_phases)
+    assert old[-1] == "primary_started", old
+    resumed = [e["detail"] for e in cluster.events(follower, since[follower])
+               if e["kind"] == "failback" and e["detail"].get("phase") == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["after"] == "primary_started", resumed
+    # In etcd: one failback, one record per phase, each written once, by its term.
+    records = labkit.etcd_range(cluster.urls, f"/vcr/failbacks/{VM[0]}/")
+    ids = {k.split("/")[4] for k in records}
+    assert len(ids) == 1, sorted(records)
+    by_phase = {k.rsplit("/", 1)[1]: v for k, v in records.items()}
+    assert sorted(by_phase) == sorted(FAILBACK_PHASES), sorted(records)
+    for phase, (value, create_rev, mod_rev) in by_phase.items():
+        assert create_rev == mod_rev, (phase, create_rev, mod_rev)
+        assert value["term"] == (term if phase in old else new_term), (phase, value)
+    # DNS switched back once (BIND's journal), the container stopped once (the standby
+    # agent's console), the primary started once and never killed (the same QEMU).
+    assert labkit.dns_changes(VM[0])[dns_before:] == [VM[2]]
+    assert cluster.standby_console().count(stopped) - stopped_before == 1, \
+        cluster.standby_console()[-3000:]
+    agent_log = cluster.agent.log_text()
+    assert agent_log.count(started) - started_before == 1, agent_log[-3000:]
+    assert f"order vm_kill {VM[0]}" not in agent_log[killed_from:], agent_log[-3000:]
     cluster.not_fenced()

@@ -54,6 +54,34 @@ static void test_format_status_table(void **state)
     json_decref(status);
 }
 
+/* Migrations in flight (GET /v1/status `migrations`): a table after the others;
+ * one a previous leader began, ended by this one, shows `taken over`. */
+static void test_format_status_migrations(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    json_t *st = json_loads(
+        "{\"now_ms\": 0, \"hosts\": [{\"name\": \"sb1\", \"vms\": []}], \"migrations\": ["
+        "{\"container\": \"web1-c\", \"from\": \"sb1\", \"to\": \"sb2\", \"phase\": "
+        "\"final_dump\", \"elapsed_ms\": 1250},"
+        "{\"container\": \"web2-c\", \"from\": \"sb1\", \"to\": \"sb3\", \"phase\": "
+        "\"rolling_back\", \"taken_over\": true}]}",
+        0, NULL);
+    assert_non_null(st);
+    cleanup_free char *text = cli_format_status(st, &err);
+    const char *want = "HOST  ROLE  STATE  ACCEL  LAST SEEN  VMS\n"
+                       "sb1   -     -      -      -            0\n"
+                       "\n"
+                       "no VMs\n"
+                       "\n"
+                       "MIGRATION  FROM  TO   PHASE            ELAPSED\n"
+                       "web1-c     sb1   sb2  final_dump          1.2s\n"
+                       "web2-c     sb1   sb3  rolling_back  taken over\n";
+    if (text == NULL || strcmp(text, want) != 0)
+        fail_msg("got:\n%s\nexpected:\n%s", text ? text : "(null)", want);
+    json_decref(st);
+}
+
 /* Redundant servers: the instances, who leads and its term, first. */
 static void test_format_status_ha(void **state)
 {
@@ -322,6 +350,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_status_table),
         cmocka_unit_test(test_format_status_ha),
+        cmocka_unit_test(test_format_status_migrations),
         cmocka_unit_test(test_format_status_empty_and_bad),
         cmocka_unit_test(test_format_status_hostile_strings),
         cmocka_unit_test(test_format_age_and_size),

@@ -10,7 +10,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <event2/listener.h>
 #include <ldns/ldns.h>
 #include <netinet/in.h>
@@ -1854,6 +1856,40 @@ static const struct agent_conn_ops mig_agent_ops = {
 static struct cluster *mig_cluster;
 static const char *mig_wait_container = "web1-c";
 
+struct status_answer {
+    bool done;
+    json_t *body;
+};
+
+static void on_status_answer(struct evhttp_request *req, void *arg)
+{
+    struct status_answer *a = arg;
+    a->done = true;
+    if (req == NULL || evhttp_request_get_response_code(req) != 200)
+        return;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    a->body = json_loadb((const char *)evbuffer_pullup(in, (ssize_t)n), n, 0, NULL);
+}
+
+/* GET /v1/status of a node's API (plain HTTP: test configs have no tokens). */
+static json_t *node_status(struct node *n)
+{
+    struct status_answer a = {0};
+    struct evhttp_connection *conn =
+        evhttp_connection_base_new(base, NULL, "127.0.0.1", server_api_port(n->srv));
+    assert_non_null(conn);
+    struct evhttp_request *req = evhttp_request_new(on_status_answer, &a);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
+    assert_int_equal(evhttp_make_request(conn, req, EVHTTP_REQ_GET, "/v1/status"), 0);
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (!a.done && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_ONCE);
+    evhttp_connection_free(conn);
+    assert_non_null(a.body);
+    return a.body;
+}
+
 /* etcd's state of mig_wait_container's migration says `phase`. */
 static bool migration_state_is(void *arg)
 {
@@ -1940,6 +1976,15 @@ static void test_servers_takeover_mid_migration(void **state)
     assert_true(run_until_pred(migration_begun, n[0].srv, 5000));
     assert_true(run_until_pred(dump_ordered, &src, 5000));
     assert_true(migration_state_is("started"));
+    /* GET /v1/status lists it (vcr status). */
+    json_t *status = node_status(&n[0]);
+    json_t *mig = json_array_get(json_object_get(status, "migrations"), 0);
+    assert_int_equal(json_array_size(json_object_get(status, "migrations")), 1);
+    assert_string_equal(json_string_value(json_object_get(mig, "container")), "web1-c");
+    assert_string_equal(json_string_value(json_object_get(mig, "from")), "sb1");
+    assert_string_equal(json_string_value(json_object_get(mig, "to")), "sb2");
+    assert_true(json_is_integer(json_object_get(mig, "elapsed_ms")));
+    json_decref(status);
 
     node_stop(&n[0]); /* with the final dump held: the container is stopped on sb1 */
     assert_true(run_until_pred(other_leads, &n[1], 5000));
@@ -2002,6 +2047,257 @@ static void test_servers_takeover_mid_migration(void **state)
     cluster_stop(&c);
 }
 
+/* --- a failback in flight across takeovers --- */
+
+/* A host agent whose VM web1 is crashed until a vm_start, which it keeps
+ * unanswered (the leader dies with it in flight) while reporting the VM
+ * running from then on; it counts the starts and kills it is ordered. */
+struct fb_host {
+    struct agent_conn *conn;
+    const char *vm_state;
+    int starts, kills;
+    json_t *held;
+};
+
+static json_t *fb_host_vms(void *opaque)
+{
+    struct fb_host *a = opaque;
+    return json_pack("[{s:s, s:s, s:i}]", "name", "web1", "state", a->vm_state, "pid", 100);
+}
+
+static void fb_host_order(json_t *id, const char *action, const char *vm, json_t *msg, void *opaque)
+{
+    struct fb_host *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "vm_start") == 0) {
+        a->starts++;
+        a->vm_state = "running";
+        json_array_append(a->held, id);
+        return;
+    }
+    if (strcmp(action, "vm_kill") == 0)
+        a->kills++;
+    agent_conn_reply(a->conn, id, false, "test agent");
+}
+
+static const struct agent_conn_ops fb_host_ops = {.vm_list = fb_host_vms, .order = fb_host_order};
+
+/* A standby agent with web1-c running; it keeps its first container_stop
+ * unanswered (the leader dies with it in flight) and runs the rest. */
+struct fb_standby {
+    struct agent_conn *conn;
+    int stops, destroys;
+    json_t *held;
+};
+
+static void fb_standby_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                             void *opaque)
+{
+    struct fb_standby *a = opaque;
+    (void)vm;
+    (void)msg;
+    if (strcmp(action, "container_stop") == 0 && a->stops++ == 0) {
+        json_array_append(a->held, id);
+        return;
+    }
+    if (strcmp(action, "container_destroy") == 0)
+        a->destroys++;
+    agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops fb_standby_ops = {
+    .vm_list = no_vms, .order = fb_standby_order, .hello_extra = warm_container};
+
+static struct cluster *fb_cluster;
+
+/* etcd's state of web1 has a failback in flight at phase arg, or (arg "")
+ * none and the service ok. */
+static bool failback_in_etcd_is(void *arg)
+{
+    const char *phase = arg;
+    json_t *v = etcd_service_state(fb_cluster, "web1");
+    json_t *fb = json_object_get(v, "failback");
+    bool is = phase[0] ? strcmp(json_string_value(json_object_get(fb, "phase")) ?: "", phase) == 0
+                       : fb == NULL && strcmp(json_string_value(json_object_get(v, "state")) ?: "",
+                                              "ok") == 0;
+    json_decref(v);
+    return is;
+}
+
+static bool vm_start_ordered(void *arg)
+{
+    return ((struct fb_host *)arg)->starts > 0;
+}
+
+static bool container_stop_ordered(void *arg)
+{
+    return ((struct fb_standby *)arg)->stops > 0;
+}
+
+/* The failback phases a server journaled, comma-separated. */
+static void journaled_failbacks(struct node *n, char *out, size_t size)
+{
+    journaled_kind(n, "failback", out, size);
+}
+
+static bool failback_done_journaled(void *arg)
+{
+    json_t *d = journaled_failback(arg, "done");
+    json_decref(d);
+    return d != NULL;
+}
+
+/* A failback of web1 (cold container on sb1, DNS through a fence-aware
+ * server) across two takeovers, each by kill of the leader with an order in
+ * flight.  The first leader records `started` in etcd before ordering
+ * vm_start, which the host keeps; it dies.  The second resumes after
+ * `started`: the primary runs (the vm_start in flight started it), so
+ * `primary_started` and no vm_start again (nor a kill of the primary a
+ * failback started), probe, DNS back (once, under its fence),
+ * `dns_updated`; its container_stop is kept on sb1 and it dies.  The third
+ * resumes after `dns_updated`: no DNS switch again, the container stopped
+ * (the stop in flight repeated, never done twice) and destroyed once, done.
+ * In etcd each phase is one record (version 1) by the term that did it;
+ * each server journaled the phases it did, none twice across the three. */
+static void test_servers_takeover_mid_failback(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    fb_cluster = &c;
+    struct fence_dns d;
+    fence_dns_start(&d);
+    /* The primary's port, on 127.0.0.2. */
+    uint16_t port = free_port();
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.2", &sin.sin_addr);
+    struct evconnlistener *listener = evconnlistener_new_bind(
+        base, on_port_accept, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, 16,
+        (struct sockaddr *)&sin, sizeof(sin));
+    assert_non_null(listener);
+    /* Recovered to the container, as a finished recovery leaves it. */
+    etcd_put_value(&c, "/vcr/services/web1",
+                   "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
+                   "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
+                   "\"on_standby\":true,\"timeline\":[],\"term\":1,\"by\":\"s0\"}");
+    char path[128];
+    fake_dns_write_key(c.dir, path, sizeof(path));
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "host_timeout_ms: 3000\n"
+             "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
+             "    check: {type: tcp, interval_ms: 200, timeout_ms: 150, failures: 3,"
+             " boot_grace_ms: 20000}\n"
+             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             d.sock.port, path, port);
+    struct node n[3] = {{0}};
+    node_start_with(&n[0], "s1", &c, c.dir, extra);
+    assert_true(run_until_pred(node_leads, &n[0], 5000));
+    node_start_with(&n[1], "s2", &c, c.dir, extra);
+    node_start_with(&n[2], "s3", &c, c.dir, extra);
+    int64_t term = ha_term(server_ha(n[0].srv));
+    struct dns_wait w = {.d = &d, .fence = term};
+    assert_true(run_until_pred(fence_is, &w, 5000));
+
+    char servers[96];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", n[0].port,
+             n[1].port, n[2].port);
+    struct fb_host h = {.vm_state = "crashed", .held = json_array()};
+    struct fb_standby sb = {.held = json_array()};
+    h.conn = agent_connect(servers, "host1", "host", &fb_host_ops, &h);
+    sb.conn = agent_connect(servers, "sb1", "standby", &fb_standby_ops, &sb);
+    agent_conn_start(h.conn);
+    agent_conn_start(sb.conn);
+    assert_true(run_until_pred(host_on, &n[0], 5000));
+    assert_true(run_until_pred(standby_on, &n[0], 5000));
+
+    vcr_error_t err = NULL;
+    json_t *r = recovery_failback(server_recovery(n[0].srv), "web1", &err);
+    if (r == NULL)
+        fail_msg("%s", vcr_error_msg(err));
+    json_decref(r);
+    /* `started` is in etcd before vm_start is ordered. */
+    assert_true(run_until_pred(vm_start_ordered, &h, 5000));
+    assert_true(failback_in_etcd_is("started"));
+    char phases[256];
+    journaled_failbacks(&n[0], phases, sizeof(phases));
+    assert_string_equal(phases, "started");
+
+    node_stop(&n[0]); /* with vm_start in flight */
+    assert_true(run_until_pred(other_leads, &n[1], 5000));
+    struct node *second = node_leads(&n[1]) ? &n[1] : &n[2];
+    struct node *third = second == &n[1] ? &n[2] : &n[1];
+    int64_t term2 = ha_term(server_ha(second->srv));
+    assert_true(term2 > term);
+    assert_true(run_until_pred(container_stop_ordered, &sb, 15000));
+    assert_true(run_until_pred(failback_in_etcd_is, "dns_updated", 5000));
+    assert_int_equal(d.fence, term2);
+    assert_string_equal(d.address, "127.0.0.2");
+    assert_int_equal(d.a_changes, 1);
+    assert_int_equal(h.starts, 1);
+    assert_int_equal(h.kills, 0);
+    journaled_failbacks(second, phases, sizeof(phases));
+    assert_string_equal(phases, "resumed,primary_started,primary_ok,dns_updated");
+
+    node_stop(second); /* with container_stop in flight */
+    assert_true(run_until_pred(node_leads, third, 5000));
+    int64_t term3 = ha_term(server_ha(third->srv));
+    assert_true(term3 > term2);
+    assert_true(run_until_pred(failback_in_etcd_is, "", 15000));
+    assert_int_equal(d.a_changes, 1);
+    assert_int_equal(h.starts, 1);
+    assert_int_equal(h.kills, 0);
+    assert_int_equal(sb.stops, 2);
+    assert_int_equal(sb.destroys, 1);
+    /* Journaled once the txn's answer came (etcd may have it a moment before). */
+    assert_true(run_until_pred(failback_done_journaled, third, 5000));
+    journaled_failbacks(third, phases, sizeof(phases));
+    assert_string_equal(phases, "resumed,container_stopped,done");
+
+    /* etcd: each phase recorded once (never rewritten), by the term that did it. */
+    json_t *recs = etcd_list(&c, "/vcr/failbacks/web1/");
+    assert_int_equal(json_object_size(recs), 6);
+    const char *key;
+    json_t *kv;
+    char fb_id[32] = "";
+    json_object_foreach(recs, key, kv)
+    {
+        assert_int_equal(json_integer_value(json_object_get(kv, "create_revision")),
+                         json_integer_value(json_object_get(kv, "mod_revision")));
+        json_t *v = json_loads(json_string_value(json_object_get(kv, "value")), 0, NULL);
+        assert_non_null(v);
+        const char *phase = json_string_value(json_object_get(v, "phase"));
+        if (fb_id[0] == '\0')
+            snprintf(fb_id, sizeof(fb_id), "%s",
+                     json_string_value(json_object_get(v, "failback_id")));
+        assert_string_equal(json_string_value(json_object_get(v, "failback_id")), fb_id);
+        int64_t want = term3;
+        if (strcmp(phase, "started") == 0)
+            want = term;
+        else if (strstr(",primary_started,primary_ok,dns_updated,", phase))
+            want = term2;
+        else
+            assert_true(strcmp(phase, "container_stopped") == 0 || strcmp(phase, "done") == 0);
+        assert_int_equal(json_integer_value(json_object_get(v, "term")), want);
+        json_decref(v);
+    }
+    json_decref(recs);
+
+    agent_conn_free(h.conn);
+    agent_conn_free(sb.conn);
+    json_decref(h.held);
+    json_decref(sb.held);
+    node_stop(third);
+    evconnlistener_free(listener);
+    fence_dns_stop(&d);
+    cluster_stop(&c);
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -2023,6 +2319,7 @@ int main(void)
         cmocka_unit_test_teardown(test_servers_takeover_keeps_auto_failback_timers, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_keeps_warm_restart_window, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_mid_migration, test_teardown),
+        cmocka_unit_test_teardown(test_servers_takeover_mid_failback, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

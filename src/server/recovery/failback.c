@@ -27,37 +27,67 @@
 #include "server/recovery/standby_mode.h"
 #include "server/recovery/switch.h"
 
-#define JOURNAL_FAILBACK "failback"
 /* A primary that ran already when failback was asked for answers within this. */
 #define FAILBACK_RUNNING_PROBE_MS 10000
 #define FAILBACK_RETRY_MS         500
 
-static void failback_record(struct svc *s, const char *phase, const char *error)
+/* One phase: journaled, then then(s) (NULL: nothing); extra: more members of
+ * its journal entry (stolen, may be NULL).  Redundant servers
+ * (recovery_ha.c): recorded in etcd first, with the service's state (saved
+ * here when save, else by the caller with the state it leaves), journaled
+ * once committed, and then(s) only then: a successor goes on after the last
+ * phase etcd has (failback_resume), so none is done or journaled twice. */
+static void failback_phase(struct svc *s, const char *phase, const char *error, json_t *extra_in,
+                           void (*then)(struct svc *s), bool save)
 {
-    cleanup_json json_t *detail =
-        json_pack("{s:s, s:s, s:s, s:I, s:s?}", "service", s->cfg->name, "phase", phase, "mode",
-                  s->cfg->standby.mode->name, "elapsed_ms",
-                  (json_int_t)(vcr_mono_ms() - s->step_started), "error", error);
-    recovery_journal(s, JOURNAL_FAILBACK, detail);
+    cleanup_json json_t *extra = extra_in;
+    json_t *detail = json_pack("{s:s, s:s, s:s, s:I, s:s?}", "service", s->cfg->name, "phase",
+                               phase, "mode", s->cfg->standby.mode->name, "elapsed_ms",
+                               (json_int_t)(vcr_mono_ms() - s->step_started), "error", error);
+    if (detail && extra)
+        json_object_update(detail, extra);
     log_info("service %s: failback: %s%s%s", s->cfg->name, phase, error ? ": " : "",
              error ? error : "");
+    if (s->rc->ha && s->fb_id[0]) {
+        recovery_ha_failback_phase(s, phase, detail, then);
+        if (save)
+            recovery_save(s);
+        return;
+    }
+    recovery_journal(s, JOURNAL_FAILBACK, detail);
+    json_decref(detail);
+    if (then)
+        then(s);
+}
+
+static void failback_record(struct svc *s, const char *phase, const char *error,
+                            void (*then)(struct svc *s))
+{
+    failback_phase(s, phase, error, NULL, then, true);
+}
+
+/* The failback is over: nothing of it is in flight any more. */
+static void failback_clear(struct svc *s)
+{
+    s->fb_id[0] = s->fb_phase[0] = '\0';
 }
 
 static void failback_fail(struct svc *s, const char *error)
 {
     char message[sizeof(s->error)];
     snprintf(message, sizeof(message), "failback: %s", error); /* error may be s->error */
+    failback_phase(s, "failed", error, NULL, NULL, false);
     memcpy(s->error, message, sizeof(s->error));
-    failback_record(s, "failed", error);
     recovery_cancel_io(s);
     s->step = STEP_IDLE;
     s->failback_starting = false;
+    failback_clear(s);
     recovery_save(s);
 }
 
 static void failback_done(struct svc *s)
 {
-    failback_record(s, "done", NULL);
+    failback_phase(s, "done", NULL, NULL, NULL, false);
     s->step = STEP_IDLE;
     s->state = SVC_OK;
     s->phase = PH_NONE;
@@ -66,13 +96,13 @@ static void failback_done(struct svc *s)
     s->probe.failures = 0;
     s->probe.answered = true; /* its check passed before DNS went back */
     s->probe.next_ms = 0;
+    failback_clear(s);
     recovery_save(s);
 }
 
 void failback_finish(struct svc *s, const char *phase, const char *error)
 {
-    failback_record(s, phase, error);
-    failback_done(s);
+    failback_record(s, phase, error, failback_done);
 }
 
 bool failback_order_reply(struct svc *s, enum order_outcome outcome, const char *message,
@@ -108,6 +138,14 @@ static void on_switch_given_back(struct svc *s, const char *error)
     mode->failback(s);
 }
 
+/* DNS is back on the primary: the ways with a way back of their own
+ * (switch.h give_back); the tick holds meanwhile (stage 2). */
+static void give_back(struct svc *s)
+{
+    s->stage = 2;
+    switch_give_back(s, on_switch_given_back);
+}
+
 void failback_dns_done(struct svc *s, const char *error)
 {
     if (error) {
@@ -115,11 +153,13 @@ void failback_dns_done(struct svc *s, const char *error)
         return;
     }
     s->on_standby = false;
-    failback_record(s, "dns_updated", NULL);
-    /* The ways with a way back of their own (switch.h give_back); the
-     * tick holds meanwhile (stage 2). */
-    s->stage = 2;
-    switch_give_back(s, on_switch_given_back);
+    failback_record(s, "dns_updated", NULL, give_back);
+}
+
+static void switch_dns_back(struct svc *s)
+{
+    if (recovery_dns_switch(s) < 0)
+        failback_fail(s, s->error);
 }
 
 static void on_failback_probe(enum check_outcome outcome, const char *why, const char *body,
@@ -134,9 +174,7 @@ static void on_failback_probe(enum check_outcome outcome, const char *why, const
         return;
     }
     s->error[0] = '\0';
-    failback_record(s, "primary_ok", NULL);
-    if (recovery_dns_switch(s) < 0)
-        failback_fail(s, s->error);
+    failback_record(s, "primary_ok", NULL, switch_dns_back);
 }
 
 static void on_failback_start(enum order_outcome outcome, const char *message, void *opaque)
@@ -153,7 +191,7 @@ static void on_failback_start(enum order_outcome outcome, const char *message, v
         failback_fail(s, why);
         return;
     }
-    failback_record(s, "primary_started", NULL);
+    failback_record(s, "primary_started", NULL, NULL);
 }
 
 void failback_tick(struct svc *s, int64_t now)
@@ -202,26 +240,9 @@ static void on_reattached(enum order_outcome outcome, const char *message, json_
                   s->cfg->name, s->cfg->standby.container, message ? message : "failed");
 }
 
-static void on_data_back(struct svc *s, const char *error)
+/* The container was stopped for the copy: it serves again, with its data. */
+static void data_back_failed(struct svc *s, const char *error)
 {
-    if (s->rc->stopping || s->step != STEP_FAILBACK)
-        return;
-    s->failback_starting = false;
-    cleanup_error vcr_error_t err = NULL;
-    if (error == NULL) {
-        const struct svc_data *d = &s->data;
-        cleanup_json json_t *detail = json_pack(
-            "{s:s, s:s, s:s, s:I, s:I}", "service", s->cfg->name, "phase", "data_returned",
-            "volume", s->cfg->data.volume, "bytes", (json_int_t)d->cur.bytes, "elapsed_ms",
-            (json_int_t)(vcr_mono_ms() - s->step_started));
-        recovery_journal(s, JOURNAL_FAILBACK, detail);
-        log_info("service %s: failback: data_returned (%lld bytes packed)", s->cfg->name,
-                 (long long)d->cur.bytes);
-        if (start_primary(s, &err) == 0)
-            return;
-        error = vcr_error_msg(err);
-    }
-    /* The container was stopped for the copy: it serves again, with its data. */
     cleanup_json json_t *m = json_pack("{s:s, s:s, s:s}", "name", s->cfg->standby.container,
                                        "service", s->cfg->name, "path", s->cfg->data.path);
     cleanup_error vcr_error_t err2 = NULL;
@@ -234,6 +255,28 @@ static void on_data_back(struct svc *s, const char *error)
     snprintf(why, sizeof(why), "data of %s back to volume %s of %s: %s", s->cfg->name,
              s->cfg->data.volume, s->cfg->primary.vm, error);
     failback_fail(s, why);
+}
+
+/* The data is in the primary's volume: the primary starts. */
+static void after_data_returned(struct svc *s)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (start_primary(s, &err) < 0)
+        data_back_failed(s, vcr_error_msg(err));
+}
+
+static void on_data_back(struct svc *s, const char *error)
+{
+    if (s->rc->stopping || s->step != STEP_FAILBACK)
+        return;
+    s->failback_starting = false;
+    if (error) {
+        data_back_failed(s, error);
+        return;
+    }
+    json_t *extra = json_pack("{s:s, s:I}", "volume", s->cfg->data.volume, "bytes",
+                              (json_int_t)s->data.cur.bytes);
+    failback_phase(s, "data_returned", NULL, extra, after_data_returned, true);
 }
 
 /* After the address release, if any: the primary's side. */
@@ -250,6 +293,13 @@ static int failback_primary(struct svc *s, bool running, vcr_error_t *err)
     return start_primary(s, err);
 }
 
+static void primary_side(struct svc *s)
+{
+    cleanup_error vcr_error_t err = NULL;
+    if (failback_primary(s, recovery_primary_running(s), &err) < 0)
+        failback_fail(s, vcr_error_msg(err));
+}
+
 static void on_address_released(struct svc *s, const char *error)
 {
     if (s->step != STEP_FAILBACK)
@@ -258,10 +308,38 @@ static void on_address_released(struct svc *s, const char *error)
         failback_fail(s, error);
         return;
     }
-    failback_record(s, "address_released", NULL);
+    failback_record(s, "address_released", NULL, primary_side);
+}
+
+/* After `started`: the address released first, if the container holds it. */
+static int failback_begin(struct svc *s, vcr_error_t *err)
+{
+    if (switch_address_held(s)) {
+        if (switch_address_release(s, on_address_released) < 0)
+            return vcr_error_make(err, EIO, "service `%s`: failback: %s", s->cfg->name, s->error);
+        return 0;
+    }
+    return failback_primary(s, recovery_primary_running(s), err);
+}
+
+static void begin_after_started(struct svc *s)
+{
     cleanup_error vcr_error_t err = NULL;
-    if (failback_primary(s, recovery_primary_running(s), &err) < 0)
+    if (failback_begin(s, &err) < 0)
         failback_fail(s, vcr_error_msg(err));
+}
+
+static void failback_enter(struct svc *s, bool running)
+{
+    s->step = STEP_FAILBACK;
+    s->step_started = vcr_mono_ms();
+    s->retry_at = s->step_started;
+    s->stage = 0;
+    s->error[0] = '\0';
+    s->failback_starting = false;
+    uint32_t grace =
+        s->cfg->check.boot_grace_ms ? s->cfg->check.boot_grace_ms : SERVICES_DEFAULT_BOOT_GRACE_MS;
+    s->wait_until = s->step_started + (running ? FAILBACK_RUNNING_PROBE_MS : grace);
 }
 
 int failback_start(struct svc *s, vcr_error_t *err)
@@ -282,27 +360,65 @@ int failback_start(struct svc *s, vcr_error_t *err)
     if (c->data.volume && !running && s->data.busy != DATA_IDLE)
         return vcr_error_make(err, EBUSY, "service `%s`: a data copy is under way; try again",
                               c->name);
-    s->step = STEP_FAILBACK;
-    s->step_started = vcr_mono_ms();
-    s->retry_at = s->step_started;
-    s->stage = 0;
-    s->error[0] = '\0';
-    uint32_t grace =
-        c->check.boot_grace_ms ? c->check.boot_grace_ms : SERVICES_DEFAULT_BOOT_GRACE_MS;
-    s->wait_until = s->step_started + (running ? FAILBACK_RUNNING_PROBE_MS : grace);
-    failback_record(s, "started", NULL);
-    if (switch_address_held(s)) {
-        if (switch_address_release(s, on_address_released) < 0) {
-            s->step = STEP_IDLE;
-            return vcr_error_make(err, EIO, "service `%s`: failback: %s", c->name, s->error);
-        }
+    failback_enter(s, running);
+    if (s->rc->ha) {
+        /* Redundant servers: in etcd (`started`) before anything is ordered. */
+        snprintf(s->fb_id, sizeof(s->fb_id), "%lld", (long long)vcr_wall_ms());
+        failback_record(s, "started", NULL, begin_after_started);
         return 0;
     }
-    if (failback_primary(s, running, err) < 0) {
+    failback_record(s, "started", NULL, NULL);
+    if (failback_begin(s, err) < 0) {
         s->step = STEP_IDLE;
         return -1;
     }
     return 0;
+}
+
+/* A predecessor's failback goes on after the last phase etcd has: that
+ * phase's step is not done again (a step in flight when the predecessor
+ * died is repeated: each is safe to repeat, and the DNS switch is fenced by
+ * the term, recovery_ha.c). */
+void failback_resume(struct svc *s)
+{
+    const char *last = s->fb_phase;
+    bool running = recovery_primary_running(s);
+    struct inv_host *h = NULL;
+    struct inv_vm *vm = inventory_find_vm(s->rc->inv, s->cfg->primary.vm, &h);
+    /* Up to data_returned, a primary that runs or is starting was started by
+     * the predecessor's vm_start (the step in flight): not again (the agent
+     * refuses a second start), its probe follows. */
+    bool started =
+        running || (vm && h && h->state == INV_HOST_CONNECTED &&
+                    strcmp(h->name, s->cfg->primary.host) == 0 && vm->state == INV_VM_STARTING);
+    bool before_start = strcmp(last, "started") == 0 || strcmp(last, "address_released") == 0 ||
+                        strcmp(last, "data_returned") == 0;
+    failback_enter(s, running);
+    cleanup_json json_t *detail =
+        json_pack("{s:s, s:s, s:s, s:s, s:b}", "service", s->cfg->name, "phase", "resumed", "after",
+                  last, "failback_id", s->fb_id, "taken_over", true);
+    recovery_journal(s, JOURNAL_FAILBACK, detail);
+    log_info("service %s: failback %s of a predecessor: resumed after %s", s->cfg->name, s->fb_id,
+             last);
+    if (before_start && started) {
+        failback_record(s, "primary_started", NULL, NULL);
+    } else if (strcmp(last, "started") == 0) {
+        begin_after_started(s);
+    } else if (strcmp(last, "address_released") == 0) {
+        primary_side(s);
+    } else if (strcmp(last, "data_returned") == 0) {
+        after_data_returned(s);
+    } else if (strcmp(last, "primary_started") == 0) {
+        /* failback_tick probes it */
+    } else if (strcmp(last, "primary_ok") == 0) {
+        switch_dns_back(s);
+    } else if (strcmp(last, "dns_updated") == 0) {
+        s->on_standby = false;
+        give_back(s);
+    } else {
+        /* The standby mode's way back was recorded (standby_mode.h). */
+        failback_done(s);
+    }
 }
 
 /* --- failback: auto (docs/recovery.md, "Automatic failback") --- */

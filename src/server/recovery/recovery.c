@@ -516,6 +516,10 @@ static bool resume_ready(struct svc *s, int64_t now)
 {
     if (now >= s->wait_until)
         return true;
+    if (s->fb_id[0]) /* a failback orders both */
+        return host_back(s, s->cfg->primary.host) &&
+               (s->cfg->standby.mode->resume_without_standby_host ||
+                host_back(s, recovery_container_host(s)));
     bool primary_ok = s->phase >= PH_FENCED || host_back(s, s->cfg->primary.host);
     bool standby_ok = s->phase >= PH_CONTAINER_READY ||
                       s->cfg->standby.mode->resume_without_standby_host ||
@@ -556,7 +560,9 @@ static void svc_tick(struct svc *s, int64_t now)
             failback_auto_tick(s, now);
         break;
     case STEP_RESUME_WAIT:
-        if (resume_ready(s, now)) {
+        if (resume_ready(s, now) && s->fb_id[0]) {
+            failback_resume(s);
+        } else if (resume_ready(s, now)) {
             log_info("service %s: resuming its recovery after phase %s", s->cfg->name,
                      recovery_phase_name(s->phase));
             s->step = STEP_IDLE;

@@ -3,9 +3,12 @@
  * `recoveries` table (recovery_store.c) is the state, as always.
  *
  * Keys, under SERVER_HA_PREFIX:
- *   services/NAME                 the service's state (what the table row holds)
+ *   services/NAME                 the service's state (what the table row holds;
+ *                                 a failback in flight: its id and last phase)
  *   recoveries/NAME/ID/PHASE      one record per phase done, written once
- * ID is the recovery's id (its detection's wall clock in ms).  A phase is one
+ *   failbacks/NAME/ID/PHASE       the same for a failback's phases (failback.c)
+ * ID is the recovery's id (its detection's wall clock in ms), or the
+ * failback's (its start's).  A phase is one
  * etcd txn: only while the leader key's create revision is this server's term
  * (so a deposed leader's write fails) and only if the phase's record does not
  * exist yet, it puts the record and the service's state together.  The phase
@@ -68,13 +71,15 @@ void recovery_ha_reset(struct svc *s)
     s->timeline = json_array();
     s->auto_ready_since = s->auto_last_ms = s->auto_carried_until = 0;
     s->auto_suspended = false;
+    s->fb_id[0] = s->fb_phase[0] = '\0';
 }
 
 static void drop_pending(struct svc *s)
 {
     json_decref(s->ha_record);
     s->ha_record = NULL;
-    s->ha_advance = s->ha_inflight = s->ha_dirty = false;
+    s->ha_advance = s->ha_inflight = s->ha_dirty = s->ha_record_fb = false;
+    s->ha_fb_then = NULL;
 }
 
 void recovery_ha_deposed(struct recovery *rc)
@@ -137,6 +142,12 @@ static char *state_value(const struct svc *s, int64_t term)
         (json_int_t)term, "by", s->rc->cfg->ha.name, "updated_ms", (json_int_t)vcr_wall_ms());
     if (v && s->cfg->failback.automatic)
         json_object_set_new(v, "auto_failback", auto_value(s));
+    /* A failback in flight, at the phase this txn records (or the last one
+     * etcd has): a successor goes on after it. */
+    const char *fb_phase = s->ha_record && s->ha_record_fb ? s->ha_record_phase : s->fb_phase;
+    if (v && s->fb_id[0] && fb_phase[0])
+        json_object_set_new(v, "failback",
+                            json_pack("{s:s, s:s}", "id", s->fb_id, "phase", fb_phase));
     return v ? json_dumps(v, JSON_COMPACT) : NULL;
 }
 
@@ -154,9 +165,11 @@ static void start_write(struct svc *s)
     if (s->ha_record) {
         json_object_set_new(s->ha_record, "term", json_integer(term));
         json_object_set_new(s->ha_record, "by", json_string(rc->cfg->ha.name));
-        json_object_set_new(s->ha_record, "rec_id", json_string(s->rec_id));
+        json_object_set_new(s->ha_record, s->ha_record_fb ? "failback_id" : "rec_id",
+                            json_string(s->ha_record_id));
         rec_value = json_dumps(s->ha_record, JSON_COMPACT);
-        if (asprintf(&rec_key, "%srecoveries/%s/%s/%s", SERVER_HA_PREFIX, s->cfg->name, s->rec_id,
+        if (asprintf(&rec_key, "%s%s/%s/%s/%s", SERVER_HA_PREFIX,
+                     s->ha_record_fb ? "failbacks" : "recoveries", s->cfg->name, s->ha_record_id,
                      s->ha_record_phase) < 0)
             rec_key = NULL;
     }
@@ -218,9 +231,10 @@ static void on_step(int status, const char *error, bool succeeded, int64_t guard
         if (by_term == rc->ha_term) {
             committed = true;
         } else {
-            log_error("service %s: phase %s of recovery %s was recorded by term %lld already: "
+            log_error("service %s: phase %s of %s %s was recorded by term %lld already: "
                       "not journaled again",
-                      s->cfg->name, s->ha_record_phase, s->rec_id, (long long)by_term);
+                      s->cfg->name, s->ha_record_phase, s->ha_record_fb ? "failback" : "recovery",
+                      s->ha_record_id, (long long)by_term);
             json_decref(s->ha_record);
             s->ha_record = NULL;
             sent = false;
@@ -228,7 +242,12 @@ static void on_step(int status, const char *error, bool succeeded, int64_t guard
         }
     }
     if (committed && sent) {
-        recovery_record_commit(s, s->ha_record_phase, s->ha_record);
+        if (s->ha_record_fb) {
+            snprintf(s->fb_phase, sizeof(s->fb_phase), "%s", s->ha_record_phase);
+            recovery_journal(s, JOURNAL_FAILBACK, s->ha_record);
+        } else {
+            recovery_record_commit(s, s->ha_record_phase, s->ha_record);
+        }
         json_decref(s->ha_record);
         s->ha_record = NULL;
     }
@@ -240,7 +259,15 @@ static void on_step(int status, const char *error, bool succeeded, int64_t guard
         start_write(s);
     if (s->ha_record == NULL && s->ha_advance) {
         s->ha_advance = false;
-        recovery_advance(s);
+        if (s->ha_record_fb) {
+            void (*then)(struct svc *) = s->ha_fb_then;
+            s->ha_record_fb = false;
+            s->ha_fb_then = NULL;
+            if (then)
+                then(s);
+        } else {
+            recovery_advance(s);
+        }
     }
 }
 
@@ -269,8 +296,30 @@ void recovery_ha_phase_done(struct svc *s, enum rec_phase phase, json_t *extra)
     json_decref(s->ha_record);
     s->ha_record = recovery_record_entry(s, name, extra);
     snprintf(s->ha_record_phase, sizeof(s->ha_record_phase), "%s", name);
+    snprintf(s->ha_record_id, sizeof(s->ha_record_id), "%s", s->rec_id);
+    s->ha_record_fb = false;
     s->ha_advance = true;
     recovery_save(s); /* the local row, and the txn (or after the one in flight) */
+}
+
+void recovery_ha_failback_phase(struct svc *s, const char *phase, json_t *detail,
+                                void (*then)(struct svc *s))
+{
+    if (!s->rc->ha_loaded) {
+        log_info("service %s: failback phase %s not recorded: this server no longer leads",
+                 s->cfg->name, phase);
+        json_decref(detail);
+        return;
+    }
+    /* One phase at a time: the next one comes from its predecessor's then. */
+    json_decref(s->ha_record);
+    s->ha_record = detail;
+    snprintf(s->ha_record_phase, sizeof(s->ha_record_phase), "%s", phase);
+    snprintf(s->ha_record_id, sizeof(s->ha_record_id), "%s", s->fb_id);
+    s->ha_record_fb = true;
+    s->ha_fb_then = then;
+    s->ha_advance = true;
+    /* Written by the caller's recovery_save, with the state it leaves. */
 }
 
 void recovery_ha_auto_changed(struct svc *s)
@@ -456,6 +505,11 @@ static void on_load_each(const char *key, const struct etcd_kv *kv, void *opaque
     s->auto_suspended = json_is_true(json_object_get(af, "suspended"));
     s->auto_carried_until =
         s->auto_ready_since ? vcr_mono_ms() + (int64_t)rc->cfg->host_timeout_ms : 0;
+    json_t *fb = json_object_get(v, "failback");
+    const char *fb_id = json_string_value(json_object_get(fb, "id"));
+    const char *fb_phase = json_string_value(json_object_get(fb, "phase"));
+    snprintf(s->fb_id, sizeof(s->fb_id), "%s", fb_id && fb_phase ? fb_id : "");
+    snprintf(s->fb_phase, sizeof(s->fb_phase), "%s", fb_id && fb_phase ? fb_phase : "");
     s->ha_seen = true;
 }
 
@@ -487,6 +541,13 @@ static void on_load_done(int status, const char *error, void *opaque)
             log_info("service %s: recovery %s in flight (after phase %s) taken over in term %lld",
                      s->cfg->name, s->rec_id, recovery_phase_name(s->phase),
                      (long long)rc->ha_term);
+        } else if (s->fb_id[0]) {
+            /* A failback in flight: it goes on (failback_resume) once the
+             * hosts it orders say hello, or had host_timeout_ms to. */
+            s->step = STEP_RESUME_WAIT;
+            s->wait_until = now + rc->cfg->host_timeout_ms;
+            log_info("service %s: failback %s in flight (after phase %s) taken over in term %lld",
+                     s->cfg->name, s->fb_id, s->fb_phase, (long long)rc->ha_term);
         }
     }
     /* Then the warm-restart windows; the state counts as loaded after them. */

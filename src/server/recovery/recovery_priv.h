@@ -18,6 +18,8 @@
 
 /* Journal kind of a recovery's phases (docs/server.md; GET /metrics folds them). */
 #define JOURNAL_RECOVERY "recovery"
+/* Journal kind of a failback's phases (failback.c). */
+#define JOURNAL_FAILBACK "failback"
 
 enum svc_state {
     SVC_OK,
@@ -170,6 +172,15 @@ struct svc {
     json_t *ha_record;
     char ha_record_phase[24];
     bool ha_advance, ha_inflight, ha_record_sent, ha_dirty, ha_seen;
+    /* Redundant servers: a failback in flight (failback.c), its id in etcd
+     * (its start's wall clock; "" none) and its last phase etcd has; the
+     * pending record is a failback's (under failbacks/, journaled as
+     * `failback`, its id ha_record_id), and what runs once it is committed. */
+    char fb_id[24];
+    char fb_phase[24];
+    bool ha_record_fb;
+    char ha_record_id[24];
+    void (*ha_fb_then)(struct svc *s);
     /* A DNS switch waiting for the zone's fence to hold this leader's term
      * (recovery_dns_switch; its addresses follow from the step). */
     bool dns_waiting;
@@ -287,6 +298,9 @@ void recovery_watch_primary(struct svc *s, int64_t now);
 /* failback.c */
 int failback_start(struct svc *s, vcr_error_t *err);
 void failback_tick(struct svc *s, int64_t now);
+/* Redundant servers: a failback a predecessor left in flight at phase
+ * s->fb_phase (recovery_ha.c loaded it) goes on after that phase. */
+void failback_resume(struct svc *s);
 void failback_dns_done(struct svc *s, const char *error);
 /* The standby mode's failback hook is over: journals phase (error may be
  * NULL) and the service is ok again, served by its primary. */
@@ -314,6 +328,12 @@ bool recovery_ha_ready(struct recovery *rc);
 void recovery_ha_phase_done(struct svc *s, enum rec_phase phase, json_t *extra);
 /* Writes the service's state (guarded by the term); one write at a time. */
 void recovery_ha_save(struct svc *s);
+/* A failback's phase (detail: its journal entry, stolen): recorded in etcd
+ * with the service's state in one txn under this leader's term, journaled
+ * once committed, and then then(s) (NULL: nothing) runs; the service's
+ * steps hold until then. */
+void recovery_ha_failback_phase(struct svc *s, const char *phase, json_t *detail,
+                                void (*then)(struct svc *s));
 /* Retries a write; true while the service waits for a phase's commit. */
 bool recovery_ha_tick(struct svc *s, int64_t now);
 /* Whether the DNS zone's fence holds this leader's term (claimed on taking the lead). */
