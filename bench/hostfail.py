@@ -249,7 +249,8 @@ def write_report(rows, gaps, false_lost, args, started, failures, partial):
           + ("" if not false_lost else ": " + "; ".join(false_lost)), ""]
     if failures:
         L += ["## Failures", ""] + [f"- {x}" for x in failures] + [""]
-    L += ["Plot: `hostfail.png` (each run's total by setting; medians marked).", ""]
+    L += ["Plot: `hostfail.png` (each run's total and detection, by setting).", "",
+          "Run: `make bench-hostfail` (RUNS=N per setting, default 5), under the lab lock.", ""]
     with open(base + ".md", "w") as f:
         f.write("\n".join(L))
     plot(rows, base)

@@ -174,7 +174,9 @@ def write_report(meta, rows, append):
     if fails:
         L += ["", "Failed actions (hold, t, action: error):", ""]
         L += [f"- {r['hold']}, {r['t_s']} s, {r['action']}: {r['error']}" for r in fails[:20]]
-    L += ["", "Plot: `soak.png`, the gap histogram per host (all holds).", ""]
+    L += ["", "Plot: `soak.png`, the gap histogram per host (all holds).", "",
+          "Run: `make bench-soak` (MINUTES=N per hold, default 7; APPEND=1 adds a hold), "
+          "under the lab lock.", ""]
     with open(BASE + ".md", "w") as f:
         f.write("\n".join(L))
     plot(gaps)
