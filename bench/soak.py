@@ -203,6 +203,8 @@ set title 'Heartbeat gaps seen by the server (default heartbeat 250 ms, host tim
 set xlabel 'gap up to (s, bucket bound)'
 set ylabel 'gaps (log scale; 0.5 = none)'
 set logscale y
+set yrange [0.1:*]
+set offsets 0, 0, graph 0.1, 0
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.8
