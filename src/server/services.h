@@ -43,11 +43,11 @@
  * service off it; the host's agent self-fences at welcome's fence_after_ms,
  * agents_fence_after_ms(host_timeout + fence_timeout) after its last contact.
  * The default equals the host timeout (the least allowed): the agent then
- * fences half a host timeout after the server declared the host lost (an agent
- * never kills its VMs over a silence the server does not call a host loss, and
- * never over one heartbeat late), and a quarter of host + fence timeout
- * (at most 1000 ms) before the server switches (docs/fencing.md, "Choosing
- * fence_timeout_ms"; tests/unit/test_recovery.c checks these invariants). */
+ * fences at least half a host timeout after the server declared the host
+ * lost (an agent never kills its VMs over a silence the server does not call a
+ * host loss, nor over one heartbeat late), and a quarter of host + fence
+ * timeout (at most 1000 ms) before the server switches (docs/fencing.md, "The
+ * margins with the defaults"; tests/unit/test_recovery.c checks these). */
 static inline uint32_t services_default_fence_timeout_ms(uint32_t host_timeout_ms)
 {
     return host_timeout_ms;
