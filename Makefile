@@ -9,7 +9,7 @@ MESON_OPTS ?= -Dstatic_agent=true
 .PHONY: all deps build build-asan build-fuzz image image-asan check unit fuzz integration demo demo-real \
         format format-check lab-up lab-down clean deb bench-recovery bench-recovery-debian bench-warm-vm \
         bench-warm-cache bench-migration bench-migration-debian bench-migration-debian-vol bench-faults bench-standby-cost \
-        bench-overhead bench-ha bench-scale image-debian image-standby-disk fuzz-long
+        bench-overhead bench-ha bench-hostfail bench-soak bench-scale image-debian image-standby-disk fuzz-long
 
 all: build
 
@@ -141,6 +141,13 @@ bench-overhead: build image
 # Redundant servers on etcd (docs/ha.md): leader takeover vs a single server restarted at
 # once, bench/results/ha.{md,csv,png}; RUNS= (default 5).  On a shared machine run it as
 # `flock /tmp/vcr-lab.lock make bench-ha`.
+bench-hostfail: build image
+	/usr/bin/python3 bench/hostfail.py --build $(BUILD) $(if $(RUNS),--runs $(RUNS))
+
+bench-soak: build image
+	/usr/bin/python3 bench/soak.py --build $(BUILD) $(if $(MINUTES),--minutes $(MINUTES)) \
+		$(if $(APPEND),--append)
+
 bench-ha: build image
 	/usr/bin/python3 bench/ha.py --build $(BUILD) $(if $(RUNS),--runs $(RUNS))
 

@@ -251,6 +251,11 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
     The HTTP API takes tokens over TLS (lab_api_tokens(), the server's certificate),
     recorded in API_CREDENTIALS for Vcr and api_curl(); api_insecure=True makes it plain
     and open.
+    heartbeat_ms=None writes no heartbeat, host or fence timeout: the server's own
+    defaults (heartbeat 250 ms, host timeout 1250 ms, fence timeout 1250 ms).  Otherwise,
+    with fence_timeout_ms None, the fence timeout written is host timeout + 2 heartbeats
+    (the server's default before the 250 ms heartbeat), which the lab's tests were tuned
+    with.
     ha: {name, etcd: [urls], lease_ttl_s?}: one of redundant servers (docs/ha.md), with
     its own agent_port and api.
     listen: the agent port's HOST:PORT (default: the bridge's IPv4 address and
@@ -261,8 +266,11 @@ def write_server_config(path, journal, heartbeat_ms=500, host_timeout_ms=None, d
         f"listen: '{listen or env['VCR_LAB_BRIDGE_ADDR'] + ':' + str(agent_port)}'",
         f"api: '{api}'",
         f"journal: {journal}",
-        f"heartbeat_ms: {heartbeat_ms}",
     ]
+    if heartbeat_ms is not None:
+        lines.append(f"heartbeat_ms: {heartbeat_ms}")
+        if not fence_timeout_ms:
+            fence_timeout_ms = (host_timeout_ms or 3 * heartbeat_ms + 500) + 2 * heartbeat_ms
     if insecure:
         lines.append("insecure: true")
     else:

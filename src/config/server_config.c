@@ -219,8 +219,7 @@ static int apply_defaults(struct server_config *cfg)
 {
     cfg->heartbeat_ms = SERVER_DEFAULT_HEARTBEAT_MS;
     cfg->host_timeout_ms = server_default_host_timeout_ms(cfg->heartbeat_ms);
-    cfg->fence_timeout_ms =
-        services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
+    cfg->fence_timeout_ms = services_default_fence_timeout_ms(cfg->host_timeout_ms);
     cfg->provision_warm = true;
     cfg->port_timeout_ms = SERVER_DEFAULT_PORT_TIMEOUT_MS;
     cfg->confirm_timeout_ms = SERVER_DEFAULT_CONFIRM_TIMEOUT_MS;
@@ -532,8 +531,7 @@ static void convert(struct config_report *r, const struct raw_config *raw, const
     }
     convert_tls(r, raw, base_dir, cfg);
     convert_api(r, raw, base_dir, cfg);
-    cfg->fence_timeout_ms =
-        services_default_fence_timeout_ms(cfg->host_timeout_ms, cfg->heartbeat_ms);
+    cfg->fence_timeout_ms = services_default_fence_timeout_ms(cfg->host_timeout_ms);
     /* Shorter than the host timeout, an agent would kill its VMs before the
      * server even calls its host lost. */
     if (raw->fence_timeout_ms)

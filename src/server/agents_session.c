@@ -208,6 +208,7 @@ static void on_heartbeat(struct session *s, json_t *msg)
     json_t *seq = json_object_get(msg, "seq");
     if (!json_is_integer(seq))
         return;
+    inventory_host_heartbeat(s->agents->inv, s->host, vcr_mono_ms());
     /* Only a leader's echo is contact: a deposed one must not feed watchdogs. */
     if (!agents_leads(s->agents)) {
         agents_session_redirect(s, "this server is no longer the leader");

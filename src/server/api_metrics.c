@@ -218,6 +218,19 @@ static void write_hosts(struct metrics_out *m, const struct inventory *inv, int6
         metrics_sample(m, "vcr_host_heartbeat_age_seconds",
                        (double)(now - inv->hosts[i]->last_seen_ms) / 1000.0,
                        METRICS_LABELS("host", inv->hosts[i]->name));
+    metrics_family(m, "vcr_host_heartbeat_gap_seconds", "histogram",
+                   "Time between two heartbeats the server got from the host's agent on one "
+                   "connection.");
+    for (size_t i = 0; i < inv->n_hosts; i++)
+        metrics_histogram_write(m, "vcr_host_heartbeat_gap_seconds", "host", inv->hosts[i]->name,
+                                &inv->hosts[i]->heartbeat_gap);
+    metrics_family(m, "vcr_host_heartbeat_gap_max_seconds", "gauge",
+                   "The longest time between two heartbeats from the host's agent since the "
+                   "server started.");
+    for (size_t i = 0; i < inv->n_hosts; i++)
+        metrics_sample(m, "vcr_host_heartbeat_gap_max_seconds",
+                       (double)inv->hosts[i]->heartbeat_gap_max_ms / 1000.0,
+                       METRICS_LABELS("host", inv->hosts[i]->name));
 }
 
 static void write_vms(struct metrics_out *m, const struct inventory *inv)

@@ -371,6 +371,8 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
             vcr_error_make(err, ENOMEM, "hello from `%s`: out of memory", name);
             return NULL;
         }
+        metrics_histogram_init(&h->heartbeat_gap, inv_heartbeat_gap_bounds,
+                               inv_heartbeat_gap_n_bounds);
         inv->hosts[inv->n_hosts++] = h;
         index_stale(inv);
     }
@@ -385,6 +387,7 @@ struct inv_host *inventory_apply_hello(struct inventory *inv, json_t *hello, int
     h->self_fence = self_fence;
     h->state = INV_HOST_CONNECTED;
     h->last_seen_ms = now_ms;
+    h->last_heartbeat_ms = 0; /* a new connection: no gap across the reconnect */
     for (size_t i = 0; i < n; i++) {
         /* A warm restart already under way keeps its deadline across the re-sync. */
         struct inv_vm *old = host_find_vm(h, vms[i]->name);
@@ -523,6 +526,27 @@ int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg,
         vm->sample_ts_ms = ts_ms;
     }
     return take_containers(h, msg, "sample", err);
+}
+
+/* Fine steps around the default heartbeat (250 ms) and up to the default host
+ * timeout (1250 ms), then coarser: a gap near the timeout is what matters. */
+const double inv_heartbeat_gap_bounds[] = {0.1,  0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6,
+                                           0.75, 1.0, 1.25, 1.5, 2.0,  3.5, 10.0};
+const size_t inv_heartbeat_gap_n_bounds =
+    sizeof(inv_heartbeat_gap_bounds) / sizeof(inv_heartbeat_gap_bounds[0]);
+
+void inventory_host_heartbeat(struct inventory *inv, const char *host, int64_t now_ms)
+{
+    struct inv_host *h = inventory_find_host(inv, host);
+    if (h == NULL)
+        return;
+    if (h->last_heartbeat_ms > 0 && now_ms >= h->last_heartbeat_ms) {
+        int64_t gap = now_ms - h->last_heartbeat_ms;
+        metrics_histogram_observe(&h->heartbeat_gap, (double)gap / 1000.0);
+        if (gap > h->heartbeat_gap_max_ms)
+            h->heartbeat_gap_max_ms = gap;
+    }
+    h->last_heartbeat_ms = now_ms;
 }
 
 void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms)

@@ -13,6 +13,7 @@
 
 #include "common/err.h"
 #include "proto/proto_state.h"
+#include "server/metrics.h"
 
 enum inv_host_state {
     INV_HOST_CONNECTED,
@@ -107,6 +108,13 @@ struct inv_host {
     /* Caller's clock: the host's sessions are refused until then, while the
      * server counts on its self-fence (agents_cut_off); 0: never cut off. */
     int64_t cut_off_until_ms;
+    /* Inter-arrival gaps of the agent's heartbeats (GET /metrics): what the
+     * host timeout must exceed (docs/server.md, "Choosing the timeouts").
+     * last_heartbeat_ms is 0 until the first heartbeat of a connection, so a
+     * silence between connections is never counted as a gap. */
+    int64_t last_heartbeat_ms;
+    struct metrics_histogram heartbeat_gap;
+    int64_t heartbeat_gap_max_ms;
 };
 
 struct inv_index;
@@ -120,6 +128,10 @@ struct inventory {
      * hosts x VMs per service (bench/results/scale.md). */
     struct inv_index *index;
 };
+
+/* Upper bounds (seconds) of the heartbeat gap histogram. */
+extern const double inv_heartbeat_gap_bounds[];
+extern const size_t inv_heartbeat_gap_n_bounds;
 
 struct inventory *inventory_new(void);
 void inventory_free(struct inventory *inv);
@@ -172,6 +184,9 @@ int inventory_apply_self_fence(struct inventory *inv, const char *host, json_t *
                                vcr_error_t *err);
 /* A sample of host; entries for VMs the inventory does not know are skipped. */
 int inventory_apply_sample(struct inventory *inv, const char *host, json_t *msg, vcr_error_t *err);
+/* A heartbeat from host at now_ms: counts the gap since its previous one on
+ * the same connection. */
+void inventory_host_heartbeat(struct inventory *inv, const char *host, int64_t now_ms);
 /* Any frame from host's agent. */
 void inventory_host_seen(struct inventory *inv, const char *host, int64_t now_ms);
 

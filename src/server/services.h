@@ -39,14 +39,18 @@
 #define SERVICES_FAILBACK_MIN_INTERVAL_S 600
 #define SERVICES_DATA_PATH_MAX           128
 
-/* The agent self-fences after losing the server for fence_timeout_ms; the
- * server waits that long before switching a service off an unreachable host.
- * The default is two heartbeats past the host timeout: an agent must not kill
- * its VMs over a blip the server itself does not call a host loss. */
-static inline uint32_t services_default_fence_timeout_ms(uint32_t host_timeout_ms,
-                                                         uint32_t heartbeat_ms)
+/* The server waits fence_timeout_ms after a host is lost before switching a
+ * service off it; the host's agent self-fences at welcome's fence_after_ms,
+ * agents_fence_after_ms(host_timeout + fence_timeout) after its last contact.
+ * The default equals the host timeout (the least allowed): the agent then
+ * fences at least half a host timeout after the server declared the host
+ * lost (an agent never kills its VMs over a silence the server does not call a
+ * host loss, nor over one heartbeat late), and a quarter of host + fence
+ * timeout (at most 1000 ms) before the server switches (docs/fencing.md, "The
+ * margins with the defaults"; tests/unit/test_recovery.c checks these). */
+static inline uint32_t services_default_fence_timeout_ms(uint32_t host_timeout_ms)
 {
-    return host_timeout_ms + 2 * heartbeat_ms;
+    return host_timeout_ms;
 }
 
 /* A health check's protocol: one of check.h's check_protocols (tcp, http,

@@ -148,6 +148,26 @@ def test_agent_restart_within_timeout_does_not_fence(fencing):
     assert not ended_within(pid, max(left, 0.5)), "an agent restart fenced the VM"
     assert not os.path.exists(state / "fenced.json")
 
+    # Then the whole host dies at once (agent, watchdog, QEMU: kill -9), the case
+    # bench-hostfail times: the server declares it lost after host_timeout_ms of silence,
+    # measured by the server itself from the last frame (its liveness tick runs every
+    # 100 ms; a tick later than 1 s would be counted as the server's own stall).
+    since = d.vcr.last_event_id()
+    wds = watchdog_pids(state)
+    assert wds, "no fence watchdog"
+    for p in [second.pid] + wds + [pid]:
+        os.kill(p, signal.SIGKILL)
+    lost = labkit.wait_for("the server to declare fhost3 lost", lambda: next(
+        (e for e in d.vcr.events(since) if e["kind"] == "host_lost"
+         and e.get("host") == "fhost3"), None), 30)
+    detail = lost["detail"]
+    print(f"whole host killed: declared lost after {detail['silent_ms']} ms of silence "
+          f"(host_timeout_ms {HOST_TIMEOUT_MS})")
+    assert detail["host_timeout_ms"] == HOST_TIMEOUT_MS
+    assert HOST_TIMEOUT_MS <= detail["silent_ms"] < HOST_TIMEOUT_MS + 1000, detail
+    assert detail.get("reason") is None  # lost by silence, not cut off
+    assert host_status(d, "fhost3")["state"] == "lost"
+
 
 def watchdog_pids(state):
     """The fence watchdogs of this state dir (scanning /proc: the watchdog is in a session of

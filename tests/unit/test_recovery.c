@@ -133,8 +133,8 @@ static void test_config_services_valid(void **state)
     assert_ptr_equal(cfg->services[0].standby.mode, &standby_warm_ops);
     assert_int_equal(cfg->services[0].standby.prefix, 24);
     assert_int_equal(cfg->services[0].takeover, SERVICES_TAKEOVER_DNS);
-    /* 3500 + 2 x 1000 with the default heartbeat. */
-    assert_int_equal(cfg->fence_timeout_ms, 5500);
+    /* The host timeout (3 x 250 + 500) with the default heartbeat. */
+    assert_int_equal(cfg->fence_timeout_ms, 1250);
     server_config_free(cfg);
     remove_dir();
 }
@@ -502,6 +502,52 @@ static void test_config_fence_timeout_bounds(void **state)
     assert_non_null(cfg);
     assert_int_equal(cfg->fence_timeout_ms, 8000);
     server_config_free(cfg);
+}
+
+/* The safety argument of docs/fencing.md ("Choosing fence_timeout_ms") for the
+ * default timeouts, at the default heartbeat and at every heartbeat allowed:
+ * - detection: the default declares a lost host within 1.5 s (host timeout plus
+ *   the liveness tick), and only after three missed heartbeats;
+ * - no self-fence over a silence the server does not call a host loss: the
+ *   agent's watchdog limit (welcome's fence_after_ms) exceeds the host timeout
+ *   by at least one heartbeat;
+ * - the agent has fenced first: the server switches host + fence timeout after
+ *   the host's last frame (the agent's last contact is no later), at least
+ *   250 ms (the watchdog's wake-up on a loaded host and the SIGKILL) plus
+ *   500 ppm of the whole wait (two hosts' clock rates) after the watchdog's limit. */
+static void check_timeout_invariants(const struct server_config *cfg)
+{
+    uint32_t hb = cfg->heartbeat_ms, host = cfg->host_timeout_ms, fence = cfg->fence_timeout_ms;
+    uint32_t fence_after = agents_fence_after_ms(host, fence);
+    assert_true(host >= 3 * hb);
+    assert_true(fence >= host);
+    assert_true(fence_after >= host + hb);
+    uint32_t switch_after = host + fence;
+    assert_true((uint64_t)switch_after * 1000000 >=
+                ((uint64_t)fence_after + 250) * 1000000 + (uint64_t)switch_after * 500);
+}
+
+static void test_config_default_timeouts_invariants(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    struct server_config *cfg = server_config_parse("", 0, "t.yaml", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->heartbeat_ms, 250);
+    assert_int_equal(cfg->host_timeout_ms, 1250);
+    assert_true(cfg->host_timeout_ms + AGENTS_TICK_MS <= 1500);
+    assert_int_equal(agents_fence_after_ms(cfg->host_timeout_ms, cfg->fence_timeout_ms), 1875);
+    check_timeout_invariants(cfg);
+    server_config_free(cfg);
+    for (uint32_t hb = 100; hb <= 60000; hb += hb < 1000 ? 50 : 1000) {
+        char yaml[64];
+        snprintf(yaml, sizeof(yaml), "heartbeat_ms: %u\n", hb);
+        cfg = server_config_parse(yaml, strlen(yaml), "t.yaml", &err);
+        if (cfg == NULL)
+            fail_msg("%s", vcr_error_msg(err));
+        check_timeout_invariants(cfg);
+        server_config_free(cfg);
+    }
 }
 
 /* --- fake DNS server: applies signed UPDATEs, answers A and AAAA queries --- */
@@ -1064,8 +1110,11 @@ static void harness_open(struct harness *h, bool primary)
 static void server_up(struct harness *h, const char *mode, const char *extra)
 {
     cleanup_free char *yaml = NULL;
+    /* The harness's agents send no heartbeats unless a test asks: the tests
+     * that do not set the heartbeat count on a host timeout of 3500 ms. */
+    const char *heartbeat = strstr(extra, "heartbeat_ms") ? "" : "heartbeat_ms: 1000\n";
     assert_true(asprintf(&yaml,
-                         "journal: %s/journal.db\n%s"
+                         "journal: %s/journal.db\n%s%s"
                          "dns: {server: '%s:%u', zone: vcr.lab, key_file: %s/tsig.key}\n"
                          "services:\n"
                          "  - name: web1\n"
@@ -1074,8 +1123,8 @@ static void server_up(struct harness *h, const char *mode, const char *extra)
                          "    check: %s\n"
                          "    standby: {mode: %s, host: sb1, container: web1-c, address: " CONTAINER
                          ", template: busybox%s}\n%s",
-                         dir, extra, h->dns_ipv6 ? "[::1]" : "127.0.0.1", h->dns.sock.port, dir,
-                         h->port, h->primary_extra ? h->primary_extra : "",
+                         dir, heartbeat, extra, h->dns_ipv6 ? "[::1]" : "127.0.0.1",
+                         h->dns.sock.port, dir, h->port, h->primary_extra ? h->primary_extra : "",
                          h->check ? h->check : "{type: http, interval_ms: 100, timeout_ms: 100}",
                          mode, h->standby_extra ? h->standby_extra : "",
                          h->service_extra ? h->service_extra : "") > 0);
@@ -3850,6 +3899,7 @@ int main(void)
         cmocka_unit_test(test_config_images_valid),
         cmocka_unit_test(test_config_images_each_bad_field),
         cmocka_unit_test(test_config_fence_timeout_bounds),
+        cmocka_unit_test(test_config_default_timeouts_invariants),
         cmocka_unit_test(test_vm_crash_warm),
         cmocka_unit_test(test_dual_stack_switch_moves_a_and_aaaa),
         cmocka_unit_test(test_dual_stack_port_needs_the_ipv6_side),

@@ -127,8 +127,8 @@ static void test_config_defaults(void **state)
     assert_string_equal(cfg->api_host, "127.0.0.1");
     assert_int_equal(cfg->api_port, 7080);
     assert_string_equal(cfg->journal, "/var/lib/vcr-server/journal.db");
-    assert_int_equal(cfg->heartbeat_ms, 1000);
-    assert_int_equal(cfg->host_timeout_ms, 3500);
+    assert_int_equal(cfg->heartbeat_ms, 250);
+    assert_int_equal(cfg->host_timeout_ms, 1250);
     assert_null(cfg->agent_key_file);
     assert_null(cfg->agent_key);
     server_config_free(cfg);
@@ -604,6 +604,43 @@ static void test_inventory_hello(void **state)
     assert_int_equal(h->n_vms, 1);
     assert_null(inventory_find_vm(inv, "db1", NULL));
     assert_int_equal(inv->n_hosts, 1);
+    json_decref(hello);
+    inventory_free(inv);
+}
+
+/* Heartbeat gaps (GET /metrics, vcr_host_heartbeat_gap_seconds): counted
+ * between heartbeats of one connection only; a reconnect starts afresh. */
+static void test_inventory_heartbeat_gaps(void **state)
+{
+    (void)state;
+    struct inventory *inv = inventory_new();
+    cleanup_error vcr_error_t err = NULL;
+    json_t *hello = hello_msg("node1");
+    bool came_up = false;
+    struct inv_host *h = inventory_apply_hello(inv, hello, 1000, &came_up, &err);
+    assert_non_null(h);
+    inventory_host_heartbeat(inv, "node1", 1100); /* the first: no gap yet */
+    assert_int_equal(h->heartbeat_gap.count, 0);
+    inventory_host_heartbeat(inv, "node1", 1350);
+    inventory_host_heartbeat(inv, "node1", 2050);
+    assert_int_equal(h->heartbeat_gap.count, 2);
+    assert_int_equal(h->heartbeat_gap_max_ms, 700);
+    assert_true(h->heartbeat_gap.sum > 0.949 && h->heartbeat_gap.sum < 0.951);
+    /* 0.25 s is in the bucket of le=0.25, 0.7 s in le=0.75. */
+    size_t i25 = 0, i75 = 0;
+    while (inv_heartbeat_gap_bounds[i25] < 0.25)
+        i25++;
+    while (inv_heartbeat_gap_bounds[i75] < 0.75)
+        i75++;
+    assert_int_equal(h->heartbeat_gap.in_bucket[i25], 1);
+    assert_int_equal(h->heartbeat_gap.in_bucket[i75], 1);
+    /* Reconnected 10 s later: the silence between connections is no gap. */
+    assert_ptr_equal(inventory_apply_hello(inv, hello, 12000, &came_up, &err), h);
+    inventory_host_heartbeat(inv, "node1", 12100);
+    inventory_host_heartbeat(inv, "node1", 12350);
+    assert_int_equal(h->heartbeat_gap.count, 3);
+    assert_int_equal(h->heartbeat_gap_max_ms, 700);
+    inventory_host_heartbeat(inv, "nobody", 12400); /* unknown host: ignored */
     json_decref(hello);
     inventory_free(inv);
 }
@@ -1179,9 +1216,9 @@ static void test_e2e_hello_and_vm_event(void **state)
     assert_non_null(welcome);
     assert_int_equal(json_integer_value(json_object_get(welcome, "heartbeat_ms")), 250);
     assert_string_equal(json_string_value(json_object_get(welcome, "server_version")), VCR_VERSION);
-    /* Defaults for heartbeat 250: host timeout 1250, fence timeout 1750; the agent
-     * must have fenced a quarter of those 3 s before the server switches. */
-    assert_int_equal(json_integer_value(json_object_get(welcome, "fence_after_ms")), 2250);
+    /* Defaults for heartbeat 250: host timeout 1250, fence timeout 1250; the agent
+     * must have fenced a quarter of those 2.5 s before the server switches. */
+    assert_int_equal(json_integer_value(json_object_get(welcome, "fence_after_ms")), 1875);
     assert_null(agent_got(&h.agent, "challenge"));
 
     /* The agent's clock says when it saw the crash; the server adds when it heard. */
@@ -2427,6 +2464,7 @@ int main(void)
         cmocka_unit_test(test_journal_write_read),
         cmocka_unit_test(test_journal_holds_events_while_it_cannot_write),
         cmocka_unit_test(test_inventory_hello),
+        cmocka_unit_test(test_inventory_heartbeat_gaps),
         cmocka_unit_test(test_inventory_index),
         cmocka_unit_test(test_inventory_hello_invalid),
         cmocka_unit_test(test_inventory_vm_event_and_sample),
