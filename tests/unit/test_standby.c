@@ -1096,7 +1096,8 @@ static void test_criu_log_reason(void **state)
                             "(00.005) Error (criu/b.c:4): fourth\n"
                             "(00.006) Dumping finished\n",
                             out, sizeof(out));
-    assert_string_equal(out, "Error (criu/mem.c:2): second; Error (criu/a.c:3): third; "
+    /* The first (the cause) and the last two: the second is left out. */
+    assert_string_equal(out, "Error (criu/cr-dump.c:1): first; Error (criu/a.c:3): third; "
                              "Error (criu/b.c:4): fourth");
     /* A restore's tasks put their pid before theirs: the cause is one of them. */
     standby_criu_log_reason("(00.04)      1: Error (criu/mount.c:5): mnt: cause\n"
