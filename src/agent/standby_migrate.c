@@ -444,22 +444,24 @@ int standby_base64_decode(const char *text, unsigned char **out, size_t *len, vc
     return 0;
 }
 
-/* "(00.123456) Error (criu/cr-dump.c:1234): msg" -> "Error (criu/...): msg". */
-/* "(00.123456)" and, in a restore's log, the task's "   PID: " after it. */
+/* "(00.123456) Error (criu/cr-dump.c:1234): msg" -> "Error (criu/...): msg":
+ * the timestamp (CRIU's -v4 and up; LXC's restores run without it) and, in a
+ * restore's log, the task's "   PID: " after it or alone, blanks first. */
 static const char *without_timestamp(const char *line)
 {
-    if (line[0] != '(')
-        return line;
-    const char *end = strchr(line, ')');
-    if (end == NULL)
-        return line;
-    end++;
-    while (*end == ' ')
-        end++;
-    size_t digits = strspn(end, "0123456789");
-    if (digits > 0 && end[digits] == ':' && end[digits + 1] == ' ')
-        end += digits + 2;
-    return end;
+    const char *end = line;
+    if (line[0] == '(') {
+        const char *close = strchr(line, ')');
+        if (close != NULL)
+            end = close + 1;
+    }
+    const char *text = end;
+    while (*text == ' ' || *text == '\t')
+        text++;
+    size_t digits = strspn(text, "0123456789");
+    if (digits > 0 && text[digits] == ':' && text[digits + 1] == ' ')
+        return text + digits + 2;
+    return end == line ? line : text;
 }
 
 void standby_criu_log_reason(const char *log_text, char *out, size_t size)

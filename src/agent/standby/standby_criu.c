@@ -63,6 +63,30 @@ static char *read_criu_log(const char *path)
     return text;
 }
 
+/* The log's last lines into ours (the VM's journal and console): the log
+ * stays in the VM, under a directory the next attempt replaces, and a cause
+ * CRIU wrote in no Error line (a task that died without one) is there. */
+static void log_criu_tail(const char *name, const char *path, const char *text)
+{
+    enum { LINES = 40 };
+    const char *from = text + strlen(text);
+    for (int n = 0; from > text && n < LINES;) {
+        from--;
+        if (*from == '\n' && from[1] != '\0')
+            n++;
+    }
+    if (from > text)
+        from++;
+    log_warn("container %s: the last %d lines of %s:", name, LINES, path);
+    for (const char *line = from; *line;) {
+        const char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        if (len > 0)
+            log_warn("container %s: criu: %.*s", name, len, line);
+        line = nl ? nl + 1 : line + len;
+    }
+}
+
 /* The reason CRIU gave in DIR/ACTION.log, else liblxc's. */
 static int criu_failure(vcr_error_t *err, struct lxc_container *c, const char *dir,
                         const char *action)
@@ -72,6 +96,7 @@ static int criu_failure(vcr_error_t *err, struct lxc_container *c, const char *d
     cleanup_free char *text = read_criu_log(path);
     if (text) {
         standby_criu_log_reason(text, reason, sizeof(reason));
+        log_criu_tail(c->name, path, text);
         return vcr_error_make(err, EIO, "criu %s failed: %s (%s)", action, reason, path);
     }
     if (c->error_string)
