@@ -335,7 +335,9 @@ static int restore_work(struct standby_pending *p, vcr_error_t *err)
             return -1;
         /* The source's data_export moved the copy's owners back out of its
          * container's range: an unprivileged restore needs them in it again,
-         * as data_attach does (what CRIU then said: docs/security.md). */
+         * and the way open, as data_attach does.  CRIU otherwise failed with
+         * EACCES at mount-v2's open_tree of mnt, then at the reopen of
+         * Redis's AOF (docs/security.md "Standby containers"). */
         if (p->spec.unprivileged && data_for_unprivileged(p->r->data_dir, service, mnt, err) < 0) {
             umount2(mnt, MNT_DETACH);
             return -1;
