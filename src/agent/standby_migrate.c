@@ -444,32 +444,34 @@ int standby_base64_decode(const char *text, unsigned char **out, size_t *len, vc
     return 0;
 }
 
-/* "(00.123456) Error (criu/cr-dump.c:1234): msg" -> "Error (criu/...): msg". */
-/* "(00.123456)" and, in a restore's log, the task's "   PID: " after it. */
+/* "(00.123456) Error (criu/cr-dump.c:1234): msg" -> "Error (criu/...): msg":
+ * the timestamp (CRIU's -v4 and up; LXC's restores run without it) and, in a
+ * restore's log, the task's "   PID: " after it or alone, blanks first. */
 static const char *without_timestamp(const char *line)
 {
-    if (line[0] != '(')
-        return line;
-    const char *end = strchr(line, ')');
-    if (end == NULL)
-        return line;
-    end++;
-    while (*end == ' ')
-        end++;
-    size_t digits = strspn(end, "0123456789");
-    if (digits > 0 && end[digits] == ':' && end[digits + 1] == ' ')
-        end += digits + 2;
-    return end;
+    const char *end = line;
+    if (line[0] == '(') {
+        const char *close = strchr(line, ')');
+        if (close != NULL)
+            end = close + 1;
+    }
+    const char *text = end;
+    while (*text == ' ' || *text == '\t')
+        text++;
+    size_t digits = strspn(text, "0123456789");
+    if (digits > 0 && text[digits] == ':' && text[digits + 1] == ' ')
+        return text + digits + 2;
+    return end == line ? line : text;
 }
 
 void standby_criu_log_reason(const char *log_text, char *out, size_t size)
 {
-    enum { KEEP = 3 };
-    const char *starts[KEEP];
-    size_t lens[KEEP];
-    size_t n = 0;
-    const char *last = NULL;
-    size_t last_len = 0;
+    /* The first Error is the cause (a restore's later ones are its
+     * consequences: the root task's exit, "Restoring FAILED"); the last two
+     * say where it ended. */
+    enum { LAST = 2 };
+    const char *first = NULL, *starts[LAST], *last = NULL;
+    size_t first_len = 0, lens[LAST], n = 0, last_len = 0;
     out[0] = '\0';
     for (const char *line = log_text; line && *line;) {
         const char *nl = strchr(line, '\n');
@@ -479,10 +481,13 @@ void standby_criu_log_reason(const char *log_text, char *out, size_t size)
         if (text_len > 0) {
             last = text;
             last_len = text_len;
-            if (strncmp(text, "Error", 5) == 0) {
-                if (n == KEEP) {
-                    memmove(starts, starts + 1, sizeof(starts[0]) * (KEEP - 1));
-                    memmove(lens, lens + 1, sizeof(lens[0]) * (KEEP - 1));
+            if (strncmp(text, "Error", 5) == 0 && first == NULL) {
+                first = text;
+                first_len = text_len;
+            } else if (strncmp(text, "Error", 5) == 0) {
+                if (n == LAST) {
+                    starts[0] = starts[1];
+                    lens[0] = lens[1];
                     n--;
                 }
                 starts[n] = text;
@@ -492,14 +497,23 @@ void standby_criu_log_reason(const char *log_text, char *out, size_t size)
         }
         line = nl ? nl + 1 : NULL;
     }
-    if (n == 0 && last) {
-        starts[0] = last;
-        lens[0] = last_len;
-        n = 1;
+    const char *parts[1 + LAST];
+    size_t part_lens[1 + LAST], k = 0;
+    if (first) {
+        parts[k] = first;
+        part_lens[k++] = first_len;
+    } else if (last) {
+        parts[k] = last;
+        part_lens[k++] = last_len;
+    }
+    for (size_t i = 0; i < n; i++) {
+        parts[k] = starts[i];
+        part_lens[k++] = lens[i];
     }
     size_t used = 0;
-    for (size_t i = 0; i < n && used + 1 < size; i++) {
-        int w = snprintf(out + used, size - used, "%s%.*s", i ? "; " : "", (int)lens[i], starts[i]);
+    for (size_t i = 0; i < k && used + 1 < size; i++) {
+        int w =
+            snprintf(out + used, size - used, "%s%.*s", i ? "; " : "", (int)part_lens[i], parts[i]);
         if (w < 0)
             break;
         used += (size_t)w < size - used ? (size_t)w : size - used - 1;

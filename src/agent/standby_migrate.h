@@ -110,8 +110,10 @@ char *standby_base64_encode(const unsigned char *buf, size_t len);
 int standby_base64_decode(const char *text, unsigned char **out, size_t *len, vcr_error_t *err);
 
 /* Why CRIU failed, from the text of its log (DIR/dump.log, pre-dump.log,
- * restore.log): its last three `Error` lines without their timestamps, joined
- * with "; " (else the last line), in out (always NUL-terminated). */
+ * restore.log): its first `Error` line (the cause: a restore's later ones are
+ * its consequences) and the last two after it, without their timestamps and
+ * task pids, joined with "; " (else the last line), in out (always
+ * NUL-terminated). */
 void standby_criu_log_reason(const char *log_text, char *out, size_t size);
 
 /* A gratuitous ARP request (broadcast; sender and target address both

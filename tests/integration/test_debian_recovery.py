@@ -10,10 +10,10 @@ the warm container; the one that follows the Redis name finds every key in the C
 container made at recovery from the delivered ct-redis image, given the volume as the VM
 left it; the timelines report the data's age (0: a VM failure).  That Redis container is
 then migrated (CRIU, docs/migration.md) to a second Debian standby VM with its data volume:
-the keys written before the migration, on the volume's AOF, are served from there.  The
-web container is unprivileged (`standby.privileged: false`, docs/security.md "Standby
-containers"): its init's uid_map is 0 100000 65536 and its seccomp mode 2.  One boot of
-each VM.
+the keys written before the migration, on the volume's AOF, are served from there.  Both
+containers are unprivileged (`standby.privileged: false`, docs/security.md "Standby
+containers"): their inits' uid_map is 0 100000 65536 and their seccomp mode 2, the Redis
+one's after its migration too.  One boot of each VM.
 
 Images: lab/build-debian (primary, ct-nginx, ct-redis, standby base) and
 lab/build-standby-disk."""
@@ -126,9 +126,7 @@ def rig(lab, tmp_path_factory):
     svc = labkit.service_entry(SERVICE, "debhost", PRIMARY, P_ADDR, "warm", STANDBY, CT,
                                CT_ADDR)
     svc["standby"]["image"] = "ct-nginx"
-    # The web container unprivileged (docs/security.md, "Standby containers"); the Redis
-    # one stays privileged: its migration with its volume failed at the restore on the
-    # target when it was unprivileged (the cause not yet known).
+    # Both containers unprivileged (docs/security.md, "Standby containers").
     svc["standby"]["privileged"] = "false"
     svc["data"] = {"volume": "vcrdata", "path": "/srv/data", "interval_s": 0}
     # 20 failures (10 s): cloud-init's runcmd (below) stops Redis, which had answered, and
@@ -138,6 +136,7 @@ def rig(lab, tmp_path_factory):
                               port=6379, check={"type": "redis", "interval_ms": 500,
                                                 "timeout_ms": 400, "failures": 20})
     kv["standby"]["image"] = "ct-redis"
+    kv["standby"]["privileged"] = "false"
     kv["data"] = {"volume": "kvdata", "path": "/var/lib/redis"}
     d.server(heartbeat_ms=500, host_timeout_ms=5000, dns=True, images=[image, redis_image],
              services=[svc, kv])
@@ -307,6 +306,10 @@ def test_redis_container_migrates_with_its_aof_volume(rig, record_property):
                     lambda: state_on(STANDBY2) == "running", 30, interval=0.5)
     labkit.wait_for(f"{KV_CT} gone from {STANDBY}", lambda: state_on(STANDBY) is None, 30,
                     interval=0.5)
+    # Restored unprivileged, with its volume (the copy's owners in its range again).
+    iso = labkit.wait_for(f"{KV_CT}'s isolation on {STANDBY2}",
+                          lambda: isolation(d, STANDBY2, KV_CT), 30)
+    assert iso["uid_map"] == UNPRIVILEGED_MAP and iso["seccomp"] == 2, iso
     journal = [e["detail"]["phase"] for e in d.vcr.events(since) if e["kind"] == "migration"]
     assert "done" in journal, journal
     for k in ("total_ms", "downtime_ms", "pre_bytes", "final_bytes"):

@@ -31,24 +31,72 @@
 
 #define TAR_OPTIONS "--xattrs", "--xattrs-include=*", "--numeric-owner"
 
+/* The log's text, NUL-terminated, to free(): all of it up to 8 MiB, else its
+ * first and last 4 MiB (the first Error, the cause, comes early in a restore
+ * that fails in its namespaces, mounts or files, before a long tail of
+ * tasks' lines), or NULL. */
+static char *read_criu_log(const char *path)
+{
+    enum { HALF = 4 << 20 };
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || st.st_size <= 0)
+        return NULL;
+    size_t size = (size_t)st.st_size;
+    bool whole = size <= 2 * (size_t)HALF;
+    size_t head = whole ? size : HALF, tail = whole ? 0 : HALF;
+    char *text = malloc(head + 1 + tail + 1);
+    if (text == NULL)
+        return NULL;
+    ssize_t a = pread(fd, text, head, 0);
+    ssize_t b = tail ? pread(fd, text + (a > 0 ? a : 0) + 1, tail, (off_t)(size - tail)) : 0;
+    if (a <= 0 || b < 0) {
+        free(text);
+        return NULL;
+    }
+    size_t used = (size_t)a;
+    if (tail) {
+        text[used++] = '\n';
+        used += (size_t)b;
+    }
+    text[used] = '\0';
+    return text;
+}
+
+/* The log's last lines into ours (the VM's journal and console): the log
+ * stays in the VM, under a directory the next attempt replaces, and a cause
+ * CRIU wrote in no Error line (a task that died without one) is there. */
+static void log_criu_tail(const char *name, const char *path, const char *text)
+{
+    enum { LINES = 40 };
+    const char *from = text + strlen(text);
+    for (int n = 0; from > text && n < LINES;) {
+        from--;
+        if (*from == '\n' && from[1] != '\0')
+            n++;
+    }
+    if (from > text)
+        from++;
+    log_warn("container %s: the last %d lines of %s:", name, LINES, path);
+    for (const char *line = from; *line;) {
+        const char *nl = strchr(line, '\n');
+        int len = nl ? (int)(nl - line) : (int)strlen(line);
+        if (len > 0)
+            log_warn("container %s: criu: %.*s", name, len, line);
+        line = nl ? nl + 1 : line + len;
+    }
+}
+
 /* The reason CRIU gave in DIR/ACTION.log, else liblxc's. */
 static int criu_failure(vcr_error_t *err, struct lxc_container *c, const char *dir,
                         const char *action)
 {
-    char path[320], text[65536], reason[700];
+    char path[320], reason[1200];
     snprintf(path, sizeof(path), "%s/%s.log", dir, action);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = -1;
-    if (fd >= 0) {
-        /* The end of the log: CRIU writes its errors last. */
-        off_t size = lseek(fd, 0, SEEK_END);
-        off_t from = size > (off_t)sizeof(text) - 1 ? size - (off_t)sizeof(text) + 1 : 0;
-        n = pread(fd, text, sizeof(text) - 1, from);
-        close(fd);
-    }
-    if (n > 0) {
-        text[n] = '\0';
+    cleanup_free char *text = read_criu_log(path);
+    if (text) {
         standby_criu_log_reason(text, reason, sizeof(reason));
+        log_criu_tail(c->name, path, text);
         return vcr_error_make(err, EIO, "criu %s failed: %s (%s)", action, reason, path);
     }
     if (c->error_string)

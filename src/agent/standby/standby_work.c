@@ -110,6 +110,23 @@ static const char *data_mount_point(json_t *members, vcr_error_t *err)
     return path;
 }
 
+/* A service's data mounted at mnt, for an unprivileged container: its root
+ * is the VM's STANDBY_IDMAP_BASE, so the copy's owners move into its range
+ * (a second attach finds them there and changes nothing; data_export moves
+ * them back), and the way to mnt opens (0711: the bind is made as the
+ * container's root, and CRIU's restore opens the files there as it). */
+static int data_for_unprivileged(const char *base, const char *service, const char *mnt,
+                                 vcr_error_t *err)
+{
+    if (standby_map_owners(mnt, 0, STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT, err) < 0)
+        return vcr_error_wrap(err, "service `%s`: its data into the container's id range", service);
+    char svc_dir[400];
+    snprintf(svc_dir, sizeof(svc_dir), "%s/%s", base, service);
+    if (chmod(base, 0711) < 0 || chmod(svc_dir, 0711) < 0)
+        return vcr_error_errno(err, "service `%s`: chmod the way to its data", service);
+    return 0;
+}
+
 static int restore_work(struct standby_pending *p, vcr_error_t *err)
 {
     cleanup_json json_t *image = image_work(p, err);
@@ -128,6 +145,15 @@ static int restore_work(struct standby_pending *p, vcr_error_t *err)
             return vcr_error_wrap(err, "data");
         if (standby_data_mount(p->r->data_dir, service, mnt, sizeof(mnt), &taken_ms, err) < 0)
             return -1;
+        /* The source's data_export moved the copy's owners back out of its
+         * container's range: an unprivileged restore needs them in it again,
+         * and the way open, as data_attach does.  CRIU otherwise failed with
+         * EACCES at mount-v2's open_tree of mnt, then at the reopen of
+         * Redis's AOF (docs/security.md "Standby containers"). */
+        if (p->spec.unprivileged && data_for_unprivileged(p->r->data_dir, service, mnt, err) < 0) {
+            umount2(mnt, MNT_DETACH);
+            return -1;
+        }
     }
     int64_t mount_ms = vcr_mono_ms() - t0;
     struct standby_restore_result res;
@@ -195,19 +221,9 @@ static int data_work(struct standby_pending *p, vcr_error_t *err)
     snprintf(image_dir, sizeof(image_dir), "%s%s", standby_ct_paths_of(p->ct)->rootfs, path);
     if (standby_data_take_owner(mnt, image_dir, &owner_changed, err) < 0)
         return vcr_error_wrap(err, "service `%s`", service);
-    /* An unprivileged container's root is the VM's STANDBY_IDMAP_BASE: the
-     * rest of the copy moves into its range too (a second attach finds it
-     * there and changes nothing). */
     if (standby_ct_spec_of(p->ct)->unprivileged &&
-        standby_map_owners(mnt, 0, STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT, err) < 0)
-        return vcr_error_wrap(err, "service `%s`: its data into the container's id range", service);
-    /* LXC binds it as the container's root, which must pass the way there
-     * (0700 otherwise: only root). */
-    char svc_dir[400];
-    snprintf(svc_dir, sizeof(svc_dir), "%s/%s", base, service);
-    if (standby_ct_spec_of(p->ct)->unprivileged &&
-        (chmod(base, 0711) < 0 || chmod(svc_dir, 0711) < 0))
-        return vcr_error_errno(err, "service `%s`: chmod the way to its data", service);
+        data_for_unprivileged(base, service, mnt, err) < 0)
+        return -1;
     bool restarted = false;
     if (standby_ct_bind_dir(p->ct, mnt, path, &restarted, err) < 0)
         return -1;
