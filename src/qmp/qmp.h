@@ -110,6 +110,12 @@ int qmp_client_connect_retry(struct qmp_client *c, const char *socket_path, int 
  * client is not ready or closed (cb is not called then). */
 int qmp_client_command(struct qmp_client *c, const char *command, json_t *args, qmp_reply_cb cb,
                        void *opaque, vcr_error_t *err);
+/* qmp_client_command with a descriptor passed along (SCM_RIGHTS), for the
+ * commands that take one: add-fd, getfd.  fd is borrowed (the kernel gives
+ * QEMU a copy).  Earlier commands still queued are written first; -1 with
+ * EAGAIN if the socket would not take them now. */
+int qmp_client_command_fd(struct qmp_client *c, const char *command, json_t *args, int fd,
+                          qmp_reply_cb cb, void *opaque, vcr_error_t *err);
 int qmp_client_is_ready(const struct qmp_client *c);
 /* Who gets the events and the end of the connection from now on (a client
  * handed from one owner to another); pending reply callbacks are kept. */

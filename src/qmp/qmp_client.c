@@ -273,9 +273,56 @@ int qmp_client_connect_retry(struct qmp_client *c, const char *socket_path, int 
     return 0;
 }
 
-/* Sends {"execute": command, "arguments": args, "id": N}; args is stolen. */
-static int send_command(struct qmp_client *c, const char *command, json_t *args, qmp_reply_cb cb,
-                        void *opaque, vcr_error_t *err)
+/* The command's bytes with fd as SCM_RIGHTS ancillary data on their first byte,
+ * after whatever the bufferevent still holds: QEMU's monitor keeps the last
+ * descriptor it received until a command takes it (add-fd, getfd), so the
+ * earlier commands must be in the socket first.  Whatever sendmsg did not
+ * take goes through the bufferevent. */
+static int send_with_fd(struct qmp_client *c, const char *command, const char *text, int fd,
+                        vcr_error_t *err)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evutil_socket_t sock = bufferevent_getfd(c->bev);
+    /* A socket bufferevent keeps its output's start frozen but while its own
+     * write callback runs: thawed here for the same purpose. */
+    evbuffer_unfreeze(out, 1);
+    while (evbuffer_get_length(out) > 0 && evbuffer_write(out, sock) > 0)
+        ;
+    evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out) > 0)
+        return vcr_error_make(err, EAGAIN, "QMP command `%s`: earlier commands are still unsent",
+                              command);
+    size_t len = strlen(text);
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof(control));
+    struct iovec iov = {.iov_base = (void *)text, .iov_len = len};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = control.buf,
+                        .msg_controllen = sizeof(control.buf)};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return vcr_error_errno(err, "QMP command `%s`: sendmsg", command);
+    if ((size_t)n < len && bufferevent_write(c->bev, text + n, len - (size_t)n) < 0)
+        return vcr_error_make(err, ENOMEM, "QMP command `%s`: cannot queue the request", command);
+    return 0;
+}
+
+/* Sends {"execute": command, "arguments": args, "id": N}; args is stolen.  fd
+ * >= 0: sent with it (send_with_fd). */
+static int send_command(struct qmp_client *c, const char *command, json_t *args, int fd,
+                        qmp_reply_cb cb, void *opaque, vcr_error_t *err)
 {
     json_int_t id = c->next_id;
     cleanup_json json_t *msg =
@@ -290,7 +337,10 @@ static int send_command(struct qmp_client *c, const char *command, json_t *args,
      * stops after each command, so after `quit` the newline would still be
      * unread when QEMU exits, and the kernel would then report a reset
      * (ECONNRESET) instead of an orderly EOF. */
-    if (bufferevent_write(c->bev, text, strlen(text)) < 0)
+    if (fd >= 0) {
+        if (send_with_fd(c, command, text, fd, err) < 0)
+            return -1;
+    } else if (bufferevent_write(c->bev, text, strlen(text)) < 0)
         return vcr_error_make(err, ENOMEM, "QMP command `%s`: cannot queue the request", command);
     c->next_id++;
     r->id = id;
@@ -302,8 +352,8 @@ static int send_command(struct qmp_client *c, const char *command, json_t *args,
     return 0;
 }
 
-int qmp_client_command(struct qmp_client *c, const char *command, json_t *args, qmp_reply_cb cb,
-                       void *opaque, vcr_error_t *err)
+static int command_checked(struct qmp_client *c, const char *command, json_t *args, int fd,
+                           qmp_reply_cb cb, void *opaque, vcr_error_t *err)
 {
     cleanup_json json_t *owned_args = args;
     if (command == NULL)
@@ -313,7 +363,23 @@ int qmp_client_command(struct qmp_client *c, const char *command, json_t *args, 
     if (args && !json_is_object(args))
         return vcr_error_make(err, EINVAL, "QMP command `%s`: arguments must be an object",
                               command);
-    return send_command(c, command, steal_pointer(&owned_args), cb, opaque, err);
+    return send_command(c, command, steal_pointer(&owned_args), fd, cb, opaque, err);
+}
+
+int qmp_client_command(struct qmp_client *c, const char *command, json_t *args, qmp_reply_cb cb,
+                       void *opaque, vcr_error_t *err)
+{
+    return command_checked(c, command, args, -1, cb, opaque, err);
+}
+
+int qmp_client_command_fd(struct qmp_client *c, const char *command, json_t *args, int fd,
+                          qmp_reply_cb cb, void *opaque, vcr_error_t *err)
+{
+    if (fd < 0) {
+        json_decref(args);
+        return vcr_error_make(err, EBADF, "QMP command `%s`: no descriptor to pass", command);
+    }
+    return command_checked(c, command, args, fd, cb, opaque, err);
 }
 
 static void set_close_reason(struct qmp_client *c, const char *fmt, ...)
@@ -399,7 +465,7 @@ static void on_message(const struct qmp_msg *m, void *arg)
         }
         cleanup_error vcr_error_t e = NULL;
         c->state = CLIENT_NEGOTIATING;
-        if (send_command(c, "qmp_capabilities", NULL, on_capabilities_reply, NULL, &e) < 0)
+        if (send_command(c, "qmp_capabilities", NULL, -1, on_capabilities_reply, NULL, &e) < 0)
             set_close_reason(c, "%s", vcr_error_msg(e));
         return;
     }

@@ -3,7 +3,9 @@ a busybox primary `dat1` with a virtio-blk data volume (ext4 image owned by the 
 agent), a standby VM running its warm container, the server copying the volume.
 
   1 while the primary runs, periodic copies (interval_s 10) reach the standby through a
-    QMP drive-backup of the running VM: journal `data_copy`, method `drive-backup`
+    QMP drive-backup of the running VM: journal `data_copy`, method `drive-backup`; the
+    primary's QEMU runs as the agent's qemu_user (vcr-qemu, -runas: /proc/PID/status),
+    so it writes the copy through the descriptor the agent passed (add-fd), not by name
   2 a file written (and synced) in the primary's volume just before `kill -9` of its
     QEMU is served by the container from `path` after the recovery (the fresh copy of the
     volume as the VM left it); phases data_copied (source primary) and data_attached;
@@ -23,6 +25,7 @@ Run it alone, in a namespace of its own (the lab's machine is shared):
 """
 import hashlib
 import os
+import pwd
 import re
 import signal
 import stat
@@ -145,6 +148,9 @@ def rig(lab, tmp_path_factory):
 
 
 def test_1_periodic_copies_of_the_running_primary(rig, record_property):
+    user = pwd.getpwnam("vcr-qemu")
+    vm = rig.d.wait_vm_state(VM, "running", 10)
+    assert labkit.process_ids(vm["pid"]) == (user.pw_uid, user.pw_gid), vm
     def two_copies():
         ok = [e for e in rig.events("data_copy") if (e.get("detail") or {}).get("ok")]
         return ok[:2] if len(ok) >= 2 else None
@@ -164,6 +170,9 @@ def test_1_periodic_copies_of_the_running_primary(rig, record_property):
     assert t[1] - t[0] >= 9000, t
     last = rig.service()["data"]["last_copy"]
     assert last and last["method"] == "drive-backup"
+    # The same QEMU made the copies: still that user's.
+    assert rig.d.wait_vm_state(VM, "running", 10)["pid"] == vm["pid"]
+    assert labkit.process_ids(vm["pid"]) == (user.pw_uid, user.pw_gid), vm
 
 
 def test_2_file_written_before_kill9_is_served_by_the_container(rig, record_property):

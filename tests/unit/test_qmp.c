@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -731,6 +732,91 @@ static void test_client_free_with_pending(void **state)
     world_stop(&w);
 }
 
+/* qmp_client_command_fd: the descriptor reaches QEMU's side as SCM_RIGHTS on the
+ * command's own bytes, after a command queued before it (QEMU's monitor keeps
+ * the last descriptor it received for the next add-fd: the earlier command must
+ * not carry it), and it is the caller's file. */
+struct fd_capture {
+    char text[4096];
+    size_t len;
+    size_t fd_at; /* offset in text of the bytes that came with the descriptor */
+    int fd;
+};
+
+static bool capture_once(int sock, struct fd_capture *c)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    /* A byte at a time, as QEMU's monitor reads: the descriptor comes with the
+     * first byte of what was sent with it (a larger read would merge it with
+     * the bytes before). */
+    assert_true(c->len + 1 < sizeof(c->text));
+    struct iovec iov = {.iov_base = c->text + c->len, .iov_len = 1};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = control.buf,
+                        .msg_controllen = sizeof(control.buf)};
+    ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n <= 0)
+        return false;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            assert_int_equal(c->fd, -1); /* one descriptor, once */
+            memcpy(&c->fd, CMSG_DATA(cm), sizeof(int));
+            c->fd_at = c->len;
+        }
+    c->len += (size_t)n;
+    c->text[c->len] = '\0';
+    return true;
+}
+
+static void test_client_command_passes_fd(void **state)
+{
+    (void)state;
+    struct world w;
+    world_start(&w);
+    world_connect(&w);
+    event_del(w.fake.conn_ev); /* read below with recvmsg, which keeps the descriptor */
+    char file[] = "/tmp/vcr-test-qmp-fd-XXXXXX";
+    int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    unlink(file);
+    struct stat want;
+    assert_int_equal(fstat(fd, &want), 0);
+
+    struct call status = {&w, "status", false}, add = {&w, "add-fd", false};
+    world_command(&w, "query-status", NULL, &status); /* still queued in the bufferevent */
+    cleanup_error vcr_error_t err = NULL;
+    if (qmp_client_command_fd(w.client, "add-fd", json_pack("{s:I}", "fdset-id", 7), fd, on_reply,
+                              &add, &err) < 0)
+        fail_msg("add-fd: %s", vcr_error_msg(err));
+    close(fd); /* borrowed: the peer has its own copy */
+    struct fd_capture c = {.fd = -1};
+    int64_t deadline = vcr_mono_ms() + TEST_TIMEOUT_MS;
+    /* Until add-fd's object is whole (its closing brace after its name). */
+    while (!(strstr(c.text, "add-fd") && strchr(strstr(c.text, "add-fd"), '}')) &&
+           vcr_mono_ms() < deadline)
+        if (!capture_once(w.fake.conn_fd, &c))
+            loop_once_until(w.base, vcr_mono_ms() + 10);
+    assert_true(c.fd >= 0);
+    struct stat got;
+    assert_int_equal(fstat(c.fd, &got), 0);
+    assert_true(got.st_dev == want.st_dev && got.st_ino == want.st_ino);
+    close(c.fd);
+    /* query-status whole before the descriptor, add-fd from it on. */
+    char *q = strstr(c.text, "query-status"), *a = strstr(c.text, "add-fd");
+    assert_non_null(q);
+    assert_non_null(a);
+    assert_true(q < c.text + c.fd_at && c.text + c.fd_at < a);
+    assert_int_equal(c.text[c.fd_at], '{');
+    assert_non_null(strchr(q, '}'));
+    assert_true(strchr(q, '}') < c.text + c.fd_at);
+    assert_non_null(strstr(c.text + c.fd_at, "\"fdset-id\":7"));
+    world_stop(&w);
+}
+
 static void test_client_command_needs_ready(void **state)
 {
     (void)state;
@@ -998,6 +1084,7 @@ int main(void)
         cmocka_unit_test(test_client_free_from_closed_callback),
         cmocka_unit_test(test_client_free_with_pending),
         cmocka_unit_test(test_client_command_needs_ready),
+        cmocka_unit_test(test_client_command_passes_fd),
         cmocka_unit_test(test_client_reconnect_after_close),
         cmocka_unit_test(test_client_connect_fails_fast),
         cmocka_unit_test(test_client_connect_retry),

@@ -11,15 +11,25 @@
  * by QEMU itself: drive-backup (sync full, raw) to IMAGE.snap.raw, a
  * point-in-time copy as of the command (QEMU copies a block before the guest
  * overwrites it), i.e. what a power cut at that instant would have left:
- * crash-consistent, which ext4's journal is made for.  The packing (and the
- * unpacking at a restore) reads megabytes: it runs in a child process
- * (standby_job.h) so that the loop goes on. */
+ * crash-consistent, which ext4's journal is made for.  QEMU runs as its
+ * unprivileged user (-runas, docs/security.md "Least privilege") and never
+ * opens the target by name: the agent creates it (O_CREAT | O_EXCL |
+ * O_NOFOLLOW, 0600, root's, sized like the image), hands QEMU a read-write
+ * and a read-only descriptor of it in one fd set (QMP add-fd over the monitor
+ * socket, SCM_RIGHTS) and names it /dev/fdset/N with mode `existing`.  A descriptor rather than a
+ * file the user may open in its own directory (/run/vcr-qemu/HOST-HASH): every VM's QEMU is that
+ * user, and a name there could be swapped by another VM's QEMU between its creation and the open; a
+ * descriptor names this one file only, and the pack reads it back through the agent's own
+ * descriptor, not by name.  The packing (and the unpacking at a restore) reads megabytes: it runs
+ * in a child process (standby_job.h) so that the loop goes on. */
 #include "agent/host/host_data.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -43,9 +53,13 @@ struct host_data {
     char action[24];
     const struct vcr_volume_spec *vol;
     char job_id[32];    /* drive-backup's job */
+    unsigned blk;       /* its device: blkN */
     char *gz, *raw;     /* IMAGE.snap.gz (or IMAGE.restore.gz), IMAGE.snap.raw */
     const char *source; /* what is packed: the image, or raw */
     const char *method; /* "file" or "drive-backup" */
+    int raw_fd;         /* the agent's descriptor of raw, -1 when none */
+    char raw_self[40];  /* /proc/self/fd/RAW_FD: what the pack child reads */
+    json_int_t fdset;   /* QEMU's fd set holding raw, -1 when none */
     int64_t taken_ms, t0, backup_ms;
     struct standby_job *job;
     struct event *deadline;
@@ -76,12 +90,29 @@ static void data_idle(struct host_data *d)
     free(d->gz);
     free(d->raw);
     d->gz = d->raw = NULL;
+    if (d->raw_fd >= 0)
+        close(d->raw_fd);
+    d->raw_fd = -1;
+}
+
+/* QEMU's copy of the descriptor goes (its block node keeps its own dup while
+ * the job runs: remove-fd closes only the set's). */
+static void drop_fdset(struct host_data *d)
+{
+    if (d->fdset < 0)
+        return;
+    if (d->vm->qmp_ready) {
+        json_t *args = json_pack("{s:I}", "fdset-id", d->fdset);
+        qmp_client_command(d->vm->qmp, "remove-fd", args, NULL, NULL, NULL);
+    }
+    d->fdset = -1;
 }
 
 static void data_refuse(struct host_data *d, int status, const char *error)
 {
     log_warn("VM %s: %s: %s", d->vm->spec->name, d->action, error);
     agent_refuse(d->agent, d->id, status, error);
+    drop_fdset(d);
     if (d->raw)
         unlink(d->raw);
     data_idle(d);
@@ -168,6 +199,56 @@ static void on_backup_started(struct qmp_client *c, json_t *result, const char *
         char text[400];
         snprintf(text, sizeof(text), "volume `%s`: drive-backup: %s", d->vol->name, error);
         data_refuse(d, EIO, text);
+        return;
+    }
+    drop_fdset(d);
+}
+
+static void on_fd_added(struct qmp_client *c, json_t *result, const char *error, void *opaque)
+{
+    (void)c;
+    struct host_data *d = opaque;
+    if (d->id == NULL || d->job || d->raw_fd < 0)
+        return;
+    json_t *set = json_object_get(result, "fdset-id");
+    char text[400];
+    cleanup_error vcr_error_t err = NULL;
+    if (error || !json_is_integer(set)) {
+        snprintf(text, sizeof(text), "volume `%s`: add-fd: %s", d->vol->name,
+                 error ? error : "no fdset-id in the reply");
+        data_refuse(d, EIO, text);
+        return;
+    }
+    if (d->fdset < 0) {
+        /* The set's read-only descriptor: QEMU's file node reopens the target
+         * read-only while nothing writes it yet (a new dup of a descriptor of
+         * the set with that access mode; without one: "Could not dup FD for
+         * /dev/fdset/0 flags 4000: Permission denied"), then read-write. */
+        d->fdset = json_integer_value(set);
+        cleanup_close int ro = open(d->raw_self, O_RDONLY | O_CLOEXEC);
+        json_t *args = json_pack("{s:I}", "fdset-id", d->fdset);
+        if (ro < 0) {
+            snprintf(text, sizeof(text), "volume `%s`: reopen `%s` read-only: %s", d->vol->name,
+                     d->raw, strerror(errno));
+            json_decref(args);
+            data_refuse(d, EIO, text);
+        } else if (qmp_client_command_fd(d->vm->qmp, "add-fd", args, ro, on_fd_added, d, &err) <
+                   0) {
+            snprintf(text, sizeof(text), "volume `%s`: %s", d->vol->name, vcr_error_msg(err));
+            data_refuse(d, EIO, text);
+        }
+        return;
+    }
+    char target[48];
+    snprintf(target, sizeof(target), "/dev/fdset/%lld", (long long)d->fdset);
+    char device[16];
+    snprintf(device, sizeof(device), "blk%u", d->blk);
+    json_t *args = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device",
+                             device, "target", target, "mode", "existing", "sync", "full", "format",
+                             "raw", "auto-dismiss", 1);
+    if (qmp_client_command(d->vm->qmp, "drive-backup", args, on_backup_started, d, &err) < 0) {
+        snprintf(text, sizeof(text), "volume `%s`: %s", d->vol->name, vcr_error_msg(err));
+        data_refuse(d, EIO, text);
     }
 }
 
@@ -245,16 +326,23 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
                               vm->spec->name);
     if (asprintf(&d->raw, "%s.snap.raw", d->vol->image) < 0)
         return vcr_error_make(err, ENOMEM, "out of memory");
-    unlink(d->raw); /* drive-backup creates it (mode absolute-paths) */
+    /* Whatever had the name goes (a link: the link); the copy is a new file. */
+    unlink(d->raw);
+    struct stat st;
+    if (stat(d->vol->image, &st) < 0)
+        return vcr_error_errno(err, "volume `%s`: `%s`", d->vol->name, d->vol->image);
+    d->raw_fd = open(d->raw, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (d->raw_fd < 0)
+        return vcr_error_errno(err, "volume `%s`: create `%s`", d->vol->name, d->raw);
+    /* drive-backup wants a target of the source's size (raw: the file's). */
+    if (ftruncate(d->raw_fd, st.st_size) < 0)
+        return vcr_error_errno(err, "volume `%s`: size `%s`", d->vol->name, d->raw);
+    snprintf(d->raw_self, sizeof(d->raw_self), "/proc/self/fd/%d", d->raw_fd);
     snprintf(d->job_id, sizeof(d->job_id), "vcr-snap-blk%u", blk);
-    char device[16];
-    snprintf(device, sizeof(device), "blk%u", blk);
+    d->blk = blk;
     d->method = "drive-backup";
-    d->source = d->raw;
-    json_t *args =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device", device, "target",
-                  d->raw, "sync", "full", "format", "raw", "auto-dismiss", 1);
-    if (qmp_client_command(vm->qmp, "drive-backup", args, on_backup_started, d, err) < 0)
+    d->source = d->raw_self;
+    if (qmp_client_command_fd(vm->qmp, "add-fd", NULL, d->raw_fd, on_fd_added, d, err) < 0)
         return -1;
     if (d->deadline == NULL)
         d->deadline = evtimer_new(vm->env.base, on_deadline, d);
@@ -308,6 +396,8 @@ void host_data_order(struct agent *a, struct host_vm *vm, json_t *id, const char
         }
         d->agent = a;
         d->vm = vm;
+        d->raw_fd = -1;
+        d->fdset = -1;
     }
     const char *name = json_string_value(json_object_get(order, "volume"));
     unsigned blk = 0;

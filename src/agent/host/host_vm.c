@@ -610,9 +610,6 @@ bool host_vm_restarting(const struct host_vm *vm)
 
 const char *host_vm_runas(const struct host_vm *vm)
 {
-    for (size_t i = 0; i < vm->spec->n_volumes; i++)
-        if (!vm->spec->volumes[i].warm_cache)
-            return NULL;
     return vm->env.qemu_user;
 }
 

@@ -86,9 +86,9 @@ json_t *host_vm_sample(struct host_vm *vm);
 /* Guest boots this agent has seen (vm_sm.boots). */
 uint32_t host_vm_boots(const struct host_vm *vm);
 const char *host_vm_qemu(const struct host_vm *vm);
-/* The user this VM's QEMU runs as (-runas), or NULL: root.  A VM with a
- * virtio-blk volume runs as root: volume_snapshot's drive-backup makes its
- * target file by name after the drop (host_data.c; docs/security.md). */
+/* The user this VM's QEMU runs as (-runas), or NULL: root (qemu_user: root).
+ * Every VM alike: volume_snapshot's drive-backup writes into a descriptor the
+ * agent passes (host_data.c), never a file QEMU opens by name. */
 const char *host_vm_runas(const struct host_vm *vm);
 
 /* --- warm restart (docs/warm-restart.md, host_warm_restart.c) --- */
