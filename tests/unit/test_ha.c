@@ -937,6 +937,21 @@ static void journaled_phases(struct node *n, char *out, size_t size)
     journaled_kind(n, "recovery", out, size);
 }
 
+/* The node's journal of recoveries reads `want` (it is written once etcd
+ * has answered the phase's transaction: a moment after etcd has the record). */
+struct journal_want {
+    struct node *n;
+    const char *want;
+};
+
+static bool phases_journaled(void *arg)
+{
+    struct journal_want *w = arg;
+    char phases[256];
+    journaled_phases(w->n, phases, sizeof(phases));
+    return strcmp(phases, w->want) == 0;
+}
+
 static bool kill_ordered(void *arg)
 {
     return ((struct host_agent *)arg)->kills > 0;
@@ -1075,8 +1090,10 @@ static void test_servers_takeover_mid_recovery(void **state)
     assert_int_equal(a.kills, 2);
 
     /* The successor journaled what it did, not what its predecessor had done. */
+    struct journal_want failed_jw = {follower, "fenced,failed"};
+    run_until_pred(phases_journaled, &failed_jw, 5000);
     journaled_phases(follower, phases, sizeof(phases));
-    assert_string_equal(phases, "fenced,failed");
+    assert_string_equal(phases, failed_jw.want);
 
     /* etcd: one recovery, each phase recorded once (never rewritten), by its term. */
     json_t *recs = etcd_records_written_once(&c, "/vcr/recoveries/web1/", 2);
@@ -1113,8 +1130,10 @@ static void test_servers_takeover_mid_recovery(void **state)
     assert_non_null(r);
     json_decref(r);
     assert_true(run_until_pred(container_ready_in_etcd, NULL, 5000));
+    struct journal_want jw = {follower, "fenced,failed,retry,container_ready"};
+    run_until_pred(phases_journaled, &jw, 5000);
     journaled_phases(follower, phases, sizeof(phases));
-    assert_string_equal(phases, "fenced,failed,retry,container_ready");
+    assert_string_equal(phases, jw.want);
 
     agent_conn_free(sb.conn);
     agent_conn_free(a.conn);
@@ -1360,8 +1379,10 @@ static void test_servers_takeover_at_the_dns_step(void **state)
     assert_int_equal(sb.creates, 1);
     assert_int_equal(sb.starts, 0);
     assert_int_equal(a.kills, 1);
+    struct journal_want jw = {follower, "dns_updated,client_confirmed"};
+    run_until_pred(phases_journaled, &jw, 5000);
     journaled_phases(follower, phases, sizeof(phases));
-    assert_string_equal(phases, "dns_updated,client_confirmed");
+    assert_string_equal(phases, jw.want);
     json_t *recs = etcd_records_written_once(&c, "/vcr/recoveries/web1/", 6);
     const char *key;
     json_t *v;

@@ -1493,13 +1493,17 @@ static void test_cold_container_waits_for_the_standby_session(void **state)
     harness_stop(&h);
 }
 
+/* Six heartbeats to a host loss: the fake agents heartbeat from the test's own
+ * loop, which a loaded machine can hold up 300 ms (seen at load 5). */
+#define FAST_FENCE "heartbeat_ms: 100\nhost_timeout_ms: 600\nfence_timeout_ms: 1200\n"
+
 static void test_host_lost_waits_fence_timeout(void **state)
 {
     (void)state;
     struct harness h;
-    /* node1 sends no heartbeats: it is lost 300 ms after hello; sb1 keeps talking. */
+    /* node1 sends no heartbeats: it is lost 600 ms after hello; sb1 keeps talking. */
     harness_open(&h, true);
-    server_up(&h, "warm", "heartbeat_ms: 100\nhost_timeout_ms: 300\nfence_timeout_ms: 1200\n");
+    server_up(&h, "warm", FAST_FENCE);
     agent_start(&h.node1, h.base, server_agent_port(h.srv), "node1", "host", "running");
     agent_start(&h.sb1, h.base, server_agent_port(h.srv), "sb1", "standby", NULL);
     json_object_set_new(h.sb1.hello, "containers", containers("running"));
@@ -1568,8 +1572,6 @@ static bool dns_switched(struct harness *h)
 }
 
 /* Fast self-fence timings for the tests below: fence_after_ms 1125 (welcome). */
-#define FAST_FENCE "heartbeat_ms: 100\nhost_timeout_ms: 300\nfence_timeout_ms: 1200\n"
-
 /* A connected agent that does not answer vm_kill in time keeps feeding its
  * watchdog as long as its session lives: the server closes it, refuses the
  * host's new sessions (a welcome would feed the watchdog again), and switches
@@ -1629,7 +1631,7 @@ static void test_self_fence_off_no_switch_without_confirmed_kill(void **state)
     h.sb1_heartbeat = true;
     server_up(&h, "warm", FAST_FENCE);
     agents_up(&h, "running");
-    /* No heartbeats: lost 300 ms after hello; well past host timeout + fence timeout,
+    /* No heartbeats: lost 600 ms after hello; well past host timeout + fence timeout,
      * and past the refusal's retry (RECOVERY_KILL_ORDER_MS), which finds the same: */
     assert_false(run_until_ms(&h, dns_switched, RECOVERY_KILL_ORDER_MS + 600));
     cleanup_json json_t *status =
@@ -3783,7 +3785,7 @@ static void test_data_after_host_lost_is_the_standby_copy(void **state)
     struct harness h;
     harness_open(&h, true);
     h.standby_extra = DATA_EXTRA;
-    server_up(&h, "warm", "heartbeat_ms: 100\nhost_timeout_ms: 300\nfence_timeout_ms: 1200\n");
+    server_up(&h, "warm", FAST_FENCE);
     agent_start(&h.node1, h.base, server_agent_port(h.srv), "node1", "host", "running");
     agent_start(&h.sb1, h.base, server_agent_port(h.srv), "sb1", "standby", NULL);
     json_object_set_new(h.sb1.hello, "containers", containers("running"));
