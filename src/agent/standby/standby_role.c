@@ -28,6 +28,7 @@
 #include "agent/data_image.h"
 #include "agent/standby_job.h"
 #include "agent/standby_migrate.h"
+#include "agent/standby_stream.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -39,7 +40,7 @@
 struct standby_pending {
     struct standby_role *r;
     struct standby_job *job;
-    json_t *id;
+    json_t *id; /* NULL: answered already (stream_receive) */
     char action[32];
     char name[65];
     int64_t t0;
@@ -50,6 +51,8 @@ struct standby_pending {
     int hold_ms;                 /* test fault: the child sleeps this long first */
     json_t *order;               /* data_* orders: their members (docs/data.md) */
     json_t *restore_data;        /* container_restore: its `data` {service, path}, or NULL */
+    int stream_listen_fd;        /* stream_receive: the listener and the directory, */
+    int stream_dir_fd;           /* the child's (closed in the parent once it runs) */
 };
 
 struct standby_role {
@@ -490,6 +493,47 @@ static int address_work(struct standby_pending *p, vcr_error_t *err)
 }
 
 /* In the child. */
+/* In the child: a stream's end (standby_stream.h).  The reply's members:
+ * {bytes, ms, mb_s}. */
+static int stream_work(struct standby_pending *p, vcr_error_t *err)
+{
+    struct standby_stream_order o;
+    struct standby_stream_stats st = {0};
+    bool send = strcmp(p->action, "stream_send") == 0;
+    if (standby_stream_order_from_json(p->order, send, &o, err) < 0)
+        return -1;
+    char path[400], text[160];
+    if (send) {
+        struct standby_migrate_paths mp;
+        if (o.data)
+            snprintf(path, sizeof(path), "%s/%s/outgoing.gz", p->r->data_dir, o.service);
+        else if (standby_migrate_paths(p->r->migrate_dir, o.name,
+                                       strcmp(o.phase, "pre") == 0 ? STANDBY_PHASE_PRE
+                                                                   : STANDBY_PHASE_FINAL,
+                                       &mp, err) < 0)
+            return -1;
+        else
+            snprintf(path, sizeof(path), "%s", mp.tar);
+        if (standby_stream_send(path, &o, &st, err) < 0)
+            return -1;
+    } else {
+        char file[16];
+        snprintf(file, sizeof(file), "%s", o.data ? "incoming.gz" : o.phase);
+        if (!o.data)
+            strcat(file, ".tar");
+        snprintf(path, sizeof(path), "%s/%s/%s", o.data ? p->r->data_dir : p->r->migrate_dir,
+                 o.data ? o.service : o.name, file);
+        int rc =
+            standby_stream_receive(p->stream_listen_fd, p->stream_dir_fd, file, path, &o, &st, err);
+        close(p->stream_dir_fd);
+        if (rc < 0)
+            return -1;
+    }
+    standby_stream_result_text(&st, text, sizeof(text));
+    standby_job_set_result(text);
+    return 0;
+}
+
 static int job_work(void *arg, vcr_error_t *err)
 {
     struct standby_pending *p = arg;
@@ -504,6 +548,8 @@ static int job_work(void *arg, vcr_error_t *err)
         return prune_work(p, err);
     if (strcmp(p->action, "container_address") == 0)
         return address_work(p, err);
+    if (strncmp(p->action, "stream_", 7) == 0)
+        return stream_work(p, err);
     if (p->order)
         return data_work(p, err);
     if (strcmp(p->action, "container_checkpoint") == 0)
@@ -531,6 +577,14 @@ static void job_done(struct standby_job *job, const char *error, void *opaque)
     struct standby_pending *p = opaque;
     struct standby_role *r = p->r;
     long long ms = (long long)(vcr_mono_ms() - p->t0);
+    if (p->id == NULL) { /* a stream_receive: the sender's reply carries its verdict */
+        if (error)
+            log_error("%s: %s (after %lld ms)", p->action, error, ms);
+        else
+            log_info("%s done in %lld ms: %s", p->action, ms, standby_job_result(job));
+        pending_free(p);
+        return;
+    }
     bool create =
         strcmp(p->action, "container_create") == 0 || strcmp(p->action, "container_restore") == 0;
     /* A create leaves a container even when its start failed: take it on
@@ -606,8 +660,52 @@ static const struct standby_action standby_actions[] = {
     {"data_space", false, CT_ANY},
     {"image_prune", true, CT_ANY},
     {"container_address", true, CT_EXISTS},
+    {"stream_receive", false, CT_ANY},
+    {"stream_send", true, CT_ANY},
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
+
+/* stream_receive, on the loop: the listener opened and handed to a child
+ * that receives the file (standby_stream.h); the reply says the port at once.
+ * The child's pending entry has a name of its own (not the container's), so
+ * that the orders that follow the transfer are not refused as busy while
+ * the child is still being reaped. */
+static json_t *stream_receive_start(struct standby_role *r, json_t *msg, vcr_error_t *err)
+{
+    static unsigned serial;
+    struct standby_stream_order o;
+    if (standby_stream_order_from_json(msg, false, &o, err) < 0)
+        return NULL;
+    if (r->n_pending >= STANDBY_CT_MAX)
+        return vcr_error_make(err, EBUSY, "too many orders under way"), NULL;
+    cleanup_close int dir_fd = o.data ? standby_data_dir_open(r->data_dir, o.service, NULL, 0, err)
+                                      : standby_migrate_dir_open(r->migrate_dir, o.name, err);
+    if (dir_fd < 0)
+        return NULL;
+    uint16_t port = 0;
+    cleanup_close int listen_fd = standby_stream_listen(&port, err);
+    if (listen_fd < 0)
+        return NULL;
+    struct standby_pending *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory"), NULL;
+    p->r = r;
+    p->t0 = vcr_mono_ms();
+    snprintf(p->action, sizeof(p->action), "stream_receive");
+    snprintf(p->name, sizeof(p->name), "(stream %u)", ++serial);
+    p->order = json_incref(msg);
+    p->stream_listen_fd = listen_fd;
+    p->stream_dir_fd = dir_fd;
+    r->pending[r->n_pending++] = p;
+    p->job = standby_job_run(r->agent->base, job_work, p, job_done, p, err);
+    if (p->job == NULL) {
+        pending_free(p);
+        return NULL;
+    }
+    log_info("container %s: stream_receive of %llu bytes on port %u", o.name,
+             (unsigned long long)o.bytes, (unsigned)port);
+    return json_pack("{s:i}", "port", (int)port);
+}
 
 /* The quick orders, on the loop: a chunk of an image file, or the cleanup. */
 static void loop_order(struct standby_role *r, json_t *id, const char *action, json_t *msg,
@@ -617,6 +715,8 @@ static void loop_order(struct standby_role *r, json_t *id, const char *action, j
     json_t *members = NULL;
     if (strncmp(action, "data_", 5) == 0) {
         members = standby_data_loop_order(r->data_dir, action, msg, &err);
+    } else if (strcmp(action, "stream_receive") == 0) {
+        members = stream_receive_start(r, msg, &err);
     } else if (strcmp(action, "container_image_read") == 0) {
         struct standby_image_read rq;
         if (standby_image_read_from_json(msg, &rq, &err) == 0)
@@ -772,8 +872,8 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
     }
     p->ct = act->ct == CT_ABSENT || i == r->n_cts ? NULL : r->cts[i];
     p->id = json_incref(id);
-    if (strncmp(action, "data_", 5) == 0 || strcmp(action, "image_prune") == 0 ||
-        strcmp(action, "container_address") == 0)
+    if (strncmp(action, "data_", 5) == 0 || strncmp(action, "stream_", 7) == 0 ||
+        strcmp(action, "image_prune") == 0 || strcmp(action, "container_address") == 0)
         p->order = json_incref(msg);
     run_pending(r, p);
 }
