@@ -315,10 +315,11 @@ int standby_stream_receive(int listen_fd, int dir_fd, const char *file, const ch
                            vcr_error_t *err)
 {
     int64_t deadline = vcr_mono_ms() + o->deadline_ms;
+    int64_t accept_by = vcr_mono_ms() + STANDBY_STREAM_ACCEPT_MS;
     int fd = -1;
     fcntl(listen_fd, F_SETFL, O_NONBLOCK);
     while (fd < 0) {
-        if (wait_fd(listen_fd, POLLIN, deadline, err) < 0) {
+        if (wait_fd(listen_fd, POLLIN, accept_by < deadline ? accept_by : deadline, err) < 0) {
             close(listen_fd);
             return vcr_error_wrap(err, "stream for `%s`: no sender connected", shown);
         }

@@ -23,6 +23,11 @@
 #define STANDBY_STREAM_TOKEN_BYTES 32
 /* A receive's or send's deadline: at most this long (the order's deadline_ms). */
 #define STANDBY_STREAM_DEADLINE_MAX_MS 3600000
+/* The target waits at most this long for the sender to connect: the server
+ * orders the send as soon as the receive answers, so a sender that has not
+ * come by then will not (an agent without the stream, refused as an unknown
+ * order: the server copies in chunks and the listener must not linger). */
+#define STANDBY_STREAM_ACCEPT_MS 20000
 
 /* The target's verdict, the one byte it answers. */
 enum standby_stream_status {
@@ -70,7 +75,7 @@ struct standby_stream_stats {
 };
 
 /* Target: accepts one connection on listen_fd (closed here, whatever
- * happens) before the deadline, checks the token, receives o->bytes into
+ * happens) within STANDBY_STREAM_ACCEPT_MS, checks the token, receives o->bytes into
  * FILE.part in dir_fd, checks size and SHA-256 and renames it to file;
  * answers the status byte.  A wrong token, size or digest: nothing renamed
  * into place, EACCES (token) or EIO, the temporary file removed. */

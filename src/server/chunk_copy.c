@@ -143,19 +143,46 @@ static void read_next(struct chunk_copy *cc)
 
 /* --- the stream: stream_receive on the target, then stream_send on the source --- */
 
+/* A refusal of stream_receive or stream_send as an unknown order (code
+ * invalid or unsupported: an agent older than the stream): the chunks
+ * through the server instead, and true.  A target left listening gives up
+ * at its deadline, having put nothing in place. */
+static bool falls_back(struct chunk_copy *cc, const char *side, const char *message, json_t *reply)
+{
+    enum proto_code code = proto_code_parse(json_string_value(json_object_get(reply, "code")));
+    if (code != PROTO_CODE_INVALID && code != PROTO_CODE_UNSUPPORTED)
+        return false;
+    log_info("copy from %s to %s: no stream on the %s (%s); through the server", cc->src_host,
+             cc->dst_host, side, message ? message : "refused");
+    cc->streaming = false;
+    cc->t0 = vcr_mono_ms();
+    read_next(cc);
+    return true;
+}
+
 static void on_stream_sent(enum order_outcome outcome, const char *message, json_t *reply,
                            void *opaque)
 {
     struct chunk_copy *cc = opaque;
+    char text[600];
+    if (outcome == ORDER_REFUSED && falls_back(cc, "source", message, reply))
+        return;
     if (outcome != ORDER_DONE) {
-        char text[600];
         snprintf(text, sizeof(text), "stream_send on %s: %s%s%s", cc->src_host,
                  outcome_text(outcome), message ? ": " : "", message ? message : "");
         finish(cc, text);
         return;
     }
     json_t *bytes = json_object_get(reply, "bytes");
-    cc->offset = json_is_integer(bytes) ? json_integer_value(bytes) : cc->bytes;
+    if (!json_is_integer(bytes) || json_integer_value(bytes) != cc->bytes) {
+        snprintf(text, sizeof(text),
+                 "stream_send on %s: the reply does not say the %lld bytes "
+                 "were sent",
+                 cc->src_host, (long long)cc->bytes);
+        finish(cc, text);
+        return;
+    }
+    cc->offset = cc->bytes;
     finish(cc, NULL);
 }
 
@@ -164,18 +191,8 @@ static void on_stream_listening(enum order_outcome outcome, const char *message,
 {
     struct chunk_copy *cc = opaque;
     char text[600];
-    if (outcome == ORDER_REFUSED) {
-        enum proto_code code = proto_code_parse(json_string_value(json_object_get(reply, "code")));
-        if (code == PROTO_CODE_INVALID || code == PROTO_CODE_UNSUPPORTED) {
-            /* An agent without the stream (unknown order): the chunks. */
-            log_info("copy to %s: no stream there (%s); through the server", cc->dst_host,
-                     message ? message : "refused");
-            cc->streaming = false;
-            cc->t0 = vcr_mono_ms();
-            read_next(cc);
-            return;
-        }
-    }
+    if (outcome == ORDER_REFUSED && falls_back(cc, "target", message, reply))
+        return;
     json_t *port = json_object_get(reply, "port");
     char address[64];
     if (outcome != ORDER_DONE || !json_is_integer(port)) {
