@@ -174,12 +174,16 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
     } else if (migrate) {
         if (json_is_true(json_object_get(answer, "ok")))
             printf("%s: migrated from %s to %s in %lld ms (downtime %lld ms; images: pre-dump "
-                   "%lld bytes, final %lld bytes)\n",
+                   "%lld bytes, final %lld bytes; copied at %.1f MB/s, %s)\n",
                    name, host, json_string_value(json_object_get(answer, "to")),
                    (long long)json_integer_value(json_object_get(answer, "total_ms")),
                    (long long)json_integer_value(json_object_get(answer, "downtime_ms")),
                    (long long)json_integer_value(json_object_get(answer, "pre_bytes")),
-                   (long long)json_integer_value(json_object_get(answer, "final_bytes")));
+                   (long long)json_integer_value(json_object_get(answer, "final_bytes")),
+                   json_number_value(json_object_get(answer, "copy_mb_s")),
+                   json_string_value(json_object_get(answer, "copy_method"))
+                       ? json_string_value(json_object_get(answer, "copy_method"))
+                       : "no copy");
     } else {
         json_t *ms = json_object_get(answer, "ms");
         printf("%s: %s done on %s (%lld ms)\n", name, action, host,
