@@ -505,12 +505,13 @@ static int stream_work(struct standby_pending *p, vcr_error_t *err)
     char path[400], text[160];
     if (send) {
         struct standby_migrate_paths mp;
-        if (o.data)
-            snprintf(path, sizeof(path), "%s/%s/outgoing.gz", p->r->data_dir, o.service);
-        else if (standby_migrate_paths(p->r->migrate_dir, o.name,
-                                       strcmp(o.phase, "pre") == 0 ? STANDBY_PHASE_PRE
-                                                                   : STANDBY_PHASE_FINAL,
-                                       &mp, err) < 0)
+        if (o.data) {
+            if (data_path(p->r->data_dir, o.service, "outgoing.gz", path, sizeof(path), err) < 0)
+                return -1;
+        } else if (standby_migrate_paths(p->r->migrate_dir, o.name,
+                                         strcmp(o.phase, "pre") == 0 ? STANDBY_PHASE_PRE
+                                                                     : STANDBY_PHASE_FINAL,
+                                         &mp, err) < 0)
             return -1;
         else
             snprintf(path, sizeof(path), "%s", mp.tar);
