@@ -33,11 +33,16 @@ on this shared machine varies); the median is reported.  Writes
 bench/results/migration.{md,csv} and migration.png (gnuplot).
 
 Methods
-  live-precopy  `vcr container migrate SRC CT --to DST --json`: CRIU pre-dump while the
-                container runs, then the final dump (stopped), copy, restore.
+  live-precopy  `vcr container migrate SRC CT --to DST --copy server --json`: CRIU pre-dump
+                while the container runs, then the final dump (stopped), copy through
+                vcr-server in chunks, restore (the stream's baseline).
   live-full     the same with `--no-precopy`: one full dump while it is stopped.
   cold-move     no CRIU: `vcr container destroy SRC CT`, then `vcr container create DST CT
                 --address ... --service ...`: processes start again, their memory is lost.
+  stream-precopy, stream-full  as live-precopy and live-full without `--copy server`: the
+                images go agent to agent over the stream (docs/migration.md "The stream");
+                a run whose result says another `copy_method` is recorded as failed.
+                The report compares each with its baseline (copy MB/s, downtime).
 Measured: total (command start .. end, as seen by this script), the server's
 `downtime_ms` (live only), the longest gap a client inside the lab namespace sees doing
 `GET /` every 10 ms (lab/harness.py's poller), whether the container's in-memory
@@ -90,10 +95,17 @@ DEBIAN_BOOT_TIMEOUT = 420  # two systemd guests booting together under TCG
 GUEST = "busybox"  # --guest
 NOTES = []  # events worth reporting, appended during the run
 
-METHODS = ["live-precopy", "live-full", "cold-move"]
-LABEL = {"live-precopy": "CRIU pre-dump + final dump (vcr container migrate)",
-         "live-full": "CRIU one full dump (vcr container migrate --no-precopy)",
-         "cold-move": "destroy + create (no CRIU, processes restart)"}
+METHODS = ["live-precopy", "live-full", "cold-move", "stream-precopy", "stream-full"]
+LABEL = {"live-precopy": "CRIU pre-dump + final dump, the images through vcr-server in chunks "
+                         "(vcr container migrate --copy server)",
+         "live-full": "CRIU one full dump, through vcr-server (vcr container migrate "
+                      "--no-precopy --copy server)",
+         "cold-move": "destroy + create (no CRIU, processes restart)",
+         "stream-precopy": "as live-precopy, the images agent to agent over the stream "
+                           "(vcr container migrate: docs/migration.md \"The stream\")",
+         "stream-full": "as live-full over the stream (vcr container migrate --no-precopy)"}
+# The stream's methods and their baselines through the server, in the same run.
+STREAM_PAIRS = [("stream-precopy", "live-precopy"), ("stream-full", "live-full")]
 # SEEDS.md part A: LXD 2.15 over CRIU, the container stopped until the migration is over
 # (no live migration), images 807-945 MB, Xeon E3 v3, GbE, KVM, VMs of 2 vCPU / 2 GB.
 PAPER_TOTAL = (17, 21)
@@ -419,13 +431,18 @@ def one_run(cl, method, mb, run, src):
             out = {"ok": True}
         else:
             argv = ["container", "migrate", src, CT, "--to", dst, "--json"]
-            if method == "live-full":
+            if method in ("live-full", "stream-full"):
                 argv.append("--no-precopy")
+            if method.startswith("live-"):
+                argv += ["--copy", "server"]
             r = cl.vcr.run(*argv, timeout=900)
             out = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
             if r.returncode != 0 or not out.get("ok"):
                 err = (f"rc {r.returncode}: {out.get('error') or r.stderr.strip()}"
                        f"{' (rolled back)' if out.get('rolled_back') else ''}")
+            elif out.get("copy_method") != ("stream" if method.startswith("stream-")
+                                            else "server"):
+                err = f"copied by {out.get('copy_method')}, not as {method} asks"
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         err = str(e)
     total = time.monotonic() - t0
@@ -453,7 +470,7 @@ def one_run(cl, method, mb, run, src):
            "downtime_s": (round(out["downtime_ms"] / 1000, 3)
                           if out.get("downtime_ms") is not None else ""),
            "downtime_ms": out.get("downtime_ms") if out.get("downtime_ms") is not None else "",
-           "copy_mb_s": copy_rate(out),
+           "copy_mb_s": copy_rate(out), "copy_method": out.get("copy_method") or "",
            "client_downtime_s": "" if client_down is None else round(client_down, 3),
            "pre_bytes": out.get("pre_bytes", ""), "final_bytes": out.get("final_bytes", ""),
            "state_kept": int(kept), "counter_before": c0, "counter_after": c1,
@@ -517,7 +534,7 @@ def settle(cl, expected):
 COLS = ["guest", "method", "mem_mb", "run", "ok", "total_s", "server_total_s", "downtime_s",
         "client_downtime_s", "pre_bytes", "final_bytes", "state_kept", "counter_before",
         "counter_after", "hog_rss_kb", "from", "to", "phases", "volume_mb", "data_bytes",
-        "data_kept", "downtime_ms", "copy_mb_s", "load_1m"]
+        "data_kept", "downtime_ms", "copy_mb_s", "load_1m", "copy_method"]
 GUESTS = ["busybox", "debian", "debian-vol"]
 GUEST_VMS = {
     "busybox": "two standby VMs of 512 MB, 2 vCPUs, Debian 6.1 kernel + busybox initramfs "
@@ -620,6 +637,32 @@ def backfill(r):
     return r
 
 
+def stream_section(med, guests, mems):
+    """The stream against the server's chunks, measured in the same runs."""
+    L = ["## The stream vs the chunks through the server\n",
+         "Same run, same container, methods interleaved: copy MB/s (the copy phases' bytes "
+         "over their time) and the server's downtime, medians (min-max); stream / server "
+         "for the rate (> 1: the stream is faster), server / stream for the downtime (> 1: "
+         "the stream is shorter). Goal (issue 15): >= 20x the server's rate, and <= 2 s of "
+         "downtime for a container holding 64 MB.\n",
+         "| guest | M MB | stream method | copy MB/s stream | copy MB/s server | rate ratio | "
+         "downtime s stream | downtime s server | downtime ratio | runs |",
+         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    n = 0
+    for g in guests:
+        for k in mems[g]:
+            for sm, bm in STREAM_PAIRS:
+                a, b = med.get((g, sm, k)), med.get((g, bm, k))
+                if not a or not b:
+                    continue
+                n += 1
+                L.append(f"| {g} | {k} | {sm} | {span(a, 'copy_mb_s')} | {span(b, 'copy_mb_s')}"
+                         f" | {ratio(b['copy_mb_s'], a['copy_mb_s'])} | {span(a, 'downtime_s')} "
+                         f"| {span(b, 'downtime_s')} | {ratio(a['downtime_s'], b['downtime_s'])}"
+                         f" | {a['n']}/{b['n']} |")
+    return L + [""] if n else []
+
+
 def write_report(rows, args, mach, elapsed, notes, generated=None):
     os.makedirs(RESULTS, exist_ok=True)
     rows = [backfill(dict(r)) for r in rows]
@@ -655,8 +698,9 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
     L.append("- Under one host agent, by guest (`guest` column; `--guest`):")
     for g in guests:
         L.append(f"  - **{g}**: " + GUEST_VMS[g].format(mb=args.debian_mb) + ".")
-    L.append("- Images go from VM to VM through vcr-server (base64, 128 KiB a time), all on "
-             "this host.\n")
+    L.append("- Images go from VM to VM through vcr-server (base64, 128 KiB a time) for the "
+             "live-* methods, agent to agent over one TCP connection on the lab bridge for "
+             "the stream-* ones (docs/migration.md \"The stream\"), all on this host.\n")
     L.append("Absolute times are TCG times on this machine (every guest instruction emulated, "
              "CRIU and tar included): compare the ratios and the shape, not the seconds, with "
              "the paper.\n")
@@ -703,7 +747,7 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
                           else format(d["hog_rss_kb"] / 1024, ".1f"))
                 L.append(f"| {g} | {k} | {m} | {span(d, 'total_s')} | {span(d, 'downtime_s')} "
                          f"| {span(d, 'client_downtime_s')} | "
-                         f"{mb(d['pre_bytes']) if m == 'live-precopy' else '-'} | "
+                         f"{mb(d['pre_bytes']) if m.endswith('-precopy') else '-'} | "
                          f"{mb(d['final_bytes'])} | {d['kept']}/{d['n']} | {hog_mb} | "
                          + (f"{vols.get(g, '-')} ({mb(d['data_bytes'])}) | "
                             f"{d['data_kept']}/{d['n']} | " if d['data_bytes'] is not None
@@ -717,13 +761,14 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
     L.append("|---|---:|---|" + "---:|" * len(PHASES))
     for g in guests:
         for k in mems[g]:
-            for m in ("live-precopy", "live-full"):
+            for m in ("live-precopy", "live-full", "stream-precopy", "stream-full"):
                 ph = phase_medians(rows, g, m, k)
                 if ph:
                     L.append(f"| {g} | {k} | {m} | " + " | ".join(
                         "-" if ph.get(p) is None else f"{ph[p] / 1000:.2f}" for p in PHASES)
                         + " |")
     L.append("")
+    L.extend(stream_section(med, guests, mems))
     L.append("## Ratios\n")
     L.append("Live / cold (how many times longer the live move takes: the price of keeping "
              "the processes' memory), and live-full / live-precopy (>1 = the pre-dump "
@@ -734,7 +779,7 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for g in guests:
         for k in mems[g]:
-            p, f_, c = (med.get((g, m, k)) for m in METHODS)
+            p, f_, c = (med.get((g, m, k)) for m in METHODS[:3])
 
             def r(a, b, col):
                 return ratio(a[col], b[col]) if a and b else "-"
@@ -890,7 +935,8 @@ def plot(med, guests, mems):
     if not shutil.which("gnuplot") or not allm:
         return
     tmp = tempfile.mkdtemp(prefix="vcr-plot-")
-    colors = {"live-precopy": "#1b9e77", "live-full": "#d95f02", "cold-move": "#7570b3"}
+    colors = {"live-precopy": "#1b9e77", "live-full": "#d95f02", "cold-move": "#7570b3",
+              "stream-precopy": "#e7298a", "stream-full": "#66a61e"}
     points = {"busybox": (7, 5), "debian": (9, 11), "debian-vol": (13, 15)}  # client, server
     down, tot = [], []
     for g in guests:
@@ -1015,7 +1061,8 @@ def main():
     old_rows, old_notes = [], []
     if args.merge:
         old_rows, old_notes, gen = earlier()
-        old_rows = [r for r in old_rows if guest_of(r) != GUEST or int(r["mem_mb"]) not in mems]
+        old_rows = [r for r in old_rows if guest_of(r) != GUEST or int(r["mem_mb"]) not in mems
+                    or r["method"] not in methods]
         if old_rows:
             kept = sorted({(guest_of(r), int(r["mem_mb"])) for r in old_rows})
             old_notes = ([f"--merge: {len(old_rows)} rows (guest, M MB: "

@@ -279,6 +279,17 @@ json_t *standby_image_write(const char *base, const struct standby_image_write *
     return standby_chunk_write_at(dir_fd, strrchr(p.tar, '/') + 1, p.tar, w, err);
 }
 
+int standby_migrate_dir_open(const char *base, const char *name, vcr_error_t *err)
+{
+    struct standby_migrate_paths p;
+    if (standby_migrate_paths(base, name, STANDBY_PHASE_PRE, &p, err) < 0)
+        return -1;
+    cleanup_close int base_fd = private_dir_at(AT_FDCWD, base, base, err);
+    if (base_fd < 0)
+        return -1;
+    return private_dir_at(base_fd, name, p.dir, err);
+}
+
 /* The file a chunk goes to.  The first chunk makes it anew: whatever had its
  * name (a file, a symbolic link planted by an archive) is removed and the
  * file created with O_EXCL, never followed.  A later chunk reopens it without

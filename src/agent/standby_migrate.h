@@ -99,6 +99,11 @@ json_t *standby_chunk_write(const char *path, const struct standby_image_write *
 json_t *standby_chunk_write_at(int dir_fd, const char *file, const char *path,
                                const struct standby_image_write *w, vcr_error_t *err);
 
+/* BASE/NAME, made private as container_image_write makes it (0700, this
+ * agent's, not followed through a symbolic link): its fd, or -1 and *err.
+ * The stream (standby_stream.h) receives PHASE.tar into it. */
+int standby_migrate_dir_open(const char *base, const char *name, vcr_error_t *err);
+
 /* container_migrate_cleanup {name}: removes BASE/NAME (nothing there is fine). */
 int standby_migrate_cleanup(const char *base, const char *name, vcr_error_t *err);
 

@@ -16,7 +16,8 @@ static const char usage[] =
     "                            [--gateway A.B.C.D] [--template T | --image I]\n"
     "                            [--unprivileged] [--no-start] [--json]\n"
     "       vcr container start|stop|destroy HOST NAME [--json]\n"
-    "       vcr container migrate HOST NAME --to HOST2 [--no-precopy] [--json]\n"
+    "       vcr container migrate HOST NAME --to HOST2 [--no-precopy]\n"
+    "                             [--copy stream|server] [--json]\n"
     "\n"
     "Order the standby agent of HOST (a standby VM) to create (and start, unless\n"
     "--no-start), start, stop or destroy container NAME (docs/server.md,\n"
@@ -38,12 +39,15 @@ static const char usage[] =
     "      --no-start       create only\n"
     "      --to HOST2       migrate: the standby host to move it to\n"
     "      --no-precopy     migrate: no pre-dump; one full dump while it is stopped\n"
+    "      --copy HOW       migrate: how the images travel: stream (default: agent\n"
+    "                       to agent over TCP when both agents can) or server\n"
+    "                       (through the server in chunks)\n"
     "  -j, --json           print the server's JSON answer\n"
     "  -h, --help           show this help\n";
 
 int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
 {
-    enum { OPT_NO_START = 256, OPT_TO, OPT_NO_PRECOPY, OPT_UNPRIVILEGED };
+    enum { OPT_NO_START = 256, OPT_TO, OPT_NO_PRECOPY, OPT_UNPRIVILEGED, OPT_COPY };
     static const struct option options[] = {
         {"address", required_argument, NULL, 'a'},
         {"service", required_argument, NULL, 'S'},
@@ -54,6 +58,7 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         {"unprivileged", no_argument, NULL, OPT_UNPRIVILEGED},
         {"to", required_argument, NULL, OPT_TO},
         {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
+        {"copy", required_argument, NULL, OPT_COPY},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -90,6 +95,9 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         case OPT_NO_PRECOPY:
             json_object_set_new(body, "precopy", json_false());
             break;
+        case OPT_COPY:
+            json_object_set_new(body, "copy", json_string(optarg));
+            break;
         case 'j':
             json = true;
             break;
@@ -114,8 +122,8 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
                 action);
         return CLI_EXIT_USAGE;
     }
-    if (!migrate && json_object_get(body, "precopy")) {
-        fprintf(stderr, "vcr container: --no-precopy is only for migrate\n");
+    if (!migrate && (json_object_get(body, "precopy") || json_object_get(body, "copy"))) {
+        fprintf(stderr, "vcr container: --no-precopy and --copy are only for migrate\n");
         return CLI_EXIT_USAGE;
     }
     if (migrate != (json_object_get(body, "to") != NULL)) {
@@ -166,12 +174,16 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
     } else if (migrate) {
         if (json_is_true(json_object_get(answer, "ok")))
             printf("%s: migrated from %s to %s in %lld ms (downtime %lld ms; images: pre-dump "
-                   "%lld bytes, final %lld bytes)\n",
+                   "%lld bytes, final %lld bytes; copied at %.1f MB/s, %s)\n",
                    name, host, json_string_value(json_object_get(answer, "to")),
                    (long long)json_integer_value(json_object_get(answer, "total_ms")),
                    (long long)json_integer_value(json_object_get(answer, "downtime_ms")),
                    (long long)json_integer_value(json_object_get(answer, "pre_bytes")),
-                   (long long)json_integer_value(json_object_get(answer, "final_bytes")));
+                   (long long)json_integer_value(json_object_get(answer, "final_bytes")),
+                   json_number_value(json_object_get(answer, "copy_mb_s")),
+                   json_string_value(json_object_get(answer, "copy_method"))
+                       ? json_string_value(json_object_get(answer, "copy_method"))
+                       : "no copy");
     } else {
         json_t *ms = json_object_get(answer, "ms");
         printf("%s: %s done on %s (%lld ms)\n", name, action, host,

@@ -58,6 +58,20 @@ bool agents_host_has_session(struct agents *a, const char *host)
     return agents_find_session(a, host) != NULL;
 }
 
+int agents_host_address(struct agents *a, const char *host, char *out, size_t size)
+{
+    struct session *s = agents_find_session(a, host);
+    if (s == NULL)
+        return -1;
+    const char *peer = proto_conn_peer(s->conn); /* ADDR:PORT or [ADDR6]:PORT */
+    const char *end = peer[0] == '[' ? strchr(peer, ']') : strrchr(peer, ':');
+    if (end == NULL)
+        return -1;
+    const char *start = peer[0] == '[' ? peer + 1 : peer;
+    snprintf(out, size, "%.*s", (int)(end - start), start);
+    return 0;
+}
+
 const char *agents_session_name(const struct session *s)
 {
     return s->host ? s->host : proto_conn_peer(s->conn);

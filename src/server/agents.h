@@ -103,6 +103,10 @@ void agents_cut_off(struct agents *a, const char *host, int64_t until_ms, const 
  * (its connection closed within host_timeout_ms, or a new leader's hosts from
  * an earlier term of its own, agents_set_leading). */
 bool agents_host_has_session(struct agents *a, const char *host);
+/* The address host's agent connected from, as this server sees it (IPv4
+ * dotted quad or IPv6 text, no port): where another agent reaches it on the
+ * same network (docs/migration.md, "The stream").  -1 when host has no session. */
+int agents_host_address(struct agents *a, const char *host, char *out, size_t size);
 
 /* Who else hears of VM events, accepted hellos and lost hosts: the recovery
  * engine.  Called after the inventory and the journal are updated; strings

@@ -113,9 +113,16 @@ static void migrate_container(struct api *api, struct evhttp_request *req, const
         api_reply_error(req, 400, "body: `precopy`: expected true (default) or false");
         return;
     }
-    if (migrator_start(api->migrator, host, json_string_value(json_object_get(body, "name")),
-                       json_string_value(to), "order", !json_is_false(precopy), on_migrated, req,
-                       &err) < 0) {
+    const char *copy = json_string_value(json_object_get(body, "copy"));
+    if (json_object_get(body, "copy") &&
+        (copy == NULL || (strcmp(copy, "stream") != 0 && strcmp(copy, "server") != 0))) {
+        api_reply_error(req, 400, "body: `copy`: expected `stream` (default) or `server`");
+        return;
+    }
+    struct migrate_options o = {.precopy = !json_is_false(precopy),
+                                .copy_server = copy && strcmp(copy, "server") == 0};
+    if (migrator_start_with(api->migrator, host, json_string_value(json_object_get(body, "name")),
+                            json_string_value(to), "order", &o, on_migrated, req, &err) < 0) {
         int e = vcr_error_status(err);
         /* EBUSY (being migrated) and EEXIST are conflicts; the rest as the map says. */
         api_reply_error(req, e == EEXIST ? 409 : api_status_of(e), "%s", vcr_error_msg(err));
@@ -185,6 +192,10 @@ static int container_member(const char *key, json_t *v, void *ctx, char *why, si
                (migrate && strcmp(key, "precopy") == 0)) {
         ok = json_is_boolean(v);
         allowed = "true or false";
+    } else if (migrate && strcmp(key, "copy") == 0) {
+        ok = json_is_string(v) && (strcmp(json_string_value(v), "stream") == 0 ||
+                                   strcmp(json_string_value(v), "server") == 0);
+        allowed = "stream or server";
     } else if (create && strcmp(key, "hold_for_test_ms") == 0) {
         /* Test-only fault injection, refused by agents not run with --test-faults. */
         ok = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 60000;
@@ -197,7 +208,7 @@ static int container_member(const char *key, json_t *v, void *ctx, char *why, si
                  "unknown member `%.40s` for %s; allowed: name, action, and for create: "
                  "service, address, prefix, gateway, template, image, start, privileged; for "
                  "migrate: "
-                 "to, precopy",
+                 "to, precopy, copy",
                  key, c->act);
         return -1;
     }

@@ -7,15 +7,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/log.h"
+#include "proto/proto_code.h"
 #include "server/agents.h"
 
 struct chunk_copy {
     struct agents *agents;
     char src_host[65], src_vm[65], read_action[32];
     char dst_host[65], dst_vm[65], write_action[32];
-    json_t *read_members, *write_members;
+    json_t *read_members, *write_members, *stream_members;
+    struct chunk_copy_stats *out;
+    bool streaming;
     int64_t bytes, offset, t0, chunk_bytes, order_ms;
     char sha256[65];
     chunk_copy_done_cb done;
@@ -24,9 +31,16 @@ struct chunk_copy {
 
 static void finish(struct chunk_copy *cc, const char *error)
 {
-    cc->done(error, cc->offset, vcr_mono_ms() - cc->t0, cc->opaque);
+    int64_t ms = vcr_mono_ms() - cc->t0;
+    if (cc->out) {
+        snprintf(cc->out->method, sizeof(cc->out->method), "%s",
+                 cc->streaming ? "stream" : "server");
+        cc->out->mb_s = ms > 0 ? (double)cc->offset / 1e6 / ((double)ms / 1000.0) : 0.0;
+    }
+    cc->done(error, cc->offset, ms, cc->opaque);
     json_decref(cc->read_members);
     json_decref(cc->write_members);
+    json_decref(cc->stream_members);
     free(cc);
 }
 
@@ -127,6 +141,108 @@ static void read_next(struct chunk_copy *cc)
     }
 }
 
+/* --- the stream: stream_receive on the target, then stream_send on the source --- */
+
+/* A refusal of stream_receive or stream_send as an unknown order (code
+ * invalid or unsupported: an agent older than the stream): the chunks
+ * through the server instead, and true.  A target left listening gives up
+ * at its deadline, having put nothing in place. */
+static bool falls_back(struct chunk_copy *cc, const char *side, const char *message, json_t *reply)
+{
+    enum proto_code code = proto_code_parse(json_string_value(json_object_get(reply, "code")));
+    if (code != PROTO_CODE_INVALID && code != PROTO_CODE_UNSUPPORTED)
+        return false;
+    log_info("copy from %s to %s: no stream on the %s (%s); through the server", cc->src_host,
+             cc->dst_host, side, message ? message : "refused");
+    cc->streaming = false;
+    cc->t0 = vcr_mono_ms();
+    read_next(cc);
+    return true;
+}
+
+static void on_stream_sent(enum order_outcome outcome, const char *message, json_t *reply,
+                           void *opaque)
+{
+    struct chunk_copy *cc = opaque;
+    char text[600];
+    if (outcome == ORDER_REFUSED && falls_back(cc, "source", message, reply))
+        return;
+    if (outcome != ORDER_DONE) {
+        snprintf(text, sizeof(text), "stream_send on %s: %s%s%s", cc->src_host,
+                 outcome_text(outcome), message ? ": " : "", message ? message : "");
+        finish(cc, text);
+        return;
+    }
+    json_t *bytes = json_object_get(reply, "bytes");
+    if (!json_is_integer(bytes) || json_integer_value(bytes) != cc->bytes) {
+        snprintf(text, sizeof(text),
+                 "stream_send on %s: the reply does not say the %lld bytes "
+                 "were sent",
+                 cc->src_host, (long long)cc->bytes);
+        finish(cc, text);
+        return;
+    }
+    cc->offset = cc->bytes;
+    finish(cc, NULL);
+}
+
+static void on_stream_listening(enum order_outcome outcome, const char *message, json_t *reply,
+                                void *opaque)
+{
+    struct chunk_copy *cc = opaque;
+    char text[600];
+    if (outcome == ORDER_REFUSED && falls_back(cc, "target", message, reply))
+        return;
+    json_t *port = json_object_get(reply, "port");
+    char address[64];
+    if (outcome != ORDER_DONE || !json_is_integer(port)) {
+        snprintf(text, sizeof(text), "stream_receive on %s: %s%s%s", cc->dst_host,
+                 outcome == ORDER_DONE ? "no port in the reply" : outcome_text(outcome),
+                 message ? ": " : "", message ? message : "");
+        finish(cc, text);
+        return;
+    }
+    if (agents_host_address(cc->agents, cc->dst_host, address, sizeof(address)) < 0) {
+        snprintf(text, sizeof(text), "stream to %s: the host is not connected", cc->dst_host);
+        finish(cc, text);
+        return;
+    }
+    cleanup_json json_t *members = json_deep_copy(cc->stream_members);
+    json_object_set_new(members, "address", json_string(address));
+    json_object_set(members, "port", port);
+    cleanup_error vcr_error_t err = NULL;
+    if (agents_send_order_with(cc->agents, cc->src_host, "stream_send", cc->src_vm, members,
+                               json_integer_value(json_object_get(members, "deadline_ms")) + 10000,
+                               on_stream_sent, cc, &err) < 0) {
+        snprintf(text, sizeof(text), "stream_send on %s: %s", cc->src_host, vcr_error_msg(err));
+        finish(cc, text);
+    }
+}
+
+static int send_stream_receive(struct chunk_copy *cc, vcr_error_t *err)
+{
+    unsigned char raw[32];
+    char token[65];
+    if (RAND_bytes(raw, sizeof(raw)) != 1)
+        return vcr_error_make(err, EIO, "no random bytes for the stream's token");
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(token + 2 * i, 3, "%02x", raw[i]);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    /* Both orders carry the token, the size and the deadline; the target the digest. */
+    json_object_set_new(cc->stream_members, "token", json_string(token));
+    json_object_set_new(cc->stream_members, "bytes", json_integer(cc->bytes));
+    json_object_set_new(cc->stream_members, "deadline_ms",
+                        json_integer(CHUNK_COPY_STREAM_MS(cc->bytes)));
+    OPENSSL_cleanse(token, sizeof(token));
+    cleanup_json json_t *members = json_deep_copy(cc->stream_members);
+    json_object_set_new(members, "sha256", json_string(cc->sha256));
+    cc->streaming = true;
+    return agents_send_order_with(cc->agents, cc->dst_host, "stream_receive", cc->dst_vm, members,
+                                  cc->order_ms, on_stream_listening, cc, err) < 0
+               ? -1
+               : 0;
+}
+
 int chunk_copy_start(struct agents *agents, const struct chunk_copy_spec *spec,
                      chunk_copy_done_cb done, void *opaque, vcr_error_t *err)
 {
@@ -152,9 +268,13 @@ int chunk_copy_start(struct agents *agents, const struct chunk_copy_spec *spec,
     cc->t0 = vcr_mono_ms();
     cc->done = done;
     cc->opaque = opaque;
-    if (send_read(cc, err) < 0) {
+    cc->out = spec->out;
+    if (spec->stream_members && !spec->no_stream)
+        cc->stream_members = json_deep_copy(spec->stream_members);
+    if (cc->stream_members ? send_stream_receive(cc, err) < 0 : send_read(cc, err) < 0) {
         json_decref(cc->read_members);
         json_decref(cc->write_members);
+        json_decref(cc->stream_members);
         free(cc);
         return -1;
     }

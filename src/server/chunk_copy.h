@@ -10,6 +10,7 @@
 #define VCR_SERVER_CHUNK_COPY_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -19,6 +20,9 @@ struct agents;
 /* 96 KiB: 128 KiB of base64 with the order's members stays well inside a frame. */
 #define CHUNK_COPY_BYTES    98304
 #define CHUNK_COPY_ORDER_MS 30000
+/* The stream's deadline: 60 s plus a second per 2 MB (0.5 s/MB: 40x slower
+ * than the stream measured under TCG still ends in time). */
+#define CHUNK_COPY_STREAM_MS(bytes) (60000 + (bytes) / 2000)
 
 struct chunk_copy_spec {
     const char *src_host, *src_vm, *read_action;  /* e.g. volume_snapshot_read */
@@ -28,6 +32,20 @@ struct chunk_copy_spec {
     const char *sha256;
     int64_t chunk_bytes; /* 0: CHUNK_COPY_BYTES */
     int64_t order_ms;    /* each order's reply deadline; 0: CHUNK_COPY_ORDER_MS */
+    /* The stream (docs/migration.md "The stream"): the file named to the
+     * agents' stream_receive / stream_send ({kind, name, phase | service},
+     * borrowed; copied).  NULL: chunks through the server only.  Tried first;
+     * an agent that refuses stream_receive as an unknown order (code invalid
+     * or unsupported) gets the chunks instead. */
+    json_t *stream_members;
+    bool no_stream;               /* the chunks even so (the benchmark's baseline) */
+    struct chunk_copy_stats *out; /* borrowed: filled before done runs; may be NULL */
+};
+
+/* How a copy went: its method ("stream" or "server") and its rate. */
+struct chunk_copy_stats {
+    char method[8];
+    double mb_s;
 };
 
 /* error NULL on success; bytes: what was written; ms: how long it took. */

@@ -140,6 +140,25 @@ void mig_phase_done(struct mig *g, enum mig_phase next, json_t *extra)
     g->t_phase = now;
 }
 
+void mig_copy_phase_done(struct mig *g, enum mig_phase next, int64_t bytes, int64_t ms)
+{
+    const char *method = g->copy_stats.method[0] ? g->copy_stats.method : "server";
+    double mb_s = g->copy_stats.mb_s;
+    g->copied_bytes += bytes;
+    g->copied_ms += ms;
+    if (g->copy_method[0] == '\0')
+        snprintf(g->copy_method, sizeof(g->copy_method), "%s", method);
+    else if (strcmp(g->copy_method, method) != 0)
+        snprintf(g->copy_method, sizeof(g->copy_method), "mixed");
+    mig_phase_done(
+        g, next,
+        json_pack("{s:I, s:s, s:f}", "bytes", (json_int_t)bytes, "method", method, "mb_s", mb_s));
+    json_t *last = json_array_get(g->phases, json_array_size(g->phases) - 1);
+    json_object_set_new(last, "method", json_string(method));
+    json_object_set_new(last, "mb_s", json_real(mb_s));
+    memset(&g->copy_stats, 0, sizeof(g->copy_stats));
+}
+
 static void finish(struct mig *g)
 {
     bool ok = g->error[0] == '\0';
@@ -151,6 +170,14 @@ static void finish(struct mig *g)
                   g->t_down && ok ? json_integer(g->t_down) : json_null(), "predump", g->predump,
                   "pre_bytes", (json_int_t)g->pre_bytes, "final_bytes", (json_int_t)g->final_bytes,
                   "phases", g->phases, "rolled_back", g->rolled_back, "why", g->why);
+    if (result) {
+        json_object_set_new(result, "copy_mb_s",
+                            g->copied_ms > 0 ? json_real((double)g->copied_bytes / 1e6 /
+                                                         ((double)g->copied_ms / 1000.0))
+                                             : json_null());
+        json_object_set_new(result, "copy_method",
+                            g->copy_method[0] ? json_string(g->copy_method) : json_null());
+    }
     if (result)
         json_object_set_new(result, "data",
                             g->carry ? json_pack("{s:s, s:I, s:I, s:I}", "path", g->data_path,
@@ -341,7 +368,6 @@ static void checkpoint(struct mig *g, const char *which)
  * data copies): on to the final dump, or to the restore. */
 static void on_image_copied(const char *error, int64_t bytes, int64_t ms, void *opaque)
 {
-    (void)ms;
     struct mig *g = opaque;
     if (g->m->stopping || (g->phase != MP_COPY_PRE && g->phase != MP_COPY))
         return;
@@ -351,11 +377,7 @@ static void on_image_copied(const char *error, int64_t bytes, int64_t ms, void *
     }
     g->offset = bytes;
     bool pre = g->phase == MP_COPY_PRE;
-    mig_phase_done(g,
-                   pre        ? MP_DUMP
-                   : g->carry ? MP_DATA_EXPORT
-                              : MP_RESTORE,
-                   json_pack("{s:I}", "bytes", (json_int_t)g->offset));
+    mig_copy_phase_done(g, pre ? MP_DUMP : g->carry ? MP_DATA_EXPORT : MP_RESTORE, g->offset, ms);
     if (pre)
         checkpoint(g, "final");
     else if (g->carry)
@@ -377,6 +399,8 @@ void mig_start_copy(struct mig *g)
 static void copy_next(struct mig *g)
 {
     cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "phase", g->image);
+    cleanup_json json_t *stream =
+        json_pack("{s:s, s:s, s:s}", "kind", "image", "name", g->name, "phase", g->image);
     struct chunk_copy_spec spec = {
         .src_host = g->src,
         .src_vm = g->name,
@@ -390,6 +414,9 @@ static void copy_next(struct mig *g)
         .sha256 = g->sha256,
         .chunk_bytes = MIGRATE_CHUNK_BYTES,
         .order_ms = MIGRATE_CHUNK_ORDER_MS,
+        .stream_members = stream,
+        .no_stream = g->copy_server,
+        .out = &g->copy_stats,
     };
     cleanup_error vcr_error_t err = NULL;
     if (chunk_copy_start(g->m->agents, &spec, on_image_copied, g, &err) < 0)
@@ -552,6 +579,15 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
                    const char *why, bool precopy, migrate_done_cb done, void *opaque,
                    vcr_error_t *err)
 {
+    struct migrate_options o = {.precopy = precopy};
+    return migrator_start_with(m, src, name, dst, why, &o, done, opaque, err);
+}
+
+int migrator_start_with(struct migrator *m, const char *src, const char *name, const char *dst,
+                        const char *why, const struct migrate_options *o, migrate_done_cb done,
+                        void *opaque, vcr_error_t *err)
+{
+    bool precopy = o->precopy;
     if (name == NULL || !inventory_valid_name(name))
         return vcr_error_make(err, EINVAL, "container `%s`: not a valid name", name ? name : "");
     if (src == NULL || dst == NULL || strcmp(src, dst) == 0)
@@ -636,6 +672,7 @@ int migrator_start(struct migrator *m, const char *src, const char *name, const 
         g, "started",
         json_pack("{s:s, s:s, s:b}", "why", g->why, "address", g->address, "precopy", precopy));
     g->precopy = precopy;
+    g->copy_server = o->copy_server;
     /* Redundant servers: no order before etcd knows of the migration. */
     mig_ha_step(g, "started");
     mig_ha_then(g, mig_begin);

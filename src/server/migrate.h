@@ -65,6 +65,16 @@ void migrator_free(struct migrator *m);
 int migrator_start(struct migrator *m, const char *src, const char *name, const char *dst,
                    const char *why, bool precopy, migrate_done_cb done, void *opaque,
                    vcr_error_t *err);
+/* The same with every option. */
+struct migrate_options {
+    bool precopy;
+    /* The files through the server in chunks even when both agents have the
+     * stream (docs/migration.md "The stream"): the benchmark's baseline. */
+    bool copy_server;
+};
+int migrator_start_with(struct migrator *m, const char *src, const char *name, const char *dst,
+                        const char *why, const struct migrate_options *o, migrate_done_cb done,
+                        void *opaque, vcr_error_t *err);
 
 /* The policy (server config `migration`): after each sample of a standby
  * host, one at or above migration.cpu_pct for migration.samples samples in a

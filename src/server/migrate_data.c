@@ -27,7 +27,6 @@ static void on_data_installed(enum order_outcome outcome, const char *message, j
 
 static void on_data_copied(const char *error, int64_t bytes, int64_t ms, void *opaque)
 {
-    (void)ms;
     struct mig *g = opaque;
     if (g->m->stopping || g->phase != MP_DATA_COPY)
         return;
@@ -35,7 +34,7 @@ static void on_data_copied(const char *error, int64_t bytes, int64_t ms, void *o
         mig_fail(g, "data copy: %s", error);
         return;
     }
-    mig_phase_done(g, MP_DATA_INSTALL, json_pack("{s:I}", "bytes", (json_int_t)bytes));
+    mig_copy_phase_done(g, MP_DATA_INSTALL, bytes, ms);
     cleanup_json json_t *m =
         json_pack("{s:s, s:s, s:I, s:s}", "name", g->name, "service", g->service, "taken_ms",
                   (json_int_t)g->data_taken_ms, "sha256", g->data_sha256);
@@ -64,6 +63,8 @@ static void on_data_exported(enum order_outcome outcome, const char *message, js
                              (json_int_t)g->data_raw, "pack_ms",
                              json_object_get(reply, "pack_ms")));
     cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "service", g->service);
+    cleanup_json json_t *stream =
+        json_pack("{s:s, s:s, s:s}", "kind", "data", "name", g->name, "service", g->service);
     struct chunk_copy_spec spec = {
         .src_host = g->src,
         .src_vm = g->name,
@@ -77,6 +78,9 @@ static void on_data_exported(enum order_outcome outcome, const char *message, js
         .sha256 = g->data_sha256,
         .chunk_bytes = MIGRATE_CHUNK_BYTES,
         .order_ms = MIGRATE_CHUNK_ORDER_MS,
+        .stream_members = stream,
+        .no_stream = g->copy_server,
+        .out = &g->copy_stats,
     };
     cleanup_error vcr_error_t err = NULL;
     if (chunk_copy_start(g->m->agents, &spec, on_data_copied, g, &err) < 0)

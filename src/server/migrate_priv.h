@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "server/agents.h"
+#include "server/chunk_copy.h"
 #include "server/migrate.h"
 
 #define MIG_MAX 64
@@ -108,7 +109,14 @@ struct mig {
     char sha256[65];
     int64_t pre_bytes, final_bytes;
     bool predump, precopy;
-    bool unprivileged; /* the source reports it `privileged: false`: restored so */
+    /* The copies (docs/migration.md "The stream"): through the server only
+     * (copy: "server", the benchmark's baseline), how the last one went, and
+     * the bytes and time of them all (the result's copy_mb_s). */
+    bool copy_server;
+    struct chunk_copy_stats copy_stats;
+    int64_t copied_bytes, copied_ms;
+    char copy_method[8]; /* "stream", "server", "mixed", or "" before any copy */
+    bool unprivileged;   /* the source reports it `privileged: false`: restored so */
     /* The service's data volume (docs/migration.md "Data"): declared (data_path
      * set), and carried when its copy is attached to the container on the
      * source; what data_space and data_export said of it. */
@@ -138,6 +146,10 @@ void mig_fail(struct mig *g, const char *fmt, ...) __attribute__((format(printf,
 /* An order of the migration, its reply to cb (NULL: only logged). */
 void mig_order(struct mig *g, const char *host, const char *action, json_t *members,
                int64_t timeout_ms, agents_order_reply_cb cb);
+/* A copy phase (copy_pre, copy, data_copy) ended well: mig_phase_done with
+ * its bytes, method and MB/s (journal and the result's phases), counted into
+ * the result's copy_mb_s and copy_method. */
+void mig_copy_phase_done(struct mig *g, enum mig_phase next, int64_t bytes, int64_t ms);
 /* Common handling of a reply: false when the migration must not go on. */
 bool mig_reply_ok(struct mig *g, enum mig_phase phase, const char *what, enum order_outcome outcome,
                   const char *message);

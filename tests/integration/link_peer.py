@@ -16,7 +16,11 @@ the lab namespace).
       CT_ADDR) whose migration archives are the files F: container_checkpoint is answered
       with the file's size and SHA-256, container_image_read with its bytes, any other
       order with ok; heartbeats every 0.5 s.  Ends after SECONDS or at EOF, printing
-      {"orders": [actions received], "error": ...}.
+      {"orders": [actions received], "error": ...}.  stream_send (docs/migration.md,
+      "The stream") is refused as an unknown order (code invalid, an agent without the
+      stream: the server copies in chunks), or with `--stream wrong-token` done with a
+      token one bit off the order's: the target's one-byte verdict is reported as
+      `stream_status` (1: token refused) and the order refused.
 """
 import base64
 import hashlib
@@ -173,6 +177,26 @@ def serve(addr, seconds, o):
     return report
 
 
+def stream_send(order, data, o, report):
+    """The forged source's answer to stream_send: its reply members (not ok)."""
+    if o.get("stream") != "wrong-token":
+        return {"code": "invalid", "error": "unknown standby action `stream_send`"}
+    token = bytearray(bytes.fromhex(order["token"]))
+    token[-1] ^= 1
+    try:
+        with socket.create_connection((order["address"], order["port"]), timeout=10) as s:
+            s.sendall(bytes(token) + struct.pack(">Q", len(data)))
+            try:
+                s.sendall(data)
+            except OSError:
+                pass  # the target hung up after the token: its verdict is still readable
+            verdict = s.recv(1)
+        report["stream_status"] = verdict[0] if verdict else None
+    except OSError as e:
+        report["stream_error"] = str(e)
+    return {"code": "failed", "error": f"the target answered {report.get('stream_status')}"}
+
+
 def source(addr, host, ct, ct_addr, seconds, o):
     h, p = addr.rsplit(":", 1)
     report = {"orders": [], "error": None}
@@ -203,7 +227,9 @@ def source(addr, host, ct, ct_addr, seconds, o):
                 report["orders"].append(action)
                 reply = {"type": "reply", "id": f.get("id"), "ok": True}
                 data = files.get(f.get("phase"), b"")
-                if action == "container_checkpoint":
+                if action == "stream_send":
+                    reply.update(ok=False, **stream_send(f, data, o, report))
+                elif action == "container_checkpoint":
                     reply.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
                                  dump_ms=1)
                 elif action == "container_image_read":

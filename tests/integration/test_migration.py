@@ -1,7 +1,8 @@
 """Container migration between two standby VMs (docs/migration.md), end to end: two
 TCG standby guests (initrd-standby.img: LXC + CRIU) under one host agent, a container
 on the first serving HTTP on its own lab address, moved with `vcr container migrate`
-(CRIU pre-dump, final dump, images through the server, restore); it answers at the
+(CRIU pre-dump, final dump, images agent to agent over the stream, restore) and back
+with `--copy server` (the images through the server in chunks); it answers at the
 same address from the second VM, its processes kept their memory (the template's
 in-memory counter went on instead of starting again at 1), and nothing is left on
 the first VM.  The container is unprivileged (`--unprivileged`, docs/security.md
@@ -126,7 +127,12 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
     assert r.returncode == 0 and out["ok"], out
     assert out["from"] == "sb21" and out["to"] == "sb22"
     assert out["final_bytes"] > 0 and out["downtime_ms"] > 0
-    for k in ("total_ms", "downtime_ms", "pre_bytes", "final_bytes"):
+    # Both images went agent to agent (docs/migration.md "The stream"), whole.
+    assert out["copy_method"] == "stream" and out["copy_mb_s"] > 0, out
+    copies = {p["phase"]: p for p in out["phases"] if p["phase"] in ("copy_pre", "copy")}
+    assert set(copies) == {"copy_pre", "copy"}, out["phases"]
+    assert all(p["method"] == "stream" for p in copies.values()), out["phases"]
+    for k in ("total_ms", "downtime_ms", "pre_bytes", "final_bytes", "copy_mb_s"):
         record_property(k, out[k])
     good = [t for t, ok in polls if ok]
     gap = max((b - a for a, b in zip(good, good[1:])), default=0.0)
@@ -157,10 +163,15 @@ def test_container_moves_with_its_memory_and_address(pair, record_property):
     for p in ("started", "dump", "copy", "restore", "port_open", "destroy", "done"):
         assert p in phases, phases
 
-    # And back: the restored container is checkpointed again.
-    r = d.vcr.run("container", "migrate", "sb22", CT, "--to", "sb21", "--json", timeout=900)
+    # And back: the restored container is checkpointed again; this time the images go
+    # through the server in chunks, as asked (the benchmark's baseline).
+    r = d.vcr.run("container", "migrate", "sb22", CT, "--to", "sb21", "--copy", "server",
+                  "--json", timeout=900)
     back = json.loads(r.stdout)
     assert r.returncode == 0 and back["ok"], back
+    assert back["copy_method"] == "server", back
+    assert all(p["method"] == "server" for p in back["phases"]
+               if p["phase"] in ("copy_pre", "copy")), back["phases"]
     labkit.wait_for(f"{CT} to answer from sb21 again",
                     lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
     c2 = counter()
@@ -207,17 +218,19 @@ GOOD_FINAL = [("final/inventory.img", "file", b"not a CRIU image"),
               ("delta/etc/hostname", "file", b"evil\n"), ("config", "file", b"# lxc\n")]
 
 
-def migrate_from_forged_source(d, src, pre, final):
+def migrate_from_forged_source(d, src, pre, final, stream="none"):
     """`vcr container migrate SRC evil --to sb22`, SRC being a forged standby agent (a
     compromised standby VM with a certificate of the deployment) whose archives are
-    pre and final.  Returns the CLI's result and what the forged agent was asked."""
+    pre and final.  Returns the CLI's result and what the forged agent was asked.
+    stream: its answer to stream_send (link_peer.py): `none` (an unknown order: the
+    server copies through itself) or `wrong-token`."""
     pki = os.path.join(str(d.tmp), "pki")
     cert = labkit.lab_cert(pki, src)
     peer = subprocess.Popen(labkit.in_ns([
         "/usr/bin/python3", os.path.join(os.path.dirname(__file__), "link_peer.py"), "source",
         f"{labkit.lab_env()['VCR_LAB_BRIDGE_ADDR']}:{labkit.SERVER_AGENT_PORT}", src, EVIL,
         EVIL_ADDR, "90", "--pre", pre, "--final", final, "--cert", cert["cert"],
-        "--key", cert["key"]]), stdout=subprocess.PIPE, text=True)
+        "--key", cert["key"], "--stream", stream]), stdout=subprocess.PIPE, text=True)
     try:
         labkit.wait_for(f"the forged standby agent {src}", lambda: container_on(d, src, EVIL),
                         30)
@@ -254,7 +267,10 @@ def test_hostile_migration_archives_are_refused(pair, tmp_path):
         r, peer = migrate_from_forged_source(d, f"sbx{i}", pre, fin)
         print(what, r.returncode, r.stdout, r.stderr, peer)
         assert r.returncode != 0 and says in r.stderr, (what, r.stderr)
-        assert "container_image_read" in peer.get("orders", []), peer  # it went that far
+        # It went that far: the target's stream_receive answered, the source refused
+        # stream_send as unknown, and the server fell back to the chunks.
+        assert "stream_send" in peer.get("orders", []), peer
+        assert "container_image_read" in peer.get("orders", []), peer
         assert container_on(d, "sb22", EVIL) is None
     # A second migration after the symlink trick, with archives that pass the checks:
     # its final.tar goes where final.tar belongs, never to the file the link named.
@@ -266,6 +282,24 @@ def test_hostile_migration_archives_are_refused(pair, tmp_path):
     out = json.loads(r.stdout)
     seen = [e["sha256"] for e in out["removed"] + out["kept"]]
     assert VICTIM_SHA not in seen, out
+    assert container_on(d, "sb22", EVIL) is None
+
+
+def test_stream_with_a_wrong_token_is_refused(pair, tmp_path):
+    """The stream (docs/migration.md): a sender that does not hold the token the server
+    gave the target (here a forged source one bit off) is refused by the real target
+    agent on its first bytes (verdict 1), and the migration fails before anything
+    stopped, saying so; the target has no container of that name."""
+    d = pair
+    r, peer = migrate_from_forged_source(d, "sbt0", tar_of(tmp_path / "pre.tar", GOOD_PRE),
+                                         tar_of(tmp_path / "final.tar", GOOD_FINAL),
+                                         stream="wrong-token")
+    print(r.returncode, r.stdout, r.stderr, peer)
+    assert peer.get("stream_status") == 1, peer  # STANDBY_STREAM_BAD_TOKEN from sb22
+    assert r.returncode != 0 and "stream_send" in r.stderr, r.stderr
+    orders = peer.get("orders", [])
+    assert "container_image_read" not in orders, orders  # no fallback on a refusal
+    assert orders.count("container_checkpoint") == 1, orders  # the pre-dump only
     assert container_on(d, "sb22", EVIL) is None
 
 

@@ -736,6 +736,7 @@ struct fake_agent {
      * and the room left (0: 1 GB). */
     bool data_mounted;
     int64_t free_bytes;
+    int stream_refused; /* stream_receive orders refused as unknown */
 };
 
 static void sha256_hex(const unsigned char *data, size_t len, char out[65])
@@ -873,6 +874,15 @@ static void agent_message(struct proto_conn *c, json_t *msg, void *opaque)
             a, proto_msg_new("reply", json_pack("{s:O, s:b, s:s, s:s}", "id",
                                                 json_object_get(msg, "id"), "ok", 0, "error",
                                                 "refused by the test", "code", a->refuse_code)));
+    } else if (strcmp(proto_msg_type(msg), "order") == 0 && order_action &&
+               strncmp(order_action, "stream_", 7) == 0) {
+        /* An agent without the stream (docs/migration.md "The stream"): its
+         * unknown action, refused with code invalid; the server copies in chunks. */
+        a->stream_refused++;
+        agent_send(a,
+                   proto_msg_new("reply", json_pack("{s:O, s:b, s:s, s:s}", "id",
+                                                    json_object_get(msg, "id"), "ok", 0, "error",
+                                                    "unknown standby action", "code", "invalid")));
     } else if (strcmp(proto_msg_type(msg), "order") == 0 && a->refuse) {
         agent_send(
             a, proto_msg_new("reply", json_pack("{s:O, s:b, s:s}", "id", json_object_get(msg, "id"),
@@ -3423,6 +3433,22 @@ static void test_migration_copies_images_and_moves_the_container(void **state)
     assert_true(json_is_true(json_object_get(migrated, "predump")));
     assert_int_equal(json_integer_value(json_object_get(migrated, "final_bytes")), 200000);
     assert_true(h.sb2.got_verified); /* both images arrived whole, in chunks */
+    /* sb2 has no stream (stream_receive refused as unknown): the chunks, and the result says so. */
+    assert_int_equal(h.sb2.stream_refused, 2);
+    assert_string_equal(json_string_value(json_object_get(migrated, "copy_method")), "server");
+    assert_true(json_real_value(json_object_get(migrated, "copy_mb_s")) > 0);
+    json_t *copy_phases = json_object_get(migrated, "phases"), *ph;
+    size_t k;
+    int copies = 0;
+    json_array_foreach(copy_phases, k, ph)
+    {
+        const char *name = json_string_value(json_object_get(ph, "phase"));
+        if (strcmp(name, "copy_pre") == 0 || strcmp(name, "copy") == 0) {
+            assert_string_equal(json_string_value(json_object_get(ph, "method")), "server");
+            copies++;
+        }
+    }
+    assert_int_equal(copies, 2);
     const char *phases[] = {"predump", "copy_pre",  "dump",    "copy",
                             "restore", "port_open", "destroy", "cleanup"};
     for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)

@@ -4,7 +4,8 @@
  * and CPU percentages; migration orders' members, image chunks through base64,
  * paths, CRIU log reasons and the gratuitous ARP frame; container images:
  * their order member, download, SHA-256 check, cache and unpack (against a
- * small HTTP server in a child process). */
+ * small HTTP server in a child process); the agent-to-agent stream's orders,
+ * token and checks over loopback TCP (a sender in a child process). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +33,7 @@
 #include "agent/standby/standby_archive.h"
 #include "agent/standby/standby_address.h"
 #include "agent/standby_migrate.h"
+#include "agent/standby_stream.h"
 #include "agent/warm_state.h"
 #include "common/cleanup.h"
 #include "proto/proto_code.h"
@@ -1229,6 +1231,153 @@ static void test_address_take_and_release_in_a_namespace(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+#define STREAM_TOKEN "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+static void test_stream_orders_and_token(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    unsigned char a[STANDBY_STREAM_TOKEN_BYTES], b[STANDBY_STREAM_TOKEN_BYTES];
+    assert_int_equal(standby_stream_token_parse(STREAM_TOKEN, a, &err), 0);
+    assert_int_equal(a[0], 0x00);
+    assert_int_equal(a[1], 0x11);
+    assert_int_equal(a[31], 0xff);
+    memcpy(b, a, sizeof(b));
+    assert_true(standby_stream_token_equal(a, b));
+    b[31] ^= 1; /* the last byte differs */
+    assert_false(standby_stream_token_equal(a, b));
+    b[31] ^= 1;
+    b[0] ^= 0x80;
+    assert_false(standby_stream_token_equal(a, b));
+    assert_int_equal(standby_stream_token_parse("0011", a, &err), -1);
+    vcr_error_release(&err);
+    char bad[65];
+    snprintf(bad, sizeof(bad), "%.63sg", STREAM_TOKEN);
+    assert_int_equal(standby_stream_token_parse(bad, a, &err), -1);
+    vcr_error_release(&err);
+
+    struct standby_stream_order o;
+    cleanup_json json_t *rx = json_pack(
+        "{s:s, s:s, s:s, s:i, s:s, s:s, s:i}", "kind", "image", "name", "web1", "phase", "pre",
+        "bytes", 10, "sha256", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "token", STREAM_TOKEN, "deadline_ms", 5000);
+    assert_int_equal(standby_stream_order_from_json(rx, false, &o, &err), 0);
+    assert_false(o.data);
+    assert_string_equal(o.phase, "pre");
+    assert_int_equal(o.bytes, 10);
+    assert_int_equal(o.sha256[0], 'a'); /* lower case */
+    /* A send needs the target's address and port. */
+    assert_int_equal(standby_stream_order_from_json(rx, true, &o, &err), -1);
+    vcr_error_release(&err);
+    json_object_set_new(rx, "phase", json_string("../x"));
+    assert_int_equal(standby_stream_order_from_json(rx, false, &o, &err), -1);
+    assert_int_equal(vcr_error_status(err), EINVAL);
+    vcr_error_release(&err);
+    cleanup_json json_t *tx =
+        json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:i, s:i}", "kind", "data", "name", "kv-c",
+                  "service", "kv", "bytes", 3, "token", STREAM_TOKEN, "address", "127.0.0.1",
+                  "port", 4000, "deadline_ms", 5000);
+    assert_int_equal(standby_stream_order_from_json(tx, true, &o, &err), 0);
+    assert_true(o.data);
+    assert_string_equal(o.service, "kv");
+    assert_int_equal(o.port, 4000);
+    json_object_set_new(tx, "name", json_string("a/b"));
+    assert_int_equal(standby_stream_order_from_json(tx, true, &o, &err), -1);
+    vcr_error_release(&err);
+}
+
+/* One transfer over loopback: the sender (token sent_token) in a child; the
+ * receive here.  Returns the receive's status (0 or -1 with *err) and the
+ * child's exit code (0, or the sender's errno-style status) in *sent. */
+static int stream_once(int dir_fd, const char *src, uint64_t bytes, const char *sha,
+                       const char *sent_token, int *sent, vcr_error_t *err)
+{
+    struct standby_stream_order rx = {.bytes = bytes, .deadline_ms = 10000};
+    snprintf(rx.sha256, sizeof(rx.sha256), "%s", sha);
+    assert_int_equal(standby_stream_token_parse(STREAM_TOKEN, rx.token, err), 0);
+    uint16_t port = 0;
+    int lfd = standby_stream_listen(&port, err);
+    assert_true(lfd >= 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(lfd);
+        signal(SIGPIPE, SIG_IGN); /* as in the agent (standby_stream.h) */
+        struct standby_stream_order tx = {.bytes = bytes, .deadline_ms = 10000, .port = port};
+        snprintf(tx.address, sizeof(tx.address), "127.0.0.1");
+        vcr_error_t e = NULL;
+        standby_stream_token_parse(sent_token, tx.token, &e);
+        struct standby_stream_stats st;
+        _exit(standby_stream_send(src, &tx, &st, &e) == 0 ? 0 : vcr_error_status(e));
+    }
+    struct standby_stream_stats st = {0};
+    int rc = standby_stream_receive(lfd, dir_fd, "pre.tar", "pre.tar", &rx, &st, err);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    *sent = WEXITSTATUS(status);
+    if (rc == 0)
+        assert_int_equal(st.bytes, bytes);
+    return rc;
+}
+
+static void test_stream_transfer_checks_token_size_and_digest(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    char src[300], dst[300], part[300];
+    snprintf(src, sizeof(src), "%s/src.tar", base);
+    snprintf(dst, sizeof(dst), "%s/pre.tar", base);
+    snprintf(part, sizeof(part), "%s/.pre.tar.part", base);
+    /* 3 MB of varied bytes: more than one buffer and one sendfile call. */
+    size_t len = 3 * 1000 * 1000 + 17;
+    unsigned char *buf = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)(i * 131 + (i >> 11));
+    FILE *f = fopen(src, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    fclose(f);
+    char sha[WARM_STATE_HEX_LEN + 1];
+    uint64_t size = 0;
+    assert_int_equal(warm_state_digest(src, sha, &size, &err), 0);
+    cleanup_close int dir_fd = open(base, O_RDONLY | O_DIRECTORY);
+    assert_true(dir_fd >= 0);
+    int sent = -1;
+
+    /* A wrong token: refused on both sides, nothing in place, no leftover. */
+    char wrong[65];
+    snprintf(wrong, sizeof(wrong), "%.63s0", STREAM_TOKEN);
+    assert_int_equal(stream_once(dir_fd, src, len, sha, wrong, &sent, &err), -1);
+    assert_int_equal(vcr_error_status(err), EACCES);
+    assert_int_equal(sent, EACCES);
+    assert_int_equal(access(dst, F_OK), -1);
+    assert_int_equal(access(part, F_OK), -1);
+    vcr_error_release(&err);
+
+    /* The right token but another digest than the order's: not renamed into place. */
+    char other[65];
+    snprintf(other, sizeof(other), "%.63s%c", sha, sha[63] == '0' ? '1' : '0');
+    assert_int_equal(stream_once(dir_fd, src, len, other, STREAM_TOKEN, &sent, &err), -1);
+    assert_int_equal(vcr_error_status(err), EIO);
+    assert_int_equal(sent, EIO);
+    assert_int_equal(access(dst, F_OK), -1);
+    assert_int_equal(access(part, F_OK), -1);
+    vcr_error_release(&err);
+
+    /* All right: the file is in place, byte for byte. */
+    assert_int_equal(stream_once(dir_fd, src, len, sha, STREAM_TOKEN, &sent, &err), 0);
+    assert_int_equal(sent, 0);
+    char got[WARM_STATE_HEX_LEN + 1];
+    assert_int_equal(warm_state_digest(dst, got, &size, &err), 0);
+    assert_string_equal(got, sha);
+    assert_int_equal(size, len);
+    assert_int_equal(access(part, F_OK), -1);
+    free(buf);
+    assert_int_equal(standby_remove_tree(base, &err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1240,6 +1389,8 @@ int main(void)
         cmocka_unit_test(test_base64_round_trip),
         cmocka_unit_test(test_image_chunks_and_paths),
         cmocka_unit_test(test_chunk_write_never_follows_a_planted_link),
+        cmocka_unit_test(test_stream_orders_and_token),
+        cmocka_unit_test(test_stream_transfer_checks_token_size_and_digest),
         cmocka_unit_test(test_archive_policy),
         cmocka_unit_test(test_image_spec_and_config_items),
         cmocka_unit_test(test_http_head),

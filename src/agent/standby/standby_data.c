@@ -46,6 +46,22 @@ static int service_dir(const char *base, const char *service, char *dir, size_t 
     return 0;
 }
 
+int standby_data_dir_open(const char *base, const char *service, char *dir, size_t size,
+                          vcr_error_t *err)
+{
+    char own[320];
+    if (dir == NULL) {
+        dir = own;
+        size = sizeof(own);
+    }
+    if (service_dir(base, service, dir, size, err) < 0)
+        return -1;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return vcr_error_errno(err, "open `%s`", dir);
+    return fd;
+}
+
 /* data_space: what a migration needs to know before it stops anything
  * (docs/migration.md "Data"): whether the copy is attached (mounted: a
  * container uses it), its size and the blocks it holds, and the room left. */

@@ -44,6 +44,11 @@ int standby_data_take_owner(const char *mnt, const char *image_dir, unsigned lon
 /* In a child, the container stopped: unmounts mnt and packs data.img into
  * outgoing.gz (job result: bytes, raw_bytes, sha256, pack_ms). */
 int standby_data_export(const char *base, const char *service, vcr_error_t *err);
+/* BASE/SERVICE (made if missing) opened as a directory, not through a
+ * symbolic link: where the stream (standby_stream.h) puts incoming.gz.  Its
+ * fd, or -1 and *err; dir (if not NULL): its path. */
+int standby_data_dir_open(const char *base, const char *service, char *dir, size_t size,
+                          vcr_error_t *err);
 /* Whether path is a mount point in /proc/self/mounts. */
 bool standby_data_mounted(const char *path);
 /* Removes SERVICE/outgoing.gz (data_export's packed copy) once it has been

@@ -29,6 +29,7 @@
 #include "agent/data_image.h"
 #include "agent/standby_job.h"
 #include "agent/standby_migrate.h"
+#include "agent/standby_stream.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -193,6 +194,14 @@ static void job_done(struct standby_job *job, const char *error, void *opaque)
     struct standby_pending *p = opaque;
     struct standby_role *r = p->r;
     long long ms = (long long)(vcr_mono_ms() - p->t0);
+    if (p->id == NULL) { /* a stream_receive: the sender's reply carries its verdict */
+        if (error)
+            log_error("%s: %s (after %lld ms)", p->action, error, ms);
+        else
+            log_info("%s done in %lld ms: %s", p->action, ms, standby_job_result(job));
+        pending_free(p);
+        return;
+    }
     bool create =
         strcmp(p->action, "container_create") == 0 || strcmp(p->action, "container_restore") == 0;
     /* A create leaves a container even when its start failed: take it on
@@ -268,8 +277,52 @@ static const struct standby_action standby_actions[] = {
     {"data_space", false, CT_ANY},
     {"image_prune", true, CT_ANY},
     {"container_address", true, CT_EXISTS},
+    {"stream_receive", false, CT_ANY},
+    {"stream_send", true, CT_ANY},
 };
 #define N_ACTIONS (sizeof(standby_actions) / sizeof(standby_actions[0]))
+
+/* stream_receive, on the loop: the listener opened and handed to a child
+ * that receives the file (standby_stream.h); the reply says the port at once.
+ * The child's pending entry has a name of its own (not the container's), so
+ * that the orders that follow the transfer are not refused as busy while
+ * the child is still being reaped. */
+static json_t *stream_receive_start(struct standby_role *r, json_t *msg, vcr_error_t *err)
+{
+    static unsigned serial;
+    struct standby_stream_order o;
+    if (standby_stream_order_from_json(msg, false, &o, err) < 0)
+        return NULL;
+    if (r->n_pending >= STANDBY_CT_MAX)
+        return vcr_error_make(err, EBUSY, "too many orders under way"), NULL;
+    cleanup_close int dir_fd = o.data ? standby_data_dir_open(r->data_dir, o.service, NULL, 0, err)
+                                      : standby_migrate_dir_open(r->migrate_dir, o.name, err);
+    if (dir_fd < 0)
+        return NULL;
+    uint16_t port = 0;
+    cleanup_close int listen_fd = standby_stream_listen(&port, err);
+    if (listen_fd < 0)
+        return NULL;
+    struct standby_pending *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory"), NULL;
+    p->r = r;
+    p->t0 = vcr_mono_ms();
+    snprintf(p->action, sizeof(p->action), "stream_receive");
+    snprintf(p->name, sizeof(p->name), "(stream %u)", ++serial);
+    p->order = json_incref(msg);
+    p->stream_listen_fd = listen_fd;
+    p->stream_dir_fd = dir_fd;
+    r->pending[r->n_pending++] = p;
+    p->job = standby_job_run(r->agent->base, job_work, p, job_done, p, err);
+    if (p->job == NULL) {
+        pending_free(p);
+        return NULL;
+    }
+    log_info("container %s: stream_receive of %llu bytes on port %u", o.name,
+             (unsigned long long)o.bytes, (unsigned)port);
+    return json_pack("{s:i}", "port", (int)port);
+}
 
 /* The quick orders, on the loop: a chunk of an image file, or the cleanup. */
 static void loop_order(struct standby_role *r, json_t *id, const char *action, json_t *msg,
@@ -279,6 +332,8 @@ static void loop_order(struct standby_role *r, json_t *id, const char *action, j
     json_t *members = NULL;
     if (strncmp(action, "data_", 5) == 0) {
         members = standby_data_loop_order(r->data_dir, action, msg, &err);
+    } else if (strcmp(action, "stream_receive") == 0) {
+        members = stream_receive_start(r, msg, &err);
     } else if (strcmp(action, "container_image_read") == 0) {
         struct standby_image_read rq;
         if (standby_image_read_from_json(msg, &rq, &err) == 0)
@@ -434,8 +489,8 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
     }
     p->ct = act->ct == CT_ABSENT || i == r->n_cts ? NULL : r->cts[i];
     p->id = json_incref(id);
-    if (strncmp(action, "data_", 5) == 0 || strcmp(action, "image_prune") == 0 ||
-        strcmp(action, "container_address") == 0)
+    if (strncmp(action, "data_", 5) == 0 || strncmp(action, "stream_", 7) == 0 ||
+        strcmp(action, "image_prune") == 0 || strcmp(action, "container_address") == 0)
         p->order = json_incref(msg);
     run_pending(r, p);
 }

@@ -22,7 +22,7 @@
 struct standby_pending {
     struct standby_role *r;
     struct standby_job *job;
-    json_t *id;
+    json_t *id; /* NULL: answered already (stream_receive) */
     char action[32];
     char name[65];
     int64_t t0;
@@ -33,6 +33,8 @@ struct standby_pending {
     int hold_ms;                 /* test fault: the child sleeps this long first */
     json_t *order;               /* data_* orders: their members (docs/data.md) */
     json_t *restore_data;        /* container_restore: its `data` {service, path}, or NULL */
+    int stream_listen_fd;        /* stream_receive: the listener and the directory, */
+    int stream_dir_fd;           /* the child's (closed in the parent once it runs) */
 };
 
 struct standby_role {

@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lxc/lxccontainer.h>
 
@@ -21,6 +22,7 @@
 #include "agent/data_image.h"
 #include "agent/standby_job.h"
 #include "agent/standby_migrate.h"
+#include "agent/standby_stream.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -317,6 +319,48 @@ static int address_work(struct standby_pending *p, vcr_error_t *err)
     return set_result(members, err);
 }
 
+/* In the child: a stream's end (standby_stream.h).  The reply's members:
+ * {bytes, ms, mb_s}. */
+static int stream_work(struct standby_pending *p, vcr_error_t *err)
+{
+    struct standby_stream_order o;
+    struct standby_stream_stats st = {0};
+    bool send = strcmp(p->action, "stream_send") == 0;
+    if (standby_stream_order_from_json(p->order, send, &o, err) < 0)
+        return -1;
+    char path[400], text[160];
+    if (send) {
+        struct standby_migrate_paths mp;
+        if (o.data) {
+            if (data_path(p->r->data_dir, o.service, "outgoing.gz", path, sizeof(path), err) < 0)
+                return -1;
+        } else if (standby_migrate_paths(p->r->migrate_dir, o.name,
+                                         strcmp(o.phase, "pre") == 0 ? STANDBY_PHASE_PRE
+                                                                     : STANDBY_PHASE_FINAL,
+                                         &mp, err) < 0)
+            return -1;
+        else
+            snprintf(path, sizeof(path), "%s", mp.tar);
+        if (standby_stream_send(path, &o, &st, err) < 0)
+            return -1;
+    } else {
+        char file[16];
+        snprintf(file, sizeof(file), "%s", o.data ? "incoming.gz" : o.phase);
+        if (!o.data)
+            strcat(file, ".tar");
+        snprintf(path, sizeof(path), "%s/%s/%s", o.data ? p->r->data_dir : p->r->migrate_dir,
+                 o.data ? o.service : o.name, file);
+        int rc =
+            standby_stream_receive(p->stream_listen_fd, p->stream_dir_fd, file, path, &o, &st, err);
+        close(p->stream_dir_fd);
+        if (rc < 0)
+            return -1;
+    }
+    standby_stream_result_text(&st, text, sizeof(text));
+    standby_job_set_result(text);
+    return 0;
+}
+
 /* In the child. */
 int job_work(void *arg, vcr_error_t *err)
 {
@@ -332,6 +376,8 @@ int job_work(void *arg, vcr_error_t *err)
         return prune_work(p, err);
     if (strcmp(p->action, "container_address") == 0)
         return address_work(p, err);
+    if (strncmp(p->action, "stream_", 7) == 0)
+        return stream_work(p, err);
     if (p->order)
         return data_work(p, err);
     if (strcmp(p->action, "container_checkpoint") == 0)
