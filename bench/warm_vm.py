@@ -43,7 +43,6 @@ import csv
 import fcntl
 import json
 import os
-import re
 import shutil
 import signal
 import statistics

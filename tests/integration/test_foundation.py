@@ -2,7 +2,6 @@
 vcr-agent over QMP and pidfd, reported to vcr-server, names served by BIND9."""
 import os
 import signal
-import time
 
 import pytest
 

@@ -49,7 +49,6 @@ def kinds_since(d, since):
 
 def test_forged_hellos_are_refused_and_change_nothing(daemons):
     d = daemons
-    env = labkit.lab_env()
     svc = labkit.service_entry(VM, "node1", VM, ADDR, "cold", "sb-absent", "web1-c",
                                "10.77.0.99")
     d.server(heartbeat_ms=500, dns=True, services=[svc])
