@@ -12,12 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
+#include "agent/agent_role.h"
 #include "agent/data_image.h"
+#include "agent/host/host_data.h"
+#include "agent/host/host_vm_priv.h"
 #include "agent/standby/standby_data.h"
 #include "agent/standby_migrate.h"
 #include "agent/warm_state.h"
@@ -361,6 +367,185 @@ static void test_copy_takes_the_owner_of_the_image_dir(void **state)
     rm_rf(dir);
 }
 
+/* --- the host's volume copy: QMP replies matched to their request --- */
+
+/* A fake QEMU's end of the monitor socket: what the agent sent, and the
+ * descriptors that came with it (SCM_RIGHTS). */
+struct fake_monitor {
+    struct event_base *base;
+    int fd;
+    char in[8192];
+    size_t len;
+    int fds_received;
+};
+
+/* The next command from the agent (its loop run meanwhile): new reference. */
+static json_t *monitor_next(struct fake_monitor *m)
+{
+    int64_t deadline = vcr_mono_ms() + 5000;
+    for (;;) {
+        json_error_t jerr;
+        json_t *cmd = m->len ? json_loadb(m->in, m->len, JSON_DISABLE_EOF_CHECK, &jerr) : NULL;
+        if (cmd) {
+            size_t used = (size_t)jerr.position;
+            memmove(m->in, m->in + used, m->len - used);
+            m->len -= used;
+            return cmd;
+        }
+        if (vcr_mono_ms() > deadline)
+            fail_msg("no command from the agent within 5 s (have: %.*s)", (int)m->len, m->in);
+        event_base_loop(m->base, EVLOOP_NONBLOCK);
+        char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+        struct iovec iov = {.iov_base = m->in + m->len, .iov_len = sizeof(m->in) - m->len};
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+        ssize_t n = recvmsg(m->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n > 0) {
+            m->len += (size_t)n;
+            for (struct cmsghdr *h = CMSG_FIRSTHDR(&msg); h; h = CMSG_NXTHDR(&msg, h))
+                if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS)
+                    for (size_t i = 0; i < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                        int fd;
+                        memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(fd));
+                        close(fd);
+                        m->fds_received++;
+                    }
+        }
+    }
+}
+
+/* The next command is `execute`: its id (args: its arguments, new reference, or NULL). */
+static json_int_t monitor_expect(struct fake_monitor *m, const char *execute, json_t **args)
+{
+    json_t *cmd = monitor_next(m);
+    const char *got = json_string_value(json_object_get(cmd, "execute"));
+    if (got == NULL || strcmp(got, execute) != 0)
+        fail_msg("expected %s, the agent sent %s", execute, json_dumps(cmd, JSON_COMPACT));
+    json_int_t id = json_integer_value(json_object_get(cmd, "id"));
+    if (args)
+        *args = json_incref(json_object_get(cmd, "arguments"));
+    json_decref(cmd);
+    return id;
+}
+
+static void monitor_reply(struct fake_monitor *m, json_int_t id, const char *result)
+{
+    char text[256];
+    int n = snprintf(text, sizeof(text), "{\"return\": %s, \"id\": %" JSON_INTEGER_FORMAT "}\r\n",
+                     result, id);
+    assert_int_equal(write(m->fd, text, (size_t)n), n);
+}
+
+static void snapshot_order(struct agent *a, struct host_vm *vm, int id)
+{
+    json_t *jid = json_integer(id);
+    json_t *order = json_pack("{s:s}", "volume", "data");
+    host_data_order(a, vm, jid, "volume_snapshot", order);
+    json_decref(order);
+    json_decref(jid);
+}
+
+/* The drive-backup's request ends before its job started (the 300 s deadline
+ * does the same: a refusal that drops the request's fd set, if known). */
+static void snapshot_abandoned(struct host_vm *vm)
+{
+    json_t *ev = json_pack("{s:s}", "device", "vcr-snap-blk0");
+    host_data_qmp_event(vm, "BLOCK_JOB_CANCELLED", ev);
+    json_decref(ev);
+}
+
+/* A volume_snapshot of a running VM hands QEMU its copy in an fd set
+ * (add-fd).  Its add-fd answered only after the request ended, while a new
+ * volume_snapshot's own add-fd is in flight: the late set is removed (else
+ * QEMU keeps the unlinked copy open) and the new request goes on with its
+ * own set, never the old one.  Then a request whose VM's data is freed with
+ * its add-fd in flight: the reply failed by the client's end touches no
+ * freed memory (ASan). */
+static void test_snapshot_late_add_fd_reply(void **state)
+{
+    (void)state;
+    char *dir = make_dir();
+    char *image = make_image(dir);
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    char sock[96];
+    snprintf(sock, sizeof(sock), "%.80s/qmp.sock", dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 1), 0);
+
+    struct qmp_client_ops no_ops = {0};
+    struct qmp_client *qmp = qmp_client_new(base, &no_ops, NULL);
+    assert_non_null(qmp);
+    vcr_error_t err = NULL;
+    assert_int_equal(qmp_client_connect(qmp, sock, &err), 0);
+    struct fake_monitor m = {.base = base, .fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)};
+    assert_true(m.fd >= 0);
+    const char *greeting = "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, "
+                           "\"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\r\n";
+    assert_int_equal(write(m.fd, greeting, strlen(greeting)), (ssize_t)strlen(greeting));
+    monitor_reply(&m, monitor_expect(&m, "qmp_capabilities", NULL), "{}");
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (!qmp_client_is_ready(qmp) && vcr_mono_ms() < deadline)
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    assert_true(qmp_client_is_ready(qmp));
+
+    struct vcr_volume_spec vol = {.name = "data", .image = image};
+    struct vcr_vm_spec spec = {.name = "web1", .volumes = &vol, .n_volumes = 1};
+    struct agent a = {.base = base}; /* no server connection: answers are dropped */
+    struct host_vm vm = {.spec = &spec, .qmp = qmp, .qmp_ready = true};
+    vm.env.base = base;
+    /* A VM with a process (host_vm_has_process reads only this pointer). */
+    vm.proc = (struct proc_watch *)&vm;
+
+    snapshot_order(&a, &vm, 1);
+    json_int_t late = monitor_expect(&m, "add-fd", NULL);
+    assert_int_equal(m.fds_received, 1);
+    snapshot_abandoned(&vm);
+    snapshot_order(&a, &vm, 2);
+    json_int_t second = monitor_expect(&m, "add-fd", NULL);
+    assert_int_equal(m.fds_received, 2);
+
+    /* The first request's set (0) comes now: removed, not adopted. */
+    monitor_reply(&m, late, "{\"fdset-id\": 0, \"fd\": 20}");
+    json_t *args = NULL;
+    monitor_reply(&m, monitor_expect(&m, "remove-fd", &args), "{}");
+    assert_int_equal(json_integer_value(json_object_get(args, "fdset-id")), 0);
+    json_decref(args);
+    /* The second request's own set (1): its read-only descriptor goes there,
+     * and the copy targets it. */
+    monitor_reply(&m, second, "{\"fdset-id\": 1, \"fd\": 21}");
+    json_int_t ro = monitor_expect(&m, "add-fd", &args);
+    assert_int_equal(json_integer_value(json_object_get(args, "fdset-id")), 1);
+    json_decref(args);
+    monitor_reply(&m, ro, "{\"fdset-id\": 1, \"fd\": 22}");
+    json_int_t backup = monitor_expect(&m, "drive-backup", &args);
+    assert_string_equal(json_string_value(json_object_get(args, "target")), "/dev/fdset/1");
+    json_decref(args);
+    monitor_reply(&m, backup, "{}");
+    monitor_reply(&m, monitor_expect(&m, "remove-fd", &args), "{}");
+    assert_int_equal(json_integer_value(json_object_get(args, "fdset-id")), 1);
+    json_decref(args);
+    snapshot_abandoned(&vm);
+
+    /* Freed with an add-fd in flight, then the client's end fails it. */
+    snapshot_order(&a, &vm, 3);
+    monitor_expect(&m, "add-fd", NULL);
+    host_data_free(&vm);
+    assert_null(vm.data);
+    qmp_client_free(qmp);
+
+    close(m.fd);
+    close(lfd);
+    event_base_free(base);
+    free(image);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_taken_time),
         cmocka_unit_test(test_chunks_assembled_and_checked),
         cmocka_unit_test(test_mount_and_export),
+        cmocka_unit_test(test_snapshot_late_add_fd_reply),
         cmocka_unit_test(test_copy_takes_the_owner_of_the_image_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2319,6 +2319,121 @@ static void test_servers_takeover_mid_failback(void **state)
     cluster_stop(&c);
 }
 
+/* A standby agent with web1-c running that records its container_address
+ * orders (take or release) in the order of all its orders, and runs them all. */
+struct fb_address_standby {
+    struct agent_conn *conn;
+    int releases, takes;
+};
+
+static void fb_address_order(json_t *id, const char *action, const char *vm, json_t *msg,
+                             void *opaque)
+{
+    struct fb_address_standby *a = opaque;
+    (void)vm;
+    if (strcmp(action, "container_address") == 0) {
+        if (json_is_true(json_object_get(msg, "take")))
+            a->takes++;
+        else
+            a->releases++;
+    }
+    agent_conn_reply(a->conn, id, true, NULL);
+}
+
+static const struct agent_conn_ops fb_address_standby_ops = {
+    .vm_list = no_vms, .order = fb_address_order, .hello_extra = warm_container};
+
+static struct node *fb_node;
+
+static bool failback_failed_journaled(void *arg)
+{
+    (void)arg;
+    json_t *d = journaled_failback(fb_node, "failed");
+    json_decref(d);
+    return d != NULL;
+}
+
+/* A failback whose leader died after `started` with its vm_start in flight,
+ * of a service with `takeover: address` (cold container on sb1): the primary
+ * the predecessor started runs, and does not answer (a guest still booting).
+ * The successor releases the address first (the container would answer the
+ * primary's probe on it): `address_released`, then `primary_started`, no
+ * vm_start again; and it waits for the primary up to the boot grace counted
+ * from the resume (2000 ms here), not the 10 s given to a primary that ran
+ * when the failback was asked for.  Without the release on resume the phases read
+ * resumed,primary_started,failed and no release is ordered; without the boot grace the failure says
+ * "within 10000 ms". */
+static void test_servers_resumed_failback_releases_and_waits_boot(void **state)
+{
+    (void)state;
+    static struct cluster c; /* static: the teardown reads it after a failure */
+    cluster_start(&c, 1);
+    fb_cluster = &c;
+    struct fence_dns d;
+    fence_dns_start(&d);
+    uint16_t port = free_port(); /* nothing listens: the primary does not answer */
+    etcd_put_value(&c, "/vcr/services/web1",
+                   "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
+                   "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
+                   "\"on_standby\":true,\"timeline\":[],\"failback\":{\"id\":\"7\","
+                   "\"phase\":\"started\"},\"term\":1,\"by\":\"s0\"}");
+    char path[128];
+    fake_dns_write_key(c.dir, path, sizeof(path));
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "host_timeout_ms: 3000\n"
+             "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "    takeover: address\n"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
+             "    check: {type: tcp, interval_ms: 200, timeout_ms: 150, failures: 3,"
+             " boot_grace_ms: 2000}\n"
+             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             d.sock.port, path, port);
+    struct node n = {0};
+    node_start_with(&n, "s1", &c, c.dir, extra);
+    fb_node = &n;
+    assert_true(run_until_pred(node_leads, &n, 5000));
+    char servers[32];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u", n.port);
+    /* The predecessor's vm_start in flight has started the primary. */
+    struct fb_host h = {.vm_state = "running", .held = json_array()};
+    struct fb_address_standby sb = {0};
+    h.conn = agent_connect(servers, "host1", "host", &fb_host_ops, &h);
+    sb.conn = agent_connect(servers, "sb1", "standby", &fb_address_standby_ops, &sb);
+    agent_conn_start(h.conn);
+    agent_conn_start(sb.conn);
+
+    assert_true(run_until_pred(failback_failed_journaled, NULL, 15000));
+    char phases[256];
+    journaled_failbacks(&n, phases, sizeof(phases));
+    assert_string_equal(phases, "resumed,address_released,primary_started,failed");
+    assert_int_equal(sb.releases, 1);
+    assert_int_equal(sb.takes, 0);
+    assert_int_equal(h.starts, 0);
+    assert_int_equal(h.kills, 0);
+    json_t *failed = journaled_failback(&n, "failed");
+    const char *error = json_string_value(json_object_get(failed, "error"));
+    assert_non_null(error);
+    if (strstr(error, "did not answer within 2000 ms") == NULL)
+        fail_msg("failed: %s", error);
+    json_decref(failed);
+    /* The failback's end is in etcd (no failback member), the service still recovered. */
+    json_t *v = etcd_service_state(&c, "web1");
+    assert_null(json_object_get(v, "failback"));
+    assert_string_equal(json_string_value(json_object_get(v, "state")), "recovered");
+    json_decref(v);
+
+    agent_conn_free(h.conn);
+    agent_conn_free(sb.conn);
+    json_decref(h.held);
+    node_stop(&n);
+    fence_dns_stop(&d);
+    cluster_stop(&c);
+}
+
 static int group_teardown(void **state)
 {
     (void)state;
@@ -2341,6 +2456,8 @@ int main(void)
         cmocka_unit_test_teardown(test_servers_takeover_keeps_warm_restart_window, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_mid_migration, test_teardown),
         cmocka_unit_test_teardown(test_servers_takeover_mid_failback, test_teardown),
+        cmocka_unit_test_teardown(test_servers_resumed_failback_releases_and_waits_boot,
+                                  test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

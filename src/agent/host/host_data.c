@@ -63,6 +63,18 @@ struct host_data {
     int64_t taken_ms, t0, backup_ms;
     struct standby_job *job;
     struct event *deadline;
+    /* The request's generation: a QMP reply of an earlier one (after its
+     * deadline or refusal, maybe during a newer request) is told apart. */
+    uint64_t gen;
+    unsigned calls; /* QMP commands with a reply still to come */
+    bool freed;     /* host_data_free came first: the last reply frees it */
+};
+
+/* The opaque of one QMP command of a request. */
+struct data_call {
+    struct host_data *d;
+    uint64_t gen;
+    bool names_set; /* an add-fd into the request's own fd set (not a new set) */
 };
 
 static const struct vcr_volume_spec *find_volume(const struct host_vm *vm, const char *name,
@@ -82,6 +94,7 @@ static const struct vcr_volume_spec *find_volume(const struct host_vm *vm, const
 
 static void data_idle(struct host_data *d)
 {
+    d->gen++; /* replies to the request's commands still to come are stale */
     json_decref(d->id);
     d->id = NULL;
     d->job = NULL;
@@ -93,6 +106,43 @@ static void data_idle(struct host_data *d)
     if (d->raw_fd >= 0)
         close(d->raw_fd);
     d->raw_fd = -1;
+}
+
+/* A command of the current request, cb(c, result, error, call) called
+ * once; args stolen, fd >= 0 passed along. */
+static int data_command(struct host_data *d, const char *command, json_t *args, int fd,
+                        bool names_set, qmp_reply_cb cb, vcr_error_t *err)
+{
+    struct data_call *call = malloc(sizeof(*call));
+    if (call == NULL) {
+        json_decref(args);
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    }
+    *call = (struct data_call){.d = d, .gen = d->gen, .names_set = names_set};
+    int rc = fd >= 0 ? qmp_client_command_fd(d->vm->qmp, command, args, fd, cb, call, err)
+                     : qmp_client_command(d->vm->qmp, command, args, cb, call, err);
+    if (rc < 0) {
+        free(call);
+        return -1;
+    }
+    d->calls++;
+    return 0;
+}
+
+/* A reply's request, or NULL when it has ended since the command (or its
+ * VM's data is gone); call is released. */
+static struct host_data *call_reply(struct data_call *call)
+{
+    struct host_data *d = call->d;
+    bool current = call->gen == d->gen;
+    free(call);
+    d->calls--;
+    if (d->freed) {
+        if (d->calls == 0)
+            free(d);
+        return NULL;
+    }
+    return current ? d : NULL;
 }
 
 /* QEMU's copy of the descriptor goes (its block node keeps its own dup while
@@ -192,8 +242,8 @@ static void on_backup_started(struct qmp_client *c, json_t *result, const char *
 {
     (void)c;
     (void)result;
-    struct host_data *d = opaque;
-    if (d->id == NULL || d->job)
+    struct host_data *d = call_reply(opaque);
+    if (d == NULL || d->id == NULL || d->job)
         return;
     if (error) {
         char text[400];
@@ -206,11 +256,24 @@ static void on_backup_started(struct qmp_client *c, json_t *result, const char *
 
 static void on_fd_added(struct qmp_client *c, json_t *result, const char *error, void *opaque)
 {
-    (void)c;
-    struct host_data *d = opaque;
+    bool names_set = ((struct data_call *)opaque)->names_set;
+    struct host_data *d = call_reply(opaque);
+    json_t *set = json_object_get(result, "fdset-id");
+    if (d == NULL) {
+        /* Late: its request has ended without knowing this set (a second
+         * add-fd names the set its request removed already), which would keep
+         * the unlinked copy open in QEMU: removed. */
+        if (!error && json_is_integer(set) && !names_set) {
+            log_warn("add-fd answered after its volume_snapshot ended: fd set %lld removed",
+                     (long long)json_integer_value(set));
+            qmp_client_command(c, "remove-fd",
+                               json_pack("{s:I}", "fdset-id", json_integer_value(set)), NULL, NULL,
+                               NULL);
+        }
+        return;
+    }
     if (d->id == NULL || d->job || d->raw_fd < 0)
         return;
-    json_t *set = json_object_get(result, "fdset-id");
     char text[400];
     cleanup_error vcr_error_t err = NULL;
     if (error || !json_is_integer(set)) {
@@ -232,8 +295,7 @@ static void on_fd_added(struct qmp_client *c, json_t *result, const char *error,
                      d->raw, strerror(errno));
             json_decref(args);
             data_refuse(d, EIO, text);
-        } else if (qmp_client_command_fd(d->vm->qmp, "add-fd", args, ro, on_fd_added, d, &err) <
-                   0) {
+        } else if (data_command(d, "add-fd", args, ro, true, on_fd_added, &err) < 0) {
             snprintf(text, sizeof(text), "volume `%s`: %s", d->vol->name, vcr_error_msg(err));
             data_refuse(d, EIO, text);
         }
@@ -246,7 +308,7 @@ static void on_fd_added(struct qmp_client *c, json_t *result, const char *error,
     json_t *args = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "job-id", d->job_id, "device",
                              device, "target", target, "mode", "existing", "sync", "full", "format",
                              "raw", "auto-dismiss", 1);
-    if (qmp_client_command(d->vm->qmp, "drive-backup", args, on_backup_started, d, &err) < 0) {
+    if (data_command(d, "drive-backup", args, -1, false, on_backup_started, &err) < 0) {
         snprintf(text, sizeof(text), "volume `%s`: %s", d->vol->name, vcr_error_msg(err));
         data_refuse(d, EIO, text);
     }
@@ -342,7 +404,7 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
     d->blk = blk;
     d->method = "drive-backup";
     d->source = d->raw_self;
-    if (qmp_client_command_fd(vm->qmp, "add-fd", NULL, d->raw_fd, on_fd_added, d, err) < 0)
+    if (data_command(d, "add-fd", NULL, d->raw_fd, false, on_fd_added, err) < 0)
         return -1;
     if (d->deadline == NULL)
         d->deadline = evtimer_new(vm->env.base, on_deadline, d);
@@ -463,6 +525,10 @@ void host_data_free(struct host_vm *vm)
     data_idle(d);
     if (d->deadline)
         event_free(d->deadline);
-    free(d);
     vm->data = NULL;
+    if (d->calls) {
+        d->freed = true; /* its QMP client fails the replies still to come */
+        return;
+    }
+    free(d);
 }

@@ -375,6 +375,23 @@ int failback_start(struct svc *s, vcr_error_t *err)
     return 0;
 }
 
+/* The predecessor's vm_start started the primary: no start again, its probe follows. */
+static void started_by_predecessor(struct svc *s)
+{
+    failback_record(s, "primary_started", NULL, NULL);
+}
+
+static void on_released_after_start(struct svc *s, const char *error)
+{
+    if (s->step != STEP_FAILBACK)
+        return;
+    if (error) {
+        failback_fail(s, error);
+        return;
+    }
+    failback_record(s, "address_released", NULL, started_by_predecessor);
+}
+
 /* A predecessor's failback goes on after the last phase etcd has: that
  * phase's step is not done again (a step in flight when the predecessor
  * died is repeated: each is safe to repeat, and the DNS switch is fenced by
@@ -393,15 +410,23 @@ void failback_resume(struct svc *s)
                     strcmp(h->name, s->cfg->primary.host) == 0 && vm->state == INV_VM_STARTING);
     bool before_start = strcmp(last, "started") == 0 || strcmp(last, "address_released") == 0 ||
                         strcmp(last, "data_returned") == 0;
-    failback_enter(s, running);
+    /* The boot grace, counted from here: a primary that runs may be one the
+     * predecessor's vm_start has just started, still booting (etcd has no
+     * record of when its start began). */
+    failback_enter(s, false);
     cleanup_json json_t *detail =
         json_pack("{s:s, s:s, s:s, s:s, s:b}", "service", s->cfg->name, "phase", "resumed", "after",
                   last, "failback_id", s->fb_id, "taken_over", true);
     recovery_journal(s, JOURNAL_FAILBACK, detail);
     log_info("service %s: failback %s of a predecessor: resumed after %s", s->cfg->name, s->fb_id,
              last);
-    if (before_start && started) {
-        failback_record(s, "primary_started", NULL, NULL);
+    if (before_start && started && strcmp(last, "started") == 0 && switch_address_held(s)) {
+        /* The release first, as failback_begin does: the container would
+         * answer the primary's probe on its address. */
+        if (switch_address_release(s, on_released_after_start) < 0)
+            failback_fail(s, s->error);
+    } else if (before_start && started) {
+        started_by_predecessor(s);
     } else if (strcmp(last, "started") == 0) {
         begin_after_started(s);
     } else if (strcmp(last, "address_released") == 0) {
