@@ -13,6 +13,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto.h"
 #include "proto/proto_code.h"
 #include "server/agents.h"
 
@@ -56,6 +57,12 @@ int64_t chunk_copy_b64_len(const char *data)
     size_t len = strlen(data);
     return (int64_t)(len / 4 * 3) - (len && data[len - 1] == '=') -
            (len > 1 && data[len - 2] == '=');
+}
+
+int64_t chunk_copy_stream_ms(int64_t bytes)
+{
+    int64_t cap = PROTO_STREAM_DEADLINE_MAX_MS;
+    return bytes >= (cap - 60000) * 2000 ? cap : 60000 + bytes / 2000;
 }
 
 static void read_next(struct chunk_copy *cc);
@@ -232,7 +239,7 @@ static int send_stream_receive(struct chunk_copy *cc, vcr_error_t *err)
     json_object_set_new(cc->stream_members, "token", json_string(token));
     json_object_set_new(cc->stream_members, "bytes", json_integer(cc->bytes));
     json_object_set_new(cc->stream_members, "deadline_ms",
-                        json_integer(CHUNK_COPY_STREAM_MS(cc->bytes)));
+                        json_integer(chunk_copy_stream_ms(cc->bytes)));
     OPENSSL_cleanse(token, sizeof(token));
     cleanup_json json_t *members = json_deep_copy(cc->stream_members);
     json_object_set_new(members, "sha256", json_string(cc->sha256));
