@@ -218,7 +218,7 @@ const void *agent_order_row(struct agent *a, json_t *id, const char *action, con
         memcpy(&name, row + i * row_size, sizeof(name));
         used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%s %s", i ? "," : "", name);
     }
-    agent_refuse(a, id, EINVAL, msg);
+    agent_refuse(a, id, PROTO_STATUS_UNKNOWN_ORDER, msg);
     return NULL;
 }
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +22,17 @@
 #include "agent/standby/standby.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/log.h"
 
 #define STREAM_BUF (256 * 1024)
+/* Connections waiting to be accepted: scanners or squatters queued ahead of
+ * the sender must not fill the queue and get the sender refused. */
+#define STREAM_BACKLOG 16
+
+static int64_t or_default(int64_t ms, int64_t def)
+{
+    return ms > 0 ? ms : def;
+}
 
 static int get_text(json_t *msg, const char *key, char *out, size_t size, vcr_error_t *err)
 {
@@ -138,7 +148,7 @@ int standby_stream_listen(uint16_t *port, vcr_error_t *err)
         len = sizeof(*sin);
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1) < 0)
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, STREAM_BACKLOG) < 0)
         return vcr_error_errno(err, "listen for the stream");
     len = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
@@ -148,11 +158,20 @@ int standby_stream_listen(uint16_t *port, vcr_error_t *err)
     return steal_fd(&fd);
 }
 
-/* Waits until fd is ready for events or the deadline (monotonic ms) passes. */
-static int wait_fd(int fd, short events, int64_t deadline, vcr_error_t *err)
+/* Waits until fd is ready for events, or the deadline (monotonic ms) passes,
+ * or idle_ms (> 0; 0: no such bound) passes from now: a peer that moves no
+ * byte for that long is taken as gone (its VM may have died: no FIN, no RST). */
+static int wait_fd(int fd, short events, int64_t deadline, int64_t idle_ms, vcr_error_t *err)
 {
+    int64_t idle_by = idle_ms > 0 ? vcr_mono_ms() + idle_ms : deadline;
+    bool idle = idle_by < deadline;
+    if (idle)
+        deadline = idle_by;
     for (;;) {
         int64_t left = deadline - vcr_mono_ms();
+        if (left <= 0 && idle)
+            return vcr_error_make(err, ETIMEDOUT, "stream: no byte moved for %lld ms",
+                                  (long long)idle_ms);
         if (left <= 0)
             return vcr_error_make(err, ETIMEDOUT, "stream: no progress before the deadline");
         struct pollfd p = {.fd = fd, .events = events};
@@ -166,7 +185,8 @@ static int wait_fd(int fd, short events, int64_t deadline, vcr_error_t *err)
     }
 }
 
-static int read_full(int fd, void *buf, size_t len, int64_t deadline, vcr_error_t *err)
+static int read_full(int fd, void *buf, size_t len, int64_t deadline, int64_t idle_ms,
+                     vcr_error_t *err)
 {
     size_t got = 0;
     while (got < len) {
@@ -182,13 +202,14 @@ static int read_full(int fd, void *buf, size_t len, int64_t deadline, vcr_error_
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return vcr_error_errno(err, "stream: read");
-        if (wait_fd(fd, POLLIN, deadline, err) < 0)
+        if (wait_fd(fd, POLLIN, deadline, idle_ms, err) < 0)
             return -1;
     }
     return 0;
 }
 
-static int write_full(int fd, const void *buf, size_t len, int64_t deadline, vcr_error_t *err)
+static int write_full(int fd, const void *buf, size_t len, int64_t deadline, int64_t idle_ms,
+                      vcr_error_t *err)
 {
     size_t done = 0;
     while (done < len) {
@@ -201,10 +222,24 @@ static int write_full(int fd, const void *buf, size_t len, int64_t deadline, vcr
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return vcr_error_errno(err, "stream: send");
-        if (wait_fd(fd, POLLOUT, deadline, err) < 0)
+        if (wait_fd(fd, POLLOUT, deadline, idle_ms, err) < 0)
             return -1;
     }
     return 0;
+}
+
+/* A peer whose VM died answers nothing: unacknowledged bytes fail the socket
+ * after idle_ms (TCP_USER_TIMEOUT), and keepalive probes catch it while this
+ * end only waits (the sender for the verdict).  Best effort: the polls'
+ * idle bound holds anyway. */
+static void set_dead_peer_timeouts(int fd, int64_t idle_ms)
+{
+    unsigned user_timeout = (unsigned)idle_ms;
+    int one = 1, idle_s = idle_ms >= 4000 ? (int)(idle_ms / 4000) : 1, interval = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
 }
 
 static void put_be64(unsigned char out[8], uint64_t v)
@@ -221,21 +256,21 @@ static uint64_t get_be64(const unsigned char in[8])
     return v;
 }
 
-static void answer(int fd, enum standby_stream_status status, int64_t deadline)
+static void answer(int fd, enum standby_stream_status status, int64_t deadline, int64_t idle_ms)
 {
     unsigned char b = (unsigned char)status;
     cleanup_error vcr_error_t ignored = NULL;
-    write_full(fd, &b, 1, deadline, &ignored);
+    write_full(fd, &b, 1, deadline, idle_ms, &ignored);
 }
 
-/* The body of a receive once the connection is accepted; *status: the byte to answer. */
-static int receive_file(int fd, int dir_fd, const char *part, const char *file, const char *shown,
-                        const struct standby_stream_order *o, int64_t deadline,
-                        enum standby_stream_status *status, uint64_t *got, vcr_error_t *err)
+/* A connection's header (token, size) by header_by; *status: the byte to
+ * answer (STANDBY_STREAM_IO: none came, nothing to answer). */
+static int check_header(int fd, const struct standby_stream_order *o, const char *shown,
+                        int64_t header_by, enum standby_stream_status *status, vcr_error_t *err)
 {
     unsigned char head[STANDBY_STREAM_TOKEN_BYTES + 8];
     *status = STANDBY_STREAM_IO;
-    if (read_full(fd, head, sizeof(head), deadline, err) < 0)
+    if (read_full(fd, head, sizeof(head), header_by, 0, err) < 0)
         return -1;
     if (!standby_stream_token_equal(head, o->token)) {
         *status = STANDBY_STREAM_BAD_TOKEN;
@@ -250,6 +285,17 @@ static int receive_file(int fd, int dir_fd, const char *part, const char *file, 
                               "said %llu",
                               shown, (unsigned long long)size, (unsigned long long)o->bytes);
     }
+    return 0;
+}
+
+/* The body of a receive once a connection brought the right header; *status:
+ * the byte to answer. */
+static int receive_file(int fd, int dir_fd, const char *part, const char *file, const char *shown,
+                        const struct standby_stream_order *o, int64_t deadline, int64_t idle_ms,
+                        enum standby_stream_status *status, uint64_t *got, vcr_error_t *err)
+{
+    uint64_t size = o->bytes;
+    *status = STANDBY_STREAM_IO;
     if (unlinkat(dir_fd, part, 0) < 0 && errno != ENOENT)
         return vcr_error_errno(err, "remove `%s.part`", shown);
     cleanup_close int out =
@@ -277,9 +323,12 @@ static int receive_file(int fd, int dir_fd, const char *part, const char *file, 
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 rc = vcr_error_errno(err, "stream for `%s`: read", shown);
             else
-                rc = wait_fd(fd, POLLIN, deadline, err);
+                rc = wait_fd(fd, POLLIN, deadline, idle_ms, err);
         } else {
-            EVP_DigestUpdate(md, buf, (size_t)n);
+            if (EVP_DigestUpdate(md, buf, (size_t)n) != 1) {
+                rc = vcr_error_make(err, EIO, "sha256: the digest failed");
+                break;
+            }
             for (ssize_t done = 0; rc == 0 && done < n;) {
                 ssize_t w = write(out, buf + done, (size_t)(n - done));
                 if (w < 0 && errno != EINTR)
@@ -292,10 +341,12 @@ static int receive_file(int fd, int dir_fd, const char *part, const char *file, 
     }
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned dlen = 0;
-    EVP_DigestFinal_ex(md, digest, &dlen);
+    int final_ok = rc == 0 && EVP_DigestFinal_ex(md, digest, &dlen) == 1 && dlen == 32;
     EVP_MD_CTX_free(md);
     if (rc < 0)
         return -1;
+    if (!final_ok)
+        return vcr_error_make(err, EIO, "sha256: the digest failed");
     char hex[65];
     for (unsigned i = 0; i < dlen && i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
@@ -304,8 +355,14 @@ static int receive_file(int fd, int dir_fd, const char *part, const char *file, 
         return vcr_error_make(err, EIO, "sha256: `%s` arrived with SHA-256 %s, the order said %s",
                               shown, hex, o->sha256);
     }
+    /* On disk before it has its name, and the name on disk before the source
+     * is told: the source may drop its copy once it has the verdict. */
+    if (fsync(out) < 0)
+        return vcr_error_errno(err, "fsync `%s.part`", shown);
     if (renameat(dir_fd, part, dir_fd, file) < 0)
         return vcr_error_errno(err, "rename `%s.part` into place", shown);
+    if (fsync(dir_fd) < 0)
+        return vcr_error_errno(err, "fsync the directory of `%s`", shown);
     *status = STANDBY_STREAM_OK;
     return 0;
 }
@@ -314,36 +371,78 @@ int standby_stream_receive(int listen_fd, int dir_fd, const char *file, const ch
                            const struct standby_stream_order *o, struct standby_stream_stats *st,
                            vcr_error_t *err)
 {
-    int64_t deadline = vcr_mono_ms() + o->deadline_ms;
-    int64_t accept_by = vcr_mono_ms() + STANDBY_STREAM_ACCEPT_MS;
-    int fd = -1;
+    int64_t t0 = vcr_mono_ms(), deadline = t0 + o->deadline_ms;
+    int64_t accept_by = t0 + or_default(o->accept_ms, STANDBY_STREAM_ACCEPT_MS);
+    int64_t header_ms = or_default(o->header_ms, STANDBY_STREAM_HEADER_MS);
+    int64_t idle_ms = or_default(o->idle_ms, STANDBY_STREAM_IDLE_MS);
+    if (accept_by > deadline)
+        accept_by = deadline;
+    /* A name of this receive's own: an older receive for the same file that
+     * gives up removes its part, never this one's. */
+    char part[200];
+    if (snprintf(part, sizeof(part), ".%s.%ld.part", file, (long)getpid()) >= (int)sizeof(part)) {
+        close(listen_fd);
+        return vcr_error_make(err, ENAMETOOLONG, "`%s`: name too long", shown);
+    }
     fcntl(listen_fd, F_SETFL, O_NONBLOCK);
-    while (fd < 0) {
-        if (wait_fd(listen_fd, POLLIN, accept_by < deadline ? accept_by : deadline, err) < 0) {
+    /* One connection at a time, each with a short header deadline, until one
+     * brings the token: a squatter costs header_ms, not the migration. */
+    cleanup_close int conn = -1;
+    bool wrong_token = false;
+    enum standby_stream_status status = STANDBY_STREAM_IO;
+    int rc = -1;
+    while (conn < 0) {
+        if (wait_fd(listen_fd, POLLIN, accept_by, 0, err) < 0) {
             close(listen_fd);
-            return vcr_error_wrap(err, "stream for `%s`: no sender connected", shown);
+            if (!wrong_token)
+                return vcr_error_wrap(err, "stream for `%s`: no sender connected", shown);
+            vcr_error_release(err);
+            return vcr_error_make(err, EACCES,
+                                  "stream for `%s`: no sender with the right token connected "
+                                  "(a wrong token came; refused)",
+                                  shown);
         }
-        fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-            errno != ECONNABORTED) {
+        cleanup_close int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 &&
+            (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED))
+            continue;
+        if (fd < 0) {
             close(listen_fd);
             return vcr_error_errno(err, "stream for `%s`: accept", shown);
         }
+        set_dead_peer_timeouts(fd, idle_ms);
+        int64_t header_by = vcr_mono_ms() + header_ms;
+        cleanup_error vcr_error_t why = NULL;
+        if (check_header(fd, o, shown, header_by < deadline ? header_by : deadline, &status,
+                         &why) == 0) {
+            conn = steal_fd(&fd);
+            break;
+        }
+        if (status == STANDBY_STREAM_BAD_TOKEN)
+            wrong_token = true;
+        if (status != STANDBY_STREAM_BAD_SIZE) {
+            log_info("stream for `%s`: a connection without the header in %lld ms or with a "
+                     "wrong token, hung up on (%s); accepting the next",
+                     shown, (long long)header_ms, vcr_error_msg(why));
+            if (status != STANDBY_STREAM_IO)
+                answer(fd, status, deadline, header_ms);
+            continue;
+        }
+        /* The right token with another size: the sender's file is not the
+         * order's; the transfer is refused. */
+        close(listen_fd);
+        answer(fd, status, deadline, header_ms);
+        return vcr_error_make(err, vcr_error_status(why), "%s", vcr_error_msg(why));
     }
-    close(listen_fd); /* one connection: a second one finds nobody */
-    cleanup_close int conn = fd;
-    char part[200];
-    if (snprintf(part, sizeof(part), ".%s.part", file) >= (int)sizeof(part))
-        return vcr_error_make(err, ENAMETOOLONG, "`%s`: name too long", shown);
-    int64_t t0 = vcr_mono_ms();
+    close(listen_fd); /* the sender came: nobody else is let in */
+    int64_t t1 = vcr_mono_ms();
     uint64_t got = 0;
-    enum standby_stream_status status;
-    int rc = receive_file(conn, dir_fd, part, file, shown, o, deadline, &status, &got, err);
+    rc = receive_file(conn, dir_fd, part, file, shown, o, deadline, idle_ms, &status, &got, err);
     if (rc < 0)
         unlinkat(dir_fd, part, 0);
-    answer(conn, status, deadline);
+    answer(conn, status, deadline, idle_ms);
     st->bytes = got;
-    st->ms = vcr_mono_ms() - t0;
+    st->ms = vcr_mono_ms() - t1;
     return rc;
 }
 
@@ -355,7 +454,10 @@ static int connect_to(const struct standby_stream_order *o, int64_t deadline, vc
     snprintf(port, sizeof(port), "%u", (unsigned)o->port);
     if (getaddrinfo(o->address, port, &hints, &ai) != 0 || ai == NULL)
         return vcr_error_make(err, EINVAL, "address: `%s` is not an IP address", o->address);
+    int64_t idle_ms = or_default(o->idle_ms, STANDBY_STREAM_IDLE_MS);
     cleanup_close int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0)
+        set_dead_peer_timeouts(fd, idle_ms);
     int rc = fd < 0 ? -1 : connect(fd, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
     if (fd < 0)
@@ -363,7 +465,7 @@ static int connect_to(const struct standby_stream_order *o, int64_t deadline, vc
     if (rc < 0 && errno != EINPROGRESS)
         return vcr_error_errno(err, "stream: connect to %s port %u", o->address, o->port);
     if (rc < 0) {
-        if (wait_fd(fd, POLLOUT, deadline, err) < 0)
+        if (wait_fd(fd, POLLOUT, deadline, idle_ms, err) < 0)
             return vcr_error_wrap(err, "stream: connect to %s port %u", o->address, o->port);
         int soerr = 0;
         socklen_t len = sizeof(soerr);
@@ -379,6 +481,7 @@ int standby_stream_send(const char *path, const struct standby_stream_order *o,
                         struct standby_stream_stats *st, vcr_error_t *err)
 {
     int64_t t0 = vcr_mono_ms(), deadline = t0 + o->deadline_ms;
+    int64_t idle_ms = or_default(o->idle_ms, STANDBY_STREAM_IDLE_MS);
     cleanup_close int in = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (in < 0)
         return vcr_error_errno(err, "open `%s`", path);
@@ -396,7 +499,7 @@ int standby_stream_send(const char *path, const struct standby_stream_order *o,
     unsigned char head[STANDBY_STREAM_TOKEN_BYTES + 8];
     memcpy(head, o->token, STANDBY_STREAM_TOKEN_BYTES);
     put_be64(head + STANDBY_STREAM_TOKEN_BYTES, o->bytes);
-    if (write_full(fd, head, sizeof(head), deadline, err) < 0)
+    if (write_full(fd, head, sizeof(head), deadline, idle_ms, err) < 0)
         return -1;
     off_t off = 0;
     while ((uint64_t)off < o->bytes) {
@@ -414,12 +517,15 @@ int standby_stream_send(const char *path, const struct standby_stream_order *o,
             break;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return vcr_error_errno(err, "stream: send `%s`", path);
-        if (wait_fd(fd, POLLOUT, deadline, err) < 0)
+        if (wait_fd(fd, POLLOUT, deadline, idle_ms, err) < 0)
             return -1;
     }
+    /* The target checks, fsyncs and renames before its verdict (longer than
+     * idle_ms for a big file on a slow disk): the keepalive probes, not an
+     * idle bound, catch a target that died meanwhile. */
     unsigned char status = STANDBY_STREAM_IO;
     cleanup_error vcr_error_t read_err = NULL;
-    int rc = read_full(fd, &status, 1, deadline, &read_err);
+    int rc = read_full(fd, &status, 1, deadline, 0, &read_err);
     st->bytes = (uint64_t)off;
     st->ms = vcr_mono_ms() - t0;
     if (rc < 0 && (uint64_t)off < o->bytes)

@@ -7,10 +7,14 @@
  * the file is checked and in place (or refused).  The server makes the token
  * (RAND_bytes) and gives it to both agents inside orders on their mutually
  * authenticated TLS links (docs/security.md); the target compares it in
- * constant time, accepts one connection and closes its listener.  The file
- * arrives in a temporary file (O_EXCL | O_NOFOLLOW) beside its final name and
- * is renamed into place only after its size and SHA-256 are the order's.
- * Both sides run in a child process (standby_job.h) with a deadline. */
+ * constant time and keeps accepting, one connection at a time with a short
+ * header deadline, until a connection brings the right token: only then does
+ * it close its listener (a port scan or a squatter cannot take the sender's
+ * place).  The file arrives in a temporary file (O_EXCL | O_NOFOLLOW, a name
+ * of its own per receive) beside its final name, is fsynced and renamed into
+ * place only after its size and SHA-256 are the order's.  Both sides run in a
+ * child process (standby_job.h) with a deadline, and give up when no byte
+ * moves for STANDBY_STREAM_IDLE_MS (a dead peer). */
 #ifndef VCR_AGENT_STANDBY_STREAM_H
 #define VCR_AGENT_STANDBY_STREAM_H
 
@@ -22,12 +26,19 @@
 
 #define STANDBY_STREAM_TOKEN_BYTES 32
 /* A receive's or send's deadline: at most this long (the order's deadline_ms). */
-#define STANDBY_STREAM_DEADLINE_MAX_MS 3600000
+#include "proto/proto.h"
+#define STANDBY_STREAM_DEADLINE_MAX_MS PROTO_STREAM_DEADLINE_MAX_MS
 /* The target waits at most this long for the sender to connect: the server
  * orders the send as soon as the receive answers, so a sender that has not
  * come by then will not (an agent without the stream, refused as an unknown
  * order: the server copies in chunks and the listener must not linger). */
 #define STANDBY_STREAM_ACCEPT_MS 20000
+/* A connection must bring its 40-byte header within this long, or the target
+ * hangs up on it and accepts the next one. */
+#define STANDBY_STREAM_HEADER_MS 2000
+/* Either end gives up (ETIMEDOUT) when no byte moved for this long: a peer
+ * whose VM died sends no FIN nor RST.  Also the sockets' TCP_USER_TIMEOUT. */
+#define STANDBY_STREAM_IDLE_MS 10000
 
 /* The target's verdict, the one byte it answers. */
 enum standby_stream_status {
@@ -52,6 +63,8 @@ struct standby_stream_order {
     char address[64]; /* stream_send: the target's address */
     uint16_t port;    /* stream_send */
     int64_t deadline_ms;
+    /* Not order members: 0 means STANDBY_STREAM_ACCEPT_MS, _HEADER_MS, _IDLE_MS. */
+    int64_t accept_ms, header_ms, idle_ms;
 };
 /* stream_receive {kind, name, phase | service, bytes, sha256, token (64 hex
  * digits), deadline_ms} (send false) or stream_send {kind, name, phase |
@@ -64,8 +77,10 @@ int standby_stream_token_parse(const char *hex, unsigned char token[STANDBY_STRE
 /* Constant time (CRYPTO_memcmp): a wrong token takes as long at any byte. */
 bool standby_stream_token_equal(const unsigned char *a, const unsigned char *b);
 
-/* A TCP listener on an ephemeral port of every address (backlog 1): its fd
- * and *port, or -1 and *err. */
+/* A TCP listener on an ephemeral port of every address (the agent does not
+ * know which of its addresses the sender will use: the server names the one it
+ * sees the agent connect from, which NAT may change): its fd and *port, or -1
+ * and *err. */
 int standby_stream_listen(uint16_t *port, vcr_error_t *err);
 
 /* How a transfer went (both sides). */
@@ -74,18 +89,23 @@ struct standby_stream_stats {
     int64_t ms;
 };
 
-/* Target: accepts one connection on listen_fd (closed here, whatever
- * happens) within STANDBY_STREAM_ACCEPT_MS, checks the token, receives o->bytes into
- * FILE.part in dir_fd, checks size and SHA-256 and renames it to file;
- * answers the status byte.  A wrong token, size or digest: nothing renamed
- * into place, EACCES (token) or EIO, the temporary file removed. */
+/* Target: accepts connections on listen_fd (closed here, whatever happens)
+ * until one brings the right token within its header deadline, or
+ * STANDBY_STREAM_ACCEPT_MS passed (then ETIMEDOUT, or EACCES if a wrong
+ * token came); a connection that sends nothing, too little or a wrong token
+ * is closed and the next one accepted.  Receives o->bytes into .FILE.PID.part in
+ * dir_fd, checks size and SHA-256, fsyncs it, renames it to file and fsyncs
+ * dir_fd; answers the status byte.  A wrong size or digest: nothing renamed
+ * into place, EIO, the temporary file removed; no byte for the idle time:
+ * ETIMEDOUT. */
 int standby_stream_receive(int listen_fd, int dir_fd, const char *file, const char *shown,
                            const struct standby_stream_order *o, struct standby_stream_stats *st,
                            vcr_error_t *err);
 /* Source: sends path (a regular file of o->bytes bytes, not followed through
  * a symbolic link) to o->address:o->port with the token; waits for the
  * target's status byte.  EACCES when the target refused the token, EIO for
- * its other refusals, ETIMEDOUT at the deadline.  The process must ignore
+ * its other refusals, ETIMEDOUT at the deadline or when no byte moved for the
+ * idle time.  The process must ignore
  * SIGPIPE (the agent does, agent.c): a target that hangs up is an error here. */
 int standby_stream_send(const char *path, const struct standby_stream_order *o,
                         struct standby_stream_stats *st, vcr_error_t *err);

@@ -19,6 +19,9 @@
 
 #define PROTO_VERSION   1
 #define PROTO_MAX_FRAME (256u * 1024u)
+/* The longest deadline_ms a stream_receive or stream_send may carry: agents
+ * refuse more (EINVAL), the server never asks more (chunk_copy.h). */
+#define PROTO_STREAM_DEADLINE_MAX_MS 3600000
 
 /* Encode msg (borrowed) into a newly allocated frame; returns its length or -1.
  * msg must itself pass the checks the decoder makes (object, "v": 1, string

@@ -17,6 +17,7 @@ static const char *const names[] = {
     [PROTO_CODE_NOT_LEADER] = "not_leader",
     [PROTO_CODE_UNSUPPORTED] = "unsupported",
     [PROTO_CODE_TIMEOUT] = "timeout",
+    [PROTO_CODE_UNKNOWN_ORDER] = "unknown_order",
 };
 
 const char *proto_code_name(enum proto_code code)
@@ -55,6 +56,8 @@ enum proto_code proto_code_from_errno(int status)
         return PROTO_CODE_IMAGE_CHECKSUM;
     case PROTO_STATUS_STALE_TERM:
         return PROTO_CODE_STALE_TERM;
+    case PROTO_STATUS_UNKNOWN_ORDER:
+        return PROTO_CODE_UNKNOWN_ORDER;
     default:
         return PROTO_CODE_FAILED;
     }

@@ -28,6 +28,9 @@ enum proto_code {
     /* The agent's backend did not answer in time (ETIMEDOUT): a libvirt host
      * whose libvirtd hangs; what the order asked may or may not have happened. */
     PROTO_CODE_TIMEOUT,
+    /* The agent's role has no such action (PROTO_STATUS_UNKNOWN_ORDER): an
+     * agent older than the order.  Agents before this code said `invalid`. */
+    PROTO_CODE_UNKNOWN_ORDER,
 };
 
 /* errno-style statuses of our own, for failures no errno names: the kernel's
@@ -35,6 +38,7 @@ enum proto_code {
  * Never passed to strerror. */
 #define PROTO_STATUS_IMAGE_CHECKSUM 4096
 #define PROTO_STATUS_STALE_TERM     4097
+#define PROTO_STATUS_UNKNOWN_ORDER  4098
 
 const char *proto_code_name(enum proto_code code);
 /* PROTO_CODE_NONE for NULL or an unknown word. */

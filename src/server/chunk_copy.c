@@ -13,6 +13,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto.h"
 #include "proto/proto_code.h"
 #include "server/agents.h"
 
@@ -56,6 +57,12 @@ int64_t chunk_copy_b64_len(const char *data)
     size_t len = strlen(data);
     return (int64_t)(len / 4 * 3) - (len && data[len - 1] == '=') -
            (len > 1 && data[len - 2] == '=');
+}
+
+int64_t chunk_copy_stream_ms(int64_t bytes)
+{
+    int64_t cap = PROTO_STREAM_DEADLINE_MAX_MS;
+    return bytes >= (cap - 60000) * 2000 ? cap : 60000 + bytes / 2000;
 }
 
 static void read_next(struct chunk_copy *cc);
@@ -144,16 +151,25 @@ static void read_next(struct chunk_copy *cc)
 /* --- the stream: stream_receive on the target, then stream_send on the source --- */
 
 /* A refusal of stream_receive or stream_send as an unknown order (code
- * invalid or unsupported: an agent older than the stream): the chunks
- * through the server instead, and true.  A target left listening gives up
- * at its deadline, having put nothing in place. */
+ * unknown_order, or unsupported): the chunks through the server instead, and
+ * true.  Agents older than the stream are also older than unknown_order and
+ * say invalid: taken as unknown too, but warned about, as an agent that knows
+ * the stream and finds the order invalid says the same (the server's order is
+ * then wrong: a deadline over the agents' maximum was once).  A target left
+ * listening gives up at its accept deadline, having put nothing in place. */
 static bool falls_back(struct chunk_copy *cc, const char *side, const char *message, json_t *reply)
 {
     enum proto_code code = proto_code_parse(json_string_value(json_object_get(reply, "code")));
-    if (code != PROTO_CODE_INVALID && code != PROTO_CODE_UNSUPPORTED)
+    if (code != PROTO_CODE_UNKNOWN_ORDER && code != PROTO_CODE_UNSUPPORTED &&
+        code != PROTO_CODE_INVALID)
         return false;
-    log_info("copy from %s to %s: no stream on the %s (%s); through the server", cc->src_host,
-             cc->dst_host, side, message ? message : "refused");
+    if (code == PROTO_CODE_INVALID)
+        log_warn("copy from %s to %s: the %s refused the stream as invalid (%s): an agent older "
+                 "than the stream, or a wrong order; through the server",
+                 cc->src_host, cc->dst_host, side, message ? message : "refused");
+    else
+        log_info("copy from %s to %s: no stream on the %s (%s); through the server", cc->src_host,
+                 cc->dst_host, side, message ? message : "refused");
     cc->streaming = false;
     cc->t0 = vcr_mono_ms();
     read_next(cc);
@@ -232,7 +248,7 @@ static int send_stream_receive(struct chunk_copy *cc, vcr_error_t *err)
     json_object_set_new(cc->stream_members, "token", json_string(token));
     json_object_set_new(cc->stream_members, "bytes", json_integer(cc->bytes));
     json_object_set_new(cc->stream_members, "deadline_ms",
-                        json_integer(CHUNK_COPY_STREAM_MS(cc->bytes)));
+                        json_integer(chunk_copy_stream_ms(cc->bytes)));
     OPENSSL_cleanse(token, sizeof(token));
     cleanup_json json_t *members = json_deep_copy(cc->stream_members);
     json_object_set_new(members, "sha256", json_string(cc->sha256));

@@ -20,9 +20,13 @@ struct agents;
 /* 96 KiB: 128 KiB of base64 with the order's members stays well inside a frame. */
 #define CHUNK_COPY_BYTES    98304
 #define CHUNK_COPY_ORDER_MS 30000
-/* The stream's deadline: 60 s plus a second per 2 MB (0.5 s/MB: 40x slower
- * than the stream measured under TCG still ends in time). */
-#define CHUNK_COPY_STREAM_MS(bytes) (60000 + (bytes) / 2000)
+/* The stream's deadline (deadline_ms of stream_receive and stream_send): 60 s
+ * plus a second per 2 MB (0.5 s/MB: 40x slower than the stream measured under
+ * TCG still ends in time), at most PROTO_STREAM_DEADLINE_MAX_MS, which the
+ * agents refuse to exceed (a file over ~7 GB would otherwise be refused).
+ * A dead peer is caught sooner: both ends give up after 10 s without a byte
+ * (standby_stream.h). */
+int64_t chunk_copy_stream_ms(int64_t bytes);
 
 struct chunk_copy_spec {
     const char *src_host, *src_vm, *read_action;  /* e.g. volume_snapshot_read */

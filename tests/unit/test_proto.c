@@ -631,6 +631,10 @@ static void test_state_names_round_trip(void **state)
     /* A backend that did not answer in time (the libvirt role's deadlines). */
     assert_string_equal(proto_code_name(proto_code_from_errno(ETIMEDOUT)), "timeout");
     assert_int_equal(proto_code_parse("timeout"), PROTO_CODE_TIMEOUT);
+    /* An action the agent's role does not have: typed, not a generic invalid. */
+    assert_string_equal(proto_code_name(proto_code_from_errno(PROTO_STATUS_UNKNOWN_ORDER)),
+                        "unknown_order");
+    assert_int_equal(proto_code_parse("unknown_order"), PROTO_CODE_UNKNOWN_ORDER);
 }
 
 int main(void)

@@ -41,6 +41,7 @@
 #include "server/api.h"
 #include "server/api_auth.h"
 #include "server/api_priv.h"
+#include "server/chunk_copy.h"
 #include "server/images.h"
 #include "server/inventory.h"
 #include "server/journal.h"
@@ -2442,6 +2443,21 @@ static void test_e2e_ui_files(void **state)
     harness_stop(&h);
 }
 
+/* The stream's deadline grows with the file but never past what the agents
+ * accept (PROTO_STREAM_DEADLINE_MAX_MS): over it they refuse the order as
+ * invalid, and a file over ~7 GB went through the server instead. */
+static void test_stream_deadline_capped_at_the_agents_maximum(void **state)
+{
+    (void)state;
+    assert_int_equal(chunk_copy_stream_ms(1), 60000);
+    assert_int_equal(chunk_copy_stream_ms(1000000000), 60000 + 500000);
+    int64_t at_cap = (int64_t)(PROTO_STREAM_DEADLINE_MAX_MS - 60000) * 2000;
+    assert_int_equal(chunk_copy_stream_ms(at_cap - 2000), PROTO_STREAM_DEADLINE_MAX_MS - 1);
+    assert_int_equal(chunk_copy_stream_ms(at_cap), PROTO_STREAM_DEADLINE_MAX_MS);
+    assert_int_equal(chunk_copy_stream_ms(8000000000LL), PROTO_STREAM_DEADLINE_MAX_MS);
+    assert_int_equal(chunk_copy_stream_ms(INT64_MAX), PROTO_STREAM_DEADLINE_MAX_MS);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -2451,6 +2467,7 @@ int main(void)
         cmocka_unit_test(test_config_file_all_keys),
         cmocka_unit_test(test_config_tls),
         cmocka_unit_test(test_config_migration),
+        cmocka_unit_test(test_stream_deadline_capped_at_the_agents_maximum),
         cmocka_unit_test(test_config_ha),
         cmocka_unit_test(test_inventory_find_container_host),
         cmocka_unit_test(test_config_bad_listen_address),

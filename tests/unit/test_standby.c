@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -1286,18 +1287,48 @@ static void test_stream_orders_and_token(void **state)
     vcr_error_release(&err);
 }
 
-/* One transfer over loopback: the sender (token sent_token) in a child; the
- * receive here.  Returns the receive's status (0 or -1 with *err) and the
- * child's exit code (0, or the sender's errno-style status) in *sent. */
-static int stream_once(int dir_fd, const char *src, uint64_t bytes, const char *sha,
-                       const char *sent_token, int *sent, vcr_error_t *err)
+/* The temporary files (.NAME.PID.part) left in base. */
+static int count_parts(const char *base)
 {
-    struct standby_stream_order rx = {.bytes = bytes, .deadline_ms = 10000};
+    DIR *d = opendir(base);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        n += len > 5 && strcmp(e->d_name + len - 5, ".part") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A TCP connection to 127.0.0.1:port (blocking); its fd. */
+static int connect_loopback(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    return fd;
+}
+
+/* One transfer over loopback: the sender (token sent_token) in a child; the
+ * receive here.  With squatter, a connection that sends nothing is made
+ * before the sender's (accepted first).  Returns the receive's status (0 or
+ * -1 with *err) and the child's exit code (0, or the sender's errno-style
+ * status) in *sent.  Short accept and header deadlines (the defaults are 20 s
+ * and 2 s) keep the refusals quick. */
+static int stream_once(int dir_fd, const char *src, uint64_t bytes, const char *sha,
+                       const char *sent_token, bool squatter, int *sent, vcr_error_t *err)
+{
+    struct standby_stream_order rx = {
+        .bytes = bytes, .deadline_ms = 10000, .accept_ms = 1500, .header_ms = 300};
     snprintf(rx.sha256, sizeof(rx.sha256), "%s", sha);
     assert_int_equal(standby_stream_token_parse(STREAM_TOKEN, rx.token, err), 0);
     uint16_t port = 0;
     int lfd = standby_stream_listen(&port, err);
     assert_true(lfd >= 0);
+    int squat = squatter ? connect_loopback(port) : -1;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -1312,6 +1343,8 @@ static int stream_once(int dir_fd, const char *src, uint64_t bytes, const char *
     }
     struct standby_stream_stats st = {0};
     int rc = standby_stream_receive(lfd, dir_fd, "pre.tar", "pre.tar", &rx, &st, err);
+    if (squat >= 0)
+        close(squat);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
@@ -1326,10 +1359,9 @@ static void test_stream_transfer_checks_token_size_and_digest(void **state)
     (void)state;
     cleanup_error vcr_error_t err = NULL;
     cleanup_free char *base = make_base();
-    char src[300], dst[300], part[300];
+    char src[300], dst[300];
     snprintf(src, sizeof(src), "%s/src.tar", base);
     snprintf(dst, sizeof(dst), "%s/pre.tar", base);
-    snprintf(part, sizeof(part), "%s/.pre.tar.part", base);
     /* 3 MB of varied bytes: more than one buffer and one sendfile call. */
     size_t len = 3 * 1000 * 1000 + 17;
     unsigned char *buf = malloc(len);
@@ -1349,32 +1381,96 @@ static void test_stream_transfer_checks_token_size_and_digest(void **state)
     /* A wrong token: refused on both sides, nothing in place, no leftover. */
     char wrong[65];
     snprintf(wrong, sizeof(wrong), "%.63s0", STREAM_TOKEN);
-    assert_int_equal(stream_once(dir_fd, src, len, sha, wrong, &sent, &err), -1);
+    assert_int_equal(stream_once(dir_fd, src, len, sha, wrong, false, &sent, &err), -1);
     assert_int_equal(vcr_error_status(err), EACCES);
     assert_int_equal(sent, EACCES);
     assert_int_equal(access(dst, F_OK), -1);
-    assert_int_equal(access(part, F_OK), -1);
+    assert_int_equal(count_parts(base), 0);
     vcr_error_release(&err);
 
     /* The right token but another digest than the order's: not renamed into place. */
     char other[65];
     snprintf(other, sizeof(other), "%.63s%c", sha, sha[63] == '0' ? '1' : '0');
-    assert_int_equal(stream_once(dir_fd, src, len, other, STREAM_TOKEN, &sent, &err), -1);
+    assert_int_equal(stream_once(dir_fd, src, len, other, STREAM_TOKEN, false, &sent, &err), -1);
     assert_int_equal(vcr_error_status(err), EIO);
     assert_int_equal(sent, EIO);
     assert_int_equal(access(dst, F_OK), -1);
-    assert_int_equal(access(part, F_OK), -1);
+    assert_int_equal(count_parts(base), 0);
     vcr_error_release(&err);
 
     /* All right: the file is in place, byte for byte. */
-    assert_int_equal(stream_once(dir_fd, src, len, sha, STREAM_TOKEN, &sent, &err), 0);
+    assert_int_equal(stream_once(dir_fd, src, len, sha, STREAM_TOKEN, false, &sent, &err), 0);
     assert_int_equal(sent, 0);
     char got[WARM_STATE_HEX_LEN + 1];
     assert_int_equal(warm_state_digest(dst, got, &size, &err), 0);
     assert_string_equal(got, sha);
     assert_int_equal(size, len);
-    assert_int_equal(access(part, F_OK), -1);
+    assert_int_equal(count_parts(base), 0);
+
+    /* A connection that sends nothing comes first (a port scan, a squatter):
+     * hung up on after its header deadline, the sender's is accepted next. */
+    assert_int_equal(unlink(dst), 0);
+    assert_int_equal(stream_once(dir_fd, src, len, sha, STREAM_TOKEN, true, &sent, &err), 0);
+    assert_int_equal(sent, 0);
+    assert_int_equal(warm_state_digest(dst, got, &size, &err), 0);
+    assert_string_equal(got, sha);
+    assert_int_equal(count_parts(base), 0);
     free(buf);
+    assert_int_equal(standby_remove_tree(base, &err), 0);
+}
+
+/* A sender that stops midway without closing (its VM died: no FIN, no RST):
+ * the receive gives up after its idle time, not at its deadline, and leaves
+ * no temporary file. */
+static void test_stream_receiver_gives_up_on_a_silent_sender(void **state)
+{
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    cleanup_close int dir_fd = open(base, O_RDONLY | O_DIRECTORY);
+    assert_true(dir_fd >= 0);
+    struct standby_stream_order rx = {
+        .bytes = 1000000, .deadline_ms = 60000, .accept_ms = 5000, .idle_ms = 300};
+    memset(rx.sha256, 'a', 64);
+    assert_int_equal(standby_stream_token_parse(STREAM_TOKEN, rx.token, &err), 0);
+    uint16_t port = 0;
+    int lfd = standby_stream_listen(&port, &err);
+    assert_true(lfd >= 0);
+    int hold[2];
+    assert_int_equal(pipe(hold), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(lfd);
+        close(hold[1]);
+        int fd = connect_loopback(port);
+        unsigned char head[STANDBY_STREAM_TOKEN_BYTES + 8] = {0};
+        memcpy(head, rx.token, STANDBY_STREAM_TOKEN_BYTES);
+        uint64_t v = rx.bytes;
+        for (int i = 7; i >= 0; i--, v >>= 8)
+            head[STANDBY_STREAM_TOKEN_BYTES + i] = (unsigned char)(v & 0xff);
+        static unsigned char half[400000];
+        if (write(fd, head, sizeof(head)) != (ssize_t)sizeof(head) ||
+            write(fd, half, sizeof(half)) != (ssize_t)sizeof(half))
+            _exit(1);
+        char c;
+        (void)!read(hold[0], &c, 1); /* silent, connection open, until the test ends */
+        _exit(0);
+    }
+    close(hold[0]);
+    struct standby_stream_stats st = {0};
+    int rc = standby_stream_receive(lfd, dir_fd, "pre.tar", "pre.tar", &rx, &st, &err);
+    close(hold[1]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(rc, -1);
+    assert_int_equal(vcr_error_status(err), ETIMEDOUT);
+    assert_true(st.bytes >= 400000 && st.bytes < rx.bytes);
+    /* Far below the 60 s deadline (the idle time is 0.3 s). */
+    assert_true(st.ms < rx.deadline_ms / 2);
+    assert_int_equal(count_parts(base), 0);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(standby_remove_tree(base, &err), 0);
 }
 
@@ -1391,6 +1487,7 @@ int main(void)
         cmocka_unit_test(test_chunk_write_never_follows_a_planted_link),
         cmocka_unit_test(test_stream_orders_and_token),
         cmocka_unit_test(test_stream_transfer_checks_token_size_and_digest),
+        cmocka_unit_test(test_stream_receiver_gives_up_on_a_silent_sender),
         cmocka_unit_test(test_archive_policy),
         cmocka_unit_test(test_image_spec_and_config_items),
         cmocka_unit_test(test_http_head),
