@@ -14,7 +14,7 @@
 static const char usage[] =
     "Usage: vcr container create HOST NAME --address A.B.C.D[/NN] [--service S]\n"
     "                            [--gateway A.B.C.D] [--template T | --image I]\n"
-    "                            [--unprivileged] [--no-start] [--json]\n"
+    "                            [--privileged] [--no-start] [--json]\n"
     "       vcr container start|stop|destroy HOST NAME [--json]\n"
     "       vcr container migrate HOST NAME --to HOST2 [--no-precopy]\n"
     "                             [--copy stream|server] [--json]\n"
@@ -33,9 +33,12 @@ static const char usage[] =
     "                       agent downloads it, checks its SHA-256 and caches it (a\n"
     "                       name the server does not know, or a checksum mismatch, is\n"
     "                       refused and nothing is started; docs/server.md)\n"
-    "      --unprivileged   an unprivileged container: its root is uid 100000 of the\n"
-    "                       VM (user namespace), capabilities dropped, LXC's seccomp\n"
-    "                       deny list (docs/security.md, \"Standby containers\")\n"
+    "      --privileged     a privileged container (root is the VM's root), for an\n"
+    "                       image that needs it.  The default is unprivileged: its\n"
+    "                       root is uid 100000 of the VM (user namespace),\n"
+    "                       capabilities dropped, LXC's seccomp deny list\n"
+    "                       (docs/security.md, \"Standby containers\")\n"
+    "      --unprivileged   accepted: the default\n"
     "      --no-start       create only\n"
     "      --to HOST2       migrate: the standby host to move it to\n"
     "      --no-precopy     migrate: no pre-dump; one full dump while it is stopped\n"
@@ -47,7 +50,7 @@ static const char usage[] =
 
 int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
 {
-    enum { OPT_NO_START = 256, OPT_TO, OPT_NO_PRECOPY, OPT_UNPRIVILEGED, OPT_COPY };
+    enum { OPT_NO_START = 256, OPT_TO, OPT_NO_PRECOPY, OPT_UNPRIVILEGED, OPT_PRIVILEGED, OPT_COPY };
     static const struct option options[] = {
         {"address", required_argument, NULL, 'a'},
         {"service", required_argument, NULL, 'S'},
@@ -56,6 +59,7 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
         {"image", required_argument, NULL, 'i'},
         {"no-start", no_argument, NULL, OPT_NO_START},
         {"unprivileged", no_argument, NULL, OPT_UNPRIVILEGED},
+        {"privileged", no_argument, NULL, OPT_PRIVILEGED},
         {"to", required_argument, NULL, OPT_TO},
         {"no-precopy", no_argument, NULL, OPT_NO_PRECOPY},
         {"copy", required_argument, NULL, OPT_COPY},
@@ -88,6 +92,9 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
             break;
         case OPT_UNPRIVILEGED:
             json_object_set_new(body, "privileged", json_false());
+            break;
+        case OPT_PRIVILEGED:
+            json_object_set_new(body, "privileged", json_true());
             break;
         case OPT_TO:
             json_object_set_new(body, "to", json_string(optarg));
@@ -133,7 +140,7 @@ int cli_verb_container(struct cli_context *ctx, int argc, char **argv)
     }
     bool image = json_object_get(body, "image") != NULL;
     if (json_object_get(body, "privileged") && strcmp(action, "create") != 0) {
-        fprintf(stderr, "vcr container: --unprivileged is only for create\n");
+        fprintf(stderr, "vcr container: --privileged and --unprivileged are only for create\n");
         return CLI_EXIT_USAGE;
     }
     if (image && strcmp(action, "create") != 0) {

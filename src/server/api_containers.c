@@ -265,6 +265,9 @@ int api_container_members(json_t *body, json_t **members, char *why, size_t size
     /* create means create and start unless the body says "start": false. */
     if (k == 0 && json_object_get(out, "start") == NULL)
         json_object_set_new(out, "start", json_true());
+    /* Unprivileged unless the body says "privileged": true (docs/security.md). */
+    if (k == 0 && json_object_get(out, "privileged") == NULL)
+        json_object_set_new(out, "privileged", json_false());
     *members = steal_pointer(&out);
     return (int)k;
 }

@@ -495,8 +495,9 @@ void mig_restore(struct mig *g)
         json_object_set_new(members, "gateway", json_string(g->gateway));
     if (members && g->template[0])
         json_object_set_new(members, "template", json_string(g->template));
-    if (members && g->unprivileged)
-        json_object_set_new(members, "privileged", json_false());
+    /* Always explicit: the target keeps what the source has. */
+    if (members)
+        json_object_set_new(members, "privileged", json_boolean(!g->unprivileged));
     if (members && g->ct_image)
         json_object_set_new(members, "image", server_config_image_json(g->m->cfg, g->ct_image));
     if (members && g->carry)

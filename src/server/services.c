@@ -589,7 +589,7 @@ static void convert_service(struct services_conv *c, const struct services_raw_s
             need_name(c, PATH("standby.template"), sb->template, &s->standby.template);
         else if (sb->image)
             need_name(c, PATH("standby.image"), sb->image, &s->standby.image);
-        s->standby.privileged = true;
+        s->standby.privileged = false;
         if (sb->privileged && strcmp(sb->privileged, "true") != 0 &&
             strcmp(sb->privileged, "false") != 0)
             services_conv_bad(c, "`%s`: `%s` is not a boolean; allowed: true, false",

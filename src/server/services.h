@@ -105,7 +105,7 @@ struct service_config {
         /* Where the container is created cold when `host` cannot take the
          * recovery (lost, or not running the warm container); NULL: none. */
         char *fallback_host;
-        /* false: the container is unprivileged (user namespace, capabilities
+        /* false (the default): the container is unprivileged (user namespace, capabilities
          * dropped, seccomp; docs/security.md "Standby containers"). */
         bool privileged;
     } standby;

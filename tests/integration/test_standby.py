@@ -62,13 +62,13 @@ def test_container_lifecycle_and_load(standby, record_property):
     assert host["accel"] == "none" and host["vms"] == []
 
     create = d.vcr.json("container", "create", VM, CT, "--address", f"{CT_ADDR}/24",
-                        "--service", SERVICE, "--gateway", "10.77.0.1")
+                        "--service", SERVICE, "--gateway", "10.77.0.1", "--privileged")
     assert create["result"] == "done" and create["container"]["state"] == "running"
     record_property("create_start_ms", create["ms"])
     print(f"create+start in the guest: {create['ms']} ms")
     labkit.wait_for(f"http://{CT_ADDR}/ to answer {SERVICE}",
                     lambda: (labkit.http_get(CT_ADDR) or "").strip() == SERVICE, 60)
-    # Privileged (the default): the VM's root, every capability, no seccomp filter; it may
+    # Privileged (`--privileged`; unprivileged is the default): the VM's root, every capability, no seccomp filter; it may
     # try to load a module and make a device node (test_unprivileged_container: the
     # opposite of each).
     iso = create["container"]["isolation"]
@@ -202,6 +202,9 @@ def test_agent_serves_while_a_container_is_created(standby):
         worker.join(120)
     assert held.get("result") == "done", held
     assert held["container"]["state"] == "running"
+    # No `privileged` in the body: unprivileged, the default (docs/security.md).
+    assert held["container"]["privileged"] is False, held
+    assert held["container"]["isolation"]["uid_map"] == "0 100000 65536", held
     labkit.wait_for("held1 to answer HTTP",
                     lambda: (labkit.http_get("10.77.0.33") or "").strip() == "held", 60)
     gone = d.vcr.json("container", "destroy", VM, "held1")

@@ -251,7 +251,8 @@ static void test_config_vm_standby_modes(void **state)
     remove_dir();
 }
 
-/* standby.privileged: true unless `false` (docs/security.md, "Standby containers"). */
+/* standby.privileged: false (unprivileged) unless `true` (docs/security.md, "Standby
+ * containers"); the container order always says which. */
 static void test_config_standby_privileged(void **state)
 {
     (void)state;
@@ -260,7 +261,7 @@ static void test_config_standby_privileged(void **state)
     struct server_config *cfg = parse(DNS_OK SERVICE_OK, dir, &err);
     if (cfg == NULL)
         fail_msg("%s", vcr_error_msg(err));
-    assert_true(cfg->services[0].standby.privileged);
+    assert_false(cfg->services[0].standby.privileged);
     server_config_free(cfg);
     char fmt[2048];
     snprintf(fmt, sizeof(fmt), "%s", DNS_OK SERVICE_OK);
@@ -269,11 +270,11 @@ static void test_config_standby_privileged(void **state)
     assert_non_null(at);
     char rest[2048];
     snprintf(rest, sizeof(rest), "%s", at + strlen(std));
-    snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s privileged: false,%s", std, rest);
+    snprintf(at, sizeof(fmt) - (size_t)(at - fmt), "%s privileged: true,%s", std, rest);
     cfg = parse(fmt, dir, &err);
     if (cfg == NULL)
         fail_msg("%s", vcr_error_msg(err));
-    assert_false(cfg->services[0].standby.privileged);
+    assert_true(cfg->services[0].standby.privileged);
     server_config_free(cfg);
     EXPECT_BAD(std, "mode: warm, host: sb1, container: web1-c, privileged: no,",
                "`services[0].standby.privileged`", "`no` is not a boolean", "true, false");
@@ -1464,6 +1465,8 @@ static void test_vm_crash_cold_creates_container(void **state)
     assert_string_equal(json_string_value(json_object_get(create, "address")), CONTAINER);
     assert_string_equal(json_string_value(json_object_get(create, "service")), "web1");
     assert_string_equal(json_string_value(json_object_get(create, "template")), "busybox");
+    /* No `privileged` in the config: the order says unprivileged, explicitly. */
+    assert_true(json_is_false(json_object_get(create, "privileged")));
     expect_full_recovery(&h);
     harness_stop(&h);
 }

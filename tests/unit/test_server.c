@@ -1717,6 +1717,8 @@ static void test_e2e_container_image_and_prune(void **state)
                         "http://127.0.0.1:0/v1/images/ct");
     assert_string_equal(json_string_value(json_object_get(image, "cmd")), "run me");
     assert_true(json_is_true(json_object_get(order, "start")));
+    /* No `privileged` in the body: the order says unprivileged (the default). */
+    assert_true(json_is_false(json_object_get(order, "privileged")));
     size_t orders = json_array_size(h.agent.received);
 
     http_expect_body(&h, "/v1/hosts/sb1/containers",

@@ -50,9 +50,10 @@ static const char *item(const struct standby_cfg_item *items, size_t n, const ch
 static void test_config_items_for_a_container(void **state)
 {
     (void)state;
+    /* Privileged (explicit: unprivileged is the default): the template itself below. */
     cleanup_json json_t *msg =
-        json_pack("{s:s, s:s, s:s, s:s}", "name", "web1ct", "service", "web1", "address",
-                  "10.77.0.31/24", "gateway", "10.77.0.1");
+        json_pack("{s:s, s:s, s:s, s:s, s:b}", "name", "web1ct", "service", "web1", "address",
+                  "10.77.0.31/24", "gateway", "10.77.0.1", "privileged", 1);
     cleanup_error vcr_error_t err = NULL;
     struct standby_ct_spec spec;
     assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
@@ -99,6 +100,12 @@ static void test_spec_defaults_and_errors(void **state)
         json_pack("{s:s, s:s, s:i}", "vm", "c1", "address", "10.0.0.5", "prefix", 16);
     assert_int_equal(standby_ct_spec_from_json(minimal, &spec, &err), 0);
     assert_string_equal(spec.service, "c1");
+    /* Unprivileged unless the order says `privileged: true` (docs/security.md). */
+    assert_true(spec.unprivileged);
+    json_object_set_new(minimal, "privileged", json_null());
+    assert_int_equal(standby_ct_spec_from_json(minimal, &spec, &err), 0);
+    assert_true(spec.unprivileged);
+    json_object_del(minimal, "privileged");
     assert_string_equal(spec.template, "busybox");
     assert_int_equal(spec.prefix, 16);
     assert_string_equal(spec.gateway, "");
@@ -515,6 +522,7 @@ static void test_image_spec_and_config_items(void **state)
     cleanup_json json_t *msg =
         image_order("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                     "http://10.77.0.1:7071/v1/images/web", "/sbin/httpd -f -p 80 -h /www");
+    json_object_set_new(msg, "privileged", json_true()); /* the cached image itself below */
     assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
     assert_true(spec.has_image);
     assert_string_equal(spec.image.sha256, SUM_A); /* lower case */
@@ -718,7 +726,15 @@ static void test_unprivileged_container(void **state)
                                  "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
                                  ".rootfs");
 
-    /* Privileged (absent or true): none of it, the template itself below. */
+    /* Absent: unprivileged too (the default). */
+    json_object_del(msg, "image");
+    json_object_del(msg, "privileged");
+    assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);
+    assert_true(spec.unprivileged);
+    assert_int_equal(standby_ct_paths("/var/lib/lxc", "/var/lib/vcr", &spec, &p, &err), 0);
+    assert_string_equal(p.lower, "/var/lib/vcr/shifted/templates/busybox");
+
+    /* Privileged (`privileged: true` only): none of it, the template itself below. */
     json_object_del(msg, "image");
     json_object_set_new(msg, "privileged", json_true());
     assert_int_equal(standby_ct_spec_from_json(msg, &spec, &err), 0);

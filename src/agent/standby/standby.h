@@ -36,7 +36,7 @@
  * dir also survives stop/start, agent restarts and CRIU migration (delta/). */
 #define STANDBY_IMAGE_INIT "/.vcr-init"
 
-/* Unprivileged containers (`privileged: false`, docs/security.md "Standby
+/* Unprivileged containers (the default, `privileged: false`, docs/security.md "Standby
  * containers"): uids and gids 0..65535 of the container are the VM's
  * STANDBY_IDMAP_BASE.. (lxc.idmap), its lower dir is a copy of the template or
  * image with every owner moved up by that much, made once under
@@ -74,7 +74,8 @@ struct standby_ct_spec {
 
 /* From a container_create order (borrowed): name (or vm), service, address
  * ("A.B.C.D" or "A.B.C.D/NN"), prefix?, gateway?, template? or image?
- * ({name, sha256, url, cmd?}), privileged? (true when absent).  *err names
+ * ({name, sha256, url, cmd?}), privileged? (false when absent:
+ * unprivileged).  *err names
  * the bad member and value. */
 int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_error_t *err);
 bool standby_valid_name(const char *s);

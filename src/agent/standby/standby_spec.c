@@ -177,6 +177,8 @@ int standby_ct_spec_from_json(json_t *msg, struct standby_ct_spec *spec, vcr_err
                                                         : "(not a string)");
         snprintf(s.address6, sizeof(s.address6), "%s", buf6);
     }
+    /* Unprivileged unless the order says `privileged: true` (docs/security.md). */
+    s.unprivileged = true;
     json_t *priv = json_object_get(msg, "privileged");
     if (priv && !json_is_null(priv)) {
         if (!json_is_boolean(priv))

@@ -74,8 +74,9 @@ json_t *recovery_container_members(const struct svc *s)
         json_object_set_new(members, "gateway", json_string(c->standby.gateway));
     if (members && c->standby.template)
         json_object_set_new(members, "template", json_string(c->standby.template));
-    if (members && !c->standby.privileged)
-        json_object_set_new(members, "privileged", json_false());
+    /* Always explicit, whatever the agent's default. */
+    if (members)
+        json_object_set_new(members, "privileged", json_boolean(c->standby.privileged));
     const struct image_config *img = server_config_service_image(s->rc->cfg, c);
     if (members && img)
         json_object_set_new(members, "image", server_config_image_json(s->rc->cfg, img));
