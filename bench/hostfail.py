@@ -24,7 +24,7 @@ kill .. `detected` (the host declared lost), fence = .. `fenced` (the self-fence
 on), ready = .. `port_open`, dns = .. `dns_updated`, client = .. the client's first good
 answer; total = kill .. that answer.  After each run the primary's agent is started again
 with a fresh state dir and the VM off, and `vcr failback` starts the primary and moves the
-name back (bench/recovery.py's restore).
+name back (`restore` of lab/recovery_lab.py, as bench/recovery.py does).
 
 Heartbeat gaps: GET /metrics (`vcr_host_heartbeat_gap_seconds`, `_max_seconds`) is read
 before each server restart, per host; the .md gives each setting's gap count, p99 (bucket
@@ -41,15 +41,17 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-import recovery as rec  # noqa: E402
-from recovery import labkit, harness, say  # noqa: E402
+os.environ.setdefault("VCR_LAB_NS", "vcrbr")
+sys.path.insert(0, os.path.join(ROOT, "lab"))
+import labkit  # noqa: E402
+import harness  # noqa: E402
+import recovery_lab as rec  # noqa: E402
+from harness import say  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 MODE = "warm-container"
@@ -67,7 +69,7 @@ TIMING_KEYS = re.compile(r"^(heartbeat_ms|host_timeout_ms|fence_timeout_ms):")
 
 
 class HostCluster(rec.Cluster):
-    """bench/recovery.py's lab, its server configured with one of SETTINGS."""
+    """The recovery lab (lab/recovery_lab.py), its server configured with one of SETTINGS."""
     setting = "new"
 
     def write_server_config(self, path, services, cold_as_warm=False):
@@ -77,43 +79,6 @@ class HostCluster(rec.Cluster):
         lines += [f"{k}: {v}" for k, v in SETTINGS[self.setting].items()]
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
-
-
-def metrics_gaps(cl):
-    """{host: {"bounds": [(le, cumulative)], "count", "max_s"}} from GET /metrics."""
-    r = labkit.ns_run(labkit.api_curl("/metrics", role="read"), timeout=30)
-    out = {}
-    for line in r.stdout.splitlines():
-        m = re.match(r'vcr_host_heartbeat_gap_seconds_bucket\{host="([^"]+)",le="([^"]+)"\} '
-                     r'(\S+)', line)
-        if m:
-            h = out.setdefault(m[1], {"bounds": [], "count": 0, "max_s": 0.0})
-            h["bounds"].append((float(m[2]), float(m[3])))
-            continue
-        m = re.match(r'vcr_host_heartbeat_gap_max_seconds\{host="([^"]+)"\} (\S+)', line)
-        if m:
-            out.setdefault(m[1], {"bounds": [], "count": 0, "max_s": 0.0})["max_s"] = float(m[2])
-    for h in out.values():
-        h["count"] = int(h["bounds"][-1][1]) if h["bounds"] else 0
-    return out
-
-
-def merge_gaps(total, part):
-    """Adds one server session's histograms (per host) into total."""
-    for host, h in part.items():
-        t = total.setdefault(host, {"bounds": [(le, 0.0) for le, _ in h["bounds"]],
-                                    "count": 0, "max_s": 0.0})
-        t["bounds"] = [(le, a + b) for (le, a), (_, b) in zip(t["bounds"], h["bounds"])]
-        t["count"] += h["count"]
-        t["max_s"] = max(t["max_s"], h["max_s"])
-
-
-def p99(h):
-    """The bucket bound below which 99% of the gaps fall (inf: above every bound)."""
-    for le, cum in h["bounds"]:
-        if h["count"] and cum >= 0.99 * h["count"]:
-            return le
-    return float("nan")
 
 
 def fence_watchdog_pids(state_dir):
@@ -183,10 +148,6 @@ def one_run(cl, setting, run):
     return row
 
 
-def fmt(st):
-    return "-" if st is None else f"{st[0]:.0f} [{st[1]:.0f}-{st[2]:.0f}]"
-
-
 def write_report(rows, gaps, false_lost, args, started, failures, partial):
     os.makedirs(RESULTS, exist_ok=True)
     base = os.path.join(RESULTS, "hostfail")
@@ -230,8 +191,8 @@ def write_report(rows, gaps, false_lost, args, started, failures, partial):
             continue
         st = {c: harness.stats([r[c] for r in rs]) for c in COLS[2:8]}
         med[s] = st["total_ms"]
-        L.append(f"| {LABELS[s]} | " + " | ".join(fmt(st[c]) for c in COLS[2:7])
-                 + f" | **{fmt(st['total_ms'])}** | {len(rs)} |")
+        L.append(f"| {LABELS[s]} | " + " | ".join(harness.fmt_stats(st[c]) for c in COLS[2:7])
+                 + f" | **{harness.fmt_stats(st['total_ms'])}** | {len(rs)} |")
     if "new" in med and "old" in med and med["new"][0] > 0:
         L += ["", f"Median total, old / new: **{med['old'][0] / med['new'][0]:.2f}x**; "
               f"new: {med['new'][0]:.0f} ms median, {med['new'][2]:.0f} ms max, against the "
@@ -243,7 +204,7 @@ def write_report(rows, gaps, false_lost, args, started, failures, partial):
           "| setting | host | gaps | p99 (s, bucket bound) | max (s) |", "|---|---|---:|---:|---:|"]
     for s in SETTINGS:
         for host, h in sorted(gaps.get(s, {}).items()):
-            L.append(f"| {s} | {host} | {h['count']} | {p99(h):g} | {h['max_s']:.3f} |")
+            L.append(f"| {s} | {host} | {h['count']} | {harness.gap_p99(h):g} | {h['max_s']:.3f} |")
     L += ["", f"False host-loss declarations (`host_lost` of a host other than "
           f"`{S['host']}`): **{len(false_lost)}**"
           + ("" if not false_lost else ": " + "; ".join(false_lost)), ""]
@@ -278,12 +239,7 @@ plot '{dat}' using 1:2 with points pt 7 ps 1.2 title 'total (client answer)', \\
      '{dat}' using 1:3 with points pt 5 ps 1 title 'detected (host lost)', \\
      3000 with lines dt 2 lw 2 title 'goal 3000 ms'
 """
-    try:
-        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        say(f"gnuplot: {e}")
-    finally:
-        os.unlink(dat)
+    harness.gnuplot(script, dat)
 
 
 def main():
@@ -312,7 +268,7 @@ def main():
 
     def switch_to(setting):
         if cl.server and cl.setting != setting:
-            merge_gaps(gaps.setdefault(cl.setting, {}), metrics_gaps(cl))
+            harness.merge_gaps(gaps.setdefault(cl.setting, {}), harness.metrics_gaps())
         if cl.server is None or cl.setting != setting:
             cl.setting = setting
             cl.start_server(services=True)
@@ -352,7 +308,7 @@ def main():
                     failures.append(f"after {setting} run {run}: restore failed: {e}")
                     raise
                 write_report(rows, gaps, false_lost, args, started, failures, True)
-        merge_gaps(gaps.setdefault(cl.setting, {}), metrics_gaps(cl))
+        harness.merge_gaps(gaps.setdefault(cl.setting, {}), harness.metrics_gaps())
         for x in cl.vcr.events(first_id):
             if x.get("kind") == "host_lost" and x.get("host") != S["host"]:
                 false_lost.append(f"{x.get('host')} at event {x.get('id')} "

@@ -29,16 +29,17 @@ import csv
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-import hostfail  # noqa: E402
-import recovery as rec  # noqa: E402
-from recovery import labkit, harness, say  # noqa: E402
+os.environ.setdefault("VCR_LAB_NS", "vcrbr")
+sys.path.insert(0, os.path.join(ROOT, "lab"))
+import labkit  # noqa: E402
+import harness  # noqa: E402
+import recovery_lab as rec  # noqa: E402
+from harness import say  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 BASE = os.path.join(RESULTS, "soak")
@@ -153,7 +154,7 @@ def write_report(meta, rows, append):
           + ("" if not lost else ": " + "; ".join(lost)), ""]
     gaps = {}
     for h in holds:
-        hostfail.merge_gaps(gaps, {k: dict(v, bounds=[tuple(b) for b in v["bounds"]])
+        harness.merge_gaps(gaps, {k: dict(v, bounds=[tuple(b) for b in v["bounds"]])
                                    for k, v in h["gaps"].items()})
     L += ["## Heartbeat gaps the server saw (GET /metrics, all holds)", "",
           "| host | gaps | p99 (s, bucket bound) | max (s) | over 0.5 s | over 1 s |",
@@ -161,7 +162,7 @@ def write_report(meta, rows, append):
     for host, g in sorted(gaps.items()):
         over = {lim: g["count"] - next((c for le, c in g["bounds"] if le >= lim), g["count"])
                 for lim in (0.5, 1.0)}
-        L.append(f"| {host} | {g['count']} | {hostfail.p99(g):g} | {g['max_s']:.3f} | "
+        L.append(f"| {host} | {g['count']} | {harness.gap_p99(g):g} | {g['max_s']:.3f} | "
                  f"{over[0.5]:.0f} | {over[1.0]:.0f} |")
     L += ["", "## Actions (medians [min-max], ms)", "", "| action | ok | failed | time |",
           "|---|---:|---:|---:|"]
@@ -169,7 +170,7 @@ def write_report(meta, rows, append):
         rs = [r for r in all_rows if r["action"] == a]
         ok = [r for r in rs if str(r["ok"]) in ("1", "True")]
         st = harness.stats([r["ms"] for r in ok])
-        L.append(f"| {a} | {len(ok)} | {len(rs) - len(ok)} | {hostfail.fmt(st)} |")
+        L.append(f"| {a} | {len(ok)} | {len(rs) - len(ok)} | {harness.fmt_stats(st)} |")
     fails = [r for r in all_rows if str(r["ok"]) not in ("1", "True")]
     if fails:
         L += ["", "Failed actions (hold, t, action: error):", ""]
@@ -211,12 +212,7 @@ set style fill solid 0.8
 set grid ytics
 plot {cols}
 """
-    try:
-        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        say(f"gnuplot: {e}")
-    finally:
-        os.unlink(dat)
+    harness.gnuplot(script, dat)
 
 
 def main():
@@ -272,7 +268,7 @@ def main():
             say(f"  {t:6.1f}s {name}: {'ok' if ok else 'FAILED'} {ms} ms (load {load:.2f})"
                 + (f": {err}" if err else ""))
         hold["minutes"] = (time.monotonic() - t0) / 60
-        hold["gaps"] = hostfail.metrics_gaps(cl)
+        hold["gaps"] = harness.metrics_gaps()
         for x in cl.vcr.events(first_id):
             if x.get("kind") == "host_lost":
                 hold["false_lost"].append(f"{x.get('host')} ({json.dumps(rec.detail(x))})")

@@ -1,8 +1,9 @@
 """One harness for the integration tests, the benchmarks and the demos: starting the
 daemons (`server_proc`, `agent_proc`, `wait_server`, and `Daemons`, which the tests'
 fixtures and two benchmarks use), progress lines (`say`), the machine a result was
-measured on (`machine`, `machine_line`) and the statistics every table quotes
-(`stats`, `columns_stats`, `fmt`, `ratio`).
+measured on (`machine`, `machine_line`), the statistics every table quotes
+(`stats`, `columns_stats`, `fmt`, `fmt_stats`, `ratio`), the plots (`gnuplot`) and the
+server's heartbeat-gap histograms (`metrics_gaps`, `merge_gaps`, `gap_p99`).
 
 What the lab itself is (namespace, VMs, images, configurations) stays in labkit.py; each
 benchmark keeps its own measuring logic in its file.  Plain Python (no pytest): the
@@ -10,6 +11,7 @@ benchmarks and lab/demo import it as they are."""
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -76,11 +78,71 @@ def fmt(x, nd=2):
     return f"{x:.3f}" if x < 1 else f"{x:.{nd}f}"
 
 
+def fmt_stats(st):
+    """stats() as "median [min-max]" in whole units; "-" for none."""
+    return "-" if st is None else f"{st[0]:.0f} [{st[1]:.0f}-{st[2]:.0f}]"
+
+
 def ratio(a, b):
     """b / a as "12x" or "1.5x"; "-" when either is missing or a is not positive."""
     if a is None or b is None or a <= 0:
         return "-"
     return f"{b / a:.0f}x" if b / a >= 10 else f"{b / a:.1f}x"
+
+
+# --- plots -------------------------------------------------------------------------------
+
+def gnuplot(script, *tmp_paths):
+    """Runs gnuplot on script, then removes tmp_paths (its data files).  A plot that fails
+    (no gnuplot, a bad script) is said, not raised: it must not lose a run whose tables are
+    written."""
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        say(f"gnuplot: {e}")
+    finally:
+        for p in tmp_paths:
+            os.unlink(p)
+
+
+# --- the server's heartbeat gaps (GET /metrics) ------------------------------------------
+
+def metrics_gaps():
+    """{host: {"bounds": [(le, cumulative)], "count", "max_s"}} from the lab server's
+    GET /metrics (`vcr_host_heartbeat_gap_seconds`, `_max_seconds`)."""
+    r = labkit.ns_run(labkit.api_curl("/metrics", role="read"), timeout=30)
+    out = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r'vcr_host_heartbeat_gap_seconds_bucket\{host="([^"]+)",le="([^"]+)"\} '
+                     r'(\S+)', line)
+        if m:
+            h = out.setdefault(m[1], {"bounds": [], "count": 0, "max_s": 0.0})
+            h["bounds"].append((float(m[2]), float(m[3])))
+            continue
+        m = re.match(r'vcr_host_heartbeat_gap_max_seconds\{host="([^"]+)"\} (\S+)', line)
+        if m:
+            out.setdefault(m[1], {"bounds": [], "count": 0, "max_s": 0.0})["max_s"] = float(m[2])
+    for h in out.values():
+        h["count"] = int(h["bounds"][-1][1]) if h["bounds"] else 0
+    return out
+
+
+def merge_gaps(total, part):
+    """Adds one server session's histograms (per host) into total."""
+    for host, h in part.items():
+        t = total.setdefault(host, {"bounds": [(le, 0.0) for le, _ in h["bounds"]],
+                                    "count": 0, "max_s": 0.0})
+        t["bounds"] = [(le, a + b) for (le, a), (_, b) in zip(t["bounds"], h["bounds"])]
+        t["count"] += h["count"]
+        t["max_s"] = max(t["max_s"], h["max_s"])
+
+
+def gap_p99(h):
+    """The bucket bound below which 99% of the gaps fall (inf: above every bound)."""
+    for le, cum in h["bounds"]:
+        if h["count"] and cum >= 0.99 * h["count"]:
+            return le
+    return float("nan")
 
 
 # --- the daemons -------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Runs every test suite and ends with one line: "N passed, N failed".
 
-Stages: clang-format check, static checks (no src/ file over 800 lines, cppcheck,
-clang-tidy (.clang-tidy)), cmocka unit tests (ASan+UBSan build), short libFuzzer runs,
+Stages: clang-format check, static checks (no src/ file over 800 lines, no benchmark
+importing another, cppcheck, clang-tidy (.clang-tidy)), cmocka unit tests (ASan+UBSan build), short libFuzzer runs,
 integration tests (pytest, real QEMU + BIND9 in the lab namespace).
 """
 import argparse
@@ -64,12 +64,17 @@ CPPCHECK = ["cppcheck", "--quiet", "--enable=warning,portability", "--inline-sup
 
 
 def run_static_analysis(t, build):
-    stage("static analysis (file length, cppcheck, clang-tidy)")
+    stage("static analysis (file length, bench imports, cppcheck, clang-tidy)")
     # No file of src/ over 800 lines (tests/static/file_length.py says why).
     r = subprocess.run([PYTHON, os.path.join(ROOT, "tests", "static", "file_length.py")],
                        cwd=ROOT, capture_output=True, text=True)
     print((r.stdout + r.stderr).strip())
     t.add("file length", r.returncode == 0)
+    # No benchmark imports another or the tests' conftest (tests/static/bench_imports.py).
+    r = subprocess.run([PYTHON, os.path.join(ROOT, "tests", "static", "bench_imports.py")],
+                       cwd=ROOT, capture_output=True, text=True)
+    print((r.stdout + r.stderr).strip())
+    t.add("bench imports", r.returncode == 0)
     r = subprocess.run(CPPCHECK, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         print(r.stderr[-6000:])
