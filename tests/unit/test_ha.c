@@ -2169,6 +2169,41 @@ static bool failback_done_journaled(void *arg)
     return d != NULL;
 }
 
+/* etcd as a finished recovery of web1 leaves it (served by its container),
+ * with `failback` (a JSON member, "" for none) as a predecessor recorded it. */
+static void fb_seed_recovered(struct cluster *c, const char *failback)
+{
+    char value[512];
+    snprintf(value, sizeof(value),
+             "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
+             "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
+             "\"on_standby\":true,\"timeline\":[],%s\"term\":1,\"by\":\"s0\"}",
+             failback);
+    etcd_put_value(c, "/vcr/services/web1", value);
+}
+
+/* The servers' config for the failback tests: web1 with a cold container on
+ * sb1, DNS at the fence-aware server d, the primary's port, `more` (lines of
+ * the service, "" for none) and its boot grace. */
+static void fb_config(char *out, size_t size, struct cluster *c, const struct fence_dns *d,
+                      uint16_t port, const char *more, unsigned boot_grace_ms)
+{
+    char path[128];
+    fake_dns_write_key(c->dir, path, sizeof(path));
+    snprintf(out, size,
+             "host_timeout_ms: 3000\n"
+             "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s}\n"
+             "services:\n"
+             "  - name: web1\n"
+             "    dns_name: web1.vcr.lab\n"
+             "%s"
+             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
+             "    check: {type: tcp, interval_ms: 200, timeout_ms: 150, failures: 3,"
+             " boot_grace_ms: %u}\n"
+             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
+             d->sock.port, path, more, port, boot_grace_ms);
+}
+
 /* A failback of web1 (cold container on sb1, DNS through a fence-aware
  * server) across two takeovers, each by kill of the leader with an order in
  * flight.  The first leader records `started` in etcd before ordering
@@ -2198,24 +2233,9 @@ static void test_servers_takeover_mid_failback(void **state)
         (struct sockaddr *)&sin, sizeof(sin));
     assert_non_null(listener);
     /* Recovered to the container, as a finished recovery leaves it. */
-    etcd_put_value(&c, "/vcr/services/web1",
-                   "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
-                   "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
-                   "\"on_standby\":true,\"timeline\":[],\"term\":1,\"by\":\"s0\"}");
-    char path[128];
-    fake_dns_write_key(c.dir, path, sizeof(path));
+    fb_seed_recovered(&c, "");
     char extra[1024];
-    snprintf(extra, sizeof(extra),
-             "host_timeout_ms: 3000\n"
-             "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s}\n"
-             "services:\n"
-             "  - name: web1\n"
-             "    dns_name: web1.vcr.lab\n"
-             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
-             "    check: {type: tcp, interval_ms: 200, timeout_ms: 150, failures: 3,"
-             " boot_grace_ms: 20000}\n"
-             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
-             d.sock.port, path, port);
+    fb_config(extra, sizeof(extra), &c, &d, port, "", 20000);
     struct node n[3] = {{0}};
     node_start_with(&n[0], "s1", &c, c.dir, extra);
     assert_true(run_until_pred(node_leads, &n[0], 5000));
@@ -2372,26 +2392,9 @@ static void test_servers_resumed_failback_releases_and_waits_boot(void **state)
     struct fence_dns d;
     fence_dns_start(&d);
     uint16_t port = free_port(); /* nothing listens: the primary does not answer */
-    etcd_put_value(&c, "/vcr/services/web1",
-                   "{\"state\":\"recovered\",\"phase\":\"client_confirmed\",\"rec_id\":\"1\","
-                   "\"cause\":\"VM web1 crashed\",\"error\":\"\",\"started_ms\":1,"
-                   "\"on_standby\":true,\"timeline\":[],\"failback\":{\"id\":\"7\","
-                   "\"phase\":\"started\"},\"term\":1,\"by\":\"s0\"}");
-    char path[128];
-    fake_dns_write_key(c.dir, path, sizeof(path));
+    fb_seed_recovered(&c, "\"failback\":{\"id\":\"7\",\"phase\":\"started\"},");
     char extra[1024];
-    snprintf(extra, sizeof(extra),
-             "host_timeout_ms: 3000\n"
-             "dns: {server: 127.0.0.1:%u, zone: vcr.lab, key_file: %s}\n"
-             "services:\n"
-             "  - name: web1\n"
-             "    dns_name: web1.vcr.lab\n"
-             "    takeover: address\n"
-             "    primary: {host: host1, vm: web1, address: 127.0.0.2, port: %u}\n"
-             "    check: {type: tcp, interval_ms: 200, timeout_ms: 150, failures: 3,"
-             " boot_grace_ms: 2000}\n"
-             "    standby: {mode: cold, host: sb1, container: web1-c, address: 127.0.0.3}\n",
-             d.sock.port, path, port);
+    fb_config(extra, sizeof(extra), &c, &d, port, "    takeover: address\n", 2000);
     struct node n = {0};
     node_start_with(&n, "s1", &c, c.dir, extra);
     fb_node = &n;
