@@ -135,17 +135,25 @@ int standby_chunk_range_from_json(json_t *msg, uint64_t *offset, size_t *length,
     return 0;
 }
 
+int standby_open_regular(const char *path, struct stat *st, vcr_error_t *err)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return vcr_error_errno(err, "open `%s`", path);
+    if (fstat(fd, st) < 0)
+        return vcr_error_errno(err, "stat `%s`", path);
+    if (!S_ISREG(st->st_mode))
+        return vcr_error_make(err, EPERM, "`%s` is not a regular file; refused", path);
+    return steal_fd(&fd);
+}
+
 json_t *standby_chunk_read(const char *path, uint64_t offset, size_t length, vcr_error_t *err)
 {
     /* Never read through a symbolic link: the file is sent to the server. */
-    cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return vcr_error_errno(err, "open `%s`", path), NULL;
     struct stat st;
-    if (fstat(fd, &st) < 0)
-        return vcr_error_errno(err, "stat `%s`", path), NULL;
-    if (!S_ISREG(st.st_mode))
-        return vcr_error_make(err, EPERM, "`%s` is not a regular file; refused", path), NULL;
+    cleanup_close int fd = standby_open_regular(path, &st, err);
+    if (fd < 0)
+        return NULL;
     uint64_t size = (uint64_t)st.st_size;
     if (offset > size)
         return vcr_error_make(err, EINVAL, "offset: `%llu` is past the end of `%s` (%llu bytes)",

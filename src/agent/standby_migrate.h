@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "agent/standby/standby.h"
 #include "common/err.h"
@@ -87,6 +88,9 @@ json_t *standby_image_write(const char *base, const struct standby_image_write *
 int standby_chunk_range_from_json(json_t *msg, uint64_t *offset, size_t *length, vcr_error_t *err);
 int standby_chunk_from_json(json_t *msg, struct standby_image_write *w, vcr_error_t *err);
 /* The reply members of a chunk read of path: {data (base64), eof, bytes}. */
+/* path opened read-only without following a link, and stat'd into st: a
+ * descriptor, or -1 with err (EPERM when it is not a regular file). */
+int standby_open_regular(const char *path, struct stat *st, vcr_error_t *err);
 json_t *standby_chunk_read(const char *path, uint64_t offset, size_t length, vcr_error_t *err);
 /* Writes the chunk into path (offset 0 truncates it first); after the last
  * one, checks the file's size and SHA-256 (EIO naming both).  {bytes}. */

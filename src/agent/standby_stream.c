@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 
 #include "agent/standby/standby.h"
+#include "agent/standby_migrate.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -482,14 +483,10 @@ int standby_stream_send(const char *path, const struct standby_stream_order *o,
 {
     int64_t t0 = vcr_mono_ms(), deadline = t0 + o->deadline_ms;
     int64_t idle_ms = or_default(o->idle_ms, STANDBY_STREAM_IDLE_MS);
-    cleanup_close int in = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (in < 0)
-        return vcr_error_errno(err, "open `%s`", path);
     struct stat s;
-    if (fstat(in, &s) < 0)
-        return vcr_error_errno(err, "stat `%s`", path);
-    if (!S_ISREG(s.st_mode))
-        return vcr_error_make(err, EPERM, "`%s` is not a regular file; refused", path);
+    cleanup_close int in = standby_open_regular(path, &s, err);
+    if (in < 0)
+        return -1;
     if ((uint64_t)s.st_size != o->bytes)
         return vcr_error_make(err, EIO, "`%s` has %llu bytes, the order said %llu", path,
                               (unsigned long long)s.st_size, (unsigned long long)o->bytes);
