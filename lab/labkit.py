@@ -781,5 +781,22 @@ def console_sanitizer_reports(paths):
     return out
 
 
+GUEST_STALL = re.compile(r"rcu: INFO: rcu_\w+ detected stalls|watchdog: BUG: soft lockup")
+
+
+def guest_stall(path):
+    """The first kernel stall report in a guest's serial console (a line), or None. Under
+    multi-threaded TCG a 2-vCPU Debian guest was seen hanging for good in its boot (one
+    vCPU looping in asm_exc_int3, the other in getrandom, RCU stalled): a wait for it
+    can end at once, naming that, instead of at its deadline."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    m = GUEST_STALL.search(text)
+    return text[m.start():text.find("\n", m.start())] if m else None
+
+
 def now_ms():
     return int(time.time() * 1000)

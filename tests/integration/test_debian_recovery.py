@@ -144,17 +144,16 @@ def rig(lab, tmp_path_factory):
     # The migration's target boots once the others serve (below): three systemd guests
     # booting at once on two cores slowed the primary's Redis restart by cloud-init past
     # the service's 1.5 s of failed probes, and its recovery killed the primary.
-    d.agent("sbhost", [labkit.debian_standby_vm_entry(STANDBY, S_INDEX, S_ADDR, STANDBY_IMAGE),
+    # One vCPU each: a 2-vCPU standby of this module once hung for good in its boot under
+    # multi-threaded TCG (labkit.guest_stall), the agent never connecting.
+    d.agent("sbhost", [labkit.debian_standby_vm_entry(STANDBY, S_INDEX, S_ADDR, STANDBY_IMAGE,
+                                                      vcpus=1),
                        dict(labkit.debian_standby_vm_entry(STANDBY2, S2_INDEX, S2_ADDR,
-                                                           STANDBY_IMAGE), autostart=False)])
+                                                           STANDBY_IMAGE, vcpus=1),
+                            autostart=False)])
     def booted(vm, check):
-        """check() once the VM runs; a VM that failed ends the wait at once."""
-        def f():
-            v = d.vcr.vm(vm) or {}
-            if v.get("state") in ("failed", "crashed"):
-                pytest.fail(f"VM {vm}: {v}")  # BaseException: wait_for does not retry it
-            return check()
-        return f
+        """check() once the VM runs (alive())."""
+        return lambda: alive(d, vm) and check()
     labkit.wait_for("nginx of the Debian primary",
                     booted(PRIMARY, lambda: http(P_ADDR, "/data/site/index.html")),
                     BOOT_TIMEOUT, interval=1)
@@ -172,6 +171,19 @@ def rig(lab, tmp_path_factory):
     yield d
     reports = d.stop_all()
     assert not reports, "sanitizer reports in daemon logs:\n" + "\n".join(reports)
+
+
+def alive(d, vm):
+    """True while VM has not failed; a VM that failed, or whose kernel stalled
+    (labkit.guest_stall), ends the wait at once, saying so."""
+    v = d.vcr.vm(vm) or {}
+    if v.get("state") in ("failed", "crashed"):
+        pytest.fail(f"VM {vm}: {v}")  # BaseException: wait_for does not retry it
+    host = "debhost" if vm == PRIMARY else "sbhost"
+    stall = labkit.guest_stall(d.tmp / f"agent-{host}" / f"{vm}.serial")
+    if stall:
+        pytest.fail(f"VM {vm}: its kernel stalled: {stall}")
+    return True
 
 
 def isolation(d, host, name):
@@ -275,7 +287,7 @@ def test_redis_container_migrates_with_its_aof_volume(rig, record_property):
     process), copied, installed and mounted there before the restore; Redis, restored
     with its open AOF, serves every key written before the migration and takes writes."""
     d = rig
-    labkit.wait_for(f"the standby agent of {STANDBY2}", lambda: any(
+    labkit.wait_for(f"the standby agent of {STANDBY2}", lambda: alive(d, STANDBY2) and any(
         h["name"] == STANDBY2 and h["state"] == "connected" for h in d.vcr.status()["hosts"]),
         BOOT_TIMEOUT, interval=1)
     assert redis(KV_ADDR, ("SET", "before", "migration")) == "+OK\r\n"

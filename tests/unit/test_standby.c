@@ -818,6 +818,68 @@ static void test_unprivileged_container(void **state)
     assert_int_equal(standby_run_program(rm, &err), 0);
 }
 
+/* 0 when a child in a new user namespace whose uid map is not written yet
+ * opens name in dir (through a descriptor of dir opened before, as CRIU's
+ * image fd), else the errno it got. */
+static int open_in_new_userns(const char *dir, const char *name)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWUSER) < 0)
+            _exit(100);
+        int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+        _exit(fd >= 0 ? 0 : errno);
+    }
+    close(dfd);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_not_equal(WEXITSTATUS(status), 100);
+    return WEXITSTATUS(status);
+}
+
+static void test_images_for_userns_timens_readable_before_the_map(void **state)
+{
+    /* The race the restore of an unprivileged container lost: CRIU's root task
+     * opens timens-0.img before its uid map is written, as init's uid 0 with no
+     * capability over the container root's files.  A child that is exactly
+     * that (a new user namespace, no map) must open it through final/. */
+    (void)state;
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    char images[300], timens[340], netns[340], link[340];
+    snprintf(images, sizeof(images), "%s/final", base);
+    snprintf(timens, sizeof(timens), "%s/timens-0.img", images);
+    snprintf(netns, sizeof(netns), "%s/netns-11.img", images);
+    snprintf(link, sizeof(link), "%s/timens-1.img", images);
+    assert_int_equal(mkdir(images, 0700), 0);
+    for (const char *f = timens; f; f = f == timens ? netns : NULL)
+        close(open(f, O_WRONLY | O_CREAT, 0600));
+    assert_int_equal(standby_map_owners(base, 0, 100000, 65536, &err), 0);
+    int before = open_in_new_userns(images, "timens-0.img");
+    assert_int_equal(standby_images_for_userns(images, &err), 0);
+    assert_int_equal(before, EACCES);
+    assert_int_equal(open_in_new_userns(images, "timens-0.img"), 0);
+    struct stat st;
+    assert_int_equal(stat(netns, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600); /* the others stay the container root's */
+    assert_int_equal(stat(images, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0701);
+    /* A link named like the image is refused, not followed. */
+    assert_int_equal(symlink("/etc/shadow", link), 0);
+    assert_int_equal(stat("/etc/shadow", &st), 0);
+    mode_t shadow = st.st_mode;
+    assert_int_equal(standby_images_for_userns(images, &err), -1);
+    assert_non_null(strstr(vcr_error_msg(err), "timens-1.img"));
+    assert_int_equal(stat("/etc/shadow", &st), 0);
+    assert_int_equal(st.st_mode, shadow);
+    char *rm[] = {"rm", "-rf", base, NULL};
+    assert_int_equal(standby_run_program(rm, &err), 0);
+}
+
 static void test_image_cache_fetch_verify_unpack(void **state)
 {
     (void)state;
@@ -1511,6 +1573,7 @@ int main(void)
         cmocka_unit_test(test_image_cache_prune),
         cmocka_unit_test(test_unprivileged_container),
         cmocka_unit_test(test_image_cache_prune_shifted_copies),
+        cmocka_unit_test(test_images_for_userns_timens_readable_before_the_map),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
         cmocka_unit_test(test_unsolicited_na_message),

@@ -181,6 +181,16 @@ int standby_shift_tree(const char *source, const char *shifted, unsigned base, u
  * gid each) in from..from+count-1 become to..to+count-1; others are left. */
 int standby_map_owners(const char *dir, unsigned from, unsigned to, unsigned count,
                        vcr_error_t *err);
+/* The CRIU images an unprivileged container is restored from (images: the
+ * unpacked final/, its owners already the container's root's): final/
+ * searchable (o+x) and every timens-N.img readable (o+r) by anyone.  CRIU's
+ * root task reads timens-N.img as soon as it is in the new user namespace,
+ * before its parent has written the uid map (cr-restore.c,
+ * restore_task_with_children): then it still has init's uid 0 and no
+ * capability over a file of an unmapped owner, and the restore failed with
+ * "Unable to open timens-0.img: Permission denied" when it won that race.
+ * The tree above final/ stays 0700, root's: nothing else reaches them. */
+int standby_images_for_userns(const char *images, vcr_error_t *err);
 /* Runs argv (PATH lookup) and waits; on failure *err quotes its stderr. */
 int standby_run_program(char *const argv[], vcr_error_t *err);
 /* GNU tar: the standby image has it at /bin/tar (lab/build-image), where

@@ -280,9 +280,12 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
     /* An unprivileged container's tasks read their images themselves once in
      * its user namespace (netns-N.img first): the unpacked tree becomes its
      * root's, else "Unable to open netns-N.img: Permission denied" (the agent
-     * made it 0700, root's; its parent stays so, CRIU opens it as root). */
+     * made it 0700, root's; its parent stays so, CRIU opens it as root);
+     * and timens-N.img readable before its uid map is written
+     * (standby_images_for_userns). */
     if (spec->unprivileged &&
-        standby_map_owners(fresh, 0, STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT, err) < 0) {
+        (standby_map_owners(fresh, 0, STANDBY_IDMAP_BASE, STANDBY_IDMAP_COUNT, err) < 0 ||
+         standby_images_for_userns(images, err) < 0)) {
         vcr_error_wrap(err, "container `%s`: its images to the container's root", spec->name);
         cleanup_error vcr_error_t undo = NULL;
         if (standby_ct_destroy(ct, &undo) < 0)

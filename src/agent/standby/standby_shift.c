@@ -2,6 +2,7 @@
  * with every owner moved into the container's idmap range (standby.h,
  * STANDBY_IDMAP_BASE). */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -64,6 +65,36 @@ int standby_map_owners(const char *dir, unsigned from, unsigned to, unsigned cou
         return vcr_error_make(err, e, "%s: %s", shift.error ? shift.where : "walk", strerror(e));
     }
     return 0;
+}
+
+int standby_images_for_userns(const char *images, vcr_error_t *err)
+{
+    cleanup_close int dfd = open(images, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (dfd < 0 || fstat(dfd, &st) < 0)
+        return vcr_error_errno(err, "open `%s`", images);
+    if (fchmod(dfd, (st.st_mode & 07777) | S_IXOTH) < 0)
+        return vcr_error_errno(err, "chmod `%s`", images);
+    DIR *dir = fdopendir(dup(dfd));
+    if (dir == NULL)
+        return vcr_error_errno(err, "read `%s`", images);
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(dir)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, "timens-", 7) != 0 || n < 11 || strcmp(e->d_name + n - 4, ".img"))
+            continue;
+        /* Only a regular file of its own: a link would chmod what it names. */
+        cleanup_close int fd =
+            openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+            rc = vcr_error_make(err, fd < 0 ? errno : EINVAL, "`%s/%s`: not a regular file", images,
+                                e->d_name);
+        else if (fchmod(fd, (st.st_mode & 07777) | S_IRUSR | S_IRGRP | S_IROTH) < 0)
+            rc = vcr_error_errno(err, "chmod `%s/%s`", images, e->d_name);
+    }
+    closedir(dir);
+    return rc;
 }
 
 int standby_shift_tree(const char *source, const char *shifted, unsigned base, unsigned count,
