@@ -1781,12 +1781,25 @@ static void test_fence_wd_decisions(void **state)
     assert_int_equal(fence_wd_check(w, 11000, record_kill, &k), 1);
     assert_int_equal(k.pids[1], 6000);
     /* status, a new timeout, and bad lines (named, with what is allowed). */
-    assert_int_equal(
-        fence_wd_handle_line(w, "timeout 2000", 11000, false, reply, sizeof(reply), NULL), 0);
-    assert_int_equal(w->timeout_ms, 2000);
     assert_int_equal(fence_wd_handle_line(w, "status", 11000, false, reply, sizeof(reply), NULL),
                      0);
     assert_non_null(strstr(reply, "\"fired\": true"));
+    /* A longer timeout waits for server contact: an agent restarted while cut
+     * off sends its configured one, and the server counts on the shorter one
+     * its welcome had set (the host must be fenced by then). */
+    assert_int_equal(
+        fence_wd_handle_line(w, "timeout 2000", 11000, false, reply, sizeof(reply), NULL), 0);
+    assert_int_equal(w->timeout_ms, 1000);
+    fence_wd_feed(w, 11000, 11000);
+    assert_int_equal(w->timeout_ms, 2000);
+    /* A shorter one applies at once and drops a longer one still waiting. */
+    assert_int_equal(
+        fence_wd_handle_line(w, "timeout 9000", 11000, false, reply, sizeof(reply), NULL), 0);
+    assert_int_equal(
+        fence_wd_handle_line(w, "timeout 1500", 11000, false, reply, sizeof(reply), NULL), 0);
+    assert_int_equal(w->timeout_ms, 1500);
+    fence_wd_feed(w, 11100, 11100);
+    assert_int_equal(w->timeout_ms, 1500);
     static const char *const bad[] = {"timeout 10", "pause 700000",    "feed x", "vms web1",
                                       "vms web1=1", "vms bad/name=77", "bark"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1847,12 +1860,23 @@ static void test_fence_wd_resume(void **state)
     struct fence_wd *w = calloc(1, sizeof(*w));
     assert_non_null(w);
     fence_wd_init(w, 1000, 9000);
-    fence_wd_resume(w, 8600, 0, 9000);
+    fence_wd_resume(w, 8600, 0, 0, 9000);
     assert_int_equal(fence_wd_deadline(w), 9600);
-    fence_wd_resume(w, 8600, 12000, 9000);
+    fence_wd_resume(w, 8600, 12000, 0, 9000);
     assert_int_equal(fence_wd_deadline(w), 12000);
-    fence_wd_resume(w, 99999, 0, 9000); /* from the future: taken as now */
+    fence_wd_resume(w, 99999, 0, 0, 9000); /* from the future: taken as now */
     assert_int_equal(fence_wd_deadline(w), 10000);
+    /* Its predecessor had been lowered (the server's fence_after_ms) below this
+     * one's --timeout-ms: the lower one counts until the server is heard from. */
+    fence_wd_init(w, 10000, 9000);
+    fence_wd_resume(w, 8600, 0, 1875, 9000);
+    assert_int_equal(fence_wd_deadline(w), 8600 + 1875);
+    fence_wd_feed(w, 9100, 9100);
+    assert_int_equal(fence_wd_deadline(w), 9100 + 10000);
+    /* A longer timeout kept is not taken. */
+    fence_wd_init(w, 1000, 9000);
+    fence_wd_resume(w, 8600, 0, 5000, 9000);
+    assert_int_equal(fence_wd_deadline(w), 9600);
     free(w);
 }
 
@@ -2070,6 +2094,7 @@ static void test_fence_watchdog_respawned_keeps_the_deadline(void **state)
     cleanup_json json_t *kept = json_load_file(path, 0, NULL);
     assert_non_null(kept);
     assert_int_equal(json_integer_value(json_object_get(kept, "contact_ms")), contact);
+    assert_int_equal(json_integer_value(json_object_get(kept, "timeout_ms")), 2000);
     reap(wd, SIGKILL);
     close(fd);
     int64_t respawned = fence_wd_now_ms();

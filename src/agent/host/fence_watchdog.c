@@ -39,10 +39,32 @@ void fence_wd_init(struct fence_wd *w, int64_t timeout_ms, int64_t now_ms)
     w->last_feed_ms = now_ms;
 }
 
-void fence_wd_resume(struct fence_wd *w, int64_t contact_ms, int64_t pause_until_ms, int64_t now_ms)
+void fence_wd_resume(struct fence_wd *w, int64_t contact_ms, int64_t pause_until_ms,
+                     int64_t timeout_ms, int64_t now_ms)
 {
     w->last_feed_ms = contact_ms < now_ms ? contact_ms : now_ms;
     w->pause_until_ms = pause_until_ms;
+    if (timeout_ms >= FENCE_WD_TIMEOUT_MIN && timeout_ms < w->timeout_ms) {
+        w->raise_to_ms = w->timeout_ms;
+        w->timeout_ms = timeout_ms;
+    }
+}
+
+void fence_wd_timeout(struct fence_wd *w, int64_t timeout_ms)
+{
+    if (timeout_ms <= w->timeout_ms) {
+        if (timeout_ms != w->timeout_ms)
+            log_info("fence timeout %" PRId64 " ms (was %" PRId64 " ms)", timeout_ms,
+                     w->timeout_ms);
+        w->timeout_ms = timeout_ms;
+        w->raise_to_ms = 0;
+        return;
+    }
+    if (timeout_ms != w->raise_to_ms)
+        log_info("fence timeout %" PRId64 " ms from the next server contact (%" PRId64
+                 " ms until then)",
+                 timeout_ms, w->timeout_ms);
+    w->raise_to_ms = timeout_ms;
 }
 
 void fence_wd_feed(struct fence_wd *w, int64_t evidence_ms, int64_t now_ms)
@@ -59,6 +81,12 @@ void fence_wd_feed(struct fence_wd *w, int64_t evidence_ms, int64_t now_ms)
         return;
     }
     w->last_feed_ms = evidence_ms;
+    if (w->raise_to_ms) {
+        log_info("fence timeout %" PRId64 " ms (was %" PRId64 " ms): the server is heard from",
+                 w->raise_to_ms, w->timeout_ms);
+        w->timeout_ms = w->raise_to_ms;
+        w->raise_to_ms = 0;
+    }
     if (w->fired && now_ms < fence_wd_deadline(w)) {
         log_info("server contact is back: self-fencing re-armed (%" PRId64 " ms)", w->timeout_ms);
         w->fired = false;
@@ -207,9 +235,7 @@ int fence_wd_handle_line(struct fence_wd *w, const char *line, int64_t now_ms, b
     } else if (IS("timeout")) {
         if (parse_ms(arg, FENCE_WD_TIMEOUT_MIN, FENCE_WD_TIMEOUT_MAX, &v, "timeout", err) < 0)
             return -1;
-        if (v != w->timeout_ms)
-            log_info("fence timeout %" PRId64 " ms (was %" PRId64 " ms)", v, w->timeout_ms);
-        w->timeout_ms = v;
+        fence_wd_timeout(w, v);
     } else if (IS("pause")) {
         if (parse_ms(arg, 0, FENCE_WD_PAUSE_MAX_MS, &v, "pause", err) < 0)
             return -1;
@@ -275,6 +301,7 @@ struct wd_proc {
     char boot_id[64];         /* "" when unknown: nothing is persisted then */
     int64_t saved_contact_ms; /* what FENCE_WD_CONTACT_FILE holds */
     int64_t saved_pause_until_ms;
+    int64_t saved_timeout_ms;
     bool save_failed; /* logged once until a write succeeds again */
 };
 
@@ -382,13 +409,15 @@ static void contact_path(const struct wd_proc *p, char *out, size_t len)
 static void save_countdown(struct wd_proc *p)
 {
     if (p->boot_id[0] == '\0' || (p->wd.last_feed_ms == p->saved_contact_ms &&
-                                  p->wd.pause_until_ms == p->saved_pause_until_ms))
+                                  p->wd.pause_until_ms == p->saved_pause_until_ms &&
+                                  p->wd.timeout_ms == p->saved_timeout_ms))
         return;
     char path[4096];
     contact_path(p, path, sizeof(path));
-    cleanup_json json_t *doc = json_pack("{s:s, s:I, s:I}", "boot_id", p->boot_id, "contact_ms",
-                                         (json_int_t)p->wd.last_feed_ms, "pause_until_ms",
-                                         (json_int_t)p->wd.pause_until_ms);
+    cleanup_json json_t *doc =
+        json_pack("{s:s, s:I, s:I, s:I}", "boot_id", p->boot_id, "contact_ms",
+                  (json_int_t)p->wd.last_feed_ms, "pause_until_ms",
+                  (json_int_t)p->wd.pause_until_ms, "timeout_ms", (json_int_t)p->wd.timeout_ms);
     cleanup_free char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     cleanup_error vcr_error_t err = NULL;
     if (text == NULL || vcr_file_replace(path, text, strlen(text), &err) < 0) {
@@ -404,6 +433,7 @@ static void save_countdown(struct wd_proc *p)
     p->save_failed = false;
     p->saved_contact_ms = p->wd.last_feed_ms;
     p->saved_pause_until_ms = p->wd.pause_until_ms;
+    p->saved_timeout_ms = p->wd.timeout_ms;
 }
 
 /* A watchdog that died (kill -9, OOM) left its countdown: go on from it. */
@@ -422,7 +452,9 @@ static void resume_countdown(struct wd_proc *p, int64_t now_ms)
         log_info("`%s` is from another boot or unreadable: counting from now", path);
         return;
     }
-    fence_wd_resume(&p->wd, json_integer_value(contact), json_integer_value(pause), now_ms);
+    /* Older files have no timeout_ms: 0, not known. */
+    fence_wd_resume(&p->wd, json_integer_value(contact), json_integer_value(pause),
+                    json_integer_value(json_object_get(doc, "timeout_ms")), now_ms);
     log_warn("going on with the countdown of the watchdog before this one: last server contact "
              "%" PRId64 " ms ago, %" PRId64 " ms left",
              now_ms - p->wd.last_feed_ms, fence_wd_deadline(&p->wd) - now_ms);

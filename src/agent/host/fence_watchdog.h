@@ -7,7 +7,9 @@
  *
  *   feed T            contact with the server at T (CLOCK_BOOTTIME ms)
  *   vms [NAME=PID]... the QEMU processes to kill (replaces the list)
- *   timeout MS        the agent's fence_timeout_ms (1000..600000)
+ *   timeout MS        the agent's fence_timeout_ms (1000..600000): a
+ *                     shorter one at once, a longer one only at the next
+ *                     feed (see fence_wd_timeout)
  *   pause MS          no kill before now + MS (at most FENCE_WD_PAUSE_MAX_MS; 0 ends it)
  *   status            answered by one JSON line
  *
@@ -41,7 +43,8 @@
 #define FENCE_WD_PAUSE_MAX_MS 600000
 #define FENCE_WD_SOCKET       "fence.sock"
 #define FENCE_WD_FENCED_FILE  "fenced.json"
-/* {boot_id, contact_ms, pause_until_ms}: the countdown, for the next watchdog. */
+/* {boot_id, contact_ms, pause_until_ms, timeout_ms}: the countdown, for the
+ * next watchdog. */
 #define FENCE_WD_CONTACT_FILE "fence-contact.json"
 
 struct fence_wd_vm {
@@ -55,7 +58,8 @@ struct fence_wd {
     int64_t last_feed_ms; /* latest contact with the server (or the start) */
     int64_t late_feed_ms; /* contact read while a kill was overdue: applied after it; 0 none */
     int64_t pause_until_ms;
-    bool fired; /* the deadline passed and the listed VMs were killed */
+    int64_t raise_to_ms; /* a longer timeout asked for, applied at the next feed; 0 none */
+    bool fired;          /* the deadline passed and the listed VMs were killed */
     size_t n_vms;
     struct fence_wd_vm vms[FENCE_WD_MAX_VMS];
 };
@@ -63,9 +67,18 @@ struct fence_wd {
 /* Armed from now: a fresh watchdog gives the agent one full timeout. */
 void fence_wd_init(struct fence_wd *w, int64_t timeout_ms, int64_t now_ms);
 /* A respawned watchdog goes on with the countdown of the one before it: its
- * last contact (taken as now_ms when later) and its pause. */
+ * last contact (taken as now_ms when later), its pause, and its timeout when
+ * shorter than this one's (timeout_ms 0: not known), which then waits for a
+ * feed as a longer `timeout` does. */
 void fence_wd_resume(struct fence_wd *w, int64_t contact_ms, int64_t pause_until_ms,
-                     int64_t now_ms);
+                     int64_t timeout_ms, int64_t now_ms);
+/* The agent's timeout.  A shorter one applies at once.  A longer one applies
+ * only with the next feed: an agent restarted sends its configured timeout
+ * before the server's welcome lowers it again (fence_after_ms), and the
+ * server counts on the lower one it was told; cut off from the server, the
+ * host would otherwise be fenced after the longer one, later than the server
+ * switches its services. */
+void fence_wd_timeout(struct fence_wd *w, int64_t timeout_ms);
 /* Contact at evidence_ms (clamped to now_ms; older than the last one: ignored).
  * While a kill is due (fence_wd_due) it is kept aside and applied by
  * fence_wd_check after the kill: it never cancels it. */
