@@ -82,7 +82,8 @@ int standby_images_for_userns(const char *images, vcr_error_t *err)
     struct dirent *e;
     while (rc == 0 && (e = readdir(dir)) != NULL) {
         size_t n = strlen(e->d_name);
-        if (strncmp(e->d_name, "timens-", 7) != 0 || n < 11 || strcmp(e->d_name + n - 4, ".img"))
+        if (strncmp(e->d_name, "timens-", 7) != 0 || n < 11 ||
+            strcmp(e->d_name + n - 4, ".img") != 0)
             continue;
         /* Only a regular file of its own: a link would chmod what it names. */
         cleanup_close int fd =
