@@ -39,6 +39,7 @@
 #include "agent/host/host_reboot.h"
 #include "agent/host/host_sampler.h"
 #include "agent/host/host_vm.h"
+#include "agent/host/host_volume.h"
 #include "agent/proc.h"
 #include "agent/host/qemu_allow.h"
 #include "agent/host/ram_dir.h"
@@ -1708,6 +1709,93 @@ static void test_real_qemu_bad_kernel_fails_with_reason(void **state)
     vm_test_fini(&t);
 }
 
+/* The copy's writes in the disk preparation's child: each waits until the
+ * test writes a byte to prep_gate[1] (10 s at most, then the copy fails). */
+static int prep_gate[2] = {-1, -1};
+
+static ssize_t gated_write(int fd, const void *buf, size_t n, off_t off)
+{
+    struct pollfd p = {.fd = prep_gate[0], .events = POLLIN};
+    if (poll(&p, 1, 10000) != 1) {
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    return pwrite(fd, buf, n, off);
+}
+
+/* A VM's disks (here: an earlier agent's memory file of a warm-cache volume
+ * to move into its image) are made in a child: the start answers at once and
+ * the loop goes on (heartbeats: a loop held up past the fence watchdog's limit
+ * had every VM of the host killed).  A kill meanwhile cancels the start; a
+ * failed preparation fails the VM with its cause. */
+static void test_vm_start_prepares_its_disks_off_the_loop(void **state)
+{
+    (void)state;
+    if (!qemu_usable)
+        skip();
+    struct vm_test t;
+    vm_test_init(&t);
+    char img[300];
+    snprintf(img, sizeof(img), "%s/data.img", t.dir);
+    struct vcr_volume_spec vol = {
+        .name = "data", .size_mb = 16, .image = img, .mount = "/data", .warm_cache = true};
+    t.spec.volumes = &vol;
+    t.spec.n_volumes = 1;
+    host_vm_free(t.vm);
+    t.vm = host_vm_new(&t.env, &t.spec, on_vm_changed, &t, NULL);
+    struct vm_paths p;
+    assert_int_equal(vm_paths_init(&p, VM_SHM_DIR, t.dir, t.host, "web1", NULL), 0);
+    cleanup_free char *legacy = host_volume_legacy_mem_path(p.shm_base, "data");
+    vm_paths_clear(&p);
+    cleanup_error vcr_error_t err = NULL;
+    if (host_volume_build_image(legacy, 16 << 20, NULL, "data", &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_int_equal(chmod(legacy, 0600), 0);
+    assert_int_equal(pipe2(prep_gate, O_CLOEXEC), 0);
+    host_volume_write_hook = gated_write;
+
+    /* Held up in the copy: the start has answered, no QEMU yet. */
+    if (host_vm_start(t.vm, "test", &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    assert_true(host_vm_preparing(t.vm));
+    assert_false(host_vm_has_process(t.vm));
+    assert_int_equal(host_vm_state(t.vm), VM_STATE_STARTING);
+    assert_non_null(strstr(host_vm_cause(t.vm), "preparing its disks"));
+    assert_int_equal(host_vm_start(t.vm, "again", &err), -1);
+    assert_int_equal(vcr_error_status(err), EBUSY);
+    vcr_error_release(&err);
+    /* A kill cancels it: stopped, and no QEMU ever started. */
+    assert_int_equal(host_vm_kill(t.vm, &err), 0);
+    assert_false(host_vm_preparing(t.vm));
+    assert_int_equal(host_vm_state(t.vm), VM_STATE_STOPPED);
+    assert_non_null(strstr(host_vm_cause(t.vm), "before its qemu started"));
+    assert_int_equal(host_vm_pid(t.vm), 0);
+    assert_int_equal(access(legacy, F_OK), 0); /* not moved: the copy did not end */
+
+    /* The gate open: the copy ends in the child, then QEMU starts. */
+    assert_int_equal(write(prep_gate[1], "x", 1), 1);
+    if (host_vm_start(t.vm, "test", &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    wait_state(&t, VM_STATE_RUNNING, 20000);
+    host_volume_write_hook = pwrite;
+    assert_true(host_vm_pid(t.vm) > 0);
+    assert_int_equal(access(legacy, F_OK), -1);
+    assert_int_equal(host_volume_check_image(img, 16 << 20, &err), 0);
+    assert_int_equal(host_vm_kill(t.vm, &err), 0);
+    wait_state(&t, VM_STATE_STOPPED, 10000);
+
+    /* A preparation that fails: the VM is failed, with the volume's cause. */
+    vol.image = "/nonexistent-vcr-dir/data.img";
+    if (host_vm_start(t.vm, "test", &err) < 0)
+        fail_msg("%s", vcr_error_msg(err));
+    wait_state(&t, VM_STATE_FAILED, 10000);
+    assert_non_null(strstr(host_vm_cause(t.vm), "volume `data`"));
+    close(prep_gate[0]);
+    close(prep_gate[1]);
+    unlink(img);
+    vm_test_fini(&t);
+}
+
 /* --- self-fencing (docs/fencing.md) --- */
 
 struct kill_log {
@@ -2405,6 +2493,7 @@ int main(void)
         cmocka_unit_test(test_real_qemu_death_without_agent_is_not_restarted),
         cmocka_unit_test(test_qmp_never_ready_fails_the_start),
         cmocka_unit_test(test_real_qemu_bad_kernel_fails_with_reason),
+        cmocka_unit_test(test_vm_start_prepares_its_disks_off_the_loop),
         cmocka_unit_test(test_fence_wd_decisions),
         cmocka_unit_test(test_fence_timeout_capped_by_server),
         cmocka_unit_test(test_fence_watchdog_kills_when_not_fed),

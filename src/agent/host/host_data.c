@@ -371,6 +371,9 @@ static int snapshot_start(struct host_data *d, unsigned blk, vcr_error_t *err)
     if (asprintf(&d->gz, "%s.snap.gz", d->vol->image) < 0)
         return vcr_error_make(err, ENOMEM, "out of memory");
     d->taken_ms = vcr_wall_ms();
+    if (host_vm_preparing(vm))
+        return vcr_error_make(err, EBUSY, "VM `%s` is starting: its disks are being prepared",
+                              vm->spec->name);
     if (!host_vm_has_process(vm)) {
         /* Nothing writes the image: it is the copy, as the VM left it. */
         d->method = "file";
@@ -432,7 +435,7 @@ static json_t *chunk_order(struct host_data *d, const char *action, json_t *orde
                    NULL;
         return standby_chunk_read(path, offset, length, err);
     }
-    if (host_vm_has_process(d->vm))
+    if (host_vm_has_process(d->vm) || host_vm_preparing(d->vm))
         return vcr_error_make(err, EBUSY,
                               "VM `%s` runs: its volume `%s` can be restored only while it is "
                               "down",
@@ -501,7 +504,7 @@ void host_data_order(struct agent *a, struct host_vm *vm, json_t *id, const char
     int rc = 0;
     if (strcmp(action, "volume_snapshot") == 0) {
         rc = snapshot_start(d, blk, &err);
-    } else if (host_vm_has_process(vm)) {
+    } else if (host_vm_has_process(vm) || host_vm_preparing(vm)) {
         rc = vcr_error_make(&err, EBUSY,
                             "VM `%s` runs: its volume `%s` can be restored only while it is down",
                             vm->spec->name, vol->name);

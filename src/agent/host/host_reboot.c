@@ -134,7 +134,7 @@ static void on_reboot_timer(evutil_socket_t fd, short what, void *arg)
         rb->started = true;
         rb->serial_from = 0;
         rb->reset_ms = vcr_mono_ms_f() - rb->t0_ms;
-    } else if (!vm->proc) {
+    } else if (!vm->proc && !vm->prep) { /* its disks prepared first: host_vm_prep.c */
         reboot_end(rb, false, vm->sm.cause);
         return;
     }

@@ -85,7 +85,7 @@ static void check_pending(struct host_role *r, size_t i)
             finish_order(r, i, false, host_vm_cause(vm));
     } else if (strcmp(p->action, "vm_warm_restart") == 0) {
         /* answered by on_warm_done */
-    } else if (!host_vm_has_process(vm)) {
+    } else if (!host_vm_has_process(vm) && !host_vm_preparing(vm)) {
         finish_order(r, i, true, NULL);
     }
 }
@@ -93,7 +93,7 @@ static void check_pending(struct host_role *r, size_t i)
 static bool all_stopped(const struct host_role *r)
 {
     for (size_t i = 0; i < r->n_vms; i++)
-        if (host_vm_has_process(r->vms[i]))
+        if (host_vm_has_process(r->vms[i]) || host_vm_preparing(r->vms[i]))
             return false;
     return true;
 }
@@ -388,7 +388,7 @@ static int order_start(struct host_role *r, size_t i, json_t *id, const char *ac
 /* Already down is success: what the order asks for holds (fencing is idempotent). */
 static int stop_or_kill(struct host_role *r, size_t i, json_t *id, bool kill, vcr_error_t *err)
 {
-    if (!host_vm_has_process(r->vms[i])) {
+    if (!host_vm_has_process(r->vms[i]) && !host_vm_preparing(r->vms[i])) {
         agent_reply(r->agent, id, true, NULL);
         return 1;
     }
@@ -532,7 +532,8 @@ static void host_leave(struct agent *a, bool stop)
     r->stopping_all = true;
     for (size_t i = 0; i < r->n_vms; i++) {
         cleanup_error vcr_error_t err = NULL;
-        if (host_vm_has_process(r->vms[i]) && host_vm_stop(r->vms[i], 0, &err) < 0)
+        if ((host_vm_has_process(r->vms[i]) || host_vm_preparing(r->vms[i])) &&
+            host_vm_stop(r->vms[i], 0, &err) < 0)
             log_warn("%s", vcr_error_msg(err));
     }
 }

@@ -444,19 +444,28 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
     if (vm->proc)
         return vcr_error_make(err, EBUSY, "VM `%s` is already running (qemu pid %d)",
                               vm->spec->name, (int)vm->pid);
+    if (vm->prep)
+        return vcr_error_make(err, EBUSY, "VM `%s` is already starting (its disks are prepared)",
+                              vm->spec->name);
     /* Leftovers of a QEMU that died with no agent to clean up after it: a
      * stale RAM file would hand its old contents to the new guest. */
     remove_runtime_files(vm);
     /* One boot per console log: QEMU only ever appends to it (vm.c). */
     if (truncate(vm->paths.serial, 0) < 0 && errno != ENOENT)
         log_warn("VM %s: truncate `%s`: %s", vm->spec->name, vm->paths.serial, strerror(errno));
-    /* docs/warm-cache.md: never start with a volume that failed its checks.
-     * Then the RAM: on hugetlbfs its pages are counted and reserved now, so
-     * that a shortage is a clear cause instead of QEMU dying (ram_dir.h). */
+    /* docs/warm-cache.md: never start with a volume that failed its checks
+     * (host_vm_prep.c makes and checks them off the loop). */
+    if (host_vm_needs_prep(vm))
+        return host_vm_prep_start(vm, why, err);
+    return host_vm_launch(vm, why, err);
+}
+
+int host_vm_launch(struct host_vm *vm, const char *why, vcr_error_t *err)
+{
+    /* The RAM: on hugetlbfs its pages are counted and reserved now, so that a
+     * shortage is a clear cause instead of QEMU dying (ram_dir.h). */
     uint64_t reserved = 0;
-    if (host_disk_prepare(&vm->env.disk, vm->spec, &vm->paths, err) < 0 ||
-        host_volumes_prepare(vm, err) < 0 ||
-        ram_dir_reserve(vm->env.ram, vm->spec->name, vm->paths.ram, vm->spec->memory_mb, &reserved,
+    if (ram_dir_reserve(vm->env.ram, vm->spec->name, vm->paths.ram, vm->spec->memory_mb, &reserved,
                         err) < 0 ||
         ram_dir_own_file(vm->spec->name, vm->paths.ram,
                          vm->env.ram->backing != RAM_BACKING_HUGETLBFS, err) < 0) {
@@ -477,11 +486,7 @@ int host_vm_start(struct host_vm *vm, const char *why, vcr_error_t *err)
                                .paths = &vm->paths,
                                .runas = host_vm_runas(vm)};
     char **argv = vm_qemu_argv(&launch, err);
-    if (argv == NULL) {
-        remove_runtime_files(vm);
-        return -1;
-    }
-    struct proc_watch *w = spawn_watched(vm, argv, err);
+    struct proc_watch *w = argv ? spawn_watched(vm, argv, err) : NULL;
     if (w == NULL) {
         remove_runtime_files(vm); /* the reserved RAM file */
         vm_sm_failed(&vm->sm, vcr_error_msg(err ? *err : NULL));
@@ -523,6 +528,10 @@ static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
 
 int host_vm_stop(struct host_vm *vm, int grace_ms, vcr_error_t *err)
 {
+    if (vm->prep) {
+        host_vm_prep_cancel(vm, "stopped on order before its qemu started");
+        return 0;
+    }
     if (vm->proc == NULL || vm->exit_pending)
         return vcr_error_make(err, ESRCH, "VM `%s` is not running", vm->spec->name);
     if (vm->warm)
@@ -545,6 +554,10 @@ int host_vm_stop(struct host_vm *vm, int grace_ms, vcr_error_t *err)
 
 int host_vm_kill(struct host_vm *vm, vcr_error_t *err)
 {
+    if (vm->prep) {
+        host_vm_prep_cancel(vm, "stopped on order before its qemu started");
+        return 0;
+    }
     if (vm->proc == NULL || vm->exit_pending)
         return vcr_error_make(err, ESRCH, "VM `%s` is not running", vm->spec->name);
     if (vm->warm)
@@ -579,6 +592,11 @@ pid_t host_vm_pid(const struct host_vm *vm)
 bool host_vm_has_process(const struct host_vm *vm)
 {
     return vm->proc != NULL;
+}
+
+bool host_vm_preparing(const struct host_vm *vm)
+{
+    return vm->prep != NULL;
 }
 
 json_t *host_vm_json(const struct host_vm *vm)
@@ -685,6 +703,7 @@ void host_vm_free(struct host_vm *vm)
     if (vm == NULL)
         return;
     host_vm_warm_free(vm->warm);
+    host_vm_prep_free(vm);
     host_volumes_free(vm);
     host_data_free(vm);
     free(vm->qemu_path);

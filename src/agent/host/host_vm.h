@@ -77,6 +77,9 @@ const char *host_vm_cause(const struct host_vm *vm);
 pid_t host_vm_pid(const struct host_vm *vm);
 /* Whether a QEMU process of this VM exists now. */
 bool host_vm_has_process(const struct host_vm *vm);
+/* Whether its disks are being made before its QEMU starts (host_vm_prep.c):
+ * no process yet, but one is coming; host_vm_stop or host_vm_kill cancels it. */
+bool host_vm_preparing(const struct host_vm *vm);
 /* The `vm` object of hello: name, state, cause, pid, address, memory_mb, vcpus, accel,
  * qemu, ram (the RAM file), ram_backing ("tmpfs" or "hugetlbfs"). */
 json_t *host_vm_json(const struct host_vm *vm);

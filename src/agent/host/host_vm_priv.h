@@ -12,6 +12,7 @@
 #include "qmp/qmp.h"
 
 struct host_vm_warm;
+struct standby_job;
 
 struct host_vm {
     struct host_vm_env env;
@@ -44,6 +45,10 @@ struct host_vm {
     struct host_volumes *volumes;
     /* Copies of its volumes for a service's data (host_data.c), or NULL. */
     struct host_data *data;
+    /* Its disks being prepared before QEMU starts (host_vm_prep.c), or NULL. */
+    struct standby_job *prep;
+    char prep_why[256];
+    int64_t prep_started_ms;
 };
 
 /* host_vm.c */
@@ -71,6 +76,21 @@ pid_t host_vm_find_qemu(const struct host_vm *vm, bool *incoming);
 bool host_vm_adopt_pid(struct host_vm *vm, pid_t pid, const char *why, bool restarting);
 /* The last line QEMU wrote to its log ("" if it was our own header). */
 void host_vm_log_last_line(const char *path, char *out, size_t size);
+
+/* The second half of host_vm_start, once the disks are ready: the RAM file,
+ * then QEMU spawned and supervised (`starting`).  -1 with the VM `failed`. */
+int host_vm_launch(struct host_vm *vm, const char *why, vcr_error_t *err);
+
+/* host_vm_prep.c: a disk image or volumes to make before QEMU starts. */
+bool host_vm_needs_prep(const struct host_vm *vm);
+/* Makes them in a child (the VM reports `starting`, "preparing its disks"),
+ * then host_vm_launch; a failure makes the VM `failed` with its cause. */
+int host_vm_prep_start(struct host_vm *vm, const char *why, vcr_error_t *err);
+/* A stop or kill on order, or the agent leaving, while they are made: the
+ * child is killed, QEMU never starts, the VM is `stopped` with cause. */
+void host_vm_prep_cancel(struct host_vm *vm, const char *cause);
+/* Forgets the child (the agent exits): it runs on to its end. */
+void host_vm_prep_free(struct host_vm *vm);
 
 /* host_warm_restart.c, host_warm_handover.c: called by host_vm.c while vm->warm is set. */
 void host_vm_warm_qmp_ready(struct host_vm *vm);

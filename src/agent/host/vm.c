@@ -478,6 +478,19 @@ void vm_sm_init(struct vm_sm *sm, const char *cause)
     set_state(sm, VM_STATE_STOPPED, "%s", cause);
 }
 
+bool vm_sm_preparing(struct vm_sm *sm, const char *cause)
+{
+    sm->guest_shutdown = false;
+    sm->stop_ordered = false;
+    sm->shutdown_reason[0] = '\0';
+    return set_state(sm, VM_STATE_STARTING, "%s", cause);
+}
+
+bool vm_sm_unstarted(struct vm_sm *sm, const char *cause)
+{
+    return set_state(sm, VM_STATE_STOPPED, "%s", cause);
+}
+
 bool vm_sm_starting(struct vm_sm *sm, const char *cause)
 {
     sm->guest_shutdown = false;

@@ -130,6 +130,10 @@ struct vm_sm {
 };
 
 void vm_sm_init(struct vm_sm *sm, const char *cause);
+/* Its disks are being made before a QEMU is spawned: `starting`, no boot yet. */
+bool vm_sm_preparing(struct vm_sm *sm, const char *cause);
+/* A start given up on order before any QEMU was spawned: `stopped`. */
+bool vm_sm_unstarted(struct vm_sm *sm, const char *cause);
 /* A new QEMU process was spawned (or found running and adopted). */
 bool vm_sm_starting(struct vm_sm *sm, const char *cause);
 /* QMP is ready; status is query-status's "status" ("running", "paused", ...). */
