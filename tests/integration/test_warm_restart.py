@@ -318,6 +318,19 @@ def test_warm_restart_to_another_qemu_binary(warm):
     assert r.returncode == 0 and e["ok"], r.stderr
 
 
+def realtime_threads(pid):
+    """The threads of pid not under SCHED_OTHER: a warm restart's pause runs its QEMUs
+    and the agent's thread under SCHED_FIFO (pause_boost.h), and must put them back."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) != os.SCHED_OTHER:
+                found.append(int(tid))
+        except ProcessLookupError:
+            pass
+    return found
+
+
 def test_host_warm_restart_reports_each_vm(warm):
     c0, c2 = counter(), counter(ADDRESS2)
     r = warm.vcr.run("host", "warm-restart", HOST, timeout=120)
@@ -344,6 +357,11 @@ def test_host_warm_restart_reports_each_vm(warm):
     assert max(at["ready"] for at in ats) <= min(at["stop"] for at in ats), ats
     first, second = sorted(ats, key=lambda at: at["stop"])
     assert first["cont"] <= second["gate"], ats
+    # The pauses' boost is undone: the guests' new QEMUs and the agent run as before.
+    for vm in (VM, VM2):
+        pid = warm.wait_vm_state(vm, "running", 10)["pid"]
+        assert realtime_threads(pid) == [], (vm, pid)
+    assert realtime_threads(warm.agent_proc.pid) == []
 
 
 def failing_qemus(tmp_path):
@@ -490,6 +508,8 @@ def test_new_qemu_refusing_the_state_leaves_the_old_one_running(warm):
     assert vm["pid"] == before["pid"], (before, vm)
     assert "warm restart abandoned" in vm["cause"] and "never paused" not in vm["cause"], vm
     assert [p for p, _ in qemu_pids_of_vm(warm)] == [before["pid"]]
+    # Boosted for the pause, put back by the failure's path (pause_boost.h).
+    assert realtime_threads(before["pid"]) == [] and realtime_threads(warm.agent_proc.pid) == []
     # The guest goes on in the old QEMU: answering, its counter moving, its memory kept.
     labkit.wait_for("the counter to move on", lambda: counter() > c0, 30)
     assert uptime() >= u0

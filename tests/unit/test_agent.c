@@ -4,11 +4,13 @@
  * real QEMU supervision (start, kill -9, stop, adoption) when QEMU is
  * installed and we may create a network namespace.  Every wait is on an event
  * with a deadline, never a fixed sleep. */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -45,6 +47,7 @@
 #include "agent/host/ram_dir.h"
 #include "agent/standby_job.h"
 #include "agent/host/tap_fd.h"
+#include "agent/host/pause_boost.h"
 #include "proto/proto_code.h"
 #include "agent/host/vm.h"
 #include "agent/warm_state.h"
@@ -822,6 +825,104 @@ static void test_tap_handover(void **state)
     assert_int_equal(len, 12);
     close(copy2);
     close(tun);
+}
+
+/* --- the scheduling boost of a warm restart's pause (pause_boost.h) ---------- */
+
+static void *boost_thread_blocks(void *arg)
+{
+    char c;
+    (void)!read(*(int *)arg, &c, 1);
+    return NULL;
+}
+
+/* Every thread of pid has policy at priority; the number of threads. */
+static int threads_with_policy(pid_t pid, int policy, int priority)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    assert_non_null(dir);
+    int n = 0;
+    struct dirent *d;
+    while ((d = readdir(dir)) != NULL) {
+        if (d->d_name[0] == '.')
+            continue;
+        pid_t tid = (pid_t)atoi(d->d_name);
+        struct sched_param param;
+        assert_int_equal(sched_getscheduler(tid), policy);
+        assert_int_equal(sched_getparam(tid, &param), 0);
+        assert_int_equal(param.sched_priority, priority);
+        n++;
+    }
+    closedir(dir);
+    return n;
+}
+
+/* A process of three threads (each blocked on a pipe) and the calling thread
+ * go SCHED_FIFO for the pause and back to SCHED_OTHER after, every thread, not
+ * only the main one; a process gone meanwhile is left, not an error. */
+static void test_pause_boost(void **state)
+{
+    (void)state;
+    struct sched_param param = {.sched_priority = PAUSE_BOOST_PRIORITY};
+    if (sched_setscheduler(0, SCHED_FIFO, &param) < 0)
+        skip(); /* no CAP_SYS_NICE */
+    param.sched_priority = 0;
+    assert_int_equal(sched_setscheduler(0, SCHED_OTHER, &param), 0);
+
+    int ready[2], hold[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(hold), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(hold[1]); /* the parent's end: its close lets the threads return */
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            if (pthread_create(&t[i], NULL, boost_thread_blocks, &hold[0]) != 0)
+                _exit(1);
+        (void)!write(ready[1], "r", 1);
+        boost_thread_blocks(&hold[0]);
+        _exit(0);
+    }
+    char c = 0;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(threads_with_policy(pid, SCHED_OTHER, 0), 3);
+
+    struct pause_boost b;
+    pause_boost_begin(&b, pid, 0);
+    assert_int_equal(b.pid[0], pid);
+    assert_int_equal(b.pid[1], 0);
+    assert_int_equal(threads_with_policy(pid, SCHED_FIFO, PAUSE_BOOST_PRIORITY), 3);
+    assert_int_equal(sched_getscheduler(0), SCHED_FIFO);
+    pause_boost_end_pid(&b, pid);
+    assert_int_equal(b.pid[0], 0);
+    assert_int_equal(threads_with_policy(pid, SCHED_OTHER, 0), 3);
+    assert_int_equal(sched_getscheduler(0), SCHED_FIFO); /* the agent's until the end */
+    pause_boost_end(&b);
+    assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+
+    /* Boosted, then gone before the end (the old QEMU, killed): no error. */
+    pause_boost_begin(&b, pid, 0);
+    close(hold[1]); /* the threads return, the child exits */
+    int status = -1;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    pause_boost_end(&b);
+    assert_int_equal(b.pid[0], 0);
+    assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(proc_set_policy(pid, SCHED_FIFO, 1, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+    /* A pid that is no process is not boosted (and nothing is to be undone). */
+    pause_boost_begin(&b, pid, 0);
+    assert_int_equal(b.pid[0], 0);
+    pause_boost_end(&b);
+    assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+    close(ready[0]);
+    close(ready[1]);
+    close(hold[0]);
 }
 
 static void test_proc_stat_parsing(void **state)
@@ -2473,6 +2574,7 @@ int main(void)
         cmocka_unit_test(test_warm_journal),
         cmocka_unit_test(test_warm_recovery_decide),
         cmocka_unit_test(test_tap_handover),
+        cmocka_unit_test(test_pause_boost),
         cmocka_unit_test(test_standby_job),
         cmocka_unit_test(test_sm_restarting_exit_is_not_crash),
         cmocka_unit_test(test_ram_file_differs_by_state_dir),

@@ -26,10 +26,13 @@ void warm_gate_launching(struct host_vm_warm *w)
     gate_launching++;
 }
 
+/* The guest's pause runs ahead of the host's other guests (pause_boost.h):
+ * the old QEMU, the new one and the agent's thread, until the gate is left. */
 void warm_gate_pausing(struct host_vm_warm *w)
 {
     w->pausing = true;
     gate_pausing++;
+    pause_boost_begin(&w->boost, proc_watch_pid(w->vm->proc), w->next_pid);
 }
 
 void warm_gate_unwait(struct host_vm_warm *w)
@@ -59,8 +62,10 @@ void warm_gate_leave(struct host_vm_warm *w, bool release)
 {
     if (w->launching)
         gate_launching--;
-    if (w->pausing)
+    if (w->pausing) {
         gate_pausing--;
+        pause_boost_end(&w->boost);
+    }
     w->launching = w->pausing = false;
     warm_gate_unwait(w);
     if (release)

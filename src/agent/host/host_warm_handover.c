@@ -173,6 +173,8 @@ static void on_handover_cont(struct qmp_client *c, json_t *result, const char *e
     struct host_vm_warm *w = vm->warm;
     warm_resumed_now(w);
     w->resumed = true;
+    /* The guest runs: its QEMU competes with the others again. */
+    pause_boost_end_pid(&w->boost, w->next_pid);
     /* The gate lets the next guest be paused only once this restart is done
      * (warm_finish), the old QEMU's exit seen too: the kernel has torn its
      * mappings down by then, and the agent has reported this VM. */

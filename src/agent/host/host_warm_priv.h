@@ -10,6 +10,7 @@
 
 #include "agent/host/host_vm.h"
 #include "agent/host/host_vm_priv.h"
+#include "agent/host/pause_boost.h"
 #include "agent/warm_state.h"
 #include "qmp/qmp.h"
 
@@ -70,6 +71,7 @@ struct host_vm_warm {
     bool launching; /* counted by the pause gate as launching */
     bool pausing;   /* counted by the pause gate as pausing its guest */
     struct host_vm_warm *wait_next; /* W_HOLD: the next in the gate's queue */
+    struct pause_boost boost;       /* pausing: its QEMUs' and the agent's priority */
     bool old_gone;                  /* W_HANDOVER: the old QEMU's exit was seen */
     bool resumed;                   /* W_HANDOVER: the new QEMU answered `cont` */
     bool was_paused;                /* the VM was paused when the order came */

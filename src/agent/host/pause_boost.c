@@ -1,0 +1,111 @@
+/* The scheduling boost of a guest's pause: see pause_boost.h. */
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/host/pause_boost.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+
+int proc_set_policy(pid_t pid, int policy, int priority, vcr_error_t *err)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (dir == NULL)
+        return vcr_error_errno(err, "%s", path);
+    struct sched_param param = {.sched_priority = priority};
+    int n = 0;
+    struct dirent *d;
+    while ((d = readdir(dir)) != NULL) {
+        char *end;
+        long tid = strtol(d->d_name, &end, 10);
+        if (*end != '\0' || tid <= 0)
+            continue;
+        if (sched_setscheduler((pid_t)tid, policy, &param) < 0) {
+            if (errno == ESRCH) /* the thread ended meanwhile */
+                continue;
+            int e = errno;
+            closedir(dir);
+            errno = e;
+            return vcr_error_errno(err, "sched_setscheduler(%ld, %d, %d)", tid, policy, priority);
+        }
+        n++;
+    }
+    closedir(dir);
+    return n;
+}
+
+int proc_get_policy(pid_t pid, int *policy, int *priority, vcr_error_t *err)
+{
+    struct sched_param param;
+    int p = sched_getscheduler(pid);
+    if (p < 0 || sched_getparam(pid, &param) < 0)
+        return vcr_error_errno(err, "sched_getscheduler(%d)", (int)pid);
+    *policy = p;
+    *priority = param.sched_priority;
+    return 0;
+}
+
+static void boost_one(struct pause_boost *b, int slot, pid_t pid)
+{
+    b->pid[slot] = 0;
+    if (pid <= 0)
+        return;
+    cleanup_error vcr_error_t err = NULL;
+    int policy, priority;
+    if (proc_get_policy(pid, &policy, &priority, &err) < 0 ||
+        proc_set_policy(pid, SCHED_FIFO, PAUSE_BOOST_PRIORITY, &err) < 0) {
+        log_warn("pause boost of pid %d: %s", (int)pid, vcr_error_msg(err));
+        return;
+    }
+    b->pid[slot] = pid;
+    b->policy[slot] = policy;
+    b->priority[slot] = priority;
+}
+
+void pause_boost_begin(struct pause_boost *b, pid_t a, pid_t c)
+{
+    boost_one(b, 0, a);
+    boost_one(b, 1, c);
+    b->self = false;
+    cleanup_error vcr_error_t err = NULL;
+    if (proc_get_policy(0, &b->self_policy, &b->self_priority, &err) < 0) {
+        log_warn("pause boost of the agent: %s", vcr_error_msg(err));
+        return;
+    }
+    if (b->self_policy != SCHED_OTHER)
+        return; /* already real-time (another pause's, or the operator's): left so */
+    struct sched_param param = {.sched_priority = PAUSE_BOOST_PRIORITY};
+    if (sched_setscheduler(0, SCHED_FIFO, &param) < 0) {
+        log_warn("pause boost of the agent: sched_setscheduler: %s", strerror(errno));
+        return;
+    }
+    b->self = true;
+}
+
+void pause_boost_end_pid(struct pause_boost *b, pid_t pid)
+{
+    for (int i = 0; i < 2; i++) {
+        if (pid <= 0 || b->pid[i] != pid)
+            continue;
+        cleanup_error vcr_error_t err = NULL;
+        if (proc_set_policy(pid, b->policy[i], b->priority[i], &err) < 0 &&
+            vcr_error_status(err) != ENOENT && vcr_error_status(err) != ESRCH)
+            log_warn("pause boost of pid %d, undoing: %s", (int)pid, vcr_error_msg(err));
+        b->pid[i] = 0;
+    }
+}
+
+void pause_boost_end(struct pause_boost *b)
+{
+    pause_boost_end_pid(b, b->pid[0]);
+    pause_boost_end_pid(b, b->pid[1]);
+    struct sched_param param = {.sched_priority = b->self_priority};
+    if (b->self && sched_setscheduler(0, b->self_policy, &param) < 0)
+        log_warn("pause boost of the agent, undoing: sched_setscheduler: %s", strerror(errno));
+    b->self = false;
+}
