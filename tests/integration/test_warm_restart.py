@@ -601,6 +601,10 @@ def test_agent_killed_mid_warm_restart_is_taken_over(warm, point, expect):
     # resumed); its files are gone, the VM's are in place.
     assert [pid for pid, _ in qemu_pids_of_vm(warm)] == [vm["pid"]]
     assert not process_lives(pre[0]) or pre[0] == vm["pid"]
+    # The dead agent's pause boost (SCHED_FIFO) does not outlive it: the QEMU that
+    # runs the guest on is back to SCHED_OTHER (a guest spinning at a real-time
+    # priority would starve the host's ordinary tasks).
+    assert realtime_threads(vm["pid"]) == [], (point, vm["pid"])
     names = os.listdir(warm.state_dir)
     assert {f"{VM}.pid", f"{VM}.qmp"} <= set(names), names
     with open(warm.state_dir / f"{VM}.pid") as f:

@@ -903,6 +903,17 @@ static void test_pause_boost(void **state)
     pause_boost_end(&b);
     assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
 
+    /* Left boosted by an agent that died in the pause: the next one, adopting
+     * the QEMU, puts back the boost's threads only (another priority is not its). */
+    assert_int_equal(proc_set_policy(pid, SCHED_FIFO, PAUSE_BOOST_PRIORITY, NULL), 3);
+    assert_int_equal(pause_boost_undo_left(pid), 3);
+    assert_int_equal(threads_with_policy(pid, SCHED_OTHER, 0), 3);
+    assert_int_equal(pause_boost_undo_left(pid), 0);
+    assert_int_equal(proc_set_policy(pid, SCHED_FIFO, PAUSE_BOOST_PRIORITY + 1, NULL), 3);
+    assert_int_equal(pause_boost_undo_left(pid), 0);
+    assert_int_equal(threads_with_policy(pid, SCHED_FIFO, PAUSE_BOOST_PRIORITY + 1), 3);
+    assert_int_equal(proc_set_policy(pid, SCHED_OTHER, 0, NULL), 3);
+
     /* Boosted, then gone before the end (the old QEMU, killed): no error. */
     pause_boost_begin(&b, pid, 0);
     close(hold[1]); /* the threads return, the child exits */

@@ -16,6 +16,7 @@
 #include "agent/host/host_data.h"
 #include "agent/host/host_sampler.h"
 #include "agent/host/host_volume.h"
+#include "agent/host/pause_boost.h"
 #include "agent/proc.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
@@ -367,6 +368,11 @@ bool host_vm_adopt_pid(struct host_vm *vm, pid_t pid, const char *why, bool rest
         proc_watch_free(w);
         return false;
     }
+    int boosted = pause_boost_undo_left(pid);
+    if (boosted > 0)
+        log_warn("VM %s: qemu pid %d: %d thread(s) still under the pause boost of an earlier "
+                 "agent's warm restart (SCHED_FIFO %d): back to SCHED_OTHER",
+                 vm->spec->name, (int)pid, boosted, PAUSE_BOOST_PRIORITY);
     char exe[64], target[4096];
     snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)pid);
     ssize_t n = readlink(exe, target, sizeof(target) - 1);

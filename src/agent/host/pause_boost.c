@@ -50,6 +50,32 @@ int proc_get_policy(pid_t pid, int *policy, int *priority, vcr_error_t *err)
     return 0;
 }
 
+int pause_boost_undo_left(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (dir == NULL)
+        return 0;
+    struct sched_param other = {.sched_priority = 0};
+    int n = 0;
+    struct dirent *d;
+    while ((d = readdir(dir)) != NULL) {
+        char *end;
+        long tid = strtol(d->d_name, &end, 10);
+        struct sched_param param;
+        if (*end != '\0' || tid <= 0 || sched_getscheduler((pid_t)tid) != SCHED_FIFO ||
+            sched_getparam((pid_t)tid, &param) < 0 || param.sched_priority != PAUSE_BOOST_PRIORITY)
+            continue;
+        if (sched_setscheduler((pid_t)tid, SCHED_OTHER, &other) == 0)
+            n++;
+        else if (errno != ESRCH)
+            log_warn("pid %d thread %ld: back to SCHED_OTHER: %s", (int)pid, tid, strerror(errno));
+    }
+    closedir(dir);
+    return n;
+}
+
 static void boost_one(struct pause_boost *b, int slot, pid_t pid)
 {
     b->pid[slot] = 0;

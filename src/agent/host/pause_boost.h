@@ -35,6 +35,13 @@ int proc_set_policy(pid_t pid, int policy, int priority, vcr_error_t *err);
 /* The policy and priority of process pid's main thread: 0, or -1 with err. */
 int proc_get_policy(pid_t pid, int *policy, int *priority, vcr_error_t *err);
 
+/* The threads of process pid still under a pause's boost (SCHED_FIFO at
+ * PAUSE_BOOST_PRIORITY) go back to SCHED_OTHER; returns how many (0 when none,
+ * or the process is gone).  For a QEMU adopted from an agent that died in a
+ * pause: nothing else would ever put it back, and a guest spinning at a
+ * real-time priority starves the host's ordinary tasks (its agent included). */
+int pause_boost_undo_left(pid_t pid);
+
 /* One pause's boost: up to two QEMUs and the agent's thread, each with the
  * policy it had before. */
 struct pause_boost {
