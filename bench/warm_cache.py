@@ -867,7 +867,9 @@ def write_results_debian(web):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=None,
+                    help=f"comma-separated (default: {','.join(METHODS)}; --guest debian: "
+                         "warm-cache,conventional)")
     ap.add_argument("--runs", type=int, default=3, help="runs per point (default 3)")
     ap.add_argument("--web-before", type=float, default=None,
                     help="seconds of load before the reboot (default 15; Debian 40)")
@@ -891,6 +893,7 @@ def main():
         args.web_after = 20 if debian else 40
     if debian:
         return main_debian(args)
+    args.methods = args.methods or ",".join(METHODS)
     if args.report_only:
         write_results(load_reads(), load_web())
         print(open(os.path.join(RESULTS, "warm-cache.md")).read())
@@ -946,8 +949,10 @@ def main_debian(args):
     try:
         b.d.server(heartbeat_ms=500)
         site = make_site(b.tmp)
-        methods = [m for m in args.methods.split(",") if m in ("warm-cache", "conventional")] \
-            or ["warm-cache", "conventional"]
+        methods = (args.methods or "warm-cache,conventional").split(",")
+        if not set(methods) <= {"warm-cache", "conventional"}:
+            sys.exit(f"--guest debian: --methods `{args.methods}`; allowed: warm-cache, "
+                     "conventional")
         for rep in range(1, args.runs + 1):
             for i, m in enumerate(methods):
                 print(f"debian web {m} run {rep}/{args.runs}:", flush=True)
