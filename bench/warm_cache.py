@@ -482,7 +482,10 @@ def write_results(rows, web):
             "overlap the boot prefetch.",
             "- Reads of 0.1 s or less are at the 10 ms resolution of the timing: ratios "
             "between them are good to about 10-15%.", ""]
-    out += ["Plots: `warm-cache-read.png` (MB/s per method and read, medians with min-max "
+    out += ["The web part on the Debian 12 guest (nginx with sendfile, a site larger than "
+            "the guest's page cache, 16 clients): `warm-cache-debian.md` (`--guest debian`).",
+            "",
+            "Plots: `warm-cache-read.png` (MB/s per method and read, medians with min-max "
             "bars, log scale), `warm-cache-web.png` (requests/s around the reboot: median "
             "of the runs, min-max band).", "",
             "Raw data, one line per measurement: `warm-cache.csv` (" + ", ".join(READ_FIELDS)
