@@ -100,8 +100,12 @@ bench-recovery-debian:
 bench-warm-vm: build image
 	/usr/bin/python3 bench/warm_vm.py --build $(BUILD)
 
+# GUEST=debian: the web part on the real Debian 12 guest (nginx; the image of image-debian;
+# bench/results/warm-cache-debian.*); RUNS=N runs per method (3); APPEND=1 adds the runs to
+# the committed ones, so that each run can have a lab hold of its own.
 bench-warm-cache: build image
-	/usr/bin/python3 bench/warm_cache.py --build $(BUILD)
+	/usr/bin/python3 bench/warm_cache.py --build $(BUILD) $(if $(GUEST),--guest $(GUEST)) \
+		$(if $(RUNS),--runs $(RUNS)) $(if $(APPEND),--append)
 
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD) --merge

@@ -16,6 +16,19 @@ clients fetch random ones for the whole run; completed requests counted per seco
 around a reboot: warm-cache (warm reboot, pmem) vs conventional (--cold, virtio-blk
 cache=none: the page cache is empty after the reboot).
 
+--guest debian (`make bench-warm-cache GUEST=debian`): the web part on the Debian 12 primary
+guest of lab/build-debian (systemd, nginx-light with Debian's `sendfile on`), DEB_MEMORY_MB
+of RAM, 1 vCPU: a site of DEB_FILES files of DEB_FILE_KB KB (600 MB, more than the guest's
+page cache holds) on a DEB_VOLUME_MB volume that the guest mounts by its own fstab
+(cloud-init user-data; `-o dax` on the warm-cache volume); DEB_CLIENTS keep-alive clients
+(threads of one process in the lab namespace, time-bounded) GET random files from the
+VM's boot until --web-after (20) seconds past ready; the reboot --web-before (40) seconds
+into the load.  Per second: requests, bytes, the CPU of QEMU's busiest thread (the TCG
+vCPU) and of all its threads, QEMU's reads from the host disk.  Writes
+warm-cache-debian.md, warm-cache-debian-web.csv (per second), warm-cache-debian-web-runs.csv
+(per run) and warm-cache-debian-web.png; --append adds to the runs already there (one lab
+hold per run), --report-only rewrites them from the CSVs.
+
 Every point is measured --runs times (default 3), each run on a freshly started agent and
 VM; the summary gives the median with min and max, and the host's load average at the
 start and end of each run.  Runs inside its own lab namespace (VCR_LAB_NS, default
@@ -280,6 +293,14 @@ set grid ytics
 plot '{dat}' using 2:3:4:xtic(1) title 'before, 1st', '' using 5:6:7 title 'before, 2nd', \\
      '' using 8:9:10 title 'after reboot, 1st', '' using 11:12:13 title 'after reboot, 2nd'
 """)
+    plot_web(web, "warm-cache-web.png",
+             f"Web requests/s (1 MB files, {CLIENTS} clients) around a guest reboot (TCG)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def plot_web(web, png, title):
+    """Requests/s per second from the reboot order: median of the runs, min-max band."""
+    tmp = tempfile.mkdtemp(prefix="vcr-plot-")
     plots = []
     colours = {"warm-cache": "#1f77b4", "conventional": "#d62728"}
     for m, runs in web.items():
@@ -304,8 +325,8 @@ plot '{dat}' using 2:3:4:xtic(1) title 'before, 1st', '' using 5:6:7 title 'befo
     if plots:
         gnuplot(f"""
 set terminal pngcairo size 960,480 font 'sans,11'
-set output '{RESULTS}/warm-cache-web.png'
-set title 'Web requests/s (1 MB files, {CLIENTS} clients) around a guest reboot (TCG)'
+set output '{RESULTS}/{png}'
+set title '{title}'
 set xlabel 'seconds from the reboot order'
 set ylabel 'requests/s'
 set grid
@@ -461,7 +482,10 @@ def write_results(rows, web):
             "overlap the boot prefetch.",
             "- Reads of 0.1 s or less are at the 10 ms resolution of the timing: ratios "
             "between them are good to about 10-15%.", ""]
-    out += ["Plots: `warm-cache-read.png` (MB/s per method and read, medians with min-max "
+    out += ["The web part on the Debian 12 guest (nginx with sendfile, a site larger than "
+            "the guest's page cache, 16 clients): `warm-cache-debian.md` (`--guest debian`).",
+            "",
+            "Plots: `warm-cache-read.png` (MB/s per method and read, medians with min-max "
             "bars, log scale), `warm-cache-web.png` (requests/s around the reboot: median "
             "of the runs, min-max band).", "",
             "Raw data, one line per measurement: `warm-cache.csv` (" + ", ".join(READ_FIELDS)
@@ -493,19 +517,386 @@ def load_web():
     return web
 
 
+# --------------------------------------------------------------------------- Debian web
+# The Debian 12 primary guest (lab/build-debian: systemd, nginx-light with sendfile on)
+# serving a site larger than its page cache, many keep-alive clients (--guest debian).
+DEB_MEMORY_MB = 384
+DEB_FILES = 2400
+DEB_FILE_KB = 256
+DEB_VOLUME_MB = 768
+DEB_CLIENTS = 16
+DEB_BOOT_TIMEOUT = 320
+DEB_USER_DATA = """#cloud-config
+write_files:
+  - path: /etc/fstab
+    append: true
+    content: |
+      LABEL=site  /srv/site  ext4  defaults{dax},nofail,x-systemd.device-timeout=60s  0 0
+  - path: /etc/systemd/system/boot-report.service
+    content: |
+      [Unit]
+      Description=Boot id and mounts of this boot, served by nginx
+      RequiresMountsFor=/srv/site
+      [Service]
+      Type=oneshot
+      ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id /proc/mounts > /srv/www/boot.txt'
+      [Install]
+      WantedBy=multi-user.target
+runcmd:
+  - [sh, -c, 'mkdir -p /srv/site /srv/data && systemctl daemon-reload && mount /srv/site && ln -sfn /srv/site/web /srv/data/web && systemctl enable --now boot-report.service && sync']
+"""
+# One process in the lab namespace, DEB_CLIENTS threads, each on a keep-alive connection
+# (reconnecting after an error), GETs random files for at most argv[4] seconds; prints
+# "SECOND BYTES" per answer (SECOND counted from the wall time argv[1]).
+DEB_CLIENT = r'''
+import http.client, random, sys, threading, time
+t0, addr, n, dur, clients = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+lock = threading.Lock()
+def client():
+    rnd, conn = random.Random(), None
+    while time.time() - t0 < dur:
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(addr, 80, timeout=5)
+            conn.request("GET", "/data/web/f%d" % rnd.randrange(n))
+            r = conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise OSError(r.status)
+            with lock:
+                print(int(time.time() - t0), len(body), flush=True)
+        except Exception:
+            if conn is not None:
+                conn.close()
+            conn = None
+            time.sleep(0.05)
+for _ in range(clients):
+    threading.Thread(target=client, daemon=True).start()
+time.sleep(max(0.0, dur - (time.time() - t0)) + 6)
+'''
+
+
+def make_site(tmp):
+    src = tmp / "site"
+    (src / "web").mkdir(parents=True, exist_ok=True)
+    for i in range(DEB_FILES):
+        with open(src / "web" / f"f{i}", "wb") as f:
+            f.write(os.urandom(DEB_FILE_KB << 10))
+    return src
+
+
+def thread_ticks(pid):
+    """{thread id: CPU ticks (user + system)} of QEMU pid's threads, or None.  QEMU runs
+    without debug-threads, so its threads carry no names: under TCG the vCPU thread is
+    the busiest one (a halted vCPU sleeps), the main loop does the device emulation."""
+    out = {}
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            f = open(f"{task}/stat").read().rsplit(")", 1)[1].split()
+            out[int(os.path.basename(task))] = int(f[11]) + int(f[12])
+        except (OSError, ValueError):
+            continue
+    return out or None
+
+
+def qemu_read_bytes(pid):
+    try:
+        for line in open(f"/proc/{pid}/io"):
+            if line.startswith("read_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def deb_boot_report(addr):
+    """The /proc/mounts line of /srv/site of the guest's current boot (boot id, line)."""
+    text = labkit.http_get(addr, "/boot.txt", timeout=3)
+    if not text:
+        return None
+    lines = text.splitlines()
+    return lines[0], next((x for x in lines[1:] if x.split()[1:2] == ["/srv/site"]), "")
+
+
+def bench_web_debian(b, index, method, site, before_s, after_s):
+    """One run: a fresh agent and Debian VM; load from the start, the reboot after
+    before_s of it (warm: `vcr vm reboot`; conventional: `--cold` on virtio-blk
+    cache=none); the load goes on until after_s past ready."""
+    load_start = load1()
+    name, addr, host = f"d{index}", f"10.77.0.{40 + index}", f"wcd{index}"
+    warm = method == "warm-cache"
+    state = b.tmp / f"agent-{host}"
+    state.mkdir(exist_ok=True)
+    ud = b.tmp / f"user-data-{method}"
+    ud.write_text(DEB_USER_DATA.replace("{dax}", ",dax" if warm else ""))
+    vm = labkit.debian_primary_entry(name, index, addr, memory_mb=DEB_MEMORY_MB,
+                                     network="nocloud")
+    if vm is None:
+        raise RuntimeError("the Debian images are not built (make image-debian)")
+    vm["user_data"] = str(ud)
+    image = state / "site.img"
+    vm["volumes"] = [{"name": "site", "size_mb": DEB_VOLUME_MB, "source_dir": str(site),
+                      "image": str(image), "mount": "/srv/site",
+                      **({"warm_cache": "true"} if warm else {"cache": "none"})}]
+    cfg = b.tmp / f"agent-{host}.yaml"
+    labkit.write_agent_config(cfg, host, str(state), [vm])
+    agent = agent_proc(b.d.build, cfg, b.tmp / f"{host}.log", "--log-level", "info")
+    b.d.procs.append(agent)
+    try:
+        v = b.d.wait_vm_state(name, ["running", "failed"], DEB_BOOT_TIMEOUT)
+        if v["state"] == "failed":
+            raise RuntimeError(f"VM {name} failed: {v.get('cause')}")
+        first = labkit.wait_for(f"{name}'s site mounted", lambda: (
+            lambda r: r if r and r[1] else None)(deb_boot_report(addr)), DEB_BOOT_TIMEOUT,
+            interval=1)
+        if warm and "dax=always" not in first[1]:
+            raise RuntimeError(f"{name}: /srv/site is not mounted with DAX: {first[1]}")
+        # The image's pages in the host page cache, as on a host that has served the site
+        # (cache=none reads past them: O_DIRECT).
+        subprocess.run(["dd", f"if={image}", "of=/dev/null", "bs=4M", "status=none"],
+                       check=True)
+        pid = [b.d.vcr.vm(name)["pid"]]
+        samples = []
+        stop = threading.Event()
+        t0 = time.time()
+
+        def sampler():
+            while not stop.is_set():
+                p = pid[0]
+                samples.append((time.time() - t0, p, thread_ticks(p), qemu_read_bytes(p)))
+                stop.wait(1.0)
+        threading.Thread(target=sampler, daemon=True).start()
+        counts, nbytes = {}, {}
+        dur = before_s + DEB_BOOT_TIMEOUT + after_s
+        client = subprocess.Popen(labkit.in_ns([sys.executable, "-c", DEB_CLIENT, str(t0), addr,
+                                                str(DEB_FILES), str(dur), str(DEB_CLIENTS)]),
+                                  stdout=subprocess.PIPE, text=True)
+
+        def reader():
+            for line in client.stdout:
+                s, n = (int(x) for x in line.split())
+                counts[s] = counts.get(s, 0) + 1
+                nbytes[s] = nbytes.get(s, 0) + n
+        rt = threading.Thread(target=reader, daemon=True)
+        rt.start()
+        time.sleep(before_s)  # load phase of fixed length (measured, not waited on)
+        reboot_at = time.time() - t0
+        r = b.vcr_json("vm", "reboot", name, *([] if warm else ["--cold"]),
+                       timeout=DEB_BOOT_TIMEOUT)
+        ready_at = reboot_at + r["ready_ms"] / 1000
+        pid[0] = b.d.vcr.vm(name)["pid"]
+        end = ready_at + after_s
+        while time.time() - t0 < end:
+            time.sleep(0.5)
+        client.kill()
+        client.wait()
+        stop.set()
+        rt.join(10)
+        after = deb_boot_report(addr)
+    finally:
+        b.d.vcr.run("vm", "kill", name, timeout=30)
+        try:
+            b.d.wait_vm_state(name, ["stopped", "crashed"], 60)
+        finally:
+            agent.stop()
+    n = int(end)
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu, qcpu, rd = [None] * n, [None] * n, [None] * n
+    for (ta, pa, ca, ra), (tb, pb, cb, rb) in zip(samples, samples[1:]):
+        s = int(tb)
+        if s < n and pa == pb and None not in (ca, cb, ra, rb) and tb > ta:
+            d = [cb[t] - ca[t] for t in cb if t in ca]
+            cpu[s] = round(max(d) / hz / (tb - ta) * 100, 1)
+            qcpu[s] = round(sum(d) / hz / (tb - ta) * 100, 1)
+            rd[s] = round((rb - ra) / (tb - ta) / 1e6, 2)
+    return {"series": [counts.get(s, 0) for s in range(n)],
+            "bytes": [nbytes.get(s, 0) for s in range(n)], "vcpu_pct": cpu, "qemu_cpu_pct": qcpu,
+            "qemu_read_mb": rd,
+            "reboot_at": reboot_at, "ready_at": ready_at, "load1_start": load_start,
+            "load1_end": load1(), "mount_before": first[1],
+            "mount_after": after[1] if after else ""}
+
+
+def mean_window(values, start, length=10):
+    xs = [x for x in values[max(0, start):start + length] if x is not None]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def deb_stats(w):
+    """(req/s, MB/s, vCPU %, QEMU read MB/s) in the 10 s before the reboot order and in
+    the first 10 s after ready."""
+    pre, post = int(w["reboot_at"]) - 10, int(w["ready_at"]) + 1
+    out = {}
+    for key, vals in (("req_s", w["series"]), ("mb_s", [x / 1e6 for x in w["bytes"]]),
+                      ("vcpu_pct", w["vcpu_pct"]), ("qemu_cpu_pct", w["qemu_cpu_pct"]),
+                      ("qemu_read_mb_s", w["qemu_read_mb"])):
+        out[key + "_before"] = mean_window(vals, pre)
+        out[key + "_after"] = mean_window(vals, post)
+    return out
+
+
+DEB_RUN_FIELDS = ["method", "rep", "reboot_at_s", "ready_at_s", "req_s_before", "req_s_after",
+                  "mb_s_before", "mb_s_after", "vcpu_pct_before", "vcpu_pct_after",
+                  "qemu_cpu_pct_before", "qemu_cpu_pct_after", "qemu_read_mb_s_before",
+                  "qemu_read_mb_s_after", "load1_start", "load1_end",
+                  "mount_after"]
+DEB_SERIES_FIELDS = ["method", "rep", "second", "s_from_reboot_order", "requests", "bytes",
+                     "vcpu_pct", "qemu_cpu_pct", "qemu_read_mb_s"]
+
+
+def load_web_debian():
+    """The Debian web runs of earlier invocations (--append, --report-only), or {}."""
+    web = {}
+    path = os.path.join(RESULTS, "warm-cache-debian-web-runs.csv")
+    if not os.path.exists(path):
+        return web
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            web.setdefault(r["method"], []).append({
+                "series": [], "bytes": [], "vcpu_pct": [], "qemu_cpu_pct": [],
+                "qemu_read_mb": [],
+                "reboot_at": float(r["reboot_at_s"]), "ready_at": float(r["ready_at_s"]),
+                "load1_start": float(r["load1_start"]), "load1_end": float(r["load1_end"]),
+                "mount_after": r["mount_after"]})
+    num = lambda x: float(x) if x != "" else None  # noqa: E731
+    with open(os.path.join(RESULTS, "warm-cache-debian-web.csv")) as f:
+        for r in csv.DictReader(f):
+            w = web[r["method"]][int(r["rep"]) - 1]
+            w["series"].append(int(r["requests"]))
+            w["bytes"].append(int(r["bytes"]))
+            w["vcpu_pct"].append(num(r["vcpu_pct"]))
+            w["qemu_cpu_pct"].append(num(r["qemu_cpu_pct"]))
+            w["qemu_read_mb"].append(num(r["qemu_read_mb_s"]))
+    return web
+
+
+def write_results_debian(web):
+    with open(os.path.join(RESULTS, "warm-cache-debian-web-runs.csv"), "w", newline="") as f:
+        wr = csv.DictWriter(f, DEB_RUN_FIELDS)
+        wr.writeheader()
+        for m, runs in web.items():
+            for rep, w in enumerate(runs, 1):
+                st = deb_stats(w)
+                wr.writerow({"method": m, "rep": rep, "reboot_at_s": round(w["reboot_at"], 2),
+                             "ready_at_s": round(w["ready_at"], 2),
+                             **{k: round(v, 2) for k, v in st.items()},
+                             "load1_start": w["load1_start"], "load1_end": w["load1_end"],
+                             "mount_after": w["mount_after"]})
+    with open(os.path.join(RESULTS, "warm-cache-debian-web.csv"), "w", newline="") as f:
+        wr = csv.DictWriter(f, DEB_SERIES_FIELDS)
+        wr.writeheader()
+        for m, runs in web.items():
+            for rep, w in enumerate(runs, 1):
+                for s, c in enumerate(w["series"]):
+                    cpu, qc, rd = w["vcpu_pct"][s], w["qemu_cpu_pct"][s], w["qemu_read_mb"][s]
+                    wr.writerow({"method": m, "rep": rep, "second": s,
+                                 "s_from_reboot_order": s - int(round(w["reboot_at"])),
+                                 "requests": c, "bytes": w["bytes"][s],
+                                 "vcpu_pct": "" if cpu is None else cpu,
+                                 "qemu_cpu_pct": "" if qc is None else qc,
+                                 "qemu_read_mb_s": "" if rd is None else rd})
+    loads = [x for runs in web.values() for w in runs for x in (w["load1_start"], w["load1_end"])]
+    m0 = machine_line() if loads else ""
+    nruns = ", ".join(f"{len(r)} {m}" for m, r in web.items())
+    out = ["# Warm-cache reboot on the Debian guest: nginx (sendfile) serving a site larger "
+           "than the guest's page cache", "", m0, "",
+           f"Runs: {nruns}; each run on a freshly started agent and Debian 12 VM "
+           "(lab/build-debian's primary image, systemd, nginx-light with Debian's `sendfile on`), "
+           f"{DEB_MEMORY_MB} MB of guest RAM, 1 vCPU, TCG.  Cells: median [min-max] over the "
+           "runs.  Host load average (1 min) at the start and end of the runs: "
+           + (f"median {statistics.median(loads):.2f}, min {min(loads):.2f}, max {max(loads):.2f}."
+              if loads else "-"), "",
+           "**The machine is shared (2 CPUs; other engineers' TCG guests and benchmarks run "
+           "beside this one), so absolute numbers move with its load; compare the methods "
+           "within the table.**", "",
+           f"Site: {DEB_FILES} files of {DEB_FILE_KB} KB of random data "
+           f"({DEB_FILES * DEB_FILE_KB // 1024} MB) on an ext4 volume of {DEB_VOLUME_MB} MB "
+           "(built by the agent with mkfs.ext4 -d), mounted at /srv/site by the guest's own "
+           "fstab (cloud-init user-data) and served by nginx at /data/web/ (a symlink to it "
+           "in /srv/data, the image's /data/ location).  Load: "
+           f"{DEB_CLIENTS} keep-alive clients (one Python process in the lab namespace, one "
+           "thread each) GET random files from the VM's boot until 10 s-plus after the "
+           "reboot; each run's time is bounded.  warm-cache: virtio-pmem over the image, "
+           "mounted `-o dax`, reboot `vcr vm reboot` (same QEMU).  conventional: virtio-blk "
+           "cache=none, reboot `vcr vm reboot --cold` (QEMU restarted).  Before the load the "
+           "image is read once on the host (its pages in the host page cache, as on a host "
+           "that has served the site; cache=none reads past them).  `ready` is the agent's "
+           "answer to the reboot (the guest's login prompt on its console).", "",
+           "vCPU % is the CPU time of QEMU's busiest thread per second of wall time: under "
+           "TCG that is the vCPU thread, and a halted vCPU sleeps, so 100% means the guest's "
+           "CPU is the limit; QEMU CPU % is all of QEMU's threads (vCPU and the main loop, "
+           "which emulates the devices); QEMU read is "
+           "`read_bytes` of /proc/PID/io (reads that went to the host's disk).", ""]
+    if web.get("warm-cache") and web.get("conventional"):
+        med = lambda m, k: statistics.median(deb_stats(w)[k] for w in web[m])  # noqa: E731
+        wq, cq = med("warm-cache", "req_s_after"), med("conventional", "req_s_after")
+        out += ["| ratio of the medians | ours | paper |", "|---|---|---|",
+                f"| web req/s, first 10 s after ready, warm-cache vs conventional | "
+                f"{wq / cq if cq else float('inf'):.2f}x | {PAPER['web_speedup']:.0f}x |",
+                f"| ... warm-cache, as a share of its 10 s before the reboot | "
+                f"{wq / med('warm-cache', 'req_s_before') * 100:.0f}% | "
+                f"{PAPER['web_vs_2nd'] * 100:.0f}% |",
+                f"| ... conventional, as a share of its 10 s before the reboot | "
+                f"{cq / med('conventional', 'req_s_before') * 100:.0f}% | - |", ""]
+    if web:
+        out += ["| method | reboot order at (s) | ready at (s) | req/s 10 s before | req/s 10 s "
+                "after ready | MB/s before | MB/s after | vCPU % before | vCPU % after | QEMU "
+                "CPU % before | QEMU CPU % after | QEMU read MB/s before | QEMU read MB/s after |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m, runs in web.items():
+            st = [deb_stats(w) for w in runs]
+            c = lambda k, f="{:.1f}": cell([x[k] for x in st], f)  # noqa: E731
+            out.append(f"| {m} | {cell([w['reboot_at'] for w in runs], '{:.0f}')} | "
+                       f"{cell([w['ready_at'] for w in runs], '{:.0f}')} | "
+                       + " | ".join(c(k) for k in ("req_s_before", "req_s_after", "mb_s_before",
+                                                   "mb_s_after", "vcpu_pct_before",
+                                                   "vcpu_pct_after", "qemu_cpu_pct_before",
+                                                   "qemu_cpu_pct_after", "qemu_read_mb_s_before",
+                                                   "qemu_read_mb_s_after")) + " |")
+        out += ["", "The guest's mount of /srv/site after the reboot (each run): "
+                + "; ".join(sorted({f"{m}: `{w['mount_after']}`" for m, runs in web.items()
+                                    for w in runs})), ""]
+    out += ["Plot: `warm-cache-debian-web.png` (requests/s around the reboot, aligned on the "
+            "reboot order: median of the runs, min-max band).", "",
+            "Raw data: `warm-cache-debian-web.csv` (" + ", ".join(DEB_SERIES_FIELDS)
+            + "), `warm-cache-debian-web-runs.csv` (" + ", ".join(DEB_RUN_FIELDS) + ").", ""]
+    with open(os.path.join(RESULTS, "warm-cache-debian.md"), "w") as f:
+        f.write("\n".join(out))
+    plot_web(web, "warm-cache-debian-web.png",
+             f"nginx on Debian, {DEB_FILES} x {DEB_FILE_KB} KB files, {DEB_CLIENTS} clients: "
+             "requests/s around a guest reboot (TCG)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=None,
+                    help=f"comma-separated (default: {','.join(METHODS)}; --guest debian: "
+                         "warm-cache,conventional)")
     ap.add_argument("--runs", type=int, default=3, help="runs per point (default 3)")
-    ap.add_argument("--web-before", type=float, default=15)
-    ap.add_argument("--web-after", type=float, default=40)
+    ap.add_argument("--web-before", type=float, default=None,
+                    help="seconds of load before the reboot (default 15; Debian 40)")
+    ap.add_argument("--web-after", type=float, default=None,
+                    help="seconds of load after ready (default 40; Debian 20)")
     ap.add_argument("--no-web", action="store_true")
     ap.add_argument("--web-only", action="store_true",
                     help="keep the file-read results of warm-cache.csv; run the web part")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite warm-cache.md and the plots from the committed CSVs")
+    ap.add_argument("--guest", choices=["busybox", "debian"], default="busybox",
+                    help="busybox: file reads and web on the lab guest (default); debian: "
+                         "the web part on the Debian 12 guest (nginx)")
+    ap.add_argument("--append", action="store_true",
+                    help="--guest debian: add the runs to those of warm-cache-debian-web*.csv")
     args = ap.parse_args()
+    debian = args.guest == "debian"
+    if args.web_before is None:
+        args.web_before = 40 if debian else 15
+    if args.web_after is None:
+        args.web_after = 20 if debian else 40
+    if debian:
+        return main_debian(args)
+    args.methods = args.methods or ",".join(METHODS)
     if args.report_only:
         write_results(load_reads(), load_web())
         print(open(os.path.join(RESULTS, "warm-cache.md")).read())
@@ -544,6 +935,42 @@ def main():
         labkit.lab_down()
         shutil.rmtree(tmp, ignore_errors=True)
     print(open(os.path.join(RESULTS, "warm-cache.md")).read())
+
+
+def main_debian(args):
+    web = load_web_debian() if args.append or args.report_only else {}
+    if args.report_only:
+        write_results_debian(web)
+        print(open(os.path.join(RESULTS, "warm-cache-debian.md")).read())
+        return
+    if os.geteuid() != 0:
+        sys.exit("bench-warm-cache needs root (lab namespace, taps)")
+    labkit.lab_up()
+    tmp = tempfile.mkdtemp(prefix="vcr-bench-wcd-")
+    import pathlib
+    b = Bench(os.path.abspath(args.build), pathlib.Path(tmp))
+    try:
+        b.d.server(heartbeat_ms=500)
+        site = make_site(b.tmp)
+        methods = (args.methods or "warm-cache,conventional").split(",")
+        if not set(methods) <= {"warm-cache", "conventional"}:
+            sys.exit(f"--guest debian: --methods `{args.methods}`; allowed: warm-cache, "
+                     "conventional")
+        for rep in range(1, args.runs + 1):
+            for i, m in enumerate(methods):
+                print(f"debian web {m} run {rep}/{args.runs}:", flush=True)
+                w = bench_web_debian(b, 4 + i, m, site, args.web_before, args.web_after)
+                web.setdefault(m, []).append(w)
+                st = deb_stats(w)
+                print("  " + ", ".join(f"{k} {v:.1f}" for k, v in st.items())
+                      + f", ready at {w['ready_at']:.0f} s, load {w['load1_start']} -> "
+                      f"{w['load1_end']}, mount {w['mount_after']}", flush=True)
+                write_results_debian(web)
+    finally:
+        b.d.stop_all()
+        labkit.lab_down()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(open(os.path.join(RESULTS, "warm-cache-debian.md")).read())
 
 
 if __name__ == "__main__":
