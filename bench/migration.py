@@ -48,7 +48,9 @@ Measured: total (command start .. end, as seen by this script), the server's
 `GET /` every 10 ms (lab/harness.py's poller), whether the container's in-memory
 counter (`GET /count`, +1 a second in the container's shell) went on (state kept) or
 started again, the image sizes (pre_bytes, final_bytes), and the host's 1-minute load
-average just before the move (load_1m: the machine is shared).  With debian and debian-vol
+average just before the move (load_1m: the machine is shared), and where each phase's
+time went by the agents' own clocks (agent_ms: CRIU's dump and restore, the tar and
+unpack of the images; the API result's phases[], docs/migration.md).  With debian and debian-vol
 rows both present, the report compares them (the data volume's cost in downtime).
 
 The hog CGI is not in the image: this script appends it to a copy of
