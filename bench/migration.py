@@ -48,7 +48,9 @@ Measured: total (command start .. end, as seen by this script), the server's
 `GET /` every 10 ms (lab/harness.py's poller), whether the container's in-memory
 counter (`GET /count`, +1 a second in the container's shell) went on (state kept) or
 started again, the image sizes (pre_bytes, final_bytes), and the host's 1-minute load
-average just before the move (load_1m: the machine is shared).  With debian and debian-vol
+average just before the move (load_1m: the machine is shared), and where each phase's
+time went by the agents' own clocks (agent_ms: CRIU's dump and restore, the tar and
+unpack of the images; the API result's phases[], docs/migration.md).  With debian and debian-vol
 rows both present, the report compares them (the data volume's cost in downtime).
 
 The hog CGI is not in the image: this script appends it to a copy of
@@ -463,6 +465,8 @@ def one_run(cl, method, mb, run, src):
         c1 = None
     kept = c0 is not None and c1 is not None and c1 >= c0
     phases = " ".join(f"{p['phase']}:{p['ms']}" for p in out.get("phases") or [])
+    agent_ms = " ".join(f"{p['phase']}.{k}:{p[k]}" for p in out.get("phases") or []
+                        for k in AGENT_TIMES if k in p)
     row = {"guest": GUEST, "method": method, "mem_mb": mb, "run": run, "ok": int(err is None),
            "total_s": round(total, 3),
            "server_total_s": round(out["total_ms"] / 1000, 3) if out.get("total_ms") else "",
@@ -475,6 +479,7 @@ def one_run(cl, method, mb, run, src):
            "pre_bytes": out.get("pre_bytes", ""), "final_bytes": out.get("final_bytes", ""),
            "state_kept": int(kept), "counter_before": c0, "counter_after": c1,
            "hog_rss_kb": rss_kb, "from": src, "to": dst, "phases": phases,
+           "agent_ms": agent_ms,
            "volume_mb": cl.volume[0] if GUEST == "debian-vol" else "",
            "data_bytes": (out.get("data") or {}).get("bytes", "") if out else "",
            "data_kept": marker_after(err), "load_1m": load}
@@ -534,7 +539,9 @@ def settle(cl, expected):
 COLS = ["guest", "method", "mem_mb", "run", "ok", "total_s", "server_total_s", "downtime_s",
         "client_downtime_s", "pre_bytes", "final_bytes", "state_kept", "counter_before",
         "counter_after", "hog_rss_kb", "from", "to", "phases", "volume_mb", "data_bytes",
-        "data_kept", "downtime_ms", "copy_mb_s", "load_1m", "copy_method"]
+        "data_kept", "downtime_ms", "copy_mb_s", "load_1m", "copy_method", "agent_ms"]
+# The agents' own times inside a phase (the API result's phases[]: docs/migration.md).
+AGENT_TIMES = ("dump_ms", "pack_ms", "unpack_ms", "restore_ms")
 GUESTS = ["busybox", "debian", "debian-vol"]
 GUEST_VMS = {
     "busybox": "two standby VMs of 512 MB, 2 vCPUs, Debian 6.1 kernel + busybox initramfs "
@@ -585,7 +592,7 @@ def medians(rows):
     return med
 
 
-PHASES = ["space", "predump", "copy_pre", "dump", "copy", "data_export", "data_copy",
+PHASES = ["space", "predump", "copy_pre", "unpack_pre", "dump", "copy", "data_export", "data_copy",
           "data_install", "restore", "port_open", "destroy", "cleanup"]
 
 
@@ -599,6 +606,25 @@ def phase_medians(rows, guest, method, mem):
                 name, ms = item.split(":")
                 per.setdefault(name, []).append(float(ms))
     return {p: statistics.median(v) for p, v in per.items()}
+
+
+def agent_medians(rows, guest, method, mem):
+    """{phase.time: median ms} of the agents' own times over the successful runs."""
+    per = {}
+    for r in rows:
+        if (guest_of(r) == guest and r["method"] == method and int(r["mem_mb"]) == mem
+                and int(r["ok"])):
+            for item in (r.get("agent_ms") or "").split():
+                name, ms = item.split(":")
+                per.setdefault(name, []).append(float(ms))
+    return {p: statistics.median(v) for p, v in per.items()}
+
+
+AGENT_COLS = [("predump", "dump_ms", "pre-dump: CRIU"), ("predump", "pack_ms", "pre-dump: tar"),
+              ("unpack_pre", "unpack_ms", "unpack_pre: check + tar -x"),
+              ("dump", "dump_ms", "dump: CRIU"), ("dump", "pack_ms", "dump: tar + sha256"),
+              ("restore", "unpack_ms", "restore: check + tar -x"),
+              ("restore", "restore_ms", "restore: CRIU")]
 
 
 def mb(b):
@@ -768,6 +794,26 @@ def write_report(rows, args, mach, elapsed, notes, generated=None):
                         "-" if ph.get(p) is None else f"{ph[p] / 1000:.2f}" for p in PHASES)
                         + " |")
     L.append("")
+    agent_lines = []
+    for g in guests:
+        for k in mems[g]:
+            for m in ("live-precopy", "live-full", "stream-precopy", "stream-full"):
+                am = agent_medians(rows, g, m, k)
+                if am:
+                    agent_lines.append(f"| {g} | {k} | {m} | " + " | ".join(
+                        "-" if am.get(f"{ph}.{t}") is None else f"{am[f'{ph}.{t}'] / 1000:.2f}"
+                        for ph, t, _ in AGENT_COLS) + " |")
+    if agent_lines:
+        L.append("## Inside the phases (the agents' own times, medians, s)\n")
+        L.append("What the source and target agents measured inside the server's phases "
+                 "(the API result's phases[], CSV column `agent_ms`; runs recorded before the "
+                 "agents reported them have none). The rest of a phase is the order's way "
+                 "to the agent and back and liblxc's work around CRIU (the container's "
+                 "creation on the target).\n")
+        L.append("| guest | M MB | method | " + " | ".join(c for _, _, c in AGENT_COLS) + " |")
+        L.append("|---|---:|---|" + "---:|" * len(AGENT_COLS))
+        L.extend(agent_lines)
+        L.append("")
     L.extend(stream_section(med, guests, mems))
     L.append("## Ratios\n")
     L.append("Live / cold (how many times longer the live move takes: the price of keeping "

@@ -14,6 +14,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "proto/proto_code.h"
 #include "proto/proto_state.h"
 #include "server/agents.h"
 #include "server/check.h"
@@ -25,13 +26,21 @@
 #include "server/services.h"
 
 static const char *const phase_names[] = {
-    [MP_SPACE] = "space",         [MP_PREDUMP] = "predump",
-    [MP_COPY_PRE] = "copy_pre",   [MP_DUMP] = "dump",
-    [MP_COPY] = "copy",           [MP_DATA_EXPORT] = "data_export",
-    [MP_DATA_COPY] = "data_copy", [MP_DATA_INSTALL] = "data_install",
-    [MP_RESTORE] = "restore",     [MP_PORT] = "port_open",
-    [MP_DESTROY] = "destroy",     [MP_CLEANUP] = "cleanup",
-    [MP_ROLLBACK] = "rollback",   [MP_DONE] = "done",
+    [MP_SPACE] = "space",
+    [MP_PREDUMP] = "predump",
+    [MP_COPY_PRE] = "copy_pre",
+    [MP_UNPACK_PRE] = "unpack_pre",
+    [MP_DUMP] = "dump",
+    [MP_COPY] = "copy",
+    [MP_DATA_EXPORT] = "data_export",
+    [MP_DATA_COPY] = "data_copy",
+    [MP_DATA_INSTALL] = "data_install",
+    [MP_RESTORE] = "restore",
+    [MP_PORT] = "port_open",
+    [MP_DESTROY] = "destroy",
+    [MP_CLEANUP] = "cleanup",
+    [MP_ROLLBACK] = "rollback",
+    [MP_DONE] = "done",
 };
 
 struct migrator *migrator_new(struct event_base *base, const struct server_config *cfg,
@@ -130,8 +139,17 @@ static void journal_phase(struct mig *g, const char *phase, json_t *extra)
 void mig_phase_done(struct mig *g, enum mig_phase next, json_t *extra)
 {
     int64_t now = vcr_mono_ms();
-    json_array_append_new(g->phases, json_pack("{s:s, s:I}", "phase", phase_names[g->phase], "ms",
-                                               (json_int_t)(now - g->t_phase)));
+    json_t *entry = json_pack("{s:s, s:I}", "phase", phase_names[g->phase], "ms",
+                              (json_int_t)(now - g->t_phase));
+    /* The agents' own times: where a phase's time went, beside the server's
+     * view of it (docs/migration.md). */
+    static const char *const agent_times[] = {"dump_ms", "pack_ms", "unpack_ms", "restore_ms"};
+    for (size_t i = 0; entry && extra && i < sizeof(agent_times) / sizeof(agent_times[0]); i++) {
+        json_t *v = json_object_get(extra, agent_times[i]);
+        if (json_is_integer(v))
+            json_object_set(entry, agent_times[i], v);
+    }
+    json_array_append_new(g->phases, entry);
     log_info("migration of %s from %s to %s: %s done in %lld ms", g->name, g->src, g->dst,
              phase_names[g->phase], (long long)(now - g->t_phase));
     journal_phase(g, phase_names[g->phase], extra);
@@ -349,8 +367,9 @@ static void on_checkpoint(enum order_outcome outcome, const char *message, json_
         g->final_bytes = g->image_bytes;
     }
     mig_phase_done(g, phase == MP_PREDUMP ? MP_COPY_PRE : MP_COPY,
-                   json_pack("{s:I, s:O?}", "bytes", (json_int_t)g->image_bytes, "dump_ms",
-                             json_object_get(reply, "dump_ms")));
+                   json_pack("{s:I, s:O?, s:O?}", "bytes", (json_int_t)g->image_bytes, "dump_ms",
+                             json_object_get(reply, "dump_ms"), "pack_ms",
+                             json_object_get(reply, "pack_ms")));
     copy_next(g);
 }
 
@@ -362,6 +381,42 @@ static void checkpoint(struct mig *g, const char *which)
         g->data_taken_ms = vcr_wall_ms(); /* its data is as of then (it is frozen, then stopped) */
     cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "phase", which);
     mig_order(g, g->src, "container_checkpoint", members, MIGRATE_DUMP_ORDER_MS, on_checkpoint);
+}
+
+/* The target has checked and unpacked pre.tar: on to the final dump.  An
+ * agent without the order (PROTO_CODE_UNKNOWN_ORDER) leaves pre.tar to its
+ * restore, inside the downtime as before; any other failure ends the
+ * migration here, while nothing is stopped (a pre.tar its check refuses
+ * would fail the restore after the final dump). */
+static void on_unpack_pre(enum order_outcome outcome, const char *message, json_t *reply,
+                          void *opaque)
+{
+    struct mig *g = opaque;
+    if (g->m->stopping || g->phase != MP_UNPACK_PRE)
+        return;
+    bool older = outcome == ORDER_REFUSED &&
+                 proto_code_parse(json_string_value(json_object_get(reply, "code"))) ==
+                     PROTO_CODE_UNKNOWN_ORDER;
+    if (older) {
+        log_warn("migration of %s: %s cannot unpack pre.tar ahead: %s; its restore will", g->name,
+                 g->dst, message ? message : "?");
+    } else if (!mig_reply_ok(g, MP_UNPACK_PRE, "unpacking pre.tar on the target", outcome,
+                             message)) {
+        return;
+    }
+    mig_phase_done(g, MP_DUMP,
+                   older ? json_pack("{s:b}", "skipped", true)
+                         : json_pack("{s:O?}", "unpack_ms", json_object_get(reply, "unpack_ms")));
+    checkpoint(g, "final");
+}
+
+/* pre.tar (the pre-dump's pages, most of the memory) checked and unpacked on
+ * the target while the container still runs on the source: the restore in
+ * the downtime then unpacks only final.tar. */
+static void unpack_pre(struct mig *g)
+{
+    cleanup_json json_t *members = json_pack("{s:s, s:s}", "name", g->name, "phase", "pre");
+    mig_order(g, g->dst, "container_image_unpack", members, MIGRATE_DUMP_ORDER_MS, on_unpack_pre);
 }
 
 /* The image copied (chunk_copy.h: the same chunk mechanism as a service's
@@ -377,9 +432,13 @@ static void on_image_copied(const char *error, int64_t bytes, int64_t ms, void *
     }
     g->offset = bytes;
     bool pre = g->phase == MP_COPY_PRE;
-    mig_copy_phase_done(g, pre ? MP_DUMP : g->carry ? MP_DATA_EXPORT : MP_RESTORE, g->offset, ms);
+    mig_copy_phase_done(g,
+                        pre        ? MP_UNPACK_PRE
+                        : g->carry ? MP_DATA_EXPORT
+                                   : MP_RESTORE,
+                        g->offset, ms);
     if (pre)
-        checkpoint(g, "final");
+        unpack_pre(g);
     else if (g->carry)
         mig_data_export(g);
     else
@@ -481,7 +540,8 @@ static void on_restore(enum order_outcome outcome, const char *message, json_t *
     if (!mig_reply_ok(g, MP_RESTORE, "restore on the target", outcome, message))
         return;
     mig_phase_done(g, MP_PORT,
-                   json_pack("{s:O?}", "restore_ms", json_object_get(reply, "restore_ms")));
+                   json_pack("{s:O?, s:O?}", "unpack_ms", json_object_get(reply, "unpack_ms"),
+                             "restore_ms", json_object_get(reply, "restore_ms")));
     g->port_deadline = vcr_mono_ms() + MIGRATE_PORT_MS;
     probe_port(g);
 }

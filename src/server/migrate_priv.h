@@ -82,6 +82,7 @@ enum mig_phase {
     MP_SPACE,        /* a service's data: data_space on both (is it attached, is there room) */
     MP_PREDUMP,      /* container_checkpoint pre on the source */
     MP_COPY_PRE,     /* pre.tar, chunk by chunk */
+    MP_UNPACK_PRE,   /* container_image_unpack pre on the target: the container still runs */
     MP_DUMP,         /* container_checkpoint final: the source container stops */
     MP_COPY,         /* final.tar */
     MP_DATA_EXPORT,  /* the data: data_export on the source (unmounted, packed) */

@@ -738,6 +738,7 @@ struct fake_agent {
     bool data_mounted;
     int64_t free_bytes;
     int stream_refused; /* stream_receive orders refused as unknown */
+    int unpacks;        /* container_image_unpack orders served */
 };
 
 static void sha256_hex(const unsigned char *data, size_t len, char out[65])
@@ -798,7 +799,12 @@ static json_t *migration_reply(struct fake_agent *a, const char *action, json_t 
         return json_object();
     }
     if (strcmp(action, "container_restore") == 0)
-        return a->refuse_restore ? NULL : json_pack("{s:i}", "restore_ms", 7);
+        return a->refuse_restore ? NULL : json_pack("{s:i, s:i}", "unpack_ms", 6, "restore_ms", 7);
+    if (strcmp(action, "container_image_unpack") == 0) {
+        /* pre.tar must have arrived whole: the last write checked it. */
+        a->unpacks++;
+        return a->got_verified ? json_pack("{s:i}", "unpack_ms", 4) : NULL;
+    }
     return json_object();
 }
 
@@ -3452,11 +3458,26 @@ static void test_migration_copies_images_and_moves_the_container(void **state)
         }
     }
     assert_int_equal(copies, 2);
-    const char *phases[] = {"predump", "copy_pre",  "dump",    "copy",
-                            "restore", "port_open", "destroy", "cleanup"};
+    /* In this order: pre.tar unpacked on the target before the final dump. */
+    const char *phases[] = {"predump", "copy_pre",  "unpack_pre", "dump",   "copy",
+                            "restore", "port_open", "destroy",    "cleanup"};
+    assert_int_equal(json_array_size(copy_phases), sizeof(phases) / sizeof(phases[0]));
     for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
-        if (!has_phase(migrated, phases[i]))
-            fail_msg("no phase %s", phases[i]);
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(copy_phases, i), "phase")), phases[i]);
+    assert_int_equal(h.sb2.unpacks, 1);
+    json_t *unpack = agent_order(&h.sb2, "container_image_unpack");
+    assert_string_equal(json_string_value(json_object_get(unpack, "name")), "web1-c");
+    assert_string_equal(json_string_value(json_object_get(unpack, "phase")), "pre");
+    /* The agents' own times ride in their phases. */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(copy_phases, 0), "dump_ms")),
+                     5);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(copy_phases, 2), "unpack_ms")), 4);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(copy_phases, 5), "restore_ms")), 7);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(copy_phases, 5), "unpack_ms")), 6);
     assert_non_null(agent_order(&h.sb2, "container_restore"));
     assert_non_null(agent_order(&h.sb1, "container_destroy"));
     assert_non_null(agent_order(&h.sb1, "container_migrate_cleanup"));
@@ -3569,6 +3590,49 @@ static void test_migration_without_predump_and_rollback(void **state)
     assert_non_null(agent_order(&h.sb1, "container_start"));
     assert_non_null(agent_order(&h.sb2, "container_destroy"));
     assert_null(agent_order(&h.sb1, "container_destroy"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+/* A target without container_image_unpack (an older agent: unknown_order)
+ * unpacks pre.tar in its restore: the migration goes on. */
+static void test_migration_unpack_pre_unknown_goes_on(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start(&h);
+    h.sb2.refuse_action = "container_image_unpack";
+    h.sb2.refuse_code = "unknown_order";
+    h.sb2.refuse_times = 1;
+    start_migration(&h);
+    assert_true(json_is_true(json_object_get(migrated, "ok")));
+    assert_true(json_is_true(json_object_get(migrated, "predump")));
+    assert_true(has_phase(migrated, "unpack_pre"));
+    assert_non_null(agent_order(&h.sb2, "container_restore"));
+    json_decref(migrated);
+    harness_stop(&h);
+}
+
+/* Any other refusal of the unpack (pre.tar fails its checks) ends the
+ * migration before the final dump: the container never stopped, nothing to
+ * roll back. */
+static void test_migration_unpack_pre_refused_stops_before_the_dump(void **state)
+{
+    (void)state;
+    struct harness h;
+    migration_start(&h);
+    h.sb2.refuse_action = "container_image_unpack";
+    h.sb2.refuse_code = "invalid";
+    h.sb2.refuse_times = 1;
+    start_migration(&h);
+    assert_false(json_is_true(json_object_get(migrated, "ok")));
+    assert_false(json_is_true(json_object_get(migrated, "rolled_back")));
+    assert_contains(json_string_value(json_object_get(migrated, "error")),
+                    "unpacking pre.tar on the target: refused");
+    assert_true(json_is_null(json_object_get(migrated, "downtime_ms")));
+    assert_int_equal(agent_order_count(&h.sb1, "container_checkpoint"), 1); /* the pre-dump */
+    assert_null(agent_order(&h.sb1, "container_start"));
+    assert_null(agent_order(&h.sb2, "container_restore"));
     json_decref(migrated);
     harness_stop(&h);
 }
@@ -3950,6 +4014,8 @@ int main(void)
         cmocka_unit_test(test_migration_copies_images_and_moves_the_container),
         cmocka_unit_test(test_migration_whose_source_is_lost),
         cmocka_unit_test(test_migration_without_predump_and_rollback),
+        cmocka_unit_test(test_migration_unpack_pre_unknown_goes_on),
+        cmocka_unit_test(test_migration_unpack_pre_refused_stops_before_the_dump),
         cmocka_unit_test(test_migration_without_precopy_by_choice),
         cmocka_unit_test(test_migration_carries_the_data_volume),
         cmocka_unit_test(test_migration_without_attached_data_carries_none),

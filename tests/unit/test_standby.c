@@ -33,6 +33,7 @@
 #include "agent/standby/standby.h"
 #include "agent/standby/standby_archive.h"
 #include "agent/standby/standby_address.h"
+#include "agent/standby/standby_ct.h"
 #include "agent/standby_migrate.h"
 #include "agent/standby_stream.h"
 #include "agent/warm_state.h"
@@ -437,6 +438,38 @@ static void sh(const char *fmt, ...)
     vsnprintf(cmd, sizeof(cmd), fmt, ap);
     va_end(ap);
     assert_int_equal(system(cmd), 0);
+}
+
+/* container_image_unpack: pre.tar checked and unpacked into pre.unpacked/
+ * ahead of the final dump, then removed; a pre.tar its check refuses is not
+ * unpacked at all and stays for no restore to use. */
+static void test_unpack_pre_ahead(void **state)
+{
+    (void)state;
+    vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    const char *opts = "--xattrs --xattrs-include='*' --numeric-owner";
+    sh("mkdir -p %s/web1/src/pre && cd %s/web1/src && echo inv > pre/inventory.img && "
+       "head -c 100000 /dev/urandom > pre/pages-1.img && tar %s -cf ../pre.tar pre",
+       base, base, opts);
+    int64_t ms = -1;
+    assert_int_equal(standby_ct_unpack_pre(base, "web1", &ms, &err), 0);
+    assert_true(ms >= 0);
+    sh("cmp %s/web1/src/pre/pages-1.img %s/web1/pre.unpacked/pre/pages-1.img", base, base);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/web1/pre.tar", base);
+    assert_int_equal(access(path, F_OK), -1);
+    /* Nothing left to unpack: said so. */
+    expect_error(standby_ct_unpack_pre(base, "web1", &ms, &err), &err, "no `");
+    /* A member outside pre/: refused by the check, nothing unpacked. */
+    sh("cd %s/web1/src && mkdir -p final && echo x > final/inventory.img && "
+       "tar %s -cf ../pre.tar pre final",
+       base, opts);
+    expect_error(standby_ct_unpack_pre(base, "web1", &ms, &err), &err, "final");
+    snprintf(path, sizeof(path), "%s/web1/pre.unpacked", base);
+    assert_int_equal(access(path, F_OK), -1);
+    expect_error(standby_ct_unpack_pre(base, "..", &ms, &err), &err, "not a container name");
+    sh("rm -rf %s", base);
 }
 
 /* Archives made by GNU tar as the agent makes them, then hostile ones: each
@@ -1567,6 +1600,7 @@ int main(void)
         cmocka_unit_test(test_stream_transfer_checks_token_size_and_digest),
         cmocka_unit_test(test_stream_receiver_gives_up_on_a_silent_sender),
         cmocka_unit_test(test_archive_policy),
+        cmocka_unit_test(test_unpack_pre_ahead),
         cmocka_unit_test(test_image_spec_and_config_items),
         cmocka_unit_test(test_http_head),
         cmocka_unit_test(test_image_cache_fetch_verify_unpack),

@@ -197,6 +197,10 @@ int standby_run_program(char *const argv[], vcr_error_t *err);
  * Debian has it too; busybox's applet, which a PATH lookup could find first,
  * lacks --xattrs. */
 #define STANDBY_TAR "/bin/tar"
+/* The migration archives' options, packing and unpacking: xattrs (the
+ * overlay's upper dir marks opaque directories with trusted.overlay.opaque),
+ * owners as numbers (they are the container's, not this VM's names). */
+#define STANDBY_TAR_OPTIONS "--xattrs", "--xattrs-include=*", "--numeric-owner"
 
 /* --- load (standby_load.c) --- */
 

@@ -29,8 +29,6 @@
 #include "common/clock.h"
 #include "common/log.h"
 
-#define TAR_OPTIONS "--xattrs", "--xattrs-include=*", "--numeric-owner"
-
 /* The log's text, NUL-terminated, to free(): all of it up to 8 MiB, else its
  * first and last 4 MiB (the first Error, the cause, comes early in a restore
  * that fails in its namespaces, mounts or files, before a long tail of
@@ -172,10 +170,10 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
     /* GNU tar (busybox's has no --xattrs).  xattrs: the overlay's upper dir
      * marks opaque directories with trusted.overlay.opaque; whiteouts are
      * 0:0 character devices, which tar keeps as they are. */
-    char *pre_argv[] = {STANDBY_TAR, TAR_OPTIONS,        "-cf", p.tar, "-C",
-                        p.dir,       (char *)phase_name, NULL};
-    char *final_argv[] = {STANDBY_TAR, TAR_OPTIONS, "-cf",           p.tar,   "-C",     p.dir,
-                          "final",     "-C",        (char *)cp->dir, "delta", "config", NULL};
+    char *pre_argv[] = {STANDBY_TAR, STANDBY_TAR_OPTIONS, "-cf", p.tar, "-C",
+                        p.dir,       (char *)phase_name,  NULL};
+    char *final_argv[] = {STANDBY_TAR, STANDBY_TAR_OPTIONS, "-cf",   p.tar,    "-C", p.dir, "final",
+                          "-C",        (char *)cp->dir,     "delta", "config", NULL};
     int rc = standby_run_program(phase == STANDBY_PHASE_PRE ? pre_argv : final_argv, err);
     if (rc < 0) {
         unlink(p.tar);
@@ -184,19 +182,6 @@ int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_
     if (warm_state_digest(p.tar, res->sha256, &res->bytes, err) < 0)
         return -1;
     res->pack_ms = vcr_mono_ms() - t1;
-    return 0;
-}
-
-/* tar is unpacked only once its every member is checked (standby_archive.h),
- * and only into dir, a directory this agent has just made. */
-static int unpack(const char *dir, const char *tar, const struct standby_archive_policy *policy,
-                  vcr_error_t *err)
-{
-    if (standby_archive_check_file(tar, policy, err) < 0)
-        return vcr_error_wrap(err, "unpack");
-    char *argv[] = {STANDBY_TAR, TAR_OPTIONS, "-C", (char *)dir, "-xf", (char *)tar, NULL};
-    if (standby_run_program(argv, err) < 0)
-        return vcr_error_wrap(err, "unpack `%s`", tar);
     return 0;
 }
 
@@ -244,9 +229,24 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
         return NULL;
     if (mkdir(fresh, 0700) < 0)
         return vcr_error_errno(err, "mkdir `%s`", fresh), NULL;
-    if (exists(pre.tar) && unpack(fresh, pre.tar, &standby_archive_pre, err) < 0)
-        return NULL;
-    if (unpack(fresh, p.tar, &standby_archive_final, err) < 0)
+    /* The pre-dump's tree: from pre.tar when one is here (an archive copied
+     * after the last container_image_unpack wins), else as that order left
+     * it, checked and unpacked while the container still ran on the source. */
+    char ahead[300], ahead_pre[320], fresh_pre[320];
+    standby_pre_ahead_dir(&p, ahead, sizeof(ahead));
+    snprintf(ahead_pre, sizeof(ahead_pre), "%s/pre", ahead);
+    snprintf(fresh_pre, sizeof(fresh_pre), "%s/pre", fresh);
+    if (exists(pre.tar)) {
+        if (standby_remove_tree(ahead, err) < 0 ||
+            standby_migrate_unpack(fresh, pre.tar, &standby_archive_pre, err) < 0)
+            return NULL;
+    } else if (exists(ahead_pre)) {
+        if (rename(ahead_pre, fresh_pre) < 0)
+            return vcr_error_errno(err, "rename `%s` to `%s`", ahead_pre, fresh_pre), NULL;
+        if (standby_remove_tree(ahead, err) < 0)
+            return NULL;
+    }
+    if (standby_migrate_unpack(fresh, p.tar, &standby_archive_final, err) < 0)
         return NULL;
     if (!exists(delta))
         return vcr_error_make(err, EINVAL, "`%s` holds no delta/ (the overlay's upper dir)", p.tar),

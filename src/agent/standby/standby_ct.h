@@ -13,6 +13,7 @@
 
 struct lxc_container;
 struct standby_ct;
+struct standby_archive_policy;
 
 /* Mounts the overlay (template read-only below, a private upper and work dir:
  * nothing is copied) at DIR/rootfs and writes DIR/config.  Refuses a name
@@ -73,8 +74,23 @@ struct standby_checkpoint_result {
 int standby_ct_checkpoint(struct standby_ct *ct, const char *base, enum standby_phase phase,
                           struct standby_checkpoint_result *res, vcr_error_t *err);
 
+/* --- unpacking the migration's archives (standby_unpack.c) --- */
+
+/* tar is unpacked only once its every member is checked (standby_archive.h),
+ * and only into dir, a directory this agent has just made. */
+int standby_migrate_unpack(const char *dir, const char *tar,
+                           const struct standby_archive_policy *policy, vcr_error_t *err);
+/* BASE/NAME/pre.unpacked: where container_image_unpack leaves pre.tar's tree
+ * (pre/) for the restore; p: any phase's paths of NAME. */
+void standby_pre_ahead_dir(const struct standby_migrate_paths *p, char *out, size_t size);
+/* container_image_unpack: BASE/NAME/pre.tar checked and unpacked into
+ * standby_pre_ahead_dir, then removed (the pages need not stay twice in the
+ * VM's memory); a later restore takes that tree instead of unpacking pre.tar
+ * in the downtime.  *unpack_ms: what it took. */
+int standby_ct_unpack_pre(const char *base, const char *name, int64_t *unpack_ms, vcr_error_t *err);
+
 struct standby_restore_result {
-    int64_t unpack_ms;   /* tar -x of pre.tar and final.tar */
+    int64_t unpack_ms;   /* tar -x of final.tar (and of pre.tar if still there) */
     int64_t restore_ms;  /* c->migrate(RESTORE) */
     char arp_error[256]; /* "" when the gratuitous ARP went out */
 };

@@ -267,6 +267,7 @@ static const struct standby_action standby_actions[] = {
     {"container_checkpoint", true, CT_EXISTS},
     {"container_image_read", false, CT_ANY},
     {"container_image_write", false, CT_ANY},
+    {"container_image_unpack", true, CT_ANY},
     {"container_restore", true, CT_ABSENT},
     {"container_migrate_cleanup", false, CT_ANY},
     {"data_write", false, CT_ANY},
@@ -414,7 +415,8 @@ static void standby_order(struct agent *a, json_t *id, const char *action, const
             }
             p->restore_data = json_incref(data);
         }
-    } else if (strcmp(action, "container_checkpoint") == 0) {
+    } else if (strcmp(action, "container_checkpoint") == 0 ||
+               strcmp(action, "container_image_unpack") == 0) {
         struct standby_checkpoint_order o;
         if (standby_checkpoint_from_json(msg, &o, &err) < 0) {
             agent_reply(a, id, false, vcr_error_msg(err));

@@ -44,6 +44,23 @@ static int checkpoint_work(struct standby_pending *p, vcr_error_t *err)
     return 0;
 }
 
+/* In the child: pre.tar unpacked ahead of the final dump (standby_ct.h). */
+static int unpack_pre_work(struct standby_pending *p, vcr_error_t *err)
+{
+    if (p->phase != STANDBY_PHASE_PRE)
+        return vcr_error_make(err, EINVAL,
+                              "phase: only `pre` is unpacked ahead; a restore unpacks `final`");
+    int64_t ms = 0;
+    if (standby_ct_unpack_pre(p->r->migrate_dir, p->name, &ms, err) < 0)
+        return -1;
+    cleanup_json json_t *members = json_pack("{s:I}", "unpack_ms", (json_int_t)ms);
+    cleanup_free char *text = members ? json_dumps(members, JSON_COMPACT) : NULL;
+    if (text == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    standby_job_set_result(text);
+    return 0;
+}
+
 /* In the child, before a container is made from an image: the image's
  * rootfs in the cache (standby_image.c), and what that took, for the reply. */
 static json_t *image_work(struct standby_pending *p, vcr_error_t *err)
@@ -382,6 +399,8 @@ int job_work(void *arg, vcr_error_t *err)
         return data_work(p, err);
     if (strcmp(p->action, "container_checkpoint") == 0)
         return checkpoint_work(p, err);
+    if (strcmp(p->action, "container_image_unpack") == 0)
+        return unpack_pre_work(p, err);
     if (strcmp(p->action, "container_restore") == 0)
         return restore_work(p, err);
     if (strcmp(p->action, "container_start") == 0)
