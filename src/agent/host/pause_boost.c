@@ -45,35 +45,45 @@ int proc_get_policy(pid_t pid, int *policy, int *priority, vcr_error_t *err)
     int p = sched_getscheduler(pid);
     if (p < 0 || sched_getparam(pid, &param) < 0)
         return vcr_error_errno(err, "sched_getscheduler(%d)", (int)pid);
-    *policy = p;
+    *policy = p & ~SCHED_RESET_ON_FORK;
     *priority = param.sched_priority;
     return 0;
 }
 
-int pause_boost_undo_left(pid_t pid)
+/* The threads of pid still at the boost's SCHED_FIFO priority go to policy
+ * at priority; how many.  Only those: a pid recycled since the boost (the old
+ * QEMU, killed and reaped) is left alone unless it runs so itself. */
+static int unboost_threads(pid_t pid, int policy, int priority)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
     DIR *dir = opendir(path);
     if (dir == NULL)
         return 0;
-    struct sched_param other = {.sched_priority = 0};
+    struct sched_param to = {.sched_priority = priority};
     int n = 0;
     struct dirent *d;
     while ((d = readdir(dir)) != NULL) {
         char *end;
         long tid = strtol(d->d_name, &end, 10);
         struct sched_param param;
-        if (*end != '\0' || tid <= 0 || sched_getscheduler((pid_t)tid) != SCHED_FIFO ||
+        if (*end != '\0' || tid <= 0 ||
+            (sched_getscheduler((pid_t)tid) & ~SCHED_RESET_ON_FORK) != SCHED_FIFO ||
             sched_getparam((pid_t)tid, &param) < 0 || param.sched_priority != PAUSE_BOOST_PRIORITY)
             continue;
-        if (sched_setscheduler((pid_t)tid, SCHED_OTHER, &other) == 0)
+        if (sched_setscheduler((pid_t)tid, policy, &to) == 0)
             n++;
         else if (errno != ESRCH)
-            log_warn("pid %d thread %ld: back to SCHED_OTHER: %s", (int)pid, tid, strerror(errno));
+            log_warn("pid %d thread %ld: back from the pause boost: %s", (int)pid, tid,
+                     strerror(errno));
     }
     closedir(dir);
     return n;
+}
+
+int pause_boost_undo_left(pid_t pid)
+{
+    return unboost_threads(pid, SCHED_OTHER, 0);
 }
 
 static void boost_one(struct pause_boost *b, int slot, pid_t pid)
@@ -83,14 +93,19 @@ static void boost_one(struct pause_boost *b, int slot, pid_t pid)
         return;
     cleanup_error vcr_error_t err = NULL;
     int policy, priority;
-    if (proc_get_policy(pid, &policy, &priority, &err) < 0 ||
-        proc_set_policy(pid, SCHED_FIFO, PAUSE_BOOST_PRIORITY, &err) < 0) {
-        log_warn("pause boost of pid %d: %s", (int)pid, vcr_error_msg(err));
-        return;
+    if (proc_get_policy(pid, &policy, &priority, &err) < 0)
+        goto fail;
+    if (proc_set_policy(pid, SCHED_FIFO, PAUSE_BOOST_PRIORITY, &err) < 0) {
+        /* Some threads may be boosted already: none is left so. */
+        unboost_threads(pid, policy, priority);
+        goto fail;
     }
     b->pid[slot] = pid;
     b->policy[slot] = policy;
     b->priority[slot] = priority;
+    return;
+fail:
+    log_warn("pause boost of pid %d: %s", (int)pid, vcr_error_msg(err));
 }
 
 void pause_boost_begin(struct pause_boost *b, pid_t a, pid_t c)
@@ -105,8 +120,11 @@ void pause_boost_begin(struct pause_boost *b, pid_t a, pid_t c)
     }
     if (b->self_policy != SCHED_OTHER)
         return; /* already real-time (another pause's, or the operator's): left so */
+    /* SCHED_RESET_ON_FORK: what the loop spawns meanwhile (a cold boot's QEMU
+     * after a failed restart, another VM's start, a standby job) is not
+     * real-time, and nothing would ever put it back. */
     struct sched_param param = {.sched_priority = PAUSE_BOOST_PRIORITY};
-    if (sched_setscheduler(0, SCHED_FIFO, &param) < 0) {
+    if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &param) < 0) {
         log_warn("pause boost of the agent: sched_setscheduler: %s", strerror(errno));
         return;
     }
@@ -118,10 +136,7 @@ void pause_boost_end_pid(struct pause_boost *b, pid_t pid)
     for (int i = 0; i < 2; i++) {
         if (pid <= 0 || b->pid[i] != pid)
             continue;
-        cleanup_error vcr_error_t err = NULL;
-        if (proc_set_policy(pid, b->policy[i], b->priority[i], &err) < 0 &&
-            vcr_error_status(err) != ENOENT && vcr_error_status(err) != ESRCH)
-            log_warn("pause boost of pid %d, undoing: %s", (int)pid, vcr_error_msg(err));
+        unboost_threads(pid, b->policy[i], b->priority[i]);
         b->pid[i] = 0;
     }
 }

@@ -55,8 +55,8 @@ struct pause_boost {
  * not be boosted (no CAP_SYS_NICE, a process gone) is logged and left as it
  * was: the pause only lasts longer. */
 void pause_boost_begin(struct pause_boost *b, pid_t a, pid_t c);
-/* Puts back the policy of process pid, if b boosted it (a process gone
- * meanwhile is not an error), and forgets it. */
+/* Puts back the policy of process pid's threads still at the boost's, if b
+ * boosted it (a process gone meanwhile is not an error), and forgets it. */
 void pause_boost_end_pid(struct pause_boost *b, pid_t pid);
 /* Puts everything b boosted back (the calling thread must be the one that
  * began it). */
