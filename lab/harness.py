@@ -199,15 +199,17 @@ class Daemons:
         except RuntimeError as e:
             raise AssertionError(str(e)) from None
 
-    def agent(self, host, vms, accel="tcg", probe_deadline_ms=20000, name=None, server=None):
-        """server: the server's HOST:PORT for this agent (write_agent_config's)."""
+    def agent(self, host, vms, accel="tcg", probe_deadline_ms=20000, name=None, server=None,
+              args=()):
+        """server: the server's HOST:PORT for this agent (write_agent_config's); args: more
+        vcr-agent options (--test-faults)."""
         state = self.tmp / f"agent-{host}"
         state.mkdir(exist_ok=True)
         cfg = self.tmp / f"agent-{host}.yaml"
         labkit.write_agent_config(cfg, host, str(state), vms, accel, probe_deadline_ms,
                                   server=server)
         p = agent_proc(self.build, cfg, self.tmp / f"{name or 'agent-' + host}.log",
-                       "--log-level", "debug", "--stop-vms-on-exit")
+                       "--log-level", "debug", "--stop-vms-on-exit", *args)
         self.procs.append(p)
         return p
 

@@ -152,6 +152,11 @@ pid_t standby_job_pid(const struct standby_job *job)
     return job->pid;
 }
 
+void standby_job_signal(struct standby_job *job, int sig)
+{
+    proc_watch_signal(job->watch, sig, NULL);
+}
+
 void standby_job_free(struct standby_job *job)
 {
     if (job == NULL)

@@ -41,6 +41,8 @@ int standby_job_error_status(const struct standby_job *job);
 struct standby_job *standby_job_run(struct event_base *base, standby_job_fn fn, void *arg,
                                     standby_job_done_cb done, void *opaque, vcr_error_t *err);
 pid_t standby_job_pid(const struct standby_job *job);
+/* Sends sig to the child through its pidfd (never to a recycled pid). */
+void standby_job_signal(struct standby_job *job, int sig);
 /* Forgets the job without calling done (agent exit); the child runs on. */
 void standby_job_free(struct standby_job *job);
 

@@ -9,6 +9,7 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -120,6 +121,45 @@ def test_start_refused_when_the_base_went_away(daemons, tmp_path):
     assert not (tmp_path / "agent-dhost" / "d2.qcow2").exists()
     assert not vm.get("pid"), vm
     assert r.returncode != 0 or "failed" in (r.stdout + r.stderr)
+
+
+def test_kill_cancels_a_start_still_preparing_its_disks(daemons, tmp_path):
+    """A VM's disks are made in a child of the agent before QEMU starts (host_vm_prep.c,
+    off the agent's loop). A kill sent meanwhile (the preparation held by the agent's
+    test hook, --test-faults) cancels the start: the start is answered as cancelled, the
+    VM is `stopped`, no QEMU ran and no overlay was made; the next start makes it and
+    runs. Before, the kill was refused as busy with the vm_start."""
+    base = tmp_path / "base.qcow2"
+    qemu_img("create", "-f", "qcow2", str(base), "64M")
+    daemons.server()
+    state = tmp_path / "agent-dhost"
+    state.mkdir()
+    hold = state / "d3.prep-hold"
+    hold.write_text("")
+    daemons.agent("dhost", [disk_vm("d3", 22, "10.77.0.62", base)], args=["--test-faults"])
+    labkit.wait_for("d3 reported", lambda: daemons.vcr.vm("d3"), 30)
+    started = {}
+    starter = threading.Thread(target=lambda: started.update(
+        r=daemons.vcr.run("vm", "start", "d3", timeout=60)))
+    starter.start()
+    vm = labkit.wait_for("d3 preparing its disks", lambda: (
+        lambda v: v if v and v["state"] == "starting" and "preparing its disks" in v["cause"]
+        else None)(daemons.vcr.vm("d3")), 30)
+    assert not vm.get("pid"), vm
+    r = daemons.vcr.run("vm", "kill", "d3")
+    starter.join(60)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = started["r"].stdout + started["r"].stderr
+    assert started["r"].returncode != 0 and "cancelled by a vm_kill order" in out, out
+    vm = daemons.vcr.vm("d3")
+    assert vm["state"] == "stopped" and "before its qemu started" in vm["cause"], vm
+    assert not vm.get("pid"), vm
+    assert not (state / "d3.qcow2").exists()
+    hold.unlink()
+    r = daemons.vcr.run("vm", "start", "d3", timeout=60)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    vm = daemons.wait_vm_state("d3", "running", 30)
+    assert vm.get("pid") and (state / "d3.qcow2").exists(), vm
 
 
 # --- The real Debian 12 guest --------------------------------------------------------

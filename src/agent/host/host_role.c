@@ -313,6 +313,7 @@ static int host_init(struct agent *a, vcr_error_t *err)
                  .genisoimage = a->cfg->genisoimage,
                  .host = a->cfg->host,
                  .state_dir = a->cfg->state_dir},
+        .test_faults = VCR_TEST_FAULTS && a->test_faults,
     };
     a->role_data = r;
     r->probe = accel_resolve(a->base, a->cfg, on_accel, r, err);
@@ -494,6 +495,15 @@ static void host_order(struct agent *a, json_t *id, const char *action, const ch
      * not wait): both are answered when QEMU has gone. */
     bool overtake = r->pending[i].id && strcmp(r->pending[i].action, "vm_stop") == 0 &&
                     strcmp(action, "vm_kill") == 0;
+    /* A stop or kill cancels a start still preparing the VM's disks (seconds
+     * for a large volume): the start is answered as cancelled. */
+    if (r->pending[i].id && strcmp(r->pending[i].action, "vm_start") == 0 &&
+        (strcmp(action, "vm_kill") == 0 || strcmp(action, "vm_stop") == 0) &&
+        host_vm_preparing(r->vms[i])) {
+        snprintf(msg, sizeof(msg), "VM `%s`: cancelled by a %s order before its qemu started", name,
+                 action);
+        finish_order(r, i, false, msg);
+    }
     if (r->pending[i].id && !overtake) {
         snprintf(msg, sizeof(msg), "VM `%s` is busy with an earlier %s order", name,
                  r->pending[i].action);

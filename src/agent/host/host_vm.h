@@ -47,6 +47,7 @@ struct host_vm_env {
     const char *accel;         /* "kvm" or "tcg" */
     const struct ram_dir *ram; /* where RAM files go: tmpfs or hugetlbfs */
     struct host_disk_env disk; /* disk-image VMs' tools (host_disk.h) */
+    bool test_faults;          /* --test-faults: the hooks of host_vm_prep.c */
 };
 
 /* The VM changed state (or saw a notable event such as RESET); ts_ms is the

@@ -49,6 +49,7 @@ struct host_vm {
     struct standby_job *prep;
     char prep_why[256];
     int64_t prep_started_ms;
+    pid_t prep_parent; /* the agent, for the child to check it is still there */
 };
 
 /* host_vm.c */
@@ -89,7 +90,7 @@ int host_vm_prep_start(struct host_vm *vm, const char *why, vcr_error_t *err);
 /* A stop or kill on order, or the agent leaving, while they are made: the
  * child is killed, QEMU never starts, the VM is `stopped` with cause. */
 void host_vm_prep_cancel(struct host_vm *vm, const char *cause);
-/* Forgets the child (the agent exits): it runs on to its end. */
+/* Kills the child (the agent exits); the next start makes the disks again. */
 void host_vm_prep_free(struct host_vm *vm);
 
 /* host_warm_restart.c, host_warm_handover.c: called by host_vm.c while vm->warm is set. */
