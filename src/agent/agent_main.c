@@ -39,8 +39,9 @@ static void usage(FILE *out)
                  "                          they keep running and a restarted agent adopts them\n"
 #if VCR_TEST_FAULTS
                  "      --test-faults       TESTS ONLY: accept fault-injection order members\n"
-                 "                          (agent_exit_for_test;\n"
-                 "                          docs/warm-restart.md)\n"
+                 "                          (agent_exit_for_test; docs/warm-restart.md)\n"
+                 "                          and hold a VM's disk preparation while\n"
+                 "                          STATE_DIR/NAME.prep-hold exists\n"
 #endif
                  "      --fence-watchdog DIR --timeout-ms N [--pause MS]\n"
                  "                          the self-fence watchdog the host role starts by\n"
