@@ -10,28 +10,43 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 
-int proc_set_policy(pid_t pid, int policy, int priority, vcr_error_t *err)
+/* The threads of process pid: /proc/PID/task opened (NULL, errno set, when it
+ * cannot be), then each thread id in turn until 0. */
+static DIR *threads_open(pid_t pid)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *dir = opendir(path);
-    if (dir == NULL)
-        return vcr_error_errno(err, "%s", path);
-    struct sched_param param = {.sched_priority = priority};
-    int n = 0;
+    return opendir(path);
+}
+
+static pid_t threads_next(DIR *dir)
+{
     struct dirent *d;
     while ((d = readdir(dir)) != NULL) {
         char *end;
         long tid = strtol(d->d_name, &end, 10);
-        if (*end != '\0' || tid <= 0)
-            continue;
-        if (sched_setscheduler((pid_t)tid, policy, &param) < 0) {
+        if (*end == '\0' && tid > 0)
+            return (pid_t)tid;
+    }
+    return 0;
+}
+
+int proc_set_policy(pid_t pid, int policy, int priority, vcr_error_t *err)
+{
+    DIR *dir = threads_open(pid);
+    if (dir == NULL)
+        return vcr_error_errno(err, "/proc/%d/task", (int)pid);
+    struct sched_param param = {.sched_priority = priority};
+    int n = 0;
+    for (pid_t tid; (tid = threads_next(dir)) > 0;) {
+        if (sched_setscheduler(tid, policy, &param) < 0) {
             if (errno == ESRCH) /* the thread ended meanwhile */
                 continue;
             int e = errno;
             closedir(dir);
             errno = e;
-            return vcr_error_errno(err, "sched_setscheduler(%ld, %d, %d)", tid, policy, priority);
+            return vcr_error_errno(err, "sched_setscheduler(%d, %d, %d)", (int)tid, policy,
+                                   priority);
         }
         n++;
     }
@@ -55,26 +70,20 @@ int proc_get_policy(pid_t pid, int *policy, int *priority, vcr_error_t *err)
  * QEMU, killed and reaped) is left alone unless it runs so itself. */
 static int unboost_threads(pid_t pid, int policy, int priority)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *dir = opendir(path);
+    DIR *dir = threads_open(pid);
     if (dir == NULL)
         return 0;
     struct sched_param to = {.sched_priority = priority};
     int n = 0;
-    struct dirent *d;
-    while ((d = readdir(dir)) != NULL) {
-        char *end;
-        long tid = strtol(d->d_name, &end, 10);
+    for (pid_t tid; (tid = threads_next(dir)) > 0;) {
         struct sched_param param;
-        if (*end != '\0' || tid <= 0 ||
-            (sched_getscheduler((pid_t)tid) & ~SCHED_RESET_ON_FORK) != SCHED_FIFO ||
-            sched_getparam((pid_t)tid, &param) < 0 || param.sched_priority != PAUSE_BOOST_PRIORITY)
+        if ((sched_getscheduler(tid) & ~SCHED_RESET_ON_FORK) != SCHED_FIFO ||
+            sched_getparam(tid, &param) < 0 || param.sched_priority != PAUSE_BOOST_PRIORITY)
             continue;
-        if (sched_setscheduler((pid_t)tid, policy, &to) == 0)
+        if (sched_setscheduler(tid, policy, &to) == 0)
             n++;
         else if (errno != ESRCH)
-            log_warn("pid %d thread %ld: back from the pause boost: %s", (int)pid, tid,
+            log_warn("pid %d thread %d: back from the pause boost: %s", (int)pid, (int)tid,
                      strerror(errno));
     }
     closedir(dir);
