@@ -27,7 +27,14 @@ into the load.  Per second: requests, bytes, the CPU of QEMU's busiest thread (t
 vCPU) and of all its threads, QEMU's reads from the host disk.  Writes
 warm-cache-debian.md, warm-cache-debian-web.csv (per second), warm-cache-debian-web-runs.csv
 (per run) and warm-cache-debian-web.png; --append adds to the runs already there (one lab
-hold per run), --report-only rewrites them from the CSVs.
+hold per run), --report-only rewrites them from the CSVs.  The bench's user-data lets
+cloud-init run on the VM's first boot only (--cloud-init-every-boot: on every boot, as
+the image does), and a client's new connection has a 0.5 s timeout of its own.  --probe
+samples the guest's CPU use per process every second of the reboot's boot
+(warm-cache-debian-probe-METHOD-N.txt).  --reads (`READS=1`): the file reads instead:
+GNU dd in the guest reads a DEB_READ_FILE_MB file of the volume twice, `vcr vm reboot`,
+twice again (warm-cache vs blk-none, virtio-blk cache=none), into warm-cache-debian-read.csv,
+its table in warm-cache-debian.md and warm-cache-debian-read.png.
 
 Every point is measured --runs times (default 3), each run on a freshly started agent and
 VM; the summary gives the median with min and max, and the host's load average at the
@@ -584,13 +591,15 @@ DEB_PROBE_FILES = """  - path: /usr/local/sbin/vcr-boot-probe
       [Install]
       WantedBy=sysinit.target
 """
-# --reads: dd of the volume's file on demand: a PUT of /data/ddreq/NAME (nginx WebDAV)
-# starts the path unit, which writes GNU dd's report to /srv/www/dd-NAME.txt.
+# --reads: dd of the volume's file on demand: a PUT of /data/ddreq/NAME (nginx WebDAV;
+# /srv/data/ddreq is a link to /var/lib/vcr-ddreq: a path unit under /srv/data would wait
+# for the image's optional data volume, absent here) starts the path unit, which writes
+# GNU dd's report to /srv/www/dd-NAME.txt.
 DEB_READ_FILES = """  - path: /usr/local/sbin/vcr-ddreq
     permissions: '0755'
     content: |
       #!/bin/sh
-      for f in /srv/data/ddreq/*; do
+      for f in /var/lib/vcr-ddreq/*; do
         [ -e "$f" ] || continue
         n=${f##*/}; rm -f "$f"
         systemctl is-system-running --wait > /dev/null 2>&1
@@ -605,7 +614,7 @@ DEB_READ_FILES = """  - path: /usr/local/sbin/vcr-ddreq
   - path: /etc/systemd/system/vcr-ddreq.path
     content: |
       [Path]
-      DirectoryNotEmpty=/srv/data/ddreq
+      DirectoryNotEmpty=/var/lib/vcr-ddreq
       [Install]
       WantedBy=multi-user.target
 """
@@ -615,7 +624,8 @@ def deb_user_data(warm, probe=False, reads=False):
     files = (DEB_PROBE_FILES.format(probe_s=DEB_PROBE_S) if probe else "") + (
         DEB_READ_FILES if reads else "")
     cmd = ((" && systemctl enable vcr-boot-probe.service" if probe else "")
-           + (" && mkdir -p /srv/data/ddreq && chown www-data: /srv/data/ddreq"
+           + (" && mkdir -p /var/lib/vcr-ddreq && chown www-data: /var/lib/vcr-ddreq"
+              " && ln -sfn /var/lib/vcr-ddreq /srv/data/ddreq"
               " && systemctl enable --now vcr-ddreq.path" if reads else ""))
     return (DEB_USER_DATA.replace("{dax}", ",dax" if warm else "")
             .replace("{extra_files}", files).replace("{extra_cmd}", cmd))
@@ -1145,6 +1155,18 @@ def write_results_debian(web, reads):
            "image is read once on the host (its pages in the host page cache, as on a host "
            "that has served the site; cache=none reads past them).  `ready` is the agent's "
            "answer to the reboot (the guest's login prompt on its console).", "",
+           "Boot work and client, the same for both methods: the bench's user-data lets "
+           "cloud-init run on the VM's first boot only (its runcmd ends with `touch "
+           "/etc/cloud/cloud-init.disabled`).  Measured before that change "
+           "(`warm-cache-debian-probe-warm-cache-1.txt`, `--probe --cloud-init-every-boot`): "
+           "in the boot after the reboot cloud-init's four Python stages held 15-81% of the "
+           "vCPU from guest uptime 15 s to 40 s, nginx got 34-41% of it while cloud-config and "
+           "cloud-final ran beside it, and 77-79% once they were done: that was the slow "
+           "stretch (~256 req/s warm-cache, ~190 conventional) after nginx answered again.  "
+           f"A client's new connection has a {DEB_CONNECT_TIMEOUT} s timeout of its own "
+           "(a request on an open connection keeps 5 s), so no client waits in SYN back-off "
+           "once the guest answers; client_errors in the CSV counts failed attempts per "
+           "second.", "",
            "vCPU % is the CPU time of QEMU's busiest thread per second of wall time: under "
            "TCG that is the vCPU thread, and a halted vCPU sleeps, so 100% means the guest's "
            "CPU is the limit; QEMU CPU % is all of QEMU's threads (vCPU and the main loop, "
@@ -1220,6 +1242,8 @@ def main():
                          "second of the reboot's boot; summaries into "
                          "warm-cache-debian-probe-METHOD-REP.txt (a diagnosis, not a result: "
                          "the sampling costs guest CPU)")
+    ap.add_argument("--keep-tmp", action="store_true",
+                    help="--guest debian: keep the run's directory (agent logs, guest consoles)")
     ap.add_argument("--cloud-init-every-boot", action="store_true",
                     help="--guest debian: let cloud-init run on every boot, as the image does "
                          "by default (the bench disables it after the first boot)")
@@ -1327,7 +1351,7 @@ def main_debian(args):
     finally:
         b.d.stop_all()
         labkit.lab_down()
-        if ok:
+        if ok and not args.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
         else:  # the agents' logs and the guests' consoles, for the failed run
             subprocess.run(["rm", "-rf", "--one-file-system", *glob.glob(f"{tmp}/*/*.img"),
