@@ -102,10 +102,11 @@ bench-warm-vm: build image
 
 # GUEST=debian: the web part on the real Debian 12 guest (nginx; the image of image-debian;
 # bench/results/warm-cache-debian.*); RUNS=N runs per method (3); APPEND=1 adds the runs to
-# the committed ones, so that each run can have a lab hold of its own.
+# the committed ones, so that each run can have a lab hold of its own; READS=1 (GUEST=debian):
+# the file reads (GNU dd in the guest) instead of the web part.
 bench-warm-cache: build image
 	/usr/bin/python3 bench/warm_cache.py --build $(BUILD) $(if $(GUEST),--guest $(GUEST)) \
-		$(if $(RUNS),--runs $(RUNS)) $(if $(APPEND),--append)
+		$(if $(RUNS),--runs $(RUNS)) $(if $(APPEND),--append) $(if $(READS),--reads)
 
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD) --merge

@@ -28,7 +28,14 @@ into the load.  Per second: requests, bytes, the CPU of QEMU's busiest thread (t
 vCPU) and of all its threads, QEMU's reads from the host disk.  Writes
 warm-cache-debian.md, warm-cache-debian-web.csv (per second), warm-cache-debian-web-runs.csv
 (per run) and warm-cache-debian-web.png; --append adds to the runs already there (one lab
-hold per run), --report-only rewrites them from the CSVs.
+hold per run), --report-only rewrites them from the CSVs.  The bench's user-data lets
+cloud-init run on the VM's first boot only (--cloud-init-every-boot: on every boot, as
+the image does), and a client's new connection has a 0.5 s timeout of its own.  --probe
+samples the guest's CPU use per process every second of the reboot's boot
+(warm-cache-debian-probe-METHOD-N.txt).  --reads (`READS=1`): the file reads instead:
+GNU dd in the guest reads a DEB_READ_FILE_MB file of the volume twice, `vcr vm reboot`,
+twice again (warm-cache vs blk-none, virtio-blk cache=none), into warm-cache-debian-read.csv,
+its table in warm-cache-debian.md and warm-cache-debian-read.png.
 
 Every point is measured --runs times (default 3), each run on a freshly started agent and
 VM; the summary gives the median with min and max, and the host's load average at the
@@ -560,6 +567,15 @@ DEB_FILE_KB = 256
 DEB_VOLUME_MB = 768
 DEB_CLIENTS = 16
 DEB_BOOT_TIMEOUT = 320
+DEB_READ_MEMORY_MB = 768
+DEB_READ_FILE_MB = 256
+DEB_READ_VOLUME_MB = 320
+DEB_PROBE_S = 110
+# cloud-init runs on the bench VM's first boot only: its runcmd ends by writing
+# /etc/cloud/cloud-init.disabled (cloud-init's own switch), so the reboot does not re-run
+# its four Python stages (12-15 s of the vCPU under TCG, lab/README.md); what they wrote
+# (fstab, units, the address from the seed in /etc/network/interfaces.d) stays.  Both
+# methods get the same user-data.
 DEB_USER_DATA = """#cloud-config
 write_files:
   - path: /etc/fstab
@@ -576,15 +592,89 @@ write_files:
       ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/boot_id /proc/mounts > /srv/www/boot.txt'
       [Install]
       WantedBy=multi-user.target
-runcmd:
-  - [sh, -c, 'mkdir -p /srv/site /srv/data && systemctl daemon-reload && mount /srv/site && ln -sfn /srv/site/web /srv/data/web && systemctl enable --now boot-report.service && sync']
+{extra_files}runcmd:
+  - [sh, -c, 'mkdir -p /srv/site /srv/data && systemctl daemon-reload && mount /srv/site && ln -sfn /srv/site/web /srv/data/web && systemctl enable --now boot-report.service{extra_cmd} && touch /etc/cloud/cloud-init.disabled && sync']
 """
+# --probe: from early in every boot, once a second for DEB_PROBE_S s, the guest's
+# /proc/stat cpu line, the CPU ticks of every process, TCP counters; then
+# systemd-analyze; into /srv/www/probe-BOOT_ID.txt (fetched by the bench).
+DEB_PROBE_FILES = """  - path: /usr/local/sbin/vcr-boot-probe
+    permissions: '0755'
+    content: |
+      #!/bin/sh
+      out=/srv/www/probe-$(cat /proc/sys/kernel/random/boot_id).txt
+      i=0
+      while [ $i -lt {probe_s} ]; do
+        {{ echo "T $(cut -d' ' -f1 /proc/uptime)"; head -n1 /proc/stat
+          for f in /proc/[0-9]*/stat; do read -r l < $f && echo "P $l"; done
+          grep '^Tcp:' /proc/net/snmp | tail -n1; grep '^TcpExt:' /proc/net/netstat | tail -n1
+        }} >> $out 2>/dev/null
+        i=$((i + 1)); sleep 1
+      done
+      {{ echo "A"; systemd-analyze; systemd-analyze blame | head -n 25
+        systemd-analyze critical-chain nginx.service; echo END; }} >> $out 2>&1
+  - path: /etc/systemd/system/vcr-boot-probe.service
+    content: |
+      [Unit]
+      Description=Per-second CPU use of the boot (bench-warm-cache --probe)
+      DefaultDependencies=no
+      After=local-fs.target
+      [Service]
+      Type=simple
+      ExecStart=/usr/local/sbin/vcr-boot-probe
+      [Install]
+      WantedBy=sysinit.target
+"""
+# --reads: dd of the volume's file on demand: a PUT of /data/ddreq/NAME (nginx WebDAV;
+# /srv/data/ddreq is a link to /var/lib/vcr-ddreq: a path unit under /srv/data would wait
+# for the image's optional data volume, absent here) starts the path unit, which writes
+# GNU dd's report to /srv/www/dd-NAME.txt.
+DEB_READ_FILES = """  - path: /usr/local/sbin/vcr-ddreq
+    permissions: '0755'
+    content: |
+      #!/bin/sh
+      for f in /var/lib/vcr-ddreq/*; do
+        [ -e "$f" ] || continue
+        n=${f##*/}; rm -f "$f"
+        systemctl is-system-running --wait > /dev/null 2>&1
+        dd if=/srv/site/big of=/dev/null bs=1M > /srv/www/dd-$n.tmp 2>&1
+        mv /srv/www/dd-$n.tmp /srv/www/dd-$n.txt
+      done
+  - path: /etc/systemd/system/vcr-ddreq.service
+    content: |
+      [Service]
+      Type=simple
+      ExecStart=/usr/local/sbin/vcr-ddreq
+  - path: /etc/systemd/system/vcr-ddreq.path
+    content: |
+      [Path]
+      DirectoryNotEmpty=/var/lib/vcr-ddreq
+      [Install]
+      WantedBy=multi-user.target
+"""
+
+
+def deb_user_data(warm, probe=False, reads=False):
+    files = (DEB_PROBE_FILES.format(probe_s=DEB_PROBE_S) if probe else "") + (
+        DEB_READ_FILES if reads else "")
+    cmd = ((" && systemctl enable vcr-boot-probe.service" if probe else "")
+           + (" && mkdir -p /var/lib/vcr-ddreq && chown www-data: /var/lib/vcr-ddreq"
+              " && ln -sfn /var/lib/vcr-ddreq /srv/data/ddreq"
+              " && systemctl enable --now vcr-ddreq.path" if reads else ""))
+    return (DEB_USER_DATA.replace("{dax}", ",dax" if warm else "")
+            .replace("{extra_files}", files).replace("{extra_cmd}", cmd))
 # One process in the lab namespace, DEB_CLIENTS threads, each on a keep-alive connection
 # (reconnecting after an error), GETs random files for at most argv[4] seconds; prints
-# "SECOND BYTES" per answer (SECOND counted from the wall time argv[1]).
+# "SECOND BYTES" per answer and "SECOND -1" per failed attempt (SECOND counted from the
+# wall time argv[1]).  Like httperf's, a new connection has a short timeout of its own
+# (DEB_CONNECT_TIMEOUT): with one 5 s timeout for connect and request, a client whose SYN
+# was sent while the guest was down sat in SYN back-off (retries at 1 s, 3 s) up to 5 s
+# after nginx answered again; an established request keeps 5 s.
+DEB_CONNECT_TIMEOUT = 0.5
 DEB_CLIENT = r'''
-import http.client, random, sys, threading, time
+import http.client, random, socket, sys, threading, time
 t0, addr, n, dur, clients = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+connect_timeout = float(sys.argv[6])
 lock = threading.Lock()
 def client():
     rnd, conn = random.Random(), None
@@ -592,6 +682,8 @@ def client():
         try:
             if conn is None:
                 conn = http.client.HTTPConnection(addr, 80, timeout=5)
+                conn.sock = socket.create_connection((addr, 80), connect_timeout)
+                conn.sock.settimeout(5)
             conn.request("GET", "/data/web/f%d" % rnd.randrange(n))
             r = conn.getresponse()
             body = r.read()
@@ -600,6 +692,8 @@ def client():
             with lock:
                 print(int(time.time() - t0), len(body), flush=True)
         except Exception:
+            with lock:
+                print(int(time.time() - t0), -1, flush=True)
             if conn is not None:
                 conn.close()
             conn = None
@@ -652,17 +746,22 @@ def deb_boot_report(addr):
     return lines[0], next((x for x in lines[1:] if x.split()[1:2] == ["/srv/site"]), "")
 
 
-def bench_web_debian(b, index, method, site, before_s, after_s):
+def bench_web_debian(b, index, method, site, before_s, after_s, probe=False,
+                     cloud_init_every_boot=False):
     """One run: a fresh agent and Debian VM; load from the start, the reboot after
     before_s of it (warm: `vcr vm reboot`; conventional: `--cold` on virtio-blk
-    cache=none); the load goes on until after_s past ready."""
+    cache=none); the load goes on until after_s past ready.  probe: the guest's
+    per-second CPU use during the reboot's boot, summarised (deb_probe_summary)."""
     load_start = load1()
     name, addr, host = f"d{index}", f"10.77.0.{40 + index}", f"wcd{index}"
     warm = method == "warm-cache"
     state = b.tmp / f"agent-{host}"
     state.mkdir(exist_ok=True)
     ud = b.tmp / f"user-data-{method}"
-    ud.write_text(DEB_USER_DATA.replace("{dax}", ",dax" if warm else ""))
+    text = deb_user_data(warm, probe=probe)
+    if cloud_init_every_boot:
+        text = text.replace(" && touch /etc/cloud/cloud-init.disabled", "")
+    ud.write_text(text)
     vm = labkit.debian_primary_entry(name, index, addr, memory_mb=DEB_MEMORY_MB,
                                      network="nocloud")
     if vm is None:
@@ -700,15 +799,19 @@ def bench_web_debian(b, index, method, site, before_s, after_s):
                 samples.append((time.time() - t0, p, thread_ticks(p), qemu_read_bytes(p)))
                 stop.wait(1.0)
         threading.Thread(target=sampler, daemon=True).start()
-        counts, nbytes = {}, {}
+        counts, nbytes, errors = {}, {}, {}
         dur = before_s + DEB_BOOT_TIMEOUT + after_s
         client = subprocess.Popen(labkit.in_ns([sys.executable, "-c", DEB_CLIENT, str(t0), addr,
-                                                str(DEB_FILES), str(dur), str(DEB_CLIENTS)]),
+                                                str(DEB_FILES), str(dur), str(DEB_CLIENTS),
+                                                str(DEB_CONNECT_TIMEOUT)]),
                                   stdout=subprocess.PIPE, text=True)
 
         def reader():
             for line in client.stdout:
                 s, n = (int(x) for x in line.split())
+                if n < 0:
+                    errors[s] = errors.get(s, 0) + 1
+                    continue
                 counts[s] = counts.get(s, 0) + 1
                 nbytes[s] = nbytes.get(s, 0) + n
         rt = threading.Thread(target=reader, daemon=True)
@@ -727,6 +830,12 @@ def bench_web_debian(b, index, method, site, before_s, after_s):
         stop.set()
         rt.join(10)
         after = deb_boot_report(addr)
+        probe_text = None
+        if probe and after:
+            path = f"/probe-{after[0].strip()}.txt"
+            probe_text = labkit.wait_for(f"{name}'s boot probe", lambda: (
+                lambda t: t if t and "\nEND" in t else None)(
+                    labkit.http_get(addr, path, timeout=30)), DEB_PROBE_S + 120, interval=5)
     finally:
         b.d.vcr.run("vm", "kill", name, timeout=30)
         try:
@@ -745,10 +854,232 @@ def bench_web_debian(b, index, method, site, before_s, after_s):
             rd[s] = round((rb - ra) / (tb - ta) / 1e6, 2)
     return {"series": [counts.get(s, 0) for s in range(n)],
             "bytes": [nbytes.get(s, 0) for s in range(n)], "vcpu_pct": cpu, "qemu_cpu_pct": qcpu,
-            "qemu_read_mb": rd,
+            "qemu_read_mb": rd, "errors": [errors.get(s, 0) for s in range(n)],
+            "probe": probe_text,
             "reboot_at": reboot_at, "ready_at": ready_at, "load1_start": load_start,
             "load1_end": load1(), "mount_before": first[1],
             "mount_after": after[1] if after else ""}
+
+
+def deb_probe_summary(text):
+    """The --probe file of one boot as one line a second: guest uptime, the guest's CPU
+    busy % (/proc/stat: not idle, not iowait) and iowait %, the processes that used the
+    most CPU in that second (% of the second), TCP: established, new passive opens,
+    retransmitted segments, listen drops; then systemd-analyze's report."""
+    samples, tail, cur = [], [], None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line == "A":
+            tail = lines[i + 1:]
+            break
+        if line.startswith("T "):
+            cur = {"t": float(line.split()[1]), "procs": {}, "cpu": None, "tcp": None,
+                   "ext": None}
+            samples.append(cur)
+        elif cur is None:
+            continue
+        elif line.startswith("cpu "):
+            cur["cpu"] = [int(x) for x in line.split()[1:]]
+        elif line.startswith("P "):
+            head, _, rest = line[2:].rpartition(")")
+            pid, _, comm = head.partition(" (")
+            f = rest.split()
+            try:
+                cur["procs"][int(pid)] = (comm, int(f[11]) + int(f[12]))
+            except (ValueError, IndexError):
+                pass
+        elif line.startswith("Tcp:"):
+            cur["tcp"] = line.split()
+        elif line.startswith("TcpExt:"):
+            cur["ext"] = line.split()
+    # Field positions of the header lines of /proc/net/snmp and /proc/net/netstat.
+    tcp_hdr = ["Tcp:", "RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "ActiveOpens",
+               "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab", "InSegs",
+               "OutSegs", "RetransSegs"]
+    out = ["uptime_s busy% iowait% tcp_estab new_passive retrans | top processes (% of the s)"]
+    for a, b in zip(samples, samples[1:]):
+        if not (a["cpu"] and b["cpu"]):
+            continue
+        d = [y - x for x, y in zip(a["cpu"], b["cpu"])]
+        tot = sum(d[:8]) or 1
+        busy = (tot - d[3] - d[4]) / tot * 100
+        dt = b["t"] - a["t"]
+        hz = os.sysconf("SC_CLK_TCK")  # the guest's USER_HZ is 100 as well
+        top = sorted(((t - a["procs"][p][1], c) for p, (c, t) in b["procs"].items()
+                      if p in a["procs"]), reverse=True)[:5]
+        tcp = ""
+        if a["tcp"] and b["tcp"] and len(b["tcp"]) >= len(tcp_hdr):
+            ix = {k: n for n, k in enumerate(tcp_hdr)}
+            tcp = (f"{b['tcp'][ix['CurrEstab']]} {int(b['tcp'][ix['PassiveOpens']]) - int(a['tcp'][ix['PassiveOpens']])} "
+                   f"{int(b['tcp'][ix['RetransSegs']]) - int(a['tcp'][ix['RetransSegs']])}")
+        out.append(f"{b['t']:7.1f} {busy:5.1f} {d[4] / tot * 100:5.1f} {tcp} | " + ", ".join(
+            f"{c} {x / hz / dt * 100:.0f}" for x, c in top if x > 0))
+    return "\n".join(out + [""] + tail) + "\n"
+
+
+# --------------------------------------------------------------------------- Debian reads
+DEB_READ_METHODS = ["warm-cache", "blk-none"]
+DEB_READ_FIELDS = ["method", "rep", "phase", "read", "seconds", "mb_per_s", "reboot_ready_ms",
+                   "load1_start", "load1_end"]
+
+
+def make_read_source(tmp):
+    src = tmp / "readsrc"
+    src.mkdir(exist_ok=True)
+    with open(src / "big", "wb") as f:
+        for _ in range(DEB_READ_FILE_MB):
+            f.write(os.urandom(1 << 20))
+    return src
+
+
+def deb_dd(addr, name):
+    """Seconds GNU dd took to read /srv/site/big in the guest (its own report, ns
+    resolution), on request: a PUT of /data/ddreq/NAME starts the guest's vcr-ddreq."""
+    r = labkit.ns_run(["curl", "-s", "-f", "-m", "10", "-X", "PUT", "--data-binary", name,
+                       f"http://{addr}/data/ddreq/{name}"], timeout=20)
+    if r.returncode != 0:
+        raise RuntimeError(f"PUT /data/ddreq/{name}: curl exit {r.returncode}")
+    out = labkit.wait_for(f"dd {name}", lambda: labkit.http_get(addr, f"/dd-{name}.txt", 5),
+                          300, interval=0.5)
+    m = re.search(r"(\d+) bytes .* copied, ([0-9.e+-]+) s", out)
+    if not m or int(m.group(1)) != DEB_READ_FILE_MB << 20:
+        raise RuntimeError(f"dd {name}: {out!r}")
+    return float(m.group(2))
+
+
+def bench_reads_debian(b, index, method, src, rep, rows):
+    """One run: a fresh agent and Debian VM; GNU dd reads the file twice once the boot is
+    over, `vcr vm reboot` (guest reset, same QEMU), twice again."""
+    load_start = load1()
+    name, addr, host = f"r{index}", f"10.77.0.{40 + index}", f"wcr{index}"
+    warm = method == "warm-cache"
+    state = b.tmp / f"agent-{host}"
+    state.mkdir(exist_ok=True)
+    ud = b.tmp / f"user-data-read-{method}"
+    ud.write_text(deb_user_data(warm, reads=True))
+    vm = labkit.debian_primary_entry(name, index, addr, memory_mb=DEB_READ_MEMORY_MB,
+                                     network="nocloud")
+    if vm is None:
+        raise RuntimeError("the Debian images are not built (make image-debian)")
+    vm["user_data"] = str(ud)
+    vm["volumes"] = [{"name": "site", "size_mb": DEB_READ_VOLUME_MB, "source_dir": str(src),
+                      "image": str(state / "read.img"), "mount": "/srv/site",
+                      **({"warm_cache": "true"} if warm else {"cache": "none"})}]
+    cfg = b.tmp / f"agent-{host}.yaml"
+    labkit.write_agent_config(cfg, host, str(state), [vm])
+    agent = agent_proc(b.d.build, cfg, b.tmp / f"{host}.log", "--log-level", "info")
+    b.d.procs.append(agent)
+    res = {}
+    try:
+        v = b.d.wait_vm_state(name, ["running", "failed"], DEB_BOOT_TIMEOUT)
+        if v["state"] == "failed":
+            raise RuntimeError(f"VM {name} failed: {v.get('cause')}")
+        first = labkit.wait_for(f"{name}'s volume mounted", lambda: (
+            lambda r: r if r and r[1] else None)(deb_boot_report(addr)), DEB_BOOT_TIMEOUT,
+            interval=1)
+        if warm and "dax=always" not in first[1]:
+            raise RuntimeError(f"{name}: /srv/site is not mounted with DAX: {first[1]}")
+        for read in (1, 2):
+            res[("before", read)] = deb_dd(addr, f"b{read}")
+        r = b.vcr_json("vm", "reboot", name, timeout=DEB_BOOT_TIMEOUT)
+        reboot_ms = r["ready_ms"]
+        labkit.wait_for(f"{name}'s reboot", lambda: (
+            lambda x: x if x and x[0] != first[0] and x[1] else None)(deb_boot_report(addr)),
+            DEB_BOOT_TIMEOUT, interval=1)
+        for read in (1, 2):
+            res[("after", read)] = deb_dd(addr, f"a{read}")
+    finally:
+        b.d.vcr.run("vm", "kill", name, timeout=30)
+        try:
+            b.d.wait_vm_state(name, ["stopped", "crashed"], 60)
+        finally:
+            agent.stop()
+    load_end = load1()
+    for (phase, read), sec in sorted(res.items(), key=lambda kv: (kv[0][0] != "before",
+                                                                  kv[0][1])):
+        rows.append({"method": method, "rep": rep, "phase": phase, "read": read,
+                     "seconds": round(sec, 6), "mb_per_s": round(DEB_READ_FILE_MB / sec, 1),
+                     "reboot_ready_ms": round(reboot_ms), "load1_start": load_start,
+                     "load1_end": load_end})
+        print(f"  {method:10} run {rep} {phase:6} read {read}: {sec:.4f} s "
+              f"{DEB_READ_FILE_MB / sec:8.1f} MB/s", flush=True)
+
+
+def load_reads_debian():
+    path = os.path.join(RESULTS, "warm-cache-debian-read.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def reads_section_debian(rows):
+    """The file-read table of warm-cache-debian.md, its CSV and plot."""
+    with open(os.path.join(RESULTS, "warm-cache-debian-read.csv"), "w", newline="") as f:
+        wr = csv.DictWriter(f, DEB_READ_FIELDS)
+        wr.writeheader()
+        wr.writerows(rows)
+    methods = [m for m in DEB_READ_METHODS if read_values(rows, m, "before", 1)]
+    if not methods:
+        return []
+    reps = {m: len({r["rep"] for r in rows if r["method"] == m}) for m in methods}
+    out = ["## File reads", "",
+           "Runs: " + ", ".join(f"{n} {m}" for m, n in reps.items()) + ", each on a freshly "
+           f"started agent and Debian VM ({DEB_READ_MEMORY_MB} MB of RAM, 1 vCPU, the same "
+           f"image and cloud-init user-data).  File: {DEB_READ_FILE_MB} MB of random data "
+           f"on an ext4 volume of {DEB_READ_VOLUME_MB} MB; read in the guest by GNU dd "
+           "(`bs=1M`, to /dev/null; the time is dd's own report, ns resolution), started on "
+           "request once the boot is over (a WebDAV PUT of /data/ddreq/NAME starts a "
+           "systemd path unit that runs `systemctl is-system-running --wait` first).  "
+           "Twice after the first boot (1st: nothing cached; 2nd: warm), `vcr vm reboot` "
+           "(guest reset in the same QEMU, for both methods), twice again.  warm-cache: "
+           "virtio-pmem over the image, mounted `-o dax`; blk-none: virtio-blk cache=none "
+           "(O_DIRECT: QEMU reads the host's disk whatever its page cache holds).", "",
+           "| method | before 1st (s) | before 2nd (s) | after 1st (s) | after 2nd (s) | "
+           "reboot until ready (s) |", "|---|---|---|---|---|---|"]
+    for m in methods:
+        out.append(f"| {m} | " + " | ".join(cell(read_values(rows, m, p, r), "{:.4f}")
+                                             for p, r in PHASES) + " | "
+                   + cell([x / 1000 for x in reboot_values(rows, m)], "{:.1f}") + " |")
+    out += ["", "| method | before 1st MB/s | before 2nd MB/s | after 1st MB/s | "
+            "after 2nd MB/s |", "|---|---|---|---|---|"]
+    for m in methods:
+        out.append(f"| {m} | " + " | ".join(cell(read_values(rows, m, p, r, "mb_per_s"),
+                                                 "{:.0f}") for p, r in PHASES) + " |")
+    if set(methods) >= {"warm-cache", "blk-none"}:
+        med = lambda m, p, r: statistics.median(read_values(rows, m, p, r))  # noqa: E731
+        w1, w2, n1 = med("warm-cache", "after", 1), med("warm-cache", "after", 2), \
+            med("blk-none", "after", 1)
+        out += ["", "| ratio of the medians | ours | paper | goal |", "|---|---|---|---|",
+                f"| first read after the reboot, blk-none / warm-cache (time) | "
+                f"{n1 / w1:.2f}x | {PAPER['file_speedup']:.0f}x | >= 15x |",
+                f"| warm-cache first read after the reboot as a share of its warm (2nd) read "
+                f"(speed) | {w2 / w1:.2f} | {PAPER['file_vs_2nd']:.2f} | >= 0.9 |"]
+    tmp = tempfile.mkdtemp(prefix="vcr-plot-")
+    dat = os.path.join(tmp, "read.dat")
+    with open(dat, "w") as f:
+        for m in methods:
+            cols = []
+            for p, r in PHASES:
+                cols += list(stats(read_values(rows, m, p, r, "mb_per_s")))
+            f.write(m + " " + " ".join(f"{c}" for c in cols) + "\n")
+    gnuplot(f"""
+set terminal pngcairo size 960,560 font 'sans,11'
+set output '{RESULTS}/warm-cache-debian-read.png'
+set title 'Debian guest: GNU dd of a {DEB_READ_FILE_MB} MB file before and after a reboot (TCG; median, min-max bars)'
+set style data histograms
+set style histogram errorbars gap 1 lw 1
+set style fill solid 0.85 border -1
+set logscale y
+set ylabel 'MB/s (log scale)'
+set key top left
+set grid ytics
+plot '{dat}' using 2:3:4:xtic(1) title 'before, 1st', '' using 5:6:7 title 'before, 2nd', \\
+     '' using 8:9:10 title 'after reboot, 1st', '' using 11:12:13 title 'after reboot, 2nd'
+""")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out + ["", "Plot: `warm-cache-debian-read.png`.  Raw data: "
+                  "`warm-cache-debian-read.csv` (" + ", ".join(DEB_READ_FIELDS) + ").", ""]
 
 
 def mean_window(values, start, length=10):
@@ -775,7 +1106,7 @@ DEB_RUN_FIELDS = ["method", "rep", "reboot_at_s", "ready_at_s", "req_s_before", 
                   "qemu_read_mb_s_after", "load1_start", "load1_end",
                   "mount_after"]
 DEB_SERIES_FIELDS = ["method", "rep", "second", "s_from_reboot_order", "requests", "bytes",
-                     "vcpu_pct", "qemu_cpu_pct", "qemu_read_mb_s"]
+                     "client_errors", "vcpu_pct", "qemu_cpu_pct", "qemu_read_mb_s"]
 
 
 def load_web_debian():
@@ -788,7 +1119,7 @@ def load_web_debian():
         for r in csv.DictReader(f):
             web.setdefault(r["method"], []).append({
                 "series": [], "bytes": [], "vcpu_pct": [], "qemu_cpu_pct": [],
-                "qemu_read_mb": [],
+                "qemu_read_mb": [], "errors": [],
                 "reboot_at": float(r["reboot_at_s"]), "ready_at": float(r["ready_at_s"]),
                 "load1_start": float(r["load1_start"]), "load1_end": float(r["load1_end"]),
                 "mount_after": r["mount_after"]})
@@ -798,13 +1129,14 @@ def load_web_debian():
             w = web[r["method"]][int(r["rep"]) - 1]
             w["series"].append(int(r["requests"]))
             w["bytes"].append(int(r["bytes"]))
+            w["errors"].append(int(r.get("client_errors") or 0))
             w["vcpu_pct"].append(num(r["vcpu_pct"]))
             w["qemu_cpu_pct"].append(num(r["qemu_cpu_pct"]))
             w["qemu_read_mb"].append(num(r["qemu_read_mb_s"]))
     return web
 
 
-def write_results_debian(web):
+def write_results_debian(web, reads):
     with open(os.path.join(RESULTS, "warm-cache-debian-web-runs.csv"), "w", newline="") as f:
         wr = csv.DictWriter(f, DEB_RUN_FIELDS)
         wr.writeheader()
@@ -826,6 +1158,7 @@ def write_results_debian(web):
                     wr.writerow({"method": m, "rep": rep, "second": s,
                                  "s_from_reboot_order": s - int(round(w["reboot_at"])),
                                  "requests": c, "bytes": w["bytes"][s],
+                                 "client_errors": w["errors"][s],
                                  "vcpu_pct": "" if cpu is None else cpu,
                                  "qemu_cpu_pct": "" if qc is None else qc,
                                  "qemu_read_mb_s": "" if rd is None else rd})
@@ -856,6 +1189,18 @@ def write_results_debian(web):
            "image is read once on the host (its pages in the host page cache, as on a host "
            "that has served the site; cache=none reads past them).  `ready` is the agent's "
            "answer to the reboot (the guest's login prompt on its console).", "",
+           "Boot work and client, the same for both methods: the bench's user-data lets "
+           "cloud-init run on the VM's first boot only (its runcmd ends with `touch "
+           "/etc/cloud/cloud-init.disabled`).  Measured before that change "
+           "(`warm-cache-debian-probe-warm-cache-1.txt`, `--probe --cloud-init-every-boot`): "
+           "in the boot after the reboot cloud-init's four Python stages held 15-81% of the "
+           "vCPU from guest uptime 15 s to 40 s, nginx got 34-41% of it while cloud-config and "
+           "cloud-final ran beside it, and 77-79% once they were done: that was the slow "
+           "stretch (~256 req/s warm-cache, ~190 conventional) after nginx answered again.  "
+           f"A client's new connection has a {DEB_CONNECT_TIMEOUT} s timeout of its own "
+           "(a request on an open connection keeps 5 s), so no client waits in SYN back-off "
+           "once the guest answers; client_errors in the CSV counts failed attempts per "
+           "second.", "",
            "vCPU % is the CPU time of QEMU's busiest thread per second of wall time: under "
            "TCG that is the vCPU thread, and a halted vCPU sleeps, so 100% means the guest's "
            "CPU is the limit; QEMU CPU % is all of QEMU's threads (vCPU and the main loop, "
@@ -894,6 +1239,7 @@ def write_results_debian(web):
             "reboot order: median of the runs, min-max band).", "",
             "Raw data: `warm-cache-debian-web.csv` (" + ", ".join(DEB_SERIES_FIELDS)
             + "), `warm-cache-debian-web-runs.csv` (" + ", ".join(DEB_RUN_FIELDS) + ").", ""]
+    out += reads_section_debian(reads)
     with open(os.path.join(RESULTS, "warm-cache-debian.md"), "w") as f:
         f.write("\n".join(out))
     plot_web(web, "warm-cache-debian-web.png",
@@ -922,7 +1268,20 @@ def main():
                     help="busybox: file reads and web on the lab guest (default); debian: "
                          "the web part on the Debian 12 guest (nginx)")
     ap.add_argument("--append", action="store_true",
-                    help="--guest debian: add the runs to those of warm-cache-debian-web*.csv")
+                    help="--guest debian: add the runs to those already in the CSVs")
+    ap.add_argument("--reads", action="store_true",
+                    help="--guest debian: the file reads (GNU dd in the guest; methods "
+                         "warm-cache,blk-none) instead of the web part")
+    ap.add_argument("--probe", action="store_true",
+                    help="--guest debian web: sample the guest's CPU use per process every "
+                         "second of the reboot's boot; summaries into "
+                         "warm-cache-debian-probe-METHOD-REP.txt (a diagnosis, not a result: "
+                         "the sampling costs guest CPU)")
+    ap.add_argument("--keep-tmp", action="store_true",
+                    help="--guest debian: keep the run's directory (agent logs, guest consoles)")
+    ap.add_argument("--cloud-init-every-boot", action="store_true",
+                    help="--guest debian: let cloud-init run on every boot, as the image does "
+                         "by default (the bench disables it after the first boot)")
     args = ap.parse_args()
     debian = args.guest == "debian"
     if args.web_before is None:
@@ -973,38 +1332,66 @@ def main():
 
 
 def main_debian(args):
-    web = load_web_debian() if args.append or args.report_only else {}
+    keep = args.append or args.report_only
+    web = load_web_debian() if keep or args.reads else {}
+    reads = load_reads_debian() if keep or not args.reads else []
     if args.report_only:
-        write_results_debian(web)
+        write_results_debian(web, reads)
         print(open(os.path.join(RESULTS, "warm-cache-debian.md")).read())
         return
+    allowed = DEB_READ_METHODS if args.reads else ["warm-cache", "conventional"]
+    methods = (args.methods or ",".join(allowed)).split(",")
+    if not set(methods) <= set(allowed):
+        sys.exit(f"--guest debian: --methods `{args.methods}`; allowed: {', '.join(allowed)}")
     if os.geteuid() != 0:
         sys.exit("bench-warm-cache needs root (lab namespace, taps)")
     labkit.lab_up()
     tmp = tempfile.mkdtemp(prefix="vcr-bench-wcd-")
     import pathlib
     b = Bench(os.path.abspath(args.build), pathlib.Path(tmp))
+    ok = False
     try:
         b.d.server(heartbeat_ms=500)
+        if args.reads:
+            src = make_read_source(b.tmp)
+            for rep in range(1, args.runs + 1):
+                for i, m in enumerate(methods):
+                    n = len({r["rep"] for r in reads if r["method"] == m}) + 1
+                    print(f"debian reads {m} run {n}:", flush=True)
+                    bench_reads_debian(b, 4 + i, m, src, n, reads)
+                    write_results_debian(web, reads)
+            ok = True
+            return
         site = make_site(b.tmp)
-        methods = (args.methods or "warm-cache,conventional").split(",")
-        if not set(methods) <= {"warm-cache", "conventional"}:
-            sys.exit(f"--guest debian: --methods `{args.methods}`; allowed: warm-cache, "
-                     "conventional")
         for rep in range(1, args.runs + 1):
             for i, m in enumerate(methods):
                 print(f"debian web {m} run {rep}/{args.runs}:", flush=True)
-                w = bench_web_debian(b, 4 + i, m, site, args.web_before, args.web_after)
+                w = bench_web_debian(b, 4 + i, m, site, args.web_before, args.web_after,
+                                     args.probe, args.cloud_init_every_boot)
+                if args.probe and w["probe"]:
+                    n = len(web.get(m, [])) + 1
+                    with open(os.path.join(RESULTS, f"warm-cache-debian-probe-{m}-{n}.txt"),
+                              "w") as f:
+                        f.write(f"# bench-warm-cache --guest debian --probe, {m} run {n}: "
+                                f"reboot order at {w['reboot_at']:.1f} s, ready at "
+                                f"{w['ready_at']:.1f} s of the run\n" + deb_probe_summary(
+                                    w["probe"]))
                 web.setdefault(m, []).append(w)
                 st = deb_stats(w)
                 print("  " + ", ".join(f"{k} {v:.1f}" for k, v in st.items())
                       + f", ready at {w['ready_at']:.0f} s, load {w['load1_start']} -> "
                       f"{w['load1_end']}, mount {w['mount_after']}", flush=True)
-                write_results_debian(web)
+                write_results_debian(web, reads)
+        ok = True
     finally:
         b.d.stop_all()
         labkit.lab_down()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if ok and not args.keep_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # the agents' logs and the guests' consoles, for the failed run
+            subprocess.run(["rm", "-rf", "--one-file-system", *glob.glob(f"{tmp}/*/*.img"),
+                            *glob.glob(f"{tmp}/*/*.qcow2"), f"{tmp}/site", f"{tmp}/readsrc"])
+            print(f"kept {tmp} (logs, consoles)", file=sys.stderr)
     print(open(os.path.join(RESULTS, "warm-cache-debian.md")).read())
 
 
