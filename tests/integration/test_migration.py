@@ -97,6 +97,10 @@ def test_standby_agents_fill_criu_kernel_cache_at_start(pair):
         console = pair.tmp / "agent-host1" / f"{name}.serial"
         labkit.wait_for(f"{name}'s agent to say `{line}`",
                         lambda c=console: line in c.read_text(errors="replace"), 120)
+        # ... and that CRIU locks the network through nftables, in its own process (no
+        # iptables-restore execs inside the downtime): the migrations below use it.
+        said = [x for x in console.read_text(errors="replace").splitlines() if line in x]
+        assert "network lock: nftables" in said[-1], said[-1]
 
 
 def test_container_moves_with_its_memory_and_address(pair, record_property):
