@@ -88,6 +88,21 @@ def test_bad_migrations_are_refused(pair):
     assert r.returncode == 2 and "--to" in r.stderr
 
 
+def test_standby_agents_fill_criu_kernel_cache_at_start(pair):
+    """Each standby agent runs `criu check` once at start, so that CRIU's kernel probes
+    (~0.2 s under TCG) are cached before a migration's restore, inside the downtime,
+    would pay them (docs/migration.md "Where the 2 s of downtime go")."""
+    line = "criu: kernel features probed and cached for this boot"
+    for name, _, _ in SB:
+        console = pair.tmp / "agent-host1" / f"{name}.serial"
+        labkit.wait_for(f"{name}'s agent to say `{line}`",
+                        lambda c=console: line in c.read_text(errors="replace"), 120)
+        # ... and that CRIU locks the network through nftables, in its own process (no
+        # iptables-restore execs inside the downtime): the migrations below use it.
+        said = [x for x in console.read_text(errors="replace").splitlines() if line in x]
+        assert "network lock: nftables" in said[-1], said[-1]
+
+
 def test_container_moves_with_its_memory_and_address(pair, record_property):
     d = pair
     create = d.vcr.json("container", "create", "sb21", CT, "--address", f"{CT_ADDR}/24",

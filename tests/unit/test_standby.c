@@ -913,6 +913,70 @@ static void test_images_for_userns_timens_readable_before_the_map(void **state)
     assert_int_equal(standby_run_program(rm, &err), 0);
 }
 
+static void test_nft_lock_tables_dropped_from_the_ruleset_image(void **state)
+{
+    /* CRIU 3.17 dumps its own lock table (named after the source's pid) with
+     * the container's ruleset; restored, it dropped every packet. */
+    (void)state;
+    static const char in[] = "table inet filter {\n"
+                             "\tchain input {\n"
+                             "\t\ttype filter hook input priority filter; policy accept;\n"
+                             "\t}\n"
+                             "}\n"
+                             "table inet CRIU-4321 {\n"
+                             "\tchain output {\n"
+                             "\t\ttype filter hook output priority filter; policy drop;\n"
+                             "\t\tmeta mark 0x0000c114 accept\n"
+                             "\t}\n"
+                             "}\n"
+                             "table inet CRIU-12x {\n"
+                             "}\n"
+                             "table ip CRIU-7 {\n"
+                             "}\n";
+    static const char want[] = "table inet filter {\n"
+                               "\tchain input {\n"
+                               "\t\ttype filter hook input priority filter; policy accept;\n"
+                               "\t}\n"
+                               "}\n"
+                               "table inet CRIU-12x {\n"
+                               "}\n"
+                               "table ip CRIU-7 {\n"
+                               "}\n";
+    char text[sizeof(in)];
+    memcpy(text, in, sizeof(in));
+    size_t n = standby_nft_drop_lock_tables(text, sizeof(in) - 1);
+    assert_int_equal(n, sizeof(want) - 1);
+    assert_memory_equal(text, want, n);
+    /* Nothing to drop: unchanged; a lock table cut short drops to the end. */
+    assert_int_equal(standby_nft_drop_lock_tables(text, n), n);
+    char cut[] = "table inet t {\n}\ntable inet CRIU-1 {\n\tchain output {\n";
+    assert_int_equal(standby_nft_drop_lock_tables(cut, sizeof(cut) - 1), 17);
+
+    /* In an images dir: the nftables image is rewritten, its mode kept. */
+    cleanup_error vcr_error_t err = NULL;
+    cleanup_free char *base = make_base();
+    char img[340];
+    snprintf(img, sizeof(img), "%s/nftables-11.img", base);
+    FILE *f = fopen(img, "w");
+    assert_non_null(f);
+    fputs(in, f);
+    fclose(f);
+    assert_int_equal(chmod(img, 0600), 0);
+    assert_int_equal(standby_images_drop_nft_lock(base, &err), 0);
+    char back[sizeof(in)] = {0};
+    f = fopen(img, "r");
+    assert_non_null(f);
+    size_t got = fread(back, 1, sizeof(back) - 1, f);
+    fclose(f);
+    assert_int_equal(got, sizeof(want) - 1);
+    assert_memory_equal(back, want, got);
+    struct stat st;
+    assert_int_equal(stat(img, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    char *rm[] = {"rm", "-rf", base, NULL};
+    assert_int_equal(standby_run_program(rm, &err), 0);
+}
+
 static void test_image_cache_fetch_verify_unpack(void **state)
 {
     (void)state;
@@ -1608,6 +1672,7 @@ int main(void)
         cmocka_unit_test(test_unprivileged_container),
         cmocka_unit_test(test_image_cache_prune_shifted_copies),
         cmocka_unit_test(test_images_for_userns_timens_readable_before_the_map),
+        cmocka_unit_test(test_nft_lock_tables_dropped_from_the_ruleset_image),
         cmocka_unit_test(test_criu_log_reason),
         cmocka_unit_test(test_garp_frame),
         cmocka_unit_test(test_unsolicited_na_message),

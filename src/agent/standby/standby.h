@@ -22,7 +22,10 @@
  * a template baked into the standby image at LIB_DIR/templates/NAME, or an
  * image the server delivered, unpacked at LIB_DIR/images/SHA256.rootfs
  * (standby_image.c). */
-#define STANDBY_LIB_DIR       "/var/lib/vcr"
+#define STANDBY_LIB_DIR "/var/lib/vcr"
+/* CRIU's options for the agent's CRIU runs (CRIU_CONFIG_FILE; standby_role.c):
+ * on tmpfs, as CRIU's own kernel feature cache, for this boot's kernel. */
+#define STANDBY_CRIU_CONF     "/run/vcr-criu.conf"
 #define STANDBY_TEMPLATES_SUB "templates"
 #define STANDBY_IMAGES_SUB    "images"
 #define STANDBY_TEMPLATE_DEF  "busybox"
@@ -191,6 +194,12 @@ int standby_map_owners(const char *dir, unsigned from, unsigned to, unsigned cou
  * "Unable to open timens-0.img: Permission denied" when it won that race.
  * The tree above final/ stays 0700, root's: nothing else reaches them. */
 int standby_images_for_userns(const char *images, vcr_error_t *err);
+/* standby_nft.c: CRIU 3.17's nftables lock tables (`table inet CRIU-PID {`
+ * .. `}`) out of the ruleset text (returns the new length; text is edited in
+ * place), and out of every nftables-N.img of an unpacked images dir, before
+ * a restore (see the file). */
+size_t standby_nft_drop_lock_tables(char *text, size_t len);
+int standby_images_drop_nft_lock(const char *images, vcr_error_t *err);
 /* Runs argv (PATH lookup) and waits; on failure *err quotes its stderr. */
 int standby_run_program(char *const argv[], vcr_error_t *err);
 /* GNU tar: the standby image has it at /bin/tar (lab/build-image), where

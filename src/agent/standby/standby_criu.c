@@ -246,7 +246,8 @@ struct standby_ct *standby_ct_restore(const char *lxcpath, const char *lib_dir, 
         if (standby_remove_tree(ahead, err) < 0)
             return NULL;
     }
-    if (standby_migrate_unpack(fresh, p.tar, &standby_archive_final, err) < 0)
+    if (standby_migrate_unpack(fresh, p.tar, &standby_archive_final, err) < 0 ||
+        standby_images_drop_nft_lock(images, err) < 0)
         return NULL;
     if (!exists(delta))
         return vcr_error_make(err, EINVAL, "`%s` holds no delta/ (the overlay's upper dir)", p.tar),

@@ -11,12 +11,14 @@
  * on the loop, under the same busy rule. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lxc/lxccontainer.h>
 
@@ -32,6 +34,7 @@
 #include "agent/standby_stream.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/durable.h"
 #include "common/log.h"
 
 static struct standby_role *role_of(struct agent *a)
@@ -66,6 +69,79 @@ static void adopt_existing(struct standby_role *r)
     free(names);
 }
 
+/* CRIU probes the kernel's features (kerndat: ~0.2 s under TCG) at every start
+ * unless an earlier run of this boot left them in its cache (/run/criu.kdat,
+ * tmpfs).  Without this, a VM's first CRIU run pays them: for the target of a
+ * migration that is the restore, inside the downtime (docs/migration.md "Where
+ * the 2 s of downtime go").  `criu check --feature mem_dirty_track` (the
+ * pre-dump's need) probes and fills the cache once, in a child at start. */
+static int criu_probe_work(void *arg, vcr_error_t *err)
+{
+    (void)arg;
+    char *argv[] = {"criu", "check", "--feature", "mem_dirty_track", NULL};
+    if (standby_run_program(argv, err) < 0)
+        return -1;
+    /* A dump locks the container's network while it runs, a restore until
+     * its sockets are back: with iptables that is two iptables-restore execs
+     * a side (~0.1 s under TCG, inside the downtime); CRIU does the same
+     * through libnftables in its own process once told to (the dump records
+     * the method in its inventory, and the restore follows it).  Only when
+     * this kernel has what it needs (nf_tables with set concatenations). */
+    char *nft_argv[] = {"criu", "check", "--feature", "network_lock_nftables", NULL};
+    cleanup_error vcr_error_t nft_err = NULL;
+    if (standby_run_program(nft_argv, &nft_err) < 0)
+        return 0;
+    static const char conf[] = "network-lock nftables\n";
+    cleanup_error vcr_error_t write_err = NULL;
+    if (vcr_file_replace(STANDBY_CRIU_CONF, conf, sizeof(conf) - 1, &write_err) < 0)
+        unlink(STANDBY_CRIU_CONF ".tmp");
+    return 0;
+}
+
+/* CRIU's own options for every criu that liblxc starts (liblxc exec's it with
+ * the agent's environment and has no way to add one): the file that
+ * CRIU_CONFIG_FILE names, empty (CRIU's defaults) until criu_probe_work has
+ * seen that the kernel can do better.  An operator's CRIU_CONFIG_FILE wins. */
+static void criu_conf_init(void)
+{
+    if (getenv("CRIU_CONFIG_FILE"))
+        return;
+    cleanup_error vcr_error_t err = NULL;
+    if (vcr_file_replace(STANDBY_CRIU_CONF, "", 0, &err) < 0) {
+        log_warn("criu: %s (CRIU runs with its defaults)", vcr_error_msg(err));
+        return;
+    }
+    setenv("CRIU_CONFIG_FILE", STANDBY_CRIU_CONF, 1);
+}
+
+static bool criu_conf_nftables(void)
+{
+    const char *path = getenv("CRIU_CONFIG_FILE");
+    FILE *f = path ? fopen(path, "re") : NULL;
+    char line[128];
+    bool nft = false;
+    while (f && fgets(line, sizeof(line), f))
+        nft = nft || strcmp(line, "network-lock nftables\n") == 0;
+    if (f)
+        fclose(f);
+    return nft;
+}
+
+static void criu_probe_done(struct standby_job *job, const char *error, void *opaque)
+{
+    (void)job;
+    struct standby_role *r = opaque;
+    r->criu_probe = NULL;
+    if (error)
+        log_warn("criu check at start: %s (a first checkpoint or restore here probes the "
+                 "kernel itself)",
+                 error);
+    else
+        log_info("criu: kernel features probed and cached for this boot (criu check); "
+                 "network lock: %s",
+                 criu_conf_nftables() ? "nftables" : "iptables");
+}
+
 static int standby_init(struct agent *a, vcr_error_t *err)
 {
     struct standby_role *r = calloc(1, sizeof(*r));
@@ -79,6 +155,11 @@ static int standby_init(struct agent *a, vcr_error_t *err)
     r->data_dir = STANDBY_DATA_DIR;
     a->role_data = r;
     adopt_existing(r);
+    criu_conf_init();
+    cleanup_error vcr_error_t probe_err = NULL;
+    r->criu_probe = standby_job_run(a->base, criu_probe_work, NULL, criu_probe_done, r, &probe_err);
+    if (r->criu_probe == NULL)
+        log_warn("criu check at start: %s", vcr_error_msg(probe_err));
     /* Containers share the VM's kernel: no accelerator of our own. */
     agent_role_ready(a, "none");
     return 0;
@@ -514,6 +595,8 @@ static void standby_fini(struct agent *a)
     if (r == NULL)
         return;
     /* Their children run on and finish the work; nobody waits for the reply. */
+    if (r->criu_probe)
+        standby_job_free(r->criu_probe);
     while (r->n_pending) {
         standby_job_free(r->pending[0]->job);
         pending_free(r->pending[0]);

@@ -50,6 +50,7 @@ struct standby_role {
     size_t n_pending;
     bool have_cpu;
     struct standby_cpu_times cpu;
+    struct standby_job *criu_probe; /* the `criu check` of standby_init, while it runs */
 };
 
 /* standby_work.c: in the child, the work of pending order arg (a struct
