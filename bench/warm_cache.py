@@ -593,7 +593,8 @@ write_files:
       [Install]
       WantedBy=multi-user.target
 {extra_files}runcmd:
-  - [sh, -c, 'mkdir -p /srv/site /srv/data && systemctl daemon-reload && mount /srv/site && ln -sfn /srv/site/web /srv/data/web && systemctl enable --now boot-report.service{extra_cmd} && touch /etc/cloud/cloud-init.disabled && sync']
+  # boot-report last: the bench takes its first report as "the guest is set up".
+  - [sh, -c, 'mkdir -p /srv/site /srv/data && systemctl daemon-reload && mount /srv/site && ln -sfn /srv/site/web /srv/data/web{extra_cmd} && systemctl enable --now boot-report.service && touch /etc/cloud/cloud-init.disabled && sync']
 """
 # --probe: from early in every boot, once a second for DEB_PROBE_S s, the guest's
 # /proc/stat cpu line, the CPU ticks of every process, TCP counters; then
