@@ -286,22 +286,22 @@ def reboot_values(rows, method):
 PHASES = (("before", 1), ("before", 2), ("after", 1), ("after", 2))
 
 
-def plot(rows, web):
+def plot_reads(rows, methods, png, title):
+    """MB/s per method and read (PHASES): medians with min-max bars, log scale."""
     tmp = tempfile.mkdtemp(prefix="vcr-plot-")
     dat = os.path.join(tmp, "read.dat")
     with open(dat, "w") as f:
-        for m in METHODS:
+        for m in methods:
             if not read_values(rows, m, "before", 1):
                 continue
             cols = []
             for p, r in PHASES:
-                med, lo, hi = stats(read_values(rows, m, p, r, "mb_per_s"))
-                cols += [med, lo, hi]
+                cols += list(stats(read_values(rows, m, p, r, "mb_per_s")))
             f.write(m + " " + " ".join(f"{c}" for c in cols) + "\n")
     gnuplot(f"""
 set terminal pngcairo size 960,560 font 'sans,11'
-set output '{RESULTS}/warm-cache-read.png'
-set title 'Reading a {FILE_MB} MB file before and after a guest reboot (TCG; median, min-max bars)'
+set output '{RESULTS}/{png}'
+set title '{title}'
 set style data histograms
 set style histogram errorbars gap 1 lw 1
 set style fill solid 0.85 border -1
@@ -312,9 +312,15 @@ set grid ytics
 plot '{dat}' using 2:3:4:xtic(1) title 'before, 1st', '' using 5:6:7 title 'before, 2nd', \\
      '' using 8:9:10 title 'after reboot, 1st', '' using 11:12:13 title 'after reboot, 2nd'
 """)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def plot(rows, web):
+    plot_reads(rows, METHODS, "warm-cache-read.png",
+               f"Reading a {FILE_MB} MB file before and after a guest reboot (TCG; median, "
+               "min-max bars)")
     plot_web(web, "warm-cache-web.png",
              f"Web requests/s (1 MB files, {CLIENTS} clients) around a guest reboot (TCG)")
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def plot_web(web, png, title):
@@ -1056,29 +1062,9 @@ def reads_section_debian(rows):
                 f"{n1 / w1:.2f}x | {PAPER['file_speedup']:.0f}x | >= 15x |",
                 f"| warm-cache first read after the reboot as a share of its warm (2nd) read "
                 f"(speed) | {w2 / w1:.2f} | {PAPER['file_vs_2nd']:.2f} | >= 0.9 |"]
-    tmp = tempfile.mkdtemp(prefix="vcr-plot-")
-    dat = os.path.join(tmp, "read.dat")
-    with open(dat, "w") as f:
-        for m in methods:
-            cols = []
-            for p, r in PHASES:
-                cols += list(stats(read_values(rows, m, p, r, "mb_per_s")))
-            f.write(m + " " + " ".join(f"{c}" for c in cols) + "\n")
-    gnuplot(f"""
-set terminal pngcairo size 960,560 font 'sans,11'
-set output '{RESULTS}/warm-cache-debian-read.png'
-set title 'Debian guest: GNU dd of a {DEB_READ_FILE_MB} MB file before and after a reboot (TCG; median, min-max bars)'
-set style data histograms
-set style histogram errorbars gap 1 lw 1
-set style fill solid 0.85 border -1
-set logscale y
-set ylabel 'MB/s (log scale)'
-set key top left
-set grid ytics
-plot '{dat}' using 2:3:4:xtic(1) title 'before, 1st', '' using 5:6:7 title 'before, 2nd', \\
-     '' using 8:9:10 title 'after reboot, 1st', '' using 11:12:13 title 'after reboot, 2nd'
-""")
-    shutil.rmtree(tmp, ignore_errors=True)
+    plot_reads(rows, methods, "warm-cache-debian-read.png",
+               f"Debian guest: GNU dd of a {DEB_READ_FILE_MB} MB file before and after a reboot "
+               "(TCG; median, min-max bars)")
     return out + ["", "Plot: `warm-cache-debian-read.png`.  Raw data: "
                   "`warm-cache-debian-read.csv` (" + ", ".join(DEB_READ_FIELDS) + ").", ""]
 

@@ -194,6 +194,11 @@ int standby_map_owners(const char *dir, unsigned from, unsigned to, unsigned cou
  * "Unable to open timens-0.img: Permission denied" when it won that race.
  * The tree above final/ stays 0700, root's: nothing else reaches them. */
 int standby_images_for_userns(const char *images, vcr_error_t *err);
+/* fn on every KIND-N.img entry of the images dir open as dfd (N: one
+ * character or more), until one fails (its result); standby_shift.c. */
+int standby_images_each(int dfd, const char *images, const char *kind,
+                        int (*fn)(int dfd, const char *images, const char *name, vcr_error_t *err),
+                        vcr_error_t *err);
 /* standby_nft.c: CRIU 3.17's nftables lock tables (`table inet CRIU-PID {`
  * .. `}`) out of the ruleset text (returns the new length; text is edited in
  * place), and out of every nftables-N.img of an unpacked images dir, before

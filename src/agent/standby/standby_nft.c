@@ -11,7 +11,6 @@
  * restore.  The images are untrusted (another VM's): only top-level blocks
  * that open with exactly `table inet CRIU-DIGITS {` are removed, up to the
  * first line that is exactly `}`. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -98,17 +97,5 @@ int standby_images_drop_nft_lock(const char *images, vcr_error_t *err)
     cleanup_close int dfd = open(images, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0)
         return vcr_error_errno(err, "open `%s`", images);
-    DIR *dir = fdopendir(dup(dfd));
-    if (dir == NULL)
-        return vcr_error_errno(err, "read `%s`", images);
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(dir)) != NULL) {
-        size_t n = strlen(e->d_name);
-        if (strncmp(e->d_name, "nftables-", 9) == 0 && n > 13 &&
-            strcmp(e->d_name + n - 4, ".img") == 0)
-            rc = drop_in_file(dfd, images, e->d_name, err);
-    }
-    closedir(dir);
-    return rc;
+    return standby_images_each(dfd, images, "nftables", drop_in_file, err);
 }

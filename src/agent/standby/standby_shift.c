@@ -67,6 +67,39 @@ int standby_map_owners(const char *dir, unsigned from, unsigned to, unsigned cou
     return 0;
 }
 
+int standby_images_each(int dfd, const char *images, const char *kind,
+                        int (*fn)(int dfd, const char *images, const char *name, vcr_error_t *err),
+                        vcr_error_t *err)
+{
+    DIR *dir = fdopendir(dup(dfd));
+    if (dir == NULL)
+        return vcr_error_errno(err, "read `%s`", images);
+    size_t k = strlen(kind);
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(dir)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, kind, k) == 0 && e->d_name[k] == '-' && n > k + 5 &&
+            strcmp(e->d_name + n - 4, ".img") == 0)
+            rc = fn(dfd, images, e->d_name, err);
+    }
+    closedir(dir);
+    return rc;
+}
+
+static int timens_readable(int dfd, const char *images, const char *name, vcr_error_t *err)
+{
+    /* Only a regular file of its own: a link would chmod what it names. */
+    cleanup_close int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return vcr_error_make(err, fd < 0 ? errno : EINVAL, "`%s/%s`: not a regular file", images,
+                              name);
+    if (fchmod(fd, (st.st_mode & 07777) | S_IRUSR | S_IRGRP | S_IROTH) < 0)
+        return vcr_error_errno(err, "chmod `%s/%s`", images, name);
+    return 0;
+}
+
 int standby_images_for_userns(const char *images, vcr_error_t *err)
 {
     cleanup_close int dfd = open(images, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -75,27 +108,7 @@ int standby_images_for_userns(const char *images, vcr_error_t *err)
         return vcr_error_errno(err, "open `%s`", images);
     if (fchmod(dfd, (st.st_mode & 07777) | S_IXOTH) < 0)
         return vcr_error_errno(err, "chmod `%s`", images);
-    DIR *dir = fdopendir(dup(dfd));
-    if (dir == NULL)
-        return vcr_error_errno(err, "read `%s`", images);
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(dir)) != NULL) {
-        size_t n = strlen(e->d_name);
-        if (strncmp(e->d_name, "timens-", 7) != 0 || n < 11 ||
-            strcmp(e->d_name + n - 4, ".img") != 0)
-            continue;
-        /* Only a regular file of its own: a link would chmod what it names. */
-        cleanup_close int fd =
-            openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-            rc = vcr_error_make(err, fd < 0 ? errno : EINVAL, "`%s/%s`: not a regular file", images,
-                                e->d_name);
-        else if (fchmod(fd, (st.st_mode & 07777) | S_IRUSR | S_IRGRP | S_IROTH) < 0)
-            rc = vcr_error_errno(err, "chmod `%s/%s`", images, e->d_name);
-    }
-    closedir(dir);
-    return rc;
+    return standby_images_each(dfd, images, "timens", timens_readable, err);
 }
 
 int standby_shift_tree(const char *source, const char *shifted, unsigned base, unsigned count,
