@@ -103,10 +103,12 @@ bench-warm-vm: build image
 # GUEST=debian: the web part on the real Debian 12 guest (nginx; the image of image-debian;
 # bench/results/warm-cache-debian.*); RUNS=N runs per method (3); APPEND=1 adds the runs to
 # the committed ones, so that each run can have a lab hold of its own; READS=1 (GUEST=debian):
-# the file reads (GNU dd in the guest) instead of the web part.
+# the file reads (GNU dd in the guest) instead of the web part; RAM=MB (GUEST=debian web): the
+# guest's RAM (384; another size: bench/results/warm-cache-debian-ramMB.*).
 bench-warm-cache: build image
 	/usr/bin/python3 bench/warm_cache.py --build $(BUILD) $(if $(GUEST),--guest $(GUEST)) \
-		$(if $(RUNS),--runs $(RUNS)) $(if $(APPEND),--append) $(if $(READS),--reads)
+		$(if $(RUNS),--runs $(RUNS)) $(if $(APPEND),--append) $(if $(READS),--reads) \
+		$(if $(RAM),--deb-memory-mb $(RAM))
 
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD) --merge

@@ -568,6 +568,9 @@ def load_web():
 # The Debian 12 primary guest (lab/build-debian: systemd, nginx-light with sendfile on)
 # serving a site larger than its page cache, many keep-alive clients (--guest debian).
 DEB_MEMORY_MB = 384
+# The web results' file names: warm-cache-debian.md, warm-cache-debian-web*.csv; with
+# --deb-memory-mb N (not 384) warm-cache-debian-ramN.md and -ramN-web*.csv (main_debian).
+DEB_BASE = "warm-cache-debian"
 DEB_FILES = 2400
 DEB_FILE_KB = 256
 DEB_VOLUME_MB = 768
@@ -1099,7 +1102,7 @@ DEB_SERIES_FIELDS = ["method", "rep", "second", "s_from_reboot_order", "requests
 def load_web_debian():
     """The Debian web runs of earlier invocations (--append, --report-only), or {}."""
     web = {}
-    path = os.path.join(RESULTS, "warm-cache-debian-web-runs.csv")
+    path = os.path.join(RESULTS, f"{DEB_BASE}-web-runs.csv")
     if not os.path.exists(path):
         return web
     with open(path) as f:
@@ -1111,7 +1114,7 @@ def load_web_debian():
                 "load1_start": float(r["load1_start"]), "load1_end": float(r["load1_end"]),
                 "mount_after": r["mount_after"]})
     num = lambda x: float(x) if x != "" else None  # noqa: E731
-    with open(os.path.join(RESULTS, "warm-cache-debian-web.csv")) as f:
+    with open(os.path.join(RESULTS, f"{DEB_BASE}-web.csv")) as f:
         for r in csv.DictReader(f):
             w = web[r["method"]][int(r["rep"]) - 1]
             w["series"].append(int(r["requests"]))
@@ -1124,7 +1127,7 @@ def load_web_debian():
 
 
 def write_results_debian(web, reads):
-    with open(os.path.join(RESULTS, "warm-cache-debian-web-runs.csv"), "w", newline="") as f:
+    with open(os.path.join(RESULTS, f"{DEB_BASE}-web-runs.csv"), "w", newline="") as f:
         wr = csv.DictWriter(f, DEB_RUN_FIELDS)
         wr.writeheader()
         for m, runs in web.items():
@@ -1135,7 +1138,7 @@ def write_results_debian(web, reads):
                              **{k: round(v, 2) for k, v in st.items()},
                              "load1_start": w["load1_start"], "load1_end": w["load1_end"],
                              "mount_after": w["mount_after"]})
-    with open(os.path.join(RESULTS, "warm-cache-debian-web.csv"), "w", newline="") as f:
+    with open(os.path.join(RESULTS, f"{DEB_BASE}-web.csv"), "w", newline="") as f:
         wr = csv.DictWriter(f, DEB_SERIES_FIELDS)
         wr.writeheader()
         for m, runs in web.items():
@@ -1152,8 +1155,11 @@ def write_results_debian(web, reads):
     loads = [x for runs in web.values() for w in runs for x in (w["load1_start"], w["load1_end"])]
     m0 = machine_line() if loads else ""
     nruns = ", ".join(f"{len(r)} {m}" for m, r in web.items())
+    site_mb = DEB_FILES * DEB_FILE_KB // 1024
     out = ["# Warm-cache reboot on the Debian guest: nginx (sendfile) serving a site larger "
-           "than the guest's page cache", "", m0, "",
+           "than the guest's page cache" if site_mb >= DEB_MEMORY_MB else
+           f"# Warm-cache reboot on the Debian guest: nginx (sendfile) serving a {site_mb} MB "
+           f"site that a {DEB_MEMORY_MB} MB guest's page cache holds once warm", "", m0, "",
            f"Runs: {nruns}; each run on a freshly started agent and Debian 12 VM "
            "(lab/build-debian's primary image, systemd, nginx-light with Debian's `sendfile on`), "
            f"{DEB_MEMORY_MB} MB of guest RAM, 1 vCPU, TCG.  Cells: median [min-max] over the "
@@ -1222,14 +1228,14 @@ def write_results_debian(web, reads):
         out += ["", "The guest's mount of /srv/site after the reboot (each run): "
                 + "; ".join(sorted({f"{m}: `{w['mount_after']}`" for m, runs in web.items()
                                     for w in runs})), ""]
-    out += ["Plot: `warm-cache-debian-web.png` (requests/s around the reboot, aligned on the "
+    out += [f"Plot: `{DEB_BASE}-web.png` (requests/s around the reboot, aligned on the "
             "reboot order: median of the runs, min-max band).", "",
-            "Raw data: `warm-cache-debian-web.csv` (" + ", ".join(DEB_SERIES_FIELDS)
-            + "), `warm-cache-debian-web-runs.csv` (" + ", ".join(DEB_RUN_FIELDS) + ").", ""]
+            f"Raw data: `{DEB_BASE}-web.csv` (" + ", ".join(DEB_SERIES_FIELDS)
+            + f"), `{DEB_BASE}-web-runs.csv` (" + ", ".join(DEB_RUN_FIELDS) + ").", ""]
     out += reads_section_debian(reads)
-    with open(os.path.join(RESULTS, "warm-cache-debian.md"), "w") as f:
+    with open(os.path.join(RESULTS, f"{DEB_BASE}.md"), "w") as f:
         f.write("\n".join(out))
-    plot_web(web, "warm-cache-debian-web.png",
+    plot_web(web, f"{DEB_BASE}-web.png",
              f"nginx on Debian, {DEB_FILES} x {DEB_FILE_KB} KB files, {DEB_CLIENTS} clients: "
              "requests/s around a guest reboot (TCG)")
 
@@ -1254,6 +1260,10 @@ def main():
     ap.add_argument("--guest", choices=["busybox", "debian"], default="busybox",
                     help="busybox: file reads and web on the lab guest (default); debian: "
                          "the web part on the Debian 12 guest (nginx)")
+    ap.add_argument("--deb-memory-mb", type=int, default=None,
+                    help="--guest debian web: the guest's RAM (default 384: the 600 MB site "
+                         "does not fit its page cache); another size writes "
+                         "warm-cache-debian-ramN.md and -ramN-web*.csv")
     ap.add_argument("--append", action="store_true",
                     help="--guest debian: add the runs to those already in the CSVs")
     ap.add_argument("--reads", action="store_true",
@@ -1319,12 +1329,20 @@ def main():
 
 
 def main_debian(args):
+    global DEB_MEMORY_MB, DEB_BASE
+    if args.deb_memory_mb is not None and args.deb_memory_mb != DEB_MEMORY_MB:
+        if args.reads or args.deb_memory_mb < 256:
+            sys.exit(f"--deb-memory-mb {args.deb_memory_mb}: the web part only, and 256 MB "
+                     "or more")
+        DEB_MEMORY_MB = args.deb_memory_mb
+        DEB_BASE = f"warm-cache-debian-ram{DEB_MEMORY_MB}"
     keep = args.append or args.report_only
     web = load_web_debian() if keep or args.reads else {}
-    reads = load_reads_debian() if keep or not args.reads else []
+    reads = (load_reads_debian() if (keep or not args.reads) and
+             DEB_BASE == "warm-cache-debian" else [])
     if args.report_only:
         write_results_debian(web, reads)
-        print(open(os.path.join(RESULTS, "warm-cache-debian.md")).read())
+        print(open(os.path.join(RESULTS, f"{DEB_BASE}.md")).read())
         return
     allowed = DEB_READ_METHODS if args.reads else ["warm-cache", "conventional"]
     methods = (args.methods or ",".join(allowed)).split(",")
@@ -1379,7 +1397,7 @@ def main_debian(args):
             subprocess.run(["rm", "-rf", "--one-file-system", *glob.glob(f"{tmp}/*/*.img"),
                             *glob.glob(f"{tmp}/*/*.qcow2"), f"{tmp}/site", f"{tmp}/readsrc"])
             print(f"kept {tmp} (logs, consoles)", file=sys.stderr)
-    print(open(os.path.join(RESULTS, "warm-cache-debian.md")).read())
+    print(open(os.path.join(RESULTS, f"{DEB_BASE}.md")).read())
 
 
 if __name__ == "__main__":
