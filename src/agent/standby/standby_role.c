@@ -79,22 +79,36 @@ static int criu_probe_work(void *arg, vcr_error_t *err)
 {
     (void)arg;
     char *argv[] = {"criu", "check", "--feature", "mem_dirty_track", NULL};
-    if (standby_run_program(argv, err) < 0)
-        return -1;
+    cleanup_error vcr_error_t probe_err = NULL;
+    standby_run_program(argv, &probe_err);
     /* A dump locks the container's network while it runs, a restore until
      * its sockets are back: with iptables that is two iptables-restore execs
      * a side (~0.1 s under TCG, inside the downtime); CRIU does the same
      * through libnftables in its own process once told to (the dump records
      * the method in its inventory, and the restore follows it).  Only when
-     * this kernel has what it needs (nf_tables with set concatenations). */
-    char *nft_argv[] = {"criu", "check", "--feature", "network_lock_nftables", NULL};
+     * this kernel has what it needs (nf_tables with set concatenations), and
+     * never in an operator's own CRIU_CONFIG_FILE. */
+    const char *conf_env = getenv("CRIU_CONFIG_FILE");
+    const char *lock = "iptables";
     cleanup_error vcr_error_t nft_err = NULL;
-    if (standby_run_program(nft_argv, &nft_err) < 0)
-        return 0;
-    static const char conf[] = "network-lock nftables\n";
-    cleanup_error vcr_error_t write_err = NULL;
-    if (vcr_file_replace(STANDBY_CRIU_CONF, conf, sizeof(conf) - 1, &write_err) < 0)
-        unlink(STANDBY_CRIU_CONF ".tmp");
+    if (conf_env == NULL || strcmp(conf_env, STANDBY_CRIU_CONF) != 0) {
+        lock = "CRIU's own (CRIU_CONFIG_FILE is the operator's)";
+    } else {
+        char *nft_argv[] = {"criu", "check", "--feature", "network_lock_nftables", NULL};
+        static const char conf[] = "network-lock nftables\n";
+        if (standby_run_program(nft_argv, &nft_err) == 0 &&
+            vcr_file_replace(STANDBY_CRIU_CONF, conf, sizeof(conf) - 1, &nft_err) == 0)
+            lock = "nftables";
+        else
+            unlink(STANDBY_CRIU_CONF ".tmp");
+    }
+    cleanup_json json_t *res = json_pack("{s:s, s:s?, s:s?}", "network_lock", lock, "probe_error",
+                                         probe_err ? vcr_error_msg(probe_err) : NULL,
+                                         "nftables_error", nft_err ? vcr_error_msg(nft_err) : NULL);
+    cleanup_free char *text = res ? json_dumps(res, JSON_COMPACT) : NULL;
+    if (text == NULL)
+        return vcr_error_make(err, ENOMEM, "out of memory");
+    standby_job_set_result(text);
     return 0;
 }
 
@@ -114,32 +128,24 @@ static void criu_conf_init(void)
     setenv("CRIU_CONFIG_FILE", STANDBY_CRIU_CONF, 1);
 }
 
-static bool criu_conf_nftables(void)
-{
-    const char *path = getenv("CRIU_CONFIG_FILE");
-    FILE *f = path ? fopen(path, "re") : NULL;
-    char line[128];
-    bool nft = false;
-    while (f && fgets(line, sizeof(line), f))
-        nft = nft || strcmp(line, "network-lock nftables\n") == 0;
-    if (f)
-        fclose(f);
-    return nft;
-}
-
 static void criu_probe_done(struct standby_job *job, const char *error, void *opaque)
 {
-    (void)job;
     struct standby_role *r = opaque;
     r->criu_probe = NULL;
-    if (error)
+    cleanup_json json_t *res = error ? NULL : json_loads(standby_job_result(job), 0, NULL);
+    const char *probe_error = json_string_value(json_object_get(res, "probe_error"));
+    const char *lock = json_string_value(json_object_get(res, "network_lock"));
+    const char *nft_error = json_string_value(json_object_get(res, "nftables_error"));
+    if (error || probe_error)
         log_warn("criu check at start: %s (a first checkpoint or restore here probes the "
                  "kernel itself)",
-                 error);
+                 error ? error : probe_error);
     else
         log_info("criu: kernel features probed and cached for this boot (criu check); "
                  "network lock: %s",
-                 criu_conf_nftables() ? "nftables" : "iptables");
+                 lock ? lock : "iptables");
+    if (nft_error)
+        log_warn("criu: the network lock stays iptables: %s", nft_error);
 }
 
 static int standby_init(struct agent *a, vcr_error_t *err)

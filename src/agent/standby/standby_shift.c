@@ -71,18 +71,26 @@ int standby_images_each(int dfd, const char *images, const char *kind,
                         int (*fn)(int dfd, const char *images, const char *name, vcr_error_t *err),
                         vcr_error_t *err)
 {
-    DIR *dir = fdopendir(dup(dfd));
-    if (dir == NULL)
-        return vcr_error_errno(err, "read `%s`", images);
+    int fd = dup(dfd);
+    DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+    if (dir == NULL) {
+        vcr_error_errno(err, "read `%s`", images);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
     size_t k = strlen(kind);
     int rc = 0;
     struct dirent *e;
-    while (rc == 0 && (e = readdir(dir)) != NULL) {
+    errno = 0;
+    while (rc == 0 && (errno = 0, e = readdir(dir)) != NULL) {
         size_t n = strlen(e->d_name);
         if (strncmp(e->d_name, kind, k) == 0 && e->d_name[k] == '-' && n > k + 5 &&
             strcmp(e->d_name + n - 4, ".img") == 0)
             rc = fn(dfd, images, e->d_name, err);
     }
+    if (rc == 0 && errno != 0)
+        rc = vcr_error_errno(err, "read `%s`", images);
     closedir(dir);
     return rc;
 }
