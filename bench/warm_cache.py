@@ -759,6 +759,42 @@ def deb_boot_report(addr):
     return lines[0], next((x for x in lines[1:] if x.split()[1:2] == ["/srv/site"]), "")
 
 
+def deb_vm_start(b, name, index, addr, host, warm, ud, user_data, memory_mb, volume_mb, src,
+                 image):
+    """A fresh agent (state dir agent-HOST) with Debian VM name: user_data written to ud,
+    one volume `site` (src's files) at /srv/site, warm-cache or virtio-blk cache=none.
+    Returns (agent, state dir)."""
+    state = b.tmp / f"agent-{host}"
+    state.mkdir(exist_ok=True)
+    ud.write_text(user_data)
+    vm = labkit.debian_primary_entry(name, index, addr, memory_mb=memory_mb, network="nocloud")
+    if vm is None:
+        raise RuntimeError("the Debian images are not built (make image-debian)")
+    vm["user_data"] = str(ud)
+    vm["volumes"] = [{"name": "site", "size_mb": volume_mb, "source_dir": str(src),
+                      "image": str(state / image), "mount": "/srv/site",
+                      **({"warm_cache": "true"} if warm else {"cache": "none"})}]
+    cfg = b.tmp / f"agent-{host}.yaml"
+    labkit.write_agent_config(cfg, host, str(state), [vm])
+    agent = agent_proc(b.d.build, cfg, b.tmp / f"{host}.log", "--log-level", "info")
+    b.d.procs.append(agent)
+    return agent, state
+
+
+def deb_vm_first_report(b, name, addr, warm, what):
+    """Waits for VM name to run and report its first boot (deb_boot_report), its /srv/site
+    mounted with DAX when warm; returns the report."""
+    v = b.d.wait_vm_state(name, ["running", "failed"], DEB_BOOT_TIMEOUT)
+    if v["state"] == "failed":
+        raise RuntimeError(f"VM {name} failed: {v.get('cause')}")
+    first = labkit.wait_for(f"{name}'s {what}", lambda: (
+        lambda r: r if r and r[1] else None)(deb_boot_report(addr)), DEB_BOOT_TIMEOUT,
+        interval=1)
+    if warm and "dax=always" not in first[1]:
+        raise RuntimeError(f"{name}: /srv/site is not mounted with DAX: {first[1]}")
+    return first
+
+
 def bench_web_debian(b, index, method, site, before_s, after_s, probe=False,
                      cloud_init_every_boot=False):
     """One run: a fresh agent and Debian VM; load from the start, the reboot after
@@ -768,35 +804,14 @@ def bench_web_debian(b, index, method, site, before_s, after_s, probe=False,
     load_start = load1()
     name, addr, host = f"d{index}", f"10.77.0.{40 + index}", f"wcd{index}"
     warm = method == "warm-cache"
-    state = b.tmp / f"agent-{host}"
-    state.mkdir(exist_ok=True)
-    ud = b.tmp / f"user-data-{method}"
     text = deb_user_data(warm, probe=probe)
     if cloud_init_every_boot:
         text = text.replace(" && touch /etc/cloud/cloud-init.disabled", "")
-    ud.write_text(text)
-    vm = labkit.debian_primary_entry(name, index, addr, memory_mb=DEB_MEMORY_MB,
-                                     network="nocloud")
-    if vm is None:
-        raise RuntimeError("the Debian images are not built (make image-debian)")
-    vm["user_data"] = str(ud)
+    agent, state = deb_vm_start(b, name, index, addr, host, warm, b.tmp / f"user-data-{method}",
+                                text, DEB_MEMORY_MB, DEB_VOLUME_MB, site, "site.img")
     image = state / "site.img"
-    vm["volumes"] = [{"name": "site", "size_mb": DEB_VOLUME_MB, "source_dir": str(site),
-                      "image": str(image), "mount": "/srv/site",
-                      **({"warm_cache": "true"} if warm else {"cache": "none"})}]
-    cfg = b.tmp / f"agent-{host}.yaml"
-    labkit.write_agent_config(cfg, host, str(state), [vm])
-    agent = agent_proc(b.d.build, cfg, b.tmp / f"{host}.log", "--log-level", "info")
-    b.d.procs.append(agent)
     try:
-        v = b.d.wait_vm_state(name, ["running", "failed"], DEB_BOOT_TIMEOUT)
-        if v["state"] == "failed":
-            raise RuntimeError(f"VM {name} failed: {v.get('cause')}")
-        first = labkit.wait_for(f"{name}'s site mounted", lambda: (
-            lambda r: r if r and r[1] else None)(deb_boot_report(addr)), DEB_BOOT_TIMEOUT,
-            interval=1)
-        if warm and "dax=always" not in first[1]:
-            raise RuntimeError(f"{name}: /srv/site is not mounted with DAX: {first[1]}")
+        first = deb_vm_first_report(b, name, addr, warm, "site mounted")
         # The image's pages in the host page cache, as on a host that has served the site
         # (cache=none reads past them: O_DIRECT).
         subprocess.run(["dd", f"if={image}", "of=/dev/null", "bs=4M", "status=none"],
@@ -966,32 +981,12 @@ def bench_reads_debian(b, index, method, src, rep, rows):
     load_start = load1()
     name, addr, host = f"r{index}", f"10.77.0.{40 + index}", f"wcr{index}"
     warm = method == "warm-cache"
-    state = b.tmp / f"agent-{host}"
-    state.mkdir(exist_ok=True)
-    ud = b.tmp / f"user-data-read-{method}"
-    ud.write_text(deb_user_data(warm, reads=True))
-    vm = labkit.debian_primary_entry(name, index, addr, memory_mb=DEB_READ_MEMORY_MB,
-                                     network="nocloud")
-    if vm is None:
-        raise RuntimeError("the Debian images are not built (make image-debian)")
-    vm["user_data"] = str(ud)
-    vm["volumes"] = [{"name": "site", "size_mb": DEB_READ_VOLUME_MB, "source_dir": str(src),
-                      "image": str(state / "read.img"), "mount": "/srv/site",
-                      **({"warm_cache": "true"} if warm else {"cache": "none"})}]
-    cfg = b.tmp / f"agent-{host}.yaml"
-    labkit.write_agent_config(cfg, host, str(state), [vm])
-    agent = agent_proc(b.d.build, cfg, b.tmp / f"{host}.log", "--log-level", "info")
-    b.d.procs.append(agent)
+    agent, _ = deb_vm_start(b, name, index, addr, host, warm,
+                            b.tmp / f"user-data-read-{method}", deb_user_data(warm, reads=True),
+                            DEB_READ_MEMORY_MB, DEB_READ_VOLUME_MB, src, "read.img")
     res = {}
     try:
-        v = b.d.wait_vm_state(name, ["running", "failed"], DEB_BOOT_TIMEOUT)
-        if v["state"] == "failed":
-            raise RuntimeError(f"VM {name} failed: {v.get('cause')}")
-        first = labkit.wait_for(f"{name}'s volume mounted", lambda: (
-            lambda r: r if r and r[1] else None)(deb_boot_report(addr)), DEB_BOOT_TIMEOUT,
-            interval=1)
-        if warm and "dax=always" not in first[1]:
-            raise RuntimeError(f"{name}: /srv/site is not mounted with DAX: {first[1]}")
+        first = deb_vm_first_report(b, name, addr, warm, "volume mounted")
         for read in (1, 2):
             res[("before", read)] = deb_dd(addr, f"b{read}")
         r = b.vcr_json("vm", "reboot", name, timeout=DEB_BOOT_TIMEOUT)
