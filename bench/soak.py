@@ -242,7 +242,7 @@ def main():
         first_id = rec.last_event_id(cl)
         cl.start_agent(HOST, [labkit.vm_entry(*PRIMARY),
                               dict(labkit.vm_entry(*BOOTVM), autostart=False)])
-        cl.start_agent("stb", [labkit.standby_vm_entry(*sb, memory_mb=512) for sb in STANDBYS])
+        cl.start_agent("stb", [labkit.standby_vm_entry(*sb, memory_mb=512, vcpus=2) for sb in STANDBYS])
         rec.wait_http(PRIMARY[2], rec.BOOT_TIMEOUT)
         for name, _, _ in STANDBYS:
             labkit.wait_for(f"standby agent {name}", lambda n=name: cl.standby_up(n),

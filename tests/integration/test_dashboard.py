@@ -82,7 +82,7 @@ def lab_rig(daemons):
     env = labkit.lab_env()
     labkit.set_records({WEB: WEB_ADDR})
     web = labkit.vm_entry(WEB, 0, WEB_ADDR)
-    sb = labkit.vm_entry(SB, 2, SB_ADDR, memory_mb=384, vcpus=2,
+    sb = labkit.vm_entry(SB, 2, SB_ADDR, memory_mb=384, vcpus=labkit.STANDBY_VCPUS,
                          extra_args="apparmor=0 vcr.role=standby "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")

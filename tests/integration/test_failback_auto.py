@@ -56,7 +56,7 @@ def rig(lab, tmp_path_factory):
     r = Rig(d)
     try:
         env = labkit.lab_env()
-        sb = labkit.vm_entry(SB, SB_TAP, SB_ADDR, memory_mb=384, vcpus=2,
+        sb = labkit.vm_entry(SB, SB_TAP, SB_ADDR, memory_mb=384, vcpus=labkit.STANDBY_VCPUS,
                              extra_args="apparmor=0 vcr.role=standby "
                                         f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                         f"{labkit.SERVER_AGENT_PORT}")

@@ -178,7 +178,7 @@ def cluster(lab, tmp_path_factory):
         cfg = tmp / "agent-host1.yaml"
         env = labkit.lab_env()
         # The standby VM's agent knows both servers (--server A,B, docs/ha.md).
-        sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
+        sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=labkit.STANDBY_VCPUS,
                              extra_args="apparmor=0 vcr.role=standby vcr.agent_server=" + ",".join(
                                  f"{env['VCR_LAB_BRIDGE_ADDR']}:{p}" for p in BRIDGE_PORTS.values()))
         sb["image"]["initrd"] = cache_file(os.path.basename(labkit.standby_initrd()))

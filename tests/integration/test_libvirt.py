@@ -162,7 +162,7 @@ def rig(lab, tmp_path_factory):
         service = labkit.service_entry(SERVICE, LV_HOST, DOM, DOM_ADDR, "cold", SB, CT, CT_ADDR)
         d.server(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS,
                  fence_timeout_ms=FENCE_TIMEOUT_MS, dns=True, services=[service])
-        sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
+        sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=labkit.STANDBY_VCPUS,
                              extra_args="apparmor=0 vcr.role=standby "
                                         f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                         f"{labkit.SERVER_AGENT_PORT}")

@@ -96,7 +96,7 @@ def vm_specs(tmp):
                              address6=WEB1_V6[0] if name == "web1" else None)
         vm["image"]["initrd"] = str(web_initrd)
         specs[host].append(vm)
-    sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
+    sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=labkit.STANDBY_VCPUS,
                          extra_args="apparmor=0 vcr.role=standby "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")
@@ -337,7 +337,7 @@ def test_vcr_cost_counts_one_shared_standby_vm(rig, tmp_path):
     assert rows["cold-vm"]["vms"] == 0
     for scheme in ("warm-container", "cold-container"):
         assert (rows[scheme]["vms"], rows[scheme]["vcpus"], rows[scheme]["memory_mb"],
-                rows[scheme]["standby_vms"]) == (1, 2, 384, [SB])
+                rows[scheme]["standby_vms"]) == (1, labkit.STANDBY_VCPUS, 384, [SB])
     per_vm_year = (0.5 + 0.01 * 256 / 1024) * 8760
     assert abs(rows["warm-vm"]["per_year"] - n * per_vm_year) < 0.05
     saving = rows["warm-container"]["saving_per_year"]

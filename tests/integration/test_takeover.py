@@ -114,7 +114,7 @@ def rig(lab, tmp_path_factory):
         labkit.set_records({WEB: WEB_ADDR6})
         d.server(heartbeat_ms=HEARTBEAT_MS, host_timeout_ms=HOST_TIMEOUT_MS,
                  fence_timeout_ms=FENCE_TIMEOUT_MS, dns=True, services=[svc])
-        sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
+        sb = labkit.vm_entry(SB, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=labkit.STANDBY_VCPUS,
                              extra_args="apparmor=0 vcr.role=standby "
                                         f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                         f"{labkit.SERVER_AGENT_PORT}")
