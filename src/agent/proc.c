@@ -43,18 +43,33 @@ static int pidfd_open(pid_t pid)
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+static pid_t spawn(char *const argv[], const char *log_path, int keep_fd, bool tool,
+                   vcr_error_t *err);
+
 pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err)
 {
-    return proc_spawn_keep(argv, log_path, -1, err);
+    return spawn(argv, log_path, -1, false, err);
 }
 
 pid_t proc_spawn_keep(char *const argv[], const char *log_path, int keep_fd, vcr_error_t *err)
+{
+    return spawn(argv, log_path, keep_fd, false, err);
+}
+
+pid_t proc_spawn_tool(char *const argv[], const char *log_path, vcr_error_t *err)
+{
+    return spawn(argv, log_path, -1, true, err);
+}
+
+static pid_t spawn(char *const argv[], const char *log_path, int keep_fd, bool tool,
+                   vcr_error_t *err)
 {
     /* The child reports an exec failure's errno through this pipe; a
      * successful exec closes it (O_CLOEXEC) and the read sees EOF. */
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0)
         return vcr_error_errno(err, "spawn `%s`: pipe", argv[0]);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(report[0]);
@@ -65,10 +80,16 @@ pid_t proc_spawn_keep(char *const argv[], const char *log_path, int keep_fd, vcr
         close(report[0]);
         int e = 0;
         int in = open("/dev/null", O_RDONLY);
-        int out = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0640);
+        int out = log_path ? open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0640) : 1;
         if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0 ||
             setsid() < 0)
             e = errno;
+        /* The death signal is not sent for a parent that died before the
+         * prctl: checked after it. */
+        if (e == 0 && tool && prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+            e = errno;
+        if (e == 0 && tool && getppid() != parent)
+            e = ESRCH;
         if (e == 0) {
             /* Dispositions the agent changed (SIGPIPE ignored) survive exec. */
             signal(SIGPIPE, SIG_DFL);
@@ -102,7 +123,7 @@ pid_t proc_spawn_keep(char *const argv[], const char *log_path, int keep_fd, vcr
     if (n == (ssize_t)sizeof(child_errno)) {
         waitpid(pid, NULL, 0);
         errno = child_errno;
-        return vcr_error_errno(err, "spawn `%s` (log `%s`)", argv[0], log_path);
+        return vcr_error_errno(err, "spawn `%s` (log `%s`)", argv[0], log_path ? log_path : "-");
     }
     return pid;
 }

@@ -30,6 +30,13 @@ pid_t proc_spawn(char *const argv[], const char *log_path, vcr_error_t *err);
 /* The same, and the child inherits keep_fd (same number; -1: none), which
  * every other descriptor of the agent's is not. */
 pid_t proc_spawn_keep(char *const argv[], const char *log_path, int keep_fd, vcr_error_t *err);
+/* proc_spawn for a tool that works for the calling process and must not outlive
+ * it (PR_SET_PDEATHSIG SIGKILL): a disk preparation's qemu-img, genisoimage and
+ * mkfs.ext4.  A preparation is killed when its VM's start is cancelled, and by
+ * its own death signal when the agent dies; its tool goes with it rather than
+ * writing on beside the next preparation.  log_path NULL: the tool's stdout and
+ * stderr are the caller's. */
+pid_t proc_spawn_tool(char *const argv[], const char *log_path, vcr_error_t *err);
 
 /* Watch pid through a pidfd.  cb runs once, from the loop. */
 struct proc_watch *proc_watch_new(struct event_base *base, pid_t pid, proc_exit_cb cb, void *opaque,

@@ -749,6 +749,62 @@ static void test_qemu_argv(void **state)
     vm_paths_clear(&paths);
 }
 
+/* Whether pid still runs (a zombie waiting for its reaper has ended). */
+static bool still_runs(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')');
+    return end != NULL && end[1] == ' ' && end[2] != 'Z' && end[2] != 'X';
+}
+
+/* A disk preparation's tool (qemu-img, mkfs.ext4) dies with the preparation:
+ * a cancelled VM start SIGKILLs the preparation, whose tool went on writing
+ * beside the next start's (proc_spawn's own session kept it out of reach). */
+static void test_spawned_tool_dies_with_its_caller(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t mid = fork();
+    assert_true(mid >= 0);
+    if (mid == 0) {
+        char *argv[] = {"/bin/sleep", "60", NULL};
+        pid_t tool = proc_spawn_tool(argv, NULL, NULL);
+        if (write(p[1], &tool, sizeof(tool)) != (ssize_t)sizeof(tool))
+            _exit(1);
+        pause();
+        _exit(0);
+    }
+    close(p[1]);
+    pid_t tool = -1;
+    assert_int_equal(read(p[0], &tool, sizeof(tool)), (ssize_t)sizeof(tool));
+    close(p[0]);
+    assert_true(tool > 0);
+    assert_true(still_runs(tool));
+    assert_int_equal(kill(mid, SIGKILL), 0);
+    assert_int_equal(waitpid(mid, NULL, 0), mid);
+    int64_t deadline = vcr_mono_ms() + 5000;
+    while (still_runs(tool) && vcr_mono_ms() < deadline)
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    bool survived = still_runs(tool);
+    if (survived)
+        kill(tool, SIGKILL);
+    assert_false(survived);
+
+    /* An exec failure is reported to the caller; no log path: its own output. */
+    char *missing[] = {"/nonexistent/tool", NULL};
+    cleanup_error vcr_error_t err = NULL;
+    assert_int_equal(proc_spawn_tool(missing, NULL, &err), -1);
+    assert_int_equal(vcr_error_status(err), ENOENT);
+}
+
 /* --- /proc parsing ----------------------------------------------------------- */
 
 /* The pieces of the tap hand-over of a warm restart (tap_fd.h): a descriptor
@@ -2594,6 +2650,7 @@ int main(void)
         cmocka_unit_test(test_warm_journal),
         cmocka_unit_test(test_warm_recovery_decide),
         cmocka_unit_test(test_tap_handover),
+        cmocka_unit_test(test_spawned_tool_dies_with_its_caller),
         cmocka_unit_test(test_pause_boost),
         cmocka_unit_test(test_standby_job),
         cmocka_unit_test(test_sm_restarting_exit_is_not_crash),

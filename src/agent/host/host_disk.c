@@ -26,7 +26,7 @@
  * tens of milliseconds (a qcow2 header, an ISO of three small files). */
 static int run_tool(char *const argv[], const char *log_path, const char *vm, vcr_error_t *err)
 {
-    pid_t pid = proc_spawn(argv, log_path, err);
+    pid_t pid = proc_spawn_tool(argv, log_path, err);
     if (pid < 0)
         return vcr_error_wrap(err, "VM `%s`: run %s", vm, argv[0]);
     int64_t deadline = vcr_mono_ms() + HOST_DISK_TOOL_MS;

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/proc.h"
 #include "agent/standby_job.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/durable.h"
 #include "common/log.h"
-
-extern char **environ;
 
 #define COPY_CHUNK (1024 * 1024)
 
@@ -94,17 +92,11 @@ int host_volume_build_image(const char *path, uint64_t size, const char *source_
         argv[7] = tmp;
         argv[8] = NULL;
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    pid_t pid;
-    int rc = posix_spawn(&pid, HOST_VOLUME_MKFS, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        errno = rc;
-        vcr_error_errno(err, "run `%s`", HOST_VOLUME_MKFS);
+    /* Dies with its caller: a cancelled preparation's mkfs does not go on. */
+    pid_t pid = proc_spawn_tool(argv, NULL, err);
+    if (pid < 0) {
         unlink(tmp);
-        return -1;
+        return vcr_error_wrap(err, "run `%s`", HOST_VOLUME_MKFS);
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
