@@ -27,8 +27,12 @@ VM's boot until --web-after (20) seconds past ready; the reboot --web-before (40
 into the load.  Per second: requests, bytes, the CPU of QEMU's busiest thread (the TCG
 vCPU) and of all its threads, QEMU's reads from the host disk.  Writes
 warm-cache-debian.md, warm-cache-debian-web.csv (per second), warm-cache-debian-web-runs.csv
-(per run) and warm-cache-debian-web.png; --append adds to the runs already there (one lab
-hold per run), --report-only rewrites them from the CSVs.  The bench's user-data lets
+(per run) and warm-cache-debian-web.png (the 10 s before the reboot order, the 10 s after
+ready and the 10 s from nginx's first answer after the reboot, which comes before ready);
+--deb-memory-mb N (not 384): warm-cache-debian-ramN.* instead, with
+warm-cache-debian-ramN-notes.md, if present, appended to the report; --append adds to the
+runs already there (one lab hold per run), --report-only rewrites them from the CSVs.  The
+bench's user-data lets
 cloud-init run on the VM's first boot only (--cloud-init-every-boot: on every boot, as
 the image does), and a client's new connection has a 0.5 s timeout of its own.  --probe
 samples the guest's CPU use per process every second of the reboot's boot
@@ -836,7 +840,10 @@ def bench_web_debian(b, index, method, site, before_s, after_s, probe=False,
 
         def reader():
             for line in client.stdout:
-                s, n = (int(x) for x in line.split())
+                parts = line.split()
+                if len(parts) != 2:  # the last line, cut when the client is killed
+                    continue
+                s, n = (int(x) for x in parts)
                 if n < 0:
                     errors[s] = errors.get(s, 0) + 1
                     continue
@@ -1085,14 +1092,22 @@ def deb_stats(w):
                       ("qemu_read_mb_s", w["qemu_read_mb"])):
         out[key + "_before"] = mean_window(vals, pre)
         out[key + "_after"] = mean_window(vals, post)
+    # nginx answers some seconds before the login prompt (`ready`), and a conventional
+    # guest refills its page cache from then on: the first second after the reboot order
+    # with answers, and the 10 s from it.
+    answered = next((s for s in range(int(w["reboot_at"]) + 1, len(w["series"]))
+                     if w["series"][s] > 0), None)
+    out["answered_at_s"] = float("nan") if answered is None else float(answered)
+    out["req_s_answered"] = (float("nan") if answered is None
+                             else mean_window(w["series"], answered))
     return out
 
 
 DEB_RUN_FIELDS = ["method", "rep", "reboot_at_s", "ready_at_s", "req_s_before", "req_s_after",
                   "mb_s_before", "mb_s_after", "vcpu_pct_before", "vcpu_pct_after",
                   "qemu_cpu_pct_before", "qemu_cpu_pct_after", "qemu_read_mb_s_before",
-                  "qemu_read_mb_s_after", "load1_start", "load1_end",
-                  "mount_after"]
+                  "qemu_read_mb_s_after", "answered_at_s", "req_s_answered", "load1_start",
+                  "load1_end", "mount_after"]
 DEB_SERIES_FIELDS = ["method", "rep", "second", "s_from_reboot_order", "requests", "bytes",
                      "client_errors", "vcpu_pct", "qemu_cpu_pct", "qemu_read_mb_s"]
 
@@ -1179,7 +1194,9 @@ def write_results_debian(web, reads):
            "cache=none, reboot `vcr vm reboot --cold` (QEMU restarted).  Before the load the "
            "image is read once on the host (its pages in the host page cache, as on a host "
            "that has served the site; cache=none reads past them).  `ready` is the agent's "
-           "answer to the reboot (the guest's login prompt on its console).", "",
+           "answer to the reboot (the guest's login prompt on its console); `nginx answered "
+           "again` is the first second after the reboot order in which a request was answered "
+           "(nginx starts some seconds before the login prompt).", "",
            "Boot work and client, the same for both methods: the bench's user-data lets "
            "cloud-init run on the VM's first boot only (its runcmd ends with `touch "
            "/etc/cloud/cloud-init.disabled`).  Measured before that change "
@@ -1207,12 +1224,17 @@ def write_results_debian(web, reads):
                 f"{wq / med('warm-cache', 'req_s_before') * 100:.0f}% | "
                 f"{PAPER['web_vs_2nd'] * 100:.0f}% |",
                 f"| ... conventional, as a share of its 10 s before the reboot | "
-                f"{cq / med('conventional', 'req_s_before') * 100:.0f}% | - |", ""]
+                f"{cq / med('conventional', 'req_s_before') * 100:.0f}% | - |",
+                "| web req/s, first 10 s from nginx's first answer after the reboot, "
+                "warm-cache vs conventional | "
+                f"{med('warm-cache', 'req_s_answered') / med('conventional', 'req_s_answered'):.2f}x"
+                " | - |", ""]
     if web:
         out += ["| method | reboot order at (s) | ready at (s) | req/s 10 s before | req/s 10 s "
                 "after ready | MB/s before | MB/s after | vCPU % before | vCPU % after | QEMU "
-                "CPU % before | QEMU CPU % after | QEMU read MB/s before | QEMU read MB/s after |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "CPU % before | QEMU CPU % after | QEMU read MB/s before | QEMU read MB/s after | "
+                "nginx answered again at (s) | req/s 10 s from then |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m, runs in web.items():
             st = [deb_stats(w) for w in runs]
             c = lambda k, f="{:.1f}": cell([x[k] for x in st], f)  # noqa: E731
@@ -1222,7 +1244,8 @@ def write_results_debian(web, reads):
                                                    "mb_s_after", "vcpu_pct_before",
                                                    "vcpu_pct_after", "qemu_cpu_pct_before",
                                                    "qemu_cpu_pct_after", "qemu_read_mb_s_before",
-                                                   "qemu_read_mb_s_after")) + " |")
+                                                   "qemu_read_mb_s_after", "answered_at_s",
+                                                   "req_s_answered")) + " |")
         out += ["", "The guest's mount of /srv/site after the reboot (each run): "
                 + "; ".join(f"{m} {n}: `{w['mount_after']}`" for m, runs in web.items()
                             for n, w in enumerate(runs, 1)), ""]
@@ -1230,7 +1253,14 @@ def write_results_debian(web, reads):
             "reboot order: median of the runs, min-max band).", "",
             f"Raw data: `{DEB_BASE}-web.csv` (" + ", ".join(DEB_SERIES_FIELDS)
             + f"), `{DEB_BASE}-web-runs.csv` (" + ", ".join(DEB_RUN_FIELDS) + ").", ""]
-    out += reads_section_debian(reads)
+    # The file reads belong to warm-cache-debian.md only: another RAM size's report must not
+    # rewrite their CSV (with no rows).
+    if DEB_BASE == "warm-cache-debian":
+        out += reads_section_debian(reads)
+    # What the runs show, written by hand beside the CSVs, kept when the report is rewritten.
+    notes = os.path.join(RESULTS, f"{DEB_BASE}-notes.md")
+    if os.path.exists(notes):
+        out += ["", open(notes).read().rstrip("\n"), ""]
     with open(os.path.join(RESULTS, f"{DEB_BASE}.md"), "w") as f:
         f.write("\n".join(out))
     plot_web(web, f"{DEB_BASE}-web.png",
