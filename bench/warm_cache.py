@@ -437,10 +437,12 @@ def first_read_loss(rows):
         "dd times itself on the Debian guest, carries only the first-block part.  QEMU's "
         "mapping of the image is not it: it outlives `vcr vm reboot` (same QEMU), and a probe "
         "counting QEMU's page faults during each read "
-        "(`warm-cache-first-read-probe.md`) found 117-327 minor and no major faults in the "
-        "first read after the reboot, against 2100-2440 minor and 25-32 major in a first "
-        "read of a file QEMU had not mapped yet (the \"before 1st\" read, slower for that, "
-        "or another 128 MB file read for the first time after the reboot).", ""]
+        "(`warm-cache-first-read-probe.md`, 8 runs) found 53-327 minor and no major faults "
+        "in the first read after the reboot, against 2070-2480 minor and up to 32 major in "
+        "a first read of a file QEMU had not mapped yet (the \"before 1st\" read, slower "
+        "for that, or another 128 MB file read for the first time after the reboot); in "
+        "the same probe the first read after the reboot, timed by the reader, read at the "
+        "speed of a later read of the file in the same boot.", ""]
 
 
 def write_results(rows, web):
@@ -480,7 +482,8 @@ def write_results(rows, web):
             "(first_block_seconds) and the same read timed by the CGI around the reader "
             "(cgi_seconds: the guest's monotonic clock, `now at N nsecs` of /proc/timer_list "
             "read with sed, before and after the readtime process; it adds starting and ending "
-            "the process).  Nothing is subtracted.  Reboot: `vcr vm reboot VM` (guest reset in the same "
+            "the process).  Nothing is subtracted.  Reboot: `vcr vm reboot VM` (guest reset "
+            "in the same "
             "QEMU; the guest kernel and its page cache start empty).  The warm-cache volume is "
             "its image file mapped shared by QEMU: the data it serves after the reboot comes "
             "from the host page cache.", "",
@@ -504,7 +507,8 @@ def write_results(rows, web):
                        f"{cell(read_values(rows, 'warm-cache', p, r), '{:.4f}')} | "
                        + cell([x * 1000 for x in read_values(rows, "warm-cache", p, r,
                                                              "first_block_seconds")], "{:.1f}")
-                       + f" | {cell(read_values(rows, 'warm-cache', p, r, 'cgi_seconds'), '{:.4f}')} |")
+                       + " | " + cell(read_values(rows, "warm-cache", p, r, "cgi_seconds"),
+                                      "{:.4f}") + " |")
     out += ["", "The same as throughput (MB/s, median [min-max]):", "",
             "| method | before 1st | before 2nd | after 1st | after 2nd |", "|---|---|---|---|---|"]
     for m in METHODS:
@@ -581,7 +585,8 @@ def write_results(rows, web):
             "- The first ratio is bounded by this host, not by the mechanism: no read is "
             "faster than the guest copying memory (the guest's page cache, or the host pages "
             "a DAX read copies from), which TCG emulates here at 1-3 GB/s (the ceiling row), "
-            "and this host's disk serves cache=none reads at the speed of the blk-none row.  The ceiling row "
+            "and this host's disk serves cache=none reads at the speed of the blk-none row.  "
+            "The ceiling row "
             "is the ratio of those two; the paper's 15x means its disk was at least 15x "
             "slower than its memory copy.  With KVM (not usable on this machine) the guest's copy "
             "would run at host memory speed.",
