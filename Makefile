@@ -104,11 +104,12 @@ bench-warm-vm: build image
 # bench/results/warm-cache-debian.*); RUNS=N runs per method (3); APPEND=1 adds the runs to
 # the committed ones, so that each run can have a lab hold of its own; READS=1 (GUEST=debian):
 # the file reads (GNU dd in the guest) instead of the web part; RAM=MB (GUEST=debian web): the
-# guest's RAM (384; another size: bench/results/warm-cache-debian-ramMB.*).
+# guest's RAM (384; another size: bench/results/warm-cache-debian-ramMB.*).  NOWEB=1 (busybox):
+# the file reads only, the committed web results kept.
 bench-warm-cache: build image
 	/usr/bin/python3 bench/warm_cache.py --build $(BUILD) $(if $(GUEST),--guest $(GUEST)) \
 		$(if $(RUNS),--runs $(RUNS)) $(if $(APPEND),--append) $(if $(READS),--reads) \
-		$(if $(RAM),--deb-memory-mb $(RAM))
+		$(if $(RAM),--deb-memory-mb $(RAM)) $(if $(NOWEB),--no-web)
 
 bench-migration: build image
 	/usr/bin/python3 bench/migration.py --build $(BUILD) --merge
