@@ -237,7 +237,7 @@ def main():
     t0 = time.monotonic()
     rounds, samples, events, error = [], [], [], None
     labkit.lab_up()
-    rig = faultkit.Rig(build, run)
+    rig = faultkit.Rig(build, run, standby_vcpus=2)  # as the results say
     try:
         rig.up()
         rounds, samples, events, error = faultkit.run_campaign(rig, args.seed, args.rounds,

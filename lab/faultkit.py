@@ -189,12 +189,12 @@ class Poller:
 
 # --------------------------------------------------------------------------- rig
 
-def vm_specs(cache_dir):
+def vm_specs(cache_dir, standby_vcpus):
     env = labkit.lab_env()
     specs = {h: [] for h in RUN_HOSTS}
     for name, (host, index, address, _, _) in WEBS.items():
         specs[host].append(labkit.vm_entry(name, index, address))
-    sb = labkit.vm_entry(SB_VM, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=2,
+    sb = labkit.vm_entry(SB_VM, SB_INDEX, SB_ADDR, memory_mb=384, vcpus=standby_vcpus,
                          extra_args="apparmor=0 vcr.role=standby "
                                     f"vcr.agent_server={env['VCR_LAB_BRIDGE_ADDR']}:"
                                     f"{labkit.SERVER_AGENT_PORT}")
@@ -238,7 +238,7 @@ def signal_if(pid, sig, needle):
 class Rig:
     """The daemons and VMs of the campaign, under run_dir."""
 
-    def __init__(self, build, run_dir, journal_mb=32):
+    def __init__(self, build, run_dir, journal_mb=32, standby_vcpus=labkit.STANDBY_VCPUS):
         self.build = build
         self.run = str(run_dir)
         self.vcr = labkit.Vcr(build)
@@ -249,7 +249,7 @@ class Rig:
         self.logs = []  # every Proc ever started (their logs are checked for sanitizers)
         self.restarts = {}
         self.cache = os.path.dirname(labkit.lab_env()["VCR_LAB_INITRD"])
-        self.specs = vm_specs(self.cache)
+        self.specs = vm_specs(self.cache, standby_vcpus)
 
     # -- daemons
     def _log(self, name):

@@ -80,9 +80,13 @@ static pid_t spawn(char *const argv[], const char *log_path, int keep_fd, bool t
         close(report[0]);
         int e = 0;
         int in = open("/dev/null", O_RDONLY);
-        int out = log_path ? open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0640) : 1;
-        if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0 ||
-            setsid() < 0)
+        if (in < 0 || dup2(in, 0) < 0)
+            e = errno;
+        /* No log path: stdout and stderr stay the caller's, each. */
+        int out = e == 0 && log_path ? open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0640) : -1;
+        if (e == 0 && log_path && (out < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0))
+            e = errno;
+        if (e == 0 && setsid() < 0)
             e = errno;
         /* The death signal is not sent for a parent that died before the
          * prctl: checked after it. */

@@ -43,7 +43,7 @@ BAD, BAD_CT, BAD_ADDR = "bbbad", "bbbadct", "10.77.0.36"
 NGINX, NGINX_CT, NGINX_ADDR = "nginx", "nginxct", "10.77.0.37"
 EXTRA, EXTRA_CT, EXTRA_ADDR = "bbextra", "bbextract", "10.77.0.38"  # no service names it
 NGINX_DIR = "/var/cache/vcr-lab/debian"
-BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC checks
+BOOT_TIMEOUT = 300  # TCG: a standby guest copies its initramfs, then LXC checks
 # Download + SHA-256 + unpack + LXC start of a small image under TCG; a provisioning
 # order may take up to 120 s (RECOVERY_CONTAINER_ORDER_MS) and is retried after 5 s.
 PROVISION_TIMEOUT = 240

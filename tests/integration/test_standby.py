@@ -22,7 +22,7 @@ CT2, SERVICE2, CT2_ADDR = "web2ct", "web2", "10.77.0.37"
 DROPPED = {"sys_module": 16, "sys_rawio": 17, "sys_admin": 21, "sys_boot": 22, "sys_time": 25,
            "mac_override": 32, "mac_admin": 33}
 VM_ROOT_MAP = "0 0 4294967295"  # uid_map of a process in the VM's own user namespace
-BOOT_TIMEOUT = 300  # TCG: a 2-vCPU standby guest copies its initramfs, then LXC checks
+BOOT_TIMEOUT = 300  # TCG: a standby guest copies its initramfs, then LXC checks
 
 
 def standby_vm():
@@ -87,7 +87,7 @@ def test_container_lifecycle_and_load(standby, record_property):
     assert c["service"] == SERVICE and c["address"] == CT_ADDR and c["cpu_pct"] >= 0
     load = standby_host(d)["vm_load"]
     assert load["mem_total_kb"] > 100000 and 0 < load["mem_used_kb"] < load["mem_total_kb"]
-    assert load["ncpus"] == 2
+    assert load["ncpus"] == labkit.STANDBY_VCPUS
     labkit.wait_for("a VM CPU figure", lambda: standby_host(d)["vm_load"]["cpu_pct"] is not None,
                     10)
     table = d.vcr.run("status")
