@@ -272,26 +272,39 @@ def cell(values, fmt="{:.3f}"):
     return f"{fmt.format(med)} [{fmt.format(lo)}-{fmt.format(hi)}]"
 
 
-def read_values(rows, method, phase, read, key="seconds"):
-    return [float(r[key]) for r in rows
+def read_rows(rows, method, phase, read):
+    return [r for r in rows
             if r["method"] == method and r["phase"] == phase and int(r["read"]) == read]
+
+
+def read_values(rows, method, phase, read, key="seconds"):
+    return [float(r[key]) for r in read_rows(rows, method, phase, read)]
 
 
 def open_read_values(rows, method, phase, read):
     """The reader's open() plus its read loop (open_seconds + seconds), for rows that have
     open_seconds (readtime's open_ns)."""
-    return [float(r["seconds"]) + float(r["open_seconds"]) for r in rows
-            if r["method"] == method and r["phase"] == phase and int(r["read"]) == read
-            and r.get("open_seconds") not in ("", None)]
+    return [float(r["seconds"]) + float(r["open_seconds"])
+            for r in read_rows(rows, method, phase, read)
+            if r.get("open_seconds") not in ("", None)]
 
 
 def cgi_excess_values(rows, method, phase, read):
     """Seconds of the CGI's time around the reader beyond the reader's open() and read loop:
     starting and ending the reader process and the CGI's own clock reads."""
     return [float(r["cgi_seconds"]) - float(r["seconds"]) - float(r["open_seconds"])
-            for r in rows
-            if r["method"] == method and r["phase"] == phase and int(r["read"]) == read
-            and r.get("open_seconds") not in ("", None) and r.get("cgi_seconds")]
+            for r in read_rows(rows, method, phase, read)
+            if r.get("open_seconds") not in ("", None) and r.get("cgi_seconds")]
+
+
+def page_cache_reference(rows):
+    """(median seconds, method, phase) of the fastest virtio-blk 2nd read: served by the
+    guest's page cache, a memory copy in the guest with no warm-cache volume involved; None
+    without such reads."""
+    pc = [(statistics.median(read_values(rows, m, p, 2)), m, p)
+          for m in ("blk-none", "blk-writeback") for p in ("before", "after")
+          if read_values(rows, m, p, 2)]
+    return min(pc) if pc else None
 
 
 def per_run_ratios(rows, method, num, den, key=read_values):
@@ -663,12 +676,10 @@ def write_results(rows, web, web_loaded=False):
             oratio = omed("warm-cache", "before", 2) / omed("warm-cache", "after", 1)
             out.append(f"| ... share of the warm 2nd run before it | {oratio * 100:.0f}% "
                        f"(per run {min(oshare) * 100:.0f}-{max(oshare) * 100:.0f}%) | - |")
-        # A reference from reads that do not involve the mechanism: a virtio-blk 2nd read,
-        # served by the guest's page cache (a memory copy in the guest).
-        pc = [(med(m, p, 2), m, p) for m in ("blk-none", "blk-writeback")
-              for p in ("before", "after") if read_values(rows, m, p, 2)]
-        if pc:
-            fastest, fm, fp = min(pc)
+        # A reference from reads that do not involve the mechanism.
+        ref = page_cache_reference(rows)
+        if ref:
+            fastest, fm, fp = ref
             out.append(f"| reference: the fastest guest page-cache read of the table ({fm} "
                        f"{fp} 2nd, {FILE_MB / fastest:.0f} MB/s: a memory copy in the guest, no "
                        f"warm-cache volume involved) vs blk cache=none after the reboot | "
@@ -710,14 +721,12 @@ def write_results(rows, web, web_loaded=False):
                 "server.  The conventional reboot here is `--cold` (QEMU restarted, virtio-blk "
                 "cache=none: nothing cached anywhere).", ""]
     out += first_read_loss(rows)
-    pc = [(statistics.median(read_values(rows, m, p, 2)), m, p)
-          for m in ("blk-none", "blk-writeback") for p in ("before", "after")
-          if read_values(rows, m, p, 2)]
+    ref = page_cache_reference(rows)
     every = [(statistics.median(read_values(rows, m, p, r)), m, p, r)
              for m in METHODS for p, r in PHASES if read_values(rows, m, p, r)]
     bound = ""
-    if pc and every and read_values(rows, "blk-none", "after", 1):
-        fastest, fm, fp = min(pc)
+    if ref and every and read_values(rows, "blk-none", "after", 1):
+        fastest, fm, fp = ref
         top = min(every)
         blk = statistics.median(read_values(rows, "blk-none", "after", 1))
         wa1 = read_values(rows, "warm-cache", "after", 1)
